@@ -1,0 +1,153 @@
+"""Time one full training iteration of a recipe's method on random data of the recipe's shape.
+
+    python benchmarks/train_step.py --recipe recipes/latent_ebm/svhn.yaml --iters 10 --warmup 2 [--baseline]
+
+Builds the recipe's model (nothing is read from disk but the YAML), feeds batches of uniform
+noise in [-1, 1] shaped like the decoder's output, and runs the method's own ``training_step``
+(both chains and both updates) through a Lightning Trainer. Prints one JSON line:
+``sec_per_iter`` (median), ``peak_mem_mb`` (CUDA: max allocated; CPU: the process's peak RSS),
+and with ``--baseline`` the same iteration written the usual way (``plain_latent_ebm.py``:
+parameters not frozen, one ``autograd.grad`` per energy term and step) with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from lebm.config import build  # noqa: E402
+from lebm.models import LatentEBM  # noqa: E402
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+
+
+def observation_shape(model: Any) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(model.decoder.decode(torch.zeros(1, model.prior.latent_dim, device=model.device)).shape[1:])
+
+
+class IterationTimer(L.Callback):
+    """Wall-clock time of each training batch, synchronising CUDA at both ends."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def _sync(self, module: L.LightningModule) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._sync(pl_module)
+        self.times.append(time.perf_counter() - self._start)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_method(model: Any, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, accelerator: str) -> list[float]:
+    n = batch_size * (iters + warmup)
+    data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
+    timer = IterationTimer()
+    trainer = L.Trainer(
+        max_steps=-1, max_epochs=1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], inference_mode=False,
+        limit_val_batches=0, num_sanity_val_steps=0,
+    )
+    trainer.fit(model, data)
+    return timer.times[warmup:]
+
+
+def time_baseline(model: LatentEBM, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, device: torch.device) -> list[float]:
+    from plain_latent_ebm import PlainLatentEBMStep
+
+    hp = model.hparams
+    step = PlainLatentEBMStep(
+        model.decoder.net.to(device), model.prior.energy_net.to(device), model.prior.latent_dim,
+        sigma=model.decoder.sigma, prior_steps=model.prior.sampler.n_steps, prior_step_size=model.prior.sampler.step_size,
+        posterior_steps=model.posterior_sampler.n_steps, posterior_step_size=model.posterior_sampler.step_size,
+        generator_lr=hp.decoder_lr, energy_lr=hp.prior_lr,
+    )
+    times = []
+    for _ in range(iters + warmup):
+        x = torch.rand(batch_size, *shape, device=device) * 2 - 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step.step(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's data batch_size")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--baseline", action="store_true", help="also time the plain-PyTorch loop (LatentEBM recipes)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    recipe = load_recipe(args.recipe)
+    batch_size = args.batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
+    torch.manual_seed(args.seed)
+    model = build(recipe["model"])
+    shape = observation_shape(model)
+    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
+    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator)
+    device = model.device
+    result: dict[str, Any] = {
+        "recipe": args.recipe,
+        "method": type(model).__name__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "batch_size": batch_size,
+        "observation_shape": list(shape),
+        "latent_dim": model.prior.latent_dim,
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "sec_per_iter": statistics.median(times),
+        "sec_per_iter_min": min(times),
+        "peak_mem_mb": round(peak_memory_mb(device), 1),
+        "torch": torch.__version__,
+    }
+    if args.baseline:
+        if not isinstance(model, LatentEBM):
+            parser.error("--baseline is available for LatentEBM recipes")
+        model.load_state_dict(initial_state)
+        baseline = time_baseline(model, shape, batch_size, args.iters, args.warmup, device)
+        result["baseline_sec_per_iter"] = statistics.median(baseline)
+        result["speedup_vs_baseline"] = round(result["baseline_sec_per_iter"] / result["sec_per_iter"], 3)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

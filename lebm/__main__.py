@@ -1,0 +1,3 @@
+from lebm.cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""Sample and reconstruction grids, logged as uint8 images and saved as PNGs in the run folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from lebm.models.base import batch_observations
+
+
+def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarray:
+    """``(N, C, H, W)`` images in [-1, 1] -> one ``(H', W', 3)`` uint8 grid.
+
+    Images smaller than ``min_size`` pixels are enlarged (nearest neighbour) so they stay
+    visible. W&B casts float images to uint8 without scaling, hence the explicit conversion.
+    """
+    images = images.detach().float().cpu().clamp(-1, 1)
+    if images.shape[-1] < min_size:
+        factor = -(-min_size // images.shape[-1])
+        images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+    grid = make_grid((images + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str:
+    """Save ``image`` (H, W, 3) uint8 to ``<run>/images/<key>_epoch<E>.png`` and send it to every
+    logger that takes images (W&B, TensorBoard). Returns the PNG path."""
+    folder = os.path.join(trainer.default_root_dir, "images")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png")
+    Image.fromarray(image).save(path)
+    for logger in trainer.loggers:
+        if hasattr(logger, "log_image"):  # WandbLogger
+            logger.log_image(key=key, images=[image], step=trainer.global_step)
+        elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+            logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+    return path
+
+
+def _is_image_batch(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point()
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_epochs`` validation epochs, decode ``n`` prior samples into a grid (``samples``).
+
+    Args:
+        n: number of samples.
+        nrow: images per grid row.
+        every_n_epochs: how often (in epochs).
+        seed: seeds the prior chains, so grids of successive epochs are comparable.
+    """
+
+    def __init__(self, n: int = 64, nrow: int = 8, every_n_epochs: int = 1, seed: int | None = 0) -> None:
+        self.n, self.nrow, self.every_n_epochs, self.seed = n, nrow, every_n_epochs, seed
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+            if self.seed is not None:
+                torch.manual_seed(self.seed)
+            samples = pl_module.generate(self.n)
+        if _is_image_batch(samples):
+            log_image(trainer, "samples", to_uint8_grid(samples, self.nrow))
+
+
+class ReconstructionGrid(L.Callback):
+    """Every ``every_n_epochs`` validation epochs, show ``n`` validation images (odd rows) above
+    their reconstructions (even rows) in one grid (``reconstructions``)."""
+
+    def __init__(self, n: int = 32, nrow: int = 8, every_n_epochs: int = 1) -> None:
+        self.n, self.nrow, self.every_n_epochs = n, nrow, every_n_epochs
+        self._inputs: Tensor | None = None
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0 and self._inputs is None:
+            x = batch_observations(batch)
+            if _is_image_batch(x):
+                with torch.inference_mode(False):
+                    self._inputs = x[: self.n].clone()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self._inputs is None:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        x = self._inputs.to(pl_module.device)
+        x_hat = pl_module.reconstruct(x)
+        rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
+        log_image(trainer, "reconstructions", to_uint8_grid(torch.cat(rows), self.nrow))

@@ -1,0 +1,105 @@
+"""The ``lebm`` command: ``lebm fit|validate|test|predict -c recipe.yaml [--key value ...]``.
+
+A LightningCLI in OmegaConf mode (``${...}`` interpolation in recipes) with the toolkit's defaults:
+
+- ``trainer.inference_mode`` is off (validation runs Langevin chains, which need gradients);
+- the run folder is ``trainer.default_root_dir``: the W&B logger's ``save_dir``, checkpoint
+  callbacks without a ``dirpath`` (``<run>/checkpoints``), PNG grids (``<run>/images``) and the
+  resolved config (``<run>/config.yaml``) all go there;
+- ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
+- a component that rejects its arguments (a missing data folder, say) stops the command with
+  its message before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from lebm.models.base import LatentVariableModel
+
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+
+
+class LebmCLI(LightningCLI):
+    """LightningCLI wired to the run-folder conventions described in this module."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_defaults", {"inference_mode": False})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
+        super().__init__(
+            LatentVariableModel,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            **kwargs,
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = config.trainer.default_root_dir or os.getcwd()
+        config.trainer.default_root_dir = run_dir
+        resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
+        for logger in _as_list(config.trainer.get("logger")):
+            if not _is_config_of(logger, "WandbLogger"):
+                continue
+            init_args = logger.init_args
+            if init_args.get("save_dir") in (None, "."):
+                init_args.save_dir = run_dir
+            if self.subcommand == "fit" and init_args.get("id") is None:
+                init_args.id = _wandb_run_id(run_dir, resuming)
+                init_args.resume = "allow"
+                self._wandb_run = (run_dir, init_args.id)
+        for callback in _as_list(config.trainer.get("callbacks")):
+            if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
+            self.parser.error(f"could not build the run: {type(error).__name__}: {error}")
+
+    def after_instantiate_classes(self) -> None:
+        run = getattr(self, "_wandb_run", None)
+        if run is not None and self.trainer.is_global_zero:
+            run_dir, run_id = run
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
+                handle.write(run_id)
+
+
+def _wandb_run_id(run_dir: str, resuming: bool) -> str:
+    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
+    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
+    if resuming and os.path.exists(path):
+        with open(path) as handle:
+            return handle.read().strip()
+    return uuid.uuid4().hex[:12]
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _is_config_of(item: Any, class_name: str) -> bool:
+    class_path = getattr(item, "class_path", None) if not isinstance(item, dict) else item.get("class_path")
+    return isinstance(class_path, str) and class_path.rsplit(".", 1)[-1] == class_name
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lebm`` console script."""
+    LebmCLI(args=args if args is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Record how components were built, so a checkpoint can rebuild them.
+
+Every lebm component (samplers, priors, nets, decoders) derives from :class:`Configurable`.
+At construction it records its class path and the arguments it was called with. A method's
+LightningModule stores ``to_config(component)`` (a plain ``{"class_path", "init_args"}`` dict,
+nested for sub-components) in its hyperparameters, and ``build(config)`` turns such a dict back
+into the object. This is the same shape as LightningCLI's ``class_path``/``init_args`` YAML, so a
+config written by hand, a recipe, and a checkpoint all speak one format.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+from typing import Any
+
+_CONFIG_ATTR = "_lebm_init_config"
+
+
+class Configurable:
+    """Mixin: remember the class path and call arguments of the most-derived ``__init__``."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        original_init = cls.__init__
+        signature = inspect.signature(original_init)
+
+        @functools.wraps(original_init)
+        def recording_init(self: Any, *args: Any, **kw: Any) -> None:
+            if not hasattr(self, _CONFIG_ATTR):  # outermost __init__ = most-derived class
+                bound = signature.bind(self, *args, **kw)
+                bound.apply_defaults()
+                arguments = dict(bound.arguments)
+                arguments.pop(next(iter(signature.parameters)))  # self
+                for name, param in signature.parameters.items():
+                    if param.kind is inspect.Parameter.VAR_KEYWORD:
+                        arguments.update(arguments.pop(name, {}))
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL:
+                        arguments.pop(name, None)
+                kind = type(self)
+                object.__setattr__(self, _CONFIG_ATTR, (f"{kind.__module__}.{kind.__qualname__}", arguments))
+            original_init(self, *args, **kw)
+
+        cls.__init__ = recording_init  # type: ignore[method-assign]
+
+
+def to_config(obj: Any) -> Any:
+    """Turn ``obj`` into plain data: components become ``{"class_path", "init_args"}`` dicts.
+
+    Raises:
+        TypeError: for an object that is neither plain data nor a :class:`Configurable`; such
+            a component (a user's own ``nn.Module``, say) must be passed again when loading a
+            checkpoint, e.g. ``Method.load_from_checkpoint(path, decoder=MyDecoder())``.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [to_config(item) for item in obj]
+    if isinstance(obj, dict):
+        return {key: to_config(value) for key, value in obj.items()}
+    recorded = getattr(obj, _CONFIG_ATTR, None)
+    if recorded is not None:
+        class_path, arguments = recorded
+        return {"class_path": class_path, "init_args": {k: to_config(v) for k, v in arguments.items()}}
+    raise TypeError(
+        f"cannot describe {type(obj).__name__} as a config: it is not an lebm component. "
+        "Pass it again when loading, e.g. Method.load_from_checkpoint(path, <argument>=<object>)."
+    )
+
+
+def try_to_config(obj: Any) -> Any:
+    """Like :func:`to_config` but returns ``None`` for objects that cannot be described."""
+    try:
+        return to_config(obj)
+    except TypeError:
+        return None
+
+
+def import_object(class_path: str) -> Any:
+    """Import ``package.module.Name`` and return ``Name``."""
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        raise ValueError(f"class_path {class_path!r} must be a dotted path like 'lebm.samplers.Langevin'")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import {class_path!r}: {error}") from error
+
+
+def build(config: Any) -> Any:
+    """Inverse of :func:`to_config`: instantiate every ``{"class_path", "init_args"}`` dict."""
+    if isinstance(config, dict):
+        if "class_path" in config:
+            cls = import_object(config["class_path"])
+            init_args = {k: build(v) for k, v in (config.get("init_args") or {}).items()}
+            return cls(**init_args)
+        return {key: build(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [build(item) for item in config]
+    return config

@@ -1,0 +1,24 @@
+"""The generator's maximum-likelihood loss at given latents."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor
+
+
+class Decoder(Protocol):
+    """An observation model ``p(x|z)``: ``nll(x, z) -> (B,)`` is ``-log p(x|z)`` per example."""
+
+    def nll(self, x: Tensor, z: Tensor) -> Tensor: ...
+
+
+def reconstruction_loss(decoder: Decoder, x: Tensor, z: Tensor) -> Tensor:
+    """``mean_i -log p(x_i | z_i)`` with ``z`` detached.
+
+    At posterior samples ``z ~ p(z|x)`` this is a Monte-Carlo estimate of the negative of the
+    generator's log-likelihood gradient target ``E_{p(z|x)}[log p_beta(x|z)]``. For a Gaussian
+    decoder it equals ``sum ||x - g(z)||^2 / (2 sigma^2 B)``; the papers' code minimises the
+    plain SSE/B, the same direction scaled by ``2 sigma^2`` (Adam is invariant to that scale).
+    """
+    return decoder.nll(x, z.detach()).mean()

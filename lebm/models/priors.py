@@ -1,0 +1,102 @@
+"""Latent priors: the Gaussian reference and the exponentially tilted (EBM) prior.
+
+Every prior exposes ``energy(z) -> (B,)``, the total energy ``U(z) = -log p(z) + const``
+including the Gaussian reference term, and ``sample(n) -> (n, latent_dim)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lebm.config import Configurable
+from lebm.samplers import Langevin, Sampler
+from lebm.samplers.base import SamplerOutput
+
+
+class Prior(nn.Module, Configurable):
+    """Base class of latent priors over flat latents ``(B, latent_dim)``."""
+
+    latent_dim: int
+    _anchor: Tensor
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        self.latent_dim = int(latent_dim)
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    def energy(self, z: Tensor) -> Tensor:
+        """Total energy ``U(z)`` ``(B,)``."""
+        raise NotImplementedError
+
+    def sample(
+        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+    ) -> SamplerOutput:
+        """``n`` samples ``(n, latent_dim)``."""
+        raise NotImplementedError
+
+
+class GaussianPrior(Prior):
+    """``p0(z) = N(0, sigma^2 I)``; ``U(z) = ||z||^2 / (2 sigma^2)``; exact sampling."""
+
+    def __init__(self, latent_dim: int, sigma: float = 1.0) -> None:
+        super().__init__(latent_dim)
+        self.sigma = float(sigma)
+
+    def energy(self, z: Tensor) -> Tensor:
+        return z.flatten(1).square().sum(1) / (2 * self.sigma**2)
+
+    def sample(
+        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+    ) -> SamplerOutput:
+        z = torch.randn(n, self.latent_dim, device=self.device) * self.sigma
+        return (z, {}) if return_diagnostics else z
+
+
+class TiltedGaussianPrior(GaussianPrior):
+    """Latent EBM prior ``p(z) ∝ exp(-E(z)) N(0, sigma^2 I)`` (LEBM; ``E = -f_alpha``).
+
+    ``U(z) = E(z) + ||z||^2 / (2 sigma^2)``. Sampling runs ``sampler`` (default: LEBM's
+    short-run Langevin, 60 steps of size 0.4) from ``N(0, init_std^2 I)`` noise.
+
+    Args:
+        latent_dim: dimension of z.
+        energy_net: ``E``: ``(B, latent_dim) -> (B,)``, an energy (not a negative energy).
+        sigma: reference standard deviation (``e_prior_sig = 1``).
+        sampler: the prior sampler (a ``Langevin`` or a ``PersistentChains``).
+        init_std: standard deviation of the chains' initial noise (``e_init_sig = 1``).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        energy_net: nn.Module,
+        sigma: float = 1.0,
+        sampler: Sampler | None = None,
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__(latent_dim, sigma)
+        self.energy_net = energy_net
+        self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
+        self.init_std = float(init_std)
+
+    def tilt_energy(self, z: Tensor) -> Tensor:
+        """The learnable part ``E(z)`` ``(B,)``."""
+        return self.energy_net(z)
+
+    def energy(self, z: Tensor) -> Tensor:
+        return self.energy_net(z) + super().energy(z)
+
+    def sample(
+        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+    ) -> SamplerOutput:
+        """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
+        z0 = torch.randn(n, self.latent_dim, device=self.device) * self.init_std
+        chain = sampler if sampler is not None else self.sampler
+        return chain(self.energy, z0, freeze=[self], return_diagnostics=return_diagnostics)

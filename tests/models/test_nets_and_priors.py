@@ -1,0 +1,96 @@
+"""Networks, decoders and priors: shapes, the paper's layouts, energies and sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lebm.models import GaussianPrior, TiltedGaussianPrior
+from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3), (128, 3)])
+def test_dcgan_generator_output_shapes(size: int, channels: int) -> None:
+    g = DCGANGenerator(latent_dim=10, channels=channels, image_size=size, ngf=8)
+    x = g(torch.randn(2, 10))
+    assert x.shape == (2, channels, size, size)
+    assert x.abs().max() <= 1.0
+
+
+def test_svhn_generator_matches_the_official_layout() -> None:
+    convs = [m for m in DCGANGenerator(100, 3, 32, ngf=64).modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(100, 512), (512, 256), (256, 128), (128, 3)]
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 2]
+
+
+def test_celeba128_generator_widths() -> None:
+    convs = [m for m in DCGANGenerator(100, 3, 128, ngf=64).modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == [2048, 1024, 512, 256, 128, 3]
+
+
+def test_dcgan_rejects_unsupported_sizes() -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        DCGANGenerator(image_size=30)
+
+
+def test_energy_mlp_layout_and_spectral_norm() -> None:
+    net = EnergyMLP(100, hidden=200, depth=2, activation="gelu")
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(100, 200), (200, 200), (200, 1)]
+    assert net(torch.randn(7, 100)).shape == (7,)
+    sn = EnergyMLP(4, hidden=8, spectral_norm=True)
+    assert all(hasattr(l, "parametrizations") for l in sn.modules() if isinstance(l, nn.Linear))
+    with pytest.raises(ValueError, match="activation"):
+        EnergyMLP(4, activation="swishy")
+
+
+def test_mlp_generator_shape() -> None:
+    assert MLPGenerator(3, [1, 8, 8], hidden=16)(torch.randn(5, 3)).shape == (5, 1, 8, 8)
+
+
+def test_gaussian_decoder_nll_is_the_log_density_up_to_a_constant() -> None:
+    decoder = GaussianDecoder(nn.Identity(), sigma=0.3)
+    x, z = torch.randn(6, 4), torch.randn(6, 4)
+    exact = torch.distributions.Normal(z, 0.3).log_prob(x).sum(1)
+    const = 4 * 0.5 * math.log(2 * math.pi * 0.09)
+    assert torch.allclose(-decoder.nll(x, z), exact + const, atol=1e-5)
+    assert torch.allclose(decoder.metrics(x, z)["mse"], (x - z).square().mean(1))
+
+
+def test_gaussian_prior_energy_and_samples() -> None:
+    prior = GaussianPrior(3, sigma=2.0)
+    z = torch.randn(5, 3)
+    assert torch.allclose(prior.energy(z), z.square().sum(1) / 8)
+    samples = prior.sample(20000)
+    assert samples.shape == (20000, 3)
+    assert torch.allclose(samples.std(0), torch.full((3,), 2.0), atol=0.05)
+
+
+class ShiftEnergy(nn.Module):
+    """``E(z) = -w . z`` with fixed ``w``: the tilted prior is ``N(w sigma^2, sigma^2 I)``."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return -(z @ self.w)
+
+
+def test_tilted_prior_energy_includes_the_reference_term() -> None:
+    prior = TiltedGaussianPrior(2, ShiftEnergy(torch.tensor([1.0, 2.0])), sigma=1.0)
+    z = torch.randn(4, 2)
+    assert torch.allclose(prior.energy(z), -(z @ torch.tensor([1.0, 2.0])) + z.square().sum(1) / 2)
+    assert torch.allclose(prior.tilt_energy(z), -(z @ torch.tensor([1.0, 2.0])))
+
+
+def test_tilted_prior_samples_follow_the_tilt() -> None:
+    prior = TiltedGaussianPrior(2, ShiftEnergy(torch.tensor([1.0, -0.5])), sampler=Langevin(200, 0.3))
+    samples = prior.sample(4000)
+    assert torch.allclose(samples.mean(0), torch.tensor([1.0, -0.5]), atol=0.1)
+    # the prior's own parameters are trainable again after sampling
+    assert all(p.requires_grad for p in prior.parameters())

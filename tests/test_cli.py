@@ -1,0 +1,108 @@
+"""The `lebm` command end to end: recipes parse, bad configs fail early, quickstart trains and resumes."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(str(p.relative_to(REPO)) for p in (REPO / "recipes").rglob("*.yaml"))
+
+
+def lebm(*args: str, timeout: int = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "lebm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_there_are_recipes_for_every_paper_experiment_of_latent_ebm() -> None:
+    for name in ("svhn", "cifar10", "celeba64", "mnist_anomaly"):
+        assert f"recipes/latent_ebm/{name}.yaml" in RECIPES
+    assert "recipes/quickstart.yaml" in RECIPES
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_every_recipe_parses(recipe: str) -> None:
+    result = lebm("fit", "-c", recipe, "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "class_path: lebm.models." in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--model.init_args.no_such_option", "1"], "no_such_option"),
+        (["--model.init_args.decoder_lr", "fast"], "decoder_lr"),
+        (["--trainer.max_epochs", "many"], "max_epochs"),
+    ],
+)
+def test_bad_config_fails_before_training_with_a_readable_message(tmp_path: Path, args: list[str], expected: str) -> None:
+    result = lebm("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path), *args)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_key_in_a_recipe_file_is_reported(tmp_path: Path) -> None:
+    recipe = (REPO / "recipes/quickstart.yaml").read_text().replace("  max_epochs:", "  max_epoch:")
+    path = tmp_path / "typo.yaml"
+    path.write_text(recipe)
+    result = lebm("fit", "-c", str(path), "--trainer.default_root_dir", str(tmp_path))
+    assert result.returncode != 0 and "max_epoch" in result.stderr
+
+
+def test_missing_data_folder_fails_before_training(tmp_path: Path) -> None:
+    missing = tmp_path / "no_svhn_here"
+    result = lebm("fit", "-c", "recipes/latent_ebm/svhn.yaml", "--data.init_args.root", str(missing),
+                  "--trainer.default_root_dir", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert str(missing) in result.stderr and "train_32x32.mat" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_recipe_without_data_root_says_how_to_pass_it(tmp_path: Path) -> None:
+    result = lebm("fit", "-c", "recipes/latent_ebm/svhn.yaml", "--trainer.default_root_dir", str(tmp_path))
+    assert result.returncode != 0 and "root" in result.stderr
+
+
+def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run),
+              "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+              "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false"]
+    first = lebm("fit", *common, "--trainer.max_epochs", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run / "config.yaml").exists()
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert glob.glob(str(run / "images" / "samples_epoch*.png"))
+    assert glob.glob(str(run / "images" / "reconstructions_epoch*.png"))
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    assert glob.glob(str(run / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    first_ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert first_ckpt["epoch"] == 1 and first_ckpt["global_step"] == 2 * 3  # two optimisers step per batch
+
+    second = lebm("fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3 * 2
+    assert (run / "wandb_run_id.txt").read_text().strip() == run_id  # the same W&B run continues
+
+    from lebm.models import LatentEBM
+
+    model = LatentEBM.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert model.generate(4).shape == (4, 1, 8, 8)
+    x = torch.rand(3, 1, 8, 8) * 2 - 1
+    assert model.reconstruct(x).shape == x.shape and model.score(x).shape == (3,)
+
+    tested = lebm("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "test/mse" in tested.stdout
