@@ -14,7 +14,6 @@ A LightningCLI in OmegaConf mode (``${...}`` interpolation in recipes) with the 
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from typing import Any
 
@@ -98,7 +97,7 @@ def _is_config_of(item: Any, class_name: str) -> bool:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lebm`` console script."""
-    LebmCLI(args=args if args is not None else sys.argv[1:])
+    LebmCLI(args=args)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class LatentVariableModel(L.LightningModule):
         ``load_from_checkpoint`` rebuilds them (components that are not lebm components are
         stored as ``None`` and must be passed again when loading)."""
         hparams = {name: try_to_config(value) for name, value in arguments.items()}
+        # LightningCLI reads `_class_path` to rebuild the right subclass from a checkpoint's
+        # hyperparameters (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
+        hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
         self.save_hyperparameters(hparams)
 
     def setup(self, stage: str) -> None:
