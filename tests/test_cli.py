@@ -78,7 +78,8 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
     run = tmp_path / "run"
     common = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run),
               "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-              "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false"]
+              "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.log_every_n_steps", "1"]
     first = lebm("fit", *common, "--trainer.max_epochs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert (run / "config.yaml").exists()
@@ -99,6 +100,7 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3 * 2
     assert (run / "wandb_run_id.txt").read_text().strip() == run_id  # the same W&B run continues
+    assert len(glob.glob(str(run / "wandb" / f"offline-run-*-{run_id}"))) == 2
 
     from lebm.models import LatentEBM
 
