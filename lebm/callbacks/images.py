@@ -38,7 +38,7 @@ def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str:
     Image.fromarray(image).save(path)
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image(key=key, images=[image], step=trainer.global_step)
+            logger.log_image(key=key, images=[image])  # W&B keeps its own monotonic step
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
             logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -73,12 +74,20 @@ class LatentVariableModel(L.LightningModule):
             ddp_kwargs.setdefault("find_unused_parameters", True)
 
     # ---------------------------------------------------------------- user API
-    def posterior_energy(self, x: Tensor) -> Any:
-        """The energy function ``z -> -log p(x, z)`` ``(B,)`` of the posterior ``p(z|x)``."""
+    def posterior_energy(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
+        reference term, which chains add analytically: pass
+        ``reference_precision=self.prior.reference_precision`` to the sampler."""
         if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
             with torch.inference_mode(False):
                 x = x.clone()
-        return lambda z: self.joint_energy(x, z)
+
+        def energy(z: Tensor) -> Tensor:
+            residual = self.prior.residual_energy(z)
+            nll = self.decoder.nll(x, z)
+            return nll if residual is None else nll + residual
+
+        return energy
 
     def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
         return self.decoder.nll(x, z) + self.prior.energy(z)

@@ -73,8 +73,6 @@ class LatentEBM(LatentVariableModel):
         if posterior_sampler is None:
             posterior_sampler = Langevin(n_steps=20, step_size=0.1)
         self.posterior_sampler = ensure_component(posterior_sampler, "posterior_sampler", Sampler)
-        if isinstance(self.posterior_sampler, nn.Module):  # persistent chains: checkpoint its buffer
-            self.add_module("posterior_chains", self.posterior_sampler)
         self.posterior_init_std = posterior_init_std
 
     # ---------------------------------------------------------------- user API
@@ -85,7 +83,11 @@ class LatentEBM(LatentVariableModel):
         z0 = torch.randn(x.shape[0], self.prior.latent_dim, device=x.device) * self.posterior_init_std
         chain = sampler if sampler is not None else self.posterior_sampler
         return chain(
-            self.posterior_energy(x), z0, freeze=[self.decoder, self.prior], return_diagnostics=return_diagnostics
+            self.posterior_energy(x),
+            z0,
+            reference_precision=self.prior.reference_precision,
+            freeze=[self.decoder, self.prior],
+            return_diagnostics=return_diagnostics,
         )
 
     # --------------------------------------------------------------- training
@@ -124,7 +126,7 @@ class LatentEBM(LatentVariableModel):
         logs["train/decoder_nll"] = decoder_loss.detach()
 
         if self.learns_prior:
-            contrastive = mle_loss(self.prior.tilt_energy, z_pos, z_neg)
+            contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
             self._optimizer_step(optimizers[1], contrastive.loss, self.prior, self.hparams.prior_grad_clip)
             logs["train/prior_loss"] = contrastive.loss.detach()
             logs["train/energy_pos"] = contrastive.energy_pos

@@ -1,7 +1,9 @@
 """Latent priors: the Gaussian reference and the exponentially tilted (EBM) prior.
 
 Every prior exposes ``energy(z) -> (B,)``, the total energy ``U(z) = -log p(z) + const``
-including the Gaussian reference term, and ``sample(n) -> (n, latent_dim)``.
+including the Gaussian reference term, and ``sample(n) -> (n, latent_dim)``. For chains it also
+splits ``U(z) = residual_energy(z) + reference_precision * ||z||^2 / 2`` so that samplers can
+differentiate the Gaussian part analytically (``residual_energy`` is ``None`` for a pure Gaussian).
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ class Prior(nn.Module, Configurable):
 
     def energy(self, z: Tensor) -> Tensor:
         """Total energy ``U(z)`` ``(B,)``."""
+        residual = self.residual_energy(z)
+        reference = z.flatten(1).square().sum(1) * (self.reference_precision / 2)
+        return reference if residual is None else residual + reference
+
+    @property
+    def reference_precision(self) -> float:
+        """Precision ``1 / sigma^2`` of the Gaussian reference factor (0 for none)."""
+        return 0.0
+
+    def residual_energy(self, z: Tensor) -> Tensor | None:
+        """``U(z)`` minus the Gaussian reference term, ``(B,)``; ``None`` when it is zero."""
         raise NotImplementedError
 
     def sample(
@@ -47,10 +60,16 @@ class GaussianPrior(Prior):
 
     def __init__(self, latent_dim: int, sigma: float = 1.0) -> None:
         super().__init__(latent_dim)
+        if sigma <= 0:
+            raise ValueError(f"prior sigma must be > 0, got {sigma}")
         self.sigma = float(sigma)
 
-    def energy(self, z: Tensor) -> Tensor:
-        return z.flatten(1).square().sum(1) / (2 * self.sigma**2)
+    @property
+    def reference_precision(self) -> float:
+        return 1.0 / self.sigma**2
+
+    def residual_energy(self, z: Tensor) -> Tensor | None:
+        return None
 
     def sample(
         self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
@@ -86,12 +105,9 @@ class TiltedGaussianPrior(GaussianPrior):
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
         self.init_std = float(init_std)
 
-    def tilt_energy(self, z: Tensor) -> Tensor:
-        """The learnable part ``E(z)`` ``(B,)``."""
+    def residual_energy(self, z: Tensor) -> Tensor:
+        """The learnable tilt ``E(z)`` ``(B,)``."""
         return self.energy_net(z)
-
-    def energy(self, z: Tensor) -> Tensor:
-        return self.energy_net(z) + super().energy(z)
 
     def sample(
         self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
@@ -99,4 +115,10 @@ class TiltedGaussianPrior(GaussianPrior):
         """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
         z0 = torch.randn(n, self.latent_dim, device=self.device) * self.init_std
         chain = sampler if sampler is not None else self.sampler
-        return chain(self.energy, z0, freeze=[self], return_diagnostics=return_diagnostics)
+        return chain(
+            self.residual_energy,
+            z0,
+            reference_precision=self.reference_precision,
+            freeze=[self],
+            return_diagnostics=return_diagnostics,
+        )

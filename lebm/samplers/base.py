@@ -46,7 +46,10 @@ class Sampler(Configurable):
     """An MCMC sampler: hyperparameters only, the target is given at call time.
 
     ``sampler(energy_fn, z0, freeze=(...)) -> z`` runs chains started at ``z0`` ``(B, *shape)``
-    towards ``pi(z) ∝ exp(-energy_fn(z))`` and returns the final states, detached, same shape.
+    towards ``pi(z) ∝ exp(-U(z))``, ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``,
+    and returns the final states, detached, same shape. The optional Gaussian reference term is
+    differentiated analytically (``reference_precision * z``), which saves autograd work for
+    tilted-Gaussian priors; ``reference_precision=0`` (default) makes ``energy_fn`` the whole target.
     With ``return_diagnostics=True`` it returns ``(z, diagnostics)`` where diagnostics holds
     per-step tensors (no host synchronisation happens inside the chain).
     """
@@ -56,6 +59,7 @@ class Sampler(Configurable):
         energy_fn: EnergyFn,
         z0: Tensor,
         *,
+        reference_precision: float = 0.0,
         freeze: Iterable[nn.Module] = (),
         generator: torch.Generator | None = None,
         return_diagnostics: bool = False,

@@ -78,14 +78,16 @@ class Langevin(Sampler):
         energy_fn: EnergyFn,
         z0: Tensor,
         *,
+        reference_precision: float = 0.0,
         freeze: Iterable[nn.Module] = (),
         generator: torch.Generator | None = None,
         return_diagnostics: bool = False,
     ) -> SamplerOutput:
         """Run the chains from ``z0`` ``(B, *shape)``; returns ``z`` ``(B, *shape)``, detached.
 
-        Diagnostics (with ``return_diagnostics=True``): ``energy`` ``(K,)`` batch-mean energy
-        before each step and ``grad_norm`` ``(K,)`` batch-mean per-sample gradient norm.
+        The target energy is ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``.
+        Diagnostics (with ``return_diagnostics=True``): ``energy`` ``(K,)`` batch-mean ``U``
+        before each step and ``grad_norm`` ``(K,)`` batch-mean per-sample norm of ``grad U``.
         """
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
@@ -93,24 +95,32 @@ class Langevin(Sampler):
         drift, noise = self.drift, self.noise
         with torch.inference_mode(False), torch.enable_grad(), frozen_parameters(modules):
             z = z0.detach().clone()
-            energies = z.new_zeros(self.n_steps) if return_diagnostics else None
-            grad_norms = z.new_zeros(self.n_steps) if return_diagnostics else None
+            # per-sample traces, reduced once after the loop (no host sync inside it)
+            energies = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
+            grad_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
+            state_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
             for step in range(self.n_steps):
                 z.requires_grad_(True)
                 energy = energy_fn(z)
                 (grad,) = torch.autograd.grad(energy.sum(), z)
+                z = z.detach()
+                if reference_precision:
+                    grad = grad.add(z, alpha=reference_precision)
                 if self.grad_clip is not None or return_diagnostics:
-                    norms = grad.flatten(1).norm(dim=1)
+                    norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
                     if return_diagnostics:
-                        energies[step] = energy.detach().mean()
-                        grad_norms[step] = norms.mean()
+                        energies[step] = energy.detach()
+                        grad_norms[step] = norms
+                        if reference_precision:
+                            state_norms[step] = torch.linalg.vector_norm(z.flatten(1), dim=1)
                     if self.grad_clip is not None:
                         scale = (self.grad_clip / (norms + 1e-12)).clamp(max=1.0)
                         grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
-                z = z.detach().add_(grad, alpha=-drift)
+                z.add_(grad, alpha=-drift)
                 if noise > 0:
                     eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
                     z.add_(eps, alpha=noise)
         if return_diagnostics:
-            return z, {"energy": energies, "grad_norm": grad_norms}
+            total_energy = energies + state_norms.square() * (reference_precision / 2)
+            return z, {"energy": total_energy.mean(1), "grad_norm": grad_norms.mean(1)}
         return z

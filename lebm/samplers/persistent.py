@@ -54,6 +54,7 @@ class PersistentChains(nn.Module, Sampler):
         energy_fn: EnergyFn,
         z0: Tensor,
         *,
+        reference_precision: float = 0.0,
         freeze: Iterable[nn.Module] = (),
         generator: torch.Generator | None = None,
         return_diagnostics: bool = False,
@@ -68,7 +69,12 @@ class PersistentChains(nn.Module, Sampler):
         restart = torch.rand(z0.shape[0], device=z0.device, generator=generator) < self.reinit_prob
         start = torch.where(restart.view(-1, *([1] * (z0.dim() - 1))), z0, chains[index])
         result = self.sampler(
-            energy_fn, start, freeze=freeze, generator=generator, return_diagnostics=return_diagnostics
+            energy_fn,
+            start,
+            reference_precision=reference_precision,
+            freeze=freeze,
+            generator=generator,
+            return_diagnostics=return_diagnostics,
         )
         z = result[0] if return_diagnostics else result
         self.chains[index] = z.detach().to(self.chains.dtype)

@@ -59,7 +59,7 @@ def test_mle_with_langevin_negatives_moves_the_prior_onto_the_positives() -> Non
         z_pos = target + torch.randn(200, 2)
         z_neg = prior.sample(200)
         opt.zero_grad()
-        mle_loss(prior.tilt_energy, z_pos, z_neg).loss.backward()
+        mle_loss(prior.residual_energy, z_pos, z_neg).loss.backward()
         opt.step()
     assert torch.allclose(prior.energy_net.w.detach(), target, atol=0.2)
     samples = prior.sample(4000)

@@ -85,7 +85,7 @@ def test_tilted_prior_energy_includes_the_reference_term() -> None:
     prior = TiltedGaussianPrior(2, ShiftEnergy(torch.tensor([1.0, 2.0])), sigma=1.0)
     z = torch.randn(4, 2)
     assert torch.allclose(prior.energy(z), -(z @ torch.tensor([1.0, 2.0])) + z.square().sum(1) / 2)
-    assert torch.allclose(prior.tilt_energy(z), -(z @ torch.tensor([1.0, 2.0])))
+    assert torch.allclose(prior.residual_energy(z), -(z @ torch.tensor([1.0, 2.0])))
 
 
 def test_tilted_prior_samples_follow_the_tilt() -> None:

@@ -39,6 +39,18 @@ def test_gaussian_target_moments() -> None:
     assert torch.allclose(torch.cov(z.T), cov, atol=0.06)
 
 
+def test_reference_precision_adds_an_analytic_gaussian_term() -> None:
+    """U(z) = ||z - 1||^2 / 2 + 3 ||z||^2 / 2 is N(1/4, 1/4): the reference term is not in energy_fn."""
+    sampler = Langevin(n_steps=600, step_size=0.1)
+    z = sampler(lambda z: (z - 1).square().sum(1) / 2, torch.randn(8000, 2), reference_precision=3.0)
+    h, precision = 0.1**2 / 2, 4.0
+    ula_variance = 1 / (precision * (1 - h * precision / 2))  # exact stationary variance of the discretised chain
+    assert torch.allclose(z.mean(0), torch.full((2,), 0.25), atol=0.015)
+    assert torch.allclose(z.var(0), torch.full((2,), ula_variance), atol=0.015)
+    _, stats = sampler(lambda z: 0 * z.sum(1), torch.full((5, 2), 2.0), reference_precision=3.0, return_diagnostics=True)
+    assert torch.isclose(stats["energy"][0], torch.tensor(12.0)), "diagnostics report the total energy"
+
+
 def test_gaussian_target_is_missed_without_noise() -> None:
     """Gradient descent (noise 0) collapses onto the mode: the covariance test above would fail."""
     cov = torch.eye(2)
