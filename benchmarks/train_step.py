@@ -7,7 +7,8 @@ noise in [-1, 1] shaped like the decoder's output, and runs the method's own ``t
 (both chains and both updates) through a Lightning Trainer. Prints one JSON line:
 ``sec_per_iter`` (median), ``peak_mem_mb`` (CUDA: max allocated; CPU: the process's peak RSS),
 and with ``--baseline`` the same iteration written the usual way (``plain_latent_ebm.py``:
-parameters not frozen, one ``autograd.grad`` per energy term and step) with the ratio.
+parameters not frozen, one ``autograd.grad`` per energy term and step, fp32) with the ratio.
+``--precision bf16-mixed`` runs the method under Lightning's bf16 autocast (chain states stay fp32).
 """
 
 from __future__ import annotations
@@ -67,12 +68,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_method(model: Any, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, accelerator: str) -> list[float]:
+def time_method(
+    model: Any, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, accelerator: str, precision: str
+) -> list[float]:
     n = batch_size * (iters + warmup)
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
     timer = IterationTimer()
     trainer = L.Trainer(
-        max_steps=-1, max_epochs=1, accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        max_steps=-1, max_epochs=1, accelerator=accelerator, devices=1, precision=precision, logger=False,
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], inference_mode=False,
         limit_val_batches=0, num_sanity_val_steps=0,
     )
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's data batch_size")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--baseline", action="store_true", help="also time the plain-PyTorch loop (LatentEBM recipes)")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,12 +128,13 @@ def main() -> None:
     model = build(recipe["model"])
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
-    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator)
+    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator, args.precision)
     device = model.device
     result: dict[str, Any] = {
         "recipe": args.recipe,
         "method": type(model).__name__,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "precision": args.precision,
         "batch_size": batch_size,
         "observation_shape": list(shape),
         "latent_dim": model.prior.latent_dim,

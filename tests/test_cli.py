@@ -112,3 +112,16 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
     tested = lebm("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/mse" in tested.stdout
+
+
+def test_devices_two_runs_ddp_through_the_cli(tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    result = lebm("fit", "-c", "recipes/quickstart.yaml", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
+                  "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+                  "--trainer.check_val_every_n_epoch", "1", "--trainer.default_root_dir", str(run),
+                  "--trainer.enable_progress_bar", "false")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert len(glob.glob(str(run / "wandb" / "offline-run-*"))) == 1  # rank 0 alone logs

@@ -163,3 +163,14 @@ def test_two_process_ddp_spawn_keeps_ranks_in_sync(tmp_path) -> None:
     )
     t.fit(model, loader(n=256), loader(n=64))
     assert t.callback_metrics["val/mse"] > 0
+
+
+def test_bf16_mixed_precision_keeps_chain_states_in_fp32(tmp_path) -> None:
+    model = small_model()
+    t = trainer(tmp_path, precision="bf16-mixed", enable_checkpointing=False, limit_val_batches=0)
+    t.fit(model, loader())
+    assert torch.isfinite(t.callback_metrics["train/prior_loss"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = model.infer(torch.randn(4, 2))
+        z_prior = model.prior.sample(4)
+    assert z.dtype == torch.float32 and z_prior.dtype == torch.float32
