@@ -1,5 +1,6 @@
-"""Callbacks: image grids now; evaluation metrics (FID, MSE, AUPRC) build on the same helpers."""
+"""Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID)."""
 
 from lebm.callbacks.images import ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
+from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 
-__all__ = ["ReconstructionGrid", "SampleGrid", "log_image", "to_uint8_grid"]
+__all__ = ["AnomalyDetection", "ReconstructionGrid", "ReconstructionMSE", "SampleGrid", "log_image", "to_uint8_grid"]

@@ -113,14 +113,18 @@ class LatentVariableModel(L.LightningModule):
 
     # ------------------------------------------------------- evaluation steps
     def _evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
-        """Posterior inference on a held-out batch; logs ``{stage}/nll`` and the decoder's
-        metrics (``{stage}/mse`` for Gaussian decoders), averaged over examples and ranks."""
+        """Posterior inference on a held-out batch.
+
+        Logs ``{stage}/nll`` (the decoder's ``-log p(x|z)`` at posterior samples) and returns
+        per-example values ``(B,)`` for the metric callbacks: ``nll``, ``score``
+        (``-log p(x, z)``, the anomaly score) and the decoder's metrics (``mse`` for images).
+        """
         x = batch_observations(batch)
         z = self.infer(x)
         with torch.no_grad():
-            values = {"nll": self.decoder.nll(x, z), **self.decoder.metrics(x, z)}
-        for name, per_example in values.items():
-            self.log(f"{stage}/{name}", per_example.mean(), sync_dist=True, batch_size=len(x))
+            nll = self.decoder.nll(x, z)
+            values = {"nll": nll, "score": nll + self.prior.energy(z), **self.decoder.metrics(x, z)}
+        self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:

@@ -52,7 +52,7 @@ def test_training_updates_both_nets_and_logs_the_chains(tmp_path) -> None:
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith("decoder.") for k in changed) and any(k.startswith("prior.") for k in changed)
     for key in ("train/decoder_nll", "train/prior_loss", "train/energy_pos", "train/energy_neg",
-                "train/prior_chain_grad_norm_last", "train/posterior_chain_energy_last", "val/mse", "val/nll"):
+                "train/prior_chain_grad_norm_last", "train/posterior_chain_energy_last", "val/nll"):
         assert key in t.callback_metrics, key
     assert t.callback_metrics["train/prior_loss"] == pytest.approx(
         float(t.callback_metrics["train/energy_pos"] - t.callback_metrics["train/energy_neg"]), abs=1e-5
@@ -78,7 +78,7 @@ def test_gaussian_prior_baseline_trains_the_decoder_only(tmp_path) -> None:
 def test_validation_also_works_under_inference_mode(tmp_path) -> None:
     model = small_model()
     result = trainer(tmp_path, inference_mode=True).validate(model, loader())
-    assert result[0]["val/mse"] > 0
+    assert result[0]["val/nll"] > 0
 
 
 def test_checkpoint_round_trip_and_user_api(tmp_path) -> None:
@@ -162,7 +162,7 @@ def test_two_process_ddp_spawn_keeps_ranks_in_sync(tmp_path) -> None:
         callbacks=[AssertParametersInSync()],
     )
     t.fit(model, loader(n=256), loader(n=64))
-    assert t.callback_metrics["val/mse"] > 0
+    assert t.callback_metrics["val/nll"] > 0
 
 
 def test_bf16_mixed_precision_keeps_chain_states_in_fp32(tmp_path) -> None:

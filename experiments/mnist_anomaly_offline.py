@@ -1,0 +1,93 @@
+"""Run the offline MNIST anomaly protocol for several held-out digits and record the AUPRC.
+
+    python experiments/mnist_anomaly_offline.py [--digits 1 4 5 7 9] [--recipe R] [--max-epochs N]
+
+For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d]`` in its own run folder
+(``runs/<recipe name>/digit<d>``), then the AUPRC of the last ``last_k`` validation evaluations
+(kept in the checkpoint by the ``AnomalyDetection`` callback) becomes one record in
+``docs/results/<method>_<experiment>.json``, and ``docs/results.md`` is regenerated.
+Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> list[str]:
+    command = ["lebm", "fit", "-c", recipe, "--data.init_args.anomaly_classes", f"[{digit}]",
+               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
+    print("+", shlex.join(command), flush=True)
+    subprocess.run(command, cwd=REPO, check=True)
+    return command
+
+
+def auprc_history(run_dir: Path) -> list[float]:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return list(checkpoint["callbacks"]["AnomalyDetection"]["history"])
+
+
+def last_k(recipe: str) -> int:
+    from omegaconf import OmegaConf
+
+    for callback in OmegaConf.to_container(OmegaConf.load(REPO / recipe))["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("AnomalyDetection"):
+            return int(callback.get("init_args", {}).get("last_k", 10))
+    raise ValueError(f"{recipe} has no AnomalyDetection callback")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--digits", type=int, nargs="+", default=[1, 4, 5, 7, 9])
+    parser.add_argument("--recipe", default="recipes/latent_ebm/mnist_anomaly_offline.yaml")
+    parser.add_argument("--experiment", default="mnist_anomaly_offline")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--output", default=None, help="default: docs/results/<method>_<experiment>.json")
+    args = parser.parse_args()
+    if not os.environ.get("LEBM_DATA"):
+        parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
+    extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
+    k = last_k(args.recipe)
+    name = Path(args.recipe).stem
+    method = "LatentEBM" if "latent_ebm" in args.recipe else Path(args.recipe).parent.name
+    output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
+    records = json.loads(output.read_text()) if output.exists() else []
+    for digit in args.digits:
+        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / f"digit{digit}"
+        command = run_digit(args.recipe, digit, run_dir, extra)
+        recent = auprc_history(run_dir)[-k:]
+        records = [r for r in records if not (r["digit"] == digit and r["metric"] == "auprc")]
+        records.append({
+            "method": method,
+            "experiment": args.experiment,
+            "metric": "auprc",
+            "digit": digit,
+            "value": round(statistics.fmean(recent), 4),
+            "std": round(statistics.pstdev(recent), 4),
+            "n_evaluations": len(recent),
+            "command": "LEBM_DATA=../shared/data " + shlex.join(["python", "experiments/mnist_anomaly_offline.py", "--digits", str(digit), "--recipe", args.recipe, *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else [])]),
+            "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            "date": datetime.date.today().isoformat(),
+        })
+        records.sort(key=lambda r: (r["metric"], r["digit"]))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(records, indent=2) + "\n")
+        print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", flush=True)
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Evaluation metrics as callbacks: reconstruction MSE and anomaly-detection AUPRC/AUROC.
+
+They work for any method with the ``LatentVariableModel`` API. Each reads the per-example values
+the method's validation/test step returns (``mse``, ``score``) and computes them itself otherwise.
+Values accumulate in torchmetrics objects whose ``compute()`` gathers every rank's examples, so
+under DDP one number is logged and it equals the single-process number for the same examples
+(Lightning's distributed sampler pads an evaluation set whose size is not a multiple of the
+number of processes by repeating at most ``world_size - 1`` examples).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+from lebm.models.base import batch_observations
+
+STAGES = ("val", "test")
+
+
+def _stage(trainer: L.Trainer) -> str:
+    return "test" if trainer.testing else "val"
+
+
+def _per_example(outputs: Any, key: str) -> Tensor | None:
+    return outputs.get(key) if isinstance(outputs, dict) else None
+
+
+class ReconstructionMSE(L.Callback):
+    """Per-pixel MSE ``mean((x - x_hat)^2)`` of reconstructions of the validation/test images,
+    the papers' reconstruction metric (images in [-1, 1]); logged as ``{val,test}/mse``."""
+
+    def __init__(self) -> None:
+        self._mean: MeanMetric | None = None
+
+    def _start(self, pl_module: L.LightningModule) -> None:
+        self._mean = MeanMetric(sync_on_compute=True).to(pl_module.device)
+
+    def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
+        mse = _per_example(outputs, "mse")
+        if mse is None:
+            x = batch_observations(batch)
+            mse = (pl_module.reconstruct(x) - x).square().flatten(1).mean(1)
+        self._mean.update(mse.detach())
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._mean is None:
+            return
+        pl_module.log(f"{_stage(trainer)}/mse", self._mean.compute(), sync_dist=False)
+        self._mean = None
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(pl_module)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(pl_module, outputs, batch)
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module)
+
+    on_test_epoch_end = on_validation_epoch_end
+
+
+class AnomalyDetection(L.Callback):
+    """AUPRC and AUROC of ``score(x)`` (higher = more anomalous) with the held-out classes as positives.
+
+    Logs ``{stage}/auprc`` and ``{stage}/auroc`` per evaluation, and the mean and standard
+    deviation of the AUPRC over the last ``last_k`` validation evaluations
+    (``val/auprc_last_k_mean``, ``val/auprc_last_k_std``): the papers average over the last 10 epochs.
+
+    Args:
+        anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
+        last_k: how many recent validation evaluations to average.
+    """
+
+    def __init__(self, anomaly_classes: list[int] | None = None, last_k: int = 10) -> None:
+        self.anomaly_classes = anomaly_classes
+        self.last_k = last_k
+        self.history: list[float] = []
+        self._metrics: tuple[BinaryAveragePrecision, BinaryAUROC] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
+    def _classes(self, trainer: L.Trainer) -> Tensor:
+        classes = self.anomaly_classes
+        if classes is None:
+            classes = getattr(trainer.datamodule, "anomaly_classes", None) if trainer.datamodule is not None else None
+        if not classes:
+            raise ValueError(
+                "AnomalyDetection needs the anomalous labels: set `anomaly_classes` on the callback or use a "
+                "datamodule with an `anomaly_classes` attribute (e.g. lebm.data.MNISTAnomalyDataModule)"
+            )
+        return torch.as_tensor(list(classes))
+
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._classes_tensor = self._classes(trainer).to(pl_module.device)
+        self._metrics = (
+            BinaryAveragePrecision(sync_on_compute=True).to(pl_module.device),
+            BinaryAUROC(sync_on_compute=True).to(pl_module.device),
+        )
+
+    def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
+        x, labels = batch[0], batch[1]
+        scores = _per_example(outputs, "score")
+        if scores is None:
+            scores = pl_module.score(x)
+        target = torch.isin(labels.to(pl_module.device), self._classes_tensor).long()
+        for metric in self._metrics:
+            metric.update(scores.detach().float(), target)
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._metrics is None:
+            return
+        stage = _stage(trainer)
+        auprc, auroc = (metric.compute() for metric in self._metrics)
+        self._metrics = None
+        pl_module.log(f"{stage}/auprc", auprc, sync_dist=False)
+        pl_module.log(f"{stage}/auroc", auroc, sync_dist=False)
+        if stage == "val":
+            self.history.append(float(auprc))
+            recent = self.history[-self.last_k :]
+            pl_module.log("val/auprc_last_k_mean", statistics.fmean(recent), sync_dist=False)
+            pl_module.log("val/auprc_last_k_std", statistics.pstdev(recent), sync_dist=False)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(trainer, pl_module)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(pl_module, outputs, batch)
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module)
+
+    on_test_epoch_end = on_validation_epoch_end

@@ -1,0 +1,121 @@
+"""MNIST anomaly detection with held-out digits (the MEG/BiGAN protocol the LEBM papers follow).
+
+All available digits are pooled; the held-out digits are the anomalies. Training uses
+``train_fraction`` (80%) of the normal digits; the test set is the remaining normal digits plus
+*every* held-out digit. Both splits are fixed by ``seed``.
+
+Pools:
+
+- ``full``: MNIST's 60k training and 10k test images (IDX files under ``root``): the paper's setting.
+- ``offline``: the 10k test images (IDX) plus ``mnist_5k.csv.gz`` (5,000 training digits), both
+  under ``root`` — the 15,000 real digits available offline in this project (``$LEBM_DATA/mnist``).
+
+Batches are ``(x, y)``: x float32 (B, 1, 28, 28) in [-1, 1], y the digit label (int64); anomaly
+callbacks read ``anomaly_classes`` from this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from lebm.data.datasets import InMemoryImages, ScaledImageSubset
+from lebm.data.locate import locate_mnist_csv, locate_mnist_idx
+from lebm.data.paths import expand_root
+from lebm.data.readers import read_mnist_csv, read_mnist_idx
+
+
+def anomaly_split(
+    labels: Tensor, anomaly_classes: Sequence[int], train_fraction: float, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, test)`` of the protocol: a seeded ``train_fraction`` of the normal
+    examples for training; the other normal examples and all anomalous ones for testing."""
+    is_anomaly = torch.isin(labels, torch.as_tensor(list(anomaly_classes), dtype=labels.dtype))
+    normal = torch.nonzero(~is_anomaly).squeeze(1)
+    order = normal[torch.randperm(len(normal), generator=torch.Generator().manual_seed(seed))]
+    n_train = int(round(train_fraction * len(normal)))
+    train = order[:n_train].sort().values
+    test = torch.cat([order[n_train:], torch.nonzero(is_anomaly).squeeze(1)]).sort().values
+    return train, test
+
+
+class MNISTAnomalyDataModule(L.LightningDataModule):
+    """MNIST with held-out digits as anomalies (see the module docstring for the protocol).
+
+    The protocol has no separate validation split: validation runs on the test split, so that the
+    AUPRC can be tracked per epoch and averaged over the last evaluations, as the papers report.
+
+    Args:
+        root: folder with the MNIST files (``$LEBM_DATA/mnist`` works).
+        anomaly_classes: the held-out digit(s), e.g. ``[1]``.
+        pool: ``full`` (70k IDX digits) or ``offline`` (10k test IDX + the 5k CSV).
+        train_fraction: share of the normal digits used for training.
+        batch_size, eval_batch_size, num_workers: DataLoader settings.
+        seed: fixes the split.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        anomaly_classes: Sequence[int] = (1,),
+        pool: Literal["full", "offline"] = "full",
+        train_fraction: float = 0.8,
+        batch_size: int = 100,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 1,
+    ) -> None:
+        super().__init__()
+        if pool not in ("full", "offline"):
+            raise ValueError(f"pool must be 'full' or 'offline', got {pool!r}")
+        if not 0.0 < train_fraction < 1.0:
+            raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        self.anomaly_classes = [int(c) for c in anomaly_classes]
+        if not self.anomaly_classes or not all(0 <= c <= 9 for c in self.anomaly_classes):
+            raise ValueError(f"anomaly_classes must be digits 0-9, got {list(anomaly_classes)}")
+        self.root = expand_root(root)
+        self.pool = pool
+        self.train_fraction, self.seed = train_fraction, seed
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.sample_shape = (1, 28, 28)
+        self._check_files()
+
+    def _check_files(self) -> None:
+        """Fail now (before a model is built) when the pool's files are missing."""
+        locate_mnist_idx(self.root, "test")
+        if self.pool == "full":
+            locate_mnist_idx(self.root, "train")
+        else:
+            locate_mnist_csv(self.root)
+
+    def _read_pool(self) -> tuple[Tensor, Tensor]:
+        parts = [read_mnist_idx(self.root, "test")]
+        parts.append(read_mnist_idx(self.root, "train") if self.pool == "full" else read_mnist_csv(locate_mnist_csv(self.root)))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_dataset"):
+            return
+        images, labels = self._read_pool()
+        pool = InMemoryImages(images, labels)
+        train, test = anomaly_split(labels, self.anomaly_classes, self.train_fraction, self.seed)
+        self.train_dataset = ScaledImageSubset(pool, train)
+        self.test_dataset = ScaledImageSubset(pool, test)
+        self.test_labels = labels[test]
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_dataset, self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_dataset, self.eval_batch_size, shuffle=False,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)

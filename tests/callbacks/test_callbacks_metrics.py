@@ -1,0 +1,107 @@
+"""Metric callbacks: AUPRC/AUROC agree with scikit-learn, DDP gives the single-process number,
+the last-K average follows the history, and the reconstruction MSE is the per-pixel mean."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torch.utils.data import DataLoader, TensorDataset
+
+from lebm.callbacks import AnomalyDetection, ReconstructionMSE
+
+N = 400  # a multiple of 2 processes x batch 20: no padding by the distributed sampler
+
+
+def fixed_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(N) % 10
+    x = torch.randn(N, 1, 2, 2, generator=gen)
+    x[:, 0, 0, 0] += (labels == 4).float() * 1.5  # the anomalous class scores higher on average
+    return x, labels
+
+
+class ScoreOnly(L.LightningModule):
+    """Scores = the first pixel (+ an epoch-dependent offset on anomalies); recon = 0.5 x."""
+
+    def __init__(self, drift: float = 0.0) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.drift = drift
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0, 0, 0] + self.drift * self.current_epoch * (x[:, 0, 0, 1] > 0).float()
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight**2).sum() + 0 * batch[0].sum()
+
+    def validation_step(self, batch, batch_idx):
+        return {"score": self.scores(batch[0])}
+
+    test_step = validation_step
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k: int = 10) -> dict:
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, limit_train_batches=1, default_root_dir=str(tmp_path),
+        callbacks=[AnomalyDetection(anomaly_classes=[4], last_k=last_k), ReconstructionMSE()],
+    )
+    trainer.fit(ScoreOnly(drift), loader, loader)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def expected(drift_epoch: float = 0.0) -> tuple[float, float]:
+    x, labels = fixed_data()
+    scores = x[:, 0, 0, 0] + drift_epoch * (x[:, 0, 0, 1] > 0).float()
+    target = (labels == 4).numpy()
+    return average_precision_score(target, scores.numpy()), roc_auc_score(target, scores.numpy())
+
+
+def test_auprc_and_auroc_match_scikit_learn(tmp_path) -> None:
+    metrics = run(tmp_path)
+    auprc, auroc = expected()
+    assert metrics["val/auprc"] == pytest.approx(auprc, abs=1e-5)
+    assert metrics["val/auroc"] == pytest.approx(auroc, abs=1e-5)
+    assert 0.1 < auprc < 0.95  # a non-trivial ranking, so the comparison can fail
+
+
+def test_reconstruction_mse_is_the_per_pixel_mean(tmp_path) -> None:
+    x, _ = fixed_data()
+    assert run(tmp_path)["val/mse"] == pytest.approx(float((0.25 * x.square()).mean()), rel=1e-5)
+
+
+def test_two_process_ddp_equals_one_process(tmp_path) -> None:
+    single = run(tmp_path / "one")
+    double = run(tmp_path / "two", devices=2)
+    for key in ("val/auprc", "val/auroc", "val/mse"):
+        assert double[key] == pytest.approx(single[key], abs=1e-6), key
+
+
+def test_last_k_average_over_the_evaluation_history(tmp_path) -> None:
+    metrics = run(tmp_path, epochs=4, drift=0.3, last_k=2)
+    history = [expected(drift_epoch=0.3 * epoch)[0] for epoch in range(4)]
+    recent = torch.tensor(history[-2:], dtype=torch.float64)
+    assert metrics["val/auprc"] == pytest.approx(history[-1], abs=1e-5)
+    assert metrics["val/auprc_last_k_mean"] == pytest.approx(float(recent.mean()), abs=1e-5)
+    assert metrics["val/auprc_last_k_std"] == pytest.approx(float(recent.std(unbiased=False)), abs=1e-5)
+    assert abs(history[-1] - history[0]) > 0.01  # the drift really changes the AUPRC
+
+
+def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[AnomalyDetection()],
+                        default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="anomaly_classes"):
+        trainer.validate(ScoreOnly(), loader)

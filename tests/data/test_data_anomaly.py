@@ -1,0 +1,67 @@
+"""The MNIST anomaly protocol: pooled digits, 80% of the normal ones train, the rest + anomalies test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lebm.data import MNISTAnomalyDataModule, anomaly_split
+
+
+def test_split_follows_the_protocol() -> None:
+    labels = torch.arange(1000) % 10
+    train, test = anomaly_split(labels, [1, 7], train_fraction=0.8, seed=3)
+    assert not set(train.tolist()) & set(test.tolist())
+    assert len(train) + len(test) == 1000
+    assert not torch.isin(labels[train], torch.tensor([1, 7])).any()
+    assert int(torch.isin(labels[test], torch.tensor([1, 7])).sum()) == 200  # every anomaly is tested
+    assert len(train) == round(0.8 * 800)
+    again, _ = anomaly_split(labels, [1, 7], 0.8, seed=3)
+    other, _ = anomaly_split(labels, [1, 7], 0.8, seed=4)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+def test_full_pool_reads_both_idx_splits(make_mnist_idx) -> None:
+    root, arrays = make_mnist_idx(n_train=100, n_test=50)
+    dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", batch_size=10)
+    dm.setup()
+    assert len(dm.train_dataset) + len(dm.test_dataset) == 150
+    assert len(dm.train_dataset) == 108  # 80% of the 135 normal digits
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (10, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and not (y == 3).any()
+    assert (dm.test_labels == 3).sum() == 15
+    xv, _ = next(iter(dm.val_dataloader()))
+    assert torch.equal(xv, next(iter(dm.test_dataloader()))[0])
+
+
+def test_offline_pool_reads_test_idx_and_csv(make_mnist_idx, mnist_csv_writer) -> None:
+    root, _ = make_mnist_idx(n_train=10, n_test=40)
+    rng = np.random.default_rng(0)
+    mnist_csv_writer(root / "mnist_5k.csv.gz", rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30) % 10, False)
+    dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[9], pool="offline")
+    dm.setup()
+    assert len(dm.train_dataset) + len(dm.test_dataset) == 70
+
+
+def test_missing_files_and_bad_arguments_fail_early(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="t10k"):
+        MNISTAnomalyDataModule(str(tmp_path), pool="offline")
+    with pytest.raises(ValueError, match="anomaly_classes"):
+        MNISTAnomalyDataModule(str(tmp_path), anomaly_classes=[12])
+    with pytest.raises(ValueError, match="pool"):
+        MNISTAnomalyDataModule(str(tmp_path), pool="huge")
+
+
+def test_real_offline_pool_sizes() -> None:
+    data = os.environ.get("LEBM_DATA")
+    if not data or not (Path(data) / "mnist" / "mnist_5k.csv.gz").exists():
+        pytest.skip("LEBM_DATA is not set or lacks mnist/ (point it at the shared data folder)")
+    dm = MNISTAnomalyDataModule(os.path.join(data, "mnist"), anomaly_classes=[1], pool="offline")
+    dm.setup()
+    ones = 1135 + 500
+    assert len(dm.test_dataset) == ones + (15000 - ones) - round(0.8 * (15000 - ones))
+    assert int((dm.test_labels == 1).sum()) == ones
