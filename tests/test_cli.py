@@ -125,3 +125,45 @@ def test_devices_two_runs_ddp_through_the_cli(tmp_path: Path) -> None:
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert len(glob.glob(str(run / "wandb" / "offline-run-*"))) == 1  # rank 0 alone logs
+
+
+EVALUATION_CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {save_last: true}
+    - class_path: lebm.callbacks.ReconstructionMSE
+    - class_path: lebm.callbacks.AnomalyDetection
+      init_args: {anomaly_classes: [1], last_k: 2}
+    - class_path: lebm.callbacks.FID
+      init_args:
+        num_samples: 64
+        num_reference: 128
+        batch_size: 32
+        feature_extractor:
+          class_path: lebm.metrics.SmallConvFeatures
+          init_args: {seed: 0}
+data:
+  init_args:
+    exclude_classes: [1]
+"""
+
+
+def test_evaluation_metrics_through_the_cli(tmp_path: Path) -> None:
+    extra = tmp_path / "evaluation.yaml"
+    extra.write_text(EVALUATION_CALLBACKS)
+    run = tmp_path / "run"
+    common = ["-c", "recipes/quickstart.yaml", "-c", str(extra), "--trainer.default_root_dir", str(run),
+              "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
+              "--trainer.enable_progress_bar", "false"]
+    fitted = lebm("fit", *common, "--trainer.max_epochs", "2")
+    assert fitted.returncode == 0, fitted.stderr[-3000:]
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    (wandb_file,) = glob.glob(str(run / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    logged = Path(wandb_file).read_bytes()
+    for key in (b"val/fid", b"val/mse", b"val/auprc", b"val/auprc_last_k_mean"):
+        assert key in logged, key
+    tested = lebm("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    for key in ("test/auprc", "test/auroc", "test/mse", "test/fid"):
+        assert key in tested.stdout, key

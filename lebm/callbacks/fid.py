@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from lebm.data.paths import expand_root
 from lebm.metrics.fid import (
@@ -166,7 +167,7 @@ def reference_batches(loader: DataLoader, limit: int, rank: int, world_size: int
     start until ``limit`` images have been seen.
     """
     dataset: Dataset = loader.dataset
-    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
+    if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
         indices = reference_indices(len(dataset), limit)
         start, stop = rank_share(len(indices), rank, world_size)
         subset = Subset(dataset, indices[start:stop].tolist())
@@ -187,7 +188,8 @@ def reference_batches(loader: DataLoader, limit: int, rank: int, world_size: int
 
 def check_images(images: Any, where: str) -> Tensor:
     """Fail clearly unless ``images`` is a float ``(N, 1 or 3, H, W)`` tensor."""
-    if not (isinstance(images, Tensor) and images.dim() == 4 and images.is_floating_point() and images.shape[1] in (1, 3)):
+    is_image = isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] in (1, 3)
+    if not (is_image and images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"FID needs float images (N, 1 or 3, H, W) in [-1, 1] from {where}, got {shape}")
     return images
@@ -265,6 +267,10 @@ class FID(L.Callback):
         self._reference: ReferenceStats | None = None
 
     # ------------------------------------------------------------------------------- hooks
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Silence Lightning's advice to sync these values: they are reduced already."""
+        warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/(fid|kid)'")
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
@@ -292,8 +298,7 @@ class FID(L.Callback):
         return metrics
 
     def _kid(self, reference: ReferenceStats, features: Tensor | None) -> float:
-        if reference.features is None or features is None:
-            raise ValueError("kid=True needs reference features: the reference_stats file has no `features` array")
+        assert reference.features is not None and features is not None
         real = torch.as_tensor(reference.features, device=features.device)
         value, _ = kernel_inception_distance(real, features, self.kid_subset_size, self.kid_subsets, seed=0)
         return value
@@ -351,11 +356,16 @@ class FID(L.Callback):
     def reference_statistics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
         """The reference Gaussian fit: from ``reference_stats``, the cache, or computed (once)."""
         if self._reference is None:
-            if self.reference_stats is not None:
-                self._reference = load_reference_stats(self.reference_stats)
-            else:
-                self._reference = self._cached_or_computed(trainer, pl_module)
+            self._reference = self._given_or_cached_or_computed(trainer, pl_module)
         return self._reference
+
+    def _given_or_cached_or_computed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
+        if self.reference_stats is None:
+            return self._cached_or_computed(trainer, pl_module)
+        stats = load_reference_stats(self.reference_stats)
+        if self.kid and stats.features is None:
+            raise ValueError(f"kid=True needs reference features, but {self.reference_stats} has no `features` array")
+        return stats
 
     def _cached_or_computed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
         loader = reference_loader(trainer, self.reference)
@@ -392,7 +402,8 @@ class FID(L.Callback):
         device = pl_module.device
         stats: FeatureStats | None = None
         kept: list[Tensor] = []
-        batches = reference_batches(loader, self.num_reference, trainer.global_rank, trainer.world_size, self.batch_size)
+        rank, world_size = trainer.global_rank, trainer.world_size
+        batches = reference_batches(loader, self.num_reference, rank, world_size, self.batch_size)
         with torch.random.fork_rng(devices=random_generator_devices(device)):
             torch.manual_seed(REFERENCE_SUBSET_SEED)  # datasets with random augmentation
             for images in batches:

@@ -224,13 +224,38 @@ def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """``tr(sqrtm(sigma1 @ sigma2))`` for PSD ``(D, D)`` matrices, in float64.
 
-    ``sigma1 @ sigma2`` is similar to the PSD matrix ``S1^{1/2} sigma2 S1^{1/2}``, so the trace
-    of its square root is the sum of the square roots of that matrix's (real, clipped at zero)
-    eigenvalues: no complex arithmetic and no imaginary parts to discard.
+    ``sigma1 @ sigma2`` is similar to a symmetric PSD matrix ``F^T sigma2 F`` for any factor
+    ``sigma1 = F F^T``, so the trace of its square root is the sum of the square roots of that
+    matrix's (real, clipped at zero) eigenvalues: no complex arithmetic, no imaginary parts to
+    discard. The factor is a Cholesky factor when either matrix is positive definite (fast:
+    about 2 s for D = 2048 on 2 CPU cores), otherwise the symmetric square root (eigenvectors, slower).
     """
-    root1 = psd_sqrt(sigma1)
-    middle = root1 @ sigma2 @ root1
-    values = np.linalg.eigvalsh((middle + middle.T) / 2)
+    for first, second in ((sigma1, sigma2), (sigma2, sigma1)):
+        value = trace_sqrt_cholesky(first, second)
+        if value is not None:
+            return value
+    return trace_sqrt_eigen(sigma1, sigma2)
+
+
+def trace_sqrt_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> float | None:
+    """``tr(sqrtm(sigma1 @ sigma2))`` with ``sigma1 = L L^T``; None when ``sigma1`` is not
+    positive definite (Cholesky fails)."""
+    try:
+        factor = np.linalg.cholesky((sigma1 + sigma1.T) / 2)
+    except np.linalg.LinAlgError:
+        return None
+    return _sum_sqrt_eigenvalues(factor.T @ sigma2 @ factor)
+
+
+def trace_sqrt_eigen(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """``tr(sqrtm(sigma1 @ sigma2))`` with ``sigma1 = S^{1/2} S^{1/2}``: any PSD ``sigma1``."""
+    root = psd_sqrt(sigma1)
+    return _sum_sqrt_eigenvalues(root @ sigma2 @ root)
+
+
+def _sum_sqrt_eigenvalues(matrix: np.ndarray) -> float:
+    """``sum sqrt(max(eigenvalue, 0))`` of a (numerically) symmetric ``(D, D)`` matrix."""
+    values = np.linalg.eigvalsh((matrix + matrix.T) / 2)
     return float(np.sqrt(np.clip(values, 0.0, None)).sum())
 
 
