@@ -14,10 +14,11 @@ import statistics
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric
-from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torchmetrics import CatMetric, MeanMetric
 
 from lebm.models.base import batch_observations
 
@@ -71,6 +72,17 @@ class ReconstructionMSE(L.Callback):
     on_test_epoch_end = on_validation_epoch_end
 
 
+def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """``(AUPRC, AUROC)`` of ``scores`` (N,) (higher = more anomalous) against 0/1 ``targets`` (N,).
+
+    AUPRC is the average precision (step-wise area, scikit-learn's definition); both are NaN
+    when only one class is present.
+    """
+    if targets.min() == targets.max():
+        return float("nan"), float("nan")
+    return float(average_precision_score(targets, scores)), float(roc_auc_score(targets, scores))
+
+
 class AnomalyDetection(L.Callback):
     """AUPRC and AUROC of ``score(x)`` (higher = more anomalous) with the held-out classes as positives.
 
@@ -87,7 +99,7 @@ class AnomalyDetection(L.Callback):
         self.anomaly_classes = anomaly_classes
         self.last_k = last_k
         self.history: list[float] = []
-        self._metrics: tuple[BinaryAveragePrecision, BinaryAUROC] | None = None
+        self._collected: tuple[CatMetric, CatMetric] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": list(self.history)}
@@ -108,9 +120,12 @@ class AnomalyDetection(L.Callback):
 
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._classes_tensor = self._classes(trainer).to(pl_module.device)
-        self._metrics = (
-            BinaryAveragePrecision(sync_on_compute=True).to(pl_module.device),
-            BinaryAUROC(sync_on_compute=True).to(pl_module.device),
+        # raw scores and targets, gathered from every rank at compute(); the ranking metrics are
+        # computed on the host in float64 (torchmetrics' binary metrics would squash scores
+        # outside [0, 1] through a sigmoid, which saturates for energies in the hundreds)
+        self._collected = (
+            CatMetric(sync_on_compute=True).to(pl_module.device),
+            CatMetric(sync_on_compute=True).to(pl_module.device),
         )
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
@@ -118,16 +133,17 @@ class AnomalyDetection(L.Callback):
         scores = _per_example(outputs, "score")
         if scores is None:
             scores = pl_module.score(x)
-        target = torch.isin(labels.to(pl_module.device), self._classes_tensor).long()
-        for metric in self._metrics:
-            metric.update(scores.detach().float(), target)
+        target = torch.isin(labels.to(pl_module.device), self._classes_tensor)
+        self._collected[0].update(scores.detach().double())
+        self._collected[1].update(target.double())
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self._metrics is None:
+        if trainer.sanity_checking or self._collected is None:
             return
         stage = _stage(trainer)
-        auprc, auroc = (metric.compute() for metric in self._metrics)
-        self._metrics = None
+        scores, targets = (metric.compute().cpu().numpy() for metric in self._collected)
+        self._collected = None
+        auprc, auroc = ranking_metrics(scores, targets)
         pl_module.log(f"{stage}/auprc", auprc, sync_dist=False)
         pl_module.log(f"{stage}/auroc", auroc, sync_dist=False)
         if stage == "val":

@@ -25,13 +25,13 @@ def fixed_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 class ScoreOnly(L.LightningModule):
     """Scores = the first pixel (+ an epoch-dependent offset on anomalies); recon = 0.5 x."""
 
-    def __init__(self, drift: float = 0.0) -> None:
+    def __init__(self, drift: float = 0.0, offset: float = 0.0) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.drift = drift
+        self.drift, self.offset = drift, offset
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0, 0, 0] + self.drift * self.current_epoch * (x[:, 0, 0, 1] > 0).float()
+        return self.offset + x[:, 0, 0, 0] + self.drift * self.current_epoch * (x[:, 0, 0, 1] > 0).float()
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return 0.5 * x
@@ -48,7 +48,7 @@ class ScoreOnly(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k: int = 10) -> dict:
+def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k: int = 10, offset: float = 0.0) -> dict:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
     trainer = L.Trainer(
@@ -57,7 +57,7 @@ def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k:
         num_sanity_val_steps=0, limit_train_batches=1, default_root_dir=str(tmp_path),
         callbacks=[AnomalyDetection(anomaly_classes=[4], last_k=last_k), ReconstructionMSE()],
     )
-    trainer.fit(ScoreOnly(drift), loader, loader)
+    trainer.fit(ScoreOnly(drift, offset), loader, loader)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -74,6 +74,14 @@ def test_auprc_and_auroc_match_scikit_learn(tmp_path) -> None:
     assert metrics["val/auprc"] == pytest.approx(auprc, abs=1e-5)
     assert metrics["val/auroc"] == pytest.approx(auroc, abs=1e-5)
     assert 0.1 < auprc < 0.95  # a non-trivial ranking, so the comparison can fail
+
+
+def test_scores_of_any_scale_keep_their_ranking(tmp_path) -> None:
+    """Energies are in the hundreds: a sigmoid inside the metric would tie them all (AUROC 0.5)."""
+    metrics = run(tmp_path, offset=300.0)
+    auprc, auroc = expected()
+    assert metrics["val/auprc"] == pytest.approx(auprc, abs=1e-5)
+    assert metrics["val/auroc"] == pytest.approx(auroc, abs=1e-5)
 
 
 def test_reconstruction_mse_is_the_per_pixel_mean(tmp_path) -> None:
