@@ -49,6 +49,16 @@ def last_k(recipe: str) -> int:
     raise ValueError(f"{recipe} has no AnomalyDetection callback")
 
 
+def describe_budget(recipe: str, max_epochs: int | None, k: int) -> str:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(OmegaConf.load(REPO / recipe))
+    net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
+    epochs = max_epochs or config["trainer"]["max_epochs"]
+    batch = config["data"]["init_args"]["batch_size"]
+    return f"{epochs} epochs, batch {batch}, ngf {net.get('ngf')}, mean of last {k} evaluations"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, nargs="+", default=[1, 9, 4, 5, 7])
@@ -61,6 +71,7 @@ def main() -> None:
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
     k = last_k(args.recipe)
+    budget = describe_budget(args.recipe, args.max_epochs, k)
     name = Path(args.recipe).stem
     method = "LatentEBM" if "latent_ebm" in args.recipe else Path(args.recipe).parent.name
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
@@ -78,6 +89,7 @@ def main() -> None:
             "value": round(statistics.fmean(recent), 4),
             "std": round(statistics.pstdev(recent), 4),
             "n_evaluations": len(recent),
+            "budget": budget,
             "command": "LEBM_DATA=../shared/data " + shlex.join(["python", "experiments/mnist_anomaly_offline.py", "--digits", str(digit), "--recipe", args.recipe, *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else [])]),
             "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
             "date": datetime.date.today().isoformat(),

@@ -46,12 +46,12 @@ def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -
     reference = [r for r in published if experiment.startswith(r["experiment"])]
     baselines = sorted({r["method"] for r in reference}, key=lambda m: [r["method"] for r in reference].index(m))
     lookup = {(r["method"], r.get("digit"), r["metric"]): r for r in reference}
-    header = ["method", "digit", "metric", "ours", *[f"paper {m}" for m in baselines], "evaluations", "device", "date"]
+    header = ["method", "digit", "metric", "ours", *[f"paper {m}" for m in baselines], "budget", "device", "date"]
     lines = [f"## {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(ours, key=lambda r: (r["method"], r["metric"], r.get("digit", -1))):
         paper = [fmt(lookup.get((m, r.get("digit"), r["metric"]))) for m in baselines]
         row = [r["method"], str(r.get("digit", "")), r["metric"], fmt(r), *paper,
-               str(r.get("n_evaluations", "")), r.get("device", ""), r.get("date", "")]
+               r.get("budget", ""), r.get("device", ""), r.get("date", "")]
         lines.append("| " + " | ".join(row) + " |")
     commands = sorted({r["command"] for r in ours if r.get("command")})
     if commands:
