@@ -33,14 +33,43 @@ def _per_example(outputs: Any, key: str) -> Tensor | None:
     return outputs.get(key) if isinstance(outputs, dict) else None
 
 
-class ReconstructionMSE(L.Callback):
+class EvaluationMetric(L.Callback):
+    """Wires validation and test hooks to three steps: ``_start`` an evaluation epoch,
+    ``_update`` with each batch and the step's per-example ``outputs``, ``_finish`` by logging."""
+
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
+        raise NotImplementedError
+
+    def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        raise NotImplementedError
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start(trainer, pl_module)
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._update(pl_module, outputs, batch)
+
+    on_test_batch_end = on_validation_batch_end
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, pl_module)
+
+    on_test_epoch_end = on_validation_epoch_end
+
+
+class ReconstructionMSE(EvaluationMetric):
     """Per-pixel MSE ``mean((x - x_hat)^2)`` of reconstructions of the validation/test images,
     the papers' reconstruction metric (images in [-1, 1]); logged as ``{val,test}/mse``."""
 
     def __init__(self) -> None:
         self._mean: MeanMetric | None = None
 
-    def _start(self, pl_module: L.LightningModule) -> None:
+    def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mean = MeanMetric(sync_on_compute=True).to(pl_module.device)
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
@@ -56,20 +85,6 @@ class ReconstructionMSE(L.Callback):
         pl_module.log(f"{_stage(trainer)}/mse", self._mean.compute(), sync_dist=False)
         self._mean = None
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start(pl_module)
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(pl_module, outputs, batch)
-
-    on_test_batch_end = on_validation_batch_end
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, pl_module)
-
-    on_test_epoch_end = on_validation_epoch_end
 
 
 def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -83,7 +98,7 @@ def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, flo
     return float(average_precision_score(targets, scores)), float(roc_auc_score(targets, scores))
 
 
-class AnomalyDetection(L.Callback):
+class AnomalyDetection(EvaluationMetric):
     """AUPRC and AUROC of ``score(x)`` (higher = more anomalous) with the held-out classes as positives.
 
     Logs ``{stage}/auprc`` and ``{stage}/auroc`` per evaluation, and the mean and standard
@@ -151,18 +166,3 @@ class AnomalyDetection(L.Callback):
             recent = self.history[-self.last_k :]
             pl_module.log("val/auprc_last_k_mean", statistics.fmean(recent), sync_dist=False)
             pl_module.log("val/auprc_last_k_std", statistics.pstdev(recent), sync_dist=False)
-
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start(trainer, pl_module)
-
-    on_test_epoch_start = on_validation_epoch_start
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._update(pl_module, outputs, batch)
-
-    on_test_batch_end = on_validation_batch_end
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._finish(trainer, pl_module)
-
-    on_test_epoch_end = on_validation_epoch_end
