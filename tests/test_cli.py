@@ -143,9 +143,6 @@ trainer:
         feature_extractor:
           class_path: lebm.metrics.SmallConvFeatures
           init_args: {seed: 0}
-data:
-  init_args:
-    exclude_classes: [1]
 """
 
 

@@ -10,13 +10,13 @@ number of processes by repeating at most ``world_size - 1`` examples).
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_warn
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics import CatMetric, MeanMetric
 
@@ -94,6 +94,7 @@ def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, flo
     when only one class is present.
     """
     if targets.min() == targets.max():
+        rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
         return float("nan"), float("nan")
     return float(average_precision_score(targets, scores)), float(roc_auc_score(targets, scores))
 
@@ -163,6 +164,6 @@ class AnomalyDetection(EvaluationMetric):
         pl_module.log(f"{stage}/auroc", auroc, sync_dist=False)
         if stage == "val":
             self.history.append(float(auprc))
-            recent = self.history[-self.last_k :]
-            pl_module.log("val/auprc_last_k_mean", statistics.fmean(recent), sync_dist=False)
-            pl_module.log("val/auprc_last_k_std", statistics.pstdev(recent), sync_dist=False)
+            recent = np.asarray(self.history[-self.last_k :])
+            pl_module.log("val/auprc_last_k_mean", float(recent.mean()), sync_dist=False)
+            pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)

@@ -113,3 +113,13 @@ def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
                         default_root_dir=str(tmp_path))
     with pytest.raises(ValueError, match="anomaly_classes"):
         trainer.validate(ScoreOnly(), loader)
+
+
+def test_an_evaluation_set_without_anomalies_gives_nan_not_a_crash(tmp_path) -> None:
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path),
+                        callbacks=[AnomalyDetection(anomaly_classes=[11])])
+    with pytest.warns(UserWarning, match="only one class"):
+        metrics = trainer.validate(ScoreOnly(), loader)[0]
+    assert torch.isnan(torch.tensor(metrics["val/auprc"])) and torch.isnan(torch.tensor(metrics["val/auprc_last_k_mean"]))
