@@ -1,6 +1,7 @@
 """Losses: small functions that turn samples into the quantities an optimiser descends."""
 
 from lebm.estimators.mle import ContrastiveLoss, mle_loss
+from lebm.estimators.nce import LogisticLoss, nce_loss
 from lebm.estimators.reconstruction import Decoder, reconstruction_loss
 
-__all__ = ["ContrastiveLoss", "Decoder", "mle_loss", "reconstruction_loss"]
+__all__ = ["ContrastiveLoss", "Decoder", "LogisticLoss", "mle_loss", "nce_loss", "reconstruction_loss"]
