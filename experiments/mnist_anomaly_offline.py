@@ -27,12 +27,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> list[str]:
+def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> None:
     command = ["lebm", "fit", "-c", recipe, "--data.init_args.anomaly_classes", f"[{digit}]",
                "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
     print("+", shlex.join(command), flush=True)
     subprocess.run(command, cwd=REPO, check=True)
-    return command
 
 
 def auprc_history(run_dir: Path) -> list[float]:
@@ -40,19 +39,20 @@ def auprc_history(run_dir: Path) -> list[float]:
     return list(checkpoint["callbacks"]["AnomalyDetection"]["history"])
 
 
-def last_k(recipe: str) -> int:
+def load_recipe(recipe: str) -> dict:
     from omegaconf import OmegaConf
 
-    for callback in OmegaConf.to_container(OmegaConf.load(REPO / recipe))["trainer"]["callbacks"]:
+    return OmegaConf.to_container(OmegaConf.load(REPO / recipe))  # type: ignore[return-value]
+
+
+def last_k(config: dict, recipe: str) -> int:
+    for callback in config["trainer"]["callbacks"]:
         if callback["class_path"].endswith("AnomalyDetection"):
             return int(callback.get("init_args", {}).get("last_k", 10))
     raise ValueError(f"{recipe} has no AnomalyDetection callback")
 
 
-def describe_budget(recipe: str, max_epochs: int | None, k: int) -> str:
-    from omegaconf import OmegaConf
-
-    config = OmegaConf.to_container(OmegaConf.load(REPO / recipe))
+def describe_budget(config: dict, max_epochs: int | None, k: int) -> str:
     net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
     epochs = max_epochs or config["trainer"]["max_epochs"]
     batch = config["data"]["init_args"]["batch_size"]
@@ -70,15 +70,16 @@ def main() -> None:
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
-    k = last_k(args.recipe)
-    budget = describe_budget(args.recipe, args.max_epochs, k)
+    config = load_recipe(args.recipe)
+    k = last_k(config, args.recipe)
+    budget = describe_budget(config, args.max_epochs, k)
     name = Path(args.recipe).stem
-    method = "LatentEBM" if "latent_ebm" in args.recipe else Path(args.recipe).parent.name
+    method = config["model"]["class_path"].rsplit(".", 1)[-1]
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
     records = json.loads(output.read_text()) if output.exists() else []
     for digit in args.digits:
         run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / f"digit{digit}"
-        command = run_digit(args.recipe, digit, run_dir, extra)
+        run_digit(args.recipe, digit, run_dir, extra)
         recent = auprc_history(run_dir)[-k:]
         records = [r for r in records if not (r["digit"] == digit and r["metric"] == "auprc")]
         records.append({

@@ -15,9 +15,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
 from lightning.pytorch.utilities import rank_zero_warn
 from sklearn.metrics import average_precision_score, roc_auc_score
+from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
 from lebm.models.base import batch_observations

@@ -98,7 +98,8 @@ class Langevin(Sampler):
             # per-sample traces, reduced once after the loop (no host sync inside it)
             energies = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
             grad_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
-            state_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
+            # the reference term's energy needs ||z||: recorded only when there is one
+            state_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics and reference_precision else None
             for step in range(self.n_steps):
                 z.requires_grad_(True)
                 energy = energy_fn(z)
@@ -121,6 +122,7 @@ class Langevin(Sampler):
                     eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
                     z.add_(eps, alpha=noise)
         if return_diagnostics:
-            total_energy = energies + state_norms.square() * (reference_precision / 2)
-            return z, {"energy": total_energy.mean(1), "grad_norm": grad_norms.mean(1)}
+            if state_norms is not None:
+                energies = energies + state_norms.square() * (reference_precision / 2)
+            return z, {"energy": energies.mean(1), "grad_norm": grad_norms.mean(1)}
         return z
