@@ -9,6 +9,9 @@ noise in [-1, 1] shaped like the decoder's output, and runs the method's own ``t
 and with ``--baseline`` the same iteration written the usual way (``plain_latent_ebm.py``:
 parameters not frozen, one ``autograd.grad`` per energy term and step, fp32) with the ratio.
 ``--precision bf16-mixed`` runs the method under Lightning's bf16 autocast (chain states stay fp32).
+For a multi-stage method (``MultiStageNCE``) ``--stage k`` times stage ``k`` (default: the last,
+whose prior chain runs through every earlier ratio net; stage 0 draws its negatives exactly, with no
+chain): the prior starts with ``k`` completed stages and the stage never ends during the timing.
 """
 
 from __future__ import annotations
@@ -60,6 +63,22 @@ class IterationTimer(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._sync(pl_module)
         self.times.append(time.perf_counter() - self._start)
+
+
+def start_in_stage(model: Any, stage: int | None) -> int | None:
+    """Put a multi-stage model in ``stage`` (default its last) for good; ``None`` for other methods."""
+    n_stages = getattr(model.prior, "n_stages", None)
+    if n_stages is None:
+        if stage is not None:
+            raise SystemExit("--stage applies to multi-stage methods (a prior with n_stages)")
+        return None
+    stage = n_stages - 1 if stage is None else stage
+    if not 0 <= stage < n_stages:
+        raise SystemExit(f"--stage must be in [0, {n_stages - 1}], got {stage}")
+    for _ in range(stage):
+        model.prior.complete_stage()
+    model.stage_schedule = [10**9] * n_stages
+    return stage
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -117,6 +136,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--baseline", action="store_true", help="also time the plain-PyTorch loop (LatentEBM recipes)")
+    parser.add_argument("--stage", type=int, default=None, help="multi-stage methods: the stage to time (default: the last)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads:
@@ -126,6 +146,7 @@ def main() -> None:
     batch_size = args.batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
+    stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator, args.precision)
@@ -138,6 +159,7 @@ def main() -> None:
         "batch_size": batch_size,
         "observation_shape": list(shape),
         "latent_dim": model.prior.latent_dim,
+        **({"stage": stage, "n_stages": model.prior.n_stages} if stage is not None else {}),
         "iters": args.iters,
         "warmup": args.warmup,
         "sec_per_iter": statistics.median(times),

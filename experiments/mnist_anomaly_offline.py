@@ -56,7 +56,9 @@ def describe_budget(config: dict, max_epochs: int | None, k: int) -> str:
     net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
     epochs = max_epochs or config["trainer"]["max_epochs"]
     batch = config["data"]["init_args"]["batch_size"]
-    return f"{epochs} epochs, batch {batch}, ngf {net.get('ngf')}, mean of last {k} evaluations"
+    stages = config["model"]["init_args"]["prior"]["init_args"].get("n_stages")
+    staged = f", {stages} stages" if stages else ""
+    return f"{epochs} epochs{staged}, batch {batch}, ngf {net.get('ngf')}, mean of last {k} evaluations"
 
 
 def main() -> None:

@@ -22,10 +22,12 @@ def lebm(*args: str, timeout: int = 300, cwd: Path = REPO) -> subprocess.Complet
     )
 
 
-def test_there_are_recipes_for_every_paper_experiment_of_latent_ebm() -> None:
+def test_there_are_recipes_for_every_paper_experiment() -> None:
     for name in ("svhn", "cifar10", "celeba64", "mnist_anomaly"):
         assert f"recipes/latent_ebm/{name}.yaml" in RECIPES
+        assert f"recipes/multistage_nce/{name}.yaml" in RECIPES
     assert "recipes/quickstart.yaml" in RECIPES
+    assert "recipes/multistage_nce/quickstart.yaml" in RECIPES
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -164,3 +166,34 @@ def test_evaluation_metrics_through_the_cli(tmp_path: Path) -> None:
     assert tested.returncode == 0, tested.stderr[-3000:]
     for key in ("test/auprc", "test/auroc", "test/mse", "test/fid"):
         assert key in tested.stdout, key
+
+
+def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["-c", "recipes/multistage_nce/quickstart.yaml", "--trainer.default_root_dir", str(run),
+              "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+              "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",
+              "--trainer.log_every_n_steps", "1", "--model.init_args.stage_iterations", "2"]
+    first = lebm("fit", *common, "--trainer.max_epochs", "2")  # 6 iterations: stages 0-2 done, 3 not begun
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "training ended with 3 of 4 stages completed" in first.stderr
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert state["prior.stage_state"].tolist() == [3, 0]
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    (wandb_file,) = glob.glob(str(run / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
+    for key in (b"train/nce_loss", b"train/logit_pos", b"train/stage", b"val/mse", b"samples"):
+        assert key in Path(wandb_file).read_bytes(), key
+
+    second = lebm("fit", *common, "--trainer.max_epochs", "5", "--ckpt_path", "last")
+    assert second.returncode == 0, second.stderr[-3000:]
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["state_dict"]["prior.stage_state"].tolist() == [4, 0]
+    assert resumed["epoch"] == 2  # the last stage's 2 iterations fit in epoch 3: it stopped there, not at 5
+
+    from lebm.models import MultiStageNCE
+
+    model = MultiStageNCE.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert model.prior.finished and model.generate(4).shape == (4, 1, 8, 8)
+    tested = lebm("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert "test/mse" in tested.stdout

@@ -2,6 +2,15 @@
 
 from lebm.models.base import LatentVariableModel
 from lebm.models.latent_ebm import LatentEBM
-from lebm.models.priors import GaussianPrior, Prior, TiltedGaussianPrior
+from lebm.models.multistage_nce import MultiStageNCE
+from lebm.models.priors import GaussianPrior, Prior, ProductOfRatiosPrior, TiltedGaussianPrior
 
-__all__ = ["GaussianPrior", "LatentEBM", "LatentVariableModel", "Prior", "TiltedGaussianPrior"]
+__all__ = [
+    "GaussianPrior",
+    "LatentEBM",
+    "LatentVariableModel",
+    "MultiStageNCE",
+    "Prior",
+    "ProductOfRatiosPrior",
+    "TiltedGaussianPrior",
+]

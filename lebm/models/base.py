@@ -51,10 +51,12 @@ class LatentVariableModel(L.LightningModule):
     prior: Prior
 
     def save_component_hyperparameters(self, arguments: dict[str, Any]) -> None:
-        """Save ``arguments`` with components stored as configs, so that
-        ``load_from_checkpoint`` rebuilds them (components that are not lebm components are
-        stored as ``None`` and must be passed again when loading)."""
-        hparams = {name: try_to_config(value) for name, value in arguments.items()}
+        """Save a method's ``__init__`` arguments (its ``locals()``; ``self`` and ``__class__``
+        are skipped) with components stored as configs, so that ``load_from_checkpoint``
+        rebuilds them (components that are not lebm components are stored as ``None`` and must be
+        passed again when loading)."""
+        skipped = ("self", "__class__")
+        hparams = {name: try_to_config(value) for name, value in arguments.items() if name not in skipped}
         # LightningCLI reads `_class_path` to rebuild the right subclass from a checkpoint's
         # hyperparameters (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
         hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -74,17 +76,19 @@ class LatentVariableModel(L.LightningModule):
             ddp_kwargs.setdefault("find_unused_parameters", True)
 
     # ---------------------------------------------------------------- user API
-    def posterior_energy(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
         """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
         reference term, which chains add analytically: pass
-        ``reference_precision=self.prior.reference_precision`` to the sampler."""
+        ``reference_precision=self.prior.reference_precision`` to the sampler.
+        ``with_prior_tilt=False`` leaves out the prior's residual energy too (posterior under the
+        Gaussian reference alone)."""
         if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
             with torch.inference_mode(False):
                 x = x.clone()
 
         def energy(z: Tensor) -> Tensor:
-            residual = self.prior.residual_energy(z)
             nll = self.decoder.nll(x, z)
+            residual = self.prior.residual_energy(z) if with_prior_tilt else None
             return nll if residual is None else nll + residual
 
         return energy
@@ -109,7 +113,12 @@ class LatentVariableModel(L.LightningModule):
     def score(self, x: Tensor, **kwargs: Any) -> Tensor:
         z = self.infer(x, **kwargs)
         with torch.no_grad():
-            return self.joint_energy(x, z)
+            return self.anomaly_score(self.decoder.nll(x, z), z)
+
+    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
+        """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
+        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped)."""
+        return nll + self.prior.energy(z)
 
     # ------------------------------------------------------- evaluation steps
     def _evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
@@ -123,7 +132,7 @@ class LatentVariableModel(L.LightningModule):
         z = self.infer(x)
         with torch.no_grad():
             nll = self.decoder.nll(x, z)
-            values = {"nll": nll, "score": nll + self.prior.energy(z), **self.decoder.metrics(x, z)}
+            values = {"nll": nll, "score": self.anomaly_score(nll, z), **self.decoder.metrics(x, z)}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values
 

@@ -6,15 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from lebm.estimators import mle_loss, reconstruction_loss
-from lebm.models.base import LatentVariableModel, batch_observations, ensure_component
+from lebm.models.base import batch_observations, ensure_component
 from lebm.models.priors import Prior
+from lebm.models.short_run import ShortRunPosteriorModel, chain_logs
 from lebm.samplers import Langevin, Sampler
 
 
-class LatentEBM(LatentVariableModel):
+class LatentEBM(ShortRunPosteriorModel):
     """Generator ``x = g(z) + eps`` with a tilted prior ``p(z) ∝ exp(-E(z)) N(0, sigma_p^2 I)``.
 
     One training iteration (official ``train_svhn.py``)::
@@ -63,10 +64,7 @@ class LatentEBM(LatentVariableModel):
         abort_after_epoch: int = 10,
     ) -> None:
         super().__init__()
-        arguments = dict(locals())
-        arguments.pop("self")
-        arguments.pop("__class__", None)
-        self.save_component_hyperparameters(arguments)
+        self.save_component_hyperparameters(locals())
         self.automatic_optimization = False
         self.decoder = ensure_component(decoder, "decoder")
         self.prior = ensure_component(prior, "prior", Prior)
@@ -74,21 +72,6 @@ class LatentEBM(LatentVariableModel):
             posterior_sampler = Langevin(n_steps=20, step_size=0.1)
         self.posterior_sampler = ensure_component(posterior_sampler, "posterior_sampler", Sampler)
         self.posterior_init_std = posterior_init_std
-
-    # ---------------------------------------------------------------- user API
-    def infer(
-        self, x: Tensor, *, sampler: Sampler | None = None, return_diagnostics: bool = False
-    ) -> Any:
-        """Posterior latents ``(B, latent_dim)`` by short-run Langevin on ``-log p(x, z)`` from noise."""
-        z0 = torch.randn(x.shape[0], self.prior.latent_dim, device=x.device) * self.posterior_init_std
-        chain = sampler if sampler is not None else self.posterior_sampler
-        return chain(
-            self.posterior_energy(x),
-            z0,
-            reference_precision=self.prior.reference_precision,
-            freeze=[self.decoder, self.prior],
-            return_diagnostics=return_diagnostics,
-        )
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
@@ -113,13 +96,12 @@ class LatentEBM(LatentVariableModel):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        optimizers = self._optimizer_list()
         z_pos, posterior_stats = self.infer(x, return_diagnostics=True)
-        logs = _chain_logs("train/posterior_chain", posterior_stats)
+        logs = chain_logs("train/posterior_chain", posterior_stats)
         if self.learns_prior:
             z_neg, prior_stats = self.prior.sample(x.shape[0], return_diagnostics=True)
-            logs.update(_chain_logs("train/prior_chain", prior_stats))
+            logs.update(chain_logs("train/prior_chain", prior_stats))
 
         decoder_loss = reconstruction_loss(self.decoder, x, z_pos)
         self._optimizer_step(optimizers[0], decoder_loss, self.decoder, self.hparams.decoder_grad_clip)
@@ -134,36 +116,3 @@ class LatentEBM(LatentVariableModel):
 
         self._check_divergence(decoder_loss)
         self.log_dict(logs)
-
-    def _optimizer_step(self, optimizer: Any, loss: Tensor, module: nn.Module, clip: float | None) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        optimizer.step()
-
-    def _check_divergence(self, decoder_loss: Tensor) -> None:
-        abort_sse = self.hparams.abort_sse
-        if abort_sse is None or self.current_epoch < self.hparams.abort_after_epoch:
-            return
-        sse = float(decoder_loss) * 2 * getattr(self.decoder, "sigma", 2**-0.5) ** 2
-        if sse > abort_sse:
-            raise RuntimeError(
-                f"training diverged: decoder SSE per example {sse:.1f} > abort_sse={abort_sse} at epoch "
-                f"{self.current_epoch}; lower the learning rates or raise/disable model.abort_sse"
-            )
-
-    def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
-
-
-def _chain_logs(prefix: str, stats: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Energy and gradient norm at the first and last step of a chain (no host sync)."""
-    logs: dict[str, Tensor] = {}
-    for name, per_step in stats.items():
-        if len(per_step):
-            logs[f"{prefix}_{name}_first"] = per_step[0]
-            logs[f"{prefix}_{name}_last"] = per_step[-1]
-    return logs

@@ -1,0 +1,286 @@
+"""MultiStageNCE: the latent EBM prior learned by adaptive multi-stage density-ratio estimation
+(Xiao & Han, NeurIPS 2022).
+
+There is no public code: the training iteration follows the reconstruction in METHODS.md §2.4
+and every unconfirmed choice is an argument (docs/multistage_nce.md lists them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from lebm.estimators import nce_loss, reconstruction_loss
+from lebm.models.base import batch_observations, ensure_component
+from lebm.models.priors import ProductOfRatiosPrior
+from lebm.models.short_run import ShortRunPosteriorModel, chain_logs
+from lebm.samplers import Langevin, Sampler
+
+_CHOICES = {
+    "earlier_ratios": ("freeze", "finetune"),
+    "decoder_training": ("every_stage", "first_stage"),
+    "posterior_prior": ("current", "base"),
+    "anomaly_score": ("joint", "nll"),
+}
+
+
+class MultiStageNCE(ShortRunPosteriorModel):
+    """Generator ``x = g(z) + eps`` with a product-of-ratios prior
+    ``p_K(z) ∝ N(0, sigma_p^2 I) * exp(sum_k h_k(z))`` learned stage by stage by NCE.
+
+    Stage ``k`` (``T_k`` iterations) trains the classifier ``h_k`` to tell the aggregate
+    posterior ``q_k`` (positives) from the current prior ``p_k`` (negatives); at its optimum
+    ``h_k = log q_k - log p_k``. Then ``p_{k+1} = p_k * exp(h_k)``. One iteration::
+
+        z+ = posterior_langevin(N(0, I) noise, x)   # under p_k (posterior_prior="current")
+        z- ~ p_k                                     # k = 0: exact N(0, I); k > 0: prior.sampler
+        decoder step:  mean_i -log p(x_i | z+_i)     # q_k moves with the generator ("adaptive")
+        ratio step:    E_q[softplus(-h_k(z+))] + E_p[softplus(h_k(z-))]    # nce_loss
+        after T_k iterations: fold h_k into the prior; after the last stage: stop training
+
+    Both chains run before either update (LEBM's order). Adam(0.5, 0.999) per net (one per stage
+    for the ratios), ExponentialLR stepped per epoch. Optimisation is manual.
+
+    Args:
+        decoder: the observation model (e.g. ``GaussianDecoder(DCGANGenerator(...), 0.3)``).
+        prior: a ``ProductOfRatiosPrior``: the number of stages, the ratio nets and the prior
+            chain (``Langevin`` for short-run negatives, ``PersistentChains`` for persistent ones).
+        posterior_sampler: the posterior chain; default ``Langevin(20, 0.1)`` (LEBM's).
+        posterior_init_std: the posterior chains start from ``N(0, posterior_init_std^2 I)``.
+        stage_iterations: ``T_k``: one number for every stage, a list with one per stage, or
+            ``None`` to split the run's training iterations (``max_epochs`` x batches per epoch)
+            evenly over the stages when training starts. Saved in checkpoints.
+        earlier_ratios: ``"freeze"`` (default) keeps ``h_j``, ``j < k``, fixed in stage ``k``;
+            ``"finetune"`` also updates them with the stage-``k`` loss, through a logit
+            ``h_k + sum_{j<k} (h_j - stopgrad(h_j))`` whose value is ``h_k`` (so the loss is
+            unchanged) while the gradient reaches the whole product.
+        decoder_training: ``"every_stage"`` (default) or ``"first_stage"`` (the generator is
+            frozen after stage 0, so later stages chase a fixed aggregate posterior).
+        posterior_prior: the prior of the posterior chains: ``"current"`` (default: ``p_k``) or
+            ``"base"`` (``N(0, sigma_p^2 I)`` only).
+        anomaly_score: ``"joint"`` (default: ``-log p(x, z)`` under the product prior, as LEBM)
+            or ``"nll"`` (the decoder's ``-log p(x|z)`` alone).
+        decoder_lr, ratio_lr: Adam learning rates (LEBM SVHN's 1e-4 and 2e-5 by default).
+        betas: Adam betas for every optimiser.
+        decoder_weight_decay, ratio_weight_decay: Adam weight decay.
+        lr_decay: ExponentialLR gamma, stepped at the end of each epoch for every optimiser.
+        decoder_grad_clip, ratio_grad_clip: optional max-norm clipping of parameter gradients.
+        abort_sse, abort_after_epoch: stop with an error when the decoder's per-example SSE
+            exceeds ``abort_sse`` after epoch ``abort_after_epoch`` (off by default).
+    """
+
+    prior: ProductOfRatiosPrior
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        prior: ProductOfRatiosPrior,
+        posterior_sampler: Sampler | None = None,
+        posterior_init_std: float = 1.0,
+        stage_iterations: int | list[int] | None = None,
+        earlier_ratios: Literal["freeze", "finetune"] = "freeze",
+        decoder_training: Literal["every_stage", "first_stage"] = "every_stage",
+        posterior_prior: Literal["current", "base"] = "current",
+        anomaly_score: Literal["joint", "nll"] = "joint",
+        decoder_lr: float = 1e-4,
+        ratio_lr: float = 2e-5,
+        betas: Sequence[float] = (0.5, 0.999),
+        decoder_weight_decay: float = 0.0,
+        ratio_weight_decay: float = 0.0,
+        lr_decay: float = 0.998,
+        decoder_grad_clip: float | None = None,
+        ratio_grad_clip: float | None = None,
+        abort_sse: float | None = None,
+        abort_after_epoch: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_component_hyperparameters(locals())
+        for name, allowed in _CHOICES.items():
+            if self.hparams[name] not in allowed:
+                raise ValueError(f"MultiStageNCE {name} must be one of {allowed}, got {self.hparams[name]!r}")
+        self.automatic_optimization = False
+        self.decoder = ensure_component(decoder, "decoder")
+        self.prior = ensure_component(prior, "prior", ProductOfRatiosPrior)
+        if posterior_sampler is None:
+            posterior_sampler = Langevin(n_steps=20, step_size=0.1)
+        self.posterior_sampler = ensure_component(posterior_sampler, "posterior_sampler", Sampler)
+        self.posterior_init_std = posterior_init_std
+        # T_k per stage; all zeros until decided (a buffer so that checkpoints keep it, mirrored
+        # by a Python list so that reading it never syncs a device)
+        self.register_buffer("stage_schedule_state", torch.zeros(self.prior.n_stages, dtype=torch.long))
+        self._stage_schedule: list[int] | None = None
+        self.stage_schedule = _resolve_schedule(stage_iterations, self.prior.n_stages)
+
+    # ---------------------------------------------------------------- user API
+    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Any:
+        """``-log p(x, z)`` under the current product prior (or the base, see ``posterior_prior``)."""
+        with_tilt = with_prior_tilt and self.hparams.posterior_prior == "current"
+        return super().posterior_energy(x, with_prior_tilt=with_tilt)
+
+    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x, z)`` (``anomaly_score="joint"``) or the decoder NLL alone (``"nll"``), ``(B,)``."""
+        if self.hparams.anomaly_score == "nll":
+            return nll
+        return super().anomaly_score(nll, z)
+
+    @property
+    def stage(self) -> int:
+        """The stage in progress (``n_stages`` once all are completed)."""
+        return self.prior.completed_stages
+
+    # --------------------------------------------------------------- training
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        optimizers = [
+            torch.optim.Adam(self.decoder.parameters(), lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay)
+        ]
+        optimizers += [
+            torch.optim.Adam(ratio.parameters(), lr=hp.ratio_lr, betas=betas, weight_decay=hp.ratio_weight_decay)
+            for ratio in self.prior.ratios
+        ]
+        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
+        return optimizers, schedulers
+
+    def on_train_start(self) -> None:
+        if self.stage_schedule is None:
+            self.stage_schedule = self._even_schedule()
+        if self.prior.finished:
+            rank_zero_warn(
+                f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train"
+            )
+
+    def _even_schedule(self) -> list[int]:
+        """``T_k`` from an even split of the run's training iterations over the stages."""
+        trainer = self.trainer
+        total = trainer.max_epochs * trainer.num_training_batches if trainer.max_epochs not in (None, -1) else None
+        if total is None or total == float("inf"):
+            raise ValueError(
+                "MultiStageNCE cannot split an unbounded run over its stages: set trainer.max_epochs "
+                "or give model.stage_iterations (iterations per stage, one number or one per stage)"
+            )
+        per_stage = int(total) // self.prior.n_stages
+        if per_stage < 1:
+            raise ValueError(
+                f"MultiStageNCE: {int(total)} training iterations cannot fill {self.prior.n_stages} stages; "
+                "raise trainer.max_epochs or lower prior.n_stages"
+            )
+        return [per_stage] * self.prior.n_stages
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.prior.finished:
+            self.trainer.should_stop = True
+            return
+        hp = self.hparams
+        stage = self.prior.completed_stages
+        x = batch_observations(batch)
+        optimizers = self._optimizer_list()
+
+        z_pos, posterior_stats = self.infer(x, return_diagnostics=True)
+        z_neg, prior_stats = self.prior.sample(x.shape[0], return_diagnostics=True)
+        logs = chain_logs("train/posterior_chain", posterior_stats)
+        logs.update(chain_logs("train/prior_chain", prior_stats))
+
+        if stage == 0 or hp.decoder_training == "every_stage":
+            decoder_loss = reconstruction_loss(self.decoder, x, z_pos)
+            self._optimizer_step(optimizers[0], decoder_loss, self.decoder, hp.decoder_grad_clip)
+            logs["train/decoder_nll"] = decoder_loss.detach()
+            self._check_divergence(decoder_loss)
+
+        logistic = nce_loss(self._stage_logit, z_pos, z_neg)
+        trained = range(stage + 1) if hp.earlier_ratios == "finetune" else [stage]
+        ratio_optimizers = [optimizers[1 + j] for j in trained]
+        for optimizer in ratio_optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(logistic.loss)
+        for j, optimizer in zip(trained, ratio_optimizers):
+            if hp.ratio_grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.prior.ratios[j].parameters(), hp.ratio_grad_clip)
+            optimizer.step()
+        logs["train/nce_loss"] = logistic.loss.detach()
+        logs["train/logit_pos"] = logistic.logit_pos  # estimates KL(q_k || p_k) near the optimum
+        logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)
+        logs["train/stage"] = float(stage)
+        self.log_dict(logs)
+        self._advance_stage()
+
+    def _stage_logit(self, z: Tensor) -> Tensor:
+        """The stage-``k`` classifier's logit ``h_k(z)`` ``(B,)``; with ``earlier_ratios="finetune"``
+        plus ``h_j - stopgrad(h_j)`` for ``j < k`` (value unchanged, gradient to every ratio)."""
+        stage = self.prior.completed_stages
+        logit = self.prior.ratios[stage](z)
+        if self.hparams.earlier_ratios == "finetune":
+            for ratio in self.prior.ratios[:stage]:
+                earlier = ratio(z)
+                logit = logit + (earlier - earlier.detach())
+        return logit
+
+    def _advance_stage(self) -> None:
+        """Count the iteration; fold the stage into the prior after ``T_k``; stop after the last."""
+        assert self.stage_schedule is not None
+        self.prior.record_iteration()
+        if self.prior.stage_iteration >= self.stage_schedule[self.prior.completed_stages]:
+            self.prior.complete_stage()
+            if self.prior.finished:
+                self.trainer.should_stop = True
+
+    def on_train_epoch_end(self) -> None:
+        """Decay the learning rates of the decoder and of the stages started so far: a stage's
+        classifier starts at ``ratio_lr`` and decays from then on."""
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        started = self.prior.completed_stages + (1 if self.prior.stage_iteration > 0 else 0)
+        for scheduler in schedulers[: 1 + started]:
+            scheduler.step()
+
+    def on_fit_end(self) -> None:
+        if not self.prior.finished:
+            rank_zero_warn(
+                f"MultiStageNCE: training ended with {self.stage} of {self.prior.n_stages} stages completed "
+                f"({self.prior.stage_iteration} iterations into stage {self.stage}, counting from 0); the prior "
+                "is the product of the completed stages. Resume with --ckpt_path last (and a larger "
+                "trainer.max_epochs) to finish, or call model.prior.complete_stage() to include the partial stage."
+            )
+
+    # ----------------------------------------------------------- checkpointing
+    @property
+    def stage_schedule(self) -> list[int] | None:
+        """``T_k`` for every stage, or ``None`` until training starts with ``stage_iterations=None``."""
+        return self._stage_schedule
+
+    @stage_schedule.setter
+    def stage_schedule(self, schedule: list[int] | None) -> None:
+        self._stage_schedule = None if schedule is None else [int(t) for t in schedule]
+        values = self._stage_schedule or [0] * self.prior.n_stages
+        self.stage_schedule_state.copy_(torch.tensor(values, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        saved = state_dict.get(prefix + "stage_schedule_state")
+        if saved is not None and self.hparams.stage_iterations is None:  # an explicit schedule wins
+            values = [int(t) for t in saved.tolist()]
+            self.stage_schedule = values if all(t > 0 for t in values) else None
+        else:
+            self.stage_schedule = self._stage_schedule  # keep the explicit one in the buffer too
+
+
+def _resolve_schedule(stage_iterations: int | list[int] | None, n_stages: int) -> list[int] | None:
+    """``T_k`` for each of ``n_stages`` stages from an int, a list or ``None`` (decided later)."""
+    if stage_iterations is None:
+        return None
+    if isinstance(stage_iterations, int):
+        schedule = [stage_iterations] * n_stages
+    else:
+        schedule = [int(t) for t in stage_iterations]
+        if len(schedule) != n_stages:
+            raise ValueError(
+                f"MultiStageNCE stage_iterations has {len(schedule)} entries but the prior has "
+                f"{n_stages} stages: give one number per stage, a single number, or null"
+            )
+    if any(t < 1 for t in schedule):
+        raise ValueError(f"MultiStageNCE stage_iterations must be >= 1, got {stage_iterations}")
+    return schedule
