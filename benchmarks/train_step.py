@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lebm.config import build  # noqa: E402
+from timing import timed_call  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
 
 
@@ -116,13 +117,7 @@ def time_baseline(model: LatentEBM, shape: tuple[int, ...], batch_size: int, ite
     times = []
     for _ in range(iters + warmup):
         x = torch.rand(batch_size, *shape, device=device) * 2 - 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step.step(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(timed_call(lambda: step.step(x), device))
     return times[warmup:]
 
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.samplers import Langevin
+from lebm.samplers import Langevin, PersistentChains
 
 LATENT, DATA = 3, 2
 
@@ -204,3 +204,34 @@ def test_user_api_and_the_configurable_posterior_and_score(tmp_path) -> None:
     model.hparams.posterior_prior = "base"
     assert torch.equal(model.anomaly_score(nll, z), nll)
     assert torch.allclose(model.posterior_energy(x)(z), nll)
+
+
+class AssertRanksAgree(L.Callback):
+    """On every rank at the end: all ranks hold the same parameters and the same stage state."""
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        flat = torch.cat([p.detach().flatten() for p in module.parameters()])
+        gathered = module.all_gather(flat)
+        assert torch.allclose(gathered[0], gathered[1], atol=1e-6), "ranks diverged: gradients not averaged"
+        stages = module.all_gather(module.prior.stage_state)
+        assert torch.equal(stages[0], stages[1]) and stages[0].tolist() == [2, 0]
+
+
+def test_two_process_ddp_crosses_stage_boundaries_in_step(tmp_path) -> None:
+    model = small_model(n_stages=2, stage_iterations=3)  # 8 batches over 2 ranks: 4 iterations per epoch
+    t = trainer(tmp_path, strategy="ddp_spawn", devices=2, max_epochs=5, callbacks=[AssertRanksAgree()])
+    t.fit(model, loader(n_batches=8))
+    assert model.prior.finished  # the trained state comes back to the main process
+
+
+def test_persistent_negatives_continue_their_chains_from_stage_one_on(tmp_path) -> None:
+    chains = PersistentChains(Langevin(5, 0.4), [LATENT], buffer_size=32, reinit_prob=0.0)
+    decoder = GaussianDecoder(MLPGenerator(LATENT, [DATA], hidden=16, out_activation=None), sigma=0.3)
+    prior = ProductOfRatiosPrior(LATENT, EnergyMLP(LATENT, hidden=16), n_stages=2, sampler=chains)
+    model = MultiStageNCE(decoder, prior, posterior_sampler=Langevin(5, 0.1), stage_iterations=2)
+    initial = chains.chains.clone()
+    recorder = StageRecorder()
+    trainer(tmp_path, callbacks=[recorder]).fit(model, loader())
+    assert recorder.states[-1] == (2, 0)
+    assert not torch.equal(chains.chains, initial)  # stage 1 drew its negatives from the buffer
+    assert "prior.sampler.chains" in model.state_dict()  # and the buffer is checkpointed
