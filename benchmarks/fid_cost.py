@@ -17,13 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from lebm.config import build
@@ -37,9 +33,8 @@ from lebm.metrics.fid import (
 )
 from lebm.samplers import Langevin
 
+from common import describe_device, load_recipe, timed
 
-def load_recipe(path: str) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
 
 
 def limit_threads(threads: int) -> None:
@@ -58,27 +53,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
 
 def default_weights() -> str | None:
     """The offline Inception weights when ``$LEBM_DATA`` has them, else None (download)."""
     path = os.path.expandvars(OFFLINE_INCEPTION_WEIGHTS)
     return OFFLINE_INCEPTION_WEIGHTS if os.environ.get("LEBM_DATA") and os.path.isfile(path) else None
 
-
-def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
-    """Run ``work()`` and return its result and wall-clock seconds (CUDA synchronised)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return result, time.perf_counter() - start
 
 
 def batch_sizes(total: int, batch_size: int) -> list[int]:

@@ -13,22 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import sys
 
 import torch
-from omegaconf import OmegaConf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from lebm.config import build  # noqa: E402
-from timing import timed_call  # noqa: E402
+from common import describe_device, load_recipe, timed
+from lebm.config import build
 
 
 def time_sampling(prior: torch.nn.Module, batch_size: int, repeats: int, device: torch.device) -> float:
-    times = [timed_call(lambda: prior.sample(batch_size), device) for _ in range(repeats + 1)]
+    times = [timed(device, lambda: prior.sample(batch_size))[1] for _ in range(repeats + 1)]
     return statistics.median(times[1:])  # the first call warms up
 
 
@@ -39,7 +33,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    recipe = OmegaConf.to_container(OmegaConf.load(args.recipe), resolve=True)
+    recipe = load_recipe(args.recipe)
     batch_size = args.batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -55,7 +49,7 @@ def main() -> None:
     print(json.dumps({
         "recipe": args.recipe,
         "prior": type(prior).__name__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": describe_device(device),
         "batch_size": batch_size,
         "sec_per_chain": {k: round(v, 5) for k, v in seconds.items()},
     }))

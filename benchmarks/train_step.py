@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -28,18 +27,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import describe_device, load_recipe, timed  # noqa: E402
 from lebm.config import build  # noqa: E402
-from timing import timed_call  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
 
-
-def load_recipe(path: str) -> dict[str, Any]:
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
@@ -117,7 +112,7 @@ def time_baseline(model: LatentEBM, shape: tuple[int, ...], batch_size: int, ite
     times = []
     for _ in range(iters + warmup):
         x = torch.rand(batch_size, *shape, device=device) * 2 - 1
-        times.append(timed_call(lambda: step.step(x), device))
+        times.append(timed(device, lambda: step.step(x))[1])
     return times[warmup:]
 
 
@@ -149,7 +144,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "recipe": args.recipe,
         "method": type(model).__name__,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "device": describe_device(device),
         "precision": args.precision,
         "batch_size": batch_size,
         "observation_shape": list(shape),

@@ -15,14 +15,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
+
+from records import render_results_md, this_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,13 +94,13 @@ def main() -> None:
             "n_evaluations": len(recent),
             "budget": budget,
             "command": "LEBM_DATA=../shared/data " + shlex.join(["python", "experiments/mnist_anomaly_offline.py", "--digits", str(digit), "--recipe", args.recipe, *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else [])]),
-            "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            "device": this_device(),
             "date": datetime.date.today().isoformat(),
         })
         records.sort(key=lambda r: (r["metric"], r["digit"]))
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(records, indent=2) + "\n")
-        subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)
+        render_results_md()
         print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", flush=True)
 
 

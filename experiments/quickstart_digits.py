@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shlex
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.config import build, import_object  # noqa: E402
 from lebm.models.base import batch_observations  # noqa: E402
 from lebm.metrics import frechet_distance  # noqa: E402
+from records import render_results_md, this_device  # noqa: E402
 
 EXPERIMENT = "quickstart_digits"
 
@@ -91,15 +91,14 @@ def main() -> None:
         records = [
             {"method": method, "experiment": EXPERIMENT, "metric": metric, "value": round(value, 4),
              "budget": budget, "command": shlex.join(["python", "experiments/quickstart_digits.py", "--recipes", recipe]),
-             "device": f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)" if not torch.cuda.is_available()
-             else torch.cuda.get_device_name(),
+             "device": this_device(),
              "date": datetime.date.today().isoformat()}
             for metric, value in values.items()
         ]
         output = REPO / "docs" / "results" / f"{folder}_{EXPERIMENT}.json"
         output.write_text(json.dumps(records, indent=2) + "\n")
         print(f"{recipe}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)
+    render_results_md()
 
 
 if __name__ == "__main__":

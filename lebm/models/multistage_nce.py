@@ -192,15 +192,10 @@ class MultiStageNCE(ShortRunPosteriorModel):
             self._check_divergence(decoder_loss)
 
         logistic = nce_loss(self._stage_logit, z_pos, z_neg)
-        trained = range(stage + 1) if hp.earlier_ratios == "finetune" else [stage]
-        ratio_optimizers = [optimizers[1 + j] for j in trained]
-        for optimizer in ratio_optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(logistic.loss)
-        for j, optimizer in zip(trained, ratio_optimizers):
-            if hp.ratio_grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.prior.ratios[j].parameters(), hp.ratio_grad_clip)
-            optimizer.step()
+        trained = list(range(stage + 1)) if hp.earlier_ratios == "finetune" else [stage]
+        self._optimizer_step(
+            [optimizers[1 + j] for j in trained], logistic.loss, [self.prior.ratios[j] for j in trained], hp.ratio_grad_clip
+        )
         logs["train/nce_loss"] = logistic.loss.detach()
         logs["train/logit_pos"] = logistic.logit_pos  # estimates KL(q_k || p_k) near the optimum
         logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)

@@ -188,9 +188,11 @@ class ProductOfRatiosPrior(GaussianPrior):
     def log_ratio(self, z: Tensor, n_stages: int | None = None) -> Tensor:
         """``sum_{j<n} h_j(z)`` ``(B,)``: the estimate of ``log q(z) - log p_0(z)`` from the first
         ``n_stages`` ratios (default: the completed ones)."""
-        n = self.completed_stages if n_stages is None else n_stages
-        total = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)
-        for ratio in self.ratios[:n]:
+        ratios = self.ratios[: self.completed_stages if n_stages is None else n_stages]
+        if len(ratios) == 0:
+            return z.new_zeros(z.shape[0])
+        total = ratios[0](z)  # no zeros buffer: this runs at every chain step
+        for ratio in ratios[1:]:
             total = total + ratio(z)
         return total
 

@@ -3,6 +3,7 @@ and optimise several nets manually (LatentEBM, MultiStageNCE)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,13 +39,22 @@ class ShortRunPosteriorModel(LatentVariableModel):
             return_diagnostics=return_diagnostics,
         )
 
-    def _optimizer_step(self, optimizer: Any, loss: Tensor, module: nn.Module, clip: float | None) -> None:
-        """``zero_grad``, backward of ``loss``, optional max-norm clipping of ``module``'s grads, step."""
-        optimizer.zero_grad(set_to_none=True)
+    def _optimizer_step(
+        self, optimizers: Any | Sequence[Any], loss: Tensor, modules: nn.Module | Sequence[nn.Module], clip: float | None
+    ) -> None:
+        """One update of one or several nets from one ``loss``: ``zero_grad`` every optimiser,
+        one backward pass, optional max-norm clipping of each module's gradients separately, then
+        step every optimiser."""
+        optimizers = list(optimizers) if isinstance(optimizers, Sequence) else [optimizers]
+        modules = list(modules) if isinstance(modules, Sequence) else [modules]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
-        optimizer.step()
+            for module in modules:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        for optimizer in optimizers:
+            optimizer.step()
 
     def _check_divergence(self, decoder_loss: Tensor) -> None:
         """Stop with an error when the per-example SSE exceeds ``abort_sse`` (official scripts)."""

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmark scripts: reading a recipe, naming the device, timing."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    """The recipe YAML as plain data, interpolations resolved."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+
+
+def describe_device(device: torch.device) -> str:
+    """The GPU's name, or the CPU and the number of torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``work()`` and return its result and wall-clock seconds (CUDA synchronised)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start

@@ -1,0 +1,24 @@
+"""What every experiment runner writes into its result records."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def this_device() -> str:
+    """The record's ``device``: the GPU's name, or the CPU and its torch threads."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def render_results_md() -> None:
+    """Regenerate docs/results.md from the records in docs/results/."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)
