@@ -8,19 +8,39 @@ A LightningCLI in OmegaConf mode (``${...}`` interpolation in recipes) with the 
   resolved config (``<run>/config.yaml``) all go there;
 - ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
 - a component that rejects its arguments (a missing data folder, say) stops the command with
-  its message before any training starts.
+  its message before any training starts;
+- ``--trainer.devices N`` (or several nodes) runs DDP with ``lebm_ddp`` (``lebm.distributed``)
+  without naming a strategy; ``ddp``/``ddp_spawn`` are mapped to lebm's;
+- components built from a config (the user's own modules included) are recorded in the
+  checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
+- a diverged run stops with the guard's message (exit code 1), not a traceback.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from typing import Any
 
+import yaml
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.cli import LightningCLI
 
-from lebm.models.base import LatentVariableModel
+from lebm.config import given_configs
+from lebm.models.base import Method
+from lebm.models.guard import TrainingDiverged
+
+#: Lightning's DDP strategy names and the lebm strategies that replace them.
+DDP_NAMES = {
+    "ddp": "lebm_ddp",
+    "ddp_find_unused_parameters_true": "lebm_ddp",
+    "ddp_find_unused_parameters_false": "lebm_ddp",
+    "ddp_spawn": "lebm_ddp_spawn",
+    "ddp_spawn_find_unused_parameters_true": "lebm_ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false": "lebm_ddp_spawn",
+}
 
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -33,7 +53,7 @@ class LebmCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
         super().__init__(
-            LatentVariableModel,
+            Method,
             LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -59,12 +79,22 @@ class LebmCLI(LightningCLI):
         for callback in _as_list(config.trainer.get("callbacks")):
             if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
+        config.trainer.strategy = _method_strategy(config.trainer)
 
     def instantiate_classes(self) -> None:
         try:
-            super().instantiate_classes()
+            with given_configs(self._model_argument_configs()):
+                super().instantiate_classes()
         except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
             self.parser.error(f"could not build the run: {type(error).__name__}: {error}")
+
+    def _model_argument_configs(self) -> dict[str, Any]:
+        """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        if self.subcommand:
+            dumped = dumped.get(self.subcommand, {})
+        model = dumped.get("model") or {}
+        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
 
     def after_instantiate_classes(self) -> None:
         run = getattr(self, "_wandb_run", None)
@@ -84,6 +114,34 @@ def _wandb_run_id(run_dir: str, resuming: bool) -> str:
     return uuid.uuid4().hex[:12]
 
 
+def requested_processes(accelerator: Any, devices: Any, num_nodes: Any) -> int:
+    """How many processes a Trainer with these arguments starts (without starting one)."""
+    nodes = int(num_nodes or 1)
+    accelerator = str(accelerator or "auto")
+    use_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    if devices in (None, "auto"):
+        count = CUDAAccelerator.auto_device_count() if use_cuda else 1
+    else:
+        parsed = CUDAAccelerator.parse_devices(devices) if use_cuda else CPUAccelerator.parse_devices(devices)
+        count = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed or 1)
+    return count * nodes
+
+
+def _method_strategy(trainer: Any) -> Any:
+    """The strategy for the run: lebm's DDP where Lightning would pick (or was told) plain DDP."""
+    strategy = trainer.get("strategy", "auto")
+    if isinstance(strategy, str) and strategy in DDP_NAMES:
+        return DDP_NAMES[strategy]
+    if strategy in (None, "auto"):
+        try:
+            processes = requested_processes(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
+        except Exception:  # an invalid devices value: let the Trainer report it
+            return strategy
+        if processes > 1:
+            return "lebm_ddp"
+    return strategy
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None or isinstance(value, bool):
         return []
@@ -97,7 +155,11 @@ def _is_config_of(item: Any, class_name: str) -> bool:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lebm`` console script."""
-    LebmCLI(args=args)
+    try:
+        LebmCLI(args=args)
+    except TrainingDiverged as error:
+        sys.stderr.write(f"lebm: {error}\n")
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

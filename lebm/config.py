@@ -10,12 +10,37 @@ config written by hand, a recipe, and a checkpoint all speak one format.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _CONFIG_ATTR = "_lebm_init_config"
+
+#: Configs of the components being built by the ``lebm`` CLI (``{argument: {"class_path",
+#: "init_args"}}``), so that a method can record components that cannot describe themselves.
+_GIVEN_CONFIGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+    "lebm_given_configs", default=None
+)
+
+
+@functools.lru_cache(maxsize=None)
+def public_class_path(cls: type) -> str:
+    """The shortest dotted path that imports ``cls``: ``lebm.models.LatentEBM`` rather than
+    ``lebm.models.latent_ebm.LatentEBM``, so stored configs survive moving a class between files."""
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts) + 1):
+        package = ".".join(parts[:end])
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            continue
+        if getattr(module, cls.__qualname__, None) is cls:
+            return f"{package}.{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Configurable:
@@ -40,8 +65,7 @@ class Configurable:
                         arguments.update(arguments.pop(name, {}))
                     elif param.kind is inspect.Parameter.VAR_POSITIONAL:
                         arguments.pop(name, None)
-                kind = type(self)
-                object.__setattr__(self, _CONFIG_ATTR, (f"{kind.__module__}.{kind.__qualname__}", arguments))
+                object.__setattr__(self, _CONFIG_ATTR, (type(self), arguments))
             original_init(self, *args, **kw)
 
         cls.__init__ = recording_init  # type: ignore[method-assign]
@@ -63,8 +87,8 @@ def to_config(obj: Any) -> Any:
         return {key: to_config(value) for key, value in obj.items()}
     recorded = getattr(obj, _CONFIG_ATTR, None)
     if recorded is not None:
-        class_path, arguments = recorded
-        return {"class_path": class_path, "init_args": {k: to_config(v) for k, v in arguments.items()}}
+        kind, arguments = recorded
+        return {"class_path": public_class_path(kind), "init_args": {k: to_config(v) for k, v in arguments.items()}}
     raise TypeError(
         f"cannot describe {type(obj).__name__} as a config: it is not an lebm component. "
         "Pass it again when loading, e.g. Method.load_from_checkpoint(path, <argument>=<object>)."
@@ -77,6 +101,44 @@ def try_to_config(obj: Any) -> Any:
         return to_config(obj)
     except TypeError:
         return None
+
+
+def unrecordable_part(obj: Any, path: str = "") -> str | None:
+    """Where in ``obj`` :func:`to_config` gets stuck: e.g. ``"energy_net (MyEnergy)"``, or None
+    when ``obj`` can be described."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return None
+    if isinstance(obj, (list, tuple)):
+        items: Any = enumerate(obj)
+    elif isinstance(obj, dict):
+        items = obj.items()
+    else:
+        recorded = getattr(obj, _CONFIG_ATTR, None)
+        if recorded is None:
+            return f"{path or 'it'} ({type(obj).__name__})"
+        items = recorded[1].items()
+    for key, value in items:
+        found = unrecordable_part(value, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+@contextlib.contextmanager
+def given_configs(configs: Mapping[str, Any] | None) -> Iterator[None]:
+    """While building a method from a config, make each argument's config available to
+    :func:`given_config` (the ``lebm`` CLI wraps model instantiation in this)."""
+    token = _GIVEN_CONFIGS.set(configs)
+    try:
+        yield
+    finally:
+        _GIVEN_CONFIGS.reset(token)
+
+
+def given_config(argument: str) -> Any:
+    """The config the method argument ``argument`` is being built from, or None."""
+    configs = _GIVEN_CONFIGS.get()
+    return None if configs is None else configs.get(argument)
 
 
 def import_object(class_path: str) -> Any:

@@ -12,5 +12,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
+    # a run's seed (seed_everything sets PL_GLOBAL_SEED) must not leak from one test into the next
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)

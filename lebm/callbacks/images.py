@@ -97,6 +97,8 @@ class ReconstructionGrid(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         x = self._inputs.to(pl_module.device)
-        x_hat = pl_module.reconstruct(x)
+        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            x_hat = pl_module.reconstruct(x)
         rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
         log_image(trainer, "reconstructions", to_uint8_grid(torch.cat(rows), self.nrow))

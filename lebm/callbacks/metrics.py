@@ -1,8 +1,9 @@
 """Evaluation metrics as callbacks: reconstruction MSE and anomaly-detection AUPRC/AUROC.
 
-They work for any method with the ``LatentVariableModel`` API. Each reads the per-example values
-the method's validation/test step returns (``mse``, ``score``) and computes them itself otherwise.
-Values accumulate in torchmetrics objects whose ``compute()`` gathers every rank's examples, so
+They work for any method. Each reads a per-example value the method's validation/test step
+returns (``mse``, ``score``); a method lists those in ``evaluation_outputs``, and a callback that
+needs a value the method does not return stops the run before it starts, naming both. Values
+accumulate in torchmetrics objects whose ``compute()`` gathers every rank's examples, so
 under DDP one number is logged and it equals the single-process number for the same examples
 (Lightning's distributed sampler pads an evaluation set whose size is not a multiple of the
 number of processes by repeating at most ``world_size - 1`` examples).
@@ -20,8 +21,6 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
-from lebm.models.base import batch_observations
-
 STAGES = ("val", "test")
 
 
@@ -29,13 +28,35 @@ def _stage(trainer: L.Trainer) -> str:
     return "test" if trainer.testing else "val"
 
 
-def _per_example(outputs: Any, key: str) -> Tensor | None:
-    return outputs.get(key) if isinstance(outputs, dict) else None
+def _per_example(outputs: Any, key: str, callback: str) -> Tensor:
+    value = outputs.get(key) if isinstance(outputs, dict) else None
+    if value is None:
+        raise RuntimeError(f"{callback}: the evaluation step returned no per-example {key!r} (got {outputs!r:.200})")
+    return value
+
+
+def require_evaluation_output(callback: L.Callback, pl_module: L.LightningModule, key: str) -> None:
+    """Fail before the run starts when ``pl_module``'s evaluation step does not return ``key``."""
+    declared = tuple(getattr(pl_module, "evaluation_outputs", ()))
+    if key not in declared:
+        name, method = type(callback).__name__, type(pl_module).__name__
+        raise ValueError(
+            f"{name} reads the per-example {key!r} that the method's validation/test step returns, but "
+            f"{method} returns {declared or 'nothing'} (its evaluation_outputs). Remove the {name} callback, or "
+            f"use a method/decoder that reports {key!r}."
+        )
 
 
 class EvaluationMetric(L.Callback):
     """Wires validation and test hooks to three steps: ``_start`` an evaluation epoch,
-    ``_update`` with each batch and the step's per-example ``outputs``, ``_finish`` by logging."""
+    ``_update`` with each batch and the step's per-example ``outputs``, ``_finish`` by logging.
+    ``requires`` names the per-example output it reads (checked at set-up)."""
+
+    requires: str = ""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.requires:
+            require_evaluation_output(self, pl_module, self.requires)
 
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         raise NotImplementedError
@@ -66,6 +87,8 @@ class ReconstructionMSE(EvaluationMetric):
     """Per-pixel MSE ``mean((x - x_hat)^2)`` of reconstructions of the validation/test images,
     the papers' reconstruction metric (images in [-1, 1]); logged as ``{val,test}/mse``."""
 
+    requires = "mse"
+
     def __init__(self) -> None:
         self._mean: MeanMetric | None = None
 
@@ -73,11 +96,7 @@ class ReconstructionMSE(EvaluationMetric):
         self._mean = MeanMetric(sync_on_compute=True).to(pl_module.device)
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
-        mse = _per_example(outputs, "mse")
-        if mse is None:
-            x = batch_observations(batch)
-            mse = (pl_module.reconstruct(x) - x).square().flatten(1).mean(1)
-        self._mean.update(mse.detach())
+        self._mean.update(_per_example(outputs, "mse", "ReconstructionMSE").detach())
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._mean is None:
@@ -110,6 +129,8 @@ class AnomalyDetection(EvaluationMetric):
         anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
         last_k: how many recent validation evaluations to average.
     """
+
+    requires = "score"
 
     def __init__(self, anomaly_classes: list[int] | None = None, last_k: int = 10) -> None:
         self.anomaly_classes = anomaly_classes
@@ -145,10 +166,8 @@ class AnomalyDetection(EvaluationMetric):
         )
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
-        x, labels = batch[0], batch[1]
-        scores = _per_example(outputs, "score")
-        if scores is None:
-            scores = pl_module.score(x)
+        labels = batch[1]
+        scores = _per_example(outputs, "score", "AnomalyDetection")
         target = torch.isin(labels.to(pl_module.device), self._classes_tensor)
         self._collected[0].update(scores.detach().double())
         self._collected[1].update(target.double())

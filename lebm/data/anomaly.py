@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
+from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.locate import locate_mnist_csv, locate_mnist_idx
 from lebm.data.paths import expand_root
 from lebm.data.readers import read_mnist_csv, read_mnist_idx
@@ -110,12 +111,10 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         self.test_labels = labels[test]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_dataset, self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return training_loader(self.train_dataset, self.batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_dataset, self.eval_batch_size, shuffle=False,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return evaluation_loader(self.test_dataset, self.eval_batch_size, num_workers=self.num_workers)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
 from lebm.data.download import DOWNLOADABLE, download_with_torchvision
+from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.folder import CELEBA_CENTER_CROP, CELEBA_IMAGE_SIZE, ImageFolderDataset, celeba_dataset
 from lebm.data.locate import (
     locate_celeba,
@@ -333,7 +334,8 @@ class ImageDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches of exactly ``batch_size`` (the last partial batch is dropped)."""
+        """Shuffled training batches of exactly ``batch_size`` (the last partial batch is dropped);
+        the order of each epoch depends only on the run's seed and the epoch (exact resume)."""
         self.setup()
         assert self.train_dataset is not None
         if len(self.train_dataset) < self.batch_size:
@@ -355,15 +357,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def _make_loader(self, dataset: Dataset | None, batch_size: int, train: bool) -> DataLoader:
         assert dataset is not None
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        make = training_loader if train else evaluation_loader
+        return make(dataset, batch_size, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
 
 def _positive(name: str, value: int) -> int:

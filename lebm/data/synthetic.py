@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from lebm.data.loaders import evaluation_loader, training_loader
+
 
 class GaussianMixture:
     """Mixture of isotropic Gaussians ``sum_k w_k N(means[k], std^2 I)``.
@@ -184,12 +186,12 @@ class MixtureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        return training_loader(self.train_dataset, self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.val_dataset, batch_size=self.batch_size)
+        return evaluation_loader(self.val_dataset, self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.test_dataset, batch_size=self.batch_size)
+        return evaluation_loader(self.test_dataset, self.batch_size)

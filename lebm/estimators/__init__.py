@@ -3,5 +3,18 @@
 from lebm.estimators.mle import ContrastiveLoss, mle_loss
 from lebm.estimators.nce import LogisticLoss, nce_loss
 from lebm.estimators.reconstruction import Decoder, reconstruction_loss
+from lebm.estimators.teaching import TeachingLoss, inference_teaching_loss
+from lebm.estimators.variational import VariationalBound, variational_loss
 
-__all__ = ["ContrastiveLoss", "Decoder", "LogisticLoss", "mle_loss", "nce_loss", "reconstruction_loss"]
+__all__ = [
+    "ContrastiveLoss",
+    "Decoder",
+    "LogisticLoss",
+    "TeachingLoss",
+    "VariationalBound",
+    "inference_teaching_loss",
+    "mle_loss",
+    "nce_loss",
+    "reconstruction_loss",
+    "variational_loss",
+]

@@ -1,16 +1,23 @@
-"""The learning methods (LightningModules), their priors and networks."""
+"""The learning methods (LightningModules), their base, priors and latent layouts."""
 
-from lebm.models.base import LatentVariableModel
+from lebm.models.base import Method
+from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.latent_ebm import LatentEBM
+from lebm.models.latent_variable import LatentVariableModel
+from lebm.models.latents import LatentGroups
 from lebm.models.multistage_nce import MultiStageNCE
 from lebm.models.priors import GaussianPrior, Prior, ProductOfRatiosPrior, TiltedGaussianPrior
 
 __all__ = [
+    "DivergenceGuard",
     "GaussianPrior",
     "LatentEBM",
+    "LatentGroups",
     "LatentVariableModel",
+    "Method",
     "MultiStageNCE",
     "Prior",
     "ProductOfRatiosPrior",
     "TiltedGaussianPrior",
+    "TrainingDiverged",
 ]

@@ -1,17 +1,29 @@
-"""The base of every learning method: the user-facing API and the shared plumbing."""
+"""The method-agnostic base of every learning method.
+
+A method file only wires parts: it builds its nets, samplers and estimators, creates its
+optimisers and orders their steps in ``training_step``. Everything else every method needs lives
+in :class:`Method`, once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lebm.config import build, try_to_config
-from lebm.models.priors import Prior
-from lebm.samplers import Sampler
+from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
+from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
+from lebm.models.guard import DivergenceGuard
+from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
+from lebm.randomness import RandomStreams, pack, unpack
+
+#: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
+RANK_LOCAL_KEY = "lebm_rank_local_buffers"
 
 
 def batch_observations(batch: Any) -> Tensor:
@@ -23,8 +35,8 @@ def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.M
     """Build ``value`` from a ``{"class_path", "init_args"}`` config if needed and type-check it."""
     if value is None:
         raise ValueError(
-            f"`{name}` is missing. A checkpoint stores only lebm components' configs; for your own "
-            f"module pass it again: Method.load_from_checkpoint(path, {name}=<module>)"
+            f"`{name}` is missing. The checkpoint could not record it (a module built in Python that is not an "
+            f"lebm component); pass it again: Method.load_from_checkpoint(path, {name}=<module>)"
         )
     if isinstance(value, dict):
         value = build(value)
@@ -34,110 +46,251 @@ def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.M
     return value
 
 
-class LatentVariableModel(L.LightningModule):
-    """A generator ``p(x|z)`` (``self.decoder``) with a latent prior ``p(z)`` (``self.prior``).
+def optional_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
+    """:func:`ensure_component` for an argument that may be None."""
+    return None if value is None else ensure_component(value, name, kind)
 
-    User API shared by every method:
 
-    - ``generate(n)`` -> ``(n, *x_shape)``: decoded prior samples.
-    - ``infer(x)`` -> ``(B, latent_dim)``: posterior latents (method-specific).
-    - ``reconstruct(x)`` -> ``(B, *x_shape)``: ``decode(infer(x))``.
-    - ``joint_energy(x, z)`` -> ``(B,)``: ``-log p(x, z) + const = nll(x|z) + U_prior(z)``.
-    - ``score(x)`` -> ``(B,)``: anomaly score ``-log p(x, z)`` at ``z = infer(x)``; higher means
-      more anomalous (the papers rank by the unnormalised ``log p(x, z)``, the same order flipped).
+def as_list(value: Any) -> list[Any]:
+    """``None`` -> ``[]``, a list -> itself, anything else -> ``[value]``."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class Method(L.LightningModule):
+    """The base of every learning method; the ``lebm`` CLI accepts any subclass.
+
+    What a method gets from it:
+
+    - **hyperparameters**: :meth:`save_component_hyperparameters` stores every ``__init__``
+      argument as plain data; components become ``class_path``/``init_args`` configs (the
+      user's own modules too, when the CLI built them from a config), so
+      ``Method.load_from_checkpoint(path)`` rebuilds the whole model. A module built in Python
+      that cannot be recorded is named in a warning when a checkpoint is saved.
+    - **optimisation** (manual): :meth:`step_optimizers` does ``zero_grad``, one backward pass,
+      the per-optimiser gradient all-reduce under ``lebm_ddp``, Lightning's ``clip_gradients``
+      (so mixed precision unscales first) and ``step``; :meth:`on_train_epoch_end` steps every
+      learning-rate scheduler once per epoch (:meth:`schedulers_to_step`).
+    - **the divergence guard**: :meth:`finish_training_step` checks the step's logged quantities
+      and chain states (non-finite always stops; ``divergence_limits`` from
+      ``divergence_after_epoch`` on) before logging them.
+    - **random streams**: training chains draw from :attr:`train_generator` (per rank, from the
+      run's seed and the global rank), evaluation from :attr:`eval_generator`; checkpoints keep
+      every rank's streams and rank-local buffers, so resuming continues the same run exactly.
+    - **the user API** ``generate``, ``infer``, ``reconstruct``, ``score`` and the evaluation step,
+      whose per-example outputs are declared in :attr:`evaluation_outputs`.
+
+    Args:
+        divergence_limits: ``{logged quantity: largest allowed |value|}``.
+        divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
 
-    decoder: nn.Module
-    prior: Prior
+    #: What to lower when training diverges (appended to the guard's message).
+    divergence_hint: ClassVar[str] = "Lower the learning rates or the chains' step sizes and resume from it."
 
-    def save_component_hyperparameters(self, arguments: dict[str, Any]) -> None:
-        """Save a method's ``__init__`` arguments (its ``locals()``; ``self`` and ``__class__``
-        are skipped) with components stored as configs, so that ``load_from_checkpoint``
-        rebuilds them (components that are not lebm components are stored as ``None`` and must be
-        passed again when loading)."""
-        skipped = ("self", "__class__")
-        hparams = {name: try_to_config(value) for name, value in arguments.items() if name not in skipped}
-        # LightningCLI reads `_class_path` to rebuild the right subclass from a checkpoint's
-        # hyperparameters (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
-        hparams["_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+    def __init__(self, divergence_limits: Mapping[str, float] | None = None, divergence_after_epoch: int = 0) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.guard = DivergenceGuard(divergence_limits, divergence_after_epoch, hint=self.divergence_hint)
+        self.random_streams = RandomStreams()
+        self._unrecorded: dict[str, str] = {}
+        self._warned_unrecorded = False
+
+    # ----------------------------------------------------------------------- hyperparameters
+    def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
+        """Save a method's ``__init__`` arguments (its ``locals()``; ``self`` and ``__class__`` are
+        skipped) as plain data: components as configs, so that ``load_from_checkpoint`` and
+        ``lebm test --ckpt_path`` rebuild them. A component that cannot describe itself is stored
+        from the config the CLI built it from, else as None (named when a checkpoint is saved)."""
+        hparams: dict[str, Any] = {}
+        for name, value in arguments.items():
+            if name in ("self", "__class__"):
+                continue
+            config = try_to_config(value)
+            if config is None and value is not None:
+                config = given_config(name)
+                if config is None:
+                    self._unrecorded[name] = unrecordable_part(value) or type(value).__name__
+            hparams[name] = config
+        # LightningCLI reads `_class_path` to rebuild the right method from a checkpoint
+        # (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
+        hparams["_class_path"] = public_class_path(type(self))
         self.save_hyperparameters(hparams)
 
-    def setup(self, stage: str) -> None:
-        """Let DDP find the parameters each backward pass leaves out.
+    def _warn_unrecorded(self) -> None:
+        if not self._unrecorded or self._warned_unrecorded:
+            return
+        self._warned_unrecorded = True
+        method = type(self).__name__
+        for name, part in self._unrecorded.items():
+            rank_zero_warn(
+                f"{method}: the checkpoint cannot record `{name}`: its part {part} was built in Python and is "
+                f"not an lebm component, so it is stored as None. Load with {method}.load_from_checkpoint(path, "
+                f"{name}=<the same {name}>), or give it as class_path/init_args in a recipe so that it is recorded."
+            )
 
-        Methods step several optimisers, each on a loss that reaches only its own net, so every
-        backward pass leaves the other nets' parameters without gradients. DDP must be told
-        (``find_unused_parameters``), or it waits for them. Done here, before the strategy wraps
-        the model, so ``--trainer.devices N`` works without naming a strategy.
+    # -------------------------------------------------------------------------- optimisation
+    def optimizer_list(self) -> list[Any]:
+        """The method's optimisers, always as a list."""
+        return as_list(self.optimizers())
+
+    def step_optimizers(self, optimizers: Any | Sequence[Any], loss: Tensor, clip: float | None = None) -> None:
+        """One update of every net of ``optimizers`` from ``loss``.
+
+        ``zero_grad`` each optimiser; one ``manual_backward(loss)``; under ``lebm_ddp`` average
+        the gradients of these optimisers' parameters over the ranks (one all-reduce: each net
+        is reduced once per its own update); optional max-norm ``clip`` of each optimiser's
+        gradients through Lightning's ``clip_gradients``; ``step`` each optimiser.
         """
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        ddp_kwargs = getattr(strategy, "_ddp_kwargs", None)
-        if isinstance(ddp_kwargs, dict):
-            ddp_kwargs.setdefault("find_unused_parameters", True)
+        optimizers = as_list(optimizers)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        reduce = getattr(self.trainer.strategy, "reduce_gradients", None)
+        if reduce is not None and self.trainer.world_size > 1:
+            reduce([p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]])
+        for optimizer in optimizers:
+            if clip is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            optimizer.step()
 
-    # ---------------------------------------------------------------- user API
-    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
-        """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
-        reference term, which chains add analytically: pass
-        ``reference_precision=self.prior.reference_precision`` to the sampler.
-        ``with_prior_tilt=False`` leaves out the prior's residual energy too (posterior under the
-        Gaussian reference alone)."""
-        if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
-            with torch.inference_mode(False):
-                x = x.clone()
+    def schedulers_to_step(self) -> list[Any]:
+        """The learning-rate schedulers stepped at the end of an epoch (default: all of them)."""
+        return as_list(self.lr_schedulers())
 
-        def energy(z: Tensor) -> Tensor:
-            nll = self.decoder.nll(x, z)
-            residual = self.prior.residual_energy(z) if with_prior_tilt else None
-            return nll if residual is None else nll + residual
+    def on_train_epoch_end(self) -> None:
+        """Per-epoch learning-rate decay, as the papers' code does."""
+        for scheduler in self.schedulers_to_step():
+            scheduler.step()
 
-        return energy
+    # ---------------------------------------------------------------------------- the guard
+    def finish_training_step(
+        self, logs: Mapping[str, Tensor], watch: Mapping[str, Tensor] | None = None, batch_idx: int = 0
+    ) -> None:
+        """Check ``logs`` and the tensors in ``watch`` (e.g. chain states) with the divergence
+        guard, then log ``logs``. Raises :class:`~lebm.models.guard.TrainingDiverged`."""
+        decide = None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            decide = lambda bad: self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # noqa: E731
+        self.guard.check(
+            {**logs, **(watch or {})},
+            epoch=self.current_epoch,
+            step=batch_idx,
+            decide=decide,
+        )
+        self.log_dict(dict(logs))
 
-    def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.decoder.nll(x, z) + self.prior.energy(z)
+    # ------------------------------------------------------------------------ random streams
+    @property
+    def train_generator(self) -> torch.Generator:
+        """The random stream of the training chains on this rank."""
+        if self.random_streams.train is None:
+            world_size = self.trainer.world_size if self._trainer is not None else 1
+            self.random_streams.start_training(self.device, self.global_rank, world_size, self.global_step)
+        assert self.random_streams.train is not None
+        return self.random_streams.train
 
-    def infer(self, x: Tensor, **kwargs: Any) -> Tensor:
-        raise NotImplementedError
+    @property
+    def eval_generator(self) -> torch.Generator:
+        """The random stream of evaluation on this rank (reseeded every evaluation epoch)."""
+        if self.random_streams.eval is None:
+            self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+        assert self.random_streams.eval is not None
+        return self.random_streams.eval
 
-    @torch.no_grad()
-    def generate(self, n: int, *, sampler: Sampler | None = None) -> Tensor:
-        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``)."""
-        z = self.prior.sample(n, sampler=sampler)
-        return self.decoder.decode(z)
+    def on_train_start(self) -> None:
+        """Start (or, when resuming, restore) the training stream; a new run redraws every
+        rank-local buffer from its rank's stream."""
+        restored = self.random_streams.start_training(
+            self.device, self.global_rank, self.trainer.world_size, self.global_step
+        )
+        if not restored:
+            for module in self.modules():
+                reset = getattr(module, "reset_rank_local_state", None)
+                if callable(reset):
+                    reset(generator=self.random_streams.train)
 
-    def reconstruct(self, x: Tensor, **kwargs: Any) -> Tensor:
-        z = self.infer(x, **kwargs)
-        with torch.no_grad():
-            return self.decoder.decode(z)
+    def on_validation_epoch_start(self) -> None:
+        self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+
+    def on_test_epoch_start(self) -> None:
+        self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+
+    # --------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add every rank's random streams and rank-local buffers (collective under DDP)."""
+        self._warn_unrecorded()
+        local = self.random_streams.local_state(self.device, self.global_rank)
+        flat, layout = pack(local)
+        rows = self._gather_rows(flat.to(self.device))
+        checkpoint[STREAMS_KEY] = self.random_streams.checkpoint_state([unpack(row, layout) for row in rows])
+        names = rank_local_buffer_names(self)
+        if names:
+            buffers = dict(self.named_buffers())
+            checkpoint[RANK_LOCAL_KEY] = {name: self._gather_rows(buffers[name]).cpu() for name in names}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """When resuming (a trainer is attached), take this rank's streams and rank-local buffers."""
+        if self._trainer is None:
+            return
+        rank, world_size = self.global_rank, self.trainer.world_size
+        saved = checkpoint.get(STREAMS_KEY)
+        if saved is not None:
+            self.random_streams.load_checkpoint_state(saved, rank)
+        buffers = checkpoint.get(RANK_LOCAL_KEY) or {}
+        for name, rows in buffers.items():
+            if len(rows) == world_size and name in checkpoint.get("state_dict", {}):
+                checkpoint["state_dict"][name] = rows[rank]
+
+    def _gather_rows(self, tensor: Tensor) -> Tensor:
+        """``(world_size, *tensor.shape)``: every rank's ``tensor``, in rank order."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return tensor.unsqueeze(0)
+        return self.trainer.strategy.all_gather(tensor)
+
+    # --------------------------------------------------------------------------- set-up
+    def setup(self, stage: str) -> None:
+        """Refuse Lightning's plain DDP before it wraps the model (see ``lebm.distributed``)."""
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
+            raise ValueError(
+                f"{type(self).__name__} steps one optimiser per net and reduces each net's gradients at its own "
+                f"update, which Lightning's plain DDP cannot do: use strategy='lebm_ddp' (or 'lebm_ddp_spawn', or "
+                f"lebm.distributed.MethodDDPStrategy(...)) instead of {type(strategy).__name__}. The lebm CLI "
+                "picks it by itself for --trainer.devices N."
+            )
+
+    # ------------------------------------------------------------------------------ user API
+    @property
+    def evaluation_outputs(self) -> tuple[str, ...]:
+        """Names of the per-example values ``(B,)`` the validation/test step returns (what the
+        metric callbacks can read, e.g. ``score``, ``nll``, ``mse``)."""
+        return ()
+
+    def generate(self, n: int, **kwargs: Any) -> Any:
+        """``n`` samples from the model."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement generate(n)")
+
+    def infer(self, x: Tensor, **kwargs: Any) -> Any:
+        """Latent representations of ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement infer(x)")
+
+    def reconstruct(self, x: Tensor, **kwargs: Any) -> Any:
+        """Reconstructions of ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement reconstruct(x)")
 
     def score(self, x: Tensor, **kwargs: Any) -> Tensor:
-        z = self.infer(x, **kwargs)
-        with torch.no_grad():
-            return self.anomaly_score(self.decoder.nll(x, z), z)
+        """Anomaly scores ``(B,)``: higher means more anomalous."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score(x)")
 
-    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
-        """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
-        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped)."""
-        return nll + self.prior.energy(z)
-
-    # ------------------------------------------------------- evaluation steps
-    def _evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
-        """Posterior inference on a held-out batch.
-
-        Logs ``{stage}/nll`` (the decoder's ``-log p(x|z)`` at posterior samples) and returns
-        per-example values ``(B,)`` for the metric callbacks: ``nll``, ``score``
-        (``-log p(x, z)``, the anomaly score) and the decoder's metrics (``mse`` for images).
-        """
-        x = batch_observations(batch)
-        z = self.infer(x)
-        with torch.no_grad():
-            nll = self.decoder.nll(x, z)
-            values = {"nll": nll, "score": self.anomaly_score(nll, z), **self.decoder.metrics(x, z)}
-        self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
-        return values
+    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        """The validation/test step: log ``{stage}/...`` and return the per-example values named
+        in :attr:`evaluation_outputs`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        return self._evaluation_step(batch, "val")
+        return self.evaluation_step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        return self._evaluation_step(batch, "test")
+        return self.evaluation_step(batch, "test")

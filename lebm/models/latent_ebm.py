@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from lebm.estimators import mle_loss, reconstruction_loss
-from lebm.models.base import batch_observations, ensure_component
+from lebm.models.base import batch_observations
+from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.priors import Prior
-from lebm.models.short_run import ShortRunPosteriorModel, chain_logs
 from lebm.samplers import Langevin, Sampler
 
 
-class LatentEBM(ShortRunPosteriorModel):
+class LatentEBM(LatentVariableModel):
     """Generator ``x = g(z) + eps`` with a tilted prior ``p(z) ∝ exp(-E(z)) N(0, sigma_p^2 I)``.
 
-    One training iteration (official ``train_svhn.py``)::
+    Posterior inference: noise + Langevin. One training iteration (official ``train_svhn.py``)::
 
         z+ = posterior_langevin(N(0, I) noise, x)    # K1 = 20 steps, s = 0.1, target p(z|x)
         z- = prior_langevin(N(0, I) noise)           # K0 = 60 steps, s = 0.4, target p(z)
         decoder step:  mean_i -log p(x_i | z+_i)     # = SSE / (2 sigma^2 B)
         prior step:    mean E(z+) - mean E(z-)        # MLE: posterior minus prior moments
 
-    Both chains run before either update; Adam(0.5, 0.999), lr 1e-4 (decoder) and 2e-5
-    (prior), ExponentialLR(0.998) stepped per epoch. Optimisation is manual.
+    Both chains run before either update and draw from the rank's training stream;
+    Adam(0.5, 0.999), lr 1e-4 (decoder) and 2e-5 (prior), ExponentialLR(0.998) stepped per epoch.
 
     Args:
         decoder: the observation model (e.g. ``GaussianDecoder(DCGANGenerator(...), 0.3)``).
@@ -41,10 +41,16 @@ class LatentEBM(ShortRunPosteriorModel):
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
         decoder_grad_clip, prior_grad_clip: optional max-norm clipping of parameter gradients
             (the official code's clamp, 100, is off by default).
-        abort_sse: stop training with an error when the decoder's per-example sum of squared
-            errors exceeds this after ``abort_after_epoch`` (the official SVHN script uses 300).
-        abort_after_epoch: see ``abort_sse``.
+        divergence_limits: ``{logged quantity: largest |value|}`` that stops training (a
+            non-finite value always does). The official SVHN script stops when the SSE per
+            example exceeds 300 after epoch 10: ``{"train/decoder_nll": 1666.7}`` at sigma 0.3
+            (``nll = SSE / (2 sigma^2)``) with ``divergence_after_epoch: 10``.
+        divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
+
+    divergence_hint = (
+        "Lower model.init_args.decoder_lr / prior_lr or the chains' step sizes, and resume from the last checkpoint."
+    )
 
     def __init__(
         self,
@@ -60,18 +66,19 @@ class LatentEBM(ShortRunPosteriorModel):
         lr_decay: float = 0.998,
         decoder_grad_clip: float | None = None,
         prior_grad_clip: float | None = None,
-        abort_sse: float | None = None,
-        abort_after_epoch: int = 10,
+        divergence_limits: Mapping[str, float] | None = None,
+        divergence_after_epoch: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            decoder,
+            prior,
+            encoder=None,
+            posterior_sampler=posterior_sampler if posterior_sampler is not None else Langevin(20, 0.1),
+            posterior_init_std=posterior_init_std,
+            divergence_limits=divergence_limits,
+            divergence_after_epoch=divergence_after_epoch,
+        )
         self.save_component_hyperparameters(locals())
-        self.automatic_optimization = False
-        self.decoder = ensure_component(decoder, "decoder")
-        self.prior = ensure_component(prior, "prior", Prior)
-        if posterior_sampler is None:
-            posterior_sampler = Langevin(n_steps=20, step_size=0.1)
-        self.posterior_sampler = ensure_component(posterior_sampler, "posterior_sampler", Sampler)
-        self.posterior_init_std = posterior_init_std
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
@@ -96,23 +103,24 @@ class LatentEBM(ShortRunPosteriorModel):
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
-        optimizers = self._optimizer_list()
-        z_pos, posterior_stats = self.infer(x, return_diagnostics=True)
+        optimizers = self.optimizer_list()
+        stream = self.train_generator
+        z_pos, posterior_stats = self.infer(x, start="noise", generator=stream, return_diagnostics=True)
         logs = chain_logs("train/posterior_chain", posterior_stats)
+        watch = {"train/posterior_chain_states": z_pos}
         if self.learns_prior:
-            z_neg, prior_stats = self.prior.sample(x.shape[0], return_diagnostics=True)
+            z_neg, prior_stats = self.prior.sample(x.shape[0], generator=stream, return_diagnostics=True)
             logs.update(chain_logs("train/prior_chain", prior_stats))
+            watch["train/prior_chain_states"] = z_neg
 
         decoder_loss = reconstruction_loss(self.decoder, x, z_pos)
-        self._optimizer_step(optimizers[0], decoder_loss, self.decoder, self.hparams.decoder_grad_clip)
+        self.step_optimizers(optimizers[0], decoder_loss, clip=self.hparams.decoder_grad_clip)
         logs["train/decoder_nll"] = decoder_loss.detach()
 
         if self.learns_prior:
             contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
-            self._optimizer_step(optimizers[1], contrastive.loss, self.prior, self.hparams.prior_grad_clip)
+            self.step_optimizers(optimizers[1], contrastive.loss, clip=self.hparams.prior_grad_clip)
             logs["train/prior_loss"] = contrastive.loss.detach()
             logs["train/energy_pos"] = contrastive.energy_pos
             logs["train/energy_neg"] = contrastive.energy_neg
-
-        self._check_divergence(decoder_loss)
-        self.log_dict(logs)
+        self.finish_training_step(logs, watch, batch_idx)

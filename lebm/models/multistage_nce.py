@@ -7,7 +7,7 @@ and every unconfirmed choice is an argument (docs/multistage_nce.md lists them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -15,9 +15,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lebm.estimators import nce_loss, reconstruction_loss
-from lebm.models.base import batch_observations, ensure_component
+from lebm.models.base import batch_observations
+from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.priors import ProductOfRatiosPrior
-from lebm.models.short_run import ShortRunPosteriorModel, chain_logs
 from lebm.samplers import Langevin, Sampler
 
 _CHOICES = {
@@ -28,7 +28,7 @@ _CHOICES = {
 }
 
 
-class MultiStageNCE(ShortRunPosteriorModel):
+class MultiStageNCE(LatentVariableModel):
     """Generator ``x = g(z) + eps`` with a product-of-ratios prior
     ``p_K(z) ∝ N(0, sigma_p^2 I) * exp(sum_k h_k(z))`` learned stage by stage by NCE.
 
@@ -42,8 +42,9 @@ class MultiStageNCE(ShortRunPosteriorModel):
         ratio step:    E_q[softplus(-h_k(z+))] + E_p[softplus(h_k(z-))]    # nce_loss
         after T_k iterations: fold h_k into the prior; after the last stage: stop training
 
-    Both chains run before either update (LEBM's order). Adam(0.5, 0.999) per net (one per stage
-    for the ratios), ExponentialLR stepped per epoch. Optimisation is manual.
+    Posterior inference: noise + Langevin. Both chains run before either update (LEBM's order)
+    and draw from the rank's training stream. Adam(0.5, 0.999) per net (one per stage for the
+    ratios), ExponentialLR stepped per epoch.
 
     Args:
         decoder: the observation model (e.g. ``GaussianDecoder(DCGANGenerator(...), 0.3)``).
@@ -69,9 +70,13 @@ class MultiStageNCE(ShortRunPosteriorModel):
         decoder_weight_decay, ratio_weight_decay: Adam weight decay.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch for every optimiser.
         decoder_grad_clip, ratio_grad_clip: optional max-norm clipping of parameter gradients.
-        abort_sse, abort_after_epoch: stop with an error when the decoder's per-example SSE
-            exceeds ``abort_sse`` after epoch ``abort_after_epoch`` (off by default).
+        divergence_limits, divergence_after_epoch: stop training when a logged quantity exceeds
+            its limit from that epoch on (a non-finite value always stops it); see ``LatentEBM``.
     """
+
+    divergence_hint = (
+        "Lower model.init_args.decoder_lr / ratio_lr or the chains' step sizes, and resume from the last checkpoint."
+    )
 
     prior: ProductOfRatiosPrior
 
@@ -94,21 +99,24 @@ class MultiStageNCE(ShortRunPosteriorModel):
         lr_decay: float = 0.998,
         decoder_grad_clip: float | None = None,
         ratio_grad_clip: float | None = None,
-        abort_sse: float | None = None,
-        abort_after_epoch: int = 10,
+        divergence_limits: Mapping[str, float] | None = None,
+        divergence_after_epoch: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            decoder,
+            prior,
+            encoder=None,
+            posterior_sampler=posterior_sampler if posterior_sampler is not None else Langevin(20, 0.1),
+            posterior_init_std=posterior_init_std,
+            divergence_limits=divergence_limits,
+            divergence_after_epoch=divergence_after_epoch,
+        )
         self.save_component_hyperparameters(locals())
         for name, allowed in _CHOICES.items():
             if self.hparams[name] not in allowed:
                 raise ValueError(f"MultiStageNCE {name} must be one of {allowed}, got {self.hparams[name]!r}")
-        self.automatic_optimization = False
-        self.decoder = ensure_component(decoder, "decoder")
-        self.prior = ensure_component(prior, "prior", ProductOfRatiosPrior)
-        if posterior_sampler is None:
-            posterior_sampler = Langevin(n_steps=20, step_size=0.1)
-        self.posterior_sampler = ensure_component(posterior_sampler, "posterior_sampler", Sampler)
-        self.posterior_init_std = posterior_init_std
+        if not isinstance(self.prior, ProductOfRatiosPrior):
+            raise TypeError(f"MultiStageNCE needs a ProductOfRatiosPrior, got {type(self.prior).__name__}")
         # T_k per stage; all zeros until decided (a buffer so that checkpoints keep it, mirrored
         # by a Python list so that reading it never syncs a device)
         self.register_buffer("stage_schedule_state", torch.zeros(self.prior.n_stages, dtype=torch.long))
@@ -147,6 +155,7 @@ class MultiStageNCE(ShortRunPosteriorModel):
         return optimizers, schedulers
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         if self.stage_schedule is None:
             self.stage_schedule = self._even_schedule()
         if self.prior.finished:
@@ -178,29 +187,28 @@ class MultiStageNCE(ShortRunPosteriorModel):
         hp = self.hparams
         stage = self.prior.completed_stages
         x = batch_observations(batch)
-        optimizers = self._optimizer_list()
+        optimizers = self.optimizer_list()
+        stream = self.train_generator
 
-        z_pos, posterior_stats = self.infer(x, return_diagnostics=True)
-        z_neg, prior_stats = self.prior.sample(x.shape[0], return_diagnostics=True)
+        z_pos, posterior_stats = self.infer(x, start="noise", generator=stream, return_diagnostics=True)
+        z_neg, prior_stats = self.prior.sample(x.shape[0], generator=stream, return_diagnostics=True)
         logs = chain_logs("train/posterior_chain", posterior_stats)
         logs.update(chain_logs("train/prior_chain", prior_stats))
+        watch = {"train/posterior_chain_states": z_pos, "train/prior_chain_states": z_neg}
 
         if stage == 0 or hp.decoder_training == "every_stage":
             decoder_loss = reconstruction_loss(self.decoder, x, z_pos)
-            self._optimizer_step(optimizers[0], decoder_loss, self.decoder, hp.decoder_grad_clip)
+            self.step_optimizers(optimizers[0], decoder_loss, clip=hp.decoder_grad_clip)
             logs["train/decoder_nll"] = decoder_loss.detach()
-            self._check_divergence(decoder_loss)
 
         logistic = nce_loss(self._stage_logit, z_pos, z_neg)
         trained = list(range(stage + 1)) if hp.earlier_ratios == "finetune" else [stage]
-        self._optimizer_step(
-            [optimizers[1 + j] for j in trained], logistic.loss, [self.prior.ratios[j] for j in trained], hp.ratio_grad_clip
-        )
+        self.step_optimizers([optimizers[1 + j] for j in trained], logistic.loss, clip=hp.ratio_grad_clip)
         logs["train/nce_loss"] = logistic.loss.detach()
         logs["train/logit_pos"] = logistic.logit_pos  # estimates KL(q_k || p_k) near the optimum
         logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)
-        logs["train/stage"] = float(stage)
-        self.log_dict(logs)
+        logs["train/stage"] = float(stage)  # type: ignore[assignment]
+        self.finish_training_step(logs, watch, batch_idx)
         self._advance_stage()
 
     def _stage_logit(self, z: Tensor) -> Tensor:
@@ -223,14 +231,11 @@ class MultiStageNCE(ShortRunPosteriorModel):
             if self.prior.finished:
                 self.trainer.should_stop = True
 
-    def on_train_epoch_end(self) -> None:
-        """Decay the learning rates of the decoder and of the stages started so far: a stage's
-        classifier starts at ``ratio_lr`` and decays from then on."""
-        schedulers = self.lr_schedulers()
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+    def schedulers_to_step(self) -> list[Any]:
+        """The decoder's and those of the stages started so far: a stage's classifier starts at
+        ``ratio_lr`` and decays from then on."""
         started = self.prior.completed_stages + (1 if self.prior.stage_iteration > 0 else 0)
-        for scheduler in schedulers[: 1 + started]:
-            scheduler.step()
+        return super().schedulers_to_step()[: 1 + started]
 
     def on_fit_end(self) -> None:
         if not self.prior.finished:

@@ -10,12 +10,14 @@ differentiate the Gaussian part analytically (``residual_energy`` is ``None`` fo
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable, build, try_to_config
+from lebm.models.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
 
@@ -50,26 +52,42 @@ class Prior(nn.Module, Configurable):
         """Precision ``1 / sigma^2`` of the Gaussian reference factor (0 for none)."""
         return 0.0
 
+    @property
+    def reference_log_normalizer(self) -> float:
+        """``log`` of the Gaussian reference's normaliser, ``D/2 log(2 pi sigma^2)`` (0 for none):
+        ``-log p0(z) = reference term + reference_log_normalizer``."""
+        if not self.reference_precision:
+            return 0.0
+        return 0.5 * self.latent_dim * math.log(2 * math.pi / self.reference_precision)
+
     def residual_energy(self, z: Tensor) -> Tensor | None:
         """``U(z)`` minus the Gaussian reference term, ``(B,)``; ``None`` when it is zero."""
         raise NotImplementedError
 
     def sample(
-        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+        self,
+        n: int,
+        *,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: bool = False,
     ) -> SamplerOutput:
-        """``n`` samples ``(n, latent_dim)``."""
+        """``n`` samples ``(n, latent_dim)`` (random numbers from ``generator``; None: global RNG)."""
         raise NotImplementedError
 
-    def _sample_by_chains(self, n: int, sampler: Sampler | None, return_diagnostics: bool) -> SamplerOutput:
+    def _sample_by_chains(
+        self, n: int, sampler: Sampler | None, generator: torch.Generator | None, return_diagnostics: bool
+    ) -> SamplerOutput:
         """Run ``sampler`` (default ``self.sampler``) on this prior for ``n`` chains started from
         ``N(0, init_std^2 I)`` noise, with the prior's parameters frozen."""
-        z0 = torch.randn(n, self.latent_dim, device=self.device) * self.init_std
+        z0 = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.init_std
         chain = sampler if sampler is not None else self.sampler
         return chain(
             self.residual_energy,
             z0,
             reference_precision=self.reference_precision,
             freeze=[self],
+            generator=generator,
             return_diagnostics=return_diagnostics,
         )
 
@@ -91,9 +109,15 @@ class GaussianPrior(Prior):
         return None
 
     def sample(
-        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+        self,
+        n: int,
+        *,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: bool = False,
     ) -> SamplerOutput:
-        z = torch.randn(n, self.latent_dim, device=self.device) * self.sigma
+        """Exact samples ``(n, latent_dim)`` (``sampler`` is ignored)."""
+        z = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.sigma
         return (z, {}) if return_diagnostics else z
 
 
@@ -103,12 +127,17 @@ class TiltedGaussianPrior(GaussianPrior):
     ``U(z) = E(z) + ||z||^2 / (2 sigma^2)``. Sampling runs ``sampler`` (default: LEBM's
     short-run Langevin, 60 steps of size 0.4) from ``N(0, init_std^2 I)`` noise.
 
+    With ``groups`` the latent is the concatenation of per-layer latents and the prior is one
+    joint EBM over all of them (Cui, Wu & Han, ICCV 2023): the same prior plus a layout.
+
     Args:
         latent_dim: dimension of z.
         energy_net: ``E``: ``(B, latent_dim) -> (B,)``, an energy (not a negative energy).
         sigma: reference standard deviation (``e_prior_sig = 1``).
         sampler: the prior sampler (a ``Langevin`` or a ``PersistentChains``).
         init_std: standard deviation of the chains' initial noise (``e_init_sig = 1``).
+        groups: the layout of per-layer latent groups (a ``LatentGroups`` or their sizes,
+            bottom first, adding up to ``latent_dim``); None for one flat latent.
     """
 
     def __init__(
@@ -118,21 +147,35 @@ class TiltedGaussianPrior(GaussianPrior):
         sigma: float = 1.0,
         sampler: Sampler | None = None,
         init_std: float = 1.0,
+        groups: LatentGroups | list[int] | None = None,
     ) -> None:
         super().__init__(latent_dim, sigma)
         self.energy_net = energy_net
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
         self.init_std = float(init_std)
+        if groups is not None and not isinstance(groups, LatentGroups):
+            groups = LatentGroups(groups)
+        if groups is not None and groups.total != self.latent_dim:
+            raise ValueError(
+                f"TiltedGaussianPrior latent_dim={self.latent_dim} but its groups {groups.sizes} add up to "
+                f"{groups.total}: make them agree"
+            )
+        self.groups = groups
 
     def residual_energy(self, z: Tensor) -> Tensor:
         """The learnable tilt ``E(z)`` ``(B,)``."""
         return self.energy_net(z)
 
     def sample(
-        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+        self,
+        n: int,
+        *,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: bool = False,
     ) -> SamplerOutput:
         """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
-        return self._sample_by_chains(n, sampler, return_diagnostics)
+        return self._sample_by_chains(n, sampler, generator, return_diagnostics)
 
 
 class ProductOfRatiosPrior(GaussianPrior):
@@ -203,12 +246,17 @@ class ProductOfRatiosPrior(GaussianPrior):
         return -self.log_ratio(z)
 
     def sample(
-        self, n: int, *, sampler: Sampler | None = None, return_diagnostics: bool = False
+        self,
+        n: int,
+        *,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: bool = False,
     ) -> SamplerOutput:
         """``n`` samples of the current prior ``p_k``: exact for ``k = 0``, else chains from noise."""
         if self.completed_stages == 0:
-            return super().sample(n, return_diagnostics=return_diagnostics)
-        return self._sample_by_chains(n, sampler, return_diagnostics)
+            return super().sample(n, generator=generator, return_diagnostics=return_diagnostics)
+        return self._sample_by_chains(n, sampler, generator, return_diagnostics)
 
     # -------------------------------------------------------- stage bookkeeping
     @property

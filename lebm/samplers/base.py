@@ -1,10 +1,21 @@
-"""The sampler contract and the parameter-freezing context shared by every chain."""
+"""The sampler contract: a target that owns the energy's gradient, and the context every chain runs in.
+
+A sampler implements one method, ``run(target, z, generator=...)``, and asks ``target`` for
+gradients. Everything a chain must get right whatever its update rule lives here, once:
+
+- :class:`ChainTarget` adds the Gaussian reference term analytically, differentiates the
+  batch-summed energy with one ``autograd.grad`` call and records the diagnostics;
+- :func:`chain_context` freezes the parameters of the modules the energy reads, puts them in the
+  stated train/eval mode, and enables gradients outside inference mode (so chains also run in
+  validation), with recurrent nets made differentiable in eval mode;
+- :meth:`Sampler.__call__` wires the two, checks the sampler's output and returns it detached.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Union
+from typing import Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +28,10 @@ EnergyFn = Callable[[Tensor], Tensor]
 ``U(z) = -log pi(z) + const``: lower is more probable (the toolkit's one sign convention)."""
 
 SamplerOutput = Union[Tensor, tuple[Tensor, dict[str, Tensor]]]
+ModuleMode = Literal["train", "eval"]
 
 
+# ------------------------------------------------------------------------------ chain context
 @contextlib.contextmanager
 def frozen_parameters(modules: Iterable[nn.Module]) -> Iterator[None]:
     """Temporarily set ``requires_grad=False`` on every parameter of ``modules``.
@@ -42,16 +55,152 @@ def frozen_parameters(modules: Iterable[nn.Module]) -> Iterator[None]:
             parameter.requires_grad_(True)
 
 
+@contextlib.contextmanager
+def modules_in_mode(modules: Iterable[nn.Module], mode: ModuleMode | None) -> Iterator[None]:
+    """Put every submodule of ``modules`` in ``mode`` (``"train"`` or ``"eval"``) and restore each
+    submodule's own flag afterwards; ``mode=None`` leaves the modes as they are.
+
+    The mode changes the chain's target for nets with BatchNorm (batch statistics in train mode,
+    running statistics in eval mode) or dropout, so a method states it for each of its chains.
+    """
+    if mode is None:
+        yield
+        return
+    if mode not in ("train", "eval"):
+        raise ValueError(f"chain module mode must be 'train', 'eval' or None, got {mode!r}")
+    saved = [(sub, sub.training) for module in modules for sub in module.modules()]
+    for module in modules:
+        module.train(mode == "train")
+    try:
+        yield
+    finally:
+        for sub, training in saved:
+            sub.training = training
+
+
+@contextlib.contextmanager
+def differentiable_recurrent_nets(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Let chains differentiate through recurrent nets that are in eval mode.
+
+    cuDNN refuses the backward pass of an RNN in eval mode. For an RNN/LSTM/GRU the only
+    difference between the modes is inter-layer dropout, so each eval-mode recurrent submodule
+    runs in train mode with ``dropout = 0`` inside the chain: the numbers are those of eval mode,
+    and the backward pass works on every device. Modes and dropout are restored afterwards.
+    """
+    switched: list[tuple[nn.RNNBase, float]] = []
+    for module in modules:
+        for sub in module.modules():
+            if isinstance(sub, nn.RNNBase) and not sub.training:
+                switched.append((sub, sub.dropout))
+                sub.dropout = 0.0
+                sub.training = True
+    try:
+        yield
+    finally:
+        for sub, dropout in switched:
+            sub.dropout = dropout
+            sub.training = False
+
+
+@contextlib.contextmanager
+def chain_context(modules: Iterable[nn.Module], mode: ModuleMode | None = None) -> Iterator[None]:
+    """The context of every chain: gradients on (also inside ``inference_mode``/``no_grad``),
+    the parameters of ``modules`` frozen, their train/eval ``mode`` set (None: unchanged) and
+    eval-mode recurrent nets made differentiable."""
+    modules = list(modules)
+    with (
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        frozen_parameters(modules),
+        modules_in_mode(modules, mode),
+        differentiable_recurrent_nets(modules),
+    ):
+        yield
+
+
+# ------------------------------------------------------------------------------------ target
+class ChainTarget:
+    """The density a chain samples, ``pi(z) ∝ exp(-U(z))`` with
+    ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``.
+
+    Samplers ask it for ``grad U``: one ``torch.autograd.grad`` of the batch-summed
+    ``energy_fn`` (samples are independent, so this yields every per-sample gradient) plus the
+    Gaussian reference term ``reference_precision * z``, differentiated analytically. With
+    ``record=True`` each gradient evaluation also records the batch-mean ``U`` and the batch-mean
+    per-sample norm of ``grad U`` (device tensors: no host synchronisation).
+
+    Args:
+        energy_fn: ``(B, *shape) -> (B,)`` energies.
+        reference_precision: precision of the Gaussian reference factor (0: none).
+        record: record the diagnostics.
+    """
+
+    def __init__(self, energy_fn: EnergyFn, reference_precision: float = 0.0, record: bool = False) -> None:
+        self.energy_fn = energy_fn
+        self.reference_precision = float(reference_precision)
+        self.record = record
+        self._energies: list[Tensor] = []
+        self._grad_norms: list[Tensor] = []
+        self._checked = False
+
+    def energy_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(U(z), grad U(z))``: ``(B,)`` detached energies and ``(B, *shape)`` gradients.
+        ``z`` itself is not modified and needs no gradient."""
+        state = z.detach().requires_grad_(True)
+        energy = self.energy_fn(state)
+        if not self._checked:
+            self._check_energy(energy, state)
+        (grad,) = torch.autograd.grad(energy.sum(), state)
+        energy = energy.detach()
+        if self.reference_precision:
+            grad = grad.add(state.detach(), alpha=self.reference_precision)
+            if self.record:
+                energy = energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
+        if self.record:
+            self._energies.append(energy.float().mean())
+            self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+        return energy, grad
+
+    def grad(self, z: Tensor) -> Tensor:
+        """``grad U(z)`` ``(B, *shape)``."""
+        return self.energy_and_grad(z)[1]
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """``energy`` and ``grad_norm``, one value per gradient evaluation ``(K,)`` (empty
+        when nothing was recorded)."""
+        if not self._energies:
+            return {}
+        return {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)}
+
+    def _check_energy(self, energy: Tensor, state: Tensor) -> None:
+        self._checked = True
+        if not isinstance(energy, Tensor) or energy.shape != state.shape[:1]:
+            got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
+            raise ValueError(
+                f"the chain's energy function must map states {tuple(state.shape)} to one energy per sample, "
+                f"shape ({state.shape[0]},); it returned {got}. Reduce over the non-batch dimensions "
+                "(e.g. .flatten(1).sum(1)) and return -log density, not a batch total."
+            )
+        if not energy.requires_grad:
+            raise ValueError(
+                "the chain's energy does not depend on the state differentiably (it has no gradient): "
+                "do not detach z or call .item() inside the energy function"
+            )
+
+
+# ----------------------------------------------------------------------------------- sampler
 class Sampler(Configurable):
     """An MCMC sampler: hyperparameters only, the target is given at call time.
 
     ``sampler(energy_fn, z0, freeze=(...)) -> z`` runs chains started at ``z0`` ``(B, *shape)``
     towards ``pi(z) ∝ exp(-U(z))``, ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``,
-    and returns the final states, detached, same shape. The optional Gaussian reference term is
-    differentiated analytically (``reference_precision * z``), which saves autograd work for
-    tilted-Gaussian priors; ``reference_precision=0`` (default) makes ``energy_fn`` the whole target.
-    With ``return_diagnostics=True`` it returns ``(z, diagnostics)`` where diagnostics holds
-    per-step tensors (no host synchronisation happens inside the chain).
+    and returns the final states ``(B, *shape)``, detached. With ``return_diagnostics=True`` it
+    returns ``(z, diagnostics)``: per-gradient-evaluation tensors ``energy`` and ``grad_norm``.
+
+    To write a sampler, subclass this and implement :meth:`run`; ask the target for gradients
+    (``target.grad(z)``). The reference term, the diagnostics, frozen parameters, the modules'
+    mode and gradients inside validation are handled here, so a new update rule cannot get them
+    wrong.
     """
 
     def __call__(
@@ -61,12 +210,46 @@ class Sampler(Configurable):
         *,
         reference_precision: float = 0.0,
         freeze: Iterable[nn.Module] = (),
+        module_mode: ModuleMode | None = None,
         generator: torch.Generator | None = None,
         return_diagnostics: bool = False,
     ) -> SamplerOutput:
-        raise NotImplementedError
+        """Run the chains from ``z0``.
+
+        Args:
+            energy_fn: ``(B, *shape) -> (B,)`` energy without the reference term.
+            z0: initial states ``(B, *shape)``.
+            reference_precision: precision of the Gaussian reference term added to ``energy_fn``.
+            freeze: modules whose parameters ``energy_fn`` reads (frozen during the chain; an
+                ``energy_fn`` that is itself a module is frozen too).
+            module_mode: ``"train"``/``"eval"``: the mode of ``freeze``'s modules during the
+                chain (BatchNorm, dropout); None leaves them as they are.
+            generator: the random stream of the chain's noise (None: torch's global one).
+            return_diagnostics: also return the diagnostics dict.
+        """
+        modules = list(freeze)
+        if isinstance(energy_fn, nn.Module):
+            modules.append(energy_fn)
+        target = ChainTarget(energy_fn, reference_precision, record=return_diagnostics)
+        with chain_context(modules, module_mode):
+            z = self.run(target, z0.detach().clone(), generator=generator)
+        if not isinstance(z, Tensor) or z.shape != z0.shape:
+            got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(
+                f"{type(self).__name__}.run must return the final states with the shape of z0 "
+                f"{tuple(z0.shape)}, got {got}"
+            )
+        z = z.detach()
+        return (z, target.diagnostics()) if return_diagnostics else z
+
+    def run(self, target: ChainTarget, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Move the states ``z`` ``(B, *shape)`` (a private copy: in-place updates are fine)
+        towards ``target`` and return them. Draw every random number from ``generator``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement run(target, z, *, generator) -> z, "
+            "using target.grad(z) for the gradient of the energy"
+        )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({fields})"
-

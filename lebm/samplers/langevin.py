@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lebm.samplers.base import EnergyFn, Sampler, SamplerOutput, frozen_parameters
+from lebm.samplers.base import ChainTarget, Sampler
 
 
 class Langevin(Sampler):
@@ -26,10 +25,10 @@ class Langevin(Sampler):
     Set ``noise_std`` to decouple the noise scale ``n`` from the step size (Dual-MCMC's
     low-temperature data chain uses ``n << s``); ``noise_std=0`` gives gradient descent.
 
-    Each step takes **one** ``autograd.grad`` of the batch-summed energy, which yields the
-    per-sample gradients because samples are independent. Chains run with the parameters of
-    ``freeze`` (and of ``energy_fn`` itself when it is an ``nn.Module``) frozen, under
-    ``torch.enable_grad()`` and outside inference mode, so they also work in validation.
+    Each step asks the target for one gradient: one ``autograd.grad`` of the batch-summed energy
+    (per-sample gradients, since samples are independent) plus the analytic reference term. The
+    :class:`~lebm.samplers.Sampler` base runs the chain with the parameters of ``freeze`` frozen,
+    under ``torch.enable_grad()`` and outside inference mode, so it also works in validation.
 
     Args:
         n_steps: K, the number of Langevin steps.
@@ -73,56 +72,18 @@ class Langevin(Sampler):
             return float(self.noise_std)
         return self.step_size if self.form == "code" else math.sqrt(2 * self.step_size)
 
-    def __call__(
-        self,
-        energy_fn: EnergyFn,
-        z0: Tensor,
-        *,
-        reference_precision: float = 0.0,
-        freeze: Iterable[nn.Module] = (),
-        generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
-    ) -> SamplerOutput:
-        """Run the chains from ``z0`` ``(B, *shape)``; returns ``z`` ``(B, *shape)``, detached.
-
-        The target energy is ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``.
-        Diagnostics (with ``return_diagnostics=True``): ``energy`` ``(K,)`` batch-mean ``U``
-        before each step and ``grad_norm`` ``(K,)`` batch-mean per-sample norm of ``grad U``.
-        """
-        modules = list(freeze)
-        if isinstance(energy_fn, nn.Module):
-            modules.append(energy_fn)
+    def run(self, target: ChainTarget, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n_steps`` updates ``z <- z - drift * grad U(z) + noise * eps`` of the states ``z``
+        ``(B, *shape)``, in place; ``eps`` is drawn from ``generator``."""
         drift, noise = self.drift, self.noise
-        with torch.inference_mode(False), torch.enable_grad(), frozen_parameters(modules):
-            z = z0.detach().clone()
-            # per-sample traces, reduced once after the loop (no host sync inside it)
-            energies = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
-            grad_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics else None
-            # the reference term's energy needs ||z||: recorded only when there is one
-            state_norms = z.new_zeros(self.n_steps, z.shape[0]) if return_diagnostics and reference_precision else None
-            for step in range(self.n_steps):
-                z.requires_grad_(True)
-                energy = energy_fn(z)
-                (grad,) = torch.autograd.grad(energy.sum(), z)
-                z = z.detach()
-                if reference_precision:
-                    grad = grad.add(z, alpha=reference_precision)
-                if self.grad_clip is not None or return_diagnostics:
-                    norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
-                    if return_diagnostics:
-                        energies[step] = energy.detach()
-                        grad_norms[step] = norms
-                        if reference_precision:
-                            state_norms[step] = torch.linalg.vector_norm(z.flatten(1), dim=1)
-                    if self.grad_clip is not None:
-                        scale = (self.grad_clip / (norms + 1e-12)).clamp(max=1.0)
-                        grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
-                z.add_(grad, alpha=-drift)
-                if noise > 0:
-                    eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-                    z.add_(eps, alpha=noise)
-        if return_diagnostics:
-            if state_norms is not None:
-                energies = energies + state_norms.square() * (reference_precision / 2)
-            return z, {"energy": energies.mean(1), "grad_norm": grad_norms.mean(1)}
+        for _ in range(self.n_steps):
+            grad = target.grad(z)
+            if self.grad_clip is not None:
+                norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
+                scale = (self.grad_clip / (norms + 1e-12)).clamp(max=1.0)
+                grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+            z.add_(grad, alpha=-drift)
+            if noise > 0:
+                eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+                z.add_(eps, alpha=noise)
         return z

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lebm.samplers.base import EnergyFn, Sampler, SamplerOutput
+from lebm.samplers.base import ChainTarget, Sampler
 
 
-class PersistentChains(nn.Module, Sampler):
+class PersistentChains(Sampler, nn.Module):
     """Continue chains from a buffer of past states instead of from fresh noise.
 
     Call contract as every sampler: ``chains(energy_fn, z0) -> z``. The fresh states ``z0``
     ``(B, *shape)`` fix the batch size and serve as re-initialisations: each of the B chains
     drawn from the buffer restarts from its row of ``z0`` with probability ``reinit_prob``.
-    The B chains run ``sampler`` and are written back to the buffer.
+    The B chains run ``sampler`` and are written back to the buffer. Every draw (which chains,
+    which restart) comes from the call's ``generator``.
 
     The buffer ``chains`` ``(buffer_size, *shape)`` is a registered buffer, so it is saved in
-    checkpoints with the module that owns this sampler. Under DDP each rank keeps its own
-    buffer (rank-local chains); the checkpoint holds rank 0's.
+    checkpoints with the module that owns this sampler. It is **rank-local** under DDP
+    (``rank_local_buffers``): each rank keeps and evolves its own chains, a method's checkpoint
+    keeps every rank's buffer, and a new run redraws each rank's buffer from that rank's stream
+    (:meth:`reset_rank_local_state`).
 
     Args:
         sampler: the transition run on each drawn batch (e.g. ``Langevin``).
@@ -31,6 +34,7 @@ class PersistentChains(nn.Module, Sampler):
     """
 
     chains: Tensor
+    rank_local_buffers = ("chains",)
 
     def __init__(
         self,
@@ -45,37 +49,35 @@ class PersistentChains(nn.Module, Sampler):
             raise ValueError(f"PersistentChains reinit_prob must be in [0, 1], got {reinit_prob}")
         if buffer_size < 1:
             raise ValueError(f"PersistentChains buffer_size must be >= 1, got {buffer_size}")
+        if not isinstance(sampler, Sampler):
+            raise TypeError(f"PersistentChains needs a Sampler to run its chains, got {type(sampler).__name__}")
         self.sampler = sampler
         self.reinit_prob = float(reinit_prob)
+        self.init_std = float(init_std)
         self.register_buffer("chains", torch.randn(buffer_size, *shape) * init_std)
 
-    def __call__(  # type: ignore[override]
-        self,
-        energy_fn: EnergyFn,
-        z0: Tensor,
-        *,
-        reference_precision: float = 0.0,
-        freeze: Iterable[nn.Module] = (),
-        generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
-    ) -> SamplerOutput:
-        if z0.shape[1:] != self.chains.shape[1:]:
+    def reset_rank_local_state(self, generator: torch.Generator | None = None) -> None:
+        """Redraw the buffer ``N(0, init_std^2 I)`` from ``generator`` (each rank's own stream)."""
+        noise = torch.randn(self.chains.shape, generator=generator, device=self.chains.device, dtype=self.chains.dtype)
+        self.chains.copy_(noise * self.init_std)
+
+    def run(self, target: ChainTarget, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``B = len(z)`` chains from the buffer (restarting each from ``z`` with
+        probability ``reinit_prob``), run ``sampler`` on them and write them back."""
+        if z.shape[1:] != self.chains.shape[1:]:
             raise ValueError(
                 f"PersistentChains holds states of shape {tuple(self.chains.shape[1:])} but got "
-                f"z0 of shape {tuple(z0.shape[1:])}: set `shape` to the latent shape"
+                f"z0 of shape {tuple(z.shape[1:])}: set `shape` to the latent shape"
             )
-        chains = self.chains.to(device=z0.device, dtype=z0.dtype)
-        index = torch.randint(len(chains), (z0.shape[0],), device=z0.device, generator=generator)
-        restart = torch.rand(z0.shape[0], device=z0.device, generator=generator) < self.reinit_prob
-        start = torch.where(restart.view(-1, *([1] * (z0.dim() - 1))), z0, chains[index])
-        result = self.sampler(
-            energy_fn,
-            start,
-            reference_precision=reference_precision,
-            freeze=freeze,
-            generator=generator,
-            return_diagnostics=return_diagnostics,
-        )
-        z = result[0] if return_diagnostics else result
-        self.chains[index] = z.detach().to(self.chains.dtype)
-        return result
+        chains = self.chains.to(device=z.device, dtype=z.dtype)
+        index = torch.randint(len(chains), (z.shape[0],), device=z.device, generator=generator)
+        restart = torch.rand(z.shape[0], device=z.device, generator=generator) < self.reinit_prob
+        start = torch.where(restart.view(-1, *([1] * (z.dim() - 1))), z, chains[index])
+        moved = self.sampler.run(target, start, generator=generator)
+        self.chains[index] = moved.detach().to(self.chains.dtype)
+        return moved
+
+    __repr__ = nn.Module.__repr__
+
+    def extra_repr(self) -> str:
+        return f"sampler={self.sampler!r}, buffer={tuple(self.chains.shape)}, reinit_prob={self.reinit_prob}"

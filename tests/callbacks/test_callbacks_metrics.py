@@ -25,6 +25,8 @@ def fixed_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 class ScoreOnly(L.LightningModule):
     """Scores = the first pixel (+ an epoch-dependent offset on anomalies); recon = 0.5 x."""
 
+    evaluation_outputs = ("score", "mse")
+
     def __init__(self, drift: float = 0.0, offset: float = 0.0) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
@@ -40,7 +42,8 @@ class ScoreOnly(L.LightningModule):
         return (self.weight**2).sum() + 0 * batch[0].sum()
 
     def validation_step(self, batch, batch_idx):
-        return {"score": self.scores(batch[0])}
+        x = batch[0]
+        return {"score": self.scores(x), "mse": (self.reconstruct(x) - x).square().flatten(1).mean(1)}
 
     test_step = validation_step
 
@@ -104,6 +107,24 @@ def test_last_k_average_over_the_evaluation_history(tmp_path) -> None:
     assert metrics["val/auprc_last_k_mean"] == pytest.approx(float(recent.mean()), abs=1e-5)
     assert metrics["val/auprc_last_k_std"] == pytest.approx(float(recent.std(unbiased=False)), abs=1e-5)
     assert abs(history[-1] - history[0]) > 0.01  # the drift really changes the AUPRC
+
+
+class NoScores(ScoreOnly):
+    """A method whose evaluation step returns the MSE only."""
+
+    evaluation_outputs = ("mse",)
+
+
+def test_a_callback_needing_an_output_the_method_lacks_fails_before_training(tmp_path) -> None:
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    model = NoScores()
+    before = model.weight.detach().clone()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=1,
+                        callbacks=[AnomalyDetection(anomaly_classes=[4])], default_root_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"AnomalyDetection reads the per-example 'score'.*NoScores returns \('mse',\)"):
+        trainer.fit(model, loader, loader)
+    assert torch.equal(model.weight, before) and trainer.global_step == 0
 
 
 def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:

@@ -82,8 +82,12 @@ def test_loaders_shuffle_and_drop_last_only_for_training(digits_module: ImageDat
     train_loader = digits_module.train_dataloader()
     assert len(train_loader) == (1797 - 360) // 64
     assert all(x.shape[0] == 64 for x, _ in train_loader)
-    first = [next(iter(digits_module.train_dataloader()))[1] for _ in range(2)]
-    assert not torch.equal(first[0], first[1])
+    loader = digits_module.train_dataloader()
+    epochs = [next(iter(loader))[1] for _ in range(2)]
+    assert not torch.equal(epochs[0], epochs[1])  # each pass is a new epoch with a new order
+    again = digits_module.train_dataloader()
+    again.sampler.set_epoch(1)
+    assert torch.equal(next(iter(again))[1], epochs[1])  # an epoch's order depends only on (seed, epoch)
     val_labels = torch.cat([y for _, y in digits_module.val_dataloader()])
     assert torch.equal(val_labels, digits_module.val_labels)  # fixed order, nothing dropped
 

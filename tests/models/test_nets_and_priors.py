@@ -81,11 +81,14 @@ class ShiftEnergy(nn.Module):
         return -(z @ self.w)
 
 
-def test_tilted_prior_energy_includes_the_reference_term() -> None:
-    prior = TiltedGaussianPrior(2, ShiftEnergy(torch.tensor([1.0, 2.0])), sigma=1.0)
-    z = torch.randn(4, 2)
-    assert torch.allclose(prior.energy(z), -(z @ torch.tensor([1.0, 2.0])) + z.square().sum(1) / 2)
-    assert torch.allclose(prior.residual_energy(z), -(z @ torch.tensor([1.0, 2.0])))
+def test_tilted_prior_energy_is_minus_the_log_density_of_the_tilted_gaussian() -> None:
+    """exp(w.z) N(0, sigma^2 I) is N(w sigma^2, sigma^2 I): energy differences must be minus its
+    log-density differences (the reference term included, the constant irrelevant)."""
+    w, sigma = torch.tensor([1.0, 2.0]), 1.5
+    prior = TiltedGaussianPrior(2, ShiftEnergy(w), sigma=sigma)
+    z = torch.randn(6, 2)
+    log_density = torch.distributions.Normal(w * sigma**2, sigma).log_prob(z).sum(1)
+    assert torch.allclose(prior.energy(z) - prior.energy(z[:1]), -(log_density - log_density[:1]), atol=1e-5)
 
 
 def test_tilted_prior_samples_follow_the_tilt() -> None:

@@ -1,7 +1,18 @@
-"""Plain ``nn.Module`` networks: generators, energies, observation models."""
+"""Plain ``nn.Module`` networks: generators, energies, observation models, inference networks."""
 
 from lebm.models.nets.decoders import GaussianDecoder
+from lebm.models.nets.encoders import ConvEncoder, DiagonalGaussian, InferenceNetwork, LadderEncoder, MLPEncoder
 from lebm.models.nets.energy import EnergyMLP
 from lebm.models.nets.generators import DCGANGenerator, MLPGenerator
 
-__all__ = ["DCGANGenerator", "EnergyMLP", "GaussianDecoder", "MLPGenerator"]
+__all__ = [
+    "ConvEncoder",
+    "DCGANGenerator",
+    "DiagonalGaussian",
+    "EnergyMLP",
+    "GaussianDecoder",
+    "InferenceNetwork",
+    "LadderEncoder",
+    "MLPEncoder",
+    "MLPGenerator",
+]

@@ -22,6 +22,9 @@ class GaussianDecoder(nn.Module, Configurable):
         sigma: the observation noise standard deviation.
     """
 
+    #: the per-example metrics ``metrics(x, z)`` reports
+    metric_names = ("mse",)
+
     def __init__(self, net: nn.Module, sigma: float = 0.3) -> None:
         super().__init__()
         if sigma <= 0:

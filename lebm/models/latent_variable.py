@@ -1,0 +1,210 @@
+"""Latent-variable methods: a decoder ``p(x|z)``, a latent prior ``p(z)`` and posterior inference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lebm.models.base import Method, batch_observations, ensure_component, optional_component
+from lebm.models.nets.encoders import InferenceNetwork
+from lebm.models.priors import Prior
+from lebm.samplers import Sampler
+from lebm.samplers.base import ModuleMode, SamplerOutput
+
+PosteriorStart = Literal["noise", "sample", "mean"]
+
+
+def decoder_metric_names(decoder: nn.Module) -> tuple[str, ...]:
+    """The per-example metrics a decoder's ``metrics(x, z)`` reports (its ``metric_names``)."""
+    return tuple(getattr(decoder, "metric_names", ()))
+
+
+class LatentVariableModel(Method):
+    """A generator ``p(x|z)`` (``self.decoder``) with a latent prior ``p(z)`` (``self.prior``).
+
+    **Posterior inference is a start plus an optional sampler**::
+
+        z0 = N(0, posterior_init_std^2 I) noise                   start="noise"
+           | q(z|x) reparameterised sample, or its mean           start="sample" | "mean" (needs an encoder)
+        z  = posterior_sampler(U(z) = -log p(x, z), z0)           when a posterior sampler is set
+
+    LatentEBM and MultiStageNCE are noise + Langevin, Dual-MCMC is encoder + Langevin, the joint
+    hierarchical method is encoder only: three settings of :meth:`infer`.
+
+    User API:
+
+    - ``generate(n)`` -> ``(n, *x_shape)``: decoded prior samples.
+    - ``infer(x)`` -> ``(B, latent_dim)``: posterior latents.
+    - ``reconstruct(x)`` -> ``(B, *x_shape)``: ``decode(infer(x))``.
+    - ``joint_energy(x, z)`` -> ``(B,)``: ``-log p(x, z) + const = nll(x|z) + U_prior(z)``.
+    - ``score(x)`` -> ``(B,)``: anomaly score ``-log p(x, z)`` at ``z = infer(x)``; higher means
+      more anomalous (the papers rank by the unnormalised ``log p(x, z)``, the same order flipped).
+
+    Args:
+        decoder: the observation model (owns the likelihood: ``nll``, ``decode``, ``metrics``).
+        prior: the latent prior.
+        encoder: an inference network ``q(z|x)`` (None: chains start from noise).
+        posterior_sampler: the posterior chain (None: the encoder's latents are the posterior).
+        posterior_init_std: standard deviation of the noise that posterior chains start from.
+        divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`.
+    """
+
+    decoder: nn.Module
+    prior: Prior
+    encoder: InferenceNetwork | None
+    posterior_sampler: Sampler | None
+    #: train/eval mode of the decoder and prior during the posterior chain (None: unchanged).
+    posterior_chain_mode: ModuleMode | None = None
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        prior: Prior,
+        encoder: InferenceNetwork | None = None,
+        posterior_sampler: Sampler | None = None,
+        posterior_init_std: float = 1.0,
+        divergence_limits: Mapping[str, float] | None = None,
+        divergence_after_epoch: int = 0,
+    ) -> None:
+        super().__init__(divergence_limits, divergence_after_epoch)
+        self.decoder = ensure_component(decoder, "decoder")
+        self.prior = ensure_component(prior, "prior", Prior)
+        self.encoder = optional_component(encoder, "encoder", InferenceNetwork)
+        self.posterior_sampler = optional_component(posterior_sampler, "posterior_sampler", Sampler)
+        if self.encoder is None and self.posterior_sampler is None:
+            raise ValueError(
+                f"{type(self).__name__} needs posterior inference: an encoder, a posterior_sampler, or both"
+            )
+        if posterior_init_std <= 0:
+            raise ValueError(f"posterior_init_std must be > 0, got {posterior_init_std}")
+        self.posterior_init_std = float(posterior_init_std)
+
+    @property
+    def evaluation_outputs(self) -> tuple[str, ...]:
+        return ("nll", "score", *decoder_metric_names(self.decoder))
+
+    # ------------------------------------------------------------------- posterior inference
+    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
+        """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
+        reference term, which chains add analytically (``reference_precision``).
+        ``with_prior_tilt=False`` leaves out the prior's residual energy too (posterior under the
+        Gaussian reference alone)."""
+        if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
+            with torch.inference_mode(False):
+                x = x.clone()
+
+        def energy(z: Tensor) -> Tensor:
+            nll = self.decoder.nll(x, z)
+            residual = self.prior.residual_energy(z) if with_prior_tilt else None
+            return nll if residual is None else nll + residual
+
+        return energy
+
+    def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
+        """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
+        if start == "noise":
+            noise = torch.randn(x.shape[0], self.prior.latent_dim, generator=generator, device=x.device)
+            return noise * self.posterior_init_std
+        if start not in ("sample", "mean"):
+            raise ValueError(f"posterior start must be 'noise', 'sample' or 'mean', got {start!r}")
+        if self.encoder is None:
+            raise ValueError(f"start={start!r} needs an encoder, but {type(self).__name__} has none")
+        with torch.no_grad():
+            q = self.encoder(x)
+            z = q.rsample(generator) if start == "sample" else q.mean
+        return z.float()
+
+    def infer(
+        self,
+        x: Tensor,
+        *,
+        start: PosteriorStart | None = None,
+        refine: bool = True,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: bool = False,
+    ) -> SamplerOutput:
+        """Posterior latents ``(B, latent_dim)`` (``(z, diagnostics)`` with ``return_diagnostics``).
+
+        Args:
+            x: observations ``(B, *x_shape)``.
+            start: ``"noise"``, ``"sample"`` or ``"mean"``; default: the encoder's mean when there
+                is an encoder, else noise.
+            refine: run the posterior chain from the start (False: the start is the answer).
+            sampler: a chain to use instead of ``posterior_sampler``.
+            generator: random stream (None: torch's global RNG).
+        """
+        if start is None:
+            start = "noise" if self.encoder is None else "mean"
+        z0 = self.posterior_start(x, start, generator)
+        chain = sampler if sampler is not None else self.posterior_sampler
+        if not refine or chain is None:
+            return (z0, {}) if return_diagnostics else z0
+        return chain(
+            self.posterior_energy(x),
+            z0,
+            reference_precision=self.prior.reference_precision,
+            freeze=[self.decoder, self.prior],
+            module_mode=self.posterior_chain_mode,
+            generator=generator,
+            return_diagnostics=return_diagnostics,
+        )
+
+    # ---------------------------------------------------------------------------- user API
+    def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x, z) + const`` ``(B,)``."""
+        return self.decoder.nll(x, z) + self.prior.energy(z)
+
+    @torch.no_grad()
+    def generate(
+        self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``)."""
+        z = self.prior.sample(n, sampler=sampler, generator=generator)
+        return self.decoder.decode(z)
+
+    def reconstruct(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
+        """``g(infer(x))`` ``(B, *x_shape)``."""
+        z = self.infer(x, **infer_kwargs)
+        with torch.no_grad():
+            return self.decoder.decode(z)
+
+    def score(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
+        """Anomaly score ``(B,)`` at ``z = infer(x)`` (see :meth:`anomaly_score`)."""
+        z = self.infer(x, **infer_kwargs)
+        with torch.no_grad():
+            return self.anomaly_score(self.decoder.nll(x, z), z)
+
+    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
+        """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
+        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped)."""
+        return nll + self.prior.energy(z)
+
+    # --------------------------------------------------------------------------- evaluation
+    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        """Posterior inference on a held-out batch (from the evaluation stream).
+
+        Logs ``{stage}/nll`` (the decoder's ``-log p(x|z)``) and returns per-example values
+        ``(B,)``: ``nll``, ``score`` and the decoder's metrics (``mse`` for images).
+        """
+        x = batch_observations(batch)
+        z = self.infer(x, generator=self.eval_generator)
+        with torch.no_grad():
+            nll = self.decoder.nll(x, z)
+            metrics = self.decoder.metrics(x, z) if hasattr(self.decoder, "metrics") else {}
+            values = {"nll": nll, "score": self.anomaly_score(nll, z), **metrics}
+        self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
+        return values
+
+
+def chain_logs(prefix: str, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Energy and gradient norm at the first and last step of a chain (no host sync)."""
+    logs: dict[str, Tensor] = {}
+    for name, per_step in stats.items():
+        if len(per_step):
+            logs[f"{prefix}_{name}_first"] = per_step[0]
+            logs[f"{prefix}_{name}_last"] = per_step[-1]
+    return logs

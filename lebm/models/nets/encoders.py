@@ -1,0 +1,245 @@
+"""Inference networks ``q(z|x)``: diagonal Gaussians over the latent, computed from ``x``.
+
+The contract: an :class:`InferenceNetwork` maps observations ``(B, *x_shape)`` to a
+:class:`DiagonalGaussian` over flat latents ``(B, latent_dim)``. A method uses it to start
+posterior chains (Dual-MCMC: a reparameterised sample in training, the mean at test time), or as
+the posterior itself (the joint hierarchical method's variational bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lebm.config import Configurable
+from lebm.models.latents import LatentGroups
+from lebm.models.nets.layers import make_activation, xavier_init_
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class DiagonalGaussian:
+    """``N(mean, diag exp(logvar))`` per example.
+
+    Args:
+        mean: ``(B, D)``.
+        logvar: ``(B, D)`` log-variances (the log-variance parameterisation of the papers' code).
+    """
+
+    def __init__(self, mean: Tensor, logvar: Tensor) -> None:
+        if mean.shape != logvar.shape:
+            raise ValueError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} must have one shape")
+        self.mean, self.logvar = mean, logvar
+
+    @property
+    def std(self) -> Tensor:
+        """``exp(logvar / 2)`` ``(B, D)``."""
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, generator: torch.Generator | None = None) -> Tensor:
+        """A reparameterised sample ``mean + std * eps`` ``(B, D)``, differentiable in mean and logvar."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log q(z)`` ``(B,)``, normalised: ``-1/2 sum_d [logvar + (z - mean)^2 / exp(logvar) + log 2 pi]``."""
+        return -0.5 * (self.logvar + (z - self.mean).square() * torch.exp(-self.logvar) + _LOG_2PI).sum(1)
+
+    def nll(self, z: Tensor) -> Tensor:
+        """``-log q(z)`` ``(B,)``."""
+        return -self.log_prob(z)
+
+    def kl_to_standard_normal(self) -> Tensor:
+        """The closed-form ``KL(q || N(0, I))`` ``(B,)``: ``1/2 sum_d [exp(logvar) + mean^2 - 1 - logvar]``."""
+        return 0.5 * (self.logvar.exp() + self.mean.square() - 1.0 - self.logvar).sum(1)
+
+    def detach(self) -> DiagonalGaussian:
+        return DiagonalGaussian(self.mean.detach(), self.logvar.detach())
+
+    def __getitem__(self, columns: slice) -> DiagonalGaussian:
+        """The marginal over a slice of latent columns (e.g. one layer's group)."""
+        return DiagonalGaussian(self.mean[:, columns], self.logvar[:, columns])
+
+
+class InferenceNetwork(nn.Module, Configurable):
+    """Base of inference networks: ``forward(x) -> DiagonalGaussian`` over ``(B, latent_dim)``."""
+
+    latent_dim: int
+
+    def forward(self, x: Tensor) -> DiagonalGaussian:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class MLPEncoder(InferenceNetwork):
+    """An MLP ``q(z|x)`` for vectors or small images: ``flatten - (Linear - act) x depth - Linear(-> 2 D)``.
+
+    Args:
+        in_shape: the shape of one observation, e.g. ``[2]`` or ``[1, 8, 8]``.
+        latent_dim: D.
+        hidden: hidden width.
+        depth: number of hidden layers.
+        activation: activation name (see ``make_activation``).
+    """
+
+    def __init__(
+        self, in_shape: Sequence[int], latent_dim: int, hidden: int = 256, depth: int = 2, activation: str = "leaky_relu"
+    ) -> None:
+        super().__init__()
+        widths = [math.prod(in_shape)] + [hidden] * depth
+        layers: list[nn.Module] = []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(fan_in, fan_out), make_activation(activation)]
+        layers.append(nn.Linear(widths[-1], 2 * latent_dim))
+        self.net = nn.Sequential(*layers)
+        self.latent_dim = int(latent_dim)
+
+    def forward(self, x: Tensor) -> DiagonalGaussian:
+        mean, logvar = self.net(x.flatten(1)).chunk(2, dim=1)
+        return DiagonalGaussian(mean, logvar)
+
+
+class ConvEncoder(InferenceNetwork):
+    """The Dual-MCMC inference network (Cui & Han 2023, official ``nets.py``; METHODS.md §3.5).
+
+    Layout (``nif = 128``)::
+
+        [stem: Conv3x3 s1 (C -> nif)]                         only with stem=True (CIFAR-10)
+        Conv4x4 s2 ... halving the size, doubling the width    down to 4 x 4 (28 px: 7 x 7)
+        mean, logvar heads: Conv(k x k, valid) -> latent_dim  each (k = the last map's size)
+
+    LeakyReLU(0.2) after every conv but the heads, bias-free convs, Xavier-normal init. The
+    widths are ``nif * 2^i``: CIFAR-10 (32 px, ``stem=True``) gives 3x3 conv 3->128, then
+    128->256->512->1024; CelebA-64 (``stem=False``) four 4x4 convs 3->128->256->512->1024.
+
+    Args:
+        latent_dim: nz (128 in the paper).
+        channels: image channels.
+        image_size: 28, or a power of two >= 8.
+        nif: the first conv's width.
+        stem: start with a 3x3 stride-1 conv.
+    """
+
+    def __init__(
+        self, latent_dim: int = 128, channels: int = 3, image_size: int = 32, nif: int = 128, stem: bool = True
+    ) -> None:
+        super().__init__()
+        if image_size == 28:
+            n_down, last = 2, 7
+        elif image_size >= 8 and image_size & (image_size - 1) == 0:
+            n_down, last = int(math.log2(image_size // 4)), 4
+        else:
+            raise ValueError(f"ConvEncoder image_size must be 28 or a power of two >= 8, got {image_size}")
+        layers: list[nn.Module] = []
+        width, fan_in = nif, channels
+        if stem:
+            layers += [nn.Conv2d(fan_in, width, 3, 1, 1, bias=False), nn.LeakyReLU(0.2)]
+            fan_in, width = width, width * 2
+        for _ in range(n_down):
+            layers += [nn.Conv2d(fan_in, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+            fan_in, width = width, width * 2
+        self.features = nn.Sequential(*layers)
+        self.mean_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=False)
+        self.logvar_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=False)
+        self.latent_dim = int(latent_dim)
+        xavier_init_(self)
+
+    def forward(self, x: Tensor) -> DiagonalGaussian:
+        h = self.features(x)
+        return DiagonalGaussian(self.mean_head(h).flatten(1), self.logvar_head(h).flatten(1))
+
+
+class LadderEncoder(InferenceNetwork):
+    """A ladder inference network with one Gaussian head per latent group (ICCV 2023, §4.1, §4.5).
+
+    Bottom-up features ``r_1 = h_1(x)``, ``r_i = h_i(r_{i-1})``; group ``i`` reads ``r_i``:
+    ``q(z_i | x) = N(mu_i(r_i), exp(logvar_i(r_i)))``, so ``z_1`` comes from the shallowest
+    features. Conv block ``h_i``: ``Conv4x4 s2 (halves the size) - act - Conv3x3 - act``,
+    bias-free, LeakyReLU (slope 0.01 as the official code). Head ``i``: ``Linear(flattened r_i ->
+    2 size_i)``. With one conv block fewer than groups, the top group reads the last block's
+    flattened features through an MLP of widths ``top_hidden`` (the official SVHN model: blocks
+    128-256-256-512 and a 2048-1024-1024 MLP for ``z_5``).
+
+    ``forward`` returns one :class:`DiagonalGaussian` over the concatenated latent (bottom
+    first), laid out as ``self.groups``.
+
+    Args:
+        group_sizes: latent size of each group, bottom first.
+        channels: image channels.
+        image_size: image side.
+        widths: output channels of each conv block (one per group, or one fewer).
+        top_hidden: hidden widths of the top group's MLP (used when ``widths`` has one entry
+            fewer than the groups; may be empty for a linear head).
+        negative_slope: LeakyReLU slope.
+    """
+
+    def __init__(
+        self,
+        group_sizes: Sequence[int],
+        channels: int = 3,
+        image_size: int = 32,
+        widths: Sequence[int] = (64, 128, 256),
+        top_hidden: Sequence[int] = (),
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.groups = LatentGroups(group_sizes)
+        n_groups = len(self.groups)
+        if len(widths) not in (n_groups, n_groups - 1):
+            raise ValueError(
+                f"LadderEncoder needs one conv width per latent group ({n_groups}) or one fewer (the top "
+                f"group then reads an MLP), got widths {list(widths)}"
+            )
+        self.blocks = nn.ModuleList()
+        fan_in = channels
+        for width in widths:
+            self.blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(fan_in, width, 4, 2, 1, bias=False),
+                    nn.LeakyReLU(negative_slope),
+                    nn.Conv2d(width, width, 3, 1, 1, bias=False),
+                    nn.LeakyReLU(negative_slope),
+                )
+            )
+            fan_in = width
+        feature_sizes = self._feature_sizes(channels, image_size)
+        self.heads = nn.ModuleList(
+            nn.Linear(features, 2 * size) for features, size in zip(feature_sizes, self.groups.sizes)
+        )
+        self.top_mlp: nn.Module | None = None
+        if len(widths) == n_groups - 1:
+            layers: list[nn.Module] = []
+            fan = feature_sizes[-1]
+            for hidden in top_hidden:
+                layers += [nn.Linear(fan, hidden), nn.LeakyReLU(negative_slope)]
+                fan = hidden
+            self.top_mlp = nn.Sequential(*layers)
+            self.heads.append(nn.Linear(fan, 2 * self.groups.sizes[-1]))
+        self.latent_dim = self.groups.total
+        xavier_init_(self)
+
+    def _feature_sizes(self, channels: int, image_size: int) -> list[int]:
+        with torch.no_grad():
+            h = torch.zeros(1, channels, image_size, image_size)
+            sizes = []
+            for block in self.blocks:
+                h = block(h)
+                sizes.append(h[0].numel())
+        return sizes
+
+    def forward(self, x: Tensor) -> DiagonalGaussian:
+        means, logvars = [], []
+        h = x
+        features = []
+        for block in self.blocks:
+            h = block(h)
+            features.append(h.flatten(1))
+        if self.top_mlp is not None:
+            features.append(self.top_mlp(features[-1]))
+        for head, feature in zip(self.heads, features):
+            mean, logvar = head(feature).chunk(2, dim=1)
+            means.append(mean)
+            logvars.append(logvar)
+        return DiagonalGaussian(torch.cat(means, 1), torch.cat(logvars, 1))

@@ -1,0 +1,145 @@
+"""Small instances of every method for the method contract suite (``test_method_contract.py``).
+
+A method joins the suite with one :class:`MethodCase` in ``CASES``: a builder of a tiny model on
+2-D toy data (its chains wrapped in :class:`Recording` so that tests can see every chain's start
+and end), and the quickstart recipe that the CLI tests run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lebm.cli import main as lebm_main
+from lebm.models import LatentEBM, Method, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
+from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
+
+LATENT, DATA = 3, 2
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> None:
+    """The ``lebm`` command in this process, from the repository root (tests/test_cli.py runs it
+    in a subprocess)."""
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        lebm_main(list(args))
+    finally:
+        os.chdir(cwd)
+
+
+class Recording(Sampler):
+    """Runs ``inner`` and keeps the start and end states ``(B, *shape)`` of its last ``keep`` calls."""
+
+    def __init__(self, inner: Sampler, keep: int = 4) -> None:
+        self.inner = inner
+        self.keep = keep
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def run(self, target: ChainTarget, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        start = z.detach().clone()
+        end = self.inner.run(target, z, generator=generator)
+        self.calls = [*self.calls[-(self.keep - 1):], (start, end.detach().clone())]
+        return end
+
+
+def recorders(model: Method) -> dict[str, Recording]:
+    """Every :class:`Recording` sampler of ``model``, by where it sits."""
+    found: dict[str, Recording] = {}
+    posterior = getattr(model, "posterior_sampler", None)
+    if isinstance(posterior, Recording):
+        found["posterior"] = posterior
+    prior_sampler = getattr(getattr(model, "prior", None), "sampler", None)
+    if isinstance(prior_sampler, Recording):
+        found["prior"] = prior_sampler
+    if isinstance(prior_sampler, PersistentChains) and isinstance(prior_sampler.sampler, Recording):
+        found["prior"] = prior_sampler.sampler
+    return found
+
+
+def toy_loader(n_batches: int = 4, batch_size: int = 16, seed: int = 0) -> DataLoader:
+    """Batches ``(B, 2)`` of a two-mode toy (fixed data, fixed order)."""
+    generator = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (n_batches * batch_size, 1), generator=generator) * 2.0 - 1.0
+    x = torch.cat([signs * 1.5, torch.zeros_like(signs)], 1) + 0.2 * torch.randn(len(signs), DATA, generator=generator)
+    return DataLoader(TensorDataset(x), batch_size=batch_size)
+
+
+def toy_decoder() -> GaussianDecoder:
+    return GaussianDecoder(MLPGenerator(LATENT, [DATA], hidden=16, out_activation=None), sigma=0.3)
+
+
+def latent_ebm() -> LatentEBM:
+    prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=Recording(Langevin(5, 0.4)))
+    return LatentEBM(toy_decoder(), prior, posterior_sampler=Recording(Langevin(5, 0.1)), decoder_lr=1e-3, prior_lr=1e-3)
+
+
+def multistage_nce() -> MultiStageNCE:
+    """Persistent negatives (rank-local buffers) and one-iteration stages, so stage 1 runs at once."""
+    chains = PersistentChains(Recording(Langevin(5, 0.4)), [LATENT], buffer_size=64, reinit_prob=0.1)
+    prior = ProductOfRatiosPrior(LATENT, EnergyMLP(LATENT, hidden=16), n_stages=3, sampler=chains)
+    return MultiStageNCE(
+        toy_decoder(), prior, posterior_sampler=Recording(Langevin(5, 0.1)), stage_iterations=1,
+        decoder_lr=1e-3, ratio_lr=1e-3,
+    )
+
+
+@dataclass
+class MethodCase:
+    """One method in the contract suite.
+
+    Attributes:
+        name: the test id.
+        build: a tiny model on 2-D data (``toy_loader``), chains wrapped in ``Recording``.
+        recipe: the method's quickstart recipe (8x8 digits) for the CLI tests.
+        cli_args: extra CLI arguments that make a 4-epoch run comparable with 2 + 2 epochs
+            (e.g. a fixed stage schedule instead of one split over ``max_epochs``).
+        latent_dim: the latent size of ``build()``'s model.
+    """
+
+    name: str
+    build: Callable[[], Method]
+    recipe: str
+    cli_args: list[str] = field(default_factory=list)
+    latent_dim: int = LATENT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = [
+    MethodCase("LatentEBM", latent_ebm, "recipes/quickstart.yaml"),
+    MethodCase("MultiStageNCE", multistage_nce, "recipes/multistage_nce/quickstart.yaml",
+               cli_args=["--model.init_args.stage_iterations", "4"]),
+]
+
+
+# ------------------------------------------------------------------- parts for CLI tests
+class PlainEnergy(torch.nn.Module):
+    """A user's own energy net: a plain ``nn.Module`` that knows nothing of lebm."""
+
+    def __init__(self, dim: int, width: int = 32) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(dim, width), torch.nn.SiLU(), torch.nn.Linear(width, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).squeeze(1)
+
+
+class PoisonAt(L.Callback):
+    """Turns the prior's first parameter to NaN at the first batch of ``epoch``: a run that diverges."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == 0:
+            with torch.no_grad():
+                next(pl_module.prior.parameters()).fill_(float("nan"))
