@@ -8,12 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+
+from lebm.recipes import resolve_recipe
 
 
 def load_recipe(path: str) -> dict[str, Any]:
-    """The recipe YAML as plain data, interpolations resolved."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+    """The recipe as ``lebm fit -c path`` runs it: includes expanded, interpolations resolved."""
+    return resolve_recipe(path)
 
 
 def describe_device(device: torch.device) -> str:

@@ -8,8 +8,9 @@ images in batches with ``model.generate`` (the prior's Langevin chains plus the 
 extractor: torch-fidelity's Inception-v3 (``--weights``, default
 ``$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth`` when it exists, else
 torch-fidelity's download) or, with ``--small``, the tiny ``SmallConvFeatures``. Each phase is
-timed separately after one warm-up batch; the Fréchet distance of the resulting fit and the
-extractor's loading are timed on their own. Prints one JSON line.
+timed separately after one warm-up batch (embedding includes torchmetrics' FID update); the
+metric's ``compute`` (the Fréchet distance of the two Gaussian fits, D x D) and the extractor's
+loading are timed on their own. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -19,26 +20,24 @@ import json
 import os
 from typing import Any
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from common import describe_device, load_recipe, timed
+from torch import Tensor
 
 from lebm.config import build
 from lebm.metrics.fid import (
     OFFLINE_INCEPTION_WEIGHTS,
-    FeatureStats,
+    FIDMetrics,
     InceptionFeatures,
+    ReferenceState,
     SmallConvFeatures,
-    frechet_distance,
-    to_three_channels,
 )
 from lebm.samplers import Langevin
 
-from common import describe_device, load_recipe, timed
-
-
 
 def limit_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads in torch and in numpy's BLAS (the Fréchet distance's eigvalsh)."""
+    """Use ``threads`` CPU threads in torch and in numpy's BLAS."""
     torch.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
@@ -53,12 +52,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-
 def default_weights() -> str | None:
     """The offline Inception weights when ``$LEBM_DATA`` has them, else None (download)."""
     path = os.path.expandvars(OFFLINE_INCEPTION_WEIGHTS)
     return OFFLINE_INCEPTION_WEIGHTS if os.environ.get("LEBM_DATA") and os.path.isfile(path) else None
-
 
 
 def batch_sizes(total: int, batch_size: int) -> list[int]:
@@ -71,16 +68,16 @@ def generate_all(model: Any, sizes: list[int], sampler: Langevin | None) -> list
     return [model.generate(n, **kwargs) for n in sizes]
 
 
-def embed_all(extractor: nn.Module, batches: list[Tensor]) -> FeatureStats:
-    """Feature statistics of all ``batches`` (float images in [-1, 1])."""
-    stats: FeatureStats | None = None
-    with torch.no_grad():
-        for images in batches:
-            features = extractor(to_three_channels(images)).float()
-            stats = stats if stats is not None else FeatureStats.zeros(features.shape[1], features.device)
-            stats.update(features)
-    assert stats is not None
-    return stats
+def embed_all(metrics: FIDMetrics, batches: list[Tensor]) -> None:
+    """Add all ``batches`` (float images in [-1, 1]) to the generated side of ``metrics``."""
+    for images in batches:
+        metrics.update(images, real=False)
+
+
+def stand_in_reference(dim: int, n: int) -> ReferenceState:
+    """A reference of ``n`` images with mean 0 and identity covariance: the distance costs the
+    same whatever the reference's values."""
+    return ReferenceState.from_gaussian(np.zeros(dim), np.eye(dim), n)
 
 
 def main() -> None:
@@ -111,20 +108,21 @@ def main() -> None:
     build_extractor = (lambda: SmallConvFeatures()) if args.small else (lambda: InceptionFeatures(weights))
     extractor, load_sec = timed(device, lambda: build_extractor().to(device).eval())
 
+    metrics = FIDMetrics(extractor).to(device)
     sizes = batch_sizes(args.num_samples, args.batch_size)
     warm = generate_all(model, [min(8, args.batch_size)], sampler)  # warm-up: lazy init, allocator
-    embed_all(extractor, warm)
+    embed_all(metrics, warm)
+    metrics.load_reference(stand_in_reference(metrics.num_features, args.num_samples))  # also forgets the warm-up
     batches, sampling_sec = timed(device, lambda: generate_all(model, sizes, sampler))
-    stats, features_sec = timed(device, lambda: embed_all(extractor, batches))
-    mu, sigma = stats.gaussian()
-    _, frechet_sec = timed(device, lambda: frechet_distance(mu, sigma, mu + 0.1, sigma))
+    _, features_sec = timed(device, lambda: embed_all(metrics, batches))
+    _, frechet_sec = timed(device, lambda: metrics.compute(args.num_samples))
 
     per_1000 = 1000.0 / args.num_samples
     result = {
         "recipe": args.recipe,
         "device": describe_device(device),
         "extractor": getattr(extractor, "name", type(extractor).__name__),
-        "feature_dim": stats.dim,
+        "feature_dim": metrics.num_features,
         "num_samples": args.num_samples,
         "batch_size": args.batch_size,
         "image_shape": list(batches[0].shape[1:]),

@@ -16,8 +16,8 @@ import json
 import statistics
 
 import torch
-
 from common import describe_device, load_recipe, timed
+
 from lebm.config import build
 
 
@@ -46,13 +46,17 @@ def main() -> None:
         for stage in range(n_stages):
             seconds[f"stage_{stage}"] = time_sampling(prior, batch_size, args.repeats, device)
             prior.complete_stage()
-    print(json.dumps({
-        "recipe": args.recipe,
-        "prior": type(prior).__name__,
-        "device": describe_device(device),
-        "batch_size": batch_size,
-        "sec_per_chain": {k: round(v, 5) for k, v in seconds.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "recipe": args.recipe,
+                "prior": type(prior).__name__,
+                "device": describe_device(device),
+                "batch_size": batch_size,
+                "sec_per_chain": {k: round(v, 5) for k, v in seconds.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import describe_device, load_recipe, timed  # noqa: E402
+
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
-
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
@@ -52,7 +52,9 @@ class IterationTimer(L.Callback):
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._sync(pl_module)
         self._start = time.perf_counter()
 
@@ -90,29 +92,46 @@ def time_method(
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
     timer = IterationTimer()
     trainer = L.Trainer(
-        max_steps=-1, max_epochs=1, accelerator=accelerator, devices=1, precision=precision, logger=False,
+        max_steps=-1,
+        max_epochs=1,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], inference_mode=False,
-        limit_val_batches=0, num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        inference_mode=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
     )
     trainer.fit(model, data)
     return timer.times[warmup:]
 
 
-def time_baseline(model: LatentEBM, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, device: torch.device) -> list[float]:
+def time_baseline(
+    model: LatentEBM, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, device: torch.device
+) -> list[float]:
     from plain_latent_ebm import PlainLatentEBMStep
 
     hp = model.hparams
     step = PlainLatentEBMStep(
-        model.decoder.net.to(device), model.prior.energy_net.to(device), model.prior.latent_dim,
-        sigma=model.decoder.sigma, prior_steps=model.prior.sampler.n_steps, prior_step_size=model.prior.sampler.step_size,
-        posterior_steps=model.posterior_sampler.n_steps, posterior_step_size=model.posterior_sampler.step_size,
-        generator_lr=hp.decoder_lr, energy_lr=hp.prior_lr,
+        model.decoder.net.to(device),
+        model.prior.energy_net.to(device),
+        model.prior.latent_dim,
+        sigma=model.decoder.sigma,
+        prior_steps=model.prior.sampler.n_steps,
+        prior_step_size=model.prior.sampler.step_size,
+        posterior_steps=model.posterior_sampler.n_steps,
+        posterior_step_size=model.posterior_sampler.step_size,
+        generator_lr=hp.decoder_lr,
+        energy_lr=hp.prior_lr,
     )
     times = []
     for _ in range(iters + warmup):
         x = torch.rand(batch_size, *shape, device=device) * 2 - 1
-        times.append(timed(device, lambda: step.step(x))[1])
+        times.append(timed(device, lambda x=x: step.step(x))[1])
     return times[warmup:]
 
 
@@ -126,7 +145,9 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true or bf16-mixed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--baseline", action="store_true", help="also time the plain-PyTorch loop (LatentEBM recipes)")
-    parser.add_argument("--stage", type=int, default=None, help="multi-stage methods: the stage to time (default: the last)")
+    parser.add_argument(
+        "--stage", type=int, default=None, help="multi-stage methods: the stage to time (default: the last)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.threads:

@@ -21,15 +21,27 @@ import subprocess
 from pathlib import Path
 
 import torch
-
 from records import render_results_md, this_device
+
+from lebm.recipes import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> None:
-    command = ["lebm", "fit", "-c", recipe, "--data.init_args.anomaly_classes", f"[{digit}]",
-               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false", *extra]
+    command = [
+        "lebm",
+        "fit",
+        "-c",
+        recipe,
+        "--data.init_args.anomaly_classes",
+        f"[{digit}]",
+        "--trainer.default_root_dir",
+        str(run_dir),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
     print("+", shlex.join(command), flush=True)
     subprocess.run(command, cwd=REPO, check=True)
 
@@ -40,9 +52,8 @@ def auprc_history(run_dir: Path) -> list[float]:
 
 
 def load_recipe(recipe: str) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(REPO / recipe))  # type: ignore[return-value]
+    """The recipe as ``lebm fit`` runs it (includes expanded, interpolations resolved)."""
+    return resolve_recipe(REPO / recipe)
 
 
 def last_k(config: dict, recipe: str) -> int:
@@ -84,19 +95,32 @@ def main() -> None:
         run_digit(args.recipe, digit, run_dir, extra)
         recent = auprc_history(run_dir)[-k:]
         records = [r for r in records if not (r["digit"] == digit and r["metric"] == "auprc")]
-        records.append({
-            "method": method,
-            "experiment": args.experiment,
-            "metric": "auprc",
-            "digit": digit,
-            "value": round(statistics.fmean(recent), 4),
-            "std": round(statistics.pstdev(recent), 4),
-            "n_evaluations": len(recent),
-            "budget": budget,
-            "command": "LEBM_DATA=../shared/data " + shlex.join(["python", "experiments/mnist_anomaly_offline.py", "--digits", str(digit), "--recipe", args.recipe, *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else [])]),
-            "device": this_device(),
-            "date": datetime.date.today().isoformat(),
-        })
+        records.append(
+            {
+                "method": method,
+                "experiment": args.experiment,
+                "metric": "auprc",
+                "digit": digit,
+                "value": round(statistics.fmean(recent), 4),
+                "std": round(statistics.pstdev(recent), 4),
+                "n_evaluations": len(recent),
+                "budget": budget,
+                "command": "LEBM_DATA=../shared/data "
+                + shlex.join(
+                    [
+                        "python",
+                        "experiments/mnist_anomaly_offline.py",
+                        "--digits",
+                        str(digit),
+                        "--recipe",
+                        args.recipe,
+                        *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
+                    ]
+                ),
+                "device": this_device(),
+                "date": datetime.date.today().isoformat(),
+            }
+        )
         records.sort(key=lambda r: (r["metric"], r["digit"]))
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(records, indent=2) + "\n")

@@ -1,3 +1,24 @@
 """lebm: a PyTorch Lightning toolkit for latent-space energy-based models."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load"]
+
+
+def load(path: str, map_location: Any = None, **kwargs: Any) -> Any:
+    """Load any lebm method's checkpoint, whichever method wrote it.
+
+    Reads the method's public class path stored in the checkpoint (e.g. ``lebm.models.LatentEBM``)
+    and calls that class's ``load_from_checkpoint(path, map_location=..., **kwargs)``: pass
+    modules the checkpoint could not record (named in a warning when it was saved) as keywords::
+
+        model = lebm.load("runs/quickstart/checkpoints/last.ckpt")
+        images = model.generate(64)
+    """
+    from lebm.checkpoints import load_method  # imports torch and Lightning only when used
+
+    return load_method(path, map_location=map_location, **kwargs)

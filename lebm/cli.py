@@ -1,6 +1,10 @@
 """The ``lebm`` command: ``lebm fit|validate|test|predict -c recipe.yaml [--key value ...]``.
 
-A LightningCLI in OmegaConf mode (``${...}`` interpolation in recipes) with the toolkit's defaults:
+A LightningCLI in OmegaConf mode (``omegaconf+``: ``${...}`` interpolations are resolved after all
+config files and command-line overrides are merged) with the toolkit's defaults:
+
+- a recipe's ``include`` list loads its fragments first (``lebm.recipes``), so
+  ``lebm fit -c recipes/<method>/<dataset>.yaml`` runs a recipe composed from shared parts;
 
 - ``trainer.inference_mode`` is off (validation runs Langevin chains, which need gradients);
 - the run folder is ``trainer.default_root_dir``: the W&B logger's ``save_dir``, checkpoint
@@ -24,6 +28,7 @@ import uuid
 from typing import Any
 
 import yaml
+from jsonargparse import set_parsing_settings
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.cli import LightningCLI
@@ -31,6 +36,7 @@ from lightning.pytorch.cli import LightningCLI
 from lebm.config import given_configs
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
+from lebm.recipes import RecipeError, expand_includes
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
 DDP_NAMES = {
@@ -51,7 +57,9 @@ class LebmCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+"})
+        # interpolations name keys from the config's top (`${model.init_args...}`), not from the subcommand
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
         super().__init__(
             Method,
             LightningDataModule,
@@ -134,7 +142,9 @@ def _method_strategy(trainer: Any) -> Any:
         return DDP_NAMES[strategy]
     if strategy in (None, "auto"):
         try:
-            processes = requested_processes(trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes"))
+            processes = requested_processes(
+                trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes")
+            )
         except Exception:  # an invalid devices value: let the Trainer report it
             return strategy
         if processes > 1:
@@ -156,7 +166,14 @@ def _is_config_of(item: Any, class_name: str) -> bool:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lebm`` console script."""
     try:
-        LebmCLI(args=args)
+        if args is None:  # the console script: expand sys.argv itself, as LightningCLI reads it
+            sys.argv = [sys.argv[0], *expand_includes(sys.argv[1:])]
+            LebmCLI()
+        else:
+            LebmCLI(args=expand_includes(args))
+    except RecipeError as error:
+        sys.stderr.write(f"lebm: error: {error}\n")
+        raise SystemExit(2) from None
     except TrainingDiverged as error:
         sys.stderr.write(f"lebm: {error}\n")
         raise SystemExit(1) from None

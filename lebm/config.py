@@ -27,7 +27,7 @@ _GIVEN_CONFIGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.C
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def public_class_path(cls: type) -> str:
     """The shortest dotted path that imports ``cls``: ``lebm.models.LatentEBM`` rather than
     ``lebm.models.latent_ebm.LatentEBM``, so stored configs survive moving a class between files."""

@@ -90,10 +90,16 @@ class MethodDDPStrategy(DDPStrategy):
 
 
 StrategyRegistry.register(
-    "lebm_ddp", MethodDDPStrategy, description="DDP for lebm methods (per-optimiser gradient reduction)",
-    start_method="popen", override=True,
+    "lebm_ddp",
+    MethodDDPStrategy,
+    description="DDP for lebm methods (per-optimiser gradient reduction)",
+    start_method="popen",
+    override=True,
 )
 StrategyRegistry.register(
-    "lebm_ddp_spawn", MethodDDPStrategy, description="DDP for lebm methods, spawned processes",
-    start_method="spawn", override=True,
+    "lebm_ddp_spawn",
+    MethodDDPStrategy,
+    description="DDP for lebm methods, spawned processes",
+    start_method="spawn",
+    override=True,
 )

@@ -50,8 +50,16 @@ def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -
     lines = [f"## {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(ours, key=lambda r: (r["method"], r["metric"], r.get("digit", -1))):
         paper = [fmt(lookup.get((m, r.get("digit"), r["metric"]))) for m in baselines]
-        row = [r["method"], str(r.get("digit", "")), r["metric"], fmt(r), *paper,
-               r.get("budget", ""), r.get("device", ""), r.get("date", "")]
+        row = [
+            r["method"],
+            str(r.get("digit", "")),
+            r["metric"],
+            fmt(r),
+            *paper,
+            r.get("budget", ""),
+            r.get("device", ""),
+            r.get("date", ""),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     commands = sorted({r["command"] for r in ours if r.get("command")})
     if commands:

@@ -17,8 +17,17 @@ def run_json(*args: str) -> dict:
 
 
 def test_train_step_times_a_chosen_stage_of_multistage_nce() -> None:
-    out = run_json("benchmarks/train_step.py", "--recipe", "recipes/multistage_nce/quickstart.yaml",
-                   "--iters", "2", "--warmup", "1", "--stage", "2")
+    out = run_json(
+        "benchmarks/train_step.py",
+        "--recipe",
+        "recipes/multistage_nce/quickstart.yaml",
+        "--iters",
+        "2",
+        "--warmup",
+        "1",
+        "--stage",
+        "2",
+    )
     assert out["method"] == "MultiStageNCE" and out["stage"] == 2 and out["n_stages"] == 4
     assert out["sec_per_iter"] > 0 and out["observation_shape"] == [1, 8, 8]
 

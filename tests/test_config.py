@@ -38,3 +38,12 @@ def test_foreign_modules_are_refused_with_a_hint() -> None:
 def test_bad_class_path_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="cannot import"):
         build({"class_path": "lebm.samplers.NoSuchSampler"})
+
+
+def test_lebm_load_refuses_a_checkpoint_of_no_lebm_method(tmp_path) -> None:
+    import lebm
+
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 0.1}}, path)
+    with pytest.raises(ValueError, match="not saved by an lebm method"):
+        lebm.load(path)

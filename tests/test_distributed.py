@@ -38,7 +38,14 @@ def test_requested_processes_counts_devices_and_nodes() -> None:
 def test_plain_ddp_is_refused_before_training_with_the_fix(tmp_path) -> None:
     decoder = GaussianDecoder(MLPGenerator(2, [2], hidden=8, out_activation=None))
     model = LatentEBM(decoder, TiltedGaussianPrior(2, EnergyMLP(2, hidden=8)))
-    trainer = L.Trainer(strategy=DDPStrategy(start_method="spawn"), devices=2, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        strategy=DDPStrategy(start_method="spawn"),
+        devices=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     with pytest.raises(Exception, match="use strategy='lebm_ddp'"):
         trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))

@@ -11,8 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_results_markdown_is_generated_from_the_records() -> None:
-    result = subprocess.run([sys.executable, "scripts/make_results_md.py", "--check"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/make_results_md.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -28,9 +29,22 @@ def test_generator_renders_paper_values_next_to_ours(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     import make_results_md
 
-    ours = [{"method": "LatentEBM", "experiment": "mnist_anomaly_offline", "metric": "auprc", "digit": 1,
-             "value": 0.25, "std": 0.01, "command": "cmd", "device": "cpu", "date": "2026-11-21"}]
-    published = [{"method": "LEBM", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 1, "value": 0.336, "std": 0.008}]
+    ours = [
+        {
+            "method": "LatentEBM",
+            "experiment": "mnist_anomaly_offline",
+            "metric": "auprc",
+            "digit": 1,
+            "value": 0.25,
+            "std": 0.01,
+            "command": "cmd",
+            "device": "cpu",
+            "date": "2026-11-21",
+        }
+    ]
+    published = [
+        {"method": "LEBM", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 1, "value": 0.336, "std": 0.008}
+    ]
     text = make_results_md.render(ours, published)
     row = next(line for line in text.splitlines() if line.startswith("| LatentEBM"))
     assert "0.250 ± 0.010" in row and "0.336 ± 0.008" in row

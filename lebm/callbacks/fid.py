@@ -1,48 +1,57 @@
-"""FID (and optionally KID) of generated images against cached reference statistics.
+"""FID (and optionally KID) of generated images against a cached reference.
 
-In a recipe::
+In a recipe (one callback per evaluated sampler; each needs its own ``name``)::
 
     trainer:
       callbacks:
         - class_path: lebm.callbacks.FID
           init_args:
             num_samples: 50000
+            every_n_epochs: 50
+            first_epoch: 51                     # after epochs 51, 101, 151, ... and the last one
             feature_extractor_weights_path: $LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth
+        - class_path: lebm.callbacks.FID
+          init_args:
+            name: fid_long_chain                # logs val/fid_long_chain
+            num_samples: 50000
             sampler: {class_path: lebm.samplers.Langevin, init_args: {n_steps: 100, step_size: 0.4}}
 
-Under DDP every rank generates and embeds its share of the samples (and of the reference
-images); the float64 feature sums are all-reduced, so every rank logs the same number, equal to
-what one process computes from the same samples.
+The statistics and the distances are torchmetrics' ``FrechetInceptionDistance`` and
+``KernelInceptionDistance`` (see :class:`lebm.metrics.FIDMetrics`). What this callback adds: when
+to evaluate, rank-sharded generation (each rank generates whole batches of the ``num_samples``,
+each batch seeded from ``(seed, its first global index)``, so the samples do not depend on the
+number of ranks; torchmetrics combines the ranks' states, so every rank logs the value one process
+computes from the same samples), and an on-disk reference cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from lebm.data.paths import expand_root
 from lebm.metrics.fid import (
-    FeatureStats,
+    FIDMetrics,
     InceptionFeatures,
-    ReferenceStats,
+    ReferenceState,
     extractor_fingerprint,
-    frechet_distance,
-    kernel_inception_distance,
-    load_reference_stats,
-    save_reference_stats,
-    to_three_channels,
+    load_reference_state,
+    rank_slice,
+    save_reference_state,
 )
 from lebm.models.base import batch_observations
 from lebm.samplers import Sampler
@@ -50,64 +59,36 @@ from lebm.samplers import Sampler
 #: Seed of the random subset of reference images (part of the cache key).
 REFERENCE_SUBSET_SEED = 0
 REFERENCE_SPLITS = ("train", "val")
+#: Version of the cache files' content (part of the cache key).
+CACHE_FORMAT = 2
 
 
 # ---------------------------------------------------------------------- splitting the work
 def rank_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The global index range ``[start, stop)`` of ``rank``'s share of ``total`` items.
-
-    Every rank but the last ones gets ``ceil(total / world_size)``; the shares are contiguous,
-    in rank order, and add up to exactly ``total`` (late ranks may get fewer, or none).
-    """
-    per_rank = math.ceil(total / world_size)
-    start = min(rank * per_rank, total)
-    return start, min(start + per_rank, total)
+    """The index range ``[start, stop)`` of ``rank``'s share of ``total`` items: contiguous, in
+    rank order, ``ceil(total / world_size)`` each but the last ones (which may get fewer, or none)."""
+    share = rank_slice(total, rank, world_size)
+    return share.start, share.stop
 
 
 def aligned_batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
-    """Split ``[start, stop)`` into batches whose edges fall on multiples of ``batch_size``.
-
-    Batches then cover the same global indices whatever the number of ranks, as long as the
-    rank shares themselves start on multiples of ``batch_size``.
-    """
+    """Split ``[start, stop)`` into batches whose edges fall on multiples of ``batch_size``."""
     edges = [start, *range((start // batch_size + 1) * batch_size, stop, batch_size), stop]
-    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo]
+
+
+def rank_batches(total: int, batch_size: int, rank: int, world_size: int) -> list[tuple[int, int]]:
+    """``rank``'s share of the global batches ``[0, batch_size), [batch_size, 2 batch_size), ...``
+    of ``total`` samples: whole batches, contiguous and in rank order, so that every sample falls
+    in the same batch whatever the number of ranks."""
+    batches = aligned_batches(0, total, batch_size)
+    first, last = rank_share(len(batches), rank, world_size)
+    return batches[first:last]
 
 
 def batch_seed(seed: int, start: int) -> int:
     """The RNG seed of the generated batch that starts at global sample index ``start``."""
     return int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
-
-
-# ----------------------------------------------------------------------- collective helpers
-def sum_across_ranks(trainer: L.Trainer, tensor: Tensor) -> Tensor:
-    """The element-wise sum of ``tensor`` over all ranks (the tensor itself on one process)."""
-    if trainer.world_size == 1:
-        return tensor
-    return trainer.strategy.reduce(tensor.clone(), reduce_op="sum")
-
-
-def gather_rows(trainer: L.Trainer, rows: Tensor) -> Tensor:
-    """Concatenate every rank's ``rows`` ``(n_rank, D)`` in rank order -> ``(sum n_rank, D)``.
-
-    Shares may differ in size: they are padded to the largest before the all-gather.
-    """
-    if trainer.world_size == 1:
-        return rows
-    counts = trainer.strategy.all_gather(torch.tensor([rows.shape[0]], device=rows.device)).reshape(-1).tolist()
-    padded = rows.new_zeros(max(counts), rows.shape[1])
-    padded[: rows.shape[0]] = rows
-    gathered = trainer.strategy.all_gather(padded)
-    return torch.cat([gathered[rank, :count] for rank, count in enumerate(counts)])
-
-
-def agreed_dim(trainer: L.Trainer, stats: FeatureStats | None, device: torch.device) -> int:
-    """The feature dimension, known on every rank even where ``stats`` is None (no share)."""
-    local = torch.tensor(0 if stats is None else stats.dim, dtype=torch.int64, device=device)
-    dim = int(trainer.strategy.reduce(local, reduce_op="max")) if trainer.world_size > 1 else int(local)
-    if dim == 0:
-        raise ValueError("no reference images on any rank")
-    return dim
 
 
 def random_generator_devices(device: torch.device) -> list[torch.device]:
@@ -127,7 +108,7 @@ def reference_loader(trainer: L.Trainer, split: str) -> DataLoader:
     if loader is None:
         raise RuntimeError(
             f"FID has no {split} images to compare with: give the Trainer a datamodule, or pass "
-            "reference_stats=<.npz with mu, sigma> to the callback"
+            "reference_stats=<.npz with total, outer, n (or mu, sigma)> to the callback"
         )
     return loader
 
@@ -152,19 +133,22 @@ def describe_reference(trainer: L.Trainer, loader: DataLoader, split: str) -> di
     return {"dataset": type(dataset).__qualname__, "length": length, "split": split}
 
 
-def reference_indices(length: int, limit: int) -> Tensor:
-    """At most ``limit`` dataset positions: all of them, or a fixed random subset (sorted)."""
-    if length <= limit:
+def reference_indices(length: int, limit: int | None) -> Tensor:
+    """Dataset positions of the reference: all ``length`` of them (``limit`` None or not
+    smaller), or a fixed random subset of ``limit`` (sorted)."""
+    if limit is None or length <= limit:
         return torch.arange(length)
     generator = torch.Generator().manual_seed(REFERENCE_SUBSET_SEED)
     return torch.randperm(length, generator=generator)[:limit].sort().values
 
 
-def reference_batches(loader: DataLoader, limit: int, rank: int, world_size: int, batch_size: int) -> Iterator[Tensor]:
-    """This rank's share of (at most) ``limit`` reference images, in batches ``(B, C, H, W)``.
+def reference_batches(
+    loader: DataLoader, limit: int | None, rank: int, world_size: int, batch_size: int
+) -> Iterator[Tensor]:
+    """This rank's share of the reference images (all, or at most ``limit``), in batches ``(B, C, H, W)``.
 
-    Map-style datasets give a fixed random subset read in order; other loaders are read from the
-    start until ``limit`` images have been seen.
+    Map-style datasets give the whole dataset or a fixed random subset, read in order; other
+    loaders are read from the start until ``limit`` images have been seen.
     """
     dataset: Dataset = loader.dataset
     if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
@@ -174,7 +158,16 @@ def reference_batches(loader: DataLoader, limit: int, rank: int, world_size: int
         for batch in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=loader.num_workers):
             yield batch_observations(batch)
         return
-    start, stop = rank_share(limit, rank, world_size)
+    if limit is None:
+        raise ValueError(
+            f"num_reference=None (the whole split) needs a dataset with a length, but the reference loader reads a "
+            f"{type(dataset).__name__} without one: give num_reference=<number of images> to the FID callback"
+        )
+    yield from _stream_share(loader, *rank_share(limit, rank, world_size))
+
+
+def _stream_share(loader: DataLoader, start: int, stop: int) -> Iterator[Tensor]:
+    """Images ``[start, stop)`` of a loader read from its beginning, in the loader's batches."""
     seen = 0
     for batch in loader:
         x = batch_observations(batch)
@@ -186,237 +179,394 @@ def reference_batches(loader: DataLoader, limit: int, rank: int, world_size: int
             return
 
 
-def check_images(images: Any, where: str) -> Tensor:
-    """Fail clearly unless ``images`` is a float ``(N, 1 or 3, H, W)`` tensor."""
+def check_images(images: Any, where: str, n: int | None = None) -> Tensor:
+    """Fail clearly unless ``images`` is a float ``(N, 1 or 3, H, W)`` tensor (with ``N == n``)."""
     is_image = isinstance(images, Tensor) and images.dim() == 4 and images.shape[1] in (1, 3)
     if not (is_image and images.is_floating_point()):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"FID needs float images (N, 1 or 3, H, W) in [-1, 1] from {where}, got {shape}")
+    if n is not None and images.shape[0] != n:
+        raise ValueError(f"{where} was asked for {n} images and returned {images.shape[0]}")
     return images
+
+
+def kid_name(name: str) -> str:
+    """The KID's name beside FID ``name``: ``"fid"`` replaced by ``"kid"``, else ``<name>_kid``."""
+    return name.replace("fid", "kid") if "fid" in name else f"{name}_kid"
+
+
+@contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode inside the block, in its former mode after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 # -------------------------------------------------------------------------------- callback
 class FID(L.Callback):
     """Fréchet Inception Distance of ``pl_module.generate`` samples to reference images.
 
-    Runs at the end of every ``every_n_epochs``-th validation epoch (not during the sanity check)
-    and at the end of testing; logs ``val/fid`` / ``test/fid`` (and ``val/kid`` / ``test/kid``
-    with ``kid=True``). Reference statistics are computed once from ``num_reference`` images of
-    the datamodule's ``reference`` split and cached in ``cache_dir`` under a name that hashes
-    the datamodule's class and hyperparameters, ``num_reference`` and the feature extractor.
+    Works with any LightningModule whose ``generate(n, **generate_kwargs)`` returns float images
+    ``(n, 1 or 3, H, W)`` in [-1, 1]. Logs ``val/<name>`` / ``test/<name>`` (and, with
+    ``kid=True``, ``<stage>/<name with "fid" replaced by "kid">``, or ``<stage>/<name>_kid``).
+
+    When (1-based epochs): during ``fit``, after epochs ``first_epoch``, ``first_epoch +
+    every_n_epochs``, ... and, with ``score_final``, after the last epoch or when training stops
+    early (``trainer.should_stop``); each in the validation that ends the epoch (not the sanity
+    check). A final model whose validation does not run (no validation that epoch, a stop in the
+    middle of one) is scored in ``on_train_end`` and logged to the trainer's loggers (and
+    ``trainer.callback_metrics``). One model state (``global_step``) is never scored twice.
+    ``trainer.validate`` and ``trainer.test`` always evaluate.
+
+    The reference: ``num_reference`` images of the datamodule's ``reference`` split (None: all of
+    them), embedded once and cached in ``cache_dir`` as the metric's real-image state (feature sum,
+    sum of outer products, count; and the features for KID), under a name that hashes the data's
+    description, ``num_reference`` and the extractor's weights.
 
     Args:
+        name: the logged name (``val/<name>``); two FID callbacks in one Trainer need two names.
         num_samples: generated images per evaluation (the papers use 50000).
         batch_size: images per generation / feature-extraction batch.
-        every_n_epochs: evaluate after every n-th validation epoch (by epoch number).
         sampler: prior sampler for ``pl_module.generate(n, sampler=...)`` (e.g. a longer
             ``Langevin``); None uses the model's own.
+        generate_kwargs: further keyword arguments of ``pl_module.generate``.
         seed: seeds each generated batch from ``(seed, its first global sample index)``, so
             evaluations are repeatable and do not disturb the training RNG; None draws a fresh
             seed each time.
+        every_n_epochs: epochs between two evaluations.
+        first_epoch: the (1-based) epoch of the first evaluation; None: ``every_n_epochs``.
+        score_final: also score the model training ends with.
         feature_extractor: a module mapping float images ``(N, 3, H, W)`` in [-1, 1] to
-            ``(N, D)`` (grey images are repeated to 3 channels before). None: Inception-v3.
+            ``(N, D)`` (grey images are repeated to 3 channels before; a ``num_features``
+            attribute saves a probe). None: torch-fidelity's Inception-v3 (FID's network).
         feature_extractor_weights_path: Inception weights file (``$VARS`` expanded); None lets
             torch-fidelity download them. Offline: ``$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth``.
         reference: ``"train"`` or ``"val"``: the datamodule split the reference images come from.
-        num_reference: at most this many reference images (a fixed random subset when the split
-            is larger).
-        reference_stats: a precomputed ``.npz``/``.pt`` file with ``mu``, ``sigma`` (and ``n``,
-            and ``features`` for KID); replaces ``reference``/``num_reference``/the cache.
-        cache_dir: folder of cached reference statistics; None = ``<default_root_dir>/fid_cache``.
-        kid: also compute the Kernel Inception Distance (needs features of both sets in memory).
-        kid_subset_size: KID subset size (the usual 1000).
+        num_reference: None: the whole split (the papers); a number: at most that many (a fixed
+            random subset when the split is larger).
+        reference_stats: a precomputed ``.npz``/``.pt`` file with ``total``, ``outer``, ``n`` (as
+            cached) or ``mu``, ``sigma`` (and ``features`` for KID); replaces ``reference``,
+            ``num_reference`` and the cache.
+        cache_dir: folder of cached references; None = ``<default_root_dir>/fid_cache``.
+        kid: also compute the Kernel Inception Distance (keeps the features of both sets in
+            memory: with the whole reference split, cap it with ``num_reference``).
+        kid_subset_size: KID subset size (the usual 1000; capped at the sizes of both sets).
         kid_subsets: number of KID subsets (the usual 100).
     """
 
     def __init__(
         self,
+        name: str = "fid",
         num_samples: int = 10000,
         batch_size: int = 100,
-        every_n_epochs: int = 1,
         sampler: Sampler | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
         seed: int | None = 0,
+        every_n_epochs: int = 1,
+        first_epoch: int | None = None,
+        score_final: bool = True,
         feature_extractor: nn.Module | None = None,
         feature_extractor_weights_path: str | None = None,
         reference: str = "train",
-        num_reference: int = 10000,
+        num_reference: int | None = None,
         reference_stats: str | None = None,
         cache_dir: str | None = None,
         kid: bool = False,
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
     ) -> None:
-        for name, value in (("num_samples", num_samples), ("batch_size", batch_size),
-                            ("every_n_epochs", every_n_epochs), ("num_reference", num_reference)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if num_samples < 2:
-            raise ValueError(f"num_samples must be >= 2 to fit a covariance, got {num_samples}")
-        if reference not in REFERENCE_SPLITS:
-            raise ValueError(f"reference must be one of {REFERENCE_SPLITS}, got {reference!r}")
-        self.num_samples, self.batch_size, self.every_n_epochs = num_samples, batch_size, every_n_epochs
-        self.sampler, self.seed = sampler, seed
+        check_arguments(
+            name,
+            num_samples,
+            batch_size,
+            every_n_epochs,
+            first_epoch,
+            num_reference,
+            reference,
+            sampler,
+            generate_kwargs,
+            kid_subset_size,
+            kid_subsets,
+        )
+        self.name, self.kid_name = name, kid_name(name)
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.sampler, self.generate_kwargs, self.seed = sampler, dict(generate_kwargs or {}), seed
+        self.every_n_epochs, self.first_epoch, self.score_final = every_n_epochs, first_epoch, score_final
         self.feature_extractor = feature_extractor
         self.feature_extractor_weights_path = feature_extractor_weights_path
         self.reference, self.num_reference = reference, num_reference
         self.reference_stats, self.cache_dir = reference_stats, cache_dir
         self.kid, self.kid_subset_size, self.kid_subsets = kid, kid_subset_size, kid_subsets
         self.last_metrics: dict[str, float] = {}
+        self._scored_step: int | None = None
         self._extractor: nn.Module | None = None
+        self._metrics: FIDMetrics | None = None
         self._fingerprint: str | None = None
-        self._reference: ReferenceStats | None = None
+        self._reference_key: tuple[str, int, int] | None = None
+
+    # ------------------------------------------------------------------------- identity
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scored_step": self._scored_step, "last_metrics": dict(self.last_metrics)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._scored_step = state_dict.get("scored_step")
+        self.last_metrics = dict(state_dict.get("last_metrics", {}))
+
+    # ------------------------------------------------------------------------- schedule
+    def scheduled(self, epoch: int) -> bool:
+        """Whether the schedule evaluates after (1-based) ``epoch``."""
+        first = self.first_epoch if self.first_epoch is not None else self.every_n_epochs
+        return epoch >= first and (epoch - first) % self.every_n_epochs == 0
+
+    def _due_in_validation(self, trainer: L.Trainer) -> bool:
+        """Whether this validation scores the model: always outside ``fit``; during ``fit`` at
+        the end of a scheduled epoch or of training, unless this model state was scored already."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return True
+        if self._scored_step == trainer.global_step:
+            return False
+        stopping = training_stops(trainer)
+        if not (stopping or epoch_ends(trainer)):
+            return False  # a validation in the middle of an epoch (val_check_interval < 1)
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs
+        return self.scheduled(epoch) or (self.score_final and (stopping or last))
 
     # ------------------------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Silence Lightning's advice to sync these values: they are reduced already."""
-        warnings.filterwarnings("ignore", message=r"It is recommended to use `self\.log\('(val|test)/(fid|kid)'")
+        """Silence Lightning's advice to sync these values (torchmetrics did), and check that the
+        validation runs when the schedule needs it."""
+        names = "|".join(re.escape(name) for name in (self.name, self.kid_name))
+        warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
+        if stage == TrainerFn.FITTING:
+            self._warn_if_validation_misses_the_schedule(trainer)
+
+    def _warn_if_validation_misses_the_schedule(self, trainer: L.Trainer) -> None:
+        every = trainer.check_val_every_n_epoch
+        first = self.first_epoch if self.first_epoch is not None else self.every_n_epochs
+        if every and every > 1 and (first % every or self.every_n_epochs % every):
+            rank_zero_warn(
+                f"FID {self.name!r} evaluates after epochs {first}, {first + self.every_n_epochs}, ... but the "
+                f"validation runs every {every} epochs only: those without one are skipped. Set "
+                "trainer.check_val_every_n_epoch to a divisor of first_epoch and every_n_epochs"
+            )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking or not self._due_in_validation(trainer):
             return
-        self._log(pl_module, "val", self.evaluate(trainer, pl_module))
+        values = self.evaluate(trainer, pl_module)
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._scored_step = trainer.global_step
+        for key, value in self._named(values, "val").items():
+            pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(pl_module, "test", self.evaluate(trainer, pl_module))
+        for key, value in self._named(self.evaluate(trainer, pl_module), "test").items():
+            pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
 
-    def _log(self, pl_module: L.LightningModule, stage: str, metrics: dict[str, float]) -> None:
-        """Log values that are already reduced (identical on every rank): no sync needed."""
-        for name, value in metrics.items():
-            pl_module.log(f"{stage}/{name}", value, sync_dist=False, rank_zero_only=False)
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Score the final model when no validation did (``self.log`` is not allowed here: the
+        values go to the loggers and to ``trainer.callback_metrics``)."""
+        if not self.score_final or self._scored_step == trainer.global_step:
+            return
+        values = self._named(self.evaluate(trainer, pl_module), "val")
+        self._scored_step = trainer.global_step
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in values.items()})
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+    def _named(self, values: dict[str, float], stage: str) -> dict[str, float]:
+        """``{"fid": v, "kid": w}`` -> ``{"<stage>/<name>": v, "<stage>/<kid name>": w}``."""
+        names = {"fid": self.name, "kid": self.kid_name}
+        return {f"{stage}/{names[key]}": value for key, value in values.items()}
 
     # --------------------------------------------------------------------------- evaluation
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Compute ``{"fid": ...}`` (and ``"kid"``), collectively on every rank."""
-        self.extractor(pl_module.device)
-        reference = self.reference_statistics(trainer, pl_module)
-        generated, features = self.generated_statistics(trainer, pl_module, reference.mu.shape[0])
-        mu, sigma = generated.gaussian()
-        metrics = {"fid": frechet_distance(mu, sigma, reference.mu, reference.sigma)}
-        if self.kid:
-            metrics["kid"] = self._kid(reference, features)
-        self.last_metrics = metrics
-        return metrics
+        metrics = self.metrics(pl_module.device)
+        self._prepare_reference(trainer, pl_module, metrics)
+        metrics.reset_generated()
+        with evaluation_mode(pl_module):
+            self._add_generated(trainer, pl_module, metrics)
+        values = metrics.compute(self.num_samples, seed=self.seed if self.seed is not None else 0)
+        self.last_metrics = values
+        return values
 
-    def _kid(self, reference: ReferenceStats, features: Tensor | None) -> float:
-        assert reference.features is not None and features is not None
-        real = torch.as_tensor(reference.features, device=features.device)
-        value, _ = kernel_inception_distance(real, features, self.kid_subset_size, self.kid_subsets, seed=0)
-        return value
-
-    def extractor(self, device: torch.device) -> nn.Module:
-        """The feature extractor (built on first use), in eval mode on ``device``."""
+    def extractor(self) -> nn.Module:
+        """The feature extractor (built on first use): ``feature_extractor``, else Inception."""
         if self._extractor is None:
-            if self.feature_extractor is not None:
-                self._extractor = self.feature_extractor
-            else:
+            self._extractor = self.feature_extractor
+            if self._extractor is None:
                 self._extractor = InceptionFeatures(self.feature_extractor_weights_path)
-        return self._extractor.to(device).eval()
+        return self._extractor
 
-    def features(self, images: Tensor, device: torch.device) -> Tensor:
-        """Float images ``(N, C, H, W)`` in [-1, 1] -> float32 features ``(N, D)``."""
-        assert self._extractor is not None
-        with torch.no_grad():
-            output = self._extractor(to_three_channels(images.to(device)))
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        return output.float().reshape(output.shape[0], -1)
+    def metrics(self, device: torch.device) -> FIDMetrics:
+        """This callback's torchmetrics FID/KID (built on first use) on ``device``, extractor in eval mode."""
+        if self._metrics is None:
+            self._metrics = FIDMetrics(self.extractor(), self.kid, self.kid_subset_size, self.kid_subsets)
+        self.extractor().eval()
+        return self._metrics.to(device)
 
     # ------------------------------------------------------------------------ generated side
-    def generated_statistics(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, dim: int
-    ) -> tuple[FeatureStats, Tensor | None]:
-        """Feature sums of ``num_samples`` generated images, summed over ranks, and with
-        ``kid=True`` all their features ``(num_samples, D)`` gathered in global order."""
+    def _add_generated(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: FIDMetrics) -> None:
+        """Generate this rank's batches of the ``num_samples`` and add them to ``metrics``."""
         device = pl_module.device
-        start, stop = rank_share(self.num_samples, trainer.global_rank, trainer.world_size)
-        stats = FeatureStats.zeros(dim, device)
-        kept: list[Tensor] = []
         base = self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
+        batches = rank_batches(self.num_samples, self.batch_size, trainer.global_rank, trainer.world_size)
         with torch.random.fork_rng(devices=random_generator_devices(device)):
-            for lo, hi in aligned_batches(start, stop, self.batch_size):
+            for lo, hi in batches:
                 torch.manual_seed(batch_seed(base, lo))
-                features = self.features(self._generate(pl_module, hi - lo), device)
-                stats.update(features)
-                if self.kid:
-                    kept.append(features)
-        total = FeatureStats.unpack(sum_across_ranks(trainer, stats.pack()), dim)
-        gathered = gather_rows(trainer, self._stack(kept, dim, device)) if self.kid else None
-        return total, gathered
+                metrics.update(self._generate(pl_module, hi - lo), real=False)
 
     def _generate(self, pl_module: L.LightningModule, n: int) -> Tensor:
-        """``n`` samples ``(n, C, H, W)`` from the model (with this callback's sampler if set)."""
-        images = pl_module.generate(n) if self.sampler is None else pl_module.generate(n, sampler=self.sampler)
-        return check_images(images, f"{type(pl_module).__name__}.generate")
-
-    @staticmethod
-    def _stack(rows: list[Tensor], dim: int, device: torch.device) -> Tensor:
-        return torch.cat(rows) if rows else torch.zeros(0, dim, device=device)
+        """``n`` samples ``(n, C, H, W)`` from the model (with this callback's sampler and
+        ``generate_kwargs``)."""
+        kwargs = dict(self.generate_kwargs)
+        if self.sampler is not None:
+            kwargs["sampler"] = self.sampler
+        images = pl_module.generate(n, **kwargs)
+        return check_images(images, f"{type(pl_module).__name__}.generate", n).detach()
 
     # ------------------------------------------------------------------------ reference side
-    def reference_statistics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
-        """The reference Gaussian fit: from ``reference_stats``, the cache, or computed (once)."""
-        if self._reference is None:
-            self._reference = self._given_or_cached_or_computed(trainer, pl_module)
-        return self._reference
+    def _prepare_reference(self, trainer: L.Trainer, pl_module: L.LightningModule, metrics: FIDMetrics) -> None:
+        """Load the reference into ``metrics`` unless this rank holds it already (a Trainer without
+        reference data, e.g. ``test`` on bare dataloaders after ``fit``, keeps the one loaded)."""
+        placement = (trainer.global_rank, trainer.world_size)
+        try:
+            key = (self._reference_source(trainer), *placement)
+        except RuntimeError:
+            if self._reference_key is not None and self._reference_key[1:] == placement:
+                return
+            raise
+        if key == self._reference_key:
+            return
+        metrics.load_reference(self.reference_state(trainer, pl_module), trainer.global_rank, trainer.world_size)
+        self._reference_key = key
 
-    def _given_or_cached_or_computed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
-        if self.reference_stats is None:
-            return self._cached_or_computed(trainer, pl_module)
-        stats = load_reference_stats(self.reference_stats)
-        if self.kid and stats.features is None:
-            raise ValueError(f"kid=True needs reference features, but {self.reference_stats} has no `features` array")
-        return stats
+    def _reference_source(self, trainer: L.Trainer) -> str:
+        """The file the reference comes from (the given one, or the cache's)."""
+        if self.reference_stats is not None:
+            return str(expand_root(self.reference_stats))
+        return self.cache_path(trainer, reference_loader(trainer, self.reference))
 
-    def _cached_or_computed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceStats:
+    def reference_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceState:
+        """The reference: from ``reference_stats``, the cache, or computed (collective) and cached."""
+        if self.reference_stats is not None:
+            return self._given_reference()
+        return self._cached_or_computed(trainer, pl_module)
+
+    def _given_reference(self) -> ReferenceState:
+        state = load_reference_state(self.reference_stats)
+        if self.kid and state.features is None:
+            raise ValueError(
+                f"kid=True needs reference features, but {self.reference_stats} has no `features` array: add "
+                "them, or drop reference_stats to compute the reference from the data"
+            )
+        return state
+
+    def _cached_or_computed(self, trainer: L.Trainer, pl_module: L.LightningModule) -> ReferenceState:
         loader = reference_loader(trainer, self.reference)
         path = self.cache_path(trainer, loader)
         # Collective decision: every rank loads, or every rank takes part in computing.
         if trainer.strategy.reduce_boolean_decision(os.path.isfile(path), all=True):
-            return load_reference_stats(path)
-        stats = self.compute_reference(trainer, pl_module, loader)
+            return load_reference_state(path)
+        state = self.compute_reference(trainer, pl_module, loader)
         if trainer.is_global_zero:
-            save_reference_stats(path, stats)
-            rank_zero_info(f"FID: reference statistics of {stats.n} images cached in {path}")
-        return stats
+            save_reference_state(path, state)
+            rank_zero_info(f"FID: the reference state of {state.n} images is cached in {path}")
+        return state
 
     def cache_path(self, trainer: L.Trainer, loader: DataLoader) -> str:
-        """``<cache_dir>/fid_ref_<split>_<n>_<hash>.npz``; the hash covers the data description,
-        ``num_reference``, the subset seed, the extractor's fingerprint and whether features are kept."""
-        assert self._extractor is not None
+        """``<cache_dir>/fid_ref_<split>_<n or all>_<hash>.npz``; the hash covers the data
+        description, ``num_reference``, the subset seed, the extractor's class, name and weights,
+        whether features are kept (KID) and the file format."""
+        extractor = self.extractor()
         if self._fingerprint is None:
-            self._fingerprint = extractor_fingerprint(self._extractor)
+            self._fingerprint = extractor_fingerprint(extractor)
         key = {
             "data": describe_reference(trainer, loader, self.reference),
             "num_reference": self.num_reference,
             "subset_seed": REFERENCE_SUBSET_SEED,
-            "extractor": getattr(self._extractor, "name", type(self._extractor).__qualname__),
+            "extractor": getattr(extractor, "name", type(extractor).__qualname__),
             "fingerprint": self._fingerprint,
             "features": self.kid,
+            "format": CACHE_FORMAT,
         }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         folder = self.cache_dir if self.cache_dir is not None else os.path.join(trainer.default_root_dir, "fid_cache")
-        return os.path.join(str(expand_root(folder)), f"fid_ref_{self.reference}_{self.num_reference}_{digest}.npz")
+        count = "all" if self.num_reference is None else self.num_reference
+        return os.path.join(str(expand_root(folder)), f"fid_ref_{self.reference}_{count}_{digest}.npz")
 
-    def compute_reference(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: DataLoader) -> ReferenceStats:
-        """Embed this rank's share of the reference images and sum the statistics over ranks."""
-        device = pl_module.device
-        stats: FeatureStats | None = None
-        kept: list[Tensor] = []
+    def compute_reference(self, trainer: L.Trainer, pl_module: L.LightningModule, loader: DataLoader) -> ReferenceState:
+        """Embed this rank's share of the reference images; the state of all ranks together."""
+        metrics = self.metrics(pl_module.device)
+        metrics.clear()
+        self._reference_key = None
         rank, world_size = trainer.global_rank, trainer.world_size
         batches = reference_batches(loader, self.num_reference, rank, world_size, self.batch_size)
-        with torch.random.fork_rng(devices=random_generator_devices(device)):
+        with torch.random.fork_rng(devices=random_generator_devices(pl_module.device)):
             torch.manual_seed(REFERENCE_SUBSET_SEED)  # datasets with random augmentation
             for images in batches:
-                features = self.features(check_images(images, "the reference data"), device)
-                stats = stats if stats is not None else FeatureStats.zeros(features.shape[1], device)
-                stats.update(features)
-                if self.kid:
-                    kept.append(features)
-        dim = agreed_dim(trainer, stats, device)
-        stats = stats if stats is not None else FeatureStats.zeros(dim, device)  # a rank without images
-        total = FeatureStats.unpack(sum_across_ranks(trainer, stats.pack()), dim)
-        if total.count < 2:
-            raise ValueError(f"the {self.reference} split gave {int(total.count)} reference images; FID needs >= 2")
-        mu, sigma = total.gaussian()
-        features = gather_rows(trainer, self._stack(kept, dim, device)).cpu().numpy() if self.kid else None
-        return ReferenceStats(mu=mu, sigma=sigma, n=int(total.count), features=features)
+                metrics.update(check_images(images, "the reference data"), real=True)
+        state = metrics.reference_state()
+        if state.n < 2:
+            raise ValueError(f"the {self.reference} split gave {state.n} reference images; FID needs at least 2")
+        return state
+
+
+# ----------------------------------------------------------------------------- schedule helpers
+def training_stops(trainer: L.Trainer) -> bool:
+    """Whether ``fit`` ends after this step: a granted stop request or ``max_steps`` reached."""
+    stop_granted = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
+    max_steps = trainer.max_steps
+    return bool(stop_granted or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
+
+
+def epoch_ends(trainer: L.Trainer) -> bool:
+    """Whether the running training epoch has reached its last batch (True outside an epoch)."""
+    progress = getattr(trainer.fit_loop.epoch_loop, "batch_progress", None)
+    return bool(getattr(progress, "is_last_batch", True))
+
+
+def check_arguments(
+    name: str,
+    num_samples: int,
+    batch_size: int,
+    every_n_epochs: int,
+    first_epoch: int | None,
+    num_reference: int | None,
+    reference: str,
+    sampler: Sampler | None,
+    generate_kwargs: dict[str, Any] | None,
+    kid_subset_size: int,
+    kid_subsets: int,
+) -> None:
+    """Fail early, naming the argument, on values the FID callback cannot work with."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string (it is logged as val/<name>), got {name!r}")
+    for label, value, minimum in (
+        ("num_samples", num_samples, 2),
+        ("batch_size", batch_size, 1),
+        ("every_n_epochs", every_n_epochs, 1),
+        ("first_epoch", first_epoch, 1),
+        ("num_reference", num_reference, 2),
+        ("kid_subset_size", kid_subset_size, 2),
+        ("kid_subsets", kid_subsets, 1),
+    ):
+        if value is not None and value < minimum:
+            raise ValueError(f"{label} must be >= {minimum}, got {value}")
+    if reference not in REFERENCE_SPLITS:
+        raise ValueError(f"reference must be one of {REFERENCE_SPLITS}, got {reference!r}")
+    if generate_kwargs is not None and not isinstance(generate_kwargs, dict):
+        raise TypeError(f"generate_kwargs must be a dict of keyword arguments, got {type(generate_kwargs).__name__}")
+    if sampler is not None and "sampler" in (generate_kwargs or {}):
+        raise ValueError("the sampler is given twice (sampler=... and generate_kwargs['sampler']): keep one")

@@ -105,7 +105,6 @@ class ReconstructionMSE(EvaluationMetric):
         self._mean = None
 
 
-
 def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     """``(AUPRC, AUROC)`` of ``scores`` (N,) (higher = more anomalous) against 0/1 ``targets`` (N,).
 

@@ -10,8 +10,11 @@ Pools:
 - ``offline``: the 10k test images (IDX) plus ``mnist_5k.csv.gz`` (5,000 training digits), both
   under ``root`` — the 15,000 real digits available offline in this project (``$LEBM_DATA/mnist``).
 
-Batches are ``(x, y)``: x float32 (B, 1, 28, 28) in [-1, 1], y the digit label (int64); anomaly
-callbacks read ``anomaly_classes`` from this module.
+Splits: training reads the train split; the test split is also what validation reads (the
+protocol has no separate validation set).
+
+Batches are ``(x, y)``: x float32 (B, channels, image_size, image_size) in [-1, 1] (default
+(B, 1, 28, 28)), y the digit label (int64); anomaly callbacks read ``anomaly_classes`` from this module.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.locate import locate_mnist_csv, locate_mnist_idx
 from lebm.data.paths import expand_root
 from lebm.data.readers import read_mnist_csv, read_mnist_idx
+from lebm.data.transforms import convert_channels, resize_uint8
+
+MNIST_SIZE = 28
 
 
 def anomaly_split(
@@ -58,6 +64,13 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         train_fraction: share of the normal digits used for training.
         batch_size, eval_batch_size, num_workers: DataLoader settings.
         seed: fixes the split.
+        image_size: side of the square images served (28 = native; other sizes are resized,
+            bilinear and antialiased), so a config can state the size once for data and model.
+        channels: 1 (native grey) or 3 (grey repeated into RGB).
+
+    Attributes:
+        sample_shape: ``(channels, image_size, image_size)``, known at construction.
+        train_dataset, test_dataset, test_labels: set by :meth:`setup`.
     """
 
     def __init__(
@@ -70,6 +83,8 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 1,
+        image_size: int = MNIST_SIZE,
+        channels: int = 1,
     ) -> None:
         super().__init__()
         if pool not in ("full", "offline"):
@@ -84,7 +99,12 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         self.train_fraction, self.seed = train_fraction, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
-        self.sample_shape = (1, 28, 28)
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+        self.image_size, self.channels = image_size, channels
+        self.sample_shape: tuple[int, int, int] = (channels, image_size, image_size)
         self._check_files()
 
     def _check_files(self) -> None:
@@ -97,13 +117,17 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
 
     def _read_pool(self) -> tuple[Tensor, Tensor]:
         parts = [read_mnist_idx(self.root, "test")]
-        parts.append(read_mnist_idx(self.root, "train") if self.pool == "full" else read_mnist_csv(locate_mnist_csv(self.root)))
+        if self.pool == "full":
+            parts.append(read_mnist_idx(self.root, "train"))
+        else:
+            parts.append(read_mnist_csv(locate_mnist_csv(self.root)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_dataset"):
             return
         images, labels = self._read_pool()
+        images = resize_uint8(convert_channels(images, self.channels), self.image_size)
         pool = InMemoryImages(images, labels)
         train, test = anomaly_split(labels, self.anomaly_classes, self.train_fraction, self.seed)
         self.train_dataset = ScaledImageSubset(pool, train)

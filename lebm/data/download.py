@@ -2,38 +2,62 @@
 
 torchvision only fetches and unpacks the official files; the arrays are then read by
 :mod:`lebm.data.readers`, so downloaded and hand-copied data go through the same code.
+Each ``download_*`` function fetches one split into ``root``; the dataset registry
+(:mod:`lebm.data.catalog`) names the one each dataset uses.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lebm.data.locate import CELEBA_HOW_TO
 
-DOWNLOADABLE = ("mnist", "svhn", "cifar10")
+def _prepared_root(root: Path | str) -> str:
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def download_mnist(root: Path | str, split: str) -> None:
+    """MNIST IDX files into ``root/MNIST/raw/`` (split "train" or "test")."""
+    import torchvision.datasets as tv_datasets  # imported lazily: only needed here
+
+    tv_datasets.MNIST(_prepared_root(root), train=(split == "train"), download=True)
+
+
+def download_fashion_mnist(root: Path | str, split: str) -> None:
+    """Fashion-MNIST IDX files into ``root/FashionMNIST/raw/`` (split "train" or "test")."""
+    import torchvision.datasets as tv_datasets
+
+    tv_datasets.FashionMNIST(_prepared_root(root), train=(split == "train"), download=True)
+
+
+def download_svhn(root: Path | str, split: str) -> None:
+    """SVHN ``root/{split}_32x32.mat`` (split "train", "test" or "extra")."""
+    import torchvision.datasets as tv_datasets
+
+    tv_datasets.SVHN(_prepared_root(root), split=split, download=True)
+
+
+def download_cifar10(root: Path | str, split: str) -> None:
+    """CIFAR-10 python batches into ``root/cifar-10-batches-py/`` (one archive holds both splits)."""
+    import torchvision.datasets as tv_datasets
+
+    tv_datasets.CIFAR10(_prepared_root(root), train=(split == "train"), download=True)
 
 
 def download_with_torchvision(dataset: str, root: Path | str, split: str) -> None:
-    """Fetch one split of ``dataset`` ("mnist", "svhn" or "cifar10") into ``root``.
-
-    Resulting layouts, all understood by the readers: ``root/MNIST/raw/*-ubyte``,
-    ``root/{split}_32x32.mat`` and ``root/cifar-10-batches-py/``.
+    """Fetch one split of the registered ``dataset`` into ``root`` with its torchvision downloader.
 
     Raises:
-        FileNotFoundError: for "celeba", which has to be downloaded by hand.
-        ValueError: for any other dataset name.
+        ValueError: unknown dataset, or one torchvision cannot fetch (the message lists those it can).
     """
-    import torchvision.datasets as tv_datasets  # imported lazily: only needed here
+    from lebm.data.registry import dataset_names, get_dataset_spec  # lazy: the registry imports this module
 
-    root = Path(root)
-    if dataset == "celeba":
-        raise FileNotFoundError("CelebA: " + CELEBA_HOW_TO.format(root=root))
-    if dataset not in DOWNLOADABLE:
-        raise ValueError(f"cannot download {dataset!r}; downloadable datasets are {list(DOWNLOADABLE)}")
-    root.mkdir(parents=True, exist_ok=True)
-    if dataset == "mnist":
-        tv_datasets.MNIST(str(root), train=(split == "train"), download=True)
-    elif dataset == "svhn":
-        tv_datasets.SVHN(str(root), split=split, download=True)
-    else:
-        tv_datasets.CIFAR10(str(root), train=(split == "train"), download=True)
+    spec = get_dataset_spec(dataset)
+    if spec.download is None:
+        downloadable = [name for name in dataset_names() if get_dataset_spec(name).download is not None]
+        raise ValueError(
+            f"{spec.title} cannot be downloaded automatically; get the files by hand "
+            f"(downloadable datasets: {', '.join(downloadable)})"
+        )
+    spec.download(Path(root), split)

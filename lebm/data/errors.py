@@ -7,8 +7,7 @@ from pathlib import Path
 
 #: How to switch on automatic download, spelled for YAML configs and for the CLI.
 DOWNLOAD_HINT = (
-    "or pass `download: true` (CLI: `--data.init_args.download true`; needs internet) "
-    "to fetch them with torchvision"
+    "or pass `download: true` (CLI: `--data.init_args.download true`; needs internet) to fetch them with torchvision"
 )
 
 

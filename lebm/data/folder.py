@@ -13,13 +13,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lebm.data.errors import missing_data_error
+from lebm.data.folder_preprocess import CropBox, FolderPreprocess, center_crop_box  # noqa: F401 (center_crop_box: re-export)
 from lebm.data.locate import FOLDER_HOW_TO, IMAGE_EXTENSIONS, locate_celeba, locate_image_folder
 
 #: CelebA preprocessing used by the latent-EBM papers: 140x140 centre crop, then 64x64.
 CELEBA_CENTER_CROP = 140
 CELEBA_IMAGE_SIZE = 64
-
-CropBox = tuple[int, int, int, int]
 
 
 def list_image_files(root: Path | str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
@@ -38,19 +37,13 @@ def list_image_files(root: Path | str, extensions: Sequence[str] = IMAGE_EXTENSI
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())
 
 
-def center_crop_box(width: int, height: int, size: int) -> CropBox:
-    """``(left, top, right, bottom)`` of the centred ``size`` x ``size`` square of a width x height image."""
-    left = (width - size) // 2
-    top = (height - size) // 2
-    return left, top, left + size, top + size
-
-
 class ImageFolderDataset(Dataset):
     """Images found recursively under ``root``, loaded on access.
 
-    Each item goes through: open with PIL -> convert to RGB (``channels=3``) or grey ``L``
-    (``channels=1``) -> crop ``crop_box`` -> centre crop ``center_crop`` -> resize to
-    ``image_size`` x ``image_size`` (bilinear, antialiased when shrinking).
+    Each item goes through :class:`~lebm.data.folder_preprocess.FolderPreprocess`: convert to RGB
+    (``channels=3``) or grey (``channels=1``) -> crop ``crop_box`` -> resize the shorter side to
+    ``resize_shorter_side`` -> centre crop ``center_crop`` -> resize to ``image_size`` x
+    ``image_size`` (bilinear, antialiased when shrinking).
 
     Items are ``(image, label)`` with ``image`` a uint8 tensor (C, H, W) and ``label`` = -1.
 
@@ -63,6 +56,10 @@ class ImageFolderDataset(Dataset):
         center_crop: optional side of a centred square crop (must fit inside the image).
         limit: keep only the first ``limit`` files of the sorted list.
         extensions: accepted file name endings (case-insensitive).
+        resize_shorter_side: optional shorter-side length of a resize done after ``crop_box``
+            and before ``center_crop`` (aspect ratio kept).
+        files: the image files to serve, in order, instead of scanning ``root`` (``limit``
+            still applies); lets a caller list a large folder once.
     """
 
     def __init__(
@@ -74,27 +71,44 @@ class ImageFolderDataset(Dataset):
         center_crop: int | None = None,
         limit: int | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        resize_shorter_side: int | None = None,
+        files: Sequence[Path] | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if crop_box is not None and len(crop_box) != 4:
-            raise ValueError(f"crop_box must be (left, top, right, bottom), got {crop_box}")
-        for name, value in (("image_size", image_size), ("center_crop", center_crop), ("limit", limit)):
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        if limit is not None and limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+        self.preprocess = FolderPreprocess(
+            channels=channels,
+            crop_box=tuple(crop_box) if crop_box is not None else None,  # type: ignore[arg-type]
+            resize_shorter_side=resize_shorter_side,
+            center_crop=center_crop,
+            image_size=image_size,
+        )
         self.root = locate_image_folder(root)
-        self.image_size = image_size
-        self.channels = channels
-        self.crop_box: CropBox | None = None
-        if crop_box is not None:
-            left, top, right, bottom = (int(value) for value in crop_box)
-            self.crop_box = (left, top, right, bottom)
-        self.center_crop = center_crop
-        files = list_image_files(self.root, extensions)
-        self.files = files[:limit] if limit is not None else files
+        listed = list(files) if files is not None else list_image_files(self.root, extensions)
+        self.files = listed[:limit] if limit is not None else listed
         if not self.files:
             how_to = FOLDER_HOW_TO.format(extensions=", ".join(extensions), root=self.root)
             raise missing_data_error("Image folder", self.root, [self.root / "**/*"], list(extensions), how_to)
+
+    @property
+    def image_size(self) -> int | None:
+        return self.preprocess.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.preprocess.channels
+
+    @property
+    def crop_box(self) -> CropBox | None:
+        return self.preprocess.crop_box
+
+    @property
+    def center_crop(self) -> int | None:
+        return self.preprocess.center_crop
+
+    @property
+    def resize_shorter_side(self) -> int | None:
+        return self.preprocess.resize_shorter_side
 
     def __len__(self) -> int:
         return len(self.files)
@@ -103,17 +117,8 @@ class ImageFolderDataset(Dataset):
         """The preprocessed PIL image of item ``index`` (mode RGB or L)."""
         path = self.files[index]
         with Image.open(path) as opened:
-            image = opened.convert("RGB" if self.channels == 3 else "L")
-        if self.crop_box is not None:
-            image = image.crop(self.crop_box)
-        if self.center_crop is not None:
-            width, height = image.size
-            if self.center_crop > min(width, height):
-                raise ValueError(f"center_crop {self.center_crop} does not fit the {width}x{height} image {path}")
-            image = image.crop(center_crop_box(width, height, self.center_crop))
-        if self.image_size is not None and image.size != (self.image_size, self.image_size):
-            image = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        return image
+            opened.load()
+            return self.preprocess(opened, source=str(path))
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         """Returns ``(image, -1)`` with image uint8 (C, H, W)."""
@@ -130,11 +135,13 @@ def celeba_dataset(
     crop_box: CropBox | Sequence[int] | None = None,
     channels: int = 3,
     limit: int | None = None,
+    resize_shorter_side: int | None = None,
 ) -> ImageFolderDataset:
     """CelebA aligned faces from ``root/img_align_celeba`` (or ``root/celeba/img_align_celeba``).
 
     Defaults follow the latent-EBM papers: 140x140 centre crop, resized to 64x64. ``limit=40000``
-    gives the first 40,000 files in sorted order (the subset used for the SRI experiments).
+    gives the first 40,000 files in sorted order (the subset used for the SRI experiments). The
+    official 128x128 protocol is ``resize_shorter_side=128, center_crop=128, image_size=128``.
     """
     return ImageFolderDataset(
         locate_celeba(root),
@@ -143,4 +150,5 @@ def celeba_dataset(
         crop_box=crop_box,
         center_crop=center_crop,
         limit=limit,
+        resize_shorter_side=resize_shorter_side,
     )

@@ -30,7 +30,9 @@ class EpochShuffle(RandomSampler):
             from which it draws its workers' seeds).
     """
 
-    def __init__(self, data_source: Sized, seed: int | None = None, loader_generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, data_source: Sized, seed: int | None = None, loader_generator: torch.Generator | None = None
+    ) -> None:
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0

@@ -23,9 +23,17 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CELEBA_FOLDER = "img_align_celeba"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+#: Sub-folder of ``root`` where torchvision's MNIST / FashionMNIST classes put the raw IDX files.
+MNIST_RAW_FOLDER = "MNIST"
+FASHION_MNIST_RAW_FOLDER = "FashionMNIST"
+
 MNIST_HOW_TO = (
     "download the official files from http://yann.lecun.com/exdb/mnist/ "
     "(mirror: https://ossci-datasets.s3.amazonaws.com/mnist/) into '{root}', " + DOWNLOAD_HINT + "."
+)
+FASHION_MNIST_HOW_TO = (
+    "download the four *-ubyte.gz files (train-images, train-labels, t10k-images, t10k-labels) from "
+    "https://github.com/zalandoresearch/fashion-mnist (folder data/fashion/) into '{root}', " + DOWNLOAD_HINT + "."
 )
 SVHN_HOW_TO = (
     "download the cropped-digits files (Format 2) from http://ufldl.stanford.edu/housenumbers/ "
@@ -52,20 +60,31 @@ def _split_check(split: str, valid: tuple[str, ...] | dict, dataset: str) -> Non
         raise ValueError(f"{dataset}: unknown split {split!r}; valid splits are {sorted(valid)}")
 
 
-def mnist_idx_candidates(root: Path | str, name: str) -> list[Path]:
-    """All places one MNIST IDX file may live: ``root/`` or torchvision's ``root/MNIST/raw/``, plain or ``.gz``."""
+def mnist_idx_candidates(root: Path | str, name: str, raw_folder: str = MNIST_RAW_FOLDER) -> list[Path]:
+    """All places one IDX file may live: ``root/`` or torchvision's ``root/<raw_folder>/raw/``, plain or ``.gz``."""
     root = Path(root)
-    folders = (root, root / "MNIST" / "raw")
+    folders = (root, root / raw_folder / "raw")
     return [folder / (name + suffix) for folder in folders for suffix in ("", ".gz")]
 
 
-def locate_mnist_idx(root: Path | str, split: str) -> tuple[Path, Path]:
-    """Return ``(images_path, labels_path)`` of one MNIST split ("train" or "test")."""
-    _split_check(split, MNIST_FILES, "MNIST")
+def locate_idx_pair(root: Path | str, split: str, raw_folder: str, title: str, how_to: str) -> tuple[Path, Path]:
+    """Return ``(images_path, labels_path)`` of one split of an MNIST-format (IDX) dataset.
+
+    The files carry MNIST's names (``train-*`` / ``t10k-*``) and lie in ``root/`` or
+    ``root/<raw_folder>/raw/`` (torchvision's layout), plain or gzipped.
+
+    Args:
+        root: folder the user pointed at.
+        split: "train" or "test".
+        raw_folder: torchvision's folder name for this dataset ("MNIST", "FashionMNIST").
+        title: dataset name used in error messages.
+        how_to: where to get the files (``{root}`` is filled in).
+    """
+    _split_check(split, MNIST_FILES, title)
     found: list[Path] = []
     missing: list[Path] = []
     for name in MNIST_FILES[split]:
-        candidates = mnist_idx_candidates(root, name)
+        candidates = mnist_idx_candidates(root, name, raw_folder)
         existing = [path for path in candidates if path.is_file()]
         if existing:
             found.append(existing[0])
@@ -73,13 +92,26 @@ def locate_mnist_idx(root: Path | str, split: str) -> tuple[Path, Path]:
             missing.extend(candidates)
     if missing:
         raise missing_data_error(
-            f"MNIST {split} split (IDX files)",
+            f"{title} {split} split (IDX files)",
             root,
             missing,
             [name + "[.gz]" for name in MNIST_FILES[split]],
-            MNIST_HOW_TO.format(root=root),
+            how_to.format(root=root),
         )
     return found[0], found[1]
+
+
+def locate_mnist_idx(root: Path | str, split: str) -> tuple[Path, Path]:
+    """Return ``(images_path, labels_path)`` of one MNIST split ("train" or "test")."""
+    return locate_idx_pair(root, split, MNIST_RAW_FOLDER, "MNIST", MNIST_HOW_TO)
+
+
+def locate_fashion_mnist(root: Path | str, split: str) -> tuple[Path, Path]:
+    """Return ``(images_path, labels_path)`` of one Fashion-MNIST split ("train" or "test").
+
+    Looked for in ``root/`` and torchvision's ``root/FashionMNIST/raw/``, plain or ``.gz``.
+    """
+    return locate_idx_pair(root, split, FASHION_MNIST_RAW_FOLDER, "Fashion-MNIST", FASHION_MNIST_HOW_TO)
 
 
 def locate_svhn(root: Path | str, split: str) -> Path:
@@ -101,9 +133,7 @@ def locate_cifar10(root: Path | str, split: str) -> list[Path]:
         if all(path.is_file() for path in paths):
             return paths
     expected = [folder / name for folder in (root / CIFAR10_FOLDER, root) for name in names]
-    raise missing_data_error(
-        f"CIFAR-10 {split} split", root, expected, list(names), CIFAR10_HOW_TO.format(root=root)
-    )
+    raise missing_data_error(f"CIFAR-10 {split} split", root, expected, list(names), CIFAR10_HOW_TO.format(root=root))
 
 
 def locate_mnist_csv(root: Path | str) -> Path:

@@ -6,6 +6,10 @@ Every reader returns ``(images, labels)``:
 * ``labels``: ``torch.int64`` tensor of shape (N,) (-1 where a format has no labels).
 
 Missing files raise the ``FileNotFoundError`` built by :func:`lebm.data.errors.missing_data_error`.
+
+The SVHN and CIFAR-10 readers are written by hand rather than wrapping torchvision's ``SVHN`` /
+``CIFAR10`` classes: those verify the md5 sums of the official files, so the tests could not feed
+them the small files they write in the same formats. torchvision is used only to download.
 Large image collections (CelebA, arbitrary folders) are read lazily by
 :class:`lebm.data.folder.ImageFolderDataset` instead.
 """
@@ -22,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lebm.data.download import download_with_torchvision
+from lebm.data.download import download_cifar10, download_fashion_mnist, download_mnist, download_svhn
 from lebm.data.idx import read_idx_file
-from lebm.data.locate import locate_cifar10, locate_mnist_csv, locate_mnist_idx, locate_svhn
+from lebm.data.locate import locate_cifar10, locate_fashion_mnist, locate_mnist_csv, locate_mnist_idx, locate_svhn
 
 MNIST_PIXELS = 28 * 28
 Located = TypeVar("Located")
@@ -40,15 +44,19 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]
 
 
 def _locate_or_download(
-    locate: Callable[[Path | str, str], Located], dataset: str, root: Path | str, split: str, download: bool
+    locate: Callable[[Path | str, str], Located],
+    fetch: Callable[[Path | str, str], None],
+    root: Path | str,
+    split: str,
+    download: bool,
 ) -> Located:
-    """Call ``locate(root, split)``; on a miss with ``download=True`` fetch via torchvision and retry."""
+    """Call ``locate(root, split)``; on a miss with ``download=True`` call ``fetch(root, split)`` and retry."""
     try:
         return locate(root, split)
     except FileNotFoundError:
         if not download:
             raise
-    download_with_torchvision(dataset, root, split)
+    fetch(root, split)
     return locate(root, split)
 
 
@@ -65,6 +73,27 @@ def read_digits() -> tuple[Tensor, Tensor]:
     return _to_tensors(scaled[:, None, :, :], digits.target)
 
 
+def read_idx_pair(images_path: Path | str, labels_path: Path | str, title: str = "MNIST") -> tuple[Tensor, Tensor]:
+    """One split of an MNIST-format dataset from its two IDX files (plain or ``.gz``).
+
+    Args:
+        images_path: IDX file of (N, H, W) uint8 images.
+        labels_path: IDX file of (N,) labels.
+        title: dataset name used in error messages.
+
+    Returns:
+        images (N, 1, H, W) uint8, labels (N,) int64.
+    """
+    images = read_idx_file(images_path)
+    labels = read_idx_file(labels_path)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise ValueError(
+            f"{title}: expected (N, H, W) images and (N,) labels, got {images.shape} in {images_path} "
+            f"and {labels.shape} in {labels_path}"
+        )
+    return _to_tensors(images[:, None, :, :], labels)
+
+
 def read_mnist_idx(root: Path | str, split: str = "train", download: bool = False) -> tuple[Tensor, Tensor]:
     """MNIST from the official IDX files (plain or ``.gz``) in ``root/`` or ``root/MNIST/raw/``.
 
@@ -76,15 +105,21 @@ def read_mnist_idx(root: Path | str, split: str = "train", download: bool = Fals
     Returns:
         images (N, 1, 28, 28) uint8, labels (N,) int64.
     """
-    images_path, labels_path = _locate_or_download(locate_mnist_idx, "mnist", root, split, download)
-    images = read_idx_file(images_path)
-    labels = read_idx_file(labels_path)
-    if images.ndim != 3 or labels.ndim != 1:
-        raise ValueError(
-            f"MNIST: expected (N, H, W) images and (N,) labels, got {images.shape} in {images_path} "
-            f"and {labels.shape} in {labels_path}"
-        )
-    return _to_tensors(images[:, None, :, :], labels)
+    images_path, labels_path = _locate_or_download(locate_mnist_idx, download_mnist, root, split, download)
+    return read_idx_pair(images_path, labels_path, "MNIST")
+
+
+def read_fashion_mnist(root: Path | str, split: str = "train", download: bool = False) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST (Zalando) from its IDX files in ``root/`` or ``root/FashionMNIST/raw/``.
+
+    Same file names and format as MNIST (``train-*`` 60,000 images, ``t10k-*`` 10,000), labels
+    0..9 are the clothing classes.
+
+    Returns:
+        images (N, 1, 28, 28) uint8, labels (N,) int64.
+    """
+    images_path, labels_path = _locate_or_download(locate_fashion_mnist, download_fashion_mnist, root, split, download)
+    return read_idx_pair(images_path, labels_path, "Fashion-MNIST")
 
 
 def _is_number(text: str) -> bool:
@@ -138,7 +173,7 @@ def read_svhn(root: Path | str, split: str = "train", download: bool = False) ->
     """
     from scipy.io import loadmat  # imported lazily: only needed for SVHN
 
-    path = _locate_or_download(locate_svhn, "svhn", root, split, download)
+    path = _locate_or_download(locate_svhn, download_svhn, root, split, download)
     content = loadmat(str(path))
     images = np.transpose(content["X"], (3, 2, 0, 1))  # (H, W, C, N) -> (N, C, H, W)
     labels = content["y"].reshape(-1).astype(np.int64)
@@ -156,7 +191,7 @@ def read_cifar10(root: Path | str, split: str = "train", download: bool = False)
     Returns:
         images (N, 3, 32, 32) uint8, labels (N,) int64.
     """
-    paths = _locate_or_download(locate_cifar10, "cifar10", root, split, download)
+    paths = _locate_or_download(locate_cifar10, download_cifar10, root, split, download)
     image_parts, label_parts = [], []
     for path in paths:
         with open(path, "rb") as handle:

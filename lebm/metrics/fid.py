@@ -1,29 +1,36 @@
-"""The maths of FID and KID: feature extractors, running feature statistics, distances.
+"""FID and KID through torchmetrics: feature extractors, the shared metric pair, reference states.
 
 Nothing here knows about Lightning; :class:`lebm.callbacks.FID` wires it into a Trainer.
 
-- Feature extractors take float images ``(N, C, H, W)`` in [-1, 1] and return ``(N, D)``:
-  :class:`InceptionFeatures` (torch-fidelity's TF-compatible Inception-v3, D = 2048) and
-  :class:`SmallConvFeatures` (a tiny random conv net, D = 32, for tests and quick CPU runs).
-- :class:`FeatureStats` holds running sums ``(n, sum (D,), sum of outer products (D, D))`` in
-  float64, so that shards computed on different processes add up exactly (all-reduce) and the
-  Gaussian fit does not depend on how the features were chunked.
-- :func:`frechet_distance` is the Fréchet distance between two Gaussian fits, in float64;
-  :func:`kernel_inception_distance` the unbiased polynomial-kernel MMD^2 averaged over subsets.
-- :func:`save_reference_stats` / :func:`load_reference_stats` read and write ``.npz`` (or ``.pt``)
-  files with ``mu``, ``sigma``, ``n`` (and optionally ``features``), written atomically.
+- Feature extractors take float images ``(N, 3, H, W)`` in [-1, 1] and return ``(N, D)``:
+  :class:`InceptionFeatures` (torch-fidelity's TF-compatible ``inception-v3-compat`` pool3,
+  D = 2048: the standard FID network) and :class:`SmallConvFeatures` (a tiny fixed random conv
+  net, D = 32, for tests and quick CPU runs).
+- :class:`FIDMetrics` is torchmetrics' ``FrechetInceptionDistance`` (and, optionally,
+  ``KernelInceptionDistance``) on one such extractor: the statistics, the distances and their
+  synchronisation across DDP processes are the library's. Each image batch is embedded once even
+  when both metrics are on.
+- :class:`ReferenceState` is the real-image side of that state (feature sum, sum of outer
+  products, count, and the features themselves for KID); :func:`save_reference_state` and
+  :func:`load_reference_state` write and read it (``.npz``, written atomically), so that a cached
+  reference is restored into the metrics without embedding a single image again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+from torchmetrics.utilities.data import dim_zero_cat
 
 from lebm.config import Configurable
 from lebm.data.paths import expand_root
@@ -31,6 +38,9 @@ from lebm.data.paths import expand_root
 #: Where the offline copy of torch-fidelity's Inception weights lives under ``$LEBM_DATA``.
 OFFLINE_INCEPTION_WEIGHTS = "$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth"
 INCEPTION_NAME = "inception-v3-compat"
+#: Reference count assumed for a ``mu``/``sigma`` file that does not say how many images it fits
+#: (any count >= 2 restores the same mean and covariance; 2 loses the least precision).
+NOMINAL_REFERENCE_COUNT = 2
 
 
 # --------------------------------------------------------------------------------- images
@@ -52,17 +62,19 @@ def to_three_channels(images: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------- feature extractors
 class InceptionFeatures(nn.Module):
-    """torch-fidelity's Inception-v3 (``inception-v3-compat``, the TF FID network), pool features.
+    """torch-fidelity's Inception-v3 (``inception-v3-compat``, the TF FID network), pool3 features.
 
     ``forward``: float images ``(N, 3, H, W)`` in [-1, 1] -> float32 ``(N, 2048)``. Images are
-    rounded to uint8 (as saved PNGs would be) and resized to 299 x 299 inside the network.
+    rounded to uint8 (as saved PNGs would be) and resized to 299 x 299 inside the network with
+    torch-fidelity's TF1-compatible bilinear resize. (torchmetrics' own Inception gives the same
+    features only with ``antialias=False``; its default antialiased resize does not.)
 
     Args:
         weights_path: the weights file (``$VARS`` and ``~`` are expanded); None downloads
             torch-fidelity's copy (needs internet). Offline, use :data:`OFFLINE_INCEPTION_WEIGHTS`.
     """
 
-    feature_dim = 2048
+    num_features = 2048
 
     def __init__(self, weights_path: str | None = None) -> None:
         super().__init__()
@@ -70,11 +82,14 @@ class InceptionFeatures(nn.Module):
 
         path = str(expand_root(weights_path)) if weights_path is not None else None
         if path is not None and not os.path.isfile(path):
-            raise FileNotFoundError(f"Inception weights not found at {path!r} (from {weights_path!r})")
+            raise FileNotFoundError(
+                f"Inception weights not found at {path!r} (from {weights_path!r}); pass the file's path, e.g. "
+                f"{OFFLINE_INCEPTION_WEIGHTS}, or None to let torch-fidelity download them"
+            )
         self.net = FeatureExtractorInceptionV3(
-            name=INCEPTION_NAME, features_list=[str(self.feature_dim)], feature_extractor_weights_path=path
+            name=INCEPTION_NAME, features_list=[str(self.num_features)], feature_extractor_weights_path=path
         )
-        self.name = f"{INCEPTION_NAME}-{self.feature_dim}"
+        self.name = f"{INCEPTION_NAME}-{self.num_features}"
 
     def forward(self, images: Tensor) -> Tensor:
         (features,) = self.net(to_uint8(to_three_channels(images)))
@@ -110,6 +125,7 @@ class SmallConvFeatures(nn.Module, Configurable):
         self._init_weights(seed)
         self.requires_grad_(False)
         self.eval()
+        self.num_features = out_dim
         self.name = f"small-conv-s{seed}-c{in_channels}-w{width}-d{out_dim}"
 
     def _init_weights(self, seed: int) -> None:
@@ -139,201 +155,104 @@ def extractor_fingerprint(extractor: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-# ------------------------------------------------------------------------ feature statistics
-@dataclass
-class FeatureStats:
-    """Running sums of D-dimensional features, float64.
+def feature_dim(extractor: nn.Module) -> int:
+    """D, the length of the extractor's feature vectors: its ``num_features`` attribute, else the
+    width of its output on two black 32 x 32 RGB images."""
+    declared = getattr(extractor, "num_features", None)
+    if isinstance(declared, int):
+        return declared
+    parameter = next(extractor.parameters(), None)
+    probe = torch.zeros(2, 3, 32, 32, device=parameter.device if parameter is not None else "cpu")
+    with torch.no_grad():
+        output = extractor(probe)
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    return int(output.reshape(2, -1).shape[1])
 
-    Attributes:
-        count: 0-dim, the number of features seen.
-        total: ``(D,)``, their sum.
-        outer: ``(D, D)``, the sum of their outer products ``f f^T``.
+
+class MetricFeatures(nn.Module):
+    """An extractor as torchmetrics' FID and KID call it (their ``feature=`` module).
+
+    ``forward``: float images ``(N, 1 or 3, H, W)`` in [-1, 1] -> float64 features ``(N, D)``
+    (grey repeated to RGB, the extractor's output flattened). float64 makes torchmetrics' FID
+    return a float64 value. The metrics are updated one after the other with the same batch:
+    the features of the last batch are kept, and a second call with the very same tensor object
+    returns them instead of running the network again.
+
+    Args:
+        extractor: float images ``(N, 3, H, W)`` in [-1, 1] -> ``(N, D)`` (or a tuple whose
+            first item is that).
     """
 
-    count: Tensor
-    total: Tensor
-    outer: Tensor
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.num_features = feature_dim(extractor)
+        self._last: tuple[Tensor, Tensor] | None = None
 
-    @classmethod
-    def zeros(cls, dim: int, device: torch.device | str = "cpu") -> FeatureStats:
-        """Empty statistics of dimension ``dim``."""
-        kwargs = dict(dtype=torch.float64, device=device)
-        return cls(torch.zeros((), **kwargs), torch.zeros(dim, **kwargs), torch.zeros(dim, dim, **kwargs))
+    def forward(self, images: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is images:
+            return self._last[1]
+        with torch.no_grad():
+            output = self.extractor(to_three_channels(images))
+        output = output[0] if isinstance(output, (tuple, list)) else output
+        features = output.reshape(output.shape[0], -1).double()
+        self._last = (images, features)
+        return features
 
-    @classmethod
-    def from_features(cls, features: Tensor) -> FeatureStats:
-        """Statistics of ``features`` ``(N, D)``."""
-        stats = cls.zeros(features.shape[1], features.device)
-        stats.update(features)
-        return stats
+    def forget(self) -> None:
+        """Drop the kept batch (and its features)."""
+        self._last = None
+
+
+# ------------------------------------------------------------------------- the reference side
+@dataclass
+class ReferenceState:
+    """The real-image state of torchmetrics' FID (and KID), summed over all processes.
+
+    Attributes:
+        total: ``(D,)`` float64, the sum of the reference features.
+        outer: ``(D, D)`` float64, the sum of their outer products ``f f^T``.
+        n: the number of reference images.
+        features: ``(n, D)`` float32, the features themselves (KID only), else None.
+    """
+
+    total: np.ndarray
+    outer: np.ndarray
+    n: int
+    features: np.ndarray | None = None
 
     @property
     def dim(self) -> int:
         return int(self.total.shape[0])
 
-    def update(self, features: Tensor) -> None:
-        """Add a batch ``(N, D)`` (any float dtype; accumulated in float64)."""
-        if features.dim() != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"expected features (N, {self.dim}), got {tuple(features.shape)}")
-        f = features.detach().to(device=self.total.device, dtype=torch.float64)
-        self.count += f.shape[0]
-        self.total += f.sum(0)
-        self.outer += f.T @ f
-
-    def pack(self) -> Tensor:
-        """All sums in one flat float64 tensor ``(1 + D + D * D,)``, e.g. for one all-reduce."""
-        return torch.cat([self.count.reshape(1), self.total, self.outer.reshape(-1)])
-
     @classmethod
-    def unpack(cls, flat: Tensor, dim: int) -> FeatureStats:
-        """Inverse of :meth:`pack`."""
-        return cls(flat[0].clone(), flat[1 : 1 + dim].clone(), flat[1 + dim :].reshape(dim, dim).clone())
-
-    def mean(self) -> Tensor:
-        """``(D,)`` sample mean."""
-        self._check_count(1)
-        return self.total / self.count
-
-    def covariance(self) -> Tensor:
-        """``(D, D)`` unbiased sample covariance (divides by ``n - 1``, like ``np.cov``)."""
-        self._check_count(2)
-        mu = self.mean()
-        cov = (self.outer - self.count * torch.outer(mu, mu)) / (self.count - 1)
-        return (cov + cov.T) / 2
+    def from_gaussian(
+        cls, mu: np.ndarray, sigma: np.ndarray, n: int = 0, features: np.ndarray | None = None
+    ) -> ReferenceState:
+        """The sums that give mean ``mu (D,)`` and unbiased covariance ``sigma (D, D)`` over ``n``
+        images (``n < 2``, unknown: the count of ``features``, else :data:`NOMINAL_REFERENCE_COUNT`)."""
+        mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+        if sigma.shape != mu.shape * 2:
+            raise ValueError(f"shape mismatch: mu {mu.shape}, sigma {sigma.shape}; expected (D,) and (D, D)")
+        if n < 2:
+            n = len(features) if features is not None and len(features) >= 2 else NOMINAL_REFERENCE_COUNT
+        return cls(n * mu, (n - 1) * sigma + n * np.outer(mu, mu), n, features)
 
     def gaussian(self) -> tuple[np.ndarray, np.ndarray]:
-        """The Gaussian fit as float64 numpy arrays: ``mu (D,)``, ``sigma (D, D)``."""
-        return self.mean().cpu().numpy(), self.covariance().cpu().numpy()
-
-    def _check_count(self, minimum: int) -> None:
-        if float(self.count) < minimum:
-            raise ValueError(f"need at least {minimum} feature vectors, have {int(self.count)}")
+        """Mean ``(D,)`` and unbiased covariance ``(D, D)``, computed as torchmetrics' FID does."""
+        mu = self.total / self.n
+        return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
 
 
-# ------------------------------------------------------------------------------ distances
-def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    """Symmetric square root of a symmetric positive semi-definite ``(D, D)`` matrix.
-
-    Eigenvalues that rounding made slightly negative are set to zero.
-    """
-    symmetric = (matrix + matrix.T) / 2
-    values, vectors = np.linalg.eigh(symmetric)
-    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
-
-
-def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``tr(sqrtm(sigma1 @ sigma2))`` for PSD ``(D, D)`` matrices, in float64.
-
-    ``sigma1 @ sigma2`` is similar to a symmetric PSD matrix ``F^T sigma2 F`` for any factor
-    ``sigma1 = F F^T``, so the trace of its square root is the sum of the square roots of that
-    matrix's (real, clipped at zero) eigenvalues: no complex arithmetic, no imaginary parts to
-    discard. The factor is a Cholesky factor when either matrix is positive definite (fast:
-    about 2 s for D = 2048 on 2 CPU cores), otherwise the symmetric square root (eigenvectors, slower).
-    """
-    for first, second in ((sigma1, sigma2), (sigma2, sigma1)):
-        value = trace_sqrt_cholesky(first, second)
-        if value is not None:
-            return value
-    return trace_sqrt_eigen(sigma1, sigma2)
-
-
-def trace_sqrt_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> float | None:
-    """``tr(sqrtm(sigma1 @ sigma2))`` with ``sigma1 = L L^T``; None when ``sigma1`` is not
-    positive definite (Cholesky fails)."""
-    try:
-        factor = np.linalg.cholesky((sigma1 + sigma1.T) / 2)
-    except np.linalg.LinAlgError:
-        return None
-    return _sum_sqrt_eigenvalues(factor.T @ sigma2 @ factor)
-
-
-def trace_sqrt_eigen(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``tr(sqrtm(sigma1 @ sigma2))`` with ``sigma1 = S^{1/2} S^{1/2}``: any PSD ``sigma1``."""
-    root = psd_sqrt(sigma1)
-    return _sum_sqrt_eigenvalues(root @ sigma2 @ root)
-
-
-def _sum_sqrt_eigenvalues(matrix: np.ndarray) -> float:
-    """``sum sqrt(max(eigenvalue, 0))`` of a (numerically) symmetric ``(D, D)`` matrix."""
-    values = np.linalg.eigvalsh((matrix + matrix.T) / 2)
-    return float(np.sqrt(np.clip(values, 0.0, None)).sum())
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """Fréchet distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
-
-    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 sqrtm(sigma1 sigma2))``, computed in float64;
-    ``mu`` are ``(D,)``, ``sigma`` ``(D, D)``. Rounding can take an exact zero slightly below
-    zero: the result is clipped at 0.
-    """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"shape mismatch: mu {mu1.shape} {mu2.shape}, sigma {sigma1.shape} {sigma2.shape}")
-    diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    return max(float(value), 0.0)
-
-
-def polynomial_kernel(x: Tensor, y: Tensor) -> Tensor:
-    """KID's kernel ``k(x, y) = (x . y / D + 1)^3``: ``(N, D), (M, D) -> (N, M)``."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
-
-
-def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
-    """Unbiased MMD^2 with :func:`polynomial_kernel` between ``x`` ``(m, D)`` and ``y`` ``(n, D)`` (0-dim)."""
-    m, n = x.shape[0], y.shape[0]
-    k_xx, k_yy = polynomial_kernel(x, x), polynomial_kernel(y, y)
-    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
-    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
-    return within_x + within_y - 2.0 * polynomial_kernel(x, y).mean()
-
-
-def kernel_inception_distance(
-    real: Tensor, fake: Tensor, subset_size: int = 1000, num_subsets: int = 100, seed: int = 0
-) -> tuple[float, float]:
-    """KID: mean and standard deviation of :func:`mmd2_unbiased` over random subsets.
-
-    Each subset draws ``min(subset_size, N_real, N_fake)`` rows of each set without replacement
-    (numpy generator seeded by ``seed``); the sums run in float64 on ``real``'s device.
-
-    Args:
-        real: ``(N_real, D)`` features. fake: ``(N_fake, D)`` features.
-    """
-    size = min(subset_size, real.shape[0], fake.shape[0])
-    if size < 2:
-        raise ValueError(f"KID needs at least 2 features per set, have {real.shape[0]} and {fake.shape[0]}")
-    real, fake = real.to(torch.float64), fake.to(device=real.device, dtype=torch.float64)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(num_subsets):
-        i = torch.as_tensor(rng.choice(real.shape[0], size, replace=False), device=real.device)
-        j = torch.as_tensor(rng.choice(fake.shape[0], size, replace=False), device=real.device)
-        values.append(mmd2_unbiased(real[i], fake[j]))
-    stacked = torch.stack(values)
-    return float(stacked.mean()), float(stacked.std(unbiased=False))
-
-
-# ------------------------------------------------------------------------ reference files
-@dataclass
-class ReferenceStats:
-    """A Gaussian fit of reference features: ``mu (D,)``, ``sigma (D, D)`` float64, ``n`` samples,
-    and optionally the features themselves ``(n, D)`` float32 (needed for KID)."""
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    n: int
-    features: np.ndarray | None = None
-
-
-def save_reference_stats(path: str | os.PathLike, stats: ReferenceStats) -> None:
-    """Write ``stats`` to ``path`` (``.npz``) atomically: a temporary file in the same folder,
-    then ``os.replace``, so a reader never sees a half-written file."""
+def save_reference_state(path: str | os.PathLike, state: ReferenceState) -> None:
+    """Write ``state`` to ``path`` (``.npz``: ``total``, ``outer``, ``n`` [, ``features``])
+    atomically: a temporary file in the same folder, then ``os.replace``, so that a reader never
+    sees a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    arrays = {"mu": stats.mu, "sigma": stats.sigma, "n": np.asarray(stats.n, dtype=np.int64)}
-    if stats.features is not None:
-        arrays["features"] = stats.features
+    arrays = {"total": state.total, "outer": state.outer, "n": np.asarray(state.n, dtype=np.int64)}
+    if state.features is not None:
+        arrays["features"] = state.features
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fid-", suffix=".npz.tmp")
     try:
         with os.fdopen(handle, "wb") as file:
@@ -345,25 +264,189 @@ def save_reference_stats(path: str | os.PathLike, stats: ReferenceStats) -> None
         raise
 
 
-def load_reference_stats(path: str | os.PathLike) -> ReferenceStats:
-    """Read ``mu``, ``sigma`` (and ``n``, ``features`` if present) from a ``.npz`` or ``.pt`` file.
-
-    ``$VARS`` and ``~`` in ``path`` are expanded; ``n`` defaults to 0 (unknown).
-    """
+def load_reference_state(path: str | os.PathLike) -> ReferenceState:
+    """Read a reference from a ``.npz`` or ``.pt`` file: ``total``, ``outer``, ``n`` (as
+    :func:`save_reference_state` writes), or a Gaussian fit ``mu``, ``sigma`` (optionally ``n``);
+    either with optional ``features`` ``(n, D)``. ``$VARS`` and ``~`` in ``path`` are expanded."""
     resolved = str(expand_root(path))
-    if resolved.endswith(".pt") or resolved.endswith(".pth"):
-        raw = torch.load(resolved, map_location="cpu", weights_only=True)
-        data = {key: (value.numpy() if isinstance(value, Tensor) else np.asarray(value)) for key, value in raw.items()}
-    else:
-        with np.load(resolved) as npz:
-            data = {key: npz[key] for key in npz.files}
-    missing = [key for key in ("mu", "sigma") if key not in data]
-    if missing:
-        raise KeyError(f"{resolved} has no {', '.join(missing)} (keys: {sorted(data)})")
+    data = _read_arrays(resolved)
     features = data.get("features")
-    return ReferenceStats(
-        mu=np.asarray(data["mu"], np.float64),
-        sigma=np.asarray(data["sigma"], np.float64),
-        n=int(data.get("n", 0)),
-        features=None if features is None else np.asarray(features, np.float32),
+    features = None if features is None else np.asarray(features, np.float32)
+    if all(key in data for key in ("total", "outer", "n")):
+        total, outer = np.asarray(data["total"], np.float64), np.asarray(data["outer"], np.float64)
+        return ReferenceState(total, outer, int(data["n"]), features)
+    if all(key in data for key in ("mu", "sigma")):
+        return ReferenceState.from_gaussian(data["mu"], data["sigma"], int(data.get("n", 0)), features)
+    raise KeyError(
+        f"{resolved} holds neither a reference state (total, outer, n) nor a Gaussian fit (mu, sigma); "
+        f"its keys are {sorted(data)}"
     )
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz``, or of a ``.pt``/``.pth`` dict of tensors/numbers."""
+    if path.endswith((".pt", ".pth")):
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        return {key: (value.numpy() if isinstance(value, Tensor) else np.asarray(value)) for key, value in raw.items()}
+    with np.load(path) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+def rank_slice(n: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``n`` rows (the shares follow rank order, cover every
+    row once and differ by at most ``ceil(n / world_size)``)."""
+    per_rank = math.ceil(n / world_size)
+    start = min(rank * per_rank, n)
+    return slice(start, min(start + per_rank, n))
+
+
+# ------------------------------------------------------------------------------ the metrics
+class FIDMetrics(nn.Module):
+    """torchmetrics' FID, and optionally KID, on one feature extractor.
+
+    :meth:`update` embeds a batch once for both metrics. Under DDP each process updates with its
+    own images; :meth:`compute` lets torchmetrics sum (FID) or gather (KID, in rank order) the
+    states of all processes, so every process gets the value of the union of the images.
+    The real (reference) side survives :meth:`reset_generated`; :meth:`load_reference` restores it
+    from a :class:`ReferenceState` and :meth:`reference_state` reads it back.
+
+    Args:
+        extractor: float images ``(N, 3, H, W)`` in [-1, 1] -> features ``(N, D)``.
+        kid: also compute the Kernel Inception Distance (keeps every feature vector in memory).
+        kid_subset_size: KID subset size, capped at the number of generated images and of
+            reference images (as loaded, or as added on this process).
+        kid_subsets: number of KID subsets.
+    """
+
+    def __init__(
+        self, extractor: nn.Module, kid: bool = False, kid_subset_size: int = 1000, kid_subsets: int = 100
+    ) -> None:
+        super().__init__()
+        self.features = MetricFeatures(extractor)
+        self.fid = FrechetInceptionDistance(feature=self.features, reset_real_features=False)
+        # compute() casts the value to the dtype of the last features; a process that embedded no
+        # image (more processes than batches) has none, and float64 is what MetricFeatures gives.
+        self.fid.orig_dtype = torch.float64
+        self.kid: KernelInceptionDistance | None = None
+        self.kid_subset_size = kid_subset_size
+        self.reference_count = 0
+        if kid:
+            with warnings.catch_warnings():  # "will save all extracted features": that is the point
+                warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+                self.kid = KernelInceptionDistance(
+                    feature=self.features, subsets=kid_subsets, subset_size=kid_subset_size, reset_real_features=False
+                )
+
+    @property
+    def num_features(self) -> int:
+        return self.features.num_features
+
+    def update(self, images: Tensor, real: bool) -> None:
+        """Add float images ``(N, 1 or 3, H, W)`` in [-1, 1] to the real or the generated side."""
+        with torch.inference_mode(False), torch.no_grad():
+            self.fid.update(images, real=real)
+            if self.kid is not None:
+                self.kid.update(images, real=real)
+        self.features.forget()
+        if real:
+            self.reference_count += images.shape[0]
+
+    def reset_generated(self) -> None:
+        """Forget the generated images (the reference side stays)."""
+        with torch.inference_mode(False):
+            self.fid.reset()
+            if self.kid is not None:
+                self.kid.reset()
+
+    def clear(self) -> None:
+        """Forget both sides: the generated images and the reference."""
+        with torch.inference_mode(False):
+            self.reset_generated()
+            self._set_fid_reference(None)
+            if self.kid is not None:
+                self.kid.real_features = []
+        self.reference_count = 0
+
+    def compute(self, num_generated: int, seed: int = 0) -> dict[str, float]:
+        """``{"fid": ...}`` (and ``"kid"``) of everything added on all processes (collective).
+
+        Args:
+            num_generated: generated images on all processes together (caps the KID subset size).
+            seed: seed of KID's random subsets (the same on every process, so all agree).
+        """
+        with torch.inference_mode(False), torch.no_grad():
+            values = {"fid": float(self.fid.compute())}
+            if self.kid is not None:
+                values["kid"] = self._compute_kid(num_generated, seed)
+        return values
+
+    def _compute_kid(self, num_generated: int, seed: int) -> float:
+        assert self.kid is not None
+        self._one_feature_block_per_side()
+        self.kid.subset_size = min(self.kid_subset_size, self.reference_count, num_generated)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # KID draws its subsets with torch.randperm on the CPU
+            mean, _ = self.kid.compute()
+        return float(mean)
+
+    def _one_feature_block_per_side(self) -> None:
+        """Concatenate each KID feature list into exactly one ``(n_local, D)`` tensor (``(0, D)``
+        when empty): torchmetrics gathers list states entry by entry, so every process must hold
+        the same number of entries."""
+        assert self.kid is not None
+        for side in ("real_features", "fake_features"):
+            blocks = getattr(self.kid, side)
+            empty = torch.zeros(0, self.num_features, dtype=torch.float64, device=self.fid.device)
+            setattr(self.kid, side, [dim_zero_cat(blocks) if blocks else empty])
+
+    # -------------------------------------------------------------------- reference state
+    def load_reference(self, state: ReferenceState, rank: int = 0, world_size: int = 1) -> None:
+        """Make ``state`` the real side of the metrics, as this process ``rank``'s part: the FID
+        sums on rank 0 (zeros elsewhere, so that the sum over processes is ``state``); the KID
+        features split into contiguous rank shares (their concatenation in rank order is ``state``)."""
+        if state.dim != self.num_features:
+            raise ValueError(
+                f"the reference has {state.dim}-dimensional features but the extractor gives {self.num_features}: "
+                "compute the reference with the same feature extractor"
+            )
+        if state.n < 2:
+            raise ValueError(f"the reference has {state.n} images; FID needs at least 2")
+        with torch.inference_mode(False):
+            self.reset_generated()
+            self._set_fid_reference(state if rank == 0 else None)
+            if self.kid is not None:
+                self._load_reference_features(state, rank, world_size)
+        self.reference_count = state.n
+
+    def _set_fid_reference(self, state: ReferenceState | None) -> None:
+        """FID's real sums from ``state``, or zeros (None)."""
+        device, dim = self.fid.device, self.num_features
+        if state is None:
+            total, outer, n = torch.zeros(dim), torch.zeros(dim, dim), 0
+        else:
+            total, outer, n = torch.from_numpy(state.total), torch.from_numpy(state.outer), state.n
+        self.fid.real_features_sum = total.to(device=device, dtype=torch.float64).clone()
+        self.fid.real_features_cov_sum = outer.to(device=device, dtype=torch.float64).clone()
+        self.fid.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=device)
+
+    def _load_reference_features(self, state: ReferenceState, rank: int, world_size: int) -> None:
+        assert self.kid is not None
+        if state.features is None:
+            raise ValueError(
+                "KID needs the reference features, but this reference state has none: recompute it with kid=True"
+            )
+        share = state.features[rank_slice(len(state.features), rank, world_size)]
+        self.kid.real_features = [torch.as_tensor(share, dtype=torch.float64, device=self.fid.device).clone()]
+
+    def reference_state(self) -> ReferenceState:
+        """The real side summed (FID) and gathered (KID) over all processes (collective)."""
+        with torch.inference_mode(False), self.fid.sync_context():
+            total = self.fid.real_features_sum.cpu().numpy().copy()
+            outer = self.fid.real_features_cov_sum.cpu().numpy().copy()
+            n = int(self.fid.real_features_num_samples)
+        features = None
+        if self.kid is not None:
+            self._one_feature_block_per_side()
+            with torch.inference_mode(False), self.kid.sync_context():
+                features = dim_zero_cat(self.kid.real_features).float().cpu().numpy()
+        return ReferenceState(total, outer, n, features)

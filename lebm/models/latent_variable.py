@@ -159,9 +159,7 @@ class LatentVariableModel(Method):
         return self.decoder.nll(x, z) + self.prior.energy(z)
 
     @torch.no_grad()
-    def generate(
-        self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def generate(self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None) -> Tensor:
         """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``)."""
         z = self.prior.sample(n, sampler=sampler, generator=generator)
         return self.decoder.decode(z)

@@ -68,7 +68,7 @@ class LatentGroups(Configurable):
         """Inverse of :meth:`split`: per-group ``(B, size_i)`` tensors -> ``(B, total)``."""
         if len(parts) != len(self.sizes):
             raise ValueError(f"expected {len(self.sizes)} latent groups, got {len(parts)}")
-        for part, size, name in zip(parts, self.sizes, self.names):
+        for part, size, name in zip(parts, self.sizes, self.names, strict=False):
             if part.dim() != 2 or part.shape[1] != size:
                 raise ValueError(f"latent group {name} must be (B, {size}), got {tuple(part.shape)}")
         return torch.cat(list(parts), dim=1)
@@ -86,4 +86,4 @@ class LatentGroups(Configurable):
             raise ValueError(f"expected a flat latent (B, {self.total}) for groups {self.sizes}, got {tuple(z.shape)}")
 
     def __repr__(self) -> str:
-        return f"LatentGroups({dict(zip(self.names, self.sizes))})"
+        return f"LatentGroups({dict(zip(self.names, self.sizes, strict=False))})"

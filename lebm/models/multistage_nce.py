@@ -145,7 +145,9 @@ class MultiStageNCE(LatentVariableModel):
         hp = self.hparams
         betas = tuple(hp.betas)
         optimizers = [
-            torch.optim.Adam(self.decoder.parameters(), lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay)
+            torch.optim.Adam(
+                self.decoder.parameters(), lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay
+            )
         ]
         optimizers += [
             torch.optim.Adam(ratio.parameters(), lr=hp.ratio_lr, betas=betas, weight_decay=hp.ratio_weight_decay)
@@ -159,9 +161,7 @@ class MultiStageNCE(LatentVariableModel):
         if self.stage_schedule is None:
             self.stage_schedule = self._even_schedule()
         if self.prior.finished:
-            rank_zero_warn(
-                f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train"
-            )
+            rank_zero_warn(f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train")
 
     def _even_schedule(self) -> list[int]:
         """``T_k`` from an even split of the run's training iterations over the stages."""

@@ -27,7 +27,7 @@ class Prior(nn.Module, Configurable):
 
     latent_dim: int
     sampler: Sampler  # priors sampled by chains
-    init_std: float   # their chains start from N(0, init_std^2 I)
+    init_std: float  # their chains start from N(0, init_std^2 I)
     _anchor: Tensor
 
     def __init__(self, latent_dim: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ EnergyFn = Callable[[Tensor], Tensor]
 
 ``U(z) = -log pi(z) + const``: lower is more probable (the toolkit's one sign convention)."""
 
-SamplerOutput = Union[Tensor, tuple[Tensor, dict[str, Tensor]]]
+SamplerOutput = Tensor | tuple[Tensor, dict[str, Tensor]]
 ModuleMode = Literal["train", "eval"]
 
 

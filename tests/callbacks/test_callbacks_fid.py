@@ -1,4 +1,5 @@
-"""FID: the distance maths, running statistics, extractors, the callback end to end, DDP, Inception."""
+"""FID: torchmetrics' values against independent numpy/scipy ones, the reference cache, the
+schedule, named callbacks, DDP, and torch-fidelity's Inception."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -14,35 +16,67 @@ import pytest
 import scipy.linalg
 import torch
 from jsonargparse import ArgumentParser
+from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lebm.callbacks.fid import FID, aligned_batches, batch_seed, rank_share, reference_batches, reference_indices
+from lebm.callbacks.fid import (
+    FID,
+    aligned_batches,
+    batch_seed,
+    kid_name,
+    rank_batches,
+    rank_share,
+    reference_batches,
+    reference_indices,
+)
 from lebm.data import ImageDataModule
 from lebm.metrics.fid import (
     OFFLINE_INCEPTION_WEIGHTS,
-    FeatureStats,
+    FIDMetrics,
     InceptionFeatures,
-    ReferenceStats,
+    ReferenceState,
     SmallConvFeatures,
-    frechet_distance,
-    kernel_inception_distance,
-    load_reference_stats,
-    mmd2_unbiased,
-    save_reference_stats,
+    load_reference_state,
+    save_reference_state,
     to_three_channels,
     to_uint8,
-    trace_sqrt_cholesky,
-    trace_sqrt_eigen,
 )
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 
 
-def gaussian_fit(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Direct numpy fit: mean (D,) and unbiased covariance (D, D) of (N, D) features."""
-    return features.mean(0), np.cov(features, rowvar=False)
+# ------------------------------------------------------------------ independent references
+def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """The Fréchet distance of the Gaussian fits of features ``a`` ``(N, D)`` and ``b`` ``(M, D)``,
+    written out with numpy's covariance and scipy's matrix square root."""
+    mu1, sigma1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, sigma2 = b.mean(0), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(sigma1 @ sigma2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * root))
+
+
+def direct_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with KID's kernel ``(x . y / D + 1)^3``, as explicit double sums."""
+    d = x.shape[1]
+    kernel = lambda u, v: (u @ v.T / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    k_xx, k_yy = kernel(x, x), kernel(y, y)
+    within = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1)) + (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within - 2 * kernel(x, y).mean())
+
+
+def small_features(images: torch.Tensor) -> np.ndarray:
+    """SmallConvFeatures of float images ``(N, 1 or 3, H, W)`` -> float64 ``(N, 32)``."""
+    with torch.no_grad():
+        return SmallConvFeatures()(to_three_channels(images)).double().numpy()
+
+
+def state_of(features: np.ndarray, keep: bool = True) -> ReferenceState:
+    """The reference state of features ``(n, D)``."""
+    f = np.asarray(features, np.float64)
+    return ReferenceState(f.sum(0), f.T @ f, len(f), np.asarray(features, np.float32) if keep else None)
 
 
 def digits(n: int, offset: int = 0) -> torch.Tensor:
@@ -53,68 +87,101 @@ def digits(n: int, offset: int = 0) -> torch.Tensor:
     return images[:, None] / 8.0 - 1.0
 
 
-def small_fid(extractor: nn.Module, a: torch.Tensor, b: torch.Tensor) -> float:
-    fits = [FeatureStats.from_features(extractor(to_three_channels(x))).gaussian() for x in (a, b)]
-    return frechet_distance(*fits[0], *fits[1])
+# -------------------------------------------------------------------------- the metric pair
+def test_fid_metrics_match_scipy_and_kid_matches_direct_double_sums() -> None:
+    real, fake = digits(300), (digits(300, offset=600) * 0.9 + 0.05)
+    metrics = FIDMetrics(SmallConvFeatures(), kid=True, kid_subset_size=300, kid_subsets=3)
+    for part in torch.split(real, [1, 7, 92, 200]):  # chunking does not matter
+        metrics.update(part, real=True)
+    for part in torch.split(fake, 128):
+        metrics.update(part, real=False)
+    values = metrics.compute(num_generated=300)
+    a, b = small_features(real), small_features(fake)
+    assert values["fid"] == pytest.approx(scipy_fid(a, b), rel=1e-8)
+    # subsets as large as both sets are the whole sets, permuted: KID is their unbiased MMD^2
+    assert values["kid"] == pytest.approx(direct_mmd2(a, b), rel=1e-8)
 
 
-# --------------------------------------------------------------------------- the distance
-def test_frechet_distance_of_identical_statistics_is_zero() -> None:
-    features = np.random.default_rng(0).normal(size=(500, 16)) * 3.0 + 1.0
-    mu, sigma = gaussian_fit(features)
-    assert frechet_distance(mu, sigma, mu, sigma) < 1e-9 * np.trace(sigma)
+def test_fid_of_identical_sets_is_zero_and_of_shifted_ones_large() -> None:
+    def fid(a: torch.Tensor, b: torch.Tensor) -> float:
+        metrics = FIDMetrics(SmallConvFeatures())
+        metrics.update(a, real=True)
+        metrics.update(b, real=False)
+        return metrics.compute(len(b))["fid"]
+
+    a, b = digits(400), digits(400, offset=400)
+    assert abs(fid(a, a)) < 1e-6
+    assert fid(a, (a + 0.5).clamp(-1, 1)) > 5 * fid(a, b) > 0
 
 
-def test_frechet_distance_of_a_mean_shift_is_dim_times_shift_squared() -> None:
-    mu, sigma = gaussian_fit(np.random.default_rng(1).normal(size=(400, 12)))
-    shift = 0.7
-    assert frechet_distance(mu, sigma, mu + shift, sigma) == pytest.approx(12 * shift**2, rel=1e-8)
+def test_each_batch_is_embedded_once_for_fid_and_kid() -> None:
+    class Counting(SmallConvFeatures):
+        calls = 0
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            Counting.calls += 1
+            return super().forward(images)
+
+    metrics = FIDMetrics(Counting(), kid=True)
+    metrics.update(digits(10), real=True)
+    metrics.update(digits(10, offset=10), real=False)
+    assert Counting.calls == 2
 
 
-def test_frechet_distance_matches_a_direct_scipy_computation() -> None:
-    rng = np.random.default_rng(2)
-    mu1, sigma1 = gaussian_fit(rng.normal(size=(300, 20)) @ rng.normal(size=(20, 20)))
-    mu2, sigma2 = gaussian_fit(rng.normal(size=(300, 20)) * 2.0 + 0.3)
-    root = scipy.linalg.sqrtm(sigma1 @ sigma2).real
-    expected = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * root)
-    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-7)
-    assert frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(expected, rel=1e-7)  # symmetric
-    trace = np.trace(root)
-    assert trace_sqrt_cholesky(sigma1, sigma2) == pytest.approx(trace, rel=1e-9)
-    assert trace_sqrt_eigen(sigma1, sigma2) == pytest.approx(trace, rel=1e-9)
+def test_reference_state_restores_the_metric_exactly_and_reads_back() -> None:
+    real, fake = digits(120), digits(50, offset=500)
+    computed = FIDMetrics(SmallConvFeatures(), kid=True, kid_subset_size=40, kid_subsets=4)
+    computed.update(real, real=True)
+    state = computed.reference_state()
+    np.testing.assert_allclose(state.total, small_features(real).sum(0), rtol=1e-6)
+    assert state.n == 120 and state.features.shape == (120, 32)
+
+    restored = FIDMetrics(SmallConvFeatures(), kid=True, kid_subset_size=40, kid_subsets=4)
+    restored.load_reference(state)
+    for metrics in (computed, restored):
+        metrics.update(fake, real=False)
+    assert restored.compute(50) == computed.compute(50)
+    back = restored.reference_state()
+    for name in ("total", "outer", "features"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(state, name))
 
 
-def test_frechet_distance_handles_singular_covariances() -> None:
-    rng = np.random.default_rng(5)
-    mu1, sigma1 = gaussian_fit(rng.normal(size=(8, 20)))  # rank 7 < 20: Cholesky fails on both
-    mu2, sigma2 = gaussian_fit(rng.normal(size=(12, 20)) + 0.5)
-    assert trace_sqrt_cholesky(sigma1, sigma2) is None and trace_sqrt_cholesky(sigma2, sigma1) is None
-    eigenvalues = np.linalg.eigvals(sigma1 @ sigma2).real.clip(0, None)
-    expected = np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2) - 2 * np.sqrt(eigenvalues).sum()
-    assert frechet_distance(mu1, sigma1, mu2, sigma2) == pytest.approx(expected, rel=1e-6)
-    assert frechet_distance(mu1, sigma1, mu1, sigma1) < 1e-6 * np.trace(sigma1)
+def test_reference_state_from_a_gaussian_fit_gives_the_same_fid() -> None:
+    a, b = small_features(digits(200)), small_features(digits(100, offset=300))
+    mu, sigma = a.mean(0), np.cov(a, rowvar=False)
+    for n in (0, 200):  # count unknown or known
+        metrics = FIDMetrics(SmallConvFeatures())
+        metrics.load_reference(ReferenceState.from_gaussian(mu, sigma, n))
+        metrics.update(digits(100, offset=300), real=False)
+        assert metrics.compute(100)["fid"] == pytest.approx(scipy_fid(a, b), rel=1e-8)
 
 
-# ----------------------------------------------------------------------- running statistics
-@pytest.mark.parametrize("chunks", [[300], [1, 7, 50, 242], [100, 100, 100]])
-def test_running_statistics_equal_the_batch_mean_and_covariance_for_any_chunking(chunks: list[int]) -> None:
-    features = torch.randn(300, 8) * 3.0 + 5.0  # float32 in, float64 sums
-    stats = FeatureStats.zeros(8)
-    for part in torch.split(features, chunks):
-        stats.update(part)
-    mu, sigma = gaussian_fit(features.double().numpy())
-    assert int(stats.count) == 300
-    np.testing.assert_allclose(stats.mean().numpy(), mu, rtol=1e-12)
-    np.testing.assert_allclose(stats.covariance().numpy(), sigma, rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("suffix", [".npz", ".pt"])
+def test_reference_files_round_trip(tmp_path: Path, suffix: str) -> None:
+    state = state_of(np.random.default_rng(4).normal(size=(17, 3)))
+    path = tmp_path / f"ref{suffix}"
+    if suffix == ".npz":
+        save_reference_state(path, state)
+        assert os.listdir(tmp_path) == ["ref.npz"]  # no temporary file left behind
+    else:
+        torch.save(
+            {
+                "total": torch.tensor(state.total),
+                "outer": torch.tensor(state.outer),
+                "n": 17,
+                "features": torch.tensor(state.features),
+            },
+            path,
+        )
+    loaded = load_reference_state(path)
+    for name in ("total", "outer", "features"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(state, name))
+    assert loaded.n == 17
 
 
-def test_packed_sums_add_up_like_an_all_reduce() -> None:
-    features = torch.randn(90, 5)
-    first, second = FeatureStats.from_features(features[:40]), FeatureStats.from_features(features[40:])
-    summed = FeatureStats.unpack(first.pack() + second.pack(), 5)
-    whole = FeatureStats.from_features(features)
-    for a, b in zip((summed.count, summed.total, summed.outer), (whole.count, whole.total, whole.outer)):
-        torch.testing.assert_close(a, b)
+def test_a_reference_of_the_wrong_width_is_refused() -> None:
+    with pytest.raises(ValueError, match="same feature extractor"):
+        FIDMetrics(SmallConvFeatures()).load_reference(state_of(np.ones((4, 5))))
 
 
 # ------------------------------------------------------------------------ images, extractors
@@ -131,49 +198,19 @@ def test_images_become_rounded_uint8_and_grey_is_repeated_to_rgb() -> None:
 def test_small_extractor_is_fixed_by_its_seed() -> None:
     images = torch.rand(5, 3, 8, 8) * 2 - 1
     a, b, c = SmallConvFeatures(seed=0), SmallConvFeatures(seed=0), SmallConvFeatures(seed=1)
-    assert a(images).shape == (5, 32)
+    assert a(images).shape == (5, 32) and a.num_features == 32
     assert torch.equal(a(images), b(images))
     assert not torch.allclose(a(images), c(images))
 
 
-def test_small_extractor_fid_is_zero_for_identical_sets_and_large_for_shifted_ones() -> None:
-    extractor = SmallConvFeatures()
-    a, b = digits(400), digits(400, offset=400)
-    same = small_fid(extractor, a, a)
-    other_draw = small_fid(extractor, a, b)  # same distribution, different images
-    shifted = small_fid(extractor, a, (a + 0.5).clamp(-1, 1))
-    assert same < 1e-9
-    assert shifted > 5 * other_draw > 0
-
-
-# ----------------------------------------------------------------------------------- KID
-def test_unbiased_mmd_matches_a_direct_double_sum() -> None:
-    rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(6, 4)), rng.normal(size=(5, 4)) + 0.5
-
-    def k(u: np.ndarray, v: np.ndarray) -> float:
-        return (u @ v / 4 + 1) ** 3
-
-    xx = sum(k(x[i], x[j]) for i in range(6) for j in range(6) if i != j) / 30
-    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / 20
-    xy = sum(k(x[i], y[j]) for i in range(6) for j in range(5)) / 30
-    assert float(mmd2_unbiased(torch.tensor(x), torch.tensor(y))) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
-
-
-def test_kid_is_near_zero_for_one_distribution_and_positive_for_two() -> None:
-    real, same, shifted = torch.randn(400, 8), torch.randn(400, 8), torch.randn(400, 8) + 1.0
-    near_zero, _ = kernel_inception_distance(real, same, subset_size=200, num_subsets=20)
-    far, _ = kernel_inception_distance(real, shifted, subset_size=200, num_subsets=20)
-    assert abs(near_zero) < 0.05 < far
-
-
 # ------------------------------------------------------------------------- splitting work
-def test_rank_shares_cover_every_sample_once_and_batches_align_globally() -> None:
+def test_rank_shares_cover_every_sample_once_and_batches_do_not_depend_on_the_rank_count() -> None:
     assert [rank_share(10, r, 4) for r in range(4)] == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert [rank_share(3, r, 4) for r in range(4)] == [(0, 1), (1, 2), (2, 3), (3, 3)]
-    assert aligned_batches(32, 64, 16) == [(32, 48), (48, 64)]
     assert aligned_batches(5, 40, 16) == [(5, 16), (16, 32), (32, 40)]
-    assert aligned_batches(0, 64, 16) == aligned_batches(0, 32, 16) + aligned_batches(32, 64, 16)
+    for world_size in (1, 2, 3, 7):
+        shares = [rank_batches(100, 16, rank, world_size) for rank in range(world_size)]
+        assert sum(shares, []) == aligned_batches(0, 100, 16)
     assert batch_seed(0, 16) == batch_seed(0, 16) != batch_seed(0, 32) != batch_seed(1, 32)
 
 
@@ -188,28 +225,14 @@ def test_reference_images_are_shared_out_over_ranks_exactly_once(iterable: bool)
     loader = DataLoader(Stream() if iterable else TensorDataset(values), batch_size=7)
     shares = [torch.cat(list(reference_batches(loader, 20, rank, 3, 4))).flatten() for rank in range(3)]
     assert [len(share) for share in shares] == [7, 7, 6]
-    chosen = torch.cat(shares)
     expected = torch.arange(20.0) if iterable else reference_indices(50, 20).float()
-    assert torch.equal(chosen, expected)
-
-
-# -------------------------------------------------------------------------- reference files
-@pytest.mark.parametrize("suffix", [".npz", ".pt"])
-def test_reference_files_round_trip(tmp_path: Path, suffix: str) -> None:
-    rng = np.random.default_rng(4)
-    stats = ReferenceStats(rng.normal(size=3), np.eye(3) * 2.0, 17, rng.normal(size=(17, 3)).astype(np.float32))
-    path = tmp_path / f"ref{suffix}"
-    if suffix == ".npz":
-        save_reference_stats(path, stats)
-        assert os.listdir(tmp_path) == ["ref.npz"]  # no temporary file left behind
+    assert torch.equal(torch.cat(shares), expected)
+    if iterable:
+        with pytest.raises(ValueError, match="num_reference"):
+            next(reference_batches(loader, None, 0, 1, 4))
     else:
-        torch.save({"mu": torch.tensor(stats.mu), "sigma": torch.tensor(stats.sigma), "n": 17,
-                    "features": torch.tensor(stats.features)}, path)
-    loaded = load_reference_stats(path)
-    np.testing.assert_array_equal(loaded.mu, stats.mu)
-    np.testing.assert_array_equal(loaded.sigma, stats.sigma)
-    np.testing.assert_array_equal(loaded.features, stats.features)
-    assert loaded.n == 17
+        whole = torch.cat([torch.cat(list(reference_batches(loader, None, r, 3, 4))) for r in range(3)])
+        assert torch.equal(whole.flatten(), torch.arange(50.0))
 
 
 # ---------------------------------------------------------------------------- the callback
@@ -221,58 +244,74 @@ def tiny_image_model() -> LatentEBM:
 
 def quiet_trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs) -> L.Trainer:
     options = dict(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, inference_mode=False,
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-        default_root_dir=str(tmp_path), accelerator="cpu", devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        inference_mode=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        devices=1,
     )
     options.update(kwargs)
     return L.Trainer(callbacks=callbacks, **options)
 
 
-def test_callback_logs_fid_caches_the_reference_and_reuses_it(tmp_path: Path, monkeypatch) -> None:
+def test_callback_fid_equals_scipy_on_the_same_features_and_caches_the_reference(tmp_path: Path, monkeypatch) -> None:
     cache = tmp_path / "cache"
-    fid = FID(feature_extractor=SmallConvFeatures(), num_samples=64, num_reference=128, cache_dir=str(cache))
+    fid = FID(
+        feature_extractor=SmallConvFeatures(), num_samples=64, batch_size=32, num_reference=128, cache_dir=str(cache)
+    )
     datamodule = ImageDataModule(dataset="digits", batch_size=50)
     trainer = quiet_trainer(tmp_path / "run1", [fid])
-    trainer.fit(tiny_image_model(), datamodule)
-    value = trainer.callback_metrics["val/fid"]
-    assert torch.isfinite(value) and value > 0
-    assert float(value) == pytest.approx(fid.last_metrics["fid"])
+    model = tiny_image_model()
+    trainer.fit(model, datamodule)
+    value = float(trainer.callback_metrics["val/fid"])
+    assert value == pytest.approx(fid.last_metrics["fid"]) and value > 0
 
-    # The cache holds the Gaussian fit of exactly the chosen 128 training images.
-    (cached,) = glob.glob(str(cache / "*.npz"))
-    reference = load_reference_stats(cached)
+    # The same generated images (same per-batch seeds) and reference images, by hand.
     indices = reference_indices(len(datamodule.train_dataset), 128)
-    images = torch.stack([datamodule.train_dataset[int(i)][0] for i in indices])
-    mu, sigma = gaussian_fit(SmallConvFeatures()(to_three_channels(images)).double().numpy())
-    assert reference.n == 128
-    np.testing.assert_allclose(reference.mu, mu, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(reference.sigma, sigma, rtol=1e-5, atol=1e-9)
+    reference = torch.stack([datamodule.train_dataset[int(i)][0] for i in indices])
+    model.eval()
+    generated = []
+    for lo, hi in aligned_batches(0, 64, 32):
+        torch.manual_seed(batch_seed(0, lo))
+        generated.append(model.generate(hi - lo).detach())
+    assert value == pytest.approx(scipy_fid(small_features(reference), small_features(torch.cat(generated))), rel=1e-7)
 
-    # A second run (another callback instance) reads the cache instead of recomputing.
+    # The cache holds the metric's real-image state of exactly those 128 images.
+    (cached,) = glob.glob(str(cache / "fid_ref_train_128_*.npz"))
+    state = load_reference_state(cached)
+    assert state.n == 128 and state.features is None
+    np.testing.assert_allclose(state.total, small_features(reference).sum(0), rtol=1e-6)
+
+    # Another callback reads the cache instead of embedding the reference again.
     def fail(*args, **kwargs):
-        raise AssertionError("reference statistics recomputed although cached")
+        raise AssertionError("reference recomputed although cached")
 
     monkeypatch.setattr(FID, "compute_reference", fail)
-    again = FID(feature_extractor=SmallConvFeatures(), num_samples=64, num_reference=128, cache_dir=str(cache))
-    second = quiet_trainer(tmp_path / "run2", [again], inference_mode=True)
-    model = tiny_image_model()
-    second.fit(model, ImageDataModule(dataset="digits", batch_size=50))
-    assert torch.isfinite(second.callback_metrics["val/fid"])
-    result = second.test(model, ImageDataModule(dataset="digits", batch_size=50), verbose=False)
-    assert np.isfinite(result[0]["test/fid"]) and result[0]["test/fid"] > 0
+    again = FID(
+        feature_extractor=SmallConvFeatures(), num_samples=64, batch_size=32, num_reference=128, cache_dir=str(cache)
+    )
+    result = quiet_trainer(tmp_path / "run2", [again], inference_mode=True).test(
+        model, ImageDataModule(dataset="digits", batch_size=50), verbose=False
+    )
+    assert result[0]["test/fid"] == pytest.approx(value, rel=1e-9)  # same model, same seeds
 
 
-def test_cache_name_changes_with_the_extractor_and_the_number_of_reference_images(tmp_path: Path, monkeypatch) -> None:
+def test_cache_name_depends_on_the_extractor_and_the_reference_size(tmp_path: Path, monkeypatch) -> None:
     trainer = SimpleNamespace(datamodule=ImageDataModule(dataset="digits"), default_root_dir=str(tmp_path))
 
-    def path(seed: int, num_reference: int, cache_dir: str | None = None) -> str:
+    def path(seed: int, num_reference: int | None, cache_dir: str | None = None) -> str:
         callback = FID(feature_extractor=SmallConvFeatures(seed=seed), num_reference=num_reference, cache_dir=cache_dir)
-        callback.extractor(torch.device("cpu"))
         return callback.cache_path(trainer, loader=None)
 
     assert path(0, 100) == path(0, 100)
-    assert len({path(0, 100), path(1, 100), path(0, 200)}) == 3
+    assert len({path(0, 100), path(1, 100), path(0, 200), path(0, None)}) == 4
+    assert os.path.basename(path(0, None)).startswith("fid_ref_train_all_")
     assert os.path.dirname(path(0, 100)) == os.path.join(str(tmp_path), "fid_cache")
     monkeypatch.setenv("LEBM_TEST_FID_CACHE", str(tmp_path / "elsewhere"))
     assert path(0, 100, "$LEBM_TEST_FID_CACHE").startswith(str(tmp_path / "elsewhere"))
@@ -288,94 +327,264 @@ def test_callback_arguments_parse_from_a_recipe_style_config() -> None:
             init_args:
               num_samples: 500
               kid: true
-              sampler: {class_path: lebm.samplers.Langevin, init_args: {n_steps: 100, step_size: 0.4}}
+              every_n_epochs: 50
+              first_epoch: 51
+              num_reference: null
               feature_extractor: {class_path: lebm.metrics.SmallConvFeatures, init_args: {seed: 3}}
+          - class_path: lebm.callbacks.fid.FID
+            init_args:
+              name: fid_long_chain
+              sampler: {class_path: lebm.samplers.Langevin, init_args: {n_steps: 100, step_size: 0.4}}
+              generate_kwargs: {temperature: 0.5}
         """
     )
     instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
-    (callback,) = instantiate(config).callbacks
-    assert isinstance(callback, FID) and callback.num_samples == 500 and callback.kid
-    assert callback.sampler.n_steps == 100 and callback.feature_extractor.name == "small-conv-s3-c3-w16-d32"
+    first, second = instantiate(config).callbacks
+    assert isinstance(first, FID) and first.num_samples == 500 and first.kid and first.num_reference is None
+    assert first.feature_extractor.name == "small-conv-s3-c3-w16-d32" and first.first_epoch == 51
+    assert second.name == "fid_long_chain" and second.kid_name == "kid_long_chain"
+    assert second.sampler.n_steps == 100 and second.generate_kwargs == {"temperature": 0.5}
+    assert first.state_key != second.state_key
+
+
+def test_names_and_argument_errors() -> None:
+    assert kid_name("fid") == "kid" and kid_name("fid_ebm") == "kid_ebm" and kid_name("gen") == "gen_kid"
+    with pytest.raises(ValueError, match="given twice"):
+        FID(sampler=Langevin(2, 0.1), generate_kwargs={"sampler": Langevin(2, 0.1)})
+    with pytest.raises(ValueError, match="first_epoch"):
+        FID(first_epoch=0)
+    with pytest.raises(RuntimeError, match="state_key"):  # two callbacks logging the same name
+        L.Trainer(callbacks=[FID(), FID()], logger=False, enable_checkpointing=False)
 
 
 def test_kid_without_reference_features_fails_before_any_sampling(tmp_path: Path) -> None:
     path = tmp_path / "no_features.npz"
-    save_reference_stats(path, ReferenceStats(np.zeros(32), np.eye(32), 10))
+    save_reference_state(path, state_of(np.random.default_rng(0).normal(size=(10, 32)), keep=False))
     callback = FID(feature_extractor=SmallConvFeatures(), reference_stats=str(path), kid=True)
     with pytest.raises(ValueError, match="features"):
-        callback.reference_statistics(trainer=None, pl_module=None)
+        callback.reference_state(trainer=None, pl_module=None)
 
 
-# ----------------------------------------------------------------------------------- DDP
+# ----------------------------------------------------------------------- schedule and names
 class NoiseImages(L.LightningModule):
-    """``generate(n)``: uniform noise images drawn from the global RNG, which the FID callback
-    seeds per batch from the batch's first global sample index."""
+    """``generate(n, shift=0)``: uniform noise images (plus ``shift``) from the global RNG, which
+    the FID callback seeds per batch; trains one weight so that ``global_step`` advances, and can
+    ask to stop after the first batch of epoch ``stop_in_epoch`` (1-based)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stop_in_epoch: int | None = None) -> None:
         super().__init__()
-        self.unused = nn.Linear(1, 1)
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.stop_in_epoch = stop_in_epoch
 
-    def generate(self, n: int, sampler=None) -> torch.Tensor:
-        return torch.rand(n, 1, 8, 8, device=self.device) * 1.6 - 0.6
+    def generate(self, n: int, sampler=None, shift: float = 0.0) -> torch.Tensor:
+        return torch.rand(n, 1, 8, 8, device=self.device) * 1.6 - 0.6 + shift
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.stop_in_epoch == self.current_epoch + 1:
+            self.trainer.should_stop = True
+        return (self.weight - batch[0].mean()) ** 2
 
     def validation_step(self, batch, batch_idx: int) -> None:
         return None
 
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
+
+class RecordedFID(FID):
+    """An FID callback that records the ``global_step`` of each evaluation (the tests train 2
+    batches per epoch: epoch ``e`` ends at step ``2 e``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.steps: list[int] = []
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        self.steps.append(trainer.global_step)
+        return super().evaluate(trainer, pl_module)
+
+
+class RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, float]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.records.append(dict(metrics))
+
+
+def noise_reference(path: Path) -> None:
+    """The reference state (with features) of 96 noise images, written to ``path``."""
+    images = torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    save_reference_state(path, state_of(small_features(images)))
+
+
+def loaders(n_train_batches: int = 4) -> tuple[DataLoader, DataLoader]:
+    train = DataLoader(TensorDataset(torch.rand(2 * n_train_batches, 1)), batch_size=2)
+    return train, DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+
+
+def noise_fid(tmp_path: Path, **kwargs: Any) -> RecordedFID:
+    reference = tmp_path / "reference.npz"
+    if not reference.exists():
+        noise_reference(reference)
+    options = dict(feature_extractor=SmallConvFeatures(), num_samples=32, batch_size=16, reference_stats=str(reference))
+    return RecordedFID(**{**options, **kwargs})
+
+
+def test_schedule_scores_after_first_epoch_every_n_and_the_last(tmp_path: Path) -> None:
+    fid = noise_fid(tmp_path, every_n_epochs=2, first_epoch=2)
+    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=5)
+    trainer.fit(NoiseImages(), *loaders())  # limit_train_batches=2 of 4 batches per epoch
+    assert fid.steps == [4, 8, 10]  # after epochs 2, 4 and 5
+    assert np.isfinite(float(trainer.callback_metrics["val/fid"]))
+
+
+def test_schedule_of_the_official_script_and_the_default() -> None:
+    official, default = FID(every_n_epochs=50, first_epoch=51), FID(every_n_epochs=50)
+    assert [e for e in range(1, 202) if official.scheduled(e)] == [51, 101, 151, 201]
+    assert [e for e in range(1, 202) if default.scheduled(e)] == [50, 100, 150, 200]
+
+
+def test_a_final_epoch_on_the_schedule_and_mid_epoch_validations_score_once(tmp_path: Path) -> None:
+    fid = noise_fid(tmp_path, every_n_epochs=1)
+    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=2, val_check_interval=0.5)
+    trainer.fit(NoiseImages(), *loaders(n_train_batches=2))  # validations after 1, 2, 3, 4 steps
+    assert fid.steps == [2, 4]
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_run_that_stops_itself_gets_its_final_model_scored(tmp_path: Path, validation: bool) -> None:
+    fid = noise_fid(tmp_path, every_n_epochs=10)
+    logger = RecordingLogger()
+    limit_val = 1 if validation else 0  # without validation, on_train_end scores it
+    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=10, logger=logger, limit_val_batches=limit_val)
+    trainer.fit(NoiseImages(stop_in_epoch=3), *loaders())
+    assert fid.steps == [5]  # after the 1st batch of the 3rd epoch, not after the 10th epoch
+    logged = [record["val/fid"] for record in logger.records if "val/fid" in record]
+    assert logged == [pytest.approx(fid.last_metrics["fid"])]
+    assert float(trainer.callback_metrics["val/fid"]) == pytest.approx(fid.last_metrics["fid"])
+
+
+def test_two_named_callbacks_keep_their_own_state_and_share_the_reference_cache(tmp_path: Path, monkeypatch) -> None:
+    computed = []
+    original = FID.compute_reference
+
+    def counting(self, *args, **kwargs):
+        computed.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FID, "compute_reference", counting)
+    common = dict(
+        feature_extractor=SmallConvFeatures(),
+        num_samples=32,
+        batch_size=16,
+        reference="val",
+        cache_dir=str(tmp_path / "cache"),
+        kid=True,
+        kid_subset_size=16,
+        kid_subsets=3,
+    )
+    raw = FID(**common)
+    shifted = FID(name="fid_shifted", generate_kwargs={"shift": 0.4}, **common)
+    train, val = loaders()
+    val = DataLoader(TensorDataset(torch.rand(40, 1, 8, 8) * 2 - 1), batch_size=8)
+    trainer = quiet_trainer(tmp_path / "both", [raw, shifted])
+    trainer.validate(NoiseImages(), val, verbose=False)
+    metrics = trainer.callback_metrics
+    assert computed == ["fid"] and len(os.listdir(tmp_path / "cache")) == 1  # the second one read the cache
+    assert float(metrics["val/fid"]) == pytest.approx(raw.last_metrics["fid"])
+    assert float(metrics["val/kid"]) == pytest.approx(raw.last_metrics["kid"])
+    assert float(metrics["val/fid_shifted"]) == pytest.approx(shifted.last_metrics["fid"])
+    assert float(metrics["val/kid_shifted"]) == pytest.approx(shifted.last_metrics["kid"])
+    assert shifted.last_metrics["fid"] > raw.last_metrics["fid"]
+
+    alone = FID(**common)  # the same callback on its own gives the same number
+    quiet_trainer(tmp_path / "alone", [alone]).validate(NoiseImages(), val, verbose=False)
+    assert alone.last_metrics == raw.last_metrics
+
+    # a fitted trainer saves both states, each under its own key
+    checkpoint = tmp_path / "both.ckpt"
+    fitted = quiet_trainer(tmp_path / "fit", [FID(**common), FID(name="fid_shifted", **common)])
+    fitted.fit(NoiseImages(), train, val)
+    fitted.save_checkpoint(checkpoint)
+    states = torch.load(checkpoint, weights_only=False)["callbacks"]
+    assert {"FID{'name': 'fid'}", "FID{'name': 'fid_shifted'}"} <= set(states)
+    assert states["FID{'name': 'fid'}"]["scored_step"] == fitted.global_step
+
+
+# ----------------------------------------------------------------------------------- DDP
 class RecordMetrics(L.Callback):
-    """Write this rank's FID/KID to ``<folder>/rank<r>.json`` (spawned processes cannot return them)."""
+    """Write this rank's logged FID/KID and the FID callback's own float64 values to
+    ``<folder>/rank<r>.json`` (spawned processes cannot return them)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         values = {key: float(trainer.callback_metrics[key]) for key in ("val/fid", "val/kid")}
+        (fid,) = [callback for callback in trainer.callbacks if isinstance(callback, FID)]
+        values.update(fid.last_metrics)
         with open(os.path.join(self.folder, f"rank{trainer.global_rank}.json"), "w") as handle:
             json.dump(values, handle)
 
 
-def noise_reference(path: Path) -> None:
-    """Reference statistics (with features) of 96 noise images, written to ``path``."""
-    generator = torch.Generator().manual_seed(5)
-    images = torch.rand(96, 1, 8, 8, generator=generator) * 2 - 1
-    features = SmallConvFeatures()(to_three_channels(images)).double()
-    mu, sigma = FeatureStats.from_features(features).gaussian()
-    save_reference_stats(path, ReferenceStats(mu, sigma, 96, features.float().numpy()))
-
-
-def direct_fid(reference_path: Path, num_samples: int, batch_size: int) -> float:
-    """FID of NoiseImages samples computed by hand: same per-batch seeds, numpy fit."""
+def direct_fid(reference: torch.Tensor, num_samples: int, batch_size: int) -> float:
+    """FID of NoiseImages samples by hand: the same per-batch seeds, scipy's distance."""
     model, batches = NoiseImages(), []
     for lo, hi in aligned_batches(0, num_samples, batch_size):
         torch.manual_seed(batch_seed(0, lo))
         batches.append(model.generate(hi - lo))
-    features = SmallConvFeatures()(to_three_channels(torch.cat(batches))).double().numpy()
-    reference = load_reference_stats(reference_path)
-    return frechet_distance(*gaussian_fit(features), reference.mu, reference.sigma)
+    return scipy_fid(small_features(reference), small_features(torch.cat(batches)))
 
 
-def test_two_process_ddp_gives_the_single_process_fid(tmp_path: Path) -> None:
-    reference = tmp_path / "reference.npz"
-    noise_reference(reference)
-    options = dict(num_samples=64, batch_size=16, reference_stats=str(reference), kid=True,
-                   kid_subset_size=32, kid_subsets=5)
-    loader = DataLoader(TensorDataset(torch.zeros(8, 1)), batch_size=2)
+def test_two_process_ddp_gives_the_single_process_fid_and_reference(tmp_path: Path) -> None:
+    # 37 reference images (19 + 18 per rank); 72 samples = 5 batches of 16 (3 + 2 per rank)
+    images = torch.rand(37, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    loader = DataLoader(TensorDataset(images), batch_size=8)
+    options = dict(num_samples=72, batch_size=16, reference="val", kid=True, kid_subset_size=32, kid_subsets=5)
 
-    single = FID(feature_extractor=SmallConvFeatures(), **options)
+    single = FID(feature_extractor=SmallConvFeatures(), cache_dir=str(tmp_path / "one"), **options)
     quiet_trainer(tmp_path / "one", [single]).validate(NoiseImages(), loader, verbose=False)
-    assert single.last_metrics["fid"] == pytest.approx(direct_fid(reference, 64, 16), rel=1e-9)
+    assert single.last_metrics["fid"] == pytest.approx(direct_fid(images, 72, 16), rel=1e-7)
 
     records = tmp_path / "records"
     records.mkdir()
     ddp = quiet_trainer(
-        tmp_path / "two", [FID(feature_extractor=SmallConvFeatures(), **options), RecordMetrics(str(records))],
-        strategy="ddp_spawn", devices=2,
+        tmp_path / "two",
+        [
+            FID(feature_extractor=SmallConvFeatures(), cache_dir=str(tmp_path / "two"), **options),
+            RecordMetrics(str(records)),
+        ],
+        strategy="ddp_spawn",
+        devices=2,
     )
     ddp.validate(NoiseImages(), loader, verbose=False)
     per_rank = [json.loads((records / f"rank{r}.json").read_text()) for r in range(2)]
     for values in per_rank:
-        assert values["val/fid"] == pytest.approx(single.last_metrics["fid"], rel=1e-6)
-        assert values["val/kid"] == pytest.approx(single.last_metrics["kid"], rel=1e-5, abs=1e-7)
+        assert values["fid"] == pytest.approx(single.last_metrics["fid"], rel=1e-9)
+        assert values["kid"] == pytest.approx(single.last_metrics["kid"], rel=1e-9, abs=1e-12)
+        assert values["val/fid"] == pytest.approx(values["fid"], rel=1e-6)  # Lightning logs float32
+        assert values["val/kid"] == pytest.approx(values["kid"], rel=1e-6, abs=1e-9)
+    # the reference embedded by two processes is the one embedded by one
+    (one,), (two,) = (glob.glob(str(tmp_path / folder / "*.npz")) for folder in ("one", "two"))
+    one, two = load_reference_state(one), load_reference_state(two)
+    assert one.n == two.n == 37
+    np.testing.assert_array_equal(one.features, two.features)
+    np.testing.assert_allclose(two.outer, one.outer, rtol=1e-12)
 
 
 # ------------------------------------------------------------------------------ Inception
@@ -388,12 +597,20 @@ def inception_weights() -> str:
     return path
 
 
-def test_inception_extractor_gives_2048_finite_features_per_image() -> None:
-    inception_weights()
+def test_inception_features_are_torch_fidelitys_and_torchmetrics_without_antialiasing() -> None:
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    path = inception_weights()
     extractor = InceptionFeatures(OFFLINE_INCEPTION_WEIGHTS)  # also checks that $LEBM_DATA is expanded
-    grey = digits(4)
+    grey = torch.cat([digits(1), digits(1, offset=50) * 0.5])
     features = extractor(to_three_channels(grey))
-    assert features.shape == (4, 2048) and torch.isfinite(features).all()
+    assert features.shape == (2, 2048) and torch.isfinite(features).all()
     assert not torch.allclose(features[0], features[1])
     # float images are rounded to uint8 first: a change well below half a grey level changes nothing
     torch.testing.assert_close(extractor(to_three_channels(grey + 1e-4)), features)
+    # torchmetrics' own copy of the network agrees exactly with its TF-like resize, not with antialiasing
+    as_uint8 = to_uint8(to_three_channels(grey))
+    exact = NoTrainInceptionV3("inception-v3-compat", ["2048"], path, antialias=False)(as_uint8)
+    blurred = NoTrainInceptionV3("inception-v3-compat", ["2048"], path, antialias=True)(as_uint8)
+    assert torch.equal(exact, features)
+    assert (blurred - features).abs().max() > 0.1

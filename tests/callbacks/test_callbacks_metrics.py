@@ -55,9 +55,17 @@ def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_train_batches=1, default_root_dir=str(tmp_path),
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=1,
+        default_root_dir=str(tmp_path),
         callbacks=[AnomalyDetection(anomaly_classes=[4], last_k=last_k), ReconstructionMSE()],
     )
     trainer.fit(ScoreOnly(drift, offset), loader, loader)
@@ -120,9 +128,17 @@ def test_a_callback_needing_an_output_the_method_lacks_fails_before_training(tmp
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
     model = NoScores()
     before = model.weight.detach().clone()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=1,
-                        callbacks=[AnomalyDetection(anomaly_classes=[4])], default_root_dir=str(tmp_path))
-    with pytest.raises(ValueError, match=r"AnomalyDetection reads the per-example 'score'.*NoScores returns \('mse',\)"):
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        max_epochs=1,
+        callbacks=[AnomalyDetection(anomaly_classes=[4])],
+        default_root_dir=str(tmp_path),
+    )
+    with pytest.raises(
+        ValueError, match=r"AnomalyDetection reads the per-example 'score'.*NoScores returns \('mse',\)"
+    ):
         trainer.fit(model, loader, loader)
     assert torch.equal(model.weight, before) and trainer.global_step == 0
 
@@ -130,8 +146,13 @@ def test_a_callback_needing_an_output_the_method_lacks_fails_before_training(tmp
 def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[AnomalyDetection()],
-                        default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[AnomalyDetection()],
+        default_root_dir=str(tmp_path),
+    )
     with pytest.raises(ValueError, match="anomaly_classes"):
         trainer.validate(ScoreOnly(), loader)
 
@@ -139,8 +160,15 @@ def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
 def test_an_evaluation_set_without_anomalies_gives_nan_not_a_crash(tmp_path) -> None:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path),
-                        callbacks=[AnomalyDetection(anomaly_classes=[11])])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[AnomalyDetection(anomaly_classes=[11])],
+    )
     with pytest.warns(UserWarning, match="only one class"):
         metrics = trainer.validate(ScoreOnly(), loader)[0]
-    assert torch.isnan(torch.tensor(metrics["val/auprc"])) and torch.isnan(torch.tensor(metrics["val/auprc_last_k_mean"]))
+    assert torch.isnan(torch.tensor(metrics["val/auprc"])) and torch.isnan(
+        torch.tensor(metrics["val/auprc_last_k_mean"])
+    )

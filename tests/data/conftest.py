@@ -27,6 +27,22 @@ def write_idx(path: Path, array: np.ndarray, compress: bool) -> Path:
     return path
 
 
+def write_idx_splits(
+    folder: Path, n_train: int, n_test: int, compress: bool, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """MNIST-named IDX files (train-*, t10k-*) in ``folder``: random (N, 28, 28) uint8 images, labels 0..9 cycling."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    arrays = {}
+    for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, compress)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)
+        arrays[split] = (images, labels)
+    return arrays
+
+
 @pytest.fixture
 def make_mnist_idx(tmp_path: Path) -> Callable[..., tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]]:
     """Factory: write fake MNIST train/test IDX files and return ``(root, {split: (images, labels)})``.
@@ -36,18 +52,22 @@ def make_mnist_idx(tmp_path: Path) -> Callable[..., tuple[Path, dict[str, tuple[
     """
 
     def make(n_train: int = 60, n_test: int = 20, compress: bool = True, layout: str = "flat", seed: int = 0):
-        rng = np.random.default_rng(seed)
         root = tmp_path / f"mnist_{layout}_{int(compress)}"
         folder = root / "MNIST" / "raw" if layout == "torchvision" else root
-        folder.mkdir(parents=True)
-        arrays = {}
-        for split, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
-            images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-            labels = (np.arange(n) % 10).astype(np.uint8)
-            write_idx(folder / f"{prefix}-images-idx3-ubyte", images, compress)
-            write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels, compress)
-            arrays[split] = (images, labels)
-        return root, arrays
+        return root, write_idx_splits(folder, n_train, n_test, compress, seed)
+
+    return make
+
+
+@pytest.fixture
+def make_fashion_mnist(tmp_path: Path) -> Callable[..., tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+    """Factory like ``make_mnist_idx`` for Fashion-MNIST: same file names and format;
+    ``layout="torchvision"`` puts them in ``root/FashionMNIST/raw``."""
+
+    def make(n_train: int = 30, n_test: int = 10, compress: bool = True, layout: str = "flat", seed: int = 1):
+        root = tmp_path / f"fashion_{layout}_{int(compress)}"
+        folder = root / "FashionMNIST" / "raw" if layout == "torchvision" else root
+        return root, write_idx_splits(folder, n_train, n_test, compress, seed)
 
     return make
 
@@ -55,7 +75,8 @@ def make_mnist_idx(tmp_path: Path) -> Callable[..., tuple[Path, dict[str, tuple[
 def write_mnist_csv(path: Path, images: np.ndarray, labels: np.ndarray, header: bool) -> Path:
     """Rows of 784 pixel values then the label; gzip when the name ends in .gz."""
     lines = [",".join(f"p{i}" for i in range(784)) + ",label"] if header else []
-    lines += [",".join(map(str, row.reshape(-1).tolist())) + f",{label}" for row, label in zip(images, labels)]
+    rows = zip(images, labels, strict=True)
+    lines += [",".join(map(str, row.reshape(-1).tolist())) + f",{label}" for row, label in rows]
     text = "\n".join(lines) + "\n"
     if path.suffix == ".gz":
         path.write_bytes(gzip.compress(text.encode()))

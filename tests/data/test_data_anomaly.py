@@ -41,7 +41,8 @@ def test_full_pool_reads_both_idx_splits(make_mnist_idx) -> None:
 def test_offline_pool_reads_test_idx_and_csv(make_mnist_idx, mnist_csv_writer) -> None:
     root, _ = make_mnist_idx(n_train=10, n_test=40)
     rng = np.random.default_rng(0)
-    mnist_csv_writer(root / "mnist_5k.csv.gz", rng.integers(0, 256, (30, 28, 28), dtype=np.uint8), np.arange(30) % 10, False)
+    digits = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    mnist_csv_writer(root / "mnist_5k.csv.gz", digits, np.arange(30) % 10, False)
     dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[9], pool="offline")
     dm.setup()
     assert len(dm.train_dataset) + len(dm.test_dataset) == 70
@@ -65,3 +66,26 @@ def test_real_offline_pool_sizes() -> None:
     ones = 1135 + 500
     assert len(dm.test_dataset) == ones + (15000 - ones) - round(0.8 * (15000 - ones))
     assert int((dm.test_labels == 1).sum()) == ones
+
+
+def test_image_size_and_channels_resize_and_repeat(make_mnist_idx) -> None:
+    from lebm.data.transforms import resize_uint8
+
+    root, arrays = make_mnist_idx(n_train=40, n_test=20)
+    plain = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], batch_size=10)
+    dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], batch_size=10, image_size=32, channels=3)
+    assert plain.sample_shape == (1, 28, 28) and dm.sample_shape == (3, 32, 32)
+    plain.setup()
+    dm.setup()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (10, 3, 32, 32)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+    assert torch.equal(dm.test_labels, plain.test_labels)  # same split, only the pixels change
+    index = int(dm.test_dataset.indices[0])
+    pool = np.concatenate([arrays["test"][0], arrays["train"][0]])  # the pool order: test IDX, then train IDX
+    expected = resize_uint8(torch.from_numpy(pool[index : index + 1, None]), 32)[0, 0].float() / 127.5 - 1
+    torch.testing.assert_close(dm.test_dataset[0][0][0], expected)
+    with pytest.raises(ValueError, match="channels"):
+        MNISTAnomalyDataModule(str(root), channels=2)
+    with pytest.raises(ValueError, match="image_size"):
+        MNISTAnomalyDataModule(str(root), image_size=0)

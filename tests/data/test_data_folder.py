@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lebm.data import ImageFolderDataset, celeba_dataset, list_image_files
+from lebm.data import FolderPreprocess, ImageFolderDataset, celeba_dataset, list_image_files
 
 
 def coordinate_image(width: int, height: int) -> np.ndarray:
@@ -123,3 +123,57 @@ def test_celeba_missing_says_download_by_hand(tmp_path: Path) -> None:
         celeba_dataset(tmp_path)
     assert str(tmp_path / "img_align_celeba") in str(info.value)
     assert "by hand" in str(info.value)
+
+
+# ------------------------------------------------------------------ resize_shorter_side (FolderPreprocess)
+def horizontal_gradient(width: int, height: int) -> np.ndarray:
+    """RGB image whose red channel is 3 * column, green 50, blue 5 * row."""
+    columns, rows = np.meshgrid(np.arange(width), np.arange(height))
+    return np.stack([3 * columns, np.full_like(columns, 50), 5 * rows], axis=-1).astype(np.uint8)
+
+
+def test_resize_shorter_side_then_center_crop_is_the_middle_of_the_resized_image() -> None:
+    image = Image.fromarray(horizontal_gradient(80, 40))
+    out = np.asarray(FolderPreprocess(resize_shorter_side=20, center_crop=20)(image)).astype(np.float64)
+    assert out.shape == (20, 20, 3)
+    # resized to 40x20 (columns halved): column j holds ~3 * (2j + 0.5); the centre crop keeps j = 10..29
+    expected_red = 3 * (2 * (10 + np.arange(20)) + 0.5)
+    assert np.abs(out[:, :, 0] - expected_red[None, :]).max() <= 1.0
+    assert bool((out[:, :, 1] == 50).all())
+
+
+def test_resize_shorter_side_and_center_crop_match_torchvision() -> None:
+    transforms = pytest.importorskip("torchvision.transforms")
+    for width, height in ((80, 40), (33, 70)):
+        image = Image.fromarray(horizontal_gradient(width, height))
+        ours = FolderPreprocess(resize_shorter_side=16, center_crop=16)(image)
+        theirs = transforms.Compose([transforms.Resize(16), transforms.CenterCrop(16)])(image)
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
+def test_preprocess_order_and_output_size() -> None:
+    steps = FolderPreprocess(crop_box=(0, 0, 60, 30), resize_shorter_side=10)
+    assert steps.output_size(None) == (20, 10)  # box 60x30 -> shorter side 10 -> 20x10
+    image = steps(Image.fromarray(horizontal_gradient(80, 40)))
+    assert image.size == (20, 10)
+    red = np.asarray(image)[:, :, 0].astype(np.float64)
+    assert abs(red.mean() - 3 * 29.5) < 1.5  # the mean of columns 0..59 only: the box came first
+    assert FolderPreprocess(resize_shorter_side=10).output_size(None) is None
+    assert FolderPreprocess(resize_shorter_side=10).output_size((33, 70)) == (10, 21)
+    assert FolderPreprocess(resize_shorter_side=10, center_crop=8, image_size=4).output_size(None) == (4, 4)
+
+
+def test_dataset_applies_resize_shorter_side(tmp_path: Path) -> None:
+    Image.fromarray(horizontal_gradient(80, 40)).save(tmp_path / "wide.png")
+    dataset = ImageFolderDataset(tmp_path, resize_shorter_side=20, center_crop=20)
+    image, _ = dataset[0]
+    assert image.shape == (3, 20, 20) and dataset.resize_shorter_side == 20
+    expected_red = torch.tensor(3 * (2 * (10 + np.arange(20)) + 0.5))
+    assert (image[0].double() - expected_red[None, :]).abs().max() <= 1.0
+
+
+def test_bad_preprocess_options_are_named() -> None:
+    with pytest.raises(ValueError, match="resize_shorter_side"):
+        FolderPreprocess(resize_shorter_side=0)
+    with pytest.raises(ValueError, match="crop_box"):
+        FolderPreprocess(crop_box=(5, 5, 5, 9))

@@ -40,47 +40,63 @@ def test_digits_pixel_values_map_linearly(digits_module: ImageDataModule) -> Non
     assert int(y) == int(labels[index])
 
 
-def test_digits_splits_are_disjoint_sized_and_cover_the_pool(digits_module: ImageDataModule) -> None:
+def test_digits_default_splits_are_train_and_test_only(digits_module: ImageDataModule) -> None:
     train = set(digits_module.train_dataset.indices.tolist())
-    val = set(digits_module.val_dataset.indices.tolist())
     test = set(digits_module.test_dataset.indices.tolist())
+    assert not (train & test) and len(test) == 180 and len(train) == 1797 - 180
+    assert train | test == set(range(1797))
+    assert len(digits_module.holdout_dataset) == 0
+    assert digits_module.val_dataset is digits_module.test_dataset  # validation reads the test set
+
+
+def test_digits_carved_splits_are_disjoint_sized_and_cover_the_pool() -> None:
+    module = ImageDataModule("digits", val_size=0.1, validate_on="val", seed=3)
+    module.setup()
+    train = set(module.train_dataset.indices.tolist())
+    val = set(module.val_dataset.indices.tolist())
+    test = set(module.test_dataset.indices.tolist())
+    assert module.val_dataset is module.holdout_dataset
     assert not (train & val) and not (train & test) and not (val & test)
     assert len(val) == 180 and len(test) == 180 and len(train) == 1797 - 360
     assert train | val | test == set(range(1797))
 
 
-def test_digits_splits_are_deterministic_for_a_seed(digits_module: ImageDataModule) -> None:
-    same = ImageDataModule("digits", seed=3)
-    same.setup()
-    other = ImageDataModule("digits", seed=4)
-    other.setup()
-    assert torch.equal(same.val_dataset.indices, digits_module.val_dataset.indices)
-    assert torch.equal(same.test_dataset.indices, digits_module.test_dataset.indices)
-    assert not torch.equal(other.val_dataset.indices, digits_module.val_dataset.indices)
+def test_digits_splits_are_deterministic_for_a_seed() -> None:
+    def split(seed: int) -> ImageDataModule:
+        module = ImageDataModule("digits", val_size=0.1, validate_on="val", seed=seed)
+        module.setup()
+        return module
+
+    first, same, other = split(3), split(3), split(4)
+    assert torch.equal(same.val_dataset.indices, first.val_dataset.indices)
+    assert torch.equal(same.test_dataset.indices, first.test_dataset.indices)
+    assert not torch.equal(other.val_dataset.indices, first.val_dataset.indices)
 
 
 def test_split_sizes_accept_counts() -> None:
-    module = ImageDataModule("digits", val_size=100, test_size=0)
+    module = ImageDataModule("digits", val_size=100, test_size=0, validate_on="val")
     module.setup()
     assert len(module.val_dataset) == 100 and len(module.test_dataset) == 0
     assert len(module.train_dataset) == 1697
 
 
-def test_exclude_classes_only_affects_train_and_val(digits_module: ImageDataModule) -> None:
-    module = ImageDataModule("digits", batch_size=64, seed=3, exclude_classes=[3])
+def test_exclude_classes_only_affects_train_and_val() -> None:
+    plain = ImageDataModule("digits", batch_size=64, seed=3, val_size=0.1, validate_on="val")
+    plain.setup()
+    module = ImageDataModule("digits", batch_size=64, seed=3, val_size=0.1, validate_on="val", exclude_classes=[3])
     module.setup()
     assert 3 not in module.train_labels.tolist() and 3 not in module.val_labels.tolist()
     assert 3 in module.test_labels.tolist()
-    assert torch.equal(module.test_dataset.indices, digits_module.test_dataset.indices)
+    assert torch.equal(module.test_dataset.indices, plain.test_dataset.indices)
     seen = torch.cat([y for _, y in module.train_dataloader()])
     assert 3 not in seen.tolist() and len(seen) > 1000
-    expected_train = int((digits_module.train_labels != 3).sum())
+    expected_train = int((plain.train_labels != 3).sum())
     assert len(module.train_dataset) == expected_train
 
 
 def test_loaders_shuffle_and_drop_last_only_for_training(digits_module: ImageDataModule) -> None:
     train_loader = digits_module.train_dataloader()
-    assert len(train_loader) == (1797 - 360) // 64
+    assert len(train_loader) == (1797 - 180) // 64
     assert all(x.shape[0] == 64 for x, _ in train_loader)
     loader = digits_module.train_dataloader()
     epochs = [next(iter(loader))[1] for _ in range(2)]
@@ -116,7 +132,7 @@ def test_random_flip_applies_to_training_only() -> None:
 
 
 def test_limit_uses_first_images_of_the_pool() -> None:
-    module = ImageDataModule("digits", limit=200, val_size=0.1, test_size=0.1)
+    module = ImageDataModule("digits", limit=200, val_size=0.1, test_size=0.1, validate_on="val")
     module.setup()
     assert len(module.train_dataset) + len(module.val_dataset) + len(module.test_dataset) == 200
     assert int(module.train_dataset.indices.max()) < 200
@@ -141,7 +157,7 @@ def test_unknown_dataset_lists_valid_names() -> None:
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("dataset", ["mnist", "mnist_csv", "svhn", "cifar10", "celeba", "folder"])
+@pytest.mark.parametrize("dataset", ["mnist", "mnist_csv", "fashion_mnist", "svhn", "cifar10", "celeba", "folder"])
 def test_file_datasets_without_root_say_how_to_pass_it(dataset: str) -> None:
     with pytest.raises(ValueError, match="--data.init_args.root"):
         ImageDataModule(dataset)
@@ -151,6 +167,7 @@ def test_file_datasets_without_root_say_how_to_pass_it(dataset: str) -> None:
     "dataset,expected",
     [
         ("mnist", "train-images-idx3-ubyte"),
+        ("fashion_mnist", "FashionMNIST"),
         ("svhn", "train_32x32.mat"),
         ("cifar10", "data_batch_1"),
         ("celeba", "img_align_celeba"),
@@ -201,7 +218,7 @@ def test_exclude_classes_needs_labels(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- file datasets
 def test_mnist_from_idx_files_uses_official_test_split(make_mnist_idx) -> None:
     root, arrays = make_mnist_idx(n_train=60, n_test=20, compress=True)
-    module = ImageDataModule("mnist", root=str(root), batch_size=10, val_size=12, seed=5)
+    module = ImageDataModule("mnist", root=str(root), batch_size=10, val_size=12, validate_on="val", seed=5)
     assert module.sample_shape == (1, 28, 28)
     module.setup()
     assert len(module.train_dataset) == 48 and len(module.val_dataset) == 12 and len(module.test_dataset) == 20
@@ -237,7 +254,9 @@ def test_mnist_csv_from_folder_carves_test_split(tmp_path: Path, mnist_csv_write
     images = np.random.default_rng(0).integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
     labels = np.arange(40) % 10
     mnist_csv_writer(tmp_path / "small.csv.gz", images, labels, header=False)
-    module = ImageDataModule("mnist_csv", root=str(tmp_path), val_size=0.25, test_size=0.25, batch_size=5)
+    module = ImageDataModule(
+        "mnist_csv", root=str(tmp_path), val_size=0.25, test_size=0.25, validate_on="val", batch_size=5
+    )
     module.setup()
     assert (len(module.train_dataset), len(module.val_dataset), len(module.test_dataset)) == (20, 10, 10)
     index = int(module.test_dataset.indices[0])
@@ -258,7 +277,7 @@ def test_svhn_extra_train_split_and_official_test(make_svhn) -> None:
 
 def test_cifar10_module(make_cifar10) -> None:
     root, batches = make_cifar10(per_batch=6)
-    module = ImageDataModule("cifar10", root=str(root), val_size=0.2, batch_size=8, image_size=16)
+    module = ImageDataModule("cifar10", root=str(root), val_size=0.2, validate_on="val", batch_size=8, image_size=16)
     module.setup()
     assert len(module.train_dataset) == 24 and len(module.val_dataset) == 6 and len(module.test_dataset) == 6
     x, _ = next(iter(module.train_dataloader()))
@@ -270,7 +289,9 @@ def test_folder_module_is_unlabelled_and_resized(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for index in range(12):
         Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(tmp_path / f"{index:02d}.png")
-    module = ImageDataModule("folder", root=str(tmp_path), image_size=8, val_size=2, test_size=2, batch_size=4)
+    module = ImageDataModule(
+        "folder", root=str(tmp_path), image_size=8, val_size=2, test_size=2, validate_on="val", batch_size=4
+    )
     assert module.sample_shape == (3, 8, 8)
     module.setup()
     assert (len(module.train_dataset), len(module.val_dataset), len(module.test_dataset)) == (8, 2, 2)
@@ -289,8 +310,8 @@ def test_celeba_module_defaults_to_64_pixels(tmp_path: Path) -> None:
     folder.mkdir()
     for index in range(6):
         Image.fromarray(np.full((218, 178, 3), index * 40, dtype=np.uint8)).save(folder / f"{index + 1:06d}.jpg")
-    module = ImageDataModule("celeba", root=str(tmp_path), val_size=1, test_size=1, batch_size=2, limit=5)
+    module = ImageDataModule("celeba", root=str(tmp_path), test_size=1, batch_size=2, limit=5)
     assert module.sample_shape == (3, 64, 64) and module.center_crop == 140
     module.setup()
-    assert len(module.train_dataset) == 3
+    assert len(module.train_dataset) == 5 and module.test_dataset.indices.tolist() == [5]
     assert ImageDataModule("celeba", root=str(tmp_path), center_crop=0).center_crop is None

@@ -39,6 +39,8 @@ def test_real_mnist_csv_through_the_data_module() -> None:
     images, labels = read_mnist_csv(path)
     assert images.shape == (5000, 1, 28, 28)
     assert torch.bincount(labels, minlength=10).tolist() == [500] * 10
-    module = ImageDataModule("mnist_csv", root="$LEBM_DATA/mnist/mnist_5k.csv.gz", val_size=0.1, test_size=0.1)
+    module = ImageDataModule(
+        "mnist_csv", root="$LEBM_DATA/mnist/mnist_5k.csv.gz", val_size=0.1, test_size=0.1, validate_on="val"
+    )
     module.setup()
     assert (len(module.train_dataset), len(module.val_dataset), len(module.test_dataset)) == (4000, 500, 500)

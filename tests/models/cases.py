@@ -7,34 +7,19 @@ and end), and the quickstart recipe that the CLI tests run.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lebm.cli import main as lebm_main
 from lebm.models import LatentEBM, Method, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 
 LATENT, DATA = 3, 2
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_cli(*args: str) -> None:
-    """The ``lebm`` command in this process, from the repository root (tests/test_cli.py runs it
-    in a subprocess)."""
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        lebm_main(list(args))
-    finally:
-        os.chdir(cwd)
 
 
 class Recording(Sampler):
@@ -48,7 +33,7 @@ class Recording(Sampler):
     def run(self, target: ChainTarget, z: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         start = z.detach().clone()
         end = self.inner.run(target, z, generator=generator)
-        self.calls = [*self.calls[-(self.keep - 1):], (start, end.detach().clone())]
+        self.calls = [*self.calls[-(self.keep - 1) :], (start, end.detach().clone())]
         return end
 
 
@@ -80,7 +65,9 @@ def toy_decoder() -> GaussianDecoder:
 
 def latent_ebm() -> LatentEBM:
     prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=Recording(Langevin(5, 0.4)))
-    return LatentEBM(toy_decoder(), prior, posterior_sampler=Recording(Langevin(5, 0.1)), decoder_lr=1e-3, prior_lr=1e-3)
+    return LatentEBM(
+        toy_decoder(), prior, posterior_sampler=Recording(Langevin(5, 0.1)), decoder_lr=1e-3, prior_lr=1e-3
+    )
 
 
 def multistage_nce() -> MultiStageNCE:
@@ -88,8 +75,12 @@ def multistage_nce() -> MultiStageNCE:
     chains = PersistentChains(Recording(Langevin(5, 0.4)), [LATENT], buffer_size=64, reinit_prob=0.1)
     prior = ProductOfRatiosPrior(LATENT, EnergyMLP(LATENT, hidden=16), n_stages=3, sampler=chains)
     return MultiStageNCE(
-        toy_decoder(), prior, posterior_sampler=Recording(Langevin(5, 0.1)), stage_iterations=1,
-        decoder_lr=1e-3, ratio_lr=1e-3,
+        toy_decoder(),
+        prior,
+        posterior_sampler=Recording(Langevin(5, 0.1)),
+        stage_iterations=1,
+        decoder_lr=1e-3,
+        ratio_lr=1e-3,
     )
 
 
@@ -116,8 +107,12 @@ class MethodCase:
 
 CASES = [
     MethodCase("LatentEBM", latent_ebm, "recipes/quickstart.yaml"),
-    MethodCase("MultiStageNCE", multistage_nce, "recipes/multistage_nce/quickstart.yaml",
-               cli_args=["--model.init_args.stage_iterations", "4"]),
+    MethodCase(
+        "MultiStageNCE",
+        multistage_nce,
+        "recipes/multistage_nce/quickstart.yaml",
+        cli_args=["--model.init_args.stage_iterations", "4"],
+    ),
 ]
 
 

@@ -40,12 +40,20 @@ def test_conv_encoder_layouts_follow_the_official_nets() -> None:
     cifar = ConvEncoder(128, channels=3, image_size=32, nif=128, stem=True)
     convs = [m for m in cifar.features if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
-        (3, 128, 3, 1), (128, 256, 4, 2), (256, 512, 4, 2), (512, 1024, 4, 2)]
+        (3, 128, 3, 1),
+        (128, 256, 4, 2),
+        (256, 512, 4, 2),
+        (512, 1024, 4, 2),
+    ]
     assert all(c.bias is None for c in convs) and cifar.mean_head.kernel_size == (4, 4)
     celeba = ConvEncoder(128, channels=3, image_size=64, nif=128, stem=False)
     convs = [m for m in celeba.features if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
-        (3, 128, 2), (128, 256, 2), (256, 512, 2), (512, 1024, 2)]
+        (3, 128, 2),
+        (128, 256, 2),
+        (256, 512, 2),
+        (512, 1024, 2),
+    ]
 
 
 @pytest.mark.parametrize("size,channels", [(8, 1), (28, 1), (32, 3)])

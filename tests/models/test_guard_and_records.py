@@ -13,12 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from cases import run_cli
+from cli_runner import run_cli
 
 from lebm.models import DivergenceGuard, LatentEBM, TrainingDiverged
 
-QUICK = ["--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch",
-         "1", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+QUICK = [
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.check_val_every_n_epoch",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.logger",
+    "false",
+]
 
 
 def test_non_finite_values_always_stop_and_limits_from_their_epoch() -> None:
@@ -40,13 +50,24 @@ def test_a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint
     extra = tmp_path / "poison.yaml"
     extra.write_text(
         "trainer:\n  callbacks:\n"
-        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n      init_args: {save_last: true, every_n_epochs: 1}\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args: {save_last: true, every_n_epochs: 1}\n"
         "    - class_path: cases.PoisonAt\n      init_args: {epoch: 2}\n"
     )
     run = tmp_path / "run"
     with pytest.raises(SystemExit) as stopped:
-        run_cli("fit", "-c", "recipes/quickstart.yaml", "-c", str(extra), *QUICK, "--trainer.max_epochs", "4",
-                "--trainer.default_root_dir", str(run))
+        run_cli(
+            "fit",
+            "-c",
+            "recipes/quickstart.yaml",
+            "-c",
+            str(extra),
+            *QUICK,
+            "--trainer.max_epochs",
+            "4",
+            "--trainer.default_root_dir",
+            str(run),
+        )
     assert stopped.value.code == 1
     message = capsys.readouterr().err
     assert "training diverged at epoch 2, step 0: train/" in message and "(not finite)" in message
@@ -59,13 +80,32 @@ def test_a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint
 def test_a_users_module_from_a_recipe_reloads_without_being_passed(tmp_path: Path) -> None:
     run = tmp_path / "run"
     energy = '{"class_path": "cases.PlainEnergy", "init_args": {"dim": 16, "width": 24}}'
-    run_cli("fit", "-c", "recipes/quickstart.yaml", *QUICK, "--trainer.max_epochs", "1",
-            "--trainer.default_root_dir", str(run), "--model.init_args.prior.init_args.energy_net", energy)
+    run_cli(
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        *QUICK,
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(run),
+        "--model.init_args.prior.init_args.energy_net",
+        energy,
+    )
     checkpoint = run / "checkpoints" / "last.ckpt"
     stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert stored["_class_path"] == "lebm.models.LatentEBM"  # the public path
     assert stored["prior"]["init_args"]["energy_net"]["class_path"] == "cases.PlainEnergy"
     model = LatentEBM.load_from_checkpoint(checkpoint)  # nothing passed again
     assert type(model.prior.energy_net).__name__ == "PlainEnergy" and model.prior.energy_net.net[0].out_features == 24
-    run_cli("test", "-c", str(run / "config.yaml"), "--ckpt_path", str(checkpoint), "--trainer.logger", "false",
-            "--trainer.default_root_dir", str(tmp_path / "tested"))
+    run_cli(
+        "test",
+        "-c",
+        str(run / "config.yaml"),
+        "--ckpt_path",
+        str(checkpoint),
+        "--trainer.logger",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path / "tested"),
+    )

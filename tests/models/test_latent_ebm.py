@@ -53,8 +53,15 @@ def test_training_updates_both_nets_and_logs_the_chains(tmp_path) -> None:
     t.fit(model, loader(), loader())
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert any(k.startswith("decoder.") for k in changed) and any(k.startswith("prior.") for k in changed)
-    for key in ("train/decoder_nll", "train/prior_loss", "train/energy_pos", "train/energy_neg",
-                "train/prior_chain_grad_norm_last", "train/posterior_chain_energy_last", "val/nll"):
+    for key in (
+        "train/decoder_nll",
+        "train/prior_loss",
+        "train/energy_pos",
+        "train/energy_neg",
+        "train/prior_chain_grad_norm_last",
+        "train/posterior_chain_energy_last",
+        "val/nll",
+    ):
         assert key in t.callback_metrics, key
 
 
@@ -72,12 +79,6 @@ def test_gaussian_prior_baseline_trains_the_decoder_only(tmp_path) -> None:
     t = trainer(tmp_path, enable_checkpointing=False)
     t.fit(model, loader(), loader())
     assert len(t.optimizers) == 1 and "train/prior_loss" not in t.callback_metrics
-
-
-
-
-
-
 
 
 def test_a_users_own_module_is_passed_again_when_loading(tmp_path) -> None:
@@ -102,8 +103,12 @@ def test_resume_continues_the_same_run(tmp_path) -> None:
     first.fit(small_model(), loader())
     assert (tmp_path / "ckpt" / "last.ckpt").exists()
     resumed_model = small_model()
-    second = trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
-                     limit_val_batches=0)
+    second = trainer(
+        tmp_path,
+        max_epochs=2,
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)],
+        limit_val_batches=0,
+    )
     second.fit(resumed_model, loader(), ckpt_path="last")
     assert second.current_epoch == 2 and second.global_step == 2 * first.global_step
     adam_steps = second.optimizers[0].state_dict()["state"][0]["step"]
@@ -118,7 +123,8 @@ def test_the_anomaly_score_ranks_points_off_the_data_higher(tmp_path) -> None:
     signs = torch.randint(0, 2, (512, 1)) * 2.0 - 1.0
     data = torch.cat([signs, torch.zeros_like(signs)], 1) + 0.1 * torch.randn(512, 2)
     trainer(tmp_path, max_epochs=30, enable_checkpointing=False, limit_val_batches=0).fit(
-        model, DataLoader(TensorDataset(data), batch_size=64))
+        model, DataLoader(TensorDataset(data), batch_size=64)
+    )
     inliers = torch.cat([signs[:64], torch.zeros(64, 1)], 1) + 0.1 * torch.randn(64, 2)
     outliers = torch.randn(64, 2) * 0.1 + torch.tensor([0.0, 3.0])
     assert model.score(outliers).min() > model.score(inliers).max()

@@ -34,11 +34,19 @@ def train(learn_prior: bool, seed: int = 0, iterations: int = 400) -> LatentEBM:
     raised for a short run."""
     torch.manual_seed(seed)
     decoder = GaussianDecoder(MLPGenerator(1, [2], depth=0, out_activation=None), sigma=0.1)
-    prior = TiltedGaussianPrior(1, EnergyMLP(1, hidden=64), sampler=Langevin(60, 0.4)) if learn_prior else GaussianPrior(1)
+    prior = (
+        TiltedGaussianPrior(1, EnergyMLP(1, hidden=64), sampler=Langevin(60, 0.4)) if learn_prior else GaussianPrior(1)
+    )
     model = LatentEBM(decoder, prior, posterior_sampler=Langevin(50, 0.1), decoder_lr=2e-3, prior_lr=3e-4)
     data = DataLoader(TensorDataset(TARGET.sample(100 * iterations)), batch_size=100)
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu").fit(model, data)
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    ).fit(model, data)
     return model
 
 
@@ -87,14 +95,21 @@ def test_with_the_true_decoder_the_prior_learns_the_latent_distribution(one_thre
         net.weight.fill_(1.0)
         net.bias.zero_()
     prior = TiltedGaussianPrior(1, EnergyMLP(1, hidden=64), sampler=Langevin(150, 0.2))
-    model = LatentEBM(GaussianDecoder(net, sigma=NOISE), prior, posterior_sampler=Langevin(100, 0.1),
-                      decoder_lr=0.0, prior_lr=1e-3)  # the decoder stays the true one
+    model = LatentEBM(
+        GaussianDecoder(net, sigma=NOISE), prior, posterior_sampler=Langevin(100, 0.1), decoder_lr=0.0, prior_lr=1e-3
+    )  # the decoder stays the true one
     gen = torch.Generator().manual_seed(100)
     signs = torch.where(torch.rand(30000, 1, generator=gen) < 0.5, -1.0, 1.0)
     z_data = signs * LATENT_MODES + LATENT_STD * torch.randn(30000, 1, generator=gen)
     x = z_data + NOISE * torch.randn(z_data.shape, generator=gen)
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, accelerator="cpu").fit(model, DataLoader(TensorDataset(x), batch_size=100))
+    L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    ).fit(model, DataLoader(TensorDataset(x), batch_size=100))
 
     grid = torch.linspace(-6, 6, 4001).unsqueeze(1)
     step = float(grid[1] - grid[0])

@@ -32,9 +32,16 @@ def loader(n_batches: int = 4, batch_size: int = 16) -> DataLoader:
 
 def trainer(tmp_path, **kwargs: Any) -> L.Trainer:
     defaults: dict[str, Any] = dict(
-        max_epochs=20, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, default_root_dir=str(tmp_path), accelerator="cpu", inference_mode=False,
-        limit_val_batches=0, num_sanity_val_steps=0,
+        max_epochs=20,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        inference_mode=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
     )
     defaults.update(kwargs)
     return L.Trainer(**defaults)
@@ -109,8 +116,15 @@ def test_stages_advance_on_schedule_earlier_ratios_stay_frozen_and_training_stop
     assert changed(snaps[4], snaps[5], "prior.ratios.2.")
     assert changed(before, snaps[-1], "decoder.")  # the generator trains in every stage by default
     assert changed(snaps[4], snaps[5], "decoder.")
-    for key in ("train/nce_loss", "train/logit_pos", "train/logit_neg", "train/decoder_nll",
-                "train/prior_chain_energy_last", "train/posterior_chain_grad_norm_last", "train/stage"):
+    for key in (
+        "train/nce_loss",
+        "train/logit_pos",
+        "train/logit_neg",
+        "train/decoder_nll",
+        "train/prior_chain_energy_last",
+        "train/posterior_chain_grad_norm_last",
+        "train/stage",
+    ):
         assert key in t.callback_metrics, key
 
 

@@ -125,8 +125,14 @@ def fit_multistage_nce(n_stages: int, iterations: int, seed: int) -> tuple[dict[
         lr_decay=1.0,
     )
     trainer = L.Trainer(
-        max_epochs=100, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, inference_mode=False,
+        max_epochs=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        inference_mode=False,
         accelerator="cpu",
     )
     trainer.fit(model, data)

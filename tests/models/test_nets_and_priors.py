@@ -40,10 +40,10 @@ def test_dcgan_rejects_unsupported_sizes() -> None:
 def test_energy_mlp_layout_and_spectral_norm() -> None:
     net = EnergyMLP(100, hidden=200, depth=2, activation="gelu")
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(100, 200), (200, 200), (200, 1)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(100, 200), (200, 200), (200, 1)]
     assert net(torch.randn(7, 100)).shape == (7,)
     sn = EnergyMLP(4, hidden=8, spectral_norm=True)
-    assert all(hasattr(l, "parametrizations") for l in sn.modules() if isinstance(l, nn.Linear))
+    assert all(hasattr(layer, "parametrizations") for layer in sn.modules() if isinstance(layer, nn.Linear))
     with pytest.raises(ValueError, match="activation"):
         EnergyMLP(4, activation="swishy")
 

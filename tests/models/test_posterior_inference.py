@@ -86,8 +86,9 @@ def test_the_posterior_energy_carries_the_tilt_and_the_chain_the_reference() -> 
     statistical test above would fail."""
     prior = TiltedGaussianPrior(2, LinearEnergy())
     model = LatentEBM(linear_decoder(), prior, posterior_sampler=Langevin(n_steps=500, step_size=STEP))
-    untilted = Langevin(500, STEP)(model.posterior_energy(chains(), with_prior_tilt=False), torch.randn(6000, 2),
-                                   reference_precision=1.0)
+    untilted = Langevin(500, STEP)(
+        model.posterior_energy(chains(), with_prior_tilt=False), torch.randn(6000, 2), reference_precision=1.0
+    )
     no_reference = Langevin(500, STEP)(model.posterior_energy(chains()), torch.randn(6000, 2))
     mean, _ = analytic_posterior()
     assert (untilted.mean(0) - mean).norm() > 0.3
@@ -97,7 +98,9 @@ def test_the_posterior_energy_carries_the_tilt_and_the_chain_the_reference() -> 
 def test_encoder_plus_langevin_reaches_the_same_posterior() -> None:
     """Dual-MCMC's setting: chains start from q(z|x) and Langevin corrects the start."""
     model = LatentVariableModel(
-        linear_decoder(), TiltedGaussianPrior(2, LinearEnergy()), encoder=FixedEncoder([-2.0, 2.0]),
+        linear_decoder(),
+        TiltedGaussianPrior(2, LinearEnergy()),
+        encoder=FixedEncoder([-2.0, 2.0]),
         posterior_sampler=Langevin(n_steps=500, step_size=STEP),
     )
     z = model.infer(chains(), start="sample", generator=torch.Generator().manual_seed(1))
@@ -109,8 +112,9 @@ def test_encoder_plus_langevin_reaches_the_same_posterior() -> None:
 
 def test_encoder_only_returns_the_encoders_latents() -> None:
     """The joint hierarchical method's setting: no chain, the encoder is the posterior."""
-    model = LatentVariableModel(linear_decoder(), TiltedGaussianPrior(2, LinearEnergy()),
-                                encoder=FixedEncoder([0.3, -0.4]))
+    model = LatentVariableModel(
+        linear_decoder(), TiltedGaussianPrior(2, LinearEnergy()), encoder=FixedEncoder([0.3, -0.4])
+    )
     assert torch.equal(model.infer(chains(5)), torch.tensor([[0.3, -0.4]]).expand(5, -1))  # the mean by default
     drawn = model.infer(chains(4000), start="sample", generator=torch.Generator().manual_seed(2))
     assert torch.allclose(drawn.std(0), torch.full((2,), 0.5), atol=0.03)

@@ -110,8 +110,9 @@ class GradientDescent(Sampler):
 def test_a_custom_sampler_gets_the_reference_term_and_diagnostics_from_the_base() -> None:
     """U(z) = ||z - 3||^2 / 2 plus the reference 3 ||z||^2 / 2 has its minimum at 3/4: the sampler
     never sees the reference term, yet descends the whole target."""
-    z, stats = GradientDescent()(lambda z: (z - 3).square().sum(1) / 2, torch.randn(5, 2),
-                                 reference_precision=3.0, return_diagnostics=True)
+    z, stats = GradientDescent()(
+        lambda z: (z - 3).square().sum(1) / 2, torch.randn(5, 2), reference_precision=3.0, return_diagnostics=True
+    )
     assert torch.allclose(z, torch.full((5, 2), 0.75), atol=1e-4)
     assert stats["energy"].shape == (200,) and stats["energy"][-1] < stats["energy"][0]
 

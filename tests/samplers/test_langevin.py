@@ -47,7 +47,9 @@ def test_reference_precision_adds_an_analytic_gaussian_term() -> None:
     ula_variance = 1 / (precision * (1 - h * precision / 2))  # exact stationary variance of the discretised chain
     assert torch.allclose(z.mean(0), torch.full((2,), 0.25), atol=0.015)
     assert torch.allclose(z.var(0), torch.full((2,), ula_variance), atol=0.015)
-    _, stats = sampler(lambda z: 0 * z.sum(1), torch.full((5, 2), 2.0), reference_precision=3.0, return_diagnostics=True)
+    _, stats = sampler(
+        lambda z: 0 * z.sum(1), torch.full((5, 2), 2.0), reference_precision=3.0, return_diagnostics=True
+    )
     assert torch.isclose(stats["energy"][0], torch.tensor(12.0)), "diagnostics report the total energy"
 
 
@@ -95,7 +97,9 @@ def test_one_step_matches_the_update_rule() -> None:
     """z1 = z0 - (s^2/2) grad U(z0) + n * eps, with eps from the given generator."""
     z0 = torch.randn(16, 2)
     s, n = 0.3, 0.05
-    z1 = Langevin(n_steps=1, step_size=s, noise_std=n)(lambda z: 2 * z.square().sum(1), z0, generator=torch.Generator().manual_seed(3))
+    z1 = Langevin(n_steps=1, step_size=s, noise_std=n)(
+        lambda z: 2 * z.square().sum(1), z0, generator=torch.Generator().manual_seed(3)
+    )
     eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(z1, z0 - s**2 / 2 * 4 * z0 + n * eps, atol=1e-6)
 
@@ -152,7 +156,9 @@ def test_grad_clip_bounds_each_samples_step() -> None:
 
 def test_diagnostics_track_energy_and_gradient_norm() -> None:
     energy = gaussian_energy(torch.zeros(2), torch.eye(2))
-    z, stats = Langevin(n_steps=50, step_size=0.3, noise_std=0.0)(energy, torch.randn(100, 2) * 4, return_diagnostics=True)
+    z, stats = Langevin(n_steps=50, step_size=0.3, noise_std=0.0)(
+        energy, torch.randn(100, 2) * 4, return_diagnostics=True
+    )
     assert stats["energy"].shape == (50,) and stats["grad_norm"].shape == (50,)
     assert stats["energy"][-1] < stats["energy"][0] / 5
     assert torch.all(stats["grad_norm"][1:] <= stats["grad_norm"][:-1] + 1e-6)

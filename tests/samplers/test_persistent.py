@@ -29,7 +29,9 @@ def test_short_calls_from_noise_do_not_converge() -> None:
 
 
 def test_reinit_probability_one_restarts_from_z0() -> None:
-    chains = PersistentChains(Langevin(n_steps=1, step_size=0.1, noise_std=0.0), shape=[3], buffer_size=10, reinit_prob=1.0)
+    chains = PersistentChains(
+        Langevin(n_steps=1, step_size=0.1, noise_std=0.0), shape=[3], buffer_size=10, reinit_prob=1.0
+    )
     z0 = torch.randn(4, 3)
     out = chains(quadratic(0.0), z0)
     assert torch.allclose(out, z0 * (1 - 0.1**2 / 2))

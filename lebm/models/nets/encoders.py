@@ -85,12 +85,17 @@ class MLPEncoder(InferenceNetwork):
     """
 
     def __init__(
-        self, in_shape: Sequence[int], latent_dim: int, hidden: int = 256, depth: int = 2, activation: str = "leaky_relu"
+        self,
+        in_shape: Sequence[int],
+        latent_dim: int,
+        hidden: int = 256,
+        depth: int = 2,
+        activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
         widths = [math.prod(in_shape)] + [hidden] * depth
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=False):
             layers += [nn.Linear(fan_in, fan_out), make_activation(activation)]
         layers.append(nn.Linear(widths[-1], 2 * latent_dim))
         self.net = nn.Sequential(*layers)
@@ -205,9 +210,9 @@ class LadderEncoder(InferenceNetwork):
             )
             fan_in = width
         feature_sizes = self._feature_sizes(channels, image_size)
-        self.heads = nn.ModuleList(
-            nn.Linear(features, 2 * size) for features, size in zip(feature_sizes, self.groups.sizes)
-        )
+        # with one conv block fewer than groups, the top group's head is added after its MLP below
+        pairs = zip(feature_sizes, self.groups.sizes, strict=False)
+        self.heads = nn.ModuleList(nn.Linear(features, 2 * size) for features, size in pairs)
         self.top_mlp: nn.Module | None = None
         if len(widths) == n_groups - 1:
             layers: list[nn.Module] = []
@@ -238,7 +243,7 @@ class LadderEncoder(InferenceNetwork):
             features.append(h.flatten(1))
         if self.top_mlp is not None:
             features.append(self.top_mlp(features[-1]))
-        for head, feature in zip(self.heads, features):
+        for head, feature in zip(self.heads, features, strict=False):
             mean, logvar = head(feature).chunk(2, dim=1)
             means.append(mean)
             logvars.append(logvar)

@@ -36,7 +36,7 @@ class EnergyMLP(nn.Module, Configurable):
             raise ValueError(f"EnergyMLP depth must be >= 1, got {depth}")
         widths = [in_dim] + [hidden] * depth
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=False):
             layers += [_linear(fan_in, fan_out, spectral_norm), make_activation(activation)]
         layers.append(_linear(widths[-1], 1, spectral_norm))
         self.net = nn.Sequential(*layers)

@@ -20,7 +20,8 @@ class DCGANGenerator(nn.Module, Configurable):
         ConvT(c_i -> c_i / 2, 4, 2, 1) ...          doubling the size, halving the channels
         ConvT(c_last -> channels, 4, 2, 1) - tanh   -> S
 
-    with LeakyReLU(0.2) between layers, no normalisation, Xavier-normal init. By default
+    with LeakyReLU(0.2) between layers, no normalisation, Xavier-normal conv weights and PyTorch's
+    default biases (the official ``_netG``: bias on, since it has no BatchNorm). By default
     ``c0 = ngf * 2^(n_up)`` with ``n_up = log2(S / 4)`` up-sampling layers, giving 512-256-128-3
     for S = 32 and 2048-1024-512-256-128-3 for S = 128 with ngf = 64 (CelebA-128's net). Pass
     ``hidden_channels`` to set every hidden width explicitly.
@@ -57,7 +58,7 @@ class DCGANGenerator(nn.Module, Configurable):
                 f"DCGANGenerator needs {n_up} hidden_channels for image_size {image_size}, got {list(hidden_channels)}"
             )
         layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, hidden_channels[0], first_kernel, 1, 0)]
-        for fan_in, fan_out in zip(hidden_channels[:-1], hidden_channels[1:]):
+        for fan_in, fan_out in zip(hidden_channels[:-1], hidden_channels[1:], strict=False):
             layers += [make_activation(activation), nn.ConvTranspose2d(fan_in, fan_out, 4, 2, 1)]
         layers += [make_activation(activation), nn.ConvTranspose2d(hidden_channels[-1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
@@ -88,7 +89,7 @@ class MLPGenerator(nn.Module, Configurable):
         self.out_shape = tuple(out_shape)
         widths = [latent_dim] + [hidden] * depth
         layers: list[nn.Module] = []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=False):
             layers += [nn.Linear(fan_in, fan_out), make_activation(activation)]
         layers.append(nn.Linear(widths[-1], math.prod(self.out_shape)))
         if out_activation is not None:

@@ -23,9 +23,8 @@ def make_activation(name: str) -> nn.Module:
 
 
 def xavier_init_(module: nn.Module) -> None:
-    """Xavier-normal weights (bias 0) on every conv and transposed conv, as the papers' code."""
+    """Xavier-normal weights on every conv and transposed conv, as the papers' code does; biases
+    keep PyTorch's default initialisation (the official code leaves them untouched too)."""
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)

@@ -1,0 +1,196 @@
+"""The paper recipes: composed from shared fragments, and holding the papers' settings.
+
+``test_*_recipe_values`` resolve each paper recipe exactly as ``lebm fit -c <recipe>`` does and
+compare its key settings with ``METHODS.md`` (the numbers below are the spec's): chain steps and
+sizes, learning rates, betas, batch, epochs, latent size, sigma, a whole training split, FID against
+the whole training set, the final epoch scored. An edit that drifts a value fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cli_runner import run_cli
+
+from lebm.recipes import RecipeError, expand_includes, included_files
+
+REPO = Path(__file__).resolve().parents[1]
+FRAGMENT_DIRS = ("data", "evaluation")
+
+
+def runnable_recipes() -> list[str]:
+    """Every recipe a user runs: not base.yaml, not data/ or evaluation/ fragments, not _*.yaml."""
+    found = []
+    for path in sorted((REPO / "recipes").rglob("*.yaml")):
+        relative = path.relative_to(REPO / "recipes")
+        if relative.name == "base.yaml" or relative.name.startswith("_") or relative.parts[0] in FRAGMENT_DIRS:
+            continue
+        found.append(str(path.relative_to(REPO)))
+    return found
+
+
+def resolve(recipe: str, *overrides: str, capsys: pytest.CaptureFixture) -> dict[str, Any]:
+    """The config ``lebm fit -c recipe [overrides]`` runs with, interpolations resolved."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        run_cli("fit", "-c", recipe, *overrides, "--print_config")
+    assert done.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def get(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for key in dotted.split("."):
+        value = value[key]
+    return value
+
+
+def callback_args(config: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [c.get("init_args") or {} for c in config["trainer"]["callbacks"] if c["class_path"].endswith(f".{name}")]
+
+
+M = "model.init_args."
+PRIOR, DECODER = M + "prior.init_args.", M + "decoder.init_args."
+# LEBM, official train_svhn.py (METHODS.md §1.3-1.6)
+LEBM_SVHN = {
+    PRIOR + "sampler.init_args.n_steps": 60,
+    PRIOR + "sampler.init_args.step_size": 0.4,
+    M + "posterior_sampler.init_args.n_steps": 20,
+    M + "posterior_sampler.init_args.step_size": 0.1,
+    M + "decoder_lr": 1e-4,
+    M + "prior_lr": 2e-5,
+    M + "betas": [0.5, 0.999],
+    M + "lr_decay": 0.998,
+    PRIOR + "latent_dim": 100,
+    PRIOR + "sigma": 1.0,
+    PRIOR + "init_std": 1.0,
+    PRIOR + "energy_net.init_args.hidden": 200,
+    PRIOR + "energy_net.init_args.depth": 2,
+    PRIOR + "energy_net.init_args.activation": "gelu",
+    PRIOR + "energy_net.init_args.in_dim": 100,
+    DECODER + "sigma": 0.3,
+    DECODER + "net.init_args.latent_dim": 100,
+    "data.init_args.batch_size": 100,
+    "trainer.max_epochs": 201,
+    "seed_everything": 1,
+}
+LEBM_CELEBA128 = {
+    **LEBM_SVHN,
+    PRIOR + "sampler.init_args.n_steps": 80,
+    M + "posterior_sampler.init_args.n_steps": 40,
+    PRIOR + "energy_net.init_args.hidden": 1000,
+    "trainer.max_epochs": 400,
+    "data.init_args.limit": 30000,
+    "data.init_args.resize_shorter_side": 128,
+    "data.init_args.center_crop": 128,
+    "data.init_args.image_size": 128,
+}
+# Multi-stage NCE: LEBM's settings are the provisional defaults (METHODS.md §2.5-2.6)
+NCE_SVHN = {
+    key.replace("prior_lr", "ratio_lr").replace("energy_net", "ratio_net"): value for key, value in LEBM_SVHN.items()
+} | {PRIOR + "n_stages": 4}
+
+
+def with_latent(settings: dict[str, Any], size: int) -> dict[str, Any]:
+    """``settings`` with the latent size changed everywhere it is read."""
+    return {key: (size if key.endswith(("latent_dim", ".in_dim")) else value) for key, value in settings.items()}
+
+
+PAPER_RECIPES = {
+    "recipes/latent_ebm/svhn.yaml": LEBM_SVHN,
+    "recipes/latent_ebm/cifar10.yaml": {**with_latent(LEBM_SVHN, 128), DECODER + "net.init_args.ngf": 128},
+    "recipes/latent_ebm/celeba64.yaml": {**LEBM_SVHN, "data.init_args.limit": 40000, "data.init_args.image_size": 64},
+    "recipes/latent_ebm/celeba128.yaml": LEBM_CELEBA128,
+    "recipes/multistage_nce/svhn.yaml": NCE_SVHN,
+    "recipes/multistage_nce/cifar10.yaml": {**with_latent(NCE_SVHN, 128), DECODER + "net.init_args.ngf": 128},
+    "recipes/multistage_nce/celeba64.yaml": {**NCE_SVHN, "data.init_args.limit": 40000},
+}
+FID_SAMPLES = {"recipes/latent_ebm/celeba128.yaml": 30000}  # the official n_fid_samples; 50,000 elsewhere
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER_RECIPES))
+def test_image_recipe_values_follow_the_papers(recipe: str, capsys: pytest.CaptureFixture) -> None:
+    config = resolve(recipe, capsys=capsys)
+    for key, expected in PAPER_RECIPES[recipe].items():
+        assert get(config, key) == pytest.approx(expected), f"{recipe}: {key}"
+    # the whole training split trains; validation reads the test split
+    assert get(config, "data.init_args.val_size") == 0 and get(config, "data.init_args.validate_on") == "test"
+    # FID: the whole training set as reference, the papers' sample count, the final model scored
+    (fid,) = callback_args(config, "FID")
+    assert fid["reference"] == "train" and fid["num_reference"] is None
+    assert fid["num_samples"] == FID_SAMPLES.get(recipe, 50000)
+    max_epochs = get(config, "trainer.max_epochs")
+    assert fid["score_final"] or (max_epochs - fid["first_epoch"]) % fid["every_n_epochs"] == 0
+    if recipe not in FID_SAMPLES:  # the official schedule: after epochs 51, 101, 151, 201
+        assert (fid["first_epoch"], fid["every_n_epochs"]) == (51, 50)
+    assert callback_args(config, "ReconstructionMSE"), "the papers report test MSE"
+
+
+@pytest.mark.parametrize("method", ["latent_ebm", "multistage_nce"])
+def test_mnist_anomaly_recipe_values_follow_the_protocol(method: str, capsys: pytest.CaptureFixture) -> None:
+    config = resolve(f"recipes/{method}/mnist_anomaly.yaml", capsys=capsys)
+    assert get(config, "data.init_args.pool") == "full" and get(config, "data.init_args.train_fraction") == 0.8
+    ((anomaly),) = callback_args(config, "AnomalyDetection")
+    assert anomaly["last_k"] == 10  # AUPRC averaged over the last 10 epochs
+    assert get(config, PRIOR + "sampler.init_args.n_steps") == 60
+    assert get(config, M + "posterior_sampler.init_args.n_steps") == 20
+    assert (
+        get(config, DECODER + "net.init_args.image_size") == 28 and get(config, DECODER + "net.init_args.channels") == 1
+    )
+
+
+def test_an_override_reaches_every_component_that_uses_the_value(capsys: pytest.CaptureFixture) -> None:
+    config = resolve(
+        "recipes/latent_ebm/svhn.yaml",
+        "--model.init_args.prior.init_args.latent_dim",
+        "64",
+        "--data.init_args.image_size",
+        "64",
+        capsys=capsys,
+    )
+    assert get(config, PRIOR + "latent_dim") == 64
+    assert get(config, PRIOR + "energy_net.init_args.in_dim") == 64
+    assert get(config, DECODER + "net.init_args.latent_dim") == 64
+    assert get(config, DECODER + "net.init_args.image_size") == 64
+
+
+@pytest.mark.parametrize("recipe", runnable_recipes())
+def test_every_recipe_parses(recipe: str, capsys: pytest.CaptureFixture) -> None:
+    config = resolve(recipe, capsys=capsys)
+    assert config["model"]["class_path"].startswith("lebm.models.")
+    assert "include" not in config  # expanded: the printed (and saved) config stands on its own
+
+
+def test_recipes_state_each_shared_block_once() -> None:
+    """No runnable recipe repeats the run block (logger, checkpoints, grids): base.yaml holds it."""
+    for recipe in runnable_recipes():
+        text = (REPO / recipe).read_text()
+        assert "ModelCheckpoint" not in text and "WandbLogger" not in text, recipe
+        assert "include:" in text, recipe
+
+
+# ----------------------------------------------------------------------------- the mechanism
+def test_includes_expand_depth_first_once_each_before_the_recipe(tmp_path: Path) -> None:
+    (tmp_path / "frag").mkdir()
+    (tmp_path / "base.yaml").write_text("trainer: {max_epochs: 1}\n")
+    (tmp_path / "frag" / "a.yaml").write_text("include: [../base.yaml]\n")
+    (tmp_path / "frag" / "b.yaml").write_text("include: [../base.yaml, a.yaml]\n")
+    (tmp_path / "recipe.yaml").write_text("include: [frag/b.yaml]\n")
+    names = [p.relative_to(tmp_path).as_posix() for p in included_files(tmp_path / "recipe.yaml")]
+    assert names == ["base.yaml", "frag/a.yaml", "frag/b.yaml"]
+    args = expand_includes(["fit", "-c", str(tmp_path / "recipe.yaml"), "--trainer.max_epochs", "3"])
+    assert args[1:5] == ["--config", str(tmp_path / "base.yaml"), "--config", "{}"]  # a.yaml has nothing else
+    assert args[-2:] == ["--trainer.max_epochs", "3"] and args.count("--config") == 4
+
+
+def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("include: [b.yaml]\n")
+    (tmp_path / "b.yaml").write_text("include: [a.yaml]\n")
+    with pytest.raises(RecipeError, match="cycle"):
+        included_files(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("include: [missing.yaml]\n")
+    with pytest.raises(RecipeError, match=r"includes 'missing.yaml', but .* does not exist"):
+        included_files(tmp_path / "c.yaml")
