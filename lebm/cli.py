@@ -1,182 +1,122 @@
 """The ``lebm`` command: ``lebm fit|validate|test|predict -c recipe.yaml [--key value ...]``.
 
-A LightningCLI in OmegaConf mode (``omegaconf+``: ``${...}`` interpolations are resolved after all
-config files and command-line overrides are merged) with the toolkit's defaults:
-
-- a recipe's ``include`` list loads its fragments first (``lebm.recipes``), so
-  ``lebm fit -c recipes/<method>/<dataset>.yaml`` runs a recipe composed from shared parts;
-
-- ``trainer.inference_mode`` is off (validation runs Langevin chains, which need gradients);
-- the run folder is ``trainer.default_root_dir``: the W&B logger's ``save_dir``, checkpoint
-  callbacks without a ``dirpath`` (``<run>/checkpoints``), PNG grids (``<run>/images``) and the
-  resolved config (``<run>/config.yaml``) all go there;
-- ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
-- a component that rejects its arguments (a missing data folder, say) stops the command with
-  its message before any training starts;
-- ``--trainer.devices N`` (or several nodes) runs DDP with ``lebm_ddp`` (``lebm.distributed``)
-  without naming a strategy; ``ddp``/``ddp_spawn`` are mapped to lebm's;
-- components built from a config (the user's own modules included) are recorded in the
-  checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
-- a diverged run stops with the guard's message (exit code 1), not a traceback.
+This module is what the console script imports. It answers ``lebm``, ``lebm --help`` and
+``lebm --version`` and catches the commonest mistakes (no recipe, a missing or broken recipe file,
+a missing or unreadable ``--ckpt_path``) without importing Lightning (several seconds); then it
+hands over to the LightningCLI in :mod:`lebm.cli_app`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import uuid
-from typing import Any
+import warnings
+from pathlib import Path
+from typing import NoReturn
 
-import yaml
-from jsonargparse import set_parsing_settings
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
-from lightning.pytorch.cli import LightningCLI
+from lebm import __version__
+from lebm.recipes import CONFIG_FLAGS, RecipeError, expand_includes
 
-from lebm.config import given_configs
-from lebm.models.base import Method
-from lebm.models.guard import TrainingDiverged
-from lebm.recipes import RecipeError, expand_includes
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+USAGE = f"""usage: lebm {{fit,validate,test,predict}} -c RECIPE.yaml [--section.key VALUE ...]
 
-#: Lightning's DDP strategy names and the lebm strategies that replace them.
-DDP_NAMES = {
-    "ddp": "lebm_ddp",
-    "ddp_find_unused_parameters_true": "lebm_ddp",
-    "ddp_find_unused_parameters_false": "lebm_ddp",
-    "ddp_spawn": "lebm_ddp_spawn",
-    "ddp_spawn_find_unused_parameters_true": "lebm_ddp_spawn",
-    "ddp_spawn_find_unused_parameters_false": "lebm_ddp_spawn",
-}
+lebm {__version__}: latent-space energy-based models on PyTorch Lightning.
 
-WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+  lebm fit -c recipes/quickstart.yaml                  train (here: the quickstart, on a CPU)
+  lebm fit -c RECIPE --ckpt_path last                  resume a run from its last checkpoint
+  lebm test -c RECIPE --ckpt_path RUN/checkpoints/last.ckpt
+  lebm fit -c RECIPE --print_config                    the composed config, every option
+  lebm fit --help                                      all options of a command
+
+Recipes: recipes/quickstart.yaml and recipes/<method>/<dataset>.yaml (see docs/recipes.md).
+Override any value on the command line, e.g. --trainer.max_epochs 10.
+"""
+
+#: Warnings from dependencies that say nothing to a user of lebm (matched by message).
+DEPENDENCY_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\).*",  # torch/Lightning internals
+    r".*The anonymous setting has no effect.*",  # wandb about an argument Lightning always passes
+    r".*LightningCLI's args parameter is intended to run from within Python.*",
+)
 
 
-class LebmCLI(LightningCLI):
-    """LightningCLI wired to the run-folder conventions described in this module."""
+def quiet_dependency_warnings() -> None:
+    """Hide the dependencies' warnings that every command printed and no user can act on."""
+    for pattern in DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("WANDB_SILENT", "true")  # wandb's banner; runs still say where they are saved
 
-    def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("trainer_defaults", {"inference_mode": False})
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+"})
-        # interpolations name keys from the config's top (`${model.init_args...}`), not from the subcommand
-        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-        super().__init__(
-            Method,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            **kwargs,
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``lebm: error: message`` and exit."""
+    sys.stderr.write(f"lebm: error: {message}\n")
+    raise SystemExit(code)
+
+
+def _value_of(args: list[str], flag: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_arguments(args: list[str]) -> None:
+    """The checks that need no Lightning: a subcommand, a recipe, readable files."""
+    subcommand = args[0]
+    if subcommand not in SUBCOMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(subcommand, SUBCOMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        fail(f"unknown command {subcommand!r}{hint}; commands are {', '.join(SUBCOMMANDS)}. See lebm --help")
+    asking_help = any(arg in ("-h", "--help") for arg in args[1:])
+    has_config = any(arg in CONFIG_FLAGS or arg.startswith("--config=") for arg in args)
+    if not asking_help and not has_config and not any(arg.startswith("--model") for arg in args):
+        fail(
+            f"lebm {subcommand} needs a recipe: lebm {subcommand} -c recipes/quickstart.yaml. The recipes/ folder "
+            "holds one per paper experiment (recipes/<method>/<dataset>.yaml); docs/recipes.md explains them."
         )
+    for index, arg in enumerate(args):
+        value = args[index + 1] if arg in CONFIG_FLAGS and index + 1 < len(args) else None
+        looks_like_a_file = value is not None and "\n" not in value and value.endswith((".yaml", ".yml", ".json"))
+        if looks_like_a_file and not Path(value).is_file():
+            fail(f"the recipe {value} does not exist (run lebm from the folder that holds recipes/, or give its path)")
+    ckpt_path = _value_of(args, "--ckpt_path")
+    if ckpt_path not in (None, "last", "auto", "hpc", "best", "null"):
+        from lebm.checkpoints import CheckpointError, check_checkpoint_file
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        run_dir = config.trainer.default_root_dir or os.getcwd()
-        config.trainer.default_root_dir = run_dir
-        resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
-        for logger in _as_list(config.trainer.get("logger")):
-            if not _is_config_of(logger, "WandbLogger"):
-                continue
-            init_args = logger.init_args
-            if init_args.get("save_dir") in (None, "."):
-                init_args.save_dir = run_dir
-            if self.subcommand == "fit" and init_args.get("id") is None:
-                init_args.id = _wandb_run_id(run_dir, resuming)
-                init_args.resume = "allow"
-                self._wandb_run = (run_dir, init_args.id)
-        for callback in _as_list(config.trainer.get("callbacks")):
-            if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
-                callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
-        config.trainer.strategy = _method_strategy(config.trainer)
-
-    def instantiate_classes(self) -> None:
         try:
-            with given_configs(self._model_argument_configs()):
-                super().instantiate_classes()
-        except (ValueError, TypeError, FileNotFoundError, KeyError) as error:
-            self.parser.error(f"could not build the run: {type(error).__name__}: {error}")
-
-    def _model_argument_configs(self) -> dict[str, Any]:
-        """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
-        if self.subcommand:
-            dumped = dumped.get(self.subcommand, {})
-        model = dumped.get("model") or {}
-        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
-
-    def after_instantiate_classes(self) -> None:
-        run = getattr(self, "_wandb_run", None)
-        if run is not None and self.trainer.is_global_zero:
-            run_dir, run_id = run
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
-                handle.write(run_id)
-
-
-def _wandb_run_id(run_dir: str, resuming: bool) -> str:
-    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
-    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
-    if resuming and os.path.exists(path):
-        with open(path) as handle:
-            return handle.read().strip()
-    return uuid.uuid4().hex[:12]
-
-
-def requested_processes(accelerator: Any, devices: Any, num_nodes: Any) -> int:
-    """How many processes a Trainer with these arguments starts (without starting one)."""
-    nodes = int(num_nodes or 1)
-    accelerator = str(accelerator or "auto")
-    use_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and CUDAAccelerator.is_available())
-    if devices in (None, "auto"):
-        count = CUDAAccelerator.auto_device_count() if use_cuda else 1
-    else:
-        parsed = CUDAAccelerator.parse_devices(devices) if use_cuda else CPUAccelerator.parse_devices(devices)
-        count = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed or 1)
-    return count * nodes
-
-
-def _method_strategy(trainer: Any) -> Any:
-    """The strategy for the run: lebm's DDP where Lightning would pick (or was told) plain DDP."""
-    strategy = trainer.get("strategy", "auto")
-    if isinstance(strategy, str) and strategy in DDP_NAMES:
-        return DDP_NAMES[strategy]
-    if strategy in (None, "auto"):
-        try:
-            processes = requested_processes(
-                trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes")
-            )
-        except Exception:  # an invalid devices value: let the Trainer report it
-            return strategy
-        if processes > 1:
-            return "lebm_ddp"
-    return strategy
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None or isinstance(value, bool):
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _is_config_of(item: Any, class_name: str) -> bool:
-    class_path = getattr(item, "class_path", None) if not isinstance(item, dict) else item.get("class_path")
-    return isinstance(class_path, str) and class_path.rsplit(".", 1)[-1] == class_name
+            check_checkpoint_file(ckpt_path)
+        except CheckpointError as error:
+            fail(str(error))
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``lebm`` console script."""
+    """Entry point of the ``lebm`` console script (``args``: instead of ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    quiet_dependency_warnings()
+    if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from here, as with python -m
+        sys.path.insert(0, os.getcwd())
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return
+    if argv[0] == "--version":
+        sys.stdout.write(f"lebm {__version__}\n")
+        return
+    check_arguments(argv)
     try:
-        if args is None:  # the console script: expand sys.argv itself, as LightningCLI reads it
-            sys.argv = [sys.argv[0], *expand_includes(sys.argv[1:])]
-            LebmCLI()
-        else:
-            LebmCLI(args=expand_includes(args))
+        expanded = expand_includes(argv)
     except RecipeError as error:
-        sys.stderr.write(f"lebm: error: {error}\n")
-        raise SystemExit(2) from None
-    except TrainingDiverged as error:
-        sys.stderr.write(f"lebm: {error}\n")
-        raise SystemExit(1) from None
+        fail(str(error))
+    from lebm.cli_app import run  # Lightning is imported here
+
+    if args is None:  # the console script: LightningCLI reads sys.argv itself
+        sys.argv = [sys.argv[0], *expanded]
+        run(None)
+    else:
+        run(expanded)
 
 
 if __name__ == "__main__":

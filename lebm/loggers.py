@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import netrc
 import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+#: Where the logger records the last step it sent, inside the run's ``wandb/`` folder.
+LAST_STEP_FILE = "lebm_last_logged_step.txt"
 
 
 def wandb_credentials_available() -> bool:
@@ -28,9 +33,39 @@ class WandbLogger(_LightningWandbLogger):
     ``WANDB_API_KEY``) and offline otherwise, without prompting; ``WANDB_MODE`` still wins.
     Offline runs are kept under ``<save_dir>/wandb`` and can be uploaded later with
     ``wandb sync``. ``save_dir`` defaults to the trainer's run folder (set by the ``lebm`` CLI).
+
+    Each step is logged once per run: a run resumed (``resume`` set, as ``--ckpt_path last``
+    does) from a checkpoint older than its last logged step recomputes those steps (exactly, see
+    ``lebm.randomness``) but does not send them again. The last step sent is kept in
+    ``<save_dir>/wandb/lebm_last_logged_step.txt``.
     """
 
     def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
         if offline is None:
             offline = os.environ.get("WANDB_MODE") in ("offline", "dryrun") or not wandb_credentials_available()
         super().__init__(*args, offline=offline, **kwargs)
+        if not kwargs.get("anonymous"):  # wandb warns about the setting whenever it is passed, even unset
+            self._wandb_init.pop("anonymous", None)
+        self._step_file = os.path.join(kwargs.get("save_dir") or ".", "wandb", LAST_STEP_FILE)
+        # steps up to this one were sent before the run was resumed: a redo is not sent again
+        self._sent_before_resume = self._read_last_step() if kwargs.get("resume") else -1
+        self._last_step = self._sent_before_resume
+
+    def _read_last_step(self) -> int:
+        try:
+            with open(self._step_file) as handle:
+                return int(handle.read().strip() or -1)
+        except (OSError, ValueError):
+            return -1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Send ``metrics`` unless ``step`` was sent already (a resumed run redoing steps)."""
+        if step is not None and step <= self._sent_before_resume:
+            return
+        super().log_metrics(metrics, step)
+        if step is not None and step > self._last_step:
+            self._last_step = step
+            os.makedirs(os.path.dirname(self._step_file), exist_ok=True)
+            with open(self._step_file, "w") as handle:
+                handle.write(str(step))

@@ -9,9 +9,11 @@ reseeded from ``(seed, rank, epoch)`` at every evaluation, so validating more or
 not change training. The user API (``generate``, ``infer``, ...) called without a ``generator``
 uses torch's global RNG, as any PyTorch code does.
 
-A checkpoint keeps every rank's training-stream state and torch's global RNG state (data
-augmentation and dropout draw from it); resuming restores them, so training for 2 + 2 epochs
-equals training for 4.
+A checkpoint keeps every rank's training-stream state and torch's global RNG state (dropout draws
+from it); resuming restores them. The data order and augmentation depend only on (seed, epoch,
+index) (``lebm.data.loaders``), and a run resumed in the middle of an epoch skips the batches
+already trained on. So training for 2 + 2 epochs equals training for 4, and a run stopped by
+SIGTERM mid-epoch and resumed equals one never stopped.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def read_recipe(path: Path) -> dict:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+        raise RecipeError(describe_yaml_error(path, text, error)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -51,6 +51,19 @@ def read_recipe(path: Path) -> dict:
             f"{path} must hold a mapping of keys (trainer:, model:, data:, ...), not {type(data).__name__}"
         )
     return data
+
+
+def describe_yaml_error(path: Path, text: str, error: yaml.YAMLError) -> str:
+    """``path:line: what is wrong`` for a YAML syntax error, saying so when a tab is the cause."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if mark is None:
+        return f"{path} is not valid YAML: {problem}"
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    where = f"{path}:{mark.line + 1}"
+    if "\t" in line[: mark.column + 1] or "'\\t'" in problem:
+        return f"{where}: a tab character; YAML indents with spaces only (replace the tab by spaces)"
+    return f"{where}:{mark.column + 1}: {problem} (not valid YAML){': ' + line.strip() if line.strip() else ''}"
 
 
 def included_files(path: Path, _chain: tuple[Path, ...] = ()) -> list[Path]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
+
 from lebm.cli import main as lebm_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,3 +21,17 @@ def run_cli(*args: str) -> None:
         lebm_main(list(args))
     finally:
         os.chdir(cwd)
+
+
+class SigtermAt(L.Callback):
+    """A callback (class_path ``cli_runner.SigtermAt``, with tests/ on PYTHONPATH) that sends this process
+    SIGTERM after batch ``batch`` of epoch ``epoch``: a user's ``kill`` or SLURM's, on time."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        import signal
+
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGTERM)

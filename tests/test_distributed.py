@@ -10,7 +10,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
-from lebm.cli import _method_strategy, requested_processes
+from lebm.cli_app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -48,8 +50,29 @@ def _is_image_batch(x: Any) -> bool:
     return isinstance(x, Tensor) and x.dim() == 4 and x.is_floating_point()
 
 
+@contextmanager
+def quiet_evaluation(pl_module: L.LightningModule) -> Iterator[None]:
+    """Eval mode and a private copy of the global RNG: drawing a grid changes neither the model's
+    BatchNorm statistics nor the random numbers training draws next."""
+    was_training = pl_module.training
+    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+    pl_module.eval()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
+            yield
+    finally:
+        pl_module.train(was_training)
+
+
+def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """At the end of every ``every_n_epochs``-th training epoch, on rank 0."""
+    return trainer.is_global_zero and (trainer.current_epoch + 1) % every_n_epochs == 0
+
+
 class SampleGrid(L.Callback):
-    """Every ``every_n_epochs`` validation epochs, decode ``n`` prior samples into a grid (``samples``).
+    """At the end of every ``every_n_epochs`` training epochs, decode ``n`` prior samples into a grid
+    (``images/samples_epoch*.png`` and the logger's ``samples``), whether or not the epoch validates.
 
     Args:
         n: number of samples.
@@ -61,12 +84,10 @@ class SampleGrid(L.Callback):
     def __init__(self, n: int = 64, nrow: int = 8, every_n_epochs: int = 1, seed: int | None = 0) -> None:
         self.n, self.nrow, self.every_n_epochs, self.seed = n, nrow, every_n_epochs, seed
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
-            return
-        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
+        with quiet_evaluation(pl_module):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             samples = pl_module.generate(self.n)
@@ -75,36 +96,31 @@ class SampleGrid(L.Callback):
 
 
 class ReconstructionGrid(L.Callback):
-    """Every ``every_n_epochs`` validation epochs, show ``n`` validation images (odd rows) above
-    their reconstructions (even rows) in one grid (``reconstructions``)."""
+    """At the end of every ``every_n_epochs`` training epochs, show ``n`` validation images (odd
+    rows) above their reconstructions (even rows) in one grid (``images/reconstructions_epoch*.png``),
+    whether or not the epoch validates. The images are the first validation batch, read once."""
 
     def __init__(self, n: int = 32, nrow: int = 8, every_n_epochs: int = 1) -> None:
         self.n, self.nrow, self.every_n_epochs = n, nrow, every_n_epochs
         self._inputs: Tensor | None = None
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if batch_idx == 0 and self._inputs is None:
-            x = batch_observations(batch)
-            if _is_image_batch(x):
-                with torch.inference_mode(False):
-                    self._inputs = x[: self.n].clone()
+    def _validation_images(self, trainer: L.Trainer) -> Tensor | None:
+        if self._inputs is None:
+            loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
+            loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+            if loader is not None:
+                x = batch_observations(next(iter(loader)))
+                self._inputs = x[: self.n].clone() if _is_image_batch(x) else None
+        return self._inputs
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self._inputs is None:
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
             return
-        if (trainer.current_epoch + 1) % self.every_n_epochs:
+        images = self._validation_images(trainer)
+        if images is None:
             return
-        x = self._inputs.to(pl_module.device)
-        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
-            torch.manual_seed(0)
+        x = images.to(pl_module.device)
+        with quiet_evaluation(pl_module):
             x_hat = pl_module.reconstruct(x)
         rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
         log_image(trainer, "reconstructions", to_uint8_grid(torch.cat(rows), self.nrow))

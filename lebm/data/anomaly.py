@@ -135,7 +135,7 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         self.test_labels = labels[test]
 
     def train_dataloader(self) -> DataLoader:
-        return training_loader(self.train_dataset, self.batch_size, num_workers=self.num_workers)
+        return training_loader(self.train_dataset, self.batch_size, num_workers=self.num_workers, trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self.test_dataloader()

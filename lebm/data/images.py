@@ -84,7 +84,9 @@ class ImageDataModule(L.LightningDataModule):
             when no ``crop_box``, ``center_crop`` or ``resize_shorter_side`` is given; with
             ``resize_shorter_side`` and no ``center_crop`` the crop is ``resize_shorter_side``
             (torchvision's ``Resize(s)`` + ``CenterCrop(s)``). Pass 0 to switch cropping off.
-        random_flip: mirror training images left-right with probability 1/2.
+        random_flip: mirror training images left-right with probability 1/2, drawn from the run's
+            seed, the epoch and the image (not torch's global RNG; see
+            :class:`~lebm.data.datasets.ScaledImageSubset`).
         download: fetch missing files with torchvision in ``prepare_data`` (needs internet;
             mnist, fashion_mnist, svhn, cifar10). CelebA must be downloaded by hand.
         seed: seed of the train/val/test split.
@@ -376,7 +378,8 @@ class ImageDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches of exactly ``batch_size`` (the last partial batch is dropped);
-        the order of each epoch depends only on the run's seed and the epoch (exact resume)."""
+        the order and flips of each epoch depend only on the run's seed and the epoch, and a fit
+        resumed from a mid-epoch checkpoint goes on with the epoch's next batch (exact resume)."""
         self.setup()
         assert self.train_dataset is not None
         if len(self.train_dataset) < self.batch_size:
@@ -398,8 +401,10 @@ class ImageDataModule(L.LightningDataModule):
 
     def _make_loader(self, dataset: Dataset | None, batch_size: int, train: bool) -> DataLoader:
         assert dataset is not None
-        make = training_loader if train else evaluation_loader
-        return make(dataset, batch_size, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        options = {"num_workers": self.num_workers, "pin_memory": torch.cuda.is_available()}
+        if train:
+            return training_loader(dataset, batch_size, trainer=self.trainer, **options)
+        return evaluation_loader(dataset, batch_size, **options)
 
 
 def _positive(name: str, value: int) -> int:

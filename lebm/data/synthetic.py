@@ -186,7 +186,7 @@ class MixtureDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return training_loader(self.train_dataset, self.batch_size)
+        return training_loader(self.train_dataset, self.batch_size, trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

@@ -46,6 +46,20 @@ def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.M
     return value
 
 
+def require_components(**components: Any) -> None:
+    """Fail at once, naming every required component that is missing (a checkpoint stores a
+    component it could not record as None)."""
+    missing = [name for name, value in components.items() if value is None]
+    if missing:
+        passed = ", ".join(f"{name}=<the same {name}>" for name in missing)
+        raise ValueError(
+            f"{' and '.join(f'`{name}`' for name in missing)} {'are' if len(missing) > 1 else 'is'} missing. "
+            "The checkpoint could not record "
+            f"{'them' if len(missing) > 1 else 'it'} (built in Python from modules that are not lebm components); "
+            f"pass {'them' if len(missing) > 1 else 'it'} again: Method.load_from_checkpoint(path, {passed})"
+        )
+
+
 def optional_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
     """:func:`ensure_component` for an argument that may be None."""
     return None if value is None else ensure_component(value, name, kind)
@@ -249,9 +263,17 @@ class Method(L.LightningModule):
             return tensor.unsqueeze(0)
         return self.trainer.strategy.all_gather(tensor)
 
+    # --------------------------------------------------------------------------- checks
+    def check_run(self, datamodule: Any = None) -> None:
+        """Check, before training, that the method's parts fit together and fit the data (shapes,
+        sizes); raise ``ValueError`` naming both sides and the option to change. The ``lebm`` CLI
+        calls it when the run is built, and :meth:`setup` before any loop. Methods extend it."""
+
     # --------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
-        """Refuse Lightning's plain DDP before it wraps the model (see ``lebm.distributed``)."""
+        """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
+        model (see ``lebm.distributed``)."""
+        self.check_run(self.trainer.datamodule)
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
             raise ValueError(

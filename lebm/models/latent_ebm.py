@@ -12,6 +12,7 @@ from lebm.estimators import mle_loss, reconstruction_loss
 from lebm.models.base import batch_observations
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.priors import Prior
+from lebm.models.settings import check_optimizer_settings
 from lebm.samplers import Langevin, Sampler
 
 
@@ -79,6 +80,16 @@ class LatentEBM(LatentVariableModel):
             divergence_after_epoch=divergence_after_epoch,
         )
         self.save_component_hyperparameters(locals())
+        check_optimizer_settings(
+            decoder_lr=decoder_lr,
+            prior_lr=prior_lr,
+            betas=betas,
+            decoder_weight_decay=decoder_weight_decay,
+            prior_weight_decay=prior_weight_decay,
+            lr_decay=lr_decay,
+            decoder_grad_clip=decoder_grad_clip,
+            prior_grad_clip=prior_grad_clip,
+        )
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lebm.models.base import Method, batch_observations, ensure_component, optional_component
+from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.nets.encoders import InferenceNetwork
 from lebm.models.priors import Prior
 from lebm.samplers import Sampler
@@ -70,6 +70,7 @@ class LatentVariableModel(Method):
         divergence_after_epoch: int = 0,
     ) -> None:
         super().__init__(divergence_limits, divergence_after_epoch)
+        require_components(decoder=decoder, prior=prior)
         self.decoder = ensure_component(decoder, "decoder")
         self.prior = ensure_component(prior, "prior", Prior)
         self.encoder = optional_component(encoder, "encoder", InferenceNetwork)
@@ -85,6 +86,56 @@ class LatentVariableModel(Method):
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
         return ("nll", "score", *decoder_metric_names(self.decoder))
+
+    # ------------------------------------------------------------------------------ checks
+    def check_run(self, datamodule: Any = None) -> None:
+        """The latent size agrees across prior, generator, energy net and encoder, and the decoder
+        makes observations of the data's shape (``datamodule.sample_shape`` when known)."""
+        size = self.prior.latent_dim
+        prior_option = "model.init_args.prior.init_args.latent_dim"
+        parts = [
+            (
+                "the generator",
+                getattr(self.decoder, "net", self.decoder),
+                "latent_dim",
+                "model.init_args.decoder.init_args.net.init_args.latent_dim",
+            )
+        ]
+        for name, net in latent_nets(self.prior):
+            parts.append((name, net, "in_dim", f"model.init_args.prior.init_args.{name.split()[-1]}.init_args.in_dim"))
+        if self.encoder is not None:
+            parts.append(("the encoder", self.encoder, "latent_dim", "model.init_args.encoder.init_args.latent_dim"))
+        for name, net, attribute, option in parts:
+            declared = getattr(net, attribute, None)
+            if isinstance(declared, int) and declared != size:
+                raise ValueError(
+                    f"latent sizes disagree: the prior's latent_dim is {size} but {name} ({type(net).__name__}) takes "
+                    f"{attribute}={declared}. Set {option} to {size} (or {prior_option} to {declared})"
+                )
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        z = torch.zeros(2, size, device=device)
+        with torch.no_grad():
+            decoded = self._probe("the generator", lambda: self.decoder.decode(z), size)
+            self._probe("the prior's energy net", lambda: self.prior.energy(z), size)
+        shape = getattr(datamodule, "sample_shape", None)
+        if shape is not None and tuple(decoded.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"the data are {tuple(shape)} per example but the decoder's generator "
+                f"({type(getattr(self.decoder, 'net', self.decoder)).__name__}) makes {tuple(decoded.shape[1:])}: make "
+                "them agree (data.init_args.channels / image_size, or the generator's channels / image_size / "
+                "out_shape under model.init_args.decoder.init_args.net.init_args)"
+            )
+
+    @staticmethod
+    def _probe(name: str, work: Callable[[], Tensor], size: int) -> Tensor:
+        try:
+            return work()
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            raise ValueError(
+                f"{name} cannot take latents of the prior's size {size} ({reason}): its input size must equal "
+                "model.init_args.prior.init_args.latent_dim"
+            ) from None
 
     # ------------------------------------------------------------------- posterior inference
     def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
@@ -196,6 +247,16 @@ class LatentVariableModel(Method):
             values = {"nll": nll, "score": self.anomaly_score(nll, z), **metrics}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values
+
+
+def latent_nets(prior: Prior) -> list[tuple[str, nn.Module]]:
+    """The nets of a prior that read latents: ``("the prior's energy_net", net)``, or its ratio nets."""
+    found = []
+    if isinstance(getattr(prior, "energy_net", None), nn.Module):
+        found.append(("the prior's energy_net", prior.energy_net))
+    for net in getattr(prior, "ratios", ()):
+        found.append(("the prior's ratio_net", net))
+    return found
 
 
 def chain_logs(prefix: str, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:

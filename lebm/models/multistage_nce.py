@@ -18,6 +18,7 @@ from lebm.estimators import nce_loss, reconstruction_loss
 from lebm.models.base import batch_observations
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.priors import ProductOfRatiosPrior
+from lebm.models.settings import check_optimizer_settings
 from lebm.samplers import Langevin, Sampler
 
 _CHOICES = {
@@ -115,6 +116,16 @@ class MultiStageNCE(LatentVariableModel):
         for name, allowed in _CHOICES.items():
             if self.hparams[name] not in allowed:
                 raise ValueError(f"MultiStageNCE {name} must be one of {allowed}, got {self.hparams[name]!r}")
+        check_optimizer_settings(
+            decoder_lr=decoder_lr,
+            ratio_lr=ratio_lr,
+            betas=betas,
+            decoder_weight_decay=decoder_weight_decay,
+            ratio_weight_decay=ratio_weight_decay,
+            lr_decay=lr_decay,
+            decoder_grad_clip=decoder_grad_clip,
+            ratio_grad_clip=ratio_grad_clip,
+        )
         if not isinstance(self.prior, ProductOfRatiosPrior):
             raise TypeError(f"MultiStageNCE needs a ProductOfRatiosPrior, got {type(self.prior).__name__}")
         # T_k per stage; all zeros until decided (a buffer so that checkpoints keep it, mirrored

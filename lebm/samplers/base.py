@@ -144,8 +144,15 @@ class ChainTarget:
         self._checked = False
 
     def energy_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(U(z), grad U(z))``: ``(B,)`` detached energies and ``(B, *shape)`` gradients.
-        ``z`` itself is not modified and needs no gradient."""
+        """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
+        and ``(B, *shape)`` gradients. ``z`` itself is not modified and needs no gradient."""
+        return self._evaluate(z, with_energy=True)
+
+    def grad(self, z: Tensor) -> Tensor:
+        """``grad U(z)`` ``(B, *shape)`` (cheaper than :meth:`energy_and_grad` when the energy is not needed)."""
+        return self._evaluate(z, with_energy=False)[1]
+
+    def _evaluate(self, z: Tensor, with_energy: bool) -> tuple[Tensor, Tensor]:
         state = z.detach().requires_grad_(True)
         energy = self.energy_fn(state)
         if not self._checked:
@@ -154,16 +161,12 @@ class ChainTarget:
         energy = energy.detach()
         if self.reference_precision:
             grad = grad.add(state.detach(), alpha=self.reference_precision)
-            if self.record:
+            if with_energy or self.record:
                 energy = energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
         if self.record:
             self._energies.append(energy.float().mean())
             self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
         return energy, grad
-
-    def grad(self, z: Tensor) -> Tensor:
-        """``grad U(z)`` ``(B, *shape)``."""
-        return self.energy_and_grad(z)[1]
 
     def diagnostics(self) -> dict[str, Tensor]:
         """``energy`` and ``grad_norm``, one value per gradient evaluation ``(K,)`` (empty
@@ -202,6 +205,10 @@ class Sampler(Configurable):
     mode and gradients inside validation are handled here, so a new update rule cannot get them
     wrong.
     """
+
+    def __init__(self) -> None:
+        """A sampler without hyperparameters (subclasses add theirs); recorded for checkpoints."""
+        super().__init__()
 
     def __call__(
         self,

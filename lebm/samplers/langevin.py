@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 import torch
@@ -54,6 +55,12 @@ class Langevin(Sampler):
             raise ValueError(f"Langevin form must be 'code' or 'paper', got {form!r}")
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(f"Langevin grad_clip must be > 0 or null, got {grad_clip}")
+        if n_steps == 0:
+            warnings.warn(
+                "Langevin with n_steps=0 returns its starting states unchanged (for a prior or posterior chain: the "
+                "initial noise); give n_steps >= 1 unless that is what you want",
+                stacklevel=3,
+            )
         self.n_steps = int(n_steps)
         self.step_size = float(step_size)
         self.noise_std = noise_std

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from lebm.data import DATASET_NAMES, ImageDataModule
+from lebm.data.keys import EpochKey
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,11 @@ def test_random_flip_applies_to_training_only() -> None:
     plain.setup()
     index = next(i for i in range(50) if not torch.equal(plain.train_dataset[i][0], plain.train_dataset[i][0].flip(-1)))
     reference = plain.train_dataset[index][0]
-    draws = [module.train_dataset[index][0] for _ in range(40)]
+    draws = [module.train_dataset[EpochKey(index, epoch, 7)][0] for epoch in range(40)]  # the training sampler's keys
     flipped = sum(torch.equal(draw, reference.flip(-1)) for draw in draws)
     assert all(torch.equal(d, reference) or torch.equal(d, reference.flip(-1)) for d in draws)
     assert 5 <= flipped <= 35
+    assert all(torch.equal(module.train_dataset[index][0], reference) for _ in range(10))  # plain int key: no flip
     assert all(torch.equal(module.val_dataset[0][0], plain.val_dataset[0][0]) for _ in range(10))
 
 

@@ -40,9 +40,19 @@ class GaussianDecoder(nn.Module, Configurable):
 
     def nll(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x|z) + const``: ``(B, *x_shape), (B, latent_dim) -> (B,)``."""
-        return (x - self.net(z)).square().flatten(1).sum(1) / (2 * self.sigma**2)
+        return (x - self._mean(x, z)).square().flatten(1).sum(1) / (2 * self.sigma**2)
+
+    def _mean(self, x: Tensor, z: Tensor) -> Tensor:
+        """``g(z)``, checked to have the shape of ``x`` (no silent broadcasting)."""
+        mean = self.net(z)
+        if mean.shape != x.shape:
+            raise ValueError(
+                f"the generator makes {tuple(mean.shape)} from latents {tuple(z.shape)} but the data are "
+                f"{tuple(x.shape)}: make the generator's output shape (channels, image size) match the data"
+            )
+        return mean
 
     def metrics(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
         """Per-example reconstruction metrics ``(B,)``: ``mse``, the mean over pixels of
         ``(x - g(z))^2`` (the papers' per-pixel MSE, for images in [-1, 1])."""
-        return {"mse": (x - self.net(z)).square().flatten(1).mean(1)}
+        return {"mse": (x - self._mean(x, z)).square().flatten(1).mean(1)}

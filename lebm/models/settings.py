@@ -1,0 +1,65 @@
+"""Checks of a method's optimiser settings when it is built, naming the option at fault."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_learning_rate(option: str, value: Any) -> None:
+    """A finite rate >= 0 (0 freezes the net, a use in tests and ablations)."""
+    if not (_finite(value) and value >= 0):
+        raise ValueError(f"{option} must be a finite learning rate >= 0, got {value}")
+
+
+def check_betas(option: str, value: Sequence[Any]) -> None:
+    if len(value) != 2 or not all(_finite(b) and 0 <= b < 1 for b in value):
+        raise ValueError(f"{option} must be two numbers in [0, 1), Adam's (beta1, beta2), got {list(value)}")
+
+
+def check_weight_decay(option: str, value: Any) -> None:
+    if not (_finite(value) and value >= 0):
+        raise ValueError(f"{option} must be a finite number >= 0, got {value}")
+
+
+def check_grad_clip(option: str, value: Any) -> None:
+    if value is not None and not (_finite(value) and value > 0):
+        raise ValueError(f"{option} must be a positive number, or null for no clipping, got {value}")
+
+
+def check_lr_decay(option: str, value: Any) -> None:
+    """A factor in [0, 1]; 0 (the rates vanish after one epoch) and > 1 (they grow) are warned about."""
+    if not (_finite(value) and value >= 0):
+        raise ValueError(f"{option} (the learning rates' factor per epoch) must be a number >= 0, got {value}")
+    if value == 0:
+        warnings.warn(
+            f"{option}=0 sets every learning rate to 0 after the first epoch; the papers use 0.998", stacklevel=4
+        )
+    elif value > 1:
+        warnings.warn(f"{option}={value} makes the learning rates grow every epoch; the papers use 0.998", stacklevel=4)
+
+
+def check_optimizer_settings(**settings: Any) -> None:
+    """Check each ``model.init_args.<name>``: ``*_lr`` learning rates, ``betas``, ``*_weight_decay``,
+    ``*_grad_clip`` and ``lr_decay``. Raises ``ValueError`` naming the option (settings that cannot
+    work) or warns (legal settings that are almost certainly mistakes)."""
+    for name, value in settings.items():
+        option = f"model.init_args.{name}"
+        if name == "betas":
+            check_betas(option, value)
+        elif name == "lr_decay":
+            check_lr_decay(option, value)
+        elif name.endswith("_grad_clip"):
+            check_grad_clip(option, value)
+        elif name.endswith("_weight_decay"):
+            check_weight_decay(option, value)
+        elif name.endswith("_lr"):
+            check_learning_rate(option, value)
+        else:
+            raise KeyError(f"check_optimizer_settings does not know the setting {name!r}")

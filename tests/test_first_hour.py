@@ -1,0 +1,314 @@
+"""A newcomer's first hour: each mistake is caught before training with a message that says the
+fix, and no run is lost. Each test runs the command a user types (in a subprocess where the process
+boundary matters: signals, exit codes, what an installed command imports) and checks the message
+and the files left behind."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import REPO, run_cli
+
+QUICK = [
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+]
+
+
+def lebm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO / "tests"))
+    return subprocess.run(
+        [sys.executable, "-m", "lebm", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def error_of(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """Run ``lebm args`` in this process, expecting it to stop with exit code 2; its stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(*args)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
+def nothing_written(run: Path) -> bool:
+    return not (run / "config.yaml").exists() and not (run / "checkpoints").exists() and not (run / "wandb").exists()
+
+
+# ------------------------------------------------------------------- shapes, checked at build time
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--data.init_args.image_size", "16"], "the data are (1, 16, 16) per example but the decoder's generator"),
+        (["--data.init_args.channels", "3"], "the data are (3, 8, 8) per example but the decoder's generator"),
+        (
+            ["--model.init_args.decoder.init_args.net.init_args.latent_dim", "32"],
+            "the prior's latent_dim is 16 but the generator (MLPGenerator) takes latent_dim=32",
+        ),
+        (
+            ["--model.init_args.prior.init_args.energy_net.init_args.in_dim", "8"],
+            "the prior's latent_dim is 16 but the prior's energy_net (EnergyMLP) takes in_dim=8",
+        ),
+    ],
+)
+def test_shape_mistakes_are_named_when_the_run_is_built(capsys, tmp_path: Path, args: list[str], expected: str) -> None:
+    run = tmp_path / "run"
+    message = error_of(capsys, "fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *args)
+    assert expected in message and "Traceback" not in message
+    assert nothing_written(run)
+
+
+# --------------------------------------------------------------------------- no run is lost
+def test_a_short_run_checkpoints_and_draws_grids_every_epoch_without_validating(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = lebm(
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "2",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=1-step=8.ckpt", "last.ckpt"]
+    assert len(glob.glob(str(run / "images" / "samples_epoch*.png"))) == 2
+    assert len(glob.glob(str(run / "images" / "reconstructions_epoch*.png"))) == 2
+    for noise in ("LeafSpec", "anonymous setting", "Tip:"):  # dependencies' noise is filtered
+        assert noise not in result.stderr + result.stdout, noise
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
+    """Killed after batch 5 of epoch 1 (as SLURM or `kill` does): exit code 143, a resumable
+    last.ckpt; `--ckpt_path last` then reaches exactly the parameters of a run never stopped."""
+    common = [
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "8",
+        *QUICK,
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--data.init_args.random_flip",
+        "true",
+    ]
+    straight = lebm("fit", *common, "--trainer.default_root_dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    extra = tmp_path / "kill.yaml"
+    extra.write_text(
+        "trainer:\n  callbacks+:\n    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 1, batch: 5}\n"
+    )
+    run = tmp_path / "killed"
+    killed = lebm("fit", *common, "-c", str(extra), "--trainer.default_root_dir", str(run))
+    assert killed.returncode == 143, killed.stderr[-2000:]
+    assert "resume with --ckpt_path last" in killed.stderr
+    mid = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert mid["epoch"] == 1 and mid["global_step"] == (8 + 6) * 2  # 8 + 6 batches, 2 optimiser steps each
+
+    resumed = lebm("fit", *common, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "not resumable" not in resumed.stderr
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"]
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = [
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        *QUICK,
+    ]
+    run_cli(*first)
+    stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    message = error_of(capsys, *first)
+    assert "already holds a run" in message and "--ckpt_path last" in message and "--overwrite true" in message
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    run_cli(*first, "--overwrite", "true")  # asked explicitly: a new run in the same folder
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns != stamp
+
+
+def test_resuming_needs_a_checkpoint_unless_auto(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = [
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(run),
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        *QUICK,
+    ]
+    message = error_of(capsys, *args, "--ckpt_path", "last")
+    assert "no checkpoint to resume" in message and "--ckpt_path auto" in message
+    assert nothing_written(run)
+    run_cli(*args, "--ckpt_path", "auto")  # nothing to resume: a new run
+    first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    run_cli(
+        *args[: -len(QUICK) - 2],
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.limit_train_batches",
+        "1",
+        *QUICK,
+        "--ckpt_path",
+        "auto",
+    )  # now it resumes
+    second = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (first["epoch"], second["epoch"]) == (0, 1)
+
+
+def test_checkpoint_paths_are_checked_before_anything_is_written(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run)]
+    message = error_of(capsys, *args, "--ckpt_path", str(tmp_path / "missing.ckpt"))
+    assert f"the checkpoint {tmp_path / 'missing.ckpt'} does not exist" in message
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    message = error_of(capsys, "test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(broken))
+    assert "is not a readable lebm checkpoint" in message and "weights_only" not in message
+    assert nothing_written(run)
+
+
+# ------------------------------------------------------------------ messages that say the fix
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--model.init_args.betas", "[0.5]"], "model.init_args.betas must be two numbers in [0, 1)"),
+        (
+            ["--model.init_args.prior_lr", "-1"],
+            "model.init_args.prior_lr must be a finite learning rate >= 0, got -1.0",
+        ),
+        (["--model.init_args.decoder_lr", "nan"], "model.init_args.decoder_lr must be a finite number, got nan"),
+        (["--model.init_args.decoder_lr", "fast"], "model.init_args.decoder_lr expects a float, got 'fast'"),
+        (
+            ["--model.init_args.prior.init_args.sampler.init_args.n_step", "3"],
+            "'n_step' is not an option of lebm.samplers.Langevin (did you mean 'n_steps'?)",
+        ),
+        (
+            ["--model.init_args.prior.init_args.sampler.class_path", "lebm.samplers.Langevn"],
+            "lebm.samplers has no class 'Langevn' (did you mean 'Langevin'?)",
+        ),
+        (["--model.init_args.decoder_lrr", "0.1"], "(did you mean 'decoder_lr'?)"),
+        (["--trainer.max_epoch", "3"], "unknown option(s): --trainer.max_epoch 3"),
+    ],
+)
+def test_config_mistakes_get_one_short_message(capsys, tmp_path: Path, args: list[str], expected: str) -> None:
+    message = error_of(
+        capsys, "fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path / "run"), *args
+    )
+    assert expected in message, message
+    assert len(message.splitlines()) <= 3 and "usage:" not in message and "Given value" not in message
+
+
+def test_yaml_mistakes_name_the_file_and_the_tab(capsys, tmp_path: Path) -> None:
+    tabbed = tmp_path / "tabbed.yaml"
+    tabbed.write_text(f"include: [{REPO / 'recipes/quickstart.yaml'}]\ntrainer:\n\tmax_epochs: 3\n")
+    assert f"{tabbed}:3: a tab character; YAML indents with spaces only" in error_of(capsys, "fit", "-c", str(tabbed))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer:\n  max_epochs: [3\nmodel: 1\n")
+    assert f"{broken}:3:6: expected ',' or ']'" in error_of(capsys, "fit", "-c", str(broken))
+
+
+def test_a_command_without_a_recipe_points_to_the_recipes(capsys) -> None:
+    message = error_of(capsys, "fit")
+    assert "lebm fit -c recipes/quickstart.yaml" in message and "recipes/<method>/<dataset>.yaml" in message
+    assert "did you mean 'fit'" in error_of(capsys, "fitt", "-c", "recipes/quickstart.yaml")
+
+
+def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
+    """`lebm --help`, a missing recipe and a missing checkpoint answer before Lightning is imported."""
+    code = (
+        "import sys\nfrom lebm.cli import main\n"
+        "main(['--help'])\n"
+        "bad = (['fit', '-c', 'no/such/recipe.yaml'],\n"
+        "       ['fit', '-c', 'recipes/quickstart.yaml', '--ckpt_path', 'x.ckpt'])\n"
+        "for args in bad:\n"
+        "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+        "assert 'lightning' not in sys.modules, 'Lightning was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: lebm {fit,validate,test,predict}" in result.stdout
+    assert "the recipe no/such/recipe.yaml does not exist" in result.stderr
+
+
+# ------------------------------------------------------------- legal but almost surely wrong
+def test_suspicious_settings_warn_once_each(tmp_path: Path) -> None:
+    result = lebm(
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(tmp_path / "run"),
+        "--model.init_args.prior.init_args.sampler.init_args.n_steps",
+        "0",
+        "--model.init_args.lr_decay",
+        "0",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "1",
+        *QUICK,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Langevin with n_steps=0 returns its starting states unchanged" in result.stderr
+    assert "model.init_args.lr_decay=0 sets every learning rate to 0" in result.stderr
+    tested = lebm(
+        "test",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(tmp_path / "t"),
+        "--trainer.limit_test_batches",
+        "1",
+        *QUICK[2:],
+    )
+    assert tested.returncode == 0 and "without --ckpt_path scores a freshly initialised model" in tested.stderr
+    cores = os.cpu_count() or 1
+    many = lebm(
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        str(cores + 1),
+        "--data.init_args.dataset",
+        "svhn",
+        "--trainer.default_root_dir",
+        str(tmp_path / "m"),
+    )
+    assert f"{cores + 1} CPU processes on {cores} cores" in many.stderr  # warned before the run is built
+    assert many.returncode == 2 and "no root was given" in many.stderr  # (and stopped, before starting processes)
