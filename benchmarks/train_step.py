@@ -8,6 +8,8 @@ noise in [-1, 1] shaped like the decoder's output, and runs the method's own ``t
 ``sec_per_iter`` (median), ``peak_mem_mb`` (CUDA: max allocated; CPU: the process's peak RSS),
 and with ``--baseline`` the same iteration written the usual way (``plain_latent_ebm.py``:
 parameters not frozen, one ``autograd.grad`` per energy term and step, fp32) with the ratio.
+``--split`` adds ``split_sec_per_iter``: the seconds each chain (data, posterior, prior) takes per
+iteration and the rest (the losses' passes and the updates).
 ``--precision bf16-mixed`` runs the method under Lightning's bf16 autocast (chain states stay fp32).
 For a multi-stage method (``MultiStageNCE``) ``--stage k`` times stage ``k`` (default: the last,
 whose prior chain runs through every earlier ratio net; stage 0 draws its negatives exactly, with no
@@ -45,8 +47,9 @@ def observation_shape(model: Any) -> tuple[int, ...]:
 class IterationTimer(L.Callback):
     """Wall-clock time of each training batch, synchronising CUDA at both ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: ChainClock | None = None) -> None:
         self.times: list[float] = []
+        self.clock = clock
 
     def _sync(self, module: L.LightningModule) -> None:
         if module.device.type == "cuda":
@@ -56,11 +59,60 @@ class IterationTimer(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._sync(pl_module)
+        if self.clock is not None:
+            self.clock.start_iteration()
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._sync(pl_module)
         self.times.append(time.perf_counter() - self._start)
+
+
+CHAIN_ATTRIBUTES = ("data_sampler", "posterior_sampler", "prior.sampler")
+
+
+class ChainClock:
+    """Wall-clock seconds each of the model's chains (``data_sampler``, ``posterior_sampler``,
+    ``prior.sampler``: those it has) spends per training iteration; the rest of the iteration is
+    forward and backward passes of the losses and the optimiser steps."""
+
+    def __init__(self, model: Any) -> None:
+        self.iterations: list[dict[str, float]] = []
+        for dotted in CHAIN_ATTRIBUTES:
+            owner: Any = model
+            for part in dotted.split(".")[:-1]:
+                owner = getattr(owner, part, None)
+            chain = getattr(owner, dotted.split(".")[-1], None) if owner is not None else None
+            if chain is not None and hasattr(chain, "run"):
+                self._wrap(dotted, chain, model)
+
+    def _wrap(self, name: str, chain: Any, model: Any) -> None:
+        run = chain.run
+
+        def timed_run(target: Any, z: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            if z.device.type == "cuda":
+                torch.cuda.synchronize(z.device)
+            start = time.perf_counter()
+            out = run(target, z, **kwargs)
+            if z.device.type == "cuda":
+                torch.cuda.synchronize(z.device)
+            if self.iterations:
+                current = self.iterations[-1]
+                current[name] = current.get(name, 0.0) + time.perf_counter() - start
+            return out
+
+        chain.run = timed_run
+
+    def start_iteration(self) -> None:
+        self.iterations.append({})
+
+    def median_split(self, times: list[float], warmup: int) -> dict[str, float]:
+        """Per timed iteration: each chain's seconds and the rest; the medians over iterations."""
+        rows = []
+        for chains, total in zip(self.iterations[warmup:], times, strict=False):
+            rows.append({**chains, "updates_and_rest": total - sum(chains.values())})
+        names = sorted({name for row in rows for name in row})
+        return {name: round(statistics.median(row.get(name, 0.0) for row in rows), 4) for name in names}
 
 
 def start_in_stage(model: Any, stage: int | None) -> int | None:
@@ -86,11 +138,18 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def time_method(
-    model: Any, shape: tuple[int, ...], batch_size: int, iters: int, warmup: int, accelerator: str, precision: str
+    model: Any,
+    shape: tuple[int, ...],
+    batch_size: int,
+    iters: int,
+    warmup: int,
+    accelerator: str,
+    precision: str,
+    clock: ChainClock | None = None,
 ) -> list[float]:
     n = batch_size * (iters + warmup)
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
-    timer = IterationTimer()
+    timer = IterationTimer(clock)
     trainer = L.Trainer(
         max_steps=-1,
         max_epochs=1,
@@ -149,6 +208,9 @@ def main() -> None:
         "--stage", type=int, default=None, help="multi-stage methods: the stage to time (default: the last)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split", action="store_true", help="also report each chain's seconds per iteration (and the rest)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,7 +222,8 @@ def main() -> None:
     stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
-    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator, args.precision)
+    clock = ChainClock(model) if args.split else None
+    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator, args.precision, clock)
     device = model.device
     result: dict[str, Any] = {
         "recipe": args.recipe,
@@ -178,6 +241,8 @@ def main() -> None:
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "torch": torch.__version__,
     }
+    if clock is not None:
+        result["split_sec_per_iter"] = clock.median_split(times, args.warmup)
     if args.baseline:
         if not isinstance(model, LatentEBM):
             parser.error("--baseline is available for LatentEBM recipes")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,27 @@ def test_train_step_times_a_chosen_stage_of_multistage_nce() -> None:
     )
     assert out["method"] == "MultiStageNCE" and out["stage"] == 2 and out["n_stages"] == 4
     assert out["sec_per_iter"] > 0 and out["observation_shape"] == [1, 8, 8]
+
+
+def test_train_step_splits_a_dual_mcmc_iteration_into_its_chains_and_the_rest() -> None:
+    out = run_json(
+        "benchmarks/train_step.py",
+        "--recipe",
+        "recipes/dual_mcmc/quickstart.yaml",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "20",
+        "--split",
+    )
+    split = out["split_sec_per_iter"]
+    assert out["method"] == "DualMCMC" and set(split) == {"data_sampler", "posterior_sampler", "updates_and_rest"}
+    assert all(value > 0 for value in split.values())
+    # two data chains of 30 steps against one posterior chain of 10: the data chains cost more
+    assert split["data_sampler"] > split["posterior_sampler"]
+    assert sum(split.values()) == pytest.approx(out["sec_per_iter"], rel=0.01)
 
 
 def test_prior_chain_times_every_stage() -> None:

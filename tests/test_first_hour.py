@@ -55,11 +55,13 @@ def nothing_written(run: Path) -> bool:
         (["--data.init_args.channels", "3"], "the data are (3, 8, 8) per example but the decoder's generator"),
         (
             ["--model.init_args.decoder.init_args.net.init_args.latent_dim", "32"],
-            "the prior's latent_dim is 16 but the generator (MLPGenerator) takes latent_dim=32",
+            "the latent size is 16 (model.init_args.prior.init_args.latent_dim) but the generator (MLPGenerator) "
+            "takes latent_dim=32",
         ),
         (
             ["--model.init_args.prior.init_args.energy_net.init_args.in_dim", "8"],
-            "the prior's latent_dim is 16 but the prior's energy_net (EnergyMLP) takes in_dim=8",
+            "the latent size is 16 (model.init_args.prior.init_args.latent_dim) but the prior's energy_net "
+            "(EnergyMLP) takes in_dim=8",
         ),
     ],
 )

@@ -129,6 +129,76 @@ def test_image_recipe_values_follow_the_papers(recipe: str, capsys: pytest.Captu
     assert callback_args(config, "ReconstructionMSE"), "the papers report test MSE"
 
 
+# Dual-MCMC, official config.py / nets.py (METHODS.md §3.3-3.6)
+DUAL_CIFAR10 = {
+    M + "data_sampler.init_args.n_steps": 30,
+    M + "data_sampler.init_args.step_size": 0.5,
+    M + "data_sampler.init_args.noise_std": 1e-3,
+    M + "posterior_sampler.init_args.n_steps": 10,
+    M + "posterior_sampler.init_args.step_size": 0.1,
+    M + "test_data_sampler.init_args.n_steps": 70,
+    M + "test_data_sampler.init_args.step_size": 0.4,
+    M + "test_data_sampler.init_args.noise_std": 1e-3,
+    M + "ebm_negatives": "revised_again",
+    M + "temperature": "auto",
+    M + "data_weight": 1.0,
+    M + "sample_weight": 50.0,
+    M + "inference_sample_weight": 0.1,
+    M + "energy_lr": 1e-4,
+    M + "decoder_lr": 3e-4,
+    M + "encoder_lr": 1e-4,
+    M + "betas": [0.0, 0.9],
+    M + "energy_weight_decay": 0.0,
+    M + "decoder_weight_decay": 5e-4,
+    M + "encoder_weight_decay": 5e-4,
+    M + "lr_decay": 0.998,
+    M + "divergence_limits": {"train/ebm_contrast": 1e4},
+    M + "encoder.init_args.latent_dim": 128,
+    M + "encoder.init_args.nif": 128,
+    M + "encoder.init_args.stem": True,
+    DECODER + "net.init_args.latent_dim": 128,
+    DECODER + "net.init_args.widths": [512, 512, 512, 512],
+    DECODER + "sigma": pytest.approx(0.3 / 2**0.5),
+    M + "energy_net.init_args.widths": [512, 512, 512, 512],
+    M + "energy_net.init_args.downsample": [True, True, False, False],
+    "data.init_args.batch_size": 100,
+    "trainer.max_epochs": 301,
+    "seed_everything": 1234,
+}
+DUAL_CELEBA64 = {
+    **DUAL_CIFAR10,
+    M + "data_sampler.init_args.step_size": 0.3,
+    M + "sample_weight": 70.0,
+    M + "encoder.init_args.stem": False,
+    DECODER + "net.init_args.widths": [1024, 512, 256, 128, 64],
+    M + "energy_net.init_args.widths": [64, 128, 256, 512, 1024],
+    M + "energy_net.init_args.downsample": [True] * 5,
+    "data.init_args.limit": 162770,
+    "data.init_args.crop_box": [15, 40, 163, 188],
+    "data.init_args.image_size": 64,
+    "data.init_args.random_flip": True,
+}
+
+
+@pytest.mark.parametrize("recipe,settings", [("cifar10", DUAL_CIFAR10), ("celeba64", DUAL_CELEBA64)])
+def test_dual_mcmc_recipe_values_follow_the_official_code(recipe: str, settings: dict, capsys) -> None:
+    config = resolve(f"recipes/dual_mcmc/{recipe}.yaml", capsys=capsys)
+    for key, expected in settings.items():
+        assert get(config, key) == expected, f"{recipe}: {key}"
+    assert get(config, "data.init_args.val_size") == 0 and get(config, "data.init_args.validate_on") == "test"
+    # two FIDs of 50,000 samples against the whole training split: EBM-revised and raw generator samples
+    fids = {fid["name"]: fid for fid in callback_args(config, "FID")}
+    assert set(fids) == {"fid_revised", "fid_generator"}
+    assert fids["fid_generator"]["generate_kwargs"] == {"revise": False}
+    assert not fids["fid_revised"].get("generate_kwargs")
+    for fid in fids.values():
+        assert fid["num_samples"] == 50000 and fid["reference"] == "train" and fid["num_reference"] is None
+        assert fid["score_final"]
+    # test MSE of "Inf + L=10" (mse) and "Inf" (mse_inf)
+    outputs = {args.get("output", "mse") for args in callback_args(config, "ReconstructionMSE")}
+    assert outputs == {"mse", "mse_inf"}
+
+
 @pytest.mark.parametrize("method", ["latent_ebm", "multistage_nce"])
 def test_mnist_anomaly_recipe_values_follow_the_protocol(method: str, capsys: pytest.CaptureFixture) -> None:
     config = resolve(f"recipes/{method}/mnist_anomaly.yaml", capsys=capsys)

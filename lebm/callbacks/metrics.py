@@ -85,23 +85,30 @@ class EvaluationMetric(L.Callback):
 
 class ReconstructionMSE(EvaluationMetric):
     """Per-pixel MSE ``mean((x - x_hat)^2)`` of reconstructions of the validation/test images,
-    the papers' reconstruction metric (images in [-1, 1]); logged as ``{val,test}/mse``."""
+    the papers' reconstruction metric (images in [-1, 1]); logged as ``{val,test}/<output>``.
 
-    requires = "mse"
+    Args:
+        output: the per-example value of the evaluation step to average: ``mse`` (every method's
+            reconstruction), or another the method declares, e.g. DualMCMC's ``mse_inf`` (the
+            inference network's mean without posterior refinement).
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, output: str = "mse") -> None:
+        if not isinstance(output, str) or not output:
+            raise ValueError(f"ReconstructionMSE output must be the name of a per-example value, got {output!r}")
+        self.requires = output
         self._mean: MeanMetric | None = None
 
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mean = MeanMetric(sync_on_compute=True).to(pl_module.device)
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
-        self._mean.update(_per_example(outputs, "mse", "ReconstructionMSE").detach())
+        self._mean.update(_per_example(outputs, self.requires, "ReconstructionMSE").detach())
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._mean is None:
             return
-        pl_module.log(f"{_stage(trainer)}/mse", self._mean.compute(), sync_dist=False)
+        pl_module.log(f"{_stage(trainer)}/{self.requires}", self._mean.compute(), sync_dist=False)
         self._mean = None
 
 

@@ -3,7 +3,7 @@
 from lebm.estimators.mle import ContrastiveLoss, mle_loss
 from lebm.estimators.nce import LogisticLoss, nce_loss
 from lebm.estimators.reconstruction import Decoder, reconstruction_loss
-from lebm.estimators.teaching import TeachingLoss, inference_teaching_loss
+from lebm.estimators.teaching import TeachingLoss, generator_teaching_loss, inference_teaching_loss
 from lebm.estimators.variational import VariationalBound, variational_loss
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "LogisticLoss",
     "TeachingLoss",
     "VariationalBound",
+    "generator_teaching_loss",
     "inference_teaching_loss",
     "mle_loss",
     "nce_loss",

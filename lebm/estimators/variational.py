@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from torch import Tensor
 
+if TYPE_CHECKING:  # types only: lebm.models imports the estimators
+    from lebm.models.nets.encoders import DiagonalGaussian
+    from lebm.models.priors import Prior
+
 from lebm.estimators.reconstruction import Decoder
-from lebm.models.nets.encoders import DiagonalGaussian
-from lebm.models.priors import Prior
 
 
 class VariationalBound(NamedTuple):

@@ -1,6 +1,7 @@
 """The learning methods (LightningModules), their base, priors and latent layouts."""
 
 from lebm.models.base import Method
+from lebm.models.dual_mcmc import DualMCMC
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.latent_ebm import LatentEBM
 from lebm.models.latent_variable import LatentVariableModel
@@ -10,6 +11,7 @@ from lebm.models.priors import GaussianPrior, Prior, ProductOfRatiosPrior, Tilte
 
 __all__ = [
     "DivergenceGuard",
+    "DualMCMC",
     "GaussianPrior",
     "LatentEBM",
     "LatentGroups",

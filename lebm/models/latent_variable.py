@@ -12,7 +12,7 @@ from lebm.models.base import Method, batch_observations, ensure_component, optio
 from lebm.models.nets.encoders import InferenceNetwork
 from lebm.models.priors import Prior
 from lebm.samplers import Sampler
-from lebm.samplers.base import ModuleMode, SamplerOutput
+from lebm.samplers.base import ModuleMode, SamplerOutput, modules_in_mode
 
 PosteriorStart = Literal["noise", "sample", "mean"]
 
@@ -58,6 +58,8 @@ class LatentVariableModel(Method):
     posterior_sampler: Sampler | None
     #: train/eval mode of the decoder and prior during the posterior chain (None: unchanged).
     posterior_chain_mode: ModuleMode | None = None
+    #: the option that sets the latent size (named when a net's latent size disagrees).
+    latent_size_option: str = "model.init_args.prior.init_args.latent_dim"
 
     def __init__(
         self,
@@ -92,7 +94,7 @@ class LatentVariableModel(Method):
         """The latent size agrees across prior, generator, energy net and encoder, and the decoder
         makes observations of the data's shape (``datamodule.sample_shape`` when known)."""
         size = self.prior.latent_dim
-        prior_option = "model.init_args.prior.init_args.latent_dim"
+        prior_option = self.latent_size_option
         parts = [
             (
                 "the generator",
@@ -103,18 +105,19 @@ class LatentVariableModel(Method):
         ]
         for name, net in latent_nets(self.prior):
             parts.append((name, net, "in_dim", f"model.init_args.prior.init_args.{name.split()[-1]}.init_args.in_dim"))
-        if self.encoder is not None:
+        if self.encoder is not None and prior_option != "model.init_args.encoder.init_args.latent_dim":
             parts.append(("the encoder", self.encoder, "latent_dim", "model.init_args.encoder.init_args.latent_dim"))
         for name, net, attribute, option in parts:
             declared = getattr(net, attribute, None)
             if isinstance(declared, int) and declared != size:
                 raise ValueError(
-                    f"latent sizes disagree: the prior's latent_dim is {size} but {name} ({type(net).__name__}) takes "
-                    f"{attribute}={declared}. Set {option} to {size} (or {prior_option} to {declared})"
+                    f"latent sizes disagree: the latent size is {size} ({prior_option}) but {name} "
+                    f"({type(net).__name__}) takes {attribute}={declared}. Set {option} to {size} "
+                    f"(or {prior_option} to {declared})"
                 )
         device = next(iter(self.parameters()), torch.empty(0)).device
         z = torch.zeros(2, size, device=device)
-        with torch.no_grad():
+        with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
             decoded = self._probe("the generator", lambda: self.decoder.decode(z), size)
             self._probe("the prior's energy net", lambda: self.prior.energy(z), size)
         shape = getattr(datamodule, "sample_shape", None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lebm.estimators import inference_teaching_loss, variational_loss
+from lebm.estimators import generator_teaching_loss, inference_teaching_loss, variational_loss
 from lebm.models import GaussianPrior, TiltedGaussianPrior
 from lebm.models.nets import DiagonalGaussian, GaussianDecoder
 
@@ -115,3 +115,48 @@ def test_descending_the_teaching_loss_moves_q_to_the_revised_latents() -> None:
         opt.step()
     assert torch.allclose(mean.detach(), targets.detach(), atol=0.05)
     assert targets.grad is None  # the revised latents are constants
+
+
+# ------------------------------------------------------------------------ the generator's loss
+class ShiftGenerator(nn.Module):
+    """``g(z) = z + b``: a generator whose best shift is known."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.b
+
+
+def test_generator_teaching_loss_on_a_hand_checked_case() -> None:
+    """g = identity: data term ||x - z~||^2 = 4, sample term ||x~ - z||^2 = 9; weights 1 and 50."""
+    decoder = GaussianDecoder(ShiftGenerator(1), sigma=0.3)
+    x, z_revised = torch.tensor([[3.0]]), torch.tensor([[1.0]])
+    x_revised, z_prior = torch.tensor([[-1.0]]), torch.tensor([[2.0]])
+    result = generator_teaching_loss(decoder.squared_error, x, z_revised, x_revised, z_prior)
+    assert torch.isclose(result.data_term, torch.tensor(4.0))
+    assert torch.isclose(result.sample_term, torch.tensor(9.0))
+    assert torch.isclose(result.loss, torch.tensor(4.0 + 50 * 9.0))
+    nll = generator_teaching_loss(decoder.nll, x, z_revised, x_revised, z_prior, sample_weight=1.0)
+    assert torch.isclose(nll.loss, torch.tensor((4.0 + 9.0) / (2 * 0.09)))
+
+
+def test_descending_the_generator_loss_follows_the_revised_samples_and_the_data() -> None:
+    """With only the sample term the shift moves g(z) onto the revised samples x~ = z + 2; with only
+    the data term it moves g(z~) onto the data x = z~ - 1. Latents and samples stay constants."""
+    z = torch.randn(64, 2, requires_grad=True)
+    x_revised = (z + 2.0).detach().requires_grad_(True)
+    x = (z - 1.0).detach()
+    for data_weight, sample_weight, expected in ((0.0, 1.0, 2.0), (1.0, 0.0, -1.0)):
+        decoder = GaussianDecoder(ShiftGenerator(2), sigma=0.3)
+        opt = torch.optim.Adam(decoder.parameters(), lr=0.05)
+        for _ in range(300):
+            loss = generator_teaching_loss(
+                decoder.squared_error, x, z, x_revised, z, data_weight=data_weight, sample_weight=sample_weight
+            ).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert torch.allclose(decoder.net.b.detach(), torch.full((2,), expected), atol=0.05)
+    assert z.grad is None and x_revised.grad is None

@@ -15,8 +15,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lebm.models import LatentEBM, Method, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.models import DualMCMC, LatentEBM, Method, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
+from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 
 LATENT, DATA = 3, 2
@@ -48,6 +48,9 @@ def recorders(model: Method) -> dict[str, Recording]:
         found["prior"] = prior_sampler
     if isinstance(prior_sampler, PersistentChains) and isinstance(prior_sampler.sampler, Recording):
         found["prior"] = prior_sampler.sampler
+    data_sampler = getattr(model, "data_sampler", None)
+    if isinstance(data_sampler, Recording):
+        found["data"] = data_sampler
     return found
 
 
@@ -84,6 +87,22 @@ def multistage_nce() -> MultiStageNCE:
     )
 
 
+def dual_mcmc() -> DualMCMC:
+    """A data-space EBM on the 2-D toy, an MLP generator and encoder; every chain recorded."""
+    return DualMCMC(
+        toy_decoder(),
+        EnergyMLP(DATA, hidden=16),
+        MLPEncoder([DATA], LATENT, hidden=16),
+        data_sampler=Recording(Langevin(5, 0.5, noise_std=1e-3)),
+        posterior_sampler=Recording(Langevin(5, 0.1)),
+        test_data_sampler=Langevin(5, 0.4, noise_std=1e-3),
+        temperature=(1e-3 / 0.5) ** 2,  # the wrapped chain's (n / s)^2
+        energy_lr=1e-3,
+        decoder_lr=1e-3,
+        encoder_lr=1e-3,
+    )
+
+
 @dataclass
 class MethodCase:
     """One method in the contract suite.
@@ -95,6 +114,9 @@ class MethodCase:
         cli_args: extra CLI arguments that make a 4-epoch run comparable with 2 + 2 epochs
             (e.g. a fixed stage schedule instead of one split over ``max_epochs``).
         latent_dim: the latent size of ``build()``'s model.
+        data_free_chain: a recorded chain whose start depends on the random stream and the weights
+            only, not on the batch (under DDP each rank sees other data): the 2-rank test checks
+            that rank 0 starts it where a single process does.
     """
 
     name: str
@@ -102,6 +124,7 @@ class MethodCase:
     recipe: str
     cli_args: list[str] = field(default_factory=list)
     latent_dim: int = LATENT
+    data_free_chain: str = "posterior"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,6 +136,7 @@ CASES = [
         "recipes/multistage_nce/quickstart.yaml",
         cli_args=["--model.init_args.stage_iterations", "4"],
     ),
+    MethodCase("DualMCMC", dual_mcmc, "recipes/dual_mcmc/quickstart.yaml", data_free_chain="data"),
 ]
 
 

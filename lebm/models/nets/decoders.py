@@ -40,7 +40,11 @@ class GaussianDecoder(nn.Module, Configurable):
 
     def nll(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x|z) + const``: ``(B, *x_shape), (B, latent_dim) -> (B,)``."""
-        return (x - self._mean(x, z)).square().flatten(1).sum(1) / (2 * self.sigma**2)
+        return self.squared_error(x, z) / (2 * self.sigma**2)
+
+    def squared_error(self, x: Tensor, z: Tensor) -> Tensor:
+        """``||x - g(z)||^2`` per example: ``(B, *x_shape), (B, latent_dim) -> (B,)`` (``2 sigma^2 nll``)."""
+        return (x - self._mean(x, z)).square().flatten(1).sum(1)
 
     def _mean(self, x: Tensor, z: Tensor) -> Tensor:
         """``g(z)``, checked to have the shape of ``x`` (no silent broadcasting)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import nn
 
 _ACTIVATIONS = {
@@ -28,3 +31,25 @@ def xavier_init_(module: nn.Module) -> None:
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.xavier_normal_(layer.weight)
+
+
+@contextlib.contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[None]:
+    """Normalise every BatchNorm layer of ``module`` with the statistics of the batch at hand,
+    without touching its running statistics (restored afterwards).
+
+    For evaluation with a net trained, and evaluated by the papers' code, in train mode: inside
+    the context each BatchNorm behaves as in training (batch mean and variance) but neither
+    ``running_mean``/``running_var`` nor ``num_batches_tracked`` change, so evaluating leaves the
+    model's state as it was.
+    """
+    saved = []
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            saved.append((layer, layer.training, layer.track_running_stats))
+            layer.training, layer.track_running_stats = True, False
+    try:
+        yield
+    finally:
+        for layer, training, track in saved:
+            layer.training, layer.track_running_stats = training, track

@@ -1,0 +1,148 @@
+"""Dual-MCMC on real 28x28 MNIST on a CPU, and what it achieves.
+
+    LEBM_DATA=../shared/data python experiments/dual_mcmc_mnist.py [--fid-samples 1000] [--skip-fit]
+
+``lebm fit -c recipes/dual_mcmc/mnist_offline.yaml`` in ``runs/dual_mcmc/mnist_offline_record``
+(timed), then from its last checkpoint these records go to ``docs/results/dual_mcmc_mnist_offline.json``
+and ``docs/results.md`` is regenerated:
+
+- ``fid_generator``, ``fid_revised``: FID (torch-fidelity's Inception-v3, the local weights in
+  ``$LEBM_DATA/fid_inception``) of ``--fid-samples`` raw generator samples and of the same samples
+  revised by the test-time data chain (70 steps, s = 0.4), against as many training digits;
+- ``mse_inf``, ``mse_inf_l10``: per-pixel test MSE of reconstructions from the inference
+  network's mean ("Inf") and after 10 posterior Langevin steps ("Inf + L=10");
+- ``fit_minutes``: wall-clock minutes of ``lebm fit``.
+
+It also saves ``docs/results/dual_mcmc_mnist_{generator,revised}.png``: 64 samples of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from records import render_results_md, this_device  # noqa: E402
+
+from lebm.callbacks import ReconstructionMSE  # noqa: E402
+from lebm.callbacks.images import to_uint8_grid  # noqa: E402
+from lebm.config import build  # noqa: E402
+from lebm.metrics.fid import FIDMetrics, InceptionFeatures  # noqa: E402
+from lebm.models import DualMCMC  # noqa: E402
+from lebm.models.base import batch_observations  # noqa: E402
+from lebm.recipes import resolve_recipe  # noqa: E402
+
+RECIPE = "recipes/dual_mcmc/mnist_offline.yaml"
+WEIGHTS = "fid_inception/weights-inception-2015-12-05-fp32.pth"
+
+
+def fit(run_dir: Path, extra: list[str]) -> float:
+    command = ["lebm", "fit", "-c", RECIPE, "--trainer.default_root_dir", str(run_dir), *extra]
+    command += ["--trainer.enable_progress_bar", "false", "--overwrite", "true"]
+    print("+", shlex.join(command), flush=True)
+    start = time.perf_counter()
+    subprocess.run(command, cwd=REPO, check=True)
+    return (time.perf_counter() - start) / 60
+
+
+def reconstruction_errors(model: DualMCMC, data: L.LightningDataModule) -> dict[str, float]:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        callbacks=[ReconstructionMSE(), ReconstructionMSE("mse_inf")],
+    )
+    (metrics,) = trainer.test(model, data, verbose=False)
+    return {"mse_inf_l10": float(metrics["test/mse"]), "mse_inf": float(metrics["test/mse_inf"])}
+
+
+def fids(model: DualMCMC, reference: torch.Tensor, n: int, batch: int = 100) -> tuple[dict[str, float], dict]:
+    """FID of ``n`` raw and revised samples against ``reference`` (the first ``n`` training digits)."""
+    weights = os.path.join(os.environ["LEBM_DATA"], WEIGHTS)
+    raw_metrics, revised_metrics = (FIDMetrics(InceptionFeatures(weights)) for _ in range(2))
+    for start in range(0, n, batch):  # embed the reference once, then share it
+        raw_metrics.update(reference[start : start + batch], real=True)
+    revised_metrics.load_reference(raw_metrics.reference_state())
+    samples: dict[str, list[torch.Tensor]] = {"generator": [], "revised": []}
+    model.eval()
+    for start in range(0, n, batch):
+        stream = torch.Generator().manual_seed(start)
+        raw = model.generate(min(batch, n - start), revise=False, generator=stream)
+        stream = torch.Generator().manual_seed(start)
+        revised = model.generate(min(batch, n - start), generator=stream)
+        raw_metrics.update(raw, real=False)
+        revised_metrics.update(revised, real=False)
+        samples["generator"].append(raw)
+        samples["revised"].append(revised)
+        print(f"  FID samples {start + len(raw)}/{n}", flush=True)
+    values = {"fid_generator": raw_metrics.compute(n)["fid"], "fid_revised": revised_metrics.compute(n)["fid"]}
+    return values, {name: torch.cat(parts) for name, parts in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fid-samples", type=int, default=1000, help="generated and reference images per FID")
+    parser.add_argument("--skip-fit", action="store_true", help="evaluate the existing run")
+    parser.add_argument("--checkpoint", default="last.ckpt", help="the run's checkpoint to evaluate (in checkpoints/)")
+    parser.add_argument("fit_args", nargs="*", help="extra lebm fit arguments (after --)")
+    args = parser.parse_args()
+    if "LEBM_DATA" not in os.environ:
+        raise SystemExit("set LEBM_DATA to the folder holding mnist/ and fid_inception/ (e.g. ../shared/data)")
+    run_dir = REPO / "runs" / "dual_mcmc" / "mnist_offline_record"
+    minutes = None if args.skip_fit else fit(run_dir, args.fit_args)
+    checkpoint = run_dir / "checkpoints" / args.checkpoint
+    model = DualMCMC.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    config = resolve_recipe(REPO / RECIPE)
+    data = build(config["data"])
+    L.seed_everything(0, verbose=False)
+    values = reconstruction_errors(model, data)
+    data.setup("fit")
+    training = torch.cat([batch_observations(b) for b in data.train_dataloader()])
+    fid_values, samples = fids(model, training[: args.fid_samples], args.fid_samples)
+    values.update(fid_values)
+    if minutes is not None:
+        values["fit_minutes"] = minutes
+    for name, images in samples.items():
+        grid = to_uint8_grid(images[:64], nrow=8, min_size=28)
+        Image.fromarray(np.squeeze(grid)).save(REPO / "docs" / "results" / f"dual_mcmc_mnist_{name}.png")
+    epochs = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
+    n = args.fid_samples
+    budget = f"{epochs} epochs of batch 100 on 4,500 digits; FID of {n} samples vs {n} training digits"
+    command = "LEBM_DATA=../shared/data python experiments/dual_mcmc_mnist.py " + " ".join(sys.argv[1:])
+    records = [
+        {
+            "method": "DualMCMC",
+            "experiment": "mnist_offline",
+            "metric": metric,
+            "value": round(value, 4),
+            "budget": budget,
+            "command": command.strip(),
+            "device": this_device(),
+            "date": datetime.date.today().isoformat(),
+        }
+        for metric, value in values.items()
+    ]
+    path = REPO / "docs" / "results" / "dual_mcmc_mnist_offline.json"
+    path.write_text(json.dumps(records, indent=2) + "\n")
+    print(json.dumps(values, indent=2))
+    render_results_md()
+
+
+if __name__ == "__main__":
+    main()
