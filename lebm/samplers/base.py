@@ -238,12 +238,12 @@ class Sampler(Configurable):
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)
         target = ChainTarget(energy_fn, reference_precision, record=return_diagnostics)
-        start = z0.detach().clone()
-        if start.dtype in (torch.float16, torch.bfloat16):
-            # under autocast a start may come out of a net in half precision: chains keep float32 states
-            # (a data chain's 1e-3 noise is below bfloat16's resolution of values near 1)
-            start = start.float()
-        with chain_context(modules, module_mode):
+        with chain_context(modules, module_mode):  # the copy is made outside inference mode
+            start = z0.detach().clone()
+            if start.dtype in (torch.float16, torch.bfloat16):
+                # under autocast a start may come out of a net in half precision: chains keep float32 states
+                # (a data chain's 1e-3 noise is below bfloat16's resolution of values near 1)
+                start = start.float()
             z = self.run(target, start, generator=generator)
         if not isinstance(z, Tensor) or z.shape != z0.shape:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
