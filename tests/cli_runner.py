@@ -12,6 +12,18 @@ from lebm.cli import main as lebm_main
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A short CLI run: 3 training batches and 1 validation batch an epoch, validating every epoch, no progress bar.
+SHORT_RUN = [
+    "--trainer.limit_train_batches",
+    "3",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.check_val_every_n_epoch",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+]
+
 
 def run_cli(*args: str) -> None:
     """``lebm <args>`` from the repository root, in this process."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import SHORT_RUN
 from test_recipes import runnable_recipes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,14 +93,7 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
         "recipes/quickstart.yaml",
         "--trainer.default_root_dir",
         str(run),
-        "--trainer.limit_train_batches",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
+        *SHORT_RUN,
         "--trainer.log_every_n_steps",
         "1",
     ]
@@ -224,14 +218,7 @@ def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) 
         "recipes/multistage_nce/quickstart.yaml",
         "--trainer.default_root_dir",
         str(run),
-        "--trainer.limit_train_batches",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
+        *SHORT_RUN,
         "--trainer.log_every_n_steps",
         "1",
         "--model.init_args.stage_iterations",

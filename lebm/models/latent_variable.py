@@ -105,9 +105,11 @@ class LatentVariableModel(Method):
         ]
         for name, net in latent_nets(self.prior):
             parts.append((name, net, "in_dim", f"model.init_args.prior.init_args.{name.split()[-1]}.init_args.in_dim"))
-        if self.encoder is not None and prior_option != "model.init_args.encoder.init_args.latent_dim":
+        if self.encoder is not None:
             parts.append(("the encoder", self.encoder, "latent_dim", "model.init_args.encoder.init_args.latent_dim"))
         for name, net, attribute, option in parts:
+            if option == prior_option:  # the net whose option defines the latent size agrees with itself
+                continue
             declared = getattr(net, attribute, None)
             if isinstance(declared, int) and declared != size:
                 raise ValueError(

@@ -83,6 +83,7 @@ class Langevin(Sampler):
         """``n_steps`` updates ``z <- z - drift * grad U(z) + noise * eps`` of the states ``z``
         ``(B, *shape)``, in place; ``eps`` is drawn from ``generator``."""
         drift, noise = self.drift, self.noise
+        eps = torch.empty_like(z) if noise > 0 else None  # one noise buffer, refilled each step
         for _ in range(self.n_steps):
             grad = target.grad(z)
             if self.grad_clip is not None:
@@ -90,7 +91,6 @@ class Langevin(Sampler):
                 scale = (self.grad_clip / (norms + 1e-12)).clamp(max=1.0)
                 grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
             z.add_(grad, alpha=-drift)
-            if noise > 0:
-                eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-                z.add_(eps, alpha=noise)
+            if eps is not None:
+                z.add_(eps.normal_(generator=generator), alpha=noise)
         return z

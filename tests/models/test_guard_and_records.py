@@ -13,22 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import run_cli
+from cli_runner import SHORT_RUN, run_cli
 
 from lebm.models import DivergenceGuard, LatentEBM, TrainingDiverged
 
-QUICK = [
-    "--trainer.limit_train_batches",
-    "3",
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.check_val_every_n_epoch",
-    "1",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.logger",
-    "false",
-]
+QUICK = [*SHORT_RUN, "--trainer.logger", "false"]
 
 
 def test_non_finite_values_always_stop_and_limits_from_their_epoch() -> None:

@@ -16,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, DATA, MethodCase, recorders, toy_loader
-from cli_runner import run_cli
+from cli_runner import SHORT_RUN, run_cli
 
 import lebm
 from lebm.distributed import rank_local_buffer_names
@@ -102,14 +102,7 @@ def test_exact_resume_through_the_cli(case: MethodCase, tmp_path: Path) -> None:
     common = [
         "-c",
         case.recipe,
-        "--trainer.limit_train_batches",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
+        *SHORT_RUN,
         "--trainer.logger",
         "false",
         "--data.init_args.random_flip",
