@@ -69,7 +69,8 @@ def describe_budget(config: dict, max_epochs: int | None, k: int) -> str:
     batch = config["data"]["init_args"]["batch_size"]
     stages = config["model"]["init_args"]["prior"]["init_args"].get("n_stages")
     staged = f", {stages} stages" if stages else ""
-    return f"{epochs} epochs{staged}, batch {batch}, ngf {net.get('ngf')}, mean of last {k} evaluations"
+    width = f"ngf {net['ngf']}" if "ngf" in net else f"widths {'-'.join(str(w) for w in net.get('widths', []))}"
+    return f"{epochs} epochs{staged}, batch {batch}, {width}, mean of last {k} evaluations"
 
 
 def main() -> None:
@@ -104,6 +105,7 @@ def main() -> None:
                 "value": round(statistics.fmean(recent), 4),
                 "std": round(statistics.pstdev(recent), 4),
                 "n_evaluations": len(recent),
+                "auprc_by_epoch": [round(v, 4) for v in auprc_history(run_dir)],
                 "budget": budget,
                 "command": "LEBM_DATA=../shared/data "
                 + shlex.join(

@@ -124,3 +124,42 @@ class ReconstructionGrid(L.Callback):
             x_hat = pl_module.reconstruct(x)
         rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
         log_image(trainer, "reconstructions", to_uint8_grid(torch.cat(rows), self.nrow))
+
+
+class HierarchicalSampleGrid(L.Callback):
+    """Hierarchical sampling grids: at the end of every ``every_n_epochs`` training epochs, one grid
+    per latent layer (``images/hierarchical_samples_<layer>_epoch*.png``) of ``n`` samples that vary
+    that layer only, the others fixed (``pl_module.sample_layer(layer, n)``, ICCV 2023 §4.7).
+
+    Args:
+        n: samples per grid.
+        nrow: images per grid row.
+        every_n_epochs: how often (in epochs).
+        conditional: draw the varied layer from the prior's conditional given the others (see
+            ``JointHierarchicalEBM.sample_layer``) instead of from independent joint samples.
+        seed: seeds the prior chains, so grids of successive epochs are comparable.
+    """
+
+    def __init__(
+        self, n: int = 64, nrow: int = 8, every_n_epochs: int = 1, conditional: bool = False, seed: int | None = 0
+    ) -> None:
+        self.n, self.nrow, self.every_n_epochs = n, nrow, every_n_epochs
+        self.conditional, self.seed = conditional, seed
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not callable(getattr(pl_module, "sample_layer", None)):
+            raise ValueError(
+                f"HierarchicalSampleGrid needs a method with sample_layer(layer, n) and latent_groups "
+                f"(e.g. lebm.models.JointHierarchicalEBM); {type(pl_module).__name__} has none. Remove the callback."
+            )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not _due(trainer, self.every_n_epochs):
+            return
+        for name in pl_module.latent_groups.names:
+            with quiet_evaluation(pl_module):
+                if self.seed is not None:
+                    torch.manual_seed(self.seed)
+                samples = pl_module.sample_layer(name, self.n, conditional=self.conditional)
+            if _is_image_batch(samples):
+                log_image(trainer, f"hierarchical_samples_{name}", to_uint8_grid(samples, self.nrow))

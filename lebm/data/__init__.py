@@ -4,6 +4,7 @@ from lebm.data.anomaly import MNISTAnomalyDataModule, anomaly_split
 from lebm.data.folder import ImageFolderDataset, celeba_dataset, list_image_files
 from lebm.data.folder_preprocess import FolderPreprocess
 from lebm.data.images import DATASET_NAMES, ImageDataModule
+from lebm.data.ood import OutOfDistributionDataModule
 from lebm.data.readers import (
     read_cifar10,
     read_digits,
@@ -25,6 +26,7 @@ __all__ = [
     "ImageFolderDataset",
     "MNISTAnomalyDataModule",
     "MixtureDataModule",
+    "OutOfDistributionDataModule",
     "anomaly_split",
     "celeba_dataset",
     "dataset_names",

@@ -3,6 +3,7 @@
 from lebm.models.base import Method
 from lebm.models.dual_mcmc import DualMCMC
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
+from lebm.models.hierarchical import JointHierarchicalEBM
 from lebm.models.latent_ebm import LatentEBM
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.latents import LatentGroups
@@ -13,6 +14,7 @@ __all__ = [
     "DivergenceGuard",
     "DualMCMC",
     "GaussianPrior",
+    "JointHierarchicalEBM",
     "LatentEBM",
     "LatentGroups",
     "LatentVariableModel",

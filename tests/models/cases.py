@@ -15,7 +15,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lebm.models import DualMCMC, LatentEBM, Method, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
+from lebm.models import (
+    DualMCMC,
+    JointHierarchicalEBM,
+    LatentEBM,
+    Method,
+    MultiStageNCE,
+    ProductOfRatiosPrior,
+    TiltedGaussianPrior,
+)
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 
@@ -103,6 +111,16 @@ def dual_mcmc() -> DualMCMC:
     )
 
 
+def joint_hierarchical_ebm() -> JointHierarchicalEBM:
+    """Two latent layers (sizes 1 and 2) under one joint EBM, an MLP encoder; the prior chain recorded."""
+    prior = TiltedGaussianPrior(
+        LATENT, EnergyMLP(LATENT, hidden=16), sampler=Recording(Langevin(5, 0.3)), groups=[1, 2]
+    )
+    return JointHierarchicalEBM(
+        toy_decoder(), prior, MLPEncoder([DATA], LATENT, hidden=16), decoder_lr=1e-3, prior_lr=1e-3
+    )
+
+
 @dataclass
 class MethodCase:
     """One method in the contract suite.
@@ -137,6 +155,12 @@ CASES = [
         cli_args=["--model.init_args.stage_iterations", "4"],
     ),
     MethodCase("DualMCMC", dual_mcmc, "recipes/dual_mcmc/quickstart.yaml", data_free_chain="data"),
+    MethodCase(
+        "JointHierarchicalEBM",
+        joint_hierarchical_ebm,
+        "recipes/hierarchical/quickstart.yaml",
+        data_free_chain="prior",
+    ),
 ]
 
 

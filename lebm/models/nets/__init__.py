@@ -4,6 +4,7 @@ from lebm.models.nets.decoders import GaussianDecoder
 from lebm.models.nets.encoders import ConvEncoder, DiagonalGaussian, InferenceNetwork, LadderEncoder, MLPEncoder
 from lebm.models.nets.energy import EnergyMLP
 from lebm.models.nets.generators import DCGANGenerator, MLPGenerator
+from lebm.models.nets.hierarchical import HierarchicalGenerator
 from lebm.models.nets.resnets import SNGANGenerator, SNResNetEnergy
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "DiagonalGaussian",
     "EnergyMLP",
     "GaussianDecoder",
+    "HierarchicalGenerator",
     "InferenceNetwork",
     "LadderEncoder",
     "MLPEncoder",

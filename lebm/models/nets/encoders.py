@@ -159,13 +159,16 @@ class ConvEncoder(InferenceNetwork):
 class LadderEncoder(InferenceNetwork):
     """A ladder inference network with one Gaussian head per latent group (ICCV 2023, §4.1, §4.5).
 
-    Bottom-up features ``r_1 = h_1(x)``, ``r_i = h_i(r_{i-1})``; group ``i`` reads ``r_i``:
-    ``q(z_i | x) = N(mu_i(r_i), exp(logvar_i(r_i)))``, so ``z_1`` comes from the shallowest
-    features. Conv block ``h_i``: ``Conv4x4 s2 (halves the size) - act - Conv3x3 - act``,
-    bias-free, LeakyReLU (slope 0.01 as the official code). Head ``i``: ``Linear(flattened r_i ->
-    2 size_i)``. With one conv block fewer than groups, the top group reads the last block's
-    flattened features through an MLP of widths ``top_hidden`` (the official SVHN model: blocks
-    128-256-256-512 and a 2048-1024-1024 MLP for ``z_5``).
+    A bottom-up trunk ``r_0 = x``, ``r_{k+1} = t_k(r_k)``; group ``k + 1`` reads level ``k``:
+    ``q(z_{k+1} | x) = N(mu_k(b_k(r_k)), exp(logvar_k(b_k(r_k))))``, so ``z_1`` comes from the
+    shallowest features. With ``separate_branches`` (the VLAE ladder of the official code) each
+    level's head reads its own conv branch ``b_k``, shaped like the trunk block ``t_k`` but with
+    its own weights; without, the head reads the trunk's output (``b_k = t_k``). Every block is
+    ``Conv4x4 s2 (halves the size) - act - Conv3x3 - act``, bias-free, LeakyReLU (slope 0.01 as the
+    official code), Xavier-normal init; head ``k``: ``Linear(flattened b_k(r_k) -> 2 size_k)``.
+    With one conv level fewer than groups, the top group reads the last trunk output, flattened,
+    through an MLP of widths ``top_hidden`` (the official SVHN model: levels 128-256-256-512 and a
+    2048-1024-1024 MLP for ``z_5``).
 
     ``forward`` returns one :class:`DiagonalGaussian` over the concatenated latent (bottom
     first), laid out as ``self.groups``.
@@ -174,10 +177,11 @@ class LadderEncoder(InferenceNetwork):
         group_sizes: latent size of each group, bottom first.
         channels: image channels.
         image_size: image side.
-        widths: output channels of each conv block (one per group, or one fewer).
+        widths: output channels of each conv level (one per group, or one fewer).
         top_hidden: hidden widths of the top group's MLP (used when ``widths`` has one entry
             fewer than the groups; may be empty for a linear head).
         negative_slope: LeakyReLU slope.
+        separate_branches: heads read their own conv branch (official) instead of the trunk.
     """
 
     def __init__(
@@ -188,6 +192,7 @@ class LadderEncoder(InferenceNetwork):
         widths: Sequence[int] = (64, 128, 256),
         top_hidden: Sequence[int] = (),
         negative_slope: float = 0.01,
+        separate_branches: bool = True,
     ) -> None:
         super().__init__()
         self.groups = LatentGroups(group_sizes)
@@ -197,24 +202,35 @@ class LadderEncoder(InferenceNetwork):
                 f"LadderEncoder needs one conv width per latent group ({n_groups}) or one fewer (the top "
                 f"group then reads an MLP), got widths {list(widths)}"
             )
-        self.blocks = nn.ModuleList()
-        fan_in = channels
-        for width in widths:
-            self.blocks.append(
-                nn.Sequential(
-                    nn.Conv2d(fan_in, width, 4, 2, 1, bias=False),
-                    nn.LeakyReLU(negative_slope),
-                    nn.Conv2d(width, width, 3, 1, 1, bias=False),
-                    nn.LeakyReLU(negative_slope),
-                )
+        has_top_mlp = len(widths) == n_groups - 1
+
+        def block(fan_in: int, width: int) -> nn.Module:
+            return nn.Sequential(
+                nn.Conv2d(fan_in, width, 4, 2, 1, bias=False),
+                nn.LeakyReLU(negative_slope),
+                nn.Conv2d(width, width, 3, 1, 1, bias=False),
+                nn.LeakyReLU(negative_slope),
             )
-            fan_in = width
+
+        fan_ins = [channels, *widths[:-1]]
+        # the trunk feeds the next level (and the top MLP); the last level's trunk block is only
+        # needed when something reads its output
+        n_trunk = len(widths) if (has_top_mlp or not separate_branches) else len(widths) - 1
+        self.trunk = nn.ModuleList(block(fan_ins[k], widths[k]) for k in range(n_trunk))
+        self.branches = (
+            nn.ModuleList(block(fan_in, width) for fan_in, width in zip(fan_ins, widths, strict=True))
+            if separate_branches
+            else None
+        )
+        self.separate_branches = bool(separate_branches)
+        self.n_levels, self.has_top_mlp = len(widths), has_top_mlp
         feature_sizes = self._feature_sizes(channels, image_size)
-        # with one conv block fewer than groups, the top group's head is added after its MLP below
-        pairs = zip(feature_sizes, self.groups.sizes, strict=False)
-        self.heads = nn.ModuleList(nn.Linear(features, 2 * size) for features, size in pairs)
+        self.heads = nn.ModuleList(
+            nn.Linear(features, 2 * size)
+            for features, size in zip(feature_sizes[: self.n_levels], self.groups.sizes, strict=False)
+        )
         self.top_mlp: nn.Module | None = None
-        if len(widths) == n_groups - 1:
+        if has_top_mlp:
             layers: list[nn.Module] = []
             fan = feature_sizes[-1]
             for hidden in top_hidden:
@@ -225,25 +241,32 @@ class LadderEncoder(InferenceNetwork):
         self.latent_dim = self.groups.total
         xavier_init_(self)
 
+    def _level_features(self, x: Tensor) -> list[Tensor]:
+        """The flattened features each head reads, ``(B, F)`` each: one per conv level, then (with
+        a top MLP) the last trunk output."""
+        features, r = [], x
+        for k in range(self.n_levels):
+            if self.branches is None:
+                r = self.trunk[k](r)
+                features.append(r.flatten(1))
+            else:
+                features.append(self.branches[k](r).flatten(1))
+                if k < len(self.trunk):
+                    r = self.trunk[k](r)
+        if self.has_top_mlp:
+            features.append(r.flatten(1))
+        return features
+
     def _feature_sizes(self, channels: int, image_size: int) -> list[int]:
         with torch.no_grad():
-            h = torch.zeros(1, channels, image_size, image_size)
-            sizes = []
-            for block in self.blocks:
-                h = block(h)
-                sizes.append(h[0].numel())
-        return sizes
+            return [f.shape[1] for f in self._level_features(torch.zeros(1, channels, image_size, image_size))]
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
-        means, logvars = [], []
-        h = x
-        features = []
-        for block in self.blocks:
-            h = block(h)
-            features.append(h.flatten(1))
+        features = self._level_features(x)
         if self.top_mlp is not None:
-            features.append(self.top_mlp(features[-1]))
-        for head, feature in zip(self.heads, features, strict=False):
+            features[-1] = self.top_mlp(features[-1])
+        means, logvars = [], []
+        for head, feature in zip(self.heads, features, strict=True):
             mean, logvar = head(feature).chunk(2, dim=1)
             means.append(mean)
             logvars.append(logvar)

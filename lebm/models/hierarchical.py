@@ -1,0 +1,312 @@
+"""JointHierarchicalEBM: one joint latent EBM prior over the layers of a multi-layer generator,
+learned variationally with a ladder inference network (Cui, Wu & Han, ICCV 2023)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lebm.estimators import VariationalBound, mle_loss, variational_loss
+from lebm.models.base import batch_observations, ensure_component, require_components
+from lebm.models.latent_variable import LatentVariableModel, chain_logs
+from lebm.models.latents import LatentGroups
+from lebm.models.nets.encoders import DiagonalGaussian, InferenceNetwork
+from lebm.models.priors import Prior
+from lebm.models.settings import check_optimizer_settings
+from lebm.samplers import Sampler
+from lebm.samplers.base import frozen_parameters
+
+UpdateOrder = Literal["generator_first", "ebm_first"]
+
+
+class JointHierarchicalEBM(LatentVariableModel):
+    """A multi-layer generator ``p(x | z_1, ..., z_L)`` with one EBM prior on the concatenated latent,
+    ``p(z) ∝ exp(-E([z_1, ..., z_L])) N(0, I)`` (``E = -f``), and a ladder encoder ``q(z|x)``.
+
+    Posterior inference is the encoder alone (no posterior chain); prior samples come from the
+    prior's short-run Langevin chain. One training iteration, in the official ``train_fid.py``'s
+    order (``update_order="generator_first"``)::
+
+        z+ = q(z|x).rsample()                                        reparameterised, one sample
+        G+I:  mean_i [ nll(x_i, z+_i) + log q(z+_i|x_i) + U(z+_i) ]   the negative ELBO (single-sample KL)
+              = Gfactor * SSE / B + sum_l mean[log q(z_l|x) - log N(z_l; 0, I)] - mean f(z+)
+        z- = prior_chain(N(0, I) noise)                               100 steps, s = 0.3 (SVHN)
+        EBM:  mean E(z+) - mean E(z-)                                 = mean f(z-) - mean f(z+)
+
+    ``nll = SSE / (2 sigma^2)``, so ``Gfactor = 1 / (2 sigma^2)``: the official Gfactor 10 is the
+    ``GaussianDecoder``'s sigma ``sqrt(0.05)``. ``U`` is the prior's total energy, so the EBM term
+    ``-f(z+)`` reaches the encoder through ``z+`` while only the generator's and the encoder's
+    optimiser steps on this loss (the prior is frozen while it is computed). ``log Z`` of the tilted
+    prior is constant in the generator and the encoder and is dropped. ``update_order="ebm_first"``
+    is the paper's Algorithm 1 (prior chain and EBM update first, then G+I with the updated EBM).
+
+    One Adam for the generator and the encoder (lr 3e-4, betas (0, 0.9), weight decay 5e-4), one
+    for the EBM (lr 2e-6, betas (0, 0.9)), ExponentialLR(0.998) per epoch. A prior without
+    parameters (``GaussianPrior``) switches the EBM off: the same model is then a VLAE (no chain,
+    no EBM update, exact prior samples).
+
+    User API: ``generate(n)``; ``infer(x)`` the encoder's mean ``(B, latent_dim)``, ``infer(x,
+    by_layer=True)`` one ``(B, size_l)`` tensor per layer (bottom first); ``sample_layer(layer,
+    n)`` hierarchical sampling; ``reconstruct(x)``; ``score(x) = -log p(x, z)`` at the encoder's
+    mean (higher = more anomalous). ``latent_groups`` is the per-layer layout.
+
+    Args:
+        decoder: the observation model, e.g. ``GaussianDecoder(HierarchicalGenerator(...), sigma)``.
+        prior: ``TiltedGaussianPrior`` over the concatenated latent (its ``sampler`` is the prior
+            chain; its ``groups`` may state the layout), or ``GaussianPrior`` for the VLAE baseline.
+        encoder: the inference network ``q(z|x)`` (``LadderEncoder``).
+        update_order: ``"generator_first"`` (official code) or ``"ebm_first"`` (paper, Algorithm 1).
+        decoder_lr: Adam learning rate of the generator and the encoder (one optimiser).
+        prior_lr: Adam learning rate of the EBM.
+        betas: Adam betas of both optimisers.
+        decoder_weight_decay: weight decay of the generator and the encoder.
+        prior_weight_decay: weight decay of the EBM.
+        lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
+        decoder_grad_clip, prior_grad_clip: optional max-norm clipping (off in the official code).
+        divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`
+            (the official code has no abort rule; a non-finite value always stops).
+    """
+
+    divergence_hint = (
+        "Lower model.init_args.decoder_lr / prior_lr or the prior chain's step size, and resume from the last "
+        "checkpoint."
+    )
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        prior: Prior,
+        encoder: InferenceNetwork,
+        update_order: UpdateOrder = "generator_first",
+        decoder_lr: float = 3e-4,
+        prior_lr: float = 2e-6,
+        betas: Sequence[float] = (0.0, 0.9),
+        decoder_weight_decay: float = 5e-4,
+        prior_weight_decay: float = 0.0,
+        lr_decay: float = 0.998,
+        decoder_grad_clip: float | None = None,
+        prior_grad_clip: float | None = None,
+        divergence_limits: Mapping[str, float] | None = None,
+        divergence_after_epoch: int = 0,
+    ) -> None:
+        require_components(decoder=decoder, prior=prior, encoder=encoder)
+        super().__init__(
+            decoder,
+            prior,
+            encoder=ensure_component(encoder, "encoder", InferenceNetwork),
+            posterior_sampler=None,
+            divergence_limits=divergence_limits,
+            divergence_after_epoch=divergence_after_epoch,
+        )
+        self.save_component_hyperparameters(locals())
+        if update_order not in ("generator_first", "ebm_first"):
+            raise ValueError(
+                f"model.init_args.update_order must be 'generator_first' (official code) or 'ebm_first' (paper), "
+                f"got {update_order!r}"
+            )
+        check_optimizer_settings(
+            decoder_lr=decoder_lr,
+            prior_lr=prior_lr,
+            betas=betas,
+            decoder_weight_decay=decoder_weight_decay,
+            prior_weight_decay=prior_weight_decay,
+            lr_decay=lr_decay,
+            decoder_grad_clip=decoder_grad_clip,
+            prior_grad_clip=prior_grad_clip,
+        )
+
+    # ------------------------------------------------------------------------- the layout
+    @property
+    def latent_groups(self) -> LatentGroups:
+        """The per-layer layout of the flat latent: the prior's ``groups``, else the generator's,
+        else the encoder's (``check_run`` checks that those that state one agree); one group if none does."""
+        for _, groups in self._declared_groups():
+            return groups
+        return LatentGroups([self.prior.latent_dim], names=["z"])
+
+    def _declared_groups(self) -> list[tuple[str, LatentGroups]]:
+        parts = [
+            ("the prior", "model.init_args.prior.init_args.groups", self.prior),
+            ("the generator", "model.init_args.decoder.init_args.net.init_args.group_sizes", self.decoder_net),
+            ("the encoder", "model.init_args.encoder.init_args.group_sizes", self.encoder),
+        ]
+        return [(f"{name} ({option})", part.groups) for name, option, part in parts if _groups_of(part) is not None]
+
+    @property
+    def decoder_net(self) -> nn.Module:
+        """The generator inside the decoder (the decoder itself if it has none)."""
+        return getattr(self.decoder, "net", self.decoder)
+
+    def check_run(self, datamodule: Any = None) -> None:
+        """The latent sizes and data shape (see :class:`LatentVariableModel`), and the per-layer
+        group sizes of the prior, the generator and the encoder agree."""
+        super().check_run(datamodule)
+        declared = self._declared_groups()
+        for name, groups in declared[1:]:
+            first_name, first = declared[0]
+            if groups.sizes != first.sizes:
+                raise ValueError(
+                    f"latent groups disagree: {first_name} has layers {first.sizes} but {name} has {groups.sizes}; "
+                    "give every part the same group sizes, bottom layer first"
+                )
+
+    # ---------------------------------------------------------------------------- training
+    @property
+    def learns_prior(self) -> bool:
+        """Whether the prior has an EBM to learn (False: the VLAE baseline)."""
+        return any(True for _ in self.prior.parameters())
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        generator_and_encoder = [*self.decoder.parameters(), *self.encoder.parameters()]
+        optimizers = [
+            torch.optim.Adam(generator_and_encoder, lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay)
+        ]
+        if self.learns_prior:
+            prior_params = self.prior.parameters()
+            optimizers.append(
+                torch.optim.Adam(prior_params, lr=hp.prior_lr, betas=betas, weight_decay=hp.prior_weight_decay)
+            )
+        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
+        return optimizers, schedulers
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x = batch_observations(batch)
+        optimizers = self.optimizer_list()
+        stream = self.train_generator
+        logs: dict[str, Tensor] = {}
+        watch: dict[str, Tensor] = {}
+        q = self.encoder(x)
+        z_pos = q.rsample(stream)
+        if self.hparams.update_order == "ebm_first":
+            self._ebm_update(optimizers, z_pos.detach(), x.shape[0], stream, logs, watch)
+        bound = self.variational_bound(x, q=q, z=z_pos)
+        self.step_optimizers(optimizers[0], bound.loss, clip=self.hparams.decoder_grad_clip)
+        logs["train/loss"] = bound.loss.detach()
+        logs["train/nll"] = bound.nll.mean()
+        logs["train/kl"] = bound.kl.mean()
+        watch["train/posterior_samples"] = z_pos.detach()
+        if self.hparams.update_order == "generator_first":
+            self._ebm_update(optimizers, z_pos.detach(), x.shape[0], stream, logs, watch)
+        self.finish_training_step(logs, watch, batch_idx)
+
+    def variational_bound(
+        self,
+        x: Tensor,
+        *,
+        q: DiagonalGaussian | None = None,
+        z: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> VariationalBound:
+        """The negative ELBO of ``x`` ``(B, *x_shape)`` with one reparameterised sample
+        ``z ~ q(z|x)`` (drawn from ``generator`` unless given): ``loss`` (batch mean, what the
+        generator and the encoder descend), per-example ``nll`` and ``kl`` ``(B,)`` (the single-sample
+        KL to the tilted prior, up to its ``log Z``). The prior's parameters get no gradient."""
+        q = self.encoder(x) if q is None else q
+        z = q.rsample(generator) if z is None else z
+        with frozen_parameters([self.prior]):  # the bound reaches the EBM through U; only G and I step on it
+            return variational_loss(self.decoder, x, q, z, self.prior)
+
+    def _ebm_update(
+        self,
+        optimizers: list[Any],
+        z_pos: Tensor,
+        n: int,
+        stream: torch.Generator,
+        logs: dict[str, Tensor],
+        watch: dict[str, Tensor],
+    ) -> None:
+        """Prior chain from noise, then the EBM step on ``mean E(z+) - mean E(z-)``."""
+        if not self.learns_prior:
+            return
+        z_neg, prior_stats = self.prior.sample(n, generator=stream, return_diagnostics=True)
+        contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
+        self.step_optimizers(optimizers[1], contrastive.loss, clip=self.hparams.prior_grad_clip)
+        logs.update(chain_logs("train/prior_chain", prior_stats))
+        logs["train/prior_loss"] = contrastive.loss.detach()
+        logs["train/energy_pos"] = contrastive.energy_pos
+        logs["train/energy_neg"] = contrastive.energy_neg
+        watch["train/prior_chain_states"] = z_neg
+
+    # ---------------------------------------------------------------------------- user API
+    def infer(self, x: Tensor, *, by_layer: bool = False, **kwargs: Any) -> Any:
+        """Posterior latents: the encoder's mean ``(B, latent_dim)`` (``start="sample"``: a
+        reparameterised sample); ``by_layer=True``: one ``(B, size_l)`` tensor per layer, bottom first."""
+        z = super().infer(x, **kwargs)
+        if not by_layer:
+            return z
+        if isinstance(z, tuple):
+            raise ValueError("infer: by_layer=True and return_diagnostics=True cannot be combined")
+        return self.latent_groups.split(z)
+
+    @torch.no_grad()
+    def sample_layer(
+        self,
+        layer: int | str,
+        n: int,
+        *,
+        conditional: bool = False,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_latents: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Hierarchical sampling: ``n`` samples ``(n, *x_shape)`` that share every layer's latent
+        but ``layer``'s (an index, bottom first, or a name such as ``"z2"``).
+
+        ``z ~ p(z)`` for ``n`` chains; every sample takes the first chain's latents, except layer
+        ``layer``, which varies across the batch (the official ``train_hs.py``): with
+        ``conditional=False`` it takes each chain's own ``z_layer``; with ``conditional=True`` it
+        is drawn from the prior's conditional ``p(z_layer | other layers)`` by the prior's chain
+        (``sampler`` replaces it) run on that layer alone. ``return_latents``: also return the
+        latents ``(n, latent_dim)``.
+        """
+        groups = self.latent_groups
+        columns = groups.columns(layer)
+        z = self.prior.sample(n, sampler=sampler, generator=generator)
+        base = z[:1].expand(n, -1)
+        if conditional:
+            varied = self._conditional_layer(base, groups.index(layer), sampler, generator)
+        else:
+            varied = z[:, columns]
+        latents = groups.replace(base, layer, varied)
+        images = self.decoder.decode(latents)
+        return (images, latents) if return_latents else images
+
+    def _conditional_layer(
+        self, base: Tensor, index: int, sampler: Sampler | None, generator: torch.Generator | None
+    ) -> Tensor:
+        """Samples ``(n, size)`` of ``p(z_index | the other layers of base)`` by the prior's chain."""
+        noise = torch.randn(base.shape[0], self.latent_groups.sizes[index], device=base.device, generator=generator)
+        if self.prior.residual_energy(base[:1]) is None:  # a Gaussian prior: the layers are independent
+            return noise * self.prior.reference_precision**-0.5
+        start = noise * float(getattr(self.prior, "init_std", 1.0))
+        chain = sampler if sampler is not None else self.prior.sampler
+        return chain(
+            self._layer_energy(base, index),
+            start,
+            reference_precision=self.prior.reference_precision,
+            freeze=[self.prior],
+            generator=generator,
+        )
+
+    def _layer_energy(self, base: Tensor, index: int) -> Callable[[Tensor], Tensor]:
+        """``z_index -> E(base with layer index replaced by z_index)`` ``(n,)``: the conditional's
+        energy without its Gaussian reference term (the other layers' reference terms are constant)."""
+        groups = self.latent_groups
+        fixed = [part.detach() for part in groups.split(base)]
+
+        def energy(z_layer: Tensor) -> Tensor:
+            parts = list(fixed)
+            parts[index] = z_layer
+            return self.prior.residual_energy(groups.join(parts))
+
+        return energy
+
+
+def _groups_of(part: Any) -> LatentGroups | None:
+    groups = getattr(part, "groups", None)
+    return groups if isinstance(groups, LatentGroups) else None
