@@ -16,3 +16,13 @@ def _seed_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     # a run's seed (seed_everything sets PL_GLOBAL_SEED) must not leak from one test into the next
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+
+
+@pytest.fixture
+def one_thread() -> object:
+    """One intra-op thread for the test (tiny nets run several times faster with one than with
+    two on a busy 2-core machine); the previous setting is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

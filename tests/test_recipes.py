@@ -264,3 +264,80 @@ def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("include: [missing.yaml]\n")
     with pytest.raises(RecipeError, match=r"includes 'missing.yaml', but .* does not exist"):
         included_files(tmp_path / "c.yaml")
+
+
+# Joint hierarchical EBM, official train_fid.py / train_hs.py (METHODS.md §4.3-4.6)
+ENC = M + "encoder.init_args."
+HIER_SVHN = {
+    PRIOR + "latent_dim": 50,
+    PRIOR + "groups": [10] * 5,
+    PRIOR + "sigma": 1.0,
+    PRIOR + "sampler.init_args.n_steps": 100,
+    PRIOR + "sampler.init_args.step_size": 0.3,
+    PRIOR + "energy_net.init_args.in_dim": 50,
+    PRIOR + "energy_net.init_args.hidden": 100,
+    PRIOR + "energy_net.init_args.depth": 2,
+    PRIOR + "energy_net.init_args.activation": "leaky_relu",
+    PRIOR + "energy_net.init_args.spectral_norm": True,
+    DECODER + "sigma": pytest.approx(0.05**0.5),  # Gfactor 10 = 1 / (2 sigma^2)
+    DECODER + "net.init_args.group_sizes": [10] * 5,
+    DECODER + "net.init_args.widths": [1024, 512, 256, 256, 128],
+    DECODER + "net.init_args.top_hidden": [2048, 2048],
+    DECODER + "net.init_args.injection": "concat",
+    ENC + "group_sizes": [10] * 5,
+    ENC + "widths": [128, 256, 256, 512],
+    ENC + "top_hidden": [1024, 1024],
+    ENC + "separate_branches": True,
+    M + "update_order": "generator_first",
+    M + "decoder_lr": 3e-4,
+    M + "prior_lr": 2e-6,
+    M + "betas": [0.0, 0.9],
+    M + "decoder_weight_decay": 5e-4,
+    M + "prior_weight_decay": 0.0,
+    M + "lr_decay": 0.998,
+    "data.init_args.batch_size": 100,
+    "data.init_args.train_split": "extra",
+    "trainer.max_epochs": 200,
+    "seed_everything": 1234,
+}
+HIER_SVHN_HS = {
+    **HIER_SVHN,
+    PRIOR + "latent_dim": 16,
+    PRIOR + "groups": [2, 2, 2, 10],
+    PRIOR + "sampler.init_args.n_steps": 60,
+    PRIOR + "sampler.init_args.step_size": 0.4,
+    PRIOR + "energy_net.init_args.in_dim": 16,
+    PRIOR + "energy_net.init_args.hidden": 50,
+    PRIOR + "energy_net.init_args.depth": 4,
+    DECODER + "sigma": pytest.approx((1 / 6) ** 0.5),  # Gfactor 3
+    DECODER + "net.init_args.group_sizes": [2, 2, 2, 10],
+    DECODER + "net.init_args.widths": [64, 64, 32, 32],
+    DECODER + "net.init_args.top_hidden": [256, 256],
+    DECODER + "net.init_args.injection": "add",
+    ENC + "group_sizes": [2, 2, 2, 10],
+    ENC + "widths": [32, 64, 64],
+    ENC + "top_hidden": [256, 256],
+    "trainer.max_epochs": 100,
+}
+
+
+@pytest.mark.parametrize("recipe,settings", [("svhn", HIER_SVHN), ("svhn_hs", HIER_SVHN_HS)])
+def test_hierarchical_recipe_values_follow_the_official_code(recipe: str, settings: dict, capsys) -> None:
+    config = resolve(f"recipes/hierarchical/{recipe}.yaml", capsys=capsys)
+    for key, expected in settings.items():
+        assert get(config, key) == expected, f"{recipe}: {key}"
+    if recipe == "svhn":  # FID of 50,000 samples vs 50,000 training images from epoch 21 on, best kept
+        (fid,) = callback_args(config, "FID")
+        assert (fid["num_samples"], fid["num_reference"], fid["reference"]) == (50000, 50000, "train")
+        assert (fid["first_epoch"], fid["every_n_epochs"], fid["score_final"]) == (21, 1, True)
+        assert any(c.get("monitor") == "val/fid" for c in callback_args(config, "ModelCheckpoint"))
+        assert callback_args(config, "ReconstructionMSE")
+
+
+@pytest.mark.parametrize("recipe", ["mnist_anomaly", "fmnist_ood"])
+def test_hierarchical_detection_recipes_average_the_last_10_evaluations(recipe: str, capsys) -> None:
+    config = resolve(f"recipes/hierarchical/{recipe}.yaml", capsys=capsys)
+    ((anomaly),) = callback_args(config, "AnomalyDetection")
+    assert anomaly["last_k"] == 10
+    assert get(config, PRIOR + "groups") == get(config, DECODER + "net.init_args.group_sizes") == [2, 2, 2]
+    assert get(config, DECODER + "net.init_args.image_size") == 28

@@ -93,13 +93,29 @@ class Prior(nn.Module, Configurable):
 
 
 class GaussianPrior(Prior):
-    """``p0(z) = N(0, sigma^2 I)``; ``U(z) = ||z||^2 / (2 sigma^2)``; exact sampling."""
+    """``p0(z) = N(0, sigma^2 I)``; ``U(z) = ||z||^2 / (2 sigma^2)``; exact sampling.
 
-    def __init__(self, latent_dim: int, sigma: float = 1.0) -> None:
+    Args:
+        latent_dim: dimension of z.
+        sigma: standard deviation.
+        groups: the layout of per-layer latent groups (a ``LatentGroups`` or their sizes, bottom
+            first, adding up to ``latent_dim``); None for one flat latent. A multi-layer model with
+            this prior is a VLAE (independent Gaussian layers).
+    """
+
+    def __init__(self, latent_dim: int, sigma: float = 1.0, groups: LatentGroups | list[int] | None = None) -> None:
         super().__init__(latent_dim)
         if sigma <= 0:
             raise ValueError(f"prior sigma must be > 0, got {sigma}")
         self.sigma = float(sigma)
+        if groups is not None and not isinstance(groups, LatentGroups):
+            groups = LatentGroups(groups)
+        if groups is not None and groups.total != self.latent_dim:
+            raise ValueError(
+                f"{type(self).__name__} latent_dim={self.latent_dim} but its groups {groups.sizes} add up to "
+                f"{groups.total}: make them agree"
+            )
+        self.groups = groups
 
     @property
     def reference_precision(self) -> float:
@@ -149,18 +165,10 @@ class TiltedGaussianPrior(GaussianPrior):
         init_std: float = 1.0,
         groups: LatentGroups | list[int] | None = None,
     ) -> None:
-        super().__init__(latent_dim, sigma)
+        super().__init__(latent_dim, sigma, groups)
         self.energy_net = energy_net
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
         self.init_std = float(init_std)
-        if groups is not None and not isinstance(groups, LatentGroups):
-            groups = LatentGroups(groups)
-        if groups is not None and groups.total != self.latent_dim:
-            raise ValueError(
-                f"TiltedGaussianPrior latent_dim={self.latent_dim} but its groups {groups.sizes} add up to "
-                f"{groups.total}: make them agree"
-            )
-        self.groups = groups
 
     def residual_energy(self, z: Tensor) -> Tensor:
         """The learnable tilt ``E(z)`` ``(B,)``."""

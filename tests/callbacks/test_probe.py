@@ -21,13 +21,7 @@ from lebm.models import LatentGroups
 N_CLASSES = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks on a shared machine: one intra-op thread is many times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: one intra-op thread is many times faster
 
 
 def class_means(dim: int, seed: int = 0) -> torch.Tensor:

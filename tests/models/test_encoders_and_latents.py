@@ -64,7 +64,8 @@ def test_conv_encoder_small_variants_give_one_gaussian_per_image(size: int, chan
 
 
 def test_ladder_encoder_has_one_head_per_group_and_the_official_top_mlp() -> None:
-    """The official SVHN model: conv blocks 128-256-256-512 for z1..z4, z5 from a 2048-1024-1024 MLP."""
+    """The official SVHN model: conv levels 128-256-256-512 for z1..z4 (each with its own branch and
+    trunk block), z5 from a 2048-1024-1024 MLP on the last trunk output."""
     encoder = LadderEncoder([10] * 5, channels=3, image_size=32, widths=[128, 256, 256, 512], top_hidden=[1024, 1024])
     top = [m for m in encoder.top_mlp if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in top] == [(2048, 1024), (1024, 1024)]
@@ -74,12 +75,13 @@ def test_ladder_encoder_has_one_head_per_group_and_the_official_top_mlp() -> Non
 
 
 def test_ladder_groups_read_deeper_features_bottom_up() -> None:
-    """z_1 comes from the shallowest block: changing the second block leaves q(z_1|x) as it was."""
-    encoder = LadderEncoder([2, 3], channels=1, image_size=8, widths=[4, 8])
+    """Without separate branches (heads read the trunk), z_1 comes from the shallowest block:
+    changing the second block leaves q(z_1|x) as it was."""
+    encoder = LadderEncoder([2, 3], channels=1, image_size=8, widths=[4, 8], separate_branches=False)
     x = torch.randn(3, 1, 8, 8)
     before = encoder(x)
     with torch.no_grad():
-        for p in encoder.blocks[1].parameters():
+        for p in encoder.trunk[1].parameters():
             p.add_(1.0)
     after = encoder(x)
     assert torch.equal(after.mean[:, :2], before.mean[:, :2])

@@ -7,6 +7,7 @@ prior ``exp(w.z) N(0, I) = N(w, I)`` is where the encoder must go when the likel
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +66,12 @@ class Quadratic(nn.Module):
 
 
 def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, batch_size: int = 64) -> None:
+    """Train on ``x`` in order for ``steps`` optimiser steps (two per iteration when the EBM learns),
+    or for one epoch with ``steps=-1``."""
     loader = DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=False)
     L.Trainer(
         max_steps=steps,
-        max_epochs=-1,
+        max_epochs=1 if steps == -1 else -1,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -255,7 +258,75 @@ def test_group_layouts_must_agree() -> None:
     prior = TiltedGaussianPrior(6, EnergyMLP(6, hidden=8), groups=[2, 2, 2])
     decoder = GaussianDecoder(MLPGenerator(6, [1, 8, 8], hidden=8))
     model = JointHierarchicalEBM(decoder, prior, LadderEncoder([3, 3], 1, 8, [4, 4]))
-    with pytest.raises(ValueError, match=r"latent groups disagree: the prior .* \[2, 2, 2\] but the encoder .*\[3, 3\]"):
+    with pytest.raises(
+        ValueError, match=r"latent groups disagree: the prior .* \[2, 2, 2\] but the encoder .*\[3, 3\]"
+    ):
         model.check_run()
     with pytest.raises(ValueError, match="update_order must be"):
         small_model(update_order="backwards")
+
+
+# ------------------------------------------------------------------------ a known latent structure
+CENTRES = torch.tensor([[-2.0, -1.0], [-2.0, 1.0], [2.0, -1.0], [2.0, 1.0]])
+
+
+def two_level_mixture(n: int, seed: int) -> torch.Tensor:
+    """A two-level mixture in 2-D: left/right (x = -2 | 2), then down/up (y = -1 | 1); std 0.1."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, 4, (n,), generator=generator)
+    return CENTRES[index] + 0.1 * torch.randn(n, 2, generator=generator)
+
+
+@torch.no_grad()
+def log_normaliser(prior: Any) -> float:
+    """``log Z`` of a 2-D tilted prior ``exp(-E(z)) N(0, I)`` by quadrature on a grid (0 for N(0, I))."""
+    if not any(True for _ in prior.parameters()):
+        return 0.0
+    grid = torch.linspace(-7, 7, 281)
+    z = torch.cartesian_prod(grid, grid)
+    cell = float(grid[1] - grid[0]) ** 2
+    return float(torch.logsumexp(-prior.energy(z), 0)) + math.log(cell) - math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def heldout_elbo(model: JointHierarchicalEBM, x: torch.Tensor) -> float:
+    """The mean ELBO ``log p(x) >= E_q[log p(x|z) + log p(z) - log q(z|x)]`` of held-out ``x``,
+    normalised: the decoder's and the prior's constants (``log Z`` included) added back."""
+    bound = model.variational_bound(x, generator=torch.Generator().manual_seed(0))
+    decoder_constant = 0.5 * x.shape[1] * math.log(2 * math.pi * model.decoder.sigma**2)
+    return float(-(bound.nll + bound.kl).mean()) - decoder_constant - log_normaliser(model.prior)
+
+
+def toy_model(ebm: bool, seed: int) -> JointHierarchicalEBM:
+    torch.manual_seed(seed)
+    if ebm:
+        energy = EnergyMLP(2, hidden=64, activation="leaky_relu", spectral_norm=True)
+        prior = TiltedGaussianPrior(2, energy, sampler=Langevin(20, 0.3), groups=[1, 1])
+    else:
+        prior = GaussianPrior(2, groups=[1, 1])
+    decoder = GaussianDecoder(MLPGenerator(2, [2], hidden=64, out_activation=None), sigma=0.1)
+    encoder = MLPEncoder([2], 2, hidden=64)
+    return JointHierarchicalEBM(
+        decoder, prior, encoder, decoder_lr=1e-3, prior_lr=3e-3, decoder_weight_decay=0.0, lr_decay=1.0
+    )
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_joint_ebm_prior_beats_the_same_model_without_it_on_a_two_level_mixture(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four clusters, two per side, under two 1-d latent layers. The encoder maps them to four
+    separated blobs; a N(0, I) prior (VLAE) must put mass between them (the prior-hole problem),
+    while the joint EBM learns the aggregate posterior's shape. Criterion: the held-out ELBO, a lower
+    bound on log-likelihood, with the EBM's log Z computed exactly on a grid (the latent is 2-D):
+    it rewards a prior that matches where the encoder puts the data. Calibration (500 updates, batch
+    100): the EBM gains 0.30 / 0.31 / 0.44 nats over the VLAE for seeds 0 / 1 / 2."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))
+    heldout = two_level_mixture(4000, 777)
+    elbos = {}
+    for ebm in (False, True):
+        model = toy_model(ebm, seed)
+        fit(model, two_level_mixture(50000, seed), steps=-1, tmp_path=tmp_path, batch_size=100)  # one epoch: 500
+        elbos[ebm] = heldout_elbo(model, heldout)
+    assert elbos[True] > elbos[False] + 0.15, elbos
