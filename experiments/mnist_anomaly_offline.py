@@ -90,11 +90,12 @@ def main() -> None:
     name = Path(args.recipe).stem
     method = config["model"]["class_path"].rsplit(".", 1)[-1]
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
-    records = json.loads(output.read_text()) if output.exists() else []
     for digit in args.digits:
         run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / f"digit{digit}"
         run_digit(args.recipe, digit, run_dir, extra)
         recent = auprc_history(run_dir)[-k:]
+        # read the records again now: several runners (different digits) may share the file
+        records = json.loads(output.read_text()) if output.exists() else []
         records = [r for r in records if not (r["digit"] == digit and r["metric"] == "auprc")]
         records.append(
             {

@@ -59,3 +59,23 @@ def test_prior_chain_times_every_stage() -> None:
     out = run_json("benchmarks/prior_chain.py", "--recipe", "recipes/multistage_nce/quickstart.yaml", "--repeats", "1")
     assert list(out["sec_per_chain"]) == ["stage_0", "stage_1", "stage_2", "stage_3"]
     assert all(seconds > 0 for seconds in out["sec_per_chain"].values())
+
+
+def test_train_step_runs_the_hierarchical_svhn_recipe() -> None:
+    """The official 5-layer SVHN model (55M-parameter generator) at a tiny batch: the prior chain and the rest."""
+    out = run_json(
+        "benchmarks/train_step.py",
+        "--recipe",
+        "recipes/hierarchical/svhn.yaml",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "2",
+        "--split",
+    )
+    assert (
+        out["method"] == "JointHierarchicalEBM" and out["observation_shape"] == [3, 32, 32] and out["latent_dim"] == 50
+    )
+    assert set(out["split_sec_per_iter"]) == {"prior.sampler", "updates_and_rest"}

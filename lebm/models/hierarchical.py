@@ -123,9 +123,8 @@ class JointHierarchicalEBM(LatentVariableModel):
     def latent_groups(self) -> LatentGroups:
         """The per-layer layout of the flat latent: the prior's ``groups``, else the generator's,
         else the encoder's (``check_run`` checks that those that state one agree); one group if none does."""
-        for _, groups in self._declared_groups():
-            return groups
-        return LatentGroups([self.prior.latent_dim], names=["z"])
+        declared = self._declared_groups()
+        return declared[0][1] if declared else LatentGroups([self.prior.latent_dim], names=["z"])
 
     def _declared_groups(self) -> list[tuple[str, LatentGroups]]:
         parts = [
@@ -154,11 +153,6 @@ class JointHierarchicalEBM(LatentVariableModel):
                 )
 
     # ---------------------------------------------------------------------------- training
-    @property
-    def learns_prior(self) -> bool:
-        """Whether the prior has an EBM to learn (False: the VLAE baseline)."""
-        return any(True for _ in self.prior.parameters())
-
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         betas = tuple(hp.betas)

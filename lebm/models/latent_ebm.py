@@ -107,11 +107,6 @@ class LatentEBM(LatentVariableModel):
         schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
         return optimizers, schedulers
 
-    @property
-    def learns_prior(self) -> bool:
-        """Whether the prior has parameters to learn (False for the Gaussian-prior baseline)."""
-        return any(True for _ in self.prior.parameters())
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
         optimizers = self.optimizer_list()

@@ -89,6 +89,12 @@ class LatentVariableModel(Method):
     def evaluation_outputs(self) -> tuple[str, ...]:
         return ("nll", "score", *decoder_metric_names(self.decoder))
 
+    @property
+    def learns_prior(self) -> bool:
+        """Whether the prior has parameters to learn (False for a plain Gaussian prior: LatentEBM's
+        alternating back-propagation baseline, the joint hierarchical EBM's VLAE)."""
+        return any(True for _ in self.prior.parameters())
+
     # ------------------------------------------------------------------------------ checks
     def check_run(self, datamodule: Any = None) -> None:
         """The latent size agrees across prior, generator, energy net and encoder, and the decoder
