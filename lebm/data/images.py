@@ -296,7 +296,7 @@ class ImageDataModule(L.LightningDataModule):
             )
 
         if self.spec.official_test_split:
-            test_source, test_labels = self._load_in_memory("test", apply_limit=False)
+            test_source, test_labels = self.load_in_memory("test", apply_limit=False)
             test_idx = torch.arange(len(test_source))
         else:
             test_source, test_labels = pool, pool_labels
@@ -342,7 +342,7 @@ class ImageDataModule(L.LightningDataModule):
         """The images the training (and, without an official test split, test) sets come from, and their labels."""
         if self.spec.is_folder:
             return self._load_folder(), None
-        return self._load_in_memory(self.train_split, apply_limit=True)
+        return self.load_in_memory(self.train_split, apply_limit=True)
 
     def _load_folder(self) -> ImageFolderDataset:
         """The folder's files in sorted order: all of them, or with ``limit`` the first ``limit``
@@ -363,8 +363,10 @@ class ImageDataModule(L.LightningDataModule):
             files = files[:needed]
         return ImageFolderDataset(folder, files=files, **dataclasses.asdict(self.preprocess))
 
-    def _load_in_memory(self, split: str, apply_limit: bool) -> tuple[InMemoryImages, Tensor]:
-        """Read one split into memory, then apply ``limit``, ``channels`` and ``image_size`` once."""
+    def load_in_memory(self, split: str, apply_limit: bool) -> tuple[InMemoryImages, Tensor]:
+        """Read one split (``"train"``, ``"test"``, ...) of an in-memory dataset: images ``(N, C, H, W)``
+        uint8 with ``limit`` (when ``apply_limit``), ``channels`` and ``image_size`` applied once, and
+        labels ``(N,)`` int64. Other data modules reuse it (``OutOfDistributionDataModule``)."""
         assert self.spec.read is not None
         images, labels = self.spec.read(self.root, split)
         if apply_limit and self.limit is not None:

@@ -201,7 +201,7 @@ class OutOfDistributionDataModule(L.LightningDataModule):
         self.in_test_dataset = self.in_data.test_dataset
         # only the test split of the out-of-distribution dataset is read (not its training split),
         # through ImageDataModule's reader, so channels and image_size are applied the same way
-        out_images, _ = self.out_data._load_in_memory("test", apply_limit=False)
+        out_images, _ = self.out_data.load_in_memory("test", apply_limit=False)
         n_out = len(out_images) if self.out_limit is None else min(self.out_limit, len(out_images))
         self.out_test_dataset = ScaledImageSubset(out_images, torch.arange(n_out))
         assert self.in_test_dataset is not None
