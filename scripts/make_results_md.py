@@ -61,10 +61,26 @@ def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -
             r.get("date", ""),
         ]
         lines.append("| " + " | ".join(row) + " |")
+    lines += curve_table(ours)
     commands = sorted({r["command"] for r in ours if r.get("command")})
     if commands:
         lines += ["", "Commands:", "", "```bash", *commands, "```"]
     return lines + [""]
+
+
+def curve_table(ours: list[dict]) -> list[str]:
+    """The AUPRC after every epoch of the records that keep it (``auprc_by_epoch``): whether a longer
+    run would move the number."""
+    curves = [r for r in ours if r.get("auprc_by_epoch")]
+    if not curves:
+        return []
+    epochs = max(len(r["auprc_by_epoch"]) for r in curves)
+    header = ["method", "digit", *[f"epoch {e}" for e in range(1, epochs + 1)]]
+    lines = ["", "AUPRC after each epoch:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in sorted(curves, key=lambda r: (r["method"], r.get("digit", -1))):
+        values = [f"{v:.3f}" for v in r["auprc_by_epoch"]] + ["–"] * (epochs - len(r["auprc_by_epoch"]))
+        lines.append("| " + " | ".join([r["method"], str(r.get("digit", "")), *values]) + " |")
+    return lines
 
 
 def render(records: list[dict], published: list[dict]) -> str:

@@ -48,3 +48,17 @@ def test_generator_renders_paper_values_next_to_ours(tmp_path: Path) -> None:
     text = make_results_md.render(ours, published)
     row = next(line for line in text.splitlines() if line.startswith("| LatentEBM"))
     assert "0.250 ± 0.010" in row and "0.336 ± 0.008" in row
+
+
+def test_generator_renders_the_auprc_curve_of_records_that_keep_it() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_results_md
+
+    record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_offline", "metric": "auprc"}
+    ours = [{**record, "digit": 4, "value": 0.6, "auprc_by_epoch": [0.5, 0.6]}, {**record, "digit": 9, "value": 0.4}]
+    lines = make_results_md.render(ours, []).splitlines()
+    assert "| method | digit | epoch 1 | epoch 2 |" in lines
+    assert "| JointHierarchicalEBM | 4 | 0.500 | 0.600 |" in lines
+    assert not any(
+        line.startswith("| JointHierarchicalEBM | 9 | 0.") for line in lines[lines.index("AUPRC after each epoch:") :]
+    )
