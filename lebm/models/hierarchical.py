@@ -154,19 +154,8 @@ class JointHierarchicalEBM(LatentVariableModel):
 
     # ---------------------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        betas = tuple(hp.betas)
-        generator_and_encoder = [*self.decoder.parameters(), *self.encoder.parameters()]
-        optimizers = [
-            torch.optim.Adam(generator_and_encoder, lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay)
-        ]
-        if self.learns_prior:
-            prior_params = self.prior.parameters()
-            optimizers.append(
-                torch.optim.Adam(prior_params, lr=hp.prior_lr, betas=betas, weight_decay=hp.prior_weight_decay)
-            )
-        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
-        return optimizers, schedulers
+        """One Adam for the generator and the encoder together (the official code), one for the EBM."""
+        return self.decoder_and_prior_optimizers([*self.decoder.parameters(), *self.encoder.parameters()])
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)

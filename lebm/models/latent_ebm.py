@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from lebm.estimators import mle_loss, reconstruction_loss
@@ -93,19 +92,7 @@ class LatentEBM(LatentVariableModel):
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        decoder_opt = torch.optim.Adam(
-            self.decoder.parameters(), lr=hp.decoder_lr, betas=tuple(hp.betas), weight_decay=hp.decoder_weight_decay
-        )
-        optimizers = [decoder_opt]
-        if self.learns_prior:
-            optimizers.append(
-                torch.optim.Adam(
-                    self.prior.parameters(), lr=hp.prior_lr, betas=tuple(hp.betas), weight_decay=hp.prior_weight_decay
-                )
-            )
-        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
-        return optimizers, schedulers
+        return self.decoder_and_prior_optimizers(self.decoder.parameters())
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)

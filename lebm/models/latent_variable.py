@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -88,6 +88,23 @@ class LatentVariableModel(Method):
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
         return ("nll", "score", *decoder_metric_names(self.decoder))
+
+    def decoder_and_prior_optimizers(self, decoder_parameters: Iterable[nn.Parameter]) -> tuple[list[Any], list[Any]]:
+        """``(optimizers, schedulers)``: Adam over ``decoder_parameters`` (``hparams.decoder_lr``,
+        ``decoder_weight_decay``) and, when the prior learns, Adam over the prior's parameters
+        (``prior_lr``, ``prior_weight_decay``), both with ``hparams.betas``; an ExponentialLR
+        (``lr_decay``) for each, stepped per epoch."""
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        optimizers = [
+            torch.optim.Adam(decoder_parameters, lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay)
+        ]
+        if self.learns_prior:
+            prior_parameters = self.prior.parameters()
+            optimizers.append(
+                torch.optim.Adam(prior_parameters, lr=hp.prior_lr, betas=betas, weight_decay=hp.prior_weight_decay)
+            )
+        return optimizers, [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
 
     @property
     def learns_prior(self) -> bool:
