@@ -2,10 +2,11 @@
 
     python experiments/mnist_anomaly_offline.py [--digits 1 4 5 7 9] [--recipe R] [--max-epochs N]
 
-For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d]`` in its own run folder
-(``runs/<recipe name>/digit<d>``), then the AUPRC of the last ``last_k`` validation evaluations
-(kept in the checkpoint by the ``AnomalyDetection`` callback) becomes one record in
-``docs/results/<method>_<experiment>.json``, and ``docs/results.md`` is regenerated.
+For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d] --ckpt_path auto`` in its own
+run folder (``runs/<recipe name>/digit<d>``; a run stopped before its last epoch resumes exactly),
+then the AUPRC of the last ``last_k`` validation evaluations (kept in the checkpoint by the
+``AnomalyDetection`` callback) becomes one record in ``docs/results/<method>_<experiment>.json``,
+and ``docs/results.md`` is regenerated.
 Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
 """
 
@@ -40,6 +41,8 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> None:
         str(run_dir),
         "--trainer.enable_progress_bar",
         "false",
+        "--ckpt_path",
+        "auto",  # a digit whose run was stopped (or trained for fewer epochs) goes on from its last checkpoint
         *extra,
     ]
     print("+", shlex.join(command), flush=True)

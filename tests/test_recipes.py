@@ -22,11 +22,11 @@ FRAGMENT_DIRS = ("data", "evaluation")
 
 
 def runnable_recipes() -> list[str]:
-    """Every recipe a user runs: not base.yaml, not data/ or evaluation/ fragments, not _*.yaml."""
+    """Every recipe a user runs: not base*.yaml, not data/ or evaluation/ fragments, not _*.yaml."""
     found = []
     for path in sorted((REPO / "recipes").rglob("*.yaml")):
         relative = path.relative_to(REPO / "recipes")
-        if relative.name == "base.yaml" or relative.name.startswith("_") or relative.parts[0] in FRAGMENT_DIRS:
+        if relative.name.startswith(("base", "_")) or relative.parts[0] in FRAGMENT_DIRS:
             continue
         found.append(str(path.relative_to(REPO)))
     return found
@@ -341,3 +341,32 @@ def test_hierarchical_detection_recipes_average_the_last_10_evaluations(recipe: 
     assert anomaly["last_k"] == 10
     assert get(config, PRIOR + "groups") == get(config, DECODER + "net.init_args.group_sizes") == [2, 2, 2]
     assert get(config, DECODER + "net.init_args.image_size") == 28
+
+
+# ------------------------------------------------------------------------------------- text
+@pytest.mark.parametrize("recipe", ["ptb", "snli", "yahoo", "ptb_offline", "ptb_offline_gaussian"])
+def test_text_recipe_values(recipe: str, capsys: pytest.CaptureFixture) -> None:
+    """LEBM's chains and prior on an LSTM decoder, the text evaluation (METHODS.md §1.7), and the
+    offline PTB files (train on valid, test on test) with a Gaussian-prior twin that differs only
+    in its prior."""
+    config = resolve(f"recipes/latent_ebm/{recipe}.yaml", capsys=capsys)
+    assert get(config, "data.init_args.dataset") == recipe.split("_")[0]
+    assert get(config, DECODER + "net.class_path").endswith("LSTMTextGenerator")
+    assert get(config, DECODER + "net.init_args.num_layers") == 1  # a one-layer LSTM (§1.1)
+    assert get(config, DECODER + "net.init_args.vocab_size") == get(config, "data.init_args.max_vocab_size")
+    assert get(config, M + "posterior_sampler.init_args.n_steps") == 20
+    callbacks = {c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]}
+    assert {"TextGenerationMetrics", "MarginalLikelihood", "ModelCheckpoint"} <= callbacks
+    assert not {"SampleGrid", "ReconstructionGrid"} & callbacks  # image grids do not apply to text
+    ((nll),) = callback_args(config, "MarginalLikelihood")
+    if recipe.startswith("ptb_offline"):
+        assert get(config, "data.init_args.train_file") == "ptb.valid.txt"
+        assert get(config, "data.init_args.test_file") == "ptb.test.txt"
+        assert get(config, "data.init_args.max_vocab_size") == 6024  # the tokens of ptb.valid.txt + 3 specials
+    else:
+        assert nll["n_samples"] == 500
+    gaussian = recipe.endswith("gaussian")
+    assert get(config, M + "prior.class_path").endswith("GaussianPrior" if gaussian else "TiltedGaussianPrior")
+    if not gaussian:
+        assert get(config, PRIOR + "sampler.init_args.n_steps") == 60
+        assert get(config, PRIOR + "sampler.init_args.step_size") == 0.4

@@ -1,4 +1,4 @@
-"""Data: readers for standard dataset files, the dataset registry, image and toy-mixture LightningDataModules."""
+"""Data: readers for standard dataset files, the dataset registry, image, text and toy LightningDataModules."""
 
 from lebm.data.anomaly import MNISTAnomalyDataModule, anomaly_split
 from lebm.data.folder import ImageFolderDataset, celeba_dataset, list_image_files
@@ -15,7 +15,10 @@ from lebm.data.readers import (
 )
 from lebm.data.registry import DatasetSpec, dataset_names, get_dataset_spec, register_dataset, unregister_dataset
 from lebm.data.synthetic import GaussianMixture, MixtureDataModule
+from lebm.data.text import TextDataModule
+from lebm.data.text_synthetic import TemplateGrammar
 from lebm.data.transforms import from_signed_unit, to_signed_unit
+from lebm.data.vocabulary import Vocabulary
 
 __all__ = [
     "DATASET_NAMES",
@@ -27,6 +30,9 @@ __all__ = [
     "MNISTAnomalyDataModule",
     "MixtureDataModule",
     "OutOfDistributionDataModule",
+    "TemplateGrammar",
+    "TextDataModule",
+    "Vocabulary",
     "anomaly_split",
     "celeba_dataset",
     "dataset_names",

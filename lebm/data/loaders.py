@@ -199,16 +199,24 @@ class ResumableEpochLoader(EpochLoader):
 
 
 def training_loader(
-    dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False, trainer: Any = None
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    trainer: Any = None,
+    collate_fn: Callable[[list], Any] | None = None,
+    seed: int | None = None,
 ) -> DataLoader:
     """Shuffled (:class:`EpochShuffle`) batches of exactly ``batch_size`` (last partial batch dropped).
 
     With ``trainer`` (a DataModule's ``self.trainer``; None outside a Trainer) the loader is a
     :class:`ResumableEpochLoader`: when the trainer is restarting a fit from a checkpoint saved
     inside an epoch, the sampler skips the batches of that epoch already trained on.
+    ``collate_fn`` merges a batch's items (None: torch's default collate); ``seed`` is the
+    order's base seed (None: the run's seed, read at each pass).
     """
     generator = torch.Generator()
-    sampler = EpochShuffle(dataset, loader_generator=generator)  # type: ignore[arg-type]
+    sampler = EpochShuffle(dataset, seed=seed, loader_generator=generator)  # type: ignore[arg-type]
     options: dict[str, Any] = {
         "batch_size": batch_size,
         "sampler": sampler,
@@ -217,6 +225,7 @@ def training_loader(
         "num_workers": num_workers,
         "persistent_workers": num_workers > 0,
         "pin_memory": pin_memory,
+        "collate_fn": collate_fn,
     }
     if trainer is None:
         return EpochLoader(dataset, **options)
@@ -227,8 +236,15 @@ def training_loader(
     return loader
 
 
-def evaluation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """Batches in a fixed order, drawing nothing from torch's global RNG."""
+def evaluation_loader(
+    dataset: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    collate_fn: Callable[[list], Any] | None = None,
+) -> DataLoader:
+    """Batches in a fixed order, drawing nothing from torch's global RNG; ``collate_fn`` merges a
+    batch's items (None: torch's default collate)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -237,4 +253,5 @@ def evaluation_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, p
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=pin_memory,
+        collate_fn=collate_fn,
     )

@@ -140,6 +140,9 @@ class LatentVariableModel(Method):
                     f"({type(net).__name__}) takes {attribute}={declared}. Set {option} to {size} "
                     f"(or {prior_option} to {declared})"
                 )
+        bind = getattr(self.decoder, "bind_data", None)
+        if callable(bind) and datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
+            bind(datamodule)
         device = next(iter(self.parameters()), torch.empty(0)).device
         z = torch.zeros(2, size, device=device)
         with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
@@ -209,13 +212,14 @@ class LatentVariableModel(Method):
         """Posterior latents ``(B, latent_dim)`` (``(z, diagnostics)`` with ``return_diagnostics``).
 
         Args:
-            x: observations ``(B, *x_shape)``.
+            x: observations ``(B, *x_shape)`` (or what the decoder's ``prepare`` takes: sentences).
             start: ``"noise"``, ``"sample"`` or ``"mean"``; default: the encoder's mean when there
                 is an encoder, else noise.
             refine: run the posterior chain from the start (False: the start is the answer).
             sampler: a chain to use instead of ``posterior_sampler``.
             generator: random stream (None: torch's global RNG).
         """
+        x = self.observations(x)
         if start is None:
             start = "noise" if self.encoder is None else "mean"
         z0 = self.posterior_start(x, start, generator)
@@ -237,20 +241,37 @@ class LatentVariableModel(Method):
         """``-log p(x, z) + const`` ``(B,)``."""
         return self.decoder.nll(x, z) + self.prior.energy(z)
 
-    @torch.no_grad()
-    def generate(self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``)."""
-        z = self.prior.sample(n, sampler=sampler, generator=generator)
-        return self.decoder.decode(z)
+    def observations(self, data: Any) -> Tensor:
+        """User input as the tensor the decoder reads: the decoder's ``prepare`` when it has one
+        (a text decoder encodes strings to token ids), else ``data`` itself."""
+        prepare = getattr(self.decoder, "prepare", None)
+        return prepare(data, self.device) if callable(prepare) else data
 
-    def reconstruct(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
-        """``g(infer(x))`` ``(B, *x_shape)``."""
+    def presented(self, x: Tensor, raw: bool) -> Any:
+        """Decoded observations in the user's form: the decoder's ``present`` (strings for text)
+        unless ``raw`` or the decoder has none (images stay tensors)."""
+        present = getattr(self.decoder, "present", None)
+        return x if raw or not callable(present) else present(x)
+
+    @torch.no_grad()
+    def generate(
+        self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None, raw: bool = False
+    ) -> Any:
+        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``):
+        ``(n, *x_shape)``, or the decoder's presented form (``n`` strings for text; ``raw=True``
+        keeps token ids)."""
+        z = self.prior.sample(n, sampler=sampler, generator=generator)
+        return self.presented(self.decoder.decode(z), raw)
+
+    def reconstruct(self, x: Any, *, raw: bool = False, **infer_kwargs: Any) -> Any:
+        """``g(infer(x))`` ``(B, *x_shape)``; text in, text out (``raw=True``: token ids)."""
         z = self.infer(x, **infer_kwargs)
         with torch.no_grad():
-            return self.decoder.decode(z)
+            return self.presented(self.decoder.decode(z), raw)
 
-    def score(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
+    def score(self, x: Any, **infer_kwargs: Any) -> Tensor:
         """Anomaly score ``(B,)`` at ``z = infer(x)`` (see :meth:`anomaly_score`)."""
+        x = self.observations(x)
         z = self.infer(x, **infer_kwargs)
         with torch.no_grad():
             return self.anomaly_score(self.decoder.nll(x, z), z)

@@ -6,8 +6,11 @@ from lebm.models.nets.energy import EnergyMLP
 from lebm.models.nets.generators import DCGANGenerator, MLPGenerator
 from lebm.models.nets.hierarchical import HierarchicalGenerator
 from lebm.models.nets.resnets import SNGANGenerator, SNResNetEnergy
+from lebm.models.nets.text import BiLSTMEncoder, CategoricalDecoder, LSTMTextGenerator
 
 __all__ = [
+    "BiLSTMEncoder",
+    "CategoricalDecoder",
     "ConvEncoder",
     "DCGANGenerator",
     "DiagonalGaussian",
@@ -15,6 +18,7 @@ __all__ = [
     "GaussianDecoder",
     "HierarchicalGenerator",
     "InferenceNetwork",
+    "LSTMTextGenerator",
     "LadderEncoder",
     "MLPEncoder",
     "MLPGenerator",
