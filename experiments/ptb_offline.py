@@ -89,6 +89,8 @@ def main() -> None:
             "device": this_device(),
             "date": datetime.date.today().isoformat(),
         }
+        if metric in ("fppl", "rppl"):  # a tiny fraction flags a collapsed (repeated) sample set
+            record["distinct_sentences"] = round(logged["test/distinct_sentences"], 4)
         if metric == "nll":
             record["std"] = round(logged["test/nll_is_stderr"], 2)
             record["nll_per_word"] = round(logged["test/nll_is_per_word"], 4)
