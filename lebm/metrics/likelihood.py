@@ -121,15 +121,11 @@ def fit_proposal(
 
 def mixture_log_prob(q: DiagonalGaussian, reference: DiagonalGaussian, weight: float, z: Tensor) -> Tensor:
     """``log[(1 - weight) q(z) + weight reference(z)]`` for ``z`` ``(K, B, D)`` -> ``(K, B)``."""
-    log_q = _log_prob(q, z)
+    log_q = q.log_prob(z)
     if weight <= 0:
         return log_q
-    log_ref = _log_prob(reference, z)
+    log_ref = reference.log_prob(z)
     return torch.logaddexp(log_q + math.log1p(-weight), log_ref + math.log(weight))
-
-
-def _log_prob(q: DiagonalGaussian, z: Tensor) -> Tensor:
-    return -0.5 * (q.logvar + (z - q.mean).square() * torch.exp(-q.logvar) + math.log(2 * math.pi)).sum(-1)
 
 
 def _draw(

@@ -45,8 +45,9 @@ class DiagonalGaussian:
         return self.mean + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
-        """``log q(z)`` ``(B,)``, normalised: ``-1/2 sum_d [logvar + (z - mean)^2 / exp(logvar) + log 2 pi]``."""
-        return -0.5 * (self.logvar + (z - self.mean).square() * torch.exp(-self.logvar) + _LOG_2PI).sum(1)
+        """``log q(z)`` ``(B,)``, normalised: ``-1/2 sum_d [logvar + (z - mean)^2 / exp(logvar) + log 2 pi]``;
+        ``z`` may carry leading sample dimensions, ``(K, B, D) -> (K, B)``."""
+        return -0.5 * (self.logvar + (z - self.mean).square() * torch.exp(-self.logvar) + _LOG_2PI).sum(-1)
 
     def nll(self, z: Tensor) -> Tensor:
         """``-log q(z)`` ``(B,)``."""
