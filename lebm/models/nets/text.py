@@ -295,12 +295,11 @@ class CategoricalDecoder(nn.Module, Configurable):
         return self.mask_unused(self.net(x[:, :-1], z))
 
     def mask_unused(self, logits: Tensor) -> Tensor:
-        """``logits`` ``(..., V)`` with the ids the bound vocabulary does not use (a net sized
-        for a larger vocabulary) at ``-inf``: the categorical distributions live on the vocabulary."""
+        """``logits`` ``(..., V)`` cut to the ids of the bound vocabulary (a view, no copy: this
+        runs at every chain step), so the categorical distributions live on the vocabulary when
+        the net is sized for a larger one."""
         used = len(self.vocabulary) if self.vocabulary is not None else logits.shape[-1]
-        if used >= logits.shape[-1]:
-            return logits
-        return torch.cat([logits[..., :used], torch.full_like(logits[..., used:], float("-inf"))], dim=-1)
+        return logits if used >= logits.shape[-1] else logits[..., :used]
 
     def nll(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x|z)`` per sentence: ``(B, T) long, (B, latent_dim) -> (B,)``."""
