@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: reading a recipe, naming the device, timing."""
+"""Helpers shared by the benchmark scripts: reading a recipe, naming the device, timing, a bare Trainer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import torch
 
 from lebm.recipes import resolve_recipe
@@ -33,3 +34,18 @@ def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return result, time.perf_counter() - start
+
+
+def bare_trainer(**settings: Any) -> L.Trainer:
+    """A Trainer that only trains: no logger, checkpoints, progress bar, summary or validation, and
+    inference mode off (chains run in every hook); ``settings`` add to or override these."""
+    defaults: dict[str, Any] = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "inference_mode": False,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    return L.Trainer(**{**defaults, **settings})

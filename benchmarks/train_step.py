@@ -11,6 +11,14 @@ parameters not frozen, one ``autograd.grad`` per energy term and step, fp32) wit
 ``--split`` adds ``split_sec_per_iter``: the seconds each chain (data, posterior, prior) takes per
 iteration and the rest (the losses' passes and the updates).
 ``--precision bf16-mixed`` runs the method under Lightning's bf16 autocast (chain states stay fp32).
+``--generate N`` adds ``generate_samples_per_sec``: ``model.generate(N)`` after training, in eval mode
+under the trainer's precision (the method's whole sampling path: prior chain, decoder, and
+Dual-MCMC's revision chain).
+``--flops`` adds ``flops_per_iter`` (matrix products and convolutions of the last timed iteration,
+forward and backward, counted by ``torch.utils.flop_counter``) and, on a GPU with a known bf16
+peak, ``bf16_peak_fraction``: the time those FLOPs take at the peak over the measured time.
+``--fast compile,channels_last`` (any of ``compile``, ``cuda_graphs``, ``channels_last``) times the
+fast path: ``lebm.callbacks.FastNets`` with those switches; the baseline keeps plain nets.
 For a multi-stage method (``MultiStageNCE``) ``--stage k`` times stage ``k`` (default: the last,
 whose prior chain runs through every earlier ratio net; stage 0 draws its negatives exactly, with no
 chain): the prior starts with ``k`` completed stages and the stage never ends during the timing.
@@ -33,8 +41,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import describe_device, load_recipe, timed  # noqa: E402
+from common import bare_trainer, describe_device, load_recipe, timed  # noqa: E402
+from flops import IterationFlops, peak_fraction  # noqa: E402
 
+from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
 
@@ -146,27 +156,38 @@ def time_method(
     accelerator: str,
     precision: str,
     clock: ChainClock | None = None,
+    fast: dict[str, bool] | None = None,
+    flops: IterationFlops | None = None,
 ) -> list[float]:
     n = batch_size * (iters + warmup)
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
     timer = IterationTimer(clock)
-    trainer = L.Trainer(
+    trainer = bare_trainer(
         max_steps=-1,
         max_epochs=1,
         accelerator=accelerator,
         devices=1,
         precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-        inference_mode=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+        callbacks=[timer, *([FastNets(**fast)] if fast else []), *([flops] if flops else [])],
     )
     trainer.fit(model, data)
     return timer.times[warmup:]
+
+
+def time_generate(model: Any, n: int, precision: str, repeats: int = 2) -> float:
+    """Samples per second of ``model.generate(n)`` in eval mode (best of ``repeats`` after one
+    warm-up call), under bf16 autocast when ``precision`` is ``bf16-mixed``."""
+    device = model.device
+    dtype = torch.bfloat16 if precision.startswith("bf16") else None
+    model.eval()
+    generator = torch.Generator(device).manual_seed(0)
+
+    def work() -> Any:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return model.generate(n, generator=generator)
+
+    timed(device, work)
+    return max(n / timed(device, work)[1] for _ in range(repeats))
 
 
 def time_baseline(
@@ -211,7 +232,18 @@ def main() -> None:
     parser.add_argument(
         "--split", action="store_true", help="also report each chain's seconds per iteration (and the rest)"
     )
+    parser.add_argument(
+        "--fast",
+        default="",
+        help="comma-separated FastNets switches to time: compile, cuda_graphs, channels_last (default: plain path)",
+    )
+    parser.add_argument("--generate", type=int, default=0, help="also time model.generate(N) (0: skip)")
+    parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one iteration")
     args = parser.parse_args()
+    fast = {name: True for name in args.fast.split(",") if name}
+    unknown = set(fast) - {"compile", "cuda_graphs", "channels_last"}
+    if unknown:
+        parser.error(f"--fast takes compile, cuda_graphs and channels_last, got {sorted(unknown)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -223,13 +255,21 @@ def main() -> None:
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
     clock = ChainClock(model) if args.split else None
-    times = time_method(model, shape, batch_size, args.iters, args.warmup, args.accelerator, args.precision, clock)
+    # counted on the last iteration, which is then not timed (the counter slows it down)
+    flops = IterationFlops(batch_index=args.warmup + args.iters) if args.flops else None
+    iterations = args.iters + (1 if flops else 0)
+    times = time_method(
+        model, shape, batch_size, iterations, args.warmup, args.accelerator, args.precision, clock, fast, flops
+    )
+    if flops:
+        times = times[:-1]
     device = model.device
     result: dict[str, Any] = {
         "recipe": args.recipe,
         "method": type(model).__name__,
         "device": describe_device(device),
         "precision": args.precision,
+        "fast": sorted(fast),
         "batch_size": batch_size,
         "observation_shape": list(shape),
         "latent_dim": model.prior.latent_dim,
@@ -241,13 +281,22 @@ def main() -> None:
         "peak_mem_mb": round(peak_memory_mb(device), 1),
         "torch": torch.__version__,
     }
+    if flops is not None and flops.flops is not None:
+        result["flops_per_iter"] = flops.flops
+        fraction = peak_fraction(flops.flops, result["sec_per_iter"], result["device"])
+        if fraction is not None:
+            result["bf16_peak_fraction"] = round(fraction, 4)
+    if args.generate:
+        result["generate_samples_per_sec"] = round(time_generate(model, args.generate, args.precision), 2)
+        result["peak_mem_mb"] = round(peak_memory_mb(device), 1)
     if clock is not None:
         result["split_sec_per_iter"] = clock.median_split(times, args.warmup)
     if args.baseline:
         if not isinstance(model, LatentEBM):
             parser.error("--baseline is available for LatentEBM recipes")
-        model.load_state_dict(initial_state)
-        baseline = time_baseline(model, shape, batch_size, args.iters, args.warmup, device)
+        plain = build(recipe["model"])  # plain nets, whatever --fast did to the timed model's
+        plain.load_state_dict(initial_state)
+        baseline = time_baseline(plain, shape, batch_size, args.iters, args.warmup, device)
         result["baseline_sec_per_iter"] = statistics.median(baseline)
         result["speedup_vs_baseline"] = round(result["baseline_sec_per_iter"] / result["sec_per_iter"], 3)
     print(json.dumps(result))

@@ -79,3 +79,34 @@ def test_train_step_runs_the_hierarchical_svhn_recipe() -> None:
         out["method"] == "JointHierarchicalEBM" and out["observation_shape"] == [3, 32, 32] and out["latent_dim"] == 50
     )
     assert set(out["split_sec_per_iter"]) == {"prior.sampler", "updates_and_rest"}
+
+
+def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp() -> None:
+    """Three optimisers, three backward passes: only the stepped nets' gradients travel, once each
+    (a DistributedDataParallel wrapper would all-reduce every net at each of the three passes)."""
+    out = run_json("benchmarks/ddp_bytes.py", "--recipe", "recipes/dual_mcmc/quickstart.yaml", "--iters", "2")
+    assert out["processes"] == 2 and out["backward_passes"] == 3
+    assert out["minimum_bytes"] <= out["collective_bytes"] <= out["minimum_bytes"] + 64, out
+    assert out["plain_ddp_over_minimum"] == 3.0
+
+
+def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/suite.py",
+            *("--only", "latent_ebm", "--paths", "plain", "--iters", "1", "--warmup", "0"),
+            *("--cpu-batch-size", "2", "--generate", "4", "--out", str(tmp_path)),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (table,) = tmp_path.glob("suite-*.md")
+    (record,) = tmp_path.glob("suite-*.json")
+    rows = json.loads(record.read_text())["rows"]
+    assert rows[0]["method"] == "LatentEBM" and rows[0]["batch_size"] == 2 and rows[0]["sec_per_iter"] > 0
+    assert rows[0]["generate_samples_per_sec"] > 0 and rows[0]["baseline_sec_per_iter"] > 0
+    assert "| `recipes/latent_ebm/svhn.yaml` | plain | 2 |" in table.read_text()

@@ -18,11 +18,11 @@ from cli_runner import run_cli
 from lebm.recipes import RecipeError, expand_includes, included_files
 
 REPO = Path(__file__).resolve().parents[1]
-FRAGMENT_DIRS = ("data", "evaluation")
+FRAGMENT_DIRS = ("data", "evaluation", "speed")
 
 
 def runnable_recipes() -> list[str]:
-    """Every recipe a user runs: not base*.yaml, not data/ or evaluation/ fragments, not _*.yaml."""
+    """Every recipe a user runs: not base*.yaml, not data/, evaluation/ or speed/ fragments, not _*.yaml."""
     found = []
     for path in sorted((REPO / "recipes").rglob("*.yaml")):
         relative = path.relative_to(REPO / "recipes")
@@ -370,3 +370,13 @@ def test_text_recipe_values(recipe: str, capsys: pytest.CaptureFixture) -> None:
     if not gaussian:
         assert get(config, PRIOR + "sampler.init_args.n_steps") == 60
         assert get(config, PRIOR + "sampler.init_args.step_size") == 0.4
+
+
+@pytest.mark.parametrize("fragment", ["recipes/speed/fast.yaml", "recipes/speed/gpu.yaml"])
+def test_a_speed_fragment_adds_fast_nets_after_any_recipe(fragment: str, capsys) -> None:
+    config = resolve("recipes/latent_ebm/svhn.yaml", "-c", fragment, capsys=capsys)
+    callbacks = [callback["class_path"] for callback in config["trainer"]["callbacks"]]
+    assert callbacks[0] == "lebm.callbacks.CPUThreads" and callbacks[-1] == "lebm.callbacks.FastNets"
+    assert "lebm.callbacks.FID" in callbacks  # the recipe's own callbacks stay
+    assert config["trainer"]["callbacks"][-1]["init_args"]["compile"] is True
+    assert config["trainer"]["precision"] == ("bf16-mixed" if "gpu" in fragment else config["trainer"]["precision"])

@@ -1,6 +1,8 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
-text FPPL/RPPL, importance-sampled NLL)."""
+text FPPL/RPPL, importance-sampled NLL); speed: fast paths for the nets (compile, CUDA graphs, channels-last)
+and the CPU thread count."""
 
+from lebm.callbacks.fast_nets import FastNets, apply_fast_paths
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
 from lebm.callbacks.interrupt import InterruptCheckpoint
@@ -8,9 +10,12 @@ from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 from lebm.callbacks.probe import LatentProbe
 from lebm.callbacks.text import TextGenerationMetrics
+from lebm.callbacks.threads import CPUThreads
 
 __all__ = [
+    "CPUThreads",
     "FID",
+    "FastNets",
     "InterruptCheckpoint",
     "AnomalyDetection",
     "HierarchicalSampleGrid",
@@ -20,6 +25,7 @@ __all__ = [
     "ReconstructionMSE",
     "SampleGrid",
     "TextGenerationMetrics",
+    "apply_fast_paths",
     "log_image",
     "to_uint8_grid",
 ]

@@ -1,0 +1,97 @@
+"""FastNets: the fast paths compute what the plain path computes, and reach every net of every method."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+from cases import CASES, toy_loader
+
+from lebm.callbacks import FastNets, apply_fast_paths
+from lebm.callbacks.fast_nets import innermost_nets
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
+from lebm.samplers import Langevin
+
+#: Float32 tolerance for a fast path against the plain one: kernels sum in another order, and a
+#: chain of Langevin steps carries those rounding differences forward (observed: < 1e-5).
+TOLERANCE = 1e-4
+
+
+def trainer(callbacks: list, steps: int = 3) -> L.Trainer:
+    return L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        inference_mode=False,
+        limit_val_batches=0,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_the_default_selection_covers_every_parameter_of_every_method(case) -> None:
+    model = case.build()
+    selected = {id(p) for _, net in innermost_nets(model) for p in net.parameters()}
+    assert selected == {id(p) for p in model.parameters()}
+
+
+def image_model() -> LatentEBM:
+    torch.manual_seed(0)
+    decoder = GaussianDecoder(DCGANGenerator(8, 3, 16, ngf=8), sigma=0.3)
+    return LatentEBM(decoder, TiltedGaussianPrior(8, EnergyMLP(8, hidden=16)), posterior_sampler=Langevin(10, 0.1))
+
+
+def test_channels_last_posterior_chain_matches_the_plain_one() -> None:
+    plain = image_model()
+    fast = copy.deepcopy(plain)
+    assert apply_fast_paths(fast, channels_last=True) == ["decoder.net", "prior.energy_net"]
+    conv = fast.decoder.net.net[2].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    x = torch.rand(6, 3, 16, 16) * 2 - 1
+    z_plain = plain.infer(x, generator=torch.Generator().manual_seed(3))
+    z_fast = fast.infer(x, generator=torch.Generator().manual_seed(3))
+    assert (z_plain - z_fast).abs().max() < TOLERANCE
+    assert (z_plain - x.new_zeros(())).abs().max() > 0.1  # the chain moved
+
+
+def test_compiled_training_matches_plain_training_and_checkpoints_are_interchangeable(one_thread, tmp_path) -> None:
+    plain = CASES[0].build()
+    assert isinstance(plain, LatentEBM)
+    fast = copy.deepcopy(plain)
+    initial = copy.deepcopy(plain.state_dict())
+    torch._dynamo.reset()
+    L.seed_everything(5, verbose=False)
+    trainer([]).fit(plain, toy_loader())
+    L.seed_everything(5, verbose=False)
+    callback = FastNets(compile=True)
+    run = trainer([callback])
+    run.fit(fast, toy_loader())
+    assert callback.applied == ["decoder.net", "prior.energy_net"]
+    assert hasattr(fast.decoder.net, "_compiled_call_impl") and fast.decoder.net._compiled_call_impl is not None
+    moved = False
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        assert (p - q).abs().max() < TOLERANCE, name
+        moved |= bool((p - initial[name]).abs().max() > 1e-6)
+    assert moved  # training changed the parameters
+    run.save_checkpoint(tmp_path / "fast.ckpt")
+    restored = LatentEBM.load_from_checkpoint(tmp_path / "fast.ckpt")  # a plain model reads it
+    for key, value in fast.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+
+
+def test_cuda_graphs_on_a_cpu_are_refused_before_training() -> None:
+    model = CASES[0].build()
+    with pytest.raises(ValueError, match="cuda_graphs=true.*needs a CUDA device"):
+        trainer([FastNets(cuda_graphs=True)]).fit(model, toy_loader())
+    assert model.global_step == 0
+
+
+def test_a_wrong_net_name_lists_the_right_ones() -> None:
+    with pytest.raises(ValueError, match=r"\['decoder\.generator'\].*decoder\.net, prior\.energy_net"):
+        apply_fast_paths(CASES[0].build(), compile=True, nets=["decoder.generator"])
