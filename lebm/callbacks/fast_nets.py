@@ -50,8 +50,9 @@ def _is_lebm_net(module: nn.Module) -> bool:
 
 
 def innermost_nets(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(dotted name, module)`` of every lebm net in ``model`` that holds no other lebm net."""
-    nets = [(name, module) for name, module in model.named_modules() if name and _is_lebm_net(module)]
+    """``(dotted name, module)`` of every lebm net in ``model`` that holds no other lebm net
+    (``model`` itself, named ``""``, when it is such a net)."""
+    nets = [(name, module) for name, module in model.named_modules() if _is_lebm_net(module)]
     return [
         (name, module)
         for name, module in nets
@@ -140,7 +141,8 @@ def apply_fast_paths(
 ) -> list[str]:
     """Apply :class:`FastNets`' switches to ``model``'s nets in place; returns the treated names.
 
-    Usable without a Trainer (a script's own loop): ``apply_fast_paths(model, compile=True)``.
+    Usable without a Trainer (a script's own loop), on a method or on one net:
+    ``apply_fast_paths(model, compile=True)``.
     """
     chosen = named_nets(model, nets) if nets is not None else innermost_nets(model)
     for _, net in chosen:

@@ -12,7 +12,7 @@ from cases import CASES, toy_loader
 from lebm.callbacks import FastNets, apply_fast_paths
 from lebm.callbacks.fast_nets import innermost_nets
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
+from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, SNResNetEnergy
 from lebm.samplers import Langevin
 
 #: Float32 tolerance for a fast path against the plain one: kernels sum in another order, and a
@@ -95,3 +95,20 @@ def test_cuda_graphs_on_a_cpu_are_refused_before_training() -> None:
 def test_a_wrong_net_name_lists_the_right_ones() -> None:
     with pytest.raises(ValueError, match=r"\['decoder\.generator'\].*decoder\.net, prior\.energy_net"):
         apply_fast_paths(CASES[0].build(), compile=True, nets=["decoder.generator"])
+
+
+def test_channels_last_data_chain_on_a_spectral_norm_resnet_matches_the_plain_one() -> None:
+    """Dual-MCMC's data chain: Langevin on images through the spectral-norm ResNet energy."""
+    torch.manual_seed(0)
+    plain = SNResNetEnergy(channels=3, image_size=16, widths=(8, 8), downsample=(True, False))
+    fast = copy.deepcopy(plain)
+    assert apply_fast_paths(fast, channels_last=True) == [""]  # a bare net is its own innermost net
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in fast.parameters())  # reordered
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    chain = Langevin(10, 0.5, noise_std=1e-3)
+    ends = [
+        chain(net, x0, freeze=[net], module_mode="eval", generator=torch.Generator().manual_seed(1))
+        for net in (plain, fast)
+    ]
+    assert (ends[0] - ends[1]).abs().max() < TOLERANCE
+    assert (ends[0] - x0).abs().max() > 1e-3  # the chain moved
