@@ -28,7 +28,8 @@ bfloat16 under autocast, chain states and their gradients in float32: see
 Which nets: by default every lebm net (a :class:`~lebm.config.Configurable` module whose class
 lives in :mod:`lebm.models.nets`) that holds no other lebm net, e.g. the generator inside a
 :class:`~lebm.models.nets.GaussianDecoder` and the energy MLP inside a prior; ``nets`` names them
-instead by their dotted attribute paths (``["decoder.net", "prior.energy_net"]``).
+instead by their dotted attribute paths (``["decoder.net", "prior.energy_net"]``); a net of your
+own that is not an lebm component must be named there (a warning lists the parameters left out).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lebm.config import Configurable
@@ -128,6 +130,23 @@ class FastNets(L.Callback):
             dynamic=self.dynamic,
             nets=self.nets,
         )
+        untreated = untreated_modules(pl_module, self.applied)
+        if untreated:
+            rank_zero_warn(
+                f"FastNets treats {self.applied} but not the parameters of {untreated} (not lebm nets): "
+                "name every net to treat in FastNets(nets=[...]) by its dotted path"
+            )
+
+
+def untreated_modules(model: nn.Module, treated: Sequence[str]) -> list[str]:
+    """Names of ``model``'s direct-parameter holders that lie outside every ``treated`` net."""
+    modules = dict(model.named_modules())
+    covered = {id(p) for name in treated for p in modules[name].parameters()}
+    return [
+        name
+        for name, module in model.named_modules()
+        if any(id(p) not in covered for p in module.parameters(recurse=False))
+    ]
 
 
 def apply_fast_paths(

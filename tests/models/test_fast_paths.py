@@ -112,3 +112,10 @@ def test_channels_last_data_chain_on_a_spectral_norm_resnet_matches_the_plain_on
     ]
     assert (ends[0] - ends[1]).abs().max() < TOLERANCE
     assert (ends[0] - x0).abs().max() > 1e-3  # the chain moved
+
+
+def test_a_users_own_net_left_out_is_named_in_a_warning() -> None:
+    model = CASES[0].build()
+    model.prior.energy_net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    with pytest.warns(UserWarning, match=r"not the parameters of \['prior.energy_net.0', 'prior.energy_net.2'\]"):
+        FastNets(channels_last=True).setup(trainer([]), model, "fit")
