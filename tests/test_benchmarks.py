@@ -110,3 +110,24 @@ def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
     assert rows[0]["method"] == "LatentEBM" and rows[0]["batch_size"] == 2 and rows[0]["sec_per_iter"] > 0
     assert rows[0]["generate_samples_per_sec"] > 0 and rows[0]["baseline_sec_per_iter"] > 0
     assert "| `recipes/latent_ebm/svhn.yaml` | plain | 2 |" in table.read_text()
+
+
+def test_conv_ceiling_times_each_generator_convolution_against_sgemm() -> None:
+    out = run_json(
+        "benchmarks/conv_ceiling.py",
+        "--recipe",
+        "recipes/latent_ebm/svhn.yaml",
+        "--batch-size",
+        "2",
+        "--repeats",
+        "1",
+        "--gemm-size",
+        "128",
+    )
+    layers = out["layers"]
+    assert list(layers) == ["net.0", "net.2", "net.4", "net.6"]  # LEBM's four transposed convolutions
+    # forward + input gradient of ConvTranspose2d(512, 256, 4, stride 2) on 4x4 inputs: 2 x 2*B*Cin*H*W*Cout*16
+    assert layers["net.2"]["gflop"] == pytest.approx(2 * 2 * 2 * 512 * 16 * 256 * 16 / 1e9, abs=1e-3)
+    assert out["chain_step"]["gflop"] == pytest.approx(sum(v["gflop"] for v in layers.values()), abs=2e-3)
+    assert out["sgemm_gflops"] > 0 and 0 < out["conv_share_of_sgemm"]
+    assert sum(v["share_of_layer_time"] for v in layers.values()) == pytest.approx(1.0, abs=0.01)

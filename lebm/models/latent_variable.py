@@ -236,6 +236,21 @@ class LatentVariableModel(Method):
             return_diagnostics=return_diagnostics,
         )
 
+    # ------------------------------------------------------------------- per-batch noise
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Hold the decoder's training noise for this batch (a decoder with ``hold_noise``, e.g.
+        the text decoder's word dropout): drawn once from the per-rank training stream, so the
+        posterior chain's energy ``-log p(x, z)`` stays one function through all its steps and
+        the decoder's update, and the draws differ across ranks and resume exactly."""
+        hold = getattr(self.decoder, "hold_noise", None)
+        if callable(hold):
+            hold(batch_observations(batch), generator=self.train_generator)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        release = getattr(self.decoder, "release_noise", None)
+        if callable(release):
+            release()
+
     # ---------------------------------------------------------------------------- user API
     def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x, z) + const`` ``(B,)``."""

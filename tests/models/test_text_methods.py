@@ -95,6 +95,49 @@ def test_training_lowers_the_sentence_likelihood_loss(tmp_path, one_thread: obje
     assert after < before - 2, (before, after)  # measured: 18.4 -> 15.6 (a flipped loss sign raises it)
 
 
+class ReseedGlobalRNG(L.Callback):
+    """Scrambles torch's global RNG before every training batch (from ``base``)."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        torch.manual_seed(self.base + batch_idx)
+
+
+def test_word_dropout_in_training_comes_from_the_training_stream(tmp_path, one_thread: object) -> None:
+    """With word dropout and dropout on, a training run depends on its seed alone (the masks are
+    drawn from the per-rank training stream and held for the batch), not on torch's global RNG."""
+
+    def train(base: int) -> dict[str, torch.Tensor]:
+        L.seed_everything(3)
+        torch.manual_seed(0)
+        decoder = CategoricalDecoder(
+            LSTMTextGenerator(40, 4, embed_dim=8, hidden_dim=16, word_dropout=0.5, dropout=0.2), max_length=8
+        )
+        prior = TiltedGaussianPrior(4, EnergyMLP(4, hidden=16), sampler=Langevin(5, 0.4))
+        model = LatentEBM(decoder, prior, posterior_sampler=Langevin(5, 0.3), decoder_lr=2e-3)
+        trainer = L.Trainer(
+            max_epochs=1,
+            limit_train_batches=3,
+            limit_val_batches=0,
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[ReseedGlobalRNG(base)],
+            default_root_dir=str(tmp_path / str(base)),
+        )
+        trainer.fit(model, templates())
+        return {name: value.clone() for name, value in model.state_dict().items() if isinstance(value, torch.Tensor)}
+
+    first, second = train(100), train(900)
+    for name, value in first.items():
+        if value.is_floating_point():
+            assert torch.equal(value, second[name]), name
+
+
 def test_the_text_quickstart_recipe_runs_end_to_end(tmp_path) -> None:
     run_dir = tmp_path / "run"
     run_cli(

@@ -94,6 +94,40 @@ def test_word_dropout_acts_in_training_only_and_spares_bos_and_padding() -> None
     assert torch.allclose(model.nll(x, z), plain.nll(x, z))
 
 
+def test_held_masks_fix_the_likelihood_for_the_batch_and_come_from_the_generator() -> None:
+    model = decoder(word_dropout=0.5, dropout=0.3).train()
+    x, z = sentences(), torch.randn(3, 3)
+    with torch.no_grad():
+        unheld = [model.nll(x, z) for _ in range(4)]
+        assert any(not torch.equal(unheld[0], other) for other in unheld[1:])  # fresh masks per call
+        model.hold_noise(x, torch.Generator().manual_seed(5))
+        held = model.nll(x, z)
+        torch.manual_seed(123)  # the global RNG plays no part while masks are held
+        assert torch.equal(model.nll(x, z), held)
+        assert torch.equal(model.nll(x[:, :4], z), model.nll(x[:, :4], z))  # a prefix uses the held masks too
+        model.hold_noise(x, torch.Generator().manual_seed(5))
+        assert torch.equal(model.nll(x, z), held)
+        model.hold_noise(x, torch.Generator().manual_seed(6))
+        assert not torch.equal(model.nll(x, z), held)
+        model.release_noise()
+        released = [model.nll(x, z) for _ in range(4)]
+        assert any(not torch.equal(released[0], other) for other in released[1:])
+
+
+def test_held_word_dropout_replaces_words_at_its_rate() -> None:
+    model = decoder(word_dropout=0.3).train()
+    x = torch.randint(4, 9, (400, 30))
+    x[:, 0] = BOS
+    model.hold_noise(x, torch.Generator().manual_seed(0))
+    dropped = model.net._drop_words(x[:, :-1])
+    assert bool((dropped[:, 0] == BOS).all())
+    rate = float((dropped[:, 1:] == 3).float().mean())
+    assert abs(rate - 0.3) < 0.01, rate
+    assert torch.equal(model.net._drop_words(x[:, :-1]), dropped)
+    model.eval().hold_noise(x, torch.Generator().manual_seed(0))  # nothing is held in eval mode
+    assert torch.equal(model.net._drop_words(x), x)
+
+
 def test_token_nll_counts_eos_and_not_bos_or_padding() -> None:
     uniform = torch.zeros(2, 4, 9)  # every next-token distribution uniform over 9 tokens
     targets = torch.tensor([[5, 6, EOS, PAD], [EOS, PAD, PAD, PAD]])

@@ -70,6 +70,14 @@ class LSTMTextGenerator(nn.Module, Configurable):
         word_inputs: feed the previous words at all. False feeds ``unk_id`` at every step, in
             training and evaluation alike, so the sentence depends on the words only through
             ``z`` (and the position): the latent must carry the sentence.
+
+    **Held noise.** Word dropout and dropout are random in training mode. A method's training
+    step calls :meth:`hold_noise` with the batch and its training stream before its chains: the
+    masks are drawn once, from that per-rank stream, and every teacher-forced ``forward`` of the
+    batch (each posterior-chain step and the decoder's update) uses the same masks, so the chain
+    samples one fixed ``p(z | x, masks)`` and the run is reproduced by seed and rank alone.
+    Without held masks (a user's own training loop) each ``forward`` draws new masks from torch's
+    global RNG, as ``nn.Dropout`` does.
     """
 
     def __init__(
@@ -115,6 +123,8 @@ class LSTMTextGenerator(nn.Module, Configurable):
         self.output = nn.Linear(hidden_dim, vocab_size)
         if self.latent_to_state:
             self.latent_to_hidden = nn.Linear(latent_dim, 2 * num_layers * hidden_dim)
+        self.embed_dim = int(embed_dim)
+        self._held: dict[str, Tensor] = {}  # this batch's masks (hold_noise), keyed by where they act
 
     def initial_state(self, z: Tensor | None, batch: int, device: torch.device) -> tuple[Tensor, Tensor] | None:
         """``(h_0, c_0)``, each ``(num_layers, B, hidden_dim)``, from ``z`` ``(B, latent_dim)``;
@@ -124,20 +134,63 @@ class LSTMTextGenerator(nn.Module, Configurable):
         h, c = self.latent_to_hidden(z).view(batch, 2, self.num_layers, self.hidden_dim).unbind(1)
         return torch.tanh(h).transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous()
 
-    def _drop_words(self, tokens: Tensor) -> Tensor:
+    # ------------------------------------------------------------------- held noise
+    def hold_noise(self, tokens: Tensor, generator: torch.Generator | None = None) -> None:
+        """Draw the masks of a batch of sentences ``tokens`` ``(B, T)`` from ``generator`` and hold
+        them for every teacher-forced ``forward`` on (a prefix of) that batch until
+        :meth:`release_noise`: the word-dropout mask ``(B, T)`` (``u < word_dropout``, ``u ~ U(0, 1)``)
+        and the dropout masks of the embeddings ``(B, T, embed_dim)`` and of the LSTM's output
+        ``(B, T, hidden_dim)`` (``1[u >= p] / (1 - p)``). Nothing is drawn in eval mode or when
+        neither kind of dropout is on."""
+        self._held = {}
+        if not self.training:
+            return
+        batch, length = tokens.shape
+        device = tokens.device
+        if self.word_inputs and self.word_dropout > 0:
+            self._held["words"] = torch.rand(batch, length, generator=generator, device=device) < self.word_dropout
+        p = self.dropout.p
+        if p > 0:
+            for where, width in (("embedding", self.embed_dim), ("hidden", self.hidden_dim)):
+                keep = torch.rand(batch, length, width, generator=generator, device=device) >= p
+                self._held[where] = keep.to(self.output.weight.dtype) / (1.0 - p)
+
+    def release_noise(self) -> None:
+        """Forget the held masks: later ``forward`` calls draw their own again."""
+        self._held = {}
+
+    def _held_mask(self, where: str, tokens: Tensor) -> Tensor | None:
+        """The held mask for ``where`` cut to ``tokens`` ``(B, T)``: None when none is held for
+        this batch (another batch size, or longer sentences than the held batch)."""
+        mask = self._held.get(where)
+        if mask is None or mask.shape[0] != tokens.shape[0] or mask.shape[1] < tokens.shape[1]:
+            return None
+        return mask[:, : tokens.shape[1]]
+
+    def _dropout(self, values: Tensor, where: str, tokens: Tensor, held: bool) -> Tensor:
+        """Dropout of ``values`` ``(B, T, D)`` with this batch's held mask (when ``held`` and one
+        is held), else ``nn.Dropout``'s own draw."""
+        mask = self._held_mask(where, tokens) if held and self.training else None
+        return self.dropout(values) if mask is None else values * mask
+
+    def _drop_words(self, tokens: Tensor, held: bool = True) -> Tensor:
         """Every input word (not ``<bos>``, not padding) becomes ``unk_id`` without ``word_inputs``;
-        in training mode, each one does with probability ``word_dropout``. ``(B, T) -> (B, T)``."""
+        in training mode, each one does with probability ``word_dropout`` (the held mask when
+        ``held`` and one is held for this batch). ``(B, T) -> (B, T)``."""
         if self.word_inputs and (not self.training or self.word_dropout == 0):
             return tokens
         if self.word_inputs:
-            drop = torch.rand(tokens.shape, device=tokens.device) < self.word_dropout
+            drop = self._held_mask("words", tokens) if held else None
+            if drop is None:
+                drop = torch.rand(tokens.shape, device=tokens.device) < self.word_dropout
         else:
             drop = torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
         return tokens.masked_fill(drop & (tokens != self.pad_id) & (tokens != self.bos_id), self.unk_id)
 
-    def _inputs(self, tokens: Tensor, z: Tensor | None) -> Tensor:
-        """Step inputs ``(B, T, embed_dim [+ latent_dim])``."""
-        embedded = self.dropout(self.embedding(self._drop_words(tokens)))
+    def _inputs(self, tokens: Tensor, z: Tensor | None, held: bool = True) -> Tensor:
+        """Step inputs ``(B, T, embed_dim [+ latent_dim])``; ``held``: use this batch's held masks
+        (teacher forcing over whole sentences, not one decoding step)."""
+        embedded = self._dropout(self.embedding(self._drop_words(tokens, held)), "embedding", tokens, held)
         if self.latent_to_input:
             embedded = torch.cat([embedded, z.unsqueeze(1).expand(-1, tokens.shape[1], -1)], dim=2)
         return embedded
@@ -157,14 +210,14 @@ class LSTMTextGenerator(nn.Module, Configurable):
         state = self.initial_state(z, batch, tokens.device)
         with rnn_backward_allowed(self, tokens):
             hidden, _ = self.lstm(self._inputs(tokens, z), state)
-        return self.output(self.dropout(hidden))
+        return self.output(self._dropout(hidden, "hidden", tokens, held=True))
 
     def step(
         self, token: Tensor, state: tuple[Tensor, Tensor] | None, z: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """One decoding step: ``token`` ``(B,)`` -> next-token logits ``(B, vocab_size)`` and the new state."""
         with rnn_backward_allowed(self, token):
-            hidden, state = self.lstm(self._inputs(token.unsqueeze(1), z), state)
+            hidden, state = self.lstm(self._inputs(token.unsqueeze(1), z, held=False), state)
         return self.output(self.dropout(hidden[:, 0])), state
 
 
@@ -378,6 +431,18 @@ class CategoricalDecoder(nn.Module, Configurable):
     def present(self, x: Tensor) -> list[str]:
         """Token ids ``(B, T)`` -> ``B`` strings (the user-facing form of generated sentences)."""
         return self._require_vocabulary("turning token ids into text").to_text(x)
+
+    # ----------------------------------------------------------------- held noise
+    def hold_noise(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+        """Hold the net's dropout masks for the sentences ``x`` ``(B, T)``, drawn from
+        ``generator`` (:meth:`LSTMTextGenerator.hold_noise`): called by a method at the start
+        of each training batch, so its chains and update see one fixed likelihood."""
+        if isinstance(x, Tensor) and x.ndim == 2:
+            self.net.hold_noise(x, generator)
+
+    def release_noise(self) -> None:
+        """Drop the held masks (at the end of the training batch)."""
+        self.net.release_noise()
 
     def prepare(self, data: Tensor | Sequence[str] | Sequence[Sequence[str]], device: torch.device) -> Tensor:
         """User input -> token ids ``(B, T)`` on ``device``: token tensors pass through; strings (or
