@@ -26,8 +26,8 @@ def templates() -> TextDataModule:
     return TextDataModule(dataset="templates", n_train=96, n_val=16, n_test=16, max_vocab_size=40, batch_size=16)
 
 
-def fit(model: L.LightningModule, data: TextDataModule, tmp_path: Path, epochs: int = 1) -> L.Trainer:
-    trainer = L.Trainer(
+def fit(model: L.LightningModule, data: TextDataModule, tmp_path: Path, epochs: int = 1, **settings) -> L.Trainer:
+    options = dict(
         max_epochs=epochs,
         accelerator="cpu",
         logger=False,
@@ -37,6 +37,7 @@ def fit(model: L.LightningModule, data: TextDataModule, tmp_path: Path, epochs: 
         limit_val_batches=1,
         default_root_dir=str(tmp_path),
     )
+    trainer = L.Trainer(**(options | settings))
     trainer.fit(model, data)
     return trainer
 
@@ -117,19 +118,15 @@ def test_word_dropout_in_training_comes_from_the_training_stream(tmp_path, one_t
         )
         prior = TiltedGaussianPrior(4, EnergyMLP(4, hidden=16), sampler=Langevin(5, 0.4))
         model = LatentEBM(decoder, prior, posterior_sampler=Langevin(5, 0.3), decoder_lr=2e-3)
-        trainer = L.Trainer(
-            max_epochs=1,
+        fit(
+            model,
+            templates(),
+            tmp_path / str(base),
             limit_train_batches=3,
             limit_val_batches=0,
-            accelerator="cpu",
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
             enable_checkpointing=False,
             callbacks=[ReseedGlobalRNG(base)],
-            default_root_dir=str(tmp_path / str(base)),
         )
-        trainer.fit(model, templates())
         return {name: value.clone() for name, value in model.state_dict().items() if isinstance(value, torch.Tensor)}
 
     first, second = train(100), train(900)
