@@ -10,6 +10,7 @@ from torch import nn
 
 from lebm.models import GaussianPrior, TiltedGaussianPrior
 from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.models.nets.layers import LatentProjection
 from lebm.samplers import Langevin
 
 
@@ -30,6 +31,47 @@ def test_svhn_generator_matches_the_official_layout() -> None:
 def test_celeba128_generator_widths() -> None:
     convs = [m for m in DCGANGenerator(100, 3, 128, ngf=64).modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [c.out_channels for c in convs] == [2048, 1024, 512, 256, 128, 3]
+
+
+@pytest.mark.parametrize("kernel,bias", [(4, True), (7, True), (4, False)])
+def test_latent_projection_computes_the_transposed_convolution(kernel: int, bias: bool) -> None:
+    """The matrix-product first layer gives the transposed convolution's output and the same
+    gradients to its input, weight and bias, in both memory formats, and loads its state dict."""
+    torch.manual_seed(0)
+    reference = nn.ConvTranspose2d(10, 6, kernel, 1, 0, bias=bias).double()
+    fast = LatentProjection(10, 6, kernel, 1, 0, bias=bias).double()
+    fast.load_state_dict(reference.state_dict())
+    assert set(fast.state_dict()) == set(reference.state_dict())
+    upstream = torch.randn(3, 6, kernel, kernel, dtype=torch.float64)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        results = []
+        for layer in (reference, fast):
+            layer.to(memory_format=memory_format).zero_grad()
+            z = torch.randn(3, 10, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+            z.requires_grad_(True)
+            out = layer(z)
+            (out * upstream).sum().backward()
+            grads = [z.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
+            results.append((out, grads))
+        (out_ref, grads_ref), (out_fast, grads_fast) = results
+        torch.testing.assert_close(out_fast, out_ref)
+        assert out_fast.is_contiguous(memory_format=memory_format)
+        for grad_fast, grad_ref in zip(grads_fast, grads_ref, strict=True):
+            torch.testing.assert_close(grad_fast, grad_ref)
+
+
+def test_latent_projection_falls_back_to_the_convolution_off_its_shape() -> None:
+    torch.manual_seed(0)
+    reference = nn.ConvTranspose2d(4, 3, 4, 2, 1)
+    fast = LatentProjection(4, 3, 4, 2, 1)
+    fast.load_state_dict(reference.state_dict())
+    for x in (torch.randn(2, 4, 1, 1), torch.randn(2, 4, 5, 5)):
+        torch.testing.assert_close(fast(x), reference(x))
+    unpadded = nn.ConvTranspose2d(4, 3, 4, 1, 0)
+    fast_unpadded = LatentProjection(4, 3, 4, 1, 0)
+    fast_unpadded.load_state_dict(unpadded.state_dict())
+    x = torch.randn(2, 4, 3, 3)
+    torch.testing.assert_close(fast_unpadded(x), unpadded(x))
 
 
 def test_dcgan_rejects_unsupported_sizes() -> None:

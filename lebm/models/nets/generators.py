@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from lebm.config import Configurable
-from lebm.models.nets.layers import make_activation, xavier_init_
+from lebm.models.nets.layers import LatentProjection, make_activation, xavier_init_
 
 
 class DCGANGenerator(nn.Module, Configurable):
@@ -16,7 +16,8 @@ class DCGANGenerator(nn.Module, Configurable):
 
     Layout (S = 32, ngf = 64 is LEBM's SVHN net)::
 
-        ConvT(latent_dim -> c0, 4, 1, 0)            1 -> 4   (S = 28: kernel 7, 1 -> 7)
+        ConvT(latent_dim -> c0, 4, 1, 0)            1 -> 4   (S = 28: kernel 7, 1 -> 7; run as a
+                                                     matrix product: ``LatentProjection``)
         ConvT(c_i -> c_i / 2, 4, 2, 1) ...          doubling the size, halving the channels
         ConvT(c_last -> channels, 4, 2, 1) - tanh   -> S
 
@@ -57,7 +58,7 @@ class DCGANGenerator(nn.Module, Configurable):
             raise ValueError(
                 f"DCGANGenerator needs {n_up} hidden_channels for image_size {image_size}, got {list(hidden_channels)}"
             )
-        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, hidden_channels[0], first_kernel, 1, 0)]
+        layers: list[nn.Module] = [LatentProjection(latent_dim, hidden_channels[0], first_kernel, 1, 0)]
         for fan_in, fan_out in zip(hidden_channels[:-1], hidden_channels[1:], strict=False):
             layers += [make_activation(activation), nn.ConvTranspose2d(fan_in, fan_out, 4, 2, 1)]
         layers += [make_activation(activation), nn.ConvTranspose2d(hidden_channels[-1], channels, 4, 2, 1), nn.Tanh()]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 _ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
@@ -23,6 +24,46 @@ def make_activation(name: str) -> nn.Module:
         return _ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(_ACTIVATIONS)}") from None
+
+
+class LatentProjection(nn.ConvTranspose2d):
+    """The first transposed convolution of a generator, ``(B, C, 1, 1) -> (B, C', k, k)``, run as
+    one matrix product.
+
+    On a 1 x 1 input a stride-1, unpadded transposed convolution places ``z`` times each kernel
+    tap at its own output pixel::
+
+        out[b, o, i, j] = bias[o] + sum_c z[b, c] * weight[c, o, i, j]
+
+    which is ``z (B, C) @ weight.reshape(C, C' k k)`` reshaped to ``(B, C', k, k)``. PyTorch's
+    convolution kernels run this shape several times below the matrix-product rate (about 5x on
+    a CPU core for LEBM's SVHN generator, 5% of a posterior-chain step; ``docs/performance.md``).
+    The parameters, their initialisation and the state-dict keys are those of
+    ``nn.ConvTranspose2d``, so checkpoints load either way; inputs larger than 1 x 1, or padded,
+    strided, dilated or grouped settings, fall back to the convolution.
+    """
+
+    def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
+        one_by_one = input.dim() == 4 and input.shape[-2:] == (1, 1)
+        plain = (
+            self.padding == (0, 0)
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.output_padding == (0, 0)
+            and self.groups == 1
+            and output_size is None
+        )
+        if not (one_by_one and plain):
+            return super().forward(input, output_size)
+        batch = input.shape[0]
+        flat_weight = self.weight.reshape(self.in_channels, -1)  # (C, C' k k)
+        out = input.reshape(batch, self.in_channels) @ flat_weight
+        out = out.view(batch, self.out_channels, *self.kernel_size)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        if self.weight.is_contiguous(memory_format=torch.channels_last) and not self.weight.is_contiguous():
+            out = out.contiguous(memory_format=torch.channels_last)  # as the convolution would return
+        return out
 
 
 def xavier_init_(module: nn.Module) -> None:
