@@ -19,10 +19,12 @@ def load_recipe(path: str) -> dict[str, Any]:
 
 
 def describe_device(device: torch.device) -> str:
-    """The GPU's name, or the CPU and the number of torch threads."""
+    """The GPU's name, the CPU and the number of torch threads, or the device type for any other."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    if device.type == "cpu":
+        return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return device.type
 
 
 def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:

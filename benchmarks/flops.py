@@ -16,6 +16,8 @@ import lightning as L
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from lebm.samplers.capture import samplers_of, set_chain_capture
+
 #: Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets; the first
 #: name contained in the device's name wins (so "H100 PCIe" before "H100").
 BF16_PEAK_FLOPS = {
@@ -54,15 +56,20 @@ class OperatorFlops(TorchDispatchMode):
 
 
 class IterationFlops(L.Callback):
-    """Counts the FLOPs of training batch ``batch_index`` (after compilation and warm-up)."""
+    """Counts the FLOPs of training batch ``batch_index`` (after compilation and warm-up). The
+    counted batch runs its chains eagerly (a replayed CUDA graph dispatches no operators to count),
+    and capture is switched back on after it."""
 
     def __init__(self, batch_index: int = 0) -> None:
         self.batch_index = batch_index
         self.flops: int | None = None
         self._mode: OperatorFlops | None = None
+        self._switched: list[Any] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, index: int) -> None:
         if index == self.batch_index:
+            self._switched = [s for s in samplers_of(pl_module) if s.cuda_graph]
+            set_chain_capture(False, *self._switched)
             self._mode = OperatorFlops()
             self._mode.__enter__()
 
@@ -71,3 +78,4 @@ class IterationFlops(L.Callback):
             self._mode.__exit__(None, None, None)
             self.flops = self._mode.total
             self._mode = None
+            set_chain_capture(True, *self._switched)

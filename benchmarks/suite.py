@@ -1,25 +1,31 @@
-"""The speed suite: every method's paper-recipe shape, plain and fast paths, as JSON and a Markdown table.
+"""The speed suite: every method's paper-recipe shape on each path, as JSON and a Markdown table.
 
-    python benchmarks/suite.py [--out benchmarks/results] [--iters 5] [--warmup 2] [--only latent_ebm,dual_mcmc]
+    python benchmarks/suite.py [--out benchmarks/results] [--iters 10] [--warmup 3] [--only latent_ebm,dual_mcmc]
 
 For each recipe of :data:`RECIPES` and each path of :data:`PATHS` it runs ``benchmarks/train_step.py``
-in a fresh process (so one path's compiled graphs or allocator state cannot help another) and
-collects seconds per iteration, ``generate`` samples per second, peak memory and the FLOPs of one
-iteration (with, on a GPU of known bf16 peak, the fraction of that peak the measured time reaches),
-on whatever device is present. The LatentEBM plain row also times the plain-PyTorch loop (``--baseline``).
+in a fresh process (so one path's graphs, compiled code or allocator state cannot help another) and
+collects seconds per iteration, ``generate`` samples per second, peak memory (GPU memory from
+``torch.cuda`` on a GPU), the device each row ran on, how many chain calls were served by captured
+graphs, and the FLOPs of one iteration (with, on a GPU of known bf16 peak, the fraction of that peak
+the measured time reaches). Every row of one run uses the same device, so the ratios compare like
+with like:
 
-Paths:
+- ``eager / this``: the method's own eager path (``eager`` row) over this row;
+- ``plain loop / this`` (LatentEBM): the plain-PyTorch loop (``benchmarks/plain_latent_ebm.py``,
+  fp32, eager), timed by the ``eager`` row's process on the same device, over this row.
 
-- ``plain``: float32, nets as built;
-- ``fast``: float32 with ``FastNets(compile, channels_last)``, plus ``cuda_graphs`` on a GPU;
-- ``bf16``: the fast path under ``bf16-mixed`` autocast (nets in bfloat16, chain states float32).
+Paths (``--paths``; the default is every path that applies to the device):
 
-On a CPU the paper shapes take seconds to minutes per iteration, so ``--cpu-batch-size`` (default
-the recipe's, except Dual-MCMC's 512-wide ResNet energy: 2) and few ``--iters`` keep the suite to
-tens of minutes (``generate`` then draws at most that batch); the table states the batch each row
-used. On a CPU without bf16 instructions (AVX2 only) bf16 autocast is many times slower than fp32,
-so leave ``bf16`` out of ``--paths`` there. Writes ``suite-<date>-<device>.json`` and ``.md`` under
-``--out`` and prints the Markdown.
+- ``eager``: float32, every chain eagerly (``--chain-capture off``), nets as built;
+- ``captured``: float32, chains captured whole as CUDA graphs (lebm's default on a GPU);
+- ``captured_bf16``: ``bf16-mixed`` autocast, captured chains, channels-last convolutions;
+- ``fast_bf16``: the same with compiled nets (``FastNets(compile, channels_last)``);
+- ``fast``: float32, compiled channels-last nets, eager chains (the CPU's fast path).
+
+On a CPU chains always run eagerly, so only ``eager`` and ``fast`` apply there; the paper shapes take
+seconds to minutes per iteration, so ``--cpu-batch-size`` (default the recipe's, except
+Dual-MCMC's 512-wide ResNet energy: 2) and few ``--iters`` keep the suite to tens of minutes. Writes
+``suite-<date>-<device>.json`` and ``.md`` under ``--out`` and prints the Markdown.
 """
 
 from __future__ import annotations
@@ -46,39 +52,34 @@ RECIPES: dict[str, tuple[str, int | None]] = {
     "multistage_nce": ("recipes/multistage_nce/svhn.yaml", None),
     "dual_mcmc": ("recipes/dual_mcmc/cifar10.yaml", 2),
     "hierarchical": ("recipes/hierarchical/svhn.yaml", None),
+    "quickstart": ("recipes/quickstart.yaml", None),
 }
 
-#: Path name -> (Lightning precision, FastNets switches on a CPU, FastNets switches on a GPU).
-PATHS: dict[str, tuple[str, str, str]] = {
-    "plain": ("32-true", "", ""),
-    "fast": ("32-true", "compile,channels_last", "compile,channels_last,cuda_graphs"),
-    "bf16": ("bf16-mixed", "compile,channels_last", "compile,channels_last,cuda_graphs"),
+#: Path name -> (Lightning precision, FastNets switches, chain capture, devices it applies to).
+PATHS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "eager": ("32-true", "", "off", ("cpu", "cuda")),
+    "captured": ("32-true", "", "on", ("cuda",)),
+    "captured_bf16": ("bf16-mixed", "channels_last", "on", ("cuda",)),
+    "fast_bf16": ("bf16-mixed", "compile,channels_last", "on", ("cuda",)),
+    "fast": ("32-true", "compile,channels_last", "off", ("cpu",)),
 }
 
 
-def run_one(recipe: str, path: str, args: argparse.Namespace, on_gpu: bool, batch_size: int | None) -> dict[str, Any]:
-    precision, cpu_fast, gpu_fast = PATHS[path]
+def run_one(recipe: str, path: str, args: argparse.Namespace, batch_size: int | None) -> dict[str, Any]:
+    precision, fast, capture, _ = PATHS[path]
     command = [
         sys.executable,
         str(HERE / "train_step.py"),
-        "--recipe",
-        recipe,
-        "--iters",
-        str(args.iters),
-        "--warmup",
-        str(args.warmup),
-        "--precision",
-        precision,
-        "--generate",
-        str(args.generate if batch_size is None else min(args.generate, batch_size)),
+        *("--recipe", recipe, "--iters", str(args.iters), "--warmup", str(args.warmup)),
+        *("--precision", precision, "--chain-capture", capture),
+        *("--generate", str(args.generate if batch_size is None else min(args.generate, batch_size))),
     ]
-    fast = gpu_fast if on_gpu else cpu_fast
     if fast:
         command += ["--fast", fast]
     if batch_size is not None:
         command += ["--batch-size", str(batch_size)]
-    if path == "plain":
-        command.append("--flops")  # the same FLOPs on every path: counted once, on the plain nets
+    if path == "eager":
+        command.append("--flops")  # the same FLOPs on every path: counted once, on the eager path
         if "latent_ebm/" in recipe:
             command.append("--baseline")
     print("+", " ".join(command), file=sys.stderr, flush=True)
@@ -89,18 +90,29 @@ def run_one(recipe: str, path: str, args: argparse.Namespace, on_gpu: bool, batc
     return {"path": path, **json.loads(lines[-1])}
 
 
-def share_flops(rows: list[dict[str, Any]]) -> None:
-    """Give every path of one recipe the FLOPs counted on its plain path, and the fraction of
-    the device's bf16 peak that its measured time reaches (known GPUs only)."""
-    flops = next((row["flops_per_iter"] for row in rows if "flops_per_iter" in row), None)
-    if flops is None:
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Give every path of one recipe the FLOPs counted on its eager path, the fraction of the
+    device's bf16 peak its time reaches (known GPUs), and its speed-up over the eager path and,
+    for LatentEBM, over the plain loop timed on the same device."""
+    eager = next((row for row in rows if row.get("path") == "eager" and "sec_per_iter" in row), None)
+    if eager is None:
         return
+    flops = eager.get("flops_per_iter")
+    plain_loop = eager.get("baseline_sec_per_iter")
     for row in rows:
-        if "sec_per_iter" in row:
+        if "sec_per_iter" not in row:
+            continue
+        if row["device"] != eager["device"]:
+            row["error"] = f"ran on {row['device']}, the eager row on {eager['device']}: ratios left out"
+            continue
+        row["speedup_vs_eager"] = round(eager["sec_per_iter"] / row["sec_per_iter"], 3)
+        if plain_loop is not None:
+            row["speedup_vs_plain_loop"] = round(plain_loop / row["sec_per_iter"], 3)
+        if flops is not None:
             row["flops_per_iter"] = flops
             fraction = peak_fraction(flops, row["sec_per_iter"], row["device"])
             if fraction is not None:
-                row["bf16_peak_fraction"] = round(fraction, 4)
+                row["bf16_peak_fraction"] = round(fraction, 5)
 
 
 def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
@@ -108,23 +120,27 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
         f"Device: {header['device']}; torch {header['torch']}; {header['date']}; "
         f"{header['iters']} timed iterations after {header['warmup']} warm-up (median).",
         "",
-        "| recipe | path | batch | s/iter | plain loop s/iter | plain loop / this | generate samples/s "
-        "| peak memory MB | GFLOP/iter | bf16 peak fraction |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | path | batch | s/iter | it/s | eager / this | plain loop / this | chain calls replayed "
+        "| generate samples/s | peak memory MB | GFLOP/iter | bf16 peak fraction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        if "error" in row:
-            out.append(f"| `{row['recipe']}` | {row['path']} | | failed: {row['error']} | | | | | | |")
+        if "sec_per_iter" not in row:
+            out.append(f"| `{row['recipe']}` | {row['path']} | | failed: {row.get('error')} |" + " |" * 8)
             continue
-        baseline = row.get("baseline_sec_per_iter")
+        calls = row.get("chain_calls", {})
+        served = calls.get("replays", 0)
+        total = served + calls.get("captures", 0) + calls.get("eager_calls", 0)
         flops = row.get("flops_per_iter")
         cells = [
             f"`{row['recipe']}`",
             row["path"],
             str(row["batch_size"]),
             f"{row['sec_per_iter']:.4g}",
-            "" if baseline is None else f"{baseline:.4g}",
-            "" if baseline is None else str(row["speedup_vs_baseline"]),
+            f"{1 / row['sec_per_iter']:.3g}",
+            str(row.get("speedup_vs_eager", "")),
+            str(row.get("speedup_vs_plain_loop", "")),
+            f"{served}/{total}" if total else "eager",
             str(row.get("generate_samples_per_sec", "")),
             f"{row['peak_mem_mb']:.0f}",
             "" if flops is None else f"{flops / 1e9:.1f}",
@@ -137,38 +153,39 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2, help="compiled paths compile during these")
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3, help="captures and compilation happen during these")
     parser.add_argument("--generate", type=int, default=100, help="samples per timed generate call")
     parser.add_argument("--only", default="", help="comma-separated methods of RECIPES (default: all)")
-    parser.add_argument("--paths", default="plain,fast,bf16")
+    parser.add_argument("--paths", default="", help="comma-separated paths (default: those for the device)")
     parser.add_argument("--cpu-batch-size", type=int, default=None, help="one batch size for every recipe on a CPU")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per row")
     args = parser.parse_args()
-    on_gpu = torch.cuda.is_available()
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
     methods = [m for m in args.only.split(",") if m] or list(RECIPES)
-    paths = [p for p in args.paths.split(",") if p]
+    paths = [p for p in args.paths.split(",") if p] or [p for p, spec in PATHS.items() if device_type in spec[3]]
     for name in [*methods, *paths]:
         if name not in RECIPES and name not in PATHS:
             parser.error(f"unknown method or path {name!r}: methods {list(RECIPES)}, paths {list(PATHS)}")
+    load_average = os.getloadavg()[0]
     rows = []
     for method in methods:
         recipe, cpu_batch = RECIPES[method]
-        batch_size = None if on_gpu else (args.cpu_batch_size or cpu_batch)
+        batch_size = None if device_type == "cuda" else (args.cpu_batch_size or cpu_batch)
         recipe_rows = []
         for path in paths:
-            recipe_rows.append(run_one(recipe, path, args, on_gpu, batch_size))
+            recipe_rows.append(run_one(recipe, path, args, batch_size))
             print(json.dumps(recipe_rows[-1]), file=sys.stderr, flush=True)
-        share_flops(recipe_rows)
+        add_ratios(recipe_rows)
         rows += recipe_rows
-    device = torch.cuda.get_device_name(0) if on_gpu else next((r["device"] for r in rows if "device" in r), "cpu")
+    device = next((r["device"] for r in rows if "device" in r), device_type)
     header = {
         "date": datetime.date.today().isoformat(),
         "device": device,
         "torch": torch.__version__,
         "iters": args.iters,
         "warmup": args.warmup,
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load_average,
     }
     table = markdown(rows, header)
     out = REPO / args.out

@@ -5,9 +5,15 @@
 Builds the recipe's model (nothing is read from disk but the YAML), feeds batches of uniform
 noise in [-1, 1] shaped like the decoder's output, and runs the method's own ``training_step``
 (both chains and both updates) through a Lightning Trainer. Prints one JSON line:
-``sec_per_iter`` (median), ``peak_mem_mb`` (CUDA: max allocated; CPU: the process's peak RSS),
+``sec_per_iter`` (median), ``device`` (read inside the timed iterations, from the device the model
+was on: Lightning moves it back to the CPU when ``fit`` ends), ``peak_mem_mb`` (on a GPU:
+``torch.cuda.max_memory_allocated`` of that device since the start; on a CPU: the process's peak
+RSS), ``chain_capture`` (chains captured, calls served by a replay, declared calls run eagerly),
 and with ``--baseline`` the same iteration written the usual way (``plain_latent_ebm.py``:
-parameters not frozen, one ``autograd.grad`` per energy term and step, fp32) with the ratio.
+parameters not frozen, one ``autograd.grad`` per energy term and step, fp32, eager), timed on the
+same device, with the ratio.
+``--chain-capture off`` runs every chain eagerly (on a CUDA device chains are captured whole as
+CUDA graphs by default; elsewhere they always run eagerly).
 ``--split`` adds ``split_sec_per_iter``: the seconds each chain (data, posterior, prior) takes per
 iteration and the rest (the losses' passes and the updates).
 ``--precision bf16-mixed`` runs the method under Lightning's bf16 autocast (chain states stay fp32).
@@ -17,8 +23,8 @@ Dual-MCMC's revision chain).
 ``--flops`` adds ``flops_per_iter`` (matrix products and convolutions of the last timed iteration,
 forward and backward, counted by ``torch.utils.flop_counter``) and, on a GPU with a known bf16
 peak, ``bf16_peak_fraction``: the time those FLOPs take at the peak over the measured time.
-``--fast compile,channels_last`` (any of ``compile``, ``cuda_graphs``, ``channels_last``) times the
-fast path: ``lebm.callbacks.FastNets`` with those switches; the baseline keeps plain nets.
+``--fast compile,channels_last`` (either or both) times ``lebm.callbacks.FastNets`` with those
+switches; the baseline keeps plain nets.
 For a multi-stage method (``MultiStageNCE``) ``--stage k`` times stage ``k`` (default: the last,
 whose prior chain runs through every earlier ratio net; stage 0 draws its negatives exactly, with no
 chain): the prior starts with ``k`` completed stages and the stage never ends during the timing.
@@ -47,6 +53,7 @@ from flops import IterationFlops, peak_fraction  # noqa: E402
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
+from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture  # noqa: E402
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
@@ -55,11 +62,17 @@ def observation_shape(model: Any) -> tuple[int, ...]:
 
 
 class IterationTimer(L.Callback):
-    """Wall-clock time of each training batch, synchronising CUDA at both ends."""
+    """Wall-clock time of each training batch, synchronising CUDA at both ends, and the device the
+    batches ran on (read during the run: after ``fit`` Lightning has moved the model to the CPU)."""
 
     def __init__(self, clock: ChainClock | None = None) -> None:
         self.times: list[float] = []
         self.clock = clock
+        self.device: torch.device | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def _sync(self, module: L.LightningModule) -> None:
         if module.device.type == "cuda":
@@ -69,6 +82,7 @@ class IterationTimer(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._sync(pl_module)
+        self.device = pl_module.device
         if self.clock is not None:
             self.clock.start_iteration()
         self._start = time.perf_counter()
@@ -97,21 +111,24 @@ class ChainClock:
                 self._wrap(dotted, chain, model)
 
     def _wrap(self, name: str, chain: Any, model: Any) -> None:
-        run = chain.run
+        """Time every call of ``chain`` (the whole call, outside any captured graph): its class is
+        swapped for a subclass whose ``__call__`` synchronises and reads the clock around it."""
+        clock = self
 
-        def timed_run(target: Any, z: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            if z.device.type == "cuda":
-                torch.cuda.synchronize(z.device)
+        def timed_call(sampler: Any, energy_fn: Any, z0: torch.Tensor, **kwargs: Any) -> Any:
+            if z0.device.type == "cuda":
+                torch.cuda.synchronize(z0.device)
             start = time.perf_counter()
-            out = run(target, z, **kwargs)
-            if z.device.type == "cuda":
-                torch.cuda.synchronize(z.device)
-            if self.iterations:
-                current = self.iterations[-1]
+            out = super(timed, sampler).__call__(energy_fn, z0, **kwargs)
+            if z0.device.type == "cuda":
+                torch.cuda.synchronize(z0.device)
+            if clock.iterations:
+                current = clock.iterations[-1]
                 current[name] = current.get(name, 0.0) + time.perf_counter() - start
             return out
 
-        chain.run = timed_run
+        timed = type(f"Timed{type(chain).__name__}", (type(chain),), {"__call__": timed_call})
+        chain.__class__ = timed
 
     def start_iteration(self) -> None:
         self.iterations.append({})
@@ -158,7 +175,9 @@ def time_method(
     clock: ChainClock | None = None,
     fast: dict[str, bool] | None = None,
     flops: IterationFlops | None = None,
-) -> list[float]:
+    extra_callbacks: list[L.Callback] | None = None,
+) -> tuple[list[float], torch.device]:
+    """Seconds of each timed iteration, and the device they ran on."""
     n = batch_size * (iters + warmup)
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
     timer = IterationTimer(clock)
@@ -168,17 +187,24 @@ def time_method(
         accelerator=accelerator,
         devices=1,
         precision=precision,
-        callbacks=[timer, *([FastNets(**fast)] if fast else []), *([flops] if flops else [])],
+        callbacks=[
+            timer,
+            *([FastNets(**fast)] if fast else []),
+            *([flops] if flops else []),
+            *(extra_callbacks or []),
+        ],
     )
     trainer.fit(model, data)
-    return timer.times[warmup:]
+    assert timer.device is not None, "no training batch ran"
+    return timer.times[warmup:], timer.device
 
 
-def time_generate(model: Any, n: int, precision: str, repeats: int = 2) -> float:
-    """Samples per second of ``model.generate(n)`` in eval mode (best of ``repeats`` after one
-    warm-up call), under bf16 autocast when ``precision`` is ``bf16-mixed``."""
-    device = model.device
+def time_generate(model: Any, n: int, precision: str, device: torch.device, repeats: int = 2) -> float:
+    """Samples per second of ``model.generate(n)`` on ``device`` in eval mode (best of ``repeats``
+    after one warm-up call), under bf16 autocast when ``precision`` is ``bf16-mixed``."""
+    model.to(device)
     dtype = torch.bfloat16 if precision.startswith("bf16") else None
+
     model.eval()
     generator = torch.Generator(device).manual_seed(0)
 
@@ -235,15 +261,23 @@ def main() -> None:
     parser.add_argument(
         "--fast",
         default="",
-        help="comma-separated FastNets switches to time: compile, cuda_graphs, channels_last (default: plain path)",
+        help="comma-separated FastNets switches to time: compile, channels_last (default: plain nets)",
+    )
+    parser.add_argument(
+        "--chain-capture",
+        choices=("on", "off"),
+        default="on",
+        help="on: chains on a CUDA device run as captured CUDA graphs (lebm's default); off: every chain eagerly",
     )
     parser.add_argument("--generate", type=int, default=0, help="also time model.generate(N) (0: skip)")
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one iteration")
     args = parser.parse_args()
     fast = {name: True for name in args.fast.split(",") if name}
-    unknown = set(fast) - {"compile", "cuda_graphs", "channels_last"}
+    if "cuda_graphs" in fast:
+        parser.error("--fast cuda_graphs is retired: chains are captured whole by default (--chain-capture on)")
+    unknown = set(fast) - {"compile", "channels_last"}
     if unknown:
-        parser.error(f"--fast takes compile, cuda_graphs and channels_last, got {sorted(unknown)}")
+        parser.error(f"--fast takes compile and channels_last, got {sorted(unknown)}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -251,6 +285,7 @@ def main() -> None:
     batch_size = args.batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
+    set_chain_capture(args.chain_capture == "on", model)
     stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -258,18 +293,18 @@ def main() -> None:
     # counted on the last iteration, which is then not timed (the counter slows it down)
     flops = IterationFlops(batch_index=args.warmup + args.iters) if args.flops else None
     iterations = args.iters + (1 if flops else 0)
-    times = time_method(
+    times, device = time_method(
         model, shape, batch_size, iterations, args.warmup, args.accelerator, args.precision, clock, fast, flops
     )
     if flops:
         times = times[:-1]
-    device = model.device
     result: dict[str, Any] = {
         "recipe": args.recipe,
         "method": type(model).__name__,
         "device": describe_device(device),
         "precision": args.precision,
         "fast": sorted(fast),
+        "chain_capture": args.chain_capture,
         "batch_size": batch_size,
         "observation_shape": list(shape),
         "latent_dim": model.prior.latent_dim,
@@ -279,6 +314,7 @@ def main() -> None:
         "sec_per_iter": statistics.median(times),
         "sec_per_iter_min": min(times),
         "peak_mem_mb": round(peak_memory_mb(device), 1),
+        "chain_calls": capture_stats(samplers_of(model)),
         "torch": torch.__version__,
     }
     if flops is not None and flops.flops is not None:
@@ -287,7 +323,7 @@ def main() -> None:
         if fraction is not None:
             result["bf16_peak_fraction"] = round(fraction, 4)
     if args.generate:
-        result["generate_samples_per_sec"] = round(time_generate(model, args.generate, args.precision), 2)
+        result["generate_samples_per_sec"] = round(time_generate(model, args.generate, args.precision, device), 2)
         result["peak_mem_mb"] = round(peak_memory_mb(device), 1)
     if clock is not None:
         result["split_sec_per_iter"] = clock.median_split(times, args.warmup)

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +97,7 @@ def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
         [
             sys.executable,
             "benchmarks/suite.py",
-            *("--only", "latent_ebm", "--paths", "plain", "--iters", "1", "--warmup", "0"),
+            *("--only", "latent_ebm", "--paths", "eager", "--iters", "1", "--warmup", "0"),
             *("--cpu-batch-size", "2", "--generate", "4", "--out", str(tmp_path)),
         ],
         cwd=REPO,
@@ -109,7 +111,53 @@ def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
     rows = json.loads(record.read_text())["rows"]
     assert rows[0]["method"] == "LatentEBM" and rows[0]["batch_size"] == 2 and rows[0]["sec_per_iter"] > 0
     assert rows[0]["generate_samples_per_sec"] > 0 and rows[0]["baseline_sec_per_iter"] > 0
-    assert "| `recipes/latent_ebm/svhn.yaml` | plain | 2 |" in table.read_text()
+    assert rows[0]["speedup_vs_eager"] == 1.0 and rows[0]["speedup_vs_plain_loop"] > 0
+    assert rows[0]["chain_calls"] == {"captures": 0, "replays": 0, "eager_calls": 0}  # CPU: no capture machinery
+    assert "| `recipes/latent_ebm/svhn.yaml` | eager | 2 |" in table.read_text()
+
+
+def test_train_step_names_the_device_the_iterations_ran_on_not_where_fit_left_the_model(monkeypatch, capsys) -> None:
+    """Lightning moves the model back to the CPU when fit ends; the label, the baseline and the
+    generate timing must use the device of the timed iterations. Here the model reports the meta
+    device after fit, so any reading of ``model.device`` taken afterwards would say "meta" (or fail)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import train_step
+
+    class SendAwayAtTheEnd(L.Callback):
+        def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            pl_module._device = torch.device("meta")  # what model.device reports from now on
+
+    original = train_step.bare_trainer
+    monkeypatch.setattr(
+        train_step,
+        "bare_trainer",
+        lambda **kw: original(**{**kw, "callbacks": [*kw["callbacks"], SendAwayAtTheEnd()]}),
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["train_step.py", "--recipe", "recipes/quickstart.yaml", "--iters", "1", "--warmup", "0"]
+        + ["--baseline", "--generate", "4", "--accelerator", "cpu"],
+    )
+    train_step.main()
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["device"].startswith("cpu (") and out["baseline_sec_per_iter"] > 0
+    assert out["generate_samples_per_sec"] > 0 and out["chain_capture"] == "on"
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_train_step_labels_the_gpu_times_the_plain_loop_there_and_replays_its_chains() -> None:
+    """Device: CUDA. The GPU's name, its memory and the plain loop on the same GPU (issue 23's
+    misreported runs said "cpu" and timed the loop on the CPU)."""
+    out = run_json(
+        "benchmarks/train_step.py",
+        *("--recipe", "recipes/latent_ebm/svhn.yaml", "--iters", "3", "--warmup", "2", "--batch-size", "16"),
+        "--baseline",
+    )
+    assert out["device"] == torch.cuda.get_device_name(0)
+    assert out["chain_calls"]["replays"] >= 6 and out["chain_calls"]["eager_calls"] == 0
+    assert 0 < out["peak_mem_mb"] < torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert out["baseline_sec_per_iter"] > 0
 
 
 def test_conv_ceiling_times_each_generator_convolution_against_sgemm() -> None:

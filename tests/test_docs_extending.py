@@ -185,6 +185,13 @@ def test_the_sampler_example_on_its_own(parts) -> None:
     assert stats["energy"].shape == stats["grad_norm"].shape == (201,)  # as the page says
 
 
+def test_the_capture_example_opts_mala_in_and_matches_the_eager_chain(parts) -> None:
+    namespace: dict = {}
+    exec(example("opting MALA in to capture, checked on the CPU"), namespace)  # its asserts run here
+    assert namespace["captured"].shape == (64, 2)
+    assert not namespace["MALA"].capturable and namespace["CapturedMALA"].capturable  # run() of its own: opt in
+
+
 class NoRun(Sampler):
     def __init__(self) -> None:
         pass

@@ -1,7 +1,8 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
-text FPPL/RPPL, importance-sampled NLL); speed: fast paths for the nets (compile, CUDA graphs, channels-last)
-and the CPU thread count."""
+text FPPL/RPPL, importance-sampled NLL); speed: the switch for whole-chain CUDA-graph capture, fast paths for the
+nets (compile, channels-last) and the CPU thread count."""
 
+from lebm.callbacks.chain_capture import ChainCapture
 from lebm.callbacks.fast_nets import FastNets, apply_fast_paths
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
@@ -14,6 +15,7 @@ from lebm.callbacks.threads import CPUThreads
 
 __all__ = [
     "CPUThreads",
+    "ChainCapture",
     "FID",
     "FastNets",
     "InterruptCheckpoint",

@@ -1,4 +1,4 @@
-"""Fast paths for the nets a method's chains evaluate: ``torch.compile``, CUDA graphs, channels-last.
+"""Fast paths for the nets a method's chains evaluate: ``torch.compile`` and channels-last.
 
 Every lebm method spends most of an iteration in short-run chains: tens of forward passes of its
 nets, each followed by one backward pass to the chain state. :class:`FastNets` switches on, from a
@@ -7,7 +7,7 @@ recipe, the ways of making those passes cheaper that do not change what is compu
     trainer:
       callbacks:
         - class_path: lebm.callbacks.FastNets
-          init_args: {compile: true, channels_last: true}   # cuda_graphs: true on a GPU
+          init_args: {compile: true, channels_last: true}
 
 - ``channels_last``: the convolutional nets keep their 4-d weights in NHWC order (oneDNN and
   cuDNN pick faster kernels for it); the numbers are those of NCHW up to summation order.
@@ -16,10 +16,13 @@ recipe, the ways of making those passes cheaper that do not change what is compu
   keys, so checkpoints written with and without it are interchangeable. The first iterations
   pay the compilation (tens of seconds on a CPU); a net that flips between frozen parameters (in
   a chain) and trainable ones (in its update) is compiled once for each.
-- ``cuda_graphs``: ``compile`` in ``mode="reduce-overhead"``: on a GPU each net's forward and
-  backward graphs are captured once and replayed, which removes the per-kernel launch cost
-  that dominates small nets; chains have a fixed length and batch, so the captures are reused
-  at every step. Needs a CUDA device (refused before training otherwise).
+- ``cuda_graphs`` is **retired**. It compiled each net with ``mode="reduce-overhead"`` (one CUDA
+  graph per net), which left the per-step autograd and Python work between the graphs and measured
+  slower than plain nets on an H100. On a CUDA device every chain is now captured whole, as one
+  graph, by its sampler (:mod:`lebm.samplers.capture`), whatever this callback does; a recipe that
+  still says ``cuda_graphs: true`` gets a warning and the option is ignored. Compile modes that
+  make CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) cannot run inside a
+  captured chain and are refused: use ``max-autotune-no-cudagraphs``.
 
 Mixed precision is not here: it is Lightning's ``trainer.precision: bf16-mixed`` (nets in
 bfloat16 under autocast, chain states and their gradients in float32: see
@@ -34,6 +37,7 @@ own that is not an lebm component must be named there (a warning lists the param
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +49,8 @@ from torch import nn
 from lebm.config import Configurable
 
 NETS_PACKAGE = "lebm.models.nets"
+#: torch.compile modes that record CUDA graphs themselves (a graph cannot be captured inside another).
+GRAPHING_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 def _is_lebm_net(module: nn.Module) -> bool:
@@ -81,16 +87,17 @@ def has_image_convolutions(module: nn.Module) -> bool:
 
 
 class FastNets(L.Callback):
-    """Compile, CUDA-graph and/or reorder to channels-last the nets a method's chains evaluate.
+    """Compile and/or reorder to channels-last the nets a method's chains evaluate.
 
     Args:
         compile: ``torch.compile`` each net (``nn.Module.compile``, state-dict keys unchanged).
-        cuda_graphs: compile with ``mode="reduce-overhead"`` (CUDA graphs); CUDA only.
+        cuda_graphs: retired (a warning; ignored): chains are captured whole by their samplers.
         channels_last: keep the 4-d weights of convolutional nets in channels-last order.
-        compile_mode: another ``torch.compile`` mode (``"max-autotune"``); overrides the above.
+        compile_mode: a ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``; modes
+            that make their own CUDA graphs are refused (see the module docstring).
         dynamic: ``torch.compile``'s ``dynamic``: None (default) compiles for the first shape
-            and generalises when another batch size comes; False compiles one graph per shape
-            (what CUDA graphs want); True starts with shape-generic graphs.
+            and generalises when another batch size comes; False compiles one graph per shape;
+            True starts with shape-generic graphs.
         nets: dotted paths of the nets to treat (default: every innermost lebm net, see module doc).
     """
 
@@ -104,10 +111,18 @@ class FastNets(L.Callback):
         nets: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        self.compile = bool(compile or cuda_graphs or compile_mode)
-        self.cuda_graphs = bool(cuda_graphs)
+        check_compile_mode(compile_mode)
+        if cuda_graphs:
+            warnings.warn(
+                "FastNets(cuda_graphs=true) is retired and ignored: on a CUDA device lebm captures every chain whole "
+                "as one CUDA graph (lebm.samplers.capture), which per-net graphs only slowed down. Remove "
+                "cuda_graphs from the recipe (docs/performance.md)",
+                FutureWarning,
+                stacklevel=2,
+            )
+        self.compile = bool(compile or compile_mode)
         self.channels_last = bool(channels_last)
-        self.compile_mode = compile_mode or ("reduce-overhead" if cuda_graphs else None)
+        self.compile_mode = compile_mode
         self.dynamic = dynamic
         self.nets = list(nets) if nets is not None else None
         self.applied: list[str] = []
@@ -116,12 +131,6 @@ class FastNets(L.Callback):
         """Apply the fast paths once, before the first batch (fit, validate, test or predict)."""
         if self.applied:
             return
-        device = trainer.strategy.root_device  # the model is moved there after this hook
-        if self.cuda_graphs and device.type != "cuda":
-            raise ValueError(
-                f"FastNets(cuda_graphs=true) needs a CUDA device, but the run is on {device.type}: "
-                "set trainer.accelerator: gpu, or cuda_graphs: false (compile: true still fuses on a CPU)"
-            )
         self.applied = apply_fast_paths(
             pl_module,
             compile=self.compile,
@@ -136,6 +145,15 @@ class FastNets(L.Callback):
                 f"FastNets treats {self.applied} but not the parameters of {untreated} (not lebm nets): "
                 "name every net to treat in FastNets(nets=[...]) by its dotted path"
             )
+
+
+def check_compile_mode(compile_mode: str | None) -> None:
+    """Refuse a ``torch.compile`` mode that records CUDA graphs itself (see the module docstring)."""
+    if compile_mode in GRAPHING_COMPILE_MODES:
+        raise ValueError(
+            f"FastNets compile_mode={compile_mode!r} makes CUDA graphs of its own, which cannot run inside lebm's "
+            "captured chains: use compile_mode 'max-autotune-no-cudagraphs' (or 'default')"
+        )
 
 
 def untreated_modules(model: nn.Module, treated: Sequence[str]) -> list[str]:
@@ -163,6 +181,7 @@ def apply_fast_paths(
     Usable without a Trainer (a script's own loop), on a method or on one net:
     ``apply_fast_paths(model, compile=True)``.
     """
+    check_compile_mode(compile_mode)
     chosen = named_nets(model, nets) if nets is not None else innermost_nets(model)
     for _, net in chosen:
         if channels_last and has_image_convolutions(net):

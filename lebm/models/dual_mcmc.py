@@ -227,6 +227,7 @@ class DualMCMC(LatentVariableModel):
         return chain(
             self.energy_net,
             x,
+            inputs=(),
             freeze=[self.energy_net],
             generator=generator,
             return_diagnostics=return_diagnostics,

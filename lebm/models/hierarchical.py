@@ -3,7 +3,7 @@ learned variationally with a ladder inference network (Cui, Wu & Han, ICCV 2023)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -268,26 +268,23 @@ class JointHierarchicalEBM(LatentVariableModel):
             return noise * self.prior.reference_precision**-0.5
         start = noise * float(getattr(self.prior, "init_std", 1.0))
         chain = sampler if sampler is not None else self.prior.sampler
+        layer = self.latent_groups.columns(index)
+        columns = torch.arange(layer.start, layer.stop, device=base.device)
         return chain(
-            self._layer_energy(base, index),
+            self.layer_conditional_energy,
             start,
+            inputs=(base.detach(), columns),
             reference_precision=self.prior.reference_precision,
             freeze=[self.prior],
             generator=generator,
         )
 
-    def _layer_energy(self, base: Tensor, index: int) -> Callable[[Tensor], Tensor]:
-        """``z_index -> E(base with layer index replaced by z_index)`` ``(n,)``: the conditional's
-        energy without its Gaussian reference term (the other layers' reference terms are constant)."""
-        groups = self.latent_groups
-        fixed = [part.detach() for part in groups.split(base)]
-
-        def energy(z_layer: Tensor) -> Tensor:
-            parts = list(fixed)
-            parts[index] = z_layer
-            return self.prior.residual_energy(groups.join(parts))
-
-        return energy
+    def layer_conditional_energy(self, z_layer: Tensor, base: Tensor, columns: Tensor) -> Tensor:
+        """``E(base with its columns replaced by z_layer)`` ``(n,)``: the energy of the conditional
+        ``p(z_layer | the other layers of base)`` without its Gaussian reference term (the other
+        layers' reference terms are constant). ``z_layer`` ``(n, size)``, ``base`` ``(n, latent_dim)``,
+        ``columns`` ``(size,)`` the layer's column indices."""
+        return self.prior.residual_energy(base.index_copy(1, columns, z_layer))
 
 
 def _groups_of(part: Any) -> LatentGroups | None:

@@ -169,6 +169,9 @@ class LatentVariableModel(Method):
             ) from None
 
     # ------------------------------------------------------------------- posterior inference
+    #: Whether the posterior chains' energy includes the prior's residual energy (its tilt).
+    posterior_includes_tilt: bool = True
+
     def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
         """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
         reference term, which chains add analytically (``reference_precision``).
@@ -177,13 +180,20 @@ class LatentVariableModel(Method):
         if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
             with torch.inference_mode(False):
                 x = x.clone()
+        tilt = with_prior_tilt and self.posterior_includes_tilt
+        return lambda z: self.joint_chain_energy(z, x, tilt)
 
-        def energy(z: Tensor) -> Tensor:
-            nll = self.decoder.nll(x, z)
-            residual = self.prior.residual_energy(z) if with_prior_tilt else None
-            return nll if residual is None else nll + residual
+    def posterior_chain_energy(self, z: Tensor, x: Tensor) -> Tensor:
+        """``-log p(x, z)`` ``(B,)`` without the reference term, as the posterior chains call it:
+        ``energy_fn(z, x)``, one function for every batch, the batch passed as the chain's input
+        (so that a captured chain replays on each new batch)."""
+        return self.joint_chain_energy(z, x, self.posterior_includes_tilt)
 
-        return energy
+    def joint_chain_energy(self, z: Tensor, x: Tensor, with_prior_tilt: bool) -> Tensor:
+        """``nll(x|z)`` plus, when ``with_prior_tilt``, the prior's residual energy ``(B,)``."""
+        nll = self.decoder.nll(x, z)
+        residual = self.prior.residual_energy(z) if with_prior_tilt else None
+        return nll if residual is None else nll + residual
 
     def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
         """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
@@ -227,8 +237,9 @@ class LatentVariableModel(Method):
         if not refine or chain is None:
             return (z0, {}) if return_diagnostics else z0
         return chain(
-            self.posterior_energy(x),
+            self.posterior_chain_energy,
             z0,
+            inputs=(x,),
             reference_precision=self.prior.reference_precision,
             freeze=[self.decoder, self.prior],
             module_mode=self.posterior_chain_mode,

@@ -135,10 +135,10 @@ class MultiStageNCE(LatentVariableModel):
         self.stage_schedule = _resolve_schedule(stage_iterations, self.prior.n_stages)
 
     # ---------------------------------------------------------------- user API
-    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Any:
-        """``-log p(x, z)`` under the current product prior (or the base, see ``posterior_prior``)."""
-        with_tilt = with_prior_tilt and self.hparams.posterior_prior == "current"
-        return super().posterior_energy(x, with_prior_tilt=with_tilt)
+    @property
+    def posterior_includes_tilt(self) -> bool:  # type: ignore[override]
+        """Posterior chains under the current product prior, or the base (``posterior_prior``)."""
+        return self.hparams.posterior_prior == "current"
 
     def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
         """``-log p(x, z)`` (``anomaly_score="joint"``) or the decoder NLL alone (``"nll"``), ``(B,)``."""

@@ -85,6 +85,7 @@ class Prior(nn.Module, Configurable):
         return chain(
             self.residual_energy,
             z0,
+            inputs=(),
             reference_precision=self.reference_precision,
             freeze=[self],
             generator=generator,
@@ -265,6 +266,10 @@ class ProductOfRatiosPrior(GaussianPrior):
         if self.completed_stages == 0:
             return super().sample(n, generator=generator, return_diagnostics=return_diagnostics)
         return self._sample_by_chains(n, sampler, generator, return_diagnostics)
+
+    def chain_capture_key(self) -> int:
+        """What a captured chain depends on beyond the tensors: how many ratios the energy sums."""
+        return self._completed_stages
 
     # -------------------------------------------------------- stage bookkeeping
     @property

@@ -14,13 +14,16 @@ gradients. Everything a chain must get right whatever its update rule lives here
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
+from lebm.samplers.capture import run_captured
+from lebm.samplers.capture_keys import ChainCall, hashable, submodules
+from lebm.samplers.recorders import ChainBody, capture_possible
 
 EnergyFn = Callable[[Tensor], Tensor]
 """``energy_fn(z) -> U``: maps states ``(B, *shape)`` to total energies ``(B,)``.
@@ -130,15 +133,23 @@ class ChainTarget:
     per-sample norm of ``grad U`` (device tensors: no host synchronisation).
 
     Args:
-        energy_fn: ``(B, *shape) -> (B,)`` energies.
+        energy_fn: ``(B, *shape) -> (B,)`` energies, called as ``energy_fn(z, *inputs)``.
         reference_precision: precision of the Gaussian reference factor (0: none).
         record: record the diagnostics.
+        inputs: tensors passed to ``energy_fn`` after the state (the data a posterior energy reads).
     """
 
-    def __init__(self, energy_fn: EnergyFn, reference_precision: float = 0.0, record: bool = False) -> None:
+    def __init__(
+        self,
+        energy_fn: Callable[..., Tensor],
+        reference_precision: float = 0.0,
+        record: bool = False,
+        inputs: Sequence[Tensor] = (),
+    ) -> None:
         self.energy_fn = energy_fn
         self.reference_precision = float(reference_precision)
         self.record = record
+        self.inputs = tuple(inputs)
         self._energies: list[Tensor] = []
         self._grad_norms: list[Tensor] = []
         self._checked = False
@@ -154,7 +165,7 @@ class ChainTarget:
 
     def _evaluate(self, z: Tensor, with_energy: bool) -> tuple[Tensor, Tensor]:
         state = z.detach().requires_grad_(True)
-        energy = self.energy_fn(state)
+        energy = self.energy_fn(state, *self.inputs)
         if not self._checked:
             self._check_energy(energy, state)
         (grad,) = torch.autograd.grad(energy.sum(), state)
@@ -196,7 +207,7 @@ class Sampler(Configurable):
     """An MCMC sampler: hyperparameters only, the target is given at call time.
 
     ``sampler(energy_fn, z0, freeze=(...)) -> z`` runs chains started at ``z0`` ``(B, *shape)``
-    towards ``pi(z) ∝ exp(-U(z))``, ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``,
+    towards ``pi(z) ∝ exp(-U(z))``, ``U(z) = energy_fn(z, *inputs) + reference_precision * ||z||^2 / 2``,
     and returns the final states ``(B, *shape)``, detached. With ``return_diagnostics=True`` it
     returns ``(z, diagnostics)``: per-gradient-evaluation tensors ``energy`` and ``grad_norm``.
 
@@ -204,17 +215,44 @@ class Sampler(Configurable):
     (``target.grad(z)``). The reference term, the diagnostics, frozen parameters, the modules'
     mode and gradients inside validation are handled here, so a new update rule cannot get them
     wrong.
+
+    **Whole-chain capture** (:mod:`lebm.samplers.capture`). On a CUDA device a call that passes
+    ``inputs=`` runs its chain as one CUDA graph, recorded at the first call of its kind and
+    replayed after, when the sampler's class opted in (``capturable = True``) and its
+    ``cuda_graph`` option is on. A subclass that overrides :meth:`run` does not inherit the opt-in:
+    it states ``capturable = True`` itself once its ``run`` meets the conditions in
+    ``docs/extending.md`` ("Captured chains"). Everywhere else chains run eagerly.
     """
+
+    #: Whether :meth:`run` may be captured whole as a CUDA graph (see the class docstring).
+    capturable: ClassVar[bool] = False
+    #: The sampler's switch for capture (samplers that opt in take it as an option).
+    cuda_graph: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "run" in cls.__dict__ and "capturable" not in cls.__dict__:
+            cls.capturable = False  # a new run() is not known to be capturable: it opts in itself
 
     def __init__(self) -> None:
         """A sampler without hyperparameters (subclasses add theirs); recorded for checkpoints."""
         super().__init__()
 
+    def capture_allowed(self) -> bool:
+        """Whether this sampler's chains may be captured: its class opted in and ``cuda_graph`` is on."""
+        return bool(type(self).capturable and self.cuda_graph)
+
+    def capture_settings(self) -> Hashable:
+        """The settings a captured chain depends on: the class and every public attribute."""
+        public = sorted((name, hashable(value)) for name, value in vars(self).items() if not name.startswith("_"))
+        return (type(self), tuple(public))
+
     def __call__(
         self,
-        energy_fn: EnergyFn,
+        energy_fn: Callable[..., Tensor],
         z0: Tensor,
         *,
+        inputs: Sequence[Tensor] | None = None,
         reference_precision: float = 0.0,
         freeze: Iterable[nn.Module] = (),
         module_mode: ModuleMode | None = None,
@@ -224,8 +262,14 @@ class Sampler(Configurable):
         """Run the chains from ``z0``.
 
         Args:
-            energy_fn: ``(B, *shape) -> (B,)`` energy without the reference term.
+            energy_fn: ``(B, *shape) -> (B,)`` energy without the reference term, called as
+                ``energy_fn(z, *inputs)``.
             z0: initial states ``(B, *shape)``.
+            inputs: the tensors ``energy_fn`` reads besides the state (e.g. the data batch of a
+                posterior chain), passed after ``z``. Giving them (``()`` when there are none)
+                declares that ``energy_fn`` reads nothing else but the parameters and buffers of
+                ``freeze``, which lets the chain be captured on a GPU; None (the default) calls
+                ``energy_fn(z)`` and always runs eagerly.
             reference_precision: precision of the Gaussian reference term added to ``energy_fn``.
             freeze: modules whose parameters ``energy_fn`` reads (frozen during the chain; an
                 ``energy_fn`` that is itself a module is frozen too).
@@ -237,14 +281,25 @@ class Sampler(Configurable):
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)
-        target = ChainTarget(energy_fn, reference_precision, record=return_diagnostics)
-        with chain_context(modules, module_mode):  # the copy is made outside inference mode
-            start = z0.detach().clone()
-            if start.dtype in (torch.float16, torch.bfloat16):
-                # under autocast a start may come out of a net in half precision: chains keep float32 states
-                # (a data chain's 1e-3 noise is below bfloat16's resolution of values near 1)
-                start = start.float()
-            z = self.run(target, start, generator=generator)
+        with chain_context(modules, module_mode):  # copies are made outside inference mode
+            data = tuple(t.clone() if t.is_inference() else t for t in (inputs or ()))
+            body_for = self._chain_body(energy_fn, float(reference_precision), return_diagnostics)
+            captured = None
+            if inputs is not None and capture_possible(z0.device):
+                read = submodules([*modules, self] if isinstance(self, nn.Module) else modules)  # + a persistent buffer
+                call = ChainCall(
+                    self, energy_fn, z0, data, float(reference_precision), read, generator, return_diagnostics
+                )
+                captured = run_captured(call, body_for)
+            if captured is not None:
+                z, diagnostics = captured
+            else:
+                start = z0.detach().clone()
+                if start.dtype in (torch.float16, torch.bfloat16):
+                    # under autocast a start may come out of a net in half precision: chains keep float32 states
+                    # (a data chain's 1e-3 noise is below bfloat16's resolution of values near 1)
+                    start = start.float()
+                z, diagnostics = body_for(start, data, generator)()
         if not isinstance(z, Tensor) or z.shape != z0.shape:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
             raise ValueError(
@@ -252,7 +307,24 @@ class Sampler(Configurable):
                 f"{tuple(z0.shape)}, got {got}"
             )
         z = z.detach()
-        return (z, target.diagnostics()) if return_diagnostics else z
+        return (z, diagnostics) if return_diagnostics else z
+
+    def _chain_body(
+        self, energy_fn: Callable[..., Tensor], reference_precision: float, record: bool
+    ) -> Callable[[Tensor, tuple[Tensor, ...], torch.Generator | None], ChainBody]:
+        """``body_for(z, inputs, generator)``: the chain as a function of its state and input
+        tensors, ``run`` on a fresh :class:`ChainTarget`. An eager call runs it once on its own
+        tensors; a captured call records it over static buffers: the same steps either way."""
+
+        def body_for(z: Tensor, inputs: tuple[Tensor, ...], generator: torch.Generator | None) -> ChainBody:
+            def body() -> tuple[Tensor, dict[str, Tensor]]:
+                target = ChainTarget(energy_fn, reference_precision, record=record, inputs=inputs)
+                final = self.run(target, z, generator=generator)
+                return final, target.diagnostics()
+
+            return body
+
+        return body_for
 
     def run(self, target: ChainTarget, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """Move the states ``z`` ``(B, *shape)`` (a private copy: in-place updates are fine)

@@ -37,7 +37,12 @@ class Langevin(Sampler):
         noise_std: n; ``None`` means ``n = s`` (code form) or ``sqrt(2 s)`` (paper form).
         grad_clip: if set, each sample's gradient is rescaled to at most this L2 norm.
         form: ``"code"`` or ``"paper"`` parameterisation of ``step_size`` (see above).
+        cuda_graph: on a CUDA device, run the K steps as one captured CUDA graph, replayed at every
+            call of the same kind (:mod:`lebm.samplers.capture`); False runs them eagerly. The
+            numbers are those of the eager chain; on other devices chains always run eagerly.
     """
+
+    capturable = True
 
     def __init__(
         self,
@@ -46,6 +51,7 @@ class Langevin(Sampler):
         noise_std: float | None = None,
         grad_clip: float | None = None,
         form: Literal["code", "paper"] = "code",
+        cuda_graph: bool = True,
     ) -> None:
         if n_steps < 0:
             raise ValueError(f"Langevin n_steps must be >= 0, got {n_steps}")
@@ -66,6 +72,11 @@ class Langevin(Sampler):
         self.noise_std = noise_std
         self.grad_clip = grad_clip
         self.form = form
+        self.cuda_graph = bool(cuda_graph)
+
+    def capture_allowed(self) -> bool:
+        """A chain of no steps has nothing to capture."""
+        return super().capture_allowed() and self.n_steps > 0
 
     @property
     def drift(self) -> float:

@@ -31,8 +31,12 @@ class PersistentChains(Sampler, nn.Module):
         buffer_size: number of stored chains.
         reinit_prob: probability that a drawn chain restarts from ``z0``.
         init_std: the buffer starts as ``N(0, init_std^2 I)`` samples.
+        cuda_graph: on a CUDA device, capture the whole call (the draws from the buffer, the
+            wrapped sampler's steps and the write-back) as one CUDA graph when ``sampler`` allows
+            capture too (:mod:`lebm.samplers.capture`); False runs it eagerly.
     """
 
+    capturable = True
     chains: Tensor
     rank_local_buffers = ("chains",)
 
@@ -43,6 +47,7 @@ class PersistentChains(Sampler, nn.Module):
         buffer_size: int = 10000,
         reinit_prob: float = 0.05,
         init_std: float = 1.0,
+        cuda_graph: bool = True,
     ) -> None:
         super().__init__()
         if not 0.0 <= reinit_prob <= 1.0:
@@ -54,7 +59,12 @@ class PersistentChains(Sampler, nn.Module):
         self.sampler = sampler
         self.reinit_prob = float(reinit_prob)
         self.init_std = float(init_std)
+        self.cuda_graph = bool(cuda_graph)
         self.register_buffer("chains", torch.randn(buffer_size, *shape) * init_std)
+
+    def capture_allowed(self) -> bool:
+        """Captured only when the wrapped sampler's steps may be captured too."""
+        return super().capture_allowed() and self.sampler.capture_allowed()
 
     def reset_rank_local_state(self, generator: torch.Generator | None = None) -> None:
         """Redraw the buffer ``N(0, init_std^2 I)`` from ``generator`` (each rank's own stream)."""

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, toy_loader
+from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import FastNets, apply_fast_paths
 from lebm.callbacks.fast_nets import innermost_nets
@@ -85,11 +86,23 @@ def test_compiled_training_matches_plain_training_and_checkpoints_are_interchang
         assert torch.equal(restored.state_dict()[key], value), key
 
 
-def test_cuda_graphs_on_a_cpu_are_refused_before_training() -> None:
-    model = CASES[0].build()
-    with pytest.raises(ValueError, match="cuda_graphs=true.*needs a CUDA device"):
-        trainer([FastNets(cuda_graphs=True)]).fit(model, toy_loader())
-    assert model.global_step == 0
+def test_the_retired_per_net_cuda_graphs_switch_warns_and_is_ignored() -> None:
+    with pytest.warns(FutureWarning, match="cuda_graphs=true.*retired.*captures every chain whole"):
+        fast = FastNets(cuda_graphs=True, channels_last=True)
+    assert fast.compile is False and fast.compile_mode is None  # no reduce-overhead compilation behind it
+    model = LatentEBM(
+        GaussianDecoder(DCGANGenerator(8, 3, 16, ngf=8), 0.3), TiltedGaussianPrior(8, EnergyMLP(8, hidden=16))
+    )
+    trainer([fast], steps=1).fit(model, DataLoader(TensorDataset(torch.rand(8, 3, 16, 16) * 2 - 1), batch_size=4))
+    assert fast.applied == ["decoder.net", "prior.energy_net"]  # on a CPU too: the switch no longer refuses it
+
+
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_compile_modes_that_make_their_own_cuda_graphs_are_refused(mode: str) -> None:
+    with pytest.raises(ValueError, match="makes CUDA graphs of its own.*max-autotune-no-cudagraphs"):
+        FastNets(compile_mode=mode)
+    with pytest.raises(ValueError, match="makes CUDA graphs of its own"):
+        apply_fast_paths(image_model(), compile=True, compile_mode=mode)
 
 
 def test_a_wrong_net_name_lists_the_right_ones() -> None:

@@ -1,0 +1,335 @@
+"""Whole-chain capture: a sampler's K steps recorded once as one CUDA graph and replayed.
+
+At the papers' batch sizes a chain step on a GPU is a few small kernels each for the forward pass,
+the backward pass to the state and the update, so a K-step chain is K x (dozens of launches plus
+Python and autograd bookkeeping): launch-bound. Recording the whole chain once and replaying it
+removes all of that. The graph reads
+
+- the **state** from a static buffer that every call fills with its ``z0``,
+- the **data** the energy reads from static buffers that every call fills with its ``inputs``,
+- the **parameters and buffers** of the nets in place, so optimiser steps and
+  ``load_state_dict`` (which copy into the same storage) are seen by the next replay,
+- the **noise** from the caller's generator: its state is copied into a private generator
+  registered with the graph before each replay and copied back afterwards, so the caller's stream
+  advances exactly as an eager chain advances it (a chain without a generator draws from the
+  device's default generator, which every graph follows by itself).
+
+A graph is valid for one **key**: the sampler's settings, the energy function, the shapes and
+dtypes of the state and inputs, whether diagnostics are recorded, the reference precision, the
+autocast and TF32 state, and a fingerprint of the modules the energy reads (the storage, dtype and
+shape of every parameter, buffer and tensor attribute, every public scalar attribute such as the
+train/eval flag, and what a module's ``chain_capture_key()`` adds). Any other call captures again
+(a small least-recently-used cache per sampler) or runs eagerly, so a moved net (or one loaded with
+``assign=True``), a
+changed step size or count, a smaller last batch or another autocast state never replays a stale
+graph.
+
+Who is captured: a chain on a CUDA device whose sampler opted in (``capturable``; ``Langevin`` and
+``PersistentChains`` do) with its ``cuda_graph`` option on, called with ``inputs=`` (the caller's
+promise that the energy reads only ``z``, the inputs and the ``freeze`` modules), and whose modules
+hold no recurrent net. Everything else runs eagerly, as every chain on the CPU does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from lebm.samplers.capture_keys import ChainCall, energy_identity, why_not_captured
+from lebm.samplers.recorders import (
+    ChainBody,
+    CUDAGraphRecorder,
+    GraphRecorder,
+    ReplayEmulator,
+    capture_possible,
+    emulate_on_cpu,
+    recorder_for,
+)
+
+if TYPE_CHECKING:
+    from lebm.samplers.base import Sampler
+
+__all__ = [
+    "CACHE_SIZE",
+    "CHURN_LIMIT",
+    "WARMUP_RUNS",
+    "CUDAGraphRecorder",
+    "CapturedChain",
+    "ChainCall",
+    "ChainGraphs",
+    "ReplayEmulator",
+    "capture_possible",
+    "capture_stats",
+    "chain_graphs",
+    "emulate_on_cpu",
+    "run_captured",
+    "samplers_of",
+    "set_chain_capture",
+]
+
+#: Eager runs of a chain before its capture (cuBLAS/cuDNN handles, autotuning, autograd state).
+WARMUP_RUNS = 2
+#: Captured chains kept per sampler (training, evaluation and last-batch shapes, ...).
+CACHE_SIZE = 8
+#: Captures in a row without a single replay of a cached graph before a sampler stops capturing.
+CHURN_LIMIT = 8
+
+
+# ------------------------------------------------------------------------------- the cache
+@dataclass
+class CapturedChain:
+    """One recorded chain: its replay, the static buffers it reads and the outputs it writes."""
+
+    replay: Callable[[], None]
+    static_z: Tensor
+    static_inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, dict[str, Tensor]]
+    private_generator: torch.Generator | None
+    keep_alive: tuple[Any, ...]  # the energy's owner and the modules: their ids are in the key
+
+    def __call__(
+        self, z0: Tensor, inputs: Sequence[Tensor], generator: torch.Generator | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Fill the static buffers, replay, hand the random stream back; fresh output tensors."""
+        self.static_z.copy_(z0)
+        for static, value in zip(self.static_inputs, inputs, strict=True):
+            static.copy_(value)
+        if self.private_generator is not None:
+            assert generator is not None
+            self.private_generator.set_state(generator.get_state())
+        self.replay()
+        if self.private_generator is not None:
+            generator.set_state(self.private_generator.get_state())
+        z, diagnostics = self.outputs
+        return z.clone(), {name: value.clone() for name, value in diagnostics.items()}
+
+
+class ChainGraphs:
+    """The captured chains of one sampler and its counters (``captures``: chains recorded,
+    ``replays``: calls served by a graph, ``eager_calls``: declared calls that ran eagerly).
+
+    Dropped (not copied) when its sampler is copied or pickled: graphs belong to one process and
+    one set of modules.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[Hashable, CapturedChain] = OrderedDict()
+        self.failed: set[Hashable] = set()
+        self.recorders: dict[torch.device, GraphRecorder] = {}
+        self.captures = self.replays = self.eager_calls = 0
+        self.misses_in_a_row = 0
+        self.disabled: str | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChainGraphs:
+        return ChainGraphs(self.size)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChainGraphs, (self.size,))
+
+    def stats(self) -> dict[str, int]:
+        return {"captures": self.captures, "replays": self.replays, "eager_calls": self.eager_calls}
+
+    def clear(self) -> None:
+        """Drop every captured chain (their memory goes back to the device)."""
+        self.entries.clear()
+        self.failed.clear()
+        self.recorders.clear()
+
+    def recorder(self, device: torch.device) -> GraphRecorder | None:
+        if device not in self.recorders:
+            recorder = recorder_for(device)
+            if recorder is None:
+                return None
+            self.recorders[device] = recorder
+        return self.recorders[device]
+
+
+def chain_graphs(sampler: Sampler) -> ChainGraphs:
+    """The :class:`ChainGraphs` of ``sampler`` (created on first use)."""
+    graphs = sampler.__dict__.get("_chain_graphs")
+    if graphs is None:
+        graphs = ChainGraphs()
+        sampler.__dict__["_chain_graphs"] = graphs
+    return graphs
+
+
+def capture_stats(samplers: Iterable[Sampler]) -> dict[str, int]:
+    """Captures, replays and eager calls summed over ``samplers``."""
+    total = {"captures": 0, "replays": 0, "eager_calls": 0}
+    for sampler in samplers:
+        for name, count in chain_graphs(sampler).stats().items():
+            total[name] += count
+    return total
+
+
+def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[Tensor, dict[str, Tensor]] | None:
+    """Serve ``call`` from a captured chain (recording it first on a miss); None: run it eagerly.
+
+    ``body_for(static_z, static_inputs, generator)`` builds the chain body over static buffers: the
+    same ``sampler.run`` on a ``ChainTarget`` that an eager call runs.
+    """
+    graphs = chain_graphs(call.sampler)
+    reason = graphs.disabled or why_not_captured(call.sampler, call.modules)
+    recorder = None if reason else graphs.recorder(call.z0.device)
+    if reason or recorder is None:
+        graphs.eager_calls += 1
+        return None
+    key = call.key()
+    entry = graphs.entries.get(key)
+    if entry is not None:
+        graphs.entries.move_to_end(key)
+        graphs.replays += 1
+        graphs.misses_in_a_row = 0
+        return entry(call.z0, call.inputs, call.generator)
+    if key in graphs.failed:
+        graphs.eager_calls += 1
+        return None
+    graphs.misses_in_a_row += 1
+    if graphs.misses_in_a_row > CHURN_LIMIT:
+        graphs.disabled = (
+            f"{type(call.sampler).__name__} captured {CHURN_LIMIT} chains in a row without replaying one: "
+            "something its graphs depend on changes at every call (a new energy function object, new modules, "
+            "new shapes)"
+        )
+        warnings.warn(
+            f"{graphs.disabled}. Its chains now run eagerly. Pass one energy function object and give the data it "
+            "reads as inputs= (docs/extending.md, 'Captured chains').",
+            stacklevel=4,
+        )
+        graphs.clear()
+        graphs.eager_calls += 1
+        return None
+    entry = _capture(call, recorder, body_for, graphs, key)
+    if entry is None:
+        graphs.eager_calls += 1
+        return None
+    graphs.entries[key] = entry
+    while len(graphs.entries) > graphs.size:
+        graphs.entries.popitem(last=False)
+    graphs.captures += 1
+    return entry(call.z0, call.inputs, call.generator)
+
+
+def _capture(
+    call: ChainCall,
+    recorder: GraphRecorder,
+    body_for: Callable[..., ChainBody],
+    graphs: ChainGraphs,
+    key: Hashable,
+) -> CapturedChain | None:
+    """Warm up and record ``call``'s chain; None (with a warning) when the recording fails.
+
+    The warm-up runs are real chains: what they change (BatchNorm running statistics,
+    spectral-norm vectors, a persistent-chain buffer, the device's default random stream) is put
+    back afterwards, so a captured call changes exactly what an eager call changes.
+    """
+    static_z = torch.empty(call.z0.shape, dtype=call.state_dtype(), device=call.z0.device)
+    static_z.copy_(call.z0)
+    static_inputs = tuple(t.detach().clone() for t in call.inputs)
+    private = None
+    if call.generator is not None:
+        private = torch.Generator(device=call.generator.device)
+        private.set_state(call.generator.get_state())
+    body = body_for(static_z, static_inputs, private)
+    saved = _SideEffects(call.modules, call.z0.device)
+    try:
+        with _autocast_without_cache(call.z0.device):
+            recorder.warm_up(body, WARMUP_RUNS)  # an error here is the chain's own: it propagates
+    finally:
+        saved.restore()
+    try:
+        with _autocast_without_cache(call.z0.device):
+            replay, outputs = recorder.record(body, [private] if private is not None else [])
+    except Exception as error:  # noqa: BLE001 - any failure to record means: run this chain eagerly
+        saved.restore()
+        graphs.failed.add(key)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        warnings.warn(
+            f"{type(call.sampler).__name__}: this chain could not be captured as a CUDA graph ({reason}); it runs "
+            "eagerly from now on. A chain that synchronises with the host (.item(), printing a tensor, "
+            "data-dependent shapes) cannot be captured: see docs/extending.md, 'Captured chains'.",
+            stacklevel=5,
+        )
+        return None
+    saved.restore()
+    _, owner = energy_identity(call.energy_fn)
+    return CapturedChain(replay, static_z, static_inputs, outputs, private, (owner, *call.modules))
+
+
+def _autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The caller's autocast state with its cast cache off: a cast cached while recording would
+    live in the graph's memory and be read by eager code after the graph's next replay."""
+    if not torch.is_autocast_enabled(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=False)
+
+
+class _SideEffects:
+    """The buffers of some modules (a flat list: each module's own buffers) and the device's
+    default random stream, saved to be put back."""
+
+    def __init__(self, modules: Sequence[nn.Module], device: torch.device) -> None:
+        seen: set[int] = set()
+        self.buffers: list[tuple[Tensor, Tensor]] = []
+        for module in modules:
+            for buffer in module._buffers.values():
+                if buffer is not None and id(buffer) not in seen and buffer.numel():
+                    seen.add(id(buffer))
+                    self.buffers.append((buffer, buffer.detach().clone()))
+        self.generator = _default_generator(device)
+        self.random_state = self.generator.get_state()
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for buffer, value in self.buffers:
+                buffer.copy_(value)
+        self.generator.set_state(self.random_state)
+
+
+def _default_generator(device: torch.device) -> torch.Generator:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.cuda.default_generators[index]
+    return torch.default_generator
+
+
+# ------------------------------------------------------------------------------- switching
+def samplers_of(*owners: Any) -> list[Sampler]:
+    """Every sampler reachable from ``owners`` (modules, callbacks, samplers): the attributes of
+    every submodule, and the sampler a ``PersistentChains`` wraps; each once."""
+    from lebm.samplers.base import Sampler
+
+    found: dict[int, Sampler] = {}
+    pending: list[Any] = list(owners)
+    visited: set[int] = set()
+    while pending:
+        value = pending.pop()
+        if id(value) in visited:
+            continue
+        visited.add(id(value))
+        if isinstance(value, Sampler):
+            found[id(value)] = value
+        if isinstance(value, nn.Module):
+            pending.extend(value.children())
+        attributes = vars(value).values() if hasattr(value, "__dict__") else ()
+        pending.extend(a for a in attributes if isinstance(a, (Sampler, nn.Module)))
+    return list(found.values())
+
+
+def set_chain_capture(enabled: bool, *owners: Any) -> list[Sampler]:
+    """Turn whole-chain capture on or off (``cuda_graph``) for every sampler of ``owners``; returns them."""
+    samplers = samplers_of(*owners)
+    for sampler in samplers:
+        if hasattr(sampler, "cuda_graph"):
+            sampler.cuda_graph = bool(enabled)
+            if not enabled:
+                chain_graphs(sampler).clear()
+    return samplers

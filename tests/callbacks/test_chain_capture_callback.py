@@ -1,0 +1,57 @@
+"""ChainCapture (device: CPU, through the replay emulator): the recipe switch reaches every sampler
+of the model and of the other callbacks, and a run with it off records no chain."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
+
+from lebm.callbacks import ChainCapture
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin
+from lebm.samplers.capture import capture_stats, emulate_on_cpu, samplers_of
+
+
+class WithOwnSampler(L.Callback):
+    """A callback holding a prior sampler of its own, as an FID callback does."""
+
+    def __init__(self) -> None:
+        self.sampler = Langevin(5, 0.3)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LatentEBM) -> None:
+        pl_module.prior.sample(8, sampler=self.sampler)
+
+
+def fit(enabled: bool) -> tuple[LatentEBM, WithOwnSampler]:
+    torch.manual_seed(0)
+    model = LatentEBM(
+        GaussianDecoder(MLPGenerator(3, [2], hidden=16, out_activation=None), 0.3),
+        TiltedGaussianPrior(3, EnergyMLP(3, hidden=16), sampler=Langevin(5, 0.4)),
+        posterior_sampler=Langevin(5, 0.1),
+    )
+    own = WithOwnSampler()
+    trainer = quiet_trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        callbacks=[ChainCapture(enabled=enabled, report=True), own],
+    )
+    with emulate_on_cpu():
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))
+    return model, own
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_switch_reaches_the_models_and_the_callbacks_samplers(enabled: bool) -> None:
+    model, own = fit(enabled)
+    samplers = [model.posterior_sampler, model.prior.sampler, own.sampler]
+    assert all(sampler.cuda_graph is enabled for sampler in samplers)
+    stats = capture_stats(samplers)
+    if enabled:
+        assert stats["captures"] == 3 and stats["replays"] > 3 and stats["eager_calls"] == 0
+    else:
+        assert stats["captures"] == 0 and stats["eager_calls"] > 0
+    assert len(samplers_of(model, own)) == 3

@@ -1,0 +1,210 @@
+"""Whole-chain CUDA graphs on a GPU (device: CUDA; marked ``gpu``, skipped without CUDA).
+
+A captured chain replays the eager chain's numbers and continues the caller's random stream as the
+eager chain does; none of the changes that move, resize or reconfigure what a graph reads replays a
+stale graph; every method trains with its chains captured. TF32 is off in this file, so that a
+graph and an eager run use the same float32 arithmetic: they agree to ``TOLERANCE`` (the kernels
+are the same; cuDNN may still pick another algorithm for a convolution between two runs).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from cases import CASES, toy_loader
+from test_chain_capture_methods import without_recording
+from trainers import quiet_trainer
+
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
+from lebm.samplers import Langevin
+from lebm.samplers.capture import capture_stats, chain_graphs, samplers_of
+
+pytestmark = pytest.mark.gpu
+
+DEVICE = torch.device("cuda")
+#: Captured against eager float32 chains (TF32 off): absolute difference of the final states.
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """TF32 off for matrix products and convolutions, restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def image_model(capture: bool = True) -> LatentEBM:
+    torch.manual_seed(0)
+    decoder = GaussianDecoder(DCGANGenerator(16, 3, 32, ngf=16), sigma=0.3)
+    prior = TiltedGaussianPrior(16, EnergyMLP(16, hidden=32), sampler=Langevin(30, 0.4, cuda_graph=capture))
+    model = LatentEBM(decoder, prior, posterior_sampler=Langevin(10, 0.1, cuda_graph=capture))
+    return model.to(DEVICE)
+
+
+def images(n: int = 32, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator(DEVICE).manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, device=DEVICE, generator=generator) * 2 - 1
+
+
+def posterior(model: LatentEBM, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return model.infer(x, start="noise", generator=generator)
+
+
+def test_replayed_chains_match_eager_ones_and_continue_the_stream_alike() -> None:
+    eager_model, captured_model = image_model(capture=False), image_model(capture=True)
+    streams = [torch.Generator(DEVICE).manual_seed(3) for _ in range(2)]
+    for seed in (1, 2, 3):  # the first call records, the next two replay on new batches
+        x = images(seed=seed)
+        eager = posterior(eager_model, x, streams[0])
+        captured = posterior(captured_model, x, streams[1])
+        assert (eager - captured).abs().max() < TOLERANCE
+        prior_eager = eager_model.prior.sample(32, generator=streams[0])
+        prior_captured = captured_model.prior.sample(32, generator=streams[1])
+        assert (prior_eager - prior_captured).abs().max() < TOLERANCE
+        assert torch.equal(streams[0].get_state(), streams[1].get_state())
+    stats = capture_stats(samplers_of(captured_model))
+    assert stats == {"captures": 2, "replays": 4, "eager_calls": 0}
+    assert capture_stats(samplers_of(eager_model))["captures"] == 0
+
+
+def test_without_a_generator_a_replay_advances_the_default_stream_as_an_eager_chain() -> None:
+    eager_model, captured_model = image_model(capture=False), image_model(capture=True)
+    results = []
+    for model in (eager_model, captured_model):
+        torch.cuda.manual_seed(11)
+        runs = [model.prior.sample(16) for _ in range(3)]
+        results.append((runs, torch.cuda.get_rng_state()))
+    for eager, captured in zip(results[0][0], results[1][0], strict=True):
+        assert (eager - captured).abs().max() < TOLERANCE
+    assert torch.equal(results[0][1], results[1][1])
+    assert chain_graphs(captured_model.prior.sampler).replays == 2
+
+
+STALE_CASES = [
+    "weights loaded in place",
+    "an optimiser step",
+    "moved to the CPU and back",
+    "another step size",
+    "another step count",
+    "a smaller last batch",
+    "a resumed stream (a new generator object)",
+    "eval mode",
+]
+
+
+@pytest.mark.parametrize("case", STALE_CASES)
+def test_no_change_replays_a_stale_graph(case: str) -> None:
+    model = image_model()
+    sampler = model.posterior_sampler
+    x = images()
+    generator = torch.Generator(DEVICE).manual_seed(5)
+    posterior(model, x, generator)  # records
+    posterior(model, x, generator)  # replays
+    records = 1
+    if case == "weights loaded in place":
+        other = image_model()
+        with torch.no_grad():
+            for p in other.parameters():
+                p.mul_(1.5)
+        model.load_state_dict(other.state_dict())
+    elif case == "an optimiser step":
+        optimizer = torch.optim.Adam(model.decoder.parameters(), lr=0.1)
+        model.decoder.nll(x, torch.randn(32, 16, device=DEVICE)).mean().backward()
+        optimizer.step()
+    elif case == "moved to the CPU and back":
+        held = list(model.state_dict().values())  # keeps the old storage busy: the move back gets new addresses
+        model.cpu().to(DEVICE)
+        assert held[0].data_ptr() != next(iter(model.state_dict().values())).data_ptr()
+        records = 2
+    elif case == "another step size":
+        sampler.step_size = 0.05
+        records = 2
+    elif case == "another step count":
+        sampler.n_steps = 4
+        records = 2
+    elif case == "a smaller last batch":
+        x = x[:20]
+        records = 2
+    elif case == "a resumed stream (a new generator object)":
+        generator = torch.Generator(DEVICE).set_state(generator.get_state())
+    elif case == "eval mode":
+        model.eval()
+        records = 2
+    reference = torch.Generator(DEVICE).set_state(generator.get_state())
+    captured = posterior(model, x, generator)
+    assert chain_graphs(sampler).captures == records
+    eager_sampler = Langevin(sampler.n_steps, sampler.step_size, cuda_graph=False)
+    eager = model.infer(x, start="noise", sampler=eager_sampler, generator=reference)
+    assert (captured - eager).abs().max() < TOLERANCE
+    assert torch.equal(generator.get_state(), reference.get_state())  # the stream moved on as the eager one did
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+def test_every_method_trains_with_captured_chains_as_with_eager_ones(case) -> None:
+    def fit(capture: bool) -> tuple[LatentEBM, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = without_recording(case.build())
+        if hasattr(model, "stage_schedule"):
+            model.stage_schedule = [2] * model.prior.n_stages
+        for sampler in samplers_of(model):
+            sampler.cuda_graph = capture
+        trainer = quiet_trainer(
+            max_epochs=2,
+            accelerator="gpu",
+            devices=1,
+            limit_val_batches=1,
+            num_sanity_val_steps=0,
+        )
+        torch.manual_seed(7)
+        trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
+        return model, [p.detach().cpu() for p in model.parameters()]
+
+    eager_model, eager = fit(False)
+    captured_model, captured = fit(True)
+    stats = capture_stats(samplers_of(captured_model))
+    assert stats["replays"] >= 1, stats
+    for left, right in zip(eager, captured, strict=True):
+        assert torch.isfinite(right).all()
+        # 6 iterations of chains and updates in float32 on both paths; the bound leaves room for
+        # kernels whose result depends on scheduling (a persistent buffer's write-back of repeated rows)
+        assert (left - right).abs().max() < 1e-2
+
+
+def test_bf16_autocast_chains_replay_the_eager_numbers() -> None:
+    eager_model, captured_model = image_model(capture=False), image_model(capture=True)
+    streams = [torch.Generator(DEVICE).manual_seed(3) for _ in range(2)]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        for seed in (1, 2):
+            x = images(seed=seed)
+            eager = posterior(eager_model, x, streams[0])
+            captured = posterior(captured_model, x, streams[1])
+            assert eager.dtype == captured.dtype == torch.float32  # chain states stay float32
+            assert (eager - captured).abs().max() < 1e-2
+    assert chain_graphs(captured_model.posterior_sampler).stats() == {"captures": 1, "replays": 1, "eager_calls": 0}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpu_ranks_draw_different_chains(tmp_path) -> None:
+    class CompareRanks(L.Callback):
+        def on_train_end(self, trainer: L.Trainer, module) -> None:
+            stream = module.train_generator
+            z = module.prior.sample(8, generator=stream)
+            gathered = module.all_gather(z)
+            assert not torch.allclose(gathered[0], gathered[1]), "both ranks drew the same prior chains"
+            assert capture_stats(samplers_of(module))["replays"] >= 1
+
+    torch.manual_seed(0)
+    model = without_recording(CASES[0].build())
+    trainer = quiet_trainer(
+        max_epochs=1,
+        accelerator="gpu",
+        devices=2,
+        strategy="lebm_ddp_spawn",
+        default_root_dir=tmp_path,
+        callbacks=[CompareRanks()],
+    )
+    trainer.fit(model, toy_loader(n_batches=8, batch_size=8))
