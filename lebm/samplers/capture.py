@@ -19,10 +19,9 @@ dtypes of the state and inputs, whether diagnostics are recorded, the reference 
 autocast and TF32 state, and a fingerprint of the modules the energy reads (the storage, dtype and
 shape of every parameter, buffer and tensor attribute, every public scalar attribute such as the
 train/eval flag, and what a module's ``chain_capture_key()`` adds). Any other call captures again
-(a small least-recently-used cache per sampler) or runs eagerly, so a moved net (or one loaded with
-``assign=True``), a
-changed step size or count, a smaller last batch or another autocast state never replays a stale
-graph.
+(a small least-recently-used cache per sampler) or runs eagerly, so a moved net (or one loaded
+with ``assign=True``), a changed step size or count, a smaller last batch or another autocast state
+never replays a stale graph.
 
 Who is captured: a chain on a CUDA device whose sampler opted in (``capturable``; ``Langevin`` and
 ``PersistentChains`` do) with its ``cuda_graph`` option on, called with ``inputs=`` (the caller's
