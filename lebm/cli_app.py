@@ -34,7 +34,7 @@ import shutil
 import sys
 import uuid
 import warnings
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import yaml
 from jsonargparse import set_parsing_settings
@@ -47,8 +47,10 @@ from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.cli import SUBCOMMANDS, fail
 from lebm.cli_errors import summarize_parser_error
 from lebm.config import given_configs
+from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
+from lebm.numerics import apply_tf32
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
 DDP_NAMES = {
@@ -106,6 +108,13 @@ class LebmCLI(LightningCLI):
             default=False,
             help="fit into a run folder that already holds a run, deleting its checkpoints, images and W&B id",
         )
+        parser.add_argument(
+            "--tf32",
+            type=bool | Literal["pytorch"],
+            default="pytorch",
+            help="float32 matrix products and convolutions in TF32 on NVIDIA GPUs: pytorch (PyTorch's defaults: "
+            "products off, convolutions on), true (both on) or false (both off) (docs/performance.md)",
+        )
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -136,6 +145,12 @@ class LebmCLI(LightningCLI):
                 callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
         config.trainer.strategy = _method_strategy(config.trainer)
         _warn_if_oversubscribed(config.trainer)
+        trainer = config.trainer
+        try:
+            check_device_settings(trainer.get("accelerator"), trainer.get("devices"), trainer.get("precision"))
+        except ValueError as error:
+            fail(str(error))
+        apply_tf32(config.get("tf32", "pytorch"))
 
     def instantiate_classes(self) -> None:
         try:

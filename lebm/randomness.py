@@ -56,6 +56,12 @@ def _new_generator(device: torch.device, seed: int) -> torch.Generator:
     return generator
 
 
+def _fits(state: Tensor, device: torch.device) -> bool:
+    """Whether a generator state saved on some device can be set on a generator of ``device``
+    (CPU and CUDA generators keep states of different sizes)."""
+    return state.numel() == torch.Generator(device=device).get_state().numel()
+
+
 class RandomStreams:
     """A method's random streams on this process (see the module docstring).
 
@@ -76,11 +82,16 @@ class RandomStreams:
         resumed (restoring torch's global RNG state with it), else fresh from ``(seed, rank)``.
         Returns whether a saved state was restored."""
         restored, self._restored = self._restored, None
+        mismatch = None
         if restored is not None and restored["world_size"] != world_size:
+            mismatch = f"saved by {restored['world_size']} processes, this run has {world_size}"
+        elif restored is not None and not _fits(restored["train"], device):
+            mismatch = f"saved on another kind of device than this run's {device.type}"
+        if restored is not None and mismatch is not None:
             rank_zero_warn(
-                f"the checkpoint's random streams were saved by {restored['world_size']} processes, this run "
-                f"has {world_size}: chains continue from fresh streams (seed, rank, step {global_step}), so "
-                "the run is not an exact continuation"
+                f"the checkpoint's random streams were {mismatch}: chains continue from fresh streams (seed, rank, "
+                f"step {global_step}), so the run is not an exact continuation (the weights, optimisers and data "
+                "order are)"
             )
             self.seed = restored["seed"]
             self.train = _new_generator(device, derive_seed(self.seed, rank, _TRAIN, global_step))

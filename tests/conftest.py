@@ -1,4 +1,11 @@
-"""Shared pytest fixtures: keep runs offline, quiet and reproducible."""
+"""Shared pytest fixtures: keep runs offline, quiet, reproducible and on the device each test names.
+
+**Devices.** A test runs on the CPU unless it is marked ``gpu``, on any machine: for every other
+test, torch reports no CUDA device (so Lightning's ``accelerator="auto"``, the ``lebm`` command run
+in this process and lebm's own checks pick the CPU) and ``CUDA_VISIBLE_DEVICES`` is empty (so the
+subprocesses a test starts, a ``lebm`` command or DDP workers, see no GPU either). Tests marked
+``gpu`` see the machine's GPUs and are skipped, with the reason, on a machine without one.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +17,17 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+#: The seed torch's global RNG gets before every test. ``LEBM_TEST_SEED=k`` reruns the suite on other
+#: draws: a statistical test must pass for any seed, its margin set by the distribution, not one draw.
+TEST_SEED = int(os.environ.get("LEBM_TEST_SEED", "0"))
+
+#: The GPUs of this machine, read once before any test hides them.
+CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` run on a CUDA device: without one they are skipped, saying why."""
-    if torch.cuda.is_available():
+    if CUDA_DEVICES:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (the gpu tier: python -m pytest -m gpu on a GPU machine)")
     for item in items:
@@ -22,8 +36,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _on_the_cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device: CPU for every test not marked ``gpu`` (see the module docstring)."""
+    if request.node.get_closest_marker("gpu") is not None:
+        return
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture(autouse=True)
 def _seed_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
+    torch.manual_seed(TEST_SEED)
     # a run's seed (seed_everything sets PL_GLOBAL_SEED) must not leak from one test into the next
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
 

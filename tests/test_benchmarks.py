@@ -20,6 +20,7 @@ def run_json(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_train_step_times_a_chosen_stage_of_multistage_nce() -> None:
     out = run_json(
         "benchmarks/train_step.py",
@@ -36,6 +37,7 @@ def test_train_step_times_a_chosen_stage_of_multistage_nce() -> None:
     assert out["sec_per_iter"] > 0 and out["observation_shape"] == [1, 8, 8]
 
 
+@pytest.mark.slow
 def test_train_step_splits_a_dual_mcmc_iteration_into_its_chains_and_the_rest() -> None:
     out = run_json(
         "benchmarks/train_step.py",
@@ -57,12 +59,14 @@ def test_train_step_splits_a_dual_mcmc_iteration_into_its_chains_and_the_rest() 
     assert sum(split.values()) == pytest.approx(out["sec_per_iter"], rel=0.01)
 
 
+@pytest.mark.slow
 def test_prior_chain_times_every_stage() -> None:
     out = run_json("benchmarks/prior_chain.py", "--recipe", "recipes/multistage_nce/quickstart.yaml", "--repeats", "1")
     assert list(out["sec_per_chain"]) == ["stage_0", "stage_1", "stage_2", "stage_3"]
     assert all(seconds > 0 for seconds in out["sec_per_chain"].values())
 
 
+@pytest.mark.slow
 def test_train_step_runs_the_hierarchical_svhn_recipe() -> None:
     """The official 5-layer SVHN model (55M-parameter generator) at a tiny batch: the prior chain and the rest."""
     out = run_json(
@@ -83,6 +87,7 @@ def test_train_step_runs_the_hierarchical_svhn_recipe() -> None:
     assert set(out["split_sec_per_iter"]) == {"prior.sampler", "updates_and_rest"}
 
 
+@pytest.mark.slow
 def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp() -> None:
     """Three optimisers, three backward passes: only the stepped nets' gradients travel, once each
     (a DistributedDataParallel wrapper would all-reduce every net at each of the three passes)."""
@@ -92,6 +97,7 @@ def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp()
     assert out["plain_ddp_over_minimum"] == 3.0
 
 
+@pytest.mark.slow
 def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
     result = subprocess.run(
         [
@@ -160,6 +166,7 @@ def test_on_a_gpu_train_step_labels_the_gpu_times_the_plain_loop_there_and_repla
     assert out["baseline_sec_per_iter"] > 0
 
 
+@pytest.mark.slow
 def test_conv_ceiling_times_each_generator_convolution_against_sgemm() -> None:
     out = run_json(
         "benchmarks/conv_ceiling.py",

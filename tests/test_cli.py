@@ -13,6 +13,8 @@ import torch
 from cli_runner import SHORT_RUN
 from test_recipes import runnable_recipes
 
+pytestmark = pytest.mark.slow  # the console script in subprocesses: each starts Python, torch and Lightning anew
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = runnable_recipes()
 

@@ -35,6 +35,7 @@ def test_requested_processes_counts_devices_and_nodes() -> None:
     assert requested_processes("cpu", "auto", None) == 1
 
 
+@pytest.mark.slow
 def test_plain_ddp_is_refused_before_training_with_the_fix(tmp_path) -> None:
     decoder = GaussianDecoder(MLPGenerator(2, [2], hidden=8, out_activation=None))
     model = LatentEBM(decoder, TiltedGaussianPrior(2, EnergyMLP(2, hidden=8)))

@@ -73,6 +73,7 @@ def test_shape_mistakes_are_named_when_the_run_is_built(capsys, tmp_path: Path, 
 
 
 # --------------------------------------------------------------------------- no run is lost
+@pytest.mark.slow
 def test_a_short_run_checkpoints_and_draws_grids_every_epoch_without_validating(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = lebm(
@@ -95,6 +96,7 @@ def test_a_short_run_checkpoints_and_draws_grids_every_epoch_without_validating(
         assert noise not in result.stderr + result.stdout, noise
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
     """Killed after batch 5 of epoch 1 (as SLURM or `kill` does): exit code 143, a resumable
     last.ckpt; `--ckpt_path last` then reaches exactly the parameters of a run never stopped."""
@@ -267,6 +269,7 @@ def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
 
 
 # ------------------------------------------------------------- legal but almost surely wrong
+@pytest.mark.slow
 def test_suspicious_settings_warn_once_each(tmp_path: Path) -> None:
     result = lebm(
         "fit",

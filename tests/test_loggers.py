@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
 from lebm.loggers import WandbLogger
+
+pytest.importorskip("wandb", reason="wandb (a dependency of lebm) is not installed here")
 
 
 def test_a_resumed_run_sends_each_step_once(tmp_path, monkeypatch) -> None:

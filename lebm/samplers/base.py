@@ -202,6 +202,26 @@ class ChainTarget:
             )
 
 
+@contextlib.contextmanager
+def out_of_memory_named(sampler: Sampler, energy_fn: Callable[..., Tensor], z0: Tensor) -> Iterator[None]:
+    """Turn CUDA's out-of-memory error inside a chain into one that names the chain, its batch and
+    what to lower (the same exception type, so code that catches it still does)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as error:
+        energy = getattr(energy_fn, "__qualname__", type(energy_fn).__name__)
+        usage = ""
+        if z0.device.type == "cuda":
+            total = torch.cuda.get_device_properties(z0.device).total_memory / 2**30
+            usage = f", {torch.cuda.memory_allocated(z0.device) / 2**30:.1f} of {total:.1f} GiB allocated"
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA ran out of memory in the chain {sampler!r} on {energy} for a batch of {z0.shape[0]} states of "
+            f"shape {tuple(z0.shape[1:])} on {z0.device}{usage}. Lower the batch size (--data.init_args.batch_size), "
+            f"run the nets in bfloat16 (--trainer.precision bf16-mixed) or use fewer chain steps. CUDA said: {cause}"
+        ) from error
+
+
 # ----------------------------------------------------------------------------------- sampler
 class Sampler(Configurable):
     """An MCMC sampler: hyperparameters only, the target is given at call time.
@@ -281,8 +301,8 @@ class Sampler(Configurable):
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)
-        with chain_context(modules, module_mode):  # copies are made outside inference mode
-            data = tuple(t.clone() if t.is_inference() else t for t in (inputs or ()))
+        with chain_context(modules, module_mode), out_of_memory_named(self, energy_fn, z0):
+            data = tuple(t.clone() if t.is_inference() else t for t in (inputs or ()))  # outside inference mode
             body_for = self._chain_body(energy_fn, float(reference_precision), return_diagnostics)
             captured = None
             if inputs is not None and capture_possible(z0.device):

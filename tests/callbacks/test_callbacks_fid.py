@@ -551,6 +551,7 @@ def direct_fid(reference: torch.Tensor, num_samples: int, batch_size: int) -> fl
     return scipy_fid(small_features(reference), small_features(torch.cat(batches)))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_gives_the_single_process_fid_and_reference(tmp_path: Path) -> None:
     # 37 reference images (19 + 18 per rank); 72 samples = 5 batches of 16 (3 + 2 per rank)
     images = torch.rand(37, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
@@ -597,6 +598,7 @@ def inception_weights() -> str:
     return path
 
 
+@pytest.mark.slow
 def test_inception_features_are_torch_fidelitys_and_torchmetrics_without_antialiasing() -> None:
     from torchmetrics.image.fid import NoTrainInceptionV3
 

@@ -100,6 +100,7 @@ def test_reconstruction_mse_is_the_per_pixel_mean(tmp_path) -> None:
     assert run(tmp_path)["val/mse"] == pytest.approx(float((0.25 * x.square()).mean()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path) -> None:
     single = run(tmp_path / "one")
     double = run(tmp_path / "two", devices=2)

@@ -81,6 +81,7 @@ class RecordTestMetrics(L.Callback):
         (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
 
 
+@pytest.mark.slow
 def test_two_processes_sum_every_sentence_once(tmp_path, one_thread: object) -> None:
     """Under DDP each rank estimates its share; the logged NLL (per sentence and per word) is the
     exact one over the WHOLE test set within its error, on every rank alike."""

@@ -291,6 +291,7 @@ def test_samples_are_written_and_evaluations_follow_the_schedule(tmp_path, one_t
 
 
 def test_with_wandb_the_samples_go_to_a_table_and_no_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb", reason="wandb (a dependency of lebm) is not installed here")
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(logger, "log_text", lambda **kwargs: sent.append(kwargs))
@@ -368,6 +369,7 @@ def validate_on(tmp_path, devices: int) -> dict[str, float]:
     return ranks[0]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_logs_the_single_process_values(tmp_path, one_thread) -> None:
     single = validate_on(tmp_path / "one", devices=1)
     double = validate_on(tmp_path / "two", devices=2)

@@ -57,6 +57,7 @@ def test_missing_files_and_bad_arguments_fail_early(tmp_path: Path) -> None:
         MNISTAnomalyDataModule(str(tmp_path), pool="huge")
 
 
+@pytest.mark.slow
 def test_real_offline_pool_sizes() -> None:
     data = os.environ.get("LEBM_DATA")
     if not data or not (Path(data) / "mnist" / "mnist_5k.csv.gz").exists():

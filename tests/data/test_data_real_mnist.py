@@ -10,6 +10,8 @@ import torch
 
 from lebm.data import ImageDataModule, read_mnist_csv, read_mnist_idx
 
+pytestmark = pytest.mark.slow  # real data ($LEBM_DATA)
+
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 

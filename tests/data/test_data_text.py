@@ -414,6 +414,7 @@ def real_ptb_folder() -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_real_ptb_offline_split() -> None:
     real_ptb_folder()
     module = TextDataModule(

@@ -18,6 +18,7 @@ from trainers import quiet_trainer
 
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
+from lebm.numerics import apply_tf32, tf32_state
 from lebm.samplers import Langevin
 from lebm.samplers.capture import capture_stats, chain_graphs, samplers_of
 
@@ -30,9 +31,9 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(autouse=True)
 def exact_float32():
-    """TF32 off for matrix products and convolutions, restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    """TF32 off for matrix products and convolutions (lebm's policy switch), restored afterwards."""
+    saved = tf32_state()
+    apply_tf32(False)
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
@@ -143,6 +144,7 @@ def test_no_change_replays_a_stale_graph(case: str) -> None:
     assert torch.equal(generator.get_state(), reference.get_state())  # the stream moved on as the eager one did
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_every_method_trains_with_captured_chains_as_with_eager_ones(case) -> None:
     def fit(capture: bool) -> tuple[LatentEBM, list[torch.Tensor]]:
@@ -187,6 +189,7 @@ def test_bf16_autocast_chains_replay_the_eager_numbers() -> None:
     assert chain_graphs(captured_model.posterior_sampler).stats() == {"captures": 1, "replays": 1, "eager_calls": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpu_ranks_draw_different_chains(tmp_path) -> None:
     class CompareRanks(L.Callback):

@@ -325,6 +325,7 @@ def toy_model(**kwargs: Any) -> DualMCMC:
     )
 
 
+@pytest.mark.slow
 def test_the_generator_initialised_chain_moves_to_a_known_density_and_the_generator_follows(tmp_path) -> None:
     """A fixed energy, U(x) = ||x - mu||^2 / (2 * 0.3^2), and a generator that starts elsewhere:
     the chain started at g(z) moves the samples to N(mu, 0.3^2 I), and the generator, taught by
@@ -360,6 +361,7 @@ def test_the_generator_initialised_chain_moves_to_a_known_density_and_the_genera
     assert (raw.mean(0) - mu).norm() > 5 * (taught.mean(0) - mu).norm()
 
 
+@pytest.mark.slow
 def test_on_a_2d_mixture_the_ebm_and_its_revisions_beat_the_raw_generator(tmp_path: Path) -> None:
     """Four well-separated modes: a continuous generator of a Gaussian latent leaves mass between
     them; the EBM's density exp(-E) (normalised on a grid) and the samples its chain revises match

@@ -311,6 +311,7 @@ def toy_model(ebm: bool, seed: int) -> JointHierarchicalEBM:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_joint_ebm_prior_beats_the_same_model_without_it_on_a_two_level_mixture(

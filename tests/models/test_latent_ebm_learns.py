@@ -26,6 +26,8 @@ from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 
+pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU
+
 TARGET = GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), std=0.1)
 
 

@@ -165,6 +165,7 @@ class CheckRankInvariants(L.Callback):
             assert not torch.allclose(rows[0], rows[1]), f"rank-local buffer {name} is the same on both ranks"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_two_rank_ddp_invariants(case: MethodCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # the run's seed, as seed_everything(7) sets it

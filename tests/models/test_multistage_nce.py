@@ -231,6 +231,7 @@ class AssertRanksAgree(L.Callback):
         assert torch.equal(stages[0], stages[1]) and stages[0].tolist() == [2, 0]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_crosses_stage_boundaries_in_step(tmp_path) -> None:
     model = small_model(n_stages=2, stage_iterations=3)  # 8 batches over 2 ranks: 4 iterations per epoch
     t = trainer(tmp_path, strategy="lebm_ddp_spawn", devices=2, max_epochs=5, callbacks=[AssertRanksAgree()])

@@ -27,6 +27,8 @@ from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.models.nets import EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
 
+pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU
+
 BOX, CELLS_PER_SIDE = 4.5, 240
 
 

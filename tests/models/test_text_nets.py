@@ -194,7 +194,7 @@ def test_cudnn_is_switched_off_for_eval_mode_backward_on_cuda_only() -> None:
         assert torch.backends.cudnn.enabled == before
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
 def test_eval_mode_backward_through_the_lstm_on_gpu() -> None:
     model = decoder().cuda().eval()
     z = torch.randn(3, 3, device="cuda", requires_grad=True)

@@ -83,7 +83,7 @@ def test_chains_make_eval_mode_recurrent_nets_differentiable() -> None:
     assert not lstm.training and lstm.dropout == 0.3
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (cuDNN)")
+@pytest.mark.gpu
 def test_a_chain_through_an_eval_mode_lstm_runs_on_the_gpu() -> None:
     lstm = nn.LSTM(3, 5, batch_first=True).cuda().eval()
 

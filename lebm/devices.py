@@ -1,0 +1,83 @@
+"""The device settings of a run, checked before anything is built: the mistakes a GPU user meets.
+
+:func:`check_device_settings` reads the Trainer's ``accelerator``, ``devices`` and ``precision``
+and raises ``ValueError`` for what cannot work, naming the option and what to set instead:
+
+- ``accelerator: gpu`` (or ``cuda``) where torch sees no CUDA device (a CPU-only torch build, no
+  driver, or ``CUDA_VISIBLE_DEVICES`` hiding them);
+- more GPUs asked for (``devices``) than the machine has;
+- ``precision: bf16-*`` on a GPU without bfloat16 arithmetic (before Ampere): ``16-mixed`` or
+  ``32-true`` instead.
+
+and warns (the run works, slowly) for ``bf16-mixed`` on a CPU without bfloat16 instructions, where
+it measured 29x slower than float32 (``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+CUDA_NAMES = ("gpu", "cuda")
+
+
+def uses_cuda(accelerator: Any) -> bool:
+    """Whether a Trainer with this ``accelerator`` runs on CUDA devices."""
+    accelerator = str(accelerator or "auto")
+    return accelerator in CUDA_NAMES or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def requested_gpus(devices: Any) -> int | None:
+    """How many GPUs ``devices`` asks for (an int, a list of indices, ``"2"``, ``"0,1"``); None
+    for ``"auto"``/``-1`` (all of them) or a value this does not read."""
+    if devices in (None, "auto", -1, "-1"):
+        return None
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, int):
+        return devices
+    text = str(devices).strip()
+    if "," in text:
+        return len([part for part in text.split(",") if part.strip()])
+    return int(text) if text.isdigit() else None
+
+
+def bf16_on_this_gpu() -> bool:
+    """Whether the current GPU has bfloat16 arithmetic (not emulated)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before the including_emulation argument
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def check_device_settings(accelerator: Any, devices: Any, precision: Any) -> None:
+    """Raise ``ValueError`` for device settings that cannot run here, warn for slow ones (module doc)."""
+    precision = str(precision or "32-true")
+    if str(accelerator) in CUDA_NAMES and not torch.cuda.is_available():
+        build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
+        raise ValueError(
+            f"--trainer.accelerator {accelerator} asks for a CUDA GPU, but torch ({torch.__version__}, {build}) sees "
+            "none: leave trainer.accelerator at auto (it picks the CPU here), or check nvidia-smi, the driver and "
+            "CUDA_VISIBLE_DEVICES"
+        )
+    if uses_cuda(accelerator):
+        asked, present = requested_gpus(devices), torch.cuda.device_count()
+        if asked is not None and asked > present:
+            raise ValueError(
+                f"--trainer.devices {devices} asks for {asked} GPUs, but this machine has {present}: "
+                f"use --trainer.devices {present} (or fewer)"
+            )
+        if precision.startswith("bf16") and not bf16_on_this_gpu():
+            raise ValueError(
+                f"--trainer.precision {precision} needs bfloat16 arithmetic, which this GPU "
+                f"({torch.cuda.get_device_name()}) does not have: use --trainer.precision 16-mixed (float16 with loss "
+                "scaling) or 32-true"
+            )
+    elif precision.startswith("bf16") and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+        warnings.warn(
+            f"--trainer.precision {precision} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no bfloat16 "
+            "instructions) runs many times slower than 32-true (29x measured: docs/performance.md); use 32-true here",
+            stacklevel=2,
+        )
