@@ -14,6 +14,11 @@ and ``docs/results.md`` is regenerated:
 - ``fit_minutes``: wall-clock minutes of ``lebm fit``.
 
 It also saves ``docs/results/dual_mcmc_mnist_{generator,revised}.png``: 64 samples of each.
+
+The samples are drawn as the official ``task_fid.py`` draws them: the model is in eval mode, but
+the energy net's spectral norm keeps its power iteration on in the test-time chain (the official
+code never calls ``eval()``; ``DualMCMC``'s ``evaluation_power_iteration``, set here whatever the
+checkpoint says; ``--no-power-iteration`` turns it off).
 """
 
 from __future__ import annotations
@@ -100,6 +105,12 @@ def main() -> None:
     parser.add_argument("--fid-samples", type=int, default=1000, help="generated and reference images per FID")
     parser.add_argument("--skip-fit", action="store_true", help="evaluate the existing run")
     parser.add_argument("--checkpoint", default="last.ckpt", help="the run's checkpoint to evaluate (in checkpoints/)")
+    parser.add_argument(
+        "--power-iteration",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the spectral norm's power iteration in the test-time chain, as the official code (default)",
+    )
     parser.add_argument("fit_args", nargs="*", help="extra lebm fit arguments (after --)")
     args = parser.parse_args()
     if "LEBM_DATA" not in os.environ:
@@ -108,6 +119,7 @@ def main() -> None:
     minutes = None if args.skip_fit else fit(run_dir, args.fit_args)
     checkpoint = run_dir / "checkpoints" / args.checkpoint
     model = DualMCMC.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    model.hparams.evaluation_power_iteration = args.power_iteration  # the official sampling (see the docstring)
     config = resolve_recipe(REPO / RECIPE)
     data = build(config["data"])
     L.seed_everything(0, verbose=False)

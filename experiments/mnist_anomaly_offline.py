@@ -1,26 +1,40 @@
 """Run the offline MNIST anomaly protocol for several held-out digits and record the AUPRC.
 
     python experiments/mnist_anomaly_offline.py [--digits 1 4 5 7 9] [--recipe R] [--max-epochs N]
+        [--setting NAME --with FRAGMENT --set KEY=VALUE ...] [--val-fraction F]
 
 For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d] --ckpt_path auto`` in its own
-run folder (``runs/<recipe name>/digit<d>``; a run stopped before its last epoch resumes exactly),
-then the AUPRC of the last ``last_k`` validation evaluations (kept in the checkpoint by the
-``AnomalyDetection`` callback) becomes one record in ``docs/results/<method>_<experiment>.json``,
-and ``docs/results.md`` is regenerated.
+run folder (``runs/<recipe name>/digit<d>``, or ``.../<setting>/digit<d>``; a run stopped before its
+last epoch resumes exactly), then the AUPRC of the last ``last_k`` validation evaluations (kept in
+the checkpoint by the ``AnomalyDetection`` callback), with the AUPRC of each of the score's terms
+(``auprc_reconstruction_term``, ``auprc_prior_term``), becomes one record in
+``docs/results/<method>_<experiment>.json``, and ``docs/results.md`` is regenerated.
+
+Choosing settings without the test split: ``--setting NAME --set model.init_args.prior_lr=2e-6 ...``
+trains a named variant (each ``--set`` is one ``--KEY VALUE`` of ``lebm fit``, each ``--with`` one
+more ``-c FRAGMENT`` after the recipe), and
+``--val-fraction 0.5`` validates on half of the evaluation pool (normal and held-out digits alike),
+disjoint from the test split (``MNISTAnomalyDataModule(val_fraction=...)``). The record then also
+holds the test split's AUPRC and term AUPRCs, read once after training (``test_*``; for a method
+with an inference network also averaged over ``--score-samples`` latent draws, ``test_*_sampled``).
 Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import fcntl
 import json
 import os
 import shlex
 import statistics
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import torch
 from records import render_results_md, this_device
 
@@ -29,12 +43,13 @@ from lebm.recipes import resolve_recipe
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> None:
+def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str], fragments: list[str] = ()) -> None:
     command = [
         "lebm",
         "fit",
         "-c",
         recipe,
+        *[part for fragment in fragments for part in ("-c", fragment)],
         "--data.init_args.anomaly_classes",
         f"[{digit}]",
         "--trainer.default_root_dir",
@@ -49,9 +64,40 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str]) -> None:
     subprocess.run(command, cwd=REPO, check=True)
 
 
-def auprc_history(run_dir: Path) -> list[float]:
+def detection_state(run_dir: Path) -> dict:
+    """The ``AnomalyDetection`` callback's state in the run's last checkpoint: ``history`` (the
+    validation AUPRC of every evaluation) and ``term_history`` (the same for each score term)."""
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    return list(checkpoint["callbacks"]["AnomalyDetection"]["history"])
+    return checkpoint["callbacks"]["AnomalyDetection"]
+
+
+def auprc_history(run_dir: Path) -> list[float]:
+    return list(detection_state(run_dir)["history"])
+
+
+def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | None) -> dict[str, float]:
+    """AUPRC and AUROC of the score and its terms on the test split, read once from the run's last
+    checkpoint (``score_samples``: latent draws of the inference network to average over; None:
+    the model's own setting)."""
+    import lebm
+    from lebm.callbacks import AnomalyDetection
+    from lebm.config import build
+
+    data = copy.deepcopy(config["data"])
+    data["init_args"]["anomaly_classes"] = [digit]
+    model = lebm.load(str(run_dir / "checkpoints" / "last.ckpt"), map_location="cpu")
+    if score_samples is not None:
+        model.score_samples = score_samples
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        callbacks=[AnomalyDetection(anomaly_classes=[digit])],
+    )
+    (results,) = trainer.test(model, build(data), verbose=False)
+    return {name.removeprefix("test/"): round(float(value), 4) for name, value in results.items() if "au" in name}
 
 
 def load_recipe(recipe: str) -> dict:
@@ -76,6 +122,18 @@ def describe_budget(config: dict, max_epochs: int | None, k: int) -> str:
     return f"{epochs} epochs{staged}, batch {batch}, {width}, mean of last {k} evaluations"
 
 
+def save_record(output: Path, record: dict, identity: Callable[[dict], object]) -> None:
+    """Add ``record`` to the JSON list in ``output``, replacing the one with the same ``identity``;
+    under a file lock, since runners of other digits may write the same file at the same time."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.loads(output.read_text()) if output.exists() else []
+        records = [r for r in records if identity(r) != identity(record)] + [record]
+        records.sort(key=lambda r: (r["metric"], r.get("setting") or "", r["digit"]))
+        output.write_text(json.dumps(records, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, nargs="+", default=[1, 9, 4, 5, 7])
@@ -83,55 +141,78 @@ def main() -> None:
     parser.add_argument("--experiment", default="mnist_anomaly_offline")
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--output", default=None, help="default: docs/results/<method>_<experiment>.json")
+    parser.add_argument("--setting", default=None, help="name of a variant of the recipe (its own run folders)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a lebm fit option")
+    parser.add_argument("--with", dest="fragments", action="append", default=[], help="a recipe fragment after R")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="validate on a split disjoint from test")
+    parser.add_argument("--score-samples", type=int, default=10, help="latent draws for the sampled test score")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
-    config = load_recipe(args.recipe)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra += [f"--{key.removeprefix('--')}", value]
+    if args.val_fraction:
+        extra += ["--data.init_args.val_fraction", str(args.val_fraction)]
+    config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
+    config["data"]["init_args"]["val_fraction"] = args.val_fraction
     k = last_k(config, args.recipe)
-    budget = describe_budget(config, args.max_epochs, k)
+    budget = describe_budget(config, args.max_epochs, k) + "".join(f", with {f}" for f in args.fragments)
     name = Path(args.recipe).stem
     method = config["model"]["class_path"].rsplit(".", 1)[-1]
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
     for digit in args.digits:
-        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / f"digit{digit}"
-        run_digit(args.recipe, digit, run_dir, extra)
-        recent = auprc_history(run_dir)[-k:]
-        # read the records again now: several runners (different digits) may share the file
-        records = json.loads(output.read_text()) if output.exists() else []
-        records = [r for r in records if not (r["digit"] == digit and r["metric"] == "auprc")]
-        records.append(
-            {
-                "method": method,
-                "experiment": args.experiment,
-                "metric": "auprc",
-                "digit": digit,
-                "value": round(statistics.fmean(recent), 4),
-                "std": round(statistics.pstdev(recent), 4),
-                "n_evaluations": len(recent),
-                "auprc_by_epoch": [round(v, 4) for v in auprc_history(run_dir)],
-                "budget": budget,
-                "command": "LEBM_DATA=../shared/data "
-                + shlex.join(
-                    [
-                        "python",
-                        "experiments/mnist_anomaly_offline.py",
-                        "--digits",
-                        str(digit),
-                        "--recipe",
-                        args.recipe,
-                        *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
-                    ]
-                ),
-                "device": this_device(),
-                "date": datetime.date.today().isoformat(),
-            }
-        )
-        records.sort(key=lambda r: (r["metric"], r["digit"]))
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(records, indent=2) + "\n")
+        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / (args.setting or "") / f"digit{digit}"
+        run_digit(args.recipe, digit, run_dir, extra, args.fragments)
+        state = detection_state(run_dir)
+        recent = state["history"][-k:]
+        terms = {
+            f"auprc_{term}": round(statistics.fmean(history[-k:]), 4)
+            for term, history in state.get("term_history", {}).items()
+        }
+        tested = {}
+        if args.val_fraction:
+            tested = {f"test_{key}": value for key, value in test_metrics(config, run_dir, digit, None).items()}
+            if "encoder" in config["model"]["init_args"] and args.score_samples:
+                sampled = test_metrics(config, run_dir, digit, args.score_samples)
+                tested.update({f"test_{key}_sampled": value for key, value in sampled.items()})
+        record = {
+            "method": method,
+            "experiment": args.experiment,
+            "metric": "auprc",
+            "digit": digit,
+            **({"setting": args.setting, "options": args.fragments + args.set} if args.setting else {}),
+            "value": round(statistics.fmean(recent), 4),
+            "std": round(statistics.pstdev(recent), 4),
+            "n_evaluations": len(recent),
+            "split": "validation (disjoint from test)" if args.val_fraction else "test (the protocol)",
+            **terms,
+            **tested,
+            "auprc_by_epoch": [round(v, 4) for v in state["history"]],
+            "budget": budget,
+            "command": "LEBM_DATA=../shared/data "
+            + shlex.join(
+                [
+                    "python",
+                    "experiments/mnist_anomaly_offline.py",
+                    "--digits",
+                    str(digit),
+                    "--recipe",
+                    args.recipe,
+                    *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
+                    *(["--setting", args.setting] if args.setting else []),
+                    *[f"--with={fragment}" for fragment in args.fragments],
+                    *[f"--set={item}" for item in args.set],
+                    *(["--val-fraction", str(args.val_fraction)] if args.val_fraction else []),
+                ]
+            ),
+            "device": this_device(),
+            "date": datetime.date.today().isoformat(),
+        }
+        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting")))
         render_results_md()
-        print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", flush=True)
+        print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", terms, tested)
 
 
 if __name__ == "__main__":

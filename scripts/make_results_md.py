@@ -42,19 +42,48 @@ def fmt(record: dict | None) -> str:
     return f"{value} ± {record['std']:.3f}" if record.get("std") is not None else value
 
 
+#: Extra per-record values shown as columns when any record of an experiment has them: the AUPRC
+#: of each term of an anomaly score, and the test split's, read once, of a record chosen on a
+#: validation split.
+EXTRA_COLUMNS = {
+    "auprc_reconstruction_term": "reconstruction term",
+    "auprc_prior_term": "prior term",
+    "test_auprc": "test",
+    "test_auprc_reconstruction_term": "test: reconstruction term",
+    "test_auprc_prior_term": "test: prior term",
+    "test_auprc_sampled": "test, score over 10 q(z|x) samples",
+}
+
+
+def label(record: dict) -> str:
+    return f"{record['method']} ({record['setting']})" if record.get("setting") else record["method"]
+
+
 def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -> list[str]:
     reference = [r for r in published if experiment.startswith(r["experiment"])]
     baselines = sorted({r["method"] for r in reference}, key=lambda m: [r["method"] for r in reference].index(m))
     lookup = {(r["method"], r.get("digit"), r["metric"]): r for r in reference}
-    header = ["method", "digit", "metric", "ours", *[f"paper {m}" for m in baselines], "budget", "device", "date"]
+    extra = [key for key in EXTRA_COLUMNS if any(key in r for r in ours)]
+    header = [
+        "method",
+        "digit",
+        "metric",
+        "ours",
+        *[EXTRA_COLUMNS[key] for key in extra],
+        *[f"paper {m}" for m in baselines],
+        "budget",
+        "device",
+        "date",
+    ]
     lines = [f"## {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(ours, key=lambda r: (r["method"], r["metric"], r.get("digit", -1))):
+    for r in sorted(ours, key=lambda r: (r["method"], r.get("setting") or "", r["metric"], r.get("digit", -1))):
         paper = [fmt(lookup.get((m, r.get("digit"), r["metric"]))) for m in baselines]
         row = [
-            r["method"],
+            label(r),
             str(r.get("digit", "")),
             r["metric"],
             fmt(r),
+            *[f"{r[key]:.3f}" if key in r else "–" for key in extra],
             *paper,
             r.get("budget", ""),
             r.get("device", ""),
@@ -77,9 +106,9 @@ def curve_table(ours: list[dict]) -> list[str]:
     epochs = max(len(r["auprc_by_epoch"]) for r in curves)
     header = ["method", "digit", *[f"epoch {e}" for e in range(1, epochs + 1)]]
     lines = ["", "AUPRC after each epoch:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(curves, key=lambda r: (r["method"], r.get("digit", -1))):
+    for r in sorted(curves, key=lambda r: (r["method"], r.get("setting") or "", r.get("digit", -1))):
         values = [f"{v:.3f}" for v in r["auprc_by_epoch"]] + ["–"] * (epochs - len(r["auprc_by_epoch"]))
-        lines.append("| " + " | ".join([r["method"], str(r.get("digit", "")), *values]) + " |")
+        lines.append("| " + " | ".join([label(r), str(r.get("digit", "")), *values]) + " |")
     return lines
 
 

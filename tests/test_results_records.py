@@ -62,3 +62,34 @@ def test_generator_renders_the_auprc_curve_of_records_that_keep_it() -> None:
     assert not any(
         line.startswith("| JointHierarchicalEBM | 9 | 0.") for line in lines[lines.index("AUPRC after each epoch:") :]
     )
+
+
+def test_the_terms_of_the_score_and_a_test_split_read_once_get_their_own_columns() -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_results_md
+
+    record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_selection", "metric": "auprc"}
+    ours = [
+        {**record, "digit": 1, "setting": "base", "value": 0.3, "auprc_prior_term": 0.71, "test_auprc": 0.29},
+        {**record, "digit": 1, "setting": "gfactor1", "value": 0.5, "auprc_reconstruction_term": 0.42},
+    ]
+    lines = make_results_md.render(ours, []).splitlines()
+    header = next(line for line in lines if line.startswith("| method | digit | metric"))
+    assert "| reconstruction term | prior term | test |" in header
+    rows = [line for line in lines if line.startswith("| JointHierarchicalEBM (")]
+    assert rows[0].startswith("| JointHierarchicalEBM (base) | 1 | auprc | 0.300 | – | 0.710 | 0.290 |")
+    assert rows[1].startswith("| JointHierarchicalEBM (gfactor1) | 1 | auprc | 0.500 | 0.420 | – | – |")
+
+
+def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "experiments"))
+    from mnist_anomaly_offline import save_record
+
+    output = tmp_path / "records.json"
+    identity = lambda r: (r["digit"], r["metric"], r.get("setting"))  # noqa: E731
+    base = {"method": "M", "experiment": "e", "metric": "auprc"}
+    save_record(output, {**base, "digit": 1, "setting": "a", "value": 0.1}, identity)
+    save_record(output, {**base, "digit": 1, "setting": "b", "value": 0.2}, identity)
+    save_record(output, {**base, "digit": 1, "setting": "a", "value": 0.3}, identity)
+    records = json.loads(output.read_text())
+    assert [(r["setting"], r["value"]) for r in records] == [("a", 0.3), ("b", 0.2)]

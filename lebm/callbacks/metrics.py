@@ -131,24 +131,36 @@ class AnomalyDetection(EvaluationMetric):
     deviation of the AUPRC over the last ``last_k`` validation evaluations
     (``val/auprc_last_k_mean``, ``val/auprc_last_k_std``): the papers average over the last 10 epochs.
 
+    **The score's terms.** A latent-variable method's score ``-log p(x, z)`` is the sum of a
+    reconstruction term ``-log p(x|z)`` and a prior term ``U(z)``; its evaluation step returns both
+    (``score_reconstruction_term``, ``score_prior_term``). Each is then ranked on its own too:
+    ``{stage}/auprc_reconstruction_term``, ``{stage}/auprc_prior_term`` (and ``auroc_...``), with
+    their own last-``k`` means, so a record shows which term carries the detection.
+
     Args:
         anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
         last_k: how many recent validation evaluations to average.
     """
 
     requires = "score"
+    #: Term name in the logs -> the per-example output of the evaluation step that holds it.
+    TERMS = {"reconstruction_term": "score_reconstruction_term", "prior_term": "score_prior_term"}
 
     def __init__(self, anomaly_classes: list[int] | None = None, last_k: int = 10) -> None:
+        if isinstance(last_k, bool) or not isinstance(last_k, int) or last_k < 1:
+            raise ValueError(f"AnomalyDetection last_k must be an integer >= 1, got {last_k!r}")
         self.anomaly_classes = anomaly_classes
         self.last_k = last_k
         self.history: list[float] = []
-        self._collected: tuple[CatMetric, CatMetric] | None = None
+        self.term_history: dict[str, list[float]] = {}
+        self._collected: dict[str, CatMetric] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
+        return {"history": list(self.history), "term_history": {k: list(v) for k, v in self.term_history.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self.term_history = {k: list(v) for k, v in state_dict.get("term_history", {}).items()}
 
     def _classes(self, trainer: L.Trainer) -> Tensor:
         classes = self.anomaly_classes
@@ -163,32 +175,39 @@ class AnomalyDetection(EvaluationMetric):
 
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._classes_tensor = self._classes(trainer).to(pl_module.device)
+        declared = tuple(getattr(pl_module, "evaluation_outputs", ()))
+        self._terms = {name: key for name, key in self.TERMS.items() if key in declared}
         # raw scores and targets, gathered from every rank at compute(); the ranking metrics are
         # computed on the host in float64 (torchmetrics' binary metrics would squash scores
         # outside [0, 1] through a sigmoid, which saturates for energies in the hundreds)
-        self._collected = (
-            CatMetric(sync_on_compute=True).to(pl_module.device),
-            CatMetric(sync_on_compute=True).to(pl_module.device),
-        )
+        names = ["target", "score", *self._terms]
+        self._collected = {name: CatMetric(sync_on_compute=True).to(pl_module.device) for name in names}
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
         labels = batch[1]
-        scores = _per_example(outputs, "score", "AnomalyDetection")
         target = torch.isin(labels.to(pl_module.device), self._classes_tensor)
-        self._collected[0].update(scores.detach().double())
-        self._collected[1].update(target.double())
+        self._collected["target"].update(target.double())
+        self._collected["score"].update(_per_example(outputs, "score", "AnomalyDetection").detach().double())
+        for name, key in self._terms.items():
+            self._collected[name].update(_per_example(outputs, key, "AnomalyDetection").detach().double())
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._collected is None:
             return
         stage = _stage(trainer)
-        scores, targets = (metric.compute().cpu().numpy() for metric in self._collected)
+        values = {name: metric.compute().cpu().numpy() for name, metric in self._collected.items()}
         self._collected = None
-        auprc, auroc = ranking_metrics(scores, targets)
-        pl_module.log(f"{stage}/auprc", auprc, sync_dist=False)
-        pl_module.log(f"{stage}/auroc", auroc, sync_dist=False)
-        if stage == "val":
-            self.history.append(float(auprc))
-            recent = np.asarray(self.history[-self.last_k :])
-            pl_module.log("val/auprc_last_k_mean", float(recent.mean()), sync_dist=False)
-            pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)
+        targets = values.pop("target")
+        for name, scores in values.items():
+            suffix = "" if name == "score" else f"_{name}"
+            auprc, auroc = ranking_metrics(scores, targets)
+            pl_module.log(f"{stage}/auprc{suffix}", auprc, sync_dist=False)
+            pl_module.log(f"{stage}/auroc{suffix}", auroc, sync_dist=False)
+            if stage != "val":
+                continue
+            history = self.history if name == "score" else self.term_history.setdefault(name, [])
+            history.append(float(auprc))
+            recent = np.asarray(history[-self.last_k :])
+            pl_module.log(f"val/auprc{suffix}_last_k_mean", float(recent.mean()), sync_dist=False)
+            if name == "score":
+                pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)

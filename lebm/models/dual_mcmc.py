@@ -8,13 +8,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.nets.encoders import InferenceNetwork
 from lebm.models.nets.layers import batch_statistics
+from lebm.models.nets.resnets import SNGANGenerator
 from lebm.models.priors import GaussianPrior, Prior
 from lebm.models.settings import check_optimizer_settings
 from lebm.samplers import Langevin, Sampler
@@ -51,6 +54,17 @@ class DualMCMC(LatentVariableModel):
     uses batch statistics without updating them (``evaluation_batchnorm="batch"``);
     ``"running"`` uses the running statistics instead (``eval()`` as usual in PyTorch).
 
+    **Spectral norm at test time** (the EBM's): for the same reason the official code's data
+    chains always run the spectral norm's power iteration (one step per energy evaluation,
+    updating the ``_u``/``_v`` vectors), also when it samples for FID. PyTorch stops it in eval
+    mode. With ``evaluation_power_iteration=True`` (default) the data chains run outside training
+    (``generate``, ``revise`` on a model in eval mode, the FID callbacks' samples) switch the
+    energy net's spectral-norm layers, and only those, to train mode, so the iteration runs as
+    there; the vectors it updates are buffers of the model, so sampling changes them (as in the
+    official code). ``False``: eval-mode spectral norm, the stored vectors unchanged. Training is
+    not affected (the nets are in train mode anyway), nor ``score`` (one energy evaluation, no
+    chain).
+
     User API: ``generate(n)`` EBM-revised samples by the test-time chain (70 steps, s = 0.4,
     n = 1e-3), ``generate(n, revise=False)`` raw generator samples; ``infer(x)`` the encoder's mean
     refined by the posterior chain ("Inf + L=10"), ``infer(x, refine=False)`` the mean alone
@@ -84,6 +98,8 @@ class DualMCMC(LatentVariableModel):
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
         evaluation_batchnorm: ``"batch"`` or ``"running"`` statistics for the generator's
             BatchNorm outside training (see above).
+        evaluation_power_iteration: run the energy net's spectral-norm power iteration in the
+            data chains outside training, as the official code (see above).
         divergence_limits: ``{logged quantity: largest |value|}``; None: the official
             ``{"train/ebm_contrast": 1e4}``; ``{}`` keeps only the non-finite check.
         divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
@@ -119,6 +135,7 @@ class DualMCMC(LatentVariableModel):
         encoder_weight_decay: float = 5e-4,
         lr_decay: float = 0.998,
         evaluation_batchnorm: Literal["batch", "running"] = "batch",
+        evaluation_power_iteration: bool = True,
         divergence_limits: Mapping[str, float] | None = None,
         divergence_after_epoch: int = 0,
     ) -> None:
@@ -147,6 +164,10 @@ class DualMCMC(LatentVariableModel):
         _check_choice("ebm_negatives", ebm_negatives, ("revised_again", "revised", "generator"))
         _check_choice("generator_loss", generator_loss, ("sse", "nll"))
         _check_choice("evaluation_batchnorm", evaluation_batchnorm, ("batch", "running"))
+        if not isinstance(evaluation_power_iteration, bool):
+            raise ValueError(
+                f"model.init_args.evaluation_power_iteration must be true or false, got {evaluation_power_iteration!r}"
+            )
         if generator_loss == "sse" and not callable(getattr(self.decoder, "squared_error", None)):
             raise ValueError(
                 f"generator_loss='sse' needs a decoder with squared_error(x, z) (GaussianDecoder); "
@@ -222,16 +243,18 @@ class DualMCMC(LatentVariableModel):
         return_diagnostics: bool = False,
     ) -> Any:
         """EBM-revised observations: the data chain (``sampler``, default the training one) on
-        ``E`` started at ``x`` ``(B, *x_shape)``; no Gaussian reference term."""
+        ``E`` started at ``x`` ``(B, *x_shape)``; no Gaussian reference term. Outside training,
+        with ``evaluation_power_iteration``, the energy net's spectral norm iterates as in training."""
         chain = sampler if sampler is not None else self.data_sampler
-        return chain(
-            self.energy_net,
-            x,
-            inputs=(),
-            freeze=[self.energy_net],
-            generator=generator,
-            return_diagnostics=return_diagnostics,
-        )
+        with self.evaluation_spectral_norm():
+            return chain(
+                self.energy_net,
+                x,
+                inputs=(),
+                freeze=[self.energy_net],
+                generator=generator,
+                return_diagnostics=return_diagnostics,
+            )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
@@ -303,6 +326,17 @@ class DualMCMC(LatentVariableModel):
         with batch_statistics(self.decoder):
             yield
 
+    @contextlib.contextmanager
+    def evaluation_spectral_norm(self) -> Iterator[None]:
+        """Outside training with ``evaluation_power_iteration``: the energy net's spectral-norm
+        layers in train mode (power iteration on, as the official code, which never calls
+        ``eval()``), everything else as it is. In training, or with the option off, nothing changes."""
+        if self.training or not self.hparams.get("evaluation_power_iteration", True):
+            yield
+            return
+        with spectral_norm_power_iteration(self.energy_net):
+            yield
+
     @torch.no_grad()
     def generate(
         self,
@@ -313,7 +347,8 @@ class DualMCMC(LatentVariableModel):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` samples ``(n, *x_shape)``: ``g(z)``, ``z ~ N(0, I)``, revised by the test-time data
-        chain (``sampler`` replaces it); ``revise=False``: the raw generator samples."""
+        chain (``sampler`` replaces it; the energy net's spectral norm iterates, see
+        ``evaluation_power_iteration``); ``revise=False``: the raw generator samples."""
         with self.evaluation_statistics():
             z = self.prior.sample(n, generator=generator)
             proposals = self.decoder.decode(z)
@@ -337,6 +372,54 @@ class DualMCMC(LatentVariableModel):
     def score(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The energy ``E(x)`` ``(B,)``: higher = less probable under the EBM = more anomalous."""
         return self.energy_net(x)
+
+    # --------------------------------------------------------------------------- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Besides the random streams (resuming): checkpoints of earlier lebm versions run as they
+        were trained. An ``SNGANGenerator`` whose recorded arguments lack ``align_corners`` (the
+        option came later; before it the up-sampling had ``align_corners=False``) is switched to
+        ``False``; an encoder whose heads had no bias gets zero biases (``ConvEncoder`` fills them
+        when the state dict loads) and, when training resumes, optimiser slots for them."""
+        super().on_load_checkpoint(checkpoint)
+        self._upsampling_of_earlier_checkpoints(checkpoint)
+        self._encoder_optimizer_of_earlier_checkpoints(checkpoint)
+
+    def _upsampling_of_earlier_checkpoints(self, checkpoint: dict[str, Any]) -> None:
+        saved = (checkpoint.get("hyper_parameters") or {}).get("decoder")
+        if not _generator_configs(saved, lambda args: "align_corners" not in args):
+            return
+        switched = [m for m in self.decoder.modules() if isinstance(m, SNGANGenerator) and m.align_corners]
+        for module in switched:
+            module.set_align_corners(False)
+        for args in _generator_configs(self.hparams.get("decoder"), lambda args: True):
+            args["align_corners"] = False  # what the next checkpoint records
+        if switched:
+            rank_zero_warn(
+                "DualMCMC: this checkpoint predates SNGANGenerator's align_corners option (lebm then up-sampled "
+                "with align_corners=False): its generator runs with align_corners=False, as it was trained"
+            )
+
+    def _encoder_optimizer_of_earlier_checkpoints(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a checkpoint saved without some encoder parameters (the head biases): the
+        encoder's Adam state gets empty slots for them (Adam starts them at its first step)."""
+        state_dict, optimizers = checkpoint.get("state_dict"), checkpoint.get("optimizer_states")
+        if not state_dict or not optimizers or len(optimizers) != 3:
+            return
+        names = [f"encoder.{name}" for name, _ in self.encoder.named_parameters()]
+        present = [name in state_dict for name in names]
+        groups = optimizers[1].get("param_groups", [])
+        if all(present) or len(groups) != 1 or len(groups[0]["params"]) != sum(present):
+            return
+        old_ids = iter(groups[0]["params"])
+        fresh = max(groups[0]["params"], default=-1) + 1
+        params = []
+        for was_saved in present:
+            if was_saved:
+                params.append(next(old_ids))
+            else:
+                params.append(fresh)
+                fresh += 1
+        groups[0]["params"] = params
 
     def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
         """Per-example ``nll`` and ``mse`` at the refined latents ("Inf + L=10"), ``mse_inf`` at the
@@ -372,6 +455,48 @@ def resolve_temperature(temperature: float | str, sampler: Sampler) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"model.init_args.temperature must be 'auto' or a number > 0, got {temperature!r}")
     return float(temperature)
+
+
+@contextlib.contextmanager
+def spectral_norm_power_iteration(module: nn.Module) -> Iterator[None]:
+    """Put the spectral-norm layers of ``module`` in train mode inside the block (their power
+    iteration runs at every forward), every other submodule's mode untouched; restored after.
+
+    Covers ``torch.nn.utils.parametrizations.spectral_norm`` (the parametrization module iterates
+    in train mode) and the older ``torch.nn.utils.spectral_norm`` hook (the wrapped layer's mode
+    decides; a Conv/Linear behaves the same in both modes otherwise)."""
+    switched = []
+    for sub in module.modules():
+        if _iterates_in_train_mode(sub) and not sub.training:
+            sub.training = True
+            switched.append(sub)
+    try:
+        yield
+    finally:
+        for sub in switched:
+            sub.training = False
+
+
+def _iterates_in_train_mode(module: nn.Module) -> bool:
+    parametrization = getattr(torch.nn.utils.parametrizations, "_SpectralNorm", None)
+    if parametrization is not None and isinstance(module, parametrization):
+        return True
+    return any(isinstance(hook, SpectralNormHook) for hook in module._forward_pre_hooks.values())
+
+
+def _generator_configs(config: Any, keep: Any) -> list[dict[str, Any]]:
+    """The ``init_args`` of every ``SNGANGenerator`` config nested in ``config`` that ``keep`` accepts."""
+    found: list[dict[str, Any]] = []
+    if isinstance(config, Mapping):
+        args = config.get("init_args")
+        if str(config.get("class_path", "")).endswith("SNGANGenerator") and isinstance(args, dict) and keep(args):
+            found.append(args)
+        for value in config.values():
+            found += _generator_configs(value, keep)
+    elif isinstance(config, (list, tuple)):
+        for value in config:
+            found += _generator_configs(value, keep)
+    return found
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -51,7 +51,8 @@ class JointHierarchicalEBM(LatentVariableModel):
     User API: ``generate(n)``; ``infer(x)`` the encoder's mean ``(B, latent_dim)``, ``infer(x,
     by_layer=True)`` one ``(B, size_l)`` tensor per layer (bottom first); ``sample_layer(layer,
     n)`` hierarchical sampling; ``reconstruct(x)``; ``score(x) = -log p(x, z)`` at the encoder's
-    mean (higher = more anomalous). ``latent_groups`` is the per-layer layout.
+    mean, or averaged over ``score_samples`` draws of ``q(z|x)`` (higher = more anomalous).
+    ``latent_groups`` is the per-layer layout.
 
     Args:
         decoder: the observation model, e.g. ``GaussianDecoder(HierarchicalGenerator(...), sigma)``.
@@ -66,6 +67,9 @@ class JointHierarchicalEBM(LatentVariableModel):
         prior_weight_decay: weight decay of the EBM.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
         decoder_grad_clip, prior_grad_clip: optional max-norm clipping (off in the official code).
+        score_samples: the anomaly score ``-log p(x, z)`` (and each of its terms) averaged over this
+            many latents drawn from ``q(z|x)`` (paper §5.4: "latent samples from the learned
+            inference model"); 0 (default) scores at the encoder's mean.
         divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`
             (the official code has no abort rule; a non-finite value always stops).
     """
@@ -89,6 +93,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         lr_decay: float = 0.998,
         decoder_grad_clip: float | None = None,
         prior_grad_clip: float | None = None,
+        score_samples: int = 0,
         divergence_limits: Mapping[str, float] | None = None,
         divergence_after_epoch: int = 0,
     ) -> None:
@@ -102,6 +107,9 @@ class JointHierarchicalEBM(LatentVariableModel):
             divergence_after_epoch=divergence_after_epoch,
         )
         self.save_component_hyperparameters(locals())
+        if isinstance(score_samples, bool) or not isinstance(score_samples, int) or score_samples < 0:
+            raise ValueError(f"model.init_args.score_samples must be an integer >= 0, got {score_samples!r}")
+        self.score_samples = score_samples
         if update_order not in ("generator_first", "ebm_first"):
             raise ValueError(
                 f"model.init_args.update_order must be 'generator_first' (official code) or 'ebm_first' (paper), "

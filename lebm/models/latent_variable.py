@@ -15,6 +15,8 @@ from lebm.samplers import Sampler
 from lebm.samplers.base import ModuleMode, SamplerOutput, modules_in_mode
 
 PosteriorStart = Literal["noise", "sample", "mean"]
+#: The per-example terms of the anomaly score a latent-variable method's evaluation step returns.
+SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")
 
 
 def decoder_metric_names(decoder: nn.Module) -> tuple[str, ...]:
@@ -87,7 +89,7 @@ class LatentVariableModel(Method):
 
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
-        return ("nll", "score", *decoder_metric_names(self.decoder))
+        return ("nll", "score", *SCORE_TERMS, *decoder_metric_names(self.decoder))
 
     def decoder_and_prior_optimizers(self, decoder_parameters: Iterable[nn.Parameter]) -> tuple[list[Any], list[Any]]:
         """``(optimizers, schedulers)``: Adam over ``decoder_parameters`` (``hparams.decoder_lr``,
@@ -295,31 +297,69 @@ class LatentVariableModel(Method):
         with torch.no_grad():
             return self.presented(self.decoder.decode(z), raw)
 
-    def score(self, x: Any, **infer_kwargs: Any) -> Tensor:
-        """Anomaly score ``(B,)`` at ``z = infer(x)`` (see :meth:`anomaly_score`)."""
+    def score(
+        self, x: Any, *, samples: int | None = None, generator: torch.Generator | None = None, **infer_kwargs: Any
+    ) -> Tensor:
+        """Anomaly score ``(B,)``: ``-log p(x, z)`` at ``z = infer(x)``, or averaged over ``samples``
+        latents drawn from the inference network (default: :attr:`score_samples`; see
+        :meth:`anomaly_terms`)."""
         x = self.observations(x)
-        z = self.infer(x, **infer_kwargs)
+        z = self.infer(x, generator=generator, **infer_kwargs)
         with torch.no_grad():
-            return self.anomaly_score(self.decoder.nll(x, z), z)
+            return self.anomaly_terms(x, z, samples=samples, generator=generator)["score"]
 
     def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
         """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
         ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped)."""
         return nll + self.prior.energy(z)
 
+    #: Latent samples of ``q(z|x)`` the anomaly score is averaged over (0: the score at ``infer(x)``).
+    score_samples: int = 0
+
+    def anomaly_terms(
+        self, x: Tensor, z: Tensor, *, samples: int | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """The anomaly score and its two terms, each ``(B,)``: ``score_reconstruction_term``, the
+        decoder's ``-log p(x|z)``, and ``score_prior_term``, the prior's energy ``U(z)``
+        (``-log p(z) + const``); ``score`` combines them (:meth:`anomaly_score`: their sum, or a
+        method's own choice).
+
+        With ``samples = K > 0`` (default :attr:`score_samples`) and an inference network, each is
+        the average over ``K`` latents ``z_k ~ q(z|x)`` (drawn from ``generator``): the joint
+        hierarchical EBM paper scores ``-log p(x, z)`` at "latent samples from the learned inference
+        model"; otherwise it is taken at the given ``z`` ``(B, latent_dim)`` (``infer(x)``: the
+        encoder's mean, or the posterior chain's end).
+        """
+        samples = self.score_samples if samples is None else int(samples)
+        if samples < 0:
+            raise ValueError(f"score samples must be >= 0, got {samples}")
+        if samples > 0 and self.encoder is not None:
+            q = self.encoder(x)
+            latents = [q.rsample(generator) for _ in range(samples)]
+        else:
+            latents = [z]
+        terms = {"score": 0.0, "score_reconstruction_term": 0.0, "score_prior_term": 0.0}
+        for latent in latents:
+            nll = self.decoder.nll(x, latent)
+            terms["score"] = terms["score"] + self.anomaly_score(nll, latent)
+            terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + nll
+            terms["score_prior_term"] = terms["score_prior_term"] + self.prior.energy(latent)
+        return {name: total / len(latents) for name, total in terms.items()}
+
     # --------------------------------------------------------------------------- evaluation
     def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
         """Posterior inference on a held-out batch (from the evaluation stream).
 
         Logs ``{stage}/nll`` (the decoder's ``-log p(x|z)``) and returns per-example values
-        ``(B,)``: ``nll``, ``score`` and the decoder's metrics (``mse`` for images).
+        ``(B,)``: ``nll``, the anomaly ``score`` and its two terms (:meth:`anomaly_terms`) and the
+        decoder's metrics (``mse`` for images).
         """
         x = batch_observations(batch)
         z = self.infer(x, generator=self.eval_generator)
         with torch.no_grad():
             nll = self.decoder.nll(x, z)
             metrics = self.decoder.metrics(x, z) if hasattr(self.decoder, "metrics") else {}
-            values = {"nll": nll, "score": self.anomaly_score(nll, z), **metrics}
+            values = {"nll": nll, **self.anomaly_terms(x, z, generator=self.eval_generator), **metrics}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values
 

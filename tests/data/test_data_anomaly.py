@@ -38,6 +38,25 @@ def test_full_pool_reads_both_idx_splits(make_mnist_idx) -> None:
     assert torch.equal(xv, next(iter(dm.test_dataloader()))[0])
 
 
+def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_split(make_mnist_idx) -> None:
+    root, _ = make_mnist_idx(n_train=400, n_test=200)
+    dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", val_fraction=0.5, batch_size=10)
+    dm.setup()
+    whole = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", batch_size=10)
+    whole.setup()
+    val, test = set(dm.val_dataset.indices.tolist()), set(dm.test_dataset.indices.tolist())
+    assert not val & test and val | test == set(whole.test_dataset.indices.tolist())  # the protocol's pool, split
+    assert not set(dm.train_dataset.indices.tolist()) & (val | test)
+    anomalies = int((whole.test_labels == 3).sum())
+    assert int((dm.val_labels == 3).sum()) == round(anomalies / 2) and (dm.test_labels == 3).sum() > 0
+    normal = int((whole.test_labels != 3).sum())
+    assert int((dm.val_labels != 3).sum()) == round(normal / 2)
+    val_images = torch.cat([batch[0] for batch in dm.val_dataloader()])
+    assert len(val_images) == len(val) and not torch.equal(val_images[:10], next(iter(dm.test_dataloader()))[0])
+    with pytest.raises(ValueError, match="val_fraction must be in"):
+        MNISTAnomalyDataModule(str(root), val_fraction=1.0)
+
+
 def test_offline_pool_reads_test_idx_and_csv(make_mnist_idx, mnist_csv_writer) -> None:
     root, _ = make_mnist_idx(n_train=10, n_test=40)
     rng = np.random.default_rng(0)

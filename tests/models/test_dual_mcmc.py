@@ -31,7 +31,7 @@ from lebm.models.nets import (
 from lebm.samplers import Langevin
 
 
-def fit(model: DualMCMC, loader: DataLoader, tmp_path: Path, **kwargs: Any) -> L.Trainer:
+def fit(model: DualMCMC, loader: DataLoader, tmp_path: Path, ckpt_path: str | None = None, **kwargs: Any) -> L.Trainer:
     options: dict[str, Any] = dict(
         max_epochs=1,
         logger=False,
@@ -43,7 +43,7 @@ def fit(model: DualMCMC, loader: DataLoader, tmp_path: Path, **kwargs: Any) -> L
     )
     options.update(kwargs)
     trainer = L.Trainer(**options)
-    trainer.fit(model, loader)
+    trainer.fit(model, loader, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -78,6 +78,7 @@ def test_defaults_are_the_official_settings() -> None:
     steps = {name: (c.n_steps, c.step_size, c.noise) for name, c in chains.items()}
     assert steps == {"data": (30, 0.5, 1e-3), "posterior": (10, 0.1, 0.1), "test": (70, 0.4, 1e-3)}
     assert model.guard.limits == {"train/ebm_contrast": 1e4}
+    assert hp.evaluation_batchnorm == "batch" and hp.evaluation_power_iteration is True  # never eval() there
 
 
 # -------------------------------------------------------------------------- the step
@@ -178,16 +179,25 @@ class BatchNormWatch:
         self.calls.append((module.training, module.track_running_stats))
 
 
-def image_model(evaluation_batchnorm: str = "batch") -> DualMCMC:
-    generator = SNGANGenerator(latent_dim=4, channels=1, image_size=8, widths=(8, 4))
-    return DualMCMC(
-        GaussianDecoder(generator, sigma=0.3),
-        SNResNetEnergy(channels=1, image_size=8, widths=(4, 8), downsample=(True, True)),
-        ConvEncoder(latent_dim=4, channels=1, image_size=8, nif=4, stem=False),
+def image_model(
+    evaluation_batchnorm: str = "batch",
+    generator_options: dict[str, Any] | None = None,
+    encoder_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> DualMCMC:
+    generator = SNGANGenerator(latent_dim=4, channels=1, image_size=8, widths=(8, 4), **(generator_options or {}))
+    options: dict[str, Any] = dict(
         data_sampler=Langevin(2, 0.5, noise_std=1e-3),
         posterior_sampler=Langevin(3, 0.1),
         test_data_sampler=Langevin(2, 0.4, noise_std=1e-3),
         evaluation_batchnorm=evaluation_batchnorm,
+    )
+    options.update(kwargs)
+    return DualMCMC(
+        GaussianDecoder(generator, sigma=0.3),
+        SNResNetEnergy(channels=1, image_size=8, widths=(4, 8), downsample=(True, True)),
+        ConvEncoder(latent_dim=4, channels=1, image_size=8, nif=4, stem=False, **(encoder_options or {})),
+        **options,
     )
 
 
@@ -224,6 +234,139 @@ def test_evaluation_uses_the_stated_batchnorm_statistics(mode: str, expected: tu
     assert watch.calls and set(watch.calls) == {expected}
     assert torch.equal(watch.layer.running_mean, running)
     assert model.decoder.net.training is False  # the model's own mode is left as it was
+
+
+# ------------------------------------------------------------- spectral norm at test time
+def spectral_norm_vectors(model: DualMCMC) -> dict[str, torch.Tensor]:
+    """The power iteration's ``_u``/``_v`` of every spectral-norm layer of the energy net with more
+    than one entry (a 1-entry vector is always +-1)."""
+    state = model.energy_net.state_dict()
+    return {k: v.clone() for k, v in state.items() if k.endswith(("_u", "_v")) and v.numel() > 1}
+
+
+def stale_spectral_norm(model: DualMCMC) -> None:
+    """Move every raw weight, so that the stored singular vectors are no longer converged."""
+    with torch.no_grad():
+        for module in model.energy_net.modules():
+            if hasattr(module, "parametrizations"):
+                original = module.parametrizations.weight.original
+                original.mul_(1 + torch.rand(original.shape, generator=torch.Generator().manual_seed(0)))
+
+
+class SpectralNormWatch:
+    """Records, at each call of the energy net's first conv during a chain, ``(the conv's mode,
+    its spectral-norm parametrization's mode)``."""
+
+    def __init__(self, model: DualMCMC) -> None:
+        self.conv = next(m for m in model.energy_net.modules() if isinstance(m, nn.Conv2d))
+        self.calls: list[tuple[bool, bool]] = []
+        self.conv.register_forward_pre_hook(self._record)
+
+    def _record(self, module: nn.Module, args: Any) -> None:
+        if torch.is_grad_enabled():  # the chain's evaluations (the chain turns gradients on)
+            self.calls.append((module.training, module.parametrizations.weight[0].training))
+
+
+@pytest.mark.parametrize("power_iteration", [True, False])
+def test_test_time_chains_run_the_spectral_norms_power_iteration_as_the_official_code(power_iteration: bool) -> None:
+    """The official code never calls eval(): its FID chain (70 steps) updates the spectral norm's
+    vectors at every energy evaluation. With ``evaluation_power_iteration`` (default) the chains of
+    an eval-mode model do too: only the spectral-norm parametrizations switch to train mode, during
+    the chain; off, the vectors stay as stored. Every mode is restored afterwards."""
+    model = image_model(evaluation_power_iteration=power_iteration, test_data_sampler=Langevin(5, 0.4)).eval()
+    stale_spectral_norm(model)
+    watch = SpectralNormWatch(model)
+    before = spectral_norm_vectors(model)
+    model.generate(6, generator=torch.Generator().manual_seed(1))
+    assert len(watch.calls) == 5
+    assert set(watch.calls) == {(False, power_iteration)}  # the conv itself stays in eval mode
+    after = spectral_norm_vectors(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == (set(before) if power_iteration else set())
+    assert not any(m.training for m in model.modules())
+    # revise() on an eval-mode model is the same chain
+    watch.calls.clear()
+    model.revise(torch.zeros(3, 1, 8, 8), sampler=Langevin(2, 0.4))
+    assert set(watch.calls) == {(False, power_iteration)}
+    # in training the nets are in train mode anyway: the option changes nothing there
+    model.train()
+    watch.calls.clear()
+    model.revise(torch.zeros(3, 1, 8, 8))
+    assert set(watch.calls) == {(True, True)}
+
+
+def test_the_power_iteration_at_test_time_changes_the_revised_samples() -> None:
+    """On stale vectors the iterating chain normalises by other singular values: other samples
+    from the same latents and noise than eval-mode spectral norm gives."""
+    revised = {}
+    for power_iteration in (True, False):
+        torch.manual_seed(0)
+        model = image_model(evaluation_power_iteration=power_iteration, test_data_sampler=Langevin(5, 0.4)).eval()
+        stale_spectral_norm(model)
+        revised[power_iteration] = model.generate(6, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(revised[True], revised[False], atol=1e-6)
+
+
+# -------------------------------------------------------------- checkpoints of earlier versions
+def earlier_checkpoint(tmp_path: Path) -> tuple[Path, DualMCMC]:
+    """A checkpoint as lebm wrote it before align_corners, head_bias and evaluation_power_iteration
+    existed: the nets of that time (half-pixel up-sampling, bias-free heads), those arguments absent
+    from the recorded hyperparameters. Returns it and the model it was saved from."""
+    torch.manual_seed(0)
+    model = image_model(generator_options={"align_corners": False}, encoder_options={"head_bias": False})
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    trainer = fit(model, DataLoader(TensorDataset(images), batch_size=8), tmp_path, max_steps=3)  # 1 iteration
+    path = tmp_path / "earlier.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = checkpoint["hyper_parameters"]
+    del hparams["decoder"]["init_args"]["net"]["init_args"]["align_corners"]
+    del hparams["encoder"]["init_args"]["head_bias"]
+    del hparams["evaluation_power_iteration"]
+    assert not any("head.bias" in key for key in checkpoint["state_dict"])
+    torch.save(checkpoint, path)
+    return path, model
+
+
+def test_checkpoints_of_earlier_versions_load_as_the_nets_they_were_trained_as(tmp_path: Path) -> None:
+    """Loading: the generator up-samples with align_corners=False, the encoder heads get zero
+    biases, so every output is the saved model's; a new checkpoint records align_corners=False."""
+    path, saved = earlier_checkpoint(tmp_path)
+    with pytest.warns(UserWarning, match="predates SNGANGenerator's align_corners"):
+        loaded = DualMCMC.load_from_checkpoint(path, map_location="cpu")
+    generator = loaded.decoder.net
+    assert generator.align_corners is False
+    assert all(not m.align_corners for m in generator.modules() if isinstance(m, nn.Upsample))
+    assert loaded.hparams.decoder["init_args"]["net"]["init_args"]["align_corners"] is False
+    assert torch.equal(loaded.encoder.mean_head.bias, torch.zeros(4))
+    assert torch.equal(loaded.encoder.logvar_head.bias, torch.zeros(4))
+    saved.eval(), loaded.eval()
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    z = torch.randn(6, 4)
+    with torch.no_grad():
+        assert torch.equal(saved.decoder.decode(z), loaded.decoder.decode(z))
+        assert torch.equal(saved.encoder(x).mean, loaded.encoder(x).mean)
+        assert torch.equal(saved.encoder(x).logvar, loaded.encoder(x).logvar)
+    assert loaded.hparams.evaluation_power_iteration is True  # the new default applies
+    # a checkpoint of the current version keeps its settings (no switch, no warning)
+    current = image_model()
+    current.on_load_checkpoint({"hyper_parameters": dict(current.hparams)})
+    assert current.decoder.net.align_corners is True
+
+
+def test_training_resumes_from_a_checkpoint_of_an_earlier_version(tmp_path: Path) -> None:
+    """The encoder's Adam state lacks the head biases: they get fresh slots and learn from the next
+    step (the checkpoint holds one iteration, 3 optimiser steps; the resumed fit runs two more)."""
+    path, _ = earlier_checkpoint(tmp_path)
+    model = image_model()
+    images = torch.rand(16, 1, 8, 8) * 2 - 1
+    with pytest.warns(UserWarning, match="predates"):
+        fit(model, DataLoader(TensorDataset(images), batch_size=8), tmp_path, ckpt_path=str(path), max_epochs=2)
+    assert model.decoder.net.align_corners is False
+    assert model.encoder.mean_head.bias.abs().sum() > 0 and model.encoder.logvar_head.bias.abs().sum() > 0
+    state = model.trainer.optimizers[1].state
+    assert all(int(state[p]["step"]) == 2 for p in (model.encoder.mean_head.bias, model.encoder.logvar_head.bias))
+    assert int(state[model.encoder.mean_head.weight]["step"]) == 3  # the saved slots go on counting
 
 
 # ------------------------------------------------------------------------------ user API

@@ -36,7 +36,7 @@ def test_reparameterised_samples_have_the_moments_and_the_gradients() -> None:
 
 def test_conv_encoder_layouts_follow_the_official_nets() -> None:
     """CIFAR-10: 3x3 stride-1 conv then three 4x4 stride-2 convs, 128-256-512-1024; CelebA-64: four
-    4x4 stride-2 convs; bias-free; two conv heads to nz = 128."""
+    4x4 stride-2 convs; a bias-free trunk; two conv heads to nz = 128, with a bias."""
     cifar = ConvEncoder(128, channels=3, image_size=32, nif=128, stem=True)
     convs = [m for m in cifar.features if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
@@ -46,6 +46,9 @@ def test_conv_encoder_layouts_follow_the_official_nets() -> None:
         (512, 1024, 4, 2),
     ]
     assert all(c.bias is None for c in convs) and cifar.mean_head.kernel_size == (4, 4)
+    for head in (cifar.mean_head, cifar.logvar_head):
+        assert (head.in_channels, head.out_channels, head.kernel_size, head.stride) == (1024, 128, (4, 4), (1, 1))
+        assert head.bias is not None and head.bias.shape == (128,)
     celeba = ConvEncoder(128, channels=3, image_size=64, nif=128, stem=False)
     convs = [m for m in celeba.features if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
@@ -61,6 +64,46 @@ def test_conv_encoder_small_variants_give_one_gaussian_per_image(size: int, chan
     encoder = ConvEncoder(16, channels=channels, image_size=size, nif=8)
     q = encoder(torch.randn(5, channels, size, size))
     assert q.mean.shape == (5, 16) and q.logvar.shape == (5, 16)
+
+
+def test_conv_encoder_heads_add_their_bias() -> None:
+    """The heads' biases are used: the mean and log-variance move by exactly the bias; without
+    ``head_bias`` there are none."""
+    encoder = ConvEncoder(4, channels=1, image_size=8, nif=4)
+    x = torch.randn(3, 1, 8, 8)
+    before = encoder(x)
+    with torch.no_grad():
+        encoder.mean_head.bias.add_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        encoder.logvar_head.bias.add_(-0.5)
+    after = encoder(x)
+    assert torch.allclose(after.mean - before.mean, torch.tensor([1.0, 2.0, 3.0, 4.0]).expand(3, -1), atol=1e-6)
+    assert torch.allclose(after.logvar - before.logvar, torch.full((3, 4), -0.5), atol=1e-6)
+    plain = ConvEncoder(4, channels=1, image_size=8, nif=4, head_bias=False)
+    assert plain.mean_head.bias is None and plain.logvar_head.bias is None
+    assert not any(name.endswith("bias") for name in plain.state_dict())
+
+
+def test_conv_encoder_loads_state_dicts_saved_without_head_biases() -> None:
+    """A state dict of the bias-free heads (lebm before ``head_bias``) loads strictly into an encoder
+    with biases: zero biases, the same outputs as the net it was saved from; saved biases are kept."""
+    old = ConvEncoder(4, channels=1, image_size=8, nif=4, head_bias=False)
+    new = ConvEncoder(4, channels=1, image_size=8, nif=4)
+    saved = old.state_dict()
+    new.load_state_dict(saved)  # strict
+    assert set(saved) == set(old.state_dict())  # the caller's dict is not changed
+    assert torch.equal(new.mean_head.bias, torch.zeros(4)) and torch.equal(new.logvar_head.bias, torch.zeros(4))
+    x = torch.randn(5, 1, 8, 8)
+    q_old, q_new = old(x), new(x)
+    assert torch.equal(q_old.mean, q_new.mean) and torch.equal(q_old.logvar, q_new.logvar)
+    # inside a bigger module (a prefix), and with the biases present they are loaded as saved
+    wrapper, source = nn.ModuleDict({"encoder": ConvEncoder(4, 1, 8, nif=4)}), nn.ModuleDict({"encoder": old})
+    wrapper.load_state_dict(source.state_dict())
+    assert torch.equal(wrapper["encoder"].mean_head.bias, torch.zeros(4))
+    trained = ConvEncoder(4, channels=1, image_size=8, nif=4)
+    new.load_state_dict(trained.state_dict())
+    assert torch.equal(new.mean_head.bias, trained.mean_head.bias)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        ConvEncoder(4, 1, 8, nif=4, head_bias=False).load_state_dict(trained.state_dict())
 
 
 def test_ladder_encoder_has_one_head_per_group_and_the_official_top_mlp() -> None:

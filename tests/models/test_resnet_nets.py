@@ -118,6 +118,28 @@ def test_spectral_norm_bounds_the_weights() -> None:
             assert 0.9 <= sigma <= 1.05, f"{layer}: spectral norm {sigma}"
 
 
+def test_energy_modes_differ_only_in_the_spectral_norms_power_iteration() -> None:
+    """No BatchNorm, no dropout: without spectral norm, train and eval mode give the same energy;
+    with it, train mode moves the power iteration's vectors and eval mode leaves them."""
+    mode_dependent = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    net = SNResNetEnergy(1, 8, (16, 32), (T, T))
+    assert not any(isinstance(m, mode_dependent) for m in net.modules())
+    plain = SNResNetEnergy(1, 8, (16, 32), (T, T), spectral_norm=False)
+    x = torch.randn(4, 1, 8, 8)
+    assert torch.equal(plain.train()(x), plain.eval()(x))
+    with torch.no_grad():
+        for layer in net.modules():
+            if parametrize.is_parametrized(layer):
+                layer.parametrizations.weight.original.mul_(1 + torch.rand_like(layer.parametrizations.weight.original))
+    vectors = lambda: {k: v.clone() for k, v in net.state_dict().items() if k.endswith(("_u", "_v"))}  # noqa: E731
+    before = vectors()
+    net.eval()(x)
+    assert all(torch.equal(before[k], v) for k, v in vectors().items())
+    net.train()(x)
+    moved = [k for k, v in vectors().items() if not torch.equal(before[k], v)]
+    assert moved == [k for k, v in before.items() if v.numel() > 1]  # (a 1-entry u is always +-1)
+
+
 def test_energy_is_per_example() -> None:
     net = SNResNetEnergy(1, 8, (16, 32), (T, T)).eval()
     x = torch.randn(4, 1, 8, 8)
@@ -161,16 +183,61 @@ def test_generator_conv_layout() -> None:
     assert g.blocks[0].shortcut[0].mode == "bilinear"
 
 
-def test_generator_blocks_are_residual() -> None:
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_generator_blocks_are_residual(align_corners: bool) -> None:
     """With an up-block's main path silenced its output is the up-sampled, 1x1-convolved input."""
-    g = SNGANGenerator(4, 1, 8, (4, 2))
+    g = SNGANGenerator(4, 1, 8, (4, 2), align_corners=align_corners)
     block = g.blocks[0]
     nn.init.zeros_(block.main[-1].weight)
     nn.init.zeros_(block.main[-1].bias)
     h = torch.randn(2, 4, 4, 4)
-    up = nn.functional.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+    up = nn.functional.interpolate(h, scale_factor=2, mode="bilinear", align_corners=align_corners)
     conv = block.shortcut[-1]
     assert torch.allclose(block(h), nn.functional.conv2d(up, conv.weight, conv.bias), atol=1e-6)
+
+
+def _up_sampled_by_the_main_path(g: SNGANGenerator, h: torch.Tensor) -> torch.Tensor:
+    """What the first up-block's main path feeds its first conv: BN - ReLU - up, recorded."""
+    seen: list[torch.Tensor] = []
+    handle = g.blocks[0].main[3].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    g.blocks[0](h)
+    handle.remove()
+    return seen[0]
+
+
+def test_generator_upsamples_bilinear_with_aligned_corners_as_the_official_code() -> None:
+    """The official ``_GenBlock``: ``F.interpolate(h, scale_factor=2, mode='bilinear',
+    align_corners=True)`` in the main path and the shortcut; corner pixels are kept exactly."""
+    g = SNGANGenerator(4, 1, 8, (4, 2))
+    assert g.align_corners is True
+    upsamplers = [m for m in g.modules() if isinstance(m, nn.Upsample)]
+    assert len(upsamplers) == 2 and all(m.mode == "bilinear" and m.align_corners for m in upsamplers)
+    # the main path's up-sampled map has its input's corner values (align_corners=False blends them)
+    h = torch.randn(2, 4, 4, 4)
+    with torch.no_grad():
+        g.train()
+        inner = nn.functional.relu(g.blocks[0].main[0](h))
+        up = _up_sampled_by_the_main_path(g, h)
+    corners = (slice(None), slice(None), [0, 0, -1, -1], [0, -1, 0, -1])
+    assert torch.allclose(up[corners], inner[corners], atol=1e-6)
+    expected = nn.functional.interpolate(inner, scale_factor=2, mode="bilinear", align_corners=True)
+    assert torch.allclose(up, expected, atol=1e-6)
+    old = nn.functional.interpolate(inner, scale_factor=2, mode="bilinear", align_corners=False)
+    assert not torch.allclose(up, old, atol=1e-3)
+
+
+def test_generator_align_corners_is_an_option_and_can_be_switched() -> None:
+    torch.manual_seed(0)
+    aligned = SNGANGenerator(4, 1, 8, (8, 4))
+    torch.manual_seed(0)
+    half_pixel = SNGANGenerator(4, 1, 8, (8, 4), align_corners=False)
+    assert all(not m.align_corners for m in half_pixel.modules() if isinstance(m, nn.Upsample))
+    z = torch.randn(6, 4)
+    with torch.no_grad():
+        assert not torch.allclose(aligned(z), half_pixel(z), atol=1e-4)  # same weights, other grid
+        aligned.set_align_corners(False)
+        assert aligned.align_corners is False
+        assert torch.equal(aligned(z), half_pixel(z))
 
 
 def test_bad_arguments_name_the_option() -> None:

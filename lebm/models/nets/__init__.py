@@ -7,6 +7,7 @@ from lebm.models.nets.generators import DCGANGenerator, MLPGenerator
 from lebm.models.nets.hierarchical import HierarchicalGenerator
 from lebm.models.nets.resnets import SNGANGenerator, SNResNetEnergy
 from lebm.models.nets.text import BiLSTMEncoder, CategoricalDecoder, LSTMTextGenerator
+from lebm.models.nets.vlae import VLAEGenerator, VLAELadderEncoder
 
 __all__ = [
     "BiLSTMEncoder",
@@ -24,4 +25,6 @@ __all__ = [
     "MLPGenerator",
     "SNGANGenerator",
     "SNResNetEnergy",
+    "VLAEGenerator",
+    "VLAELadderEncoder",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -116,9 +117,14 @@ class ConvEncoder(InferenceNetwork):
         Conv4x4 s2 ... halving the size, doubling the width    down to 4 x 4 (28 px: 7 x 7)
         mean, logvar heads: Conv(k x k, valid) -> latent_dim  each (k = the last map's size)
 
-    LeakyReLU(0.2) after every conv but the heads, bias-free convs, Xavier-normal init. The
-    widths are ``nif * 2^i``: CIFAR-10 (32 px, ``stem=True``) gives 3x3 conv 3->128, then
-    128->256->512->1024; CelebA-64 (``stem=False``) four 4x4 convs 3->128->256->512->1024.
+    LeakyReLU(0.2) after every conv but the heads, bias-free trunk convs, Xavier-normal init. The
+    two heads have a bias (``head_bias``), as the official ``conv51``/``conv52``; the biases keep
+    PyTorch's default initialisation, as there. The widths are ``nif * 2^i``: CIFAR-10 (32 px,
+    ``stem=True``) gives 3x3 conv 3->128, then 128->256->512->1024; CelebA-64 (``stem=False``)
+    four 4x4 convs 3->128->256->512->1024.
+
+    State dicts without the head biases (lebm's bias-free heads before ``head_bias``) load into a
+    ``head_bias=True`` encoder with the biases set to zero: exactly the net they were saved from.
 
     Args:
         latent_dim: nz (128 in the paper).
@@ -126,10 +132,17 @@ class ConvEncoder(InferenceNetwork):
         image_size: 28, or a power of two >= 8.
         nif: the first conv's width.
         stem: start with a 3x3 stride-1 conv.
+        head_bias: give the mean and log-variance heads a bias (the official code).
     """
 
     def __init__(
-        self, latent_dim: int = 128, channels: int = 3, image_size: int = 32, nif: int = 128, stem: bool = True
+        self,
+        latent_dim: int = 128,
+        channels: int = 3,
+        image_size: int = 32,
+        nif: int = 128,
+        stem: bool = True,
+        head_bias: bool = True,
     ) -> None:
         super().__init__()
         if image_size == 28:
@@ -147,14 +160,23 @@ class ConvEncoder(InferenceNetwork):
             layers += [nn.Conv2d(fan_in, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
             fan_in, width = width, width * 2
         self.features = nn.Sequential(*layers)
-        self.mean_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=False)
-        self.logvar_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=False)
+        self.mean_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=head_bias)
+        self.logvar_head = nn.Conv2d(fan_in, latent_dim, last, 1, 0, bias=head_bias)
         self.latent_dim = int(latent_dim)
         xavier_init_(self)
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
         h = self.features(x)
         return DiagonalGaussian(self.mean_head(h).flatten(1), self.logvar_head(h).flatten(1))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """A state dict of bias-free heads (saved before ``head_bias``): zero biases, the old net."""
+        for head in ("mean_head", "logvar_head"):
+            weight, bias = f"{prefix}{head}.weight", f"{prefix}{head}.bias"
+            if getattr(self, head).bias is not None and weight in state_dict and bias not in state_dict:
+                saved = state_dict[weight]
+                state_dict[bias] = torch.zeros(saved.shape[0], dtype=saved.dtype, device=saved.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class LadderEncoder(InferenceNetwork):

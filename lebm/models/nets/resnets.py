@@ -27,7 +27,9 @@ class SNResNetEnergy(nn.Module, Configurable):
 
     Every Conv2d and Linear is bias-free and (by default) wrapped in spectral normalisation; the
     conv weights are Xavier-normal (initialised before the wrapping), the Linear keeps PyTorch's
-    default initialisation.
+    default initialisation. The net has no BatchNorm and no dropout: train and eval mode differ
+    only in the spectral norm's power iteration (one step per forward in train mode, updating the
+    ``_u``/``_v`` buffers; none in eval mode).
 
     Presets:
         CIFAR-10 (ndf 512): ``widths=(512, 512, 512, 512)``, ``downsample=(True, True, False, False)``,
@@ -148,6 +150,12 @@ class SNGANGenerator(nn.Module, Configurable):
     are Xavier-normal and keep their (default-initialised) biases, BatchNorm weights are drawn
     from N(0, 1) and BatchNorm biases are 0; the Linear keeps PyTorch's default initialisation.
 
+    The up-sampling is bilinear with ``align_corners=True``, as in the official ``nets.py``
+    (``F.interpolate(..., mode='bilinear', align_corners=True)`` in both the main path and the
+    shortcut): the corner pixels of the input and output grids coincide. lebm before this option
+    used ``align_corners=False`` (half-pixel centres); ``DualMCMC`` loads the checkpoints of
+    that time with ``False``, the generator they were trained with.
+
     Presets:
         CIFAR-10 (ngf 512): ``widths=(512, 512, 512, 512)``, 4 -> 32 in 3 up-blocks (the defaults).
         CelebA-64 (ngf 1024): ``widths=(1024, 512, 256, 128, 64)``, 4 -> 64 in 4 up-blocks.
@@ -157,6 +165,7 @@ class SNGANGenerator(nn.Module, Configurable):
         channels: output image channels.
         image_size: output height and width: 28 (from 7), or ``4 * 2**k`` (from 4).
         widths: the Linear's channels, then each up-block's output channels.
+        align_corners: the bilinear up-sampling's ``align_corners`` (True: the official code).
     """
 
     def __init__(
@@ -165,6 +174,7 @@ class SNGANGenerator(nn.Module, Configurable):
         channels: int = 3,
         image_size: int = 32,
         widths: Sequence[int] = (512, 512, 512, 512),
+        align_corners: bool = True,
     ) -> None:
         super().__init__()
         widths = [int(w) for w in widths]
@@ -188,7 +198,7 @@ class SNGANGenerator(nn.Module, Configurable):
             )
         self.linear = nn.Linear(latent_dim, start * start * widths[0])
         self.blocks = nn.Sequential(
-            *(_UpBlock(fan_in, fan_out) for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True))
+            *(_UpBlock(fan_in, fan_out, align_corners) for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True))
         )
         self.head = nn.Sequential(
             nn.BatchNorm2d(widths[-1]), nn.ReLU(), nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh()
@@ -202,6 +212,15 @@ class SNGANGenerator(nn.Module, Configurable):
         self.channels = channels
         self.image_size = image_size
         self._start_shape = (widths[0], start, start)
+        self.align_corners = bool(align_corners)
+
+    def set_align_corners(self, align_corners: bool) -> None:
+        """Switch every up-sampling layer's ``align_corners`` (e.g. to run a net trained with the
+        other setting: the weights are the same, the interpolation grid is not)."""
+        self.align_corners = bool(align_corners)
+        for module in self.modules():
+            if isinstance(module, nn.Upsample):
+                module.align_corners = self.align_corners
 
     def forward(self, z: Tensor) -> Tensor:
         """``(B, latent_dim)`` or ``(B, latent_dim, 1, 1)`` -> ``(B, channels, S, S)``."""
@@ -212,19 +231,20 @@ class SNGANGenerator(nn.Module, Configurable):
 class _UpBlock(nn.Module):
     """A residual block that doubles the spatial size (bilinear) and maps ``fan_in -> fan_out``."""
 
-    def __init__(self, fan_in: int, fan_out: int) -> None:
+    def __init__(self, fan_in: int, fan_out: int, align_corners: bool = True) -> None:
         super().__init__()
         self.main = nn.Sequential(
             nn.BatchNorm2d(fan_in),
             nn.ReLU(),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners),
             nn.Conv2d(fan_in, fan_out, 3, 1, 1),
             nn.BatchNorm2d(fan_out),
             nn.ReLU(),
             nn.Conv2d(fan_out, fan_out, 3, 1, 1),
         )
         self.shortcut = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(fan_in, fan_out, 1, 1, 0)
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners),
+            nn.Conv2d(fan_in, fan_out, 1, 1, 0),
         )
 
     def forward(self, x: Tensor) -> Tensor:

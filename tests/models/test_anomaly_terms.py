@@ -1,0 +1,118 @@
+"""The anomaly score made of its terms (device: CPU): each term reads the part of the model it names,
+the detection callback ranks by each term on its own, and the score can be averaged over latent
+samples of the inference network."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from cases import joint_hierarchical_ebm, latent_ebm, multistage_nce
+from sklearn.metrics import average_precision_score
+from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
+
+from lebm.callbacks import AnomalyDetection
+
+
+def test_each_term_moves_with_its_own_part_of_the_model_only() -> None:
+    model = latent_ebm()
+    x, z = torch.randn(32, 2), torch.randn(32, 3)
+    before = model.anomaly_terms(x, z)
+    assert torch.allclose(before["score"], before["score_reconstruction_term"] + before["score_prior_term"])
+    with torch.no_grad():
+        for p in model.prior.parameters():  # another prior, the same decoder
+            p.mul_(3.0)
+    prior_changed = model.anomaly_terms(x, z)
+    assert torch.equal(prior_changed["score_reconstruction_term"], before["score_reconstruction_term"])
+    assert not torch.allclose(prior_changed["score_prior_term"], before["score_prior_term"])
+    model.decoder.sigma = 0.1  # a sharper likelihood, the same prior
+    decoder_changed = model.anomaly_terms(x, z)
+    assert torch.equal(decoder_changed["score_prior_term"], prior_changed["score_prior_term"])
+    assert (decoder_changed["score_reconstruction_term"] > 5 * prior_changed["score_reconstruction_term"]).all()
+
+
+def test_a_score_of_the_reconstruction_alone_still_reports_both_terms() -> None:
+    model = multistage_nce()
+    model.hparams.anomaly_score = "nll"
+    terms = model.anomaly_terms(torch.randn(8, 2), torch.randn(8, 3))
+    assert torch.equal(terms["score"], terms["score_reconstruction_term"])
+    assert terms["score_prior_term"].shape == (8,)
+
+
+class DesignedTerms(L.LightningModule):
+    """Evaluation outputs built so that the prior term separates the anomalies and the
+    reconstruction term does not: a callback that mixes the terms up gets the AUPRCs wrong."""
+
+    evaluation_outputs = ("score", "score_reconstruction_term", "score_prior_term")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return self.weight.square().sum()
+
+    def validation_step(self, batch, batch_idx):
+        x, labels = batch
+        prior = (labels == 4).double() * 3 + x[:, 0]  # anomalies high, plus noise
+        reconstruction = x[:, 1] * 5  # noise only
+        return {"score": prior + reconstruction, "score_prior_term": prior, "score_reconstruction_term": reconstruction}
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_callback_ranks_by_each_term_on_its_own_and_keeps_their_histories(tmp_path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(400) % 10
+    x = torch.randn(400, 2, generator=generator, dtype=torch.float64)
+    loader = DataLoader(TensorDataset(x, labels), batch_size=50)
+    callback = AnomalyDetection(anomaly_classes=[4], last_k=2)
+    trainer = quiet_trainer(max_epochs=3, accelerator="cpu", limit_train_batches=1, callbacks=[callback])
+    trainer.fit(DesignedTerms(), loader, loader)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    target = (labels == 4).numpy()
+    prior = (target * 3 + x[:, 0].numpy()).astype(np.float64)
+    assert metrics["val/auprc_prior_term"] == pytest.approx(average_precision_score(target, prior), abs=1e-6)
+    assert metrics["val/auprc_prior_term"] > 0.8 > 0.2 > metrics["val/auprc_reconstruction_term"]
+    assert metrics["val/auprc_prior_term"] > metrics["val/auprc"] > metrics["val/auprc_reconstruction_term"]
+    assert set(callback.term_history) == {"reconstruction_term", "prior_term"}
+    assert len(callback.term_history["prior_term"]) == len(callback.history) == 3
+    assert metrics["val/auprc_prior_term_last_k_mean"] == pytest.approx(
+        np.mean(callback.term_history["prior_term"][-2:])
+    )
+    restored = AnomalyDetection()
+    restored.load_state_dict(callback.state_dict())
+    assert restored.term_history == callback.term_history
+
+
+def test_the_score_averaged_over_encoder_samples_has_less_spread_with_more_samples() -> None:
+    torch.manual_seed(0)
+    model = joint_hierarchical_ebm()
+    x = torch.randn(16, 2)
+    at_mean = model.score(x)
+    assert torch.equal(at_mean, model.score(x, samples=0))  # 0: the encoder's mean, as before
+
+    def spread(samples: int) -> float:
+        draws = torch.stack(
+            [model.score(x, samples=samples, generator=torch.Generator().manual_seed(s)) for s in range(20)]
+        )
+        return float(draws.std(0).mean())
+
+    one, many = spread(1), spread(64)
+    assert one > 0 and many < one / 4  # the average of 64 draws: about 1/8 of one draw's spread
+    repeat = [model.score(x, samples=8, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(*repeat)  # the evaluation stream fixes the draws
+    model.score_samples = 8
+    assert torch.equal(model.score(x, generator=torch.Generator().manual_seed(3)), repeat[0])  # the model's setting
+
+
+def test_score_samples_is_a_checked_option_of_the_hierarchical_method() -> None:
+    model = joint_hierarchical_ebm()
+    assert model.score_samples == 0
+    config = dict(model.hparams)
+    config["score_samples"] = -1
+    with pytest.raises(ValueError, match="score_samples must be an integer >= 0"):
+        type(model)(**{k: v for k, v in config.items() if not k.startswith("_")})
