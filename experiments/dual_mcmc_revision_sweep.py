@@ -147,7 +147,9 @@ def build_data(hparams: dict[str, Any] | None, data_config: str | None) -> tuple
     """The datamodule whose training images are the reference: ``--data``'s, else the checkpoint's
     ``ImageDataModule``, else the offline MNIST recipe's; with a description for the cache key."""
     if data_config is None and hparams and "dataset" in hparams:
-        return ImageDataModule(**hparams), {"class": "lebm.data.ImageDataModule", "hparams": hparams}
+        # a checkpoint of ``lebm fit`` also holds LightningCLI's _class_path and _instantiator
+        arguments = {key: value for key, value in hparams.items() if not key.startswith("_")}
+        return ImageDataModule(**arguments), {"class": "lebm.data.ImageDataModule", "hparams": arguments}
     path = Path(data_config or FALLBACK_DATA)
     config = resolve_recipe(path if path.is_absolute() else REPO / path)["data"]
     return build(config), {"config": config}

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from records import render_results_md, this_device
 
 from lebm.recipes import resolve_recipe
@@ -112,14 +113,26 @@ def last_k(config: dict, recipe: str) -> int:
     raise ValueError(f"{recipe} has no AnomalyDetection callback")
 
 
-def describe_budget(config: dict, max_epochs: int | None, k: int) -> str:
+def describe_net(net: dict) -> str:
+    """The generator's size as its config states it (``ngf``, ``widths`` or VLAE's conv and fc widths)."""
+    if "ngf" in net:
+        return f"ngf {net['ngf']}"
+    if "conv_widths" in net:
+        return f"conv widths {'-'.join(str(w) for w in net['conv_widths'])}, fc {net.get('fc_width')}"
+    return f"widths {'-'.join(str(w) for w in net.get('widths', []))}"
+
+
+def describe_budget(config: dict, max_epochs: int | None, k: int, run_config: Path | None = None) -> str:
+    """Epochs, batch, the generator's size (from the run's own ``config.yaml`` when there is one, so
+    that fragments and ``--set`` options count) and how many evaluations the AUPRC averages."""
+    if run_config is not None and run_config.exists():
+        config = yaml.safe_load(run_config.read_text())
     net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
     epochs = max_epochs or config["trainer"]["max_epochs"]
     batch = config["data"]["init_args"]["batch_size"]
     stages = config["model"]["init_args"]["prior"]["init_args"].get("n_stages")
     staged = f", {stages} stages" if stages else ""
-    width = f"ngf {net['ngf']}" if "ngf" in net else f"widths {'-'.join(str(w) for w in net.get('widths', []))}"
-    return f"{epochs} epochs{staged}, batch {batch}, {width}, mean of last {k} evaluations"
+    return f"{epochs} epochs{staged}, batch {batch}, {describe_net(net)}, mean of last {k} evaluations"
 
 
 def save_record(output: Path, record: dict, identity: Callable[[dict], object]) -> None:
@@ -158,7 +171,7 @@ def main() -> None:
     config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
     config["data"]["init_args"]["val_fraction"] = args.val_fraction
     k = last_k(config, args.recipe)
-    budget = describe_budget(config, args.max_epochs, k) + "".join(f", with {f}" for f in args.fragments)
+    fragments = "".join(f", with {f}" for f in args.fragments)
     name = Path(args.recipe).stem
     method = config["model"]["class_path"].rsplit(".", 1)[-1]
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
@@ -167,6 +180,7 @@ def main() -> None:
         run_digit(args.recipe, digit, run_dir, extra, args.fragments)
         state = detection_state(run_dir)
         recent = state["history"][-k:]
+        budget = describe_budget(config, args.max_epochs, len(recent), run_dir / "config.yaml") + fragments
         terms = {
             f"auprc_{term}": round(statistics.fmean(history[-k:]), 4)
             for term, history in state.get("term_history", {}).items()

@@ -184,3 +184,19 @@ def test_chains_are_parsed_with_their_noise() -> None:
     assert len(script.parse_chains(script.DEFAULT_CHAINS, script.DEFAULT_NOISES)) == 10
     with pytest.raises(SystemExit, match="STEPSxSTEP"):
         script.parse_chains("30-0.5", "0")
+
+
+def test_the_reference_data_of_a_cli_checkpoint_is_rebuilt() -> None:
+    """CPU. A checkpoint written by ``lebm fit`` (LightningCLI) stores the datamodule's arguments
+    with ``_class_path`` and ``_instantiator``; the sweep rebuilds the datamodule from the rest."""
+    hparams = {
+        "_class_path": "lebm.data.ImageDataModule",
+        "dataset": "digits",
+        "image_size": 8,
+        "channels": 1,
+        "batch_size": 50,
+        "_instantiator": "lightning.pytorch.cli.instantiate_module",
+    }
+    data, description = sweep_script().build_data(hparams, None)
+    assert isinstance(data, ImageDataModule) and data.hparams.batch_size == 50
+    assert not any(key.startswith("_") for key in description["hparams"])
