@@ -304,20 +304,28 @@ class LatentVariableModel(Method):
         latents drawn from the inference network (default: :attr:`score_samples`; see
         :meth:`anomaly_terms`)."""
         x = self.observations(x)
-        z = self.infer(x, generator=generator, **infer_kwargs)
+        k = self.score_samples if samples is None else int(samples)
+        z = None if k > 0 and self.encoder is not None else self.infer(x, generator=generator, **infer_kwargs)
         with torch.no_grad():
-            return self.anomaly_terms(x, z, samples=samples, generator=generator)["score"]
+            return self.anomaly_terms(x, z, samples=k, generator=generator)["score"]
 
-    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
+    def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
         """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
-        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped)."""
-        return nll + self.prior.energy(z)
+        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped);
+        ``prior_energy`` ``(B,)``: ``U_prior(z)`` when the caller has it already."""
+        return nll + (self.prior.energy(z) if prior_energy is None else prior_energy)
 
     #: Latent samples of ``q(z|x)`` the anomaly score is averaged over (0: the score at ``infer(x)``).
     score_samples: int = 0
 
     def anomaly_terms(
-        self, x: Tensor, z: Tensor, *, samples: int | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        z: Tensor | None,
+        *,
+        samples: int | None = None,
+        generator: torch.Generator | None = None,
+        nll: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The anomaly score and its two terms, each ``(B,)``: ``score_reconstruction_term``, the
         decoder's ``-log p(x|z)``, and ``score_prior_term``, the prior's energy ``U(z)``
@@ -328,22 +336,25 @@ class LatentVariableModel(Method):
         the average over ``K`` latents ``z_k ~ q(z|x)`` (drawn from ``generator``): the joint
         hierarchical EBM paper scores ``-log p(x, z)`` at "latent samples from the learned inference
         model"; otherwise it is taken at the given ``z`` ``(B, latent_dim)`` (``infer(x)``: the
-        encoder's mean, or the posterior chain's end).
+        encoder's mean, or the posterior chain's end; ``nll``: the decoder's NLL there, if computed).
         """
         samples = self.score_samples if samples is None else int(samples)
         if samples < 0:
             raise ValueError(f"score samples must be >= 0, got {samples}")
         if samples > 0 and self.encoder is not None:
             q = self.encoder(x)
-            latents = [q.rsample(generator) for _ in range(samples)]
+            latents = [(q.rsample(generator), None) for _ in range(samples)]
+        elif z is None:
+            raise ValueError("anomaly_terms needs latents z unless it samples them from an inference network")
         else:
-            latents = [z]
+            latents = [(z, nll)]
         terms = {"score": 0.0, "score_reconstruction_term": 0.0, "score_prior_term": 0.0}
-        for latent in latents:
-            nll = self.decoder.nll(x, latent)
-            terms["score"] = terms["score"] + self.anomaly_score(nll, latent)
-            terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + nll
-            terms["score_prior_term"] = terms["score_prior_term"] + self.prior.energy(latent)
+        for latent, known_nll in latents:
+            reconstruction = self.decoder.nll(x, latent) if known_nll is None else known_nll
+            energy = self.prior.energy(latent)
+            terms["score"] = terms["score"] + self.anomaly_score(reconstruction, latent, energy)
+            terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + reconstruction
+            terms["score_prior_term"] = terms["score_prior_term"] + energy
         return {name: total / len(latents) for name, total in terms.items()}
 
     # --------------------------------------------------------------------------- evaluation
@@ -359,7 +370,7 @@ class LatentVariableModel(Method):
         with torch.no_grad():
             nll = self.decoder.nll(x, z)
             metrics = self.decoder.metrics(x, z) if hasattr(self.decoder, "metrics") else {}
-            values = {"nll": nll, **self.anomaly_terms(x, z, generator=self.eval_generator), **metrics}
+            values = {"nll": nll, **self.anomaly_terms(x, z, generator=self.eval_generator, nll=nll), **metrics}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values
 

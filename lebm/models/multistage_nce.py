@@ -140,11 +140,11 @@ class MultiStageNCE(LatentVariableModel):
         """Posterior chains under the current product prior, or the base (``posterior_prior``)."""
         return self.hparams.posterior_prior == "current"
 
-    def anomaly_score(self, nll: Tensor, z: Tensor) -> Tensor:
+    def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
         """``-log p(x, z)`` (``anomaly_score="joint"``) or the decoder NLL alone (``"nll"``), ``(B,)``."""
         if self.hparams.anomaly_score == "nll":
             return nll
-        return super().anomaly_score(nll, z)
+        return super().anomaly_score(nll, z, prior_energy)
 
     @property
     def stage(self) -> int:
