@@ -8,10 +8,15 @@ and ``docs/results.md`` is regenerated:
 
 - ``fid_generator``, ``fid_revised``: FID (torch-fidelity's Inception-v3, the local weights in
   ``$LEBM_DATA/fid_inception``) of ``--fid-samples`` raw generator samples and of the same samples
-  revised by the test-time data chain (70 steps, s = 0.4), against as many training digits;
+  revised by the test-time data chain, against as many training digits. The chain is the
+  checkpoint's ``test_data_sampler`` (the recipe's when the run was fitted from it: 70 steps of
+  s = 0.4 without noise), or ``--revision-chain STEPSxSTEP:NOISE`` (e.g. ``70x0.4:0.001``, the
+  official CIFAR-10 test chain); the record names it (``revision_chain``);
 - ``mse_inf``, ``mse_inf_l10``: per-pixel test MSE of reconstructions from the inference
   network's mean ("Inf") and after 10 posterior Langevin steps ("Inf + L=10");
-- ``fit_minutes``: wall-clock minutes of ``lebm fit``.
+- ``fit_minutes``: wall-clock minutes of ``lebm fit`` (with ``--skip-fit``, the previous record's,
+  which timed the fit of the same run folder; every record then also keeps the command that fitted
+  it, ``fit_command``).
 
 It also saves ``docs/results/dual_mcmc_mnist_{generator,revised}.png``: 64 samples of each.
 
@@ -27,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -41,7 +47,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import render_results_md, this_device  # noqa: E402
+from records import newest_last_checkpoint, render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.callbacks.images import to_uint8_grid  # noqa: E402
@@ -50,9 +56,29 @@ from lebm.metrics.fid import FIDMetrics, InceptionFeatures  # noqa: E402
 from lebm.models import DualMCMC  # noqa: E402
 from lebm.models.base import batch_observations  # noqa: E402
 from lebm.recipes import resolve_recipe  # noqa: E402
+from lebm.samplers import Langevin  # noqa: E402
 
 RECIPE = "recipes/dual_mcmc/mnist_offline.yaml"
 WEIGHTS = "fid_inception/weights-inception-2015-12-05-fp32.pth"
+
+
+def revision_sampler(spec: str) -> Langevin:
+    """``"30x0.5:0"`` -> ``Langevin(30, 0.5, noise_std=0)`` (the noise defaults to the official 1e-3)."""
+    match = re.fullmatch(r"(\d+)x([0-9.eE+-]+)(?::([0-9.eE+-]+))?", spec)
+    if match is None:
+        raise SystemExit(f"--revision-chain: {spec!r} is not STEPSxSTEP[:NOISE] (e.g. 30x0.5:0 or 70x0.4:0.001)")
+    return Langevin(int(match[1]), float(match[2]), noise_std=float(match[3] or 1e-3))
+
+
+def fit_command(records: list[dict]) -> str | None:
+    """The command that fitted the run of earlier ``records``: their ``fit_command``, else their
+    ``command`` when it fitted (no ``--skip-fit``)."""
+    for record in records:
+        if record.get("fit_command"):
+            return record["fit_command"]
+        if "--skip-fit" not in record.get("command", "--skip-fit"):
+            return record["command"]
+    return None
 
 
 def fit(run_dir: Path, extra: list[str]) -> float:
@@ -104,7 +130,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fid-samples", type=int, default=1000, help="generated and reference images per FID")
     parser.add_argument("--skip-fit", action="store_true", help="evaluate the existing run")
-    parser.add_argument("--checkpoint", default="last.ckpt", help="the run's checkpoint to evaluate (in checkpoints/)")
+    parser.add_argument(
+        "--checkpoint",
+        help="the run's checkpoint to evaluate (in checkpoints/; default the newest last*.ckpt, so a last-v1.ckpt "
+        "written beside a stale last.ckpt is the one read)",
+    )
+    parser.add_argument(
+        "--revision-chain",
+        help="STEPSxSTEP:NOISE, the data chain that revises the samples (default: the checkpoint's test_data_sampler)",
+    )
     parser.add_argument(
         "--power-iteration",
         action=argparse.BooleanOptionalAction,
@@ -117,9 +151,11 @@ def main() -> None:
         raise SystemExit("set LEBM_DATA to the folder holding mnist/ and fid_inception/ (e.g. ../shared/data)")
     run_dir = REPO / "runs" / "dual_mcmc" / "mnist_offline_record"
     minutes = None if args.skip_fit else fit(run_dir, args.fit_args)
-    checkpoint = run_dir / "checkpoints" / args.checkpoint
+    checkpoint = run_dir / "checkpoints" / args.checkpoint if args.checkpoint else newest_last_checkpoint(run_dir)
     model = DualMCMC.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     model.hparams.evaluation_power_iteration = args.power_iteration  # the official sampling (see the docstring)
+    if args.revision_chain:
+        model.test_data_sampler = revision_sampler(args.revision_chain)
     config = resolve_recipe(REPO / RECIPE)
     data = build(config["data"])
     L.seed_everything(0, verbose=False)
@@ -128,6 +164,12 @@ def main() -> None:
     training = torch.cat([batch_observations(b) for b in data.train_dataloader()])
     fid_values, samples = fids(model, training[: args.fid_samples], args.fid_samples)
     values.update(fid_values)
+    path = REPO / "docs" / "results" / "dual_mcmc_mnist_offline.json"
+    fitted_by = {}
+    if minutes is None and path.is_file():  # the same run folder's fit: its time and its command
+        earlier = json.loads(path.read_text())
+        minutes = next((r["value"] for r in earlier if r["metric"] == "fit_minutes"), None)
+        fitted_by = {"fit_command": fit_command(earlier)} if fit_command(earlier) else {}
     if minutes is not None:
         values["fit_minutes"] = minutes
     for name, images in samples.items():
@@ -135,8 +177,12 @@ def main() -> None:
         Image.fromarray(np.squeeze(grid)).save(REPO / "docs" / "results" / f"dual_mcmc_mnist_{name}.png")
     epochs = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
     n = args.fid_samples
-    budget = f"{epochs} epochs of batch 100 on 4,500 digits; FID of {n} samples vs {n} training digits"
     command = "LEBM_DATA=../shared/data python experiments/dual_mcmc_mnist.py " + " ".join(sys.argv[1:])
+    chain = model.test_data_sampler
+    described = f"{chain.n_steps}x{chain.step_size:g} n={chain.noise:g}" if isinstance(chain, Langevin) else repr(chain)
+    revision = {"revision_chain": described}
+    budget = f"{epochs} epochs of batch 100 on 4,500 digits; FID of {n} samples vs {n} training digits"
+    budget += f"; revised by {described}"
     records = [
         {
             "method": "DualMCMC",
@@ -144,13 +190,14 @@ def main() -> None:
             "metric": metric,
             "value": round(value, 4),
             "budget": budget,
+            **(revision if metric == "fid_revised" else {}),
             "command": command.strip(),
+            **fitted_by,
             "device": this_device(),
             "date": datetime.date.today().isoformat(),
         }
         for metric, value in values.items()
     ]
-    path = REPO / "docs" / "results" / "dual_mcmc_mnist_offline.json"
     path.write_text(json.dumps(records, indent=2) + "\n")
     print(json.dumps(values, indent=2))
     render_results_md()

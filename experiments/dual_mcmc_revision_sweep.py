@@ -32,11 +32,14 @@ time for all samples; the decoding's for the raw row), ``fid_seconds``, ``checkp
 ``global_step``, ``samples``, ``reference``, ``features``, ``power_iteration``, ``budget``,
 ``command``, ``device``, ``date``), written to ``--out`` (default
 ``docs/results/dual_mcmc_mnist_revision_sweep.json``) and ``--curve-out`` (default
-``docs/results/dual_mcmc_mnist_revision_curve.json``, with ``epoch``) and printed; records under
-``docs/results/`` regenerate ``docs/results.md``.
+``docs/results/dual_mcmc_mnist_revision_curve.json``, with ``epoch``) after every row and printed;
+records under ``docs/results/`` regenerate ``docs/results.md``. A stopped sweep thus keeps the rows
+it finished, and ``--resume`` keeps those made with the same checkpoint, latents, reference and
+extractor and scores only the others.
 
-Cost on 2 CPU cores: Inception takes about 10 s per 64 images, so each row of 5,000 samples takes
-about 13 minutes (11 rows by default); ``--samples 500 --reference 500 --chains 30x0.5`` is a quick look.
+Cost on 2 CPU cores, 5,000 samples: Inception takes about 15 s per 100 images, so a row takes
+12 (10 steps) to 14 minutes (70 steps: the chain itself about 4 minutes), 11 rows by default;
+``--samples 500 --reference 500 --chains 30x0.5`` is a quick look.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,31 +254,31 @@ def sweep_rows(
     reference: ReferenceState,
     batch_size: int,
     seed: int,
-) -> list[dict[str, Any]]:
-    """Raw samples and every chain's revisions of them: one row each."""
+    skip: frozenset[str] = frozenset(),
+) -> Iterator[dict[str, Any]]:
+    """Raw samples and every chain's revisions of them: one row each, yielded as soon as it is
+    scored (so a long sweep keeps the rows it finished); rows whose metric is in ``skip`` are not
+    scored (the raw samples are still decoded: the chains revise them)."""
     began = time.perf_counter()
     raw = decode(model, z, batch_size)
     decoding = time.perf_counter() - began
     n = len(z)
-    rows = []
-    fid, _, embedding = score(
-        "raw", ((raw[i : i + batch_size], 0.0) for i in range(0, n, batch_size)), metrics, reference, n
-    )
-    rows.append(_row("fid_raw", "raw", 0, None, None, fid, decoding, embedding))
-    print(f"raw: FID {fid:.4f}", flush=True)
+    if "fid_raw" not in skip:
+        fid, _, embedding = score(
+            "raw", ((raw[i : i + batch_size], 0.0) for i in range(0, n, batch_size)), metrics, reference, n
+        )
+        print(f"raw: FID {fid:.4f}", flush=True)
+        yield _row("fid_raw", "raw", 0, None, None, fid, decoding, embedding)
     energy_state = copy.deepcopy(model.energy_net.state_dict())
-    for chain in chains:
+    for chain in (chain for chain in chains if chain.metric not in skip):
         model.energy_net.load_state_dict(energy_state)  # every chain starts from the checkpoint's energy net
         name = f"{chain.label} n={chain.noise_std:g}"
         fid, making, embedding = score(
             name, revised_batches(model, raw, chain, batch_size, seed), metrics, reference, n
         )
-        rows.append(
-            _row(chain.metric, chain.label, chain.steps, chain.step_size, chain.noise_std, fid, making, embedding)
-        )
         print(f"{name}: FID {fid:.4f}", flush=True)
+        yield _row(chain.metric, chain.label, chain.steps, chain.step_size, chain.noise_std, fid, making, embedding)
     model.energy_net.load_state_dict(energy_state)
-    return rows
 
 
 def _row(
@@ -323,11 +327,29 @@ def experiment_name(datamodule: dict[str, Any] | None, kind: str) -> str:
     return f"{'mnist_offline' if dataset == 'mnist_csv' else dataset}_revision_{kind}"
 
 
-def write_records(path: Path, records: list[dict[str, Any]]) -> None:
+def write_records(path: Path, records: list[dict[str, Any]], quiet: bool = False) -> None:
+    """``records`` as a JSON list in ``path``, replaced atomically (a stopped run leaves the last
+    complete list); printed unless ``quiet``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records, indent=2) + "\n")
-    print(json.dumps(records, indent=2))
-    print(f"records: {path}", flush=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(records, indent=2) + "\n")
+    os.replace(partial, path)
+    if not quiet:
+        print(json.dumps(records, indent=2))
+        print(f"records: {path}", flush=True)
+
+
+RESUME_KEYS = ("checkpoint", "global_step", "samples", "reference", "features", "power_iteration", "seed")
+
+
+def finished_rows(path: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of an earlier, stopped sweep in ``path`` made with the same checkpoint, latents,
+    reference and extractor as ``settings`` (:data:`RESUME_KEYS`), as they were written."""
+    if not path.is_file():
+        return []
+    kept = [r for r in json.loads(path.read_text()) if all(r.get(k) == settings[k] for k in RESUME_KEYS)]
+    print(f"resume: {len(kept)} rows of {path} kept: {', '.join(r['metric'] for r in kept) or 'none'}", flush=True)
+    return kept
 
 
 def summary(records: list[dict[str, Any]]) -> None:
@@ -367,6 +389,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=REPO / "runs" / "fid_cache", help="reference statistics cache"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows of --out made with the same checkpoint, latents and reference; score only the others",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "dual_mcmc_mnist_revision_sweep.json")
     parser.add_argument("--curve-out", type=Path, default=RESULTS / "dual_mcmc_mnist_revision_curve.json")
@@ -419,7 +446,6 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     written: list[Path] = []
     if args.ckpt is not None:
         print(f"sweep: {args.ckpt}, {args.samples} samples, {len(chains)} chains", flush=True)
-        rows = sweep_rows(model, z, chains, metrics, reference, args.batch_size, args.seed)
         extra = {
             "experiment": experiment_name(info["datamodule"], "sweep"),
             "checkpoint": checkpoint_name(args.ckpt),
@@ -427,7 +453,11 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
             "global_step": info["global_step"],
             "budget": budget(info),
         }
-        results["sweep"] = [{"method": "DualMCMC", **extra, **row, **common} for row in rows]
+        results["sweep"] = finished_rows(args.out, {**extra, **common}) if args.resume else []
+        skip = frozenset(row["metric"] for row in results["sweep"])
+        for row in sweep_rows(model, z, chains, metrics, reference, args.batch_size, args.seed, skip):
+            results["sweep"].append({"method": "DualMCMC", **extra, **row, **common})
+            write_records(args.out, results["sweep"], quiet=True)  # the rows so far survive a stopped sweep
         summary(results["sweep"])
         write_records(args.out, results["sweep"])
         written.append(args.out)
@@ -449,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
                 }
                 row["metric"] = f"{row['metric']}_epoch{info['epochs']:03d}"
                 records.append({"method": "DualMCMC", **extra, **row, **common})
+                write_records(args.curve_out, records, quiet=True)
         results["curve"] = records
         summary(records)
         write_records(args.curve_out, records)

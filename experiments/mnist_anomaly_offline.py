@@ -37,7 +37,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from records import render_results_md, this_device
+from records import newest_last_checkpoint, render_results_md, this_device
 
 from lebm.recipes import resolve_recipe
 
@@ -68,7 +68,7 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str], fragment
 def detection_state(run_dir: Path) -> dict:
     """The ``AnomalyDetection`` callback's state in the run's last checkpoint: ``history`` (the
     validation AUPRC of every evaluation) and ``term_history`` (the same for each score term)."""
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(newest_last_checkpoint(run_dir), map_location="cpu", weights_only=False)
     return checkpoint["callbacks"]["AnomalyDetection"]
 
 
@@ -86,7 +86,7 @@ def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | N
 
     data = copy.deepcopy(config["data"])
     data["init_args"]["anomaly_classes"] = [digit]
-    model = lebm.load(str(run_dir / "checkpoints" / "last.ckpt"), map_location="cpu")
+    model = lebm.load(str(newest_last_checkpoint(run_dir)), map_location="cpu")
     if score_samples is not None:
         model.score_samples = score_samples
     trainer = L.Trainer(

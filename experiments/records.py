@@ -1,4 +1,4 @@
-"""What every experiment runner writes into its result records."""
+"""What every experiment runner writes into its result records, and which checkpoint of a run it reads."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def this_device() -> str:
 def render_results_md() -> None:
     """Regenerate docs/results.md from the records in docs/results/."""
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)
+
+
+def newest_last_checkpoint(run_dir: Path) -> Path:
+    """The run's newest ``checkpoints/last*.ckpt``: when another process left a ``last.ckpt`` in the
+    folder, Lightning saves the new run's as ``last-v1.ckpt``, and that is the one to read."""
+    from lebm.cli_app import last_checkpoint
+
+    found = last_checkpoint(str(run_dir))
+    if found is None:
+        raise SystemExit(f"no last*.ckpt in {run_dir / 'checkpoints'}: the run saved no checkpoint (fit it first)")
+    return Path(found)

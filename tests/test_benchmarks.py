@@ -186,3 +186,19 @@ def test_conv_ceiling_times_each_generator_convolution_against_sgemm() -> None:
     assert out["chain_step"]["gflop"] == pytest.approx(sum(v["gflop"] for v in layers.values()), abs=2e-3)
     assert out["sgemm_gflops"] > 0 and out["conv_share_of_sgemm"] > 0
     assert sum(v["share_of_layer_time"] for v in layers.values()) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.slow
+def test_fid_layout_times_both_layouts_and_finds_the_same_features() -> None:
+    """CPU, needs the offline Inception weights. Channels-last Inception (lebm's) gives the
+    contiguous network's features to float rounding, and the benchmark times both."""
+    import os
+
+    weights = os.path.expandvars("$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth")
+    if not os.environ.get("LEBM_DATA") or not os.path.isfile(weights):
+        pytest.skip("LEBM_DATA holds no offline Inception weights")
+    report = run_json("benchmarks/fid_layout.py", "--images", "4", "--batch-size", "2", "--threads", "1")
+    assert report["benchmark"] == "fid_layout" and report["images"] == 4
+    assert set(report["seconds_per_100"]) == {"channels_last", "contiguous"}
+    assert all(seconds > 0 for seconds in report["seconds_per_100"].values())
+    assert 0 < report["max_abs_feature_difference"] < 1e-4  # another layout, not another network

@@ -123,6 +123,45 @@ def test_the_sweep_scores_raw_and_revised_samples_of_shared_latents(run_dir: Pat
     assert third[0]["value"] != fid["fid_raw"]
 
 
+def test_a_stopped_sweep_keeps_the_rows_it_scored_and_resumes_with_the_others(
+    run_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """CPU. A long sweep stopped during its third row (here: the scoring raises) leaves the raw row
+    and the first chain's row in ``--out``, a complete JSON list; ``--resume`` then scores only the
+    missing rows, and only when the checkpoint and latents are the same."""
+    script = sweep_script()
+    real_score, calls, resuming = script.score, [], []
+
+    def stop_in_the_third_row(*args, **kwargs):
+        calls.append(args[0])
+        if calls == ["raw", "2x0.4 n=0", "3x0.5 n=0"] and not resuming:
+            raise KeyboardInterrupt
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(script, "score", stop_in_the_third_row)
+    out = tmp_path / "stopped.json"
+    common = [*QUICK, "--ckpt", str(checkpoints(run_dir)[-1]), "--cache-dir", str(tmp_path / "cache")]
+    with pytest.raises(KeyboardInterrupt):
+        script.main([*common, "--chains", "2x0.4:0,3x0.5:0,3x0.5:0.001", "--out", str(out)])
+    kept = json.loads(out.read_text())
+    assert [r["metric"] for r in kept] == ["fid_raw", "fid_revised_2x0.4_noise0"]
+    assert all(math.isfinite(r["value"]) for r in kept)
+    assert not list(tmp_path.glob("*.partial"))
+
+    calls.clear()
+    resuming.append(True)
+    chains = ["--chains", "2x0.4:0,3x0.5:0,3x0.5:0.001", "--out", str(out)]
+    resumed = script.main([*common, *chains, "--resume"])["sweep"]
+    assert calls == ["3x0.5 n=0", "3x0.5 n=0.001"]  # neither the raw row nor the finished chain again
+    assert resumed[:2] == kept
+    assert [r["metric"] for r in resumed[2:]] == ["fid_revised_3x0.5_noise0", "fid_revised_3x0.5_noise0.001"]
+    assert json.loads(out.read_text()) == resumed
+    # other latents: nothing of the earlier sweep is reused
+    calls.clear()
+    script.main([*common, *chains, "--resume", "--seed", "1"])
+    assert calls == ["raw", "2x0.4 n=0", "3x0.5 n=0", "3x0.5 n=0.001"]
+
+
 def stale_checkpoint(source: Path, target: Path) -> Path:
     """``source`` with the energy net's raw weights moved, so that the stored spectral-norm vectors
     are far from converged and the chains' power iteration changes the energy noticeably."""

@@ -411,10 +411,10 @@ def test_the_hierarchical_anomaly_recipes_use_the_vlae_nets_and_mnist_yaml_switc
 
 
 def test_the_dual_mcmc_mnist_recipe_revises_with_the_swept_chain(capsys) -> None:
-    """CPU. The MNIST recipe's test-time chain is the one the revision sweep chose (the training
-    chain without noise, docs/results_notes.md); the training chains stay the official ones."""
+    """CPU. The MNIST recipe's test-time chain is the one the revision sweep chose (the CIFAR-10
+    test chain without noise, docs/results_notes.md); the training chains stay the official ones."""
     config = resolve("recipes/dual_mcmc/mnist_offline.yaml", capsys=capsys)
     chain = get(config, M + "test_data_sampler.init_args")
-    assert (chain["n_steps"], chain["step_size"], chain["noise_std"]) == (30, 0.5, 0.0)
+    assert (chain["n_steps"], chain["step_size"], chain["noise_std"]) == (70, 0.4, 0.0)
     assert get(config, M + "data_sampler.init_args.n_steps") == 30
     assert get(config, M + "data_sampler.init_args.noise_std") == pytest.approx(1e-3)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -93,3 +95,24 @@ def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
     save_record(output, {**base, "digit": 1, "setting": "a", "value": 0.3}, identity)
     records = json.loads(output.read_text())
     assert [(r["setting"], r["value"]) for r in records] == [("a", 0.3), ("b", 0.2)]
+
+
+def test_runners_read_the_newest_last_checkpoint_not_a_stale_one(tmp_path: Path) -> None:
+    """CPU. A fresh fit into a folder that still holds another process's ``last.ckpt`` saves its own
+    as ``last-v1.ckpt``; the experiment runners must read that one."""
+    import os
+
+    sys.path.insert(0, str(REPO / "experiments"))
+    from records import newest_last_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale, fresh, epoch = folder / "last.ckpt", folder / "last-v1.ckpt", folder / "epoch=9-step=90.ckpt"
+    for age, path in ((300, stale), (100, fresh), (0, epoch)):
+        path.write_bytes(b"")
+        os.utime(path, (1e9 - age, 1e9 - age))
+    assert newest_last_checkpoint(tmp_path) == fresh
+    os.utime(stale, (2e9, 2e9))  # the other way round: the plain name is the newer one
+    assert newest_last_checkpoint(tmp_path) == stale
+    with pytest.raises(SystemExit, match="no last"):
+        newest_last_checkpoint(tmp_path / "elsewhere")

@@ -67,7 +67,9 @@ class InceptionFeatures(nn.Module):
     ``forward``: float images ``(N, 3, H, W)`` in [-1, 1] -> float32 ``(N, 2048)``. Images are
     rounded to uint8 (as saved PNGs would be) and resized to 299 x 299 inside the network with
     torch-fidelity's TF1-compatible bilinear resize. (torchmetrics' own Inception gives the same
-    features only with ``antialias=False``; its default antialiased resize does not.)
+    features only with ``antialias=False``; its default antialiased resize does not.) The weights
+    are kept channels-last: on a 2-core CPU the features cost 1.77x less time (``python
+    benchmarks/fid_layout.py``) and no feature moves by more than about 1e-5.
 
     Args:
         weights_path: the weights file (``$VARS`` and ``~`` are expanded); None downloads
@@ -90,6 +92,7 @@ class InceptionFeatures(nn.Module):
             name=INCEPTION_NAME, features_list=[str(self.num_features)], feature_extractor_weights_path=path
         )
         self.name = f"{INCEPTION_NAME}-{self.num_features}"
+        self.net.to(memory_format=torch.channels_last)  # see the docstring: faster on CPU, same features
 
     def forward(self, images: Tensor) -> Tensor:
         (features,) = self.net(to_uint8(to_three_channels(images)))
