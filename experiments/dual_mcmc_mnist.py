@@ -32,7 +32,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dual_mcmc_revision_sweep import OFFICIAL_NOISE, parse_chains  # noqa: E402
 from records import newest_last_checkpoint, render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
@@ -60,14 +60,6 @@ from lebm.samplers import Langevin  # noqa: E402
 
 RECIPE = "recipes/dual_mcmc/mnist_offline.yaml"
 WEIGHTS = "fid_inception/weights-inception-2015-12-05-fp32.pth"
-
-
-def revision_sampler(spec: str) -> Langevin:
-    """``"30x0.5:0"`` -> ``Langevin(30, 0.5, noise_std=0)`` (the noise defaults to the official 1e-3)."""
-    match = re.fullmatch(r"(\d+)x([0-9.eE+-]+)(?::([0-9.eE+-]+))?", spec)
-    if match is None:
-        raise SystemExit(f"--revision-chain: {spec!r} is not STEPSxSTEP[:NOISE] (e.g. 30x0.5:0 or 70x0.4:0.001)")
-    return Langevin(int(match[1]), float(match[2]), noise_std=float(match[3] or 1e-3))
 
 
 def fit_command(records: list[dict]) -> str | None:
@@ -149,13 +141,19 @@ def main() -> None:
     args = parser.parse_args()
     if "LEBM_DATA" not in os.environ:
         raise SystemExit("set LEBM_DATA to the folder holding mnist/ and fid_inception/ (e.g. ../shared/data)")
+    revision_chain = None  # checked before the fit: a mistake here must not cost a training run
+    if args.revision_chain:
+        chains = parse_chains(args.revision_chain, str(OFFICIAL_NOISE), "--revision-chain")  # STEPSxSTEP[:NOISE]
+        if len(chains) != 1:
+            raise SystemExit(f"--revision-chain names one chain, got {args.revision_chain!r}")
+        revision_chain = chains[0].sampler()
     run_dir = REPO / "runs" / "dual_mcmc" / "mnist_offline_record"
     minutes = None if args.skip_fit else fit(run_dir, args.fit_args)
     checkpoint = run_dir / "checkpoints" / args.checkpoint if args.checkpoint else newest_last_checkpoint(run_dir)
     model = DualMCMC.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     model.hparams.evaluation_power_iteration = args.power_iteration  # the official sampling (see the docstring)
-    if args.revision_chain:
-        model.test_data_sampler = revision_sampler(args.revision_chain)
+    if revision_chain is not None:
+        model.test_data_sampler = revision_chain
     config = resolve_recipe(REPO / RECIPE)
     data = build(config["data"])
     L.seed_everything(0, verbose=False)
@@ -169,7 +167,7 @@ def main() -> None:
     if minutes is None and path.is_file():  # the same run folder's fit: its time and its command
         earlier = json.loads(path.read_text())
         minutes = next((r["value"] for r in earlier if r["metric"] == "fit_minutes"), None)
-        fitted_by = {"fit_command": fit_command(earlier)} if fit_command(earlier) else {}
+        fitted_by = {"fit_command": command} if (command := fit_command(earlier)) else {}
     if minutes is not None:
         values["fit_minutes"] = minutes
     for name, images in samples.items():

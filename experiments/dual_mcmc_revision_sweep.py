@@ -112,8 +112,9 @@ class Chain:
         return Langevin(self.steps, self.step_size, noise_std=self.noise_std)
 
 
-def parse_chains(spec: str, noises: str) -> list[Chain]:
-    """``"30x0.5,70x0.4:0"`` with noises ``"0.001,0"`` -> 30 x 0.5 at n = 1e-3 and n = 0, then 70 x 0.4 at n = 0."""
+def parse_chains(spec: str, noises: str, option: str = "--chains") -> list[Chain]:
+    """``"30x0.5,70x0.4:0"`` with noises ``"0.001,0"`` -> 30 x 0.5 at n = 1e-3 and n = 0, then 70 x 0.4 at n = 0
+    (errors name ``option``, the argument ``spec`` came from)."""
     levels = [float(n) for n in noises.split(",") if n.strip()]
     chains: list[Chain] = []
     for item in (part.strip() for part in spec.split(",")):
@@ -121,14 +122,14 @@ def parse_chains(spec: str, noises: str) -> list[Chain]:
             continue
         match = re.fullmatch(r"(\d+)x([0-9.eE+-]+)(?::([0-9.eE+-]+))?", item)
         if match is None:
-            raise SystemExit(f"--chains: {item!r} is not STEPSxSTEP or STEPSxSTEP:NOISE (e.g. 30x0.5 or 30x0.5:0)")
+            raise SystemExit(f"{option}: {item!r} is not STEPSxSTEP or STEPSxSTEP:NOISE (e.g. 30x0.5 or 30x0.5:0)")
         steps, step = int(match[1]), float(match[2])
         for noise in [float(match[3])] if match[3] is not None else levels:
             if steps < 1 or step <= 0 or noise < 0:
-                raise SystemExit(f"--chains: {item!r} needs steps >= 1, a step size > 0 and a noise >= 0")
+                raise SystemExit(f"{option}: {item!r} needs steps >= 1, a step size > 0 and a noise >= 0")
             chains.append(Chain(steps, step, noise))
     if not chains:
-        raise SystemExit("--chains names no chain")
+        raise SystemExit(f"{option} names no chain")
     return chains
 
 

@@ -116,3 +116,16 @@ def test_runners_read_the_newest_last_checkpoint_not_a_stale_one(tmp_path: Path)
     assert newest_last_checkpoint(tmp_path) == stale
     with pytest.raises(SystemExit, match="no last"):
         newest_last_checkpoint(tmp_path / "elsewhere")
+
+
+def test_a_rescored_dual_mcmc_record_keeps_the_command_that_fitted_its_run() -> None:
+    """CPU. ``dual_mcmc_mnist.py --skip-fit`` re-scores a run it did not fit: its records name the
+    earlier records' fit command, whether those fitted the run or were themselves re-scores."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    from dual_mcmc_mnist import fit_command
+
+    fitted = [{"metric": "fid_raw", "command": "python experiments/dual_mcmc_mnist.py -- --trainer.max_epochs 6"}]
+    assert fit_command(fitted) == fitted[0]["command"]
+    rescored = [{"metric": "fid_raw", "command": "python experiments/dual_mcmc_mnist.py --skip-fit"}]
+    assert fit_command(rescored) is None
+    assert fit_command([{**rescored[0], "fit_command": fitted[0]["command"]}]) == fitted[0]["command"]
