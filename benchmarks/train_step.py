@@ -57,8 +57,16 @@ from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture 
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
-    with torch.no_grad():
-        return tuple(model.decoder.decode(torch.zeros(1, model.prior.latent_dim, device=model.device)).shape[1:])
+    """The shape of one observation, from decoding two latents in eval mode (BatchNorm nets refuse a
+    batch of one in train mode); the decoder's mode is restored."""
+    was_training = model.decoder.training
+    model.decoder.eval()
+    try:
+        with torch.no_grad():
+            latents = torch.zeros(2, model.prior.latent_dim, device=model.device)
+            return tuple(model.decoder.decode(latents).shape[1:])
+    finally:
+        model.decoder.train(was_training)
 
 
 class IterationTimer(L.Callback):

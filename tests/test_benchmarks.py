@@ -88,6 +88,25 @@ def test_train_step_runs_the_hierarchical_svhn_recipe() -> None:
 
 
 @pytest.mark.slow
+def test_train_step_runs_a_recipe_whose_nets_hold_batch_norm() -> None:
+    """CPU. The VLAE-structured MNIST nets normalise over the batch: the benchmark must read the
+    observation shape without a batch of one in train mode (BatchNorm refuses it)."""
+    out = run_json(
+        "benchmarks/train_step.py",
+        "--recipe",
+        "recipes/hierarchical/mnist_anomaly_offline.yaml",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--batch-size",
+        "4",
+    )
+    assert out["method"] == "JointHierarchicalEBM" and out["observation_shape"] == [1, 28, 28]
+    assert out["latent_dim"] == 6 and out["sec_per_iter"] > 0
+
+
+@pytest.mark.slow
 def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp() -> None:
     """Three optimisers, three backward passes: only the stepped nets' gradients travel, once each
     (a DistributedDataParallel wrapper would all-reduce every net at each of the three passes)."""
