@@ -305,7 +305,7 @@ class LatentVariableModel(Method):
         :meth:`anomaly_terms`)."""
         x = self.observations(x)
         k = self.score_samples if samples is None else int(samples)
-        z = None if k > 0 and self.encoder is not None else self.infer(x, generator=generator, **infer_kwargs)
+        z = None if self.samples_inference_network(k) else self.infer(x, generator=generator, **infer_kwargs)
         with torch.no_grad():
             return self.anomaly_terms(x, z, samples=k, generator=generator)["score"]
 
@@ -317,6 +317,11 @@ class LatentVariableModel(Method):
 
     #: Latent samples of ``q(z|x)`` the anomaly score is averaged over (0: the score at ``infer(x)``).
     score_samples: int = 0
+
+    def samples_inference_network(self, samples: int) -> bool:
+        """Whether a score over ``samples`` latents draws them from ``q(z|x)`` (``samples > 0`` and
+        the model has an inference network) rather than taking them from ``infer(x)``."""
+        return samples > 0 and self.encoder is not None
 
     def anomaly_terms(
         self,
@@ -341,7 +346,7 @@ class LatentVariableModel(Method):
         samples = self.score_samples if samples is None else int(samples)
         if samples < 0:
             raise ValueError(f"score samples must be >= 0, got {samples}")
-        if samples > 0 and self.encoder is not None:
+        if self.samples_inference_network(samples):
             q = self.encoder(x)
             latents = [(q.rsample(generator), None) for _ in range(samples)]
         elif z is None:
