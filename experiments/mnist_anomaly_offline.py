@@ -72,8 +72,15 @@ def detection_state(run_dir: Path) -> dict:
     return checkpoint["callbacks"]["AnomalyDetection"]
 
 
-def auprc_history(run_dir: Path) -> list[float]:
-    return list(detection_state(run_dir)["history"])
+def term_summaries(state: dict, k: int) -> dict:
+    """Each score term's AUPRC from the callback's ``state``: the mean of its last ``k`` evaluations
+    (``auprc_<term>``, as the whole score's ``value``) and its value after every epoch
+    (``term_auprc_by_epoch``, as the whole score's ``auprc_by_epoch``)."""
+    histories = state.get("term_history", {})
+    summaries: dict = {f"auprc_{term}": round(statistics.fmean(h[-k:]), 4) for term, h in histories.items() if h}
+    if histories:
+        summaries["term_auprc_by_epoch"] = {term: [round(v, 4) for v in h] for term, h in histories.items()}
+    return summaries
 
 
 def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | None) -> dict[str, float]:
@@ -181,10 +188,7 @@ def main() -> None:
         state = detection_state(run_dir)
         recent = state["history"][-k:]
         budget = describe_budget(config, args.max_epochs, len(recent), run_dir / "config.yaml") + fragments
-        terms = {
-            f"auprc_{term}": round(statistics.fmean(history[-k:]), 4)
-            for term, history in state.get("term_history", {}).items()
-        }
+        terms = term_summaries(state, k)
         tested = {}
         if args.val_fraction:
             tested = {f"test_{key}": value for key, value in test_metrics(config, run_dir, digit, None).items()}

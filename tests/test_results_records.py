@@ -97,6 +97,19 @@ def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
     assert [(r["setting"], r["value"]) for r in records] == [("a", 0.3), ("b", 0.2)]
 
 
+def test_a_record_keeps_each_terms_mean_of_the_last_evaluations_and_its_curve() -> None:
+    """CPU. The anomaly runner reads the callback's state: each term's AUPRC is averaged over the
+    same last k evaluations as the whole score's, and its per-epoch values are kept."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    from mnist_anomaly_offline import term_summaries
+
+    state = {"history": [0.1, 0.2, 0.3], "term_history": {"prior_term": [0.9, 0.5, 0.7], "reconstruction_term": [0.2]}}
+    summaries = term_summaries(state, k=2)
+    assert summaries["auprc_prior_term"] == 0.6 and summaries["auprc_reconstruction_term"] == 0.2
+    assert summaries["term_auprc_by_epoch"] == {"prior_term": [0.9, 0.5, 0.7], "reconstruction_term": [0.2]}
+    assert term_summaries({"history": [0.5]}, k=3) == {}  # a method whose score has no terms
+
+
 def test_runners_read_the_newest_last_checkpoint_not_a_stale_one(tmp_path: Path) -> None:
     """CPU. A fresh fit into a folder that still holds another process's ``last.ckpt`` saves its own
     as ``last-v1.ckpt``; the experiment runners must read that one."""
