@@ -116,3 +116,25 @@ def test_score_samples_is_a_checked_option_of_the_hierarchical_method() -> None:
     config["score_samples"] = -1
     with pytest.raises(ValueError, match="score_samples must be an integer >= 0"):
         type(model)(**{k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def test_the_latent_analysis_splits_the_score_into_the_parts_of_the_model() -> None:
+    """CPU. ``experiments/anomaly_latents.py`` reads the score the callback ranks: reconstruction
+    plus prior energy, the prior split into its Gaussian reference and the EBM's tilt, and each
+    layer's latent norm."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    from anomaly_latents import score_parts
+
+    model = joint_hierarchical_ebm().eval()
+    x = torch.randn(16, 2)
+    parts = score_parts(model, x, torch.Generator().manual_seed(0))
+    z = model.infer(x)  # the encoder's mean
+    terms = model.anomaly_terms(x, z)
+    assert torch.allclose(parts["reconstruction"] + parts["prior"], terms["score"])
+    with torch.no_grad():
+        assert torch.allclose(parts["tilt"], model.prior.residual_energy(z), atol=1e-5)
+    assert set(parts) == {"reconstruction", "prior", "gaussian", "tilt", "norm_z1", "norm_z2"}
+    assert torch.allclose(parts["norm_z2"], z[:, 1:].norm(dim=1))
