@@ -36,23 +36,26 @@ from lebm.models.base import batch_observations
 
 @torch.no_grad()
 def score_parts(model, x: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-    """The score's parts ``(B,)`` each at ``z = infer(x)`` (see the module docstring)."""
+    """The score's parts ``(B,)`` each at ``z = infer(x)`` (see the module docstring): the two terms
+    the ``AnomalyDetection`` callback ranks (``model.anomaly_terms``), the prior's tilt
+    (``residual_energy``) and, by difference, its Gaussian reference."""
     with torch.enable_grad():
         z = model.infer(x, generator=generator)
-    prior = model.prior
-    gaussian = (z**2).sum(1) / (2 * prior.sigma**2)
+    terms = model.anomaly_terms(x, z, samples=0)
+    prior_energy = terms["score_prior_term"]
+    tilt = model.prior.residual_energy(z)
+    if tilt is None:  # a plain Gaussian prior, or a multi-stage prior before its first stage
+        tilt = torch.zeros_like(prior_energy)
     parts = {
-        "reconstruction": model.decoder.nll(x, z),
-        "prior": prior.energy(z),
-        "gaussian": gaussian,
-        "tilt": prior.energy(z) - gaussian,
+        "reconstruction": terms["score_reconstruction_term"],
+        "prior": prior_energy,
+        "gaussian": prior_energy - tilt,
+        "tilt": tilt,
     }
-    groups = getattr(prior, "groups", None)
+    groups = getattr(model.prior, "groups", None)
     if groups is not None:
-        start = 0
-        for layer, size in enumerate(groups.sizes, 1):
-            parts[f"norm_z{layer}"] = z[:, start : start + size].norm(dim=1)
-            start += size
+        for name, latent in zip(groups.names, groups.split(z), strict=True):
+            parts[f"norm_{name}"] = latent.norm(dim=1)
     return parts
 
 
