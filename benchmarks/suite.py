@@ -12,7 +12,9 @@ with like:
 
 - ``eager / this``: the method's own eager path (``eager`` row) over this row;
 - ``plain loop / this`` (LatentEBM): the plain-PyTorch loop (``benchmarks/plain_latent_ebm.py``,
-  fp32, eager), timed by the ``eager`` row's process on the same device, over this row.
+  fp32, eager), timed by the ``eager`` row's process on the same device, over this row;
+- ``memory / eager`` (``peak_mem_vs_eager``, every path but ``eager``): this row's peak memory over
+  the eager row's.
 
 Paths (``--paths``; the default is every path that applies to the device):
 
@@ -38,7 +40,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from flops import peak_fraction
@@ -65,7 +67,12 @@ PATHS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
 }
 
 
-def run_one(recipe: str, path: str, args: argparse.Namespace, batch_size: int | None) -> dict[str, Any]:
+def run_one(
+    recipe: str, path: str, args: argparse.Namespace, batch_size: int | None, log: TextIO | None = None
+) -> dict[str, Any]:
+    """One row: ``train_step.py`` for ``recipe`` on ``path`` in a fresh process (``args``: iters, warmup,
+    generate, timeout). A row that fails or runs past ``args.timeout`` seconds holds ``error``. ``log``,
+    if given, receives the command and everything the process printed."""
     precision, fast, capture, _ = PATHS[path]
     command = [
         sys.executable,
@@ -83,7 +90,16 @@ def run_one(recipe: str, path: str, args: argparse.Namespace, batch_size: int | 
         if "latent_ebm/" in recipe:
             command.append("--baseline")
     print("+", " ".join(command), file=sys.stderr, flush=True)
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
+    if log is not None:
+        log.write(f"+ {' '.join(command)}\n")
+        log.flush()
+    try:
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"recipe": recipe, "path": path, "error": f"cut off: ran past {args.timeout} s", "cut_off": True}
+    if log is not None:
+        log.write(done.stderr + done.stdout + f"(exit status {done.returncode})\n\n")
+        log.flush()
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         return {"recipe": recipe, "path": path, "error": done.stderr.strip().splitlines()[-1:]}
@@ -92,8 +108,9 @@ def run_one(recipe: str, path: str, args: argparse.Namespace, batch_size: int | 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Give every path of one recipe the FLOPs counted on its eager path, the fraction of the
-    device's bf16 peak its time reaches (known GPUs), and its speed-up over the eager path and,
-    for LatentEBM, over the plain loop timed on the same device."""
+    device's bf16 peak its time reaches (known GPUs), its speed-up over the eager path and,
+    for LatentEBM, over the plain loop timed on the same device, and (every path but the eager one)
+    its peak memory over the eager path's, ``peak_mem_vs_eager``."""
     eager = next((row for row in rows if row.get("path") == "eager" and "sec_per_iter" in row), None)
     if eager is None:
         return
@@ -106,6 +123,8 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["error"] = f"ran on {row['device']}, the eager row on {eager['device']}: ratios left out"
             continue
         row["speedup_vs_eager"] = round(eager["sec_per_iter"] / row["sec_per_iter"], 3)
+        if row is not eager and row.get("peak_mem_mb") and eager.get("peak_mem_mb"):
+            row["peak_mem_vs_eager"] = round(row["peak_mem_mb"] / eager["peak_mem_mb"], 3)
         if plain_loop is not None:
             row["speedup_vs_plain_loop"] = round(plain_loop / row["sec_per_iter"], 3)
         if flops is not None:
@@ -121,12 +140,13 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
         f"{header['iters']} timed iterations after {header['warmup']} warm-up (median).",
         "",
         "| recipe | path | batch | s/iter | it/s | eager / this | plain loop / this | chain calls replayed "
-        "| generate samples/s | peak memory MB | GFLOP/iter | bf16 peak fraction |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| generate samples/s | peak memory MB | memory / eager | GFLOP/iter | bf16 peak fraction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "sec_per_iter" not in row:
-            out.append(f"| `{row['recipe']}` | {row['path']} | | failed: {row.get('error')} |" + " |" * 8)
+            outcome = f"skipped: {row['skipped']}" if "skipped" in row else f"failed: {row.get('error')}"
+            out.append(f"| `{row['recipe']}` | {row['path']} | | {outcome} |" + " |" * 9)
             continue
         calls = row.get("chain_calls", {})
         served = calls.get("replays", 0)
@@ -143,6 +163,7 @@ def markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
             f"{served}/{total}" if total else "eager",
             str(row.get("generate_samples_per_sec", "")),
             f"{row['peak_mem_mb']:.0f}",
+            str(row.get("peak_mem_vs_eager", "")),
             "" if flops is None else f"{flops / 1e9:.1f}",
             str(row.get("bf16_peak_fraction", "")),
         ]

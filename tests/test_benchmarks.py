@@ -221,3 +221,223 @@ def test_fid_layout_times_both_layouts_and_finds_the_same_features() -> None:
     assert set(report["seconds_per_100"]) == {"channels_last", "contiguous"}
     assert all(seconds > 0 for seconds in report["seconds_per_100"].values())
     assert 0 < report["max_abs_feature_difference"] < 1e-4  # another layout, not another network
+
+
+# -- benchmarks/gpu_check.py: the one command for a lent GPU machine (these tests are CPU-only) --
+
+
+def import_benchmark(name: str):
+    """A module of ``benchmarks/`` (its scripts import each other by name)."""
+    import importlib
+
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    return importlib.import_module(name)
+
+
+def test_gpu_check_without_cuda_exits_at_once_with_status_2_and_runs_nothing(tmp_path) -> None:
+    """Device: CPU (conftest hides any GPU from the subprocess). No test, no training, no file."""
+    import time
+
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path / "out"), "--budget", "60"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "no CUDA device" in result.stderr and "nothing was run" in result.stderr
+    assert time.monotonic() - start < 20  # torch's import and no more
+    assert not (tmp_path / "out").exists() and result.stdout == ""
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="1" failures="2" skipped="1" tests="6">
+ <testcase classname="tests.test_gpu_tier" name="test_bf16_mixed_trains_a_method_on_the_gpu" time="9.1"/>
+ <testcase classname="tests.models.test_chain_graphs_cuda" name="test_replay[recipes/quickstart.yaml]" time="1.0">
+  <failure message="AssertionError: replay differs from eager&#10;assert 0.1 &lt; 1e-06">long traceback</failure>
+ </testcase>
+ <testcase classname="tests.test_gpu_tier.TestGroup" name="test_in_a_class" time="0.1">
+  <failure message="">
+
+RuntimeError: CUDA error: an illegal memory access
+more lines</failure>
+ </testcase>
+ <testcase classname="tests.test_gpu_tier" name="test_fixture_breaks" time="0.0">
+  <error message="failed on setup with &quot;OSError: no data&quot;">trace</error>
+ </testcase>
+ <testcase classname="tests.test_gpu_tier" name="test_two_gpus" time="0.0">
+  <skipped type="pytest.skip" message="needs two GPUs">skip</skipped>
+ </testcase>
+ <testcase classname="tests.test_benchmarks" name="test_on_a_gpu_train_step" time="3.0"/>
+ <testcase classname="" name="tests.test_loggers" time="0.0"><skipped message="collection skipped"/></testcase>
+ <testcase time="0.002"/>
+</testsuite></testsuites>
+"""
+
+
+def test_gpu_check_reads_a_junit_report_into_counts_and_failing_ids_with_their_first_message_line(tmp_path) -> None:
+    """Device: CPU. Ids in pytest's form (file, class, test, parameters), messages cut to one line; the
+    nameless entry pytest writes for a test an interrupt stopped (seen on the H100) is no pass."""
+    gpu_check = import_benchmark("gpu_check")
+    report = tmp_path / "junit.xml"
+    report.write_text(JUNIT)
+    parsed = gpu_check.parse_junit(report)
+    assert {k: parsed[k] for k in ("tests", "passed", "failed", "errors", "skipped", "incomplete")} == {
+        "tests": 7,
+        "passed": 2,
+        "failed": 2,
+        "errors": 1,
+        "skipped": 2,
+        "incomplete": 1,
+    }
+    assert parsed["failing"] == [
+        {
+            "id": "tests/models/test_chain_graphs_cuda.py::test_replay[recipes/quickstart.yaml]",
+            "kind": "failure",
+            "message": "AssertionError: replay differs from eager",
+        },
+        {
+            "id": "tests/test_gpu_tier.py::TestGroup::test_in_a_class",
+            "kind": "failure",
+            "message": "RuntimeError: CUDA error: an illegal memory access",
+        },
+        {
+            "id": "tests/test_gpu_tier.py::test_fixture_breaks",
+            "kind": "error",
+            "message": 'failed on setup with "OSError: no data"',
+        },
+    ]
+
+
+def synthetic_suite_rows() -> list[dict]:
+    """Suite rows as gpu_check keeps them, ratios already added: some targets met, some missed by a
+    hair, one row failed, one skipped, one method absent (hierarchical)."""
+    return [
+        {"suite_method": "latent_ebm", "path": "eager", "sec_per_iter": 1.0, "peak_mem_mb": 1000.0},
+        {"suite_method": "latent_ebm", "path": "captured", "speedup_vs_plain_loop": 5.0, "peak_mem_vs_eager": 1.6},
+        {"suite_method": "latent_ebm", "path": "captured_bf16", "speedup_vs_plain_loop": 7.99, "sec_per_iter": 0.1},
+        {"suite_method": "multistage_nce", "path": "eager", "error": ["RuntimeError: out of memory"]},
+        {"suite_method": "multistage_nce", "path": "captured", "sec_per_iter": 0.2, "peak_mem_mb": 900.0},
+        {"suite_method": "dual_mcmc", "path": "captured", "speedup_vs_eager": 3.0, "peak_mem_vs_eager": 1.5},
+        {"suite_method": "dual_mcmc", "path": "captured_bf16", "sec_per_iter": 0.41, "error": "ran on cpu"},
+        {"suite_method": "quickstart", "path": "captured", "skipped": "deadline: 3 s left"},
+    ]
+
+
+def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_rows() -> None:
+    """Device: CPU. Thresholds count as met when reached exactly; a missing, failed or skipped row, or
+    a row whose ratio could not be formed (its eager row failed), is not measured (None), never met."""
+    gpu_check = import_benchmark("gpu_check")
+    quick = {"status": "completed", "epochs_timed": 10, "speedup_vs_reference": 5.0}
+    tier = {"status": "completed", "junit": "gpu_junit.xml", "tests": 40, "passed": 39, "failed": 1, "errors": 0}
+    targets = gpu_check.evaluate_targets(synthetic_suite_rows(), quick, {**tier, "skipped": 0})
+    met = {name: entry["met"] for name, entry in targets.items()}
+    assert met == {
+        "latent_ebm_captured_vs_plain_loop": True,  # 5.0 >= 5
+        "latent_ebm_captured_bf16_vs_plain_loop": False,  # 7.99 < 8
+        "multistage_nce_captured_vs_eager": None,  # its eager row failed: no ratio
+        "hierarchical_captured_vs_eager": None,  # no row at all
+        "dual_mcmc_captured_bf16_sec_per_iter": None,  # the row holds an error
+        "latent_ebm_peak_mem_captured_vs_eager": False,  # 1.6 > 1.5
+        "multistage_nce_peak_mem_captured_vs_eager": None,
+        "dual_mcmc_peak_mem_captured_vs_eager": True,  # 1.5 <= 1.5
+        "hierarchical_peak_mem_captured_vs_eager": None,
+        "quickstart_peak_mem_captured_vs_eager": None,  # skipped at the deadline
+        "quickstart_epoch_vs_reference": True,  # 5.0 >= 5
+        "gpu_tier_all_passing": False,  # one failure
+    }
+    assert targets["latent_ebm_captured_bf16_vs_plain_loop"] | {"what": None} == {
+        "what": None,
+        "value": 7.99,
+        "threshold": 8.0,
+        "compare": ">=",
+        "met": False,
+    }
+    assert "failed" in targets["dual_mcmc_captured_bf16_sec_per_iter"]["reason"]
+    assert "eager row" in targets["multistage_nce_peak_mem_captured_vs_eager"]["reason"]
+    assert "skipped" in targets["quickstart_peak_mem_captured_vs_eager"]["reason"]
+    assert gpu_check.target_summary(targets) == {"met": 3, "unmet": 3, "not_measured": 6}
+    # the DualMCMC row without its error: 0.41 s/iter is within "no slower than 0.41"
+    rows = [{**r, "error": None} if r["path"] == "captured_bf16" else r for r in synthetic_suite_rows()]
+    rows = [{k: v for k, v in r.items() if v is not None} for r in rows]
+    assert gpu_check.evaluate_targets(rows, quick, tier)["dual_mcmc_captured_bf16_sec_per_iter"]["met"] is True
+    # the quickstart and the tier: too few epochs, nothing passed, cut off clean, not run at all
+    few = {"status": "cut_off", "epochs_timed": 1, "speedup_vs_reference": None}
+    assert gpu_check.quickstart_target(few)["met"] is None and gpu_check.quickstart_target(None)["met"] is None
+    all_skipped = {**tier, "passed": 0, "failed": 0, "skipped": 40}
+    assert gpu_check.tier_target(all_skipped)["met"] is None
+    assert gpu_check.tier_target({**tier, "failed": 0, "status": "cut_off", "skipped": 0})["met"] is None
+    assert gpu_check.tier_target({**tier, "failed": 0, "skipped": 0})["met"] is True
+    assert gpu_check.tier_target({"status": "cut_off", "junit": None})["met"] is None
+    assert gpu_check.tier_target(None)["met"] is None
+
+
+def test_gpu_check_times_the_quickstart_epochs_from_the_second_on() -> None:
+    """Device: CPU. it/s per epoch from the epoch clock's record; the median leaves out epoch 1."""
+    gpu_check = import_benchmark("gpu_check")
+    epochs = [{"batches": 14, "train_seconds": 7.0, "epoch_seconds": 8.0}] + [
+        {"batches": 14, "train_seconds": s, "epoch_seconds": s + 0.1} for s in (0.25, 0.28, 0.2)
+    ]
+    speeds = gpu_check.epoch_speeds({"epochs": epochs})
+    assert speeds["it_per_sec"] == [2.0, 56.0, 50.0, 70.0]
+    assert speeds["median_it_per_sec"] == 56.0 and speeds["speedup_vs_reference"] == round(56.0 / 9.6, 3)
+    assert gpu_check.epoch_speeds({"epochs": epochs[:1]})["median_it_per_sec"] is None
+
+
+def test_suite_gives_each_path_its_peak_memory_over_the_eager_paths() -> None:
+    """Device: CPU. ``peak_mem_vs_eager`` on every row but the eager one, and a column for it."""
+    suite = import_benchmark("suite")
+    common = {"recipe": "recipes/quickstart.yaml", "device": "GPU", "batch_size": 100}
+    rows = [
+        {**common, "path": "eager", "sec_per_iter": 2.0, "peak_mem_mb": 1000.0},
+        {**common, "path": "captured", "sec_per_iter": 0.5, "peak_mem_mb": 1300.0},
+        {**common, "path": "captured_bf16", "sec_per_iter": 0.25, "peak_mem_mb": 800.0},
+        {"recipe": "recipes/quickstart.yaml", "path": "fast_bf16", "error": ["boom"]},
+    ]
+    suite.add_ratios(rows)
+    assert "peak_mem_vs_eager" not in rows[0] and "peak_mem_vs_eager" not in rows[3]
+    assert rows[1]["peak_mem_vs_eager"] == 1.3 and rows[2]["peak_mem_vs_eager"] == 0.8
+    assert rows[1]["speedup_vs_eager"] == 4.0
+    header = {"device": "GPU", "torch": "2", "date": "today", "iters": 1, "warmup": 0}
+    table = suite.markdown(rows, header).splitlines()
+    assert "memory / eager" in table[2] and table[5].split(" | ")[10] == "1.3"
+    assert all(line.count("|") == table[2].count("|") for line in table[2:])
+
+
+def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None:
+    """Device: CPU (``--table`` needs no GPU). The targets and the suite's rows, as docs/performance.md takes them."""
+    gpu_check = import_benchmark("gpu_check")
+    rows = [
+        {"suite_method": "latent_ebm", "recipe": "recipes/latent_ebm/svhn.yaml", "path": "eager", "error": ["x"]},
+        {"suite_method": "latent_ebm", "recipe": "recipes/latent_ebm/svhn.yaml", "path": "captured", "skipped": "late"},
+    ]
+    header = {"device": "GPU", "torch": "2", "date": "today", "iters": 5, "warmup": 2}
+    record = {
+        "environment": {"device": "NVIDIA H100", "date": "2026-11-24", "commit": "abc", "optional_packages": {}},
+        "budget_s": 540,
+        "wall_s": 500.0,
+        "finished": True,
+        "stages": {"suite": {"status": "cut_off", "rows_run": 1, "rows_failed": 1, "rows_skipped": 1, "rows": rows}},
+        "targets": gpu_check.evaluate_targets(rows, None, None),
+    }
+    record["stages"]["suite"]["header"] = header
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    result = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--table", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == gpu_check.markdown(record)
+    assert "## GPU check: NVIDIA H100, 2026-11-24" in result.stdout
+    assert "| suite | cut_off |" in result.stdout and "skipped: late" in result.stdout
+    assert (
+        "(`latent_ebm_captured_vs_plain_loop`) |  | >= 5.0 | not measured: captured row of latent_ebm skipped"
+        in result.stdout
+    )

@@ -345,7 +345,9 @@ class FIDMetrics(nn.Module):
         return self.features.num_features
 
     def update(self, images: Tensor, real: bool) -> None:
-        """Add float images ``(N, 1 or 3, H, W)`` in [-1, 1] to the real or the generated side."""
+        """Add float images ``(N, 1 or 3, H, W)`` in [-1, 1] to the real or the generated side
+        (moved to the metrics' device first: reference images come from a DataLoader on the CPU)."""
+        images = images.to(self.fid.device)
         with torch.inference_mode(False), torch.no_grad():
             self.fid.update(images, real=real)
             if self.kid is not None:

@@ -185,6 +185,13 @@ class LatentVariableModel(Method):
         tilt = with_prior_tilt and self.posterior_includes_tilt
         return lambda z: self.joint_chain_energy(z, x, tilt)
 
+    def chain_capture_owner_key(self) -> tuple[bool]:
+        """What the chain energies bound to this module (:meth:`posterior_chain_energy`, a
+        hierarchical layer's conditional) read of it besides the decoder and the prior, which the
+        chains freeze and the capture key fingerprints: whether the posterior includes the prior's
+        tilt. (The rest of a LightningModule, its trainer and loggers, is never read by a chain.)"""
+        return (bool(self.posterior_includes_tilt),)
+
     def posterior_chain_energy(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x, z)`` ``(B,)`` without the reference term, as the posterior chains call it:
         ``energy_fn(z, x)``, one function for every batch, the batch passed as the chain's input

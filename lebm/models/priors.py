@@ -267,9 +267,9 @@ class ProductOfRatiosPrior(GaussianPrior):
             return super().sample(n, generator=generator, return_diagnostics=return_diagnostics)
         return self._sample_by_chains(n, sampler, generator, return_diagnostics)
 
-    def chain_capture_key(self) -> int:
-        """What a captured chain depends on beyond the tensors: how many ratios the energy sums."""
-        return self._completed_stages
+    #: The iteration counter within a stage, which the energy never reads: left out of the
+    #: capture key (the number of completed stages, which it reads, is in it).
+    chain_capture_ignore = ("_stage_iteration",)
 
     # -------------------------------------------------------- stage bookkeeping
     @property

@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from lebm.samplers.capture_keys import ChainCall, energy_identity, why_not_captured
+from lebm.samplers.capture_keys import ChainCall, Unseen, energy_identity, why_not_captured
 from lebm.samplers.recorders import (
+    CaptureRejected,
     ChainBody,
-    CUDAGraphRecorder,
+    CUDAGraphStore,
     GraphRecorder,
     ReplayEmulator,
     capture_possible,
@@ -59,7 +60,7 @@ __all__ = [
     "CACHE_SIZE",
     "CHURN_LIMIT",
     "WARMUP_RUNS",
-    "CUDAGraphRecorder",
+    "CUDAGraphStore",
     "CapturedChain",
     "ChainCall",
     "ChainGraphs",
@@ -84,7 +85,9 @@ CHURN_LIMIT = 8
 # ------------------------------------------------------------------------------- the cache
 @dataclass
 class CapturedChain:
-    """One recorded chain: its replay, the static buffers it reads and the outputs it writes."""
+    """One recorded chain: its replay, the static buffers it reads and the outputs it writes, and
+    the store (and the store's generation) it was recorded in: a replay is valid only while that
+    generation lives."""
 
     replay: Callable[[], None]
     static_z: Tensor
@@ -92,14 +95,23 @@ class CapturedChain:
     outputs: tuple[Tensor, dict[str, Tensor]]
     private_generator: torch.Generator | None
     keep_alive: tuple[Any, ...]  # the energy's owner and the modules: their ids are in the key
+    store: GraphRecorder
+    generation: int
+
+    def valid_in(self, store: GraphRecorder) -> bool:
+        """Whether this chain may replay: recorded by ``store`` in its current generation."""
+        return self.store is store and self.generation == store.generation
 
     def __call__(
         self, z0: Tensor, inputs: Sequence[Tensor], generator: torch.Generator | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Fill the static buffers, replay, hand the random stream back; fresh output tensors."""
-        self.static_z.copy_(z0)
-        for static, value in zip(self.static_inputs, inputs, strict=True):
-            static.copy_(value)
+        """Fill the static buffers, replay, hand the random stream back; fresh output tensors.
+        The copies run without autograd: a ``z0`` with history must not give the static buffer a
+        ``grad_fn``."""
+        with torch.no_grad():
+            self.static_z.copy_(z0)
+            for static, value in zip(self.static_inputs, inputs, strict=True):
+                static.copy_(value)
         if self.private_generator is not None:
             assert generator is not None
             self.private_generator.set_state(generator.get_state())
@@ -107,25 +119,27 @@ class CapturedChain:
         if self.private_generator is not None:
             generator.set_state(self.private_generator.get_state())
         z, diagnostics = self.outputs
-        return z.clone(), {name: value.clone() for name, value in diagnostics.items()}
+        with torch.no_grad():
+            return z.clone(), {name: value.clone() for name, value in diagnostics.items()}
 
 
 class ChainGraphs:
     """The captured chains of one sampler and its counters (``captures``: chains recorded,
     ``replays``: calls served by a graph, ``eager_calls``: declared calls that ran eagerly).
 
-    Dropped (not copied) when its sampler is copied or pickled: graphs belong to one process and
-    one set of modules.
+    Dropping a chain (evicted, cleared, or this object garbage-collected with its sampler) only
+    retires its graph in the store that recorded it (see :mod:`lebm.samplers.recorders`: graphs
+    are destroyed all together). Dropped (not copied) when its sampler is copied or pickled:
+    graphs belong to one process and one set of modules.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
         self.entries: OrderedDict[Hashable, CapturedChain] = OrderedDict()
-        self.failed: set[Hashable] = set()
-        self.recorders: dict[torch.device, GraphRecorder] = {}
         self.captures = self.replays = self.eager_calls = 0
         self.misses_in_a_row = 0
         self.disabled: str | None = None
+        self.warned: set[str] = set()
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ChainGraphs:
         return ChainGraphs(self.size)
@@ -133,22 +147,28 @@ class ChainGraphs:
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChainGraphs, (self.size,))
 
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.clear()
+
     def stats(self) -> dict[str, int]:
         return {"captures": self.captures, "replays": self.replays, "eager_calls": self.eager_calls}
 
-    def clear(self) -> None:
-        """Drop every captured chain (their memory goes back to the device)."""
-        self.entries.clear()
-        self.failed.clear()
-        self.recorders.clear()
+    def drop(self, key: Hashable) -> None:
+        """Forget one chain; its graph is retired (destroyed later, with every other)."""
+        entry = self.entries.pop(key)
+        if entry.valid_in(entry.store):
+            entry.store.retire()
 
-    def recorder(self, device: torch.device) -> GraphRecorder | None:
-        if device not in self.recorders:
-            recorder = recorder_for(device)
-            if recorder is None:
-                return None
-            self.recorders[device] = recorder
-        return self.recorders[device]
+    def clear(self) -> None:
+        """Forget every captured chain (their graphs are retired)."""
+        for key in list(self.entries):
+            self.drop(key)
+
+    def warn_once(self, message: str, stacklevel: int) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            warnings.warn(message, stacklevel=stacklevel + 1)
 
 
 def chain_graphs(sampler: Sampler) -> ChainGraphs:
@@ -177,20 +197,31 @@ def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[T
     """
     graphs = chain_graphs(call.sampler)
     reason = graphs.disabled or why_not_captured(call.sampler, call.modules)
-    recorder = None if reason else graphs.recorder(call.z0.device)
-    if reason or recorder is None:
+    store = None if reason else recorder_for(call.z0.device)
+    if reason or store is None:
         graphs.eager_calls += 1
         return None
-    key = call.key()
+    try:
+        key = call.key()
+    except Unseen as unseen:
+        graphs.warn_once(
+            f"{type(call.sampler).__name__}: this chain runs eagerly because the capture key cannot see everything "
+            f"its energy may read: {unseen}. Keep what the energy reads in tensors, scalars and containers of them, "
+            "or list an attribute the energy never reads in the module's chain_capture_ignore (docs/extending.md, "
+            "'Captured chains').",
+            stacklevel=4,
+        )
+        graphs.eager_calls += 1
+        return None
     entry = graphs.entries.get(key)
+    if entry is not None and not entry.valid_in(store):
+        graphs.drop(key)  # recorded in a generation that has been destroyed since
+        entry = None
     if entry is not None:
         graphs.entries.move_to_end(key)
         graphs.replays += 1
         graphs.misses_in_a_row = 0
         return entry(call.z0, call.inputs, call.generator)
-    if key in graphs.failed:
-        graphs.eager_calls += 1
-        return None
     graphs.misses_in_a_row += 1
     if graphs.misses_in_a_row > CHURN_LIMIT:
         graphs.disabled = (
@@ -198,7 +229,7 @@ def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[T
             "something its graphs depend on changes at every call (a new energy function object, new modules, "
             "new shapes)"
         )
-        warnings.warn(
+        graphs.warn_once(
             f"{graphs.disabled}. Its chains now run eagerly. Pass one energy function object and give the data it "
             "reads as inputs= (docs/extending.md, 'Captured chains').",
             stacklevel=4,
@@ -206,61 +237,82 @@ def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[T
         graphs.clear()
         graphs.eager_calls += 1
         return None
-    entry = _capture(call, recorder, body_for, graphs, key)
+    if store.release_due():
+        store.release_all()  # every graph of the device at once: the only safe way to destroy one
+    entry = _capture(call, store, body_for, graphs)
     if entry is None:
         graphs.eager_calls += 1
         return None
     graphs.entries[key] = entry
     while len(graphs.entries) > graphs.size:
-        graphs.entries.popitem(last=False)
+        graphs.drop(next(iter(graphs.entries)))
     graphs.captures += 1
     return entry(call.z0, call.inputs, call.generator)
 
 
 def _capture(
-    call: ChainCall,
-    recorder: GraphRecorder,
-    body_for: Callable[..., ChainBody],
-    graphs: ChainGraphs,
-    key: Hashable,
+    call: ChainCall, store: GraphRecorder, body_for: Callable[..., ChainBody], graphs: ChainGraphs
 ) -> CapturedChain | None:
-    """Warm up and record ``call``'s chain; None (with a warning) when the recording fails.
+    """Warm up and record ``call``'s chain; None when it cannot be recorded, after which the
+    sampler's chains run eagerly (one warning names the cause).
 
     The warm-up runs are real chains: what they change (BatchNorm running statistics,
     spectral-norm vectors, a persistent-chain buffer, the device's default random stream) is put
     back afterwards, so a captured call changes exactly what an eager call changes.
     """
-    static_z = torch.empty(call.z0.shape, dtype=call.state_dtype(), device=call.z0.device)
-    static_z.copy_(call.z0)
-    static_inputs = tuple(t.detach().clone() for t in call.inputs)
+    with torch.no_grad():
+        static_z = torch.empty(call.z0.shape, dtype=call.state_dtype(), device=call.z0.device)
+        static_z.copy_(call.z0)
+        static_inputs = tuple(t.detach().clone() for t in call.inputs)
     private = None
     if call.generator is not None:
         private = torch.Generator(device=call.generator.device)
         private.set_state(call.generator.get_state())
     body = body_for(static_z, static_inputs, private)
     saved = _SideEffects(call.modules, call.z0.device)
+    name = type(call.sampler).__name__
     try:
         with _autocast_without_cache(call.z0.device):
-            recorder.warm_up(body, WARMUP_RUNS)  # an error here is the chain's own: it propagates
+            store.warm_up(body, WARMUP_RUNS)  # an error here is the chain's own: it propagates
+    except CaptureRejected as rejected:
+        return _give_up(graphs, f"{name}: this chain cannot be captured as a CUDA graph: {rejected}")
     finally:
         saved.restore()
     try:
         with _autocast_without_cache(call.z0.device):
-            replay, outputs = recorder.record(body, [private] if private is not None else [])
-    except Exception as error:  # noqa: BLE001 - any failure to record means: run this chain eagerly
+            replay, outputs = store.record(body, [private] if private is not None else [])
+    except torch.cuda.OutOfMemoryError as error:
         saved.restore()
-        graphs.failed.add(key)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        warnings.warn(
-            f"{type(call.sampler).__name__}: this chain could not be captured as a CUDA graph ({reason}); it runs "
-            "eagerly from now on. A chain that synchronises with the host (.item(), printing a tensor, "
-            "data-dependent shapes) cannot be captured: see docs/extending.md, 'Captured chains'.",
-            stacklevel=5,
+        store.release_all()  # give the recorded graphs' memory back to the eager chains
+        return _give_up(
+            graphs,
+            f"{name}: CUDA ran out of memory while recording a chain of {call.z0.shape[0]} states of shape "
+            f"{tuple(call.z0.shape[1:])} as a CUDA graph ({_first_line(error)}). Every recorded chain was released. "
+            "Lower the batch size, or turn capture off (-c recipes/speed/eager_chains.yaml)",
         )
-        return None
+    except Exception as error:  # noqa: BLE001 - any other failure to record means: run eagerly
+        saved.restore()
+        return _give_up(graphs, f"{name}: this chain could not be captured as a CUDA graph ({_first_line(error)})")
     saved.restore()
     _, owner = energy_identity(call.energy_fn)
-    return CapturedChain(replay, static_z, static_inputs, outputs, private, (owner, *call.modules))
+    return CapturedChain(
+        replay, static_z, static_inputs, outputs, private, (owner, *call.modules), store, store.generation
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _give_up(graphs: ChainGraphs, reason: str) -> None:
+    """Turn capture off for this sampler, with one warning naming ``reason``."""
+    graphs.disabled = reason
+    graphs.warn_once(
+        f"{reason}. Its chains run eagerly from now on. A chain that synchronises with the host (.item(), "
+        "printing a tensor, data-dependent shapes) cannot be captured: see docs/extending.md, 'Captured chains'.",
+        stacklevel=6,
+    )
+    return None
 
 
 def _autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:

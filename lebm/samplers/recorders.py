@@ -1,77 +1,282 @@
 """Recording a chain body as a CUDA graph, or emulating that on the CPU.
 
-A :class:`GraphRecorder` warms a chain body up and records it; :func:`recorder_for` picks one for a
-device: :class:`CUDAGraphRecorder` on a CUDA device, :class:`ReplayEmulator` on the CPU inside
-:func:`emulate_on_cpu` (tests, and users checking a sampler of their own without a GPU), none
-elsewhere (chains run eagerly).
+A :class:`GraphRecorder` warms a chain body up, records it, and owns what it recorded.
+:func:`recorder_for` picks one for a device: the device's :class:`CUDAGraphStore` on a CUDA device,
+an emulator on the CPU inside :func:`emulate_on_cpu` (tests, and users checking a sampler or an
+energy of their own without a GPU), none elsewhere (chains run eagerly).
+
+**Graph lifetime.** Every chain graph of a process on one device is recorded on one stream that
+lebm creates for itself (outside torch's stream pool, so no other library captures on it) and
+allocates from one memory pool. No graph is ever destroyed while another graph recorded on that
+stream is alive: from torch 2.11 on, destroying a graph frees the cuBLAS workspace of the stream
+it was recorded on, which every other graph recorded there still uses. So a graph a sampler no
+longer needs (evicted from its cache, or its sampler garbage-collected) is only *retired*; when
+:data:`RETIRED_LIMIT` graphs are retired, :meth:`GraphStore.release_all` destroys every graph of
+the device at once and starts a new *generation*: cached chains of older generations record again
+at their next call. One pool for every graph keeps the memory captured chains hold close to one
+chain's working memory plus each graph's outputs (graphs never replay concurrently, and every
+replay's outputs are copied out at once, so sharing the pool is safe).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import warnings
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from lebm.samplers.op_replay import OpReplayEmulator
+
 ChainBody = Callable[[], tuple[Tensor, dict[str, Tensor]]]
 """The chain as a function of its static buffers: ``() -> (final states, diagnostics)``."""
 
+#: Retired graphs a device keeps before every graph of the device is destroyed at once.
+RETIRED_LIMIT = 16
+#: torch versions that follow a non-default generator in a graph only when it is registered
+#: (``CUDAGraph.register_generator_state``, from 2.4); from 2.14 that call is a deprecated no-op.
+_GENERATOR_REGISTRATION_UNTIL = (2, 14)
+
+
+class CaptureRejected(RuntimeError):
+    """A chain that cannot be captured, found before its recording started."""
+
 
 class GraphRecorder(Protocol):
-    """How a chain body is warmed up and recorded on one device."""
+    """How a chain body is warmed up and recorded on one device, and what it recorded is kept."""
+
+    generation: int
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
-        """Run ``body`` eagerly ``runs`` times, as the capture will see it."""
+        """Run ``body`` eagerly ``runs`` times, as the capture will see it; raise
+        :class:`CaptureRejected` when the body does what a capture cannot."""
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
-        """Record ``body`` (registering ``generators``); return ``(replay, outputs)``: calling
+        """Record ``body`` (following ``generators``); return ``(replay, outputs)``: calling
         ``replay()`` recomputes ``outputs`` in place from the static buffers ``body`` reads."""
 
+    def retire(self) -> None:
+        """Note that one recorded graph will not be replayed again."""
 
-class CUDAGraphRecorder:
-    """Records chains as CUDA graphs on one device: warm-up and capture on one side stream, one
-    memory pool shared by the sampler's graphs (safe because every replay's outputs are copied
-    out before the next replay), ``thread_local`` capture mode (a DataLoader's pin-memory thread
-    may allocate host memory while a chain is being captured)."""
+    def release_due(self) -> bool:
+        """Whether enough graphs are retired for :meth:`release_all`."""
+
+    def release_all(self) -> None:
+        """Destroy every graph recorded here, at once; a new generation starts."""
+
+
+def torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+# ------------------------------------------------------------------------------ retiring
+class GraphStore:
+    """What every recorder shares: the generation counter and the retired graphs' count."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.retired = 0
+
+    def retire(self) -> None:
+        self.retired += 1
+
+    def release_due(self) -> bool:
+        return self.retired >= RETIRED_LIMIT
+
+    def release_all(self) -> None:
+        self._destroy_all()
+        self.generation += 1
+        self.retired = 0
+
+    def _destroy_all(self) -> None:
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------ CUDA graphs
+def dedicated_stream(device: torch.device) -> torch.cuda.Stream:
+    """A non-blocking CUDA stream of lebm's own on ``device``, created with the driver API so that
+    it is not one of the pooled streams ``torch.cuda.Stream()`` hands out round-robin (which other
+    samplers or libraries may record graphs on). Falls back to a pooled stream with a warning."""
+    with torch.cuda.device(device):
+        torch.cuda.current_stream(device).synchronize()  # the device's context is current on this thread
+        handle = ctypes.c_void_p()
+        status = -1
+        with contextlib.suppress(OSError, AttributeError):
+            driver = ctypes.CDLL(ctypes.util.find_library("cuda") or "libcuda.so.1")
+            status = driver.cuStreamCreate(ctypes.byref(handle), ctypes.c_uint(1))  # CU_STREAM_NON_BLOCKING
+        if status == 0 and handle.value:
+            return torch.cuda.ExternalStream(handle.value, device=device)
+    warnings.warn(
+        f"lebm could not create a CUDA stream of its own (cuStreamCreate returned {status}); chains are recorded "
+        "on a pooled stream, which another library's CUDA graph may share",
+        stacklevel=3,
+    )
+    return torch.cuda.Stream(device)
+
+
+class GeneratorRescue:
+    """The generators a recording touches, saved before it, so that a failed recording can give
+    them back: on torch 2.11-2.13 a recording that fails before its epilogue leaves a generator
+    flagged as capturing, and every later draw from it raises."""
+
+    def __init__(self, device: torch.device, generators: Sequence[torch.Generator]) -> None:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        self.generators = [torch.cuda.default_generators[index], *generators]
+        self.saved = [self._save(generator) for generator in self.generators]
+
+    @staticmethod
+    def _save(generator: torch.Generator) -> tuple[Any, Tensor]:
+        clone = generator.clone_state() if hasattr(generator, "clone_state") else None
+        return clone, generator.get_state()
+
+    def restore(self) -> None:
+        for generator, (clone, state) in zip(self.generators, self.saved, strict=True):
+            if clone is not None and hasattr(generator, "graphsafe_set_state"):
+                with contextlib.suppress(RuntimeError):
+                    generator.graphsafe_set_state(clone)
+            with contextlib.suppress(RuntimeError):
+                generator.set_state(state)
+
+
+def register_generators(graph: torch.cuda.CUDAGraph, generators: Sequence[torch.Generator]) -> None:
+    """Register the chain's generators with ``graph`` where this torch needs it (2.4 to 2.13);
+    from 2.14 every generator a capture draws from is followed without it. A torch without the
+    call has nothing to register: that is no capture failure."""
+    register = getattr(graph, "register_generator_state", None)
+    if register is None or torch_version() >= _GENERATOR_REGISTRATION_UNTIL:
+        return
+    for generator in generators:
+        register(generator)
+
+
+class CUDAGraphStore(GraphStore):
+    """Every chain graph of this process on one CUDA device: one dedicated capture stream, one
+    memory pool, graphs destroyed all together (see the module docstring).
+
+    Warm-up and capture run on the dedicated stream; a replay runs on the caller's current stream,
+    so it is ordered with the eager work around it as any kernel launched there. Capture mode is
+    ``thread_local`` (a DataLoader's pin-memory thread may allocate host memory meanwhile).
+    """
 
     def __init__(self, device: torch.device) -> None:
+        super().__init__()
         self.device = device
-        with torch.cuda.device(device):
-            self.stream = torch.cuda.Stream(device)
-            self.pool = torch.cuda.graph_pool_handle()
+        self.stream = dedicated_stream(device)
+        self.pool = torch.cuda.graph_pool_handle()
+        self.graphs: list[torch.cuda.CUDAGraph] = []
+        self.broken: str | None = None  # set when a failed recording could not be undone
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
+        """``runs`` eager runs on the capture stream; the last with synchronising calls turned
+        into errors, so that a chain that synchronises with the host is rejected before capture."""
+        caller = torch.cuda.current_stream(self.device)
         with torch.cuda.device(self.device):
-            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+            self.stream.wait_stream(caller)
             with torch.cuda.stream(self.stream):
-                for _ in range(runs):
+                for _ in range(runs - 1):
                     body()
-            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                self._run_without_synchronisation(body)
+            caller.wait_stream(self.stream)
+
+    @staticmethod
+    def _run_without_synchronisation(body: ChainBody) -> None:
+        previous = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            body()
+        except RuntimeError as error:
+            if "synchronizing" not in str(error).lower():
+                raise
+            cause = str(error).strip().splitlines()[0]
+            raise CaptureRejected(
+                f"the chain synchronises with the host ({cause}): .item(), float(tensor), printing a tensor, "
+                "data-dependent shapes or a BatchNorm with momentum=None cannot be recorded"
+            ) from error
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
+        """Record ``body`` on the dedicated stream into the shared pool. Neither synchronises the
+        device nor empties the allocator's cache (``torch.cuda.graph`` does both at every capture)."""
+        if self.broken:
+            raise CaptureRejected(self.broken)
         graph = torch.cuda.CUDAGraph()
-        for generator in generators:
-            graph.register_generator_state(generator)
+        register_generators(graph, generators)
+        rescue = GeneratorRescue(self.device, generators)
+        caller = torch.cuda.current_stream(self.device)
+        self.graphs.append(graph)  # destroyed only with every other graph of the device
         with torch.cuda.device(self.device):
-            caller_stream = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(caller)
             try:
-                with torch.cuda.graph(graph, pool=self.pool, stream=self.stream, capture_error_mode="thread_local"):
-                    outputs = body()
-            except Exception:
-                # a failed capture can leave the capture stream current: give the caller its stream back
-                torch.cuda.set_stream(caller_stream)
-                torch.cuda.synchronize(self.device)
+                with torch.cuda.stream(self.stream):
+                    graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+                    try:
+                        outputs = body()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            graph.capture_end()
+                        raise
+                    graph.capture_end()
+            except BaseException:
+                self.retire()
+                self._recover(rescue)
                 raise
+            finally:
+                caller.wait_stream(self.stream)
         return graph.replay, outputs
 
+    def _recover(self, rescue: GeneratorRescue) -> None:
+        """After a failed recording: stop routing allocations to the pool, give the generators
+        back, and check that eager work runs; if it does not, no chain records again here."""
+        end_pool = getattr(torch._C, "_cuda_endAllocateToPool", None)
+        if end_pool is not None:
+            with contextlib.suppress(Exception):
+                end_pool(self.device.index if self.device.index is not None else torch.cuda.current_device(), self.pool)
+        rescue.restore()
+        try:
+            torch.randn(1, device=self.device)
+            torch.cuda.synchronize(self.device)
+        except RuntimeError as error:
+            self.broken = (
+                f"a failed chain recording left CUDA unusable for eager work ({str(error).strip().splitlines()[0]})"
+            )
+            raise RuntimeError(
+                f"{self.broken}. Turn chain capture off (-c recipes/speed/eager_chains.yaml) and report this with "
+                f"your torch version ({torch.__version__})"
+            ) from error
 
+    def _destroy_all(self) -> None:
+        torch.cuda.synchronize(self.device)
+        for graph in self.graphs:
+            with contextlib.suppress(RuntimeError):
+                graph.reset()
+        self.graphs.clear()
+        self.pool = torch.cuda.graph_pool_handle()
+
+
+_CUDA_STORES: dict[torch.device, CUDAGraphStore] = {}
+
+
+def cuda_store(device: torch.device) -> CUDAGraphStore:
+    """The process's :class:`CUDAGraphStore` of ``device`` (created on first use)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    key = torch.device("cuda", index)
+    if key not in _CUDA_STORES:
+        _CUDA_STORES[key] = CUDAGraphStore(key)
+    return _CUDA_STORES[key]
+
+
+# ------------------------------------------------------------------------------ CPU emulation
 class ReplayEmulator:
-    """A stand-in for :class:`CUDAGraphRecorder` on the CPU: "replaying" runs the body again and
-    copies its results into the outputs recorded at capture, as a graph writes into its static
-    outputs. It exercises everything around the graph (keys, static buffers, generator hand-over,
-    warm-up side effects, fallbacks) without a GPU; see :func:`emulate_on_cpu`."""
+    """The loose CPU stand-in: "replaying" runs the body again and copies its results into the
+    outputs recorded at capture. Python numbers are read afresh at every replay, so it cannot
+    show a stale replay; :class:`~lebm.samplers.op_replay.OpReplayEmulator` can."""
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
         for _ in range(runs):
@@ -89,29 +294,67 @@ class ReplayEmulator:
         return replay, outputs
 
 
-_EMULATE_ON_CPU = False
+class EmulatedStore(GraphStore):
+    """A CPU recorder with the CUDA store's lifetime rules: an emulator's recordings, retired and
+    destroyed all together; a destroyed recording refuses to replay (as a reset graph must never be)."""
+
+    def __init__(self, emulator: ReplayEmulator | OpReplayEmulator) -> None:
+        super().__init__()
+        self.emulator = emulator
+        self.alive: list[list[bool]] = []
+        self.destroyed = 0
+
+    def warm_up(self, body: ChainBody, runs: int) -> None:
+        self.emulator.warm_up(body, runs)
+
+    def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
+        replay, outputs = self.emulator.record(body, generators)
+        alive = [True]
+        self.alive.append(alive)
+
+        def guarded_replay() -> None:
+            if not alive[0]:
+                raise RuntimeError("replay of a destroyed graph")
+            replay()
+
+        return guarded_replay, outputs
+
+    def _destroy_all(self) -> None:
+        for alive in self.alive:
+            alive[0] = False
+        self.destroyed += len(self.alive)
+        self.alive.clear()
+
+
+_CPU_STORE: EmulatedStore | None = None
 
 
 @contextlib.contextmanager
-def emulate_on_cpu() -> Iterator[None]:
-    """Within this context, chains on the CPU go through the capture machinery with a
-    :class:`ReplayEmulator`: a way to test on a CPU that a sampler or an energy behaves under
-    capture (same numbers, same random streams, no stale cache entry) before a GPU run."""
-    global _EMULATE_ON_CPU
-    previous, _EMULATE_ON_CPU = _EMULATE_ON_CPU, True
+def emulate_on_cpu(strict: bool = True) -> Iterator[EmulatedStore]:
+    """Within this context, chains on the CPU go through the capture machinery: a way to test on
+    a CPU that a sampler or an energy behaves under capture (same numbers, same random streams, no
+    stale replay) before a GPU run. ``strict`` (the default) replays the recorded operations with
+    their Python numbers baked in, as a CUDA graph does
+    (:class:`~lebm.samplers.op_replay.OpReplayEmulator`); ``strict=False`` reruns the body
+    (:class:`ReplayEmulator`). Yields the store, whose counters tests may read."""
+    from lebm.samplers.op_replay import OpReplayEmulator  # the CPU's tool only: loaded when asked for
+
+    global _CPU_STORE
+    previous = _CPU_STORE
+    _CPU_STORE = EmulatedStore(OpReplayEmulator() if strict else ReplayEmulator())
     try:
-        yield
+        yield _CPU_STORE
     finally:
-        _EMULATE_ON_CPU = previous
+        _CPU_STORE = previous
 
 
 def recorder_for(device: torch.device) -> GraphRecorder | None:
-    """The recorder for chains on ``device``: CUDA graphs on a CUDA device, the emulator on the CPU
-    inside :func:`emulate_on_cpu`, else None (eager)."""
+    """The recorder for chains on ``device``: the device's CUDA graph store, the emulator on the
+    CPU inside :func:`emulate_on_cpu`, else None (eager)."""
     if device.type == "cuda":
-        return CUDAGraphRecorder(device)
-    if device.type == "cpu" and _EMULATE_ON_CPU:
-        return ReplayEmulator()
+        return cuda_store(device)
+    if device.type == "cpu" and _CPU_STORE is not None:
+        return _CPU_STORE
     return None
 
 
@@ -119,4 +362,4 @@ def capture_possible(device: torch.device) -> bool:
     """Whether a chain on ``device`` may be captured at all (cheap: checked before anything else)."""
     if device.type == "cuda":
         return not torch.cuda.is_current_stream_capturing()  # inside a user's own capture: eager
-    return device.type == "cpu" and _EMULATE_ON_CPU
+    return device.type == "cpu" and _CPU_STORE is not None

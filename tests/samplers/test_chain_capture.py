@@ -22,19 +22,28 @@ from lebm.models.nets import EnergyMLP
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 from lebm.samplers import capture as capture_module
 from lebm.samplers.capture import CHURN_LIMIT, chain_graphs, emulate_on_cpu, samplers_of, set_chain_capture
+from lebm.samplers.op_replay import OpReplayEmulator
+from lebm.samplers.recorders import RETIRED_LIMIT
 
 
 class Posterior(nn.Module):
-    """``U(z; x) = E(z) + ||tanh(W z) - x||^2 / (2 sigma^2)`` with a BatchNorm in the energy net."""
+    """``U(z; x) = E(z) + scale * ||tanh(W z) + shift - x||^2 / (2 sigma^2)`` with a BatchNorm in
+    the energy net, and the scalars and tensors a graph bakes in kept in every kind of attribute:
+    a public scalar (``sigma``), a private one (``_scale``), a scalar in a list (``weights``), a
+    tensor in a dict (``offsets``)."""
 
     def __init__(self, latent: int = 3, data: int = 4) -> None:
         super().__init__()
         self.energy = nn.Sequential(nn.Linear(latent, 8), nn.BatchNorm1d(8), nn.SiLU(), nn.Linear(8, 1))
         self.generator = nn.Linear(latent, data)
         self.sigma = 0.5
+        self._scale = 1.0
+        self.weights = [1.0]
+        self.offsets = {"shift": torch.zeros(data)}
 
     def forward(self, z: Tensor, x: Tensor) -> Tensor:
-        fit = (torch.tanh(self.generator(z)) - x).square().sum(1) / (2 * self.sigma**2)
+        predicted = torch.tanh(self.generator(z)) + self.offsets["shift"]
+        fit = (predicted - x).square().sum(1) * (self._scale * self.weights[0] / (2 * self.sigma**2))
         return self.energy(z).squeeze(1) + fit
 
 
@@ -156,6 +165,21 @@ def changes() -> dict:
     def new_data(sampler, model, x):
         return x + 1.0
 
+    def a_private_scalar_attribute(sampler, model, x):
+        model._scale = 3.0
+
+    def a_scalar_in_a_list(sampler, model, x):
+        model.weights[0] = 3.0
+
+    def a_tensor_in_a_dict_replaced(sampler, model, x):
+        model.offsets["shift"] = torch.ones(4)
+
+    def a_tensor_in_a_dict_changed_in_place(sampler, model, x):
+        model.offsets["shift"].add_(1.0)
+
+    def channels_of_a_tensor_reordered(sampler, model, x):
+        model.offsets["shift"] = torch.ones(8)[::2]  # same values' shape, another stride
+
     return {
         "step_size": (step_size, True),
         "n_steps": (n_steps, True),
@@ -167,6 +191,11 @@ def changes() -> dict:
         "loaded_in_place": (loaded_in_place, False),
         "an_optimiser_step": (an_optimiser_step, False),
         "new_data": (new_data, False),
+        "a_private_scalar_attribute": (a_private_scalar_attribute, True),
+        "a_scalar_in_a_list": (a_scalar_in_a_list, True),
+        "a_tensor_in_a_dict_replaced": (a_tensor_in_a_dict_replaced, True),
+        "a_tensor_in_a_dict_changed_in_place": (a_tensor_in_a_dict_changed_in_place, False),
+        "channels_of_a_tensor_reordered": (channels_of_a_tensor_reordered, True),
     }
 
 
@@ -359,7 +388,7 @@ def test_a_chain_that_cannot_be_recorded_warns_once_and_runs_eagerly(monkeypatch
     def refuse(self, body, generators):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(capture_module.ReplayEmulator, "record", refuse)
+    monkeypatch.setattr(OpReplayEmulator, "record", refuse)
     torch.manual_seed(0)
     model, reference = Posterior(), Posterior()
     reference.load_state_dict(model.state_dict())

@@ -1,0 +1,87 @@
+"""A Lightning callback that times each training epoch and writes what it saw as JSON.
+
+    lebm fit -c recipes/quickstart.yaml \
+        '--trainer.callbacks+={"class_path": "epoch_clock.EpochClock", "init_args": {"out": "epochs.json"}}'
+
+with ``benchmarks/`` on ``PYTHONPATH`` (``benchmarks/gpu_check.py`` runs the quickstart this way). It
+changes nothing in the run: it only reads clocks and counters. Per epoch it records the training
+batches, ``train_seconds`` (from the epoch's start to the end of its last training batch: data
+loading and training steps, no validation) and ``epoch_seconds`` (to ``on_train_epoch_end``:
+validation, checkpoints and image grids included); CUDA is synchronised at each reading. The file is
+rewritten after every epoch, so a run cut off part-way leaves the epochs it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def _sync(module: L.LightningModule) -> None:
+    """Wait for the module's CUDA device, so that a clock reading covers the work queued before it."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
+def _chain_calls(module: L.LightningModule) -> dict[str, int] | None:
+    """Captures, replays and eager chain calls of the module's samplers (None if lebm cannot say)."""
+    try:
+        from lebm.samplers.capture import capture_stats, samplers_of
+
+        return capture_stats(samplers_of(module))
+    except Exception:  # noqa: BLE001 - a record without the counts beats a failed run
+        return None
+
+
+class EpochClock(L.Callback):
+    """Wall-clock seconds and batch counts of every training epoch, written to ``out`` as JSON."""
+
+    def __init__(self, out: str = "epoch_clock.json") -> None:
+        self.out = out
+        self.epochs: list[dict[str, Any]] = []
+        self.device: str | None = None
+        self._start = 0.0
+        self._last_batch_end = 0.0
+        self._batches = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(pl_module)
+        self._batches = 0
+        self._start = self._last_batch_end = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        _sync(pl_module)
+        self._last_batch_end = time.perf_counter()
+        self._batches += 1
+        if self.device is None:  # read during training: after fit Lightning moves the model to the CPU
+            device = pl_module.device
+            self.device = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _sync(pl_module)
+        self.epochs.append(
+            {
+                "epoch": trainer.current_epoch,
+                "batches": self._batches,
+                "train_seconds": round(self._last_batch_end - self._start, 6),
+                "epoch_seconds": round(time.perf_counter() - self._start, 6),
+            }
+        )
+        self._write(pl_module)
+
+    def _write(self, module: L.LightningModule) -> None:
+        """Replace ``out`` with everything recorded so far (written beside it, then renamed)."""
+        record: dict[str, Any] = {"device": self.device, "epochs": self.epochs, "chain_calls": _chain_calls(module)}
+        if module.device.type == "cuda":
+            record["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(module.device) / 2**20, 1)
+        path = Path(self.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(partial, path)
