@@ -214,15 +214,17 @@ def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[T
         graphs.eager_calls += 1
         return None
     entry = graphs.entries.get(key)
-    if entry is not None and not entry.valid_in(store):
-        graphs.drop(key)  # recorded in a generation that has been destroyed since
+    released = entry is not None and not entry.valid_in(store)
+    if released:
+        graphs.drop(key)  # recorded in a generation that has been destroyed since: record it again
         entry = None
     if entry is not None:
         graphs.entries.move_to_end(key)
         graphs.replays += 1
         graphs.misses_in_a_row = 0
         return entry(call.z0, call.inputs, call.generator)
-    graphs.misses_in_a_row += 1
+    if not released:  # a release makes every sampler record again: no sign of churn
+        graphs.misses_in_a_row += 1
     if graphs.misses_in_a_row > CHURN_LIMIT:
         graphs.disabled = (
             f"{type(call.sampler).__name__} captured {CHURN_LIMIT} chains in a row without replaying one: "

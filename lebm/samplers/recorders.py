@@ -187,7 +187,9 @@ class CUDAGraphStore(GraphStore):
     @staticmethod
     def _run_without_synchronisation(body: ChainBody) -> None:
         previous = torch.cuda.get_sync_debug_mode()
-        torch.cuda.set_sync_debug_mode("error")
+        with warnings.catch_warnings():  # "a prototype feature": said once per process, not lebm's to say
+            warnings.filterwarnings("ignore", message=".*[Ss]ynchronization debug mode.*")
+            torch.cuda.set_sync_debug_mode("error")
         try:
             body()
         except RuntimeError as error:

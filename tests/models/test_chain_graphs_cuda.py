@@ -250,9 +250,7 @@ def test_keys_a_b_a_b_of_one_sampler_each_replay_the_eager_chain() -> None:
 def test_more_keys_than_the_cache_holds_under_allocator_pressure_never_replay_a_destroyed_graph() -> None:
     store = cuda_store(DEVICE)
     other = image_model()
-    x = images()
-    other_stream = torch.Generator(DEVICE).manual_seed(4)
-    posterior(other, x, other_stream)  # another sampler's graph, alive while this one's are evicted
+    prior_chains(other, 24, seed=4)  # another sampler's graph, alive while this one's are evicted
     model = image_model()
     generation = store.generation
     pressure: list[torch.Tensor] = []
@@ -267,11 +265,12 @@ def test_more_keys_than_the_cache_holds_under_allocator_pressure_never_replay_a_
     for n in range(4, 4 + CACHE_SIZE + 2):  # every key again: recorded anew or replayed, never stale
         captured, eager = prior_chains(model, n, seed=100 + n)
         assert (captured - eager).abs().max() < TOLERANCE, n
-    reference = torch.Generator(DEVICE).set_state(other_stream.get_state())
-    again = posterior(other, x, other_stream)  # its graph was destroyed with the rest: it records again
-    eager_sampler = Langevin(other.posterior_sampler.n_steps, other.posterior_sampler.step_size, cuda_graph=False)
-    eager = other.infer(x, start="noise", sampler=eager_sampler, generator=reference)
+    # the other sampler's graph was destroyed with the rest: it records again (the prior's MLP chain:
+    # no convolution, whose cuDNN algorithm may change with the free memory and round otherwise)
+    captures = chain_graphs(other.prior.sampler).captures
+    again, eager = prior_chains(other, 24, seed=5)
     assert (again - eager).abs().max() < TOLERANCE
+    assert chain_graphs(other.prior.sampler).captures == captures + 1
 
 
 def test_a_chain_that_synchronises_is_refused_before_capture_and_the_gpu_stays_usable() -> None:

@@ -251,3 +251,29 @@ def test_anomaly_detection_and_launch_blocking_run_chains_eagerly(monkeypatch: p
         monkeypatch.setitem(os.environ, "CUDA_LAUNCH_BLOCKING", "0")
         sampler(model, torch.zeros(16, 3), inputs=(x,), freeze=[model])
     assert chain_graphs(sampler).stats() == {"captures": 1, "replays": 0, "eager_calls": 2}
+
+
+def test_another_method_of_the_same_module_is_in_the_key() -> None:
+    class TwoEnergies(Posterior):
+        def tempered(self, z: Tensor, x: Tensor) -> Tensor:
+            return self(z, x) / 3
+
+    model, x = TwoEnergies(), batches(1)[0]
+    first = {"energy": model.forward, "x": x, "model": model}
+    captured, eager, stats = twice(first, {**first, "energy": model.tempered})
+    assert stats["captures"] == 2 and torch.equal(captured, eager)
+
+
+def test_a_tensor_attribute_seen_through_other_strides_is_in_the_key() -> None:
+    model, x = Posterior(), batches(1)[0]
+    model.mixing = torch.randn(4, 4)
+
+    def energy(z: Tensor, data: Tensor) -> Tensor:
+        return model(z, data @ model.mixing)
+
+    def change() -> None:
+        model.mixing = model.mixing.t()  # the same storage and shape, read transposed
+
+    options = {"energy": energy, "x": x, "model": model}
+    captured, eager, stats = twice(options, options, change)
+    assert stats["captures"] == 2 and torch.equal(captured, eager)
