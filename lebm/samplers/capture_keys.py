@@ -26,18 +26,27 @@ import os
 import types
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from lebm.samplers.base import Sampler
+
+class CapturableSampler(Protocol):
+    """What the key reads of a sampler (``lebm.samplers.Sampler`` has both): whether its chains
+    may be captured, and the settings a captured chain depends on. A protocol, so that this module
+    imports no sampler."""
+
+    def capture_allowed(self) -> bool: ...
+
+    def capture_settings(self) -> Hashable: ...
+
 
 #: How deep :func:`describe` follows objects inside attributes before giving up (the chain runs eagerly).
 DESCRIBE_DEPTH = 5
 
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
+_PLAIN = frozenset(_SCALARS)
 _VALUES = (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout, enum.Enum, type)
 #: The attributes every ``nn.Module`` has (its hook, parameter, buffer and child dicts): what a
 #: fingerprint skips, leaving ``training`` and the attributes a module's own ``__init__`` set.
@@ -55,12 +64,15 @@ class Unseen(Exception):
     """An attribute the key cannot describe; its message says where."""
 
 
+def is_sampler(value: Any) -> bool:
+    """Whether ``value`` is a sampler (its class has ``capture_settings``): a cheap class lookup."""
+    return callable(getattr(type(value), "capture_settings", None)) and not isinstance(value, type)
+
+
 def hashable(value: Any) -> Hashable:
     """A hashable stand-in for a sampler setting: samplers by their settings, tensors by storage
     and shape, containers element by element, other objects by identity."""
-    from lebm.samplers.base import Sampler
-
-    if isinstance(value, Sampler):
+    if is_sampler(value):
         return value.capture_settings()
     if isinstance(value, Tensor):
         return ("tensor", value.data_ptr(), value.dtype, tuple(value.shape))
@@ -86,9 +98,7 @@ def describe(value: Any, where: str, depth: int = 0, seen: frozenset[int] = froz
     attributes; functions by identity, defaults and closure cells; other objects by type, identity
     and attributes. Raises :class:`Unseen` (naming ``where``) for what it cannot describe.
     """
-    from lebm.samplers.base import Sampler
-
-    if isinstance(value, (*_SCALARS, *_VALUES)):
+    if type(value) in _PLAIN or isinstance(value, _VALUES):
         return value
     if isinstance(value, Tensor):
         return tensor_id(value)
@@ -97,7 +107,7 @@ def describe(value: Any, where: str, depth: int = 0, seen: frozenset[int] = froz
     if depth >= DESCRIBE_DEPTH:
         raise Unseen(f"{where} nests objects deeper than {DESCRIBE_DEPTH} levels")
     seen = seen | {id(value)}
-    if isinstance(value, Sampler):
+    if is_sampler(value):
         return value.capture_settings()
     if isinstance(value, (list, tuple)):
         return (type(value), tuple(describe(v, f"{where}[{i}]", depth + 1, seen) for i, v in enumerate(value)))
@@ -257,7 +267,7 @@ def global_hooks() -> bool:
     return any(getattr(module_internals, name, None) for name in names)
 
 
-def why_not_captured(sampler: Sampler, modules: Sequence[nn.Module]) -> str | None:
+def why_not_captured(sampler: CapturableSampler, modules: Sequence[nn.Module]) -> str | None:
     """The reason a declared chain runs eagerly, or None when it may be captured (``modules``: a
     flat list of :func:`submodules`). Cheap checks only: what the key cannot describe is found
     by :meth:`ChainCall.key` (:class:`Unseen`)."""
@@ -293,7 +303,7 @@ class ChainCall:
     """One sampler call, as the base class resolved it: what the chain runs and reads
     (``modules``: every module the energy reads, as a flat list of :func:`submodules`)."""
 
-    sampler: Sampler
+    sampler: CapturableSampler
     energy_fn: Callable[..., Tensor]
     z0: Tensor
     inputs: tuple[Tensor, ...]

@@ -39,7 +39,9 @@ ChainBody = Callable[[], tuple[Tensor, dict[str, Tensor]]]
 #: Retired graphs a device keeps before every graph of the device is destroyed at once.
 RETIRED_LIMIT = 16
 #: torch versions that follow a non-default generator in a graph only when it is registered
-#: (``CUDAGraph.register_generator_state``, from 2.4); from 2.14 that call is a deprecated no-op.
+#: (``CUDAGraph.register_generator_state``, from 2.4: the floor of ``setup.cfg``'s torch range, so
+#: that a chain with a generator is captured on every version lebm supports); from 2.14 that call
+#: is a deprecated no-op (generators are registered on their first draw in a capture).
 _GENERATOR_REGISTRATION_UNTIL = (2, 14)
 
 
