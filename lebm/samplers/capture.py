@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from lebm.samplers.capture_keys import ChainCall, Unseen, energy_identity, why_not_captured
 from lebm.samplers.recorders import (
+    CaptureBroken,
     CaptureRejected,
     ChainBody,
     CUDAGraphStore,
@@ -213,6 +214,12 @@ def run_captured(call: ChainCall, body_for: Callable[..., ChainBody]) -> tuple[T
         )
         graphs.eager_calls += 1
         return None
+    if call.reached:  # modules the energy reads outside freeze: the same checks, and the warm-up undoes them too
+        reason = why_not_captured(call.sampler, call.reached)
+        if reason:
+            graphs.eager_calls += 1
+            return None
+        call.modules = [*call.modules, *call.reached]
     entry = graphs.entries.get(key)
     released = entry is not None and not entry.valid_in(store)
     if released:
@@ -283,9 +290,14 @@ def _capture(
     try:
         with _autocast_without_cache(call.z0.device):
             replay, outputs = store.record(body, [private] if private is not None else [])
+    except CaptureBroken:
+        raise  # the device cannot run eager work either: the run must stop, with the reason
     except torch.cuda.OutOfMemoryError as error:
         saved.restore()
+        graphs.clear()
         store.release_all()  # give the recorded graphs' memory back to the eager chains
+        if call.z0.device.type == "cuda":
+            torch.cuda.empty_cache()
         return _give_up(
             graphs,
             f"{name}: CUDA ran out of memory while recording a chain of {call.z0.shape[0]} states of shape "
@@ -307,8 +319,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def _give_up(graphs: ChainGraphs, reason: str) -> None:
-    """Turn capture off for this sampler, with one warning naming ``reason``."""
+    """Turn capture off for this sampler (its chains are dropped), with one warning naming ``reason``."""
     graphs.disabled = reason
+    graphs.clear()
     graphs.warn_once(
         f"{reason}. Its chains run eagerly from now on. A chain that synchronises with the host (.item(), "
         "printing a tensor, data-dependent shapes) cannot be captured: see docs/extending.md, 'Captured chains'.",

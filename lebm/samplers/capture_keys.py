@@ -20,12 +20,13 @@ module's ``chain_capture_key()`` returns. A module names the attributes its forw
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import functools
 import os
 import types
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -58,6 +59,12 @@ _BOOKKEEPING = frozenset({"_chain_graphs", "_lebm_init_config"})
 #: function of the module's state, whose closure holds the compiler's own objects).
 _IDENTITY_ONLY = frozenset({"_compiled_call_impl"})
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+#: Modules the key meets outside the call's ``modules`` (in a closure, on the energy's owner, in a
+#: plain list): collected while :meth:`ChainCall.key` runs, so that the eager checks and the
+#: warm-up's undo see them too.
+_REACHED: contextvars.ContextVar[list[nn.Module] | None] = contextvars.ContextVar("lebm_reached", default=None)
 
 
 class Unseen(Exception):
@@ -125,6 +132,9 @@ def describe(value: Any, where: str, depth: int = 0, seen: frozenset[int] = froz
         return ("object", id(value))
     if isinstance(value, nn.Module):  # held outside _modules (in a list, say): its whole tree
         tree = submodules([value])
+        reached = _REACHED.get()
+        if reached is not None:
+            reached.extend(tree)
         return ("module", tuple(module_description(m, where, depth + 1, seen | {id(m)}) for m in tree))
     attributes = getattr(value, "__dict__", None)
     if attributes is None:
@@ -144,7 +154,7 @@ def describe_callable(function: Any, where: str, depth: int = 0, seen: frozenset
             for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=True)
         )
         defaults = describe((function.__defaults__, function.__kwdefaults__), f"{where} (defaults)", depth, seen)
-        return ("function", id(function), defaults, cells)
+        return ("function", function, defaults, cells)  # the object: the key keeps it alive, no id is reused
     return (
         "partial",
         describe_callable(function.func, where, depth, seen),
@@ -311,10 +321,22 @@ class ChainCall:
     modules: list[nn.Module]
     generator: torch.Generator | None = None
     record: bool = False
+    reached: list[nn.Module] = field(default_factory=list)
 
     def key(self) -> Hashable:
         """Everything a graph recorded for this call depends on. Raises :class:`Unseen` when
-        something the chain may read cannot be described (the chain then runs eagerly)."""
+        something the chain may read cannot be described (the chain then runs eagerly). Modules
+        met outside ``modules`` are left in :attr:`reached`."""
+        reached: list[nn.Module] = []
+        token = _REACHED.set(reached)
+        try:
+            return self._key()
+        finally:
+            _REACHED.reset(token)
+            members = {id(module) for module in self.modules}
+            self.reached = [m for m in dict.fromkeys(reached) if id(m) not in members]
+
+    def _key(self) -> Hashable:
         identity, _ = energy_identity(self.energy_fn)
         return (
             self.sampler.capture_settings(),

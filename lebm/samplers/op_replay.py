@@ -40,40 +40,9 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
+from lebm.samplers.host_sync import uncapturable
+
 ChainBody = Callable[[], tuple[Tensor, dict[str, Tensor]]]
-
-#: Operations (schema names) that read a tensor's value on the host or size their output by it.
-UNCAPTURABLE_OPS = frozenset(
-    {
-        "aten::_local_scalar_dense",  # .item(), float(t), int(t), printing a tensor
-        "aten::is_nonzero",  # if t:, bool(t)
-        "aten::equal",
-        "aten::allclose",
-        "aten::nonzero",
-        "aten::masked_select",
-        "aten::_unique",
-        "aten::_unique2",
-        "aten::unique_dim",
-        "aten::unique_consecutive",
-        "aten::unique_dim_consecutive",
-    }
-)
-_MASK_INDEXED_OPS = frozenset({"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"})
-
-
-def uncapturable(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether ``func(*args, **kwargs)`` synchronises with the host or has a data-dependent shape:
-    the :data:`UNCAPTURABLE_OPS`, indexing with a boolean mask (``x[mask]``, ``x[mask] = v``), and
-    ``repeat_interleave`` with tensor repeats and no ``output_size``."""
-    name = func._schema.name
-    if name in UNCAPTURABLE_OPS:
-        return True
-    if name in _MASK_INDEXED_OPS:
-        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        return any(isinstance(i, Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices)
-    if name == "aten::repeat_interleave":
-        return func._overloadname in ("Tensor", "self_Tensor") and kwargs.get("output_size") is None
-    return False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ replay's outputs are copied out at once, so sharing the pool is safe).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import ctypes.util
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
+
+from lebm.samplers.host_sync import HostSynchronisation, RefuseHostSync
 
 if TYPE_CHECKING:
     from lebm.samplers.op_replay import OpReplayEmulator
@@ -47,6 +50,23 @@ _GENERATOR_REGISTRATION_UNTIL = (2, 14)
 
 class CaptureRejected(RuntimeError):
     """A chain that cannot be captured, found before its recording started."""
+
+
+class CaptureBroken(RuntimeError):
+    """A failed recording left the device unusable for eager work: the run must stop."""
+
+
+def run_refusing_host_sync(body: ChainBody) -> None:
+    """Run ``body`` once with every host synchronisation refused (this thread only): raise
+    :class:`CaptureRejected` naming the operation, before anything is recorded."""
+    try:
+        with RefuseHostSync():
+            body()
+    except HostSynchronisation as error:
+        raise CaptureRejected(
+            f"the chain synchronises with the host ({error}): .item(), float(tensor), printing a tensor, "
+            "a copy to the CPU, data-dependent shapes or a BatchNorm with momentum=None cannot be recorded"
+        ) from error
 
 
 class GraphRecorder(Protocol):
@@ -129,6 +149,7 @@ class GeneratorRescue:
 
     def __init__(self, device: torch.device, generators: Sequence[torch.Generator]) -> None:
         index = device.index if device.index is not None else torch.cuda.current_device()
+        self.device = device
         self.generators = [torch.cuda.default_generators[index], *generators]
         self.saved = [self._save(generator) for generator in self.generators]
 
@@ -137,13 +158,31 @@ class GeneratorRescue:
         clone = generator.clone_state() if hasattr(generator, "clone_state") else None
         return clone, generator.get_state()
 
-    def restore(self) -> None:
-        for generator, (clone, state) in zip(self.generators, self.saved, strict=True):
+    def restore(self) -> bool:
+        """Put every generator's values back; where a generator still refuses to draw, give it a
+        fresh state object (``graphsafe_set_state``). Returns whether the *default* generator's
+        state object was replaced: graphs recorded earlier follow the old one, so they must go."""
+        replaced_default = False
+        for position, (generator, (clone, state)) in enumerate(zip(self.generators, self.saved, strict=True)):
+            if self._draws(generator, state):
+                continue
             if clone is not None and hasattr(generator, "graphsafe_set_state"):
                 with contextlib.suppress(RuntimeError):
                     generator.graphsafe_set_state(clone)
+                    replaced_default = replaced_default or position == 0
             with contextlib.suppress(RuntimeError):
                 generator.set_state(state)
+        return replaced_default
+
+    def _draws(self, generator: torch.Generator, state: Tensor) -> bool:
+        """Set ``state`` and check that ``generator`` draws (the probe's draw is undone)."""
+        try:
+            generator.set_state(state)
+            torch.empty(1, device=self.device).normal_(generator=generator)
+            generator.set_state(state)
+            return True
+        except RuntimeError:
+            return False
 
 
 def register_generators(graph: torch.cuda.CUDAGraph, generators: Sequence[torch.Generator]) -> None:
@@ -175,35 +214,19 @@ class CUDAGraphStore(GraphStore):
         self.broken: str | None = None  # set when a failed recording could not be undone
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
-        """``runs`` eager runs on the capture stream; the last with synchronising calls turned
-        into errors, so that a chain that synchronises with the host is rejected before capture."""
+        """``runs`` eager runs on the capture stream; the last refusing host synchronisations
+        (:func:`run_refusing_host_sync`), so that such a chain is rejected before capture. The
+        caller's stream waits for them whatever happens: what the warm-up changed is put back there."""
         caller = torch.cuda.current_stream(self.device)
         with torch.cuda.device(self.device):
             self.stream.wait_stream(caller)
-            with torch.cuda.stream(self.stream):
-                for _ in range(runs - 1):
-                    body()
-                self._run_without_synchronisation(body)
-            caller.wait_stream(self.stream)
-
-    @staticmethod
-    def _run_without_synchronisation(body: ChainBody) -> None:
-        previous = torch.cuda.get_sync_debug_mode()
-        with warnings.catch_warnings():  # "a prototype feature": said once per process, not lebm's to say
-            warnings.filterwarnings("ignore", message=".*[Ss]ynchronization debug mode.*")
-            torch.cuda.set_sync_debug_mode("error")
-        try:
-            body()
-        except RuntimeError as error:
-            if "synchronizing" not in str(error).lower():
-                raise
-            cause = str(error).strip().splitlines()[0]
-            raise CaptureRejected(
-                f"the chain synchronises with the host ({cause}): .item(), float(tensor), printing a tensor, "
-                "data-dependent shapes or a BatchNorm with momentum=None cannot be recorded"
-            ) from error
-        finally:
-            torch.cuda.set_sync_debug_mode(previous)
+            try:
+                with torch.cuda.stream(self.stream):
+                    for _ in range(runs - 1):
+                        body()
+                    run_refusing_host_sync(body)
+            finally:
+                caller.wait_stream(self.stream)
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
         """Record ``body`` on the dedicated stream into the shared pool. Neither synchronises the
@@ -233,7 +256,21 @@ class CUDAGraphStore(GraphStore):
                 raise
             finally:
                 caller.wait_stream(self.stream)
-        return graph.replay, outputs
+        return self._replay_on_capture_stream(graph), outputs
+
+    def _replay_on_capture_stream(self, graph: torch.cuda.CUDAGraph) -> Callable[[], None]:
+        """The graph's replay, run on the capture stream after the caller's work and before the
+        caller goes on: replays of graphs that share one pool and one cuBLAS workspace never run
+        concurrently, whatever stream a caller has current."""
+
+        def replay() -> None:
+            caller = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(caller)
+            with torch.cuda.stream(self.stream):
+                graph.replay()
+            caller.wait_stream(self.stream)
+
+        return replay
 
     def _recover(self, rescue: GeneratorRescue) -> None:
         """After a failed recording: stop routing allocations to the pool, give the generators
@@ -242,7 +279,8 @@ class CUDAGraphStore(GraphStore):
         if end_pool is not None:
             with contextlib.suppress(Exception):
                 end_pool(self.device.index if self.device.index is not None else torch.cuda.current_device(), self.pool)
-        rescue.restore()
+        if rescue.restore():
+            self.release_all()  # earlier graphs follow the default generator's former state object
         try:
             torch.randn(1, device=self.device)
             torch.cuda.synchronize(self.device)
@@ -250,7 +288,7 @@ class CUDAGraphStore(GraphStore):
             self.broken = (
                 f"a failed chain recording left CUDA unusable for eager work ({str(error).strip().splitlines()[0]})"
             )
-            raise RuntimeError(
+            raise CaptureBroken(
                 f"{self.broken}. Turn chain capture off (-c recipes/speed/eager_chains.yaml) and report this with "
                 f"your torch version ({torch.__version__})"
             ) from error
@@ -272,8 +310,17 @@ def cuda_store(device: torch.device) -> CUDAGraphStore:
     index = device.index if device.index is not None else torch.cuda.current_device()
     key = torch.device("cuda", index)
     if key not in _CUDA_STORES:
+        if not _CUDA_STORES:
+            atexit.register(_release_every_store)
         _CUDA_STORES[key] = CUDAGraphStore(key)
     return _CUDA_STORES[key]
+
+
+def _release_every_store() -> None:
+    """At exit, destroy each device's graphs together (not one by one, as garbage collection would)."""
+    for store in _CUDA_STORES.values():
+        with contextlib.suppress(Exception):
+            store.release_all()
 
 
 # ------------------------------------------------------------------------------ CPU emulation
@@ -309,7 +356,9 @@ class EmulatedStore(GraphStore):
         self.destroyed = 0
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
-        self.emulator.warm_up(body, runs)
+        """The emulator's warm-up, its last run refusing host synchronisations as on a GPU."""
+        self.emulator.warm_up(body, runs - 1)
+        run_refusing_host_sync(body)
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
         replay, outputs = self.emulator.record(body, generators)

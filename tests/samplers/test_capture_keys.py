@@ -277,3 +277,27 @@ def test_a_tensor_attribute_seen_through_other_strides_is_in_the_key() -> None:
     options = {"energy": energy, "x": x, "model": model}
     captured, eager, stats = twice(options, options, change)
     assert stats["captures"] == 2 and torch.equal(captured, eager)
+
+
+def test_a_module_read_only_through_a_closure_is_checked_and_its_warm_up_undone() -> None:
+    """No ``freeze``: the energy reaches the model through its closure. The key fingerprints it,
+    the warm-up's changes to its BatchNorm statistics are put back, and a hook on it keeps the
+    chain eager, as for a module in ``freeze``."""
+
+    def run(emulate: bool, hooked: bool = False) -> tuple[Tensor, Tensor, dict]:
+        torch.manual_seed(0)
+        model, x = Posterior(), batches(1)[0]
+        if hooked:
+            model.generator.register_forward_hook(lambda module, args, out: out)
+        energy = lambda z, data: model(z, data)  # noqa: E731
+        sampler = Langevin(3, 0.2)
+        with emulate_on_cpu() if emulate else contextlib.nullcontext():
+            for _ in range(2):
+                z = sampler(energy, torch.zeros(16, 3), inputs=(x,), generator=torch.Generator().manual_seed(1))
+        return z, model.energy[1].num_batches_tracked.clone(), chain_graphs(sampler).stats()
+
+    eager_z, eager_count, _ = run(False)
+    captured_z, captured_count, stats = run(True)
+    assert stats == {"captures": 1, "replays": 1, "eager_calls": 0}
+    assert torch.equal(captured_count, eager_count) and torch.equal(captured_z, eager_z)
+    assert run(True, hooked=True)[2] == {"captures": 0, "replays": 0, "eager_calls": 2}

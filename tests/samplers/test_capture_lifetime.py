@@ -109,3 +109,24 @@ def test_running_out_of_memory_while_recording_is_reported_as_such(monkeypatch: 
             z = call(sampler, model, 16)
         assert store.generation == 1  # the graphs' memory was given back
     assert torch.equal(z, eager(model, 16))
+
+
+def test_a_chain_that_synchronises_is_refused_in_its_warm_up_and_runs_eagerly() -> None:
+    model, x = Posterior(), batches(1)[0]
+
+    def energy(z: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+        if z.abs().sum() > 1e9:  # `if` on a tensor: a host synchronisation on a GPU
+            raise AssertionError
+        return model(z, data)
+
+    sampler = Langevin(4, 0.2)
+    refusal = r"synchronises with the host \(aten._local_scalar_dense"
+    with emulate_on_cpu() as store, pytest.warns(UserWarning, match=refusal):
+        z = sampler(energy, torch.zeros(16, 3), inputs=(x,), freeze=[model], generator=torch.Generator().manual_seed(0))
+        sampler(energy, torch.zeros(16, 3), inputs=(x,), freeze=[model], generator=torch.Generator().manual_seed(0))
+        assert store.alive == []  # refused before anything was recorded
+    eager = Langevin(4, 0.2)(
+        energy, torch.zeros(16, 3), inputs=(x,), freeze=[model], generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(z, eager)
+    assert chain_graphs(sampler).stats() == {"captures": 0, "replays": 0, "eager_calls": 2}

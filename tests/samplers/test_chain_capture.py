@@ -23,7 +23,6 @@ from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 from lebm.samplers import capture as capture_module
 from lebm.samplers.capture import CHURN_LIMIT, chain_graphs, emulate_on_cpu, samplers_of, set_chain_capture
 from lebm.samplers.op_replay import OpReplayEmulator
-from lebm.samplers.recorders import RETIRED_LIMIT
 
 
 class Posterior(nn.Module):
