@@ -36,12 +36,19 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lebm.samplers.capture_keys import ChainCall, Unseen, energy_identity, why_not_captured
+from lebm.samplers.capture_keys import (
+    CapturableSampler,
+    ChainCall,
+    Unseen,
+    energy_identity,
+    is_sampler,
+    why_not_captured,
+)
 from lebm.samplers.recorders import (
     CaptureBroken,
     CaptureRejected,
@@ -54,8 +61,9 @@ from lebm.samplers.recorders import (
     recorder_for,
 )
 
-if TYPE_CHECKING:
-    from lebm.samplers.base import Sampler
+#: A sampler as this module sees it (``lebm.samplers.Sampler`` is one): a protocol, so that the
+#: capture machinery imports no sampler and the samplers import it without a circle.
+Sampler = CapturableSampler
 
 __all__ = [
     "CACHE_SIZE",
@@ -371,8 +379,6 @@ def _default_generator(device: torch.device) -> torch.Generator:
 def samplers_of(*owners: Any) -> list[Sampler]:
     """Every sampler reachable from ``owners`` (modules, callbacks, samplers): the attributes of
     every submodule, and the sampler a ``PersistentChains`` wraps; each once."""
-    from lebm.samplers.base import Sampler
-
     found: dict[int, Sampler] = {}
     pending: list[Any] = list(owners)
     visited: set[int] = set()
@@ -381,12 +387,12 @@ def samplers_of(*owners: Any) -> list[Sampler]:
         if id(value) in visited:
             continue
         visited.add(id(value))
-        if isinstance(value, Sampler):
+        if is_sampler(value):
             found[id(value)] = value
         if isinstance(value, nn.Module):
             pending.extend(value.children())
         attributes = vars(value).values() if hasattr(value, "__dict__") else ()
-        pending.extend(a for a in attributes if isinstance(a, (Sampler, nn.Module)))
+        pending.extend(a for a in attributes if is_sampler(a) or isinstance(a, nn.Module))
     return list(found.values())
 
 
