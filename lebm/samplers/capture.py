@@ -14,19 +14,23 @@ removes all of that. The graph reads
   advances exactly as an eager chain advances it (a chain without a generator draws from the
   device's default generator, which every graph follows by itself).
 
-A graph is valid for one **key**: the sampler's settings, the energy function, the shapes and
-dtypes of the state and inputs, whether diagnostics are recorded, the reference precision, the
-autocast and TF32 state, and a fingerprint of the modules the energy reads (the storage, dtype and
-shape of every parameter, buffer and tensor attribute, every public scalar attribute such as the
-train/eval flag, and what a module's ``chain_capture_key()`` adds). Any other call captures again
-(a small least-recently-used cache per sampler) or runs eagerly, so a moved net (or one loaded
-with ``assign=True``), a changed step size or count, a smaller last batch or another autocast state
-never replays a stale graph.
+A graph is valid for one **key** (:mod:`lebm.samplers.capture_keys`): the sampler's settings, the
+energy function with its owner's attributes or its closure, the shapes and dtypes of the state and
+inputs, whether diagnostics are recorded, the reference precision, the autocast and TF32 state, and
+a fingerprint of the modules the energy reads (every tensor's storage, dtype, shape and strides,
+every other attribute by value, and what a module's ``chain_capture_key()`` adds). Any other call
+captures again (a small least-recently-used cache per sampler) or runs eagerly, so a moved net, a
+changed step size or count, a smaller last batch or another autocast state never replays a stale
+graph; what the key cannot see runs eagerly. A chain that is dropped only retires its graph: graphs
+are destroyed all together (:mod:`lebm.samplers.recorders`), and a cached chain of a destroyed
+generation records again.
 
 Who is captured: a chain on a CUDA device whose sampler opted in (``capturable``; ``Langevin`` and
 ``PersistentChains`` do) with its ``cuda_graph`` option on, called with ``inputs=`` (the caller's
 promise that the energy reads only ``z``, the inputs and the ``freeze`` modules), and whose modules
-hold no recurrent net. Everything else runs eagerly, as every chain on the CPU does.
+hold no recurrent net, hook or ``SyncBatchNorm``. Everything else runs eagerly, as every chain on
+the CPU does. A chain that synchronises with the host is refused in its warm-up; a recording that
+fails turns its sampler's capture off with one warning.
 """
 
 from __future__ import annotations
