@@ -181,7 +181,9 @@ class AnomalyDetection(EvaluationMetric):
         # computed on the host in float64 (torchmetrics' binary metrics would squash scores
         # outside [0, 1] through a sigmoid, which saturates for energies in the hundreds)
         names = ["target", "score", *self._terms]
-        self._collected = {name: CatMetric(sync_on_compute=True).to(pl_module.device) for name in names}
+        self._collected = {
+            name: CatMetric(sync_on_compute=True).to(pl_module.device).set_dtype(torch.float64) for name in names
+        }  # CatMetric stores float32 unless told (and .to() resets it): energies near 300 differing by 1e-5 would tie
 
     def _update(self, pl_module: L.LightningModule, outputs: Any, batch: Any) -> None:
         labels = batch[1]
