@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from cases import LATENT, toy_decoder, toy_loader
+from trainers import quiet_trainer
 
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.models.nets import EnergyMLP
@@ -95,12 +96,8 @@ def test_each_stage_update_raises_the_logit_gap_between_posterior_and_prior_samp
         ratio_lr=5e-2,
     )
     gaps = LogitGaps(RecordSamples(model))
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         inference_mode=False,
