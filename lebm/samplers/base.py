@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from lebm.config import Configurable
 from lebm.samplers.capture import run_captured
 from lebm.samplers.capture_keys import ChainCall, hashable, submodules
-from lebm.samplers.recorders import ChainBody, capture_possible
+from lebm.samplers.recorders import ChainBody, capture_possible, first_line
 
 EnergyFn = Callable[[Tensor], Tensor]
 """``energy_fn(z) -> U``: maps states ``(B, *shape)`` to total energies ``(B,)``.
@@ -214,7 +214,7 @@ def out_of_memory_named(sampler: Sampler, energy_fn: Callable[..., Tensor], z0: 
         if z0.device.type == "cuda":
             total = torch.cuda.get_device_properties(z0.device).total_memory / 2**30
             usage = f", {torch.cuda.memory_allocated(z0.device) / 2**30:.1f} of {total:.1f} GiB allocated"
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else "out of memory"
+        cause = first_line(error)
         raise torch.cuda.OutOfMemoryError(
             f"CUDA ran out of memory in the chain {sampler!r} on {energy} for a batch of {z0.shape[0]} states of "
             f"shape {tuple(z0.shape[1:])} on {z0.device}{usage}. Lower the batch size (--data.init_args.batch_size), "

@@ -62,6 +62,7 @@ from lebm.samplers.recorders import (
     ReplayEmulator,
     capture_possible,
     emulate_on_cpu,
+    first_line,
     recorder_for,
 )
 
@@ -313,21 +314,17 @@ def _capture(
         return _give_up(
             graphs,
             f"{name}: CUDA ran out of memory while recording a chain of {call.z0.shape[0]} states of shape "
-            f"{tuple(call.z0.shape[1:])} as a CUDA graph ({_first_line(error)}). Every recorded chain was released. "
+            f"{tuple(call.z0.shape[1:])} as a CUDA graph ({first_line(error)}). Every recorded chain was released. "
             "Lower the batch size, or turn capture off (-c recipes/speed/eager_chains.yaml)",
         )
     except Exception as error:  # noqa: BLE001 - any other failure to record means: run eagerly
         saved.restore()
-        return _give_up(graphs, f"{name}: this chain could not be captured as a CUDA graph ({_first_line(error)})")
+        return _give_up(graphs, f"{name}: this chain could not be captured as a CUDA graph ({first_line(error)})")
     saved.restore()
     _, owner = energy_identity(call.energy_fn)
     return CapturedChain(
         replay, static_z, static_inputs, outputs, private, (owner, *call.modules), store, store.generation
     )
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _give_up(graphs: ChainGraphs, reason: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as module_internals
 
 
 class CapturableSampler(Protocol):
@@ -82,7 +83,7 @@ def hashable(value: Any) -> Hashable:
     if is_sampler(value):
         return value.capture_settings()
     if isinstance(value, Tensor):
-        return ("tensor", value.data_ptr(), value.dtype, tuple(value.shape))
+        return tensor_id(value)
     if isinstance(value, (list, tuple)):
         return tuple(hashable(v) for v in value)
     if isinstance(value, dict):
@@ -266,8 +267,6 @@ def has_hooks(module: nn.Module) -> bool:
 
 def global_hooks() -> bool:
     """Whether forward or backward hooks are registered for every module (``register_module_forward_hook``)."""
-    from torch.nn.modules import module as module_internals
-
     names = (
         "_global_forward_hooks",
         "_global_forward_pre_hooks",

@@ -92,6 +92,12 @@ class GraphRecorder(Protocol):
         """Destroy every graph recorded here, at once; a new generation starts."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def torch_version() -> tuple[int, int]:
     major, minor = torch.__version__.split("+")[0].split(".")[:2]
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
@@ -200,9 +206,9 @@ class CUDAGraphStore(GraphStore):
     """Every chain graph of this process on one CUDA device: one dedicated capture stream, one
     memory pool, graphs destroyed all together (see the module docstring).
 
-    Warm-up and capture run on the dedicated stream; a replay runs on the caller's current stream,
-    so it is ordered with the eager work around it as any kernel launched there. Capture mode is
-    ``thread_local`` (a DataLoader's pin-memory thread may allocate host memory meanwhile).
+    Warm-up, capture and replays run on the dedicated stream, each ordered after the caller's
+    stream and before it goes on. Capture mode is ``thread_local`` (a DataLoader's pin-memory
+    thread may allocate host memory meanwhile).
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -285,9 +291,7 @@ class CUDAGraphStore(GraphStore):
             torch.randn(1, device=self.device)
             torch.cuda.synchronize(self.device)
         except RuntimeError as error:
-            self.broken = (
-                f"a failed chain recording left CUDA unusable for eager work ({str(error).strip().splitlines()[0]})"
-            )
+            self.broken = f"a failed chain recording left CUDA unusable for eager work ({first_line(error)})"
             raise CaptureBroken(
                 f"{self.broken}. Turn chain capture off (-c recipes/speed/eager_chains.yaml) and report this with "
                 f"your torch version ({torch.__version__})"

@@ -130,3 +130,15 @@ def test_a_chain_that_synchronises_is_refused_in_its_warm_up_and_runs_eagerly() 
     )
     assert torch.equal(z, eager)
     assert chain_graphs(sampler).stats() == {"captures": 0, "replays": 0, "eager_calls": 2}
+
+
+def test_the_loose_emulator_reruns_the_body_and_gives_the_eager_chain() -> None:
+    """``emulate_on_cpu(strict=False)`` (device: CPU): the replay reruns the Python body; the
+    numbers, the counters and the caller's stream are those of the strict emulator and of eager."""
+    model, sampler = Posterior(), Langevin(4, 0.2)
+    with emulate_on_cpu(strict=False) as store:
+        assert not isinstance(store.emulator, OpReplayEmulator)
+        results = [call(sampler, model, 16, seed=s) for s in (3, 4)]
+    assert chain_graphs(sampler).stats() == {"captures": 1, "replays": 1, "eager_calls": 0}
+    for seed, result in zip((3, 4), results, strict=True):
+        assert torch.equal(result, eager(model, 16, seed=seed))
