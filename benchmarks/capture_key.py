@@ -2,7 +2,7 @@
 
     python benchmarks/capture_key.py [--repeats 200]
 
-On a GPU every captured chain call computes its key (:meth:`lebm.samplers.capture_keys.ChainCall.key`:
+On a GPU every captured chain call computes its key (:meth:`lebm.samplers.capture.keys.ChainCall.key`:
 the sampler's settings, shapes, autocast state and the fingerprint of every module the energy reads)
 and checks that the chain may be captured, before it replays. This times both on the CPU (the work
 is the same on any device) for every chain of each recipe and prints one JSON line: microseconds per
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import load_recipe  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture_keys import ChainCall, submodules, why_not_captured  # noqa: E402
+from lebm.samplers.capture.keys import ChainCall, submodules, why_not_captured  # noqa: E402
 
 RECIPES = {
     "latent_ebm": "recipes/latent_ebm/svhn.yaml",

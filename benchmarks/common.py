@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from lebm.recipes import resolve_recipe
+from lebm.cli.resolve import resolve_recipe
 
 
 def load_recipe(path: str) -> dict[str, Any]:

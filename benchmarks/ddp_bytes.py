@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import bare_trainer  # noqa: E402
 from train_step import observation_shape, start_in_stage  # noqa: E402
 
+from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build  # noqa: E402
-from lebm.recipes import resolve_recipe  # noqa: E402
 
 COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor")
 

@@ -16,7 +16,7 @@ import lightning as L
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lebm.samplers.capture import samplers_of, set_chain_capture
+from lebm.samplers.capture import set_chain_capture
 
 #: Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets; the first
 #: name contained in the device's name wins (so "H100 PCIe" before "H100").
@@ -64,12 +64,11 @@ class IterationFlops(L.Callback):
         self.batch_index = batch_index
         self.flops: int | None = None
         self._mode: OperatorFlops | None = None
-        self._switched: list[Any] = []
+        self._previous = True
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, index: int) -> None:
         if index == self.batch_index:
-            self._switched = [s for s in samplers_of(pl_module) if s.cuda_graph]
-            set_chain_capture(False, *self._switched)
+            self._previous = set_chain_capture(False)
             self._mode = OperatorFlops()
             self._mode.__enter__()
 
@@ -78,4 +77,4 @@ class IterationFlops(L.Callback):
             self._mode.__exit__(None, None, None)
             self.flops = self._mode.total
             self._mode = None
-            set_chain_capture(True, *self._switched)
+            set_chain_capture(self._previous)

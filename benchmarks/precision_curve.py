@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import bare_trainer  # noqa: E402
 
+from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build  # noqa: E402
-from lebm.recipes import resolve_recipe  # noqa: E402
 
 
 class ScalarRecorder(L.Callback):

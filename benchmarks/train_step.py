@@ -293,7 +293,7 @@ def main() -> None:
     batch_size = args.batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
-    set_chain_capture(args.chain_capture == "on", model)
+    set_chain_capture(args.chain_capture == "on")
     stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -51,11 +51,11 @@ from records import newest_last_checkpoint, render_results_md, this_device  # no
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.callbacks.images import to_uint8_grid  # noqa: E402
+from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.metrics.fid import FIDMetrics, InceptionFeatures  # noqa: E402
 from lebm.models import DualMCMC  # noqa: E402
 from lebm.models.base import batch_observations  # noqa: E402
-from lebm.recipes import resolve_recipe  # noqa: E402
 from lebm.samplers import Langevin  # noqa: E402
 
 RECIPE = "recipes/dual_mcmc/mnist_offline.yaml"

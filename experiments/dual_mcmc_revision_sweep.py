@@ -69,6 +69,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 from records import render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks.fid import CACHE_FORMAT, REFERENCE_SUBSET_SEED, batch_seed, reference_batches  # noqa: E402
+from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.data import ImageDataModule  # noqa: E402
 from lebm.metrics.fid import (  # noqa: E402
@@ -82,7 +83,6 @@ from lebm.metrics.fid import (  # noqa: E402
     save_reference_state,
 )
 from lebm.models import DualMCMC  # noqa: E402
-from lebm.recipes import resolve_recipe  # noqa: E402
 from lebm.samplers import Langevin  # noqa: E402
 
 DEFAULT_CHAINS = "30x0.5,70x0.4,10x0.5,20x0.4,5x0.5"  # training chain, official test chain, shorter ones

@@ -39,7 +39,7 @@ import torch
 import yaml
 from records import newest_last_checkpoint, render_results_md, this_device
 
-from lebm.recipes import resolve_recipe
+from lebm.cli.resolve import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from records import render_results_md, this_device
 
-from lebm.recipes import resolve_recipe
+from lebm.cli.resolve import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from records import render_results_md, this_device
 
-from lebm.recipes import resolve_recipe
+from lebm.cli.resolve import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {"fppl": "test/fppl", "rppl": "test/rppl", "nll": "test/nll_is"}

@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 from records import render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
+from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build, import_object  # noqa: E402
 from lebm.models.base import batch_observations  # noqa: E402
-from lebm.recipes import resolve_recipe  # noqa: E402
 
 EXPERIMENT = "quickstart_digits"
 

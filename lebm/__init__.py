@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from lebm import moved
+from lebm.version import __version__
+
+moved.install()  # old module paths of recipes and checkpoints import as the modules they moved to
 
 __all__ = ["__version__", "load"]
 
@@ -19,6 +22,6 @@ def load(path: str, map_location: Any = None, **kwargs: Any) -> Any:
         model = lebm.load("runs/quickstart/checkpoints/last.ckpt")
         images = model.generate(64)
     """
-    from lebm.checkpoints import load_method  # imports torch and Lightning only when used
+    from lebm.models.loading import load_method  # imports torch and Lightning only when used
 
     return load_method(path, map_location=map_location, **kwargs)

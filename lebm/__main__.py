@@ -1,3 +1,3 @@
-from lebm.cli import main
+from lebm.cli.main import main
 
 main()

@@ -18,6 +18,8 @@ import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from lebm.moved import current_path
+
 _CONFIG_ATTR = "_lebm_init_config"
 
 #: Configs of the components being built by the ``lebm`` CLI (``{argument: {"class_path",
@@ -142,8 +144,9 @@ def given_config(argument: str) -> Any:
 
 
 def import_object(class_path: str) -> Any:
-    """Import ``package.module.Name`` and return ``Name``."""
-    module_name, _, name = class_path.rpartition(".")
+    """Import ``package.module.Name`` and return ``Name`` (a path of an earlier lebm version is
+    read through the alias table, :func:`lebm.moved.current_path`)."""
+    module_name, _, name = current_path(class_path).rpartition(".")
     if not module_name:
         raise ValueError(f"class_path {class_path!r} must be a dotted path like 'lebm.samplers.Langevin'")
     try:

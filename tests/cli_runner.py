@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from lebm.cli import main as lebm_main
+from lebm.cli.main import main as lebm_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from lebm.config import build, to_config
 from lebm.models import TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP
+from lebm.nets import EnergyMLP
 from lebm.samplers import Langevin, PersistentChains
 
 

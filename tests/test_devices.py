@@ -18,10 +18,10 @@ from trainers import quiet_trainer
 from lebm import devices as device_checks
 from lebm.devices import check_device_settings
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.numerics import apply_tf32, tf32_state
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.randomness import CHECKPOINT_KEY
 from lebm.samplers import Langevin
+from lebm.speed.numerics import apply_tf32, tf32_state
 
 
 # --------------------------------------------------------------------------- the test policy

@@ -10,9 +10,9 @@ from jsonargparse import Namespace
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
-from lebm.cli_app import _method_strategy, requested_processes
+from lebm.cli.app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 
 
 @pytest.mark.parametrize(

@@ -24,10 +24,10 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import ReconstructionMSE
+from lebm.cli.resolve import resolve_recipe
 from lebm.config import build, to_config, try_to_config
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.recipes import resolve_recipe
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin, Sampler
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lebm.data import ImageDataModule
 from lebm.models import DualMCMC
-from lebm.models.nets import ConvEncoder, GaussianDecoder, SNGANGenerator, SNResNetEnergy
+from lebm.nets import ConvEncoder, GaussianDecoder, SNGANGenerator, SNResNetEnergy
 from lebm.samplers import Langevin
 
 REPO = Path(__file__).resolve().parents[1]

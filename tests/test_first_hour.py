@@ -254,7 +254,7 @@ def test_a_command_without_a_recipe_points_to_the_recipes(capsys) -> None:
 def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
     """`lebm --help`, a missing recipe and a missing checkpoint answer before Lightning is imported."""
     code = (
-        "import sys\nfrom lebm.cli import main\n"
+        "import sys\nfrom lebm.cli.main import main\n"
         "main(['--help'])\n"
         "bad = (['fit', '-c', 'no/such/recipe.yaml'],\n"
         "       ['fit', '-c', 'recipes/quickstart.yaml', '--ckpt_path', 'x.ckpt'])\n"

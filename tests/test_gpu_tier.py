@@ -28,7 +28,7 @@ from lebm.callbacks import FID, AnomalyDetection
 from lebm.data import ImageDataModule
 from lebm.metrics import SmallConvFeatures
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]  # minutes: run with -m gpu (slow ones included)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from cli_runner import run_cli
 
-from lebm.recipes import RecipeError, expand_includes, included_files
+from lebm.cli.recipes import RecipeError, expand_includes, included_files
 
 REPO = Path(__file__).resolve().parents[1]
 FRAGMENT_DIRS = ("data", "evaluation", "speed")
@@ -398,13 +398,13 @@ def test_the_hierarchical_anomaly_recipes_use_the_vlae_nets_and_mnist_yaml_switc
     ones; ``-c _mnist.yaml`` after the recipe gives the former 3.3M nets with the recipe's groups,
     channels and image size (the fragment restates what a class change drops)."""
     chosen = resolve(recipe, capsys=capsys)
-    assert get(chosen, DECODER + "net.class_path") == "lebm.models.nets.VLAEGenerator"
-    assert get(chosen, M + "encoder.class_path") == "lebm.models.nets.VLAELadderEncoder"
+    assert get(chosen, DECODER + "net.class_path") == "lebm.nets.VLAEGenerator"
+    assert get(chosen, M + "encoder.class_path") == "lebm.nets.VLAELadderEncoder"
     assert get(chosen, DECODER + "sigma") == pytest.approx(0.05**0.5)  # Gfactor 10, kept
     former = resolve(recipe, "-c", "recipes/hierarchical/_mnist.yaml", capsys=capsys)
     net, encoder = get(former, DECODER + "net"), get(former, M + "encoder")
-    assert net["class_path"] == "lebm.models.nets.HierarchicalGenerator"
-    assert encoder["class_path"] == "lebm.models.nets.LadderEncoder"
+    assert net["class_path"] == "lebm.nets.HierarchicalGenerator"
+    assert encoder["class_path"] == "lebm.nets.LadderEncoder"
     for args in (net["init_args"], encoder["init_args"]):
         assert (args["group_sizes"], args["channels"], args["image_size"]) == ([2, 2, 2], 1, 28)
     assert net["init_args"]["widths"] == [128, 64, 32] and net["init_args"]["injection"] == "concat"

@@ -7,7 +7,7 @@ import math
 import torch
 
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
+from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
 
 PAD, BOS, EOS = 0, 1, 2

@@ -2,8 +2,6 @@
 text FPPL/RPPL, importance-sampled NLL); speed: the switch for whole-chain CUDA-graph capture, fast paths for the
 nets (compile, channels-last) and the CPU thread count."""
 
-from lebm.callbacks.chain_capture import ChainCapture
-from lebm.callbacks.fast_nets import FastNets, apply_fast_paths
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
 from lebm.callbacks.interrupt import InterruptCheckpoint
@@ -11,7 +9,9 @@ from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 from lebm.callbacks.probe import LatentProbe
 from lebm.callbacks.text import TextGenerationMetrics
-from lebm.callbacks.threads import CPUThreads
+from lebm.speed.chain_capture import ChainCapture
+from lebm.speed.fast_nets import FastNets, apply_fast_paths
+from lebm.speed.threads import CPUThreads
 
 __all__ = [
     "CPUThreads",

@@ -96,7 +96,7 @@ class MarginalLikelihood(EvaluationMetric):
         if not getattr(getattr(model, "decoder", None), "normalised_likelihood", False):
             raise ValueError(
                 "MarginalLikelihood needs a decoder whose nll(x, z) is a normalised -log p(x|z) "
-                f"(normalised_likelihood = True, e.g. lebm.models.nets.CategoricalDecoder); {type(model).__name__}'s "
+                f"(normalised_likelihood = True, e.g. lebm.nets.CategoricalDecoder); {type(model).__name__}'s "
                 f"decoder is {type(getattr(model, 'decoder', None)).__name__}. Remove the callback."
             )
         if self.estimator_options["proposal"] == "encoder" and getattr(model, "encoder", None) is None:

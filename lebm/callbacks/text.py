@@ -60,7 +60,7 @@ from lebm.metrics.language_model import (
     train_language_model,
     trim_padding,
 )
-from lebm.models.nets.text import DECODINGS, LSTMTextGenerator
+from lebm.nets.text import DECODINGS, LSTMTextGenerator
 from lebm.randomness import derive_seed
 
 STAGES = ("val", "test")
@@ -237,13 +237,13 @@ class TextGenerationMetrics(L.Callback):
             raise ValueError(
                 f"TextGenerationMetrics needs token ids from {method}.generate(n, generator=..., raw=True), which "
                 f"{method} does not take: use a latent-variable method (e.g. lebm.models.LatentEBM) with a text "
-                "decoder (lebm.models.nets.CategoricalDecoder), or remove the callback"
+                "decoder (lebm.nets.CategoricalDecoder), or remove the callback"
             )
         decoder = getattr(pl_module, "decoder", None)
         if decoder is not None and not callable(getattr(decoder, "present", None)):
             raise ValueError(
                 f"TextGenerationMetrics needs generated sentences, but {method}'s decoder "
-                f"{type(decoder).__name__} does not produce text: use lebm.models.nets.CategoricalDecoder, or "
+                f"{type(decoder).__name__} does not produce text: use lebm.nets.CategoricalDecoder, or "
                 "remove the callback"
             )
         if self.decoding is not None and not hasattr(decoder, "decoding"):
@@ -330,7 +330,7 @@ class TextGenerationMetrics(L.Callback):
             got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
             raise ValueError(
                 f"TextGenerationMetrics: {type(pl_module).__name__}.generate({count}, raw=True) returned {got}, not "
-                f"token ids ({count}, T) int64: use a text decoder (lebm.models.nets.CategoricalDecoder)"
+                f"token ids ({count}, T) int64: use a text decoder (lebm.nets.CategoricalDecoder)"
             )
         return tokens.detach()
 

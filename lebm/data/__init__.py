@@ -1,11 +1,17 @@
-"""Data: readers for standard dataset files, the dataset registry, image, text and toy LightningDataModules."""
+"""Data: LightningDataModules and what they share.
 
-from lebm.data.anomaly import MNISTAnomalyDataModule, anomaly_split
-from lebm.data.folder import ImageFolderDataset, celeba_dataset, list_image_files
-from lebm.data.folder_preprocess import FolderPreprocess
-from lebm.data.images import DATASET_NAMES, ImageDataModule
-from lebm.data.ood import OutOfDistributionDataModule
-from lebm.data.readers import (
+- here: loaders that resume mid-epoch (``loaders``, ``resume``, ``keys``), splits, paths, transforms,
+  in-memory datasets, finding files (``locate``) and the errors that say where data is missing;
+- :mod:`.images`: ``ImageDataModule``, the dataset registry, readers and downloads;
+- :mod:`.text`: ``TextDataModule``, the vocabulary, sentence files and batches;
+- :mod:`.tasks`: anomaly detection and out-of-distribution detection;
+- :mod:`.toy`: 2-D Gaussian mixtures (``MixtureDataModule``).
+"""
+
+from lebm.data.images.datamodule import DATASET_NAMES, ImageDataModule
+from lebm.data.images.folder import ImageFolderDataset, celeba_dataset, list_image_files
+from lebm.data.images.folder_preprocess import FolderPreprocess
+from lebm.data.images.readers import (
     read_cifar10,
     read_digits,
     read_fashion_mnist,
@@ -13,12 +19,14 @@ from lebm.data.readers import (
     read_mnist_idx,
     read_svhn,
 )
-from lebm.data.registry import DatasetSpec, dataset_names, get_dataset_spec, register_dataset, unregister_dataset
-from lebm.data.synthetic import GaussianMixture, MixtureDataModule
-from lebm.data.text import TextDataModule
-from lebm.data.text_synthetic import TemplateGrammar
+from lebm.data.images.registry import DatasetSpec, dataset_names, get_dataset_spec, register_dataset, unregister_dataset
+from lebm.data.tasks.anomaly import MNISTAnomalyDataModule, anomaly_split
+from lebm.data.tasks.ood import OutOfDistributionDataModule
+from lebm.data.text.datamodule import TextDataModule
+from lebm.data.text.grammar import TemplateGrammar
+from lebm.data.text.vocabulary import Vocabulary
+from lebm.data.toy import GaussianMixture, MixtureDataModule
 from lebm.data.transforms import from_signed_unit, to_signed_unit
-from lebm.data.vocabulary import Vocabulary
 
 __all__ = [
     "DATASET_NAMES",

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from torch import Tensor
 
-
-class Decoder(Protocol):
-    """An observation model ``p(x|z)``: ``nll(x, z) -> (B,)`` is ``-log p(x|z)`` per example."""
-
-    def nll(self, x: Tensor, z: Tensor) -> Tensor: ...
+from lebm.estimators.types import Decoder
 
 
 def reconstruction_loss(decoder: Decoder, x: Tensor, z: Tensor) -> Tensor:

@@ -4,12 +4,11 @@ latents teach the generator and the inference network."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from torch import Tensor
 
-if TYPE_CHECKING:  # types only: lebm.models imports the estimators
-    from lebm.models.nets.encoders import DiagonalGaussian
+from lebm.estimators.types import Posterior
 
 
 class TeachingLoss(NamedTuple):
@@ -21,9 +20,9 @@ class TeachingLoss(NamedTuple):
 
 
 def inference_teaching_loss(
-    q_data: DiagonalGaussian,
+    q_data: Posterior,
     z_revised: Tensor,
-    q_samples: DiagonalGaussian,
+    q_samples: Posterior,
     z_prior: Tensor,
     data_weight: float = 1.0,
     sample_weight: float = 0.1,

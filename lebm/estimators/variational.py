@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from torch import Tensor
 
-if TYPE_CHECKING:  # types only: lebm.models imports the estimators
-    from lebm.models.nets.encoders import DiagonalGaussian
-    from lebm.models.priors import Prior
-
-from lebm.estimators.reconstruction import Decoder
+from lebm.estimators.types import Decoder, EnergyPrior, Posterior
 
 
 class VariationalBound(NamedTuple):
@@ -22,7 +18,7 @@ class VariationalBound(NamedTuple):
     kl: Tensor
 
 
-def variational_loss(decoder: Decoder, x: Tensor, q: DiagonalGaussian, z: Tensor, prior: Prior) -> VariationalBound:
+def variational_loss(decoder: Decoder, x: Tensor, q: Posterior, z: Tensor, prior: EnergyPrior) -> VariationalBound:
     """The negative evidence lower bound with a single-sample KL (Cui, Wu & Han, ICCV 2023, Eqs. 9-12)::
 
         -ELBO(x) = -log p(x|z) + KL(q(z|x) || p(z)),   KL ≈ log q(z|x) - log p(z)  at  z ~ q(z|x)

@@ -1,7 +1,7 @@
 """Perplexity under an LSTM language model, and training one: the parts of the text metrics.
 
 Sentences are LongTensors ``(N, T)`` laid out ``[bos, w_1 .. w_n, eos, pad ..]`` (the layout of
-:class:`lebm.data.Vocabulary`). A language model :class:`~lebm.models.nets.text.LSTMTextGenerator`
+:class:`lebm.data.Vocabulary`). A language model :class:`~lebm.nets.text.LSTMTextGenerator`
 with ``latent_dim = 0`` reads ``x[:, :-1]`` and predicts ``x[:, 1:]``; the **predicted tokens** of
 a sentence are ``w_1 .. w_n`` and ``eos`` (``bos`` is given, padding is masked). Over a corpus::
 
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from lebm.models.nets.text import LSTMTextGenerator, token_nll
+from lebm.nets.text import LSTMTextGenerator, token_nll
 
 #: Defaults of :func:`train_language_model` (the sizes a 10k-word corpus such as PTB needs).
 LANGUAGE_MODEL_DEFAULTS = {

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lebm.models.nets.encoders import DiagonalGaussian
+from lebm.nets.encoders import DiagonalGaussian
 
 Proposal = Literal["posterior", "encoder", "prior"]
 PROPOSALS = ("posterior", "encoder", "prior")

@@ -6,9 +6,10 @@ from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hierarchical import JointHierarchicalEBM
 from lebm.models.latent_ebm import LatentEBM
 from lebm.models.latent_variable import LatentVariableModel
-from lebm.models.latents import LatentGroups
 from lebm.models.multistage_nce import MultiStageNCE
-from lebm.models.priors import GaussianPrior, Prior, ProductOfRatiosPrior, TiltedGaussianPrior
+from lebm.models.priors import GaussianPrior, Prior, TiltedGaussianPrior
+from lebm.models.stages import ProductOfRatiosPrior
+from lebm.nets.latents import LatentGroups
 
 __all__ = [
     "DivergenceGuard",

@@ -8,18 +8,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
-from lebm.models.nets.encoders import InferenceNetwork
-from lebm.models.nets.layers import batch_statistics
-from lebm.models.nets.resnets import SNGANGenerator
+from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
 from lebm.models.priors import GaussianPrior, Prior
 from lebm.models.settings import check_optimizer_settings
+from lebm.nets.encoders import InferenceNetwork
+from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import modules_in_mode
 
@@ -381,45 +380,8 @@ class DualMCMC(LatentVariableModel):
         ``False``; an encoder whose heads had no bias gets zero biases (``ConvEncoder`` fills them
         when the state dict loads) and, when training resumes, optimiser slots for them."""
         super().on_load_checkpoint(checkpoint)
-        self._upsampling_of_earlier_checkpoints(checkpoint)
-        self._encoder_optimizer_of_earlier_checkpoints(checkpoint)
-
-    def _upsampling_of_earlier_checkpoints(self, checkpoint: dict[str, Any]) -> None:
-        saved = (checkpoint.get("hyper_parameters") or {}).get("decoder")
-        if not _generator_configs(saved, lambda args: "align_corners" not in args):
-            return
-        switched = [m for m in self.decoder.modules() if isinstance(m, SNGANGenerator) and m.align_corners]
-        for module in switched:
-            module.set_align_corners(False)
-        for args in _generator_configs(self.hparams.get("decoder"), lambda args: True):
-            args["align_corners"] = False  # what the next checkpoint records
-        if switched:
-            rank_zero_warn(
-                "DualMCMC: this checkpoint predates SNGANGenerator's align_corners option (lebm then up-sampled "
-                "with align_corners=False): its generator runs with align_corners=False, as it was trained"
-            )
-
-    def _encoder_optimizer_of_earlier_checkpoints(self, checkpoint: dict[str, Any]) -> None:
-        """Resuming a checkpoint saved without some encoder parameters (the head biases): the
-        encoder's Adam state gets empty slots for them (Adam starts them at its first step)."""
-        state_dict, optimizers = checkpoint.get("state_dict"), checkpoint.get("optimizer_states")
-        if not state_dict or not optimizers or len(optimizers) != 3:
-            return
-        names = [f"encoder.{name}" for name, _ in self.encoder.named_parameters()]
-        present = [name in state_dict for name in names]
-        groups = optimizers[1].get("param_groups", [])
-        if all(present) or len(groups) != 1 or len(groups[0]["params"]) != sum(present):
-            return
-        old_ids = iter(groups[0]["params"])
-        fresh = max(groups[0]["params"], default=-1) + 1
-        params = []
-        for was_saved in present:
-            if was_saved:
-                params.append(next(old_ids))
-            else:
-                params.append(fresh)
-                fresh += 1
-        groups[0]["params"] = params
+        upsampling_of_earlier_checkpoints(self, checkpoint)
+        encoder_optimizer_of_earlier_checkpoints(self, checkpoint)
 
     def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
         """Per-example ``nll`` and ``mse`` at the refined latents ("Inf + L=10"), ``mse_inf`` at the
@@ -482,21 +444,6 @@ def _iterates_in_train_mode(module: nn.Module) -> bool:
     if parametrization is not None and isinstance(module, parametrization):
         return True
     return any(isinstance(hook, SpectralNormHook) for hook in module._forward_pre_hooks.values())
-
-
-def _generator_configs(config: Any, keep: Any) -> list[dict[str, Any]]:
-    """The ``init_args`` of every ``SNGANGenerator`` config nested in ``config`` that ``keep`` accepts."""
-    found: list[dict[str, Any]] = []
-    if isinstance(config, Mapping):
-        args = config.get("init_args")
-        if str(config.get("class_path", "")).endswith("SNGANGenerator") and isinstance(args, dict) and keep(args):
-            found.append(args)
-        for value in config.values():
-            found += _generator_configs(value, keep)
-    elif isinstance(config, (list, tuple)):
-        for value in config:
-            found += _generator_configs(value, keep)
-    return found
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 from lebm.estimators import VariationalBound, mle_loss, variational_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
-from lebm.models.latents import LatentGroups
-from lebm.models.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.models.priors import Prior
 from lebm.models.settings import check_optimizer_settings
+from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
+from lebm.nets.latents import LatentGroups
 from lebm.samplers import Sampler
 from lebm.samplers.base import frozen_parameters
 

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
-from lebm.models.nets.encoders import InferenceNetwork
 from lebm.models.priors import Prior
+from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
 from lebm.samplers.base import ModuleMode, SamplerOutput, modules_in_mode
 

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from lebm.estimators import nce_loss, reconstruction_loss
 from lebm.models.base import batch_observations
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
-from lebm.models.priors import ProductOfRatiosPrior
 from lebm.models.settings import check_optimizer_settings
+from lebm.models.stages import ProductOfRatiosPrior
 from lebm.samplers import Langevin, Sampler
 
 _CHOICES = {

@@ -21,9 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
-from lebm.samplers.capture import run_captured
-from lebm.samplers.capture_keys import ChainCall, hashable, submodules
-from lebm.samplers.recorders import ChainBody, capture_possible, first_line
+from lebm.samplers.capture.cache import run_captured
+from lebm.samplers.capture.keys import ChainCall, hashable, submodules
+from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line
+from lebm.samplers.capture.switch import chain_capture_enabled
 
 EnergyFn = Callable[[Tensor], Tensor]
 """``energy_fn(z) -> U``: maps states ``(B, *shape)`` to total energies ``(B,)``.
@@ -236,17 +237,18 @@ class Sampler(Configurable):
     mode and gradients inside validation are handled here, so a new update rule cannot get them
     wrong.
 
-    **Whole-chain capture** (:mod:`lebm.samplers.capture`). On a CUDA device a call that passes
+    **Whole-chain capture** (:mod:`lebm.samplers.capture.cache`). On a CUDA device a call that passes
     ``inputs=`` runs its chain as one CUDA graph, recorded at the first call of its kind and
-    replayed after, when the sampler's class opted in (``capturable = True``) and its
-    ``cuda_graph`` option is on. A subclass that overrides :meth:`run` does not inherit the opt-in:
+    replayed after, while the run-wide switch is on (:mod:`lebm.samplers.capture.switch`), when
+    the sampler's class opted in (``capturable = True``) and its own ``cuda_graph`` option does
+    not keep it out. A subclass that overrides :meth:`run` does not inherit the opt-in:
     it states ``capturable = True`` itself once its ``run`` meets the conditions in
     ``docs/extending.md`` ("Captured chains"). Everywhere else chains run eagerly.
     """
 
     #: Whether :meth:`run` may be captured whole as a CUDA graph (see the class docstring).
     capturable: ClassVar[bool] = False
-    #: The sampler's switch for capture (samplers that opt in take it as an option).
+    #: False keeps this sampler's chains out of capture; True follows the run-wide switch.
     cuda_graph: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -259,8 +261,9 @@ class Sampler(Configurable):
         super().__init__()
 
     def capture_allowed(self) -> bool:
-        """Whether this sampler's chains may be captured: its class opted in and ``cuda_graph`` is on."""
-        return bool(type(self).capturable and self.cuda_graph)
+        """Whether this sampler's chains may be captured: the run's switch is on, its class opted in
+        and its own ``cuda_graph`` does not keep it out."""
+        return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
 
     def capture_settings(self) -> Hashable:
         """The settings a captured chain depends on: the class and every public attribute."""

@@ -43,7 +43,7 @@ from lebm.metrics.fid import (
     to_uint8,
 )
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 
 

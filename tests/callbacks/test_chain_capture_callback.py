@@ -1,5 +1,6 @@
 """ChainCapture (device: CPU, through the replay emulator): the recipe switch reaches every sampler
-of the model and of the other callbacks, and a run with it off records no chain."""
+of the model and of the other callbacks through the run-wide setting (no sampler attribute is
+written), a run with it off records no chain, and the setting is restored when the run ends."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from trainers import quiet_trainer
 
 from lebm.callbacks import ChainCapture
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
-from lebm.samplers.capture import capture_stats, emulate_on_cpu, samplers_of
+from lebm.samplers.capture import capture_stats, chain_capture_enabled, emulate_on_cpu, samplers_of
 
 
 class WithOwnSampler(L.Callback):
@@ -48,7 +49,8 @@ def fit(enabled: bool) -> tuple[LatentEBM, WithOwnSampler]:
 def test_the_switch_reaches_the_models_and_the_callbacks_samplers(enabled: bool) -> None:
     model, own = fit(enabled)
     samplers = [model.posterior_sampler, model.prior.sampler, own.sampler]
-    assert all(sampler.cuda_graph is enabled for sampler in samplers)
+    assert all(sampler.cuda_graph for sampler in samplers)  # the switch is run-wide, not written into samplers
+    assert chain_capture_enabled()  # restored at teardown
     stats = capture_stats(samplers)
     if enabled:
         assert stats["captures"] == 3 and stats["replays"] > 3 and stats["eager_calls"] == 0

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import HierarchicalSampleGrid
 from lebm.models import JointHierarchicalEBM, LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, HierarchicalGenerator, LadderEncoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, HierarchicalGenerator, LadderEncoder, MLPGenerator
 from lebm.samplers import Langevin
 
 

@@ -61,7 +61,7 @@ def test_a_stride_estimates_on_every_nth_batch(tmp_path, one_thread: object) -> 
 
 
 def test_a_decoder_without_a_normalised_likelihood_is_refused_before_testing(tmp_path) -> None:
-    from lebm.models.nets import GaussianDecoder, MLPGenerator
+    from lebm.nets import GaussianDecoder, MLPGenerator
 
     model = LatentEBM(GaussianDecoder(MLPGenerator(2, [2], hidden=4)), GaussianPrior(2))
     with pytest.raises(ValueError, match="normalised"):

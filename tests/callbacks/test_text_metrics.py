@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lebm.callbacks import TextGenerationMetrics
-from lebm.data.vocabulary import Vocabulary
+from lebm.data.text.vocabulary import Vocabulary
 from lebm.metrics import (
     canonical_sentences,
     nll_totals,
@@ -30,8 +30,8 @@ from lebm.metrics import (
     train_language_model,
 )
 from lebm.models import LatentEBM, Method, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP
-from lebm.models.nets.text import CategoricalDecoder, LSTMTextGenerator
+from lebm.nets import EnergyMLP
+from lebm.nets.text import CategoricalDecoder, LSTMTextGenerator
 from lebm.samplers import Langevin
 
 PAD, BOS, EOS = 0, 1, 2

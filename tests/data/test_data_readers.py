@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lebm.data import read_cifar10, read_digits, read_mnist_csv, read_mnist_idx, read_svhn
-from lebm.data.idx import parse_idx, read_idx_file
+from lebm.data.images.idx import parse_idx, read_idx_file
 
 
 # ------------------------------------------------------------------------------------------- IDX

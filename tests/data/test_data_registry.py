@@ -19,7 +19,7 @@ from lebm.data import (
     register_dataset,
     unregister_dataset,
 )
-from lebm.data.download import download_with_torchvision
+from lebm.data.images.download import download_with_torchvision
 
 BUILT_IN = ("digits", "mnist", "mnist_csv", "fashion_mnist", "svhn", "cifar10", "celeba", "folder")
 

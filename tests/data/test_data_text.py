@@ -15,7 +15,7 @@ from test_data_resume import BatchRecorder as ImageBatchRecorder
 from torch import Tensor
 
 from lebm.data import TemplateGrammar, TextDataModule, Vocabulary
-from lebm.data.text_batches import bucket_plan
+from lebm.data.text.batches import bucket_plan
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from lebm.estimators import mle_loss, reconstruction_loss
 from lebm.models import TiltedGaussianPrior
-from lebm.models.nets import GaussianDecoder
+from lebm.nets import GaussianDecoder
 from lebm.samplers import Langevin
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, variational_loss
 from lebm.models import GaussianPrior, TiltedGaussianPrior
-from lebm.models.nets import DiagonalGaussian, GaussianDecoder
+from lebm.nets import DiagonalGaussian, GaussianDecoder
 
 MEAN, LOGVAR = torch.tensor([0.5, -1.0]), torch.tensor([-0.5, 0.3])
 W = torch.tensor([1.0, 2.0])

@@ -24,7 +24,7 @@ from lebm.models import (
     ProductOfRatiosPrior,
     TiltedGaussianPrior,
 )
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 
 LATENT, DATA = 3, 2

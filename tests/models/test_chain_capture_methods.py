@@ -15,8 +15,8 @@ from trainers import quiet_trainer
 
 from lebm.models import Method
 from lebm.samplers import PersistentChains
-from lebm.samplers import capture as capture_module
-from lebm.samplers.capture import capture_stats, emulate_on_cpu, samplers_of
+from lebm.samplers.capture import cache as capture_module
+from lebm.samplers.capture.cache import capture_stats, emulate_on_cpu, samplers_of
 
 
 def without_recording(model: Method) -> Method:

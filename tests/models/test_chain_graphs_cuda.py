@@ -19,11 +19,11 @@ from test_chain_capture_methods import without_recording
 from trainers import quiet_trainer
 
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
-from lebm.numerics import apply_tf32, tf32_state
+from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
-from lebm.samplers.capture import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
-from lebm.samplers.recorders import RETIRED_LIMIT, cuda_store
+from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
+from lebm.samplers.capture.recorders import RETIRED_LIMIT, cuda_store
+from lebm.speed.numerics import apply_tf32, tf32_state
 
 pytestmark = pytest.mark.gpu
 

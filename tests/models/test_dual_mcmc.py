@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import DualMCMC, TrainingDiverged
-from lebm.models.nets import (
+from lebm.nets import (
     ConvEncoder,
     EnergyMLP,
     GaussianDecoder,

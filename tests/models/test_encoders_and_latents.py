@@ -9,7 +9,7 @@ from torch import nn
 
 from lebm.config import build, to_config
 from lebm.models import LatentGroups, TiltedGaussianPrior
-from lebm.models.nets import ConvEncoder, DiagonalGaussian, EnergyMLP, LadderEncoder, MLPEncoder
+from lebm.nets import ConvEncoder, DiagonalGaussian, EnergyMLP, LadderEncoder, MLPEncoder
 
 
 def test_diagonal_gaussian_agrees_with_torch_distributions() -> None:

@@ -11,10 +11,10 @@ from cases import CASES, toy_loader
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import FastNets, apply_fast_paths
-from lebm.callbacks.fast_nets import innermost_nets
 from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, SNResNetEnergy
+from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, SNResNetEnergy
 from lebm.samplers import Langevin
+from lebm.speed.fast_nets import innermost_nets
 
 #: Float32 tolerance for a fast path against the plain one: kernels sum in another order, and a
 #: chain of Langevin steps carries those rounding differences forward (observed: < 1e-5).

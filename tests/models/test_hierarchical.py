@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import GaussianPrior, JointHierarchicalEBM, TiltedGaussianPrior
-from lebm.models.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, InferenceNetwork, MLPEncoder, MLPGenerator
+from lebm.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, InferenceNetwork, MLPEncoder, MLPGenerator
 from lebm.samplers import Langevin
 
 
@@ -253,7 +253,7 @@ def test_update_order(order: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 # ------------------------------------------------------------------------------------ checks
 def test_group_layouts_must_agree() -> None:
-    from lebm.models.nets import LadderEncoder
+    from lebm.nets import LadderEncoder
 
     prior = TiltedGaussianPrior(6, EnergyMLP(6, hidden=8), groups=[2, 2, 2])
     decoder = GaussianDecoder(MLPGenerator(6, [1, 8, 8], hidden=8))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lebm.config import build, to_config
-from lebm.models.nets import HierarchicalGenerator, LadderEncoder
+from lebm.nets import HierarchicalGenerator, LadderEncoder
 
 
 def shapes(module: nn.Module, kind: type) -> list[tuple[int, ...]]:

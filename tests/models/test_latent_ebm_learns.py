@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.data import GaussianMixture
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 
 pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin, PersistentChains
 
 LATENT, DATA = 3, 2

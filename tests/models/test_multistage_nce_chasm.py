@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from lebm.data import GaussianMixture, MixtureDataModule
 from lebm.estimators import nce_loss
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
-from lebm.models.nets import EnergyMLP, GaussianDecoder
+from lebm.nets import EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
 
 pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU

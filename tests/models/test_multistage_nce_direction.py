@@ -16,7 +16,7 @@ from cases import LATENT, toy_decoder, toy_loader
 from trainers import quiet_trainer
 
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
-from lebm.models.nets import EnergyMLP
+from lebm.nets import EnergyMLP
 from lebm.samplers import Langevin
 
 

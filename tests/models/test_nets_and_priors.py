@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from lebm.models import GaussianPrior, TiltedGaussianPrior
-from lebm.models.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.models.nets.layers import LatentProjection
+from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.nets.layers import LatentProjection
 from lebm.samplers import Langevin
 
 

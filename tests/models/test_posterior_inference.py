@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lebm.models import LatentEBM, LatentVariableModel, TiltedGaussianPrior
-from lebm.models.nets import DiagonalGaussian, GaussianDecoder, InferenceNetwork
+from lebm.nets import DiagonalGaussian, GaussianDecoder, InferenceNetwork
 from lebm.samplers import Langevin
 
 A = torch.tensor([[1.0, 0.5], [0.0, 1.0], [0.5, -0.5]])  # x = A z + eps: 3-d data, 2-d latent

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lebm.models.nets.resnets import SNGANGenerator, SNResNetEnergy
+from lebm.nets.resnets import SNGANGenerator, SNResNetEnergy
 
 T, F = True, False
 

@@ -26,7 +26,7 @@ import torch
 
 from lebm.data import TemplateGrammar, TextDataModule
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
-from lebm.models.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
+from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
 
 pytestmark = pytest.mark.slow  # learning curves: a few minutes of training on the CPU

@@ -14,7 +14,7 @@ from cli_runner import SHORT_RUN, run_cli
 import lebm
 from lebm.data import TemplateGrammar, TextDataModule
 from lebm.models import LatentEBM, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
-from lebm.models.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
+from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
 
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lebm.models.nets import BiLSTMEncoder, CategoricalDecoder, LSTMTextGenerator
-from lebm.models.nets.text import rnn_backward_allowed, token_nll
+from lebm.nets import BiLSTMEncoder, CategoricalDecoder, LSTMTextGenerator
+from lebm.nets.text import rnn_backward_allowed, token_nll
 
 PAD, BOS, EOS = 0, 1, 2
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import lebm
 from lebm.config import build, to_config
 from lebm.models import JointHierarchicalEBM, TiltedGaussianPrior
-from lebm.models.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, VLAEGenerator, VLAELadderEncoder
+from lebm.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, VLAEGenerator, VLAELadderEncoder
 from lebm.samplers import Langevin
 
 GROUPS = [2, 2, 2]

@@ -21,7 +21,7 @@ from test_chain_capture import Posterior, batches
 from torch import Tensor, nn
 
 from lebm.samplers import Langevin
-from lebm.samplers.capture import chain_graphs, emulate_on_cpu
+from lebm.samplers.capture.cache import chain_graphs, emulate_on_cpu
 
 
 class EnergyOwner:

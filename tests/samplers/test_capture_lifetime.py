@@ -17,9 +17,9 @@ import torch
 from test_chain_capture import Posterior, batches
 
 from lebm.samplers import Langevin
-from lebm.samplers.capture import CACHE_SIZE, chain_graphs, emulate_on_cpu
-from lebm.samplers.op_replay import OpReplayEmulator
-from lebm.samplers.recorders import RETIRED_LIMIT
+from lebm.samplers.capture.cache import CACHE_SIZE, chain_graphs, emulate_on_cpu
+from lebm.samplers.capture.op_replay import OpReplayEmulator
+from lebm.samplers.capture.recorders import RETIRED_LIMIT
 
 
 def call(sampler: Langevin, model: Posterior, n: int, seed: int = 0) -> torch.Tensor:

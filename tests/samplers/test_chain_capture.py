@@ -18,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models import ProductOfRatiosPrior
-from lebm.models.nets import EnergyMLP
+from lebm.nets import EnergyMLP
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
-from lebm.samplers import capture as capture_module
-from lebm.samplers.capture import CHURN_LIMIT, chain_graphs, emulate_on_cpu, samplers_of, set_chain_capture
-from lebm.samplers.op_replay import OpReplayEmulator
+from lebm.samplers.capture import cache as capture_module
+from lebm.samplers.capture import chain_capture, chain_capture_enabled
+from lebm.samplers.capture.cache import CHURN_LIMIT, WARMUP_RUNS, chain_graphs, emulate_on_cpu, samplers_of
+from lebm.samplers.capture.op_replay import OpReplayEmulator
 
 
 class Posterior(nn.Module):
@@ -426,7 +427,7 @@ def test_copies_and_pickles_of_a_sampler_leave_its_graphs_behind() -> None:
         assert twin.n_steps == 2
 
 
-def test_the_switch_reaches_every_sampler_of_a_model_and_of_a_callback() -> None:
+def test_samplers_of_finds_every_sampler_of_a_model_and_of_a_callback() -> None:
     class Owner(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -440,8 +441,25 @@ def test_the_switch_reaches_every_sampler_of_a_model_and_of_a_callback() -> None
             self.sampler = Langevin(5, 0.1)
 
     owner, callback = Owner(), Callback()
-    switched = set_chain_capture(False, owner, callback)
     expected = [owner.posterior_sampler, owner.prior.sampler, owner.prior.sampler.sampler, callback.sampler]
-    assert {id(s) for s in switched} == {id(s) for s in expected}
-    assert not any(s.cuda_graph for s in expected)
+    assert {id(s) for s in samplers_of(owner, callback)} == {id(s) for s in expected}
     assert len(samplers_of(owner)) == 3
+
+
+def test_the_run_wide_switch_turns_every_chain_eager_and_back() -> None:
+    """One setting, read by every sampler: off, a declared chain runs eagerly (no recording);
+    a sampler's own cuda_graph=False keeps it eager even with the switch on."""
+    model = Posterior()
+    x = torch.zeros(4, 4)
+    kept_out = Langevin(2, 0.2, cuda_graph=False)
+    with emulate_on_cpu():
+        for enabled in (False, True):
+            sampler = Langevin(2, 0.2)
+            with chain_capture(enabled):
+                for _ in range(WARMUP_RUNS + 2):
+                    sampler(model, torch.zeros(4, 3), inputs=(x,), freeze=[model])
+                    kept_out(model, torch.zeros(4, 3), inputs=(x,), freeze=[model])
+            stats = chain_graphs(sampler).stats()
+            assert (stats["captures"] == 1) is enabled and (stats["eager_calls"] == 0) is enabled
+        assert chain_graphs(kept_out).stats()["captures"] == 0
+    assert chain_capture_enabled()

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.samplers import ChainTarget, Langevin, chain_context
-from lebm.samplers.op_replay import OpReplay, OpReplayEmulator
+from lebm.samplers.capture.op_replay import OpReplay, OpReplayEmulator
 
 LATENT, DATA, BATCH = 3, 5, 4
 

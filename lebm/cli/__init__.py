@@ -1,0 +1,13 @@
+"""The ``lebm`` command.
+
+- :mod:`.main`: the console script; answers ``--help``/``--version`` and checks the recipe and
+  ``--ckpt_path`` without importing Lightning, then hands over to :mod:`.app`;
+- :mod:`.app`: ``LebmCLI`` (LightningCLI in OmegaConf mode), run-folder rules, checks before training;
+- :mod:`.recipes`: recipe composition (the ``include`` key);
+- :mod:`.resolve`: ``resolve_recipe``, the composed config as plain data;
+- :mod:`.errors`: ``fail`` and the one-line messages for parser errors.
+"""
+
+from lebm.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,332 @@
+"""The ``lebm`` command's LightningCLI (imported by :func:`lebm.cli.main.main` once the cheap checks pass).
+
+A LightningCLI in OmegaConf mode (``omegaconf+``: ``${...}`` interpolations are resolved after all
+config files and command-line overrides are merged) with the toolkit's defaults:
+
+- a recipe's ``include`` list loads its fragments first (``lebm.cli.recipes``), so
+  ``lebm fit -c recipes/<method>/<dataset>.yaml`` runs a recipe composed from shared parts;
+
+- ``trainer.inference_mode`` is off (validation runs Langevin chains, which need gradients);
+- the run folder is ``trainer.default_root_dir``: the W&B logger's ``save_dir``, checkpoint
+  callbacks without a ``dirpath`` (``<run>/checkpoints``), PNG grids (``<run>/images``) and the
+  resolved config (``<run>/config.yaml``) all go there;
+- ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
+- a component that rejects its arguments (a missing data folder, say) stops the command with
+  its message before any training starts;
+- ``--trainer.devices N`` (or several nodes) runs DDP with ``lebm_ddp`` (``lebm.distributed``)
+  without naming a strategy; ``ddp``/``ddp_spawn`` are mapped to lebm's;
+- components built from a config (the user's own modules included) are recorded in the
+  checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
+- a diverged run stops with the guard's message (exit code 1), not a traceback;
+- no run is lost: ``fit`` refuses a run folder that holds a run unless told to resume
+  (``--ckpt_path last``, or ``auto``: resume if there is a checkpoint) or to ``--overwrite``;
+  SIGTERM/SIGINT save a resumable ``last.ckpt`` at the end of the batch and exit non-zero (143/1);
+- the run is checked before it starts: data shape against the decoder, latent sizes across the
+  model's parts (``Method.check_run``);
+- config mistakes print one short message with a suggestion (``lebm.cli.errors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from typing import Any, Literal, NoReturn
+
+import yaml
+from jsonargparse import set_parsing_settings
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lebm.callbacks.interrupt import InterruptCheckpoint
+from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
+from lebm.config import given_configs
+from lebm.devices import check_device_settings
+from lebm.models.base import Method
+from lebm.models.guard import TrainingDiverged
+from lebm.speed.numerics import apply_tf32
+
+#: Lightning's DDP strategy names and the lebm strategies that replace them.
+DDP_NAMES = {
+    "ddp": "lebm_ddp",
+    "ddp_find_unused_parameters_true": "lebm_ddp",
+    "ddp_find_unused_parameters_false": "lebm_ddp",
+    "ddp_spawn": "lebm_ddp_spawn",
+    "ddp_spawn_find_unused_parameters_true": "lebm_ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false": "lebm_ddp_spawn",
+}
+
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+CHECKPOINT_DIR = "checkpoints"
+#: Exit code of a run stopped by SIGTERM (128 + 15, the shell's convention; Ctrl+C exits with 1).
+EXIT_SIGTERM = 143
+
+
+class LebmArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors are one short message and a pointer to ``--help``
+    (jsonargparse's inner parsers raise, as usual, so the outer one sees the whole context)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:  # type: ignore[override]
+        if not self.exit_on_error:
+            super().error(message, ex)
+        subcommand = getattr(ex, "subcommand_parser", None)
+        words = (getattr(subcommand, "prog", None) or self.prog or "").split()
+        command = f"lebm {words[-1]}" if words and words[-1] in SUBCOMMANDS else "lebm"
+        sys.stderr.write(f"lebm: error: {summarize_parser_error(str(message))}\n(all options: {command} --help)\n")
+        raise SystemExit(2)
+
+
+class LebmCLI(LightningCLI):
+    """LightningCLI wired to the run-folder conventions described in this module."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("trainer_defaults", {"inference_mode": False})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+", "allow_abbrev": False})
+        kwargs.setdefault("parser_class", LebmArgumentParser)
+        # interpolations name keys from the config's top (`${model.init_args...}`), not from the subcommand
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+        super().__init__(
+            Method,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit into a run folder that already holds a run, deleting its checkpoints, images and W&B id",
+        )
+        parser.add_argument(
+            "--tf32",
+            type=bool | Literal["pytorch"],
+            default="pytorch",
+            help="float32 matrix products and convolutions in TF32 on NVIDIA GPUs: pytorch (PyTorch's defaults: "
+            "products off, convolutions on), true (both on) or false (both off) (docs/performance.md)",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        run_dir = config.trainer.default_root_dir or os.getcwd()
+        config.trainer.default_root_dir = run_dir
+        if self.subcommand == "fit":
+            config.ckpt_path = _fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
+        elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
+            warnings.warn(
+                f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
+                f"--ckpt_path {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} (or another checkpoint)",
+                stacklevel=1,
+            )
+        config.overwrite = False  # used; the saved config.yaml must not overwrite next time
+        resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
+        for logger in _as_list(config.trainer.get("logger")):
+            if not _is_config_of(logger, "WandbLogger"):
+                continue
+            init_args = logger.init_args
+            if init_args.get("save_dir") in (None, "."):
+                init_args.save_dir = run_dir
+            if self.subcommand == "fit" and init_args.get("id") is None:
+                init_args.id = _wandb_run_id(run_dir, resuming)
+                init_args.resume = "allow"
+                self._wandb_run = (run_dir, init_args.id)
+        for callback in _as_list(config.trainer.get("callbacks")):
+            if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
+        config.trainer.strategy = _method_strategy(config.trainer)
+        _warn_if_oversubscribed(config.trainer)
+        trainer = config.trainer
+        try:
+            check_device_settings(trainer.get("accelerator"), trainer.get("devices"), trainer.get("precision"))
+        except ValueError as error:
+            fail(str(error))
+        apply_tf32(config.get("tf32", "pytorch"))
+
+    def instantiate_classes(self) -> None:
+        try:
+            with given_configs(self._model_argument_configs()):
+                super().instantiate_classes()
+            if isinstance(self.model, Method):
+                self.model.check_run(self.datamodule)
+        except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError) as error:
+            fail(f"could not build the run: {root_cause(error)}")
+
+    def _model_argument_configs(self) -> dict[str, Any]:
+        """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        if self.subcommand:
+            dumped = dumped.get(self.subcommand, {})
+        model = dumped.get("model") or {}
+        return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
+
+    def after_instantiate_classes(self) -> None:
+        run = getattr(self, "_wandb_run", None)
+        if run is not None and self.trainer.is_global_zero:
+            run_dir, run_id = run
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
+                handle.write(run_id)
+        if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None:
+            self.trainer.callbacks.append(InterruptCheckpoint())
+
+
+def root_cause(error: BaseException) -> str:
+    """The message of the innermost exception: a component's own error, not the config parser's
+    wrapping of it."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    lines = str(error).splitlines()
+    return "\n".join(lines[:12]) if lines else type(error).__name__
+
+
+def existing_run(run_dir: str) -> list[str]:
+    """What marks ``run_dir`` as holding a run: checkpoints, its config, its W&B id."""
+    found = []
+    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
+    if os.path.isdir(checkpoints) and any(name.endswith(".ckpt") for name in os.listdir(checkpoints)):
+        found.append(f"{CHECKPOINT_DIR}/*.ckpt")
+    for name in ("config.yaml", WANDB_RUN_ID_FILE):
+        if os.path.isfile(os.path.join(run_dir, name)):
+            found.append(name)
+    return found
+
+
+def last_checkpoint(run_dir: str) -> str | None:
+    """``<run>/checkpoints/last*.ckpt`` (the newest), or None."""
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return None
+    lasts = [os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("last") and n.endswith(".ckpt")]
+    return max(lasts, key=os.path.getmtime) if lasts else None
+
+
+_DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
+
+
+def _fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
+    """The checkpoint ``fit`` resumes from, after the run-folder rules:
+
+    - ``last`` needs ``<run>/checkpoints/last.ckpt``; ``auto`` resumes from it when there is one;
+    - without a checkpoint, a folder that already holds a run is refused unless ``--overwrite``.
+    """
+    if os.environ.get("LOCAL_RANK", "0") != "0" and _DECIDED_CKPT_PATH in os.environ:
+        # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
+        # may have written to the folder since); follow its decision
+        return os.environ[_DECIDED_CKPT_PATH] or None
+    if ckpt_path == "auto":
+        ckpt_path = "last" if last_checkpoint(run_dir) else None
+    if ckpt_path == "last" and last_checkpoint(run_dir) is None:
+        fail(
+            f"--ckpt_path last: there is no checkpoint to resume in {os.path.join(run_dir, CHECKPOINT_DIR)}. "
+            "Drop --ckpt_path to start a new run, or use --ckpt_path auto to resume when there is one."
+        )
+    if ckpt_path is None and existing_run(run_dir):
+        if not overwrite:
+            fail(
+                f"{run_dir} already holds a run ({', '.join(existing_run(run_dir))}). Resume it with --ckpt_path last, "
+                f"train into a new folder with --trainer.default_root_dir {run_dir.rstrip('/')}_2, or replace it with "
+                "--overwrite true"
+            )
+        for name in (CHECKPOINT_DIR, "images", "wandb", "fid_cache"):
+            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+        for name in ("config.yaml", WANDB_RUN_ID_FILE):
+            if os.path.isfile(os.path.join(run_dir, name)):
+                os.remove(os.path.join(run_dir, name))
+    os.environ[_DECIDED_CKPT_PATH] = str(ckpt_path or "")  # inherited by re-launched DDP workers
+    return ckpt_path
+
+
+def _warn_if_oversubscribed(trainer: Any) -> None:
+    """More CPU processes than cores: each process gets a fraction of a core, and tiny nets crawl."""
+    if str(trainer.get("accelerator")) != "cpu":
+        return
+    try:
+        processes = requested_processes("cpu", trainer.get("devices"), 1)
+    except Exception:
+        return
+    cores = os.cpu_count() or 1
+    if processes > cores:
+        warnings.warn(
+            f"{processes} CPU processes on {cores} cores: each process gets less than a core and training slows down "
+            f"many times; use --trainer.devices {cores} or fewer",
+            stacklevel=1,
+        )
+
+
+def _wandb_run_id(run_dir: str, resuming: bool) -> str:
+    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
+    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
+    if resuming and os.path.exists(path):
+        with open(path) as handle:
+            return handle.read().strip()
+    return uuid.uuid4().hex[:12]
+
+
+def requested_processes(accelerator: Any, devices: Any, num_nodes: Any) -> int:
+    """How many processes a Trainer with these arguments starts (without starting one)."""
+    nodes = int(num_nodes or 1)
+    accelerator = str(accelerator or "auto")
+    use_cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and CUDAAccelerator.is_available())
+    if devices in (None, "auto"):
+        count = CUDAAccelerator.auto_device_count() if use_cuda else 1
+    else:
+        parsed = CUDAAccelerator.parse_devices(devices) if use_cuda else CPUAccelerator.parse_devices(devices)
+        count = len(parsed) if isinstance(parsed, (list, tuple)) else int(parsed or 1)
+    return count * nodes
+
+
+def _method_strategy(trainer: Any) -> Any:
+    """The strategy for the run: lebm's DDP where Lightning would pick (or was told) plain DDP."""
+    strategy = trainer.get("strategy", "auto")
+    if isinstance(strategy, str) and strategy in DDP_NAMES:
+        return DDP_NAMES[strategy]
+    if strategy in (None, "auto"):
+        try:
+            processes = requested_processes(
+                trainer.get("accelerator"), trainer.get("devices"), trainer.get("num_nodes")
+            )
+        except Exception:  # an invalid devices value: let the Trainer report it
+            return strategy
+        if processes > 1:
+            return "lebm_ddp"
+    return strategy
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _is_config_of(item: Any, class_name: str) -> bool:
+    class_path = getattr(item, "class_path", None) if not isinstance(item, dict) else item.get("class_path")
+    return isinstance(class_path, str) and class_path.rsplit(".", 1)[-1] == class_name
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertisement for another logging service: not the user's business."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def run(args: list[str] | None) -> None:
+    """Run the command: ``args`` (already expanded), or ``sys.argv`` when None."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    try:
+        LebmCLI(args=args)
+    except TrainingDiverged as error:
+        sys.stderr.write(f"lebm: {error}\n")
+        raise SystemExit(1) from None
+    except SIGTERMException:
+        sys.stderr.write("lebm: stopped by SIGTERM; a resumable checkpoint was saved: resume with --ckpt_path last\n")
+        raise SystemExit(EXIT_SIGTERM) from None

@@ -1,0 +1,123 @@
+"""Short, actionable messages for mistakes on the command line and in recipes.
+
+:func:`fail` prints ``lebm: error: ...`` and exits; every part of the CLI reports through it.
+
+jsonargparse reports a bad option deep inside nested "Does not validate against any of the Union
+subtypes" blocks that end with the whole given value. :func:`summarize_parser_error` finds what
+went wrong (an unknown option, a misspelt class path, a value of the wrong type), names the full
+key and, for names, suggests the nearest valid one ("did you mean").
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import math
+import re
+import sys
+from typing import NoReturn
+
+#: The commands of ``lebm``: LightningCLI's subcommands.
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+_PROBLEM_CLASS = re.compile(r"Problem with given class_path '([\w.]+)'")
+_NOT_ACCEPTED = re.compile(r"Option '([\w.]+)' is not accepted")
+_NO_ATTRIBUTE = re.compile(r"module '([\w.]+)' has no attribute '(\w+)'")
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+_EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>\. Got value: (.*)")
+_PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
+_NESTED_KEY = re.compile(r"NestedArg\(key='([\w.]+)'")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``lebm: error: message`` and exit."""
+    sys.stderr.write(f"lebm: error: {message}\n")
+    raise SystemExit(code)
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def class_parameters(class_path: str) -> list[str]:
+    """The ``__init__`` parameter names of the class at ``class_path`` (empty if it cannot be read)."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    except Exception:
+        return []
+
+
+def module_classes(module_name: str) -> list[str]:
+    """Public class names of a module (empty if it cannot be imported)."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception:
+        return []
+    return [name for name, value in vars(module).items() if inspect.isclass(value) and not name.startswith("_")]
+
+
+def _full_key(message: str, option: str | None = None) -> str:
+    """The dotted key the error is about: the outer parser key plus the nested argument's key."""
+    outer = _PARSER_KEY.findall(message)
+    nested = _NESTED_KEY.findall(message)
+    parts = [outer[0]] if outer else []
+    if nested:
+        parts.append("init_args." + nested[-1] if not nested[-1].startswith("init_args") else nested[-1])
+    key = ".".join(parts)
+    if option and not key.endswith(option):
+        key = f"{key}.{option}" if key else option
+    return key
+
+
+def summarize_parser_error(message: str) -> str:
+    """A short version of a jsonargparse error: the problem first, with a suggestion."""
+    unrecognized = _UNRECOGNIZED.search(message)
+    if unrecognized:
+        example = "e.g. --trainer.max_epochs 3"
+        return f"unknown option(s): {unrecognized.group(1)} (options are written --section.key, {example})"
+    classes = _PROBLEM_CLASS.findall(message)
+    missing = _NO_ATTRIBUTE.search(message)
+    if missing:
+        module, name = missing.groups()
+        hint = did_you_mean(name, module_classes(module))
+        return f"{module} has no class {name!r}{hint}: check the class_path '{module}.{name}'"
+    no_module = _NO_MODULE.search(message)
+    if no_module and classes:
+        return f"cannot import the class_path '{classes[-1]}': no module named {no_module.group(1)!r}"
+    refused = _NOT_ACCEPTED.search(message)
+    if refused:
+        option = refused.group(1)
+        owner = classes[-1] if classes else None
+        hint = did_you_mean(option, class_parameters(owner)) if owner else ""
+        where = f" of {owner}" if owner else ""
+        key = _full_key(message)
+        at = f" (at {key})" if key else ""
+        return f"{option!r} is not an option{where}{hint}{at}"
+    expected = _EXPECTED.search(message)
+    if expected:
+        kind, value = expected.group(1), expected.group(2).strip()
+        inner = _PARSER_KEY.findall(message)
+        key = _full_key(message, inner[-1] if inner else None)
+        if kind in ("float", "int") and _is_non_finite(value):
+            return f"{key} must be a finite number, got {value}"
+        return f"{key} expects a {kind}, got {value!r}"
+    return _first_lines(message)
+
+
+def _is_non_finite(value: str) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
+def _first_lines(message: str, lines: int = 6, width: int = 200) -> str:
+    """The start of an unrecognised message, without the echo of the whole given value."""
+    kept = [line[:width] for line in message.splitlines() if not line.strip().startswith(("Given value", "Subtypes"))]
+    return "\n".join(kept[:lines])

@@ -1,0 +1,116 @@
+"""The ``lebm`` command: ``lebm fit|validate|test|predict -c recipe.yaml [--key value ...]``.
+
+This module is what the console script imports. It answers ``lebm``, ``lebm --help`` and
+``lebm --version`` and catches the commonest mistakes (no recipe, a missing or broken recipe file,
+a missing or unreadable ``--ckpt_path``) without importing Lightning (several seconds); then it
+hands over to the LightningCLI in :mod:`lebm.cli.app` (the only module that imports Lightning).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from lebm.cli.errors import SUBCOMMANDS, fail
+from lebm.cli.recipes import CONFIG_FLAGS, RecipeError, expand_includes
+from lebm.version import __version__
+
+USAGE = f"""usage: lebm {{fit,validate,test,predict}} -c RECIPE.yaml [--section.key VALUE ...]
+
+lebm {__version__}: latent-space energy-based models on PyTorch Lightning.
+
+  lebm fit -c recipes/quickstart.yaml                  train (here: the quickstart, on a CPU)
+  lebm fit -c RECIPE --ckpt_path last                  resume a run from its last checkpoint
+  lebm test -c RECIPE --ckpt_path RUN/checkpoints/last.ckpt
+  lebm fit -c RECIPE --print_config                    the composed config, every option
+  lebm fit --help                                      all options of a command
+
+Recipes: recipes/quickstart.yaml and recipes/<method>/<dataset>.yaml (see docs/recipes.md).
+Override any value on the command line, e.g. --trainer.max_epochs 10.
+"""
+
+#: Warnings from dependencies that say nothing to a user of lebm (matched by message).
+DEPENDENCY_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\).*",  # torch/Lightning internals
+    r".*The anonymous setting has no effect.*",  # wandb about an argument Lightning always passes
+    r".*LightningCLI's args parameter is intended to run from within Python.*",
+)
+
+
+def quiet_dependency_warnings() -> None:
+    """Hide the dependencies' warnings that every command printed and no user can act on."""
+    for pattern in DEPENDENCY_NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("WANDB_SILENT", "true")  # wandb's banner; runs still say where they are saved
+
+
+def _value_of(args: list[str], flag: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == flag and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_arguments(args: list[str]) -> None:
+    """The checks that need no Lightning: a subcommand, a recipe, readable files."""
+    subcommand = args[0]
+    if subcommand not in SUBCOMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(subcommand, SUBCOMMANDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        fail(f"unknown command {subcommand!r}{hint}; commands are {', '.join(SUBCOMMANDS)}. See lebm --help")
+    asking_help = any(arg in ("-h", "--help") for arg in args[1:])
+    has_config = any(arg in CONFIG_FLAGS or arg.startswith("--config=") for arg in args)
+    if not asking_help and not has_config and not any(arg.startswith("--model") for arg in args):
+        fail(
+            f"lebm {subcommand} needs a recipe: lebm {subcommand} -c recipes/quickstart.yaml. The recipes/ folder "
+            "holds one per paper experiment (recipes/<method>/<dataset>.yaml); docs/recipes.md explains them."
+        )
+    for index, arg in enumerate(args):
+        value = args[index + 1] if arg in CONFIG_FLAGS and index + 1 < len(args) else None
+        looks_like_a_file = value is not None and "\n" not in value and value.endswith((".yaml", ".yml", ".json"))
+        if looks_like_a_file and not Path(value).is_file():
+            fail(f"the recipe {value} does not exist (run lebm from the folder that holds recipes/, or give its path)")
+    ckpt_path = _value_of(args, "--ckpt_path")
+    if ckpt_path not in (None, "last", "auto", "hpc", "best", "null"):
+        from lebm.checkpoints import CheckpointError, check_checkpoint_file
+
+        try:
+            check_checkpoint_file(ckpt_path)
+        except CheckpointError as error:
+            fail(str(error))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lebm`` console script (``args``: instead of ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    quiet_dependency_warnings()
+    if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from here, as with python -m
+        sys.path.insert(0, os.getcwd())
+    if not argv or argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return
+    if argv[0] == "--version":
+        sys.stdout.write(f"lebm {__version__}\n")
+        return
+    check_arguments(argv)
+    try:
+        expanded = expand_includes(argv)
+    except RecipeError as error:
+        fail(str(error))
+    from lebm.cli.app import run  # Lightning is imported here
+
+    if args is None:  # the console script: LightningCLI reads sys.argv itself
+        sys.argv = [sys.argv[0], *expanded]
+        run(None)
+    else:
+        run(expanded)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Recipes composed from fragments: the ``include`` key of a recipe file.
+
+A recipe names the fragments it builds on, relative to its own folder::
+
+    # recipes/latent_ebm/svhn.yaml
+    include: [../base.yaml, ../data/svhn.yaml, ../evaluation/fid.yaml, _method.yaml]
+    trainer:
+      default_root_dir: runs/latent_ebm/svhn
+
+``lebm fit -c recipes/latent_ebm/svhn.yaml`` loads ``base.yaml``, ``data/svhn.yaml``,
+``evaluation/fid.yaml`` and ``_method.yaml`` (each expanded the same way first), then the recipe
+itself: later files override earlier ones key by key, as several ``-c`` options do in
+LightningCLI (a list such as ``trainer.callbacks`` is replaced, unless the later file writes
+``callbacks+:`` to append). Interpolations such as ``${model.init_args.prior.init_args.latent_dim}``
+are resolved after everything, command-line overrides included, is merged, so overriding a value
+on the command line reaches every place that interpolates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+INCLUDE_KEY = "include"
+CONFIG_FLAGS = ("-c", "--config")
+
+
+class RecipeError(ValueError):
+    """A recipe file that cannot be read or composed."""
+
+
+def read_recipe(path: Path) -> dict:
+    """The top-level mapping of a recipe file (empty for an empty file)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise RecipeError(f"cannot read the recipe {path}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(describe_yaml_error(path, text, error)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{path} must hold a mapping of keys (trainer:, model:, data:, ...), not {type(data).__name__}"
+        )
+    return data
+
+
+def describe_yaml_error(path: Path, text: str, error: yaml.YAMLError) -> str:
+    """``path:line: what is wrong`` for a YAML syntax error, saying so when a tab is the cause."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    if mark is None:
+        return f"{path} is not valid YAML: {problem}"
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    where = f"{path}:{mark.line + 1}"
+    if "\t" in line[: mark.column + 1] or "'\\t'" in problem:
+        return f"{where}: a tab character; YAML indents with spaces only (replace the tab by spaces)"
+    return f"{where}:{mark.column + 1}: {problem} (not valid YAML){': ' + line.strip() if line.strip() else ''}"
+
+
+def included_files(path: Path, _chain: tuple[Path, ...] = ()) -> list[Path]:
+    """Every file to load before ``path``, in order: its ``include`` entries, each preceded by
+    its own includes (depth first; a fragment included twice is loaded once, at its first place)."""
+    path = path.resolve()
+    if path in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path))
+        raise RecipeError(f"recipe includes form a cycle: {cycle}")
+    entries = read_recipe(path).get(INCLUDE_KEY) or []
+    if isinstance(entries, str):
+        entries = [entries]
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        raise RecipeError(f"`{INCLUDE_KEY}` in {path} must be a list of file paths relative to that file")
+    ordered: list[Path] = []
+    for entry in entries:
+        fragment = (path.parent / entry).resolve()
+        if not fragment.is_file():
+            raise RecipeError(f"{path} includes {entry!r}, but {fragment} does not exist")
+        for item in [*included_files(fragment, (*_chain, path)), fragment]:
+            if item not in ordered:
+                ordered.append(item)
+    return ordered
+
+
+def _without_include(path: Path) -> str:
+    """``path`` itself when it has no ``include`` key, else its other settings as YAML text."""
+    data = read_recipe(path)
+    if INCLUDE_KEY not in data:
+        return str(path)
+    data.pop(INCLUDE_KEY)
+    return yaml.safe_dump(data, sort_keys=False) if data else "{}"
+
+
+def expand_includes(args: Sequence[str]) -> list[str]:
+    """Command-line arguments with every ``-c recipe.yaml`` that has an ``include`` list replaced
+    by ``--config`` for each file it includes (recursively), then the recipe's own settings
+    without the ``include`` key (as YAML text, so that ``--print_config`` and the saved
+    ``config.yaml`` stand on their own). Other arguments are left as they are."""
+    expanded: list[str] = []
+    index = 0
+    args = list(args)
+    while index < len(args):
+        arg = args[index]
+        value: str | None = None
+        if arg in CONFIG_FLAGS and index + 1 < len(args):
+            value, step = args[index + 1], 2
+        elif arg.startswith("--config="):
+            value, step = arg.split("=", 1)[1], 1
+        if value is not None and Path(value).is_file():
+            fragments = included_files(Path(value))
+            for fragment in fragments:
+                expanded += ["--config", _without_include(fragment)]
+            expanded += ["--config", _without_include(Path(value)) if fragments else value]
+            index += step
+            continue
+        expanded.append(arg)
+        index += 1
+    return expanded

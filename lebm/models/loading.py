@@ -1,0 +1,32 @@
+"""Loading any method's checkpoint without knowing which method wrote it (``lebm.load``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lebm.checkpoints import CheckpointError, read_checkpoint
+from lebm.config import import_object
+from lebm.models.base import Method
+
+
+def stored_method_class(path: str | Path) -> type:
+    """The method class a checkpoint names in its hyperparameters (``_class_path``)."""
+    class_path = (read_checkpoint(path).get("hyper_parameters") or {}).get("_class_path")
+    if not isinstance(class_path, str):
+        raise CheckpointError(
+            f"{path} does not name the method that wrote it (no `_class_path` in its hyperparameters): "
+            "it was not saved by an lebm method; load it with the method's class, e.g. "
+            "LatentEBM.load_from_checkpoint(path)"
+        )
+    cls = import_object(class_path)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise CheckpointError(
+            f"{path} names {class_path}, which is not an lebm method (a subclass of lebm.models.Method)"
+        )
+    return cls
+
+
+def load_method(path: str | Path, map_location: Any = None, **kwargs: Any) -> Any:
+    """``stored_method_class(path).load_from_checkpoint(path, map_location=..., **kwargs)``."""
+    return stored_method_class(path).load_from_checkpoint(path, map_location=map_location, **kwargs)
