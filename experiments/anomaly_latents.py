@@ -29,8 +29,8 @@ from records import newest_last_checkpoint
 from torch import Tensor
 
 import lebm
-from lebm.callbacks.metrics import ranking_metrics
 from lebm.config import build
+from lebm.metrics.ranking import ranking_metrics
 from lebm.models.base import batch_observations
 
 

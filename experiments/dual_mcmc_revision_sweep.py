@@ -68,7 +68,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from records import render_results_md, this_device  # noqa: E402
 
-from lebm.callbacks.fid import CACHE_FORMAT, REFERENCE_SUBSET_SEED, batch_seed, reference_batches  # noqa: E402
+from lebm.callbacks.fid import CACHE_FORMAT  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.data import ImageDataModule  # noqa: E402
@@ -82,6 +82,7 @@ from lebm.metrics.fid import (  # noqa: E402
     load_reference_state,
     save_reference_state,
 )
+from lebm.metrics.references import REFERENCE_SUBSET_SEED, batch_seed, reference_batches  # noqa: E402
 from lebm.models import DualMCMC  # noqa: E402
 from lebm.samplers import Langevin  # noqa: E402
 

@@ -36,13 +36,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import DataLoader
 
+from lebm.callbacks.schedule import epoch_ends, training_stops
 from lebm.data.paths import expand_root
 from lebm.metrics.fid import (
     FIDMetrics,
@@ -50,45 +50,22 @@ from lebm.metrics.fid import (
     ReferenceState,
     extractor_fingerprint,
     load_reference_state,
-    rank_slice,
     save_reference_state,
 )
-from lebm.models.base import batch_observations
+from lebm.metrics.references import (  # noqa: F401 (rank_share, aligned_batches, REFERENCE_SUBSET_SEED: re-exports)
+    REFERENCE_SUBSET_SEED,
+    aligned_batches,
+    batch_seed,
+    rank_batches,
+    rank_share,
+    reference_batches,
+    reference_indices,
+)
 from lebm.samplers import Sampler
 
-#: Seed of the random subset of reference images (part of the cache key).
-REFERENCE_SUBSET_SEED = 0
 REFERENCE_SPLITS = ("train", "val")
 #: Version of the cache files' content (part of the cache key).
 CACHE_FORMAT = 2
-
-
-# ---------------------------------------------------------------------- splitting the work
-def rank_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
-    """The index range ``[start, stop)`` of ``rank``'s share of ``total`` items: contiguous, in
-    rank order, ``ceil(total / world_size)`` each but the last ones (which may get fewer, or none)."""
-    share = rank_slice(total, rank, world_size)
-    return share.start, share.stop
-
-
-def aligned_batches(start: int, stop: int, batch_size: int) -> list[tuple[int, int]]:
-    """Split ``[start, stop)`` into batches whose edges fall on multiples of ``batch_size``."""
-    edges = [start, *range((start // batch_size + 1) * batch_size, stop, batch_size), stop]
-    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo]
-
-
-def rank_batches(total: int, batch_size: int, rank: int, world_size: int) -> list[tuple[int, int]]:
-    """``rank``'s share of the global batches ``[0, batch_size), [batch_size, 2 batch_size), ...``
-    of ``total`` samples: whole batches, contiguous and in rank order, so that every sample falls
-    in the same batch whatever the number of ranks."""
-    batches = aligned_batches(0, total, batch_size)
-    first, last = rank_share(len(batches), rank, world_size)
-    return batches[first:last]
-
-
-def batch_seed(seed: int, start: int) -> int:
-    """The RNG seed of the generated batch that starts at global sample index ``start``."""
-    return int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
 
 
 def random_generator_devices(device: torch.device) -> list[torch.device]:
@@ -131,52 +108,6 @@ def describe_reference(trainer: L.Trainer, loader: DataLoader, split: str) -> di
     dataset = loader.dataset
     length = len(dataset) if hasattr(dataset, "__len__") else None
     return {"dataset": type(dataset).__qualname__, "length": length, "split": split}
-
-
-def reference_indices(length: int, limit: int | None) -> Tensor:
-    """Dataset positions of the reference: all ``length`` of them (``limit`` None or not
-    smaller), or a fixed random subset of ``limit`` (sorted)."""
-    if limit is None or length <= limit:
-        return torch.arange(length)
-    generator = torch.Generator().manual_seed(REFERENCE_SUBSET_SEED)
-    return torch.randperm(length, generator=generator)[:limit].sort().values
-
-
-def reference_batches(
-    loader: DataLoader, limit: int | None, rank: int, world_size: int, batch_size: int
-) -> Iterator[Tensor]:
-    """This rank's share of the reference images (all, or at most ``limit``), in batches ``(B, C, H, W)``.
-
-    Map-style datasets give the whole dataset or a fixed random subset, read in order; other
-    loaders are read from the start until ``limit`` images have been seen.
-    """
-    dataset: Dataset = loader.dataset
-    if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
-        indices = reference_indices(len(dataset), limit)
-        start, stop = rank_share(len(indices), rank, world_size)
-        subset = Subset(dataset, indices[start:stop].tolist())
-        for batch in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=loader.num_workers):
-            yield batch_observations(batch)
-        return
-    if limit is None:
-        raise ValueError(
-            f"num_reference=None (the whole split) needs a dataset with a length, but the reference loader reads a "
-            f"{type(dataset).__name__} without one: give num_reference=<number of images> to the FID callback"
-        )
-    yield from _stream_share(loader, *rank_share(limit, rank, world_size))
-
-
-def _stream_share(loader: DataLoader, start: int, stop: int) -> Iterator[Tensor]:
-    """Images ``[start, stop)`` of a loader read from its beginning, in the loader's batches."""
-    seen = 0
-    for batch in loader:
-        x = batch_observations(batch)
-        lo, hi = max(start - seen, 0), min(stop - seen, len(x))
-        if hi > lo:
-            yield x[lo:hi]
-        seen += len(x)
-        if seen >= stop:
-            return
 
 
 def check_images(images: Any, where: str, n: int | None = None) -> Tensor:
@@ -521,20 +452,6 @@ class FID(L.Callback):
         if state.n < 2:
             raise ValueError(f"the {self.reference} split gave {state.n} reference images; FID needs at least 2")
         return state
-
-
-# ----------------------------------------------------------------------------- schedule helpers
-def training_stops(trainer: L.Trainer) -> bool:
-    """Whether ``fit`` ends after this step: a granted stop request or ``max_steps`` reached."""
-    stop_granted = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
-    max_steps = trainer.max_steps
-    return bool(stop_granted or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
-
-
-def epoch_ends(trainer: L.Trainer) -> bool:
-    """Whether the running training epoch has reached its last batch (True outside an epoch)."""
-    progress = getattr(trainer.fit_loop.epoch_loop, "batch_progress", None)
-    return bool(getattr(progress, "is_last_batch", True))
 
 
 def check_arguments(

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from lebm.models.base import batch_observations
+from lebm.data.batches import batch_observations
 
 
 def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarray:

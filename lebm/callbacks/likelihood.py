@@ -26,9 +26,10 @@ import lightning as L
 import torch
 from torchmetrics import SumMetric
 
-from lebm.callbacks.metrics import STAGES, EvaluationMetric, _stage
+from lebm.callbacks.metrics import EvaluationMetric
+from lebm.callbacks.schedule import STAGES, evaluation_stage
+from lebm.data.batches import batch_observations
 from lebm.metrics.likelihood import PROPOSALS, Estimate, importance_sampled_log_likelihood, prior_log_normalizer
-from lebm.models.base import batch_observations
 from lebm.randomness import derive_seed, run_seed
 
 #: Purpose word of the normaliser's draws in :func:`lebm.randomness.derive_seed` (ASCII "logZ").
@@ -106,7 +107,7 @@ class MarginalLikelihood(EvaluationMetric):
             )
 
     def _active(self, trainer: L.Trainer) -> bool:
-        stage = _stage(trainer)
+        stage = evaluation_stage(trainer)
         if trainer.sanity_checking or stage not in self.stages:
             return False
         return stage == "test" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -151,7 +152,7 @@ class MarginalLikelihood(EvaluationMetric):
             return
         totals = {name: float(metric.compute()) for name, metric in self._sums.items()}
         self._sums = None
-        stage = _stage(trainer)
+        stage = evaluation_stage(trainer)
         count = max(totals["examples"], 1.0)
         # per-example errors are independent; log Z's error is shared by every example
         stderr = math.sqrt(totals["nll_variance"] / count**2 + float(self._normalizer.std_error) ** 2)

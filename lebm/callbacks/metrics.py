@@ -17,15 +17,11 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
-STAGES = ("val", "test")
-
-
-def _stage(trainer: L.Trainer) -> str:
-    return "test" if trainer.testing else "val"
+from lebm.callbacks.schedule import evaluation_stage
+from lebm.metrics.ranking import one_class, ranking_metrics
 
 
 def _per_example(outputs: Any, key: str, callback: str) -> Tensor:
@@ -108,20 +104,8 @@ class ReconstructionMSE(EvaluationMetric):
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._mean is None:
             return
-        pl_module.log(f"{_stage(trainer)}/{self.requires}", self._mean.compute(), sync_dist=False)
+        pl_module.log(f"{evaluation_stage(trainer)}/{self.requires}", self._mean.compute(), sync_dist=False)
         self._mean = None
-
-
-def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    """``(AUPRC, AUROC)`` of ``scores`` (N,) (higher = more anomalous) against 0/1 ``targets`` (N,).
-
-    AUPRC is the average precision (step-wise area, scikit-learn's definition); both are NaN
-    when only one class is present.
-    """
-    if targets.min() == targets.max():
-        rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
-        return float("nan"), float("nan")
-    return float(average_precision_score(targets, scores)), float(roc_auc_score(targets, scores))
 
 
 class AnomalyDetection(EvaluationMetric):
@@ -196,10 +180,12 @@ class AnomalyDetection(EvaluationMetric):
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._collected is None:
             return
-        stage = _stage(trainer)
+        stage = evaluation_stage(trainer)
         values = {name: metric.compute().cpu().numpy() for name, metric in self._collected.items()}
         self._collected = None
         targets = values.pop("target")
+        if one_class(targets):
+            rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
         for name, scores in values.items():
             suffix = "" if name == "score" else f"_{name}"
             auprc, auroc = ranking_metrics(scores, targets)

@@ -52,7 +52,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from lebm.callbacks.fid import epoch_ends
+from lebm.callbacks.schedule import epoch_ends
 from lebm.metrics.language_model import (
     LANGUAGE_MODEL_DEFAULTS,
     canonical_sentences,

@@ -1,6 +1,7 @@
 """Evaluation metrics that do not depend on Lightning (the callbacks wrap them): FID/KID, the
 per-layer latent probe, language-model perplexity (the text metrics FPPL/RPPL) and the
-importance-sampled marginal likelihood."""
+importance-sampled marginal likelihood; the ranking metrics of anomaly scores and the rank-independent
+split of FID's reference and generated images (``references``)."""
 
 from lebm.metrics.fid import (
     OFFLINE_INCEPTION_WEIGHTS,
@@ -26,6 +27,8 @@ from lebm.metrics.language_model import (
 )
 from lebm.metrics.likelihood import Estimate, importance_sampled_log_likelihood, prior_log_normalizer
 from lebm.metrics.probe import LayerProbe, collect_latents, fit_probe, layer_names, probe_collected, probe_layers
+from lebm.metrics.ranking import ranking_metrics
+from lebm.metrics.references import batch_seed, rank_batches, rank_share, reference_batches, reference_indices
 
 __all__ = [
     "LANGUAGE_MODEL_DEFAULTS",
@@ -38,6 +41,7 @@ __all__ = [
     "SmallConvFeatures",
     "Estimate",
     "canonical_sentences",
+    "batch_seed",
     "collect_latents",
     "extractor_fingerprint",
     "fit_probe",
@@ -50,6 +54,11 @@ __all__ = [
     "probe_collected",
     "prior_log_normalizer",
     "probe_layers",
+    "rank_batches",
+    "rank_share",
+    "ranking_metrics",
+    "reference_batches",
+    "reference_indices",
     "save_reference_state",
     "sentence_nll",
     "to_three_channels",

@@ -8,7 +8,7 @@ in :class:`Method`, once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -17,18 +17,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
+from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.guard import DivergenceGuard
+from lebm.models.hooks import MethodHooks, as_list
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
 RANK_LOCAL_KEY = "lebm_rank_local_buffers"
-
-
-def batch_observations(batch: Any) -> Tensor:
-    """The observations ``x`` of a batch: the batch itself or the first item of a tuple/list."""
-    return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
@@ -65,14 +62,7 @@ def optional_component(value: Any, name: str, kind: type | tuple[type, ...] = nn
     return None if value is None else ensure_component(value, name, kind)
 
 
-def as_list(value: Any) -> list[Any]:
-    """``None`` -> ``[]``, a list -> itself, anything else -> ``[value]``."""
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-class Method(L.LightningModule):
+class Method(MethodHooks, L.LightningModule):
     """The base of every learning method; the ``lebm`` CLI accepts any subclass.
 
     What a method gets from it:
@@ -95,13 +85,12 @@ class Method(L.LightningModule):
     - **the user API** ``generate``, ``infer``, ``reconstruct``, ``score`` and the evaluation step,
       whose per-example outputs are declared in :attr:`evaluation_outputs`.
 
+    The hooks a method overrides, with their defaults, are listed in :class:`lebm.models.hooks.MethodHooks`.
+
     Args:
         divergence_limits: ``{logged quantity: largest allowed |value|}``.
         divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
-
-    #: What to lower when training diverges (appended to the guard's message).
-    divergence_hint: ClassVar[str] = "Lower the learning rates or the chains' step sizes and resume from it."
 
     def __init__(self, divergence_limits: Mapping[str, float] | None = None, divergence_after_epoch: int = 0) -> None:
         super().__init__()
@@ -168,10 +157,6 @@ class Method(L.LightningModule):
             if clip is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
             optimizer.step()
-
-    def schedulers_to_step(self) -> list[Any]:
-        """The learning-rate schedulers stepped at the end of an epoch (default: all of them)."""
-        return as_list(self.lr_schedulers())
 
     def on_train_epoch_end(self) -> None:
         """Per-epoch learning-rate decay, as the papers' code does."""
@@ -263,12 +248,6 @@ class Method(L.LightningModule):
             return tensor.unsqueeze(0)
         return self.trainer.strategy.all_gather(tensor)
 
-    # --------------------------------------------------------------------------- checks
-    def check_run(self, datamodule: Any = None) -> None:
-        """Check, before training, that the method's parts fit together and fit the data (shapes,
-        sizes); raise ``ValueError`` naming both sides and the option to change. The ``lebm`` CLI
-        calls it when the run is built, and :meth:`setup` before any loop. Methods extend it."""
-
     # --------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
@@ -282,34 +261,6 @@ class Method(L.LightningModule):
                 f"lebm.distributed.MethodDDPStrategy(...)) instead of {type(strategy).__name__}. The lebm CLI "
                 "picks it by itself for --trainer.devices N."
             )
-
-    # ------------------------------------------------------------------------------ user API
-    @property
-    def evaluation_outputs(self) -> tuple[str, ...]:
-        """Names of the per-example values ``(B,)`` the validation/test step returns (what the
-        metric callbacks can read, e.g. ``score``, ``nll``, ``mse``)."""
-        return ()
-
-    def generate(self, n: int, **kwargs: Any) -> Any:
-        """``n`` samples from the model."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement generate(n)")
-
-    def infer(self, x: Tensor, **kwargs: Any) -> Any:
-        """Latent representations of ``x``."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement infer(x)")
-
-    def reconstruct(self, x: Tensor, **kwargs: Any) -> Any:
-        """Reconstructions of ``x``."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement reconstruct(x)")
-
-    def score(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """Anomaly scores ``(B,)``: higher means more anomalous."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement score(x)")
-
-    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
-        """The validation/test step: log ``{stage}/...`` and return the per-example values named
-        in :attr:`evaluation_outputs`."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.evaluation_step(batch, "val")

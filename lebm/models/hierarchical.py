@@ -145,7 +145,7 @@ class JointHierarchicalEBM(LatentVariableModel):
     @property
     def decoder_net(self) -> nn.Module:
         """The generator inside the decoder (the decoder itself if it has none)."""
-        return getattr(self.decoder, "net", self.decoder)
+        return self.decoder_contract.generator_net()
 
     def check_run(self, datamodule: Any = None) -> None:
         """The latent sizes and data shape (see :class:`LatentVariableModel`), and the per-layer

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
+from lebm.models.hooks import LatentVariableHooks, PosteriorStart
 from lebm.models.priors import Prior
+from lebm.nets.decoders import Decoder, LegacyDecoder, decoder_contract
 from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
 from lebm.samplers.base import ModuleMode, SamplerOutput, modules_in_mode
 
-PosteriorStart = Literal["noise", "sample", "mean"]
 #: The per-example terms of the anomaly score a latent-variable method's evaluation step returns.
 SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")
 
 
 def decoder_metric_names(decoder: nn.Module) -> tuple[str, ...]:
     """The per-example metrics a decoder's ``metrics(x, z)`` reports (its ``metric_names``)."""
-    return tuple(getattr(decoder, "metric_names", ()))
+    return tuple(decoder_contract(decoder).metric_names)
 
 
-class LatentVariableModel(Method):
+class LatentVariableModel(LatentVariableHooks, Method):
     """A generator ``p(x|z)`` (``self.decoder``) with a latent prior ``p(z)`` (``self.prior``).
 
     **Posterior inference is a start plus an optional sampler**::
@@ -76,6 +78,13 @@ class LatentVariableModel(Method):
         super().__init__(divergence_limits, divergence_after_epoch)
         require_components(decoder=decoder, prior=prior)
         self.decoder = ensure_component(decoder, "decoder")
+        if not isinstance(self.decoder, Decoder):
+            warnings.warn(
+                f"{type(self.decoder).__name__} does not subclass lebm.nets.Decoder: it runs as before (the "
+                "methods give it Decoder's do-nothing hooks), but subclass Decoder to state the contract",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.prior = ensure_component(prior, "prior", Prior)
         self.encoder = optional_component(encoder, "encoder", InferenceNetwork)
         self.posterior_sampler = optional_component(posterior_sampler, "posterior_sampler", Sampler)
@@ -86,6 +95,12 @@ class LatentVariableModel(Method):
         if posterior_init_std <= 0:
             raise ValueError(f"posterior_init_std must be > 0, got {posterior_init_std}")
         self.posterior_init_std = float(posterior_init_std)
+
+    @property
+    def decoder_contract(self) -> Decoder | LegacyDecoder:
+        """The decoder as a :class:`lebm.nets.Decoder`: itself, or a view that gives a decoder
+        written before the base existed the base's do-nothing hooks."""
+        return decoder_contract(self.decoder)
 
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
@@ -108,12 +123,6 @@ class LatentVariableModel(Method):
             )
         return optimizers, [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
 
-    @property
-    def learns_prior(self) -> bool:
-        """Whether the prior has parameters to learn (False for a plain Gaussian prior: LatentEBM's
-        alternating back-propagation baseline, the joint hierarchical EBM's VLAE)."""
-        return any(True for _ in self.prior.parameters())
-
     # ------------------------------------------------------------------------------ checks
     def check_run(self, datamodule: Any = None) -> None:
         """The latent size agrees across prior, generator, energy net and encoder, and the decoder
@@ -123,7 +132,7 @@ class LatentVariableModel(Method):
         parts = [
             (
                 "the generator",
-                getattr(self.decoder, "net", self.decoder),
+                self.decoder_contract.generator_net(),
                 "latent_dim",
                 "model.init_args.decoder.init_args.net.init_args.latent_dim",
             )
@@ -142,9 +151,8 @@ class LatentVariableModel(Method):
                     f"({type(net).__name__}) takes {attribute}={declared}. Set {option} to {size} "
                     f"(or {prior_option} to {declared})"
                 )
-        bind = getattr(self.decoder, "bind_data", None)
-        if callable(bind) and datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
-            bind(datamodule)
+        if datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
+            self.decoder_contract.bind_data(datamodule)
         device = next(iter(self.parameters()), torch.empty(0)).device
         z = torch.zeros(2, size, device=device)
         with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
@@ -154,7 +162,7 @@ class LatentVariableModel(Method):
         if shape is not None and tuple(decoded.shape[1:]) != tuple(shape):
             raise ValueError(
                 f"the data are {tuple(shape)} per example but the decoder's generator "
-                f"({type(getattr(self.decoder, 'net', self.decoder)).__name__}) makes {tuple(decoded.shape[1:])}: make "
+                f"({type(self.decoder_contract.generator_net()).__name__}) makes {tuple(decoded.shape[1:])}: make "
                 "them agree (data.init_args.channels / image_size, or the generator's channels / image_size / "
                 "out_shape under model.init_args.decoder.init_args.net.init_args)"
             )
@@ -172,8 +180,6 @@ class LatentVariableModel(Method):
 
     # ------------------------------------------------------------------- posterior inference
     #: Whether the posterior chains' energy includes the prior's residual energy (its tilt).
-    posterior_includes_tilt: bool = True
-
     def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
         """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
         reference term, which chains add analytically (``reference_precision``).
@@ -184,13 +190,6 @@ class LatentVariableModel(Method):
                 x = x.clone()
         tilt = with_prior_tilt and self.posterior_includes_tilt
         return lambda z: self.joint_chain_energy(z, x, tilt)
-
-    def chain_capture_owner_key(self) -> tuple[bool]:
-        """What the chain energies bound to this module (:meth:`posterior_chain_energy`, a
-        hierarchical layer's conditional) read of it besides the decoder and the prior, which the
-        chains freeze and the capture key fingerprints: whether the posterior includes the prior's
-        tilt. (The rest of a LightningModule, its trainer and loggers, is never read by a chain.)"""
-        return (bool(self.posterior_includes_tilt),)
 
     def posterior_chain_energy(self, z: Tensor, x: Tensor) -> Tensor:
         """``-log p(x, z)`` ``(B,)`` without the reference term, as the posterior chains call it:
@@ -203,20 +202,6 @@ class LatentVariableModel(Method):
         nll = self.decoder.nll(x, z)
         residual = self.prior.residual_energy(z) if with_prior_tilt else None
         return nll if residual is None else nll + residual
-
-    def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
-        """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
-        if start == "noise":
-            noise = torch.randn(x.shape[0], self.prior.latent_dim, generator=generator, device=x.device)
-            return noise * self.posterior_init_std
-        if start not in ("sample", "mean"):
-            raise ValueError(f"posterior start must be 'noise', 'sample' or 'mean', got {start!r}")
-        if self.encoder is None:
-            raise ValueError(f"start={start!r} needs an encoder, but {type(self).__name__} has none")
-        with torch.no_grad():
-            q = self.encoder(x)
-            z = q.rsample(generator) if start == "sample" else q.mean
-        return z.float()
 
     def infer(
         self,
@@ -258,18 +243,14 @@ class LatentVariableModel(Method):
 
     # ------------------------------------------------------------------- per-batch noise
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Hold the decoder's training noise for this batch (a decoder with ``hold_noise``, e.g.
-        the text decoder's word dropout): drawn once from the per-rank training stream, so the
+        """Hold the decoder's training noise for this batch (its ``hold_noise``, e.g. the text
+        decoder's word dropout): drawn once from the per-rank training stream, so the
         posterior chain's energy ``-log p(x, z)`` stays one function through all its steps and
         the decoder's update, and the draws differ across ranks and resume exactly."""
-        hold = getattr(self.decoder, "hold_noise", None)
-        if callable(hold):
-            hold(batch_observations(batch), generator=self.train_generator)
+        self.decoder_contract.hold_noise(batch_observations(batch), generator=self.train_generator)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        release = getattr(self.decoder, "release_noise", None)
-        if callable(release):
-            release()
+        self.decoder_contract.release_noise()
 
     # ---------------------------------------------------------------------------- user API
     def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
@@ -277,16 +258,14 @@ class LatentVariableModel(Method):
         return self.decoder.nll(x, z) + self.prior.energy(z)
 
     def observations(self, data: Any) -> Tensor:
-        """User input as the tensor the decoder reads: the decoder's ``prepare`` when it has one
-        (a text decoder encodes strings to token ids), else ``data`` itself."""
-        prepare = getattr(self.decoder, "prepare", None)
-        return prepare(data, self.device) if callable(prepare) else data
+        """User input as the tensor the decoder reads: the decoder's ``prepare`` (a text decoder
+        encodes strings to token ids; by default ``data`` itself)."""
+        return self.decoder_contract.prepare(data, self.device)
 
     def presented(self, x: Tensor, raw: bool) -> Any:
-        """Decoded observations in the user's form: the decoder's ``present`` (strings for text)
-        unless ``raw`` or the decoder has none (images stay tensors)."""
-        present = getattr(self.decoder, "present", None)
-        return x if raw or not callable(present) else present(x)
+        """Decoded observations in the user's form: the decoder's ``present`` (strings for text;
+        by default the tensor itself) unless ``raw``."""
+        return x if raw else self.decoder_contract.present(x)
 
     @torch.no_grad()
     def generate(
@@ -315,20 +294,6 @@ class LatentVariableModel(Method):
         z = None if self.samples_inference_network(k) else self.infer(x, generator=generator, **infer_kwargs)
         with torch.no_grad():
             return self.anomaly_terms(x, z, samples=k, generator=generator)["score"]
-
-    def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
-        """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
-        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped);
-        ``prior_energy`` ``(B,)``: ``U_prior(z)`` when the caller has it already."""
-        return nll + (self.prior.energy(z) if prior_energy is None else prior_energy)
-
-    #: Latent samples of ``q(z|x)`` the anomaly score is averaged over (0: the score at ``infer(x)``).
-    score_samples: int = 0
-
-    def samples_inference_network(self, samples: int) -> bool:
-        """Whether a score over ``samples`` latents draws them from ``q(z|x)`` (``samples > 0`` and
-        the model has an inference network) rather than taking them from ``infer(x)``."""
-        return samples > 0 and self.encoder is not None
 
     def anomaly_terms(
         self,
@@ -381,7 +346,7 @@ class LatentVariableModel(Method):
         z = self.infer(x, generator=self.eval_generator)
         with torch.no_grad():
             nll = self.decoder.nll(x, z)
-            metrics = self.decoder.metrics(x, z) if hasattr(self.decoder, "metrics") else {}
+            metrics = self.decoder_contract.metrics(x, z)
             values = {"nll": nll, **self.anomaly_terms(x, z, generator=self.eval_generator, nll=nll), **metrics}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values

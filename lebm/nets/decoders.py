@@ -1,17 +1,113 @@
 """Observation models ``p(x|z)``: a generator plus its likelihood.
 
-The learning methods only call ``nll(x, z)``, ``decode(z)`` and ``metrics(x, z)``, so they never
-need to know whether ``x`` is an image, a vector or a sentence.
+:class:`Decoder` is the contract: ``nll(x, z)`` and ``decode(z)`` are required, every other member
+has a default that does nothing, so the methods call them all without asking whether they exist
+and never need to know whether ``x`` is an image, a vector or a sentence.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
 
 
-class GaussianDecoder(nn.Module, Configurable):
+class Decoder(nn.Module, Configurable):
+    """The base of an observation model ``p(x|z)`` (subclass it for your own).
+
+    Required:
+
+    - ``nll(x, z)``: ``-log p(x|z) + const`` per example, ``(B, *x_shape), (B, D) -> (B,)``;
+      differentiable in ``z`` (posterior chains) and in the parameters (the decoder's loss);
+    - ``decode(z)``: the observation for latents ``z``, e.g. the mean of ``p(x|z)``, ``(B, D) ->
+      (B, *x_shape)``: ``generate`` and ``reconstruct`` return it.
+
+    Hooks with do-nothing defaults, which the methods call:
+
+    - ``metrics(x, z)`` and ``metric_names``: per-example evaluation values ``{name: (B,)}``;
+    - ``bind_data(datamodule)``: take what the data define (a text decoder takes the vocabulary),
+      before training;
+    - ``hold_noise(x, generator)`` / ``release_noise()``: at the start and end of every training
+      batch, for a decoder that is random in training mode (draw its masks once per batch from
+      the per-rank ``generator``);
+    - ``prepare(data, device)`` / ``present(x)``: user input to the tensor ``nll`` reads, and decoded
+      observations to the user's form (strings for text).
+
+    ``net`` is the generator ``g`` when there is one (the checks name it in their messages);
+    ``normalised_likelihood`` says ``nll`` leaves out no constant (marginal likelihoods are exact).
+    """
+
+    #: the per-example metrics ``metrics(x, z)`` reports
+    metric_names: tuple[str, ...] = ()
+    #: ``nll`` is a normalised ``-log p(x|z)`` (no constant left out)
+    normalised_likelihood: bool = False
+
+    def nll(self, x: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x|z) + const`` ``(B,)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement nll(x, z)")
+
+    def decode(self, z: Tensor) -> Tensor:
+        """The observation for latents ``z``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement decode(z)")
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.decode(z)
+
+    def metrics(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Per-example evaluation values ``{name: (B,)}`` (none by default)."""
+        return {}
+
+    def bind_data(self, datamodule: Any) -> None:
+        """Take what the data define (nothing by default)."""
+
+    def hold_noise(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+        """Draw and hold this training batch's noise (nothing to hold by default)."""
+
+    def release_noise(self) -> None:
+        """Drop the held noise (nothing by default)."""
+
+    def prepare(self, data: Any, device: torch.device) -> Tensor:
+        """User input as the tensor ``nll`` reads (by default: ``data`` itself)."""
+        return data
+
+    def present(self, x: Tensor) -> Any:
+        """Decoded observations in the user's form (by default: the tensor itself)."""
+        return x
+
+    def generator_net(self) -> nn.Module:
+        """The generator ``g`` (``net``) when the decoder has one, else the decoder itself."""
+        net = getattr(self, "net", None)
+        return net if isinstance(net, nn.Module) else self
+
+
+class LegacyDecoder:
+    """A decoder module that does not subclass :class:`Decoder` (written for lebm 0.1), seen
+    through the contract: its own members where it has them, :class:`Decoder`'s defaults where
+    not. Methods reach every decoder through :func:`decoder_contract`."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        own = getattr(self.module, name, None)
+        if own is not None:
+            return own
+        default = getattr(Decoder, name)
+        return default.__get__(self.module) if callable(default) else default
+
+    def generator_net(self) -> nn.Module:
+        return Decoder.generator_net(self.module)  # type: ignore[arg-type]
+
+
+def decoder_contract(decoder: nn.Module) -> Decoder | LegacyDecoder:
+    """``decoder`` itself when it is a :class:`Decoder`, else a :class:`LegacyDecoder` view of it."""
+    return decoder if isinstance(decoder, Decoder) else LegacyDecoder(decoder)
+
+
+class GaussianDecoder(Decoder):
     """``x = g(z) + eps``, ``eps ~ N(0, sigma^2 I)``.
 
     ``nll(x, z) = ||x - g(z)||^2 / (2 sigma^2)`` per example ``(B,)``, without the constant
@@ -22,7 +118,6 @@ class GaussianDecoder(nn.Module, Configurable):
         sigma: the observation noise standard deviation.
     """
 
-    #: the per-example metrics ``metrics(x, z)`` reports
     metric_names = ("mse",)
 
     def __init__(self, net: nn.Module, sigma: float = 0.3) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
+from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 
 Decoding = Literal["greedy", "sample"]
@@ -279,7 +280,7 @@ def decode_tokens(
     return tokens
 
 
-class CategoricalDecoder(nn.Module, Configurable):
+class CategoricalDecoder(Decoder):
     """``p(x|z) = prod_t Cat(x_t | softmax(g(x_<t, z)))``: an autoregressive sentence model.
 
     ``nll(x, z)`` is the teacher-forced ``-log p(x|z)`` per sentence ``(B,)``, summed over the
@@ -297,9 +298,7 @@ class CategoricalDecoder(nn.Module, Configurable):
         pad_id, bos_id, eos_id: the special ids (those of :class:`lebm.data.Vocabulary`).
     """
 
-    #: the per-example metrics ``metrics(x, z)`` reports
     metric_names = ("words", "token_accuracy")
-    #: ``nll`` is a normalised ``-log p(x|z)`` (no constant left out), so marginal likelihoods are exact
     normalised_likelihood = True
 
     def __init__(

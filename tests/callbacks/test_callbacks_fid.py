@@ -20,16 +20,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lebm.callbacks.fid import (
-    FID,
-    aligned_batches,
-    batch_seed,
-    kid_name,
-    rank_batches,
-    rank_share,
-    reference_batches,
-    reference_indices,
-)
+from lebm.callbacks.fid import FID, kid_name
 from lebm.data import ImageDataModule
 from lebm.metrics.fid import (
     OFFLINE_INCEPTION_WEIGHTS,
@@ -41,6 +32,14 @@ from lebm.metrics.fid import (
     save_reference_state,
     to_three_channels,
     to_uint8,
+)
+from lebm.metrics.references import (
+    aligned_batches,
+    batch_seed,
+    rank_batches,
+    rank_share,
+    reference_batches,
+    reference_indices,
 )
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator

@@ -1,0 +1,26 @@
+"""When a callback runs: the stage being evaluated and where training stands (Lightning's state)."""
+
+from __future__ import annotations
+
+import lightning as L
+
+#: The evaluation stages a metric callback reports under.
+STAGES = ("val", "test")
+
+
+def evaluation_stage(trainer: L.Trainer) -> str:
+    """``"test"`` while testing, ``"val"`` otherwise (validation inside or outside ``fit``)."""
+    return "test" if trainer.testing else "val"
+
+
+def training_stops(trainer: L.Trainer) -> bool:
+    """Whether ``fit`` ends after this step: a granted stop request or ``max_steps`` reached."""
+    stop_granted = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
+    max_steps = trainer.max_steps
+    return bool(stop_granted or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
+
+
+def epoch_ends(trainer: L.Trainer) -> bool:
+    """Whether the running training epoch has reached its last batch (True outside an epoch)."""
+    progress = getattr(trainer.fit_loop.epoch_loop, "batch_progress", None)
+    return bool(getattr(progress, "is_last_batch", True))

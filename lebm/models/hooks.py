@@ -1,0 +1,118 @@
+"""Every hook a method overrides, in one place, with its default.
+
+A method is a :class:`lebm.models.Method` (``MethodHooks`` + Lightning) or, for a model with a
+decoder and a latent prior, a :class:`lebm.models.LatentVariableModel` (``LatentVariableHooks`` on
+top). Besides Lightning's own ``configure_optimizers()`` and ``training_step(batch, batch_idx)``,
+which every method writes, these are the places a method changes behaviour; everything else
+(optimiser steps, the divergence guard, random streams, checkpoints, evaluation loops, the CLI)
+comes from the bases. ``docs/extending.md`` ("Writing a method") shows a method that overrides
+a few of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+#: Where a posterior chain starts: ``N(0, posterior_init_std^2 I)`` noise, or the encoder's sample or mean.
+PosteriorStart = Literal["noise", "sample", "mean"]
+
+
+def as_list(value: Any) -> list[Any]:
+    """``None`` -> ``[]``, a list -> itself, anything else -> ``[value]``."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class MethodHooks:
+    """The hooks of every method (mixed into :class:`lebm.models.Method`)."""
+
+    #: What to lower when training diverges (appended to the guard's message).
+    divergence_hint: ClassVar[str] = "Lower the learning rates or the chains' step sizes and resume from it."
+
+    def check_run(self, datamodule: Any = None) -> None:
+        """Check, before training, that the method's parts fit together and fit the data (shapes,
+        sizes); raise ``ValueError`` naming both sides and the option to change. The ``lebm`` CLI
+        calls it when the run is built, and :meth:`setup` before any loop. Methods extend it."""
+
+    def schedulers_to_step(self) -> list[Any]:
+        """The learning-rate schedulers stepped at the end of an epoch (default: all of them)."""
+        return as_list(self.lr_schedulers())
+
+    @property
+    def evaluation_outputs(self) -> tuple[str, ...]:
+        """Names of the per-example values ``(B,)`` the validation/test step returns (what the
+        metric callbacks can read, e.g. ``score``, ``nll``, ``mse``)."""
+        return ()
+
+    def generate(self, n: int, **kwargs: Any) -> Any:
+        """``n`` samples from the model."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement generate(n)")
+
+    def infer(self, x: Tensor, **kwargs: Any) -> Any:
+        """Latent representations of ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement infer(x)")
+
+    def reconstruct(self, x: Tensor, **kwargs: Any) -> Any:
+        """Reconstructions of ``x``."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement reconstruct(x)")
+
+    def score(self, x: Tensor, **kwargs: Any) -> Tensor:
+        """Anomaly scores ``(B,)``: higher means more anomalous."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score(x)")
+
+    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        """The validation/test step: log ``{stage}/...`` and return the per-example values named
+        in :attr:`evaluation_outputs`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
+
+
+class LatentVariableHooks:
+    """The hooks of a latent-variable method (mixed into :class:`lebm.models.LatentVariableModel`)."""
+
+    #: Whether posterior chains include the prior's tilt (residual energy); False: the Gaussian reference only.
+    posterior_includes_tilt: bool = True
+
+    @property
+    def learns_prior(self) -> bool:
+        """Whether the prior has parameters to learn (False for a plain Gaussian prior: LatentEBM's
+        alternating back-propagation baseline, the joint hierarchical EBM's VLAE)."""
+        return any(True for _ in self.prior.parameters())
+
+    def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
+        """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
+        if start == "noise":
+            noise = torch.randn(x.shape[0], self.prior.latent_dim, generator=generator, device=x.device)
+            return noise * self.posterior_init_std
+        if start not in ("sample", "mean"):
+            raise ValueError(f"posterior start must be 'noise', 'sample' or 'mean', got {start!r}")
+        if self.encoder is None:
+            raise ValueError(f"start={start!r} needs an encoder, but {type(self).__name__} has none")
+        with torch.no_grad():
+            q = self.encoder(x)
+            z = q.rsample(generator) if start == "sample" else q.mean
+        return z.float()
+
+    def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
+        """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
+        ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped);
+        ``prior_energy`` ``(B,)``: ``U_prior(z)`` when the caller has it already."""
+        return nll + (self.prior.energy(z) if prior_energy is None else prior_energy)
+
+    #: Latent samples of ``q(z|x)`` the anomaly score is averaged over (0: the score at ``infer(x)``).
+    score_samples: int = 0
+
+    def samples_inference_network(self, samples: int) -> bool:
+        """Whether a score over ``samples`` latents draws them from ``q(z|x)`` (``samples > 0`` and
+        the model has an inference network) rather than taking them from ``infer(x)``."""
+        return samples > 0 and self.encoder is not None
+
+    def chain_capture_owner_key(self) -> tuple[bool]:
+        """What the chain energies bound to this module (:meth:`posterior_chain_energy`, a
+        hierarchical layer's conditional) read of it besides the decoder and the prior, which the
+        chains freeze and the capture key fingerprints: whether the posterior includes the prior's
+        tilt. (The rest of a LightningModule, its trainer and loggers, is never read by a chain.)"""
+        return (bool(self.posterior_includes_tilt),)
