@@ -23,7 +23,7 @@ Dual-MCMC's revision chain).
 ``--flops`` adds ``flops_per_iter`` (matrix products and convolutions of the last timed iteration,
 forward and backward, counted by ``torch.utils.flop_counter``) and, on a GPU with a known bf16
 peak, ``bf16_peak_fraction``: the time those FLOPs take at the peak over the measured time.
-``--fast compile,channels_last`` (either or both) times ``lebm.callbacks.FastNets`` with those
+``--fast compile,channels_last`` (either or both) times ``lebm.speed.FastNets`` with those
 switches; the baseline keeps plain nets.
 For a multi-stage method (``MultiStageNCE``) ``--stage k`` times stage ``k`` (default: the last,
 whose prior chain runs through every earlier ratio net; stage 0 draws its negatives exactly, with no

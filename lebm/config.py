@@ -85,8 +85,11 @@ def to_config(obj: Any) -> Any:
         return obj
     if isinstance(obj, (list, tuple)):
         return [to_config(item) for item in obj]
-    if isinstance(obj, dict):
-        return {key: to_config(value) for key, value in obj.items()}
+    if isinstance(obj, dict):  # a config already: its class paths as they are called now
+        return {
+            key: current_path(value) if key == "class_path" and isinstance(value, str) else to_config(value)
+            for key, value in obj.items()
+        }
     recorded = getattr(obj, _CONFIG_ATTR, None)
     if recorded is not None:
         kind, arguments = recorded

@@ -376,7 +376,7 @@ def test_text_recipe_values(recipe: str, capsys: pytest.CaptureFixture) -> None:
 def test_a_speed_fragment_adds_fast_nets_after_any_recipe(fragment: str, capsys) -> None:
     config = resolve("recipes/latent_ebm/svhn.yaml", "-c", fragment, capsys=capsys)
     callbacks = [callback["class_path"] for callback in config["trainer"]["callbacks"]]
-    assert callbacks[0] == "lebm.callbacks.CPUThreads" and callbacks[-1] == "lebm.callbacks.FastNets"
+    assert callbacks[0] == "lebm.speed.CPUThreads" and callbacks[-1] == "lebm.speed.FastNets"
     assert "lebm.callbacks.FID" in callbacks  # the recipe's own callbacks stay
     assert config["trainer"]["callbacks"][-1]["init_args"]["compile"] is True
     assert config["trainer"]["precision"] == ("bf16-mixed" if "gpu" in fragment else config["trainer"]["precision"])
@@ -386,7 +386,7 @@ def test_a_speed_fragment_adds_fast_nets_after_any_recipe(fragment: str, capsys)
 def test_the_eager_chains_fragment_turns_capture_off_after_any_recipe(capsys) -> None:
     config = resolve("recipes/dual_mcmc/cifar10.yaml", "-c", "recipes/speed/eager_chains.yaml", capsys=capsys)
     last = config["trainer"]["callbacks"][-1]
-    assert last["class_path"] == "lebm.callbacks.ChainCapture" and last["init_args"]["enabled"] is False
+    assert last["class_path"] == "lebm.speed.ChainCapture" and last["init_args"]["enabled"] is False
     assert "lebm.callbacks.FID" in [callback["class_path"] for callback in config["trainer"]["callbacks"]]
 
 

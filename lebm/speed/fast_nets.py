@@ -6,7 +6,7 @@ recipe, the ways of making those passes cheaper that do not change what is compu
 
     trainer:
       callbacks:
-        - class_path: lebm.callbacks.FastNets
+        - class_path: lebm.speed.FastNets
           init_args: {compile: true, channels_last: true}
 
 - ``channels_last``: the convolutional nets keep their 4-d weights in NHWC order (oneDNN and
