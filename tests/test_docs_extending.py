@@ -10,7 +10,6 @@ fail the same checks, so the checks can tell a working sampler from a broken one
 from __future__ import annotations
 
 import copy
-import importlib
 import re
 import sys
 import types
@@ -20,7 +19,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
+from page_parts import (
+    EXAMPLE_MARK,
+    MODULE,
+    MODULE_MARK,
+    blocks,
+    module_source,
+    page,
+    page_parts,
+    recipe_snippets,
+    write_recipe,
+)
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import ReconstructionMSE
@@ -30,39 +39,10 @@ from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin, Sampler
 
-REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "extending.md"
-MODULE = "my_parts"
-MODULE_MARK = f"# {MODULE}.py\n"
-EXAMPLE_MARK = "# example:"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-
-
-# ------------------------------------------------------------------------------ the page
-def page() -> str:
-    return DOC.read_text()
-
-
-def blocks(language: str) -> list[str]:
-    return [body for lang, body in FENCE.findall(page()) if lang == language]
-
-
-def module_source() -> str:
-    return "\n".join(block for block in blocks("python") if block.startswith(MODULE_MARK))
-
 
 def example(title: str) -> str:
     (found,) = [b for b in blocks("python") if b.startswith(f"{EXAMPLE_MARK} {title}\n")]
     return found
-
-
-def recipe_snippets() -> dict[str, str]:
-    snippets = {}
-    for block in blocks("yaml"):
-        match = re.match(r"# recipes/(\S+\.yaml)\n", block)
-        if match:
-            snippets[match.group(1)] = block
-    return snippets
 
 
 def load_variant(source: str, name: str = "my_parts_variant") -> types.ModuleType:
@@ -73,17 +53,9 @@ def load_variant(source: str, name: str = "my_parts_variant") -> types.ModuleTyp
 
 
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory: pytest.TempPathFactory) -> types.ModuleType:
+def parts() -> types.ModuleType:
     """``my_parts``, written from the page and importable, as a user's module is."""
-    folder = tmp_path_factory.mktemp("user_code")
-    (folder / f"{MODULE}.py").write_text(module_source())
-    sys.path.insert(0, str(folder))
-    sys.modules.pop(MODULE, None)
-    try:
-        yield importlib.import_module(MODULE)
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop(MODULE, None)
+    return page_parts()
 
 
 def test_every_python_block_on_the_page_is_run_here() -> None:
@@ -91,8 +63,8 @@ def test_every_python_block_on_the_page_is_run_here() -> None:
     assert python, "no ```python blocks found in docs/extending.md"
     for block in python:
         assert block.startswith((MODULE_MARK, EXAMPLE_MARK)), f"a Python block that no test runs:\n{block[:200]}"
-    assert sum(b.startswith(MODULE_MARK) for b in python) == 4  # sampler, energy, generator, decoder
-    assert set(recipe_snippets()) == {"my_sampler.yaml", "my_energy.yaml", "my_generator.yaml"}
+    assert sum(b.startswith(MODULE_MARK) for b in python) == 5  # sampler, energy, generator, decoder, method
+    assert set(recipe_snippets()) == {"my_sampler.yaml", "my_energy.yaml", "my_generator.yaml", "my_method.yaml"}
 
 
 # ---------------------------------------------------------------------------- the sampler
@@ -400,15 +372,6 @@ def test_configurable_in_the_class_that_defines_init_records_the_energy_net() ->
 
 
 # ------------------------------------------------------------------------------- recipes
-def write_recipe(snippet: str, folder: Path, name: str) -> Path:
-    """The page's recipe with its `include` pointing at the repository's recipes."""
-    data = yaml.safe_load(snippet)
-    data["include"] = [str(REPO / "recipes" / entry) for entry in data["include"]]
-    path = folder / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
 def component(config: dict, *keys: str) -> dict:
     for key in keys:
         config = config[key]
@@ -491,3 +454,78 @@ def test_a_recipe_naming_a_module_python_cannot_import_says_so(parts, tmp_path, 
     assert stopped.value.code != 0
     message = " ".join(capsys.readouterr().err.split()).lower()
     assert "my_parts.mala" in message and "no module named 'my_parts'" in message  # as the page says
+
+
+# ------------------------------------------------------------------------------- the method
+def test_the_mixture_priors_mle_step_recovers_a_known_mixture(parts) -> None:
+    """Descending the prior's -log p(z) (the method's prior step) at samples of a known mixture,
+    0.3 N((-2, 0), 0.5^2 I) + 0.7 N((2, 1), 0.5^2 I), recovers its means, weights and scale; the
+    prior's own samples then have the mixture's moments."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-2.0, 0.0], [2.0, 1.0]])
+    k = (torch.rand(4000, generator=g) < 0.7).long()
+    z = centres[k] + 0.5 * torch.randn(4000, 2, generator=g)
+    prior = parts.GaussianMixturePrior(2, components=2, spread=1.0)
+    optimizer = torch.optim.Adam(prior.parameters(), lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        prior.energy(z).mean().backward()
+        optimizer.step()
+    order = prior.means[:, 0].argsort()
+    assert torch.allclose(prior.means[order].detach(), centres, atol=0.1), prior.means
+    assert torch.allclose(torch.softmax(prior.logits, 0)[order].detach(), torch.tensor([0.3, 0.7]), atol=0.03)
+    assert torch.allclose(prior.log_scales.exp().detach(), torch.full((2, 2), 0.5), atol=0.05)
+    samples = prior.sample(4000, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(samples.mean(0), z.mean(0), atol=0.1)
+    # normalised: exp(-U) integrates to 1 over a grid covering the mass
+    grid = torch.stack(torch.meshgrid(torch.linspace(-6, 6, 241), torch.linspace(-5, 6, 221), indexing="ij"), -1)
+    with torch.no_grad():
+        density = torch.exp(-prior.energy(grid.reshape(-1, 2)))
+    assert abs(density.sum().item() * 0.05 * 0.05 - 1.0) < 0.01
+
+
+def test_the_method_recipe_composes_with_the_quickstart_and_builds(parts, tmp_path) -> None:
+    path = write_recipe(recipe_snippets()["my_method.yaml"], tmp_path, "my_method.yaml")
+    config = resolve_recipe(path)
+    assert config["model"]["class_path"] == "my_parts.MixturePriorModel"
+    assert config["data"]["init_args"]["dataset"] == "digits"
+    model = build(config["model"])
+    assert isinstance(model, parts.MixturePriorModel) and isinstance(model.prior, parts.GaussianMixturePrior)
+    assert model.decoder.net.latent_dim == 16 and model.generate(3).shape == (3, 1, 8, 8)
+
+
+def test_the_method_learns_a_two_mode_toy(parts, tmp_path) -> None:
+    """The page's method on 2-D data 0.5 N((-2, 0), 0.3^2 I) + 0.5 N((2, 0), 0.3^2 I) with a linear
+    decoder that starts at the identity: after training, its samples fall in both modes, evenly.
+    A prior step of the wrong sign (ascending -log p) fails it."""
+    g = torch.Generator().manual_seed(0)
+    signs = torch.randint(0, 2, (1024, 1), generator=g) * 2.0 - 1.0
+    x = torch.cat([2 * signs, torch.zeros_like(signs)], 1) + 0.3 * torch.randn(1024, 2, generator=g)
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(2))
+        net.bias.zero_()
+    torch.manual_seed(0)
+    model = parts.MixturePriorModel(
+        GaussianDecoder(net, sigma=0.3),
+        parts.GaussianMixturePrior(2, components=4, spread=1.0),
+        posterior_sampler=Langevin(30, 0.15),
+        decoder_lr=1e-3,
+        prior_lr=3e-2,
+    )
+    L.Trainer(
+        max_epochs=12,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        default_root_dir=str(tmp_path),
+    ).fit(model, DataLoader(TensorDataset(x), batch_size=128, shuffle=True))
+    samples = model.generate(2000, generator=torch.Generator().manual_seed(1))
+    near = (
+        (samples - torch.tensor([[2.0, 0.0]])).norm(dim=1) < 1,
+        (samples + torch.tensor([[2.0, 0.0]])).norm(dim=1) < 1,
+    )
+    fractions = [float(mask.float().mean()) for mask in near]
+    assert all(0.3 < f < 0.7 for f in fractions) and sum(fractions) > 0.85, fractions

@@ -2,7 +2,8 @@
 
 A method joins the suite with one :class:`MethodCase` in ``CASES``: a builder of a tiny model on
 2-D toy data (its chains wrapped in :class:`Recording` so that tests can see every chain's start
-and end), and the quickstart recipe that the CLI tests run.
+and end), and the quickstart recipe that the CLI tests run. The four methods of the papers are
+here, and the fifth written on ``docs/extending.md`` ("Writing a method"), built from the page.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from page_parts import page_parts, page_recipe
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import (
@@ -121,6 +123,18 @@ def joint_hierarchical_ebm() -> JointHierarchicalEBM:
     )
 
 
+def mixture_prior_model() -> Method:
+    """The page's method (docs/extending.md): a Gaussian-mixture prior learned by MLE."""
+    parts = page_parts()
+    return parts.MixturePriorModel(
+        toy_decoder(),
+        parts.GaussianMixturePrior(LATENT, components=3),
+        posterior_sampler=Recording(Langevin(5, 0.1)),
+        decoder_lr=1e-3,
+        prior_lr=1e-3,
+    )
+
+
 @dataclass
 class MethodCase:
     """One method in the contract suite.
@@ -161,6 +175,7 @@ CASES = [
         "recipes/hierarchical/quickstart.yaml",
         data_free_chain="prior",
     ),
+    MethodCase("MixturePriorModel-docs", mixture_prior_model, page_recipe("my_method.yaml")),
 ]
 
 
