@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lebm.samplers.base import EnergyFn
+from lebm.samplers.chain import EnergyFn
 
 
 class ContrastiveLoss(NamedTuple):

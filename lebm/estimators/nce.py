@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lebm.samplers.base import EnergyFn
+from lebm.samplers.chain import EnergyFn
 
 
 class LogisticLoss(NamedTuple):

@@ -20,7 +20,7 @@ from lebm.models.settings import check_optimizer_settings
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
-from lebm.samplers.base import modules_in_mode
+from lebm.samplers.chain import modules_in_mode
 
 #: The official abort rule: training stops when the EBM's contrast |errE| exceeds this.
 OFFICIAL_CONTRAST_LIMIT = 1e4

@@ -17,7 +17,7 @@ from lebm.models.settings import check_optimizer_settings
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Sampler
-from lebm.samplers.base import frozen_parameters
+from lebm.samplers.chain import frozen_parameters
 
 UpdateOrder = Literal["generator_first", "ebm_first"]
 

@@ -15,7 +15,8 @@ from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder, LegacyDecoder, decoder_contract
 from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
-from lebm.samplers.base import ModuleMode, SamplerOutput, modules_in_mode
+from lebm.samplers.base import SamplerOutput
+from lebm.samplers.chain import ModuleMode, modules_in_mode
 
 #: The per-example terms of the anomaly score a latent-variable method's evaluation step returns.
 SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")

@@ -1,10 +1,13 @@
-"""MCMC samplers: stateless maths over an energy function given at call time."""
+"""MCMC samplers: stateless maths over an energy function given at call time.
 
-from lebm.samplers.base import (
+``base.py``: the ``Sampler`` contract; ``chain.py``: ``ChainTarget`` and ``chain_context``, what every
+chain gets right; ``langevin.py``, ``persistent.py``: the samplers; ``capture/``: whole-chain CUDA graphs.
+"""
+
+from lebm.samplers.base import Sampler, SamplerOutput
+from lebm.samplers.chain import (
     ChainTarget,
     EnergyFn,
-    Sampler,
-    SamplerOutput,
     chain_context,
     differentiable_recurrent_nets,
     frozen_parameters,

@@ -1,21 +1,16 @@
-"""The sampler contract: a target that owns the energy's gradient, and the context every chain runs in.
+"""The sampler contract: :class:`Sampler`, whose subclasses implement ``run(target, z, generator=...)``.
 
-A sampler implements one method, ``run(target, z, generator=...)``, and asks ``target`` for
-gradients. Everything a chain must get right whatever its update rule lives here, once:
-
-- :class:`ChainTarget` adds the Gaussian reference term analytically, differentiates the
-  batch-summed energy with one ``autograd.grad`` call and records the diagnostics;
-- :func:`chain_context` freezes the parameters of the modules the energy reads, puts them in the
-  stated train/eval mode, and enables gradients outside inference mode (so chains also run in
-  validation), with recurrent nets made differentiable in eval mode;
-- :meth:`Sampler.__call__` wires the two, checks the sampler's output and returns it detached.
+Everything a chain must get right whatever its update rule lives once, in :mod:`.chain` (the
+target that owns the energy's gradient, the context every chain runs in) and here:
+:meth:`Sampler.__call__` wires the two, hands a declared chain to whole-chain capture on a GPU
+(:mod:`.capture`), checks the sampler's output and returns it detached.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,182 +20,17 @@ from lebm.samplers.capture.cache import run_captured
 from lebm.samplers.capture.keys import ChainCall, hashable, submodules
 from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line
 from lebm.samplers.capture.switch import chain_capture_enabled
-
-EnergyFn = Callable[[Tensor], Tensor]
-"""``energy_fn(z) -> U``: maps states ``(B, *shape)`` to total energies ``(B,)``.
-
-``U(z) = -log pi(z) + const``: lower is more probable (the toolkit's one sign convention)."""
+from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
+    ChainTarget,
+    EnergyFn,
+    ModuleMode,
+    chain_context,
+    differentiable_recurrent_nets,
+    frozen_parameters,
+    modules_in_mode,
+)
 
 SamplerOutput = Tensor | tuple[Tensor, dict[str, Tensor]]
-ModuleMode = Literal["train", "eval"]
-
-
-# ------------------------------------------------------------------------------ chain context
-@contextlib.contextmanager
-def frozen_parameters(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Temporarily set ``requires_grad=False`` on every parameter of ``modules``.
-
-    Inside a chain only the state needs a gradient: freezing stops autograd from saving
-    activations for, and computing, parameter gradients. Parameters that were already frozen
-    stay frozen afterwards.
-    """
-    switched: list[nn.Parameter] = []
-    seen: set[int] = set()
-    for module in modules:
-        for parameter in module.parameters():
-            if parameter.requires_grad and id(parameter) not in seen:
-                seen.add(id(parameter))
-                parameter.requires_grad_(False)
-                switched.append(parameter)
-    try:
-        yield
-    finally:
-        for parameter in switched:
-            parameter.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def modules_in_mode(modules: Iterable[nn.Module], mode: ModuleMode | None) -> Iterator[None]:
-    """Put every submodule of ``modules`` in ``mode`` (``"train"`` or ``"eval"``) and restore each
-    submodule's own flag afterwards; ``mode=None`` leaves the modes as they are.
-
-    The mode changes the chain's target for nets with BatchNorm (batch statistics in train mode,
-    running statistics in eval mode) or dropout, so a method states it for each of its chains.
-    """
-    if mode is None:
-        yield
-        return
-    if mode not in ("train", "eval"):
-        raise ValueError(f"chain module mode must be 'train', 'eval' or None, got {mode!r}")
-    saved = [(sub, sub.training) for module in modules for sub in module.modules()]
-    for module in modules:
-        module.train(mode == "train")
-    try:
-        yield
-    finally:
-        for sub, training in saved:
-            sub.training = training
-
-
-@contextlib.contextmanager
-def differentiable_recurrent_nets(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Let chains differentiate through recurrent nets that are in eval mode.
-
-    cuDNN refuses the backward pass of an RNN in eval mode. For an RNN/LSTM/GRU the only
-    difference between the modes is inter-layer dropout, so each eval-mode recurrent submodule
-    runs in train mode with ``dropout = 0`` inside the chain: the numbers are those of eval mode,
-    and the backward pass works on every device. Modes and dropout are restored afterwards.
-    """
-    switched: list[tuple[nn.RNNBase, float]] = []
-    for module in modules:
-        for sub in module.modules():
-            if isinstance(sub, nn.RNNBase) and not sub.training:
-                switched.append((sub, sub.dropout))
-                sub.dropout = 0.0
-                sub.training = True
-    try:
-        yield
-    finally:
-        for sub, dropout in switched:
-            sub.dropout = dropout
-            sub.training = False
-
-
-@contextlib.contextmanager
-def chain_context(modules: Iterable[nn.Module], mode: ModuleMode | None = None) -> Iterator[None]:
-    """The context of every chain: gradients on (also inside ``inference_mode``/``no_grad``),
-    the parameters of ``modules`` frozen, their train/eval ``mode`` set (None: unchanged) and
-    eval-mode recurrent nets made differentiable."""
-    modules = list(modules)
-    with (
-        torch.inference_mode(False),
-        torch.enable_grad(),
-        frozen_parameters(modules),
-        modules_in_mode(modules, mode),
-        differentiable_recurrent_nets(modules),
-    ):
-        yield
-
-
-# ------------------------------------------------------------------------------------ target
-class ChainTarget:
-    """The density a chain samples, ``pi(z) ∝ exp(-U(z))`` with
-    ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``.
-
-    Samplers ask it for ``grad U``: one ``torch.autograd.grad`` of the batch-summed
-    ``energy_fn`` (samples are independent, so this yields every per-sample gradient) plus the
-    Gaussian reference term ``reference_precision * z``, differentiated analytically. With
-    ``record=True`` each gradient evaluation also records the batch-mean ``U`` and the batch-mean
-    per-sample norm of ``grad U`` (device tensors: no host synchronisation).
-
-    Args:
-        energy_fn: ``(B, *shape) -> (B,)`` energies, called as ``energy_fn(z, *inputs)``.
-        reference_precision: precision of the Gaussian reference factor (0: none).
-        record: record the diagnostics.
-        inputs: tensors passed to ``energy_fn`` after the state (the data a posterior energy reads).
-    """
-
-    def __init__(
-        self,
-        energy_fn: Callable[..., Tensor],
-        reference_precision: float = 0.0,
-        record: bool = False,
-        inputs: Sequence[Tensor] = (),
-    ) -> None:
-        self.energy_fn = energy_fn
-        self.reference_precision = float(reference_precision)
-        self.record = record
-        self.inputs = tuple(inputs)
-        self._energies: list[Tensor] = []
-        self._grad_norms: list[Tensor] = []
-        self._checked = False
-
-    def energy_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
-        and ``(B, *shape)`` gradients. ``z`` itself is not modified and needs no gradient."""
-        return self._evaluate(z, with_energy=True)
-
-    def grad(self, z: Tensor) -> Tensor:
-        """``grad U(z)`` ``(B, *shape)`` (cheaper than :meth:`energy_and_grad` when the energy is not needed)."""
-        return self._evaluate(z, with_energy=False)[1]
-
-    def _evaluate(self, z: Tensor, with_energy: bool) -> tuple[Tensor, Tensor]:
-        state = z.detach().requires_grad_(True)
-        energy = self.energy_fn(state, *self.inputs)
-        if not self._checked:
-            self._check_energy(energy, state)
-        (grad,) = torch.autograd.grad(energy.sum(), state)
-        energy = energy.detach()
-        if self.reference_precision:
-            grad = grad.add(state.detach(), alpha=self.reference_precision)
-            if with_energy or self.record:
-                energy = energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
-        if self.record:
-            self._energies.append(energy.float().mean())
-            self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
-        return energy, grad
-
-    def diagnostics(self) -> dict[str, Tensor]:
-        """``energy`` and ``grad_norm``, one value per gradient evaluation ``(K,)`` (empty
-        when nothing was recorded)."""
-        if not self._energies:
-            return {}
-        return {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)}
-
-    def _check_energy(self, energy: Tensor, state: Tensor) -> None:
-        self._checked = True
-        if not isinstance(energy, Tensor) or energy.shape != state.shape[:1]:
-            got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
-            raise ValueError(
-                f"the chain's energy function must map states {tuple(state.shape)} to one energy per sample, "
-                f"shape ({state.shape[0]},); it returned {got}. Reduce over the non-batch dimensions "
-                "(e.g. .flatten(1).sum(1)) and return -log density, not a batch total."
-            )
-        if not energy.requires_grad:
-            raise ValueError(
-                "the chain's energy does not depend on the state differentiably (it has no gradient): "
-                "do not detach z or call .item() inside the energy function"
-            )
 
 
 @contextlib.contextmanager

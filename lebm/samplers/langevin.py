@@ -9,7 +9,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lebm.samplers.base import ChainTarget, Sampler
+from lebm.samplers.base import Sampler
+from lebm.samplers.chain import ChainTarget
 
 
 class Langevin(Sampler):

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lebm.samplers.base import ChainTarget, Sampler
+from lebm.samplers.base import Sampler
+from lebm.samplers.chain import ChainTarget
 
 
 class PersistentChains(Sampler, nn.Module):

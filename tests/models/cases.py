@@ -149,6 +149,7 @@ class MethodCase:
         data_free_chain: a recorded chain whose start depends on the random stream and the weights
             only, not on the batch (under DDP each rank sees other data): the 2-rank test checks
             that rank 0 starts it where a single process does.
+        in_library: a method of lebm (False: a user's, from the docs, whose own parts are not lebm nets).
     """
 
     name: str
@@ -157,6 +158,7 @@ class MethodCase:
     cli_args: list[str] = field(default_factory=list)
     latent_dim: int = LATENT
     data_free_chain: str = "posterior"
+    in_library: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -175,7 +177,7 @@ CASES = [
         "recipes/hierarchical/quickstart.yaml",
         data_free_chain="prior",
     ),
-    MethodCase("MixturePriorModel-docs", mixture_prior_model, page_recipe("my_method.yaml")),
+    MethodCase("MixturePriorModel-docs", mixture_prior_model, page_recipe("my_method.yaml"), in_library=False),
 ]
 
 

@@ -35,8 +35,10 @@ def trainer(callbacks: list, steps: int = 3) -> L.Trainer:
     )
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
+@pytest.mark.parametrize("case", [c for c in CASES if c.in_library], ids=lambda case: case.name)
 def test_the_default_selection_covers_every_parameter_of_every_method(case) -> None:
+    """Every parameter of lebm's methods sits in an lebm net that FastNets selects (a user's method
+    may hold parameters of its own, such as the docs' mixture prior, which FastNets leaves alone)."""
     model = case.build()
     selected = {id(p) for _, net in innermost_nets(model) for p in net.parameters()}
     assert selected == {id(p) for p in model.parameters()}
