@@ -31,6 +31,7 @@ from page_parts import (
     write_recipe,
 )
 from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
 
 from lebm.callbacks import ReconstructionMSE
 from lebm.cli.resolve import resolve_recipe
@@ -513,12 +514,8 @@ def test_the_method_learns_a_two_mode_toy(parts, tmp_path) -> None:
         decoder_lr=1e-3,
         prior_lr=3e-2,
     )
-    L.Trainer(
+    quiet_trainer(
         max_epochs=12,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         accelerator="cpu",
         default_root_dir=str(tmp_path),
     ).fit(model, DataLoader(TensorDataset(x), batch_size=128, shuffle=True))

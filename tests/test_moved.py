@@ -10,12 +10,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
 
 import lebm
 from lebm.cli.resolve import resolve_recipe
@@ -101,7 +101,7 @@ def test_a_checkpoint_of_lebm_0_1_loads_and_generates(name: str, tmp_path) -> No
     samples = model.generate(5, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (5, 2) and torch.isfinite(samples).all()
     # saved again, it records the current paths
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = quiet_trainer(accelerator="cpu")
     trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "again.ckpt")
     again = torch.load(tmp_path / "again.ckpt", map_location="cpu", weights_only=True)
@@ -138,12 +138,8 @@ def test_a_decoder_without_the_base_trains_with_the_bases_hooks() -> None:
     assert model.decoder_contract.generator_net() is model.decoder.net
     x = torch.randn(4, 2)
     assert model.observations(x) is x and model.presented(x, raw=False) is x
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         accelerator="cpu",
         inference_mode=False,
     )
@@ -175,12 +171,8 @@ def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> 
 
     decoder = Counting()
     model = LatentEBM(decoder, TiltedGaussianPrior(3, EnergyMLP(3, hidden=8)), posterior_sampler=Langevin(2, 0.1))
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         accelerator="cpu",
     )
     trainer.fit(model, DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=8))
