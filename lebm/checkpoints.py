@@ -8,6 +8,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from lebm.moved import moved_names
+
 
 class CheckpointError(ValueError):
     """A file that is not a readable lebm checkpoint."""
@@ -47,3 +49,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def check_checkpoint_file(path: str | Path) -> None:
     """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint."""
     read_checkpoint(path)
+
+
+__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

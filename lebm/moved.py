@@ -4,15 +4,16 @@ Recipes, saved run configs (``config.yaml``) and checkpoints name their parts by
 ``lebm.models.nets.GaussianDecoder`` before the nets moved to :mod:`lebm.nets`. Two mechanisms keep
 them loading, both driven by the tables below:
 
-- :data:`MOVED_MODULES`: importing an old module path gives the new module (one object, so
-  ``isinstance`` checks hold); ``lebm`` installs the finder that does this when it is imported,
-  which serves ``import``, jsonargparse (the ``lebm`` CLI) and :func:`lebm.config.import_object`;
-- :data:`MOVED_NAMES`: a name that left a module that still exists; :func:`current_path`
-  rewrites such a class path, and :func:`lebm.config.import_object` (checkpoints, ``build``)
-  applies it.
+- :data:`MOVED_MODULES`: importing an old module path, or a path below it, gives the new module
+  (one object, so ``isinstance`` checks hold); ``lebm`` installs the finder that does this when it
+  is imported, which serves ``import``, jsonargparse (the ``lebm`` CLI) and
+  :func:`lebm.config.import_object`;
+- :data:`MOVED_NAMES`: a name that left a module that still exists; that module's
+  ``__getattr__ = moved_names(__name__)`` finds it (``from old import Name``, jsonargparse), and
+  :func:`current_path` rewrites such a class path (checkpoints, ``build``).
 
-Each use of an old path warns once (``DeprecationWarning``) with the new one: write new recipes
-with the new paths. Add a row whenever a public module or class moves.
+Each use of an old path warns once (``FutureWarning``, shown by default) with the new one: write
+new recipes with the new paths. Add a row whenever a public module or class moves.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 #: old module path -> new module path (layout of issue 33, lebm 0.1.0 -> 0.2).
 MOVED_MODULES: dict[str, str] = {
@@ -37,16 +40,7 @@ MOVED_MODULES: dict[str, str] = {
     "lebm.samplers.recorders": "lebm.samplers.capture.recorders",
     "lebm.samplers.host_sync": "lebm.samplers.capture.host_sync",
     "lebm.samplers.op_replay": "lebm.samplers.capture.op_replay",
-    "lebm.models.nets": "lebm.nets",
-    "lebm.models.nets.decoders": "lebm.nets.decoders",
-    "lebm.models.nets.encoders": "lebm.nets.encoders",
-    "lebm.models.nets.energy": "lebm.nets.energy",
-    "lebm.models.nets.generators": "lebm.nets.generators",
-    "lebm.models.nets.hierarchical": "lebm.nets.hierarchical",
-    "lebm.models.nets.layers": "lebm.nets.layers",
-    "lebm.models.nets.resnets": "lebm.nets.resnets",
-    "lebm.models.nets.text": "lebm.nets.text",
-    "lebm.models.nets.vlae": "lebm.nets.vlae",
+    "lebm.models.nets": "lebm.nets",  # and every module below it: lebm.models.nets.encoders, ...
     "lebm.models.latents": "lebm.nets.latents",
     "lebm.data.catalog": "lebm.data.images.catalog",
     "lebm.data.download": "lebm.data.images.download",
@@ -69,11 +63,7 @@ MOVED_NAMES: dict[str, str] = {
     "lebm.checkpoints.load_method": "lebm.models.loading.load_method",
     "lebm.checkpoints.stored_method_class": "lebm.models.loading.stored_method_class",
     "lebm.recipes.resolve_recipe": "lebm.cli.resolve.resolve_recipe",
-    "lebm.cli.fail": "lebm.cli.errors.fail",
-    "lebm.cli.check_arguments": "lebm.cli.main.check_arguments",
-    "lebm.cli.SUBCOMMANDS": "lebm.cli.errors.SUBCOMMANDS",
     "lebm.models.priors.ProductOfRatiosPrior": "lebm.models.stages.ProductOfRatiosPrior",
-    "lebm.samplers.capture.set_chain_capture": "lebm.samplers.capture.switch.set_chain_capture",
     "lebm.estimators.reconstruction.Decoder": "lebm.estimators.types.Decoder",
 }
 
@@ -86,7 +76,7 @@ def _warn_once(old: str, new: str) -> None:
         warnings.warn(
             f"{old} moved to {new} (lebm 0.2); the old path still works through lebm.moved, update it "
             "in your recipes and code",
-            DeprecationWarning,
+            FutureWarning,
             stacklevel=3,
         )
 
@@ -97,31 +87,59 @@ def current_path(path: str) -> str:
     if path in MOVED_NAMES:
         _warn_once(path, MOVED_NAMES[path])
         return MOVED_NAMES[path]
-    parts = path.split(".")
+    new = moved_module(path, warn=True)
+    return path if new is None else new
+
+
+def moved_module(name: str, warn: bool = False) -> str | None:
+    """The path an old module path ``name`` (or a path below one) has now, or None; ``warn``: say
+    once which moved module it goes through."""
+    parts = name.split(".")
     for cut in range(len(parts), 0, -1):
         prefix = ".".join(parts[:cut])
         if prefix in MOVED_MODULES:
-            _warn_once(prefix, MOVED_MODULES[prefix])
+            if warn:
+                _warn_once(prefix, MOVED_MODULES[prefix])
             return ".".join([MOVED_MODULES[prefix], *parts[cut:]])
-    return path
+    return None
+
+
+def moved_names(module_name: str) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for a module some of whose names moved away (PEP 562): a
+    name of :data:`MOVED_NAMES` under ``module_name`` (or under an old path of it) is imported from
+    where it lives now, with a warning; any other missing name is an ``AttributeError``."""
+    old_paths = [module_name, *(old for old, new in MOVED_MODULES.items() if new == module_name)]
+
+    def __getattr__(name: str) -> Any:
+        for path in old_paths:
+            target = MOVED_NAMES.get(f"{path}.{name}")
+            if target is not None:
+                _warn_once(f"{path}.{name}", target)
+                module, _, attribute = target.rpartition(".")
+                return getattr(importlib.import_module(module), attribute)
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports an old module path of :data:`MOVED_MODULES` as the module it moved to."""
+    """Imports an old module path (one of :data:`MOVED_MODULES`, or below one) as the module it
+    moved to: the import system returns the real module, whose spec stays its own."""
 
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in MOVED_MODULES:
-            return None
-        return importlib.machinery.ModuleSpec(fullname, self)
+        if fullname.startswith("lebm.") and moved_module(fullname) is not None:
+            return importlib.machinery.ModuleSpec(fullname, self)
+        return None
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        _warn_once(spec.name, MOVED_MODULES[spec.name])
-        return importlib.import_module(MOVED_MODULES[spec.name])
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None  # a placeholder, replaced in sys.modules by exec_module
 
     def exec_module(self, module: ModuleType) -> None:
-        """Nothing to run: the new module is already imported."""
+        new = moved_module(module.__name__, warn=True)
+        assert new is not None
+        sys.modules[module.__name__] = importlib.import_module(new)  # what `import old` returns
 
 
 def install() -> None:

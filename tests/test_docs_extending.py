@@ -495,10 +495,9 @@ def test_the_method_recipe_composes_with_the_quickstart_and_builds(parts, tmp_pa
     assert model.decoder.net.latent_dim == 16 and model.generate(3).shape == (3, 1, 8, 8)
 
 
-def test_the_method_learns_a_two_mode_toy(parts, tmp_path) -> None:
+def check_two_mode_toy(parts: types.ModuleType, tmp_path: Path) -> None:
     """The page's method on 2-D data 0.5 N((-2, 0), 0.3^2 I) + 0.5 N((2, 0), 0.3^2 I) with a linear
-    decoder that starts at the identity: after training, its samples fall in both modes, evenly.
-    A prior step of the wrong sign (ascending -log p) fails it."""
+    decoder that starts at the identity: after training, its samples fall in both modes, evenly."""
     g = torch.Generator().manual_seed(0)
     signs = torch.randint(0, 2, (1024, 1), generator=g) * 2.0 - 1.0
     x = torch.cat([2 * signs, torch.zeros_like(signs)], 1) + 0.3 * torch.randn(1024, 2, generator=g)
@@ -526,3 +525,26 @@ def test_the_method_learns_a_two_mode_toy(parts, tmp_path) -> None:
     )
     fractions = [float(mask.float().mean()) for mask in near]
     assert all(0.3 < f < 0.7 for f in fractions) and sum(fractions) > 0.85, fractions
+
+
+def test_the_method_learns_a_two_mode_toy(parts, tmp_path) -> None:
+    check_two_mode_toy(parts, tmp_path)
+
+
+METHOD_MUTATIONS = {
+    "prior step of the wrong sign": (
+        "prior_loss = self.prior.energy(z).mean()",
+        "prior_loss = -self.prior.energy(z).mean()",
+    ),
+    "no prior step": ("        self.step_optimizers(prior_optimizer, prior_loss)\n", ""),
+    "samples ignore the learned mixture": ("z = self.means[k] + noise * torch.exp(self.log_scales[k])", "z = noise"),
+}
+
+
+@pytest.mark.parametrize("mutation", METHOD_MUTATIONS)
+def test_the_toy_check_fails_on_a_broken_copy_of_the_method(mutation: str, tmp_path) -> None:
+    old, new = METHOD_MUTATIONS[mutation]
+    source = module_source()
+    assert old in source, f"the page's method no longer contains {old!r}: update this test"
+    with pytest.raises(AssertionError):
+        check_two_mode_toy(load_variant(source.replace(old, new)), tmp_path)

@@ -27,24 +27,64 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"
 
 
-@pytest.mark.parametrize("old", sorted(MOVED_MODULES))
+OLD_MODULES = sorted({*MOVED_MODULES, "lebm.models.nets.encoders", "lebm.models.nets.resnets", "lebm.models.nets.text"})
+
+
+@pytest.mark.parametrize("old", OLD_MODULES)
 def test_an_old_module_path_imports_as_the_module_it_moved_to(old: str) -> None:
     assert not (REPO / (old.replace(".", "/") + ".py")).exists(), f"{old} exists again: drop its alias"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        assert importlib.import_module(old) is importlib.import_module(MOVED_MODULES[old])
+        warnings.simplefilter("ignore", FutureWarning)
+        assert importlib.import_module(old) is importlib.import_module(current_path(old))
 
 
 @pytest.mark.parametrize("old", sorted(MOVED_NAMES))
-def test_an_old_name_resolves_to_the_object_it_moved_to(old: str) -> None:
+def test_an_old_name_imports_from_its_old_module_as_the_object_it_moved_to(old: str) -> None:
+    """``from old.module import Name`` (what jsonargparse does with a class path) and
+    ``import_object`` both reach the object where it lives now."""
+    module, _, name = old.rpartition(".")
+    module_name, _, attribute = MOVED_NAMES[old].rpartition(".")
+    moved_to = getattr(importlib.import_module(module_name), attribute)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        assert import_object(old) is import_object(MOVED_NAMES[old])
+        warnings.simplefilter("ignore", FutureWarning)
+        assert getattr(importlib.import_module(module), name) is moved_to
+        assert import_object(old) is moved_to
+
+
+def test_a_path_below_an_old_module_and_the_new_modules_spec() -> None:
+    """A submodule below a moved package resolves to the one real module, whose spec, name and
+    reload stay its own; a name a module never had is still an AttributeError."""
+    import importlib.util
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        old = importlib.import_module("lebm.models.nets.latents")  # never a module of its own in 0.1
+    import lebm.nets.latents as new
+
+    assert old is new and new.__name__ == new.__spec__.name == "lebm.nets.latents"
+    assert importlib.util.find_spec("lebm.nets").name == "lebm.nets"
+    assert importlib.reload(new).__name__ == "lebm.nets.latents"
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        importlib.import_module("lebm.models.priors").Nothing  # noqa: B018
+
+
+def test_an_old_path_warns_once_with_the_new_one() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import lebm.models.nets, lebm.models.nets.encoders\n"
+        "from lebm.config import import_object\n"
+        "import_object('lebm.models.nets.MLPGenerator')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("FutureWarning") == 1 and "lebm.models.nets moved to lebm.nets" in result.stderr
 
 
 def test_current_path_rewrites_the_longest_moved_prefix_and_leaves_others() -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         assert current_path("lebm.models.nets.encoders.ConvEncoder") == "lebm.nets.encoders.ConvEncoder"
         assert current_path("lebm.models.nets.ConvEncoder") == "lebm.nets.ConvEncoder"
     assert current_path("lebm.models.LatentEBM") == "lebm.models.LatentEBM"
@@ -79,7 +119,7 @@ def test_a_recipe_with_the_old_class_paths_parses_to_the_same_config(tmp_path) -
     recipe = tmp_path / "old.yaml"
     recipe.write_text(yaml.safe_dump(written))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         parsed = resolve_recipe(recipe)
         model = build(written["model"])
         assert yaml.safe_dump(to_config(parsed["model"])) == yaml.safe_dump(current["model"])
@@ -88,13 +128,26 @@ def test_a_recipe_with_the_old_class_paths_parses_to_the_same_config(tmp_path) -
     assert type(model).__name__ == "LatentEBM"
 
 
+def test_a_recipe_naming_a_class_that_left_its_module_parses(tmp_path) -> None:
+    """``lebm.models.priors.ProductOfRatiosPrior`` (lebm 0.1's module of the class) in a recipe."""
+    current = resolve_recipe(REPO / "recipes" / "multistage_nce" / "quickstart.yaml")
+    assert current["model"]["init_args"]["prior"]["class_path"] == "lebm.models.ProductOfRatiosPrior"
+    current["model"]["init_args"]["prior"]["class_path"] = "lebm.models.priors.ProductOfRatiosPrior"
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump(current))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        parsed = resolve_recipe(recipe)
+        assert import_object(parsed["model"]["init_args"]["prior"]["class_path"]).__module__ == "lebm.models.stages"
+
+
 @pytest.mark.parametrize("name", ["latent_ebm", "multistage_nce", "dual_mcmc", "joint_hierarchical_ebm"])
 def test_a_checkpoint_of_lebm_0_1_loads_and_generates(name: str, tmp_path) -> None:
     path = FIXTURES / f"{name}.ckpt"
     stored = torch.load(path, map_location="cpu", weights_only=True)
     assert "lebm.models.nets." in yaml.safe_dump(stored["hyper_parameters"])  # the fixture keeps 0.1's paths
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         model = lebm.load(str(path))
     for key, value in stored["state_dict"].items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -128,7 +181,7 @@ def test_a_decoder_without_the_base_trains_with_the_bases_hooks() -> None:
     from lebm.nets import EnergyMLP
     from lebm.samplers import Langevin
 
-    with pytest.warns(DeprecationWarning, match="does not subclass lebm.nets.Decoder"):
+    with pytest.warns(FutureWarning, match="does not subclass lebm.nets.Decoder"):
         model = LatentEBM(
             OldStyleDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None)),
             TiltedGaussianPrior(3, EnergyMLP(3, hidden=8), sampler=Langevin(3, 0.3)),
@@ -179,3 +232,19 @@ def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> 
     assert decoder.held == 2
     with pytest.raises(NotImplementedError, match="must implement nll"):
         Decoder().nll(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+def test_the_view_of_an_old_decoder_keeps_its_own_values_and_copies() -> None:
+    import copy
+    import pickle
+
+    from lebm.nets.decoders import LegacyDecoder
+
+    decoder = OldStyleDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None))
+    decoder.vocabulary = None  # an attribute of the user's that is None
+    view = LegacyDecoder(decoder)
+    assert view.vocabulary is None and view.metric_names == () and view.bind_data(object()) is None
+    with pytest.raises(AttributeError, match="no attribute 'not_a_hook'"):
+        view.not_a_hook  # noqa: B018
+    for twin in (copy.deepcopy(view), pickle.loads(pickle.dumps(view))):
+        assert isinstance(twin.module, OldStyleDecoder) and twin.metric_names == ()

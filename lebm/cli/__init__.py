@@ -8,6 +8,7 @@
 - :mod:`.errors`: ``fail`` and the one-line messages for parser errors.
 """
 
-from lebm.cli.main import main
+from lebm.cli.errors import SUBCOMMANDS, fail
+from lebm.cli.main import check_arguments, main
 
-__all__ = ["main"]
+__all__ = ["SUBCOMMANDS", "check_arguments", "fail", "main"]

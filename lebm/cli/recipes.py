@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from lebm.moved import moved_names
+
 INCLUDE_KEY = "include"
 CONFIG_FLAGS = ("-c", "--config")
 
@@ -120,3 +122,6 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         expanded.append(arg)
         index += 1
     return expanded
+
+
+__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

@@ -83,7 +83,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
             warnings.warn(
                 f"{type(self.decoder).__name__} does not subclass lebm.nets.Decoder: it runs as before (the "
                 "methods give it Decoder's do-nothing hooks), but subclass Decoder to state the contract",
-                DeprecationWarning,
+                FutureWarning,
                 stacklevel=2,
             )
         self.prior = ensure_component(prior, "prior", Prior)

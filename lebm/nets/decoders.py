@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from lebm.config import Configurable
 
+_MISSING = object()
+
 
 class Decoder(nn.Module, Configurable):
     """The base of an observation model ``p(x|z)`` (subclass it for your own).
@@ -92,10 +94,14 @@ class LegacyDecoder:
         self.module = module
 
     def __getattr__(self, name: str) -> Any:
-        own = getattr(self.module, name, None)
-        if own is not None:
+        if name.startswith("__") or name == "module":  # copies and pickles: before __init__ ran
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        own = getattr(self.module, name, _MISSING)
+        if own is not _MISSING:
             return own
-        default = getattr(Decoder, name)
+        default = getattr(Decoder, name, _MISSING)
+        if default is _MISSING:
+            raise AttributeError(f"{type(self.module).__name__} (a decoder) has no attribute {name!r}")
         return default.__get__(self.module) if callable(default) else default
 
     def generator_net(self) -> nn.Module:

@@ -2,8 +2,9 @@
 
 On a CUDA device lebm's samplers record each chain once as a CUDA graph and replay it, while the
 run-wide switch :mod:`lebm.samplers.capture.switch` is on (the default). This callback sets that
-switch for the run, from ``setup`` to ``teardown``, so one line of a recipe turns capture off for
-every chain (the model's and those of other callbacks, such as an FID callback's own sampler)::
+switch for the run, from ``setup`` to ``teardown`` (or the exception that ends it), so one line of
+a recipe turns capture off for every chain (the model's and those of other callbacks, such as an
+FID callback's own sampler)::
 
     lebm fit -c recipes/latent_ebm/svhn.yaml -c recipes/speed/eager_chains.yaml
 
@@ -41,6 +42,12 @@ class ChainCapture(L.Callback):
             self._previous = previous
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()  # Lightning skips teardown when a run raises
+
+    def _restore(self) -> None:
         if self._previous is not None:
             set_chain_capture(self._previous)
             self._previous = None

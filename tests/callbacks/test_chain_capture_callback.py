@@ -57,3 +57,17 @@ def test_the_switch_reaches_the_models_and_the_callbacks_samplers(enabled: bool)
     else:
         assert stats["captures"] == 0 and stats["eager_calls"] > 0
     assert len(samplers_of(model, own)) == 3
+
+
+class Fails(L.Callback):
+    def on_train_batch_start(self, *args: object) -> None:
+        raise RuntimeError("a run that fails")
+
+
+def test_a_run_that_raises_restores_the_switch() -> None:
+    """Lightning skips teardown when fit raises: the callback restores the switch on the exception."""
+    model, _ = fit(True)  # a model to fit again
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[ChainCapture(enabled=False), Fails()])
+    with pytest.raises(RuntimeError, match="a run that fails"):
+        trainer.fit(model, DataLoader(TensorDataset(torch.randn(8, 2)), batch_size=8))
+    assert chain_capture_enabled()

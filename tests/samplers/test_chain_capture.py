@@ -463,3 +463,31 @@ def test_the_run_wide_switch_turns_every_chain_eager_and_back() -> None:
             assert (stats["captures"] == 1) is enabled and (stats["eager_calls"] == 0) is enabled
         assert chain_graphs(kept_out).stats()["captures"] == 0
     assert chain_capture_enabled()
+
+
+def test_the_switch_reaches_processes_started_after_it_is_set() -> None:
+    """Spawned ranks (lebm_ddp_spawn) and launched ones read the switch from LEBM_CHAIN_CAPTURE."""
+    import subprocess
+    import sys
+
+    code = "from lebm.samplers.capture import chain_capture_enabled; print(chain_capture_enabled())"
+    with chain_capture(False):
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == "False", child.stderr
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert after.stdout.strip() == "True", after.stderr
+
+
+def test_the_switch_called_as_in_lebm_0_1_returns_the_samplers_and_drops_their_graphs() -> None:
+    from lebm.samplers.capture import set_chain_capture
+
+    model, sampler = Posterior(), Langevin(2, 0.2)
+    with emulate_on_cpu():
+        for _ in range(WARMUP_RUNS + 1):
+            sampler(model, torch.zeros(4, 3), inputs=(torch.zeros(4, 4),), freeze=[model])
+    assert chain_graphs(sampler).entries
+    try:
+        assert set_chain_capture(False, model, sampler) == [sampler]
+        assert not chain_graphs(sampler).entries and not chain_capture_enabled()
+    finally:
+        set_chain_capture(True)

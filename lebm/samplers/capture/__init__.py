@@ -8,18 +8,35 @@
 - :mod:`.op_replay`: the strict CPU replay that tests a captured chain without a GPU.
 """
 
-from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, emulate_on_cpu, samplers_of
+from lebm.samplers.capture.cache import (
+    CACHE_SIZE,
+    CHURN_LIMIT,
+    WARMUP_RUNS,
+    CapturedChain,
+    ChainGraphs,
+    capture_stats,
+    chain_graphs,
+    emulate_on_cpu,
+    run_captured,
+    samplers_of,
+    set_chain_capture,
+)
 from lebm.samplers.capture.recorders import CaptureBroken
-from lebm.samplers.capture.switch import chain_capture, chain_capture_enabled, set_chain_capture
+from lebm.samplers.capture.switch import chain_capture, chain_capture_enabled
 
 __all__ = [
     "CACHE_SIZE",
+    "CHURN_LIMIT",
+    "WARMUP_RUNS",
     "CaptureBroken",
+    "CapturedChain",
+    "ChainGraphs",
     "capture_stats",
     "chain_capture",
     "chain_capture_enabled",
     "chain_graphs",
     "emulate_on_cpu",
+    "run_captured",
     "samplers_of",
     "set_chain_capture",
 ]

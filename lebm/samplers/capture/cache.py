@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm.samplers.capture import switch
 from lebm.samplers.capture.keys import (
     CapturableSampler,
     ChainCall,
@@ -86,6 +87,7 @@ __all__ = [
     "emulate_on_cpu",
     "run_captured",
     "samplers_of",
+    "set_chain_capture",
 ]
 
 #: Eager runs of a chain before its capture (cuBLAS/cuDNN handles, autotuning, autograd state).
@@ -396,3 +398,18 @@ def samplers_of(*owners: Any) -> list[Sampler]:
         attributes = vars(value).values() if hasattr(value, "__dict__") else ()
         pending.extend(a for a in attributes if is_sampler(a) or isinstance(a, nn.Module))
     return list(found.values())
+
+
+def set_chain_capture(enabled: bool, *owners: Any) -> Any:
+    """The run-wide switch (:func:`lebm.samplers.capture.switch.set_chain_capture`; returns the
+    previous setting), also callable as lebm 0.1 called it, with the models and callbacks whose
+    samplers it switched: then, turning capture off also drops their recorded graphs (their memory
+    returns at the next generation), and their samplers are returned, as 0.1 returned them."""
+    previous = switch.set_chain_capture(enabled)
+    if not owners:
+        return previous
+    samplers = samplers_of(*owners)
+    if not enabled:
+        for sampler in samplers:
+            chain_graphs(sampler).clear()
+    return samplers

@@ -11,14 +11,23 @@ the ``ChainCapture`` callback in a recipe (``recipes/speed/eager_chains.yaml``) 
 
 A single sampler can still be kept out of capture by its own ``cuda_graph=False`` (a chain that
 cannot be captured); it can never turn capture on when the run has it off.
+
+The setting travels to processes started after it is set (``lebm_ddp_spawn``'s ranks, the
+processes ``lebm_ddp`` launches) in the environment variable ``LEBM_CHAIN_CAPTURE`` (``0`` or
+``1``), which is also how a shell turns capture off for a whole command:
+``LEBM_CHAIN_CAPTURE=0 lebm fit -c ...``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
-_enabled = True
+#: The environment variable that carries the switch to child processes (and sets it from a shell).
+ENVIRONMENT_VARIABLE = "LEBM_CHAIN_CAPTURE"
+
+_enabled = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def chain_capture_enabled() -> bool:
@@ -27,9 +36,11 @@ def chain_capture_enabled() -> bool:
 
 
 def set_chain_capture(enabled: bool) -> bool:
-    """Turn whole-chain capture on or off for every sampler of this process; returns the old value."""
+    """Turn whole-chain capture on or off for every sampler of this process and of the processes
+    it starts from now on; returns the old value."""
     global _enabled
     previous, _enabled = _enabled, bool(enabled)
+    os.environ[ENVIRONMENT_VARIABLE] = "1" if _enabled else "0"
     return previous
 
 
