@@ -27,7 +27,7 @@ def render_results_md() -> None:
 def newest_last_checkpoint(run_dir: Path) -> Path:
     """The run's newest ``checkpoints/last*.ckpt``: when another process left a ``last.ckpt`` in the
     folder, Lightning saves the new run's as ``last-v1.ckpt``, and that is the one to read."""
-    from lebm.cli.app import last_checkpoint
+    from lebm.cli.run_folder import last_checkpoint
 
     found = last_checkpoint(str(run_dir))
     if found is None:

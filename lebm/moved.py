@@ -64,6 +64,7 @@ MOVED_NAMES: dict[str, str] = {
     "lebm.checkpoints.stored_method_class": "lebm.models.loading.stored_method_class",
     "lebm.recipes.resolve_recipe": "lebm.cli.resolve.resolve_recipe",
     "lebm.models.priors.ProductOfRatiosPrior": "lebm.models.stages.ProductOfRatiosPrior",
+    "lebm.cli.app.last_checkpoint": "lebm.cli.run_folder.last_checkpoint",
     "lebm.estimators.reconstruction.Decoder": "lebm.estimators.types.Decoder",
 }
 

@@ -47,3 +47,13 @@ class SigtermAt(L.Callback):
 
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class SigtermAtSetup(L.Callback):
+    """A callback (class_path ``cli_runner.SigtermAtSetup``) that sends this process SIGTERM in its
+    ``setup``: after the run folder got its start-up files, before any training (start-up)."""
+
+    def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -18,8 +18,10 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 - components built from a config (the user's own modules included) are recorded in the
   checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
 - a diverged run stops with the guard's message (exit code 1), not a traceback;
-- no run is lost: ``fit`` refuses a run folder that holds a run unless told to resume
-  (``--ckpt_path last``, or ``auto``: resume if there is a checkpoint) or to ``--overwrite``;
+- no run is lost, and no run folder locks itself (``lebm.cli.run_folder``): ``fit`` refuses a
+  folder that holds a started run (a checkpoint) unless told to resume (``--ckpt_path last``, or
+  ``auto``: resume from the newest intact checkpoint if there is one) or to ``--overwrite``; the
+  files of a start that wrote no checkpoint are set aside and the same command starts again;
   SIGTERM/SIGINT save a resumable ``last.ckpt`` at the end of the batch and exit non-zero (143/1);
 - the run is checked before it starts: data shape against the decoder, latent sizes across the
   model's parts (``Method.check_run``);
@@ -30,25 +32,27 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import signal
 import sys
-import uuid
 import warnings
+from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import yaml
 from jsonargparse import set_parsing_settings
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
+from lebm.cli.run_folder import CHECKPOINT_DIR, WANDB_RUN_ID_FILE, fit_checkpoint, wandb_run_id
 from lebm.config import given_configs
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
+from lebm.moved import moved_names
 from lebm.speed.numerics import apply_tf32
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
@@ -61,10 +65,40 @@ DDP_NAMES = {
     "ddp_spawn_find_unused_parameters_false": "lebm_ddp_spawn",
 }
 
-WANDB_RUN_ID_FILE = "wandb_run_id.txt"
-CHECKPOINT_DIR = "checkpoints"
 #: Exit code of a run stopped by SIGTERM (128 + 15, the shell's convention; Ctrl+C exits with 1).
 EXIT_SIGTERM = 143
+#: Exit code of Ctrl+C during start-up (128 + 2).
+EXIT_SIGINT = 130
+#: Trainer options that take a number of batches (an int) or a fraction of the epoch (a float).
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def given_as_integer(args: list[str], key: str) -> bool:
+    """Whether the last value the command line or its config files give ``trainer.<key>`` is written
+    as an integer (``1``, not ``1.0``): ``args`` are the expanded arguments (``--config`` paths or
+    YAML text, ``--trainer.<key> V`` and ``--trainer.<key>=V``)."""
+    given: bool | None = None
+    flag = f"--trainer.{key}"
+    for index, arg in enumerate(args):
+        value: Any = None
+        if arg == flag and index + 1 < len(args):
+            value = args[index + 1].strip()
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1].strip()
+        elif arg in ("-c", "--config") and index + 1 < len(args):
+            source = args[index + 1]
+            try:
+                text = Path(source).read_text() if os.path.isfile(source) else source
+                loaded = yaml.safe_load(text)
+            except (OSError, yaml.YAMLError):
+                continue
+            trainer = loaded.get("trainer") if isinstance(loaded, dict) else None
+            if isinstance(trainer, dict) and key in trainer:
+                given = isinstance(trainer[key], int) and not isinstance(trainer[key], bool)
+            continue
+        if value is not None:
+            given = value.lstrip("+").isdigit()
+    return bool(given)
 
 
 class LebmArgumentParser(LightningArgumentParser):
@@ -85,6 +119,7 @@ class LebmCLI(LightningCLI):
     """LightningCLI wired to the run-folder conventions described in this module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        self._raw_args = list(sys.argv[1:] if args is None else args)
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+", "allow_abbrev": False})
@@ -120,7 +155,7 @@ class LebmCLI(LightningCLI):
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
         if self.subcommand == "fit":
-            config.ckpt_path = _fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
+            config.ckpt_path = fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
         elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             warnings.warn(
                 f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
@@ -136,12 +171,21 @@ class LebmCLI(LightningCLI):
             if init_args.get("save_dir") in (None, "."):
                 init_args.save_dir = run_dir
             if self.subcommand == "fit" and init_args.get("id") is None:
-                init_args.id = _wandb_run_id(run_dir, resuming)
+                init_args.id = wandb_run_id(run_dir, resuming)
                 init_args.resume = "allow"
                 self._wandb_run = (run_dir, init_args.id)
         for callback in _as_list(config.trainer.get("callbacks")):
             if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
+        # Lightning types these float | int, and the parser reads "1" as 1.0 (the whole epoch): an integer
+        # written by the user means batches, set on the trainer once it is built
+        self._batch_limits = {
+            key: int(value)
+            for key in BATCH_LIMITS
+            if isinstance(value := config.trainer.get(key), float)
+            and value.is_integer()
+            and (value > 1 or given_as_integer(self._raw_args, key))
+        }
         config.trainer.strategy = _method_strategy(config.trainer)
         _warn_if_oversubscribed(config.trainer)
         trainer = config.trainer
@@ -169,6 +213,8 @@ class LebmCLI(LightningCLI):
         return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
 
     def after_instantiate_classes(self) -> None:
+        for key, batches in getattr(self, "_batch_limits", {}).items():
+            setattr(self.trainer, key, batches)
         run = getattr(self, "_wandb_run", None)
         if run is not None and self.trainer.is_global_zero:
             run_dir, run_id = run
@@ -177,6 +223,7 @@ class LebmCLI(LightningCLI):
                 handle.write(run_id)
         if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None:
             self.trainer.callbacks.append(InterruptCheckpoint())
+        self.trainer.callbacks.append(StartUpOver())
 
 
 def root_cause(error: BaseException) -> str:
@@ -186,63 +233,6 @@ def root_cause(error: BaseException) -> str:
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
     lines = str(error).splitlines()
     return "\n".join(lines[:12]) if lines else type(error).__name__
-
-
-def existing_run(run_dir: str) -> list[str]:
-    """What marks ``run_dir`` as holding a run: checkpoints, its config, its W&B id."""
-    found = []
-    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
-    if os.path.isdir(checkpoints) and any(name.endswith(".ckpt") for name in os.listdir(checkpoints)):
-        found.append(f"{CHECKPOINT_DIR}/*.ckpt")
-    for name in ("config.yaml", WANDB_RUN_ID_FILE):
-        if os.path.isfile(os.path.join(run_dir, name)):
-            found.append(name)
-    return found
-
-
-def last_checkpoint(run_dir: str) -> str | None:
-    """``<run>/checkpoints/last*.ckpt`` (the newest), or None."""
-    folder = os.path.join(run_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(folder):
-        return None
-    lasts = [os.path.join(folder, n) for n in os.listdir(folder) if n.startswith("last") and n.endswith(".ckpt")]
-    return max(lasts, key=os.path.getmtime) if lasts else None
-
-
-_DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
-
-
-def _fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
-    """The checkpoint ``fit`` resumes from, after the run-folder rules:
-
-    - ``last`` needs ``<run>/checkpoints/last.ckpt``; ``auto`` resumes from it when there is one;
-    - without a checkpoint, a folder that already holds a run is refused unless ``--overwrite``.
-    """
-    if os.environ.get("LOCAL_RANK", "0") != "0" and _DECIDED_CKPT_PATH in os.environ:
-        # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
-        # may have written to the folder since); follow its decision
-        return os.environ[_DECIDED_CKPT_PATH] or None
-    if ckpt_path == "auto":
-        ckpt_path = "last" if last_checkpoint(run_dir) else None
-    if ckpt_path == "last" and last_checkpoint(run_dir) is None:
-        fail(
-            f"--ckpt_path last: there is no checkpoint to resume in {os.path.join(run_dir, CHECKPOINT_DIR)}. "
-            "Drop --ckpt_path to start a new run, or use --ckpt_path auto to resume when there is one."
-        )
-    if ckpt_path is None and existing_run(run_dir):
-        if not overwrite:
-            fail(
-                f"{run_dir} already holds a run ({', '.join(existing_run(run_dir))}). Resume it with --ckpt_path last, "
-                f"train into a new folder with --trainer.default_root_dir {run_dir.rstrip('/')}_2, or replace it with "
-                "--overwrite true"
-            )
-        for name in (CHECKPOINT_DIR, "images", "wandb", "fid_cache"):
-            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
-        for name in ("config.yaml", WANDB_RUN_ID_FILE):
-            if os.path.isfile(os.path.join(run_dir, name)):
-                os.remove(os.path.join(run_dir, name))
-    os.environ[_DECIDED_CKPT_PATH] = str(ckpt_path or "")  # inherited by re-launched DDP workers
-    return ckpt_path
 
 
 def _warn_if_oversubscribed(trainer: Any) -> None:
@@ -260,15 +250,6 @@ def _warn_if_oversubscribed(trainer: Any) -> None:
             f"many times; use --trainer.devices {cores} or fewer",
             stacklevel=1,
         )
-
-
-def _wandb_run_id(run_dir: str, resuming: bool) -> str:
-    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
-    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
-    if resuming and os.path.exists(path):
-        with open(path) as handle:
-            return handle.read().strip()
-    return uuid.uuid4().hex[:12]
 
 
 def requested_processes(accelerator: Any, devices: Any, num_nodes: Any) -> int:
@@ -319,14 +300,63 @@ class _DropTips(logging.Filter):
         return "Tip:" not in record.getMessage()
 
 
+class StartupInterrupted(Exception):
+    """SIGTERM during start-up: before the trainer set the run up, nothing trained yet."""
+
+
+class _StartUp:
+    """Start-up, from the command's first line to the trainer's ``setup``: a SIGTERM then stops the
+    command with a message (Lightning's own handlers take over from ``setup`` on)."""
+
+    running = False
+
+    @classmethod
+    def on_sigterm(cls, signum: int, frame: Any) -> None:
+        if cls.running:
+            raise StartupInterrupted
+
+
+class StartUpOver(Callback):
+    """Marks the end of start-up (the trainer's ``setup``)."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        _StartUp.running = False
+
+
+STARTUP_STOPPED = (
+    "stopped by {signal} during start-up, before any training: nothing was trained and no checkpoint written; "
+    "the same command starts the run again"
+)
+
+
 def run(args: list[str] | None) -> None:
     """Run the command: ``args`` (already expanded), or ``sys.argv`` when None."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    _StartUp.running = True
+    try:
+        previous = signal.signal(signal.SIGTERM, _StartUp.on_sigterm)
+    except ValueError:  # not the main thread (a test harness): no start-up handler
+        previous = None
     try:
         LebmCLI(args=args)
+    except StartupInterrupted:
+        sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='SIGTERM')}\n")
+        raise SystemExit(EXIT_SIGTERM) from None
+    except KeyboardInterrupt:
+        if not _StartUp.running:
+            raise
+        sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='Ctrl+C')}\n")
+        raise SystemExit(EXIT_SIGINT) from None
     except TrainingDiverged as error:
-        sys.stderr.write(f"lebm: {error}\n")
+        sys.stderr.write(f"\nlebm: {error}\n")  # on a line of its own, after a progress bar
         raise SystemExit(1) from None
     except SIGTERMException:
         sys.stderr.write("lebm: stopped by SIGTERM; a resumable checkpoint was saved: resume with --ckpt_path last\n")
         raise SystemExit(EXIT_SIGTERM) from None
+    finally:
+        _StartUp.running = False
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

@@ -36,6 +36,7 @@ DEPENDENCY_NOISE = (
     r".*isinstance\(treespec, LeafSpec\).*",  # torch/Lightning internals
     r".*The anonymous setting has no effect.*",  # wandb about an argument Lightning always passes
     r".*LightningCLI's args parameter is intended to run from within Python.*",
+    r"Checkpoint directory .* exists and is not empty.*",  # every resume: lebm manages its run folders
 )
 
 

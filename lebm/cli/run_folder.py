@@ -1,0 +1,169 @@
+"""A run folder's life (``trainer.default_root_dir``): what ``lebm fit`` does with what it finds there.
+
+A run is **started** once it has a checkpoint (``<run>/checkpoints/*.ckpt``). Before that, the files
+a start writes (``config.yaml``, the W&B id, ``images/``, ``wandb/``) belong to a start that failed
+(bad data, a divergence at step 0, a SIGTERM during start-up): the same command sets them aside
+in ``<run>/failed_start-<time>/``, says so in one line and starts again, so a requeue loop is never
+locked out by its own first attempt.
+
+``--ckpt_path``:
+
+- ``auto``: nothing there -> start; a checkpoint -> resume from the newest intact one (``last.ckpt``
+  normally; when it is unreadable, the newest readable one, named in a line);
+- ``last``: ``<run>/checkpoints/last.ckpt``, which must exist and be readable (the message names the
+  newest intact checkpoint when it is not);
+- a path: that checkpoint (checked before anything is written);
+- none: a started run is refused unless ``--overwrite true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from typing import Any
+
+from lebm.checkpoints import CheckpointError, check_checkpoint_file
+from lebm.cli.errors import fail
+
+CHECKPOINT_DIR = "checkpoints"
+WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+#: What a start writes into the run folder before the first checkpoint.
+START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb")
+#: What ``--overwrite true`` deletes (the FID reference cache too: it belongs to the old run's data).
+RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
+#: Set by the process that applied the rules, for DDP workers Lightning launches again.
+DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
+
+
+def say(message: str) -> None:
+    """One line on stderr, ``lebm: message``."""
+    sys.stderr.write(f"lebm: {message}\n")
+
+
+def checkpoint_files(run_dir: str) -> list[str]:
+    """``<run>/checkpoints/*.ckpt``, newest first."""
+    folder = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return []
+    paths = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".ckpt")]
+    return sorted(paths, key=os.path.getmtime, reverse=True)
+
+
+def last_checkpoint(run_dir: str) -> str | None:
+    """``<run>/checkpoints/last*.ckpt`` (the newest), or None."""
+    lasts = [path for path in checkpoint_files(run_dir) if os.path.basename(path).startswith("last")]
+    return lasts[0] if lasts else None
+
+
+def unreadable(path: str) -> str | None:
+    """Why ``path`` is not a readable checkpoint, or None when it is."""
+    try:
+        check_checkpoint_file(path)
+    except CheckpointError as error:
+        return str(error)
+    return None
+
+
+def newest_intact_checkpoint(run_dir: str) -> tuple[str | None, list[str]]:
+    """The checkpoint a resume should use: ``last.ckpt`` when readable, else the newest readable
+    one; and the unreadable ones passed over (newer than it), each as ``path: reason``."""
+    candidates = checkpoint_files(run_dir)
+    last = last_checkpoint(run_dir)
+    if last is not None:
+        candidates = [last, *(path for path in candidates if path != last)]
+    skipped = []
+    for path in candidates:
+        reason = unreadable(path)
+        if reason is None:
+            return path, skipped
+        skipped.append(reason)
+    return None, skipped
+
+
+def start_up_leftovers(run_dir: str) -> list[str]:
+    """The files of a start that wrote no checkpoint."""
+    return [name for name in START_UP_FILES if os.path.exists(os.path.join(run_dir, name))]
+
+
+def set_aside_failed_start(run_dir: str) -> str | None:
+    """Move a failed start's files to ``<run>/failed_start-<time>/``; the folder, or None if none."""
+    leftovers = start_up_leftovers(run_dir)
+    if not leftovers:
+        return None
+    aside = os.path.join(run_dir, time.strftime("failed_start-%Y%m%d-%H%M%S"))
+    while os.path.exists(aside):
+        aside += "_"
+    os.makedirs(aside)
+    for name in leftovers:
+        shutil.move(os.path.join(run_dir, name), os.path.join(aside, name))
+    say(
+        f"{run_dir} holds only the files of a start that wrote no checkpoint ({', '.join(leftovers)}); "
+        f"moved them to {aside} and starting again"
+    )
+    return aside
+
+
+def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
+    """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and DECIDED_CKPT_PATH in os.environ:
+        # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
+        # may have written to the folder since); follow its decision
+        return os.environ[DECIDED_CKPT_PATH] or None
+    started = bool(checkpoint_files(run_dir))
+    if ckpt_path in ("auto", "last") and started:
+        newest, skipped = newest_intact_checkpoint(run_dir)
+        last = last_checkpoint(run_dir)
+        if newest is None:
+            fail(
+                f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} is readable ({'; '.join(skipped)}). "
+                "Start a new run with --overwrite true (or in another --trainer.default_root_dir)"
+            )
+        if ckpt_path == "last" and newest != last:
+            reason = "is missing" if last is None else f"is unreadable ({skipped[0]})"
+            fail(
+                f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the newest "
+                f"intact checkpoint is {newest}: resume from it with --ckpt_path {newest} (or --ckpt_path auto)"
+            )
+        if skipped:
+            say(f"resuming from {newest}, the newest intact checkpoint; passed over: {'; '.join(skipped)}")
+            if last is not None and last != newest:
+                kept = f"{last}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+                os.replace(last, kept)  # kept for inspection; the run writes a fresh last.ckpt
+                say(f"moved the unreadable {os.path.basename(last)} to {kept}")
+        ckpt_path = newest
+    elif ckpt_path == "auto":
+        ckpt_path = None
+    elif ckpt_path == "last":
+        fail(
+            f"--ckpt_path last: there is no checkpoint to resume in {os.path.join(run_dir, CHECKPOINT_DIR)}. "
+            "Drop --ckpt_path to start a new run, or use --ckpt_path auto to resume when there is one."
+        )
+    if ckpt_path is None and started:
+        if not overwrite:
+            fail(
+                f"{run_dir} already holds a run ({CHECKPOINT_DIR}/*.ckpt). Resume it with --ckpt_path last (or auto), "
+                f"train into a new folder with --trainer.default_root_dir {run_dir.rstrip('/')}_2, or replace it "
+                "with --overwrite true"
+            )
+        for name in RUN_FILES:
+            path = os.path.join(run_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+    elif ckpt_path is None:
+        set_aside_failed_start(run_dir)
+    os.environ[DECIDED_CKPT_PATH] = str(ckpt_path or "")  # inherited by re-launched DDP workers
+    return ckpt_path
+
+
+def wandb_run_id(run_dir: str, resuming: bool) -> str:
+    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
+    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
+    if resuming and os.path.exists(path):
+        with open(path) as handle:
+            return handle.read().strip()
+    return uuid.uuid4().hex[:12]

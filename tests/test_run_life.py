@@ -1,0 +1,102 @@
+"""A run folder's life (device: CPU; the lebm command in this process): a failed start never locks
+its folder, ``--ckpt_path auto`` works in every state, a corrupt ``last.ckpt`` is passed over by
+name, SIGTERM during start-up stops with a message and leaves a folder the same command retries,
+and ``limit_*_batches`` integers mean batches. Each case runs the command a user types and checks
+the message and the files left behind (nothing lost, nothing locked)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_runner import run_cli
+
+RUN = [
+    "fit",
+    "-c",
+    "recipes/quickstart.yaml",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "0",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+]
+
+
+def fit(run: Path, *extra: str) -> None:
+    run_cli(*RUN, "--trainer.default_root_dir", str(run), *extra)
+
+
+def stopped(capsys: pytest.CaptureFixture, run: Path, *extra: str, code: int = 2) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        fit(run, *extra)
+    assert stop.value.code == code
+    return capsys.readouterr().err
+
+
+def steps(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_a_failed_start_is_set_aside_and_the_same_command_starts_again(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("left by a start that failed\n")
+    (run / "wandb_run_id.txt").write_text("abc123")
+    (run / "images").mkdir()
+    capsys.readouterr()
+    fit(run)
+    message = capsys.readouterr().err
+    assert "holds only the files of a start that wrote no checkpoint" in message and "starting again" in message
+    (aside,) = run.glob("failed_start-*")
+    assert (aside / "config.yaml").read_text() == "left by a start that failed\n"  # kept, not deleted
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(run, "--ckpt_path", "auto")  # nothing there: a new run
+    last = run / "checkpoints" / "last.ckpt"
+    (epoch_checkpoint,) = (run / "checkpoints").glob("epoch=*.ckpt")
+    assert steps(last) > 0
+    time.sleep(0.05)
+    last.write_bytes(last.read_bytes()[:1000])  # truncated by a kill during a copy
+    os.utime(last)
+    message = stopped(capsys, run, "--ckpt_path", "last", "--trainer.max_epochs", "2")
+    assert "is unreadable" in message and f"--ckpt_path {epoch_checkpoint}" in message
+    assert len(last.read_bytes()) == 1000  # nothing written
+    capsys.readouterr()
+    fit(run, "--ckpt_path", "auto", "--trainer.max_epochs", "2")
+    message = capsys.readouterr().err
+    assert f"resuming from {epoch_checkpoint}, the newest intact checkpoint; passed over: {last}" in message
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # resumed at epoch 1
+
+
+def test_sigterm_during_start_up_stops_with_a_message_and_the_folder_can_be_retried(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    message = stopped(capsys, run, "--trainer.callbacks+=cli_runner.SigtermAtSetup", code=143)
+    assert "stopped by SIGTERM during start-up" in message and "the same command starts the run again" in message
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("*.ckpt"))
+    fit(run)  # the requeued command
+    assert (run / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("written", ["2", "--trainer.limit_train_batches=2"])
+def test_an_integer_limit_means_batches(tmp_path: Path, written: str) -> None:
+    run = tmp_path / "run"
+    limit = ["--trainer.limit_train_batches", "1"] if written == "2" else ["--trainer.limit_train_batches=1"]
+    fit(run, *limit)
+    one = steps(run / "checkpoints" / "last.ckpt")
+    fit(tmp_path / "two", "--trainer.limit_train_batches", "2")
+    assert steps(tmp_path / "two" / "checkpoints" / "last.ckpt") == 2 * one  # two batches, not the epoch
