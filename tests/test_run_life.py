@@ -100,3 +100,66 @@ def test_an_integer_limit_means_batches(tmp_path: Path, written: str) -> None:
     one = steps(run / "checkpoints" / "last.ckpt")
     fit(tmp_path / "two", "--trainer.limit_train_batches", "2")
     assert steps(tmp_path / "two" / "checkpoints" / "last.ckpt") == 2 * one  # two batches, not the epoch
+
+
+# ------------------------------------------------------------------ resuming checked against the recipe
+def trained(tmp_path: Path) -> tuple[Path, Path, int]:
+    run = tmp_path / "run"
+    fit(run)
+    return run, run / "checkpoints" / "last.ckpt", (run / "config.yaml").stat().st_mtime_ns
+
+
+@pytest.mark.parametrize(
+    "recipe_change,expected",
+    [
+        (
+            ["-c", "recipes/multistage_nce/quickstart.yaml"],
+            "was written by LatentEBM, but the recipe builds MultiStageNCE",
+        ),
+        (
+            ["--model.init_args.prior.init_args.energy_net.init_args.hidden", "64"],
+            "the recipe's LatentEBM has another architecture than",
+        ),
+        (
+            ["--model.init_args.decoder.init_args.sigma", "0.5"],
+            "model.init_args.decoder.init_args.sigma: 0.3 in the checkpoint, 0.5 in the recipe",
+        ),
+    ],
+    ids=["another method", "another architecture", "a fixed setting"],
+)
+def test_a_resume_that_disagrees_with_the_checkpoint_is_refused_before_anything_is_written(
+    capsys, tmp_path: Path, recipe_change: list[str], expected: str
+) -> None:
+    run, last, config_stamp = trained(tmp_path)
+    stamp = last.stat().st_mtime_ns
+    args = [*RUN, *recipe_change] if recipe_change[0] != "-c" else [RUN[0], *recipe_change, *RUN[3:]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*args, "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    message = capsys.readouterr().err
+    assert stop.value.code == 2 and expected in message, message
+    assert "lebm fit -c " in message and f"{run}/config.yaml" in message  # the way out with the stored settings
+    if "architecture" in expected:
+        assert "prior.energy_net" in message and "(200" in message and "(64" in message
+    assert last.stat().st_mtime_ns == stamp and (run / "config.yaml").stat().st_mtime_ns == config_stamp
+    # evaluating with the disagreeing recipe is refused the same way
+    test_args = ["test", *args[1:], "--trainer.default_root_dir", str(tmp_path / "tested"), "--ckpt_path", str(last)]
+    with pytest.raises(SystemExit):
+        run_cli(*test_args)
+    assert expected in capsys.readouterr().err
+
+
+def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_path: Path) -> None:
+    run, last, _ = trained(tmp_path)
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    old_lr = saved["optimizer_states"][0]["param_groups"][0]["lr"]  # decoder, after one epoch's decay
+    capsys.readouterr()
+    fit(run, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+    message = capsys.readouterr().err
+    assert "model.init_args.decoder_lr 0.001 -> 0.0005" in message
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    group = resumed["optimizer_states"][0]["param_groups"][0]
+    decay = saved["hyper_parameters"]["lr_decay"]
+    assert group["initial_lr"] == pytest.approx(5e-4)
+    assert group["lr"] == pytest.approx(old_lr * 0.5 * decay)  # the new rate, the schedule's progress kept
+    assert resumed["hyper_parameters"]["decoder_lr"] == pytest.approx(5e-4)

@@ -47,6 +47,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
+from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import CHECKPOINT_DIR, WANDB_RUN_ID_FILE, fit_checkpoint, wandb_run_id
 from lebm.config import given_configs
 from lebm.devices import check_device_settings
@@ -203,6 +204,16 @@ class LebmCLI(LightningCLI):
                 self.model.check_run(self.datamodule)
         except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError) as error:
             fail(f"could not build the run: {root_cause(error)}")
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if isinstance(ckpt_path, str) and os.path.isfile(ckpt_path) and isinstance(self.model, Method):
+            changed = check_resume(self.model, ckpt_path, self.subcommand)
+            if changed and self.trainer.is_global_zero:
+                sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI overrides the recipe's model with a checkpoint's stored hyperparameters, in
+        silence (even another method's); lebm builds the recipe's model and checks it against the
+        checkpoint instead (:mod:`lebm.cli.resume_check`)."""
 
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""

@@ -21,6 +21,7 @@ from lebm.data.batches import batch_observations  # noqa: F401 (re-export: metho
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.guard import DivergenceGuard
 from lebm.models.hooks import MethodHooks, as_list
+from lebm.models.resume import apply_optimizer_settings
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 
@@ -230,9 +231,12 @@ class Method(MethodHooks, L.LightningModule):
             checkpoint[RANK_LOCAL_KEY] = {name: self._gather_rows(buffers[name]).cpu() for name in names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When resuming (a trainer is attached), take this rank's streams and rank-local buffers."""
+        """When resuming (a trainer is attached), take this rank's streams and rank-local buffers,
+        and the optimiser settings this model configures now (:mod:`lebm.models.resume`)."""
         if self._trainer is None:
             return
+        if self.trainer.state.fn == "fit":
+            apply_optimizer_settings(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size
         saved = checkpoint.get(STREAMS_KEY)
         if saved is not None:

@@ -1,0 +1,115 @@
+"""Resuming (or evaluating) a checkpoint with a recipe, checked before anything is written.
+
+The recipe builds the model; the checkpoint gives its weights, optimiser and random states. What
+the two may disagree on:
+
+- **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused;
+- **the architecture** (a parameter or buffer of another shape, or one only one side has):
+  refused, naming the differing keys;
+- **settings that may change on resume** (learning rates, Adam's betas and weight decay, gradient
+  clipping, learning-rate decay, chain steps, step sizes and noise, divergence limits): applied and
+  listed in one line (the optimisers' learning rates are rescaled in the restored state,
+  :func:`lebm.models.resume.apply_optimizer_settings`);
+- **any other setting** (a likelihood's sigma, an activation, a prior's reference): refused, by name.
+
+Each refusal names the two ways out: run with the checkpoint's own settings (its run folder's
+``config.yaml``), or start a new run. LightningCLI's own behaviour, overriding the recipe with the
+checkpoint's hyperparameters in silence, is turned off (:class:`lebm.cli.app.LebmCLI`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+
+from lebm.checkpoints import read_checkpoint
+from lebm.cli.errors import fail
+from lebm.config import import_object, to_config
+
+#: The last key of a setting that may change when a run resumes.
+CHANGEABLE = re.compile(
+    r"(^|_)(lr|betas|weight_decay|grad_clip|lr_decay|n_steps|step_size|noise_std|temperature_schedule)$"
+    r"|^divergence_"
+)
+#: How many differing keys a message lists.
+SHOWN = 6
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"decoder.init_args.sigma": 0.3, ...}``: the leaves of nested dicts (lists are leaves)."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def shown(key: str) -> str:
+    """A hyperparameter's key as the recipe writes it: ``model.init_args.<key>``."""
+    return f"model.init_args.{key}"
+
+
+def ways_out(ckpt_path: str, subcommand: str) -> str:
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+    saved = os.path.join(run_dir, "config.yaml")
+    with_saved = f"lebm {subcommand} -c {saved} --ckpt_path {ckpt_path}" if os.path.isfile(saved) else None
+    first = f"run with the checkpoint's own settings ({with_saved})" if with_saved else "use the recipe that wrote it"
+    if subcommand == "fit":
+        return (
+            f"{first}, or start a new run (another --trainer.default_root_dir, or --overwrite true without --ckpt_path)"
+        )
+    return f"{first}, or evaluate another checkpoint"
+
+
+def architecture_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys whose tensors differ in presence or shape between two state dicts."""
+    differing = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if not isinstance(old, torch.Tensor) and not isinstance(new, torch.Tensor):
+            continue  # extra state (a vocabulary): not a shape
+        if old is None:
+            differing.append(f"{key} (only in the recipe's model)")
+        elif new is None:
+            differing.append(f"{key} (only in the checkpoint)")
+        elif isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and old.shape != new.shape:
+            differing.append(f"{key}: {tuple(old.shape)} in the checkpoint, {tuple(new.shape)} in the recipe")
+    return differing
+
+
+def check_resume(model: Any, ckpt_path: str, subcommand: str) -> list[str]:
+    """Check ``model`` (built from the recipe) against the checkpoint; refuse with a message that
+    names the difference and the ways out; return the changed settings that apply, as ``key old ->
+    new`` (empty when none)."""
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    stored_class = hparams.pop("_class_path", None)
+    if isinstance(stored_class, str):
+        try:
+            cls = import_object(stored_class)
+        except ValueError:
+            cls = None
+        if cls is not None and cls is not type(model):
+            fail(
+                f"{ckpt_path} was written by {cls.__name__}, but the recipe builds {type(model).__name__}: "
+                f"{ways_out(ckpt_path, subcommand)}"
+            )
+    differing = architecture_differences(checkpoint["state_dict"], model.state_dict())
+    if differing:
+        more = f" and {len(differing) - SHOWN} more" if len(differing) > SHOWN else ""
+        fail(
+            f"the recipe's {type(model).__name__} has another architecture than {ckpt_path}: "
+            f"{'; '.join(differing[:SHOWN])}{more}. {ways_out(ckpt_path, subcommand).capitalize()}"
+        )
+    old, new = flatten(to_config(hparams)), flatten(dict(getattr(model, "hparams", {}) or {}))
+    changed = [key for key in old if key in new and old[key] != new[key]]
+    fixed = [key for key in changed if not CHANGEABLE.search(key.rsplit(".", 1)[-1])]
+    if fixed:
+        listed = "; ".join(f"{shown(key)}: {old[key]!r} in the checkpoint, {new[key]!r} in the recipe" for key in fixed)
+        out = ways_out(ckpt_path, subcommand).capitalize()
+        fail(f"these settings cannot change when resuming {ckpt_path}: {listed}. {out}")
+    return [f"{shown(key)} {old[key]!r} -> {new[key]!r}" for key in changed]

@@ -1,0 +1,63 @@
+"""Resuming with changed optimiser settings: the recipe's values, not the checkpoint's.
+
+A restored optimiser takes its learning rate, betas and weight decay from the checkpoint, and a
+restored scheduler its base rates and decay; so a run resumed with another ``decoder_lr`` would keep
+the old one. :func:`apply_optimizer_settings` rewrites those entries of the checkpoint (before
+Lightning restores them) from the optimisers and schedulers the method configures now: the learning
+rate in progress is rescaled, ``lr = lr_saved * lr_new / lr_initial_saved``, so the schedule's
+progress (``gamma^epochs``) carries over. A checkpoint written with the same settings is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+def configured(model: Any) -> tuple[list[Optimizer], list[Any]]:
+    """``(optimizers, schedulers)`` as ``model.configure_optimizers()`` makes them now."""
+    out = model.configure_optimizers()
+    if isinstance(out, Optimizer):
+        return [out], []
+    if isinstance(out, dict):
+        scheduler = out.get("lr_scheduler")
+        scheduler = scheduler.get("scheduler") if isinstance(scheduler, dict) else scheduler
+        return [out["optimizer"]], [] if scheduler is None else [scheduler]
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], (list, tuple)):
+        schedulers = [s.get("scheduler") if isinstance(s, dict) else s for s in out[1]]
+        return list(out[0]), schedulers
+    if isinstance(out, (list, tuple)):
+        return [item for item in out if isinstance(item, Optimizer)], []
+    return [], []
+
+
+def apply_optimizer_settings(model: Any, checkpoint: dict[str, Any]) -> None:
+    """Rewrite the checkpoint's optimiser and scheduler states with the settings ``model``
+    configures now (learning rates rescaled, betas, weight decay, decay factors)."""
+    states = checkpoint.get("optimizer_states") or []
+    optimizers, schedulers = configured(model)
+    if len(optimizers) != len(states):
+        return  # another layout of optimisers: Lightning reports it when it restores them
+    for optimizer, state in zip(optimizers, states, strict=True):
+        for group, saved in zip(optimizer.param_groups, state.get("param_groups", []), strict=False):
+            initial = saved.get("initial_lr", saved.get("lr"))
+            if "lr" in group and initial and group["lr"] != initial:
+                saved["lr"] = saved["lr"] * group["lr"] / initial
+                if "initial_lr" in saved:
+                    saved["initial_lr"] = group["lr"]
+            for key in ("betas", "weight_decay"):
+                if key in group and key in saved and saved[key] != group[key]:
+                    saved[key] = group[key]
+    saved_schedulers = checkpoint.get("lr_schedulers") or []
+    if len(schedulers) != len(saved_schedulers):
+        return
+    for scheduler, saved in zip(schedulers, saved_schedulers, strict=True):
+        fresh = scheduler.state_dict()
+        if "base_lrs" in saved and saved["base_lrs"] != fresh.get("base_lrs"):
+            ratios = [new / old if old else 1.0 for new, old in zip(fresh["base_lrs"], saved["base_lrs"], strict=False)]
+            saved["base_lrs"] = list(fresh["base_lrs"])
+            if "_last_lr" in saved:
+                saved["_last_lr"] = [lr * r for lr, r in zip(saved["_last_lr"], ratios, strict=False)]
+        if "gamma" in saved and "gamma" in fresh:
+            saved["gamma"] = fresh["gamma"]
