@@ -13,6 +13,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
+from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
 from lebm.models.latent_variable import LatentVariableModel, chain_logs
 from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
 from lebm.models.priors import GaussianPrior, Prior
@@ -349,11 +350,12 @@ class DualMCMC(LatentVariableModel):
         chain (``sampler`` replaces it; the energy net's spectral norm iterates, see
         ``evaluation_power_iteration``); ``revise=False``: the raw generator samples."""
         with self.evaluation_statistics():
-            z = self.prior.sample(n, generator=generator)
+            z = self.prior.sample(check_count(n), generator=generator)
             proposals = self.decoder.decode(z)
         if not revise:
-            return proposals
-        return self.revise(proposals, sampler=sampler or self.test_data_sampler, generator=generator)
+            return warn_if_not_finite(proposals, "generate(n)")
+        revised = self.revise(proposals, sampler=check_sampler(sampler) or self.test_data_sampler, generator=generator)
+        return warn_if_not_finite(revised, "generate(n)")
 
     def infer(self, x: Tensor, **kwargs: Any) -> Any:
         """Posterior latents ``(B, latent_dim)``: by default the encoder's mean refined by the posterior
@@ -370,7 +372,7 @@ class DualMCMC(LatentVariableModel):
     @torch.no_grad()
     def score(self, x: Tensor, **kwargs: Any) -> Tensor:
         """The energy ``E(x)`` ``(B,)``: higher = less probable under the EBM = more anomalous."""
-        return self.energy_net(x)
+        return warn_if_not_finite(self.energy_net(self.observations(x)), "score(x)")
 
     # --------------------------------------------------------------------------- checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentVariableHooks, PosteriorStart
+from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder, LegacyDecoder, decoder_contract
 from lebm.nets.encoders import InferenceNetwork
@@ -228,7 +229,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         if start is None:
             start = "noise" if self.encoder is None else "mean"
         z0 = self.posterior_start(x, start, generator)
-        chain = sampler if sampler is not None else self.posterior_sampler
+        chain = check_sampler(sampler) if sampler is not None else self.posterior_sampler
         if not refine or chain is None:
             return (z0, {}) if return_diagnostics else z0
         return chain(
@@ -275,14 +276,14 @@ class LatentVariableModel(LatentVariableHooks, Method):
         """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``):
         ``(n, *x_shape)``, or the decoder's presented form (``n`` strings for text; ``raw=True``
         keeps token ids)."""
-        z = self.prior.sample(n, sampler=sampler, generator=generator)
-        return self.presented(self.decoder.decode(z), raw)
+        z = self.prior.sample(check_count(n), sampler=check_sampler(sampler), generator=generator)
+        return self.presented(warn_if_not_finite(self.decoder.decode(z), "generate(n)"), raw)
 
     def reconstruct(self, x: Any, *, raw: bool = False, **infer_kwargs: Any) -> Any:
         """``g(infer(x))`` ``(B, *x_shape)``; text in, text out (``raw=True``: token ids)."""
         z = self.infer(x, **infer_kwargs)
         with torch.no_grad():
-            return self.presented(self.decoder.decode(z), raw)
+            return self.presented(warn_if_not_finite(self.decoder.decode(z), "reconstruct(x)"), raw)
 
     def score(
         self, x: Any, *, samples: int | None = None, generator: torch.Generator | None = None, **infer_kwargs: Any
@@ -294,7 +295,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         k = self.score_samples if samples is None else int(samples)
         z = None if self.samples_inference_network(k) else self.infer(x, generator=generator, **infer_kwargs)
         with torch.no_grad():
-            return self.anomaly_terms(x, z, samples=k, generator=generator)["score"]
+            return warn_if_not_finite(self.anomaly_terms(x, z, samples=k, generator=generator)["score"], "score(x)")
 
     def anomaly_terms(
         self,

@@ -15,6 +15,31 @@ from torch import Tensor, nn
 from lebm.config import Configurable
 
 _MISSING = object()
+#: Rounding allowed around lebm's image range [-1, 1].
+IMAGE_SLACK = 1e-3
+
+
+def as_observations(data: Any, device: torch.device, integers_ok: bool = True) -> Tensor:
+    """``data`` (a tensor, a numpy array, nested lists of numbers) as a tensor on ``device``:
+    floats as float32 unless they are already floating point; refused when not finite, or when
+    integer-valued and ``integers_ok`` is False (images as 0..255 integers)."""
+    if not isinstance(data, Tensor):
+        try:
+            data = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(
+                f"observations must be a tensor (B, *x_shape), a numpy array or nested lists of numbers, got "
+                f"{type(data).__name__} ({error})"
+            ) from None
+    if not data.is_floating_point():
+        if not integers_ok or data.dtype == torch.bool:
+            raise ValueError(
+                f"observations must be floating point, got {data.dtype}: for 0..255 images pass x.float() / 127.5 - 1"
+            )
+        data = data.float()
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("observations hold NaN or infinite values: clean or drop those examples first")
+    return data.to(device)
 
 
 class Decoder(nn.Module, Configurable):
@@ -72,8 +97,9 @@ class Decoder(nn.Module, Configurable):
         """Drop the held noise (nothing by default)."""
 
     def prepare(self, data: Any, device: torch.device) -> Tensor:
-        """User input as the tensor ``nll`` reads (by default: ``data`` itself)."""
-        return data
+        """User input as the tensor ``nll`` reads: by default a float tensor on ``device`` (numpy
+        arrays and nested lists of numbers are converted), checked to be finite."""
+        return as_observations(data, device)
 
     def present(self, x: Tensor) -> Any:
         """Decoded observations in the user's form (by default: the tensor itself)."""
@@ -156,6 +182,17 @@ class GaussianDecoder(Decoder):
                 f"{tuple(x.shape)}: make the generator's output shape (channels, image size) match the data"
             )
         return mean
+
+    def prepare(self, data: Any, device: torch.device) -> Tensor:
+        """As :meth:`Decoder.prepare`; images ``(B, C, H, W)`` must be floats in ``[-1, 1]``, lebm's
+        convention (``x / 127.5 - 1`` for 0..255 images)."""
+        x = as_observations(data, device, integers_ok=False)
+        if x.dim() == 4 and (x.min() < -1 - IMAGE_SLACK or x.max() > 1 + IMAGE_SLACK):
+            raise ValueError(
+                f"images are expected in [-1, 1] (lebm's convention), got values in [{float(x.min()):.3g}, "
+                f"{float(x.max()):.3g}]: for 0..255 images pass x / 127.5 - 1, for [0, 1] images 2 * x - 1"
+            )
+        return x
 
     def metrics(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
         """Per-example reconstruction metrics ``(B,)``: ``mse``, the mean over pixels of

@@ -9,6 +9,7 @@ target that owns the energy's gradient, the context every chain runs in) and her
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -51,6 +52,20 @@ def out_of_memory_named(sampler: Sampler, energy_fn: Callable[..., Tensor], z0: 
             f"shape {tuple(z0.shape[1:])} on {z0.device}{usage}. Lower the batch size (--data.init_args.batch_size), "
             f"run the nets in bfloat16 (--trainer.precision bf16-mixed) or use fewer chain steps. CUDA said: {cause}"
         ) from error
+
+
+def check_call(sampler: Sampler, energy_fn: Any, z0: Any) -> None:
+    """Refuse, with the fix, a call whose start or energy is not what a chain takes."""
+    if not isinstance(z0, Tensor):
+        raise TypeError(
+            f"{type(sampler).__name__} takes the chains' start z0 as a torch.Tensor (B, *shape), got "
+            f"{type(z0).__name__}: pass torch.as_tensor(z0, dtype=torch.float32)"
+        )
+    if not callable(energy_fn):
+        kind = type(energy_fn).__name__
+        raise TypeError(f"{type(sampler).__name__} takes an energy function (z -> (B,) energies) first, got {kind}")
+    if not z0.is_floating_point():
+        raise TypeError(f"the chains' start z0 must be floating point, got {z0.dtype}: pass z0.float()")
 
 
 # ----------------------------------------------------------------------------------- sampler
@@ -131,6 +146,7 @@ class Sampler(Configurable):
             generator: the random stream of the chain's noise (None: torch's global one).
             return_diagnostics: also return the diagnostics dict.
         """
+        check_call(self, energy_fn, z0)
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)
@@ -160,6 +176,13 @@ class Sampler(Configurable):
                 f"{tuple(z0.shape)}, got {got}"
             )
         z = z.detach()
+        if z.device.type == "cpu" and not bool(torch.isfinite(z).all()):  # (a GPU chain is not synchronised for it)
+            warnings.warn(
+                f"{self!r} ended with states that are not finite (NaN or inf): the energy returned NaN, or the "
+                "chain diverged; lower its step size (or check the energy)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return (z, diagnostics) if return_diagnostics else z
 
     def _chain_body(

@@ -1,0 +1,127 @@
+"""The Python API's mistakes, one row each (device: CPU): what a user hands ``generate``, ``infer``,
+``reconstruct``, ``score`` and a sampler gets a message that names the problem and the fix, not a
+torch error from inside a chain; inputs of other kinds that mean the same are accepted; results
+that are not finite warn."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import lebm
+from lebm.cli.resolve import resolve_recipe
+from lebm.config import build
+from lebm.samplers import Langevin
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy() -> Any:
+    """LatentEBM on 2-D data (lebm 0.1.0's fixture checkpoint)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return lebm.load(str(REPO / "tests" / "fixtures" / "checkpoints" / "latent_ebm.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def images() -> Any:
+    """The quickstart's LatentEBM on 8x8 images in [-1, 1]."""
+    torch.manual_seed(0)
+    return build(resolve_recipe(REPO / "recipes" / "quickstart.yaml")["model"])
+
+
+def square(z: torch.Tensor) -> torch.Tensor:
+    return z.square().sum(1)
+
+
+MISTAKES: dict[str, tuple[str, Callable[[Any, Any], Any], type[Exception], str]] = {
+    "generate(-1)": ("toy", lambda m, _: m.generate(-1), ValueError, "takes a whole number of samples n >= 1, got -1"),
+    "generate(2.5)": ("toy", lambda m, _: m.generate(2.5), ValueError, "n >= 1, got 2.5"),
+    "a sampler by name": (
+        "toy",
+        lambda m, _: m.generate(3, sampler="langevin"),
+        TypeError,
+        "sampler must be a lebm.samplers.Sampler, e.g. lebm.samplers.Langevin(",
+    ),
+    "NaN observations": (
+        "toy",
+        lambda m, _: m.score(torch.tensor([[float("nan"), 0.0]])),
+        ValueError,
+        "observations hold NaN or infinite values",
+    ),
+    "uint8 images": (
+        "images",
+        lambda m, _: m.reconstruct(torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)),
+        ValueError,
+        "for 0..255 images pass x.float() / 127.5 - 1",
+    ),
+    "0..255 float images": (
+        "images",
+        lambda m, _: m.score(torch.rand(2, 1, 8, 8) * 255),
+        ValueError,
+        "images are expected in [-1, 1] (lebm's convention), got values in [",
+    ),
+    "a numpy start for a chain": (
+        "toy",
+        lambda m, _: Langevin(5, 0.1)(square, np.zeros((3, 2))),
+        TypeError,
+        "takes the chains' start z0 as a torch.Tensor (B, *shape), got ndarray",
+    ),
+    "an integer start for a chain": (
+        "toy",
+        lambda m, _: Langevin(5, 0.1)(square, torch.zeros(3, 2, dtype=torch.long)),
+        TypeError,
+        "must be floating point",
+    ),
+    "a text instead of an energy": (
+        "toy",
+        lambda m, _: Langevin(5, 0.1)("energy", torch.zeros(3, 2)),
+        TypeError,
+        "takes an energy function",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", MISTAKES)
+def test_a_mistake_gets_a_message_with_the_fix(case: str, request: pytest.FixtureRequest) -> None:
+    model_name, call, error, message = MISTAKES[case]
+    model = request.getfixturevalue(model_name)
+    with pytest.raises(error) as raised:
+        call(model, None)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [np.zeros((3, 2), dtype=np.float32), np.zeros((3, 2)), [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], torch.zeros(3, 2)],
+    ids=["numpy float32", "numpy float64", "nested lists", "tensor"],
+)
+def test_arrays_and_lists_are_observations_too(toy: Any, given: Any) -> None:
+    generator = torch.Generator().manual_seed(0)
+    assert toy.infer(given, generator=generator).shape == (3, 3)
+    assert toy.score(given).shape == (3,) and toy.reconstruct(given).shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "energy,step_size",
+    [(lambda z: z.sum(1) * float("nan"), 0.1), (lambda z: z.square().sum(1) ** 2, 1e6)],
+    ids=["an energy that returns NaN", "a step size of 1e6"],
+)
+def test_a_chain_that_ends_not_finite_warns(energy: Callable, step_size: float) -> None:
+    with pytest.warns(RuntimeWarning, match="ended with states that are not finite"):
+        Langevin(50, step_size)(energy, torch.ones(3, 2))
+
+
+def test_a_model_whose_results_are_not_finite_warns(toy: Any) -> None:
+    broken = type(toy).load_from_checkpoint(REPO / "tests" / "fixtures" / "checkpoints" / "latent_ebm.ckpt")
+    with torch.no_grad():
+        next(broken.decoder.parameters()).fill_(float("nan"))
+    with pytest.warns(RuntimeWarning, match=r"generate\(n\) holds NaN or infinite values"):
+        broken.generate(3)
