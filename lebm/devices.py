@@ -55,6 +55,11 @@ def bf16_on_this_gpu() -> bool:
 def check_device_settings(accelerator: Any, devices: Any, precision: Any) -> None:
     """Raise ``ValueError`` for device settings that cannot run here, warn for slow ones (module doc)."""
     precision = str(precision or "32-true")
+    if devices in (0, "0") or (isinstance(devices, (list, tuple)) and not devices):
+        raise ValueError(
+            f"--trainer.devices {devices} asks for no device at all: give a number of devices >= 1 (1 for one CPU "
+            "process or GPU), a list of GPU ids such as [0, 1], or auto"
+        )
     if str(accelerator) in CUDA_NAMES and not torch.cuda.is_available():
         build = f"a CUDA {torch.version.cuda} build" if torch.version.cuda else "a CPU-only build"
         raise ValueError(

@@ -163,3 +163,26 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     assert group["initial_lr"] == pytest.approx(5e-4)
     assert group["lr"] == pytest.approx(old_lr * 0.5 * decay)  # the new rate, the schedule's progress kept
     assert resumed["hyper_parameters"]["decoder_lr"] == pytest.approx(5e-4)
+
+
+# ------------------------------------------------------------------ command-line values
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--trainer.devices", "0"], "--trainer.devices 0 asks for no device at all"),
+        (
+            ["--model.init_args.prior_lr", "-1e-3"],
+            "model.init_args.prior_lr must be a finite learning rate >= 0, got -0.001",
+        ),
+    ],
+    ids=["no device", "a negative number after a space"],
+)
+def test_command_line_values_get_a_message_with_the_fix(capsys, tmp_path: Path, args: list[str], expected: str) -> None:
+    message = stopped(capsys, tmp_path / "run", *args)
+    assert expected in message, message
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_learning_rate_far_above_the_papers_warns(capsys, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match=r"model.init_args.prior_lr=1000.0 is far above the papers' Adam rates"):
+        fit(tmp_path / "run", "--model.init_args.prior_lr", "1e3", "--trainer.limit_train_batches", "1")

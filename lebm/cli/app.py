@@ -248,7 +248,8 @@ def root_cause(error: BaseException) -> str:
 
 def _warn_if_oversubscribed(trainer: Any) -> None:
     """More CPU processes than cores: each process gets a fraction of a core, and tiny nets crawl."""
-    if str(trainer.get("accelerator")) != "cpu":
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator != "cpu" and not (accelerator == "auto" and not CUDAAccelerator.is_available()):
         return
     try:
         processes = requested_processes("cpu", trainer.get("devices"), 1)

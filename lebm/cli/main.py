@@ -56,6 +56,33 @@ def _value_of(args: list[str], flag: str) -> str | None:
     return None
 
 
+def join_negative_values(args: list[str]) -> list[str]:
+    """``--key -1e-3`` as ``--key=-1e-3``: argparse takes a value that starts with ``-`` for an option
+    and reports "expected one argument" for ``--key``."""
+    joined: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg.startswith("--") and "=" not in arg and following is not None and _is_negative_number(following):
+            joined.append(f"{arg}={following}")
+            index += 2
+            continue
+        joined.append(arg)
+        index += 1
+    return joined
+
+
+def _is_negative_number(text: str) -> bool:
+    if not text.startswith("-"):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def check_arguments(args: list[str]) -> None:
     """The checks that need no Lightning: a subcommand, a recipe, readable files."""
     subcommand = args[0]
@@ -100,6 +127,7 @@ def main(args: list[str] | None = None) -> None:
         sys.stdout.write(f"lebm {__version__}\n")
         return
     check_arguments(argv)
+    argv = join_negative_values(argv)
     try:
         expanded = expand_includes(argv)
     except RecipeError as error:

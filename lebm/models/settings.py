@@ -12,10 +12,21 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+#: Adam learning rates above this are almost certainly a typo for these models (the papers use 2e-6 to 3e-3).
+SUSPICIOUS_LEARNING_RATE = 0.1
+
+
 def check_learning_rate(option: str, value: Any) -> None:
-    """A finite rate >= 0 (0 freezes the net, a use in tests and ablations)."""
+    """A finite rate >= 0 (0 freezes the net, a use in tests and ablations); above
+    :data:`SUSPICIOUS_LEARNING_RATE` a warning (Adam then saturates the nets within a few steps)."""
     if not (_finite(value) and value >= 0):
         raise ValueError(f"{option} must be a finite learning rate >= 0, got {value}")
+    if value > SUSPICIOUS_LEARNING_RATE:
+        warnings.warn(
+            f"{option}={value} is far above the papers' Adam rates (2e-6 to 3e-3): the nets saturate within a few "
+            f"steps; did you mean {value:g}e-4 or so?",
+            stacklevel=4,
+        )
 
 
 def check_betas(option: str, value: Sequence[Any]) -> None:
