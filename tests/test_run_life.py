@@ -186,3 +186,37 @@ def test_command_line_values_get_a_message_with_the_fix(capsys, tmp_path: Path, 
 def test_a_learning_rate_far_above_the_papers_warns(capsys, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=r"model.init_args.prior_lr=1000.0 is far above the papers' Adam rates"):
         fit(tmp_path / "run", "--model.init_args.prior_lr", "1e3", "--trainer.limit_train_batches", "1")
+
+
+# ------------------------------------------------------------------ data files at fault, named
+def test_a_truncated_gz_file_is_named(tmp_path: Path) -> None:
+    import gzip
+
+    from lebm.data.errors import DataError
+    from lebm.data.images.idx import read_idx_file
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(os.urandom(4000))[:100])
+    with pytest.raises(DataError, match=rf"{path} is truncated or corrupt .*copy or download it again"):
+        read_idx_file(path)
+
+
+def test_a_text_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    from lebm.data.errors import DataError
+    from lebm.data.text.files import read_sentences
+
+    path = tmp_path / "ptb.train.txt"
+    path.write_bytes("a caf\xe9 sentence\n".encode("latin1"))
+    with pytest.raises(DataError, match=rf"{path} is not UTF-8 text .*iconv -f latin1 -t utf-8"):
+        read_sentences(path)
+
+
+def test_an_image_folder_without_images_stops_with_one_message(capsys, tmp_path: Path) -> None:
+    empty = tmp_path / "images"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no images here")
+    message = stopped(
+        capsys, tmp_path / "run", "--data.init_args.dataset", "folder", "--data.init_args.root", str(empty)
+    )
+    assert message.startswith("lebm: error:") and "Image folder: data files not found" in message
+    assert "Traceback" not in message

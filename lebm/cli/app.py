@@ -50,6 +50,7 @@ from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import CHECKPOINT_DIR, WANDB_RUN_ID_FILE, fit_checkpoint, wandb_run_id
 from lebm.config import given_configs
+from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
@@ -359,6 +360,8 @@ def run(args: list[str] | None) -> None:
             raise
         sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='Ctrl+C')}\n")
         raise SystemExit(EXIT_SIGINT) from None
+    except DataError as error:  # raised when the data are set up, after the run was built
+        fail(str(error))
     except TrainingDiverged as error:
         sys.stderr.write(f"\nlebm: {error}\n")  # on a line of its own, after a progress bar
         raise SystemExit(1) from None

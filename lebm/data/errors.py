@@ -1,9 +1,35 @@
-"""One helper that builds every "data files are missing" error, so all messages look alike."""
+"""The errors of data that cannot be used, each naming the file and the fix: :class:`DataError`
+(the ``lebm`` command prints its message alone, without a traceback, whenever it is raised) and the
+one helper that builds every "data files are missing" error, so all messages look alike."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+
+class DataError(ValueError):
+    """Data that cannot be used: a file that is truncated, corrupt or not text, a folder without
+    the files it should hold. The message names the file and the fix."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """Data files that are not on disk (also a ``FileNotFoundError``)."""
+
+
+def unreadable_file_error(path: Path | str, error: BaseException) -> DataError:
+    """Build a :class:`DataError` for a file that exists but cannot be read as it should."""
+    if isinstance(error, UnicodeDecodeError):
+        return DataError(
+            f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); convert it, e.g. "
+            f"iconv -f latin1 -t utf-8 {path} > fixed.txt, and point the data at the converted file"
+        )
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DataError(
+        f"{path} is truncated or corrupt ({reason}): an interrupted download or copy leaves such files; "
+        "delete it and copy or download it again"
+    )
+
 
 #: How to switch on automatic download, spelled for YAML configs and for the CLI.
 DOWNLOAD_HINT = (
@@ -17,8 +43,8 @@ def missing_data_error(
     expected: Sequence[Path | str],
     required_names: Sequence[str],
     how_to_get: str,
-) -> FileNotFoundError:
-    """Build (not raise) a ``FileNotFoundError`` for data that is not on disk.
+) -> MissingDataError:
+    """Build (not raise) a :class:`MissingDataError` (a ``FileNotFoundError``) for data that is not on disk.
 
     Args:
         dataset: human-readable dataset name, e.g. ``"MNIST (IDX files)"``.
@@ -38,4 +64,4 @@ def missing_data_error(
     lines.extend(f"  - {path}" for path in expected)
     lines.append("Required names: " + ", ".join(required_names) + ".")
     lines.append("How to get them: " + how_to_get)
-    return FileNotFoundError("\n".join(lines))
+    return MissingDataError("\n".join(lines))

@@ -7,9 +7,12 @@ dimensions ``d``, then ``d`` unsigned 32-bit sizes, then the values in C order.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from lebm.data.errors import DataError, unreadable_file_error
 
 #: IDX type byte -> big-endian numpy dtype.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -60,6 +63,12 @@ def read_idx_file(path: Path | str) -> np.ndarray:
     """Read an IDX file, transparently decompressing it when the name ends in ``.gz``."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    return parse_idx(raw, source=str(path))
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise unreadable_file_error(path, error) from None
+    try:
+        return parse_idx(raw, source=str(path))
+    except ValueError as error:  # a header or size that is not IDX's: the message names the file
+        raise DataError(f"{error}; copy or download the file again") from None

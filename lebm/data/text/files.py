@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lebm.data.errors import missing_data_error
+from lebm.data.errors import missing_data_error, unreadable_file_error
 from lebm.data.paths import expand_root
 
 #: The split files of each file-based dataset, inside ``root``: (train, val, test). "lines" has none.
@@ -95,9 +95,12 @@ def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
     """The sentences of a text file: one per non-empty line, each a list of its whitespace-separated
     tokens (lower-cased when ``lowercase``)."""
     sentences = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            words = (line.lower() if lowercase else line).split()
-            if words:
-                sentences.append(words)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                words = (line.lower() if lowercase else line).split()
+                if words:
+                    sentences.append(words)
+    except UnicodeDecodeError as error:
+        raise unreadable_file_error(path, error) from None
     return sentences
