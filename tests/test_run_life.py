@@ -220,3 +220,21 @@ def test_an_image_folder_without_images_stops_with_one_message(capsys, tmp_path:
     )
     assert message.startswith("lebm: error:") and "Image folder: data files not found" in message
     assert "Traceback" not in message
+
+
+def test_a_run_folder_that_cannot_be_written_is_refused_first(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where the run folder's parent should be")
+    message = stopped(capsys, blocker / "run")
+    assert f"cannot write into the run folder {blocker / 'run'}" in message and "--trainer.default_root_dir" in message
+
+
+def test_a_finished_run_says_where_its_files_are(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    capsys.readouterr()
+    fit(run, "--trainer.limit_train_batches", "1")
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line == (
+        f"lebm: run folder {run}: checkpoint {run / 'checkpoints' / 'last.ckpt'}; config {run / 'config.yaml'}; "
+        f"images {run / 'images'}"
+    )

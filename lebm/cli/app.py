@@ -48,7 +48,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.resume_check import check_resume
-from lebm.cli.run_folder import CHECKPOINT_DIR, WANDB_RUN_ID_FILE, fit_checkpoint, wandb_run_id
+from lebm.cli.run_folder import (
+    CHECKPOINT_DIR,
+    WANDB_RUN_ID_FILE,
+    check_writable,
+    fit_checkpoint,
+    summary,
+    wandb_run_id,
+)
 from lebm.config import given_configs
 from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
@@ -156,6 +163,8 @@ class LebmCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
+        if self.subcommand == "fit" and os.environ.get("LOCAL_RANK", "0") == "0":
+            check_writable(run_dir)
         if self.subcommand == "fit":
             config.ckpt_path = fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
         elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
@@ -223,6 +232,12 @@ class LebmCLI(LightningCLI):
             dumped = dumped.get(self.subcommand, {})
         model = dumped.get("model") or {}
         return dict(model.get("init_args") or {}) if isinstance(model, dict) else {}
+
+    def after_fit(self) -> None:
+        """One line at the end of a run: where its checkpoint, config, images and W&B run are."""
+        if self.trainer.is_global_zero:
+            run = getattr(self, "_wandb_run", None)
+            sys.stderr.write(f"lebm: {summary(self.trainer.default_root_dir, run[1] if run else None)}\n")
 
     def after_instantiate_classes(self) -> None:
         for key, batches in getattr(self, "_batch_limits", {}).items():

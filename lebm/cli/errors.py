@@ -79,8 +79,12 @@ def summarize_parser_error(message: str) -> str:
     """A short version of a jsonargparse error: the problem first, with a suggestion."""
     unrecognized = _UNRECOGNIZED.search(message)
     if unrecognized:
+        given = unrecognized.group(1)
+        hints = [hint for flag in re.findall(r"--trainer\.(\w+)", given) if (hint := trainer_option_hint(flag))]
+        if hints:
+            return f"unknown option(s): {given}{''.join(hints)}"
         example = "e.g. --trainer.max_epochs 3"
-        return f"unknown option(s): {unrecognized.group(1)} (options are written --section.key, {example})"
+        return f"unknown option(s): {given} (options are written --section.key, {example})"
     classes = _PROBLEM_CLASS.findall(message)
     missing = _NO_ATTRIBUTE.search(message)
     if missing:
@@ -108,6 +112,12 @@ def summarize_parser_error(message: str) -> str:
             return f"{key} must be a finite number, got {value}"
         return f"{key} expects a {kind}, got {value!r}"
     return _first_lines(message)
+
+
+def trainer_option_hint(option: str) -> str:
+    """`` (did you mean --trainer.x?)`` for the Trainer option nearest ``option``, or ``""``."""
+    hint = did_you_mean(option, class_parameters("lightning.pytorch.Trainer"))
+    return hint.replace("'", "--trainer.", 1).replace("'", "", 1) if hint else ""
 
 
 def _is_non_finite(value: str) -> bool:

@@ -106,6 +106,37 @@ def set_aside_failed_start(run_dir: str) -> str | None:
     return aside
 
 
+def check_writable(run_dir: str) -> None:
+    """Fail, before anything else, unless the run folder can be created and written to."""
+    probe = os.path.join(run_dir, f".lebm-write-check-{os.getpid()}")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(probe, "w") as handle:
+            handle.write("")
+        os.remove(probe)
+    except OSError as error:
+        fail(
+            f"cannot write into the run folder {run_dir} ({error.strerror or error}): give another "
+            "--trainer.default_root_dir, or make this one writable"
+        )
+
+
+def summary(run_dir: str, wandb_id: str | None) -> str:
+    """One line on where a finished run's files are: checkpoint, config, images, the W&B run."""
+    parts = []
+    last = last_checkpoint(run_dir)
+    if last is not None:
+        parts.append(f"checkpoint {last}")
+    for name, what in (("config.yaml", "config"), ("images", "images")):
+        if os.path.exists(os.path.join(run_dir, name)):
+            parts.append(f"{what} {os.path.join(run_dir, name)}")
+    if wandb_id and os.path.isdir(os.path.join(run_dir, "wandb")):
+        offline = any(name.startswith("offline-run") for name in os.listdir(os.path.join(run_dir, "wandb")))
+        sync = f" (offline: wandb sync {os.path.join(run_dir, 'wandb', 'offline-run-*')})" if offline else ""
+        parts.append(f"W&B run {wandb_id}{sync}")
+    return f"run folder {run_dir}: " + ("; ".join(parts) if parts else "nothing saved")
+
+
 def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
     """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module."""
     if os.environ.get("LOCAL_RANK", "0") != "0" and DECIDED_CKPT_PATH in os.environ:
