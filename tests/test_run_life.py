@@ -238,3 +238,56 @@ def test_a_finished_run_says_where_its_files_are(capsys, tmp_path: Path) -> None
         f"lebm: run folder {run}: checkpoint {run / 'checkpoints' / 'last.ckpt'}; config {run / 'config.yaml'}; "
         f"images {run / 'images'}"
     )
+
+
+# ------------------------------------------------------------------ a requeue loop
+@pytest.mark.slow
+def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    """`lebm fit ... --ckpt_path auto`, as a SLURM requeue script runs it (console command, in a
+    subprocess): killed by SIGTERM during start-up, after batch 3 of epoch 0 and after the last batch
+    of epoch 1, then let finish: the parameters equal those of a run never stopped, bitwise."""
+    import subprocess
+    import sys
+
+    from cli_runner import REPO
+
+    common = [
+        *RUN[1:3],
+        "--trainer.max_epochs",
+        "3",
+        "--trainer.limit_train_batches",
+        "8",
+        "--trainer.limit_val_batches",
+        "0",
+        *RUN[9:],
+        "--data.init_args.random_flip",
+        "true",
+    ]
+
+    def lebm(*args: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO / "tests"))
+        command = [sys.executable, "-m", "lebm", "fit", *common, *args]
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    straight = lebm("--trainer.default_root_dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "requeued"
+    kills = {
+        "start-up": "    - class_path: cli_runner.SigtermAtSetup\n",
+        "mid-epoch": "    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 0, batch: 3}\n",
+        "epoch end": "    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 1, batch: 7}\n",
+    }
+    for name, callback in kills.items():
+        kill = tmp_path / f"kill_{name.replace(' ', '_')}.yaml"
+        kill.write_text(f"trainer:\n  callbacks+:\n{callback}")
+        attempt = lebm("-c", str(kill), "--trainer.default_root_dir", str(run), "--ckpt_path", "auto")
+        assert attempt.returncode == 143, (name, attempt.stderr[-2000:])
+    last = lebm("--trainer.default_root_dir", str(run), "--ckpt_path", "auto")
+    assert last.returncode == 0, last.stderr[-2000:]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 3 * 8 * 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
