@@ -291,3 +291,23 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
     assert a["global_step"] == b["global_step"] == 3 * 8 * 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_command_help_is_kept_and_printed_again_without_lightning(tmp_path: Path) -> None:
+    """`lebm fit --help` (several seconds: Lightning's import and the parser) is printed from a cache
+    the second time, without importing Lightning, with the same text."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom lebm.cli.main import main\nmain(['fit', '--help'])\n"
+        "sys.stderr.write('LIGHTNING ' + str('lightning' in sys.modules))"
+    )
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    first, second = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        for _ in range(2)
+    )
+    assert first.returncode == second.returncode == 0, first.stderr[-2000:]
+    assert "--trainer.max_epochs" in first.stdout and first.stdout == second.stdout
+    assert first.stderr.endswith("LIGHTNING True") and second.stderr.endswith("LIGHTNING False")

@@ -114,6 +114,55 @@ def check_arguments(args: list[str]) -> None:
             fail(str(error))
 
 
+def help_cache(subcommand: str) -> Path:
+    """Where ``lebm <subcommand> --help`` is kept: its text depends only on the installed versions
+    of lebm, Lightning and jsonargparse (and on lebm's CLI module, for a working copy)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = []
+    for package in ("lightning", "jsonargparse", "torch"):
+        try:
+            versions.append(version(package))
+        except PackageNotFoundError:
+            versions.append("none")
+    app = Path(__file__).with_name("app.py")
+    stamp = f"{__version__}-{'-'.join(versions)}-{int(app.stat().st_mtime)}"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lebm"
+    return root / f"help-{subcommand}-{stamp}.txt"
+
+
+def print_command_help(subcommand: str, console: bool) -> None:
+    """``lebm <subcommand> --help``: from the cache when it was printed before (Lightning's import and
+    the parser take several seconds), else from LightningCLI, then kept."""
+    cache = help_cache(subcommand)
+    if cache.is_file():
+        sys.stdout.write(cache.read_text())
+        return
+    import contextlib
+    import io
+
+    from lebm.cli.app import run  # Lightning is imported here
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            if console:
+                sys.argv = [sys.argv[0], subcommand, "--help"]
+                run(None)
+            else:
+                run([subcommand, "--help"])
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    text = printed.getvalue()
+    sys.stdout.write(text)
+    with contextlib.suppress(OSError):  # a read-only home: no cache, the same help
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        os.replace(partial, cache)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lebm`` console script (``args``: instead of ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -127,6 +176,9 @@ def main(args: list[str] | None = None) -> None:
         sys.stdout.write(f"lebm {__version__}\n")
         return
     check_arguments(argv)
+    if len(argv) == 2 and argv[1] in ("-h", "--help"):
+        print_command_help(argv[0], args is None)
+        return
     argv = join_negative_values(argv)
     try:
         expanded = expand_includes(argv)
