@@ -125,3 +125,15 @@ def test_a_model_whose_results_are_not_finite_warns(toy: Any) -> None:
         next(broken.decoder.parameters()).fill_(float("nan"))
     with pytest.warns(RuntimeWarning, match=r"generate\(n\) holds NaN or infinite values"):
         broken.generate(3)
+
+
+def test_a_vocabulary_that_maps_most_words_to_unk_warns() -> None:
+    from lebm.data import TextDataModule
+
+    with pytest.warns(
+        UserWarning, match=r"maps \d+% of the training words to <unk>.*raise data.init_args.max_vocab_size"
+    ):
+        TextDataModule("templates", max_vocab_size=5, batch_size=8).setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        TextDataModule("templates", batch_size=8).setup("fit")  # the default keeps every word: no warning

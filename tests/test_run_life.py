@@ -311,3 +311,16 @@ def test_command_help_is_kept_and_printed_again_without_lightning(tmp_path: Path
     assert first.returncode == second.returncode == 0, first.stderr[-2000:]
     assert "--trainer.max_epochs" in first.stdout and first.stdout == second.stdout
     assert first.stderr.endswith("LIGHTNING True") and second.stderr.endswith("LIGHTNING False")
+
+
+def test_text_data_into_an_image_model_is_refused_when_the_run_is_built(capsys, tmp_path: Path) -> None:
+    message = stopped(
+        capsys,
+        tmp_path / "run",
+        "--data",
+        "lebm.data.TextDataModule",
+        "--data.init_args.dataset",
+        "templates",
+    )
+    assert "are sentences (token ids), but the decoder (GaussianDecoder) models arrays" in message, message
+    assert "recipes/latent_ebm/text_quickstart.yaml" in message

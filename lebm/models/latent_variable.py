@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm.data.text.datamodule import TextDataModule
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentVariableHooks, PosteriorStart
 from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
@@ -128,7 +129,19 @@ class LatentVariableModel(LatentVariableHooks, Method):
     # ------------------------------------------------------------------------------ checks
     def check_run(self, datamodule: Any = None) -> None:
         """The latent size agrees across prior, generator, energy net and encoder, and the decoder
-        makes observations of the data's shape (``datamodule.sample_shape`` when known)."""
+        makes observations of the data's shape (``datamodule.sample_shape`` when known) and kind
+        (sentences for a decoder that reads token ids, arrays for the others)."""
+        if datamodule is not None:
+            sentences = isinstance(datamodule, TextDataModule) or hasattr(datamodule, "vocabulary")
+            arrays = not sentences and getattr(datamodule, "sample_shape", None) is not None
+            if (sentences or arrays) and sentences != bool(self.decoder_contract.reads_tokens):
+                data = "sentences (token ids)" if sentences else "arrays (images or vectors)"
+                wanted = "token ids" if self.decoder_contract.reads_tokens else "arrays (images or vectors)"
+                fix = "a text recipe, e.g. recipes/latent_ebm/text_quickstart.yaml" if sentences else "an image recipe"
+                raise ValueError(
+                    f"the data ({type(datamodule).__name__}) are {data}, but the decoder "
+                    f"({type(self.decoder).__name__}) models {wanted}: use {fix}, or a datamodule of the decoder's kind"
+                )
         size = self.prior.latent_dim
         prior_option = self.latent_size_option
         parts = [

@@ -71,6 +71,8 @@ class Decoder(nn.Module, Configurable):
     metric_names: tuple[str, ...] = ()
     #: ``nll`` is a normalised ``-log p(x|z)`` (no constant left out)
     normalised_likelihood: bool = False
+    #: the observations are token ids ``(B, T)`` (sentences), not arrays
+    reads_tokens: bool = False
 
     def nll(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x|z) + const`` ``(B,)``."""

@@ -300,6 +300,7 @@ class CategoricalDecoder(Decoder):
 
     metric_names = ("words", "token_accuracy")
     normalised_likelihood = True
+    reads_tokens = True
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lebm.data.loaders import evaluation_loader, training_loader
@@ -35,6 +36,8 @@ LONG_SENTENCES = ("truncate", "drop")
 VALIDATE_ON = ("val", "test")
 #: Purpose word of the template splits' seeds in :func:`lebm.randomness.derive_seed` (ASCII "tmpl").
 TEMPLATE_PURPOSE = 0x746D706C
+#: A vocabulary that maps more than this share of the training words to <unk> is warned about.
+SUSPICIOUS_UNKNOWN_SHARE = 0.2
 
 Words = list[str]
 
@@ -218,6 +221,13 @@ class TextDataModule(L.LightningDataModule):
         val, test = self._truncate(val), self._truncate(test)
         if self.vocabulary is None:
             self.vocabulary = Vocabulary.build(train, max_size=self.max_vocab_size, min_freq=self.min_freq)
+            unknown = self.vocabulary.unknown_share(train)
+            if unknown > SUSPICIOUS_UNKNOWN_SHARE:
+                rank_zero_warn(
+                    f"the vocabulary ({len(self.vocabulary)} tokens: max_vocab_size={self.max_vocab_size}, "
+                    f"min_freq={self.min_freq}) maps {unknown:.0%} of the training words to <unk>: the model learns "
+                    "mostly <unk>; raise data.init_args.max_vocab_size (the papers keep 10000 words for PTB)"
+                )
         self.train_sentences, self.val_sentences, self.test_sentences = train, val, test
 
     def _read_splits(self) -> tuple[list[Words], list[Words], list[Words]]:

@@ -109,6 +109,15 @@ class Vocabulary:
         """Every token in id order (a copy)."""
         return list(self._tokens)
 
+    def unknown_share(self, sentences: Iterable[Sentence]) -> float:
+        """The share of the words of ``sentences`` that this vocabulary maps to ``<unk>`` (0 for none)."""
+        total = unknown = 0
+        for sentence in sentences:
+            for word in sentence_words(sentence):
+                total += 1
+                unknown += word not in self._ids
+        return unknown / total if total else 0.0
+
     def index(self, word: str) -> int:
         """The id of ``word``; ``unk_id`` for a word outside the vocabulary."""
         return self._ids.get(word, self.unk_id)
