@@ -37,6 +37,7 @@ DEPENDENCY_NOISE = (
     r".*The anonymous setting has no effect.*",  # wandb about an argument Lightning always passes
     r".*LightningCLI's args parameter is intended to run from within Python.*",
     r"Checkpoint directory .* exists and is not empty.*",  # every resume: lebm manages its run folders
+    r".*`weights_only` was not set, defaulting to `False`.*",  # Lightning reading lebm's own checkpoints
 )
 
 

@@ -38,10 +38,17 @@ CHANGEABLE = re.compile(
 SHOWN = 6
 
 
+def plain(value: Any) -> Any:
+    """``value`` with tuples as lists, so that ``(0.5, 0.9)`` and ``[0.5, 0.9]`` compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"decoder.init_args.sigma": 0.3, ...}``: the leaves of nested dicts (lists are leaves)."""
     if not isinstance(config, dict):
-        return {prefix: config}
+        return {prefix: plain(config)}
     flat: dict[str, Any] = {}
     for key, value in config.items():
         flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
