@@ -142,8 +142,12 @@ def test_a_resume_that_disagrees_with_the_checkpoint_is_refused_before_anything_
     if "architecture" in expected:
         assert "prior.energy_net" in message and "(200" in message and "(64" in message
     assert last.stat().st_mtime_ns == stamp and (run / "config.yaml").stat().st_mtime_ns == config_stamp
-    # evaluating with the disagreeing recipe is refused the same way
+    # evaluating with another method or architecture is refused the same way; another setting is evaluated
     test_args = ["test", *args[1:], "--trainer.default_root_dir", str(tmp_path / "tested"), "--ckpt_path", str(last)]
+    if "sigma" in expected:
+        run_cli(*test_args, "--trainer.limit_test_batches", "1")
+        assert "model.init_args.decoder.init_args.sigma 0.3 -> 0.5" in capsys.readouterr().err
+        return
     with pytest.raises(SystemExit):
         run_cli(*test_args)
     assert expected in capsys.readouterr().err

@@ -53,6 +53,7 @@ from lebm.cli.run_folder import (
     WANDB_RUN_ID_FILE,
     check_writable,
     fit_checkpoint,
+    is_primary_process,
     summary,
     wandb_run_id,
 )
@@ -163,7 +164,7 @@ class LebmCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
-        if self.subcommand == "fit" and os.environ.get("LOCAL_RANK", "0") == "0":
+        if self.subcommand == "fit" and is_primary_process():
             check_writable(run_dir)
         if self.subcommand == "fit":
             config.ckpt_path = fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
@@ -197,6 +198,8 @@ class LebmCLI(LightningCLI):
             and value.is_integer()
             and (value > 1 or given_as_integer(self._raw_args, key))
         }
+        for key, batches in self._batch_limits.items():
+            config.trainer[key] = batches  # what config.yaml records
         config.trainer.strategy = _method_strategy(config.trainer)
         _warn_if_oversubscribed(config.trainer)
         trainer = config.trainer
@@ -328,13 +331,15 @@ class _DropTips(logging.Filter):
         return "Tip:" not in record.getMessage()
 
 
-class StartupInterrupted(Exception):
-    """SIGTERM during start-up: before the trainer set the run up, nothing trained yet."""
+class StartupInterrupted(BaseException):
+    """SIGTERM during start-up, before the first loop started: nothing trained yet (a
+    ``BaseException``, so that no ``except Exception`` on the way turns it into another error)."""
 
 
 class _StartUp:
-    """Start-up, from the command's first line to the trainer's ``setup``: a SIGTERM then stops the
-    command with a message (Lightning's own handlers take over from ``setup`` on)."""
+    """Start-up, from the command's first line to the start of the first loop: a SIGTERM then stops
+    the command with a message. (Under ``lebm_ddp_spawn`` the launching process never reaches a
+    loop itself; a SIGTERM sent to it alone is reported as during start-up.)"""
 
     running = False
 
@@ -345,10 +350,13 @@ class _StartUp:
 
 
 class StartUpOver(Callback):
-    """Marks the end of start-up (the trainer's ``setup``)."""
+    """Marks the end of start-up: the first loop starts (Lightning's own SIGTERM handling, which
+    calls this one too, is in place by then)."""
 
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def _over(self, *args: Any) -> None:
         _StartUp.running = False
+
+    on_train_start = on_validation_start = on_test_start = on_predict_start = _over
 
 
 STARTUP_STOPPED = (

@@ -10,7 +10,9 @@ the two may disagree on:
   clipping, learning-rate decay, chain steps, step sizes and noise, divergence limits): applied and
   listed in one line (the optimisers' learning rates are rescaled in the restored state,
   :func:`lebm.models.resume.apply_optimizer_settings`);
-- **any other setting** (a likelihood's sigma, an activation, a prior's reference): refused, by name.
+- **any other setting** (a likelihood's sigma, an activation, a prior's reference): refused, by name,
+  when resuming ``fit``; ``test``/``validate`` evaluate the recipe's settings (an anomaly score,
+  evaluation chains) with the checkpoint's weights, and list what differs.
 
 Each refusal names the two ways out: run with the checkpoint's own settings (its run folder's
 ``config.yaml``), or start a new run. LightningCLI's own behaviour, overriding the recipe with the
@@ -34,6 +36,8 @@ CHANGEABLE = re.compile(
     r"(^|_)(lr|betas|weight_decay|grad_clip|lr_decay|n_steps|step_size|noise_std|temperature_schedule)$"
     r"|^divergence_"
 )
+#: Settings that a checkpoint migration rewrites when it loads (lebm.models.migrations): never compared.
+MIGRATED = ("align_corners",)
 #: How many differing keys a message lists.
 SHOWN = 6
 
@@ -105,7 +109,11 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str) -> list[str]:
                 f"{ckpt_path} was written by {cls.__name__}, but the recipe builds {type(model).__name__}: "
                 f"{ways_out(ckpt_path, subcommand)}"
             )
-    differing = architecture_differences(checkpoint["state_dict"], model.state_dict())
+    differing = [
+        key
+        for key in architecture_differences(checkpoint["state_dict"], model.state_dict())
+        if not key.endswith("(only in the recipe's model)")  # a part added since (migrations fill it in)
+    ]
     if differing:
         more = f" and {len(differing) - SHOWN} more" if len(differing) > SHOWN else ""
         fail(
@@ -113,8 +121,9 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str) -> list[str]:
             f"{'; '.join(differing[:SHOWN])}{more}. {ways_out(ckpt_path, subcommand).capitalize()}"
         )
     old, new = flatten(to_config(hparams)), flatten(dict(getattr(model, "hparams", {}) or {}))
-    changed = [key for key in old if key in new and old[key] != new[key]]
-    fixed = [key for key in changed if not CHANGEABLE.search(key.rsplit(".", 1)[-1])]
+    changed = [key for key in old if key in new and old[key] != new[key] and key.rsplit(".", 1)[-1] not in MIGRATED]
+    evaluating = subcommand != "fit"  # evaluation settings (anomaly score, chains, batch norm) may differ
+    fixed = [] if evaluating else [key for key in changed if not any(map(CHANGEABLE.search, key.split(".")))]
     if fixed:
         listed = "; ".join(f"{shown(key)}: {old[key]!r} in the checkpoint, {new[key]!r} in the recipe" for key in fixed)
         out = ways_out(ckpt_path, subcommand).capitalize()

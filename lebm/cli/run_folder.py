@@ -137,6 +137,13 @@ def summary(run_dir: str, wandb_id: str | None) -> str:
     return f"run folder {run_dir}: " + ("; ".join(parts) if parts else "nothing saved")
 
 
+def is_primary_process() -> bool:
+    """Whether this process is the run's first (global rank 0, or not distributed): only it moves,
+    renames or deletes files of the run folder; ranks that torchrun or srun start beside it decide
+    the same from what they read."""
+    return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
 def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
     """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module."""
     if os.environ.get("LOCAL_RANK", "0") != "0" and DECIDED_CKPT_PATH in os.environ:
@@ -160,7 +167,7 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
             )
         if skipped:
             say(f"resuming from {newest}, the newest intact checkpoint; passed over: {'; '.join(skipped)}")
-            if last is not None and last != newest:
+            if last is not None and last != newest and is_primary_process():
                 kept = f"{last}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
                 os.replace(last, kept)  # kept for inspection; the run writes a fresh last.ckpt
                 say(f"moved the unreadable {os.path.basename(last)} to {kept}")
@@ -179,13 +186,13 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
                 f"train into a new folder with --trainer.default_root_dir {run_dir.rstrip('/')}_2, or replace it "
                 "with --overwrite true"
             )
-        for name in RUN_FILES:
+        for name in RUN_FILES if is_primary_process() else ():
             path = os.path.join(run_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.exists(path):
                 os.remove(path)
-    elif ckpt_path is None:
+    elif ckpt_path is None and is_primary_process():
         set_aside_failed_start(run_dir)
     os.environ[DECIDED_CKPT_PATH] = str(ckpt_path or "")  # inherited by re-launched DDP workers
     return ckpt_path

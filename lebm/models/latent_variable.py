@@ -274,8 +274,13 @@ class LatentVariableModel(LatentVariableHooks, Method):
 
     def observations(self, data: Any) -> Tensor:
         """User input as the tensor the decoder reads: the decoder's ``prepare`` (a text decoder
-        encodes strings to token ids; by default ``data`` itself)."""
-        return self.decoder_contract.prepare(data, self.device)
+        encodes strings to token ids; arrays and lists become tensors); outside a training or
+        evaluation loop (the Python API) also the decoder's ``check_observations``."""
+        x = self.decoder_contract.prepare(data, self.device)
+        in_a_loop = self._trainer is not None and self._trainer.state.stage is not None
+        if not in_a_loop and isinstance(x, Tensor):
+            self.decoder_contract.check_observations(x)
+        return x
 
     def presented(self, x: Tensor, raw: bool) -> Any:
         """Decoded observations in the user's form: the decoder's ``present`` (strings for text;

@@ -42,8 +42,9 @@ def apply_optimizer_settings(model: Any, checkpoint: dict[str, Any]) -> None:
     for optimizer, state in zip(optimizers, states, strict=True):
         for group, saved in zip(optimizer.param_groups, state.get("param_groups", []), strict=False):
             initial = saved.get("initial_lr", saved.get("lr"))
-            if "lr" in group and initial and group["lr"] != initial:
-                saved["lr"] = saved["lr"] * group["lr"] / initial
+            if "lr" in group and initial is not None and group["lr"] != initial:
+                # a frozen net (rate 0) gets the new rate outright; otherwise the schedule's progress is kept
+                saved["lr"] = saved["lr"] * group["lr"] / initial if initial else group["lr"]
                 if "initial_lr" in saved:
                     saved["initial_lr"] = group["lr"]
             for key in ("betas", "weight_decay"):

@@ -24,7 +24,7 @@ def check_learning_rate(option: str, value: Any) -> None:
     if value > SUSPICIOUS_LEARNING_RATE:
         warnings.warn(
             f"{option}={value} is far above the papers' Adam rates (2e-6 to 3e-3): the nets saturate within a few "
-            f"steps; did you mean {value:g}e-4 or so?",
+            "steps; did you mean something like 1e-4?",
             stacklevel=4,
         )
 

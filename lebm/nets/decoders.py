@@ -61,7 +61,8 @@ class Decoder(nn.Module, Configurable):
       batch, for a decoder that is random in training mode (draw its masks once per batch from
       the per-rank ``generator``);
     - ``prepare(data, device)`` / ``present(x)``: user input to the tensor ``nll`` reads, and decoded
-      observations to the user's form (strings for text).
+      observations to the user's form (strings for text);
+    - ``check_observations(x)``: refuse what users hand the Python API that the decoder cannot read.
 
     ``net`` is the generator ``g`` when there is one (the checks name it in their messages);
     ``normalised_likelihood`` says ``nll`` leaves out no constant (marginal likelihoods are exact).
@@ -99,9 +100,15 @@ class Decoder(nn.Module, Configurable):
         """Drop the held noise (nothing by default)."""
 
     def prepare(self, data: Any, device: torch.device) -> Tensor:
-        """User input as the tensor ``nll`` reads: by default a float tensor on ``device`` (numpy
-        arrays and nested lists of numbers are converted), checked to be finite."""
-        return as_observations(data, device)
+        """User input as the tensor ``nll`` reads: a tensor as it is; numpy arrays and nested lists
+        of numbers as a float tensor on ``device``, checked to be finite."""
+        return data if isinstance(data, Tensor) else as_observations(data, device)
+
+    def check_observations(self, x: Tensor) -> None:
+        """Refuse, with the fix, observations this decoder cannot read (NaN or infinite values);
+        called on what users hand the Python API, never inside a training loop."""
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise ValueError("observations hold NaN or infinite values: clean or drop those examples first")
 
     def present(self, x: Tensor) -> Any:
         """Decoded observations in the user's form (by default: the tensor itself)."""
@@ -185,16 +192,19 @@ class GaussianDecoder(Decoder):
             )
         return mean
 
-    def prepare(self, data: Any, device: torch.device) -> Tensor:
-        """As :meth:`Decoder.prepare`; images ``(B, C, H, W)`` must be floats in ``[-1, 1]``, lebm's
-        convention (``x / 127.5 - 1`` for 0..255 images)."""
-        x = as_observations(data, device, integers_ok=False)
+    def check_observations(self, x: Tensor) -> None:
+        """As :meth:`Decoder.check_observations`; images ``(B, C, H, W)`` must be floats in ``[-1, 1]``,
+        lebm's convention (``x / 127.5 - 1`` for 0..255 images)."""
+        if x.dim() == 4 and not x.is_floating_point():
+            raise ValueError(
+                f"observations must be floating point, got {x.dtype}: for 0..255 images pass x.float() / 127.5 - 1"
+            )
+        super().check_observations(x)
         if x.dim() == 4 and (x.min() < -1 - IMAGE_SLACK or x.max() > 1 + IMAGE_SLACK):
             raise ValueError(
                 f"images are expected in [-1, 1] (lebm's convention), got values in [{float(x.min()):.3g}, "
                 f"{float(x.max()):.3g}]: for 0..255 images pass x / 127.5 - 1, for [0, 1] images 2 * x - 1"
             )
-        return x
 
     def metrics(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
         """Per-example reconstruction metrics ``(B,)``: ``mse``, the mean over pixels of
