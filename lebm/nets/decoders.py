@@ -19,10 +19,9 @@ _MISSING = object()
 IMAGE_SLACK = 1e-3
 
 
-def as_observations(data: Any, device: torch.device, integers_ok: bool = True) -> Tensor:
-    """``data`` (a tensor, a numpy array, nested lists of numbers) as a tensor on ``device``:
-    floats as float32 unless they are already floating point; refused when not finite, or when
-    integer-valued and ``integers_ok`` is False (images as 0..255 integers)."""
+def as_observations(data: Any, device: torch.device) -> Tensor:
+    """``data`` (a numpy array, nested lists of numbers) as a tensor on ``device``, integers as
+    float32; what it holds is checked by :meth:`Decoder.check_observations`."""
     if not isinstance(data, Tensor):
         try:
             data = torch.as_tensor(data)
@@ -31,15 +30,7 @@ def as_observations(data: Any, device: torch.device, integers_ok: bool = True) -
                 f"observations must be a tensor (B, *x_shape), a numpy array or nested lists of numbers, got "
                 f"{type(data).__name__} ({error})"
             ) from None
-    if not data.is_floating_point():
-        if not integers_ok or data.dtype == torch.bool:
-            raise ValueError(
-                f"observations must be floating point, got {data.dtype}: for 0..255 images pass x.float() / 127.5 - 1"
-            )
-        data = data.float()
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("observations hold NaN or infinite values: clean or drop those examples first")
-    return data.to(device)
+    return (data if data.is_floating_point() else data.float()).to(device)
 
 
 class Decoder(nn.Module, Configurable):
@@ -101,7 +92,7 @@ class Decoder(nn.Module, Configurable):
 
     def prepare(self, data: Any, device: torch.device) -> Tensor:
         """User input as the tensor ``nll`` reads: a tensor as it is; numpy arrays and nested lists
-        of numbers as a float tensor on ``device``, checked to be finite."""
+        of numbers as a float tensor on ``device``."""
         return data if isinstance(data, Tensor) else as_observations(data, device)
 
     def check_observations(self, x: Tensor) -> None:
@@ -138,9 +129,6 @@ class LegacyDecoder:
         if default is _MISSING:
             raise AttributeError(f"{type(self.module).__name__} (a decoder) has no attribute {name!r}")
         return default.__get__(self.module) if callable(default) else default
-
-    def generator_net(self) -> nn.Module:
-        return Decoder.generator_net(self.module)  # type: ignore[arg-type]
 
 
 def decoder_contract(decoder: nn.Module) -> Decoder | LegacyDecoder:
