@@ -10,12 +10,15 @@ subprocesses a test starts, a ``lebm`` command or DDP workers, see no GPU either
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the lebm command's cache (recorded options, help texts) of this test session only, not the user's
+os.environ.setdefault("LEBM_CACHE_DIR", tempfile.mkdtemp(prefix="lebm-test-cache-"))
 
 #: The seed torch's global RNG gets before every test. ``LEBM_TEST_SEED=k`` reruns the suite on other
 #: draws: a statistical test must pass for any seed, its margin set by the distribution, not one draw.

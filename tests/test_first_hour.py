@@ -225,7 +225,7 @@ def test_checkpoint_paths_are_checked_before_anything_is_written(capsys, tmp_pat
             "lebm.samplers has no class 'Langevn' (did you mean 'Langevin'?)",
         ),
         (["--model.init_args.decoder_lrr", "0.1"], "(did you mean 'decoder_lr'?)"),
-        (["--trainer.max_epoch", "3"], "unknown option(s): --trainer.max_epoch 3 (did you mean --trainer.max_epochs?)"),
+        (["--trainer.max_epoch", "3"], "'max_epoch' is not an option of the Trainer (did you mean 'max_epochs'?)"),
     ],
 )
 def test_config_mistakes_get_one_short_message(capsys, tmp_path: Path, args: list[str], expected: str) -> None:

@@ -307,7 +307,7 @@ def test_command_help_is_kept_and_printed_again_without_lightning(tmp_path: Path
         "import sys\nfrom lebm.cli.main import main\nmain(['fit', '--help'])\n"
         "sys.stderr.write('LIGHTNING ' + str('lightning' in sys.modules))"
     )
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    env = dict(os.environ, LEBM_CACHE_DIR=str(tmp_path))
     first, second = (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
         for _ in range(2)

@@ -29,6 +29,8 @@ _EXPECTED = re.compile(r"Expected a <class '([\w.]+)'>\. Got value: (.*)")
 _PARSER_KEY = re.compile(r'Parser key "([\w.]+)"')
 _NESTED_KEY = re.compile(r"NestedArg\(key='([\w.]+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+_TRAINER_KEY = re.compile(r"does not accept option 'trainer\.(\w+)'")
+_TRAINER_FLAG = re.compile(r"--trainer\.(\w+)(?:[ =]\S*)?")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -78,6 +80,9 @@ def _full_key(message: str, option: str | None = None) -> str:
 def summarize_parser_error(message: str) -> str:
     """A short version of a jsonargparse error: the problem first, with a suggestion."""
     unrecognized = _UNRECOGNIZED.search(message)
+    trainer_key = _TRAINER_KEY.search(message) or (unrecognized and _TRAINER_FLAG.fullmatch(unrecognized.group(1)))
+    if trainer_key:  # one misspelt Trainer option, on the command line or in a recipe
+        return not_a_trainer_option(trainer_key.group(1))
     if unrecognized:
         given = unrecognized.group(1)
         hints = [hint for flag in re.findall(r"--trainer\.(\w+)", given) if (hint := trainer_option_hint(flag))]
@@ -112,6 +117,13 @@ def summarize_parser_error(message: str) -> str:
             return f"{key} must be a finite number, got {value}"
         return f"{key} expects a {kind}, got {value!r}"
     return _first_lines(message)
+
+
+def not_a_trainer_option(option: str) -> str:
+    """The message for a Trainer option that does not exist (the same before and after Lightning is
+    imported: ``lebm.cli.known_options`` words it so too)."""
+    hint = did_you_mean(option, class_parameters("lightning.pytorch.Trainer"))
+    return f"{option!r} is not an option of the Trainer{hint} (at trainer.{option})"
 
 
 def trainer_option_hint(option: str) -> str:

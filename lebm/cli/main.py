@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from lebm.cli.errors import SUBCOMMANDS, fail
+from lebm.cli.known_options import cache_dir, check_known_options, remember_options
 from lebm.cli.recipes import CONFIG_FLAGS, RecipeError, expand_includes
 from lebm.version import __version__
 
@@ -117,7 +118,8 @@ def check_arguments(args: list[str]) -> None:
 
 def help_cache(subcommand: str) -> Path:
     """Where ``lebm <subcommand> --help`` is kept: its text depends only on the installed versions
-    of lebm, Lightning and jsonargparse (and on lebm's CLI module, for a working copy)."""
+    of lebm, Lightning, jsonargparse and torch, and, in a working copy, on lebm's source files (the
+    newest modification time of any of them is part of the name)."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions = []
@@ -126,10 +128,10 @@ def help_cache(subcommand: str) -> Path:
             versions.append(version(package))
         except PackageNotFoundError:
             versions.append("none")
-    app = Path(__file__).with_name("app.py")
-    stamp = f"{__version__}-{'-'.join(versions)}-{int(app.stat().st_mtime)}"
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lebm"
-    return root / f"help-{subcommand}-{stamp}.txt"
+    package = Path(__file__).resolve().parents[1]
+    newest = max(source.stat().st_mtime_ns for source in package.rglob("*.py"))
+    stamp = f"{__version__}-{'-'.join(versions)}-{newest}"
+    return cache_dir() / f"help-{subcommand}-{stamp}.txt"
 
 
 def print_command_help(subcommand: str, console: bool) -> None:
@@ -162,6 +164,9 @@ def print_command_help(subcommand: str, console: bool) -> None:
         partial = cache.with_suffix(f".{os.getpid()}.tmp")
         partial.write_text(text)
         os.replace(partial, cache)
+        for stale in cache.parent.glob(f"help-{subcommand}-*.txt"):  # texts of earlier versions
+            if stale != cache:
+                stale.unlink(missing_ok=True)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -185,7 +190,12 @@ def main(args: list[str] | None = None) -> None:
         expanded = expand_includes(argv)
     except RecipeError as error:
         fail(str(error))
+    misspelt = check_known_options(expanded)
+    if misspelt:
+        fail(f"{misspelt}\n(all options: lebm {argv[0]} --help)")
     from lebm.cli.app import run  # Lightning is imported here
+
+    remember_options(expanded)
 
     if args is None:  # the console script: LightningCLI reads sys.argv itself
         sys.argv = [sys.argv[0], *expanded]

@@ -1,0 +1,303 @@
+"""Misspelt option names caught before Lightning is imported, from the options of earlier commands.
+
+Importing Lightning takes several seconds (4 s on a 2-core machine, most of it torchmetrics), and
+the full parser needs it. The commonest parser error, a misspelt option name
+(``--model.init_args.prior_lrr``, ``n_stepz:`` in a recipe), needs only the names a class accepts.
+Every command that imports Lightning anyway records those names for the classes its recipe uses
+(:func:`remember_options`, into ``~/.cache/lebm/options.json``); the next command reads them back
+(:func:`check_known_options`) and reports an unknown name in well under a second.
+
+The check can only refuse what the full parser would refuse:
+
+- an entry is used only while the files it was read from are unchanged (their SHA-1 is stored:
+  the module named by the class path, the module defining the class, the file of its
+  ``__init__``); a class whose ``__init__`` takes ``**kwargs`` is never checked;
+- a part whose class changes between the recipe's files or on the command line is not checked
+  (the full parser drops or keeps its settings by rules of its own);
+- anything else the full parser checks (types, values, missing classes) is left to it.
+
+A recipe is read as a tree: a mapping with ``class_path`` is a *part*, its ``init_args`` keys are
+checked against the class (and each value is walked in turn); the ``trainer`` section is a part of
+class ``lightning.pytorch.Trainer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lebm.cli.errors import did_you_mean
+
+TRAINER_CLASS = "lightning.pytorch.Trainer"
+#: Keys of a part that are not init arguments.
+PART_KEYS = ("class_path", "init_args", "dict_kwargs", "__path__")
+#: Top-level sections whose values are parts.
+SECTIONS = ("model", "data", "trainer")
+_MIXED = object()  # a part whose class changed on the way: not checked
+
+
+def cache_dir() -> Path:
+    """Where the ``lebm`` command keeps what it can reuse (options, help texts): ``$LEBM_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/lebm``, else ``~/.cache/lebm``. Deleting it is always safe."""
+    if os.environ.get("LEBM_CACHE_DIR"):
+        return Path(os.environ["LEBM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lebm"
+
+
+def cache_file() -> Path:
+    """The recorded options: ``options.json`` in :func:`cache_dir`."""
+    return cache_dir() / "options.json"
+
+
+@dataclass
+class Part:
+    """One ``class_path`` node of a composed recipe: its class and the init argument names given."""
+
+    class_path: Any = None  # a str, None (not given) or _MIXED
+    arguments: dict[str, Any] = field(default_factory=dict)  # name -> Part, list or a plain value
+
+
+def _merge(part: Part, node: dict, implicit_class: str | None = None) -> None:
+    """Merge one source's mapping for ``part`` into it (later sources override earlier ones)."""
+    given = node.get("class_path", implicit_class)
+    if given is not None:
+        if part.class_path is None:
+            part.class_path = given
+        elif part.class_path != given:
+            part.class_path = _MIXED
+    arguments = node.get("init_args") if "class_path" in node or "init_args" in node else None
+    if arguments is None:
+        arguments = {key: value for key, value in node.items() if key not in PART_KEYS}
+    if not isinstance(arguments, dict):
+        return
+    for key, value in arguments.items():
+        _merge_argument(part, str(key), value)
+
+
+def _merge_argument(part: Part, key: str, value: Any) -> None:
+    name = key[:-1] if key.endswith("+") else key  # ``callbacks+:`` appends to ``callbacks``
+    current = part.arguments.get(name)
+    if isinstance(value, dict) and ("class_path" in value or "init_args" in value):
+        child = current if isinstance(current, Part) else Part()
+        if current is not None and not isinstance(current, Part):
+            child.class_path = _MIXED
+        _merge(child, value)
+        part.arguments[name] = child
+    elif isinstance(value, list):
+        items = [_as_part(item) for item in value]
+        part.arguments[name] = (current if isinstance(current, list) and key.endswith("+") else []) + items
+    else:
+        part.arguments[name] = value
+
+
+def _as_part(value: Any) -> Any:
+    if isinstance(value, dict) and "class_path" in value:
+        part = Part()
+        _merge(part, value)
+        return part
+    return value
+
+
+def _override(tree: dict[str, Part], flag: str, value: str | None) -> None:
+    """Apply one command-line ``--section.key[.key...] value`` to the tree."""
+    path = flag[2:].split(".")
+    section = path[0]
+    if section not in SECTIONS:
+        return
+    part = tree.setdefault(section, Part(TRAINER_CLASS if section == "trainer" else None))
+    names = [name for name in path[1:] if name not in ("init_args", "dict_kwargs")]
+    if path[-1] == "class_path" or not names:  # a new class for a part (or its whole mapping)
+        names = names[:-1] if path[-1] == "class_path" else names
+        target = _walk(part, names)
+        if target is not None and (target.class_path is None or target.class_path != value):
+            target.class_path = _MIXED
+        return
+    owner = _walk(part, names[:-1])
+    if owner is None:
+        return
+    name = names[-1].removesuffix("+")  # ``--trainer.callbacks+=Class`` appends to a list
+    current = owner.arguments.get(name)
+    if isinstance(current, Part):  # a value for a part: a class name or a whole mapping
+        current.class_path = _MIXED
+    elif not isinstance(current, list):
+        owner.arguments[name] = value
+
+
+def _walk(part: Part, names: list[str]) -> Part | None:
+    """The part reached from ``part`` through the init arguments ``names`` (creating none)."""
+    for name in names:
+        child = part.arguments.get(name)
+        if not isinstance(child, Part):
+            if child is None:
+                child = part.arguments[name] = Part()
+            else:
+                return None
+        part = child
+    return part
+
+
+def compose(configs: list[str], overrides: list[tuple[str, str | None]]) -> dict[str, Part]:
+    """The recipe's parts: ``configs`` (paths or YAML texts, in order), then ``overrides``."""
+    tree: dict[str, Part] = {}
+    for source in configs:
+        text = Path(source).read_text() if "\n" not in source and os.path.isfile(source) else source
+        loaded = yaml.safe_load(text)
+        if not isinstance(loaded, dict):
+            continue
+        for section in SECTIONS:
+            node = loaded.get(section)
+            if isinstance(node, str):  # ``model: SomeClass``
+                node = {"class_path": node}
+            if isinstance(node, dict):
+                implicit = TRAINER_CLASS if section == "trainer" else None
+                _merge(tree.setdefault(section, Part()), node, implicit)
+    for flag, value in overrides:
+        _override(tree, flag, value)
+    return tree
+
+
+def parts(tree: dict[str, Part]) -> Iterator[tuple[str, Part]]:
+    """Every part of the tree with the dotted key it sits at (``model``, ``model.init_args.prior``...)."""
+
+    def visit(key: str, part: Part) -> Iterator[tuple[str, Part]]:
+        yield key, part
+        for name, value in part.arguments.items():
+            values = value if isinstance(value, list) else [value]
+            for index, item in enumerate(values):
+                if isinstance(item, Part):
+                    at = f"{key}.init_args.{name}" if key != "trainer" else f"{key}.{name}"
+                    yield from visit(f"{at}.{index}" if isinstance(value, list) else at, item)
+
+    for section, part in tree.items():
+        yield from visit(section, part)
+
+
+def split_arguments(args: list[str]) -> tuple[list[str], list[tuple[str, str | None]]]:
+    """The ``--config`` values and the ``--section.key value`` overrides of expanded arguments."""
+    configs: list[str] = []
+    overrides: list[tuple[str, str | None]] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        following = args[index + 1] if index + 1 < len(args) else None
+        if arg in ("-c", "--config") and following is not None:
+            configs.append(following)
+            index += 2
+            continue
+        if arg.startswith("--") and arg[2:].split("=", 1)[0].split(".")[0] in SECTIONS:
+            if "=" in arg:
+                flag, value = arg.split("=", 1)
+                overrides.append((flag, value))
+            else:
+                takes_value = following is not None and not following.startswith("--")
+                overrides.append((arg, following if takes_value else None))
+                index += 1 if takes_value else 0
+        index += 1
+    return configs, overrides
+
+
+def _digest(path: str) -> str | None:
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        loaded = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _valid(entry: Any) -> bool:
+    """An entry whose files are all unchanged since it was recorded."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+        return False
+    return all(_digest(path) == digest for path, digest in entry["files"].items())
+
+
+def check_known_options(args: list[str]) -> str | None:
+    """The message for the first init argument that no recorded class accepts, or None.
+
+    ``args``: the command's arguments after ``lebm.cli.recipes.expand_includes``. Any part it cannot
+    decide (an unreadable source, an unrecorded or changed class) is left to the full parser.
+    """
+    entries = _read_cache()
+    if not entries:
+        return None
+    try:
+        tree = compose(*split_arguments(args))
+    except (OSError, yaml.YAMLError, ValueError):
+        return None
+    for key, part in parts(tree):
+        entry = entries.get(part.class_path) if isinstance(part.class_path, str) else None
+        if entry is None or entry.get("open") or not _valid(entry):
+            continue
+        accepted = entry["parameters"]
+        for name in part.arguments:
+            if name not in accepted:
+                owner = "the Trainer" if part.class_path == TRAINER_CLASS else part.class_path
+                at = f"{key}.{name}" if key == "trainer" else f"{key}.init_args.{name}"
+                return f"{name!r} is not an option of {owner}{did_you_mean(name, accepted)} (at {at})"
+    return None
+
+
+def describe_class(class_path: str) -> dict[str, Any] | None:
+    """What :func:`check_known_options` needs about a class: its ``__init__`` parameter names,
+    whether it takes ``**kwargs`` (``open``), and the SHA-1 of the files they were read from."""
+    import importlib
+    import inspect
+    import sys
+
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        return None
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, name)
+        signature = inspect.signature(cls.__init__)
+        files = {module.__file__, sys.modules[cls.__module__].__file__, inspect.getsourcefile(cls.__init__)}
+    except Exception:
+        return None
+    if None in files:
+        return None
+    kinds = [parameter.kind for parameter in signature.parameters.values()]
+    names = [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return {
+        "parameters": [name for name in names if name != "self"],
+        "open": inspect.Parameter.VAR_KEYWORD in kinds,
+        "files": {str(path): _digest(str(path)) for path in sorted(files)},
+    }
+
+
+def remember_options(args: list[str]) -> None:
+    """Record the options of every class the command's recipe names (called once Lightning is
+    imported, so that describing them costs nothing more); never fails the command."""
+    with contextlib.suppress(Exception):
+        tree = compose(*split_arguments(args))
+        entries = _read_cache()
+        wanted = {part.class_path for _, part in parts(tree) if isinstance(part.class_path, str)}
+        changed = False
+        for class_path in sorted(wanted | {TRAINER_CLASS}):
+            if _valid(entries.get(class_path)):
+                continue
+            entry = describe_class(class_path)
+            if entry is not None:
+                entries[class_path] = entry
+                changed = True
+        if changed:
+            target = cache_file()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(entries, indent=1, sort_keys=True))
+            os.replace(partial, target)

@@ -1,0 +1,174 @@
+"""Misspelt option names caught before Lightning is imported (``lebm.cli.known_options``).
+
+Device: CPU. The command records the options of the classes its recipe names once Lightning is
+imported; a later command refuses a name no recorded class accepts, in the full parser's words,
+and leaves everything it cannot decide (a changed file, a class changed on the way, ``**kwargs``)
+to the full parser: it must never refuse a valid recipe.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lebm.cli.known_options import check_known_options, remember_options
+from lebm.cli.recipes import expand_includes
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("LEBM_CACHE_DIR", str(folder))
+    return folder
+
+
+def expanded(*args: str, recipe: str = QUICKSTART) -> list[str]:
+    return expand_includes(["fit", "-c", recipe, *args])
+
+
+def test_nothing_is_refused_before_anything_was_recorded(cache: Path) -> None:
+    assert check_known_options(expanded("--model.init_args.prior_lrr", "1")) is None
+
+
+MISSPELT = [
+    (
+        ["--model.init_args.prior_lrr", "1"],
+        "'prior_lrr' is not an option of lebm.models.LatentEBM (did you mean 'prior_lr'?) "
+        "(at model.init_args.prior_lrr)",
+    ),
+    (  # jsonargparse's short form, without init_args
+        ["--model.prior_lrr=1"],
+        "'prior_lrr' is not an option of lebm.models.LatentEBM (did you mean 'prior_lr'?)",
+    ),
+    (
+        ["--model.init_args.prior.init_args.sampler.init_args.n_stepz", "3"],
+        "'n_stepz' is not an option of lebm.samplers.Langevin (did you mean 'n_steps'?) "
+        "(at model.init_args.prior.init_args.sampler.init_args.n_stepz)",
+    ),
+    (["--trainer.max_epoch", "1"], "'max_epoch' is not an option of the Trainer (did you mean 'max_epochs'?)"),
+    (
+        ["--data.init_args.batch_sise", "8"],
+        "'batch_sise' is not an option of lebm.data.ImageDataModule (did you mean 'batch_size'?)",
+    ),
+    (  # in a recipe file, inside a list of callbacks
+        [
+            "-c",
+            "trainer:\n  callbacks:\n  - class_path: lebm.callbacks.SampleGrid\n    init_args: {every_n_epoch: 2}\n",
+        ],
+        "'every_n_epoch' is not an option of lebm.callbacks.SampleGrid (did you mean 'every_n_epochs'?) "
+        "(at trainer.callbacks.0.init_args.every_n_epoch)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), MISSPELT, ids=[case[1].split("'")[1] for case in MISSPELT])
+def test_a_misspelt_name_is_refused_once_its_class_was_recorded(cache: Path, args: list[str], message: str) -> None:
+    remember_options(expanded())
+    found = check_known_options(expanded(*args))
+    assert found is not None and message in found, found
+
+
+def test_no_recipe_and_no_valid_override_is_refused(cache: Path) -> None:
+    """Every recipe of recipes/, and the quickstart with valid overrides of every kind."""
+    recipes = [p for p in sorted((REPO / "recipes").rglob("*.yaml")) if not p.name.startswith("_")]
+    recipes = [p for p in recipes if p.parent.name not in ("data", "evaluation") and p.name != "base.yaml"]
+    assert len(recipes) >= 30
+    for recipe in recipes:
+        remember_options(expanded(recipe=str(recipe)))
+    for recipe in recipes:
+        assert check_known_options(expanded(recipe=str(recipe))) is None, recipe
+    valid = [
+        "--model.init_args.prior_lr=1e-4",
+        "--model.decoder_lr",
+        "2e-4",
+        "--model.init_args.prior.init_args.sampler.init_args.n_steps",
+        "3",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.logger.init_args.name",
+        "x",
+        "--data.init_args.batch_size",
+        "8",
+        "--ckpt_path",
+        "last",
+        "--trainer.callbacks+=lebm.callbacks.SampleGrid",
+    ]
+    assert check_known_options(expanded(*valid)) is None
+    remembered = (cache / "options.json").read_text()
+    assert "lebm.models.DualMCMC" in remembered and "lightning.pytorch.Trainer" in remembered
+
+
+def test_an_entry_is_not_used_once_its_source_file_changed(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "lebm_test_thing.py"
+    source.write_text("class Thing:\n    def __init__(self, width: int = 1) -> None:\n        self.width = width\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "lebm_test_thing", raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  class_path: lebm_test_thing.Thing\n  init_args: {depth: 2}\n")
+    args = expand_includes(["fit", "-c", str(recipe)])
+    remember_options(args)
+    assert "'depth' is not an option of lebm_test_thing.Thing" in (check_known_options(args) or "")
+    source.write_text(source.read_text().replace("width: int = 1", "width: int = 1, depth: int = 1"))
+    assert check_known_options(args) is None  # the file changed: the full parser decides
+
+
+def test_parts_the_check_cannot_decide_are_left_to_the_parser(cache: Path) -> None:
+    remember_options(expanded())
+    # another method named on the command line: jsonargparse decides which of the recipe's settings it keeps
+    assert (
+        check_known_options(expanded("--model", "lebm.models.MultiStageNCE", "--model.init_args.n_stages", "2")) is None
+    )
+    # a class given on the command line for a nested part
+    assert (
+        check_known_options(
+            expanded(
+                "--model.init_args.posterior_sampler",
+                "lebm.samplers.PersistentChains",
+                "--model.init_args.posterior_sampler.init_args.buffer_size",
+                "64",
+            )
+        )
+        is None
+    )
+    # a class that takes **kwargs (the W&B logger passes them on to wandb.init)
+    assert check_known_options(expanded("--trainer.logger.init_args.anything", "1")) is None
+
+
+TYPOS = [
+    (
+        ["--model.init_args.prior_lrr", "1"],
+        "'prior_lrr' is not an option of lebm.models.LatentEBM (did you mean 'prior_lr'?)",
+    ),
+    (["-c", "trainer: {max_epoch: 2}"], "'max_epoch' is not an option of the Trainer (did you mean 'max_epochs'?)"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), TYPOS, ids=["model-flag", "trainer-in-a-recipe"])
+def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """The first command reports the name through the full parser (and records); the second one
+    reports it, in the same words, without importing Lightning."""
+    code = (
+        "import sys\nfrom lebm.cli.main import main\ntry:\n"
+        f"    main(['fit', '-c', {QUICKSTART!r}, *{args!r}])\n"
+        "finally:\n    sys.stderr.write('LIGHTNING ' + str('lightning' in sys.modules))\n"
+    )
+    env = dict(os.environ, LEBM_CACHE_DIR=str(tmp_path))
+    first, second = (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+        for _ in range(2)
+    )
+    assert first.returncode == second.returncode == 2, first.stderr[-2000:]
+    assert first.stderr.splitlines()[0] == second.stderr.splitlines()[0], (first.stderr, second.stderr)
+    assert message in second.stderr, second.stderr[-2000:]
+    assert first.stderr.endswith("LIGHTNING True") and second.stderr.endswith("LIGHTNING False")
