@@ -153,6 +153,16 @@ def test_a_resume_that_disagrees_with_the_checkpoint_is_refused_before_anything_
     assert expected in capsys.readouterr().err
 
 
+def test_scoring_a_run_with_its_own_config_keeps_how_it_was_trained(tmp_path: Path) -> None:
+    """Device: CPU. ``lebm test -c RUN/config.yaml`` with an override writes ``config_test.yaml``
+    and leaves the run's ``config.yaml`` (what ``--ckpt_path last`` resumes with) byte for byte."""
+    run, last, _ = trained(tmp_path)
+    trained_with = (run / "config.yaml").read_bytes()
+    run_cli("test", "-c", str(run / "config.yaml"), "--ckpt_path", str(last), "--trainer.limit_test_batches", "1")
+    assert (run / "config.yaml").read_bytes() == trained_with
+    assert "limit_test_batches: 1" in (run / "config_test.yaml").read_text()
+
+
 def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_path: Path) -> None:
     run, last, _ = trained(tmp_path)
     saved = torch.load(last, map_location="cpu", weights_only=True)

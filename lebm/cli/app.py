@@ -38,11 +38,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+import lightning.pytorch as L
 import yaml
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lebm.callbacks.interrupt import InterruptCheckpoint
@@ -125,12 +126,25 @@ class LebmArgumentParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
+class RunConfigSaved(SaveConfigCallback):
+    """Saves the resolved config into the run folder: ``config.yaml`` for ``fit`` (the run's own,
+    read by ``--ckpt_path last``), ``config_<stage>.yaml`` for ``validate``/``test``/``predict``, so
+    that scoring a run with other settings never overwrites how it was trained."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        name = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
+        if name != "fit":
+            self.config_filename = f"config_{name}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
 class LebmCLI(LightningCLI):
     """LightningCLI wired to the run-folder conventions described in this module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         self._raw_args = list(sys.argv[1:] if args is None else args)
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
+        kwargs.setdefault("save_config_callback", RunConfigSaved)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf+", "allow_abbrev": False})
         kwargs.setdefault("parser_class", LebmArgumentParser)
