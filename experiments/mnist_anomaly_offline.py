@@ -1,7 +1,7 @@
 """Run the offline MNIST anomaly protocol for several held-out digits and record the AUPRC.
 
     python experiments/mnist_anomaly_offline.py [--digits 1 4 5 7 9] [--recipe R] [--max-epochs N]
-        [--setting NAME --with FRAGMENT --set KEY=VALUE ...] [--val-fraction F]
+        [--setting NAME --with FRAGMENT --set KEY=VALUE ...] [--val-fraction F] [--split cited]
 
 For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d] --ckpt_path auto`` in its own
 run folder (``runs/<recipe name>/digit<d>``, or ``.../<setting>/digit<d>``; a run stopped before its
@@ -17,6 +17,11 @@ more ``-c FRAGMENT`` after the recipe), and
 disjoint from the test split (``MNISTAnomalyDataModule(val_fraction=...)``). The record then also
 holds the test split's AUPRC and term AUPRCs, read once after training (``test_*``; for a method
 with an inference network also averaged over ``--score-samples`` latent draws, ``test_*_sampled``).
+``--split cited`` draws the splits as the loader the papers cite does (its test split overlaps
+training: ``MNISTAnomalyDataModule(split="cited")``), in run folders of their own; the record names
+the split and the overlap. Every record holds both readings of AUPRC (average precision, ``value``;
+the trapezoid rule, ``auprc_trapezoid``) over the recipe's last ``last_k`` evaluations, and the
+papers' reading (``papers_reading``: the mean and spread of both over the last 10 evaluations).
 Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
 """
 
@@ -70,6 +75,43 @@ def detection_state(run_dir: Path) -> dict:
     validation AUPRC of every evaluation) and ``term_history`` (the same for each score term)."""
     checkpoint = torch.load(newest_last_checkpoint(run_dir), map_location="cpu", weights_only=False)
     return checkpoint["callbacks"]["AnomalyDetection"]
+
+
+#: The hierarchical paper averages the AUPRC of its last 10 epochs.
+PAPERS_LAST = 10
+
+
+def readings(state: dict, k: int) -> dict:
+    """Both readings of the AUPRC from the callback's ``state``: average precision (``value``,
+    ``std``) and trapezoid (``auprc_trapezoid``, ``auprc_trapezoid_std``) over the last ``k``
+    evaluations, and the papers' reading over the last 10 (``papers_reading``)."""
+
+    def mean_std(history: list[float], n: int) -> tuple[float, float]:
+        recent = history[-n:]
+        return round(statistics.fmean(recent), 4), round(statistics.pstdev(recent), 4)
+
+    history, trapezoid = state["history"], state.get("trapezoid_history", [])
+    summary: dict = dict(zip(("value", "std"), mean_std(history, k), strict=True))
+    summary["n_evaluations"] = len(history[-k:])
+    papers = {"n_evaluations": len(history[-PAPERS_LAST:])}
+    papers.update(zip(("auprc", "auprc_std"), mean_std(history, PAPERS_LAST), strict=True))
+    if trapezoid:
+        summary.update(zip(("auprc_trapezoid", "auprc_trapezoid_std"), mean_std(trapezoid, k), strict=True))
+        papers.update(zip(("auprc_trapezoid", "auprc_trapezoid_std"), mean_std(trapezoid, PAPERS_LAST), strict=True))
+        summary["auprc_trapezoid_by_epoch"] = [round(v, 4) for v in trapezoid]
+    summary["papers_reading"] = papers
+    return summary
+
+
+def test_overlap(config: dict, digit: int, split: str) -> float:
+    """The share of the test split that is training digits, for ``digit`` held out under ``split``."""
+    from lebm.config import build
+
+    data = copy.deepcopy(config["data"])
+    data["init_args"].update(anomaly_classes=[digit], split=split)
+    module = build(data)
+    module.setup("fit")
+    return round(module.test_overlap, 4)
 
 
 def term_summaries(state: dict, k: int) -> dict:
@@ -150,7 +192,7 @@ def save_record(output: Path, record: dict, identity: Callable[[dict], object]) 
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = json.loads(output.read_text()) if output.exists() else []
         records = [r for r in records if identity(r) != identity(record)] + [record]
-        records.sort(key=lambda r: (r["metric"], r.get("setting") or "", r["digit"]))
+        records.sort(key=lambda r: (r["metric"], r.get("data_split") or "", r.get("setting") or "", r["digit"]))
         output.write_text(json.dumps(records, indent=2) + "\n")
 
 
@@ -166,6 +208,7 @@ def main() -> None:
     parser.add_argument("--with", dest="fragments", action="append", default=[], help="a recipe fragment after R")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="validate on a split disjoint from test")
     parser.add_argument("--score-samples", type=int, default=10, help="latent draws for the sampled test score")
+    parser.add_argument("--split", choices=("disjoint", "cited"), default="disjoint", help="how the splits are drawn")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
@@ -175,6 +218,8 @@ def main() -> None:
         extra += [f"--{key.removeprefix('--')}", value]
     if args.val_fraction:
         extra += ["--data.init_args.val_fraction", str(args.val_fraction)]
+    if args.split != "disjoint":
+        extra += ["--data.init_args.split", args.split]
     config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
     config["data"]["init_args"]["val_fraction"] = args.val_fraction
     k = last_k(config, args.recipe)
@@ -183,7 +228,10 @@ def main() -> None:
     method = config["model"]["class_path"].rsplit(".", 1)[-1]
     output = Path(args.output or REPO / "docs" / "results" / f"{Path(args.recipe).parent.name}_{args.experiment}.json")
     for digit in args.digits:
-        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / (args.setting or "") / f"digit{digit}"
+        experiment_dir = args.experiment if args.experiment != "mnist_anomaly_offline" else ""
+        split_dir = args.split if args.split != "disjoint" else ""
+        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / experiment_dir / split_dir
+        run_dir = run_dir / (args.setting or "") / f"digit{digit}"
         run_digit(args.recipe, digit, run_dir, extra, args.fragments)
         state = detection_state(run_dir)
         recent = state["history"][-k:]
@@ -201,10 +249,10 @@ def main() -> None:
             "metric": "auprc",
             "digit": digit,
             **({"setting": args.setting, "options": args.fragments + args.set} if args.setting else {}),
-            "value": round(statistics.fmean(recent), 4),
-            "std": round(statistics.pstdev(recent), 4),
-            "n_evaluations": len(recent),
+            **readings(state, k),
             "split": "validation (disjoint from test)" if args.val_fraction else "test (the protocol)",
+            "data_split": args.split,
+            "test_overlap": test_overlap(config, digit, args.split),
             **terms,
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
@@ -223,12 +271,14 @@ def main() -> None:
                     *[f"--with={fragment}" for fragment in args.fragments],
                     *[f"--set={item}" for item in args.set],
                     *(["--val-fraction", str(args.val_fraction)] if args.val_fraction else []),
+                    *(["--split", args.split] if args.split != "disjoint" else []),
+                    *(["--experiment", args.experiment] if args.experiment != "mnist_anomaly_offline" else []),
                 ]
             ),
             "device": this_device(),
             "date": datetime.date.today().isoformat(),
         }
-        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting")))
+        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("data_split")))
         render_results_md()
         print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", terms, tested)
 

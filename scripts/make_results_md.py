@@ -52,18 +52,38 @@ EXTRA_COLUMNS = {
     "test_auprc_reconstruction_term": "test: reconstruction term",
     "test_auprc_prior_term": "test: prior term",
     "test_auprc_sampled": "test, score over 10 q(z|x) samples",
+    "auprc_trapezoid": "trapezoid AUPRC",
+    "papers_reading.auprc": "last 10: AP",
+    "papers_reading.auprc_trapezoid": "last 10: trapezoid",
+    "test_overlap": "test split in training",
 }
 
 
+def lookup_value(record: dict, key: str) -> float | None:
+    """``record[key]``, or a nested value for a dotted key (``papers_reading.auprc``)."""
+    value: object = record
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value  # type: ignore[return-value]
+
+
 def label(record: dict) -> str:
-    return f"{record['method']} ({record['setting']})" if record.get("setting") else record["method"]
+    """The method, its setting in parentheses, and a split other than the default in brackets."""
+    name = f"{record['method']} ({record['setting']})" if record.get("setting") else record["method"]
+    return f"{name} [{record['data_split']} split]" if record.get("data_split") else name
+
+
+def order(record: dict) -> tuple:
+    return (record["method"], record.get("data_split") or "", record.get("setting") or "", record.get("digit", -1))
 
 
 def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -> list[str]:
     reference = [r for r in published if experiment.startswith(r["experiment"])]
     baselines = sorted({r["method"] for r in reference}, key=lambda m: [r["method"] for r in reference].index(m))
     lookup = {(r["method"], r.get("digit"), r["metric"]): r for r in reference}
-    extra = [key for key in EXTRA_COLUMNS if any(key in r for r in ours)]
+    extra = [key for key in EXTRA_COLUMNS if any(lookup_value(r, key) is not None for r in ours)]
     header = [
         "method",
         "digit",
@@ -76,14 +96,14 @@ def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -
         "date",
     ]
     lines = [f"## {experiment}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(ours, key=lambda r: (r["method"], r.get("setting") or "", r["metric"], r.get("digit", -1))):
+    for r in sorted(ours, key=lambda r: (*order(r), r["metric"])):
         paper = [fmt(lookup.get((m, r.get("digit"), r["metric"]))) for m in baselines]
         row = [
             label(r),
             str(r.get("digit", "")),
             r["metric"],
             fmt(r),
-            *[f"{r[key]:.3f}" if key in r else "–" for key in extra],
+            *[f"{lookup_value(r, key):.3f}" if lookup_value(r, key) is not None else "–" for key in extra],
             *paper,
             r.get("budget", ""),
             r.get("device", ""),
@@ -106,7 +126,7 @@ def curve_table(ours: list[dict]) -> list[str]:
     epochs = max(len(r["auprc_by_epoch"]) for r in curves)
     header = ["method", "digit", *[f"epoch {e}" for e in range(1, epochs + 1)]]
     lines = ["", "AUPRC after each epoch:", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in sorted(curves, key=lambda r: (r["method"], r.get("setting") or "", r.get("digit", -1))):
+    for r in sorted(curves, key=order):
         values = [f"{v:.3f}" for v in r["auprc_by_epoch"]] + ["–"] * (epochs - len(r["auprc_by_epoch"]))
         lines.append("| " + " | ".join([label(r), str(r.get("digit", "")), *values]) + " |")
     return lines

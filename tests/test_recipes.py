@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from cli_runner import run_cli
 
@@ -418,3 +419,31 @@ def test_the_dual_mcmc_mnist_recipe_revises_with_the_swept_chain(capsys) -> None
     assert (chain["n_steps"], chain["step_size"], chain["noise_std"]) == (70, 0.4, 0.0)
     assert get(config, M + "data_sampler.init_args.n_steps") == 30
     assert get(config, M + "data_sampler.init_args.noise_std") == pytest.approx(1e-3)
+
+
+def test_the_paper_size_fragment_builds_the_3_2m_vlae_model_with_gates_at_0_1_and_a_kl_warm_up(capsys) -> None:
+    """CPU. ``_mnist_paper_size.yaml`` after the offline hierarchical anomaly recipe: the VLAE
+    structure (conv 64/128) at about the supplement's 3.2M parameters, gates starting at 0.1, the KL
+    warm-up of 15,000 iterations; ``_ebm_authors.yaml`` restores the official EBM settings."""
+    from lebm.config import build
+
+    recipe = "recipes/hierarchical/mnist_anomaly_offline.yaml"
+    config = resolve(
+        recipe,
+        "-c",
+        "recipes/hierarchical/_mnist_paper_size.yaml",
+        "-c",
+        "recipes/hierarchical/_ebm_authors.yaml",
+        capsys=capsys,
+    )
+    model = build(config["model"])
+    count = sum(p.numel() for part in (model.decoder, model.encoder) for p in part.parameters())
+    assert 3.0e6 < count < 3.6e6, count
+    assert type(model.decoder_net).__name__ == "VLAEGenerator" and model.decoder_net.conv_widths == [64, 128]
+    assert all(torch.all(gate == 0.1) for gate in model.decoder_net.gates)
+    assert model.hparams.kl_warmup_steps == 15000 and float(model.kl_weight()) == 0.0
+    assert model.hparams.prior_lr == 2e-6
+    chain = get(config, M + "prior.init_args.sampler.init_args")
+    assert (chain["n_steps"], chain["step_size"]) == (100, 0.3)
+    today = build(resolve(recipe, capsys=capsys)["model"])
+    assert sum(p.numel() for p in today.decoder.parameters()) > 5 * count / 2  # the 24.9M nets stay the default

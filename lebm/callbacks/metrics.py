@@ -21,7 +21,7 @@ from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
 from lebm.callbacks.schedule import evaluation_stage
-from lebm.metrics.ranking import one_class, ranking_metrics
+from lebm.metrics.ranking import one_class, ranking_metrics, trapezoid_auprc
 
 
 def _per_example(outputs: Any, key: str, callback: str) -> Tensor:
@@ -115,6 +115,12 @@ class AnomalyDetection(EvaluationMetric):
     deviation of the AUPRC over the last ``last_k`` validation evaluations
     (``val/auprc_last_k_mean``, ``val/auprc_last_k_std``): the papers average over the last 10 epochs.
 
+    **Two readings of AUPRC.** ``auprc`` is the average precision (scikit-learn's step-wise area);
+    ``auprc_trapezoid`` is the trapezoid rule over the same curve, ``auc(recall, precision)``, as the
+    protocol code the papers cite computes it (:func:`lebm.metrics.trapezoid_auprc`). Both are
+    logged at every evaluation, with their last-``k`` means and spreads, and kept in
+    ``history``/``trapezoid_history`` (saved in checkpoints, read by the experiment runners).
+
     **The score's terms.** A latent-variable method's score ``-log p(x, z)`` is the sum of a
     reconstruction term ``-log p(x|z)`` and a prior term ``U(z)``; its evaluation step returns both
     (``score_reconstruction_term``, ``score_prior_term``). Each is then ranked on its own too:
@@ -136,14 +142,20 @@ class AnomalyDetection(EvaluationMetric):
         self.anomaly_classes = anomaly_classes
         self.last_k = last_k
         self.history: list[float] = []
+        self.trapezoid_history: list[float] = []
         self.term_history: dict[str, list[float]] = {}
         self._collected: dict[str, CatMetric] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "term_history": {k: list(v) for k, v in self.term_history.items()}}
+        return {
+            "history": list(self.history),
+            "trapezoid_history": list(self.trapezoid_history),
+            "term_history": {k: list(v) for k, v in self.term_history.items()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+        self.trapezoid_history = list(state_dict.get("trapezoid_history", []))
         self.term_history = {k: list(v) for k, v in state_dict.get("term_history", {}).items()}
 
     def _classes(self, trainer: L.Trainer) -> Tensor:
@@ -191,6 +203,14 @@ class AnomalyDetection(EvaluationMetric):
             auprc, auroc = ranking_metrics(scores, targets)
             pl_module.log(f"{stage}/auprc{suffix}", auprc, sync_dist=False)
             pl_module.log(f"{stage}/auroc{suffix}", auroc, sync_dist=False)
+            if name == "score":
+                trapezoid = trapezoid_auprc(scores, targets)
+                pl_module.log(f"{stage}/auprc_trapezoid", trapezoid, sync_dist=False)
+                if stage == "val":
+                    self.trapezoid_history.append(float(trapezoid))
+                    recent_trapezoid = np.asarray(self.trapezoid_history[-self.last_k :])
+                    pl_module.log("val/auprc_trapezoid_last_k_mean", float(recent_trapezoid.mean()), sync_dist=False)
+                    pl_module.log("val/auprc_trapezoid_last_k_std", float(recent_trapezoid.std()), sync_dist=False)
             if stage != "val":
                 continue
             history = self.history if name == "score" else self.term_history.setdefault(name, [])

@@ -20,7 +20,7 @@ from lebm.data.images.readers import (
     read_svhn,
 )
 from lebm.data.images.registry import DatasetSpec, dataset_names, get_dataset_spec, register_dataset, unregister_dataset
-from lebm.data.tasks.anomaly import MNISTAnomalyDataModule, anomaly_split
+from lebm.data.tasks.anomaly import MNISTAnomalyDataModule, anomaly_split, cited_anomaly_split
 from lebm.data.tasks.ood import OutOfDistributionDataModule
 from lebm.data.text.datamodule import TextDataModule
 from lebm.data.text.grammar import TemplateGrammar
@@ -42,6 +42,7 @@ __all__ = [
     "TextDataModule",
     "Vocabulary",
     "anomaly_split",
+    "cited_anomaly_split",
     "celeba_dataset",
     "dataset_names",
     "from_signed_unit",

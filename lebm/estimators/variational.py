@@ -18,7 +18,9 @@ class VariationalBound(NamedTuple):
     kl: Tensor
 
 
-def variational_loss(decoder: Decoder, x: Tensor, q: Posterior, z: Tensor, prior: EnergyPrior) -> VariationalBound:
+def variational_loss(
+    decoder: Decoder, x: Tensor, q: Posterior, z: Tensor, prior: EnergyPrior, kl_weight: float | Tensor = 1.0
+) -> VariationalBound:
     """The negative evidence lower bound with a single-sample KL (Cui, Wu & Han, ICCV 2023, Eqs. 9-12)::
 
         -ELBO(x) = -log p(x|z) + KL(q(z|x) || p(z)),   KL ≈ log q(z|x) - log p(z)  at  z ~ q(z|x)
@@ -40,7 +42,9 @@ def variational_loss(decoder: Decoder, x: Tensor, q: Posterior, z: Tensor, prior
         q: the encoder's posterior over ``(B, D)``.
         z: ``q.rsample()``, ``(B, D)``.
         prior: the latent prior (``energy``, ``reference_log_normalizer``).
+        kl_weight: the KL term's weight ``w`` in ``loss = mean(nll + w KL)`` (1: the bound; below 1
+            during a KL warm-up). ``nll`` and ``kl`` are returned unweighted.
     """
     nll = decoder.nll(x, z)
     kl = q.log_prob(z) + prior.energy(z) + prior.reference_log_normalizer
-    return VariationalBound((nll + kl).mean(), nll.detach(), kl.detach())
+    return VariationalBound((nll + kl_weight * kl).mean(), nll.detach(), kl.detach())

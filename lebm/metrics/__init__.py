@@ -27,7 +27,7 @@ from lebm.metrics.language_model import (
 )
 from lebm.metrics.likelihood import Estimate, importance_sampled_log_likelihood, prior_log_normalizer
 from lebm.metrics.probe import LayerProbe, collect_latents, fit_probe, layer_names, probe_collected, probe_layers
-from lebm.metrics.ranking import ranking_metrics
+from lebm.metrics.ranking import ranking_metrics, trapezoid_auprc
 from lebm.metrics.references import batch_seed, rank_batches, rank_share, reference_batches, reference_indices
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "rank_batches",
     "rank_share",
     "ranking_metrics",
+    "trapezoid_auprc",
     "reference_batches",
     "reference_indices",
     "save_reference_state",

@@ -70,6 +70,10 @@ class JointHierarchicalEBM(LatentVariableModel):
         score_samples: the anomaly score ``-log p(x, z)`` (and each of its terms) averaged over this
             many latents drawn from ``q(z|x)`` (paper §5.4: "latent samples from the learned
             inference model"); 0 (default) scores at the encoder's mean.
+        kl_warmup_steps: ``tau`` of a KL warm-up: the G+I loss weighs its KL term by
+            ``1 - exp(-t / tau)`` at training iteration ``t`` (VLAE's MNIST code uses ``tau = 15000``);
+            0 (default, the official ``train_fid.py``) weighs it 1 from the start. Training only:
+            evaluation and scores use the whole bound.
         divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`
             (the official code has no abort rule; a non-finite value always stops).
     """
@@ -94,6 +98,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         decoder_grad_clip: float | None = None,
         prior_grad_clip: float | None = None,
         score_samples: int = 0,
+        kl_warmup_steps: float = 0.0,
         divergence_limits: Mapping[str, float] | None = None,
         divergence_after_epoch: int = 0,
     ) -> None:
@@ -110,6 +115,13 @@ class JointHierarchicalEBM(LatentVariableModel):
         if isinstance(score_samples, bool) or not isinstance(score_samples, int) or score_samples < 0:
             raise ValueError(f"model.init_args.score_samples must be an integer >= 0, got {score_samples!r}")
         self.score_samples = score_samples
+        if isinstance(kl_warmup_steps, bool) or not isinstance(kl_warmup_steps, int | float) or kl_warmup_steps < 0:
+            raise ValueError(
+                f"model.init_args.kl_warmup_steps must be a number >= 0 (the warm-up's time constant in steps; "
+                f"0 = no warm-up), got {kl_warmup_steps!r}"
+            )
+        if kl_warmup_steps:  # the iterations so far, saved with the weights (exact resume)
+            self.register_buffer("kl_warmup_iterations", torch.zeros((), dtype=torch.long))
         if update_order not in ("generator_first", "ebm_first"):
             raise ValueError(
                 f"model.init_args.update_order must be 'generator_first' (official code) or 'ebm_first' (paper), "
@@ -175,11 +187,16 @@ class JointHierarchicalEBM(LatentVariableModel):
         z_pos = q.rsample(stream)
         if self.hparams.update_order == "ebm_first":
             self._ebm_update(optimizers, z_pos.detach(), x.shape[0], stream, logs, watch)
-        bound = self.variational_bound(x, q=q, z=z_pos)
+        kl_weight = self.kl_weight()
+        bound = self.variational_bound(x, q=q, z=z_pos, kl_weight=kl_weight)
+        if self.hparams.kl_warmup_steps:
+            self.kl_warmup_iterations += 1
         self.step_optimizers(optimizers[0], bound.loss, clip=self.hparams.decoder_grad_clip)
         logs["train/loss"] = bound.loss.detach()
         logs["train/nll"] = bound.nll.mean()
         logs["train/kl"] = bound.kl.mean()
+        if self.hparams.kl_warmup_steps:
+            logs["train/kl_weight"] = torch.as_tensor(kl_weight)
         watch["train/posterior_samples"] = z_pos.detach()
         if self.hparams.update_order == "generator_first":
             self._ebm_update(optimizers, z_pos.detach(), x.shape[0], stream, logs, watch)
@@ -192,15 +209,24 @@ class JointHierarchicalEBM(LatentVariableModel):
         q: DiagonalGaussian | None = None,
         z: Tensor | None = None,
         generator: torch.Generator | None = None,
+        kl_weight: float | Tensor = 1.0,
     ) -> VariationalBound:
         """The negative ELBO of ``x`` ``(B, *x_shape)`` with one reparameterised sample
         ``z ~ q(z|x)`` (drawn from ``generator`` unless given): ``loss`` (batch mean, what the
         generator and the encoder descend), per-example ``nll`` and ``kl`` ``(B,)`` (the single-sample
-        KL to the tilted prior, up to its ``log Z``). The prior's parameters get no gradient."""
+        KL to the tilted prior, up to its ``log Z``), the KL weighed by ``kl_weight`` in ``loss``.
+        The prior's parameters get no gradient."""
         q = self.encoder(x) if q is None else q
         z = q.rsample(generator) if z is None else z
         with frozen_parameters([self.prior]):  # the bound reaches the EBM through U; only G and I step on it
-            return variational_loss(self.decoder, x, q, z, self.prior)
+            return variational_loss(self.decoder, x, q, z, self.prior, kl_weight=kl_weight)
+
+    def kl_weight(self) -> Tensor | float:
+        """The KL term's weight at this iteration: ``1 - exp(-t / kl_warmup_steps)`` (``t`` the
+        training iterations so far; a 0-d tensor on the model's device, read without a host
+        synchronisation), or 1 without a warm-up."""
+        tau = float(self.hparams.kl_warmup_steps)
+        return 1.0 - torch.exp(-self.kl_warmup_iterations.double() / tau).float() if tau > 0 else 1.0
 
     def _ebm_update(
         self,

@@ -118,6 +118,23 @@ def test_last_k_average_over_the_evaluation_history(tmp_path) -> None:
     assert abs(history[-1] - history[0]) > 0.01  # the drift really changes the AUPRC
 
 
+def test_the_trapezoid_reading_is_logged_with_its_last_k_mean(tmp_path) -> None:
+    """Device: CPU. ``auprc_trapezoid`` is scikit-learn's ``auc(recall, precision)`` of the same
+    scores, with the anomalies as positives; its last-k mean follows its own history."""
+    from sklearn.metrics import auc, precision_recall_curve
+
+    metrics = run(tmp_path, epochs=3, drift=0.3, last_k=2)
+    x, labels = fixed_data()
+    areas = []
+    for epoch in range(3):
+        scores = x[:, 0, 0, 0] + 0.3 * epoch * (x[:, 0, 0, 1] > 0).float()
+        precision, recall, _ = precision_recall_curve((labels == 4).numpy(), scores.numpy())
+        areas.append(auc(recall, precision))
+    assert metrics["val/auprc_trapezoid"] == pytest.approx(areas[-1], abs=1e-5)
+    assert metrics["val/auprc_trapezoid_last_k_mean"] == pytest.approx(sum(areas[-2:]) / 2, abs=1e-5)
+    assert metrics["val/auprc_trapezoid"] != pytest.approx(metrics["val/auprc"], abs=1e-4)  # two readings
+
+
 class NoScores(ScoreOnly):
     """A method whose evaluation step returns the MSE only."""
 

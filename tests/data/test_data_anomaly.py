@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from lebm.data import MNISTAnomalyDataModule, anomaly_split
+from lebm.data import MNISTAnomalyDataModule, anomaly_split, cited_anomaly_split
+from lebm.data.tasks.anomaly import split_overlap
+
+#: MNIST's class counts, training and test images together (70,000).
+MNIST_COUNTS = [6903, 7877, 6990, 7141, 6824, 6313, 6876, 7293, 6825, 6958]
 
 
 def test_split_follows_the_protocol() -> None:
@@ -23,6 +27,47 @@ def test_split_follows_the_protocol() -> None:
     again, _ = anomaly_split(labels, [1, 7], 0.8, seed=3)
     other, _ = anomaly_split(labels, [1, 7], 0.8, seed=4)
     assert torch.equal(train, again) and not torch.equal(train, other)
+
+
+@pytest.mark.parametrize("held_out", [1, 4, 5, 7, 9])
+def test_the_cited_split_overlaps_training_as_the_cited_loader_did(held_out: int) -> None:
+    """Device: CPU. Over MNIST's 70k labels, the cited loader's test split holds about 80% training
+    digits among its normal ones (79.7-80.3% for these held-out digits, the issue's simulation),
+    every anomaly, and no anomaly in training; the default split has no overlap at all."""
+    labels = torch.repeat_interleave(torch.arange(10), torch.tensor(MNIST_COUNTS))
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    train, test = cited_anomaly_split(labels, [held_out], 0.8)
+    normal_test = test[labels[test] != held_out]
+    overlap = split_overlap(train, normal_test)
+    assert 0.79 < overlap < 0.81, overlap
+    n_normal = int((labels != held_out).sum())
+    assert len(train) == int(n_normal * 0.8) and not (labels[train] == held_out).any()
+    assert int((labels[test] == held_out).sum()) == MNIST_COUNTS[held_out]
+    assert len(normal_test) == n_normal - len(train)
+    anomalies = MNIST_COUNTS[held_out] / len(test)
+    assert 0.30 < anomalies < 0.40, anomalies  # the issue's 33-39%
+    again, _ = cited_anomaly_split(labels, [held_out], 0.8)
+    other, _ = cited_anomaly_split(labels, [held_out], 0.8, seed=43)
+    assert torch.equal(train, again) and not torch.equal(train, other)
+    disjoint_train, disjoint_test = anomaly_split(labels, [held_out], 0.8, seed=1)
+    assert split_overlap(disjoint_train, disjoint_test) == 0.0
+
+
+def test_the_datamodule_draws_the_split_it_is_told(make_mnist_idx) -> None:
+    """Device: CPU. ``split: cited`` serves training digits in its test split (and says how many);
+    ``disjoint`` none; an unknown split is refused with the two names."""
+    root, _ = make_mnist_idx(n_train=400, n_test=200)
+    cited = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", split="cited", batch_size=10)
+    cited.setup()
+    disjoint = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", batch_size=10)
+    disjoint.setup()
+    assert cited.seed == 42 and disjoint.seed == 1
+    shared = set(cited.train_dataset.indices.tolist()) & set(cited.test_dataset.indices.tolist())
+    assert len(shared) > 0.6 * int((cited.test_labels != 3).sum())
+    assert cited.test_overlap == len(shared) / len(cited.test_dataset) and disjoint.test_overlap == 0.0
+    assert len(cited.train_dataset) == len(disjoint.train_dataset)
+    with pytest.raises(ValueError, match="split must be 'disjoint'"):
+        MNISTAnomalyDataModule(str(root), split="overlapping")
 
 
 def test_full_pool_reads_both_idx_splits(make_mnist_idx) -> None:

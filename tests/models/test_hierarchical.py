@@ -331,3 +331,39 @@ def test_the_joint_ebm_prior_beats_the_same_model_without_it_on_a_two_level_mixt
         fit(model, two_level_mixture(50000, seed), steps=-1, tmp_path=tmp_path, batch_size=100)  # one epoch: 500
         elbos[ebm] = heldout_elbo(model, heldout)
     assert elbos[True] > elbos[False] + 0.15, elbos
+
+
+# ------------------------------------------------------------------------------- KL warm-up
+def test_the_kl_warm_up_weighs_the_kl_by_iterations_not_optimiser_steps(tmp_path: Path) -> None:
+    """Device: CPU. With ``kl_warmup_steps = tau`` the first iteration's loss is the reconstruction
+    term alone (weight 0), the weight after ``t`` iterations is ``1 - exp(-t / tau)`` with ``t``
+    counting iterations (two optimiser steps each while the EBM learns), the count is saved with the
+    weights, and a model without a warm-up keeps its 0.1 state dict (no new key)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 2)
+    first = small_model(kl_warmup_steps=4.0)
+    trainer = L.Trainer(
+        max_steps=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+    )
+    trainer.fit(first, DataLoader(TensorDataset(x), batch_size=64))
+    metrics = trainer.callback_metrics
+    assert abs(float(metrics["train/kl"])) > 1e-3  # a KL that would show in the loss (1e-5 below)
+    assert float(metrics["train/loss"]) == pytest.approx(float(metrics["train/nll"]), abs=1e-5)
+    assert float(metrics["train/kl_weight"]) == 0.0
+
+    model = small_model(kl_warmup_steps=4.0)
+    fit(model, torch.randn(6 * 64, 2), steps=-1, tmp_path=tmp_path)  # one epoch: 6 iterations, 12 optimiser steps
+    assert int(model.kl_warmup_iterations) == 6
+    assert float(model.kl_weight()) == pytest.approx(1 - math.exp(-6 / 4), abs=1e-6)
+    restored = small_model(kl_warmup_steps=4.0)
+    restored.load_state_dict(model.state_dict())
+    assert int(restored.kl_warmup_iterations) == 6
+    assert "kl_warmup_iterations" not in small_model().state_dict() and small_model().kl_weight() == 1.0
+    with pytest.raises(ValueError, match="kl_warmup_steps must be a number >= 0"):
+        small_model(kl_warmup_steps=-1)

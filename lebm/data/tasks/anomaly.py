@@ -4,6 +4,14 @@ All available digits are pooled; the held-out digits are the anomalies. Training
 ``train_fraction`` (80%) of the normal digits; the test set is the remaining normal digits plus
 *every* held-out digit. Both splits are fixed by ``seed``.
 
+Two ways to draw them (``split``):
+
+- ``disjoint`` (the default): one permutation of the normal digits; no test digit is a training digit.
+- ``cited``: the loader that MEG and BiGAN published and the LEBM papers cite draws a new permutation
+  for the test split (:func:`cited_anomaly_split`), so about 80% of the test split's normal digits
+  are training digits. The MEG and BiGAN-sigma rows of the papers' tables were measured that way;
+  whether the EBM papers' own rows were is not stated. Its seed is the loader's 42 by default.
+
 Pools:
 
 - ``full``: MNIST's 60k training and 10k test images (IDX files under ``root``): the paper's setting.
@@ -54,6 +62,39 @@ def anomaly_split(
     return train, test
 
 
+def cited_anomaly_split(
+    labels: Tensor, anomaly_classes: Sequence[int], train_fraction: float, seed: int = 42
+) -> tuple[Tensor, Tensor]:
+    """Indices ``(train, test)`` as the loader the papers cite builds them (MEG, Kumar et al. 2019;
+    BiGAN, Zenati et al. 2018): its test split's normal digits overlap its training split.
+
+    That loader draws from one NumPy ``RandomState(seed)`` shared by two calls, one per split, each
+    of which permutes the normal digits, keeps the first ``train_fraction`` for training and the
+    rest (with every anomaly) for testing, then shuffles that test split. The training split comes
+    from the first call, the test split from the second, whose permutation of the normal digits is
+    a new draw: about ``train_fraction`` of its normal test digits are training digits. Replayed
+    here on ``labels`` (N,) (whatever pool they index), training split first; the order of the
+    test split, which a ranking metric ignores, is not kept (indices are sorted).
+    """
+    import numpy as np
+
+    is_anomaly = torch.isin(labels, torch.as_tensor(list(anomaly_classes), dtype=labels.dtype)).numpy()
+    normal, anomalous = np.flatnonzero(~is_anomaly), np.flatnonzero(is_anomaly)
+    n_train = int(len(normal) * train_fraction)  # the loader truncates
+    n_test = len(normal) - n_train + len(anomalous)
+    generator = np.random.RandomState(seed)
+    train = normal[generator.permutation(len(normal))[:n_train]]  # call 1: its training split
+    generator.permutation(n_test)  # call 1 shuffles its own test split (discarded)
+    test_normal = normal[generator.permutation(len(normal))[n_train:]]  # call 2: a new permutation
+    test = np.concatenate([test_normal, anomalous])
+    return torch.from_numpy(np.sort(train)), torch.from_numpy(np.sort(test))
+
+
+def split_overlap(train: Tensor, test: Tensor) -> float:
+    """The share of the test split's examples that are also in the training split (0 to 1)."""
+    return float(torch.isin(test, train).double().mean()) if len(test) else 0.0
+
+
 def validation_split(
     labels: Tensor, evaluation: Tensor, anomaly_classes: Sequence[int], val_fraction: float, seed: int
 ) -> tuple[Tensor, Tensor]:
@@ -82,12 +123,14 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         root: folder with the MNIST files (``$LEBM_DATA/mnist`` works).
         anomaly_classes: the held-out digit(s), e.g. ``[1]``.
         pool: ``full`` (70k IDX digits) or ``offline`` (10k test IDX + the 5k CSV).
+        split: ``disjoint`` (test digits are never training digits) or ``cited`` (the cited
+            loader's draw, whose test split overlaps training; see the module docstring).
         train_fraction: share of the normal digits used for training.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
             a validation split disjoint from the test split; 0 (the papers' protocol) validates on
             the test split.
         batch_size, eval_batch_size, num_workers: DataLoader settings.
-        seed: fixes the splits.
+        seed: fixes the splits (default: 1 for ``disjoint``, the cited loader's 42 for ``cited``).
         image_size: side of the square images served (28 = native; other sizes are resized,
             bilinear and antialiased), so a config can state the size once for data and model.
         channels: 1 (native grey) or 3 (grey repeated into RGB).
@@ -96,6 +139,8 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         sample_shape: ``(channels, image_size, image_size)``, known at construction.
         train_dataset, val_dataset, test_dataset, val_labels, test_labels: set by :meth:`setup`
             (``val_*`` are the test split's when ``val_fraction`` is 0).
+        test_overlap: set by :meth:`setup`: the share of the test split that is training digits
+            (0 under ``disjoint``, about ``train_fraction`` x its normal share under ``cited``).
     """
 
     def __init__(
@@ -103,18 +148,25 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         root: str,
         anomaly_classes: Sequence[int] = (1,),
         pool: Literal["full", "offline"] = "full",
+        split: Literal["disjoint", "cited"] = "disjoint",
         train_fraction: float = 0.8,
         val_fraction: float = 0.0,
         batch_size: int = 100,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        seed: int = 1,
+        seed: int | None = None,
         image_size: int = MNIST_SIZE,
         channels: int = 1,
     ) -> None:
         super().__init__()
         if pool not in ("full", "offline"):
             raise ValueError(f"pool must be 'full' or 'offline', got {pool!r}")
+        if split not in ("disjoint", "cited"):
+            raise ValueError(
+                f"split must be 'disjoint' (test digits are never training digits) or 'cited' (the cited loader's "
+                f"overlapping draw), got {split!r}"
+            )
+        self.split = split
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
         if not 0.0 <= val_fraction < 1.0:
@@ -128,7 +180,8 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
             raise ValueError(f"anomaly_classes must be digits 0-9, got {list(anomaly_classes)}")
         self.root = expand_root(root)
         self.pool = pool
-        self.train_fraction, self.seed = train_fraction, seed
+        self.train_fraction = train_fraction
+        self.seed = (42 if split == "cited" else 1) if seed is None else int(seed)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.eval_batch_size = eval_batch_size or batch_size
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
@@ -161,7 +214,9 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         images, labels = self._read_pool()
         images = resize_uint8(convert_channels(images, self.channels), self.image_size)
         pool = InMemoryImages(images, labels)
-        train, test = anomaly_split(labels, self.anomaly_classes, self.train_fraction, self.seed)
+        draw = cited_anomaly_split if self.split == "cited" else anomaly_split
+        train, test = draw(labels, self.anomaly_classes, self.train_fraction, self.seed)
+        self.test_overlap = split_overlap(train, test)
         val = test
         if self.val_fraction > 0:
             val, test = validation_split(labels, test, self.anomaly_classes, self.val_fraction, self.seed + 1)
