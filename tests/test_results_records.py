@@ -142,3 +142,29 @@ def test_a_rescored_dual_mcmc_record_keeps_the_command_that_fitted_its_run() -> 
     rescored = [{"metric": "fid_raw", "command": "python experiments/dual_mcmc_mnist.py --skip-fit"}]
     assert fit_command(rescored) is None
     assert fit_command([{**rescored[0], "fit_command": fitted[0]["command"]}]) == fitted[0]["command"]
+
+
+def test_a_record_holds_both_readings_and_the_papers_last_10(tmp_path: Path) -> None:
+    """Device: CPU. From the callback's histories: average precision and trapezoid over the
+    recipe's last k, and both over the last 10 (the papers' reading); the split and its overlap
+    get their own columns, and a cited-split row is labelled as such."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    sys.path.insert(0, str(REPO / "scripts"))
+    import make_results_md
+    from mnist_anomaly_offline import readings
+
+    history = [0.1 * i for i in range(12)]  # 0.0 ... 1.1
+    state = {"history": history, "trapezoid_history": [v + 0.01 for v in history]}
+    summary = readings(state, 3)
+    assert summary["value"] == pytest.approx(1.0) and summary["n_evaluations"] == 3
+    assert summary["auprc_trapezoid"] == pytest.approx(1.01)
+    papers = summary["papers_reading"]
+    assert papers["n_evaluations"] == 10 and papers["auprc"] == pytest.approx(0.65)
+    assert papers["auprc_trapezoid"] == pytest.approx(0.66) and papers["auprc_std"] == pytest.approx(0.2872, abs=1e-4)
+    record = {"method": "LatentEBM", "experiment": "mnist_anomaly_protocol", "metric": "auprc", "digit": 4}
+    ours = [{**record, **summary, "data_split": "cited", "test_overlap": 0.51}]
+    lines = make_results_md.render(ours, []).splitlines()
+    header = next(line for line in lines if line.startswith("| method | digit | metric"))
+    assert "| trapezoid AUPRC | last 10: AP | last 10: trapezoid | test split in training |" in header
+    row = next(line for line in lines if line.startswith("| LatentEBM [cited split] | 4 |"))
+    assert "| 1.010 | 0.650 | 0.660 | 0.510 |" in row
