@@ -161,6 +161,7 @@ def test_devices_two_runs_ddp_through_the_cli(tmp_path: Path) -> None:
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in output
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert len(glob.glob(str(run / "wandb" / "offline-run-*"))) == 1  # rank 0 alone logs
+    assert "deprecated" not in output  # Lightning's all_gather warned once per rank (issue 34)
 
 
 EVALUATION_CALLBACKS = """

@@ -39,6 +39,7 @@ DEPENDENCY_NOISE = (
     r".*LightningCLI's args parameter is intended to run from within Python.*",
     r"Checkpoint directory .* exists and is not empty.*",  # every resume: lebm manages its run folders
     r".*`weights_only` was not set, defaulting to `False`.*",  # Lightning reading lebm's own checkpoints
+    r".*torch.distributed.nn.functional.all_gather is deprecated.*",  # inside Lightning's all_gather, under DDP
 )
 
 
