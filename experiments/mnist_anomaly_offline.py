@@ -4,8 +4,9 @@
         [--setting NAME --with FRAGMENT --set KEY=VALUE ...] [--val-fraction F] [--split cited]
 
 For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d] --ckpt_path auto`` in its own
-run folder (``runs/<recipe name>/digit<d>``, or ``.../<setting>/digit<d>``; a run stopped before its
-last epoch resumes exactly), then the AUPRC of the last ``last_k`` validation evaluations (kept in
+run folder (``runs/<method>/<recipe name>/[<experiment>/][cited/][<setting>/]digit<d>``, the
+experiment named only when it is not ``mnist_anomaly_offline``; a run stopped before its last epoch
+resumes exactly), then the AUPRC of the last ``last_k`` validation evaluations (kept in
 the checkpoint by the ``AnomalyDetection`` callback), with the AUPRC of each of the score's terms
 (``auprc_reconstruction_term``, ``auprc_prior_term``), becomes one record in
 ``docs/results/<method>_<experiment>.json``, and ``docs/results.md`` is regenerated.
@@ -104,7 +105,10 @@ def readings(state: dict, k: int) -> dict:
 
 
 def test_overlap(config: dict, digit: int, split: str) -> float:
-    """The share of the test split that is training digits, for ``digit`` held out under ``split``."""
+    """The share of the test split (the whole evaluation pool, before any validation share is set
+    aside) that is training digits, for ``digit`` held out under ``split``; 0 for ``disjoint``."""
+    if split == "disjoint":
+        return 0.0
     from lebm.config import build
 
     data = copy.deepcopy(config["data"])
@@ -192,7 +196,7 @@ def save_record(output: Path, record: dict, identity: Callable[[dict], object]) 
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = json.loads(output.read_text()) if output.exists() else []
         records = [r for r in records if identity(r) != identity(record)] + [record]
-        records.sort(key=lambda r: (r["metric"], r.get("data_split") or "", r.get("setting") or "", r["digit"]))
+        records.sort(key=lambda r: (r["metric"], r.get("data_split") or "disjoint", r.get("setting") or "", r["digit"]))
         output.write_text(json.dumps(records, indent=2) + "\n")
 
 
@@ -278,7 +282,9 @@ def main() -> None:
             "device": this_device(),
             "date": datetime.date.today().isoformat(),
         }
-        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("data_split")))
+        save_record(
+            output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("data_split") or "disjoint")
+        )
         render_results_md()
         print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", terms, tested)
 

@@ -72,11 +72,13 @@ def lookup_value(record: dict, key: str) -> float | None:
 def label(record: dict) -> str:
     """The method, its setting in parentheses, and a split other than the default in brackets."""
     name = f"{record['method']} ({record['setting']})" if record.get("setting") else record["method"]
-    return f"{name} [{record['data_split']} split]" if record.get("data_split") else name
+    split = record.get("data_split") or "disjoint"
+    return f"{name} [{split} split]" if split != "disjoint" else name
 
 
 def order(record: dict) -> tuple:
-    return (record["method"], record.get("data_split") or "", record.get("setting") or "", record.get("digit", -1))
+    split = record.get("data_split") or "disjoint"
+    return (record["method"], split, record.get("setting") or "", record.get("digit", -1))
 
 
 def experiment_table(experiment: str, ours: list[dict], published: list[dict]) -> list[str]:

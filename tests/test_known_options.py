@@ -172,3 +172,40 @@ def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
     assert first.stderr.splitlines()[0] == second.stderr.splitlines()[0], (first.stderr, second.stderr)
     assert message in second.stderr, second.stderr[-2000:]
     assert first.stderr.endswith("LIGHTNING True") and second.stderr.endswith("LIGHTNING False")
+
+
+def test_what_the_full_parser_accepts_is_never_refused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device: CPU. Cases from a review: help options, dotted keys in a recipe, a malformed cache,
+    and the same class path found in another folder (another checkout, another user module)."""
+    remember_options(expanded())
+    assert check_known_options(expanded("--model.help", "lebm.models.LatentEBM")) is None
+    assert check_known_options(expanded("--model.init_args.prior_lrr", "1", "--help")) is None
+    dotted = "model:\n  init_args:\n    prior.init_args.sampler.init_args.n_steps: 5\n"
+    assert check_known_options(expanded("-c", dotted)) is None
+    assert (
+        check_known_options(expanded("-c", "model.class_path: lebm.models.MultiStageNCE\n", "--model.n_stages", "2"))
+        is None
+    )
+
+    options = cache / "options.json"
+    for broken in ('{"lebm.models.LatentEBM": [1, 2]}', '{"lebm.models.LatentEBM": {"files": {}}}', "[1]", "{"):
+        options.write_text(broken)
+        assert check_known_options(expanded("--model.init_args.prior_lrr", "1")) is None, broken
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, name in ((first, "alpha"), (second, "beta")):
+        folder.mkdir()
+        (folder / "lebm_test_copy.py").write_text(
+            f"class Net:\n    def __init__(self, {name}: int = 1) -> None:\n        pass\n"
+        )
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  class_path: lebm_test_copy.Net\n  init_args: {beta: 2}\n")
+    monkeypatch.delitem(sys.modules, "lebm_test_copy", raising=False)
+    monkeypatch.syspath_prepend(str(first))
+    remember_options(expand_includes(["fit", "-c", str(recipe)]))  # recorded from a/: alpha only
+    assert "'beta' is not an option" in (check_known_options(expand_includes(["fit", "-c", str(recipe)])) or "")
+    monkeypatch.setattr(sys, "path", [str(second), *[p for p in sys.path if p != str(first)]])
+    monkeypatch.delitem(sys.modules, "lebm_test_copy")  # a new command: nothing of the user's imported yet
+    assert check_known_options(expand_includes(["fit", "-c", str(recipe)])) is None  # b/'s Net takes beta

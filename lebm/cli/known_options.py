@@ -9,9 +9,13 @@ Every command that imports Lightning anyway records those names for the classes 
 
 The check can only refuse what the full parser would refuse:
 
-- an entry is used only while the files it was read from are unchanged (their SHA-1 is stored:
-  the module named by the class path, the module defining the class, the file of its
-  ``__init__``); a class whose ``__init__`` takes ``**kwargs`` is never checked;
+- an entry is used only while the class would be imported from the same place (the origin of its
+  top-level package: another checkout or folder is another entry) and the files it was read from
+  are unchanged (their SHA-1 is stored: the module named by the class path, the module defining
+  the class, the file of its ``__init__``); a class whose ``__init__`` takes ``**kwargs`` is never
+  checked;
+- keys written as dotted paths in a recipe (``sub.init_args.b: 5``), help options and a malformed
+  cache are left to the full parser;
 - a part whose class changes between the recipe's files or on the command line is not checked
   (the full parser drops or keeps its settings by rules of its own);
 - anything else the full parser checks (types, values, missing classes) is left to it.
@@ -79,6 +83,9 @@ def _merge(part: Part, node: dict, implicit_class: str | None = None) -> None:
     if not isinstance(arguments, dict):
         return
     for key, value in arguments.items():
+        if "." in str(key):  # jsonargparse reads ``sub.init_args.b: 5`` as a path: not checked here
+            part.class_path = _MIXED
+            continue
         _merge_argument(part, str(key), value)
 
 
@@ -152,6 +159,8 @@ def compose(configs: list[str], overrides: list[tuple[str, str | None]]) -> dict
         loaded = yaml.safe_load(text)
         if not isinstance(loaded, dict):
             continue
+        for flat in [key for key in loaded if isinstance(key, str) and key.split(".")[0] in SECTIONS and "." in key]:
+            tree.setdefault(flat.split(".")[0], Part()).class_path = _MIXED  # ``model.class_path: X`` at the top
         for section in SECTIONS:
             node = loaded.get(section)
             if isinstance(node, str):  # ``model: SomeClass``
@@ -192,6 +201,10 @@ def split_arguments(args: list[str]) -> tuple[list[str], list[tuple[str, str | N
             configs.append(following)
             index += 2
             continue
+        if arg.startswith("--config="):
+            configs.append(arg.split("=", 1)[1])
+            index += 1
+            continue
         if arg.startswith("--") and arg[2:].split("=", 1)[0].split(".")[0] in SECTIONS:
             if "=" in arg:
                 flag, value = arg.split("=", 1)
@@ -219,11 +232,29 @@ def _read_cache() -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _valid(entry: Any) -> bool:
-    """An entry whose files are all unchanged since it was recorded."""
+def package_origin(class_path: str) -> str | None:
+    """Where the class path's top-level package or module is found now (``importlib``'s spec
+    origin): locating a top-level name imports nothing. Two checkouts of lebm, or two folders that
+    each hold a ``my_parts.py``, give different origins."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(class_path.split(".")[0])
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None else str(spec.origin)
+
+
+def _valid(entry: Any, class_path: str) -> bool:
+    """A well-formed entry, recorded from the copy of the class this command would import, whose
+    files are all unchanged since."""
     if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
         return False
-    return all(_digest(path) == digest for path, digest in entry["files"].items())
+    if not isinstance(entry.get("parameters"), list) or not isinstance(entry.get("open"), bool):
+        return False
+    if entry.get("origin") is None or entry.get("origin") != package_origin(class_path):
+        return False
+    return all(_digest(str(path)) == digest for path, digest in entry["files"].items())
 
 
 def check_known_options(args: list[str]) -> str | None:
@@ -232,16 +263,22 @@ def check_known_options(args: list[str]) -> str | None:
     ``args``: the command's arguments after ``lebm.cli.recipes.expand_includes``. Any part it cannot
     decide (an unreadable source, an unrecorded or changed class) is left to the full parser.
     """
+    try:
+        return _first_unknown_option(args)
+    except Exception:  # a check that cannot decide leaves the command to the full parser
+        return None
+
+
+def _first_unknown_option(args: list[str]) -> str | None:
+    if any(arg in ("-h", "--help") or arg.split("=", 1)[0].endswith(".help") for arg in args):
+        return None  # help, also jsonargparse's --model.help CLASS
     entries = _read_cache()
     if not entries:
         return None
-    try:
-        tree = compose(*split_arguments(args))
-    except (OSError, yaml.YAMLError, ValueError):
-        return None
+    tree = compose(*split_arguments(args))
     for key, part in parts(tree):
         entry = entries.get(part.class_path) if isinstance(part.class_path, str) else None
-        if entry is None or entry.get("open") or not _valid(entry):
+        if entry is None or not _valid(entry, part.class_path) or entry["open"]:
             continue
         accepted = entry["parameters"]
         for name in part.arguments:
@@ -276,6 +313,7 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
     return {
         "parameters": [name for name in names if name != "self"],
         "open": inspect.Parameter.VAR_KEYWORD in kinds,
+        "origin": package_origin(class_path),
         "files": {str(path): _digest(str(path)) for path in sorted(files)},
     }
 
@@ -289,7 +327,7 @@ def remember_options(args: list[str]) -> None:
         wanted = {part.class_path for _, part in parts(tree) if isinstance(part.class_path, str)}
         changed = False
         for class_path in sorted(wanted | {TRAINER_CLASS}):
-            if _valid(entries.get(class_path)):
+            if _valid(entries.get(class_path), class_path):
                 continue
             entry = describe_class(class_path)
             if entry is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lebm.cli.errors import SUBCOMMANDS, fail
 from lebm.cli.known_options import cache_dir, check_known_options, remember_options
+from lebm.cli.known_options import cache_file as known_options_file
 from lebm.cli.recipes import CONFIG_FLAGS, RecipeError, expand_includes
 from lebm.version import __version__
 
@@ -193,7 +194,7 @@ def main(args: list[str] | None = None) -> None:
         fail(str(error))
     misspelt = check_known_options(expanded)
     if misspelt:
-        fail(f"{misspelt}\n(all options: lebm {argv[0]} --help)")
+        fail(f"{misspelt}\n(all options: lebm {argv[0]} --help; names recorded in {known_options_file()})")
     from lebm.cli.app import run  # Lightning is imported here
 
     remember_options(expanded)

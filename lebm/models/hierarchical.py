@@ -20,6 +20,8 @@ from lebm.samplers import Sampler
 from lebm.samplers.chain import frozen_parameters
 
 UpdateOrder = Literal["generator_first", "ebm_first"]
+#: The checkpoint key of the KL warm-up's iteration count.
+WARMUP_KEY = "lebm_kl_warmup_iterations"
 
 
 class JointHierarchicalEBM(LatentVariableModel):
@@ -120,8 +122,9 @@ class JointHierarchicalEBM(LatentVariableModel):
                 f"model.init_args.kl_warmup_steps must be a number >= 0 (the warm-up's time constant in steps; "
                 f"0 = no warm-up), got {kl_warmup_steps!r}"
             )
-        if kl_warmup_steps:  # the iterations so far, saved with the weights (exact resume)
-            self.register_buffer("kl_warmup_iterations", torch.zeros((), dtype=torch.long))
+        # the iterations so far: saved in checkpoints beside the weights (WARMUP_KEY), not as a weight, so
+        # that checkpoints with and without a warm-up hold the same architecture
+        self.register_buffer("kl_warmup_iterations", torch.zeros((), dtype=torch.long), persistent=False)
         if update_order not in ("generator_first", "ebm_first"):
             raise ValueError(
                 f"model.init_args.update_order must be 'generator_first' (official code) or 'ebm_first' (paper), "
@@ -220,6 +223,14 @@ class JointHierarchicalEBM(LatentVariableModel):
         z = q.rsample(generator) if z is None else z
         with frozen_parameters([self.prior]):  # the bound reaches the EBM through U; only G and I step on it
             return variational_loss(self.decoder, x, q, z, self.prior, kl_weight=kl_weight)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[WARMUP_KEY] = int(self.kl_warmup_iterations)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.kl_warmup_iterations.fill_(int(checkpoint.get(WARMUP_KEY, 0)))
 
     def kl_weight(self) -> Tensor | float:
         """The KL term's weight at this iteration: ``1 - exp(-t / kl_warmup_steps)`` (``t`` the

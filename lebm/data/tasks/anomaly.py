@@ -203,7 +203,9 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
     def _read_pool(self) -> tuple[Tensor, Tensor]:
         parts = [read_mnist_idx(self.root, "test")]
         if self.pool == "full":
-            parts.append(read_mnist_idx(self.root, "train"))
+            # the cited loader puts the training images first (its npz split them into train, test and
+            # valid parts, an order not replayed here: the overlap is the same, the digits drawn differ)
+            parts.insert(0 if self.split == "cited" else 1, read_mnist_idx(self.root, "train"))
         else:
             parts.append(read_mnist_csv(locate_mnist_csv(self.root)))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
