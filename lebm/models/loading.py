@@ -28,5 +28,8 @@ def stored_method_class(path: str | Path) -> type:
 
 
 def load_method(path: str | Path, map_location: Any = None, **kwargs: Any) -> Any:
-    """``stored_method_class(path).load_from_checkpoint(path, map_location=..., **kwargs)``."""
-    return stored_method_class(path).load_from_checkpoint(path, map_location=map_location, **kwargs)
+    """``stored_method_class(path).load_from_checkpoint(path, map_location=..., **kwargs)``, in
+    evaluation mode: nets with BatchNorm use their running statistics, so ``score``, ``infer``,
+    ``reconstruct`` and ``generate`` do not depend on which examples share a batch (a Trainer puts
+    the model back in training mode when it fits it)."""
+    return stored_method_class(path).load_from_checkpoint(path, map_location=map_location, **kwargs).eval()

@@ -241,7 +241,7 @@ def test_nets_rebuild_from_their_configs() -> None:
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_a_joint_hierarchical_ebm_with_the_vlae_nets_trains_and_reloads(tmp_path: Path) -> None:
     """Two training steps on random 28x28 images on the CPU; the checkpoint reloads with lebm.load
-    (nets, BatchNorm statistics and gates included)."""
+    (nets, BatchNorm statistics and gates included), in evaluation mode."""
     prior = TiltedGaussianPrior(6, EnergyMLP(6, hidden=16), sampler=Langevin(5, 0.3), groups=GROUPS)
     model = JointHierarchicalEBM(
         GaussianDecoder(small_generator(), sigma=0.3), prior, small_encoder(), decoder_lr=1e-3, prior_lr=1e-3
@@ -268,6 +268,10 @@ def test_a_joint_hierarchical_ebm_with_the_vlae_nets_trains_and_reloads(tmp_path
     trainer.save_checkpoint(path)
     loaded = lebm.load(str(path))
     assert isinstance(loaded.decoder.net, VLAEGenerator) and isinstance(loaded.encoder, VLAELadderEncoder)
+    # loaded for use: evaluation mode, so an example's score does not depend on the rest of its batch
+    assert not loaded.training and not any(module.training for module in loaded.modules())
+    with torch.no_grad():
+        assert torch.allclose(loaded.score(x[:2]), loaded.score(x)[:2], atol=1e-4)
     state, reloaded = model.state_dict(), loaded.state_dict()
     assert state.keys() == reloaded.keys() and all(torch.equal(state[k], reloaded[k]) for k in state)
     model.eval()
