@@ -67,7 +67,7 @@ def gap(run_dir: Path, examples: int, seed: int) -> dict:
     module.setup("fit")
     held_out = module.anomaly_classes
     pool = module.test_dataset.source
-    labels = pool.labels if hasattr(pool, "labels") else torch.tensor([pool[i][1] for i in range(len(pool))])
+    labels = pool.labels  # InMemoryImages: every digit of the pool
     train = set(module.train_dataset.indices.tolist())
     test = module.test_dataset.indices.tolist()
     anomalous = [i for i in range(len(labels)) if int(labels[i]) in held_out]

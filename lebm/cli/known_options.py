@@ -90,7 +90,7 @@ def _merge(part: Part, node: dict, implicit_class: str | None = None) -> None:
 
 
 def _merge_argument(part: Part, key: str, value: Any) -> None:
-    name = key[:-1] if key.endswith("+") else key  # ``callbacks+:`` appends to ``callbacks``
+    name = key.removesuffix("+")  # ``callbacks+:`` appends to ``callbacks``
     current = part.arguments.get(name)
     if isinstance(value, dict) and ("class_path" in value or "init_args" in value):
         child = current if isinstance(current, Part) else Part()

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lebm.data.text.datamodule import TextDataModule
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentVariableHooks, PosteriorStart
 from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
@@ -132,7 +131,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         makes observations of the data's shape (``datamodule.sample_shape`` when known) and kind
         (sentences for a decoder that reads token ids, arrays for the others)."""
         if datamodule is not None:
-            sentences = isinstance(datamodule, TextDataModule) or hasattr(datamodule, "vocabulary")
+            sentences = hasattr(datamodule, "vocabulary")  # TextDataModule, or a user's text datamodule
             arrays = not sentences and getattr(datamodule, "sample_shape", None) is not None
             if (sentences or arrays) and sentences != bool(self.decoder_contract.reads_tokens):
                 data = "sentences (token ids)" if sentences else "arrays (images or vectors)"

@@ -65,11 +65,11 @@ class Quadratic(nn.Module):
         return self.a * (z - self.m).square().sum(1) / 2
 
 
-def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, batch_size: int = 64) -> None:
+def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, batch_size: int = 64) -> L.Trainer:
     """Train on ``x`` in order for ``steps`` optimiser steps (two per iteration when the EBM learns),
-    or for one epoch with ``steps=-1``."""
+    or for one epoch with ``steps=-1``; the trainer that did it."""
     loader = DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=False)
-    L.Trainer(
+    trainer = L.Trainer(
         max_steps=steps,
         max_epochs=1 if steps == -1 else -1,
         logger=False,
@@ -79,7 +79,9 @@ def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, b
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         num_sanity_val_steps=0,
-    ).fit(model, loader)
+    )
+    trainer.fit(model, loader)
+    return trainer
 
 
 def small_model(prior: Any = None, groups: list[int] | None = None, **kwargs: Any) -> JointHierarchicalEBM:
@@ -341,28 +343,15 @@ def test_the_kl_warm_up_weighs_the_kl_by_iterations_not_optimiser_steps(tmp_path
     checkpoint, and the weights are those of a model without a warm-up (no new key)."""
     torch.manual_seed(0)
     x = torch.randn(64, 2)
-    first = small_model(kl_warmup_steps=4.0)
-    trainer = L.Trainer(
-        max_steps=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        accelerator="cpu",
-    )
-    trainer.fit(first, DataLoader(TensorDataset(x), batch_size=64))
-    metrics = trainer.callback_metrics
+    metrics = fit(small_model(kl_warmup_steps=4.0), x, steps=2, tmp_path=tmp_path).callback_metrics  # one iteration
     assert abs(float(metrics["train/kl"])) > 1e-3  # a KL that would show in the loss (1e-5 below)
     assert float(metrics["train/loss"]) == pytest.approx(float(metrics["train/nll"]), abs=1e-5)
     assert float(metrics["train/kl_weight"]) == 0.0
 
     model = small_model(kl_warmup_steps=4.0)
-    fit(model, torch.randn(6 * 64, 2), steps=-1, tmp_path=tmp_path)  # one epoch: 6 iterations, 12 optimiser steps
+    trainer = fit(model, torch.randn(6 * 64, 2), steps=-1, tmp_path=tmp_path)  # 6 iterations, 12 optimiser steps
     assert int(model.kl_warmup_iterations) == 6
     assert float(model.kl_weight()) == pytest.approx(1 - math.exp(-6 / 4), abs=1e-6)
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.strategy.connect(model)
     trainer.save_checkpoint(tmp_path / "warm.ckpt")
     import lebm
 
