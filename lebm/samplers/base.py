@@ -110,6 +110,25 @@ class Sampler(Configurable):
         and its own ``cuda_graph`` does not keep it out."""
         return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
 
+    def scale_step_size(self, factor: float) -> float:
+        """Multiply this sampler's step size by ``factor`` (e.g. 0.5 after a divergence) and
+        return the new value. Samplers without a ``step_size`` say so; a wrapper (persistent
+        chains) scales the sampler it wraps; an adaptive sampler scales its adapted value too."""
+        if not factor > 0:
+            raise ValueError(f"a step size can only be scaled by a positive factor, got {factor}")
+        if not isinstance(getattr(self, "step_size", None), (int, float)):
+            raise TypeError(
+                f"{type(self).__name__} has no numeric step_size to lower: leave it out of the samplers a divergence "
+                "recovery lowers, or give it a scale_step_size(factor) method"
+            )
+        self.step_size = float(self.step_size) * float(factor)  # type: ignore[attr-defined]
+        return self.step_size  # type: ignore[attr-defined]
+
+    def prepare(self, z0: Tensor) -> None:
+        """Called with the chains' start ``(B, *shape)`` before every call runs (eagerly or captured):
+        a sampler whose state depends on the batch (per-chain step sizes) allocates it here, outside
+        any captured graph. The default does nothing."""
+
     def capture_settings(self) -> Hashable:
         """The settings a captured chain depends on: the class and every public attribute."""
         public = sorted((name, hashable(value)) for name, value in vars(self).items() if not name.startswith("_"))
@@ -147,6 +166,7 @@ class Sampler(Configurable):
             return_diagnostics: also return the diagnostics dict.
         """
         check_call(self, energy_fn, z0)
+        self.prepare(z0)
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)

@@ -145,18 +145,35 @@ class ChainTarget:
         self.inputs = tuple(inputs)
         self._energies: list[Tensor] = []
         self._grad_norms: list[Tensor] = []
+        self._notes: dict[str, list[Tensor]] = {}
         self._checked = False
 
-    def energy_and_grad(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def energy_and_grad(self, z: Tensor, *, record: bool = True) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
-        and ``(B, *shape)`` gradients. ``z`` itself is not modified and needs no gradient."""
-        return self._evaluate(z, with_energy=True)
+        and ``(B, *shape)`` gradients. ``z`` itself is not modified and needs no gradient.
+
+        ``record=False`` leaves this evaluation out of the diagnostics: a Metropolis-Hastings
+        sampler evaluates proposals and records the states its chains keep (:meth:`record_state`)."""
+        return self._evaluate(z, with_energy=True, record=record)
 
     def grad(self, z: Tensor) -> Tensor:
         """``grad U(z)`` ``(B, *shape)`` (cheaper than :meth:`energy_and_grad` when the energy is not needed)."""
-        return self._evaluate(z, with_energy=False)[1]
+        return self._evaluate(z, with_energy=False, record=True)[1]
 
-    def _evaluate(self, z: Tensor, with_energy: bool) -> tuple[Tensor, Tensor]:
+    def record_state(self, energy: Tensor, grad: Tensor) -> None:
+        """Record the diagnostics of the chains' current states from their ``(B,)`` energies and
+        ``(B, *shape)`` gradients (what :meth:`grad` records by itself); nothing unless ``record``."""
+        if self.record:
+            self._energies.append(energy.float().mean())
+            self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+
+    def note(self, name: str, value: Tensor) -> None:
+        """Record one more per-step diagnostic, e.g. ``note("acceptance", accept_prob.mean())``:
+        a device scalar appended to the ``name`` series (no host synchronisation)."""
+        if self.record:
+            self._notes.setdefault(name, []).append(value.detach().float().reshape(()))
+
+    def _evaluate(self, z: Tensor, with_energy: bool, record: bool) -> tuple[Tensor, Tensor]:
         state = z.detach().requires_grad_(True)
         energy = self.energy_fn(state, *self.inputs)
         if not self._checked:
@@ -165,19 +182,22 @@ class ChainTarget:
         energy = energy.detach()
         if self.reference_precision:
             grad = grad.add(state.detach(), alpha=self.reference_precision)
-            if with_energy or self.record:
+            if with_energy or (self.record and record):
                 energy = energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
-        if self.record:
-            self._energies.append(energy.float().mean())
-            self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+        if record:
+            self.record_state(energy, grad)
         return energy, grad
 
     def diagnostics(self) -> dict[str, Tensor]:
-        """``energy`` and ``grad_norm``, one value per gradient evaluation ``(K,)`` (empty
-        when nothing was recorded)."""
-        if not self._energies:
+        """``energy`` and ``grad_norm`` ``(K,)``: the batch means of the chains' energies and
+        gradient norms, one value per recorded state (for Langevin: per gradient evaluation), plus
+        each series of :meth:`note` (e.g. ``acceptance``, one value per Metropolis-Hastings step);
+        empty when nothing was recorded."""
+        if not self._energies and not self._notes:
             return {}
-        return {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)}
+        out = {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)} if self._energies else {}
+        out.update({name: torch.stack(values) for name, values in self._notes.items()})
+        return out
 
     def _check_energy(self, energy: Tensor, state: Tensor) -> None:
         self._checked = True

@@ -67,6 +67,14 @@ class PersistentChains(Sampler, nn.Module):
         """Captured only when the wrapped sampler's steps may be captured too."""
         return super().capture_allowed() and self.sampler.capture_allowed()
 
+    def scale_step_size(self, factor: float) -> float:
+        """Scale the step size of the wrapped sampler (the chains' transition)."""
+        return self.sampler.scale_step_size(factor)
+
+    def prepare(self, z0: Tensor) -> None:
+        """Let the wrapped sampler prepare for the drawn batch (it has ``z0``'s shape)."""
+        self.sampler.prepare(z0)
+
     def reset_rank_local_state(self, generator: torch.Generator | None = None) -> None:
         """Redraw the buffer ``N(0, init_std^2 I)`` from ``generator`` (each rank's own stream)."""
         noise = torch.randn(self.chains.shape, generator=generator, device=self.chains.device, dtype=self.chains.dtype)
