@@ -1,0 +1,141 @@
+"""Step-size adaptation by dual averaging (Hoffman & Gelman 2014, JMLR, section 3.2).
+
+A Metropolis-adjusted sampler (MALA, HMC) tunes its step size ``eps`` so that its mean acceptance
+probability approaches a target ``delta``. At the ``m``-th adaptation step, with ``alpha_m`` the
+acceptance probability just observed::
+
+    H_m           = (1 - 1/(m + t0)) H_{m-1} + (delta - alpha_m) / (m + t0)
+    log eps_m     = mu - sqrt(m) / gamma * H_m                 (the step size used next)
+    log epsbar_m  = m^-kappa log eps_m + (1 - m^-kappa) log epsbar_{m-1}
+
+with ``mu = log(10 eps_0)``, ``gamma = 0.05``, ``t0 = 10``, ``kappa = 0.75`` (the paper's values).
+Adaptation lasts ``warmup`` steps, counted over every call of the sampler; after it the sampler uses
+the averaged ``epsbar`` and the state stops changing (a chain is an exact MCMC kernel only then).
+
+The state lives in registered buffers, updated in place with ``torch.where`` on the step counter, so
+it is saved in checkpoints with the model that owns the sampler and a captured chain (a CUDA graph)
+keeps adapting while it replays: no host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+Sharing = Literal["shared", "per_chain"]
+
+GAMMA = 0.05
+T0 = 10.0
+KAPPA = 0.75
+
+
+class DualAveraging(nn.Module):
+    """The adaptation state of one sampler: the step counter and the dual-averaging statistics.
+
+    ``shared``: one step size for every chain, adapted on the batch-mean acceptance; state shape
+    ``()``. ``per_chain``: one step size per chain ``(B,)``, adapted on each chain's own acceptance;
+    the state is sized at the first call (:meth:`prepare`). A later call with another number of
+    chains during warm-up is refused; after warm-up its chains all use the median adapted step.
+
+    Args:
+        step_size: ``eps_0``, the first step size (``mu = log(10 eps_0)``).
+        target: ``delta``, the target mean acceptance probability.
+        warmup: the number of adaptation steps (0: no adaptation, ``eps_0`` throughout).
+        sharing: ``"shared"`` or ``"per_chain"``.
+    """
+
+    count: Tensor
+    mu: Tensor
+    h_bar: Tensor
+    log_step: Tensor
+    log_step_avg: Tensor
+
+    def __init__(self, step_size: float, target: float, warmup: int, sharing: Sharing = "shared") -> None:
+        super().__init__()
+        if not 0.0 < target < 1.0:
+            raise ValueError(f"the target acceptance of step-size adaptation must be in (0, 1), got {target}")
+        if warmup < 0:
+            raise ValueError(f"adaptation warm-up must be >= 0 steps, got {warmup}")
+        if sharing not in ("shared", "per_chain"):
+            raise ValueError(f"step-size adaptation must be 'shared' or 'per_chain', got {sharing!r}")
+        self.target = float(target)
+        self.warmup = int(warmup)
+        self.sharing = sharing
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("mu", torch.full((), math.log(10.0 * step_size)))
+        self.register_buffer("h_bar", torch.zeros(()))
+        self.register_buffer("log_step", torch.full((), math.log(step_size)))
+        self.register_buffer("log_step_avg", torch.full((), math.log(step_size)))
+
+    @property
+    def finished(self) -> bool:
+        """Whether warm-up is over (reads the counter: a host synchronisation, not for chains)."""
+        return bool(self.count >= self.warmup)
+
+    def prepare(self, chains: int, device: torch.device) -> None:
+        """Size a per-chain state for ``chains`` chains (at the first call) and move the state to
+        ``device``; a shared state needs nothing. Runs outside any captured graph."""
+        if self.sharing != "per_chain" or self.log_step.dim() == 1 and len(self.log_step) == chains:
+            return
+        if self.log_step.dim() == 0:
+            for name in ("h_bar", "log_step", "log_step_avg"):
+                setattr(self, name, getattr(self, name).expand(chains).clone())
+        elif not self.finished:
+            raise ValueError(
+                f"per-chain step-size adaptation started with {len(self.log_step)} chains and got a call with {chains} "
+                "during its warm-up: keep the number of chains fixed while adapting, or adapt a 'shared' step size"
+            )
+
+    def step_size(self, like: Tensor) -> Tensor:
+        """The step size of the next step, ``(B, 1, ..., 1)`` to broadcast over states ``like``
+        ``(B, *shape)``: ``eps_m`` during warm-up, ``epsbar`` after it."""
+        log_step = torch.where(self.count < self.warmup, self.log_step, self.log_step_avg)
+        if log_step.dim() == 1 and len(log_step) != like.shape[0]:  # after warm-up, another batch
+            log_step = log_step.median().expand(like.shape[0])
+        step = log_step.exp().to(like.dtype)
+        return step.view(-1, *([1] * (like.dim() - 1))) if step.dim() == 1 else step
+
+    def update(self, accept_prob: Tensor) -> None:
+        """One dual-averaging step from the chains' acceptance probabilities ``(B,)``, in place;
+        nothing changes once ``warmup`` steps are done."""
+        if self.warmup == 0:
+            return
+        alpha = accept_prob.detach().to(self.h_bar.dtype)
+        if self.sharing == "shared" or (self.h_bar.dim() == 1 and len(self.h_bar) != len(alpha)):
+            alpha = alpha.mean()
+        adapting = self.count < self.warmup
+        m = self.count + 1
+        weight = 1.0 / (m + T0)
+        h_bar = (1 - weight) * self.h_bar + weight * (self.target - alpha)
+        log_step = self.mu - m.sqrt() / GAMMA * h_bar
+        eta = m.pow(-KAPPA)
+        log_step_avg = eta * log_step + (1 - eta) * self.log_step_avg
+        self.h_bar.copy_(torch.where(adapting, h_bar, self.h_bar))
+        self.log_step.copy_(torch.where(adapting, log_step, self.log_step))
+        self.log_step_avg.copy_(torch.where(adapting, log_step_avg, self.log_step_avg))
+        self.count.add_(adapting.to(self.count.dtype))
+
+    def scale(self, factor: float) -> None:
+        """Multiply every step size held (the first, the current and the averaged) by ``factor``."""
+        shift = math.log(factor)
+        with torch.no_grad():
+            self.mu.add_(shift)
+            self.log_step.add_(shift)
+            self.log_step_avg.add_(shift)
+
+    def _load_from_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """A per-chain state is sized at its first call: take the checkpoint's size when loading."""
+        for name in ("h_bar", "log_step", "log_step_avg"):
+            saved = state_dict.get(prefix + name)
+            if isinstance(saved, Tensor) and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}, warmup={self.warmup}, sharing={self.sharing!r}"

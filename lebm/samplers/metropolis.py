@@ -1,0 +1,135 @@
+"""What the Metropolis-adjusted samplers (MALA, HMC) share: the accept/reject step, the acceptance
+diagnostics and the adapted step size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lebm.samplers.adaptation import DualAveraging, Sharing
+from lebm.samplers.base import Sampler
+from lebm.samplers.chain import ChainTarget
+
+
+def per_chain(values: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` values viewed as ``(B, 1, ..., 1)`` to broadcast over states ``like`` ``(B, *shape)``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+class MetropolisSampler(Sampler, nn.Module):
+    """Base of samplers that propose a move and accept it with the Metropolis-Hastings probability
+    ``min(1, exp(log_alpha))``, per chain, with ``torch.where`` (no host synchronisation).
+
+    Every accepted-or-kept state is recorded in the diagnostics (``energy``, ``grad_norm``) with the
+    batch-mean acceptance probability of the step (``acceptance``) and, while the step size adapts,
+    its batch mean (``step_size``).
+
+    Step-size adaptation (:class:`~lebm.samplers.adaptation.DualAveraging`) runs during the first
+    ``adapt_steps`` steps counted over all calls; its state is a registered buffer of this sampler
+    (an ``nn.Module``), saved in the checkpoints of the model that owns it.
+
+    Args:
+        n_steps: the number of Metropolis-Hastings steps per call.
+        step_size: the first (or, without adaptation, the only) step size.
+        target_acceptance: the mean acceptance probability adaptation aims at.
+        adapt_steps: the number of adaptation steps (0: the step size stays ``step_size``).
+        adapt: ``"shared"`` (one step size for all chains) or ``"per_chain"``.
+        cuda_graph: on a CUDA device, run a call as one captured CUDA graph (see ``Sampler``).
+    """
+
+    capturable = True
+
+    def __init__(
+        self,
+        n_steps: int,
+        step_size: float,
+        target_acceptance: float,
+        adapt_steps: int = 0,
+        adapt: Sharing = "shared",
+        cuda_graph: bool = True,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if n_steps < 0:
+            raise ValueError(f"{name} n_steps must be >= 0, got {n_steps}")
+        if not step_size > 0:
+            raise ValueError(f"{name} step_size must be > 0, got {step_size}")
+        self.n_steps = int(n_steps)
+        self.step_size = float(step_size)
+        self.target_acceptance = float(target_acceptance)
+        self.adapt_steps = int(adapt_steps)
+        self.adapt = adapt
+        self.cuda_graph = bool(cuda_graph)
+        self.adaptation = DualAveraging(self.step_size, self.target_acceptance, self.adapt_steps, adapt)
+
+    def capture_allowed(self) -> bool:
+        """A chain of no steps has nothing to capture."""
+        return super().capture_allowed() and self.n_steps > 0
+
+    def prepare(self, z0: Tensor) -> None:
+        """Size a per-chain adaptation state for ``z0``'s chains and keep the state on their device."""
+        if self.adaptation.count.device != z0.device:
+            self.adaptation.to(z0.device)
+        self.adaptation.prepare(z0.shape[0], z0.device)
+
+    def scale_step_size(self, factor: float) -> float:
+        """Scale ``step_size`` and every adapted step size by ``factor``; returns the new ``step_size``."""
+        new = super().scale_step_size(factor)
+        self.adaptation.scale(factor)
+        return new
+
+    @property
+    def adapted_step_size(self) -> Tensor:
+        """The step size the chains use now: ``()``, or ``(B,)`` per chain (a host read is up to you)."""
+        return torch.where(
+            self.adaptation.count < self.adaptation.warmup, self.adaptation.log_step, self.adaptation.log_step_avg
+        ).exp()
+
+    def current_step(self, z: Tensor) -> Tensor | float:
+        """The step size of the next step: the float ``step_size`` without adaptation, else a
+        device tensor ``()`` or ``(B, 1, ..., 1)``."""
+        return self.adaptation.step_size(z) if self.adapt_steps else self.step_size
+
+    def metropolis(
+        self,
+        target: ChainTarget,
+        current: tuple[Tensor, Tensor, Tensor],
+        proposal: tuple[Tensor, Tensor, Tensor],
+        log_alpha: Tensor,
+        step: Tensor | float,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Accept each chain's proposal with probability ``min(1, exp(log_alpha))`` ``(B,)``.
+
+        ``current`` and ``proposal`` are ``(state (B, *shape), energy (B,), grad (B, *shape))``;
+        returns the kept triple. A non-finite ``log_alpha`` (a proposal whose energy is NaN or
+        infinite) is rejected. Records the diagnostics and takes one adaptation step.
+        """
+        z, energy, grad = current
+        z_new, energy_new, grad_new = proposal
+        uniform = torch.rand(z.shape[0], device=z.device, generator=generator)
+        accept = torch.log(uniform) < log_alpha  # False for NaN
+        accept_prob = torch.nan_to_num(log_alpha.clamp(max=0.0).exp(), nan=0.0)
+        mask = per_chain(accept, z)
+        z = torch.where(mask, z_new, z)
+        energy = torch.where(accept, energy_new, energy)
+        grad = torch.where(mask, grad_new, grad)
+        target.record_state(energy, grad)
+        target.note("acceptance", accept_prob.mean())
+        if self.adapt_steps:
+            target.note("step_size", torch.as_tensor(step).float().mean())
+            self.adaptation.update(accept_prob)
+        return z, energy, grad
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's settings, for ``repr``."""
+        return {
+            name: getattr(self, name)
+            for name in ("n_steps", "step_size", "target_acceptance", "adapt_steps", "adapt")
+            if hasattr(self, name)
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"

@@ -1,0 +1,180 @@
+"""MALA and HMC: statistics on analytic targets, acceptance, step-size adaptation, state in
+checkpoints. Device: CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lebm.samplers import HMC, MALA, Langevin, PersistentChains
+
+COV = torch.tensor([[1.0, 0.8], [0.8, 1.0]])
+PRECISION = torch.linalg.inv(COV)  # eigenvalues 1/1.8 and 1/0.2 = 5
+
+
+def gaussian_energy(z: torch.Tensor) -> torch.Tensor:
+    """``U(z) = z^T COV^-1 z / 2`` ``(B,)``: a correlated 2-D Gaussian."""
+    return 0.5 * ((z @ PRECISION) * z).sum(1)
+
+
+MIXTURE_MEANS = torch.tensor([[-1.2, 0.0], [1.2, 0.0]])
+MIXTURE_WEIGHTS = torch.tensor([0.3, 0.7])
+
+
+def mixture_energy(z: torch.Tensor) -> torch.Tensor:
+    """A two-component mixture of unit Gaussians at (+-1.2, 0), weights 0.3 and 0.7 ``(B,)``."""
+    squared = (z.unsqueeze(1) - MIXTURE_MEANS).square().sum(2)
+    return -torch.logsumexp(MIXTURE_WEIGHTS.log() - squared / 2, dim=1)
+
+
+def run(sampler, energy, n: int = 4000, seed: int = 0, start_std: float = 1.0, **kwargs):
+    generator = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(n, 2, generator=generator) * start_std
+    return sampler(energy, z0, inputs=(), generator=generator, return_diagnostics=True, **kwargs)
+
+
+SAMPLERS = {
+    "MALA": lambda: MALA(n_steps=150, step_size=0.7),
+    "HMC": lambda: HMC(n_steps=40, step_size=0.3, n_leapfrog=5),
+    "HMC-mass": lambda: HMC(n_steps=100, step_size=0.3, n_leapfrog=5, mass=[1.0, 2.0]),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_samples_a_correlated_gaussian(name: str) -> None:
+    """4000 chains: mean within 0.06 of 0, covariance entries within 0.08 of COV (Monte Carlo
+    error of 4000 draws is about 0.02-0.03)."""
+    z, stats = run(SAMPLERS[name](), gaussian_energy)
+    assert z.mean(0).abs().max() < 0.06
+    assert (torch.cov(z.T) - COV).abs().max() < 0.08
+    assert 0.3 < float(stats["acceptance"].mean()) < 1.0
+
+
+@pytest.mark.parametrize("name", ["MALA", "HMC"])
+def test_samples_a_two_component_mixture(name: str) -> None:
+    """The share of mass on the right (x > 0) and the mean of x match the mixture's values."""
+    z, _ = run(SAMPLERS[name](), mixture_energy, start_std=2.0, seed=1)
+    # P(x > 0) = sum_k w_k Phi(mu_k), mean x = sum_k w_k mu_k
+    phi = 0.5 * (1 + torch.erf(MIXTURE_MEANS[:, 0] / math.sqrt(2)))
+    assert abs(float((z[:, 0] > 0).float().mean()) - float((MIXTURE_WEIGHTS * phi).sum())) < 0.03
+    assert abs(float(z[:, 0].mean()) - float((MIXTURE_WEIGHTS * MIXTURE_MEANS[:, 0]).sum())) < 0.08
+
+
+def test_mala_is_exact_where_unadjusted_langevin_is_biased() -> None:
+    """At s = 0.5 unadjusted Langevin's stationary variance along the precision-5 direction is
+    2 / (2 - 5 s^2/2) = 1.45 times the true 0.2; MALA's is the true one."""
+    major = torch.tensor([1.0, -1.0]) / math.sqrt(2)  # eigenvector of COV with variance 0.2
+    z_ula, _ = run(Langevin(n_steps=150, step_size=0.5), gaussian_energy)
+    z_mala, _ = run(MALA(n_steps=150, step_size=0.5), gaussian_energy)
+    var_ula, var_mala = float((z_ula @ major).var()), float((z_mala @ major).var())
+    assert var_ula / 0.2 > 1.3  # the bias, visible
+    assert abs(var_mala / 0.2 - 1) < 0.07
+
+
+def test_a_rejected_proposal_with_a_nan_energy_leaves_the_chain_where_it_was() -> None:
+    """An energy that is NaN for x > 2 (a hole in the target): no chain ever enters it."""
+
+    def holed(z: torch.Tensor) -> torch.Tensor:
+        energy = z.square().sum(1) / 2
+        return torch.where(z[:, 0] > 2.0, torch.full_like(energy, float("nan")), energy)
+
+    generator = torch.Generator().manual_seed(0)
+    z0 = torch.randn(2000, 2, generator=generator).clamp(max=1.9)
+    z, stats = MALA(n_steps=60, step_size=0.9)(holed, z0, generator=generator, return_diagnostics=True)
+    assert torch.isfinite(z).all() and bool((z[:, 0] <= 2.0).all())
+    assert torch.isfinite(stats["energy"]).all()
+
+
+def test_mala_adaptation_reaches_its_target_acceptance() -> None:
+    """Started at a step far too small (acceptance near 1), dual averaging brings MALA's acceptance
+    after warm-up to the target 0.574 within 0.03, then stops changing the step size."""
+    sampler = MALA(n_steps=400, step_size=0.05, adapt_steps=300)
+    _, stats = run(sampler, gaussian_energy, n=1000)
+    assert float(stats["acceptance"][0]) > 0.9
+    assert abs(float(stats["acceptance"][320:].mean()) - 0.574) < 0.03
+    steps = stats["step_size"]
+    assert torch.all(steps[300:] == steps[-1]) and float(steps[-1]) > 3 * sampler.step_size
+    assert int(sampler.adaptation.count) == 300
+
+
+def test_hmc_adaptation_meets_its_target_during_warm_up_and_stays_at_or_above_it() -> None:
+    """HMC's acceptance falls off a cliff at the leapfrog's stability limit, so the dual-averaging
+    iterates oscillate around the step that meets the target: their acceptance averages to the
+    target 0.65 (within 0.03 over the warm-up's second half), and the averaged step used after
+    warm-up sits below the cliff: acceptance at or above the target (0.90 here, where the iterates span 0.4 to 1.2)."""
+    sampler = HMC(n_steps=700, step_size=0.02, n_leapfrog=5, adapt_steps=600)
+    _, stats = run(sampler, gaussian_energy, n=1000)
+    acceptance = stats["acceptance"]
+    assert float(acceptance[0]) > 0.9
+    assert abs(float(acceptance[300:600].mean()) - 0.65) < 0.03
+    assert 0.62 < float(acceptance[620:].mean()) < 0.95
+    assert torch.all(stats["step_size"][600:] == stats["step_size"][-1])
+
+
+def test_adaptation_counts_steps_over_calls_and_the_state_round_trips() -> None:
+    """Warm-up spans calls; a state_dict (what a checkpoint holds) restores the adapted step,
+    per chain too, into a fresh sampler."""
+    sampler = MALA(n_steps=30, step_size=0.05, adapt_steps=50, adapt="per_chain")
+    for seed in range(3):
+        run(sampler, gaussian_energy, n=16, seed=seed)
+    assert int(sampler.adaptation.count) == 50 and sampler.adapted_step_size.shape == (16,)
+    fresh = MALA(n_steps=30, step_size=0.05, adapt_steps=50, adapt="per_chain")
+    fresh.load_state_dict(sampler.state_dict())
+    assert torch.equal(fresh.adapted_step_size, sampler.adapted_step_size)
+    assert float(sampler.adapted_step_size.median()) > 0.2
+    adapting = MALA(n_steps=5, step_size=0.05, adapt_steps=50, adapt="per_chain")
+    run(adapting, gaussian_energy, n=16)
+    with pytest.raises(ValueError, match="keep the number of chains fixed"):
+        run(adapting, gaussian_energy, n=8)
+
+
+def test_per_chain_adaptation_after_warm_up_serves_another_batch_with_the_median_step() -> None:
+    sampler = MALA(n_steps=40, step_size=0.05, adapt_steps=40, adapt="per_chain")
+    run(sampler, gaussian_energy, n=16)
+    _, stats = run(sampler, gaussian_energy, n=8, seed=3)
+    assert torch.allclose(stats["step_size"], sampler.adapted_step_size.median().expand(40))
+
+
+def test_scaling_the_step_size_scales_the_adapted_one_too() -> None:
+    """What a divergence recovery does: every step size held, adapted or not, halves."""
+    sampler = MALA(n_steps=20, step_size=0.05, adapt_steps=20)
+    run(sampler, gaussian_energy, n=64)
+    before = float(sampler.adapted_step_size)
+    assert sampler.scale_step_size(0.5) == pytest.approx(0.025)
+    assert float(sampler.adapted_step_size) == pytest.approx(before / 2)
+    chains = PersistentChains(MALA(5, 0.2), [2], buffer_size=8)
+    assert chains.scale_step_size(0.5) == pytest.approx(0.1) and chains.sampler.step_size == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="positive factor"):
+        sampler.scale_step_size(0.0)
+
+
+def test_chains_are_reproducible_from_the_generator_and_differ_across_seeds() -> None:
+    for make in (lambda: MALA(20, 0.5), lambda: HMC(5, 0.3, n_leapfrog=3)):
+        a, _ = run(make(), gaussian_energy, n=32, seed=5)
+        b, _ = run(make(), gaussian_energy, n=32, seed=5)
+        c, _ = run(make(), gaussian_energy, n=32, seed=6)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_reference_term_is_part_of_the_target() -> None:
+    """``U(z) = ||z - 2||^2/2`` plus a N(0, I) reference is N(1, I/2)."""
+    for sampler in (MALA(100, 0.6), HMC(30, 0.3, n_leapfrog=4)):
+        z, _ = run(sampler, lambda z: (z - 2).square().sum(1) / 2, reference_precision=1.0)
+        assert (z.mean(0) - 1).abs().max() < 0.05 and (z.var(0) - 0.5).abs().max() < 0.05
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="step_size must be > 0"):
+        MALA(step_size=0.0)
+    with pytest.raises(ValueError, match="n_leapfrog must be >= 1"):
+        HMC(n_leapfrog=0)
+    with pytest.raises(ValueError, match="target acceptance"):
+        MALA(target_acceptance=1.5)
+    with pytest.raises(ValueError, match="'shared' or 'per_chain'"):
+        HMC(adapt="each")
+    with pytest.raises(ValueError, match="mass must be positive"):
+        HMC(mass=[1.0, -1.0])
+    with pytest.raises(ValueError, match="one value per coordinate"):
+        run(HMC(2, 0.1, mass=[1.0, 2.0, 3.0]), gaussian_energy, n=4)
