@@ -382,10 +382,13 @@ def latent_nets(prior: Prior) -> list[tuple[str, nn.Module]]:
 
 
 def chain_logs(prefix: str, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Energy and gradient norm at the first and last step of a chain (no host sync)."""
+    """Energy and gradient norm (and any other per-step series) at the first and last step of a
+    chain; a Metropolis-adjusted chain's acceptance as its mean over the steps (no host sync)."""
     logs: dict[str, Tensor] = {}
     for name, per_step in stats.items():
-        if len(per_step):
+        if name == "acceptance" and len(per_step):
+            logs[f"{prefix}_acceptance"] = per_step.mean()
+        elif len(per_step):
             logs[f"{prefix}_{name}_first"] = per_step[0]
             logs[f"{prefix}_{name}_last"] = per_step[-1]
     return logs

@@ -1,10 +1,12 @@
 """MCMC samplers: stateless maths over an energy function given at call time.
 
 ``base.py``: the ``Sampler`` contract; ``chain.py``: ``ChainTarget`` and ``chain_context``, what every
-chain gets right; ``langevin.py`` (unadjusted), ``mala.py`` and ``hmc.py`` (Metropolis-adjusted, on ``metropolis.py``, with
-``adaptation.py``'s step sizes), ``persistent.py``: the samplers; ``capture/``: whole-chain CUDA graphs.
+chain gets right; ``langevin.py`` (unadjusted), ``mala.py`` and ``hmc.py`` (Metropolis-adjusted, on
+``metropolis.py``, with ``adaptation.py``'s step sizes), ``persistent.py``: the samplers;
+``capture/``: whole-chain CUDA graphs.
 """
 
+from lebm.samplers.adaptation import DualAveraging
 from lebm.samplers.base import Sampler, SamplerOutput
 from lebm.samplers.chain import (
     ChainTarget,
@@ -14,7 +16,6 @@ from lebm.samplers.chain import (
     frozen_parameters,
     modules_in_mode,
 )
-from lebm.samplers.adaptation import DualAveraging
 from lebm.samplers.hmc import HMC
 from lebm.samplers.langevin import Langevin
 from lebm.samplers.mala import MALA

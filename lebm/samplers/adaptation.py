@@ -14,7 +14,9 @@ the averaged ``epsbar`` and the state stops changing (a chain is an exact MCMC k
 
 The state lives in registered buffers, updated in place with ``torch.where`` on the step counter, so
 it is saved in checkpoints with the model that owns the sampler and a captured chain (a CUDA graph)
-keeps adapting while it replays: no host synchronisation.
+keeps adapting while it replays: no host synchronisation. Under DDP each rank adapts on its own
+chains (no collective inside a chain), so the state is rank-local (``rank_local_buffers``): a
+checkpoint keeps every rank's, and resuming gives each rank its own back.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class DualAveraging(nn.Module):
         sharing: ``"shared"`` or ``"per_chain"``.
     """
 
+    #: Each rank adapts on its own chains' acceptance: its state is kept per rank in checkpoints.
+    rank_local_buffers = ("count", "h_bar", "log_step", "log_step_avg")
     count: Tensor
     mu: Tensor
     h_bar: Tensor
@@ -127,9 +131,7 @@ class DualAveraging(nn.Module):
             self.log_step.add_(shift)
             self.log_step_avg.add_(shift)
 
-    def _load_from_state_dict(
-        self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         """A per-chain state is sized at its first call: take the checkpoint's size when loading."""
         for name in ("h_bar", "log_step", "log_step_avg"):
             saved = state_dict.get(prefix + name)

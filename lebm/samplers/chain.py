@@ -195,7 +195,9 @@ class ChainTarget:
         empty when nothing was recorded."""
         if not self._energies and not self._notes:
             return {}
-        out = {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)} if self._energies else {}
+        out = {}
+        if self._energies:
+            out = {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)}
         out.update({name: torch.stack(values) for name, values in self._notes.items()})
         return out
 

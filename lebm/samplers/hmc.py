@@ -67,8 +67,8 @@ class HMC(MetropolisSampler):
         size = z0[0].numel()
         if self.inverse_mass.numel() not in (1, size):
             raise ValueError(
-                f"HMC mass has {self.inverse_mass.numel()} values but a state of shape {tuple(z0.shape[1:])} has {size} "
-                "coordinates: give one value per coordinate, or a single number"
+                f"HMC mass has {self.inverse_mass.numel()} values but a state of shape {tuple(z0.shape[1:])} has "
+                f"{size} coordinates: give one value per coordinate, or a single number"
             )
         if self.inverse_mass.device != z0.device or self.inverse_mass.dtype != z0.dtype:
             self.inverse_mass = self.inverse_mass.to(device=z0.device, dtype=z0.dtype)
@@ -97,7 +97,8 @@ class HMC(MetropolisSampler):
                 energy_new, grad_new = target.energy_and_grad(q, record=False)
                 p = p - (step if leap < self.n_leapfrog - 1 else step / 2) * grad_new
             log_alpha = energy + kinetic(p0) - energy_new - kinetic(p)
-            z, energy, grad = self.metropolis(target, (z, energy, grad), (q, energy_new, grad_new), log_alpha, step, generator)
+            current, proposal = (z, energy, grad), (q, energy_new, grad_new)
+            z, energy, grad = self.metropolis(target, current, proposal, log_alpha, step, generator)
         return z
 
     def settings(self) -> dict[str, object]:

@@ -178,3 +178,41 @@ def test_settings_are_checked() -> None:
         HMC(mass=[1.0, -1.0])
     with pytest.raises(ValueError, match="one value per coordinate"):
         run(HMC(2, 0.1, mass=[1.0, 2.0, 3.0]), gaussian_energy, n=4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MALA(6, 0.3, adapt_steps=10),
+        lambda: HMC(3, 0.2, n_leapfrog=2, adapt_steps=4, adapt="per_chain", mass=[1.0, 2.0]),
+    ],
+    ids=["MALA", "HMC-per-chain"],
+)
+def test_a_strict_replay_of_the_recorded_chain_is_the_eager_chain(make) -> None:
+    """Under the CPU's strict op replay (a CUDA graph's rules: the recorded operations replayed with
+    their Python numbers baked in), the chains, their acceptance, the adapted step sizes, the
+    adaptation counter and the caller's stream match an eager sampler's, call after call."""
+    from lebm.samplers.capture.cache import capture_stats, emulate_on_cpu
+
+    energy = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
+
+    def total(z: torch.Tensor) -> torch.Tensor:
+        return energy(z).squeeze(1) + gaussian_energy(z)
+
+    eager, captured = make(), make()
+    eager.cuda_graph = False  # keeps this one out of capture
+    streams = [torch.Generator().manual_seed(2) for _ in range(2)]
+    with emulate_on_cpu():
+        for seed in (1, 2, 3):
+            z0 = torch.randn(32, 2, generator=torch.Generator().manual_seed(seed))
+            runs = [
+                sampler(total, z0, inputs=(), freeze=[energy], generator=stream, return_diagnostics=True)
+                for sampler, stream in zip((eager, captured), streams, strict=True)
+            ]
+            (z_eager, stats_eager), (z_replay, stats_replay) = runs
+            assert torch.equal(z_eager, z_replay)
+            assert torch.equal(stats_eager["acceptance"], stats_replay["acceptance"])
+            assert torch.equal(streams[0].get_state(), streams[1].get_state())
+            for name, buffer in eager.adaptation.named_buffers():
+                assert torch.equal(buffer, captured.adaptation.get_buffer(name)), name
+    assert capture_stats([captured]) == {"captures": 1, "replays": 2, "eager_calls": 0}
