@@ -8,6 +8,7 @@ from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 from lebm.callbacks.probe import LatentProbe
+from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
 from lebm.speed.chain_capture import ChainCapture
 from lebm.speed.fast_nets import FastNets, apply_fast_paths
@@ -16,6 +17,7 @@ from lebm.speed.threads import CPUThreads
 __all__ = [
     "CPUThreads",
     "ChainCapture",
+    "DivergenceRecovery",
     "FID",
     "FastNets",
     "InterruptCheckpoint",

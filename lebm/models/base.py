@@ -19,8 +19,10 @@ from torch import Tensor, nn
 from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
-from lebm.models.guard import DivergenceGuard
+from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hooks import MethodHooks, as_list
+from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
+from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import apply_optimizer_settings
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
@@ -79,7 +81,10 @@ class Method(MethodHooks, L.LightningModule):
       learning-rate scheduler once per epoch (:meth:`schedulers_to_step`).
     - **the divergence guard**: :meth:`finish_training_step` checks the step's logged quantities
       and chain states (non-finite always stops; ``divergence_limits`` from
-      ``divergence_after_epoch`` on) before logging them.
+      ``divergence_after_epoch`` on) before logging them. With a recovery policy
+      (:attr:`divergence_recovery`, attached by the ``lebm.callbacks.DivergenceRecovery`` callback)
+      a trip rolls back to the last good state and goes on with lower step sizes and learning rates
+      (:mod:`lebm.models.recovery`).
     - **random streams**: training chains draw from :attr:`train_generator` (per rank, from the
       run's seed and the global rank), evaluation from :attr:`eval_generator`; checkpoints keep
       every rank's streams and rank-local buffers, so resuming continues the same run exactly.
@@ -98,6 +103,10 @@ class Method(MethodHooks, L.LightningModule):
         self.automatic_optimization = False
         self.guard = DivergenceGuard(divergence_limits, divergence_after_epoch, hint=self.divergence_hint)
         self.random_streams = RandomStreams()
+        #: What a divergence does besides stopping: None stops training (the default).
+        self.divergence_recovery: RecoveryPolicy | None = None
+        #: The recoveries this run made (saved in checkpoints, re-applied on load).
+        self.recovery_record = RecoveryRecord()
         self._unrecorded: dict[str, str] = {}
         self._warned_unrecorded = False
 
@@ -169,17 +178,34 @@ class Method(MethodHooks, L.LightningModule):
         self, logs: Mapping[str, Tensor], watch: Mapping[str, Tensor] | None = None, batch_idx: int = 0
     ) -> None:
         """Check ``logs`` and the tensors in ``watch`` (e.g. chain states) with the divergence
-        guard, then log ``logs``. Raises :class:`~lebm.models.guard.TrainingDiverged`."""
+        guard, then log ``logs``. Raises :class:`~lebm.models.guard.TrainingDiverged`, unless a
+        recovery policy (:attr:`divergence_recovery`) has a recovery left: then the step's values
+        are not logged, the model rolls back to its last snapshot with lowered step sizes and
+        learning rates, and training goes on with the next batch."""
         decide = None
         if self._trainer is not None and self.trainer.world_size > 1:
             decide = lambda bad: self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # noqa: E731
-        self.guard.check(
-            {**logs, **(watch or {})},
-            epoch=self.current_epoch,
-            step=batch_idx,
-            decide=decide,
-        )
+        policy = self.divergence_recovery
+        try:
+            self.guard.check(
+                {**logs, **(watch or {})},
+                epoch=self.current_epoch,
+                step=batch_idx,
+                decide=decide,
+            )
+        except TrainingDiverged as diverged:
+            if policy is None:
+                raise
+            if not policy.can_recover(self.recovery_record):
+                raise TrainingDiverged(policy.exhausted(str(diverged), self.recovery_record), diverged.cause) from None
+            policy.recover(self, self.recovery_record, diverged.cause, self.current_epoch, batch_idx)
+            self.log("recovery/count", float(self.recovery_record.count))
+            return
+        if policy is not None:
+            logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
         self.log_dict(dict(logs))
+        if policy is not None:
+            policy.after_good_step(self)
 
     # ------------------------------------------------------------------------ random streams
     @property
@@ -210,6 +236,8 @@ class Method(MethodHooks, L.LightningModule):
                 reset = getattr(module, "reset_rank_local_state", None)
                 if callable(reset):
                     reset(generator=self.random_streams.train)
+        if self.divergence_recovery is not None:
+            self.divergence_recovery.take_snapshot(self)  # the state training starts (or resumes) from
 
     def on_validation_epoch_start(self) -> None:
         self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
@@ -219,8 +247,15 @@ class Method(MethodHooks, L.LightningModule):
 
     # --------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add every rank's random streams and rank-local buffers (collective under DDP)."""
+        """Add every rank's random streams and rank-local buffers (collective under DDP), and the
+        recovery record; while fitting with a recovery policy, take a snapshot of the state saved
+        (the one a run resumed from this checkpoint starts from)."""
         self._warn_unrecorded()
+        if self.recovery_record.count:
+            checkpoint[RECOVERY_KEY] = self.recovery_record.state()
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if self.divergence_recovery is not None and fitting and self.trainer.optimizers:
+            self.divergence_recovery.take_snapshot(self)
         local = self.random_streams.local_state(self.device, self.global_rank)
         flat, layout = pack(local)
         rows = self._gather_rows(flat.to(self.device))
@@ -231,12 +266,17 @@ class Method(MethodHooks, L.LightningModule):
             checkpoint[RANK_LOCAL_KEY] = {name: self._gather_rows(buffers[name]).cpu() for name in names}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """When resuming (a trainer is attached), take this rank's streams and rank-local buffers,
-        and the optimiser settings this model configures now (:mod:`lebm.models.resume`)."""
+        """Lower the samplers' step sizes as the checkpoint's recoveries did (always); when resuming
+        (a trainer is attached), take this rank's streams and rank-local buffers, and the optimiser
+        settings this model configures now (:mod:`lebm.models.resume`), with the recoveries'
+        learning-rate factors."""
+        record = RecoveryRecord.from_state(checkpoint.get(RECOVERY_KEY))
+        record.apply_step_sizes(self, applied=self.recovery_record)
+        self.recovery_record = record
         if self._trainer is None:
             return
         if self.trainer.state.fn == "fit":
-            apply_optimizer_settings(self, checkpoint)
+            apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
         rank, world_size = self.global_rank, self.trainer.world_size
         saved = checkpoint.get(STREAMS_KEY)
         if saved is not None:

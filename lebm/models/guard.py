@@ -12,7 +12,15 @@ from torch import Tensor
 class TrainingDiverged(RuntimeError):
     """Training stopped because a watched quantity was non-finite or beyond its limit. Raised
     inside the training step, before any later checkpoint is written: the last checkpoint on disk
-    holds the last good state."""
+    holds the last good state.
+
+    Attributes:
+        cause: what diverged, e.g. ``"train/prior_loss = nan (not finite)"`` (the message's middle).
+    """
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class DivergenceGuard:
@@ -26,6 +34,11 @@ class DivergenceGuard:
 
     The check costs one device-to-host transfer per step (one flag for all quantities) and, under
     DDP, one tiny all-reduce through ``decide`` so that every rank stops together.
+
+    By default a trip stops training. With a recovery policy (the ``lebm.callbacks.DivergenceRecovery``
+    callback, ``recipes/_recovery.yaml``; :mod:`lebm.models.recovery`) the method instead rolls back to
+    its last good state, lowers the step sizes and learning rates and goes on, at most
+    ``max_recoveries`` times; the trip after that stops training with this same message.
 
     Args:
         limits: ``{quantity name: largest allowed |value|}``.
@@ -73,9 +86,11 @@ class DivergenceGuard:
         if decide is not None:
             bad = decide(bad)
         if bad:
-            raise TrainingDiverged(self._message(tensors, limits, epoch, step))
+            cause = self._cause(tensors, limits)
+            raise TrainingDiverged(self._message(cause, epoch, step), cause)
 
-    def _message(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float], epoch: int, step: int) -> str:
+    def _cause(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> str:
+        """What diverged, one clause per quantity (at most three shown)."""
         problems = []
         for name, value in tensors.items():
             value = value.detach()
@@ -86,7 +101,9 @@ class DivergenceGuard:
                 problems.append(f"{name} = {float(value.abs().max()):.4g} > limit {limits[name]:g}")
         if not problems:
             problems.append("another process's quantities diverged")
-        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        return "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+
+    def _message(self, shown: str, epoch: int, step: int) -> str:
         hint = f" {self.hint}" if self.hint else ""
         return (
             f"training diverged at epoch {epoch}, step {step}: {shown}. Training stopped before "

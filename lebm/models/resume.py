@@ -10,9 +10,12 @@ progress (``gamma^epochs``) carries over. A checkpoint written with the same set
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch.optim import Optimizer
+
+from lebm.models.recovery import scale_learning_rates
 
 
 def configured(model: Any) -> tuple[list[Optimizer], list[Any]]:
@@ -32,11 +35,15 @@ def configured(model: Any) -> tuple[list[Optimizer], list[Any]]:
     return [], []
 
 
-def apply_optimizer_settings(model: Any, checkpoint: dict[str, Any]) -> None:
+def apply_optimizer_settings(model: Any, checkpoint: dict[str, Any], lr_factors: Sequence[float] = ()) -> None:
     """Rewrite the checkpoint's optimiser and scheduler states with the settings ``model``
-    configures now (learning rates rescaled, betas, weight decay, decay factors)."""
+    configures now (learning rates rescaled, betas, weight decay, decay factors). ``lr_factors``:
+    the factors divergence recoveries applied to every learning rate (:mod:`lebm.models.recovery`),
+    applied to the configured rates first, so that they carry over."""
     states = checkpoint.get("optimizer_states") or []
     optimizers, schedulers = configured(model)
+    for factor in lr_factors:
+        scale_learning_rates(optimizers, schedulers, factor)
     if len(optimizers) != len(states):
         return  # another layout of optimisers: Lightning reports it when it restores them
     for optimizer, state in zip(optimizers, states, strict=True):
