@@ -96,8 +96,10 @@ def fit_proposal(
     scale: float = 1.5,
     min_std: float = 0.05,
     generator: torch.Generator | None = None,
+    sampler: Any = None,
 ) -> DiagonalGaussian:
-    """The proposal ``q(z|x)`` over ``(B, latent_dim)`` (see the module docstring)."""
+    """The proposal ``q(z|x)`` over ``(B, latent_dim)`` (see the module docstring); ``sampler``
+    replaces the model's posterior chain for ``proposal="posterior"`` (e.g. ``lebm.samplers.MALA``)."""
     if proposal not in PROPOSALS:
         raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     prior = model.prior
@@ -114,7 +116,8 @@ def fit_proposal(
         raise ValueError(
             f"proposal='posterior' fits a Gaussian to posterior samples: needs >= 2, got {posterior_samples}"
         )
-    draws = torch.stack([model.infer(x, generator=generator).detach() for _ in range(posterior_samples)])
+    chain = {} if sampler is None else {"sampler": sampler}
+    draws = torch.stack([model.infer(x, generator=generator, **chain).detach() for _ in range(posterior_samples)])
     std = (draws.std(0) * scale).clamp(min=min_std)
     return DiagonalGaussian(draws.mean(0), 2 * std.log())
 
@@ -154,11 +157,13 @@ def importance_sampled_log_likelihood(
     prior_mixture: float = 0.1,
     chunk: int = 50,
     generator: torch.Generator | None = None,
+    sampler: Any = None,
 ) -> Estimate:
     """``log p(x)`` per example ``(B,)`` with its standard error ``(B,)`` (module docstring).
 
     ``model`` needs ``decoder.nll(x, z)`` (a normalised ``-log p(x|z)``), ``prior.energy(z)``
-    and, for ``proposal="posterior"``, ``infer(x, generator=...)``. The reported error combines
+    and, for ``proposal="posterior"``, ``infer(x, generator=..., sampler=...)`` (``sampler``: a posterior
+    chain other than the model's, for the proposal's draws). The reported error combines
     the per-example importance-sampling error and that of ``log_normalizer`` (independent draws).
     """
     if n_samples < 2 or chunk < 1:
@@ -166,7 +171,14 @@ def importance_sampled_log_likelihood(
     if not 0.0 <= prior_mixture < 1.0:
         raise ValueError(f"prior_mixture must be in [0, 1), got {prior_mixture}")
     q = fit_proposal(
-        model, x, proposal, posterior_samples=posterior_samples, scale=scale, min_std=min_std, generator=generator
+        model,
+        x,
+        proposal,
+        posterior_samples=posterior_samples,
+        scale=scale,
+        min_std=min_std,
+        generator=generator,
+        sampler=sampler,
     )
     reference = _reference(model.prior, q.mean)
     weight = 0.0 if proposal == "prior" else prior_mixture
