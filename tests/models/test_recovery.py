@@ -6,6 +6,8 @@
 - A divergence that recovery cannot fix stops after ``max_recoveries`` with the guard's message.
 - A run resumed from a checkpoint written after a recovery, or before it, ends bitwise where the
   uninterrupted run ends; the lowered step size survives ``load_from_checkpoint``.
+- An adaptive sampler (MALA with dual averaging) is lowered with its adapted step sizes, and a run
+  resumed from before its recovery ends with the same parameters and buffers (adaptation included).
 - Through the CLI, the fragment turns the quickstart with an exploding prior chain into a finished run.
 - Under 2-process DDP, a divergence on one rank makes both ranks roll back together (slow).
 """
@@ -18,7 +20,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from cases import LATENT, toy_decoder, toy_loader
+from cases import LATENT, PoisonAt, toy_decoder, toy_loader
 from cases import dual_mcmc as recorded_dual_mcmc
 from cases import latent_ebm as recorded_latent_ebm
 from cases import multistage_nce as recorded_multistage_nce
@@ -29,7 +31,7 @@ from lebm.callbacks import DivergenceRecovery
 from lebm.models import LatentEBM, TiltedGaussianPrior, TrainingDiverged
 from lebm.models.recovery import CHECKPOINT_KEY, RecoveryPolicy, find_samplers
 from lebm.nets import EnergyMLP
-from lebm.samplers import ChainTarget, Langevin
+from lebm.samplers import MALA, ChainTarget, Langevin
 
 BATCHES = 4  # training batches an epoch (toy_loader)
 
@@ -183,6 +185,7 @@ def test_a_divergence_recovery_cannot_fix_stops_after_max_recoveries_with_the_gu
 
 
 # ---------------------------------------------------------------------------------- resuming
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # a resumed run writes elsewhere
 def test_resume_after_or_before_a_recovery_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
 
@@ -214,6 +217,28 @@ def test_resume_after_or_before_a_recovery_continues_exactly(tmp_path: Path, mon
     assert loaded.prior.sampler.step_size == 0.2 and loaded.posterior_sampler.step_size == 0.05
     t.validate(straight, toy_loader(n_batches=1), ckpt_path=str(after))  # the same model again: not lowered twice
     assert straight.prior.sampler.step_size == 0.2
+
+
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # a resumed run writes elsewhere
+def test_an_adaptive_sampler_recovers_and_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+
+    def fit(root: Path, ckpt_path: Path | None = None) -> LatentEBM:
+        torch.manual_seed(0)
+        prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=MALA(5, 0.4, adapt_steps=100))
+        net = LatentEBM(toy_decoder(), prior, posterior_sampler=Langevin(5, 0.1), decoder_lr=1e-3, prior_lr=1e-3)
+        checkpoints = ModelCheckpoint(dirpath=root, save_top_k=-1, every_n_epochs=1, filename="{epoch}")
+        recovery = DivergenceRecovery(snapshot_every_n_steps=3)
+        t = trainer(root, PoisonAt(epoch=1), recovery, checkpoints, epochs=2, enable_checkpointing=True)
+        t.fit(net, toy_loader(n_batches=BATCHES), ckpt_path=ckpt_path)
+        return net
+
+    straight = fit(tmp_path / "straight")
+    assert straight.recovery_record.count == 1 and straight.prior.sampler.step_size == 0.2
+    resumed = fit(tmp_path / "resumed", ckpt_path=tmp_path / "straight" / "epoch=0.ckpt")
+    assert resumed.recovery_record == straight.recovery_record and resumed.prior.sampler.step_size == 0.2
+    assert same(list(resumed.parameters()), list(straight.parameters()))
+    assert same(list(resumed.buffers()), list(straight.buffers()))  # the adaptation's state too
 
 
 # ---------------------------------------------------------------------------- the recipe line
