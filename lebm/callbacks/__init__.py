@@ -1,7 +1,8 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
-text FPPL/RPPL, importance-sampled NLL); speed: the switch for whole-chain CUDA-graph capture, fast paths for the
-nets (compile, channels-last) and the CPU thread count."""
+text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains; speed: the switch for
+whole-chain CUDA-graph capture, fast paths for the nets (compile, channels-last) and the CPU thread count."""
 
+from lebm.callbacks.chain_diagnostics import ChainDiagnostics
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
 from lebm.callbacks.interrupt import InterruptCheckpoint
@@ -17,6 +18,7 @@ from lebm.speed.threads import CPUThreads
 __all__ = [
     "CPUThreads",
     "ChainCapture",
+    "ChainDiagnostics",
     "DivergenceRecovery",
     "FID",
     "FastNets",
