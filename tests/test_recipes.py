@@ -447,3 +447,22 @@ def test_the_paper_size_fragment_builds_the_3_2m_vlae_model_with_gates_at_0_1_an
     assert (chain["n_steps"], chain["step_size"]) == (100, 0.3)
     today = build(resolve(recipe, capsys=capsys)["model"])
     assert sum(p.numel() for p in today.decoder.parameters()) > 5 * count / 2  # the 24.9M nets stay the default
+
+
+@pytest.mark.parametrize(
+    ("fragment", "callback"),
+    [
+        ("recipes/_diagnostics.yaml", "lebm.callbacks.ChainDiagnostics"),
+        ("recipes/_recovery.yaml", "lebm.callbacks.DivergenceRecovery"),
+    ],
+)
+def test_an_issue_36_fragment_adds_its_callback_after_any_recipe(fragment: str, callback: str, capsys) -> None:
+    """CPU. The opt-in fragments of mixing diagnostics and divergence recovery keep the recipe's own
+    callbacks and add theirs last, which then builds from the resolved settings."""
+    from lebm.config import build
+
+    config = resolve("recipes/latent_ebm/svhn.yaml", "-c", fragment, capsys=capsys)
+    last = config["trainer"]["callbacks"][-1]
+    assert last["class_path"] == callback
+    assert "lebm.callbacks.FID" in [entry["class_path"] for entry in config["trainer"]["callbacks"]]
+    assert type(build(last)).__name__ == callback.rsplit(".", 1)[1]
