@@ -24,13 +24,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from trainers import quiet_trainer
 
 from lebm.callbacks import ChainDiagnostics
-from lebm.callbacks.chain_diagnostics import (
-    JSONL_NAME,
-    gather_groups,
-    groups_of_rank,
-    run_local_groups,
-    unpack_traces,
-)
+from lebm.callbacks.chain_diagnostics import JSONL_NAME
+from lebm.callbacks.long_chains import gather_groups, groups_of_rank, run_local_groups, unpack_traces
 from lebm.callbacks.plots import line_plot, scatter_plot
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
