@@ -441,3 +441,14 @@ def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None
         "(`latent_ebm_captured_vs_plain_loop`) |  | >= 5.0 | not measured: captured row of latent_ebm skipped"
         in result.stdout
     )
+
+
+@pytest.mark.slow
+def test_samplers_times_every_sampler_on_the_prior_and_posterior_chains() -> None:
+    """CPU. The sampler benchmark prints a time per chain, per gradient and relative to Langevin."""
+    recipe = ["--recipe", "recipes/quickstart.yaml"]
+    out = run_json("benchmarks/samplers.py", *recipe, "--gradients", "5", "--repeats", "1")
+    for chain in ("prior", "posterior"):
+        assert set(out["sec_per_chain"][chain]) == {"Langevin", "MALA", "MALA_adaptive", "HMC"}
+        assert all(seconds > 0 for seconds in out["sec_per_chain"][chain].values())
+        assert out["relative_to_langevin"][chain]["Langevin"] == 1.0
