@@ -63,16 +63,23 @@ class MetropolisSampler(Sampler, nn.Module):
         self.adapt = adapt
         self.cuda_graph = bool(cuda_graph)
         self.adaptation = DualAveraging(self.step_size, self.target_acceptance, self.adapt_steps, adapt)
+        #: Whether this call adapts (set by :meth:`prepare`; part of a captured graph's key).
+        self.adapting = self.adapt_steps > 0
 
     def capture_allowed(self) -> bool:
         """A chain of no steps has nothing to capture."""
         return super().capture_allowed() and self.n_steps > 0
 
     def prepare(self, z0: Tensor) -> None:
-        """Size a per-chain adaptation state for ``z0``'s chains and keep the state on their device."""
+        """Size a per-chain adaptation state for ``z0``'s chains and keep the state on their device.
+        On the CPU, where reading the counter costs nothing, a call after warm-up skips the
+        adaptation's update altogether; on a GPU the update stays in the chain, masked by the
+        counter on the device (no host synchronisation), and changes nothing after warm-up."""
         if self.adaptation.count.device != z0.device:
             self.adaptation.to(z0.device)
         self.adaptation.prepare(z0.shape[0], z0.device)
+        warmup_left = z0.device.type != "cpu" or bool(self.adaptation.count < self.adapt_steps)
+        self.adapting = self.adapt_steps > 0 and warmup_left
 
     def scale_step_size(self, factor: float) -> float:
         """Scale ``step_size`` and every adapted step size by ``factor``; returns the new ``step_size``."""
@@ -118,7 +125,7 @@ class MetropolisSampler(Sampler, nn.Module):
         grad = torch.where(mask, grad_new, grad)
         target.record_state(energy, grad)
         target.note("acceptance", accept_prob.mean())
-        if self.adapt_steps:
+        if self.adapting:
             target.note("step_size", torch.as_tensor(step).float().mean())
             self.adaptation.update(accept_prob)
         return z, energy, grad
