@@ -26,9 +26,9 @@ chains; group ``g`` draws all its random numbers from its own generator seeded f
 ``(seed, epoch, part, g)``. Rank ``r`` of ``W`` runs groups ``r, r + W, r + 2W, ...``; the traces
 are gathered (padded to equal counts) and reassembled in group order on every rank, which then
 computes the statistics from the full traces (:mod:`lebm.callbacks.long_chains`). A single process
-runs every group in order: the same chains, the same numbers. The transition sampler is copied afresh for each group, so a sampler that
-adapts its state within a call sees the same history on any world size (and the training sampler's
-own state is never touched).
+runs every group in order: the same chains, the same numbers. The transition sampler is copied
+afresh for each group, so a sampler that adapts its state within a call sees the same history on
+any world size (and the training sampler's own state is never touched).
 
 **Randomness.** The chains never draw from the training or evaluation streams or from torch's global
 RNG; reading the fixed batch runs under a forked global RNG. The model is in eval mode during the
