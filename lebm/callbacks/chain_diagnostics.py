@@ -170,8 +170,10 @@ class ChainDiagnostics(L.Callback):
         n_coordinates: latent coordinates (the first ones) traced besides the energy.
         posterior_examples: observations of the fixed batch the posterior chains sample (chain ``i``
             samples observation ``i % posterior_examples``); R-hat and ESS are per observation.
-        sampler: the transition of one draw for both parts (e.g. ``lebm.samplers.MALA``); default:
-            the prior's own sampler and the model's posterior sampler.
+        sampler: the transition of one draw of the prior's chains (e.g. ``lebm.samplers.MALA``);
+            default: the prior's own sampler.
+        posterior_sampler: the transition of one draw of the posterior chains; default: the
+            model's posterior sampler. (A prior and a posterior usually need different step sizes.)
         seed: seeds the chains (with the epoch, the part and the group).
         at_train_end, at_test: also diagnose at the end of training and at the end of each test epoch.
         plot: draw and log the plot.
@@ -187,6 +189,7 @@ class ChainDiagnostics(L.Callback):
         n_coordinates: int = 4,
         posterior_examples: int = 2,
         sampler: Sampler | None = None,
+        posterior_sampler: Sampler | None = None,
         seed: int = 0,
         at_train_end: bool = True,
         at_test: bool = True,
@@ -212,11 +215,12 @@ class ChainDiagnostics(L.Callback):
             )
         if posterior_examples > n_chains:
             raise ValueError(f"ChainDiagnostics posterior_examples={posterior_examples} exceeds n_chains={n_chains}")
-        if sampler is not None and not isinstance(sampler, Sampler):
-            raise TypeError(f"ChainDiagnostics sampler must be a lebm.samplers.Sampler, got {type(sampler).__name__}")
+        for name, value in (("sampler", sampler), ("posterior_sampler", posterior_sampler)):
+            if value is not None and not isinstance(value, Sampler):
+                raise TypeError(f"ChainDiagnostics {name} must be a lebm.samplers.Sampler, got {type(value).__name__}")
         self.every_n_epochs, self.n_chains, self.n_draws, self.n_groups = every_n_epochs, n_chains, n_draws, n_groups
         self.burn_in, self.n_coordinates, self.posterior_examples = burn_in, n_coordinates, posterior_examples
-        self.sampler, self.seed = sampler, int(seed)
+        self.sampler, self.posterior_sampler, self.seed = sampler, posterior_sampler, int(seed)
         self.at_train_end, self.at_test, self.plot = at_train_end, at_test, plot
         self.history: list[dict[str, Any]] = []
         self._observations: Tensor | None = None
@@ -322,7 +326,8 @@ class ChainDiagnostics(L.Callback):
         )
 
     def posterior_part(self, trainer: L.Trainer, model: Any) -> ChainPart | None:
-        transition = transition_of(self.sampler if self.sampler is not None else model.posterior_sampler)
+        chosen = self.posterior_sampler if self.posterior_sampler is not None else model.posterior_sampler
+        transition = transition_of(chosen)
         if transition is None:
             return None
         x = self.observations(trainer, model)

@@ -29,7 +29,7 @@ from lebm.callbacks.long_chains import gather_groups, groups_of_rank, run_local_
 from lebm.callbacks.plots import line_plot, scatter_plot
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
+from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
 
 LATENT, DATA = 3, 2
 SMALL = dict(n_chains=8, n_draws=8, n_groups=2, posterior_examples=2, n_coordinates=2)
@@ -175,6 +175,26 @@ def test_the_transition_runs_on_copies_persistent_buffers_stay_untouched_and_acc
     assert torch.equal(chains.chains, buffer)
     traces = unpack_traces(rows, callback.shape(part))
     assert traces["acceptance"].tolist() == [0.75 * 3 * 4, 3 * 4]  # 3 steps per draw, 4 draws
+
+
+def test_the_prior_and_posterior_transitions_can_be_chosen_apart(one_thread) -> None:
+    """``sampler`` replaces the prior's chain only, ``posterior_sampler`` the posterior's: each part
+    reports the acceptance of its own transition (MALA's on the prior, the test sampler's 0.75 on
+    the posterior)."""
+    model = tiny_model()
+    callback = ChainDiagnostics(
+        n_chains=4, n_draws=4, n_groups=1, posterior_examples=1, sampler=MALA(3, 0.3), posterior_sampler=AcceptAll()
+    )
+    traces = {
+        name: unpack_traces(rows, callback.shape(part))
+        for name, (rows, part) in part_traces(model, callback, [0]).items()
+    }
+    assert traces["posterior"]["acceptance"].tolist() == [0.75 * 3 * 4, 3 * 4]  # the posterior's own sampler
+    prior_acceptance = traces["prior"]["acceptance"][0] / traces["prior"]["acceptance"][1]
+    assert 0.3 < prior_acceptance < 1.0  # MALA's acceptance, not AcceptAll's 0.75 exactly
+    assert prior_acceptance != 0.75
+    with pytest.raises(TypeError, match="posterior_sampler must be a lebm.samplers.Sampler"):
+        ChainDiagnostics(posterior_sampler="langevin")
 
 
 def test_a_gaussian_prior_has_no_prior_chains_and_bad_settings_are_refused() -> None:
