@@ -1,18 +1,24 @@
 """MALA and HMC in every chain of the four methods, chosen from a recipe: a short ``lebm fit``
 per method (in this process), the adaptation state in the checkpoint, the samplers rebuilt by
-``lebm.load``. Device: CPU."""
+``lebm.load``; under two processes, each rank's adaptation state its own. Device: CPU."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
 from cli_runner import SHORT_RUN, run_cli
+from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
 
 import lebm
-from lebm.samplers import HMC, MALA
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.base import RANK_LOCAL_KEY
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import HMC, MALA, Langevin
 
 MALA_CHAIN = {"class_path": "lebm.samplers.MALA", "init_args": {"n_steps": 3, "step_size": 0.05, "adapt_steps": 50}}
 HMC_CHAIN = {
@@ -80,3 +86,62 @@ def test_every_chain_of_a_method_can_be_mala_or_hmc(method: str, tmp_path: Path)
         if chain["init_args"].get("adapt_steps"):  # the chain adapted, and the checkpoint holds its state
             assert float(state[f"{path}.adaptation.count"]) > 0, path
             assert torch.equal(sampler.adaptation.log_step_avg, state[f"{path}.adaptation.log_step_avg"])
+
+
+class CheckAdaptationPerRank(L.Callback):
+    """On both ranks of a 2-process run: each rank adapted on its own chains (the states differ), and
+    a checkpoint written now keeps both ranks' states."""
+
+    def on_train_end(self, trainer: L.Trainer, module: LatentEBM) -> None:
+        rows = module.all_gather(module.posterior_sampler.adaptation.log_step)
+        assert not torch.equal(rows[0], rows[1]), "both ranks adapted to the same step: not rank-local"
+        counts = module.all_gather(module.posterior_sampler.adaptation.count)
+        assert torch.equal(counts[0], counts[1]) and float(counts[0]) > 0
+
+
+class CheckResumedAdaptation(L.Callback):
+    """After a 2-rank resume, each rank's adaptation state is its own row of the checkpoint."""
+
+    def __init__(self, saved: dict[str, torch.Tensor]) -> None:
+        self.saved = saved
+
+    def on_train_start(self, trainer: L.Trainer, module: LatentEBM) -> None:
+        for name, buffer in module.posterior_sampler.adaptation.named_buffers():
+            rows = self.saved.get(f"posterior_sampler.adaptation.{name}")
+            if rows is not None:
+                assert torch.equal(buffer.cpu(), rows[module.global_rank]), (name, module.global_rank)
+
+
+def toy_mala_model() -> LatentEBM:
+    """A 3-d latent, 2-d data LatentEBM whose posterior chain is an adapting MALA."""
+    torch.manual_seed(0)
+    decoder = GaussianDecoder(MLPGenerator(3, [2], hidden=16, out_activation=None), sigma=0.3)
+    prior = TiltedGaussianPrior(3, EnergyMLP(3, hidden=16), sampler=Langevin(5, 0.4))
+    sampler = MALA(4, 0.05, adapt_steps=1000)
+    return LatentEBM(decoder, prior, posterior_sampler=sampler, decoder_lr=1e-3, prior_lr=1e-3)
+
+
+def toy_loader() -> DataLoader:
+    """8 batches of 8 two-dimensional points (fixed)."""
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    return DataLoader(TensorDataset(x), batch_size=8)
+
+
+@pytest.mark.slow
+def test_under_two_ranks_each_adapts_on_its_own_chains_and_resumes_its_own_state(tmp_path: Path, monkeypatch) -> None:
+    """CPU, 2 processes (``lebm_ddp_spawn``). The adaptation state is rank-local: the ranks adapt
+    differently, the checkpoint holds both rows, and a 2-rank resume gives each rank its own."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    settings = {"strategy": "lebm_ddp_spawn", "devices": 2, "accelerator": "cpu", "default_root_dir": tmp_path}
+    settings |= {"inference_mode": False, "num_sanity_val_steps": 0}
+    model = toy_mala_model()
+    quiet_trainer(max_epochs=1, callbacks=[CheckAdaptationPerRank()], enable_checkpointing=True, **settings).fit(
+        model, toy_loader()
+    )
+    (checkpoint,) = tmp_path.rglob("*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)[RANK_LOCAL_KEY]
+    assert saved["posterior_sampler.adaptation.log_step"].shape[0] == 2
+    resumed = toy_mala_model()
+    quiet_trainer(max_epochs=2, callbacks=[CheckResumedAdaptation(saved)], **settings).fit(
+        resumed, toy_loader(), ckpt_path=str(checkpoint)
+    )
