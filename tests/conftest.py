@@ -63,3 +63,15 @@ def one_thread() -> object:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def exact_float32() -> object:
+    """TF32 off for matrix products and convolutions (lebm's policy switch) during the test, so that a
+    captured and an eager chain on a GPU use the same float32 arithmetic; restored afterwards."""
+    from lebm.speed.numerics import apply_tf32, tf32_state
+
+    saved = tf32_state()
+    apply_tf32(False)
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

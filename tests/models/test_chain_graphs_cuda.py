@@ -23,22 +23,12 @@ from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
 from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
 from lebm.samplers.capture.recorders import RETIRED_LIMIT, cuda_store
-from lebm.speed.numerics import apply_tf32, tf32_state
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
 
 DEVICE = torch.device("cuda")
 #: Captured against eager float32 chains (TF32 off): absolute difference of the final states.
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def exact_float32():
-    """TF32 off for matrix products and convolutions (lebm's policy switch), restored afterwards."""
-    saved = tf32_state()
-    apply_tf32(False)
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def image_model(capture: bool = True) -> LatentEBM:

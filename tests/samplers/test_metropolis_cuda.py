@@ -9,20 +9,11 @@ import torch
 
 from lebm.samplers import HMC, MALA
 from lebm.samplers.capture.cache import capture_stats
-from lebm.speed.numerics import apply_tf32, tf32_state
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
 
 DEVICE = torch.device("cuda")
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def exact_float32():
-    saved = tf32_state()
-    apply_tf32(False)
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class Energy(torch.nn.Module):
