@@ -134,8 +134,13 @@ def diagnostics_plot(results: dict[str, tuple[dict[str, np.ndarray], dict[str, f
         panels.append(line_plot(energy, title=title, xlabel="draw (one sampler call each)", ylabel="U(z)"))
         chains = np.arange(0, energy.shape[0], examples)
         states = traces["states"][chains]  # (m, S, D)
-        projection, share = principal_components(states.reshape(-1, states.shape[-1]))
-        which = np.repeat(np.arange(len(chains)), states.shape[1])
+        flat = states.reshape(-1, states.shape[-1])
+        finite = np.isfinite(flat).all(axis=1)  # a diverged chain's states are left out of the projection
+        which = np.repeat(np.arange(len(chains)), states.shape[1])[finite]
+        if finite.sum() >= 2:
+            projection, share = principal_components(flat[finite])
+        else:
+            projection, share = np.zeros((0, 2)), np.zeros(2)
         title = f"{name} chains, last {states.shape[1]} draws: PC1-PC2 ({100 * share.sum():.0f}% of variance)"
         panels.append(scatter_plot(projection, which, title=title, xlabel="PC 1", ylabel="PC 2"))
     return panel_grid(panels, columns=2)

@@ -26,6 +26,7 @@ from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import apply_optimizer_settings
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
+from lebm.samplers.adaptation import drop_unused_adaptation_state
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
 RANK_LOCAL_KEY = "lebm_rank_local_buffers"
@@ -270,6 +271,8 @@ class Method(MethodHooks, L.LightningModule):
         (a trainer is attached), take this rank's streams and rank-local buffers, and the optimiser
         settings this model configures now (:mod:`lebm.models.resume`), with the recoveries'
         learning-rate factors."""
+        if isinstance(checkpoint.get("state_dict"), dict):  # trained with MALA/HMC, loaded with another chain
+            drop_unused_adaptation_state(checkpoint["state_dict"], self.state_dict().keys())
         record = RecoveryRecord.from_state(checkpoint.get(RECOVERY_KEY))
         record.apply_step_sizes(self, applied=self.recovery_record)
         self.recovery_record = record

@@ -22,7 +22,7 @@ checkpoint keeps every rank's, and resuming gives each rank its own back.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import torch
@@ -69,7 +69,7 @@ class DualAveraging(nn.Module):
         self.target = float(target)
         self.warmup = int(warmup)
         self.sharing = sharing
-        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))  # an integer: exact in any precision
         self.register_buffer("mu", torch.full((), math.log(10.0 * step_size)))
         self.register_buffer("h_bar", torch.zeros(()))
         self.register_buffer("log_step", torch.full((), math.log(step_size)))
@@ -112,7 +112,7 @@ class DualAveraging(nn.Module):
         if self.sharing == "shared" or (self.h_bar.dim() == 1 and len(self.h_bar) != len(alpha)):
             alpha = alpha.mean()
         adapting = self.count < self.warmup
-        m = self.count + 1
+        m = (self.count + 1).to(self.h_bar.dtype)
         weight = 1.0 / (m + T0)
         h_bar = (1 - weight) * self.h_bar + weight * (self.target - alpha)
         log_step = self.mu - m.sqrt() / GAMMA * h_bar
@@ -121,7 +121,7 @@ class DualAveraging(nn.Module):
         self.h_bar.copy_(torch.where(adapting, h_bar, self.h_bar))
         self.log_step.copy_(torch.where(adapting, log_step, self.log_step))
         self.log_step_avg.copy_(torch.where(adapting, log_step_avg, self.log_step_avg))
-        self.count.add_(adapting.to(self.count.dtype))
+        self.count.add_(adapting.long())
 
     def scale(self, factor: float) -> None:
         """Multiply every step size held (the first, the current and the averaged) by ``factor``."""
@@ -132,12 +132,34 @@ class DualAveraging(nn.Module):
             self.log_step_avg.add_(shift)
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        """A per-chain state is sized at its first call: take the checkpoint's size when loading."""
+        """A per-chain state is sized at its first call: take the checkpoint's size when loading. A
+        checkpoint without this state (written with another sampler, e.g. Langevin, in this place)
+        leaves the fresh state: evaluating a Langevin-trained model with MALA from a recipe works."""
         for name in ("h_bar", "log_step", "log_step_avg"):
             saved = state_dict.get(prefix + name)
             if isinstance(saved, Tensor) and saved.shape != getattr(self, name).shape:
                 setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[arg-type]
+        missing_keys = args[2] if len(args) > 2 else kwargs.get("missing_keys")
+        if isinstance(missing_keys, list):  # a checkpoint of a chain that did not adapt: start afresh
+            own = {prefix + name for name in self._buffers}
+            missing_keys[:] = [key for key in missing_keys if key not in own]
 
     def extra_repr(self) -> str:
         return f"target={self.target}, warmup={self.warmup}, sharing={self.sharing!r}"
+
+
+def drop_unused_adaptation_state(state_dict: dict[str, Any], keep: Iterable[str]) -> list[str]:
+    """Remove from a checkpoint's ``state_dict`` the adaptation state of samplers that the loading
+    model does not have in that place (a checkpoint written with MALA, evaluated with Langevin):
+    every ``...adaptation.<buffer>`` key not in ``keep`` (the model's own keys). Returns the removed keys."""
+    names = {"count", "mu", "h_bar", "log_step", "log_step_avg"}
+    own = set(keep)
+    removed = [
+        key
+        for key in state_dict
+        if key not in own and key.rsplit(".", 2)[-2:-1] == ["adaptation"] and key.rsplit(".", 1)[-1] in names
+    ]
+    for key in removed:
+        del state_dict[key]
+    return removed

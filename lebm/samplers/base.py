@@ -166,7 +166,8 @@ class Sampler(Configurable):
             return_diagnostics: also return the diagnostics dict.
         """
         check_call(self, energy_fn, z0)
-        self.prepare(z0)
+        with torch.inference_mode(False):  # state a sampler allocates must be usable by later chains
+            self.prepare(z0)
         modules = list(freeze)
         if isinstance(energy_fn, nn.Module):
             modules.append(energy_fn)

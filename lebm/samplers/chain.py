@@ -148,13 +148,15 @@ class ChainTarget:
         self._notes: dict[str, list[Tensor]] = {}
         self._checked = False
 
-    def energy_and_grad(self, z: Tensor, *, record: bool = True) -> tuple[Tensor, Tensor]:
+    def energy_and_grad(self, z: Tensor, *, record: bool = True, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
         and ``(B, *shape)`` gradients. ``z`` itself is not modified and needs no gradient.
 
         ``record=False`` leaves this evaluation out of the diagnostics: a Metropolis-Hastings
-        sampler evaluates proposals and records the states its chains keep (:meth:`record_state`)."""
-        return self._evaluate(z, with_energy=True, record=record)
+        sampler evaluates proposals and records the states its chains keep (:meth:`record_state`).
+        ``full_precision=True`` evaluates the energy with autocast off, in float32: what an
+        accept/reject step needs (energies rounded to bfloat16 differ by their rounding)."""
+        return self._evaluate(z, with_energy=True, record=record, full_precision=full_precision)
 
     def grad(self, z: Tensor) -> Tensor:
         """``grad U(z)`` ``(B, *shape)`` (cheaper than :meth:`energy_and_grad` when the energy is not needed)."""
@@ -173,9 +175,15 @@ class ChainTarget:
         if self.record:
             self._notes.setdefault(name, []).append(value.detach().float().reshape(()))
 
-    def _evaluate(self, z: Tensor, with_energy: bool, record: bool) -> tuple[Tensor, Tensor]:
+    def _evaluate(
+        self, z: Tensor, with_energy: bool, record: bool, full_precision: bool = False
+    ) -> tuple[Tensor, Tensor]:
         state = z.detach().requires_grad_(True)
-        energy = self.energy_fn(state, *self.inputs)
+        if full_precision and torch.is_autocast_enabled(state.device.type):
+            with torch.autocast(state.device.type, enabled=False):
+                energy = self.energy_fn(state, *self.inputs).float()
+        else:
+            energy = self.energy_fn(state, *self.inputs)
         if not self._checked:
             self._check_energy(energy, state)
         (grad,) = torch.autograd.grad(energy.sum(), state)

@@ -70,8 +70,10 @@ class HMC(MetropolisSampler):
                 f"HMC mass has {self.inverse_mass.numel()} values but a state of shape {tuple(z0.shape[1:])} has "
                 f"{size} coordinates: give one value per coordinate, or a single number"
             )
-        if self.inverse_mass.device != z0.device or self.inverse_mass.dtype != z0.dtype:
-            self.inverse_mass = self.inverse_mass.to(device=z0.device, dtype=z0.dtype)
+        dtype = torch.float32 if z0.dtype in (torch.float16, torch.bfloat16) else z0.dtype  # chains keep float32
+        if self.inverse_mass.device != z0.device or self.inverse_mass.dtype != dtype:
+            masses = torch.as_tensor(1.0 if self.mass is None else self.mass, dtype=torch.float64).flatten()
+            self.inverse_mass = (1.0 / masses).to(device=z0.device, dtype=dtype)  # from the settings: never rounded
 
     def run(self, target: ChainTarget, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """``n_steps`` HMC transitions of the states ``z`` ``(B, *shape)``; momenta and acceptance
@@ -84,7 +86,7 @@ class HMC(MetropolisSampler):
         def kinetic(p: Tensor) -> Tensor:
             return (p.square() * inverse_mass).flatten(1).sum(1) / 2
 
-        energy, grad = target.energy_and_grad(z, record=False)
+        energy, grad = self.evaluate(target, z)
         momentum = torch.empty_like(z)
         for _ in range(self.n_steps):
             step = self.current_step(z)
@@ -94,7 +96,7 @@ class HMC(MetropolisSampler):
             q = z
             for leap in range(self.n_leapfrog):
                 q = q + step * inverse_mass * p
-                energy_new, grad_new = target.energy_and_grad(q, record=False)
+                energy_new, grad_new = self.evaluate(target, q)
                 p = p - (step if leap < self.n_leapfrog - 1 else step / 2) * grad_new
             log_alpha = energy + kinetic(p0) - energy_new - kinetic(p)
             current, proposal = (z, energy, grad), (q, energy_new, grad_new)

@@ -54,14 +54,14 @@ class MALA(MetropolisSampler):
         """``n_steps`` MALA steps of the states ``z`` ``(B, *shape)``; noise and acceptance draws from ``generator``."""
         if self.n_steps == 0:
             return z
-        energy, grad = target.energy_and_grad(z, record=False)
+        energy, grad = self.evaluate(target, z)
         noise = torch.empty_like(z)
         for _ in range(self.n_steps):
             step = self.current_step(z)
             drift = step * step / 2
             noise.normal_(generator=generator)
             proposal = z - drift * grad + step * noise
-            energy_new, grad_new = target.energy_and_grad(proposal, record=False)
+            energy_new, grad_new = self.evaluate(target, proposal)
             forward = noise.flatten(1).square().sum(1) / 2
             backward = ((z - proposal + drift * grad_new) / step).flatten(1).square().sum(1) / 2
             log_alpha = energy - energy_new + forward - backward

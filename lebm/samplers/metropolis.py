@@ -27,8 +27,13 @@ class MetropolisSampler(Sampler, nn.Module):
     its batch mean (``step_size``).
 
     Step-size adaptation (:class:`~lebm.samplers.adaptation.DualAveraging`) runs during the first
-    ``adapt_steps`` steps counted over all calls; its state is a registered buffer of this sampler
-    (an ``nn.Module``), saved in the checkpoints of the model that owns it.
+    ``adapt_steps`` steps counted over the calls made in training mode (``sampler.train()``, the
+    default, or the owning model's); its state is a registered buffer of this sampler (an
+    ``nn.Module``), saved in the checkpoints of the model that owns it.
+
+    Energies are evaluated in float32 with autocast off, also under bf16 autocast: an accept/reject
+    step on energies rounded to bfloat16 would not be exact (``U(z) - U(z')`` of two large rounded
+    numbers), and the chain would reject small moves at random.
 
     Args:
         n_steps: the number of Metropolis-Hastings steps per call.
@@ -71,15 +76,17 @@ class MetropolisSampler(Sampler, nn.Module):
         return super().capture_allowed() and self.n_steps > 0
 
     def prepare(self, z0: Tensor) -> None:
-        """Size a per-chain adaptation state for ``z0``'s chains and keep the state on their device.
-        On the CPU, where reading the counter costs nothing, a call after warm-up skips the
-        adaptation's update altogether; on a GPU the update stays in the chain, masked by the
-        counter on the device (no host synchronisation), and changes nothing after warm-up."""
+        """Size a per-chain adaptation state for ``z0``'s chains, keep the state on their device and
+        decide whether this call adapts: only in training mode (a model's ``train()``; validation,
+        testing and ``lebm.load``'s evaluation mode leave the step size as it is, so evaluating never
+        changes what training does next) and during warm-up. On the CPU, where reading the counter
+        costs nothing, a call after warm-up leaves the update out; on a GPU the update stays in the
+        chain, masked by the counter on the device (no host synchronisation), and changes nothing."""
         if self.adaptation.count.device != z0.device:
             self.adaptation.to(z0.device)
         self.adaptation.prepare(z0.shape[0], z0.device)
         warmup_left = z0.device.type != "cpu" or bool(self.adaptation.count < self.adapt_steps)
-        self.adapting = self.adapt_steps > 0 and warmup_left
+        self.adapting = self.adapt_steps > 0 and self.training and warmup_left
 
     def scale_step_size(self, factor: float) -> float:
         """Scale ``step_size`` and every adapted step size by ``factor``; returns the new ``step_size``."""
@@ -98,6 +105,12 @@ class MetropolisSampler(Sampler, nn.Module):
         """The step size of the next step: the float ``step_size`` without adaptation, else a
         device tensor ``()`` or ``(B, 1, ..., 1)``."""
         return self.adaptation.step_size(z) if self.adapt_steps else self.step_size
+
+    @staticmethod
+    def evaluate(target: ChainTarget, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(U(z), grad U(z))`` in float32 with autocast off, left out of the diagnostics (the kept
+        states are recorded by :meth:`metropolis`)."""
+        return target.energy_and_grad(z, record=False, full_precision=True)
 
     def metropolis(
         self,

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from trainers import quiet_trainer
 
 from lebm.callbacks import ChainDiagnostics
-from lebm.callbacks.chain_diagnostics import JSONL_NAME
+from lebm.callbacks.chain_diagnostics import JSONL_NAME, diagnostics_plot
 from lebm.callbacks.long_chains import gather_groups, groups_of_rank, run_local_groups, unpack_traces
 from lebm.callbacks.plots import line_plot, scatter_plot
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
@@ -204,6 +204,18 @@ def test_a_gaussian_prior_has_no_prior_chains_and_bad_settings_are_refused() -> 
         ChainDiagnostics(n_chains=10, n_groups=4)
     with pytest.raises(ValueError, match="n_draws must be an integer >= 4"):
         ChainDiagnostics(n_draws=2)
+
+
+def test_a_diverged_chain_is_left_out_of_the_projection_instead_of_failing_the_plot() -> None:
+    """The diagnostics exist to show a blow-up: non-finite states must not crash the plot's PCA."""
+    rng = np.random.default_rng(0)
+    traces = {"energy": rng.normal(size=(4, 10)), "states": rng.normal(size=(4, 3, 5))}
+    traces["states"][1, 2] = np.nan
+    traces["energy"][1, 5:] = np.inf
+    stats = {"prior_rhat_energy": float("nan"), "prior_ess_energy": float("nan")}
+    image = diagnostics_plot({"prior": (traces, stats, 1)})
+    traces["states"][:] = np.nan  # every chain diverged: an empty projection
+    assert diagnostics_plot({"prior": (traces, stats, 1)}).shape == image.shape
 
 
 def test_the_plots_are_rgb_arrays_with_the_traces_drawn() -> None:

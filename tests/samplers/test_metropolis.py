@@ -224,3 +224,59 @@ def test_a_strict_replay_of_the_recorded_chain_is_the_eager_chain(make) -> None:
     # adapting: on the CPU the update is left out after warm-up) records a graph without the update
     assert capture_stats([captured]) == {"captures": 2, "replays": 1, "eager_calls": 0}
     assert not captured.adapting
+
+
+def test_a_first_call_in_inference_mode_leaves_a_state_later_chains_can_update() -> None:
+    """``trainer.test`` runs under ``torch.inference_mode()``: a per-chain state sized there must not be
+    an inference tensor, or every later (training) chain fails to update it."""
+    sampler = MALA(n_steps=3, step_size=0.1, adapt_steps=10, adapt="per_chain")
+    with torch.inference_mode():
+        run(sampler, gaussian_energy, n=8)
+    assert not sampler.adaptation.h_bar.is_inference()
+    run(sampler, gaussian_energy, n=8)
+    assert int(sampler.adaptation.count) == 6
+
+
+def test_only_a_sampler_in_training_mode_adapts() -> None:
+    """Validation, testing and ``lebm.load`` put the model (and its samplers) in eval mode: their
+    chains use the step size as it is and leave the state alone, so evaluating never changes what
+    training does next."""
+    sampler = MALA(n_steps=5, step_size=0.1, adapt_steps=100)
+    run(sampler, gaussian_energy, n=16)
+    state = {name: buffer.clone() for name, buffer in sampler.adaptation.named_buffers()}
+    sampler.eval()
+    _, stats = run(sampler, gaussian_energy, n=16, seed=4)
+    assert "step_size" not in stats
+    assert all(torch.equal(buffer, state[name]) for name, buffer in sampler.adaptation.named_buffers())
+    sampler.train()
+    run(sampler, gaussian_energy, n=16, seed=5)
+    assert int(sampler.adaptation.count) == 10
+
+
+def test_under_bf16_autocast_the_accept_reject_step_uses_float32_energies() -> None:
+    """An energy of a few hundred nats rounded to bfloat16 moves by its rounding (about 1): at a tiny
+    step every proposal must still be accepted, as without autocast."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.SiLU(), torch.nn.Linear(32, 1))
+
+    def energy(z: torch.Tensor) -> torch.Tensor:
+        return 2000 * net(z).squeeze(1) + z.square().sum(1) / 2
+
+    generator = torch.Generator().manual_seed(0)
+    z0 = torch.randn(256, 8, generator=generator)
+    for sampler in (MALA(10, 1e-3), HMC(5, 1e-3, n_leapfrog=2)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, stats = sampler(energy, z0, freeze=[net], generator=generator, return_diagnostics=True)
+        assert float(stats["acceptance"].mean()) > 0.99, type(sampler).__name__
+
+
+def test_the_state_keeps_its_precision_when_the_model_is_cast_to_bfloat16() -> None:
+    """``module.to(torch.bfloat16)`` (a bf16-true run) leaves the step counter an exact integer, and
+    HMC's mass is rebuilt from its settings in float32, never rounded."""
+    sampler = HMC(2, 0.1, n_leapfrog=2, mass=[3.0, 7.0], adapt_steps=1000).to(torch.bfloat16)
+    for _ in range(150):
+        sampler.adaptation.update(torch.full((4,), 0.5))
+    assert sampler.adaptation.count.dtype == torch.long and int(sampler.adaptation.count) == 150
+    run(sampler, gaussian_energy, n=4)
+    assert sampler.inverse_mass.dtype == torch.float32
+    assert torch.allclose(sampler.inverse_mass, torch.tensor([1 / 3, 1 / 7]), rtol=1e-6)

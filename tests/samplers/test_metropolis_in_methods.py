@@ -145,3 +145,52 @@ def test_under_two_ranks_each_adapts_on_its_own_chains_and_resumes_its_own_state
     quiet_trainer(max_epochs=2, callbacks=[CheckResumedAdaptation(saved)], **settings).fit(
         resumed, toy_loader(), ckpt_path=str(checkpoint)
     )
+
+
+def langevin_model() -> LatentEBM:
+    torch.manual_seed(0)
+    decoder = GaussianDecoder(MLPGenerator(3, [2], hidden=16, out_activation=None), sigma=0.3)
+    prior = TiltedGaussianPrior(3, EnergyMLP(3, hidden=16), sampler=Langevin(5, 0.4))
+    return LatentEBM(decoder, prior, posterior_sampler=Langevin(4, 0.05), decoder_lr=1e-3, prior_lr=1e-3)
+
+
+def test_a_checkpoint_loads_into_a_model_with_another_kind_of_chain(tmp_path: Path) -> None:
+    """CPU. Evaluate a Langevin-trained model with MALA (its adaptation starts afresh) and a
+    MALA-trained one with Langevin (the adaptation state is dropped), as a recipe that swaps the
+    chain for testing does."""
+    for build_trained, build_other in ((langevin_model, toy_mala_model), (toy_mala_model, langevin_model)):
+        trainer = quiet_trainer(max_epochs=1, accelerator="cpu", default_root_dir=tmp_path)
+        trained = build_trained()
+        trainer.fit(trained, toy_loader())
+        path = tmp_path / f"{type(trained.posterior_sampler).__name__}.ckpt"
+        trainer.save_checkpoint(path)
+        other = type(trained).load_from_checkpoint(path, posterior_sampler=build_other().posterior_sampler)
+        assert type(other.posterior_sampler) is type(build_other().posterior_sampler)
+        for name, parameter in trained.named_parameters():
+            assert torch.equal(parameter, other.get_parameter(name)), name
+
+
+def test_resume_is_exact_with_an_adapting_chain_and_validation(tmp_path: Path) -> None:
+    """CPU. With a validation loop (and the sanity check a resumed run repeats) the adapting chain's
+    state moves only in training: 3 epochs straight equal 1 epoch, a checkpoint written at the end of
+    the training epoch (as the recipes write it), and a resume to 3."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(folder: str, epochs: int, ckpt_path: str | None = None) -> LatentEBM:
+        L.seed_everything(3, verbose=False)
+        model = toy_mala_model()
+        every_epoch = ModelCheckpoint(dirpath=tmp_path / folder, save_top_k=-1, save_on_train_epoch_end=True)
+        trainer = quiet_trainer(
+            max_epochs=epochs, accelerator="cpu", callbacks=[every_epoch], enable_checkpointing=True,
+            inference_mode=False, num_sanity_val_steps=2, default_root_dir=tmp_path / folder,
+        )  # fmt: skip
+        trainer.fit(model, toy_loader(), toy_loader(), ckpt_path=ckpt_path)
+        return model
+
+    straight = fit("straight", 3)
+    (first,) = (tmp_path / "straight").glob("epoch=0-*.ckpt")
+    resumed = fit("resumed", 3, ckpt_path=str(first))
+    for name, parameter in straight.named_parameters():
+        assert torch.equal(parameter, resumed.get_parameter(name)), name
+    for name, buffer in straight.posterior_sampler.adaptation.named_buffers():
+        assert torch.equal(buffer, resumed.posterior_sampler.adaptation.get_buffer(name)), name
