@@ -124,8 +124,8 @@ class MetropolisSampler(Sampler, nn.Module):
         """Accept each chain's proposal with probability ``min(1, exp(log_alpha))`` ``(B,)``.
 
         ``current`` and ``proposal`` are ``(state (B, *shape), energy (B,), grad (B, *shape))``;
-        returns the kept triple. A non-finite ``log_alpha`` (a proposal whose energy is NaN or
-        infinite) is rejected. Records the diagnostics and takes one adaptation step.
+        returns the kept triple. A proposal whose ``log_alpha`` is NaN or ``-inf`` (its energy NaN or
+        infinite) is rejected. Records the diagnostics and, while adapting, takes one adaptation step.
         """
         z, energy, grad = current
         z_new, energy_new, grad_new = proposal
