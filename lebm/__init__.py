@@ -17,7 +17,9 @@ def load(path: str, map_location: Any = None, **kwargs: Any) -> Any:
 
     Reads the method's public class path stored in the checkpoint (e.g. ``lebm.models.LatentEBM``)
     and calls that class's ``load_from_checkpoint(path, map_location=..., **kwargs)``: pass
-    modules the checkpoint could not record (named in a warning when it was saved) as keywords.
+    modules the checkpoint could not record (named in a warning when it was saved) as keywords, and
+    ``weights_only=False`` for a checkpoint of yours that holds objects other than tensors and plain
+    data (refused by default, with a message naming the object).
     The model comes back in evaluation mode (``.eval()``: BatchNorm's running statistics, so a
     score does not depend on the rest of its batch); ``model.train()`` switches back::
 

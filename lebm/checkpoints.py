@@ -4,6 +4,7 @@ method wrote it is :mod:`lebm.models.loading`)."""
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,26 @@ class CheckpointError(ValueError):
     """A file that is not a readable lebm checkpoint."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents (tensors memory-mapped, plain data only).
+class CheckpointNotPlain(CheckpointError):
+    """An intact checkpoint that holds objects other than tensors and plain data (a numpy number in a
+    callback's state, say): it loads only when its reader is told to trust it (``weights_only=False``)."""
+
+
+def refused_global(error: BaseException) -> str:
+    """The class the weights-only unpickler refused, as its message names it (``numpy.float64``)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error)) or re.search(r"Unsupported global: ([\w.]+)", str(error))
+    return found.group(1) if found else "an object"
+
+
+def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str, Any]:
+    """The checkpoint's contents (tensors memory-mapped; plain data only unless ``weights_only=False``,
+    which unpickles any object: only for files you trust, such as your own run's).
 
     Raises:
-        CheckpointError: the file is missing, not a PyTorch checkpoint, truncated, or holds
-            objects other than tensors and plain data; the message says which and why.
+        CheckpointNotPlain: the file is intact but holds objects other than tensors and plain data
+            (with ``weights_only``); the message names the object and the two ways out.
+        CheckpointError: the file is missing, not a PyTorch checkpoint or truncated; the message
+            says which and why.
     """
     import pickle
 
@@ -37,8 +52,17 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             "torch.save); it may be truncated by an interrupted copy, or another kind of file"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, zipfile.BadZipFile) as error:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except pickle.UnpicklingError as error:
+        if not str(error).startswith("Weights only load failed"):
+            raise CheckpointError(f"{path} is not a readable lebm checkpoint: {str(error).splitlines()[0]}") from None
+        raise CheckpointNotPlain(
+            f"{path} holds objects other than tensors and plain data ({refused_global(error)}), which lebm and "
+            "Lightning load only when told to trust the file: a callback or your code stored it in the checkpoint "
+            "(store plain Python numbers, e.g. float(x), to avoid it). If the file is yours, add --weights_only false "
+            "(in Python: lebm.load(path, weights_only=False))"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path} is not a readable lebm checkpoint: {reason}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -46,9 +70,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def check_checkpoint_file(path: str | Path) -> None:
-    """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint."""
-    read_checkpoint(path)
+def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> None:
+    """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint
+    (:class:`CheckpointNotPlain` when it is intact but holds objects ``weights_only`` refuses)."""
+    read_checkpoint(path, weights_only=weights_only)
 
 
 __getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

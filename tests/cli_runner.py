@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 
 from lebm.cli.main import main as lebm_main
 
@@ -57,3 +58,17 @@ class SigtermAtSetup(L.Callback):
         import signal
 
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+class NumpyState(L.Callback):
+    """A callback (class_path ``cli_runner.NumpyState``) that keeps a numpy number in its checkpoint
+    state, as many users' callbacks do: a checkpoint that ``weights_only`` loading refuses."""
+
+    def __init__(self) -> None:
+        self.best = np.float64(1.5)
+
+    def state_dict(self) -> dict:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best = state_dict["best"]

@@ -338,3 +338,40 @@ def test_text_data_into_an_image_model_is_refused_when_the_run_is_built(capsys, 
     )
     assert "are sentences (token ids), but the decoder (GaussianDecoder) models arrays" in message, message
     assert "recipes/latent_ebm/text_quickstart.yaml" in message
+
+
+def test_a_checkpoint_holding_objects_is_not_passed_over_as_unreadable(capsys, tmp_path: Path) -> None:
+    """A callback that keeps a numpy number in its state makes checkpoints that ``weights_only``
+    loading refuses. Such a ``last.ckpt`` is intact: the resume stops with a message naming the object
+    and the fix (it used to be moved aside as unreadable and the run resumed from an older epoch);
+    with ``--weights_only false`` it resumes from it."""
+    run = tmp_path / "run"
+    callback = ["--trainer.callbacks+", "cli_runner.NumpyState"]
+    fit(run, *callback)
+    last = run / "checkpoints" / "last.ckpt"
+    older = run / "checkpoints" / "epoch=0-plain.ckpt"  # an older, plain checkpoint a resume could fall back to
+    plain = torch.load(last, map_location="cpu", weights_only=False)
+    plain["callbacks"] = {key: value for key, value in plain["callbacks"].items() if "NumpyState" not in key}
+    torch.save(plain, older)
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    written = last.read_bytes()
+    message = stopped(capsys, run, *callback, "--ckpt_path", "auto", "--trainer.max_epochs", "2", code=2)
+    assert f"{last} holds objects other than tensors and plain data (numpy" in message
+    assert "--weights_only false" in message and "is unreadable" not in message
+    assert last.read_bytes() == written and not list(run.glob("checkpoints/*.unreadable-*"))  # nothing moved
+    fit(run, *callback, "--ckpt_path", "auto", "--trainer.max_epochs", "2", "--weights_only", "false")
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1  # resumed from last.ckpt
+
+
+def test_loading_a_checkpoint_holding_objects_names_it_and_loads_when_trusted(tmp_path: Path) -> None:
+    """``lebm.load`` and an explicit ``--ckpt_path`` give the same message; ``weights_only=False`` loads."""
+    import lebm
+    from lebm.checkpoints import CheckpointNotPlain, read_checkpoint
+
+    run = tmp_path / "run"
+    fit(run, "--trainer.callbacks+", "cli_runner.NumpyState")
+    last = run / "checkpoints" / "last.ckpt"
+    with pytest.raises(CheckpointNotPlain, match=r"holds objects other than tensors and plain data \(numpy"):
+        lebm.load(last)
+    assert read_checkpoint(last, weights_only=False)["global_step"] > 0
+    assert not lebm.load(last, weights_only=False).training

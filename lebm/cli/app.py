@@ -181,7 +181,10 @@ class LebmCLI(LightningCLI):
         if self.subcommand == "fit" and is_primary_process():
             check_writable(run_dir)
         if self.subcommand == "fit":
-            config.ckpt_path = fit_checkpoint(run_dir, config.get("ckpt_path"), bool(config.get("overwrite")))
+            trusted = config.get("weights_only") is False  # --weights_only false: the user trusts the files
+            config.ckpt_path = fit_checkpoint(
+                run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
+            )
         elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             warnings.warn(
                 f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
@@ -233,7 +236,8 @@ class LebmCLI(LightningCLI):
             fail(f"could not build the run: {root_cause(error)}")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         if isinstance(ckpt_path, str) and os.path.isfile(ckpt_path) and isinstance(self.model, Method):
-            changed = check_resume(self.model, ckpt_path, self.subcommand)
+            trusted = self.config[self.subcommand].get("weights_only") is False
+            changed = check_resume(self.model, ckpt_path, self.subcommand, weights_only=not trusted)
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
 

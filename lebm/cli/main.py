@@ -113,7 +113,7 @@ def check_arguments(args: list[str]) -> None:
         from lebm.checkpoints import CheckpointError, check_checkpoint_file
 
         try:
-            check_checkpoint_file(ckpt_path)
+            check_checkpoint_file(ckpt_path, weights_only=_value_of(args, "--weights_only") != "false")
         except CheckpointError as error:
             fail(str(error))
 

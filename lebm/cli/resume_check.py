@@ -92,11 +92,12 @@ def architecture_differences(stored: dict[str, Any], current: dict[str, Any]) ->
     return differing
 
 
-def check_resume(model: Any, ckpt_path: str, subcommand: str) -> list[str]:
+def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool = True) -> list[str]:
     """Check ``model`` (built from the recipe) against the checkpoint; refuse with a message that
     names the difference and the ways out; return the changed settings that apply, as ``key old ->
-    new`` (empty when none)."""
-    checkpoint = read_checkpoint(ckpt_path)
+    new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
+    checkpoint that holds objects other than tensors and plain data."""
+    checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     stored_class = hparams.pop("_class_path", None)
     if isinstance(stored_class, str):

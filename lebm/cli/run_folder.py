@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from lebm.checkpoints import CheckpointError, check_checkpoint_file
+from lebm.checkpoints import CheckpointError, CheckpointNotPlain, check_checkpoint_file
 from lebm.cli.errors import fail
 
 CHECKPOINT_DIR = "checkpoints"
@@ -58,16 +58,20 @@ def last_checkpoint(run_dir: str) -> str | None:
     return lasts[0] if lasts else None
 
 
-def unreadable(path: str) -> str | None:
-    """Why ``path`` is not a readable checkpoint, or None when it is."""
+def unreadable(path: str, weights_only: bool = True) -> str | None:
+    """Why ``path`` is not a readable checkpoint, or None when it is. An intact checkpoint that
+    ``weights_only`` refuses is no reason to pass over it for an older one: that stops the command
+    with its message (:class:`~lebm.checkpoints.CheckpointNotPlain`: the object and the ways out)."""
     try:
-        check_checkpoint_file(path)
+        check_checkpoint_file(path, weights_only=weights_only)
+    except CheckpointNotPlain as error:
+        fail(str(error))
     except CheckpointError as error:
         return str(error)
     return None
 
 
-def newest_intact_checkpoint(run_dir: str) -> tuple[str | None, list[str]]:
+def newest_intact_checkpoint(run_dir: str, weights_only: bool = True) -> tuple[str | None, list[str]]:
     """The checkpoint a resume should use: ``last.ckpt`` when readable, else the newest readable
     one; and the unreadable ones passed over (newer than it), each as ``path: reason``."""
     candidates = checkpoint_files(run_dir)
@@ -76,7 +80,7 @@ def newest_intact_checkpoint(run_dir: str) -> tuple[str | None, list[str]]:
         candidates = [last, *(path for path in candidates if path != last)]
     skipped = []
     for path in candidates:
-        reason = unreadable(path)
+        reason = unreadable(path, weights_only)
         if reason is None:
             return path, skipped
         skipped.append(reason)
@@ -144,15 +148,16 @@ def is_primary_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
-def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool) -> Any:
-    """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module."""
+def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: bool = True) -> Any:
+    """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module;
+    ``weights_only``: the command's ``--weights_only`` (False: checkpoints holding objects are read)."""
     if os.environ.get("LOCAL_RANK", "0") != "0" and DECIDED_CKPT_PATH in os.environ:
         # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
         # may have written to the folder since); follow its decision
         return os.environ[DECIDED_CKPT_PATH] or None
     started = bool(checkpoint_files(run_dir))
     if ckpt_path in ("auto", "last") and started:
-        newest, skipped = newest_intact_checkpoint(run_dir)
+        newest, skipped = newest_intact_checkpoint(run_dir, weights_only)
         last = last_checkpoint(run_dir)
         if newest is None:
             fail(

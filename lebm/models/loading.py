@@ -10,9 +10,9 @@ from lebm.config import import_object
 from lebm.models.base import Method
 
 
-def stored_method_class(path: str | Path) -> type:
+def stored_method_class(path: str | Path, weights_only: bool = True) -> type:
     """The method class a checkpoint names in its hyperparameters (``_class_path``)."""
-    class_path = (read_checkpoint(path).get("hyper_parameters") or {}).get("_class_path")
+    class_path = (read_checkpoint(path, weights_only=weights_only).get("hyper_parameters") or {}).get("_class_path")
     if not isinstance(class_path, str):
         raise CheckpointError(
             f"{path} does not name the method that wrote it (no `_class_path` in its hyperparameters): "
@@ -32,4 +32,5 @@ def load_method(path: str | Path, map_location: Any = None, **kwargs: Any) -> An
     evaluation mode: nets with BatchNorm use their running statistics, so ``score``, ``infer``,
     ``reconstruct`` and ``generate`` do not depend on which examples share a batch (a Trainer puts
     the model back in training mode when it fits it)."""
-    return stored_method_class(path).load_from_checkpoint(path, map_location=map_location, **kwargs).eval()
+    method = stored_method_class(path, weights_only=kwargs.get("weights_only") is not False)
+    return method.load_from_checkpoint(path, map_location=map_location, **kwargs).eval()
