@@ -226,6 +226,18 @@ def test_checkpoint_paths_are_checked_before_anything_is_written(capsys, tmp_pat
         ),
         (["--model.init_args.decoder_lrr", "0.1"], "(did you mean 'decoder_lr'?)"),
         (["--trainer.max_epoch", "3"], "'max_epoch' is not an option of the Trainer (did you mean 'max_epochs'?)"),
+        (["--trainer.max_epochs", "abc"], "trainer.max_epochs expects an int or null, got 'abc'"),
+        (["--data.init_args.batch_size", "1.5"], "data.init_args.batch_size expects an int, got '1.5'"),
+        (
+            ["--model.init_args.posterior_sampler.init_args.noise_std", "abc"],
+            "model.init_args.posterior_sampler.init_args.noise_std expects a float or null, got 'abc'",
+        ),
+        (
+            ["--model.init_args.posterior_sampler.init_args.form", "papr"],
+            "model.init_args.posterior_sampler.init_args.form expects one of 'code', 'paper', got 'papr' "
+            "(did you mean 'paper'?)",
+        ),
+        (["--trainer.precision", "17"], "trainer.precision expects one of 64, 32, 16, 'transformer-engine'"),
     ],
 )
 def test_config_mistakes_get_one_short_message(capsys, tmp_path: Path, args: list[str], expected: str) -> None:

@@ -108,6 +108,9 @@ def summarize_parser_error(message: str) -> str:
         key = _full_key(message)
         at = f" (at {key})" if key else ""
         return f"{option!r} is not an option{where}{hint}{at}"
+    choice = wrong_choice(message)
+    if choice:
+        return choice
     expected = _EXPECTED.search(message)
     if expected:
         kind, value = expected.group(1), expected.group(2).strip()
@@ -115,8 +118,55 @@ def summarize_parser_error(message: str) -> str:
         key = _full_key(message, inner[-1] if inner else None)
         if kind in ("float", "int") and _is_non_finite(value):
             return f"{key} must be a finite number, got {value}"
-        return f"{key} expects a {kind}, got {value!r}"
+        return f"{key} expects {_SIMPLE_TYPES.get(kind, f'a {kind}')}, got {value!r}"
     return _first_lines(message)
+
+
+#: How a simple type of a Union or a Literal's values are named in a message.
+_SIMPLE_TYPES = {"int": "an int", "float": "a float", "bool": "true or false", "str": "a string", "NoneType": "null"}
+_SUBTYPE = re.compile(r"<class '(\w+)'>|typing\.Literal\[(.*?)\]")
+
+
+def wrong_choice(message: str) -> str | None:
+    """``key expects <the alternatives>, got 'value'`` for the innermost option whose value fits none
+    of its simple alternatives (ints, floats, booleans, strings, null, literal choices: a Union's
+    subtypes or one Literal), with the nearest choice; None for any other error."""
+    lines = message.splitlines()
+    blocks = [(len(line) - len(line.lstrip()), i) for i, line in enumerate(lines) if _PARSER_KEY.search(line)]
+    if not blocks:
+        return None
+    indent, start = max(blocks, key=lambda block: (block[0], block[1]))
+    key_name = _PARSER_KEY.search(lines[start]).group(1)  # type: ignore[union-attr]
+    body = [line.strip() for line in lines[start + 1 :] if len(line) - len(line.lstrip()) > indent]
+    alternatives: list[str] = []
+    value: str | None = None
+    if body and body[0].startswith("Expected a typing.Literal["):
+        literal, _, value = body[0].partition(". Got value: ")
+        subtypes = [(None, literal[len("Expected a typing.Literal[") : -1])]
+    elif len(body) > 1 and body[1].startswith("Subtypes: ["):
+        subtypes = _SUBTYPE.findall(body[1][len("Subtypes: [") : -1])
+        if not subtypes or len(subtypes) != body[1].count("<class") + body[1].count("typing.Literal["):
+            return None  # a subtype that is neither a simple class nor a Literal: the parser's own message
+        given = [line for line in body if line.startswith("Given value: ")]
+        value = given[0][len("Given value: ") :] if given else None
+    else:
+        return None
+    choices: list[str] = []
+    for name, literal in subtypes:
+        if name:
+            if name not in _SIMPLE_TYPES:
+                return None
+            alternatives.append(_SIMPLE_TYPES[name])
+        else:
+            choices += [c.strip() for c in literal.split(",") if c.strip() and c.strip() not in choices]
+    if value is None:
+        return None
+    if choices:
+        alternatives.insert(0, "one of " + ", ".join(choices))
+    words = [c.strip("'\"") for c in choices]
+    hint = did_you_mean(value, words) if words else ""
+    listed = alternatives[0] if len(alternatives) == 1 else ", ".join(alternatives[:-1]) + " or " + alternatives[-1]
+    return f"{_full_key(message, key_name)} expects {listed}, got {value!r}{hint}"
 
 
 def not_a_trainer_option(option: str) -> str:
