@@ -8,6 +8,7 @@ to the full parser: it must never refuse a valid recipe.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,48 @@ def test_a_misspelt_name_is_refused_once_its_class_was_recorded(cache: Path, arg
     remember_options(expanded())
     found = check_known_options(expanded(*args))
     assert found is not None and message in found, found
+
+
+WRONG_VALUES = [
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs expects an int or null, got 'abc'"),
+    (["--data.init_args.batch_size", "1.5"], "data.init_args.batch_size expects an int, got '1.5'"),
+    (["--model.init_args.prior_lr", "fast"], "model.init_args.prior_lr expects a float, got 'fast'"),
+    (
+        ["--model.init_args.posterior_sampler.init_args.form", "papr"],
+        "model.init_args.posterior_sampler.init_args.form expects one of 'code', 'paper', got 'papr' "
+        "(did you mean 'paper'?)",
+    ),
+    (["--trainer.precision", "17"], "trainer.precision expects one of 64, 32, 16, 'transformer-engine'"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), WRONG_VALUES, ids=[case[0][0].rsplit(".", 1)[1] for case in WRONG_VALUES])
+def test_a_string_no_simple_alternative_reads_is_refused_in_the_parsers_words(
+    cache: Path, args: list[str], message: str
+) -> None:
+    """Device: CPU. The messages are those of ``lebm.cli.errors`` for the full parser (the subprocess
+    test below compares the two directly)."""
+    remember_options(expanded())
+    found = check_known_options(expanded(*args))
+    assert found is not None and found.startswith(message), found
+
+
+def test_values_the_parser_reads_are_not_refused(cache: Path) -> None:
+    """Device: CPU. Numbers in every notation, null for optional options, a Literal's values (also
+    an int one written as a string), booleans and interpolations are left to the full parser."""
+    remember_options(expanded())
+    for args in (
+        ["--trainer.max_epochs", "null"],
+        ["--trainer.max_epochs", "+3"],
+        ["--model.init_args.prior_lr", "1e-3"],
+        ["--model.init_args.prior_lr", "inf"],  # refused later, with its own message (not finite)
+        ["--model.init_args.posterior_sampler.init_args.noise_std", "None"],
+        ["--model.init_args.posterior_sampler.init_args.cuda_graph", "1"],
+        ["--trainer.precision", "bf16-mixed"],
+        ["--trainer.precision", "32"],
+        ["-c", "model:\n  init_args:\n    prior_lr: ${model.init_args.decoder_lr}\n"],
+    ):
+        assert check_known_options(expanded(*args)) is None, args
 
 
 def test_no_recipe_and_no_valid_override_is_refused(cache: Path) -> None:
@@ -149,10 +192,18 @@ TYPOS = [
         "'prior_lrr' is not an option of lebm.models.LatentEBM (did you mean 'prior_lr'?)",
     ),
     (["-c", "trainer: {max_epoch: 2}"], "'max_epoch' is not an option of the Trainer (did you mean 'max_epochs'?)"),
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs expects an int or null, got 'abc'"),
+    (
+        ["-c", "model:\n  init_args:\n    posterior_sampler:\n      init_args: {form: papr}\n"],
+        "model.init_args.posterior_sampler.init_args.form expects one of 'code', 'paper', got 'papr' "
+        "(did you mean 'paper'?)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), TYPOS, ids=["model-flag", "trainer-in-a-recipe"])
+@pytest.mark.parametrize(
+    ("args", "message"), TYPOS, ids=["model-flag", "trainer-in-a-recipe", "wrong-int", "wrong-choice-in-a-recipe"]
+)
 def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
@@ -209,3 +260,18 @@ def test_what_the_full_parser_accepts_is_never_refused(
     monkeypatch.setattr(sys, "path", [str(second), *[p for p in sys.path if p != str(first)]])
     monkeypatch.delitem(sys.modules, "lebm_test_copy")  # a new command: nothing of the user's imported yet
     assert check_known_options(expand_includes(["fit", "-c", str(recipe)])) is None  # b/'s Net takes beta
+
+
+def test_an_entry_recorded_without_value_types_is_recorded_again(cache: Path) -> None:
+    """Device: CPU. A cache written before values were checked has no ``simple`` types: its entries
+    are not used, and the next command that imports Lightning records them again."""
+    remember_options(expanded())
+    options = cache / "options.json"
+    entries = json.loads(options.read_text())
+    for entry in entries.values():
+        del entry["simple"]
+    options.write_text(json.dumps(entries))
+    assert check_known_options(expanded("--model.init_args.prior_lrr", "1")) is None  # not used
+    remember_options(expanded())
+    assert all("simple" in entry for entry in json.loads(options.read_text()).values())
+    assert check_known_options(expanded("--trainer.max_epochs", "abc")) is not None

@@ -138,7 +138,6 @@ def wrong_choice(message: str) -> str | None:
     indent, start = max(blocks, key=lambda block: (block[0], block[1]))
     key_name = _PARSER_KEY.search(lines[start]).group(1)  # type: ignore[union-attr]
     body = [line.strip() for line in lines[start + 1 :] if len(line) - len(line.lstrip()) > indent]
-    alternatives: list[str] = []
     value: str | None = None
     if body and body[0].startswith("Expected a typing.Literal["):
         literal, _, value = body[0].partition(". Got value: ")
@@ -152,21 +151,47 @@ def wrong_choice(message: str) -> str | None:
     else:
         return None
     choices: list[str] = []
+    kinds: list[str] = []
     for name, literal in subtypes:
         if name:
             if name not in _SIMPLE_TYPES:
                 return None
-            alternatives.append(_SIMPLE_TYPES[name])
+            kinds.append(name)
         else:
             choices += [c.strip() for c in literal.split(",") if c.strip() and c.strip() not in choices]
     if value is None:
         return None
+    key = _full_key(message, key_name) if _NESTED_KEY.search(message) else _key_chain(lines, start)
+    return expects(key, kinds, choices, value)
+
+
+def _key_chain(lines: list[str], start: int) -> str:
+    """The dotted key of the parser block at ``lines[start]`` from the blocks that enclose it (a
+    value in a recipe file: ``model`` > ``posterior_sampler`` > ``form`` is
+    ``model.init_args.posterior_sampler.init_args.form``)."""
+    chain, indent = [], len(lines[start]) + 1
+    for line in reversed(lines[: start + 1]):
+        depth = len(line) - len(line.lstrip())
+        found = _PARSER_KEY.search(line)
+        if found and depth < indent:
+            chain.append(found.group(1))
+            indent = depth
+    chain.reverse()
+    return ".init_args.".join(chain)
+
+
+def expects(key: str, kinds: list[str], choices: list[str], value: str) -> str:
+    """``key expects one of <choices> or <kinds>, got 'value'`` with the nearest choice: the message
+    for a value that fits none of an option's simple alternatives. ``kinds``: type names (``int``,
+    ``float``, ``bool``, ``str``, ``NoneType``); ``choices``: a Literal's values as written in code
+    (``'code'``, ``64``). ``lebm.cli.known_options`` words its early check with it too."""
+    alternatives = [_SIMPLE_TYPES.get(kind, f"a {kind}") for kind in kinds]
     if choices:
         alternatives.insert(0, "one of " + ", ".join(choices))
     words = [c.strip("'\"") for c in choices]
     hint = did_you_mean(value, words) if words else ""
     listed = alternatives[0] if len(alternatives) == 1 else ", ".join(alternatives[:-1]) + " or " + alternatives[-1]
-    return f"{_full_key(message, key_name)} expects {listed}, got {value!r}{hint}"
+    return f"{key} expects {listed}, got {value!r}{hint}"
 
 
 def not_a_trainer_option(option: str) -> str:

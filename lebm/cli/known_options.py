@@ -18,7 +18,11 @@ The check can only refuse what the full parser would refuse:
   cache are left to the full parser;
 - a part whose class changes between the recipe's files or on the command line is not checked
   (the full parser drops or keeps its settings by rules of its own);
-- anything else the full parser checks (types, values, missing classes) is left to it.
+- a value is checked only against an option whose type is a union of simple alternatives (int,
+  float, bool, str, None, a Literal's choices) and only when it is a string (from the command line
+  or quoted in a recipe) that none of them can read (``--trainer.max_epochs abc``, ``form: papr``);
+  the message is the full parser's (:func:`lebm.cli.errors.expects`); anything else the full parser
+  checks (other types, typed YAML values, missing classes) is left to it.
 
 A recipe is read as a tree: a mapping with ``class_path`` is a *part*, its ``init_args`` keys are
 checked against the class (and each value is walked in turn); the ``trainer`` section is a part of
@@ -38,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from lebm.cli.errors import did_you_mean
+from lebm.cli.errors import did_you_mean, expects
 
 TRAINER_CLASS = "lightning.pytorch.Trainer"
 #: Keys of a part that are not init arguments.
@@ -252,6 +256,8 @@ def _valid(entry: Any, class_path: str) -> bool:
         return False
     if not isinstance(entry.get("parameters"), list) or not isinstance(entry.get("open"), bool):
         return False
+    if not isinstance(entry.get("simple"), dict):  # recorded before values were checked: record it again
+        return False
     if entry.get("origin") is None or entry.get("origin") != package_origin(class_path):
         return False
     return all(_digest(str(path)) == digest for path, digest in entry["files"].items())
@@ -281,12 +287,62 @@ def _first_unknown_option(args: list[str]) -> str | None:
         if entry is None or not _valid(entry, part.class_path) or entry["open"]:
             continue
         accepted = entry["parameters"]
-        for name in part.arguments:
+        for name, value in part.arguments.items():
+            at = f"{key}.{name}" if key == "trainer" else f"{key}.init_args.{name}"
             if name not in accepted:
                 owner = "the Trainer" if part.class_path == TRAINER_CLASS else part.class_path
-                at = f"{key}.{name}" if key == "trainer" else f"{key}.init_args.{name}"
                 return f"{name!r} is not an option of {owner}{did_you_mean(name, accepted)} (at {at})"
+            spec = (entry.get("simple") or {}).get(name)
+            if isinstance(spec, dict) and isinstance(value, str) and not _fits(value, spec):
+                return expects(at, list(spec["kinds"]), [repr(choice) for choice in spec["choices"]], value)
     return None
+
+
+_NULLS = ("null", "None", "none", "~", "Null", "NULL")
+
+
+def _fits(value: str, spec: dict[str, Any]) -> bool:
+    """Whether some simple alternative of an option (``spec``: ``kinds`` and ``choices``) can read the
+    string ``value``, leniently: a doubt counts as a fit (the full parser decides those)."""
+    kinds, text = spec["kinds"], value.strip()
+    if "${" in value or "str" in kinds or "bool" in kinds:  # an interpolation OmegaConf resolves later
+        return True
+    if value in [str(choice) for choice in spec["choices"]]:
+        return True
+    if "NoneType" in kinds and text in _NULLS:
+        return True
+    if "int" in kinds and text.lstrip("+-").isdigit():
+        return True
+    if "float" in kinds:
+        try:
+            float(text)
+            return True
+        except ValueError:
+            pass
+    return False
+
+
+def simple_alternatives(annotation: Any) -> dict[str, list[Any]] | None:
+    """``{"kinds": [...], "choices": [...]}`` when ``annotation`` is a union of simple alternatives
+    (int, float, bool, str, None and Literals of plain values, in the order the parser lists them),
+    else None."""
+    import types
+    import typing
+
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    kinds: list[str] = []
+    choices: list[Any] = []
+    for member in members or (annotation,):
+        if typing.get_origin(member) is typing.Literal:
+            values = typing.get_args(member)
+            if not all(isinstance(v, (str, int, float, bool)) for v in values):
+                return None
+            choices += [v for v in values if v not in choices]
+        elif member in (int, float, bool, str, type(None)):
+            kinds.append(member.__name__)
+        else:
+            return None
+    return {"kinds": kinds, "choices": choices}
 
 
 def describe_class(class_path: str) -> dict[str, Any] | None:
@@ -295,6 +351,7 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
     import importlib
     import inspect
     import sys
+    import typing
 
     module_name, _, name = class_path.rpartition(".")
     if not module_name:
@@ -310,8 +367,14 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
         return None
     kinds = [parameter.kind for parameter in signature.parameters.values()]
     names = [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: no value is checked early
+        hints = {}
+    simple = {name: spec for name in names if (spec := simple_alternatives(hints.get(name, Any))) is not None}
     return {
         "parameters": [name for name in names if name != "self"],
+        "simple": simple,
         "open": inspect.Parameter.VAR_KEYWORD in kinds,
         "origin": package_origin(class_path),
         "files": {str(path): _digest(str(path)) for path in sorted(files)},
