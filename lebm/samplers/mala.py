@@ -62,9 +62,10 @@ class MALA(MetropolisSampler):
             noise.normal_(generator=generator)
             proposal = z - drift * grad + step * noise
             energy_new, grad_new = self.evaluate(target, proposal)
-            forward = noise.flatten(1).square().sum(1) / 2
-            backward = ((z - proposal + drift * grad_new) / step).flatten(1).square().sum(1) / 2
-            log_alpha = energy - energy_new + forward - backward
+            # -log q(z'|z) = ||eps||^2 / 2 and -log q(z|z') = ||(z - z' + (s^2/2) grad U(z')) / s||^2 / 2
+            # = ||eps - (s/2) (grad U(z) + grad U(z'))||^2 / 2, both up to the same constant
+            backward_noise = noise - (step / 2) * (grad + grad_new)
+            log_alpha = energy - energy_new + (noise.square() - backward_noise.square()).flatten(1).sum(1) / 2
             z, energy, grad = self.metropolis(
                 target, (z, energy, grad), (proposal, energy_new, grad_new), log_alpha, step, generator
             )
