@@ -16,7 +16,8 @@ checkpoint is there, then computes on the held-out test digits, once per posteri
 
 The chains: the recipe's ``Langevin(20, 0.1)`` (the training chain), MALA with the same 20 steps of
 0.1, MALA with a step adapted to an acceptance of 0.574 (warm-up on a separate batch), and a long MALA
-(200 steps) as the reference. Records: ``docs/results/latent_ebm_posterior_samplers.json``.
+(200 steps) as the reference; and the score averaged over 5 chains from independent starts (the
+posteriors are multimodal: ``docs/diagnostics.md``). Records: ``docs/results/latent_ebm_posterior_samplers.json``.
 """
 
 from __future__ import annotations
@@ -78,12 +79,17 @@ def acceptance_of(model, x: torch.Tensor, sampler: Sampler, generator: torch.Gen
     return float(stats["acceptance"].mean())
 
 
-def evaluate(model, x: torch.Tensor, sampler: Sampler, seed: int) -> dict[str, float]:
+def scores_of(model, x: torch.Tensor, sampler: Sampler, generator: torch.Generator, starts: int) -> np.ndarray:
+    """The anomaly score ``(B,)``, averaged over ``starts`` chains from independent noise."""
+    return np.mean([model.score(x, sampler=sampler, generator=generator).numpy() for _ in range(starts)], axis=0)
+
+
+def evaluate(model, x: torch.Tensor, sampler: Sampler, seed: int, starts: int = 1) -> dict[str, float]:
     generator = torch.Generator().manual_seed(seed)
-    scores = model.score(x, sampler=sampler, generator=generator).numpy()
+    scores = scores_of(model, x, sampler, generator, starts)
     results = {"mean_score": float(scores.mean())}
     for name, odd in anomalies(x, torch.Generator().manual_seed(7)).items():
-        odd_scores = model.score(odd, sampler=sampler, generator=generator).numpy()
+        odd_scores = scores_of(model, odd, sampler, generator, starts)
         targets = np.r_[np.zeros(len(scores)), np.ones(len(odd_scores))]
         auroc, _ = ranking_metrics(np.r_[scores, odd_scores], targets)
         results[f"anomaly_auroc_{name}"] = float(auroc)
@@ -113,11 +119,12 @@ def main() -> None:
         f"MALA(20, adapted {float(adapted.adapted_step_size):.3f})": adapted,
         "MALA(200, 0.1) (reference)": MALA(200, 0.1),
         "Langevin(200, 0.1)": Langevin(200, 0.1),
+        "Langevin(200, 0.1), score averaged over 5 starts": Langevin(200, 0.1),
     }
     command = f"python experiments/posterior_samplers.py --run {args.run} --examples {args.examples}"
     records = []
     for name, sampler in chains.items():
-        results = evaluate(model, x, sampler, seed=1)
+        results = evaluate(model, x, sampler, seed=1, starts=5 if "5 starts" in name else 1)
         print(name, json.dumps(results), flush=True)
         for metric, value in results.items():
             records.append(
