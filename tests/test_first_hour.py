@@ -238,6 +238,15 @@ def test_checkpoint_paths_are_checked_before_anything_is_written(capsys, tmp_pat
             "(did you mean 'paper'?)",
         ),
         (["--trainer.precision", "17"], "trainer.precision expects one of 64, 32, 16, 'transformer-engine'"),
+        (["--trainer.max_epochs", ""], "trainer.max_epochs expects an int or null, got ''"),
+        (
+            ["--model.init_args.posterior_sampler.init_args.form", ""],
+            "model.init_args.posterior_sampler.init_args.form expects one of 'code', 'paper', got ''",
+        ),
+        (
+            ["-c", "model:\n  init_args:\n    prior:\n      init_args:\n        sampler: {init_args: {n_steps: x}}"],
+            "model.init_args.prior.init_args.sampler.init_args.n_steps expects an int, got 'x'",
+        ),
     ],
 )
 def test_config_mistakes_get_one_short_message(capsys, tmp_path: Path, args: list[str], expected: str) -> None:

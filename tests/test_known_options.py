@@ -101,15 +101,22 @@ def test_a_string_no_simple_alternative_reads_is_refused_in_the_parsers_words(
 
 
 def test_values_the_parser_reads_are_not_refused(cache: Path) -> None:
-    """Device: CPU. Numbers in every notation, null for optional options, a Literal's values (also
-    an int one written as a string), booleans and interpolations are left to the full parser."""
+    """Device: CPU. Numbers in every notation YAML 1.1 or Python reads (hexadecimal, underscores,
+    sexagesimal, .inf, 1e-3), null for optional options, a Literal's values (also an int one written
+    as a string), booleans and interpolations are left to the full parser (a review found the first
+    version refusing several of these)."""
     remember_options(expanded())
     for args in (
         ["--trainer.max_epochs", "null"],
         ["--trainer.max_epochs", "+3"],
         ["--model.init_args.prior_lr", "1e-3"],
         ["--model.init_args.prior_lr", "inf"],  # refused later, with its own message (not finite)
-        ["--model.init_args.posterior_sampler.init_args.noise_std", "None"],
+        ["--model.init_args.posterior_sampler.init_args.noise_std", "null"],
+        ["--model.init_args.posterior_sampler.init_args.noise_std", "~"],
+        *[["--trainer.max_epochs", v] for v in ("0x10", "1_000", "1:00", "3 # a comment", " 8")],
+        ["--model.init_args.prior_lr", ".inf"],
+        ["--trainer.precision", " 32"],
+        ["--trainer.precision", "0x20"],
         ["--model.init_args.posterior_sampler.init_args.cuda_graph", "1"],
         ["--trainer.precision", "bf16-mixed"],
         ["--trainer.precision", "32"],
@@ -198,11 +205,18 @@ TYPOS = [
         "model.init_args.posterior_sampler.init_args.form expects one of 'code', 'paper', got 'papr' "
         "(did you mean 'paper'?)",
     ),
+    (["-c", "data:\n  init_args: {batch_size: abc}\n"], "data.init_args.batch_size expects an int, got 'abc'"),
+    (
+        ["-c", "trainer:\n  callbacks:\n  - class_path: lebm.callbacks.SampleGrid\n    init_args: {every_n_epochs: x}"],
+        "trainer.callbacks.init_args.every_n_epochs expects an int, got 'x'",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("args", "message"), TYPOS, ids=["model-flag", "trainer-in-a-recipe", "wrong-int", "wrong-choice-in-a-recipe"]
+    ("args", "message"),
+    TYPOS,
+    ids=["model-flag", "trainer-in-a-recipe", "wrong-int", "wrong-choice-in-a-recipe", "plain-int", "callback-value"],
 )
 def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
     tmp_path: Path, args: list[str], message: str

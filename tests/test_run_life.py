@@ -375,3 +375,25 @@ def test_loading_a_checkpoint_holding_objects_names_it_and_loads_when_trusted(tm
         lebm.load(last)
     assert read_checkpoint(last, weights_only=False)["global_step"] > 0
     assert not lebm.load(last, weights_only=False).training
+
+
+def test_testing_or_naming_a_checkpoint_holding_objects_gets_the_message_and_the_flag_works(
+    capsys, tmp_path: Path
+) -> None:
+    """``lebm test --ckpt_path last`` (Lightning loads the file itself) stops with the message, not a
+    traceback; ``--weights_only False`` (any spelling the parser reads) with a named checkpoint resumes."""
+    run = tmp_path / "run"
+    callback = ["--trainer.callbacks+", "cli_runner.NumpyState"]
+    fit(run, *callback)
+    last = run / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(
+            "test", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), "--ckpt_path", "last",
+            "--trainer.limit_test_batches", "1", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        )  # fmt: skip
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert "holds objects other than tensors and plain data (numpy" in message and "Traceback" not in message
+    fit(run, *callback, "--ckpt_path", str(last), "--trainer.max_epochs", "2", "--weights_only", "False")
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import sys
 import warnings
@@ -47,6 +48,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lebm.callbacks.interrupt import InterruptCheckpoint
+from lebm.checkpoints import refused_global
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
@@ -403,6 +405,14 @@ def run(args: list[str] | None) -> None:
         raise SystemExit(EXIT_SIGINT) from None
     except DataError as error:  # raised when the data are set up, after the run was built
         fail(str(error))
+    except pickle.UnpicklingError as error:  # Lightning's torch.load of a checkpoint that holds objects
+        if not str(error).startswith("Weights only load failed"):
+            raise
+        fail(
+            f"the checkpoint holds objects other than tensors and plain data ({refused_global(error)}), which "
+            "Lightning loads only when told to trust the file: a callback or your code stored it in the checkpoint "
+            "(store plain Python numbers, e.g. float(x), to avoid it). If the file is yours, add --weights_only false"
+        )
     except TrainingDiverged as error:
         sys.stderr.write(f"\nlebm: {error}\n")  # on a line of its own, after a progress bar
         raise SystemExit(1) from None

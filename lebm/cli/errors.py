@@ -114,8 +114,10 @@ def summarize_parser_error(message: str) -> str:
     expected = _EXPECTED.search(message)
     if expected:
         kind, value = expected.group(1), expected.group(2).strip()
+        lines = message.splitlines()
+        blocks = [i for i, line in enumerate(lines) if _PARSER_KEY.search(line)]
         inner = _PARSER_KEY.findall(message)
-        key = _full_key(message, inner[-1] if inner else None)
+        key = _key_chain(lines, blocks[-1]) if blocks else _full_key(message, inner[-1] if inner else None)
         if kind in ("float", "int") and _is_non_finite(value):
             return f"{key} must be a finite number, got {value}"
         return f"{key} expects {_SIMPLE_TYPES.get(kind, f'a {kind}')}, got {value!r}"
@@ -136,18 +138,18 @@ def wrong_choice(message: str) -> str | None:
     if not blocks:
         return None
     indent, start = max(blocks, key=lambda block: (block[0], block[1]))
-    key_name = _PARSER_KEY.search(lines[start]).group(1)  # type: ignore[union-attr]
-    body = [line.strip() for line in lines[start + 1 :] if len(line) - len(line.lstrip()) > indent]
+    body = [line.lstrip() for line in lines[start + 1 :] if len(line) - len(line.lstrip()) > indent]
     value: str | None = None
     if body and body[0].startswith("Expected a typing.Literal["):
-        literal, _, value = body[0].partition(". Got value: ")
+        literal, _, value = body[0].partition(". Got value:")
+        value = value.removeprefix(" ")
         subtypes = [(None, literal[len("Expected a typing.Literal[") : -1])]
     elif len(body) > 1 and body[1].startswith("Subtypes: ["):
         subtypes = _SUBTYPE.findall(body[1][len("Subtypes: [") : -1])
         if not subtypes or len(subtypes) != body[1].count("<class") + body[1].count("typing.Literal["):
             return None  # a subtype that is neither a simple class nor a Literal: the parser's own message
-        given = [line for line in body if line.startswith("Given value: ")]
-        value = given[0][len("Given value: ") :] if given else None
+        given = [line for line in body if line.startswith("Given value:")]
+        value = given[0][len("Given value:") :].removeprefix(" ") if given else None
     else:
         return None
     choices: list[str] = []
@@ -161,14 +163,14 @@ def wrong_choice(message: str) -> str | None:
             choices += [c.strip() for c in literal.split(",") if c.strip() and c.strip() not in choices]
     if value is None:
         return None
-    key = _full_key(message, key_name) if _NESTED_KEY.search(message) else _key_chain(lines, start)
-    return expects(key, kinds, choices, value)
+    return expects(_key_chain(lines, start), kinds, choices, value)
 
 
 def _key_chain(lines: list[str], start: int) -> str:
-    """The dotted key of the parser block at ``lines[start]`` from the blocks that enclose it (a
-    value in a recipe file: ``model`` > ``posterior_sampler`` > ``form`` is
-    ``model.init_args.posterior_sampler.init_args.form``)."""
+    """The dotted key of the parser block at ``lines[start]`` from the blocks that enclose it
+    (``model`` > ``posterior_sampler`` > ``form`` is ``model.init_args.posterior_sampler.init_args.form``,
+    from a recipe file or the command line, long or short form; an item of a list of parts has no
+    index: ``trainer.callbacks.init_args.every_n_epochs``)."""
     chain, indent = [], len(lines[start]) + 1
     for line in reversed(lines[: start + 1]):
         depth = len(line) - len(line.lstrip())

@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,32 +295,41 @@ def _first_unknown_option(args: list[str]) -> str | None:
                 return f"{name!r} is not an option of {owner}{did_you_mean(name, accepted)} (at {at})"
             spec = (entry.get("simple") or {}).get(name)
             if isinstance(spec, dict) and isinstance(value, str) and not _fits(value, spec):
-                return expects(at, list(spec["kinds"]), [repr(choice) for choice in spec["choices"]], value)
+                where = re.sub(r"\.\d+(?=\.)", "", at)  # the parser names a list's item without its index
+                return expects(where, list(spec["kinds"]), [repr(choice) for choice in spec["choices"]], value)
     return None
-
-
-_NULLS = ("null", "None", "none", "~", "Null", "NULL")
 
 
 def _fits(value: str, spec: dict[str, Any]) -> bool:
     """Whether some simple alternative of an option (``spec``: ``kinds`` and ``choices``) can read the
     string ``value``, leniently: a doubt counts as a fit (the full parser decides those)."""
-    kinds, text = spec["kinds"], value.strip()
+    kinds, choices = spec["kinds"], spec["choices"]
     if "${" in value or "str" in kinds or "bool" in kinds:  # an interpolation OmegaConf resolves later
         return True
-    if value in [str(choice) for choice in spec["choices"]]:
+    try:
+        read = yaml.safe_load(value)  # how the parser reads a value: YAML 1.1 (0x10, 1_000, .inf, 1:30)
+    except Exception:
         return True
-    if "NoneType" in kinds and text in _NULLS:
+    if value.strip() in [str(choice) for choice in choices] or str(read) in [str(choice) for choice in choices]:
         return True
-    if "int" in kinds and text.lstrip("+-").isdigit():
+    if any(read == choice and type(read) is type(choice) for choice in choices):
         return True
-    if "float" in kinds:
+    if read is None:
+        return "NoneType" in kinds or not choices and not kinds
+    if isinstance(read, str):  # the parser converts a string that YAML leaves alone (1e-3, nan) by the type
+        read = _number(read.strip(), "float" in kinds)
+    number = isinstance(read, (int, float)) and not isinstance(read, bool)
+    return ("int" in kinds and isinstance(read, int) and not isinstance(read, bool)) or ("float" in kinds and number)
+
+
+def _number(text: str, as_float: bool) -> Any:
+    """``int(text)``, else ``float(text)`` when floats are accepted, else ``text`` itself."""
+    for convert in (int, float) if as_float else (int,):
         try:
-            float(text)
-            return True
+            return convert(text)
         except ValueError:
-            pass
-    return False
+            continue
+    return text
 
 
 def simple_alternatives(annotation: Any) -> dict[str, list[Any]] | None:
@@ -372,6 +382,9 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
     except Exception:  # an annotation that does not resolve: no value is checked early
         hints = {}
     simple = {name: spec for name in names if (spec := simple_alternatives(hints.get(name, Any))) is not None}
+    for name, spec in simple.items():  # ``x: int = None``: the parser makes it optional
+        if signature.parameters[name].default is None and "NoneType" not in spec["kinds"]:
+            spec["kinds"].append("NoneType")
     return {
         "parameters": [name for name in names if name != "self"],
         "simple": simple,

@@ -110,10 +110,12 @@ def check_arguments(args: list[str]) -> None:
             fail(f"the recipe {value} does not exist (run lebm from the folder that holds recipes/, or give its path)")
     ckpt_path = _value_of(args, "--ckpt_path")
     if ckpt_path not in (None, "last", "auto", "hpc", "best", "null"):
-        from lebm.checkpoints import CheckpointError, check_checkpoint_file
+        from lebm.checkpoints import CheckpointError, CheckpointNotPlain, check_checkpoint_file
 
         try:
-            check_checkpoint_file(ckpt_path, weights_only=_value_of(args, "--weights_only") != "false")
+            check_checkpoint_file(ckpt_path)
+        except CheckpointNotPlain:
+            pass  # intact: whether to trust it is --weights_only's, read from the parsed config (check_resume)
         except CheckpointError as error:
             fail(str(error))
 

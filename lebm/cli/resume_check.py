@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lebm.checkpoints import read_checkpoint
+from lebm.checkpoints import CheckpointError, read_checkpoint
 from lebm.cli.errors import fail
 from lebm.config import import_object, to_config
 
@@ -97,7 +97,10 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool
     names the difference and the ways out; return the changed settings that apply, as ``key old ->
     new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
     checkpoint that holds objects other than tensors and plain data."""
-    checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
+    try:
+        checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
+    except CheckpointError as error:
+        fail(str(error))
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     stored_class = hparams.pop("_class_path", None)
     if isinstance(stored_class, str):
