@@ -88,11 +88,6 @@ def resolve_sampler(model: nn.Module, path: str) -> Sampler:
     return value
 
 
-def current_step_size(sampler: Sampler) -> float:
-    """The sampler's step size, read through ``scale_step_size(1.0)`` (a no-op scaling)."""
-    return float(sampler.scale_step_size(1.0))
-
-
 # ------------------------------------------------------------------------------ learning rates
 def scale_learning_rates(optimizers: Iterable[Any], schedulers: Iterable[Any], factor: float) -> None:
     """Multiply every param group's ``lr`` (and ``initial_lr``) and every scheduler's ``base_lrs``
@@ -263,12 +258,12 @@ class RecoveryPolicy:
         if self.samplers is not None:
             chosen = {path: resolve_sampler(model, path) for path in self.samplers}
             for sampler in chosen.values():
-                current_step_size(sampler)  # a TypeError naming the sampler if it has no step size
+                sampler.current_step_size()  # a TypeError naming the sampler if it has no step size
             return chosen
         chosen = {}
         for path, sampler in find_samplers(model).items():
             try:
-                current_step_size(sampler)
+                sampler.current_step_size()
             except TypeError:
                 continue
             chosen[path] = sampler

@@ -28,6 +28,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lebm.samplers.chain import per_chain
+
 Sharing = Literal["shared", "per_chain"]
 
 GAMMA = 0.05
@@ -94,14 +96,19 @@ class DualAveraging(nn.Module):
                 "during its warm-up: keep the number of chains fixed while adapting, or adapt a 'shared' step size"
             )
 
+    @property
+    def current_log_step(self) -> Tensor:
+        """``log eps_m`` during warm-up, ``log epsbar`` after it: ``()`` or ``(B,)`` per chain."""
+        return torch.where(self.count < self.warmup, self.log_step, self.log_step_avg)
+
     def step_size(self, like: Tensor) -> Tensor:
         """The step size of the next step, ``(B, 1, ..., 1)`` to broadcast over states ``like``
         ``(B, *shape)``: ``eps_m`` during warm-up, ``epsbar`` after it."""
-        log_step = torch.where(self.count < self.warmup, self.log_step, self.log_step_avg)
+        log_step = self.current_log_step
         if log_step.dim() == 1 and len(log_step) != like.shape[0]:  # after warm-up, another batch
             log_step = log_step.median().expand(like.shape[0])
         step = log_step.exp().to(like.dtype)
-        return step.view(-1, *([1] * (like.dim() - 1))) if step.dim() == 1 else step
+        return per_chain(step, like) if step.dim() == 1 else step
 
     def update(self, accept_prob: Tensor) -> None:
         """One dual-averaging step from the chains' acceptance probabilities ``(B,)``, in place;

@@ -110,19 +110,24 @@ class Sampler(Configurable):
         and its own ``cuda_graph`` does not keep it out."""
         return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
 
+    def current_step_size(self) -> float:
+        """This sampler's configured step size (a wrapper's: the wrapped sampler's); a TypeError
+        naming the sampler when it has none."""
+        if not isinstance(getattr(self, "step_size", None), (int, float)):
+            raise TypeError(
+                f"{type(self).__name__} has no numeric step_size to lower: leave it out of the samplers a divergence "
+                "recovery lowers, or give it current_step_size() and scale_step_size(factor) methods"
+            )
+        return float(self.step_size)  # type: ignore[attr-defined]
+
     def scale_step_size(self, factor: float) -> float:
         """Multiply this sampler's step size by ``factor`` (e.g. 0.5 after a divergence) and
         return the new value. Samplers without a ``step_size`` say so; a wrapper (persistent
         chains) scales the sampler it wraps; an adaptive sampler scales its adapted value too."""
         if not factor > 0:
             raise ValueError(f"a step size can only be scaled by a positive factor, got {factor}")
-        if not isinstance(getattr(self, "step_size", None), (int, float)):
-            raise TypeError(
-                f"{type(self).__name__} has no numeric step_size to lower: leave it out of the samplers a divergence "
-                "recovery lowers, or give it a scale_step_size(factor) method"
-            )
-        self.step_size = float(self.step_size) * float(factor)  # type: ignore[attr-defined]
-        return self.step_size  # type: ignore[attr-defined]
+        self.step_size = self.current_step_size() * float(factor)
+        return self.step_size
 
     def prepare(self, z0: Tensor) -> None:
         """Called with the chains' start ``(B, *shape)`` before every call runs (eagerly or captured):

@@ -114,6 +114,11 @@ def chain_context(modules: Iterable[nn.Module], mode: ModuleMode | None = None) 
         yield
 
 
+def per_chain(values: Tensor, like: Tensor) -> Tensor:
+    """``(B,)`` per-chain values viewed as ``(B, 1, ..., 1)`` to broadcast over states ``like`` ``(B, *shape)``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 # ------------------------------------------------------------------------------------ target
 class ChainTarget:
     """The density a chain samples, ``pi(z) ∝ exp(-U(z))`` with

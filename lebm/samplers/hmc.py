@@ -80,8 +80,10 @@ class HMC(MetropolisSampler):
         draws from ``generator``."""
         if self.n_steps == 0:
             return z
-        inverse_mass = self.inverse_mass if self.inverse_mass.numel() == 1 else self.inverse_mass.view(z.shape[1:])
-        inverse_mass = inverse_mass.reshape(()) if inverse_mass.numel() == 1 else inverse_mass
+        inverse_mass = (
+            self.inverse_mass.reshape(()) if self.inverse_mass.numel() == 1 else self.inverse_mass.view(z.shape[1:])
+        )
+        mass_sqrt = inverse_mass.rsqrt()  # momenta p ~ N(0, M): sqrt(M) times standard normal draws
 
         def kinetic(p: Tensor) -> Tensor:
             return (p.square() * inverse_mass).flatten(1).sum(1) / 2
@@ -91,7 +93,7 @@ class HMC(MetropolisSampler):
         for _ in range(self.n_steps):
             step = self.current_step(z)
             momentum.normal_(generator=generator)
-            p0 = momentum * inverse_mass.rsqrt()
+            p0 = momentum * mass_sqrt
             p = p0 - step / 2 * grad
             q = z
             for leap in range(self.n_leapfrog):

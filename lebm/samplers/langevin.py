@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lebm.samplers.base import Sampler
-from lebm.samplers.chain import ChainTarget
+from lebm.samplers.chain import ChainTarget, per_chain
 
 
 class Langevin(Sampler):
@@ -101,7 +101,7 @@ class Langevin(Sampler):
             if self.grad_clip is not None:
                 norms = torch.linalg.vector_norm(grad.flatten(1), dim=1)
                 scale = (self.grad_clip / (norms + 1e-12)).clamp(max=1.0)
-                grad = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+                grad = grad * per_chain(scale, grad)
             z.add_(grad, alpha=-drift)
             if eps is not None:
                 z.add_(eps.normal_(generator=generator), alpha=noise)

@@ -10,12 +10,7 @@ from torch import Tensor, nn
 
 from lebm.samplers.adaptation import DualAveraging, Sharing
 from lebm.samplers.base import Sampler
-from lebm.samplers.chain import ChainTarget
-
-
-def per_chain(values: Tensor, like: Tensor) -> Tensor:
-    """``(B,)`` values viewed as ``(B, 1, ..., 1)`` to broadcast over states ``like`` ``(B, *shape)``."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
+from lebm.samplers.chain import ChainTarget, per_chain
 
 
 class MetropolisSampler(Sampler, nn.Module):
@@ -97,9 +92,7 @@ class MetropolisSampler(Sampler, nn.Module):
     @property
     def adapted_step_size(self) -> Tensor:
         """The step size the chains use now: ``()``, or ``(B,)`` per chain (a host read is up to you)."""
-        return torch.where(
-            self.adaptation.count < self.adaptation.warmup, self.adaptation.log_step, self.adaptation.log_step_avg
-        ).exp()
+        return self.adaptation.current_log_step.exp()
 
     def current_step(self, z: Tensor) -> Tensor | float:
         """The step size of the next step: the float ``step_size`` without adaptation, else a

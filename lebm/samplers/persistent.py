@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.samplers.base import Sampler
-from lebm.samplers.chain import ChainTarget
+from lebm.samplers.chain import ChainTarget, per_chain
 
 
 class PersistentChains(Sampler, nn.Module):
@@ -67,6 +67,10 @@ class PersistentChains(Sampler, nn.Module):
         """Captured only when the wrapped sampler's steps may be captured too."""
         return super().capture_allowed() and self.sampler.capture_allowed()
 
+    def current_step_size(self) -> float:
+        """The step size of the wrapped sampler."""
+        return self.sampler.current_step_size()
+
     def scale_step_size(self, factor: float) -> float:
         """Scale the step size of the wrapped sampler (the chains' transition)."""
         return self.sampler.scale_step_size(factor)
@@ -91,7 +95,7 @@ class PersistentChains(Sampler, nn.Module):
         chains = self.chains.to(device=z.device, dtype=z.dtype)
         index = torch.randint(len(chains), (z.shape[0],), device=z.device, generator=generator)
         restart = torch.rand(z.shape[0], device=z.device, generator=generator) < self.reinit_prob
-        start = torch.where(restart.view(-1, *([1] * (z.dim() - 1))), z, chains[index])
+        start = torch.where(per_chain(restart, z), z, chains[index])
         moved = self.sampler.run(target, start, generator=generator)
         self.chains[index] = moved.detach().to(self.chains.dtype)
         return moved
