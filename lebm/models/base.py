@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
+from lebm.models.cadence import step_values_read
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
@@ -179,7 +180,8 @@ class Method(MethodHooks, L.LightningModule):
         self, logs: Mapping[str, Tensor], watch: Mapping[str, Tensor] | None = None, batch_idx: int = 0
     ) -> None:
         """Check ``logs`` and the tensors in ``watch`` (e.g. chain states) with the divergence
-        guard, then log ``logs``. Raises :class:`~lebm.models.guard.TrainingDiverged`, unless a
+        guard, then log ``logs`` (on the steps where they are read: :mod:`lebm.models.cadence`).
+        Raises :class:`~lebm.models.guard.TrainingDiverged`, unless a
         recovery policy (:attr:`divergence_recovery`) has a recovery left: then the step's values
         are not logged, the model rolls back to its last snapshot with lowered step sizes and
         learning rates, and training goes on with the next batch."""
@@ -202,9 +204,10 @@ class Method(MethodHooks, L.LightningModule):
             policy.recover(self, self.recovery_record, diverged.cause, self.current_epoch, batch_idx)
             self.log("recovery/count", float(self.recovery_record.count))
             return
-        if policy is not None:
-            logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
-        self.log_dict(dict(logs))
+        if step_values_read(self._trainer):  # Lightning's log costs host time even when nothing reads it
+            if policy is not None:
+                logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
+            self.log_dict(dict(logs))
         if policy is not None:
             policy.after_good_step(self)
 

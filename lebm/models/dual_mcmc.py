@@ -21,7 +21,7 @@ from lebm.models.settings import check_optimizer_settings
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
-from lebm.samplers.chain import modules_in_mode
+from lebm.samplers.chain import Diagnostics, modules_in_mode
 
 #: The official abort rule: training stops when the EBM's contrast |errE| exceeds this.
 OFFICIAL_CONTRAST_LIMIT = 1e4
@@ -240,7 +240,7 @@ class DualMCMC(LatentVariableModel):
         *,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> Any:
         """EBM-revised observations: the data chain (``sampler``, default the training one) on
         ``E`` started at ``x`` ``(B, *x_shape)``; no Gaussian reference term. Outside training,
@@ -265,8 +265,8 @@ class DualMCMC(LatentVariableModel):
         z = self.prior.sample(x.shape[0], generator=stream)
         with torch.no_grad():
             proposals = self.decoder.decode(z)
-        x_revised, data_stats = self.revise(proposals, generator=stream, return_diagnostics=True)
-        z_revised, posterior_stats = self.infer(x, start="sample", generator=stream, return_diagnostics=True)
+        x_revised, data_stats = self.revise(proposals, generator=stream, return_diagnostics="ends")
+        z_revised, posterior_stats = self.infer(x, start="sample", generator=stream, return_diagnostics="ends")
         logs = {**chain_logs("train/data_chain", data_stats), **chain_logs("train/posterior_chain", posterior_stats)}
 
         residual = self.decoder.squared_error if hp.generator_loss == "sse" else self.decoder.nll

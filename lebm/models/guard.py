@@ -32,8 +32,9 @@ class DivergenceGuard:
       ``after_epoch`` on (e.g. LEBM's official rule ``{"train/decoder_nll": 1666.7}`` after epoch 10,
       Dual-MCMC's ``|errE| > 1e4``).
 
-    The check costs one device-to-host transfer per step (one flag for all quantities) and, under
-    DDP, one tiny all-reduce through ``decide`` so that every rank stops together.
+    The check costs a few operations and one device-to-host transfer per step (one flag for all
+    quantities: the scalars are checked as one stacked vector) and, under DDP, one tiny all-reduce
+    through ``decide`` so that every rank stops together.
 
     By default a trip stops training. With a recovery policy (the ``lebm.callbacks.DivergenceRecovery``
     callback, ``recipes/_recovery.yaml``; :mod:`lebm.models.recovery`) the method instead rolls back to
@@ -55,6 +56,7 @@ class DivergenceGuard:
             raise ValueError(f"divergence_after_epoch must be >= 0, got {after_epoch}")
         self.after_epoch = int(after_epoch)
         self.hint = hint
+        self._bounds_cache: dict[tuple[object, ...], Tensor] = {}
 
     def check(
         self,
@@ -76,18 +78,41 @@ class DivergenceGuard:
         if not tensors:
             return
         limits = self.limits if epoch >= self.after_epoch else {}
-        flags = []
-        for name, value in tensors.items():
-            flag = ~torch.isfinite(value.detach()).all()
-            if name in limits:
-                flag = flag | (value.detach().abs() > limits[name]).any()
-            flags.append(flag)
-        bad = bool(torch.stack(flags).any())
+        bad = bool(self._any_bad(tensors, limits))  # the step's one synchronisation with the device
         if decide is not None:
             bad = decide(bad)
         if bad:
             cause = self._cause(tensors, limits)
             raise TrainingDiverged(self._message(cause, epoch, step), cause)
+
+    def _any_bad(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> Tensor:
+        """A device flag: whether any tensor has a non-finite entry or any limited scalar is over its
+        limit. The scalars (a step's losses and energies) are checked as one stacked vector against a
+        cached vector of limits (``inf`` where a name has none), so the check is a few operations
+        whatever the number of quantities, not a few per quantity."""
+        scalars = [name for name, value in tensors.items() if value.numel() == 1]
+        flags = []
+        if scalars:
+            stacked = torch.stack([tensors[name].detach().reshape(()).float() for name in scalars])
+            flags.append(~torch.isfinite(stacked).all())
+            if any(name in limits for name in scalars):
+                bounds = self._bounds(tuple(scalars), limits, stacked.device)
+                flags.append((stacked.abs() > bounds).any())
+        for name, value in tensors.items():
+            if value.numel() != 1:
+                flags.append(~torch.isfinite(value.detach()).all())
+                if name in limits:
+                    flags.append((value.detach().abs() > limits[name]).any())
+        return torch.stack(flags).any()
+
+    def _bounds(self, names: tuple[str, ...], limits: Mapping[str, float], device: torch.device) -> Tensor:
+        """``(len(names),)`` float32 limits on ``device`` (``inf`` for names without one), cached:
+        made once per set of names, not copied to the device at every step."""
+        key = (names, tuple(sorted(limits.items())), str(device))
+        if key not in self._bounds_cache:
+            self._bounds_cache.clear()
+            self._bounds_cache[key] = torch.tensor([limits.get(name, math.inf) for name in names], device=device)
+        return self._bounds_cache[key]
 
     def _cause(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> str:
         """What diverged, one clause per quantity (at most three shown)."""

@@ -251,7 +251,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         """Prior chain from noise, then the EBM step on ``mean E(z+) - mean E(z-)``."""
         if not self.learns_prior:
             return
-        z_neg, prior_stats = self.prior.sample(n, generator=stream, return_diagnostics=True)
+        z_neg, prior_stats = self.prior.sample(n, generator=stream, return_diagnostics="ends")
         contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
         self.step_optimizers(optimizers[1], contrastive.loss, clip=self.hparams.prior_grad_clip)
         logs.update(chain_logs("train/prior_chain", prior_stats))

@@ -98,11 +98,11 @@ class LatentEBM(LatentVariableModel):
         x = batch_observations(batch)
         optimizers = self.optimizer_list()
         stream = self.train_generator
-        z_pos, posterior_stats = self.infer(x, start="noise", generator=stream, return_diagnostics=True)
+        z_pos, posterior_stats = self.infer(x, start="noise", generator=stream, return_diagnostics="ends")
         logs = chain_logs("train/posterior_chain", posterior_stats)
         watch = {"train/posterior_chain_states": z_pos}
         if self.learns_prior:
-            z_neg, prior_stats = self.prior.sample(x.shape[0], generator=stream, return_diagnostics=True)
+            z_neg, prior_stats = self.prior.sample(x.shape[0], generator=stream, return_diagnostics="ends")
             logs.update(chain_logs("train/prior_chain", prior_stats))
             watch["train/prior_chain_states"] = z_neg
 

@@ -17,7 +17,7 @@ from lebm.nets.decoders import Decoder, LegacyDecoder, decoder_contract
 from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
 from lebm.samplers.base import SamplerOutput
-from lebm.samplers.chain import ModuleMode, modules_in_mode
+from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
 
 #: The per-example terms of the anomaly score a latent-variable method's evaluation step returns.
 SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")
@@ -225,7 +225,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         refine: bool = True,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """Posterior latents ``(B, latent_dim)`` (``(z, diagnostics)`` with ``return_diagnostics``).
 

@@ -19,6 +19,7 @@ from lebm.moved import moved_names
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
+from lebm.samplers.chain import Diagnostics
 
 
 class Prior(nn.Module, Configurable):
@@ -69,13 +70,13 @@ class Prior(nn.Module, Configurable):
         *,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """``n`` samples ``(n, latent_dim)`` (random numbers from ``generator``; None: global RNG)."""
         raise NotImplementedError
 
     def _sample_by_chains(
-        self, n: int, sampler: Sampler | None, generator: torch.Generator | None, return_diagnostics: bool
+        self, n: int, sampler: Sampler | None, generator: torch.Generator | None, return_diagnostics: Diagnostics
     ) -> SamplerOutput:
         """Run ``sampler`` (default ``self.sampler``) on this prior for ``n`` chains started from
         ``N(0, init_std^2 I)`` noise, with the prior's parameters frozen."""
@@ -130,7 +131,7 @@ class GaussianPrior(Prior):
         *,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """Exact samples ``(n, latent_dim)`` (``sampler`` is ignored)."""
         z = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.sigma
@@ -180,7 +181,7 @@ class TiltedGaussianPrior(GaussianPrior):
         *,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
         return self._sample_by_chains(n, sampler, generator, return_diagnostics)

@@ -17,6 +17,7 @@ from lebm.config import build, try_to_config
 from lebm.models.priors import GaussianPrior
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
+from lebm.samplers.chain import Diagnostics
 
 
 class ProductOfRatiosPrior(GaussianPrior):
@@ -92,7 +93,7 @@ class ProductOfRatiosPrior(GaussianPrior):
         *,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """``n`` samples of the current prior ``p_k``: exact for ``k = 0``, else chains from noise."""
         if self.completed_stages == 0:

@@ -23,6 +23,7 @@ from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_l
 from lebm.samplers.capture.switch import chain_capture_enabled
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
     ChainTarget,
+    Diagnostics,
     EnergyFn,
     ModuleMode,
     chain_context,
@@ -75,7 +76,8 @@ class Sampler(Configurable):
     ``sampler(energy_fn, z0, freeze=(...)) -> z`` runs chains started at ``z0`` ``(B, *shape)``
     towards ``pi(z) ∝ exp(-U(z))``, ``U(z) = energy_fn(z, *inputs) + reference_precision * ||z||^2 / 2``,
     and returns the final states ``(B, *shape)``, detached. With ``return_diagnostics=True`` it
-    returns ``(z, diagnostics)``: per-gradient-evaluation tensors ``energy`` and ``grad_norm``.
+    returns ``(z, diagnostics)``: per-gradient-evaluation tensors ``energy`` and ``grad_norm``
+    (``"ends"``: their first and last values only, without per-step reductions).
 
     To write a sampler, subclass this and implement :meth:`run`; ask the target for gradients
     (``target.grad(z)``). The reference term, the diagnostics, frozen parameters, the modules'
@@ -149,7 +151,7 @@ class Sampler(Configurable):
         freeze: Iterable[nn.Module] = (),
         module_mode: ModuleMode | None = None,
         generator: torch.Generator | None = None,
-        return_diagnostics: bool = False,
+        return_diagnostics: Diagnostics = False,
     ) -> SamplerOutput:
         """Run the chains from ``z0``.
 
@@ -168,7 +170,8 @@ class Sampler(Configurable):
             module_mode: ``"train"``/``"eval"``: the mode of ``freeze``'s modules during the
                 chain (BatchNorm, dropout); None leaves them as they are.
             generator: the random stream of the chain's noise (None: torch's global one).
-            return_diagnostics: also return the diagnostics dict.
+            return_diagnostics: also return the diagnostics dict: ``True`` every recorded state's,
+                ``"ends"`` the first and the last state's (what training logs; cheaper).
         """
         check_call(self, energy_fn, z0)
         with torch.inference_mode(False):  # state a sampler allocates must be usable by later chains

@@ -26,6 +26,12 @@ EnergyFn = Callable[[Tensor], Tensor]
 
 ModuleMode = Literal["train", "eval"]
 
+Diagnostics = bool | Literal["ends"]
+"""What a chain records: ``False`` nothing; ``True`` the ``energy`` and ``grad_norm`` of every
+recorded state; ``"ends"`` those of the first and the last recorded state only (series of length
+2, the same numbers as the first and last of ``True``'s, and no per-step reductions in between:
+what a training step logs). Per-step notes such as ``acceptance`` are kept whole either way."""
+
 
 # ------------------------------------------------------------------------------ chain context
 @contextlib.contextmanager
@@ -128,12 +134,16 @@ class ChainTarget:
     ``energy_fn`` (samples are independent, so this yields every per-sample gradient) plus the
     Gaussian reference term ``reference_precision * z``, differentiated analytically. With
     ``record=True`` each gradient evaluation also records the batch-mean ``U`` and the batch-mean
-    per-sample norm of ``grad U`` (device tensors: no host synchronisation).
+    per-sample norm of ``grad U`` (device tensors: no host synchronisation). With
+    ``record="ends"`` only the first and the last evaluation are reduced: every later one is held
+    (its energy and gradient tensors, and a copy of its state when the reference term is still to
+    be added) until :meth:`diagnostics`, which reduces the last one held. That leaves one copy per
+    step in the chain instead of about seven kernels.
 
     Args:
         energy_fn: ``(B, *shape) -> (B,)`` energies, called as ``energy_fn(z, *inputs)``.
         reference_precision: precision of the Gaussian reference factor (0: none).
-        record: record the diagnostics.
+        record: what to record (:data:`Diagnostics`).
         inputs: tensors passed to ``energy_fn`` after the state (the data a posterior energy reads).
     """
 
@@ -141,17 +151,22 @@ class ChainTarget:
         self,
         energy_fn: Callable[..., Tensor],
         reference_precision: float = 0.0,
-        record: bool = False,
+        record: Diagnostics = False,
         inputs: Sequence[Tensor] = (),
     ) -> None:
         self.energy_fn = energy_fn
         self.reference_precision = float(reference_precision)
-        self.record = record
+        self.record = bool(record)
+        self.ends_only = record == "ends"
         self.inputs = tuple(inputs)
         self._energies: list[Tensor] = []
         self._grad_norms: list[Tensor] = []
         self._notes: dict[str, list[Tensor]] = {}
         self._checked = False
+        # "ends": the latest evaluation not reduced yet (energy, gradient, whether its energy lacks
+        # the reference term, and then the copy of its state that term is computed from)
+        self._held: tuple[Tensor, Tensor, bool] | None = None
+        self._held_state: Tensor | None = None
 
     def energy_and_grad(self, z: Tensor, *, record: bool = True, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
@@ -169,10 +184,27 @@ class ChainTarget:
 
     def record_state(self, energy: Tensor, grad: Tensor) -> None:
         """Record the diagnostics of the chains' current states from their ``(B,)`` energies and
-        ``(B, *shape)`` gradients (what :meth:`grad` records by itself); nothing unless ``record``."""
-        if self.record:
-            self._energies.append(energy.float().mean())
-            self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+        ``(B, *shape)`` gradients (what :meth:`grad` records by itself); nothing unless ``record``.
+        With ``record="ends"``, a state after the first is held, not reduced: a sampler must not
+        modify these tensors in place afterwards."""
+        if not self.record:
+            return
+        if self._holds_later_states():
+            self._held = (energy, grad, False)
+            return
+        self._reduce(energy, grad)
+
+    def _reduce(self, energy: Tensor, grad: Tensor) -> None:
+        self._energies.append(energy.float().mean())
+        self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+
+    def _holds_later_states(self) -> bool:
+        """Whether the evaluation being recorded is held rather than reduced ("ends", after the first)."""
+        return self.ends_only and bool(self._energies)
+
+    def _with_reference(self, energy: Tensor, state: Tensor) -> Tensor:
+        """``energy + reference_precision * ||state||^2 / 2`` per chain ``(B,)``."""
+        return energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
 
     def note(self, name: str, value: Tensor) -> None:
         """Record one more per-step diagnostic, e.g. ``note("acceptance", accept_prob.mean())``:
@@ -193,19 +225,35 @@ class ChainTarget:
             self._check_energy(energy, state)
         (grad,) = torch.autograd.grad(energy.sum(), state)
         energy = energy.detach()
+        held = self.record and record and self._holds_later_states()
         if self.reference_precision:
             grad = grad.add(state.detach(), alpha=self.reference_precision)
-            if with_energy or (self.record and record):
-                energy = energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
+            if with_energy or (self.record and record and not held):
+                energy = self._with_reference(energy, state)
+            elif held:  # the state changes in place after this: keep a copy to add the term at the end
+                if self._held_state is None:
+                    self._held_state = torch.empty_like(state, requires_grad=False)
+                with torch.no_grad():
+                    self._held_state.copy_(state)
+                self._held = (energy, grad, True)
+                return energy, grad
         if record:
             self.record_state(energy, grad)
         return energy, grad
 
     def diagnostics(self) -> dict[str, Tensor]:
         """``energy`` and ``grad_norm`` ``(K,)``: the batch means of the chains' energies and
-        gradient norms, one value per recorded state (for Langevin: per gradient evaluation), plus
+        gradient norms, one value per recorded state (for Langevin: per gradient evaluation; with
+        ``record="ends"`` the first and the last, ``(2,)``, or ``(1,)`` after one evaluation), plus
         each series of :meth:`note` (e.g. ``acceptance``, one value per Metropolis-Hastings step);
         empty when nothing was recorded."""
+        if self._held is not None:  # "ends": reduce the last evaluation held
+            energy, grad, lacks_reference = self._held
+            if lacks_reference:
+                assert self._held_state is not None
+                energy = self._with_reference(energy, self._held_state)
+            self._held = None
+            self._reduce(energy, grad)
         if not self._energies and not self._notes:
             return {}
         out = {}

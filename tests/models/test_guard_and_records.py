@@ -33,6 +33,24 @@ def test_non_finite_values_always_stop_and_limits_from_their_epoch() -> None:
         guard.check({"train/loss": torch.tensor(1.0)}, epoch=0, step=0, decide=lambda bad: True)  # a rank voted stop
 
 
+def test_many_quantities_are_checked_each_against_its_own_limit() -> None:
+    """The scalars are checked as one stacked vector against a vector of limits: each limit must
+    meet its own quantity, whatever the order and whatever else is logged."""
+    guard = DivergenceGuard({"c": 10.0, "a": 1e9})
+    calm = {"c": torch.tensor([9.5]), "a": torch.tensor(1e6), "b": torch.tensor(-5e8), "z": torch.zeros(4, 3)}
+    for _ in range(2):  # the limits vector is cached: the second check reads the same one
+        guard.check(calm, epoch=0, step=0)  # b has no limit; c and a are under theirs
+    with pytest.raises(TrainingDiverged, match=r"c = 10\.5 > limit 10"):
+        guard.check({**calm, "c": torch.tensor([-10.5])}, epoch=0, step=1)
+    with pytest.raises(TrainingDiverged, match="b = nan"):
+        guard.check({**calm, "b": torch.tensor(float("nan"))}, epoch=0, step=2)
+    with pytest.raises(TrainingDiverged, match="a = 2e\\+09 > limit"):
+        guard.check({"c": torch.tensor(1.0), "a": torch.tensor(2e9)}, epoch=0, step=3)  # other names, other order
+    limited_states = DivergenceGuard({"z": 3.0})
+    with pytest.raises(TrainingDiverged, match="z = 4 > limit 3"):
+        limited_states.check({"loss": torch.tensor(1.0), "z": torch.full((4, 3), -4.0)}, epoch=0, step=0)
+
+
 def test_a_diverging_run_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -322,7 +322,7 @@ class ChainCall:
     reference_precision: float
     modules: list[nn.Module]
     generator: torch.Generator | None = None
-    record: bool = False
+    record: bool | str = False  # the call's return_diagnostics: False, True or "ends"
     reached: list[nn.Module] = field(default_factory=list)
 
     def key(self) -> Hashable:

@@ -1,0 +1,120 @@
+"""Training values are handed to Lightning on the steps where something reads them (CPU).
+
+Lightning's ``self.log`` costs host time at every call (lebm.models.cadence): a method hands its
+step values over on the loggers' steps (``log_every_n_steps``), on the last batch of each epoch and
+near ``max_steps``, and every value it hands over is that step's own. The divergence guard still
+sees every step.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from test_latent_ebm import loader, small_model
+
+from lebm.models import LatentEBM, TrainingDiverged
+
+
+class Spy:
+    """Records every step's values as the guard sees them, and every hand-over to Lightning."""
+
+    def __init__(self, model: LatentEBM) -> None:
+        self.checked: list[dict[str, float]] = []
+        self.handed: list[int] = []
+        check = model.guard.check
+        log_dict = model.log_dict
+
+        def spy_check(values, **kwargs):
+            self.checked.append({k: float(v) for k, v in values.items() if torch.is_tensor(v) and v.numel() == 1})
+            return check(values, **kwargs)
+
+        def spy_log_dict(values, *args, **kwargs):
+            self.handed.append(len(self.checked))  # the 1-based step whose values go to Lightning
+            return log_dict(values, *args, **kwargs)
+
+        model.guard.check = spy_check
+        model.log_dict = spy_log_dict
+
+
+def fit(tmp_path: Path, batches: int, every: int, epochs: int = 1, **kwargs) -> tuple[L.Trainer, Spy]:
+    torch.manual_seed(0)
+    model = small_model()
+    spy = Spy(model)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=CSVLogger(str(tmp_path), name="run", version=0),
+        log_every_n_steps=every,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        inference_mode=False,
+        limit_val_batches=0,
+        **kwargs,
+    )
+    trainer.fit(model, loader(n=16 * batches, batch_size=16))
+    return trainer, spy
+
+
+def logged_rows(tmp_path: Path, key: str) -> list[tuple[int, float]]:
+    with open(tmp_path / "run" / "version_0" / "metrics.csv") as file:
+        return [(int(row["step"]), float(row[key])) for row in csv.DictReader(file) if row.get(key)]
+
+
+def test_values_go_to_lightning_on_the_logging_steps_and_the_last_batch_only(tmp_path: Path) -> None:
+    trainer, spy = fit(tmp_path, batches=7, every=3)
+    assert len(spy.checked) == 7  # the guard saw every step
+    assert spy.handed == [3, 6, 7]  # logger steps 3 and 6, and the epoch's last batch
+    rows = logged_rows(tmp_path, "train/decoder_nll")
+    expected = [spy.checked[step - 1]["train/decoder_nll"] for step in (3, 6)]
+    assert [value for _, value in rows] == pytest.approx(expected)
+    last = spy.checked[-1]  # what epoch-end callbacks read is the last step's, not a stale one
+    for key in ("train/decoder_nll", "train/prior_loss", "train/energy_neg"):
+        assert float(trainer.callback_metrics[key]) == pytest.approx(last[key], rel=1e-6), key
+
+
+def test_every_step_is_handed_over_with_log_every_n_steps_1(tmp_path: Path) -> None:
+    _, spy = fit(tmp_path, batches=4, every=1)
+    assert spy.handed == [1, 2, 3, 4]
+    assert [value for _, value in logged_rows(tmp_path, "train/prior_loss")] == pytest.approx(
+        [step["train/prior_loss"] for step in spy.checked]
+    )
+
+
+def test_a_run_that_ends_at_max_steps_hands_over_its_last_step(tmp_path: Path) -> None:
+    trainer, spy = fit(tmp_path, batches=8, every=50, max_steps=10)  # LatentEBM: 2 optimiser steps a batch
+    assert len(spy.checked) == 5 and spy.handed[-1] == 5
+    assert float(trainer.callback_metrics["train/decoder_nll"]) == pytest.approx(spy.checked[-1]["train/decoder_nll"])
+
+
+def test_a_divergence_between_logging_steps_still_stops_training(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = small_model()
+    energy = model.prior.energy_net
+    original = energy.forward
+    calls = {"n": 0}
+
+    def poisoned(z):
+        calls["n"] += 1
+        out = original(z)
+        return out * float("nan") if calls["n"] > 40 else out  # from the 3rd batch (about 17 calls a batch)
+
+    energy.forward = poisoned
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        log_every_n_steps=50,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
+        inference_mode=False,
+        limit_val_batches=0,
+    )
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        trainer.fit(model, loader(n=16 * 8, batch_size=16))
