@@ -7,7 +7,10 @@ with ``benchmarks/`` on ``PYTHONPATH`` (``benchmarks/gpu_check.py`` runs the qui
 changes nothing in the run: it only reads clocks and counters. Per epoch it records the training
 batches, ``train_seconds`` (from the epoch's start to the end of its last training batch: data
 loading and training steps, no validation) and ``epoch_seconds`` (to ``on_train_epoch_end``:
-validation, checkpoints and image grids included); CUDA is synchronised at each reading. The file is
+validation, checkpoints and image grids included). On a GPU the clock does not synchronise after each
+batch (that would drain the queue the host keeps ahead of the GPU and slow the very loop it times):
+it records a CUDA event at the end of each batch and reads, at the end of the epoch, when the GPU
+reached the last one; CUDA is synchronised at the start and the end of each epoch only. The file is
 rewritten after every epoch, so a run cut off part-way leaves the epochs it finished.
 """
 
@@ -49,15 +52,22 @@ class EpochClock(L.Callback):
         self._start = 0.0
         self._last_batch_end = 0.0
         self._batches = 0
+        self._events: tuple[torch.cuda.Event, torch.cuda.Event] | None = None  # on a GPU: epoch start, last batch end
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
         self._batches = 0
+        self._events = None
+        if pl_module.device.type == "cuda":
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
         self._start = self._last_batch_end = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        _sync(pl_module)
-        self._last_batch_end = time.perf_counter()
+        if self._events is not None:
+            self._events[1].record()  # no synchronisation: read at the end of the epoch
+        else:
+            self._last_batch_end = time.perf_counter()
         self._batches += 1
         if self.device is None:  # read during training: after fit Lightning moves the model to the CPU
             device = pl_module.device
@@ -65,6 +75,9 @@ class EpochClock(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _sync(pl_module)
+        if self._events is not None and self._batches:
+            start, last_batch = self._events
+            self._last_batch_end = self._start + start.elapsed_time(last_batch) / 1000
         self.epochs.append(
             {
                 "epoch": trainer.current_epoch,

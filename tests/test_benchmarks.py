@@ -452,3 +452,69 @@ def test_samplers_times_every_sampler_on_the_prior_and_posterior_chains() -> Non
         assert set(out["sec_per_chain"][chain]) == {"Langevin", "MALA", "MALA_adaptive", "HMC"}
         assert all(seconds > 0 for seconds in out["sec_per_chain"][chain].values())
         assert out["relative_to_langevin"][chain]["Langevin"] == 1.0
+
+
+def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_the_rest() -> None:
+    """CPU. Training chains record their ends only (fewer operations a step than recording every
+    step), and handing step values to Lightning at the logging cadence costs less than at every step."""
+    out = run_json("benchmarks/host_work.py", "--recipe", "recipes/quickstart.yaml", "--iters", "30", "--repeats", "1")
+    assert out["ops_outside_chains"] > 0
+    ends, every = out["ops_per_chain_step"]["ends"], out["ops_per_chain_step"]["every_step"]
+    assert set(ends) == set(every) == {"posterior_sampler", "prior.sampler"}
+    assert all(ends[chain] < every[chain] for chain in ends)
+    assert out["remainder_ms"]["cadence"] > 0 and out["remainder_ms"]["every_step"] > 0
+
+
+def clocked_fit(tmp_path: Path, accelerator: str) -> dict:
+    """Two epochs of three batches of a small LatentEBM with the epoch clock; its record."""
+    from lebm.models import LatentEBM, TiltedGaussianPrior
+    from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+    from lebm.samplers import Langevin
+
+    epoch_clock = import_benchmark("epoch_clock")
+    decoder = GaussianDecoder(MLPGenerator(4, [2], hidden=16, out_activation=None), sigma=0.3)
+    model = LatentEBM(decoder, TiltedGaussianPrior(4, EnergyMLP(4, hidden=16), sampler=Langevin(3, 0.4)))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(96, 2)), batch_size=32)
+
+    clock = epoch_clock.EpochClock(out=str(tmp_path / "clock.json"))
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        accelerator=accelerator,
+        devices=1,
+        inference_mode=False,
+        limit_val_batches=0,
+        callbacks=[clock],
+    )
+    trainer.fit(model, data)
+    return json.loads((tmp_path / "clock.json").read_text())
+
+
+def test_the_epoch_clock_counts_each_epochs_batches_and_times_them(tmp_path: Path) -> None:
+    """CPU. The clock the GPU check times the quickstart with: batches and seconds of every epoch."""
+    record = clocked_fit(tmp_path, "cpu")
+    assert [epoch["batches"] for epoch in record["epochs"]] == [3, 3]
+    assert all(0 < epoch["train_seconds"] <= epoch["epoch_seconds"] for epoch in record["epochs"])
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_epoch_clock_synchronises_once_at_each_end_of_an_epoch_not_after_each_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device: CUDA. A synchronisation after every batch would drain the queue the host keeps ahead
+    of the GPU and slow the loop it times: the clock reads CUDA events instead."""
+    callers = []
+    synchronize = torch.cuda.synchronize
+
+    def counted(*args):
+        callers.append(sys._getframe(1).f_code.co_filename)
+        return synchronize(*args)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", counted)
+    record = clocked_fit(tmp_path, "gpu")
+    assert sum(caller.endswith("epoch_clock.py") for caller in callers) == 4  # start and end of both epochs
+    assert [epoch["batches"] for epoch in record["epochs"]] == [3, 3]
+    assert all(0 < epoch["train_seconds"] <= epoch["epoch_seconds"] for epoch in record["epochs"])

@@ -131,7 +131,8 @@ class ChainTarget:
     ``U(z) = energy_fn(z) + reference_precision * ||z||^2 / 2``.
 
     Samplers ask it for ``grad U``: one ``torch.autograd.grad`` of the batch-summed
-    ``energy_fn`` (samples are independent, so this yields every per-sample gradient) plus the
+    ``energy_fn`` (samples are independent, so this yields every per-sample gradient; taken with
+    output gradients of ones made once per chain, which is the batch sum's gradient) plus the
     Gaussian reference term ``reference_precision * z``, differentiated analytically. With
     ``record=True`` each gradient evaluation also records the batch-mean ``U`` and the batch-mean
     per-sample norm of ``grad U`` (device tensors: no host synchronisation). With
@@ -167,6 +168,7 @@ class ChainTarget:
         # the reference term, and then the copy of its state that term is computed from)
         self._held: tuple[Tensor, Tensor, bool] | None = None
         self._held_state: Tensor | None = None
+        self._ones: Tensor | None = None
 
     def energy_and_grad(self, z: Tensor, *, record: bool = True, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
@@ -202,6 +204,15 @@ class ChainTarget:
         """Whether the evaluation being recorded is held rather than reduced ("ends", after the first)."""
         return self.ends_only and bool(self._energies)
 
+    def _ones_like(self, energy: Tensor) -> Tensor:
+        """Ones shaped like ``energy`` ``(B,)``, made once per chain: the output gradient of every
+        step's ``autograd.grad`` (the gradient of the batch sum, without a sum and a fill at each
+        step)."""
+        ones = self._ones
+        if ones is None or ones.shape != energy.shape or ones.dtype != energy.dtype or ones.device != energy.device:
+            ones = self._ones = torch.ones_like(energy, requires_grad=False)
+        return ones
+
     def _with_reference(self, energy: Tensor, state: Tensor) -> Tensor:
         """``energy + reference_precision * ||state||^2 / 2`` per chain ``(B,)``."""
         return energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
@@ -223,7 +234,7 @@ class ChainTarget:
             energy = self.energy_fn(state, *self.inputs)
         if not self._checked:
             self._check_energy(energy, state)
-        (grad,) = torch.autograd.grad(energy.sum(), state)
+        (grad,) = torch.autograd.grad(energy, state, grad_outputs=self._ones_like(energy))
         energy = energy.detach()
         held = self.record and record and self._holds_later_states()
         if self.reference_precision:
