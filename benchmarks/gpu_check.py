@@ -23,16 +23,20 @@ recorded as such):
    last training batch (``it_per_sec_whole_epoch`` adds validation and the epoch-end callbacks); the
    median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100);
 4. ``suite``: ``benchmarks/suite.py``'s rows (eager, captured, captured_bf16) for every method with
-   few iterations, row by row until the deadline.
+   few iterations, row by row until the deadline;
+5. ``profile`` (only when asked for: ``--stages profile``, a second call of about 3 minutes):
+   ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
+   TF32), the quickstart and DualMCMC (bf16, and with compiled nets), and ``benchmarks/host_work.py``
+   on LatentEBM and the quickstart: where an iteration's time goes once its chains are graphs.
 
 The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
 100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s for 15
 rows of about 20 s each (``--suite-iters 5 --suite-warmup 2``, a process per row). ``--stages`` and
 ``--methods`` rerun a part.
 
-Writes at most six files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
-after every stage) and ``.md``, ``gpu_tier.log``, ``gpu_junit.xml``, ``quickstart.log`` and
-``suite.log``; prints the Markdown. Without a CUDA device it runs nothing and exits with status 2.
+Writes at most seven files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
+after every stage) and ``.md``, ``gpu_tier.log``, ``gpu_junit.xml``, ``quickstart.log``,
+``suite.log`` and ``profile.log``; prints the Markdown. Without a CUDA device it runs nothing and exits with status 2.
 The exit status says whether the check ran (0), not whether the targets were met: read ``targets``.
 """
 
@@ -69,9 +73,48 @@ OPTIONAL_PACKAGES = ("wandb", "torch_fidelity", "omegaconf", "jsonargparse")
 STAGE_SHARE = {"gpu_tier": 0.37, "quickstart": 0.15}
 #: A stage or suite row given fewer seconds than this is skipped rather than started.
 MIN_SECONDS = {"gpu_tier": 30.0, "quickstart": 20.0, "suite_row": 15.0}
+#: Seconds at most per profile run (a DualMCMC run with compiled nets compiles first).
+PROFILE_RUN_LIMIT_S = 150.0
 #: Seconds a process stopped with SIGINT at its limit gets to write its reports before SIGKILL.
 GRACE_S = 15.0
-STAGES = ("gpu_tier", "quickstart", "suite")
+STAGES = ("gpu_tier", "quickstart", "suite", "profile")
+#: What runs without --stages: the profile is a second call's work (about 3 minutes on an H100).
+DEFAULT_STAGES = ("gpu_tier", "quickstart", "suite")
+#: The profile stage's runs: (label, script, arguments); each a fresh process, in this order.
+PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("latent_ebm captured fp32", "profile_step.py", ("--recipe", "recipes/latent_ebm/svhn.yaml")),
+    (
+        "latent_ebm captured bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/latent_ebm/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last"),
+    ),
+    (
+        "latent_ebm captured bf16, cudnn benchmark",
+        "profile_step.py",
+        ("--recipe", "recipes/latent_ebm/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--cudnn-benchmark",),
+    ),
+    (
+        "latent_ebm captured fp32, tf32",
+        "profile_step.py",
+        ("--recipe", "recipes/latent_ebm/svhn.yaml", "--tf32", "true"),
+    ),
+    ("quickstart captured fp32", "profile_step.py", ("--recipe", "recipes/quickstart.yaml")),
+    ("latent_ebm host work", "host_work.py", ("--recipe", "recipes/latent_ebm/svhn.yaml", "--iters", "100")),
+    ("quickstart host work", "host_work.py", ("--recipe", "recipes/quickstart.yaml", "--iters", "100")),
+    (
+        "dual_mcmc captured bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/dual_mcmc/cifar10.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--iters", "3", "--warmup", "2"),
+    ),
+    (
+        "dual_mcmc captured bf16, compiled nets",
+        "profile_step.py",
+        ("--recipe", "recipes/dual_mcmc/cifar10.yaml", "--precision", "bf16-mixed")
+        + ("--fast", "compile,channels_last", "--iters", "3", "--warmup", "2"),
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -490,7 +533,88 @@ def suite_stage(
     }
 
 
-# -- 5. targets --------------------------------------------------------------------------------------
+# -- 5. the profile (asked for with --stages profile) ------------------------------------------------
+
+
+ProfileRun = tuple[str, str, tuple[str, ...]]
+
+
+def profile_stage(out: Path, deadline: Deadline, runs: tuple[ProfileRun, ...] = PROFILE_RUNS) -> dict[str, Any]:
+    """Each of ``runs`` in a fresh process while the deadline leaves time (at most
+    :data:`PROFILE_RUN_LIMIT_S` seconds each): ``profile_step.py`` (where an iteration's time goes:
+    the device's busy and idle time, the host's ranges and calls) and ``host_work.py`` (the host work
+    around the chains). Each run's JSON, or why it has none; the output goes to ``profile.log``."""
+    start = time.monotonic()
+    results: list[dict[str, Any]] = []
+    log = out / "profile.log"
+    with log.open("w") as log_file:
+        for label, script, arguments in runs:
+            left = deadline.left()
+            if left < MIN_SECONDS["suite_row"]:
+                results.append({"label": label, "skipped": f"deadline: {left:.0f} s left"})
+                continue
+            limit = min(PROFILE_RUN_LIMIT_S, left)
+            say(f"profile: {label} (limit {limit:.0f} s, {left:.0f} s left)")
+            command = [sys.executable, str(HERE / script), *arguments]
+            part = out / "profile_run.log"
+            ran = run_limited(command, part, limit, child_env(HERE))
+            text = part.read_text(errors="replace")
+            log_file.write(f"== {label}\n{text}\n")
+            part.unlink()
+            entry: dict[str, Any] = {"label": label, **ran}
+            try:
+                entry["result"] = json.loads(text.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                entry["error"] = " / ".join(line for line in text.strip().splitlines()[-3:])[-600:]
+            results.append(entry)
+    failed = sum("error" in entry for entry in results)
+    return {
+        "status": "completed" if not failed else "completed with failures",
+        "wall_s": round(time.monotonic() - start, 1),
+        "log": log.name,
+        "runs": results,
+    }
+
+
+def profile_markdown(stage: dict[str, Any]) -> list[str]:
+    """The profile stage as a table: per iteration, wall and device-busy time, the share the device
+    waited, the host's training step, and its graph launches, kernel launches and synchronisations."""
+    lines = [
+        "",
+        "| profile run | wall ms | device busy ms | device idle | host training_step ms | graph launches | "
+        "kernel launches | syncs | host work around the chains |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in stage.get("runs", []):
+        result = entry.get("result")
+        if result is None:
+            reason = entry.get("skipped") or entry.get("error", "")
+            lines.append(f"| {entry['label']} | {reason.replace('|', '/')} |  |  |  |  |  |  |  |")
+            continue
+        if "remainder_ms" in result:  # host_work.py
+            note = (
+                f"{result['ops_outside_chains']} ops outside the chains; 1-step chains: "
+                f"{result['remainder_ms']['cadence']} ms (logging every step: {result['remainder_ms']['every_step']})"
+            )
+            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  | {note} |")
+            continue
+        calls = result.get("runtime_calls", {})
+        cells = [
+            entry["label"],
+            _cell(result.get("wall_ms")),
+            _cell(result.get("device_busy_ms")),
+            _cell(result.get("device_idle_share")),
+            _cell(result.get("host_ranges_ms", {}).get("training_step")),
+            _cell(calls.get("graph_launches")),
+            _cell(calls.get("kernel_launches")),
+            _cell(calls.get("synchronisations")),
+            "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+# -- 6. targets --------------------------------------------------------------------------------------
 
 
 def find_row(rows: list[dict[str, Any]], method: str, path: str) -> dict[str, Any] | None:
@@ -564,7 +688,7 @@ def target_summary(targets: dict[str, dict[str, Any]]) -> dict[str, int]:
     return {"met": met.count(True), "unmet": met.count(False), "not_measured": met.count(None)}
 
 
-# -- 6. the Markdown ---------------------------------------------------------------------------------
+# -- 7. the Markdown ---------------------------------------------------------------------------------
 
 
 def _stage_note(name: str, stage: dict[str, Any]) -> str:
@@ -583,6 +707,10 @@ def _stage_note(name: str, stage: dict[str, Any]) -> str:
             f"median {stage['median_it_per_sec']} it/s over epochs 2-{stage['epochs_timed']} "
             f"({stage['speedup_vs_reference']}x {REFERENCE_QUICKSTART_IT_S}); chain calls {stage.get('chain_calls')}"
         )
+    if name == "profile":
+        runs = stage.get("runs", [])
+        done = sum("result" in run for run in runs)
+        return f"{done} of {len(runs)} runs measured (table below)"
     if name == "suite":
         return (
             f"{stage['rows_run']} rows run ({stage['rows_failed']} failed, {stage.get('rows_cut_off', 0)} of them "
@@ -631,6 +759,9 @@ def markdown(record: dict[str, Any]) -> str:
         import suite
 
         lines += ["", suite.markdown(suite_stage_record["rows"], suite_stage_record["header"]).rstrip()]
+    profile_record = record.get("stages", {}).get("profile", {})
+    if profile_record.get("runs"):
+        lines += profile_markdown(profile_record)
     return "\n".join(lines) + "\n"
 
 
@@ -654,7 +785,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--suite-warmup", type=int, default=2, help="warm-up iterations (captures) per suite row")
     parser.add_argument("--suite-generate", type=int, default=100, help="samples per timed generate call")
     parser.add_argument("--row-limit", type=float, default=100.0, help="seconds at most per suite row")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
+    parser.add_argument(
+        "--stages",
+        default=",".join(DEFAULT_STAGES),
+        help=f"comma-separated, of {', '.join(STAGES)} (default: {', '.join(DEFAULT_STAGES)})",
+    )
     parser.add_argument(
         "--methods", default=",".join(SUITE_METHODS), help=f"the suite's methods, of {', '.join(SUITE_METHODS)}"
     )
@@ -680,7 +815,7 @@ def no_cuda_message() -> str | None:
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
-    """The four stages under one deadline; the record is saved after each."""
+    """The stages asked for under one deadline; the record is saved after each."""
     deadline = Deadline(args.budget)
     out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -733,6 +868,9 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                 methods=tuple(m for m in SUITE_METHODS if m in args.methods.split(",")),
             ),
         }
+    save(record, out, stem)
+    if "profile" in wanted:
+        stages["profile"] = profile_stage(out, deadline)
     rows = stages.get("suite", {}).get("rows", [])
     record["targets"] = evaluate_targets(rows, stages.get("quickstart"), stages.get("gpu_tier"))
     record["target_summary"] = target_summary(record["targets"])

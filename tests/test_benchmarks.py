@@ -518,3 +518,47 @@ def test_on_a_gpu_the_epoch_clock_synchronises_once_at_each_end_of_an_epoch_not_
     assert sum(caller.endswith("epoch_clock.py") for caller in callers) == 4  # start and end of both epochs
     assert [epoch["batches"] for epoch in record["epochs"]] == [3, 3]
     assert all(0 < epoch["train_seconds"] <= epoch["epoch_seconds"] for epoch in record["epochs"])
+
+
+def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_path: Path) -> None:
+    """CPU. The profile stage (a second GPU call's work): each run's JSON in the record, a failing
+    run's last lines instead, a run the deadline cannot fit skipped; one table row each."""
+    gpu_check = import_benchmark("gpu_check")
+    quick = ("--recipe", "recipes/quickstart.yaml", "--accelerator", "cpu", "--iters", "2", "--warmup", "1")
+    few = ("--recipe", "recipes/quickstart.yaml", "--iters", "5", "--repeats", "1")
+    runs = (
+        ("quickstart on the cpu", "profile_step.py", quick),
+        ("a recipe that does not exist", "profile_step.py", ("--recipe", "recipes/none.yaml")),
+        ("quickstart host work", "host_work.py", few),
+    )
+    stage = gpu_check.profile_stage(tmp_path, gpu_check.Deadline(600), runs)
+    measured, failed, host = stage["runs"]
+    profile = measured["result"]
+    assert profile["wall_ms"] > 0 and profile["device_busy_ms"] is None  # no device timeline on a CPU
+    assert profile["host_ranges_ms"]["training_step"] > profile["host_ranges_ms"]["chain:prior.sampler"] > 0
+    assert profile["top_host_ops"] and profile["runtime_calls"]["graph_launches"] == 0
+    assert "result" not in failed and "none.yaml" in failed["error"]
+    assert host["result"]["ops_outside_chains"] > 0
+    assert stage["status"] == "completed with failures" and (tmp_path / "profile.log").is_file()
+    table = "\n".join(gpu_check.profile_markdown(stage))
+    assert "| quickstart on the cpu | " in table and "| quickstart host work |" in table
+    late = gpu_check.profile_stage(tmp_path, gpu_check.Deadline(1), runs[:1])
+    assert late["runs"][0]["skipped"].startswith("deadline")
+
+
+def test_profile_step_counts_the_device_time_covered_once_however_intervals_overlap() -> None:
+    """CPU. The device's busy time is the union of its kernel intervals."""
+    profile_step = import_benchmark("profile_step")
+    assert profile_step.union_length([(0, 2), (1, 3), (5, 6), (5.5, 5.7), (10, 10)]) == 4
+    assert profile_step.union_length([]) == 0
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_profile_step_sees_the_device_timeline_and_the_chains_graph_launches() -> None:
+    """Device: CUDA. Two captured chains an iteration: at least two graph launches per iteration,
+    device busy time within the wall time, and the host's training step measured."""
+    out = run_json("benchmarks/profile_step.py", "--recipe", "recipes/quickstart.yaml", "--iters", "3", "--warmup", "3")
+    assert out["device"] == torch.cuda.get_device_name(0)
+    assert out["runtime_calls"]["graph_launches"] >= 2
+    assert 0 < out["device_busy_ms"] <= out["wall_ms"] and 0 <= out["device_idle_share"] < 1
+    assert out["host_ranges_ms"]["training_step"] > 0 and out["top_device_kernels"]
