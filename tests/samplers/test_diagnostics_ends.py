@@ -96,3 +96,23 @@ def test_ends_leave_out_the_per_step_reductions() -> None:
     steps = 40
     assert counts[True] - counts["ends"] >= 4 * (steps - 2)  # the mean, norm, mean and reference term of each step
     assert counts["ends"] - counts[False] <= 2 * steps  # one copy of the state a step, at most
+
+
+def test_each_gradient_is_the_gradient_of_the_batch_sum_bit_for_bit() -> None:
+    """The step's gradient is taken with output gradients of ones made once per chain: the same
+    numbers as differentiating the summed energies, through a net."""
+    from lebm.nets import MLPGenerator
+    from lebm.samplers import ChainTarget
+
+    torch.manual_seed(0)
+    net = MLPGenerator(5, [3], hidden=16, out_activation=None)
+
+    def net_energy(z: torch.Tensor) -> torch.Tensor:
+        return net(z).square().sum(1)
+
+    target = ChainTarget(net_energy, reference_precision=0.5)
+    for seed in range(3):  # the ones are made once and reused
+        z = torch.randn(7, 5, generator=torch.Generator().manual_seed(seed))
+        state = z.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(net_energy(state).sum(), state)
+        assert torch.equal(target.grad(z), expected.add(z, alpha=0.5))
