@@ -26,8 +26,9 @@ recorded as such):
    few iterations, row by row until the deadline;
 5. ``profile`` (only when asked for: ``--stages profile``, a second call of about 3 minutes):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
-   TF32), the quickstart and DualMCMC (bf16, and with compiled nets), and ``benchmarks/host_work.py``
-   on LatentEBM and the quickstart: where an iteration's time goes once its chains are graphs.
+   TF32), the quickstart and DualMCMC (bf16, with cuDNN's benchmark, with compiled nets), and
+   ``benchmarks/host_work.py`` on LatentEBM and the quickstart: where an iteration's time goes once
+   its chains are graphs.
 
 The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
 100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s for 15
@@ -107,6 +108,12 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "profile_step.py",
         ("--recipe", "recipes/dual_mcmc/cifar10.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
         + ("--iters", "3", "--warmup", "2"),
+    ),
+    (
+        "dual_mcmc captured bf16, cudnn benchmark",
+        "profile_step.py",
+        ("--recipe", "recipes/dual_mcmc/cifar10.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--iters", "3", "--warmup", "2", "--cudnn-benchmark"),
     ),
     (
         "dual_mcmc captured bf16, compiled nets",
