@@ -24,7 +24,8 @@ recorded as such):
    median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100);
 4. ``suite``: ``benchmarks/suite.py``'s rows (eager, captured, captured_bf16) for every method with
    few iterations, row by row until the deadline;
-5. ``profile`` (only when asked for: ``--stages profile``, a second call of about 3 minutes):
+5. ``profile`` (only when asked for, ``--stages profile``: a second call, cut at ``--budget``, about
+   6 minutes estimated):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
    TF32), the quickstart and DualMCMC (bf16, with cuDNN's benchmark, with compiled nets), and
    ``benchmarks/host_work.py`` on LatentEBM and the quickstart: where an iteration's time goes once
@@ -79,7 +80,7 @@ PROFILE_RUN_LIMIT_S = 150.0
 #: Seconds a process stopped with SIGINT at its limit gets to write its reports before SIGKILL.
 GRACE_S = 15.0
 STAGES = ("gpu_tier", "quickstart", "suite", "profile")
-#: What runs without --stages: the profile is a second call's work (about 3 minutes on an H100).
+#: What runs without --stages: the profile is a second call's work (about 6 minutes estimated, cut at --budget).
 DEFAULT_STAGES = ("gpu_tier", "quickstart", "suite")
 #: The profile stage's runs: (label, script, arguments); each a fresh process, in this order.
 PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
