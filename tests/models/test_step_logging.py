@@ -41,22 +41,27 @@ class Spy:
         model.log_dict = spy_log_dict
 
 
-def fit(tmp_path: Path, batches: int, every: int, epochs: int = 1, **kwargs) -> tuple[L.Trainer, Spy]:
-    torch.manual_seed(0)
-    model = small_model()
-    spy = Spy(model)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=CSVLogger(str(tmp_path), name="run", version=0),
-        log_every_n_steps=every,
+def training_only(**settings) -> L.Trainer:
+    """A CPU Trainer that trains and logs only (``settings`` add to it)."""
+    defaults = dict(
+        max_epochs=1,
+        logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         accelerator="cpu",
         inference_mode=False,
         limit_val_batches=0,
-        **kwargs,
     )
+    return L.Trainer(**{**defaults, **settings})
+
+
+def fit(tmp_path: Path, batches: int, every: int, **settings) -> tuple[L.Trainer, Spy]:
+    torch.manual_seed(0)
+    model = small_model()
+    spy = Spy(model)
+    logger = CSVLogger(str(tmp_path), name="run", version=0)
+    trainer = training_only(logger=logger, log_every_n_steps=every, **settings)
     trainer.fit(model, loader(n=16 * batches, batch_size=16))
     return trainer, spy
 
@@ -105,16 +110,6 @@ def test_a_divergence_between_logging_steps_still_stops_training(tmp_path: Path)
         return out * float("nan") if calls["n"] > 40 else out  # from the 3rd batch (about 17 calls a batch)
 
     energy.forward = poisoned
-    trainer = L.Trainer(
-        max_epochs=1,
-        logger=False,
-        log_every_n_steps=50,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-        inference_mode=False,
-        limit_val_batches=0,
-    )
+    trainer = training_only(log_every_n_steps=50)
     with pytest.raises(TrainingDiverged, match="not finite"):
         trainer.fit(model, loader(n=16 * 8, batch_size=16))
