@@ -1,7 +1,7 @@
 """When a training step hands its values to Lightning.
 
 Lightning's ``self.log`` is host work of about 0.2 ms per value (this project's 2-core CPU: 2.3 ms
-of a quickstart iteration's 6.4 ms with 1-step chains, ``python benchmarks/step_logging.py``), paid
+of a quickstart iteration's 6.4 ms with 1-step chains, ``python benchmarks/host_work.py``), paid
 at every step whether or not anything reads the value. With on-step values (every method's training
 values), a logger writes only every ``trainer.log_every_n_steps`` steps, and callbacks read
 ``trainer.callback_metrics`` at the end of an epoch or of training. So a method hands its step

@@ -155,6 +155,8 @@ class ChainTarget:
         record: Diagnostics = False,
         inputs: Sequence[Tensor] = (),
     ) -> None:
+        if record not in (True, False, "ends"):
+            raise ValueError(f"return_diagnostics must be True, False or 'ends', got {record!r}")
         self.energy_fn = energy_fn
         self.reference_precision = float(reference_precision)
         self.record = bool(record)

@@ -56,6 +56,8 @@ def test_a_chain_of_one_evaluation_has_one_value_and_no_chain_has_none() -> None
     _, full = call(Langevin(1, 0.3), True, 1.0)
     assert one["energy"].shape == (1,) and torch.equal(one["energy"], full["energy"])
     assert call(Langevin(12, 0.3), False, 1.0).shape == (16, 5)
+    with pytest.raises(ValueError, match="True, False or 'ends', got 'end'"):
+        call(Langevin(12, 0.3), "end", 1.0)
 
 
 def test_persistent_chains_report_their_ends_too() -> None:
