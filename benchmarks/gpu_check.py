@@ -570,8 +570,9 @@ def profile_stage(out: Path, deadline: Deadline, runs: tuple[ProfileRun, ...] = 
             log_file.write(f"== {label}\n{text}\n")
             part.unlink()
             entry: dict[str, Any] = {"label": label, **ran}
+            records = [line for line in text.splitlines() if line.startswith("{")]  # warnings may follow it
             try:
-                entry["result"] = json.loads(text.strip().splitlines()[-1])
+                entry["result"] = json.loads(records[-1])
             except (IndexError, json.JSONDecodeError):
                 entry["error"] = " / ".join(line for line in text.strip().splitlines()[-3:])[-600:]
             results.append(entry)

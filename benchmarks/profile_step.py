@@ -145,6 +145,8 @@ def summarise(window: ProfileWindow, iters: int, top: int = 12) -> dict[str, Any
     host_ops: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for event in events:
         if event.device_type == DeviceType.CUDA:
+            if getattr(event, "is_user_annotation", False):  # a range (training_step, chain:...) on the GPU's timeline
+                continue
             device_intervals.append((event.time_range.start, event.time_range.end))
             kernel_time[event.name] += event.time_range.elapsed_us()
             continue

@@ -111,6 +111,7 @@ class Method(MethodHooks, L.LightningModule):
         self.recovery_record = RecoveryRecord()
         self._unrecorded: dict[str, str] = {}
         self._warned_unrecorded = False
+        self._unread_step_values: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -204,12 +205,28 @@ class Method(MethodHooks, L.LightningModule):
             policy.recover(self, self.recovery_record, diverged.cause, self.current_epoch, batch_idx)
             self.log("recovery/count", float(self.recovery_record.count))
             return
-        if step_values_read(self._trainer):  # Lightning's log costs host time even when nothing reads it
-            if policy is not None:
-                logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
+        if policy is not None:
+            logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
+        if step_values_read(self._trainer, logs):  # Lightning's log costs host time even when nothing reads it
             self.log_dict(dict(logs))
+        else:
+            self._unread_step_values = dict(logs)  # handed over after all if training stops at this step
         if policy is not None:
             policy.after_good_step(self)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """If training stops at this step (``trainer.should_stop`` set by the method or by a callback
+        after the step), hand over the step's values that were not: Lightning writes a stopping
+        step's row, and epoch-end readers see its values (:mod:`lebm.models.cadence`)."""
+        unread, self._unread_step_values = self._unread_step_values, None
+        if unread is None or self._trainer is None or not self.trainer.should_stop:
+            return
+        hook = self._current_fx_name
+        self._current_fx_name = "training_step"  # the same result keys as the step's own logging
+        try:
+            self.log_dict(unread)
+        finally:
+            self._current_fx_name = hook
 
     # ------------------------------------------------------------------------ random streams
     @property

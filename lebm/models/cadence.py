@@ -10,26 +10,35 @@ values to Lightning only on the steps where they are read:
 - the steps Lightning writes to the loggers (``log_every_n_steps``; ``1`` hands over every step);
 - the last batch of each epoch (what epoch-end callbacks such as ``ModelCheckpoint(monitor=...)``
   read);
-- the steps near ``max_steps`` (training may end there);
+- the steps near ``max_steps`` (training may end there), and a step after which training stops
+  (``trainer.should_stop`` set by the method or a callback once the step is over: the method hands
+  the values over in its ``on_train_batch_end``, which Lightning calls after the callbacks' and
+  before it writes that step's row);
+- every step, when a callback ``monitor``s one of the step's values (``ModelCheckpoint`` or
+  ``EarlyStopping`` watching a ``train/`` value, which they may read after any batch or validation);
 - every step of a ``fast_dev_run``, and every step when Lightning's loop cannot be read.
 
 The divergence guard still checks every step's values: only the hand-over is skipped. A callback
-of your own that reads ``trainer.callback_metrics`` after every batch needs
-``--trainer.log_every_n_steps 1``.
+of your own that reads ``trainer.callback_metrics`` after every batch without a ``monitor``
+attribute needs ``--trainer.log_every_n_steps 1``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
-def step_values_read(trainer: Any) -> bool:
-    """Whether this training step's values are read (logged, or read by callbacks): see the
-    module's docstring. ``trainer``: the running Lightning Trainer, or None outside one (True)."""
+def step_values_read(trainer: Any, names: Iterable[str] = ()) -> bool:
+    """Whether this training step's values (``names``) are read (logged, or read by callbacks): see
+    the module's docstring. ``trainer``: the running Lightning Trainer, or None outside one (True)."""
     if trainer is None:
         return True
     try:
         if trainer.fast_dev_run or trainer.log_every_n_steps == 1:
+            return True
+        names = set(names)
+        if any(getattr(callback, "monitor", None) in names for callback in trainer.callbacks):
             return True
         if trainer._logger_connector.should_update_logs:
             return True

@@ -110,8 +110,10 @@ class DivergenceGuard:
         made once per set of names, not copied to the device at every step."""
         key = (names, tuple(sorted(limits.items())), str(device))
         if key not in self._bounds_cache:
-            self._bounds_cache.clear()
-            self._bounds_cache[key] = torch.tensor([limits.get(name, math.inf) for name in names], device=device)
+            if len(self._bounds_cache) >= 8:  # a few sets of names alternate at most (a recovery step logs others)
+                self._bounds_cache.clear()
+            bounds = [limits.get(name, math.inf) for name in names]
+            self._bounds_cache[key] = torch.tensor(bounds, dtype=torch.float32, device=device)
         return self._bounds_cache[key]
 
     def _cause(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> str:

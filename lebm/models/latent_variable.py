@@ -265,6 +265,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.decoder_contract.release_noise()
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ---------------------------------------------------------------------------- user API
     def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:

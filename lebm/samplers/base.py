@@ -215,7 +215,7 @@ class Sampler(Configurable):
         return (z, diagnostics) if return_diagnostics else z
 
     def _chain_body(
-        self, energy_fn: Callable[..., Tensor], reference_precision: float, record: bool
+        self, energy_fn: Callable[..., Tensor], reference_precision: float, record: Diagnostics
     ) -> Callable[[Tensor, tuple[Tensor, ...], torch.Generator | None], ChainBody]:
         """``body_for(z, inputs, generator)``: the chain as a function of its state and input
         tensors, ``run`` on a fresh :class:`ChainTarget`. An eager call runs it once on its own

@@ -125,6 +125,11 @@ def per_chain(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
+def shares_storage(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are views of the same memory."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 # ------------------------------------------------------------------------------------ target
 class ChainTarget:
     """The density a chain samples, ``pi(z) ∝ exp(-U(z))`` with
@@ -155,6 +160,8 @@ class ChainTarget:
         record: Diagnostics = False,
         inputs: Sequence[Tensor] = (),
     ) -> None:
+        if record is None:
+            record = False
         if record not in (True, False, "ends"):
             raise ValueError(f"return_diagnostics must be True, False or 'ends', got {record!r}")
         self.energy_fn = energy_fn
@@ -169,8 +176,11 @@ class ChainTarget:
         # "ends": the latest evaluation not reduced yet (energy, gradient, whether its energy lacks
         # the reference term, and then the copy of its state that term is computed from)
         self._held: tuple[Tensor, Tensor, bool] | None = None
+        self._held_reductions: tuple[Tensor, Tensor] | None = None  # "ends", an energy that is a view of the state
         self._held_state: Tensor | None = None
         self._ones: Tensor | None = None
+        self._reuse_ones = True  # False once a gradient came back as a view of the ones (then made afresh)
+        self._energy_aliases_state = False  # an energy that is a view of the state (z[:, 0]) cannot be held
 
     def energy_and_grad(self, z: Tensor, *, record: bool = True, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
@@ -194,13 +204,20 @@ class ChainTarget:
         if not self.record:
             return
         if self._holds_later_states():
-            self._held = (energy, grad, False)
+            if self._energy_aliases_state:  # a view of the state, which moves in place after this: reduce now
+                self._held_reductions = self._reductions(energy, grad)
+            else:
+                self._held = (energy, grad, False)
             return
-        self._reduce(energy, grad)
+        self._append(self._reductions(energy, grad))
 
-    def _reduce(self, energy: Tensor, grad: Tensor) -> None:
-        self._energies.append(energy.float().mean())
-        self._grad_norms.append(torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean())
+    def _reductions(self, energy: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+        """The batch-mean energy and the batch-mean gradient norm, device scalars."""
+        return energy.float().mean(), torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean()
+
+    def _append(self, reductions: tuple[Tensor, Tensor]) -> None:
+        self._energies.append(reductions[0])
+        self._grad_norms.append(reductions[1])
 
     def _holds_later_states(self) -> bool:
         """Whether the evaluation being recorded is held rather than reduced ("ends", after the first)."""
@@ -212,7 +229,9 @@ class ChainTarget:
         step)."""
         ones = self._ones
         if ones is None or ones.shape != energy.shape or ones.dtype != energy.dtype or ones.device != energy.device:
-            ones = self._ones = torch.ones_like(energy, requires_grad=False)
+            ones = torch.ones_like(energy, requires_grad=False)
+            if self._reuse_ones:
+                self._ones = ones
         return ones
 
     def _with_reference(self, energy: Tensor, state: Tensor) -> Tensor:
@@ -234,11 +253,17 @@ class ChainTarget:
                 energy = self.energy_fn(state, *self.inputs).float()
         else:
             energy = self.energy_fn(state, *self.inputs)
-        if not self._checked:
+        first = not self._checked
+        if first:
             self._check_energy(energy, state)
-        (grad,) = torch.autograd.grad(energy, state, grad_outputs=self._ones_like(energy))
+            self._energy_aliases_state = shares_storage(energy, state)
+        ones = self._ones_like(energy)
+        (grad,) = torch.autograd.grad(energy, state, grad_outputs=ones)
+        if first and shares_storage(grad, ones):  # e.g. z.squeeze(1): an in-place change would corrupt the ones
+            self._reuse_ones = False
+            self._ones = None
         energy = energy.detach()
-        held = self.record and record and self._holds_later_states()
+        held = self.record and record and self._holds_later_states() and not self._energy_aliases_state
         if self.reference_precision:
             grad = grad.add(state.detach(), alpha=self.reference_precision)
             if with_energy or (self.record and record and not held):
@@ -266,7 +291,10 @@ class ChainTarget:
                 assert self._held_state is not None
                 energy = self._with_reference(energy, self._held_state)
             self._held = None
-            self._reduce(energy, grad)
+            self._append(self._reductions(energy, grad))
+        elif self._held_reductions is not None:
+            self._append(self._held_reductions)
+            self._held_reductions = None
         if not self._energies and not self._notes:
             return {}
         out = {}

@@ -113,3 +113,41 @@ def test_a_divergence_between_logging_steps_still_stops_training(tmp_path: Path)
     trainer = training_only(log_every_n_steps=50)
     with pytest.raises(TrainingDiverged, match="not finite"):
         trainer.fit(model, loader(n=16 * 8, batch_size=16))
+
+
+class StopAt(L.Callback):
+    """Stops training after the batch with this index (as Lightning's Timer or EarlyStopping may)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            trainer.should_stop = True
+
+
+def test_a_step_after_which_training_stops_is_logged_with_its_own_values(tmp_path: Path) -> None:
+    """A callback stops training after step 5, between logging steps: Lightning writes a row for a
+    stopping step, which must hold step 5's values, not step 3's (the last handed over)."""
+    trainer, spy = fit(tmp_path, batches=8, every=3, callbacks=[StopAt(4)])
+    assert len(spy.checked) == 5 and spy.handed == [3, 5]
+    rows = logged_rows(tmp_path, "train/decoder_nll")
+    assert rows[-1][1] == pytest.approx(spy.checked[-1]["train/decoder_nll"])
+    assert float(trainer.callback_metrics["train/decoder_nll"]) == pytest.approx(spy.checked[-1]["train/decoder_nll"])
+
+
+def test_a_monitored_training_value_is_handed_over_at_every_step(tmp_path: Path) -> None:
+    """ModelCheckpoint(every_n_train_steps=1, monitor=a train/ value) ranks checkpoints after every
+    batch: it must read each step's own value."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    seen = []
+
+    class Reader(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            seen.append(float(trainer.callback_metrics["train/prior_loss"]))
+
+    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt"), monitor="train/prior_loss", every_n_train_steps=1)
+    _, spy = fit(tmp_path, batches=4, every=50, callbacks=[checkpoint, Reader()], enable_checkpointing=True)
+    assert spy.handed == [1, 2, 3, 4]
+    assert seen == pytest.approx([step["train/prior_loss"] for step in spy.checked])

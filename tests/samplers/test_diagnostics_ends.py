@@ -118,3 +118,38 @@ def test_each_gradient_is_the_gradient_of_the_batch_sum_bit_for_bit() -> None:
         state = z.clone().requires_grad_(True)
         (expected,) = torch.autograd.grad(net_energy(state).sum(), state)
         assert torch.equal(target.grad(z), expected.add(z, alpha=0.5))
+
+
+@pytest.mark.parametrize("precision", [0.0, 1.0])
+@pytest.mark.parametrize("view", ["select", "squeeze"])
+def test_ends_hold_an_energy_that_is_a_view_of_the_state_before_the_state_moves(view: str, precision: float) -> None:
+    """``z[:, 0]`` or ``z.squeeze(1)`` returns the state's own memory, which Langevin then moves in
+    place: the held last energy must be the value at the last evaluation, as the full record has it."""
+
+    def energy(z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        return z[:, 0] if view == "select" else z[:, :1].squeeze(1)
+
+    z0 = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for mode in (True, "ends"):
+        runs[mode] = Langevin(5, 0.3)(
+            energy,
+            z0,
+            inputs=(torch.zeros(5),),
+            reference_precision=precision,
+            generator=torch.Generator().manual_seed(3),
+            return_diagnostics=mode,
+        )
+    assert torch.equal(runs["ends"][1]["energy"], runs[True][1]["energy"][[0, -1]])
+
+
+def test_a_gradient_that_is_a_view_of_the_output_ones_can_be_changed_in_place() -> None:
+    """For ``z.squeeze(1)`` autograd returns the output gradient itself, reshaped: the target then
+    makes fresh ones at each step, so a sampler changing a gradient in place changes nothing else."""
+    from lebm.samplers import ChainTarget
+
+    target = ChainTarget(lambda z: z.squeeze(1))
+    z = torch.randn(4, 1)
+    first = target.grad(z)
+    first.mul_(3.0)
+    assert torch.equal(target.grad(z), torch.ones(4, 1))
