@@ -8,9 +8,9 @@ script measures that part on any device (a CPU included) and prints one JSON lin
 
 - ``ops_outside_chains``: aten operations (views left out) one iteration dispatches outside its
   chains (each one a kernel launch and its Python and dispatcher work on a GPU), and
-  ``ops_per_chain_step``: per chain
-  (``prior.sampler`` ...), the operations of one step, with the chain's diagnostics as training
-  records them (``"ends"``) and recorded at every step (``True``, as before);
+  ``ops_per_chain_step``: per chain (``prior.sampler`` ...), the operations of one step, with the
+  chain's diagnostics as training records them (``"ends"``) and recorded at every step (``True``,
+  as before), counted with the chains run eagerly (on a GPU: the kernels its graph records a step);
 - ``remainder_ms``: milliseconds per iteration with every chain cut to one step (the host work
   around the chains, plus two chain steps), with training values handed to Lightning at the
   trainer's logging cadence (``log_every_n_steps`` 50, lebm's behaviour) and at every step
@@ -42,6 +42,7 @@ from common import bare_trainer, describe_device, load_recipe  # noqa: E402
 from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.config import build  # noqa: E402
+from lebm.samplers.capture import set_chain_capture  # noqa: E402
 from lebm.samplers.chain import ChainTarget  # noqa: E402
 
 WARMUP = 20
@@ -126,10 +127,12 @@ def count_ops(recipe: dict[str, Any], batch_size: int, accelerator: str, record:
     shape = observation_shape(model)
     data = DataLoader(TensorDataset(torch.rand(batch_size * 3, *shape) * 2 - 1), batch_size=batch_size)
     ChainTarget.__init__ = with_record  # type: ignore[method-assign]
+    previous = set_chain_capture(False)  # counted eagerly: on a GPU, what a chain's graph records
     try:
         bare_trainer(max_epochs=1, accelerator=accelerator, devices=1, callbacks=[CountThird()]).fit(model, data)
     finally:
         ChainTarget.__init__ = original_init  # type: ignore[method-assign]
+        set_chain_capture(previous)
     per_step = {name: round(count / steps[name], 1) for name, count in counter.inside.items()}
     return {"outside": counter.outside, "per_step": per_step}
 
