@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections import defaultdict
@@ -152,8 +153,9 @@ def summarise(window: ProfileWindow, iters: int, top: int = 12) -> dict[str, Any
             continue
         if event.name == "training_step" or event.name.startswith("chain:"):
             host_ranges[event.name] += event.cpu_time_total
+        runtime_name = re.sub(r"_v\d+$", "", event.name)  # CUPTI may name calls with a version: ..._v10000
         for kind, names in RUNTIME_CALLS.items():
-            if event.name in names:
+            if runtime_name in names:
                 calls[kind] += 1
         host_ops[event.name][0] += event.self_cpu_time_total
         host_ops[event.name][1] += 1
