@@ -120,6 +120,18 @@ class ProfileWindow(L.Callback):
             self.profiler.stop()
 
 
+#: Events on the device's timeline that are not work: waits the host or a stream made (Kineto
+#: records synchronisations there, spanning the wait) and user ranges (training_step, chain:...).
+NOT_DEVICE_WORK = {"cuda_sync", "gpu_user_annotation", "user_annotation", "overhead"}
+
+
+def is_device_work(event: Any) -> bool:
+    """Whether a device-side profiler event is a kernel, copy or fill (not a wait or a range)."""
+    if getattr(event, "is_user_annotation", False) or getattr(event, "activity_type", None) in NOT_DEVICE_WORK:
+        return False
+    return not (event.name.endswith(" Sync") or event.name == "Stream Wait Event")  # torch without activity_type
+
+
 def union_length(intervals: list[tuple[float, float]]) -> float:
     """Total length covered by ``intervals`` ``[(start, end)]`` (overlaps counted once)."""
     total, reach = 0.0, float("-inf")
@@ -146,7 +158,7 @@ def summarise(window: ProfileWindow, iters: int, top: int = 12) -> dict[str, Any
     host_ops: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for event in events:
         if event.device_type == DeviceType.CUDA:
-            if getattr(event, "is_user_annotation", False):  # a range (training_step, chain:...) on the GPU's timeline
+            if not is_device_work(event):
                 continue
             device_intervals.append((event.time_range.start, event.time_range.end))
             kernel_time[event.name] += event.time_range.elapsed_us()

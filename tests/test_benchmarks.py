@@ -562,3 +562,18 @@ def test_on_a_gpu_profile_step_sees_the_device_timeline_and_the_chains_graph_lau
     assert out["runtime_calls"]["graph_launches"] >= 2
     assert 0 < out["device_busy_ms"] <= out["wall_ms"] and 0 <= out["device_idle_share"] < 1
     assert out["host_ranges_ms"]["training_step"] > 0 and out["top_device_kernels"]
+
+
+def test_profile_step_counts_kernels_and_copies_as_device_work_not_waits_or_ranges() -> None:
+    """CPU. Kineto puts synchronisations (spanning the wait) and user ranges on the GPU's timeline:
+    counting them as busy time would hide the very idle time the profile is for."""
+    from types import SimpleNamespace
+
+    profile_step = import_benchmark("profile_step")
+    work = profile_step.is_device_work
+    assert work(SimpleNamespace(name="void at::native::vectorized_elementwise_kernel<4>", activity_type="kernel"))
+    assert work(SimpleNamespace(name="Memcpy HtoD (Pageable -> Device)", activity_type="gpu_memcpy"))
+    assert not work(SimpleNamespace(name="Stream Sync", activity_type="cuda_sync"))
+    assert not work(SimpleNamespace(name="Context Sync"))  # a torch without activity_type
+    assert not work(SimpleNamespace(name="training_step", is_user_annotation=True))
+    assert not work(SimpleNamespace(name="chain:prior.sampler", activity_type="gpu_user_annotation"))
