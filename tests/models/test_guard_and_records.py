@@ -34,8 +34,8 @@ def test_non_finite_values_always_stop_and_limits_from_their_epoch() -> None:
 
 
 def test_many_quantities_are_checked_each_against_its_own_limit() -> None:
-    """The scalars are checked as one stacked vector against a vector of limits: each limit must
-    meet its own quantity, whatever the order and whatever else is logged."""
+    """Device: CPU. The scalars are checked as one stacked vector against a vector of limits: each
+    limit must meet its own quantity, whatever the order and whatever else is logged."""
     guard = DivergenceGuard({"c": 10.0, "a": 1e9})
     calm = {"c": torch.tensor([9.5]), "a": torch.tensor(1e6), "b": torch.tensor(-5e8), "z": torch.zeros(4, 3)}
     for _ in range(2):  # the limits vector is cached: the second check reads the same one
