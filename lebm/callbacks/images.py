@@ -14,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from lebm.callbacks.schedule import training_stops
 from lebm.data.batches import batch_observations
 
 
@@ -66,8 +67,11 @@ def quiet_evaluation(pl_module: L.LightningModule) -> Iterator[None]:
 
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
-    """At the end of every ``every_n_epochs``-th training epoch, on rank 0."""
-    return trainer.is_global_zero and (trainer.current_epoch + 1) % every_n_epochs == 0
+    """At the end of every ``every_n_epochs``-th training epoch and of the last one (``max_epochs``,
+    ``max_steps`` or a granted stop), on rank 0."""
+    epoch = trainer.current_epoch + 1
+    last = trainer.max_epochs is not None and epoch == trainer.max_epochs
+    return trainer.is_global_zero and (epoch % every_n_epochs == 0 or last or training_stops(trainer))
 
 
 class SampleGrid(L.Callback):

@@ -16,21 +16,25 @@ from pathlib import Path
 from lebm.cli.errors import SUBCOMMANDS, fail
 from lebm.cli.known_options import cache_dir, check_known_options, remember_options
 from lebm.cli.known_options import cache_file as known_options_file
+from lebm.cli.catalog import locate_config_args
 from lebm.cli.recipes import CONFIG_FLAGS, RecipeError, expand_includes
 from lebm.version import __version__
 
-USAGE = f"""usage: lebm {{fit,validate,test,predict}} -c RECIPE.yaml [--section.key VALUE ...]
+USAGE = f"""usage: lebm {{fit,validate,test,predict}} -c RECIPE [--section.key VALUE ...]
+       lebm recipes [show NAME | copy NAME [DIR]]
 
 lebm {__version__}: latent-space energy-based models on PyTorch Lightning.
 
-  lebm fit -c recipes/quickstart.yaml                  train (here: the quickstart, on a CPU)
+  lebm fit -c quickstart                               train (here: the quickstart, on a CPU)
   lebm fit -c RECIPE --ckpt_path last                  resume a run from its last checkpoint
   lebm test -c RECIPE --ckpt_path RUN/checkpoints/last.ckpt
   lebm fit -c RECIPE --print_config                    the composed config, every option
   lebm fit --help                                      all options of a command
+  lebm recipes                                         the recipes that come with lebm
 
-Recipes: recipes/quickstart.yaml and recipes/<method>/<dataset>.yaml (see docs/recipes.md).
-Override any value on the command line, e.g. --trainer.max_epochs 10.
+RECIPE: a YAML file, or the name of a recipe that comes with lebm (quickstart, latent_ebm/svhn,
+recipes/latent_ebm/svhn.yaml: a file of that path, when one exists, wins). docs/recipes.md explains
+them. Override any value on the command line, e.g. --trainer.max_epochs 10.
 """
 
 #: Warnings from dependencies that say nothing to a user of lebm (matched by message).
@@ -100,14 +104,13 @@ def check_arguments(args: list[str]) -> None:
     has_config = any(arg in CONFIG_FLAGS or arg.startswith("--config=") for arg in args)
     if not asking_help and not has_config and not any(arg.startswith("--model") for arg in args):
         fail(
-            f"lebm {subcommand} needs a recipe: lebm {subcommand} -c recipes/quickstart.yaml. The recipes/ folder "
-            "holds one per paper experiment (recipes/<method>/<dataset>.yaml); docs/recipes.md explains them."
+            f"lebm {subcommand} needs a recipe: lebm {subcommand} -c quickstart. lebm comes with one per paper "
+            "experiment (<method>/<dataset>): lebm recipes lists them; docs/recipes.md explains them."
         )
-    for index, arg in enumerate(args):
-        value = args[index + 1] if arg in CONFIG_FLAGS and index + 1 < len(args) else None
-        looks_like_a_file = value is not None and "\n" not in value and value.endswith((".yaml", ".yml", ".json"))
-        if looks_like_a_file and not Path(value).is_file():
-            fail(f"the recipe {value} does not exist (run lebm from the folder that holds recipes/, or give its path)")
+    try:
+        locate_config_args(args)
+    except RecipeError as error:
+        fail(str(error))
     ckpt_path = _value_of(args, "--ckpt_path")
     if ckpt_path not in (None, "last", "auto", "hpc", "best", "null"):
         from lebm.checkpoints import CheckpointError, CheckpointNotPlain, check_checkpoint_file
@@ -185,13 +188,18 @@ def main(args: list[str] | None = None) -> None:
     if argv[0] == "--version":
         sys.stdout.write(f"lebm {__version__}\n")
         return
+    if argv[0] == "recipes":
+        from lebm.cli.recipes_command import main as recipes_main
+
+        recipes_main(argv[1:])
+        return
     check_arguments(argv)
     if len(argv) == 2 and argv[1] in ("-h", "--help"):
         print_command_help(argv[0], args is None)
         return
     argv = join_negative_values(argv)
     try:
-        expanded = expand_includes(argv)
+        expanded = expand_includes(locate_config_args(argv))
     except RecipeError as error:
         fail(str(error))
     misspelt = check_known_options(expanded)

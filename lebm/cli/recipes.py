@@ -124,4 +124,37 @@ def expand_includes(args: Sequence[str]) -> list[str]:
     return expanded
 
 
+def merge_layer(base: dict, layer: dict) -> dict:
+    """``layer`` laid over ``base`` as the parser lays one ``-c`` file over the ones before it:
+    mappings merge key by key; a ``key+:`` list is appended to ``key``'s list; a mapping that names
+    another ``class_path`` than before replaces the earlier one (its ``init_args`` with it); any
+    other value replaces. Returns a new mapping; the inputs are left as they are."""
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(key, str) and key.endswith("+"):
+            name = key[:-1]
+            items = value if isinstance(value, list) else [value]
+            earlier = merged.get(name)
+            merged[name] = [*(earlier if isinstance(earlier, list) else []), *items]
+            continue
+        earlier = merged.get(key)
+        if isinstance(earlier, dict) and isinstance(value, dict) and value.get("class_path", earlier.get("class_path")) == earlier.get("class_path"):
+            merged[key] = merge_layer(earlier, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def compose_recipe(path: Path) -> dict:
+    """The recipe at ``path`` as one mapping: its included fragments (in :func:`included_files`
+    order), then its own settings, merged by :func:`merge_layer`. Interpolations (``${...}``) are
+    kept, so the mapping runs as a recipe of its own (``lebm recipes show``)."""
+    composed: dict = {}
+    for layer in [*included_files(path), path.resolve()]:
+        settings = read_recipe(layer)
+        settings.pop(INCLUDE_KEY, None)
+        composed = merge_layer(composed, settings)
+    return composed
+
+
 __getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)
