@@ -92,7 +92,9 @@ def test_a_short_run_checkpoints_every_epoch_and_draws_grids_at_its_last_without
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=1-step=8.ckpt", "last.ckpt"]
     # the quickstart draws grids every 10 epochs and at the last one
     assert [Path(p).name for p in glob.glob(str(run / "images" / "samples_epoch*.png"))] == ["samples_epoch0001.png"]
-    assert glob.glob(str(run / "images" / "reconstructions_epoch*.png")) == [str(run / "images/reconstructions_epoch0001.png")]
+    assert glob.glob(str(run / "images" / "reconstructions_epoch*.png")) == [
+        str(run / "images/reconstructions_epoch0001.png")
+    ]
     for noise in ("LeafSpec", "anonymous setting", "Tip:"):  # dependencies' noise is filtered
         assert noise not in result.stderr + result.stdout, noise
 

@@ -43,7 +43,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], cwd=root, env=env)
     bin_folder = venv / "bin"
-    run([str(bin_folder / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], root, env)
+    run(
+        [str(bin_folder / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        root,
+        env,
+    )
     env["PATH"] = f"{bin_folder}{os.pathsep}{env['PATH']}"
     return bin_folder, env
 

@@ -129,8 +129,10 @@ def test_layers_merge_key_by_key_append_with_plus_and_reset_on_another_class() -
         "model": {"init_args": {"sampler": {"class_path": "T", "init_args": {"k": 3}}}},
     }
     merged = merge_layer(base, layer)
-    assert merged["trainer"] == {"max_epochs": 5, "callbacks": [{"class_path": "A"}, {"class_path": "B"}], "devices": 2}
-    assert merged["model"] == {"class_path": "M", "init_args": {"lr": 1, "sampler": {"class_path": "T", "init_args": {"k": 3}}}}
+    callbacks = [{"class_path": "A"}, {"class_path": "B"}]
+    assert merged["trainer"] == {"max_epochs": 5, "callbacks": callbacks, "devices": 2}
+    sampler = {"class_path": "T", "init_args": {"k": 3}}  # another class: the earlier init_args go
+    assert merged["model"] == {"class_path": "M", "init_args": {"lr": 1, "sampler": sampler}}
     assert base["trainer"]["callbacks"] == [{"class_path": "A"}]  # inputs untouched
 
 
@@ -168,9 +170,10 @@ def test_a_copy_keeps_its_fragments_in_place_and_composes_as_the_original(
     lebm_in(tmp_path, "recipes", "copy", "hierarchical/svhn", "mine")
     assert "lebm fit -c mine/hierarchical/svhn.yaml" in capsys.readouterr().out
     written = sorted(p.relative_to(tmp_path / "mine").as_posix() for p in (tmp_path / "mine").rglob("*.yaml"))
-    assert written == ["base.yaml", "data/svhn.yaml", "hierarchical/_evaluation.yaml", "hierarchical/_method.yaml",
-                       "hierarchical/svhn.yaml"]  # fmt: skip
-    assert compose_recipe(tmp_path / "mine/hierarchical/svhn.yaml") == compose_recipe(RECIPES / "hierarchical/svhn.yaml")
+    fragments = ["base", "data/svhn", "hierarchical/_evaluation", "hierarchical/_method", "hierarchical/svhn"]
+    assert written == [f"{name}.yaml" for name in fragments]
+    original = compose_recipe(RECIPES / "hierarchical/svhn.yaml")
+    assert compose_recipe(tmp_path / "mine/hierarchical/svhn.yaml") == original
 
 
 def test_an_edited_copy_runs_with_the_edit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -180,7 +180,8 @@ class ChainDiagnostics(L.Callback):
         posterior_sampler: the transition of one draw of the posterior chains; default: the
             model's posterior sampler. (A prior and a posterior usually need different step sizes.)
         seed: seeds the chains (with the epoch, the part and the group).
-        at_train_end, at_test: also diagnose at the end of training and at the end of each test epoch.
+        at_train_end: also diagnose at the end of training.
+        at_test: also diagnose at the end of each test epoch.
         plot: draw and log the plot.
     """
 
@@ -285,6 +286,8 @@ class ChainDiagnostics(L.Callback):
         return {"statistics": statistics, "results": results}
 
     def shape(self, part: ChainPart) -> Shape:
+        """The sizes of ``part``'s traces: chains per group, draws, burn-in, traced coordinates (at
+        most the latent size) and the draws kept whole for the projections."""
         latent_dim = part.latent_dim
         return Shape(
             chains_per_group=self.n_chains // self.n_groups,
@@ -307,6 +310,9 @@ class ChainDiagnostics(L.Callback):
         return found
 
     def prior_part(self, model: Any) -> ChainPart | None:
+        """The prior's chains: ``model.prior``'s residual energy under this callback's ``sampler``
+        (default: the prior's own), started from ``N(0, init_std^2 I)``. None when there is no
+        sampler or the prior is Gaussian (sampled exactly, nothing to diagnose)."""
         prior = model.prior
         transition = transition_of(self.sampler if self.sampler is not None else getattr(prior, "sampler", None))
         if transition is None:
@@ -331,6 +337,10 @@ class ChainDiagnostics(L.Callback):
         )
 
     def posterior_part(self, trainer: L.Trainer, model: Any) -> ChainPart | None:
+        """The posterior chains: ``model.posterior_chain_energy`` on the fixed :meth:`observations`
+        (chain ``i`` samples observation ``i % posterior_examples``) under ``posterior_sampler``
+        (default: the model's), started from ``N(0, posterior_init_std^2 I)``. None when there is no
+        sampler or no observations."""
         chosen = self.posterior_sampler if self.posterior_sampler is not None else model.posterior_sampler
         transition = transition_of(chosen)
         if transition is None:

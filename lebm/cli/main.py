@@ -13,10 +13,10 @@ import sys
 import warnings
 from pathlib import Path
 
+from lebm.cli.catalog import locate_config_args
 from lebm.cli.errors import SUBCOMMANDS, fail
 from lebm.cli.known_options import cache_dir, check_known_options, remember_options
 from lebm.cli.known_options import cache_file as known_options_file
-from lebm.cli.catalog import locate_config_args
 from lebm.cli.recipes import CONFIG_FLAGS, RecipeError, expand_includes
 from lebm.version import __version__
 

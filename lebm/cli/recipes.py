@@ -138,7 +138,11 @@ def merge_layer(base: dict, layer: dict) -> dict:
             merged[name] = [*(earlier if isinstance(earlier, list) else []), *items]
             continue
         earlier = merged.get(key)
-        if isinstance(earlier, dict) and isinstance(value, dict) and value.get("class_path", earlier.get("class_path")) == earlier.get("class_path"):
+        if (
+            isinstance(earlier, dict)
+            and isinstance(value, dict)
+            and value.get("class_path", earlier.get("class_path")) == earlier.get("class_path")
+        ):
             merged[key] = merge_layer(earlier, value)
         else:
             merged[key] = value

@@ -87,7 +87,11 @@ def copy_recipe(path: Path, destination: Path, flat: bool = False, force: bool =
     different ones are refused unless ``force``."""
     sources = [*included_files(path), path.resolve()]
     root = recipes_root().resolve()
-    anchor = root if all(source.is_relative_to(root) for source in sources) else Path(os.path.commonpath([s.parent for s in sources]))
+    anchor = (
+        root
+        if all(source.is_relative_to(root) for source in sources)
+        else Path(os.path.commonpath([s.parent for s in sources]))
+    )
     relative = path.resolve().relative_to(anchor)
     if flat:
         plan = {destination / relative: show_text(path)}

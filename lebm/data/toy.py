@@ -128,7 +128,9 @@ class MixtureDataModule(L.LightningDataModule):
         spacing: distance between neighbouring grid means.
         std: standard deviation of every component.
         dim: data dimension; coordinates beyond the first two are zero-mean noise with ``std``.
-        n_train, n_val, n_test: sizes of the three sets.
+        n_train: size of the training set.
+        n_val: size of the validation set.
+        n_test: size of the test set.
         batch_size: batch size of all loaders (training drops the last partial batch).
         seed: seed of the sampled data.
 

@@ -42,7 +42,8 @@ def inference_teaching_loss(
         z_revised: revised latents of ``x`` ``(B, D)``.
         q_samples: the encoder's posterior on the revised samples ``x~`` ``(B', D)``.
         z_prior: the prior latents ``x~`` came from ``(B', D)``.
-        data_weight, sample_weight: the two terms' weights.
+        data_weight: the weight of the real-data term.
+        sample_weight: the weight of the revised-sample term.
     """
     data_term = q_data.nll(z_revised.detach()).mean()
     sample_term = q_samples.nll(z_prior.detach()).mean()
@@ -82,7 +83,8 @@ def generator_teaching_loss(
         z_revised: their revised latents ``(B, D)``.
         x_revised: EBM-revised samples ``(B', *x_shape)``.
         z_prior: the prior latents ``x_revised`` started from ``(B', D)``.
-        data_weight, sample_weight: the two terms' weights.
+        data_weight: the weight of the real-data term.
+        sample_weight: the weight of the revised-sample term.
     """
     data_term = residual(x, z_revised.detach()).mean()
     sample_term = residual(x_revised.detach(), z_prior.detach()).mean()

@@ -11,7 +11,9 @@ from torch import Tensor
 class Decoder(Protocol):
     """An observation model ``p(x|z)``: ``nll(x, z) -> (B,)`` is ``-log p(x|z)`` per example."""
 
-    def nll(self, x: Tensor, z: Tensor) -> Tensor: ...
+    def nll(self, x: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x|z)`` per example (up to a constant), ``(B, *x_shape), (B, D) -> (B,)``."""
+        ...
 
 
 class Posterior(Protocol):

@@ -95,6 +95,7 @@ class InceptionFeatures(nn.Module):
         self.net.to(memory_format=torch.channels_last)  # see the docstring: faster on CPU, same features
 
     def forward(self, images: Tensor) -> Tensor:
+        """Pool3 features: float images ``(N, 1 or 3, H, W)`` in [-1, 1] -> float32 ``(N, 2048)``."""
         (features,) = self.net(to_uint8(to_three_channels(images)))
         return features.float()
 
@@ -141,6 +142,7 @@ class SmallConvFeatures(nn.Module, Configurable):
                     layer.bias.zero_()
 
     def forward(self, images: Tensor) -> Tensor:
+        """Images ``(N, in_channels, H, W)`` in [-1, 1] -> ``(N, out_dim)``."""
         return self.net(images.float())
 
 
@@ -193,6 +195,8 @@ class MetricFeatures(nn.Module):
         self._last: tuple[Tensor, Tensor] | None = None
 
     def forward(self, images: Tensor) -> Tensor:
+        """Float images ``(N, 1 or 3, H, W)`` in [-1, 1] -> float64 ``(N, D)``, without gradients; the
+        same tensor object twice in a row is embedded once."""
         if self._last is not None and self._last[0] is images:
             return self._last[1]
         with torch.no_grad():

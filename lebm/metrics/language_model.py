@@ -179,8 +179,14 @@ def train_language_model(
     Args:
         sentences: training sentences ``[bos, w.., eos, pad..]``; ids must be ``< vocab_size``.
         vocab_size: the size of the model's token table.
-        embed_dim, hidden_dim, num_layers, dropout: the model's sizes (:class:`LSTMTextGenerator`).
-        epochs, batch_size, lr, clip: the optimisation.
+        embed_dim: size of the word embeddings (:class:`LSTMTextGenerator`).
+        hidden_dim: size of the LSTM's hidden state.
+        num_layers: number of stacked LSTM layers.
+        dropout: dropout of the model in training.
+        epochs: passes over ``sentences``.
+        batch_size: sentences per optimisation step.
+        lr: Adam's learning rate.
+        clip: max norm of the gradients (None: no clipping).
         pad_id: the padding id.
         generator: the random stream (required: the metric must not depend on torch's global RNG).
         device: where to train.

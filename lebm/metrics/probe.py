@@ -113,8 +113,10 @@ def fit_probe(
     ``torch.no_grad``/``inference_mode`` (e.g. a Lightning test hook).
 
     Args:
-        train_features, test_features: ``(N, D)`` and ``(M, D)`` features of one layer.
-        train_labels, test_labels: ``(N,)`` and ``(M,)`` integer class labels.
+        train_features: ``(N, D)`` training features of one layer.
+        train_labels: ``(N,)`` integer class labels of ``train_features``.
+        test_features: ``(M, D)`` test features of the same layer.
+        test_labels: ``(M,)`` integer class labels of ``test_features``.
         n_classes: the number of classes; None: ``1 + the largest label`` of either set.
         hidden: the probe's hidden width (256 in the paper).
         standardize: scale each feature dimension by the training set's mean and standard

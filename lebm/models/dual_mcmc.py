@@ -92,9 +92,13 @@ class DualMCMC(LatentVariableModel):
         data_weight: Gfactor, the weight of the real-data terms of the generator and inference losses.
         sample_weight: Sfactor, the weight of the generator's revised-sample term (50 CIFAR-10, 70 CelebA-64).
         inference_sample_weight: Ifactor, the weight of the inference network's revised-sample term.
-        energy_lr, decoder_lr, encoder_lr: Adam learning rates.
+        energy_lr: Adam learning rate of the EBM.
+        decoder_lr: Adam learning rate of the generator.
+        encoder_lr: Adam learning rate of the inference network.
         betas: Adam betas of the three optimisers.
-        energy_weight_decay, decoder_weight_decay, encoder_weight_decay: Adam weight decay.
+        energy_weight_decay: Adam weight decay of the EBM.
+        decoder_weight_decay: Adam weight decay of the generator.
+        encoder_weight_decay: Adam weight decay of the inference network.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
         evaluation_batchnorm: ``"batch"`` or ``"running"`` statistics for the generator's
             BatchNorm outside training (see above).
@@ -365,6 +369,8 @@ class DualMCMC(LatentVariableModel):
             return super().infer(x, **kwargs)
 
     def reconstruct(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
+        """``g(infer(x))`` ``(B, *x_shape)``, the generator's BatchNorm in its evaluation mode (see
+        ``evaluation_batchnorm``); ``infer_kwargs`` go to :meth:`infer`."""
         z = self.infer(x, **infer_kwargs)
         with torch.no_grad(), self.evaluation_statistics():
             return self.decoder.decode(z)

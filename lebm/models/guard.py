@@ -70,7 +70,8 @@ class DivergenceGuard:
 
         Args:
             values: ``{name: tensor}`` of any shapes (scalars for the limits).
-            epoch, step: where training is, for the message.
+            epoch: the current epoch, for the message.
+            step: the current global step, for the message.
             decide: turns this rank's verdict into the verdict of all ranks (e.g.
                 ``strategy.reduce_boolean_decision(flag, all=False)``); None on one process.
         """

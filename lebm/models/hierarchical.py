@@ -68,7 +68,10 @@ class JointHierarchicalEBM(LatentVariableModel):
         decoder_weight_decay: weight decay of the generator and the encoder.
         prior_weight_decay: weight decay of the EBM.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
-        decoder_grad_clip, prior_grad_clip: optional max-norm clipping (off in the official code).
+        decoder_grad_clip: optional max-norm clipping of the generator's and encoder's parameter
+            gradients (off in the official code).
+        prior_grad_clip: optional max-norm clipping of the EBM's parameter gradients (off in the
+            official code).
         score_samples: the anomaly score ``-log p(x, z)`` (and each of its terms) averaged over this
             many latents drawn from ``q(z|x)`` (paper §5.4: "latent samples from the learned
             inference model"); 0 (default) scores at the encoder's mean.
@@ -76,8 +79,9 @@ class JointHierarchicalEBM(LatentVariableModel):
             ``1 - exp(-t / tau)`` at training iteration ``t`` (VLAE's MNIST code uses ``tau = 15000``);
             0 (default, the official ``train_fid.py``) weighs it 1 from the start. Training only:
             evaluation and scores use the whole bound.
-        divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`
-            (the official code has no abort rule; a non-finite value always stops).
+        divergence_limits: see :class:`~lebm.models.base.Method` (the official code has no abort
+            rule; a non-finite value always stops).
+        divergence_after_epoch: see :class:`~lebm.models.base.Method`.
     """
 
     divergence_hint = (

@@ -35,12 +35,16 @@ class LatentEBM(LatentVariableModel):
             the same posterior chain and decoder update, no prior chain or prior update.
         posterior_sampler: the posterior chain; default ``Langevin(20, 0.1)``.
         posterior_init_std: the posterior chains start from ``N(0, posterior_init_std^2 I)``.
-        decoder_lr, prior_lr: Adam learning rates.
+        decoder_lr: Adam learning rate of the decoder.
+        prior_lr: Adam learning rate of the prior's energy net.
         betas: Adam betas for both optimisers.
-        decoder_weight_decay, prior_weight_decay: Adam weight decay.
+        decoder_weight_decay: Adam weight decay of the decoder.
+        prior_weight_decay: Adam weight decay of the prior's energy net.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch.
-        decoder_grad_clip, prior_grad_clip: optional max-norm clipping of parameter gradients
+        decoder_grad_clip: optional max-norm clipping of the decoder's parameter gradients
             (the official code's clamp, 100, is off by default).
+        prior_grad_clip: optional max-norm clipping of the prior's parameter gradients (off by
+            default).
         divergence_limits: ``{logged quantity: largest |value|}`` that stops training (a
             non-finite value always does). The official SVHN script stops when the SSE per
             example exceeds 300 after epoch 10: ``{"train/decoder_nll": 1666.7}`` at sigma 0.3

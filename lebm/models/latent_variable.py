@@ -55,7 +55,8 @@ class LatentVariableModel(LatentVariableHooks, Method):
         encoder: an inference network ``q(z|x)`` (None: chains start from noise).
         posterior_sampler: the posterior chain (None: the encoder's latents are the posterior).
         posterior_init_std: standard deviation of the noise that posterior chains start from.
-        divergence_limits, divergence_after_epoch: see :class:`~lebm.models.base.Method`.
+        divergence_limits: see :class:`~lebm.models.base.Method`.
+        divergence_after_epoch: see :class:`~lebm.models.base.Method`.
     """
 
     decoder: nn.Module

@@ -66,13 +66,17 @@ class MultiStageNCE(LatentVariableModel):
             ``"base"`` (``N(0, sigma_p^2 I)`` only).
         anomaly_score: ``"joint"`` (default: ``-log p(x, z)`` under the product prior, as LEBM)
             or ``"nll"`` (the decoder's ``-log p(x|z)`` alone).
-        decoder_lr, ratio_lr: Adam learning rates (LEBM SVHN's 1e-4 and 2e-5 by default).
+        decoder_lr: Adam learning rate of the decoder (LEBM SVHN's 1e-4 by default).
+        ratio_lr: Adam learning rate of the ratio nets (LEBM SVHN's 2e-5 by default).
         betas: Adam betas for every optimiser.
-        decoder_weight_decay, ratio_weight_decay: Adam weight decay.
+        decoder_weight_decay: Adam weight decay of the decoder.
+        ratio_weight_decay: Adam weight decay of the ratio nets.
         lr_decay: ExponentialLR gamma, stepped at the end of each epoch for every optimiser.
-        decoder_grad_clip, ratio_grad_clip: optional max-norm clipping of parameter gradients.
-        divergence_limits, divergence_after_epoch: stop training when a logged quantity exceeds
-            its limit from that epoch on (a non-finite value always stops it); see ``LatentEBM``.
+        decoder_grad_clip: optional max-norm clipping of the decoder's parameter gradients.
+        ratio_grad_clip: optional max-norm clipping of the ratio nets' parameter gradients.
+        divergence_limits: ``{logged quantity: largest |value|}`` that stops training (a
+            non-finite value always stops it); see ``LatentEBM``.
+        divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
 
     divergence_hint = (

@@ -123,6 +123,7 @@ class GaussianPrior(Prior):
         return 1.0 / self.sigma**2
 
     def residual_energy(self, z: Tensor) -> Tensor | None:
+        """Always ``None``: the prior is its Gaussian reference, so there is no residual term."""
         return None
 
     def sample(

@@ -75,6 +75,7 @@ class Decoder(nn.Module, Configurable):
         raise NotImplementedError(f"{type(self).__name__} must implement decode(z)")
 
     def forward(self, z: Tensor) -> Tensor:
+        """``decode(z)``: calling the decoder decodes."""
         return self.decode(z)
 
     def metrics(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:

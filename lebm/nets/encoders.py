@@ -59,6 +59,7 @@ class DiagonalGaussian:
         return 0.5 * (self.logvar.exp() + self.mean.square() - 1.0 - self.logvar).sum(1)
 
     def detach(self) -> DiagonalGaussian:
+        """The same distribution with ``mean`` and ``logvar`` detached from the graph."""
         return DiagonalGaussian(self.mean.detach(), self.logvar.detach())
 
     def __getitem__(self, columns: slice) -> DiagonalGaussian:
@@ -72,6 +73,8 @@ class InferenceNetwork(nn.Module, Configurable):
     latent_dim: int
 
     def forward(self, x: Tensor) -> DiagonalGaussian:  # pragma: no cover - interface
+        """``q(z|x)``: observations ``(B, *x_shape)`` -> a :class:`DiagonalGaussian` over
+        ``(B, latent_dim)``."""
         raise NotImplementedError
 
 
@@ -104,6 +107,8 @@ class MLPEncoder(InferenceNetwork):
         self.latent_dim = int(latent_dim)
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
+        """``q(z|x)`` of observations ``(B, *in_shape)`` (flattened): a :class:`DiagonalGaussian`
+        over ``(B, latent_dim)``."""
         mean, logvar = self.net(x.flatten(1)).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
@@ -166,6 +171,8 @@ class ConvEncoder(InferenceNetwork):
         xavier_init_(self)
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
+        """``q(z|x)`` of images ``(B, channels, image_size, image_size)``: a :class:`DiagonalGaussian`
+        over ``(B, latent_dim)``."""
         h = self.features(x)
         return DiagonalGaussian(self.mean_head(h).flatten(1), self.logvar_head(h).flatten(1))
 
@@ -285,6 +292,8 @@ class LadderEncoder(InferenceNetwork):
             return [f.shape[1] for f in self._level_features(torch.zeros(1, channels, image_size, image_size))]
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
+        """``q(z|x)`` of images ``(B, channels, image_size, image_size)``: one
+        :class:`DiagonalGaussian` over ``(B, sum(group_sizes))``, the groups bottom first."""
         features = self._level_features(x)
         if self.top_mlp is not None:
             features[-1] = self.top_mlp(features[-1])

@@ -43,6 +43,7 @@ class EnergyMLP(nn.Module, Configurable):
         self.in_dim = in_dim
 
     def forward(self, z: Tensor) -> Tensor:
+        """The energy ``E(z)``: ``(B, in_dim)`` (flattened) -> ``(B,)``, lower = more probable."""
         return self.net(z.flatten(1)).squeeze(1)
 
 

@@ -67,6 +67,7 @@ class DCGANGenerator(nn.Module, Configurable):
         xavier_init_(self)
 
     def forward(self, z: Tensor) -> Tensor:
+        """``g(z)``: ``(B, latent_dim)`` -> images ``(B, channels, image_size, image_size)`` in [-1, 1]."""
         return self.net(z.view(z.shape[0], -1, 1, 1))
 
 
@@ -99,4 +100,5 @@ class MLPGenerator(nn.Module, Configurable):
         self.latent_dim = latent_dim
 
     def forward(self, z: Tensor) -> Tensor:
+        """``g(z)``: ``(B, latent_dim)`` -> ``(B, *out_shape)`` (in [-1, 1] with the default tanh)."""
         return self.net(z.flatten(1)).view(z.shape[0], *self.out_shape)

@@ -60,14 +60,19 @@ class LSTMTextGenerator(nn.Module, Configurable):
     Args:
         vocab_size: size of the token table (the vocabulary's size, specials included, or more).
         latent_dim: size of ``z``; 0 for an unconditional language model.
-        embed_dim, hidden_dim, num_layers: the LSTM's sizes.
+        embed_dim: size of the word embeddings.
+        hidden_dim: size of the LSTM's hidden state.
+        num_layers: number of stacked LSTM layers.
         dropout: dropout on the embeddings and on the LSTM's output (training mode only).
         word_dropout: probability that an input word (not ``<bos>``) is replaced by ``unk_id`` in
             training mode (Bowman et al. 2016): it weakens the autoregressive path so that the
             decoder has to read ``z`` instead of ignoring it (posterior collapse).
-        latent_to_state, latent_to_input: where ``z`` enters (at least one when ``latent_dim > 0``).
+        latent_to_state: ``z`` sets the initial state of every layer (see above); this or
+            ``latent_to_input``, at least one, when ``latent_dim > 0``.
+        latent_to_input: ``z`` is concatenated to each step's word embedding (see above).
         pad_id: the padding id (its embedding row is kept at zero).
-        unk_id, bos_id: the id word dropout substitutes, and the id it never replaces.
+        unk_id: the id word dropout substitutes.
+        bos_id: the id word dropout never replaces.
         word_inputs: feed the previous words at all. False feeds ``unk_id`` at every step, in
             training and evaluation alike, so the sentence depends on the words only through
             ``z`` (and the position): the latent must carry the sentence.
@@ -295,7 +300,9 @@ class CategoricalDecoder(Decoder):
         max_length: the most words :meth:`decode` writes per sentence (eos not counted).
         decoding: ``"greedy"`` or ``"sample"``: the default of :meth:`decode`.
         temperature: softmax temperature of sampled decoding.
-        pad_id, bos_id, eos_id: the special ids (those of :class:`lebm.data.Vocabulary`).
+        pad_id: the padding id (that of :class:`lebm.data.Vocabulary`).
+        bos_id: the begin-of-sentence id.
+        eos_id: the end-of-sentence id.
     """
 
     metric_names = ("words", "token_accuracy")
@@ -460,7 +467,10 @@ class BiLSTMEncoder(InferenceNetwork):
     Linear(2 hidden -> 2 latent_dim)``: ``(B, T) long -> DiagonalGaussian((B, latent_dim))``.
 
     Args:
-        vocab_size, latent_dim, embed_dim, hidden_dim: sizes.
+        vocab_size: size of the token table.
+        latent_dim: size of ``z``.
+        embed_dim: size of the word embeddings.
+        hidden_dim: size of each direction's LSTM state.
         pad_id: the padding id.
     """
 
@@ -476,6 +486,8 @@ class BiLSTMEncoder(InferenceNetwork):
         self.head = nn.Linear(2 * hidden_dim, 2 * latent_dim)
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
+        """``q(z|x)`` of padded token ids ``(B, T)`` long: a :class:`DiagonalGaussian` over
+        ``(B, latent_dim)``; the trailing padding is packed away, so it does not change the result."""
         lengths = lengths_from_padding(x, self.pad_id).clamp(min=1).cpu()
         packed = nn.utils.rnn.pack_padded_sequence(self.embedding(x), lengths, batch_first=True, enforce_sorted=False)
         with rnn_backward_allowed(self, x):

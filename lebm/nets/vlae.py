@@ -233,6 +233,8 @@ class VLAELadderEncoder(InferenceNetwork):
         xavier_init_(self)
 
     def forward(self, x: Tensor) -> DiagonalGaussian:
+        """``q(z|x)`` of images ``(B, channels, image_size, image_size)``: one
+        :class:`DiagonalGaussian` over ``(B, sum(group_sizes))``, the groups bottom first."""
         r = self.convs(x).flatten(1)
         means, logvars = [], []
         for k, (branch, head) in enumerate(zip(self.branches, self.heads, strict=True)):

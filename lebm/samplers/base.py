@@ -32,6 +32,8 @@ from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ..
     modules_in_mode,
 )
 
+#: What a sampler call returns: the final states ``z`` ``(B, *shape)``, or ``(z, diagnostics)``
+#: with ``return_diagnostics`` (a dict of tensors such as ``energy`` and ``grad_norm``).
 SamplerOutput = Tensor | tuple[Tensor, dict[str, Tensor]]
 
 

@@ -129,7 +129,9 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
             a validation split disjoint from the test split; 0 (the papers' protocol) validates on
             the test split.
-        batch_size, eval_batch_size, num_workers: DataLoader settings.
+        batch_size: training batch size.
+        eval_batch_size: validation and test batch size; None = ``batch_size``.
+        num_workers: DataLoader worker processes.
         seed: fixes the splits (default: 1 for ``disjoint``, the cited loader's 42 for ``cited``).
         image_size: side of the square images served (28 = native; other sizes are resized,
             bilinear and antialiased), so a config can state the size once for data and model.

@@ -65,9 +65,11 @@ class TextDataModule(L.LightningDataModule):
         dataset: one of ``ptb``, ``snli``, ``yahoo``, ``lines``, ``templates``.
         root: folder of the files (``$VARS`` and ``~`` expanded); optional for ``lines``, ignored
             by ``templates``.
-        train_file, val_file, test_file: file names (or paths) replacing the layout's, relative to
-            ``root`` when given; ``lines`` needs all three. ``train_file`` may name the validation
-            file (offline PTB).
+        train_file: file name (or path) replacing the layout's training file, relative to ``root``
+            when given; ``lines`` needs all three files. It may name the validation file (offline
+            PTB).
+        val_file: the same for the validation file.
+        test_file: the same for the test file.
         max_vocab_size: the most tokens in the vocabulary, the 4 specials included (>= 5); the
             least frequent words become ``<unk>``. None: every training word.
         min_freq: training words seen fewer times become ``<unk>``.
@@ -86,7 +88,9 @@ class TextDataModule(L.LightningDataModule):
         validate_on: the split ``val_dataloader`` reads: ``"val"`` (default) or ``"test"``.
         seed: seed of the training order (and of the template sentences); None = the run's seed
             (``seed_everything``'s, see :func:`lebm.randomness.run_seed`).
-        n_train, n_val, n_test: ``templates`` only: how many sentences each split draws.
+        n_train: ``templates`` only: how many sentences the training split draws.
+        n_val: ``templates`` only: how many sentences the validation split draws.
+        n_test: ``templates`` only: how many sentences the test split draws.
 
     Attributes:
         vocabulary: the :class:`~lebm.data.text.vocabulary.Vocabulary` (None until :meth:`setup` or
