@@ -53,10 +53,13 @@ def _is_image_batch(x: Any) -> bool:
 
 @contextmanager
 def quiet_evaluation(pl_module: L.LightningModule) -> Iterator[None]:
-    """Eval mode and a private copy of the global RNG: drawing a grid changes neither the model's
-    BatchNorm statistics nor the random numbers training draws next."""
+    """Eval mode, a private copy of the global RNG and the model's buffers restored after: drawing a
+    grid changes neither the model (BatchNorm statistics, the power-iteration vectors of spectral
+    norms, which DualMCMC's sampling advances) nor the random numbers training draws next, so a run
+    is the same whichever epochs draw grids (a resumed run draws one at the end of each segment)."""
     was_training = pl_module.training
     devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+    buffers = [(buffer, buffer.detach().clone()) for buffer in pl_module.buffers()]
     pl_module.eval()
     try:
         with torch.random.fork_rng(devices=devices):
@@ -64,6 +67,9 @@ def quiet_evaluation(pl_module: L.LightningModule) -> Iterator[None]:
             yield
     finally:
         pl_module.train(was_training)
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
 
 
 def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
@@ -109,11 +115,15 @@ class ReconstructionGrid(L.Callback):
         self._inputs: Tensor | None = None
 
     def _validation_images(self, trainer: L.Trainer) -> Tensor | None:
+        """The first validation batch's first ``n`` images, read once. Starting a DataLoader's
+        iterator draws its base seed from torch's global RNG: the read runs on a private copy, so
+        the epoch the grid is first drawn at does not change what training draws next."""
         if self._inputs is None:
             loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
             if loader is not None:
-                x = batch_observations(next(iter(loader)))
+                with torch.random.fork_rng(devices=[]):
+                    x = batch_observations(next(iter(loader)))
                 self._inputs = x[: self.n].clone() if _is_image_batch(x) else None
         return self._inputs
 

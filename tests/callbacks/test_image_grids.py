@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 from trainers import quiet_trainer
 
 from lebm.callbacks import ReconstructionGrid, SampleGrid
+from lebm.callbacks.images import quiet_evaluation
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
@@ -45,3 +47,40 @@ def test_grids_come_every_n_epochs_and_at_the_last_one(tmp_path: Path, limits: d
     trainer.fit(tiny_model(), images(), images())
     assert grid_epochs(tmp_path, "samples") == expected
     assert grid_epochs(tmp_path, "reconstructions") == expected
+
+
+class GlobalRandomState(L.Callback):
+    """Records torch's global RNG state at the end of every training epoch."""
+
+    def __init__(self) -> None:
+        self.states: list[torch.Tensor] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.states.append(torch.get_rng_state())
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_drawing_grids_leaves_the_random_numbers_training_draws_next_alone(tmp_path: Path) -> None:
+    """Grids are drawn on some epochs only: drawing one (reading the validation batch, sampling)
+    must not move torch's global RNG, or a run resumed after such an epoch would differ."""
+    before, after = GlobalRandomState(), GlobalRandomState()
+    callbacks = [before, SampleGrid(n=4), ReconstructionGrid(n=4), after]
+    trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=callbacks, max_epochs=2)
+    trainer.fit(tiny_model(), images(), images())
+    assert len(before.states) == 2
+    for state_before, state_after in zip(before.states, after.states, strict=True):
+        assert torch.equal(state_before, state_after)
+
+
+def test_drawing_grids_leaves_the_models_buffers_as_they_were() -> None:
+    """A sampler that advances a buffer (spectral norm's power iteration, BatchNorm statistics)
+    inside a grid leaves no trace on the model training goes on with."""
+    model = L.LightningModule()
+    model.register_buffer("power_iteration", torch.ones(3))
+    model.norm = torch.nn.BatchNorm1d(3)
+    with quiet_evaluation(model):
+        model.power_iteration.add_(1.0)
+        model.norm.train()
+        model.norm(torch.randn(8, 3))
+    assert torch.equal(model.power_iteration, torch.ones(3))
+    assert torch.equal(model.norm.running_mean, torch.zeros(3)) and int(model.norm.num_batches_tracked) == 0
