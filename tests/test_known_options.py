@@ -171,6 +171,34 @@ def test_an_entry_is_not_used_once_its_source_file_changed(
     assert check_known_options(args) is None  # the file changed: the full parser decides
 
 
+def test_an_entry_is_not_used_once_another_module_of_its_package_changed(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device: CPU. The accepted values of an option can come from a type defined in another module
+    of the class's package (``MALA(adapt: Sharing)``, ``Sharing`` in ``samplers/adaptation.py``):
+    a choice added there must not be refused by a warm cache."""
+    package = tmp_path / "lebm_test_pkg"
+    package.mkdir()
+    (package / "kinds.py").write_text("from typing import Literal\nMode = Literal['a', 'b']\n")
+    (package / "__init__.py").write_text(
+        "from lebm_test_pkg.kinds import Mode\n\n"
+        "class Thing:\n    def __init__(self, mode: Mode = 'a') -> None:\n        self.mode = mode\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("lebm_test_pkg", "lebm_test_pkg.kinds"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  class_path: lebm_test_pkg.Thing\n  init_args: {mode: c}\n")
+    args = expand_includes(["fit", "-c", str(recipe)])
+    remember_options(args)
+    assert "expects one of 'a', 'b', got 'c'" in (check_known_options(args) or "")
+    kinds = package / "kinds.py"
+    kinds.write_text("from typing import Literal\nMode = Literal['a', 'b', 'c']\n")
+    later = kinds.stat().st_mtime_ns + 10**9
+    os.utime(kinds, ns=(later, later))
+    assert check_known_options(args) is None  # the package changed: the full parser decides
+
+
 def test_parts_the_check_cannot_decide_are_left_to_the_parser(cache: Path) -> None:
     remember_options(expanded())
     # another method named on the command line: jsonargparse decides which of the recipe's settings it keeps

@@ -311,7 +311,7 @@ class FID(L.Callback):
         values = self._named(self.evaluate(trainer, pl_module), "val")
         self._scored_step = trainer.global_step
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in values.items()})
-        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # the loggers' step: batches trained
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
 

@@ -14,8 +14,12 @@ def evaluation_stage(trainer: L.Trainer) -> str:
 
 
 def training_stops(trainer: L.Trainer) -> bool:
-    """Whether ``fit`` ends after this step: a granted stop request or ``max_steps`` reached."""
-    stop_granted = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
+    """Whether ``fit`` ends after this step: a granted stop request (``should_stop`` once
+    ``min_epochs`` and ``min_steps`` are met) or ``max_steps`` reached."""
+    loop = trainer.fit_loop
+    met_min_epochs = not loop.min_epochs or loop.epoch_progress.current.processed >= loop.min_epochs
+    met_min_steps = not loop.min_steps or trainer.global_step >= loop.min_steps
+    stop_granted = trainer.should_stop and met_min_epochs and met_min_steps
     max_steps = trainer.max_steps
     return bool(stop_granted or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
 

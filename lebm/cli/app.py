@@ -65,7 +65,6 @@ from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
-from lebm.moved import moved_names
 from lebm.speed.numerics import apply_tf32
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
@@ -176,8 +175,21 @@ class LebmCLI(LightningCLI):
             "products off, convolutions on), true (both on) or false (both off) (docs/performance.md)",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, then hold ``ckpt_path`` back until :meth:`before_instantiate_classes`: given one,
+        LightningCLI replaces the recipe's model by the checkpoint's stored hyperparameters right
+        after parsing, in silence (even another method's); lebm builds the recipe's model and
+        checks it against the checkpoint instead (:mod:`lebm.cli.resume_check`)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        self._held_ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if subcommand:
+            self.config[subcommand].ckpt_path = None
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
         if self.subcommand == "fit" and is_primary_process():
@@ -243,10 +255,6 @@ class LebmCLI(LightningCLI):
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI overrides the recipe's model with a checkpoint's stored hyperparameters, in
-        silence (even another method's); lebm builds the recipe's model and checks it against the
-        checkpoint instead (:mod:`lebm.cli.resume_check`)."""
 
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
@@ -424,5 +432,3 @@ def run(args: list[str] | None) -> None:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
-
-__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

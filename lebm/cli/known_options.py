@@ -10,10 +10,11 @@ Every command that imports Lightning anyway records those names for the classes 
 The check can only refuse what the full parser would refuse:
 
 - an entry is used only while the class would be imported from the same place (the origin of its
-  top-level package: another checkout or folder is another entry) and the files it was read from
-  are unchanged (their SHA-1 is stored: the module named by the class path, the module defining
-  the class, the file of its ``__init__``); a class whose ``__init__`` takes ``**kwargs`` is never
-  checked;
+  top-level package: another checkout or folder is another entry) and that whole package is
+  unchanged (:func:`package_stamp`: every source file of an installed-from-source package such as
+  a clone of lebm or a user's folder, so a type defined in another of its modules counts too; the
+  distribution's version for one installed in site-packages); a class whose ``__init__`` takes
+  ``**kwargs`` is never checked;
 - keys written as dotted paths in a recipe (``sub.init_args.b: 5``), help options and a malformed
   cache are left to the full parser;
 - a part whose class changes between the recipe's files or on the command line is not checked
@@ -222,11 +223,27 @@ def split_arguments(args: list[str]) -> tuple[list[str], list[tuple[str, str | N
     return configs, overrides
 
 
-def _digest(path: str) -> str | None:
-    try:
-        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    except OSError:
+def packages_stamp(packages: list[str]) -> str | None:
+    """:func:`package_stamp` of each top-level package, joined (None if one cannot be found)."""
+    stamps = [package_stamp(name) for name in packages]
+    return None if None in stamps else "|".join(stamps)  # type: ignore[arg-type]
+
+
+def package_stamp(class_path: str) -> str | None:
+    """What a class's recorded options depend on: its top-level package as a whole. For one in
+    ``site-packages`` (a wheel: changed only by reinstalling), its origin and the origin file's
+    modification time; for any other (an editable lebm, a user's package or module), the number
+    and the newest modification time of every ``.py`` file of the package (a single module: of its
+    folder). None when it cannot be found. Reads only file metadata, imports nothing."""
+    origin = package_origin(class_path)
+    if origin is None or not os.path.isfile(origin):
         return None
+    path = Path(origin)
+    if "site-packages" in path.parts or "dist-packages" in path.parts:
+        return f"{origin}@{path.stat().st_mtime_ns}"
+    sources = path.parent.rglob("*.py") if path.name == "__init__.py" else path.parent.glob("*.py")
+    times = [source.stat().st_mtime_ns for source in sources]
+    return hashlib.sha1(f"{origin}:{len(times)}:{max(times, default=0)}".encode()).hexdigest()
 
 
 def _read_cache() -> dict[str, Any]:
@@ -253,15 +270,20 @@ def package_origin(class_path: str) -> str | None:
 def _valid(entry: Any, class_path: str) -> bool:
     """A well-formed entry, recorded from the copy of the class this command would import, whose
     files are all unchanged since."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("files"), dict):
+    if not isinstance(entry, dict) or not isinstance(entry.get("stamp"), str):
         return False
     if not isinstance(entry.get("parameters"), list) or not isinstance(entry.get("open"), bool):
         return False
     if not isinstance(entry.get("simple"), dict):  # recorded before values were checked: record it again
         return False
-    if entry.get("origin") is None or entry.get("origin") != package_origin(class_path):
+    packages = entry.get("packages")
+    if not isinstance(packages, list) or not all(isinstance(name, str) for name in packages):
         return False
-    return all(_digest(str(path)) == digest for path, digest in entry["files"].items())
+    return (
+        entry.get("origin") is not None
+        and entry.get("origin") == package_origin(class_path)
+        and (entry["stamp"] == packages_stamp(packages))
+    )
 
 
 def check_known_options(args: list[str]) -> str | None:
@@ -357,10 +379,10 @@ def simple_alternatives(annotation: Any) -> dict[str, list[Any]] | None:
 
 def describe_class(class_path: str) -> dict[str, Any] | None:
     """What :func:`check_known_options` needs about a class: its ``__init__`` parameter names,
-    whether it takes ``**kwargs`` (``open``), and the SHA-1 of the files they were read from."""
+    whether it takes ``**kwargs`` (``open``), the types of its simple options, and the stamp of the
+    package they were read from (:func:`package_stamp`)."""
     import importlib
     import inspect
-    import sys
     import typing
 
     module_name, _, name = class_path.rpartition(".")
@@ -370,10 +392,11 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
         module = importlib.import_module(module_name)
         cls = getattr(module, name)
         signature = inspect.signature(cls.__init__)
-        files = {module.__file__, sys.modules[cls.__module__].__file__, inspect.getsourcefile(cls.__init__)}
     except Exception:
         return None
-    if None in files:
+    packages = sorted({class_path.split(".")[0], cls.__module__.split(".")[0]})  # where it is named, and defined
+    stamp = packages_stamp(packages)
+    if stamp is None:
         return None
     kinds = [parameter.kind for parameter in signature.parameters.values()]
     names = [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -390,7 +413,8 @@ def describe_class(class_path: str) -> dict[str, Any] | None:
         "simple": simple,
         "open": inspect.Parameter.VAR_KEYWORD in kinds,
         "origin": package_origin(class_path),
-        "files": {str(path): _digest(str(path)) for path in sorted(files)},
+        "packages": packages,
+        "stamp": stamp,
     }
 
 

@@ -16,6 +16,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lebm.compat import attached_trainer, logging_as_hook
 from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
@@ -187,7 +188,7 @@ class Method(MethodHooks, L.LightningModule):
         are not logged, the model rolls back to its last snapshot with lowered step sizes and
         learning rates, and training goes on with the next batch."""
         decide = None
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:
             decide = lambda bad: self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # noqa: E731
         policy = self.divergence_recovery
         try:
@@ -207,7 +208,7 @@ class Method(MethodHooks, L.LightningModule):
             return
         if policy is not None:
             logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
-        if step_values_read(self._trainer, logs):  # Lightning's log costs host time even when nothing reads it
+        if step_values_read(attached_trainer(self), logs):  # Lightning's log costs host time even when nothing reads it
             self.log_dict(dict(logs))
         else:
             self._unread_step_values = dict(logs)  # handed over after all if training stops at this step
@@ -219,21 +220,17 @@ class Method(MethodHooks, L.LightningModule):
         after the step), hand over the step's values that were not: Lightning writes a stopping
         step's row, and epoch-end readers see its values (:mod:`lebm.models.cadence`)."""
         unread, self._unread_step_values = self._unread_step_values, None
-        if unread is None or self._trainer is None or not self.trainer.should_stop:
+        if unread is None or attached_trainer(self) is None or not self.trainer.should_stop:
             return
-        hook = self._current_fx_name
-        self._current_fx_name = "training_step"  # the same result keys as the step's own logging
-        try:
+        with logging_as_hook(self, "training_step"):  # the same result keys as the step's own logging
             self.log_dict(unread)
-        finally:
-            self._current_fx_name = hook
 
     # ------------------------------------------------------------------------ random streams
     @property
     def train_generator(self) -> torch.Generator:
         """The random stream of the training chains on this rank."""
         if self.random_streams.train is None:
-            world_size = self.trainer.world_size if self._trainer is not None else 1
+            world_size = self.trainer.world_size if attached_trainer(self) is not None else 1
             self.random_streams.start_training(self.device, self.global_rank, world_size, self.global_step)
         assert self.random_streams.train is not None
         return self.random_streams.train
@@ -274,7 +271,7 @@ class Method(MethodHooks, L.LightningModule):
         self._warn_unrecorded()
         if self.recovery_record.count:
             checkpoint[RECOVERY_KEY] = self.recovery_record.state()
-        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        fitting = attached_trainer(self) is not None and self.trainer.state.fn == "fit"
         if self.divergence_recovery is not None and fitting and self.trainer.optimizers:
             self.divergence_recovery.take_snapshot(self)
         local = self.random_streams.local_state(self.device, self.global_rank)
@@ -296,7 +293,7 @@ class Method(MethodHooks, L.LightningModule):
         record = RecoveryRecord.from_state(checkpoint.get(RECOVERY_KEY))
         record.apply_step_sizes(self, applied=self.recovery_record)
         self.recovery_record = record
-        if self._trainer is None:
+        if attached_trainer(self) is None:
             return
         if self.trainer.state.fn == "fit":
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
@@ -311,7 +308,7 @@ class Method(MethodHooks, L.LightningModule):
 
     def _gather_rows(self, tensor: Tensor) -> Tensor:
         """``(world_size, *tensor.shape)``: every rank's ``tensor``, in rank order."""
-        if self._trainer is None or self.trainer.world_size == 1:
+        if attached_trainer(self) is None or self.trainer.world_size == 1:
             return tensor.unsqueeze(0)
         return self.trainer.strategy.all_gather(tensor)
 

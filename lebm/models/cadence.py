@@ -40,9 +40,9 @@ def step_values_read(trainer: Any, names: Iterable[str] = ()) -> bool:
         names = set(names)
         if any(getattr(callback, "monitor", None) in names for callback in trainer.callbacks):
             return True
-        if trainer._logger_connector.should_update_logs:
-            return True
         batches = trainer.fit_loop.epoch_loop.batch_progress
+        if trainer.log_every_n_steps and batches.total.ready % trainer.log_every_n_steps == 0:
+            return True  # the loggers write this step: Lightning's rule (batches trained in this fit, this one included)
         if batches.is_last_batch or batches.current.ready >= trainer.num_training_batches:
             return True
         max_steps = trainer.max_steps
