@@ -281,8 +281,6 @@ def main() -> None:
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one iteration")
     args = parser.parse_args()
     fast = {name: True for name in args.fast.split(",") if name}
-    if "cuda_graphs" in fast:
-        parser.error("--fast cuda_graphs is retired: chains are captured whole by default (--chain-capture on)")
     unknown = set(fast) - {"compile", "channels_last"}
     if unknown:
         parser.error(f"--fast takes compile and channels_last, got {sorted(unknown)}")

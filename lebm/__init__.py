@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lebm import moved
 from lebm.version import __version__
-
-moved.install()  # old module paths of recipes and checkpoints import as the modules they moved to
 
 __all__ = ["__version__", "load"]
 

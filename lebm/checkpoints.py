@@ -9,8 +9,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from lebm.moved import moved_names
-
 
 class CheckpointError(ValueError):
     """A file that is not a readable lebm checkpoint."""
@@ -74,6 +72,3 @@ def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> Non
     """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint
     (:class:`CheckpointNotPlain` when it is intact but holds objects ``weights_only`` refuses)."""
     read_checkpoint(path, weights_only=weights_only)
-
-
-__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

@@ -18,9 +18,14 @@ import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from lebm.moved import current_path
-
 _CONFIG_ATTR = "_lebm_init_config"
+
+#: Class paths that checkpoints of earlier lebm versions name, read as the current ones by
+#: :func:`import_object` and :func:`to_config`: old module -> new module (every path below it
+#: follows) and old ``module.Name`` -> new. The rows are
+#: :data:`lebm.models.migrations.MOVED_CLASS_PATHS`, added when that module is imported (with
+#: ``lebm.models``, so before any method is built from a checkpoint).
+RENAMED_CLASS_PATHS: dict[str, str] = {}
 
 #: Configs of the components being built by the ``lebm`` CLI (``{argument: {"class_path",
 #: "init_args"}}``), so that a method can record components that cannot describe themselves.
@@ -85,9 +90,9 @@ def to_config(obj: Any) -> Any:
         return obj
     if isinstance(obj, (list, tuple)):
         return [to_config(item) for item in obj]
-    if isinstance(obj, dict):  # a config already: its class paths as they are called now
+    if isinstance(obj, dict):  # a config already (a checkpoint's): its class paths as they are called now
         return {
-            key: current_path(value) if key == "class_path" and isinstance(value, str) else to_config(value)
+            key: current_class_path(value) if key == "class_path" and isinstance(value, str) else to_config(value)
             for key, value in obj.items()
         }
     recorded = getattr(obj, _CONFIG_ATTR, None)
@@ -146,16 +151,31 @@ def given_config(argument: str) -> Any:
     return None if configs is None else configs.get(argument)
 
 
+def current_class_path(path: str) -> str:
+    """``path`` as lebm calls it now (:data:`RENAMED_CLASS_PATHS`): a moved ``module.Name``
+    rewritten, or its longest moved module prefix replaced; any other path unchanged."""
+    if path in RENAMED_CLASS_PATHS:
+        return RENAMED_CLASS_PATHS[path]
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in RENAMED_CLASS_PATHS:
+            return ".".join([RENAMED_CLASS_PATHS[prefix], *parts[cut:]])
+    return path
+
+
 def import_object(class_path: str) -> Any:
-    """Import ``package.module.Name`` and return ``Name`` (a path of an earlier lebm version is
-    read through the alias table, :func:`lebm.moved.current_path`)."""
-    module_name, _, name = current_path(class_path).rpartition(".")
+    """Import ``package.module.Name`` and return ``Name`` (a path that a checkpoint of an earlier
+    lebm version names is read as the current one: :func:`current_class_path`)."""
+    current = current_class_path(class_path)
+    module_name, _, name = current.rpartition(".")
     if not module_name:
         raise ValueError(f"class_path {class_path!r} must be a dotted path like 'lebm.samplers.Langevin'")
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import {class_path!r}: {error}") from error
+        read_as = f" (read as {current!r})" if current != class_path else ""
+        raise ValueError(f"cannot import {class_path!r}{read_as}: {error}") from error
 
 
 def build(config: Any) -> Any:

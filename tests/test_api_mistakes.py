@@ -25,9 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def toy() -> Any:
     """LatentEBM on 2-D data (lebm 0.1.0's fixture checkpoint)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return lebm.load(str(REPO / "tests" / "fixtures" / "checkpoints" / "latent_ebm.ckpt"))
+    return lebm.load(str(REPO / "tests" / "fixtures" / "checkpoints" / "latent_ebm.ckpt"))
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,9 @@ def private_names(*classes: type) -> set[str]:
 
 def dependency_private_names() -> set[str]:
     """Private attribute names of the Lightning and jsonargparse classes lebm works with."""
-    names = private_names(L.Trainer, L.LightningModule, L.LightningDataModule, LightningCLI, _FitLoop, _TrainingEpochLoop)
+    lightning_classes = (L.Trainer, L.LightningModule, L.LightningDataModule, LightningCLI)
+    lightning_classes += (_FitLoop, _TrainingEpochLoop)
+    names = private_names(*lightning_classes)
     names |= private_names(jsonargparse.ArgumentParser, jsonargparse.Namespace)
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
     names |= {name for name in vars(trainer) if re.fullmatch(r"_[a-z]\w*", name)}

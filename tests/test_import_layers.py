@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1] / "lebm"
 #: import from lower layers and from its own group, never from a higher layer or from another
 #: group of the same layer (groups of one layer are siblings that know nothing of each other).
 LAYERS: list[list[str]] = [
-    ["lebm.version", "lebm.moved"],
-    ["lebm.config", "lebm.randomness", "lebm.distributed", "lebm.devices"],
+    ["lebm.version"],
+    ["lebm.config", "lebm.compat", "lebm.randomness", "lebm.distributed", "lebm.devices"],
     ["lebm.loggers", "lebm.checkpoints"],
     ["lebm.data"],
     ["lebm.data.images", "lebm.data.text", "lebm.data.toy"],

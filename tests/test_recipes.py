@@ -381,7 +381,6 @@ def test_a_speed_fragment_adds_fast_nets_after_any_recipe(fragment: str, capsys)
     assert "lebm.callbacks.FID" in callbacks  # the recipe's own callbacks stay
     assert config["trainer"]["callbacks"][-1]["init_args"]["compile"] is True
     assert config["trainer"]["precision"] == ("bf16-mixed" if "gpu" in fragment else config["trainer"]["precision"])
-    assert config["trainer"]["callbacks"][-1]["init_args"]["cuda_graphs"] is False  # the retired per-net switch
 
 
 def test_the_eager_chains_fragment_turns_capture_off_after_any_recipe(capsys) -> None:

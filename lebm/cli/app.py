@@ -255,7 +255,6 @@ class LebmCLI(LightningCLI):
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
 
-
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
@@ -431,4 +430,3 @@ def run(args: list[str] | None) -> None:
         _StartUp.running = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-

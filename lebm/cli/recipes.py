@@ -23,8 +23,6 @@ from pathlib import Path
 
 import yaml
 
-from lebm.moved import moved_names
-
 INCLUDE_KEY = "include"
 CONFIG_FLAGS = ("-c", "--config")
 
@@ -159,6 +157,3 @@ def compose_recipe(path: Path) -> dict:
         settings.pop(INCLUDE_KEY, None)
         composed = merge_layer(composed, settings)
     return composed
-
-
-__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

@@ -42,7 +42,7 @@ def step_values_read(trainer: Any, names: Iterable[str] = ()) -> bool:
             return True
         batches = trainer.fit_loop.epoch_loop.batch_progress
         if trainer.log_every_n_steps and batches.total.ready % trainer.log_every_n_steps == 0:
-            return True  # the loggers write this step: Lightning's rule (batches trained in this fit, this one included)
+            return True  # the loggers write this step (Lightning's rule; `ready` counts this batch too)
         if batches.is_last_batch or batches.current.ready >= trainer.num_training_batches:
             return True
         max_steps = trainer.max_steps

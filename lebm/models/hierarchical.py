@@ -164,7 +164,7 @@ class JointHierarchicalEBM(LatentVariableModel):
     @property
     def decoder_net(self) -> nn.Module:
         """The generator inside the decoder (the decoder itself if it has none)."""
-        return self.decoder_contract.generator_net()
+        return self.decoder.generator_net()
 
     def check_run(self, datamodule: Any = None) -> None:
         """The latent sizes and data shape (see :class:`LatentVariableModel`), and the per-layer

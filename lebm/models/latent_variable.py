@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentVariableHooks, PosteriorStart
 from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
 from lebm.models.priors import Prior
-from lebm.nets.decoders import Decoder, LegacyDecoder, decoder_contract
+from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
 from lebm.samplers.base import SamplerOutput
@@ -23,9 +23,9 @@ from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
 SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")
 
 
-def decoder_metric_names(decoder: nn.Module) -> tuple[str, ...]:
+def decoder_metric_names(decoder: Decoder) -> tuple[str, ...]:
     """The per-example metrics a decoder's ``metrics(x, z)`` reports (its ``metric_names``)."""
-    return tuple(decoder_contract(decoder).metric_names)
+    return tuple(decoder.metric_names)
 
 
 class LatentVariableModel(LatentVariableHooks, Method):
@@ -59,7 +59,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         divergence_after_epoch: see :class:`~lebm.models.base.Method`.
     """
 
-    decoder: nn.Module
+    decoder: Decoder
     prior: Prior
     encoder: InferenceNetwork | None
     posterior_sampler: Sampler | None
@@ -82,11 +82,10 @@ class LatentVariableModel(LatentVariableHooks, Method):
         require_components(decoder=decoder, prior=prior)
         self.decoder = ensure_component(decoder, "decoder")
         if not isinstance(self.decoder, Decoder):
-            warnings.warn(
-                f"{type(self.decoder).__name__} does not subclass lebm.nets.Decoder: it runs as before (the "
-                "methods give it Decoder's do-nothing hooks), but subclass Decoder to state the contract",
-                FutureWarning,
-                stacklevel=2,
+            raise TypeError(
+                f"`decoder` must be a lebm.nets.Decoder, got {type(self.decoder).__name__}: subclass "
+                "lebm.nets.Decoder (nll and decode are required, its other members have defaults; "
+                "docs/extending.md)"
             )
         self.prior = ensure_component(prior, "prior", Prior)
         self.encoder = optional_component(encoder, "encoder", InferenceNetwork)
@@ -98,12 +97,6 @@ class LatentVariableModel(LatentVariableHooks, Method):
         if posterior_init_std <= 0:
             raise ValueError(f"posterior_init_std must be > 0, got {posterior_init_std}")
         self.posterior_init_std = float(posterior_init_std)
-
-    @property
-    def decoder_contract(self) -> Decoder | LegacyDecoder:
-        """The decoder as a :class:`lebm.nets.Decoder`: itself, or a view that gives a decoder
-        written before the base existed the base's do-nothing hooks."""
-        return decoder_contract(self.decoder)
 
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
@@ -134,9 +127,9 @@ class LatentVariableModel(LatentVariableHooks, Method):
         if datamodule is not None:
             sentences = hasattr(datamodule, "vocabulary")  # TextDataModule, or a user's text datamodule
             arrays = not sentences and getattr(datamodule, "sample_shape", None) is not None
-            if (sentences or arrays) and sentences != bool(self.decoder_contract.reads_tokens):
+            if (sentences or arrays) and sentences != bool(self.decoder.reads_tokens):
                 data = "sentences (token ids)" if sentences else "arrays (images or vectors)"
-                wanted = "token ids" if self.decoder_contract.reads_tokens else "arrays (images or vectors)"
+                wanted = "token ids" if self.decoder.reads_tokens else "arrays (images or vectors)"
                 fix = "a text recipe, e.g. recipes/latent_ebm/text_quickstart.yaml" if sentences else "an image recipe"
                 raise ValueError(
                     f"the data ({type(datamodule).__name__}) are {data}, but the decoder "
@@ -147,7 +140,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         parts = [
             (
                 "the generator",
-                self.decoder_contract.generator_net(),
+                self.decoder.generator_net(),
                 "latent_dim",
                 "model.init_args.decoder.init_args.net.init_args.latent_dim",
             )
@@ -167,7 +160,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
                     f"(or {prior_option} to {declared})"
                 )
         if datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
-            self.decoder_contract.bind_data(datamodule)
+            self.decoder.bind_data(datamodule)
         device = next(iter(self.parameters()), torch.empty(0)).device
         z = torch.zeros(2, size, device=device)
         with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
@@ -177,7 +170,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         if shape is not None and tuple(decoded.shape[1:]) != tuple(shape):
             raise ValueError(
                 f"the data are {tuple(shape)} per example but the decoder's generator "
-                f"({type(self.decoder_contract.generator_net()).__name__}) makes {tuple(decoded.shape[1:])}: make "
+                f"({type(self.decoder.generator_net()).__name__}) makes {tuple(decoded.shape[1:])}: make "
                 "them agree (data.init_args.channels / image_size, or the generator's channels / image_size / "
                 "out_shape under model.init_args.decoder.init_args.net.init_args)"
             )
@@ -262,10 +255,10 @@ class LatentVariableModel(LatentVariableHooks, Method):
         decoder's word dropout): drawn once from the per-rank training stream, so the
         posterior chain's energy ``-log p(x, z)`` stays one function through all its steps and
         the decoder's update, and the draws differ across ranks and resume exactly."""
-        self.decoder_contract.hold_noise(batch_observations(batch), generator=self.train_generator)
+        self.decoder.hold_noise(batch_observations(batch), generator=self.train_generator)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.decoder_contract.release_noise()
+        self.decoder.release_noise()
         super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ---------------------------------------------------------------------------- user API
@@ -277,16 +270,17 @@ class LatentVariableModel(LatentVariableHooks, Method):
         """User input as the tensor the decoder reads: the decoder's ``prepare`` (a text decoder
         encodes strings to token ids; arrays and lists become tensors); outside a training or
         evaluation loop (the Python API) also the decoder's ``check_observations``."""
-        x = self.decoder_contract.prepare(data, self.device)
-        in_a_loop = self._trainer is not None and self._trainer.state.stage is not None
+        x = self.decoder.prepare(data, self.device)
+        trainer = attached_trainer(self)
+        in_a_loop = trainer is not None and trainer.state.stage is not None
         if not in_a_loop and isinstance(x, Tensor):
-            self.decoder_contract.check_observations(x)
+            self.decoder.check_observations(x)
         return x
 
     def presented(self, x: Tensor, raw: bool) -> Any:
         """Decoded observations in the user's form: the decoder's ``present`` (strings for text;
         by default the tensor itself) unless ``raw``."""
-        return x if raw else self.decoder_contract.present(x)
+        return x if raw else self.decoder.present(x)
 
     @torch.no_grad()
     def generate(
@@ -367,7 +361,7 @@ class LatentVariableModel(LatentVariableHooks, Method):
         z = self.infer(x, generator=self.eval_generator)
         with torch.no_grad():
             nll = self.decoder.nll(x, z)
-            metrics = self.decoder_contract.metrics(x, z)
+            metrics = self.decoder.metrics(x, z)
             values = {"nll": nll, **self.anomaly_terms(x, z, generator=self.eval_generator, nll=nll), **metrics}
         self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
         return values

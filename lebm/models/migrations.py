@@ -2,9 +2,11 @@
 
 Two kinds of change need a migration:
 
-- **moved classes**: a checkpoint's hyperparameters name its parts by class path; paths of modules
-  that moved are resolved through the alias table in :mod:`lebm.moved` (imported by ``lebm``), so
-  nothing here rewrites them;
+- **moved classes**: a checkpoint's hyperparameters name its parts by class path; a path that an
+  earlier version wrote is read as the current one through :data:`MOVED_CLASS_PATHS` (by
+  :func:`lebm.config.import_object` and :func:`lebm.config.to_config`, when a method is built from
+  the checkpoint), and the checkpoint saved again records the current paths. Only checkpoints:
+  recipes and imports name the current paths;
 - **changed behaviour** of a part: the functions below, each called from the method's
   ``on_load_checkpoint`` with the model and the checkpoint, each a no-op on a current checkpoint.
 """
@@ -16,8 +18,21 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lebm.config import RENAMED_CLASS_PATHS
 from lebm.models.base import Method
 from lebm.nets.resnets import SNGANGenerator
+
+#: Class paths of components (what a checkpoint's hyperparameters name) that moved: old module ->
+#: new module (every path below it follows: ``lebm.models.nets.encoders.ConvEncoder`` ->
+#: ``lebm.nets.encoders.ConvEncoder``), and old ``module.Name`` -> new, for a class that left a
+#: module that still exists. Add a row whenever a component class or its module moves.
+MOVED_CLASS_PATHS: dict[str, str] = {
+    # lebm 0.1.0 -> 0.2 (the layout of issue 33)
+    "lebm.models.nets": "lebm.nets",
+    "lebm.models.latents": "lebm.nets.latents",
+    "lebm.models.priors.ProductOfRatiosPrior": "lebm.models.ProductOfRatiosPrior",
+}
+RENAMED_CLASS_PATHS.update(MOVED_CLASS_PATHS)  # where lebm.config reads them (it cannot import this layer)
 
 
 def generator_configs(config: Any, keep: Any) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
-from lebm.moved import moved_names
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
@@ -186,6 +185,3 @@ class TiltedGaussianPrior(GaussianPrior):
     ) -> SamplerOutput:
         """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
         return self._sample_by_chains(n, sampler, generator, return_diagnostics)
-
-
-__getattr__ = moved_names(__name__)  # names that moved away (lebm.moved.MOVED_NAMES)

@@ -14,7 +14,6 @@ from torch import Tensor, nn
 
 from lebm.config import Configurable
 
-_MISSING = object()
 #: Rounding allowed around lebm's image range [-1, 1].
 IMAGE_SLACK = 1e-3
 
@@ -110,31 +109,6 @@ class Decoder(nn.Module, Configurable):
         """The generator ``g`` (``net``) when the decoder has one, else the decoder itself."""
         net = getattr(self, "net", None)
         return net if isinstance(net, nn.Module) else self
-
-
-class LegacyDecoder:
-    """A decoder module that does not subclass :class:`Decoder` (written for lebm 0.1), seen
-    through the contract: its own members where it has them, :class:`Decoder`'s defaults where
-    not. Methods reach every decoder through :func:`decoder_contract`."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "module":  # copies and pickles: before __init__ ran
-            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-        own = getattr(self.module, name, _MISSING)
-        if own is not _MISSING:
-            return own
-        default = getattr(Decoder, name, _MISSING)
-        if default is _MISSING:
-            raise AttributeError(f"{type(self.module).__name__} (a decoder) has no attribute {name!r}")
-        return default.__get__(self.module) if callable(default) else default
-
-
-def decoder_contract(decoder: nn.Module) -> Decoder | LegacyDecoder:
-    """``decoder`` itself when it is a :class:`Decoder`, else a :class:`LegacyDecoder` view of it."""
-    return decoder if isinstance(decoder, Decoder) else LegacyDecoder(decoder)
 
 
 class GaussianDecoder(Decoder):

@@ -16,11 +16,8 @@ recipe, the ways of making those passes cheaper that do not change what is compu
   keys, so checkpoints written with and without it are interchangeable. The first iterations
   pay the compilation (tens of seconds on a CPU); a net that flips between frozen parameters (in
   a chain) and trainable ones (in its update) is compiled once for each.
-- ``cuda_graphs`` is **retired**. It compiled each net with ``mode="reduce-overhead"`` (one CUDA
-  graph per net), which left the per-step autograd and Python work between the graphs and measured
-  slower than plain nets on an H100. On a CUDA device every chain is now captured whole, as one
-  graph, by its sampler (:mod:`lebm.samplers.capture.cache`), whatever this callback does; a recipe that
-  still says ``cuda_graphs: true`` gets a warning and the option is ignored. Compile modes that
+- CUDA graphs are not here: on a CUDA device every chain is captured whole, as one graph, by its
+  sampler (:mod:`lebm.samplers.capture.cache`), whatever this callback does. Compile modes that
   make CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) cannot run inside a
   captured chain and are refused: use ``max-autotune-no-cudagraphs``.
 
@@ -37,7 +34,6 @@ own that is not an lebm component must be named there (a warning lists the param
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +87,6 @@ class FastNets(L.Callback):
 
     Args:
         compile: ``torch.compile`` each net (``nn.Module.compile``, state-dict keys unchanged).
-        cuda_graphs: retired (a warning; ignored): chains are captured whole by their samplers.
         channels_last: keep the 4-d weights of convolutional nets in channels-last order.
         compile_mode: a ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``; modes
             that make their own CUDA graphs are refused (see the module docstring).
@@ -104,7 +99,6 @@ class FastNets(L.Callback):
     def __init__(
         self,
         compile: bool = False,
-        cuda_graphs: bool = False,
         channels_last: bool = False,
         compile_mode: str | None = None,
         dynamic: bool | None = None,
@@ -112,14 +106,6 @@ class FastNets(L.Callback):
     ) -> None:
         super().__init__()
         check_compile_mode(compile_mode)
-        if cuda_graphs:
-            warnings.warn(
-                "FastNets(cuda_graphs=true) is retired and ignored: on a CUDA device lebm captures every chain whole "
-                "as one CUDA graph (lebm.samplers.capture.cache), which per-net graphs only slowed down. Remove "
-                "cuda_graphs from the recipe (docs/performance.md)",
-                FutureWarning,
-                stacklevel=2,
-            )
         self.compile = bool(compile or compile_mode)
         self.channels_last = bool(channels_last)
         self.compile_mode = compile_mode

@@ -8,7 +8,6 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, toy_loader
-from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import FastNets, apply_fast_paths
 from lebm.models import LatentEBM, TiltedGaussianPrior
@@ -86,17 +85,6 @@ def test_compiled_training_matches_plain_training_and_checkpoints_are_interchang
     restored = LatentEBM.load_from_checkpoint(tmp_path / "fast.ckpt")  # a plain model reads it
     for key, value in fast.state_dict().items():
         assert torch.equal(restored.state_dict()[key], value), key
-
-
-def test_the_retired_per_net_cuda_graphs_switch_warns_and_is_ignored() -> None:
-    with pytest.warns(FutureWarning, match="cuda_graphs=true.*retired.*captures every chain whole"):
-        fast = FastNets(cuda_graphs=True, channels_last=True)
-    assert fast.compile is False and fast.compile_mode is None  # no reduce-overhead compilation behind it
-    model = LatentEBM(
-        GaussianDecoder(DCGANGenerator(8, 3, 16, ngf=8), 0.3), TiltedGaussianPrior(8, EnergyMLP(8, hidden=16))
-    )
-    trainer([fast], steps=1).fit(model, DataLoader(TensorDataset(torch.rand(8, 3, 16, 16) * 2 - 1), batch_size=4))
-    assert fast.applied == ["decoder.net", "prior.energy_net"]  # on a CPU too: the switch no longer refuses it
 
 
 @pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])

@@ -1,7 +1,6 @@
 """Image data: ``ImageDataModule`` over the named datasets (MNIST, SVHN, CIFAR-10, CelebA, ...) and
 image folders; the dataset registry and catalog, the file readers and the opt-in downloads."""
 
-from lebm.data.images import datamodule as _datamodule
 from lebm.data.images.datamodule import DATASET_NAMES, ImageDataModule
 from lebm.data.images.folder import ImageFolderDataset, celeba_dataset, list_image_files
 from lebm.data.images.folder_preprocess import FolderPreprocess
@@ -20,10 +19,3 @@ __all__ = [
     "register_dataset",
     "unregister_dataset",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """The other names of the module ``lebm.data.images`` was before it became this package (lebm 0.1)."""
-    if name.startswith("_") or not hasattr(_datamodule, name):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(_datamodule, name)

@@ -1,0 +1,66 @@
+"""The decoder contract (device: CPU): a method calls every hook of its ``lebm.nets.Decoder`` and
+refuses a decoder that does not subclass it, naming the base to subclass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+from trainers import quiet_trainer
+
+from lebm.config import Configurable
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.nets import Decoder, EnergyMLP, MLPGenerator
+from lebm.samplers import Langevin
+
+
+class PlainModuleDecoder(nn.Module, Configurable):
+    """``nll`` and ``decode`` on a plain ``nn.Module``, without the Decoder base."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+    def nll(self, x: Tensor, z: Tensor) -> Tensor:
+        return (x - self.net(z)).square().sum(1) / 0.18
+
+
+def test_a_decoder_that_does_not_subclass_the_base_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"`decoder` must be a lebm.nets.Decoder, got PlainModuleDecoder: subclass"):
+        LatentEBM(
+            PlainModuleDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None)),
+            TiltedGaussianPrior(3, EnergyMLP(3, hidden=8), sampler=Langevin(3, 0.3)),
+            posterior_sampler=Langevin(3, 0.1),
+        )
+
+
+def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> None:
+    class Counting(Decoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(3, 2)
+            self.held = 0
+
+        def decode(self, z: Tensor) -> Tensor:
+            return self.net(z)
+
+        def nll(self, x: Tensor, z: Tensor) -> Tensor:
+            return (x - self.net(z)).square().sum(1)
+
+        def hold_noise(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+            self.held += 1
+
+    decoder = Counting()
+    model = LatentEBM(decoder, TiltedGaussianPrior(3, EnergyMLP(3, hidden=8)), posterior_sampler=Langevin(2, 0.1))
+    assert model.evaluation_outputs == ("nll", "score", "score_reconstruction_term", "score_prior_term")
+    x = torch.randn(4, 2)
+    assert model.observations(x) is x and model.presented(x, raw=False) is x
+    trainer = quiet_trainer(max_steps=4, accelerator="cpu")
+    trainer.fit(model, DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=8))
+    assert decoder.held == 2  # two batches, two optimisers each
+    with pytest.raises(NotImplementedError, match="must implement nll"):
+        Decoder().nll(torch.zeros(1, 2), torch.zeros(1, 3))
