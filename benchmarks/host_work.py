@@ -113,7 +113,7 @@ def count_ops(recipe: dict[str, Any], batch_size: int, accelerator: str, record:
     def with_record(target: ChainTarget, *args: Any, **kwargs: Any) -> None:
         original_init(target, *args, **kwargs)
         if target.record:
-            target.ends_only = record == "ends"
+            original_init(target, *args, **{**kwargs, "record": record})  # the same target, recording `record`
 
     class CountThird(L.Callback):
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from lebm.config import Configurable
 from lebm.samplers.capture.cache import run_captured
-from lebm.samplers.capture.keys import ChainCall, hashable, submodules
+from lebm.samplers.capture.keys import ChainCall
 from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line
 from lebm.samplers.capture.switch import chain_capture_enabled
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
@@ -138,11 +138,6 @@ class Sampler(Configurable):
         a sampler whose state depends on the batch (per-chain step sizes) allocates it here, outside
         any captured graph. The default does nothing."""
 
-    def capture_settings(self) -> Hashable:
-        """The settings a captured chain depends on: the class and every public attribute."""
-        public = sorted((name, hashable(value)) for name, value in vars(self).items() if not name.startswith("_"))
-        return (type(self), tuple(public))
-
     def __call__(
         self,
         energy_fn: Callable[..., Tensor],
@@ -186,10 +181,8 @@ class Sampler(Configurable):
             body_for = self._chain_body(energy_fn, float(reference_precision), return_diagnostics)
             captured = None
             if inputs is not None and capture_possible(z0.device):
-                read = submodules([*modules, self] if isinstance(self, nn.Module) else modules)  # + a persistent buffer
-                call = ChainCall(
-                    self, energy_fn, z0, data, float(reference_precision), read, generator, return_diagnostics
-                )
+                precision = float(reference_precision)
+                call = ChainCall(self, energy_fn, z0, data, precision, modules, generator, return_diagnostics)
                 captured = run_captured(call, body_for)
             if captured is not None:
                 z, diagnostics = captured

@@ -130,6 +130,92 @@ def shares_storage(a: Tensor, b: Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
+# ------------------------------------------------------------------------------- diagnostics
+class StateRecorder:
+    """What a chain records (``record=True``): the batch-mean energy and gradient norm of every
+    recorded state, reduced at once, and the per-step :meth:`note` series.
+
+    Args:
+        complete: ``(energy, state) -> energy`` with the reference term of ``state`` added: for an
+            evaluation whose energy still lacks it.
+    """
+
+    def __init__(self, complete: Callable[[Tensor, Tensor], Tensor]) -> None:
+        self.complete = complete
+        self.energies: list[Tensor] = []
+        self.grad_norms: list[Tensor] = []
+        self.notes: dict[str, list[Tensor]] = {}
+
+    def add(self, energy: Tensor, grad: Tensor, state: Tensor | None = None) -> None:
+        """Record one state from its ``(B,)`` energies and ``(B, *shape)`` gradients; ``state``: the
+        state whose reference term ``energy`` still lacks (None: ``energy`` is complete)."""
+        self._append(self._reduce(energy, grad, state))
+
+    def _reduce(self, energy: Tensor, grad: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The batch-mean energy (the reference term of ``state`` added, if given) and the
+        batch-mean gradient norm, device scalars."""
+        if state is not None:
+            energy = self.complete(energy, state)
+        return energy.float().mean(), torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean()
+
+    def _append(self, reductions: tuple[Tensor, Tensor]) -> None:
+        self.energies.append(reductions[0])
+        self.grad_norms.append(reductions[1])
+
+    def note(self, name: str, value: Tensor) -> None:
+        """Append a device scalar to the ``name`` series."""
+        self.notes.setdefault(name, []).append(value.detach().float().reshape(()))
+
+    def series(self) -> dict[str, Tensor]:
+        """``energy`` and ``grad_norm`` ``(K,)`` and each note's series; empty when nothing was recorded."""
+        out = {}
+        if self.energies:
+            out = {"energy": torch.stack(self.energies), "grad_norm": torch.stack(self.grad_norms)}
+        out.update({name: torch.stack(values) for name, values in self.notes.items()})
+        return out
+
+
+class EndsRecorder(StateRecorder):
+    """``record="ends"``: the first recorded state reduced at once, each later one held (its energy
+    and gradient tensors, and a copy of its state when the reference term is still to be added)
+    until :meth:`series` reduces the last one held: one copy a step instead of about seven kernels.
+    An energy that is a view of the state (``z[:, 0]``), which moves in place after it, cannot be
+    held: set :attr:`may_hold` to False and each later state is reduced at once, the last kept."""
+
+    def __init__(self, complete: Callable[[Tensor, Tensor], Tensor]) -> None:
+        super().__init__(complete)
+        self.may_hold = True
+        self._held: tuple[Tensor, Tensor, Tensor | None] | None = None  # energy, gradient, state copy or None
+        self._held_reductions: tuple[Tensor, Tensor] | None = None  # when it may not hold
+        self._state_copy: Tensor | None = None
+
+    def add(self, energy: Tensor, grad: Tensor, state: Tensor | None = None) -> None:
+        """The first state reduced, a later one held (or reduced and kept, when it may not hold)."""
+        if not self.energies:
+            super().add(energy, grad, state)
+        elif not self.may_hold:
+            self._held_reductions = self._reduce(energy, grad, state)
+        else:
+            if state is not None:  # the state changes in place after this: keep a copy to add the term at the end
+                if self._state_copy is None:
+                    self._state_copy = torch.empty_like(state, requires_grad=False)
+                with torch.no_grad():
+                    self._state_copy.copy_(state)
+                state = self._state_copy
+            self._held = (energy, grad, state)
+
+    def series(self) -> dict[str, Tensor]:
+        """The first and the last recorded state's values (the last reduced now) and each note's series."""
+        if self._held is not None:
+            energy, grad, state = self._held
+            self._held = None
+            super().add(energy, grad, state)
+        elif self._held_reductions is not None:
+            self._append(self._held_reductions)
+            self._held_reductions = None
+        return super().series()
+
+
 # ------------------------------------------------------------------------------------ target
 class ChainTarget:
     """The density a chain samples, ``pi(z) ∝ exp(-U(z))`` with
@@ -139,12 +225,9 @@ class ChainTarget:
     ``energy_fn`` (samples are independent, so this yields every per-sample gradient; taken with
     output gradients of ones made once per chain, which is the batch sum's gradient) plus the
     Gaussian reference term ``reference_precision * z``, differentiated analytically. With
-    ``record=True`` each gradient evaluation also records the batch-mean ``U`` and the batch-mean
-    per-sample norm of ``grad U`` (device tensors: no host synchronisation). With
-    ``record="ends"`` only the first and the last evaluation are reduced: every later one is held
-    (its energy and gradient tensors, and a copy of its state when the reference term is still to
-    be added) until :meth:`diagnostics`, which reduces the last one held. That leaves one copy per
-    step in the chain instead of about seven kernels.
+    ``record`` set, each gradient evaluation is also handed to a recorder (:class:`StateRecorder`,
+    or :class:`EndsRecorder` for ``"ends"``): the batch-mean ``U`` and the batch-mean per-sample
+    norm of ``grad U``, as device tensors (no host synchronisation).
 
     Args:
         energy_fn: ``(B, *shape) -> (B,)`` energies, called as ``energy_fn(z, *inputs)``.
@@ -167,20 +250,13 @@ class ChainTarget:
         self.energy_fn = energy_fn
         self.reference_precision = float(reference_precision)
         self.record = bool(record)
-        self.ends_only = record == "ends"
+        self.recorder: StateRecorder | None = None
+        if record:
+            self.recorder = (EndsRecorder if record == "ends" else StateRecorder)(self._with_reference)
         self.inputs = tuple(inputs)
-        self._energies: list[Tensor] = []
-        self._grad_norms: list[Tensor] = []
-        self._notes: dict[str, list[Tensor]] = {}
         self._checked = False
-        # "ends": the latest evaluation not reduced yet (energy, gradient, whether its energy lacks
-        # the reference term, and then the copy of its state that term is computed from)
-        self._held: tuple[Tensor, Tensor, bool] | None = None
-        self._held_reductions: tuple[Tensor, Tensor] | None = None  # "ends", an energy that is a view of the state
-        self._held_state: Tensor | None = None
         self._ones: Tensor | None = None
         self._reuse_ones = True  # False once a gradient came back as a view of the ones (then made afresh)
-        self._energy_aliases_state = False  # an energy that is a view of the state (z[:, 0]) cannot be held
 
     def energy_and_grad(self, z: Tensor, *, record: bool = True, full_precision: bool = False) -> tuple[Tensor, Tensor]:
         """``(U(z), grad U(z))``: ``(B,)`` detached total energies (the reference term included)
@@ -201,27 +277,14 @@ class ChainTarget:
         ``(B, *shape)`` gradients (what :meth:`grad` records by itself); nothing unless ``record``.
         With ``record="ends"``, a state after the first is held, not reduced: a sampler must not
         modify these tensors in place afterwards."""
-        if not self.record:
-            return
-        if self._holds_later_states():
-            if self._energy_aliases_state:  # a view of the state, which moves in place after this: reduce now
-                self._held_reductions = self._reductions(energy, grad)
-            else:
-                self._held = (energy, grad, False)
-            return
-        self._append(self._reductions(energy, grad))
+        if self.recorder is not None:
+            self.recorder.add(energy, grad)
 
-    def _reductions(self, energy: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
-        """The batch-mean energy and the batch-mean gradient norm, device scalars."""
-        return energy.float().mean(), torch.linalg.vector_norm(grad.flatten(1).float(), dim=1).mean()
-
-    def _append(self, reductions: tuple[Tensor, Tensor]) -> None:
-        self._energies.append(reductions[0])
-        self._grad_norms.append(reductions[1])
-
-    def _holds_later_states(self) -> bool:
-        """Whether the evaluation being recorded is held rather than reduced ("ends", after the first)."""
-        return self.ends_only and bool(self._energies)
+    def note(self, name: str, value: Tensor) -> None:
+        """Record one more per-step diagnostic, e.g. ``note("acceptance", accept_prob.mean())``:
+        a device scalar appended to the ``name`` series (no host synchronisation)."""
+        if self.recorder is not None:
+            self.recorder.note(name, value)
 
     def _ones_like(self, energy: Tensor) -> Tensor:
         """Ones shaped like ``energy`` ``(B,)``, made once per chain: the output gradient of every
@@ -238,12 +301,6 @@ class ChainTarget:
         """``energy + reference_precision * ||state||^2 / 2`` per chain ``(B,)``."""
         return energy + state.detach().flatten(1).square().sum(1) * (self.reference_precision / 2)
 
-    def note(self, name: str, value: Tensor) -> None:
-        """Record one more per-step diagnostic, e.g. ``note("acceptance", accept_prob.mean())``:
-        a device scalar appended to the ``name`` series (no host synchronisation)."""
-        if self.record:
-            self._notes.setdefault(name, []).append(value.detach().float().reshape(()))
-
     def _evaluate(
         self, z: Tensor, with_energy: bool, record: bool, full_precision: bool = False
     ) -> tuple[Tensor, Tensor]:
@@ -256,27 +313,21 @@ class ChainTarget:
         first = not self._checked
         if first:
             self._check_energy(energy, state)
-            self._energy_aliases_state = shares_storage(energy, state)
         ones = self._ones_like(energy)
         (grad,) = torch.autograd.grad(energy, state, grad_outputs=ones)
         if first and shares_storage(grad, ones):  # e.g. z.squeeze(1): an in-place change would corrupt the ones
             self._reuse_ones = False
             self._ones = None
         energy = energy.detach()
-        held = self.record and record and self._holds_later_states() and not self._energy_aliases_state
+        lacks_reference = None  # the state whose reference term the energy lacks, if it does
         if self.reference_precision:
             grad = grad.add(state.detach(), alpha=self.reference_precision)
-            if with_energy or (self.record and record and not held):
+            if with_energy:
                 energy = self._with_reference(energy, state)
-            elif held:  # the state changes in place after this: keep a copy to add the term at the end
-                if self._held_state is None:
-                    self._held_state = torch.empty_like(state, requires_grad=False)
-                with torch.no_grad():
-                    self._held_state.copy_(state)
-                self._held = (energy, grad, True)
-                return energy, grad
-        if record:
-            self.record_state(energy, grad)
+            else:
+                lacks_reference = state
+        if record and self.recorder is not None:
+            self.recorder.add(energy, grad, lacks_reference)
         return energy, grad
 
     def diagnostics(self) -> dict[str, Tensor]:
@@ -285,23 +336,7 @@ class ChainTarget:
         ``record="ends"`` the first and the last, ``(2,)``, or ``(1,)`` after one evaluation), plus
         each series of :meth:`note` (e.g. ``acceptance``, one value per Metropolis-Hastings step);
         empty when nothing was recorded."""
-        if self._held is not None:  # "ends": reduce the last evaluation held
-            energy, grad, lacks_reference = self._held
-            if lacks_reference:
-                assert self._held_state is not None
-                energy = self._with_reference(energy, self._held_state)
-            self._held = None
-            self._append(self._reductions(energy, grad))
-        elif self._held_reductions is not None:
-            self._append(self._held_reductions)
-            self._held_reductions = None
-        if not self._energies and not self._notes:
-            return {}
-        out = {}
-        if self._energies:
-            out = {"energy": torch.stack(self._energies), "grad_norm": torch.stack(self._grad_norms)}
-        out.update({name: torch.stack(values) for name, values in self._notes.items()})
-        return out
+        return self.recorder.series() if self.recorder is not None else {}
 
     def _check_energy(self, energy: Tensor, state: Tensor) -> None:
         self._checked = True
@@ -317,3 +352,5 @@ class ChainTarget:
                 "the chain's energy does not depend on the state differentiably (it has no gradient): "
                 "do not detach z or call .item() inside the energy function"
             )
+        if isinstance(self.recorder, EndsRecorder) and shares_storage(energy, state):
+            self.recorder.may_hold = False  # a view of the state (z[:, 0]), which moves in place after this

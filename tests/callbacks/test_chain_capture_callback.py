@@ -14,7 +14,8 @@ from lebm.callbacks import ChainCapture
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
-from lebm.samplers.capture import capture_stats, chain_capture_enabled, emulate_on_cpu, samplers_of
+from lebm.samplers.capture import capture_stats, chain_capture_enabled, samplers_of
+from lebm.testing.capture import emulate_on_cpu
 
 
 class WithOwnSampler(L.Callback):

@@ -1,7 +1,7 @@
 """Every method trains the same with its chains captured as without (device: CPU, through the replay
 emulator): the same parameters, buffers and random streams after training and validation, and the
 chains really were served by replays. On a GPU the same runs go through CUDA graphs
-(``tests/gpu/test_chain_graphs_cuda.py``)."""
+(``tests/models/test_chain_graphs_cuda.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from trainers import quiet_trainer
 from lebm.models import Method
 from lebm.samplers import PersistentChains
 from lebm.samplers.capture import cache as capture_module
-from lebm.samplers.capture.cache import capture_stats, emulate_on_cpu, samplers_of
+from lebm.samplers.capture.cache import capture_stats, samplers_of
+from lebm.testing.capture import emulate_on_cpu
 
 
 def without_recording(model: Method) -> Method:

@@ -3,7 +3,7 @@
 Under ``emulate_on_cpu()`` a replay re-executes the recorded operations with every Python number
 baked in, as a CUDA graph does. So when a field the graph depends on is missing from the key, the
 second call below replays the first call's graph and its states differ from the eager chain's: each
-case fails if its field is dropped from ``ChainCall.key``. The module-attribute cases live in
+case fails if its field is dropped from ``chain_key``. The module-attribute cases live in
 ``test_chain_capture.py`` (``changes()``); here are the call's own fields, the energy's owner and
 closure, and what keeps a chain eager.
 """
@@ -21,7 +21,8 @@ from test_chain_capture import Posterior, batches
 from torch import Tensor, nn
 
 from lebm.samplers import Langevin
-from lebm.samplers.capture.cache import chain_graphs, emulate_on_cpu
+from lebm.samplers.capture import chain_graphs
+from lebm.testing.capture import emulate_on_cpu
 
 
 class EnergyOwner:

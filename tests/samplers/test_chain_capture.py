@@ -1,11 +1,12 @@
 """Whole-chain capture on the CPU (device: CPU): the machinery around the CUDA graph, driven by the
-replay emulator (``emulate_on_cpu``), which replays a chain by running its recorded body again.
+strict emulation of a graph (``lebm.testing.capture.emulate_on_cpu``), which replays the recorded
+operations with their Python numbers baked in.
 
 What these tests pin: the body a graph is recorded from is the eager chain, step for step; a call
 is served from the cache only when nothing the graph depends on has changed (anything else records
 again); the warm-up runs leave no trace; the caller's random stream advances exactly as in an eager
 call; chains that cannot or must not be captured run eagerly. The CUDA graph itself is tested in
-``tests/gpu/test_chain_graphs_cuda.py``.
+``tests/models/test_chain_graphs_cuda.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from lebm.nets import EnergyMLP
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 from lebm.samplers.capture import cache as capture_module
 from lebm.samplers.capture import chain_capture, chain_capture_enabled
-from lebm.samplers.capture.cache import CHURN_LIMIT, WARMUP_RUNS, chain_graphs, emulate_on_cpu, samplers_of
-from lebm.samplers.capture.op_replay import OpReplayEmulator
+from lebm.samplers.capture.cache import CHURN_LIMIT, WARMUP_RUNS, chain_graphs, samplers_of
+from lebm.testing.capture import EmulatedStore, emulate_on_cpu
 
 
 class Posterior(nn.Module):
@@ -388,7 +389,7 @@ def test_a_chain_that_cannot_be_recorded_warns_once_and_runs_eagerly(monkeypatch
     def refuse(self, body, generators):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(OpReplayEmulator, "record", refuse)
+    monkeypatch.setattr(EmulatedStore, "record", refuse)
     torch.manual_seed(0)
     model, reference = Posterior(), Posterior()
     reference.load_state_dict(model.state_dict())
@@ -478,16 +479,16 @@ def test_the_switch_reaches_processes_started_after_it_is_set() -> None:
     assert after.stdout.strip() == "True", after.stderr
 
 
-def test_the_switch_called_as_in_lebm_0_1_returns_the_samplers_and_drops_their_graphs() -> None:
-    from lebm.samplers.capture import set_chain_capture
+def test_there_is_one_switch_and_it_returns_the_previous_setting() -> None:
+    """``set_chain_capture(enabled)`` is the switch's, wherever it is imported from; it takes no
+    samplers (turning capture off leaves their graphs to be retired as usual) and returns the old value."""
+    from lebm.samplers import capture
+    from lebm.samplers.capture import switch
 
-    model, sampler = Posterior(), Langevin(2, 0.2)
-    with emulate_on_cpu():
-        for _ in range(WARMUP_RUNS + 1):
-            sampler(model, torch.zeros(4, 3), inputs=(torch.zeros(4, 4),), freeze=[model])
-    assert chain_graphs(sampler).entries
+    assert capture.set_chain_capture is switch.set_chain_capture
+    assert not hasattr(capture.cache, "set_chain_capture")
     try:
-        assert set_chain_capture(False, model, sampler) == [sampler]
-        assert not chain_graphs(sampler).entries and not chain_capture_enabled()
+        assert capture.set_chain_capture(False) is True and not chain_capture_enabled()
+        assert capture.set_chain_capture(True) is False
     finally:
-        set_chain_capture(True)
+        capture.set_chain_capture(True)

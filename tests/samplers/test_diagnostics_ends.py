@@ -13,7 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lebm.samplers import HMC, MALA, Langevin, PersistentChains
-from lebm.samplers.capture.recorders import emulate_on_cpu
+from lebm.testing.capture import emulate_on_cpu
 
 
 def energy(z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from lebm.samplers import Langevin
 from lebm.samplers.capture import chain_graphs
 from lebm.samplers.capture.host_sync import HostSynchronisation, RefuseHostSync
-from lebm.samplers.capture.recorders import emulate_on_cpu
+from lebm.testing.capture import emulate_on_cpu
 
 A = torch.eye(3) * 2 + 0.1
 X = torch.rand(6)

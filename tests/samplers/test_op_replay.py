@@ -1,4 +1,4 @@
-"""The strict CPU emulator of a CUDA graph, ``OpReplayEmulator`` (device: CPU, every test).
+"""The strict CPU emulation of a CUDA graph, ``record_ops`` (device: CPU, every test).
 
 What these tests pin: a replay runs the logged aten operations without the Python body (forward
 and backward), so it reproduces the eager chain exactly, random streams included; a Python number
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.samplers import ChainTarget, Langevin, chain_context
-from lebm.samplers.capture.op_replay import OpReplay, OpReplayEmulator
+from lebm.testing.capture import OpReplay, record_ops
 
 LATENT, DATA, BATCH = 3, 5, 4
 
@@ -68,8 +68,7 @@ class Chain:
 
     def record(self, z0: Tensor, seed: int = 1) -> None:
         self.start(z0, seed)
-        generators = [self.generator] if self.generator is not None else []
-        self.replay, self.outputs = OpReplayEmulator().record(self.body, generators)
+        self.replay, self.outputs = record_ops(self.body)
 
     def eager(self, z0: Tensor, seed: int) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         self.start(z0, seed)

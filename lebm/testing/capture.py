@@ -1,10 +1,18 @@
-"""A strict CPU stand-in for a CUDA graph: record the aten operations a chain body runs, replay them.
+"""Captured chains on a CPU, for tests: the capture machinery run without a GPU.
 
-:class:`OpReplayEmulator` records a chain body under a :class:`TorchDispatchMode` that logs every
-aten operation the body executes: the forward pass and the backward pass that
-``torch.autograd.grad`` runs inside it (on the CPU autograd runs the backward on the calling
-thread, so the mode sees it). Its replay (:class:`OpReplay`) runs exactly the logged operations,
-in order, without the Python body and without autograd, under the rules a CUDA graph follows:
+:func:`emulate_on_cpu` installs an :class:`EmulatedStore` as the CPU's recorder: inside it, a
+declared chain on the CPU goes through everything a GPU chain goes through (its key, the cache, the
+warm-up with host synchronisations refused, the undoing of the warm-up's side effects, retiring and
+releasing graphs), with the CUDA graph itself emulated. Strict (the default), the emulation records
+the aten operations the chain body runs and replays exactly those with their Python numbers baked
+in, as a graph does (:func:`record_ops`), so a setting the key does not see shows as a stale replay
+that differs from the eager chain. Not strict, a replay reruns the Python body.
+
+:func:`record_ops` logs every aten operation the body executes under a ``TorchDispatchMode``: the
+forward pass and the backward pass that ``torch.autograd.grad`` runs inside it (on the CPU autograd
+runs the backward on the calling thread, so the mode sees it). Its replay (:class:`OpReplay`) runs
+exactly the logged operations, in order, without the Python body and without autograd, under the
+rules a CUDA graph follows:
 
 - a tensor that an earlier logged operation produced is replaced by that operation's result in
   this replay (tensors are told apart by object identity; every tensor seen while recording is
@@ -12,26 +20,26 @@ in order, without the Python body and without autograd, under the rules a CUDA g
 - a tensor from outside (static input buffers, parameters and buffers, constants) is the very
   object the recording saw, read live at replay time: what is written into it in place (an
   optimiser step, ``copy_`` into a static buffer) is seen, while an attribute *replaced* by a new
-  tensor object is not (the replay reads the old object, as a graph reads the old address);
+  tensor is not (the replay reads the old object, as a graph reads the old address);
 - every other argument (Python floats and ints, shapes, dtypes, devices) is baked in as recorded,
   so a Python number changed after recording is not seen (a *stale* replay, as on a GPU);
 - random operations draw from the generator objects they were given while recording (the default
   generator when none), from that generator's current state: every replay draws fresh numbers;
 - at the end, the replay's values of the tensors the body returned are copied into the tensors
-  :meth:`OpReplayEmulator.record` returned, in place, as a graph writes its static outputs.
+  :func:`record_ops` returned, in place, as a graph writes its static outputs.
 
 Operations that synchronise with the host or whose output shape depends on data cannot be
 captured in a CUDA graph; recording one raises a :class:`RuntimeError` saying the operation is
-"not permitted when stream is capturing", as a failed CUDA capture does.
-
-Not seen, because they do not run an aten operation: reading a CPU tensor's memory directly
-(``.tolist()``, ``.numpy()``; on a GPU both synchronise), and intermediate tensors a body stores
-on an object for later (a graph overwrites them at every replay; here they keep their recorded values).
+"not permitted when stream is capturing", as a failed CUDA capture does. Not seen, because they run
+no aten operation: reading a CPU tensor's memory directly (``.tolist()``, ``.numpy()``; on a GPU
+both synchronise), and intermediate tensors a body stores on an object for later (a graph
+overwrites them at every replay; here they keep their recorded values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +49,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from lebm.samplers.capture.host_sync import uncapturable
-
-ChainBody = Callable[[], tuple[Tensor, dict[str, Tensor]]]
+from lebm.samplers.capture.recorders import ChainBody, GraphStore, run_refusing_host_sync, set_cpu_store
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class _OpLog(TorchDispatchMode):
         base, dtype = allocation
         if value.dtype != dtype:
             raise RuntimeError(
-                f"OpReplayEmulator cannot replay a {value.dtype} tensor reinterpreting {dtype} memory it did not "
+                f"the op replay cannot replay a {value.dtype} tensor reinterpreting {dtype} memory it did not "
                 "see reinterpreted"
             )
         return _Alias(base, tuple(value.size()), tuple(value.stride()), value.storage_offset())
@@ -123,7 +130,7 @@ class _OpLog(TorchDispatchMode):
         kwargs = kwargs or {}
         if uncapturable(func, args, kwargs):
             raise RuntimeError(
-                f"OpReplayEmulator: operation not permitted when stream is capturing ({func}: a host synchronisation "
+                f"op replay: operation not permitted when stream is capturing ({func}: a host synchronisation "
                 "or a data-dependent shape)"
             )
         logged_args, logged_kwargs = tree_map(self.ref, (args, kwargs))
@@ -150,7 +157,7 @@ def _refs_in(value: Any) -> list[_Produced]:
 
 class OpReplay:
     """A recorded chain body: calling it replays the logged operations (see the module docstring)
-    and writes the results into ``outputs`` (the tensors :meth:`OpReplayEmulator.record` returned)."""
+    and writes the results into ``outputs`` (the tensors :func:`record_ops` returned)."""
 
     def __init__(self, ops: list[_LoggedOp], outputs: list[tuple[Tensor, _Ref]]) -> None:
         self.ops = ops
@@ -193,28 +200,79 @@ class OpReplay:
                 output.copy_(value(ref))
 
 
-class OpReplayEmulator:
-    """The strict CPU recorder: :meth:`record` logs the aten operations of a chain body and
-    returns an :class:`OpReplay` that replays them with every Python number baked in, so a stale
-    replay shows on the CPU as it would on a GPU (see the module docstring for what is baked in
-    and what is read live)."""
+def record_ops(body: ChainBody) -> tuple[OpReplay, Any]:
+    """Run ``body`` once, logging its operations; return ``(replay, outputs)``, ``outputs`` what
+    ``body`` returned (see the module docstring for what a replay bakes in and what it reads live).
+    Raises :class:`RuntimeError` ("not permitted when stream is capturing") when the body runs an
+    operation a CUDA graph cannot capture."""
+    log = _OpLog()
+    with log:
+        outputs = body()
+    written = []
+    for tensor in tree_flatten(outputs)[0]:
+        ref = log.ref(tensor)
+        if isinstance(ref, _Ref):  # an external output is written in place by the replay itself
+            written.append((tensor, ref))
+    return OpReplay(log.ops, written), outputs
+
+
+class EmulatedStore(GraphStore):
+    """The CPU's recorder inside :func:`emulate_on_cpu`: a CUDA store's lifetime rules (a graph is
+    retired, never destroyed alone; every graph is destroyed at once; a destroyed recording refuses
+    to replay), its warm-up (the last run refusing host synchronisations), and an emulated
+    recording: :func:`record_ops` when ``strict``, else a rerun of the body. ``alive`` holds one
+    flag per recording not destroyed yet, ``destroyed`` counts those destroyed."""
+
+    def __init__(self, strict: bool = True) -> None:
+        super().__init__(torch.device("cpu"))
+        self.strict = strict
+        self.alive: list[list[bool]] = []
+        self.destroyed = 0
 
     def warm_up(self, body: ChainBody, runs: int) -> None:
-        """Run ``body`` eagerly ``runs`` times."""
-        for _ in range(runs):
+        for _ in range(runs - 1):
             body()
+        run_refusing_host_sync(body)
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
-        """Run ``body`` once, logging its operations; return ``(replay, outputs)``, ``outputs``
-        what ``body`` returned. ``generators`` need no registration: a random operation keeps the
-        generator object it was given. Raises :class:`RuntimeError` ("not permitted when stream is
-        capturing") when the body runs an operation a CUDA graph cannot capture."""
-        log = _OpLog()
-        with log:
+        """``generators`` need no registration: a random operation keeps the generator object it was given."""
+        if self.strict:
+            replay, outputs = record_ops(body)
+        else:
             outputs = body()
-        written = []
-        for tensor in tree_flatten(outputs)[0]:
-            ref = log.ref(tensor)
-            if isinstance(ref, _Ref):  # an external output is written in place by the replay itself
-                written.append((tensor, ref))
-        return OpReplay(log.ops, written), outputs
+
+            def replay() -> None:
+                z, diagnostics = body()
+                outputs[0].copy_(z)
+                for name, value in diagnostics.items():
+                    outputs[1][name].copy_(value)
+
+        alive = [True]
+        self.alive.append(alive)
+
+        def guarded_replay() -> None:
+            if not alive[0]:
+                raise RuntimeError("replay of a destroyed graph")
+            replay()
+
+        return guarded_replay, outputs
+
+    def _destroy_all(self) -> None:
+        for alive in self.alive:
+            alive[0] = False
+        self.destroyed += len(self.alive)
+        self.alive.clear()
+
+
+@contextlib.contextmanager
+def emulate_on_cpu(strict: bool = True) -> Iterator[EmulatedStore]:
+    """Within this context, declared chains on the CPU go through the capture machinery, recorded
+    by an :class:`EmulatedStore` (``strict``: the op replay, else a rerun of the body): a check on a
+    CPU that a sampler or an energy behaves under capture (same numbers, same random streams, no
+    stale replay) before a GPU run. Yields the store, whose counters tests may read."""
+    store = EmulatedStore(strict)
+    previous = set_cpu_store(store)
+    try:
+        yield store
+    finally:
+        set_cpu_store(previous)
