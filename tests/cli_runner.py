@@ -26,14 +26,14 @@ SHORT_RUN = [
 ]
 
 
-def run_cli(*args: str) -> None:
-    """``lebm <args>`` from the repository root, in this process."""
-    cwd = os.getcwd()
-    os.chdir(REPO)
+def run_cli(*args: str, cwd: Path = REPO) -> None:
+    """``lebm <args>`` in this process, from ``cwd`` (the repository root by default)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
     try:
         lebm_main(list(args))
     finally:
-        os.chdir(cwd)
+        os.chdir(previous)
 
 
 class SigtermAt(L.Callback):

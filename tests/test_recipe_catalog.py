@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runner import REPO
+from cli_runner import REPO, run_cli
 
 from lebm.cli import catalog as catalog_module
 from lebm.cli.catalog import catalog, locate_config_args, nearest_names, recipes_root
@@ -22,14 +22,7 @@ RECIPES = REPO / "recipes"
 
 def lebm_in(folder: Path, *args: str) -> None:
     """``lebm <args>`` in this process with ``folder`` as the working directory."""
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        lebm_main(list(args))
-    finally:
-        os.chdir(cwd)
+    run_cli(*args, cwd=folder)
 
 
 def printed_config(capsys: pytest.CaptureFixture, folder: Path, *args: str) -> dict:
