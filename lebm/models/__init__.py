@@ -5,6 +5,7 @@ from lebm.models.dual_mcmc import DualMCMC
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hierarchical import JointHierarchicalEBM
 from lebm.models.latent_ebm import LatentEBM
+from lebm.models.latent_generator import LatentGeneratorModel
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.multistage_nce import MultiStageNCE
 from lebm.models.priors import GaussianPrior, Prior, TiltedGaussianPrior
@@ -17,6 +18,7 @@ __all__ = [
     "GaussianPrior",
     "JointHierarchicalEBM",
     "LatentEBM",
+    "LatentGeneratorModel",
     "LatentGroups",
     "LatentVariableModel",
     "Method",

@@ -26,6 +26,7 @@ from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import apply_optimizer_settings
+from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.samplers.adaptation import drop_unused_adaptation_state
@@ -119,7 +120,10 @@ class Method(MethodHooks, L.LightningModule):
         """Save a method's ``__init__`` arguments (its ``locals()``; ``self`` and ``__class__`` are
         skipped) as plain data: components as configs, so that ``load_from_checkpoint`` and
         ``lebm test --ckpt_path`` rebuild them. A component that cannot describe itself is stored
-        from the config the CLI built it from, else as None (named when a checkpoint is saved)."""
+        from the config the CLI built it from, else as None (named when a checkpoint is saved).
+        Then the optimiser settings among them, found by name (``*_lr``, ``*_weight_decay``,
+        ``*_grad_clip``, ``betas``, ``lr_decay``: :mod:`lebm.models.settings`), are checked: a
+        ``ValueError`` naming the option, or a warning for a legal setting that is almost surely a typo."""
         hparams: dict[str, Any] = {}
         for name, value in arguments.items():
             if name in ("self", "__class__"):
@@ -134,6 +138,7 @@ class Method(MethodHooks, L.LightningModule):
         # (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
         hparams["_class_path"] = public_class_path(type(self))
         self.save_hyperparameters(hparams)
+        check_optimizer_settings(**optimizer_settings(self.hparams))
 
     def _warn_unrecorded(self) -> None:
         if not self._unrecorded or self._warned_unrecorded:

@@ -13,11 +13,12 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
-from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
-from lebm.models.latent_variable import LatentVariableModel, chain_logs
+from lebm.models.choices import check_choice
+from lebm.models.inputs import check_sampler, warn_if_not_finite
+from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
 from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
+from lebm.models.optimizers import adam_with_decay
 from lebm.models.priors import GaussianPrior, Prior
-from lebm.models.settings import check_optimizer_settings
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
@@ -27,11 +28,27 @@ from lebm.samplers.chain import Diagnostics, modules_in_mode
 OFFICIAL_CONTRAST_LIMIT = 1e4
 
 EBMNegatives = Literal["revised_again", "revised", "generator"]
+#: The string options and what each of their values means.
+CHOICES: dict[str, dict[str, str]] = {
+    "ebm_negatives": {
+        "revised_again": "the official fine_tune",
+        "revised": "this iteration's revised samples",
+        "generator": "the updated generator's samples",
+    },
+    "generator_loss": {"sse": "the official squared error", "nll": "the decoder's nll"},
+    "evaluation_batchnorm": {"batch": "batch statistics, as the official code", "running": "running statistics"},
+}
 
 
-class DualMCMC(LatentVariableModel):
+class DualMCMC(LatentGeneratorModel):
     """Dual-MCMC teaching: an EBM ``pi(x) ∝ exp(-E(x))`` on data, a generator ``p(x|z) p(z)``
     (``z ~ N(0, I)``) and an inference network ``q(z|x)``.
+
+    Beside :class:`~lebm.models.LatentVariableModel` on their shared base
+    (:class:`~lebm.models.latent_generator.LatentGeneratorModel`: the decoder, the prior, posterior
+    inference ``infer`` = encoder + Langevin, ``reconstruct``, the input checks and the evaluation
+    step): the model of the data is the EBM, so ``generate`` revises the generator's samples by the
+    data chain and ``score`` is the energy.
 
     Two chains revise what the models propose, and the revisions teach them. One training
     iteration, in the official code's order::
@@ -165,9 +182,8 @@ class DualMCMC(LatentVariableModel):
             Sampler,
         )
         self.save_component_hyperparameters(locals())
-        _check_choice("ebm_negatives", ebm_negatives, ("revised_again", "revised", "generator"))
-        _check_choice("generator_loss", generator_loss, ("sse", "nll"))
-        _check_choice("evaluation_batchnorm", evaluation_batchnorm, ("batch", "running"))
+        for name, choices in CHOICES.items():
+            check_choice(f"model.init_args.{name}", self.hparams[name], choices)
         if not isinstance(evaluation_power_iteration, bool):
             raise ValueError(
                 f"model.init_args.evaluation_power_iteration must be true or false, got {evaluation_power_iteration!r}"
@@ -185,16 +201,6 @@ class DualMCMC(LatentVariableModel):
         ):
             if not weight >= 0:
                 raise ValueError(f"model.init_args.{name} must be a number >= 0, got {weight}")
-        check_optimizer_settings(
-            energy_lr=energy_lr,
-            decoder_lr=decoder_lr,
-            encoder_lr=encoder_lr,
-            betas=betas,
-            energy_weight_decay=energy_weight_decay,
-            decoder_weight_decay=decoder_weight_decay,
-            encoder_weight_decay=encoder_weight_decay,
-            lr_decay=lr_decay,
-        )
 
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
@@ -225,18 +231,13 @@ class DualMCMC(LatentVariableModel):
 
     # --------------------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        groups = (
-            (self.decoder, hp.decoder_lr, hp.decoder_weight_decay),
-            (self.encoder, hp.encoder_lr, hp.encoder_weight_decay),
-            (self.energy_net, hp.energy_lr, hp.energy_weight_decay),
-        )
-        optimizers = [
-            torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(hp.betas), weight_decay=decay)
-            for net, lr, decay in groups
+        """One Adam per net, in ``training_step``'s order: generator, inference network, EBM."""
+        nets = [
+            ("decoder", self.decoder.parameters()),
+            ("encoder", self.encoder.parameters()),
+            ("energy", self.energy_net.parameters()),
         ]
-        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
-        return optimizers, schedulers
+        return adam_with_decay(self.hparams, nets)
 
     def revise(
         self,
@@ -353,27 +354,11 @@ class DualMCMC(LatentVariableModel):
         """``n`` samples ``(n, *x_shape)``: ``g(z)``, ``z ~ N(0, I)``, revised by the test-time data
         chain (``sampler`` replaces it; the energy net's spectral norm iterates, see
         ``evaluation_power_iteration``); ``revise=False``: the raw generator samples."""
-        with self.evaluation_statistics():
-            z = self.prior.sample(check_count(n), generator=generator)
-            proposals = self.decoder.decode(z)
+        proposals = self.decoded_prior_samples(n, generator=generator)
         if not revise:
             return warn_if_not_finite(proposals, "generate(n)")
         revised = self.revise(proposals, sampler=check_sampler(sampler) or self.test_data_sampler, generator=generator)
         return warn_if_not_finite(revised, "generate(n)")
-
-    def infer(self, x: Tensor, **kwargs: Any) -> Any:
-        """Posterior latents ``(B, latent_dim)``: by default the encoder's mean refined by the posterior
-        chain ("Inf + L=10"); ``refine=False``: the mean alone ("Inf"). See
-        :meth:`LatentVariableModel.infer` for the options."""
-        with self.evaluation_statistics():
-            return super().infer(x, **kwargs)
-
-    def reconstruct(self, x: Tensor, **infer_kwargs: Any) -> Tensor:
-        """``g(infer(x))`` ``(B, *x_shape)``, the generator's BatchNorm in its evaluation mode (see
-        ``evaluation_batchnorm``); ``infer_kwargs`` go to :meth:`infer`."""
-        z = self.infer(x, **infer_kwargs)
-        with torch.no_grad(), self.evaluation_statistics():
-            return self.decoder.decode(z)
 
     @torch.no_grad()
     def score(self, x: Tensor, **kwargs: Any) -> Tensor:
@@ -391,24 +376,23 @@ class DualMCMC(LatentVariableModel):
         upsampling_of_earlier_checkpoints(self, checkpoint)
         encoder_optimizer_of_earlier_checkpoints(self, checkpoint)
 
-    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
-        """Per-example ``nll`` and ``mse`` at the refined latents ("Inf + L=10"), ``mse_inf`` at the
-        encoder's mean ("Inf") and ``score`` = ``E(x)``; logs ``{stage}/nll`` and ``{stage}/energy``."""
-        x = batch_observations(batch)
-        with self.evaluation_statistics():
-            z_inf = self.infer(x, refine=False)
-            z = self.infer(x, generator=self.eval_generator)
-            with torch.no_grad():
-                nll = self.decoder.nll(x, z)
-                values = {
-                    "nll": nll,
-                    "score": self.energy_net(x),
-                    "mse": self.decoder.metrics(x, z)["mse"],
-                    "mse_inf": self.decoder.metrics(x, z_inf)["mse"],
-                }
-        self.log(f"{stage}/nll", nll.mean(), sync_dist=True, batch_size=len(x))
-        self.log(f"{stage}/energy", values["score"].mean(), sync_dist=True, batch_size=len(x))
-        return values
+    # --------------------------------------------------------------------------- evaluation
+    #: The evaluation step logs ``{stage}/nll`` and ``{stage}/energy`` (the batch mean of ``score``).
+    logged_evaluation_values = {"nll": "nll", "energy": "score"}
+
+    def evaluation_values(self, x: Tensor) -> dict[str, Tensor]:
+        """Per-example ``(B,)`` ``nll`` and ``mse`` at the refined latents ("Inf + L=10", the chain
+        drawing from the evaluation stream), ``mse_inf`` at the encoder's mean ("Inf") and
+        ``score`` = ``E(x)``."""
+        z_inf = self.infer(x, refine=False)
+        z = self.infer(x, generator=self.eval_generator)
+        with torch.no_grad():
+            return {
+                "nll": self.decoder.nll(x, z),
+                "score": self.energy_net(x),
+                "mse": self.decoder.metrics(x, z)["mse"],
+                "mse_inf": self.decoder.metrics(x, z_inf)["mse"],
+            }
 
 
 def resolve_temperature(temperature: float | str, sampler: Sampler) -> float:
@@ -452,8 +436,3 @@ def _iterates_in_train_mode(module: nn.Module) -> bool:
     if parametrization is not None and isinstance(module, parametrization):
         return True
     return any(isinstance(hook, SpectralNormHook) for hook in module._forward_pre_hooks.values())
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"model.init_args.{name} must be one of {', '.join(choices)}; got {value!r}")

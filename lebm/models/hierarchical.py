@@ -9,17 +9,20 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lebm.estimators import VariationalBound, mle_loss, variational_loss
+from lebm.estimators import VariationalBound, variational_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
-from lebm.models.latent_variable import LatentVariableModel, chain_logs
+from lebm.models.choices import check_choice
+from lebm.models.latent_variable import LatentVariableModel
+from lebm.models.prior_mle import prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
-from lebm.models.settings import check_optimizer_settings
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Sampler
 from lebm.samplers.chain import frozen_parameters
 
 UpdateOrder = Literal["generator_first", "ebm_first"]
+#: The update orders and where each comes from.
+UPDATE_ORDERS = {"generator_first": "the official code", "ebm_first": "the paper's Algorithm 1"}
 #: The checkpoint key of the KL warm-up's iteration count.
 WARMUP_KEY = "lebm_kl_warmup_iterations"
 
@@ -129,21 +132,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         # the iterations so far: saved in checkpoints beside the weights (WARMUP_KEY), not as a weight, so
         # that checkpoints with and without a warm-up hold the same architecture
         self.register_buffer("kl_warmup_iterations", torch.zeros((), dtype=torch.long), persistent=False)
-        if update_order not in ("generator_first", "ebm_first"):
-            raise ValueError(
-                f"model.init_args.update_order must be 'generator_first' (official code) or 'ebm_first' (paper), "
-                f"got {update_order!r}"
-            )
-        check_optimizer_settings(
-            decoder_lr=decoder_lr,
-            prior_lr=prior_lr,
-            betas=betas,
-            decoder_weight_decay=decoder_weight_decay,
-            prior_weight_decay=prior_weight_decay,
-            lr_decay=lr_decay,
-            decoder_grad_clip=decoder_grad_clip,
-            prior_grad_clip=prior_grad_clip,
-        )
+        check_choice("model.init_args.update_order", update_order, UPDATE_ORDERS)
 
     # ------------------------------------------------------------------------- the layout
     @property
@@ -252,17 +241,14 @@ class JointHierarchicalEBM(LatentVariableModel):
         logs: dict[str, Tensor],
         watch: dict[str, Tensor],
     ) -> None:
-        """Prior chain from noise, then the EBM step on ``mean E(z+) - mean E(z-)``."""
+        """Prior chain from noise, then the EBM step on ``mean E(z+) - mean E(z-)``
+        (:mod:`lebm.models.prior_mle`)."""
         if not self.learns_prior:
             return
-        z_neg, prior_stats = self.prior.sample(n, generator=stream, return_diagnostics="ends")
-        contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
-        self.step_optimizers(optimizers[1], contrastive.loss, clip=self.hparams.prior_grad_clip)
-        logs.update(chain_logs("train/prior_chain", prior_stats))
-        logs["train/prior_loss"] = contrastive.loss.detach()
-        logs["train/energy_pos"] = contrastive.energy_pos
-        logs["train/energy_neg"] = contrastive.energy_neg
-        watch["train/prior_chain_states"] = z_neg
+        negatives = prior_negatives(self.prior, n, stream)
+        mle_logs = prior_mle_step(self, optimizers[1], z_pos, negatives.z, clip=self.hparams.prior_grad_clip)
+        logs.update({**negatives.logs, **mle_logs})
+        watch.update(negatives.watch)
 
     # ---------------------------------------------------------------------------- user API
     def infer(self, x: Tensor, *, by_layer: bool = False, **kwargs: Any) -> Any:

@@ -1,8 +1,10 @@
 """Every hook a method overrides, in one place, with its default.
 
-A method is a :class:`lebm.models.Method` (``MethodHooks`` + Lightning) or, for a model with a
-decoder and a latent prior, a :class:`lebm.models.LatentVariableModel` (``LatentVariableHooks`` on
-top). Besides Lightning's own ``configure_optimizers()`` and ``training_step(batch, batch_idx)``,
+A method is a :class:`lebm.models.Method` (``MethodHooks`` + Lightning); a model with a decoder, a
+latent prior and posterior inference builds on :class:`lebm.models.latent_generator.LatentGeneratorModel`
+(``LatentGeneratorHooks`` on top), and one whose prior and decoder are the model of the data (scored by
+``-log p(x, z)``) on :class:`lebm.models.LatentVariableModel` (``LatentVariableHooks`` on top of
+that). Besides Lightning's own ``configure_optimizers()`` and ``training_step(batch, batch_idx)``,
 which every method writes, these are the places a method changes behaviour; everything else
 (optimiser steps, the divergence guard, random streams, checkpoints, evaluation loops, the CLI)
 comes from the bases. ``docs/extending.md`` ("Writing a method") shows a method that overrides
@@ -11,13 +13,22 @@ a few of them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from lebm.models.choices import check_choice
+
 #: Where a posterior chain starts: ``N(0, posterior_init_std^2 I)`` noise, or the encoder's sample or mean.
 PosteriorStart = Literal["noise", "sample", "mean"]
+POSTERIOR_STARTS = {
+    "noise": "N(0, posterior_init_std^2 I)",
+    "sample": "a reparameterised sample of q(z|x)",
+    "mean": "the mean of q(z|x)",
+}
 
 
 def as_list(value: Any) -> list[Any]:
@@ -70,8 +81,9 @@ class MethodHooks:
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
 
 
-class LatentVariableHooks:
-    """The hooks of a latent-variable method (mixed into :class:`lebm.models.LatentVariableModel`)."""
+class LatentGeneratorHooks:
+    """The hooks of a method with a decoder, a latent prior and posterior inference (mixed into
+    :class:`lebm.models.latent_generator.LatentGeneratorModel`)."""
 
     #: Whether posterior chains include the prior's tilt (residual energy); False: the Gaussian reference only.
     posterior_includes_tilt: bool = True
@@ -79,22 +91,49 @@ class LatentVariableHooks:
     @property
     def learns_prior(self) -> bool:
         """Whether the prior has parameters to learn (False for a plain Gaussian prior: LatentEBM's
-        alternating back-propagation baseline, the joint hierarchical EBM's VLAE)."""
+        alternating back-propagation baseline, the joint hierarchical EBM's VLAE, DualMCMC)."""
         return any(True for _ in self.prior.parameters())
 
     def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
         """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
+        check_choice("posterior start", start, POSTERIOR_STARTS)
         if start == "noise":
             noise = torch.randn(x.shape[0], self.prior.latent_dim, generator=generator, device=x.device)
             return noise * self.posterior_init_std
-        if start not in ("sample", "mean"):
-            raise ValueError(f"posterior start must be 'noise', 'sample' or 'mean', got {start!r}")
         if self.encoder is None:
             raise ValueError(f"start={start!r} needs an encoder, but {type(self).__name__} has none")
         with torch.no_grad():
             q = self.encoder(x)
             z = q.rsample(generator) if start == "sample" else q.mean
         return z.float()
+
+    @contextlib.contextmanager
+    def evaluation_statistics(self) -> Iterator[None]:
+        """The block in which the user API and the evaluation step decode and infer: where a
+        method's decoder normalises differently outside training (DualMCMC's batch statistics).
+        Default: nothing changes."""
+        yield
+
+    #: ``{logged name: evaluation value}``: the values of :meth:`evaluation_values` whose batch
+    #: means the evaluation step logs as ``{stage}/<logged name>``.
+    logged_evaluation_values: ClassVar[Mapping[str, str]] = {"nll": "nll"}
+
+    def evaluation_values(self, x: Tensor) -> dict[str, Tensor]:
+        """The per-example values ``(B,)`` of a held-out batch ``x`` ``(B, *x_shape)`` named in
+        :attr:`evaluation_outputs` (run inside :meth:`evaluation_statistics`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_values(x)")
+
+    def chain_capture_owner_key(self) -> tuple[bool]:
+        """What the chain energies bound to this module (:meth:`posterior_chain_energy`, a
+        hierarchical layer's conditional) read of it besides the decoder and the prior, which the
+        chains freeze and the capture key fingerprints: whether the posterior includes the prior's
+        tilt. (The rest of a LightningModule, its trainer and loggers, is never read by a chain.)"""
+        return (bool(self.posterior_includes_tilt),)
+
+
+class LatentVariableHooks:
+    """The hooks of a latent-variable method, whose decoder and prior model the data (mixed into
+    :class:`lebm.models.LatentVariableModel`)."""
 
     def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
         """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
@@ -109,10 +148,3 @@ class LatentVariableHooks:
         """Whether a score over ``samples`` latents draws them from ``q(z|x)`` (``samples > 0`` and
         the model has an inference network) rather than taking them from ``infer(x)``."""
         return samples > 0 and self.encoder is not None
-
-    def chain_capture_owner_key(self) -> tuple[bool]:
-        """What the chain energies bound to this module (:meth:`posterior_chain_energy`, a
-        hierarchical layer's conditional) read of it besides the decoder and the prior, which the
-        chains freeze and the capture key fingerprints: whether the posterior includes the prior's
-        tilt. (The rest of a LightningModule, its trainer and loggers, is never read by a chain.)"""
-        return (bool(self.posterior_includes_tilt),)

@@ -7,11 +7,12 @@ from typing import Any
 
 from torch import nn
 
-from lebm.estimators import mle_loss, reconstruction_loss
+from lebm.estimators import reconstruction_loss
 from lebm.models.base import batch_observations
-from lebm.models.latent_variable import LatentVariableModel, chain_logs
+from lebm.models.latent_generator import chain_logs
+from lebm.models.latent_variable import LatentVariableModel
+from lebm.models.prior_mle import prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
-from lebm.models.settings import check_optimizer_settings
 from lebm.samplers import Langevin, Sampler
 
 
@@ -83,16 +84,6 @@ class LatentEBM(LatentVariableModel):
             divergence_after_epoch=divergence_after_epoch,
         )
         self.save_component_hyperparameters(locals())
-        check_optimizer_settings(
-            decoder_lr=decoder_lr,
-            prior_lr=prior_lr,
-            betas=betas,
-            decoder_weight_decay=decoder_weight_decay,
-            prior_weight_decay=prior_weight_decay,
-            lr_decay=lr_decay,
-            decoder_grad_clip=decoder_grad_clip,
-            prior_grad_clip=prior_grad_clip,
-        )
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
@@ -106,18 +97,14 @@ class LatentEBM(LatentVariableModel):
         logs = chain_logs("train/posterior_chain", posterior_stats)
         watch = {"train/posterior_chain_states": z_pos}
         if self.learns_prior:
-            z_neg, prior_stats = self.prior.sample(x.shape[0], generator=stream, return_diagnostics="ends")
-            logs.update(chain_logs("train/prior_chain", prior_stats))
-            watch["train/prior_chain_states"] = z_neg
+            negatives = prior_negatives(self.prior, x.shape[0], stream)
+            logs.update(negatives.logs)
+            watch.update(negatives.watch)
 
         decoder_loss = reconstruction_loss(self.decoder, x, z_pos)
         self.step_optimizers(optimizers[0], decoder_loss, clip=self.hparams.decoder_grad_clip)
         logs["train/decoder_nll"] = decoder_loss.detach()
 
         if self.learns_prior:
-            contrastive = mle_loss(self.prior.residual_energy, z_pos, z_neg)
-            self.step_optimizers(optimizers[1], contrastive.loss, clip=self.hparams.prior_grad_clip)
-            logs["train/prior_loss"] = contrastive.loss.detach()
-            logs["train/energy_pos"] = contrastive.energy_pos
-            logs["train/energy_neg"] = contrastive.energy_neg
+            logs.update(prior_mle_step(self, optimizers[1], z_pos, negatives.z, clip=self.hparams.prior_grad_clip))
         self.finish_training_step(logs, watch, batch_idx)

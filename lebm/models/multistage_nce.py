@@ -16,12 +16,15 @@ from torch import Tensor, nn
 
 from lebm.estimators import nce_loss, reconstruction_loss
 from lebm.models.base import batch_observations
-from lebm.models.latent_variable import LatentVariableModel, chain_logs
-from lebm.models.settings import check_optimizer_settings
+from lebm.models.choices import check_choice
+from lebm.models.latent_generator import chain_logs
+from lebm.models.latent_variable import LatentVariableModel
+from lebm.models.optimizers import adam_with_decay
 from lebm.models.stages import ProductOfRatiosPrior
 from lebm.samplers import Langevin, Sampler
 
-_CHOICES = {
+#: The string options and their values.
+CHOICES = {
     "earlier_ratios": ("freeze", "finetune"),
     "decoder_training": ("every_stage", "first_stage"),
     "posterior_prior": ("current", "base"),
@@ -117,19 +120,8 @@ class MultiStageNCE(LatentVariableModel):
             divergence_after_epoch=divergence_after_epoch,
         )
         self.save_component_hyperparameters(locals())
-        for name, allowed in _CHOICES.items():
-            if self.hparams[name] not in allowed:
-                raise ValueError(f"MultiStageNCE {name} must be one of {allowed}, got {self.hparams[name]!r}")
-        check_optimizer_settings(
-            decoder_lr=decoder_lr,
-            ratio_lr=ratio_lr,
-            betas=betas,
-            decoder_weight_decay=decoder_weight_decay,
-            ratio_weight_decay=ratio_weight_decay,
-            lr_decay=lr_decay,
-            decoder_grad_clip=decoder_grad_clip,
-            ratio_grad_clip=ratio_grad_clip,
-        )
+        for name, choices in CHOICES.items():
+            check_choice(f"model.init_args.{name}", self.hparams[name], choices)
         if not isinstance(self.prior, ProductOfRatiosPrior):
             raise TypeError(f"MultiStageNCE needs a ProductOfRatiosPrior, got {type(self.prior).__name__}")
         # T_k per stage; all zeros until decided (a buffer so that checkpoints keep it, mirrored
@@ -157,19 +149,10 @@ class MultiStageNCE(LatentVariableModel):
 
     # --------------------------------------------------------------- training
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        betas = tuple(hp.betas)
-        optimizers = [
-            torch.optim.Adam(
-                self.decoder.parameters(), lr=hp.decoder_lr, betas=betas, weight_decay=hp.decoder_weight_decay
-            )
-        ]
-        optimizers += [
-            torch.optim.Adam(ratio.parameters(), lr=hp.ratio_lr, betas=betas, weight_decay=hp.ratio_weight_decay)
-            for ratio in self.prior.ratios
-        ]
-        schedulers = [torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay) for opt in optimizers]
-        return optimizers, schedulers
+        """One Adam for the decoder, then one per stage's ratio net (``ratio_lr``)."""
+        nets = [("decoder", self.decoder.parameters())]
+        nets += [("ratio", ratio.parameters()) for ratio in self.prior.ratios]
+        return adam_with_decay(self.hparams, nets)
 
     def on_train_start(self) -> None:
         super().on_train_start()

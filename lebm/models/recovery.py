@@ -35,10 +35,13 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lebm.models.choices import check_choice
 from lebm.samplers import Sampler
 
 #: Key of the recovery record in a checkpoint.
 CHECKPOINT_KEY = "lebm_divergence_recovery"
+#: Where a snapshot is kept.
+SNAPSHOT_DEVICES = {"same": "the model's device", "cpu": "host memory"}
 
 
 # ------------------------------------------------------------------------------------ samplers
@@ -238,8 +241,7 @@ class RecoveryPolicy:
         for name, factor in (("step_size_factor", step_size_factor), ("lr_factor", lr_factor)):
             if factor is not None and not (isinstance(factor, (int, float)) and 0 < factor <= 1):
                 raise ValueError(f"divergence recovery: {name} must be in (0, 1], or null to leave it, got {factor!r}")
-        if snapshot_device not in ("same", "cpu"):
-            raise ValueError(f"divergence recovery: snapshot_device must be 'same' or 'cpu', got {snapshot_device!r}")
+        check_choice("divergence recovery: snapshot_device", snapshot_device, SNAPSHOT_DEVICES)
         self.max_recoveries = int(max_recoveries)
         self.snapshot_every_n_steps = int(snapshot_every_n_steps)
         self.step_size_factor = None if step_size_factor is None else float(step_size_factor)

@@ -1,10 +1,15 @@
-"""Checks of a method's optimiser settings when it is built, naming the option at fault."""
+"""Checks of a method's optimiser settings when it is built, naming the option at fault.
+
+Which hyperparameters are optimiser settings is read from their names (:func:`optimizer_settings`):
+``*_lr``, ``*_weight_decay``, ``*_grad_clip``, ``betas`` and ``lr_decay``. ``Method`` checks them
+when it saves its hyperparameters, so a method's new ``<net>_lr`` is checked without a line of its own.
+"""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -14,6 +19,10 @@ def _finite(value: Any) -> bool:
 
 #: Adam learning rates above this are almost certainly a typo for these models (the papers use 2e-6 to 3e-3).
 SUSPICIOUS_LEARNING_RATE = 0.1
+
+#: Frames from a warning in a check below up to the code that built the method: the check,
+#: :func:`check_optimizer_settings`, ``Method.save_component_hyperparameters``, the method's ``__init__``.
+_STACKLEVEL = 5
 
 
 def check_learning_rate(option: str, value: Any) -> None:
@@ -25,7 +34,7 @@ def check_learning_rate(option: str, value: Any) -> None:
         warnings.warn(
             f"{option}={value} is far above the papers' Adam rates (2e-6 to 3e-3): the nets saturate within a few "
             "steps; did you mean something like 1e-4?",
-            stacklevel=4,
+            stacklevel=_STACKLEVEL,
         )
 
 
@@ -50,10 +59,23 @@ def check_lr_decay(option: str, value: Any) -> None:
         raise ValueError(f"{option} (the learning rates' factor per epoch) must be a number >= 0, got {value}")
     if value == 0:
         warnings.warn(
-            f"{option}=0 sets every learning rate to 0 after the first epoch; the papers use 0.998", stacklevel=4
+            f"{option}=0 sets every learning rate to 0 after the first epoch; the papers use 0.998",
+            stacklevel=_STACKLEVEL,
         )
     elif value > 1:
-        warnings.warn(f"{option}={value} makes the learning rates grow every epoch; the papers use 0.998", stacklevel=4)
+        warnings.warn(
+            f"{option}={value} makes the learning rates grow every epoch; the papers use 0.998", stacklevel=_STACKLEVEL
+        )
+
+
+def is_optimizer_setting(name: str) -> bool:
+    """Whether the hyperparameter ``name`` is an optimiser setting, by its name."""
+    return name in ("betas", "lr_decay") or name.endswith(("_lr", "_weight_decay", "_grad_clip"))
+
+
+def optimizer_settings(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimiser settings among a method's ``hyperparameters`` (:func:`is_optimizer_setting`)."""
+    return {name: value for name, value in hyperparameters.items() if is_optimizer_setting(name)}
 
 
 def check_optimizer_settings(**settings: Any) -> None:

@@ -1,0 +1,306 @@
+"""The shared base of the methods with a latent generator: a decoder ``p(x|z)``, a latent prior
+``p(z)`` and posterior inference (``LatentVariableModel`` and its methods, ``DualMCMC``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lebm.compat import attached_trainer
+from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
+from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
+from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
+from lebm.models.priors import Prior
+from lebm.nets.decoders import Decoder
+from lebm.nets.encoders import InferenceNetwork
+from lebm.samplers import Sampler
+from lebm.samplers.base import SamplerOutput
+from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
+
+
+class LatentGeneratorModel(LatentGeneratorHooks, Method):
+    """A generator ``p(x|z)`` (``self.decoder``) with a latent prior ``p(z)`` (``self.prior``), an
+    optional inference network ``q(z|x)`` (``self.encoder``) and posterior inference.
+
+    **Posterior inference is a start plus an optional sampler**::
+
+        z0 = N(0, posterior_init_std^2 I) noise                   start="noise"
+           | q(z|x) reparameterised sample, or its mean           start="sample" | "mean" (needs an encoder)
+        z  = posterior_sampler(U(z) = -log p(x, z), z0)           when a posterior sampler is set
+
+    What a method on this base gets besides :class:`~lebm.models.base.Method`: the run checks
+    (latent sizes across the parts, the data's kind and shape against the decoder's), the
+    decoder's per-batch training noise, the user-input check (:meth:`observations`), ``infer(x)``
+    ``(B, latent_dim)``, ``reconstruct(x)`` ``(B, *x_shape)`` = ``decode(infer(x))`` and the
+    evaluation step, which logs the batch means of :attr:`logged_evaluation_values` and returns
+    :meth:`evaluation_values`. ``generate``, ``score`` and what the evaluation returns are the
+    method's: :class:`~lebm.models.LatentVariableModel` scores ``-log p(x, z)``, ``DualMCMC`` its
+    data-space energy. Inference and decoding in the user API and the evaluation step run inside
+    :meth:`evaluation_statistics`.
+
+    Args:
+        decoder: the observation model (owns the likelihood: ``nll``, ``decode``, ``metrics``).
+        prior: the latent prior.
+        encoder: an inference network ``q(z|x)`` (None: chains start from noise).
+        posterior_sampler: the posterior chain (None: the encoder's latents are the posterior).
+        posterior_init_std: standard deviation of the noise that posterior chains start from.
+        divergence_limits: see :class:`~lebm.models.base.Method`.
+        divergence_after_epoch: see :class:`~lebm.models.base.Method`.
+    """
+
+    decoder: Decoder
+    prior: Prior
+    encoder: InferenceNetwork | None
+    posterior_sampler: Sampler | None
+    #: train/eval mode of the decoder and prior during the posterior chain (None: unchanged).
+    posterior_chain_mode: ModuleMode | None = None
+    #: the option that sets the latent size (named when a net's latent size disagrees).
+    latent_size_option: str = "model.init_args.prior.init_args.latent_dim"
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        prior: Prior,
+        encoder: InferenceNetwork | None = None,
+        posterior_sampler: Sampler | None = None,
+        posterior_init_std: float = 1.0,
+        divergence_limits: Mapping[str, float] | None = None,
+        divergence_after_epoch: int = 0,
+    ) -> None:
+        super().__init__(divergence_limits, divergence_after_epoch)
+        require_components(decoder=decoder, prior=prior)
+        self.decoder = ensure_component(decoder, "decoder")
+        if not isinstance(self.decoder, Decoder):
+            raise TypeError(
+                f"`decoder` must be a lebm.nets.Decoder, got {type(self.decoder).__name__}: subclass "
+                "lebm.nets.Decoder (nll and decode are required, its other members have defaults; "
+                "docs/extending.md)"
+            )
+        self.prior = ensure_component(prior, "prior", Prior)
+        self.encoder = optional_component(encoder, "encoder", InferenceNetwork)
+        self.posterior_sampler = optional_component(posterior_sampler, "posterior_sampler", Sampler)
+        if self.encoder is None and self.posterior_sampler is None:
+            raise ValueError(
+                f"{type(self).__name__} needs posterior inference: an encoder, a posterior_sampler, or both"
+            )
+        if posterior_init_std <= 0:
+            raise ValueError(f"posterior_init_std must be > 0, got {posterior_init_std}")
+        self.posterior_init_std = float(posterior_init_std)
+
+    # ------------------------------------------------------------------------------ checks
+    def check_run(self, datamodule: Any = None) -> None:
+        """The latent size agrees across prior, generator, energy net and encoder, and the decoder
+        makes observations of the data's shape (``datamodule.sample_shape`` when known) and kind
+        (sentences for a decoder that reads token ids, arrays for the others)."""
+        if datamodule is not None:
+            sentences = hasattr(datamodule, "vocabulary")  # TextDataModule, or a user's text datamodule
+            arrays = not sentences and getattr(datamodule, "sample_shape", None) is not None
+            if (sentences or arrays) and sentences != bool(self.decoder.reads_tokens):
+                data = "sentences (token ids)" if sentences else "arrays (images or vectors)"
+                wanted = "token ids" if self.decoder.reads_tokens else "arrays (images or vectors)"
+                fix = "a text recipe, e.g. recipes/latent_ebm/text_quickstart.yaml" if sentences else "an image recipe"
+                raise ValueError(
+                    f"the data ({type(datamodule).__name__}) are {data}, but the decoder "
+                    f"({type(self.decoder).__name__}) models {wanted}: use {fix}, or a datamodule of the decoder's kind"
+                )
+        size = self.prior.latent_dim
+        prior_option = self.latent_size_option
+        parts = [
+            (
+                "the generator",
+                self.decoder.generator_net(),
+                "latent_dim",
+                "model.init_args.decoder.init_args.net.init_args.latent_dim",
+            )
+        ]
+        for name, net in latent_nets(self.prior):
+            parts.append((name, net, "in_dim", f"model.init_args.prior.init_args.{name.split()[-1]}.init_args.in_dim"))
+        if self.encoder is not None:
+            parts.append(("the encoder", self.encoder, "latent_dim", "model.init_args.encoder.init_args.latent_dim"))
+        for name, net, attribute, option in parts:
+            if option == prior_option:  # the net whose option defines the latent size agrees with itself
+                continue
+            declared = getattr(net, attribute, None)
+            if isinstance(declared, int) and declared != size:
+                raise ValueError(
+                    f"latent sizes disagree: the latent size is {size} ({prior_option}) but {name} "
+                    f"({type(net).__name__}) takes {attribute}={declared}. Set {option} to {size} "
+                    f"(or {prior_option} to {declared})"
+                )
+        if datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
+            self.decoder.bind_data(datamodule)
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        z = torch.zeros(2, size, device=device)
+        with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
+            decoded = self._probe("the generator", lambda: self.decoder.decode(z), size)
+            self._probe("the prior's energy net", lambda: self.prior.energy(z), size)
+        shape = getattr(datamodule, "sample_shape", None)
+        if shape is not None and tuple(decoded.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"the data are {tuple(shape)} per example but the decoder's generator "
+                f"({type(self.decoder.generator_net()).__name__}) makes {tuple(decoded.shape[1:])}: make "
+                "them agree (data.init_args.channels / image_size, or the generator's channels / image_size / "
+                "out_shape under model.init_args.decoder.init_args.net.init_args)"
+            )
+
+    @staticmethod
+    def _probe(name: str, work: Callable[[], Tensor], size: int) -> Tensor:
+        try:
+            return work()
+        except RuntimeError as error:
+            reason = str(error).splitlines()[0]
+            raise ValueError(
+                f"{name} cannot take latents of the prior's size {size} ({reason}): its input size must equal "
+                "model.init_args.prior.init_args.latent_dim"
+            ) from None
+
+    # ------------------------------------------------------------------- posterior inference
+    def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
+        """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
+        reference term, which chains add analytically (``reference_precision``).
+        ``with_prior_tilt=False`` leaves out the prior's residual energy too (posterior under the
+        Gaussian reference alone)."""
+        if x.is_inference():  # a batch from an inference-mode loop: chains need a normal tensor
+            with torch.inference_mode(False):
+                x = x.clone()
+        tilt = with_prior_tilt and self.posterior_includes_tilt
+        return lambda z: self.joint_chain_energy(z, x, tilt)
+
+    def posterior_chain_energy(self, z: Tensor, x: Tensor) -> Tensor:
+        """``-log p(x, z)`` ``(B,)`` without the reference term, as the posterior chains call it:
+        ``energy_fn(z, x)``, one function for every batch, the batch passed as the chain's input
+        (so that a captured chain replays on each new batch)."""
+        return self.joint_chain_energy(z, x, self.posterior_includes_tilt)
+
+    def joint_chain_energy(self, z: Tensor, x: Tensor, with_prior_tilt: bool) -> Tensor:
+        """``nll(x|z)`` plus, when ``with_prior_tilt``, the prior's residual energy ``(B,)``."""
+        nll = self.decoder.nll(x, z)
+        residual = self.prior.residual_energy(z) if with_prior_tilt else None
+        return nll if residual is None else nll + residual
+
+    def infer(
+        self,
+        x: Tensor,
+        *,
+        start: PosteriorStart | None = None,
+        refine: bool = True,
+        sampler: Sampler | None = None,
+        generator: torch.Generator | None = None,
+        return_diagnostics: Diagnostics = False,
+    ) -> SamplerOutput:
+        """Posterior latents ``(B, latent_dim)`` (``(z, diagnostics)`` with ``return_diagnostics``),
+        inside :meth:`evaluation_statistics`.
+
+        Args:
+            x: observations ``(B, *x_shape)`` (or what the decoder's ``prepare`` takes: sentences).
+            start: ``"noise"``, ``"sample"`` or ``"mean"``; default: the encoder's mean when there
+                is an encoder, else noise.
+            refine: run the posterior chain from the start (False: the start is the answer).
+            sampler: a chain to use instead of ``posterior_sampler``.
+            generator: random stream (None: torch's global RNG).
+        """
+        with self.evaluation_statistics():
+            x = self.observations(x)
+            if start is None:
+                start = "noise" if self.encoder is None else "mean"
+            z0 = self.posterior_start(x, start, generator)
+            chain = check_sampler(sampler) if sampler is not None else self.posterior_sampler
+            if not refine or chain is None:
+                return (z0, {}) if return_diagnostics else z0
+            return chain(
+                self.posterior_chain_energy,
+                z0,
+                inputs=(x,),
+                reference_precision=self.prior.reference_precision,
+                freeze=[self.decoder, self.prior],
+                module_mode=self.posterior_chain_mode,
+                generator=generator,
+                return_diagnostics=return_diagnostics,
+            )
+
+    # ------------------------------------------------------------------- per-batch noise
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Hold the decoder's training noise for this batch (its ``hold_noise``, e.g. the text
+        decoder's word dropout): drawn once from the per-rank training stream, so the
+        posterior chain's energy ``-log p(x, z)`` stays one function through all its steps and
+        the decoder's update, and the draws differ across ranks and resume exactly."""
+        self.decoder.hold_noise(batch_observations(batch), generator=self.train_generator)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.decoder.release_noise()
+        super().on_train_batch_end(outputs, batch, batch_idx)
+
+    # ---------------------------------------------------------------------------- user API
+    def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
+        """``-log p(x, z) + const`` ``(B,)``: ``nll(x|z) + U_prior(z)``."""
+        return self.decoder.nll(x, z) + self.prior.energy(z)
+
+    def observations(self, data: Any) -> Tensor:
+        """User input as the tensor the decoder reads: the decoder's ``prepare`` (a text decoder
+        encodes strings to token ids; arrays and lists become tensors); outside a training or
+        evaluation loop (the Python API) also the decoder's ``check_observations``."""
+        x = self.decoder.prepare(data, self.device)
+        trainer = attached_trainer(self)
+        in_a_loop = trainer is not None and trainer.state.stage is not None
+        if not in_a_loop and isinstance(x, Tensor):
+            self.decoder.check_observations(x)
+        return x
+
+    def presented(self, x: Tensor, raw: bool) -> Any:
+        """Decoded observations in the user's form: the decoder's ``present`` (strings for text;
+        by default the tensor itself) unless ``raw``."""
+        return x if raw else self.decoder.present(x)
+
+    def decoded_prior_samples(
+        self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``g(z)`` ``(n, *x_shape)`` for ``z ~ prior`` ``(n, latent_dim)`` (drawn by ``sampler``
+        instead of the prior's own, when given), inside :meth:`evaluation_statistics`; no gradients."""
+        with torch.no_grad(), self.evaluation_statistics():
+            z = self.prior.sample(check_count(n), sampler=check_sampler(sampler), generator=generator)
+            return self.decoder.decode(z)
+
+    def reconstruct(self, x: Any, *, raw: bool = False, **infer_kwargs: Any) -> Any:
+        """``g(infer(x))`` ``(B, *x_shape)``, decoded inside :meth:`evaluation_statistics`; text in,
+        text out (``raw=True``: token ids); ``infer_kwargs`` go to :meth:`infer`."""
+        z = self.infer(x, **infer_kwargs)
+        with torch.no_grad(), self.evaluation_statistics():
+            return self.presented(warn_if_not_finite(self.decoder.decode(z), "reconstruct(x)"), raw)
+
+    # --------------------------------------------------------------------------- evaluation
+    def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
+        """Inside :meth:`evaluation_statistics`, the method's :meth:`evaluation_values` of a
+        held-out batch (its chains draw from the evaluation stream); logs ``{stage}/<name>``, the
+        batch mean of each value :attr:`logged_evaluation_values` names, and returns the values ``(B,)``."""
+        x = batch_observations(batch)
+        with self.evaluation_statistics():
+            values = self.evaluation_values(x)
+        for name, value in self.logged_evaluation_values.items():
+            self.log(f"{stage}/{name}", values[value].mean(), sync_dist=True, batch_size=len(x))
+        return values
+
+
+def latent_nets(prior: Prior) -> list[tuple[str, nn.Module]]:
+    """The nets of a prior that read latents: ``("the prior's energy_net", net)``, or its ratio nets."""
+    found = []
+    if isinstance(getattr(prior, "energy_net", None), nn.Module):
+        found.append(("the prior's energy_net", prior.energy_net))
+    for net in getattr(prior, "ratios", ()):
+        found.append(("the prior's ratio_net", net))
+    return found
+
+
+def chain_logs(prefix: str, stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Energy and gradient norm (and any other per-step series) at the first and last step of a
+    chain; a Metropolis-adjusted chain's acceptance as its mean over the steps (no host sync)."""
+    logs: dict[str, Tensor] = {}
+    for name, per_step in stats.items():
+        if name == "acceptance" and len(per_step):
+            logs[f"{prefix}_acceptance"] = per_step.mean()
+        elif len(per_step):
+            logs[f"{prefix}_{name}_first"] = per_step[0]
+            logs[f"{prefix}_{name}_last"] = per_step[-1]
+    return logs
