@@ -45,14 +45,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
     - ``score(x)`` -> ``(B,)``: anomaly score ``-log p(x, z)`` at ``z = infer(x)``; higher means
       more anomalous (the papers rank by the unnormalised ``log p(x, z)``, the same order flipped).
 
-    Args:
-        decoder: the observation model (owns the likelihood: ``nll``, ``decode``, ``metrics``).
-        prior: the latent prior.
-        encoder: an inference network ``q(z|x)`` (None: chains start from noise).
-        posterior_sampler: the posterior chain (None: the encoder's latents are the posterior).
-        posterior_init_std: standard deviation of the noise that posterior chains start from.
-        divergence_limits: see :class:`~lebm.models.base.Method`.
-        divergence_after_epoch: see :class:`~lebm.models.base.Method`.
+    The constructor's arguments are :class:`~lebm.models.latent_generator.LatentGeneratorModel`'s.
     """
 
     @property
