@@ -11,6 +11,9 @@ import lightning as L
 import pytest
 import torch
 
+from tests.helpers.scripts import load_script
+from tests.helpers.trainers import quiet_trainer
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -145,8 +148,7 @@ def test_train_step_names_the_device_the_iterations_ran_on_not_where_fit_left_th
     """Lightning moves the model back to the CPU when fit ends; the label, the baseline and the
     generate timing must use the device of the timed iterations. Here the model reports the meta
     device after fit, so any reading of ``model.device`` taken afterwards would say "meta" (or fail)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import train_step
+    train_step = load_script("benchmarks/train_step.py")
 
     class SendAwayAtTheEnd(L.Callback):
         def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -226,15 +228,6 @@ def test_fid_layout_times_both_layouts_and_finds_the_same_features() -> None:
 # -- benchmarks/gpu_check.py: the one command for a lent GPU machine (these tests are CPU-only) --
 
 
-def import_benchmark(name: str):
-    """A module of ``benchmarks/`` (its scripts import each other by name)."""
-    import importlib
-
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    return importlib.import_module(name)
-
-
 def test_gpu_check_without_cuda_exits_at_once_with_status_2_and_runs_nothing(tmp_path) -> None:
     """Device: CPU (conftest hides any GPU from the subprocess). No test, no training, no file."""
     import time
@@ -281,7 +274,7 @@ more lines</failure>
 def test_gpu_check_reads_a_junit_report_into_counts_and_failing_ids_with_their_first_message_line(tmp_path) -> None:
     """Device: CPU. Ids in pytest's form (file, class, test, parameters), messages cut to one line; the
     nameless entry pytest writes for a test an interrupt stopped (seen on the H100) is no pass."""
-    gpu_check = import_benchmark("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
     report = tmp_path / "junit.xml"
     report.write_text(JUNIT)
     parsed = gpu_check.parse_junit(report)
@@ -330,7 +323,7 @@ def synthetic_suite_rows() -> list[dict]:
 def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_rows() -> None:
     """Device: CPU. Thresholds count as met when reached exactly; a missing, failed or skipped row, or
     a row whose ratio could not be formed (its eager row failed), is not measured (None), never met."""
-    gpu_check = import_benchmark("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
     quick = {"status": "completed", "epochs_timed": 10, "speedup_vs_reference": 5.0}
     tier = {"status": "completed", "junit": "gpu_junit.xml", "tests": 40, "passed": 39, "failed": 1, "errors": 0}
     targets = gpu_check.evaluate_targets(synthetic_suite_rows(), quick, {**tier, "skipped": 0})
@@ -377,7 +370,7 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
 
 def test_gpu_check_times_the_quickstart_epochs_from_the_second_on() -> None:
     """Device: CPU. it/s per epoch from the epoch clock's record; the median leaves out epoch 1."""
-    gpu_check = import_benchmark("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
     epochs = [{"batches": 14, "train_seconds": 7.0, "epoch_seconds": 8.0}] + [
         {"batches": 14, "train_seconds": s, "epoch_seconds": s + 0.1} for s in (0.25, 0.28, 0.2)
     ]
@@ -389,7 +382,7 @@ def test_gpu_check_times_the_quickstart_epochs_from_the_second_on() -> None:
 
 def test_suite_gives_each_path_its_peak_memory_over_the_eager_paths() -> None:
     """Device: CPU. ``peak_mem_vs_eager`` on every row but the eager one, and a column for it."""
-    suite = import_benchmark("suite")
+    suite = load_script("benchmarks/suite.py")
     common = {"recipe": "recipes/quickstart.yaml", "device": "GPU", "batch_size": 100}
     rows = [
         {**common, "path": "eager", "sec_per_iter": 2.0, "peak_mem_mb": 1000.0},
@@ -409,7 +402,8 @@ def test_suite_gives_each_path_its_peak_memory_over_the_eager_paths() -> None:
 
 def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None:
     """Device: CPU (``--table`` needs no GPU). The targets and the suite's rows, as docs/performance.md takes them."""
-    gpu_check = import_benchmark("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    load_script("benchmarks/suite.py")  # gpu_check's markdown imports it by name
     rows = [
         {"suite_method": "latent_ebm", "recipe": "recipes/latent_ebm/svhn.yaml", "path": "eager", "error": ["x"]},
         {"suite_method": "latent_ebm", "recipe": "recipes/latent_ebm/svhn.yaml", "path": "captured", "skipped": "late"},
@@ -471,18 +465,14 @@ def clocked_fit(tmp_path: Path, accelerator: str) -> dict:
     from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
     from lebm.samplers import Langevin
 
-    epoch_clock = import_benchmark("epoch_clock")
+    epoch_clock = load_script("benchmarks/epoch_clock.py")
     decoder = GaussianDecoder(MLPGenerator(4, [2], hidden=16, out_activation=None), sigma=0.3)
     model = LatentEBM(decoder, TiltedGaussianPrior(4, EnergyMLP(4, hidden=16), sampler=Langevin(3, 0.4)))
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(96, 2)), batch_size=32)
 
     clock = epoch_clock.EpochClock(out=str(tmp_path / "clock.json"))
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         accelerator=accelerator,
         devices=1,
         inference_mode=False,
@@ -523,7 +513,7 @@ def test_on_a_gpu_the_epoch_clock_synchronises_once_at_each_end_of_an_epoch_not_
 def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_path: Path) -> None:
     """CPU. The profile stage (a second GPU call's work): each run's JSON in the record, a failing
     run's last lines instead, a run the deadline cannot fit skipped; one table row each."""
-    gpu_check = import_benchmark("gpu_check")
+    gpu_check = load_script("benchmarks/gpu_check.py")
     quick = ("--recipe", "recipes/quickstart.yaml", "--accelerator", "cpu", "--iters", "2", "--warmup", "1")
     few = ("--recipe", "recipes/quickstart.yaml", "--iters", "5", "--repeats", "1")
     runs = (
@@ -548,7 +538,7 @@ def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_p
 
 def test_profile_step_counts_the_device_time_covered_once_however_intervals_overlap() -> None:
     """CPU. The device's busy time is the union of its kernel intervals."""
-    profile_step = import_benchmark("profile_step")
+    profile_step = load_script("benchmarks/profile_step.py")
     assert profile_step.union_length([(0, 2), (1, 3), (5, 6), (5.5, 5.7), (10, 10)]) == 4
     assert profile_step.union_length([]) == 0
 
@@ -569,7 +559,7 @@ def test_profile_step_counts_kernels_and_copies_as_device_work_not_waits_or_rang
     counting them as busy time would hide the very idle time the profile is for."""
     from types import SimpleNamespace
 
-    profile_step = import_benchmark("profile_step")
+    profile_step = load_script("benchmarks/profile_step.py")
     work = profile_step.is_device_work
     assert work(SimpleNamespace(name="void at::native::vectorized_elementwise_kernel<4>", activity_type="kernel"))
     assert work(SimpleNamespace(name="Memcpy HtoD (Pageable -> Device)", activity_type="gpu_memcpy"))

@@ -19,9 +19,9 @@ import torch
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loops import _FitLoop, _TrainingEpochLoop
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.compat import attached_trainer, logging_as_hook
+from tests.helpers.trainers import quiet_trainer
 
 LEBM = Path(__file__).resolve().parents[1] / "lebm"
 SEAM = LEBM / "compat.py"
@@ -37,7 +37,7 @@ def dependency_private_names() -> set[str]:
     lightning_classes += (_FitLoop, _TrainingEpochLoop)
     names = private_names(*lightning_classes)
     names |= private_names(jsonargparse.ArgumentParser, jsonargparse.Namespace)
-    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    trainer = quiet_trainer(accelerator="cpu")
     names |= {name for name in vars(trainer) if re.fullmatch(r"_[a-z]\w*", name)}
     names |= {name for name in vars(L.LightningModule()) if re.fullmatch(r"_[a-z]\w*", name)}
     torch_module = private_names(torch.nn.Module) | set(vars(torch.nn.Module()))  # torch's, not Lightning's

@@ -8,12 +8,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import lightning as L
 import pytest
 import torch
-from cli_runner import SHORT_RUN, run_cli
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm import devices as device_checks
 from lebm.devices import check_device_settings
@@ -22,12 +19,14 @@ from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.randomness import CHECKPOINT_KEY
 from lebm.samplers import Langevin
 from lebm.speed.numerics import apply_tf32, tf32_state
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 
 # --------------------------------------------------------------------------- the test policy
 def test_a_cpu_test_sees_no_gpu_here_nor_in_the_processes_it_starts() -> None:
     assert not torch.cuda.is_available() and torch.cuda.device_count() == 0
-    assert L.Trainer(accelerator="auto", logger=False).strategy.root_device.type == "cpu"
+    assert quiet_trainer(accelerator="auto").strategy.root_device.type == "cpu"
     child = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
         capture_output=True,

@@ -3,7 +3,6 @@ gradients are reduced per optimiser (the rank invariants are in the method contr
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from jsonargparse import Namespace
@@ -13,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.cli.app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from tests.helpers.trainers import quiet_trainer
 
 
 @pytest.mark.parametrize(
@@ -39,14 +39,8 @@ def test_requested_processes_counts_devices_and_nodes() -> None:
 def test_plain_ddp_is_refused_before_training_with_the_fix(tmp_path) -> None:
     decoder = GaussianDecoder(MLPGenerator(2, [2], hidden=8, out_activation=None))
     model = LatentEBM(decoder, TiltedGaussianPrior(2, EnergyMLP(2, hidden=8)))
-    trainer = L.Trainer(
-        strategy=DDPStrategy(start_method="spawn"),
-        devices=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=str(tmp_path),
+    trainer = quiet_trainer(
+        strategy=DDPStrategy(start_method="spawn"), devices=2, accelerator="cpu", default_root_dir=str(tmp_path)
     )
     with pytest.raises(Exception, match="use strategy='lebm_ddp'"):
         trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))

@@ -19,7 +19,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from page_parts import (
+from torch.utils.data import DataLoader, TensorDataset
+
+from lebm.callbacks import ReconstructionMSE
+from lebm.cli.resolve import resolve_recipe
+from lebm.config import build, to_config, try_to_config
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin, Sampler
+from tests.helpers.page_parts import (
     EXAMPLE_MARK,
     MODULE,
     MODULE_MARK,
@@ -30,15 +38,7 @@ from page_parts import (
     recipe_snippets,
     write_recipe,
 )
-from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
-
-from lebm.callbacks import ReconstructionMSE
-from lebm.cli.resolve import resolve_recipe
-from lebm.config import build, to_config, try_to_config
-from lebm.models import LatentEBM, TiltedGaussianPrior
-from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from lebm.samplers import Langevin, Sampler
+from tests.helpers.trainers import quiet_trainer
 
 
 def example(title: str) -> str:
@@ -248,17 +248,7 @@ def test_the_generator_makes_images_in_minus_one_to_one(parts) -> None:
 
 
 def tiny_trainer(**kwargs) -> L.Trainer:
-    settings = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    settings.update(kwargs)
-    return L.Trainer(**settings)
+    return quiet_trainer(**{"max_epochs": 1, "accelerator": "cpu", "num_sanity_val_steps": 0, **kwargs})
 
 
 def images_loader(n: int = 48, batch_size: int = 16) -> DataLoader:
@@ -427,7 +417,7 @@ def test_an_init_arg_left_unstated_carries_over_from_the_replaced_class(parts, t
 
 
 def test_a_recipe_with_a_plain_module_trains_and_its_checkpoint_rebuilds_it(parts, tmp_path) -> None:
-    from cli_runner import run_cli
+    from tests.helpers.cli_runner import run_cli
 
     path = write_recipe(recipe_snippets()["my_energy.yaml"], tmp_path, "my_energy.yaml")
     run = tmp_path / "run"
@@ -445,7 +435,7 @@ def test_a_recipe_with_a_plain_module_trains_and_its_checkpoint_rebuilds_it(part
 
 
 def test_a_recipe_naming_a_module_python_cannot_import_says_so(parts, tmp_path, monkeypatch, capsys) -> None:
-    from cli_runner import run_cli
+    from tests.helpers.cli_runner import run_cli
 
     path = write_recipe(recipe_snippets()["my_sampler.yaml"], tmp_path, "my_sampler.yaml")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if not (Path(p) / f"{MODULE}.py").exists()])

@@ -4,10 +4,8 @@ latents, the chain noise switch, the cached reference and the FID curve over epo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,19 +19,14 @@ from lebm.data import ImageDataModule
 from lebm.models import DualMCMC
 from lebm.nets import ConvEncoder, GaussianDecoder, SNGANGenerator, SNResNetEnergy
 from lebm.samplers import Langevin
+from tests.helpers.scripts import load_script
+from tests.helpers.trainers import quiet_trainer
 
-REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--samples", "100", "--reference", "300", "--batch-size", "50", "--features", "small", "--device", "cpu"]
 
 
 def sweep_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "dual_mcmc_revision_sweep", REPO / "experiments/dual_mcmc_revision_sweep.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclass looks its module up)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/dual_mcmc_revision_sweep.py")
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +43,13 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         posterior_sampler=Langevin(3, 0.1),
     )
     data = ImageDataModule(dataset="digits", image_size=8, channels=1, batch_size=50, val_size=0.1, validate_on="val")
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=2,
         limit_train_batches=2,
         limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         accelerator="cpu",
         default_root_dir=str(root),
+        enable_checkpointing=True,
         callbacks=[ModelCheckpoint(dirpath=root / "checkpoints", save_top_k=-1, every_n_epochs=1)],
     )
     threads = torch.get_num_threads()
@@ -209,9 +200,7 @@ def test_the_curve_scores_every_epoch_checkpoint_and_the_records_render(run_dir:
     assert records[0]["value"] != records[2]["value"]  # the generator trained in between
     assert json.loads(out.read_text()) == records
     # the records are results records: docs/results.md renders them
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_results_md
-
+    make_results_md = load_script("scripts/make_results_md.py")
     text = make_results_md.render(records, [])
     assert "## digits_revision_curve" in text and "fid_raw_epoch002" in text
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainers import quiet_trainer
 
 import lebm
 from lebm.callbacks import FID, AnomalyDetection
@@ -30,6 +29,7 @@ from lebm.metrics import SmallConvFeatures
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]  # minutes: run with -m gpu (slow ones included)
 

@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_runner import REPO, run_cli
+
+from tests.helpers.cli_runner import REPO, run_cli
 
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 SHORT = [

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from cli_runner import run_cli
 
 from lebm.cli.recipes import RecipeError, expand_includes, included_files
+from tests.helpers.cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 FRAGMENT_DIRS = ("data", "evaluation", "speed")

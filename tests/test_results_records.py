@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -28,8 +30,7 @@ def test_records_have_the_required_fields() -> None:
 
 
 def test_generator_renders_paper_values_next_to_ours(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_results_md
+    make_results_md = load_script("scripts/make_results_md.py")
 
     ours = [
         {
@@ -53,8 +54,7 @@ def test_generator_renders_paper_values_next_to_ours(tmp_path: Path) -> None:
 
 
 def test_generator_renders_the_auprc_curve_of_records_that_keep_it() -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_results_md
+    make_results_md = load_script("scripts/make_results_md.py")
 
     record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_offline", "metric": "auprc"}
     ours = [{**record, "digit": 4, "value": 0.6, "auprc_by_epoch": [0.5, 0.6]}, {**record, "digit": 9, "value": 0.4}]
@@ -67,8 +67,7 @@ def test_generator_renders_the_auprc_curve_of_records_that_keep_it() -> None:
 
 
 def test_the_terms_of_the_score_and_a_test_split_read_once_get_their_own_columns() -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_results_md
+    make_results_md = load_script("scripts/make_results_md.py")
 
     record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_selection", "metric": "auprc"}
     ours = [
@@ -84,8 +83,7 @@ def test_the_terms_of_the_score_and_a_test_split_read_once_get_their_own_columns
 
 
 def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "experiments"))
-    from mnist_anomaly_offline import save_record
+    save_record = load_script("experiments/mnist_anomaly_offline.py").save_record
 
     output = tmp_path / "records.json"
     identity = lambda r: (r["digit"], r["metric"], r.get("setting"))  # noqa: E731
@@ -100,8 +98,7 @@ def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
 def test_a_record_keeps_each_terms_mean_of_the_last_evaluations_and_its_curve() -> None:
     """CPU. The anomaly runner reads the callback's state: each term's AUPRC is averaged over the
     same last k evaluations as the whole score's, and its per-epoch values are kept."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    from mnist_anomaly_offline import term_summaries
+    term_summaries = load_script("experiments/mnist_anomaly_offline.py").term_summaries
 
     state = {"history": [0.1, 0.2, 0.3], "term_history": {"prior_term": [0.9, 0.5, 0.7], "reconstruction_term": [0.2]}}
     summaries = term_summaries(state, k=2)
@@ -115,8 +112,7 @@ def test_runners_read_the_newest_last_checkpoint_not_a_stale_one(tmp_path: Path)
     as ``last-v1.ckpt``; the experiment runners must read that one."""
     import os
 
-    sys.path.insert(0, str(REPO / "experiments"))
-    from records import newest_last_checkpoint
+    newest_last_checkpoint = load_script("experiments/records.py").newest_last_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -134,8 +130,7 @@ def test_runners_read_the_newest_last_checkpoint_not_a_stale_one(tmp_path: Path)
 def test_a_rescored_dual_mcmc_record_keeps_the_command_that_fitted_its_run() -> None:
     """CPU. ``dual_mcmc_mnist.py --skip-fit`` re-scores a run it did not fit: its records name the
     earlier records' fit command, whether those fitted the run or were themselves re-scores."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    from dual_mcmc_mnist import fit_command
+    fit_command = load_script("experiments/dual_mcmc_mnist.py").fit_command
 
     fitted = [{"metric": "fid_raw", "command": "python experiments/dual_mcmc_mnist.py -- --trainer.max_epochs 6"}]
     assert fit_command(fitted) == fitted[0]["command"]
@@ -148,10 +143,8 @@ def test_a_record_holds_both_readings_and_the_papers_last_10(tmp_path: Path) -> 
     """Device: CPU. From the callback's histories: average precision and trapezoid over the
     recipe's last k, and both over the last 10 (the papers' reading); the split and its overlap
     get their own columns, and a cited-split row is labelled as such."""
-    sys.path.insert(0, str(REPO / "experiments"))
-    sys.path.insert(0, str(REPO / "scripts"))
-    import make_results_md
-    from mnist_anomaly_offline import readings
+    make_results_md = load_script("scripts/make_results_md.py")
+    readings = load_script("experiments/mnist_anomaly_offline.py").readings
 
     history = [0.1 * i for i in range(12)]  # 0.0 ... 1.1
     state = {"history": history, "trapezoid_history": [v + 0.01 for v in history]}

@@ -18,9 +18,9 @@ import torch
 import torchmetrics.metric
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.callbacks import AnomalyDetection
+from tests.helpers.trainers import quiet_trainer
 
 ANOMALY = 4
 PER_RANK = 40  # 4 batches of 10 on each rank; 4 anomalies each

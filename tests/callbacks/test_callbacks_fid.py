@@ -44,6 +44,7 @@ from lebm.metrics.references import (
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 # ------------------------------------------------------------------ independent references
@@ -241,22 +242,19 @@ def tiny_image_model() -> LatentEBM:
     return LatentEBM(decoder, prior, posterior_sampler=Langevin(3, 0.1))
 
 
-def quiet_trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs) -> L.Trainer:
+def fid_trainer(tmp_path: Path, callbacks: list[L.Callback], **kwargs) -> L.Trainer:
+    """A short quiet run: one epoch of two training batches and one validation batch."""
     options = dict(
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
-        logger=False,
         inference_mode=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         devices=1,
     )
     options.update(kwargs)
-    return L.Trainer(callbacks=callbacks, **options)
+    return quiet_trainer(callbacks=callbacks, **options)
 
 
 def test_callback_fid_equals_scipy_on_the_same_features_and_caches_the_reference(tmp_path: Path, monkeypatch) -> None:
@@ -265,7 +263,7 @@ def test_callback_fid_equals_scipy_on_the_same_features_and_caches_the_reference
         feature_extractor=SmallConvFeatures(), num_samples=64, batch_size=32, num_reference=128, cache_dir=str(cache)
     )
     datamodule = ImageDataModule(dataset="digits", batch_size=50)
-    trainer = quiet_trainer(tmp_path / "run1", [fid])
+    trainer = fid_trainer(tmp_path / "run1", [fid])
     model = tiny_image_model()
     trainer.fit(model, datamodule)
     value = float(trainer.callback_metrics["val/fid"])
@@ -295,7 +293,7 @@ def test_callback_fid_equals_scipy_on_the_same_features_and_caches_the_reference
     again = FID(
         feature_extractor=SmallConvFeatures(), num_samples=64, batch_size=32, num_reference=128, cache_dir=str(cache)
     )
-    result = quiet_trainer(tmp_path / "run2", [again], inference_mode=True).test(
+    result = fid_trainer(tmp_path / "run2", [again], inference_mode=True).test(
         model, ImageDataModule(dataset="digits", batch_size=50), verbose=False
     )
     assert result[0]["test/fid"] == pytest.approx(value, rel=1e-9)  # same model, same seeds
@@ -353,7 +351,7 @@ def test_names_and_argument_errors() -> None:
     with pytest.raises(ValueError, match="first_epoch"):
         FID(first_epoch=0)
     with pytest.raises(RuntimeError, match="state_key"):  # two callbacks logging the same name
-        L.Trainer(callbacks=[FID(), FID()], logger=False, enable_checkpointing=False)
+        quiet_trainer(callbacks=[FID(), FID()])
 
 
 def test_kid_without_reference_features_fails_before_any_sampling(tmp_path: Path) -> None:
@@ -446,7 +444,7 @@ def noise_fid(tmp_path: Path, **kwargs: Any) -> RecordedFID:
 
 def test_schedule_scores_after_first_epoch_every_n_and_the_last(tmp_path: Path) -> None:
     fid = noise_fid(tmp_path, every_n_epochs=2, first_epoch=2)
-    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=5)
+    trainer = fid_trainer(tmp_path / "run", [fid], max_epochs=5)
     trainer.fit(NoiseImages(), *loaders())  # limit_train_batches=2 of 4 batches per epoch
     assert fid.steps == [4, 8, 10]  # after epochs 2, 4 and 5
     assert np.isfinite(float(trainer.callback_metrics["val/fid"]))
@@ -460,7 +458,7 @@ def test_schedule_of_the_official_script_and_the_default() -> None:
 
 def test_a_final_epoch_on_the_schedule_and_mid_epoch_validations_score_once(tmp_path: Path) -> None:
     fid = noise_fid(tmp_path, every_n_epochs=1)
-    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=2, val_check_interval=0.5)
+    trainer = fid_trainer(tmp_path / "run", [fid], max_epochs=2, val_check_interval=0.5)
     trainer.fit(NoiseImages(), *loaders(n_train_batches=2))  # validations after 1, 2, 3, 4 steps
     assert fid.steps == [2, 4]
 
@@ -470,7 +468,7 @@ def test_a_run_that_stops_itself_gets_its_final_model_scored(tmp_path: Path, val
     fid = noise_fid(tmp_path, every_n_epochs=10)
     logger = RecordingLogger()
     limit_val = 1 if validation else 0  # without validation, on_train_end scores it
-    trainer = quiet_trainer(tmp_path / "run", [fid], max_epochs=10, logger=logger, limit_val_batches=limit_val)
+    trainer = fid_trainer(tmp_path / "run", [fid], max_epochs=10, logger=logger, limit_val_batches=limit_val)
     trainer.fit(NoiseImages(stop_in_epoch=3), *loaders())
     assert fid.steps == [5]  # after the 1st batch of the 3rd epoch, not after the 10th epoch
     logged = [record["val/fid"] for record in logger.records if "val/fid" in record]
@@ -501,7 +499,7 @@ def test_two_named_callbacks_keep_their_own_state_and_share_the_reference_cache(
     shifted = FID(name="fid_shifted", generate_kwargs={"shift": 0.4}, **common)
     train, val = loaders()
     val = DataLoader(TensorDataset(torch.rand(40, 1, 8, 8) * 2 - 1), batch_size=8)
-    trainer = quiet_trainer(tmp_path / "both", [raw, shifted])
+    trainer = fid_trainer(tmp_path / "both", [raw, shifted])
     trainer.validate(NoiseImages(), val, verbose=False)
     metrics = trainer.callback_metrics
     assert computed == ["fid"] and len(os.listdir(tmp_path / "cache")) == 1  # the second one read the cache
@@ -512,12 +510,12 @@ def test_two_named_callbacks_keep_their_own_state_and_share_the_reference_cache(
     assert shifted.last_metrics["fid"] > raw.last_metrics["fid"]
 
     alone = FID(**common)  # the same callback on its own gives the same number
-    quiet_trainer(tmp_path / "alone", [alone]).validate(NoiseImages(), val, verbose=False)
+    fid_trainer(tmp_path / "alone", [alone]).validate(NoiseImages(), val, verbose=False)
     assert alone.last_metrics == raw.last_metrics
 
     # a fitted trainer saves both states, each under its own key
     checkpoint = tmp_path / "both.ckpt"
-    fitted = quiet_trainer(tmp_path / "fit", [FID(**common), FID(name="fid_shifted", **common)])
+    fitted = fid_trainer(tmp_path / "fit", [FID(**common), FID(name="fid_shifted", **common)])
     fitted.fit(NoiseImages(), train, val)
     fitted.save_checkpoint(checkpoint)
     states = torch.load(checkpoint, weights_only=False)["callbacks"]
@@ -558,12 +556,12 @@ def test_two_process_ddp_gives_the_single_process_fid_and_reference(tmp_path: Pa
     options = dict(num_samples=72, batch_size=16, reference="val", kid=True, kid_subset_size=32, kid_subsets=5)
 
     single = FID(feature_extractor=SmallConvFeatures(), cache_dir=str(tmp_path / "one"), **options)
-    quiet_trainer(tmp_path / "one", [single]).validate(NoiseImages(), loader, verbose=False)
+    fid_trainer(tmp_path / "one", [single]).validate(NoiseImages(), loader, verbose=False)
     assert single.last_metrics["fid"] == pytest.approx(direct_fid(images, 72, 16), rel=1e-7)
 
     records = tmp_path / "records"
     records.mkdir()
-    ddp = quiet_trainer(
+    ddp = fid_trainer(
         tmp_path / "two",
         [
             FID(feature_extractor=SmallConvFeatures(), cache_dir=str(tmp_path / "two"), **options),

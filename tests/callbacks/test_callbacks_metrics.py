@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import AnomalyDetection, ReconstructionMSE
+from tests.helpers.trainers import quiet_trainer
 
 N = 400  # a multiple of 2 processes x batch 20: no padding by the distributed sampler
 
@@ -54,15 +55,11 @@ class ScoreOnly(L.LightningModule):
 def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k: int = 10, offset: float = 0.0) -> dict:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=epochs,
         accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_train_batches=1,
         default_root_dir=str(tmp_path),
@@ -146,10 +143,8 @@ def test_a_callback_needing_an_output_the_method_lacks_fails_before_training(tmp
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
     model = NoScores()
     before = model.weight.detach().clone()
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
         max_epochs=1,
         callbacks=[AnomalyDetection(anomaly_classes=[4])],
         default_root_dir=str(tmp_path),
@@ -164,13 +159,7 @@ def test_a_callback_needing_an_output_the_method_lacks_fails_before_training(tmp
 def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[AnomalyDetection()],
-        default_root_dir=str(tmp_path),
-    )
+    trainer = quiet_trainer(accelerator="cpu", callbacks=[AnomalyDetection()], default_root_dir=str(tmp_path))
     with pytest.raises(ValueError, match="anomaly_classes"):
         trainer.validate(ScoreOnly(), loader)
 
@@ -178,12 +167,8 @@ def test_missing_anomaly_classes_is_a_clear_error(tmp_path) -> None:
 def test_an_evaluation_set_without_anomalies_gives_nan_not_a_crash(tmp_path) -> None:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=str(tmp_path),
-        callbacks=[AnomalyDetection(anomaly_classes=[11])],
+    trainer = quiet_trainer(
+        accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[AnomalyDetection(anomaly_classes=[11])]
     )
     with pytest.warns(UserWarning, match="only one class"):
         metrics = trainer.validate(ScoreOnly(), loader)[0]

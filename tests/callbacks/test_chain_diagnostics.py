@@ -21,7 +21,6 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.callbacks import ChainDiagnostics
 from lebm.callbacks.chain_diagnostics import JSONL_NAME, diagnostics_plot
@@ -30,6 +29,8 @@ from lebm.callbacks.plots import line_plot, scatter_plot
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
+from tests.helpers.scripts import load_script
+from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
 SMALL = dict(n_chains=8, n_draws=8, n_groups=2, posterior_examples=2, n_coordinates=2)
@@ -280,8 +281,7 @@ def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_defa
 
 
 def test_the_benchmark_counts_the_evaluations_of_a_run() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from chain_diagnostics_cost import evaluations_per_run
+    evaluations_per_run = load_script("benchmarks/chain_diagnostics_cost.py").evaluations_per_run
 
     assert evaluations_per_run(100, 100) == 1  # epoch 100 is also the end of training: once
     assert evaluations_per_run(100, 30) == 4  # epochs 30, 60, 90 and the end

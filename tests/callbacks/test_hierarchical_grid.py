@@ -15,19 +15,11 @@ from lebm.callbacks import HierarchicalSampleGrid
 from lebm.models import JointHierarchicalEBM, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, HierarchicalGenerator, LadderEncoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 def trainer(tmp_path: Path, callback: L.Callback) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(tmp_path),
-        accelerator="cpu",
-        callbacks=[callback],
-    )
+    return quiet_trainer(max_epochs=1, default_root_dir=str(tmp_path), accelerator="cpu", callbacks=[callback])
 
 
 def images(n: int = 16) -> DataLoader:

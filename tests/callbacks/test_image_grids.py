@@ -9,13 +9,13 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.callbacks import ReconstructionGrid, SampleGrid
 from lebm.callbacks.images import quiet_evaluation
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 def tiny_model() -> LatentEBM:

@@ -10,23 +10,17 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from text_cases import quadrature_log_likelihood, tiny_text_model
 
 from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.data import TextDataModule
 from lebm.models import GaussianPrior, LatentEBM
+from tests.helpers.text_cases import quadrature_log_likelihood, tiny_text_model
+from tests.helpers.trainers import quiet_trainer
 
 
 def run_test(model: LatentEBM, data: TextDataModule, callback: MarginalLikelihood, tmp_path) -> dict[str, float]:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        callbacks=[callback],
-        default_root_dir=str(tmp_path),
+    trainer = quiet_trainer(
+        accelerator="cpu", inference_mode=False, callbacks=[callback], default_root_dir=str(tmp_path)
     )
     (logged,) = trainer.test(model, data, verbose=False)
     return logged
@@ -88,14 +82,10 @@ def test_two_processes_sum_every_sentence_once(tmp_path, one_thread: object) -> 
     model = tiny_text_model()
     data = templates()  # 24 test sentences: 12 per rank, no padding by the distributed sampler
     callbacks = [MarginalLikelihood(n_samples=400, chunk=200, normalizer_samples=100_000), RecordTestMetrics(tmp_path)]
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         devices=2,
         strategy="lebm_ddp_spawn",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         inference_mode=False,
         callbacks=callbacks,
         default_root_dir=str(tmp_path),

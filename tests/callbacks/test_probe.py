@@ -17,6 +17,7 @@ from lebm.callbacks import LatentProbe
 from lebm.data.loaders import evaluation_loader
 from lebm.metrics import LayerProbe, collect_latents, fit_probe, probe_layers
 from lebm.models import LatentGroups
+from tests.helpers.trainers import quiet_trainer
 
 N_CLASSES = 10
 
@@ -201,16 +202,13 @@ class RecordingLogger(Logger):
 
 
 def trainer(tmp_path, callback: LatentProbe, logger=False) -> L.Trainer:
-    return L.Trainer(
+    return quiet_trainer(
         max_epochs=1,
         accelerator="cpu",
         devices=1,
         logger=logger,
         callbacks=[callback],
         default_root_dir=str(tmp_path),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         log_every_n_steps=1,
     )
 

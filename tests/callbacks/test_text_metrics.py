@@ -33,6 +33,7 @@ from lebm.models import LatentEBM, Method, TiltedGaussianPrior
 from lebm.nets import EnergyMLP
 from lebm.nets.text import CategoricalDecoder, LSTMTextGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -233,18 +234,10 @@ class FixedSentences(Method):
 
 def trainer(tmp_path, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
     settings: dict[str, Any] = dict(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
-        callbacks=callbacks,
+        max_epochs=1, accelerator="cpu", devices=1, default_root_dir=str(tmp_path), callbacks=callbacks
     )
     settings.update(kwargs)
-    return L.Trainer(**settings)
+    return quiet_trainer(**settings)
 
 
 def validate(tmp_path, pool: list[list[str]], n_samples: int = 40, **options: Any) -> dict[str, float]:

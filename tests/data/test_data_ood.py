@@ -14,6 +14,7 @@ import yaml
 from lebm.callbacks import AnomalyDetection
 from lebm.data import OutOfDistributionDataModule
 from lebm.data.transforms import from_signed_unit
+from tests.helpers.trainers import quiet_trainer
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "data" / "fmnist_ood.yaml"
 IN_MAX, OUT_MIN = 100, 156  # in-distribution pixels are <= IN_MAX, out-of-distribution ones >= OUT_MIN
@@ -156,13 +157,9 @@ def test_anomaly_detection_counts_the_out_of_distribution_images_as_positives(
 ) -> None:
     fashion_root, mnist_root, _, _ = ood_files
     dm = OutOfDistributionDataModule(root=str(fashion_root), out_root=str(mnist_root), batch_size=5, eval_batch_size=7)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         accelerator="cpu",
         devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         default_root_dir=str(tmp_path),
         callbacks=[AnomalyDetection()],  # anomaly_classes from the datamodule
     )

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from lebm.data import ImageDataModule
+from tests.helpers.trainers import quiet_trainer
 
 EPOCHS, BATCHES_PER_EPOCH, BATCH_SIZE = 2, 5, 16
 Record = tuple[int, int, Tensor, Tensor]  # (epoch, batch_idx, images (B, 1, 8, 8), labels (B,))
@@ -44,15 +45,7 @@ class BatchRecorder(L.LightningModule):
 
 def fit(module: BatchRecorder, num_workers: int, ckpt_path: Path | None = None) -> list[str]:
     """Fit ``module`` on flipped digits; returns the messages of the warnings raised."""
-    trainer = L.Trainer(
-        max_epochs=EPOCHS,
-        limit_train_batches=BATCHES_PER_EPOCH,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=EPOCHS, limit_train_batches=BATCHES_PER_EPOCH, limit_val_batches=0)
     data = ImageDataModule("digits", batch_size=BATCH_SIZE, random_flip=True, num_workers=num_workers)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

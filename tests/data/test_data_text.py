@@ -7,7 +7,6 @@ import os
 import warnings
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from torch import Tensor
 
 from lebm.data import TemplateGrammar, TextDataModule, Vocabulary
 from lebm.data.text.batches import bucket_plan
+from tests.helpers.trainers import quiet_trainer
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
@@ -447,15 +447,7 @@ class BatchRecorder(ImageBatchRecorder):
 
 
 def fit_templates(module: BatchRecorder, ckpt_path: Path | None = None, **data: object) -> list[str]:
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=5,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=2, limit_train_batches=5, limit_val_batches=0)
     datamodule = TextDataModule("templates", batch_size=16, n_train=160, bucket_batches=2, **data)  # type: ignore[arg-type]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -8,9 +8,16 @@ import math
 
 import pytest
 import torch
-from text_cases import BOS, EOS, PAD, quadrature_log_likelihood, quadrature_log_normalizer, tiny_text_model
 
 from lebm.metrics.likelihood import importance_sampled_log_likelihood, log_mean_exp, prior_log_normalizer
+from tests.helpers.text_cases import (
+    BOS,
+    EOS,
+    PAD,
+    quadrature_log_likelihood,
+    quadrature_log_normalizer,
+    tiny_text_model,
+)
 
 SENTENCES = torch.tensor([[BOS, 4, 5, EOS, PAD], [BOS, 6, EOS, PAD, PAD], [BOS, 4, 4, 6, EOS]])
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from page_parts import page_parts, page_recipe
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import (
@@ -28,6 +27,7 @@ from lebm.models import (
 )
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
+from tests.helpers.page_parts import page_parts, page_recipe
 
 LATENT, DATA = 3, 2
 

@@ -11,9 +11,9 @@ import torch
 from cases import joint_hierarchical_ebm, latent_ebm, multistage_nce
 from sklearn.metrics import average_precision_score
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.callbacks import AnomalyDetection
+from tests.helpers.trainers import quiet_trainer
 
 
 def test_each_term_moves_with_its_own_part_of_the_model_only() -> None:
@@ -122,11 +122,9 @@ def test_the_latent_analysis_splits_the_score_into_the_parts_of_the_model() -> N
     """CPU. ``experiments/anomaly_latents.py`` reads the score the callback ranks: reconstruction
     plus prior energy, the prior split into its Gaussian reference and the EBM's tilt, and each
     layer's latent norm."""
-    import sys
-    from pathlib import Path
+    from tests.helpers.scripts import load_script
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-    from anomaly_latents import score_parts
+    score_parts = load_script("experiments/anomaly_latents.py").score_parts
 
     model = joint_hierarchical_ebm().eval()
     x = torch.randn(16, 2)

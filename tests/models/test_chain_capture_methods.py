@@ -10,14 +10,14 @@ import copy
 import pytest
 import torch
 from cases import CASES, Recording, toy_loader
-from cli_runner import SHORT_RUN, run_cli
-from trainers import quiet_trainer
 
 from lebm.models import Method
 from lebm.samplers import PersistentChains
 from lebm.samplers.capture import cache as capture_module
 from lebm.samplers.capture.cache import capture_stats, samplers_of
 from lebm.testing.capture import emulate_on_cpu
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 
 def without_recording(model: Method) -> Method:

@@ -16,13 +16,13 @@ import pytest
 import torch
 from cases import CASES, toy_loader
 from test_chain_capture_methods import without_recording
-from trainers import quiet_trainer
 
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
 from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
 from lebm.samplers.capture.recorders import RETIRED_LIMIT, cuda_store
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
 

@@ -29,20 +29,13 @@ from lebm.nets import (
     SNResNetEnergy,
 )
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 def fit(model: DualMCMC, loader: DataLoader, tmp_path: Path, ckpt_path: str | None = None, **kwargs: Any) -> L.Trainer:
-    options: dict[str, Any] = dict(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        default_root_dir=str(tmp_path),
-    )
+    options: dict[str, Any] = dict(max_epochs=1, accelerator="cpu", default_root_dir=str(tmp_path))
     options.update(kwargs)
-    trainer = L.Trainer(**options)
+    trainer = quiet_trainer(**options)
     trainer.fit(model, loader, ckpt_path=ckpt_path)
     return trainer
 

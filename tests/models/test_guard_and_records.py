@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import SHORT_RUN, run_cli
 
 from lebm.models import DivergenceGuard, LatentEBM, TrainingDiverged
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
 
 QUICK = [*SHORT_RUN, "--trainer.logger", "false"]
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import GaussianPrior, JointHierarchicalEBM, TiltedGaussianPrior
 from lebm.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, InferenceNetwork, MLPEncoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 class FreeGaussian(InferenceNetwork):
@@ -69,13 +70,9 @@ def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, b
     """Train on ``x`` in order for ``steps`` optimiser steps (two per iteration when the EBM learns),
     or for one epoch with ``steps=-1``; the trainer that did it."""
     loader = DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=False)
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_steps=steps,
         max_epochs=1 if steps == -1 else -1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         num_sanity_val_steps=0,

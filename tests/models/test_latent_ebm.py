@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 def small_model(latent_dim: int = 4, data_dim: int = 2, learn_prior: bool = True) -> LatentEBM:
@@ -35,15 +36,13 @@ def loader(n: int = 128, dim: int = 2, batch_size: int = 32) -> DataLoader:
 def trainer(tmp_path, **kwargs) -> L.Trainer:
     defaults = dict(
         max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,  # Lightning's default: the resume test hands it a ModelCheckpoint
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         inference_mode=False,
     )
     defaults.update(kwargs)
-    return L.Trainer(**defaults)
+    return quiet_trainer(**defaults)
 
 
 def test_training_updates_both_nets_and_logs_the_chains(tmp_path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from lebm.data import GaussianMixture
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU
 
@@ -41,14 +41,7 @@ def train(learn_prior: bool, seed: int = 0, iterations: int = 400) -> LatentEBM:
     )
     model = LatentEBM(decoder, prior, posterior_sampler=Langevin(50, 0.1), decoder_lr=2e-3, prior_lr=3e-4)
     data = DataLoader(TensorDataset(TARGET.sample(100 * iterations)), batch_size=100)
-    L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, data)
+    quiet_trainer(max_epochs=1, accelerator="cpu").fit(model, data)
     return model
 
 
@@ -104,14 +97,7 @@ def test_with_the_true_decoder_the_prior_learns_the_latent_distribution(one_thre
     signs = torch.where(torch.rand(30000, 1, generator=gen) < 0.5, -1.0, 1.0)
     z_data = signs * LATENT_MODES + LATENT_STD * torch.randn(30000, 1, generator=gen)
     x = z_data + NOISE * torch.randn(z_data.shape, generator=gen)
-    L.Trainer(
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-    ).fit(model, DataLoader(TensorDataset(x), batch_size=100))
+    quiet_trainer(max_epochs=1, accelerator="cpu").fit(model, DataLoader(TensorDataset(x), batch_size=100))
 
     grid = torch.linspace(-6, 6, 4001).unsqueeze(1)
     step = float(grid[1] - grid[0])

@@ -16,11 +16,12 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, DATA, MethodCase, recorders, toy_loader
-from cli_runner import SHORT_RUN, run_cli
 
 import lebm
 from lebm.distributed import rank_local_buffer_names
 from lebm.models import Method
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 ids = [case.name for case in CASES]
 
@@ -28,17 +29,13 @@ ids = [case.name for case in CASES]
 def trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
     defaults: dict[str, Any] = dict(
         max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         inference_mode=False,
         num_sanity_val_steps=0,
     )
     defaults.update(kwargs)
-    return L.Trainer(**defaults)
+    return quiet_trainer(**defaults)
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from trainers import quiet_trainer
 
 import lebm
 from lebm.config import current_class_path, import_object, to_config
 from lebm.models.migrations import MOVED_CLASS_PATHS
+from tests.helpers.trainers import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "checkpoints"

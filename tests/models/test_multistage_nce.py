@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin, PersistentChains
+from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
 
@@ -33,10 +34,6 @@ def loader(n_batches: int = 4, batch_size: int = 16) -> DataLoader:
 def trainer(tmp_path, **kwargs: Any) -> L.Trainer:
     defaults: dict[str, Any] = dict(
         max_epochs=20,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(tmp_path),
         accelerator="cpu",
         inference_mode=False,
@@ -44,7 +41,7 @@ def trainer(tmp_path, **kwargs: Any) -> L.Trainer:
         num_sanity_val_steps=0,
     )
     defaults.update(kwargs)
-    return L.Trainer(**defaults)
+    return quiet_trainer(**defaults)
 
 
 class StageRecorder(L.Callback):

@@ -26,6 +26,7 @@ from lebm.estimators import nce_loss
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.nets import EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.slow  # learning curves: minutes of training on the CPU
 
@@ -126,12 +127,8 @@ def fit_multistage_nce(n_stages: int, iterations: int, seed: int) -> tuple[dict[
         betas=(0.9, 0.999),
         lr_decay=1.0,
     )
-    trainer = L.Trainer(
+    trainer = quiet_trainer(
         max_epochs=100,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
         num_sanity_val_steps=0,
         inference_mode=False,

@@ -13,11 +13,11 @@ from typing import Any
 import lightning as L
 import torch
 from cases import LATENT, toy_decoder, toy_loader
-from trainers import quiet_trainer
 
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.nets import EnergyMLP
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 class RecordSamples:

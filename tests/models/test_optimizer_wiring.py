@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import torch
 from cases import DATA, LATENT, toy_decoder
-from page_parts import page_parts
 
 from lebm.models import (
     DualMCMC,
@@ -26,6 +25,7 @@ from lebm.models import (
 from lebm.models.optimizers import adam_with_decay
 from lebm.nets import EnergyMLP, MLPEncoder
 from lebm.samplers import Langevin
+from tests.helpers.page_parts import page_parts
 
 
 def latent_ebm(**kwargs: Any) -> Method:

@@ -10,7 +10,6 @@ import pytest
 import torch
 from cases import DATA, LATENT, toy_decoder, toy_loader
 from torch import Tensor, nn
-from trainers import quiet_trainer
 
 import lebm.models.hierarchical
 import lebm.models.latent_ebm
@@ -18,6 +17,7 @@ from lebm.models import JointHierarchicalEBM, LatentEBM, TiltedGaussianPrior
 from lebm.models.prior_mle import prior_mle_step, prior_negatives
 from lebm.nets import EnergyMLP, MLPEncoder
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 class LinearEnergy(nn.Module):

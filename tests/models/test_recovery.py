@@ -24,7 +24,6 @@ from cases import LATENT, PoisonAt, toy_decoder, toy_loader
 from cases import dual_mcmc as recorded_dual_mcmc
 from cases import latent_ebm as recorded_latent_ebm
 from cases import multistage_nce as recorded_multistage_nce
-from cli_runner import SHORT_RUN, run_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lebm.callbacks import DivergenceRecovery
@@ -32,6 +31,8 @@ from lebm.models import LatentEBM, TiltedGaussianPrior, TrainingDiverged
 from lebm.models.recovery import CHECKPOINT_KEY, RecoveryPolicy, find_samplers
 from lebm.nets import EnergyMLP
 from lebm.samplers import MALA, ChainTarget, Langevin
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 BATCHES = 4  # training batches an epoch (toy_loader)
 
@@ -96,17 +97,13 @@ def model(limit: float = 0.3, lr_decay: float = 0.9) -> LatentEBM:
 def trainer(root: Path, *callbacks: L.Callback, epochs: int = 3, **kwargs: Any) -> L.Trainer:
     settings: dict[str, Any] = dict(
         max_epochs=epochs,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
         default_root_dir=str(root),
         accelerator="cpu",
         num_sanity_val_steps=0,
         callbacks=list(callbacks),
     )
     settings.update(kwargs)
-    return L.Trainer(**settings)
+    return quiet_trainer(**settings)
 
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:

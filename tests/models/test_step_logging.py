@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from test_latent_ebm import loader, small_model
 
 from lebm.models import LatentEBM, TrainingDiverged
+from tests.helpers.trainers import quiet_trainer
 
 
 class Spy:
@@ -43,17 +44,8 @@ class Spy:
 
 def training_only(**settings) -> L.Trainer:
     """A CPU Trainer that trains and logs only (``settings`` add to it)."""
-    defaults = dict(
-        max_epochs=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        accelerator="cpu",
-        inference_mode=False,
-        limit_val_batches=0,
-    )
-    return L.Trainer(**{**defaults, **settings})
+    defaults = dict(max_epochs=1, accelerator="cpu", inference_mode=False, limit_val_batches=0)
+    return quiet_trainer(**{**defaults, **settings})
 
 
 def fit(tmp_path: Path, batches: int, every: int, **settings) -> tuple[L.Trainer, Spy]:

@@ -28,6 +28,7 @@ from lebm.data import TemplateGrammar, TextDataModule
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 pytestmark = pytest.mark.slow  # learning curves: a few minutes of training on the CPU
 
@@ -51,16 +52,7 @@ def train(tilted: bool, seed: int = 0, epochs: int = 20) -> tuple[LatentEBM, Tex
         decoder_lr=2e-3,
         prior_lr=5e-4,
     )
-    L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        inference_mode=False,
-        limit_val_batches=0,
-    ).fit(model, data)
+    quiet_trainer(max_epochs=epochs, accelerator="cpu", inference_mode=False, limit_val_batches=0).fit(model, data)
     return model.eval(), data
 
 

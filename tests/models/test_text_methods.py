@@ -9,13 +9,14 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from cli_runner import SHORT_RUN, run_cli
 
 import lebm
 from lebm.data import TemplateGrammar, TextDataModule
 from lebm.models import LatentEBM, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
 from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 
 def text_decoder(latent_dim: int = 4) -> CategoricalDecoder:
@@ -28,16 +29,9 @@ def templates() -> TextDataModule:
 
 def fit(model: L.LightningModule, data: TextDataModule, tmp_path: Path, epochs: int = 1, **settings) -> L.Trainer:
     options = dict(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        limit_val_batches=1,
-        default_root_dir=str(tmp_path),
+        max_epochs=epochs, accelerator="cpu", inference_mode=False, limit_val_batches=1, default_root_dir=str(tmp_path)
     )
-    trainer = L.Trainer(**(options | settings))
+    trainer = quiet_trainer(**(options | settings))
     trainer.fit(model, data)
     return trainer
 

@@ -10,15 +10,15 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from cli_runner import SHORT_RUN, run_cli
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 import lebm
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.models.base import RANK_LOCAL_KEY
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import HMC, MALA, Langevin
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.trainers import quiet_trainer
 
 MALA_CHAIN = {"class_path": "lebm.samplers.MALA", "init_args": {"n_steps": 3, "step_size": 0.05, "adapt_steps": 50}}
 HMC_CHAIN = {

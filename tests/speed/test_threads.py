@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
 
 from lebm.callbacks import CPUThreads
+from tests.helpers.trainers import quiet_trainer
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def restore_threads() -> object:
 
 
 def set_up(callback: CPUThreads, model: nn.Module) -> None:
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = quiet_trainer(accelerator="cpu")
     callback.setup(trainer, model, "fit")
 
 

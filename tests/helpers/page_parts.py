@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "extending.md"
 MODULE = "my_parts"
 MODULE_MARK = f"# {MODULE}.py\n"

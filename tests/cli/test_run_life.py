@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import run_cli
+
+from tests.helpers.cli_runner import run_cli
 
 RUN = [
     "fit",
@@ -85,7 +86,7 @@ def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, t
 
 def test_sigterm_during_start_up_stops_with_a_message_and_the_folder_can_be_retried(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    message = stopped(capsys, run, "--trainer.callbacks+=cli_runner.SigtermAtSetup", code=143)
+    message = stopped(capsys, run, "--trainer.callbacks+=tests.helpers.cli_runner.SigtermAtSetup", code=143)
     assert "stopped by SIGTERM during start-up" in message and "the same command starts the run again" in message
     assert not (run / "checkpoints").exists() or not list((run / "checkpoints").glob("*.ckpt"))
     fit(run)  # the requeued command
@@ -265,7 +266,7 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
     import subprocess
     import sys
 
-    from cli_runner import REPO
+    from tests.helpers.cli_runner import REPO
 
     common = [
         *RUN[1:3],
@@ -281,7 +282,7 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
     ]
 
     def lebm(*args: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO / "tests"))
+        env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO))
         command = [sys.executable, "-m", "lebm", "fit", *common, *args]
         return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -289,9 +290,9 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
     assert straight.returncode == 0, straight.stderr[-2000:]
     run = tmp_path / "requeued"
     kills = {
-        "start-up": "    - class_path: cli_runner.SigtermAtSetup\n",
-        "mid-epoch": "    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 0, batch: 3}\n",
-        "epoch end": "    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 1, batch: 7}\n",
+        "start-up": "    - class_path: tests.helpers.cli_runner.SigtermAtSetup\n",
+        "mid-epoch": "    - class_path: tests.helpers.cli_runner.SigtermAt\n      init_args: {epoch: 0, batch: 3}\n",
+        "epoch end": "    - class_path: tests.helpers.cli_runner.SigtermAt\n      init_args: {epoch: 1, batch: 7}\n",
     }
     for name, callback in kills.items():
         kill = tmp_path / f"kill_{name.replace(' ', '_')}.yaml"
@@ -346,7 +347,7 @@ def test_a_checkpoint_holding_objects_is_not_passed_over_as_unreadable(capsys, t
     and the fix (it used to be moved aside as unreadable and the run resumed from an older epoch);
     with ``--weights_only false`` it resumes from it."""
     run = tmp_path / "run"
-    callback = ["--trainer.callbacks+", "cli_runner.NumpyState"]
+    callback = ["--trainer.callbacks+", "tests.helpers.cli_runner.NumpyState"]
     fit(run, *callback)
     last = run / "checkpoints" / "last.ckpt"
     older = run / "checkpoints" / "epoch=0-plain.ckpt"  # an older, plain checkpoint a resume could fall back to
@@ -369,7 +370,7 @@ def test_loading_a_checkpoint_holding_objects_names_it_and_loads_when_trusted(tm
     from lebm.checkpoints import CheckpointNotPlain, read_checkpoint
 
     run = tmp_path / "run"
-    fit(run, "--trainer.callbacks+", "cli_runner.NumpyState")
+    fit(run, "--trainer.callbacks+", "tests.helpers.cli_runner.NumpyState")
     last = run / "checkpoints" / "last.ckpt"
     with pytest.raises(CheckpointNotPlain, match=r"holds objects other than tensors and plain data \(numpy"):
         lebm.load(last)
@@ -383,7 +384,7 @@ def test_testing_or_naming_a_checkpoint_holding_objects_gets_the_message_and_the
     """``lebm test --ckpt_path last`` (Lightning loads the file itself) stops with the message, not a
     traceback; ``--weights_only False`` (any spelling the parser reads) with a named checkpoint resumes."""
     run = tmp_path / "run"
-    callback = ["--trainer.callbacks+", "cli_runner.NumpyState"]
+    callback = ["--trainer.callbacks+", "tests.helpers.cli_runner.NumpyState"]
     fit(run, *callback)
     last = run / "checkpoints" / "last.ckpt"
     capsys.readouterr()

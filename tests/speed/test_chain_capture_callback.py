@@ -8,7 +8,6 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.callbacks import ChainCapture
 from lebm.models import LatentEBM, TiltedGaussianPrior
@@ -16,6 +15,7 @@ from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 from lebm.samplers.capture import capture_stats, chain_capture_enabled, samplers_of
 from lebm.testing.capture import emulate_on_cpu
+from tests.helpers.trainers import quiet_trainer
 
 
 class WithOwnSampler(L.Callback):

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import SHORT_RUN
-from test_recipes import runnable_recipes
+
+from tests.helpers.cli_runner import SHORT_RUN
+from tests.test_recipes import runnable_recipes
 
 pytestmark = pytest.mark.slow  # the console script in subprocesses: each starts Python, torch and Lightning anew
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = runnable_recipes()
 
 

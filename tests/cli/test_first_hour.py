@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_runner import REPO, run_cli
+
+from tests.helpers.cli_runner import REPO, run_cli
 
 QUICK = [
     "--trainer.limit_val_batches",
@@ -28,7 +29,7 @@ QUICK = [
 
 
 def lebm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO / "tests"))
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "lebm", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -121,7 +122,8 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
 
     extra = tmp_path / "kill.yaml"
     extra.write_text(
-        "trainer:\n  callbacks+:\n    - class_path: cli_runner.SigtermAt\n      init_args: {epoch: 1, batch: 5}\n"
+        "trainer:\n  callbacks+:\n    - class_path: tests.helpers.cli_runner.SigtermAt\n"
+        "      init_args: {epoch: 1, batch: 5}\n"
     )
     run = tmp_path / "killed"
     killed = lebm("fit", *common, "-c", str(extra), "--trainer.default_root_dir", str(run))

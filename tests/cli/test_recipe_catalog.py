@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_runner import REPO, run_cli
 
 from lebm.cli import catalog as catalog_module
 from lebm.cli.catalog import catalog, locate_config_args, nearest_names, recipes_root
 from lebm.cli.main import main as lebm_main
 from lebm.cli.recipes import RecipeError, compose_recipe, merge_layer
 from lebm.cli.recipes_command import copy_recipe, show_text
+from tests.helpers.cli_runner import REPO, run_cli
 
 RECIPES = REPO / "recipes"
 

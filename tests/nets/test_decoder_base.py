@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
-from trainers import quiet_trainer
 
 from lebm.config import Configurable
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import Decoder, EnergyMLP, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 
 class PlainModuleDecoder(nn.Module, Configurable):

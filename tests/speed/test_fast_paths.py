@@ -7,13 +7,14 @@ import copy
 import lightning as L
 import pytest
 import torch
-from cases import CASES, toy_loader
 
 from lebm.callbacks import FastNets, apply_fast_paths
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder, SNResNetEnergy
 from lebm.samplers import Langevin
 from lebm.speed.fast_nets import innermost_nets
+from tests.helpers.trainers import quiet_trainer
+from tests.models.cases import CASES, toy_loader
 
 #: Float32 tolerance for a fast path against the plain one: kernels sum in another order, and a
 #: chain of Langevin steps carries those rounding differences forward (observed: < 1e-5).
@@ -21,13 +22,9 @@ TOLERANCE = 1e-4
 
 
 def trainer(callbacks: list, steps: int = 3) -> L.Trainer:
-    return L.Trainer(
+    return quiet_trainer(
         max_steps=steps,
         accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=callbacks,
         inference_mode=False,
         limit_val_batches=0,

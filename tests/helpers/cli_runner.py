@@ -1,5 +1,5 @@
 """Running the ``lebm`` command inside the test process (faster than a subprocess: no second
-import of torch and Lightning). tests/test_cli.py runs it in a subprocess, as a user does."""
+import of torch and Lightning). tests/cli/test_cli.py runs it in a subprocess, as a user does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from lebm.cli.main import main as lebm_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: A short CLI run: 3 training batches and 1 validation batch an epoch, validating every epoch, no progress bar.
 SHORT_RUN = [
@@ -37,8 +37,9 @@ def run_cli(*args: str, cwd: Path = REPO) -> None:
 
 
 class SigtermAt(L.Callback):
-    """A callback (class_path ``cli_runner.SigtermAt``, with tests/ on PYTHONPATH) that sends this process
-    SIGTERM after batch ``batch`` of epoch ``epoch``: a user's ``kill`` or SLURM's, on time."""
+    """A callback (class_path ``tests.helpers.cli_runner.SigtermAt``, with the repository root on
+    PYTHONPATH) that sends this process SIGTERM after batch ``batch`` of epoch ``epoch``: a user's
+    ``kill`` or SLURM's, on time."""
 
     def __init__(self, epoch: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch
@@ -51,8 +52,9 @@ class SigtermAt(L.Callback):
 
 
 class SigtermAtSetup(L.Callback):
-    """A callback (class_path ``cli_runner.SigtermAtSetup``) that sends this process SIGTERM in its
-    ``setup``: after the run folder got its start-up files, before any training (start-up)."""
+    """A callback (class_path ``tests.helpers.cli_runner.SigtermAtSetup``) that sends this process
+    SIGTERM in its ``setup``: after the run folder got its start-up files, before any training
+    (start-up)."""
 
     def setup(self, trainer, pl_module, stage) -> None:  # noqa: ANN001
         import signal
@@ -61,8 +63,8 @@ class SigtermAtSetup(L.Callback):
 
 
 class NumpyState(L.Callback):
-    """A callback (class_path ``cli_runner.NumpyState``) that keeps a numpy number in its checkpoint
-    state, as many users' callbacks do: a checkpoint that ``weights_only`` loading refuses."""
+    """A callback (class_path ``tests.helpers.cli_runner.NumpyState``) that keeps a numpy number in its
+    checkpoint state, as many users' callbacks do: a checkpoint that ``weights_only`` loading refuses."""
 
     def __init__(self) -> None:
         self.best = np.float64(1.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -20,6 +19,7 @@ from lebm.config import build, to_config
 from lebm.models import JointHierarchicalEBM, TiltedGaussianPrior
 from lebm.nets import DiagonalGaussian, EnergyMLP, GaussianDecoder, VLAEGenerator, VLAELadderEncoder
 from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
 
 GROUPS = [2, 2, 2]
 SMALL = {"conv_widths": (4, 8), "fc_width": 16}
@@ -247,16 +247,8 @@ def test_a_joint_hierarchical_ebm_with_the_vlae_nets_trains_and_reloads(tmp_path
         GaussianDecoder(small_generator(), sigma=0.3), prior, small_encoder(), decoder_lr=1e-3, prior_lr=1e-3
     )
     x = torch.rand(8, 1, 28, 28) * 2 - 1
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(tmp_path),
+    trainer = quiet_trainer(
+        accelerator="cpu", max_epochs=1, limit_train_batches=2, limit_val_batches=0, default_root_dir=str(tmp_path)
     )
     gate = model.decoder.net.gates[0].detach().clone()
     trainer.fit(model, DataLoader(TensorDataset(x), batch_size=4))

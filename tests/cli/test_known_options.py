@@ -19,7 +19,7 @@ import pytest
 from lebm.cli.known_options import check_known_options, remember_options
 from lebm.cli.recipes import expand_includes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 
 
