@@ -106,10 +106,16 @@ def recipe_name(value: str) -> str:
     return name
 
 
-def packaged_recipe(value: str) -> Path | None:
-    """The packaged recipe file ``value`` names (see :func:`recipe_name`), or None."""
-    path = recipes_root() / f"{recipe_name(value)}.yaml"
-    return path if path.is_file() else None
+def recipe_file(value: str) -> Path:
+    """The recipe ``value`` names: the file at ``value`` when one exists (a path always wins), else
+    the packaged recipe of that name (see :func:`recipe_name`); neither is a :class:`RecipeError`
+    with the nearest names."""
+    if Path(value).is_file():
+        return Path(value)
+    packaged = recipes_root() / f"{recipe_name(value)}.yaml"
+    if not packaged.is_file():
+        raise RecipeError(unknown_recipe_message(value))
+    return packaged
 
 
 def nearest_names(value: str, count: int = 4) -> list[str]:
@@ -152,11 +158,8 @@ def locate_config_args(args: list[str]) -> list[str]:
             located.append(arg)
             index += 1
             continue
-        if not Path(value).is_file() and not _is_inline_yaml(value):
-            found = packaged_recipe(value)
-            if found is None:
-                raise RecipeError(unknown_recipe_message(value))
-            value = str(found)
+        if not _is_inline_yaml(value):
+            value = str(recipe_file(value))
         located += [flag, value]
         index += step
     return located

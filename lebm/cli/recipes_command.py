@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from lebm.cli.catalog import RecipeEntry, catalog, packaged_recipe, recipes_root, unknown_recipe_message
+from lebm.cli.catalog import RecipeEntry, catalog, recipe_file, recipes_root
 from lebm.cli.errors import fail
 from lebm.cli.recipes import RecipeError, compose_recipe, included_files
 
@@ -39,16 +39,6 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--flat", action="store_true", help="write the composed recipe as one file, no fragments")
     copy.add_argument("--force", action="store_true", help="overwrite files that differ")
     return parser
-
-
-def _entry_file(name: str) -> Path:
-    path = Path(name)
-    if path.is_file():
-        return path
-    found = packaged_recipe(name)
-    if found is None:
-        fail(unknown_recipe_message(name))
-    return found
 
 
 def _shorten(text: str, width: int) -> str:
@@ -115,9 +105,9 @@ def main(args: list[str]) -> None:
         if options.action in (None, "list"):
             sys.stdout.write(format_catalog(catalog(), recipes_root()))
         elif options.action == "show":
-            sys.stdout.write(show_text(_entry_file(options.name)))
+            sys.stdout.write(show_text(recipe_file(options.name)))
         else:
-            written = copy_recipe(_entry_file(options.name), Path(options.dir), options.flat, options.force)
+            written = copy_recipe(recipe_file(options.name), Path(options.dir), options.flat, options.force)
             sys.stdout.write(f"wrote {written}; run it with: lebm fit -c {written}\n")
     except RecipeError as error:
         fail(str(error))
