@@ -1,6 +1,6 @@
 """One check for a string option (``lebm.models.choices.check_choice``): one message that names the
 option, the value, the accepted values and, for a near miss, a "did you mean"; every method's
-string options go through it."""
+string options go through it. Device: CPU."""
 
 from __future__ import annotations
 

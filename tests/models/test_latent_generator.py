@@ -1,6 +1,6 @@
 """The class layout: ``LatentVariableModel`` and ``DualMCMC`` side by side on ``LatentGeneratorModel``,
 which holds what both share (posterior inference, reconstruction, input checks, the evaluation
-step); each keeps its own data model (``generate``, ``score``, ``evaluation_values``)."""
+step); each keeps its own data model (``generate``, ``score``, ``evaluation_values``). Device: CPU."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The optimiser wiring every method shares: its settings found among the hyperparameters by name
 and checked when they are saved (so no method can forget one), and one Adam per net with a
-per-epoch ExponentialLR, read from those settings (``lebm.models.optimizers.adam_with_decay``)."""
+per-epoch ExponentialLR, read from those settings (``lebm.models.optimizers.adam_with_decay``). Device: CPU."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The latent EBM prior's MLE update, written once (``lebm.models.prior_mle``): its negatives are the
 prior chain's samples, its step descends ``mean E(z+) - mean E(z-)``, and both methods that learn
-a tilted prior by MLE take it from there."""
+a tilted prior by MLE take it from there. Device: CPU."""
 
 from __future__ import annotations
 
