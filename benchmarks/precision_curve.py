@@ -62,7 +62,7 @@ def train(
     model.load_state_dict(initial)
     recorder = ScalarRecorder(iters)
     bare_trainer(
-        max_epochs=-1,  # the recorder stops after `iters` batches (max_steps counts optimiser steps)
+        max_epochs=-1,  # the recorder stops after `iters` batches
         accelerator="auto",
         devices=1,
         precision=precision,

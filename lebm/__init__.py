@@ -6,7 +6,7 @@ from typing import Any
 
 from lebm.version import __version__
 
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "from_recipe", "load"]
 
 
 def load(path: str, map_location: Any = None, **kwargs: Any) -> Any:
@@ -26,3 +26,17 @@ def load(path: str, map_location: Any = None, **kwargs: Any) -> Any:
     from lebm.models.loading import load_method  # imports torch and Lightning only when used
 
     return load_method(path, map_location=map_location, **kwargs)
+
+
+def from_recipe(name: str, overrides: Any = None) -> Any:
+    """The model, DataModule, Trainer settings and callbacks that ``lebm fit -c NAME`` builds, as a
+    :class:`lebm.cli.recipe_api.Recipe` (``overrides``: ``{"trainer.max_epochs": 3}`` or
+    command-line arguments)::
+
+        recipe = lebm.from_recipe("quickstart", {"trainer.max_epochs": 3})
+        trainer = L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks, MyCallback()])
+        trainer.fit(recipe.model, datamodule=recipe.datamodule)
+    """
+    from lebm.cli.recipe_api import from_recipe as build  # imports Lightning only when used
+
+    return build(name, overrides)

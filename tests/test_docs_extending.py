@@ -266,7 +266,7 @@ def test_the_parts_train_a_latent_ebm_and_round_trip_through_a_checkpoint(parts,
     before = copy.deepcopy(model.state_dict())
     trainer = tiny_trainer(limit_train_batches=3)
     trainer.fit(model, images_loader())
-    assert trainer.global_step == 3 * 2  # one decoder and one prior step per batch
+    assert trainer.global_step == 3  # one training step per batch (a decoder and a prior update)
     for key in ("train/decoder_nll", "train/prior_loss", "train/prior_chain_energy_last"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
     for name in ("prior.energy_net.f.0.weight", "decoder.net.project.weight"):
@@ -300,7 +300,7 @@ def test_the_python_walkthrough(parts, tmp_path, monkeypatch) -> None:
         exec(example("train, save and load in Python"), namespace)
     warned = " ".join(str(w.message) for w in caught)
     assert "cannot record `decoder`" in warned and "cannot record `prior`" in warned  # as the comment says
-    assert namespace["trainer"].global_step == 4  # 2 batches, 4 optimiser steps, as the comment says
+    assert namespace["trainer"].global_step == 2  # 2 batches, 2 training steps, as the comment says
     model, loaded = namespace["model"], namespace["loaded"]
     for name, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name

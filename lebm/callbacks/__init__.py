@@ -1,6 +1,7 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
-text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains; speed: the switch for
-whole-chain CUDA-graph capture, fast paths for the nets (compile, channels-last) and the CPU thread count."""
+text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains, the prediction writer of
+``lebm predict``; speed: the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile,
+channels-last) and the CPU thread count."""
 
 from lebm.callbacks.chain_diagnostics import ChainDiagnostics
 from lebm.callbacks.fid import FID
@@ -8,6 +9,7 @@ from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, Sa
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
+from lebm.callbacks.predictions import PredictionWriter
 from lebm.callbacks.probe import LatentProbe
 from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
@@ -27,6 +29,7 @@ __all__ = [
     "HierarchicalSampleGrid",
     "LatentProbe",
     "MarginalLikelihood",
+    "PredictionWriter",
     "ReconstructionGrid",
     "ReconstructionMSE",
     "SampleGrid",

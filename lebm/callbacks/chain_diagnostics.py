@@ -232,6 +232,11 @@ class ChainDiagnostics(L.Callback):
         self._observations: Tensor | None = None
         self._last_fit_epoch: int | None = None
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs with ``self.log`` (what a callback can ``monitor``): ``diagnostics/<statistic>``."""
+        return ("diagnostics/*",)
+
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         return {"history": [dict(record) for record in self.history]}

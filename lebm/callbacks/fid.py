@@ -239,6 +239,13 @@ class FID(L.Callback):
         self._fingerprint: str | None = None
         self._reference_key: tuple[str, int, int] | None = None
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs (what a callback can ``monitor``): ``val/<name>``, ``test/<name>`` and, with
+        ``kid``, the KID's beside them."""
+        names = (self.name, self.kid_name) if self.kid else (self.name,)
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+
     # ------------------------------------------------------------------------- identity
     @property
     def state_key(self) -> str:

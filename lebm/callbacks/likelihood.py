@@ -92,6 +92,13 @@ class MarginalLikelihood(EvaluationMetric):
         self._normalizer: Estimate | None = None
         self._batches = 0
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs (what a callback can ``monitor``): the estimate, its standard error, ``log Z``
+        and, for text, per word and as a perplexity, as ``<stage>/...``."""
+        names = ("nll_is", "nll_is_stderr", "log_normalizer", "nll_is_per_word", "ppl_is")
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         model = pl_module
         if not getattr(getattr(model, "decoder", None), "normalised_likelihood", False):

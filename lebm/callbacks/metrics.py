@@ -95,6 +95,11 @@ class ReconstructionMSE(EvaluationMetric):
         self.requires = output
         self._mean: MeanMetric | None = None
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs (what a callback can ``monitor``): ``val/<output>``, ``test/<output>``."""
+        return (f"val/{self.requires}", f"test/{self.requires}")
+
     def _start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._mean = MeanMetric(sync_on_compute=True).to(pl_module.device)
 
@@ -145,6 +150,12 @@ class AnomalyDetection(EvaluationMetric):
         self.trapezoid_history: list[float] = []
         self.term_history: dict[str, list[float]] = {}
         self._collected: dict[str, CatMetric] | None = None
+
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs (what a callback can ``monitor``): AUPRC and AUROC of the score and of its
+        terms, and their recent means."""
+        return ("val/auprc*", "val/auroc*", "test/auprc*", "test/auroc*")
 
     def state_dict(self) -> dict[str, Any]:
         return {

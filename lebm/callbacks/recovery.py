@@ -55,6 +55,11 @@ class DivergenceRecovery(L.Callback):
         )
         RecoveryPolicy(**self.settings)  # check the settings when the recipe is built
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What the method logs with a recovery policy attached: ``recovery/count``."""
+        return ("recovery/count",)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return

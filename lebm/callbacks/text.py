@@ -208,6 +208,13 @@ class TextGenerationMetrics(L.Callback):
         #: the values of the last evaluation, ``{"fppl": ..., "rppl": ..., "distinct_sentences": ...}``
         self.last_metrics: dict[str, float] = {}
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...]:
+        """What it logs (what a callback can ``monitor``): ``<stage>/fppl``, ``<stage>/rppl`` and
+        ``<stage>/distinct_sentences``."""
+        names = ("fppl", "rppl", "distinct_sentences")
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+
     # ------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check the data and the model can give what the metrics read; a new ``fit`` retrains the

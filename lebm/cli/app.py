@@ -7,10 +7,16 @@ config files and command-line overrides are merged) with the toolkit's defaults:
   ``lebm fit -c recipes/<method>/<dataset>.yaml`` runs a recipe composed from shared parts;
 
 - ``trainer.inference_mode`` is off (validation runs Langevin chains, which need gradients);
-- the run folder is ``trainer.default_root_dir``: the W&B logger's ``save_dir``, checkpoint
-  callbacks without a ``dirpath`` (``<run>/checkpoints``), PNG grids (``<run>/images``) and the
-  resolved config (``<run>/config.yaml``) all go there;
+- the run folder is ``trainer.default_root_dir``: the loggers' ``save_dir`` (W&B, CSV, TensorBoard:
+  ``lebm.cli.loggers``), checkpoint callbacks without a ``dirpath`` (``<run>/checkpoints``; a second
+  one gets its own file names), PNG grids (``<run>/images``) and the resolved config
+  (``<run>/config.yaml``, whichever logger; every logger gets it too) all go there;
+- Trainer flags that lebm changes say so in one line, and ``fast_dev_run`` writes nothing into the
+  run folder (``lebm.cli.trainer_flags``); a callback that monitors a name the run does not log is
+  refused when the run is built (``lebm.models.monitoring``);
 - ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
+- ``lebm predict`` writes its predictions into ``<run>/predictions/`` (a ``PredictionWriter`` unless one
+  is given; ``docs/predict.md``);
 - a component that rejects its arguments (a missing data folder, say) stops the command with
   its message before any training starts;
 - ``--trainer.devices N`` (or several nodes) runs DDP with ``lebm_ddp`` (``lebm.distributed``)
@@ -44,12 +50,17 @@ import yaml
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from lebm.callbacks.interrupt import InterruptCheckpoint
+from lebm.callbacks.predictions import PredictionWriter
 from lebm.checkpoints import refused_global
+from lebm.cli import trainer_flags
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
+from lebm.cli.loggers import log_run_config, mark_run_folder_save_dirs, place_in_run_folder
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
     CHECKPOINT_DIR,
@@ -65,6 +76,7 @@ from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
+from lebm.models.monitoring import check_monitors
 from lebm.speed.numerics import apply_tf32
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
@@ -126,11 +138,31 @@ class LebmArgumentParser(LightningArgumentParser):
         sys.stderr.write(f"lebm: error: {summarize_parser_error(str(message))}\n(all options: {command} --help)\n")
         raise SystemExit(2)
 
+    def validate(self, namespace: Any, *args: Any, **kwargs: Any) -> None:
+        """Check the config, once the loggers that write into the run folder without a ``save_dir``
+        are marked to (``lebm.cli.loggers``: Lightning's ``CSVLogger`` requires one)."""
+        mark_run_folder_save_dirs(namespace)
+        super().validate(namespace, *args, **kwargs)
+
 
 class RunConfigSaved(SaveConfigCallback):
     """Saves the resolved config into the run folder: ``config.yaml`` for ``fit`` (the run's own,
     read by ``--ckpt_path last``), ``config_<stage>.yaml`` for ``validate``/``test``/``predict``, so
-    that scoring a run with other settings never overwrites how it was trained."""
+    that scoring a run with other settings never overwrites how it was trained. Always at the run
+    folder's root (Lightning's ``log_dir`` is ``<run>/<name>/version_<n>`` for CSV and TensorBoard),
+    and into every logger: the whole config nested, and the file on a W&B run (``lebm.cli.loggers``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["save_to_log_dir"] = False  # saved by save_config, into the run folder whatever the logger
+        super().__init__(*args, **kwargs)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """On global rank 0: write the config into ``trainer.default_root_dir`` and give it to the loggers."""
+        run_dir = trainer.default_root_dir
+        os.makedirs(run_dir, exist_ok=True)
+        path = os.path.join(run_dir, self.config_filename)
+        self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+        log_run_config(trainer.loggers, yaml.safe_load(self.parser.dump(self.config, skip_none=False)), path)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         name = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
@@ -192,34 +224,47 @@ class LebmCLI(LightningCLI):
             config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
-        if self.subcommand == "fit" and is_primary_process():
+        self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0
+        if self._smoke_test:  # the run folder is read, never written: the smoke test's files go elsewhere
+            trusted = config.get("weights_only") is False
+            config.ckpt_path = trainer_flags.smoke_test_checkpoint(run_dir, config.get("ckpt_path"), not trusted)
+            folder = trainer_flags.smoke_test_folder()
+            unused = [f"--trainer.{key} {config.trainer.get(key):g}" for key in BATCH_LIMITS if config.trainer.get(key)]
+            if is_primary_process():
+                trainer_flags.say(trainer_flags.smoke_test_note(run_dir, self._smoke_test, folder, unused))
+            run_dir = config.trainer.default_root_dir = folder
+        elif self.subcommand in ("fit", "predict") and is_primary_process():  # predict writes <run>/predictions
             check_writable(run_dir)
-        if self.subcommand == "fit":
+        if self.subcommand == "fit" and not self._smoke_test:
             trusted = config.get("weights_only") is False  # --weights_only false: the user trusts the files
             config.ckpt_path = fit_checkpoint(
                 run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
             )
-        elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
+        elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
+            verb = "predicts with" if self.subcommand == "predict" else "scores"
             warnings.warn(
-                f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
+                f"lebm {self.subcommand} without --ckpt_path {verb} a freshly initialised model; pass "
                 f"--ckpt_path {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} (or another checkpoint)",
                 stacklevel=1,
             )
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # the prediction writer keeps them: no second copy in memory
         config.overwrite = False  # used; the saved config.yaml must not overwrite next time
         resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
         for logger in _as_list(config.trainer.get("logger")):
+            place_in_run_folder(logger, run_dir)
             if not _is_config_of(logger, "WandbLogger"):
                 continue
             init_args = logger.init_args
-            if init_args.get("save_dir") in (None, "."):
-                init_args.save_dir = run_dir
             if self.subcommand == "fit" and init_args.get("id") is None:
                 init_args.id = wandb_run_id(run_dir, resuming)
                 init_args.resume = "allow"
                 self._wandb_run = (run_dir, init_args.id)
+        notes = [trainer_flags.drop_checkpoint_callbacks(config.trainer)]
         for callback in _as_list(config.trainer.get("callbacks")):
             if _is_config_of(callback, "ModelCheckpoint") and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = os.path.join(run_dir, "checkpoints")
+        trainer_flags.name_extra_checkpoints(_as_list(config.trainer.get("callbacks")))
         # Lightning types these float | int, and the parser reads "1" as 1.0 (the whole epoch): an integer
         # written by the user means batches, set on the trainer once it is built
         self._batch_limits = {
@@ -231,7 +276,16 @@ class LebmCLI(LightningCLI):
         }
         for key, batches in self._batch_limits.items():
             config.trainer[key] = batches  # what config.yaml records
+        trainer_flags.WholeEpochNote.keys = set(self._batch_limits)  # Lightning's "100%" line is wrong for them
+        self._batch_limits, limit_notes = trainer_flags.adjust_batch_limits(
+            config.trainer, self._batch_limits, lambda key: given_as_integer(self._raw_args, key)
+        )
+        given_strategy = config.trainer.get("strategy")
         config.trainer.strategy = _method_strategy(config.trainer)
+        notes += [*limit_notes, trainer_flags.strategy_note(given_strategy, config.trainer.strategy)]
+        for note in notes if is_primary_process() else ():
+            if note:
+                trainer_flags.say(note)
         _warn_if_oversubscribed(config.trainer)
         trainer = config.trainer
         try:
@@ -246,7 +300,10 @@ class LebmCLI(LightningCLI):
                 super().instantiate_classes()
             if isinstance(self.model, Method):
                 self.model.check_run(self.datamodule)
-        except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError) as error:
+                self.model.check_trainer(self.trainer)
+                if self.subcommand == "fit":
+                    check_monitors(self.model, self.trainer.callbacks)
+        except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError, MisconfigurationException) as error:
             fail(f"could not build the run: {root_cause(error)}")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         if isinstance(ckpt_path, str) and os.path.isfile(ckpt_path) and isinstance(self.model, Method):
@@ -265,7 +322,9 @@ class LebmCLI(LightningCLI):
 
     def after_fit(self) -> None:
         """One line at the end of a run: where its checkpoint, config, images and W&B run are."""
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and getattr(self, "_smoke_test", 0):
+            sys.stderr.write("lebm: fast_dev_run finished; the run folder was not written to\n")
+        elif self.trainer.is_global_zero:
             run = getattr(self, "_wandb_run", None)
             sys.stderr.write(f"lebm: {summary(self.trainer.default_root_dir, run[1] if run else None)}\n")
 
@@ -278,9 +337,32 @@ class LebmCLI(LightningCLI):
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
                 handle.write(run_id)
-        if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None:
+        trainer_flags.name_extra_last_checkpoints(self.trainer.checkpoint_callbacks)
+        if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None and not self._smoke_test:
             self.trainer.callbacks.append(InterruptCheckpoint())
+        if self.subcommand == "predict":
+            self._prepare_predict()
         self.trainer.callbacks.append(StartUpOver())
+
+    def _prepare_predict(self) -> None:
+        """``lebm predict``: refuse data without prediction batches, and write the predictions into
+        the run folder (:class:`~lebm.callbacks.PredictionWriter`) unless a prediction writer is given."""
+        datamodule = self.datamodule
+        if datamodule is not None and not is_overridden("predict_dataloader", datamodule, LightningDataModule):
+            fail(
+                f"the data module {type(datamodule).__name__} has no predict_dataloader, so lebm predict has nothing "
+                "to read: use one of lebm's data modules (they predict on the test split), lebm.data.SampleRequests "
+                "for generated samples (--data lebm.data.SampleRequests --data.n 64), or give yours a "
+                "predict_dataloader (lebm.data.PredictionSource among its bases reads its test split; docs/predict.md)"
+            )
+        if not any(isinstance(callback, BasePredictionWriter) for callback in self.trainer.callbacks):
+            self.trainer.callbacks.append(PredictionWriter())
+
+    def after_predict(self) -> None:
+        """One line at the end of ``lebm predict``: where the predictions are."""
+        writers = [callback for callback in self.trainer.callbacks if isinstance(callback, PredictionWriter)]
+        if self.trainer.is_global_zero and writers:
+            sys.stderr.write(f"lebm: predictions written to {writers[0].folder(self.trainer)}\n")
 
 
 def root_cause(error: BaseException) -> str:
@@ -395,6 +477,7 @@ STARTUP_STOPPED = (
 def run(args: list[str] | None) -> None:
     """Run the command: ``args`` (already expanded), or ``sys.argv`` when None."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(trainer_flags.WHOLE_EPOCH_NOTE)
     _StartUp.running = True
     try:
         previous = signal.signal(signal.SIGTERM, _StartUp.on_sigterm)
@@ -426,7 +509,14 @@ def run(args: list[str] | None) -> None:
     except SIGTERMException:
         sys.stderr.write("lebm: stopped by SIGTERM; a resumable checkpoint was saved: resume with --ckpt_path last\n")
         raise SystemExit(EXIT_SIGTERM) from None
+    except (MisconfigurationException, RuntimeError) as error:  # a monitored name that was not logged
+        message = trainer_flags.unlogged_monitor(error)
+        if message is None:
+            raise
+        sys.stderr.write("\n")  # after a progress bar
+        fail(message)
     finally:
+        trainer_flags.remove_smoke_test_folders()
         _StartUp.running = False
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -5,7 +5,8 @@
 - :mod:`.images`: ``ImageDataModule``, the dataset registry, readers and downloads;
 - :mod:`.text`: ``TextDataModule``, the vocabulary, sentence files and batches;
 - :mod:`.tasks`: anomaly detection and out-of-distribution detection;
-- :mod:`.toy`: 2-D Gaussian mixtures (``MixtureDataModule``).
+- :mod:`.toy`: 2-D Gaussian mixtures (``MixtureDataModule``);
+- :mod:`.prediction`: what ``lebm predict`` reads: the test split, or requests for generated samples.
 """
 
 from lebm.data.images.datamodule import DATASET_NAMES, ImageDataModule
@@ -20,6 +21,7 @@ from lebm.data.images.readers import (
     read_svhn,
 )
 from lebm.data.images.registry import DatasetSpec, dataset_names, get_dataset_spec, register_dataset, unregister_dataset
+from lebm.data.prediction import PredictionSource, SampleRequest, SampleRequests, is_sample_request
 from lebm.data.tasks.anomaly import MNISTAnomalyDataModule, anomaly_split, cited_anomaly_split
 from lebm.data.tasks.ood import OutOfDistributionDataModule
 from lebm.data.text.datamodule import TextDataModule
@@ -38,6 +40,9 @@ __all__ = [
     "MNISTAnomalyDataModule",
     "MixtureDataModule",
     "OutOfDistributionDataModule",
+    "PredictionSource",
+    "SampleRequest",
+    "SampleRequests",
     "TemplateGrammar",
     "TextDataModule",
     "Vocabulary",
@@ -47,6 +52,7 @@ __all__ = [
     "dataset_names",
     "from_signed_unit",
     "get_dataset_spec",
+    "is_sample_request",
     "list_image_files",
     "read_cifar10",
     "read_digits",

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.data.loaders import evaluation_loader, training_loader
+from lebm.data.prediction import PredictionSource, check_predict_samples
 
 
 class GaussianMixture:
@@ -114,7 +115,7 @@ def _pad_dims(plane: Tensor, dim: int) -> Tensor:
     return torch.cat([plane, plane.new_zeros(plane.shape[0], dim - 2)], dim=1).to(torch.float32)
 
 
-class MixtureDataModule(L.LightningDataModule):
+class MixtureDataModule(PredictionSource, L.LightningDataModule):
     """Samples of a ring or grid :class:`GaussianMixture` as a LightningDataModule.
 
     Batches are tuples ``(x, y)``: ``x`` float32 (B, dim), ``y`` int64 (B,) the component each
@@ -133,6 +134,8 @@ class MixtureDataModule(L.LightningDataModule):
         n_test: size of the test set.
         batch_size: batch size of all loaders (training drops the last partial batch).
         seed: seed of the sampled data.
+        predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
+            generated samples (:class:`~lebm.data.prediction.PredictionSource`).
 
     Attributes:
         mixture: the :class:`GaussianMixture` (exact ``log_prob`` for evaluation).
@@ -152,9 +155,11 @@ class MixtureDataModule(L.LightningDataModule):
         n_test: int = 1000,
         batch_size: int = 100,
         seed: int = 0,
+        predict_samples: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.predict_samples = check_predict_samples(predict_samples)
         if kind == "ring":
             self.mixture = GaussianMixture.ring(n_components or 8, radius=radius, std=std, dim=dim)
         elif kind == "grid":

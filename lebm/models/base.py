@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -23,16 +24,30 @@ from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hooks import MethodHooks, as_list
+from lebm.models.monitoring import check_monitors
+from lebm.models.prediction import Predictions, run_hooks_eagerly
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import apply_optimizer_settings
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
+from lebm.models.stepping import (
+    StepSettings,
+    adopt_trainer_settings,
+    refuse_unsupported_callbacks,
+    restore_accumulation,
+    restore_clipping,
+    trainer_step_settings,
+)
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.samplers.adaptation import drop_unused_adaptation_state
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
 RANK_LOCAL_KEY = "lebm_rank_local_buffers"
+
+
+def _no_closure() -> None:
+    """The closure of an optimiser step whose gradients were computed before it."""
 
 
 def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
@@ -69,7 +84,7 @@ def optional_component(value: Any, name: str, kind: type | tuple[type, ...] = nn
     return None if value is None else ensure_component(value, name, kind)
 
 
-class Method(MethodHooks, L.LightningModule):
+class Method(Predictions, MethodHooks, L.LightningModule):
     """The base of every learning method; the ``lebm`` CLI accepts any subclass.
 
     What a method gets from it:
@@ -96,6 +111,7 @@ class Method(MethodHooks, L.LightningModule):
       whose per-example outputs are declared in :attr:`evaluation_outputs`.
 
     The hooks a method overrides, with their defaults, are listed in :class:`lebm.models.hooks.MethodHooks`.
+    Prediction (``predict_step``, ``forward``) comes from :class:`lebm.models.prediction.Predictions`.
 
     Args:
         divergence_limits: ``{logged quantity: largest allowed |value|}``.
@@ -114,6 +130,9 @@ class Method(MethodHooks, L.LightningModule):
         self._unrecorded: dict[str, str] = {}
         self._warned_unrecorded = False
         self._unread_step_values: dict[str, Any] | None = None
+        self._step_settings = StepSettings()
+        self._iteration_counted = False
+        self._window_opens = self._window_closes = True
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -157,25 +176,97 @@ class Method(MethodHooks, L.LightningModule):
         """The method's optimisers, always as a list."""
         return as_list(self.optimizers())
 
-    def step_optimizers(self, optimizers: Any | Sequence[Any], loss: Tensor, clip: float | None = None) -> None:
-        """One update of every net of ``optimizers`` from ``loss``.
+    @property
+    def step_settings(self) -> StepSettings:
+        """Lightning's ``accumulate_grad_batches`` and gradient clipping as this run applies them
+        (:mod:`lebm.models.stepping`; defaults outside a run)."""
+        return self._step_settings
 
-        ``zero_grad`` each optimiser; one ``manual_backward(loss)``; under ``lebm_ddp`` average
-        the gradients of these optimisers' parameters over the ranks (one all-reduce: each net
-        is reduced once per its own update); optional max-norm ``clip`` of each optimiser's
-        gradients through Lightning's ``clip_gradients``; ``step`` each optimiser.
+    def check_trainer(self, trainer: Any) -> None:
+        """Refuse, in one line naming lebm's way, a Trainer this method cannot honour: Lightning's
+        callbacks that assume one optimiser or automatic optimisation
+        (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
+        when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
+        Trainer's accumulation and clipping settings, which this method applies itself."""
+        refuse_unsupported_callbacks(trainer, type(self).__name__)
+        trainer_step_settings(trainer)
+
+    def configure_callbacks(self) -> list[Any]:
+        """Lightning's first call into the model in every run, before it checks the Trainer's
+        settings: run the steps eagerly when Lightning was given ``torch.compile(model)``
+        (:func:`~lebm.models.prediction.run_hooks_eagerly`), refuse the callbacks that cannot act on a
+        method with one optimiser per net
+        (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`), and take over the Trainer's
+        ``accumulate_grad_batches`` and gradient clipping, which this method applies itself
+        (:meth:`step_optimizers`). Returns no callbacks."""
+        trainer = attached_trainer(self)
+        run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
+        if trainer is not None:
+            self.check_trainer(trainer)
+            self._step_settings = adopt_trainer_settings(trainer)
+        return []
+
+    @property
+    def updates_this_batch(self) -> bool:
+        """Whether the nets are updated at the end of this training batch (always, unless
+        ``accumulate_grad_batches`` > 1 and the batch is not the last of its window)."""
+        return self._window_closes
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Start a training iteration: its first optimiser step will be the one Lightning counts;
+        under gradient accumulation, note whether this batch opens a window (gradients zeroed)
+        and whether it closes one (the nets are updated)."""
+        self._iteration_counted = False
+        settings = self._step_settings
+        self._window_opens = batch_idx % settings.accumulate == 0
+        self._window_closes = settings.updates_after(batch_idx, self.trainer.num_training_batches)
+
+    def step_optimizers(self, optimizers: Any | Sequence[Any], loss: Tensor, clip: float | None = None) -> None:
+        """One update of every net of ``optimizers`` from ``loss``: the one stepping path of every method.
+
+        Without accumulation: ``zero_grad`` each optimiser; one ``manual_backward(loss)``; under
+        ``lebm_ddp`` average the gradients of these optimisers' parameters over the ranks (one
+        all-reduce: each net is reduced once per its own update); clip each optimiser's gradients
+        (the net's own max-norm ``clip`` when given, else the Trainer's ``gradient_clip_val`` and
+        ``gradient_clip_algorithm``) through Lightning's ``clip_gradients``, which unscales mixed
+        precision first; ``step`` each optimiser, the first step of the iteration being the one
+        that advances ``trainer.global_step``.
+
+        With ``accumulate_grad_batches = N``: the gradients are zeroed at the window's first batch,
+        every batch adds ``grad(loss / N)`` to these optimisers' parameters only, and the
+        all-reduce, clipping and steps happen on the window's last batch (:mod:`lebm.models.stepping`).
         """
         optimizers = as_list(optimizers)
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        settings = self._step_settings
+        parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
+        if settings.accumulate == 1:
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+        else:
+            if self._window_opens:
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss / settings.accumulate, inputs=[p for p in parameters if p.requires_grad])
+            if not self._window_closes:
+                return
         reduce = getattr(self.trainer.strategy, "reduce_gradients", None)
         if reduce is not None and self.trainer.world_size > 1:
-            reduce([p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]])
+            reduce(parameters)
+        value, algorithm = settings.clip_for(clip)
         for optimizer in optimizers:
-            if clip is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            if value is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
+            self._step_optimizer(optimizer)
+
+    def _step_optimizer(self, optimizer: Any) -> None:
+        """``optimizer.step()``; after the iteration's first counted step, the strategy's
+        ``optimizer_step`` on the wrapped optimiser (the same update, not counted again)."""
+        if not isinstance(optimizer, LightningOptimizer) or not self._iteration_counted:
             optimizer.step()
+            self._iteration_counted = True
+            return
+        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
 
     def on_train_epoch_end(self) -> None:
         """Per-epoch learning-rate decay, as the papers' code does."""
@@ -320,8 +411,12 @@ class Method(MethodHooks, L.LightningModule):
     # --------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
-        model (see ``lebm.distributed``)."""
+        model (see ``lebm.distributed``); refuse a callback that monitors a name the run does not log
+        (:mod:`lebm.models.monitoring`)."""
         self.check_run(self.trainer.datamodule)
+        if stage == "fit":
+            check_monitors(self, self.trainer.callbacks)
+        restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
             raise ValueError(
@@ -330,6 +425,12 @@ class Method(MethodHooks, L.LightningModule):
                 f"lebm.distributed.MethodDDPStrategy(...)) instead of {type(strategy).__name__}. The lebm CLI "
                 "picks it by itself for --trainer.devices N."
             )
+
+    def teardown(self, stage: str) -> None:
+        """Give the Trainer back the gradient clipping this run took over (:meth:`configure_callbacks`)."""
+        trainer = attached_trainer(self)
+        if trainer is not None:
+            restore_clipping(trainer, self._step_settings)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.evaluation_step(batch, "val")

@@ -16,7 +16,8 @@ values to Lightning only on the steps where they are read:
   before it writes that step's row);
 - every step, when a callback ``monitor``s one of the step's values (``ModelCheckpoint`` or
   ``EarlyStopping`` watching a ``train/`` value, which they may read after any batch or validation);
-- every step of a ``fast_dev_run``, and every step when Lightning's loop cannot be read.
+- every step of a ``fast_dev_run`` or under gradient accumulation (Lightning then writes the
+  loggers on update steps), and every step when Lightning's loop cannot be read.
 
 The divergence guard still checks every step's values: only the hand-over is skipped. A callback
 of your own that reads ``trainer.callback_metrics`` after every batch without a ``monitor``
@@ -35,7 +36,7 @@ def step_values_read(trainer: Any, names: Iterable[str] = ()) -> bool:
     if trainer is None:
         return True
     try:
-        if trainer.fast_dev_run or trainer.log_every_n_steps == 1:
+        if trainer.fast_dev_run or trainer.log_every_n_steps == 1 or trainer.accumulate_grad_batches != 1:
             return True
         names = set(names)
         if any(getattr(callback, "monitor", None) in names for callback in trainer.callbacks):
@@ -46,6 +47,6 @@ def step_values_read(trainer: Any, names: Iterable[str] = ()) -> bool:
         if batches.is_last_batch or batches.current.ready >= trainer.num_training_batches:
             return True
         max_steps = trainer.max_steps
-        return max_steps is not None and max_steps >= 0 and trainer.global_step + len(trainer.optimizers) >= max_steps
+        return max_steps is not None and max_steps >= 0 and trainer.global_step + 1 >= max_steps
     except (AttributeError, TypeError):  # another Lightning, or a trainer-like object: log every step
         return True

@@ -394,6 +394,16 @@ class DualMCMC(LatentGeneratorModel):
                 "mse_inf": self.decoder.metrics(x, z_inf)["mse"],
             }
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...] | None:
+        """Both chains' ends, the three teaching losses with their terms (``train/...``); the
+        evaluation's ``val/nll``, ``val/energy`` (and ``test/``)."""
+        losses = [
+            f"train/{net}_{part}" for net in ("generator", "inference") for part in ("loss", "data_term", "sample_term")
+        ]
+        train = ("train/data_chain_*", "train/posterior_chain_*", "train/energy_data", "train/energy_samples")
+        return (*train, *losses, "train/ebm_contrast", *self.evaluation_metric_names)
+
 
 def resolve_temperature(temperature: float | str, sampler: Sampler) -> float:
     """The EBM loss's temperature: a number > 0, or ``"auto"``: the data chain's stationary

@@ -13,7 +13,7 @@ from lebm.estimators import VariationalBound, variational_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.choices import check_choice
 from lebm.models.latent_variable import LatentVariableModel
-from lebm.models.prior_mle import prior_mle_step, prior_negatives
+from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.nets.latents import LatentGroups
@@ -185,7 +185,7 @@ class JointHierarchicalEBM(LatentVariableModel):
             self._ebm_update(optimizers, z_pos.detach(), x.shape[0], stream, logs, watch)
         kl_weight = self.kl_weight()
         bound = self.variational_bound(x, q=q, z=z_pos, kl_weight=kl_weight)
-        if self.hparams.kl_warmup_steps:
+        if self.hparams.kl_warmup_steps and self.updates_this_batch:  # counts updates, not accumulated batches
             self.kl_warmup_iterations += 1
         self.step_optimizers(optimizers[0], bound.loss, clip=self.hparams.decoder_grad_clip)
         logs["train/loss"] = bound.loss.detach()
@@ -320,6 +320,14 @@ class JointHierarchicalEBM(LatentVariableModel):
         layers' reference terms are constant). ``z_layer`` ``(n, size)``, ``base`` ``(n, latent_dim)``,
         ``columns`` ``(size,)`` the layer's column indices."""
         return self.prior.residual_energy(base.index_copy(1, columns, z_layer))
+
+    @property
+    def logged_metric_names(self) -> tuple[str, ...] | None:
+        """The variational bound (loss, NLL, KL, the KL's warm-up weight) and, with a learned prior,
+        its chain and MLE step (``train/...``); the evaluation's ``val/nll``, ``test/nll``."""
+        prior = PRIOR_MLE_METRIC_NAMES if self.learns_prior else ()
+        train = ("train/loss", "train/nll", "train/kl", "train/kl_weight")
+        return (*train, *prior, *self.evaluation_metric_names)
 
 
 def _groups_of(part: Any) -> LatentGroups | None:

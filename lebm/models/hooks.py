@@ -80,6 +80,14 @@ class MethodHooks:
         in :attr:`evaluation_outputs`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
 
+    @property
+    def logged_metric_names(self) -> tuple[str, ...] | None:
+        """The names the method gives ``self.log`` (what ``ModelCheckpoint``/``EarlyStopping`` can
+        ``monitor``), every stage's; ``*`` stands for a family (``train/posterior_chain_*``). None: not
+        declared, so a monitored name cannot be checked before the run (:mod:`lebm.models.monitoring`).
+        Each method of lebm lists its own; a subclass that logs more extends it."""
+        return None
+
 
 class LatentGeneratorHooks:
     """The hooks of a method with a decoder, a latent prior and posterior inference (mixed into
@@ -117,6 +125,12 @@ class LatentGeneratorHooks:
     #: ``{logged name: evaluation value}``: the values of :meth:`evaluation_values` whose batch
     #: means the evaluation step logs as ``{stage}/<logged name>``.
     logged_evaluation_values: ClassVar[Mapping[str, str]] = {"nll": "nll"}
+
+    @property
+    def evaluation_metric_names(self) -> tuple[str, ...]:
+        """The names the evaluation step logs: ``val/<name>`` and ``test/<name>`` for each of
+        :attr:`logged_evaluation_values` (part of a method's ``logged_metric_names``)."""
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in self.logged_evaluation_values)
 
     def evaluation_values(self, x: Tensor) -> dict[str, Tensor]:
         """The per-example values ``(B,)`` of a held-out batch ``x`` ``(B, *x_shape)`` named in

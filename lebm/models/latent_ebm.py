@@ -11,7 +11,7 @@ from lebm.estimators import reconstruction_loss
 from lebm.models.base import batch_observations
 from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
-from lebm.models.prior_mle import prior_mle_step, prior_negatives
+from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
 from lebm.samplers import Langevin, Sampler
 
@@ -108,3 +108,10 @@ class LatentEBM(LatentVariableModel):
         if self.learns_prior:
             logs.update(prior_mle_step(self, optimizers[1], z_pos, negatives.z, clip=self.hparams.prior_grad_clip))
         self.finish_training_step(logs, watch, batch_idx)
+
+    @property
+    def logged_metric_names(self) -> tuple[str, ...] | None:
+        """The posterior chain's ends, the decoder's NLL and, with a learned prior, its chain and
+        MLE step (``train/...``); the evaluation's ``val/nll``, ``test/nll``."""
+        prior = PRIOR_MLE_METRIC_NAMES if self.learns_prior else ()
+        return ("train/posterior_chain_*", "train/decoder_nll", *prior, *self.evaluation_metric_names)

@@ -13,6 +13,7 @@ from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
 from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
+from lebm.models.prediction import with_text
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import InferenceNetwork
@@ -34,11 +35,13 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
     What a method on this base gets besides :class:`~lebm.models.base.Method`: the run checks
     (latent sizes across the parts, the data's kind and shape against the decoder's), the
     decoder's per-batch training noise, the user-input check (:meth:`observations`), ``infer(x)``
-    ``(B, latent_dim)``, ``reconstruct(x)`` ``(B, *x_shape)`` = ``decode(infer(x))`` and the
+    ``(B, latent_dim)``, ``reconstruct(x)`` ``(B, *x_shape)`` = ``decode(infer(x))``, the
     evaluation step, which logs the batch means of :attr:`logged_evaluation_values` and returns
-    :meth:`evaluation_values`. ``generate``, ``score`` and what the evaluation returns are the
-    method's: :class:`~lebm.models.LatentVariableModel` scores ``-log p(x, z)``, ``DualMCMC`` its
-    data-space energy. Inference and decoding in the user API and the evaluation step run inside
+    :meth:`evaluation_values`, and prediction (:meth:`predict_observations`: one inference per
+    batch gives its latents, reconstructions and scores; ``docs/predict.md``). ``generate``,
+    ``score`` and what the evaluation returns are the method's:
+    :class:`~lebm.models.LatentVariableModel` scores ``-log p(x, z)``, ``DualMCMC`` its data-space
+    energy. Inference and decoding in the user API, the evaluation step and prediction run inside
     :meth:`evaluation_statistics`.
 
     Args:
@@ -227,6 +230,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         decoder's word dropout): drawn once from the per-rank training stream, so the
         posterior chain's energy ``-log p(x, z)`` stays one function through all its steps and
         the decoder's update, and the draws differ across ranks and resume exactly."""
+        super().on_train_batch_start(batch, batch_idx)
         self.decoder.hold_noise(batch_observations(batch), generator=self.train_generator)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -281,6 +285,41 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         for name, value in self.logged_evaluation_values.items():
             self.log(f"{stage}/{name}", values[value].mean(), sync_dist=True, batch_size=len(x))
         return values
+
+    # --------------------------------------------------------------------------- prediction
+    def prediction_input(self, data: Any) -> Any:
+        """Observations as the decoder reads them (its ``prepare``: strings become token ids),
+        checked by the decoder's ``check_observations`` as the user API's input is, also inside a
+        predict loop (``ValueError`` naming the fix)."""
+        x = self.decoder.prepare(data, self.device)
+        if isinstance(x, Tensor):
+            self.decoder.check_observations(x)
+        return x
+
+    def score_at(self, x: Tensor, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The anomaly scores ``(B,)`` of observations ``x`` whose posterior latents ``z``
+        ``(B, latent_dim)`` are known: ``score(x)`` without inferring again. Default: ``score(x)``
+        (a method whose score does not read latents, as DualMCMC's energy)."""
+        return self.score(x, generator=generator)
+
+    def predict_observations(self, x: Tensor, *, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """One posterior inference (``infer``, chains drawing from ``generator``) and what follows
+        from it: ``{"inputs": x (B, *x_shape), "latents": z (B, latent_dim), "reconstructions":
+        decode(z) (B, *x_shape), "scores": score_at(x, z) (B,)}``, decoded inside
+        :meth:`evaluation_statistics`; a text decoder adds ``"input_text"`` and
+        ``"reconstruction_text"`` (:func:`lebm.models.prediction.with_text`)."""
+        z = self.infer(x, generator=generator)
+        with torch.no_grad():
+            with self.evaluation_statistics():
+                reconstructions = warn_if_not_finite(self.decoder.decode(z), "predict: reconstructions")
+            scores = warn_if_not_finite(self.score_at(x, z, generator=generator), "predict: scores")
+        prediction = {"inputs": x, "latents": z, "reconstructions": reconstructions, "scores": scores}
+        return with_text(self.decoder, prediction)
+
+    def predict_samples(self, n: int, *, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """``{"samples": generate(n) (n, *x_shape)}`` drawn from ``generator``; a text decoder adds
+        ``"sample_text"``."""
+        return with_text(self.decoder, {"samples": self.generate(n, generator=generator)})
 
 
 def latent_nets(prior: Prior) -> list[tuple[str, nn.Module]]:

@@ -13,6 +13,7 @@ from lebm.models.hooks import LatentVariableHooks
 from lebm.models.inputs import warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs, latent_nets
 from lebm.models.optimizers import adam_with_decay
+from lebm.models.prediction import with_text
 from lebm.nets.decoders import Decoder
 from lebm.samplers import Sampler
 
@@ -123,6 +124,18 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
             terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + reconstruction
             terms["score_prior_term"] = terms["score_prior_term"] + energy
         return {name: total / len(latents) for name, total in terms.items()}
+
+    # --------------------------------------------------------------------------- prediction
+    def score_at(self, x: Tensor, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """``score(x)`` at known posterior latents ``z`` ``(B, latent_dim)``: ``-log p(x, z)``
+        (:meth:`anomaly_terms`, averaged over :attr:`score_samples` draws of ``q(z|x)`` when set) ``(B,)``."""
+        with torch.no_grad():
+            return self.anomaly_terms(x, z, generator=generator)["score"]
+
+    def predict_samples(self, n: int, *, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """``{"samples": (n, *x_shape)}``: :meth:`generate`'s samples as tensors (token ids for text,
+        with ``"sample_text"`` their strings)."""
+        return with_text(self.decoder, {"samples": self.generate(n, generator=generator, raw=True)})
 
     # --------------------------------------------------------------------------- evaluation
     def evaluation_values(self, x: Tensor) -> dict[str, Tensor]:

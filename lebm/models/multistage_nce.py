@@ -7,6 +7,7 @@ and every unconfirmed choice is an argument (docs/multistage_nce.md lists them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -162,9 +163,11 @@ class MultiStageNCE(LatentVariableModel):
             rank_zero_warn(f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train")
 
     def _even_schedule(self) -> list[int]:
-        """``T_k`` from an even split of the run's training iterations over the stages."""
+        """``T_k`` from an even split of the run's training iterations (updates: one per
+        ``accumulate_grad_batches`` batches) over the stages."""
         trainer = self.trainer
-        total = trainer.max_epochs * trainer.num_training_batches if trainer.max_epochs not in (None, -1) else None
+        updates_per_epoch = math.ceil(trainer.num_training_batches / self.step_settings.accumulate)
+        total = trainer.max_epochs * updates_per_epoch if trainer.max_epochs not in (None, -1) else None
         if total is None or total == float("inf"):
             raise ValueError(
                 "MultiStageNCE cannot split an unbounded run over its stages: set trainer.max_epochs "
@@ -207,7 +210,8 @@ class MultiStageNCE(LatentVariableModel):
         logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)
         logs["train/stage"] = float(stage)  # type: ignore[assignment]
         self.finish_training_step(logs, watch, batch_idx)
-        self._advance_stage()
+        if self.updates_this_batch:  # a stage counts iterations (updates), not accumulated batches
+            self._advance_stage()
 
     def _stage_logit(self, z: Tensor) -> Tensor:
         """The stage-``k`` classifier's logit ``h_k(z)`` ``(B,)``; with ``earlier_ratios="finetune"``
@@ -264,6 +268,13 @@ class MultiStageNCE(LatentVariableModel):
             self.stage_schedule = values if all(t > 0 for t in values) else None
         else:
             self.stage_schedule = self._stage_schedule  # keep the explicit one in the buffer too
+
+    @property
+    def logged_metric_names(self) -> tuple[str, ...] | None:
+        """Both chains' ends, the decoder's NLL, the stage's NCE loss and logits, the stage index
+        (``train/...``); the evaluation's ``val/nll``, ``test/nll``."""
+        train = ("train/posterior_chain_*", "train/prior_chain_*", "train/decoder_nll", "train/nce_loss")
+        return (*train, "train/logit_pos", "train/logit_neg", "train/stage", *self.evaluation_metric_names)
 
 
 def _resolve_schedule(stage_iterations: int | list[int] | None, n_stages: int) -> list[int] | None:

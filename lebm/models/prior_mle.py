@@ -61,3 +61,8 @@ def prior_mle_step(
         "train/energy_pos": contrastive.energy_pos,
         "train/energy_neg": contrastive.energy_neg,
     }
+
+
+#: The names a prior learned by MLE adds to a method's logs: its chain (:func:`prior_negatives`)
+#: and its step (:func:`prior_mle_step`).
+PRIOR_MLE_METRIC_NAMES = ("train/prior_chain_*", "train/prior_loss", "train/energy_pos", "train/energy_neg")

@@ -304,6 +304,7 @@ class RecoveryPolicy:
             for name, value in snapshot.other_buffers.items():
                 buffers[name].copy_(value)
         for optimizer, saved in zip(model.trainer.optimizers, snapshot.optimizers, strict=True):
+            optimizer.zero_grad(set_to_none=True)  # a window of accumulated gradients includes the bad batch's
             hyper = [
                 {key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups
             ]

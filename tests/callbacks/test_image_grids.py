@@ -38,7 +38,7 @@ def grid_epochs(folder: Path, key: str) -> list[int]:
     [
         ({"max_epochs": 5}, [2, 4]),  # (0-based names) the 3rd epoch, and the last
         ({"max_epochs": 6}, [2, 5]),  # the last epoch is a scheduled one: drawn once
-        ({"max_epochs": 10, "max_steps": 12}, [1]),  # 4 batches an epoch, 2 steps a batch: ends within the 2nd epoch
+        ({"max_epochs": 10, "max_steps": 6}, [1]),  # 4 batches (steps) an epoch: ends within the 2nd epoch
     ],
 )
 def test_grids_come_every_n_epochs_and_at_the_last_one(tmp_path: Path, limits: dict, expected: list[int]) -> None:

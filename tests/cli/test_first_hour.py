@@ -90,7 +90,7 @@ def test_a_short_run_checkpoints_every_epoch_and_draws_grids_at_its_last_without
         *QUICK,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=1-step=8.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch=1-step=4.ckpt", "last.ckpt"]
     # the quickstart draws grids every 10 epochs and at the last one
     assert [Path(p).name for p in glob.glob(str(run / "images" / "samples_epoch*.png"))] == ["samples_epoch0001.png"]
     assert glob.glob(str(run / "images" / "reconstructions_epoch*.png")) == [
@@ -130,7 +130,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
     assert killed.returncode == 143, killed.stderr[-2000:]
     assert "resume with --ckpt_path last" in killed.stderr
     mid = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert mid["epoch"] == 1 and mid["global_step"] == (8 + 6) * 2  # 8 + 6 batches, 2 optimiser steps each
+    assert mid["epoch"] == 1 and mid["global_step"] == 8 + 6  # 8 + 6 batches, one step each
 
     resumed = lebm("fit", *common, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -74,3 +74,14 @@ class NumpyState(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict["best"]
+
+
+class WithoutPredictions(L.LightningDataModule):
+    """A data module (class_path ``tests.helpers.cli_runner.WithoutPredictions``) with a test split and
+    no ``predict_dataloader``, as many users' are: ``lebm predict`` refuses it in one line."""
+
+    def test_dataloader(self):  # noqa: ANN201
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        return DataLoader(TensorDataset(torch.rand(4, 1, 8, 8) * 2 - 1), batch_size=4)

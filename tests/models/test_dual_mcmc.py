@@ -308,7 +308,7 @@ def earlier_checkpoint(tmp_path: Path) -> tuple[Path, DualMCMC]:
     torch.manual_seed(0)
     model = image_model(generator_options={"align_corners": False}, encoder_options={"head_bias": False})
     images = torch.rand(16, 1, 8, 8) * 2 - 1
-    trainer = fit(model, DataLoader(TensorDataset(images), batch_size=8), tmp_path, max_steps=3)  # 1 iteration
+    trainer = fit(model, DataLoader(TensorDataset(images), batch_size=8), tmp_path, max_steps=1)  # 1 iteration
     path = tmp_path / "earlier.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
@@ -349,7 +349,7 @@ def test_checkpoints_of_earlier_versions_load_as_the_nets_they_were_trained_as(t
 
 def test_training_resumes_from_a_checkpoint_of_an_earlier_version(tmp_path: Path) -> None:
     """The encoder's Adam state lacks the head biases: they get fresh slots and learn from the next
-    step (the checkpoint holds one iteration, 3 optimiser steps; the resumed fit runs two more)."""
+    step (the checkpoint holds one iteration, which stepped 3 optimisers; the resumed fit runs two more)."""
     path, _ = earlier_checkpoint(tmp_path)
     model = image_model()
     images = torch.rand(16, 1, 8, 8) * 2 - 1

@@ -67,7 +67,7 @@ class Quadratic(nn.Module):
 
 
 def fit(model: L.LightningModule, x: torch.Tensor, steps: int, tmp_path: Path, batch_size: int = 64) -> L.Trainer:
-    """Train on ``x`` in order for ``steps`` optimiser steps (two per iteration when the EBM learns),
+    """Train on ``x`` in order for ``steps`` training steps (iterations, each updating every net),
     or for one epoch with ``steps=-1``; the trainer that did it."""
     loader = DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=False)
     trainer = quiet_trainer(
@@ -130,7 +130,7 @@ def test_training_moves_the_encoder_to_the_tilted_prior(tmp_path: Path) -> None:
         betas=(0.5, 0.9),
         decoder_weight_decay=0.0,
     )
-    fit(model, torch.zeros(512, 2), steps=400, tmp_path=tmp_path)
+    fit(model, torch.zeros(512, 2), steps=200, tmp_path=tmp_path)
     assert torch.allclose(model.encoder.mean.detach(), torch.tensor(w), atol=0.25)
     assert torch.allclose(model.encoder.logvar.detach(), torch.zeros(2), atol=0.3)
     assert torch.equal(prior.energy_net.w.detach(), torch.tensor(w))  # the EBM did not move
@@ -152,7 +152,7 @@ def test_the_ebm_update_lowers_the_energy_where_the_encoder_puts_its_samples(tmp
         betas=(0.5, 0.9),
     )
     before = prior.sample(2000, generator=torch.Generator().manual_seed(1)).mean(0)
-    fit(model, torch.zeros(2048, 2), steps=150, tmp_path=tmp_path)
+    fit(model, torch.zeros(2048, 2), steps=75, tmp_path=tmp_path)
     with torch.no_grad():
         energies = prior.energy(torch.tensor([c, [-x for x in c]]))
     assert energies[0] < energies[1] - 2.0
@@ -336,17 +336,17 @@ def test_the_joint_ebm_prior_beats_the_same_model_without_it_on_a_two_level_mixt
 def test_the_kl_warm_up_weighs_the_kl_by_iterations_not_optimiser_steps(tmp_path: Path) -> None:
     """Device: CPU. With ``kl_warmup_steps = tau`` the first iteration's loss is the reconstruction
     term alone (weight 0), the weight after ``t`` iterations is ``1 - exp(-t / tau)`` with ``t``
-    counting iterations (two optimiser steps each while the EBM learns), the count is saved with the
+    counting iterations (updates: two optimiser steps each while the EBM learns), the count is saved with the
     checkpoint, and the weights are those of a model without a warm-up (no new key)."""
     torch.manual_seed(0)
     x = torch.randn(64, 2)
-    metrics = fit(small_model(kl_warmup_steps=4.0), x, steps=2, tmp_path=tmp_path).callback_metrics  # one iteration
+    metrics = fit(small_model(kl_warmup_steps=4.0), x, steps=1, tmp_path=tmp_path).callback_metrics  # one iteration
     assert abs(float(metrics["train/kl"])) > 1e-3  # a KL that would show in the loss (1e-5 below)
     assert float(metrics["train/loss"]) == pytest.approx(float(metrics["train/nll"]), abs=1e-5)
     assert float(metrics["train/kl_weight"]) == 0.0
 
     model = small_model(kl_warmup_steps=4.0)
-    trainer = fit(model, torch.randn(6 * 64, 2), steps=-1, tmp_path=tmp_path)  # 6 iterations, 12 optimiser steps
+    trainer = fit(model, torch.randn(6 * 64, 2), steps=-1, tmp_path=tmp_path)  # 6 iterations
     assert int(model.kl_warmup_iterations) == 6
     assert float(model.kl_weight()) == pytest.approx(1 - math.exp(-6 / 4), abs=1e-6)
     trainer.save_checkpoint(tmp_path / "warm.ckpt")

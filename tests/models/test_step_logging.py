@@ -84,7 +84,7 @@ def test_every_step_is_handed_over_with_log_every_n_steps_1(tmp_path: Path) -> N
 
 
 def test_a_run_that_ends_at_max_steps_hands_over_its_last_step(tmp_path: Path) -> None:
-    trainer, spy = fit(tmp_path, batches=8, every=50, max_steps=10)  # LatentEBM: 2 optimiser steps a batch
+    trainer, spy = fit(tmp_path, batches=8, every=50, max_steps=5)  # a step is a batch
     assert len(spy.checked) == 5 and spy.handed[-1] == 5
     assert float(trainer.callback_metrics["train/decoder_nll"]) == pytest.approx(spy.checked[-1]["train/decoder_nll"])
 

@@ -59,8 +59,8 @@ def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> 
     assert model.evaluation_outputs == ("nll", "score", "score_reconstruction_term", "score_prior_term")
     x = torch.randn(4, 2)
     assert model.observations(x) is x and model.presented(x, raw=False) is x
-    trainer = quiet_trainer(max_steps=4, accelerator="cpu")
+    trainer = quiet_trainer(max_steps=2, accelerator="cpu")
     trainer.fit(model, DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=8))
-    assert decoder.held == 2  # two batches, two optimisers each
+    assert decoder.held == 2  # two steps: two batches
     with pytest.raises(NotImplementedError, match="must implement nll"):
         Decoder().nll(torch.zeros(1, 2), torch.zeros(1, 3))

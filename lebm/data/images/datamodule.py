@@ -35,6 +35,7 @@ from lebm.data.images.folder_preprocess import FolderPreprocess
 from lebm.data.images.registry import dataset_names, get_dataset_spec
 from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.paths import expand_root
+from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.splits import random_split_indices, resolve_count
 from lebm.data.transforms import convert_channels, resize_uint8
 
@@ -44,7 +45,7 @@ DATASET_NAMES = dataset_names()
 VALIDATE_ON = ("test", "val")
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(PredictionSource, L.LightningDataModule):
     """Image datasets as float32 batches in [-1, 1], with deterministic train/val/test splits.
 
     See the module docstring for which split trains, validates and tests. The arguments are
@@ -95,6 +96,8 @@ class ImageDataModule(L.LightningDataModule):
         resize_shorter_side: celeba/folder only: resize so the shorter side has this many pixels
             (aspect ratio kept), after ``crop_box`` and before ``center_crop``. The official LEBM
             CelebA-128 protocol is ``resize_shorter_side: 128, center_crop: 128, image_size: 128``.
+        predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
+            generated samples (:class:`~lebm.data.prediction.PredictionSource`).
 
     Attributes:
         dataset_name: the ``dataset`` argument; ``spec`` its :class:`~lebm.data.images.registry.DatasetSpec`.
@@ -129,9 +132,11 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 1,
         validate_on: Literal["test", "val"] = "test",
         resize_shorter_side: int | None = None,
+        predict_samples: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.predict_samples = check_predict_samples(predict_samples)
         self.spec = get_dataset_spec(dataset)
         self.dataset_name = dataset
         self.root: Path | None = expand_root(root) if self.spec.needs_files else None

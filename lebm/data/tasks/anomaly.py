@@ -43,6 +43,7 @@ from lebm.data.images.readers import read_mnist_csv, read_mnist_idx
 from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.locate import locate_mnist_csv, locate_mnist_idx
 from lebm.data.paths import expand_root
+from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.transforms import convert_channels, resize_uint8
 
 MNIST_SIZE = 28
@@ -111,7 +112,7 @@ def validation_split(
     return torch.cat(val).sort().values, torch.cat(test).sort().values
 
 
-class MNISTAnomalyDataModule(L.LightningDataModule):
+class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     """MNIST with held-out digits as anomalies (see the module docstring for the protocol).
 
     The protocol has no separate validation split: validation runs on the test split, so that the
@@ -136,6 +137,8 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         image_size: side of the square images served (28 = native; other sizes are resized,
             bilinear and antialiased), so a config can state the size once for data and model.
         channels: 1 (native grey) or 3 (grey repeated into RGB).
+        predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
+            generated samples (:class:`~lebm.data.prediction.PredictionSource`).
 
     Attributes:
         sample_shape: ``(channels, image_size, image_size)``, known at construction.
@@ -159,8 +162,10 @@ class MNISTAnomalyDataModule(L.LightningDataModule):
         seed: int | None = None,
         image_size: int = MNIST_SIZE,
         channels: int = 1,
+        predict_samples: int = 0,
     ) -> None:
         super().__init__()
+        self.predict_samples = check_predict_samples(predict_samples)
         if pool not in ("full", "offline"):
             raise ValueError(f"pool must be 'full' or 'offline', got {pool!r}")
         if split not in ("disjoint", "cited"):

@@ -30,6 +30,7 @@ from lebm.data.datasets import ScaledImageSubset
 from lebm.data.images.datamodule import ImageDataModule
 from lebm.data.images.registry import dataset_names, get_dataset_spec
 from lebm.data.loaders import evaluation_loader, training_loader
+from lebm.data.prediction import PredictionSource, check_predict_samples
 
 #: Label of in-distribution (0) and out-of-distribution (1) evaluation images.
 IN_LABEL, OUT_LABEL = 0, 1
@@ -49,7 +50,7 @@ class _Relabelled(Dataset):
         return self.dataset[index][0], self.label
 
 
-class OutOfDistributionDataModule(L.LightningDataModule):
+class OutOfDistributionDataModule(PredictionSource, L.LightningDataModule):
     """Train on ``in_dataset``; evaluate on its test split (y = 0) then ``out_dataset``'s (y = 1).
 
     See the module docstring for the protocol. Both datasets need an official test split (mnist,
@@ -92,6 +93,8 @@ class OutOfDistributionDataModule(L.LightningDataModule):
         seed: passed to the internal modules (no split is random: training is the whole training split).
         download: fetch missing files of both datasets with torchvision in :meth:`prepare_data`.
         out_limit: use only the first ``out_limit`` out-of-distribution test images; None = all.
+        predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
+            generated samples (:class:`~lebm.data.prediction.PredictionSource`).
 
     Attributes:
         anomaly_classes: ``[1]``, the label of the out-of-distribution images (read by
@@ -119,9 +122,11 @@ class OutOfDistributionDataModule(L.LightningDataModule):
         seed: int = 1,
         download: bool = False,
         out_limit: int | None = None,
+        predict_samples: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.predict_samples = check_predict_samples(predict_samples)
         for role, name in (("in_dataset", in_dataset), ("out_dataset", out_dataset)):
             if not get_dataset_spec(name).official_test_split:
                 valid = [n for n in dataset_names() if get_dataset_spec(n).official_test_split]

@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from lebm.data.loaders import evaluation_loader, training_loader
+from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.text.batches import BucketedBatches, EncodeSentences, SentenceDataset
 from lebm.data.text.files import check_text_files, read_sentences, text_split_paths
 from lebm.data.text.grammar import TemplateGrammar
@@ -42,7 +43,7 @@ SUSPICIOUS_UNKNOWN_SHARE = 0.2
 Words = list[str]
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(PredictionSource, L.LightningDataModule):
     """Sentences as (B, T) LongTensors of word ids, with a vocabulary built on the training split.
 
     Datasets and their files inside ``root`` (every file: one sentence, or for Yahoo one document,
@@ -91,6 +92,8 @@ class TextDataModule(L.LightningDataModule):
         n_train: ``templates`` only: how many sentences the training split draws.
         n_val: ``templates`` only: how many sentences the validation split draws.
         n_test: ``templates`` only: how many sentences the test split draws.
+        predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
+            generated samples (:class:`~lebm.data.prediction.PredictionSource`).
 
     Attributes:
         vocabulary: the :class:`~lebm.data.text.vocabulary.Vocabulary` (None until :meth:`setup` or
@@ -125,9 +128,11 @@ class TextDataModule(L.LightningDataModule):
         n_train: int = 2000,
         n_val: int = 200,
         n_test: int = 200,
+        predict_samples: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.predict_samples = check_predict_samples(predict_samples)
         if dataset not in TEXT_DATASETS:
             raise ValueError(f"unknown text dataset {dataset!r}; valid names are: {', '.join(TEXT_DATASETS)}")
         self.dataset_name = dataset

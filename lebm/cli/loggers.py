@@ -1,0 +1,117 @@
+"""Loggers in the run folder, and the whole run in every logger.
+
+- **No ``save_dir`` needed.** Lightning's ``CSVLogger``, ``TensorBoardLogger`` and ``WandbLogger``
+  (lebm's too, and subclasses of them) given without a ``save_dir`` write under the run folder
+  (``trainer.default_root_dir``): ``<run>/<name>/version_<n>/`` for CSV and TensorBoard,
+  ``<run>/wandb/`` for W&B. ``CSVLogger`` and ``TensorBoardLogger`` require the argument, so the
+  parser would refuse them before lebm could fill it: :func:`mark_run_folder_save_dirs` marks it
+  (``"."``, the run folder) while the command line is checked, and :func:`place_in_run_folder`
+  replaces the mark by the run folder.
+- **The whole resolved config in every logger**: :func:`log_run_config` gives each logger the run's
+  config as saved in ``<run>/config.yaml`` (``trainer``, ``seed_everything``, ``model``, ``data``,
+  the callbacks inside ``trainer``), nested as in the file, so runs that differ in a Trainer flag or
+  a callback differ in the loggers too; a W&B run also gets the file itself, as ``lebm/config.yaml``
+  among its files (W&B keeps its own ``config.yaml`` there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+#: Loggers (and their subclasses) that write into the run folder when given no ``save_dir``.
+RUN_FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger", "WandbLogger")
+#: What marks a ``save_dir`` to be filled with the run folder (also W&B's own default).
+RUN_FOLDER_MARK = "."
+#: The folder of a W&B run's files that holds lebm's files.
+WANDB_FILES_FOLDER = "lebm"
+
+
+def _get(item: Any, key: str) -> Any:
+    return item.get(key) if isinstance(item, (dict, Namespace)) else getattr(item, key, None)
+
+
+def logger_configs(value: Any) -> list[Any]:
+    """The ``class_path``/``init_args`` configs in a ``trainer.logger`` value (one, a list, or none)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [item for item in items if isinstance(_get(item, "class_path"), str)]
+
+
+def writes_into_run_folder(class_path: str) -> bool:
+    """Whether the logger at ``class_path`` is (a subclass of) one of :data:`RUN_FOLDER_LOGGERS`; a
+    short name (``CSVLogger``) counts by its name."""
+    module_name, _, name = class_path.rpartition(".")
+    if not module_name:
+        return name in RUN_FOLDER_LOGGERS
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(cls, type) and any(klass.__name__ in RUN_FOLDER_LOGGERS for klass in cls.__mro__)
+
+
+def _trainer_configs(namespace: Any) -> list[Any]:
+    """The ``trainer`` branches of a parsed config: its own, or its subcommands'."""
+    found = []
+    if not isinstance(namespace, Namespace):
+        return found
+    for key in ("", "fit", "validate", "test", "predict"):
+        branch = namespace if not key else namespace.get(key)
+        trainer = branch.get("trainer") if isinstance(branch, Namespace) else None
+        if isinstance(trainer, (Namespace, dict)):
+            found.append(trainer)
+    return found
+
+
+def mark_run_folder_save_dirs(namespace: Any) -> None:
+    """Give every run-folder logger of ``namespace`` without a ``save_dir`` the mark
+    :data:`RUN_FOLDER_MARK`, in place (before the parser checks the required arguments)."""
+    for trainer in _trainer_configs(namespace):
+        for logger in logger_configs(_get(trainer, "logger")):
+            if not writes_into_run_folder(_get(logger, "class_path")):
+                continue
+            init_args = _get(logger, "init_args")
+            if init_args is None:
+                init_args = Namespace() if isinstance(logger, Namespace) else {}
+                logger["init_args"] = init_args
+            if _get(init_args, "save_dir") is None:
+                init_args["save_dir"] = RUN_FOLDER_MARK
+
+
+def place_in_run_folder(logger: Any, run_dir: str) -> None:
+    """Set a run-folder logger's ``save_dir`` to ``run_dir`` when it has none (or the mark)."""
+    if not writes_into_run_folder(_get(logger, "class_path")):
+        return
+    init_args = _get(logger, "init_args")
+    if init_args is not None and _get(init_args, "save_dir") in (None, RUN_FOLDER_MARK):
+        init_args["save_dir"] = run_dir
+
+
+def log_run_config(loggers: list[Any], config: Mapping[str, Any], config_path: str) -> None:
+    """Give every logger the run's resolved ``config`` (nested, as in ``config_path``); attach
+    ``config_path`` to each W&B run. On global rank 0 only (where the loggers write)."""
+    for logger in loggers:
+        logger.log_hyperparams(dict(config))
+        if isinstance(logger, WandbLogger):
+            attach_to_wandb_run(logger, config_path)
+
+
+def attach_to_wandb_run(logger: WandbLogger, path: str) -> None:
+    """Copy ``path`` among the W&B run's files, as ``lebm/<file name>``, and upload it now (offline:
+    with the run, at ``wandb sync``). A failure is a warning: the run goes on."""
+    try:
+        run = logger.experiment
+        folder = os.path.join(run.dir, WANDB_FILES_FOLDER)
+        os.makedirs(folder, exist_ok=True)
+        copy = os.path.join(folder, os.path.basename(path))
+        shutil.copyfile(path, copy)
+        run.save(copy, base_path=run.dir, policy="now")
+    except Exception as error:  # W&B's own errors vary by version; attaching must not stop training
+        rank_zero_warn(f"could not attach {path} to the W&B run: {error}")

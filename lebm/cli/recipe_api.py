@@ -1,0 +1,144 @@
+"""Recipes from Python: the model, DataModule and Trainer settings ``lebm fit -c RECIPE`` builds.
+
+::
+
+    import lightning as L
+    import lebm
+
+    recipe = lebm.from_recipe("quickstart", {"trainer.max_epochs": 3})
+    trainer = L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks, MyCallback()])
+    trainer.fit(recipe.model, datamodule=recipe.datamodule)
+
+The recipe goes through the same parser as the command (includes, interpolations, overrides,
+the checks of the run), so the model, the data, the trainer flags (``inference_mode=False``, the
+run folder as ``default_root_dir``, lebm's DDP strategy for several devices, integer batch limits)
+and the recipe's callbacks and logger are what ``lebm fit`` would use. What stays with the
+command: the run-folder rules (refusing a started run, ``--ckpt_path last|auto``, setting failed
+starts aside), the W&B run id kept in the run folder, and the SIGTERM checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lebm.cli.app import LebmCLI
+from lebm.cli.catalog import locate_config_args
+from lebm.cli.known_options import check_known_options
+from lebm.cli.recipes import RecipeError, expand_includes
+
+__all__ = ["Recipe", "from_recipe"]
+
+
+class RecipeBuild(LebmCLI):
+    """The command's LightningCLI without a subcommand (``run=False``): it builds the model, the
+    DataModule and a Trainer, and keeps the Trainer's arguments as the recipe's settings."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self.config_init["trainer"]  # its callbacks now include the one saving config.yaml
+        values = {key: config[key] for key in config} if isinstance(config, dict) else vars(config).copy()
+        self.recipe_callbacks = list(values.pop("callbacks", None) or [])
+        self.trainer_settings = {**values, **kwargs}
+        return trainer
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        self.trainer_settings.update(getattr(self, "_batch_limits", {}))
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The parsed config as plain data (what ``config.yaml`` holds)."""
+        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+
+
+@dataclass
+class Recipe:
+    """What a recipe builds.
+
+    Attributes:
+        name: the recipe (a packaged name or a path).
+        model: the method (a :class:`lebm.models.Method`), checked against the data.
+        datamodule: the recipe's DataModule.
+        trainer_settings: the ``Trainer`` keyword arguments without ``callbacks`` (the logger, the
+            run folder, ``max_epochs``, ``inference_mode=False``, ...).
+        callbacks: the recipe's callbacks, built (image grids, FID, checkpoints, and the callback that
+            saves ``config.yaml`` into the run folder).
+        config: the resolved config as plain data, nested as in the run's ``config.yaml``.
+    """
+
+    name: str
+    model: Any
+    datamodule: Any
+    trainer_settings: dict[str, Any]
+    callbacks: list[Any] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def trainer(self, *, callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
+        """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` added and
+        ``overrides`` replacing settings (e.g. ``max_epochs=1``)."""
+        import lightning as L
+
+        settings = {**self.trainer_settings, **overrides}
+        return L.Trainer(**settings, callbacks=[*self.callbacks, *callbacks])
+
+
+def override_args(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """Command-line arguments from ``{"trainer.max_epochs": 3}`` (values as JSON, which YAML reads)
+    or from a list already written as arguments (``["--trainer.max_epochs", "3"]``)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        args = []
+        for key, value in overrides.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            args.append(f"--{key.removeprefix('--')}={text}")
+        return args
+    if isinstance(overrides, str):
+        raise TypeError("overrides: a mapping {'trainer.max_epochs': 3} or a list of arguments, not one string")
+    return [str(arg) for arg in overrides]
+
+
+def from_recipe(name: str, overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Recipe:
+    """Build what ``lebm fit -c NAME [overrides]`` trains: see :class:`Recipe`.
+
+    Args:
+        name: a recipe file, or the name of a recipe that comes with lebm (``lebm recipes``).
+        overrides: ``{"section.key": value}`` (e.g. ``{"model.init_args.decoder_lr": 1e-3}``) or
+            command-line arguments (``["--trainer.max_epochs", "3"]``).
+
+    Raises:
+        RecipeError: an unknown recipe, a misspelt option, or a run that cannot be built, with the
+            command's message (the problem and the fix).
+    """
+    args = ["fit", "-c", name, *override_args(overrides)]
+    try:
+        expanded = expand_includes(locate_config_args(args))
+    except SystemExit as stopped:  # locate_config_args refuses an unknown name through the CLI's fail()
+        raise RecipeError(f"unknown recipe {name!r}: lebm recipes lists them") from stopped
+    misspelt = check_known_options(expanded)
+    if misspelt:
+        raise RecipeError(misspelt)
+    messages = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(messages):
+            built = RecipeBuild(args=expanded[1:], run=False)
+    except SystemExit:
+        text = messages.getvalue().strip().splitlines()
+        reason = next((line for line in text if line.startswith("lebm: error:")), text[-1] if text else "")
+        raise RecipeError(reason.removeprefix("lebm: error: ")) from None
+    sys.stderr.write(messages.getvalue())
+    return Recipe(
+        name=name,
+        model=built.model,
+        datamodule=built.datamodule,
+        trainer_settings=built.trainer_settings,
+        callbacks=built.recipe_callbacks,
+        config=built.resolved_config(),
+    )

@@ -1,0 +1,137 @@
+"""How Lightning's optimisation settings act on a method that steps one optimiser per net.
+
+Every lebm method optimises manually (one optimiser per net, stepped in the order its paper
+gives), and Lightning refuses ``accumulate_grad_batches`` and ``gradient_clip_val`` for manual
+optimisation. lebm takes them over instead, so they act on every method's nets through the one
+stepping path, :meth:`lebm.models.Method.step_optimizers`:
+
+- **gradient accumulation** (``accumulate_grad_batches = N``): every micro-batch (training batch)
+  runs its own chains from the rank's training stream and back-propagates ``loss / N`` into its
+  nets' gradients; the nets are updated (all-reduce under ``lebm_ddp``, clipping, ``step``) on
+  every N-th batch of an epoch and on its last batch, Lightning's rule. Each loss reaches only the
+  parameters of the optimisers it updates (``backward(inputs=...)``), so a net's accumulated
+  gradient holds its own loss alone.
+- **gradient clipping** (``gradient_clip_val``, ``gradient_clip_algorithm``): applied to each
+  net's gradients separately, before its step; a method's own per-net setting
+  (``decoder_grad_clip``, ``prior_grad_clip``, ...) overrides it for that net (max-norm).
+- **one step per iteration**: ``trainer.global_step`` (``max_steps``, checkpoint names,
+  ``every_n_train_steps``, the loggers' x-axis) counts training iterations, an update of every
+  net, whatever the number of nets: the first optimiser step of an iteration is counted, the
+  others go through the strategy's ``optimizer_step`` directly (mixed precision and the
+  ``on_before_optimizer_step`` hooks as usual).
+
+Some of Lightning's workflows assume one optimiser, automatic optimisation, or a batch size
+that only memory limits; :func:`refuse_unsupported_callbacks` stops them at the start of a run,
+in one line naming lebm's way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: Lightning's gradient-clipping algorithms.
+CLIP_ALGORITHMS = ("norm", "value")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Lightning's optimisation settings as lebm applies them.
+
+    Attributes:
+        accumulate: ``accumulate_grad_batches``: the nets are updated every ``accumulate`` batches.
+        clip_val: ``gradient_clip_val`` for every net without a setting of its own (None: off).
+        clip_algorithm: ``"norm"`` (max-norm of each net's gradients) or ``"value"`` (elementwise).
+    """
+
+    accumulate: int = 1
+    clip_val: float | None = None
+    clip_algorithm: str = "norm"
+
+    def clip_for(self, own_clip: float | None) -> tuple[float | None, str]:
+        """``(value, algorithm)`` for a net whose own max-norm setting is ``own_clip``: it wins when given."""
+        if own_clip is not None:
+            return own_clip, "norm"
+        return self.clip_val, self.clip_algorithm
+
+    def updates_after(self, batch_idx: int, batches_in_epoch: float | int) -> bool:
+        """Whether the nets are updated after batch ``batch_idx`` (0-based, within the epoch): every
+        ``accumulate``-th batch and the epoch's last (``batches_in_epoch``, ``inf`` when unknown)."""
+        return (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 >= batches_in_epoch
+
+
+def trainer_step_settings(trainer: Any) -> StepSettings:
+    """``trainer``'s ``accumulate_grad_batches``, ``gradient_clip_val`` and
+    ``gradient_clip_algorithm`` as :class:`StepSettings`; ``ValueError`` (one line) for a value
+    out of range."""
+    accumulate = trainer.accumulate_grad_batches
+    if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+        raise ValueError(f"accumulate_grad_batches must be a whole number >= 1, got {accumulate!r}")
+    clip_val = trainer.gradient_clip_val
+    if clip_val is not None and (isinstance(clip_val, bool) or not float(clip_val) >= 0):
+        raise ValueError(f"gradient_clip_val must be a number >= 0 (0 or null: no clipping), got {clip_val!r}")
+    algorithm = str(getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm) or "norm")
+    if algorithm not in CLIP_ALGORITHMS:
+        raise ValueError(f"gradient_clip_algorithm must be 'norm' or 'value', got {algorithm!r}")
+    return StepSettings(accumulate, float(clip_val) if clip_val else None, algorithm)
+
+
+def adopt_trainer_settings(trainer: Any) -> StepSettings:
+    """Take :func:`trainer_step_settings` from ``trainer`` and set them to Lightning's neutral
+    values there (1, None), which its check of manual optimisation accepts;
+    :func:`restore_accumulation` puts the accumulation back once that check has passed, so that
+    Lightning's loops count one logging step per update."""
+    settings = trainer_step_settings(trainer)
+    trainer.accumulate_grad_batches = 1
+    trainer.gradient_clip_val = None
+    trainer.gradient_clip_algorithm = None  # each net's clipping passes its own
+    return settings
+
+
+def restore_accumulation(trainer: Any, settings: StepSettings) -> None:
+    """Give ``trainer`` back its ``accumulate_grad_batches`` (after Lightning's check): its loops
+    then step the loggers' x-axis once per update, as with automatic optimisation."""
+    trainer.accumulate_grad_batches = settings.accumulate
+
+
+def restore_clipping(trainer: Any, settings: StepSettings) -> None:
+    """Give ``trainer`` back its ``gradient_clip_val`` and ``gradient_clip_algorithm`` at the end of
+    a run (a later ``fit`` with the same Trainer takes them over again)."""
+    if settings.clip_val is not None:
+        trainer.gradient_clip_val = settings.clip_val
+        trainer.gradient_clip_algorithm = settings.clip_algorithm
+
+
+def _callback_named(trainer: Any, *names: str) -> Any:
+    for callback in trainer.callbacks:
+        if any(klass.__name__ in names for klass in type(callback).__mro__):
+            return callback
+    return None
+
+
+def refuse_unsupported_callbacks(trainer: Any, method: str) -> None:
+    """Raise ``ValueError`` (one line, lebm's way) for a Lightning callback that cannot act on a
+    method stepping one optimiser per net: ``StochasticWeightAveraging`` (one optimiser and its
+    learning-rate schedule), ``LearningRateFinder`` (``Tuner.lr_find``: one optimiser, a schedule
+    stepped by automatic optimisation) and ``BatchSizeFinder`` (``Tuner.scale_batch_size``)."""
+    if _callback_named(trainer, "StochasticWeightAveraging") is not None:
+        raise ValueError(
+            f"StochasticWeightAveraging averages the net of one optimiser under Lightning's automatic optimisation; "
+            f"{method} steps one optimiser per net. For averaged weights use Lightning's EMAWeightAveraging callback "
+            "(lightning.pytorch.callbacks.EMAWeightAveraging): it averages every net's weights, validates with the "
+            "averages and saves them as the checkpoint's weights (docs/lightning.md)"
+        )
+    if _callback_named(trainer, "LearningRateFinder") is not None:
+        raise ValueError(
+            f"lr_find (LearningRateFinder) sweeps one optimiser's learning rate with a schedule that automatic "
+            f"optimisation steps; {method} has one learning rate per net (model.init_args.*_lr). Sweep them with "
+            "short runs instead, e.g. lebm fit -c RECIPE --model.init_args.decoder_lr 3e-4 --trainer.max_steps 200 "
+            "(docs/lightning.md)"
+        )
+    if _callback_named(trainer, "BatchSizeFinder") is not None:
+        raise ValueError(
+            f"BatchSizeFinder (scale_batch_size) is not supported: {method}'s batch size is a setting of its paper "
+            "(the chains' and the estimators' statistics depend on it), not a memory limit to maximise. Set "
+            "data.init_args.batch_size; python benchmarks/train_step.py --recipe RECIPE --batch-size B reports "
+            "the peak memory of a batch size (docs/lightning.md)"
+        )

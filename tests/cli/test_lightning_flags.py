@@ -1,0 +1,86 @@
+"""Lightning's optimisation flags and callbacks through ``lebm fit`` (the command in this process):
+``accumulate_grad_batches`` and ``gradient_clip_val`` act on the quickstart's nets and steps count
+iterations; callbacks that cannot apply stop the command at build with one line.
+Device: CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
+
+
+def test_accumulation_and_clipping_flags_through_the_command(tmp_path: Path) -> None:
+    """``--trainer.accumulate_grad_batches 2 --trainer.gradient_clip_val 1.0`` on 3 batches an epoch
+    for 2 epochs: 2 updates an epoch (after batches 2 and 3), so the checkpoint is ``step=4``; the
+    run's config records both flags."""
+    run = tmp_path / "run"
+    run_cli(
+        "fit", "-c", "quickstart", *SHORT_RUN,
+        "--trainer.default_root_dir", str(run),
+        "--trainer.max_epochs", "2",
+        "--trainer.logger", "false",
+        "--trainer.accumulate_grad_batches", "2",
+        "--trainer.gradient_clip_val", "1.0",
+    )  # fmt: skip
+    names = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert "epoch=1-step=4.ckpt" in names, names
+    trainer = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
+    assert trainer["accumulate_grad_batches"] == 2 and trainer["gradient_clip_val"] == 1.0
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 4
+
+
+@pytest.mark.parametrize(
+    ("callback", "named"),
+    [
+        (["lightning.pytorch.callbacks.StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"], "EMA"),
+        (["lightning.pytorch.callbacks.BatchSizeFinder"], "data.init_args.batch_size"),
+    ],
+    ids=["SWA", "BatchSizeFinder"],
+)
+def test_callbacks_that_cannot_apply_stop_the_command_at_build(
+    tmp_path: Path, callback: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command exits with code 2 and one ``lebm: error:`` line naming lebm's way, before any
+    training (no checkpoint)."""
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(
+            "fit", "-c", "quickstart", *SHORT_RUN,
+            "--trainer.default_root_dir", str(run),
+            "--trainer.logger", "false",
+            "--trainer.callbacks+", *callback,
+        )  # fmt: skip
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
+    assert len(errors) == 1 and named in errors[0]
+    assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("accumulate_grad_batches", "0", "accumulate_grad_batches must be"),
+        ("gradient_clip_val", "-1", "gradient_clip_val must be"),
+        ("gradient_clip_algorithm", "foo", "gradient_clip_algorithm"),
+    ],
+)
+def test_bad_optimisation_settings_stop_at_build_in_one_line(
+    tmp_path: Path, flag: str, value: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Out-of-range accumulation or clipping settings: one ``lebm: error:`` line, exit code 2."""
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(
+            "fit", "-c", "quickstart", *SHORT_RUN,
+            "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--trainer.logger", "false",
+            f"--trainer.{flag}", value,
+        )  # fmt: skip
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
+    assert len(errors) == 1 and named in errors[0]

@@ -1,0 +1,95 @@
+"""Recipes from Python (``lebm.from_recipe``): the model, DataModule, Trainer settings and callbacks
+of ``lebm fit -c RECIPE``, so that a Trainer built in Python with a user's own callbacks trains
+what the command trains. Device: CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+import lebm
+from lebm.cli.recipe_api import override_args
+from lebm.cli.recipes import RecipeError
+from lebm.models import LatentEBM
+from tests.helpers.cli_runner import run_cli
+
+SHORT = {
+    "trainer.max_epochs": 1,
+    "trainer.limit_train_batches": 3,
+    "trainer.limit_val_batches": 1,
+    "trainer.enable_progress_bar": False,
+    "trainer.logger": False,
+}
+
+
+class CountBatches(L.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.batches += 1
+
+
+def test_python_trainer_with_own_callbacks_trains_what_lebm_fit_trains(tmp_path: Path) -> None:
+    """``L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks, mine])`` on the quickstart
+    ends with the same weights, bit for bit, as ``lebm fit -c quickstart`` with the same settings,
+    runs the user's callback, and keeps the command's integer batch limit (3 batches, not 3.0 epochs)."""
+    overrides = {**SHORT, "trainer.default_root_dir": str(tmp_path / "python")}
+    recipe = lebm.from_recipe("quickstart", overrides)
+    assert isinstance(recipe.model, LatentEBM)
+    assert recipe.trainer_settings["inference_mode"] is False
+    assert recipe.trainer_settings["limit_train_batches"] == 3
+    assert recipe.config["trainer"]["max_epochs"] == 1 and "model" in recipe.config
+    mine = CountBatches()
+    trainer = L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks, mine])
+    trainer.fit(recipe.model, datamodule=recipe.datamodule)
+    assert mine.batches == 3
+    assert (tmp_path / "python" / "config.yaml").is_file(), "the recipe's callbacks save the run's config"
+
+    command_run = tmp_path / "command"
+    run_cli("fit", "-c", "quickstart", *override_args({**SHORT, "trainer.default_root_dir": str(command_run)}))
+    saved = torch.load(command_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    trained = recipe.model.state_dict()
+    assert saved.keys() == trained.keys()
+    assert all(torch.equal(saved[name], trained[name].cpu()) for name in saved)
+
+
+def test_recipe_trainer_adds_callbacks_and_overrides() -> None:
+    """``recipe.trainer(callbacks=[...], max_epochs=2)``: the recipe's callbacks plus the user's, and
+    the override."""
+    recipe = lebm.from_recipe("quickstart", SHORT)
+    mine = CountBatches()
+    trainer = recipe.trainer(callbacks=[mine], max_epochs=2)
+    assert trainer.max_epochs == 2 and mine in trainer.callbacks
+    assert all(callback in trainer.callbacks for callback in recipe.callbacks)
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "message"),
+    [
+        ("quickstrat", None, "nearest: quickstart"),
+        ("quickstart", {"model.init_args.decoder_lrr": 1.0}, "did you mean 'decoder_lr'"),
+        ("quickstart", {"model.init_args.decoder_lr": -1.0}, "decoder_lr must be"),
+    ],
+    ids=["unknown-recipe", "misspelt-option", "bad-value"],
+)
+def test_mistakes_raise_the_commands_message(name: str, overrides: Any, message: str) -> None:
+    """An unknown recipe, a misspelt option and a bad value raise ``RecipeError`` with the message
+    the command prints, not a SystemExit."""
+    with pytest.raises(RecipeError, match=message):
+        lebm.from_recipe(name, overrides)
+
+
+def test_overrides_as_arguments_or_a_mapping() -> None:
+    """A mapping becomes ``--key=<JSON>``; a list of arguments passes as it is; one string is refused."""
+    assert override_args({"trainer.max_epochs": 3, "model.init_args.betas": [0.5, 0.9]}) == [
+        "--trainer.max_epochs=3",
+        "--model.init_args.betas=[0.5, 0.9]",
+    ]
+    assert override_args(["--trainer.max_epochs", "3"]) == ["--trainer.max_epochs", "3"]
+    with pytest.raises(TypeError):
+        override_args("--trainer.max_epochs 3")
