@@ -246,6 +246,11 @@ class ChainDiagnostics(L.Callback):
 
     # ------------------------------------------------------------------------------ hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.check_method(pl_module)
+
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) unless ``pl_module`` has what the callback reads (the ``lebm``
+        CLI calls it when the run is built, ``Method.check_trainer`` when a run starts)."""
         if not hasattr(pl_module, "prior") or not callable(getattr(pl_module, "posterior_chain_energy", None)):
             raise ValueError(
                 f"ChainDiagnostics needs a latent-variable method (a prior and posterior chains, e.g. "

@@ -161,6 +161,11 @@ class HierarchicalSampleGrid(L.Callback):
         self.conditional, self.seed = conditional, seed
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.check_method(pl_module)
+
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) unless ``pl_module`` samples layer by layer (the ``lebm`` CLI
+        calls it when the run is built, ``Method.check_trainer`` when a run starts)."""
         if not callable(getattr(pl_module, "sample_layer", None)):
             raise ValueError(
                 f"HierarchicalSampleGrid needs a method with sample_layer(layer, n) and latent_groups "

@@ -100,6 +100,12 @@ class MarginalLikelihood(EvaluationMetric):
         return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.check_method(pl_module)
+
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) unless ``pl_module``'s decoder has a normalised likelihood (and an
+        encoder for ``proposal='encoder'``); the ``lebm`` CLI calls it when the run is built,
+        ``Method.check_trainer`` when a run starts."""
         model = pl_module
         if not getattr(getattr(model, "decoder", None), "normalised_likelihood", False):
             raise ValueError(

@@ -51,6 +51,11 @@ class EvaluationMetric(L.Callback):
     requires: str = ""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.check_method(pl_module)
+
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) unless the method's evaluation step returns what the metric reads
+        (the ``lebm`` CLI calls it when the run is built, ``Method.check_trainer`` when a run starts)."""
         if self.requires:
             require_evaluation_output(self, pl_module, self.requires)
 

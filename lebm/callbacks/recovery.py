@@ -63,13 +63,19 @@ class DivergenceRecovery(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        pl_module.divergence_recovery = self.check_method(pl_module)
+
+    def check_method(self, pl_module: L.LightningModule) -> RecoveryPolicy:
+        """The recovery policy for ``pl_module``; ``TypeError``/``ValueError`` (one line) for a model
+        that is not an lebm method or samplers named that it does not have (the ``lebm`` CLI calls it
+        when the run is built, ``Method.check_trainer`` when a run starts)."""
         if not isinstance(pl_module, Method):
             raise TypeError(
                 f"DivergenceRecovery works with lebm methods (lebm.models.Method), not {type(pl_module).__name__}"
             )
         policy = RecoveryPolicy(**self.settings)
         policy.chosen_samplers(pl_module)  # listed samplers that do not exist fail now, not at a divergence
-        pl_module.divergence_recovery = policy
+        return policy
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and isinstance(pl_module, Method):

@@ -222,7 +222,7 @@ class TextGenerationMetrics(L.Callback):
         names = "|".join(METRIC_NAMES)
         warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
         self._check_data(trainer)
-        self._check_model(pl_module)
+        self.check_method(pl_module)
         if stage == TrainerFn.FITTING:
             self._real_lm, self._reference = None, None
 
@@ -237,7 +237,10 @@ class TextGenerationMetrics(L.Callback):
                 f"{', '.join(missing)}: train with a text datamodule (lebm.data.TextDataModule), or remove the callback"
             )
 
-    def _check_model(self, pl_module: L.LightningModule) -> None:
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) unless the method generates and reconstructs text as the metrics
+        read it (the ``lebm`` CLI calls it when the run is built, ``Method.check_trainer`` when a run
+        starts)."""
         method = type(pl_module).__name__
         generate = getattr(pl_module, "generate", None)
         if not callable(generate) or not accepts_keywords(generate, "raw", "generator"):

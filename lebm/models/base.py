@@ -187,9 +187,14 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         callbacks that assume one optimiser or automatic optimisation
         (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
         when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
-        Trainer's accumulation and clipping settings, which this method applies itself."""
+        Trainer's accumulation and clipping settings, which this method applies itself, and lets
+        every callback with a ``check_method(model)`` check the parts it reads."""
         refuse_unsupported_callbacks(trainer, type(self).__name__)
         trainer_step_settings(trainer)
+        for callback in trainer.callbacks:  # a callback that reads parts of the method checks them now
+            check_method = getattr(callback, "check_method", None)
+            if callable(check_method):
+                check_method(self)
 
     def configure_callbacks(self) -> list[Any]:
         """Lightning's first call into the model in every run, before it checks the Trainer's

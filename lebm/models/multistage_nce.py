@@ -22,6 +22,7 @@ from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.optimizers import adam_with_decay
 from lebm.models.stages import ProductOfRatiosPrior
+from lebm.models.stepping import planned_iterations, trainer_step_settings
 from lebm.samplers import Langevin, Sampler
 
 #: The string options and their values.
@@ -162,22 +163,40 @@ class MultiStageNCE(LatentVariableModel):
         if self.prior.finished:
             rank_zero_warn(f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train")
 
+    def check_trainer(self, trainer: Any) -> None:
+        """Also, before anything is built or written: without ``stage_iterations``, the run must be
+        bounded (``max_epochs`` or ``max_steps``) and its iterations, as far as the Trainer's settings
+        bound them (an integer ``limit_train_batches``, ``max_steps``), must fill every stage."""
+        super().check_trainer(trainer)
+        if self.stage_schedule is not None:
+            return
+        limit = trainer.limit_train_batches
+        batches = limit if isinstance(limit, int) and not isinstance(limit, bool) else math.inf
+        total = planned_iterations(trainer, batches, trainer_step_settings(trainer))
+        if total != math.inf:  # inf: an epoch's length is known once the data are set up (on_train_start)
+            self._split_over_stages(total)
+
     def _even_schedule(self) -> list[int]:
         """``T_k`` from an even split of the run's training iterations (updates: one per
-        ``accumulate_grad_batches`` batches) over the stages."""
-        trainer = self.trainer
-        updates_per_epoch = math.ceil(trainer.num_training_batches / self.step_settings.accumulate)
-        total = trainer.max_epochs * updates_per_epoch if trainer.max_epochs not in (None, -1) else None
-        if total is None or total == float("inf"):
+        ``accumulate_grad_batches`` batches, up to ``max_steps``) over the stages."""
+        total = planned_iterations(self.trainer, None, self.step_settings)
+        return self._split_over_stages(None if total == math.inf else total)
+
+    def _split_over_stages(self, total: float | None) -> list[int]:
+        """``[T] * n_stages`` with ``T = total // n_stages``; ``ValueError`` when ``total`` is None
+        (an unbounded run) or too small for one iteration a stage."""
+        if total is None:
             raise ValueError(
-                "MultiStageNCE cannot split an unbounded run over its stages: set trainer.max_epochs "
-                "or give model.stage_iterations (iterations per stage, one number or one per stage)"
+                "MultiStageNCE cannot split an unbounded run over its stages: set trainer.max_epochs or "
+                "trainer.max_steps, or give model.init_args.stage_iterations (iterations per stage, one number or "
+                "one per stage)"
             )
         per_stage = int(total) // self.prior.n_stages
         if per_stage < 1:
             raise ValueError(
-                f"MultiStageNCE: {int(total)} training iterations cannot fill {self.prior.n_stages} stages; "
-                "raise trainer.max_epochs or lower prior.n_stages"
+                f"MultiStageNCE: {int(total)} training iterations cannot fill {self.prior.n_stages} stages; raise "
+                "trainer.max_epochs (or limit_train_batches, max_steps), lower model.init_args.prior.init_args."
+                "n_stages, or give model.init_args.stage_iterations"
             )
         return [per_stage] * self.prior.n_stages
 

@@ -27,6 +27,7 @@ in one line naming lebm's way.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,23 @@ def restore_clipping(trainer: Any, settings: StepSettings) -> None:
     if settings.clip_val is not None:
         trainer.gradient_clip_val = settings.clip_val
         trainer.gradient_clip_algorithm = settings.clip_algorithm
+
+
+def planned_iterations(trainer: Any, batches_per_epoch: float | None, settings: StepSettings) -> float | None:
+    """The training iterations (updates) a run of ``trainer`` will have, at most: ``max_epochs``
+    times the updates of an epoch (``batches_per_epoch``, None: the Trainer's
+    ``num_training_batches``, ``inf``: unknown, divided by ``settings.accumulate``, rounded up),
+    and ``max_steps``, whichever is smaller; ``inf`` when only an unknown epoch length bounds it,
+    None when nothing bounds it."""
+    bounds: list[float] = []
+    max_steps = trainer.max_steps
+    if max_steps is not None and max_steps >= 0:
+        bounds.append(max_steps)
+    if trainer.max_epochs not in (None, -1):
+        batches = trainer.num_training_batches if batches_per_epoch is None else batches_per_epoch
+        updates = math.inf if batches == math.inf else math.ceil(batches / settings.accumulate)
+        bounds.append(trainer.max_epochs * updates)
+    return min(bounds) if bounds else None
 
 
 def _callback_named(trainer: Any, *names: str) -> Any:

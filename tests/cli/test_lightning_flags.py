@@ -40,8 +40,10 @@ def test_accumulation_and_clipping_flags_through_the_command(tmp_path: Path) -> 
     [
         (["lightning.pytorch.callbacks.StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"], "EMA"),
         (["lightning.pytorch.callbacks.BatchSizeFinder"], "data.init_args.batch_size"),
+        (["lebm.callbacks.HierarchicalSampleGrid"], "needs a method with sample_layer"),
+        (["lebm.callbacks.MarginalLikelihood"], "normalised"),
     ],
-    ids=["SWA", "BatchSizeFinder"],
+    ids=["SWA", "BatchSizeFinder", "a-callback-for-another-method", "a-callback-for-another-decoder"],
 )
 def test_callbacks_that_cannot_apply_stop_the_command_at_build(
     tmp_path: Path, callback: list[str], named: str, capsys: pytest.CaptureFixture[str]
@@ -84,3 +86,21 @@ def test_bad_optimisation_settings_stop_at_build_in_one_line(
     assert stopped.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
     assert len(errors) == 1 and named in errors[0]
+
+
+def test_multistage_nce_stages_are_checked_at_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A short debug run of MultiStageNCE (3 batches, 1 epoch) cannot fill its 4 stages: one line at
+    build, nothing written into the run folder."""
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(
+            "fit", "-c", "multistage_nce/quickstart",
+            "--trainer.default_root_dir", str(run),
+            "--trainer.max_epochs", "1",
+            "--trainer.limit_train_batches", "3",
+            "--trainer.logger", "false",
+        )  # fmt: skip
+    assert stopped.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
+    assert len(errors) == 1 and "3 training iterations cannot fill 4 stages" in errors[0]
+    assert not run.exists() or not any(run.iterdir())

@@ -171,7 +171,27 @@ def test_bad_options_are_clear_errors(kwargs: dict[str, Any], message: str) -> N
 
 def test_an_unbounded_run_needs_stage_iterations(tmp_path) -> None:
     with pytest.raises(ValueError, match="stage_iterations"):
-        trainer(tmp_path, max_epochs=-1, max_steps=10).fit(small_model(), loader())
+        trainer(tmp_path, max_epochs=-1, max_steps=-1).fit(small_model(), loader())
+
+
+def test_max_steps_bounds_the_default_schedule(tmp_path) -> None:
+    """Device: CPU. ``max_steps`` counts iterations: 6 of them over 3 stages is 2 a stage, however
+    many epochs ``max_epochs`` would allow."""
+    model = small_model(n_stages=3)
+    trainer(tmp_path, max_epochs=-1, max_steps=6).fit(model, loader(n_batches=4))
+    assert model.stage_schedule == [2, 2, 2] and model.prior.finished
+
+
+def test_too_few_iterations_for_the_stages_are_refused_before_training(tmp_path) -> None:
+    """Device: CPU. An integer ``limit_train_batches`` times ``max_epochs`` (3) cannot fill 4 stages:
+    refused when the run starts, in one line, before any batch (the weights are untouched; the CLI
+    refuses it at build: ``tests/cli/test_lightning_flags.py``)."""
+    model = small_model(n_stages=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="3 training iterations cannot fill 4 stages") as refused:
+        trainer(tmp_path, max_epochs=1, limit_train_batches=3).fit(model, loader(n_batches=8))
+    assert "\n" not in str(refused.value)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 # ---------------------------------------------------------- checkpoints, resume
