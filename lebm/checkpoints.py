@@ -25,6 +25,28 @@ def refused_global(error: BaseException) -> str:
     return found.group(1) if found else "an object"
 
 
+def folder_given(path: str) -> str:
+    """The message for a folder given where a checkpoint file belongs, naming a file that is there:
+    a run folder's ``checkpoints/last.ckpt`` (or a checkpoint folder's ``last.ckpt``), else the newest
+    ``*.ckpt`` in either; or saying that it holds none."""
+    for candidate in (os.path.join(path, "checkpoints", "last.ckpt"), os.path.join(path, "last.ckpt")):
+        if os.path.isfile(candidate):
+            return f"{path} is a folder; give its checkpoint file: {candidate}"
+    found = [
+        os.path.join(folder, name)
+        for folder in (os.path.join(path, "checkpoints"), path)
+        if os.path.isdir(folder)
+        for name in os.listdir(folder)
+        if name.endswith(".ckpt") and os.path.isfile(os.path.join(folder, name))
+    ]
+    if found:
+        newest = max(found, key=os.path.getmtime)
+        return f"{path} is a folder; give one of its {len(found)} checkpoint files, e.g. the newest: {newest}"
+    return (
+        f"{path} is a folder and holds no checkpoint (no *.ckpt in it or in its checkpoints/): give a checkpoint file"
+    )
+
+
 def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str, Any]:
     """The checkpoint's contents (tensors memory-mapped; plain data only unless ``weights_only=False``,
     which unpickles any object: only for files you trust, such as your own run's).
@@ -43,7 +65,7 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
     if not os.path.exists(path):
         raise CheckpointError(f"the checkpoint {path} does not exist")
     if os.path.isdir(path):
-        raise CheckpointError(f"{path} is a folder; give a checkpoint file such as {os.path.join(path, 'last.ckpt')}")
+        raise CheckpointError(folder_given(path))
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path} is not a readable lebm checkpoint: it is not a PyTorch checkpoint file (a zip archive written by "

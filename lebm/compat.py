@@ -8,12 +8,14 @@ each against the installed Lightning, so a release that moves one fails a fast t
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 
-__all__ = ["attached_trainer", "logging_as_hook"]
+__all__ = ["attached_trainer", "logging_as_hook", "run_hooks_eagerly"]
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -40,3 +42,40 @@ def logging_as_hook(module: L.LightningModule, hook: str) -> Iterator[None]:
         yield
     finally:
         module._current_fx_name = previous
+
+
+#: The hooks Lightning wraps in ``torch.compile``'s context when it is given a compiled model.
+COMPILED_HOOKS = ("forward", "training_step", "validation_step", "test_step", "predict_step")
+
+
+def run_hooks_eagerly(model: Any) -> list[str]:
+    """Undo what ``Trainer.fit(torch.compile(model))`` does to ``model``: Lightning wraps its steps in
+    the compiler's context, which would compile every chain of a training step into one graph (many
+    minutes of compilation, graph breaks at every sampler step). The wrapped hooks (instance
+    attributes whose ``__wrapped__`` is the method's own hook) are removed, so the steps run eagerly,
+    and one warning names the supported way. Returns the names of the hooks unwrapped.
+
+    Lightning's behaviour it relies on (2.6; no public way to ask for it): given an
+    ``OptimizedModule``, ``Trainer.fit`` assigns the compiled context's wrappers of ``forward`` and the
+    ``*_step`` hooks as attributes of the original module (``lightning.pytorch.utilities.compile``);
+    ``functools.wraps`` gives each its ``__wrapped__``. ``tests/models/test_lightning_optimisation.py``
+    checks it (a fit of a compiled model).
+    """
+    unwrapped = []
+    for name in COMPILED_HOOKS:
+        attribute = vars(model).get(name)
+        original = getattr(attribute, "__wrapped__", None)
+        if original is not None and getattr(original, "__func__", None) is getattr(type(model), name, None):
+            delattr(model, name)
+            unwrapped.append(name)
+    if unwrapped and not getattr(model, "_warned_compile", False):
+        model._warned_compile = True
+        warnings.warn(
+            f"torch.compile(model) would compile {type(model).__name__}'s whole training step, every MCMC chain "
+            "included, into one graph (minutes, with graph breaks at each sampler step): its steps run eagerly. "
+            "Compile the nets instead: lebm.speed.FastNets(compile=True) or lebm.speed.apply_fast_paths(model, "
+            "compile=True) (docs/performance.md)",
+            UserWarning,
+            stacklevel=2,
+        )
+    return unwrapped

@@ -1,9 +1,10 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
 text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains, the prediction writer of
-``lebm predict``; speed: the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile,
+``lebm predict``, an exponential moving average of the weights for evaluation (``WeightEMA``); speed: the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile,
 channels-last) and the CPU thread count."""
 
 from lebm.callbacks.chain_diagnostics import ChainDiagnostics
+from lebm.callbacks.ema import WeightEMA
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
 from lebm.callbacks.interrupt import InterruptCheckpoint
@@ -34,6 +35,7 @@ __all__ = [
     "ReconstructionMSE",
     "SampleGrid",
     "TextGenerationMetrics",
+    "WeightEMA",
     "apply_fast_paths",
     "log_image",
     "to_uint8_grid",

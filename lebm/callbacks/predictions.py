@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +25,7 @@ from torch import Tensor
 
 from lebm.callbacks.images import to_uint8_grid
 
-__all__ = ["OUTPUT_FILES", "PREDICTIONS_DIR", "PredictionWriter", "merge_predictions"]
+__all__ = ["OUTPUT_FILES", "PREDICTIONS_DIR", "PredictionWriter", "merge_predictions", "remove_earlier_predictions"]
 
 #: The folder of the run folder that predictions go to.
 PREDICTIONS_DIR = "predictions"
@@ -83,6 +85,19 @@ def _to_cpu(value: Any) -> Any:
 
 def _is_image_tensor(value: Any) -> bool:
     return isinstance(value, Tensor) and value.dim() == 4 and value.is_floating_point()
+
+
+def remove_earlier_predictions(folder: str) -> None:
+    """Delete the files an earlier predict wrote into ``folder`` (every :data:`OUTPUT_FILES` name,
+    with any ``_loader<i>``/``_rank<R>`` suffix), so that a predict replaces the last one's files
+    whatever the number of ranks or loaders of either."""
+    for name in OUTPUT_FILES:
+        stem, extension = os.path.splitext(name)
+        for path in glob.glob(os.path.join(folder, f"{glob.escape(stem)}*{extension}")):
+            rest = os.path.basename(path)[len(stem) : -len(extension)]
+            if rest == "" or re.fullmatch(r"(_loader\d+)?(_rank\d+)?", rest):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -155,16 +170,15 @@ class PredictionWriter(BasePredictionWriter):
         """Write this rank's files."""
         folder = self.folder(trainer)
         os.makedirs(folder, exist_ok=True)
+        if trainer.is_global_zero or trainer.world_size == 1:
+            remove_earlier_predictions(folder)
+        trainer.strategy.barrier("lebm_predictions_cleared")
         self.written = []
         several = len(self._parts) > 1
         for loader, parts in sorted(self._parts.items()):
             suffix = (f"_loader{loader}" if several else "") + (
                 f"_rank{trainer.global_rank}" if trainer.world_size > 1 else ""
             )
-            for name in OUTPUT_FILES:  # a data predict's grid must not outlive it next to a samples predict
-                stem, extension = os.path.splitext(name)
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(os.path.join(folder, f"{stem}{suffix}{extension}"))
             self.written += self.write(folder, merge_predictions(parts), suffix)
         self._parts = {}
 

@@ -39,9 +39,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shlex
 import signal
 import sys
 import warnings
+from itertools import takewhile
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -60,6 +62,7 @@ from lebm.callbacks.predictions import PredictionWriter
 from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
+from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import log_run_config, mark_run_folder_save_dirs, place_in_run_folder
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
@@ -125,6 +128,37 @@ def given_as_integer(args: list[str], key: str) -> bool:
     return bool(given)
 
 
+def as_given(dumped: Any, given: Any) -> Any:
+    """``dumped`` (the parser's dump of a config, as plain data) with every integer of ``given`` (the
+    config as the run used it) put back where the dump wrote it as a float: the parser writes an
+    option typed ``float | int`` (Lightning's ``limit_*_batches``, ``overfit_batches``) as ``1.0``
+    even when the run used ``1`` (one batch, not the whole epoch), and reads ``1.0`` back as the
+    whole epoch. Lists and mappings are walked in step; anything else is left as dumped."""
+    if isinstance(dumped, dict) and isinstance(given, dict):
+        return {key: as_given(value, given[key]) if key in given else value for key, value in dumped.items()}
+    if isinstance(dumped, list) and isinstance(given, (list, tuple)) and len(dumped) == len(given):
+        return [as_given(value, original) for value, original in zip(dumped, given, strict=True)]
+    if isinstance(dumped, float) and isinstance(given, int) and not isinstance(given, bool) and dumped == given:
+        return given
+    return dumped
+
+
+def without_filled_checkpoint_folders(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` (a run's config as plain data) with the ``dirpath`` that lebm gives a
+    ``ModelCheckpoint`` without one (``<trainer.default_root_dir>/checkpoints``) written back as
+    given, ``null``: a run started from this record in another run folder then writes its
+    checkpoints there, not over this run's (resuming from it fills in the same folder again)."""
+    trainer = recorded.get("trainer") if isinstance(recorded.get("trainer"), dict) else {}
+    run_dir = trainer.get("default_root_dir")
+    for callback in _as_list(trainer.get("callbacks")):
+        init_args = callback.get("init_args") if isinstance(callback, dict) else None
+        if not (_is_config_of(callback, "ModelCheckpoint") and isinstance(init_args, dict)):
+            continue
+        if isinstance(run_dir, str) and init_args.get("dirpath") == os.path.join(run_dir, CHECKPOINT_DIR):
+            init_args["dirpath"] = None
+    return recorded
+
+
 class LebmArgumentParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are one short message and a pointer to ``--help``
     (jsonargparse's inner parsers raise, as usual, so the outer one sees the whole context)."""
@@ -157,12 +191,23 @@ class RunConfigSaved(SaveConfigCallback):
         super().__init__(*args, **kwargs)
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """On global rank 0: write the config into ``trainer.default_root_dir`` and give it to the loggers."""
+        """On global rank 0: write the config into ``trainer.default_root_dir`` and give it to the loggers.
+        The file holds the values as the run used them: an integer batch limit stays an integer
+        (:func:`as_given`), so that ``lebm fit -c <run>/config.yaml`` runs the same thing."""
         run_dir = trainer.default_root_dir
         os.makedirs(run_dir, exist_ok=True)
         path = os.path.join(run_dir, self.config_filename)
-        self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
-        log_run_config(trainer.loggers, yaml.safe_load(self.parser.dump(self.config, skip_none=False)), path)
+        if os.path.isfile(path) and not self.overwrite:
+            raise RuntimeError(f"{path} exists; refusing to overwrite it")
+        text = self.parser.dump(self.config, skip_none=False)
+        header = "".join(takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
+        recorded = without_filled_checkpoint_folders(as_given(yaml.safe_load(text), self.config.as_dict()))
+        with open(path, "w") as handle:
+            handle.write(
+                header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
+            )
+        if trainer.enable_autolog_hparams:  # Trainer(enable_autolog_hparams=False): the user logs them
+            log_run_config(trainer.loggers, recorded, path)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         name = str(getattr(stage, "value", stage))  # Lightning passes a TrainerFn
@@ -220,6 +265,9 @@ class LebmCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        wrong_kind = check_kinds(config.as_dict())  # before the run folder is touched
+        if wrong_kind:
+            fail(wrong_kind)
         if self.subcommand:
             config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
         run_dir = config.trainer.default_root_dir or os.getcwd()
@@ -242,9 +290,10 @@ class LebmCLI(LightningCLI):
             )
         elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
             verb = "predicts with" if self.subcommand == "predict" else "scores"
+            last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             warnings.warn(
                 f"lebm {self.subcommand} without --ckpt_path {verb} a freshly initialised model; pass "
-                f"--ckpt_path {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} (or another checkpoint)",
+                f"--ckpt_path {last} (or another checkpoint)",
                 stacklevel=1,
             )
         if self.subcommand == "predict" and config.get("return_predictions") is None:
@@ -300,7 +349,8 @@ class LebmCLI(LightningCLI):
                 super().instantiate_classes()
             if isinstance(self.model, Method):
                 self.model.check_run(self.datamodule)
-                self.model.check_trainer(self.trainer)
+                starts = self.subcommand == "fit" and not self.config[self.subcommand].get("ckpt_path")
+                self.model.check_trainer(self.trainer, starts_training=starts)
                 if self.subcommand == "fit":
                     check_monitors(self.model, self.trainer.callbacks)
         except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError, MisconfigurationException) as error:

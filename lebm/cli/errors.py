@@ -18,6 +18,8 @@ import re
 import sys
 from typing import NoReturn
 
+from lebm.cli.kinds import mismatch, slot_kind, wrong_kind
+
 #: The commands of ``lebm``: LightningCLI's subcommands.
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -31,6 +33,8 @@ _NESTED_KEY = re.compile(r"NestedArg\(key='([\w.]+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
 _TRAINER_KEY = re.compile(r"does not accept option 'trainer\.(\w+)'")
 _TRAINER_FLAG = re.compile(r"--trainer\.(\w+)(?:[ =]\S*)?")
+_NOT_SUBCLASS = re.compile(r"Import path (?:([\w.]+) )?does not correspond to a subclass of (\w+)")
+_GIVEN_NAME = re.compile(r"Given value: ([\w.]+)$")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -99,6 +103,9 @@ def summarize_parser_error(message: str) -> str:
     no_module = _NO_MODULE.search(message)
     if no_module and classes:
         return f"cannot import the class_path '{classes[-1]}': no module named {no_module.group(1)!r}"
+    kind = wrong_kind_in(message)
+    if kind:
+        return kind
     refused = _NOT_ACCEPTED.search(message)
     if refused:
         option = refused.group(1)
@@ -122,6 +129,59 @@ def summarize_parser_error(message: str) -> str:
             return f"{key} must be a finite number, got {value}"
         return f"{key} expects {_SIMPLE_TYPES.get(kind, f'a {kind}')}, got {value!r}"
     return _first_lines(message)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" -"))
+
+
+def _enclosing(lines: list[str], index: int, pattern: re.Pattern[str]) -> int | None:
+    """The index of the nearest line above ``lines[index]``, less indented, that matches ``pattern``."""
+    depth = _indent(lines[index])
+    for above in range(index - 1, -1, -1):
+        if _indent(lines[above]) < depth and pattern.search(lines[above]):
+            return above
+    return None
+
+
+def _owner(lines: list[str], block: int) -> str | None:
+    """The class whose argument the parser block at ``lines[block]`` is (None at the top)."""
+    owner = _enclosing(lines, block, _PROBLEM_CLASS)
+    outer = _enclosing(lines, block, _PARSER_KEY)
+    if owner is None or (outer is not None and outer > owner):
+        return None
+    return _PROBLEM_CLASS.search(lines[owner]).group(1)  # type: ignore[union-attr]
+
+
+def wrong_kind_in(message: str) -> str | None:
+    """The message for a part of the wrong kind in a jsonargparse error (:mod:`lebm.cli.kinds`): a
+    class that is not a subclass of its slot's type (``Import path X does not correspond to a
+    subclass of Y``, with X in the line or, for ``--key X``, in the block's ``Given value``), or one
+    of lebm's parts of another kind that the parser refused for a reason of its own (an argument it
+    lacks); None for any other error."""
+    lines = message.splitlines()
+    for index, line in enumerate(lines):
+        refused = _NOT_SUBCLASS.search(line)
+        block = _enclosing(lines, index, _PARSER_KEY) if refused else None
+        if refused is None or block is None:
+            continue
+        given = refused.group(1)
+        if given is None:
+            after = [row for row in lines[index + 1 :] if _indent(row) < _indent(line) and "Given value:" in row]
+            found = _GIVEN_NAME.search(after[0].strip()) if after else None
+            given = found.group(1) if found else None
+        if given:
+            key, type_name = _key_chain(lines, block), refused.group(2)
+            kind = slot_kind(key.rsplit(".", 1)[-1], _owner(lines, block), type_name)
+            return wrong_kind(key, given, kind, type_name)
+    for index, line in enumerate(lines):
+        problem = _PROBLEM_CLASS.search(line)
+        if problem and index and _PARSER_KEY.search(lines[index - 1]) and _indent(lines[index - 1]) < _indent(line):
+            key = _key_chain(lines, index - 1)
+            text = mismatch(key, problem.group(1), key.rsplit(".", 1)[-1], _owner(lines, index - 1))
+            if text:
+                return text
+    return None
 
 
 #: How a simple type of a Union or a Literal's values are named in a message.

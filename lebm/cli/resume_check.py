@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from typing import Any
 
 import torch
@@ -64,10 +65,20 @@ def shown(key: str) -> str:
     return f"model.init_args.{key}"
 
 
+def sentence(text: str) -> str:
+    """``text`` with its first letter upper-cased and the rest as written (``str.capitalize`` would
+    lower-case the rest: the paths and commands in it)."""
+    return text[:1].upper() + text[1:]
+
+
 def ways_out(ckpt_path: str, subcommand: str) -> str:
+    """The two ways out of a refused resume or evaluation, as a clause: the command that runs the
+    checkpoint with its own settings (its run folder's ``config.yaml``; paths as given, quoted for
+    the shell where needed), or a new run (``fit``) or another checkpoint (evaluation)."""
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
     saved = os.path.join(run_dir, "config.yaml")
-    with_saved = f"lebm {subcommand} -c {saved} --ckpt_path {ckpt_path}" if os.path.isfile(saved) else None
+    command = f"lebm {subcommand} -c {shlex.quote(saved)} --ckpt_path {shlex.quote(ckpt_path)}"
+    with_saved = command if os.path.isfile(saved) else None
     first = f"run with the checkpoint's own settings ({with_saved})" if with_saved else "use the recipe that wrote it"
     if subcommand == "fit":
         return (
@@ -122,7 +133,7 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool
         more = f" and {len(differing) - SHOWN} more" if len(differing) > SHOWN else ""
         fail(
             f"the recipe's {type(model).__name__} has another architecture than {ckpt_path}: "
-            f"{'; '.join(differing[:SHOWN])}{more}. {ways_out(ckpt_path, subcommand).capitalize()}"
+            f"{'; '.join(differing[:SHOWN])}{more}. {sentence(ways_out(ckpt_path, subcommand))}"
         )
     old, new = flatten(to_config(hparams)), flatten(dict(getattr(model, "hparams", {}) or {}))
     changed = [key for key in old if key in new and old[key] != new[key] and key.rsplit(".", 1)[-1] not in MIGRATED]
@@ -130,6 +141,6 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool
     fixed = [] if evaluating else [key for key in changed if not any(map(CHANGEABLE.search, key.split(".")))]
     if fixed:
         listed = "; ".join(f"{shown(key)}: {old[key]!r} in the checkpoint, {new[key]!r} in the recipe" for key in fixed)
-        out = ways_out(ckpt_path, subcommand).capitalize()
+        out = sentence(ways_out(ckpt_path, subcommand))
         fail(f"these settings cannot change when resuming {ckpt_path}: {listed}. {out}")
     return [f"{shown(key)} {old[key]!r} -> {new[key]!r}" for key in changed]

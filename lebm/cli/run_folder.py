@@ -19,6 +19,7 @@ locked out by its own first attempt.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -167,8 +168,8 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         if ckpt_path == "last" and newest != last:
             reason = "is missing" if last is None else f"is unreadable ({skipped[0]})"
             fail(
-                f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the newest "
-                f"intact checkpoint is {newest}: resume from it with --ckpt_path {newest} (or --ckpt_path auto)"
+                f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the newest intact "
+                f"checkpoint is {newest}: resume from it with --ckpt_path {shlex.quote(newest)} (or --ckpt_path auto)"
             )
         if skipped:
             say(f"resuming from {newest}, the newest intact checkpoint; passed over: {'; '.join(skipped)}")
@@ -188,8 +189,8 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         if not overwrite:
             fail(
                 f"{run_dir} already holds a run ({CHECKPOINT_DIR}/*.ckpt). Resume it with --ckpt_path last (or auto), "
-                f"train into a new folder with --trainer.default_root_dir {run_dir.rstrip('/')}_2, or replace it "
-                "with --overwrite true"
+                f"train into a new folder with --trainer.default_root_dir {shlex.quote(run_dir.rstrip('/') + '_2')}, "
+                "or replace it with --overwrite true"
             )
         for name in RUN_FILES if is_primary_process() else ():
             path = os.path.join(run_dir, name)

@@ -17,25 +17,25 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lebm.compat import attached_trainer, logging_as_hook
+from lebm.compat import attached_trainer, logging_as_hook, run_hooks_eagerly
 from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
-from lebm.models.guard import DivergenceGuard, TrainingDiverged
+from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.monitoring import check_monitors
-from lebm.models.prediction import Predictions, run_hooks_eagerly
+from lebm.models.prediction import Predictions
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import apply_optimizer_settings
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
+    TrainerSettingsKept,
     adopt_trainer_settings,
     refuse_unsupported_callbacks,
     restore_accumulation,
-    restore_clipping,
     trainer_step_settings,
 )
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
@@ -131,8 +131,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self._warned_unrecorded = False
         self._unread_step_values: dict[str, Any] | None = None
         self._step_settings = StepSettings()
-        self._iteration_counted = False
-        self._window_opens = self._window_closes = True
+        self._counted_iteration: int | None = None
+        self._pending_clips: dict[int, tuple[float | None, str]] = {}
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -182,13 +182,15 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         (:mod:`lebm.models.stepping`; defaults outside a run)."""
         return self._step_settings
 
-    def check_trainer(self, trainer: Any) -> None:
+    def check_trainer(self, trainer: Any, starts_training: bool = True) -> None:
         """Refuse, in one line naming lebm's way, a Trainer this method cannot honour: Lightning's
         callbacks that assume one optimiser or automatic optimisation
         (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
         when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
         Trainer's accumulation and clipping settings, which this method applies itself, and lets
-        every callback with a ``check_method(model)`` check the parts it reads."""
+        every callback with a ``check_method(model)`` check the parts it reads. ``starts_training``:
+        a ``fit`` from the start (not one that resumes a checkpoint, whose saved state such as a stage
+        schedule it takes over, nor an evaluation)."""
         refuse_unsupported_callbacks(trainer, type(self).__name__)
         trainer_step_settings(trainer)
         for callback in trainer.callbacks:  # a callback that reads parts of the method checks them now
@@ -199,43 +201,46 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def configure_callbacks(self) -> list[Any]:
         """Lightning's first call into the model in every run, before it checks the Trainer's
         settings: run the steps eagerly when Lightning was given ``torch.compile(model)``
-        (:func:`~lebm.models.prediction.run_hooks_eagerly`), refuse the callbacks that cannot act on a
-        method with one optimiser per net
-        (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`), and take over the Trainer's
-        ``accumulate_grad_batches`` and gradient clipping, which this method applies itself
-        (:meth:`step_optimizers`). Returns no callbacks."""
+        (:func:`~lebm.compat.run_hooks_eagerly`), check the Trainer (:meth:`check_trainer`), and
+        take over its ``accumulate_grad_batches`` and gradient clipping, which this method applies
+        itself (:meth:`step_optimizers`). Returns the callback that gives the Trainer its settings
+        back when the run ends, normally or not (:class:`~lebm.models.stepping.TrainerSettingsKept`)."""
         trainer = attached_trainer(self)
         run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
-        if trainer is not None:
-            self.check_trainer(trainer)
-            self._step_settings = adopt_trainer_settings(trainer)
-        return []
+        if trainer is None:
+            return []
+        self.check_trainer(trainer, starts_training=trainer.state.fn == "fit" and trainer.ckpt_path is None)
+        self._step_settings = adopt_trainer_settings(trainer)
+        return [TrainerSettingsKept(self._step_settings)]
+
+    def _training_position(self) -> tuple[int, int, bool]:
+        """``(iteration number over the run, batch index in the epoch, last batch of the epoch)`` of
+        the training batch being run (Lightning's loop progress; ``(0, 0, True)`` outside a fit)."""
+        trainer = attached_trainer(self)
+        if trainer is None or not trainer.training:
+            return 0, 0, True
+        loop = trainer.fit_loop.epoch_loop
+        return loop.total_batch_idx, loop.batch_idx, bool(loop.batch_progress.is_last_batch)
 
     @property
     def updates_this_batch(self) -> bool:
         """Whether the nets are updated at the end of this training batch (always, unless
         ``accumulate_grad_batches`` > 1 and the batch is not the last of its window)."""
-        return self._window_closes
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Start a training iteration: its first optimiser step will be the one Lightning counts;
-        under gradient accumulation, note whether this batch opens a window (gradients zeroed)
-        and whether it closes one (the nets are updated)."""
-        self._iteration_counted = False
-        settings = self._step_settings
-        self._window_opens = batch_idx % settings.accumulate == 0
-        self._window_closes = settings.updates_after(batch_idx, self.trainer.num_training_batches)
+        _, batch_idx, last = self._training_position()
+        trainer = attached_trainer(self)
+        batches = trainer.num_training_batches if trainer is not None else 1
+        return self._step_settings.updates_after(batch_idx, batches, last)
 
     def step_optimizers(self, optimizers: Any | Sequence[Any], loss: Tensor, clip: float | None = None) -> None:
         """One update of every net of ``optimizers`` from ``loss``: the one stepping path of every method.
 
         Without accumulation: ``zero_grad`` each optimiser; one ``manual_backward(loss)``; under
         ``lebm_ddp`` average the gradients of these optimisers' parameters over the ranks (one
-        all-reduce: each net is reduced once per its own update); clip each optimiser's gradients
-        (the net's own max-norm ``clip`` when given, else the Trainer's ``gradient_clip_val`` and
-        ``gradient_clip_algorithm``) through Lightning's ``clip_gradients``, which unscales mixed
-        precision first; ``step`` each optimiser, the first step of the iteration being the one
-        that advances ``trainer.global_step``.
+        all-reduce: each net is reduced once per its own update); ``step`` each optimiser, the first
+        step of the iteration being the one that advances ``trainer.global_step``. Each optimiser's
+        gradients are clipped (the net's own max-norm ``clip`` when given, else the Trainer's
+        ``gradient_clip_val`` and ``gradient_clip_algorithm``) inside its step, once mixed
+        precision has unscaled them (:meth:`on_before_optimizer_step`).
 
         With ``accumulate_grad_batches = N``: the gradients are zeroed at the window's first batch,
         every batch adds ``grad(loss / N)`` to these optimisers' parameters only, and the
@@ -249,29 +254,46 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
         else:
-            if self._window_opens:
+            _, batch_idx, _ = self._training_position()
+            if batch_idx % settings.accumulate == 0:  # the window opens
                 for optimizer in optimizers:
                     optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss / settings.accumulate, inputs=[p for p in parameters if p.requires_grad])
-            if not self._window_closes:
+            trainable = [p for p in parameters if p.requires_grad]
+            if trainable:
+                self.manual_backward(loss / settings.accumulate, inputs=trainable)
+            if not self.updates_this_batch:
                 return
         reduce = getattr(self.trainer.strategy, "reduce_gradients", None)
         if reduce is not None and self.trainer.world_size > 1:
             reduce(parameters)
         value, algorithm = settings.clip_for(clip)
         for optimizer in optimizers:
-            if value is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
-            self._step_optimizer(optimizer)
+            self._step_optimizer(optimizer, value, algorithm)
 
-    def _step_optimizer(self, optimizer: Any) -> None:
-        """``optimizer.step()``; after the iteration's first counted step, the strategy's
-        ``optimizer_step`` on the wrapped optimiser (the same update, not counted again)."""
-        if not isinstance(optimizer, LightningOptimizer) or not self._iteration_counted:
+    def _step_optimizer(self, optimizer: Any, clip_val: float | None, clip_algorithm: str) -> None:
+        """``optimizer.step()`` with its gradients clipped to ``clip_val`` inside the step; after the
+        iteration's first (counted) step, the strategy's ``optimizer_step`` on the wrapped optimiser:
+        the same update, not counted again."""
+        if not isinstance(optimizer, LightningOptimizer):  # outside a Trainer: no precision plugin
+            if clip_val is not None:
+                clip = torch.nn.utils.clip_grad_norm_ if clip_algorithm == "norm" else torch.nn.utils.clip_grad_value_
+                clip([p for group in optimizer.param_groups for p in group["params"]], clip_val)
             optimizer.step()
-            self._iteration_counted = True
             return
-        self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+        self._pending_clips[id(optimizer.optimizer)] = (clip_val, clip_algorithm)
+        iteration, _, _ = self._training_position()
+        if self._counted_iteration != iteration:
+            self._counted_iteration = iteration
+            optimizer.step()
+        else:
+            self.trainer.strategy.optimizer_step(optimizer.optimizer, closure=_no_closure)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Clip the gradients of the optimiser about to step as :meth:`step_optimizers` asked:
+        Lightning calls this inside the step, after mixed precision unscaled them."""
+        clip_val, clip_algorithm = self._pending_clips.pop(id(optimizer), (None, "norm"))
+        if clip_val is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
         """Per-epoch learning-rate decay, as the papers' code does."""
@@ -298,6 +320,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 epoch=self.current_epoch,
                 step=batch_idx,
                 decide=decide,
+                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self)),
             )
         except TrainingDiverged as diverged:
             if policy is None:
@@ -418,10 +441,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
         model (see ``lebm.distributed``); refuse a callback that monitors a name the run does not log
         (:mod:`lebm.models.monitoring`)."""
+        restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
         self.check_run(self.trainer.datamodule)
         if stage == "fit":
             check_monitors(self, self.trainer.callbacks)
-        restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
             raise ValueError(
@@ -430,12 +453,6 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 f"lebm.distributed.MethodDDPStrategy(...)) instead of {type(strategy).__name__}. The lebm CLI "
                 "picks it by itself for --trainer.devices N."
             )
-
-    def teardown(self, stage: str) -> None:
-        """Give the Trainer back the gradient clipping this run took over (:meth:`configure_callbacks`)."""
-        trainer = attached_trainer(self)
-        if trainer is not None:
-            restore_clipping(trainer, self._step_settings)
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self.evaluation_step(batch, "val")

@@ -14,7 +14,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.choices import check_choice
-from lebm.models.inputs import check_sampler, warn_if_not_finite
+from lebm.models.inputs import api_call, check_sampler, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
 from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
 from lebm.models.optimizers import adam_with_decay
@@ -129,7 +129,7 @@ class DualMCMC(LatentGeneratorModel):
     latent_size_option = "model.init_args.encoder.init_args.latent_dim"
     divergence_hint = (
         "Lower model.init_args.energy_lr / decoder_lr or the data chain's step size "
-        "(model.init_args.data_sampler.init_args.step_size), and resume from the last checkpoint."
+        "(model.init_args.data_sampler.init_args.step_size)."
     )
 
     def __init__(
@@ -247,11 +247,12 @@ class DualMCMC(LatentGeneratorModel):
         generator: torch.Generator | None = None,
         return_diagnostics: Diagnostics = False,
     ) -> Any:
-        """EBM-revised observations: the data chain (``sampler``, default the training one) on
-        ``E`` started at ``x`` ``(B, *x_shape)``; no Gaussian reference term. Outside training,
-        with ``evaluation_power_iteration``, the energy net's spectral norm iterates as in training."""
-        chain = sampler if sampler is not None else self.data_sampler
-        with self.evaluation_spectral_norm():
+        """EBM-revised observations ``(B, *x_shape)``: the data chain (``sampler``, default the
+        training one) on ``E`` started at ``x`` ``(B, *x_shape)`` (checked as every method's input
+        is, :meth:`observations`); no Gaussian reference term. Outside training, with
+        ``evaluation_power_iteration``, the energy net's spectral norm iterates as in training."""
+        chain = check_sampler(sampler) if sampler is not None else self.data_sampler
+        with self.user_input(x, "revise(x)") as x, self.evaluation_spectral_norm():
             return chain(
                 self.energy_net,
                 x,
@@ -357,13 +358,19 @@ class DualMCMC(LatentGeneratorModel):
         proposals = self.decoded_prior_samples(n, generator=generator)
         if not revise:
             return warn_if_not_finite(proposals, "generate(n)")
-        revised = self.revise(proposals, sampler=check_sampler(sampler) or self.test_data_sampler, generator=generator)
+        chain = check_sampler(sampler) or self.test_data_sampler
+        with api_call(self):  # the generator's own samples: revise does not check them as a user's input
+            revised = self.revise(proposals, sampler=chain, generator=generator)
         return warn_if_not_finite(revised, "generate(n)")
 
     @torch.no_grad()
-    def score(self, x: Tensor, **kwargs: Any) -> Tensor:
-        """The energy ``E(x)`` ``(B,)``: higher = less probable under the EBM = more anomalous."""
-        return warn_if_not_finite(self.energy_net(self.observations(x)), "score(x)")
+    def score(self, x: Any, *, generator: torch.Generator | None = None) -> Tensor:
+        """The energy ``E(x)`` ``(B,)`` of observations ``x`` ``(B, *x_shape)`` (checked as every
+        method's input is, :meth:`observations`): higher = less probable under the EBM = more
+        anomalous. ``generator`` is taken as every method's ``score`` takes it, and unused: the
+        energy draws nothing."""
+        with self.user_input(x, "score(x)") as x:
+            return warn_if_not_finite(self.energy_net(x), "score(x)")
 
     # --------------------------------------------------------------------------- checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

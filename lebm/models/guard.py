@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,10 +43,15 @@ class DivergenceGuard:
     its last good state, lowers the step sizes and learning rates and goes on, at most
     ``max_recoveries`` times; the trip after that stops training with this same message.
 
+    The message ends with the way back, which depends on what is on disk (``last_checkpoint`` of
+    :meth:`check`): a checkpoint to resume from (named, with the ``--ckpt_path`` that resumes it),
+    or none yet (a divergence in the first epoch of a new run): then the same command, run again,
+    starts afresh.
+
     Args:
         limits: ``{quantity name: largest allowed |value|}``.
         after_epoch: the first epoch (counting from 0) at which ``limits`` apply.
-        hint: what the user should lower, appended to the message.
+        hint: what the user should lower (a sentence), put before the way back in the message.
     """
 
     def __init__(self, limits: Mapping[str, float] | None = None, after_epoch: int = 0, hint: str = "") -> None:
@@ -65,6 +72,7 @@ class DivergenceGuard:
         epoch: int,
         step: int,
         decide: Callable[[bool], bool] | None = None,
+        last_checkpoint: Callable[[], str | bool | None] | None = None,
     ) -> None:
         """Raise :class:`TrainingDiverged` if any of ``values`` is non-finite, or over its limit.
 
@@ -74,6 +82,9 @@ class DivergenceGuard:
             step: the current global step, for the message.
             decide: turns this rank's verdict into the verdict of all ranks (e.g.
                 ``strategy.reduce_boolean_decision(flag, all=False)``); None on one process.
+            last_checkpoint: called on a trip only: the path of the checkpoint that holds the last
+                good state, False when the run has none (nothing written yet, not resumed), None
+                when that is not known (no Trainer); None: not known.
         """
         tensors = {name: value for name, value in values.items() if isinstance(value, Tensor)}
         if not tensors:
@@ -84,7 +95,8 @@ class DivergenceGuard:
             bad = decide(bad)
         if bad:
             cause = self._cause(tensors, limits)
-            raise TrainingDiverged(self._message(cause, epoch, step), cause)
+            checkpoint = last_checkpoint() if last_checkpoint is not None else None
+            raise TrainingDiverged(self._message(cause, epoch, step, checkpoint), cause)
 
     def _any_bad(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> Tensor:
         """A device flag: whether any tensor has a non-finite entry or any limited scalar is over its
@@ -131,9 +143,49 @@ class DivergenceGuard:
             problems.append("another process's quantities diverged")
         return "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 
-    def _message(self, shown: str, epoch: int, step: int) -> str:
+    def _message(self, shown: str, epoch: int, step: int, checkpoint: str | bool | None = None) -> str:
+        """The message: what diverged, where, what to lower and the way back (:func:`way_back`)."""
         hint = f" {self.hint}" if self.hint else ""
+        return f"training diverged at epoch {epoch}, step {step}: {shown}. {way_back(checkpoint, hint)}"
+
+
+def way_back(checkpoint: str | bool | None, hint: str = "") -> str:
+    """How to go on after a divergence, with ``hint`` (what to lower, a sentence with its leading
+    space) in its place. ``checkpoint``: the path of the checkpoint holding the last good state
+    (resume from it), False when there is none (run the same command again: it starts afresh; a
+    ``--ckpt_path`` would find nothing to resume), None when not known."""
+    if isinstance(checkpoint, str) and checkpoint:
         return (
-            f"training diverged at epoch {epoch}, step {step}: {shown}. Training stopped before "
-            f"saving this state: the last checkpoint written holds the last good one.{hint}"
+            f"Training stopped before saving this state: the last checkpoint, {checkpoint}, holds the last good "
+            f"one.{hint} Then resume from it (--ckpt_path {checkpoint})."
         )
+    if checkpoint is False:
+        return (
+            f"Training stopped before any checkpoint was written, so there is nothing to resume.{hint} Then run "
+            "the same command again, without --ckpt_path: it starts the run afresh."
+        )
+    return (
+        f"Training stopped before saving this state: the last checkpoint written, if any, holds the last good "
+        f"one.{hint} Then resume from it, or start again if none was written."
+    )
+
+
+def last_good_checkpoint(trainer: Any) -> str | bool | None:
+    """The checkpoint a run that diverges now can go back to: the newest file its checkpoint
+    callbacks wrote (``last_model_path``, ``best_model_path``), else the one it resumed from
+    (``trainer.ckpt_path``); False when there is none (a new run that wrote nothing yet, or one
+    without checkpointing); None without a Trainer (not known)."""
+    if trainer is None:
+        return None
+    written = [
+        path
+        for callback in getattr(trainer, "checkpoint_callbacks", [])
+        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", ""))
+        if isinstance(path, str) and path and os.path.isfile(path)
+    ]
+    if written:
+        return max(written, key=os.path.getmtime)
+    resumed = getattr(trainer, "ckpt_path", None)
+    if isinstance(resumed, str) and os.path.isfile(resumed):
+        return resumed
+    return False

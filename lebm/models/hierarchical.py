@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from lebm.estimators import VariationalBound, variational_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.choices import check_choice
+from lebm.models.inputs import check_count, check_sampler
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
@@ -87,10 +88,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         divergence_after_epoch: see :class:`~lebm.models.base.Method`.
     """
 
-    divergence_hint = (
-        "Lower model.init_args.decoder_lr / prior_lr or the prior chain's step size, and resume from the last "
-        "checkpoint."
-    )
+    divergence_hint = "Lower model.init_args.decoder_lr / prior_lr or the prior chain's step size."
 
     def __init__(
         self,
@@ -284,7 +282,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         """
         groups = self.latent_groups
         columns = groups.columns(layer)
-        z = self.prior.sample(n, sampler=sampler, generator=generator)
+        z = self.prior.sample(check_count(n, "sample_layer"), sampler=check_sampler(sampler), generator=generator)
         base = z[:1].expand(n, -1)
         if conditional:
             varied = self._conditional_layer(base, groups.index(layer), sampler, generator)

@@ -41,8 +41,9 @@ def as_list(value: Any) -> list[Any]:
 class MethodHooks:
     """The hooks of every method (mixed into :class:`lebm.models.Method`)."""
 
-    #: What to lower when training diverges (appended to the guard's message).
-    divergence_hint: ClassVar[str] = "Lower the learning rates or the chains' step sizes and resume from it."
+    #: What to lower when training diverges: a sentence that the guard's message puts before the way
+    #: back (resume from the last checkpoint, or run again when none was written).
+    divergence_hint: ClassVar[str] = "Lower the learning rates or the chains' step sizes."
 
     def check_run(self, datamodule: Any = None) -> None:
         """Check, before training, that the method's parts fit together and fit the data (shapes,

@@ -1,23 +1,68 @@
-"""Checks of what users hand the Python API (``generate``, ``infer``, ``reconstruct``, ``score``,
-``prior.sample``): each mistake gets a message with the fix instead of a torch error from deep inside
-a chain, and results that are not finite get a warning."""
+"""The one input contract of the Python API (``generate``, ``infer``, ``reconstruct``, ``score``,
+``revise``, ``sample_layer``, ``prior.sample``, ``predict_step``/``forward``), for every method, the
+text model included: each mistake gets one line that names the problem (both shapes, the dtype,
+the values) and the fix, instead of a torch error from deep inside a net or a chain, and results
+that are not finite get a warning.
+
+:func:`read_observations` is the check of observations: every entry point that takes ``x`` goes
+through it (:meth:`lebm.models.latent_generator.LatentGeneratorModel.observations`), once per
+call: :func:`api_call` marks the outermost call of the API on a model, so that ``reconstruct``,
+which calls ``infer``, checks (and warns) once and names itself in the message.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import operator
+import threading
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lebm.data.text.datamodule import SUSPICIOUS_UNKNOWN_SHARE
 from lebm.samplers import Sampler
+
+__all__ = [
+    "api_call",
+    "check_count",
+    "check_sampler",
+    "check_whole",
+    "read_observations",
+    "warn_about_sentences",
+    "warn_if_not_finite",
+]
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as an int when it is a whole number (an int, a numpy or 0-d torch integer; not a
+    bool, not a float), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_count(n: Any, what: str = "generate") -> int:
-    """``n`` as a number of samples (an int >= 1)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    """``n`` as a number of samples: a whole number >= 1 (an int, or a numpy/torch integer)."""
+    count = _whole(n)
+    if count is None or count < 1:
         raise ValueError(f"{what}(n) takes a whole number of samples n >= 1, got {n!r}")
-    return n
+    return count
+
+
+def check_whole(value: Any, option: str, minimum: int = 0) -> int:
+    """``value`` as an int when it is a whole number >= ``minimum``; ``option`` names it in the
+    message (``"score(x, samples=...)"``)."""
+    number = _whole(value)
+    if number is None or number < minimum:
+        raise ValueError(f"{option} takes a whole number >= {minimum}, got {value!r}")
+    return number
 
 
 def check_sampler(sampler: Any) -> Sampler | None:
@@ -40,3 +85,138 @@ def warn_if_not_finite(values: Tensor, what: str) -> Tensor:
             stacklevel=3,
         )
     return values
+
+
+# --------------------------------------------------------------------------- one check per call
+_ACTIVE = threading.local()
+
+
+@contextlib.contextmanager
+def api_call(model: object) -> Iterator[bool]:
+    """Mark a call of ``model``'s user API (on this thread) for the block; yields True when it is
+    the outermost one, whose input is checked, False inside another (``reconstruct`` calling
+    ``infer``, ``predict_step`` calling ``score``), whose input the outer call checked already."""
+    active: set[int] = _ACTIVE.__dict__.setdefault("models", set())
+    outermost = id(model) not in active
+    active.add(id(model))
+    try:
+        yield outermost
+    finally:
+        if outermost:
+            active.discard(id(model))
+
+
+# ------------------------------------------------------------------------------- observations
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(B, " + ", ".join(str(size) for size in shape) + ")"
+
+
+def _check_batch(x: Tensor, shape: tuple[int, ...] | None) -> None:
+    """Raise ``ValueError`` when ``x`` holds no examples, complex numbers, or examples of another
+    shape than ``shape`` (the per-example shape the model reads; None: any)."""
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(
+            f"observations hold no examples (got shape {tuple(x.shape)}): pass a batch (B, *x_shape) with B >= 1"
+        )
+    if x.is_complex():
+        raise ValueError(f"observations must be real numbers, got {x.dtype}: pass x.real or x.abs()")
+    if shape is None or tuple(x.shape[1:]) == shape:
+        return
+    got = tuple(x.shape)
+    if got == shape:
+        fix = "it looks like one example without its batch dimension: pass x.unsqueeze(0)"
+    elif x[0].numel() == math.prod(shape):
+        fix = f"if these are the same values laid out otherwise, pass x.reshape(-1, {', '.join(map(str, shape))})"
+    else:
+        fix = (
+            "resize or crop the data to the model's shape (channels, image size), or use a model built for data of "
+            "this shape"
+        )
+    raise ValueError(
+        f"the model reads observations of shape {_shape_text(shape)} (what its generator makes), got {got}: {fix}"
+    )
+
+
+def read_observations(
+    decoder: Any,
+    data: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    shape: tuple[int, ...] | None,
+    what: str | None = None,
+) -> Tensor:
+    """The one input contract: ``data`` as the tensor ``(B, *x_shape)`` the decoder reads, checked.
+
+    1. **type**: the decoder's ``prepare`` turns what the user gives into a tensor (arrays and
+       nested lists of numbers for images and vectors; strings, a list of strings or of word lists
+       for text: a bare string is one sentence); anything else is a ``TypeError`` naming what is taken;
+    2. **batch and shape**: at least one example, real numbers, and each example of ``shape`` (the
+       model's per-example shape, e.g. ``(1, 8, 8)``; None for sentences, of any length);
+    3. **what the decoder reads**: its ``check_observations`` (no NaN or infinite values; images
+       floats in ``[-1, 1]``; token ids whole numbers of the vocabulary in rows ``[bos, .., eos, pad..]``);
+    4. **dtype**: observations of numbers are cast to ``dtype`` (the model's: float64 numpy arrays,
+       integer or boolean vectors become float32), token ids stay int64; all on ``device``;
+    5. **sentences that say little**: a warning for empty sentences, sentences whose words are all
+       unknown to the vocabulary, or more than :data:`SUSPICIOUS_UNKNOWN_SHARE` of the words unknown
+       (:func:`warn_about_sentences`).
+
+    Args:
+        decoder: the model's :class:`lebm.nets.Decoder`.
+        data: what the user gave.
+        device: the model's device.
+        dtype: the floating dtype of the model's parameters.
+        shape: the per-example shape the model reads (None: not fixed).
+        what: the call, as the message names it (``"score(x)"``); None: the message alone.
+
+    Returns:
+        ``(B, *x_shape)``: floats of ``dtype`` for arrays, int64 token ids ``(B, T)`` for text.
+
+    Raises:
+        TypeError, ValueError: one line, prefixed by ``what``, naming the problem and the fix.
+    """
+    try:
+        x = decoder.prepare(data, device)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{type(decoder).__name__}.prepare must return a tensor, got {type(x).__name__}")
+        x = x.to(device)
+        _check_batch(x, shape)
+        decoder.check_observations(x)
+    except (TypeError, ValueError) as error:
+        if what is None:
+            raise
+        raise (TypeError if isinstance(error, TypeError) else ValueError)(f"{what}: {error}") from None
+    if not decoder.reads_tokens and x.dtype != dtype:
+        x = x.to(dtype)
+    warn_about_sentences(decoder, x, what)
+    return x
+
+
+def warn_about_sentences(decoder: Any, x: Tensor, what: str | None = None) -> None:
+    """Warn (one ``UserWarning``) when sentences ``x`` ``(B, T)`` say little to the model: empty
+    ones, ones whose words are all unknown to the vocabulary (read as ``<unk>``), or a share of
+    unknown words above :data:`SUSPICIOUS_UNKNOWN_SHARE` (the share at which training warns).
+    Reads the decoder's ``word_counts(x)``; nothing for a decoder of arrays (None)."""
+    counts = decoder.word_counts(x)
+    if counts is None:
+        return
+    words, unknown = counts
+    problems = []
+    for label, rows in (
+        ("empty", (words == 0).nonzero().flatten().tolist()),
+        ("made of unknown words only", ((words > 0) & (unknown == words)).nonzero().flatten().tolist()),
+    ):
+        if rows:
+            listed = ", ".join(map(str, rows[:5])) + (", ..." if len(rows) > 5 else "")
+            problems.append(f"{len(rows)} of {len(words)} sentences are {label} (rows {listed})")
+    share = float(unknown.sum()) / max(int(words.sum()), 1)
+    if share > SUSPICIOUS_UNKNOWN_SHARE:
+        problems.append(f"{share:.0%} of the words are not in the vocabulary (read as <unk>)")
+    if problems:
+        warnings.warn(
+            f"{what or 'the input'}: {'; '.join(problems)}: the model sees little of such sentences, so their results "
+            "say little; check the spelling and tokenisation (the known words: model.decoder.vocabulary.tokens) "
+            "and drop empty sentences",
+            UserWarning,
+            stacklevel=5,
+        )

@@ -53,9 +53,7 @@ class LatentEBM(LatentVariableModel):
         divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
 
-    divergence_hint = (
-        "Lower model.init_args.decoder_lr / prior_lr or the chains' step sizes, and resume from the last checkpoint."
-    )
+    divergence_hint = "Lower model.init_args.decoder_lr / prior_lr or the chains' step sizes."
 
     def __init__(
         self,

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
-from lebm.models.inputs import check_count, check_sampler, warn_if_not_finite
+from lebm.models.inputs import api_call, check_count, check_sampler, read_observations, warn_if_not_finite
 from lebm.models.prediction import with_text
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder
@@ -34,7 +35,8 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
 
     What a method on this base gets besides :class:`~lebm.models.base.Method`: the run checks
     (latent sizes across the parts, the data's kind and shape against the decoder's), the
-    decoder's per-batch training noise, the user-input check (:meth:`observations`), ``infer(x)``
+    decoder's per-batch training noise, the user-input contract (:meth:`observations`, which every
+    method's ``infer``, ``reconstruct``, ``score`` and prediction go through), ``infer(x)``
     ``(B, latent_dim)``, ``reconstruct(x)`` ``(B, *x_shape)`` = ``decode(infer(x))``, the
     evaluation step, which logs the batch means of :attr:`logged_evaluation_values` and returns
     :meth:`evaluation_values`, and prediction (:meth:`predict_observations`: one inference per
@@ -186,7 +188,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
 
     def infer(
         self,
-        x: Tensor,
+        x: Any,
         *,
         start: PosteriorStart | None = None,
         refine: bool = True,
@@ -198,15 +200,15 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         inside :meth:`evaluation_statistics`.
 
         Args:
-            x: observations ``(B, *x_shape)`` (or what the decoder's ``prepare`` takes: sentences).
+            x: observations ``(B, *x_shape)`` (or what the decoder's ``prepare`` takes: sentences,
+                a bare string being one), checked by :meth:`observations`.
             start: ``"noise"``, ``"sample"`` or ``"mean"``; default: the encoder's mean when there
                 is an encoder, else noise.
             refine: run the posterior chain from the start (False: the start is the answer).
             sampler: a chain to use instead of ``posterior_sampler``.
             generator: random stream (None: torch's global RNG).
         """
-        with self.evaluation_statistics():
-            x = self.observations(x)
+        with self.user_input(x, "infer(x)") as x, self.evaluation_statistics():
             if start is None:
                 start = "noise" if self.encoder is None else "mean"
             z0 = self.posterior_start(x, start, generator)
@@ -242,16 +244,68 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         """``-log p(x, z) + const`` ``(B,)``: ``nll(x|z) + U_prior(z)``."""
         return self.decoder.nll(x, z) + self.prior.energy(z)
 
-    def observations(self, data: Any) -> Tensor:
-        """User input as the tensor the decoder reads: the decoder's ``prepare`` (a text decoder
-        encodes strings to token ids; arrays and lists become tensors); outside a training or
-        evaluation loop (the Python API) also the decoder's ``check_observations``."""
-        x = self.decoder.prepare(data, self.device)
-        trainer = attached_trainer(self)
-        in_a_loop = trainer is not None and trainer.state.stage is not None
-        if not in_a_loop and isinstance(x, Tensor):
-            self.decoder.check_observations(x)
-        return x
+    def observations(self, data: Any, what: str | None = None) -> Tensor:
+        """User input as the tensor ``(B, *x_shape)`` the decoder reads, checked: the one input
+        contract of every method and of prediction (:func:`lebm.models.inputs.read_observations`:
+        type, at least one example, the per-example shape against :meth:`observation_shape`, the
+        decoder's ``check_observations`` (values, range, token ids), the model's dtype, and a
+        warning for empty or unknown sentences). ``what`` (``"score(x)"``) starts the messages.
+        Raises ``TypeError``/``ValueError`` in one line naming the fix."""
+        return read_observations(
+            self.decoder,
+            data,
+            device=self.device,
+            dtype=self.input_dtype,
+            shape=self.observation_shape(),
+            what=what,
+        )
+
+    @contextlib.contextmanager
+    def user_input(self, data: Any, what: str) -> Iterator[Tensor]:
+        """The block of a user-API call on observations ``data`` (``what``: ``"infer(x)"``), which
+        it yields as the tensor ``(B, *x_shape)`` the decoder reads: checked by :meth:`observations`
+        when the call is the outermost on this model (:func:`lebm.models.inputs.api_call`) and runs
+        outside a training or evaluation loop; else, a batch of a loop or the input of an outer
+        call that checked it, only prepared (the decoder's ``prepare``)."""
+        with api_call(self) as outermost:
+            trainer = attached_trainer(self)
+            in_a_loop = trainer is not None and trainer.state.stage is not None
+            if outermost and not in_a_loop:
+                yield self.observations(data, what)
+            else:
+                yield self.decoder.prepare(data, self.device)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The floating dtype of the decoder's parameters (the model's default's when it has none):
+        what observations of numbers are cast to."""
+        floats = (p.dtype for p in self.decoder.parameters() if p.is_floating_point())
+        return next(floats, torch.get_default_dtype())
+
+    def observation_shape(self) -> tuple[int, ...] | None:
+        """The per-example shape ``x_shape`` of the observations the model reads, e.g. ``(1, 8, 8)``:
+        the decoder's ``observation_shape`` for latents ``(2, latent_dim)`` of the prior's size (by
+        default the shape its generator makes), probed once as the user API decodes (without
+        gradients, in eval mode, inside :meth:`evaluation_statistics`; no running statistics move,
+        torch's RNG untouched) and kept while the decoder, its generator and the latent size stay;
+        None: any shape (sentences)."""
+        key = (id(self.decoder), id(self.decoder.generator_net()), self.prior.latent_dim)
+        cached = self.__dict__.get("_observation_shape")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        z = torch.zeros(2, self.prior.latent_dim, device=self.device, dtype=self.input_dtype)
+        with (
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[]),
+            modules_in_mode([self.decoder], "eval"),
+            self.evaluation_statistics(),
+        ):
+            try:
+                shape = self.decoder.observation_shape(z)
+            except (RuntimeError, ValueError, TypeError):  # a decoder check_run would refuse: no shape to hold to
+                shape = None
+        self.__dict__["_observation_shape"] = (key, shape)
+        return shape
 
     def presented(self, x: Tensor, raw: bool) -> Any:
         """Decoded observations in the user's form: the decoder's ``present`` (strings for text;
@@ -269,10 +323,12 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
 
     def reconstruct(self, x: Any, *, raw: bool = False, **infer_kwargs: Any) -> Any:
         """``g(infer(x))`` ``(B, *x_shape)``, decoded inside :meth:`evaluation_statistics`; text in,
-        text out (``raw=True``: token ids); ``infer_kwargs`` go to :meth:`infer`."""
-        z = self.infer(x, **infer_kwargs)
-        with torch.no_grad(), self.evaluation_statistics():
-            return self.presented(warn_if_not_finite(self.decoder.decode(z), "reconstruct(x)"), raw)
+        text out (``B`` strings; a bare string is one sentence; ``raw=True``: token ids ``(B, T)``);
+        ``infer_kwargs`` go to :meth:`infer`."""
+        with self.user_input(x, "reconstruct(x)") as x:
+            z = self.infer(x, **infer_kwargs)
+            with torch.no_grad(), self.evaluation_statistics():
+                return self.presented(warn_if_not_finite(self.decoder.decode(z), "reconstruct(x)"), raw)
 
     # --------------------------------------------------------------------------- evaluation
     def evaluation_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
@@ -287,14 +343,11 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         return values
 
     # --------------------------------------------------------------------------- prediction
-    def prediction_input(self, data: Any) -> Any:
-        """Observations as the decoder reads them (its ``prepare``: strings become token ids),
-        checked by the decoder's ``check_observations`` as the user API's input is, also inside a
-        predict loop (``ValueError`` naming the fix)."""
-        x = self.decoder.prepare(data, self.device)
-        if isinstance(x, Tensor):
-            self.decoder.check_observations(x)
-        return x
+    def prediction_input(self, data: Any) -> Tensor:
+        """Observations ``(B, *x_shape)`` as the decoder reads them, checked by the user API's
+        contract (:meth:`observations`), also inside a predict loop (``ValueError``/``TypeError``
+        naming the fix)."""
+        return self.observations(data)
 
     def score_at(self, x: Tensor, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """The anomaly scores ``(B,)`` of observations ``x`` whose posterior latents ``z``

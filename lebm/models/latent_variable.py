@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models.hooks import LatentVariableHooks
-from lebm.models.inputs import warn_if_not_finite
+from lebm.models.inputs import check_whole, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs, latent_nets
 from lebm.models.optimizers import adam_with_decay
 from lebm.models.prediction import with_text
@@ -77,14 +77,16 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
     def score(
         self, x: Any, *, samples: int | None = None, generator: torch.Generator | None = None, **infer_kwargs: Any
     ) -> Tensor:
-        """Anomaly score ``(B,)``: ``-log p(x, z)`` at ``z = infer(x)``, or averaged over ``samples``
-        latents drawn from the inference network (default: :attr:`score_samples`; see
+        """Anomaly score ``(B,)`` of observations ``x`` ``(B, *x_shape)`` (or sentences: a bare
+        string is one): ``-log p(x, z)`` at ``z = infer(x)``, or averaged over ``samples`` (a whole
+        number >= 0) latents drawn from the inference network (default: :attr:`score_samples`; see
         :meth:`anomaly_terms`)."""
-        x = self.observations(x)
-        k = self.score_samples if samples is None else int(samples)
-        z = None if self.samples_inference_network(k) else self.infer(x, generator=generator, **infer_kwargs)
-        with torch.no_grad():
-            return warn_if_not_finite(self.anomaly_terms(x, z, samples=k, generator=generator)["score"], "score(x)")
+        k = self.score_samples if samples is None else check_whole(samples, "score(x, samples=...)")
+        with self.user_input(x, "score(x)") as x:
+            z = None if self.samples_inference_network(k) else self.infer(x, generator=generator, **infer_kwargs)
+            with torch.no_grad():
+                terms = self.anomaly_terms(x, z, samples=k, generator=generator)
+            return warn_if_not_finite(terms["score"], "score(x)")
 
     def anomaly_terms(
         self,
@@ -106,9 +108,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         model"; otherwise it is taken at the given ``z`` ``(B, latent_dim)`` (``infer(x)``: the
         encoder's mean, or the posterior chain's end; ``nll``: the decoder's NLL there, if computed).
         """
-        samples = self.score_samples if samples is None else int(samples)
-        if samples < 0:
-            raise ValueError(f"score samples must be >= 0, got {samples}")
+        samples = self.score_samples if samples is None else check_whole(samples, "anomaly_terms(samples=...)")
         if self.samples_inference_network(samples):
             q = self.encoder(x)
             latents = [(q.rsample(generator), None) for _ in range(samples)]

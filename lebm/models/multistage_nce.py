@@ -84,9 +84,7 @@ class MultiStageNCE(LatentVariableModel):
         divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
 
-    divergence_hint = (
-        "Lower model.init_args.decoder_lr / ratio_lr or the chains' step sizes, and resume from the last checkpoint."
-    )
+    divergence_hint = "Lower model.init_args.decoder_lr / ratio_lr or the chains' step sizes."
 
     prior: ProductOfRatiosPrior
 
@@ -163,12 +161,13 @@ class MultiStageNCE(LatentVariableModel):
         if self.prior.finished:
             rank_zero_warn(f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train")
 
-    def check_trainer(self, trainer: Any) -> None:
+    def check_trainer(self, trainer: Any, starts_training: bool = True) -> None:
         """Also, before anything is built or written: without ``stage_iterations``, the run must be
         bounded (``max_epochs`` or ``max_steps``) and its iterations, as far as the Trainer's settings
-        bound them (an integer ``limit_train_batches``, ``max_steps``), must fill every stage."""
-        super().check_trainer(trainer)
-        if self.stage_schedule is not None:
+        bound them (an integer ``limit_train_batches``, ``max_steps``), must fill every stage. A resumed
+        run keeps the schedule its checkpoint saved, and an evaluation trains none: not checked."""
+        super().check_trainer(trainer, starts_training)
+        if self.stage_schedule is not None or not starts_training:
             return
         limit = trainer.limit_train_batches
         batches = limit if isinstance(limit, int) and not isinstance(limit, bool) else math.inf

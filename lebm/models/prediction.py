@@ -37,6 +37,7 @@ from lebm.data.batches import batch_observations
 from lebm.data.errors import DataError
 from lebm.data.prediction import SampleRequest, is_sample_request
 from lebm.models.hooks import MethodHooks
+from lebm.models.inputs import api_call
 
 __all__ = [
     "DATA_KEYS",
@@ -47,7 +48,6 @@ __all__ = [
     "export_message",
     "predict_batch",
     "predict_data",
-    "run_hooks_eagerly",
     "with_text",
 ]
 
@@ -120,11 +120,21 @@ def _normal_tensors(batch: Any) -> Any:
     return batch
 
 
+def _observations_of(batch: Any) -> Any:
+    """The observations of a batch: its first item for a batch ``(x, y, ...)``; the batch itself
+    when it is a list of sentences (its first item a string: no ``(x, y)`` batch starts with one)
+    or empty (which the input check refuses in one line)."""
+    if isinstance(batch, (tuple, list)) and (not batch or isinstance(batch[0], str)):
+        return batch
+    return batch_observations(batch)
+
+
 def predict_batch(
     model: Any, batch: Any, *, generator: torch.Generator | None = None, batch_idx: int | None = None
 ) -> dict[str, Any]:
-    """The prediction of one batch (observations ``x``, a batch ``(x, y, ...)`` or a
-    :class:`~lebm.data.SampleRequest`), outside inference mode; ``batch_idx`` (in a predict loop)
+    """The prediction of one batch (observations ``x`` ``(B, *x_shape)``, a batch ``(x, y, ...)`` or a
+    :class:`~lebm.data.SampleRequest` of ``n``): :data:`DATA_KEYS` tensors ``(B, ...)`` or
+    :data:`SAMPLE_KEYS` tensors ``(n, ...)``, computed outside inference mode; ``batch_idx`` (in a predict loop)
     names the batch when its data cannot be read, as a :class:`~lebm.data.errors.DataError` (which
     the ``lebm`` command prints without a traceback)."""
     with torch.inference_mode(False):
@@ -133,7 +143,7 @@ def predict_batch(
             prediction = model.predict_samples(len(batch), generator=generator)
             prediction["indices"] = batch.indices
             return prediction
-        prediction = predict_data(model, batch_observations(batch), generator=generator, batch_idx=batch_idx)
+        prediction = predict_data(model, _observations_of(batch), generator=generator, batch_idx=batch_idx)
         labels = batch_labels(batch, len(prediction["inputs"]))
         if labels is not None:
             prediction["labels"] = labels
@@ -143,10 +153,13 @@ def predict_batch(
 def predict_data(
     model: Any, data: Any, *, generator: torch.Generator | None = None, batch_idx: int | None = None
 ) -> dict[str, Any]:
-    """The prediction of observations ``data`` (a tensor, or what the decoder's ``prepare`` takes:
-    sentences), outside inference mode: the model's ``prediction_input`` check, then its
-    ``predict_observations``; see :func:`predict_batch` for ``batch_idx``."""
-    with torch.inference_mode(False):
+    """The prediction of observations ``data`` (a tensor ``(B, *x_shape)``, or what the decoder's
+    ``prepare`` takes: sentences) as :data:`DATA_KEYS` tensors ``(B, ...)``, outside inference mode:
+    the model's ``prediction_input`` check (the user API's input contract, :mod:`lebm.models.inputs`),
+    then its ``predict_observations``, as one call of the user API
+    (:func:`~lebm.models.inputs.api_call`: the ``infer``/``score`` it makes do not check
+    again); see :func:`predict_batch` for ``batch_idx``."""
+    with torch.inference_mode(False), api_call(model):
         try:
             x = model.prediction_input(_normal_tensors(data))
         except (ValueError, TypeError) as error:
@@ -185,36 +198,6 @@ def _eager_forward(model: Any, x: Any) -> dict[str, Any]:
             stacklevel=3,
         )
     return predict_data(model, x)
-
-
-#: The hooks Lightning wraps in ``torch.compile``'s context when it is given a compiled model.
-COMPILED_HOOKS = ("forward", "training_step", "validation_step", "test_step", "predict_step")
-
-
-def run_hooks_eagerly(model: Any) -> list[str]:
-    """Undo what ``Trainer.fit(torch.compile(model))`` does to ``model``: Lightning wraps its steps in
-    the compiler's context, which would compile every chain of a training step into one graph (many
-    minutes of compilation, graph breaks at every sampler step). The wrapped hooks (instance
-    attributes whose ``__wrapped__`` is the method's own hook) are removed, so the steps run eagerly,
-    and one warning names the supported way. Returns the names of the hooks unwrapped."""
-    unwrapped = []
-    for name in COMPILED_HOOKS:
-        attribute = vars(model).get(name)
-        original = getattr(attribute, "__wrapped__", None)
-        if original is not None and getattr(original, "__func__", None) is getattr(type(model), name, None):
-            delattr(model, name)
-            unwrapped.append(name)
-    if unwrapped and not getattr(model, "_warned_compile", False):
-        model._warned_compile = True
-        warnings.warn(
-            f"torch.compile(model) would compile {type(model).__name__}'s whole training step, every MCMC chain "
-            "included, into one graph (minutes, with graph breaks at each sampler step): its steps run eagerly. "
-            "Compile the nets instead: lebm.speed.FastNets(compile=True) or lebm.speed.apply_fast_paths(model, "
-            "compile=True) (docs/performance.md)",
-            UserWarning,
-            stacklevel=2,
-        )
-    return unwrapped
 
 
 class Predictions:
@@ -256,7 +239,8 @@ class Predictions:
         return data
 
     def predict_observations(self, x: Any, *, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """``{"inputs", "latents", "reconstructions", "scores"}`` of observations ``x``, each of the
+        """``{"inputs": (B, *x_shape), "latents": (B, latent_dim), "reconstructions": (B, *x_shape),
+        "scores": (B,)}`` of observations ``x`` ``(B, *x_shape)``, each of the
         last three when the method implements ``infer``, ``reconstruct``, ``score``; torch's global
         RNG seeded from ``generator``."""
         prediction: dict[str, Any] = {"inputs": x}

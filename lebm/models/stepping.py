@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lightning.pytorch import Callback
+
 #: Lightning's gradient-clipping algorithms.
 CLIP_ALGORITHMS = ("norm", "value")
 
@@ -55,10 +57,11 @@ class StepSettings:
             return own_clip, "norm"
         return self.clip_val, self.clip_algorithm
 
-    def updates_after(self, batch_idx: int, batches_in_epoch: float | int) -> bool:
+    def updates_after(self, batch_idx: int, batches_in_epoch: float | int, last: bool = False) -> bool:
         """Whether the nets are updated after batch ``batch_idx`` (0-based, within the epoch): every
-        ``accumulate``-th batch and the epoch's last (``batches_in_epoch``, ``inf`` when unknown)."""
-        return (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 >= batches_in_epoch
+        ``accumulate``-th batch and the epoch's last (``batches_in_epoch``, ``inf`` when unknown;
+        ``last``: the loader said this batch is its last), Lightning's rule."""
+        return (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 >= batches_in_epoch or last
 
 
 def trainer_step_settings(trainer: Any) -> StepSettings:
@@ -93,6 +96,25 @@ def restore_accumulation(trainer: Any, settings: StepSettings) -> None:
     """Give ``trainer`` back its ``accumulate_grad_batches`` (after Lightning's check): its loops
     then step the loggers' x-axis once per update, as with automatic optimisation."""
     trainer.accumulate_grad_batches = settings.accumulate
+
+
+class TrainerSettingsKept(Callback):
+    """Gives the Trainer back the settings a method took over (:func:`adopt_trainer_settings`)
+    when the run ends: normally (``teardown``) or by an exception (``on_exception``, where Lightning
+    skips teardown), so that the next ``fit`` with the same Trainer applies them again."""
+
+    def __init__(self, settings: StepSettings) -> None:
+        self.settings = settings
+
+    def _give_back(self, trainer: Any) -> None:
+        restore_accumulation(trainer, self.settings)
+        restore_clipping(trainer, self.settings)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._give_back(trainer)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._give_back(trainer)
 
 
 def restore_clipping(trainer: Any, settings: StepSettings) -> None:
@@ -130,14 +152,23 @@ def _callback_named(trainer: Any, *names: str) -> Any:
 def refuse_unsupported_callbacks(trainer: Any, method: str) -> None:
     """Raise ``ValueError`` (one line, lebm's way) for a Lightning callback that cannot act on a
     method stepping one optimiser per net: ``StochasticWeightAveraging`` (one optimiser and its
-    learning-rate schedule), ``LearningRateFinder`` (``Tuner.lr_find``: one optimiser, a schedule
-    stepped by automatic optimisation) and ``BatchSizeFinder`` (``Tuner.scale_batch_size``)."""
+    learning-rate schedule), ``WeightAveraging``/``EMAWeightAveraging`` (buffers averaged too),
+    ``LearningRateFinder`` (``Tuner.lr_find``: one optimiser, a schedule stepped by automatic
+    optimisation) and ``BatchSizeFinder`` (``Tuner.scale_batch_size``)."""
     if _callback_named(trainer, "StochasticWeightAveraging") is not None:
         raise ValueError(
             f"StochasticWeightAveraging averages the net of one optimiser under Lightning's automatic optimisation; "
-            f"{method} steps one optimiser per net. For averaged weights use Lightning's EMAWeightAveraging callback "
-            "(lightning.pytorch.callbacks.EMAWeightAveraging): it averages every net's weights, validates with the "
-            "averages and saves them as the checkpoint's weights (docs/lightning.md)"
+            f"{method} steps one optimiser per net. For averaged weights use lebm.callbacks.WeightEMA: an "
+            "exponential moving average of every net's parameters that validation, FID and lebm predict use "
+            "(docs/lightning.md)"
+        )
+    averaging = _callback_named(trainer, "WeightAveraging")
+    if averaging is not None:
+        raise ValueError(
+            f"{type(averaging).__name__} averages the buffers too (an average of a multi-stage prior's stage counts "
+            "or of persistent chains is neither) and saves the averages as the checkpoint's weights; use "
+            "lebm.callbacks.WeightEMA, which averages the parameters alone for validation, FID and lebm predict "
+            "(docs/lightning.md)"
         )
     if _callback_named(trainer, "LearningRateFinder") is not None:
         raise ValueError(

@@ -22,12 +22,24 @@ def as_observations(data: Any, device: torch.device) -> Tensor:
     """``data`` (a numpy array, nested lists of numbers) as a tensor on ``device``, integers as
     float32; what it holds is checked by :meth:`Decoder.check_observations`."""
     if not isinstance(data, Tensor):
+        if isinstance(data, (str, bytes)):
+            raise TypeError(
+                f"observations must be a tensor (B, *x_shape), a numpy array or nested lists of numbers, got "
+                f"{type(data).__name__}: this model reads arrays (images or vectors), not text (a text model's "
+                "decoder is a lebm.nets.CategoricalDecoder)"
+            )
+        if isinstance(data, (tuple, list)) and data and isinstance(data[0], Tensor):
+            raise TypeError(
+                f"observations must be one tensor (B, *x_shape), got a {type(data).__name__} of "
+                f"{len(data)} tensors: a batch (x, y, ...) of a loader? pass its observations x (batch[0]), or "
+                "torch.stack a list of examples"
+            )
         try:
             data = torch.as_tensor(data)
         except (TypeError, ValueError, RuntimeError) as error:
             raise TypeError(
                 f"observations must be a tensor (B, *x_shape), a numpy array or nested lists of numbers, got "
-                f"{type(data).__name__} ({error})"
+                f"{type(data).__name__} ({str(error).splitlines()[0]})"
             ) from None
     return (data if data.is_floating_point() else data.float()).to(device)
 
@@ -52,7 +64,11 @@ class Decoder(nn.Module, Configurable):
       the per-rank ``generator``);
     - ``prepare(data, device)`` / ``present(x)``: user input to the tensor ``nll`` reads, and decoded
       observations to the user's form (strings for text);
-    - ``check_observations(x)``: refuse what users hand the Python API that the decoder cannot read.
+    - ``check_observations(x)``: refuse what users hand the Python API that the decoder cannot read;
+    - ``observation_shape(z)``: the per-example shape of the observations it reads (the methods
+      refuse other shapes in one line); by default that of ``decode(z)``; None for any shape;
+    - ``word_counts(x)``: for a decoder of sentences, the words and unknown words of each (the
+      methods warn about empty and unknown sentences); None by default.
 
     ``net`` is the generator ``g`` when there is one (the checks name it in their messages);
     ``normalised_likelihood`` says ``nll`` leaves out no constant (marginal likelihoods are exact).
@@ -100,6 +116,19 @@ class Decoder(nn.Module, Configurable):
         called on what users hand the Python API, never inside a training loop."""
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError("observations hold NaN or infinite values: clean or drop those examples first")
+
+    def observation_shape(self, z: Tensor) -> tuple[int, ...] | None:
+        """The per-example shape ``x_shape`` of the observations this decoder reads, from probe
+        latents ``z`` ``(2, latent_dim)`` (called without gradients, as the user API decodes): by
+        default that of ``decode(z)`` ``(2, *x_shape)``. None: observations of any shape (override it so for a
+        decoder whose ``nll`` reads other shapes than ``decode`` makes)."""
+        decoded = self.decode(z)
+        return tuple(decoded.shape[1:]) if isinstance(decoded, Tensor) else None
+
+    def word_counts(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """For a decoder of sentences: per sentence of ``x`` the words and the words unknown to its
+        vocabulary, each ``(B,)``; None (the default) for a decoder of arrays."""
+        return None
 
     def present(self, x: Tensor) -> Any:
         """Decoded observations in the user's form (by default: the tensor itself)."""
@@ -159,9 +188,12 @@ class GaussianDecoder(Decoder):
         """As :meth:`Decoder.check_observations`; images ``(B, C, H, W)`` must be floats in ``[-1, 1]``,
         lebm's convention (``x / 127.5 - 1`` for 0..255 images)."""
         if x.dim() == 4 and not x.is_floating_point():
-            raise ValueError(
-                f"observations must be floating point, got {x.dtype}: for 0..255 images pass x.float() / 127.5 - 1"
+            fix = (
+                "for 0/1 images pass x.float() * 2 - 1"
+                if x.dtype == torch.bool
+                else "for 0..255 images pass x.float() / 127.5 - 1"
             )
+            raise ValueError(f"observations must be floating point, got {x.dtype}: {fix}")
         super().check_observations(x)
         if x.dim() == 4 and (x.min() < -1 - IMAGE_SLACK or x.max() > 1 + IMAGE_SLACK):
             raise ValueError(

@@ -451,13 +451,77 @@ class CategoricalDecoder(Decoder):
         """Drop the held masks (at the end of the training batch)."""
         self.net.release_noise()
 
-    def prepare(self, data: Tensor | Sequence[str] | Sequence[Sequence[str]], device: torch.device) -> Tensor:
-        """User input -> token ids ``(B, T)`` on ``device``: token tensors pass through; strings (or
-        word lists) are encoded with the vocabulary (unknown words become ``<unk>``)."""
+    def prepare(self, data: Tensor | str | Sequence[str] | Sequence[Sequence[str]], device: torch.device) -> Tensor:
+        """User input -> token ids ``(B, T)`` on ``device``: integer tensors (and numpy arrays) of
+        token ids pass through as int64; sentences are encoded with the vocabulary (unknown words
+        become ``<unk>``): a list of strings (each split on whitespace) or of word lists, and a
+        bare string is **one** sentence (a batch of one), never a list of characters. Anything
+        else is refused (``TypeError`` naming what is taken); :meth:`check_observations` checks the ids."""
+        if not isinstance(data, (Tensor, str)) and hasattr(data, "__array__"):
+            data = torch.as_tensor(data)  # a numpy array of token ids
         if isinstance(data, Tensor):
-            return data.to(device)
+            integer = not data.is_floating_point() and not data.is_complex() and data.dtype != torch.bool
+            return data.to(device=device, dtype=torch.long if integer else data.dtype)
+        sentences = [data] if isinstance(data, str) else data
+        if not isinstance(sentences, Sequence):
+            raise TypeError(
+                f"sentences must be a string, a list of strings or a list of word lists (or token ids (B, T) as a "
+                f"LongTensor), got {type(data).__name__}"
+            )
+        for index, sentence in enumerate(sentences):
+            words = [sentence] if isinstance(sentence, str) else sentence
+            if not isinstance(words, Sequence) or not all(isinstance(word, str) for word in words):
+                raise TypeError(
+                    f"sentence {index} must be a string or a list of words (strings), got {sentence!r:.60}: pass "
+                    "sentences as text, or token ids (B, T) as a LongTensor"
+                )
+        if len(sentences) == 0:
+            raise ValueError("no sentences given: pass at least one (a string, or a list of strings)")
         vocabulary = self._require_vocabulary("turning text into token ids")
-        return vocabulary.to_tensor(list(data), max_length=self.max_length).to(device)
+        return vocabulary.to_tensor(list(sentences), max_length=self.max_length).to(device)
+
+    def check_observations(self, x: Tensor) -> None:
+        """Refuse, with the fix, token ids this decoder cannot read: not whole numbers, not
+        ``(B, T)`` with ``T >= 2``, ids outside the vocabulary (or the net's table when none is
+        bound), rows not laid out ``[bos, w_1 .. w_n, eos, pad ..]`` (:meth:`lebm.data.Vocabulary.to_tensor`)."""
+        fix = "pass the sentences as strings, or token ids made by model.decoder.prepare(sentences, device)"
+        if x.dtype != torch.long:
+            raise ValueError(f"token ids must be whole numbers (int64), got {x.dtype}: {fix}")
+        if x.dim() != 2:
+            hint = " (one sentence? x.unsqueeze(0))" if x.dim() == 1 else ""
+            raise ValueError(f"token ids are (B, T) for B sentences, got shape {tuple(x.shape)}{hint}: {fix}")
+        if x.shape[1] < 2:
+            raise ValueError(f"token-id rows hold at least <bos> and <eos>, got length {x.shape[1]}: {fix}")
+        size = len(self.vocabulary) if self.vocabulary is not None else self.net.vocab_size
+        low, high = int(x.min()), int(x.max())
+        if low < 0 or high >= size:
+            raise ValueError(
+                f"token ids must be in 0..{size - 1} (the vocabulary's {size} tokens), got ids in {low}..{high}: {fix}"
+            )
+        starts = (x[:, 0] != self.bos_id).nonzero().flatten()
+        if len(starts):
+            raise ValueError(
+                f"token-id rows are [<bos>, words.., <eos>, <pad>..], but row {int(starts[0])} does not start with "
+                f"<bos> (id {self.bos_id}): {fix}"
+            )
+        unended = (~(x == self.eos_id).any(1)).nonzero().flatten()
+        if len(unended):
+            raise ValueError(
+                f"token-id rows are [<bos>, words.., <eos>, <pad>..], but row {int(unended[0])} has no <eos> "
+                f"(id {self.eos_id}): {fix}"
+            )
+
+    def observation_shape(self, z: Tensor) -> tuple[int, ...] | None:
+        """None: sentences of any length (:meth:`check_observations` checks their layout)."""
+        return None
+
+    def word_counts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per sentence of token ids ``x`` ``(B, T)``: its words (tokens other than ``<pad>``,
+        ``<bos>``, ``<eos>`` before its first ``<eos>``) and how many of them are ``<unk>``, each ``(B,)``."""
+        unk_id = self.vocabulary.unk_id if self.vocabulary is not None else self.net.unk_id
+        before_end = (x == self.eos_id).long().cumsum(1) == 0
+        words = before_end & (x != self.pad_id) & (x != self.bos_id)
+        return words.sum(1), (words & (x == unk_id)).sum(1)
 
 
 class BiLSTMEncoder(InferenceNetwork):

@@ -38,7 +38,7 @@ def test_accumulation_and_clipping_flags_through_the_command(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("callback", "named"),
     [
-        (["lightning.pytorch.callbacks.StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"], "EMA"),
+        (["lightning.pytorch.callbacks.StochasticWeightAveraging", "--trainer.callbacks.swa_lrs", "0.01"], "WeightEMA"),
         (["lightning.pytorch.callbacks.BatchSizeFinder"], "data.init_args.batch_size"),
         (["lebm.callbacks.HierarchicalSampleGrid"], "needs a method with sample_layer"),
         (["lebm.callbacks.MarginalLikelihood"], "normalised"),

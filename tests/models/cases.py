@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lebm.data import Vocabulary
 from lebm.models import (
     DualMCMC,
     JointHierarchicalEBM,
@@ -25,7 +26,7 @@ from lebm.models import (
     ProductOfRatiosPrior,
     TiltedGaussianPrior,
 )
-from lebm.nets import EnergyMLP, GaussianDecoder, MLPEncoder, MLPGenerator
+from lebm.nets import CategoricalDecoder, EnergyMLP, GaussianDecoder, LSTMTextGenerator, MLPEncoder, MLPGenerator
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 from tests.helpers.page_parts import page_parts, page_recipe
 
@@ -133,6 +134,20 @@ def mixture_prior_model() -> Method:
         decoder_lr=1e-3,
         prior_lr=1e-3,
     )
+
+
+#: The sentences whose words make the text model's vocabulary.
+TEXT_SENTENCES = ["the cat sees the dog", "a dog likes the cat", "the dog sees a cat"]
+
+
+def text_model() -> LatentEBM:
+    """The text model: LatentEBM on sentences (a tiny ``CategoricalDecoder`` whose vocabulary is
+    bound from :data:`TEXT_SENTENCES`), untrained: enough for the input contract."""
+    torch.manual_seed(0)
+    decoder = CategoricalDecoder(LSTMTextGenerator(16, LATENT, embed_dim=4, hidden_dim=8), max_length=6)
+    decoder.vocabulary = Vocabulary.build(TEXT_SENTENCES)
+    prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=8), sampler=Langevin(3, 0.4))
+    return LatentEBM(decoder, prior, posterior_sampler=Langevin(3, 0.1))
 
 
 @dataclass

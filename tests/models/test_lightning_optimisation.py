@@ -12,7 +12,12 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, MethodCase, latent_ebm, recorders, toy_loader
-from lightning.pytorch.callbacks import BatchSizeFinder, ModelCheckpoint, StochasticWeightAveraging
+from lightning.pytorch.callbacks import (
+    BatchSizeFinder,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    StochasticWeightAveraging,
+)
 from lightning.pytorch.tuner import Tuner
 
 from tests.helpers.trainers import quiet_trainer
@@ -21,16 +26,26 @@ IDS = [case.name for case in CASES]
 
 
 class BatchRecord(L.Callback):
-    """Per training batch: the parameters after it, and each optimiser step's gradients."""
+    """Per training batch: the parameters after it; per optimiser step, the gradients it steps with
+    (read right after the model's ``on_before_optimizer_step``, which clips them inside the step)."""
 
     def __init__(self) -> None:
         self.parameters_after: list[torch.Tensor] = []
         self.steps: list[dict[str, Any]] = []
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        clip = module.on_before_optimizer_step
+
+        def clip_then_record(optimizer: Any) -> None:
+            clip(optimizer)
+            self.record_step(optimizer)
+
+        module.on_before_optimizer_step = clip_then_record
+
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
         self.parameters_after.append(torch.cat([p.detach().flatten() for p in module.parameters()]).clone())
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer: Any) -> None:
+    def record_step(self, optimizer: Any) -> None:
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         self.steps.append(
             {
@@ -177,16 +192,39 @@ def test_a_trainer_keeps_its_settings_for_a_second_fit() -> None:
     assert model.step_settings.accumulate == 2 and model.step_settings.clip_val == 0.5
 
 
+def test_a_failed_run_gives_the_trainer_its_settings_back() -> None:
+    """A run that raises (here from a callback) still gives the Trainer back its accumulation and
+    clipping (Lightning skips ``teardown`` then)."""
+
+    class Fail(L.Callback):
+        def on_train_batch_end(self, *args: Any) -> None:
+            raise RuntimeError("stop here")
+
+    trainer = quiet_trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        inference_mode=False,
+        accumulate_grad_batches=2,
+        gradient_clip_val=0.5,
+        callbacks=[Fail()],
+    )
+    with pytest.raises(RuntimeError, match="stop here"):
+        trainer.fit(latent_ebm(), train_dataloaders=toy_loader(2))
+    assert (trainer.accumulate_grad_batches, trainer.gradient_clip_val) == (2, 0.5)
+
+
 @pytest.mark.parametrize(
     ("callback", "named"),
     [
-        (lambda: StochasticWeightAveraging(swa_lrs=1e-2), "EMAWeightAveraging"),
+        (lambda: StochasticWeightAveraging(swa_lrs=1e-2), "lebm.callbacks.WeightEMA"),
+        (lambda: EMAWeightAveraging(), "lebm.callbacks.WeightEMA"),
         (lambda: BatchSizeFinder(), "data.init_args.batch_size"),
     ],
-    ids=["SWA", "BatchSizeFinder"],
+    ids=["SWA", "EMAWeightAveraging", "BatchSizeFinder"],
 )
 def test_callbacks_that_cannot_apply_are_refused_in_one_line(callback: Any, named: str) -> None:
-    """SWA and BatchSizeFinder stop before training with one line naming lebm's way."""
+    """SWA, Lightning's weight averaging and BatchSizeFinder stop before training with one line
+    naming lebm's way."""
     model = latent_ebm()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=named) as raised:
@@ -200,31 +238,6 @@ def test_lr_find_is_refused_naming_the_per_net_learning_rates() -> None:
     trainer = quiet_trainer(max_steps=2, inference_mode=False)
     with pytest.raises(ValueError, match=r"model\.init_args\.\*_lr"):
         Tuner(trainer).lr_find(latent_ebm(), train_dataloaders=toy_loader(2))
-
-
-def test_ema_weight_averaging_is_lebms_averaging() -> None:
-    """Lightning's EMAWeightAveraging, the alternative the SWA refusal names, trains a method and
-    validates it with the averaged weights, not the last batch's."""
-    from lightning.pytorch.callbacks import EMAWeightAveraging
-
-    torch.manual_seed(0)
-    seen: dict[str, torch.Tensor] = {}
-
-    class AtValidation(L.Callback):
-        def on_validation_batch_start(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
-            seen["validated"] = torch.cat([p.detach().flatten() for p in module.parameters()]).clone()
-
-    record = BatchRecord()
-    trainer = quiet_trainer(
-        max_epochs=1,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        inference_mode=False,
-        callbacks=[record, EMAWeightAveraging(decay=0.5), AtValidation()],
-    )
-    trainer.fit(latent_ebm(), train_dataloaders=toy_loader(4), val_dataloaders=toy_loader(1))
-    assert torch.isfinite(seen["validated"]).all()
-    assert not torch.equal(seen["validated"], record.parameters_after[-1])
 
 
 def test_schedules_in_iterations_count_updates_under_accumulation() -> None:
