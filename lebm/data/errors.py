@@ -4,13 +4,41 @@ one helper that builds every "data files are missing" error, so all messages loo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
+
+#: How torch's DataLoader re-raises an error of one of its worker processes: the error's class is
+#: called with this text followed by the worker's whole traceback (``torch._utils.ExceptionWrapper``).
+_WORKER_PREFIX = re.compile(r"^Caught (\w+) in DataLoader (worker process \d+)\.\nOriginal Traceback", re.S)
 
 
 class DataError(ValueError):
     """Data that cannot be used: a file that is truncated, corrupt or not text, a folder without
-    the files it should hold. The message names the file and the fix."""
+    the files it should hold. The message names the file and the fix.
+
+    Raised in a DataLoader worker process, torch re-raises it in the main process with the
+    worker's traceback as its message; the message is then put back to the original one (with
+    the worker named), so that the ``lebm`` command still prints one line, not a traceback."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_message_from_worker(args[0], type(self)),)
+        super().__init__(*args)
+
+
+def _message_from_worker(text: str, kind: type[BaseException]) -> str:
+    """``text`` itself, or, when it is a DataLoader worker's re-raised traceback of a ``kind`` error,
+    that error's own message followed by ``(in DataLoader worker process N)``."""
+    match = _WORKER_PREFIX.match(text)
+    if match is None or match.group(1) != kind.__name__:
+        return text
+    marker = f"{kind.__module__}.{kind.__qualname__}: "
+    start = text.rfind("\n" + marker)
+    if start < 0:
+        return text
+    message = text[start + 1 + len(marker) :].rstrip("\n")
+    return f"{message} (in DataLoader {match.group(2)})"
 
 
 class MissingDataError(DataError, FileNotFoundError):

@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -24,8 +25,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import ChainDiagnostics
 from lebm.callbacks.chain_diagnostics import JSONL_NAME, diagnostics_plot
-from lebm.callbacks.long_chains import gather_groups, groups_of_rank, run_local_groups, unpack_traces
+from lebm.callbacks.long_chains import ChainPart, gather_groups, groups_of_rank, run_local_groups, unpack_traces
 from lebm.callbacks.plots import line_plot, scatter_plot
+from lebm.metrics.mixing import bulk_ess, split_rhat
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
@@ -226,6 +228,76 @@ def test_the_plots_are_rgb_arrays_with_the_traces_drawn() -> None:
     assert (np.abs(image.astype(int) - 255).sum(2) > 200).sum() > 100  # coloured pixels: the lines
     dots = scatter_plot(np.random.default_rng(0).normal(size=(50, 2)), np.arange(50) % 5, title="chains")
     assert dots.shape == image.shape and len(np.unique(dots.reshape(-1, 3), axis=0)) > 5
+
+
+# ------------------------------------------------------------------ the worst of several targets
+TARGETS, STUCK = 4, 3  # chain i samples target i % 4; the last target's chains cannot mix
+
+
+def target_energy(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targets 0-2: a narrow Gaussian (sd 0.1: Langevin at step 0.1 forgets its start in a few
+    steps). Target 3: a double well in the first coordinate, modes at -2 and +2 with energies about
+    -2 and +2, behind a barrier of 64 nats that no chain crosses: chains started on both sides stay
+    there, so their coordinates and energies disagree (rank-normalised split R-hat 1.5 and 1.7,
+    against 1.00-1.03 for the other targets)."""
+    gaussian = z.square().sum(1) / (2 * 0.1**2)
+    well = 4 * (z[:, 0].square() - 4).square() + z[:, 0] + z[:, 1].square() / (2 * 0.1**2)
+    return torch.where(target == STUCK, well, gaussian)
+
+
+def stuck_target_part() -> ChainPart:
+    """A posterior-like part with four targets, chains started at ``z0 = +-2`` (the sign alternating
+    every four chains, so that the stuck target's chains sit in both wells)."""
+    chain_target = torch.arange(64) % TARGETS
+
+    def start(n: int, generator: torch.Generator) -> torch.Tensor:
+        side = 2.0 * (1 - 2 * ((torch.arange(n) // TARGETS) % 2))
+        return torch.randn(n, 2, generator=generator) * 0.1 + torch.stack([side, torch.zeros(n)], 1)
+
+    return ChainPart(
+        name="posterior",
+        latent_dim=2,
+        device=torch.device("cpu"),
+        transition=Langevin(4, 0.1),
+        energy_fn=target_energy,
+        total_energy=lambda z, inputs: target_energy(z, *inputs),
+        prior_energy=lambda z: z.square().sum(1) / 2,
+        start=start,
+        inputs=lambda first, stop: (chain_target[first:stop],),
+        reference_precision=0.0,
+        freeze=[],
+        module_mode=None,
+        examples=TARGETS,
+    )
+
+
+class OnePart(ChainDiagnostics):
+    """The callback with its chains replaced by ``stuck_target_part``'s."""
+
+    def parts(self, trainer, pl_module) -> list[ChainPart]:  # noqa: ANN001
+        return [stuck_target_part()]
+
+
+def test_one_stuck_target_among_several_sets_the_reported_rhat_and_ess(one_thread) -> None:
+    """Three targets mix, one cannot (its chains stay in two wells): the callback reports the worst
+    target's R-hat (the largest, for the energy and over the coordinates) and ESS (the smallest),
+    so one stuck target shows whatever the others do."""
+    callback = OnePart(n_chains=32, n_draws=40, n_groups=2, n_coordinates=2, plot=False)
+    world = SimpleNamespace(global_rank=0, world_size=1, strategy=None)
+    results = callback.evaluate(world, torch.nn.Linear(1, 1), epoch=0)
+    statistics, (traces, _, examples) = results["statistics"], results["results"]["posterior"]
+    assert examples == TARGETS and traces["energy"].shape == (32, 40)
+    per_target = {
+        name: [split_rhat(values[t::TARGETS]) for t in range(TARGETS)]
+        for name, values in (("energy", traces["energy"]), *((f"z{c}", traces["coordinates"][..., c]) for c in (0, 1)))
+    }
+    assert max(per_target["energy"][:STUCK]) < 1.1 and per_target["energy"][STUCK] > 1.4  # the setting holds
+    assert statistics["posterior_rhat_energy"] == pytest.approx(per_target["energy"][STUCK])
+    worst_coordinate = max(per_target["z0"][STUCK], per_target["z1"][STUCK])
+    assert worst_coordinate > 1.4
+    assert statistics["posterior_rhat_coordinates"] == pytest.approx(worst_coordinate)
+    ess = [bulk_ess(traces["energy"][t::TARGETS]) for t in range(TARGETS)]
+    assert statistics["posterior_ess_energy"] == pytest.approx(ess[STUCK]) and ess[STUCK] < 0.5 * min(ess[:STUCK])
 
 
 class RecordHistory(L.Callback):

@@ -48,13 +48,22 @@ def recipe_snippets() -> dict[str, str]:
     return snippets
 
 
-def page_parts() -> types.ModuleType:
-    """``my_parts``, written from the page (once) and imported by name."""
+def install_module() -> Path:
+    """Write ``my_parts.py`` from the page (once) and put its folder on ``sys.path``, so that
+    ``import my_parts`` (a recipe's or a checkpoint's class path) works from here on, whatever test
+    ran before; returns the file."""
     path = FOLDER / f"{MODULE}.py"
     if not path.exists():
         path.write_text(module_source())
+        importlib.invalidate_caches()  # an import that failed before the file existed is not remembered
     if str(FOLDER) not in sys.path:
         sys.path.insert(0, str(FOLDER))
+    return path
+
+
+def page_parts() -> types.ModuleType:
+    """``my_parts``, written from the page (once) and imported by name."""
+    path = install_module()
     module = sys.modules.get(MODULE)
     if module is not None and Path(getattr(module, "__file__", "")) == path:
         return module
@@ -72,5 +81,8 @@ def write_recipe(snippet: str, folder: Path, name: str) -> Path:
 
 
 def page_recipe(name: str) -> str:
-    """The page's recipe ``name`` as a file (in the session's folder); its path."""
+    """The page's recipe ``name`` as a file (in the session's folder); its path. The module its
+    class paths name is installed first (:func:`install_module`), so the recipe runs in a test
+    that never built the page's parts itself (run alone, or first)."""
+    install_module()
     return str(write_recipe(recipe_snippets()[name], FOLDER, name))

@@ -98,6 +98,12 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
             CelebA-128 protocol is ``resize_shorter_side: 128, center_crop: 128, image_size: 128``.
         predict_samples: what ``lebm predict`` reads: 0 (default) the test split; N > 0 requests for N
             generated samples (:class:`~lebm.data.prediction.PredictionSource`).
+        skip_unreadable: celeba/folder only: leave out image files that cannot be read (not an image,
+            empty, cut short, no permission), counted in a warning, instead of stopping with an error
+            that names them. :meth:`setup` reads every used file's header (cheap), so most are found
+            before training; a file broken only further in is found when loaded, and the next
+            readable file of the folder serves in its place
+            (:class:`~lebm.data.images.folder.ImageFolderDataset`).
 
     Attributes:
         dataset_name: the ``dataset`` argument; ``spec`` its :class:`~lebm.data.images.registry.DatasetSpec`.
@@ -106,6 +112,8 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
             otherwise (folder without ``image_size``) set by :meth:`setup`.
         train_dataset, test_dataset: torch Datasets, set by :meth:`setup`.
         holdout_dataset: the ``val_size`` carve-out (empty when ``val_size`` is 0).
+        skipped_files: the unreadable image files left out by ``skip_unreadable`` (set by
+            :meth:`setup`), as ``(path, reason)``.
         val_dataset: what ``val_dataloader`` reads: ``test_dataset`` or ``holdout_dataset``.
         train_labels, val_labels, holdout_labels, test_labels: int64 label tensors, None for
             unlabelled data.
@@ -133,6 +141,7 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         validate_on: Literal["test", "val"] = "test",
         resize_shorter_side: int | None = None,
         predict_samples: int = 0,
+        skip_unreadable: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -167,6 +176,8 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         self.crop_box = self.preprocess.crop_box if self.preprocess else None
         self.center_crop = self.preprocess.center_crop if self.preprocess else None
         self.resize_shorter_side = self.preprocess.resize_shorter_side if self.preprocess else None
+        self.skip_unreadable = self._check_skip_unreadable(skip_unreadable)
+        self.skipped_files: list[tuple[Path, str]] = []
         self.random_flip = random_flip
         self.download = download
         self.seed = seed
@@ -229,6 +240,15 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
             center_crop=center_crop or None,
             image_size=self.image_size or self.spec.default_image_size,
         )
+
+    def _check_skip_unreadable(self, skip_unreadable: bool) -> bool:
+        if skip_unreadable and not self.spec.is_folder:
+            folders = [name for name in dataset_names() if get_dataset_spec(name).is_folder]
+            raise ValueError(
+                f"skip_unreadable only applies to the image-folder datasets ({', '.join(folders)}), not "
+                f"{self.dataset_name!r}, whose files are read whole (a corrupt one is named when read); remove it"
+            )
+        return bool(skip_unreadable)
 
     def _expected_sample_shape(self) -> tuple[int, int, int] | None:
         """(C, H, W) implied by the arguments alone, or None when only the files can tell."""
@@ -356,17 +376,23 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         folder = Path(self.spec.locate(self.root, self.train_split))  # type: ignore[arg-type]
         files = list_image_files(folder)
         n_test_after = self._test_count_after_limit()
-        if n_test_after is not None:
-            assert self.limit is not None
-            needed = self.limit + n_test_after
-            if len(files) < needed:
-                raise ValueError(
-                    f"{self.spec.title}: limit={self.limit} and test_size={self.test_size} need {needed} image files "
-                    f"(the first {self.limit} train, the next {n_test_after} are the test set), but only "
-                    f"{len(files)} were found under '{folder}'; lower limit or test_size"
-                )
-            files = files[:needed]
-        return ImageFolderDataset(folder, files=files, **dataclasses.asdict(self.preprocess))
+        needed = None if n_test_after is None else self.limit + n_test_after  # type: ignore[operator]
+        dataset = ImageFolderDataset(
+            folder,
+            files=files,
+            limit=needed,
+            skip_unreadable=self.skip_unreadable,
+            **dataclasses.asdict(self.preprocess),
+        )
+        self.skipped_files = list(dataset.skipped)
+        if needed is not None and len(dataset) < needed:
+            unreadable = f" readable ({len(dataset.skipped)} unreadable left out)" if dataset.skipped else ""
+            raise ValueError(
+                f"{self.spec.title}: limit={self.limit} and test_size={self.test_size} need {needed} image files "
+                f"(the first {self.limit} train, the next {n_test_after} are the test set), but only "
+                f"{len(dataset)}{unreadable} were found under '{folder}'; lower limit or test_size"
+            )
+        return dataset
 
     def load_in_memory(self, split: str, apply_limit: bool) -> tuple[InMemoryImages, Tensor]:
         """Read one split (``"train"``, ``"test"``, ...) of an in-memory dataset: images ``(N, C, H, W)``
