@@ -1,7 +1,8 @@
 """Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
 text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains, the prediction writer of
-``lebm predict``, an exponential moving average of the weights for evaluation (``WeightEMA``); speed: the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile,
-channels-last) and the CPU thread count."""
+``lebm predict``, an exponential moving average of the weights for evaluation (``WeightEMA``); speed:
+the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile, channels-last) and the
+CPU thread count."""
 
 from lebm.callbacks.chain_diagnostics import ChainDiagnostics
 from lebm.callbacks.ema import WeightEMA
