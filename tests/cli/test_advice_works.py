@@ -22,25 +22,10 @@ import torch
 
 import lebm
 from lebm.checkpoints import CheckpointError, folder_given
-from tests.helpers.cli_runner import run_cli
+from tests.helpers.cli_runner import QUIET, run_cli
 
-RUN = [
-    "fit",
-    "-c",
-    "recipes/quickstart.yaml",
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.limit_train_batches",
-    "1",
-    "--trainer.limit_val_batches",
-    "0",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-]
+RUN = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"]
+RUN += ["--trainer.limit_val_batches", "0", *QUIET]
 #: A chain step size that makes the prior's chains overflow at the first step.
 DIVERGING = ["--model.init_args.prior.init_args.sampler.init_args.step_size", "1e5"]
 #: The recipe's own step size: the setting lowered, as the message says.

@@ -12,16 +12,7 @@ import torch
 import yaml
 
 from lebm.cli.app import BATCH_LIMITS, as_given
-from tests.helpers.cli_runner import run_cli
-
-QUIET = [
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-]
+from tests.helpers.cli_runner import QUIET, run_cli
 
 #: Every Trainer option that limits batches, and what the record must hold for each way of writing it.
 LIMITS = (*BATCH_LIMITS, "overfit_batches")

@@ -26,6 +26,17 @@ SHORT_RUN = [
 ]
 
 
+#: No progress bar, model summary or logger: a CLI run in a test that reads only its files.
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger",
+    "false",
+]
+
+
 def run_cli(*args: str, cwd: Path = REPO) -> None:
     """``lebm <args>`` in this process, from ``cwd`` (the repository root by default)."""
     previous = os.getcwd()
