@@ -79,7 +79,6 @@ from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.models.guard import TrainingDiverged
-from lebm.models.monitoring import check_monitors
 from lebm.speed.numerics import apply_tf32
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
@@ -349,10 +348,8 @@ class LebmCLI(LightningCLI):
                 super().instantiate_classes()
             if isinstance(self.model, Method):
                 self.model.check_run(self.datamodule)
-                starts = self.subcommand == "fit" and not self.config[self.subcommand].get("ckpt_path")
-                self.model.check_trainer(self.trainer, starts_training=starts)
-                if self.subcommand == "fit":
-                    check_monitors(self.model, self.trainer.callbacks)
+                resuming = bool(self.subcommand and self.config[self.subcommand].get("ckpt_path"))
+                self.model.check_trainer(self.trainer, self.subcommand, resuming)
         except (ValueError, TypeError, FileNotFoundError, KeyError, IndexError, MisconfigurationException) as error:
             fail(f"could not build the run: {root_cause(error)}")
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None

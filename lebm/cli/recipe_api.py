@@ -49,10 +49,6 @@ class RecipeBuild(LebmCLI):
         self.trainer_settings = {**values, **kwargs}
         return trainer
 
-    def after_instantiate_classes(self) -> None:
-        super().after_instantiate_classes()
-        self.trainer_settings.update(getattr(self, "_batch_limits", {}))
-
     def resolved_config(self) -> dict[str, Any]:
         """The parsed config as plain data (what ``config.yaml`` holds)."""
         return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
@@ -118,10 +114,7 @@ def from_recipe(name: str, overrides: Mapping[str, Any] | Sequence[str] | None =
             command's message (the problem and the fix).
     """
     args = ["fit", "-c", name, *override_args(overrides)]
-    try:
-        expanded = expand_includes(locate_config_args(args))
-    except SystemExit as stopped:  # locate_config_args refuses an unknown name through the CLI's fail()
-        raise RecipeError(f"unknown recipe {name!r}: lebm recipes lists them") from stopped
+    expanded = expand_includes(locate_config_args(args))  # RecipeError: an unknown name, a broken file
     misspelt = check_known_options(expanded)
     if misspelt:
         raise RecipeError(misspelt)

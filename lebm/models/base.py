@@ -182,21 +182,24 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         (:mod:`lebm.models.stepping`; defaults outside a run)."""
         return self._step_settings
 
-    def check_trainer(self, trainer: Any, starts_training: bool = True) -> None:
+    def check_trainer(self, trainer: Any, stage: str | None = "fit", resuming: bool = False) -> None:
         """Refuse, in one line naming lebm's way, a Trainer this method cannot honour: Lightning's
         callbacks that assume one optimiser or automatic optimisation
         (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
         when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
         Trainer's accumulation and clipping settings, which this method applies itself, and lets
-        every callback with a ``check_method(model)`` check the parts it reads. ``starts_training``:
-        a ``fit`` from the start (not one that resumes a checkpoint, whose saved state such as a stage
-        schedule it takes over, nor an evaluation)."""
+        every callback with a ``check_method(model)`` check the parts it reads; in a ``fit``
+        (``stage``; None: not known yet), refuse a callback that monitors a name the run does not log
+        (:mod:`lebm.models.monitoring`). ``resuming``: the fit continues a checkpoint, whose saved
+        state (a stage schedule, say) it takes over."""
         refuse_unsupported_callbacks(trainer, type(self).__name__)
         trainer_step_settings(trainer)
         for callback in trainer.callbacks:  # a callback that reads parts of the method checks them now
             check_method = getattr(callback, "check_method", None)
             if callable(check_method):
                 check_method(self)
+        if stage == "fit":
+            check_monitors(self, trainer.callbacks)
 
     def configure_callbacks(self) -> list[Any]:
         """Lightning's first call into the model in every run, before it checks the Trainer's
@@ -209,7 +212,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
         if trainer is None:
             return []
-        self.check_trainer(trainer, starts_training=trainer.state.fn == "fit" and trainer.ckpt_path is None)
+        stage = str(getattr(trainer.state.fn, "value", trainer.state.fn))
+        self.check_trainer(trainer, stage, resuming=trainer.ckpt_path is not None)
         self._step_settings = adopt_trainer_settings(trainer)
         return [TrainerSettingsKept(self._step_settings)]
 
@@ -439,12 +443,9 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     # --------------------------------------------------------------------------- set-up
     def setup(self, stage: str) -> None:
         """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
-        model (see ``lebm.distributed``); refuse a callback that monitors a name the run does not log
-        (:mod:`lebm.models.monitoring`)."""
+        model (see ``lebm.distributed``)."""
         restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
         self.check_run(self.trainer.datamodule)
-        if stage == "fit":
-            check_monitors(self, self.trainer.callbacks)
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
             raise ValueError(

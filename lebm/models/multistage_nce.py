@@ -161,13 +161,13 @@ class MultiStageNCE(LatentVariableModel):
         if self.prior.finished:
             rank_zero_warn(f"MultiStageNCE: all {self.prior.n_stages} stages are already completed; nothing to train")
 
-    def check_trainer(self, trainer: Any, starts_training: bool = True) -> None:
+    def check_trainer(self, trainer: Any, stage: str | None = "fit", resuming: bool = False) -> None:
         """Also, before anything is built or written: without ``stage_iterations``, the run must be
         bounded (``max_epochs`` or ``max_steps``) and its iterations, as far as the Trainer's settings
         bound them (an integer ``limit_train_batches``, ``max_steps``), must fill every stage. A resumed
         run keeps the schedule its checkpoint saved, and an evaluation trains none: not checked."""
-        super().check_trainer(trainer, starts_training)
-        if self.stage_schedule is not None or not starts_training:
+        super().check_trainer(trainer, stage, resuming)
+        if self.stage_schedule is not None or stage != "fit" or resuming:
             return
         limit = trainer.limit_train_batches
         batches = limit if isinstance(limit, int) and not isinstance(limit, bool) else math.inf

@@ -14,18 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.cli_runner import REPO, run_cli
+from tests.helpers.cli_runner import QUIET, REPO, run_cli
 
-QUICK = [
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-]
+QUICK = ["--trainer.limit_val_batches", "1", *QUIET]
 
 
 def lebm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -142,9 +133,9 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
         assert torch.equal(value, b["state_dict"][key]), key
 
 
-def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    first = [
+def one_batch_run(run: Path) -> list[str]:
+    """``lebm fit`` of the quickstart into ``run``: one epoch of one batch."""
+    return [
         "fit",
         "-c",
         "recipes/quickstart.yaml",
@@ -152,10 +143,12 @@ def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Pa
         str(run),
         "--trainer.max_epochs",
         "1",
-        "--trainer.limit_train_batches",
-        "1",
-        *QUICK,
-    ]
+    ] + ["--trainer.limit_train_batches", "1", *QUICK]
+
+
+def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = one_batch_run(run)
     run_cli(*first)
     stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     message = error_of(capsys, *first)
@@ -167,18 +160,7 @@ def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Pa
 
 def test_resuming_needs_a_checkpoint_unless_auto(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [
-        "fit",
-        "-c",
-        "recipes/quickstart.yaml",
-        "--trainer.default_root_dir",
-        str(run),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "1",
-        *QUICK,
-    ]
+    args = one_batch_run(run)
     message = error_of(capsys, *args, "--ckpt_path", "last")
     assert "no checkpoint to resume" in message and "--ckpt_path auto" in message
     assert nothing_written(run)

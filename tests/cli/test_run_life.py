@@ -13,25 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.cli_runner import run_cli
+from tests.helpers.cli_runner import QUIET, run_cli
 
-RUN = [
-    "fit",
-    "-c",
-    "recipes/quickstart.yaml",
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.limit_train_batches",
-    "2",
-    "--trainer.limit_val_batches",
-    "0",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-    "--trainer.logger",
-    "false",
-]
+RUN = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+RUN += ["--trainer.limit_val_batches", "0", *QUIET]
 
 
 def fit(run: Path, *extra: str) -> None:
