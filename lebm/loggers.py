@@ -1,4 +1,5 @@
-"""Weights & Biases logging that never stops to ask for a login."""
+"""lebm's loggers: Weights & Biases logging that never stops to ask for a login, and the run's table
+of logged numbers (:class:`~lebm.metrics_table.MetricsTable`, ``<run>/metrics.csv``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from lebm.metrics_table import MetricsTable
+
+__all__ = ["MetricsTable", "WandbLogger", "wandb_credentials_available"]
 
 #: Where the logger records the last step it sent, inside the run's ``wandb/`` folder.
 LAST_STEP_FILE = "lebm_last_logged_step.txt"

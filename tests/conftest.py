@@ -55,6 +55,25 @@ def _seed_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _cli_runs_in_the_tests_own_folder(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run_cli`` without ``cwd`` runs in a folder of this test's own (made at its first call, the
+    same for the test's later calls), never in the clone: a user's ``runs/quickstart`` left by the
+    README's first command cannot change what a test meets."""
+    from tests.helpers import cli_runner
+
+    folders: list = []
+
+    def folder() -> object:
+        if not folders:
+            folders.append(cli_runner.working_folder(tmp_path_factory.mktemp("cwd")))
+        return folders[0]
+
+    monkeypatch.setattr(cli_runner, "tests_own_folder", folder)
+
+
 @pytest.fixture
 def one_thread() -> object:
     """One intra-op thread for the test (tiny nets run several times faster with one than with

@@ -36,7 +36,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("recipes/quickstart.yaml", "runs/quickstart"),
         ("recipes/latent_ebm/text_quickstart.yaml", "runs/latent_ebm/text_quickstart"),
     ]:
-        run_cli("fit", "-c", recipe, "--trainer.default_root_dir", str(folder / run), *SHORT)
+        run_cli("fit", "-c", str(REPO / recipe), "--trainer.default_root_dir", str(folder / run), *SHORT, cwd=folder)
     return folder
 
 

@@ -1,10 +1,11 @@
-"""Callbacks: image grids and evaluation metrics (reconstruction MSE, anomaly AUPRC/AUROC, FID, latent probe,
-text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of long-run chains, the prediction writer of
-``lebm predict``, an exponential moving average of the weights for evaluation (``WeightEMA``); speed:
-the switch for whole-chain CUDA-graph capture, fast paths for the nets (compile, channels-last) and the
-CPU thread count."""
+"""Callbacks: image grids, learning curves and evaluation metrics (reconstruction MSE, anomaly
+AUPRC/AUROC, FID, latent probe, text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of
+long-run chains, the prediction writer of ``lebm predict``, an exponential moving average of the
+weights for evaluation (``WeightEMA``); speed: the switch for whole-chain CUDA-graph capture, fast
+paths for the nets (compile, channels-last) and the CPU thread count."""
 
 from lebm.callbacks.chain_diagnostics import ChainDiagnostics
+from lebm.callbacks.curves import LearningCurves
 from lebm.callbacks.ema import WeightEMA
 from lebm.callbacks.fid import FID
 from lebm.callbacks.images import HierarchicalSampleGrid, ReconstructionGrid, SampleGrid, log_image, to_uint8_grid
@@ -15,6 +16,7 @@ from lebm.callbacks.predictions import PredictionWriter
 from lebm.callbacks.probe import LatentProbe
 from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
+from lebm.callbacks.text_samples import TextSamples
 from lebm.speed.chain_capture import ChainCapture
 from lebm.speed.fast_nets import FastNets, apply_fast_paths
 from lebm.speed.threads import CPUThreads
@@ -30,12 +32,14 @@ __all__ = [
     "AnomalyDetection",
     "HierarchicalSampleGrid",
     "LatentProbe",
+    "LearningCurves",
     "MarginalLikelihood",
     "PredictionWriter",
     "ReconstructionGrid",
     "ReconstructionMSE",
     "SampleGrid",
     "TextGenerationMetrics",
+    "TextSamples",
     "WeightEMA",
     "apply_fast_paths",
     "log_image",

@@ -1,21 +1,30 @@
-"""Sample and reconstruction grids, logged as uint8 images and saved as PNGs in the run folder."""
+"""Sample and reconstruction grids, logged as uint8 images and saved as PNGs in the run folder.
+
+Each grid carries a caption above it saying what it shows: which rows are data and which their
+reconstructions, and the chain that drew the latents (sampler, steps, step size), so that a grid
+read later, or beside one drawn with a longer chain, is not mistaken for another."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from lebm.callbacks.schedule import training_stops
+from lebm.callbacks.plots import font
+from lebm.callbacks.schedule import grid_epoch, last_epoch
+from lebm.config import rebuilt
 from lebm.data.batches import batch_observations
+
+#: The caption's text size and line height in pixels.
+CAPTION_SIZE, CAPTION_LINE = 11, 14
 
 
 def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarray:
@@ -30,6 +39,46 @@ def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarr
         images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
     grid = make_grid((images + 1) / 2, nrow=nrow, padding=2, pad_value=1.0)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def chain_description(sampler: Any) -> str:
+    """``"Langevin 60 steps, size 0.4"`` for a sampler with ``n_steps`` and ``step_size``; its
+    class name otherwise; ``"exact"`` for None (a prior sampled without a chain)."""
+    if sampler is None:
+        return "exact"
+    steps, size = getattr(sampler, "n_steps", None), getattr(sampler, "step_size", None)
+    name = type(sampler).__name__
+    if isinstance(steps, int) and isinstance(size, (int, float)):
+        return f"{name} {steps} steps, size {size:g}"
+    return name
+
+
+def with_caption(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """``image`` ``(H, W, 3)`` uint8 under a white strip holding ``lines`` (wrapped to its width)."""
+    width, typeface = image.shape[1], font(CAPTION_SIZE)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    wrapped = [
+        part
+        for line in lines
+        for part in wrap_to_width(line, width - 6, lambda t: measure.textlength(t, font=typeface))
+    ]
+    strip = Image.new("RGB", (width, CAPTION_LINE * len(wrapped) + 6), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for row, text in enumerate(wrapped):
+        draw.text((3, 3 + row * CAPTION_LINE), text, fill=(20, 20, 20), font=typeface)
+    return np.concatenate([np.asarray(strip), image], axis=0)
+
+
+def wrap_to_width(text: str, width: float, length: Callable[[str], float]) -> list[str]:
+    """``text`` cut at spaces into lines no wider than ``width`` as ``length`` measures them (a word
+    wider than that gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and length(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str:
@@ -72,37 +121,59 @@ def quiet_evaluation(pl_module: L.LightningModule) -> Iterator[None]:
                 buffer.copy_(saved)
 
 
-def _due(trainer: L.Trainer, every_n_epochs: int) -> bool:
-    """At the end of every ``every_n_epochs``-th training epoch and of the last one (``max_epochs``,
-    ``max_steps`` or a granted stop), on rank 0."""
-    epoch = trainer.current_epoch + 1
-    last = trainer.max_epochs is not None and epoch == trainer.max_epochs
-    return trainer.is_global_zero and (epoch % every_n_epochs == 0 or last or training_stops(trainer))
-
-
 class SampleGrid(L.Callback):
-    """At the end of every ``every_n_epochs`` training epochs, decode ``n`` prior samples into a grid
-    (``images/samples_epoch*.png`` and the logger's ``samples``), whether or not the epoch validates.
+    """At the end of every ``every_n_epochs`` training epochs, decode ``n`` samples of
+    ``generate(n)`` into a grid (``images/samples_epoch*.png`` and the logger's ``samples``), whether
+    or not the epoch validates; its caption names the chain that drew them.
+
+    With ``long_chain_steps``, the last epoch's samples are drawn a second time with the same chain
+    run for that many steps (``images/samples_<sampler><steps>_epoch*.png``, e.g.
+    ``samples_langevin200_epoch0099.png``): the short-run chain that training uses is tuned for
+    learning, and a longer one at the end often gives better samples.
 
     Args:
         n: number of samples.
         nrow: images per grid row.
         every_n_epochs: how often (in epochs).
         seed: seeds the prior chains, so grids of successive epochs are comparable.
+        long_chain_steps: the steps of the last epoch's second grid (None: no second grid; a
+            method whose ``generate`` runs no chain draws none).
     """
 
-    def __init__(self, n: int = 64, nrow: int = 8, every_n_epochs: int = 1, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        n: int = 64,
+        nrow: int = 8,
+        every_n_epochs: int = 1,
+        seed: int | None = 0,
+        long_chain_steps: int | None = None,
+    ) -> None:
+        if long_chain_steps is not None and (
+            isinstance(long_chain_steps, bool) or not isinstance(long_chain_steps, int) or long_chain_steps < 1
+        ):
+            raise ValueError(f"SampleGrid long_chain_steps must be None or an int >= 1, got {long_chain_steps!r}")
         self.n, self.nrow, self.every_n_epochs, self.seed = n, nrow, every_n_epochs, seed
+        self.long_chain_steps = long_chain_steps
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not _due(trainer, self.every_n_epochs):
+        if not grid_epoch(trainer, self.every_n_epochs):
             return
+        chain = getattr(pl_module, "generation_sampler", None)
+        self._draw(trainer, pl_module, "samples", None, chain)
+        if self.long_chain_steps is not None and last_epoch(trainer) and hasattr(chain, "n_steps"):
+            long_chain = rebuilt(chain, n_steps=self.long_chain_steps)
+            key = f"samples_{type(chain).__name__.lower()}{self.long_chain_steps}"
+            self._draw(trainer, pl_module, key, long_chain, long_chain)
+
+    def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str, sampler: Any, shown: Any) -> None:
+        """Generate with ``sampler`` (None: the method's own chain) and log the captioned grid."""
         with quiet_evaluation(pl_module):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
-            samples = pl_module.generate(self.n)
+            samples = pl_module.generate(self.n) if sampler is None else pl_module.generate(self.n, sampler=sampler)
         if _is_image_batch(samples):
-            log_image(trainer, "samples", to_uint8_grid(samples, self.nrow))
+            caption = f"epoch {trainer.current_epoch}. Generated samples; chain: {chain_description(shown)}"
+            log_image(trainer, key, with_caption(to_uint8_grid(samples, self.nrow), [caption]))
 
 
 class ReconstructionGrid(L.Callback):
@@ -128,7 +199,7 @@ class ReconstructionGrid(L.Callback):
         return self._inputs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not _due(trainer, self.every_n_epochs):
+        if not grid_epoch(trainer, self.every_n_epochs):
             return
         images = self._validation_images(trainer)
         if images is None:
@@ -137,7 +208,13 @@ class ReconstructionGrid(L.Callback):
         with quiet_evaluation(pl_module):
             x_hat = pl_module.reconstruct(x)
         rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
-        log_image(trainer, "reconstructions", to_uint8_grid(torch.cat(rows), self.nrow))
+        sampler = getattr(pl_module, "posterior_sampler", None)
+        inference = f"posterior chain: {chain_description(sampler)}" if sampler is not None else "inference network"
+        caption = [
+            f"epoch {trainer.current_epoch}. Rows 1, 3, ...: validation images;",
+            f"rows 2, 4, ...: their reconstructions ({inference})",
+        ]
+        log_image(trainer, "reconstructions", with_caption(to_uint8_grid(torch.cat(rows), self.nrow), caption))
 
 
 class HierarchicalSampleGrid(L.Callback):
@@ -173,7 +250,7 @@ class HierarchicalSampleGrid(L.Callback):
             )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not _due(trainer, self.every_n_epochs):
+        if not grid_epoch(trainer, self.every_n_epochs):
             return
         for name in pl_module.latent_groups.names:
             with quiet_evaluation(pl_module):
@@ -181,4 +258,8 @@ class HierarchicalSampleGrid(L.Callback):
                     torch.manual_seed(self.seed)
                 samples = pl_module.sample_layer(name, self.n, conditional=self.conditional)
             if _is_image_batch(samples):
-                log_image(trainer, f"hierarchical_samples_{name}", to_uint8_grid(samples, self.nrow))
+                how = "its conditional given the others" if self.conditional else "joint samples"
+                caption = f"epoch {trainer.current_epoch}. Layer {name} varies ({how}), the other layers fixed"
+                log_image(
+                    trainer, f"hierarchical_samples_{name}", with_caption(to_uint8_grid(samples, self.nrow), [caption])
+                )

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from lebm.atomic import replaced_atomically
 from lebm.data.loaders import evaluation_loader
 from lebm.metrics.probe import collect_latents, layer_names, probe_collected
 
@@ -49,18 +49,9 @@ DEFAULT_BATCH_SIZE = 256
 def write_json_atomically(path: str, content: dict[str, Any]) -> None:
     """Write ``content`` to ``path`` via a temporary file in the same folder and ``os.replace``,
     so that a reader never sees a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".json.tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file, indent=2, default=str)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with replaced_atomically(path) as file:
+        json.dump(content, file, indent=2, default=str)
+        file.write("\n")
 
 
 class LatentProbe(L.Callback):

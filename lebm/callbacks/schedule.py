@@ -28,3 +28,18 @@ def epoch_ends(trainer: L.Trainer) -> bool:
     """Whether the running training epoch has reached its last batch (True outside an epoch)."""
     progress = getattr(trainer.fit_loop.epoch_loop, "batch_progress", None)
     return bool(getattr(progress, "is_last_batch", True))
+
+
+def last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the training epoch that ends now is the run's last (``max_epochs``, ``max_steps`` or a
+    granted stop)."""
+    return (trainer.max_epochs is not None and trainer.current_epoch + 1 == trainer.max_epochs) or training_stops(
+        trainer
+    )
+
+
+def grid_epoch(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """Whether a periodic output (grids, curves) is drawn now: at the end of every
+    ``every_n_epochs``-th training epoch and of the last one (``max_epochs``, ``max_steps`` or a
+    granted stop), on global rank 0."""
+    return trainer.is_global_zero and ((trainer.current_epoch + 1) % every_n_epochs == 0 or last_epoch(trainer))

@@ -31,8 +31,9 @@ randomness comes from ``seed`` (the real-data model from ``seed`` alone, the one
 from ``(seed, epoch)``), so runs compared with the same ``seed`` use the same metric. The real-data
 model is trained once per ``fit`` (cached in the callback and reused by a later ``test``).
 
-``log_samples`` generated sentences are logged as a W&B table ``{stage}/samples`` (columns epoch,
-sentence) with a ``WandbLogger``, or else written to ``<log dir>/samples/<stage>_epoch<EEEE>.txt``.
+``log_samples`` generated sentences are written to ``<run>/samples/<stage>_epoch<EEEE>.txt``
+whatever the logger, and logged as a W&B table ``{stage}/samples`` (columns epoch, sentence) with a
+``WandbLogger``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +52,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
+from lebm.atomic import replaced_atomically
 from lebm.callbacks.schedule import epoch_ends
 from lebm.metrics.language_model import (
     LANGUAGE_MODEL_DEFAULTS,
@@ -98,17 +99,8 @@ def gather_sentences(trainer: L.Trainer, local: Tensor, pad_id: int) -> Tensor:
 def write_text_atomically(path: str, lines: Sequence[str]) -> None:
     """Write ``lines`` (one per line) to ``path`` through a temporary file in the same folder and
     ``os.replace``, so that a reader never sees a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".samples-", suffix=".txt.tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.writelines(f"{line}\n" for line in lines)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with replaced_atomically(path, "w", encoding="utf-8") as file:
+        file.writelines(f"{line}\n" for line in lines)
 
 
 def accepts_keywords(function: Any, *names: str) -> bool:
@@ -289,10 +281,7 @@ class TextGenerationMetrics(L.Callback):
         samples. Returns ``{"fppl", "rppl", "distinct_sentences"}``, the same on every rank. An
         error on rank 0 is raised on every rank (none is left waiting for the values)."""
         generated = self.generate(trainer, pl_module)
-        # the log folder is a collective (Trainer.log_dir broadcasts): every rank asks
-        folder = None
-        if self.log_samples and self._writes_sample_file(trainer):
-            folder = trainer.log_dir or trainer.default_root_dir
+        folder = trainer.default_root_dir if self.log_samples else None
         outcome: dict[str, float] | str | None = None
         if trainer.is_global_zero:
             try:
@@ -388,12 +377,8 @@ class TextGenerationMetrics(L.Callback):
         return train_language_model(sentences, vocab_size, **self.lm, pad_id=pad_id, generator=generator, device=device)
 
     # ----------------------------------------------------------------------------- samples
-    @staticmethod
-    def _writes_sample_file(trainer: L.Trainer) -> bool:
-        return not any(isinstance(logger, WandbLogger) for logger in trainer.loggers)
-
     def _log_samples(self, trainer: L.Trainer, sentences: list[str], stage: str, folder: str | None) -> None:
-        """A W&B table ``{stage}/samples`` with a WandbLogger, else ``<folder>/samples/<stage>_epoch<E>.txt``."""
+        """``<folder>/samples/<stage>_epoch<E>.txt``, and a W&B table ``{stage}/samples`` with a WandbLogger."""
         epoch = trainer.current_epoch
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -63,7 +63,13 @@ from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
-from lebm.cli.loggers import log_run_config, mark_run_folder_save_dirs, place_in_run_folder
+from lebm.cli.loggers import (
+    fill_paper_targets,
+    log_run_config,
+    mark_run_folder_save_dirs,
+    place_in_run_folder,
+    with_metrics_table,
+)
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
     CHECKPOINT_DIR,
@@ -97,6 +103,12 @@ EXIT_SIGTERM = 143
 EXIT_SIGINT = 130
 #: Trainer options that take a number of batches (an int) or a fraction of the epoch (a float).
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+def gives_option(args: list[str], key: str) -> bool:
+    """Whether the command line names ``--<key>`` itself (``--key V`` or ``--key=V``)."""
+    flag = f"--{key}"
+    return any(arg == flag or arg.startswith(flag + "=") for arg in args)
 
 
 def given_as_integer(args: list[str], key: str) -> bool:
@@ -244,6 +256,13 @@ class LebmCLI(LightningCLI):
             help="fit into a run folder that already holds a run, deleting its checkpoints, images and W&B id",
         )
         parser.add_argument(
+            "--paper_targets",
+            type=dict[str, float] | None,
+            default=None,
+            help="the published values of logged metrics ({val/fid: 29.44}): drawn as lines on the learning curves "
+            "(lebm.callbacks.LearningCurves)",
+        )
+        parser.add_argument(
             "--tf32",
             type=bool | Literal["pytorch"],
             default="pytorch",
@@ -287,11 +306,16 @@ class LebmCLI(LightningCLI):
             config.ckpt_path = fit_checkpoint(
                 run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
             )
-        elif self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
-            verb = "predicts with" if self.subcommand == "predict" else "scores"
+        elif self.subcommand == "predict" and not config.get("ckpt_path"):
+            last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
+            fail(
+                "lebm predict needs --ckpt_path: without one it would predict with a freshly initialised model and "
+                f"replace {os.path.join(run_dir, 'predictions')}; pass --ckpt_path {last} (or another checkpoint)"
+            )
+        elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             warnings.warn(
-                f"lebm {self.subcommand} without --ckpt_path {verb} a freshly initialised model; pass "
+                f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
                 f"--ckpt_path {last} (or another checkpoint)",
                 stacklevel=1,
             )
@@ -299,6 +323,11 @@ class LebmCLI(LightningCLI):
             config.return_predictions = False  # the prediction writer keeps them: no second copy in memory
         config.overwrite = False  # used; the saved config.yaml must not overwrite next time
         resuming = bool(config.get("ckpt_path")) and self.subcommand == "fit"
+        if self.subcommand == "predict" and not gives_option(self._raw_args, "trainer.logger"):
+            config.trainer.logger = False  # predictions go to <run>/predictions: no second W&B run in the fit's folder
+        if self.subcommand in ("fit", None):  # every number of the run as a table in its folder, whatever the logger
+            config.trainer.logger = with_metrics_table(config.trainer.get("logger"), run_dir, resuming)
+        fill_paper_targets(_as_list(config.trainer.get("callbacks")), config.get("paper_targets"))
         for logger in _as_list(config.trainer.get("logger")):
             place_in_run_folder(logger, run_dir)
             if not _is_config_of(logger, "WandbLogger"):

@@ -115,3 +115,44 @@ def attach_to_wandb_run(logger: WandbLogger, path: str) -> None:
         run.save(copy, base_path=run.dir, policy="now")
     except Exception as error:  # W&B's own errors vary by version; attaching must not stop training
         rank_zero_warn(f"could not attach {path} to the W&B run: {error}")
+
+
+#: The class path of lebm's table of logged numbers (:class:`lebm.loggers.MetricsTable`).
+METRICS_TABLE = "lebm.loggers.MetricsTable"
+
+
+def with_metrics_table(value: Any, run_dir: str, resuming: bool) -> Any:
+    """``trainer.logger``'s ``value`` with a :class:`~lebm.loggers.MetricsTable` writing into
+    ``run_dir`` among its loggers (added when missing; one already there, as a run's own
+    ``config.yaml`` lists it, gets ``run_dir`` and ``resume=resuming``). ``False`` (no logger) and
+    Lightning's default logger (``True``/``None``, which writes a CSV table of its own) stay as given."""
+    if value is None or isinstance(value, bool):
+        return value
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    tables = [item for item in logger_configs(items) if _get(item, "class_path").rsplit(".", 1)[-1] == "MetricsTable"]
+    if not tables:
+        tables = [Namespace(class_path=METRICS_TABLE, init_args=Namespace())]
+        items.append(tables[0])
+    for table in tables:
+        init_args = _get(table, "init_args")
+        if init_args is None:
+            init_args = table["init_args"] = Namespace()
+        if _get(init_args, "save_dir") in (None, RUN_FOLDER_MARK):
+            init_args["save_dir"] = run_dir
+        init_args["resume"] = resuming
+    return items
+
+
+def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None) -> None:
+    """Give the run's ``paper_targets`` to each ``LearningCurves`` callback config that names none."""
+    if not targets:
+        return
+    for callback in callbacks:
+        class_path = _get(callback, "class_path")
+        if not isinstance(class_path, str) or class_path.rsplit(".", 1)[-1] != "LearningCurves":
+            continue
+        init_args = _get(callback, "init_args")
+        if init_args is None:
+            init_args = callback["init_args"] = Namespace()
+        if _get(init_args, "targets") is None:
+            init_args["targets"] = dict(targets)

@@ -1,7 +1,8 @@
 """A run folder's life (``trainer.default_root_dir``): what ``lebm fit`` does with what it finds there.
 
 A run is **started** once it has a checkpoint (``<run>/checkpoints/*.ckpt``). Before that, the files
-a start writes (``config.yaml``, the W&B id, ``images/``, ``wandb/``) belong to a start that failed
+a start writes (``config.yaml``, the W&B id, ``images/``, ``wandb/``, ``metrics.csv``, ``curves.png``,
+``samples/``) belong to a start that failed
 (bad data, a divergence at step 0, a SIGTERM during start-up): the same command sets them aside
 in ``<run>/failed_start-<time>/``, says so in one line and starts again, so a requeue loop is never
 locked out by its own first attempt.
@@ -31,8 +32,9 @@ from lebm.cli.errors import fail
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
-#: What a start writes into the run folder before the first checkpoint.
-START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb")
+#: What a start writes into the run folder before the first checkpoint (the table of logged numbers,
+#: the curves and the sentence files too: they may be written before it).
+START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb", "metrics.csv", "curves.png", "samples")
 #: What ``--overwrite true`` deletes (the FID reference cache too: it belongs to the old run's data).
 RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
 #: Set by the process that applied the rules, for DDP workers Lightning launches again.
@@ -127,12 +129,20 @@ def check_writable(run_dir: str) -> None:
 
 
 def summary(run_dir: str, wandb_id: str | None) -> str:
-    """One line on where a finished run's files are: checkpoint, config, images, the W&B run."""
+    """One line on where a finished run's files are: checkpoint, config, numbers, curves, images,
+    sentences, the W&B run."""
     parts = []
     last = last_checkpoint(run_dir)
     if last is not None:
         parts.append(f"checkpoint {last}")
-    for name, what in (("config.yaml", "config"), ("images", "images")):
+    shown = (
+        ("config.yaml", "config"),
+        ("metrics.csv", "numbers"),
+        ("curves.png", "curves"),
+        ("images", "images"),
+        ("samples", "sentences"),
+    )
+    for name, what in shown:
         if os.path.exists(os.path.join(run_dir, name)):
             parts.append(f"{what} {os.path.join(run_dir, name)}")
     if wandb_id and os.path.isdir(os.path.join(run_dir, "wandb")):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities.data import dim_zero_cat
 
+from lebm.atomic import replaced_atomically
 from lebm.config import Configurable
 from lebm.data.paths import expand_root
 
@@ -255,20 +255,11 @@ def save_reference_state(path: str | os.PathLike, state: ReferenceState) -> None
     """Write ``state`` to ``path`` (``.npz``: ``total``, ``outer``, ``n`` [, ``features``])
     atomically: a temporary file in the same folder, then ``os.replace``, so that a reader never
     sees a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     arrays = {"total": state.total, "outer": state.outer, "n": np.asarray(state.n, dtype=np.int64)}
     if state.features is not None:
         arrays["features"] = state.features
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fid-", suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with replaced_atomically(path, "wb") as file:
+        np.savez(file, **arrays)
 
 
 def load_reference_state(path: str | os.PathLike) -> ReferenceState:

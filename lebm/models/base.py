@@ -22,6 +22,7 @@ from lebm.config import build, given_config, public_class_path, try_to_config, u
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
+from lebm.models.final_validation import ValidateLastEpoch
 from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.monitoring import check_monitors
@@ -207,7 +208,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         (:func:`~lebm.compat.run_hooks_eagerly`), check the Trainer (:meth:`check_trainer`), and
         take over its ``accumulate_grad_batches`` and gradient clipping, which this method applies
         itself (:meth:`step_optimizers`). Returns the callback that gives the Trainer its settings
-        back when the run ends, normally or not (:class:`~lebm.models.stepping.TrainerSettingsKept`)."""
+        back when the run ends, normally or not (:class:`~lebm.models.stepping.TrainerSettingsKept`),
+        and the one that validates the last epoch (:class:`~lebm.models.final_validation.ValidateLastEpoch`)."""
         trainer = attached_trainer(self)
         run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
         if trainer is None:
@@ -215,7 +217,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         stage = str(getattr(trainer.state.fn, "value", trainer.state.fn))
         self.check_trainer(trainer, stage, resuming=trainer.ckpt_path is not None)
         self._step_settings = adopt_trainer_settings(trainer)
-        return [TrainerSettingsKept(self._step_settings)]
+        return [TrainerSettingsKept(self._step_settings), ValidateLastEpoch()]
 
     def _training_position(self) -> tuple[int, int, bool]:
         """``(iteration number over the run, batch index in the epoch, last batch of the epoch)`` of
@@ -337,7 +339,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if policy is not None:
             logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
         if step_values_read(attached_trainer(self), logs):  # Lightning's log costs host time even when nothing reads it
-            self.log_dict(dict(logs))
+            self.log_step_values(logs)
         else:
             self._unread_step_values = dict(logs)  # handed over after all if training stops at this step
         if policy is not None:
@@ -351,7 +353,17 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if unread is None or attached_trainer(self) is None or not self.trainer.should_stop:
             return
         with logging_as_hook(self, "training_step"):  # the same result keys as the step's own logging
-            self.log_dict(unread)
+            self.log_step_values(unread)
+
+    def log_step_values(self, logs: Mapping[str, Tensor]) -> None:
+        """Give Lightning a training step's ``logs``: those :attr:`progress_bar_names` names on the
+        progress bar too, the rest to the loggers only."""
+        shown = {name: value for name, value in logs.items() if name in self.progress_bar_names}
+        if shown:
+            self.log_dict(shown, prog_bar=True)
+        rest = {name: value for name, value in logs.items() if name not in shown}
+        if rest:
+            self.log_dict(rest)
 
     # ------------------------------------------------------------------------ random streams
     @property

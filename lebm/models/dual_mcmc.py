@@ -386,6 +386,12 @@ class DualMCMC(LatentGeneratorModel):
     # --------------------------------------------------------------------------- evaluation
     #: The evaluation step logs ``{stage}/nll`` and ``{stage}/energy`` (the batch mean of ``score``).
     logged_evaluation_values = {"nll": "nll", "energy": "score"}
+    progress_bar_names = ("train/generator_loss", "train/inference_loss", "train/ebm_contrast")
+
+    @property
+    def generation_sampler(self) -> Sampler:
+        """The test-time data chain that revises the generator's samples in :meth:`generate`."""
+        return self.test_data_sampler
 
     def evaluation_values(self, x: Tensor) -> dict[str, Tensor]:
         """Per-example ``(B,)`` ``nll`` and ``mse`` at the refined latents ("Inf + L=10", the chain

@@ -319,6 +319,8 @@ class JointHierarchicalEBM(LatentVariableModel):
         ``columns`` ``(size,)`` the layer's column indices."""
         return self.prior.residual_energy(base.index_copy(1, columns, z_layer))
 
+    progress_bar_names = ("train/loss", "train/kl", "train/prior_loss")
+
     @property
     def logged_metric_names(self) -> tuple[str, ...] | None:
         """The variational bound (loss, NLL, KL, the KL's warm-up weight) and, with a learned prior,

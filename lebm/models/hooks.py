@@ -81,6 +81,10 @@ class MethodHooks:
         in :attr:`evaluation_outputs`."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluation_step(batch, stage)")
 
+    #: The method's main training values, shown in Lightning's progress bar (the rest go to the
+    #: loggers only); the evaluation's ``val/`` values join them after each validation.
+    progress_bar_names: ClassVar[tuple[str, ...]] = ()
+
     @property
     def logged_metric_names(self) -> tuple[str, ...] | None:
         """The names the method gives ``self.log`` (what ``ModelCheckpoint``/``EarlyStopping`` can
@@ -122,6 +126,12 @@ class LatentGeneratorHooks:
         method's decoder normalises differently outside training (DualMCMC's batch statistics).
         Default: nothing changes."""
         yield
+
+    @property
+    def generation_sampler(self) -> Any:
+        """The chain :meth:`generate` runs by default (the prior's sampler); None when the prior is
+        sampled exactly (a Gaussian prior)."""
+        return getattr(self.prior, "sampler", None)
 
     #: ``{logged name: evaluation value}``: the values of :meth:`evaluation_values` whose batch
     #: means the evaluation step logs as ``{stage}/<logged name>``.

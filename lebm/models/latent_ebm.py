@@ -107,6 +107,8 @@ class LatentEBM(LatentVariableModel):
             logs.update(prior_mle_step(self, optimizers[1], z_pos, negatives.z, clip=self.hparams.prior_grad_clip))
         self.finish_training_step(logs, watch, batch_idx)
 
+    progress_bar_names = ("train/decoder_nll", "train/prior_loss")
+
     @property
     def logged_metric_names(self) -> tuple[str, ...] | None:
         """The posterior chain's ends, the decoder's NLL and, with a learned prior, its chain and

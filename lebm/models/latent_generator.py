@@ -339,7 +339,8 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         with self.evaluation_statistics():
             values = self.evaluation_values(x)
         for name, value in self.logged_evaluation_values.items():
-            self.log(f"{stage}/{name}", values[value].mean(), sync_dist=True, batch_size=len(x))
+            shown = stage == "val"  # the latest validation reading beside the training losses
+            self.log(f"{stage}/{name}", values[value].mean(), sync_dist=True, batch_size=len(x), prog_bar=shown)
         return values
 
     # --------------------------------------------------------------------------- prediction

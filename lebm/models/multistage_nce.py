@@ -1,8 +1,9 @@
 """MultiStageNCE: the latent EBM prior learned by adaptive multi-stage density-ratio estimation
 (Xiao & Han, NeurIPS 2022).
 
-There is no public code: the training iteration follows the reconstruction in METHODS.md §2.4
-and every unconfirmed choice is an argument (docs/multistage_nce.md lists them).
+There is no public code: the training iteration is our reconstruction from the paper's abstract and
+Figure 1 caption (arXiv 2209.08739), and every unconfirmed choice is an argument (the
+"Multi-stage NCE" guide, ``docs/multistage_nce.md``, lists them).
 """
 
 from __future__ import annotations
@@ -286,6 +287,8 @@ class MultiStageNCE(LatentVariableModel):
             self.stage_schedule = values if all(t > 0 for t in values) else None
         else:
             self.stage_schedule = self._stage_schedule  # keep the explicit one in the buffer too
+
+    progress_bar_names = ("train/decoder_nll", "train/nce_loss", "train/stage")
 
     @property
     def logged_metric_names(self) -> tuple[str, ...] | None:

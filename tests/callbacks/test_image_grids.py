@@ -84,3 +84,54 @@ def test_drawing_grids_leaves_the_models_buffers_as_they_were() -> None:
         model.norm(torch.randn(8, 3))
     assert torch.equal(model.power_iteration, torch.ones(3))
     assert torch.equal(model.norm.running_mean, torch.zeros(3)) and int(model.norm.num_batches_tracked) == 0
+
+
+class CountingLangevin(Langevin):
+    """Langevin that records the step count of every chain it runs."""
+
+    runs: list[int] = []
+
+    def run(self, target, z, *, generator=None):  # noqa: ANN001, ANN201
+        type(self).runs.append(self.n_steps)
+        return super().run(target, z, generator=generator)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_last_epoch_also_draws_samples_with_the_long_chain_named_in_the_file(tmp_path: Path) -> None:
+    model = tiny_model()
+    model.prior.sampler = CountingLangevin(2, 0.3)
+    CountingLangevin.runs = []
+    grid = SampleGrid(n=4, every_n_epochs=1, long_chain_steps=7)
+    quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[grid], max_epochs=2).fit(
+        model, images()
+    )
+    assert grid_epochs(tmp_path, "samples") == [0, 1]
+    assert grid_epochs(tmp_path, "samples_countinglangevin7") == [1]  # the last epoch only
+    assert 7 in CountingLangevin.runs  # drawn by a chain of that length (the training chains run 2 steps)
+    assert model.prior.sampler.n_steps == 2  # the model's own chain is left as it was
+
+
+def test_grids_carry_a_caption_naming_rows_and_chain(tmp_path: Path) -> None:
+    from PIL import Image
+
+    callbacks = [SampleGrid(n=8, every_n_epochs=1), ReconstructionGrid(n=8, nrow=4, every_n_epochs=1)]
+    trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=callbacks, max_epochs=1)
+    trainer.fit(tiny_model(), images(), images())
+    for key, rows_of_images in (("samples", 1), ("reconstructions", 4)):
+        picture = Image.open(tmp_path / "images" / f"{key}_epoch0000.png")
+        grid_height = rows_of_images * (32 + 2) + 2  # 8x8 images drawn at 32 px, 2 px padding
+        assert picture.height > grid_height + 10  # a caption strip above the grid
+
+
+def test_chain_descriptions_and_captions_wrap_to_the_grid() -> None:
+    import numpy as np
+
+    from lebm.callbacks.images import chain_description, with_caption
+
+    assert chain_description(Langevin(20, 0.1)) == "Langevin 20 steps, size 0.1"
+    assert chain_description(None) == "exact"
+    grid = np.zeros((40, 120, 3), dtype=np.uint8)
+    one_line = with_caption(grid, ["short"])
+    wrapped = with_caption(grid, ["a caption much longer than one hundred and twenty pixels of text"])
+    assert one_line.shape[1] == wrapped.shape[1] == 120 and wrapped.shape[0] > one_line.shape[0] > 40
+    assert (one_line[-40:] == grid).all()  # the grid itself below, untouched

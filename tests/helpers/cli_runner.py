@@ -37,10 +37,32 @@ QUIET = [
 ]
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> None:
-    """``lebm <args>`` in this process, from ``cwd`` (the repository root by default)."""
+#: Names in the clone that a test's working folder links to, so that relative paths in a test's
+#: arguments (``-c recipes/quickstart.yaml``, ``tests/fixtures/...``) resolve there too.
+LINKED_FROM_REPO = ("recipes", "tests")
+
+
+def working_folder(folder: Path) -> Path:
+    """``folder``, made a working folder for ``lebm`` runs: links to the clone's
+    :data:`LINKED_FROM_REPO`, and nothing a user's own runs left in the clone (``runs/``, ``wandb/``)."""
+    for name in LINKED_FROM_REPO:
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(REPO / name, target_is_directory=True)
+    return folder
+
+
+def tests_own_folder() -> Path:
+    """The working folder of the running test (tests/conftest.py gives each test its own, under its
+    temporary folder); outside pytest, refuse rather than write into the clone."""
+    raise RuntimeError("run_cli needs cwd= outside a pytest run (tests/conftest.py sets the test's own folder)")
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> None:
+    """``lebm <args>`` in this process, from ``cwd``; by default from the test's own working folder
+    (:func:`tests_own_folder`), never the clone, so what a user's runs left there does not matter."""
     previous = os.getcwd()
-    os.chdir(cwd)
+    os.chdir(cwd if cwd is not None else tests_own_folder())
     try:
         lebm_main(list(args))
     finally:

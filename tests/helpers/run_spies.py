@@ -40,3 +40,12 @@ class LoggerConfigSpy(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         config = trainer.logger.experiment.config
         LoggerConfigSpy.seen = {key: config[key] for key in config}
+
+
+class ProgressBarSpy(L.Callback):
+    """Keeps the names the progress bar shows (``trainer.progress_bar_metrics``) when fit ends."""
+
+    seen: ClassVar[set[str]] = set()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ProgressBarSpy.seen = set(trainer.progress_bar_metrics)

@@ -303,7 +303,8 @@ def test_lebm_predict_writes_predictions_into_the_run_folder(tmp_path: Path) -> 
     common = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *QUIET]
     run_cli("fit", *common, *QUICK_FIT)
     checkpoint = str(run / "checkpoints" / "last.ckpt")
-    run_cli("predict", *common, "--ckpt_path", checkpoint, "--trainer.limit_predict_batches", "1")
+    recipe_logger = common[:-4]  # the recipe's W&B logger, which predict leaves out unless asked
+    run_cli("predict", *recipe_logger, "--ckpt_path", checkpoint, "--trainer.limit_predict_batches", "1")
     folder = run / "predictions"
     assert sorted(path.name for path in folder.iterdir()) == ["predictions.pt", "reconstructions.png", "scores.csv"]
     merged = torch.load(folder / "predictions.pt", weights_only=True)
@@ -316,16 +317,31 @@ def test_lebm_predict_writes_predictions_into_the_run_folder(tmp_path: Path) -> 
     assert sorted(path.name for path in folder.iterdir()) == ["predictions.pt", "samples.png"]
     assert torch.load(folder / "predictions.pt", weights_only=True)["samples"].shape == (8, 1, 8, 8)
 
-    with pytest.warns(UserWarning, match="lebm predict without --ckpt_path predicts with a freshly initialised"):
-        run_cli("predict", *common, "--data.init_args.predict_samples", "2")
+    assert not (run / "wandb").exists()  # predict opens no logger run in the fit's folder unless asked
+
+
+def test_lebm_predict_without_a_checkpoint_is_refused_and_keeps_the_predictions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "predictions").mkdir()
+    (tmp_path / "predictions" / "predictions.pt").write_bytes(b"earlier")
+    args = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"]
+    with pytest.raises(SystemExit) as stopped:
+        run_cli("predict", *args, "--data.init_args.predict_samples", "2")
+    assert stopped.value.code == 2
+    assert "lebm predict needs --ckpt_path" in capsys.readouterr().err
+    assert (tmp_path / "predictions" / "predictions.pt").read_bytes() == b"earlier"
 
 
 def test_lebm_predict_refuses_data_without_prediction_batches_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path), *QUIET]
-    with pytest.raises(SystemExit) as stopped, pytest.warns(UserWarning, match="without --ckpt_path"):
-        run_cli("predict", *args, "--data", "tests.helpers.cli_runner.WithoutPredictions")
+    run_cli("fit", *args, *QUICK_FIT)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        checkpoint = str(tmp_path / "checkpoints" / "last.ckpt")
+        run_cli("predict", *args, "--ckpt_path", checkpoint, "--data", "tests.helpers.cli_runner.WithoutPredictions")
     assert stopped.value.code == 2
     assert "the data module WithoutPredictions has no predict_dataloader" in capsys.readouterr().err
 

@@ -1,0 +1,134 @@
+"""Learning curves drawn from the run's table of logged numbers: ``<run>/curves.png``.
+
+A panel per curve: the method's main training losses (its ``progress_bar_names``) against the
+training iteration, and every validation value (``val/...``) at the iterations it was read. A
+value the recipe names a paper target for (``paper_targets: {val/fid: 29.44}``, or ``targets``
+given here) gets the published value as a dashed horizontal line. Redrawn with the image grids
+(every ``every_n_epochs`` epochs and the last) and once more when ``fit`` ends (after the final
+scores), on global rank 0, from the run's :class:`~lebm.loggers.MetricsTable`; with no table
+(``--trainer.logger false``) there is nothing to draw, and the callback says so once.
+
+Drawn with matplotlib's object API on its Agg canvas (no display, no global figure state), and
+written atomically (a temporary file in the run folder, then a rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lebm.atomic import replaced_atomically
+from lebm.callbacks.schedule import grid_epoch
+from lebm.metrics_table import MetricsTable
+
+#: The plot's file name in the run folder.
+CURVES_FILE = "curves.png"
+#: Panels per row of the figure, and the size of one panel in inches.
+PANELS_PER_ROW, PANEL_INCHES = 3, (4.2, 2.9)
+
+
+class LearningCurves(L.Callback):
+    """Draw the run's learning curves into ``<run>/curves.png`` (see the module docstring).
+
+    Args:
+        every_n_epochs: redraw after every ``every_n_epochs``-th training epoch (and the last).
+        targets: ``{logged name: published value}`` drawn as lines (the CLI fills it from the
+            recipe's ``paper_targets`` when not given).
+        training: the training values to draw; None: the method's ``progress_bar_names``.
+        max_panels: at most this many panels (training values first, then validation values).
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 10,
+        targets: Mapping[str, float] | None = None,
+        training: Sequence[str] | None = None,
+        max_panels: int = 12,
+    ) -> None:
+        for label, value in (("every_n_epochs", every_n_epochs), ("max_panels", max_panels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LearningCurves {label} must be an int >= 1, got {value!r}")
+        targets = dict(targets or {})
+        for name, value in targets.items():
+            if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"LearningCurves targets must map logged names to numbers, got {name!r}: {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"LearningCurves target {name!r} must be a finite number, got {value!r}")
+        if isinstance(training, str):
+            training = [training]
+        self.every_n_epochs, self.max_panels = every_n_epochs, max_panels
+        self.targets = {name: float(value) for name, value in targets.items()}
+        self.training = None if training is None else tuple(training)
+        self._said_no_table = False
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if grid_epoch(trainer, self.every_n_epochs):
+            self.draw(trainer, pl_module)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.draw(trainer, pl_module)
+
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
+        """Redraw ``<run>/curves.png`` from the run's table; returns its path (None: no table)."""
+        table = next((logger for logger in trainer.loggers if isinstance(logger, MetricsTable)), None)
+        if table is None:
+            if not self._said_no_table:
+                rank_zero_info("LearningCurves: the run has no MetricsTable (no logger), so no curves.png")
+                self._said_no_table = True
+            return None
+        names = self.curve_names(table, pl_module)
+        if not names:
+            return None
+        path = os.path.join(trainer.default_root_dir, CURVES_FILE)
+        title = (
+            f"{os.path.basename(os.path.normpath(trainer.default_root_dir))}: {trainer.global_step} training iterations"
+        )
+        save_figure(curves_figure(table, names, self.targets, title), path)
+        return path
+
+    def curve_names(self, table: MetricsTable, pl_module: L.LightningModule) -> list[str]:
+        """The names to draw: the training values, then every ``val/`` value, then the other targets."""
+        columns = table.columns()
+        training = self.training if self.training is not None else getattr(pl_module, "progress_bar_names", ())
+        chosen = [name for name in training if name in columns]
+        chosen += [name for name in columns if name.startswith("val/") and name not in chosen]
+        chosen += [name for name in self.targets if name in columns and name not in chosen]
+        return chosen[: self.max_panels]
+
+
+def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[str, float], title: str) -> Figure:
+    """A figure with a panel per name of ``names``: its values against the training iteration, and
+    the target of ``targets`` (when there is one) as a dashed line."""
+    rows = math.ceil(len(names) / PANELS_PER_ROW)
+    columns = min(len(names), PANELS_PER_ROW)
+    figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for panel, name in zip(axes.flat, names, strict=False):
+        steps, values = table.series(name)
+        evaluation = not name.startswith("train/")
+        panel.plot(steps, values, marker="o" if evaluation else None, markersize=3, linewidth=1.0, color="C0")
+        if name in targets:
+            panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=f"paper: {targets[name]:g}")
+            panel.legend(loc="best", fontsize=8)
+        panel.set_title(name, fontsize=10)
+        panel.set_xlabel("training iteration", fontsize=8)
+        panel.tick_params(labelsize=8)
+        panel.grid(alpha=0.3)
+    for panel in list(axes.flat)[len(names) :]:
+        panel.set_visible(False)
+    return figure
+
+
+def save_figure(figure: Figure, path: str) -> None:
+    """Write ``figure`` as a PNG at ``path`` atomically (a temporary file beside it, then a rename)."""
+    with replaced_atomically(path, "wb") as file:
+        figure.savefig(file, format="png", dpi=100)

@@ -1,0 +1,81 @@
+"""LearningCurves: ``curves.png`` drawn from the run's MetricsTable, a panel per training loss and
+validation value, paper targets as lines; refused settings in one line. Device: CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from lebm.callbacks import LearningCurves
+from lebm.callbacks.curves import curves_figure
+from lebm.loggers import MetricsTable
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
+
+
+def tiny_model() -> LatentEBM:
+    prior = TiltedGaussianPrior(2, EnergyMLP(2, hidden=8), sampler=Langevin(2, 0.3))
+    return LatentEBM(GaussianDecoder(MLPGenerator(2, (1, 8, 8), hidden=8)), prior, posterior_sampler=Langevin(2, 0.1))
+
+
+def images(n: int = 16) -> DataLoader:
+    return DataLoader(TensorDataset(torch.rand(n, 1, 8, 8) * 2 - 1), batch_size=4)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_draws_its_losses_and_validation_values(tmp_path: Path) -> None:
+    table = MetricsTable(str(tmp_path))
+    curves = LearningCurves(every_n_epochs=5, targets={"val/nll": 50.0})
+    trainer = quiet_trainer(
+        accelerator="cpu",
+        default_root_dir=str(tmp_path),
+        logger=[table],
+        callbacks=[curves],
+        max_epochs=2,
+        log_every_n_steps=1,
+        inference_mode=False,
+        num_sanity_val_steps=0,
+    )
+    model = tiny_model()
+    trainer.fit(model, images(), images())
+    assert curves.curve_names(table, model) == ["train/decoder_nll", "train/prior_loss", "val/nll"]
+    picture = Image.open(tmp_path / "curves.png")
+    assert picture.width >= 1000 and picture.height >= 250  # a row of three panels
+
+
+def test_each_curve_is_its_logged_series_and_a_target_is_a_line() -> None:
+    table = MetricsTable(".")
+    for step, (loss, nll) in enumerate([(3.0, None), (2.0, 60.0), (1.0, 55.0)]):
+        table.log_metrics({"train/loss": loss, **({"val/nll": nll} if nll else {})}, step=step)
+    figure = curves_figure(table, ["train/loss", "val/nll"], {"val/nll": 50.0}, "run")
+    loss_panel, nll_panel = figure.axes[:2]
+    assert [line.get_ydata().tolist() for line in loss_panel.lines] == [[3.0, 2.0, 1.0]]
+    series, target = nll_panel.lines
+    assert series.get_xdata().tolist() == [1, 2] and series.get_ydata().tolist() == [60.0, 55.0]
+    assert set(target.get_ydata()) == {50.0} and target.get_linestyle() == "--"
+    assert nll_panel.get_title() == "val/nll"
+
+
+def test_without_a_table_nothing_is_drawn(tmp_path: Path) -> None:
+    trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), max_epochs=1)
+    assert LearningCurves().draw(trainer, tiny_model()) is None
+    assert not (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"every_n_epochs": 0}, "every_n_epochs must be an int >= 1"),
+        ({"targets": {"val/fid": "low"}}, "targets must map logged names to numbers"),
+        ({"targets": {"val/fid": float("nan")}}, "must be a finite number"),
+    ],
+)
+def test_wrong_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LearningCurves(**settings)

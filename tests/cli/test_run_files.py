@@ -1,0 +1,60 @@
+"""What a default ``lebm fit`` leaves to read without a W&B account (device: CPU): the logged numbers
+as ``metrics.csv`` (training rows and the final validation, also in a 1-epoch run of a recipe that
+validates every 10th), ``curves.png``, a loss in the progress bar, a text run's sentences in
+``samples/*.txt``; and ``run_cli`` runs in the test's own folder, never in the clone."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli_runner
+from tests.helpers.cli_runner import run_cli
+from tests.helpers.run_spies import ProgressBarSpy
+
+SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "12", "--trainer.limit_val_batches", "1"]
+
+
+def table(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_default_run_leaves_its_numbers_curves_and_a_loss_in_the_bar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    spy = "--trainer.callbacks+=tests.helpers.run_spies.ProgressBarSpy"
+    run_cli("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *SHORT, spy)
+    rows = table(run)
+    assert any(row["train/decoder_nll"] for row in rows)  # at least one row of training numbers
+    assert rows[-1]["val/nll"] and rows[-1]["val/mse"]  # the final validation (the recipe validates every 10th)
+    assert (run / "curves.png").stat().st_size > 10_000
+    assert (run / "wandb").is_dir()  # beside the recipe's logger, not instead of it
+    assert {"train/decoder_nll", "train/prior_loss", "val/nll"} <= ProgressBarSpy.seen
+    assert "numbers " + str(run / "metrics.csv") in capsys.readouterr().err  # the closing line says where
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_one_epoch_text_run_writes_its_sentences(tmp_path: Path) -> None:
+    run = tmp_path / "text"
+    args = ["-c", "recipes/latent_ebm/text_quickstart.yaml", "--trainer.default_root_dir", str(run)]
+    run_cli("fit", *args, *SHORT, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false")
+    generated = (run / "samples" / "generated_epoch0000.txt").read_text().splitlines()
+    assert generated[0].startswith("# epoch 0: 20 sentences of generate(n); prior chain: Langevin 60 steps")
+    assert len(generated) == 21 and all(line.strip() for line in generated[1:])
+    pairs = (run / "samples" / "reconstructions_epoch0000.txt").read_text().splitlines()[1:]
+    assert len(pairs) == 40 and all(line.startswith("> ") for line in pairs[1::2])
+    assert not any(line.startswith("> ") for line in pairs[::2])
+
+
+def test_run_cli_runs_in_the_tests_own_folder(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as printed:
+        run_cli("fit", "-c", "recipes/quickstart.yaml", "--print_config")  # a relative recipe path resolves there too
+    assert printed.value.code == 0
+    folder = cli_runner.tests_own_folder()
+    assert folder != cli_runner.REPO and cli_runner.REPO not in folder.parents
+    assert (folder / "recipes").resolve() == cli_runner.REPO / "recipes"

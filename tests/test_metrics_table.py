@@ -1,0 +1,66 @@
+"""lebm's table of logged numbers (``lebm.loggers.MetricsTable``): a row per step, the values of a
+step's several calls in one row, written whole and atomically, resumed runs continuing the table.
+Device: CPU."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lebm.loggers import MetricsTable
+from lebm.metrics_table import read_table
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_one_row_per_step_with_the_values_of_every_call(tmp_path: Path) -> None:
+    table = MetricsTable(str(tmp_path), write_every_s=0)
+    table.log_metrics({"train/loss": torch.tensor(2.5), "epoch": 0}, step=9)
+    table.log_metrics({"train/loss": 1.5, "epoch": 0}, step=19)
+    table.log_metrics({"val/nll": 80.25, "epoch": 0, "note": "text"}, step=19)  # the validation, same step
+    table.finalize("success")
+    written = rows(tmp_path / "metrics.csv")
+    assert list(written[0]) == ["step", "epoch", "train/loss", "val/nll"]  # no column for a non-number
+    assert [(r["step"], r["train/loss"], r["val/nll"]) for r in written] == [("9", "2.5", ""), ("19", "1.5", "80.25")]
+    assert table.series("val/nll") == ([19], [80.25])
+    assert oct(os.stat(tmp_path / "metrics.csv").st_mode & 0o777) != oct(0o600)  # a file others may read
+
+
+def test_the_file_waits_for_its_interval_and_the_end_writes_it(tmp_path: Path) -> None:
+    table = MetricsTable(str(tmp_path), write_every_s=3600)
+    table.log_metrics({"train/loss": 1.0}, step=0)
+    table.save()  # the first write is due at once
+    table.log_metrics({"train/loss": 0.5}, step=1)
+    table.save()  # within the interval: not yet
+    assert len(rows(tmp_path / "metrics.csv")) == 1
+    table.finalize("success")
+    assert len(rows(tmp_path / "metrics.csv")) == 2
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+
+
+def test_a_resumed_run_keeps_the_earlier_rows_and_replaces_the_redone_ones(tmp_path: Path) -> None:
+    first = MetricsTable(str(tmp_path), write_every_s=0)
+    for step in (9, 19, 29):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.finalize("success")
+    resumed = MetricsTable(str(tmp_path), resume=True, write_every_s=0)
+    resumed.log_metrics({"train/loss": -19.0}, step=19)  # resumed from the checkpoint at step 14
+    resumed.finalize("success")
+    assert read_table(str(tmp_path / "metrics.csv")) == {9: {"train/loss": 9.0}, 19: {"train/loss": -19.0}}
+    fresh = MetricsTable(str(tmp_path), write_every_s=0)  # a new run (overwrite) starts a new table
+    fresh.log_metrics({"train/loss": 1.0}, step=0)
+    fresh.finalize("success")
+    assert read_table(str(tmp_path / "metrics.csv")) == {0: {"train/loss": 1.0}}
+
+
+@pytest.mark.parametrize("wrong", [-1, "soon", True])
+def test_a_wrong_interval_is_refused_in_one_line(tmp_path: Path, wrong: object) -> None:
+    with pytest.raises(ValueError, match="write_every_s must be a number of seconds >= 0"):
+        MetricsTable(str(tmp_path), write_every_s=wrong)
