@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from records import newest_last_checkpoint
+from records import newest_last_checkpoint, with_progress
 from torch import Tensor
 
 import lebm
@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
-    for run_dir in args.runs:
+    for run_dir in with_progress(args.runs, "run"):
         print(json.dumps(describe_run(run_dir, args.max_batches)), flush=True)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from records import newest_last_checkpoint
+from records import newest_last_checkpoint, with_progress
 from sklearn.metrics import roc_auc_score
 
 import lebm
@@ -109,7 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
-    for run in args.runs:
+    for run in with_progress(args.runs, "run"):
         print(json.dumps(gap(run, args.examples, args.seed)), flush=True)
 
 

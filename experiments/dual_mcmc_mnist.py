@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dual_mcmc_revision_sweep import OFFICIAL_NOISE, parse_chains  # noqa: E402
-from records import newest_last_checkpoint, render_results_md, this_device  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.callbacks.images import to_uint8_grid  # noqa: E402
@@ -75,7 +75,7 @@ def fit_command(records: list[dict]) -> str | None:
 
 def fit(run_dir: Path, extra: list[str]) -> float:
     command = ["lebm", "fit", "-c", RECIPE, "--trainer.default_root_dir", str(run_dir), *extra]
-    command += ["--trainer.enable_progress_bar", "false", "--overwrite", "true"]
+    command += [*EPOCH_LINES, "--overwrite", "true"]
     print("+", shlex.join(command), flush=True)
     start = time.perf_counter()
     subprocess.run(command, cwd=REPO, check=True)

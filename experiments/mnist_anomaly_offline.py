@@ -43,7 +43,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
-from records import newest_last_checkpoint, render_results_md, this_device
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -61,8 +61,7 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str], fragment
         f"[{digit}]",
         "--trainer.default_root_dir",
         str(run_dir),
-        "--trainer.enable_progress_bar",
-        "false",
+        *EPOCH_LINES,
         "--ckpt_path",
         "auto",  # a digit whose run was stopped (or trained for fewer epochs) goes on from its last checkpoint
         *extra,

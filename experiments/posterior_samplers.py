@@ -37,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import this_device  # noqa: E402
+from records import EPOCH_LINES, this_device  # noqa: E402
 
 import lebm  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -56,7 +56,7 @@ def train(run: Path) -> Path:
     if not checkpoint.exists():
         command = ["lebm", "fit", "-c", RECIPE, "--trainer.default_root_dir", str(run), "--trainer.logger", "false"]
         print("+", shlex.join(command), flush=True)
-        subprocess.run([*command, "--trainer.enable_progress_bar", "false"], cwd=REPO, check=True)
+        subprocess.run([*command, *EPOCH_LINES], cwd=REPO, check=True)
     return checkpoint
 
 

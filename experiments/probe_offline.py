@@ -19,7 +19,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from records import render_results_md, this_device
+from records import EPOCH_LINES, render_results_md, this_device
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -38,7 +38,7 @@ def main() -> None:
     run_dir = REPO / "runs" / "hierarchical" / Path(args.recipe).stem
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
     command = ["lebm", "fit", "-c", args.recipe, "--trainer.default_root_dir", str(run_dir), "--overwrite", "true"]
-    command += ["--trainer.enable_progress_bar", "false", *extra]
+    command += [*EPOCH_LINES, *extra]
     print("+", shlex.join(command), flush=True)
     subprocess.run(command, cwd=REPO, check=True)
     probe = json.loads((run_dir / "probe.json").read_text())

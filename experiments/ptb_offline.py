@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 import torch
-from records import render_results_md, this_device
+from records import EPOCH_LINES, render_results_md, this_device
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -53,7 +53,7 @@ def main() -> None:
     config = resolve_recipe(REPO / args.recipe)
     run_dir = REPO / "runs" / "latent_ebm" / Path(args.recipe).stem
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
-    quiet = ["--trainer.enable_progress_bar", "false"]
+    progress = EPOCH_LINES
     fit = ["lebm", "fit", "-c", args.recipe, "--trainer.default_root_dir", str(run_dir), "--overwrite", "true"]
     csv_logger = json.dumps(
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir / "test")}}
@@ -63,7 +63,7 @@ def main() -> None:
         checkpoint = str(max((run_dir / "checkpoints").glob("epoch=*.ckpt"), key=lambda path: path.stat().st_mtime))
     test = ["lebm", "test", "-c", args.recipe, "--trainer.default_root_dir", str(run_dir), "--ckpt_path", checkpoint]
     test += ["--trainer.logger", csv_logger]
-    for command in ([] if args.skip_fit else [fit + quiet + extra]) + [test + quiet]:
+    for command in ([] if args.skip_fit else [fit + progress + extra]) + [test + progress]:
         print("+", shlex.join(command), flush=True)
         subprocess.run(command, cwd=REPO, check=True)
     logged = last_values(max((run_dir / "test").rglob("metrics.csv"), key=lambda path: path.stat().st_mtime))

@@ -32,7 +32,7 @@ from scipy import linalg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import render_results_md, this_device  # noqa: E402
+from records import EPOCH_LINES, render_results_md, this_device  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -55,8 +55,7 @@ def fit(recipe: str, run_dir: Path) -> float:
         recipe,
         "--trainer.default_root_dir",
         str(run_dir),
-        "--trainer.enable_progress_bar",
-        "false",
+        *EPOCH_LINES,
     ]
     print("+", shlex.join(command), flush=True)
     start = time.perf_counter()

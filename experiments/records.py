@@ -1,15 +1,35 @@
-"""What every experiment runner writes into its result records, and which checkpoint of a run it reads."""
+"""What every experiment runner writes into its result records, which checkpoint of a run it reads,
+and how it shows its progress."""
 
 from __future__ import annotations
 
 import platform
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: ``lebm fit`` arguments of a runner's runs: no progress bar (its carriage returns fill a log) but a
+#: line per epoch with its time, the time left and the metrics (``lebm.callbacks.EpochProgress``).
+EPOCH_LINES = ["--trainer.enable_progress_bar", "false", "--trainer.callbacks+=lebm.callbacks.EpochProgress"]
+
+Item = TypeVar("Item")
+
+
+def with_progress(items: Sequence[Item], what: str) -> Iterator[Item]:
+    """Yield ``items``, printing before each ``what i/n | elapsed | left ~`` (at the mean pace so far)."""
+    start = time.monotonic()
+    for index, item in enumerate(items):
+        elapsed = time.monotonic() - start
+        left = f" | left ~{elapsed / index * (len(items) - index) / 60:.1f} min" if index else ""
+        print(f"{what} {index + 1}/{len(items)} | {elapsed / 60:.1f} min{left}", file=sys.stderr, flush=True)
+        yield item
 
 
 def this_device() -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from records import with_progress
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import lebm
@@ -55,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     starts = sorted({int(k) for k in args.starts.split(",")})
     torch.set_num_threads(1)
-    for run in args.runs:
+    for run in with_progress(args.runs, "run"):
         model = lebm.load(str(run / "checkpoints" / "last.ckpt"))
         model.eval()
         images, anomalous, held_out = test_split(run)

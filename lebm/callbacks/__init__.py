@@ -14,6 +14,7 @@ from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 from lebm.callbacks.predictions import PredictionWriter
 from lebm.callbacks.probe import LatentProbe
+from lebm.callbacks.progress import EpochProgress
 from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
 from lebm.callbacks.text_samples import TextSamples
@@ -26,6 +27,7 @@ __all__ = [
     "ChainCapture",
     "ChainDiagnostics",
     "DivergenceRecovery",
+    "EpochProgress",
     "FID",
     "FastNets",
     "InterruptCheckpoint",
