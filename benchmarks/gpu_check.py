@@ -4,8 +4,8 @@ speed and the speed suite, scored against issue 23's targets, in one JSON record
     python benchmarks/gpu_check.py [--out DIR] [--commit SHA] [--budget 540]
     python benchmarks/gpu_check.py --table RECORD.json     # print the Markdown of an existing record
 
-On the device machine, after carrying the missing packages (``../shared/GPU.md``); its copy of the
-tree has no .git, so give the SHA of the tree sent, and write under ``$OUT``, which comes back::
+On the GPU machine, after installing the missing packages (from wheels copied alongside the tree); its
+copy of the tree has no .git, so give the SHA of the tree sent, and write under ``$OUT``, which comes back::
 
     python3 benchmarks/gpu_check.py --out $OUT --commit 1d30dd6...
 

@@ -1,7 +1,8 @@
 """Reference: one LEBM training iteration written the usual way, for speed comparisons.
 
-This is how a one-off research script typically writes the algorithm (METHODS.md §1.3-1.4):
-parameters stay trainable during the chains and every energy term gets its own
+This is how a one-off research script typically writes the algorithm (the training iteration of
+the official ``train_svhn.py`` of Pang et al., NeurIPS 2020: both chains, then the generator and
+EBM updates): parameters stay trainable during the chains and every energy term gets its own
 ``autograd.grad`` call per Langevin step. ``benchmarks/train_step.py --baseline`` times it next
 to the toolkit's ``LatentEBM`` on the same networks and data shape.
 """

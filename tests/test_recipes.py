@@ -1,13 +1,16 @@
 """The paper recipes: composed from shared fragments, and holding the papers' settings.
 
 ``test_*_recipe_values`` resolve each paper recipe exactly as ``lebm fit -c <recipe>`` does and
-compare its key settings with ``METHODS.md`` (the numbers below are the spec's): chain steps and
-sizes, learning rates, betas, batch, epochs, latent size, sigma, a whole training split, FID against
-the whole training set, the final epoch scored. An edit that drifts a value fails here.
+compare its key settings with the papers and the authors' official code (the numbers below are
+theirs, each block names its source): chain steps and sizes, learning rates, betas, batch, epochs,
+latent size, sigma, a whole training split, FID against the whole training set, the final epoch
+scored. An edit that drifts a value fails here. Each paper recipe's comments cite its paper by
+arXiv id, and no recipe cites a file the repository does not have.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import yaml
 
 from lebm.cli.recipes import RecipeError, expand_includes, included_files
 from tests.helpers.cli_runner import run_cli
+from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 FRAGMENT_DIRS = ("data", "evaluation", "speed")
@@ -55,7 +59,7 @@ def callback_args(config: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 M = "model.init_args."
 PRIOR, DECODER = M + "prior.init_args.", M + "decoder.init_args."
-# LEBM, official train_svhn.py (METHODS.md §1.3-1.6)
+# LEBM: the official train_svhn.py of Pang et al., NeurIPS 2020 (github.com/bpucla/latent-space-EBM-prior)
 LEBM_SVHN = {
     PRIOR + "sampler.init_args.n_steps": 60,
     PRIOR + "sampler.init_args.step_size": 0.4,
@@ -89,7 +93,7 @@ LEBM_CELEBA128 = {
     "data.init_args.center_crop": 128,
     "data.init_args.image_size": 128,
 }
-# Multi-stage NCE: LEBM's settings are the provisional defaults (METHODS.md §2.5-2.6)
+# Multi-stage NCE: Xiao & Han (NeurIPS 2022) publish no settings; LEBM's are the provisional defaults
 NCE_SVHN = {
     key.replace("prior_lr", "ratio_lr").replace("energy_net", "ratio_net"): value for key, value in LEBM_SVHN.items()
 } | {PRIOR + "n_stages": 4}
@@ -130,7 +134,7 @@ def test_image_recipe_values_follow_the_papers(recipe: str, capsys: pytest.Captu
     assert callback_args(config, "ReconstructionMSE"), "the papers report test MSE"
 
 
-# Dual-MCMC, official config.py / nets.py (METHODS.md §3.3-3.6)
+# Dual-MCMC: the official config.py / nets.py of Cui & Han, NeurIPS 2023 (github.com/jcui1224/dual-MCMC)
 DUAL_CIFAR10 = {
     M + "data_sampler.init_args.n_steps": 30,
     M + "data_sampler.init_args.step_size": 0.5,
@@ -235,6 +239,51 @@ def test_every_recipe_parses(recipe: str, capsys: pytest.CaptureFixture) -> None
     assert "include" not in config  # expanded: the printed (and saved) config stands on its own
 
 
+# ------------------------------------------------------------------------------ citations
+# The paper each method folder's recipes follow, by arXiv id: Pang et al. (NeurIPS 2020), Xiao & Han
+# (NeurIPS 2022), Cui & Han (NeurIPS 2023), Cui, Wu & Han (ICCV 2023).
+ARXIV = {
+    "latent_ebm": "2006.08205",
+    "multistage_nce": "2209.08739",
+    "dual_mcmc": "2312.02469",
+    "hierarchical": "2310.09604",
+}
+TARGET = "# Paper target:"
+
+
+def leading_comment(path: Path) -> list[str]:
+    """The comment lines a recipe starts with: what ``lebm recipes`` reads and a reader sees first."""
+    return list(itertools.takewhile(lambda line: line.startswith("#"), path.read_text().splitlines()))
+
+
+def paper_recipes() -> list[Path]:
+    """The runnable recipes that aim at a published number, and each method's ``_method.yaml``."""
+    found = []
+    for folder in ARXIV:
+        for path in sorted((REPO / "recipes" / folder).glob("*.yaml")):
+            targets = [line for line in leading_comment(path) if line.startswith(TARGET)]
+            if path.name == "_method.yaml" or (targets and not targets[0].startswith(f"{TARGET} none")):
+                found.append(path)
+    return found
+
+
+def test_paper_recipes_cite_their_paper_by_arxiv_id() -> None:
+    """A recipe's comments cite the paper (authors, venue, arXiv id) and the authors' code, never a
+    note the reader does not have: the leading comment of each paper recipe names its arXiv id."""
+    recipes = paper_recipes()
+    assert len(recipes) >= 20, [path.name for path in recipes]
+    for path in recipes:
+        folder = path.parent.name
+        assert ARXIV[folder] in "\n".join(leading_comment(path)), f"{path.relative_to(REPO)}: no arXiv {ARXIV[folder]}"
+
+
+def test_no_recipe_comment_cites_a_file_the_repository_lacks() -> None:
+    """Every comment of every recipe (``lebm recipes`` prints them): the docs site's check."""
+    pytest.importorskip("griffe")  # the docs hook reads docstrings with it (the docs extra)
+    hook = load_script("docs/hooks/cited_files.py")
+    assert hook.recipe_problems(REPO / "recipes", REPO) == []
+
+
 def test_recipes_state_each_shared_block_once() -> None:
     """No runnable recipe repeats the run block (logger, checkpoints, grids): base.yaml holds it."""
     for recipe in runnable_recipes():
@@ -267,7 +316,8 @@ def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
         included_files(tmp_path / "c.yaml")
 
 
-# Joint hierarchical EBM, official train_fid.py / train_hs.py (METHODS.md §4.3-4.6)
+# Joint hierarchical EBM: the official train_fid.py / train_hs.py of Cui, Wu & Han, ICCV 2023
+# (github.com/jcui1224/hierarchical-representation-ebm)
 ENC = M + "encoder.init_args."
 HIER_SVHN = {
     PRIOR + "latent_dim": 50,
@@ -347,13 +397,13 @@ def test_hierarchical_detection_recipes_average_the_last_10_evaluations(recipe: 
 # ------------------------------------------------------------------------------------- text
 @pytest.mark.parametrize("recipe", ["ptb", "snli", "yahoo", "ptb_offline", "ptb_offline_gaussian"])
 def test_text_recipe_values(recipe: str, capsys: pytest.CaptureFixture) -> None:
-    """LEBM's chains and prior on an LSTM decoder, the text evaluation (METHODS.md §1.7), and the
+    """LEBM's chains and prior on an LSTM decoder, the text evaluation (Pang et al. 2020, Table 2), and the
     offline PTB files (train on valid, test on test) with a Gaussian-prior twin that differs only
     in its prior."""
     config = resolve(f"recipes/latent_ebm/{recipe}.yaml", capsys=capsys)
     assert get(config, "data.init_args.dataset") == recipe.split("_")[0]
     assert get(config, DECODER + "net.class_path").endswith("LSTMTextGenerator")
-    assert get(config, DECODER + "net.init_args.num_layers") == 1  # a one-layer LSTM (§1.1)
+    assert get(config, DECODER + "net.init_args.num_layers") == 1  # a one-layer LSTM (provisional)
     assert get(config, DECODER + "net.init_args.vocab_size") == get(config, "data.init_args.max_vocab_size")
     assert get(config, M + "posterior_sampler.init_args.n_steps") == 20
     callbacks = {c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]}

@@ -13,6 +13,12 @@ need help, all handled as griffe loads the source (the files are not changed):
   convention for constants and class attributes); griffe reads only a string literal below the
   assignment, so the comment becomes the attribute's docstring.
 
+One Markdown habit needs help too: the summary tables of the reference (a package's classes, a
+class's methods) show the first *line* of a docstring, and a summary sentence wrapped over two
+lines would be cut mid-sentence. The first paragraph is rewrapped: its first sentence on the first
+line, the rest of the paragraph on the second (Markdown renders the paragraph the same), so a
+summary table shows the first sentence whole.
+
 mkdocstrings loads this extension (``extensions:`` in mkdocs.yml), and so does the
 ``public_docstrings`` hook, so both see the same docstrings.
 """
@@ -44,6 +50,42 @@ def sphinx_to_markdown(text: str) -> str:
     return LITERAL_MARKER.sub(marker, ROLE.sub(code, text))
 
 
+# A line that ends the summary paragraph although it is not blank: a Google-style section title
+# ("Args:"), a list item, a table row, a code fence, a doctest or an indented (literal) block.
+PARAGRAPH_BREAK = re.compile(r"^(?:\s|[-*+] |\d+[.)] |\||```|~~~|>>>|[A-Z]\w*(?: \w+)?:\s*$)")
+# The end of a sentence: ".", "!" or "?" (not after an abbreviation), a space, then a capital or code.
+SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bcf)(?<!\bal)(?<!\bvs)[.!?](?= +[A-Z`])")
+OPENING, CLOSING = "([{", ")]}"
+
+
+def first_sentence_end(paragraph: str) -> int | None:
+    """Where the first sentence of ``paragraph`` ends (after its full stop), or None for one sentence.
+
+    A full stop inside brackets or inline code (``x.y. Z``) does not end a sentence.
+    """
+    for match in SENTENCE_END.finditer(paragraph):
+        before = paragraph[: match.start()]
+        depth = sum(before.count(c) for c in OPENING) - sum(before.count(c) for c in CLOSING)
+        if depth <= 0 and before.count("`") % 2 == 0:
+            return match.end()
+    return None
+
+
+def summary_on_one_line(text: str) -> str:
+    """``text`` with its first paragraph's first sentence on the first line and the rest of that
+    paragraph on the second (the other lines unchanged)."""
+    lines = text.split("\n")
+    end = 1
+    while end < len(lines) and lines[end].strip() and not PARAGRAPH_BREAK.match(lines[end]):
+        end += 1
+    if not lines[0].strip() or PARAGRAPH_BREAK.match(lines[0]):
+        return text
+    paragraph = " ".join(line.strip() for line in lines[:end])
+    split = first_sentence_end(paragraph)
+    head = [paragraph] if split is None else [paragraph[:split], paragraph[split:].strip()]
+    return "\n".join([*head, *lines[end:]])
+
+
 def comment_docstring(lines: list[str], lineno: int) -> tuple[str, int] | None:
     """The ``#:`` comment block just above line ``lineno`` (1-based): its text and first line."""
     start = lineno - 1  # index of the assignment's line
@@ -59,9 +101,10 @@ class SphinxMarkup(griffe.Extension):
     """Sphinx markup of every docstring as Markdown; ``#:`` comments as attribute docstrings."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
-        """Every object griffe builds (module, class, function, attribute): its docstring as Markdown."""
+        """Every object griffe builds (module, class, function, attribute): its docstring as Markdown,
+        the summary paragraph on one line."""
         if obj.docstring is not None:
-            obj.docstring.value = sphinx_to_markdown(obj.docstring.value)
+            obj.docstring.value = summary_on_one_line(sphinx_to_markdown(obj.docstring.value))
 
     def on_attribute_instance(self, *, attr: griffe.Attribute, agent: Any, **kwargs: Any) -> None:
         """An attribute without a docstring takes the ``#:`` comment above its assignment."""
@@ -72,7 +115,7 @@ class SphinxMarkup(griffe.Extension):
             return
         text, first = found
         attr.docstring = griffe.Docstring(
-            sphinx_to_markdown(text),
+            summary_on_one_line(sphinx_to_markdown(text)),
             lineno=first,
             endlineno=attr.lineno - 1,
             parent=attr,

@@ -218,9 +218,11 @@ class ReconstructionGrid(L.Callback):
 
 
 class HierarchicalSampleGrid(L.Callback):
-    """Hierarchical sampling grids: at the end of every ``every_n_epochs`` training epochs, one grid
-    per latent layer (``images/hierarchical_samples_<layer>_epoch*.png``) of ``n`` samples that vary
-    that layer only, the others fixed (``pl_module.sample_layer(layer, n)``, ICCV 2023 §4.7).
+    """Hierarchical sampling grids: one grid per latent layer of samples that vary that layer only.
+
+    At the end of every ``every_n_epochs`` training epochs, ``images/hierarchical_samples_<layer>_epoch*.png``
+    holds ``n`` samples that vary one layer, the others fixed (``pl_module.sample_layer(layer, n)``),
+    as the hierarchical sampling figures of Cui, Wu & Han (ICCV 2023, arXiv 2310.09604) show.
 
     Args:
         n: samples per grid.

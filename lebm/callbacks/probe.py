@@ -1,5 +1,5 @@
 """The hierarchical representation probe as a callback: per-layer test accuracy of a classifier
-trained on each latent layer (Cui, Wu & Han, ICCV 2023, §4.7; see :mod:`lebm.metrics.probe`).
+trained on each latent layer (Cui, Wu & Han, ICCV 2023, arXiv 2310.09604, Table 1; see :mod:`lebm.metrics.probe`).
 
 In a recipe::
 

@@ -11,7 +11,7 @@ In a recipe::
             lm: {epochs: 10, hidden_dim: 256}
 
 After a validation (every ``every_n_epochs`` epochs of ``fit``; always in ``validate``) and after a
-test epoch it logs, with ``stage`` = ``val`` or ``test`` (METHODS.md §1.7):
+test epoch it logs, with ``stage`` = ``val`` or ``test`` (Pang et al., NeurIPS 2020, arXiv 2006.08205, Table 2):
 
 - ``{stage}/fppl``, the forward perplexity: perplexity of ``n_samples`` generated sentences under
   an LSTM language model trained on the real training split (fluency; low is fluent);

@@ -1,5 +1,5 @@
-"""Dual-MCMC teaching (Cui & Han, NeurIPS 2023, §3.2 and §3.4): the MCMC-revised samples and
-latents teach the generator and the inference network."""
+"""Dual-MCMC teaching (Cui & Han, NeurIPS 2023; the official ``train.py``): the MCMC-revised
+samples and latents teach the generator and the inference network."""
 
 from __future__ import annotations
 

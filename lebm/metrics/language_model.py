@@ -11,10 +11,11 @@ with the NLL in nats (:func:`canonical_sentences` puts generated sentences with 
 tokens in this layout first). The two sums (:func:`nll_totals`) add over batches and over processes, so a
 corpus split over DDP ranks has the perplexity of the whole corpus.
 
-The text metrics (METHODS.md §1.7, :class:`lebm.callbacks.TextGenerationMetrics`) train two such
-models with :func:`train_language_model`: one on the real training sentences (FPPL: perplexity of
-generated text under it) and one on generated sentences (RPPL: perplexity of real text under it).
-Training draws every random number (initial weights, batch order, dropout) from the given
+The text metrics of Pang et al., NeurIPS 2020, Table 2
+(:class:`lebm.callbacks.TextGenerationMetrics`) train two such models with
+:func:`train_language_model`: one on the real training sentences (FPPL: perplexity of generated
+text under it) and one on generated sentences (RPPL: perplexity of real text under it). Training
+draws every random number (initial weights, batch order, dropout) from the given
 ``torch.Generator``; torch's global RNG is left as it was.
 """
 

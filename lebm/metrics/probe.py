@@ -1,4 +1,4 @@
-"""Hierarchical representation probe: one classifier per latent layer (Cui, Wu & Han, ICCV 2023, §4.7).
+"""Hierarchical representation probe: one classifier per latent layer (Cui, Wu & Han, ICCV 2023, Table 1).
 
 For a model whose latent is split into per-layer groups (``model.latent_groups``, a
 :class:`~lebm.models.LatentGroups`), the probe infers the latents of the training images, trains

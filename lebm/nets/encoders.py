@@ -114,7 +114,7 @@ class MLPEncoder(InferenceNetwork):
 
 
 class ConvEncoder(InferenceNetwork):
-    """The Dual-MCMC inference network (Cui & Han 2023, official ``nets.py``; METHODS.md §3.5).
+    """The Dual-MCMC inference network (Cui & Han, NeurIPS 2023; the official ``nets.py``).
 
     Layout (``nif = 128``)::
 
@@ -187,7 +187,7 @@ class ConvEncoder(InferenceNetwork):
 
 
 class LadderEncoder(InferenceNetwork):
-    """A ladder inference network with one Gaussian head per latent group (ICCV 2023, §4.1, §4.5).
+    """A ladder inference network with one Gaussian head per latent group (Cui, Wu & Han, ICCV 2023).
 
     A bottom-up trunk ``r_0 = x``, ``r_{k+1} = t_k(r_k)``; group ``k + 1`` reads level ``k``:
     ``q(z_{k+1} | x) = N(mu_k(b_k(r_k)), exp(logvar_k(b_k(r_k))))``, so ``z_1`` comes from the

@@ -37,7 +37,8 @@ class HierarchicalGenerator(nn.Module, Configurable):
         x = tanh(ConvT3x3(h: C_L-1 -> channels))
 
     LeakyReLU(0.2), bias-free transposed convs, Xavier-normal conv weights, PyTorch's default
-    Linear init (as the official code). The official SVHN FID model (METHODS.md §4.5) is
+    Linear init (as the official code). The official SVHN FID model (``train_fid.py``, Cui, Wu & Han,
+    ICCV 2023) is
     ``HierarchicalGenerator([10] * 5, 3, 32, widths=[1024, 512, 256, 256, 128],
     top_hidden=[2048, 2048], injection="concat")``: maps 2 -> 4 -> 8 -> 16 -> 32.
 

@@ -1,10 +1,10 @@
 """VLAE-structured nets for small images (the MNIST model of Zhao, Song & Ermon 2017).
 
-The ICCV 2023 joint hierarchical EBM (METHODS.md §4.5) says its MNIST model follows the VLAE
-MNIST structure: convolutional levels of 64 and 128 channels, 1024-wide fully connected ladders,
-BatchNorm, each lower latent added into the generator through a gate, a sigmoid output. These nets
-are written from that description (not from the VLAE code); the per-dataset details are not
-confirmed by the paper. Select them for the hierarchical MNIST recipes with
+The ICCV 2023 joint hierarchical EBM (Cui, Wu & Han, arXiv 2310.09604) says its MNIST model
+follows the VLAE MNIST structure: convolutional levels of 64 and 128 channels, 1024-wide fully
+connected ladders, BatchNorm, each lower latent added into the generator through a gate, a sigmoid
+output. These nets are written from that description (not from the VLAE code); the per-dataset
+details are not confirmed by the paper. Select them for the hierarchical MNIST recipes with
 ``-c recipes/hierarchical/_mnist_vlae.yaml`` after the MNIST recipe (``docs/hierarchical.md``).
 
 Latents are flat ``(B, sum(group_sizes))``, groups bottom (finest, ``z_1``) first, as for every

@@ -47,7 +47,8 @@ def mlp_parts(latent: int = LATENT) -> tuple[GaussianDecoder, EnergyMLP, MLPEnco
 
 # ------------------------------------------------------------------------ settings
 def test_the_ebm_temperature_is_the_data_chains_n_over_s_squared() -> None:
-    """METHODS.md §3.3: T = (n / s)^2, 4e-6 on CIFAR-10 (s 0.5) and 1.1e-5 on CelebA-64 (s 0.3)."""
+    """The official ``langevin_x`` of Cui & Han (NeurIPS 2023): T = (n / s)^2, 4e-6 on CIFAR-10 (s 0.5)
+    and 1.1e-5 on CelebA-64 (s 0.3)."""
     assert DualMCMC(*mlp_parts()).temperature == pytest.approx(4e-6)
     celeba = DualMCMC(*mlp_parts(), data_sampler=Langevin(30, 0.3, noise_std=1e-3))
     assert celeba.temperature == pytest.approx(1.1e-5, rel=0.02)  # (1e-3 / 0.3)^2 = 1.11e-5

@@ -1,5 +1,5 @@
-"""The defining property of multi-stage NCE (METHODS.md §2.8): across a density chasm, one NCE
-stage misses the log-ratio badly while several adaptive stages recover it.
+"""The defining property of multi-stage NCE (Xiao & Han, NeurIPS 2022, arXiv 2209.08739, abstract):
+across a density chasm, one NCE stage misses the log-ratio badly while several adaptive stages recover it.
 
 Target ``q``: 8 narrow Gaussians on a ring of radius 3; base ``p0 = N(0, I)``; true KL(q || p0)
 is about 7.4 nats. Both variants get the same number of classifier updates and samples. The

@@ -1,4 +1,5 @@
-"""The multi-layer generator and the ladder encoder of the joint hierarchical EBM (METHODS.md §4.5)."""
+"""The multi-layer generator and the ladder encoder of the joint hierarchical EBM (Cui, Wu & Han, ICCV
+2023: the official ``train_fid.py``)."""
 
 from __future__ import annotations
 
