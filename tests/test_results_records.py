@@ -1,8 +1,12 @@
-"""docs/results.md is generated from the JSON records, and every record has the required fields."""
+"""The results pages (docs/results.md, docs/results/details.md, the plots) are generated from the
+JSON records and are up to date; no results table is wider than 9 columns; the status table has a
+row per paper target a recipe names; every experiment with a curve has its plot; the quickstart's
+figures in the timings agree with its record. Device: CPU, writing only under tmp_path."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +16,35 @@ import pytest
 from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS_PAGES = [REPO / "docs" / "results.md", REPO / "docs" / "results_notes.md", *REPO.glob("docs/results/*.md")]
+SEPARATOR = re.compile(r"^\|(\s*:?-+:?\s*\|)+\s*$")
+PNG = b"\x89PNG\r\n\x1a\n"
+ANOMALY = {"experiment": "mnist_anomaly_offline", "metric": "auprc"}
+LEBM_ROW = {"method": "LEBM", "lebm_method": "LatentEBM", "experiment": "mnist_anomaly", "metric": "auprc"}
 
 
-def test_results_markdown_is_generated_from_the_records() -> None:
+def make_results_md():
+    return load_script("scripts/make_results_md.py")
+
+
+def table_widths(text: str) -> list[int]:
+    """The number of columns of every Markdown table in ``text`` (read from its separator line)."""
+    return [line.strip().count("|") - 1 for line in text.splitlines() if SEPARATOR.match(line.strip())]
+
+
+def table_after(text: str, heading: str) -> list[list[str]]:
+    """The body rows (cells) of the first table after ``heading``."""
+    lines = text.splitlines()[text.splitlines().index(heading) :]
+    start = next(i for i, line in enumerate(lines) if SEPARATOR.match(line))
+    rows = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows
+
+
+def test_results_pages_are_generated_from_the_records() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/make_results_md.py", "--check"], cwd=REPO, capture_output=True, text=True
     )
@@ -29,57 +59,140 @@ def test_records_have_the_required_fields() -> None:
             assert isinstance(record["value"], (int, float))
 
 
-def test_generator_renders_paper_values_next_to_ours(tmp_path: Path) -> None:
-    make_results_md = load_script("scripts/make_results_md.py")
+def test_no_results_table_is_wider_than_nine_columns() -> None:
+    assert (REPO / "docs" / "results" / "details.md") in RESULTS_PAGES
+    for page in RESULTS_PAGES:
+        widths = table_widths(page.read_text())
+        assert widths, page.name
+        assert max(widths) <= 9, (page.name, max(widths))
+    assert table_widths("| a | b |\n|---|---|\n| 1 | 2 |\n") == [2]  # the reader itself
 
+
+def test_the_status_table_has_a_row_per_paper_target_a_recipe_names() -> None:
+    statuses = load_script("scripts/results_status.py")
+    targets = statuses.named_targets(REPO / "recipes")
+    assert "latent_ebm/svhn" in targets and "latent_ebm/mnist_anomaly_offline" in targets
+    assert "quickstart" not in targets and "latent_ebm/ptb_offline_gaussian" not in targets
+    text = (REPO / "docs" / "results.md").read_text()
+    assert text.index("## Reproduction status") < text.index("\n## ", text.index("## Reproduction status") + 1)
+    rows = table_after(text, "## Reproduction status")
+    named = {name for row in rows for name in re.sub(r"<wbr>|</?code>", "", row[0]).split("<br>")}
+    assert set(targets) <= named, sorted(set(targets) - named)
+    for row in rows:
+        assert len(row) <= 8
+        assert any(row[-1].startswith(f"**{status}**") for status in statuses.STATUSES), row[-1]
+
+
+def test_every_experiment_with_a_curve_has_its_plot_on_the_page() -> None:
+    module = make_results_md()
+    inputs = module.read_inputs()
+    experiments = module.plotted(inputs.records)
+    assert "mnist_anomaly_offline" in experiments
+    page = (REPO / "docs" / "results.md").read_text()
+    for experiment in experiments:
+        plot = module.PLOTS / f"{experiment}.png"
+        assert plot.read_bytes().startswith(PNG), plot
+        assert f"(results/plots/{experiment}.png)" in page
+
+
+def test_a_plot_draws_each_curve_and_the_papers_value_in_its_colour(tmp_path: Path) -> None:
+    module = make_results_md()
+    plots = load_script("scripts/results_plots.py")
+    ours = [
+        {**ANOMALY, "method": "LatentEBM", "digit": 1, "value": 0.3, "auprc_by_epoch": [0.2, 0.25, 0.3]},
+        {**ANOMALY, "method": "MultiStageNCE", "digit": 1, "value": 0.28, "auprc_by_epoch": [0.21, 0.28]},
+        {**ANOMALY, "method": "LatentEBM", "digit": 4, "value": 0.5},  # no curve
+    ]
+    published = [{**LEBM_ROW, "digit": 1, "value": 0.336}]
+    fig = plots.figure("mnist_anomaly_offline", ours, published)
+    axes = fig.axes[0]
+    curves = {line.get_label(): line for line in axes.get_lines()}
+    assert list(curves["LatentEBM"].get_ydata()) == [0.2, 0.25, 0.3]
+    assert list(curves["MultiStageNCE"].get_xdata()) == [1, 2]
+    paper = curves["paper: LEBM"]
+    assert list(paper.get_ydata()) == [0.336, 0.336] and paper.get_color() == curves["LatentEBM"].get_color()
+    module.write_plots(module.Inputs(ours, published), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mnist_anomaly_offline.png"]
+    assert (tmp_path / "mnist_anomaly_offline.png").read_bytes().startswith(PNG)
+
+
+def test_check_finds_a_stale_page_and_a_missing_or_extra_plot(tmp_path: Path, monkeypatch) -> None:
+    module = make_results_md()
+    monkeypatch.setattr(module, "REPO", tmp_path)
+    monkeypatch.setattr(module, "OUTPUT", tmp_path / "results.md")
+    monkeypatch.setattr(module, "DETAILS", tmp_path / "results" / "details.md")
+    monkeypatch.setattr(module, "PLOTS", tmp_path / "results" / "plots")
+    ours = [{**ANOMALY, "method": "LatentEBM", "digit": 1, "value": 0.3, "auprc_by_epoch": [0.2, 0.3]}]
+    inputs = module.Inputs(ours, [{**LEBM_ROW, "digit": 1, "value": 0.336}])
+    assert len(module.out_of_date(inputs)) == 3
+    module.DETAILS.parent.mkdir()
+    for path, text in module.pages(inputs).items():
+        path.write_text(text)
+    module.write_plots(inputs, module.PLOTS)
+    assert module.out_of_date(inputs) == []
+    (module.PLOTS / "old.png").write_bytes(PNG)
+    assert module.out_of_date(inputs) == ["results/plots/*.png (wanted: ['mnist_anomaly_offline.png'])"]
+    module.write_plots(inputs, module.PLOTS)  # removes the plot no record gives
+    module.OUTPUT.write_text(module.render(ours, inputs.published).replace("0.300", "0.301"))
+    assert module.out_of_date(inputs) == ["results.md"]
+
+
+def test_an_experiment_gets_one_narrow_table_with_the_papers_value_and_the_ratio() -> None:
+    module = make_results_md()
     ours = [
         {
+            **ANOMALY,
             "method": "LatentEBM",
-            "experiment": "mnist_anomaly_offline",
-            "metric": "auprc",
             "digit": 1,
             "value": 0.25,
             "std": 0.01,
-            "command": "cmd",
-            "device": "cpu",
+            "budget": "10 epochs, batch 100",
+            "device": "cpu (x86_64, 1 threads)",
             "date": "2026-11-21",
         }
     ]
-    published = [
-        {"method": "LEBM", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 1, "value": 0.336, "std": 0.008}
-    ]
-    text = make_results_md.render(ours, published)
-    row = next(line for line in text.splitlines() if line.startswith("| LatentEBM"))
-    assert "0.250 ± 0.010" in row and "0.336 ± 0.008" in row
+    published = [{**LEBM_ROW, "digit": 1, "value": 0.336, "std": 0.008, "source": "Pang et al. 2020, Table 3"}]
+    text = module.render(ours, published).replace("\u00a0", " ")
+    assert "| method | setting | ours | paper | ratio | budget | device | date |" in text
+    row = "| LatentEBM | held-out 1 | 0.250 ± 0.010 | 0.336 ± 0.008 | 0.74 | 10 epochs | CPU, 1 thread | 2026-11-21 |"
+    assert row in text.splitlines()
+    assert "Pang et al. 2020, Table 3, row LEBM" in text
+    no_paper = module.render([{**ours[0], "method": "MultiStageNCE"}], published)
+    assert "| method | setting | ours | budget | device | date |" in no_paper  # no empty columns
 
 
-def test_generator_renders_the_auprc_curve_of_records_that_keep_it() -> None:
-    make_results_md = load_script("scripts/make_results_md.py")
-
-    record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_offline", "metric": "auprc"}
-    ours = [{**record, "digit": 4, "value": 0.6, "auprc_by_epoch": [0.5, 0.6]}, {**record, "digit": 9, "value": 0.4}]
-    lines = make_results_md.render(ours, []).splitlines()
-    assert "| method | digit | epoch 1 | epoch 2 |" in lines
-    assert "| JointHierarchicalEBM | 4 | 0.500 | 0.600 |" in lines
-    assert not any(
-        line.startswith("| JointHierarchicalEBM | 9 | 0.") for line in lines[lines.index("AUPRC after each epoch:") :]
-    )
-
-
-def test_the_terms_of_the_score_and_a_test_split_read_once_get_their_own_columns() -> None:
-    make_results_md = load_script("scripts/make_results_md.py")
-
+def test_details_hold_the_curve_the_terms_and_every_papers_row() -> None:
+    module = make_results_md()
     record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_selection", "metric": "auprc"}
     ours = [
         {**record, "digit": 1, "setting": "base", "value": 0.3, "auprc_prior_term": 0.71, "test_auprc": 0.29},
         {**record, "digit": 1, "setting": "gfactor1", "value": 0.5, "auprc_reconstruction_term": 0.42},
+        {**record, "digit": 4, "value": 0.6, "auprc_by_epoch": [0.5, 0.6]},
     ]
-    lines = make_results_md.render(ours, []).splitlines()
-    header = next(line for line in lines if line.startswith("| method | digit | metric"))
-    assert "| reconstruction term | prior term | test |" in header
-    rows = [line for line in lines if line.startswith("| JointHierarchicalEBM (")]
-    assert rows[0].startswith("| JointHierarchicalEBM (base) | 1 | auprc | 0.300 | – | 0.710 | 0.290 |")
-    assert rows[1].startswith("| JointHierarchicalEBM (gfactor1) | 1 | auprc | 0.500 | 0.420 | – | – |")
+    published = [
+        {**LEBM_ROW, "digit": 1, "value": 0.336, "source": "Pang et al. 2020, Table 3"},
+        {"method": "VAE", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 4, "value": 0.337, "source": "S"},
+    ]
+    lines = module.render_details(ours, published).splitlines()
+    assert "| method | setting | reconstruction term | prior term | test |" in lines
+    assert "| JointHierarchicalEBM | base, held-out 1 | – | 0.710 | 0.290 |" in lines
+    assert "| JointHierarchicalEBM | gfactor1, held-out 1 | 0.420 | – | – |" in lines
+    assert "| JointHierarchicalEBM | held-out 4 | 0.500 0.600 |" in lines
+    assert "| method | held-out 1 | held-out 4 |" in lines
+    assert "| LEBM | 0.336 | – |" in lines and "| VAE | – | 0.337 |" in lines
+
+
+def test_the_timings_quote_the_quickstart_records_fit_time() -> None:
+    """docs/benchmarks.md states the quickstarts' wall-clock time as their record has it."""
+    timings = (REPO / "docs" / "benchmarks.md").read_text().splitlines()
+    for recipe, record in (
+        ("quickstart", "latent_ebm_quickstart_digits.json"),
+        ("multistage_nce/quickstart", "multistage_nce_quickstart_digits.json"),
+    ):
+        records = json.loads((REPO / "docs" / "results" / record).read_text())
+        fit = next(r for r in records if r["metric"] == "fit_minutes")
+        row = next(line for line in timings if line.startswith(f"| `lebm fit -c {recipe}` "))
+        assert f"| {fit['date']} | {round(fit['value'] * 60)} s: `fit_minutes`" in row, row
 
 
 def test_a_record_replaces_its_own_earlier_version_only(tmp_path: Path) -> None:
@@ -142,8 +255,8 @@ def test_a_rescored_dual_mcmc_record_keeps_the_command_that_fitted_its_run() -> 
 def test_a_record_holds_both_readings_and_the_papers_last_10(tmp_path: Path) -> None:
     """Device: CPU. From the callback's histories: average precision and trapezoid over the
     recipe's last k, and both over the last 10 (the papers' reading); the split and its overlap
-    get their own columns, and a cited-split row is labelled as such."""
-    make_results_md = load_script("scripts/make_results_md.py")
+    get their own columns in the details, and a cited-split row is labelled as such."""
+    module = make_results_md()
     readings = load_script("experiments/mnist_anomaly_offline.py").readings
 
     history = [0.1 * i for i in range(12)]  # 0.0 ... 1.1
@@ -156,8 +269,7 @@ def test_a_record_holds_both_readings_and_the_papers_last_10(tmp_path: Path) -> 
     assert papers["auprc_trapezoid"] == pytest.approx(0.66) and papers["auprc_std"] == pytest.approx(0.2872, abs=1e-4)
     record = {"method": "LatentEBM", "experiment": "mnist_anomaly_protocol", "metric": "auprc", "digit": 4}
     ours = [{**record, **summary, "data_split": "cited", "test_overlap": 0.51}]
-    lines = make_results_md.render(ours, []).splitlines()
-    header = next(line for line in lines if line.startswith("| method | digit | metric"))
-    assert "| trapezoid AUPRC | last 10: AP | last 10: trapezoid | test split in training |" in header
-    row = next(line for line in lines if line.startswith("| LatentEBM [cited split] | 4 |"))
-    assert "| 1.010 | 0.650 | 0.660 | 0.510 |" in row
+    lines = module.render_details(ours, []).splitlines()
+    header = next(line for line in lines if line.startswith("| method | setting | trapezoid AUPRC"))
+    assert header.endswith("| trapezoid AUPRC | last 10: AP | last 10: trapezoid | test split in training |")
+    assert "| LatentEBM | held-out 4, cited split | 1.010 | 0.650 | 0.660 | 0.510 |" in lines

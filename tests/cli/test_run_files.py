@@ -58,3 +58,26 @@ def test_run_cli_runs_in_the_tests_own_folder(tmp_path: Path) -> None:
     folder = cli_runner.tests_own_folder()
     assert folder != cli_runner.REPO and cli_runner.REPO not in folder.parents
     assert (folder / "recipes").resolve() == cli_runner.REPO / "recipes"
+
+
+def test_a_recipes_paper_targets_reach_the_curves_and_every_run_gets_a_table(tmp_path: Path) -> None:
+    import lebm
+    from lebm.callbacks import LearningCurves
+    from lebm.loggers import MetricsTable, WandbLogger
+
+    overrides = {"paper_targets": {"val/fid": 29.44}, "trainer.default_root_dir": str(tmp_path)}
+    recipe = lebm.from_recipe("quickstart", overrides)
+    assert [c.targets for c in recipe.callbacks if isinstance(c, LearningCurves)] == [{"val/fid": 29.44}]
+    loggers = recipe.trainer_settings["logger"]
+    assert [type(logger) for logger in loggers] == [WandbLogger, MetricsTable]
+    assert loggers[1].path == str(tmp_path / "metrics.csv")
+    quiet = lebm.from_recipe("quickstart", {"trainer.logger": False, "trainer.default_root_dir": str(tmp_path)})
+    assert quiet.trainer_settings["logger"] is False  # no logger asked: none added
+
+
+def test_the_paper_recipes_name_their_targets_for_the_curves() -> None:
+    from lebm.cli.resolve import resolve_recipe
+
+    for name in ("latent_ebm/svhn", "multistage_nce/svhn", "hierarchical/svhn", "dual_mcmc/cifar10"):
+        targets = resolve_recipe(cli_runner.REPO / "recipes" / f"{name}.yaml")["paper_targets"]
+        assert targets and all(key.startswith("val/") for key in targets), name

@@ -1,0 +1,147 @@
+"""The reproduction status table that opens ``docs/results.md``.
+
+Its rows live in ``docs/results/status/status.json``: ``papers`` maps each paper's name, as the
+recipes cite it, to its arXiv id; each of ``rows`` names its ``recipes`` (the first one carries
+the ``# Paper target:`` line whose value the row shows), ``ours`` (selectors of the records that
+give our value, each ``{"label", "where", "percent"}``; ``where`` maps record fields to a value
+or a list of values), ``data`` (what ours ran on), ``status`` (one of :data:`STATUSES`) and a
+short ``reason``. The paper's value is read from the recipe, ours from the records: the row holds
+no figure of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from results_records import markdown_table, number, short_budget, short_device
+
+from lebm.cli.catalog import catalog
+
+STATUSES = ("reproduced", "shown in kind", "out of reach offline (data)", "out of reach offline (GPU)")
+HEADER = ["experiment (recipe)", "paper value", "ours", "budget and data", "status"]
+
+
+def names_paper_row(target: str) -> bool:
+    """Whether a recipe's paper-target text names a row of a paper's table: a target that is not
+    "none", or a "none here (offline variant ...; the paper's row: ...)"."""
+    return bool(target) and (not target.startswith("none") or "the paper's" in target)
+
+
+def named_targets(recipes: Path) -> dict[str, str]:
+    """``{recipe name: target}`` of the runnable recipes below ``recipes`` that name a paper row."""
+    return {e.name: e.target for e in catalog(recipes) if not e.fragment and names_paper_row(e.target)}
+
+
+def paper_value(target: str) -> str:
+    """The paper's value a target names: the target itself, or what follows "the paper's" in an
+    offline variant's "none here (...)"."""
+    if not target.startswith("none"):
+        return target
+    value = target.split("the paper's", 1)[1].strip().removesuffix(")")
+    return value.removeprefix("row:").strip()
+
+
+def cite(text: str, papers: dict[str, str]) -> str:
+    """``text`` with each paper's name linked to its arXiv page (an "arXiv <id>" after the name
+    goes: the link holds it)."""
+    names = "|".join(re.escape(name) for name in sorted(papers, key=len, reverse=True))
+    pattern = rf"({names})(?:,? arXiv:? ?\d{{4}}\.\d{{4,5}})?"
+    return re.sub(pattern, lambda m: f"[{m.group(1)}](https://arxiv.org/abs/{papers[m.group(1)]})", text)
+
+
+def recipe_cell(names: list[str]) -> str:
+    """The recipes' names in code, one a line, breakable after their folder."""
+    return "<br>".join(f"<code>{name.replace('/', '/<wbr>')}</code>" for name in names)
+
+
+def matches(record: dict, where: dict) -> bool:
+    """Whether ``record`` has every field ``where`` asks for (a list: any of its values)."""
+    for key, wanted in where.items():
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if record.get(key) not in options:
+            return False
+    return True
+
+
+def selected(selector: dict, records: list[dict]) -> list[dict]:
+    """The records a selector picks, in the order its lists give, then by digit; none is an error."""
+    where = selector["where"]
+    found = [r for r in records if matches(r, where)]
+    if not found:
+        raise ValueError(f"no record matches {where} (docs/results/status/status.json)")
+
+    def key(record: dict) -> tuple:
+        listed = [where[k].index(record[k]) for k in where if isinstance(where[k], list)]
+        return (*listed, record.get("digit", -1))
+
+    return sorted(found, key=key)
+
+
+def ours_text(selector: dict, records: list[dict]) -> str:
+    """A selector's values, joined by " / ", after its label."""
+    values = [r["value"] for r in selected(selector, records)]
+    if selector.get("percent"):
+        text = " / ".join(f"{100 * v:.1f}" for v in values) + " %"
+    else:
+        text = " / ".join(number(v) for v in values)
+    return f"{selector['label']} {text}".strip() if selector.get("label") else text
+
+
+def ours_cell(row: dict, records: list[dict]) -> str:
+    """Our values, linked to the experiment's table below; "–" without."""
+    if not row.get("ours"):
+        return "–"
+    experiments = list(dict.fromkeys(r["experiment"] for s in row["ours"] for r in selected(s, records)))
+    text = "; ".join(ours_text(selector, records) for selector in row["ours"])
+    return f"[{text}](#{experiments[0]})"
+
+
+def budget_cell(row: dict, records: list[dict]) -> str:
+    """The short budget and device of the records behind ours, and the data they ran on."""
+    if not row.get("ours"):
+        return row.get("data", "–")
+    runs = {
+        f"{short_budget(r.get('budget', ''))}, {short_device(r.get('device', ''))}"
+        for selector in row["ours"]
+        for r in selected(selector, records)
+    }
+    return f"{row['data']}; {'; '.join(sorted(runs))}"
+
+
+def status_row(row: dict, targets: dict[str, str], records: list[dict], papers: dict[str, str]) -> list[str]:
+    """One row of the status table."""
+    if row["status"] not in STATUSES:
+        raise ValueError(f"status {row['status']!r} is not one of {STATUSES}")
+    if row["status"] in STATUSES[:2] and not row.get("ours"):
+        raise ValueError(f"a row {row['status']!r} needs the records of ours: {row['recipes']}")
+    first = row["recipes"][0]
+    if first not in targets:
+        raise ValueError(f"recipe {first!r} names no paper row (# Paper target:)")
+    return [
+        recipe_cell(row["recipes"]),
+        cite(paper_value(targets[first]), papers),
+        ours_cell(row, records),
+        budget_cell(row, records),
+        f"**{row['status']}**: {row['reason']}",
+    ]
+
+
+def status_section(status: dict, targets: dict[str, str], records: list[dict]) -> list[str]:
+    """The status table with its heading and a line on how to read it."""
+    rows = [status_row(row, targets, records, status["papers"]) for row in status["rows"]]
+    return [
+        "## Reproduction status",
+        "",
+        "One row per paper result a recipe aims at (its `# Paper target:` line, `lebm recipes`); ours",
+        "links to the experiment's table below. The rows: `docs/results/status/status.json`.",
+        "",
+        *markdown_table(HEADER, rows),
+        "",
+    ]
+
+
+def load_status(path: Path) -> dict:
+    """The status record."""
+    return json.loads(path.read_text())

@@ -1,0 +1,192 @@
+"""The per-experiment parts of the results pages: one narrow table per experiment for
+``docs/results.md``, and the details below it for ``docs/results/details.md`` (full budgets, the
+extra values of each record, the curves, all of the paper's rows, the commands)."""
+
+from __future__ import annotations
+
+from results_records import (
+    MAX_COLUMNS,
+    applies_to,
+    fmt,
+    markdown_table,
+    number,
+    order,
+    paper_for,
+    setting,
+    short_budget,
+    short_device,
+)
+
+#: Extra per-record values shown in the details when any record of an experiment has them: the
+#: AUPRC of each term of an anomaly score, and the test split's, read once, of a record chosen on
+#: a validation split.
+EXTRA_VALUES = {
+    "auprc_reconstruction_term": "reconstruction term",
+    "auprc_prior_term": "prior term",
+    "test_auprc": "test",
+    "test_auprc_reconstruction_term": "test: reconstruction term",
+    "test_auprc_prior_term": "test: prior term",
+    "test_auprc_sampled": "test, score over 10 q(z|x) samples",
+    "auprc_trapezoid": "trapezoid AUPRC",
+    "papers_reading.auprc": "last 10: AP",
+    "papers_reading.auprc_trapezoid": "last 10: trapezoid",
+    "test_overlap": "test split in training",
+}
+#: The per-epoch values a record may keep (plotted, and listed in the details).
+CURVE_KEY = "auprc_by_epoch"
+#: The header of the narrow table every experiment gets.
+NARROW_HEADER = ["method", "setting", "ours", "paper", "ratio", "budget", "device", "date"]
+
+
+def lookup_value(record: dict, key: str) -> float | None:
+    """``record[key]``, or a nested value for a dotted key (``papers_reading.auprc``)."""
+    value: object = record
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value  # type: ignore[return-value]
+
+
+def several_metrics(records: list[dict]) -> bool:
+    """Whether the records hold more than one metric (then each row names its own)."""
+    return len({r["metric"] for r in records}) > 1
+
+
+def ratio(record: dict, paper: dict | None) -> str:
+    """ours / paper to two decimals, or "–"."""
+    if paper is None or not paper["value"]:
+        return "–"
+    return f"{record['value'] / paper['value']:.2f}"
+
+
+def narrow_row(record: dict, published: list[dict], with_metric: bool, with_paper: bool) -> list[str]:
+    """One row of the narrow table (:data:`NARROW_HEADER`, without the paper's columns when
+    ``with_paper`` is False)."""
+    paper = paper_for(record, published)
+    compared = [fmt(paper), ratio(record, paper)] if with_paper else []
+    return [
+        record["method"],
+        setting(record, with_metric),
+        fmt(record),
+        *compared,
+        short_budget(record.get("budget", "")),
+        short_device(record.get("device", "")),
+        record.get("date", "–"),
+    ]
+
+
+def sources_line(ours: list[dict], published: list[dict]) -> str:
+    """Which metric the table shows and which paper rows its "paper" column quotes."""
+    metric = "" if several_metrics(ours) else f"Metric: `{ours[0]['metric']}`. "
+    papers = [paper_for(record, published) for record in sorted(ours, key=order)]
+    quoted = list(dict.fromkeys((p.get("source", "the paper"), p["method"]) for p in papers if p is not None))
+    if not quoted:
+        return metric + "No paper reports this experiment's numbers."
+    rows = "; ".join(f"{source}, row {method}" for source, method in quoted)
+    return metric + f"Paper: {rows}; ratio: ours / paper."
+
+
+def experiment_section(experiment: str, ours: list[dict], published: list[dict], plot: str | None) -> list[str]:
+    """The section of ``docs/results.md`` for one experiment: the narrow table, its plot, a link
+    to the details."""
+    with_metric = several_metrics(ours)
+    with_paper = any(paper_for(r, published) is not None for r in ours)
+    header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
+    ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
+    rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
+    lines = [f"## {experiment}", "", sources_line(ours, published), "", *markdown_table(header, rows), ""]
+    if plot is not None:
+        lines += [f"![{experiment}: {CURVE_KEY} of each record, the paper's value dashed]({plot})", ""]
+    details = "full budgets, commands, the paper's other rows"
+    lines += [f"Details: [{details}](results/details.md#{experiment}).", ""]
+    return lines
+
+
+def budget_lines(ours: list[dict]) -> list[str]:
+    """Each distinct full budget, with the methods and device that ran it."""
+    runs: dict[tuple[str, str], list[str]] = {}
+    for record in sorted(ours, key=order):
+        methods = runs.setdefault((record.get("budget", "–"), record.get("device", "–")), [])
+        if record["method"] not in methods:
+            methods.append(record["method"])
+    return [f"- {', '.join(methods)}: {budget} ({device})" for (budget, device), methods in runs.items()]
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """``items`` in consecutive pieces of at most ``size``."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def extra_tables(ours: list[dict]) -> list[str]:
+    """The extra values of the records (:data:`EXTRA_VALUES`), in tables of at most
+    :data:`MAX_COLUMNS` columns."""
+    keys = [key for key in EXTRA_VALUES if any(lookup_value(r, key) is not None for r in ours)]
+    lines = []
+    for part in chunks(keys, MAX_COLUMNS - 2):
+        rows = []
+        for record in sorted(ours, key=order):
+            values = [lookup_value(record, key) for key in part]
+            if any(value is not None for value in values):
+                cells = ["–" if value is None else number(value) for value in values]
+                rows.append([record["method"], setting(record), *cells])
+        lines += [*markdown_table(["method", "setting", *[EXTRA_VALUES[k] for k in part]], rows), ""]
+    return ["**More values of each record.**", "", *lines] if lines else []
+
+
+def curve_table(ours: list[dict]) -> list[str]:
+    """The value after every epoch of the records that keep it (:data:`CURVE_KEY`)."""
+    curves = [r for r in sorted(ours, key=order) if r.get(CURVE_KEY)]
+    if not curves:
+        return []
+    rows = [[r["method"], setting(r), " ".join(number(v) for v in r[CURVE_KEY])] for r in curves]
+    return [
+        f"**After each epoch** (`{CURVE_KEY}`, epoch 1 first).",
+        "",
+        *markdown_table(["method", "setting", "values"], rows),
+        "",
+    ]
+
+
+def paper_tables(experiment: str, published: list[dict]) -> list[str]:
+    """All of the paper's rows for this experiment: one row per method, one column per digit or
+    metric, in tables of at most :data:`MAX_COLUMNS` columns."""
+    papers = [p for p in published if applies_to(p, experiment)]
+    if not papers:
+        return []
+    with_metric = several_metrics(papers)
+    columns = sorted({(p["metric"], p.get("digit", -1)) for p in papers})
+    methods = list(dict.fromkeys(p["method"] for p in papers))
+    value = {(p["method"], p["metric"], p.get("digit", -1)): p for p in papers}
+    sources = "; ".join(dict.fromkeys(p.get("source", "the paper") for p in papers))
+    lines = [f"**The papers' rows** ({sources}).", ""]
+    for part in chunks(columns, MAX_COLUMNS - 1):
+        names = [setting({"metric": m, "digit": d if d != -1 else None}, with_metric) for m, d in part]
+        header = ["method", *[name.replace("**", "") for name in names]]
+        rows = [[method, *[fmt(value.get((method, m, d))) for m, d in part]] for method in methods]
+        lines += [*markdown_table(header, rows), ""]
+    return lines
+
+
+def commands_block(ours: list[dict]) -> list[str]:
+    """The commands that made the records (and the fit a re-scored record read)."""
+    commands = sorted({r[key] for r in ours for key in ("command", "fit_command") if r.get(key)})
+    return ["**Commands.**", "", "```bash", *commands, "```", ""] if commands else []
+
+
+def details_section(experiment: str, ours: list[dict], published: list[dict]) -> list[str]:
+    """The section of ``docs/results/details.md`` for one experiment."""
+    return [
+        f"## {experiment}",
+        "",
+        f"The table: [results](../results.md#{experiment}).",
+        "",
+        "**Budgets** (device as the records name it).",
+        "",
+        *budget_lines(ours),
+        "",
+        *extra_tables(ours),
+        *curve_table(ours),
+        *paper_tables(experiment, published),
+        *commands_block(ours),
+    ]
