@@ -283,19 +283,19 @@ def test_samples_are_written_and_evaluations_follow_the_schedule(tmp_path, one_t
     assert {"test/fppl", "test/rppl", "test/distinct_sentences"} <= set(t.callback_metrics)
 
 
-def test_with_wandb_the_samples_go_to_a_table_and_no_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_wandb_the_samples_go_to_a_table_and_to_the_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb", reason="wandb (a dependency of lebm) is not installed here")
     logger = WandbLogger(save_dir=str(tmp_path), offline=True)
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(logger, "log_text", lambda **kwargs: sent.append(kwargs))
     fake_trainer = SimpleNamespace(loggers=[logger], current_epoch=3)
     callback = TextGenerationMetrics()
-    assert not callback._writes_sample_file(fake_trainer)
-    callback._log_samples(fake_trainer, ["the cat sat", "my bird sings"], "val", folder=None)
+    callback._log_samples(fake_trainer, ["the cat sat", "my bird sings"], "val", folder=str(tmp_path))
     assert sent == [
         {"key": "val/samples", "columns": ["epoch", "sentence"], "data": [[3, "the cat sat"], [3, "my bird sings"]]}
     ]
-    assert not (tmp_path / "samples").exists()
+    written = (tmp_path / "samples" / "val_epoch0003.txt").read_text()
+    assert written == "the cat sat\nmy bird sings\n"  # whatever the logger
 
 
 class NoText(L.LightningDataModule):

@@ -178,7 +178,9 @@ def test_csv_logger_needs_no_save_dir_and_config_stays_at_the_root(tmp_path: Pat
     assert any(c["class_path"].endswith("ModelCheckpoint") for c in logged["trainer"]["callbacks"])
     assert (hparams.parent / "metrics.csv").exists()
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["trainer"]["logger"]["init_args"]["save_dir"] == str(run)
+    csv_logger, table = saved["trainer"]["logger"]  # the given logger, and lebm's table beside it
+    assert csv_logger["init_args"]["save_dir"] == table["init_args"]["save_dir"] == str(run)
+    assert table["class_path"] == "lebm.loggers.MetricsTable" and (run / "metrics.csv").exists()
 
 
 @pytest.mark.skipif(

@@ -35,7 +35,9 @@ class Spy:
             return check(values, **kwargs)
 
         def spy_log_dict(values, *args, **kwargs):
-            self.handed.append(len(self.checked))  # the 1-based step whose values go to Lightning
+            step = len(self.checked)  # the 1-based step whose values go to Lightning
+            if not self.handed or self.handed[-1] != step:  # one hand-over (bar values and the rest)
+                self.handed.append(step)
             return log_dict(values, *args, **kwargs)
 
         model.guard.check = spy_check
