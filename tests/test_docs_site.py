@@ -110,27 +110,34 @@ def test_sphinx_markup_reads_as_markdown() -> None:
     assert markup.sphinx_to_markdown("a[::2]::b") == "a[::2]::b"
 
 
+def toy_site(folder: Path, hook_file: Path, patch: str, nav: list[str]) -> Path:
+    """``folder/mkdocs.yml`` of a tiny site whose one hook is ``hook_file`` with ``patch`` applied
+    (a line of Python on its module ``hook``), listing the pages ``nav``; returns the config's path."""
+    (folder / "hook.py").write_text(
+        textwrap.dedent(
+            f"""
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location({hook_file.stem!r}, {str(hook_file)!r})
+            hook = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(hook)
+            {patch}
+            on_pre_build = hook.on_pre_build
+            """
+        )
+    )
+    config = folder / "mkdocs.yml"
+    config.write_text("site_name: toy\nnav:\n" + "".join(f"  - {page}\n" for page in nav) + "hooks:\n  - hook.py\n")
+    return config
+
+
 def test_strict_build_fails_on_a_public_class_without_a_docstring(tmp_path: Path) -> None:
     """The hook's warning reaches MkDocs' strict mode: a tiny site over ``toypkg`` fails to build."""
     write_package(tmp_path)
     (tmp_path / "docs" / "reference").mkdir(parents=True)
     (tmp_path / "docs" / "index.md").write_text("# toypkg\n")
     (tmp_path / "docs" / "reference" / "toypkg.md").write_text("# toypkg\n\n::: toypkg\n")
-    (tmp_path / "hook.py").write_text(
-        textwrap.dedent(
-            f"""
-            import importlib.util
-
-            spec = importlib.util.spec_from_file_location("public_docstrings", {str(HOOK)!r})
-            hook = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(hook)
-            hook.PUBLIC_PACKAGES = ("toypkg",)
-            on_pre_build = hook.on_pre_build
-            """
-        )
-    )
-    config = tmp_path / "mkdocs.yml"
-    config.write_text("site_name: toy\nnav:\n  - index.md\n  - reference/toypkg.md\nhooks:\n  - hook.py\n")
+    config = toy_site(tmp_path, HOOK, 'hook.PUBLIC_PACKAGES = ("toypkg",)', ["index.md", "reference/toypkg.md"])
     result = mkdocs_build(config, tmp_path / "site")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
@@ -226,21 +233,7 @@ def test_strict_build_fails_on_a_citation_of_a_missing_file(tmp_path: Path) -> N
     (tmp_path / "docs").mkdir()
     page = tmp_path / "docs" / "index.md"
     page.write_text("# toy\n\nThe defaults follow METHODS.md §1.\n")
-    (tmp_path / "hook.py").write_text(
-        textwrap.dedent(
-            f"""
-            import importlib.util
-
-            spec = importlib.util.spec_from_file_location("cited_files", {str(CITED)!r})
-            hook = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(hook)
-            hook.public_packages = lambda: ()
-            on_pre_build = hook.on_pre_build
-            """
-        )
-    )
-    config = tmp_path / "mkdocs.yml"
-    config.write_text("site_name: toy\nnav:\n  - index.md\nhooks:\n  - hook.py\n")
+    config = toy_site(tmp_path, CITED, "hook.public_packages = lambda: ()", ["index.md"])
     result = mkdocs_build(config, tmp_path / "site")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output

@@ -134,23 +134,12 @@ def docstring_problems(packages: Iterable[str], root: Path, names: set[str] | No
     """One line per missing file cited by a docstring the API reference shows: each package's
     own docstring, and the exported names of its ``__all__`` with their members."""
     names = repository_files(root) if names is None else names
-    markup = _sibling("public_docstrings.py").MARKUP_EXTENSION
+    read_package = _sibling("public_docstrings.py").read_package
     collection = griffe.ModulesCollection()
-    extensions = griffe.load_extensions(str(markup))
     problems: list[str] = []
     for package in packages:
-        top = package.split(".", 1)[0]
-        try:
-            if top not in collection:
-                griffe.load(
-                    top,
-                    search_paths=[str(root)],
-                    modules_collection=collection,
-                    extensions=extensions,
-                    allow_inspection=False,  # read the source; never import it
-                )
-            module = collection[package]
-        except (ImportError, KeyError):
+        module = read_package(collection, package, [root])
+        if module is None:
             continue  # public_docstrings.py reports a package it cannot find
         exported = (module.members.get(str(name)) for name in module.exports or ())
         shown = [module, *(obj for member in exported if member is not None for obj in _documented(member))]

@@ -45,6 +45,26 @@ def _where(obj: griffe.Object) -> str:
     return f"{path}:{obj.lineno}" if obj.lineno else str(path)
 
 
+def read_package(
+    collection: griffe.ModulesCollection, package: str, search_paths: Sequence[str | Path]
+) -> griffe.Module | None:
+    """``package`` as griffe reads it from its source (never imported), loaded into ``collection``
+    with lebm's docstring markup; None when it is not found under ``search_paths``."""
+    top = package.split(".", 1)[0]
+    try:
+        if top not in collection:
+            griffe.load(
+                top,
+                search_paths=list(map(str, search_paths)),
+                modules_collection=collection,
+                extensions=griffe.load_extensions(str(MARKUP_EXTENSION)),
+                allow_inspection=False,  # read the source; never import it
+            )
+        return collection[package]
+    except (ImportError, KeyError):
+        return None
+
+
 def missing_docstrings(packages: Iterable[str], search_paths: Sequence[str | Path]) -> list[str]:
     """One line per name in a package's ``__all__`` that has no docstring.
 
@@ -54,20 +74,9 @@ def missing_docstrings(packages: Iterable[str], search_paths: Sequence[str | Pat
     """
     problems: list[str] = []
     collection = griffe.ModulesCollection()
-    extensions = griffe.load_extensions(str(MARKUP_EXTENSION))
     for package in packages:
-        top = package.split(".", 1)[0]
-        try:
-            if top not in collection:
-                griffe.load(
-                    top,
-                    search_paths=list(search_paths),
-                    modules_collection=collection,
-                    extensions=extensions,
-                    allow_inspection=False,  # read the source; never import it
-                )
-            module = collection[package]
-        except (ImportError, KeyError):
+        module = read_package(collection, package, search_paths)
+        if module is None:
             problems.append(f"{package} is not found under {', '.join(map(str, search_paths))}")
             continue
         exports = module.exports
