@@ -2,23 +2,17 @@
 
 The temporary file lives beside the target, so the final ``os.replace`` is a rename on one file
 system (atomic on POSIX), never a copy: a reader, or a run killed halfway, sees the old file or the
-new one, never half of one. The new file gets the permissions a plain ``open`` would give it (the
-process's umask), not ``mkstemp``'s owner-only ones.
+new one, never half of one. Its content is flushed to the disk before the rename. The new file gets
+the permissions a plain ``open`` would give it (``0o666`` less the process's umask).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextmanager
@@ -27,13 +21,15 @@ def replaced_atomically(path: str | os.PathLike, mode: str = "w", **open_kwargs:
     ``open``) for the block to write; when the block ends without an error it replaces ``path``,
     otherwise it is removed and ``path`` is left as it was. The folder is made if missing."""
     target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target)
+    folder, name = os.path.split(target)
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}-", suffix=".tmp")
+    temporary = os.path.join(folder, f".{name}-{uuid.uuid4().hex[:12]}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(handle, mode, **open_kwargs) as file:  # type: ignore[call-overload]
             yield file
-        os.chmod(temporary, 0o666 & ~_umask())
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):

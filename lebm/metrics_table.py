@@ -7,10 +7,12 @@ without a W&B account. The values a step gets from several calls (training value
 validation's at the same step) share its row.
 
 The file is rewritten whole, atomically (a temporary file in the run folder, then a rename), at
-most every ``write_every_s`` seconds and at the end, so a reader never sees half a row and a kill
-loses at most those seconds. A resumed run (``resume=True``, as ``lebm fit --ckpt_path`` sets)
-keeps the rows of the run it continues and replaces those from its first logged step on: an
-exact resume recomputes them.
+most every ``write_every_s`` seconds, whenever a checkpoint is saved and at the end: a reader never
+sees half a row, and the file always covers the last checkpoint. A run continues the table it
+finds: the first training values it logs, at step ``s``, replace the rows from ``s`` on (a run
+resumed from a checkpoint recomputes them exactly; a new run starts at step 0 and so starts a new
+table). A write that fails (a full disk, a read-only folder) is a warning, not the end of the run:
+the rows are kept and written at the next chance.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import csv
 import math
 import os
 import time
+import warnings
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
@@ -39,12 +42,11 @@ class MetricsTable(Logger):
 
     Args:
         save_dir: the folder of the table (the CLI sets the run folder).
-        resume: keep the rows already in the file (a resumed run); False starts a new table.
         write_every_s: the least time between two rewrites of the file (0: after every log call);
-            the end of the run always writes.
+            a saved checkpoint and the end of the run always write.
     """
 
-    def __init__(self, save_dir: str = ".", resume: bool = False, write_every_s: float = 5.0) -> None:
+    def __init__(self, save_dir: str = ".", write_every_s: float = 5.0) -> None:
         super().__init__()
         if not isinstance(save_dir, (str, os.PathLike)):
             raise TypeError(f"MetricsTable save_dir must be a folder path, got {save_dir!r}")
@@ -52,11 +54,12 @@ class MetricsTable(Logger):
             raise ValueError(f"MetricsTable write_every_s must be a number of seconds >= 0, got {write_every_s!r}")
         self._save_dir = os.fspath(save_dir)
         self.write_every_s = float(write_every_s)
-        #: ``{step: {name: value}}``, in step order once written.
-        self.rows: dict[int, dict[str, float]] = read_table(self.path) if resume else {}
-        self._resumed = bool(resume)
+        #: ``{step: {name: value}}``: the rows found in the file, then those logged here.
+        self.rows: dict[int, dict[str, float]] = read_table(self.path)
+        self._continued = False  # whether the first training values have cut the rows found
         self._dirty = False
         self._written_at = -math.inf
+        self._warned = False
 
     # ------------------------------------------------------------------ Lightning's interface
     @property
@@ -87,9 +90,10 @@ class MetricsTable(Logger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Merge ``metrics`` into the row of ``step`` (the next row when None); non-numbers are left out."""
         step = int(step) if step is not None else (max(self.rows, default=-1) + 1)
-        if self._resumed:  # the continued run's rows from here on are recomputed: they are replaced
+        if not self._continued and any(str(key).startswith("train/") for key in metrics):
+            # training goes on from `step`: the rows found from there on are recomputed (or stale)
             self.rows = {kept: row for kept, row in self.rows.items() if kept < step}
-            self._resumed = False
+            self._continued = True
         row = self.rows.setdefault(step, {})
         for key, value in metrics.items():
             number = _as_number(value)
@@ -101,13 +105,29 @@ class MetricsTable(Logger):
     def save(self) -> None:
         """Rewrite the file if rows changed and ``write_every_s`` has passed since the last write."""
         if self._dirty and time.monotonic() - self._written_at >= self.write_every_s:
-            self.flush()
+            self._write_or_warn()
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Write now: the table covers every saved checkpoint, so a killed run resumed from it
+        loses no row."""
+        if self._dirty:
+            self._write_or_warn()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         """Write what is left, whatever the time since the last write."""
         if self._dirty:
+            self._write_or_warn()
+
+    def _write_or_warn(self) -> None:
+        """:meth:`flush`, a failure said once as a warning (the rows stay for the next write)."""
+        try:
             self.flush()
+        except OSError as error:
+            if not self._warned:
+                warnings.warn(f"MetricsTable could not write {self.path}: {error}; its rows are kept", stacklevel=2)
+                self._warned = True
 
     # --------------------------------------------------------------------------- the file
     def columns(self) -> list[str]:
@@ -147,7 +167,8 @@ def read_table(path: str) -> dict[int, dict[str, float]]:
 
 
 def _as_number(value: Any) -> float | None:
-    if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    if hasattr(value, "item") and (size() if callable(size) else size) == 1:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -77,7 +77,9 @@ def test_the_packaged_quickstart_trains_loads_and_generates_from_an_empty_folder
     run([str(bin_folder / "lebm"), "fit", "-c", "quickstart", "--trainer.max_epochs", "1"], empty_folder, env)
     run_folder = empty_folder / "runs" / "quickstart"
     assert (run_folder / "checkpoints" / "last.ckpt").is_file() and (run_folder / "config.yaml").is_file()
-    assert [p.name for p in (run_folder / "images").glob("samples_*.png")] == ["samples_epoch0000.png"]
+    samples = sorted(p.name for p in (run_folder / "images").glob("samples_*.png"))
+    assert samples == ["samples_epoch0000.png", "samples_langevin200_epoch0000.png"]  # and the long chain's
+    assert (run_folder / "metrics.csv").is_file() and (run_folder / "curves.png").is_file()
     code = (
         "import lebm\n"
         "model = lebm.load('runs/quickstart/checkpoints/last.ckpt')\n"

@@ -30,7 +30,9 @@ def test_one_row_per_step_with_the_values_of_every_call(tmp_path: Path) -> None:
     assert list(written[0]) == ["step", "epoch", "train/loss", "val/nll"]  # no column for a non-number
     assert [(r["step"], r["train/loss"], r["val/nll"]) for r in written] == [("9", "2.5", ""), ("19", "1.5", "80.25")]
     assert table.series("val/nll") == ([19], [80.25])
-    assert oct(os.stat(tmp_path / "metrics.csv").st_mode & 0o777) != oct(0o600)  # a file others may read
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "metrics.csv").st_mode & 0o777 == 0o666 & ~umask  # as a plain open() makes it
 
 
 def test_the_file_waits_for_its_interval_and_the_end_writes_it(tmp_path: Path) -> None:
@@ -49,15 +51,46 @@ def test_a_resumed_run_keeps_the_earlier_rows_and_replaces_the_redone_ones(tmp_p
     first = MetricsTable(str(tmp_path), write_every_s=0)
     for step in (9, 19, 29):
         first.log_metrics({"train/loss": float(step)}, step=step)
+    first.log_metrics({"val/nll": 5.0}, step=29)
     first.finalize("success")
-    resumed = MetricsTable(str(tmp_path), resume=True, write_every_s=0)
-    resumed.log_metrics({"train/loss": -19.0}, step=19)  # resumed from the checkpoint at step 14
+    resumed = MetricsTable(str(tmp_path), write_every_s=0)  # resumed from the checkpoint at step 14
+    resumed.log_metrics({"train/loss": -19.0}, step=19)
     resumed.finalize("success")
     assert read_table(str(tmp_path / "metrics.csv")) == {9: {"train/loss": 9.0}, 19: {"train/loss": -19.0}}
-    fresh = MetricsTable(str(tmp_path), write_every_s=0)  # a new run (overwrite) starts a new table
+    fresh = MetricsTable(str(tmp_path), write_every_s=0)  # a new run in the folder starts at step 0
     fresh.log_metrics({"train/loss": 1.0}, step=0)
     fresh.finalize("success")
     assert read_table(str(tmp_path / "metrics.csv")) == {0: {"train/loss": 1.0}}
+
+
+def test_an_evaluation_only_run_cuts_no_row(tmp_path: Path) -> None:
+    fit = MetricsTable(str(tmp_path), write_every_s=0)
+    fit.log_metrics({"train/loss": 2.0}, step=9)
+    fit.finalize("success")
+    evaluation = MetricsTable(str(tmp_path), write_every_s=0)  # trainer.validate on a new Trainer: step 0
+    evaluation.log_metrics({"val/nll": 3.0}, step=0)
+    evaluation.finalize("success")
+    assert read_table(str(tmp_path / "metrics.csv")) == {0: {"val/nll": 3.0}, 9: {"train/loss": 2.0}}
+
+
+def test_a_saved_checkpoint_writes_the_table_at_once(tmp_path: Path) -> None:
+    table = MetricsTable(str(tmp_path), write_every_s=3600)
+    table.log_metrics({"train/loss": 1.0}, step=0)
+    table.save()
+    table.log_metrics({"train/loss": 0.5}, step=1)
+    table.after_save_checkpoint(None)  # ModelCheckpoint calls it after each save
+    assert len(rows(tmp_path / "metrics.csv")) == 2
+
+
+def test_a_failed_write_warns_once_and_keeps_the_rows(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    table = MetricsTable(str(tmp_path / "a_file" / "run"), write_every_s=0)  # cannot be made: a file is in the way
+    table.log_metrics({"train/loss": 1.0}, step=0)
+    with pytest.warns(UserWarning, match="MetricsTable could not write .*its rows are kept"):
+        table.save()
+    table.log_metrics({"train/loss": 0.5}, step=1)
+    table.finalize("failed")  # no second warning, no exception hiding the run's own
+    assert table.series("train/loss") == ([0, 1], [1.0, 0.5])
 
 
 @pytest.mark.parametrize("wrong", [-1, "soon", True])

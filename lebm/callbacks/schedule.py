@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import lightning as L
 
+from lebm.models.training_end import training_stops
+
+__all__ = ["STAGES", "epoch_ends", "evaluation_stage", "grid_epoch", "last_epoch", "training_stops"]
+
 #: The evaluation stages a metric callback reports under.
 STAGES = ("val", "test")
 
@@ -11,17 +15,6 @@ STAGES = ("val", "test")
 def evaluation_stage(trainer: L.Trainer) -> str:
     """``"test"`` while testing, ``"val"`` otherwise (validation inside or outside ``fit``)."""
     return "test" if trainer.testing else "val"
-
-
-def training_stops(trainer: L.Trainer) -> bool:
-    """Whether ``fit`` ends after this step: a granted stop request (``should_stop`` once
-    ``min_epochs`` and ``min_steps`` are met) or ``max_steps`` reached."""
-    loop = trainer.fit_loop
-    met_min_epochs = not loop.min_epochs or loop.epoch_progress.current.processed >= loop.min_epochs
-    met_min_steps = not loop.min_steps or trainer.global_step >= loop.min_steps
-    stop_granted = trainer.should_stop and met_min_epochs and met_min_steps
-    max_steps = trainer.max_steps
-    return bool(stop_granted or (max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps))
 
 
 def epoch_ends(trainer: L.Trainer) -> bool:

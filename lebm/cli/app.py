@@ -69,6 +69,7 @@ from lebm.cli.loggers import (
     mark_run_folder_save_dirs,
     place_in_run_folder,
     with_metrics_table,
+    without_metrics_table,
 )
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
@@ -106,9 +107,10 @@ BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches"
 
 
 def gives_option(args: list[str], key: str) -> bool:
-    """Whether the command line names ``--<key>`` itself (``--key V`` or ``--key=V``)."""
+    """Whether the command line names ``--<key>`` or one of its parts (``--key V``, ``--key=V``,
+    ``--key+=V``, ``--key.init_args.x V``)."""
     flag = f"--{key}"
-    return any(arg == flag or arg.startswith(flag + "=") for arg in args)
+    return any(arg == flag or arg.startswith((flag + "=", flag + "+", flag + ".")) for arg in args)
 
 
 def given_as_integer(args: list[str], key: str) -> bool:
@@ -326,7 +328,9 @@ class LebmCLI(LightningCLI):
         if self.subcommand == "predict" and not gives_option(self._raw_args, "trainer.logger"):
             config.trainer.logger = False  # predictions go to <run>/predictions: no second W&B run in the fit's folder
         if self.subcommand in ("fit", None):  # every number of the run as a table in its folder, whatever the logger
-            config.trainer.logger = with_metrics_table(config.trainer.get("logger"), run_dir, resuming)
+            config.trainer.logger = with_metrics_table(config.trainer.get("logger"), run_dir)
+        else:  # validate, test, predict: the fit's table stays as the fit left it
+            config.trainer.logger = without_metrics_table(config.trainer.get("logger"))
         fill_paper_targets(_as_list(config.trainer.get("callbacks")), config.get("paper_targets"))
         for logger in _as_list(config.trainer.get("logger")):
             place_in_run_folder(logger, run_dir)

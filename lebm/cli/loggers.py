@@ -121,26 +121,39 @@ def attach_to_wandb_run(logger: WandbLogger, path: str) -> None:
 METRICS_TABLE = "lebm.loggers.MetricsTable"
 
 
-def with_metrics_table(value: Any, run_dir: str, resuming: bool) -> Any:
+def with_metrics_table(value: Any, run_dir: str) -> Any:
     """``trainer.logger``'s ``value`` with a :class:`~lebm.loggers.MetricsTable` writing into
-    ``run_dir`` among its loggers (added when missing; one already there, as a run's own
-    ``config.yaml`` lists it, gets ``run_dir`` and ``resume=resuming``). ``False`` (no logger) and
-    Lightning's default logger (``True``/``None``, which writes a CSV table of its own) stay as given."""
+    ``run_dir`` among its loggers: added when missing; one already there (a run's own
+    ``config.yaml`` lists it) is pointed at ``run_dir``, the run folder being the table's place.
+    ``False`` (no logger) and Lightning's default logger (``True``/``None``: TensorBoard, or CSV
+    without it, in ``lightning_logs/``) stay as given."""
     if value is None or isinstance(value, bool):
         return value
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    tables = [item for item in logger_configs(items) if _get(item, "class_path").rsplit(".", 1)[-1] == "MetricsTable"]
+    tables = [item for item in logger_configs(items) if _is_table(item)]
     if not tables:
         tables = [Namespace(class_path=METRICS_TABLE, init_args=Namespace())]
         items.append(tables[0])
     for table in tables:
-        init_args = _get(table, "init_args")
-        if init_args is None:
-            init_args = table["init_args"] = Namespace()
-        if _get(init_args, "save_dir") in (None, RUN_FOLDER_MARK):
-            init_args["save_dir"] = run_dir
-        init_args["resume"] = resuming
+        if _get(table, "init_args") is None:
+            table["init_args"] = Namespace()
+        table["init_args"]["save_dir"] = run_dir
     return items
+
+
+def without_metrics_table(value: Any) -> Any:
+    """``trainer.logger``'s ``value`` without the run's :class:`~lebm.loggers.MetricsTable`: a
+    ``validate``, ``test`` or ``predict`` command from a run's ``config.yaml`` leaves the fit's table
+    alone (``False`` when nothing is left)."""
+    if value is None or isinstance(value, bool):
+        return value
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    kept = [item for item in items if not (isinstance(_get(item, "class_path"), str) and _is_table(item))]
+    return kept if kept else False
+
+
+def _is_table(item: Any) -> bool:
+    return _get(item, "class_path").rsplit(".", 1)[-1] == "MetricsTable"
 
 
 def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None) -> None:

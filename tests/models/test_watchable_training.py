@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 from cases import CASES, MethodCase, toy_loader
 
@@ -61,3 +62,38 @@ def test_a_run_whose_last_epoch_validates_anyway_validates_once(tmp_path: Path) 
     )
     trainer.fit(CASES[0].build(), toy_loader(n_batches=2), toy_loader(n_batches=1))
     assert counter.epochs == [0, 1, 2]
+
+
+class StopAt(L.Callback):
+    """Asks training to stop after the first batch (as EarlyStopping or a last stage would)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        trainer.should_stop = True
+
+
+class ValidatedEpochs(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.epochs.append(trainer.current_epoch)
+
+
+@pytest.mark.parametrize(("min_epochs", "validated"), [(0, [0]), (3, [2])])
+def test_a_granted_stop_validates_once_and_an_ungranted_one_does_not(
+    tmp_path: Path, min_epochs: int, validated: list[int]
+) -> None:
+    seen = ValidatedEpochs()
+    trainer = quiet_trainer(
+        max_epochs=6,
+        min_epochs=min_epochs,
+        check_val_every_n_epoch=10,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        inference_mode=False,
+        num_sanity_val_steps=0,
+        callbacks=[StopAt(), seen],
+    )
+    trainer.fit(CASES[0].build(), toy_loader(n_batches=2), toy_loader(n_batches=1))
+    assert seen.epochs == validated  # the stop Lightning grants (after min_epochs) validates, no epoch before it
+    assert trainer.check_val_every_n_epoch == 10
