@@ -189,10 +189,3 @@ def build(config: Any) -> Any:
     if isinstance(config, list):
         return [build(item) for item in config]
     return config
-
-
-def rebuilt(obj: Any, **changes: Any) -> Any:
-    """A new component built as ``obj`` was, with ``changes`` to its arguments (checked by its
-    constructor): ``rebuilt(Langevin(60, 0.4), n_steps=200)`` is ``Langevin(200, 0.4)``."""
-    config = to_config(obj)
-    return build({**config, "init_args": {**(config.get("init_args") or {}), **changes}})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,9 +65,9 @@ def _cli_runs_in_the_tests_own_folder(
     README's first command cannot change what a test meets."""
     from tests.helpers import cli_runner
 
-    folders: list = []
+    folders: list[Path] = []
 
-    def folder() -> object:
+    def folder() -> Path:
         if not folders:
             folders.append(cli_runner.working_folder(tmp_path_factory.mktemp("cwd")))
         return folders[0]

@@ -19,13 +19,14 @@ import os
 from collections.abc import Mapping, Sequence
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lebm.atomic import replaced_atomically
 from lebm.callbacks.schedule import grid_epoch
 from lebm.metrics_table import MetricsTable
+from lebm.models.monitoring import matches, run_metric_names
 
 #: The plot's file name in the run folder.
 CURVES_FILE = "curves.png"
@@ -67,13 +68,33 @@ class LearningCurves(L.Callback):
         self.training = None if training is None else tuple(training)
         self._said_no_table = False
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Say once which targets name nothing the run logs (their lines would never be drawn)."""
+        if stage != "fit" or not self.targets:
+            return
+        names = run_metric_names(pl_module, trainer.callbacks)
+        unknown = [name for name in self.targets if names is not None and not matches(name, names)]
+        if unknown:
+            rank_zero_warn(
+                f"LearningCurves: the targets {unknown} name no value this run logs, so no line is drawn for them; "
+                f"it logs: {', '.join(names or ())}"
+            )
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if grid_epoch(trainer, self.every_n_epochs):
-            self.draw(trainer, pl_module)
+            self._draw_or_warn(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            self._draw_or_warn(trainer, pl_module)
+
+    def _draw_or_warn(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """:meth:`draw`; a failure (a full disk, a plotting error) is a warning: a picture must not
+        end the run before the epoch's checkpoint."""
+        try:
             self.draw(trainer, pl_module)
+        except Exception as error:
+            rank_zero_warn(f"LearningCurves could not draw curves.png: {error}; training goes on")
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule) -> str | None:
         """Redraw ``<run>/curves.png`` from the run's table; returns its path (None: no table)."""
@@ -114,12 +135,15 @@ def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[st
     axes = figure.subplots(rows, columns, squeeze=False)
     for panel, name in zip(axes.flat, names, strict=False):
         steps, values = table.series(name)
-        evaluation = not name.startswith("train/")
-        panel.plot(steps, values, marker="o" if evaluation else None, markersize=3, linewidth=1.0, color="C0")
+        finite = [(step, value) for step, value in zip(steps, values, strict=True) if math.isfinite(value)]
+        points = [step for step, _ in finite], [value for _, value in finite]
+        few = len(finite) <= 20 or not name.startswith("train/")  # single readings stay visible as dots
+        panel.plot(*points, marker="o" if few else None, markersize=3, linewidth=1.0, color="C0")
         if name in targets:
             panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=f"paper: {targets[name]:g}")
             panel.legend(loc="best", fontsize=8)
-        panel.set_title(name, fontsize=10)
+        skipped = len(values) - len(finite)
+        panel.set_title(f"{name} ({skipped} not finite)" if skipped else name, fontsize=10)
         panel.set_xlabel("training iteration", fontsize=8)
         panel.tick_params(labelsize=8)
         panel.grid(alpha=0.3)

@@ -6,6 +6,7 @@ read later, or beside one drawn with a longer chain, is not mistaken for another
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -14,17 +15,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from lebm.callbacks.plots import font
 from lebm.callbacks.schedule import grid_epoch, last_epoch
-from lebm.config import rebuilt
 from lebm.data.batches import batch_observations
 
-#: The caption's text size and line height in pixels.
-CAPTION_SIZE, CAPTION_LINE = 11, 14
+#: The caption's text size and line height in pixels, and the narrowest picture a caption gets.
+CAPTION_SIZE, CAPTION_LINE, CAPTION_MIN_WIDTH = 11, 14, 240
 
 
 def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarray:
@@ -42,19 +43,58 @@ def to_uint8_grid(images: Tensor, nrow: int = 8, min_size: int = 32) -> np.ndarr
 
 
 def chain_description(sampler: Any) -> str:
-    """``"Langevin 60 steps, size 0.4"`` for a sampler with ``n_steps`` and ``step_size``; its
-    class name otherwise; ``"exact"`` for None (a prior sampled without a chain)."""
+    """``"Langevin 60 steps, size 0.4"`` for a sampler with ``n_steps`` and a step size (the one it
+    runs with now: lowered by a divergence recovery, or adapted); a wrapper's (``PersistentChains``)
+    says so; its class name otherwise; ``"exact"`` for None (a prior sampled without a chain)."""
     if sampler is None:
         return "exact"
-    steps, size = getattr(sampler, "n_steps", None), getattr(sampler, "step_size", None)
-    name = type(sampler).__name__
-    if isinstance(steps, int) and isinstance(size, (int, float)):
+    core = stepping_sampler(sampler)
+    name = type(core).__name__ if core is sampler else f"{type(sampler).__name__} of {type(core).__name__}"
+    steps = getattr(core, "n_steps", None)
+    try:
+        size: float | None = core.current_step_size()
+    except (AttributeError, TypeError):
+        size = None
+    if isinstance(steps, int) and size is not None:
         return f"{name} {steps} steps, size {size:g}"
     return name
 
 
+def stepping_sampler(sampler: Any) -> Any:
+    """The sampler that runs the steps: a wrapper's (``PersistentChains``) inner one, else ``sampler``."""
+    inner = getattr(sampler, "sampler", None)
+    return inner if inner is not None and hasattr(inner, "n_steps") else sampler
+
+
+def longer_chain(sampler: Any, n_steps: int) -> Any | None:
+    """A copy of the sampler that runs ``sampler``'s steps, run for ``n_steps`` from fresh starts:
+    its step size as it is now (lowered, or adapted, in evaluation mode: no further adaptation);
+    None when it has no ``n_steps``."""
+    core = stepping_sampler(sampler)
+    if not isinstance(getattr(core, "n_steps", None), int):
+        return None
+    longer = copy.deepcopy(core)
+    longer.n_steps = n_steps
+    if isinstance(longer, torch.nn.Module):
+        longer.eval()
+    return longer
+
+
+def padded(images: Tensor, count: int) -> Tensor:
+    """``images`` ``(k, C, H, W)`` followed by white images up to ``count``."""
+    missing = count - len(images)
+    if missing <= 0:
+        return images
+    return torch.cat([images, torch.ones(missing, *images.shape[1:], dtype=images.dtype, device=images.device)])
+
+
 def with_caption(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
-    """``image`` ``(H, W, 3)`` uint8 under a white strip holding ``lines`` (wrapped to its width)."""
+    """``image`` ``(H, W, 3)`` uint8 under a white strip holding ``lines`` (wrapped to its width),
+    widened with white to :data:`CAPTION_MIN_WIDTH` pixels when narrower (a grid of one or two
+    small images)."""
+    if image.shape[1] < CAPTION_MIN_WIDTH:
+        margin = np.full((image.shape[0], CAPTION_MIN_WIDTH - image.shape[1], 3), 255, dtype=np.uint8)
+        image = np.concatenate([image, margin], axis=1)
     width, typeface = image.shape[1], font(CAPTION_SIZE)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     wrapped = [
@@ -160,10 +200,17 @@ class SampleGrid(L.Callback):
             return
         chain = getattr(pl_module, "generation_sampler", None)
         self._draw(trainer, pl_module, "samples", None, chain)
-        if self.long_chain_steps is not None and last_epoch(trainer) and hasattr(chain, "n_steps"):
-            long_chain = rebuilt(chain, n_steps=self.long_chain_steps)
-            key = f"samples_{type(chain).__name__.lower()}{self.long_chain_steps}"
-            self._draw(trainer, pl_module, key, long_chain, long_chain)
+        if self.long_chain_steps is None or not last_epoch(trainer):
+            return
+        longer = longer_chain(chain, self.long_chain_steps)
+        if longer is None:
+            rank_zero_warn(f"SampleGrid: {chain_description(chain)} has no n_steps, so no longer-chain grid is drawn")
+            return
+        key = f"samples_{type(longer).__name__.lower()}{self.long_chain_steps}"
+        try:
+            self._draw(trainer, pl_module, key, longer, longer)
+        except Exception as error:  # an extra picture must not end the run before its last checkpoint
+            rank_zero_warn(f"SampleGrid: the {self.long_chain_steps}-step grid failed ({error}); training goes on")
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str, sampler: Any, shown: Any) -> None:
         """Generate with ``sampler`` (None: the method's own chain) and log the captioned grid."""
@@ -207,7 +254,10 @@ class ReconstructionGrid(L.Callback):
         x = images.to(pl_module.device)
         with quiet_evaluation(pl_module):
             x_hat = pl_module.reconstruct(x)
-        rows = [torch.cat([x[i : i + self.nrow], x_hat[i : i + self.nrow]]) for i in range(0, len(x), self.nrow)]
+        rows = [
+            torch.cat([padded(x[i : i + self.nrow], self.nrow), padded(x_hat[i : i + self.nrow], self.nrow)])
+            for i in range(0, len(x), self.nrow)
+        ]  # a short last row padded: originals stay on odd rows
         sampler = getattr(pl_module, "posterior_sampler", None)
         inference = f"posterior chain: {chain_description(sampler)}" if sampler is not None else "inference network"
         caption = [

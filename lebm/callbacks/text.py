@@ -378,12 +378,16 @@ class TextGenerationMetrics(L.Callback):
 
     # ----------------------------------------------------------------------------- samples
     def _log_samples(self, trainer: L.Trainer, sentences: list[str], stage: str, folder: str | None) -> None:
-        """``<folder>/samples/<stage>_epoch<E>.txt``, and a W&B table ``{stage}/samples`` with a WandbLogger."""
+        """``<folder>/samples/<stage>_epoch<E>.txt`` (``validate_epoch<E>.txt`` for a ``validate``
+        outside ``fit``, which leaves the fit's files alone), and a W&B table ``{stage}/samples`` with
+        a WandbLogger."""
         epoch = trainer.current_epoch
+        state = getattr(getattr(trainer, "state", None), "fn", None)
+        prefix = "validate" if stage == "val" and state == TrainerFn.VALIDATING else stage
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_text(
                     key=f"{stage}/samples", columns=["epoch", "sentence"], data=[[epoch, s] for s in sentences]
                 )
         if folder is not None:
-            write_text_atomically(os.path.join(folder, "samples", f"{stage}_epoch{epoch:04d}.txt"), sentences)
+            write_text_atomically(os.path.join(folder, "samples", f"{prefix}_epoch{epoch:04d}.txt"), sentences)

@@ -112,15 +112,19 @@ def test_the_last_epoch_also_draws_samples_with_the_long_chain_named_in_the_file
 
 
 def test_grids_carry_a_caption_naming_rows_and_chain(tmp_path: Path) -> None:
+    import numpy as np
     from PIL import Image
 
-    callbacks = [SampleGrid(n=8, every_n_epochs=1), ReconstructionGrid(n=8, nrow=4, every_n_epochs=1)]
+    callbacks = [SampleGrid(n=8, every_n_epochs=1), ReconstructionGrid(n=6, nrow=4, every_n_epochs=1)]
     trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=callbacks, max_epochs=1)
     trainer.fit(tiny_model(), images(), images())
     for key, rows_of_images in (("samples", 1), ("reconstructions", 4)):
-        picture = Image.open(tmp_path / "images" / f"{key}_epoch0000.png")
-        grid_height = rows_of_images * (32 + 2) + 2  # 8x8 images drawn at 32 px, 2 px padding
-        assert picture.height > grid_height + 10  # a caption strip above the grid
+        picture = np.asarray(Image.open(tmp_path / "images" / f"{key}_epoch0000.png").convert("L"))
+        caption = picture[: picture.shape[0] - (rows_of_images * (32 + 2) + 2)]  # 8x8 images at 32 px, 2 px padding
+        assert caption.shape[0] > 10 and (caption < 128).any()  # a strip of dark text above the grid
+    grid = np.asarray(Image.open(tmp_path / "images" / "reconstructions_epoch0000.png").convert("L"))
+    last_reconstruction_row = grid[-34:-2]
+    assert (last_reconstruction_row[:, -68:] > 250).all()  # 6 images in rows of 4: the short rows padded white
 
 
 def test_chain_descriptions_and_captions_wrap_to_the_grid() -> None:
@@ -130,8 +134,23 @@ def test_chain_descriptions_and_captions_wrap_to_the_grid() -> None:
 
     assert chain_description(Langevin(20, 0.1)) == "Langevin 20 steps, size 0.1"
     assert chain_description(None) == "exact"
-    grid = np.zeros((40, 120, 3), dtype=np.uint8)
+    grid = np.zeros((40, 300, 3), dtype=np.uint8)
     one_line = with_caption(grid, ["short"])
-    wrapped = with_caption(grid, ["a caption much longer than one hundred and twenty pixels of text"])
-    assert one_line.shape[1] == wrapped.shape[1] == 120 and wrapped.shape[0] > one_line.shape[0] > 40
+    wrapped = with_caption(grid, ["a caption much longer than three hundred pixels of text " * 2])
+    assert one_line.shape[1] == wrapped.shape[1] == 300 and wrapped.shape[0] > one_line.shape[0] > 40
+    assert with_caption(grid[:, :32], ["a one-image grid"]).shape[1] == 240  # widened to hold its caption
     assert (one_line[-40:] == grid).all()  # the grid itself below, untouched
+
+
+def test_the_long_chain_runs_the_wrapped_sampler_at_its_current_step_size() -> None:
+    from lebm.callbacks.images import chain_description, longer_chain
+    from lebm.samplers import PersistentChains
+
+    chain = Langevin(20, 0.4)
+    chain.scale_step_size(0.5)  # as a divergence recovery lowers it
+    wrapped = PersistentChains(chain, [2], buffer_size=8)
+    longer = longer_chain(wrapped, 200)
+    assert type(longer) is Langevin and longer.n_steps == 200 and longer.current_step_size() == 0.2
+    assert chain.n_steps == 20  # the model's own chain is left as it was
+    assert chain_description(wrapped) == "PersistentChains of Langevin 20 steps, size 0.2"
+    assert longer_chain(object(), 200) is None

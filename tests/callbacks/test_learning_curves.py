@@ -62,6 +62,25 @@ def test_each_curve_is_its_logged_series_and_a_target_is_a_line() -> None:
     assert nll_panel.get_title() == "val/nll"
 
 
+def test_a_single_reading_is_a_dot_and_values_that_are_not_finite_are_left_out() -> None:
+    table = MetricsTable(".")
+    table.log_metrics({"train/loss": 2.0}, step=9)  # a 1-epoch run of 14 batches logs one row
+    for step, value in enumerate([1.0, float("inf"), 3.0, float("nan")]):
+        table.log_metrics({"val/nll": value}, step=20 + step)
+    loss_panel, nll_panel = curves_figure(table, ["train/loss", "val/nll"], {}, "run").axes[:2]
+    (loss,) = loss_panel.lines
+    assert loss.get_ydata().tolist() == [2.0] and loss.get_marker() == "o"
+    assert nll_panel.lines[0].get_ydata().tolist() == [1.0, 3.0]
+    assert nll_panel.get_title() == "val/nll (2 not finite)"
+
+
+def test_a_target_the_run_does_not_log_is_named_at_the_start(tmp_path: Path) -> None:
+    curves = LearningCurves(targets={"val/fid": 29.44, "val/nll": 50.0})
+    trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[curves], max_epochs=1)
+    with pytest.warns(UserWarning, match=r"targets \['val/fid'\] name no value this run logs"):
+        curves.setup(trainer, tiny_model(), "fit")
+
+
 def test_without_a_table_nothing_is_drawn(tmp_path: Path) -> None:
     trainer = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), max_epochs=1)
     assert LearningCurves().draw(trainer, tiny_model()) is None

@@ -386,3 +386,15 @@ def test_a_latent_ebm_with_a_text_decoder_is_scored(tmp_path, one_thread) -> Non
     assert set(callback.last_metrics) == {"fppl", "rppl", "distinct_sentences"}
     assert all(math.isfinite(value) and value > 0 for value in callback.last_metrics.values())
     assert len((tmp_path / "samples" / "val_epoch0000.txt").read_text().splitlines()) == 3
+
+
+def test_a_validate_outside_fit_leaves_the_fits_sample_files_alone(tmp_path) -> None:
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    callback = TextGenerationMetrics()
+    fitting = SimpleNamespace(loggers=[], current_epoch=0, state=SimpleNamespace(fn=TrainerFn.FITTING))
+    callback._log_samples(fitting, ["the fit's sentence"], "val", folder=str(tmp_path))
+    validating = SimpleNamespace(loggers=[], current_epoch=0, state=SimpleNamespace(fn=TrainerFn.VALIDATING))
+    callback._log_samples(validating, ["lebm validate's sentence"], "val", folder=str(tmp_path))
+    assert (tmp_path / "samples" / "val_epoch0000.txt").read_text() == "the fit's sentence\n"
+    assert (tmp_path / "samples" / "validate_epoch0000.txt").read_text() == "lebm validate's sentence\n"

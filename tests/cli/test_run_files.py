@@ -75,9 +75,37 @@ def test_a_recipes_paper_targets_reach_the_curves_and_every_run_gets_a_table(tmp
     assert quiet.trainer_settings["logger"] is False  # no logger asked: none added
 
 
-def test_the_paper_recipes_name_their_targets_for_the_curves() -> None:
+def test_a_recipes_paper_targets_are_values_its_callbacks_log() -> None:
     from lebm.cli.resolve import resolve_recipe
+    from lebm.config import build
 
-    for name in ("latent_ebm/svhn", "multistage_nce/svhn", "hierarchical/svhn", "dual_mcmc/cifar10"):
-        targets = resolve_recipe(cli_runner.REPO / "recipes" / f"{name}.yaml")["paper_targets"]
-        assert targets and all(key.startswith("val/") for key in targets), name
+    drawn = 0
+    for recipe in sorted(cli_runner.REPO.glob("recipes/*/[!_]*.yaml")):
+        text = recipe.read_text()
+        target_line = next((line for line in text.splitlines() if line.startswith("# Paper target:")), "")
+        if "paper_targets:" not in text:
+            assert not target_line.startswith("# Paper target: FID"), f"{recipe.name}: a FID target with no line"
+            continue
+        config = resolve_recipe(recipe)
+        built = (build(callback) for callback in config["trainer"]["callbacks"])
+        logged = {name for callback in built for name in getattr(callback, "logged_metric_names", None) or ()}
+        targets = set(config["paper_targets"])
+        assert targets <= logged, f"{recipe.name}: {sorted(targets - logged)} are not logged"
+        drawn += 1
+    assert drawn >= 11
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_evaluation_from_the_runs_config_leaves_its_table_and_a_new_run_gets_its_own(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    run_cli("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *SHORT, *quiet)
+    table = (run / "metrics.csv").read_bytes()
+    checkpoint = str(run / "checkpoints" / "last.ckpt")
+    config = str(run / "config.yaml")
+    run_cli("test", "-c", config, "--ckpt_path", checkpoint, "--trainer.limit_test_batches", "1", *quiet)
+    assert (run / "metrics.csv").read_bytes() == table  # lebm test logs to the run's loggers, not its table
+    other = tmp_path / "other"
+    run_cli("fit", "-c", config, "--trainer.default_root_dir", str(other), *quiet)
+    assert (run / "metrics.csv").read_bytes() == table
+    assert (other / "metrics.csv").is_file()  # a run started from another's config writes its own table

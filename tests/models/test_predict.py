@@ -303,7 +303,7 @@ def test_lebm_predict_writes_predictions_into_the_run_folder(tmp_path: Path) -> 
     common = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *QUIET]
     run_cli("fit", *common, *QUICK_FIT)
     checkpoint = str(run / "checkpoints" / "last.ckpt")
-    recipe_logger = common[:-4]  # the recipe's W&B logger, which predict leaves out unless asked
+    recipe_logger = ["-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run)]  # W&B, unless asked: none
     run_cli("predict", *recipe_logger, "--ckpt_path", checkpoint, "--trainer.limit_predict_batches", "1")
     folder = run / "predictions"
     assert sorted(path.name for path in folder.iterdir()) == ["predictions.pt", "reconstructions.png", "scores.csv"]

@@ -41,16 +41,16 @@ def test_the_progress_bar_shows_the_methods_losses_and_the_last_validation(case:
     assert trainer.check_val_every_n_epoch == 10  # given back when the run ended
 
 
-def test_a_run_whose_last_epoch_validates_anyway_validates_once(tmp_path: Path) -> None:
-    from lightning.pytorch import Callback
+class ValidatedEpochs(L.Callback):
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
 
-    class CountValidations(Callback):
-        epochs: list[int] = []
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        self.epochs.append(trainer.current_epoch)
 
-        def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-            self.epochs.append(trainer.current_epoch)
 
-    counter = CountValidations()
+def test_a_run_that_validates_every_epoch_validates_its_last_once(tmp_path: Path) -> None:
+    seen = ValidatedEpochs()
     trainer = quiet_trainer(
         max_epochs=3,
         check_val_every_n_epoch=1,
@@ -58,10 +58,10 @@ def test_a_run_whose_last_epoch_validates_anyway_validates_once(tmp_path: Path) 
         accelerator="cpu",
         inference_mode=False,
         num_sanity_val_steps=0,
-        callbacks=[counter],
+        callbacks=[seen],
     )
     trainer.fit(CASES[0].build(), toy_loader(n_batches=2), toy_loader(n_batches=1))
-    assert counter.epochs == [0, 1, 2]
+    assert seen.epochs == [0, 1, 2]
 
 
 class StopAt(L.Callback):
@@ -69,14 +69,6 @@ class StopAt(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         trainer.should_stop = True
-
-
-class ValidatedEpochs(L.Callback):
-    def __init__(self) -> None:
-        self.epochs: list[int] = []
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        self.epochs.append(trainer.current_epoch)
 
 
 @pytest.mark.parametrize(("min_epochs", "validated"), [(0, [0]), (3, [2])])
