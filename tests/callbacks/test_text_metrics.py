@@ -369,7 +369,7 @@ def test_two_process_ddp_logs_the_single_process_values(tmp_path, one_thread) ->
     assert single["val/distinct_sentences"] == pytest.approx(4 / 41)
     for key in ("val/fppl", "val/rppl", "val/distinct_sentences"):
         assert double[key] == pytest.approx(single[key], rel=1e-6), key
-    written = (tmp_path / "two" / "samples" / "val_epoch0000.txt").read_text().splitlines()
+    written = (tmp_path / "two" / "samples" / "validate_epoch0000.txt").read_text().splitlines()  # trainer.validate
     assert written == [" ".join(TEMPLATES[0])] * 3
 
 
