@@ -199,6 +199,16 @@ def save_record(output: Path, record: dict, identity: Callable[[dict], object]) 
         output.write_text(json.dumps(records, indent=2) + "\n")
 
 
+def apply_data_options(config: dict, options: list[str]) -> None:
+    """Apply the ``--set data.init_args.KEY=VALUE`` options to ``config``'s data (e.g. ``train_subset``),
+    so that the overlap and test readings see the data the run trained on."""
+    for item in options:
+        key, _, value = item.partition("=")
+        key = key.removeprefix("--")
+        if key.startswith("data.init_args."):
+            config["data"]["init_args"][key.removeprefix("data.init_args.")] = yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, nargs="+", default=[1, 9, 4, 5, 7])
@@ -225,6 +235,7 @@ def main() -> None:
         extra += ["--data.init_args.split", args.split]
     config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
     config["data"]["init_args"]["val_fraction"] = args.val_fraction
+    apply_data_options(config, args.set)
     k = last_k(config, args.recipe)
     fragments = "".join(f", with {f}" for f in args.fragments)
     name = Path(args.recipe).stem

@@ -112,6 +112,15 @@ def validation_split(
     return torch.cat(val).sort().values, torch.cat(test).sort().values
 
 
+def subset_of(indices: Tensor, share: float, seed: int) -> Tensor:
+    """A seeded ``share`` (0 < share <= 1) of ``indices``, sorted; all of them, unchanged, at 1."""
+    if share >= 1.0:
+        return indices
+    n_kept = max(1, int(round(share * len(indices))))
+    order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+    return indices[order[:n_kept]].sort().values
+
+
 class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     """MNIST with held-out digits as anomalies (see the module docstring for the protocol).
 
@@ -127,6 +136,9 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         split: ``disjoint`` (test digits are never training digits) or ``cited`` (the cited
             loader's draw, whose test split overlaps training; see the module docstring).
         train_fraction: share of the normal digits used for training.
+        train_subset: share of that training split kept (a seeded draw, ``seed`` + 2), for measuring
+            the metric against the training pool's size; 1 (the default) keeps all of it. The
+            test and validation splits do not change.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
             a validation split disjoint from the test split; 0 (the papers' protocol) validates on
             the test split.
@@ -155,6 +167,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         pool: Literal["full", "offline"] = "full",
         split: Literal["disjoint", "cited"] = "disjoint",
         train_fraction: float = 0.8,
+        train_subset: float = 1.0,
         val_fraction: float = 0.0,
         batch_size: int = 100,
         eval_batch_size: int | None = None,
@@ -176,6 +189,11 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         self.split = split
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+        if not 0.0 < train_subset <= 1.0:
+            raise ValueError(
+                f"train_subset must be in (0, 1] (the share of training digits kept; 1 keeps all), got {train_subset}"
+            )
+        self.train_subset = float(train_subset)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(
                 f"val_fraction must be in [0, 1) (the share of the evaluation pool set aside for validation), "
@@ -225,6 +243,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         pool = InMemoryImages(images, labels)
         draw = cited_anomaly_split if self.split == "cited" else anomaly_split
         train, test = draw(labels, self.anomaly_classes, self.train_fraction, self.seed)
+        train = subset_of(train, self.train_subset, self.seed + 2)
         self.test_overlap = split_overlap(train, test)
         val = test
         if self.val_fraction > 0:
