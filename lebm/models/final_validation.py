@@ -17,7 +17,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch import Callback
 
-from lebm.models.training_end import stop_granted_with_this_epoch, training_stops
+from lebm.models.training_end import stop_granted, training_stops
 
 
 class ValidateLastEpoch(Callback):
@@ -36,7 +36,7 @@ class ValidateLastEpoch(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
         last_batch = bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", False))
-        if trainer.should_stop and (training_stops(trainer) or (last_batch and stop_granted_with_this_epoch(trainer))):
+        if trainer.should_stop and (training_stops(trainer) or (last_batch and stop_granted(trainer, epochs_ending=1))):
             self._validate_this_epoch(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
