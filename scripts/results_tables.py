@@ -4,6 +4,8 @@ extra values of each record, the curves, all of the paper's rows, the commands).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from results_records import (
     MAX_COLUMNS,
     applies_to,
@@ -36,6 +38,9 @@ EXTRA_VALUES = {
 CURVE_KEY = "auprc_by_epoch"
 #: The header of the narrow table every experiment gets.
 NARROW_HEADER = ["method", "setting", "ours", "paper", "ratio", "budget", "device", "date"]
+#: An experiment whose records hold more metrics than this gets a pivot table instead (a row per
+#: method and setting, a column per metric) when no paper quotes it.
+PIVOT_METRICS = 4
 
 
 def lookup_value(record: dict, key: str) -> float | None:
@@ -87,17 +92,41 @@ def sources_line(ours: list[dict], published: list[dict]) -> str:
     return metric + f"Paper: {rows}; ratio: ours / paper."
 
 
+def pivot_tables(ours: list[dict]) -> list[str]:
+    """A row per method and setting, a column per metric (tables of at most :data:`MAX_COLUMNS`
+    columns), each cell the record's value with its spread."""
+    metrics = list(dict.fromkeys(r["metric"] for r in sorted(ours, key=lambda r: r["metric"])))
+    variants = list(dict.fromkeys((r["method"], setting(r)) for r in sorted(ours, key=order)))
+    cell = {(r["method"], setting(r), r["metric"]): fmt(r) for r in ours}
+    lines = []
+    for part in chunks(metrics, MAX_COLUMNS - 2):
+        rows = [[method, name, *(cell.get((method, name, m), "–") for m in part)] for method, name in variants]
+        lines += [*markdown_table(["method", "setting", *[f"`{m}`" for m in part]], rows), ""]
+    return lines
+
+
+def figures(ours: list[dict]) -> list[str]:
+    """The figures the records name (``figure``: a path relative to ``docs/``), once each."""
+    named = dict.fromkeys(r["figure"] for r in sorted(ours, key=order) if r.get("figure"))
+    return [line for path in named for line in (f"![{Path(path).stem}]({path})", "")]
+
+
 def experiment_section(experiment: str, ours: list[dict], published: list[dict], plot: str | None) -> list[str]:
-    """The section of ``docs/results.md`` for one experiment: the narrow table, its plot, a link
-    to the details."""
+    """The section of ``docs/results.md`` for one experiment: the narrow table (or the pivot table
+    of an experiment of many metrics and no paper), its plot and figures, a link to the details."""
     with_metric = several_metrics(ours)
     with_paper = any(paper_for(r, published) is not None for r in ours)
-    header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
-    ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
-    rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
-    lines = [f"## {experiment}", "", sources_line(ours, published), "", *markdown_table(header, rows), ""]
+    lines = [f"## {experiment}", "", sources_line(ours, published), ""]
+    if not with_paper and len({r["metric"] for r in ours}) > PIVOT_METRICS:
+        lines += pivot_tables(ours)
+    else:
+        header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
+        ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
+        rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
+        lines += [*markdown_table(header, rows), ""]
     if plot is not None:
         lines += [f"![{experiment}: {CURVE_KEY} of each record, the paper's value dashed]({plot})", ""]
+    lines += figures(ours)
     details = "full budgets, commands, the paper's other rows"
     lines += [f"Details: [{details}](results/details.md#{experiment}).", ""]
     return lines

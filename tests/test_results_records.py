@@ -161,6 +161,28 @@ def test_an_experiment_gets_one_narrow_table_with_the_papers_value_and_the_ratio
     assert "| method | setting | ours | budget | device | date |" in no_paper  # no empty columns
 
 
+def test_an_experiment_of_many_metrics_gets_a_pivot_table_and_the_figure_its_records_name() -> None:
+    module = make_results_md()
+    metrics = ["pixel_fd", "test_mse", "auroc", "rhat", "acceptance", "seconds"]
+    ours = [
+        {
+            "experiment": "sampler_study",
+            "method": "LatentEBM",
+            "setting": f"digits: {arm}",
+            "metric": metric,
+            "value": index + 0.5 * column,
+            "figure": "images/sampler_study.png",
+        }
+        for index, arm in enumerate(["ula", "mala"])
+        for column, metric in enumerate(metrics)
+    ]
+    text = module.render(ours, []).replace("\u00a0", " ")
+    header = "| method | setting | `acceptance` | `auroc` | `pixel_fd` | `rhat` | `seconds` | `test_mse` |"
+    assert header in text  # the metrics in columns, sorted
+    assert "| LatentEBM | digits: mala | 3.000 | 2.000 | 1.000 | 2.500 | 3.500 | 1.500 |" in text.splitlines()
+    assert text.count("![sampler_study](images/sampler_study.png)") == 1  # named by every record, shown once
+
+
 def test_details_hold_the_curve_the_terms_and_every_papers_row() -> None:
     module = make_results_md()
     record = {"method": "JointHierarchicalEBM", "experiment": "mnist_anomaly_selection", "metric": "auprc"}

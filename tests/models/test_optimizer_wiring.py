@@ -9,9 +9,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
-from cases import DATA, LATENT, toy_decoder
+from cases import DATA, LATENT, toy_decoder, toy_loader
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 
 from lebm.models import (
     DualMCMC,
@@ -125,9 +128,10 @@ def test_adam_with_decay_reads_each_nets_settings_by_its_name() -> None:
     assert [o.param_groups[0]["weight_decay"] for o in optimizers] == [0.0, 1e-4, 1e-4]
     assert all(o.param_groups[0]["betas"] == (0.1, 0.8) for o in optimizers)
     assert all(o.param_groups[0]["params"][0] is nets[n].weight for o, n in zip(optimizers, nets, strict=True))
-    assert [s.optimizer for s in schedulers] == optimizers
+    assert [s["scheduler"].optimizer for s in schedulers] == optimizers
+    assert [s["name"] for s in schedulers] == ["lr-decoder", "lr-ratio-0", "lr-ratio-1"]  # LearningRateMonitor's
     for scheduler in schedulers:
-        scheduler.step()
+        scheduler["scheduler"].step()
     assert [o.param_groups[0]["lr"] for o in optimizers] == [5e-4, 1e-3, 1e-3]  # lr * lr_decay per epoch
 
 
@@ -146,4 +150,40 @@ def test_each_method_gives_each_net_its_own_rate_in_step_order(
 ) -> None:
     optimizers, schedulers = build(**rates, lr_decay=0.9).configure_optimizers()
     assert [o.param_groups[0]["lr"] for o in optimizers] == expected
-    assert [s.gamma for s in schedulers] == [0.9] * len(optimizers)
+    assert [s["scheduler"].gamma for s in schedulers] == [0.9] * len(optimizers)
+
+
+@pytest.mark.parametrize(
+    ("build", "names"),
+    [
+        (latent_ebm, ["lr-decoder", "lr-prior"]),
+        (multistage_nce, ["lr-decoder", "lr-ratio-0", "lr-ratio-1"]),
+        (dual_mcmc, ["lr-decoder", "lr-encoder", "lr-energy"]),
+    ],
+    ids=["LatentEBM", "MultiStageNCE", "DualMCMC"],
+)
+def test_the_learning_rate_monitor_names_each_net(build: Any, names: list[str]) -> None:
+    """``LearningRateMonitor`` logs ``lr-decoder``, ``lr-prior``, ... not ``lr-Adam``, ``lr-Adam-1``."""
+    logged: list[str] = []
+
+    class Names(Logger):
+        name, version = "names", 0
+
+        def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+            logged.extend(metrics)
+
+        def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    trainer = L.Trainer(
+        max_steps=4,  # Multi-stage NCE: two stages of two iterations
+        logger=Names(),
+        callbacks=[LearningRateMonitor()],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(build(), toy_loader())
+    assert sorted(name for name in set(logged) if name.startswith("lr-")) == sorted(names)
