@@ -2,12 +2,16 @@
 
 The temporary file lives beside the target, so the final ``os.replace`` is a rename on one file
 system (atomic on POSIX), never a copy: a reader, or a run killed halfway, sees the old file or the
-new one, never half of one. Its content is flushed to the disk before the rename. The new file gets
-the permissions a plain ``open`` would give it (``0o666`` less the process's umask).
+new one, never half of one. Its content is flushed to the disk before the rename, and the folder
+after it (where the system allows: :func:`sync_folder`), so the new name survives a crash too. On
+any failure (a full disk, an error of the writer) the temporary file is removed and the target
+is as it was. The new file gets the permissions a plain ``open`` would give it (``0o666`` less the
+process's umask).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -32,6 +36,22 @@ def replaced_atomically(path: str | os.PathLike, mode: str = "w", **open_kwargs:
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
-        if os.path.exists(temporary):
+        with contextlib.suppress(OSError):  # the error that stopped the write is the one to report
             os.remove(temporary)
         raise
+    sync_folder(folder)
+
+
+def sync_folder(folder: str) -> None:
+    """Flush ``folder``'s entries (a rename into it) to the disk, where the system allows it (POSIX;
+    Windows and some network file systems cannot open a folder: nothing is done there)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)

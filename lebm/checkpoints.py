@@ -94,3 +94,78 @@ def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> Non
     """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint
     (:class:`CheckpointNotPlain` when it is intact but holds objects ``weights_only`` refuses)."""
     read_checkpoint(path, weights_only=weights_only)
+
+
+#: The key of the lebm version that wrote a checkpoint (``lebm.__version__``; absent from those of 0.2.0 and earlier).
+VERSION_KEY = "lebm_version"
+
+
+def writer_version(checkpoint: Any) -> str | None:
+    """The lebm version that wrote ``checkpoint`` (a checkpoint's contents), or None when it does not say."""
+    version = checkpoint.get(VERSION_KEY) if isinstance(checkpoint, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def is_newer(version: str | None) -> bool:
+    """Whether ``version`` is a release after the lebm installed here (False when unknown or unreadable)."""
+    from packaging.version import InvalidVersion, Version
+
+    from lebm.version import __version__
+
+    if version is None:
+        return False
+    try:
+        return Version(version) > Version(__version__)
+    except InvalidVersion:
+        return False
+
+
+def newer_writer_message(path: Any, version: str) -> str:
+    """The line for a checkpoint written by a newer lebm than the one installed."""
+    from lebm.version import __version__
+
+    return (
+        f"{path} was written by lebm {version}, newer than this lebm ({__version__}): it may hold settings or parts "
+        f"this version reads differently or not at all; install lebm {version} or newer to use it "
+        "(lebm --version says which you have)"
+    )
+
+
+def missing_class_message(path: Any, class_path: str, version: str | None) -> str:
+    """The line for a checkpoint naming ``class_path``, which this lebm cannot import: which class,
+    which lebm wrote the checkpoint (``version``; None: it did not say), and what to install
+    (``class_path`` may say the path it was read as: ``lebm.x.Old (read as lebm.y.Old)``)."""
+    from lebm.version import __version__
+
+    lacks = f"{path} names {class_path}, which this lebm ({__version__}) does not have"
+    if version is not None and is_newer(version):
+        return f"{lacks}: the checkpoint was written by lebm {version}; install lebm {version} or newer to load it"
+    writer = f"lebm {version}" if version else "an lebm of 0.2.0 or earlier, which did not record its version"
+    own = "if the class is yours, make its module importable (install it, or add its folder to PYTHONPATH)"
+    if class_path.split(".")[0] != "lebm":
+        return f"{lacks} (the checkpoint was written by {writer}): {own}"
+    return (
+        f"{lacks} (the checkpoint was written by {writer}): install the lebm that wrote it"
+        f"{f' ({version})' if version else ''} to load it; {own}"
+    )
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised by the function calling this one point at the
+    first caller outside lebm, Lightning, torch and the standard library's ``contextlib``: the user's
+    own line (``model = lebm.load(path)``, ``trainer.fit(model, ckpt_path=...)``), not a library's."""
+    import contextlib
+    import importlib.util
+    import sys
+
+    roots = [os.path.dirname(contextlib.__file__) + os.sep + "contextlib.py"]
+    for package in ("lebm", "lightning", "lightning_fabric", "torch"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            roots.extend(os.path.join(location, "") for location in spec.submodule_search_locations)
+    frame = sys._getframe(1)  # the function that warns: stacklevel 1
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(tuple(roots)):
+        frame = frame.f_back
+        level += 1
+    return level

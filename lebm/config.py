@@ -164,9 +164,30 @@ def current_class_path(path: str) -> str:
     return path
 
 
+class MissingClass(ValueError):
+    """A class path whose module or name does not exist here (another lebm version wrote it, or a
+    module of the user's that is not installed); ``class_path`` is the path as it was given,
+    ``read_as`` the path it was read as (:func:`current_class_path`: the same unless it moved)."""
+
+    def __init__(self, message: str, class_path: str, read_as: str | None = None) -> None:
+        super().__init__(message)
+        self.class_path = class_path
+        self.read_as = read_as or class_path
+
+    @property
+    def named(self) -> str:
+        """The class as a message names it: ``lebm.x.Old (read as lebm.y.Old)`` when it was read as another path."""
+        return self.class_path if self.read_as == self.class_path else f"{self.class_path} (read as {self.read_as})"
+
+
 def import_object(class_path: str) -> Any:
     """Import ``package.module.Name`` and return ``Name`` (a path that a checkpoint of an earlier
-    lebm version names is read as the current one: :func:`current_class_path`)."""
+    lebm version names is read as the current one: :func:`current_class_path`).
+
+    Raises:
+        MissingClass: the module or the name does not exist (a ``ValueError``).
+        ValueError: the path is not dotted, or its module fails to import for another reason.
+    """
     current = current_class_path(class_path)
     module_name, _, name = current.rpartition(".")
     if not module_name:
@@ -175,7 +196,12 @@ def import_object(class_path: str) -> Any:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as error:
         read_as = f" (read as {current!r})" if current != class_path else ""
-        raise ValueError(f"cannot import {class_path!r}{read_as}: {error}") from error
+        message = f"cannot import {class_path!r}{read_as}: {error}"
+        missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+        missing_module = bool(missing) and f"{module_name}.".startswith(f"{missing}.")
+        if isinstance(error, AttributeError) or missing_module:
+            raise MissingClass(message, class_path, current) from error
+        raise ValueError(message) from error
 
 
 def build(config: Any) -> Any:

@@ -86,3 +86,34 @@ def check_device_settings(accelerator: Any, devices: Any, precision: Any) -> Non
             "instructions) runs many times slower than 32-true (29x measured: docs/performance.md); use 32-true here",
             stacklevel=2,
         )
+
+
+def check_map_location(map_location: Any) -> None:
+    """Raise ``ValueError`` in one line when ``map_location`` (as ``torch.load`` and
+    ``load_from_checkpoint`` take it: a device, its name, or a ``{saved: wanted}`` mapping of names)
+    names a device this machine does not have; callables and anything else are left to torch."""
+    if isinstance(map_location, dict):
+        for wanted in map_location.values():
+            check_map_location(wanted)
+        return
+    if not isinstance(map_location, (str, torch.device)):
+        return
+    try:
+        device = torch.device(map_location)
+    except RuntimeError:
+        raise ValueError(
+            f"map_location={map_location!r} is not a device: pass map_location='cpu' (or 'cuda', 'cuda:1', ...)"
+        ) from None
+    given = f"map_location={map_location!r}" if isinstance(map_location, str) else f"map_location={device}"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{given} but this machine has no CUDA device: pass map_location='cpu'")
+        if device.index is not None and device.index >= count:
+            names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+            raise ValueError(
+                f"{given} but this machine has {count} CUDA device{'s' if count > 1 else ''} ({names}): "
+                "pass map_location='cuda:0' (or 'cpu')"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{given} but this machine has no Apple MPS device: pass map_location='cpu'")

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from lebm.atomic import replaced_atomically
 from lebm.metrics_table import MetricsTable
 
 __all__ = ["MetricsTable", "WandbLogger", "wandb_credentials_available"]
@@ -71,6 +72,5 @@ class WandbLogger(_LightningWandbLogger):
         super().log_metrics(metrics, step)
         if step is not None and step > self._last_step:
             self._last_step = step
-            os.makedirs(os.path.dirname(self._step_file), exist_ok=True)
-            with open(self._step_file, "w") as handle:
+            with replaced_atomically(self._step_file, "w") as handle:
                 handle.write(str(step))

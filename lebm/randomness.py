@@ -5,9 +5,11 @@ chains' draws) comes from its **training stream**, a ``torch.Generator`` seeded 
 seed and the process's global rank. So under DDP each rank draws different negatives and
 posterior starts, a run is reproduced by the same seed and world size, and rank 0 of a multi-GPU
 run draws what a single-process run draws. Evaluation draws from an **evaluation stream**
-reseeded from ``(seed, rank, epoch)`` at every evaluation, so validating more or less often does
-not change training. The user API (``generate``, ``infer``, ...) called without a ``generator``
-uses torch's global RNG, as any PyTorch code does.
+reseeded from ``(seed, rank, global step)`` at every evaluation, so validating more or less often
+does not change training, and the same weights evaluate alike however they are reached:
+``trainer.validate`` right after ``fit`` and ``lebm validate`` on the checkpoint that fit saved
+read the same step (the checkpoint keeps it), so the same numbers. The user API (``generate``,
+``infer``, ...) called without a ``generator`` uses torch's global RNG, as any PyTorch code does.
 
 A checkpoint keeps every rank's training-stream state and torch's global RNG state (dropout draws
 from it); resuming restores them. The data order and augmentation depend only on (seed, epoch,
@@ -108,10 +110,10 @@ class RandomStreams:
             torch.cuda.set_rng_state(restored["global_cuda"], device)
         return True
 
-    def start_evaluation(self, device: torch.device, rank: int, epoch: int) -> None:
-        """Reseed the evaluation stream from ``(seed, rank, epoch)``."""
+    def start_evaluation(self, device: torch.device, rank: int, step: int) -> None:
+        """Reseed the evaluation stream from ``(seed, rank, step)`` (the method's global step)."""
         seed = self.seed if self.seed is not None else run_seed()
-        self.eval = _new_generator(device, derive_seed(seed, rank, _EVAL, epoch))
+        self.eval = _new_generator(device, derive_seed(seed, rank, _EVAL, step))
 
     # ---------------------------------------------------------------------------- checkpoints
     def local_state(self, device: torch.device, rank: int) -> dict[str, Tensor]:

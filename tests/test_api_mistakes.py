@@ -78,6 +78,30 @@ MISTAKES: dict[str, tuple[str, Callable[[Any, Any], Any], type[Exception], str]]
         TypeError,
         "must be floating point",
     ),
+    "joint_energy with fewer latents than observations": (
+        "images",
+        lambda m, _: m.joint_energy(torch.zeros(4, 1, 8, 8), torch.zeros(3, 16)),
+        ValueError,
+        "joint_energy(x, z): z must have shape (4, 16) for 4 observations, got (3, 16): pass one latent per",
+    ),
+    "joint_energy with latents of another size": (
+        "images",
+        lambda m, _: m.joint_energy(torch.zeros(4, 1, 8, 8), torch.zeros(4, 15)),
+        ValueError,
+        "got (4, 15): pass latents of the model's prior, 16 numbers each",
+    ),
+    "joint_energy with NaN latents": (
+        "images",
+        lambda m, _: m.joint_energy(torch.zeros(2, 1, 8, 8), torch.full((2, 16), float("nan"))),
+        ValueError,
+        "z holds NaN or infinite values",
+    ),
+    "joint_energy with images of another size": (
+        "images",
+        lambda m, _: m.joint_energy(torch.zeros(2, 1, 9, 9), torch.zeros(2, 16)),
+        ValueError,
+        "joint_energy(x, z): the model reads observations of shape (B, 1, 8, 8)",
+    ),
     "a text instead of an energy": (
         "toy",
         lambda m, _: Langevin(5, 0.1)("energy", torch.zeros(3, 2)),
@@ -94,6 +118,30 @@ def test_a_mistake_gets_a_message_with_the_fix(case: str, request: pytest.Fixtur
     with pytest.raises(error) as raised:
         call(model, None)
     assert message in str(raised.value)
+
+
+def test_joint_energy_of_right_inputs_is_one_value_per_example(images: Any) -> None:
+    x, z = torch.zeros(3, 1, 8, 8), torch.randn(3, 16)
+    energy = images.joint_energy(x.numpy(), z.double())  # arrays and float64 latents are taken as the model's
+    assert energy.shape == (3,) and energy.dtype == torch.float32 and bool(torch.isfinite(energy).all())
+
+
+def test_generate_refuses_more_samples_than_memory_holds_before_drawing_any(
+    images: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine of 1 MB: 10,000 samples of 8x8 float32 (2.56 MB) are refused in one line naming the
+    size and the batches to draw; 100 (26 KB) are drawn."""
+    monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
+    drawn = []
+    monkeypatch.setattr(images.prior, "sample", lambda n, **kwargs: drawn.append(n) or torch.zeros(n, 16))
+    with pytest.raises(
+        ValueError,
+        match=r"generate\(n=10000\): the samples alone take 2.6 MB .* of the 1.0 MB of cpu memory: draw them in "
+        r"batches",
+    ):
+        images.generate(10_000)
+    assert drawn == []  # refused before any chain ran
+    assert images.generate(100).shape == (100, 1, 8, 8)
 
 
 @pytest.mark.parametrize(

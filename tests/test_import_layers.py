@@ -16,9 +16,17 @@ ROOT = Path(__file__).resolve().parents[1] / "lebm"
 #: group of the same layer (groups of one layer are siblings that know nothing of each other).
 LAYERS: list[list[str]] = [
     ["lebm.version"],
-    ["lebm.config", "lebm.compat", "lebm.randomness", "lebm.distributed", "lebm.devices", "lebm.atomic"],
+    [
+        "lebm.config",
+        "lebm.compat",
+        "lebm.randomness",
+        "lebm.distributed",
+        "lebm.devices",
+        "lebm.atomic",
+        "lebm.arguments",
+    ],
     ["lebm.metrics_table"],
-    ["lebm.loggers", "lebm.checkpoints"],
+    ["lebm.loggers", "lebm.checkpoints", "lebm.checkpoint_io"],
     ["lebm.data"],
     ["lebm.data.images", "lebm.data.text", "lebm.data.toy"],
     ["lebm.data.tasks"],

@@ -51,6 +51,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, default_collate
 
+from lebm.atomic import replaced_atomically
 from lebm.callbacks.images import log_image
 from lebm.callbacks.long_chains import (
     ChainPart,
@@ -436,9 +437,14 @@ class ChainDiagnostics(L.Callback):
             if self.plot:
                 key = "diagnostics/chains" if stage == "fit" else "diagnostics/chains_test"
                 log_image(trainer, key, diagnostics_plot(evaluation["results"]))
-            os.makedirs(trainer.default_root_dir, exist_ok=True)
-            with open(os.path.join(trainer.default_root_dir, JSONL_NAME), "a") as file:
-                file.write(json.dumps(record) + "\n")
+            path = os.path.join(trainer.default_root_dir, JSONL_NAME)
+            try:  # the records so far, and this one: the file is replaced whole, never left half-written
+                with open(path, encoding="utf-8") as file:
+                    earlier = file.read()
+            except FileNotFoundError:
+                earlier = ""
+            with replaced_atomically(path, "w", encoding="utf-8") as file:
+                file.write(earlier + json.dumps(record) + "\n")
 
 
 def first_examples(loader: Any, n: int) -> Any:

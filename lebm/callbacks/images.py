@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from lebm.atomic import replaced_atomically
 from lebm.callbacks.plots import font
 from lebm.callbacks.schedule import grid_epoch, last_epoch
 from lebm.data.batches import batch_observations
@@ -127,7 +128,8 @@ def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str:
     folder = os.path.join(trainer.default_root_dir, "images")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png")
-    Image.fromarray(image).save(path)
+    with replaced_atomically(path, "wb") as file:
+        Image.fromarray(image).save(file, format="PNG")
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
             logger.log_image(key=key, images=[image])  # W&B keeps its own monotonic step

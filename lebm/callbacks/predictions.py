@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
 
+from lebm.atomic import replaced_atomically
 from lebm.callbacks.images import to_uint8_grid
 
 __all__ = ["OUTPUT_FILES", "PREDICTIONS_DIR", "PredictionWriter", "merge_predictions", "remove_earlier_predictions"]
@@ -187,7 +188,8 @@ class PredictionWriter(BasePredictionWriter):
         returns the paths."""
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"predictions{suffix}.pt")
-        torch.save(predictions, path)
+        with replaced_atomically(path, "wb") as file:
+            torch.save(predictions, file)
         written = [path]
         scores = predictions.get("scores")
         if isinstance(scores, Tensor):
@@ -217,7 +219,7 @@ class PredictionWriter(BasePredictionWriter):
         labels = predictions.get("labels")
         labelled = isinstance(labels, Tensor) and len(labels) == len(scores)
         path = os.path.join(folder, f"scores{suffix}.csv")
-        with open(path, "w", newline="") as handle:
+        with replaced_atomically(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["index", "score", *(["label"] if labelled else [])])
             for row, (i, score) in enumerate(zip(index, scores.tolist(), strict=True)):
@@ -226,7 +228,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def _write_grid(self, folder: str, name: str, images: Tensor) -> str:
         path = os.path.join(folder, name)
-        Image.fromarray(to_uint8_grid(images, self.nrow)).save(path)
+        with replaced_atomically(path, "wb") as file:
+            Image.fromarray(to_uint8_grid(images, self.nrow)).save(file, format="PNG")
         return path
 
 
@@ -236,6 +239,6 @@ def _score_column(scores: Any, n: int) -> list[str]:
 
 def _write_lines(folder: str, name: str, lines: Sequence[str]) -> str:
     path = os.path.join(folder, name)
-    with open(path, "w", encoding="utf-8") as handle:
+    with replaced_atomically(path, "w", encoding="utf-8") as handle:
         handle.writelines(f"{line}\n" for line in lines)
     return path

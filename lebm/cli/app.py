@@ -24,6 +24,8 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 - components built from a config (the user's own modules included) are recorded in the
   checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
 - a diverged run stops with the guard's message (exit code 1), not a traceback;
+- checkpoints are written whole beside their names (``lebm.checkpoint_io``), and one that cannot be
+  written (a full disk) stops the run with one line: the folder, the space needed, how to resume;
 - no run is lost, and no run folder locks itself (``lebm.cli.run_folder``): ``fit`` refuses a
   folder that holds a started run (a checkpoint) unless told to resume (``--ckpt_path last``, or
   ``auto``: resume from the newest intact checkpoint if there is one) or to ``--overwrite``; the
@@ -57,8 +59,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from lebm.atomic import replaced_atomically
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.callbacks.predictions import PredictionWriter
+from lebm.checkpoint_io import CheckpointNotSaved, with_atomic_checkpoints
 from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
@@ -215,7 +219,7 @@ class RunConfigSaved(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         header = "".join(takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
         recorded = without_filled_checkpoint_folders(as_given(yaml.safe_load(text), self.config.as_dict()))
-        with open(path, "w") as handle:
+        with replaced_atomically(path, "w") as handle:
             handle.write(
                 header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
             )
@@ -392,6 +396,15 @@ class LebmCLI(LightningCLI):
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
 
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """Lightning's Trainer, whose checkpoints are written whole beside their names
+        (:class:`lebm.checkpoint_io.AtomicCheckpointIO` among its ``plugins``, unless the run gives a
+        checkpoint I/O of its own)."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        given = kwargs.pop("plugins", config["trainer"].get("plugins"))
+        config["trainer"]["plugins"] = with_atomic_checkpoints(given)
+        return super().instantiate_trainer(**kwargs)
+
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
@@ -414,8 +427,7 @@ class LebmCLI(LightningCLI):
         run = getattr(self, "_wandb_run", None)
         if run is not None and self.trainer.is_global_zero:
             run_dir, run_id = run
-            os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
+            with replaced_atomically(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
                 handle.write(run_id)
         trainer_flags.name_extra_last_checkpoints(self.trainer.checkpoint_callbacks)
         if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None and not self._smoke_test:
@@ -583,14 +595,14 @@ def run(args: list[str] | None) -> None:
             "Lightning loads only when told to trust the file: a callback or your code stored it in the checkpoint "
             "(store plain Python numbers, e.g. float(x), to avoid it). If the file is yours, add --weights_only false"
         )
-    except TrainingDiverged as error:
+    except (TrainingDiverged, CheckpointNotSaved) as error:
         sys.stderr.write(f"\nlebm: {error}\n")  # on a line of its own, after a progress bar
         raise SystemExit(1) from None
     except SIGTERMException:
         sys.stderr.write("lebm: stopped by SIGTERM; a resumable checkpoint was saved: resume with --ckpt_path last\n")
         raise SystemExit(EXIT_SIGTERM) from None
     except (MisconfigurationException, RuntimeError) as error:  # a monitored name that was not logged
-        message = trainer_flags.unlogged_monitor(error)
+        message = trainer_flags.unlogged_monitor(error) or trainer_flags.too_small_share(error)
         if message is None:
             raise
         sys.stderr.write("\n")  # after a progress bar

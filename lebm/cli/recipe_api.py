@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,13 @@ class RecipeBuild(LebmCLI):
         self.recipe_callbacks = list(values.pop("callbacks", None) or [])
         self.trainer_settings = {**values, **kwargs}
         return trainer
+
+    def after_instantiate_classes(self) -> None:
+        """The command sets its integer batch limits (``1`` is one batch, not the whole epoch) on the
+        built Trainer, since the parser reads them as floats: the settings take the same values, so
+        that ``L.Trainer(**recipe.trainer_settings)`` trains what ``lebm fit`` trains."""
+        super().after_instantiate_classes()
+        self.trainer_settings.update(getattr(self, "_batch_limits", {}))
 
     def resolved_config(self) -> dict[str, Any]:
         """The parsed config as plain data (what ``config.yaml`` holds)."""
@@ -120,7 +128,9 @@ def from_recipe(name: str, overrides: Mapping[str, Any] | Sequence[str] | None =
         raise RecipeError(misspelt)
     messages = io.StringIO()
     try:
-        with contextlib.redirect_stderr(messages):
+        # the args are lebm's, whatever the Python program's own sys.argv holds: no warning about both
+        with contextlib.redirect_stderr(messages), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             built = RecipeBuild(args=expanded[1:], run=False)
     except SystemExit:
         text = messages.getvalue().strip().splitlines()

@@ -31,14 +31,42 @@ class RecipeError(ValueError):
     """A recipe file that cannot be read or composed."""
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader refusing a key written twice in one mapping (YAML keeps the last value in
+    silence, so the first is lost without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges may repeat
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is written twice, at lines {seen[key]} and {line}",
+                    key_node.start_mark,
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_recipe(path: Path) -> dict:
-    """The top-level mapping of a recipe file (empty for an empty file)."""
+    """The top-level mapping of a recipe file (empty for an empty file); a key written twice in one
+    mapping is refused with both lines."""
     try:
         text = path.read_text()
     except OSError as error:
         raise RecipeError(f"cannot read the recipe {path}: {error.strerror or error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
+    except yaml.constructor.ConstructorError as error:
+        if "is written twice" not in str(error.problem):
+            raise RecipeError(describe_yaml_error(path, text, error)) from None
+        raise RecipeError(f"{path}: {error.problem}; keep one (YAML would keep the last in silence)") from None
     except yaml.YAMLError as error:
         raise RecipeError(describe_yaml_error(path, text, error)) from None
     if data is None:
@@ -56,11 +84,31 @@ def describe_yaml_error(path: Path, text: str, error: yaml.YAMLError) -> str:
     problem = getattr(error, "problem", None) or str(error)
     if mark is None:
         return f"{path} is not valid YAML: {problem}"
-    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
     where = f"{path}:{mark.line + 1}"
     if "\t" in line[: mark.column + 1] or "'\\t'" in problem:
         return f"{where}: a tab character; YAML indents with spaces only (replace the tab by spaces)"
-    return f"{where}:{mark.column + 1}: {problem} (not valid YAML){': ' + line.strip() if line.strip() else ''}"
+    opened = _unclosed_bracket(error)
+    if opened and "<stream end>" in problem:  # the file ended inside the bracket: name where it opened
+        at, bracket = opened
+        opening = lines[at[0] - 1].strip() if at[0] - 1 < len(lines) else ""
+        return (
+            f"{path}:{at[0]}:{at[1]}: this {bracket} is never closed (YAML reached the end of the file looking for "
+            f"its end): {opening}"
+        )
+    hint = f" (is the {opened[1]} opened at line {opened[0][0]} closed?)" if opened else ""
+    return f"{where}:{mark.column + 1}: {problem} (not valid YAML){': ' + line.strip() if line.strip() else ''}{hint}"
+
+
+def _unclosed_bracket(error: yaml.YAMLError) -> tuple[tuple[int, int], str] | None:
+    """``((line, column), "'{'")`` of the flow mapping or sequence a YAML error was raised inside
+    (PyYAML's ``context_mark``: where the bracket opened; both counted from 1), else None."""
+    context = getattr(error, "context", None) or ""
+    mark = getattr(error, "context_mark", None)
+    if mark is None or "flow" not in context:
+        return None
+    return (mark.line + 1, mark.column + 1), "'{'" if "mapping" in context else "'['"
 
 
 def included_files(path: Path, _chain: tuple[Path, ...] = ()) -> list[Path]:
@@ -103,6 +151,7 @@ def expand_includes(args: Sequence[str]) -> list[str]:
     expanded: list[str] = []
     index = 0
     args = list(args)
+    methods: list[tuple[Path, str]] = []  # (recipe, its method's class_path) of each -c file
     while index < len(args):
         arg = args[index]
         value: str | None = None
@@ -111,6 +160,7 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         elif arg.startswith("--config="):
             value, step = arg.split("=", 1)[1], 1
         if value is not None and Path(value).is_file():
+            _check_method(Path(value), methods)
             fragments = included_files(Path(value))
             for fragment in fragments:
                 expanded += ["--config", _without_include(fragment)]
@@ -120,6 +170,28 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         expanded.append(arg)
         index += 1
     return expanded
+
+
+def _check_method(path: Path, methods: list[tuple[Path, str]]) -> None:
+    """Refuse an empty recipe file, and a recipe whose method (``model.class_path``, includes
+    composed) differs from that of an earlier ``-c`` recipe (``methods``, to which it is added):
+    merged, the second method would take the first one's settings, or drop them, without a word."""
+    if not read_recipe(path):
+        raise RecipeError(
+            f"the recipe {path} is empty (it holds no settings): write its trainer:, model: and data: sections into "
+            "it, or start from a copy of one of lebm's (lebm recipes copy quickstart my_recipes)"
+        )
+    model = compose_recipe(path).get("model")
+    method = model.get("class_path") if isinstance(model, dict) else None
+    if not isinstance(method, str):
+        return
+    for earlier, earlier_method in methods:
+        if earlier_method.rsplit(".", 1)[-1] != method.rsplit(".", 1)[-1]:
+            raise RecipeError(
+                f"{earlier} is a recipe of {earlier_method} and {path} one of {method}: one run trains one method; "
+                "give one of them, or change the method on purpose with --model.class_path"
+            )
+    methods.append((path, method))
 
 
 def merge_layer(base: dict, layer: dict) -> dict:

@@ -75,6 +75,11 @@ def copy_recipe(path: Path, destination: Path, flat: bool = False, force: bool =
     (a recipe outside the root is written with its fragments relative to its own folder); with
     ``flat`` the composed recipe is one file. Files already there with the same content are left;
     different ones are refused unless ``force``."""
+    if destination.exists() and not destination.is_dir():
+        fail(
+            f"{destination} exists and is a file, but lebm recipes copy writes the recipe (and its fragments) into a "
+            f"folder: give another name, a folder (default: recipes), or remove {destination}"
+        )
     sources = [*included_files(path), path.resolve()]
     root = recipes_root().resolve()
     anchor = (
@@ -91,10 +96,13 @@ def copy_recipe(path: Path, destination: Path, flat: bool = False, force: bool =
     if clashes and not force:
         fail(f"{', '.join(clashes)} already exist(s) with other content; give another folder, or --force to overwrite")
     for target, text in plan.items():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".yaml.partial")
-        partial.write_text(text)
-        os.replace(partial, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".yaml.partial")
+            partial.write_text(text)
+            os.replace(partial, target)
+        except OSError as error:
+            fail(f"cannot write {target}: {error.strerror or error}; give another folder")
     return destination / relative
 
 

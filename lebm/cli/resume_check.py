@@ -3,7 +3,10 @@
 The recipe builds the model; the checkpoint gives its weights, optimiser and random states. What
 the two may disagree on:
 
-- **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused;
+- **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused; a method class
+  this lebm does not have is named with the lebm that wrote the checkpoint and what to install;
+- **a checkpoint of a newer lebm**: named in one line (it may hold what this version reads
+  differently), then used;
 - **the architecture** (a parameter or buffer of another shape, or one only one side has):
   refused, naming the differing keys;
 - **settings that may change on resume** (learning rates, Adam's betas and weight decay, gradient
@@ -24,13 +27,22 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from typing import Any
 
 import torch
 
-from lebm.checkpoints import CheckpointError, read_checkpoint
+from lebm.checkpoints import (
+    CheckpointError,
+    is_newer,
+    missing_class_message,
+    newer_writer_message,
+    read_checkpoint,
+    writer_version,
+)
 from lebm.cli.errors import fail
-from lebm.config import import_object, to_config
+from lebm.cli.run_folder import is_primary_process
+from lebm.config import MissingClass, import_object, to_config
 
 #: The last key of a setting that may change when a run resumes.
 CHANGEABLE = re.compile(
@@ -112,11 +124,18 @@ def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool
         checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     except CheckpointError as error:
         fail(str(error))
+    version = writer_version(checkpoint)
+    if is_newer(version):  # one line here; the model's own warning when Lightning loads it is not repeated
+        model.said_checkpoint_writer = True
+        if is_primary_process():
+            sys.stderr.write(f"lebm: {newer_writer_message(ckpt_path, str(version))}\n")
     hparams = dict(checkpoint.get("hyper_parameters") or {})
     stored_class = hparams.pop("_class_path", None)
     if isinstance(stored_class, str):
         try:
             cls = import_object(stored_class)
+        except MissingClass as error:
+            fail(missing_class_message(ckpt_path, error.named, writer_version(checkpoint)))
         except ValueError:
             cls = None
         if cls is not None and cls is not type(model):

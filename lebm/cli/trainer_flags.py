@@ -228,3 +228,23 @@ def unlogged_monitor(error: BaseException) -> str | None:
     else:
         return None
     return f"{callback}(monitor={name!r}): the run did not log {name!r}; it logged: {logged or 'nothing'}"
+
+
+#: Lightning's error for a share of an epoch that gives no batch (``limit_train_batches 0.001`` of 14 batches).
+_TOO_SMALL_SHARE = re.compile(
+    r"You requested to check (\S+) of the `(\w+)_dataloader` but \S+ \* (\d+) < 1\..*Try at least `(\w+)=(\S+)`"
+)
+
+
+def too_small_share(error: BaseException) -> str | None:
+    """The one line for Lightning's error about a batch limit, a share of an epoch, that gives no
+    batch of the data (raised when the loaders are made: the epoch's length is known only then), or
+    None for another error."""
+    found = _TOO_SMALL_SHARE.search(" ".join(str(error).split()))
+    if found is None:
+        return None
+    share, loop, batches, key, least = found.groups()
+    return (
+        f"trainer.{key}={share} of the {batches} {loop} batches is no batch: give a number of batches (an int >= 1), "
+        f"or a share of at least {float(least):.3g}"
+    )

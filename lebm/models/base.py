@@ -7,6 +7,10 @@ in :class:`Method`, once.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import types
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +21,21 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lebm.checkpoint_io import use_atomic_checkpoints
+from lebm.checkpoints import (
+    VERSION_KEY,
+    CheckpointError,
+    is_newer,
+    missing_class_message,
+    newer_writer_message,
+    read_checkpoint,
+    user_stacklevel,
+    writer_version,
+)
 from lebm.compat import attached_trainer, logging_as_hook, run_hooks_eagerly
-from lebm.config import build, given_config, public_class_path, try_to_config, unrecordable_part
+from lebm.config import MissingClass, build, given_config, public_class_path, try_to_config, unrecordable_part
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
+from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
 from lebm.models.final_validation import ValidateLastEpoch
@@ -35,6 +51,7 @@ from lebm.models.stepping import (
     StepSettings,
     TrainerSettingsKept,
     adopt_trainer_settings,
+    refuse_training_nothing,
     refuse_unsupported_callbacks,
     restore_accumulation,
     trainer_step_settings,
@@ -42,9 +59,29 @@ from lebm.models.stepping import (
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.samplers.adaptation import drop_unused_adaptation_state
+from lebm.version import __version__
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
 RANK_LOCAL_KEY = "lebm_rank_local_buffers"
+
+
+class class_only:  # noqa: N801 (used as a decorator, like classmethod)
+    """A classmethod that refuses to be called on an instance, as Lightning's ``load_from_checkpoint``
+    does: ``model.load_from_checkpoint(path)`` returns a new model and leaves ``model`` as it was."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.__doc__ = function.__doc__
+        self.__wrapped__ = function
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is not None:
+            name = f"{owner.__name__}.{self.function.__name__}"
+            raise TypeError(
+                f"{name} makes a new model; it does not load into this one: call it on the class and keep what it "
+                f"returns (model = {name}(path))"
+            )
+        return types.MethodType(self.function, owner)
 
 
 def _no_closure() -> None:
@@ -133,6 +170,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self._unread_step_values: dict[str, Any] | None = None
         self._step_settings = StepSettings()
         self._counted_iteration: int | None = None
+        #: The lebm version that wrote the checkpoint this model was loaded from (None: not loaded, or not said).
+        self.checkpoint_writer: str | None = None
+        #: Whether a checkpoint from a newer lebm was already named (the CLI names it in its own line).
+        self.said_checkpoint_writer = False
         self._pending_clips: dict[int, tuple[float | None, str]] = {}
 
     # ----------------------------------------------------------------------- hyperparameters
@@ -199,6 +240,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             check_method = getattr(callback, "check_method", None)
             if callable(check_method):
                 check_method(self)
+        if stage in ("fit", None):  # None: a run built for a fit (lebm.from_recipe)
+            refuse_training_nothing(trainer)
         if stage == "fit":
             check_monitors(self, trainer.callbacks)
 
@@ -217,7 +260,21 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         stage = str(getattr(trainer.state.fn, "value", trainer.state.fn))
         self.check_trainer(trainer, stage, resuming=trainer.ckpt_path is not None)
         self._step_settings = adopt_trainer_settings(trainer)
-        return [TrainerSettingsKept(self._step_settings), ValidateLastEpoch()]
+        return self._own_callbacks_for(trainer)
+
+    def _own_callbacks_for(self, trainer: Any) -> list[Any]:
+        """This method's callbacks the Trainer does not hold yet. A later run of the same Trainer
+        (``validate`` after ``fit``) keeps the ones the first run attached, given this run's step
+        settings, so Lightning has none to replace (and no "will override" notice to print)."""
+        held = {type(callback): callback for callback in trainer.callbacks}
+        kept = held.get(TrainerSettingsKept)
+        if kept is not None:
+            kept.settings = self._step_settings
+        wanted = [
+            (TrainerSettingsKept, lambda: TrainerSettingsKept(self._step_settings)),
+            (ValidateLastEpoch, ValidateLastEpoch),
+        ]
+        return [make() for kind, make in wanted if kind not in held]
 
     def _training_position(self) -> tuple[int, int, bool]:
         """``(iteration number over the run, batch index in the epoch, last batch of the epoch)`` of
@@ -375,17 +432,29 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         assert self.random_streams.train is not None
         return self.random_streams.train
 
+    #: The global step of the checkpoint the weights were last loaded from, until a fit starts.
+    _loaded_step: int | None = None
+
+    @property
+    def weights_step(self) -> int:
+        """The training iteration the weights come from, which seeds the evaluation stream: the
+        global step while and after fitting, else the step of the checkpoint they were loaded from
+        (``lebm validate --ckpt_path``, ``lebm.load``; 0 for a new model). So ``trainer.validate``
+        right after ``fit`` draws what validating the checkpoint that fit saved draws."""
+        return self.global_step if self._loaded_step is None else self._loaded_step
+
     @property
     def eval_generator(self) -> torch.Generator:
         """The random stream of evaluation on this rank (reseeded every evaluation epoch)."""
         if self.random_streams.eval is None:
-            self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+            self.random_streams.start_evaluation(self.device, self.global_rank, self.weights_step)
         assert self.random_streams.eval is not None
         return self.random_streams.eval
 
     def on_train_start(self) -> None:
         """Start (or, when resuming, restore) the training stream; a new run redraws every
         rank-local buffer from its rank's stream."""
+        self._loaded_step = None  # the weights are this fit's from now on
         restored = self.random_streams.start_training(
             self.device, self.global_rank, self.trainer.world_size, self.global_step
         )
@@ -398,16 +467,18 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             self.divergence_recovery.take_snapshot(self)  # the state training starts (or resumes) from
 
     def on_validation_epoch_start(self) -> None:
-        self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+        self.random_streams.start_evaluation(self.device, self.global_rank, self.weights_step)
 
     def on_test_epoch_start(self) -> None:
-        self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)
+        self.random_streams.start_evaluation(self.device, self.global_rank, self.weights_step)
 
     # --------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add every rank's random streams and rank-local buffers (collective under DDP), and the
-        recovery record; while fitting with a recovery policy, take a snapshot of the state saved
-        (the one a run resumed from this checkpoint starts from)."""
+        """Add the lebm version that writes it (``lebm_version``), every rank's random streams and
+        rank-local buffers (collective under DDP), and the recovery record; while fitting with a
+        recovery policy, take a snapshot of the state saved (the one a run resumed from this
+        checkpoint starts from)."""
+        checkpoint[VERSION_KEY] = __version__
         self._warn_unrecorded()
         if self.recovery_record.count:
             checkpoint[RECOVERY_KEY] = self.recovery_record.state()
@@ -427,7 +498,17 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Lower the samplers' step sizes as the checkpoint's recoveries did (always); when resuming
         (a trainer is attached), take this rank's streams and rank-local buffers, and the optimiser
         settings this model configures now (:mod:`lebm.models.resume`), with the recoveries'
-        learning-rate factors."""
+        learning-rate factors. A checkpoint written by a newer lebm is named in a warning (once per
+        load; ``load_from_checkpoint`` warns itself, at the caller's line)."""
+        self.checkpoint_writer = writer_version(checkpoint)
+        self._loaded_step = int(checkpoint.get("global_step", 0))
+        trainer = attached_trainer(self)
+        if trainer is not None and is_newer(self.checkpoint_writer) and not self.said_checkpoint_writer:
+            self.said_checkpoint_writer = True
+            where = trainer.ckpt_path or "the checkpoint"
+            warnings.warn(
+                newer_writer_message(where, str(self.checkpoint_writer)), UserWarning, stacklevel=user_stacklevel()
+            )
         if isinstance(checkpoint.get("state_dict"), dict):  # trained with MALA/HMC, loaded with another chain
             drop_unused_adaptation_state(checkpoint["state_dict"], self.state_dict().keys())
         record = RecoveryRecord.from_state(checkpoint.get(RECOVERY_KEY))
@@ -446,6 +527,38 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             if len(rows) == world_size and name in checkpoint.get("state_dict", {}):
                 checkpoint["state_dict"][name] = rows[rank]
 
+    @class_only
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint`` with lebm's lines for the mistakes it would leave to
+        torch: a ``map_location`` naming a device this machine lacks (``ValueError``), a checkpoint
+        naming a class this lebm does not have (:class:`~lebm.checkpoints.CheckpointError`: which
+        class, which lebm wrote the checkpoint, what to install), and a warning for a checkpoint
+        written by a newer lebm."""
+        check_map_location(map_location)
+        try:
+            model = super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        except MissingClass as error:
+            version = None
+            if isinstance(checkpoint_path, (str, os.PathLike)):
+                trusted = kwargs.get("weights_only") is False  # read as the caller allows, nothing more
+                with contextlib.suppress(CheckpointError):
+                    version = writer_version(read_checkpoint(checkpoint_path, weights_only=not trusted))
+            raise CheckpointError(missing_class_message(checkpoint_path, error.named, version)) from None
+        version = getattr(model, "checkpoint_writer", None)
+        if is_newer(version) and not model.said_checkpoint_writer:
+            model.said_checkpoint_writer = True
+            warnings.warn(
+                newer_writer_message(checkpoint_path, str(version)), UserWarning, stacklevel=user_stacklevel()
+            )
+        return model
+
     def _gather_rows(self, tensor: Tensor) -> Tensor:
         """``(world_size, *tensor.shape)``: every rank's ``tensor``, in rank order."""
         if attached_trainer(self) is None or self.trainer.world_size == 1:
@@ -457,6 +570,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Check the run (:meth:`check_run`) and refuse Lightning's plain DDP before it wraps the
         model (see ``lebm.distributed``)."""
         restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
+        use_atomic_checkpoints(self.trainer)  # a Trainer built by hand: checkpoints written whole, in place
         self.check_run(self.trainer.datamodule)
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -29,8 +30,10 @@ from lebm.samplers import Sampler
 __all__ = [
     "api_call",
     "check_count",
+    "check_generation_memory",
     "check_sampler",
     "check_whole",
+    "read_latents",
     "read_observations",
     "warn_about_sentences",
     "warn_if_not_finite",
@@ -63,6 +66,45 @@ def check_whole(value: Any, option: str, minimum: int = 0) -> int:
     if number is None or number < minimum:
         raise ValueError(f"{option} takes a whole number >= {minimum}, got {value!r}")
     return number
+
+
+#: The share of a device's memory that the samples of one ``generate(n)`` call may take.
+GENERATION_MEMORY_SHARE = 0.5
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The total memory of ``device`` (a CUDA device's, else this machine's RAM); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size_text(size: float) -> str:
+    """``size`` bytes in MB or GB, one decimal."""
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+
+
+def check_generation_memory(
+    n: int, shape: tuple[int, ...] | None, dtype: torch.dtype, device: torch.device, what: str = "generate"
+) -> None:
+    """Refuse ``n`` samples of per-sample ``shape`` whose values alone take more than
+    :data:`GENERATION_MEMORY_SHARE` of ``device``'s memory (the chains and the generator need
+    several times more), naming the size and how to draw them in batches."""
+    total = device_memory_bytes(device)
+    if shape is None or total is None:
+        return
+    needed = n * math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    if needed > GENERATION_MEMORY_SHARE * total:
+        per_call = max(1, int(GENERATION_MEMORY_SHARE * total / 10 // (needed / n)))
+        raise ValueError(
+            f"{what}(n={n}): the samples alone take {_size_text(needed)} ({n} x {_shape_text(shape)[4:-1]} "
+            f"{str(dtype).removeprefix('torch.')}), more than half of the {_size_text(total)} of "
+            f"{device.type} memory: "
+            f"draw them in batches, e.g. a loop of {what}({min(per_call, n)}) saving each batch"
+        )
 
 
 def check_sampler(sampler: Any) -> Sampler | None:
@@ -135,6 +177,33 @@ def _check_batch(x: Tensor, shape: tuple[int, ...] | None) -> None:
     raise ValueError(
         f"the model reads observations of shape {_shape_text(shape)} (what its generator makes), got {got}: {fix}"
     )
+
+
+def read_latents(z: Any, *, batch: int, latent_dim: int, device: torch.device, dtype: torch.dtype, what: str) -> Tensor:
+    """Latents ``z`` given with observations of ``batch`` examples, as the tensor ``(batch,
+    latent_dim)`` of the model's ``dtype`` on ``device``: a real tensor (or array) of that shape,
+    finite. Raises ``TypeError``/``ValueError`` in one line prefixed by ``what``."""
+    if not isinstance(z, Tensor):
+        try:
+            z = torch.as_tensor(z)
+        except (TypeError, ValueError, RuntimeError):
+            got = type(z).__name__
+            raise TypeError(f"{what}: z must be a tensor of latents (B, {latent_dim}), got {got}") from None
+    if z.is_complex() or not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{what}: z must hold real numbers (latents), got {z.dtype}")
+    if tuple(z.shape) != (batch, latent_dim):
+        fix = (
+            "one latent per observation, in the same order"
+            if z.dim() == 2 and z.shape[1] == latent_dim
+            else f"latents of the model's prior, {latent_dim} numbers each (infer(x) gives them)"
+        )
+        raise ValueError(
+            f"{what}: z must have shape ({batch}, {latent_dim}) for {batch} observations, got {tuple(z.shape)}: "
+            f"pass {fix}"
+        )
+    if not bool(torch.isfinite(z).all()):
+        raise ValueError(f"{what}: z holds NaN or infinite values: pass finite latents")
+    return z.to(device=device, dtype=dtype)
 
 
 def read_observations(

@@ -13,7 +13,15 @@ from torch import Tensor, nn
 from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
-from lebm.models.inputs import api_call, check_count, check_sampler, read_observations, warn_if_not_finite
+from lebm.models.inputs import (
+    api_call,
+    check_count,
+    check_generation_memory,
+    check_sampler,
+    read_latents,
+    read_observations,
+    warn_if_not_finite,
+)
 from lebm.models.prediction import with_text
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder
@@ -240,9 +248,20 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         super().on_train_batch_end(outputs, batch, batch_idx)
 
     # ---------------------------------------------------------------------------- user API
-    def joint_energy(self, x: Tensor, z: Tensor) -> Tensor:
-        """``-log p(x, z) + const`` ``(B,)``: ``nll(x|z) + U_prior(z)``."""
-        return self.decoder.nll(x, z) + self.prior.energy(z)
+    def joint_energy(self, x: Any, z: Any) -> Tensor:
+        """``-log p(x, z) + const`` ``(B,)``: ``nll(x|z) + U_prior(z)``, for observations ``x``
+        ``(B, *x_shape)`` (checked as every method's input is, :meth:`observations`) and their
+        latents ``z`` ``(B, latent_dim)`` (:func:`~lebm.models.inputs.read_latents`)."""
+        with self.user_input(x, "joint_energy(x, z)") as x:
+            z = read_latents(
+                z,
+                batch=x.shape[0],
+                latent_dim=self.prior.latent_dim,
+                device=self.device,
+                dtype=self.input_dtype,
+                what="joint_energy(x, z)",
+            )
+            return self.decoder.nll(x, z) + self.prior.energy(z)
 
     def observations(self, data: Any, what: str | None = None) -> Tensor:
         """User input as the tensor ``(B, *x_shape)`` the decoder reads, checked: the one input
@@ -318,7 +337,9 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         """``g(z)`` ``(n, *x_shape)`` for ``z ~ prior`` ``(n, latent_dim)`` (drawn by ``sampler``
         instead of the prior's own, when given), inside :meth:`evaluation_statistics`; no gradients."""
         with torch.no_grad(), self.evaluation_statistics():
-            z = self.prior.sample(check_count(n), sampler=check_sampler(sampler), generator=generator)
+            n = check_count(n)
+            check_generation_memory(n, self.observation_shape(), self.input_dtype, self.device)
+            z = self.prior.sample(n, sampler=check_sampler(sampler), generator=generator)
             return self.decoder.decode(z)
 
     def reconstruct(self, x: Any, *, raw: bool = False, **infer_kwargs: Any) -> Any:

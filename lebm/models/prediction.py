@@ -211,8 +211,8 @@ class Predictions:
 
     def on_predict_epoch_start(self) -> None:
         """Reseed the evaluation stream (as every validation and test epoch does): predictions are
-        reproducible from the run's seed, the rank and the epoch."""
-        self.random_streams.start_evaluation(self.device, self.global_rank, self.current_epoch)  # type: ignore[attr-defined]
+        reproducible from the run's seed, the rank and the step of the weights (:attr:`weights_step`)."""
+        self.random_streams.start_evaluation(self.device, self.global_rank, self.weights_step)  # type: ignore[attr-defined]
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """The prediction of one batch, chains drawing from the evaluation stream.

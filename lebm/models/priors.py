@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.config import Configurable
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
@@ -31,9 +32,7 @@ class Prior(nn.Module, Configurable):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = arguments.whole(type(self).__name__, "latent_dim", latent_dim, at_least=1)
         self.register_buffer("_anchor", torch.empty(0), persistent=False)  # follows .to(device)
 
     @property
@@ -105,9 +104,7 @@ class GaussianPrior(Prior):
 
     def __init__(self, latent_dim: int, sigma: float = 1.0, groups: LatentGroups | list[int] | None = None) -> None:
         super().__init__(latent_dim)
-        if sigma <= 0:
-            raise ValueError(f"prior sigma must be > 0, got {sigma}")
-        self.sigma = float(sigma)
+        self.sigma = arguments.scale(type(self).__name__, "sigma", sigma)
         if groups is not None and not isinstance(groups, LatentGroups):
             groups = LatentGroups(groups)
         if groups is not None and groups.total != self.latent_dim:
@@ -168,8 +165,15 @@ class TiltedGaussianPrior(GaussianPrior):
     ) -> None:
         super().__init__(latent_dim, sigma, groups)
         self.energy_net = energy_net
+        if sampler is not None and not isinstance(sampler, Sampler):
+            raise TypeError(
+                f"TiltedGaussianPrior sampler must be a lebm.samplers.Sampler (e.g. Langevin(60, 0.4)) or None, got "
+                f"{type(sampler).__name__}"
+            )
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
-        self.init_std = float(init_std)
+        self.init_std = arguments.number(
+            "TiltedGaussianPrior", "init_std", init_std, above=0, at_most=arguments.SQUARE_FITS_FLOAT32
+        )
 
     def residual_energy(self, z: Tensor) -> Tensor:
         """The learnable tilt ``E(z)`` ``(B,)``."""

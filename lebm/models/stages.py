@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.config import build, try_to_config
 from lebm.models.priors import GaussianPrior
 from lebm.samplers import Langevin, Sampler
@@ -57,12 +58,12 @@ class ProductOfRatiosPrior(GaussianPrior):
         init_std: float = 1.0,
     ) -> None:
         super().__init__(latent_dim, sigma)
-        if n_stages < 1:
-            raise ValueError(f"ProductOfRatiosPrior n_stages must be >= 1, got {n_stages}")
-        self.n_stages = int(n_stages)
+        self.n_stages = arguments.whole("ProductOfRatiosPrior", "n_stages", n_stages, at_least=1)
         self.ratios = nn.ModuleList(_fresh_copies(ratio_net, self.n_stages))
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
-        self.init_std = float(init_std)
+        self.init_std = arguments.number(
+            "ProductOfRatiosPrior", "init_std", init_std, above=0, at_most=arguments.SQUARE_FITS_FLOAT32
+        )
         # [completed stages, iterations done in the stage in progress]: a buffer so that it is
         # saved in checkpoints, mirrored by Python ints so that reading it never syncs a device.
         self.register_buffer("stage_state", torch.zeros(2, dtype=torch.long))

@@ -142,6 +142,25 @@ def planned_iterations(trainer: Any, batches_per_epoch: float | None, settings: 
     return min(bounds) if bounds else None
 
 
+def refuse_training_nothing(trainer: Any) -> None:
+    """Raise ``ValueError`` (one line, with the fix) for a fit whose Trainer trains no batch:
+    ``limit_train_batches`` 0 (Lightning then skips training and ends the run without a word),
+    ``max_steps`` 0 or ``max_epochs`` 0."""
+    evaluate = "to evaluate a checkpoint without training, use lebm validate/test (trainer.validate in Python)"
+    limit = trainer.limit_train_batches
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == 0:
+        raise ValueError(
+            f"trainer.limit_train_batches={limit:g} trains nothing: give a number of batches (an int >= 1) or a share "
+            f"of each epoch in (0, 1]; {evaluate}"
+        )
+    if trainer.max_steps == 0:
+        raise ValueError(
+            f"trainer.max_steps=0 trains nothing: give max_steps >= 1, or -1 for no step limit; {evaluate}"
+        )
+    if trainer.max_epochs == 0:
+        raise ValueError(f"trainer.max_epochs=0 trains nothing: give max_epochs >= 1; {evaluate}")
+
+
 def _callback_named(trainer: Any, *names: str) -> Any:
     for callback in trainer.callbacks:
         if any(klass.__name__ in names for klass in type(callback).__mro__):

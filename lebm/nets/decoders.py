@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.config import Configurable
 
 #: Rounding allowed around lebm's image range [-1, 1].
@@ -155,10 +156,12 @@ class GaussianDecoder(Decoder):
 
     def __init__(self, net: nn.Module, sigma: float = 0.3) -> None:
         super().__init__()
-        if sigma <= 0:
-            raise ValueError(f"GaussianDecoder sigma must be > 0, got {sigma}")
+        self.sigma = arguments.scale("GaussianDecoder", "sigma", sigma)
+        if not isinstance(net, nn.Module):
+            raise TypeError(
+                f"GaussianDecoder net must be a torch.nn.Module (the generator g), got {type(net).__name__}"
+            )
         self.net = net
-        self.sigma = float(sigma)
 
     def decode(self, z: Tensor) -> Tensor:
         """The mean ``g(z)``: ``(B, latent_dim) -> (B, *x_shape)``."""

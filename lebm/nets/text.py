@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.config import Configurable
 from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
@@ -324,10 +325,12 @@ class CategoricalDecoder(Decoder):
             raise ValueError("CategoricalDecoder needs an LSTMTextGenerator with latent_dim >= 1 as its net")
         if decoding not in DECODINGS:
             raise ValueError(f"CategoricalDecoder decoding must be one of {DECODINGS}, got {decoding!r}")
-        if temperature <= 0 or max_length < 1:
-            raise ValueError(
-                f"CategoricalDecoder needs temperature > 0 and max_length >= 1, got {temperature}, {max_length}"
-            )
+        temperature = arguments.number("CategoricalDecoder", "temperature", temperature, above=0)
+        max_length = arguments.whole("CategoricalDecoder", "max_length", max_length, at_least=1)
+        pad_id, bos_id, eos_id = (
+            arguments.whole("CategoricalDecoder", name, value)
+            for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id))
+        )
         if net.pad_id != pad_id:
             raise ValueError(f"the net pads with id {net.pad_id} but the decoder with {pad_id}: make them agree")
         self.net = net

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.samplers.chain import per_chain
 
 Sharing = Literal["shared", "per_chain"]
@@ -62,15 +63,10 @@ class DualAveraging(nn.Module):
 
     def __init__(self, step_size: float, target: float, warmup: int, sharing: Sharing = "shared") -> None:
         super().__init__()
-        if not 0.0 < target < 1.0:
-            raise ValueError(f"the target acceptance of step-size adaptation must be in (0, 1), got {target}")
-        if warmup < 0:
-            raise ValueError(f"adaptation warm-up must be >= 0 steps, got {warmup}")
-        if sharing not in ("shared", "per_chain"):
-            raise ValueError(f"step-size adaptation must be 'shared' or 'per_chain', got {sharing!r}")
-        self.target = float(target)
-        self.warmup = int(warmup)
-        self.sharing = sharing
+        step_size = arguments.step_size("DualAveraging", step_size)
+        self.target = arguments.number("DualAveraging", "target (acceptance)", target, above=0, below=1)
+        self.warmup = arguments.whole("DualAveraging", "warmup (steps)", warmup)
+        self.sharing: Sharing = arguments.one_of("DualAveraging", "sharing", sharing, ("shared", "per_chain"))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # an integer: exact in any precision
         self.register_buffer("mu", torch.full((), math.log(10.0 * step_size)))
         self.register_buffer("h_bar", torch.zeros(()))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import torch
 from torch import Tensor
 
+from lebm import arguments
 from lebm.samplers.adaptation import Sharing
 from lebm.samplers.chain import ChainTarget
 from lebm.samplers.metropolis import MetropolisSampler
@@ -52,12 +54,19 @@ class HMC(MetropolisSampler):
         cuda_graph: bool = True,
     ) -> None:
         super().__init__(n_steps, step_size, target_acceptance, adapt_steps, adapt, cuda_graph)
-        if n_leapfrog < 1:
-            raise ValueError(f"HMC n_leapfrog must be >= 1, got {n_leapfrog}")
-        masses = torch.as_tensor(1.0 if mass is None else mass, dtype=torch.float32).flatten()
+        self.n_leapfrog = arguments.whole("HMC", "n_leapfrog", n_leapfrog, at_least=1)
+        given = [1.0] if mass is None else list(mass.flatten()) if isinstance(mass, Tensor) else mass
+        given = list(given) if isinstance(given, Sequence) and not isinstance(given, str) else [given]
+        given = [m.item() if isinstance(m, Tensor) else m for m in given]
+        if (
+            isinstance(mass, str)
+            or not given
+            or not all(isinstance(m, Real) and not isinstance(m, bool) for m in given)
+        ):
+            raise ValueError(f"HMC mass must be a number or a list of numbers (one per coordinate), got {mass!r}")
+        masses = torch.as_tensor([float(m) for m in given], dtype=torch.float32).flatten()
         if not bool((masses > 0).all()) or not bool(torch.isfinite(masses).all()):
-            raise ValueError(f"HMC mass must be positive and finite, got {mass}")
-        self.n_leapfrog = int(n_leapfrog)
+            raise ValueError(f"HMC mass must be positive and finite (and within float32's range), got {mass}")
         self.mass = mass if mass is None or isinstance(mass, (int, float)) else [float(m) for m in mass]
         self.register_buffer("inverse_mass", 1.0 / masses, persistent=False)
 

@@ -9,8 +9,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from lebm import arguments
 from lebm.samplers.base import Sampler
 from lebm.samplers.chain import ChainTarget, per_chain
+
+#: Why a chain setting has an upper bound.
+_FLOAT32 = "float32 chain states overflow above 3.4e38"
 
 
 class Langevin(Sampler):
@@ -54,14 +58,21 @@ class Langevin(Sampler):
         form: Literal["code", "paper"] = "code",
         cuda_graph: bool = True,
     ) -> None:
-        if n_steps < 0:
-            raise ValueError(f"Langevin n_steps must be >= 0, got {n_steps}")
-        if step_size <= 0:
-            raise ValueError(f"Langevin step_size must be > 0, got {step_size}")
-        if form not in ("code", "paper"):
-            raise ValueError(f"Langevin form must be 'code' or 'paper', got {form!r}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"Langevin grad_clip must be > 0 or null, got {grad_clip}")
+        n_steps = arguments.whole("Langevin", "n_steps", n_steps)
+        form = arguments.one_of("Langevin", "form", form, ("code", "paper"))
+        if form == "code":
+            step_size = arguments.step_size("Langevin", step_size)
+        else:  # the paper form's step is the drift itself: s, not s^2 / 2
+            step_size = arguments.number(
+                "Langevin", "step_size", step_size, above=0, at_most=arguments.FLOAT32_MAX / 2, why_at_most=_FLOAT32
+            )
+        if noise_std is not None:
+            noise_std = arguments.number(
+                "Langevin", "noise_std", noise_std, at_least=0, at_most=arguments.FLOAT32_MAX, why_at_most=_FLOAT32
+            )
+        if grad_clip is not None:
+            grad_clip = arguments.number("Langevin", "grad_clip", grad_clip, above=0)
+        cuda_graph = arguments.flag("Langevin", "cuda_graph", cuda_graph)
         if n_steps == 0:
             warnings.warn(
                 "Langevin with n_steps=0 returns its starting states unchanged (for a prior or posterior chain: the "
@@ -72,8 +83,8 @@ class Langevin(Sampler):
         self.step_size = float(step_size)
         self.noise_std = noise_std
         self.grad_clip = grad_clip
-        self.form = form
-        self.cuda_graph = bool(cuda_graph)
+        self.form: Literal["code", "paper"] = form
+        self.cuda_graph = cuda_graph
 
     def capture_allowed(self) -> bool:
         """A chain of no steps has nothing to capture."""

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.samplers.adaptation import DualAveraging, Sharing
 from lebm.samplers.base import Sampler
 from lebm.samplers.chain import ChainTarget, per_chain
@@ -52,16 +53,12 @@ class MetropolisSampler(Sampler, nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if n_steps < 0:
-            raise ValueError(f"{name} n_steps must be >= 0, got {n_steps}")
-        if not step_size > 0:
-            raise ValueError(f"{name} step_size must be > 0, got {step_size}")
-        self.n_steps = int(n_steps)
-        self.step_size = float(step_size)
-        self.target_acceptance = float(target_acceptance)
-        self.adapt_steps = int(adapt_steps)
-        self.adapt = adapt
-        self.cuda_graph = bool(cuda_graph)
+        self.n_steps = arguments.whole(name, "n_steps", n_steps)
+        self.step_size = arguments.step_size(name, step_size)
+        self.target_acceptance = arguments.number(name, "target_acceptance", target_acceptance, above=0, below=1)
+        self.adapt_steps = arguments.whole(name, "adapt_steps", adapt_steps)
+        self.adapt: Sharing = arguments.one_of(name, "adapt", adapt, ("shared", "per_chain"))
+        self.cuda_graph = arguments.flag(name, "cuda_graph", cuda_graph)
         self.adaptation = DualAveraging(self.step_size, self.target_acceptance, self.adapt_steps, adapt)
         #: Whether this call adapts (set by :meth:`prepare`; part of a captured graph's key).
         self.adapting = self.adapt_steps > 0

@@ -7,8 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.samplers.base import Sampler
 from lebm.samplers.chain import ChainTarget, per_chain
+
+#: Why a chain setting has an upper bound.
+_FLOAT32 = "float32 chain states overflow above 3.4e38"
 
 
 class PersistentChains(Sampler, nn.Module):
@@ -51,16 +55,18 @@ class PersistentChains(Sampler, nn.Module):
         cuda_graph: bool = True,
     ) -> None:
         super().__init__()
-        if not 0.0 <= reinit_prob <= 1.0:
-            raise ValueError(f"PersistentChains reinit_prob must be in [0, 1], got {reinit_prob}")
-        if buffer_size < 1:
-            raise ValueError(f"PersistentChains buffer_size must be >= 1, got {buffer_size}")
+        self.reinit_prob = arguments.number("PersistentChains", "reinit_prob", reinit_prob, at_least=0, at_most=1)
+        buffer_size = arguments.whole("PersistentChains", "buffer_size", buffer_size, at_least=1)
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+            shape = [shape]  # type: ignore[list-item]
+        shape = [arguments.whole("PersistentChains", "shape (each size)", size, at_least=1) for size in shape]
+        self.init_std = arguments.number(
+            "PersistentChains", "init_std", init_std, at_least=0, at_most=arguments.FLOAT32_MAX, why_at_most=_FLOAT32
+        )
+        self.cuda_graph = arguments.flag("PersistentChains", "cuda_graph", cuda_graph)
         if not isinstance(sampler, Sampler):
             raise TypeError(f"PersistentChains needs a Sampler to run its chains, got {type(sampler).__name__}")
         self.sampler = sampler
-        self.reinit_prob = float(reinit_prob)
-        self.init_std = float(init_std)
-        self.cuda_graph = bool(cuda_graph)
         self.register_buffer("chains", torch.randn(buffer_size, *shape) * init_std)
 
     def capture_allowed(self) -> bool:

@@ -34,7 +34,9 @@ class Watch(L.Callback):
         self.validated.append(flat(module))
 
 
-def fit(model: L.LightningModule, callbacks: list[Any], tmp_path: Path, **settings: Any) -> L.Trainer:
+def fit(
+    model: L.LightningModule, callbacks: list[Any], tmp_path: Path, ckpt_path: str | None = None, **settings: Any
+) -> L.Trainer:
     settings.setdefault("max_epochs", 2)
     trainer = quiet_trainer(
         limit_val_batches=1,
@@ -44,7 +46,7 @@ def fit(model: L.LightningModule, callbacks: list[Any], tmp_path: Path, **settin
         callbacks=callbacks,
         **settings,
     )
-    trainer.fit(model, train_dataloaders=toy_loader(4), val_dataloaders=toy_loader(1))
+    trainer.fit(model, train_dataloaders=toy_loader(4), val_dataloaders=toy_loader(1), ckpt_path=ckpt_path)
     return trainer
 
 
@@ -100,6 +102,33 @@ def test_the_checkpoint_keeps_the_average_and_load_average_applies_it(tmp_path: 
     plain_trainer.save_checkpoint(bare)
     with pytest.raises(ValueError, match="no WeightEMA averages"):
         WeightEMA.load_average(latent_ebm(), str(bare))
+
+
+def test_resuming_a_checkpoint_continues_its_averages(tmp_path: Path) -> None:
+    """A fit resumed from a checkpoint (``ckpt_path``) with a new WeightEMA takes the saved
+    averages over: after the resumed epoch, validation runs with the saved average moved towards
+    each new iteration's weights (decay 0.9), not with an average started afresh."""
+    torch.manual_seed(0)
+    first = fit(latent_ebm(), [WeightEMA(decay=0.9)], tmp_path / "first", max_epochs=1)
+    path = tmp_path / "first.ckpt"
+    first.save_checkpoint(path)
+    saved = flat_average(torch.load(path, map_location="cpu", weights_only=True))
+
+    torch.manual_seed(0)
+    model, watch = latent_ebm(), Watch()
+    fit(model, [WeightEMA(decay=0.9), watch], tmp_path / "resumed", max_epochs=2, ckpt_path=str(path))
+    assert len(watch.after) == 4 and len(watch.validated) == 1
+    expected = saved
+    for after in watch.after:
+        expected = 0.9 * expected + 0.1 * after
+    assert torch.allclose(watch.validated[0], expected, atol=1e-6), "the saved averages were not restored"
+
+
+def flat_average(checkpoint: dict[str, Any]) -> torch.Tensor:
+    """The averages a checkpoint's WeightEMA state holds, flattened in the parameters' order."""
+    (state,) = [state for key, state in checkpoint["callbacks"].items() if key.startswith("WeightEMA")]
+    names = [name for name, _ in latent_ebm().named_parameters()]
+    return torch.cat([state["average"][name].flatten() for name in names])
 
 
 def test_bad_settings_are_refused() -> None:

@@ -11,6 +11,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
 
@@ -19,9 +20,11 @@ import lebm.models
 import lebm.nets
 import lebm.samplers
 from lebm.cli.catalog import catalog
-from lebm.cli.kinds import KINDS, check_kinds, load_class
+from lebm.cli.kinds import KINDS, check_kinds, load_class, slot_kind
 from lebm.cli.recipes import compose_recipe
-from tests.helpers.cli_runner import run_cli
+from tests.helpers.cli_runner import REPO, run_cli
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
 CASES = {
     # slot: (command-line arguments, key, class given, what it is, what the slot takes, one class listed)
@@ -143,6 +146,70 @@ def test_a_recipe_file_with_a_part_of_the_wrong_kind_is_named_too(
         with pytest.raises(SystemExit):
             run_cli("fit", "-c", recipe, *extra, "--trainer.default_root_dir", str(tmp_path / "run"))
         assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "what"),
+    [("lebm.models.LatentEBM", "a method"), ("lebm.samplers.Langevin", "a sampler")],
+)
+def test_the_wrong_kind_check_covers_the_data_section(given: str, what: str) -> None:
+    """Device: CPU. The check of a parsed config (``check_kinds``, which the CLI runs before anything
+    is built) names a class of another kind under ``data`` too, not only under ``model``: the key,
+    the class and its kind, and lebm's data modules."""
+    config = compose_recipe(QUICKSTART)
+    assert check_kinds(config) is None
+    config["data"] = {"class_path": given, "init_args": {}}
+    message = check_kinds(config)
+    assert message is not None, "the data section was not checked"
+    assert message.startswith(f"data takes a data module, got {given}, {what}: use "), message
+    assert "lebm.data.ImageDataModule" in message
+
+
+class ScaledEnergy(nn.Module):
+    """A user's energy net that wraps another: its argument ``net`` (the name of lebm's decoders'
+    generator-net slot) takes any ``nn.Module``, here an energy net."""
+
+    def __init__(self, net: nn.Module, scale: float = 1.0) -> None:
+        super().__init__()
+        self.net, self.scale = net, scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.net(z)
+
+
+def test_a_slot_of_a_users_class_is_judged_by_what_it_takes_not_its_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Device: CPU. A user's class whose argument is named like one of lebm's slots (``net``, a
+    generator net in lebm's decoders) takes what its type says: an energy net there passes the
+    check, and a part its type refuses (a sampler, not an ``nn.Module``) is named with the type the
+    slot takes, not as a slot for a generator net. The same name on lebm's own class keeps its kind."""
+    user = f"{ScaledEnergy.__module__}.ScaledEnergy"
+    assert slot_kind("net", "lebm.nets.GaussianDecoder") is KINDS["generator net"]
+    assert slot_kind("net", user) is None and slot_kind("net", user, "Module") is None
+
+    config = compose_recipe(QUICKSTART)
+    energy = {"class_path": "lebm.nets.EnergyMLP", "init_args": {"in_dim": 16}}
+    config["model"]["init_args"]["prior"]["init_args"]["energy_net"] = {
+        "class_path": user,
+        "init_args": {"net": energy},
+    }
+    assert check_kinds(config) is None
+
+    key = "model.init_args.prior.init_args.energy_net"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(
+            "fit", "-c", "recipes/quickstart.yaml",
+            f"--{key}.class_path", user,
+            f"--{key}.init_args.net", "lebm.samplers.Langevin",
+            "--trainer.default_root_dir", str(tmp_path / "run"),
+        )  # fmt: skip
+    message = capsys.readouterr().err
+    assert stopped.value.code == 2, message
+    first = message.splitlines()[0]
+    assert first.startswith(f"lebm: error: {key}.init_args.net takes a Module, got lebm.samplers.Langevin"), message
+    assert "generator net" not in message and "Traceback" not in message
 
 
 def test_no_recipe_has_a_part_of_the_wrong_kind() -> None:

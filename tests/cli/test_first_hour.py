@@ -6,14 +6,19 @@ and the files left behind."""
 from __future__ import annotations
 
 import glob
+import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from lebm.nets import GaussianDecoder
+from lebm.samplers import Langevin
 from tests.helpers.cli_runner import QUIET, REPO, run_cli
 
 QUICK = ["--trainer.limit_val_batches", "1", *QUIET]
@@ -61,6 +66,32 @@ def test_shape_mistakes_are_named_when_the_run_is_built(capsys, tmp_path: Path, 
     run = tmp_path / "run"
     message = error_of(capsys, "fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *args)
     assert expected in message and "Traceback" not in message
+    assert nothing_written(run)
+
+
+@pytest.mark.parametrize(
+    "option,value,python",
+    [
+        ("posterior_sampler.init_args.step_size", "1e20", lambda: Langevin(20, 1e20)),
+        ("posterior_sampler.init_args.step_size", ".inf", lambda: Langevin(20, math.inf)),
+        ("posterior_sampler.init_args.n_steps", "-3", lambda: Langevin(-3, 0.1)),
+        ("decoder.init_args.sigma", "1e-30", lambda: GaussianDecoder(torch.nn.Identity(), 1e-30)),
+    ],
+    ids=["a step size whose square overflows float32", "an infinite step size", "negative steps", "a tiny sigma"],
+)
+def test_a_parts_own_check_is_the_commands_line(
+    capsys, tmp_path: Path, option: str, value: str, python: Callable[[], Any]
+) -> None:
+    """The command prints the line the part's constructor raises in Python, once, before anything
+    is written (a step size of 1e20 crashed in the first chain step)."""
+    with pytest.raises(ValueError) as raised:
+        python()
+    run = tmp_path / "run"
+    message = error_of(
+        capsys, "fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run),
+        f"--model.init_args.{option}", value,
+    )  # fmt: skip
+    assert message.strip() == f"lebm: error: could not build the run: {raised.value}", message
     assert nothing_written(run)
 
 
@@ -251,6 +282,31 @@ def test_yaml_mistakes_name_the_file_and_the_tab(capsys, tmp_path: Path) -> None
     broken = tmp_path / "broken.yaml"
     broken.write_text("trainer:\n  max_epochs: [3\nmodel: 1\n")
     assert f"{broken}:3:6: expected ',' or ']'" in error_of(capsys, "fit", "-c", str(broken))
+
+
+def test_recipe_file_mistakes_get_one_line_each(capsys, tmp_path: Path) -> None:
+    """An empty recipe is named as empty (it got ``Unexpected config:`` and nothing after); a key
+    written twice is refused with both lines (YAML kept the last in silence); a ``{`` left open to
+    the end of the file is reported where it opened; two recipes of different methods are refused,
+    naming both; ``recipes copy`` onto a file says so (it was a raw FileExistsError)."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert f"the recipe {empty} is empty (it holds no settings)" in error_of(capsys, "fit", "-c", str(empty))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(f"include: [{REPO / 'recipes/quickstart.yaml'}]\ntrainer:\n  max_epochs: 3\n  max_epochs: 5\n")
+    message = error_of(capsys, "fit", "-c", str(twice))
+    assert f"{twice}: the key 'max_epochs' is written twice, at lines 3 and 4" in message
+    unclosed = tmp_path / "unclosed.yaml"
+    unclosed.write_text("trainer:\n  max_epochs: 3\nmodel: {init_args: {decoder_lr: 0.1}\n\n")
+    assert f"{unclosed}:3:8: this '{{' is never closed" in error_of(capsys, "fit", "-c", str(unclosed))
+    message = error_of(capsys, "fit", "-c", "quickstart", "-c", "multistage_nce/svhn")
+    assert "quickstart.yaml is a recipe of lebm.models.LatentEBM and " in message
+    assert "multistage_nce/svhn.yaml one of lebm.models.MultiStageNCE" in message
+    existing = tmp_path / "existing.yaml"
+    existing.write_text("trainer: {max_epochs: 1}\n")
+    message = error_of(capsys, "recipes", "copy", "quickstart", str(existing))
+    assert f"{existing} exists and is a file" in message and f"or remove {existing}" in message
+    assert "Traceback" not in message
 
 
 def test_a_command_without_a_recipe_points_to_the_recipes(capsys) -> None:

@@ -104,3 +104,21 @@ def test_multistage_nce_stages_are_checked_at_build(tmp_path: Path, capsys: pyte
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
     assert len(errors) == 1 and "3 training iterations cannot fill 4 stages" in errors[0]
     assert not run.exists() or not any(run.iterdir())
+
+
+def test_a_share_of_an_epoch_that_gives_no_batch_is_one_line() -> None:
+    """Lightning's error for ``limit_train_batches 0.0001`` of 14 batches (raised when the loaders are
+    made) becomes one line with the smallest share that gives a batch (it was a traceback)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from lebm.cli import trainer_flags
+
+    error = MisconfigurationException(
+        "You requested to check 0.0001 of the `train_dataloader` but 0.0001 * 14 < 1. Please increase the "
+        "`limit_train_batches` argument. Try at least `limit_train_batches=0.07142857142857142`"
+    )
+    assert trainer_flags.too_small_share(error) == (
+        "trainer.limit_train_batches=0.0001 of the 14 train batches is no batch: give a number of batches (an int "
+        ">= 1), or a share of at least 0.0714"
+    )
+    assert trainer_flags.too_small_share(MisconfigurationException("another")) is None

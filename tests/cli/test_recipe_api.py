@@ -4,6 +4,7 @@ what the command trains. Device: CPU."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,66 @@ def test_overrides_as_arguments_or_a_mapping() -> None:
     assert override_args(["--trainer.max_epochs", "3"]) == ["--trainer.max_epochs", "3"]
     with pytest.raises(TypeError):
         override_args("--trainer.max_epochs 3")
+
+
+QUIET_BUILD = {"trainer.logger": False, "trainer.enable_progress_bar": False, "trainer.enable_model_summary": False}
+
+
+def command_trainer(monkeypatch: pytest.MonkeyPatch, run: Path, overrides: dict[str, Any]) -> L.Trainer:
+    """The Trainer ``lebm fit -c quickstart <overrides>`` builds, caught at ``fit`` (which then returns)."""
+    built: list[L.Trainer] = []
+
+    @functools.wraps(L.Trainer.fit)  # the parser reads fit's signature for the command's options
+    def caught(trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        built.append(trainer)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(L.Trainer, "fit", caught)
+        run_cli("fit", "-c", "quickstart", *override_args({**overrides, "trainer.default_root_dir": str(run)}))
+    return built[0]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"trainer.limit_train_batches": 3},
+        {"trainer.limit_train_batches": 0.5},
+        {"trainer.limit_train_batches": 1},
+        {"trainer.limit_train_batches": 1.0},
+        {"trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1},
+        {"trainer.max_steps": 5},
+    ],
+    ids=["int", "float", "1", "1.0", "val-1", "max_steps"],
+)
+def test_trainer_settings_build_the_trainer_lebm_fit_builds(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: dict[str, Any]
+) -> None:
+    """``L.Trainer(**recipe.trainer_settings)`` has the batch limits and step bound of the Trainer
+    ``lebm fit`` builds with the same overrides, for each form of a batch limit: ``1`` is one batch
+    (it was ``1.0``, the whole epoch, from Python), ``1.0`` the whole epoch, ``0.5`` half of it."""
+    overrides = {**QUIET_BUILD, **setting}
+    recipe = lebm.from_recipe("quickstart", {**overrides, "trainer.default_root_dir": str(tmp_path / "python")})
+    python = L.Trainer(**recipe.trainer_settings)
+    command = command_trainer(monkeypatch, tmp_path / "command", overrides)
+    for key in ("limit_train_batches", "limit_val_batches", "max_steps", "max_epochs"):
+        mine, theirs = getattr(python, key), getattr(command, key)
+        assert (mine, type(mine)) == (theirs, type(theirs)), key
+
+
+def test_a_limit_of_no_batch_is_refused_alike(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+    """``limit_train_batches: 0`` trains nothing (Lightning skips training and says nothing): refused
+    by ``from_recipe`` and ``lebm fit`` with one line, and by a Trainer built in Python when it fits."""
+    overrides = {**QUIET_BUILD, "trainer.limit_train_batches": 0}
+    with pytest.raises(RecipeError) as raised:
+        lebm.from_recipe("quickstart", {**overrides, "trainer.default_root_dir": str(tmp_path / "python")})
+    message = str(raised.value)
+    assert "trainer.limit_train_batches=0 trains nothing" in message and "\n" not in message
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        command_trainer(monkeypatch, tmp_path / "command", overrides)
+    assert capsys.readouterr().err.strip() == f"lebm: error: {message}"
+    assert not any((tmp_path / "command" / name).exists() for name in ("config.yaml", "checkpoints", "wandb"))
+    recipe = lebm.from_recipe("quickstart", {**QUIET_BUILD, "trainer.default_root_dir": str(tmp_path / "python")})
+    for limit in ({"limit_train_batches": 0}, {"max_steps": 0}, {"max_epochs": 0}):
+        with pytest.raises(ValueError, match="trains nothing"):
+            recipe.trainer(**limit).fit(recipe.model, datamodule=recipe.datamodule)

@@ -14,6 +14,7 @@ from test_data_resume import BatchRecorder as ImageBatchRecorder
 from torch import Tensor
 
 from lebm.data import TemplateGrammar, TextDataModule, Vocabulary
+from lebm.data.errors import DataError
 from lebm.data.text.batches import bucket_plan
 from tests.helpers.trainers import quiet_trainer
 
@@ -392,13 +393,34 @@ def test_bad_arguments_fail_at_construction_with_the_fix(tmp_path: Path, ptb_roo
         TextDataModule("templates", n_train=10, batch_size=32)
 
 
-def test_empty_or_too_small_training_splits_fail_in_setup(tmp_path: Path) -> None:
+def test_empty_or_too_small_splits_fail_at_construction(tmp_path: Path) -> None:
+    """A split file of blank lines, or a training file shorter than one batch, is refused when the
+    data module is made (so before a run and its logger start), in one line naming the file and the
+    fix; the files are read only as far as the check needs."""
     empty = write_ptb(tmp_path / "empty", [], ["a"], ["a"])
-    with pytest.raises(ValueError, match="ptb.train.txt holds no sentence"):
-        TextDataModule("ptb", root=str(empty)).setup()
+    with pytest.raises(DataError, match="the train file .*ptb.train.txt holds no sentence") as raised:
+        TextDataModule("ptb", root=str(empty))
+    assert "\n" not in str(raised.value)
+    blank_test = write_ptb(tmp_path / "blank_test", ["a b"] * 4, ["a"], ["   ", ""])
+    with pytest.raises(DataError, match="the test file .*ptb.test.txt holds no sentence"):
+        TextDataModule("ptb", root=str(blank_test), batch_size=2)
+    one = write_ptb(tmp_path / "one", ["the cat sees the dog"], ["a"], ["a"])
+    with pytest.raises(DataError, match="holds 1 sentence, fewer than one training batch of batch_size=32: lower"):
+        TextDataModule("ptb", root=str(one))
     few = write_ptb(tmp_path / "few", ["a b", "c"], ["a"], ["a"])
-    with pytest.raises(ValueError, match="exceeds the 2 training sentences"):
-        TextDataModule("ptb", root=str(few), batch_size=3).setup()
+    with pytest.raises(DataError, match="holds 2 sentences, fewer than one training batch of batch_size=3"):
+        TextDataModule("ptb", root=str(few), batch_size=3)
+    with pytest.raises(DataError, match="holds 1 sentence of at most max_length=1 words"):
+        TextDataModule("ptb", root=str(few), batch_size=2, max_length=1, long_sentences="drop")
+    assert TextDataModule("ptb", root=str(few), batch_size=2, max_length=1).batch_size == 2  # truncated: both kept
+
+
+def test_a_file_changed_after_construction_still_fails_in_setup_in_one_line(tmp_path: Path) -> None:
+    folder = write_ptb(tmp_path / "later", ["a b", "c"], ["a"], ["a"])
+    module = TextDataModule("ptb", root=str(folder), batch_size=2)
+    (folder / "ptb.train.txt").write_text("a\n")
+    with pytest.raises(DataError, match="exceeds the 1 training sentences"):
+        module.setup()
 
 
 # ---------------------------------------------------------------------------------- real PTB

@@ -6,20 +6,27 @@ Device: CPU."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
-from cases import CASES, MethodCase, latent_ebm, recorders, toy_loader
+from cases import CASES, LATENT, MethodCase, Recording, latent_ebm, recorders, toy_decoder, toy_loader
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
     EMAWeightAveraging,
     ModelCheckpoint,
     StochasticWeightAveraging,
 )
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.tuner import Tuner
 
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.base import batch_observations
+from lebm.nets import EnergyMLP
+from lebm.samplers import Langevin
 from tests.helpers.trainers import quiet_trainer
 
 IDS = [case.name for case in CASES]
@@ -175,6 +182,90 @@ def test_gradient_clip_by_value_and_a_nets_own_setting_wins() -> None:
     assert decoder_steps and prior_steps
     assert all(1e-4 < step["norm"] <= 1e-2 * (1 + 1e-4) for step in decoder_steps)
     assert all(step["norm"] <= 1e-4 * (1 + 1e-4) for step in prior_steps)
+
+
+def test_a_nets_own_clip_is_a_max_norm_when_the_trainer_clips_by_value() -> None:
+    """With ``gradient_clip_algorithm="value"`` in the Trainer, LatentEBM's ``decoder_grad_clip``
+    still clips the decoder's gradients by their norm (at most the setting, and reaching it), not
+    elementwise; the prior keeps the Trainer's elementwise bound."""
+    torch.manual_seed(0)
+    model = latent_ebm()
+    model.hparams.decoder_grad_clip = 1e-2
+    decoder = {id(p) for p in model.decoder.parameters()}
+    _, record = fit(model, batches=2, gradient_clip_val=1e-4, gradient_clip_algorithm="value")
+    decoder_steps = [step for step in record.steps if step["parameters"] == decoder]
+    prior_steps = [step for step in record.steps if step["parameters"] != decoder]
+    assert decoder_steps and prior_steps
+    assert all(step["norm"] <= 1e-2 * (1 + 1e-4) for step in decoder_steps), "the decoder was clipped by value"
+    assert any(step["norm"] > 0.9e-2 for step in decoder_steps)
+    assert all(step["max"] <= 1e-4 * (1 + 1e-6) for step in prior_steps)
+
+
+class ScaledLosses(MixedPrecision):
+    """A stand-in for ``precision="16-mixed"`` on the CPU: Lightning's mixed-precision plugin with a
+    gradient scaler whose scale is 1024 (the loss is scaled before every backward pass and the
+    gradients unscaled inside the step), without autocast, so the nets run in float32."""
+
+    SCALE = 1024.0
+
+    def __init__(self) -> None:
+        scaler = torch.amp.GradScaler("cpu", init_scale=self.SCALE, growth_interval=1_000_000)
+        super().__init__("16-mixed", "cpu", scaler=scaler)
+
+    @contextmanager
+    def forward_context(self) -> Iterator[None]:
+        yield
+
+
+@pytest.mark.parametrize("own_clip", [False, True], ids=["trainer-clip", "own-clip"])
+def test_clipping_comes_after_mixed_precision_unscales_the_gradients(own_clip: bool) -> None:
+    """Under a gradient scaler whose scale is not 1, every net's gradients are clipped once they
+    are unscaled: each step sees a norm at most the clip value and reaching it (clipped while
+    scaled, the norm would be the value / 1024), whether the Trainer's ``gradient_clip_val`` or a
+    net's own setting clips."""
+    torch.manual_seed(0)
+    model = latent_ebm()
+    clip = 1e-3
+    if own_clip:
+        model.hparams.decoder_grad_clip = clip
+        model.hparams.prior_grad_clip = clip
+    plugin = ScaledLosses()
+    settings: dict[str, Any] = {} if own_clip else {"gradient_clip_val": clip}
+    _, record = fit(model, batches=2, plugins=[plugin], **settings)
+    assert plugin.scaler.get_scale() == ScaledLosses.SCALE, "the stand-in did not scale (or skipped a step)"
+    assert len(record.steps) == 4
+    assert all(step["norm"] <= clip * (1 + 1e-4) for step in record.steps)
+    assert all(step["norm"] > 0.9 * clip for step in record.steps), "clipped before the scaler unscaled"
+
+
+class SharedGraph(LatentEBM):
+    """A method whose decoder loss also runs through the prior's energy net (a graph shared by two
+    nets, as a user's method may have), and whose prior loss has a zero gradient: the prior's
+    gradient at its step must hold its own loss alone, zero."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x = batch_observations(batch)
+        decoder_optimizer, prior_optimizer = self.optimizer_list()
+        z = torch.randn(x.shape[0], LATENT, generator=self.train_generator)
+        decoder_loss = self.decoder.nll(x, z).mean() + self.prior.energy(z).mean()
+        self.step_optimizers(decoder_optimizer, decoder_loss)
+        self.step_optimizers(prior_optimizer, 0.0 * self.prior.energy(z).mean())
+
+
+def test_each_accumulated_loss_reaches_only_the_nets_it_updates() -> None:
+    """``accumulate_grad_batches=2`` over a method whose decoder loss reaches the prior's
+    parameters too: the prior's accumulated gradient at its step is its own loss's (zero), with no
+    part of the decoder loss of the window's later batch in it; the decoder steps on a gradient."""
+    torch.manual_seed(0)
+    prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=Recording(Langevin(5, 0.4)))
+    model = SharedGraph(toy_decoder(), prior, posterior_sampler=Langevin(5, 0.1), decoder_lr=1e-3, prior_lr=1e-3)
+    prior_parameters = {id(p) for p in model.prior.parameters()}
+    _, record = fit(model, batches=4, accumulate_grad_batches=2)
+    prior_steps = [step for step in record.steps if step["parameters"] == prior_parameters]
+    decoder_steps = [step for step in record.steps if step["parameters"] != prior_parameters]
+    assert len(prior_steps) == len(decoder_steps) == 2
+    assert all(step["norm"] == 0.0 for step in prior_steps), "the decoder loss reached the prior's gradient"
+    assert all(step["norm"] > 0.0 for step in decoder_steps)
 
 
 def test_a_trainer_keeps_its_settings_for_a_second_fit() -> None:

@@ -140,6 +140,21 @@ def test_finetune_keeps_the_loss_value_and_trains_every_earlier_ratio(tmp_path) 
     assert changed(recorder.snapshots[1], recorder.snapshots[3], "prior.ratios.0.")
 
 
+def test_finetune_steps_every_ratio_of_the_stage_in_progress(tmp_path) -> None:
+    """Device: CPU. With ``earlier_ratios="finetune"`` the stage-``k`` loss steps all ``k + 1``
+    ratio optimisers (``step_optimizers`` given several): in stage 2 of 3 the parameters of ratios
+    0, 1 and 2 all change at every iteration, and the stage's own ratio too in stage 1."""
+    torch.manual_seed(0)
+    model = small_model(n_stages=3, earlier_ratios="finetune", stage_iterations=2)
+    recorder = StageRecorder()
+    trainer(tmp_path, callbacks=[recorder]).fit(model, loader(n_batches=6))
+    assert recorder.states == [(0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (3, 0)]
+    snaps = recorder.snapshots
+    for before, after, stage in ((1, 2, 1), (3, 4, 2), (4, 5, 2)):
+        for ratio in range(stage + 1):
+            assert changed(snaps[before], snaps[after], f"prior.ratios.{ratio}."), (stage, ratio)
+
+
 def test_generator_can_be_frozen_after_the_first_stage(tmp_path) -> None:
     model = small_model(decoder_training="first_stage", stage_iterations=2)
     recorder = StageRecorder()
@@ -153,6 +168,20 @@ def test_default_schedule_splits_the_run_evenly_over_the_stages(tmp_path) -> Non
     assert model.stage_schedule is None
     trainer(tmp_path, max_epochs=2).fit(model, loader(n_batches=5))
     assert model.stage_schedule == [3, 3, 3] and model.prior.finished  # 10 iterations // 3 stages
+
+
+def test_default_schedule_counts_updates_under_accumulation(tmp_path) -> None:
+    """Device: CPU. Without ``stage_iterations``, 2 epochs of 4 batches accumulated by 2 are 4
+    training iterations (updates), not 8 batches: 2 a stage over 2 stages, all completed; the same
+    with an integer ``limit_train_batches``, where the split is first checked before training."""
+    for limits in ({}, {"limit_train_batches": 4}):
+        model = small_model(n_stages=2)
+        trainer(tmp_path, max_epochs=2, accumulate_grad_batches=2, **limits).fit(model, loader(n_batches=4))
+        assert model.stage_schedule == [2, 2] and model.prior.finished, limits
+    with pytest.raises(ValueError, match="2 training iterations cannot fill 3 stages"):
+        trainer(tmp_path, max_epochs=1, accumulate_grad_batches=2, limit_train_batches=4).fit(
+            small_model(n_stages=3), loader(n_batches=4)
+        )
 
 
 @pytest.mark.parametrize(

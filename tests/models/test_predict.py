@@ -108,7 +108,7 @@ def test_predictions_are_the_user_api_drawn_from_the_evaluation_stream(case: Met
     model.eval()
 
     def stream() -> torch.Generator:
-        model.random_streams.start_evaluation(model.device, 0, model.current_epoch)
+        model.random_streams.start_evaluation(model.device, 0, model.global_step)
         return model.eval_generator
 
     torch.testing.assert_close(batch["latents"], model.infer(x, generator=stream()), rtol=0, atol=0)

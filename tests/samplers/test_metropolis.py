@@ -197,9 +197,9 @@ def test_settings_are_checked() -> None:
         MALA(step_size=0.0)
     with pytest.raises(ValueError, match="n_leapfrog must be >= 1"):
         HMC(n_leapfrog=0)
-    with pytest.raises(ValueError, match="target acceptance"):
+    with pytest.raises(ValueError, match="target_acceptance must be < 1"):
         MALA(target_acceptance=1.5)
-    with pytest.raises(ValueError, match="'shared' or 'per_chain'"):
+    with pytest.raises(ValueError, match="adapt must be one of 'shared', 'per_chain'"):
         HMC(adapt="each")
     with pytest.raises(ValueError, match="mass must be positive"):
         HMC(mass=[1.0, -1.0])

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
+from lebm.data.errors import DataError
 from lebm.data.images import catalog  # noqa: F401 (registers the built-in datasets)
 from lebm.data.images.folder import ImageFolderDataset, list_image_files
 from lebm.data.images.folder_preprocess import FolderPreprocess
@@ -415,10 +416,10 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         resumed from a mid-epoch checkpoint goes on with the epoch's next batch (exact resume)."""
         self.setup()
         assert self.train_dataset is not None
-        if len(self.train_dataset) < self.batch_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} exceeds the {len(self.train_dataset)} training images; "
-                "with drop_last=True no batch would be produced"
+        if len(self.train_dataset) < self.batch_size:  # a DataError: the command prints it in one line
+            raise DataError(
+                f"batch_size={self.batch_size} exceeds the {len(self.train_dataset)} training images, so no whole "
+                "training batch can be made (the last partial batch is dropped); lower data.init_args.batch_size"
             )
         return self._make_loader(self.train_dataset, self.batch_size, train=True)
 

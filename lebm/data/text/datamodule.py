@@ -23,10 +23,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from lebm.data.errors import DataError
 from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.text.batches import BucketedBatches, EncodeSentences, SentenceDataset
-from lebm.data.text.files import check_text_files, read_sentences, text_split_paths
+from lebm.data.text.files import check_sentence_counts, check_text_files, read_sentences, text_split_paths
 from lebm.data.text.grammar import TemplateGrammar
 from lebm.data.text.vocabulary import Vocabulary
 from lebm.randomness import derive_seed, run_seed
@@ -200,6 +201,8 @@ class TextDataModule(PredictionSource, L.LightningDataModule):
             return {}
         paths = text_split_paths(self.dataset_name, root, train_file, val_file, test_file)
         check_text_files(self.dataset_name, root, paths)
+        dropped_above = self.max_length if self.long_sentences == "drop" else None
+        check_sentence_counts(paths, self.batch_size, dropped_above)  # at build: no run starts on them
         return paths
 
     # ------------------------------------------------------------------------------- vocabulary
@@ -251,7 +254,7 @@ class TextDataModule(PredictionSource, L.LightningDataModule):
         train, val, test = (read_sentences(self.paths[split], self.lowercase) for split in ("train", "val", "test"))
         for split, sentences in (("train", train), ("val", val), ("test", test)):
             if not sentences:
-                raise ValueError(
+                raise DataError(
                     f"the {split} file {self.paths[split]} holds no sentence (every line is empty); "
                     "point the data module at a file with one sentence per line"
                 )
@@ -262,13 +265,13 @@ class TextDataModule(PredictionSource, L.LightningDataModule):
         if self.max_length is not None and self.long_sentences == "drop":
             kept = [sentence for sentence in train if len(sentence) <= self.max_length]
             if not kept:
-                raise ValueError(
+                raise DataError(
                     f"long_sentences='drop' with max_length={self.max_length} drops every one of the {len(train)} "
                     "training sentences (the training split is empty); raise max_length or use 'truncate'"
                 )
             train = kept
         if len(train) < self.batch_size:
-            raise ValueError(
+            raise DataError(
                 f"batch_size={self.batch_size} exceeds the {len(train)} training sentences, so no whole training "
                 "batch can be made; lower batch_size"
             )

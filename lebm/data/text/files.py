@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lebm.data.errors import missing_data_error, unreadable_file_error
+from lebm.data.errors import DataError, missing_data_error, unreadable_file_error
 from lebm.data.paths import expand_root
 
 #: The split files of each file-based dataset, inside ``root``: (train, val, test). "lines" has none.
@@ -104,3 +104,48 @@ def read_sentences(path: Path, lowercase: bool = False) -> list[list[str]]:
     except UnicodeDecodeError as error:
         raise unreadable_file_error(path, error) from None
     return sentences
+
+
+def count_sentences(path: Path, enough: int, max_length: int | None = None) -> int:
+    """The sentences of a text file (non-empty lines; with ``max_length``, only those of at most
+    that many words), counted up to ``enough``: the file is read only as far as it must be."""
+    found = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                words = len(line.split())
+                if words and (max_length is None or words <= max_length):
+                    found += 1
+                    if found >= enough:
+                        break
+    except UnicodeDecodeError as error:
+        raise unreadable_file_error(path, error) from None
+    return found
+
+
+def check_sentence_counts(paths: dict[str, Path], batch_size: int, max_length_kept: int | None = None) -> None:
+    """Raise a one-line :class:`~lebm.data.errors.DataError` when a split file holds no sentence (it
+    is empty or all its lines are blank) or the training file has fewer sentences than one batch of
+    ``batch_size`` (``max_length_kept``: only sentences of at most that many words count, those
+    ``long_sentences: drop`` keeps). Reads each file only until it has seen enough, so a corpus of
+    any size is checked in the time of its first lines."""
+    for split, path in paths.items():
+        if count_sentences(path, 1) == 0:
+            raise DataError(
+                f"the {split} file {path} holds no sentence (it is empty or every line is blank): point "
+                f"data.init_args.{split}_file at a file with one whitespace-tokenised sentence per line"
+            )
+    train = paths["train"]
+    found = count_sentences(train, batch_size, max_length_kept)
+    if found < batch_size:
+        if found == 0:
+            raise DataError(
+                f"long_sentences: drop with max_length={max_length_kept} drops every one of the sentences of the train "
+                f"file {train}: raise data.init_args.max_length, or use long_sentences: truncate"
+            )
+        kept = f" of at most max_length={max_length_kept} words (long_sentences: drop)" if max_length_kept else ""
+        raise DataError(
+            f"the train file {train} holds {found} sentence{'s' if found != 1 else ''}{kept}, fewer than one training "
+            f"batch of batch_size={batch_size}: lower data.init_args.batch_size to at most {found}, or use a larger "
+            "file"
+        )

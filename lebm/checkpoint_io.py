@@ -1,0 +1,137 @@
+"""Checkpoints written whole or not at all, wherever the run folder is (Lightning's ``CheckpointIO`` plugin).
+
+Lightning's default checkpoint I/O writes the temporary file in the *system* temporary folder and
+then moves it onto the checkpoint's name: when the run folder is on another file system (NFS, a
+scratch disk) the move is a copy, and a kill or a full disk during it leaves a partial checkpoint
+under the real name. :class:`AtomicCheckpointIO` serialises the checkpoint in memory (as Lightning
+does), writes it into a temporary file *beside* the target, flushes and syncs it, renames it over
+the target and syncs the folder (:func:`lebm.atomic.replaced_atomically`). On any failure the
+temporary file is removed and the checkpoint that was there stays; an ``OSError`` (a full disk, a
+quota, a folder that became read-only) becomes :class:`CheckpointNotSaved`, whose one-line message
+names the folder, the space the checkpoint needs and how to resume (the ``lebm`` command prints it
+and exits with code 1, no traceback).
+
+The ``lebm`` command and :func:`lebm.from_recipe` give the Trainer this plugin
+(:func:`with_atomic_checkpoints`); a Trainer built by hand gets it when a method is set up, unless it
+was given a checkpoint I/O of its own (:func:`use_atomic_checkpoints`). Paths with a URL scheme
+(``s3://...``) are left to Lightning's own writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+
+from lebm.atomic import replaced_atomically
+
+__all__ = ["AtomicCheckpointIO", "CheckpointNotSaved", "use_atomic_checkpoints", "with_atomic_checkpoints"]
+
+#: The errors that mean the disk (or the user's share of it) is full.
+NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class CheckpointNotSaved(OSError):
+    """A checkpoint that could not be written; the one-line message says where, why, and how to resume.
+    The checkpoints saved before it are intact (nothing was written under the checkpoint's name)."""
+
+
+def human_size(size: float) -> str:
+    """``size`` bytes as ``'1.5 MB'`` (decimal units, as ``df -H`` shows them)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def newest_checkpoint(folder: str) -> str | None:
+    """The newest ``*.ckpt`` file in ``folder`` (None when it holds none)."""
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(".ckpt")]
+    except OSError:
+        return None
+    paths = [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+def not_saved_message(path: str, size: int, error: OSError) -> str:
+    """The one line for a checkpoint of ``size`` bytes that could not be written to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    newest = newest_checkpoint(folder)
+    if newest:
+        kept = "the checkpoints saved before are intact"
+        resume = f"resume with --ckpt_path auto (it takes the newest intact checkpoint, now {newest})"
+    else:
+        kept = "no partial file was left"
+        resume = "run the same command again (no checkpoint was saved before this one)"
+    if error.errno in NO_SPACE:
+        try:
+            free = f"{human_size(shutil.disk_usage(folder).free)} free"
+        except OSError:
+            free = "its free space unknown"
+        return (
+            f"could not save the checkpoint {path}: {reason} (it needs {human_size(size)}; {folder} has {free}); "
+            f"{kept}. Free space there (or move the run folder to a larger disk), then {resume}"
+        )
+    return (
+        f"could not save the checkpoint {path} ({human_size(size)}): {reason}; {kept}. Make {folder} writable, "
+        f"then {resume}"
+    )
+
+
+def is_local(path: Any) -> bool:
+    """Whether ``path`` is a file on this machine (no URL scheme, or ``file://``)."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    return "://" not in text or text.startswith("file://")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` whose saves are atomic in the run folder itself (module doc):
+    a temporary file beside the checkpoint, flushed and synced, renamed over it; on failure the
+    temporary file is removed and :class:`CheckpointNotSaved` raised. Loading and removing are
+    Lightning's."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` whole or not at all (``storage_options`` must be None)."""
+        if storage_options is not None or not is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)  # its own refusal, or a remote store
+            return
+        target = os.fspath(path) if isinstance(path, os.PathLike) else str(path).removeprefix("file://")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getbuffer()
+        try:
+            with replaced_atomically(target, "wb") as file:
+                file.write(data)
+        except OSError as error:
+            raise CheckpointNotSaved(not_saved_message(target, data.nbytes, error)) from error
+        finally:
+            data.release()
+
+
+def with_atomic_checkpoints(plugins: Any) -> list[Any]:
+    """A Trainer's ``plugins`` (None, one, or a list) with :class:`AtomicCheckpointIO` as its checkpoint
+    I/O: added when none is given, put in place of a plain ``TorchCheckpointIO``, and a checkpoint I/O
+    of the user's own kept."""
+    given = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    kept = [plugin for plugin in given if type(plugin) is not TorchCheckpointIO]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in kept):
+        kept.append(AtomicCheckpointIO())
+    return kept
+
+
+def use_atomic_checkpoints(trainer: L.Trainer) -> None:
+    """Give ``trainer``'s strategy an :class:`AtomicCheckpointIO` when it has Lightning's default
+    (a Trainer built by hand); a checkpoint I/O of the user's own is kept."""
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()

@@ -1,0 +1,206 @@
+"""Checkpoints and run-folder files written whole or not at all, wherever the run folder is (device:
+CPU; the lebm command in this process; the tmpfs cases mount one, as root, and are skipped saying why
+where mounting is not permitted).
+
+- a disk that fills up at a checkpoint stops the run with one lebm line (the folder, the space
+  needed, how to resume), no traceback, no partial or temporary file, and the run resumes;
+- with the system temporary folder on another file system, every checkpoint (and every other file
+  lebm writes into the run folder) is written beside its name and renamed into place there;
+- a write that fails halfway leaves the previous checkpoint as it was and no temporary file;
+- ``lebm fit``, ``lebm.from_recipe`` and a Trainer built by hand all save through lebm's writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+import lebm.checkpoint_io
+from lebm.checkpoint_io import AtomicCheckpointIO, CheckpointNotSaved, with_atomic_checkpoints
+from tests.helpers.cli_runner import QUIET, run_cli
+
+RUN = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "0"]
+RUN += QUIET
+
+
+@contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``folder`` for the block (the test is skipped, saying why, where
+    this process may not mount one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command here: the full-disk case needs a small tmpfs")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({mounted.stderr.decode().strip()}): run as root")
+    try:
+        yield folder
+    finally:
+        if subprocess.run(["umount", str(folder)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def temporary_files(folder: Path) -> list[Path]:
+    return [path for path in folder.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_a_disk_that_fills_up_at_a_checkpoint_stops_with_one_line_and_the_run_resumes(capsys, tmp_path: Path) -> None:
+    """The quickstart's checkpoints are 1.6 MB: on a 4 MB tmpfs the first epoch's two fit, the second
+    epoch's does not. The run stops with exit code 1 and one line; the first epoch's checkpoints are
+    intact, no temporary file is left; with room again, ``--ckpt_path auto`` finishes the run."""
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        run = disk / "run"
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_cli(*RUN, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(run))
+        assert stop.value.code == 1
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("lebm: could not save")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        line = lines[0]
+        folder = run / "checkpoints"
+        assert f"could not save the checkpoint {folder / 'epoch=1-step=4.ckpt'}: no space left on device" in line
+        needs = (folder / "last.ckpt").stat().st_size / 1e6  # the next checkpoint is as large as this one
+        assert f"it needs {needs:.1f} MB; {folder} has " in line, line
+        assert (
+            f"resume with --ckpt_path auto (it takes the newest intact checkpoint, now {folder / 'last.ckpt'})" in line
+        )
+        assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+        assert not temporary_files(run)
+        for path in folder.iterdir():  # whole, loadable, the first epoch's
+            assert torch.load(path, map_location="cpu", weights_only=True)["global_step"] == 2
+        subprocess.run(["mount", "-o", "remount,size=32m", str(disk)], check=True)
+        run_cli(*RUN, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(run), "--ckpt_path", "auto")
+        assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 4
+        assert not temporary_files(run)
+
+
+@pytest.fixture
+def renames(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every ``os.replace(source, target)`` of the test, as absolute paths."""
+    seen: list[tuple[str, str]] = []
+    original = os.replace
+
+    def traced(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        seen.append((os.path.abspath(source), os.path.abspath(target)))
+        original(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", traced)
+    return seen
+
+
+def test_with_the_temporary_folder_on_another_file_system_files_are_renamed_into_place_in_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, renames: list[tuple[str, str]]
+) -> None:
+    """TMPDIR on a tmpfs (Lightning's own writer puts its temporary file there and moves it: a copy
+    across file systems). Every checkpoint, and every other file lebm writes into the run folder
+    (config.yaml, the grids), is the target of a rename from a temporary file in its own folder, and
+    nothing is left in the temporary folder."""
+    with tmpfs(tmp_path / "system_tmp", "16m") as system_tmp:
+        monkeypatch.setenv("TMPDIR", str(system_tmp))
+        monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
+        run = tmp_path / "run"
+        run_cli(*RUN, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run))
+        assert not list(system_tmp.iterdir())
+    targets = {target: source for source, target in renames}
+    written = [str(path) for path in run.rglob("*") if path.is_file()]
+    checkpoints = [path for path in written if path.endswith(".ckpt")]
+    assert len(checkpoints) == 2 and any(path.endswith("config.yaml") for path in written)
+    assert any(path.endswith(".png") for path in written)
+    for path in written:
+        assert path in targets, f"{path} was not renamed into place"
+        source = targets[path]
+        assert os.path.dirname(source) == os.path.dirname(path) and source.endswith(".tmp"), source
+    assert not temporary_files(run)
+
+
+class HalfWrite:
+    """A file whose ``write`` writes half of what it is given, then fails as a full disk does."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def write(self, data: Any) -> int:
+        data = memoryview(data).cast("B")
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_write_that_fails_halfway_leaves_the_previous_checkpoint_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fault is injected into the writer after half the bytes reached the temporary file."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.arange(1000.0)}, path)
+    before = path.read_bytes()
+    original = lebm.checkpoint_io.replaced_atomically
+
+    @contextmanager
+    def half_written(*args: Any, **kwargs: Any) -> Iterator[HalfWrite]:
+        with original(*args, **kwargs) as file:
+            yield HalfWrite(file)
+
+    monkeypatch.setattr(lebm.checkpoint_io, "replaced_atomically", half_written)
+    with pytest.raises(CheckpointNotSaved) as failed:
+        io.save_checkpoint({"step": 2, "weights": torch.arange(5000.0)}, path)
+    message = str(failed.value)
+    assert message.startswith(f"could not save the checkpoint {path}: no space left on device (it needs")
+    assert "the checkpoints saved before are intact" in message and f"now {path})" in message
+    assert isinstance(failed.value, OSError) and "\n" not in message
+    assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["step"] == 1
+
+
+def test_another_error_of_the_writer_is_its_own_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """An object torch cannot save fails before anything is written; a folder that cannot be written
+    gets the one line with the fix."""
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    with pytest.raises(Exception) as failed:
+        io.save_checkpoint({"step": 1, "function": lambda: None}, path)
+    assert not isinstance(failed.value, CheckpointNotSaved) and not list(tmp_path.iterdir())
+    (tmp_path / "taken").write_text("a file where the checkpoint folder should be")
+    expected = r"taken/last.ckpt \(1.3 kB\): file exists; no partial file was left. Make .* writable, then run the same"
+    with pytest.raises(CheckpointNotSaved, match=expected):
+        io.save_checkpoint({"step": 1}, tmp_path / "taken" / "last.ckpt")
+
+
+def test_every_way_of_building_a_trainer_saves_through_lebms_writer(tmp_path: Path) -> None:
+    """``lebm.from_recipe``'s settings carry the plugin (a plain ``TorchCheckpointIO`` given is put in
+    its place, a user's own kept); a Trainer built by hand gets it when the method is set up."""
+    import lightning as L
+
+    import lebm
+
+    recipe = lebm.from_recipe("quickstart", {"trainer.default_root_dir": str(tmp_path / "run")})
+    assert [type(plugin) for plugin in recipe.trainer_settings["plugins"]] == [AtomicCheckpointIO]
+    trainer = recipe.trainer(logger=False)
+    assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+
+    class Own(TorchCheckpointIO):
+        pass
+
+    own = Own()
+    assert with_atomic_checkpoints([own]) == [own]
+    assert [type(plugin) for plugin in with_atomic_checkpoints(TorchCheckpointIO())] == [AtomicCheckpointIO]
+
+    by_hand = L.Trainer(
+        max_steps=1, limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(tmp_path / "by_hand"), inference_mode=False,
+    )  # fmt: skip
+    assert type(by_hand.strategy.checkpoint_io) is TorchCheckpointIO
+    by_hand.fit(recipe.model, datamodule=recipe.datamodule)
+    assert type(by_hand.strategy.checkpoint_io) is AtomicCheckpointIO
