@@ -200,6 +200,6 @@ def refuse_unsupported_callbacks(trainer: Any, method: str) -> None:
         raise ValueError(
             f"BatchSizeFinder (scale_batch_size) is not supported: {method}'s batch size is a setting of its paper "
             "(the chains' and the estimators' statistics depend on it), not a memory limit to maximise. Set "
-            "data.init_args.batch_size; python benchmarks/train_step.py --recipe RECIPE --batch-size B reports "
-            "the peak memory of a batch size (docs/lightning.md)"
+            "data.init_args.batch_size, and try one that may not fit with a short run: lebm fit -c RECIPE "
+            "--data.init_args.batch_size B --trainer.max_steps 5 --trainer.logger false (docs/lightning.md)"
         )
