@@ -148,24 +148,3 @@ def missing_class_message(path: Any, class_path: str, version: str | None) -> st
         f"{lacks} (the checkpoint was written by {writer}): install the lebm that wrote it"
         f"{f' ({version})' if version else ''} to load it; {own}"
     )
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` that makes a warning raised by the function calling this one point at the
-    first caller outside lebm, Lightning, torch and the standard library's ``contextlib``: the user's
-    own line (``model = lebm.load(path)``, ``trainer.fit(model, ckpt_path=...)``), not a library's."""
-    import contextlib
-    import importlib.util
-    import sys
-
-    roots = [os.path.dirname(contextlib.__file__) + os.sep + "contextlib.py"]
-    for package in ("lebm", "lightning", "lightning_fabric", "torch"):
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.submodule_search_locations:
-            roots.extend(os.path.join(location, "") for location in spec.submodule_search_locations)
-    frame = sys._getframe(1)  # the function that warns: stacklevel 1
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(tuple(roots)):
-        frame = frame.f_back
-        level += 1
-    return level

@@ -24,6 +24,7 @@ LAYERS: list[list[str]] = [
         "lebm.devices",
         "lebm.atomic",
         "lebm.arguments",
+        "lebm.user_warnings",
     ],
     ["lebm.metrics_table"],
     ["lebm.loggers", "lebm.checkpoints", "lebm.checkpoint_io"],

@@ -56,6 +56,27 @@ def quiet_dependency_warnings() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")  # wandb's banner; runs still say where they are saved
 
 
+def show_warnings_as_command_lines() -> None:
+    """Print a warning whose source line is lebm's or a library's that runs lebm's checks
+    (Lightning, jsonargparse, torch, ``contextlib``) or the ``lebm`` script's as ``lebm: warning:
+    <message>``: it is about the
+    command the user typed, not about a line of a library they did not write. A warning from the
+    user's own code keeps Python's ``file:line: Category: message``."""
+    from lebm.user_warnings import in_a_library
+
+    shown = warnings.showwarning
+    script = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if in_a_library(filename) or filename == "sys" or os.path.realpath(filename) == script:
+            kind = "" if category is UserWarning else f" ({category.__name__})"
+            print(f"lebm: warning{kind}: {message}", file=file or sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def _value_of(args: list[str], flag: str) -> str | None:
     for index, arg in enumerate(args):
         if arg == flag and index + 1 < len(args):
@@ -181,6 +202,7 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lebm`` console script (``args``: instead of ``sys.argv[1:]``)."""
     argv = list(sys.argv[1:] if args is None else args)
     quiet_dependency_warnings()
+    show_warnings_as_command_lines()
     if os.getcwd() not in sys.path:  # class paths of the user's own modules resolve from here, as with python -m
         sys.path.insert(0, os.getcwd())
     if not argv or argv[0] in ("-h", "--help"):

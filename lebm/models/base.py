@@ -29,7 +29,6 @@ from lebm.checkpoints import (
     missing_class_message,
     newer_writer_message,
     read_checkpoint,
-    user_stacklevel,
     writer_version,
 )
 from lebm.compat import attached_trainer, logging_as_hook, run_hooks_eagerly
@@ -59,6 +58,7 @@ from lebm.models.stepping import (
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.samplers.adaptation import drop_unused_adaptation_state
+from lebm.user_warnings import user_stacklevel
 from lebm.version import __version__
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.

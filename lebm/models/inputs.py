@@ -26,6 +26,7 @@ from torch import Tensor
 
 from lebm.data.text.datamodule import SUSPICIOUS_UNKNOWN_SHARE
 from lebm.samplers import Sampler
+from lebm.user_warnings import warn_user
 
 __all__ = [
     "api_call",
@@ -120,11 +121,10 @@ def check_sampler(sampler: Any) -> Sampler | None:
 def warn_if_not_finite(values: Tensor, what: str) -> Tensor:
     """``values``, with a warning when some are NaN or infinite (a chain that diverged)."""
     if isinstance(values, Tensor) and values.is_floating_point() and not bool(torch.isfinite(values).all()):
-        warnings.warn(
+        warn_user(
             f"{what} holds NaN or infinite values: a chain diverged (lower its step size) or the model's "
             "parameters are not finite",
             RuntimeWarning,
-            stacklevel=3,
         )
     return values
 

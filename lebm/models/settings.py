@@ -8,9 +8,10 @@ when it saves its hyperparameters, so a method's new ``<net>_lr`` is checked wit
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from lebm.user_warnings import warn_user
 
 
 def _finite(value: Any) -> bool:
@@ -20,10 +21,6 @@ def _finite(value: Any) -> bool:
 #: Adam learning rates above this are almost certainly a typo for these models (the papers use 2e-6 to 3e-3).
 SUSPICIOUS_LEARNING_RATE = 0.1
 
-#: Frames from a warning in a check below up to the code that built the method: the check,
-#: :func:`check_optimizer_settings`, ``Method.save_component_hyperparameters``, the method's ``__init__``.
-_STACKLEVEL = 5
-
 
 def check_learning_rate(option: str, value: Any) -> None:
     """A finite rate >= 0 (0 freezes the net, a use in tests and ablations); above
@@ -31,10 +28,9 @@ def check_learning_rate(option: str, value: Any) -> None:
     if not (_finite(value) and value >= 0):
         raise ValueError(f"{option} must be a finite learning rate >= 0, got {value}")
     if value > SUSPICIOUS_LEARNING_RATE:
-        warnings.warn(
+        warn_user(
             f"{option}={value} is far above the papers' Adam rates (2e-6 to 3e-3): the nets saturate within a few "
-            "steps; did you mean something like 1e-4?",
-            stacklevel=_STACKLEVEL,
+            "steps; did you mean something like 1e-4?"
         )
 
 
@@ -58,14 +54,9 @@ def check_lr_decay(option: str, value: Any) -> None:
     if not (_finite(value) and value >= 0):
         raise ValueError(f"{option} (the learning rates' factor per epoch) must be a number >= 0, got {value}")
     if value == 0:
-        warnings.warn(
-            f"{option}=0 sets every learning rate to 0 after the first epoch; the papers use 0.998",
-            stacklevel=_STACKLEVEL,
-        )
+        warn_user(f"{option}=0 sets every learning rate to 0 after the first epoch; the papers use 0.998")
     elif value > 1:
-        warnings.warn(
-            f"{option}={value} makes the learning rates grow every epoch; the papers use 0.998", stacklevel=_STACKLEVEL
-        )
+        warn_user(f"{option}={value} makes the learning rates grow every epoch; the papers use 0.998")
 
 
 def is_optimizer_setting(name: str) -> bool:

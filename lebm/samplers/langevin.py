@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
 import torch
@@ -12,6 +11,7 @@ from torch import Tensor
 from lebm import arguments
 from lebm.samplers.base import Sampler
 from lebm.samplers.chain import ChainTarget, per_chain
+from lebm.user_warnings import warn_user
 
 #: Why a chain setting has an upper bound.
 _FLOAT32 = "float32 chain states overflow above 3.4e38"
@@ -74,10 +74,9 @@ class Langevin(Sampler):
             grad_clip = arguments.number("Langevin", "grad_clip", grad_clip, above=0)
         cuda_graph = arguments.flag("Langevin", "cuda_graph", cuda_graph)
         if n_steps == 0:
-            warnings.warn(
+            warn_user(
                 "Langevin with n_steps=0 returns its starting states unchanged (for a prior or posterior chain: the "
-                "initial noise); give n_steps >= 1 unless that is what you want",
-                stacklevel=3,
+                "initial noise); give n_steps >= 1 unless that is what you want"
             )
         self.n_steps = int(n_steps)
         self.step_size = float(step_size)
