@@ -23,6 +23,8 @@ training: ``MNISTAnomalyDataModule(split="cited")``), in run folders of their ow
 the split and the overlap. Every record holds both readings of AUPRC (average precision, ``value``;
 the trapezoid rule, ``auprc_trapezoid``) over the recipe's last ``last_k`` evaluations, and the
 papers' reading (``papers_reading``: the mean and spread of both over the last 10 evaluations).
+A run that evaluates every n epochs (``--set trainer.check_val_every_n_epoch=n``) also records the
+epochs of its evaluations (``evaluation_epochs``; ``auprc_by_epoch`` then holds one value each).
 Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
 """
 
@@ -187,6 +189,13 @@ def describe_budget(config: dict, max_epochs: int | None, k: int, run_config: Pa
     return f"{epochs} epochs{staged}, batch {batch}, {describe_net(net)}, mean of last {k} evaluations"
 
 
+def evaluation_epochs(run_config: Path, evaluations: int) -> list[int] | None:
+    """The epochs after which the run evaluated (``trainer.check_val_every_n_epoch`` of its
+    ``config.yaml``), or None when it evaluated after every epoch."""
+    every = int(yaml.safe_load(run_config.read_text())["trainer"].get("check_val_every_n_epoch") or 1)
+    return [every * (i + 1) for i in range(evaluations)] if every > 1 else None
+
+
 def save_record(output: Path, record: dict, identity: Callable[[dict], object]) -> None:
     """Add ``record`` to the JSON list in ``output``, replacing the one with the same ``identity``;
     under a file lock, since runners of other digits may write the same file at the same time."""
@@ -250,6 +259,9 @@ def main() -> None:
         state = detection_state(run_dir)
         recent = state["history"][-k:]
         budget = describe_budget(config, args.max_epochs, len(recent), run_dir / "config.yaml") + fragments
+        evaluated = evaluation_epochs(run_dir / "config.yaml", len(state["history"]))
+        if evaluated:
+            budget += f", evaluated every {evaluated[0]} epochs"
         terms = term_summaries(state, k)
         tested = {}
         if args.val_fraction:
@@ -270,6 +282,7 @@ def main() -> None:
             **terms,
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
+            **({"evaluation_epochs": evaluated} if evaluated else {}),
             "budget": budget,
             "command": "LEBM_DATA=../shared/data "
             + shlex.join(

@@ -72,7 +72,8 @@ def draw_panel(axes, curves: list[dict], everything: list[dict], published: list
         values = record[CURVE_KEY]
         style = SPLIT_STYLES.get(record.get("data_split"), "-")
         label = curve_label(record, with_method, with_split)
-        axes.plot(range(1, len(values) + 1), values, style, color=palette[variant(record)], marker=".", label=label)
+        epochs = record.get("evaluation_epochs") or range(1, len(values) + 1)  # a run that evaluated every n epochs
+        axes.plot(epochs, values, style, color=palette[variant(record)], marker=".", label=label)
     drawn = set()
     for record in curves:
         paper = paper_for(record, published)
