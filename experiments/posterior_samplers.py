@@ -5,9 +5,9 @@
 Trains the LatentEBM quickstart (``recipes/quickstart.yaml``, 8x8 digits) into ``--run`` unless its last
 checkpoint is there, then computes on the held-out test digits, once per posterior chain:
 
-- ``anomaly_auroc_shuffled`` / ``anomaly_auroc_flipped``: AUROC of the anomaly score ``-log p(x, z)`` at
-  ``z = infer(x)`` separating the test digits from the same digits with their pixels shuffled (an easy
-  anomaly) or turned upside down (a hard one);
+- ``anomaly_auroc_shuffled`` / ``anomaly_auroc_flipped`` (and ``anomaly_auprc_*``): AUROC (and AUPRC)
+  of the anomaly score ``-log p(x, z)`` at ``z = infer(x)`` separating the test digits from the same
+  digits with their pixels shuffled (an easy anomaly) or turned upside down (a hard one);
 - ``mean_score``: the mean anomaly score of the test digits;
 - ``log_likelihood``: the mean importance-sampled ``log p(x)`` (500 draws from a Gaussian fitted to 10
   posterior draws of that chain, ``lebm.metrics.likelihood``) and its mean standard error;
@@ -91,8 +91,9 @@ def evaluate(model, x: torch.Tensor, sampler: Sampler, seed: int, starts: int = 
     for name, odd in anomalies(x, torch.Generator().manual_seed(7)).items():
         odd_scores = scores_of(model, odd, sampler, generator, starts)
         targets = np.r_[np.zeros(len(scores)), np.ones(len(odd_scores))]
-        auroc, _ = ranking_metrics(np.r_[scores, odd_scores], targets)
+        auprc, auroc = ranking_metrics(np.r_[scores, odd_scores], targets)
         results[f"anomaly_auroc_{name}"] = float(auroc)
+        results[f"anomaly_auprc_{name}"] = float(auprc)
     normaliser = prior_log_normalizer(model.prior, generator=torch.Generator().manual_seed(0))
     estimate = importance_sampled_log_likelihood(model, x, normaliser, sampler=sampler, generator=generator)
     results["log_likelihood"] = float(estimate.value.mean())

@@ -11,7 +11,9 @@ one, the posterior's) by one sampler family, with the recipe's steps and step si
 - ``mala``: ``MALA(K, s)`` whose step adapts by dual averaging towards acceptance 0.574 during the
   first ``--adapt-iterations`` training iterations, then stays fixed;
 - ``mala_fixed``: ``MALA(K, s)`` without adaptation (only the accept/reject step added to ULA);
-- ``hmc``: ``HMC(K / L, s, n_leapfrog=L)`` (the same ``K`` gradients per chain), adapted towards 0.65.
+- ``hmc``: ``HMC(K / L, s, n_leapfrog=L)`` (the same ``K`` gradients per chain), adapted towards 0.65;
+- ``ula_mala_steps``: ``Langevin(K, s')`` at the step sizes ``s'`` the ``mala`` arm's seed-0 run adapted
+  each chain to (run it after ``mala``): what of MALA's effect is its step size.
 
 **Equal wall-clock.** The seconds per training iteration of every arm are measured first on this
 machine (``--calibration-steps`` iterations of each arm, interleaved, the median after the first
@@ -30,8 +32,9 @@ mean over seeds with each seed's value), all read from the last checkpoint with 
 - ``pixel_fd`` (digits): Fréchet distance in pixel space between prior samples drawn by the arm's
   own prior chain and the training digits (as ``experiments/quickstart_digits.py``);
 - ``test_mse``: per-pixel MSE of reconstructions of the test split through the arm's posterior;
-- ``anomaly_auroc_flipped`` (digits): AUROC of the score ``-log p(x, z)`` separating test digits from
-  the same digits upside down; ``auprc`` (mnist): the protocol's AUPRC for held-out 1;
+- ``anomaly_auroc_flipped``, ``anomaly_auprc_flipped`` (digits): AUROC and AUPRC of the score
+  ``-log p(x, z)`` separating test digits from the same digits upside down; ``auprc``, ``auroc``
+  (mnist): the protocol's, for held-out 1;
 - ``prior_rhat_energy``, ``prior_ess_energy``, ``posterior_rhat_energy``, ``posterior_ess_energy``:
   split R-hat and bulk ESS of long runs of the arm's own chains at the end of training, and the
   energy's drift along them (``lebm.callbacks.ChainDiagnostics``: 32 chains, 40 draws of one
@@ -39,7 +42,10 @@ mean over seeds with each seed's value), all read from the last checkpoint with 
 - ``prior_acceptance``, ``posterior_acceptance``: the chains' mean acceptance over the last fifth of
   training (Metropolis-adjusted arms);
 - ``nonfinite_rows``: logged training rows with a non-finite loss (divergences), and ``finished``;
+- ``prior_step_size``, ``posterior_step_size``: the step each chain ended training with (adapted);
 - ``seconds_per_iteration``, ``iterations``.
+
+``--reevaluate`` reads the recorded runs' checkpoints again and replaces those readings.
 """
 
 from __future__ import annotations
@@ -138,16 +144,31 @@ def arm_sampler(arm: str, n_steps: int, step_size: float, adapt_iterations: int)
                 "adapt_steps": transitions * adapt_iterations,
             },
         }
-    raise ValueError(f"unknown arm {arm!r}: ula, mala, mala_fixed or hmc")
+    raise ValueError(f"unknown arm {arm!r}: ula, mala, mala_fixed, hmc or ula_mala_steps")
 
 
-def arm_fragment(config: dict, arm: str, adapt_iterations: int) -> tuple[dict, dict[str, dict]]:
-    """A recipe fragment putting ``arm``'s samplers in every training chain, and those samplers."""
+def mala_step_sizes(protocol: str, method: str) -> dict[str, float]:
+    """The step sizes the ``mala`` arm's seed-0 run adapted its chains to (``{"prior": s, ...}``)."""
+    run = REPO / "runs" / EXPERIMENT / protocol / method / "mala" / "seed0"
+    model = lebm.load(str(newest_last_checkpoint(run)), map_location="cpu")
+    return {name.removesuffix("_step_size"): value for name, value in step_sizes(model).items()}
+
+
+def arm_fragment(
+    config: dict, arm: str, adapt_iterations: int, tuned: dict[str, float] | None = None
+) -> tuple[dict, dict[str, dict]]:
+    """A recipe fragment putting ``arm``'s samplers in every training chain, and those samplers
+    (``ula_mala_steps``: ULA at the step sizes ``tuned`` of each chain)."""
     fragment: dict = {}
     samplers = {}
     for chain, keys in chain_paths(config).items():
         settings = at(config, keys)["init_args"]
-        sampler = arm_sampler(arm, int(settings["n_steps"]), float(settings["step_size"]), adapt_iterations)
+        step = float(settings["step_size"])
+        if arm == "ula_mala_steps":
+            arm_name, step = "ula", round((tuned or {})[chain], 4)
+        else:
+            arm_name = arm
+        sampler = arm_sampler(arm_name, int(settings["n_steps"]), step, adapt_iterations)
         samplers[chain] = sampler
         node = fragment
         for key in keys[:-1]:
@@ -293,6 +314,19 @@ def diagnostics(run: Path) -> dict[str, float]:
     return {key: float(stats[key]) for key in keys if key in stats and stats[key] is not None}
 
 
+def step_sizes(model) -> dict[str, float]:
+    """The step size each training chain ended with: the adapted one of MALA and HMC, else its own."""
+    chains = {"prior": getattr(model.prior, "sampler", None), "posterior": getattr(model, "posterior_sampler", None)}
+    found = {}
+    for chain, sampler in chains.items():
+        adapted = getattr(sampler, "adapted_step_size", None) if getattr(sampler, "adapt_steps", 0) else None
+        if adapted is not None:
+            found[f"{chain}_step_size"] = float(adapted.float().median())
+        elif isinstance(getattr(sampler, "step_size", None), (int, float)):
+            found[f"{chain}_step_size"] = float(sampler.step_size)
+    return found
+
+
 def evaluate_digits(model, recipe: str) -> dict[str, float]:
     data = build(resolve_recipe(REPO / recipe)["data"])
     data.setup("fit")
@@ -305,8 +339,9 @@ def evaluate_digits(model, recipe: str) -> dict[str, float]:
     found["test_mse"] = float(((model.reconstruct(test, generator=generator) - test) ** 2).mean())
     scores = model.score(test, generator=generator).detach().double().numpy()
     flipped = model.score(test.flip(-2), generator=generator).detach().double().numpy()
-    auroc, _ = ranking_metrics(np.r_[scores, flipped], np.r_[np.zeros(len(scores)), np.ones(len(flipped))])
+    auprc, auroc = ranking_metrics(np.r_[scores, flipped], np.r_[np.zeros(len(scores)), np.ones(len(flipped))])
     found["anomaly_auroc_flipped"] = float(auroc)
+    found["anomaly_auprc_flipped"] = float(auprc)
     return found
 
 
@@ -321,7 +356,7 @@ def evaluate_mnist(model, run: Path) -> dict[str, float]:
         scores.append(model.score(x, generator=generator).detach().double())
         truth.append(torch.isin(batch[1], torch.tensor(list(data.anomaly_classes))))
         errors.append(((model.reconstruct(x, generator=generator) - x) ** 2).flatten(1).mean(1))
-    auroc, auprc = ranking_metrics(torch.cat(scores).numpy(), torch.cat(truth).double().numpy())
+    auprc, auroc = ranking_metrics(torch.cat(scores).numpy(), torch.cat(truth).double().numpy())
     return {"auprc": float(auprc), "auroc": float(auroc), "test_mse": float(torch.cat(errors).mean())}
 
 
@@ -337,6 +372,7 @@ def run_arm(
         L.seed_everything(seed, verbose=False)
         model = lebm.load(str(newest_last_checkpoint(run)), map_location="cpu")
         model.eval()
+        found |= step_sizes(model)
         found |= evaluate_digits(model, recipe) if protocol == "digits" else evaluate_mnist(model, run)
     print(f"{protocol} {method} {arm} seed {seed}: {json.dumps(found)}", flush=True)
     return found
@@ -401,18 +437,30 @@ def save(output: Path, new: list[dict]) -> None:
 
 
 PANELS = {
-    "digits": ["pixel_fd", "test_mse", "anomaly_auroc_flipped", "prior_rhat_energy", "prior_energy_drift"],
-    "mnist": ["auprc", "test_mse", "posterior_rhat_energy", "prior_rhat_energy", "prior_energy_drift"],
+    "digits": ["pixel_fd", "test_mse", "anomaly_auroc_flipped", "posterior_rhat_energy", "prior_rhat_energy"],
+    "mnist": ["auprc", "test_mse", "auroc", "posterior_rhat_energy", "prior_rhat_energy"],
 }
 LABELS = {
     "pixel_fd": "pixel FD (lower is better)",
     "test_mse": "test MSE (lower is better)",
     "anomaly_auroc_flipped": "AUROC, upside-down digits",
     "auprc": "AUPRC, held-out 1",
+    "auroc": "AUROC, held-out 1",
     "prior_rhat_energy": "prior chains: R-hat of U(z)",
     "posterior_rhat_energy": "posterior chains: R-hat",
     "prior_energy_drift": "prior chains: energy drift",
 }
+
+
+def cut_off_outlier(axes, means: dict[int, float]) -> None:  # type: ignore[no-untyped-def]
+    """When one bar is over four times the next highest (a diverged arm), end the axis above the
+    others and write the outlier's value at its top."""
+    ordered = sorted(means.items(), key=lambda item: item[1], reverse=True)
+    if len(ordered) < 2 or ordered[1][1] <= 0 or ordered[0][1] <= 4 * ordered[1][1]:
+        return
+    top = 1.6 * ordered[1][1]
+    axes.set_ylim(0, top)
+    axes.text(ordered[0][0], 0.92 * top, f"{ordered[0][1]:.3g}", ha="center", fontsize=7)
 
 
 def plot(records: list[dict], path: Path) -> None:
@@ -431,13 +479,20 @@ def plot(records: list[dict], path: Path) -> None:
         arms = list(dict.fromkeys(r["sampler"] for r in mine))
         for column, metric in enumerate(PANELS[protocol]):
             axes = grid[row][column]
+            means = {}
             for index, arm in enumerate(arms):
                 found = [r for r in mine if r["sampler"] == arm and r["metric"] == metric]
                 if not found:
                     continue
+                means[index] = found[0]["value"]
                 axes.bar(index, found[0]["value"], color=f"C{index}", alpha=0.35)
                 seeds = list(found[0]["by_seed"].values())
                 axes.plot([index] * len(seeds), seeds, "o", color=f"C{index}", markersize=4)
+            cut_off_outlier(axes, means)
+            if not means:
+                note = "no such chain (an encoder\ninfers the latents)"
+                axes.text(0.5, 0.5, note, ha="center", transform=axes.transAxes)
+                axes.set_yticks([])
             axes.set_xticks(range(len(arms)), arms)
             axes.set_title(f"{method}, {protocol}: {LABELS[metric]}" if column == 0 else LABELS[metric], fontsize=8)
             axes.tick_params(labelsize=7)
@@ -457,9 +512,12 @@ def main() -> None:
     parser.add_argument("--calibration-rounds", type=int, default=2)
     parser.add_argument("--train-subset", type=float, default=0.25, help="mnist: share of the training pool")
     parser.add_argument("--plot-only", action="store_true", help=f"only redraw {FIGURE.relative_to(REPO)}")
+    parser.add_argument("--reevaluate", action="store_true", help="read the recorded runs' checkpoints again")
     args = parser.parse_args()
     if args.plot_only:
         return plot(all_records(), FIGURE)
+    if args.reevaluate:
+        return reevaluate(args.methods)
     methods = args.methods or [m for (p, m) in RECIPES if p == args.protocol]
     for method in methods:
         recipe = RECIPES[(args.protocol, method)]
@@ -467,8 +525,9 @@ def main() -> None:
         folder = REPO / "runs" / EXPERIMENT / args.protocol / method
         folder.mkdir(parents=True, exist_ok=True)
         fragments, samplers = {}, {}
+        tuned = mala_step_sizes(args.protocol, method) if "ula_mala_steps" in args.samplers else None
         for arm in args.samplers:
-            fragment, samplers[arm] = arm_fragment(config, arm, args.adapt_iterations)
+            fragment, samplers[arm] = arm_fragment(config, arm, args.adapt_iterations, tuned)
             fragments[arm] = folder / f"{arm}.yaml"
             fragments[arm].write_text(yaml.safe_dump(fragment, sort_keys=False))
         extra = protocol_options(args.protocol, args)
@@ -500,6 +559,37 @@ def main() -> None:
             save(output, records_of(type_name(config), args.protocol, arm, samplers[arm], results, meta))
     plot(all_records(), FIGURE)
     render_results_md()
+
+
+def reevaluate(methods: list[str] | None = None) -> None:
+    """Read every recorded run's last checkpoint again (no training) and replace its evaluation
+    records (those of :func:`evaluate_digits`/:func:`evaluate_mnist` and :func:`step_sizes`),
+    keeping the training statistics, budget and iteration counts."""
+    for path in sorted((REPO / "docs" / "results").glob(f"*_{EXPERIMENT}.json")):
+        method = path.name.removesuffix(f"_{EXPERIMENT}.json")
+        if methods and method not in methods:
+            continue
+        records = json.loads(path.read_text())
+        arms = {(r["protocol"], r["sampler"]): r for r in records}
+        kept = list(records)
+        for (protocol, arm), template in arms.items():
+            recipe = template["recipe"]
+            by_seed: dict[int, dict] = {}
+            for seed in template["by_seed"]:
+                run = REPO / "runs" / EXPERIMENT / protocol / method / arm / f"seed{seed}"
+                L.seed_everything(int(seed), verbose=False)
+                model = lebm.load(str(newest_last_checkpoint(run)), map_location="cpu")
+                model.eval()
+                found = step_sizes(model)
+                found |= evaluate_digits(model, recipe) if protocol == "digits" else evaluate_mnist(model, run)
+                by_seed[int(seed)] = found
+                print(f"{protocol} {method} {arm} seed {seed}: {json.dumps(found)}", flush=True)
+            names = {name for found in by_seed.values() for name in found}
+            kept = [r for r in kept if not ((r["protocol"], r["sampler"]) == (protocol, arm) and r["metric"] in names)]
+            meta = {k: template[k] for k in ("budget", "recipe", "command", "device", "date") if k in template}
+            meta["figure"] = str(FIGURE.relative_to(REPO / "docs"))
+            kept += records_of(template["method"], protocol, arm, template["samplers"], by_seed, meta)
+        path.write_text(json.dumps(kept, indent=1) + "\n")
 
 
 def all_records() -> list[dict]:
