@@ -1,4 +1,5 @@
-"""The text quickstart's model reads its input, and its samples are varied.
+"""The text quickstart's model reads its input, and its samples are varied. Device: CPU; slow (it
+trains the text quickstart's model, over a minute on a 2-core machine), so in the slow tier.
 
 Trained briefly as ``recipes/latent_ebm/text_quickstart.yaml`` says, the posterior latents of
 held-out grammar sentences carry the sentences' templates: greedy reconstructions from them keep the
@@ -28,6 +29,8 @@ from lebm.cli.resolve import resolve_recipe
 from lebm.config import build
 from lebm.data import TemplateGrammar
 from tests.helpers.trainers import quiet_trainer
+
+pytestmark = pytest.mark.slow
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "latent_ebm" / "text_quickstart.yaml"
 EPOCHS = 10
