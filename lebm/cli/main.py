@@ -57,24 +57,27 @@ def quiet_dependency_warnings() -> None:
 
 
 def show_warnings_as_command_lines() -> None:
-    """Print a warning whose source line is lebm's or a library's that runs lebm's checks
+    """Format a warning whose source line is lebm's or a library's that runs lebm's checks
     (Lightning, jsonargparse, torch, ``contextlib``) or the ``lebm`` script's as ``lebm: warning:
-    <message>``: it is about the
-    command the user typed, not about a line of a library they did not write. A warning from the
-    user's own code keeps Python's ``file:line: Category: message``."""
+    <message>``: it is about the command the user typed, not about a line of a library they did not
+    write. A warning from the user's own code keeps Python's ``file:line: Category: message``.
+    Only the text changes (``warnings.formatwarning``): filters and recorders (``catch_warnings``)
+    see every warning as before. Installing it twice installs it once."""
     from lebm.user_warnings import in_a_library
 
-    shown = warnings.showwarning
+    original = warnings.formatwarning
+    if getattr(original, "lebm_command_lines", False):
+        return
     script = os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    def format_warning(message, category, filename, lineno, line=None):  # type: ignore[no-untyped-def]
         if in_a_library(filename) or filename == "sys" or os.path.realpath(filename) == script:
             kind = "" if category is UserWarning else f" ({category.__name__})"
-            print(f"lebm: warning{kind}: {message}", file=file or sys.stderr, flush=True)
-        else:
-            shown(message, category, filename, lineno, file, line)
+            return f"lebm: warning{kind}: {message}\n"
+        return original(message, category, filename, lineno, line)
 
-    warnings.showwarning = show
+    format_warning.lebm_command_lines = True  # type: ignore[attr-defined]
+    warnings.formatwarning = format_warning
 
 
 def _value_of(args: list[str], flag: str) -> str | None:
