@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lebm.checkpoint_io import human_size
 from lebm.data.text.datamodule import SUSPICIOUS_UNKNOWN_SHARE
 from lebm.samplers import Sampler
 from lebm.user_warnings import warn_user
@@ -83,11 +84,6 @@ def device_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
-def _size_text(size: float) -> str:
-    """``size`` bytes in MB or GB, one decimal."""
-    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-
-
 def check_generation_memory(
     n: int, shape: tuple[int, ...] | None, dtype: torch.dtype, device: torch.device, what: str = "generate"
 ) -> None:
@@ -101,8 +97,8 @@ def check_generation_memory(
     if needed > GENERATION_MEMORY_SHARE * total:
         per_call = max(1, int(GENERATION_MEMORY_SHARE * total / 10 // (needed / n)))
         raise ValueError(
-            f"{what}(n={n}): the samples alone take {_size_text(needed)} ({n} x {_shape_text(shape)[4:-1]} "
-            f"{str(dtype).removeprefix('torch.')}), more than half of the {_size_text(total)} of "
+            f"{what}(n={n}): the samples alone take {human_size(needed)} ({n} x {'x'.join(map(str, shape))} "
+            f"{str(dtype).removeprefix('torch.')}), more than half of the {human_size(total)} of "
             f"{device.type} memory: "
             f"draw them in batches, e.g. a loop of {what}({min(per_call, n)}) saving each batch"
         )
