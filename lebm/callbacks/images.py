@@ -202,8 +202,8 @@ class SampleGrid(L.Callback):
             return
         chain = getattr(pl_module, "generation_sampler", None)
         self._draw(trainer, pl_module, "samples", None, chain)
-        if self.long_chain_steps is None or not last_epoch(trainer):
-            return
+        if self.long_chain_steps is None or chain is None or not last_epoch(trainer):
+            return  # (no chain: the samples are drawn exactly, or by a learned sampler; none to lengthen)
         longer = longer_chain(chain, self.long_chain_steps)
         if longer is None:
             rank_zero_warn(f"SampleGrid: {chain_description(chain)} has no n_steps, so no longer-chain grid is drawn")
@@ -221,7 +221,8 @@ class SampleGrid(L.Callback):
                 torch.manual_seed(self.seed)
             samples = pl_module.generate(self.n) if sampler is None else pl_module.generate(self.n, sampler=sampler)
         if _is_image_batch(samples):
-            caption = f"epoch {trainer.current_epoch}. Generated samples; chain: {chain_description(shown)}"
+            source = getattr(pl_module, "generation_source", None) if shown is None else None
+            caption = f"epoch {trainer.current_epoch}. Generated samples; chain: {source or chain_description(shown)}"
             log_image(trainer, key, with_caption(to_uint8_grid(samples, self.nrow), [caption]))
 
 

@@ -124,6 +124,9 @@ class AnomalyDetection(EvaluationMetric):
     Logs ``{stage}/auprc`` and ``{stage}/auroc`` per evaluation, and the mean and standard
     deviation of the AUPRC over the last ``last_k`` validation evaluations
     (``val/auprc_last_k_mean``, ``val/auprc_last_k_std``): the papers average over the last 10 epochs.
+    The best validation AUPRC so far (``val/auprc_best``, ``val/auprc_trapezoid_best``) is DAMC's
+    official reading (``train_anomaly_det.py`` keeps the checkpoint of the best AUPRC): monitor it
+    ``val/auprc_trapezoid`` with ``ModelCheckpoint(mode="max", save_top_k=1)`` to keep that checkpoint.
 
     **Two readings of AUPRC.** ``auprc`` is the average precision (scikit-learn's step-wise area);
     ``auprc_trapezoid`` is the trapezoid rule over the same curve, ``auc(recall, precision)``, as the
@@ -227,6 +230,7 @@ class AnomalyDetection(EvaluationMetric):
                     recent_trapezoid = np.asarray(self.trapezoid_history[-self.last_k :])
                     pl_module.log("val/auprc_trapezoid_last_k_mean", float(recent_trapezoid.mean()), sync_dist=False)
                     pl_module.log("val/auprc_trapezoid_last_k_std", float(recent_trapezoid.std()), sync_dist=False)
+                    pl_module.log("val/auprc_trapezoid_best", max(self.trapezoid_history), sync_dist=False)
             if stage != "val":
                 continue
             history = self.history if name == "score" else self.term_history.setdefault(name, [])
@@ -235,3 +239,4 @@ class AnomalyDetection(EvaluationMetric):
             pl_module.log(f"val/auprc{suffix}_last_k_mean", float(recent.mean()), sync_dist=False)
             if name == "score":
                 pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)
+                pl_module.log("val/auprc_best", max(history), sync_dist=False)

@@ -1,5 +1,6 @@
 """Losses: small functions that turn samples into the quantities an optimiser descends."""
 
+from lebm.estimators.diffusion import denoising_loss
 from lebm.estimators.mle import ContrastiveLoss, mle_loss
 from lebm.estimators.nce import LogisticLoss, nce_loss
 from lebm.estimators.reconstruction import reconstruction_loss
@@ -15,6 +16,7 @@ __all__ = [
     "Posterior",
     "TeachingLoss",
     "VariationalBound",
+    "denoising_loss",
     "generator_teaching_loss",
     "inference_teaching_loss",
     "mle_loss",

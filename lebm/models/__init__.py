@@ -1,6 +1,7 @@
 """The learning methods (LightningModules), their base, priors and latent layouts."""
 
 from lebm.models.base import Method
+from lebm.models.damc import DAMC
 from lebm.models.dual_mcmc import DualMCMC
 from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hierarchical import JointHierarchicalEBM
@@ -13,6 +14,7 @@ from lebm.models.stages import ProductOfRatiosPrior
 from lebm.nets.latents import LatentGroups
 
 __all__ = [
+    "DAMC",
     "DivergenceGuard",
     "DualMCMC",
     "GaussianPrior",

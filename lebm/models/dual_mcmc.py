@@ -23,6 +23,7 @@ from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.chain import Diagnostics, modules_in_mode
+from lebm.samplers.initializers import NetworkStart
 
 #: The official abort rule: training stops when the EBM's contrast |errE| exceeds this.
 OFFICIAL_CONTRAST_LIMIT = 1e4
@@ -269,8 +270,7 @@ class DualMCMC(LatentGeneratorModel):
         hp = self.hparams
 
         z = self.prior.sample(x.shape[0], generator=stream)
-        with torch.no_grad():
-            proposals = self.decoder.decode(z)
+        proposals = self.data_start.start(context=z, generator=stream)
         x_revised, data_stats = self.revise(proposals, generator=stream, return_diagnostics="ends")
         z_revised, posterior_stats = self.infer(x, start="sample", generator=stream, return_diagnostics="ends")
         logs = {**chain_logs("train/data_chain", data_stats), **chain_logs("train/posterior_chain", posterior_stats)}
@@ -311,13 +311,18 @@ class DualMCMC(LatentGeneratorModel):
         watch = {"train/revised_samples": x_revised, "train/revised_latents": z_revised, "train/negatives": negatives}
         self.finish_training_step(logs, watch, batch_idx)
 
+    @property
+    def data_start(self) -> NetworkStart:
+        """Where the data chains start: the generator's ``g(z)`` ``(B, *x_shape)`` of latents ``z``
+        (the context), no gradient (:class:`~lebm.samplers.NetworkStart`)."""
+        return NetworkStart(self.decoder.decode)
+
     def ebm_negatives(self, z: Tensor, x_revised: Tensor, stream: torch.Generator) -> Tensor:
         """The EBM's negatives ``(B, *x_shape)`` after the generator's update (``ebm_negatives``)."""
         choice = self.hparams.ebm_negatives
         if choice == "revised":
             return x_revised
-        with torch.no_grad():
-            proposals = self.decoder.decode(z)
+        proposals = self.data_start.start(context=z, generator=stream)
         return proposals if choice == "generator" else self.revise(proposals, generator=stream)
 
     # ---------------------------------------------------------------------------- user API

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from lebm.models.choices import check_choice
+from lebm.samplers.initializers import ChainInitializer, NetworkStart, NoiseStart, check_start
 
 #: Where a posterior chain starts: ``N(0, posterior_init_std^2 I)`` noise, or the encoder's sample or mean.
 PosteriorStart = Literal["noise", "sample", "mean"]
@@ -107,18 +108,33 @@ class LatentGeneratorHooks:
         alternating back-propagation baseline, the joint hierarchical EBM's VLAE, DualMCMC)."""
         return any(True for _ in self.prior.parameters())
 
-    def posterior_start(self, x: Tensor, start: PosteriorStart, generator: torch.Generator | None = None) -> Tensor:
-        """The chains' initial latents ``(B, latent_dim)``: noise, or the encoder's sample or mean."""
-        check_choice("posterior start", start, POSTERIOR_STARTS)
+    def posterior_start(
+        self, x: Tensor, start: PosteriorStart | ChainInitializer, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The chains' initial latents ``(B, latent_dim)``: :meth:`chain_initializer`'s start for
+        ``start`` (a name, or a :class:`~lebm.samplers.ChainInitializer` of the user's), given the
+        observations ``x`` ``(B, *x_shape)`` and drawing from ``generator``; a tensor ``(B, latent_dim)``
+        is the start itself."""
+        if isinstance(start, Tensor):
+            return check_start(start.detach(), x.shape[0], "infer(x, start=...)")
+        return self.chain_initializer(start).start(x.shape[0], context=x, generator=generator)
+
+    def chain_initializer(self, start: PosteriorStart | ChainInitializer) -> ChainInitializer:
+        """The initializer a posterior chain named ``start`` starts from: ``"noise"``
+        (:class:`~lebm.samplers.NoiseStart` of ``posterior_init_std``), ``"sample"``/``"mean"``
+        (:class:`~lebm.samplers.NetworkStart` over the encoder ``q(z|x)``); an initializer is
+        itself. A method with a learned initializer adds its names (DAMC's ``"amortizer"``)."""
+        if isinstance(start, ChainInitializer):
+            return start
+        check_choice("posterior start", start, self.posterior_starts)
         if start == "noise":
-            noise = torch.randn(x.shape[0], self.prior.latent_dim, generator=generator, device=x.device)
-            return noise * self.posterior_init_std
+            return NoiseStart(self.prior.latent_dim, self.posterior_init_std)
         if self.encoder is None:
             raise ValueError(f"start={start!r} needs an encoder, but {type(self).__name__} has none")
-        with torch.no_grad():
-            q = self.encoder(x)
-            z = q.rsample(generator) if start == "sample" else q.mean
-        return z.float()
+        return NetworkStart(self.encoder, output=start)
+
+    #: The posterior starts :meth:`chain_initializer` knows by name, and what each means.
+    posterior_starts: ClassVar[Mapping[str, str]] = POSTERIOR_STARTS
 
     @contextlib.contextmanager
     def evaluation_statistics(self) -> Iterator[None]:

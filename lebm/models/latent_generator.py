@@ -29,6 +29,7 @@ from lebm.nets.encoders import InferenceNetwork
 from lebm.samplers import Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
+from lebm.samplers.initializers import ChainInitializer
 
 
 class LatentGeneratorModel(LatentGeneratorHooks, Method):
@@ -39,6 +40,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
 
         z0 = N(0, posterior_init_std^2 I) noise                   start="noise"
            | q(z|x) reparameterised sample, or its mean           start="sample" | "mean" (needs an encoder)
+           | a learned initializer's start                        start="amortizer" (DAMC) | a ChainInitializer
         z  = posterior_sampler(U(z) = -log p(x, z), z0)           when a posterior sampler is set
 
     What a method on this base gets besides :class:`~lebm.models.base.Method`: the run checks
@@ -171,6 +173,12 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
             ) from None
 
     # ------------------------------------------------------------------- posterior inference
+    @property
+    def default_posterior_start(self) -> str:
+        """Where :meth:`infer` starts its chain unless told: the encoder's mean when there is an
+        encoder, else noise (DAMC: its amortizer)."""
+        return "noise" if self.encoder is None else "mean"
+
     def posterior_energy(self, x: Tensor, *, with_prior_tilt: bool = True) -> Callable[[Tensor], Tensor]:
         """The posterior's energy ``z -> -log p(x, z)`` ``(B,)`` *without* the prior's Gaussian
         reference term, which chains add analytically (``reference_precision``).
@@ -198,7 +206,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         self,
         x: Any,
         *,
-        start: PosteriorStart | None = None,
+        start: PosteriorStart | str | ChainInitializer | None = None,
         refine: bool = True,
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
@@ -210,15 +218,17 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         Args:
             x: observations ``(B, *x_shape)`` (or what the decoder's ``prepare`` takes: sentences,
                 a bare string being one), checked by :meth:`observations`.
-            start: ``"noise"``, ``"sample"`` or ``"mean"``; default: the encoder's mean when there
-                is an encoder, else noise.
+            start: where the chain starts: ``"noise"``, ``"sample"`` or ``"mean"`` (a method
+                with a learned initializer adds its names: :attr:`posterior_starts`), or a
+                :class:`~lebm.samplers.ChainInitializer` (:meth:`chain_initializer`); default:
+                :attr:`default_posterior_start`.
             refine: run the posterior chain from the start (False: the start is the answer).
             sampler: a chain to use instead of ``posterior_sampler``.
             generator: random stream (None: torch's global RNG).
         """
         with self.user_input(x, "infer(x)") as x, self.evaluation_statistics():
             if start is None:
-                start = "noise" if self.encoder is None else "mean"
+                start = self.default_posterior_start
             z0 = self.posterior_start(x, start, generator)
             chain = check_sampler(sampler) if sampler is not None else self.posterior_sampler
             if not refine or chain is None:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
-from torch.optim import Adam
-from torch.optim.lr_scheduler import ExponentialLR
+from torch.optim import Adam, AdamW, Optimizer
+from torch.optim.lr_scheduler import ExponentialLR, LambdaLR
 
 #: ``(net name, its parameters)``: the name picks the hyperparameters ``<name>_lr`` and ``<name>_weight_decay``.
 NamedParameters = tuple[str, Iterable[nn.Parameter]]
@@ -52,6 +52,54 @@ def adam_with_decay(
         for optimizer, name in zip(optimizers, rate_names([name for name, _ in nets]), strict=True)
     ]
     return optimizers, schedulers
+
+
+#: ``(net name, its parameters, "adam" | "adamw")``: :func:`step_decay_optimizers`' nets.
+NamedParametersWithKind = tuple[str, Iterable[nn.Parameter], str]
+
+
+def step_decay_optimizers(
+    hyperparameters: Mapping[str, Any], nets: Sequence[NamedParametersWithKind]
+) -> tuple[list[Optimizer], list[dict[str, Any]]]:
+    """``(optimizers, schedulers)`` for a method that decays its rates per iteration (DAMC's
+    official ``train_gen_recon.py``): optimiser ``i`` is ``Adam`` or ``AdamW`` (its kind) over its
+    net's parameters with ``<name>_lr``, ``betas`` and ``<name>_weight_decay``; scheduler ``i``, a
+    ``LambdaLR`` the method steps after every update, gives after ``k`` updates::
+
+        lr = <name>_lr * lr_decay ** (k // lr_decay_every)     held at lr_floor once below it
+
+    (``lr <- max(lr_decay * lr, lr_floor)`` every ``lr_decay_every`` iterations). Named ``lr-<name>``
+    as :func:`adam_with_decay`'s, with ``"interval": "step"``.
+    """
+    betas = tuple(hyperparameters["betas"])
+    decay, every, floor = hyperparameters["lr_decay"], hyperparameters["lr_decay_every"], hyperparameters["lr_floor"]
+    kinds = {"adam": Adam, "adamw": AdamW}
+    optimizers: list[Optimizer] = [
+        kinds[kind](
+            parameters,
+            lr=hyperparameters[f"{name}_lr"],
+            betas=betas,
+            weight_decay=hyperparameters[f"{name}_weight_decay"],
+        )
+        for name, parameters, kind in nets
+    ]
+    schedulers = []
+    for optimizer, (name, _, _), label in zip(optimizers, nets, rate_names([n for n, _, _ in nets]), strict=True):
+        start = hyperparameters[f"{name}_lr"]
+        factor = StepDecayFactor(decay, every, floor / start if start > 0 else 0.0)
+        schedulers.append({"scheduler": LambdaLR(optimizer, factor), "name": f"lr-{label}", "interval": "step"})
+    return optimizers, schedulers
+
+
+class StepDecayFactor:
+    """``k -> max(decay ** (k // every), floor_factor)``: the factor of the initial rate after ``k``
+    updates (a callable object, whose settings ``LambdaLR`` keeps in its state dict)."""
+
+    def __init__(self, decay: float, every: int, floor_factor: float) -> None:
+        self.decay, self.every, self.floor_factor = float(decay), int(every), float(floor_factor)
+
+    def __call__(self, k: int) -> float:
+        return max(self.decay ** (k // self.every), self.floor_factor) if k >= self.every else 1.0
 
 
 def rate_names(names: Sequence[str]) -> list[str]:

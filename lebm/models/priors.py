@@ -20,6 +20,7 @@ from lebm.nets.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics
+from lebm.samplers.initializers import NoiseStart, check_start
 
 
 class Prior(nn.Module, Configurable):
@@ -69,16 +70,28 @@ class Prior(nn.Module, Configurable):
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
         return_diagnostics: Diagnostics = False,
+        start: Tensor | None = None,
     ) -> SamplerOutput:
-        """``n`` samples ``(n, latent_dim)`` (random numbers from ``generator``; None: global RNG)."""
+        """``n`` samples ``(n, latent_dim)`` (random numbers from ``generator``; None: global RNG);
+        a prior sampled by chains starts them from ``start`` ``(n, latent_dim)`` when given (a
+        :class:`~lebm.samplers.ChainInitializer`'s start), else from its own noise."""
         raise NotImplementedError
 
     def _sample_by_chains(
-        self, n: int, sampler: Sampler | None, generator: torch.Generator | None, return_diagnostics: Diagnostics
+        self,
+        n: int,
+        sampler: Sampler | None,
+        generator: torch.Generator | None,
+        return_diagnostics: Diagnostics,
+        start: Tensor | None = None,
     ) -> SamplerOutput:
         """Run ``sampler`` (default ``self.sampler``) on this prior for ``n`` chains started from
-        ``N(0, init_std^2 I)`` noise, with the prior's parameters frozen."""
-        z0 = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.init_std
+        ``start`` ``(n, latent_dim)`` (None: :class:`~lebm.samplers.NoiseStart` ``N(0, init_std^2 I)``,
+        drawn from ``generator``), with the prior's parameters frozen."""
+        if start is None:
+            z0 = NoiseStart(self.latent_dim, self.init_std).start(n, generator=generator, device=self.device)
+        else:
+            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)")
         chain = sampler if sampler is not None else self.sampler
         return chain(
             self.residual_energy,
@@ -129,8 +142,9 @@ class GaussianPrior(Prior):
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
         return_diagnostics: Diagnostics = False,
+        start: Tensor | None = None,
     ) -> SamplerOutput:
-        """Exact samples ``(n, latent_dim)`` (``sampler`` is ignored)."""
+        """Exact samples ``(n, latent_dim)`` (``sampler`` and ``start`` are ignored)."""
         z = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.sigma
         return (z, {}) if return_diagnostics else z
 
@@ -186,6 +200,8 @@ class TiltedGaussianPrior(GaussianPrior):
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
         return_diagnostics: Diagnostics = False,
+        start: Tensor | None = None,
     ) -> SamplerOutput:
-        """Run ``sampler`` (default: this prior's) from ``N(0, init_std^2 I)`` for ``n`` chains."""
-        return self._sample_by_chains(n, sampler, generator, return_diagnostics)
+        """Run ``sampler`` (default: this prior's) for ``n`` chains from ``start`` ``(n, latent_dim)``
+        (default: ``N(0, init_std^2 I)`` noise)."""
+        return self._sample_by_chains(n, sampler, generator, return_diagnostics, start)

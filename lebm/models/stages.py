@@ -95,11 +95,13 @@ class ProductOfRatiosPrior(GaussianPrior):
         sampler: Sampler | None = None,
         generator: torch.Generator | None = None,
         return_diagnostics: Diagnostics = False,
+        start: Tensor | None = None,
     ) -> SamplerOutput:
-        """``n`` samples of the current prior ``p_k``: exact for ``k = 0``, else chains from noise."""
+        """``n`` samples of the current prior ``p_k``: exact for ``k = 0``, else chains from ``start``
+        ``(n, latent_dim)`` (default: noise)."""
         if self.completed_stages == 0:
             return super().sample(n, generator=generator, return_diagnostics=return_diagnostics)
-        return self._sample_by_chains(n, sampler, generator, return_diagnostics)
+        return self._sample_by_chains(n, sampler, generator, return_diagnostics, start)
 
     #: The iteration counter within a stage, which the energy never reads: left out of the
     #: capture key (the number of completed stages, which it reads, is in it).

@@ -1,7 +1,15 @@
 """Plain ``nn.Module`` networks, no Lightning: generators, energies, observation models (``Decoder``),
-inference networks, and the latent layout (``LatentGroups``) they share."""
+inference networks, DAMC's latent diffusion amortizer and its parts, and the latent layout
+(``LatentGroups``) they share."""
 
 from lebm.nets.decoders import Decoder, GaussianDecoder
+from lebm.nets.diffusion import (
+    ConvEmbedding,
+    DiffusionMLP,
+    LatentDiffusionAmortizer,
+    MLPEmbedding,
+    NullEmbedding,
+)
 from lebm.nets.encoders import ConvEncoder, DiagonalGaussian, InferenceNetwork, LadderEncoder, MLPEncoder
 from lebm.nets.energy import EnergyMLP
 from lebm.nets.generators import DCGANGenerator, MLPGenerator
@@ -14,19 +22,24 @@ from lebm.nets.vlae import VLAEGenerator, VLAELadderEncoder
 __all__ = [
     "BiLSTMEncoder",
     "CategoricalDecoder",
+    "ConvEmbedding",
     "ConvEncoder",
     "DCGANGenerator",
     "Decoder",
     "DiagonalGaussian",
+    "DiffusionMLP",
     "EnergyMLP",
     "GaussianDecoder",
     "HierarchicalGenerator",
     "InferenceNetwork",
     "LSTMTextGenerator",
     "LadderEncoder",
+    "LatentDiffusionAmortizer",
     "LatentGroups",
+    "MLPEmbedding",
     "MLPEncoder",
     "MLPGenerator",
+    "NullEmbedding",
     "SNGANGenerator",
     "SNResNetEnergy",
     "VLAEGenerator",

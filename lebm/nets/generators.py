@@ -27,6 +27,13 @@ class DCGANGenerator(nn.Module, Configurable):
     for S = 32 and 2048-1024-512-256-128-3 for S = 128 with ngf = 64 (CelebA-128's net). Pass
     ``hidden_channels`` to set every hidden width explicitly.
 
+    DAMC's official generators (Yu et al. 2023, ``workspace/src/diffusion_net.py``) end in a 3x3
+    stride-1 conv after one more up-sampling hidden layer (``last_layer="same"``), start at an 8x8
+    map on CIFAR-10 (``first_size=8``) and keep PyTorch's default initialisation (``init="default"``)::
+
+        CIFAR-10, ngf 128:  ConvT(128 -> 1024, 8, 1, 0) 8 -> 512 16 -> 256 32 -> ConvT(256 -> 3, 3, 1, 1) 32
+        MNIST,    ngf 128:  ConvT(8 -> 1024, 7, 1, 0) 7 -> 512 14 -> 256 28 -> ConvT(256 -> 1, 3, 1, 1) 28
+
     Args:
         latent_dim: nz.
         channels: output image channels.
@@ -34,6 +41,11 @@ class DCGANGenerator(nn.Module, Configurable):
         ngf: base width.
         hidden_channels: explicit hidden widths, one per transposed conv before the output.
         activation: activation between layers.
+        first_size: the first map's size (default 4; 7 for 28 px); ``image_size / first_size``
+            must be a power of two.
+        last_layer: ``"up"``: the output layer doubles the size (DCGAN); ``"same"``: a 3x3 stride-1
+            conv after the last up-sampling hidden layer.
+        init: ``"xavier"`` (Xavier-normal conv weights, LEBM's code) or ``"default"`` (PyTorch's).
     """
 
     def __init__(
@@ -44,27 +56,44 @@ class DCGANGenerator(nn.Module, Configurable):
         ngf: int = 64,
         hidden_channels: Sequence[int] | None = None,
         activation: str = "leaky_relu",
+        first_size: int | None = None,
+        last_layer: str = "up",
+        init: str = "xavier",
     ) -> None:
         super().__init__()
-        if image_size == 28:
-            first_kernel, n_up = 7, 2
-        elif image_size >= 8 and image_size & (image_size - 1) == 0:
-            first_kernel, n_up = 4, int(math.log2(image_size // 4))
-        else:
-            raise ValueError(f"DCGANGenerator image_size must be 28 or a power of two >= 8, got {image_size}")
-        if hidden_channels is None:
-            hidden_channels = [ngf * 2 ** (n_up - i) for i in range(n_up)]
-        if len(hidden_channels) != n_up:
+        if last_layer not in ("up", "same"):
+            raise ValueError(f"DCGANGenerator last_layer must be 'up' or 'same', got {last_layer!r}")
+        if init not in ("xavier", "default"):
+            raise ValueError(f"DCGANGenerator init must be 'xavier' or 'default', got {init!r}")
+        if first_size is None:
+            first_size = 7 if image_size == 28 else 4
+        ratio = image_size // first_size if first_size >= 1 else 0
+        if first_size < 1 or ratio * first_size != image_size or ratio < 1 or ratio & (ratio - 1):
             raise ValueError(
-                f"DCGANGenerator needs {n_up} hidden_channels for image_size {image_size}, got {list(hidden_channels)}"
+                f"DCGANGenerator image_size {image_size} must be first_size {first_size} times a power of two "
+                "(image_size 28 or a power of two >= 8 with the default first_size)"
             )
-        layers: list[nn.Module] = [LatentProjection(latent_dim, hidden_channels[0], first_kernel, 1, 0)]
+        doublings = int(math.log2(ratio))
+        # "up": the output layer is one of the doublings; "same": every doubling is a hidden layer
+        n_hidden = doublings if last_layer == "up" else doublings + 1
+        if n_hidden < 1:
+            raise ValueError(f"DCGANGenerator needs image_size > first_size with last_layer 'up', got {image_size}")
+        if hidden_channels is None:
+            hidden_channels = [ngf * 2 ** (n_hidden - i) for i in range(n_hidden)]
+        if len(hidden_channels) != n_hidden:
+            raise ValueError(
+                f"DCGANGenerator needs {n_hidden} hidden_channels for image_size {image_size}, "
+                f"got {list(hidden_channels)}"
+            )
+        layers: list[nn.Module] = [LatentProjection(latent_dim, hidden_channels[0], first_size, 1, 0)]
         for fan_in, fan_out in zip(hidden_channels[:-1], hidden_channels[1:], strict=False):
             layers += [make_activation(activation), nn.ConvTranspose2d(fan_in, fan_out, 4, 2, 1)]
-        layers += [make_activation(activation), nn.ConvTranspose2d(hidden_channels[-1], channels, 4, 2, 1), nn.Tanh()]
+        output = (4, 2, 1) if last_layer == "up" else (3, 1, 1)
+        layers += [make_activation(activation), nn.ConvTranspose2d(hidden_channels[-1], channels, *output), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.latent_dim = latent_dim
-        xavier_init_(self)
+        if init == "xavier":
+            xavier_init_(self)
 
     def forward(self, z: Tensor) -> Tensor:
         """``g(z)``: ``(B, latent_dim)`` -> images ``(B, channels, image_size, image_size)`` in [-1, 1]."""

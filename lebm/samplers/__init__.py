@@ -3,6 +3,7 @@
 ``base.py``: the ``Sampler`` contract; ``chain.py``: ``ChainTarget`` and ``chain_context``, what every
 chain gets right; ``langevin.py`` (unadjusted), ``mala.py`` and ``hmc.py`` (Metropolis-adjusted, on
 ``metropolis.py``, with ``adaptation.py``'s step sizes), ``persistent.py``: the samplers;
+``initializers.py``: where chains start (noise, a network, a learned sampler, an EMA copy);
 ``capture/``: whole-chain CUDA graphs.
 """
 
@@ -17,12 +18,15 @@ from lebm.samplers.chain import (
     modules_in_mode,
 )
 from lebm.samplers.hmc import HMC
+from lebm.samplers.initializers import AveragedStart, ChainInitializer, NetworkStart, NoiseStart
 from lebm.samplers.langevin import Langevin
 from lebm.samplers.mala import MALA
 from lebm.samplers.metropolis import MetropolisSampler
 from lebm.samplers.persistent import PersistentChains
 
 __all__ = [
+    "AveragedStart",
+    "ChainInitializer",
     "ChainTarget",
     "DualAveraging",
     "EnergyFn",
@@ -30,6 +34,8 @@ __all__ = [
     "Langevin",
     "MALA",
     "MetropolisSampler",
+    "NetworkStart",
+    "NoiseStart",
     "PersistentChains",
     "Sampler",
     "SamplerOutput",

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.data import Vocabulary
 from lebm.models import (
+    DAMC,
     DualMCMC,
     JointHierarchicalEBM,
     LatentEBM,
@@ -26,7 +27,16 @@ from lebm.models import (
     ProductOfRatiosPrior,
     TiltedGaussianPrior,
 )
-from lebm.nets import CategoricalDecoder, EnergyMLP, GaussianDecoder, LSTMTextGenerator, MLPEncoder, MLPGenerator
+from lebm.nets import (
+    CategoricalDecoder,
+    EnergyMLP,
+    GaussianDecoder,
+    LatentDiffusionAmortizer,
+    LSTMTextGenerator,
+    MLPEmbedding,
+    MLPEncoder,
+    MLPGenerator,
+)
 from lebm.samplers import ChainTarget, Langevin, PersistentChains, Sampler
 from tests.helpers.page_parts import page_parts, page_recipe
 
@@ -124,6 +134,33 @@ def joint_hierarchical_ebm() -> JointHierarchicalEBM:
     )
 
 
+def tiny_amortizer(embed_dim: int = 8) -> LatentDiffusionAmortizer:
+    """A small conditional latent diffusion model on the 2-D toy's observations (3 ancestral steps)."""
+    encoder = MLPEmbedding([DATA], hidden=16, embed_dim=embed_dim)
+    return LatentDiffusionAmortizer(LATENT, encoder, embed_dim, nf=1, time_dim=8, null_hidden=8, sampling_steps=3)
+
+
+def damc(**overrides: Any) -> DAMC:
+    """DAMC with a tiny amortizer; prior chains from Q_ema's unconditional mode (no data in their
+    start, for the 2-rank test), every chain recorded; one amortizer step per iteration (several
+    cannot be spread over accumulated micro-batches: refused, tests/models/test_damc.py), EMA every
+    iteration."""
+    prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=Recording(Langevin(5, 0.4)))
+    settings: dict[str, Any] = {
+        "posterior_sampler": Recording(Langevin(5, 0.1)),
+        "evaluation_sampler": Langevin(2, 0.1, noise_std=0.0),
+        "prior_start": "unconditional",
+        "amortizer_steps": 1,
+        "ema_rate": 0.5,
+        "ema_every": 1,
+        "decoder_lr": 1e-3,
+        "prior_lr": 1e-3,
+        "amortizer_lr": 1e-3,
+        **overrides,
+    }
+    return DAMC(toy_decoder(), prior, tiny_amortizer(), **settings)
+
+
 def mixture_prior_model() -> Method:
     """The page's method (docs/extending.md): a Gaussian-mixture prior learned by MLE."""
     parts = page_parts()
@@ -192,6 +229,7 @@ CASES = [
         "recipes/hierarchical/quickstart.yaml",
         data_free_chain="prior",
     ),
+    MethodCase("DAMC", damc, "recipes/damc/quickstart.yaml", data_free_chain="prior"),
     MethodCase("MixturePriorModel-docs", mixture_prior_model, page_recipe("my_method.yaml"), in_library=False),
 ]
 
