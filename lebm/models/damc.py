@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lebm import arguments
 from lebm.estimators import mle_loss, reconstruction_loss
-from lebm.models.base import batch_observations, ensure_component, require_components
+from lebm.models.base import batch_observations, ensure_component, optional_component, require_components
 from lebm.models.choices import check_choice
 from lebm.models.hooks import POSTERIOR_STARTS
 from lebm.models.inputs import check_count, check_generation_memory, check_sampler, warn_if_not_finite
@@ -185,7 +185,7 @@ class DAMC(LatentVariableModel):
             "evaluation_sampler",
             Sampler,
         )
-        self.generation_chain = check_sampler(generation_sampler)
+        self.generation_chain = optional_component(generation_sampler, "generation_sampler", Sampler)
         self.save_component_hyperparameters(locals())
         for name, choices in CHOICES.items():
             check_choice(f"model.init_args.{name}", self.hparams[name], choices)

@@ -149,6 +149,7 @@ def damc(**overrides: Any) -> DAMC:
     settings: dict[str, Any] = {
         "posterior_sampler": Recording(Langevin(5, 0.1)),
         "evaluation_sampler": Langevin(2, 0.1, noise_std=0.0),
+        "generation_sampler": Langevin(3, 0.4),
         "prior_start": "unconditional",
         "amortizer_steps": 1,
         "ema_rate": 0.5,
