@@ -293,6 +293,7 @@ class DAMC(LatentVariableModel):
             start=None if warming_up else self.prior_chain_start(z0, stream),
         )
         logs = {**chain_logs("train/posterior_chain", posterior_stats), **chain_logs("train/prior_chain", prior_stats)}
+        logs.update(self.start_and_end_errors(x, z0, z_pos))
 
         target = z_pos if hp.unconditional_target == "posterior" else z_neg[:n]
         for _ in range(hp.amortizer_steps):
@@ -314,7 +315,6 @@ class DAMC(LatentVariableModel):
                 "train/prior_loss": contrast.loss.detach(),
                 "train/energy_pos": contrast.energy_pos,
                 "train/energy_neg": contrast.energy_neg,
-                **self.start_and_end_errors(x, z0, z_pos),
             }
         )
         watch = {"train/posterior_chain_states": z_pos, "train/prior_chain_states": z_neg}
@@ -323,8 +323,11 @@ class DAMC(LatentVariableModel):
     @torch.no_grad()
     def start_and_end_errors(self, x: Tensor, z0: Tensor, z_pos: Tensor) -> dict[str, Tensor]:
         """The per-value mean squared error of ``g(z)`` against ``x`` at the posterior chains' start
-        (``train/amortizer_mse``: ``Q_ema``'s samples) and end (``train/posterior_mse``); the
-        official README's sign of non-convergence is the start's error falling well below the end's."""
+        (``train/amortizer_mse``: ``Q_ema``'s samples) and end (``train/posterior_mse``), before
+        any update; the official README's sign of non-convergence is the start's error falling well
+        below the end's. None for a decoder without ``squared_error`` (text)."""
+        if not callable(getattr(self.decoder, "squared_error", None)):
+            return {}
         per_value = x[0].numel()
         return {
             "train/amortizer_mse": self.decoder.squared_error(x, z0).mean() / per_value,
