@@ -55,7 +55,9 @@ _ENCODER_SLOPE = 0.2
 def sinusoidal_embedding(x: Tensor, dim: int) -> Tensor:
     """The transformer's sinusoidal embedding of scalars ``x`` ``(B,) -> (B, dim)``, ``dim`` even::
 
-    f_k = exp(-k log(10000) / (dim/2 - 1)),  k = 0 .. dim/2 - 1;   out = [sin(x f), cos(x f)]
+        f_k = exp(-k log(10000) / (dim/2 - 1)),  k = 0 .. dim/2 - 1;   out = [sin(x f), cos(x f)]
+
+    (the official ``SinusoidalPosEmb``; :class:`DiffusionMLP` embeds ``1000 t'`` with it).
     """
     half = dim // 2
     frequencies = torch.exp(torch.arange(half, device=x.device, dtype=x.dtype) * (-math.log(10000.0) / (half - 1)))
@@ -69,7 +71,9 @@ class ConcatSquashLinear(nn.Module):
         h   = SiLU(W_c SiLU(c) + b_c)                                  (B, dim_out)
         out = (W x + b) * sigmoid(W_g h + b_g) + W_b h + (W_s x + b_s)  (B, dim_out)
 
-    ``W_b`` has no bias; the last term is a linear skip.
+    ``W_b`` has no bias; the last term is a linear skip. The layer takes ``SiLU(c)``, computed once
+    for all the layers of a net; ``W x + b`` and the skip are one matrix product (``linear``, the
+    two maps stacked; each initialised as its own ``nn.Linear`` would be).
 
     Args:
         dim_in: the input's width.
@@ -79,16 +83,16 @@ class ConcatSquashLinear(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, dim_context: int) -> None:
         super().__init__()
-        self.layer = nn.Linear(dim_in, dim_out)
-        self.context = nn.Sequential(nn.SiLU(), nn.Linear(dim_context, dim_out), nn.SiLU())
+        self.linear = nn.Linear(dim_in, 2 * dim_out)  # [W; W_s], [b; b_s]: PyTorch's init depends on fan_in only
+        self.context = nn.Linear(dim_context, dim_out)
         self.gate = nn.Linear(dim_out, dim_out)
         self.shift = nn.Linear(dim_out, dim_out, bias=False)
-        self.skip = nn.Linear(dim_in, dim_out)
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """``x`` ``(B, dim_in)``, ``context`` ``(B, dim_context)`` -> ``(B, dim_out)``."""
-        h = self.context(context)
-        return self.layer(x) * torch.sigmoid(self.gate(h)) + self.shift(h) + self.skip(x)
+    def forward(self, x: Tensor, activated_context: Tensor) -> Tensor:
+        """``x`` ``(B, dim_in)`` and ``SiLU(c)`` ``(B, dim_context)`` -> ``(B, dim_out)``."""
+        h = F.silu(self.context(activated_context))
+        value, skip = self.linear(x).chunk(2, dim=1)
+        return value * torch.sigmoid(self.gate(h)) + self.shift(h) + skip
 
 
 class DiffusionMLP(nn.Module, Configurable):
@@ -161,7 +165,7 @@ class DiffusionMLP(nn.Module, Configurable):
     def forward(self, z_t: Tensor, logsnr: Tensor, context: Tensor) -> Tensor:
         """The predicted noise ``eps_hat`` ``(B, D)`` of ``z_t`` ``(B, D)`` at log-SNRs ``logsnr``
         ``(B,)`` given conditions ``context`` ``(B, context_dim)``."""
-        c = torch.cat([self.time_embedding(logsnr), context], dim=1)
+        c = F.silu(torch.cat([self.time_embedding(logsnr), context], dim=1))  # every layer reads SiLU(c)
         projected = 2 * math.pi * (z_t @ self.fourier)
         h = torch.cat([projected.sin(), projected.cos(), z_t], dim=1)
         skips = []
@@ -306,7 +310,8 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         nf: the denoiser's width multiplier (:class:`DiffusionMLP`).
         time_dim: the time embedding's width (``ntemb``).
         null_hidden: the null embedding MLP's hidden width.
-        logsnr_min, logsnr_max: the schedule's ends (:class:`~lebm.samplers.diffusion.LogSNRSchedule`).
+        logsnr_min: the schedule's noisiest end ``lambda(1)`` (:class:`~lebm.samplers.diffusion.LogSNRSchedule`).
+        logsnr_max: its cleanest end ``lambda(0)``, above ``logsnr_min``; both in ``[-20, 20]``.
         sampling_steps: ancestral steps per sample (``n_interval``), at least 2.
         variance: the reverse kernel's variance, ``"large"`` (official) or ``"small"``.
         sampling_noise: add the reverse kernel's noise (official ``Q_with_noise = True``).
@@ -418,7 +423,9 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         rows = int(x.shape[0]) if x is not None else arguments.whole(owner, "sample(n)", n, at_least=1)
         n_steps = self.sampling_steps if steps is None else arguments.whole(owner, "steps", steps, at_least=2)
         context = self.condition(x, n if x is not None else rows, generator)
-        z_T = torch.randn(rows, self.latent_dim, generator=generator, device=context.device, dtype=context.dtype)
+        # the chain state stays in the parameters' precision (float32) when the nets run under autocast
+        weight = self.null.net[0].weight
+        z_T = torch.randn(rows, self.latent_dim, generator=generator, device=context.device, dtype=weight.dtype)
         return ancestral_sample(
             lambda z, logsnr: self.denoiser(z, logsnr, context),
             z_T,

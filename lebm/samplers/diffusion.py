@@ -26,6 +26,7 @@ from lebm import arguments
 
 __all__ = [
     "DIFFUSION_VARIANCES",
+    "LOGSNR_BOUND",
     "Denoiser",
     "LogSNRSchedule",
     "ancestral_sample",
@@ -147,13 +148,20 @@ def reverse_moments(
         ``(mean, var)``, each ``(B, D)``.
     """
     variance = arguments.one_of("reverse_moments", "variance", variance, DIFFUSION_VARIANCES)
+    of_z_t, of_z0, var = _reverse_coefficients(logsnr_t, logsnr_s, variance)
+    mean = _rows(of_z_t, z_t) * z_t + _rows(of_z0, z_t) * z0_hat
+    return mean, torch.broadcast_to(_rows(var, z_t), mean.shape)
+
+
+def _reverse_coefficients(logsnr_t: Tensor, logsnr_s: Tensor, variance: str) -> tuple[Tensor, Tensor, Tensor]:
+    """The reverse step's ``(r alpha_s / alpha_t, (1 - r) alpha_s, var)`` (shapes of the log-SNRs):
+    its mean is ``r alpha_s / alpha_t z_t + (1 - r) alpha_s z0_hat``."""
     alpha_t, sigma_t = LogSNRSchedule.alpha_sigma(logsnr_t)
     alpha_s, sigma_s = LogSNRSchedule.alpha_sigma(logsnr_s)
     r = torch.exp(logsnr_t - logsnr_s)
     one_minus_r = -torch.expm1(logsnr_t - logsnr_s)  # 1 - r, exact when r is close to 1
-    mean = _rows(r * alpha_s / alpha_t, z_t) * z_t + _rows(one_minus_r * alpha_s, z_t) * z0_hat
     var = one_minus_r * (sigma_t if variance == "large" else sigma_s).square()
-    return mean, torch.broadcast_to(_rows(var, z_t), mean.shape)
+    return r * alpha_s / alpha_t, one_minus_r * alpha_s, var
 
 
 def ancestral_sample(
@@ -194,18 +202,19 @@ def ancestral_sample(
     n_steps = arguments.whole("ancestral_sample", "n_steps", n_steps, at_least=2)
     variance = arguments.one_of("ancestral_sample", "variance", variance, DIFFUSION_VARIANCES)
     z = z_T
-    # the grid's log-SNRs lambda(i / (n-1)), i = 0 .. n-1, computed once; each step reads two of them
+    # every step's scalars, computed once on the grid t_i = i / (n-1) (the step from t_i goes to t_{i-1})
     logsnrs = schedule.logsnr(torch.linspace(0.0, 1.0, n_steps, device=z.device, dtype=z.dtype))
+    alphas, sigmas = schedule.alpha_sigma(logsnrs)
+    of_z_t, of_z0, var = _reverse_coefficients(logsnrs[1:], logsnrs[:-1], variance)
+    grid = list(zip(logsnrs.unbind(), alphas.unbind(), sigmas.unbind(), strict=True))  # at t_i
+    moves = list(zip(of_z_t.unbind(), of_z0.unbind(), var.sqrt().unbind(), strict=True))  # t_i -> t_{i-1}: [i-1]
     for i in reversed(range(n_steps)):
-        logsnr_t = logsnrs[i].expand(z.shape[0])
-        alpha_t, sigma_t = schedule.alpha_sigma(logsnr_t)
-        z0_hat = predicted_clean(z, denoise(z, logsnr_t), alpha_t, sigma_t)
+        logsnr_t, alpha_t, sigma_t = grid[i]
+        z0_hat = predicted_clean(z, denoise(z, logsnr_t.expand(z.shape[0])), alpha_t, sigma_t)
         if i == 0:
             return z0_hat
-        mean, var = reverse_moments(z, z0_hat, logsnr_t, logsnrs[i - 1].expand(z.shape[0]), variance)
+        to_z_t, to_z0, std = moves[i - 1]
+        z = to_z_t * z + to_z0 * z0_hat
         if noise:
-            eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            z = mean + var.sqrt() * eps
-        else:
-            z = mean
+            z = z + std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
     raise AssertionError("unreachable: the loop returns at i = 0")  # pragma: no cover

@@ -9,7 +9,10 @@ must then match long-run Langevin from noise for the same observations.
 
 The observations are 8-dimensional (the official toy's are 2-D) so that ``G`` is injective and
 each posterior has one mode: 300 Langevin steps from noise then sample it, and the reference the
-amortizer is measured against is the posterior, not a chain's bias between modes.
+amortizer is measured against is the posterior, not a chain's bias between modes. The amortizer
+is measured with 100 ancestral steps and trained with chain starts of 10: with fewer steps its
+"large"-variance sampler is measurably too wide even with an exact denoiser
+(``tests/samplers/test_diffusion_schedule.py``), which the chains after it correct.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from lebm.samplers.initializers import AveragedStart
 
 SIGMA = 0.25
 X_DIM = 8
-STEP_SIZE = 0.1
+STEP_SIZE = 0.15  # the official toy's 0.1 mixes too slowly along these posteriors' long axes for a short test
 
 
 def random_likelihood() -> nn.Module:
@@ -74,7 +77,14 @@ def energy_distance(a: Tensor, b: Tensor, groups: int) -> float:
     return (2 * torch.cdist(a, b).mean((1, 2)) - within(a) - within(b)).mean().item()
 
 
-def test_the_amortizer_learns_the_long_run_posterior() -> None:
+def test_the_amortizer_learns_the_long_run_posterior(one_thread: object) -> None:
+    """250 DAMC iterations (batch 256, 10 posterior Langevin steps from the EMA amortizer's
+    10-step samples, 2 amortizer steps on their outputs): the online amortizer's samples then have
+    the long-run chains' reconstruction error within 10 % and lie 20x closer to them than at the start.
+
+    Ten steps are too few to reach the posterior from a poor start: only the iteration (chains from
+    the current amortizer, the amortizer fitted to them) gets there, so an amortizer whose EMA copy
+    never moves fails the distance bound."""
     torch.manual_seed(0)
     stream = torch.Generator().manual_seed(1)
     groups, per_group = 8, 128
@@ -96,8 +106,8 @@ def test_the_amortizer_learns_the_long_run_posterior() -> None:
         sampling_steps=10,
     )
     q_ema = AveragedStart(q)
-    optimizer = torch.optim.AdamW(q.parameters(), lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-2)
-    chain = posterior_chain(20)
+    optimizer = torch.optim.AdamW(q.parameters(), lr=3e-3, betas=(0.5, 0.999), weight_decay=1e-2, foreach=True)
+    chain = posterior_chain(10)
 
     def evaluate() -> tuple[float, float]:
         """The online amortizer's conditional samples (100 ancestral steps, no Langevin): their
@@ -106,8 +116,11 @@ def test_the_amortizer_learns_the_long_run_posterior() -> None:
         return reconstruction_error(x_eval, z), energy_distance(z, reference, groups)
 
     _, distance_before = evaluate()
-    for _ in range(300):
-        x = observations(128, stream)
+    iterations = 250
+    # the learning rate falls linearly to a tenth, so that the last iterate is not the noisiest
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1 - 0.9 * i / iterations)
+    for _ in range(iterations):
+        x = observations(256, stream)
         z0 = q_ema.start(context=x, generator=stream)
         z_pos = chain(likelihood_energy, z0, inputs=(x,), reference_precision=1.0, generator=stream)
         conditional = torch.rand(len(x), generator=stream) >= 0.1  # p_mask = 0.1, as the official toy
@@ -117,10 +130,10 @@ def test_the_amortizer_learns_the_long_run_posterior() -> None:
             loss.backward()
             optimizer.step()
         q_ema.update(q, 0.1)
+        schedule.step()
     error_after, distance_after = evaluate()
     error_long_run = reconstruction_error(x_eval, reference)
 
-    print("VALUES", error_after, error_long_run, distance_before, distance_after)
-    assert abs(error_after / error_long_run - 1) < 0.15, (error_after, error_long_run)
+    assert abs(error_after / error_long_run - 1) < 0.1, (error_after, error_long_run)
     assert distance_after < 0.05 * distance_before, (distance_before, distance_after)
-    assert distance_after < 0.1, distance_after
+    assert distance_after < 0.08, distance_after
