@@ -23,18 +23,20 @@ recorded as such):
    last training batch (``it_per_sec_whole_epoch`` adds validation and the epoch-end callbacks); the
    median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100);
 4. ``suite``: ``benchmarks/suite.py``'s rows (eager, captured, captured_bf16) for every method with
-   few iterations, row by row until the deadline;
+   few iterations, row by row until the deadline; DAMC's SVHN recipe last, at most 3 timed
+   iterations a row, and scored against no target;
 5. ``profile`` (only when asked for, ``--stages profile``: a second call, cut at ``--budget``, about
    6 minutes estimated):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
-   TF32), the quickstart and DualMCMC (bf16, with cuDNN's benchmark, with compiled nets), and
+   TF32), the quickstart, DualMCMC (bf16, with cuDNN's benchmark, with compiled nets) and DAMC (bf16), and
    ``benchmarks/host_work.py`` on LatentEBM and the quickstart: where an iteration's time goes once
    its chains are graphs.
 
 The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
 100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s for 15
-rows of about 20 s each (``--suite-iters 5 --suite-warmup 2``, a process per row). ``--stages`` and
-``--methods`` rerun a part.
+rows of about 20 s each (``--suite-iters 5 --suite-warmup 2``, a process per row), then DAMC's 3
+rows (not yet measured on a GPU: the deadline may leave them skipped). ``--stages`` and
+``--methods`` rerun a part (``--methods damc`` DAMC's rows alone).
 
 Writes at most seven files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
 after every stage) and ``.md``, ``gpu_tier.log``, ``gpu_junit.xml``, ``quickstart.log``,
@@ -68,7 +70,13 @@ REPO = HERE.parent
 #: The quickstart's training it/s on an H100 with eager chains, measured before whole-chain capture.
 REFERENCE_QUICKSTART_IT_S = 9.6
 QUICKSTART_EPOCHS = 10
-SUITE_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "quickstart")
+#: The methods issue 23's targets read (a peak-memory target each).
+TARGET_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "quickstart")
+#: The suite's methods, in this order: DAMC last, measured but scored against no target yet.
+SUITE_METHODS = (*TARGET_METHODS, "damc")
+#: Timed iterations at most per suite row of these methods (``--suite-iters`` for the others): a
+#: DAMC iteration starts its chains with 100 eager ancestral steps of its amortizer.
+SUITE_ITERS_CAP = {"damc": 3}
 SUITE_PATHS = ("eager", "captured", "captured_bf16")
 OPTIONAL_PACKAGES = ("wandb", "torch_fidelity", "omegaconf", "jsonargparse")
 #: The most of ``--budget`` each stage may take (the suite takes what is left, up to the deadline).
@@ -122,6 +130,12 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         ("--recipe", "recipes/dual_mcmc/cifar10.yaml", "--precision", "bf16-mixed")
         + ("--fast", "compile,channels_last", "--iters", "3", "--warmup", "2"),
     ),
+    (
+        "damc captured bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/damc/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--iters", "3", "--warmup", "2"),
+    ),
 )
 
 
@@ -173,7 +187,7 @@ ROW_TARGETS: tuple[Target, ...] = (
             *(method, "captured", "peak_mem_vs_eager", 1.5),
             at_most=True,
         )
-        for method in SUITE_METHODS
+        for method in TARGET_METHODS
     ),
 )
 
@@ -519,7 +533,8 @@ def suite_stage(
                 else:
                     limit = int(min(row_cap_s, left))
                     say(f"suite: {method} {path} (limit {limit} s, {left:.0f} s left)")
-                    settings = argparse.Namespace(iters=iters, warmup=warmup, generate=generate, timeout=limit)
+                    row_iters = min(iters, SUITE_ITERS_CAP.get(method, iters))
+                    settings = argparse.Namespace(iters=row_iters, warmup=warmup, generate=generate, timeout=limit)
                     row = suite.run_one(recipe, path, settings, None, log_file)
                 method_rows.append({"suite_method": method, **row})
             suite.add_ratios(method_rows)

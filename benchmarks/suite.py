@@ -26,7 +26,8 @@ Paths (``--paths``; the default is every path that applies to the device):
 
 On a CPU chains always run eagerly, so only ``eager`` and ``fast`` apply there; the paper shapes take
 seconds to minutes per iteration, so ``--cpu-batch-size`` (default the recipe's, except
-Dual-MCMC's 512-wide ResNet energy: 2) and few ``--iters`` keep the suite to tens of minutes. Writes
+Dual-MCMC's 512-wide ResNet energy: 2, and DAMC's: 8, whose iteration runs 100 ancestral steps, two
+chains and 6 amortizer steps) and few ``--iters`` keep the suite to tens of minutes. Writes
 ``suite-<date>-<device>.json`` and ``.md`` under ``--out`` and prints the Markdown.
 """
 
@@ -55,6 +56,7 @@ RECIPES: dict[str, tuple[str, int | None]] = {
     "dual_mcmc": ("recipes/dual_mcmc/cifar10.yaml", 2),
     "hierarchical": ("recipes/hierarchical/svhn.yaml", None),
     "quickstart": ("recipes/quickstart.yaml", None),
+    "damc": ("recipes/damc/svhn.yaml", 8),
 }
 
 #: Path name -> (Lightning precision, FastNets switches, chain capture, devices it applies to).
