@@ -125,8 +125,8 @@ class AnomalyDetection(EvaluationMetric):
     deviation of the AUPRC over the last ``last_k`` validation evaluations
     (``val/auprc_last_k_mean``, ``val/auprc_last_k_std``): the papers average over the last 10 epochs.
     The best validation AUPRC so far (``val/auprc_best``, ``val/auprc_trapezoid_best``) is DAMC's
-    official reading (``train_anomaly_det.py`` keeps the checkpoint of the best AUPRC): monitor it
-    ``val/auprc_trapezoid`` with ``ModelCheckpoint(mode="max", save_top_k=1)`` to keep that checkpoint.
+    official reading (``train_anomaly_det.py`` keeps the checkpoint of the best AUPRC); to keep that
+    checkpoint, monitor ``val/auprc_trapezoid`` with ``ModelCheckpoint(mode="max", save_top_k=1)``.
 
     **Two readings of AUPRC.** ``auprc`` is the average precision (scikit-learn's step-wise area);
     ``auprc_trapezoid`` is the trapezoid rule over the same curve, ``auc(recall, precision)``, as the

@@ -220,8 +220,8 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
                 a bare string being one), checked by :meth:`observations`.
             start: where the chain starts: ``"noise"``, ``"sample"`` or ``"mean"`` (a method
                 with a learned initializer adds its names: :attr:`posterior_starts`), or a
-                :class:`~lebm.samplers.ChainInitializer` (:meth:`chain_initializer`); default:
-                :attr:`default_posterior_start`.
+                :class:`~lebm.samplers.ChainInitializer` (:meth:`chain_initializer`), or the start
+                itself, a tensor ``(B, latent_dim)``; default: :attr:`default_posterior_start`.
             refine: run the posterior chain from the start (False: the start is the answer).
             sampler: a chain to use instead of ``posterior_sampler``.
             generator: random stream (None: torch's global RNG).
