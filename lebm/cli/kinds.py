@@ -67,6 +67,7 @@ KINDS = {
                 "lebm.models.MultiStageNCE",
                 "lebm.models.DualMCMC",
                 "lebm.models.JointHierarchicalEBM",
+                "lebm.models.DAMC",
             ),
         ),
         Kind(
@@ -105,6 +106,12 @@ KINDS = {
         ),
         Kind("energy net", None, ("lebm.nets.EnergyMLP", "lebm.nets.SNResNetEnergy")),
         Kind(
+            "learned chain initializer",
+            "lebm.samplers.ChainInitializer",
+            ("lebm.nets.LatentDiffusionAmortizer", "lebm.samplers.AveragedStart"),
+        ),
+        Kind("embedding net", None, ("lebm.nets.ConvEmbedding", "lebm.nets.MLPEmbedding")),
+        Kind(
             "generator net",
             None,
             (
@@ -134,7 +141,11 @@ SLOTS = {
     "energy_net": "energy net",
     "ratio_net": "energy net",
     "net": "generator net",
+    "amortizer": "learned chain initializer",
 }
+#: Slots whose kind depends on their owner as well: ``{(owner's class path, slot): kind}`` (the
+#: amortizer's ``encoder`` embeds observations for its condition; it is not an inference network).
+OWNER_SLOTS = {("lebm.nets.LatentDiffusionAmortizer", "encoder"): "embedding net"}
 #: How many of a kind's classes a message lists.
 LISTED = 6
 
@@ -173,6 +184,8 @@ def slot_kind(slot: str, owner: str | None, type_name: str | None = None) -> Kin
     """The kind the slot ``slot`` of the class ``owner`` takes (``owner`` None: the top of the config):
     by the slot's name for lebm's classes and the top; else by its type's name (``type_name``, as the
     parser's message gives it) when that is a kind's base; None when not known."""
+    if (owner, slot) in OWNER_SLOTS:
+        return KINDS[OWNER_SLOTS[(owner, slot)]]
     if (owner is None or owner.startswith("lebm.")) and slot in SLOTS:
         return KINDS[SLOTS[slot]]
     for kind in KINDS.values():

@@ -1,15 +1,10 @@
 """Plain ``nn.Module`` networks, no Lightning: generators, energies, observation models (``Decoder``),
-inference networks, DAMC's latent diffusion amortizer and its parts, and the latent layout
+inference networks, DAMC's latent diffusion amortizer and its condition encoders (its inner parts,
+the denoiser and the null embedding, are in :mod:`lebm.nets.diffusion`), and the latent layout
 (``LatentGroups``) they share."""
 
 from lebm.nets.decoders import Decoder, GaussianDecoder
-from lebm.nets.diffusion import (
-    ConvEmbedding,
-    DiffusionMLP,
-    LatentDiffusionAmortizer,
-    MLPEmbedding,
-    NullEmbedding,
-)
+from lebm.nets.diffusion import ConvEmbedding, LatentDiffusionAmortizer, MLPEmbedding
 from lebm.nets.encoders import ConvEncoder, DiagonalGaussian, InferenceNetwork, LadderEncoder, MLPEncoder
 from lebm.nets.energy import EnergyMLP
 from lebm.nets.generators import DCGANGenerator, MLPGenerator
@@ -27,7 +22,6 @@ __all__ = [
     "DCGANGenerator",
     "Decoder",
     "DiagonalGaussian",
-    "DiffusionMLP",
     "EnergyMLP",
     "GaussianDecoder",
     "HierarchicalGenerator",
@@ -39,7 +33,6 @@ __all__ = [
     "MLPEmbedding",
     "MLPEncoder",
     "MLPGenerator",
-    "NullEmbedding",
     "SNGANGenerator",
     "SNResNetEnergy",
     "VLAEGenerator",

@@ -238,3 +238,16 @@ def test_every_public_part_of_lebm_has_its_kind() -> None:
         for member in kind.members:
             cls = load_class(member)
             assert cls is not None and issubclass(cls, base), member
+
+
+def test_the_amortizers_encoder_slot_takes_an_embedding_net_not_an_inference_network() -> None:
+    """Device: CPU. A slot named ``encoder`` is an inference network's, except the amortizer's, which
+    embeds observations for its condition: its kind is read from its owner too."""
+    amortizer = {
+        "class_path": "lebm.nets.LatentDiffusionAmortizer",
+        "init_args": {"latent_dim": 8, "embed_dim": 16, "encoder": {"class_path": "lebm.nets.MLPEncoder"}},
+    }
+    message = check_kinds({"model": {"class_path": "lebm.models.DAMC", "init_args": {"amortizer": amortizer}}})
+    assert message is not None and "takes an embedding net" in message and "lebm.nets.MLPEmbedding" in message
+    amortizer["init_args"]["encoder"] = {"class_path": "lebm.nets.MLPEmbedding"}
+    assert check_kinds({"model": {"class_path": "lebm.models.DAMC", "init_args": {"amortizer": amortizer}}}) is None

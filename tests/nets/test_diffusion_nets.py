@@ -11,7 +11,8 @@ from torch import nn
 
 from lebm.config import build, to_config
 from lebm.estimators import denoising_loss
-from lebm.nets import ConvEmbedding, DiffusionMLP, LatentDiffusionAmortizer, MLPEmbedding, NullEmbedding
+from lebm.nets import ConvEmbedding, LatentDiffusionAmortizer, MLPEmbedding
+from lebm.nets.diffusion import DiffusionMLP, NullEmbedding
 from lebm.samplers.initializers import AveragedStart, ChainInitializer
 
 
