@@ -92,7 +92,7 @@ def test_inline_yaml_is_left_to_the_parser() -> None:
 def test_a_name_that_matches_nothing_gets_the_nearest_names(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"no recipe 'latent_ebm/svhm'.*nearest: latent_ebm/svhn"):
         locate_config_args(["-c", "latent_ebm/svhm"])
-    assert nearest_names("svhn")[:3] == ["hierarchical/svhn", "latent_ebm/svhn", "multistage_nce/svhn"]
+    assert nearest_names("svhn")[:4] == ["damc/svhn", "hierarchical/svhn", "latent_ebm/svhn", "multistage_nce/svhn"]
     with pytest.raises(SystemExit):
         lebm_in(tmp_path, "fit", "-c", "dual_mcmc/cifar")
     error = capsys.readouterr().err
