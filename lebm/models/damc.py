@@ -456,25 +456,14 @@ class DAMC(LatentVariableModel):
             samples = self.decoder.decode(z)
         return self.presented(warn_if_not_finite(samples, "generate(n)"), raw)
 
-    def anomaly_terms(
-        self,
-        x: Tensor,
-        z: Tensor | None,
-        *,
-        samples: int | None = None,
-        generator: torch.Generator | None = None,
-        nll: Tensor | None = None,
-    ) -> dict[str, Tensor]:
-        """The anomaly score and its terms ``(B,)`` at ``z``: with ``score_reconstruction="sse"`` (the
-        official ``eval_anomaly_det.py``) the reconstruction term is ``||g(z) - x||^2`` and the
-        score ``||g(z) - x||^2 + E(z) + ||z||^2 / 2``; with ``"nll"`` every latent-variable
-        method's ``-log p(x, z)``."""
-        terms = super().anomaly_terms(x, z, samples=samples, generator=generator, nll=nll)
-        if self.hparams.score_reconstruction == "sse" and z is not None:
-            squared_error = self.decoder.squared_error(x, z)
-            terms["score_reconstruction_term"] = squared_error
-            terms["score"] = squared_error + terms["score_prior_term"]
-        return terms
+    def score_reconstruction_term(self, x: Tensor, z: Tensor, nll: Tensor | None = None) -> Tensor:
+        """The anomaly score's reconstruction term ``(B,)``: with ``score_reconstruction="sse"`` (the
+        official ``eval_anomaly_det.py``) ``||g(z) - x||^2``, so that the score is
+        ``||g(z) - x||^2 + E(z) + ||z||^2 / 2``; with ``"nll"`` every latent-variable method's
+        ``-log p(x|z)``."""
+        if self.hparams.score_reconstruction == "sse":
+            return self.decoder.squared_error(x, z)
+        return super().score_reconstruction_term(x, z, nll)
 
     # --------------------------------------------------------------------------- evaluation
     progress_bar_names = ("train/decoder_loss", "train/prior_loss", "train/amortizer_loss")

@@ -176,6 +176,12 @@ class LatentVariableHooks:
     """The hooks of a latent-variable method, whose decoder and prior model the data (mixed into
     :class:`lebm.models.LatentVariableModel`)."""
 
+    def score_reconstruction_term(self, x: Tensor, z: Tensor, nll: Tensor | None = None) -> Tensor:
+        """The anomaly score's reconstruction term ``(B,)`` of observations ``x`` at latents ``z``:
+        the decoder's ``-log p(x|z)`` (``nll`` when the caller has it already). DAMC's official
+        score reads the squared error instead."""
+        return self.decoder.nll(x, z) if nll is None else nll
+
     def anomaly_score(self, nll: Tensor, z: Tensor, prior_energy: Tensor | None = None) -> Tensor:
         """The anomaly score ``(B,)`` of examples with decoder NLL ``nll`` ``(B,)`` at latents ``z``:
         ``-log p(x, z) = nll + U_prior(z)`` (LEBM's ``log p(x, z)`` ranking, sign flipped);

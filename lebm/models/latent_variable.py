@@ -118,7 +118,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
             latents = [(z, nll)]
         terms = {"score": 0.0, "score_reconstruction_term": 0.0, "score_prior_term": 0.0}
         for latent, known_nll in latents:
-            reconstruction = self.decoder.nll(x, latent) if known_nll is None else known_nll
+            reconstruction = self.score_reconstruction_term(x, latent, known_nll)
             energy = self.prior.energy(latent)
             terms["score"] = terms["score"] + self.anomaly_score(reconstruction, latent, energy)
             terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + reconstruction
