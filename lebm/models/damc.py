@@ -63,8 +63,8 @@ class DAMC(LatentVariableModel):
     """Diffusion-amortized MCMC: a generator ``x = g(z) + eps`` with a tilted prior
     ``p(z) ∝ exp(-E(z)) N(0, I)`` (LatentEBM's model), whose short-run chains start from a learned
     sampler, the amortizer ``Q``: a conditional latent diffusion model (:class:`~lebm.nets.LatentDiffusionAmortizer`)
-    that is fitted to the chains' outputs, so that its samples become the long-run chains' (paper
-    §3; official ``workspace/train_gen_recon.py`` and ``train_anomaly_det.py``).
+    that is fitted to the chains' outputs, so that its samples become the long-run chains' (Yu et
+    al. 2023, arXiv 2310.03218; official ``workspace/train_gen_recon.py`` and ``train_anomaly_det.py``).
 
     One training iteration, in the official order (every sample drawn before any update)::
 
@@ -354,7 +354,7 @@ class DAMC(LatentVariableModel):
     def distillation_loss(
         self, x: Tensor, z_pos: Tensor, target: Tensor, conditional: Tensor, stream: torch.Generator
     ) -> Tensor:
-        """The amortizer's loss on the detached chain outputs (paper §3.2): ``"masked"``: one
+        """The amortizer's loss on the detached chain outputs (official ``train_gen_recon.py``): ``"masked"``: one
         diffusion loss, example ``i`` conditioned on ``Enc(x_i)`` where ``conditional[i]``, else on
         the null embedding and fitted to ``target[i]``; ``"both"``: the conditional loss on ``z_pos``
         plus the unconditional one on ``target``."""
