@@ -21,7 +21,7 @@ from lebm.models.optimizers import step_decay_optimizers
 from lebm.models.priors import Prior
 from lebm.models.stepping import trainer_step_settings
 from lebm.nets.diffusion import LatentDiffusionAmortizer
-from lebm.samplers import AveragedStart, ChainInitializer, Langevin, Sampler
+from lebm.samplers import AveragedStart, ChainInitializer, Langevin, NoiseStart, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics
 
@@ -348,7 +348,9 @@ class DAMC(LatentVariableModel):
             return self.chain_starter.start(z0.shape[0], generator=stream, device=z0.device)
         if choice == "posterior":
             return z0
-        noise = torch.randn(z0.shape, generator=stream, device=z0.device) * self.prior.init_std
+        noise = NoiseStart(self.prior.latent_dim, self.prior.init_std).start(
+            z0.shape[0], generator=stream, device=z0.device
+        )
         return torch.cat([z0, noise])
 
     def distillation_loss(
