@@ -72,11 +72,12 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str], fragment
     subprocess.run(command, cwd=REPO, check=True)
 
 
-def detection_state(run_dir: Path) -> dict:
+def detection_state(run_dir: Path) -> tuple[dict, int]:
     """The ``AnomalyDetection`` callback's state in the run's last checkpoint: ``history`` (the
-    validation AUPRC of every evaluation) and ``term_history`` (the same for each score term)."""
+    validation AUPRC of every evaluation) and ``term_history`` (the same for each score term); and
+    the updates (training iterations, ``global_step``) the checkpoint holds."""
     checkpoint = torch.load(newest_last_checkpoint(run_dir), map_location="cpu", weights_only=False)
-    return checkpoint["callbacks"]["AnomalyDetection"]
+    return checkpoint["callbacks"]["AnomalyDetection"], int(checkpoint["global_step"])
 
 
 #: The hierarchical paper averages the AUPRC of its last 10 epochs.
@@ -176,17 +177,25 @@ def describe_net(net: dict) -> str:
     return f"widths {'-'.join(str(w) for w in net.get('widths', []))}"
 
 
-def describe_budget(config: dict, max_epochs: int | None, k: int, run_config: Path | None = None) -> str:
-    """Epochs, batch, the generator's size (from the run's own ``config.yaml`` when there is one, so
-    that fragments and ``--set`` options count) and how many evaluations the AUPRC averages."""
+def describe_budget(
+    config: dict, max_epochs: int | None, k: int, run_config: Path | None = None, updates: int | None = None
+) -> str:
+    """Epochs (or ``updates``, when the run stopped on ``max_steps``), batch, the generator's size
+    (from the run's own ``config.yaml`` when there is one, so that fragments and ``--set`` options
+    count) and how many evaluations the AUPRC averages."""
     if run_config is not None and run_config.exists():
         config = yaml.safe_load(run_config.read_text())
     net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
-    epochs = max_epochs or config["trainer"]["max_epochs"]
+    epochs = f"{max_epochs or config['trainer']['max_epochs']} epochs"
+    if (config["trainer"].get("max_steps") or -1) > 0:
+        epochs = f"{config['trainer']['max_steps']} updates"
+    if updates is not None:
+        epochs += f" ({updates} updates)" if "updates" not in epochs else ""
     batch = config["data"]["init_args"]["batch_size"]
     stages = config["model"]["init_args"]["prior"]["init_args"].get("n_stages")
     staged = f", {stages} stages" if stages else ""
-    return f"{epochs} epochs{staged}, batch {batch}, {describe_net(net)}, mean of last {k} evaluations"
+    pool = config["data"]["init_args"].get("pool", "full")
+    return f"{epochs}{staged}, batch {batch}, {describe_net(net)}, mean of last {k} evaluations, {pool} pool"
 
 
 def evaluation_epochs(run_config: Path, evaluations: int) -> list[int] | None:
@@ -231,6 +240,11 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.0, help="validate on a split disjoint from test")
     parser.add_argument("--score-samples", type=int, default=10, help="latent draws for the sampled test score")
     parser.add_argument("--split", choices=("disjoint", "cited"), default="disjoint", help="how the splits are drawn")
+    parser.add_argument(
+        "--pool", choices=("offline", "full"), default=None, help="full: all 70,000 digits (default: the recipe's)"
+    )
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
+    parser.add_argument("--val-every-steps", type=int, default=None, help="evaluate every this many updates")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
@@ -242,9 +256,17 @@ def main() -> None:
         extra += ["--data.init_args.val_fraction", str(args.val_fraction)]
     if args.split != "disjoint":
         extra += ["--data.init_args.split", args.split]
+    data_options = [*args.set, *([f"data.init_args.pool={args.pool}"] if args.pool else [])]
+    if args.pool:
+        extra += ["--data.init_args.pool", args.pool]
+    if args.max_steps:
+        extra += ["--trainer.max_steps", str(args.max_steps)]
+    if args.val_every_steps:
+        extra += ["--trainer.val_check_interval", str(args.val_every_steps)]
+        extra += ["--trainer.check_val_every_n_epoch", "null"]
     config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
     config["data"]["init_args"]["val_fraction"] = args.val_fraction
-    apply_data_options(config, args.set)
+    apply_data_options(config, data_options)
     k = last_k(config, args.recipe)
     fragments = "".join(f", with {f}" for f in args.fragments)
     name = Path(args.recipe).stem
@@ -253,12 +275,15 @@ def main() -> None:
     for digit in args.digits:
         experiment_dir = args.experiment if args.experiment != "mnist_anomaly_offline" else ""
         split_dir = args.split if args.split != "disjoint" else ""
-        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / experiment_dir / split_dir
+        pool_dir = "full_pool" if args.pool == "full" and "offline" in name else ""
+        run_dir = REPO / "runs" / Path(args.recipe).parent.name / name / pool_dir / experiment_dir / split_dir
         run_dir = run_dir / (args.setting or "") / f"digit{digit}"
         run_digit(args.recipe, digit, run_dir, extra, args.fragments)
-        state = detection_state(run_dir)
+        state, updates = detection_state(run_dir)
         recent = state["history"][-k:]
-        budget = describe_budget(config, args.max_epochs, len(recent), run_dir / "config.yaml") + fragments
+        budget = describe_budget(config, args.max_epochs, len(recent), run_dir / "config.yaml", updates) + fragments
+        if args.val_every_steps:
+            budget += f", evaluated every {args.val_every_steps} updates"
         evaluated = evaluation_epochs(run_dir / "config.yaml", len(state["history"]))
         if evaluated:
             budget += f", evaluated every {evaluated[0]} epochs"
@@ -278,6 +303,8 @@ def main() -> None:
             **readings(state, k),
             "split": "validation (disjoint from test)" if args.val_fraction else "test (the protocol)",
             "data_split": args.split,
+            "pool": config["data"]["init_args"].get("pool", "full"),
+            "updates": updates,
             "test_overlap": test_overlap(config, digit, args.split),
             **terms,
             **tested,
@@ -299,6 +326,9 @@ def main() -> None:
                     *[f"--set={item}" for item in args.set],
                     *(["--val-fraction", str(args.val_fraction)] if args.val_fraction else []),
                     *(["--split", args.split] if args.split != "disjoint" else []),
+                    *(["--pool", args.pool] if args.pool else []),
+                    *(["--max-steps", str(args.max_steps)] if args.max_steps else []),
+                    *(["--val-every-steps", str(args.val_every_steps)] if args.val_every_steps else []),
                     *(["--experiment", args.experiment] if args.experiment != "mnist_anomaly_offline" else []),
                 ]
             ),
@@ -306,7 +336,9 @@ def main() -> None:
             "date": datetime.date.today().isoformat(),
         }
         save_record(
-            output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("data_split") or "disjoint")
+            output,
+            record,
+            lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("data_split") or "disjoint", r.get("pool")),
         )
         render_results_md()
         print(f"digit {digit}: AUPRC {statistics.fmean(recent):.4f} over {len(recent)} evaluations", terms, tested)

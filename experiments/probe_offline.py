@@ -1,12 +1,16 @@
-"""Train a hierarchical model on the offline MNIST digits and record its per-layer probe accuracy.
+"""Train a hierarchical model on MNIST digits and record its per-layer probe accuracy.
 
     LEBM_DATA=../shared/data python experiments/probe_offline.py [--recipe R] [--max-epochs N]
+        [--set KEY=VALUE ...]
 
-Runs ``lebm fit -c R`` (default ``recipes/hierarchical/mnist_probe_offline.yaml``, whose
-``LatentProbe`` callback writes ``probe.json`` in the run folder after training), then turns each
-layer's test accuracy into a record ``metric: probe_acc_layer{i}`` (``i = 1`` the bottom layer) in
-``docs/results/hierarchical_mnist_probe_offline.json`` and regenerates ``docs/results.md``. The
-recipe ``mnist_probe_offline_vlae.yaml`` is the same model with the EBM switched off (a VLAE).
+Runs ``lebm fit -c R`` (default ``recipes/hierarchical/mnist_probe_offline.yaml``: the 5,000
+offline digits; ``mnist_probe.yaml``: MNIST's 60,000 training digits; each ``--set`` is one
+``--KEY VALUE`` of ``lebm fit``), whose ``LatentProbe`` callback writes ``probe.json`` in the run
+folder after training, then turns each layer's test accuracy into a record ``metric:
+probe_acc_layer{i}`` (``i = 1`` the bottom layer) of experiment ``<recipe name>`` (a ``_vlae``
+suffix dropped) in ``docs/results/hierarchical_<experiment>.json``, with the epochs, the updates
+and the digits the model and the probe saw, and regenerates ``docs/results.md``. The recipes
+``*_vlae.yaml`` are the same model with the EBM switched off (a VLAE).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from records import EPOCH_LINES, render_results_md, this_device
+import torch
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -30,13 +35,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="recipes/hierarchical/mnist_probe_offline.yaml")
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--output", default=str(REPO / "docs/results/hierarchical_mnist_probe_offline.json"))
+    parser.add_argument("--output", default=None, help="default: docs/results/hierarchical_<experiment>.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a lebm fit option")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     config = resolve_recipe(REPO / args.recipe)
     run_dir = REPO / "runs" / "hierarchical" / Path(args.recipe).stem
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
+    for item in args.set:
+        key, _, value = item.partition("=")
+        extra += [f"--{key.removeprefix('--')}", value]
+    experiment = Path(args.recipe).stem.removesuffix("_vlae")
     command = ["lebm", "fit", "-c", args.recipe, "--trainer.default_root_dir", str(run_dir), "--overwrite", "true"]
     command += [*EPOCH_LINES, *extra]
     print("+", shlex.join(command), flush=True)
@@ -45,19 +55,32 @@ def main() -> None:
     prior = config["model"]["init_args"]["prior"]["class_path"].rsplit(".", 1)[-1]
     method = "JointHierarchicalEBM" if prior != "GaussianPrior" else "JointHierarchicalEBM, EBM off (VLAE)"
     epochs = args.max_epochs or config["trainer"]["max_epochs"]
-    output = Path(args.output)
+    updates = int(torch.load(newest_last_checkpoint(run_dir), map_location="cpu", weights_only=False)["global_step"])
+    options = "".join(f", {item}" for item in args.set)
+    output = Path(args.output or REPO / "docs" / "results" / f"hierarchical_{experiment}.json")
     records = [r for r in (json.loads(output.read_text()) if output.exists() else []) if r["method"] != method]
     for i, (layer, accuracy) in enumerate(probe["accuracy"].items(), start=1):
         records.append(
             {
                 "method": method,
-                "experiment": "mnist_probe_offline",
+                "experiment": experiment,
                 "metric": f"probe_acc_layer{i}",
                 "layer": layer,
                 "value": round(float(accuracy), 4),
-                "budget": f"{epochs} epochs on {probe['n_train']} digits, probe tested on {probe['n_test']}",
+                "budget": f"{epochs} epochs ({updates} updates) on {probe['n_train']} digits, probe tested on "
+                f"{probe['n_test']}{options}",
+                "updates": updates,
                 "command": "LEBM_DATA=../shared/data "
-                + shlex.join(["python", "experiments/probe_offline.py", "--recipe", args.recipe, *extra]),
+                + shlex.join(
+                    [
+                        "python",
+                        "experiments/probe_offline.py",
+                        "--recipe",
+                        args.recipe,
+                        *(["--max-epochs", str(args.max_epochs)] if args.max_epochs else []),
+                        *[f"--set={item}" for item in args.set],
+                    ]
+                ),
                 "device": this_device(),
                 "date": datetime.date.today().isoformat(),
             }

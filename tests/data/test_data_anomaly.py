@@ -133,6 +133,33 @@ def test_real_offline_pool_sizes() -> None:
     assert int((dm.test_labels == 1).sum()) == ones
 
 
+@pytest.mark.slow
+def test_real_full_pool_is_the_papers_protocol() -> None:
+    """Device: CPU. On the real 70,000 digits (``$LEBM_DATA/mnist``, its four IDX files) with held-out
+    1: the pool holds MNIST's class counts; the normal training split is 80% of the 62,123 normal
+    digits (49,698) and the test split the other 12,425 plus all 7,877 ones; the disjoint split
+    shares nothing with training, the cited split's test split holds about 80% training digits among
+    its normal ones (about half of the whole split)."""
+    data = os.environ.get("LEBM_DATA")
+    if not data or not (Path(data) / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("LEBM_DATA is not set or lacks mnist/train-*-idx*-ubyte.gz (point it at the shared data folder)")
+    root = os.path.join(data, "mnist")
+    disjoint = MNISTAnomalyDataModule(root, anomaly_classes=[1], pool="full")
+    _, labels = disjoint._read_pool()
+    assert torch.bincount(labels, minlength=10).tolist() == MNIST_COUNTS
+    disjoint.setup()
+    n_normal = 70_000 - MNIST_COUNTS[1]
+    assert len(disjoint.train_dataset) == round(0.8 * n_normal) == 49_698
+    assert len(disjoint.test_dataset) == n_normal - 49_698 + MNIST_COUNTS[1] == 20_302
+    assert int((disjoint.test_labels == 1).sum()) == MNIST_COUNTS[1]
+    assert disjoint.test_overlap == 0.0
+    cited = MNISTAnomalyDataModule(root, anomaly_classes=[1], pool="full", split="cited")
+    cited.setup()
+    assert len(cited.train_dataset) == int(0.8 * n_normal) and len(cited.test_dataset) == 20_302
+    normal_share = (n_normal - len(cited.train_dataset)) / 20_302
+    assert 0.79 * normal_share < cited.test_overlap < 0.81 * normal_share, cited.test_overlap
+
+
 def test_image_size_and_channels_resize_and_repeat(make_mnist_idx) -> None:
     from lebm.data.transforms import resize_uint8
 

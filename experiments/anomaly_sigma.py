@@ -1,0 +1,110 @@
+"""The observation noise at scoring time, model fixed: a trained anomaly run read with other sigmas.
+
+    python experiments/anomaly_sigma.py RUN_DIR --sigmas 0.1 1.0 [--setting NAME] [--output FILE]
+
+``RUN_DIR`` is a run folder of ``experiments/mnist_anomaly_offline.py`` (its ``config.yaml`` and
+newest ``last*.ckpt``). No training: for each ``sigma`` the model's decoder is given that
+observation noise (``decoder.sigma``: the posterior chain's likelihood term ``||x - g(z)||^2 /
+(2 sigma^2)`` and, for LatentEBM and the hierarchical model, the score's reconstruction term;
+DAMC's score reads the unweighted ``||x - g(z)||^2``), and the run's evaluation is read once on its
+validation split and once on its test split (the same split when the run validated on test). The
+official DAMC evaluation scores held-out 1 this way with sigma 0.1 after training with 1.0 (its
+README's ``eval_anomaly_det.py`` command). Each reading becomes one record (``experiment:
+mnist_anomaly_sigma``, ``metric: auprc``, setting ``<setting>, scored with sigma <s>``) in
+``--output`` (default ``docs/results/<method folder>_mnist_anomaly_sigma.json``). Needs ``LEBM_DATA``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from mnist_anomaly_offline import save_record
+from records import newest_last_checkpoint, render_results_md, this_device
+
+import lebm
+from lebm.callbacks import AnomalyDetection
+from lebm.config import build
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "mnist_anomaly_sigma"
+
+
+def read_split(model, data_config: dict, digit: int, stage: str) -> dict[str, float]:
+    """AUPRC and AUROC (and each score term's) of ``model`` on the run's ``stage`` split ("val" or "test")."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        callbacks=[AnomalyDetection(anomaly_classes=[digit])],
+    )
+    run = trainer.validate if stage == "val" else trainer.test
+    (results,) = run(model, build(copy.deepcopy(data_config)), verbose=False)
+    wanted = {name: value for name, value in results.items() if "/au" in name and "last_k" not in name}
+    return {name.split("/", 1)[1]: round(float(value), 4) for name, value in wanted.items() if "best" not in name}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--sigmas", type=float, nargs="+", required=True)
+    parser.add_argument("--setting", default=None, help="the run's name in the records (default: its folder)")
+    parser.add_argument("--output", default=None, help="default: docs/results/<method folder>_mnist_anomaly_sigma.json")
+    args = parser.parse_args()
+    if not os.environ.get("LEBM_DATA"):
+        parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
+    run = args.run.resolve()
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    data = config["data"]
+    data["init_args"]["root"] = os.path.join(os.environ["LEBM_DATA"], "mnist")
+    digit = int(data["init_args"]["anomaly_classes"][0])
+    checkpoint = newest_last_checkpoint(run)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    trained_sigma = config["model"]["init_args"]["decoder"]["init_args"]["sigma"]
+    validates_on_test = not data["init_args"].get("val_fraction")
+    method_folder = run.relative_to(REPO / "runs").parts[0]
+    output = Path(args.output or REPO / "docs" / "results" / f"{method_folder}_{EXPERIMENT}.json")
+    setting = args.setting or str(run.relative_to(REPO / "runs"))
+    for sigma in args.sigmas:
+        model = lebm.load(str(checkpoint), map_location="cpu")
+        model.decoder.sigma = sigma
+        torch.manual_seed(0)
+        validation = read_split(model, data, digit, "val")
+        tested = validation if validates_on_test else read_split(model, data, digit, "test")
+        record = {
+            "method": type(model).__name__,
+            "experiment": EXPERIMENT,
+            "metric": "auprc",
+            "digit": digit,
+            "setting": f"{setting}, scored with sigma {sigma:g}",
+            "trained_sigma": trained_sigma,
+            "scored_sigma": sigma,
+            "value": validation["auprc"],
+            "split": "test (the protocol)" if validates_on_test else "validation (disjoint from test)",
+            "pool": data["init_args"].get("pool", "full"),
+            **{f"val_{key}": value for key, value in validation.items() if key != "auprc"},
+            **{f"test_{key}": value for key, value in tested.items()},
+            "updates": int(state["global_step"]),
+            "budget": f"no training: {checkpoint.relative_to(REPO)} ({state['global_step']} updates)",
+            "command": "LEBM_DATA=../shared/data "
+            + shlex.join(["python", "experiments/anomaly_sigma.py", *sys.argv[1:]]),
+            "device": this_device(),
+            "date": datetime.date.today().isoformat(),
+        }
+        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting")))
+        print(f"sigma {sigma:g}: val AUPRC {validation['auprc']}, test AUPRC {tested['auprc']}", flush=True)
+    render_results_md()
+
+
+if __name__ == "__main__":
+    main()
