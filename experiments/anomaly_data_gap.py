@@ -100,7 +100,7 @@ def main() -> None:
         "experiment": "mnist_anomaly_gap",
         "metric": "auprc",
         "digit": args.digit,
-        "setting": f"pool_full_against_offline, {points[-1][0]} updates",
+        "setting": f"data gap: full pool (70k) against offline pool (15k), {points[-1][0]} updates",
         "cause": "data",
         "value": full_value,
         "offline_value": offline_value,
@@ -114,7 +114,7 @@ def main() -> None:
         "auprc_prior_term_offline_by_update": [p[4] for p in points],
         "split": "test (the protocol)",
         "data_split": "disjoint",
-        "budget": f"{recipe}, the same seed and {points[-1][0]} updates on each pool; mean of the evaluations "
+        "budget": f"{points[-1][0]} updates on each pool, {recipe}, the same seed; mean of the evaluations "
         f"at {', '.join(str(p[0]) for p in points)} updates",
         "copied_from": f"docs/results/{folder}_mnist_anomaly_full.json and {folder}_mnist_anomaly_offline.json "
         f"(digit {args.digit}, disjoint split)",

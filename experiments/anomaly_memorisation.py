@@ -208,6 +208,15 @@ def checkpoints_of(run_dir: Path, patterns: list[str] | None) -> list[Path]:
     return sorted(found, key=lambda path: path.stat().st_mtime)
 
 
+def count(result: dict) -> str:
+    """The training a checkpoint holds: its epochs, or its updates when it stopped inside an epoch
+    (a run with ``max_steps``, whose epoch count would round up)."""
+    config = yaml.safe_load((Path(result["checkpoint"]).parents[1] / "config.yaml").read_text())
+    if (config["trainer"].get("max_steps") or -1) > 0:
+        return f"{result['updates']} updates"
+    return f"{result['epochs']} epochs"
+
+
 def record_of(result: dict, setting: str) -> dict:
     """The record of one ``gap`` result (a run's checkpoint) under ``setting``."""
     return {
@@ -215,7 +224,7 @@ def record_of(result: dict, setting: str) -> dict:
         "experiment": EXPERIMENT,
         "metric": "auprc_overlap_inflation",
         "digit": result["held_out"][0],
-        "setting": f"{setting}, {result['epochs']} epochs",
+        "setting": f"{setting}, {count(result)}",
         "cause": "protocol",
         "value": result["inflation_at_overlap"],
         "std": result["inflation_at_overlap_std"],

@@ -309,7 +309,12 @@ def main() -> None:
             **terms,
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
-            **({"evaluation_epochs": evaluated} if evaluated else {}),
+            **({"evaluation_epochs": evaluated} if evaluated and not args.val_every_steps else {}),
+            **(
+                {"evaluation_updates": [args.val_every_steps * (i + 1) for i in range(len(state["history"]))]}
+                if args.val_every_steps
+                else {}
+            ),
             "budget": budget,
             "command": "LEBM_DATA=../shared/data "
             + shlex.join(

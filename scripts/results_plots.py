@@ -72,7 +72,8 @@ def draw_panel(axes, curves: list[dict], everything: list[dict], published: list
         values = record[CURVE_KEY]
         style = SPLIT_STYLES.get(record.get("data_split"), "-")
         label = curve_label(record, with_method, with_split)
-        epochs = record.get("evaluation_epochs") or range(1, len(values) + 1)  # a run that evaluated every n epochs
+        # a run that evaluated every n epochs, or every n updates (then the panel counts updates)
+        epochs = record.get("evaluation_updates") or record.get("evaluation_epochs") or range(1, len(values) + 1)
         axes.plot(epochs, values, style, color=palette[variant(record)], marker=".", label=label)
     drawn = set()
     for record in curves:
@@ -103,7 +104,8 @@ def figure(experiment: str, records: list[dict], published: list[dict]) -> Figur
         digit = digits[index]
         draw_panel(axes, [r for r in curves if r.get("digit", -1) == digit], curves, published, palette)
         axes.set_title(f"held-out {digit}" if digit != -1 else experiment, fontsize=10)
-        axes.set_xlabel("epoch")
+        counts_updates = any("evaluation_updates" in r for r in curves if r.get("digit", -1) == digit)
+        axes.set_xlabel("updates" if counts_updates else "epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     for axes in grid[:, 0]:
