@@ -24,14 +24,12 @@ import shlex
 import sys
 from pathlib import Path
 
-import lightning as L
 import torch
 import yaml
 from mnist_anomaly_offline import save_record
-from records import newest_last_checkpoint, render_results_md, this_device
+from records import anomaly_trainer, newest_last_checkpoint, render_results_md, this_device
 
 import lebm
-from lebm.callbacks import AnomalyDetection
 from lebm.config import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,14 +38,7 @@ EXPERIMENT = "mnist_anomaly_sigma"
 
 def read_split(model, data_config: dict, digit: int, stage: str) -> dict[str, float]:
     """AUPRC and AUROC (and each score term's) of ``model`` on the run's ``stage`` split ("val" or "test")."""
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        callbacks=[AnomalyDetection(anomaly_classes=[digit])],
-    )
+    trainer = anomaly_trainer(digit)
     run = trainer.validate if stage == "val" else trainer.test
     (results,) = run(model, build(copy.deepcopy(data_config)), verbose=False)
     wanted = {name: value for name, value in results.items() if "/au" in name and "last_k" not in name}

@@ -42,10 +42,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import torch
 import yaml
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device
+from records import EPOCH_LINES, anomaly_trainer, newest_last_checkpoint, render_results_md, this_device
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -136,7 +135,6 @@ def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | N
     checkpoint (``score_samples``: latent draws of the inference network to average over; None:
     the model's own setting)."""
     import lebm
-    from lebm.callbacks import AnomalyDetection
     from lebm.config import build
 
     data = copy.deepcopy(config["data"])
@@ -144,15 +142,7 @@ def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | N
     model = lebm.load(str(newest_last_checkpoint(run_dir)), map_location="cpu")
     if score_samples is not None:
         model.score_samples = score_samples
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-        callbacks=[AnomalyDetection(anomaly_classes=[digit])],
-    )
-    (results,) = trainer.test(model, build(data), verbose=False)
+    (results,) = anomaly_trainer(digit).test(model, build(data), verbose=False)
     return {name.removeprefix("test/"): round(float(value), 4) for name, value in results.items() if "au" in name}
 
 

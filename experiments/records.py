@@ -32,6 +32,23 @@ def with_progress(items: Sequence[Item], what: str) -> Iterator[Item]:
         yield item
 
 
+def anomaly_trainer(digit: int):
+    """A quiet CPU Trainer that reads a model's anomaly AUPRC and AUROC (and each score term's) with
+    ``digit`` held out, through ``trainer.validate`` or ``trainer.test``."""
+    import lightning as L
+
+    from lebm.callbacks import AnomalyDetection
+
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=False,
+        callbacks=[AnomalyDetection(anomaly_classes=[digit])],
+    )
+
+
 def this_device() -> str:
     """The record's ``device``: the GPU's name, or the CPU and its torch threads."""
     if torch.cuda.is_available():

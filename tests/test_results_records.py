@@ -295,3 +295,16 @@ def test_a_record_holds_both_readings_and_the_papers_last_10(tmp_path: Path) -> 
     header = next(line for line in lines if line.startswith("| method | setting | trapezoid AUPRC"))
     assert header.endswith("| trapezoid AUPRC | last 10: AP | last 10: trapezoid | test split in training |")
     assert "| LatentEBM | held-out 4, cited split | 1.010 | 0.650 | 0.660 | 0.510 |" in lines
+
+
+def test_the_data_gap_pairs_the_evaluations_of_both_pools_at_equal_updates() -> None:
+    """CPU. The full pool evaluated every 530 updates and the offline pool after every epoch of 106
+    updates meet at 530 and 1,060 updates (epochs 5 and 10); an evaluation the offline run did not
+    reach (1,590) or at no epoch's end (every 400) pairs with nothing."""
+    common_points = load_script("experiments/anomaly_data_gap.py").common_points
+
+    offline = {"auprc_by_epoch": [0.1 * i for i in range(1, 11)], "term_auprc_by_epoch": {"prior_term": [0.5] * 10}}
+    full = {"auprc_by_epoch": [0.21, 0.22, 0.23], "term_auprc_by_epoch": {"prior_term": [0.6, 0.7, 0.8]}}
+    points = common_points(full, 530, offline, 106)
+    assert [(p[0], p[1], round(p[2], 4), p[3]) for p in points] == [(530, 0.21, 0.5, 0.6), (1060, 0.22, 1.0, 0.7)]
+    assert common_points(full, 400, offline, 106) == []
