@@ -2,6 +2,7 @@
 
     python experiments/mnist_anomaly_offline.py [--digits 1 4 5 7 9] [--recipe R] [--max-epochs N]
         [--setting NAME --with FRAGMENT --set KEY=VALUE ...] [--val-fraction F] [--split cited]
+        [--pool full --max-steps U --val-every-steps V]
 
 For each digit: ``lebm fit -c R --data.init_args.anomaly_classes [d] --ckpt_path auto`` in its own
 run folder (``runs/<method>/<recipe name>/[<experiment>/][cited/][<setting>/]digit<d>``, the
@@ -25,6 +26,10 @@ the trapezoid rule, ``auprc_trapezoid``) over the recipe's last ``last_k`` evalu
 papers' reading (``papers_reading``: the mean and spread of both over the last 10 evaluations).
 A run that evaluates every n epochs (``--set trainer.check_val_every_n_epoch=n``) also records the
 epochs of its evaluations (``evaluation_epochs``; ``auprc_by_epoch`` then holds one value each).
+``--pool full`` runs the recipe on all 70,000 digits (``MNISTAnomalyDataModule(pool="full")``, in
+run folders ``.../full_pool/...`` for an offline recipe), ``--max-steps U`` stops after U updates and
+``--val-every-steps V`` evaluates every V updates instead of every epoch (the record then holds
+``evaluation_updates``); every record names its ``pool`` and the ``updates`` its checkpoint holds.
 Needs ``LEBM_DATA`` (the folder holding ``mnist/``).
 """
 
