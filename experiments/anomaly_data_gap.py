@@ -49,6 +49,7 @@ def disjoint_record(path: Path, digit: int) -> dict:
 
 def updates_per_epoch(recipe: str, digit: int, pool: str) -> tuple[int, int]:
     """Updates per epoch of ``recipe`` on ``pool`` with ``digit`` held out, and its training digits."""
+    print(f"reading the {pool} pool's split for held-out {digit}", flush=True)
     data = copy.deepcopy(load_recipe(recipe)["data"])
     data["init_args"].update(anomaly_classes=[digit], pool=pool)
     module = build(data)
@@ -127,7 +128,7 @@ def main() -> None:
         RESULTS / f"{folder}_mnist_anomaly_gap.json", record, lambda r: (r["digit"], r["metric"], r.get("setting"))
     )
     render_results_md()
-    print(json.dumps({k: record[k] for k in ("method", "value", "offline_value", "gap", "updates")}))
+    print(json.dumps({k: record[k] for k in ("method", "value", "offline_value", "gap", "updates")}), flush=True)
 
 
 if __name__ == "__main__":
