@@ -6,12 +6,13 @@ pool, same recipe, seed and number of updates.
 Reads two records of ``experiments/mnist_anomaly_offline.py`` on the disjoint split: the offline
 pool's (``docs/results/<folder>_mnist_anomaly_offline.json``, evaluated after every epoch) and the
 full pool's (``docs/results/<folder>_mnist_anomaly_full.json``, run with ``--pool full --max-steps
-U --val-every-steps V``). An offline epoch is ``training digits // batch`` updates (read from the
-offline datamodule), so the two runs' evaluations meet at the updates both evaluated at; each pair
-is one point of the comparison. The record (``experiment: mnist_anomaly_gap``, ``cause: data``,
-``value``: the full pool's AUPRC averaged over the common evaluations, ``offline_value`` the
-offline pool's, ``gap`` their difference) goes to ``docs/results/<folder>_mnist_anomaly_gap.json``,
-and ``docs/results.md`` is regenerated. Needs ``LEBM_DATA``.
+U --val-every-steps V``, whose ``evaluation_updates`` say when it evaluated). An offline epoch is
+``training digits // batch`` updates (read from the offline datamodule), so the two runs'
+evaluations meet at the updates both evaluated at; each pair is one point of the comparison. The
+record (``experiment: mnist_anomaly_gap``, ``cause: data``, ``value``: the full pool's AUPRC
+averaged over the common evaluations, ``offline_value`` the offline pool's, ``gap`` their
+difference) goes to ``docs/results/<folder>_mnist_anomaly_gap.json``, and ``docs/results.md`` is
+regenerated. Needs ``LEBM_DATA``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def main() -> None:
     recipe = f"recipes/{folder}/mnist_anomaly_offline.yaml"
     per_epoch, offline_digits = updates_per_epoch(recipe, args.digit, "offline")
     _, full_digits = updates_per_epoch(recipe, args.digit, "full")
-    every = int(full["command"].split("--val-every-steps ")[1].split()[0])
+    every = full["evaluation_updates"][0]
     points = common_points(full, every, offline, per_epoch)
     if not points:
         raise SystemExit(

@@ -181,11 +181,11 @@ def describe_budget(
     if run_config is not None and run_config.exists():
         config = yaml.safe_load(run_config.read_text())
     net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
-    epochs = f"{max_epochs or config['trainer']['max_epochs']} epochs"
     if (config["trainer"].get("max_steps") or -1) > 0:
         epochs = f"{config['trainer']['max_steps']} updates"
-    if updates is not None:
-        epochs += f" ({updates} updates)" if "updates" not in epochs else ""
+    else:
+        epochs = f"{max_epochs or config['trainer']['max_epochs']} epochs"
+        epochs += f" ({updates} updates)" if updates is not None else ""
     batch = config["data"]["init_args"]["batch_size"]
     stages = config["model"]["init_args"]["prior"]["init_args"].get("n_stages")
     staged = f", {stages} stages" if stages else ""
@@ -304,7 +304,7 @@ def main() -> None:
             **terms,
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
-            **({"evaluation_epochs": evaluated} if evaluated and not args.val_every_steps else {}),
+            **({"evaluation_epochs": evaluated} if evaluated else {}),
             **(
                 {"evaluation_updates": [args.val_every_steps * (i + 1) for i in range(len(state["history"]))]}
                 if args.val_every_steps
