@@ -97,3 +97,29 @@ def test_a_failed_write_warns_once_and_keeps_the_rows(tmp_path: Path) -> None:
 def test_a_wrong_interval_is_refused_in_one_line(tmp_path: Path, wrong: object) -> None:
     with pytest.raises(ValueError, match="write_every_s must be a number of seconds >= 0"):
         MetricsTable(str(tmp_path), write_every_s=wrong)
+
+
+def test_the_header_names_each_column_once_step_and_epoch_first(tmp_path: Path) -> None:
+    """Read with a plain ``csv.reader`` (a ``DictReader`` would fold a repeated column into one)."""
+    table = MetricsTable(str(tmp_path), write_every_s=0)
+    table.log_metrics({"val/nll": 80.0, "epoch": 0, "train/loss": 2.0}, step=9)
+    table.log_metrics({"epoch": 1, "train/loss": 1.0}, step=19)
+    table.finalize("success")
+    with open(tmp_path / "metrics.csv", newline="") as file:
+        header, *records = list(csv.reader(file))
+    assert header == ["step", "epoch", "train/loss", "val/nll"]
+    assert records == [["9", "0", "2", "80"], ["19", "1", "1", ""]]
+
+
+def test_a_resume_drops_the_stale_values_of_its_restart_step(tmp_path: Path) -> None:
+    """The killed run validated at step 19; the run resumed from the checkpoint of step 14 logs its
+    training values at 19 again before it validates: the row of step 19 holds no old ``val/nll``."""
+    first = MetricsTable(str(tmp_path), write_every_s=0)
+    for step in (9, 19):
+        first.log_metrics({"train/loss": float(step), "val/nll": 100.0 - step}, step=step)
+    first.finalize("success")
+    resumed = MetricsTable(str(tmp_path), write_every_s=0)
+    resumed.log_metrics({"train/loss": 18.5}, step=19)
+    resumed.finalize("success")
+    expected = {9: {"train/loss": 9.0, "val/nll": 91.0}, 19: {"train/loss": 18.5}}
+    assert read_table(str(tmp_path / "metrics.csv")) == expected

@@ -1,12 +1,14 @@
 """Learning curves drawn from the run's table of logged numbers: ``<run>/curves.png``.
 
-A panel per curve: the method's main training losses (its ``progress_bar_names``) against the
-training iteration, and every validation value (``val/...``) at the iterations it was read. A
-value the recipe names a paper target for (``paper_targets: {val/fid: 29.44}``, or ``targets``
-given here) gets the published value as a dashed horizontal line. Redrawn with the image grids
-(every ``every_n_epochs`` epochs and the last) and once more when ``fit`` ends (after the final
-scores), on global rank 0, from the run's :class:`~lebm.loggers.MetricsTable`; with no table
-(``--trainer.logger false``) there is nothing to draw, and the callback says so once.
+Titled with the run (its folder's last two parts: ``damc/cifar10`` for a recipe's own run folder),
+the method and the training iterations drawn. A panel per curve: the method's main training losses
+(its ``progress_bar_names``) against the training iteration, and every validation value
+(``val/...``) at the iterations it was read. A value the recipe names a paper target for
+(``paper_targets: {val/fid: 29.44}``, or ``targets`` given here) gets the published value as a
+dashed horizontal line. Redrawn with the image grids (every ``every_n_epochs`` epochs and the last)
+and once more when ``fit`` ends (after the final scores), on global rank 0, from the run's
+:class:`~lebm.loggers.MetricsTable`; with no table (``--trainer.logger false``) there is nothing to
+draw, and the callback says so once.
 
 Drawn with matplotlib's object API on its Agg canvas (no display, no global figure state), and
 written atomically (a temporary file in the run folder, then a rename).
@@ -108,9 +110,7 @@ class LearningCurves(L.Callback):
         if not names:
             return None
         path = os.path.join(trainer.default_root_dir, CURVES_FILE)
-        title = (
-            f"{os.path.basename(os.path.normpath(trainer.default_root_dir))}: {trainer.global_step} training iterations"
-        )
+        title = curves_title(trainer.default_root_dir, type(pl_module).__name__, trainer.global_step)
         save_figure(curves_figure(table, names, self.targets, title), path)
         return path
 
@@ -122,6 +122,13 @@ class LearningCurves(L.Callback):
         chosen += [name for name in columns if name.startswith("val/") and name not in chosen]
         chosen += [name for name in self.targets if name in columns and name not in chosen]
         return chosen[: self.max_panels]
+
+
+def curves_title(run_dir: str, method: str, steps: int) -> str:
+    """``"damc/cifar10 (DAMC): 400 training iterations"``: the run folder's last two parts (a recipe's
+    own folder, ``runs/<method>/<recipe>``, names the recipe there), the method and the steps."""
+    parts = os.path.normpath(os.path.abspath(run_dir)).split(os.sep)
+    return f"{'/'.join(part for part in parts[-2:] if part)} ({method}): {steps} training iterations"
 
 
 def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[str, float], title: str) -> Figure:

@@ -98,3 +98,31 @@ def test_without_a_table_nothing_is_drawn(tmp_path: Path) -> None:
 def test_wrong_settings_are_refused_in_one_line(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         LearningCurves(**settings)
+
+
+def test_curves_png_has_a_panel_per_curve_and_a_damc_run_is_titled_with_its_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four curves (two losses, two validation values) on a 2 x 3 figure: four panels shown, in
+    order, the two spare ones hidden; the title names the run folder's recipe and the method."""
+    from types import SimpleNamespace
+
+    import lebm.callbacks.curves as curves_module
+
+    class DAMC:  # the title reads the method's class name, the panels its progress_bar_names
+        progress_bar_names = ("train/decoder_loss", "train/prior_loss", "train/not_logged")
+
+    run = tmp_path / "runs" / "damc" / "quickstart"
+    table = MetricsTable(str(run))
+    for step in range(3):
+        table.log_metrics({"train/decoder_loss": 3.0 - step, "train/prior_loss": 0.1 * step}, step=step)
+    table.log_metrics({"val/nll": 9.0, "val/fid": 120.0}, step=2)
+    drawn: list = []
+    monkeypatch.setattr(curves_module, "save_figure", lambda figure, path: drawn.append((figure, path)))
+    trainer = SimpleNamespace(loggers=[table], default_root_dir=str(run), global_step=3)
+    assert LearningCurves().draw(trainer, DAMC()) == str(run / "curves.png")
+    ((figure, path),) = drawn
+    shown = [panel.get_title() for panel in figure.axes if panel.get_visible()]
+    assert shown == ["train/decoder_loss", "train/prior_loss", "val/fid", "val/nll"]
+    assert len(figure.axes) == 6 and figure.get_suptitle() == "damc/quickstart (DAMC): 3 training iterations"
+    assert path == str(run / "curves.png")

@@ -204,3 +204,73 @@ def test_every_way_of_building_a_trainer_saves_through_lebms_writer(tmp_path: Pa
     assert type(by_hand.strategy.checkpoint_io) is TorchCheckpointIO
     by_hand.fit(recipe.model, datamodule=recipe.datamodule)
     assert type(by_hand.strategy.checkpoint_io) is AtomicCheckpointIO
+
+
+def test_the_new_content_reaches_the_disk_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order that makes a crash leave the old file or the whole new one: the temporary file
+    flushed and synced with all its bytes, then renamed, then its folder synced."""
+    import lebm.atomic
+
+    events: list[tuple[str, str, int]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def traced_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_size))
+        fsync(fd)
+
+    def traced_replace(source: Any, target: Any) -> None:
+        events.append(("replace", os.fspath(source), os.stat(source).st_size))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    monkeypatch.setattr(os, "replace", traced_replace)
+    path = tmp_path / "metrics.csv"
+    with lebm.atomic.replaced_atomically(path) as file:
+        file.write("step,epoch\n0,0\n")
+    (synced, temporary, synced_size), (renamed, source, _), (folder_synced, folder, _) = events
+    assert (synced, renamed, folder_synced) == ("fsync", "replace", "fsync"), events
+    assert temporary == source and os.path.dirname(source) == str(tmp_path) and source.endswith(".tmp")
+    assert synced_size == len("step,epoch\n0,0\n")  # flushed before the sync: every byte on the disk
+    assert folder == str(tmp_path) and path.read_text() == "step,epoch\n0,0\n"
+
+
+class InterruptedWrite(HalfWrite):
+    """Writes half of what it is given, then the user presses Ctrl-C."""
+
+    def write(self, data: Any) -> int:
+        data = data if isinstance(data, str) else memoryview(data).cast("B")
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_the_middle_of_a_write_leaves_the_old_file_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt (not an ``Exception``) half way through a plain file's write and through a
+    checkpoint's: it goes on up unchanged, the old file is whole, the temporary file is gone."""
+    from lebm.atomic import replaced_atomically
+
+    table = tmp_path / "metrics.csv"
+    table.write_text("step\n0\n")
+    with pytest.raises(KeyboardInterrupt), replaced_atomically(table) as file:
+        InterruptedWrite(file).write("step\n0\n1\n")
+    assert table.read_text() == "step\n0\n" and os.listdir(tmp_path) == ["metrics.csv"]
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+    before = path.read_bytes()
+    original = lebm.checkpoint_io.replaced_atomically
+
+    @contextmanager
+    def interrupted(*args: Any, **kwargs: Any) -> Iterator[InterruptedWrite]:
+        with original(*args, **kwargs) as file:
+            yield InterruptedWrite(file)
+
+    monkeypatch.setattr(lebm.checkpoint_io, "replaced_atomically", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "weights": torch.arange(1000.0)}, path)
+    assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]
