@@ -316,6 +316,26 @@ def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
         included_files(tmp_path / "c.yaml")
 
 
+def test_an_include_of_two_methods_recipes_is_refused_as_two_config_flags_are(tmp_path: Path, capsys) -> None:
+    """CPU. ``include: [latent_ebm/svhn, damc/svhn]`` composed DAMC with LatentEBM's chains in silence:
+    it is refused in one line naming both and the fix, as ``-c`` twice is; two recipes of one method
+    (its class path written in full) still compose."""
+    recipes = REPO / "recipes"
+    two = tmp_path / "two.yaml"
+    two.write_text(f"include: [{recipes / 'latent_ebm/svhn.yaml'}, {recipes / 'damc/svhn.yaml'}]\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        run_cli("fit", "-c", str(two))
+    assert stopped.value.code == 2
+    (line,) = [text for text in capsys.readouterr().err.splitlines() if "lebm.models.DAMC" in text]
+    assert "latent_ebm/svhn.yaml', a recipe of lebm.models.LatentEBM, and" in line
+    assert "damc/svhn.yaml', one of lebm.models.DAMC: one run trains one method; include one of them" in line
+    (tmp_path / "longer_path.yaml").write_text("model: {class_path: lebm.models.latent_ebm.LatentEBM}\n")
+    one = tmp_path / "one.yaml"
+    one.write_text(f"include: [{recipes / 'latent_ebm/svhn.yaml'}, longer_path.yaml]\n")
+    assert included_files(one)[-1] == tmp_path / "longer_path.yaml"
+
+
 # Joint hierarchical EBM: the official train_fid.py / train_hs.py of Cui, Wu & Han, ICCV 2023
 # (github.com/jcui1224/hierarchical-representation-ebm)
 ENC = M + "encoder.init_args."

@@ -124,14 +124,47 @@ def included_files(path: Path, _chain: tuple[Path, ...] = ()) -> list[Path]:
     if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
         raise RecipeError(f"`{INCLUDE_KEY}` in {path} must be a list of file paths relative to that file")
     ordered: list[Path] = []
+    methods: list[tuple[str, str]] = []  # (entry, the method it composes to) of each entry naming one
     for entry in entries:
         fragment = (path.parent / entry).resolve()
         if not fragment.is_file():
             raise RecipeError(f"{path} includes {entry!r}, but {fragment} does not exist")
-        for item in [*included_files(fragment, (*_chain, path)), fragment]:
+        layers = [*included_files(fragment, (*_chain, path)), fragment]
+        _check_included_method(path, entry, layers, methods)
+        for item in layers:
             if item not in ordered:
                 ordered.append(item)
     return ordered
+
+
+def _method_of(settings: dict) -> str | None:
+    """The method's class path a recipe's settings name (``model.class_path``), or None."""
+    model = settings.get("model")
+    method = model.get("class_path") if isinstance(model, dict) else None
+    return method if isinstance(method, str) else None
+
+
+def _same_method(first: str, second: str) -> bool:
+    """Whether two class paths name one method (``lebm.models.LatentEBM`` is ``lebm.models.latent_ebm.LatentEBM``)."""
+    return first.rsplit(".", 1)[-1] == second.rsplit(".", 1)[-1]
+
+
+def _check_included_method(path: Path, entry: str, layers: list[Path], methods: list[tuple[str, str]]) -> None:
+    """Refuse an ``include`` entry of ``path`` whose method (the last ``model.class_path`` of its
+    ``layers``, its own includes first) differs from an earlier entry's (``methods``, to which it is
+    added): as with two ``-c`` recipes, the later method would take the earlier one's settings, or
+    drop them, without a word."""
+    method = next((found for layer in reversed(layers) if (found := _method_of(read_recipe(layer)))), None)
+    if method is None:
+        return
+    for earlier, earlier_method in methods:
+        if not _same_method(earlier_method, method):
+            raise RecipeError(
+                f"{path} includes {earlier!r}, a recipe of {earlier_method}, and {entry!r}, one of {method}: one run "
+                "trains one method; include one of them, or change the method on purpose with model: class_path: in "
+                f"{path.name} itself"
+            )
+    methods.append((entry, method))
 
 
 def _without_include(path: Path) -> str:
@@ -181,12 +214,11 @@ def _check_method(path: Path, methods: list[tuple[Path, str]]) -> None:
             f"the recipe {path} is empty (it holds no settings): write its trainer:, model: and data: sections into "
             "it, or start from a copy of one of lebm's (lebm recipes copy quickstart my_recipes)"
         )
-    model = compose_recipe(path).get("model")
-    method = model.get("class_path") if isinstance(model, dict) else None
-    if not isinstance(method, str):
+    method = _method_of(compose_recipe(path))
+    if method is None:
         return
     for earlier, earlier_method in methods:
-        if earlier_method.rsplit(".", 1)[-1] != method.rsplit(".", 1)[-1]:
+        if not _same_method(earlier_method, method):
             raise RecipeError(
                 f"{earlier} is a recipe of {earlier_method} and {path} one of {method}: one run trains one method; "
                 "give one of them, or change the method on purpose with --model.class_path"
