@@ -134,10 +134,12 @@ def joint_hierarchical_ebm() -> JointHierarchicalEBM:
     )
 
 
-def tiny_amortizer(embed_dim: int = 8) -> LatentDiffusionAmortizer:
-    """A small conditional latent diffusion model on the 2-D toy's observations (3 ancestral steps)."""
+def tiny_amortizer(embed_dim: int = 8, **settings: Any) -> LatentDiffusionAmortizer:
+    """A small conditional latent diffusion model on the 2-D toy's observations (3 ancestral steps);
+    ``settings`` go to :class:`LatentDiffusionAmortizer` (e.g. ``sampling_noise``)."""
     encoder = MLPEmbedding([DATA], hidden=16, embed_dim=embed_dim)
-    return LatentDiffusionAmortizer(LATENT, encoder, embed_dim, nf=1, time_dim=8, null_hidden=8, sampling_steps=3)
+    sizes: dict[str, Any] = {"nf": 1, "time_dim": 8, "null_hidden": 8, "sampling_steps": 3, **settings}
+    return LatentDiffusionAmortizer(LATENT, encoder, embed_dim, **sizes)
 
 
 def damc(**overrides: Any) -> DAMC:
