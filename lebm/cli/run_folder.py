@@ -10,16 +10,21 @@ locked out by its own first attempt.
 ``--ckpt_path``:
 
 - ``auto``: nothing there -> start; a checkpoint -> resume from the newest intact one (``last.ckpt``
-  normally; when it is unreadable, the newest readable one, named in a line);
+  normally; when it is unreadable, or older than another checkpoint because a kill came between
+  the two saves of one step, the newest readable one, named in a line);
 - ``last``: ``<run>/checkpoints/last.ckpt``, which must exist and be readable (the message names the
   newest intact checkpoint when it is not);
 - a path: that checkpoint (checked before anything is written);
 - none: a started run is refused unless ``--overwrite true``.
+
+Every ``fit`` first removes the hidden temporary files (``.<name>-<hex>.tmp``, :mod:`lebm.atomic`)
+that writes killed halfway left anywhere in the run folder, and says so in one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -39,6 +44,10 @@ START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb", "metrics.
 RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
 #: Set by the process that applied the rules, for DDP workers Lightning launches again.
 DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
+#: The name of the temporary file :func:`lebm.atomic.replaced_atomically` writes beside its target.
+TEMPORARY_FILE = re.compile(r"^\..+-[0-9a-f]{12}\.tmp$")
+#: How many file names a line lists.
+NAMES_SHOWN = 3
 
 
 def say(message: str) -> None:
@@ -47,17 +56,22 @@ def say(message: str) -> None:
 
 
 def checkpoint_files(run_dir: str) -> list[str]:
-    """``<run>/checkpoints/*.ckpt``, newest first."""
+    """``<run>/checkpoints/*.ckpt``, newest first (of two written at the same time, ``last*`` first)."""
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     if not os.path.isdir(folder):
         return []
     paths = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".ckpt")]
-    return sorted(paths, key=os.path.getmtime, reverse=True)
+    return sorted(paths, key=lambda path: (os.path.getmtime(path), is_last(path)), reverse=True)
+
+
+def is_last(path: str) -> bool:
+    """Whether ``path`` is a ``last*.ckpt`` (the checkpoint Lightning rewrites at every save)."""
+    return os.path.basename(path).startswith("last")
 
 
 def last_checkpoint(run_dir: str) -> str | None:
     """``<run>/checkpoints/last*.ckpt`` (the newest), or None."""
-    lasts = [path for path in checkpoint_files(run_dir) if os.path.basename(path).startswith("last")]
+    lasts = [path for path in checkpoint_files(run_dir) if is_last(path)]
     return lasts[0] if lasts else None
 
 
@@ -74,12 +88,16 @@ def unreadable(path: str, weights_only: bool = True) -> str | None:
     return None
 
 
-def newest_intact_checkpoint(run_dir: str, weights_only: bool = True) -> tuple[str | None, list[str]]:
-    """The checkpoint a resume should use: ``last.ckpt`` when readable, else the newest readable
-    one; and the unreadable ones passed over (newer than it), each as ``path: reason``."""
+def newest_intact_checkpoint(
+    run_dir: str, weights_only: bool = True, last_first: bool = True
+) -> tuple[str | None, list[str]]:
+    """The checkpoint a resume should use: the newest readable one (``last_first``: ``last.ckpt``
+    when readable, whatever its age); and the unreadable ones passed over (newer than it), each as
+    ``path: reason``. A kill between the two files of one save (``epoch=N-step=S.ckpt``, then
+    ``last.ckpt``) leaves ``last.ckpt`` a save behind: the newest file is the run's latest state."""
     candidates = checkpoint_files(run_dir)
     last = last_checkpoint(run_dir)
-    if last is not None:
+    if last is not None and last_first:
         candidates = [last, *(path for path in candidates if path != last)]
     skipped = []
     for path in candidates:
@@ -88,6 +106,33 @@ def newest_intact_checkpoint(run_dir: str, weights_only: bool = True) -> tuple[s
             return path, skipped
         skipped.append(reason)
     return None, skipped
+
+
+def killed_writes(run_dir: str) -> list[str]:
+    """The temporary files of :func:`lebm.atomic.replaced_atomically` anywhere under ``run_dir``: a
+    write killed before its rename leaves one (a finished or failed write removes its own)."""
+    return sorted(
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(run_dir)
+        for name in names
+        if TEMPORARY_FILE.match(name)
+    )
+
+
+def remove_killed_writes(run_dir: str) -> list[str]:
+    """Remove :func:`killed_writes` and say so in one line; the files removed."""
+    removed = []
+    for path in killed_writes(run_dir):
+        try:
+            os.remove(path)
+        except OSError:
+            continue  # gone already, or not ours to remove: the run does not read it
+        removed.append(path)
+    if removed:
+        listed = ", ".join(os.path.relpath(path, run_dir) for path in removed[:NAMES_SHOWN])
+        more = f" and {len(removed) - NAMES_SHOWN} more" if len(removed) > NAMES_SHOWN else ""
+        say(f"removed {len(removed)} temporary file(s) that interrupted writes left in {run_dir}: {listed}{more}")
+    return removed
 
 
 def start_up_leftovers(run_dir: str) -> list[str]:
@@ -166,9 +211,11 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
         # may have written to the folder since); follow its decision
         return os.environ[DECIDED_CKPT_PATH] or None
+    if is_primary_process() and os.path.isdir(run_dir):
+        remove_killed_writes(run_dir)
     started = bool(checkpoint_files(run_dir))
     if ckpt_path in ("auto", "last") and started:
-        newest, skipped = newest_intact_checkpoint(run_dir, weights_only)
+        newest, skipped = newest_intact_checkpoint(run_dir, weights_only, last_first=ckpt_path == "last")
         last = last_checkpoint(run_dir)
         if newest is None:
             fail(
@@ -181,9 +228,14 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
                 f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the newest intact "
                 f"checkpoint is {newest}: resume from it with --ckpt_path {shlex.quote(newest)} (or --ckpt_path auto)"
             )
+        if not skipped and last is not None and newest != last:
+            say(
+                f"resuming from {newest}, the newest intact checkpoint: {os.path.basename(last)} is older "
+                "(the run was stopped between the two files of its last save)"
+            )
         if skipped:
             say(f"resuming from {newest}, the newest intact checkpoint; passed over: {'; '.join(skipped)}")
-            if last is not None and last != newest and is_primary_process():
+            if last is not None and last != newest and is_primary_process() and unreadable(last, weights_only):
                 kept = f"{last}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
                 os.replace(last, kept)  # kept for inspection; the run writes a fresh last.ckpt
                 say(f"moved the unreadable {os.path.basename(last)} to {kept}")

@@ -62,7 +62,7 @@ def smoke_test_checkpoint(run_dir: str, ckpt_path: Any, weights_only: bool = Tru
     ``last``/``auto`` as for ``fit`` (:mod:`lebm.cli.run_folder`), a path as given, None: none."""
     if ckpt_path not in ("last", "auto"):
         return ckpt_path
-    newest, _ = newest_intact_checkpoint(run_dir, weights_only)
+    newest, _ = newest_intact_checkpoint(run_dir, weights_only, last_first=ckpt_path == "last")
     if ckpt_path == "last" and (newest is None or newest != last_checkpoint(run_dir)):
         fail(
             f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} is missing or unreadable; "

@@ -383,3 +383,63 @@ def test_testing_or_naming_a_checkpoint_holding_objects_gets_the_message_and_the
     assert "holds objects other than tensors and plain data (numpy" in message and "Traceback" not in message
     fit(run, *callback, "--ckpt_path", str(last), "--trainer.max_epochs", "2", "--weights_only", "False")
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+
+
+# ------------------------------------------------------------------ after a kill
+def checkpoint(path: Path, step: int, age_s: float) -> Path:
+    """A minimal readable checkpoint at ``path``, last modified ``age_s`` seconds ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "global_step": step}, path)
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+@pytest.fixture
+def decided(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fit_checkpoint`` records its decision in the environment for DDP workers: undone after the test."""
+    from lebm.cli.run_folder import DECIDED_CKPT_PATH
+
+    monkeypatch.setenv(DECIDED_CKPT_PATH, "")
+
+
+@pytest.mark.usefixtures("decided")
+def test_auto_resumes_a_checkpoint_newer_than_last_ckpt_and_last_keeps_last(capsys, tmp_path: Path) -> None:
+    """Killed between the two files of one save: ``epoch=1-step=4.ckpt`` written, ``last.ckpt`` still
+    the step-2 one. ``auto`` takes the newer file and says why; ``last`` means last.ckpt."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    last = checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=60)
+    checkpoint(run / "checkpoints" / "epoch=0-step=2.ckpt", 2, age_s=61)
+    newer = checkpoint(run / "checkpoints" / "epoch=1-step=4.ckpt", 4, age_s=1)
+    capsys.readouterr()
+    assert fit_checkpoint(str(run), "auto", overwrite=False) == str(newer)
+    said = capsys.readouterr().err
+    assert f"lebm: resuming from {newer}, the newest intact checkpoint: last.ckpt is older" in said
+    assert fit_checkpoint(str(run), "last", overwrite=False) == str(last)
+    assert last.is_file()  # an older, intact last.ckpt is not moved aside
+
+
+@pytest.mark.usefixtures("decided")
+def test_a_start_removes_the_temporary_files_of_killed_writes_and_nothing_else(capsys, tmp_path: Path) -> None:
+    """A kill during a write leaves its hidden ``.<name>-<hex>.tmp`` beside the target; the next start
+    (new or resumed) removes every one of them, in any sub-folder, says so, and keeps other files."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    left = [
+        run / "checkpoints" / ".last.ckpt-0123456789ab.tmp",
+        run / ".metrics.csv-a1b2c3d4e5f6.tmp",
+        run / "images" / ".samples_epoch0009.png-00ff00ff00ff.tmp",
+    ]
+    kept = [run / "notes.tmp", run / ".notes-1.tmp", run / "images" / "samples_epoch0009.png"]
+    checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=10)
+    for path in left + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    capsys.readouterr()
+    assert fit_checkpoint(str(run), "auto", overwrite=False) == str(run / "checkpoints" / "last.ckpt")
+    said = capsys.readouterr().err
+    assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
+    assert f"lebm: removed 3 temporary file(s) that interrupted writes left in {run}: " in said
+    assert ".metrics.csv-a1b2c3d4e5f6.tmp" in said and said.count("\n") == 1
