@@ -11,6 +11,10 @@ quota, a folder that became read-only) becomes :class:`CheckpointNotSaved`, whos
 names the folder, the space the checkpoint needs and how to resume (the ``lebm`` command prints it
 and exits with code 1, no traceback).
 
+Before training, each checkpoint folder is made and written to once (:func:`check_checkpoint_folders`):
+a folder that cannot be (a file of that name in the way, a read-only disk) stops the run before its
+first epoch with :class:`CheckpointNotSaved`, not after it.
+
 The ``lebm`` command and :func:`lebm.from_recipe` give the Trainer this plugin
 (:func:`with_atomic_checkpoints`); a Trainer built by hand gets it when a method is set up, unless it
 was given a checkpoint I/O of its own (:func:`use_atomic_checkpoints`). Paths with a URL scheme
@@ -131,7 +135,48 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
 
 def use_atomic_checkpoints(trainer: L.Trainer) -> None:
     """Give ``trainer``'s strategy an :class:`AtomicCheckpointIO` when it has Lightning's default
-    (a Trainer built by hand); a checkpoint I/O of the user's own is kept."""
+    (a Trainer built by hand); a checkpoint I/O of the user's own is kept. When it is about to
+    train, its checkpoint folders are checked first (:func:`check_checkpoint_folders`)."""
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
+    check_checkpoint_folders(trainer)
+
+
+def check_checkpoint_folders(trainer: L.Trainer) -> None:
+    """Before training (``fit``, global rank 0): raise :class:`CheckpointNotSaved` when the folder of
+    one of ``trainer``'s checkpoint callbacks (their ``dirpath``, resolved by their own set-up) can
+    neither be made nor written to, so that the run stops before its first epoch, not after it."""
+    if not trainer.is_global_zero or trainer.state.fn != "fit" or trainer.fast_dev_run:
+        return
+    for callback in trainer.checkpoint_callbacks:
+        folder = getattr(callback, "dirpath", None)
+        if folder is None or not is_local(folder):
+            continue
+        folder = os.fspath(folder) if isinstance(folder, os.PathLike) else str(folder).removeprefix("file://")
+        problem = unwritable(folder)
+        if problem is not None:
+            raise CheckpointNotSaved(problem)
+
+
+def unwritable(folder: str) -> str | None:
+    """Why no checkpoint can be written into ``folder`` (made when missing), as the one line that says
+    the fix; None when a file can be written there."""
+    probe = os.path.join(folder, f".lebm-write-check-{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            reason, fix = "a file is in the way", f"move the file {folder} away"
+        else:
+            fix = f"make {folder} writable"
+        return (
+            f"cannot save checkpoints in {folder}: {reason[:1].lower() + reason[1:]}; nothing was trained. "
+            f"{fix[:1].upper() + fix[1:]} (or give the run another folder: --trainer.default_root_dir), then run "
+            "the same command again"
+        )
+    return None

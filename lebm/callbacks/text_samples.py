@@ -10,6 +10,10 @@ and of the last one, on global rank 0,
 Each file opens with a ``#`` line naming the epoch and the chain that drew the latents. The
 sentences are drawn as the grids are (:func:`~lebm.callbacks.images.quiet_evaluation`): training
 draws the same random numbers whichever epochs write them.
+
+A folder that cannot be written (a file named ``samples`` in the way, a full disk) is a warning,
+said once, when the run starts or at the first epoch that meets it; training goes on (the files are
+a view of the run, its checkpoints are what it keeps).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lebm.callbacks.images import chain_description, quiet_evaluation
 from lebm.callbacks.schedule import grid_epoch
@@ -42,6 +47,7 @@ class TextSamples(L.Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TextSamples {label} must be an int >= 1, got {value!r}")
         self.n, self.every_n_epochs, self.seed = n, every_n_epochs, seed
+        self._warned = False
 
     def check_method(self, pl_module: L.LightningModule) -> None:
         """``ValueError`` (one line) unless the method's decoder speaks text (``lebm.nets.CategoricalDecoder``)."""
@@ -51,11 +57,35 @@ class TextSamples(L.Callback):
                 "use lebm.nets.CategoricalDecoder, or remove the callback (image runs have SampleGrid)"
             )
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Before training: warn when a file named ``samples`` is where the folder should be."""
+        folder = os.path.join(trainer.default_root_dir, SAMPLES_FOLDER)
+        if stage == "fit" and trainer.is_global_zero and os.path.exists(folder) and not os.path.isdir(folder):
+            self._warn(folder, "a file of that name is in the way", f"move the file {folder} away")
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not grid_epoch(trainer, self.every_n_epochs):
             return
-        epoch = trainer.current_epoch
         folder = os.path.join(trainer.default_root_dir, SAMPLES_FOLDER)
+        try:
+            self.write_epoch(trainer, pl_module, folder)
+        except OSError as error:
+            reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+            self._warn(folder, reason[:1].lower() + reason[1:], f"make {folder} a writable folder")
+
+    def _warn(self, folder: str, reason: str, fix: str) -> None:
+        """One warning for the run, naming the folder, the reason and the fix."""
+        if not self._warned:
+            self._warned = True
+            rank_zero_warn(
+                f"TextSamples cannot write the sentence files into {folder}: {reason}; training goes on without "
+                f"them. To keep them, {fix} (the next epoch that writes tries again)"
+            )
+
+    def write_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: str) -> None:
+        """Write this epoch's generated sentences and, when the data have validation sentences, their
+        reconstructions into ``folder``."""
+        epoch = trainer.current_epoch
         prior = chain_description(getattr(pl_module, "generation_sampler", None))
         with quiet_evaluation(pl_module):
             if self.seed is not None:

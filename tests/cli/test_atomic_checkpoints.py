@@ -7,7 +7,10 @@ where mounting is not permitted).
 - with the system temporary folder on another file system, every checkpoint (and every other file
   lebm writes into the run folder) is written beside its name and renamed into place there;
 - a write that fails halfway leaves the previous checkpoint as it was and no temporary file;
-- ``lebm fit``, ``lebm.from_recipe`` and a Trainer built by hand all save through lebm's writer.
+- ``lebm fit``, ``lebm.from_recipe`` and a Trainer built by hand all save through lebm's writer;
+- the writer syncs the new bytes before the rename, and Ctrl-C half way leaves the old file and no
+  temporary one;
+- a checkpoint folder that cannot be made (a file in the way) stops the run before its first batch.
 """
 
 from __future__ import annotations
@@ -274,3 +277,42 @@ def test_ctrl_c_in_the_middle_of_a_write_leaves_the_old_file_and_no_temporary_fi
     with pytest.raises(KeyboardInterrupt):
         io.save_checkpoint({"step": 2, "weights": torch.arange(1000.0)}, path)
     assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_stops_the_run_before_its_first_batch(tmp_path: Path) -> None:
+    """A file named ``checkpoints`` where the folder belongs: a Trainer built by hand stops in its
+    set-up, with the one line, before any batch is trained (not after the first epoch)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from tests.models.cases import latent_ebm, toy_loader
+
+    (tmp_path / "checkpoints").write_text("a file where the checkpoint folder belongs")
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        limit_val_batches=0, default_root_dir=str(tmp_path),
+        callbacks=[ModelCheckpoint(dirpath=str(tmp_path / "checkpoints"))],
+    )  # fmt: skip
+    with pytest.raises(CheckpointNotSaved) as stopped:
+        trainer.fit(latent_ebm(), toy_loader(n_batches=1))
+    folder = tmp_path / "checkpoints"
+    assert str(stopped.value) == (
+        f"cannot save checkpoints in {folder}: a file is in the way; nothing was trained. Move the file {folder} away "
+        "(or give the run another folder: --trainer.default_root_dir), then run the same command again"
+    )
+    assert trainer.global_step == 0
+
+
+@pytest.mark.slow
+def test_lebm_fit_with_a_file_named_checkpoints_stops_with_one_line_before_training(capsys, tmp_path: Path) -> None:
+    """The command's side of the test above: exit code 1, the line, no traceback, the file untouched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("a file where the checkpoint folder belongs")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*RUN, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run))
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and "Traceback" not in err
+    assert f"lebm: cannot save checkpoints in {run / 'checkpoints'}: a file is in the way; nothing was trained" in err
+    assert (run / "checkpoints").read_text() == "a file where the checkpoint folder belongs"
