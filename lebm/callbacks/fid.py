@@ -21,13 +21,16 @@ The statistics and the distances are torchmetrics' ``FrechetInceptionDistance`` 
 to evaluate, rank-sharded generation (each rank generates whole batches of the ``num_samples``,
 each batch seeded from ``(seed, its first global index)``, so the samples do not depend on the
 number of ranks; torchmetrics combines the ranks' states, so every rank logs the value one process
-computes from the same samples), and an on-disk reference cache.
+computes from the same samples), an on-disk reference cache, and, as DAMC's official script reads
+its FID, the best value over training (``log_best``: ``val/<name>_best`` beside ``val/<name>``) and
+the checkpoint of the model that scored it (``save_best``: ``best-<name>.ckpt`` beside ``last.ckpt``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import warnings
@@ -64,6 +67,8 @@ from lebm.metrics.references import (  # noqa: F401 (rank_share, aligned_batches
 from lebm.samplers import Sampler
 
 REFERENCE_SPLITS = ("train", "val")
+#: File name of the best-FID checkpoint, in the folder of the run's ``ModelCheckpoint``.
+BEST_CHECKPOINT = "best-{name}.ckpt"
 #: Version of the cache files' content (part of the cache key).
 CACHE_FORMAT = 2
 
@@ -153,6 +158,16 @@ class FID(L.Callback):
     ``trainer.callback_metrics``). One model state (``global_step``) is never scored twice.
     ``trainer.validate`` and ``trainer.test`` always evaluate.
 
+    The best over training (DAMC's official reading: ``train_gen_recon.py`` keeps the lowest FID
+    and the checkpoint that scored it): every FID scored during ``fit`` is compared with the lowest
+    so far (kept in the callback's checkpoint state, so a resumed run goes on from it). With
+    ``log_best``, ``val/<name>_best`` (the lowest so far) is logged beside each ``val/<name>``; with
+    ``save_best``, a new lowest value saves the model to ``best-<name>.ckpt`` in the folder of the
+    run's ``ModelCheckpoint`` (beside ``last.ckpt``; written through the Trainer's checkpoint I/O, so
+    atomically under lebm's). A ``ModelCheckpoint(monitor="val/fid", mode="min")`` cannot stand in
+    for it: the FID is logged only after the scheduled epochs, and the final model's may be scored
+    after the last validation (``on_train_end``).
+
     The reference: ``num_reference`` images of the datamodule's ``reference`` split (None: all of
     them), embedded once and cached in ``cache_dir`` as the metric's real-image state (feature sum,
     sum of outer products, count; and the features for KID), under a name that hashes the data's
@@ -187,6 +202,9 @@ class FID(L.Callback):
             memory: with the whole reference split, cap it with ``num_reference``).
         kid_subset_size: KID subset size (the usual 1000; capped at the sizes of both sets).
         kid_subsets: number of KID subsets (the usual 100).
+        log_best: also log ``val/<name>_best``, the lowest FID scored during ``fit`` so far.
+        save_best: save the model of each new lowest FID to ``best-<name>.ckpt`` (overwritten: the
+            file holds the best model so far); needs the run's checkpointing (a ``ModelCheckpoint``).
     """
 
     def __init__(
@@ -209,6 +227,8 @@ class FID(L.Callback):
         kid: bool = False,
         kid_subset_size: int = 1000,
         kid_subsets: int = 100,
+        log_best: bool = False,
+        save_best: bool = False,
     ) -> None:
         check_arguments(
             name,
@@ -232,7 +252,11 @@ class FID(L.Callback):
         self.reference, self.num_reference = reference, num_reference
         self.reference_stats, self.cache_dir = reference_stats, cache_dir
         self.kid, self.kid_subset_size, self.kid_subsets = kid, kid_subset_size, kid_subsets
+        self.log_best, self.save_best = log_best, save_best
         self.last_metrics: dict[str, float] = {}
+        #: The lowest FID scored during ``fit``: ``{"fid": value, "step": global_step, "epoch": 1-based epoch,
+        #: "path": checkpoint or None}``; empty before the first.
+        self.best: dict[str, Any] = {}
         self._scored_step: int | None = None
         self._extractor: nn.Module | None = None
         self._metrics: FIDMetrics | None = None
@@ -244,7 +268,8 @@ class FID(L.Callback):
         """What it logs (what a callback can ``monitor``): ``val/<name>``, ``test/<name>`` and, with
         ``kid``, the KID's beside them."""
         names = (self.name, self.kid_name) if self.kid else (self.name,)
-        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+        logged = tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+        return (*logged, f"val/{self.name}_best") if self.log_best else logged
 
     # ------------------------------------------------------------------------- identity
     @property
@@ -252,11 +277,12 @@ class FID(L.Callback):
         return self._generate_state_key(name=self.name)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scored_step": self._scored_step, "last_metrics": dict(self.last_metrics)}
+        return {"scored_step": self._scored_step, "last_metrics": dict(self.last_metrics), "best": dict(self.best)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._scored_step = state_dict.get("scored_step")
         self.last_metrics = dict(state_dict.get("last_metrics", {}))
+        self.best = dict(state_dict.get("best", {}))
 
     # ------------------------------------------------------------------------- schedule
     def scheduled(self, epoch: int) -> bool:
@@ -286,6 +312,7 @@ class FID(L.Callback):
         warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
         if stage == TrainerFn.FITTING:
             self._warn_if_validation_misses_the_schedule(trainer)
+            self._warn_if_the_best_cannot_be_saved(trainer)
 
     def _warn_if_validation_misses_the_schedule(self, trainer: L.Trainer) -> None:
         every = trainer.check_val_every_n_epoch
@@ -297,13 +324,22 @@ class FID(L.Callback):
                 "trainer.check_val_every_n_epoch to a divisor of first_epoch and every_n_epochs"
             )
 
+    def _warn_if_the_best_cannot_be_saved(self, trainer: L.Trainer) -> None:
+        if self.save_best and trainer.checkpoint_callback is None:
+            rank_zero_warn(
+                f"FID {self.name!r} has save_best=True but this run saves no checkpoints (enable_checkpointing "
+                f"false, or no ModelCheckpoint), so {BEST_CHECKPOINT.format(name=self.name)} is not written: add a "
+                "ModelCheckpoint, or set save_best=False"
+            )
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self._due_in_validation(trainer):
             return
-        values = self.evaluate(trainer, pl_module)
+        values = self._named(self.evaluate(trainer, pl_module), "val")
         if trainer.state.fn == TrainerFn.FITTING:
             self._scored_step = trainer.global_step
-        for key, value in self._named(values, "val").items():
+            values.update(self._record_best(trainer))
+        for key, value in values.items():
             pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -317,10 +353,39 @@ class FID(L.Callback):
             return
         values = self._named(self.evaluate(trainer, pl_module), "val")
         self._scored_step = trainer.global_step
+        values.update(self._record_best(trainer))
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in values.items()})
         step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # the loggers' step: batches trained
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
+
+    # ------------------------------------------------------------------------------- the best
+    def _record_best(self, trainer: L.Trainer) -> dict[str, float]:
+        """Compare the FID just scored during ``fit`` with the lowest so far; on a new lowest (NaN never
+        is one), keep it and, with ``save_best``, save the model. Returns ``{"val/<name>_best":
+        lowest}`` with ``log_best`` (once there is one), else ``{}``. Every rank takes part (the
+        values are the same on every rank; saving is collective)."""
+        value = float(self.last_metrics["fid"])
+        if not math.isnan(value) and (not self.best or value < self.best["fid"]):
+            path = self._best_path_to_write(trainer)
+            epoch = trainer.current_epoch + 1
+            self.best = {"fid": value, "step": trainer.global_step, "epoch": epoch, "path": path}
+            if path is not None:
+                trainer.save_checkpoint(path)  # the Trainer's checkpoint I/O: atomic under lebm's
+        return {f"val/{self.name}_best": self.best["fid"]} if self.log_best and self.best else {}
+
+    def best_checkpoint_path(self, trainer: L.Trainer) -> str | None:
+        """``<ModelCheckpoint's folder>/best-<name>.ckpt``; None when the run saves no checkpoints."""
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is None:
+            return None
+        folder = checkpoint.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
+        return os.path.join(folder, BEST_CHECKPOINT.format(name=self.name))
+
+    def _best_path_to_write(self, trainer: L.Trainer) -> str | None:
+        """Where a new best model goes: :meth:`best_checkpoint_path` with ``save_best``, None without
+        it or in a ``fast_dev_run`` (which writes nothing)."""
+        return self.best_checkpoint_path(trainer) if self.save_best and not trainer.fast_dev_run else None
 
     def _named(self, values: dict[str, float], stage: str) -> dict[str, float]:
         """``{"fid": v, "kid": w}`` -> ``{"<stage>/<name>": v, "<stage>/<kid name>": w}``."""

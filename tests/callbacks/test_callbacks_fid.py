@@ -1,5 +1,6 @@
 """FID: torchmetrics' values against independent numpy/scipy ones, the reference cache, the
-schedule, named callbacks, DDP, and torch-fidelity's Inception."""
+schedule, named callbacks, the best FID over training and its checkpoint, DDP, and torch-fidelity's
+Inception. (CPU)"""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+import yaml
 from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
@@ -388,16 +391,30 @@ class NoiseImages(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class DriftingNoise(NoiseImages):
+    """NoiseImages whose samples are shifted by ``shifts[epoch]`` (0-based epoch): the FID goes up
+    and down over training, as a real run's does."""
+
+    def __init__(self, shifts: list[float], stop_in_epoch: int | None = None) -> None:
+        super().__init__(stop_in_epoch)
+        self.shifts = shifts
+
+    def generate(self, n: int, sampler=None) -> torch.Tensor:
+        return super().generate(n, shift=self.shifts[self.current_epoch])
+
+
 class RecordedFID(FID):
     """An FID callback that records the ``global_step`` of each evaluation (the tests train 2
-    batches per epoch: epoch ``e`` ends at step ``2 e``)."""
+    batches per epoch: epoch ``e`` ends at step ``2 e``) and the model's weights it scored."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.steps: list[int] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         self.steps.append(trainer.global_step)
+        self.weights.append({key: value.clone() for key, value in pl_module.state_dict().items()})
         return super().evaluate(trainer, pl_module)
 
 
@@ -465,15 +482,82 @@ def test_a_final_epoch_on_the_schedule_and_mid_epoch_validations_score_once(tmp_
 
 @pytest.mark.parametrize("validation", [True, False])
 def test_a_run_that_stops_itself_gets_its_final_model_scored(tmp_path: Path, validation: bool) -> None:
-    fid = noise_fid(tmp_path, every_n_epochs=10)
+    fid = noise_fid(tmp_path, every_n_epochs=10, log_best=True, save_best=True)
     logger = RecordingLogger()
     limit_val = 1 if validation else 0  # without validation, on_train_end scores it
-    trainer = fid_trainer(tmp_path / "run", [fid], max_epochs=10, logger=logger, limit_val_batches=limit_val)
+    folder = tmp_path / "checkpoints"
+    checkpoints = ModelCheckpoint(dirpath=folder, save_top_k=0)  # the run's checkpoint folder; it saves nothing
+    trainer = fid_trainer(
+        tmp_path / "run",
+        [fid, checkpoints],
+        max_epochs=10,
+        logger=logger,
+        limit_val_batches=limit_val,
+        enable_checkpointing=True,
+    )
     trainer.fit(NoiseImages(stop_in_epoch=3), *loaders())
     assert fid.steps == [5]  # after the 1st batch of the 3rd epoch, not after the 10th epoch
     logged = [record["val/fid"] for record in logger.records if "val/fid" in record]
     assert logged == [pytest.approx(fid.last_metrics["fid"])]
     assert float(trainer.callback_metrics["val/fid"]) == pytest.approx(fid.last_metrics["fid"])
+    # the only FID is the best, logged beside it, and its model saved in the run's checkpoint folder
+    assert [record["val/fid_best"] for record in logger.records if "val/fid_best" in record] == logged
+    assert torch.load(folder / "best-fid.ckpt", weights_only=False)["global_step"] == 5
+
+
+def best_fid_run(tmp_path: Path, shifts: list[float]) -> tuple[RecordedFID, RecordingLogger, Path]:
+    """A fit of ``len(shifts)`` epochs scoring the FID after each, with ``log_best`` and
+    ``save_best``: the callback, the logger, the checkpoint folder."""
+    fid = noise_fid(tmp_path, log_best=True, save_best=True)
+    logger, folder = RecordingLogger(), tmp_path / "checkpoints"
+    checkpoints = ModelCheckpoint(dirpath=folder, save_top_k=0)  # the run's checkpoint folder; it saves nothing
+    trainer = fid_trainer(
+        tmp_path / "run", [fid, checkpoints], max_epochs=len(shifts), logger=logger, enable_checkpointing=True
+    )
+    trainer.fit(DriftingNoise(shifts), *loaders())
+    return fid, logger, folder
+
+
+def test_the_best_fid_is_the_lowest_so_far_and_its_checkpoint_holds_the_model_that_scored_it(tmp_path: Path) -> None:
+    fid, logger, folder = best_fid_run(tmp_path, shifts=[0.5, 0.05, 0.4])
+    fids = [record["val/fid"] for record in logger.records if "val/fid" in record]
+    bests = [record["val/fid_best"] for record in logger.records if "val/fid_best" in record]
+    lowest = int(np.argmin(fids))
+    assert len(fids) == 3 and lowest == 1  # the lowest is neither the first value nor the last
+    assert bests == [min(fids[: i + 1]) for i in range(3)]
+    # best-fid.ckpt holds the model of the lowest FID, not the last one, and the callback's best
+    saved = torch.load(folder / "best-fid.ckpt", weights_only=False)
+    assert saved["global_step"] == fid.steps[lowest] != fid.steps[-1]
+    for key, value in fid.weights[lowest].items():
+        torch.testing.assert_close(saved["state_dict"][key], value, rtol=0, atol=0)
+    assert not torch.equal(saved["state_dict"]["weight"], fid.weights[-1]["weight"])
+    state = saved["callbacks"][fid.state_key]["best"]
+    assert state["fid"] == pytest.approx(min(fids)) and state["epoch"] == lowest + 1
+    # a resumed run goes on from the same best
+    resumed = FID(log_best=True)
+    resumed.load_state_dict(fid.state_dict())
+    assert resumed.best == fid.best and fid.best["path"] == str(folder / "best-fid.ckpt")
+    assert "val/fid_best" in fid.logged_metric_names and "val/fid_best" not in FID().logged_metric_names
+
+
+def test_damc_image_recipes_keep_the_best_fids_and_the_damc_priors_checkpoint_as_the_official_script() -> None:
+    recipes = Path(__file__).resolve().parents[2] / "recipes" / "damc"
+    for name in ("svhn", "cifar10", "celeba64"):
+        assert "_evaluation.yaml" in yaml.safe_load((recipes / f"{name}.yaml").read_text())["include"]
+    fragment = yaml.safe_load((recipes / "_evaluation.yaml").read_text())
+    fids = {
+        callback["init_args"].get("name", "fid"): callback["init_args"]
+        for callback in fragment["trainer"]["callbacks+"]
+        if callback["class_path"] == "lebm.callbacks.FID"
+    }
+    assert fids["fid"]["log_best"] and fids["fid"]["save_best"]  # fid_best and best.pth.tar
+    assert fids["fid_ebm"]["log_best"] and not fids["fid_ebm"].get("save_best", False)  # fid_best_ only
+
+
+def test_save_best_without_checkpoints_says_it_saves_nothing() -> None:
+    fid = FID(save_best=True)
+    with pytest.warns(UserWarning, match="save_best=True but this run saves no checkpoints"):
+        fid.setup(quiet_trainer(), NoiseImages(), "fit")
 
 
 def test_two_named_callbacks_keep_their_own_state_and_share_the_reference_cache(tmp_path: Path, monkeypatch) -> None:
