@@ -91,13 +91,24 @@ def check_device_settings(accelerator: Any, devices: Any, precision: Any) -> Non
 def check_map_location(map_location: Any) -> None:
     """Raise ``ValueError`` in one line when ``map_location`` (as ``torch.load`` and
     ``load_from_checkpoint`` take it: a device, its name, or a ``{saved: wanted}`` mapping of names)
-    names a device this machine does not have; callables and anything else are left to torch."""
+    names a device this machine does not have, or is none of the kinds torch takes (a number, a list);
+    None and a function are left to torch."""
+    if map_location is None or callable(map_location):
+        return
     if isinstance(map_location, dict):
-        for wanted in map_location.values():
+        for saved, wanted in map_location.items():
+            if not isinstance(saved, str) or not isinstance(wanted, (str, torch.device)):
+                raise ValueError(
+                    f"map_location={map_location!r}: a mapping must map device names to device names, e.g. "
+                    "{'cuda:1': 'cuda:0'}: pass map_location='cpu' to load everything onto the CPU"
+                )
             check_map_location(wanted)
         return
     if not isinstance(map_location, (str, torch.device)):
-        return
+        raise ValueError(
+            f"map_location={map_location!r} is not a device: pass a device name such as map_location='cpu' or "
+            "'cuda:0', a torch.device, a {saved: wanted} mapping of device names, or a function"
+        )
     try:
         device = torch.device(map_location)
     except RuntimeError:

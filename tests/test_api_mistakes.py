@@ -129,17 +129,18 @@ def test_joint_energy_of_right_inputs_is_one_value_per_example(images: Any) -> N
 def test_generate_refuses_more_samples_than_memory_holds_before_drawing_any(
     images: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A machine of 1 MB: 10,000 samples of 8x8 float32 (2.56 MB) are refused in one line naming the
-    size and the batches to draw; 100 (26 KB) are drawn."""
+    """A machine of 1 MB: 1,000 samples of 8x8 float32 (256 KB) fit, but the generator's first layer
+    (256 floats a sample: 1.0 MB) does not: refused in one line naming the layer, its size and the
+    batches to draw; 100 (102 KB) are drawn."""
     monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
     drawn = []
     monkeypatch.setattr(images.prior, "sample", lambda n, **kwargs: drawn.append(n) or torch.zeros(n, 16))
     with pytest.raises(
         ValueError,
-        match=r"generate\(n=10000\): the samples alone take 2.6 MB .* of the 1.0 MB of cpu memory: draw them in "
-        r"batches",
+        match=r"generate\(n=1000\): the largest layer of their generation, the generator's net.net.0 \(Linear\), "
+        r"takes 1.0 MB \(1000 x 256 float32\), more than half of the 1.0 MB of cpu memory: draw them in batches",
     ):
-        images.generate(10_000)
+        images.generate(1_000)
     assert drawn == []  # refused before any chain ran
     assert images.generate(100).shape == (100, 1, 8, 8)
 

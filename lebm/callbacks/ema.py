@@ -26,6 +26,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lebm import arguments
+
 __all__ = ["WeightEMA"]
 
 #: The key of the averages in the callback's checkpoint state.
@@ -42,11 +44,13 @@ class WeightEMA(L.Callback):
     """
 
     def __init__(self, decay: float = 0.999, start_step: int = 0) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"WeightEMA decay must be in [0, 1), got {decay}")
-        if start_step < 0:
-            raise ValueError(f"WeightEMA start_step must be >= 0, got {start_step}")
-        self.decay, self.start_step = float(decay), int(start_step)
+        self.decay = arguments.number("WeightEMA", "decay", decay)
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(
+                f"WeightEMA decay must be in [0, 1) (the share of the average kept at each step, e.g. 0.999), "
+                f"got {decay}"
+            )
+        self.start_step = arguments.whole("WeightEMA", "start_step", start_step, at_least=0)
         self.average: dict[str, Tensor] | None = None
         self.averaged_step = -1
         self._held: dict[str, Tensor] | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -118,10 +119,16 @@ def from_recipe(name: str, overrides: Mapping[str, Any] | Sequence[str] | None =
             command-line arguments (``["--trainer.max_epochs", "3"]``).
 
     Raises:
+        TypeError: ``name`` is not a file name or a recipe's name (None, a number).
         RecipeError: an unknown recipe, a misspelt option, or a run that cannot be built, with the
             command's message (the problem and the fix).
     """
-    args = ["fit", "-c", name, *override_args(overrides)]
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise TypeError(
+            f"from_recipe(name) takes a recipe file or the name of a recipe that comes with lebm (`lebm recipes` "
+            f"lists them), e.g. lebm.from_recipe('quickstart'), got {name!r}"
+        )
+    args = ["fit", "-c", str(name), *override_args(overrides)]
     expanded = expand_includes(locate_config_args(args))  # RecipeError: an unknown name, a broken file
     misspelt = check_known_options(expanded)
     if misspelt:

@@ -32,7 +32,15 @@ from lebm.checkpoints import (
     writer_version,
 )
 from lebm.compat import attached_trainer, logging_as_hook, run_hooks_eagerly
-from lebm.config import MissingClass, build, given_config, public_class_path, try_to_config, unrecordable_part
+from lebm.config import (
+    MissingClass,
+    build,
+    given_config,
+    import_object,
+    public_class_path,
+    try_to_config,
+    unrecordable_part,
+)
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
@@ -120,6 +128,32 @@ def require_components(**components: Any) -> None:
 def optional_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
     """:func:`ensure_component` for an argument that may be None."""
     return None if value is None else ensure_component(value, name, kind)
+
+
+def refuse_another_method(cls: type, checkpoint_path: Any, trusted: bool = False) -> None:
+    """Raise :class:`~lebm.checkpoints.CheckpointError` naming both methods when the checkpoint file
+    ``checkpoint_path`` was written by a method that is neither ``cls`` nor related to it by
+    subclassing (``DAMC.load_from_checkpoint`` of a LatentEBM checkpoint); a file that cannot be
+    read, or that names no class or one this lebm lacks, is left to the load, which names that."""
+    if not isinstance(checkpoint_path, (str, os.PathLike)):
+        return
+    try:
+        checkpoint = read_checkpoint(checkpoint_path, weights_only=not trusted)
+    except CheckpointError:
+        return
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path")
+    if not isinstance(class_path, str):
+        return
+    try:
+        stored = import_object(class_path)
+    except MissingClass:
+        return
+    if not isinstance(stored, type) or issubclass(stored, cls) or issubclass(cls, stored):
+        return
+    raise CheckpointError(
+        f"{checkpoint_path} was written by {stored.__name__} ({class_path}), not {cls.__name__}: load it with "
+        f"{stored.__name__}.load_from_checkpoint(path), or lebm.load(path), which picks the method the checkpoint names"
+    )
 
 
 class Method(Predictions, MethodHooks, L.LightningModule):
@@ -539,9 +573,11 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Lightning's ``load_from_checkpoint`` with lebm's lines for the mistakes it would leave to
         torch: a ``map_location`` naming a device this machine lacks (``ValueError``), a checkpoint
         naming a class this lebm does not have (:class:`~lebm.checkpoints.CheckpointError`: which
-        class, which lebm wrote the checkpoint, what to install), and a warning for a checkpoint
+        class, which lebm wrote the checkpoint, what to install), one written by another method
+        (:func:`refuse_another_method`: both named), and a warning for a checkpoint
         written by a newer lebm."""
         check_map_location(map_location)
+        refuse_another_method(cls, checkpoint_path, trusted=kwargs.get("weights_only") is False)
         try:
             model = super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
         except MissingClass as error:

@@ -14,7 +14,13 @@ from lebm.estimators import mle_loss, reconstruction_loss
 from lebm.models.base import batch_observations, ensure_component, optional_component, require_components
 from lebm.models.choices import check_choice
 from lebm.models.hooks import POSTERIOR_STARTS
-from lebm.models.inputs import check_count, check_generation_memory, check_sampler, warn_if_not_finite
+from lebm.models.inputs import (
+    check_count,
+    check_model_generation_memory,
+    check_sampler,
+    refuse_unused_sampler,
+    warn_if_not_finite,
+)
 from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.optimizers import step_decay_optimizers
@@ -24,6 +30,7 @@ from lebm.nets.diffusion import LatentDiffusionAmortizer
 from lebm.samplers import AveragedStart, ChainInitializer, Langevin, NoiseStart, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics
+from lebm.user_warnings import warn_user
 
 #: The string options and what each of their values means.
 CHOICES: dict[str, dict[str, str]] = {
@@ -57,6 +64,41 @@ AMORTIZER_STARTS = {
     "amortizer": "the amortizer's conditional samples Q(x)",
     "amortizer_ema": "its EMA copy's conditional samples Q_ema(x)",
 }
+
+
+def refuse_untrained_amortizer(
+    amortizer_steps: int, mask_probability: float, unconditional_training: str, generation: str, prior_start: str
+) -> None:
+    """Refuse, in one line naming the fix, settings under which a branch of the amortizer that the
+    run reads never trains: no amortizer step at all (``Q`` starts every chain and makes
+    ``generate``'s samples), a ``"masked"`` mask probability of 1 (the conditional branch, which
+    starts every posterior chain, never trains), or of 0 while ``generation`` or ``prior_start``
+    reads the unconditional branch (else a warning: ``generate(mode="amortizer")`` would read it)."""
+    if amortizer_steps == 0:
+        raise ValueError(
+            "DAMC amortizer_steps=0 never trains the amortizer, whose samples start every chain and make generate(n)'s "
+            "samples: set model.init_args.amortizer_steps >= 1 (the paper's 6); for chains started from noise, train "
+            "LatentEBM instead"
+        )
+    if unconditional_training != "masked" or 0 < mask_probability < 1:
+        return
+    if mask_probability == 1:
+        raise ValueError(
+            "DAMC mask_probability=1 masks every example, so the amortizer's conditional branch Q(x), which starts "
+            "every posterior chain, never trains: set model.init_args.mask_probability below 1 (the paper's 0.2)"
+        )
+    readers = [f"generation={generation!r}"] if generation != "ebm" else []
+    readers += [f"prior_start={prior_start!r}"] if prior_start == "unconditional" else []
+    fix = "set model.init_args.mask_probability > 0 (the paper's 0.2), or unconditional_training both"
+    if readers:
+        raise ValueError(
+            f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None), which "
+            f"{' and '.join(readers)} read: {fix}"
+        )
+    warn_user(
+        f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None): generate(n, "
+        f"mode='amortizer') would decode untrained samples; {fix}"
+    )
 
 
 class DAMC(LatentVariableModel):
@@ -192,6 +234,7 @@ class DAMC(LatentVariableModel):
         owner = "DAMC"
         arguments.number(owner, "mask_probability", mask_probability, at_least=0, at_most=1)
         arguments.whole(owner, "amortizer_steps", amortizer_steps, at_least=0)
+        refuse_untrained_amortizer(amortizer_steps, mask_probability, unconditional_training, generation, prior_start)
         arguments.number(owner, "ema_rate", ema_rate, at_least=0, at_most=1)
         arguments.whole(owner, "ema_every", ema_every, at_least=1)
         arguments.whole(owner, "warmup_iterations", warmup_iterations, at_least=0)
@@ -443,12 +486,21 @@ class DAMC(LatentVariableModel):
         """``n`` samples ``g(z)`` ``(n, *x_shape)``; ``mode`` (default ``generation``):
         ``"amortizer"``: ``z`` the amortizer's unconditional samples (no chain, the official
         "DAMC prior" FID); ``"amortizer+chain"``: refined by the generation chain; ``"ebm"``: the
-        generation chain from noise (the "EBM prior" FID). ``sampler`` replaces the chain."""
+        generation chain from noise (the "EBM prior" FID). ``sampler`` replaces the chain (refused in
+        the ``"amortizer"`` mode, which runs none)."""
         mode = check_choice("generate(mode=...)", mode or self.hparams.generation, CHOICES["generation"])
+        if mode == "amortizer":
+            refuse_unused_sampler(
+                sampler,
+                "generate(n, sampler=...)",
+                "mode 'amortizer' decodes the amortizer's unconditional samples and runs no chain",
+                "pass mode='amortizer+chain' (those samples refined by the sampler) or mode='ebm' (the sampler from "
+                "noise), or leave sampler out",
+            )
         chain = check_sampler(sampler) or self.generation_chain or self.prior.sampler
         with self.evaluation_statistics():
             n = check_count(n)
-            check_generation_memory(n, self.observation_shape(), self.input_dtype, self.device)
+            check_model_generation_memory(self, n)
             if mode == "ebm":
                 z = self.prior.sample(n, sampler=chain, generator=generator)
             else:

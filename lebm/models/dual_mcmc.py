@@ -14,7 +14,7 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
 from lebm.models.choices import check_choice
-from lebm.models.inputs import api_call, check_sampler, warn_if_not_finite
+from lebm.models.inputs import api_call, check_sampler, refuse_unused_sampler, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
 from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
 from lebm.models.optimizers import adam_with_decay
@@ -360,6 +360,13 @@ class DualMCMC(LatentGeneratorModel):
         """``n`` samples ``(n, *x_shape)``: ``g(z)``, ``z ~ N(0, I)``, revised by the test-time data
         chain (``sampler`` replaces it; the energy net's spectral norm iterates, see
         ``evaluation_power_iteration``); ``revise=False``: the raw generator samples."""
+        if not revise:
+            refuse_unused_sampler(
+                sampler,
+                "generate(n, revise=False, sampler=...)",
+                "without revision no chain runs",
+                "pass revise=True (the sampler revises the samples), or leave sampler out",
+            )
         proposals = self.decoded_prior_samples(n, generator=generator)
         if not revise:
             return warn_if_not_finite(proposals, "generate(n)")

@@ -20,8 +20,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from lebm.compat import attached_trainer
 from lebm.models.choices import check_choice
-from lebm.samplers.initializers import ChainInitializer, NetworkStart, NoiseStart, check_start
+from lebm.models.inputs import read_latents
+from lebm.samplers.initializers import ChainInitializer, NetworkStart, NoiseStart
 
 #: Where a posterior chain starts: ``N(0, posterior_init_std^2 I)`` noise, or the encoder's sample or mean.
 PosteriorStart = Literal["noise", "sample", "mean"]
@@ -113,10 +115,21 @@ class LatentGeneratorHooks:
     ) -> Tensor:
         """The chains' initial latents ``(B, latent_dim)``: :meth:`chain_initializer`'s start for
         ``start`` (a name, or a :class:`~lebm.samplers.ChainInitializer` of the user's), given the
-        observations ``x`` ``(B, *x_shape)`` and drawing from ``generator``; a tensor ``(B, latent_dim)``
-        is the start itself."""
-        if isinstance(start, Tensor):
-            return check_start(start.detach(), x.shape[0], "infer(x, start=...)")
+        observations ``x`` ``(B, *x_shape)`` and drawing from ``generator``; a tensor (or array)
+        ``(B, latent_dim)`` is the start itself, checked as every latent input is
+        (:func:`~lebm.models.inputs.read_latents`: type, shape, dtype; finite, outside a Trainer's loop)."""
+        if not isinstance(start, (str, ChainInitializer)):
+            trainer = attached_trainer(self)
+            return read_latents(
+                start,
+                batch=x.shape[0],
+                latent_dim=self.prior.latent_dim,  # type: ignore[attr-defined]
+                device=self.device,  # type: ignore[attr-defined]
+                dtype=self.input_dtype,  # type: ignore[attr-defined]
+                what="infer(x, start=...)",
+                name="start",
+                check_finite=trainer is None or trainer.state.stage is None,
+            ).detach()
         return self.chain_initializer(start).start(x.shape[0], context=x, generator=generator)
 
     def chain_initializer(self, start: PosteriorStart | ChainInitializer) -> ChainInitializer:
@@ -146,8 +159,8 @@ class LatentGeneratorHooks:
     @property
     def generation_sampler(self) -> Any:
         """The chain :meth:`generate` runs by default (the prior's sampler); None when the prior is
-        sampled exactly (a Gaussian prior)."""
-        return getattr(self.prior, "sampler", None)
+        sampled exactly (a Gaussian prior, a multi-stage prior before its first stage)."""
+        return getattr(self.prior, "sampler", None) if self.prior.samples_by_chains else None
 
     #: ``{logged name: evaluation value}``: the values of :meth:`evaluation_values` whose batch
     #: means the evaluation step logs as ``{stage}/<logged name>``.

@@ -18,27 +18,32 @@ import operator
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lebm.checkpoint_io import human_size
 from lebm.data.text.datamodule import SUSPICIOUS_UNKNOWN_SHARE
 from lebm.samplers import Sampler
+from lebm.samplers.chain import modules_in_mode
 from lebm.user_warnings import warn_user
 
 __all__ = [
     "api_call",
     "check_count",
     "check_generation_memory",
+    "check_model_generation_memory",
     "check_sampler",
     "check_whole",
     "read_latents",
+    "refuse_unused_sampler",
     "read_observations",
     "warn_about_sentences",
     "warn_if_not_finite",
+    "widest_generation_layer",
+    "widest_layer",
 ]
 
 
@@ -85,23 +90,107 @@ def device_memory_bytes(device: torch.device) -> int | None:
 
 
 def check_generation_memory(
-    n: int, shape: tuple[int, ...] | None, dtype: torch.dtype, device: torch.device, what: str = "generate"
+    n: int,
+    shape: tuple[int, ...] | None,
+    dtype: torch.dtype,
+    device: torch.device,
+    what: str = "generate",
+    layer: tuple[str, tuple[int, ...]] | None = None,
 ) -> None:
-    """Refuse ``n`` samples of per-sample ``shape`` whose values alone take more than
-    :data:`GENERATION_MEMORY_SHARE` of ``device``'s memory (the chains and the generator need
-    several times more), naming the size and how to draw them in batches."""
+    """Refuse ``n`` samples when the largest tensor generation makes for them takes more than
+    :data:`GENERATION_MEMORY_SHARE` of ``device``'s memory: the samples themselves, of per-sample
+    ``shape``, or ``layer`` (its name and per-sample shape: :func:`widest_generation_layer`, the
+    largest layer the generator and the prior's chain make), whichever holds more values (the
+    chains and the generator need several times more), naming the size and how to draw them in
+    batches."""
     total = device_memory_bytes(device)
     if shape is None or total is None:
         return
-    needed = n * math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    held, label = shape, "the samples alone take"
+    if layer is not None and math.prod(layer[1]) > math.prod(shape):
+        held, label = layer[1], f"the largest layer of their generation, {layer[0]}, takes"
+    needed = n * math.prod(held) * torch.empty((), dtype=dtype).element_size()
     if needed > GENERATION_MEMORY_SHARE * total:
         per_call = max(1, int(GENERATION_MEMORY_SHARE * total / 10 // (needed / n)))
         raise ValueError(
-            f"{what}(n={n}): the samples alone take {human_size(needed)} ({n} x {'x'.join(map(str, shape))} "
+            f"{what}(n={n}): {label} {human_size(needed)} ({n} x {'x'.join(map(str, held))} "
             f"{str(dtype).removeprefix('torch.')}), more than half of the {human_size(total)} of "
             f"{device.type} memory: "
             f"draw them in batches, e.g. a loop of {what}({min(per_call, n)}) saving each batch"
         )
+
+
+def widest_layer(work: Callable[[], Any], modules: dict[str, nn.Module]) -> tuple[str, tuple[int, ...]] | None:
+    """Run ``work`` (which calls ``modules``, ``{label: module}``, on a batch of 2) and return the
+    name and per-example shape of the tensor with the most values per example that any of their
+    submodules returned (``("the generator's net.3 (ConvTranspose2d)", (64, 16, 16))``); None when
+    none returned a batch of 2."""
+    found: list[tuple[int, str, tuple[int, ...]]] = []
+
+    def record(label: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, Tensor) and output.dim() >= 1 and output.shape[0] == 2:
+                found.append((output[0].numel(), f"{label} ({type(module).__name__})", tuple(output.shape[1:])))
+
+        return hook
+
+    handles = [
+        sub.register_forward_hook(record(f"{label}'s {name}" if name else label))
+        for label, module in modules.items()
+        for name, sub in module.named_modules()
+    ]
+    try:
+        work()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not found:
+        return None
+    _, name, shape = max(found, key=lambda row: row[0])
+    return name, shape
+
+
+def widest_generation_layer(model: Any) -> tuple[str, tuple[int, ...]] | None:
+    """The largest per-example tensor ``generate(n)`` makes in ``model``'s generator and, when its
+    prior is sampled by chains, in the prior's energy net (:func:`widest_layer`): probed once on two
+    zero latents (no gradients, eval mode, torch's RNG untouched, inside the model's
+    ``evaluation_statistics``) and kept while the decoder, the prior and the latent size stay; None
+    when the probe fails (the model's input checks name that)."""
+    prior, decoder = model.prior, model.decoder
+    key = (id(decoder), id(decoder.generator_net()), id(prior), prior.latent_dim)
+    cached = model.__dict__.get("_widest_generation_layer")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    modules = {"the generator": decoder}
+    if prior.samples_by_chains:
+        modules["the prior"] = prior
+    z = torch.zeros(2, prior.latent_dim, device=model.device, dtype=model.input_dtype)
+
+    def work() -> None:
+        decoder.decode(z)
+        if prior.samples_by_chains:
+            prior.residual_energy(z)
+
+    with (
+        torch.no_grad(),
+        torch.random.fork_rng(devices=[]),
+        modules_in_mode(modules.values(), "eval"),
+        model.evaluation_statistics(),
+    ):
+        try:
+            layer = widest_layer(work, modules)
+        except (RuntimeError, ValueError, TypeError):
+            layer = None
+    model.__dict__["_widest_generation_layer"] = (key, layer)
+    return layer
+
+
+def check_model_generation_memory(model: Any, n: int, what: str = "generate") -> None:
+    """:func:`check_generation_memory` for ``n`` samples of ``model`` (a model with a latent
+    generator): its observation shape, dtype and device, and its widest generation layer."""
+    check_generation_memory(
+        n, model.observation_shape(), model.input_dtype, model.device, what, layer=widest_generation_layer(model)
+    )
 
 
 def check_sampler(sampler: Any) -> Sampler | None:
@@ -112,6 +201,13 @@ def check_sampler(sampler: Any) -> Sampler | None:
             f"got {sampler!r}"
         )
     return sampler
+
+
+def refuse_unused_sampler(sampler: Any, what: str, reason: str, fix: str) -> None:
+    """Raise ``ValueError`` when a ``sampler`` was given to a call that runs no chain (``reason``
+    says why, ``fix`` what to pass instead): a sampler given is used, or refused, never ignored."""
+    if sampler is not None:
+        raise ValueError(f"{what}: {reason}, so sampler={sampler!r} would not be used: {fix}")
 
 
 def warn_if_not_finite(values: Tensor, what: str) -> Tensor:
@@ -175,18 +271,30 @@ def _check_batch(x: Tensor, shape: tuple[int, ...] | None) -> None:
     )
 
 
-def read_latents(z: Any, *, batch: int, latent_dim: int, device: torch.device, dtype: torch.dtype, what: str) -> Tensor:
+def read_latents(
+    z: Any,
+    *,
+    batch: int,
+    latent_dim: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    what: str,
+    name: str = "z",
+    check_finite: bool = True,
+) -> Tensor:
     """Latents ``z`` given with observations of ``batch`` examples, as the tensor ``(batch,
     latent_dim)`` of the model's ``dtype`` on ``device``: a real tensor (or array) of that shape,
-    finite. Raises ``TypeError``/``ValueError`` in one line prefixed by ``what``."""
+    finite (unless ``check_finite`` is False: a start made inside a training loop, which a chain's
+    end checks). Raises ``TypeError``/``ValueError`` in one line prefixed by ``what``, naming the
+    argument ``name``."""
     if not isinstance(z, Tensor):
         try:
             z = torch.as_tensor(z)
         except (TypeError, ValueError, RuntimeError):
             got = type(z).__name__
-            raise TypeError(f"{what}: z must be a tensor of latents (B, {latent_dim}), got {got}") from None
+            raise TypeError(f"{what}: {name} must be a tensor of latents (B, {latent_dim}), got {got}") from None
     if z.is_complex() or not (z.is_floating_point() or z.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"{what}: z must hold real numbers (latents), got {z.dtype}")
+        raise TypeError(f"{what}: {name} must hold real numbers (latents), got {z.dtype}")
     if tuple(z.shape) != (batch, latent_dim):
         fix = (
             "one latent per observation, in the same order"
@@ -194,11 +302,11 @@ def read_latents(z: Any, *, batch: int, latent_dim: int, device: torch.device, d
             else f"latents of the model's prior, {latent_dim} numbers each (infer(x) gives them)"
         )
         raise ValueError(
-            f"{what}: z must have shape ({batch}, {latent_dim}) for {batch} observations, got {tuple(z.shape)}: "
-            f"pass {fix}"
+            f"{what}: {name} must have shape ({batch}, {latent_dim}) for {batch} observations, got "
+            f"{tuple(z.shape)}: pass {fix}"
         )
-    if not bool(torch.isfinite(z).all()):
-        raise ValueError(f"{what}: z holds NaN or infinite values: pass finite latents")
+    if check_finite and not bool(torch.isfinite(z).all()):
+        raise ValueError(f"{what}: {name} holds NaN or infinite values: pass finite latents")
     return z.to(device=device, dtype=dtype)
 
 

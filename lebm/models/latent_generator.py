@@ -16,7 +16,7 @@ from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
 from lebm.models.inputs import (
     api_call,
     check_count,
-    check_generation_memory,
+    check_model_generation_memory,
     check_sampler,
     read_latents,
     read_observations,
@@ -348,7 +348,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         instead of the prior's own, when given), inside :meth:`evaluation_statistics`; no gradients."""
         with torch.no_grad(), self.evaluation_statistics():
             n = check_count(n)
-            check_generation_memory(n, self.observation_shape(), self.input_dtype, self.device)
+            check_model_generation_memory(self, n)
             z = self.prior.sample(n, sampler=check_sampler(sampler), generator=generator)
             return self.decoder.decode(z)
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.models.hooks import LatentVariableHooks
-from lebm.models.inputs import check_whole, warn_if_not_finite
+from lebm.models.inputs import check_whole, refuse_unused_sampler, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs, latent_nets
 from lebm.models.optimizers import adam_with_decay
 from lebm.models.prediction import with_text
@@ -68,9 +68,16 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
     def generate(
         self, n: int, *, sampler: Sampler | None = None, generator: torch.Generator | None = None, raw: bool = False
     ) -> Any:
-        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``):
-        ``(n, *x_shape)``, or the decoder's presented form (``n`` strings for text; ``raw=True``
-        keeps token ids)."""
+        """``n`` samples ``g(z)``, ``z ~ prior`` (optionally with another prior ``sampler``, refused
+        for a prior sampled exactly, which runs no chain): ``(n, *x_shape)``, or the decoder's
+        presented form (``n`` strings for text; ``raw=True`` keeps token ids)."""
+        if not self.prior.samples_by_chains:
+            refuse_unused_sampler(
+                sampler,
+                "generate(n, sampler=...)",
+                f"the model's prior ({type(self.prior).__name__}) is sampled exactly, without a chain",
+                "leave sampler out",
+            )
         samples = self.decoded_prior_samples(n, sampler=sampler, generator=generator)
         return self.presented(warn_if_not_finite(samples, "generate(n)"), raw)
 

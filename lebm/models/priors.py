@@ -10,17 +10,52 @@ differentiate the Gaussian part analytically (``residual_energy`` is ``None`` fo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lebm import arguments
 from lebm.config import Configurable
+from lebm.models.inputs import refuse_unused_sampler
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
-from lebm.samplers.chain import Diagnostics
+from lebm.samplers.chain import Diagnostics, modules_in_mode
 from lebm.samplers.initializers import NoiseStart, check_start
+
+
+def check_energy_net(owner: str, net: Any, latent_dim: int) -> nn.Module:
+    """``net`` when it is an ``nn.Module`` that takes latents ``(B, latent_dim)`` and returns one
+    energy per latent, ``(B,)``: probed once on two zero latents (no gradients, eval mode, torch's
+    RNG untouched, on the net's device); else one line naming the problem and the fix."""
+    if net is None:
+        raise ValueError(
+            f"{owner} energy_net is missing: pass a net (B, latent_dim) -> (B,), e.g. "
+            f"lebm.nets.EnergyMLP({latent_dim}) (model.init_args.prior.init_args.energy_net in a recipe)"
+        )
+    if not isinstance(net, nn.Module):
+        raise TypeError(
+            f"{owner} energy_net must be a torch.nn.Module (B, latent_dim) -> (B,), e.g. lebm.nets.EnergyMLP("
+            f"{latent_dim}), got {type(net).__name__}"
+        )
+    device = next(iter(net.parameters()), torch.empty(0)).device
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), modules_in_mode([net], "eval"):
+            energy = net(torch.zeros(2, latent_dim, device=device))
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(
+            f"{owner} energy_net ({type(net).__name__}) cannot take latents of latent_dim={latent_dim} ({reason}): "
+            "its input size must equal the prior's latent_dim (model.init_args.prior.init_args.latent_dim)"
+        ) from None
+    if not isinstance(energy, Tensor) or tuple(energy.shape) != (2,):
+        got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
+        raise ValueError(
+            f"{owner} energy_net ({type(net).__name__}) must return one energy per latent, (B,), got {got} for "
+            "2 latents: end it with a layer of one output and squeeze it (e.g. net(z).squeeze(1))"
+        )
+    return net
 
 
 class Prior(nn.Module, Configurable):
@@ -62,6 +97,12 @@ class Prior(nn.Module, Configurable):
     def residual_energy(self, z: Tensor) -> Tensor | None:
         """``U(z)`` minus the Gaussian reference term, ``(B,)``; ``None`` when it is zero."""
         raise NotImplementedError
+
+    @property
+    def samples_by_chains(self) -> bool:
+        """Whether :meth:`sample` runs a chain, so that a ``sampler`` given to it is used (default
+        True); False for a prior sampled exactly (a Gaussian), which refuses a sampler."""
+        return True
 
     def sample(
         self,
@@ -135,6 +176,11 @@ class GaussianPrior(Prior):
         """Always ``None``: the prior is its Gaussian reference, so there is no residual term."""
         return None
 
+    @property
+    def samples_by_chains(self) -> bool:
+        """False: the Gaussian is sampled exactly."""
+        return False
+
     def sample(
         self,
         n: int,
@@ -144,7 +190,14 @@ class GaussianPrior(Prior):
         return_diagnostics: Diagnostics = False,
         start: Tensor | None = None,
     ) -> SamplerOutput:
-        """Exact samples ``(n, latent_dim)`` (``sampler`` and ``start`` are ignored)."""
+        """Exact samples ``(n, latent_dim)``; a ``sampler``, which no chain would use, is refused
+        (``start`` is ignored)."""
+        refuse_unused_sampler(
+            sampler,
+            f"{type(self).__name__}.sample(n, sampler=...)",
+            "the prior is a Gaussian, sampled exactly without a chain",
+            "leave sampler out (a chain samples a tilted prior, e.g. TiltedGaussianPrior)",
+        )
         z = torch.randn(n, self.latent_dim, device=self.device, generator=generator) * self.sigma
         return (z, {}) if return_diagnostics else z
 
@@ -178,7 +231,7 @@ class TiltedGaussianPrior(GaussianPrior):
         groups: LatentGroups | list[int] | None = None,
     ) -> None:
         super().__init__(latent_dim, sigma, groups)
-        self.energy_net = energy_net
+        self.energy_net = check_energy_net(type(self).__name__, energy_net, self.latent_dim)
         if sampler is not None and not isinstance(sampler, Sampler):
             raise TypeError(
                 f"TiltedGaussianPrior sampler must be a lebm.samplers.Sampler (e.g. Langevin(60, 0.4)) or None, got "
@@ -192,6 +245,11 @@ class TiltedGaussianPrior(GaussianPrior):
     def residual_energy(self, z: Tensor) -> Tensor:
         """The learnable tilt ``E(z)`` ``(B,)``."""
         return self.energy_net(z)
+
+    @property
+    def samples_by_chains(self) -> bool:
+        """True: the tilted prior is sampled by its chain."""
+        return True
 
     def sample(
         self,

@@ -82,6 +82,11 @@ class ProductOfRatiosPrior(GaussianPrior):
             total = total + ratio(z)
         return total
 
+    @property
+    def samples_by_chains(self) -> bool:
+        """Whether :meth:`sample` runs chains: once a stage is completed (before, it is exact)."""
+        return self.completed_stages > 0
+
     def residual_energy(self, z: Tensor) -> Tensor | None:
         """``-sum_{j<k} h_j(z)`` ``(B,)`` over the ``k`` completed stages; ``None`` while ``k = 0``."""
         if self.completed_stages == 0:
@@ -100,7 +105,7 @@ class ProductOfRatiosPrior(GaussianPrior):
         """``n`` samples of the current prior ``p_k``: exact for ``k = 0``, else chains from ``start``
         ``(n, latent_dim)`` (default: noise)."""
         if self.completed_stages == 0:
-            return super().sample(n, generator=generator, return_diagnostics=return_diagnostics)
+            return super().sample(n, sampler=sampler, generator=generator, return_diagnostics=return_diagnostics)
         return self._sample_by_chains(n, sampler, generator, return_diagnostics, start)
 
     #: The iteration counter within a stage, which the energy never reads: left out of the
