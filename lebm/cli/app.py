@@ -237,6 +237,7 @@ class LebmCLI(LightningCLI):
     """LightningCLI wired to the run-folder conventions described in this module."""
 
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        quiet_lightning_notes()  # the command's and lebm.from_recipe's Trainers
         self._raw_args = list(sys.argv[1:] if args is None else args)
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
         kwargs.setdefault("save_config_callback", RunConfigSaved)
@@ -392,7 +393,9 @@ class LebmCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
         if isinstance(ckpt_path, str) and os.path.isfile(ckpt_path) and isinstance(self.model, Method):
             trusted = self.config[self.subcommand].get("weights_only") is False
-            changed = check_resume(self.model, ckpt_path, self.subcommand, weights_only=not trusted)
+            changed = check_resume(
+                self.model, ckpt_path, self.subcommand, weights_only=not trusted, trainer=self.trainer
+            )
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
 
@@ -532,6 +535,19 @@ class _DropTips(logging.Filter):
         return "Tip:" not in record.getMessage()
 
 
+#: The one tips filter (a logger keeps a filter once however often it is added).
+DROP_TIPS = _DropTips()
+
+
+def quiet_lightning_notes() -> None:
+    """Drop Lightning's notes that say nothing about the run (its "Tip:" advertisements, the "100%
+    of the batches" line about lebm's own batch limits) from its info logger, for the ``lebm``
+    command and for runs built from Python (:func:`lebm.from_recipe`) alike."""
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_logger.addFilter(DROP_TIPS)
+    rank_zero_logger.addFilter(trainer_flags.WHOLE_EPOCH_NOTE)
+
+
 class StartupInterrupted(BaseException):
     """SIGTERM during start-up, before the first loop started: nothing trained yet (a
     ``BaseException``, so that no ``except Exception`` on the way turns it into another error)."""
@@ -568,8 +584,7 @@ STARTUP_STOPPED = (
 
 def run(args: list[str] | None) -> None:
     """Run the command: ``args`` (already expanded), or ``sys.argv`` when None."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(trainer_flags.WHOLE_EPOCH_NOTE)
+    quiet_lightning_notes()
     _StartUp.running = True
     try:
         previous = signal.signal(signal.SIGTERM, _StartUp.on_sigterm)

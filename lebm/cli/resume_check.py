@@ -3,6 +3,8 @@
 The recipe builds the model; the checkpoint gives its weights, optimiser and random states. What
 the two may disagree on:
 
+- **the training left** (``fit``): a ``max_epochs`` or ``max_steps`` the checkpoint has reached
+  already is refused in one line naming the value that goes on (Lightning would end in silence);
 - **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused; a method class
   this lebm does not have is named with the lebm that wrote the checkpoint and what to install;
 - **a checkpoint of a newer lebm**: named in one line (it may hold what this version reads
@@ -43,6 +45,7 @@ from lebm.checkpoints import (
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import is_primary_process
 from lebm.config import MissingClass, import_object, to_config
+from lebm.models.resume import nothing_left_message
 
 #: The last key of a setting that may change when a run resumes.
 CHANGEABLE = re.compile(
@@ -115,15 +118,25 @@ def architecture_differences(stored: dict[str, Any], current: dict[str, Any]) ->
     return differing
 
 
-def check_resume(model: Any, ckpt_path: str, subcommand: str, weights_only: bool = True) -> list[str]:
+def check_resume(
+    model: Any, ckpt_path: str, subcommand: str, weights_only: bool = True, trainer: Any | None = None
+) -> list[str]:
     """Check ``model`` (built from the recipe) against the checkpoint; refuse with a message that
     names the difference and the ways out; return the changed settings that apply, as ``key old ->
     new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
-    checkpoint that holds objects other than tensors and plain data."""
+    checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``): its
+    ``max_epochs`` and ``max_steps`` must leave something to train
+    (:func:`lebm.models.resume.nothing_left_message`)."""
     try:
         checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     except CheckpointError as error:
         fail(str(error))
+    if subcommand == "fit" and trainer is not None:
+        nothing_left = nothing_left_message(
+            checkpoint, ckpt_path, getattr(trainer, "max_epochs", None), getattr(trainer, "max_steps", -1)
+        )
+        if nothing_left is not None:
+            fail(nothing_left)
     version = writer_version(checkpoint)
     if is_newer(version):  # one line here; the model's own warning when Lightning loads it is not repeated
         model.said_checkpoint_writer = True

@@ -1,4 +1,5 @@
-"""Resuming with changed optimiser settings: the recipe's values, not the checkpoint's.
+"""Resuming: with changed optimiser settings (the recipe's values, not the checkpoint's), and only
+when there is training left to do.
 
 A restored optimiser takes its learning rate, betas and weight decay from the checkpoint, and a
 restored scheduler its base rates and decay; so a run resumed with another ``decoder_lr`` would keep
@@ -6,6 +7,11 @@ the old one. :func:`apply_optimizer_settings` rewrites those entries of the chec
 Lightning restores them) from the optimisers and schedulers the method configures now: the learning
 rate in progress is rescaled, ``lr = lr_saved * lr_new / lr_initial_saved``, so the schedule's
 progress (``gamma^epochs``) carries over. A checkpoint written with the same settings is unchanged.
+
+:func:`nothing_left_message` says when a resume would train nothing: Lightning ends such a fit at
+once, in silence, when ``max_epochs`` is at or below the epochs the checkpoint holds (a checkpoint
+saved at an epoch's end holds that epoch; one saved inside an epoch, by a kill, holds the epochs
+before it and goes on with that one) or ``max_steps`` at or below its steps.
 """
 
 from __future__ import annotations
@@ -69,3 +75,37 @@ def apply_optimizer_settings(model: Any, checkpoint: dict[str, Any], lr_factors:
                 saved["_last_lr"] = [lr * r for lr, r in zip(saved["_last_lr"], ratios, strict=False)]
         if "gamma" in saved and "gamma" in fresh:
             saved["gamma"] = fresh["gamma"]
+
+
+def epochs_held(checkpoint: dict[str, Any]) -> tuple[int, bool] | None:
+    """``(whole epochs trained, whether it was saved inside the next one)`` from a Lightning
+    checkpoint's loop progress; None when it has none (not written by ``fit``)."""
+    try:
+        progress = checkpoint["loops"]["fit_loop"]["epoch_progress"]["total"]
+        processed, started = int(progress["processed"]), int(progress["started"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return processed, started > processed
+
+
+def nothing_left_message(checkpoint: dict[str, Any], path: Any, max_epochs: Any, max_steps: Any) -> str | None:
+    """The one line for a resume of ``checkpoint`` (read from ``path``) that the Trainer's
+    ``max_epochs`` / ``max_steps`` leave nothing to train, naming the setting that would; None when
+    training goes on (or the checkpoint does not say how far it got)."""
+    held = epochs_held(checkpoint)
+    if held is None:
+        return None
+    epochs, inside = held
+    steps = int(checkpoint.get("global_step", 0))
+    where = f"{epochs} whole epoch{'s' if epochs != 1 else ''}" + (" and part of the next" if inside else "")
+    if isinstance(max_epochs, int) and 0 <= max_epochs <= epochs:
+        return (
+            f"{path} holds {where} ({steps} steps), so --trainer.max_epochs {max_epochs} leaves nothing to train: "
+            f"give --trainer.max_epochs {epochs + 1} or more to go on (to score it, use lebm test)"
+        )
+    if isinstance(max_steps, int) and 0 <= max_steps <= steps:
+        return (
+            f"{path} holds {steps} steps, so --trainer.max_steps {max_steps} leaves nothing to train: give "
+            f"--trainer.max_steps {steps + 1} or more to go on (to score it, use lebm test)"
+        )
+    return None

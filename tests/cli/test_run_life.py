@@ -163,6 +163,57 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     assert group["initial_lr"] == pytest.approx(5e-4)
     assert group["lr"] == pytest.approx(old_lr * 0.5 * decay)  # the new rate, the schedule's progress kept
     assert resumed["hyper_parameters"]["decoder_lr"] == pytest.approx(5e-4)
+    # the same max_epochs again: nothing left to train, said in one line before anything is written
+    written = last.read_bytes()
+    message = stopped(capsys, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert f"lebm: error: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 2 leaves nothing" in message
+    assert "give --trainer.max_epochs 3 or more" in message and "Traceback" not in message
+    assert last.read_bytes() == written
+
+
+def progress(processed: int, started: int) -> dict:
+    """A checkpoint's ``loops`` entry as Lightning writes it (the fit loop's epoch counters)."""
+    counts = {"ready": started, "started": started, "processed": processed, "completed": max(processed - 1, 0)}
+    return {"fit_loop": {"epoch_progress": {"total": counts, "current": dict(counts)}}}
+
+
+@pytest.mark.parametrize(
+    ("saved", "max_epochs", "max_steps", "expected"),
+    [
+        ("end of epoch 2", 3, -1, "holds 3 whole epochs (30 steps), so --trainer.max_epochs 3 leaves nothing"),
+        ("end of epoch 2", 2, -1, "give --trainer.max_epochs 4 or more to go on"),
+        ("end of epoch 2", 4, -1, None),
+        ("inside epoch 2", 2, -1, "holds 2 whole epochs and part of the next (30 steps), so --trainer.max_epochs 2"),
+        ("inside epoch 2", 3, -1, None),  # finishes epoch 2
+        ("end of epoch 2", -1, 30, "holds 30 steps, so --trainer.max_steps 30 leaves nothing to train"),
+        ("end of epoch 2", -1, 31, None),
+    ],
+)
+def test_a_resume_with_nothing_left_to_train_is_said_in_one_line(
+    capsys, tmp_path: Path, saved: str, max_epochs: int, max_steps: int, expected: str | None
+) -> None:
+    """Saved at the end of epoch 2 (0-based: 3 epochs held) or inside it (by a kill: 2 held):
+    ``max_epochs`` at or below what it holds (or ``max_steps`` at or below its steps) stops the
+    resume with one line naming the value that goes on; more trains on."""
+    from types import SimpleNamespace
+
+    from lebm.cli.resume_check import check_resume
+    from tests.models.cases import latent_ebm
+
+    model = latent_ebm()
+    path = tmp_path / "last.ckpt"
+    loops = progress(3, 3) if saved.startswith("end") else progress(2, 3)
+    torch.save({"state_dict": model.state_dict(), "global_step": 30, "loops": loops}, path)
+    trainer = SimpleNamespace(max_epochs=max_epochs, max_steps=max_steps)
+    capsys.readouterr()
+    if expected is None:
+        assert check_resume(model, str(path), "fit", trainer=trainer) == []
+        return
+    with pytest.raises(SystemExit) as stop:
+        check_resume(model, str(path), "fit", trainer=trainer)
+    message = capsys.readouterr().err
+    assert stop.value.code == 2 and message.count("\n") == 1 and expected in message, message
+    check_resume(model, str(path), "test", trainer=trainer)  # scoring it is what the line suggests
 
 
 # ------------------------------------------------------------------ command-line values
