@@ -124,14 +124,14 @@ def check_resume(
     """Check ``model`` (built from the recipe) against the checkpoint; refuse with a message that
     names the difference and the ways out; return the changed settings that apply, as ``key old ->
     new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
-    checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``): its
-    ``max_epochs`` and ``max_steps`` must leave something to train
+    checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``, not a
+    ``fast_dev_run`` smoke test): its ``max_epochs`` and ``max_steps`` must leave something to train
     (:func:`lebm.models.resume.nothing_left_message`)."""
     try:
         checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     except CheckpointError as error:
         fail(str(error))
-    if subcommand == "fit" and trainer is not None:
+    if subcommand == "fit" and trainer is not None and not getattr(trainer, "fast_dev_run", False):
         nothing_left = nothing_left_message(
             checkpoint, ckpt_path, getattr(trainer, "max_epochs", None), getattr(trainer, "max_steps", -1)
         )
