@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
@@ -79,6 +79,40 @@ def longer_chain(sampler: Any, n_steps: int) -> Any | None:
     if isinstance(longer, torch.nn.Module):
         longer.eval()
     return longer
+
+
+def sample_caption(epoch: int, pl_module: Any, shown: Any) -> str:
+    """The caption of a sample grid drawn at ``epoch``: the chain ``shown`` (None: the method's own
+    ``generation_sampler``, or when it runs none, its ``generation_source``: what ``generate``
+    draws instead)."""
+    chain = getattr(pl_module, "generation_sampler", None) if shown is None else shown
+    source = getattr(pl_module, "generation_source", None) if shown is None and chain is None else None
+    return f"epoch {epoch}. Generated samples; chain: {source or chain_description(chain)}"
+
+
+def inference_chain(pl_module: Any) -> Any:
+    """The chain ``reconstruct`` runs: the method's ``evaluation_sampler`` when it has one (DAMC's
+    evaluation and user API refine with it), else its ``posterior_sampler`` (None: no chain)."""
+    chain = getattr(pl_module, "evaluation_sampler", None)
+    return chain if chain is not None else getattr(pl_module, "posterior_sampler", None)
+
+
+def reconstruction_caption(epoch: int, pl_module: Any) -> list[str]:
+    """The two caption lines of a reconstruction grid: which rows are the validation images and
+    which their reconstructions, and how the latents were inferred (the inference network, the
+    posterior chain, or the network's latents refined by the chain)."""
+    chain = inference_chain(pl_module)
+    encoder = getattr(pl_module, "encoder", None) is not None
+    if chain is None:
+        inference = "inference network"
+    elif encoder:
+        inference = f"inference network, refined by the posterior chain: {chain_description(chain)}"
+    else:
+        inference = f"posterior chain: {chain_description(chain)}"
+    return [
+        f"epoch {epoch}. Rows 1, 3, ...: validation images;",
+        f"rows 2, 4, ...: their reconstructions ({inference})",
+    ]
 
 
 def padded(images: Tensor, count: int) -> Tensor:
@@ -179,7 +213,7 @@ class SampleGrid(L.Callback):
         every_n_epochs: how often (in epochs).
         seed: seeds the prior chains, so grids of successive epochs are comparable.
         long_chain_steps: the steps of the last epoch's second grid (None: no second grid; a
-            method whose ``generate`` runs no chain draws none).
+            method whose ``generate`` runs no chain draws none, and says so in one line).
     """
 
     def __init__(
@@ -201,9 +235,16 @@ class SampleGrid(L.Callback):
         if not grid_epoch(trainer, self.every_n_epochs):
             return
         chain = getattr(pl_module, "generation_sampler", None)
-        self._draw(trainer, pl_module, "samples", None, chain)
-        if self.long_chain_steps is None or chain is None or not last_epoch(trainer):
-            return  # (no chain: the samples are drawn exactly, or by a learned sampler; none to lengthen)
+        self._draw(trainer, pl_module, "samples", None, None)
+        if self.long_chain_steps is None or not last_epoch(trainer):
+            return
+        if chain is None:  # the samples are drawn exactly, or by a learned sampler: no chain to lengthen
+            source = getattr(pl_module, "generation_source", None) or chain_description(None)
+            rank_zero_info(
+                f"SampleGrid: no {self.long_chain_steps}-step grid, as {type(pl_module).__name__}'s generate(n) runs "
+                f"no chain to lengthen (chain: {source})"
+            )
+            return
         longer = longer_chain(chain, self.long_chain_steps)
         if longer is None:
             rank_zero_warn(f"SampleGrid: {chain_description(chain)} has no n_steps, so no longer-chain grid is drawn")
@@ -215,14 +256,14 @@ class SampleGrid(L.Callback):
             rank_zero_warn(f"SampleGrid: the {self.long_chain_steps}-step grid failed ({error}); training goes on")
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str, sampler: Any, shown: Any) -> None:
-        """Generate with ``sampler`` (None: the method's own chain) and log the captioned grid."""
+        """Generate with ``sampler`` (None: the method's own chain) and log the grid, its caption naming
+        the chain ``shown`` (None: the method's own, :func:`sample_caption`)."""
         with quiet_evaluation(pl_module):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             samples = pl_module.generate(self.n) if sampler is None else pl_module.generate(self.n, sampler=sampler)
         if _is_image_batch(samples):
-            source = getattr(pl_module, "generation_source", None) if shown is None else None
-            caption = f"epoch {trainer.current_epoch}. Generated samples; chain: {source or chain_description(shown)}"
+            caption = sample_caption(trainer.current_epoch, pl_module, shown)
             log_image(trainer, key, with_caption(to_uint8_grid(samples, self.nrow), [caption]))
 
 
@@ -261,12 +302,7 @@ class ReconstructionGrid(L.Callback):
             torch.cat([padded(x[i : i + self.nrow], self.nrow), padded(x_hat[i : i + self.nrow], self.nrow)])
             for i in range(0, len(x), self.nrow)
         ]  # a short last row padded: originals stay on odd rows
-        sampler = getattr(pl_module, "posterior_sampler", None)
-        inference = f"posterior chain: {chain_description(sampler)}" if sampler is not None else "inference network"
-        caption = [
-            f"epoch {trainer.current_epoch}. Rows 1, 3, ...: validation images;",
-            f"rows 2, 4, ...: their reconstructions ({inference})",
-        ]
+        caption = reconstruction_caption(trainer.current_epoch, pl_module)
         log_image(trainer, "reconstructions", with_caption(to_uint8_grid(torch.cat(rows), self.nrow), caption))
 
 
