@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from lebm.atomic import replaced_atomically
@@ -56,6 +57,16 @@ class WandbLogger(_LightningWandbLogger):
         # steps up to this one were sent before the run was resumed: a redo is not sent again
         self._sent_before_resume = self._read_last_step() if kwargs.get("resume") else -1
         self._last_step = self._sent_before_resume
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        """Lightning's W&B run, started with its ``save_dir`` made first: W&B looks for the run's git
+        repository from that folder, and a folder not made yet (a run from Python, before anything
+        is written into its run folder) gets "wandb: WARNING git root ... does not exist"."""
+        if self._experiment is None and self._save_dir:
+            os.makedirs(self._save_dir, exist_ok=True)
+        return super().experiment
 
     def _read_last_step(self) -> int:
         try:

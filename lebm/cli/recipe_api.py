@@ -39,15 +39,27 @@ from lebm.cli.recipes import RecipeError, expand_includes
 __all__ = ["Recipe", "from_recipe"]
 
 
+def without_trainer_defaults(callbacks: Sequence[Any], given: set[int]) -> list[Any]:
+    """``callbacks`` (the list the Trainer was built with, which Lightning extends in place) less the
+    ones Lightning added for itself (its model summary, progress bar, timer, default checkpoint): the
+    user's Trainer makes its own, and given them it would say it skipped its default (e.g. "Trainer
+    already configured with model summary callbacks"). ``given``: the ids of the recipe's callbacks."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar, Timer
+
+    defaults = (ModelSummary, ProgressBar, Timer, ModelCheckpoint)
+    return [callback for callback in callbacks if id(callback) in given or not isinstance(callback, defaults)]
+
+
 class RecipeBuild(LebmCLI):
     """The command's LightningCLI without a subcommand (``run=False``): it builds the model, the
     DataModule and a Trainer, and keeps the Trainer's arguments as the recipe's settings."""
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
+        given = {id(callback) for callback in self.config_init["trainer"].get("callbacks") or []}
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config_init["trainer"]  # its callbacks now include the one saving config.yaml
         values = {key: config[key] for key in config} if isinstance(config, dict) else vars(config).copy()
-        self.recipe_callbacks = list(values.pop("callbacks", None) or [])
+        self.recipe_callbacks = without_trainer_defaults(values.pop("callbacks", None) or [], given)
         self.trainer_settings = {**values, **kwargs}
         return trainer
 
