@@ -80,7 +80,7 @@ def check_device_settings(accelerator: Any, devices: Any, precision: Any) -> Non
                 f"({torch.cuda.get_device_name()}) does not have: use --trainer.precision 16-mixed (float16 with loss "
                 "scaling) or 32-true"
             )
-    elif precision.startswith("bf16") and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+    elif precision in ("bf16-mixed", "bf16") and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
         warnings.warn(
             f"--trainer.precision {precision} on this CPU ({torch.backends.cpu.get_cpu_capability()}, no bfloat16 "
             "instructions) runs many times slower than 32-true (29x measured: docs/performance.md); use 32-true here",

@@ -58,15 +58,19 @@ from lebm.models.stepping import (
     StepSettings,
     TrainerSettingsKept,
     adopt_trainer_settings,
+    overridden_clip_note,
+    own_clips,
+    refuse_half_weights,
     refuse_training_nothing,
     refuse_unsupported_callbacks,
+    refuse_validation_interval,
     restore_accumulation,
     trainer_step_settings,
 )
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.samplers.adaptation import drop_unused_adaptation_state
-from lebm.user_warnings import user_stacklevel
+from lebm.user_warnings import user_stacklevel, warn_user
 from lebm.version import __version__
 
 #: Key of every rank's rank-local buffers (persistent chains) in a checkpoint.
@@ -209,6 +213,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         #: Whether a checkpoint from a newer lebm was already named (the CLI names it in its own line).
         self.said_checkpoint_writer = False
         self._pending_clips: dict[int, tuple[float | None, str]] = {}
+        self._said_clip_note: str | None = None
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -264,20 +269,36 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
         when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
         Trainer's accumulation and clipping settings, which this method applies itself, and lets
-        every callback with a ``check_method(model)`` check the parts it reads; in a ``fit``
-        (``stage``; None: not known yet), refuse a callback that monitors a name the run does not log
-        (:mod:`lebm.models.monitoring`). ``resuming``: the fit continues a checkpoint, whose saved
-        state (a stage schedule, say) it takes over."""
+        every callback with a ``check_method(model)`` check the parts it reads; refuse 16-bit weights
+        (``precision`` ``16-true``/``bf16-true``). In a ``fit`` (``stage``; None: not known yet),
+        name in one warning the nets whose own clipping overrides ``gradient_clip_val`` (before any
+        refusal), refuse a Trainer that trains nothing or whose ``check_val_every_n_epoch`` is below 1,
+        and a callback that monitors a name the run does not log (:mod:`lebm.models.monitoring`).
+        ``resuming``: the fit continues a checkpoint, whose saved state (a stage schedule, say) it takes over."""
         refuse_unsupported_callbacks(trainer, type(self).__name__)
-        trainer_step_settings(trainer)
+        settings = trainer_step_settings(trainer)
+        fitting = stage in ("fit", None)  # None: a run built for a fit (lebm.from_recipe)
+        if fitting:
+            self._say_overridden_clips(settings, trainer)
+        refuse_half_weights(trainer)
         for callback in trainer.callbacks:  # a callback that reads parts of the method checks them now
             check_method = getattr(callback, "check_method", None)
             if callable(check_method):
                 check_method(self)
-        if stage in ("fit", None):  # None: a run built for a fit (lebm.from_recipe)
+        if fitting:
             refuse_training_nothing(trainer)
+            refuse_validation_interval(trainer)
         if stage == "fit":
             check_monitors(self, trainer.callbacks)
+
+    def _say_overridden_clips(self, settings: StepSettings, trainer: Any) -> None:
+        """Warn, once per model and on the main process, when the Trainer's ``gradient_clip_val``
+        does not clip some nets, whose own ``<net>_grad_clip`` overrides it
+        (:func:`~lebm.models.stepping.overridden_clip_note`)."""
+        note = overridden_clip_note(settings, own_clips(self.hparams), type(self).__name__)
+        if note is not None and note != self._said_clip_note and getattr(trainer, "is_global_zero", True):
+            self._said_clip_note = note
+            warn_user(note)
 
     def configure_callbacks(self) -> list[Any]:
         """Lightning's first call into the model in every run, before it checks the Trainer's

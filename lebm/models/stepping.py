@@ -13,7 +13,8 @@ stepping path, :meth:`lebm.models.Method.step_optimizers`:
   gradient holds its own loss alone.
 - **gradient clipping** (``gradient_clip_val``, ``gradient_clip_algorithm``): applied to each
   net's gradients separately, before its step; a method's own per-net setting
-  (``decoder_grad_clip``, ``prior_grad_clip``, ...) overrides it for that net (max-norm).
+  (``decoder_grad_clip``, ``prior_grad_clip``, ...) overrides it for that net (max-norm), which
+  one warning names when a fit starts (:func:`overridden_clip_note`).
 - **one step per iteration**: ``trainer.global_step`` (``max_steps``, checkpoint names,
   ``every_n_train_steps``, the loggers' x-axis) counts training iterations, an update of every
   net, whatever the number of nets: the first optimiser step of an iteration is counted, the
@@ -22,12 +23,16 @@ stepping path, :meth:`lebm.models.Method.step_optimizers`:
 
 Some of Lightning's workflows assume one optimiser, automatic optimisation, or a batch size
 that only memory limits; :func:`refuse_unsupported_callbacks` stops them at the start of a run,
-in one line naming lebm's way.
+in one line naming lebm's way. So do the Trainer flags no method can honour: 16-bit weights
+(:func:`refuse_half_weights`), a run that trains nothing (:func:`refuse_training_nothing`) and an
+interval of validation that is none (:func:`refuse_validation_interval`); a ``gradient_clip_val``
+that a net's own clipping overrides is named in one warning (:func:`overridden_clip_note`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,6 +164,68 @@ def refuse_training_nothing(trainer: Any) -> None:
         )
     if trainer.max_epochs == 0:
         raise ValueError(f"trainer.max_epochs=0 trains nothing: give max_epochs >= 1; {evaluate}")
+
+
+#: Lightning's precisions that cast every net's weights to 16 bits, and the mixed precision of each.
+HALF_WEIGHTS = {"16-true": ("float16", "16-mixed"), "bf16-true": ("bfloat16", "bf16-mixed")}
+
+
+def refuse_half_weights(trainer: Any) -> None:
+    """Raise ``ValueError`` (one line, with the precisions that work) for a Trainer whose precision
+    casts the nets' weights to 16 bits (:data:`HALF_WEIGHTS`): every method's chains keep their
+    states in float32, which 16-bit nets cannot take, and a 16-bit chain would round away its small
+    steps. ``32-true``, ``64-true`` and the mixed precisions (nets under autocast) work."""
+    precision = str(getattr(trainer, "precision", "32-true"))
+    if precision not in HALF_WEIGHTS:
+        return
+    dtype, mixed = HALF_WEIGHTS[precision]
+    raise ValueError(
+        f"trainer.precision={precision} casts every net's weights to {dtype}, which lebm's methods do not support "
+        f"(their chains keep float32 states; a 16-bit chain would round its small steps away): use {mixed} (the nets "
+        "under autocast, weights and chains float32), 32-true or 64-true"
+    )
+
+
+def refuse_validation_interval(trainer: Any) -> None:
+    """Raise ``ValueError`` (one line, with the fix) for ``check_val_every_n_epoch`` below 1:
+    Lightning takes 0 and fails with a division by zero after the first epoch's training, and
+    validates every epoch for a negative value."""
+    every = trainer.check_val_every_n_epoch
+    if every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        return
+    raise ValueError(
+        f"trainer.check_val_every_n_epoch={every} is no interval: give a number of epochs >= 1, or null to validate "
+        "every val_check_interval batches; to train without validation, set limit_val_batches 0"
+    )
+
+
+def own_clips(hyperparameters: Mapping[str, Any]) -> dict[str, float]:
+    """A method's per-net max-norm settings that are on: ``{"decoder": 100.0}`` for
+    ``decoder_grad_clip=100`` (every ``<net>_grad_clip`` hyperparameter that is not None)."""
+    suffix = "_grad_clip"
+    return {
+        name.removesuffix(suffix): float(value)
+        for name, value in hyperparameters.items()
+        if name.endswith(suffix) and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def overridden_clip_note(settings: StepSettings, clips: Mapping[str, float], method: str) -> str | None:
+    """The line that names the nets whose own max-norm ``clips`` (:func:`own_clips`) override the
+    Trainer's ``gradient_clip_val`` (``settings``), or None when the Trainer clips nothing or every net
+    takes its value."""
+    if settings.clip_val is None or not clips:
+        return None
+    nets = list(clips)
+    several = len(nets) > 1
+    named = ", ".join(nets[:-1]) + f" and {nets[-1]}" if several else nets[0]
+    by_value = " (by value)" if settings.clip_algorithm == "value" else ""
+    options = ", ".join(f"model.init_args.{net}_grad_clip={value:g}" for net, value in clips.items())
+    their, those, them = ("their", "those", "them") if several else ("its", "that", "it")
+    return (
+        f"trainer.gradient_clip_val={settings.clip_val:g}{by_value} does not clip {method}'s {named}: {their} own "
+        f"max-norm overrides it ({options}); set {those} instead (null: gradient_clip_val clips {them})"
+    )
 
 
 def _callback_named(trainer: Any, *names: str) -> Any:

@@ -1,6 +1,7 @@
 """Lightning's optimisation flags and callbacks through ``lebm fit`` (the command in this process):
 ``accumulate_grad_batches`` and ``gradient_clip_val`` act on the quickstart's nets and steps count
-iterations; callbacks that cannot apply stop the command at build with one line.
+iterations; callbacks and flags that cannot apply stop the command at build with one line, and a
+Trainer clip that the recipe's per-net clips override is named in one warning.
 Device: CPU."""
 
 from __future__ import annotations
@@ -86,6 +87,34 @@ def test_bad_optimisation_settings_stop_at_build_in_one_line(
     assert stopped.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm: error:")]
     assert len(errors) == 1 and named in errors[0]
+
+
+def test_damc_recipe_names_its_per_net_clips_and_refuses_16_bit_weights_at_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``lebm fit -c damc/quickstart --trainer.gradient_clip_val 1 --trainer.precision bf16-true``:
+    DAMC's recipes clip each net by its own max-norm, so the Trainer's value clips none of them: one
+    warning names the three options; then bf16-true (16-bit weights) stops the build in one line
+    naming bf16-mixed, the only ``lebm:`` line (no warning that bf16 runs slowly on this CPU)."""
+    with pytest.warns(UserWarning) as record, pytest.raises(SystemExit) as stopped:
+        run_cli(
+            "fit", "-c", "damc/quickstart", *SHORT_RUN,
+            "--trainer.default_root_dir", str(tmp_path / "run"),
+            "--trainer.logger", "false",
+            "--trainer.gradient_clip_val", "1",
+            "--trainer.precision", "bf16-true",
+        )  # fmt: skip
+    clips = [str(warning.message) for warning in record if "gradient_clip_val" in str(warning.message)]
+    assert len(clips) == 1 and clips[0].startswith(
+        "trainer.gradient_clip_val=1 does not clip DAMC's decoder, prior and amortizer"
+    )
+    for option in ("decoder_grad_clip", "prior_grad_clip", "amortizer_grad_clip"):
+        assert f"model.init_args.{option}=100" in clips[0]
+    assert not [warning for warning in record if "slower" in str(warning.message)], "bf16-true is not run at all"
+    assert stopped.value.code == 2
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lebm:")]
+    assert len(said) == 1 and said[0].startswith("lebm: error:") and "use bf16-mixed" in said[0], said
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_multistage_nce_stages_are_checked_at_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
