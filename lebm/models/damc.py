@@ -93,7 +93,7 @@ def refuse_untrained_amortizer(
     if readers:
         raise ValueError(
             f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None), which "
-            f"{' and '.join(readers)} read: {fix}"
+            f"{' and '.join(readers)} {'read' if len(readers) > 1 else 'reads'}: {fix}"
         )
     warn_user(
         f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None): generate(n, "
