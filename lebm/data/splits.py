@@ -16,7 +16,12 @@ def resolve_count(size: float | int, total: int, name: str) -> int:
         raise ValueError(f"{name} must be a fraction in [0, 1) or a count, got {size!r}")
     if isinstance(size, float):
         if not 0.0 <= size < 1.0:
-            raise ValueError(f"{name} as a fraction must lie in [0, 1), got {size}")
+            count = (
+                f"; a count is a whole number without a decimal point ({int(size)})"
+                if size >= 1 and size.is_integer()
+                else ""
+            )
+            raise ValueError(f"{name} as a fraction must lie in [0, 1), got {size}{count}")
         return int(round(size * total))
     if size < 0 or size > total:
         raise ValueError(f"{name}={size} must be a count between 0 and the pool size {total}")

@@ -201,6 +201,7 @@ def test_celeba_cannot_be_downloaded(tmp_path: Path) -> None:
         (dict(channels=2), "channels"),
         (dict(val_size=1.5), "val_size"),
         (dict(test_size=-1), "test_size"),
+        (dict(test_size=10000.0), r"test_size as a fraction .* whole number without a decimal point \(10000\)"),
         (dict(batch_size=0), "batch_size"),
         (dict(train_split="extra"), "train_split"),
         (dict(center_crop=10), "center_crop"),

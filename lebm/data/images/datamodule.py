@@ -129,8 +129,8 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         num_workers: int = 0,
         image_size: int | None = None,
         channels: int | None = None,
-        val_size: float | int = 0,
-        test_size: float | int = 0.1,
+        val_size: int | float = 0,  # int first: the parser tries a union's types in order, and float
+        test_size: int | float = 0.1,  # first would read the count 10000 as the fraction 10000.0
         exclude_classes: Sequence[int] = (),
         train_split: str = "train",
         limit: int | None = None,
@@ -196,7 +196,7 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
 
     # ----------------------------------------------------------------------------------- checks
     @staticmethod
-    def _check_validate_on(validate_on: str, val_size: float | int) -> str:
+    def _check_validate_on(validate_on: str, val_size: int | float) -> str:
         if validate_on not in VALIDATE_ON:
             raise ValueError(f"validate_on must be 'test' or 'val', got {validate_on!r}")
         if validate_on == "val" and val_size == 0:
