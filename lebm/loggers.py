@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -44,7 +45,8 @@ class WandbLogger(_LightningWandbLogger):
     Each step is logged once per run: a run resumed (``resume`` set, as ``--ckpt_path last``
     does) from a checkpoint older than its last logged step recomputes those steps (exactly, see
     ``lebm.randomness``) but does not send them again. The last step sent is kept in
-    ``<save_dir>/wandb/lebm_last_logged_step.txt``.
+    ``<save_dir>/wandb/lebm_last_logged_step.txt``; when it cannot be written, a warning says so once
+    and training goes on.
     """
 
     def __init__(self, *args: Any, offline: bool | None = None, **kwargs: Any) -> None:
@@ -57,6 +59,7 @@ class WandbLogger(_LightningWandbLogger):
         # steps up to this one were sent before the run was resumed: a redo is not sent again
         self._sent_before_resume = self._read_last_step() if kwargs.get("resume") else -1
         self._last_step = self._sent_before_resume
+        self._warned_step_file = False
 
     @property
     @rank_zero_experiment
@@ -83,5 +86,21 @@ class WandbLogger(_LightningWandbLogger):
         super().log_metrics(metrics, step)
         if step is not None and step > self._last_step:
             self._last_step = step
+            self._record_last_step(step)
+
+    def _record_last_step(self, step: int) -> None:
+        """Write ``step`` to the step file; a failure (a full disk, a file where the folder should be)
+        is a warning, said once: training goes on, and only a resume would send redone steps again."""
+        try:
             with replaced_atomically(self._step_file, "w") as handle:
                 handle.write(str(step))
+        except OSError as error:
+            if not self._warned_step_file:
+                self._warned_step_file = True
+                reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+                warnings.warn(
+                    f"WandbLogger could not record its last logged step in {self._step_file} ({reason}); training "
+                    f"goes on, but a run resumed from an earlier checkpoint would send its redone steps to W&B again: "
+                    f"make {os.path.dirname(self._step_file)} a writable folder",
+                    stacklevel=2,
+                )

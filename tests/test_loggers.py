@@ -34,3 +34,15 @@ def test_wandb_goes_offline_without_credentials(tmp_path, monkeypatch) -> None:
     logger = WandbLogger(save_dir=str(tmp_path))
     assert logger._offline  # noqa: SLF001  (Lightning's flag; no public accessor)
     assert "anonymous" not in logger._wandb_init  # noqa: SLF001  (wandb warns whenever it is passed)
+
+
+def test_a_step_file_that_cannot_be_written_warns_once_and_logging_goes_on(tmp_path, monkeypatch) -> None:
+    """A file named ``wandb`` where the logger's folder belongs: each step is still sent, one warning."""
+    sent: list[int | None] = []
+    monkeypatch.setattr(LightningWandbLogger, "log_metrics", lambda self, metrics, step=None: sent.append(step))
+    (tmp_path / "wandb").write_text("a file where the folder should be")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, id="run1")
+    with pytest.warns(UserWarning, match=r"could not record its last logged step in .*training goes on") as caught:
+        for step in (0, 1, 2):
+            logger.log_metrics({"loss": 1.0}, step)
+    assert sent == [0, 1, 2] and len([w for w in caught if "WandbLogger" in str(w.message)]) == 1
