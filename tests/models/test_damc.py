@@ -1,6 +1,7 @@
 """DAMC as a LightningModule (CPU): what its training iteration does, in the official order, its
 chain starts, the amortizer's EMA and step-decayed rates, its evaluation and the checks at build
-(the shared contract — API shapes, checkpoints, resume, bf16, DDP — is in test_method_contract.py)."""
+(the shared contract — API shapes, checkpoints, resume, bf16, DDP — is in test_method_contract.py; each
+loss's sign and tensors, the chains' starts, the evaluation's copy and chain in test_damc_pinned.py)."""
 
 from __future__ import annotations
 
@@ -25,39 +26,6 @@ def fit(model: DAMC, tmp_path, batches: int = 4, **trainer_args) -> None:
     settings = dict(max_epochs=1, default_root_dir=str(tmp_path), accelerator="cpu", enable_checkpointing=False)
     settings.update(trainer_args)
     quiet_trainer(**settings).fit(model, toy_loader(n_batches=batches))
-
-
-def test_the_prior_chains_start_where_the_posterior_chains_do_plus_as_many_from_noise(tmp_path) -> None:
-    """``posterior+noise`` (train_gen_recon.py): 2B prior chains, the first B from the posterior
-    chains' own start Q_ema(x); ``posterior`` (MNIST): B chains from that start."""
-    for choice, count in (("posterior+noise", 32), ("posterior", 16)):
-        model = damc(prior_start=choice)
-        fit(model, tmp_path, batches=1)
-        posterior_start = model.posterior_sampler.calls[-1][0]
-        prior_start = model.prior.sampler.calls[-1][0]
-        assert prior_start.shape == (count, LATENT)
-        torch.testing.assert_close(prior_start[:16], posterior_start, rtol=0, atol=0)
-
-
-def test_training_chains_start_from_the_ema_copy_and_evaluation_from_the_online_amortizer(tmp_path) -> None:
-    """The posterior chain's start is Q_ema's conditional sample: after training with an EMA that
-    never moves (rate 0), the start drawn again from the initial copy with the same stream matches."""
-    model = damc(prior_start="posterior", ema_rate=0.0)
-    initial = tiny_amortizer()
-    initial.load_state_dict(model.amortizer.state_dict())
-    fit(model, tmp_path, batches=2)
-    online_moved = not same(model.amortizer.parameters(), initial.parameters())
-    averaged_still = same(model.amortizer_ema.average.parameters(), initial.parameters())
-    assert online_moved and averaged_still
-    x = torch.randn(8, DATA)
-    assert model.chain_initializer("amortizer") is model.amortizer
-    assert model.chain_initializer("amortizer_ema") is model.amortizer_ema
-    streams = [torch.Generator().manual_seed(3) for _ in range(3)]
-    z_ema = model.amortizer_ema.start(context=x, generator=streams[0])
-    z_initial = initial.start(context=x, generator=streams[1])
-    torch.testing.assert_close(z_ema, z_initial)
-    z_online = model.posterior_start(x, model.default_posterior_start, streams[2])
-    assert not torch.allclose(z_online, z_ema)  # evaluation starts from the trained, online Q
 
 
 def test_the_ema_moves_every_ema_every_iterations_by_its_rate(tmp_path) -> None:

@@ -236,12 +236,14 @@ def test_the_training_chains_start_from_the_ema_copys_conditional_samples(masked
     torch.testing.assert_close(masked.posterior_chain[0], again, rtol=0, atol=0)
 
 
-def test_the_prior_chains_noise_half_has_the_priors_init_std(masked: Iteration) -> None:
-    """``posterior+noise``: the last B prior chains start from ``N(0, init_std^2 I)`` (init_std 4
-    here); the sample standard deviation of 48 values is within 5 of its standard errors."""
+def test_the_prior_chains_start_at_the_posterior_start_and_the_priors_init_std(masked: Iteration) -> None:
+    """``posterior+noise``: 2B prior chains, the first B from the posterior chains' own start
+    ``Q_ema(x)``, the last B from ``N(0, init_std^2 I)`` (init_std 4 here; the sample standard
+    deviation of 48 values within 5 of its standard errors)."""
     start = masked.prior_chain[0]
     noise = start[16:]
     assert start.shape == (32, LATENT)
+    torch.testing.assert_close(start[:16], masked.posterior_chain[0], rtol=0, atol=0)
     relative_error = 5 / math.sqrt(2 * noise.numel())
     assert abs(noise.std().item() / 4.0 - 1) < relative_error
 
@@ -403,6 +405,15 @@ def test_generate_decodes_the_evaluation_copys_unconditional_samples(evaluate_wi
     torch.testing.assert_close(start, draw(5, generator=torch.Generator().manual_seed(3)), rtol=0, atol=0)
     model.generate(5, mode="ebm")
     assert [(call.copy, call.context) for call in spies.starts] == [(copy_name, None)] * 2  # "ebm": none
+
+
+@pytest.mark.parametrize("copy_name", ["online", "ema"])
+def test_the_amortizer_starts_by_name_draw_from_their_copy(copy_name: str) -> None:
+    """``infer(x, start="amortizer")`` starts from ``Q``, ``start="amortizer_ema"`` from ``Q_ema``."""
+    model, spies = evaluation_model()
+    x = torch.randn(4, DATA)
+    model.infer(x, start={"online": "amortizer", "ema": "amortizer_ema"}[copy_name], generator=torch.Generator())
+    assert_evaluated_with(model, spies, copy_name, x)
 
 
 def test_the_default_evaluation_chain_is_noise_free() -> None:
