@@ -98,9 +98,19 @@ def paper_for(record: dict, published: list[dict]) -> dict | None:
     return None
 
 
+#: A run folder or checkpoint named in a budget ("the checkpoint of runs/latent_ebm/.../digit1"): the
+#: details page gives it; a table says "a checkpoint" (paths would widen the tables past a screen).
+RUN_PATH = re.compile(r"(?:the checkpoint of )?\bruns/\S+")
+
+
 def short_budget(budget: str) -> str:
-    """The first clause of a record's budget ("10 epochs" of "10 epochs, batch 100, ...")."""
-    return re.split(r"[;,] ", budget, maxsplit=1)[0] if budget else "–"
+    """The first clause of a record's budget ("10 epochs" of "10 epochs, batch 100, ..."), a run path
+    in it replaced by "a checkpoint" ("no training: a checkpoint (3 epochs)") and a parenthesis the
+    cut leaves open closed."""
+    if not budget:
+        return "–"
+    first = re.split(r"[;,] ", RUN_PATH.sub("a checkpoint", budget), maxsplit=1)[0]
+    return first + ")" * (first.count("(") - first.count(")"))
 
 
 def short_device(device: str) -> str:

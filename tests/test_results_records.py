@@ -68,6 +68,22 @@ def test_no_results_table_is_wider_than_nine_columns() -> None:
     assert table_widths("| a | b |\n|---|---|\n| 1 | 2 |\n") == [2]  # the reader itself
 
 
+def test_run_paths_are_on_the_details_page_and_in_no_table_of_the_results_page() -> None:
+    """A run folder's path in a table cell widens the table past a 1280-pixel screen."""
+    page = (REPO / "docs" / "results.md").read_text()
+    details = (REPO / "docs" / "results" / "details.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("|")]
+    assert [row for row in rows if "runs/" in row] == []
+    budgets = [
+        record.get("budget", "") for path in REPO.glob("docs/results/*.json") for record in json.loads(path.read_text())
+    ]
+    paths = {path for budget in budgets for path in re.findall(r"\bruns/\S+", budget)}
+    assert paths and [path for path in sorted(paths) if path not in details] == []
+    short_budget = load_script("scripts/results_records.py").short_budget
+    budget = "no training: runs/a/b/checkpoints/last.ckpt (3 epochs, 1060 updates)"
+    assert short_budget(budget) == "no training: a checkpoint (3 epochs)"
+
+
 def test_the_status_table_has_a_row_per_paper_target_a_recipe_names() -> None:
     statuses = load_script("scripts/results_status.py")
     targets = statuses.named_targets(REPO / "recipes")
