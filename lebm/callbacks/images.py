@@ -156,19 +156,45 @@ def wrap_to_width(text: str, width: float, length: Callable[[str], float]) -> li
     return lines or [""]
 
 
-def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str:
+#: The image folders that could not be written, each said once.
+_unwritable_folders: set[str] = set()
+
+
+def log_image(trainer: L.Trainer, key: str, image: np.ndarray) -> str | None:
     """Save ``image`` (H, W, 3) uint8 to ``<run>/images/<key>_epoch<E>.png`` and send it to every
-    logger that takes images (W&B, TensorBoard). Returns the PNG path."""
+    logger that takes images (W&B, TensorBoard). Returns the PNG path (None: it could not be written,
+    :func:`save_png`)."""
     folder = os.path.join(trainer.default_root_dir, "images")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png")
-    with replaced_atomically(path, "wb") as file:
-        Image.fromarray(image).save(file, format="PNG")
+    path = save_png(image, os.path.join(folder, f"{key.replace('/', '_')}_epoch{trainer.current_epoch:04d}.png"))
     for logger in trainer.loggers:
         if hasattr(logger, "log_image"):  # WandbLogger
             logger.log_image(key=key, images=[image])  # W&B keeps its own monotonic step
         elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
             logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+    return path
+
+
+def save_png(image: np.ndarray, path: str) -> str | None:
+    """Write ``image`` (H, W, 3) uint8 to ``path`` atomically, its folder made when missing; returns
+    ``path``. A folder that cannot be written (a file of its name in the way, a full disk) is a
+    warning, said once per folder, and None: a picture must not end the run before its checkpoint."""
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with replaced_atomically(path, "wb") as file:
+            Image.fromarray(image).save(file, format="PNG")
+    except OSError as error:
+        if folder not in _unwritable_folders:
+            _unwritable_folders.add(folder)
+            reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                reason = "a file of that name is in the way"
+            rank_zero_warn(
+                f"could not write {os.path.basename(path)} into {folder} ({reason[:1].lower() + reason[1:]}); "
+                f"training goes on without the pictures there (the loggers still get them): make {folder} a "
+                "writable folder to keep them"
+            )
+        return None
     return path
 
 

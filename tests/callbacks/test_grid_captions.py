@@ -2,7 +2,8 @@
 long-chain grid its own length, a method without a generation chain what it draws instead, and why
 no long-chain grid comes), a reconstruction grid how the latents were inferred; Dual-MCMC's
 captions name its test-time data chain and its inference network refined by its posterior chain,
-and its bar shows its three losses. Device: CPU."""
+and its bar shows its three losses. A grid that cannot be written warns once and training goes on.
+Device: CPU."""
 
 from __future__ import annotations
 
@@ -134,3 +135,20 @@ def test_dual_mcmcs_bar_and_epoch_line_show_its_three_losses(tmp_path: Path) -> 
     assert set(losses) <= set(trainer.progress_bar_metrics)
     line = stream.getvalue()
     assert all(f"{name} " in line for name in losses), line
+
+
+def test_an_images_folder_that_cannot_be_written_warns_once_and_training_goes_on(tmp_path: Path) -> None:
+    """A file named ``images`` where the grids' folder belongs: both grids of the epoch, and the
+    next epoch's, go on without an error; one warning names the folder and the fix."""
+    (tmp_path / "images").write_text("a file where the folder should be")
+    trainer, model = last_epoch_of(tmp_path), Imager(Langevin(7, 0.4))
+    with pytest.warns(UserWarning) as caught:
+        for _ in range(2):
+            SampleGrid(n=4).on_train_epoch_end(trainer, model)
+            ReconstructionGrid(n=4).on_train_epoch_end(trainer, model)
+    said = [str(warning.message) for warning in caught if "could not write" in str(warning.message)]
+    assert said == [
+        f"could not write samples_epoch0004.png into {tmp_path / 'images'} (a file of that name is in the way); "
+        "training goes on without the pictures there (the loggers still get them): make "
+        f"{tmp_path / 'images'} a writable folder to keep them"
+    ]
