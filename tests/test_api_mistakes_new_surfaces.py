@@ -19,7 +19,7 @@ from torch import nn
 import lebm
 from lebm.callbacks import WeightEMA
 from lebm.checkpoints import CheckpointError
-from lebm.models import DAMC, GaussianPrior, LatentEBM, MultiStageNCE, TiltedGaussianPrior
+from lebm.models import DAMC, GaussianPrior, LatentEBM, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
 from lebm.nets import EnergyMLP
 from lebm.samplers import Langevin
 from tests.models.cases import (
@@ -193,7 +193,13 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         None,
         lambda _: TiltedGaussianPrior(LATENT, nn.Linear(LATENT, 1)),
         ValueError,
-        "energy_net (Linear) must return one energy per latent, (B,), got (2, 1) for 2 latents",
+        "energy_net (Linear) must return one value per latent, (B,), got (2, 1) for 2 latents",
+    ),
+    "a multi-stage prior whose ratio net reads another size": (
+        None,
+        lambda _: ProductOfRatiosPrior(LATENT, EnergyMLP(LATENT + 2, hidden=8), n_stages=2),
+        ValueError,
+        "ProductOfRatiosPrior ratio_net (EnergyMLP) cannot take latents of latent_dim=3 (",
     ),
     "WeightEMA's decay as text": (
         None,

@@ -25,18 +25,19 @@ from lebm.samplers.chain import Diagnostics, modules_in_mode
 from lebm.samplers.initializers import NoiseStart, check_start
 
 
-def check_energy_net(owner: str, net: Any, latent_dim: int) -> nn.Module:
-    """``net`` when it is an ``nn.Module`` that takes latents ``(B, latent_dim)`` and returns one
-    energy per latent, ``(B,)``: probed once on two zero latents (no gradients, eval mode, torch's
-    RNG untouched, on the net's device); else one line naming the problem and the fix."""
+def check_energy_net(owner: str, net: Any, latent_dim: int, name: str = "energy_net") -> nn.Module:
+    """``net`` (the argument ``name``) when it is an ``nn.Module`` that takes latents
+    ``(B, latent_dim)`` and returns one value per latent (an energy, a log-ratio), ``(B,)``: probed
+    once on two zero latents (no gradients, eval mode, torch's RNG untouched, on the net's device);
+    else one line naming the problem and the fix."""
     if net is None:
         raise ValueError(
-            f"{owner} energy_net is missing: pass a net (B, latent_dim) -> (B,), e.g. "
-            f"lebm.nets.EnergyMLP({latent_dim}) (model.init_args.prior.init_args.energy_net in a recipe)"
+            f"{owner} {name} is missing: pass a net (B, latent_dim) -> (B,), e.g. "
+            f"lebm.nets.EnergyMLP({latent_dim}) (model.init_args.prior.init_args.{name} in a recipe)"
         )
     if not isinstance(net, nn.Module):
         raise TypeError(
-            f"{owner} energy_net must be a torch.nn.Module (B, latent_dim) -> (B,), e.g. lebm.nets.EnergyMLP("
+            f"{owner} {name} must be a torch.nn.Module (B, latent_dim) -> (B,), e.g. lebm.nets.EnergyMLP("
             f"{latent_dim}), got {type(net).__name__}"
         )
     device = next(iter(net.parameters()), torch.empty(0)).device
@@ -46,13 +47,13 @@ def check_energy_net(owner: str, net: Any, latent_dim: int) -> nn.Module:
     except RuntimeError as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
-            f"{owner} energy_net ({type(net).__name__}) cannot take latents of latent_dim={latent_dim} ({reason}): "
+            f"{owner} {name} ({type(net).__name__}) cannot take latents of latent_dim={latent_dim} ({reason}): "
             "its input size must equal the prior's latent_dim (model.init_args.prior.init_args.latent_dim)"
         ) from None
     if not isinstance(energy, Tensor) or tuple(energy.shape) != (2,):
         got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
         raise ValueError(
-            f"{owner} energy_net ({type(net).__name__}) must return one energy per latent, (B,), got {got} for "
+            f"{owner} {name} ({type(net).__name__}) must return one value per latent, (B,), got {got} for "
             "2 latents: end it with a layer of one output and squeeze it (e.g. net(z).squeeze(1))"
         )
     return net

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lebm import arguments
 from lebm.config import build, try_to_config
-from lebm.models.priors import GaussianPrior
+from lebm.models.priors import GaussianPrior, check_energy_net
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics
@@ -59,6 +59,7 @@ class ProductOfRatiosPrior(GaussianPrior):
     ) -> None:
         super().__init__(latent_dim, sigma)
         self.n_stages = arguments.whole("ProductOfRatiosPrior", "n_stages", n_stages, at_least=1)
+        ratio_net = check_energy_net("ProductOfRatiosPrior", ratio_net, self.latent_dim, name="ratio_net")
         self.ratios = nn.ModuleList(_fresh_copies(ratio_net, self.n_stages))
         self.sampler = sampler if sampler is not None else Langevin(n_steps=60, step_size=0.4)
         self.init_std = arguments.number(
