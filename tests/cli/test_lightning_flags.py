@@ -89,13 +89,16 @@ def test_bad_optimisation_settings_stop_at_build_in_one_line(
     assert len(errors) == 1 and named in errors[0]
 
 
+@pytest.mark.slow
 def test_damc_recipe_names_its_per_net_clips_and_refuses_16_bit_weights_at_build(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``lebm fit -c damc/quickstart --trainer.gradient_clip_val 1 --trainer.precision bf16-true``:
     DAMC's recipes clip each net by its own max-norm, so the Trainer's value clips none of them: one
     warning names the three options; then bf16-true (16-bit weights) stops the build in one line
-    naming bf16-mixed, the only ``lebm:`` line (no warning that bf16 runs slowly on this CPU)."""
+    naming bf16-mixed, the only ``lebm:`` line (no warning that bf16 runs slowly on this CPU).
+    Slow (a DAMC recipe built by the command, about 10 s on a busy machine); the fast tier guards the
+    same check in Python (tests/models/test_trainer_flags_refused.py)."""
     with pytest.warns(UserWarning) as record, pytest.raises(SystemExit) as stopped:
         run_cli(
             "fit", "-c", "damc/quickstart", *SHORT_RUN,

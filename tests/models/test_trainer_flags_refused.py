@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from cases import CASES, MethodCase, latent_ebm, recorders, toy_loader
+from cases import CASES, MethodCase, damc, latent_ebm, recorders, toy_loader
 
 from lebm.devices import check_device_settings
 from lebm.models import Method
@@ -121,6 +121,18 @@ def test_a_trainer_clip_that_a_nets_own_clip_overrides_is_named(case: MethodCase
             assert f"model.init_args.{option}=7" in said[0]
         if expected:
             assert said[0].startswith("trainer.gradient_clip_val=0.5 does not clip") and "\n" not in said[0]
+
+
+def test_the_clip_warning_comes_before_a_refusal() -> None:
+    """A run refused at build for another flag (16-bit weights) still names the overridden clips
+    first: the user fixes both at once (the ``lebm`` command's build shows the warning, then the error)."""
+    model = damc(decoder_grad_clip=100.0, prior_grad_clip=100.0, amortizer_grad_clip=100.0)
+    trainer = quiet_trainer(precision="bf16-true", gradient_clip_val=1.0)
+    with warnings.catch_warnings(record=True) as record, pytest.raises(ValueError, match="use bf16-mixed"):
+        warnings.simplefilter("always")
+        model.check_trainer(trainer, "fit")
+    said = clip_warnings(record)
+    assert len(said) == 1 and said[0].startswith("trainer.gradient_clip_val=1 does not clip DAMC's decoder, prior and")
 
 
 def test_the_clip_warning_is_said_once_per_model_at_the_users_fit() -> None:
