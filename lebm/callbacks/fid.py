@@ -57,6 +57,7 @@ from lebm.metrics.fid import (
 )
 from lebm.metrics.references import (  # noqa: F401 (rank_share, aligned_batches, REFERENCE_SUBSET_SEED: re-exports)
     REFERENCE_SUBSET_SEED,
+    REFERENCE_SUBSETS,
     aligned_batches,
     batch_seed,
     rank_batches,
@@ -194,6 +195,9 @@ class FID(L.Callback):
         reference: ``"train"`` or ``"val"``: the datamodule split the reference images come from.
         num_reference: None: the whole split (the papers); a number: at most that many (a fixed
             random subset when the split is larger).
+        reference_subset: which ``num_reference`` images of a larger split: ``"random"`` (a fixed
+            random subset) or ``"first"`` (the first ones in the dataset's order, as DAMC's
+            official script takes its first 50,000 training images).
         reference_stats: a precomputed ``.npz``/``.pt`` file with ``total``, ``outer``, ``n`` (as
             cached) or ``mu``, ``sigma`` (and ``features`` for KID); replaces ``reference``,
             ``num_reference`` and the cache.
@@ -222,6 +226,7 @@ class FID(L.Callback):
         feature_extractor_weights_path: str | None = None,
         reference: str = "train",
         num_reference: int | None = None,
+        reference_subset: str = "random",
         reference_stats: str | None = None,
         cache_dir: str | None = None,
         kid: bool = False,
@@ -243,13 +248,15 @@ class FID(L.Callback):
             kid_subset_size,
             kid_subsets,
         )
+        if reference_subset not in REFERENCE_SUBSETS:
+            raise ValueError(f"reference_subset must be one of {REFERENCE_SUBSETS}, got {reference_subset!r}")
         self.name, self.kid_name = name, kid_name(name)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.sampler, self.generate_kwargs, self.seed = sampler, dict(generate_kwargs or {}), seed
         self.every_n_epochs, self.first_epoch, self.score_final = every_n_epochs, first_epoch, score_final
         self.feature_extractor = feature_extractor
         self.feature_extractor_weights_path = feature_extractor_weights_path
-        self.reference, self.num_reference = reference, num_reference
+        self.reference, self.num_reference, self.reference_subset = reference, num_reference, reference_subset
         self.reference_stats, self.cache_dir = reference_stats, cache_dir
         self.kid, self.kid_subset_size, self.kid_subsets = kid, kid_subset_size, kid_subsets
         self.log_best, self.save_best = log_best, save_best
@@ -490,7 +497,7 @@ class FID(L.Callback):
 
     def cache_path(self, trainer: L.Trainer, loader: DataLoader) -> str:
         """``<cache_dir>/fid_ref_<split>_<n or all>_<hash>.npz``; the hash covers the data
-        description, ``num_reference``, the subset seed, the extractor's class, name and weights,
+        description, ``num_reference``, the subset (its kind and seed), the extractor's class, name and weights,
         whether features are kept (KID) and the file format."""
         extractor = self.extractor()
         if self._fingerprint is None:
@@ -498,6 +505,7 @@ class FID(L.Callback):
         key = {
             "data": describe_reference(trainer, loader, self.reference),
             "num_reference": self.num_reference,
+            **({"subset": self.reference_subset} if self.reference_subset != "random" else {}),
             "subset_seed": REFERENCE_SUBSET_SEED,
             "extractor": getattr(extractor, "name", type(extractor).__qualname__),
             "fingerprint": self._fingerprint,
@@ -515,7 +523,9 @@ class FID(L.Callback):
         metrics.clear()
         self._reference_key = None
         rank, world_size = trainer.global_rank, trainer.world_size
-        batches = reference_batches(loader, self.num_reference, rank, world_size, self.batch_size)
+        batches = reference_batches(
+            loader, self.num_reference, rank, world_size, self.batch_size, self.reference_subset
+        )
         with torch.random.fork_rng(devices=random_generator_devices(pl_module.device)):
             torch.manual_seed(REFERENCE_SUBSET_SEED)  # datasets with random augmentation
             for images in batches:

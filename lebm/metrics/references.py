@@ -16,6 +16,9 @@ from lebm.metrics.fid import rank_slice
 
 #: Seed of the random subset of reference images (part of the cache key).
 REFERENCE_SUBSET_SEED = 0
+#: Which ``limit`` images of a larger split are the reference: a fixed random subset, or the first
+#: ones in the dataset's order (DAMC's official script: its first 50,000 training images).
+REFERENCE_SUBSETS = ("random", "first")
 
 
 def rank_share(total: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -45,26 +48,32 @@ def batch_seed(seed: int, start: int) -> int:
     return int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
 
 
-def reference_indices(length: int, limit: int | None) -> Tensor:
+def reference_indices(length: int, limit: int | None, subset: str = "random") -> Tensor:
     """Dataset positions of the reference: all ``length`` of them (``limit`` None or not
-    smaller), or a fixed random subset of ``limit`` (sorted)."""
+    smaller), else ``limit`` of them: a fixed random subset (sorted), or with ``subset="first"``
+    the first ``limit``."""
+    if subset not in REFERENCE_SUBSETS:
+        raise ValueError(f"reference_subset must be one of {REFERENCE_SUBSETS}, got {subset!r}")
     if limit is None or length <= limit:
         return torch.arange(length)
+    if subset == "first":
+        return torch.arange(limit)
     generator = torch.Generator().manual_seed(REFERENCE_SUBSET_SEED)
     return torch.randperm(length, generator=generator)[:limit].sort().values
 
 
 def reference_batches(
-    loader: DataLoader, limit: int | None, rank: int, world_size: int, batch_size: int
+    loader: DataLoader, limit: int | None, rank: int, world_size: int, batch_size: int, subset: str = "random"
 ) -> Iterator[Tensor]:
     """This rank's share of the reference images (all, or at most ``limit``), in batches ``(B, C, H, W)``.
 
-    Map-style datasets give the whole dataset or a fixed random subset, read in order; other
-    loaders are read from the start until ``limit`` images have been seen.
+    Map-style datasets give the whole dataset or ``limit`` of its images (:func:`reference_indices`:
+    a fixed random subset, or the first ones), read in order; other loaders are read from the start
+    until ``limit`` images have been seen.
     """
     dataset: Dataset = loader.dataset
     if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
-        indices = reference_indices(len(dataset), limit)
+        indices = reference_indices(len(dataset), limit, subset)
         start, stop = rank_share(len(indices), rank, world_size)
         subset = Subset(dataset, indices[start:stop].tolist())
         for batch in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=loader.num_workers):

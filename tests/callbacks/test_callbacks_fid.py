@@ -238,6 +238,16 @@ def test_reference_images_are_shared_out_over_ranks_exactly_once(iterable: bool)
         assert torch.equal(whole.flatten(), torch.arange(50.0))
 
 
+def test_the_first_reference_images_as_damcs_official_script_take_them() -> None:
+    loader = DataLoader(TensorDataset(torch.arange(50.0).view(50, 1, 1, 1)), batch_size=7)
+    shares = [torch.cat(list(reference_batches(loader, 20, rank, 3, 4, subset="first"))) for rank in range(3)]
+    assert torch.equal(torch.cat(shares).flatten(), torch.arange(20.0))  # the first 20, over the ranks
+    assert not torch.equal(reference_indices(50, 20), torch.arange(20))  # the default: a random 20
+    assert torch.equal(reference_indices(10, 20, "first"), torch.arange(10))  # a smaller split: all of it
+    with pytest.raises(ValueError, match="reference_subset must be one of"):
+        FID(reference_subset="last")
+
+
 # ---------------------------------------------------------------------------- the callback
 def tiny_image_model() -> LatentEBM:
     decoder = GaussianDecoder(MLPGenerator(4, [1, 8, 8], hidden=16), 0.3)
@@ -311,6 +321,8 @@ def test_cache_name_depends_on_the_extractor_and_the_reference_size(tmp_path: Pa
 
     assert path(0, 100) == path(0, 100)
     assert len({path(0, 100), path(1, 100), path(0, 200), path(0, None)}) == 4
+    first = FID(feature_extractor=SmallConvFeatures(seed=0), num_reference=100, reference_subset="first")
+    assert first.cache_path(trainer, loader=None) != path(0, 100)  # other images, another cache
     assert os.path.basename(path(0, None)).startswith("fid_ref_train_all_")
     assert os.path.dirname(path(0, 100)) == os.path.join(str(tmp_path), "fid_cache")
     monkeypatch.setenv("LEBM_TEST_FID_CACHE", str(tmp_path / "elsewhere"))
@@ -550,6 +562,7 @@ def test_damc_image_recipes_keep_the_best_fids_and_the_damc_priors_checkpoint_as
         for callback in fragment["trainer"]["callbacks+"]
         if callback["class_path"] == "lebm.callbacks.FID"
     }
+    assert all(fid["num_reference"] == 50000 and fid["reference_subset"] == "first" for fid in fids.values())
     assert fids["fid"]["log_best"] and fids["fid"]["save_best"]  # fid_best and best.pth.tar
     assert fids["fid_ebm"]["log_best"] and not fids["fid_ebm"].get("save_best", False)  # fid_best_ only
 
