@@ -97,16 +97,25 @@ def inference_chain(pl_module: Any) -> Any:
     return chain if chain is not None else getattr(pl_module, "posterior_sampler", None)
 
 
+def learned_start(pl_module: Any) -> str | None:
+    """What gives ``reconstruct``'s chain its start when a net does: ``"inference network"`` (an
+    encoder), ``"amortizer"`` (DAMC's ``default_posterior_start``); None: noise."""
+    if getattr(pl_module, "encoder", None) is not None:
+        return "inference network"
+    if str(getattr(pl_module, "default_posterior_start", "")).startswith("amortizer"):
+        return "amortizer"
+    return None
+
+
 def reconstruction_caption(epoch: int, pl_module: Any) -> list[str]:
     """The two caption lines of a reconstruction grid: which rows are the validation images and
     which their reconstructions, and how the latents were inferred (the inference network, the
-    posterior chain, or the network's latents refined by the chain)."""
-    chain = inference_chain(pl_module)
-    encoder = getattr(pl_module, "encoder", None) is not None
+    posterior chain, or a net's latents refined by the chain)."""
+    chain, start = inference_chain(pl_module), learned_start(pl_module)
     if chain is None:
-        inference = "inference network"
-    elif encoder:
-        inference = f"inference network, refined by the posterior chain: {chain_description(chain)}"
+        inference = start or "inference network"
+    elif start is not None:
+        inference = f"{start}, refined by the posterior chain: {chain_description(chain)}"
     else:
         inference = f"posterior chain: {chain_description(chain)}"
     return [

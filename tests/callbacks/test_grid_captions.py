@@ -121,6 +121,18 @@ def test_dual_mcmc_captions_name_its_data_chain_and_its_refined_inference() -> N
     ]
 
 
+def test_a_damc_reconstruction_grid_names_its_amortizer_and_its_evaluation_chain() -> None:
+    """DAMC's ``reconstruct`` starts at the amortizer's latents and runs its 10-step evaluation chain,
+    not the training posterior chain."""
+    from tests.models.cases import damc
+
+    model = damc()
+    model.evaluation_sampler, model.posterior_sampler = Langevin(10, 0.1, noise_std=0.0), Langevin(30, 0.1)
+    assert images.reconstruction_caption(0, model)[1] == (
+        "rows 2, 4, ...: their reconstructions (amortizer, refined by the posterior chain: Langevin 10 steps, size 0.1)"
+    )
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_dual_mcmcs_bar_and_epoch_line_show_its_three_losses(tmp_path: Path) -> None:
     model = dual_mcmc()
