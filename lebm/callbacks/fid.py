@@ -366,6 +366,21 @@ class FID(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
 
+    def check_method(self, pl_module: L.LightningModule) -> None:
+        """``ValueError`` (one line) for a ``sampler`` that ``pl_module``'s ``generate`` would refuse
+        at the first scored epoch: a method whose generation runs no chain (its
+        ``generation_sampler`` is None: DAMC's ``"amortizer"`` mode, a Gaussian prior) while
+        ``generate_kwargs`` choose nothing else (the ``lebm`` CLI calls it when the run is built,
+        ``Method.check_trainer`` when a run starts)."""
+        if self.sampler is None or self.generate_kwargs or not hasattr(pl_module, "generation_sampler"):
+            return
+        if pl_module.generation_sampler is None:
+            raise ValueError(
+                f"FID {self.name}: sampler={self.sampler!r}, but {type(pl_module).__name__}'s generate(n) runs no "
+                "chain, so the sampler would not be used: drop the FID's sampler, or give generate_kwargs that run "
+                "one (DAMC: generate_kwargs: {mode: ebm})"
+            )
+
     # ------------------------------------------------------------------------------- the best
     def _record_best(self, trainer: L.Trainer) -> dict[str, float]:
         """Compare the FID just scored during ``fit`` with the lowest so far; on a new lowest (NaN never
@@ -378,7 +393,7 @@ class FID(L.Callback):
             epoch = trainer.current_epoch + 1
             self.best = {"fid": value, "step": trainer.global_step, "epoch": epoch, "path": path}
             if path is not None:
-                trainer.save_checkpoint(path)  # the Trainer's checkpoint I/O: atomic under lebm's
+                trainer.save_checkpoint(path, weights_only=False)  # whole, as last.ckpt; atomic under lebm's I/O
         return {f"val/{self.name}_best": self.best["fid"]} if self.log_best and self.best else {}
 
     def best_checkpoint_path(self, trainer: L.Trainer) -> str | None:
