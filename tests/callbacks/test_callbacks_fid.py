@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from lebm.callbacks.fid import FID, kid_name
+from lebm.checkpoint_io import AtomicCheckpointIO
 from lebm.data import ImageDataModule
 from lebm.metrics.fid import (
     OFFLINE_INCEPTION_WEIGHTS,
@@ -517,27 +518,46 @@ def test_a_run_that_stops_itself_gets_its_final_model_scored(tmp_path: Path, val
     assert torch.load(folder / "best-fid.ckpt", weights_only=False)["global_step"] == 5
 
 
-def best_fid_run(tmp_path: Path, shifts: list[float]) -> tuple[RecordedFID, RecordingLogger, Path]:
+class RecordingCheckpointIO(AtomicCheckpointIO):
+    """lebm's atomic checkpoint writer, recording the paths it wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        self.paths.append(str(path))
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+
+def best_fid_run(tmp_path: Path, shifts: list[float]) -> tuple[RecordedFID, RecordingLogger, Path, list[str]]:
     """A fit of ``len(shifts)`` epochs scoring the FID after each, with ``log_best`` and
-    ``save_best``: the callback, the logger, the checkpoint folder."""
+    ``save_best``: the callback, the logger, the checkpoint folder, the paths the checkpoint I/O wrote."""
     fid = noise_fid(tmp_path, log_best=True, save_best=True)
-    logger, folder = RecordingLogger(), tmp_path / "checkpoints"
+    logger, folder, io = RecordingLogger(), tmp_path / "checkpoints", RecordingCheckpointIO()
     checkpoints = ModelCheckpoint(dirpath=folder, save_top_k=0)  # the run's checkpoint folder; it saves nothing
     trainer = fid_trainer(
-        tmp_path / "run", [fid, checkpoints], max_epochs=len(shifts), logger=logger, enable_checkpointing=True
+        tmp_path / "run",
+        [fid, checkpoints],
+        max_epochs=len(shifts),
+        logger=logger,
+        enable_checkpointing=True,
+        plugins=[io],
     )
     trainer.fit(DriftingNoise(shifts), *loaders())
-    return fid, logger, folder
+    return fid, logger, folder, io.paths
 
 
 def test_the_best_fid_is_the_lowest_so_far_and_its_checkpoint_holds_the_model_that_scored_it(tmp_path: Path) -> None:
-    fid, logger, folder = best_fid_run(tmp_path, shifts=[0.5, 0.05, 0.4])
+    fid, logger, folder, written = best_fid_run(tmp_path, shifts=[0.5, 0.05, 0.4])
     fids = [record["val/fid"] for record in logger.records if "val/fid" in record]
     bests = [record["val/fid_best"] for record in logger.records if "val/fid_best" in record]
     lowest = int(np.argmin(fids))
     assert len(fids) == 3 and lowest == 1  # the lowest is neither the first value nor the last
     assert bests == [min(fids[: i + 1]) for i in range(3)]
-    # best-fid.ckpt holds the model of the lowest FID, not the last one, and the callback's best
+    # best-fid.ckpt, written by the run's (atomic) checkpoint I/O at the first two values, holds the
+    # model of the lowest FID, not the last one, and the callback's best
+    assert written == [str(folder / "best-fid.ckpt")] * 2
     saved = torch.load(folder / "best-fid.ckpt", weights_only=False)
     assert saved["global_step"] == fid.steps[lowest] != fid.steps[-1]
     for key, value in fid.weights[lowest].items():
