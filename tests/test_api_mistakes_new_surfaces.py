@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import lebm
-from lebm.callbacks import WeightEMA
+from lebm.callbacks import FID, WeightEMA
 from lebm.checkpoints import CheckpointError
 from lebm.models import DAMC, GaussianPrior, LatentEBM, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
 from lebm.nets import EnergyMLP
@@ -114,6 +114,12 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         lambda m: m.generate(3, sampler=CHAIN),
         ValueError,
         "the model's prior (ProductOfRatiosPrior) is sampled exactly, without a chain",
+    ),
+    "a FID sampler for a generation that runs no chain": (
+        "amortized",
+        lambda m: FID(sampler=CHAIN).check_method(m),
+        ValueError,
+        "but DAMC's generate(n) runs no chain, so the sampler would not be used: drop the FID's sampler",
     ),
     "a Gaussian prior's sample with a sampler": (
         None,
@@ -265,6 +271,13 @@ def test_a_sampler_given_where_a_chain_runs_is_the_one_that_runs(amortized: DAMC
     spy = Recording(Langevin(2, 0.1))
     assert amortized.generate(4, mode="ebm", sampler=spy).shape == (4, DATA)
     assert len(spy.calls) == 1 and spy.calls[0][0].shape == (4, LATENT)
+
+
+def test_a_fid_sampler_is_taken_where_generation_runs_a_chain(amortized: DAMC, toy: Any) -> None:
+    """The FID's build check refuses a sampler only where generate(n) would: not for a mode that runs
+    a chain, nor for a method whose generation runs one."""
+    FID(sampler=CHAIN, generate_kwargs={"mode": "ebm"}).check_method(amortized)
+    FID(sampler=CHAIN).check_method(toy)
 
 
 def test_mask_probability_0_with_nothing_reading_the_unconditional_branch_warns() -> None:
