@@ -4,7 +4,9 @@ The recipe builds the model; the checkpoint gives its weights, optimiser and ran
 the two may disagree on:
 
 - **the training left** (``fit``): a ``max_epochs`` or ``max_steps`` the checkpoint has reached
-  already is refused in one line naming the value that goes on (Lightning would end in silence);
+  already is said in one line naming the value that trains on (Lightning ends such a fit at once, in
+  silence; the command still ends with code 0, so a requeued job or a rerun on a finished run is
+  not an error);
 - **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused; a method class
   this lebm does not have is named with the lebm that wrote the checkpoint and what to install;
 - **a checkpoint of a newer lebm**: named in one line (it may hold what this version reads
@@ -125,8 +127,9 @@ def check_resume(
     names the difference and the ways out; return the changed settings that apply, as ``key old ->
     new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
     checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``, not a
-    ``fast_dev_run`` smoke test): its ``max_epochs`` and ``max_steps`` must leave something to train
-    (:func:`lebm.models.resume.nothing_left_message`)."""
+    ``fast_dev_run`` smoke test): when its ``max_epochs`` or ``max_steps`` leave nothing to train,
+    one line says so (:func:`lebm.models.resume.nothing_left_message`) and the model is marked
+    (``said_nothing_left``) so that it does not warn again."""
     try:
         checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     except CheckpointError as error:
@@ -135,8 +138,10 @@ def check_resume(
         nothing_left = nothing_left_message(
             checkpoint, ckpt_path, getattr(trainer, "max_epochs", None), getattr(trainer, "max_steps", -1)
         )
-        if nothing_left is not None:
-            fail(nothing_left)
+        if nothing_left is not None:  # said, not refused: a requeued or repeated command on a finished run ends at 0
+            model.said_nothing_left = True
+            if is_primary_process():
+                sys.stderr.write(f"lebm: {nothing_left}\n")
     version = writer_version(checkpoint)
     if is_newer(version):  # one line here; the model's own warning when Lightning loads it is not repeated
         model.said_checkpoint_writer = True

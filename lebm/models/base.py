@@ -52,7 +52,7 @@ from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
-from lebm.models.resume import apply_optimizer_settings
+from lebm.models.resume import apply_optimizer_settings, warn_if_nothing_left
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
@@ -573,6 +573,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             return
         if self.trainer.state.fn == "fit":
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
+            warn_if_nothing_left(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size
         saved = checkpoint.get(STREAMS_KEY)
         if saved is not None:

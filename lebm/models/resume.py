@@ -8,8 +8,8 @@ Lightning restores them) from the optimisers and schedulers the method configure
 rate in progress is rescaled, ``lr = lr_saved * lr_new / lr_initial_saved``, so the schedule's
 progress (``gamma^epochs``) carries over. A checkpoint written with the same settings is unchanged.
 
-:func:`nothing_left_message` says when a resume would train nothing: Lightning ends such a fit at
-once, in silence, when ``max_epochs`` is at or below the epochs the checkpoint holds (a checkpoint
+:func:`nothing_left_message` says when a resume would train nothing (Lightning ends such a fit at
+once, in silence): when ``max_epochs`` is at or below the epochs the checkpoint holds (a checkpoint
 saved at an epoch's end holds that epoch; one saved inside an epoch, by a kill, holds the epochs
 before it and goes on with that one) or ``max_steps`` at or below its steps.
 """
@@ -22,6 +22,7 @@ from typing import Any
 from torch.optim import Optimizer
 
 from lebm.models.recovery import scale_learning_rates
+from lebm.user_warnings import warn_user
 
 
 def configured(model: Any) -> tuple[list[Optimizer], list[Any]]:
@@ -88,24 +89,46 @@ def epochs_held(checkpoint: dict[str, Any]) -> tuple[int, bool] | None:
     return processed, started > processed
 
 
-def nothing_left_message(checkpoint: dict[str, Any], path: Any, max_epochs: Any, max_steps: Any) -> str | None:
+def setting(name: str, value: int, command: bool) -> str:
+    """A Trainer setting as the user gave it: ``--trainer.max_epochs 3`` (the command) or
+    ``max_epochs=3`` (Python)."""
+    return f"--trainer.{name} {value}" if command else f"{name}={value}"
+
+
+def nothing_left_message(
+    checkpoint: dict[str, Any], path: Any, max_epochs: Any, max_steps: Any, command: bool = True
+) -> str | None:
     """The one line for a resume of ``checkpoint`` (read from ``path``) that the Trainer's
-    ``max_epochs`` / ``max_steps`` leave nothing to train, naming the setting that would; None when
-    training goes on (or the checkpoint does not say how far it got)."""
+    ``max_epochs`` / ``max_steps`` leave nothing to train, naming the setting that would (spelled
+    for the ``lebm`` command, or for Python); None when training goes on (or the checkpoint does not
+    say how far it got)."""
     held = epochs_held(checkpoint)
     if held is None:
         return None
     epochs, inside = held
     steps = int(checkpoint.get("global_step", 0))
     where = f"{epochs} whole epoch{'s' if epochs != 1 else ''}" + (" and part of the next" if inside else "")
+    score = "lebm test" if command else "trainer.test"
     if isinstance(max_epochs, int) and 0 <= max_epochs <= epochs:
         return (
-            f"{path} holds {where} ({steps} steps), so --trainer.max_epochs {max_epochs} leaves nothing to train: "
-            f"give --trainer.max_epochs {epochs + 1} or more to go on (to score it, use lebm test)"
+            f"{path} holds {where} ({steps} steps), so {setting('max_epochs', max_epochs, command)} leaves nothing "
+            f"to train: give {setting('max_epochs', epochs + 1, command)} or more to go on (to score it, use {score})"
         )
     if isinstance(max_steps, int) and 0 <= max_steps <= steps:
         return (
-            f"{path} holds {steps} steps, so --trainer.max_steps {max_steps} leaves nothing to train: give "
-            f"--trainer.max_steps {steps + 1} or more to go on (to score it, use lebm test)"
+            f"{path} holds {steps} steps, so {setting('max_steps', max_steps, command)} leaves nothing to train: "
+            f"give {setting('max_steps', steps + 1, command)} or more to go on (to score it, use {score})"
         )
     return None
+
+
+def warn_if_nothing_left(model: Any, checkpoint: dict[str, Any]) -> None:
+    """Warn, at the user's line, when ``model``'s Trainer resumes ``checkpoint`` with nothing left to
+    train (Lightning then ends the fit at once); not for a smoke test (``fast_dev_run``), nor when the
+    ``lebm`` command said it already (``model.said_nothing_left``: :mod:`lebm.cli.resume_check`)."""
+    trainer = model.trainer
+    if getattr(trainer, "fast_dev_run", False) or getattr(model, "said_nothing_left", False):
+        return
+    message = nothing_left_message(checkpoint, trainer.ckpt_path, trainer.max_epochs, trainer.max_steps, False)
+    if message is not None:
+        warn_user(message)

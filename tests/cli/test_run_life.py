@@ -163,11 +163,13 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     assert group["initial_lr"] == pytest.approx(5e-4)
     assert group["lr"] == pytest.approx(old_lr * 0.5 * decay)  # the new rate, the schedule's progress kept
     assert resumed["hyper_parameters"]["decoder_lr"] == pytest.approx(5e-4)
-    # the same max_epochs again: nothing left to train, said in one line before anything is written
+    # the same command again: nothing left to train, said in one line (once), and the command ends at 0
     written = last.read_bytes()
-    message = stopped(capsys, run, "--trainer.max_epochs", "2", "--ckpt_path", "last")
-    assert f"lebm: error: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 2 leaves nothing" in message
-    assert "give --trainer.max_epochs 3 or more" in message and "Traceback" not in message
+    capsys.readouterr()
+    fit(run, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+    message = capsys.readouterr().err
+    assert f"lebm: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 2 leaves nothing" in message
+    assert "give --trainer.max_epochs 3 or more" in message and message.count("leaves nothing to train") == 1
     assert last.read_bytes() == written
 
 
@@ -193,8 +195,9 @@ def test_a_resume_with_nothing_left_to_train_is_said_in_one_line(
     capsys, tmp_path: Path, saved: str, max_epochs: int, max_steps: int, expected: str | None
 ) -> None:
     """Saved at the end of epoch 2 (0-based: 3 epochs held) or inside it (by a kill: 2 held):
-    ``max_epochs`` at or below what it holds (or ``max_steps`` at or below its steps) stops the
-    resume with one line naming the value that goes on; more trains on."""
+    ``max_epochs`` at or below what it holds (or ``max_steps`` at or below its steps) is said in one
+    line naming the value that trains on, and the model is marked so that it does not warn again;
+    more trains on, in silence."""
     from types import SimpleNamespace
 
     from lebm.cli.resume_check import check_resume
@@ -206,14 +209,33 @@ def test_a_resume_with_nothing_left_to_train_is_said_in_one_line(
     torch.save({"state_dict": model.state_dict(), "global_step": 30, "loops": loops}, path)
     trainer = SimpleNamespace(max_epochs=max_epochs, max_steps=max_steps)
     capsys.readouterr()
-    if expected is None:
-        assert check_resume(model, str(path), "fit", trainer=trainer) == []
-        return
-    with pytest.raises(SystemExit) as stop:
-        check_resume(model, str(path), "fit", trainer=trainer)
+    assert check_resume(model, str(path), "fit", trainer=trainer) == []
     message = capsys.readouterr().err
-    assert stop.value.code == 2 and message.count("\n") == 1 and expected in message, message
-    check_resume(model, str(path), "test", trainer=trainer)  # scoring it is what the line suggests
+    if expected is None:
+        assert message == "" and not getattr(model, "said_nothing_left", False)
+        return
+    assert message.startswith(f"lebm: {path} holds ") and message.count("\n") == 1 and expected in message, message
+    assert model.said_nothing_left
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_python_fit_resumed_with_nothing_left_to_train_says_so_at_the_users_line(tmp_path: Path) -> None:
+    """``trainer.fit(model, ckpt_path=...)`` with the ``max_epochs`` the checkpoint holds: Lightning
+    ends at once; a warning, pointing at this file, names the setting that trains on."""
+    from tests.helpers.trainers import quiet_trainer
+    from tests.models.cases import latent_ebm, toy_loader
+
+    def trainer(epochs: int):  # noqa: ANN202
+        settings = {"enable_checkpointing": True, "limit_val_batches": 0, "accelerator": "cpu"}
+        return quiet_trainer(max_epochs=epochs, default_root_dir=str(tmp_path), **settings)
+
+    trainer(1).fit(latent_ebm(), toy_loader(n_batches=1))
+    (saved,) = (tmp_path / "checkpoints").glob("*.ckpt")
+    with pytest.warns(UserWarning, match=r"holds 1 whole epoch \(1 steps\), so max_epochs=1 leaves nothing") as said:
+        trainer(1).fit(latent_ebm(), toy_loader(n_batches=1), ckpt_path=str(saved))
+    (warning,) = [w for w in said if "leaves nothing to train" in str(w.message)]
+    assert "give max_epochs=2 or more to go on (to score it, use trainer.test)" in str(warning.message)
+    assert warning.filename == __file__
 
 
 # ------------------------------------------------------------------ command-line values
