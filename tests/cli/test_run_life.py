@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,10 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     # the same command again: nothing left to train, said in one line (once), and the command ends at 0
     written = last.read_bytes()
     capsys.readouterr()
-    fit(run, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+    with warnings.catch_warnings(record=True) as caught:  # the model's own warning is not repeated
+        warnings.simplefilter("always")
+        fit(run, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+    assert not [warning for warning in caught if "leaves nothing to train" in str(warning.message)]
     message = capsys.readouterr().err
     assert f"lebm: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 2 leaves nothing" in message
     assert "give --trainer.max_epochs 3 or more" in message and message.count("leaves nothing to train") == 1
