@@ -55,3 +55,24 @@ def sync_folder(folder: str) -> None:
         pass
     finally:
         os.close(handle)
+
+
+def os_reason(error: OSError) -> str:
+    """The reason ``error`` gives, as a clause of a sentence: first letter in lower case, no full stop
+    (``"no space left on device"``)."""
+    reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+    return reason[:1].lower() + reason[1:]
+
+
+def folder_write_error(folder: str) -> OSError | None:
+    """The error that making ``folder`` (when missing) and writing a file into it raises; None when
+    both work (the probe file is removed again)."""
+    probe = os.path.join(folder, f".lebm-write-check-{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        return error
+    return None

@@ -33,7 +33,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
-from lebm.atomic import replaced_atomically
+from lebm.atomic import folder_write_error, os_reason, replaced_atomically
 
 __all__ = ["AtomicCheckpointIO", "CheckpointNotSaved", "use_atomic_checkpoints", "with_atomic_checkpoints"]
 
@@ -68,8 +68,7 @@ def newest_checkpoint(folder: str) -> str | None:
 def not_saved_message(path: str, size: int, error: OSError) -> str:
     """The one line for a checkpoint of ``size`` bytes that could not be written to ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
-    reason = reason[:1].lower() + reason[1:]
+    reason = os_reason(error)
     newest = newest_checkpoint(folder)
     if newest:
         kept = "the checkpoints saved before are intact"
@@ -135,20 +134,28 @@ def with_atomic_checkpoints(plugins: Any) -> list[Any]:
 
 def use_atomic_checkpoints(trainer: L.Trainer) -> None:
     """Give ``trainer``'s strategy an :class:`AtomicCheckpointIO` when it has Lightning's default
-    (a Trainer built by hand); a checkpoint I/O of the user's own is kept. When it is about to
-    train, its checkpoint folders are checked first (:func:`check_checkpoint_folders`)."""
+    (a Trainer built by hand); a checkpoint I/O of the user's own is kept."""
     strategy = trainer.strategy
     if type(strategy.checkpoint_io) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
-    check_checkpoint_folders(trainer)
 
 
 def check_checkpoint_folders(trainer: L.Trainer) -> None:
-    """Before training (``fit``, global rank 0): raise :class:`CheckpointNotSaved` when the folder of
+    """Before training (``fit``): raise :class:`CheckpointNotSaved` on every rank when the folder of
     one of ``trainer``'s checkpoint callbacks (their ``dirpath``, resolved by their own set-up) can
-    neither be made nor written to, so that the run stops before its first epoch, not after it."""
-    if not trainer.is_global_zero or trainer.state.fn != "fit" or trainer.fast_dev_run:
+    neither be made nor written to, so that the run stops before its first epoch, not after it.
+    Global rank 0 probes the folders (it writes the checkpoints) and tells the others."""
+    if trainer.state.fn != "fit" or trainer.fast_dev_run:
         return
+    problem = unwritable_checkpoint_folder(trainer) if trainer.is_global_zero else None
+    problem = trainer.strategy.broadcast(problem, src=0)
+    if problem is not None:
+        raise CheckpointNotSaved(problem)
+
+
+def unwritable_checkpoint_folder(trainer: L.Trainer) -> str | None:
+    """:func:`unwritable`'s line for the first local folder of ``trainer``'s checkpoint callbacks that
+    cannot be written to; None when every one can."""
     for callback in trainer.checkpoint_callbacks:
         folder = getattr(callback, "dirpath", None)
         if folder is None or not is_local(folder):
@@ -156,26 +163,22 @@ def check_checkpoint_folders(trainer: L.Trainer) -> None:
         folder = os.fspath(folder) if isinstance(folder, os.PathLike) else str(folder).removeprefix("file://")
         problem = unwritable(folder)
         if problem is not None:
-            raise CheckpointNotSaved(problem)
+            return problem
+    return None
 
 
 def unwritable(folder: str) -> str | None:
     """Why no checkpoint can be written into ``folder`` (made when missing), as the one line that says
     the fix; None when a file can be written there."""
-    probe = os.path.join(folder, f".lebm-write-check-{os.getpid()}")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+    error = folder_write_error(folder)
+    if error is not None:
+        reason = os_reason(error)
         if os.path.exists(folder) and not os.path.isdir(folder):
             reason, fix = "a file is in the way", f"move the file {folder} away"
         else:
             fix = f"make {folder} writable"
         return (
-            f"cannot save checkpoints in {folder}: {reason[:1].lower() + reason[1:]}; nothing was trained. "
+            f"cannot save checkpoints in {folder}: {reason}; nothing was trained. "
             f"{fix[:1].upper() + fix[1:]} (or give the run another folder: --trainer.default_root_dir), then run "
             "the same command again"
         )

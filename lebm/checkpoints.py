@@ -96,6 +96,9 @@ def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> Non
     read_checkpoint(path, weights_only=weights_only)
 
 
+#: The start of the name of a checkpoint kept for its score (``best-fid.ckpt``: a model saved during a
+#: validation, not the run's latest state): ``--ckpt_path auto`` never resumes one.
+KEPT_FOR_SCORE_PREFIX = "best-"
 #: The key of the lebm version that wrote a checkpoint (``lebm.__version__``; absent from those of 0.2.0 and earlier).
 VERSION_KEY = "lebm_version"
 

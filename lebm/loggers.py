@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from lebm.atomic import replaced_atomically
+from lebm.atomic import os_reason, replaced_atomically
 from lebm.metrics_table import MetricsTable
 
 __all__ = ["MetricsTable", "WandbLogger", "wandb_credentials_available"]
@@ -97,7 +97,7 @@ class WandbLogger(_LightningWandbLogger):
         except OSError as error:
             if not self._warned_step_file:
                 self._warned_step_file = True
-                reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+                reason = os_reason(error)
                 warnings.warn(
                     f"WandbLogger could not record its last logged step in {self._step_file} ({reason}); training "
                     f"goes on, but a run resumed from an earlier checkpoint would send its redone steps to W&B again: "

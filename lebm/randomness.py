@@ -33,6 +33,12 @@ CHECKPOINT_KEY = "lebm_random_streams"
 _TRAIN, _EVAL, _DATA = 1, 2, 3
 
 
+def rng_devices(device: torch.device) -> list[torch.device]:
+    """The devices whose RNG ``torch.random.fork_rng`` must save and restore around work on
+    ``device`` (its CUDA device; the CPU's is always saved)."""
+    return [device] if device.type == "cuda" else []
+
+
 def run_seed() -> int:
     """The run's seed: ``seed_everything``'s (``PL_GLOBAL_SEED``, set by the ``lebm`` CLI's
     ``seed_everything``) or else torch's initial seed (``torch.manual_seed``'s)."""

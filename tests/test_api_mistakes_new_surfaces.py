@@ -280,6 +280,19 @@ def test_a_fid_sampler_is_taken_where_generation_runs_a_chain(amortized: DAMC, t
     FID(sampler=CHAIN).check_method(toy)
 
 
+def test_a_fid_sampler_for_a_multistage_run_waits_for_its_first_stage(
+    staged: MultiStageNCE, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before its first stage a multi-stage prior is the exact Gaussian: the run's FID sampler is not
+    refused at build and not passed to generate(n) (which would refuse it) until a stage completes."""
+    fid = FID(sampler=CHAIN)
+    fid.check_method(staged)
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(staged, "generate", lambda n, **kwargs: calls.append(kwargs) or torch.zeros(n, 1, 4, 4))
+    fid._generate(staged, 3)
+    assert calls == [{}]
+
+
 def test_mask_probability_0_with_nothing_reading_the_unconditional_branch_warns() -> None:
     with pytest.warns(UserWarning, match=r"mask_probability=0 never trains .* generate\(n, mode='amortizer'\)"):
         model = damc(mask_probability=0.0, generation="ebm", prior_start="posterior")

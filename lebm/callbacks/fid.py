@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lebm.callbacks.schedule import epoch_ends, training_stops
+from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX
 from lebm.data.paths import expand_root
 from lebm.metrics.fid import (
     FIDMetrics,
@@ -65,18 +66,14 @@ from lebm.metrics.references import (  # noqa: F401 (rank_share, aligned_batches
     reference_batches,
     reference_indices,
 )
+from lebm.randomness import rng_devices
 from lebm.samplers import Sampler
 
 REFERENCE_SPLITS = ("train", "val")
 #: File name of the best-FID checkpoint, in the folder of the run's ``ModelCheckpoint``.
-BEST_CHECKPOINT = "best-{name}.ckpt"
+BEST_CHECKPOINT = KEPT_FOR_SCORE_PREFIX + "{name}.ckpt"
 #: Version of the cache files' content (part of the cache key).
 CACHE_FORMAT = 2
-
-
-def random_generator_devices(device: torch.device) -> list[torch.device]:
-    """Devices whose RNG ``torch.random.fork_rng`` must save and restore."""
-    return [device] if device.type == "cuda" else []
 
 
 # -------------------------------------------------------------------------- reference data
@@ -369,12 +366,12 @@ class FID(L.Callback):
     def check_method(self, pl_module: L.LightningModule) -> None:
         """``ValueError`` (one line) for a ``sampler`` that ``pl_module``'s ``generate`` would refuse
         at the first scored epoch: a method whose generation runs no chain (its
-        ``generation_sampler`` is None: DAMC's ``"amortizer"`` mode, a Gaussian prior) while
-        ``generate_kwargs`` choose nothing else (the ``lebm`` CLI calls it when the run is built,
-        ``Method.check_trainer`` when a run starts)."""
+        ``generation_sampler`` is None: DAMC's ``"amortizer"`` mode, a Gaussian prior; not a multi-stage
+        prior before its first stage, whose chains come later) while ``generate_kwargs`` choose nothing
+        else (the ``lebm`` CLI calls it when the run is built, ``Method.check_trainer`` when a run starts)."""
         if self.sampler is None or self.generate_kwargs or not hasattr(pl_module, "generation_sampler"):
             return
-        if pl_module.generation_sampler is None:
+        if pl_module.generation_sampler is None and not getattr(pl_module, "generation_chain_pending", False):
             raise ValueError(
                 f"FID {self.name}: sampler={self.sampler!r}, but {type(pl_module).__name__}'s generate(n) runs no "
                 "chain, so the sampler would not be used: drop the FID's sampler, or give generate_kwargs that run "
@@ -447,16 +444,17 @@ class FID(L.Callback):
         device = pl_module.device
         base = self.seed if self.seed is not None else int(torch.randint(0, 2**31 - 1, ()))
         batches = rank_batches(self.num_samples, self.batch_size, trainer.global_rank, trainer.world_size)
-        with torch.random.fork_rng(devices=random_generator_devices(device)):
+        with torch.random.fork_rng(devices=rng_devices(device)):
             for lo, hi in batches:
                 torch.manual_seed(batch_seed(base, lo))
                 metrics.update(self._generate(pl_module, hi - lo), real=False)
 
     def _generate(self, pl_module: L.LightningModule, n: int) -> Tensor:
-        """``n`` samples ``(n, C, H, W)`` from the model (with this callback's sampler and
-        ``generate_kwargs``)."""
+        """``n`` samples ``(n, C, H, W)`` from the model (with this callback's sampler, once the
+        model's generation runs a chain, and ``generate_kwargs``)."""
         kwargs = dict(self.generate_kwargs)
-        if self.sampler is not None:
+        pending = not self.generate_kwargs and getattr(pl_module, "generation_chain_pending", False)
+        if self.sampler is not None and not pending:
             kwargs["sampler"] = self.sampler
         images = pl_module.generate(n, **kwargs)
         return check_images(images, f"{type(pl_module).__name__}.generate", n).detach()
@@ -541,7 +539,7 @@ class FID(L.Callback):
         batches = reference_batches(
             loader, self.num_reference, rank, world_size, self.batch_size, self.reference_subset
         )
-        with torch.random.fork_rng(devices=random_generator_devices(pl_module.device)):
+        with torch.random.fork_rng(devices=rng_devices(pl_module.device)):
             torch.manual_seed(REFERENCE_SUBSET_SEED)  # datasets with random augmentation
             for images in batches:
                 metrics.update(check_images(images, "the reference data"), real=True)

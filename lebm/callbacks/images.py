@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from lebm.atomic import replaced_atomically
+from lebm.atomic import os_reason, replaced_atomically
 from lebm.callbacks.plots import font
 from lebm.callbacks.schedule import grid_epoch, last_epoch
 from lebm.data.batches import batch_observations
@@ -195,11 +195,11 @@ def save_png(image: np.ndarray, path: str) -> str | None:
     except OSError as error:
         if folder not in _unwritable_folders:
             _unwritable_folders.add(folder)
-            reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
+            reason = os_reason(error)
             if os.path.exists(folder) and not os.path.isdir(folder):
                 reason = "a file of that name is in the way"
             rank_zero_warn(
-                f"could not write {os.path.basename(path)} into {folder} ({reason[:1].lower() + reason[1:]}); "
+                f"could not write {os.path.basename(path)} into {folder} ({reason}); "
                 f"training goes on without the pictures there (the loggers still get them): make {folder} a "
                 "writable folder to keep them"
             )

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lebm.atomic import os_reason
 from lebm.callbacks.images import chain_description, quiet_evaluation
 from lebm.callbacks.schedule import grid_epoch
 from lebm.callbacks.text import write_text_atomically
@@ -70,8 +71,7 @@ class TextSamples(L.Callback):
         try:
             self.write_epoch(trainer, pl_module, folder)
         except OSError as error:
-            reason = (error.strerror or str(error) or type(error).__name__).rstrip(".")
-            self._warn(folder, reason[:1].lower() + reason[1:], f"make {folder} a writable folder")
+            self._warn(folder, os_reason(error), f"make {folder} a writable folder")
 
     def _warn(self, folder: str, reason: str, fix: str) -> None:
         """One warning for the run, naming the folder, the reason and the fix."""

@@ -18,8 +18,9 @@ on the command line reaches every place that interpolates it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -155,16 +156,29 @@ def _check_included_method(path: Path, entry: str, layers: list[Path], methods: 
     added): as with two ``-c`` recipes, the later method would take the earlier one's settings, or
     drop them, without a word."""
     method = next((found for layer in reversed(layers) if (found := _method_of(read_recipe(layer)))), None)
+    _add_method(
+        entry,
+        method,
+        methods,
+        lambda earlier, earlier_method: (
+            f"{path} includes {earlier!r}, a recipe of {earlier_method}, and {entry!r}, one of {method}: one run "
+            "trains one method; include one of them, or change the method on purpose with model: class_path: in "
+            f"{path.name} itself"
+        ),
+    )
+
+
+def _add_method(
+    source: Any, method: str | None, methods: list[tuple[Any, str]], refusal: Callable[[Any, str], str]
+) -> None:
+    """Add ``(source, method)`` to ``methods`` (a recipe's method, None: it names none), or raise
+    :class:`RecipeError` with ``refusal(earlier source, its method)`` when an earlier one differs."""
     if method is None:
         return
     for earlier, earlier_method in methods:
         if not _same_method(earlier_method, method):
-            raise RecipeError(
-                f"{path} includes {earlier!r}, a recipe of {earlier_method}, and {entry!r}, one of {method}: one run "
-                "trains one method; include one of them, or change the method on purpose with model: class_path: in "
-                f"{path.name} itself"
-            )
-    methods.append((entry, method))
+            raise RecipeError(refusal(earlier, earlier_method))
+    methods.append((source, method))
 
 
 def _without_include(path: Path) -> str:
@@ -215,15 +229,15 @@ def _check_method(path: Path, methods: list[tuple[Path, str]]) -> None:
             "it, or start from a copy of one of lebm's (lebm recipes copy quickstart my_recipes)"
         )
     method = _method_of(compose_recipe(path))
-    if method is None:
-        return
-    for earlier, earlier_method in methods:
-        if not _same_method(earlier_method, method):
-            raise RecipeError(
-                f"{earlier} is a recipe of {earlier_method} and {path} one of {method}: one run trains one method; "
-                "give one of them, or change the method on purpose with --model.class_path"
-            )
-    methods.append((path, method))
+    _add_method(
+        path,
+        method,
+        methods,
+        lambda earlier, earlier_method: (
+            f"{earlier} is a recipe of {earlier_method} and {path} one of {method}: one run trains one method; "
+            "give one of them, or change the method on purpose with --model.class_path"
+        ),
+    )
 
 
 def merge_layer(base: dict, layer: dict) -> dict:

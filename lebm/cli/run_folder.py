@@ -32,7 +32,8 @@ import time
 import uuid
 from typing import Any
 
-from lebm.checkpoints import CheckpointError, CheckpointNotPlain, check_checkpoint_file
+from lebm.atomic import folder_write_error, os_reason
+from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX, CheckpointError, CheckpointNotPlain, check_checkpoint_file
 from lebm.cli.errors import fail
 
 CHECKPOINT_DIR = "checkpoints"
@@ -46,6 +47,9 @@ RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
 DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
 #: The name of the temporary file :func:`lebm.atomic.replaced_atomically` writes beside its target.
 TEMPORARY_FILE = re.compile(r"^\..+-[0-9a-f]{12}\.tmp$")
+#: A temporary file untouched for this many seconds belongs to a killed write, not a write in progress
+#: (a ``lebm test`` of the same run writing its config, say).
+WRITE_IDLE_S = 60.0
 #: How many file names a line lists.
 NAMES_SHOWN = 3
 
@@ -56,11 +60,17 @@ def say(message: str) -> None:
 
 
 def checkpoint_files(run_dir: str) -> list[str]:
-    """``<run>/checkpoints/*.ckpt``, newest first (of two written at the same time, ``last*`` first)."""
+    """``<run>/checkpoints/*.ckpt``, newest first (of two written at the same time, ``last*`` first),
+    without those kept for their score (``best-fid.ckpt``: saved during a validation, not a state to
+    resume from)."""
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     if not os.path.isdir(folder):
         return []
-    paths = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".ckpt")]
+    paths = [
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if name.endswith(".ckpt") and not name.startswith(KEPT_FOR_SCORE_PREFIX)
+    ]
     return sorted(paths, key=lambda path: (os.path.getmtime(path), is_last(path)), reverse=True)
 
 
@@ -108,15 +118,26 @@ def newest_intact_checkpoint(
     return None, skipped
 
 
-def killed_writes(run_dir: str) -> list[str]:
-    """The temporary files of :func:`lebm.atomic.replaced_atomically` anywhere under ``run_dir``: a
-    write killed before its rename leaves one (a finished or failed write removes its own)."""
-    return sorted(
-        os.path.join(folder, name)
-        for folder, _, names in os.walk(run_dir)
-        for name in names
-        if TEMPORARY_FILE.match(name)
-    )
+def killed_writes(run_dir: str, idle_s: float = WRITE_IDLE_S) -> list[str]:
+    """The temporary files of :func:`lebm.atomic.replaced_atomically` anywhere under ``run_dir`` that
+    nothing wrote to for ``idle_s`` seconds: a write killed before its rename leaves one (a finished
+    or failed write removes its own); a newer one may be another process's write in progress."""
+    now = time.time()
+    found = []
+    for folder, _, names in os.walk(run_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            if TEMPORARY_FILE.match(name) and now - modified_time(path, default=now) >= idle_s:
+                found.append(path)
+    return sorted(found)
+
+
+def modified_time(path: str, default: float) -> float:
+    """``path``'s modification time, ``default`` when it is gone."""
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return default
 
 
 def remove_killed_writes(run_dir: str) -> list[str]:
@@ -160,15 +181,10 @@ def set_aside_failed_start(run_dir: str) -> str | None:
 
 def check_writable(run_dir: str) -> None:
     """Fail, before anything else, unless the run folder can be created and written to."""
-    probe = os.path.join(run_dir, f".lebm-write-check-{os.getpid()}")
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(probe, "w") as handle:
-            handle.write("")
-        os.remove(probe)
-    except OSError as error:
+    error = folder_write_error(run_dir)
+    if error is not None:
         fail(
-            f"cannot write into the run folder {run_dir} ({error.strerror or error}): give another "
+            f"cannot write into the run folder {run_dir} ({os_reason(error)}): give another "
             "--trainer.default_root_dir, or make this one writable"
         )
 

@@ -21,7 +21,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lebm.checkpoint_io import use_atomic_checkpoints
+from lebm.checkpoint_io import check_checkpoint_folders, use_atomic_checkpoints
 from lebm.checkpoints import (
     VERSION_KEY,
     CheckpointError,
@@ -150,7 +150,7 @@ def refuse_another_method(cls: type, checkpoint_path: Any, trusted: bool = False
         return
     try:
         stored = import_object(class_path)
-    except MissingClass:
+    except (MissingClass, ValueError):  # not in this lebm, or not a class path: the load names it
         return
     if not isinstance(stored, type) or issubclass(stored, cls) or issubclass(cls, stored):
         return
@@ -629,6 +629,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         model (see ``lebm.distributed``)."""
         restore_accumulation(self.trainer, self._step_settings)  # Lightning's check is over
         use_atomic_checkpoints(self.trainer)  # a Trainer built by hand: checkpoints written whole, in place
+        check_checkpoint_folders(self.trainer)  # a folder that cannot hold them stops the run before it trains
         self.check_run(self.trainer.datamodule)
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):

@@ -162,6 +162,12 @@ class LatentGeneratorHooks:
         sampled exactly (a Gaussian prior, a multi-stage prior before its first stage)."""
         return getattr(self.prior, "sampler", None) if self.prior.samples_by_chains else None
 
+    @property
+    def generation_chain_pending(self) -> bool:
+        """Whether :meth:`generate` runs no chain yet but will once training moves on (a multi-stage
+        prior before its first completed stage): a sampler given for a whole run applies from then."""
+        return not self.prior.samples_by_chains and getattr(self.prior, "sampler", None) is not None
+
     #: ``{logged name: evaluation value}``: the values of :meth:`evaluation_values` whose batch
     #: means the evaluation step logs as ``{stage}/<logged name>``.
     logged_evaluation_values: ClassVar[Mapping[str, str]] = {"nll": "nll"}

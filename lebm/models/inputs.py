@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from lebm.checkpoint_io import human_size
 from lebm.data.text.datamodule import SUSPICIOUS_UNKNOWN_SHARE
+from lebm.randomness import rng_devices
 from lebm.samplers import Sampler
 from lebm.samplers.chain import modules_in_mode
 from lebm.user_warnings import warn_user
@@ -173,7 +174,7 @@ def widest_generation_layer(model: Any) -> tuple[str, tuple[int, ...]] | None:
 
     with (
         torch.no_grad(),
-        torch.random.fork_rng(devices=[]),
+        torch.random.fork_rng(devices=rng_devices(model.device)),
         modules_in_mode(modules.values(), "eval"),
         model.evaluation_statistics(),
     ):
@@ -187,10 +188,13 @@ def widest_generation_layer(model: Any) -> tuple[str, tuple[int, ...]] | None:
 
 def check_model_generation_memory(model: Any, n: int, what: str = "generate") -> None:
     """:func:`check_generation_memory` for ``n`` samples of ``model`` (a model with a latent
-    generator): its observation shape, dtype and device, and its widest generation layer."""
-    check_generation_memory(
-        n, model.observation_shape(), model.input_dtype, model.device, what, layer=widest_generation_layer(model)
-    )
+    generator): its observation shape, dtype and device, and its widest generation layer (probed
+    only when the shape and the device's memory are known: sentences have no fixed size)."""
+    shape = model.observation_shape()
+    if shape is None or device_memory_bytes(model.device) is None:
+        return
+    layer = widest_generation_layer(model)
+    check_generation_memory(n, shape, model.input_dtype, model.device, what, layer=layer)
 
 
 def check_sampler(sampler: Any) -> Sampler | None:

@@ -26,6 +26,7 @@ from lebm.models.prediction import with_text
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import InferenceNetwork
+from lebm.randomness import rng_devices
 from lebm.samplers import Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
@@ -325,7 +326,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         z = torch.zeros(2, self.prior.latent_dim, device=self.device, dtype=self.input_dtype)
         with (
             torch.no_grad(),
-            torch.random.fork_rng(devices=[]),
+            torch.random.fork_rng(devices=rng_devices(self.device)),
             modules_in_mode([self.decoder], "eval"),
             self.evaluation_statistics(),
         ):

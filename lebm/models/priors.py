@@ -19,6 +19,7 @@ from lebm import arguments
 from lebm.config import Configurable
 from lebm.models.inputs import refuse_unused_sampler
 from lebm.nets.latents import LatentGroups
+from lebm.randomness import rng_devices
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics, modules_in_mode
@@ -28,7 +29,8 @@ from lebm.samplers.initializers import NoiseStart, check_start
 def check_energy_net(owner: str, net: Any, latent_dim: int, name: str = "energy_net") -> nn.Module:
     """``net`` (the argument ``name``) when it is an ``nn.Module`` that takes latents
     ``(B, latent_dim)`` and returns one value per latent (an energy, a log-ratio), ``(B,)``: probed
-    once on two zero latents (no gradients, eval mode, torch's RNG untouched, on the net's device);
+    once on two zero latents (no gradients, eval mode, torch's RNG untouched, on the net's device and
+    in its dtype);
     else one line naming the problem and the fix."""
     if net is None:
         raise ValueError(
@@ -40,11 +42,11 @@ def check_energy_net(owner: str, net: Any, latent_dim: int, name: str = "energy_
             f"{owner} {name} must be a torch.nn.Module (B, latent_dim) -> (B,), e.g. lebm.nets.EnergyMLP("
             f"{latent_dim}), got {type(net).__name__}"
         )
-    device = next(iter(net.parameters()), torch.empty(0)).device
+    weight = next((p for p in net.parameters() if p.is_floating_point()), torch.empty(0))
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]), modules_in_mode([net], "eval"):
-            energy = net(torch.zeros(2, latent_dim, device=device))
-    except RuntimeError as error:
+        with torch.no_grad(), torch.random.fork_rng(devices=rng_devices(weight.device)), modules_in_mode([net], "eval"):
+            energy = net(torch.zeros(2, latent_dim, device=weight.device, dtype=weight.dtype))
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"{owner} {name} ({type(net).__name__}) cannot take latents of latent_dim={latent_dim} ({reason}): "

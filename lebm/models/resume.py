@@ -124,10 +124,15 @@ def nothing_left_message(
 
 def warn_if_nothing_left(model: Any, checkpoint: dict[str, Any]) -> None:
     """Warn, at the user's line, when ``model``'s Trainer resumes ``checkpoint`` with nothing left to
-    train (Lightning then ends the fit at once); not for a smoke test (``fast_dev_run``), nor when the
-    ``lebm`` command said it already (``model.said_nothing_left``: :mod:`lebm.cli.resume_check`)."""
+    train (Lightning then ends the fit at once); once, by global rank 0; not for a smoke test
+    (``fast_dev_run``), nor when the ``lebm`` command said it already (``model.said_nothing_left``:
+    :mod:`lebm.cli.resume_check`)."""
     trainer = model.trainer
-    if getattr(trainer, "fast_dev_run", False) or getattr(model, "said_nothing_left", False):
+    if (
+        not trainer.is_global_zero
+        or getattr(trainer, "fast_dev_run", False)
+        or getattr(model, "said_nothing_left", False)
+    ):
         return
     message = nothing_left_message(checkpoint, trainer.ckpt_path, trainer.max_epochs, trainer.max_steps, False)
     if message is not None:

@@ -482,13 +482,15 @@ def decided(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("decided")
 def test_auto_resumes_a_checkpoint_newer_than_last_ckpt_and_last_keeps_last(capsys, tmp_path: Path) -> None:
     """Killed between the two files of one save: ``epoch=1-step=4.ckpt`` written, ``last.ckpt`` still
-    the step-2 one. ``auto`` takes the newer file and says why; ``last`` means last.ckpt."""
+    the step-2 one. ``auto`` takes the newer file and says why, never a checkpoint kept for its score
+    (``best-fid.ckpt``, the newest of all here); ``last`` means last.ckpt."""
     from lebm.cli.run_folder import fit_checkpoint
 
     run = tmp_path / "run"
     last = checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=60)
     checkpoint(run / "checkpoints" / "epoch=0-step=2.ckpt", 2, age_s=61)
     newer = checkpoint(run / "checkpoints" / "epoch=1-step=4.ckpt", 4, age_s=1)
+    checkpoint(run / "checkpoints" / "best-fid.ckpt", 4, age_s=0)  # kept for its score, saved in a validation
     capsys.readouterr()
     assert fit_checkpoint(str(run), "auto", overwrite=False) == str(newer)
     said = capsys.readouterr().err
@@ -500,7 +502,8 @@ def test_auto_resumes_a_checkpoint_newer_than_last_ckpt_and_last_keeps_last(caps
 @pytest.mark.usefixtures("decided")
 def test_a_start_removes_the_temporary_files_of_killed_writes_and_nothing_else(capsys, tmp_path: Path) -> None:
     """A kill during a write leaves its hidden ``.<name>-<hex>.tmp`` beside the target; the next start
-    (new or resumed) removes every one of them, in any sub-folder, says so, and keeps other files."""
+    (new or resumed) removes every one nothing wrote to for a minute, in any sub-folder, says so, and
+    keeps other files and a write in progress."""
     from lebm.cli.run_folder import fit_checkpoint
 
     run = tmp_path / "run"
@@ -509,11 +512,14 @@ def test_a_start_removes_the_temporary_files_of_killed_writes_and_nothing_else(c
         run / ".metrics.csv-a1b2c3d4e5f6.tmp",
         run / "images" / ".samples_epoch0009.png-00ff00ff00ff.tmp",
     ]
-    kept = [run / "notes.tmp", run / ".notes-1.tmp", run / "images" / "samples_epoch0009.png"]
+    in_progress = run / "checkpoints" / ".config_test.yaml-0123456789cd.tmp"  # another process's write, now
+    kept = [run / "notes.tmp", run / ".notes-1.tmp", run / "images" / "samples_epoch0009.png", in_progress]
     checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=10)
     for path in left + kept:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
+        if path != in_progress:
+            os.utime(path, (time.time() - 120, time.time() - 120))
     capsys.readouterr()
     assert fit_checkpoint(str(run), "auto", overwrite=False) == str(run / "checkpoints" / "last.ckpt")
     said = capsys.readouterr().err
