@@ -193,7 +193,14 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         None,
         lambda _: TiltedGaussianPrior(LATENT, EnergyMLP(LATENT + 1, hidden=8)),
         ValueError,
-        "TiltedGaussianPrior energy_net (EnergyMLP) cannot take latents of latent_dim=3 (",
+        "the latent size is 3 (model.init_args.prior.init_args.latent_dim) but the prior's energy_net (EnergyMLP) "
+        "takes in_dim=4. Set model.init_args.prior.init_args.energy_net.init_args.in_dim to 3",
+    ),
+    "a prior whose energy net of no declared size reads another size": (
+        None,
+        lambda _: TiltedGaussianPrior(LATENT, torch.nn.Linear(LATENT + 1, 1)),
+        ValueError,
+        "TiltedGaussianPrior energy_net (Linear) cannot take latents of latent_dim=3 (",
     ),
     "a prior whose energy net returns (B, 1)": (
         None,
@@ -205,7 +212,8 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         None,
         lambda _: ProductOfRatiosPrior(LATENT, EnergyMLP(LATENT + 2, hidden=8), n_stages=2),
         ValueError,
-        "ProductOfRatiosPrior ratio_net (EnergyMLP) cannot take latents of latent_dim=3 (",
+        "the latent size is 3 (model.init_args.prior.init_args.latent_dim) but the prior's ratio_net (EnergyMLP) "
+        "takes in_dim=5",
     ),
     "WeightEMA's decay as text": (
         None,

@@ -42,6 +42,14 @@ def check_energy_net(owner: str, net: Any, latent_dim: int, name: str = "energy_
             f"{owner} {name} must be a torch.nn.Module (B, latent_dim) -> (B,), e.g. lebm.nets.EnergyMLP("
             f"{latent_dim}), got {type(net).__name__}"
         )
+    declared = getattr(net, "in_dim", None)
+    if isinstance(declared, int) and declared != latent_dim:
+        prior_option, option = "model.init_args.prior.init_args.latent_dim", f"model.init_args.prior.init_args.{name}"
+        raise ValueError(
+            f"latent sizes disagree: the latent size is {latent_dim} ({prior_option}) but the prior's {name} "
+            f"({type(net).__name__}) takes in_dim={declared}. Set {option}.init_args.in_dim to {latent_dim} "
+            f"(or {prior_option} to {declared}; {owner} in Python)"
+        )
     weight = next((p for p in net.parameters() if p.is_floating_point()), torch.empty(0))
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=rng_devices(weight.device)), modules_in_mode([net], "eval"):

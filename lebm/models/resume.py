@@ -128,12 +128,14 @@ def warn_if_nothing_left(model: Any, checkpoint: dict[str, Any]) -> None:
     (``fast_dev_run``), nor when the ``lebm`` command said it already (``model.said_nothing_left``:
     :mod:`lebm.cli.resume_check`)."""
     trainer = model.trainer
+    ckpt_path = getattr(trainer, "ckpt_path", None)
     if (
-        not trainer.is_global_zero
+        ckpt_path is None  # not a Trainer's resume
+        or not getattr(trainer, "is_global_zero", True)
         or getattr(trainer, "fast_dev_run", False)
         or getattr(model, "said_nothing_left", False)
     ):
         return
-    message = nothing_left_message(checkpoint, trainer.ckpt_path, trainer.max_epochs, trainer.max_steps, False)
+    message = nothing_left_message(checkpoint, ckpt_path, trainer.max_epochs, trainer.max_steps, False)
     if message is not None:
         warn_user(message)
