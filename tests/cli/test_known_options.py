@@ -241,30 +241,64 @@ TYPOS = [
 ]
 
 
+#: One command's output per case of :data:`TYPOS`, each ending in ``LIGHTNING <imported?>``.
+CASE_SEPARATOR = "\n=== next case ===\n"
+
+
+def each_command_in_one_process(cases: list[list[str]], caches: list[Path]) -> list[tuple[int, str]]:
+    """``lebm fit -c quickstart *args`` for each ``args`` of ``cases``, with the cache folder of the same
+    place in ``caches`` (``LEBM_CACHE_DIR``: what it recorded), one after the other in one fresh
+    Python process (a process of its own, so that whether Lightning was imported can be seen; one
+    for all cases, so that the interpreter and lebm start once): each command's exit code and stderr,
+    which ends in ``LIGHTNING True`` or ``LIGHTNING False``."""
+    code = (
+        "import io, os, sys, contextlib\nfrom lebm.cli.main import main\n"
+        f"for args, cache in zip({cases!r}, {[str(c) for c in caches]!r}):\n"
+        "    os.environ['LEBM_CACHE_DIR'] = cache\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        "        try:\n"
+        f"            main(['fit', '-c', {QUICKSTART!r}, *args]); code = 0\n"
+        "        except SystemExit as stop:\n"
+        "            code = stop.code\n"
+        "    sys.stderr.write(f'{code}\\n' + err.getvalue() + 'LIGHTNING ' + str('lightning' in sys.modules))\n"
+        f"    sys.stderr.write({CASE_SEPARATOR!r})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outputs = done.stderr.split(CASE_SEPARATOR)[: len(cases)]
+    assert len(outputs) == len(cases), done.stderr[-2000:]
+    return [(int(out.split("\n", 1)[0]), out.split("\n", 1)[1]) for out in outputs]
+
+
+@pytest.fixture(scope="module")
+def typo_commands(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[tuple[int, str], tuple[int, str]]]:
+    """For each case of :data:`TYPOS`, with a cache folder of its own: the command run with no
+    recorded options (the full parser reports it, and records), then in a second process with them
+    recorded."""
+    caches = [tmp_path_factory.mktemp("lebm-cache") for _ in TYPOS]
+    cases = [args for args, _ in TYPOS]
+    first = each_command_in_one_process(cases, caches)
+    second = each_command_in_one_process(cases, caches)
+    return list(zip(first, second, strict=True))
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
-    TYPOS,
+    "case",
+    range(len(TYPOS)),
     ids=["model-flag", "trainer-in-a-recipe", "wrong-int", "wrong-choice-in-a-recipe", "plain-int", "callback-value"],
 )
 def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
-    tmp_path: Path, args: list[str], message: str
+    typo_commands: list[tuple[tuple[int, str], tuple[int, str]]], case: int
 ) -> None:
     """The first command reports the name through the full parser (and records); the second one
     reports it, in the same words, without importing Lightning."""
-    code = (
-        "import sys\nfrom lebm.cli.main import main\ntry:\n"
-        f"    main(['fit', '-c', {QUICKSTART!r}, *{args!r}])\n"
-        "finally:\n    sys.stderr.write('LIGHTNING ' + str('lightning' in sys.modules))\n"
-    )
-    env = dict(os.environ, LEBM_CACHE_DIR=str(tmp_path))
-    first, second = (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-        for _ in range(2)
-    )
-    assert first.returncode == second.returncode == 2, first.stderr[-2000:]
-    assert first.stderr.splitlines()[0] == second.stderr.splitlines()[0], (first.stderr, second.stderr)
-    assert message in second.stderr, second.stderr[-2000:]
-    assert first.stderr.endswith("LIGHTNING True") and second.stderr.endswith("LIGHTNING False")
+    message = TYPOS[case][1]
+    (first_code, first), (second_code, second) = typo_commands[case]
+    assert first_code == second_code == 2, first[-2000:]
+    assert first.splitlines()[0] == second.splitlines()[0], (first, second)
+    assert message in second, second[-2000:]
+    assert first.endswith("LIGHTNING True") and second.endswith("LIGHTNING False")
 
 
 def test_what_the_full_parser_accepts_is_never_refused(
