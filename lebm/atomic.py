@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
+
+#: How many hexadecimal digits make a temporary file's name unique.
+TEMPORARY_DIGITS = 12
+#: The name :func:`replaced_atomically` gives its temporary file, ``.<target name>-<hex>.tmp``.
+TEMPORARY_FILE = re.compile(rf"^\..+-[0-9a-f]{{{TEMPORARY_DIGITS}}}\.tmp$")
 
 
 @contextmanager
@@ -27,7 +33,7 @@ def replaced_atomically(path: str | os.PathLike, mode: str = "w", **open_kwargs:
     target = os.path.abspath(os.fspath(path))
     folder, name = os.path.split(target)
     os.makedirs(folder, exist_ok=True)
-    temporary = os.path.join(folder, f".{name}-{uuid.uuid4().hex[:12]}.tmp")
+    temporary = os.path.join(folder, f".{name}-{uuid.uuid4().hex[:TEMPORARY_DIGITS]}.tmp")
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
         with os.fdopen(handle, mode, **open_kwargs) as file:  # type: ignore[call-overload]

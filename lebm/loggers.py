@@ -67,8 +67,9 @@ class WandbLogger(_LightningWandbLogger):
         """Lightning's W&B run, started with its ``save_dir`` made first: W&B looks for the run's git
         repository from that folder, and a folder not made yet (a run from Python, before anything
         is written into its run folder) gets "wandb: WARNING git root ... does not exist"."""
-        if self._experiment is None and self._save_dir:
-            os.makedirs(self._save_dir, exist_ok=True)
+        if not getattr(self, "_save_dir_made", False) and self.save_dir:
+            os.makedirs(self.save_dir, exist_ok=True)
+            self._save_dir_made = True
         return super().experiment
 
     def _read_last_step(self) -> int:

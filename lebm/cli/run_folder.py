@@ -24,7 +24,6 @@ that writes killed halfway left anywhere in the run folder, and says so in one l
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -32,7 +31,7 @@ import time
 import uuid
 from typing import Any
 
-from lebm.atomic import folder_write_error, os_reason
+from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason
 from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX, CheckpointError, CheckpointNotPlain, check_checkpoint_file
 from lebm.cli.errors import fail
 
@@ -45,8 +44,6 @@ START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb", "metrics.
 RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
 #: Set by the process that applied the rules, for DDP workers Lightning launches again.
 DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
-#: The name of the temporary file :func:`lebm.atomic.replaced_atomically` writes beside its target.
-TEMPORARY_FILE = re.compile(r"^\..+-[0-9a-f]{12}\.tmp$")
 #: A temporary file untouched for this many seconds belongs to a killed write, not a write in progress
 #: (a ``lebm test`` of the same run writing its config, say).
 WRITE_IDLE_S = 60.0

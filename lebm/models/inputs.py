@@ -155,10 +155,10 @@ def widest_generation_layer(model: Any) -> tuple[str, tuple[int, ...]] | None:
     """The largest per-example tensor ``generate(n)`` makes in ``model``'s generator and, when its
     prior is sampled by chains, in the prior's energy net (:func:`widest_layer`): probed once on two
     zero latents (no gradients, eval mode, torch's RNG untouched, inside the model's
-    ``evaluation_statistics``) and kept while the decoder, the prior and the latent size stay; None
-    when the probe fails (the model's input checks name that)."""
+    ``evaluation_statistics``) and kept while the decoder, the prior, the latent size and whether the
+    prior runs chains stay; None when the probe fails (the model's input checks name that)."""
     prior, decoder = model.prior, model.decoder
-    key = (id(decoder), id(decoder.generator_net()), id(prior), prior.latent_dim)
+    key = (id(decoder), id(decoder.generator_net()), id(prior), prior.latent_dim, prior.samples_by_chains)
     cached = model.__dict__.get("_widest_generation_layer")
     if cached is not None and cached[0] == key:
         return cached[1]
