@@ -10,8 +10,9 @@ arXiv 2310.03218; the official repository's ``workspace/src/diffusion_net.py`` (
 - :class:`NullEmbedding`: the random "null" condition ``e_0 = P(xi)``, ``xi ~ N(0, I)`` fresh at
   every call, that stands for "no observation" (unconditional mode);
 - :class:`LatentDiffusionAmortizer`: the three together with a log-SNR schedule, as a
-  :class:`~lebm.samplers.initializers.ChainInitializer` (ancestral samples as chain starts) with
-  the ε-prediction loss that distils chain outputs into it.
+  :class:`~lebm.samplers.initializers.ChainInitializer` (ancestral samples as chain starts, the
+  ancestral sampler captured as one CUDA graph on a GPU) with the ε-prediction loss that distils
+  chain outputs into it.
 
 The schedule, kernels and sampler are the pure functions of :mod:`lebm.samplers.diffusion`.
 """
@@ -316,7 +317,13 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         variance: the reverse kernel's variance, ``"large"`` (official) or ``"small"``.
         sampling_noise: add the reverse kernel's noise (official ``Q_with_noise = True``).
         residual: the denoiser returns ``z_t + MLP`` (official ``diffusion_residual = True``).
+        cuda_graph: on a CUDA device, record a start's ancestral sampler (:meth:`from_state`: the
+            condition and the ``sampling_steps`` reverse steps) once per shape as one CUDA graph and
+            replay it at every later start, as chains are (``ChainInitializer``); False: eager.
     """
+
+    #: The ancestral sampler (:meth:`from_state`) may be recorded whole as one CUDA graph.
+    capturable = True
 
     def __init__(
         self,
@@ -332,6 +339,7 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         variance: str = "large",
         sampling_noise: bool = True,
         residual: bool = True,
+        cuda_graph: bool = True,
     ) -> None:
         nn.Module.__init__(self)
         owner = "LatentDiffusionAmortizer"
@@ -356,6 +364,7 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         self.variance = arguments.one_of(owner, "variance", variance, DIFFUSION_VARIANCES)
         self.sampling_noise = arguments.flag(owner, "sampling_noise", sampling_noise)
         residual = arguments.flag(owner, "residual", residual)
+        self.cuda_graph = arguments.flag(owner, "cuda_graph", cuda_graph)
         self.latent_dim, self.embed_dim = latent_dim, embed_dim
         self.schedule = LogSNRSchedule(low, high)
         self.encoder = encoder
@@ -415,26 +424,18 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
     ) -> Tensor:
         """``n`` samples ``(n, D)`` by ancestral sampling, without autograd: of ``q(z | x)`` given
         observations ``x`` ``(n, ...)`` (``n`` defaults to their rows), or of the unconditional mode
-        (``x = None``). Draws, all from ``generator``: the null embeddings' ``xi`` (unconditional),
-        ``z_T ~ N(0, I)``, then each step's noise. ``steps`` overrides ``sampling_steps``."""
+        (``x = None``). Draws, all from ``generator``: ``z_T ~ N(0, I)``, the null embeddings' ``xi``
+        (unconditional), then each step's noise. ``steps`` overrides ``sampling_steps``. Always
+        eager: chains start from :meth:`start`, the same draws, recorded as a CUDA graph on a GPU."""
         if x is None and n is None:
             raise ValueError("LatentDiffusionAmortizer.sample needs n (unconditional) or x (posterior mode)")
         owner = type(self).__name__
         rows = int(x.shape[0]) if x is not None else arguments.whole(owner, "sample(n)", n, at_least=1)
+        if x is not None and n is not None and n != rows:
+            raise ValueError(f"LatentDiffusionAmortizer.sample: n={n} but x has {rows} rows")
         n_steps = self.sampling_steps if steps is None else arguments.whole(owner, "steps", steps, at_least=2)
-        context = self.condition(x, n if x is not None else rows, generator)
-        # the chain state stays in the parameters' precision (float32) when the nets run under autocast
-        weight = self.null.net[0].weight
-        z_T = torch.randn(rows, self.latent_dim, generator=generator, device=context.device, dtype=weight.dtype)
-        return ancestral_sample(
-            lambda z, logsnr: self.denoiser(z, logsnr, context),
-            z_T,
-            self.schedule,
-            n_steps,
-            variance=self.variance,
-            noise=self.sampling_noise,
-            generator=generator,
-        )
+        z_T = self.initial_state(rows, x, generator, x.device if x is not None else None)
+        return self.reverse_diffusion(z_T, x, generator, n_steps)
 
     def forward(
         self,
@@ -447,14 +448,38 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         """``Q(n, x)`` is :meth:`sample` (chains call :meth:`start`, the same draw under the initializer contract)."""
         return self.sample(n, x, generator=generator, steps=steps)
 
-    def draw(
+    def initial_state(
         self, n: int, context: Tensor | None, generator: torch.Generator | None, device: torch.device | None
     ) -> Tensor:
-        """:meth:`sample` of ``n`` chains' starts, conditioned on ``context`` (the observations ``x``)
-        or unconditional (None), on the amortizer's device."""
+        """``z_T ~ N(0, I)`` ``(n, D)`` from ``generator``, on the amortizer's device, in its
+        parameters' precision (float32 when the nets run under autocast)."""
         if device is not None and torch.device(device).type != self.device.type:
             raise ValueError(f"LatentDiffusionAmortizer samples on its parameters' device {self.device}, not {device}")
-        return self.sample(n, context, generator=generator)
+        weight = self.null.net[0].weight
+        return torch.randn(n, self.latent_dim, generator=generator, device=weight.device, dtype=weight.dtype)
+
+    def from_state(self, state: Tensor, context: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """The chains' start ``(n, D)`` from ``z_T`` ``state`` ``(n, D)``: :meth:`reverse_diffusion` in
+        ``sampling_steps`` steps, conditioned on the observations ``context`` ``(n, ...)`` or
+        unconditional (None)."""
+        return self.reverse_diffusion(state, context, generator, self.sampling_steps)
+
+    def reverse_diffusion(
+        self, z_T: Tensor, x: Tensor | None, generator: torch.Generator | None, n_steps: int
+    ) -> Tensor:
+        """Ancestral sampling (:func:`lebm.samplers.diffusion.ancestral_sample`) from ``z_T`` ``(n, D)``
+        in ``n_steps`` steps, conditioned on ``Enc(x)`` of ``x`` ``(n, ...)``, or on ``n`` null
+        embeddings (``x = None``, their ``xi`` drawn from ``generator`` first)."""
+        context = self.condition(x, z_T.shape[0], generator)
+        return ancestral_sample(
+            lambda z, logsnr: self.denoiser(z, logsnr, context),
+            z_T,
+            self.schedule,
+            n_steps,
+            variance=self.variance,
+            noise=self.sampling_noise,
+            generator=generator,
+        )
 
     def loss(
         self,

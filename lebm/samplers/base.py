@@ -20,7 +20,7 @@ from lebm.config import Configurable
 from lebm.samplers.capture.cache import run_captured
 from lebm.samplers.capture.keys import ChainCall
 from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line
-from lebm.samplers.capture.switch import chain_capture_enabled
+from lebm.samplers.capture.switch import CaptureOptIn
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
     ChainTarget,
     Diagnostics,
@@ -72,7 +72,7 @@ def check_call(sampler: Sampler, energy_fn: Any, z0: Any) -> None:
 
 
 # ----------------------------------------------------------------------------------- sampler
-class Sampler(Configurable):
+class Sampler(CaptureOptIn, Configurable):
     """An MCMC sampler: hyperparameters only, the target is given at call time.
 
     ``sampler(energy_fn, z0, freeze=(...)) -> z`` runs chains started at ``z0`` ``(B, *shape)``
@@ -95,24 +95,12 @@ class Sampler(Configurable):
     ``docs/extending.md`` ("Captured chains"). Everywhere else chains run eagerly.
     """
 
-    #: Whether :meth:`run` may be captured whole as a CUDA graph (see the class docstring).
-    capturable: ClassVar[bool] = False
-    #: False keeps this sampler's chains out of capture; True follows the run-wide switch.
-    cuda_graph: bool = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "run" in cls.__dict__ and "capturable" not in cls.__dict__:
-            cls.capturable = False  # a new run() is not known to be capturable: it opts in itself
+    #: :meth:`run` is what a capture records (``capturable``, ``cuda_graph``: :class:`CaptureOptIn`).
+    recorded_methods: ClassVar[tuple[str, ...]] = ("run",)
 
     def __init__(self) -> None:
         """A sampler without hyperparameters (subclasses add theirs); recorded for checkpoints."""
         super().__init__()
-
-    def capture_allowed(self) -> bool:
-        """Whether this sampler's chains may be captured: the run's switch is on, its class opted in
-        and its own ``cuda_graph`` does not keep it out."""
-        return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
 
     def current_step_size(self) -> float:
         """This sampler's configured step size (a wrapper's: the wrapped sampler's); a TypeError

@@ -21,7 +21,12 @@ which initializer they learn and how, not in how chains consume it.
   a stream is given), so ranks start differently and a resumed run starts where it left off;
 - half-precision starts (a net under autocast) come back as float32: chain states are float32;
 - capture: a start is computed before the chain, outside the chain's CUDA graph; the chain it
-  feeds is captured as before (``docs/extending.md``, "Captured chains").
+  feeds is captured as before (``docs/extending.md``, "Captured chains"). A start that is itself a
+  loop of small launches (DAMC's 100-step ancestral sampler) is recorded too when its class opts
+  in (``capturable = True``): it splits its draw into :meth:`ChainInitializer.initial_state`, drawn
+  eagerly (``z_T ~ N(0, I)``), and :meth:`ChainInitializer.from_state`, recorded once per capture
+  key as one CUDA graph and replayed after, under the chains' keys, eviction and per-rank stream
+  rules (:mod:`lebm.samplers.capture`).
 
 Initializers that read a method's nets (:class:`NetworkStart`) hold them without registering them
 as submodules, so a method's checkpoint keeps one copy of each net; one that owns parameters (the
@@ -38,6 +43,10 @@ import torch
 from torch import Tensor, nn
 
 from lebm import arguments
+from lebm.samplers.capture.cache import run_captured
+from lebm.samplers.capture.keys import ChainCall
+from lebm.samplers.capture.recorders import ChainBody, capture_possible
+from lebm.samplers.capture.switch import CaptureOptIn
 
 __all__ = ["AveragedStart", "ChainInitializer", "NetworkStart", "NoiseStart", "check_start"]
 
@@ -53,28 +62,54 @@ def check_start(z0: Any, n: int, owner: str) -> Tensor:
     return z0.float() if z0.dtype in (torch.float16, torch.bfloat16) else z0
 
 
-class ChainInitializer:
+class ChainInitializer(CaptureOptIn):
     """Where ``n`` chains start: ``start(n, context=None, generator=None) -> (n, *state_shape)``.
 
     Subclass it and implement :meth:`draw`; :meth:`start` keeps the contract (module docstring):
     the shape, no gradient into the initializer (unless ``detach = False``), float32 states. Draw
     every random number from the ``generator`` given.
 
+    **Captured starts.** A class whose start is worth recording (many small launches) implements
+    :meth:`initial_state` and :meth:`from_state` instead of :meth:`draw` and states
+    ``capturable = True``; on a CUDA device, with the run's capture switch on and its own
+    ``cuda_graph`` not False, :meth:`start` then draws the initial state eagerly and serves
+    ``from_state`` from a graph recorded once per key (the initializer's module tree, the state's
+    and the context's shapes, the autocast state) and replayed after, its noise drawn from the
+    caller's stream inside the graph. ``from_state`` must meet the conditions of a captured chain
+    (``docs/extending.md``, "Captured chains"): no host synchronisation, everything it reads in
+    the initializer's attributes, its parameters read in place.
+
     Attributes:
         detach: True (default): ``draw`` runs without autograd and the start is detached; False
-            lets a loss on the chain's start reach the initializer's parameters.
-        capturable: whether ``draw`` could be recorded as a CUDA graph (none of lebm's is yet:
-            starts run eagerly, the chains after them are captured).
+            lets a loss on the chain's start reach the initializer's parameters (never captured).
+        capturable: whether :meth:`from_state` may be recorded as a CUDA graph (overriding
+            ``draw``, ``initial_state`` or ``from_state`` revokes an inherited opt-in).
+        cuda_graph: False keeps this initializer's starts eager.
     """
 
     detach: bool = True
-    capturable: ClassVar[bool] = False
+    recorded_methods: ClassVar[tuple[str, ...]] = ("draw", "initial_state", "from_state")
 
     def draw(
         self, n: int, context: Tensor | None, generator: torch.Generator | None, device: torch.device | None
     ) -> Tensor:
-        """The start ``(n, *state_shape)`` of ``n`` chains given ``context`` ``(n, ...)`` or None."""
-        raise NotImplementedError(f"{type(self).__name__} must implement draw(n, context, generator, device)")
+        """The start ``(n, *state_shape)`` of ``n`` chains given ``context`` ``(n, ...)`` or None:
+        ``from_state(initial_state(...))`` for a class that splits its draw."""
+        if type(self).initial_state is ChainInitializer.initial_state:
+            raise NotImplementedError(f"{type(self).__name__} must implement draw(n, context, generator, device)")
+        return self.from_state(self.initial_state(n, context, generator, device), context, generator)
+
+    def initial_state(
+        self, n: int, context: Tensor | None, generator: torch.Generator | None, device: torch.device | None
+    ) -> Tensor:
+        """A captured start's eager part: the state ``(n, ...)`` that :meth:`from_state` transports
+        (e.g. ``z_T ~ N(0, I)`` from ``generator``)."""
+        raise NotImplementedError(f"{type(self).__name__} draws its start whole (draw), not from an initial state")
+
+    def from_state(self, state: Tensor, context: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """A captured start's recorded part: the start ``(n, *state_shape)`` from ``state`` ``(n, ...)``
+        given ``context`` ``(n, ...)`` or None, its further noise from ``generator``."""
+        raise NotImplementedError(f"{type(self).__name__} draws its start whole (draw), not from an initial state")
 
     def start(
         self,
@@ -104,11 +139,38 @@ class ChainInitializer:
         where = torch.device(device) if device is not None else (context.device if context is not None else None)
         if self.detach:
             with torch.no_grad():
-                z0 = self.draw(n, context, generator, where)
+                z0 = self._detached_draw(n, context, generator, where)
             z0 = z0.detach()
         else:
             z0 = self.draw(n, context, generator, where)
         return check_start(z0, n, f"{type(self).__name__}.draw")
+
+    def _detached_draw(
+        self, n: int, context: Tensor | None, generator: torch.Generator | None, device: torch.device | None
+    ) -> Tensor:
+        """:meth:`draw`; for a capturable class, its initial state drawn eagerly and :meth:`from_state`
+        served by a captured graph where capture is possible (:func:`run_captured`), else run eagerly."""
+        if not type(self).capturable:
+            return self.draw(n, context, generator, device)
+        state = self.initial_state(n, context, generator, device)
+        if not capture_possible(state.device):
+            return self.from_state(state, context, generator)
+        inputs = () if context is None else (context,)
+        modules = [self] if isinstance(self, nn.Module) else []
+        call = ChainCall(self, self.from_state, state, inputs, 0.0, modules, generator)
+        captured = run_captured(call, self._start_body)
+        if captured is None:
+            return self.from_state(state, context, generator)
+        return captured[0]
+
+    def _start_body(self, state: Tensor, inputs: tuple[Tensor, ...], generator: torch.Generator | None) -> ChainBody:
+        """``from_state`` over the static buffers of a captured start: ``() -> (start, {})``."""
+
+        def body() -> tuple[Tensor, dict[str, Tensor]]:
+            with torch.no_grad():
+                return self.from_state(state, inputs[0] if inputs else None, generator), {}
+
+        return body
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")

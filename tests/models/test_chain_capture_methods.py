@@ -1,6 +1,6 @@
 """Every method trains the same with its chains captured as without (device: CPU, through the replay
 emulator): the same parameters, buffers and random streams after training and validation, and the
-chains really were served by replays. On a GPU the same runs go through CUDA graphs
+chains (and DAMC's learned chain starts) really were served by replays. On a GPU the same runs go through CUDA graphs
 (``tests/models/test_chain_graphs_cuda.py``)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from cases import CASES, Recording, toy_loader
 
 from lebm.models import Method
-from lebm.samplers import PersistentChains
+from lebm.samplers import ChainInitializer, PersistentChains
 from lebm.samplers.capture import cache as capture_module
-from lebm.samplers.capture.cache import capture_stats, samplers_of
+from lebm.samplers.capture.cache import capture_stats, chain_graphs, samplers_of
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
 from tests.helpers.trainers import quiet_trainer
@@ -62,6 +62,9 @@ def test_training_with_captured_chains_equals_training_with_eager_ones(case, one
     stats = capture_stats(samplers_of(captured_model))
     assert stats["captures"] >= 1 and stats["replays"] >= 1, stats
     assert capture_stats(samplers_of(eager_model))["captures"] == 0
+    learned_starts = [s for s in samplers_of(captured_model) if isinstance(s, ChainInitializer) and s.capturable]
+    for initializer in learned_starts:  # DAMC's amortizer and its EMA copy: their ancestral samplers replayed
+        assert chain_graphs(initializer).stats()["replays"] >= 1, initializer
 
 
 def test_hierarchical_sampling_of_one_layer_replays_for_every_base(one_thread) -> None:

@@ -9,8 +9,9 @@ the ``ChainCapture`` callback in a recipe (``recipes/speed/eager_chains.yaml``) 
     with chain_capture(False):
         model.generate(64)          # every chain eager
 
-A single sampler can still be kept out of capture by its own ``cuda_graph=False`` (a chain that
-cannot be captured); it can never turn capture on when the run has it off.
+A single sampler (or chain initializer) can still be kept out of capture by its own
+``cuda_graph=False`` (a chain that cannot be captured); it can never turn capture on when the run
+has it off. What may be captured at all is declared per class (:class:`CaptureOptIn`).
 
 The setting travels to processes started after it is set (``lebm_ddp_spawn``'s ranks, the
 processes ``lebm_ddp`` launches) in the environment variable ``LEBM_CHAIN_CAPTURE`` (``0`` or
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 #: The environment variable that carries the switch to child processes (and sets it from a shell).
 ENVIRONMENT_VARIABLE = "LEBM_CHAIN_CAPTURE"
@@ -52,3 +54,28 @@ def chain_capture(enabled: bool) -> Iterator[None]:
         yield
     finally:
         set_chain_capture(previous)
+
+
+class CaptureOptIn:
+    """The opt-in to capture that samplers and chain initializers share: a class states
+    ``capturable = True`` once the method it records (``recorded_methods``) meets the conditions in
+    ``docs/extending.md`` ("Captured chains"); a subclass that overrides one of those methods does
+    not inherit the opt-in (it states ``capturable = True`` itself); an instance's ``cuda_graph =
+    False`` keeps it out; the run-wide switch (:func:`chain_capture_enabled`) has the last word."""
+
+    #: Whether the recorded method may be captured whole as a CUDA graph (see the class docstring).
+    capturable: ClassVar[bool] = False
+    #: False keeps this object's calls out of capture; True follows the run-wide switch.
+    cuda_graph: bool = True
+    #: The methods whose body a capture records: overriding one revokes an inherited opt-in.
+    recorded_methods: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "capturable" not in cls.__dict__ and any(name in cls.__dict__ for name in cls.recorded_methods):
+            cls.capturable = False  # a new body is not known to be capturable: it opts in itself
+
+    def capture_allowed(self) -> bool:
+        """Whether this object's calls may be captured: the run's switch is on, its class opted in
+        and its own ``cuda_graph`` does not keep it out."""
+        return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)

@@ -1,0 +1,136 @@
+"""Chain initializers under whole-chain capture (CPU, through the strict replay emulator): DAMC's
+amortizer records its ancestral sampler once per key and replays it with the eager start's numbers
+and random stream; what changes in place (loaded weights, the EMA copy's update) is read live, and
+what the key sees (the step count, a replaced parameter, the shapes) records again."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lebm.nets import LatentDiffusionAmortizer, MLPEmbedding
+from lebm.samplers import AveragedStart, ChainInitializer, NetworkStart, NoiseStart
+from lebm.samplers.capture import chain_capture, chain_graphs
+from lebm.testing.capture import emulate_on_cpu
+
+LATENT, DATA = 3, 4
+
+
+def amortizer(**settings: Any) -> LatentDiffusionAmortizer:
+    """A small amortizer (5 ancestral steps) on 4-dimensional observations."""
+    torch.manual_seed(0)
+    sizes: dict[str, Any] = {"nf": 1, "time_dim": 8, "null_hidden": 8, "sampling_steps": 5, **settings}
+    return LatentDiffusionAmortizer(LATENT, MLPEmbedding([DATA], hidden=8, embed_dim=6), 6, **sizes)
+
+
+def starts(initializer: ChainInitializer, x: Tensor | None, seed: int = 3) -> tuple[Tensor, Tensor]:
+    """One start of 4 chains (conditional on ``x``, or unconditional) and the stream's state after it."""
+    stream = torch.Generator().manual_seed(seed)
+    z0 = initializer.start(4, context=x, generator=stream)
+    return z0, stream.get_state()
+
+
+@pytest.fixture
+def x() -> Tensor:
+    return torch.randn(4, DATA, generator=torch.Generator().manual_seed(11))
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
+def test_a_replayed_start_equals_the_eager_start_and_leaves_the_stream_where_it_does(x, conditional) -> None:
+    q = amortizer()
+    context = x if conditional else None
+    eager = [starts(q, context, seed) for seed in (3, 4)]
+    with emulate_on_cpu():
+        captured = [starts(q, context, seed) for seed in (3, 4)]
+    for (z_eager, stream_eager), (z_captured, stream_captured) in zip(eager, captured, strict=True):
+        assert torch.equal(z_eager, z_captured)
+        assert torch.equal(stream_eager, stream_captured)
+    assert not torch.equal(eager[0][0], eager[1][0])  # the replay draws its noise from the stream given
+    assert chain_graphs(q).stats() == {"captures": 1, "replays": 1, "eager_calls": 0}
+
+
+def test_sample_draws_what_start_draws(x) -> None:
+    q = amortizer()
+    for context in (x, None):
+        z0, _ = starts(q, context)
+        assert torch.equal(q.sample(4, context, generator=torch.Generator().manual_seed(3)), z0)
+
+
+def test_the_ema_copy_replays_with_its_updated_weights(x) -> None:
+    online = amortizer()
+    ema = AveragedStart(online)
+    with emulate_on_cpu():
+        starts(ema, x)
+        with torch.no_grad():
+            for parameter in online.parameters():
+                parameter.add_(0.3 * torch.randn_like(parameter))
+        ema.update(online, 0.5)  # in place: the recorded graph reads the new average
+        replayed, _ = starts(ema, x)
+    assert chain_graphs(ema.average).stats()["replays"] == 1
+    assert torch.equal(replayed, starts(copy.deepcopy(ema), x)[0])
+
+
+def test_weights_loaded_in_place_are_read_by_the_replay(x) -> None:
+    q, other = amortizer(), amortizer()
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.mul_(1.5)
+    with emulate_on_cpu():
+        starts(q, x)
+        q.load_state_dict(other.state_dict())
+        replayed, _ = starts(q, x)
+    assert chain_graphs(q).stats()["replays"] == 1
+    assert torch.equal(replayed, starts(other, x)[0])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda q: setattr(q, "sampling_steps", 7),
+        lambda q: setattr(q, "sampling_noise", False),
+        lambda q: setattr(q.denoiser, "fourier", nn.Parameter(q.denoiser.fourier.detach() * 2)),
+    ],
+    ids=["step count", "sampling noise", "replaced parameter"],
+)
+def test_what_the_key_sees_records_again_and_replays_nothing_stale(x, change) -> None:
+    q = amortizer()
+    with emulate_on_cpu():
+        starts(q, x)
+        change(q)
+        changed, _ = starts(q, x)
+    assert chain_graphs(q).stats() == {"captures": 2, "replays": 0, "eager_calls": 0}
+    assert torch.equal(changed, starts(q, x)[0])
+
+
+def test_a_start_of_another_batch_size_records_its_own_graph(x) -> None:
+    q = amortizer()
+    with emulate_on_cpu():
+        for rows in (4, 2, 4, 2):
+            q.start(rows, context=x[:rows], generator=torch.Generator().manual_seed(1))
+    assert chain_graphs(q).stats() == {"captures": 2, "replays": 2, "eager_calls": 0}
+
+
+def test_which_initializers_are_captured() -> None:
+    assert LatentDiffusionAmortizer.capturable
+    assert not any(cls.capturable for cls in (NoiseStart, NetworkStart, AveragedStart))
+
+    class Retuned(LatentDiffusionAmortizer):
+        def from_state(self, state: Tensor, context: Tensor | None, generator: Any) -> Tensor:
+            return super().from_state(state, context, generator).clamp(-3, 3)
+
+    assert not Retuned.capturable  # a new recorded body opts in itself
+
+
+@pytest.mark.parametrize("keep_out", ["cuda_graph", "switch", "not detached"])
+def test_a_start_kept_out_of_capture_runs_eagerly(x, keep_out) -> None:
+    q = amortizer(cuda_graph=keep_out != "cuda_graph")
+    q.detach = keep_out != "not detached"
+    with emulate_on_cpu(), chain_capture(keep_out != "switch"):
+        z0 = q.start(4, context=x, generator=torch.Generator().manual_seed(3))
+    assert chain_graphs(q).stats()["captures"] == 0
+    q.detach = True
+    assert torch.equal(z0.detach(), starts(q, x)[0])
