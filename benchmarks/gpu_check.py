@@ -1,5 +1,6 @@
 """The one command for a lent GPU machine: the environment, the gpu test tier, the quickstart's epoch
-speed and the speed suite, scored against issue 23's targets, in one JSON record and a Markdown table.
+speed and the speed suite, scored against issue 23's targets and DAMC's (issue 67), in one JSON record
+and a Markdown table.
 
     python benchmarks/gpu_check.py [--out DIR] [--commit SHA] [--budget 540]
     python benchmarks/gpu_check.py --table RECORD.json     # print the Markdown of an existing record
@@ -23,8 +24,10 @@ recorded as such):
    last training batch (``it_per_sec_whole_epoch`` adds validation and the epoch-end callbacks); the
    median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100);
 4. ``suite``: ``benchmarks/suite.py``'s rows (eager, captured, captured_bf16) for every method with
-   few iterations, row by row until the deadline; DAMC's SVHN recipe last, at most 3 timed
-   iterations a row, and scored against no target;
+   few iterations, row by row until the deadline; DAMC's SVHN recipe first (at most 3 timed
+   iterations a row after at least 2 warm-up ones: its first captured iteration records its
+   amortizer's ancestral start as well as its chains), so that the deadline cuts the last method's
+   rows rather than DAMC's;
 5. ``profile`` (only when asked for, ``--stages profile``: a second call, cut at ``--budget``, about
    6 minutes estimated):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
@@ -33,9 +36,10 @@ recorded as such):
    its chains are graphs.
 
 The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
-100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s for 15
-rows of about 20 s each (``--suite-iters 5 --suite-warmup 2``, a process per row), then DAMC's 3
-rows (not yet measured on a GPU: the deadline may leave them skipped). ``--stages`` and
+100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s: DAMC's
+3 rows first (not yet timed on a GPU), then 15 rows of about 20 s each
+(``--suite-iters 5 --suite-warmup 2``, a process per row); the deadline may leave the last rows
+skipped, the quickstart's (scored on peak memory alone) before any other. ``--stages`` and
 ``--methods`` rerun a part (``--methods damc`` DAMC's rows alone).
 
 Writes at most seven files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
@@ -72,11 +76,16 @@ REFERENCE_QUICKSTART_IT_S = 9.6
 QUICKSTART_EPOCHS = 10
 #: The methods issue 23's targets read (a peak-memory target each).
 TARGET_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "quickstart")
-#: The suite's methods, in this order: DAMC last, measured but scored against no target yet.
-SUITE_METHODS = (*TARGET_METHODS, "damc")
+#: The suite's methods, in this order: DAMC first (its targets are issue 67's; its rows would be the
+#: ones the deadline cut were they last), then issue 23's, the quickstart's rows last.
+SUITE_METHODS = ("damc", *TARGET_METHODS)
 #: Timed iterations at most per suite row of these methods (``--suite-iters`` for the others): a
-#: DAMC iteration starts its chains with 100 eager ancestral steps of its amortizer.
+#: DAMC iteration starts its chains with 100 ancestral steps of its amortizer.
 SUITE_ITERS_CAP = {"damc": 3}
+#: Warm-up iterations at least per suite row of these methods (``--suite-warmup`` if more): DAMC's
+#: first captured iteration records its amortizer's ancestral start beside its chains, so no
+#: recording falls in a timed iteration.
+SUITE_WARMUP_MIN = {"damc": 2}
 SUITE_PATHS = ("eager", "captured", "captured_bf16")
 OPTIONAL_PACKAGES = ("wandb", "torch_fidelity", "omegaconf", "jsonargparse")
 #: The most of ``--budget`` each stage may take (the suite takes what is left, up to the deadline).
@@ -142,7 +151,8 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 @dataclass(frozen=True)
 class Target:
     """One of the issue's targets read off a suite row: ``key`` of the ``path`` row of ``method``,
-    at least ``threshold`` (or at most, with ``at_most``)."""
+    at least ``threshold`` (or at most, with ``at_most``). A ratio's ``key`` is missing when the
+    ``against`` row it is taken over failed or did not run."""
 
     name: str
     what: str
@@ -151,6 +161,7 @@ class Target:
     key: str
     threshold: float
     at_most: bool = False
+    against: str = "eager"
 
 
 ROW_TARGETS: tuple[Target, ...] = (
@@ -179,6 +190,17 @@ ROW_TARGETS: tuple[Target, ...] = (
         "DualMCMC CIFAR-10, captured bf16: seconds per iteration",
         *("dual_mcmc", "captured_bf16", "sec_per_iter", 0.41),
         at_most=True,
+    ),
+    Target(
+        "damc_captured_vs_eager",
+        "DAMC SVHN, captured fp32: its eager s/iter over this",
+        *("damc", "captured", "speedup_vs_eager", 4.0),
+    ),
+    Target(
+        "damc_captured_bf16_vs_captured",
+        "DAMC SVHN, captured bf16 not slower than captured fp32: the fp32 s/iter over this",
+        *("damc", "captured_bf16", "speedup_vs_captured", 1.0),
+        against="captured",
     ),
     *(
         Target(
@@ -505,9 +527,11 @@ def suite_stage(
     row_cap_s: float,
     methods: tuple[str, ...] = SUITE_METHODS,
 ) -> dict[str, Any]:
-    """``suite.py``'s rows for ``methods`` x :data:`SUITE_PATHS`, one fresh process each, while the
-    deadline leaves time: a row gets at most ``row_cap_s`` seconds, a row that cannot start is kept as
-    ``skipped``. Every row carries ``suite_method``; ratios as ``suite.add_ratios`` gives them."""
+    """``suite.py``'s rows for ``methods`` x :data:`SUITE_PATHS`, one fresh process each, in that order,
+    while the deadline leaves time: a row gets at most ``row_cap_s`` seconds and ``iters`` and
+    ``warmup`` iterations within :data:`SUITE_ITERS_CAP` and :data:`SUITE_WARMUP_MIN`, a row that
+    cannot start is kept as ``skipped``. Every row carries ``suite_method``; ratios as
+    ``suite.add_ratios`` gives them."""
     import suite
     import torch
 
@@ -534,7 +558,8 @@ def suite_stage(
                     limit = int(min(row_cap_s, left))
                     say(f"suite: {method} {path} (limit {limit} s, {left:.0f} s left)")
                     row_iters = min(iters, SUITE_ITERS_CAP.get(method, iters))
-                    settings = argparse.Namespace(iters=row_iters, warmup=warmup, generate=generate, timeout=limit)
+                    row_warmup = max(warmup, SUITE_WARMUP_MIN.get(method, warmup))
+                    settings = argparse.Namespace(iters=row_iters, warmup=row_warmup, generate=generate, timeout=limit)
                     row = suite.run_one(recipe, path, settings, None, log_file)
                 method_rows.append({"suite_method": method, **row})
             suite.add_ratios(method_rows)
@@ -667,7 +692,7 @@ def row_target(rows: list[dict[str, Any]], target: Target) -> dict[str, Any]:
     elif "error" in row:
         reason = f"{target.path} row of {target.method} failed: {row['error']}"
     elif row.get(target.key) is None:
-        reason = f"{target.path} row of {target.method} has no {target.key} (did its eager row fail?)"
+        reason = f"{target.path} row of {target.method} has no {target.key} (did its {target.against} row fail?)"
     else:
         value = row[target.key]
     return {"what": target.what, **verdict(value, target.threshold, target.at_most, reason)}
@@ -805,8 +830,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the record and logs")
     parser.add_argument("--commit", default=None, help="the commit checked (default: git rev-parse HEAD, if .git)")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check")
-    parser.add_argument("--suite-iters", type=int, default=5, help="timed iterations per suite row")
-    parser.add_argument("--suite-warmup", type=int, default=2, help="warm-up iterations (captures) per suite row")
+    parser.add_argument("--suite-iters", type=int, default=5, help="timed iterations per suite row (DAMC's at most 3)")
+    parser.add_argument(
+        "--suite-warmup", type=int, default=2, help="warm-up iterations (captures) per suite row (DAMC's at least 2)"
+    )
     parser.add_argument("--suite-generate", type=int, default=100, help="samples per timed generate call")
     parser.add_argument("--row-limit", type=float, default=100.0, help="seconds at most per suite row")
     parser.add_argument(
@@ -854,6 +881,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "stage_caps_s": {**caps, "suite": "what is left"},
             "suite_iters": args.suite_iters,
             "suite_warmup": args.suite_warmup,
+            "suite_iters_cap": SUITE_ITERS_CAP,
+            "suite_warmup_min": SUITE_WARMUP_MIN,
             "suite_row_limit_s": args.row_limit,
             "suite_methods": [m for m in SUITE_METHODS if m in args.methods.split(",")],
             "stages": sorted(wanted, key=STAGES.index),

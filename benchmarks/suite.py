@@ -14,7 +14,9 @@ with like:
 - ``plain loop / this`` (LatentEBM): the plain-PyTorch loop (``benchmarks/plain_latent_ebm.py``,
   fp32, eager), timed by the ``eager`` row's process on the same device, over this row;
 - ``memory / eager`` (``peak_mem_vs_eager``, every path but ``eager``): this row's peak memory over
-  the eager row's.
+  the eager row's;
+- ``speedup_vs_captured`` (in the JSON, every path but ``captured``): the ``captured`` row (fp32,
+  captured chains) over this row, so ``captured_bf16``'s says what bf16 buys once chains are graphs.
 
 Paths (``--paths``; the default is every path that applies to the device):
 
@@ -108,11 +110,25 @@ def run_one(
     return {"path": path, **json.loads(lines[-1])}
 
 
+def add_captured_ratios(rows: list[dict[str, Any]]) -> None:
+    """Give every timed path of one recipe but the captured one, on the captured row's device, its
+    speed-up over the captured fp32 path, ``speedup_vs_captured`` (the captured row's s/iter over
+    its own), whether or not the eager row ran."""
+    captured = next((row for row in rows if row.get("path") == "captured" and "sec_per_iter" in row), None)
+    if captured is None:
+        return
+    for row in rows:
+        if row is not captured and "sec_per_iter" in row and row.get("device") == captured["device"]:
+            row["speedup_vs_captured"] = round(captured["sec_per_iter"] / row["sec_per_iter"], 3)
+
+
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Give every path of one recipe the FLOPs counted on its eager path, the fraction of the
     device's bf16 peak its time reaches (known GPUs), its speed-up over the eager path and,
-    for LatentEBM, over the plain loop timed on the same device, and (every path but the eager one)
-    its peak memory over the eager path's, ``peak_mem_vs_eager``."""
+    for LatentEBM, over the plain loop timed on the same device, (every path but the eager one)
+    its peak memory over the eager path's, ``peak_mem_vs_eager``, and (every path but the captured
+    one) its speed-up over the captured path, :func:`add_captured_ratios`."""
+    add_captured_ratios(rows)
     eager = next((row for row in rows if row.get("path") == "eager" and "sec_per_iter" in row), None)
     if eager is None:
         return

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -334,6 +335,8 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
         "multistage_nce_captured_vs_eager": None,  # its eager row failed: no ratio
         "hierarchical_captured_vs_eager": None,  # no row at all
         "dual_mcmc_captured_bf16_sec_per_iter": None,  # the row holds an error
+        "damc_captured_vs_eager": None,  # no DAMC row at all
+        "damc_captured_bf16_vs_captured": None,
         "latent_ebm_peak_mem_captured_vs_eager": False,  # 1.6 > 1.5
         "multistage_nce_peak_mem_captured_vs_eager": None,
         "dual_mcmc_peak_mem_captured_vs_eager": True,  # 1.5 <= 1.5
@@ -352,7 +355,7 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
     assert "failed" in targets["dual_mcmc_captured_bf16_sec_per_iter"]["reason"]
     assert "eager row" in targets["multistage_nce_peak_mem_captured_vs_eager"]["reason"]
     assert "skipped" in targets["quickstart_peak_mem_captured_vs_eager"]["reason"]
-    assert gpu_check.target_summary(targets) == {"met": 3, "unmet": 3, "not_measured": 6}
+    assert gpu_check.target_summary(targets) == {"met": 3, "unmet": 3, "not_measured": 8}
     # the DualMCMC row without its error: 0.41 s/iter is within "no slower than 0.41"
     rows = [{**r, "error": None} if r["path"] == "captured_bf16" else r for r in synthetic_suite_rows()]
     rows = [{k: v for k, v in r.items() if v is not None} for r in rows]
@@ -366,6 +369,87 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
     assert gpu_check.tier_target({**tier, "failed": 0, "skipped": 0})["met"] is True
     assert gpu_check.tier_target({"status": "cut_off", "junit": None})["met"] is None
     assert gpu_check.tier_target(None)["met"] is None
+
+
+def damc_rows(eager: float | str, captured: float | str, bf16: float | str) -> list[dict]:
+    """DAMC's three suite rows with their ratios as ``suite.add_ratios`` forms them: a number is the
+    row's s/iter, ``"failed"`` or ``"skipped"`` what became of the row."""
+    suite = load_script("benchmarks/suite.py")
+    rows = []
+    for path, outcome in (("eager", eager), ("captured", captured), ("captured_bf16", bf16)):
+        row = {"suite_method": "damc", "recipe": "recipes/damc/svhn.yaml", "path": path}
+        if outcome == "failed":
+            row["error"] = ["RuntimeError: CUDA error"]
+        elif outcome == "skipped":
+            row["skipped"] = "deadline: 3 s left"
+        else:
+            row.update(device="GPU", sec_per_iter=outcome, peak_mem_mb=1000.0)
+        rows.append(row)
+    suite.add_ratios(rows)
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "captured_vs_eager", "bf16_vs_fp32"),
+    [
+        ((0.41, 0.1, 0.1), True, True),  # 4.1x; bf16 as fast as fp32 is not slower
+        ((0.39, 0.1, 0.09), False, True),  # 3.9x
+        ((0.41, 0.1, 0.101), True, False),  # bf16 1% slower
+        (("failed", 0.1, 0.09), None, True),  # no eager row: no speed-up over it, bf16 still compared
+        ((0.41, "skipped", 0.09), None, None),  # no captured fp32 row: neither target measured
+        ((0.41, 0.1, "failed"), True, None),
+    ],
+)
+def test_gpu_check_scores_damc_captured_against_eager_and_its_bf16_against_its_fp32(
+    outcomes: tuple, captured_vs_eager: bool | None, bf16_vs_fp32: bool | None
+) -> None:
+    """Device: CPU. DAMC's captured fp32 iteration at least 4x its eager one, its captured bf16 one no
+    slower than captured fp32; a target whose rows did not both run is not measured, never met."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    targets = gpu_check.evaluate_targets(damc_rows(*outcomes), None, None)
+    speedup, bf16 = targets["damc_captured_vs_eager"], targets["damc_captured_bf16_vs_captured"]
+    assert (speedup["met"], bf16["met"]) == (captured_vs_eager, bf16_vs_fp32)
+    if outcomes[1] == "skipped":
+        assert "captured row" in bf16["reason"] and "skipped" in speedup["reason"]
+    if captured_vs_eager is not None:
+        table = gpu_check.markdown({"targets": targets})
+        mark = "yes" if captured_vs_eager else "**no**"
+        assert f"(`damc_captured_vs_eager`) | {speedup['value']:.4g} | >= 4.0 | {mark} |" in table
+
+
+def test_gpu_check_runs_damcs_suite_rows_first_within_their_iteration_bounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Device: CPU (the rows' processes replaced by a stand-in that spends 20 s of a fake deadline).
+    With time for four rows, DAMC's three run (at most 3 timed iterations, at least 2 warm-up) and
+    are scored; the fourth row is the next method's, with the iterations asked for; the rest skipped."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    suite = load_script("benchmarks/suite.py")
+    seconds = {"eager": 0.4, "captured": 0.08, "captured_bf16": 0.07}
+
+    class Deadline:
+        budget = 4 * 20.0 + 10.0
+
+        def left(self) -> float:
+            return self.budget
+
+    deadline = Deadline()
+    ran = []
+
+    def run_one(recipe: str, path: str, settings: Any, batch_size: int | None, log: Any) -> dict:
+        ran.append((recipe, path, settings.iters, settings.warmup))
+        deadline.budget -= 20.0
+        return {"recipe": recipe, "path": path, "device": "GPU", "sec_per_iter": seconds[path], "peak_mem_mb": 1.0}
+
+    monkeypatch.setattr(suite, "run_one", run_one)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "GPU")
+    stage = gpu_check.suite_stage(tmp_path, deadline, 5, 1, 100, 100.0)
+    damc = [("recipes/damc/svhn.yaml", path, 3, 2) for path in ("eager", "captured", "captured_bf16")]
+    assert ran == [*damc, ("recipes/latent_ebm/svhn.yaml", "eager", 5, 1)]
+    assert stage["rows_run"] == 4 and stage["rows_skipped"] == len(stage["rows"]) - 4 > 0
+    targets = gpu_check.evaluate_targets(stage["rows"], None, None)
+    assert targets["damc_captured_vs_eager"]["met"] is True and targets["damc_captured_bf16_vs_captured"]["met"] is True
+    assert targets["hierarchical_captured_vs_eager"]["met"] is None
 
 
 def test_gpu_check_times_the_quickstart_epochs_from_the_second_on() -> None:
@@ -435,6 +519,7 @@ def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None
         "(`latent_ebm_captured_vs_plain_loop`) |  | >= 5.0 | not measured: captured row of latent_ebm skipped"
         in result.stdout
     )
+    assert "(`damc_captured_vs_eager`) |  | >= 4.0 | not measured: no captured row of damc" in result.stdout
 
 
 @pytest.mark.slow
