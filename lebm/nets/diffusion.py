@@ -32,8 +32,9 @@ from lebm.samplers.diffusion import (
     DIFFUSION_VARIANCES,
     LOGSNR_BOUND,
     LogSNRSchedule,
-    ancestral_sample,
+    ancestral_sample_on_grid,
     forward_diffuse,
+    logsnr_grid,
 )
 from lebm.samplers.initializers import ChainInitializer
 
@@ -41,6 +42,7 @@ __all__ = [
     "ConcatSquashLinear",
     "ConvEmbedding",
     "DiffusionMLP",
+    "GridContext",
     "LatentDiffusionAmortizer",
     "MLPEmbedding",
     "NullEmbedding",
@@ -91,9 +93,38 @@ class ConcatSquashLinear(nn.Module):
 
     def forward(self, x: Tensor, activated_context: Tensor) -> Tensor:
         """``x`` ``(B, dim_in)`` and ``SiLU(c)`` ``(B, dim_context)`` -> ``(B, dim_out)``."""
-        h = F.silu(self.context(activated_context))
+        return self.gated(x, self.context(activated_context))
+
+    def gated(self, x: Tensor, projected_context: Tensor) -> Tensor:
+        """The layer given its context's projection ``W_c SiLU(c) + b_c`` ``(B, dim_out)``:
+        ``x`` ``(B, dim_in)`` -> ``(B, dim_out)``."""
+        h = F.silu(projected_context)
         value, skip = self.linear(x).chunk(2, dim=1)
         return value * torch.sigmoid(self.gate(h)) + self.shift(h) + skip
+
+    def split_context(self, activated_time: Tensor, activated_condition: Tensor) -> tuple[Tensor, Tensor]:
+        """``W_c SiLU(c) + b_c`` of ``c = [time embedding, condition]`` split into its two terms:
+        ``W_c[:, :T] SiLU(time)`` of ``activated_time`` ``(S, T)`` -> ``(S, dim_out)`` (one row per
+        time) and ``W_c[:, T:] SiLU(e) + b_c`` of ``activated_condition`` ``(B, E)`` -> ``(B, dim_out)``
+        (one row per example): the projection of time ``s`` and example ``b`` is their sum."""
+        width = activated_time.shape[1]
+        weight = self.context.weight
+        per_time = F.linear(activated_time, weight[:, :width])
+        return per_time, F.linear(activated_condition, weight[:, width:], self.context.bias)
+
+
+class GridContext:
+    """Every layer's context projection on a fixed grid of times (:meth:`DiffusionMLP.on_grid`), computed
+    once for a whole ancestral sampling: per layer, ``(S, dim_out)`` rows of the grid's time
+    embeddings and ``(B, dim_out)`` rows of the examples' conditions; :meth:`at` adds them for step ``i``."""
+
+    def __init__(self, per_time: list[Tensor], per_example: list[Tensor]) -> None:
+        self.per_time = [rows.unbind() for rows in per_time]
+        self.per_example = per_example
+
+    def at(self, i: int) -> list[Tensor]:
+        """Every layer's ``W_c SiLU(c) + b_c`` ``(B, dim_out)`` at the grid's time ``i``."""
+        return [times[i] + examples for times, examples in zip(self.per_time, self.per_example, strict=True)]
 
 
 class DiffusionMLP(nn.Module, Configurable):
@@ -163,20 +194,42 @@ class DiffusionMLP(nn.Module, Configurable):
         t = torch.arctan(torch.exp(-0.5 * clamped)) / (0.5 * math.pi)
         return self.time_mlp(sinusoidal_embedding(1000.0 * t, self.time_dim))
 
+    @property
+    def layers(self) -> list[ConcatSquashLinear]:
+        """The context-gated layers in the order the trunk runs them: down, middle, up."""
+        return [*self.down, self.middle, *self.up]
+
     def forward(self, z_t: Tensor, logsnr: Tensor, context: Tensor) -> Tensor:
         """The predicted noise ``eps_hat`` ``(B, D)`` of ``z_t`` ``(B, D)`` at log-SNRs ``logsnr``
         ``(B,)`` given conditions ``context`` ``(B, context_dim)``."""
         c = F.silu(torch.cat([self.time_embedding(logsnr), context], dim=1))  # every layer reads SiLU(c)
+        return self.trunk(z_t, [layer.context(c) for layer in self.layers])
+
+    def on_grid(self, logsnrs: Tensor, context: Tensor) -> GridContext:
+        """What the predicted noise reads of the time and the condition, for every time of a grid
+        ``logsnrs`` ``(S,)`` and every example's condition ``context`` ``(B, context_dim)``: the time
+        embeddings computed once for the grid, each layer's context projection split into its time
+        and its condition terms (:meth:`ConcatSquashLinear.split_context`). ``trunk(z_t,
+        grid.at(i))`` is then ``forward(z_t, logsnrs[i], context)`` without the per-step context work."""
+        times = F.silu(self.time_embedding(logsnrs))
+        condition = F.silu(context)
+        split = [layer.split_context(times, condition) for layer in self.layers]
+        return GridContext([per_time for per_time, _ in split], [per_example for _, per_example in split])
+
+    def trunk(self, z_t: Tensor, projected_contexts: Sequence[Tensor]) -> Tensor:
+        """The predicted noise ``(B, D)`` of ``z_t`` ``(B, D)`` given every layer's context projection
+        ``(B, dim_out)``, in :attr:`layers`' order."""
+        projections = iter(projected_contexts)
         projected = 2 * math.pi * (z_t @ self.fourier)
         h = torch.cat([projected.sin(), projected.cos(), z_t], dim=1)
         skips = []
         for layer in self.down:
-            h = layer(h, c)
+            h = layer.gated(h, next(projections))
             skips.append(h)
             h = F.leaky_relu(h, _DENOISER_SLOPE)
-        h = self.middle(h, c)
+        h = self.middle.gated(h, next(projections))
         for layer in self.up:
-            h = layer(F.leaky_relu(torch.cat([h, skips.pop()], dim=1), _DENOISER_SLOPE), c)
+            h = layer.gated(F.leaky_relu(torch.cat([h, skips.pop()], dim=1), _DENOISER_SLOPE), next(projections))
         return z_t + h if self.residual else h
 
 
@@ -469,13 +522,16 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
     ) -> Tensor:
         """Ancestral sampling (:func:`lebm.samplers.diffusion.ancestral_sample`) from ``z_T`` ``(n, D)``
         in ``n_steps`` steps, conditioned on ``Enc(x)`` of ``x`` ``(n, ...)``, or on ``n`` null
-        embeddings (``x = None``, their ``xi`` drawn from ``generator`` first)."""
+        embeddings (``x = None``, their ``xi`` drawn from ``generator`` first). The time embeddings
+        and the condition's share of every layer's context are computed once, before the loop
+        (:meth:`DiffusionMLP.on_grid`): a step runs the denoiser's trunk alone."""
         context = self.condition(x, z_T.shape[0], generator)
-        return ancestral_sample(
-            lambda z, logsnr: self.denoiser(z, logsnr, context),
+        logsnrs = logsnr_grid(self.schedule, n_steps, z_T)
+        grid = self.denoiser.on_grid(logsnrs, context)
+        return ancestral_sample_on_grid(
+            lambda z, i: self.denoiser.trunk(z, grid.at(i)),
             z_T,
-            self.schedule,
-            n_steps,
+            logsnrs,
             variance=self.variance,
             noise=self.sampling_noise,
             generator=generator,

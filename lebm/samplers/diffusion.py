@@ -30,8 +30,10 @@ __all__ = [
     "Denoiser",
     "LogSNRSchedule",
     "ancestral_sample",
+    "ancestral_sample_on_grid",
     "diffuse",
     "forward_diffuse",
+    "logsnr_grid",
     "predicted_clean",
     "reverse_moments",
 ]
@@ -164,6 +166,13 @@ def _reverse_coefficients(logsnr_t: Tensor, logsnr_s: Tensor, variance: str) -> 
     return r * alpha_s / alpha_t, one_minus_r * alpha_s, var
 
 
+def logsnr_grid(schedule: LogSNRSchedule, n_steps: int, like: Tensor) -> Tensor:
+    """The ancestral sampler's log-SNRs ``lambda(t_i)``, ``t_i = i / (n-1)``, ``i = 0 .. n-1``: ``(n,)``
+    on ``like``'s device and dtype (``lambda(t_0) = lambda_max``, the cleanest)."""
+    n_steps = arguments.whole("logsnr_grid", "n_steps", n_steps, at_least=2)
+    return schedule.logsnr(torch.linspace(0.0, 1.0, n_steps, device=like.device, dtype=like.dtype))
+
+
 def ancestral_sample(
     denoise: Denoiser,
     z_T: Tensor,
@@ -185,7 +194,8 @@ def ancestral_sample(
 
     Runs with autograd as the caller has it (wrap it in ``torch.no_grad()`` to sample without it).
     ``denoise`` gets the schedule's log-SNRs as they are; a network that clamps them (the official
-    one, to ``[-20, 20]``) does so itself.
+    one, to ``[-20, 20]``) does so itself. :func:`ancestral_sample_on_grid` is the same loop for a
+    denoiser that precomputes what depends on the step alone.
 
     Args:
         denoise: ``(z_t (B, D), logsnr (B,)) -> eps_hat (B, D)``.
@@ -199,22 +209,43 @@ def ancestral_sample(
     Returns:
         ``z0_hat`` of the last step, ``(B, D)``.
     """
-    n_steps = arguments.whole("ancestral_sample", "n_steps", n_steps, at_least=2)
+    logsnrs = logsnr_grid(schedule, n_steps, z_T)
+    steps = [logsnr.expand(z_T.shape[0]) for logsnr in logsnrs.unbind()]
+    return ancestral_sample_on_grid(
+        lambda z, i: denoise(z, steps[i]), z_T, logsnrs, variance=variance, noise=noise, generator=generator
+    )
+
+
+def ancestral_sample_on_grid(
+    denoise_at: Callable[[Tensor, int], Tensor],
+    z_T: Tensor,
+    logsnrs: Tensor,
+    *,
+    variance: str = "large",
+    noise: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """:func:`ancestral_sample`'s loop on a grid of log-SNRs ``logsnrs`` ``(n,)`` (:func:`logsnr_grid`),
+    the denoiser called with the step's index: ``denoise_at(z_t (B, D), i) -> eps_hat (B, D)`` at
+    ``lambda = logsnrs[i]``, so that it can precompute what depends on the step alone (the time
+    embedding, a context projection). Every step's coefficients are computed once, before the loop;
+    a step is then one network call and one fused update, :func:`reverse_moments`' mean
+    ``r (alpha_s / alpha_t) z_t + (1 - r) alpha_s z0_hat`` with ``z0_hat`` substituted::
+
+        z_s = (alpha_s / alpha_t) z_t - (1 - r) (alpha_s sigma_t / alpha_t) eps_hat + sqrt(var) eps
+
+    and the last, ``i = 0``, returns ``z0_hat = (z_t - sigma_0 eps_hat) / alpha_0``.
+    """
+    n_steps = arguments.whole("ancestral_sample", "n_steps", logsnrs.shape[0], at_least=2)
     variance = arguments.one_of("ancestral_sample", "variance", variance, DIFFUSION_VARIANCES)
+    alphas, sigmas = LogSNRSchedule.alpha_sigma(logsnrs)
+    _, of_z0, var = _reverse_coefficients(logsnrs[1:], logsnrs[:-1], variance)  # [i-1]: t_i -> t_{i-1}
+    keep = (alphas[:-1] / alphas[1:]).unbind()
+    against = (of_z0 * sigmas[1:] / alphas[1:]).unbind()
+    spread = var.sqrt().unbind()
     z = z_T
-    # every step's scalars, computed once on the grid t_i = i / (n-1) (the step from t_i goes to t_{i-1})
-    logsnrs = schedule.logsnr(torch.linspace(0.0, 1.0, n_steps, device=z.device, dtype=z.dtype))
-    alphas, sigmas = schedule.alpha_sigma(logsnrs)
-    of_z_t, of_z0, var = _reverse_coefficients(logsnrs[1:], logsnrs[:-1], variance)
-    grid = list(zip(logsnrs.unbind(), alphas.unbind(), sigmas.unbind(), strict=True))  # at t_i
-    moves = list(zip(of_z_t.unbind(), of_z0.unbind(), var.sqrt().unbind(), strict=True))  # t_i -> t_{i-1}: [i-1]
-    for i in reversed(range(n_steps)):
-        logsnr_t, alpha_t, sigma_t = grid[i]
-        z0_hat = predicted_clean(z, denoise(z, logsnr_t.expand(z.shape[0])), alpha_t, sigma_t)
-        if i == 0:
-            return z0_hat
-        to_z_t, to_z0, std = moves[i - 1]
-        z = to_z_t * z + to_z0 * z0_hat
+    for i in range(n_steps - 1, 0, -1):
+        z = keep[i - 1] * z - against[i - 1] * denoise_at(z, i)
         if noise:
-            z = z + std * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-    raise AssertionError("unreachable: the loop returns at i = 0")  # pragma: no cover
+            z = z + spread[i - 1] * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return predicted_clean(z, denoise_at(z, 0), alphas[0], sigmas[0])

@@ -13,6 +13,7 @@ from lebm.config import build, to_config
 from lebm.estimators import denoising_loss
 from lebm.nets import ConvEmbedding, LatentDiffusionAmortizer, MLPEmbedding
 from lebm.nets.diffusion import DiffusionMLP, NullEmbedding
+from lebm.samplers.diffusion import ancestral_sample
 from lebm.samplers.initializers import AveragedStart, ChainInitializer
 
 
@@ -102,7 +103,8 @@ def test_the_amortizer_starts_chains_detached_without_autograd_from_its_generato
     q = small_amortizer()
     assert isinstance(q, ChainInitializer) and isinstance(q, nn.Module)
     grad_modes: list[bool] = []
-    q.denoiser.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    trunk = q.denoiser.trunk
+    q.denoiser.trunk = lambda *args: grad_modes.append(torch.is_grad_enabled()) or trunk(*args)
     x = torch.randn(6, 1, 8, 8)
     state = torch.get_rng_state()
     z = q.start(context=x, generator=torch.Generator().manual_seed(1))
@@ -118,6 +120,28 @@ def test_the_amortizer_starts_chains_detached_without_autograd_from_its_generato
     assert q.sample(x=x, generator=torch.Generator().manual_seed(1), steps=2).shape == (6, 3)
     with pytest.raises(ValueError, match="n=4"):
         q.start(4, x)
+
+
+@pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
+def test_a_start_is_the_ancestral_sampler_of_the_denoisers_whole_forward(conditional: bool) -> None:
+    """The start's loop precomputes the time embeddings and splits every layer's context projection
+    (DiffusionMLP.on_grid): the same samples as the textbook loop calling the whole forward per step."""
+    torch.manual_seed(0)
+    q = small_amortizer(sampling_steps=6, time_dim=8).double()  # in float64: rounding cannot hide a slip
+    with torch.no_grad():
+        for parameter in q.parameters():  # biases too: PyTorch's init leaves no term negligible
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64) if conditional else None
+    got = q.start(5, x, generator=torch.Generator().manual_seed(4))
+
+    stream = torch.Generator().manual_seed(4)
+    z_T = torch.randn(5, 3, generator=stream, dtype=torch.float64)
+    context = q.condition(x, 5, stream)
+    with torch.no_grad():
+        expected = ancestral_sample(
+            lambda z, logsnr: q.denoiser(z, logsnr, context), z_T, q.schedule, 6, generator=stream
+        )
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_the_loss_is_the_estimators_with_per_example_conditions() -> None:
