@@ -33,7 +33,9 @@ recorded as such):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
    TF32), the quickstart, DualMCMC (bf16, with cuDNN's benchmark, with compiled nets) and DAMC (bf16), and
    ``benchmarks/host_work.py`` on LatentEBM and the quickstart: where an iteration's time goes once
-   its chains are graphs.
+   its chains are graphs; then ``benchmarks/ancestral_start.py`` (DAMC's amortizer start, eager
+   and captured) and ``benchmarks/damc_cost.py --pairs svhn`` (DAMC's iteration split: its start,
+   chains, amortizer steps and updates) on DAMC's SVHN recipe.
 
 The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
 100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s: DAMC's
@@ -144,6 +146,12 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "profile_step.py",
         ("--recipe", "recipes/damc/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
         + ("--iters", "3", "--warmup", "2"),
+    ),
+    ("damc ancestral start", "ancestral_start.py", ("--recipes", "recipes/damc/svhn.yaml", "--iters", "10")),
+    (
+        "damc iteration split",
+        "damc_cost.py",
+        ("--pairs", "svhn", "--accelerator", "gpu", "--iters", "5", "--warmup", "2"),
     ),
 )
 
@@ -640,6 +648,9 @@ def profile_markdown(stage: dict[str, Any]) -> list[str]:
             reason = entry.get("skipped") or entry.get("error", "")
             lines.append(f"| {entry['label']} | {reason.replace('|', '/')} |  |  |  |  |  |  |  |")
             continue
+        if "rows" in result or "pairs" in result:  # ancestral_start.py, damc_cost.py
+            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  | {damc_note(result)} |")
+            continue
         if "remainder_ms" in result:  # host_work.py
             note = (
                 f"{result['ops_outside_chains']} ops outside the chains; 1-step chains: "
@@ -661,6 +672,23 @@ def profile_markdown(stage: dict[str, Any]) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def damc_note(result: dict[str, Any]) -> str:
+    """One cell for DAMC's profile runs: the amortizer's start eager and captured
+    (``ancestral_start.py``), or the iteration's split in seconds (``damc_cost.py``)."""
+    if "rows" in result:
+        return "; ".join(
+            f"{row['recipe']}: start eager {row['eager_sec']} s, captured {row['captured_sec']} s "
+            f"({row['captured_vs_eager']}x)"
+            for row in result["rows"]
+        )
+    parts = []
+    for name, pair in result["pairs"].items():
+        damc = pair["damc"]
+        split = ", ".join(f"{part} {seconds}" for part, seconds in damc["split_sec_per_iter"].items())
+        parts.append(f"{name}: DAMC {damc['sec_per_iter']} s/iter ({split}); {pair['damc_over_latent_ebm']}x LatentEBM")
+    return "; ".join(parts)
 
 
 # -- 6. targets --------------------------------------------------------------------------------------

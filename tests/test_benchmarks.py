@@ -621,6 +621,33 @@ def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_p
     assert late["runs"][0]["skipped"].startswith("deadline")
 
 
+def test_gpu_check_tabulates_damcs_start_and_iteration_split_runs() -> None:
+    """CPU. The profile stage's DAMC runs (ancestral_start.py, damc_cost.py) get one row each, with
+    the start's eager and captured seconds and the iteration's split."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    start = {
+        "rows": [
+            {"recipe": "recipes/damc/svhn.yaml", "eager_sec": 0.2, "captured_sec": 0.01, "captured_vs_eager": 20.0}
+        ]
+    }
+    split = {
+        "pairs": {
+            "svhn": {
+                "damc": {"sec_per_iter": 0.08, "split_sec_per_iter": {"amortizer_steps": 0.03}},
+                "damc_over_latent_ebm": 3.1,
+            }
+        }
+    }
+    stage = {
+        "runs": [{"label": "damc ancestral start", "result": start}, {"label": "damc iteration split", "result": split}]
+    }
+    table = "\n".join(gpu_check.profile_markdown(stage))
+    assert "| damc ancestral start |" in table and "start eager 0.2 s, captured 0.01 s (20.0x)" in table
+    assert "| damc iteration split |" in table and "DAMC 0.08 s/iter (amortizer_steps 0.03); 3.1x LatentEBM" in table
+    labels = [label for label, _, _ in gpu_check.PROFILE_RUNS]
+    assert {"damc ancestral start", "damc iteration split"} <= set(labels)
+
+
 def test_profile_step_counts_the_device_time_covered_once_however_intervals_overlap() -> None:
     """CPU. The device's busy time is the union of its kernel intervals."""
     profile_step = load_script("benchmarks/profile_step.py")

@@ -3,6 +3,7 @@ helpers read a trace as its records say. Device: CPU."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -56,3 +57,13 @@ def test_the_chain_starts_experiment_finds_the_first_step_that_reaches_a_value_a
     energy[:, 0] += 5.0  # one chain of target 0 apart from its three others
     assert starts.mixing(energy, 40, 4, interleaved=True)[0] == pytest.approx(rhat, abs=0.1)  # the median target
     assert all(np.isnan(value) for value in starts.mixing(energy, 3, 4, interleaved=True))  # under 4 draws
+
+
+def test_ancestral_start_times_a_damc_recipes_start_eagerly_on_a_cpu() -> None:
+    bench = load_script("benchmarks/ancestral_start.py")
+    settings = argparse.Namespace(batch_size=4, accelerator="cpu", iters=1, precision="32-true")
+    row = bench.time_recipe("recipes/damc/quickstart.yaml", settings)
+    assert row["batch_size"] == 4 and row["sampling_steps"] == 20
+    assert row["eager_sec"] > 0 and row["sec_per_step"] == pytest.approx(row["eager_sec"] / 20, rel=0.01)
+    assert row["captured_sec"] is None and row["captured_vs_eager"] is None  # no CUDA graph on a CPU
+    assert row["capture_stats"]["captures"] == 0

@@ -155,13 +155,15 @@ class ChainInitializer(CaptureOptIn):
         state = self.initial_state(n, context, generator, device)
         if not capture_possible(state.device):
             return self.from_state(state, context, generator)
-        inputs = () if context is None else (context,)
-        modules = [self] if isinstance(self, nn.Module) else []
-        call = ChainCall(self, self.from_state, state, inputs, 0.0, modules, generator)
-        captured = run_captured(call, self._start_body)
-        if captured is None:
-            return self.from_state(state, context, generator)
-        return captured[0]
+        with torch.inference_mode(False):  # a graph's static buffers serve calls in and out of inference mode
+            state = state.clone() if state.is_inference() else state
+            inputs = () if context is None else (context.clone() if context.is_inference() else context,)
+            modules = [self] if isinstance(self, nn.Module) else []
+            call = ChainCall(self, self.from_state, state, inputs, 0.0, modules, generator)
+            captured = run_captured(call, self._start_body)
+            if captured is None:
+                return self.from_state(state, inputs[0] if inputs else None, generator)
+            return captured[0]
 
     def _start_body(self, state: Tensor, inputs: tuple[Tensor, ...], generator: torch.Generator | None) -> ChainBody:
         """``from_state`` over the static buffers of a captured start: ``() -> (start, {})``."""

@@ -134,3 +134,19 @@ def test_a_start_kept_out_of_capture_runs_eagerly(x, keep_out) -> None:
     assert chain_graphs(q).stats()["captures"] == 0
     q.detach = True
     assert torch.equal(z0.detach(), starts(q, x)[0])
+
+
+def test_a_start_recorded_in_inference_mode_replays_outside_it_and_back(x) -> None:
+    """Lightning validates under inference mode; a start of the same shape then replays in training."""
+    q = amortizer()
+    eager, _ = starts(q, x)
+    with emulate_on_cpu():
+        with torch.inference_mode():
+            first, _ = starts(q, x.clone())
+        second, _ = starts(q, x)
+        with torch.inference_mode():
+            third, _ = starts(q, x.clone())
+    assert chain_graphs(q).stats() == {"captures": 1, "replays": 2, "eager_calls": 0}
+    for replayed in (first, second, third):
+        assert torch.equal(replayed, eager)
+    assert not second.is_inference()
