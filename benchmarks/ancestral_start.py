@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import describe_device, load_recipe, timed  # noqa: E402
+from common import describe_device, load_recipe, run_facts, timed  # noqa: E402
 from train_step import observation_shape  # noqa: E402
 
 from lebm.config import build  # noqa: E402
@@ -93,16 +93,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
     rows = [time_recipe(path, args) for path in args.recipes.split(",") if path]
-    out = {
-        "rows": rows,
-        "iters": args.iters,
-        "precision": args.precision,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_before": load_before,
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
-    }
-    print(json.dumps(out))
+    print(json.dumps({"rows": rows, "iters": args.iters, "precision": args.precision, **run_facts(load_before)}))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -36,6 +37,17 @@ def timed(device: torch.device, work: Callable[[], Any]) -> tuple[Any, float]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return result, time.perf_counter() - start
+
+
+def run_facts(load_before: list[float]) -> dict[str, Any]:
+    """What a benchmark's JSON says of its run: torch's version, its CPU threads, and the machine's
+    load average before (``load_before``, taken at the start) and after (now)."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
 
 
 def bare_trainer(**settings: Any) -> L.Trainer:

@@ -37,7 +37,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import describe_device, load_recipe, timed  # noqa: E402
+from common import describe_device, load_recipe, run_facts, timed  # noqa: E402
 from train_step import ChainClock, observation_shape, peak_memory_mb, time_method  # noqa: E402
 
 from lebm.config import build  # noqa: E402
@@ -179,10 +179,7 @@ def main() -> None:
     out.update(
         {
             "device": next(iter(out["pairs"].values()))["damc"]["device"] if out["pairs"] else None,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "load_average_before": load_before,
-            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            **run_facts(load_before),
         }
     )
     print(json.dumps(out))

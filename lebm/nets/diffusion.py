@@ -54,6 +54,9 @@ _DENOISER_SLOPE = 0.01
 #: The slope of the encoders' LeakyReLUs.
 _ENCODER_SLOPE = 0.2
 
+#: The denoiser trunk's matrices: the Fourier features' ``B`` and per layer ``(W; W_s, b; b_s, W_g, b_g, W_b)``.
+TrunkWeights = tuple[Tensor, list[tuple[Tensor, ...]]]
+
 
 def sinusoidal_embedding(x: Tensor, dim: int) -> Tensor:
     """The transformer's sinusoidal embedding of scalars ``x`` ``(B,) -> (B, dim)``, ``dim`` even::
@@ -93,14 +96,22 @@ class ConcatSquashLinear(nn.Module):
 
     def forward(self, x: Tensor, activated_context: Tensor) -> Tensor:
         """``x`` ``(B, dim_in)`` and ``SiLU(c)`` ``(B, dim_context)`` -> ``(B, dim_out)``."""
-        return self.gated(x, self.context(activated_context))
+        return self.gated(x, self.context(activated_context), self.gating_weights())
 
-    def gated(self, x: Tensor, projected_context: Tensor) -> Tensor:
-        """The layer given its context's projection ``W_c SiLU(c) + b_c`` ``(B, dim_out)``:
-        ``x`` ``(B, dim_in)`` -> ``(B, dim_out)``."""
+    def gating_weights(self, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
+        """``(W; W_s, b; b_s, W_g, b_g, W_b)``, what :meth:`gated` multiplies by, cast to ``dtype``
+        (None: the parameters themselves). A loop of many calls casts them once for all (under
+        autocast each call would cast them again: a graph records no cast cache)."""
+        tensors = (self.linear.weight, self.linear.bias, self.gate.weight, self.gate.bias, self.shift.weight)
+        return tensors if dtype is None else tuple(t.to(dtype) for t in tensors)
+
+    def gated(self, x: Tensor, projected_context: Tensor, weights: Sequence[Tensor]) -> Tensor:
+        """The layer given its context's projection ``W_c SiLU(c) + b_c`` ``(B, dim_out)`` and its
+        :meth:`gating_weights`: ``x`` ``(B, dim_in)`` -> ``(B, dim_out)``."""
+        linear, bias, gate, gate_bias, shift = weights
         h = F.silu(projected_context)
-        value, skip = self.linear(x).chunk(2, dim=1)
-        return value * torch.sigmoid(self.gate(h)) + self.shift(h) + skip
+        value, skip = F.linear(x, linear, bias).chunk(2, dim=1)
+        return value * torch.sigmoid(F.linear(h, gate, gate_bias)) + F.linear(h, shift) + skip
 
     def split_context(self, activated_time: Tensor, activated_condition: Tensor) -> tuple[Tensor, Tensor]:
         """``W_c SiLU(c) + b_c`` of ``c = [time embedding, condition]`` split into its two terms:
@@ -114,13 +125,15 @@ class ConcatSquashLinear(nn.Module):
 
 
 class GridContext:
-    """Every layer's context projection on a fixed grid of times (:meth:`DiffusionMLP.on_grid`), computed
-    once for a whole ancestral sampling: per layer, ``(S, dim_out)`` rows of the grid's time
-    embeddings and ``(B, dim_out)`` rows of the examples' conditions; :meth:`at` adds them for step ``i``."""
+    """What the denoiser reads besides ``z_t`` on a fixed grid of times (:meth:`DiffusionMLP.on_grid`),
+    computed once for a whole ancestral sampling: per layer, ``(S, dim_out)`` rows of the grid's time
+    embeddings and ``(B, dim_out)`` rows of the examples' conditions, which :meth:`at` adds for step
+    ``i``; and the trunk's matrices (:meth:`DiffusionMLP.trunk_weights`), cast once to the compute dtype."""
 
-    def __init__(self, per_time: list[Tensor], per_example: list[Tensor]) -> None:
+    def __init__(self, per_time: list[Tensor], per_example: list[Tensor], weights: TrunkWeights) -> None:
         self.per_time = [rows.unbind() for rows in per_time]
         self.per_example = per_example
+        self.weights = weights
 
     def at(self, i: int) -> list[Tensor]:
         """Every layer's ``W_c SiLU(c) + b_c`` ``(B, dim_out)`` at the grid's time ``i``."""
@@ -203,7 +216,13 @@ class DiffusionMLP(nn.Module, Configurable):
         """The predicted noise ``eps_hat`` ``(B, D)`` of ``z_t`` ``(B, D)`` at log-SNRs ``logsnr``
         ``(B,)`` given conditions ``context`` ``(B, context_dim)``."""
         c = F.silu(torch.cat([self.time_embedding(logsnr), context], dim=1))  # every layer reads SiLU(c)
-        return self.trunk(z_t, [layer.context(c) for layer in self.layers])
+        return self.trunk(z_t, [layer.context(c) for layer in self.layers], self.trunk_weights())
+
+    def trunk_weights(self, dtype: torch.dtype | None = None) -> TrunkWeights:
+        """The Fourier features' ``B`` and every layer's :meth:`ConcatSquashLinear.gating_weights`,
+        cast to ``dtype`` (None: the parameters themselves)."""
+        fourier = self.fourier if dtype is None else self.fourier.to(dtype)
+        return fourier, [layer.gating_weights(dtype) for layer in self.layers]
 
     def on_grid(self, logsnrs: Tensor, context: Tensor) -> GridContext:
         """What the predicted noise reads of the time and the condition, for every time of a grid
@@ -214,22 +233,27 @@ class DiffusionMLP(nn.Module, Configurable):
         times = F.silu(self.time_embedding(logsnrs))
         condition = F.silu(context)
         split = [layer.split_context(times, condition) for layer in self.layers]
-        return GridContext([per_time for per_time, _ in split], [per_example for _, per_example in split])
+        device = logsnrs.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        weights = self.trunk_weights(dtype)
+        return GridContext([per_time for per_time, _ in split], [per_example for _, per_example in split], weights)
 
-    def trunk(self, z_t: Tensor, projected_contexts: Sequence[Tensor]) -> Tensor:
+    def trunk(self, z_t: Tensor, projected_contexts: Sequence[Tensor], weights: TrunkWeights) -> Tensor:
         """The predicted noise ``(B, D)`` of ``z_t`` ``(B, D)`` given every layer's context projection
-        ``(B, dim_out)``, in :attr:`layers`' order."""
-        projections = iter(projected_contexts)
-        projected = 2 * math.pi * (z_t @ self.fourier)
+        ``(B, dim_out)``, in :attr:`layers`' order, and the :meth:`trunk_weights`."""
+        fourier, layer_weights = weights
+        projections, multipliers = iter(projected_contexts), iter(layer_weights)
+        projected = 2 * math.pi * (z_t @ fourier)
         h = torch.cat([projected.sin(), projected.cos(), z_t], dim=1)
         skips = []
         for layer in self.down:
-            h = layer.gated(h, next(projections))
+            h = layer.gated(h, next(projections), next(multipliers))
             skips.append(h)
             h = F.leaky_relu(h, _DENOISER_SLOPE)
-        h = self.middle.gated(h, next(projections))
+        h = self.middle.gated(h, next(projections), next(multipliers))
         for layer in self.up:
-            h = layer.gated(F.leaky_relu(torch.cat([h, skips.pop()], dim=1), _DENOISER_SLOPE), next(projections))
+            h = F.leaky_relu(torch.cat([h, skips.pop()], dim=1), _DENOISER_SLOPE)
+            h = layer.gated(h, next(projections), next(multipliers))
         return z_t + h if self.residual else h
 
 
@@ -377,6 +401,8 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
 
     #: The ancestral sampler (:meth:`from_state`) may be recorded whole as one CUDA graph.
     capturable = True
+    #: A subclass with another sampler (``reverse_diffusion``) opts in itself, as one with another ``from_state``.
+    recorded_methods = (*ChainInitializer.recorded_methods, "reverse_diffusion")
 
     def __init__(
         self,
@@ -529,7 +555,7 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
         logsnrs = logsnr_grid(self.schedule, n_steps, z_T)
         grid = self.denoiser.on_grid(logsnrs, context)
         return ancestral_sample_on_grid(
-            lambda z, i: self.denoiser.trunk(z, grid.at(i)),
+            lambda z, i: self.denoiser.trunk(z, grid.at(i), grid.weights),
             z_T,
             logsnrs,
             variance=self.variance,

@@ -124,6 +124,15 @@ def test_which_initializers_are_captured() -> None:
 
     assert not Retuned.capturable  # a new recorded body opts in itself
 
+    class OtherSampler(LatentDiffusionAmortizer):
+        def reverse_diffusion(self, z_T: Tensor, x: Tensor | None, generator: Any, n_steps: int) -> Tensor:
+            return z_T
+
+    class Declared(OtherSampler):
+        capturable = True
+
+    assert not OtherSampler.capturable and Declared.capturable
+
 
 @pytest.mark.parametrize("keep_out", ["cuda_graph", "switch", "not detached"])
 def test_a_start_kept_out_of_capture_runs_eagerly(x, keep_out) -> None:
