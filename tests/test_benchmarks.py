@@ -595,9 +595,48 @@ def test_on_a_gpu_the_epoch_clock_synchronises_once_at_each_end_of_an_epoch_not_
     assert all(0 < epoch["train_seconds"] <= epoch["epoch_seconds"] for epoch in record["epochs"])
 
 
+def test_gpu_check_keeps_each_profile_runs_record_or_last_lines_and_skips_what_the_deadline_cannot_fit(
+    tmp_path: Path,
+) -> None:
+    """CPU. The profile stage with stand-in scripts (each a fresh Python process printing what
+    profile_step.py and host_work.py print): each run's JSON in the record (the last JSON line, a
+    warning after it), a failing run's last lines instead, a run the deadline cannot fit skipped;
+    one table row each. The real scripts: the slow test below."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    profile = {
+        "wall_ms": 12.5,
+        "device_busy_ms": None,
+        "device_idle_share": None,
+        "host_ranges_ms": {"training_step": 9.0},
+    }
+    host = {"ops_outside_chains": 7, "remainder_ms": {"cadence": 1.5, "every_step": 2.5}}
+    scripts = {
+        "profile.py": f"print('starting'); print({json.dumps(json.dumps(profile))}); print('a warning')",
+        "failing.py": "import sys; print('no recipe recipes/none.yaml'); sys.exit(2)",
+        "host.py": f"print({json.dumps(json.dumps(host))})",
+    }
+    for name, text in scripts.items():
+        (tmp_path / name).write_text(text)
+    runs = tuple(
+        (label, str(tmp_path / name), ()) for label, name in zip(["profiled", "failing", "host"], scripts, strict=True)
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    stage = gpu_check.profile_stage(out, gpu_check.Deadline(120), runs)
+    measured, failed, host_run = stage["runs"]
+    assert measured["result"] == profile and host_run["result"] == host
+    assert "result" not in failed and "none.yaml" in failed["error"] and failed["returncode"] == 2
+    assert stage["status"] == "completed with failures" and "== failing" in (out / "profile.log").read_text()
+    table = "\n".join(gpu_check.profile_markdown(stage))
+    assert "| profiled | 12.5 |" in table and "| host |" in table and "7 ops outside the chains" in table
+    late = gpu_check.profile_stage(out, gpu_check.Deadline(1), runs[:1])
+    assert late["runs"][0]["skipped"].startswith("deadline")
+
+
+@pytest.mark.slow
 def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_path: Path) -> None:
-    """CPU. The profile stage (a second GPU call's work): each run's JSON in the record, a failing
-    run's last lines instead, a run the deadline cannot fit skipped; one table row each."""
+    """CPU. The profile stage (a second GPU call's work) on the real scripts: each run's JSON in the
+    record, a failing run's last lines instead, a run the deadline cannot fit skipped; one table row each."""
     gpu_check = load_script("benchmarks/gpu_check.py")
     quick = ("--recipe", "recipes/quickstart.yaml", "--accelerator", "cpu", "--iters", "2", "--warmup", "1")
     few = ("--recipe", "recipes/quickstart.yaml", "--iters", "5", "--repeats", "1")
