@@ -96,7 +96,7 @@ class ConcatSquashLinear(nn.Module):
 
     def forward(self, x: Tensor, activated_context: Tensor) -> Tensor:
         """``x`` ``(B, dim_in)`` and ``SiLU(c)`` ``(B, dim_context)`` -> ``(B, dim_out)``."""
-        return self.gated(x, self.context(activated_context), self.gating_weights())
+        return self.gated(x, self.context(activated_context))
 
     def gating_weights(self, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
         """``(W; W_s, b; b_s, W_g, b_g, W_b)``, what :meth:`gated` multiplies by, cast to ``dtype``
@@ -105,11 +105,15 @@ class ConcatSquashLinear(nn.Module):
         tensors = (self.linear.weight, self.linear.bias, self.gate.weight, self.gate.bias, self.shift.weight)
         return tensors if dtype is None else tuple(t.to(dtype) for t in tensors)
 
-    def gated(self, x: Tensor, projected_context: Tensor, weights: Sequence[Tensor]) -> Tensor:
-        """The layer given its context's projection ``W_c SiLU(c) + b_c`` ``(B, dim_out)`` and its
-        :meth:`gating_weights`: ``x`` ``(B, dim_in)`` -> ``(B, dim_out)``."""
-        linear, bias, gate, gate_bias, shift = weights
+    def gated(self, x: Tensor, projected_context: Tensor, weights: Sequence[Tensor] | None = None) -> Tensor:
+        """The layer given its context's projection ``W_c SiLU(c) + b_c`` ``(B, dim_out)``: ``x``
+        ``(B, dim_in)`` -> ``(B, dim_out)``, through its submodules, or multiplied by ``weights``
+        (:meth:`gating_weights`, cast once for a sampling loop; submodules' hooks are not called)."""
         h = F.silu(projected_context)
+        if weights is None:
+            value, skip = self.linear(x).chunk(2, dim=1)
+            return value * torch.sigmoid(self.gate(h)) + self.shift(h) + skip
+        linear, bias, gate, gate_bias, shift = weights
         value, skip = F.linear(x, linear, bias).chunk(2, dim=1)
         return value * torch.sigmoid(F.linear(h, gate, gate_bias)) + F.linear(h, shift) + skip
 
@@ -216,7 +220,7 @@ class DiffusionMLP(nn.Module, Configurable):
         """The predicted noise ``eps_hat`` ``(B, D)`` of ``z_t`` ``(B, D)`` at log-SNRs ``logsnr``
         ``(B,)`` given conditions ``context`` ``(B, context_dim)``."""
         c = F.silu(torch.cat([self.time_embedding(logsnr), context], dim=1))  # every layer reads SiLU(c)
-        return self.trunk(z_t, [layer.context(c) for layer in self.layers], self.trunk_weights())
+        return self.trunk(z_t, [layer.context(c) for layer in self.layers])
 
     def trunk_weights(self, dtype: torch.dtype | None = None) -> TrunkWeights:
         """The Fourier features' ``B`` and every layer's :meth:`ConcatSquashLinear.gating_weights`,
@@ -228,8 +232,11 @@ class DiffusionMLP(nn.Module, Configurable):
         """What the predicted noise reads of the time and the condition, for every time of a grid
         ``logsnrs`` ``(S,)`` and every example's condition ``context`` ``(B, context_dim)``: the time
         embeddings computed once for the grid, each layer's context projection split into its time
-        and its condition terms (:meth:`ConcatSquashLinear.split_context`). ``trunk(z_t,
-        grid.at(i))`` is then ``forward(z_t, logsnrs[i], context)`` without the per-step context work."""
+        and its condition terms (:meth:`ConcatSquashLinear.split_context`), and the trunk's weights
+        cast once to the autocast dtype (when autocast is on). ``trunk(z_t, grid.at(i), grid.weights)``
+        is then ``forward(z_t, logsnrs[i].expand(B), context)`` without the per-step context work.
+        Sampling reads the layers' ``weight`` and ``bias`` tensors directly: hooks on the layers
+        are not called."""
         times = F.silu(self.time_embedding(logsnrs))
         condition = F.silu(context)
         split = [layer.split_context(times, condition) for layer in self.layers]
@@ -238,10 +245,11 @@ class DiffusionMLP(nn.Module, Configurable):
         weights = self.trunk_weights(dtype)
         return GridContext([per_time for per_time, _ in split], [per_example for _, per_example in split], weights)
 
-    def trunk(self, z_t: Tensor, projected_contexts: Sequence[Tensor], weights: TrunkWeights) -> Tensor:
+    def trunk(self, z_t: Tensor, projected_contexts: Sequence[Tensor], weights: TrunkWeights | None = None) -> Tensor:
         """The predicted noise ``(B, D)`` of ``z_t`` ``(B, D)`` given every layer's context projection
-        ``(B, dim_out)``, in :attr:`layers`' order, and the :meth:`trunk_weights`."""
-        fourier, layer_weights = weights
+        ``(B, dim_out)``, in :attr:`layers`' order: through the submodules, or with the
+        :meth:`trunk_weights` ``weights`` (cast once for a sampling loop)."""
+        fourier, layer_weights = weights if weights is not None else (self.fourier, [None] * len(self.layers))
         projections, multipliers = iter(projected_contexts), iter(layer_weights)
         projected = 2 * math.pi * (z_t @ fourier)
         h = torch.cat([projected.sin(), projected.cos(), z_t], dim=1)
@@ -401,8 +409,8 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
 
     #: The ancestral sampler (:meth:`from_state`) may be recorded whole as one CUDA graph.
     capturable = True
-    #: A subclass with another sampler (``reverse_diffusion``) opts in itself, as one with another ``from_state``.
-    recorded_methods = (*ChainInitializer.recorded_methods, "reverse_diffusion")
+    #: A subclass with another sampler or condition opts in itself, as one with another ``from_state``.
+    recorded_methods = (*ChainInitializer.recorded_methods, "reverse_diffusion", "condition")
 
     def __init__(
         self,

@@ -209,6 +209,7 @@ def ancestral_sample(
     Returns:
         ``z0_hat`` of the last step, ``(B, D)``.
     """
+    n_steps = arguments.whole("ancestral_sample", "n_steps", n_steps, at_least=2)
     logsnrs = logsnr_grid(schedule, n_steps, z_T)
     steps = [logsnr.expand(z_T.shape[0]) for logsnr in logsnrs.unbind()]
     return ancestral_sample_on_grid(

@@ -148,14 +148,16 @@ class ChainInitializer(CaptureOptIn):
     def _detached_draw(
         self, n: int, context: Tensor | None, generator: torch.Generator | None, device: torch.device | None
     ) -> Tensor:
-        """:meth:`draw`; for a capturable class, its initial state drawn eagerly and :meth:`from_state`
-        served by a captured graph where capture is possible (:func:`run_captured`), else run eagerly."""
-        if not type(self).capturable:
+        """:meth:`draw` (under the caller's ``no_grad``); for an initializer allowed to capture
+        (:meth:`capture_allowed`), its initial state drawn eagerly and :meth:`from_state` served by a
+        captured graph where capture is possible (:func:`run_captured`), else run eagerly."""
+        if not self.capture_allowed():
             return self.draw(n, context, generator, device)
         state = self.initial_state(n, context, generator, device)
         if not capture_possible(state.device):
             return self.from_state(state, context, generator)
-        with torch.inference_mode(False):  # a graph's static buffers serve calls in and out of inference mode
+        # a graph's static buffers serve calls in and out of inference mode; no autograd either way
+        with torch.inference_mode(False), torch.no_grad():
             state = state.clone() if state.is_inference() else state
             inputs = () if context is None else (context.clone() if context.is_inference() else context,)
             modules = [self] if isinstance(self, nn.Module) else []
@@ -168,9 +170,8 @@ class ChainInitializer(CaptureOptIn):
     def _start_body(self, state: Tensor, inputs: tuple[Tensor, ...], generator: torch.Generator | None) -> ChainBody:
         """``from_state`` over the static buffers of a captured start: ``() -> (start, {})``."""
 
-        def body() -> tuple[Tensor, dict[str, Tensor]]:
-            with torch.no_grad():
-                return self.from_state(state, inputs[0] if inputs else None, generator), {}
+        def body() -> tuple[Tensor, dict[str, Tensor]]:  # run under _detached_draw's no_grad
+            return self.from_state(state, inputs[0] if inputs else None, generator), {}
 
         return body
 

@@ -63,7 +63,8 @@ def test_training_with_captured_chains_equals_training_with_eager_ones(case, one
     assert stats["captures"] >= 1 and stats["replays"] >= 1, stats
     assert capture_stats(samplers_of(eager_model))["captures"] == 0
     learned_starts = [s for s in samplers_of(captured_model) if isinstance(s, ChainInitializer) and s.capturable]
-    for initializer in learned_starts:  # DAMC's amortizer and its EMA copy: their ancestral samplers replayed
+    assert len(learned_starts) == (2 if case.name == "DAMC" else 0)  # DAMC's amortizer and its EMA copy's average
+    for initializer in learned_starts:  # their ancestral samplers replayed
         assert chain_graphs(initializer).stats()["replays"] >= 1, initializer
 
 

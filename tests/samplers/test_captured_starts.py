@@ -40,7 +40,9 @@ def x() -> Tensor:
 
 
 @pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
-def test_a_replayed_start_equals_the_eager_start_and_leaves_the_stream_where_it_does(x, conditional) -> None:
+def test_a_replayed_start_equals_the_eager_start_and_leaves_the_stream_where_it_does(
+    x: Tensor, conditional: bool
+) -> None:
     q = amortizer()
     context = x if conditional else None
     eager = [starts(q, context, seed) for seed in (3, 4)]
@@ -53,14 +55,14 @@ def test_a_replayed_start_equals_the_eager_start_and_leaves_the_stream_where_it_
     assert chain_graphs(q).stats() == {"captures": 1, "replays": 1, "eager_calls": 0}
 
 
-def test_sample_draws_what_start_draws(x) -> None:
+def test_sample_draws_what_start_draws(x: Tensor) -> None:
     q = amortizer()
     for context in (x, None):
         z0, _ = starts(q, context)
         assert torch.equal(q.sample(4, context, generator=torch.Generator().manual_seed(3)), z0)
 
 
-def test_the_ema_copy_replays_with_its_updated_weights(x) -> None:
+def test_the_ema_copy_replays_with_its_updated_weights(x: Tensor) -> None:
     online = amortizer()
     ema = AveragedStart(online)
     with emulate_on_cpu():
@@ -74,7 +76,7 @@ def test_the_ema_copy_replays_with_its_updated_weights(x) -> None:
     assert torch.equal(replayed, starts(copy.deepcopy(ema), x)[0])
 
 
-def test_weights_loaded_in_place_are_read_by_the_replay(x) -> None:
+def test_weights_loaded_in_place_are_read_by_the_replay(x: Tensor) -> None:
     q, other = amortizer(), amortizer()
     with torch.no_grad():
         for parameter in other.parameters():
@@ -96,7 +98,7 @@ def test_weights_loaded_in_place_are_read_by_the_replay(x) -> None:
     ],
     ids=["step count", "sampling noise", "replaced parameter"],
 )
-def test_what_the_key_sees_records_again_and_replays_nothing_stale(x, change) -> None:
+def test_what_the_key_sees_records_again_and_replays_nothing_stale(x: Tensor, change: Any) -> None:
     q = amortizer()
     with emulate_on_cpu():
         starts(q, x)
@@ -106,7 +108,7 @@ def test_what_the_key_sees_records_again_and_replays_nothing_stale(x, change) ->
     assert torch.equal(changed, starts(q, x)[0])
 
 
-def test_a_start_of_another_batch_size_records_its_own_graph(x) -> None:
+def test_a_start_of_another_batch_size_records_its_own_graph(x: Tensor) -> None:
     q = amortizer()
     with emulate_on_cpu():
         for rows in (4, 2, 4, 2):
@@ -134,18 +136,35 @@ def test_which_initializers_are_captured() -> None:
     assert not OtherSampler.capturable and Declared.capturable
 
 
-@pytest.mark.parametrize("keep_out", ["cuda_graph", "switch", "not detached"])
-def test_a_start_kept_out_of_capture_runs_eagerly(x, keep_out) -> None:
-    q = amortizer(cuda_graph=keep_out != "cuda_graph")
-    q.detach = keep_out != "not detached"
-    with emulate_on_cpu(), chain_capture(keep_out != "switch"):
+@pytest.mark.parametrize("path", ["captured", "hooked encoder", "cuda_graph", "switch", "not detached"])
+def test_a_start_builds_no_autograd_graph_unless_asked_and_runs_eagerly_where_kept_out(
+    x: Tensor, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Captured or eager, a detached start runs its sampler without autograd (the online amortizer's
+    parameters require gradients: a 100-step graph would be built and dropped); kept out of capture
+    (a hook the key cannot see into, its own cuda_graph, the run's switch, a start with gradients)
+    it records nothing and draws the eager start."""
+    grad_modes: list[bool] = []
+    sampler = LatentDiffusionAmortizer.reverse_diffusion
+
+    def spy(self: LatentDiffusionAmortizer, *args: Any) -> Tensor:
+        grad_modes.append(torch.is_grad_enabled())
+        return sampler(self, *args)
+
+    monkeypatch.setattr(LatentDiffusionAmortizer, "reverse_diffusion", spy)
+    q = amortizer(cuda_graph=path != "cuda_graph")
+    if path == "hooked encoder":
+        q.encoder.register_forward_hook(lambda *_: None)
+    q.detach = path != "not detached"
+    with emulate_on_cpu(), chain_capture(path != "switch"):
         z0 = q.start(4, context=x, generator=torch.Generator().manual_seed(3))
-    assert chain_graphs(q).stats()["captures"] == 0
+    assert grad_modes and all(mode == (path == "not detached") for mode in grad_modes), grad_modes
+    assert chain_graphs(q).stats()["captures"] == (path == "captured")
     q.detach = True
     assert torch.equal(z0.detach(), starts(q, x)[0])
 
 
-def test_a_start_recorded_in_inference_mode_replays_outside_it_and_back(x) -> None:
+def test_a_start_recorded_in_inference_mode_replays_outside_it_and_back(x: Tensor) -> None:
     """Lightning validates under inference mode; a start of the same shape then replays in training."""
     q = amortizer()
     eager, _ = starts(q, x)
