@@ -130,9 +130,10 @@ class ConcatSquashLinear(nn.Module):
 
 class GridContext:
     """What the denoiser reads besides ``z_t`` on a fixed grid of times (:meth:`DiffusionMLP.on_grid`),
-    computed once for a whole ancestral sampling: per layer, ``(S, dim_out)`` rows of the grid's time
-    embeddings and ``(B, dim_out)`` rows of the examples' conditions, which :meth:`at` adds for step
-    ``i``; and the trunk's matrices (:meth:`DiffusionMLP.trunk_weights`), cast once to the compute dtype."""
+    computed once for a whole ancestral sampling: per layer, the grid's time terms (``S`` rows of
+    ``(dim_out,)``, ``per_time``) and the examples' condition terms (``(B, dim_out)``, ``per_example``),
+    which :meth:`at` adds for step ``i``; and the trunk's matrices (:meth:`DiffusionMLP.trunk_weights`),
+    cast once to the compute dtype."""
 
     def __init__(self, per_time: list[Tensor], per_example: list[Tensor], weights: TrunkWeights) -> None:
         self.per_time = [rows.unbind() for rows in per_time]
@@ -380,7 +381,7 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
     call). Classifier-free guidance is off (the official ``cond_w = 0``).
 
     - **Sampling** (:meth:`sample`, :meth:`start`): ``z_T ~ N(0, I)``, then ``sampling_steps``
-      ancestral steps (:func:`lebm.samplers.diffusion.ancestral_sample`), without autograd.
+      ancestral steps (:func:`lebm.samplers.diffusion.ancestral_sample_on_grid`), without autograd.
     - **Training** (:meth:`loss`): the unweighted continuous-time ε-prediction loss at teacher
       samples ``z`` (chain outputs), each example conditioned on ``Enc(x_i)`` or on a null embedding.
 
@@ -554,7 +555,7 @@ class LatentDiffusionAmortizer(ChainInitializer, nn.Module, Configurable):
     def reverse_diffusion(
         self, z_T: Tensor, x: Tensor | None, generator: torch.Generator | None, n_steps: int
     ) -> Tensor:
-        """Ancestral sampling (:func:`lebm.samplers.diffusion.ancestral_sample`) from ``z_T`` ``(n, D)``
+        """Ancestral sampling (:func:`lebm.samplers.diffusion.ancestral_sample_on_grid`) from ``z_T`` ``(n, D)``
         in ``n_steps`` steps, conditioned on ``Enc(x)`` of ``x`` ``(n, ...)``, or on ``n`` null
         embeddings (``x = None``, their ``xi`` drawn from ``generator`` first). The time embeddings
         and the condition's share of every layer's context are computed once, before the loop

@@ -125,7 +125,8 @@ def test_the_amortizer_starts_chains_detached_without_autograd_from_its_generato
 @pytest.mark.parametrize("conditional", [True, False], ids=["conditional", "unconditional"])
 def test_a_start_is_the_ancestral_sampler_of_the_denoisers_whole_forward(conditional: bool) -> None:
     """The start's loop precomputes the time embeddings and splits every layer's context projection
-    (DiffusionMLP.on_grid): the same samples as the textbook loop calling the whole forward per step."""
+    (DiffusionMLP.on_grid): the same samples as ancestral_sample calling the denoiser's whole forward
+    at every step (the update itself: test_diffusion_schedule.py's step by hand)."""
     torch.manual_seed(0)
     q = small_amortizer(sampling_steps=6, time_dim=8).double()  # in float64: rounding cannot hide a slip
     with torch.no_grad():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lebm.nets import ConvEmbedding, LatentDiffusionAmortizer
-from lebm.samplers import AveragedStart
+from lebm.samplers import AveragedStart, ChainInitializer
 from lebm.samplers.capture import chain_capture, chain_graphs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]
@@ -26,7 +26,9 @@ def amortizer() -> LatentDiffusionAmortizer:
     return LatentDiffusionAmortizer(100, encoder, 64, nf=1, time_dim=32, sampling_steps=100).to(DEVICE)
 
 
-def start(initializer, x, seed: int, capture: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def start(
+    initializer: ChainInitializer, x: torch.Tensor, seed: int, capture: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     stream = torch.Generator(DEVICE).manual_seed(seed)
     with chain_capture(capture):
         z0 = initializer.start(x.shape[0], context=x, generator=stream)

@@ -308,8 +308,9 @@ def capture_stats(samplers: Iterable[CapturableSampler]) -> dict[str, int]:
 
 
 def samplers_of(*owners: Any) -> list[CapturableSampler]:
-    """Every sampler reachable from ``owners`` (modules, callbacks, samplers): the attributes of
-    every submodule, and the sampler a ``PersistentChains`` wraps; each once. Read only: reports
+    """Every sampler reachable from ``owners`` (modules, callbacks, samplers), and every chain
+    initializer (they capture as samplers do): the attributes of every submodule, and the sampler a
+    ``PersistentChains`` wraps; each once. Read only: reports
     and tests count captures with it."""
 
     def is_sampler(value: Any) -> bool:
