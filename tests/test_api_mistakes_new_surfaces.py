@@ -82,6 +82,13 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         "DAMC amortizer_steps=0 never trains the amortizer, whose samples start every chain and make generate(n)'s "
         "samples: set model.init_args.amortizer_steps >= 1",
     ),
+    "DAMC ema_rate 0": (
+        None,
+        lambda _: damc(ema_rate=0.0),
+        ValueError,
+        "DAMC ema_rate=0 never moves the EMA copy Q_ema from its first weights, and Q_ema starts every training "
+        "chain: set model.init_args.ema_rate > 0",
+    ),
     "DAMC mask_probability 1": (
         None,
         lambda _: damc(mask_probability=1.0),

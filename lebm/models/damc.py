@@ -146,7 +146,7 @@ class DAMC(LatentVariableModel):
             loss on every example, the MNIST script).
         mask_probability: p_mask of ``"masked"`` (0.2).
         amortizer_steps: optimiser steps of ``Q`` per iteration on the same chain outputs (6).
-        ema_rate: the EMA's rate ``rho`` (0.005).
+        ema_rate: the EMA's rate ``rho`` (0.005), in ``(0, 1]``.
         ema_every: iterations between EMA updates (10).
         warmup_iterations: the first iterations run LatentEBM's noise-started chains (0: none, as
             the official code; an option for a random amortizer).
@@ -235,7 +235,11 @@ class DAMC(LatentVariableModel):
         arguments.number(owner, "mask_probability", mask_probability, at_least=0, at_most=1)
         arguments.whole(owner, "amortizer_steps", amortizer_steps, at_least=0)
         refuse_untrained_amortizer(amortizer_steps, mask_probability, unconditional_training, generation, prior_start)
-        arguments.number(owner, "ema_rate", ema_rate, at_least=0, at_most=1)
+        if arguments.number(owner, "ema_rate", ema_rate, at_least=0, at_most=1) == 0:
+            raise ValueError(
+                "DAMC ema_rate=0 never moves the EMA copy Q_ema from its first weights, and Q_ema starts every "
+                "training chain: set model.init_args.ema_rate > 0 (the paper's 0.005)"
+            )
         arguments.whole(owner, "ema_every", ema_every, at_least=1)
         arguments.whole(owner, "warmup_iterations", warmup_iterations, at_least=0)
         arguments.whole(owner, "lr_decay_every", lr_decay_every, at_least=1)
