@@ -103,7 +103,7 @@ def test_no_change_replays_a_stale_graph(case: str) -> None:
         other = image_model()
         with torch.no_grad():
             for p in other.parameters():
-                p.mul_(1.5)
+                p.mul_(1.1)  # mild: at 1.5x the chain is chaotic and one element's rounding outgrew TOLERANCE
         model.load_state_dict(other.state_dict())
     elif case == "an optimiser step":
         # a small step: a large one makes the posterior chain chaotic, and a different cuDNN

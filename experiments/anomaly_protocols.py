@@ -1,0 +1,225 @@
+"""Score every saved checkpoint of an MNIST anomaly run under named evaluation protocols, on the
+validation and the test split, and record each paper's selection beside the honest one.
+
+    python experiments/anomaly_protocols.py RUN_DIR [--protocols recipe damc_official] [--output FILE]
+
+``RUN_DIR`` is a ``lebm fit`` run folder of an MNIST anomaly recipe (its ``config.yaml``) whose
+checkpoints were saved every few updates (``checkpoints/step=*.ckpt``, a ``ModelCheckpoint`` with
+``every_n_train_steps``; ``last.ckpt`` alone otherwise), trained with ``data.init_args.val_fraction
+> 0`` so that a validation split disjoint from the test split exists. For each checkpoint, each
+protocol scores the validation and the test split once; each reading holds the split's size, its
+anomaly rate (the AUPRC of a random score), the AUPRC (average precision) and AUROC of the score and
+of each of its terms, AUPRC minus chance, and each term's mean and spread on normal and on held-out
+digits, in the units the score adds them.
+
+Protocols:
+
+- ``recipe``: the run's own evaluation, ``model.infer(x)`` (DAMC: ``Q(x)`` and its
+  ``evaluation_sampler``) and ``model.anomaly_terms``.
+- ``damc_official``: DAMC's official evaluation (yuPeiyu98/Diffusion-Amortized-MCMC,
+  ``workspace/eval_anomaly_det.py`` with the README's "Anomaly Detection" command): ``z = Q(x)`` of
+  the online amortizer refined by 5 noise-free Langevin steps of size 0.1 whose likelihood uses
+  sigma 0.1 for held-out 1 (1.0 otherwise), scored ``||G(z) - x||^2 + E(z) + ||z||^2 / 2``.
+
+Selections, per protocol: ``best_of_test`` (the paper's way for DAMC: the highest *test* AUPRC of
+all N checkpoints, labelled "best of N test readings"; not a reachable number), ``last`` (the last
+checkpoint) and ``validation_selected`` (the checkpoint of the highest validation AUPRC, whose test
+reading is the honest number). The record goes to ``--output`` (default
+``docs/results/<method folder>_mnist_anomaly_protocols.json``). Needs ``LEBM_DATA``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from mnist_anomaly_offline import save_record
+from records import this_device
+
+import lebm
+from lebm.config import build
+from lebm.metrics import ranking_metrics
+from lebm.samplers import Langevin
+
+REPO = Path(__file__).resolve().parents[1]
+TERMS = ("score", "score_reconstruction_term", "score_prior_term")
+
+
+def damc_official_sigma(digit: int) -> float:
+    """The chain's observation noise of DAMC's official evaluation: 0.1 for held-out 1 (the README's
+    command for digit 1), 1.0 for the other digits (``g_llhd_sigma``'s default)."""
+    return 0.1 if digit == 1 else 1.0
+
+
+def recipe_latents(model, x: torch.Tensor, digit: int, generator: torch.Generator) -> torch.Tensor:
+    """The run's own posterior latents ``(B, latent_dim)``: ``model.infer(x)``."""
+    return model.infer(x, generator=generator)
+
+
+def damc_official_latents(model, x: torch.Tensor, digit: int, generator: torch.Generator) -> torch.Tensor:
+    """DAMC's official evaluation latents ``(B, latent_dim)``: the online ``Q(x)`` refined by 5
+    noise-free Langevin steps of size 0.1, the likelihood at :func:`damc_official_sigma`."""
+    if not hasattr(model, "evaluation_sampler"):
+        raise SystemExit(f"the damc_official protocol scores DAMC runs; this run is {type(model).__name__}")
+    trained_sigma = model.decoder.sigma
+    model.decoder.sigma = damc_official_sigma(digit)
+    try:
+        return model.infer(
+            x, start="amortizer", sampler=Langevin(5, 0.1, noise_std=0.0, cuda_graph=False), generator=generator
+        )
+    finally:
+        model.decoder.sigma = trained_sigma
+
+
+PROTOCOLS: dict[str, Callable] = {"recipe": recipe_latents, "damc_official": damc_official_latents}
+
+
+def split_terms(model, loader, digit: int, latents: Callable, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every example's score and score terms ``{name: (N,)}`` and anomaly targets ``(N,)`` on ``loader``."""
+    generator = torch.Generator(model.device).manual_seed(seed)
+    collected: dict[str, list[np.ndarray]] = {name: [] for name in TERMS}
+    targets = []
+    for x, labels in loader:
+        x = x.to(model.device)
+        z = latents(model, x, digit, generator)
+        with torch.no_grad():
+            terms = model.anomaly_terms(x, z, samples=0)
+        for name in TERMS:
+            collected[name].append(terms[name].double().cpu().numpy())
+        targets.append((labels == digit).numpy())
+    return {name: np.concatenate(parts) for name, parts in collected.items()}, np.concatenate(targets)
+
+
+def reading(values: dict[str, np.ndarray], targets: np.ndarray) -> dict:
+    """One split's reading: its size, anomaly rate, and for the score and each term AUPRC, AUROC and
+    the mean and spread on normal and on anomalous digits."""
+    rate = float(targets.mean())
+    result: dict = {"n": int(targets.size), "anomaly_rate": round(rate, 4)}
+    for name, scores in values.items():
+        auprc, auroc = ranking_metrics(scores, targets.astype(float))
+        key = name.removeprefix("score_") if name != "score" else "score"
+        result[key] = {
+            "auprc": round(auprc, 4),
+            "auroc": round(auroc, 4),
+            "auprc_minus_chance": round(auprc - rate, 4),
+            "normal_mean": round(float(scores[~targets].mean()), 2),
+            "normal_std": round(float(scores[~targets].std()), 2),
+            "anomaly_mean": round(float(scores[targets].mean()), 2),
+            "anomaly_std": round(float(scores[targets].std()), 2),
+        }
+    return result
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The run's step checkpoints ``(update, path)``, oldest first (``last.ckpt`` when there are none)."""
+    found = []
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        match = re.search(r"step=(\d+)", path.name)
+        if match and not path.name.startswith("epoch"):
+            found.append((int(match.group(1)), path))
+    if not found and (run_dir / "checkpoints" / "last.ckpt").exists():
+        path = run_dir / "checkpoints" / "last.ckpt"
+        found.append((int(torch.load(path, map_location="cpu", weights_only=False)["global_step"]), path))
+    if not found:
+        raise SystemExit(f"no checkpoint in {run_dir / 'checkpoints'}: fit the run first")
+    return sorted(found)
+
+
+def selections(readings: list[dict]) -> dict:
+    """The paper's best-of-N test reading, the last checkpoint's, and the validation-selected one's."""
+    best_test = max(readings, key=lambda r: r["test"]["score"]["auprc"])
+    best_val = max(readings, key=lambda r: r["val"]["score"]["auprc"])
+    last = readings[-1]
+
+    def summary(r: dict, how: str) -> dict:
+        return {
+            "how": how,
+            "update": r["update"],
+            "test_auprc": r["test"]["score"]["auprc"],
+            "test_auroc": r["test"]["score"]["auroc"],
+            "test_auprc_minus_chance": r["test"]["score"]["auprc_minus_chance"],
+        }
+
+    n = len(readings)
+    return {
+        "best_of_test": summary(best_test, f"best of {n} test readings (selected on the test split)"),
+        "last": summary(last, "the last checkpoint"),
+        "validation_selected": summary(best_val, f"highest validation AUPRC of {n} checkpoints, test read there"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--protocols", nargs="+", default=["recipe", "damc_official"], choices=sorted(PROTOCOLS))
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--experiment", default="mnist_anomaly_protocols")
+    parser.add_argument("--seed", type=int, default=0, help="the scoring chains' stream")
+    parser.add_argument("--eval-batch-size", type=int, default=1000)
+    args = parser.parse_args()
+    if not os.environ.get("LEBM_DATA"):
+        parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
+    run = args.run.resolve()
+    if not (run / "config.yaml").exists():
+        parser.error(f"{run} has no config.yaml: give the folder of a lebm fit run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    data_config = copy.deepcopy(config["data"])
+    data_config["init_args"].update(root=os.path.join(os.environ["LEBM_DATA"], "mnist"), num_workers=0)
+    data_config["init_args"]["eval_batch_size"] = args.eval_batch_size
+    if not data_config["init_args"].get("val_fraction"):
+        parser.error(f"{run} trained without data.init_args.val_fraction: it has no validation split to select on")
+    (digit,) = data_config["init_args"]["anomaly_classes"]
+    data = build(data_config)
+    data.setup("fit")
+    data.setup("test")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    per_protocol: dict[str, list[dict]] = {name: [] for name in args.protocols}
+    for update, path in checkpoints(run):
+        model = lebm.load(str(path), map_location=device).eval()
+        for name in args.protocols:
+            row = {"update": update}
+            for split, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
+                values, targets = split_terms(model, loader, digit, PROTOCOLS[name], args.seed)
+                row[split] = reading(values, targets)
+            per_protocol[name].append(row)
+            print(
+                f"update {update} {name}: val AUPRC {row['val']['score']['auprc']} test AUPRC "
+                f"{row['test']['score']['auprc']} AUROC {row['test']['score']['auroc']} "
+                f"(chance {row['test']['anomaly_rate']})",
+                flush=True,
+            )
+        del model
+    method_folder = Path(config["trainer"]["default_root_dir"]).parts
+    method = config["model"]["class_path"].rsplit(".", 1)[-1]
+    net = config["model"]["init_args"]["decoder"]["init_args"]["net"]["init_args"]
+    record = {
+        "method": method,
+        "experiment": args.experiment,
+        "metric": "auprc",
+        "digit": digit,
+        "pool": data_config["init_args"].get("pool", "full"),
+        "val_fraction": data_config["init_args"]["val_fraction"],
+        "generator": {k: v for k, v in net.items() if k in ("ngf", "last_layer")},
+        "batch_size": config["data"]["init_args"]["batch_size"],
+        "protocols": {name: {"selections": selections(rows), "readings": rows} for name, rows in per_protocol.items()},
+        "command": shlex.join(["python", "experiments/anomaly_protocols.py", str(args.run)]),
+        "device": this_device(),
+        "date": datetime.date.today().isoformat(),
+    }
+    folder = method_folder[1] if len(method_folder) > 1 else method.lower()
+    output = args.output or REPO / "docs" / "results" / f"{folder}_{args.experiment}.json"
+    save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("pool"), r.get("experiment")))
+    print(f"record: {output}")
+
+
+if __name__ == "__main__":
+    main()
