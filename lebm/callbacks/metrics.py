@@ -43,6 +43,17 @@ def require_evaluation_output(callback: L.Callback, pl_module: L.LightningModule
         )
 
 
+def class_statistics(values: np.ndarray, anomalous: np.ndarray) -> dict[str, float]:
+    """Mean and standard deviation of per-example ``values`` ``(N,)`` on the normal and on the
+    ``anomalous`` ``(N,)`` (bool) examples: ``normal_mean``, ``normal_std``, ``anomaly_mean``,
+    ``anomaly_std`` (NaN for a class with no example)."""
+    statistics = {}
+    for label, members in (("normal", values[~anomalous]), ("anomaly", values[anomalous])):
+        statistics[f"{label}_mean"] = float(members.mean()) if members.size else float("nan")
+        statistics[f"{label}_std"] = float(members.std()) if members.size else float("nan")
+    return statistics
+
+
 class EvaluationMetric(L.Callback):
     """Wires validation and test hooks to three steps: ``_start`` an evaluation epoch,
     ``_update`` with each batch and the step's per-example ``outputs``, ``_finish`` by logging.
@@ -140,6 +151,18 @@ class AnomalyDetection(EvaluationMetric):
     ``{stage}/auprc_reconstruction_term``, ``{stage}/auprc_prior_term`` (and ``auroc_...``), with
     their own last-``k`` means, so a record shows which term carries the detection.
 
+    **Reading against chance.** A random score has an AUPRC equal to the split's share of
+    anomalies (0.388 for MNIST held-out 1), and a score that ranks the anomalies as *more normal*
+    than the normal examples (AUROC below 0.5) reads higher as it gets noisier. So every evaluation
+    also logs ``{stage}/auprc_chance`` (that share), ``{stage}/auprc_above_chance`` (AUPRC minus
+    it), ``{stage}/n_examples``, and, for the score and each term, its mean and standard deviation
+    on the normal and on the anomalous examples (``{stage}/<name>_normal_mean``, ``..._normal_std``,
+    ``..._anomaly_mean``, ``..._anomaly_std`` with ``<name>`` ``score``, ``reconstruction_term``,
+    ``prior_term``; in the units the score adds them: nats for ``-log p``). An AUPRC below chance
+    is said in one line, once a run. ``readings`` keeps every validation evaluation's figures with
+    its update count (saved in checkpoints): ``val/auprc_best`` is then "best of
+    ``len(readings)`` readings", selected on the split the loop validates on.
+
     Args:
         anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
         last_k: how many recent validation evaluations to average.
@@ -157,25 +180,49 @@ class AnomalyDetection(EvaluationMetric):
         self.history: list[float] = []
         self.trapezoid_history: list[float] = []
         self.term_history: dict[str, list[float]] = {}
+        self.readings: list[dict[str, Any]] = []
+        self._said_below_chance = False
         self._collected: dict[str, CatMetric] | None = None
 
     @property
     def logged_metric_names(self) -> tuple[str, ...]:
         """What it logs (what a callback can ``monitor``): AUPRC and AUROC of the score and of its
-        terms, and their recent means."""
-        return ("val/auprc*", "val/auroc*", "test/auprc*", "test/auroc*")
+        terms, their recent means, the chance figures and each term's class statistics."""
+        per_stage = (
+            "auprc*",
+            "auroc*",
+            "n_examples",
+            "*_normal_mean",
+            "*_normal_std",
+            "*_anomaly_mean",
+            "*_anomaly_std",
+        )
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in per_stage)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "history": list(self.history),
             "trapezoid_history": list(self.trapezoid_history),
             "term_history": {k: list(v) for k, v in self.term_history.items()},
+            "readings": [dict(reading) for reading in self.readings],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
         self.trapezoid_history = list(state_dict.get("trapezoid_history", []))
         self.term_history = {k: list(v) for k, v in state_dict.get("term_history", {}).items()}
+        self.readings = [dict(reading) for reading in state_dict.get("readings", [])]
+
+    def _say_if_below_chance(self, stage: str, auprc: float, auroc: float, chance: float) -> None:
+        """One line, once a run, when the score's AUPRC is below the AUPRC of a random score."""
+        if self._said_below_chance or not auprc < chance:
+            return
+        self._said_below_chance = True
+        rank_zero_warn(
+            f"AnomalyDetection: {stage} AUPRC {auprc:.3f} is below chance ({chance:.3f}, the share of anomalies in "
+            f"the split; AUROC {auroc:.3f}): the score ranks the anomalies as more normal than the normal examples, "
+            f"and a noisier score would read higher; compare {stage}/auroc or {stage}/auprc_above_chance"
+        )
 
     def _classes(self, trainer: L.Trainer) -> Tensor:
         classes = self.anomaly_classes
@@ -217,11 +264,24 @@ class AnomalyDetection(EvaluationMetric):
         targets = values.pop("target")
         if one_class(targets):
             rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
+        anomalous = targets > 0.5
+        chance = float(anomalous.mean()) if anomalous.size else float("nan")
+        reading: dict[str, Any] = {"update": int(trainer.global_step), "n_examples": int(anomalous.size)}
+        reading["chance"] = chance
+        pl_module.log(f"{stage}/auprc_chance", chance, sync_dist=False)
+        pl_module.log(f"{stage}/n_examples", float(anomalous.size), sync_dist=False)
         for name, scores in values.items():
             suffix = "" if name == "score" else f"_{name}"
             auprc, auroc = ranking_metrics(scores, targets)
             pl_module.log(f"{stage}/auprc{suffix}", auprc, sync_dist=False)
             pl_module.log(f"{stage}/auroc{suffix}", auroc, sync_dist=False)
+            spread = class_statistics(scores, anomalous)
+            for statistic, value in spread.items():
+                pl_module.log(f"{stage}/{name}_{statistic}", value, sync_dist=False)
+            reading[name] = {"auprc": float(auprc), "auroc": float(auroc), **spread}
+            if name == "score":
+                pl_module.log(f"{stage}/auprc_above_chance", auprc - chance, sync_dist=False)
+                self._say_if_below_chance(stage, auprc, auroc, chance)
             if name == "score":
                 trapezoid = trapezoid_auprc(scores, targets)
                 pl_module.log(f"{stage}/auprc_trapezoid", trapezoid, sync_dist=False)
@@ -234,9 +294,12 @@ class AnomalyDetection(EvaluationMetric):
             if stage != "val":
                 continue
             history = self.history if name == "score" else self.term_history.setdefault(name, [])
+            if name == "score":
+                self.readings.append(reading)  # filled in place by the terms that follow
             history.append(float(auprc))
             recent = np.asarray(history[-self.last_k :])
             pl_module.log(f"val/auprc{suffix}_last_k_mean", float(recent.mean()), sync_dist=False)
             if name == "score":
                 pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)
                 pl_module.log("val/auprc_best", max(history), sync_dist=False)
+                pl_module.log("val/auprc_best_of", float(len(history)), sync_dist=False)

@@ -175,3 +175,70 @@ def test_an_evaluation_set_without_anomalies_gives_nan_not_a_crash(tmp_path) -> 
     assert torch.isnan(torch.tensor(metrics["val/auprc"])) and torch.isnan(
         torch.tensor(metrics["val/auprc_last_k_mean"])
     )
+
+
+class Inverted(ScoreOnly):
+    """Ranks the anomalies as the most normal examples: the first pixel negated."""
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return -super().scores(x)
+
+
+def fit_with(tmp_path, model: L.LightningModule, epochs: int) -> tuple[AnomalyDetection, dict]:
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    callback = AnomalyDetection(anomaly_classes=[4], last_k=2)
+    trainer = quiet_trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        limit_train_batches=1,
+        default_root_dir=str(tmp_path),
+        callbacks=[callback],
+    )
+    trainer.fit(model, loader, loader)
+    return callback, {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def test_each_evaluation_reads_against_chance_with_the_class_statistics(tmp_path) -> None:
+    """Device: CPU. The chance AUPRC is the share of anomalies (40 of 400 here), the figure above
+    chance the AUPRC minus it, and the score's mean and spread on each class are those of its
+    values (the first pixel): the anomalous class sits 1.5 higher."""
+    _, metrics = fit_with(tmp_path, ScoreOnly(), epochs=1)
+    x, labels = fixed_data()
+    scores, anomalous = x[:, 0, 0, 0].double(), labels == 4
+    assert metrics["val/auprc_chance"] == pytest.approx(0.1)
+    assert metrics["val/n_examples"] == N
+    assert metrics["val/auprc_above_chance"] == pytest.approx(metrics["val/auprc"] - 0.1, abs=1e-6)
+    assert metrics["val/score_normal_mean"] == pytest.approx(float(scores[~anomalous].mean()), abs=1e-5)
+    assert metrics["val/score_anomaly_mean"] == pytest.approx(float(scores[anomalous].mean()), abs=1e-5)
+    assert metrics["val/score_normal_std"] == pytest.approx(float(scores[~anomalous].std(unbiased=False)), abs=1e-5)
+    assert metrics["val/score_anomaly_std"] == pytest.approx(float(scores[anomalous].std(unbiased=False)), abs=1e-5)
+    assert metrics["val/score_anomaly_mean"] - metrics["val/score_normal_mean"] > 1.0  # the classes differ
+
+
+def test_every_validation_reading_is_kept_with_its_update_and_survives_a_checkpoint(tmp_path) -> None:
+    """Device: CPU. ``readings`` holds one entry per validation (the best-of-N bookkeeping: N is
+    its length, logged as ``val/auprc_best_of``), each with the update it was read after, and
+    comes back from ``state_dict``."""
+    callback, metrics = fit_with(tmp_path, ScoreOnly(drift=0.3), epochs=3)
+    assert [r["update"] for r in callback.readings] == [1, 2, 3]
+    assert [r["score"]["auprc"] for r in callback.readings] == pytest.approx(callback.history)
+    assert metrics["val/auprc_best_of"] == 3
+    assert metrics["val/auprc_best"] == pytest.approx(max(callback.history))
+    assert all(r["chance"] == pytest.approx(0.1) and r["n_examples"] == N for r in callback.readings)
+    restored = AnomalyDetection(anomaly_classes=[4])
+    restored.load_state_dict(callback.state_dict())
+    assert restored.readings == callback.readings
+
+
+def test_an_auprc_below_chance_is_said_once_a_run(tmp_path, recwarn) -> None:
+    """Device: CPU. A score that ranks the anomalies as the most normal examples reads an AUPRC
+    below the share of anomalies: one warning over two evaluations; a good score: none."""
+    _, metrics = fit_with(tmp_path / "inverted", Inverted(), epochs=2)
+    said = [w for w in recwarn if "below chance" in str(w.message)]
+    assert metrics["val/auprc"] < 0.1 and metrics["val/auroc"] < 0.5
+    assert len(said) == 1 and "AUPRC" in str(said[0].message) and "0.100" in str(said[0].message)
+    recwarn.clear()
+    fit_with(tmp_path / "good", ScoreOnly(), epochs=2)
+    assert not [w for w in recwarn if "below chance" in str(w.message)]
