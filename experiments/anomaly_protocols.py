@@ -16,10 +16,14 @@ Protocols:
 
 - ``recipe``: the run's own evaluation, ``model.infer(x)`` (DAMC: ``Q(x)`` and its
   ``evaluation_sampler``) and ``model.anomaly_terms``.
-- ``damc_official``: DAMC's official evaluation (yuPeiyu98/Diffusion-Amortized-MCMC,
-  ``workspace/eval_anomaly_det.py`` with the README's "Anomaly Detection" command): ``z = Q(x)`` of
-  the online amortizer refined by 5 noise-free Langevin steps of size 0.1 whose likelihood uses
-  sigma 0.1 for held-out 1 (1.0 otherwise), scored ``||G(z) - x||^2 + E(z) + ||z||^2 / 2``.
+- ``damc_official``: DAMC's official re-scoring (yuPeiyu98/Diffusion-Amortized-MCMC,
+  ``workspace/eval_anomaly_det.py`` with the README's "Anomaly Detection" command; in a recipe:
+  ``-c damc/_eval_anomaly_det`` or ``_eval_anomaly_det_heldout1``): ``z = Q(x)`` of the online
+  amortizer refined by 5 noise-free Langevin steps of size 0.1 whose likelihood uses sigma 0.1 for
+  held-out 1 (1.0 otherwise), scored ``||G(z) - x||^2 + E(z) + ||z||^2 / 2``. The code keeps the
+  checkpoint of the best AUPRC of its training-time evaluation (the ``recipe`` protocol: 10 steps at
+  the trained sigma) and re-scores it, so with both protocols run its checkpoints are chosen by the
+  ``recipe`` readings.
 
 Selections, per protocol: ``best_of_test`` (the paper's way for DAMC: the highest *test* AUPRC of
 all N checkpoints, labelled "best of N test readings"; not a reachable number), ``last`` (the last
@@ -70,14 +74,10 @@ def damc_official_latents(model, x: torch.Tensor, digit: int, generator: torch.G
     noise-free Langevin steps of size 0.1, the likelihood at :func:`damc_official_sigma`."""
     if not hasattr(model, "evaluation_sampler"):
         raise SystemExit(f"the damc_official protocol scores DAMC runs; this run is {type(model).__name__}")
-    trained_sigma = model.decoder.sigma
-    model.decoder.sigma = damc_official_sigma(digit)
-    try:
+    with model.decoder.observation_noise(damc_official_sigma(digit)):
         return model.infer(
             x, start="amortizer", sampler=Langevin(5, 0.1, noise_std=0.0, cuda_graph=False), generator=generator
         )
-    finally:
-        model.decoder.sigma = trained_sigma
 
 
 PROTOCOLS: dict[str, Callable] = {"recipe": recipe_latents, "damc_official": damc_official_latents}
@@ -134,10 +134,13 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def selections(readings: list[dict]) -> dict:
-    """The paper's best-of-N test reading, the last checkpoint's, and the validation-selected one's."""
-    best_test = max(readings, key=lambda r: r["test"]["score"]["auprc"])
-    best_val = max(readings, key=lambda r: r["val"]["score"]["auprc"])
+def selections(readings: list[dict], selected_by: list[dict] | None = None) -> dict:
+    """The paper's best-of-N test reading, the last checkpoint's, and the validation-selected one's.
+    ``selected_by``: the readings, checkpoint for checkpoint, whose AUPRC chooses the checkpoint
+    (DAMC's code chooses by its training-time evaluation, then re-scores; default: ``readings``)."""
+    chooser = selected_by or readings
+    best_test = readings[max(range(len(chooser)), key=lambda i: chooser[i]["test"]["score"]["auprc"])]
+    best_val = readings[max(range(len(chooser)), key=lambda i: chooser[i]["val"]["score"]["auprc"])]
     last = readings[-1]
 
     def summary(r: dict, how: str) -> dict:
@@ -169,12 +172,19 @@ def describe_run(config: dict, data_config: dict, updates: int) -> str:
     return f"{updates} updates, batch {batch}, {size}, {data_config['init_args'].get('pool', 'full')} pool"
 
 
-def protocol_record(config: dict, data_config: dict, name: str, rows: list[dict], args: argparse.Namespace) -> dict:
+def protocol_record(
+    config: dict,
+    data_config: dict,
+    name: str,
+    rows: list[dict],
+    args: argparse.Namespace,
+    selected_by: list[dict] | None = None,
+) -> dict:
     """One protocol's record: ``value`` is the honest number (the test AUPRC at the checkpoint of
     the highest validation AUPRC), with its AUROC and chance; ``best_of_test`` the paper's way of
     selecting, ``last`` the last checkpoint, ``readings`` every checkpoint's readings on both splits."""
-    chosen = selections(rows)
-    honest = max(rows, key=lambda r: r["val"]["score"]["auprc"])["test"]
+    chosen = selections(rows, selected_by)
+    honest = rows[[r["update"] for r in rows].index(chosen["validation_selected"]["update"])]["test"]
     return {
         "method": config["model"]["class_path"].rsplit(".", 1)[-1],
         "experiment": args.experiment,
@@ -243,7 +253,8 @@ def main() -> None:
     folder = method_folder[1] if len(method_folder) > 1 else config["model"]["class_path"].rsplit(".", 1)[-1].lower()
     output = args.output or REPO / "docs" / "results" / f"{folder}_{args.experiment}.json"
     for name, rows in per_protocol.items():
-        record = protocol_record(config, data_config, name, rows, args)
+        chooser = per_protocol.get("recipe") if name == "damc_official" else None
+        record = protocol_record(config, data_config, name, rows, args, chooser)
         save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("pool")))
     print(f"record: {output}")
 

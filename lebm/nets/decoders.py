@@ -7,6 +7,8 @@ and never need to know whether ``x`` is an image, a vector or a sentence.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -172,6 +174,20 @@ class GaussianDecoder(Decoder):
     def nll(self, x: Tensor, z: Tensor) -> Tensor:
         """``-log p(x|z) + const``: ``(B, *x_shape), (B, latent_dim) -> (B,)``."""
         return self.squared_error(x, z) / (2 * self.sigma**2)
+
+    @contextlib.contextmanager
+    def observation_noise(self, sigma: float | None) -> Iterator[None]:
+        """Within the block, ``nll`` (and every chain whose energy reads it) uses ``sigma`` instead
+        of the trained :attr:`sigma` (None: unchanged); restored on leaving, also on an error. A
+        captured chain's key reads ``sigma``, so another value records its own graph."""
+        if sigma is None:
+            yield
+            return
+        trained, self.sigma = self.sigma, arguments.scale(type(self).__name__, "sigma", sigma)
+        try:
+            yield
+        finally:
+            self.sigma = trained
 
     def squared_error(self, x: Tensor, z: Tensor) -> Tensor:
         """``||x - g(z)||^2`` per example: ``(B, *x_shape), (B, latent_dim) -> (B,)`` (``2 sigma^2 nll``)."""

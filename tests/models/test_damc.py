@@ -115,6 +115,39 @@ def test_the_official_score_weights_the_squared_error_by_one() -> None:
     torch.testing.assert_close(sse["score_prior_term"], nll["score_prior_term"])
 
 
+def test_the_evaluation_chain_reads_the_likelihood_at_evaluation_sigma_and_training_does_not() -> None:
+    """Device: CPU. ``evaluation_sigma`` (the official re-scoring of held-out 1: 0.1) changes the
+    evaluation chain's likelihood only: ``infer(x)`` equals the chain of a decoder trained with
+    that sigma, the training posterior chain (an explicit sampler) and the decoder's sigma after
+    the call are the trained ones, and the score's unweighted squared error does not move with it."""
+    x = torch.randn(8, DATA)
+
+    def latents(model: DAMC, **kwargs) -> torch.Tensor:
+        return model.infer(x, generator=torch.Generator().manual_seed(4), **kwargs)
+
+    torch.manual_seed(0)
+    rescored = damc(evaluation_sigma=0.1)
+    trained_sigma = rescored.decoder.sigma
+    torch.manual_seed(0)
+    sharp = damc()
+    sharp.decoder.sigma = 0.1
+    torch.manual_seed(0)
+    plain = damc()
+    torch.testing.assert_close(latents(rescored), latents(sharp), rtol=0, atol=0)
+    assert (latents(rescored) - latents(plain)).abs().max() > 1e-3  # the sigma moves the chain
+    assert rescored.decoder.sigma == trained_sigma
+    chain = Langevin(3, 0.1, noise_std=0.0)
+    torch.testing.assert_close(latents(rescored, sampler=chain), latents(plain, sampler=chain), rtol=0, atol=0)
+    z = torch.randn(8, LATENT)
+    torch.testing.assert_close(rescored.anomaly_terms(x, z)["score"], plain.anomaly_terms(x, z)["score"])
+
+
+def test_evaluation_sigma_is_checked_where_it_is_made() -> None:
+    """Device: CPU. A non-positive sigma is refused at build, naming the option."""
+    with pytest.raises(ValueError, match="evaluation_sigma"):
+        damc(evaluation_sigma=0.0)
+
+
 def test_generate_modes_run_the_chains_they_name() -> None:
     torch.manual_seed(0)
     model = damc(generation_sampler=None)  # the prior's (recorded) chain generates
