@@ -110,6 +110,38 @@ def readings(state: dict, k: int) -> dict:
     return summary
 
 
+def chance_readings(state: dict, k: int, value: float) -> dict:
+    """What the callback's ``readings`` add to a record (runs since it keeps them): the AUROC (mean
+    of the last ``k`` evaluations, and after each), the chance AUPRC (the evaluated split's anomaly
+    share), the record's ``value`` minus it, the number of examples, each term's AUROC and its mean
+    and spread on normal and on held-out digits at the last evaluation (in the units the score adds
+    them: nats for ``-log p``), and the best of the N readings with its update (DAMC's selection)."""
+    readings = state.get("readings") or []
+    if not readings:
+        return {}
+    last, recent = readings[-1], readings[-k:]
+    best = max(readings, key=lambda r: r["score"]["auprc"])
+    fields = ("auroc", "normal_mean", "normal_std", "anomaly_mean", "anomaly_std")
+    return {
+        "auroc": round(statistics.fmean([r["score"]["auroc"] for r in recent]), 4),
+        "chance": round(last["chance"], 4),
+        "auprc_above_chance": round(value - last["chance"], 4),
+        "n_examples": last["n_examples"],
+        "auroc_by_epoch": [round(r["score"]["auroc"], 4) for r in readings],
+        "terms_last_evaluation": {
+            name: {key: round(last[name][key], 4) for key in fields}
+            for name in ("score", "reconstruction_term", "prior_term")
+            if name in last
+        },
+        "best_of_n": {
+            "auprc": round(best["score"]["auprc"], 4),
+            "n": len(readings),
+            "update": best["update"],
+            "how": f"best of {len(readings)} readings of the split the run validated on (DAMC's code's selection)",
+        },
+    }
+
+
 def test_overlap(config: dict, digit: int, split: str) -> float:
     """The share of the test split (the whole evaluation pool, before any validation share is set
     aside) that is training digits, for ``digit`` held out under ``split``; 0 for ``disjoint``."""
@@ -148,7 +180,7 @@ def test_metrics(config: dict, run_dir: Path, digit: int, score_samples: int | N
     if score_samples is not None:
         model.score_samples = score_samples
     (results,) = anomaly_trainer(digit).test(model, build(data), verbose=False)
-    return {name.removeprefix("test/"): round(float(value), 4) for name, value in results.items() if "au" in name}
+    return {name.removeprefix("test/"): round(float(value), 4) for name, value in results.items()}
 
 
 def load_recipe(recipe: str) -> dict:
@@ -302,6 +334,7 @@ def main() -> None:
             "updates": updates,
             "test_overlap": test_overlap(config, digit, args.split),
             **terms,
+            **chance_readings(state, k, statistics.fmean(recent)),
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
             **({"evaluation_epochs": evaluated} if evaluated else {}),

@@ -33,11 +33,24 @@ EXTRA_VALUES = {
     "papers_reading.auprc": "last 10: AP",
     "papers_reading.auprc_trapezoid": "last 10: trapezoid",
     "test_overlap": "test split in training",
+    "auprc_above_chance": "AUPRC minus chance",
+    "test_auroc": "test AUROC",
+    "best_of_n.auprc": "best of N readings",
+    "best_of_n.n": "N",
+    "terms_last_evaluation.reconstruction_term.normal_mean": "reconstruction term: normal",
+    "terms_last_evaluation.reconstruction_term.anomaly_mean": "reconstruction term: held-out",
+    "terms_last_evaluation.prior_term.normal_mean": "prior term: normal",
+    "terms_last_evaluation.prior_term.anomaly_mean": "prior term: held-out",
+    "terms_last_evaluation.prior_term.auroc": "prior term: AUROC",
 }
 #: The per-epoch values a record may keep (plotted, and listed in the details).
 CURVE_KEY = "auprc_by_epoch"
 #: The header of the narrow table every experiment gets.
 NARROW_HEADER = ["method", "setting", "ours", "paper", "ratio", "budget", "device", "date"]
+#: The header of an anomaly experiment's table (AUPRC per held-out digit): the AUROC and the AUPRC
+#: of a random score (the split's anomaly share) beside each AUPRC, and no ratio, which can reward
+#: a worse detector where the paper's value is below chance.
+ANOMALY_HEADER = ["method", "setting", "ours", "AUROC", "chance", "paper", "budget", "device", "date"]
 #: An experiment whose records hold more metrics than this gets a pivot table instead (a row per
 #: method and setting, a column per metric) when no paper quotes it.
 PIVOT_METRICS = 4
@@ -81,6 +94,34 @@ def narrow_row(record: dict, published: list[dict], with_metric: bool, with_pape
     ]
 
 
+def is_anomaly_experiment(records: list[dict]) -> bool:
+    """Whether every record is an AUPRC with a held-out digit (an MNIST anomaly experiment)."""
+    return all(r["metric"] == "auprc" and r.get("digit") is not None for r in records)
+
+
+def anomaly_row(record: dict, published: list[dict]) -> list[str]:
+    """One row of an anomaly table (:data:`ANOMALY_HEADER`): the AUROC (of the same readings, or of
+    the test split read once for a validation record), the chance AUPRC, and the paper's value
+    marked where it is below that chance."""
+    paper = paper_for(record, published)
+    auroc = record.get("auroc", record.get("test_auroc"))
+    chance = record.get("chance")
+    paper_cell = fmt(paper)
+    if paper is not None and chance is not None and paper["value"] < chance:
+        paper_cell += ", below chance"
+    return [
+        record["method"],
+        setting(record),
+        fmt(record),
+        "–" if auroc is None else number(auroc),
+        "–" if chance is None else number(chance),
+        paper_cell,
+        short_budget(record.get("budget", "")),
+        short_device(record.get("device", "")),
+        record.get("date", "–"),
+    ]
+
+
 def sources_line(ours: list[dict], published: list[dict]) -> str:
     """Which metric the table shows and which paper rows its "paper" column quotes."""
     metric = "" if several_metrics(ours) else f"Metric: `{ours[0]['metric']}`. "
@@ -88,7 +129,13 @@ def sources_line(ours: list[dict], published: list[dict]) -> str:
     quoted = list(dict.fromkeys((p.get("source", "the paper"), p["method"]) for p in papers if p is not None))
     if not quoted:
         return metric + "No paper reports this experiment's numbers."
-    rows = "; ".join(f"{source}, row {method}" for source, method in quoted)
+    selections = {(p.get("source", "the paper"), p["method"]): p.get("selection") for p in papers if p is not None}
+    rows = "; ".join(
+        f"{source}, row {method}" + (f" ({selections[source, method]})" if selections[source, method] else "")
+        for source, method in quoted
+    )
+    if is_anomaly_experiment(ours):
+        return metric + f"Paper: {rows}. Chance: the AUPRC of a random score, the evaluated split's anomaly share."
     return metric + f"Paper: {rows}; ratio: ours / paper."
 
 
@@ -123,6 +170,8 @@ def experiment_section(experiment: str, ours: list[dict], published: list[dict],
         header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
         ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
         rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
+        if is_anomaly_experiment(ours):
+            header, rows = ANOMALY_HEADER, [anomaly_row(r, published) for r in ordered]
         lines += [*markdown_table(header, rows), ""]
     if plot is not None:
         lines += [f"![{experiment}: {CURVE_KEY} of each record, the paper's value dashed]({plot})", ""]

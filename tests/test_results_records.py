@@ -154,27 +154,68 @@ def test_check_finds_a_stale_page_and_a_missing_or_extra_plot(tmp_path: Path, mo
 
 
 def test_an_experiment_gets_one_narrow_table_with_the_papers_value_and_the_ratio() -> None:
+    """Device: CPU. A FID experiment: ours, the paper's value and their ratio."""
     module = make_results_md()
     ours = [
         {
-            **ANOMALY,
+            "experiment": "svhn",
+            "metric": "fid",
             "method": "LatentEBM",
-            "digit": 1,
-            "value": 0.25,
-            "std": 0.01,
+            "value": 35.0,
             "budget": "10 epochs, batch 100",
             "device": "cpu (x86_64, 1 threads)",
             "date": "2026-11-21",
         }
     ]
-    published = [{**LEBM_ROW, "digit": 1, "value": 0.336, "std": 0.008, "source": "Pang et al. 2020, Table 3"}]
+    published = [
+        {**LEBM_ROW, "experiment": "svhn", "metric": "fid", "value": 29.44, "source": "Pang et al. 2020, Table 1"}
+    ]
     text = module.render(ours, published).replace("\u00a0", " ")
     assert "| method | setting | ours | paper | ratio | budget | device | date |" in text
-    row = "| LatentEBM | held-out 1 | 0.250 ± 0.010 | 0.336 ± 0.008 | 0.74 | 10 epochs | CPU, 1 thread | 2026-11-21 |"
+    row = "| LatentEBM | – | 35.000 | 29.440 | 1.19 | 10 epochs | CPU, 1 thread | 2026-11-21 |"
     assert row in text.splitlines()
-    assert "Pang et al. 2020, Table 3, row LEBM" in text
+    assert "Pang et al. 2020, Table 1, row LEBM" in text
     no_paper = module.render([{**ours[0], "method": "MultiStageNCE"}], published)
     assert "| method | setting | ours | budget | device | date |" in no_paper  # no empty columns
+
+
+def test_an_anomaly_table_reads_each_auprc_against_chance_and_says_how_the_paper_selected() -> None:
+    """Device: CPU. An AUPRC per held-out digit gets its AUROC and chance beside it, no ratio (it
+    rewards a worse detector below chance), the paper's value marked when it is below chance, and
+    the paper's selection in the line above the table."""
+    module = make_results_md()
+    base = {**ANOMALY, "method": "LatentEBM", "std": 0.01, "budget": "10 epochs", "date": "2026-11-21"}
+    ours = [
+        {**base, "digit": 1, "value": 0.25, "auroc": 0.16, "chance": 0.388, "device": "cpu (x86_64, 1 threads)"},
+        {**base, "digit": 4, "value": 0.5, "chance": 0.351, "test_auroc": 0.7, "device": "cpu (x86_64, 1 threads)"},
+    ]
+    selection = "mean over the last 10 epochs"
+    published = [
+        {
+            **LEBM_ROW,
+            "digit": 1,
+            "value": 0.336,
+            "std": 0.008,
+            "source": "Pang et al. 2020, Table 3",
+            "selection": selection,
+        },
+        {
+            **LEBM_ROW,
+            "digit": 4,
+            "value": 0.630,
+            "std": 0.017,
+            "source": "Pang et al. 2020, Table 3",
+            "selection": selection,
+        },
+    ]
+    text = module.render(ours, published).replace("\u00a0", " ")
+    lines = text.splitlines()
+    assert "| method | setting | ours | AUROC | chance | paper | budget | device | date |" in lines
+    below = "| LatentEBM | held-out 1 | 0.250 ± 0.010 | 0.160 | 0.388 | 0.336 ± 0.008, below chance | 10 epochs |"
+    assert any(line.startswith(below) for line in lines)
+    above = "| LatentEBM | held-out 4 | 0.500 ± 0.010 | 0.700 | 0.351 | 0.630 ± 0.017 | 10 epochs |"
+    assert any(line.startswith(above) for line in lines)
+    assert "row LEBM (mean over the last 10 epochs)" in text and "ratio" not in text.split("## mnist_anomaly")[1]
 
 
 def test_an_experiment_of_many_metrics_gets_a_pivot_table_and_the_figure_its_records_name() -> None:
