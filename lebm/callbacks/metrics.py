@@ -149,7 +149,12 @@ class AnomalyDetection(EvaluationMetric):
     reconstruction term ``-log p(x|z)`` and a prior term ``U(z)``; its evaluation step returns both
     (``score_reconstruction_term``, ``score_prior_term``). Each is then ranked on its own too:
     ``{stage}/auprc_reconstruction_term``, ``{stage}/auprc_prior_term`` (and ``auroc_...``), with
-    their own last-``k`` means, so a record shows which term carries the detection.
+    their own last-``k`` means, so a record shows which term carries the detection. With a learned
+    prior the tilt ``E(z)`` alone (``score_tilt_term``, without the Gaussian reference) is ranked as
+    ``tilt_term`` (the joint hierarchical EBM's "EBM prior alone"), and with a decoder that returns
+    its squared error the score is also ranked under two other weights (:attr:`FORMS`):
+    ``score_sse`` = ``||x - g(z)||^2 + U(z)`` (DAMC's official score) and ``score_sigma_1`` =
+    ``||x - g(z)||^2 / 2 + U(z)`` (``-log p(x, z)`` at sigma 1), at the same latents.
 
     **Reading against chance.** A random score has an AUPRC equal to the split's share of
     anomalies (0.388 for MNIST held-out 1), and a score that ranks the anomalies as *more normal*
@@ -170,7 +175,16 @@ class AnomalyDetection(EvaluationMetric):
 
     requires = "score"
     #: Term name in the logs -> the per-example output of the evaluation step that holds it.
-    TERMS = {"reconstruction_term": "score_reconstruction_term", "prior_term": "score_prior_term"}
+    TERMS = {
+        "reconstruction_term": "score_reconstruction_term",
+        "prior_term": "score_prior_term",
+        "tilt_term": "score_tilt_term",
+    }
+    #: The score under other weights, from the squared error and the prior term (when the method
+    #: returns both): ``score_sse`` = ``||x - g(z)||^2 + U(z)`` (DAMC's official weights) and
+    #: ``score_sigma_1`` = ``||x - g(z)||^2 / 2 + U(z)`` (``-log p(x, z)`` with the observation
+    #: noise at 1), both at the evaluation's latents.
+    FORMS = {"score_sse": 1.0, "score_sigma_1": 0.5}
 
     def __init__(self, anomaly_classes: list[int] | None = None, last_k: int = 10) -> None:
         if isinstance(last_k, bool) or not isinstance(last_k, int) or last_k < 1:
@@ -239,6 +253,8 @@ class AnomalyDetection(EvaluationMetric):
         self._classes_tensor = self._classes(trainer).to(pl_module.device)
         declared = tuple(getattr(pl_module, "evaluation_outputs", ()))
         self._terms = {name: key for name, key in self.TERMS.items() if key in declared}
+        if "score_squared_error" in declared and "prior_term" in self._terms:
+            self._terms["squared_error"] = "score_squared_error"
         # raw scores and targets, gathered from every rank at compute(); the ranking metrics are
         # computed on the host in float64 (torchmetrics' binary metrics would squash scores
         # outside [0, 1] through a sigmoid, which saturates for energies in the hundreds)
@@ -262,6 +278,10 @@ class AnomalyDetection(EvaluationMetric):
         values = {name: metric.compute().cpu().numpy() for name, metric in self._collected.items()}
         self._collected = None
         targets = values.pop("target")
+        squared_error = values.pop("squared_error", None)
+        if squared_error is not None:
+            for form, weight in self.FORMS.items():
+                values[form] = weight * squared_error + values["prior_term"]
         if one_class(targets):
             rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
         anomalous = targets > 0.5

@@ -21,6 +21,9 @@ __all__ = ["SCORE_TERMS", "LatentVariableModel", "chain_logs", "decoder_metric_n
 
 #: The per-example terms of the anomaly score a latent-variable method's evaluation step returns.
 SCORE_TERMS = ("score_reconstruction_term", "score_prior_term")
+#: Per-example values the score is re-weighted from, when the parts have them: the prior's
+#: learned tilt alone (``E(z)``, without the Gaussian reference) and the decoder's squared error.
+SCORE_PARTS = ("score_tilt_term", "score_squared_error")
 
 
 def decoder_metric_names(decoder: Decoder) -> tuple[str, ...]:
@@ -51,7 +54,15 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
 
     @property
     def evaluation_outputs(self) -> tuple[str, ...]:
-        return ("nll", "score", *SCORE_TERMS, *decoder_metric_names(self.decoder))
+        return ("nll", "score", *SCORE_TERMS, *self.score_parts, *decoder_metric_names(self.decoder))
+
+    @property
+    def score_parts(self) -> tuple[str, ...]:
+        """Which of :data:`SCORE_PARTS` :meth:`anomaly_terms` returns: the tilt with a learned prior,
+        the squared error with a decoder that has one (``GaussianDecoder``)."""
+        tilt = ("score_tilt_term",) if self.learns_prior else ()
+        squared = ("score_squared_error",) if callable(getattr(self.decoder, "squared_error", None)) else ()
+        return (*tilt, *squared)
 
     def decoder_and_prior_optimizers(self, decoder_parameters: Iterable[nn.Parameter]) -> tuple[list[Any], list[Any]]:
         """``(optimizers, schedulers)``: Adam over ``decoder_parameters`` (``hparams.decoder_lr``,
@@ -107,7 +118,10 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         """The anomaly score and its two terms, each ``(B,)``: ``score_reconstruction_term``, the
         decoder's ``-log p(x|z)``, and ``score_prior_term``, the prior's energy ``U(z)``
         (``-log p(z) + const``); ``score`` combines them (:meth:`anomaly_score`: their sum, or a
-        method's own choice).
+        method's own choice). Besides, :attr:`score_parts`: ``score_tilt_term``, the prior's
+        learned tilt ``E(z)`` alone, and ``score_squared_error``, ``||x - g(z)||^2``, from which
+        ``AnomalyDetection`` reads the score under other weights (``||x - g(z)||^2 + U(z)``, DAMC's;
+        ``-log p(x, z)`` at sigma 1).
 
         With ``samples = K > 0`` (default :attr:`score_samples`) and an inference network, each is
         the average over ``K`` latents ``z_k ~ q(z|x)`` (drawn from ``generator``): the joint
@@ -123,13 +137,21 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
             raise ValueError("anomaly_terms needs latents z unless it samples them from an inference network")
         else:
             latents = [(z, nll)]
-        terms = {"score": 0.0, "score_reconstruction_term": 0.0, "score_prior_term": 0.0}
+        parts = self.score_parts
+        terms = dict.fromkeys(("score", *SCORE_TERMS, *parts), 0.0)
         for latent, known_nll in latents:
             reconstruction = self.score_reconstruction_term(x, latent, known_nll)
             energy = self.prior.energy(latent)
             terms["score"] = terms["score"] + self.anomaly_score(reconstruction, latent, energy)
             terms["score_reconstruction_term"] = terms["score_reconstruction_term"] + reconstruction
             terms["score_prior_term"] = terms["score_prior_term"] + energy
+            if "score_tilt_term" in parts:
+                tilt = self.prior.residual_energy(latent)  # None while a multi-stage prior has no stage yet
+                terms["score_tilt_term"] = terms["score_tilt_term"] + (
+                    torch.zeros_like(energy) if tilt is None else tilt
+                )
+            if "score_squared_error" in parts:
+                terms["score_squared_error"] = terms["score_squared_error"] + self.decoder.squared_error(x, latent)
         return {name: total / len(latents) for name, total in terms.items()}
 
     # --------------------------------------------------------------------------- prediction

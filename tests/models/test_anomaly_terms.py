@@ -136,3 +136,38 @@ def test_the_latent_analysis_splits_the_score_into_the_parts_of_the_model() -> N
         assert torch.allclose(parts["tilt"], model.prior.residual_energy(z), atol=1e-5)
     assert set(parts) == {"reconstruction", "prior", "gaussian", "tilt", "norm_z1", "norm_z2"}
     assert torch.allclose(parts["norm_z2"], z[:, 1:].norm(dim=1))
+
+
+def test_the_tilt_and_the_squared_error_are_returned_beside_the_terms() -> None:
+    """Device: CPU. The tilt is the prior's energy without its Gaussian reference (``||z||^2 / 2``
+    here), and the squared error is the reconstruction term times ``2 sigma^2``."""
+    model = latent_ebm()
+    x, z = torch.randn(16, 2), torch.randn(16, 3)
+    terms = model.anomaly_terms(x, z)
+    assert set(model.score_parts) == {"score_tilt_term", "score_squared_error"}
+    torch.testing.assert_close(terms["score_prior_term"] - terms["score_tilt_term"], z.square().sum(1) / 2)
+    sigma = model.decoder.sigma
+    torch.testing.assert_close(terms["score_squared_error"], terms["score_reconstruction_term"] * 2 * sigma**2)
+
+
+@pytest.mark.parametrize(("sigma", "same_as"), [(2**-0.5, "score_sse"), (1.0, "score_sigma_1")])
+def test_the_reweighted_scores_rank_as_the_score_at_the_sigma_that_gives_their_weights(
+    tmp_path, sigma: float, same_as: str
+) -> None:
+    """Device: CPU. ``-log p(x, z)`` weighs the squared error by ``1 / (2 sigma^2)``: at sigma
+    ``1/sqrt(2)`` the score is DAMC's ``||x - g(z)||^2 + U(z)`` (``score_sse``), at sigma 1 it is
+    ``score_sigma_1``; the other form, whose weight differs by 2, ranks otherwise."""
+    torch.manual_seed(0)
+    model = latent_ebm()
+    model.decoder.sigma = sigma
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(200) % 10
+    x = torch.randn(200, 2, generator=generator) * (1 + (labels == 4).float())[:, None]
+    loader = DataLoader(TensorDataset(x, labels), batch_size=50)
+    trainer = quiet_trainer(accelerator="cpu", callbacks=[AnomalyDetection(anomaly_classes=[4])])
+    metrics = {k: float(v) for k, v in trainer.validate(model, loader, verbose=False)[0].items()}
+    other = ({"score_sse", "score_sigma_1"} - {same_as}).pop()
+    assert metrics[f"val/auroc_{same_as}"] == pytest.approx(metrics["val/auroc"], abs=1e-9)
+    assert metrics[f"val/auprc_{same_as}"] == pytest.approx(metrics["val/auprc"], abs=1e-9)
+    assert metrics[f"val/auroc_{other}"] != pytest.approx(metrics["val/auroc"], abs=1e-4)
+    assert "val/auprc_tilt_term" in metrics and "val/tilt_term_normal_mean" in metrics
