@@ -254,12 +254,20 @@ def apply_data_options(config: dict, options: list[str]) -> None:
             config["data"]["init_args"][key.removeprefix("data.init_args.")] = yaml.safe_load(value)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (0 would read as "not given" and run the recipe's whole budget)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, nargs="+", default=[1, 9, 4, 5, 7])
     parser.add_argument("--recipe", default="recipes/latent_ebm/mnist_anomaly_offline.yaml")
     parser.add_argument("--experiment", default="mnist_anomaly_offline")
-    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--output", default=None, help="default: docs/results/<method>_<experiment>.json")
     parser.add_argument("--setting", default=None, help="name of a variant of the recipe (its own run folders)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a lebm fit option")
@@ -270,8 +278,8 @@ def main() -> None:
     parser.add_argument(
         "--pool", choices=("offline", "full"), default=None, help="full: all 70,000 digits (default: the recipe's)"
     )
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many updates")
-    parser.add_argument("--val-every-steps", type=int, default=None, help="evaluate every this many updates")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many updates")
+    parser.add_argument("--val-every-steps", type=positive_int, default=None, help="evaluate every this many updates")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")

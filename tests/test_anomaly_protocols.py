@@ -55,3 +55,12 @@ def test_a_reading_states_chance_and_each_terms_class_statistics() -> None:
     assert reading["prior_term"]["auroc"] == 1.0
     assert reading["prior_term"]["anomaly_mean"] == pytest.approx(5.0)
     assert reading["prior_term"]["normal_mean"] == pytest.approx(2.0)
+
+
+def test_the_anomaly_runner_refuses_a_zero_budget_before_training() -> None:
+    """Device: CPU. ``--max-steps 0`` (and ``--val-every-steps 0``) used to read as "not given" and
+    run the recipe's whole budget; now argparse refuses it in one line."""
+    runner = load_script("experiments/mnist_anomaly_offline.py")
+    with pytest.raises(Exception, match="whole number >= 1"):
+        runner.positive_int("0")
+    assert runner.positive_int("83") == 83
