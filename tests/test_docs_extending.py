@@ -325,7 +325,8 @@ def test_the_bernoulli_decoder_follows_the_decoder_contract(parts, tmp_path) -> 
         TiltedGaussianPrior(8, EnergyMLP(8, hidden=16, depth=1), sampler=parts.MALA(10, 0.1)),
         posterior_sampler=Langevin(5, 0.1),
     )
-    assert model.evaluation_outputs == ("nll", "score", "score_reconstruction_term", "score_prior_term", "bit_error")
+    terms = ("score_reconstruction_term", "score_prior_term", "score_tilt_term")
+    assert model.evaluation_outputs == ("nll", "score", *terms, "bit_error")
     loader = DataLoader(TensorDataset(x), batch_size=16)
     trainer = tiny_trainer(limit_train_batches=2, limit_val_batches=1)
     trainer.fit(model, loader, loader)

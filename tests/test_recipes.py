@@ -11,6 +11,7 @@ arXiv id, and no recipe cites a file the repository does not have.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,50 @@ def test_mnist_anomaly_recipe_values_follow_the_protocol(method: str, capsys: py
     assert (
         get(config, DECODER + "net.init_args.image_size") == 28 and get(config, DECODER + "net.init_args.channels") == 1
     )
+
+
+#: The row of docs/results/published that each method folder's MNIST anomaly recipes draw (None: no row).
+PUBLISHED_ANOMALY_ROWS = {
+    "latent_ebm": "LEBM",
+    "hierarchical": "ICCV joint EBM",
+    "damc": "DAMC",
+    "multistage_nce": None,
+}
+
+
+def published_auprc(method: str) -> dict[int, float]:
+    """``{held-out digit: AUPRC}`` of ``method``'s MNIST anomaly row in docs/results/published."""
+    rows = [row for path in (REPO / "docs/results/published").glob("*.json") for row in json.loads(path.read_text())]
+    return {
+        row["digit"]: row["value"]
+        for row in rows
+        if row["method"] == method and row["experiment"] == "mnist_anomaly" and row["metric"] == "auprc"
+    }
+
+
+@pytest.mark.parametrize("folder", sorted(PUBLISHED_ANOMALY_ROWS))
+def test_the_mnist_anomaly_recipes_draw_the_published_auprc_of_their_held_out_digit(folder: str) -> None:
+    """Both MNIST anomaly recipes of a method give, for each held-out digit, the AUPRC of its row in
+    docs/results/published as the line of curves.png (DAMC's said to be unverified); multi-stage NCE
+    has no row there, and no line."""
+    from lebm.cli.loggers import resolve_paper_targets
+    from lebm.cli.resolve import resolve_recipe
+
+    row = PUBLISHED_ANOMALY_ROWS[folder]
+    published = published_auprc(row) if row else {}
+    assert sorted(published) == ([1, 4, 5, 7, 9] if row else [])
+    for name in ("mnist_anomaly", "mnist_anomaly_offline"):
+        path = REPO / "recipes" / folder / f"{name}.yaml"
+        targets = resolve_recipe(path).get("paper_targets")
+        if row is None:
+            assert targets is None, path.name
+            continue
+        assert {digit: resolve_paper_targets(targets, [digit]) for digit in published} == {
+            digit: {"val/auprc": value} for digit, value in published.items()
+        }
+        lines = path.read_text().splitlines()
+        comment = lines[next(i for i, line in enumerate(lines) if line.startswith("paper_targets:")) - 1]
+        assert ("UNVERIFIED" in comment) == (folder == "damc"), comment
 
 
 def test_an_override_reaches_every_component_that_uses_the_value(capsys: pytest.CaptureFixture) -> None:

@@ -5,8 +5,18 @@ the method and the training iterations drawn. A panel per curve: the method's ma
 (its ``progress_bar_names``) against the training iteration, and every validation value
 (``val/...``) at the iterations it was read. A value the recipe names a paper target for
 (``paper_targets: {val/fid: 29.44}``, or ``targets`` given here) gets the published value as a
-dashed horizontal line. Redrawn with the image grids (every ``every_n_epochs`` epochs and the last)
-and once more when ``fit`` ends (after the final scores), on global rank 0, from the run's
+dashed horizontal line.
+
+An anomaly run (one that logs ``val/auprc``) shows its numbers first: AUPRC, AUROC, the
+reconstruction MSE and NLL (:data:`ANOMALY_FIRST`), then the training losses. Its AUPRC panel has
+the paper's value (the recipe's target for the run's held-out digit) and the AUPRC of a random
+score, the split's share of anomalies (``val/auprc_chance``), as dashed lines. The bookkeeping
+columns of ``metrics.csv`` (:data:`FOLDED`: the best and last-``k`` summaries, the trapezoid
+AUPRC, the score's terms ranked alone, the chance figures and the per-class score statistics) get
+no panel of their own, unless named in ``first`` or ``training``.
+
+Redrawn with the image grids (every ``every_n_epochs`` epochs and the last) and once more when
+``fit`` ends (after the final scores), on global rank 0, from the run's
 :class:`~lebm.loggers.MetricsTable`; with no table (``--trainer.logger false``) there is nothing to
 draw, and the callback says so once.
 
@@ -19,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
@@ -34,6 +45,27 @@ from lebm.models.monitoring import matches, run_metric_names
 CURVES_FILE = "curves.png"
 #: Panels per row of the figure, and the size of one panel in inches.
 PANELS_PER_ROW, PANEL_INCHES = 3, (4.2, 2.9)
+#: The panels an anomaly run (one that logs ``val/auprc``) shows first, when it logs them.
+ANOMALY_FIRST = ("val/auprc", "val/auroc", "val/mse", "val/nll")
+#: Parts of the names of bookkeeping columns, drawn in no panel of their own (they stay in metrics.csv):
+#: summaries of other curves, the score's terms and other forms ranked alone (``auprc_reconstruction_term``,
+#: ``auprc_prior_term``, ``auprc_tilt_term``, ``auprc_score_sse``, ...), the chance figures, per-class statistics.
+FOLDED = (
+    "_best",
+    "_last_k_mean",
+    "_last_k_std",
+    "auprc_trapezoid",
+    "_term",
+    "_score_",
+    "_chance",
+    "/n_examples",
+    "_normal_mean",
+    "_normal_std",
+    "_anomaly_mean",
+    "_anomaly_std",
+)
+#: The suffix of the column that holds an AUPRC's chance level (``val/auprc`` -> ``val/auprc_chance``).
+CHANCE_SUFFIX = "_chance"
 
 
 class LearningCurves(L.Callback):
@@ -44,7 +76,9 @@ class LearningCurves(L.Callback):
         targets: ``{logged name: published value}`` drawn as lines (the CLI fills it from the
             recipe's ``paper_targets`` when not given).
         training: the training values to draw; None: the method's ``progress_bar_names``.
-        max_panels: at most this many panels (training values first, then validation values).
+        max_panels: at most this many panels (``first``, then training values, then validation values).
+        first: the values drawn first, when logged; None: :data:`ANOMALY_FIRST` for a run that logs
+            ``val/auprc``, none for the others.
     """
 
     def __init__(
@@ -53,6 +87,7 @@ class LearningCurves(L.Callback):
         targets: Mapping[str, float] | None = None,
         training: Sequence[str] | None = None,
         max_panels: int = 12,
+        first: Sequence[str] | None = None,
     ) -> None:
         for label, value in (("every_n_epochs", every_n_epochs), ("max_panels", max_panels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -60,14 +95,20 @@ class LearningCurves(L.Callback):
         targets = dict(targets or {})
         for name, value in targets.items():
             if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"LearningCurves targets must map logged names to numbers, got {name!r}: {value!r}")
+                raise ValueError(
+                    f"LearningCurves targets must map logged names to numbers, got {name!r}: {value!r} (a value per "
+                    "held-out digit goes into a recipe's paper_targets, which lebm resolves for the run)"
+                )
             if not math.isfinite(value):
                 raise ValueError(f"LearningCurves target {name!r} must be a finite number, got {value!r}")
         if isinstance(training, str):
             training = [training]
+        if isinstance(first, str):
+            first = [first]
         self.every_n_epochs, self.max_panels = every_n_epochs, max_panels
         self.targets = {name: float(value) for name, value in targets.items()}
         self.training = None if training is None else tuple(training)
+        self.first = None if first is None else tuple(first)
         self._said_no_table = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -115,13 +156,24 @@ class LearningCurves(L.Callback):
         return path
 
     def curve_names(self, table: MetricsTable, pl_module: L.LightningModule) -> list[str]:
-        """The names to draw: the training values, then every ``val/`` value, then the other targets."""
+        """The names to draw: ``first`` (an anomaly run's AUPRC, AUROC, MSE and NLL), the training
+        values, every other ``val/`` value but the bookkeeping ones (:data:`FOLDED`), then the other
+        targets; at most ``max_panels``."""
         columns = table.columns()
+        first = self.first if self.first is not None else (ANOMALY_FIRST if "val/auprc" in columns else ())
         training = self.training if self.training is not None else getattr(pl_module, "progress_bar_names", ())
-        chosen = [name for name in training if name in columns]
-        chosen += [name for name in columns if name.startswith("val/") and name not in chosen]
+        chosen: list[str] = []
+        for name in [*first, *training]:
+            if name in columns and name not in chosen:
+                chosen.append(name)
+        chosen += [name for name in columns if name.startswith("val/") and not folded(name) and name not in chosen]
         chosen += [name for name in self.targets if name in columns and name not in chosen]
         return chosen[: self.max_panels]
+
+
+def folded(name: str) -> bool:
+    """Whether ``name`` is a bookkeeping column, drawn in no panel of its own (:data:`FOLDED`)."""
+    return any(part in name for part in FOLDED)
 
 
 def curves_title(run_dir: str, method: str, steps: int) -> str:
@@ -148,6 +200,9 @@ def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[st
         panel.plot(*points, marker="o" if few else None, markersize=3, linewidth=1.0, color="C0")
         if name in targets:
             panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=f"paper: {targets[name]:g}")
+        if name.endswith("/auprc"):
+            draw_chance(panel, table, name + CHANCE_SUFFIX)
+        if panel.get_legend_handles_labels()[0]:
             panel.legend(loc="best", fontsize=8)
         skipped = len(values) - len(finite)
         panel.set_title(f"{name} ({skipped} not finite)" if skipped else name, fontsize=10)
@@ -157,6 +212,22 @@ def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[st
     for panel in list(axes.flat)[len(names) :]:
         panel.set_visible(False)
     return figure
+
+
+def draw_chance(panel: Any, table: MetricsTable, column: str) -> None:
+    """The chance level of an AUPRC panel from ``column`` (the split's share of anomalies), when the
+    table has it: one dashed line at its value (a fixed split), or its series dashed if it changed."""
+    steps, values = table.series(column)
+    finite = [(step, value) for step, value in zip(steps, values, strict=True) if math.isfinite(value)]
+    if not finite:
+        return
+    levels = {value for _, value in finite}
+    if len(levels) == 1:
+        (level,) = levels
+        panel.axhline(level, color="0.45", linestyle="--", linewidth=1.0, label=f"chance: {level:.3f}")
+        return
+    points = [step for step, _ in finite], [value for _, value in finite]
+    panel.plot(*points, color="0.45", linestyle="--", linewidth=1.0, label="chance (share of anomalies)")
 
 
 def save_figure(figure: Figure, path: str) -> None:

@@ -24,6 +24,9 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 - components built from a config (the user's own modules included) are recorded in the
   checkpoint from that config, so ``lebm test --ckpt_path`` and ``load_from_checkpoint`` rebuild them;
 - a diverged run stops with the guard's message (exit code 1), not a traceback;
+- a recipe's ``paper_targets`` reach its ``LearningCurves``, a value per held-out digit
+  (``{val/auprc: {held_out: {1: 0.336}}}``) looked up by ``data.init_args.anomaly_classes``
+  (``lebm.cli.loggers.resolve_paper_targets``);
 - checkpoints are written whole beside their names (``lebm.checkpoint_io``), and one that cannot be
   written (a full disk) stops the run with one line: the folder, the space needed, how to resume;
 - no run is lost, and no run folder locks itself (``lebm.cli.run_folder``): ``fit`` refuses a
@@ -72,7 +75,11 @@ from lebm.cli.loggers import (
     log_run_config,
     mark_run_folder_save_dirs,
     place_in_run_folder,
+    resolve_paper_targets,
+    run_anomaly_classes,
+    unpublished_note,
     with_metrics_table,
+    without_filled_paper_targets,
     without_metrics_table,
 )
 from lebm.cli.resume_check import check_resume
@@ -219,6 +226,7 @@ class RunConfigSaved(SaveConfigCallback):
         text = self.parser.dump(self.config, skip_none=False)
         header = "".join(takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
         recorded = without_filled_checkpoint_folders(as_given(yaml.safe_load(text), self.config.as_dict()))
+        recorded = without_filled_paper_targets(recorded)
         with replaced_atomically(path, "w") as handle:
             handle.write(
                 header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
@@ -264,9 +272,10 @@ class LebmCLI(LightningCLI):
         )
         parser.add_argument(
             "--paper_targets",
-            type=dict[str, float] | None,
+            type=dict[str, Any] | None,
             default=None,
-            help="the published values of logged metrics ({val/fid: 29.44}): drawn as lines on the learning curves "
+            help="the published values of logged metrics ({val/fid: 29.44}, or per held-out digit of an anomaly run: "
+            "{val/auprc: {held_out: {1: 0.336, 4: 0.63}}}): drawn as lines on the learning curves "
             "(lebm.callbacks.LearningCurves)",
         )
         parser.add_argument(
@@ -336,7 +345,7 @@ class LebmCLI(LightningCLI):
             config.trainer.logger = with_metrics_table(config.trainer.get("logger"), run_dir)
         else:  # validate, test, predict: the fit's table stays as the fit left it
             config.trainer.logger = without_metrics_table(config.trainer.get("logger"))
-        fill_paper_targets(_as_list(config.trainer.get("callbacks")), config.get("paper_targets"))
+        self._fill_paper_targets(config)
         for logger in _as_list(config.trainer.get("logger")):
             place_in_run_folder(logger, run_dir)
             if not _is_config_of(logger, "WandbLogger"):
@@ -379,6 +388,21 @@ class LebmCLI(LightningCLI):
         except ValueError as error:
             fail(str(error))
         apply_tf32(config.get("tf32", "pytorch"))
+
+    def _fill_paper_targets(self, config: Any) -> None:
+        """Give the recipe's ``paper_targets``, resolved for the run (a value per held-out digit looked
+        up by ``data.init_args.anomaly_classes``), to its ``LearningCurves``; a malformed target stops
+        the command in one line, and a digit with no published value is said in one line."""
+        given = config.get("paper_targets")
+        classes = run_anomaly_classes(config)
+        try:
+            targets = resolve_paper_targets(given, classes)
+        except ValueError as error:
+            fail(str(error))
+        note = unpublished_note(given, targets, classes)
+        if note and self.subcommand in ("fit", None) and is_primary_process():
+            trainer_flags.say(note)
+        fill_paper_targets(_as_list(config.trainer.get("callbacks")), targets)
 
     def instantiate_classes(self) -> None:
         try:

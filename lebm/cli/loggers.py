@@ -12,11 +12,16 @@
   the callbacks inside ``trainer``), nested as in the file, so runs that differ in a Trainer flag or
   a callback differ in the loggers too; a W&B run also gets the file itself, as ``lebm/config.yaml``
   among its files (W&B keeps its own ``config.yaml`` there).
+- **The published values on the curves**: a recipe's ``paper_targets`` (``{val/fid: 29.44}``, or a
+  value per held-out digit, ``{val/auprc: {held_out: {1: 0.336, 4: 0.63}}}``) resolved for the run
+  by :func:`resolve_paper_targets` and given to its ``LearningCurves`` (:func:`fill_paper_targets`);
+  the run's ``config.yaml`` keeps them as written (:func:`without_filled_paper_targets`).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import shutil
 from collections.abc import Mapping
@@ -156,8 +161,117 @@ def _is_table(item: Any) -> bool:
     return _get(item, "class_path").rsplit(".", 1)[-1] == "MetricsTable"
 
 
+#: The key of a paper target given per held-out digit: ``{val/auprc: {held_out: {1: 0.336, 4: 0.63}}}``.
+HELD_OUT = "held_out"
+#: How a paper target is written, for the messages that refuse one.
+TARGET_FORMS = "a number (val/fid: 29.44) or a value per held-out digit (val/auprc: {held_out: {1: 0.336, 4: 0.63}})"
+
+
+def resolve_paper_targets(targets: Mapping[str, Any] | None, anomaly_classes: Any = None) -> dict[str, float]:
+    """The run's ``paper_targets`` as ``{logged name: value}``, the form ``LearningCurves`` draws.
+
+    A target is a number, or a value per held-out digit (``{held_out: {digit: value}}``), which is
+    looked up by the run's ``anomaly_classes`` (``data.init_args.anomaly_classes``, e.g. ``[1]``):
+    a digit the mapping has no value for, or several held-out digits, give no target (no line).
+
+    Raises:
+        ValueError: a target of another form, in one line naming the target and the forms.
+    """
+    resolved: dict[str, float] = {}
+    for name, value in dict(targets or {}).items():
+        if not isinstance(name, str):
+            raise ValueError(f"paper_targets must map logged names to published values, got the key {name!r}")
+        if isinstance(value, Mapping):
+            value = held_out_value(name, value, anomaly_classes)
+            if value is None:
+                continue
+        resolved[name] = published_number(f"paper_targets {name}", value)
+    return resolved
+
+
+def held_out_value(name: str, value: Mapping[Any, Any], anomaly_classes: Any) -> float | None:
+    """The value of ``{held_out: {digit: value}}`` for the run's one held-out digit (None: no value
+    for it, or several digits held out); a malformed mapping is a one-line ``ValueError``."""
+    per_digit = value.get(HELD_OUT) if set(value) == {HELD_OUT} else None
+    if not isinstance(per_digit, Mapping) or not per_digit:
+        raise ValueError(f"paper_targets {name} must be {TARGET_FORMS}, got {dict(value)!r}")
+    digits = {held_out_digit(name, digit): number for digit, number in per_digit.items()}
+    for digit, number in digits.items():
+        published_number(f"paper_targets {name} {HELD_OUT} {digit}", number)
+    if anomaly_classes is None:
+        raise ValueError(
+            f"paper_targets {name} is given per held-out digit, but the run's data has no anomaly_classes: give it "
+            f"as a number ({name}: {next(iter(digits.values()))}) or use an anomaly data module "
+            "(lebm.data.MNISTAnomalyDataModule)"
+        )
+    classes = [anomaly_classes] if isinstance(anomaly_classes, int) else list(anomaly_classes)
+    return digits.get(int(classes[0])) if len(classes) == 1 else None
+
+
+def held_out_digit(name: str, digit: Any) -> int:
+    """A ``held_out`` key as an int (``1`` or ``"1"``); another key is a one-line ``ValueError``."""
+    if isinstance(digit, int) and not isinstance(digit, bool):
+        return digit
+    if isinstance(digit, str) and digit.strip().isdigit():
+        return int(digit)
+    raise ValueError(
+        f"paper_targets {name} {HELD_OUT} must map held-out digits (data.init_args.anomaly_classes) to values, "
+        f"as {{1: 0.336, 4: 0.63}}, got the key {digit!r}"
+    )
+
+
+def published_number(label: str, value: Any) -> float:
+    """``value`` as a float: a finite number; anything else is a one-line ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{label} must be {TARGET_FORMS}, with finite numbers, got {value!r}")
+    return float(value)
+
+
+def unpublished_note(
+    targets: Mapping[str, Any] | None, resolved: Mapping[str, float], anomaly_classes: Any
+) -> str | None:
+    """One line naming the per-digit targets with no value for the run's held-out digits (no line is
+    drawn for them), or None."""
+    missing = sorted(name for name in dict(targets or {}) if name not in resolved)
+    if not missing or targets is None:
+        return None
+    published = sorted({int(digit) for name in missing for digit in targets[name][HELD_OUT]})
+    classes = [anomaly_classes] if isinstance(anomaly_classes, int) else list(anomaly_classes or [])
+    return (
+        f"paper_targets: no published {', '.join(missing)} for held-out {classes} (published for held-out "
+        f"{', '.join(map(str, published))}), so curves.png draws no paper line for it"
+    )
+
+
+def run_anomaly_classes(config: Any) -> Any:
+    """The run's held-out classes, ``data.init_args.anomaly_classes`` of a parsed config or of its
+    plain data (None: the data has none)."""
+    return _get(_get(_get(config, "data"), "init_args"), "anomaly_classes")
+
+
+def without_filled_paper_targets(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` (a run's config as plain data) with the targets that lebm gives a ``LearningCurves``
+    without any (the resolved ``paper_targets``) written back as given, ``null``: a run started from
+    this record with another held-out digit or other ``paper_targets`` draws its own lines."""
+    try:
+        resolved = resolve_paper_targets(recorded.get("paper_targets"), run_anomaly_classes(recorded))
+    except ValueError:
+        return recorded
+    trainer = recorded.get("trainer") if isinstance(recorded.get("trainer"), dict) else {}
+    callbacks = trainer.get("callbacks")
+    for callback in callbacks if isinstance(callbacks, list) else []:
+        class_path = _get(callback, "class_path")
+        init_args = _get(callback, "init_args")
+        if not isinstance(class_path, str) or class_path.rsplit(".", 1)[-1] != "LearningCurves":
+            continue
+        if isinstance(init_args, dict) and resolved and init_args.get("targets") == resolved:
+            init_args["targets"] = None
+    return recorded
+
+
 def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None) -> None:
-    """Give the run's ``paper_targets`` to each ``LearningCurves`` callback config that names none."""
+    """Give the run's ``paper_targets`` (resolved: :func:`resolve_paper_targets`) to each
+    ``LearningCurves`` callback config that names none."""
     if not targets:
         return
     for callback in callbacks:

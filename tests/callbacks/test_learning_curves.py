@@ -126,3 +126,81 @@ def test_curves_png_has_a_panel_per_curve_and_a_damc_run_is_titled_with_its_reci
     assert shown == ["train/decoder_loss", "train/prior_loss", "val/fid", "val/nll"]
     assert len(figure.axes) == 6 and figure.get_suptitle() == "damc/quickstart (DAMC): 3 training iterations"
     assert path == str(run / "curves.png")
+
+
+#: The columns an anomaly run's metrics.csv holds after one evaluation (LatentEBM's, AnomalyDetection's
+#: and ReconstructionMSE's), the bookkeeping ones among them.
+ANOMALY_COLUMNS = {
+    "val/auprc": 0.41,
+    "val/auroc": 0.55,
+    "val/mse": 0.3,
+    "val/nll": 900.0,
+    "val/auprc_chance": 0.388,
+    "val/auprc_above_chance": 0.022,
+    "val/n_examples": 3000.0,
+    "val/auprc_best": 0.41,
+    "val/auprc_best_of": 1.0,
+    "val/auprc_last_k_mean": 0.41,
+    "val/auprc_last_k_std": 0.0,
+    "val/auprc_trapezoid": 0.4,
+    "val/auprc_trapezoid_best": 0.4,
+    "val/auprc_trapezoid_last_k_mean": 0.4,
+    "val/auprc_trapezoid_last_k_std": 0.0,
+    "val/auprc_reconstruction_term": 0.4,
+    "val/auprc_reconstruction_term_last_k_mean": 0.4,
+    "val/auroc_reconstruction_term": 0.5,
+    "val/auprc_prior_term": 0.38,
+    "val/auprc_prior_term_last_k_mean": 0.38,
+    "val/auroc_prior_term": 0.5,
+    "val/auprc_tilt_term": 0.37,
+    "val/auroc_tilt_term": 0.45,
+    "val/auprc_score_sse": 0.39,
+    "val/auroc_score_sse": 0.5,
+    "val/auprc_score_sigma_1": 0.39,
+    "val/auroc_score_sigma_1": 0.5,
+    **{
+        f"val/{term}_{kind}_{statistic}": 1.0
+        for term in ("score", "reconstruction_term", "prior_term", "tilt_term", "score_sse", "score_sigma_1")
+        for kind in ("normal", "anomaly")
+        for statistic in ("mean", "std")
+    },
+}
+
+
+def anomaly_table(chances: tuple[float, ...] = (0.388, 0.388)) -> MetricsTable:
+    """A table of two evaluations of an anomaly run, with its training losses at each step."""
+    table = MetricsTable(".")
+    for step, chance in enumerate(chances):
+        table.log_metrics({"train/decoder_nll": 5.0 - step, "train/prior_loss": 0.1}, step=step)
+        table.log_metrics({**ANOMALY_COLUMNS, "val/auprc_chance": chance, "val/auprc": [0.4, 0.45][step]}, step=step)
+    return table
+
+
+def test_an_anomaly_run_shows_auprc_auroc_mse_and_nll_first_and_no_bookkeeping_panel() -> None:
+    names = LearningCurves().curve_names(anomaly_table(), tiny_model())
+    assert names == ["val/auprc", "val/auroc", "val/mse", "val/nll", "train/decoder_nll", "train/prior_loss"]
+    chosen = LearningCurves(first=["val/auprc_best"]).curve_names(anomaly_table(), tiny_model())
+    assert chosen[:4] == ["val/auprc_best", "train/decoder_nll", "train/prior_loss", "val/auprc"]  # given: drawn
+
+
+def test_the_auprc_panel_draws_the_paper_value_and_the_splits_chance_as_dashed_lines() -> None:
+    table = anomaly_table()
+    figure = curves_figure(table, ["val/auprc", "val/auroc"], {"val/auprc": 0.336}, "run")
+    auprc, auroc = figure.axes[:2]
+    series, paper, chance = auprc.lines
+    assert series.get_ydata().tolist() == [0.4, 0.45]
+    assert set(paper.get_ydata()) == {0.336} and paper.get_linestyle() == "--"
+    assert set(chance.get_ydata()) == {0.388} and chance.get_linestyle() == "--"
+    assert [text.get_text() for text in auprc.get_legend().get_texts()] == ["paper: 0.336", "chance: 0.388"]
+    assert len(auroc.lines) == 1 and auroc.get_legend() is None
+
+
+def test_a_chance_that_changes_is_drawn_as_its_series_and_a_run_without_it_gets_none() -> None:
+    figure = curves_figure(anomaly_table(chances=(0.39, 0.4)), ["val/auprc"], {}, "run")
+    series, chance = figure.axes[0].lines
+    assert chance.get_xdata().tolist() == [0, 1] and chance.get_ydata().tolist() == [0.39, 0.4]
+    assert chance.get_linestyle() == "--"
+    table = MetricsTable(".")
+    table.log_metrics({"val/auprc": 0.5}, step=3)  # a table written before the chance was logged
+    (panel,) = [axes for axes in curves_figure(table, ["val/auprc"], {"val/auprc": 0.336}, "run").axes[:1]]
+    assert len(panel.lines) == 2  # the series and the paper line

@@ -56,7 +56,13 @@ def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> 
 
     decoder = Counting()
     model = LatentEBM(decoder, TiltedGaussianPrior(3, EnergyMLP(3, hidden=8)), posterior_sampler=Langevin(2, 0.1))
-    assert model.evaluation_outputs == ("nll", "score", "score_reconstruction_term", "score_prior_term")
+    assert model.evaluation_outputs == (
+        "nll",
+        "score",
+        "score_reconstruction_term",
+        "score_prior_term",
+        "score_tilt_term",
+    )
     x = torch.randn(4, 2)
     assert model.observations(x) is x and model.presented(x, raw=False) is x
     trainer = quiet_trainer(max_steps=2, accelerator="cpu")

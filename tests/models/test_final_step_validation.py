@@ -1,0 +1,200 @@
+"""ValidateLastEpoch (every method's own callback): a fit that ``max_steps`` ends inside an epoch
+validates its final model, for every method, through Lightning's path for a granted stop
+(``max_time``'s too), once, in an epoch
+that ``check_val_every_n_epoch`` skips as well, without changing what is trained; a fit that ends
+with its final model unvalidated (SIGTERM, a stop ``min_epochs`` refuses) says so in one line with
+the way to score it. Device: CPU."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import TensorDataset
+
+from lebm.data.loaders import evaluation_loader
+from lebm.models.final_validation import ValidateLastEpoch
+from tests.helpers.cli_runner import SigtermAt
+from tests.helpers.trainers import quiet_trainer
+from tests.models.cases import CASES, MethodCase, latent_ebm, toy_loader
+
+ids = [case.name for case in CASES]
+#: DAMC's toy run (an ancestral start per chain) takes several seconds: in the slow tier, which CI runs too.
+FAST_CASES = [case if case.name != "DAMC" else pytest.param(case, marks=pytest.mark.slow) for case in CASES]
+
+
+class ValidatedSteps(L.Callback):
+    """The global steps at which the fit validated (the sanity check left out)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+
+
+def fit(model: L.LightningModule, tmp_path: Path, *callbacks: L.Callback, **settings: Any) -> L.Trainer:
+    """``model`` fitted on 4 toy batches an epoch, validated on 1, with ``callbacks``."""
+    defaults: dict[str, Any] = {
+        "max_epochs": 5,
+        "check_val_every_n_epoch": 1,
+        "default_root_dir": str(tmp_path),
+        "accelerator": "cpu",
+        "inference_mode": False,
+        "num_sanity_val_steps": 0,
+    }
+    trainer = quiet_trainer(**{**defaults, **settings}, callbacks=list(callbacks))
+    trainer.fit(model, toy_loader(n_batches=4), toy_loader(n_batches=1))
+    return trainer
+
+
+@pytest.mark.parametrize("case", FAST_CASES, ids=ids)
+def test_a_fit_that_max_steps_ends_inside_an_epoch_validates_its_final_model(case: MethodCase, tmp_path: Path) -> None:
+    seen = ValidatedSteps()
+    trainer = fit(case.build(), tmp_path, seen, max_steps=3)
+    assert trainer.global_step == 3 and seen.steps == [3]
+    assert "val/nll" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    ("settings", "validated"),
+    [
+        ({"max_steps": 4}, [4]),  # the epoch's last batch validates anyway: once
+        ({"max_steps": 6, "check_val_every_n_epoch": 10}, [6]),  # an epoch the setting skips: its last step
+    ],
+    ids=["epoch-end", "skipped-epoch"],
+)
+def test_the_final_step_validates_once_and_the_setting_is_given_back(
+    tmp_path: Path, settings: dict[str, Any], validated: list[int]
+) -> None:
+    seen = ValidatedSteps()
+    trainer = fit(latent_ebm(), tmp_path, seen, **settings)
+    assert seen.steps == validated
+    assert trainer.check_val_every_n_epoch == settings.get("check_val_every_n_epoch", 1)
+
+
+class PlainModule(L.LightningModule):
+    """A LightningModule of one's own: no lebm method, so no ``ValidateLastEpoch`` of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.net(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> None:
+        self.log("val/loss", self.net(batch[0]).pow(2).mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_any_lightning_module_validates_its_final_step_in_an_epoch_the_setting_skips(tmp_path: Path) -> None:
+    seen = ValidatedSteps()
+    trainer = fit(PlainModule(), tmp_path, ValidateLastEpoch(), seen, max_steps=6, check_val_every_n_epoch=10)
+    assert seen.steps == [6] and trainer.check_val_every_n_epoch == 10
+
+
+class SlowFirstBatch(L.Callback):
+    """The first training batch takes over a second (the time budget below runs out inside the epoch)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == 1:
+            time.sleep(1.1)
+
+
+def test_a_fit_that_max_time_ends_inside_an_epoch_validates_its_final_model(tmp_path: Path) -> None:
+    seen = ValidatedSteps()
+    trainer = fit(latent_ebm(), tmp_path, SlowFirstBatch(), seen, max_time={"seconds": 1})
+    assert trainer.global_step < 4 and seen.steps == [trainer.global_step]  # the timer's stop, then validation
+
+
+def test_without_validation_nothing_is_asked(tmp_path: Path) -> None:
+    seen = ValidatedSteps()
+    trainer = fit(latent_ebm(), tmp_path, seen, max_steps=3, limit_val_batches=0)
+    assert seen.steps == [] and not trainer.should_stop
+
+
+def checkpoint_after(tmp_path: Path, *callbacks: L.Callback, limit_val_batches: int = 1) -> dict[str, Any]:
+    """A 3-step fit (inside the first epoch) of LatentEBM validated on an evaluation loader
+    (``limit_val_batches=0``: not validated), and the checkpoint saved after it."""
+    torch.manual_seed(0)
+    trainer = quiet_trainer(
+        max_steps=3,
+        max_epochs=5,
+        default_root_dir=str(tmp_path),
+        accelerator="cpu",
+        inference_mode=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=limit_val_batches,
+        callbacks=list(callbacks),
+    )
+    validation = evaluation_loader(TensorDataset(toy_loader(n_batches=1, seed=1).dataset.tensors[0]), batch_size=16)
+    trainer.fit(latent_ebm(), toy_loader(n_batches=4), validation)
+    trainer.save_checkpoint(tmp_path / "after.ckpt")
+    return torch.load(tmp_path / "after.ckpt", map_location="cpu", weights_only=True)
+
+
+def test_the_final_validation_changes_nothing_that_is_trained(tmp_path: Path) -> None:
+    """The weights, optimisers and random streams (training stream, torch's global RNG) of the
+    checkpoint equal those of the same fit without the final validation, bitwise."""
+    validated, plain = ValidatedSteps(), ValidatedSteps()
+    with_it = checkpoint_after(tmp_path / "validated", validated)
+    without = checkpoint_after(tmp_path / "plain", plain, limit_val_batches=0)
+    assert validated.steps == [3] and plain.steps == []
+    for key, value in without["state_dict"].items():
+        assert torch.equal(value, with_it["state_dict"][key]), key
+    assert repr(without["optimizer_states"]) == repr(with_it["optimizer_states"])
+    (streams,) = without["lebm_random_streams"]["ranks"]
+    for name, state in streams.items():
+        assert torch.equal(state, with_it["lebm_random_streams"]["ranks"][0][name]), name
+
+
+def test_a_stop_that_min_epochs_refuses_says_the_final_model_was_not_validated(tmp_path: Path) -> None:
+    seen = ValidatedSteps()
+    saved = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    with pytest.warns(UserWarning, match=r"the final model \(step 3\) was not validated") as said:
+        fit(
+            latent_ebm(),
+            tmp_path,
+            seen,
+            saved,
+            max_steps=3,
+            min_epochs=2,
+            enable_checkpointing=True,
+        )
+    assert seen.steps == []
+    (line,) = [str(w.message) for w in said if "final model" in str(w.message)]
+    assert "trainer.validate(model, datamodule=..., ckpt_path=" in line and "last.ckpt" in line
+
+
+def test_a_fit_stopped_by_sigterm_is_not_validated_and_says_how_to_score_it(tmp_path: Path) -> None:
+    """A signal asks the run to stop now: its checkpoint first, no validation; the line gives the
+    ``lebm validate`` command of a run folder with its ``config.yaml``."""
+    (tmp_path / "config.yaml").write_text("seed_everything: 1\n")
+    seen = ValidatedSteps()
+    saved = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    with (
+        pytest.warns(UserWarning, match=r"step 2\) was not validated \(stopped by SIGTERM\)") as said,
+        pytest.raises(SIGTERMException),
+    ):
+        fit(
+            latent_ebm(),
+            tmp_path,
+            SigtermAt(epoch=0, batch=1),
+            seen,
+            saved,
+            enable_checkpointing=True,
+        )
+    assert seen.steps == []
+    (line,) = [str(w.message) for w in said if "final model" in str(w.message)]
+    config, checkpoint = tmp_path / "config.yaml", tmp_path / "checkpoints" / "last.ckpt"
+    assert line.endswith(f"score its last checkpoint with: lebm validate -c {config} --ckpt_path {checkpoint}")
