@@ -36,6 +36,9 @@ EXTRA_VALUES = {
     "auprc_above_chance": "AUPRC minus chance",
     "test_auroc": "test AUROC",
     "best_of_n.auprc": "best of N readings",
+    "best_of_test.test_auprc": "best of N test readings (the paper's selection)",
+    "validation_selected.test_auprc": "test, at the validation's best",
+    "last.test_auprc": "test, last checkpoint",
     "best_of_n.n": "N",
     "terms_last_evaluation.reconstruction_term.normal_mean": "reconstruction term: normal",
     "terms_last_evaluation.reconstruction_term.anomaly_mean": "reconstruction term: held-out",
@@ -248,7 +251,7 @@ def paper_tables(experiment: str, published: list[dict]) -> list[str]:
 
 def commands_block(ours: list[dict]) -> list[str]:
     """The commands that made the records (and the fit a re-scored record read)."""
-    commands = sorted({r[key] for r in ours for key in ("command", "fit_command") if r.get(key)})
+    commands = sorted({r[key] for r in ours for key in ("command", "fit_command", "training_command") if r.get(key)})
     return ["**Commands.**", "", "```bash", *commands, "```", ""] if commands else []
 
 
