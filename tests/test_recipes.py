@@ -576,3 +576,27 @@ def test_an_issue_36_fragment_adds_its_callback_after_any_recipe(fragment: str, 
     assert last["class_path"] == callback
     assert "lebm.callbacks.FID" in [entry["class_path"] for entry in config["trainer"]["callbacks"]]
     assert type(build(last)).__name__ == callback.rsplit(".", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("fragment", "sigma"),
+    [("recipes/damc/_eval_anomaly_det.yaml", None), ("recipes/damc/_eval_anomaly_det_heldout1.yaml", 0.1)],
+)
+def test_damcs_official_rescoring_fragments_run_5_noise_free_steps_and_held_out_1_at_sigma_0_1(
+    fragment: str, sigma: float | None, capsys
+) -> None:
+    """Device: CPU. ``eval_anomaly_det.py``: ``Q(x)`` and 5 noise-free steps of size 0.1 (training
+    evaluates with 10), the chain's likelihood at 0.1 for held-out 1 and at the trained 1.0 otherwise;
+    the model still trains with its recipe's sigma and keeps the best-AUPRC checkpoint."""
+    config = resolve("recipes/damc/mnist_anomaly.yaml", "-c", fragment, capsys=capsys)
+    chain = get(config, "model.init_args.evaluation_sampler")
+    assert chain["class_path"] == "lebm.samplers.Langevin"
+    assert (chain["init_args"]["n_steps"], chain["init_args"]["step_size"], chain["init_args"]["noise_std"]) == (
+        5,
+        0.1,
+        0.0,
+    )
+    assert get(config, "model.init_args.evaluation_sigma") == sigma
+    assert get(config, "model.init_args.decoder.init_args.sigma") == 1.0
+    kept = [c for c in callback_args(config, "ModelCheckpoint") if c.get("monitor")]
+    assert kept == [{**kept[0], "monitor": "val/auprc_trapezoid", "mode": "max", "filename": "best-auprc"}]
