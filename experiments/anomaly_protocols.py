@@ -40,7 +40,7 @@ import datetime
 import os
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +50,10 @@ from mnist_anomaly_offline import save_record
 from records import this_device
 
 import lebm
+from lebm.callbacks.metrics import class_statistics
 from lebm.config import build
 from lebm.metrics import ranking_metrics
+from lebm.models import LatentVariableModel
 from lebm.samplers import Langevin
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +66,14 @@ def damc_official_sigma(digit: int) -> float:
     return 0.1 if digit == 1 else 1.0
 
 
-def recipe_latents(model, x: torch.Tensor, digit: int, generator: torch.Generator) -> torch.Tensor:
+def recipe_latents(model: LatentVariableModel, x: torch.Tensor, digit: int, generator: torch.Generator) -> torch.Tensor:
     """The run's own posterior latents ``(B, latent_dim)``: ``model.infer(x)``."""
     return model.infer(x, generator=generator)
 
 
-def damc_official_latents(model, x: torch.Tensor, digit: int, generator: torch.Generator) -> torch.Tensor:
+def damc_official_latents(
+    model: LatentVariableModel, x: torch.Tensor, digit: int, generator: torch.Generator
+) -> torch.Tensor:
     """DAMC's official evaluation latents ``(B, latent_dim)``: the online ``Q(x)`` refined by 5
     noise-free Langevin steps of size 0.1, the likelihood at :func:`damc_official_sigma`."""
     if not hasattr(model, "evaluation_sampler"):
@@ -83,7 +87,9 @@ def damc_official_latents(model, x: torch.Tensor, digit: int, generator: torch.G
 PROTOCOLS: dict[str, Callable] = {"recipe": recipe_latents, "damc_official": damc_official_latents}
 
 
-def split_terms(model, loader, digit: int, latents: Callable, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def split_terms(
+    model: LatentVariableModel, loader: Iterable, digit: int, latents: Callable, seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every example's score and score terms ``{name: (N,)}`` and anomaly targets ``(N,)`` on ``loader``."""
     generator = torch.Generator(model.device).manual_seed(seed)
     collected: dict[str, list[np.ndarray]] = {name: [] for name in TERMS}
@@ -107,15 +113,9 @@ def reading(values: dict[str, np.ndarray], targets: np.ndarray) -> dict:
     for name, scores in values.items():
         auprc, auroc = ranking_metrics(scores, targets.astype(float))
         key = name.removeprefix("score_") if name != "score" else "score"
-        result[key] = {
-            "auprc": round(auprc, 4),
-            "auroc": round(auroc, 4),
-            "auprc_minus_chance": round(auprc - rate, 4),
-            "normal_mean": round(float(scores[~targets].mean()), 2),
-            "normal_std": round(float(scores[~targets].std()), 2),
-            "anomaly_mean": round(float(scores[targets].mean()), 2),
-            "anomaly_std": round(float(scores[targets].std()), 2),
-        }
+        spread = {statistic: round(value, 2) for statistic, value in class_statistics(scores, targets).items()}
+        result[key] = {"auprc": round(auprc, 4), "auroc": round(auroc, 4), "auprc_minus_chance": round(auprc - rate, 4)}
+        result[key].update(spread)
     return result
 
 
@@ -153,8 +153,9 @@ def selections(readings: list[dict], selected_by: list[dict] | None = None) -> d
         }
 
     n = len(readings)
+    by = "" if selected_by is None else ", the checkpoint chosen by the training-time evaluation's readings"
     return {
-        "best_of_test": summary(best_test, f"best of {n} test readings (selected on the test split)"),
+        "best_of_test": summary(best_test, f"best of {n} test readings (selected on the test split{by})"),
         "last": summary(last, "the last checkpoint"),
         "validation_selected": summary(best_val, f"highest validation AUPRC of {n} checkpoints, test read there"),
     }

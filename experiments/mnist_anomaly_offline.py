@@ -225,6 +225,16 @@ def describe_budget(
     return f"{epochs}{staged}, batch {batch}, {describe_net(net)}, mean of last {k} evaluations, {pool} pool"
 
 
+def evaluation_updates(state: dict, every: int) -> list[int]:
+    """The updates after which the run evaluated: from the callback's ``readings`` (the final
+    step's validation, when ``max_steps`` is no multiple of ``every``, included), else every ``every``
+    updates (checkpoints from before the readings were kept)."""
+    readings = state.get("readings") or []
+    if len(readings) == len(state["history"]):
+        return [int(r["update"]) for r in readings]
+    return [every * (i + 1) for i in range(len(state["history"]))]
+
+
 def evaluation_epochs(run_config: Path, evaluations: int) -> list[int] | None:
     """The epochs after which the run evaluated (``trainer.check_val_every_n_epoch`` of its
     ``config.yaml``), or None when it evaluated after every epoch."""
@@ -346,11 +356,7 @@ def main() -> None:
             **tested,
             "auprc_by_epoch": [round(v, 4) for v in state["history"]],
             **({"evaluation_epochs": evaluated} if evaluated else {}),
-            **(
-                {"evaluation_updates": [args.val_every_steps * (i + 1) for i in range(len(state["history"]))]}
-                if args.val_every_steps
-                else {}
-            ),
+            **({"evaluation_updates": evaluation_updates(state, args.val_every_steps)} if args.val_every_steps else {}),
             "budget": budget,
             "command": "LEBM_DATA=../shared/data "
             + shlex.join(

@@ -13,7 +13,8 @@ the paper's value (the recipe's target for the run's held-out digit) and the AUP
 score, the split's share of anomalies (``val/auprc_chance``), as dashed lines. The bookkeeping
 columns of ``metrics.csv`` (:data:`FOLDED`: the best and last-``k`` summaries, the trapezoid
 AUPRC, the score's terms ranked alone, the chance figures and the per-class score statistics) get
-no panel of their own, unless named in ``first`` or ``training``.
+no panel of their own in any run: a name holding one of those parts is folded, a user's own
+``val/`` value too, unless named in ``first`` or ``training``.
 
 Redrawn with the image grids (every ``every_n_epochs`` epochs and the last) and once more when
 ``fit`` ends (after the final scores), on global rank 0, from the run's

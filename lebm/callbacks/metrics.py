@@ -227,6 +227,10 @@ class AnomalyDetection(EvaluationMetric):
         self.term_history = {k: list(v) for k, v in state_dict.get("term_history", {}).items()}
         self.readings = [dict(reading) for reading in state_dict.get("readings", [])]
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._said_below_chance = False  # once a run: each fit, validate or test says it again
+
     def _say_if_below_chance(self, stage: str, auprc: float, auroc: float, chance: float) -> None:
         """One line, once a run, when the score's AUPRC is below the AUPRC of a random score."""
         if self._said_below_chance or not auprc < chance:

@@ -235,7 +235,8 @@ def unpublished_note(
     missing = sorted(name for name in dict(targets or {}) if name not in resolved)
     if not missing or targets is None:
         return None
-    published = sorted({int(digit) for name in missing for digit in targets[name][HELD_OUT]})
+    per_digit = [targets[name][HELD_OUT] for name in missing if isinstance(targets[name], Mapping)]
+    published = sorted({int(digit) for values in per_digit for digit in values})
     classes = [anomaly_classes] if isinstance(anomaly_classes, int) else list(anomaly_classes or [])
     return (
         f"paper_targets: no published {', '.join(missing)} for held-out {classes} (published for held-out "

@@ -133,10 +133,15 @@ def reaches_max_steps(trainer: L.Trainer) -> bool:
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> str | None:
-    """Where the Trainer's ``ModelCheckpoint`` keeps ``last.ckpt`` (None without one)."""
+    """The checkpoint the Trainer's ``ModelCheckpoint`` keeps of the last model: ``last.ckpt`` (its
+    path once saved, or where ``save_last`` will put it), else the one it kept last; None without."""
     callback = trainer.checkpoint_callback
     if not isinstance(callback, ModelCheckpoint) or callback.dirpath is None:
         return None
+    if callback.last_model_path:
+        return callback.last_model_path
+    if not callback.save_last:
+        return callback.best_model_path or None
     return os.path.join(callback.dirpath, callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
 
 

@@ -14,7 +14,7 @@ from lebm.models.inputs import check_whole, refuse_unused_sampler, warn_if_not_f
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs, latent_nets
 from lebm.models.optimizers import adam_with_decay
 from lebm.models.prediction import with_text
-from lebm.nets.decoders import Decoder
+from lebm.nets.decoders import Decoder, GaussianDecoder
 from lebm.samplers import Sampler
 
 __all__ = ["SCORE_TERMS", "LatentVariableModel", "chain_logs", "decoder_metric_names", "latent_nets"]
@@ -115,7 +115,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         generator: torch.Generator | None = None,
         nll: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """The anomaly score and its two terms, each ``(B,)``: ``score_reconstruction_term``, the
+        """The anomaly score, its two terms and its parts, each ``(B,)``: ``score_reconstruction_term``, the
         decoder's ``-log p(x|z)``, and ``score_prior_term``, the prior's energy ``U(z)``
         (``-log p(z) + const``); ``score`` combines them (:meth:`anomaly_score`: their sum, or a
         method's own choice). Besides, :attr:`score_parts`: ``score_tilt_term``, the prior's
@@ -151,8 +151,19 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
                     torch.zeros_like(energy) if tilt is None else tilt
                 )
             if "score_squared_error" in parts:
-                terms["score_squared_error"] = terms["score_squared_error"] + self.decoder.squared_error(x, latent)
+                squared = self.squared_error_of(x, latent, reconstruction, known_nll)
+                terms["score_squared_error"] = terms["score_squared_error"] + squared
         return {name: total / len(latents) for name, total in terms.items()}
+
+    def squared_error_of(self, x: Tensor, z: Tensor, reconstruction: Tensor, nll: Tensor | None) -> Tensor:
+        """``||x - g(z)||^2`` ``(B,)`` without decoding again where it is known: the score's
+        reconstruction term when that is the squared error (DAMC's ``"sse"``), ``2 sigma^2 nll``
+        for a ``GaussianDecoder`` whose NLL the caller has; else the decoder's ``squared_error``."""
+        if getattr(self.hparams, "score_reconstruction", "nll") == "sse":
+            return reconstruction
+        if nll is not None and type(self.decoder).nll is GaussianDecoder.nll:
+            return nll * (2 * self.decoder.sigma**2)
+        return self.decoder.squared_error(x, z)
 
     # --------------------------------------------------------------------------- prediction
     def score_at(self, x: Tensor, z: Tensor, *, generator: torch.Generator | None = None) -> Tensor:

@@ -8,7 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from cases import joint_hierarchical_ebm, latent_ebm, multistage_nce
+from cases import damc, joint_hierarchical_ebm, latent_ebm, multistage_nce
 from sklearn.metrics import average_precision_score
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -140,14 +140,19 @@ def test_the_latent_analysis_splits_the_score_into_the_parts_of_the_model() -> N
 
 def test_the_tilt_and_the_squared_error_are_returned_beside_the_terms() -> None:
     """Device: CPU. The tilt is the prior's energy without its Gaussian reference (``||z||^2 / 2``
-    here), and the squared error is the reconstruction term times ``2 sigma^2``."""
+    here), and the squared error is the decoder's, however it is found (decoded, from the known NLL,
+    or DAMC's reconstruction term)."""
     model = latent_ebm()
     x, z = torch.randn(16, 2), torch.randn(16, 3)
     terms = model.anomaly_terms(x, z)
     assert set(model.score_parts) == {"score_tilt_term", "score_squared_error"}
     torch.testing.assert_close(terms["score_prior_term"] - terms["score_tilt_term"], z.square().sum(1) / 2)
-    sigma = model.decoder.sigma
-    torch.testing.assert_close(terms["score_squared_error"], terms["score_reconstruction_term"] * 2 * sigma**2)
+    torch.testing.assert_close(terms["score_squared_error"], model.decoder.squared_error(x, z))
+    nll = model.decoder.nll(x, z)  # the evaluation's known NLL: the squared error without decoding again
+    torch.testing.assert_close(model.anomaly_terms(x, z, nll=nll)["score_squared_error"], terms["score_squared_error"])
+    damc_model = damc()  # its reconstruction term is the squared error itself
+    damc_terms = damc_model.anomaly_terms(x, z)
+    torch.testing.assert_close(damc_terms["score_squared_error"], damc_model.decoder.squared_error(x, z))
 
 
 @pytest.mark.parametrize(("sigma", "same_as"), [(2**-0.5, "score_sse"), (1.0, "score_sigma_1")])

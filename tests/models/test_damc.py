@@ -201,3 +201,18 @@ def test_the_step_decay_factor_is_held_at_its_floor() -> None:
     assert factor(999) == 1.0 and factor(1000) == pytest.approx(0.99) and factor(2500) == pytest.approx(0.99**2)
     assert factor(10**6) == pytest.approx(0.05)  # 0.99^1000 = 4e-5 is below the floor: 1e-5 / 2e-4
     assert math.isclose(factor(299_000), max(0.99**299, 0.05))
+
+
+def test_evaluation_sigma_with_a_decoder_without_an_observation_noise_is_refused_in_one_line() -> None:
+    """Device: CPU. ``evaluation_sigma`` swaps a ``GaussianDecoder``'s sigma; another decoder is
+    refused at build, naming the option to leave unset."""
+    from tests.models.cases import toy_decoder
+
+    class Unswappable(type(toy_decoder())):
+        observation_noise = None
+
+    decoder = toy_decoder()
+    decoder.__class__ = Unswappable
+    prior = TiltedGaussianPrior(LATENT, EnergyMLP(LATENT, hidden=16), sampler=Langevin(2, 0.4))
+    with pytest.raises(ValueError, match="leave model.init_args.evaluation_sigma unset"):
+        DAMC(decoder, prior, tiny_amortizer(), evaluation_sigma=0.1, score_reconstruction="nll")

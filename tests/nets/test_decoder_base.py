@@ -70,3 +70,24 @@ def test_the_decoder_base_calls_a_subclass_hooks_and_refuses_a_missing_nll() -> 
     assert decoder.held == 2  # two steps: two batches
     with pytest.raises(NotImplementedError, match="must implement nll"):
         Decoder().nll(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+def test_an_observation_noise_block_reads_its_sigma_and_gives_the_trained_one_back_also_on_an_error() -> None:
+    """Device: CPU. Inside ``observation_noise(s)`` the NLL is at ``s`` and a captured chain's key
+    differs (another sigma records its own graph); after the block, normal or raised, the trained
+    sigma is back; a non-positive sigma is refused before anything changes."""
+    from lebm.nets import GaussianDecoder
+    from lebm.samplers.capture.keys import Description
+
+    decoder = GaussianDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None), sigma=1.0)
+    x, z = torch.randn(4, 2), torch.randn(4, 3)
+    trained_nll, trained_key = decoder.nll(x, z), Description().of(decoder, "decoder")
+    with decoder.observation_noise(0.1):
+        torch.testing.assert_close(decoder.nll(x, z), trained_nll * 100)
+        assert Description().of(decoder, "decoder") != trained_key
+    with pytest.raises(RuntimeError, match="inside"), decoder.observation_noise(0.1):
+        raise RuntimeError("inside")
+    assert decoder.sigma == 1.0 and Description().of(decoder, "decoder") == trained_key
+    with pytest.raises(ValueError, match="sigma"), decoder.observation_noise(0.0):
+        pass
+    assert decoder.sigma == 1.0
