@@ -534,6 +534,13 @@ class DAMC(LatentVariableModel):
             samples = self.decoder.decode(z)
         return self.presented(warn_if_not_finite(samples, "generate(n)"), raw)
 
+    def squared_error_of(self, x: Tensor, z: Tensor, reconstruction: Tensor, nll: Tensor | None) -> Tensor:
+        """``||x - g(z)||^2`` ``(B,)``: with ``score_reconstruction="sse"`` the score's reconstruction
+        term already is it."""
+        if self.hparams.score_reconstruction == "sse":
+            return reconstruction
+        return super().squared_error_of(x, z, reconstruction, nll)
+
     def score_reconstruction_term(self, x: Tensor, z: Tensor, nll: Tensor | None = None) -> Tensor:
         """The anomaly score's reconstruction term ``(B,)``: with ``score_reconstruction="sse"`` (the
         official ``eval_anomaly_det.py``) ``||g(z) - x||^2``, so that the score is

@@ -156,11 +156,9 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         return {name: total / len(latents) for name, total in terms.items()}
 
     def squared_error_of(self, x: Tensor, z: Tensor, reconstruction: Tensor, nll: Tensor | None) -> Tensor:
-        """``||x - g(z)||^2`` ``(B,)`` without decoding again where it is known: the score's
-        reconstruction term when that is the squared error (DAMC's ``"sse"``), ``2 sigma^2 nll``
-        for a ``GaussianDecoder`` whose NLL the caller has; else the decoder's ``squared_error``."""
-        if getattr(self.hparams, "score_reconstruction", "nll") == "sse":
-            return reconstruction
+        """``||x - g(z)||^2`` ``(B,)`` without decoding again where it is known: ``2 sigma^2 nll``
+        for a ``GaussianDecoder`` whose NLL the caller has, else the decoder's ``squared_error``
+        (a method whose score's ``reconstruction`` term is the squared error returns that)."""
         if nll is not None and type(self.decoder).nll is GaussianDecoder.nll:
             return nll * (2 * self.decoder.sigma**2)
         return self.decoder.squared_error(x, z)

@@ -176,13 +176,10 @@ class GaussianDecoder(Decoder):
         return self.squared_error(x, z) / (2 * self.sigma**2)
 
     @contextlib.contextmanager
-    def observation_noise(self, sigma: float | None) -> Iterator[None]:
+    def observation_noise(self, sigma: float) -> Iterator[None]:
         """Within the block, ``nll`` (and every chain whose energy reads it) uses ``sigma`` instead
-        of the trained :attr:`sigma` (None: unchanged); restored on leaving, also on an error. A
-        captured chain's key reads ``sigma``, so another value records its own graph."""
-        if sigma is None:
-            yield
-            return
+        of the trained :attr:`sigma`; restored on leaving, also on an error. A captured chain's key
+        reads ``sigma``, so another value records its own graph."""
         trained, self.sigma = self.sigma, arguments.scale(type(self).__name__, "sigma", sigma)
         try:
             yield
