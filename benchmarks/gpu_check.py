@@ -102,7 +102,8 @@ STAGES = ("gpu_tier", "quickstart", "suite", "profile")
 #: What runs without --stages: the profile is a second call's work (about 6 minutes estimated, cut at --budget).
 DEFAULT_STAGES = ("gpu_tier", "quickstart", "suite")
 #: The profile stage's runs: (label, script, arguments); each a fresh process, in this order.
-PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+ProfileRun = tuple[str, str, tuple[str, ...]]
+PROFILE_RUNS: tuple[ProfileRun, ...] = (
     ("latent_ebm captured fp32", "profile_step.py", ("--recipe", "recipes/latent_ebm/svhn.yaml")),
     (
         "latent_ebm captured bf16",
@@ -142,6 +143,11 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         + ("--fast", "compile,channels_last", "--iters", "3", "--warmup", "2"),
     ),
     (
+        "damc captured fp32",
+        "profile_step.py",
+        ("--recipe", "recipes/damc/svhn.yaml", "--iters", "3", "--warmup", "2"),
+    ),
+    (
         "damc captured bf16",
         "profile_step.py",
         ("--recipe", "recipes/damc/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
@@ -153,7 +159,20 @@ PROFILE_RUNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "damc_cost.py",
         ("--pairs", "svhn", "--accelerator", "gpu", "--iters", "5", "--warmup", "2"),
     ),
+    ("hierarchical captured fp32", "profile_step.py", ("--recipe", "recipes/hierarchical/svhn.yaml")),
+    (
+        "hierarchical captured bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/hierarchical/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last"),
+    ),
 )
+
+
+def profile_runs_for(methods: tuple[str, ...]) -> tuple[ProfileRun, ...]:
+    """The profile runs of ``methods``, in the order ``methods`` names them (``--methods damc,...``
+    profiles DAMC first, so a deadline cuts the methods named last). A run's method is its label's
+    first word."""
+    return tuple(run for method in methods for run in PROFILE_RUNS if run[0].split()[0] == method)
 
 
 @dataclass(frozen=True)
@@ -592,9 +611,6 @@ def suite_stage(
 # -- 5. the profile (asked for with --stages profile) ------------------------------------------------
 
 
-ProfileRun = tuple[str, str, tuple[str, ...]]
-
-
 def profile_stage(out: Path, deadline: Deadline, runs: tuple[ProfileRun, ...] = PROFILE_RUNS) -> dict[str, Any]:
     """Each of ``runs`` in a fresh process while the deadline leaves time (at most
     :data:`PROFILE_RUN_LIMIT_S` seconds each): ``profile_step.py`` (where an iteration's time goes:
@@ -951,7 +967,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         }
     save(record, out, stem)
     if "profile" in wanted:
-        stages["profile"] = profile_stage(out, deadline)
+        methods = tuple(m for m in args.methods.split(",") if m)
+        stages["profile"] = profile_stage(out, deadline, profile_runs_for(methods))
     rows = stages.get("suite", {}).get("rows", [])
     record["targets"] = evaluate_targets(rows, stages.get("quickstart"), stages.get("gpu_tier"))
     record["target_summary"] = target_summary(record["targets"])
