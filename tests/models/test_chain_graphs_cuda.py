@@ -31,8 +31,8 @@ DEVICE = torch.device("cuda")
 TOLERANCE = 1e-4
 
 
-def image_model(capture: bool = True) -> LatentEBM:
-    torch.manual_seed(0)
+def image_model(capture: bool = True, seed: int = 0) -> LatentEBM:
+    torch.manual_seed(seed)
     decoder = GaussianDecoder(DCGANGenerator(16, 3, 32, ngf=16), sigma=0.3)
     prior = TiltedGaussianPrior(16, EnergyMLP(16, hidden=32), sampler=Langevin(30, 0.4, cuda_graph=capture))
     model = LatentEBM(decoder, prior, posterior_sampler=Langevin(10, 0.1, cuda_graph=capture))
@@ -100,11 +100,9 @@ def test_no_change_replays_a_stale_graph(case: str) -> None:
     posterior(model, x, generator)  # replays
     records = 1
     if case == "weights loaded in place":
-        other = image_model()
-        with torch.no_grad():
-            for p in other.parameters():
-                p.mul_(1.1)  # mild: at 1.5x the chain is chaotic and one element's rounding outgrew TOLERANCE
-        model.load_state_dict(other.state_dict())
+        # another initialisation of the same scale: scaled-up weights (1.5x, even 1.1x) made the
+        # chain chaotic enough that one element's rounding outgrew TOLERANCE on an H100
+        model.load_state_dict(image_model(seed=1).state_dict())
     elif case == "an optimiser step":
         # a small step: a large one makes the posterior chain chaotic, and a different cuDNN
         # algorithm's rounding then grows past the tolerance; the check below shows it still matters

@@ -226,6 +226,25 @@ def test_generator_upsamples_bilinear_with_aligned_corners_as_the_official_code(
     assert not torch.allclose(up, old, atol=1e-3)
 
 
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_generator_upsamples_on_channels_last_memory_with_nn_upsample_values(align_corners: bool) -> None:
+    """CPU. Each up-sampling hands its convolution a channels-last map (CUDA's NCHW bilinear kernel
+    runs one thread per output pixel; its NHWC kernel one per element), with ``nn.Upsample``'s
+    values and input gradients."""
+    g = SNGANGenerator(4, 1, 8, (16, 16), align_corners=align_corners)
+    up = _up_sampled_by_the_main_path(g, torch.randn(2, 16, 4, 4))
+    assert up.is_contiguous(memory_format=torch.channels_last) and not up.is_contiguous()
+    reference = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=align_corners)
+    h = torch.randn(3, 16, 5, 5, requires_grad=True)
+    weights = torch.randn(3, 16, 10, 10)
+    ours = g.blocks[0].shortcut[0](h)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), h)
+    theirs = reference(h)
+    (reference_grad,) = torch.autograd.grad((theirs * weights).sum(), h)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert torch.allclose(grad, reference_grad, atol=1e-5)
+
+
 def test_generator_align_corners_is_an_option_and_can_be_switched() -> None:
     torch.manual_seed(0)
     aligned = SNGANGenerator(4, 1, 8, (8, 4))
