@@ -31,7 +31,8 @@ recorded as such):
 5. ``profile`` (only when asked for, ``--stages profile``: a second call, cut at ``--budget``, about
    6 minutes estimated):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
-   TF32), the quickstart, DualMCMC (bf16, with cuDNN's benchmark, with compiled nets) and DAMC (bf16), and
+   TF32), the quickstart, DualMCMC (bf16, with cuDNN's benchmark, with compiled nets), DAMC (fp32, bf16)
+   and the hierarchical model (fp32, bf16), those of ``--methods`` in the order it names them, and
    ``benchmarks/host_work.py`` on LatentEBM and the quickstart: where an iteration's time goes once
    its chains are graphs; then ``benchmarks/ancestral_start.py`` (DAMC's amortizer start, eager
    and captured) and ``benchmarks/damc_cost.py --pairs svhn`` (DAMC's iteration split: its start,

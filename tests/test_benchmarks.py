@@ -687,6 +687,17 @@ def test_gpu_check_tabulates_damcs_start_and_iteration_split_runs() -> None:
     assert {"damc ancestral start", "damc iteration split"} <= set(labels)
 
 
+def test_gpu_check_profiles_the_methods_asked_for_in_their_order_and_every_run_has_a_method() -> None:
+    """CPU. ``--methods damc,hierarchical`` profiles DAMC's runs, then the hierarchical model's,
+    nothing else; every profile run belongs to a suite method (the default profiles them all)."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    runs = gpu_check.profile_runs_for(("damc", "hierarchical"))
+    words = [label.split()[0] for label, _, _ in runs]
+    assert words == sorted(words) and set(words) == {"damc", "hierarchical"}
+    assert any("bf16-mixed" in arguments for label, _, arguments in runs if label.startswith("hierarchical"))
+    assert set(gpu_check.profile_runs_for(gpu_check.SUITE_METHODS)) == set(gpu_check.PROFILE_RUNS)
+
+
 def test_profile_step_counts_the_device_time_covered_once_however_intervals_overlap() -> None:
     """CPU. The device's busy time is the union of its kernel intervals."""
     profile_step = load_script("benchmarks/profile_step.py")
