@@ -125,6 +125,59 @@ def anomaly_row(record: dict, published: list[dict]) -> list[str]:
     ]
 
 
+#: The header of an anomaly experiment's second table, for records that keep every evaluation's
+#: readings (``experiments/anomaly_protocols.py``): both selections and each term in nats.
+READINGS_HEADER = [
+    "method",
+    "setting",
+    "best of N test readings (the paper's selection)",
+    "test, at the validation's best (ours)",
+    "reconstruction term: normal / held-out (AUROC)",
+    "prior term: normal / held-out (AUROC)",
+]
+
+
+def term_cell(term: dict | None) -> str:
+    """A term's mean on the normal and on the held-out examples (as the score adds it) and its own AUROC."""
+    if term is None:
+        return "–"
+    return f"{term['normal_mean']:.1f} / {term['anomaly_mean']:.1f} ({number(term['auroc'])})"
+
+
+def readings_row(record: dict) -> list[str]:
+    """One row of :data:`READINGS_HEADER`: the best-of-N and validation-selected test readings,
+    and the terms of the test reading at the validation-selected checkpoint."""
+    best, chosen = record["best_of_test"], record["validation_selected"]
+    test = next(r["test"] for r in record["readings"] if r["update"] == chosen["update"])
+    n = len(record["readings"])
+    return [
+        record["method"],
+        setting(record),
+        f"{number(best['test_auprc'])} (AUROC {number(best['test_auroc'])}; best of {n})",
+        f"{number(chosen['test_auprc'])} (AUROC {number(chosen['test_auroc'])}; update {chosen['update']})",
+        term_cell(test.get("reconstruction_term")),
+        term_cell(test.get("prior_term")),
+    ]
+
+
+def readings_table(ours: list[dict]) -> list[str]:
+    """The second table of an anomaly experiment whose records keep their readings: whether a gap
+    is the protocol (the two selections), the model (which term ranks the held-out digit) or the
+    budget (the updates, in the first table)."""
+    kept = [r for r in sorted(ours, key=order) if r.get("readings") and r.get("validation_selected")]
+    if not kept:
+        return []
+    return [
+        "Each record's two selections on the test half, and its score's terms at the validation's "
+        "choice: the mean over the normal and over the held-out digits as the score adds them (nats "
+        "of a Gaussian likelihood; DAMC's official score adds the squared error unweighted), and the "
+        "term's own AUROC:",
+        "",
+        *markdown_table(READINGS_HEADER, [readings_row(r) for r in kept]),
+        "",
+    ]
+
+
 def sources_line(ours: list[dict], published: list[dict]) -> str:
     """Which metric the table shows and which paper rows its "paper" column quotes."""
     metric = "" if several_metrics(ours) else f"Metric: `{ours[0]['metric']}`. "
@@ -176,6 +229,8 @@ def experiment_section(experiment: str, ours: list[dict], published: list[dict],
         if is_anomaly_experiment(ours):
             header, rows = ANOMALY_HEADER, [anomaly_row(r, published) for r in ordered]
         lines += [*markdown_table(header, rows), ""]
+        if is_anomaly_experiment(ours):
+            lines += readings_table(ours)
     if plot is not None:
         lines += [f"![{experiment}: {CURVE_KEY} of each record, the paper's value dashed]({plot})", ""]
     lines += figures(ours)

@@ -218,6 +218,50 @@ def test_an_anomaly_table_reads_each_auprc_against_chance_and_says_how_the_paper
     assert "row LEBM (mean over the last 10 epochs)" in text and "ratio" not in text.split("## mnist_anomaly")[1]
 
 
+def test_a_record_with_readings_shows_both_selections_and_the_terms_at_the_validations_choice() -> None:
+    """Device: CPU. The second anomaly table gives the best-of-N test reading (the paper's way) and
+    the test reading at the validation's best apart, and the terms of that checkpoint's test
+    reading, not of the last or the best-of-N one."""
+    module = make_results_md()
+
+    def reading(update: int, val: float, test: float, reconstruction: tuple[float, float]) -> dict:
+        term = {"normal_mean": reconstruction[0], "anomaly_mean": reconstruction[1], "auroc": 0.3}
+        prior = {"normal_mean": 4.0, "anomaly_mean": 9.0 + update, "auroc": 0.8}
+        test_reading = {"score": {"auprc": test}, "reconstruction_term": term, "prior_term": prior}
+        return {"update": update, "val": {"score": {"auprc": val}}, "test": test_reading}
+
+    record = {
+        **ANOMALY,
+        "experiment": "mnist_anomaly_protocols",
+        "method": "LatentEBM",
+        "digit": 1,
+        "value": 0.30,
+        "chance": 0.388,
+        "budget": "3 updates",
+        "date": "2026-11-26",
+        "readings": [reading(1, 0.2, 0.45, (10, 20)), reading(2, 0.5, 0.30, (30, 40)), reading(3, 0.1, 0.2, (50, 60))],
+        "best_of_test": {"update": 1, "test_auprc": 0.45, "test_auroc": 0.6},
+        "validation_selected": {"update": 2, "test_auprc": 0.30, "test_auroc": 0.4},
+    }
+    text = module.render([record], []).replace("\u00a0", " ")
+    rows = table_after(
+        text,
+        "| method | setting | best of N test readings (the paper's selection) "
+        "| test, at the validation's best (ours) | reconstruction term: normal / held-out (AUROC) "
+        "| prior term: normal / held-out (AUROC) |",
+    )
+    assert rows == [
+        [
+            "LatentEBM",
+            "held-out 1",
+            "0.450 (AUROC 0.600; best of 3)",
+            "0.300 (AUROC 0.400; update 2)",
+            "30.0 / 40.0 (0.300)",
+            "4.0 / 11.0 (0.800)",
+        ]
+    ]
+
+
 def test_an_experiment_of_many_metrics_gets_a_pivot_table_and_the_figure_its_records_name() -> None:
     module = make_results_md()
     metrics = ["pixel_fd", "test_mse", "auroc", "rhat", "acceptance", "seconds"]
