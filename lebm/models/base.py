@@ -45,6 +45,7 @@ from lebm.data.batches import batch_observations  # noqa: F401 (re-export: metho
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
+from lebm.models.double_precision import RunDefaultDtype
 from lebm.models.final_validation import ValidateLastEpoch
 from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
@@ -307,7 +308,9 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         take over its ``accumulate_grad_batches`` and gradient clipping, which this method applies
         itself (:meth:`step_optimizers`). Returns the callback that gives the Trainer its settings
         back when the run ends, normally or not (:class:`~lebm.models.stepping.TrainerSettingsKept`),
-        and the one that validates the last epoch (:class:`~lebm.models.final_validation.ValidateLastEpoch`)."""
+        the one that validates the last epoch (:class:`~lebm.models.final_validation.ValidateLastEpoch`), and
+        the one that keeps a ``64-true`` run's default dtype float64 outside the steps too
+        (:class:`~lebm.models.double_precision.RunDefaultDtype`)."""
         trainer = attached_trainer(self)
         run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
         if trainer is None:
@@ -328,6 +331,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         wanted = [
             (TrainerSettingsKept, lambda: TrainerSettingsKept(self._step_settings)),
             (ValidateLastEpoch, ValidateLastEpoch),
+            (RunDefaultDtype, RunDefaultDtype),
         ]
         return [make() for kind, make in wanted if kind not in held]
 

@@ -296,14 +296,19 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         it yields as the tensor ``(B, *x_shape)`` the decoder reads: checked by :meth:`observations`
         when the call is the outermost on this model (:func:`lebm.models.inputs.api_call`) and runs
         outside a training or evaluation loop; else, a batch of a loop or the input of an outer
-        call that checked it, only prepared (the decoder's ``prepare``)."""
+        call that checked it, only prepared (the decoder's ``prepare``) and, when it holds numbers,
+        cast to :attr:`input_dtype` (a callback's batch read from its data in float32, during a
+        ``64-true`` run)."""
         with api_call(self) as outermost:
             trainer = attached_trainer(self)
             in_a_loop = trainer is not None and trainer.state.stage is not None
             if outermost and not in_a_loop:
                 yield self.observations(data, what)
             else:
-                yield self.decoder.prepare(data, self.device)
+                prepared = self.decoder.prepare(data, self.device)
+                if isinstance(prepared, Tensor) and prepared.is_floating_point():
+                    prepared = prepared.to(self.input_dtype)
+                yield prepared
 
     @property
     def input_dtype(self) -> torch.dtype:

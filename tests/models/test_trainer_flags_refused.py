@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import lightning as L
 import pytest
 import torch
 from cases import CASES, MethodCase, damc, latent_ebm, recorders, toy_loader
@@ -90,6 +91,34 @@ def test_64_true_trains_a_step_of_every_method(case: MethodCase) -> None:
     assert any(not torch.equal(p.detach(), q) for p, q in zip(after, before, strict=True)), "no weight was updated"
     chains = {name: end.dtype for name, chain in recorders(model).items() for _, end in chain.calls}
     assert chains and set(chains.values()) == {torch.float64}, chains
+
+
+class OutsideTheSteps(L.Callback):
+    """Does at the end of a training epoch what the picture and metric callbacks do there, outside
+    Lightning's steps: ``generate`` and ``infer``; records the dtypes they returned."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.dtypes: dict[str, torch.dtype] = {}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Method) -> None:
+        self.dtypes["generate"] = pl_module.generate(4).dtype
+        self.dtypes["infer"] = pl_module.infer(self.x.to(pl_module.device)).dtype
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_64_true_keeps_float64_outside_the_steps_and_gives_the_default_back(case: MethodCase) -> None:
+    """``precision="64-true"``: an epoch-end callback's ``generate`` and ``infer`` run in float64 as
+    the steps do (they made float32 starts before, against float64 nets), and torch's default dtype
+    is float32 again after the run."""
+    torch.manual_seed(0)
+    model = case.build()
+    loader = toy_loader(1)
+    outside = OutsideTheSteps(next(iter(loader))[0])
+    trainer = quiet_trainer(precision="64-true", max_epochs=1, limit_val_batches=0, callbacks=[outside])
+    trainer.fit(model, train_dataloaders=loader)
+    assert outside.dtypes == {"generate": torch.float64, "infer": torch.float64}
+    assert torch.get_default_dtype() == torch.float32
 
 
 def set_own_clips(model: Method, value: float) -> list[str]:
