@@ -484,6 +484,7 @@ def test_suite_gives_each_path_its_peak_memory_over_the_eager_paths() -> None:
     assert all(line.count("|") == table[2].count("|") for line in table[2:])
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None:
     """Device: CPU (``--table`` needs no GPU). The targets and the suite's rows, as docs/performance.md takes them."""
     gpu_check = load_script("benchmarks/gpu_check.py")
@@ -533,6 +534,7 @@ def test_samplers_times_every_sampler_on_the_prior_and_posterior_chains() -> Non
         assert out["relative_to_langevin"][chain]["Langevin"] == 1.0
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_the_rest() -> None:
     """CPU. Training chains record their ends only (fewer operations a step than recording every
     step), and handing step values to Lightning at the logging cadence costs less than at every step."""

@@ -145,6 +145,7 @@ def test_strict_build_fails_on_a_public_class_without_a_docstring(tmp_path: Path
     assert "Aborted with 3 warnings in strict mode" in output
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_site_builds_with_strict(tmp_path: Path) -> None:
     """``mkdocs build --strict`` of the repository's site: every guide, the API reference, no
     warning (broken links and anchors, docstrings griffe cannot parse, missing docstrings)."""

@@ -43,6 +43,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_python_blocks_run_as_pasted(runs: Path, page: str) -> None:
     blocks = FENCE.findall((REPO / page).read_text())
     assert blocks, f"no Python block in {page}"

@@ -51,6 +51,7 @@ def checkpoint_of(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_refused_resume_suggests_commands_that_run_with_the_folder_as_given(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -82,6 +83,7 @@ def test_a_refused_resume_suggests_commands_that_run_with_the_folder_as_given(
     assert checkpoint_of(run)["state_dict"]["prior.energy_net.net.0.weight"].shape[0] == 64
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_divergence_before_any_checkpoint_says_run_again_and_running_again_trains(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -100,6 +102,7 @@ def test_a_divergence_before_any_checkpoint_says_run_again_and_running_again_tra
     assert checkpoint_of(run)["global_step"] == 1
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_divergence_after_a_checkpoint_names_it_and_resuming_from_it_trains(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ def temporary_files(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.name.endswith(".tmp")]
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_disk_that_fills_up_at_a_checkpoint_stops_with_one_line_and_the_run_resumes(capsys, tmp_path: Path) -> None:
     """The quickstart's checkpoints are 1.6 MB: on a 4 MB tmpfs the first epoch's two fit, the second
     epoch's does not. The run stops with exit code 1 and one line; the first epoch's checkpoints are

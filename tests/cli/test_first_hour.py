@@ -177,6 +177,7 @@ def one_batch_run(run: Path) -> list[str]:
     ] + ["--trainer.limit_train_batches", "1", *QUICK]
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = one_batch_run(run)
@@ -189,6 +190,7 @@ def test_a_folder_with_a_run_is_not_overwritten_by_accident(capsys, tmp_path: Pa
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_resuming_needs_a_checkpoint_unless_auto(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = one_batch_run(run)
@@ -315,6 +317,7 @@ def test_a_command_without_a_recipe_points_to_the_recipes(capsys) -> None:
     assert "did you mean 'fit'" in error_of(capsys, "fitt", "-c", "recipes/quickstart.yaml")
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
     """`lebm --help`, a missing recipe and a missing checkpoint answer before Lightning is imported."""
     code = (

@@ -125,6 +125,7 @@ def test_values_the_parser_reads_are_not_refused(cache: Path) -> None:
         assert check_known_options(expanded(*args)) is None, args
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_no_recipe_and_no_valid_override_is_refused(cache: Path) -> None:
     """Every recipe of recipes/, and the quickstart with valid overrides of every kind."""
     recipes = [p for p in sorted((REPO / "recipes").rglob("*.yaml")) if not p.name.startswith("_")]
@@ -288,6 +289,7 @@ def typo_commands(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[tuple[
     range(len(TYPOS)),
     ids=["model-flag", "trainer-in-a-recipe", "wrong-int", "wrong-choice-in-a-recipe", "plain-int", "callback-value"],
 )
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_command_refuses_a_misspelt_name_without_importing_lightning(
     typo_commands: list[tuple[tuple[int, str], tuple[int, str]]], case: int
 ) -> None:

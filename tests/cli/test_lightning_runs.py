@@ -75,6 +75,7 @@ def smoke_folders() -> set[str]:
 
 
 # ------------------------------------------------------------------------------- no silent traps
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_fast_dev_run_leaves_nothing_and_the_real_run_starts_fresh(capsys, tmp_path: Path) -> None:
     """The user's sequence: a smoke test, then the real run into the same folder, then a resume."""
     run = tmp_path / "run"
@@ -146,6 +147,7 @@ def test_a_ddp_strategy_that_lebm_replaces_says_so() -> None:
 
 # ------------------------------------------------------------------------------ loggers: the whole run
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb (a dependency of lebm) is not installed")
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_wandb_run_holds_the_whole_config_and_config_yaml(tmp_path: Path) -> None:
     run = tmp_path / "run"
     fit(run, *SHORT, "--trainer.callbacks+=tests.helpers.run_spies.LoggerConfigSpy")

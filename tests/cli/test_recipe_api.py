@@ -35,6 +35,7 @@ class CountBatches(L.Callback):
         self.batches += 1
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_python_trainer_with_own_callbacks_trains_what_lebm_fit_trains(tmp_path: Path) -> None:
     """``L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks, mine])`` on the quickstart
     ends with the same weights, bit for bit, as ``lebm fit -c quickstart`` with the same settings,

@@ -23,6 +23,7 @@ def table(run: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_default_run_leaves_its_numbers_curves_and_a_loss_in_the_bar(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -39,6 +40,7 @@ def test_a_default_run_leaves_its_numbers_curves_and_a_loss_in_the_bar(
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_one_epoch_text_run_writes_its_sentences(tmp_path: Path) -> None:
     run = tmp_path / "text"
     args = ["-c", "recipes/latent_ebm/text_quickstart.yaml", "--trainer.default_root_dir", str(run)]
@@ -75,6 +77,7 @@ def test_a_recipes_paper_targets_reach_the_curves_and_every_run_gets_a_table(tmp
     assert quiet.trainer_settings["logger"] is False  # no logger asked: none added
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_recipes_paper_targets_are_values_its_callbacks_log() -> None:
     from lebm.cli.resolve import resolve_recipe
     from lebm.config import build
@@ -165,6 +168,7 @@ def test_the_run_record_keeps_the_paper_targets_as_given_not_as_resolved() -> No
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_run_that_max_steps_ends_inside_an_epoch_has_its_final_validation_in_its_table(tmp_path: Path) -> None:
     """The quickstart (it validates every 10th epoch) stopped after 2 of an epoch's 3 iterations:
     its table's last row holds the final model's validation values, and curves.png draws them."""
@@ -184,6 +188,7 @@ def test_a_run_that_max_steps_ends_inside_an_epoch_has_its_final_validation_in_i
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_an_evaluation_from_the_runs_config_leaves_its_table_and_a_new_run_gets_its_own(tmp_path: Path) -> None:
     run = tmp_path / "run"
     quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

@@ -51,6 +51,7 @@ def test_a_failed_start_is_set_aside_and_the_same_command_starts_again(capsys, t
     assert (run / "checkpoints" / "last.ckpt").exists()
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     fit(run, "--ckpt_path", "auto")  # nothing there: a new run
@@ -70,6 +71,7 @@ def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, t
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # resumed at epoch 1
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_sigterm_during_start_up_stops_with_a_message_and_the_folder_can_be_retried(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
     message = stopped(capsys, run, "--trainer.callbacks+=tests.helpers.cli_runner.SigtermAtSetup", code=143)
@@ -80,6 +82,7 @@ def test_sigterm_during_start_up_stops_with_a_message_and_the_folder_can_be_retr
 
 
 @pytest.mark.parametrize("written", ["2", "--trainer.limit_train_batches=2"])
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_an_integer_limit_means_batches(tmp_path: Path, written: str) -> None:
     run = tmp_path / "run"
     limit = ["--trainer.limit_train_batches", "1"] if written == "2" else ["--trainer.limit_train_batches=1"]
@@ -114,6 +117,7 @@ def trained(tmp_path: Path) -> tuple[Path, Path, int]:
     ],
     ids=["another method", "another architecture", "a fixed setting"],
 )
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_resume_that_disagrees_with_the_checkpoint_is_refused_before_anything_is_written(
     capsys, tmp_path: Path, recipe_change: list[str], expected: str
 ) -> None:
@@ -140,6 +144,7 @@ def test_a_resume_that_disagrees_with_the_checkpoint_is_refused_before_anything_
     assert expected in capsys.readouterr().err
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_scoring_a_run_with_its_own_config_keeps_how_it_was_trained(tmp_path: Path) -> None:
     """Device: CPU. ``lebm test -c RUN/config.yaml`` with an override writes ``config_test.yaml``
     and leaves the run's ``config.yaml`` (what ``--ckpt_path last`` resumes with) byte for byte."""
@@ -150,6 +155,7 @@ def test_scoring_a_run_with_its_own_config_keeps_how_it_was_trained(tmp_path: Pa
     assert "limit_test_batches: 1" in (run / "config_test.yaml").read_text()
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_path: Path) -> None:
     run, last, _ = trained(tmp_path)
     saved = torch.load(last, map_location="cpu", weights_only=True)
@@ -370,6 +376,7 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_command_help_is_kept_and_printed_again_without_lightning(tmp_path: Path) -> None:
     """`lebm fit --help` (several seconds: Lightning's import and the parser) is printed from a cache
     the second time, without importing Lightning, with the same text."""
@@ -403,6 +410,7 @@ def test_text_data_into_an_image_model_is_refused_when_the_run_is_built(capsys, 
     assert "recipes/latent_ebm/text_quickstart.yaml" in message
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_checkpoint_holding_objects_is_not_passed_over_as_unreadable(capsys, tmp_path: Path) -> None:
     """A callback that keeps a numpy number in its state makes checkpoints that ``weights_only``
     loading refuses. Such a ``last.ckpt`` is intact: the resume stops with a message naming the object
@@ -440,6 +448,7 @@ def test_loading_a_checkpoint_holding_objects_names_it_and_loads_when_trusted(tm
     assert not lebm.load(last, weights_only=False).training
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_testing_or_naming_a_checkpoint_holding_objects_gets_the_message_and_the_flag_works(
     capsys, tmp_path: Path
 ) -> None:

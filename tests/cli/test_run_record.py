@@ -41,6 +41,7 @@ def test_the_record_keeps_each_limit_as_the_run_used_it(key: str, value: float) 
     assert as_given({"trainer": {"flag": True}}, {"trainer": {"flag": 1}}) == {"trainer": {"flag": True}}
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_every_limit_round_trips_through_config_yaml_and_the_resume_trains_the_same(tmp_path: Path) -> None:
     """Device: CPU. One batch an epoch (``--trainer.limit_train_batches 1``) for one epoch, with every
     other limit given too (integers and a fraction): ``config.yaml`` holds each as given; resuming
@@ -68,6 +69,7 @@ def test_every_limit_round_trips_through_config_yaml_and_the_resume_trains_the_s
     assert {key: again[key] for key in given} == given and again["max_epochs"] == 2
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_overfit_batches_round_trips_as_an_integer(tmp_path: Path) -> None:
     """Device: CPU. ``--trainer.overfit_batches 1`` (one batch, every epoch) is recorded as ``1``,
     and a run started from the record in another run folder trains one batch an epoch as well,

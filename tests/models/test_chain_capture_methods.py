@@ -84,6 +84,7 @@ def test_hierarchical_sampling_of_one_layer_replays_for_every_base(one_thread) -
     assert stats == {"captures": 2, "replays": 2, "eager_calls": 0}  # the prior chain and the layer's chain
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_a_run_resumed_with_captured_chains_equals_an_eager_run_straight_through(tmp_path, monkeypatch) -> None:
     """LatentEBM's quickstart: 4 eager epochs equal 2 + 2 epochs (resumed from ``last``) with the
     chains captured, parameter for parameter, bitwise: the captured chains draw from the restored

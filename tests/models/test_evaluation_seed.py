@@ -8,10 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import pytest
 
 import lebm
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_validate_after_fit_reads_what_the_saved_checkpoint_reads(tmp_path: Path) -> None:
     overrides = {
         "trainer.max_epochs": 1,

@@ -114,6 +114,7 @@ def test_resume_continues_the_same_run(tmp_path) -> None:
     assert int(adam_steps) == second.global_step  # each step (iteration) steps both optimisers once
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_anomaly_score_ranks_points_off_the_data_higher(tmp_path) -> None:
     """score(x) = -log p(x, z) at posterior samples: after training on data around two modes, points
     far from both score higher than held-out data."""

@@ -273,6 +273,7 @@ RESUME_CASES = [
 
 
 @pytest.mark.parametrize("case", RESUME_CASES, ids=ids)
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_exact_resume_through_the_cli(case: MethodCase, tmp_path: Path) -> None:
     """4 epochs equal 2 epochs then ``--ckpt_path last`` to 4, parameter for parameter (bitwise):
     chain streams, torch's global RNG (random flips draw from it) and the data order are restored,

@@ -123,6 +123,7 @@ def test_the_table_rewrites_the_longest_moved_prefix_and_leaves_others() -> None
     assert to_config(stored) == {**stored, "class_path": "lebm.nets.MLPGenerator"}
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_no_import_hook_and_no_old_module() -> None:
     """``import lebm`` adds no finder to ``sys.meta_path``; the old module paths and the names that
     left a module are gone (a fresh process, in which a checkpoint of 0.1 still loads)."""

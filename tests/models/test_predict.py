@@ -297,6 +297,7 @@ QUICK_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_lebm_predict_writes_predictions_into_the_run_folder(tmp_path: Path) -> None:
     """After a tiny fit of the quickstart (8x8 digits): the test split's predictions, then 8 samples."""
     run = tmp_path / "run"
@@ -333,6 +334,7 @@ def test_lebm_predict_without_a_checkpoint_is_refused_and_keeps_the_predictions(
     assert (tmp_path / "predictions" / "predictions.pt").read_bytes() == b"earlier"
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_lebm_predict_refuses_data_without_prediction_batches_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -129,6 +129,7 @@ def test_word_dropout_in_training_comes_from_the_training_stream(tmp_path, one_t
             assert torch.equal(value, second[name]), name
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_text_quickstart_recipe_runs_end_to_end(tmp_path) -> None:
     run_dir = tmp_path / "run"
     run_cli(

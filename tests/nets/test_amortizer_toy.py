@@ -17,6 +17,7 @@ is measured with 100 ancestral steps and trained with chain starts of 10: with f
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -77,6 +78,7 @@ def energy_distance(a: Tensor, b: Tensor, groups: int) -> float:
     return (2 * torch.cdist(a, b).mean((1, 2)) - within(a) - within(b)).mean().item()
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_amortizer_learns_the_long_run_posterior(one_thread: object) -> None:
     """250 DAMC iterations (batch 256, 10 posterior Langevin steps from the EMA amortizer's
     10-step samples, 2 amortizer steps on their outputs): the online amortizer's samples then have

@@ -466,6 +466,7 @@ def test_the_run_wide_switch_turns_every_chain_eager_and_back() -> None:
     assert chain_capture_enabled()
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_the_switch_reaches_processes_started_after_it_is_set() -> None:
     """Spawned ranks (lebm_ddp_spawn) and launched ones read the switch from LEBM_CHAIN_CAPTURE."""
     import subprocess

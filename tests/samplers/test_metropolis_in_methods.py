@@ -64,6 +64,7 @@ def sampler_at(model: torch.nn.Module, path: str):
 
 @pytest.mark.filterwarnings("ignore:MultiStageNCE. training ended")
 @pytest.mark.parametrize("method", CHAINS)
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_every_chain_of_a_method_can_be_mala_or_hmc(method: str, tmp_path: Path) -> None:
     recipe, chains = CHAINS[method]
     fragment = tmp_path / "chains.yaml"

@@ -59,6 +59,7 @@ def test_channels_last_posterior_chain_matches_the_plain_one() -> None:
     assert (z_plain - x.new_zeros(())).abs().max() > 0.1  # the chain moved
 
 
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_compiled_training_matches_plain_training_and_checkpoints_are_interchangeable(one_thread, tmp_path) -> None:
     plain = CASES[0].build()
     assert isinstance(plain, LatentEBM)
