@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 from lebm.atomic import folder_write_error, os_reason, replaced_atomically
+from lebm.checkpoints import CheckpointError, most_trained_checkpoint
 
 __all__ = ["AtomicCheckpointIO", "CheckpointNotSaved", "use_atomic_checkpoints", "with_atomic_checkpoints"]
 
@@ -56,13 +57,18 @@ def human_size(size: float) -> str:
 
 
 def newest_checkpoint(folder: str) -> str | None:
-    """The newest ``*.ckpt`` file in ``folder`` (None when it holds none)."""
+    """The intact ``*.ckpt`` file in ``folder`` holding the most training, the one ``--ckpt_path
+    auto`` resumes (:func:`~lebm.checkpoints.most_trained_checkpoint`; None when it holds none)."""
     try:
         names = [name for name in os.listdir(folder) if name.endswith(".ckpt")]
     except OSError:
         return None
     paths = [os.path.join(folder, name) for name in names if os.path.isfile(os.path.join(folder, name))]
-    return max(paths, key=os.path.getmtime) if paths else None
+    try:
+        chosen = most_trained_checkpoint(paths)[0]
+    except (CheckpointError, OSError):  # one holds objects: the user's word is needed before reading it
+        chosen = None
+    return chosen or (max(paths, key=os.path.getmtime) if paths else None)
 
 
 def not_saved_message(path: str, size: int, error: OSError) -> str:
@@ -72,7 +78,9 @@ def not_saved_message(path: str, size: int, error: OSError) -> str:
     newest = newest_checkpoint(folder)
     if newest:
         kept = "the checkpoints saved before are intact"
-        resume = f"resume with --ckpt_path auto (it takes the newest intact checkpoint, now {newest})"
+        resume = (
+            f"resume with --ckpt_path auto (it takes the intact checkpoint holding the most training, now {newest})"
+        )
     else:
         kept = "no partial file was left"
         resume = "run the same command again (no checkpoint was saved before this one)"

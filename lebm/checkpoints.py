@@ -96,6 +96,35 @@ def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> Non
     read_checkpoint(path, weights_only=weights_only)
 
 
+def training_held(path: str | Path, *, weights_only: bool = True) -> tuple[int, int]:
+    """``(global step, epoch)`` the checkpoint at ``path`` holds, read from the file (its tensors
+    memory-mapped, so cheap); which of two checkpoints holds more training, whatever their file
+    times say. Raises as :func:`read_checkpoint`."""
+    checkpoint = read_checkpoint(path, weights_only=weights_only)
+    return int(checkpoint.get("global_step", 0) or 0), int(checkpoint.get("epoch", 0) or 0)
+
+
+def most_trained_checkpoint(paths: list[str], *, weights_only: bool = True) -> tuple[str | None, list[str]]:
+    """Of ``paths``, the readable checkpoint holding the most training (:func:`training_held`; of a
+    tie, a ``last*.ckpt``, then the first listed), and why each unreadable one was passed over
+    (``path: reason``). :class:`CheckpointNotPlain` is raised, not passed over: an intact file the
+    ``weights_only`` loader refuses needs the user's word, not an older checkpoint."""
+    held: dict[str, tuple[int, int]] = {}
+    skipped: list[str] = []
+    for path in paths:
+        try:
+            held[path] = training_held(path, weights_only=weights_only)
+        except CheckpointNotPlain:
+            raise
+        except CheckpointError as error:
+            skipped.append(str(error))
+    if not held:
+        return None, skipped
+    rank = {path: index for index, path in enumerate(paths)}
+    best = max(held, key=lambda path: (*held[path], os.path.basename(path).startswith("last"), -rank[path]))
+    return best, skipped
+
+
 #: The start of the name of a checkpoint kept for its score (``best-fid.ckpt``: a model saved during a
 #: validation, not the run's latest state): ``--ckpt_path auto`` never resumes one.
 KEPT_FOR_SCORE_PREFIX = "best-"

@@ -31,7 +31,7 @@ config files and command-line overrides are merged) with the toolkit's defaults:
   written (a full disk) stops the run with one line: the folder, the space needed, how to resume;
 - no run is lost, and no run folder locks itself (``lebm.cli.run_folder``): ``fit`` refuses a
   folder that holds a started run (a checkpoint) unless told to resume (``--ckpt_path last``, or
-  ``auto``: resume from the newest intact checkpoint if there is one) or to ``--overwrite``; the
+  ``auto``: resume from the intact checkpoint holding the most training, if there is one) or to ``--overwrite``; the
   files of a start that wrote no checkpoint are set aside and the same command starts again;
   SIGTERM/SIGINT save a resumable ``last.ckpt`` at the end of the batch and exit non-zero (143/1);
 - the run is checked before it starts: data shape against the decoder, latent sizes across the

@@ -9,11 +9,13 @@ locked out by its own first attempt.
 
 ``--ckpt_path``:
 
-- ``auto``: nothing there -> start; a checkpoint -> resume from the newest intact one (``last.ckpt``
-  normally; when it is unreadable, or older than another checkpoint because a kill came between
-  the two saves of one step, the newest readable one, named in a line);
+- ``auto``: nothing there -> start; a checkpoint -> resume from the intact one holding the most
+  training (its global step, then its epoch, read from each file; ``last.ckpt`` of a tie), never
+  decided by file times (a copy or a restore from a backup changes them); when that is not
+  ``last.ckpt`` (unreadable, or a save behind because a kill came between the two files of one
+  save), a line names it and why;
 - ``last``: ``<run>/checkpoints/last.ckpt``, which must exist and be readable (the message names the
-  newest intact checkpoint when it is not);
+  intact checkpoint holding the most training when it is not);
 - a path: that checkpoint (checked before anything is written);
 - none: a started run is refused unless ``--overwrite true``.
 
@@ -32,7 +34,14 @@ import uuid
 from typing import Any
 
 from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason
-from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX, CheckpointError, CheckpointNotPlain, check_checkpoint_file
+from lebm.checkpoints import (
+    KEPT_FOR_SCORE_PREFIX,
+    CheckpointError,
+    CheckpointNotPlain,
+    check_checkpoint_file,
+    most_trained_checkpoint,
+    training_held,
+)
 from lebm.cli.errors import fail
 
 CHECKPOINT_DIR = "checkpoints"
@@ -98,21 +107,25 @@ def unreadable(path: str, weights_only: bool = True) -> str | None:
 def newest_intact_checkpoint(
     run_dir: str, weights_only: bool = True, last_first: bool = True
 ) -> tuple[str | None, list[str]]:
-    """The checkpoint a resume should use: the newest readable one (``last_first``: ``last.ckpt``
-    when readable, whatever its age); and the unreadable ones passed over (newer than it), each as
-    ``path: reason``. A kill between the two files of one save (``epoch=N-step=S.ckpt``, then
-    ``last.ckpt``) leaves ``last.ckpt`` a save behind: the newest file is the run's latest state."""
+    """The checkpoint a resume should use: the readable one holding the most training
+    (:func:`~lebm.checkpoints.most_trained_checkpoint`; ``last.ckpt`` of a tie), or with
+    ``last_first`` ``last.ckpt`` whenever it is readable; and the unreadable ones passed over, each
+    as ``path: reason``. A kill between the two files of one save (``epoch=N-step=S.ckpt``, then
+    ``last.ckpt``) leaves ``last.ckpt`` a save behind; a copy or a backup restore leaves file times
+    that say nothing: neither misleads."""
     candidates = checkpoint_files(run_dir)
     last = last_checkpoint(run_dir)
+    passed_over: list[str] = []
     if last is not None and last_first:
-        candidates = [last, *(path for path in candidates if path != last)]
-    skipped = []
-    for path in candidates:
-        reason = unreadable(path, weights_only)
+        reason = unreadable(last, weights_only)
         if reason is None:
-            return path, skipped
-        skipped.append(reason)
-    return None, skipped
+            return last, []
+        candidates, passed_over = [path for path in candidates if path != last], [reason]
+    try:
+        chosen, skipped = most_trained_checkpoint(candidates, weights_only=weights_only)
+    except CheckpointNotPlain as error:
+        fail(str(error))
+    return chosen, [*passed_over, *skipped]
 
 
 def killed_writes(run_dir: str, idle_s: float = WRITE_IDLE_S) -> list[str]:
@@ -238,16 +251,20 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         if ckpt_path == "last" and newest != last:
             reason = "is missing" if last is None else f"is unreadable ({skipped[0]})"
             fail(
-                f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the newest intact "
-                f"checkpoint is {newest}: resume from it with --ckpt_path {shlex.quote(newest)} (or --ckpt_path auto)"
+                f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the most trained "
+                f"intact checkpoint is {newest}: resume from it with --ckpt_path {shlex.quote(newest)} "
+                "(or --ckpt_path auto)"
             )
         if not skipped and last is not None and newest != last:
+            step, epoch = training_held(newest, weights_only=weights_only)
+            last_step, last_epoch = training_held(last, weights_only=weights_only)
             say(
-                f"resuming from {newest}, the newest intact checkpoint: {os.path.basename(last)} is older "
-                "(the run was stopped between the two files of its last save)"
+                f"resuming from {newest}, the checkpoint holding the most training (step {step}, epoch {epoch}): "
+                f"{os.path.basename(last)} holds less (step {last_step}, epoch {last_epoch})"
             )
         if skipped:
-            say(f"resuming from {newest}, the newest intact checkpoint; passed over: {'; '.join(skipped)}")
+            passed_over = "; ".join(skipped)
+            say(f"resuming from {newest}, the intact checkpoint holding the most training; passed over: {passed_over}")
             if last is not None and last != newest and is_primary_process() and unreadable(last, weights_only):
                 kept = f"{last}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
                 os.replace(last, kept)  # kept for inspection; the run writes a fresh last.ckpt

@@ -77,9 +77,8 @@ def test_a_disk_that_fills_up_at_a_checkpoint_stops_with_one_line_and_the_run_re
         assert f"could not save the checkpoint {folder / 'epoch=1-step=4.ckpt'}: no space left on device" in line
         needs = (folder / "last.ckpt").stat().st_size / 1e6  # the next checkpoint is as large as this one
         assert f"it needs {needs:.1f} MB; {folder} has " in line, line
-        assert (
-            f"resume with --ckpt_path auto (it takes the newest intact checkpoint, now {folder / 'last.ckpt'})" in line
-        )
+        resume = "resume with --ckpt_path auto (it takes the intact checkpoint holding the most training, now"
+        assert f"{resume} {folder / 'last.ckpt'})" in line
         assert sorted(path.name for path in folder.iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
         assert not temporary_files(run)
         for path in folder.iterdir():  # whole, loadable, the first epoch's

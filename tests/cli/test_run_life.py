@@ -67,7 +67,10 @@ def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, t
     capsys.readouterr()
     fit(run, "--ckpt_path", "auto", "--trainer.max_epochs", "2")
     message = capsys.readouterr().err
-    assert f"resuming from {epoch_checkpoint}, the newest intact checkpoint; passed over: {last}" in message
+    assert (
+        f"resuming from {epoch_checkpoint}, the intact checkpoint holding the most training; passed over: {last}"
+        in (message)
+    )
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # resumed at epoch 1
 
 
@@ -503,9 +506,36 @@ def test_auto_resumes_a_checkpoint_newer_than_last_ckpt_and_last_keeps_last(caps
     capsys.readouterr()
     assert fit_checkpoint(str(run), "auto", overwrite=False) == str(newer)
     said = capsys.readouterr().err
-    assert f"lebm: resuming from {newer}, the newest intact checkpoint: last.ckpt is older" in said
+    assert f"lebm: resuming from {newer}, the checkpoint holding the most training (step 4, epoch 0): " in said
+    assert "last.ckpt holds less (step 2, epoch 0)" in said
     assert fit_checkpoint(str(run), "last", overwrite=False) == str(last)
     assert last.is_file()  # an older, intact last.ckpt is not moved aside
+
+
+@pytest.mark.usefixtures("decided")
+@pytest.mark.parametrize("times", ["last.ckpt restored later", "same time", "epoch file copied later"])
+def test_auto_resumes_the_checkpoint_holding_the_most_training_whatever_the_file_times(
+    capsys, tmp_path: Path, times: str
+) -> None:
+    """CPU. A ``last.ckpt`` restored from a backup (newer file time, less training), two files of the
+    same time (file systems with 1-2 s times), or an older epoch file copied in after: ``auto``
+    resumes what holds the most training, and says why only when that is not ``last.ckpt``."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    ages = {"last.ckpt restored later": (0, 60), "same time": (30, 30), "epoch file copied later": (60, 0)}[times]
+    if times == "epoch file copied later":  # last.ckpt holds more: it is resumed, without a word
+        last = checkpoint(run / "checkpoints" / "last.ckpt", 6, age_s=ages[0])
+        checkpoint(run / "checkpoints" / "epoch=1-step=4.ckpt", 4, age_s=ages[1])
+        capsys.readouterr()
+        assert fit_checkpoint(str(run), "auto", overwrite=False) == str(last)
+        assert capsys.readouterr().err == ""
+        return
+    checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=ages[0])
+    most = checkpoint(run / "checkpoints" / "epoch=1-step=4.ckpt", 4, age_s=ages[1])
+    capsys.readouterr()
+    assert fit_checkpoint(str(run), "auto", overwrite=False) == str(most)
+    assert "last.ckpt holds less (step 2, epoch 0)" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("decided")
