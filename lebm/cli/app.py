@@ -422,6 +422,8 @@ class LebmCLI(LightningCLI):
             )
             if changed and self.trainer.is_global_zero:
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
+            if self.subcommand == "fit" and getattr(self.model, "said_nothing_left", False):
+                raise SystemExit(0)  # a finished run's command again: said in one line, nothing built on or written
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """Lightning's Trainer, whose checkpoints are written whole beside their names

@@ -4,9 +4,10 @@ The recipe builds the model; the checkpoint gives its weights, optimiser and ran
 the two may disagree on:
 
 - **the training left** (``fit``): a ``max_epochs`` or ``max_steps`` the checkpoint has reached
-  already is said in one line naming the value that trains on (Lightning ends such a fit at once, in
-  silence; the command still ends with code 0, so a requeued job or a rerun on a finished run is
-  not an error);
+  exactly is said in one line naming the value that trains on, and the command ends with code 0
+  before it fits (no model summary, sanity check, ``config.yaml`` or logger run: a requeued job or a
+  rerun on a finished run is not an error); one below what the checkpoint holds is refused in that
+  line (code 2; Lightning would fail with a long traceback after rewriting ``config.yaml``);
 - **the method** (``LatentEBM`` against a ``MultiStageNCE`` checkpoint): refused; a method class
   this lebm does not have is named with the lebm that wrote the checkpoint and what to install;
 - **a checkpoint of a newer lebm**: named in one line (it may hold what this version reads
@@ -47,7 +48,7 @@ from lebm.checkpoints import (
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import is_primary_process
 from lebm.config import MissingClass, import_object, to_config
-from lebm.models.resume import nothing_left_message
+from lebm.models.resume import asks_fewer, nothing_left_message
 
 #: The last key of a setting that may change when a run resumes.
 CHANGEABLE = re.compile(
@@ -129,15 +130,17 @@ def check_resume(
     checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``, not a
     ``fast_dev_run`` smoke test): when its ``max_epochs`` or ``max_steps`` leave nothing to train,
     one line says so (:func:`lebm.models.resume.nothing_left_message`) and the model is marked
-    (``said_nothing_left``) so that it does not warn again."""
+    (``said_nothing_left``: the command then ends at 0 before fitting); below what the checkpoint
+    holds, the line is a refusal (exit 2)."""
     try:
         checkpoint = read_checkpoint(ckpt_path, weights_only=weights_only)
     except CheckpointError as error:
         fail(str(error))
     if subcommand == "fit" and trainer is not None and not getattr(trainer, "fast_dev_run", False):
-        nothing_left = nothing_left_message(
-            checkpoint, ckpt_path, getattr(trainer, "max_epochs", None), getattr(trainer, "max_steps", -1)
-        )
+        max_epochs, max_steps = getattr(trainer, "max_epochs", None), getattr(trainer, "max_steps", -1)
+        nothing_left = nothing_left_message(checkpoint, ckpt_path, max_epochs, max_steps)
+        if nothing_left is not None and asks_fewer(checkpoint, max_epochs, max_steps):
+            fail(nothing_left)  # less training than the run holds: refused before anything is written
         if nothing_left is not None:  # said, not refused: a requeued or repeated command on a finished run ends at 0
             model.said_nothing_left = True
             if is_primary_process():

@@ -122,6 +122,18 @@ def nothing_left_message(
     return None
 
 
+def asks_fewer(checkpoint: dict[str, Any], max_epochs: Any, max_steps: Any) -> bool:
+    """Whether ``max_epochs`` (or ``max_steps``) is below what ``checkpoint`` holds already: a
+    request for less training than the run has, not a repeat of the command that finished it."""
+    held = epochs_held(checkpoint)
+    if held is None:
+        return False
+    steps = int(checkpoint.get("global_step", 0))
+    fewer_epochs = isinstance(max_epochs, int) and 0 <= max_epochs < held[0]
+    fewer_steps = isinstance(max_steps, int) and 0 <= max_steps < steps
+    return fewer_epochs or fewer_steps
+
+
 def warn_if_nothing_left(model: Any, checkpoint: dict[str, Any]) -> None:
     """Warn, at the user's line, when ``model``'s Trainer resumes ``checkpoint`` with nothing left to
     train (Lightning then ends the fit at once); once, by global rank 0; not for a smoke test

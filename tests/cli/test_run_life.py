@@ -174,16 +174,22 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     assert group["lr"] == pytest.approx(old_lr * 0.5 * decay)  # the new rate, the schedule's progress kept
     assert resumed["hyper_parameters"]["decoder_lr"] == pytest.approx(5e-4)
     # the same command again: nothing left to train, said in one line (once), and the command ends at 0
-    written = last.read_bytes()
+    written, config = last.read_bytes(), (run / "config.yaml").read_bytes()
     capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:  # the model's own warning is not repeated
         warnings.simplefilter("always")
-        fit(run, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+        again = ("--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.init_args.decoder_lr", "5.0e-4")
+        message = stopped(capsys, run, *again, code=0)  # ends before fitting: no summary, sanity check or files
     assert not [warning for warning in caught if "leaves nothing to train" in str(warning.message)]
-    message = capsys.readouterr().err
     assert f"lebm: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 2 leaves nothing" in message
     assert "give --trainer.max_epochs 3 or more" in message and message.count("leaves nothing to train") == 1
-    assert last.read_bytes() == written
+    assert "Sanity Checking" not in message and "| Name" not in message
+    assert last.read_bytes() == written and (run / "config.yaml").read_bytes() == config
+    # fewer epochs than the run holds: refused in that line, before anything is written
+    message = stopped(capsys, run, "--trainer.max_epochs", "1", "--ckpt_path", "last", code=2)
+    assert f"lebm: error: {last} holds 2 whole epochs (4 steps), so --trainer.max_epochs 1 leaves nothing" in message
+    assert "Traceback" not in message and "Misconfiguration" not in message and message.count("\n") == 1, message
+    assert last.read_bytes() == written and (run / "config.yaml").read_bytes() == config
 
 
 def progress(processed: int, started: int) -> dict:
@@ -196,7 +202,8 @@ def progress(processed: int, started: int) -> dict:
     ("saved", "max_epochs", "max_steps", "expected"),
     [
         ("end of epoch 2", 3, -1, "holds 3 whole epochs (30 steps), so --trainer.max_epochs 3 leaves nothing"),
-        ("end of epoch 2", 2, -1, "give --trainer.max_epochs 4 or more to go on"),
+        ("end of epoch 2", 2, -1, "refused: give --trainer.max_epochs 4 or more to go on"),
+        ("end of epoch 2", -1, 29, "refused: holds 30 steps, so --trainer.max_steps 29 leaves nothing to train"),
         ("end of epoch 2", 4, -1, None),
         ("inside epoch 2", 2, -1, "holds 2 whole epochs and part of the next (30 steps), so --trainer.max_epochs 2"),
         ("inside epoch 2", 3, -1, None),  # finishes epoch 2
@@ -208,9 +215,9 @@ def test_a_resume_with_nothing_left_to_train_is_said_in_one_line(
     capsys, tmp_path: Path, saved: str, max_epochs: int, max_steps: int, expected: str | None
 ) -> None:
     """Saved at the end of epoch 2 (0-based: 3 epochs held) or inside it (by a kill: 2 held):
-    ``max_epochs`` at or below what it holds (or ``max_steps`` at or below its steps) is said in one
-    line naming the value that trains on, and the model is marked so that it does not warn again;
-    more trains on, in silence."""
+    ``max_epochs`` at what it holds (or ``max_steps`` at its steps) is said in one line naming the
+    value that trains on, and the model is marked so that it does not warn again (the command then
+    ends at 0); below it, the same line refuses (exit 2); more trains on, in silence."""
     from types import SimpleNamespace
 
     from lebm.cli.resume_check import check_resume
@@ -222,6 +229,13 @@ def test_a_resume_with_nothing_left_to_train_is_said_in_one_line(
     torch.save({"state_dict": model.state_dict(), "global_step": 30, "loops": loops}, path)
     trainer = SimpleNamespace(max_epochs=max_epochs, max_steps=max_steps)
     capsys.readouterr()
+    if expected is not None and expected.startswith("refused: "):  # below what it holds: the line refuses
+        with pytest.raises(SystemExit) as stop:
+            check_resume(model, str(path), "fit", trainer=trainer)
+        message = capsys.readouterr().err
+        assert stop.value.code == 2 and message.startswith(f"lebm: error: {path} holds ") and message.count("\n") == 1
+        assert expected.removeprefix("refused: ") in message, message
+        return
     assert check_resume(model, str(path), "fit", trainer=trainer) == []
     message = capsys.readouterr().err
     if expected is None:
