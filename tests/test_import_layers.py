@@ -27,7 +27,8 @@ LAYERS: list[list[str]] = [
         "lebm.user_warnings",
     ],
     ["lebm.metrics_table"],
-    ["lebm.loggers", "lebm.checkpoints", "lebm.checkpoint_io"],
+    ["lebm.checkpoints"],  # reading checkpoints (no Lightning): what checkpoint_io's messages name
+    ["lebm.loggers", "lebm.checkpoint_io"],
     ["lebm.data"],
     ["lebm.data.images", "lebm.data.text", "lebm.data.toy"],
     ["lebm.data.tasks"],

@@ -45,6 +45,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from lebm import arguments
 from lebm.callbacks.schedule import epoch_ends, training_stops
 from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX
 from lebm.data.paths import expand_root
@@ -247,6 +248,15 @@ class FID(L.Callback):
         )
         if reference_subset not in REFERENCE_SUBSETS:
             raise ValueError(f"reference_subset must be one of {REFERENCE_SUBSETS}, got {reference_subset!r}")
+        score_final, kid, log_best, save_best = (
+            arguments.flag("FID", option, value)
+            for option, value in (
+                ("score_final", score_final),
+                ("kid", kid),
+                ("log_best", log_best),
+                ("save_best", save_best),
+            )
+        )
         self.name, self.kid_name = name, kid_name(name)
         self.num_samples, self.batch_size = num_samples, batch_size
         self.sampler, self.generate_kwargs, self.seed = sampler, dict(generate_kwargs or {}), seed

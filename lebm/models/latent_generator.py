@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm import arguments
 from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
 from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
@@ -232,7 +233,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
                 start = self.default_posterior_start
             z0 = self.posterior_start(x, start, generator)
             chain = check_sampler(sampler) if sampler is not None else self.posterior_sampler
-            if not refine or chain is None:
+            if not arguments.flag("infer", "refine", refine) or chain is None:  # "no" would read as true
                 return (z0, {}) if return_diagnostics else z0
             return chain(
                 self.posterior_chain_energy,

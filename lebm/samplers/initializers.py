@@ -137,7 +137,7 @@ class ChainInitializer(CaptureOptIn):
             shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
             raise ValueError(f"{type(self).__name__}.start: the context must have n={n} rows, got {shape}")
         where = torch.device(device) if device is not None else (context.device if context is not None else None)
-        if self.detach:
+        if arguments.flag(type(self).__name__, "detach", self.detach):  # "no" would read as true
             with torch.no_grad():
                 z0 = self._detached_draw(n, context, generator, where)
             z0 = z0.detach()
