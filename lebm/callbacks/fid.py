@@ -54,6 +54,7 @@ from lebm.metrics.fid import (
     InceptionFeatures,
     ReferenceState,
     extractor_fingerprint,
+    inception_weights,
     load_reference_state,
     save_reference_state,
 )
@@ -188,8 +189,10 @@ class FID(L.Callback):
         feature_extractor: a module mapping float images ``(N, 3, H, W)`` in [-1, 1] to
             ``(N, D)`` (grey images are repeated to 3 channels before; a ``num_features``
             attribute saves a probe). None: torch-fidelity's Inception-v3 (FID's network).
-        feature_extractor_weights_path: Inception weights file (``$VARS`` expanded); None lets
-            torch-fidelity download them. Offline: ``$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth``.
+        feature_extractor_weights_path: Inception weights file (``$VARS`` expanded); None: the
+            offline copy ``$LEBM_DATA/fid_inception/weights-inception-2015-12-05-fp32.pth`` when
+            ``$LEBM_DATA`` holds it, else torch-fidelity's cached copy or its download. Checked when
+            the run is set up (one line before training when none of these works).
         reference: ``"train"`` or ``"val"``: the datamodule split the reference images come from.
         num_reference: None: the whole split (the papers); a number: at most that many (a fixed
             random subset when the split is larger).
@@ -320,10 +323,14 @@ class FID(L.Callback):
 
     # ------------------------------------------------------------------------------- hooks
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Silence Lightning's advice to sync these values (torchmetrics did), and check that the
-        validation runs when the schedule needs it."""
+        """Find the Inception weights (:func:`~lebm.metrics.fid.inception_weights`: the path given, the
+        offline copy under ``$LEBM_DATA``, torch-fidelity's cache or a reachable download; else one
+        line before training), silence Lightning's advice to sync these values (torchmetrics did),
+        and check that the validation runs when the schedule needs it."""
         names = "|".join(re.escape(name) for name in (self.name, self.kid_name))
         warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
+        if self.feature_extractor is None and self._extractor is None:  # before training, not after an epoch
+            self.feature_extractor_weights_path = inception_weights(self.feature_extractor_weights_path)
         if stage == TrainerFn.FITTING:
             self._warn_if_validation_misses_the_schedule(trainer)
             self._warn_if_the_best_cannot_be_saved(trainer)

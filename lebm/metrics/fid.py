@@ -33,6 +33,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from lebm.atomic import replaced_atomically
 from lebm.config import Configurable
+from lebm.data.errors import DataError
 from lebm.data.paths import expand_root
 
 #: Where the offline copy of torch-fidelity's Inception weights lives under ``$LEBM_DATA``.
@@ -41,6 +42,55 @@ INCEPTION_NAME = "inception-v3-compat"
 #: Reference count assumed for a ``mu``/``sigma`` file that does not say how many images it fits
 #: (any count >= 2 restores the same mean and covariance; 2 loses the least precision).
 NOMINAL_REFERENCE_COUNT = 2
+
+
+#: The file torch-fidelity downloads into torch's hub cache (``torch.hub.get_dir()/checkpoints``).
+DOWNLOADED_INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+#: Where torch-fidelity downloads them from (a connection is tried, not a download).
+INCEPTION_HOST = ("github.com", 443)
+#: Seconds to wait for :data:`INCEPTION_HOST` before saying it cannot be reached.
+REACH_TIMEOUT_S = 3.0
+
+
+def inception_weights(weights_path: str | os.PathLike | None, reach_timeout_s: float = REACH_TIMEOUT_S) -> str | None:
+    """The Inception weights FID will use: the file ``weights_path`` names (``$VARS`` and ``~``
+    expanded; it must exist), else a copy found where the data lives (:data:`OFFLINE_INCEPTION_WEIGHTS`
+    when ``$LEBM_DATA`` is set), else None: torch-fidelity's own copy, cached in torch's hub folder
+    or downloaded when the host can be reached. Raises :class:`~lebm.data.errors.DataError` (one line, naming
+    ``feature_extractor_weights_path`` and the offline copy) when none of these can work, so a run
+    stops before it trains instead of failing in the download after its first epoch."""
+    if weights_path is not None:
+        path = str(expand_root(weights_path))
+        if not os.path.isfile(path):
+            raise DataError(
+                f"feature_extractor_weights_path {path!r} (from {str(weights_path)!r}) is not a file: give the "
+                f"Inception weights' path (offline copy: {OFFLINE_INCEPTION_WEIGHTS}), or null to use torch-fidelity's "
+                "download"
+            )
+        return path
+    if os.environ.get("LEBM_DATA"):
+        offline = str(expand_root(OFFLINE_INCEPTION_WEIGHTS))
+        if os.path.isfile(offline):
+            return offline
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", DOWNLOADED_INCEPTION_FILE)
+    if os.path.isfile(cached) or host_reachable(INCEPTION_HOST, reach_timeout_s):
+        return None
+    raise DataError(
+        f"FID needs the Inception weights: feature_extractor_weights_path is null, there is no copy in torch's cache "
+        f"({cached}) nor at {OFFLINE_INCEPTION_WEIGHTS}, and {INCEPTION_HOST[0]} cannot be reached to download them: "
+        f"give feature_extractor_weights_path (the offline copy: {OFFLINE_INCEPTION_WEIGHTS})"
+    )
+
+
+def host_reachable(address: tuple[str, int], timeout_s: float) -> bool:
+    """Whether a TCP connection to ``address`` opens within ``timeout_s`` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------- images
@@ -82,12 +132,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        path = str(expand_root(weights_path)) if weights_path is not None else None
-        if path is not None and not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"Inception weights not found at {path!r} (from {weights_path!r}); pass the file's path, e.g. "
-                f"{OFFLINE_INCEPTION_WEIGHTS}, or None to let torch-fidelity download them"
-            )
+        path = inception_weights(weights_path) if weights_path is not None else None
         self.net = FeatureExtractorInceptionV3(
             name=INCEPTION_NAME, features_list=[str(self.num_features)], feature_extractor_weights_path=path
         )

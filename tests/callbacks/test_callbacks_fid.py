@@ -731,3 +731,59 @@ def test_inception_features_are_torch_fidelitys_and_torchmetrics_without_antiali
     blurred = NoTrainInceptionV3("inception-v3-compat", ["2048"], path, antialias=True)(as_uint8)
     torch.testing.assert_close(features, exact, rtol=0, atol=1e-4)
     assert (blurred - features).abs().max() > 0.1
+
+
+# ------------------------------------------------------------------ where the Inception weights come from
+@pytest.fixture
+def no_weights_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ``$LEBM_DATA``, an empty torch hub folder, and the download host unreachable."""
+    import lebm.metrics.fid as fid_metrics
+
+    monkeypatch.delenv("LEBM_DATA", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(fid_metrics, "host_reachable", lambda address, timeout_s: False)
+    return tmp_path
+
+
+def test_the_inception_weights_come_from_the_path_the_data_folder_the_cache_or_a_download(
+    no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. Each source in turn, and one line naming feature_extractor_weights_path when none works."""
+    import lebm.metrics.fid as fid_metrics
+    from lebm.data.errors import DataError
+
+    with pytest.raises(DataError, match=r"^FID needs the Inception weights: .* give feature_extractor_weights_path"):
+        fid_metrics.inception_weights(None)
+    with pytest.raises(DataError, match=r"^feature_extractor_weights_path '.*/missing.pth' .* is not a file"):
+        fid_metrics.inception_weights(str(no_weights_anywhere / "missing.pth"))
+    offline = no_weights_anywhere / "data" / "fid_inception" / "weights-inception-2015-12-05-fp32.pth"
+    offline.parent.mkdir(parents=True)
+    offline.write_bytes(b"weights")
+    assert fid_metrics.inception_weights(str(offline)) == str(offline)
+    monkeypatch.setenv("LEBM_DATA", str(no_weights_anywhere / "data"))
+    assert fid_metrics.inception_weights(None) == str(offline)  # the copy where the data live
+    monkeypatch.delenv("LEBM_DATA")
+    cached = no_weights_anywhere / "hub" / "checkpoints" / fid_metrics.DOWNLOADED_INCEPTION_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    assert fid_metrics.inception_weights(None) is None  # torch-fidelity's cached copy
+    cached.unlink()
+    monkeypatch.setattr(fid_metrics, "host_reachable", lambda address, timeout_s: True)
+    assert fid_metrics.inception_weights(None) is None  # torch-fidelity downloads them
+
+
+@pytest.mark.usefixtures("no_weights_anywhere")
+def test_fid_without_weights_stops_the_run_before_it_trains() -> None:
+    """CPU. The default extractor with no way to its weights: the fit stops at set-up, at step 0
+    (it used to train its first epoch, then fail inside torch.hub's download)."""
+    from lebm.data.errors import DataError
+    from tests.models.cases import latent_ebm, toy_loader
+
+    model = latent_ebm()
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[FID(reference="val")],
+    )  # fmt: skip
+    with pytest.raises(DataError, match="FID needs the Inception weights"):
+        trainer.fit(model, train_dataloaders=toy_loader(1), val_dataloaders=toy_loader(1))
+    assert trainer.global_step == 0
