@@ -147,6 +147,31 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         "infer(x, start=...): start must have shape (3, 3) for 3 observations, got (3, 5): pass latents of the "
         "model's prior, 3 numbers each",
     ),
+    "infer's initializer of another width": (
+        "toy",
+        lambda m: m.infer(X, start=lebm.samplers.NoiseStart(16)),
+        ValueError,
+        "infer(x, start=NoiseStart(...)) starts chains of states (16,), but this model's chains run on states (3,): "
+        "give an initializer made for this model's latent size (3,)",
+    ),
+    "infer's network start of another width": (
+        "toy",
+        lambda m: m.infer(X, start=lebm.samplers.NetworkStart(nn.Linear(DATA, 5))),
+        ValueError,
+        "infer(x, start=NetworkStart(...)) starts chains of states (5,), but this model's chains run on states (3,)",
+    ),
+    "infer's network start made for other observations": (
+        "toy",
+        lambda m: m.infer(X, start=lebm.samplers.NetworkStart(nn.Linear(DATA + 5, LATENT))),
+        ValueError,
+        "infer(x, start=NetworkStart(...)): the initializer could not start from observations (3, 2) (mat1 and mat2",
+    ),
+    "a prior's start of another width": (
+        "toy",
+        lambda m: m.prior.sample(4, start=torch.zeros(4, 7)),
+        ValueError,
+        "TiltedGaussianPrior.sample(start=...) starts chains of states (7,), but this model's chains run on",
+    ),
     "infer's start for fewer observations": (
         "toy",
         lambda m: m.infer(X, start=torch.zeros(2, 3)),

@@ -85,10 +85,12 @@ from lebm.cli.loggers import (
 from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
     CHECKPOINT_DIR,
+    FOLDERS_MADE,
     WANDB_RUN_ID_FILE,
     check_writable,
     fit_checkpoint,
     is_primary_process,
+    remove_empty_folders_made,
     summary,
     wandb_run_id,
 )
@@ -616,8 +618,13 @@ def run(args: list[str] | None) -> None:
         previous = signal.signal(signal.SIGTERM, _StartUp.on_sigterm)
     except ValueError:  # not the main thread (a test harness): no start-up handler
         previous = None
+    succeeded = False
     try:
         LebmCLI(args=args)
+        succeeded = True
+    except SystemExit as stop:
+        succeeded = stop.code in (0, None)
+        raise
     except StartupInterrupted:
         sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='SIGTERM')}\n")
         raise SystemExit(EXIT_SIGTERM) from None
@@ -649,6 +656,9 @@ def run(args: list[str] | None) -> None:
         sys.stderr.write("\n")  # after a progress bar
         fail(message)
     finally:
+        if not succeeded and is_primary_process():
+            remove_empty_folders_made()  # a run refused at build leaves no empty run folder
+        FOLDERS_MADE.clear()
         trainer_flags.remove_smoke_test_folders()
         _StartUp.running = False
         if previous is not None:

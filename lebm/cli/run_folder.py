@@ -189,14 +189,32 @@ def set_aside_failed_start(run_dir: str) -> str | None:
     return aside
 
 
+#: Run folders this process created (:func:`check_writable`), removed again when the command
+#: fails and they hold no file (:func:`remove_empty_folders_made`).
+FOLDERS_MADE: list[str] = []
+
+
 def check_writable(run_dir: str) -> None:
-    """Fail, before anything else, unless the run folder can be created and written to."""
+    """Fail, before anything else, unless the run folder can be created and written to (a folder
+    created here is recorded in :data:`FOLDERS_MADE`)."""
+    if not os.path.exists(run_dir):
+        FOLDERS_MADE.append(run_dir)
     error = folder_write_error(run_dir)
     if error is not None:
         fail(
             f"cannot write into the run folder {run_dir} ({os_reason(error)}): give another "
             "--trainer.default_root_dir, or make this one writable"
         )
+
+
+def remove_empty_folders_made() -> None:
+    """Remove the run folders this command created that hold no file (only empty sub-folders, or
+    nothing): a run refused at build leaves no empty folder behind. A folder with any file in it is
+    kept (a failed start's files are set aside by the next start)."""
+    while FOLDERS_MADE:
+        folder = FOLDERS_MADE.pop()
+        if os.path.isdir(folder) and not any(files for _, _, files in os.walk(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def summary(run_dir: str, wandb_id: str | None) -> str:

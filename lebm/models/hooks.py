@@ -23,7 +23,7 @@ from torch import Tensor
 from lebm.compat import attached_trainer
 from lebm.models.choices import check_choice
 from lebm.models.inputs import read_latents
-from lebm.samplers.initializers import ChainInitializer, NetworkStart, NoiseStart
+from lebm.samplers.initializers import ChainInitializer, NetworkStart, NoiseStart, check_start
 
 #: Where a posterior chain starts: ``N(0, posterior_init_std^2 I)`` noise, or the encoder's sample or mean.
 PosteriorStart = Literal["noise", "sample", "mean"]
@@ -130,7 +130,19 @@ class LatentGeneratorHooks:
                 name="start",
                 check_finite=trainer is None or trainer.state.stage is None,
             ).detach()
-        return self.chain_initializer(start).start(x.shape[0], context=x, generator=generator)
+        initializer = self.chain_initializer(start)
+        owner = f"infer(x, start={type(initializer).__name__}(...))"
+        try:
+            z0 = initializer.start(x.shape[0], context=x, generator=generator)
+        except RuntimeError as error:  # a net made for other observations (shape, dtype): torch's error, deep down
+            if not isinstance(start, ChainInitializer):
+                raise
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"{owner}: the initializer could not start from observations {tuple(x.shape)} ({reason}): give an "
+                "initializer made for this model's observations and latent size"
+            ) from None
+        return check_start(z0, x.shape[0], owner, (self.prior.latent_dim,))  # type: ignore[attr-defined]
 
     def chain_initializer(self, start: PosteriorStart | ChainInitializer) -> ChainInitializer:
         """The initializer a posterior chain named ``start`` starts from: ``"noise"``

@@ -143,7 +143,7 @@ class Prior(nn.Module, Configurable):
         if start is None:
             z0 = NoiseStart(self.latent_dim, self.init_std).start(n, generator=generator, device=self.device)
         else:
-            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)")
+            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)", (self.latent_dim,))
         chain = sampler if sampler is not None else self.sampler
         return chain(
             self.residual_energy,

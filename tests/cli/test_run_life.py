@@ -579,3 +579,15 @@ def test_a_start_removes_the_temporary_files_of_killed_writes_and_nothing_else(c
     assert not any(path.exists() for path in left) and all(path.exists() for path in kept)
     assert f"lebm: removed 3 temporary file(s) that interrupted writes left in {run}: " in said
     assert ".metrics.csv-a1b2c3d4e5f6.tmp" in said and said.count("\n") == 1
+
+
+def test_a_run_refused_at_build_leaves_no_run_folder_it_made(capsys, tmp_path: Path) -> None:
+    """CPU. A refusal while the run is built (a negative learning rate) removes the empty run folder
+    the command made for it; a folder that was there before is left as it was."""
+    made = tmp_path / "new_run"
+    stopped(capsys, made, "--model.init_args.prior_lr", "-1")
+    assert not made.exists()
+    there = tmp_path / "there"
+    there.mkdir()
+    stopped(capsys, there, "--model.init_args.prior_lr", "-1")
+    assert there.is_dir()
