@@ -29,6 +29,7 @@ from pathlib import Path
 
 from mnist_anomaly_offline import load_recipe, save_record
 from records import render_results_md
+from script import ScriptError, run_main
 
 from lebm.config import build
 
@@ -45,7 +46,33 @@ def disjoint_record(path: Path, digit: int) -> dict:
             and record.get("data_split", "disjoint") == "disjoint"
         ):
             return record
-    raise SystemExit(f"no disjoint-split record of digit {digit} in {path}: run experiments/mnist_anomaly_offline.py")
+    raise ScriptError(f"no disjoint-split record of digit {digit} in {path}: run experiments/mnist_anomaly_offline.py")
+
+
+def run_identity(record: dict, default_recipe: str) -> tuple[str, str]:
+    """``(recipe, seed)`` of the run a record read, from its command: ``--recipe`` (else the
+    runner's default) and any seed given on it (else the recipe's own)."""
+    words = shlex.split(record.get("command", ""))
+    recipe, seed = default_recipe, "the recipe's"
+    for index, word in enumerate(words[:-1]):
+        if word == "--recipe":
+            recipe = words[index + 1]
+        elif word in ("--seed", "--seed_everything", "--set") and "seed" in (word + words[index + 1]):
+            seed = words[index + 1].rpartition("=")[2]
+    return recipe, seed
+
+
+def check_same_run_settings(full: dict, offline: dict, default_recipe: str) -> str:
+    """The recipe both records ran; a ``ScriptError`` naming the difference when the two records
+    are not of the same recipe and seed (a pair of another seed or recipe is no data gap)."""
+    full_run, offline_run = run_identity(full, default_recipe), run_identity(offline, default_recipe)
+    if full_run != offline_run:
+        raise ScriptError(
+            f"the full pool's record ran recipe {full_run[0]} with seed {full_run[1]}, the offline pool's "
+            f"{offline_run[0]} with seed {offline_run[1]}: the data gap needs the same recipe and seed on both "
+            "pools; run experiments/mnist_anomaly_offline.py again for one of them"
+        )
+    return full_run[0]
 
 
 def updates_per_epoch(recipe: str, digit: int, pool: str) -> tuple[int, int]:
@@ -86,7 +113,7 @@ def main() -> None:
     folder = args.method_folder
     full = disjoint_record(RESULTS / f"{folder}_mnist_anomaly_full.json", args.digit)
     offline = disjoint_record(RESULTS / f"{folder}_mnist_anomaly_offline.json", args.digit)
-    recipe = f"recipes/{folder}/mnist_anomaly_offline.yaml"
+    recipe = check_same_run_settings(full, offline, f"recipes/{folder}/mnist_anomaly_offline.yaml")
     per_epoch, offline_digits = updates_per_epoch(recipe, args.digit, "offline")
     _, full_digits = updates_per_epoch(recipe, args.digit, "full")
     every = full["evaluation_updates"][0]
@@ -133,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -36,6 +36,7 @@ import torch
 import yaml
 from mnist_anomaly_offline import save_record
 from records import newest_last_checkpoint, render_results_md, this_device
+from script import existing_folder, run_main
 from torch import Tensor
 
 import lebm
@@ -158,7 +159,7 @@ def method_folder(run: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=existing_folder)
     parser.add_argument("--setting", required=True, help="the run's name in the records, e.g. 'pool_all, 10 epochs'")
     parser.add_argument("--weights", default="0,0.5,1,2,4,8", help="comma-separated prior-term weights")
     parser.add_argument("--steps", default="20,100", help="comma-separated posterior chain lengths ('' for none)")
@@ -214,4 +215,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

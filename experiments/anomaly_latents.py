@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 from records import newest_last_checkpoint, with_progress
+from script import existing_folder, run_main
 from torch import Tensor
 
 import lebm
@@ -93,7 +94,7 @@ def describe_run(run_dir: Path, max_batches: int | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=existing_folder)
     parser.add_argument("--max-batches", type=int, default=None, help="score only the first N test batches")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
@@ -103,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -57,6 +57,7 @@ import torch
 import yaml
 from mnist_anomaly_offline import save_record
 from records import newest_last_checkpoint, render_results_md, this_device, with_progress
+from script import existing_folder, run_main
 from sklearn.metrics import roc_auc_score
 
 import lebm
@@ -250,7 +251,7 @@ def record_of(result: dict, setting: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=existing_folder)
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoints", nargs="+", default=None, help="globs in checkpoints/, e.g. 'kept-*.ckpt'")
@@ -278,4 +279,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

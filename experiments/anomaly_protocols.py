@@ -48,6 +48,7 @@ import torch
 import yaml
 from mnist_anomaly_offline import save_record
 from records import this_device
+from script import existing_folder, run_main
 
 import lebm
 from lebm.callbacks.metrics import class_statistics
@@ -211,7 +212,7 @@ def protocol_record(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=existing_folder)
     parser.add_argument("--protocols", nargs="+", default=["recipe", "damc_official"], choices=sorted(PROTOCOLS))
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--experiment", default="mnist_anomaly_protocols")
@@ -261,4 +262,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

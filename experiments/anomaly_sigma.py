@@ -28,6 +28,7 @@ import torch
 import yaml
 from mnist_anomaly_offline import save_record
 from records import anomaly_trainer, newest_last_checkpoint, render_results_md, this_device
+from script import existing_folder, positive_float, run_main
 
 import lebm
 from lebm.config import build
@@ -47,8 +48,8 @@ def read_split(model, data_config: dict, digit: int, stage: str) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path)
-    parser.add_argument("--sigmas", type=float, nargs="+", required=True)
+    parser.add_argument("run", type=existing_folder)
+    parser.add_argument("--sigmas", type=positive_float, nargs="+", required=True)
     parser.add_argument("--setting", default=None, help="the run's name in the records (default: its folder)")
     parser.add_argument("--output", default=None, help="default: docs/results/<method folder>_mnist_anomaly_sigma.json")
     args = parser.parse_args()
@@ -98,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -51,7 +51,6 @@ import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -73,6 +72,7 @@ sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from script import run_lebm, run_main  # noqa: E402
 
 from lebm.config import build  # noqa: E402
 from lebm.metrics.mixing import bulk_ess, split_rhat  # noqa: E402
@@ -131,7 +131,7 @@ def run_checkpoint(seed: int) -> Path:
     if not any((run / "checkpoints").glob("last*.ckpt")):
         command = fit_command(seed)
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, cwd=REPO, check=True)
+        run_lebm(command)
     return newest_last_checkpoint(run)
 
 
@@ -628,4 +628,4 @@ def save_figure(written: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -33,7 +33,6 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from dual_mcmc_revision_sweep import OFFICIAL_NOISE, parse_chains  # noqa: E402
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device  # noqa: E402
+from script import run_lebm, run_main  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.callbacks.images import to_uint8_grid  # noqa: E402
@@ -78,7 +78,7 @@ def fit(run_dir: Path, extra: list[str]) -> float:
     command += [*EPOCH_LINES, "--overwrite", "true"]
     print("+", shlex.join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
+    run_lebm(command)
     return (time.perf_counter() - start) / 60
 
 
@@ -202,4 +202,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

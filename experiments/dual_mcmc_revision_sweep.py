@@ -67,6 +67,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
 from records import render_results_md, this_device  # noqa: E402
+from script import run_main  # noqa: E402
 
 from lebm.callbacks.fid import CACHE_FORMAT  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -492,4 +493,4 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -43,13 +43,13 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import yaml
 from records import EPOCH_LINES, anomaly_trainer, newest_last_checkpoint, render_results_md, this_device
+from script import existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -73,7 +73,7 @@ def run_digit(recipe: str, digit: int, run_dir: Path, extra: list[str], fragment
         *extra,
     ]
     print("+", shlex.join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    run_lebm(command)
 
 
 def detection_state(run_dir: Path) -> tuple[dict, int]:
@@ -264,18 +264,10 @@ def apply_data_options(config: dict, options: list[str]) -> None:
             config["data"]["init_args"][key.removeprefix("data.init_args.")] = yaml.safe_load(value)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (0 would read as "not given" and run the recipe's whole budget)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return value
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, nargs="+", default=[1, 9, 4, 5, 7])
-    parser.add_argument("--recipe", default="recipes/latent_ebm/mnist_anomaly_offline.yaml")
+    parser.add_argument("--recipe", type=existing_file, default="recipes/latent_ebm/mnist_anomaly_offline.yaml")
     parser.add_argument("--experiment", default="mnist_anomaly_offline")
     parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--output", default=None, help="default: docs/results/<method>_<experiment>.json")
@@ -392,4 +384,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,7 +26,6 @@ import argparse
 import datetime
 import json
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from records import EPOCH_LINES, this_device  # noqa: E402
+from script import run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -56,7 +56,7 @@ def train(run: Path) -> Path:
     if not checkpoint.exists():
         command = ["lebm", "fit", "-c", RECIPE, "--trainer.default_root_dir", str(run), "--trainer.logger", "false"]
         print("+", shlex.join(command), flush=True)
-        subprocess.run([*command, *EPOCH_LINES], cwd=REPO, check=True)
+        run_lebm([*command, *EPOCH_LINES])
     return checkpoint
 
 
@@ -146,4 +146,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

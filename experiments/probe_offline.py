@@ -20,11 +20,11 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 from pathlib import Path
 
 import torch
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device
+from script import ScriptError, existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -33,14 +33,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="recipes/hierarchical/mnist_probe_offline.yaml")
-    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--recipe", type=existing_file, default="recipes/hierarchical/mnist_probe_offline.yaml")
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--output", default=None, help="default: docs/results/hierarchical_<experiment>.json")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a lebm fit option")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     config = resolve_recipe(REPO / args.recipe)
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    probes = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("LatentProbe")]
+    if not probes and not any("LatentProbe" in item for item in args.set):
+        raise ScriptError(
+            f"{args.recipe} has no lebm.callbacks.LatentProbe among its trainer.callbacks, so its run would write no "
+            "probe.json (after training, replacing a run there): give a probe recipe, e.g. "
+            "recipes/hierarchical/mnist_probe_offline.yaml, or add the callback with --set trainer.callbacks+=..."
+        )
     run_dir = REPO / "runs" / "hierarchical" / Path(args.recipe).stem
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
     for item in args.set:
@@ -50,7 +58,7 @@ def main() -> None:
     command = ["lebm", "fit", "-c", args.recipe, "--trainer.default_root_dir", str(run_dir), "--overwrite", "true"]
     command += [*EPOCH_LINES, *extra]
     print("+", shlex.join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    run_lebm(command)
     probe = json.loads((run_dir / "probe.json").read_text())
     prior = config["model"]["init_args"]["prior"]["class_path"].rsplit(".", 1)[-1]
     method = "JointHierarchicalEBM" if prior != "GaussianPrior" else "JointHierarchicalEBM, EBM off (VLAE)"
@@ -92,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,11 +18,11 @@ import datetime
 import json
 import os
 import shlex
-import subprocess
 from pathlib import Path
 
 import torch
 from records import EPOCH_LINES, render_results_md, this_device
+from script import existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
 
@@ -41,8 +41,8 @@ def last_values(metrics_csv: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="recipes/latent_ebm/ptb_offline.yaml")
-    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--recipe", type=existing_file, default="recipes/latent_ebm/ptb_offline.yaml")
+    parser.add_argument("--max-epochs", type=positive_int, default=None)
     parser.add_argument("--output", default=str(REPO / "docs/results/latent_ebm_ptb_offline.json"))
     parser.add_argument(
         "--skip-fit", action="store_true", help="test the run's last end-of-epoch checkpoint without training"
@@ -65,7 +65,7 @@ def main() -> None:
     test += ["--trainer.logger", csv_logger]
     for command in ([] if args.skip_fit else [fit + progress + extra]) + [test + progress]:
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, cwd=REPO, check=True)
+        run_lebm(command)
     logged = last_values(max((run_dir / "test").rglob("metrics.csv"), key=lambda path: path.stat().st_mtime))
     prior = config["model"]["init_args"]["prior"]["class_path"].rsplit(".", 1)[-1]
     method = "LatentEBM" if prior != "GaussianPrior" else "LatentEBM, Gaussian prior"
@@ -102,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -39,7 +39,6 @@ import json
 import math
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -61,6 +60,7 @@ sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from script import run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
 from lebm.callbacks import to_uint8_grid  # noqa: E402
@@ -137,7 +137,7 @@ def fit(run: str) -> None:
     """Train the quickstart into ``run``."""
     command = fit_command(run)
     print("+", shlex.join(command), flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    run_lebm(command)
 
 
 def checkpoints(run_dir: Path) -> dict[int, Path]:
@@ -466,4 +466,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from records import EPOCH_LINES, render_results_md, this_device  # noqa: E402
+from script import run_lebm, run_main  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -59,7 +59,7 @@ def fit(recipe: str, run_dir: Path) -> float:
     ]
     print("+", shlex.join(command), flush=True)
     start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
+    run_lebm(command)
     return (time.perf_counter() - start) / 60
 
 
@@ -132,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -74,6 +74,7 @@ sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device  # noqa: E402
+from script import positive_int, run_main  # noqa: E402
 
 import lebm  # noqa: E402
 from lebm.cli.resolve import resolve_recipe  # noqa: E402
@@ -506,7 +507,9 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ula", "mala", "hmc"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--budget-fraction", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=None, help="the ULA budget in epochs (default: the recipe's)")
+    parser.add_argument(
+        "--epochs", type=positive_int, default=None, help="the ULA budget in epochs (default: the recipe's)"
+    )
     parser.add_argument("--adapt-iterations", type=int, default=100)
     parser.add_argument("--calibration-steps", type=int, default=15)
     parser.add_argument("--calibration-rounds", type=int, default=2)
@@ -605,4 +608,4 @@ def type_name(config: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 from records import with_progress
+from script import existing_folder, run_main
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import lebm
@@ -48,7 +49,7 @@ def test_split(run: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=existing_folder)
     parser.add_argument("--starts", default="1,5", help="comma-separated numbers of chain starts to average")
     parser.add_argument("--steps", default="20", help="comma-separated posterior chain lengths")
     parser.add_argument("--batch", type=int, default=500)
@@ -84,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

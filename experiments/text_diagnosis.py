@@ -49,7 +49,6 @@ import datetime
 import json
 import math
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from script import positive_int, run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
 from lebm.config import build  # noqa: E402
@@ -120,7 +120,7 @@ def train(run: Path, options: list[str], epochs: int) -> Path:
         command = ["lebm", "fit", "-c", RECIPE, "--trainer.default_root_dir", str(run), "--trainer.logger", "false"]
         command += ["--trainer.max_epochs", str(epochs), *(option.format(run=run) for option in options)]
         print("+", shlex.join(command), flush=True)
-        subprocess.run([*command, *EPOCH_LINES], cwd=REPO, check=True)
+        run_lebm([*command, *EPOCH_LINES])
     return newest_last_checkpoint(run)
 
 
@@ -469,7 +469,7 @@ def to_records(results: dict[str, Any], epochs: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/text_diagnosis")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--only", nargs="*", default=None, choices=list(SETTINGS), help="settings (default: all)")
     parser.add_argument("--record", action="store_true", help=f"write {OUTPUT.relative_to(REPO)}")
     args = parser.parse_args()
@@ -485,4 +485,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

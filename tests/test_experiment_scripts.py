@@ -1,0 +1,117 @@
+"""The experiment scripts refuse as ``lebm fit`` does (device: CPU): one line naming the problem
+and the fix, before anything trains: budgets of 0 or below, a sigma of 0 or below, a recipe, record
+or run folder that is not there, a probe recipe without the probe, records of another recipe or
+seed paired as a data gap; a refusal of ``lebm`` itself passes through as its own line plus one,
+not a ``CalledProcessError`` traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.scripts import load_script
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script_module():
+    return load_script("experiments/script.py")
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "message"),
+    [
+        ("positive_int", "0", "must be a whole number >= 1, got 0"),
+        ("positive_int", "-3", "must be a whole number >= 1, got -3"),
+        ("positive_int", "1.5", "must be a whole number >= 1, got '1.5'"),
+        ("positive_float", "-1", "must be a finite number > 0, got -1"),
+        ("positive_float", "0", "must be a finite number > 0, got 0"),
+        ("positive_float", "nan", "must be a finite number > 0, got nan"),
+        ("existing_file", "recipes/no_such_recipe.yaml", "no file recipes/no_such_recipe.yaml"),
+        ("existing_folder", "/no/such/run", "no folder /no/such/run: give a run folder that exists"),
+    ],
+)
+def test_an_argument_type_refuses_in_one_line(kind: str, text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        getattr(script_module(), kind)(text)
+
+
+def test_the_argument_types_take_what_they_should() -> None:
+    script = script_module()
+    assert script.positive_int("3") == 3 and script.positive_float("0.1") == 0.1
+    assert script.existing_file("recipes/quickstart.yaml") == "recipes/quickstart.yaml"
+    assert script.existing_folder(str(REPO)) == REPO
+
+
+def test_a_failed_command_stops_the_script_with_its_code_and_one_line(capfd: pytest.CaptureFixture) -> None:
+    refusal = "import sys; sys.stderr.write('lebm: error: a refusal\\n'); sys.exit(2)"
+    with pytest.raises(SystemExit) as stop:
+        script_module().run_lebm([sys.executable, "-c", refusal])
+    err = capfd.readouterr().err
+    assert stop.value.code == 2
+    assert err.splitlines()[0] == "lebm: error: a refusal" and "exit code 2 (its message is above)" in err
+    assert "Traceback" not in err and "CalledProcessError" not in err
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        ("ScriptError('no record of digit 4 in x.json: run it')", "no record of digit 4 in x.json: run it"),
+        ("FileNotFoundError(2, 'No such file or directory', 'docs/results/x.json')", "docs/results/x.json"),
+        ("ValueError('Langevin step_size must be > 0,\\n got -1')", "Langevin step_size must be > 0, got -1"),
+    ],
+)
+def test_a_scripts_mistake_is_one_line_and_exit_code_2(capsys: pytest.CaptureFixture, raised: str, said: str) -> None:
+    script = script_module()
+
+    def main() -> None:
+        raise eval(raised, {"ScriptError": script.ScriptError})
+
+    with pytest.raises(SystemExit) as stop:
+        script.run_main(main)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and said in err and ": error: " in err, err
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LEBM_DATA": os.environ.get("LEBM_DATA", str(REPO.parent / "shared" / "data"))}
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["experiments/anomaly_sigma.py", "runs", "--sigmas", "-1"], "argument --sigmas: must be a finite number > 0"),
+        (["experiments/mnist_anomaly_offline.py", "--max-steps", "0"], "argument --max-steps: must be a whole number"),
+        (["experiments/anomaly_protocols.py", "no/such/run"], "argument run: no folder no/such/run"),
+        (
+            ["experiments/probe_offline.py", "--recipe", "recipes/quickstart.yaml"],
+            "recipes/quickstart.yaml has no lebm.callbacks.LatentProbe among its trainer.callbacks",
+        ),
+    ],
+)
+def test_a_script_refuses_before_it_trains(args: list[str], message: str) -> None:
+    finished = run_script(*args)
+    assert finished.returncode == 2 and message in finished.stderr, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr
+
+
+def test_the_data_gap_pairs_records_of_one_recipe_and_seed_only() -> None:
+    """A record of another seed or recipe is no data-gap pair: refused, naming both."""
+    load_script("experiments/mnist_anomaly_offline.py")
+    gap = load_script("experiments/anomaly_data_gap.py")
+    default = "recipes/latent_ebm/mnist_anomaly_offline.yaml"
+    offline = {"command": "python experiments/mnist_anomaly_offline.py --digits 1"}
+    full = {"command": "python experiments/mnist_anomaly_offline.py --digits 1 --pool full --max-steps 1060"}
+    assert gap.check_same_run_settings(full, offline, default) == default
+    seeded = {"command": full["command"] + " --set seed_everything=7"}
+    with pytest.raises(gap.ScriptError, match=r"seed 7, the offline pool's .* seed the recipe's"):
+        gap.check_same_run_settings(seeded, offline, default)
+    other = {"command": full["command"] + " --recipe recipes/hierarchical/mnist_anomaly_offline.yaml"}
+    with pytest.raises(gap.ScriptError, match=r"ran recipe recipes/hierarchical/mnist_anomaly_offline.yaml"):
+        gap.check_same_run_settings(other, offline, default)
