@@ -16,6 +16,7 @@ Evaluation loaders never touch torch's global RNG, so validating does not change
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
@@ -198,6 +199,17 @@ class ResumableEpochLoader(EpochLoader):
         self.loaded_state = dict(state_dict)
 
 
+def workers_for_machine(num_workers: int) -> int:
+    """``num_workers``, at most the CPU cores this process may run on (torch warns, once per
+    loader, about more workers than that; a recipe's 4 on a 2-core machine printed it three times).
+    The batches do not depend on the number of workers (:class:`EpochLoader`)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(num_workers), cores))
+
+
 def training_loader(
     dataset: Dataset,
     batch_size: int,
@@ -213,10 +225,12 @@ def training_loader(
     :class:`ResumableEpochLoader`: when the trainer is restarting a fit from a checkpoint saved
     inside an epoch, the sampler skips the batches of that epoch already trained on.
     ``collate_fn`` merges a batch's items (None: torch's default collate); ``seed`` is the
-    order's base seed (None: the run's seed, read at each pass).
+    order's base seed (None: the run's seed, read at each pass); ``num_workers`` at most the
+    machine's cores (:func:`workers_for_machine`).
     """
     generator = torch.Generator()
     sampler = EpochShuffle(dataset, seed=seed, loader_generator=generator)  # type: ignore[arg-type]
+    num_workers = workers_for_machine(num_workers)
     options: dict[str, Any] = {
         "batch_size": batch_size,
         "sampler": sampler,
@@ -244,7 +258,9 @@ def evaluation_loader(
     collate_fn: Callable[[list], Any] | None = None,
 ) -> DataLoader:
     """Batches in a fixed order, drawing nothing from torch's global RNG; ``collate_fn`` merges a
-    batch's items (None: torch's default collate)."""
+    batch's items (None: torch's default collate); ``num_workers`` at most the machine's cores
+    (:func:`workers_for_machine`)."""
+    num_workers = workers_for_machine(num_workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -168,3 +168,22 @@ def test_datasets_without_epoch_keys_receive_int_indices() -> None:
     loader = training_loader(dataset, batch_size=5)
     assert all(isinstance(index, int) for index in loader.sampler)
     assert sorted(torch.cat([batch for (batch,) in loader]).tolist()) == list(range(20))
+
+
+def test_loaders_start_no_more_workers_than_the_machine_has_cores() -> None:
+    """CPU. A recipe's ``num_workers: 4`` on a 2-core machine made torch warn once per loader: the
+    loaders take at most the cores this process may run on (the batches do not depend on it)."""
+    import os
+    import warnings
+
+    from torch.utils.data import TensorDataset
+
+    from lebm.data.loaders import evaluation_loader, training_loader
+
+    cores = len(os.sched_getaffinity(0))
+    data = TensorDataset(torch.arange(8.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "suggested max number of worker" warning would fail it
+        for loader in (training_loader(data, 2, num_workers=cores + 3), evaluation_loader(data, 2, num_workers=99)):
+            assert loader.num_workers == cores
+    assert training_loader(data, 2, num_workers=0).num_workers == 0
