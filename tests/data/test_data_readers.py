@@ -148,3 +148,16 @@ def test_read_digits_scales_0_16_to_0_255() -> None:
     assert int(images.min()) == 0 and int(images.max()) == 255
     np.testing.assert_array_equal(images[:, 0].numpy(), np.rint(raw.images * 255 / 16).astype(np.uint8))
     assert labels.tolist() == raw.target.tolist()
+
+
+def test_mnist_files_of_different_lengths_are_named_in_one_line(tmp_path: Path) -> None:
+    """CPU. Images and labels of different counts (two copies mixed, or one cut short) are refused
+    naming both files and the fix (a DataError: the command prints it as one line)."""
+    from lebm.data.errors import DataError
+    from lebm.data.images.readers import read_idx_pair
+    from tests.helpers.dataset_files import write_idx
+
+    images = write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8), compress=False)
+    labels = write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(4, np.uint8), compress=False)
+    with pytest.raises(DataError, match=r"holds 5 images but .*train-labels-idx1-ubyte 4 labels: .* fetch both"):
+        read_idx_pair(images, labels)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lebm.data.errors import DataError
 from lebm.data.images.download import download_cifar10, download_fashion_mnist, download_mnist, download_svhn
 from lebm.data.images.idx import read_idx_file
 from lebm.data.locate import locate_cifar10, locate_fashion_mnist, locate_mnist_csv, locate_mnist_idx, locate_svhn
@@ -87,9 +88,14 @@ def read_idx_pair(images_path: Path | str, labels_path: Path | str, title: str =
     images = read_idx_file(images_path)
     labels = read_idx_file(labels_path)
     if images.ndim != 3 or labels.ndim != 1:
-        raise ValueError(
+        raise DataError(
             f"{title}: expected (N, H, W) images and (N,) labels, got {images.shape} in {images_path} "
             f"and {labels.shape} in {labels_path}"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{title}: {images_path} holds {images.shape[0]} images but {labels_path} {labels.shape[0]} labels: the "
+            "two files belong to different copies, or one was cut short; fetch both files of the split again"
         )
     return _to_tensors(images[:, None, :, :], labels)
 
