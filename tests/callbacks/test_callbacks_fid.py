@@ -787,3 +787,64 @@ def test_fid_without_weights_stops_the_run_before_it_trains() -> None:
     with pytest.raises(DataError, match="FID needs the Inception weights"):
         trainer.fit(model, train_dataloaders=toy_loader(1), val_dataloaders=toy_loader(1))
     assert trainer.global_step == 0
+
+
+# ------------------------------------------------------------------ the best FID, and the reference subset
+class BestTrainer(SimpleNamespace):
+    """What ``FID._record_best`` reads of a Trainer; records the checkpoints it is asked to save."""
+
+    def __init__(self, folder: Path, fast_dev_run: bool = False) -> None:
+        super().__init__(
+            current_epoch=0, global_step=0, fast_dev_run=fast_dev_run, default_root_dir=str(folder),
+            checkpoint_callback=SimpleNamespace(dirpath=str(folder / "checkpoints")), saved=[],
+        )  # fmt: skip
+
+    def save_checkpoint(self, path: str, weights_only: bool = False) -> None:
+        self.saved.append((self.global_step, path))
+
+
+def scored(callback: FID, trainer: BestTrainer, values: list[float]) -> list[dict]:
+    """Each value scored in turn at steps 10, 20, ...; what ``_record_best`` logged each time."""
+    logged = []
+    for index, value in enumerate(values):
+        trainer.global_step, trainer.current_epoch = 10 * (index + 1), index
+        callback.last_metrics = {"fid": value}
+        logged.append(callback._record_best(trainer))
+    return logged
+
+
+def test_a_nan_first_fid_is_never_the_best_and_the_lowest_is_saved(tmp_path: Path) -> None:
+    """CPU. A diverged first evaluation (NaN) is no best: the first finite FID is, a lower one
+    replaces it, a higher one does not; best-fid.ckpt is written at each new lowest only."""
+    callback = FID(feature_extractor=SmallConvFeatures(seed=0), log_best=True, save_best=True)
+    trainer = BestTrainer(tmp_path)
+    logged = scored(callback, trainer, [float("nan"), 9.0, 7.0, 8.0])
+    assert logged == [{}, {"val/fid_best": 9.0}, {"val/fid_best": 7.0}, {"val/fid_best": 7.0}]
+    best = str(tmp_path / "checkpoints" / "best-fid.ckpt")
+    assert trainer.saved == [(20, best), (30, best)]
+    assert callback.best == {"fid": 7.0, "step": 30, "epoch": 3, "path": best}
+
+
+def test_a_fast_dev_run_keeps_the_best_but_writes_no_checkpoint(tmp_path: Path) -> None:
+    """CPU. ``fast_dev_run`` writes nothing into the run folder: no best-fid.ckpt."""
+    callback = FID(feature_extractor=SmallConvFeatures(seed=0), save_best=True)
+    trainer = BestTrainer(tmp_path, fast_dev_run=True)
+    scored(callback, trainer, [5.0])
+    assert trainer.saved == [] and callback.best["fid"] == 5.0 and callback.best["path"] is None
+
+
+def test_the_reference_subset_reaches_the_reference_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU. ``reference_subset="first"`` (the DAMC recipes' first 50,000) is what picks the images."""
+    import lebm.callbacks.fid as fid_callback
+
+    seen = {}
+
+    def batches(loader, num_reference, rank, world_size, batch_size, subset):
+        seen.update(num_reference=num_reference, subset=subset)
+        return [torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1]
+
+    monkeypatch.setattr(fid_callback, "reference_batches", batches)
+    callback = FID(feature_extractor=SmallConvFeatures(seed=0), num_reference=4, reference_subset="first")
+    trainer = SimpleNamespace(global_rank=0, world_size=1)
+    state = callback.compute_reference(trainer, SimpleNamespace(device=torch.device("cpu")), loader=None)
+    assert seen == {"num_reference": 4, "subset": "first"} and state.n == 4
