@@ -129,16 +129,18 @@ def test_joint_energy_of_right_inputs_is_one_value_per_example(images: Any) -> N
 def test_generate_refuses_more_samples_than_memory_holds_before_drawing_any(
     images: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A machine of 1 MB: 1,000 samples of 8x8 float32 (256 KB) fit, but the generator's first layer
-    (256 floats a sample: 1.0 MB) does not: refused in one line naming the layer, its size and the
-    batches to draw; 100 (102 KB) are drawn."""
+    """A machine of 1 MB: 1,000 samples of 8x8 float32 (256 KB) fit, but what their generation holds
+    does not (the prior chain's 897 values a sample, the generator's widest layer's 256 and the
+    sample's 64: 4.9 MB): refused in one line naming the size, its parts and the batches to draw;
+    100 (487 KB) are drawn."""
     monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
     drawn = []
     monkeypatch.setattr(images.prior, "sample", lambda n, **kwargs: drawn.append(n) or torch.zeros(n, 16))
     with pytest.raises(
         ValueError,
-        match=r"generate\(n=1000\): the largest layer of their generation, the generator's net.net.0 \(Linear\), "
-        r"takes 1.0 MB \(1000 x 256 float32\), more than half of the 1.0 MB of cpu memory: draw them in batches",
+        match=r"generate\(n=1000\): their generation holds about 4.9 MB \(1000 x 1217 float32 values: the prior's "
+        r"chain \(its energy net's layers and latents\) 897, the widest layer of the generator, net.net.0 \(Linear\) "
+        r"256, the sample 64\), more than half of the 1.0 MB of cpu memory: draw them in batches",
     ):
         images.generate(1_000)
     assert drawn == []  # refused before any chain ran
@@ -184,3 +186,15 @@ def test_a_vocabulary_that_maps_most_words_to_unk_warns() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         TextDataModule("templates", batch_size=8).setup("fit")  # the default keeps every word: no warning
+
+
+def test_a_text_model_refuses_more_sentences_than_memory_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU. Sentences have no fixed size, yet their generation holds the prior chain's layers and
+    the generator's: checked too (``generate(10**9)`` asked the allocator for 16 GB); a few are drawn."""
+    from tests.models.cases import text_model
+
+    model = text_model()
+    monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
+    with pytest.raises(ValueError, match=r"^generate\(n=100000\): their generation holds about .* the prior's chain"):
+        model.generate(100_000)
+    assert len(model.generate(2)) == 2

@@ -19,6 +19,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +33,9 @@ from lebm.samplers.chain import modules_in_mode
 from lebm.user_warnings import warn_user
 
 __all__ = [
+    "GenerationFootprint",
+    "generation_footprint",
+    "layer_outputs",
     "api_call",
     "check_count",
     "check_generation_memory",
@@ -43,8 +47,6 @@ __all__ = [
     "read_observations",
     "warn_about_sentences",
     "warn_if_not_finite",
-    "widest_generation_layer",
-    "widest_layer",
 ]
 
 
@@ -90,111 +92,127 @@ def device_memory_bytes(device: torch.device) -> int | None:
         return None
 
 
+#: Latent-sized buffers a generation chain holds per sample besides its energy net's layers: the
+#: start, the state, its gradient, the noise, the final latents and one spare.
+CHAIN_STATE_BUFFERS = 6
+
+
+@dataclass(frozen=True)
+class GenerationFootprint:
+    """What generating one sample holds at its peak, in values (see :func:`generation_footprint`):
+    ``chain`` (every layer of the prior's energy net, kept for the chain's gradient, and the chain's
+    latent buffers; 0 for a prior sampled exactly), ``widest`` (the generator's widest layer, named
+    ``widest_name``) and ``samples`` (one sample; 0 for sentences)."""
+
+    chain: int
+    widest: int
+    widest_name: str
+    samples: int
+
+    @property
+    def values(self) -> int:
+        return self.chain + self.widest + self.samples
+
+    def parts(self) -> str:
+        """The footprint's parts in words, for a message."""
+        layer = self.widest_name.removeprefix("the generator's ")
+        named = [
+            (self.chain, "the prior's chain (its energy net's layers and latents)"),
+            (self.widest, f"the widest layer of the generator, {layer}"),
+            (self.samples, "the sample"),
+        ]
+        return ", ".join(f"{what} {count}" for count, what in named if count)
+
+
 def check_generation_memory(
-    n: int,
-    shape: tuple[int, ...] | None,
-    dtype: torch.dtype,
-    device: torch.device,
-    what: str = "generate",
-    layer: tuple[str, tuple[int, ...]] | None = None,
+    n: int, footprint: GenerationFootprint, dtype: torch.dtype, device: torch.device, what: str = "generate"
 ) -> None:
-    """Refuse ``n`` samples when the largest tensor generation makes for them takes more than
-    :data:`GENERATION_MEMORY_SHARE` of ``device``'s memory: the samples themselves, of per-sample
-    ``shape``, or ``layer`` (its name and per-sample shape: :func:`widest_generation_layer`, the
-    largest layer the generator and the prior's chain make), whichever holds more values (the
-    chains and the generator need several times more), naming the size and how to draw them in
-    batches."""
+    """Refuse ``n`` samples when what their generation holds at its peak (``footprint`` values a
+    sample) takes more than :data:`GENERATION_MEMORY_SHARE` of ``device``'s memory, naming the size,
+    its parts and how to draw them in batches."""
     total = device_memory_bytes(device)
-    if shape is None or total is None:
+    if total is None or footprint.values == 0:
         return
-    held, label = shape, "the samples alone take"
-    if layer is not None and math.prod(layer[1]) > math.prod(shape):
-        held, label = layer[1], f"the largest layer of their generation, {layer[0]}, takes"
-    needed = n * math.prod(held) * torch.empty((), dtype=dtype).element_size()
+    needed = n * footprint.values * torch.empty((), dtype=dtype).element_size()
     if needed > GENERATION_MEMORY_SHARE * total:
         per_call = max(1, int(GENERATION_MEMORY_SHARE * total / 10 // (needed / n)))
         raise ValueError(
-            f"{what}(n={n}): {label} {human_size(needed)} ({n} x {'x'.join(map(str, held))} "
-            f"{str(dtype).removeprefix('torch.')}), more than half of the {human_size(total)} of "
-            f"{device.type} memory: "
+            f"{what}(n={n}): their generation holds about {human_size(needed)} ({n} x {footprint.values} "
+            f"{str(dtype).removeprefix('torch.')} values: {footprint.parts()}), more than half of the "
+            f"{human_size(total)} of {device.type} memory: "
             f"draw them in batches, e.g. a loop of {what}({min(per_call, n)}) saving each batch"
         )
 
 
-def widest_layer(work: Callable[[], Any], modules: dict[str, nn.Module]) -> tuple[str, tuple[int, ...]] | None:
-    """Run ``work`` (which calls ``modules``, ``{label: module}``, on a batch of 2) and return the
-    name and per-example shape of the tensor with the most values per example that any of their
-    submodules returned (``("the generator's net.3 (ConvTranspose2d)", (64, 16, 16))``); None when
-    none returned a batch of 2."""
-    found: list[tuple[int, str, tuple[int, ...]]] = []
+def layer_outputs(work: Callable[[], Any], module: nn.Module, label: str) -> list[tuple[int, str]]:
+    """Run ``work`` (which calls ``module`` on a batch of 2) and return, for each of its leaf
+    submodules that returned a batch of 2, the values per example of its largest output and its
+    name (``(256, "the generator's net.0 (Linear)")``)."""
+    found: dict[str, int] = {}
 
-    def record(label: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(sub: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, Tensor) and output.dim() >= 1 and output.shape[0] == 2:
-                found.append((output[0].numel(), f"{label} ({type(module).__name__})", tuple(output.shape[1:])))
+                key = f"{label}'s {name} ({type(sub).__name__})" if name else f"{label} ({type(sub).__name__})"
+                found[key] = max(found.get(key, 0), output[0].numel())
 
         return hook
 
     handles = [
-        sub.register_forward_hook(record(f"{label}'s {name}" if name else label))
-        for label, module in modules.items()
-        for name, sub in module.named_modules()
+        sub.register_forward_hook(record(name)) for name, sub in module.named_modules() if not list(sub.children())
     ]
     try:
         work()
     finally:
         for handle in handles:
             handle.remove()
-    if not found:
-        return None
-    _, name, shape = max(found, key=lambda row: row[0])
-    return name, shape
+    return [(count, name) for name, count in found.items()]
 
 
-def widest_generation_layer(model: Any) -> tuple[str, tuple[int, ...]] | None:
-    """The largest per-example tensor ``generate(n)`` makes in ``model``'s generator and, when its
-    prior is sampled by chains, in the prior's energy net (:func:`widest_layer`): probed once on two
-    zero latents (no gradients, eval mode, torch's RNG untouched, inside the model's
-    ``evaluation_statistics``) and kept while the decoder, the prior, the latent size and whether the
-    prior runs chains stay; None when the probe fails (the model's input checks name that)."""
+def generation_footprint(model: Any) -> GenerationFootprint | None:
+    """What ``generate`` holds per sample (:class:`GenerationFootprint`), probed once on two zero
+    latents (no gradients for the generator, the prior's energy as its chain evaluates it; eval
+    mode, torch's RNG untouched, inside the model's ``evaluation_statistics``) and kept while the
+    decoder, the prior, the latent size and whether the prior runs chains stay; None when the probe
+    fails (the model's input checks name that)."""
     prior, decoder = model.prior, model.decoder
     key = (id(decoder), id(decoder.generator_net()), id(prior), prior.latent_dim, prior.samples_by_chains)
-    cached = model.__dict__.get("_widest_generation_layer")
+    cached = model.__dict__.get("_generation_footprint")
     if cached is not None and cached[0] == key:
         return cached[1]
-    modules = {"the generator": decoder}
-    if prior.samples_by_chains:
-        modules["the prior"] = prior
     z = torch.zeros(2, prior.latent_dim, device=model.device, dtype=model.input_dtype)
-
-    def work() -> None:
-        decoder.decode(z)
-        if prior.samples_by_chains:
-            prior.residual_energy(z)
-
+    modules = [decoder, prior] if prior.samples_by_chains else [decoder]
+    footprint = None
     with (
-        torch.no_grad(),
         torch.random.fork_rng(devices=rng_devices(model.device)),
-        modules_in_mode(modules.values(), "eval"),
+        modules_in_mode(modules, "eval"),
         model.evaluation_statistics(),
     ):
         try:
-            layer = widest_layer(work, modules)
+            with torch.no_grad():
+                generator = layer_outputs(lambda: decoder.decode(z), decoder, "the generator")
+            chain = 0
+            if prior.samples_by_chains:
+                held = layer_outputs(lambda: prior.residual_energy(z.clone().requires_grad_()), prior, "the prior")
+                chain = sum(count for count, _ in held) + CHAIN_STATE_BUFFERS * prior.latent_dim
+            widest, widest_name = max(generator, key=lambda row: row[0], default=(0, "none"))
+            shape = model.observation_shape()
+            footprint = GenerationFootprint(chain, widest, widest_name, math.prod(shape) if shape else 0)
         except (RuntimeError, ValueError, TypeError):
-            layer = None
-    model.__dict__["_widest_generation_layer"] = (key, layer)
-    return layer
+            footprint = None
+    model.__dict__["_generation_footprint"] = (key, footprint)
+    return footprint
 
 
 def check_model_generation_memory(model: Any, n: int, what: str = "generate") -> None:
     """:func:`check_generation_memory` for ``n`` samples of ``model`` (a model with a latent
-    generator): its observation shape, dtype and device, and its widest generation layer (probed
-    only when the shape and the device's memory are known: sentences have no fixed size)."""
-    shape = model.observation_shape()
-    if shape is None or device_memory_bytes(model.device) is None:
+    generator, images or sentences): its :func:`generation_footprint`, dtype and device (probed
+    only when the device's memory is known)."""
+    if device_memory_bytes(model.device) is None:
         return
-    layer = widest_generation_layer(model)
-    check_generation_memory(n, shape, model.input_dtype, model.device, what, layer=layer)
+    footprint = generation_footprint(model)
+    if footprint is not None:
+        check_generation_memory(n, footprint, model.input_dtype, model.device, what)
 
 
 def check_sampler(sampler: Any) -> Sampler | None:
