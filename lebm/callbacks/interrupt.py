@@ -66,7 +66,7 @@ class InterruptCheckpoint(L.Callback):
         # the ModelCheckpoint owns this last.ckpt from now on: a resumed run overwrites it at its next save
         # instead of writing last-v1.ckpt beside it (Lightning versions a "last" file it did not write)
         trainer.checkpoint_callback.last_model_path = path
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # whole; said: Lightning notes no default
         rank_zero_info(f"Saved a resumable checkpoint at {path}: continue with --ckpt_path last")
 
     @staticmethod

@@ -151,6 +151,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
     killed = lebm("fit", *common, "-c", str(extra), "--trainer.default_root_dir", str(run))
     assert killed.returncode == 143, killed.stderr[-2000:]
     assert "resume with --ckpt_path last" in killed.stderr
+    assert "weights_only" not in killed.stderr  # lebm's own save says what it saves: no Lightning note
     mid = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert mid["epoch"] == 1 and mid["global_step"] == 8 + 6  # 8 + 6 batches, one step each
 
