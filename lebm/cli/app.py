@@ -611,20 +611,32 @@ STARTUP_STOPPED = (
 
 
 def run(args: list[str] | None) -> None:
-    """Run the command: ``args`` (already expanded), or ``sys.argv`` when None."""
+    """Run the command: ``args`` (already expanded), or ``sys.argv`` when None. A run folder the
+    command made is removed again when the command fails and the folder holds no file (a run
+    refused at build leaves none behind)."""
+    succeeded = False
+    try:
+        run_command(args)
+        succeeded = True
+    except SystemExit as stop:  # (Lightning's SIGTERMException is one too; run_command turns it into 143)
+        succeeded = stop.code in (0, None)
+        raise
+    finally:
+        if not succeeded and is_primary_process():
+            remove_empty_folders_made()
+        FOLDERS_MADE.clear()
+
+
+def run_command(args: list[str] | None) -> None:
+    """The command itself, its known failures said in one line (:func:`run`)."""
     quiet_lightning_notes()
     _StartUp.running = True
     try:
         previous = signal.signal(signal.SIGTERM, _StartUp.on_sigterm)
     except ValueError:  # not the main thread (a test harness): no start-up handler
         previous = None
-    succeeded = False
     try:
         LebmCLI(args=args)
-        succeeded = True
-    except SystemExit as stop:
-        succeeded = stop.code in (0, None)
-        raise
     except StartupInterrupted:
         sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='SIGTERM')}\n")
         raise SystemExit(EXIT_SIGTERM) from None
@@ -656,9 +668,6 @@ def run(args: list[str] | None) -> None:
         sys.stderr.write("\n")  # after a progress bar
         fail(message)
     finally:
-        if not succeeded and is_primary_process():
-            remove_empty_folders_made()  # a run refused at build leaves no empty run folder
-        FOLDERS_MADE.clear()
         trainer_flags.remove_smoke_test_folders()
         _StartUp.running = False
         if previous is not None:
