@@ -191,7 +191,13 @@ def sources_line(ours: list[dict], published: list[dict]) -> str:
         for source, method in quoted
     )
     if is_anomaly_experiment(ours):
-        return metric + f"Paper: {rows}. Chance: the AUPRC of a random score, the evaluated split's anomaly share."
+        line = metric + f"Paper: {rows}. Chance: the AUPRC of a random score, the evaluated split's anomaly share."
+        if any(record.get("auroc", record.get("test_auroc")) is None for record in ours):
+            line += (
+                " Rows without an AUROC were recorded before it was kept: read them against chance; the re-read "
+                "with both selections and the terms is [mnist_anomaly_protocols](#mnist_anomaly_protocols)."
+            )
+        return line
     return metric + f"Paper: {rows}; ratio: ours / paper."
 
 

@@ -409,3 +409,15 @@ def test_the_data_gap_pairs_the_evaluations_of_both_pools_at_equal_updates() -> 
     points = common_points(full, 530, offline, 106)
     assert [(p[0], p[1], round(p[2], 4), p[3]) for p in points] == [(530, 0.21, 0.5, 0.6), (1060, 0.22, 1.0, 0.7)]
     assert common_points(full, 400, offline, 106) == []
+
+
+def test_an_anomaly_row_without_an_auroc_points_to_the_re_read() -> None:
+    """Device: CPU. A record kept before the AUROC was (old runs) is flagged in the line above its
+    table, pointing to the protocols table; a table whose rows all have one says nothing more."""
+    module = make_results_md()
+    base = {**ANOMALY, "method": "LatentEBM", "digit": 1, "value": 0.25, "chance": 0.388, "budget": "1 epoch"}
+    paper = [{**LEBM_ROW, "digit": 1, "value": 0.336, "source": "Pang et al. 2020, Table 3"}]
+    old = module.render([base], paper).replace("\u00a0", " ")
+    assert "Rows without an AUROC were recorded before it was kept" in old and "(#mnist_anomaly_protocols)" in old
+    new = module.render([{**base, "auroc": 0.2}], paper).replace("\u00a0", " ")
+    assert "Rows without an AUROC" not in new
