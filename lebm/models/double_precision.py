@@ -4,10 +4,10 @@ Lightning's 64-bit precision casts the nets to float64 and makes float64 torch's
 ``training_step``, ``validation_step`` and the other steps. The work a run does outside them (the
 callbacks' epoch-end pictures and metrics: ``generate``, ``infer``, a chain's noise start, DAMC's
 amortizer condition) would draw its tensors in float32 and meet float64 nets.
-:class:`RunDefaultDtype` makes float64 the default dtype from the run's set-up to its end (normal or
-by an exception), so every path creates its tensors in the nets' dtype, and gives the previous
-default back after. It starts once Lightning has cast the nets (``on_fit_start`` and the other
-stages' starts), not at set-up, where the method's checks still meet float32 nets.
+:class:`RunDefaultDtype` makes float64 the default dtype from the start of the run's loop to its end
+(normal or by an exception), so every path creates its tensors in the nets' dtype, and gives the
+previous default back after. It starts once Lightning has cast the nets (``on_fit_start`` and the
+other stages' starts), not at set-up, where the method's checks still meet float32 nets.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ class LatentGeneratorHooks:
         try:
             z0 = initializer.start(x.shape[0], context=x, generator=generator)
         except RuntimeError as error:  # a net made for other observations (shape, dtype): torch's error, deep down
-            if not isinstance(start, ChainInitializer):
+            if not isinstance(start, ChainInitializer) or isinstance(error, torch.OutOfMemoryError):
                 raise
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ValueError(
