@@ -352,3 +352,17 @@ def test_a_subclass_of_the_writing_method_loads_its_checkpoint() -> None:
 def test_weight_ema_takes_whole_floats_and_numbers_in_range() -> None:
     ema = WeightEMA(decay=0.5, start_step=2.0)
     assert (ema.decay, ema.start_step) == (0.5, 2)
+
+
+def test_mask_probability_0_with_generation_refined_from_the_amortizer_is_refused_too() -> None:
+    """``generation="amortizer+chain"`` starts its chains from the unconditional branch, as
+    ``"amortizer"`` does: refused alike (not a warning), naming the setting."""
+    with pytest.raises(ValueError, match=r"mask_probability=0 .* which generation='amortizer\+chain' reads"):
+        damc(mask_probability=0.0, generation="amortizer+chain", prior_start="posterior")
+
+
+def test_a_sampler_given_to_the_amortizer_and_chain_mode_refines_the_amortizers_samples(amortized: DAMC) -> None:
+    """The documented way to refine the amortizer's samples runs the sampler given, once, from them."""
+    spy = Recording(Langevin(2, 0.1))
+    assert amortized.generate(4, mode="amortizer+chain", sampler=spy).shape == (4, DATA)
+    assert len(spy.calls) == 1 and spy.calls[0][0].shape == (4, LATENT)
