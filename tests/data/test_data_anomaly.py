@@ -181,3 +181,13 @@ def test_image_size_and_channels_resize_and_repeat(make_mnist_idx) -> None:
         MNISTAnomalyDataModule(str(root), channels=2)
     with pytest.raises(ValueError, match="image_size"):
         MNISTAnomalyDataModule(str(root), image_size=0)
+
+
+def test_the_disjoint_split_rounds_its_training_count_and_the_cited_one_truncates_as_its_loader() -> None:
+    """CPU. 7 normal examples at 0.8 are 5.6: the disjoint split trains on 6 (rounded: 50,541 of
+    held-out 4's 63,176 normal digits, not 50,540), the cited loader's replay on 5 (it truncates)."""
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 0, 9, 9, 9])
+    train, test = anomaly_split(labels, [9], train_fraction=0.8, seed=0)
+    assert len(train) == 6 and len(test) == 1 + 3
+    cited_train, _ = cited_anomaly_split(labels, [9], 0.8)
+    assert len(cited_train) == 5
