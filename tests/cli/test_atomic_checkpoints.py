@@ -316,3 +316,22 @@ def test_lebm_fit_with_a_file_named_checkpoints_stops_with_one_line_before_train
     assert stop.value.code == 1 and "Traceback" not in err
     assert f"lebm: cannot save checkpoints in {run / 'checkpoints'}: a file is in the way; nothing was trained" in err
     assert (run / "checkpoints").read_text() == "a file where the checkpoint folder belongs"
+
+
+def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_a_file_in_the_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. An existing checkpoint folder that refuses writes (permissions, a read-only mount; faked
+    here: root writes anywhere) is said with the system's reason and "make it writable"; only a
+    file where the folder belongs is "a file is in the way"."""
+    import errno
+
+    import lebm.checkpoint_io as checkpoint_io
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    denied = PermissionError(errno.EACCES, "Permission denied", str(folder))
+    monkeypatch.setattr(checkpoint_io, "folder_write_error", lambda path: denied)
+    line = checkpoint_io.unwritable(str(folder))
+    assert line is not None and "a file is in the way" not in line
+    assert line.startswith(f"cannot save checkpoints in {folder}: ") and f"Make {folder} writable" in line
