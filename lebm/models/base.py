@@ -53,7 +53,12 @@ from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
-from lebm.models.resume import apply_optimizer_settings, warn_if_nothing_left
+from lebm.models.resume import (
+    apply_optimizer_settings,
+    epoch_cut_short,
+    keep_a_cut_epoch_open,
+    warn_if_nothing_left,
+)
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
@@ -418,7 +423,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=clip_algorithm)
 
     def on_train_epoch_end(self) -> None:
-        """Per-epoch learning-rate decay, as the papers' code does."""
+        """Per-epoch learning-rate decay, as the papers' code does; not for an epoch ``max_steps``
+        cut short (its checkpoint keeps it open: the resume finishes it and decays then)."""
+        if attached_trainer(self) is not None and epoch_cut_short(self.trainer):
+            return
         for scheduler in self.schedulers_to_step():
             scheduler.step()
 
@@ -538,6 +546,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         recovery policy, take a snapshot of the state saved (the one a run resumed from this
         checkpoint starts from)."""
         checkpoint[VERSION_KEY] = __version__
+        keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()
         if self.recovery_record.count:
             checkpoint[RECOVERY_KEY] = self.recovery_record.state()

@@ -12,6 +12,9 @@ progress (``gamma^epochs``) carries over. A checkpoint written with the same set
 once, in silence): when ``max_epochs`` is at or below the epochs the checkpoint holds (a checkpoint
 saved at an epoch's end holds that epoch; one saved inside an epoch, by a kill, holds the epochs
 before it and goes on with that one) or ``max_steps`` at or below its steps.
+
+:func:`keep_a_cut_epoch_open` saves an epoch that ``max_steps`` ended inside as unfinished, so that
+a resume trains the rest of it (Lightning would start the next epoch).
 """
 
 from __future__ import annotations
@@ -120,6 +123,35 @@ def nothing_left_message(
             f"give {setting('max_steps', steps + 1, command)} or more to go on (to score it, use {score})"
         )
     return None
+
+
+def epoch_cut_short(trainer: Any) -> bool:
+    """Whether the training epoch that just ended stopped before its last batch (``max_steps``
+    reached inside it): its batch progress has not reached the epoch's last batch."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return not progress.is_last_batch and progress.current.completed > 0
+
+
+def keep_a_cut_epoch_open(checkpoint: dict[str, Any]) -> None:
+    """Save an epoch that ``max_steps`` ended inside as unfinished, as a signal's save does.
+
+    Lightning counts such an epoch as processed before the epoch-end hooks save, so a resume would
+    start the next epoch and never train the rest of this one. With the epoch left open, the resume
+    trains its remaining batches (the loaders skip the ones done: :mod:`lebm.data.resume`), and the
+    run then equals one never stopped. Checkpoints saved at an epoch's end, or inside it by a signal
+    or a step interval, are unchanged."""
+    try:
+        fit_loop = checkpoint["loops"]["fit_loop"]
+        batches, epochs = fit_loop["epoch_loop.batch_progress"], fit_loop["epoch_progress"]
+        inside = not batches["is_last_batch"] and int(batches["current"]["completed"]) > 0
+    except (KeyError, TypeError, ValueError):
+        return
+    if not inside:
+        return
+    for counts in (epochs["total"], epochs["current"]):
+        if counts["processed"] >= counts["started"] > 0:
+            counts["processed"] = counts["started"] - 1
+            counts["completed"] = min(counts["completed"], counts["processed"])
 
 
 def asks_fewer(checkpoint: dict[str, Any], max_epochs: Any, max_steps: Any) -> bool:

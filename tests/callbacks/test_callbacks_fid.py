@@ -588,7 +588,7 @@ def test_damc_image_recipes_keep_the_best_fids_and_the_damc_priors_checkpoint_as
 
 
 def test_save_best_without_checkpoints_says_it_saves_nothing() -> None:
-    fid = FID(save_best=True)
+    fid = FID(save_best=True, feature_extractor=SmallConvFeatures(seed=0))  # (Inception's weights: not needed here)
     with pytest.warns(UserWarning, match="save_best=True but this run saves no checkpoints"):
         fid.setup(quiet_trainer(), NoiseImages(), "fit")
 

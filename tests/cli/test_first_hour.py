@@ -165,6 +165,34 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_
         assert torch.equal(value, b["state_dict"][key]), key
 
 
+@pytest.mark.slow
+def test_a_max_steps_stop_inside_an_epoch_resumes_to_the_run_never_stopped(tmp_path: Path) -> None:
+    """CPU. Stopped by ``--trainer.max_steps 14`` after batch 6 of epoch 1 (8 a epoch), then resumed
+    to 3 epochs: the rest of epoch 1 is trained (Lightning counted the epoch as done and started the
+    next: 22 steps, not 24) and its learning rate decays once, so the weights equal the run never
+    stopped; the checkpoint says it holds 1 whole epoch and part of the next."""
+    common = ["-c", "recipes/quickstart.yaml", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "8"]
+    common += [*QUICK, "--trainer.check_val_every_n_epoch", "1"]
+    straight = lebm("fit", *common, "--trainer.default_root_dir", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    run = tmp_path / "stopped"
+    stopped = lebm("fit", *common, "--trainer.max_steps", "14", "--trainer.default_root_dir", str(run))
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    from lebm.models.resume import epochs_held
+
+    assert epochs_held(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)) == (
+        1,
+        True,
+    )
+    resumed = lebm("fit", *common, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 24
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
 def one_batch_run(run: Path) -> list[str]:
     """``lebm fit`` of the quickstart into ``run``: one epoch of one batch."""
     return [

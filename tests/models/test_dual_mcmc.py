@@ -350,7 +350,8 @@ def test_checkpoints_of_earlier_versions_load_as_the_nets_they_were_trained_as(t
 
 def test_training_resumes_from_a_checkpoint_of_an_earlier_version(tmp_path: Path) -> None:
     """The encoder's Adam state lacks the head biases: they get fresh slots and learn from the next
-    step (the checkpoint holds one iteration, which stepped 3 optimisers; the resumed fit runs two more)."""
+    step (the checkpoint holds one iteration, inside epoch 0 of two batches, which stepped 3
+    optimisers; the resumed fit trains the rest of epoch 0 and epoch 1: three more)."""
     path, _ = earlier_checkpoint(tmp_path)
     model = image_model()
     images = torch.rand(16, 1, 8, 8) * 2 - 1
@@ -359,8 +360,8 @@ def test_training_resumes_from_a_checkpoint_of_an_earlier_version(tmp_path: Path
     assert model.decoder.net.align_corners is False
     assert model.encoder.mean_head.bias.abs().sum() > 0 and model.encoder.logvar_head.bias.abs().sum() > 0
     state = model.trainer.optimizers[1].state
-    assert all(int(state[p]["step"]) == 2 for p in (model.encoder.mean_head.bias, model.encoder.logvar_head.bias))
-    assert int(state[model.encoder.mean_head.weight]["step"]) == 3  # the saved slots go on counting
+    assert all(int(state[p]["step"]) == 3 for p in (model.encoder.mean_head.bias, model.encoder.logvar_head.bias))
+    assert int(state[model.encoder.mean_head.weight]["step"]) == 4  # the saved slots go on counting
 
 
 # ------------------------------------------------------------------------------ user API

@@ -198,3 +198,30 @@ def test_a_fit_stopped_by_sigterm_is_not_validated_and_says_how_to_score_it(tmp_
     (line,) = [str(w.message) for w in said if "final model" in str(w.message)]
     config, checkpoint = tmp_path / "config.yaml", tmp_path / "checkpoints" / "last.ckpt"
     assert line.endswith(f"score its last checkpoint with: lebm validate -c {config} --ckpt_path {checkpoint}")
+
+
+def test_an_epoch_cut_by_max_steps_is_saved_open_and_other_saves_are_unchanged() -> None:
+    """CPU. Lightning counts an epoch that max_steps ended inside as processed; lebm's save leaves it
+    open (processed one below started, as a signal's save inside an epoch), so a resume trains its
+    remaining batches. End-of-epoch saves and saves already open are untouched."""
+    import copy
+
+    from lebm.models.resume import epochs_held, keep_a_cut_epoch_open
+
+    def saved(processed: int, is_last_batch: bool, done: int) -> dict:
+        counts = {"ready": 2, "completed": 1, "started": 2, "processed": processed}
+        batches = {"current": {"ready": done, "completed": done, "started": done, "processed": done}}
+        epoch_loop = {**batches, "is_last_batch": is_last_batch}
+        fit = {
+            "epoch_progress": {"total": dict(counts), "current": dict(counts)},
+            "epoch_loop.batch_progress": epoch_loop,
+        }
+        return {"loops": {"fit_loop": fit}, "global_step": 14}
+
+    cut = saved(processed=2, is_last_batch=False, done=6)
+    keep_a_cut_epoch_open(cut)
+    assert cut["loops"]["fit_loop"]["epoch_progress"]["total"]["processed"] == 1 and epochs_held(cut) == (1, True)
+    for unchanged in (saved(2, True, 8), saved(1, False, 6)):  # an epoch's end; a signal's save inside it
+        before = copy.deepcopy(unchanged)
+        keep_a_cut_epoch_open(unchanged)
+        assert unchanged == before
