@@ -72,6 +72,7 @@ from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import (
     fill_paper_targets,
+    finish_wandb_run,
     log_run_config,
     mark_run_folder_save_dirs,
     place_in_run_folder,
@@ -625,6 +626,7 @@ def run(args: list[str] | None) -> None:
         if not succeeded and is_primary_process():
             remove_empty_folders_made()
         FOLDERS_MADE.clear()
+        finish_wandb_run(failed=not succeeded)  # a second command in this process gets its own W&B run
 
 
 def run_command(args: list[str] | None) -> None:

@@ -24,6 +24,7 @@ import importlib
 import math
 import os
 import shutil
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -284,3 +285,12 @@ def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None
             init_args = callback["init_args"] = Namespace()
         if _get(init_args, "targets") is None:
             init_args["targets"] = dict(targets)
+
+
+def finish_wandb_run(failed: bool) -> None:
+    """End the W&B run a command started, if one is active: Lightning leaves it open until the
+    process exits, so a second command in the same process (a notebook, a test) would log into the
+    first one's run (W&B returns the active run) and leave its own run folder empty."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
