@@ -86,7 +86,8 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["experiments/anomaly_sigma.py", "runs", "--sigmas", "-1"], "argument --sigmas: must be a finite number > 0"),
+        # docs/: a folder every clone has (runs/ exists only once a run made it)
+        (["experiments/anomaly_sigma.py", "docs", "--sigmas", "-1"], "argument --sigmas: must be a finite number > 0"),
         (["experiments/mnist_anomaly_offline.py", "--max-steps", "0"], "argument --max-steps: must be a whole number"),
         (["experiments/anomaly_protocols.py", "no/such/run"], "argument run: no folder no/such/run"),
         (
