@@ -103,6 +103,15 @@ def common_points(
     return points
 
 
+def pool_means(points: list[tuple[int, float, float, float, float]]) -> dict[str, float]:
+    """The record's figures from ``common_points``: ``value`` (the full pool's AUPRC averaged over
+    the common evaluations), ``offline_value`` (the offline pool's) and ``gap`` = value -
+    offline_value, positive where the full pool's data helps."""
+    full_value = round(statistics.fmean(p[1] for p in points), 4)
+    offline_value = round(statistics.fmean(p[2] for p in points), 4)
+    return {"value": full_value, "offline_value": offline_value, "gap": round(full_value - offline_value, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method-folder", required=True, help="latent_ebm, hierarchical or damc")
@@ -122,8 +131,7 @@ def main() -> None:
         raise SystemExit(
             f"the runs evaluated at no common update count (full: every {every}, offline: every {per_epoch})"
         )
-    full_value = round(statistics.fmean(p[1] for p in points), 4)
-    offline_value = round(statistics.fmean(p[2] for p in points), 4)
+    means = pool_means(points)
     record = {
         "method": full["method"],
         "experiment": "mnist_anomaly_gap",
@@ -131,9 +139,7 @@ def main() -> None:
         "digit": args.digit,
         "setting": f"data gap: full pool (70k) against offline pool (15k), {points[-1][0]} updates",
         "cause": "data",
-        "value": full_value,
-        "offline_value": offline_value,
-        "gap": round(full_value - offline_value, 4),
+        **means,
         "pools": {"full": "all 70,000 MNIST digits", "offline": "15,000 digits (10k test IDX + 5k CSV)"},
         "training_digits": {"full": full_digits, "offline": offline_digits},
         "updates": [p[0] for p in points],

@@ -22,6 +22,7 @@ import datetime
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,6 +47,39 @@ def read_split(model, data_config: dict, digit: int, stage: str) -> dict[str, fl
     return {name.split("/", 1)[1]: round(float(value), 4) for name, value in wanted.items() if "best" not in name}
 
 
+Reading = dict[str, float]
+
+
+def read_with_sigma(
+    checkpoint: str, sigma: float, read: Callable[[object, str], Reading], validates_on_test: bool
+) -> tuple[Reading, Reading]:
+    """``(validation, test)`` readings of the model in ``checkpoint`` scored with observation noise
+    ``sigma`` (set on its decoder; the weights are the trained ones). ``read(model, stage)`` reads
+    one split ("val" or "test"); a run that validated on test reads it once, for both."""
+    model = lebm.load(checkpoint, map_location="cpu")
+    model.decoder.sigma = sigma
+    torch.manual_seed(0)
+    validation = read(model, "val")
+    return validation, validation if validates_on_test else read(model, "test")
+
+
+def sigma_fields(
+    setting: str, trained_sigma: float, sigma: float, validation: Reading, tested: Reading, validates_on_test: bool
+) -> dict:
+    """A sigma record's own fields: its setting, both sigmas, ``value`` (the validation AUPRC, the
+    split settings are chosen on), the other validation figures as ``val_*`` and the test split's
+    as ``test_*``."""
+    return {
+        "setting": f"{setting}, scored with sigma {sigma:g}",
+        "trained_sigma": trained_sigma,
+        "scored_sigma": sigma,
+        "value": validation["auprc"],
+        "split": "test (the protocol)" if validates_on_test else "validation (disjoint from test)",
+        **{f"val_{key}": value for key, value in validation.items() if key != "auprc"},
+        **{f"test_{key}": value for key, value in tested.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=existing_folder)
@@ -68,24 +102,16 @@ def main() -> None:
     output = Path(args.output or REPO / "docs" / "results" / f"{method_folder}_{EXPERIMENT}.json")
     setting = args.setting or str(run.relative_to(REPO / "runs"))
     for sigma in args.sigmas:
-        model = lebm.load(str(checkpoint), map_location="cpu")
-        model.decoder.sigma = sigma
-        torch.manual_seed(0)
-        validation = read_split(model, data, digit, "val")
-        tested = validation if validates_on_test else read_split(model, data, digit, "test")
+        validation, tested = read_with_sigma(
+            str(checkpoint), sigma, lambda model, stage: read_split(model, data, digit, stage), validates_on_test
+        )
         record = {
-            "method": type(model).__name__,
+            "method": config["model"]["class_path"].rpartition(".")[2],
             "experiment": EXPERIMENT,
             "metric": "auprc",
             "digit": digit,
-            "setting": f"{setting}, scored with sigma {sigma:g}",
-            "trained_sigma": trained_sigma,
-            "scored_sigma": sigma,
-            "value": validation["auprc"],
-            "split": "test (the protocol)" if validates_on_test else "validation (disjoint from test)",
+            **sigma_fields(setting, trained_sigma, sigma, validation, tested, validates_on_test),
             "pool": data["init_args"].get("pool", "full"),
-            **{f"val_{key}": value for key, value in validation.items() if key != "auprc"},
-            **{f"test_{key}": value for key, value in tested.items()},
             "updates": int(state["global_step"]),
             "budget": f"no training: {checkpoint.relative_to(REPO)} ({state['global_step']} updates)",
             "command": "LEBM_DATA=../shared/data "

@@ -116,3 +116,49 @@ def test_the_data_gap_pairs_records_of_one_recipe_and_seed_only() -> None:
     other = {"command": full["command"] + " --recipe recipes/hierarchical/mnist_anomaly_offline.yaml"}
     with pytest.raises(gap.ScriptError, match=r"ran recipe recipes/hierarchical/mnist_anomaly_offline.yaml"):
         gap.check_same_run_settings(other, offline, default)
+
+
+class _SplitReader:
+    """A stand-in Trainer whose ``validate`` and ``test`` each answer with their own figures."""
+
+    def validate(self, model, datamodule, verbose):
+        return [{"val/auprc": 0.25, "val/auroc": 0.5, "val/auprc_best_of": 0.9}]
+
+    def test(self, model, datamodule, verbose):
+        return [{"test/auprc": 0.75, "test/auroc": 0.8}]
+
+
+def test_the_sigma_reading_reads_validation_on_validate_and_test_on_test(monkeypatch) -> None:
+    """CPU. ``anomaly_sigma.read_split`` asks the Trainer's ``validate`` for "val" and its ``test`` for
+    "test", keeping the AUPRC and AUROC figures (not the best-of reading)."""
+    sigma = load_script("experiments/anomaly_sigma.py")
+    monkeypatch.setattr(sigma, "anomaly_trainer", lambda digit: _SplitReader())
+    monkeypatch.setattr(sigma, "build", lambda config: None)
+    assert sigma.read_split(None, {}, 1, "val") == {"auprc": 0.25, "auroc": 0.5}
+    assert sigma.read_split(None, {}, 1, "test") == {"auprc": 0.75, "auroc": 0.8}
+
+
+def test_a_sigma_record_scores_with_the_sigma_it_names() -> None:
+    """CPU. The 0.1.0 LatentEBM checkpoint (trained with sigma 0.3) read with sigma 0.1: the model
+    each split is read with has decoder sigma 0.1, validation is read before test, and the record
+    names 0.3 as trained and 0.1 as scored, its ``value`` the validation AUPRC and ``test_auprc``
+    the test split's."""
+    sigma = load_script("experiments/anomaly_sigma.py")
+    checkpoint = REPO / "tests" / "fixtures" / "checkpoints" / "latent_ebm.ckpt"
+    asked = []
+
+    def read(model, stage: str) -> dict[str, float]:
+        asked.append((stage, model.decoder.sigma))
+        return {"auprc": {"val": 0.2, "test": 0.6}[stage], "auroc": {"val": 0.4, "test": 0.7}[stage]}
+
+    validation, tested = sigma.read_with_sigma(str(checkpoint), 0.1, read, validates_on_test=False)
+    assert asked == [("val", 0.1), ("test", 0.1)]
+    fields = sigma.sigma_fields("run", 0.3, 0.1, validation, tested, validates_on_test=False)
+    assert fields["trained_sigma"] == 0.3 and fields["scored_sigma"] == 0.1
+    assert fields["setting"] == "run, scored with sigma 0.1"
+    assert (fields["value"], fields["val_auroc"]) == (0.2, 0.4)
+    assert (fields["test_auprc"], fields["test_auroc"]) == (0.6, 0.7)
+    assert fields["split"] == "validation (disjoint from test)"
+    asked.clear()
+    validation, tested = sigma.read_with_sigma(str(checkpoint), 0.1, read, validates_on_test=True)
+    assert asked == [("val", 0.1)] and tested == validation  # a run that validated on test reads it once

@@ -404,11 +404,38 @@ def test_the_data_gap_pairs_the_evaluations_of_both_pools_at_equal_updates() -> 
     reach (1,590) or at no epoch's end (every 400) pairs with nothing."""
     common_points = load_script("experiments/anomaly_data_gap.py").common_points
 
-    offline = {"auprc_by_epoch": [0.1 * i for i in range(1, 11)], "term_auprc_by_epoch": {"prior_term": [0.5] * 10}}
+    offline = {
+        "auprc_by_epoch": [0.1 * i for i in range(1, 11)],
+        "term_auprc_by_epoch": {"prior_term": [0.01 * i for i in range(1, 11)]},
+    }
     full = {"auprc_by_epoch": [0.21, 0.22, 0.23], "term_auprc_by_epoch": {"prior_term": [0.6, 0.7, 0.8]}}
     points = common_points(full, 530, offline, 106)
-    assert [(p[0], p[1], round(p[2], 4), p[3]) for p in points] == [(530, 0.21, 0.5, 0.6), (1060, 0.22, 1.0, 0.7)]
+    assert [tuple(round(value, 4) for value in p) for p in points] == [
+        (530, 0.21, 0.5, 0.6, 0.05),
+        (1060, 0.22, 1.0, 0.7, 0.1),
+    ]
     assert common_points(full, 400, offline, 106) == []
+
+
+def test_the_data_gap_is_the_full_pools_auprc_less_the_offline_pools() -> None:
+    """CPU. Two common evaluations where the full pool reads 0.6 and 0.7 and the offline pool 0.3
+    and 0.2: the record's value is 0.65, its offline value 0.25 and the gap +0.4 (the full pool's
+    data helps)."""
+    pool_means = load_script("experiments/anomaly_data_gap.py").pool_means
+
+    points = [(530, 0.6, 0.3, 0.9, 0.1), (1060, 0.7, 0.2, 0.9, 0.1)]
+    assert pool_means(points) == {"value": 0.65, "offline_value": 0.25, "gap": 0.4}
+
+
+def test_a_full_pool_run_records_the_updates_each_evaluation_came_after() -> None:
+    """CPU. ``evaluation_updates`` of ``mnist_anomaly_offline.py --pool full --val-every-steps 265``:
+    the callback's readings when it kept them (a last, off-grid validation at 600 included), else
+    265, 530, ... for an older checkpoint: never an evaluation "at 0 updates"."""
+    evaluation_updates = load_script("experiments/mnist_anomaly_offline.py").evaluation_updates
+
+    readings = [{"update": 265}, {"update": 530}, {"update": 600}]
+    assert evaluation_updates({"history": [0.1, 0.2, 0.3], "readings": readings}, 265) == [265, 530, 600]
+    assert evaluation_updates({"history": [0.1, 0.2]}, 265) == [265, 530]
 
 
 def test_an_anomaly_row_without_an_auroc_points_to_the_re_read() -> None:

@@ -53,6 +53,35 @@ def test_the_cited_split_overlaps_training_as_the_cited_loader_did(held_out: int
     assert split_overlap(disjoint_train, disjoint_test) == 0.0
 
 
+def _the_cited_loaders_split(labels: np.ndarray, held_out: int, seed: int) -> tuple[set, set]:
+    """The cited loader as its papers describe it, call by call: one ``RandomState`` shared by a
+    training call and a test call, each permuting the normal digits, cutting 80%, and permuting its
+    own test part (normal rest plus every anomaly); training from the first call, test from the second."""
+    shared = np.random.RandomState(seed)
+    positions = np.arange(len(labels))
+
+    def one_call() -> tuple[np.ndarray, np.ndarray]:
+        normal = positions[labels != held_out]
+        normal = normal[shared.permutation(len(normal))]
+        cut = int(len(normal) * 0.8)
+        test_part = np.concatenate([normal[cut:], positions[labels == held_out]])
+        return normal[:cut], test_part[shared.permutation(len(test_part))]
+
+    train, _ = one_call()
+    _, test = one_call()
+    return set(train.tolist()), set(test.tolist())
+
+
+def test_the_cited_split_holds_the_cited_loaders_own_digits() -> None:
+    """Device: CPU. On a 2,000-label pool, the split is the one the cited loader's two calls draw
+    (the first call's test shuffle included: without it the second call's permutation, and with it
+    the test split, differs)."""
+    labels = torch.randint(0, 10, (2000,), generator=torch.Generator().manual_seed(3))
+    train, test = cited_anomaly_split(labels, [1], 0.8, seed=42)
+    expected_train, expected_test = _the_cited_loaders_split(labels.numpy(), 1, 42)
+    assert set(train.tolist()) == expected_train and set(test.tolist()) == expected_test
+
+
 def test_the_datamodule_draws_the_split_it_is_told(make_mnist_idx) -> None:
     """Device: CPU. ``split: cited`` serves training digits in its test split (and says how many);
     ``disjoint`` none; an unknown split is refused with the two names."""
