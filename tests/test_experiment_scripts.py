@@ -162,3 +162,18 @@ def test_a_sigma_record_scores_with_the_sigma_it_names() -> None:
     asked.clear()
     validation, tested = sigma.read_with_sigma(str(checkpoint), 0.1, read, validates_on_test=True)
     assert asked == [("val", 0.1)] and tested == validation  # a run that validated on test reads it once
+
+
+def test_the_validation_noise_script_counts_reversals_and_reads_every_10th_epoch_by_phase() -> None:
+    """CPU. A zigzag reverses at every change, a steady climb never; phase 9 reads epochs 19, 29,
+    ... (its first reading, epoch 9, is the warm-up it leaves out); a plateau of 21 readings is too
+    short for a lag of 20 and is refused in one line."""
+    noise = load_script("experiments/quickstart_validation_noise.py")
+    assert noise.reversals([1.0, 3.0, 2.0, 4.0, 3.0]) == 3 and noise.reversals([1.0, 2.0, 3.0, 4.0]) == 0
+    readings = {epoch: float(epoch) for epoch in range(40)}
+    phases = noise.every_10th(readings)
+    assert phases[9]["readings"] == [19.0, 29.0, 39.0] and phases[9]["reversals"] == 0
+    zigzag = {epoch: 30.0 + 2.0 * ((epoch // 10) % 2) for epoch in range(100)}  # a 20-epoch square wave
+    assert noise.plateau_summary(zigzag, 20)["autocorrelation"]["10"] < -0.1  # a 20-epoch period shows at lag 10
+    with pytest.raises(noise.ScriptError, match="21 readings from epoch 20 on"):
+        noise.plateau_summary({epoch: 1.0 for epoch in range(41)}, 20)

@@ -291,15 +291,25 @@ class SampleGrid(L.Callback):
             rank_zero_warn(f"SampleGrid: the {self.long_chain_steps}-step grid failed ({error}); training goes on")
 
     def _draw(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str, sampler: Any, shown: Any) -> None:
-        """Generate with ``sampler`` (None: the method's own chain) and log the grid, its caption naming
-        the chain ``shown`` (None: the method's own, :func:`sample_caption`)."""
+        """Log :meth:`picture` of the epoch that ends now (nothing for samples that are no images)."""
+        image = self.picture(pl_module, trainer.current_epoch, sampler, shown)
+        if image is not None:
+            log_image(trainer, key, image)
+
+    def picture(
+        self, pl_module: L.LightningModule, epoch: int, sampler: Any = None, shown: Any = None
+    ) -> np.ndarray | None:
+        """The grid ``(H, W, 3)`` uint8 of ``n`` samples ``generate(n)`` draws with ``sampler`` (None:
+        the method's own chain) from ``seed``, under its caption for ``epoch`` naming the chain
+        ``shown`` (None: the method's own, :func:`sample_caption`); None when the samples are no
+        images. The model and the random numbers outside are left as they were (:func:`quiet_evaluation`)."""
         with quiet_evaluation(pl_module):
             if self.seed is not None:
                 torch.manual_seed(self.seed)
             samples = pl_module.generate(self.n) if sampler is None else pl_module.generate(self.n, sampler=sampler)
-        if _is_image_batch(samples):
-            caption = sample_caption(trainer.current_epoch, pl_module, shown)
-            log_image(trainer, key, with_caption(to_uint8_grid(samples, self.nrow), [caption]))
+        if not _is_image_batch(samples):
+            return None
+        return with_caption(to_uint8_grid(samples, self.nrow), [sample_caption(epoch, pl_module, shown)])
 
 
 class ReconstructionGrid(L.Callback):
@@ -330,6 +340,12 @@ class ReconstructionGrid(L.Callback):
         images = self._validation_images(trainer)
         if images is None:
             return
+        log_image(trainer, "reconstructions", self.picture(pl_module, images, trainer.current_epoch))
+
+    def picture(self, pl_module: L.LightningModule, images: Tensor, epoch: int) -> np.ndarray:
+        """The grid ``(H, W, 3)`` uint8 of ``images`` ``(k, C, H, W)`` (odd rows) above
+        ``reconstruct(images)`` (even rows), under its caption for ``epoch``; the model and the
+        random numbers outside are left as they were (:func:`quiet_evaluation`)."""
         x = images.to(pl_module.device)
         with quiet_evaluation(pl_module):
             x_hat = pl_module.reconstruct(x)
@@ -337,8 +353,8 @@ class ReconstructionGrid(L.Callback):
             torch.cat([padded(x[i : i + self.nrow], self.nrow), padded(x_hat[i : i + self.nrow], self.nrow)])
             for i in range(0, len(x), self.nrow)
         ]  # a short last row padded: originals stay on odd rows
-        caption = reconstruction_caption(trainer.current_epoch, pl_module)
-        log_image(trainer, "reconstructions", with_caption(to_uint8_grid(torch.cat(rows), self.nrow), caption))
+        caption = reconstruction_caption(epoch, pl_module)
+        return with_caption(to_uint8_grid(torch.cat(rows), self.nrow), caption)
 
 
 class HierarchicalSampleGrid(L.Callback):

@@ -1,0 +1,211 @@
+"""The README's quickstart pictures: drawn from a run of the README's first command, and checked.
+
+    python scripts/readme_pictures.py draw runs/quickstart     # the run's pictures into docs/images
+    python scripts/readme_pictures.py check runs/quickstart    # are docs/images the pictures this run drew?
+
+``RUN`` is a finished ``lebm fit -c quickstart`` run folder (100 epochs). Its last epoch's sample
+grids (the training chain's and the 200-step chain's), reconstruction grid and learning curves are
+the pictures the README and the documentation's front page show (:data:`PICTURES`).
+
+``draw`` copies them, writes ``docs/images/quickstart_pictures.json`` (the command and each
+picture's size) and keeps the run's trained weights (:data:`WEIGHTS`). Two checks follow:
+
+- :func:`redraw` draws the sample, 200-step and reconstruction grids again from those weights with
+  the recipe's grid callbacks, as the last epoch drew them; the default tier's
+  ``tests/test_readme_pictures.py`` compares them with the pictures, so a change to a chain, a net,
+  the grid or its caption fails there until ``draw`` runs again. Drawing from fixed weights is
+  stable: another CPU's rounding flips a few pixels by a level at most (:data:`MAX_MEAN_DIFFERENCE`,
+  :data:`MAX_CHANGED_SHARE`).
+- ``check`` compares every picture with a new run's, pixel by pixel (exit 1 and one line naming
+  ``draw`` when one is missing, of another size or past the tolerance; it says whether the run
+  trained the pictured weights). CI runs it on the quickstart it trains, reported and not gating:
+  100 epochs of training are chaotic at the pixel level (a 1e-7 change of one learning rate moves
+  the sample grids as much as a code change), so another CPU's rounding alone can fail it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "docs" / "images"
+MANIFEST = IMAGES / "quickstart_pictures.json"
+#: The pictured model's weights (its state_dict, no optimiser): the pictures are drawn again from
+#: them by the default tier's test, with the code as it is now.
+WEIGHTS = REPO / "tests" / "fixtures" / "readme_quickstart" / "weights.pt"
+RECIPE = REPO / "recipes" / "quickstart.yaml"
+#: Each picture the README shows: its file under ``docs/images`` and the run's file it is drawn from.
+PICTURES = {
+    "quickstart_samples.png": "images/samples_epoch0099.png",
+    "quickstart_samples_langevin200.png": "images/samples_langevin200_epoch0099.png",
+    "quickstart_reconstructions.png": "images/reconstructions_epoch0099.png",
+    "quickstart_curves.png": "curves.png",
+}
+#: The most a picture may differ from the one drawn now: the mean absolute difference of its 8-bit
+#: values, and the share of its pixels that differ at all (another CPU's rounding in a 200-step
+#: chain flips a few pixels by a level; a changed chain, net or caption moves far more).
+MAX_MEAN_DIFFERENCE = 0.25
+MAX_CHANGED_SHARE = 0.02
+DRAW = "python scripts/readme_pictures.py draw runs/quickstart"
+
+
+@dataclass
+class Difference:
+    """How one picture differs from the run's: its ``mean`` absolute difference (8-bit values) and
+    the ``changed`` share of its pixels; ``problem`` when they cannot be compared."""
+
+    picture: str
+    mean: float = 0.0
+    changed: float = 0.0
+    problem: str | None = None
+
+    @property
+    def too_large(self) -> bool:
+        return self.problem is not None or self.mean > MAX_MEAN_DIFFERENCE or self.changed > MAX_CHANGED_SHARE
+
+    def describe(self) -> str:
+        if self.problem is not None:
+            return f"{self.picture}: {self.problem}"
+        return f"{self.picture}: mean difference {self.mean:.2f} of 255, {self.changed:.1%} of its pixels changed"
+
+
+def pixels(path: Path) -> np.ndarray:
+    """A picture's RGB values ``(H, W, 3)`` as integers."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def compare(shown: Path, drawn: Path) -> Difference:
+    """How the picture ``shown`` differs from ``drawn``."""
+    name = shown.name
+    for path in (shown, drawn):
+        if not path.is_file():
+            return Difference(name, problem=f"no file {path}")
+    a, b = pixels(shown), pixels(drawn)
+    if a.shape != b.shape:
+        return Difference(name, problem=f"{a.shape[1]}x{a.shape[0]} pixels, the run drew {b.shape[1]}x{b.shape[0]}")
+    delta = np.abs(a - b)
+    return Difference(name, float(delta.mean()), float(delta.any(axis=-1).mean()))
+
+
+def check(run: Path, images: Path = IMAGES) -> list[Difference]:
+    """Each picture's difference from the run's."""
+    return [compare(images / shown, run / drawn) for shown, drawn in PICTURES.items()]
+
+
+def quickstart_parts() -> tuple[Any, list[Any], Any, int]:
+    """The quickstart recipe's model (untrained), its grid callbacks (``SampleGrid``,
+    ``ReconstructionGrid``), its data module and its last epoch's index."""
+    from lebm.callbacks import ReconstructionGrid, SampleGrid
+    from lebm.cli.resolve import resolve_recipe
+    from lebm.config import build
+
+    config = resolve_recipe(RECIPE)
+    callbacks = [
+        build(c)
+        for c in config["trainer"]["callbacks"]
+        if c["class_path"].endswith(("SampleGrid", "ReconstructionGrid"))
+    ]
+    grids = [c for c in callbacks if isinstance(c, (SampleGrid, ReconstructionGrid))]
+    return build(config["model"]), grids, build(config["data"]), int(config["trainer"]["max_epochs"]) - 1
+
+
+def redraw(weights: Path = WEIGHTS) -> dict[str, np.ndarray]:
+    """The pictures :data:`PICTURES` names except the learning curves (which the run's metrics
+    draw), drawn again from the pictured ``weights`` with the recipe's grid callbacks as the last
+    epoch draws them: ``{file under docs/images: (H, W, 3) uint8}``."""
+    from lebm.callbacks import ReconstructionGrid, SampleGrid
+    from lebm.callbacks.images import longer_chain
+    from lebm.models.base import batch_observations
+
+    model, grids, data, epoch = quickstart_parts()
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    drawn = {}
+    for grid in grids:
+        if isinstance(grid, SampleGrid):
+            drawn["quickstart_samples.png"] = grid.picture(model, epoch)
+            longer = longer_chain(model.generation_sampler, grid.long_chain_steps)
+            drawn["quickstart_samples_langevin200.png"] = grid.picture(model, epoch, longer, longer)
+        elif isinstance(grid, ReconstructionGrid):
+            data.setup("fit")
+            with torch.random.fork_rng(devices=[]):
+                images = batch_observations(next(iter(data.val_dataloader())))[: grid.n]
+            drawn["quickstart_reconstructions.png"] = grid.picture(model, images, epoch)
+    return drawn
+
+
+def draw(run: Path, images: Path = IMAGES, weights: Path = WEIGHTS) -> None:
+    """Copy the run's pictures into ``images``, write the manifest and save the run's trained
+    weights to ``weights``."""
+    missing = [str(run / drawn) for drawn in PICTURES.values() if not (run / drawn).is_file()]
+    if missing:
+        raise SystemExit(f"readme_pictures: error: {run} is no finished quickstart run (missing {', '.join(missing)})")
+    manifest = {"command": "lebm fit -c quickstart", "pictures": {}}
+    for shown, drawn in PICTURES.items():
+        with Image.open(run / drawn) as image:
+            image.save(images / shown)
+            manifest["pictures"][shown] = {"from": drawn, "size": list(image.size)}
+    (images / MANIFEST.name).write_text(json.dumps(manifest, indent=1) + "\n")
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(trained_weights(run), weights)
+
+
+def trained_weights(run: Path) -> dict[str, Any]:
+    """The model's weights in the run's ``checkpoints/last.ckpt`` (its state_dict)."""
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return checkpoint["state_dict"]
+
+
+def weight_difference(run: Path, weights: Path = WEIGHTS) -> float:
+    """The largest absolute difference between the run's trained weights and the pictured ones
+    (infinite when their names or shapes differ)."""
+    trained, pictured = trained_weights(run), torch.load(weights, map_location="cpu", weights_only=True)
+    if trained.keys() != pictured.keys() or any(trained[k].shape != pictured[k].shape for k in trained):
+        return float("inf")
+    return max(float((trained[k].float() - pictured[k].float()).abs().max()) for k in trained)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["draw", "check"])
+    parser.add_argument("run", type=Path, help="a finished `lebm fit -c quickstart` run folder")
+    args = parser.parse_args()
+    if args.action == "draw":
+        draw(args.run)
+        print(f"readme_pictures: drew {len(PICTURES)} pictures from {args.run} into {IMAGES.relative_to(REPO)}")
+        return
+    differences = check(args.run)
+    for difference in differences:
+        print(f"readme_pictures: {difference.describe()}")
+    stale = [d for d in differences if d.too_large]
+    if not stale:
+        return
+    trained = ""
+    if (args.run / "checkpoints" / "last.ckpt").is_file() and WEIGHTS.is_file():
+        gap = weight_difference(args.run)
+        trained = (
+            "; it trained the pictured weights, so the drawing changed"
+            if gap == 0
+            else f"; it trained other weights than the pictured ones (largest difference {gap:.3g}): the training "
+            "changed, or this CPU rounds otherwise than the one that drew them"
+        )
+    sys.stderr.write(
+        f"readme_pictures: error: {len(stale)} of the README's pictures are not what {shlex.quote(str(args.run))} "
+        f"drew (over {MAX_MEAN_DIFFERENCE} mean difference or {MAX_CHANGED_SHARE:.0%} of pixels changed){trained}: "
+        f"draw them again with `{DRAW}` after `lebm fit -c quickstart`\n"
+    )
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
