@@ -7,6 +7,7 @@ them show the same arguments, given as they should be, are honoured."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from lebm.callbacks import FID, WeightEMA
 from lebm.checkpoints import CheckpointError
 from lebm.models import DAMC, GaussianPrior, LatentEBM, MultiStageNCE, ProductOfRatiosPrior, TiltedGaussianPrior
 from lebm.nets import EnergyMLP
-from lebm.samplers import Langevin
+from lebm.samplers import ChainInitializer, Langevin, NoiseStart
 from tests.models.cases import (
     DATA,
     LATENT,
@@ -304,6 +305,32 @@ def test_a_start_given_as_an_array_or_in_float64_is_the_chains_start(toy: Any) -
         z = toy.infer(X, start=given, refine=False)
         assert z.dtype == torch.float32
         torch.testing.assert_close(z, torch.from_numpy(start).float())
+
+
+class _Float64Start(ChainInitializer):
+    """A user's initializer that draws its starts in float64 (NumPy's habit)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+    def draw(self, n, context, generator, device):
+        return torch.from_numpy(np.linspace(-1.0, 1.0, n * self.width).reshape(n, self.width))
+
+
+def test_an_initializers_start_in_another_dtype_runs_in_the_models(toy: Any) -> None:
+    """CPU. A float64 start from a user's initializer, into a float32 model's posterior chain or its
+    prior chain, is cast to float32 (torch's dtype error before); into the same model in float64,
+    a float32 start is cast to float64."""
+    z = toy.infer(X, start=_Float64Start(3), refine=False)
+    assert z.dtype == torch.float32
+    torch.testing.assert_close(z, torch.linspace(-1.0, 1.0, len(X) * 3).reshape(len(X), 3))
+    assert toy.infer(X, start=_Float64Start(3)).dtype == torch.float32  # through the chain
+    start = torch.zeros(4, 3, dtype=torch.float64)
+    assert toy.prior.sample(4, start=start).dtype == torch.float32
+    wide = copy.deepcopy(toy).double()
+    assert wide.infer(X.double(), start=NoiseStart(3)).dtype == torch.float64
+    assert wide.prior.sample(4, start=start.float()).dtype == torch.float64
 
 
 def test_a_sampler_given_where_a_chain_runs_is_the_one_that_runs(amortized: DAMC) -> None:

@@ -142,7 +142,7 @@ class LatentGeneratorHooks:
                 f"{owner}: the initializer could not start from observations {tuple(x.shape)} ({reason}): give an "
                 "initializer made for this model's observations and latent size"
             ) from None
-        return check_start(z0, x.shape[0], owner, (self.prior.latent_dim,))  # type: ignore[attr-defined]
+        return check_start(z0, x.shape[0], owner, (self.prior.latent_dim,), self.input_dtype)  # type: ignore[attr-defined]
 
     def chain_initializer(self, start: PosteriorStart | ChainInitializer) -> ChainInitializer:
         """The initializer a posterior chain named ``start`` starts from: ``"noise"``

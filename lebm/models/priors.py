@@ -86,6 +86,11 @@ class Prior(nn.Module, Configurable):
     def device(self) -> torch.device:
         return self._anchor.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype the prior runs in (its buffers and parameters follow ``.to(dtype)``)."""
+        return self._anchor.dtype
+
     def energy(self, z: Tensor) -> Tensor:
         """Total energy ``U(z)`` ``(B,)``."""
         residual = self.residual_energy(z)
@@ -143,7 +148,7 @@ class Prior(nn.Module, Configurable):
         if start is None:
             z0 = NoiseStart(self.latent_dim, self.init_std).start(n, generator=generator, device=self.device)
         else:
-            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)", (self.latent_dim,))
+            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)", (self.latent_dim,), self.dtype)
         chain = sampler if sampler is not None else self.sampler
         return chain(
             self.residual_energy,

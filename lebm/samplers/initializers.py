@@ -51,10 +51,13 @@ from lebm.samplers.capture.switch import CaptureOptIn
 __all__ = ["AveragedStart", "ChainInitializer", "NetworkStart", "NoiseStart", "check_start"]
 
 
-def check_start(z0: Any, n: int, owner: str, state_shape: tuple[int, ...] | None = None) -> Tensor:
+def check_start(
+    z0: Any, n: int, owner: str, state_shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
     """``z0`` as a start of ``n`` chains: a floating tensor ``(n, *state_shape)`` (any state shape
-    when ``state_shape`` is None), half precision cast to float32; a ``ValueError``/``TypeError``
-    naming ``owner`` otherwise."""
+    when ``state_shape`` is None), cast to the chains' ``dtype`` (the model's: a float64 start of a
+    float32 model, or the reverse) or, without one, half precision to float32; a
+    ``ValueError``/``TypeError`` naming ``owner`` otherwise."""
     if not isinstance(z0, Tensor) or not z0.is_floating_point():
         got = z0.dtype if isinstance(z0, Tensor) else type(z0).__name__
         raise TypeError(f"{owner} must return the chains' start as a floating torch.Tensor (n, *shape), got {got}")
@@ -65,6 +68,8 @@ def check_start(z0: Any, n: int, owner: str, state_shape: tuple[int, ...] | None
             f"{owner} starts chains of states {tuple(z0.shape[1:])}, but this model's chains run on states "
             f"{tuple(state_shape)}: give an initializer made for this model's latent size {tuple(state_shape)}"
         )
+    if dtype is not None:
+        return z0 if z0.dtype == dtype else z0.to(dtype)
     return z0.float() if z0.dtype in (torch.float16, torch.bfloat16) else z0
 
 
