@@ -438,8 +438,8 @@ def gpu_tier_command(junit: Path, xdist: bool, timeout_plugin: bool, workers: in
     """The pytest command of the gpu tier (``-n`` only with pytest-xdist, ``--timeout`` only with
     pytest-timeout)."""
     command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
-    if xdist:
-        command += ["-n", str(workers)]
+    # setup.cfg's addopts name pytest-xdist's -n: without the plugin they are cleared (-m gpu is given)
+    command += ["-n", str(workers)] if xdist else ["-o", "addopts="]
     if timeout_plugin:
         command += ["--timeout", "300"]
     return [*command, "--junitxml", str(junit)]

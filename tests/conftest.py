@@ -25,6 +25,13 @@ os.environ.setdefault("LEBM_CACHE_DIR", tempfile.mkdtemp(prefix="lebm-test-cache
 #: draws: a statistical test must pass for any seed, its margin set by the distribution, not one draw.
 TEST_SEED = int(os.environ.get("LEBM_TEST_SEED", "0"))
 
+#: Under pytest-xdist (``-n auto``, setup.cfg), each worker process gets an equal share of the
+#: machine's cores for torch's intra-op threads: torch's default, every core in every worker,
+#: oversubscribes them.
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if XDIST_WORKERS > 1:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // XDIST_WORKERS))
+
 #: The GPUs of this machine, read once before any test hides them.
 CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0
 
