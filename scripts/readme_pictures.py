@@ -181,6 +181,11 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished `lebm fit -c quickstart` run folder")
     args = parser.parse_args()
     if args.action == "draw":
+        if args.run.resolve().parts[-2:] != ("runs", "quickstart"):
+            raise SystemExit(
+                f"readme_pictures: error: the learning curves' title names the run's folder, so draw from the "
+                f"README's command's folder, runs/quickstart, not {args.run}"
+            )
         draw(args.run)
         print(f"readme_pictures: drew {len(PICTURES)} pictures from {args.run} into {IMAGES.relative_to(REPO)}")
         return

@@ -88,3 +88,14 @@ def test_the_readme_pictures_are_what_the_pictured_weights_draw_now() -> None:
             f"{name} is not what the pictured weights draw now (mean difference {mean:.2f}, {changed:.1%} of "
             f"pixels changed): {pictures.DRAW} after lebm fit -c quickstart"
         )
+
+
+def test_draw_takes_its_pictures_from_runs_quickstart_only(tmp_path: Path) -> None:
+    """The learning curves' title names the run's folder: the command refuses another folder."""
+    write_run(tmp_path / "elsewhere", seed=3)
+    finished = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "readme_pictures.py"), "draw", str(tmp_path / "elsewhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 1 and "draw from the README's command's folder, runs/quickstart" in finished.stderr
