@@ -66,8 +66,10 @@ def reversals(values: list[float]) -> int:
 def plateau_summary(readings: dict[int, float], start: int) -> dict:
     """Spread and autocorrelation of the readings from epoch ``start`` on (see the module docstring)."""
     values = [readings[epoch] for epoch in sorted(readings) if epoch >= start]
-    if len(values) < 22:
-        raise ScriptError(f"{len(values)} readings from epoch {start} on: the lags need 22 or more (train longer)")
+    if len(values) < 2 * 20:
+        raise ScriptError(
+            f"{len(values)} readings from epoch {start} on: a lag of 20 needs 40 or more, 20 pairs (train longer)"
+        )
     changes = [b - a for a, b in pairwise(values)]
     return {
         "epochs": f"{start}-{max(readings)}",
@@ -98,11 +100,13 @@ def every_10th(readings: dict[int, float]) -> list[dict]:
 def evaluation_noise(run: Path, streams: int) -> dict:
     """The last checkpoint's ``val/nll`` read from ``streams`` evaluation streams."""
     import lightning as L
+    import torch
     import yaml
 
     import lebm
     from lebm.config import build
 
+    torch.set_num_threads(1)  # as the quickstart's CPUThreads gives its run
     config = yaml.safe_load((run / "config.yaml").read_text())
     model = lebm.load(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
     values = []

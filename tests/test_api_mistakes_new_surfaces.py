@@ -320,8 +320,9 @@ class _Float64Start(ChainInitializer):
 
 def test_an_initializers_start_in_another_dtype_runs_in_the_models(toy: Any) -> None:
     """CPU. A float64 start from a user's initializer, into a float32 model's posterior chain or its
-    prior chain, is cast to float32 (torch's dtype error before); into the same model in float64,
-    a float32 start is cast to float64."""
+    prior chain, is cast to float32 (torch's dtype error before); into the same model in float64
+    (outside a 64-true run, where torch's default dtype stays float32), a float32 start, and the
+    prior's own noise start, are cast to float64."""
     z = toy.infer(X, start=_Float64Start(3), refine=False)
     assert z.dtype == torch.float32
     torch.testing.assert_close(z, torch.linspace(-1.0, 1.0, len(X) * 3).reshape(len(X), 3))
@@ -331,6 +332,7 @@ def test_an_initializers_start_in_another_dtype_runs_in_the_models(toy: Any) -> 
     wide = copy.deepcopy(toy).double()
     assert wide.infer(X.double(), start=NoiseStart(3)).dtype == torch.float64
     assert wide.prior.sample(4, start=start.float()).dtype == torch.float64
+    assert wide.prior.sample(4).dtype == wide.generate(4).dtype == torch.float64  # its own noise start too
 
 
 def test_a_sampler_given_where_a_chain_runs_is_the_one_that_runs(amortized: DAMC) -> None:

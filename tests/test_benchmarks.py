@@ -731,3 +731,14 @@ def test_profile_step_counts_kernels_and_copies_as_device_work_not_waits_or_rang
     assert not work(SimpleNamespace(name="Context Sync"))  # a torch without activity_type
     assert not work(SimpleNamespace(name="training_step", is_user_annotation=True))
     assert not work(SimpleNamespace(name="chain:prior.sampler", activity_type="gpu_user_annotation"))
+
+
+def test_the_gpu_tier_runs_on_workers_with_pytest_xdist_and_clears_its_option_without() -> None:
+    """CPU. setup.cfg's addopts name pytest-xdist's ``-n``: the gpu tier's command gives its own
+    worker count where the plugin is, and clears the addopts where it is not (``-m gpu`` stays)."""
+    gpu_tier_command = load_script("benchmarks/gpu_check.py").gpu_tier_command
+    with_plugin = gpu_tier_command(Path("j.xml"), xdist=True, timeout_plugin=False)
+    assert with_plugin[with_plugin.index("-n") + 1] == "8" and "addopts=" not in with_plugin
+    without = gpu_tier_command(Path("j.xml"), xdist=False, timeout_plugin=True)
+    assert "-n" not in without and without[without.index("-o") + 1] == "addopts="
+    assert without[without.index("gpu") - 1] == "-m" and "--timeout" in without

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import lebm
 from tests.helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,6 +152,7 @@ def test_a_sigma_record_scores_with_the_sigma_it_names() -> None:
         asked.append((stage, model.decoder.sigma))
         return {"auprc": {"val": 0.2, "test": 0.6}[stage], "auroc": {"val": 0.4, "test": 0.7}[stage]}
 
+    assert lebm.load(str(checkpoint)).decoder.sigma == 0.3  # trained with 0.3: scoring must change it
     validation, tested = sigma.read_with_sigma(str(checkpoint), 0.1, read, validates_on_test=False)
     assert asked == [("val", 0.1), ("test", 0.1)]
     fields = sigma.sigma_fields("run", 0.3, 0.1, validation, tested, validates_on_test=False)
@@ -166,8 +168,8 @@ def test_a_sigma_record_scores_with_the_sigma_it_names() -> None:
 
 def test_the_validation_noise_script_counts_reversals_and_reads_every_10th_epoch_by_phase() -> None:
     """CPU. A zigzag reverses at every change, a steady climb never; phase 9 reads epochs 19, 29,
-    ... (its first reading, epoch 9, is the warm-up it leaves out); a plateau of 21 readings is too
-    short for a lag of 20 and is refused in one line."""
+    ... (its first reading, epoch 9, is the warm-up it leaves out); a plateau of 39 readings is too
+    short for 20 pairs at a lag of 20 and is refused in one line."""
     noise = load_script("experiments/quickstart_validation_noise.py")
     assert noise.reversals([1.0, 3.0, 2.0, 4.0, 3.0]) == 3 and noise.reversals([1.0, 2.0, 3.0, 4.0]) == 0
     readings = {epoch: float(epoch) for epoch in range(40)}
@@ -175,5 +177,5 @@ def test_the_validation_noise_script_counts_reversals_and_reads_every_10th_epoch
     assert phases[9]["readings"] == [19.0, 29.0, 39.0] and phases[9]["reversals"] == 0
     zigzag = {epoch: 30.0 + 2.0 * ((epoch // 10) % 2) for epoch in range(100)}  # a 20-epoch square wave
     assert noise.plateau_summary(zigzag, 20)["autocorrelation"]["10"] < -0.1  # a 20-epoch period shows at lag 10
-    with pytest.raises(noise.ScriptError, match="21 readings from epoch 20 on"):
-        noise.plateau_summary({epoch: 1.0 for epoch in range(41)}, 20)
+    with pytest.raises(noise.ScriptError, match="39 readings from epoch 20 on: a lag of 20 needs 40"):
+        noise.plateau_summary({epoch: 1.0 for epoch in range(59)}, 20)
