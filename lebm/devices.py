@@ -15,6 +15,7 @@ it measured 29x slower than float32 (``docs/performance.md``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -128,3 +129,12 @@ def check_map_location(map_location: Any) -> None:
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{given} but this machine has no Apple MPS device: pass map_location='cpu'")
+
+
+def usable_cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the system keeps one: a container
+    or ``taskset`` may allow fewer than the machine has), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -120,17 +120,12 @@ def check(run: Path, images: Path = IMAGES) -> list[Difference]:
 def quickstart_parts() -> tuple[Any, list[Any], Any, int]:
     """The quickstart recipe's model (untrained), its grid callbacks (``SampleGrid``,
     ``ReconstructionGrid``), its data module and its last epoch's index."""
-    from lebm.callbacks import ReconstructionGrid, SampleGrid
     from lebm.cli.resolve import resolve_recipe
     from lebm.config import build
 
     config = resolve_recipe(RECIPE)
-    callbacks = [
-        build(c)
-        for c in config["trainer"]["callbacks"]
-        if c["class_path"].endswith(("SampleGrid", "ReconstructionGrid"))
-    ]
-    grids = [c for c in callbacks if isinstance(c, (SampleGrid, ReconstructionGrid))]
+    wanted = ("SampleGrid", "ReconstructionGrid")
+    grids = [build(c) for c in config["trainer"]["callbacks"] if c["class_path"].endswith(wanted)]
     return build(config["model"]), grids, build(config["data"]), int(config["trainer"]["max_epochs"]) - 1
 
 
@@ -140,7 +135,6 @@ def redraw(weights: Path = WEIGHTS) -> dict[str, np.ndarray]:
     epoch draws them: ``{file under docs/images: (H, W, 3) uint8}``."""
     from lebm.callbacks import ReconstructionGrid, SampleGrid
     from lebm.callbacks.images import longer_chain
-    from lebm.models.base import batch_observations
 
     model, grids, data, epoch = quickstart_parts()
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -152,8 +146,7 @@ def redraw(weights: Path = WEIGHTS) -> dict[str, np.ndarray]:
             drawn["quickstart_samples_langevin200.png"] = grid.picture(model, epoch, longer, longer)
         elif isinstance(grid, ReconstructionGrid):
             data.setup("fit")
-            with torch.random.fork_rng(devices=[]):
-                images = batch_observations(next(iter(data.val_dataloader())))[: grid.n]
+            images = grid.first_images(data.val_dataloader())
             drawn["quickstart_reconstructions.png"] = grid.picture(model, images, epoch)
     return drawn
 

@@ -30,8 +30,9 @@ TEST_SEED = int(os.environ.get("LEBM_TEST_SEED", "0"))
 #: oversubscribes them.
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if XDIST_WORKERS:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, usable // XDIST_WORKERS))  # the cores this process may use, as -n auto counts
+    from lebm.devices import usable_cpu_cores
+
+    torch.set_num_threads(max(1, usable_cpu_cores() // XDIST_WORKERS))  # the cores this process may use
 
 #: The GPUs of this machine, read once before any test hides them.
 CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0

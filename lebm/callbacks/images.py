@@ -329,10 +329,16 @@ class ReconstructionGrid(L.Callback):
             loaders = trainer.datamodule.val_dataloader() if trainer.datamodule is not None else trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
             if loader is not None:
-                with torch.random.fork_rng(devices=[]):
-                    x = batch_observations(next(iter(loader)))
-                self._inputs = x[: self.n].clone() if _is_image_batch(x) else None
+                self._inputs = self.first_images(loader)
         return self._inputs
+
+    def first_images(self, loader: Any) -> Tensor | None:
+        """The first ``n`` images ``(n, C, H, W)`` of ``loader``'s first batch (None when its batches
+        hold no images), read on a private copy of torch's global RNG (starting the loader's
+        iterator draws its base seed from it)."""
+        with torch.random.fork_rng(devices=[]):
+            x = batch_observations(next(iter(loader)))
+        return x[: self.n].clone() if _is_image_batch(x) else None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not grid_epoch(trainer, self.every_n_epochs):

@@ -16,7 +16,6 @@ Evaluation loaders never touch torch's global RNG, so validating does not change
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lebm.data.keys import EpochKey, accepts_epoch_keys
 from lebm.data.resume import fit_position, mid_epoch_restart
+from lebm.devices import usable_cpu_cores
 from lebm.randomness import data_order_seed, run_seed
 
 
@@ -203,11 +203,7 @@ def workers_for_machine(num_workers: int) -> int:
     """``num_workers``, at most the CPU cores this process may run on (torch warns, once per
     loader, about more workers than that; a recipe's 4 on a 2-core machine printed it three times).
     The batches do not depend on the number of workers (:class:`EpochLoader`)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(int(num_workers), cores))
+    return max(0, min(int(num_workers), usable_cpu_cores()))
 
 
 def training_loader(

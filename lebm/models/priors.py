@@ -146,10 +146,9 @@ class Prior(nn.Module, Configurable):
         ``start`` ``(n, latent_dim)`` (None: :class:`~lebm.samplers.NoiseStart` ``N(0, init_std^2 I)``,
         drawn from ``generator``), with the prior's parameters frozen."""
         if start is None:
-            z0 = NoiseStart(self.latent_dim, self.init_std).start(n, generator=generator, device=self.device)
-            z0 = z0.to(self.dtype)  # a float64 model outside a 64-true run: torch's default dtype is float32
-        else:
-            z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)", (self.latent_dim,), self.dtype)
+            start = NoiseStart(self.latent_dim, self.init_std).start(n, generator=generator, device=self.device)
+        # in the prior's dtype: a float64 model outside a 64-true run draws its noise in torch's float32
+        z0 = check_start(start, n, f"{type(self).__name__}.sample(start=...)", (self.latent_dim,), self.dtype)
         chain = sampler if sampler is not None else self.sampler
         return chain(
             self.residual_energy,
