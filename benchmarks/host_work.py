@@ -42,8 +42,9 @@ from common import bare_trainer, describe_device, load_recipe  # noqa: E402
 from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture import set_chain_capture  # noqa: E402
+from lebm.samplers.capture import iteration_capture, set_chain_capture  # noqa: E402
 from lebm.samplers.chain import ChainTarget  # noqa: E402
+from lebm.testing.capture import EmulatedStore, emulate_on_cpu  # noqa: E402
 
 WARMUP = 20
 
@@ -137,6 +138,64 @@ def count_ops(recipe: dict[str, Any], batch_size: int, accelerator: str, record:
     return {"outside": counter.outside, "per_step": per_step}
 
 
+#: The iteration whose operations outside graphs are counted: after two warm-ups and the recording.
+COUNTED_REPLAY = 5
+
+
+def count_outside_graphs(recipe: dict[str, Any], batch_size: int, iterations: int = 3) -> dict[str, Any]:
+    """Aten operations (views left out) that replayed training iterations dispatch outside their
+    recordings, per iteration: the host work a GPU still waits for with recorded iterations on,
+    counted on the CPU under the strict emulator (``lebm.testing.capture``), which records and
+    replays as a CUDA graph does. Counts ``iterations`` iterations from :data:`COUNTED_REPLAY` on,
+    none of them a logging step; ``recorded``: whether every one of them was a replay."""
+    model = build_model(recipe, 0)
+    counter = OpCounter()
+    original_record = EmulatedStore.record
+
+    def record(store: EmulatedStore, body: Any, generators: Any) -> Any:
+        replay, outputs = original_record(store, body, generators)
+
+        def counted_replay() -> None:
+            counter.chain = "recorded iteration"
+            try:
+                replay()
+            finally:
+                counter.chain = None
+
+        return counted_replay, outputs
+
+    last = COUNTED_REPLAY + iterations - 1
+
+    class Count(L.Callback):
+        def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
+            if index == COUNTED_REPLAY:
+                self.replays = module.iteration_recorder.stats.replays
+                counter.__enter__()
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int) -> None:
+            if index == last:
+                counter.__exit__(None, None, None)
+                self.replays = module.iteration_recorder.stats.replays - self.replays
+
+    shape = observation_shape(model)
+    n = batch_size * (last + 3)  # the epoch's last batch, which hands its values to Lightning, is not counted
+    data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size)
+    counting = Count()
+    EmulatedStore.record = record  # type: ignore[method-assign]
+    try:
+        with emulate_on_cpu(), iteration_capture(True):
+            bare_trainer(max_epochs=1, accelerator="cpu", devices=1, log_every_n_steps=50, callbacks=[counting]).fit(
+                model, data
+            )
+    finally:
+        EmulatedStore.record = original_record  # type: ignore[method-assign]
+    return {
+        "ops_outside_graphs": round(counter.outside / iterations, 1),
+        "recorded": counting.replays == iterations,
+        "recorder": model.iteration_recorder.stats.as_dict(),
+    }
+
+
 def remainder_ms(
     recipe: dict[str, Any], batch_size: int, accelerator: str, log_every: int, iters: int
 ) -> tuple[float, str]:
@@ -181,6 +240,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--counts-only", action="store_true", help="the operation counts alone, no timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
@@ -188,19 +248,23 @@ def main() -> None:
 
     ends = count_ops(recipe, batch_size, args.accelerator, "ends")
     every = count_ops(recipe, batch_size, args.accelerator, True)
+    recorded = count_outside_graphs(recipe, batch_size)
     result: dict[str, Any] = {
         "recipe": args.recipe,
         "batch_size": batch_size,
+        "ops_outside_graphs": recorded["ops_outside_graphs"],
+        "recorded_iterations": {"every_counted_iteration_replayed": recorded["recorded"], **recorded["recorder"]},
         "ops_outside_chains": ends["outside"],
         "ops_per_chain_step": {"ends": ends["per_step"], "every_step": every["per_step"]},
     }
     timings: dict[str, list[float]] = {"cadence": [], "every_step": []}
-    for _ in range(args.repeats):
+    for _ in range(0 if args.counts_only else args.repeats):
         for name, log_every in (("cadence", 50), ("every_step", 1)):
             ms, device = remainder_ms(recipe, batch_size, args.accelerator, log_every, args.iters)
             timings[name].append(ms)
             result["device"] = device
-    result["remainder_ms"] = {name: round(statistics.median(values), 3) for name, values in timings.items()}
+    if not args.counts_only:
+        result["remainder_ms"] = {name: round(statistics.median(values), 3) for name, values in timings.items()}
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     result["torch"] = torch.__version__
     print(json.dumps(result))

@@ -20,7 +20,9 @@ SIGTERM mid-epoch and resumed equals one never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,16 @@ class RandomStreams:
         self._restored: dict[str, Any] | None = None  # this rank's saved states, set on resume
 
     # -------------------------------------------------------------------------------- streams
+    @contextlib.contextmanager
+    def training_from(self, generator: torch.Generator) -> Iterator[None]:
+        """Within the block, the training chains draw from ``generator`` (a recording's private
+        copy of the training stream, whose state the caller hands back and forth)."""
+        previous, self.train = self.train, generator
+        try:
+            yield
+        finally:
+            self.train = previous
+
     def start_training(self, device: torch.device, rank: int, world_size: int, global_step: int) -> bool:
         """Create the training stream on ``device``: the state saved in the checkpoint being
         resumed (restoring torch's global RNG state with it), else fresh from ``(seed, rank)``.

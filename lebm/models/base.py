@@ -51,6 +51,7 @@ from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_check
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
+from lebm.models.recorded_iteration import IterationRecorder, step_directly
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import (
@@ -104,6 +105,22 @@ class class_only:  # noqa: N801 (used as a decorator, like classmethod)
 
 def _no_closure() -> None:
     """The closure of an optimiser step whose gradients were computed before it."""
+
+
+@contextlib.contextmanager
+def counted_only(optimizer: torch.optim.Optimizer) -> Any:
+    """Within the block, ``optimizer.step(closure)`` runs only its closure (Lightning's hooks around
+    a step) and updates nothing: a recorded iteration's update ran on the device, and Lightning
+    counts it through its own step call."""
+
+    def closure_only(closure: Any = None, **kwargs: Any) -> Any:
+        return closure() if closure is not None else None
+
+    optimizer.step = closure_only  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del optimizer.step
 
 
 def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
@@ -220,6 +237,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self.said_checkpoint_writer = False
         self._pending_clips: dict[int, tuple[float | None, str]] = {}
         self._said_clip_note: str | None = None
+        #: This model's recorded training iterations (:mod:`lebm.models.recorded_iteration`).
+        self.iteration_recorder = IterationRecorder()
+        self._direct_steps = False
+        self._collected_step: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -374,6 +395,9 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         all-reduce, clipping and steps happen on the window's last batch (:mod:`lebm.models.stepping`).
         """
         optimizers = as_list(optimizers)
+        if self._direct_steps:  # inside a recorded iteration or its warm-up
+            step_directly(self, optimizers, loss, clip)
+            return
         settings = self._step_settings
         parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         if settings.accumulate == 1:
@@ -425,6 +449,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def on_train_epoch_end(self) -> None:
         """Per-epoch learning-rate decay, as the papers' code does; not for an epoch ``max_steps``
         cut short (its checkpoint keeps it open: the resume finishes it and decays then)."""
+        self.check_recorded_guard(now=True)
         if attached_trainer(self) is not None and epoch_cut_short(self.trainer):
             return
         for scheduler in self.schedulers_to_step():
@@ -440,6 +465,9 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         recovery policy (:attr:`divergence_recovery`) has a recovery left: then the step's values
         are not logged, the model rolls back to its last snapshot with lowered step sizes and
         learning rates, and training goes on with the next batch."""
+        if self._collected_step is not None:  # being recorded: the recorder checks and hands them over
+            self._collected_step.update(logs=dict(logs), watch=dict(watch or {}))
+            return
         decide = None
         if attached_trainer(self) is not None and self.trainer.world_size > 1:
             decide = lambda bad: self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # noqa: E731
@@ -462,12 +490,86 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             return
         if policy is not None:
             logs = {**logs, "recovery/count": float(self.recovery_record.count)}  # type: ignore[dict-item]
+        self._hand_over_step_values(logs)
+        if policy is not None:
+            policy.after_good_step(self)
+
+    def _hand_over_step_values(self, logs: Mapping[str, Any]) -> None:
+        """Log a step's values on the steps where they are read (:mod:`lebm.models.cadence`), else
+        keep them for :meth:`on_train_batch_end`."""
         if step_values_read(attached_trainer(self), logs):  # Lightning's log costs host time even when nothing reads it
             self.log_step_values(logs)
         else:
             self._unread_step_values = dict(logs)  # handed over after all if training stops at this step
-        if policy is not None:
-            policy.after_good_step(self)
+
+    # ------------------------------------------------------------------- recorded iterations
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One training iteration: :meth:`training_iteration` then :meth:`after_iteration`, run
+        eagerly, or through the model's :attr:`iteration_recorder` when recorded iterations are on
+        (:mod:`lebm.models.recorded_iteration`); nothing when :meth:`skip_iteration` says so."""
+        if self.skip_iteration():
+            return
+        if not self.iteration_recorder.run(self, batch, batch_idx):
+            self.training_iteration(batch, batch_idx)
+            self.after_iteration()
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        """A method's training iteration: its chains, losses and updates through
+        :meth:`step_optimizers`, ending with :meth:`finish_training_step`. Host work that must follow
+        every iteration, recorded or not, goes in :meth:`after_iteration`; what the iteration reads
+        of the host, in :meth:`iteration_key`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_iteration(batch, batch_idx)")
+
+    @contextlib.contextmanager
+    def direct_steps(self, recorder: IterationRecorder, collect: dict[str, Any] | None = None) -> Any:
+        """Within the block, :meth:`step_optimizers` updates in direct mode
+        (:func:`~lebm.models.recorded_iteration.step_directly`) and, with ``collect``,
+        :meth:`finish_training_step` puts the step's ``logs`` and ``watch`` there instead of checking
+        and logging them (a recording)."""
+        previous = self._direct_steps, self._collected_step
+        self._direct_steps, self._collected_step = True, collect
+        try:
+            yield
+        finally:
+            self._direct_steps, self._collected_step = previous
+
+    def count_recorded_step(self, once: bool = False) -> None:
+        """Count this iteration's update with Lightning (``trainer.global_step``, ``max_steps``, the
+        step hooks) without stepping an optimiser: the update ran on the device. ``once``: not
+        again within the same iteration."""
+        trainer = attached_trainer(self)
+        if trainer is None:
+            return
+        iteration, _, _ = self._training_position()
+        if once and self._counted_iteration == iteration:
+            return
+        self._counted_iteration = iteration
+        optimizer = self.optimizer_list()[0]
+        if isinstance(optimizer, LightningOptimizer):
+            with counted_only(optimizer.optimizer):
+                optimizer.step()
+
+    def finish_recorded_step(self, logs: Mapping[str, Any], batch_idx: int) -> None:
+        """The host's part of a replayed iteration's end: the guard's device flag read every few
+        iterations (:meth:`check_recorded_guard`), then the values handed over as
+        :meth:`finish_training_step` does."""
+        self.check_recorded_guard(logs=logs)
+        self._hand_over_step_values(logs)
+
+    def check_recorded_guard(self, logs: Mapping[str, Any] | None = None, now: bool = False) -> None:
+        """Raise :class:`~lebm.models.guard.TrainingDiverged` when the recorded iterations' device
+        flag is set, reading it every few iterations (``now``: at once, before a checkpoint, a
+        validation or the end of training)."""
+        recorder = self.iteration_recorder
+        iterations = recorder.unread
+        if recorder.read_guard(force=now):
+            raise self.guard.recorded_trip(
+                logs or {},
+                epoch=self.current_epoch,
+                step=self._training_position()[1],
+                iterations=iterations,
+                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self)),
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """If training stops at this step (``trainer.should_stop`` set by the method or by a callback
@@ -533,7 +635,12 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self.divergence_recovery is not None:
             self.divergence_recovery.take_snapshot(self)  # the state training starts (or resumes) from
 
+    def on_train_end(self) -> None:
+        """Read the recorded iterations' guard flag one last time (a divergence in the last few)."""
+        self.check_recorded_guard(now=True)
+
     def on_validation_epoch_start(self) -> None:
+        self.check_recorded_guard(now=True)
         self.random_streams.start_evaluation(self.device, self.global_rank, self.weights_step)
 
     def on_test_epoch_start(self) -> None:
@@ -545,6 +652,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         rank-local buffers (collective under DDP), and the recovery record; while fitting with a
         recovery policy, take a snapshot of the state saved (the one a run resumed from this
         checkpoint starts from)."""
+        self.check_recorded_guard(now=True)  # never a checkpoint of weights a recorded iteration saw diverge
         checkpoint[VERSION_KEY] = __version__
         keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()

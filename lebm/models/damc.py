@@ -333,7 +333,7 @@ class DAMC(LatentVariableModel):
         """What evaluation and the user API start from: ``Q`` (``Q_ema`` with ``evaluate_with_ema``)."""
         return self.amortizer_ema if self.hparams.evaluate_with_ema else self.amortizer
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
         amortizer_opt, decoder_opt, prior_opt = self.optimizer_list()
         stream = self.train_generator
@@ -367,8 +367,8 @@ class DAMC(LatentVariableModel):
         contrast = mle_loss(self.prior.residual_energy, z_pos, z_neg)
         self.step_optimizers(prior_opt, contrast.loss, clip=hp.prior_grad_clip)
 
-        if self.updates_this_batch:
-            self.after_update()
+        if self.updates_this_batch and self.global_step % hp.ema_every == 0:  # counted above: this update's number
+            self.amortizer_ema.update(self.amortizer, hp.ema_rate)
         logs.update(
             {
                 "train/decoder_loss": decoder_loss.detach(),
@@ -432,13 +432,19 @@ class DAMC(LatentVariableModel):
             return squared_error(x, z).mean()
         return reconstruction_loss(self.decoder, x, z)
 
-    def after_update(self) -> None:
-        """After every update: the per-iteration learning-rate decay, and the EMA every ``ema_every``
-        iterations (``trainer.global_step`` counts the updates)."""
-        for scheduler in self.step_schedulers():
-            scheduler.step()
-        if self.global_step % self.hparams.ema_every == 0:
-            self.amortizer_ema.update(self.amortizer, self.hparams.ema_rate)
+    def iteration_key(self) -> tuple[bool, bool]:
+        """What an iteration reads of the host: whether it is a warm-up iteration (noise-started
+        chains), and whether its update is an EMA turn (every ``ema_every``-th update, counting
+        this one)."""
+        step = self.global_step
+        return step < self.hparams.warmup_iterations, (step + 1) % self.hparams.ema_every == 0
+
+    def after_iteration(self) -> None:
+        """After every update: the per-iteration learning-rate decay (the EMA runs in the
+        iteration itself, every ``ema_every`` updates)."""
+        if self.updates_this_batch:
+            for scheduler in self.step_schedulers():
+                scheduler.step()
 
     def step_schedulers(self) -> list[Any]:
         """The per-iteration learning-rate schedulers (one per optimiser)."""

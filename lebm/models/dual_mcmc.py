@@ -263,7 +263,7 @@ class DualMCMC(LatentGeneratorModel):
                 return_diagnostics=return_diagnostics,
             )
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
         decoder_opt, encoder_opt, energy_opt = self.optimizer_list()
         stream = self.train_generator

@@ -98,6 +98,36 @@ class DivergenceGuard:
             checkpoint = last_checkpoint() if last_checkpoint is not None else None
             raise TrainingDiverged(self._message(cause, epoch, step, checkpoint), cause)
 
+    def device_flag(self, values: Mapping[str, Tensor], *, epoch: int) -> Tensor:
+        """A 0-d bool tensor on the values' device, True when :meth:`check` would stop at this
+        ``epoch``: the check without its read on the host (a recorded iteration keeps it on the
+        device, and the host reads it every few iterations)."""
+        tensors = {name: value for name, value in values.items() if isinstance(value, Tensor)}
+        if not tensors:
+            return torch.zeros((), dtype=torch.bool)
+        return self._any_bad(tensors, self.limits if epoch >= self.after_epoch else {})
+
+    def recorded_trip(
+        self,
+        values: Mapping[str, Tensor],
+        *,
+        epoch: int,
+        step: int,
+        iterations: int,
+        last_checkpoint: Callable[[], str | bool | None] | None = None,
+    ) -> TrainingDiverged:
+        """The error for a trip that recorded iterations flagged on the device, read by the host up
+        to ``iterations`` iterations late: what diverged when this step's ``values`` show it, else
+        which kinds of quantity the flag watches."""
+        tensors = {name: value for name, value in values.items() if isinstance(value, Tensor)}
+        limits = self.limits if epoch >= self.after_epoch else {}
+        shown = self._cause(tensors, limits)
+        if shown == "another process's quantities diverged":
+            shown = "a loss, energy or chain state was not finite or over its limit"
+        shown += f" (in one of the last {iterations} recorded iterations: the host reads their guard every few)"
+        checkpoint = last_checkpoint() if last_checkpoint is not None else None
+        return TrainingDiverged(self._message(shown, epoch, step, checkpoint), shown)
+
     def _any_bad(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> Tensor:
         """A device flag: whether any tensor has a non-finite entry or any limited scalar is over its
         limit. The scalars (a step's losses and energies) are checked as one stacked vector against a

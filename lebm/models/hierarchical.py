@@ -171,7 +171,7 @@ class JointHierarchicalEBM(LatentVariableModel):
         """One Adam for the generator and the encoder together (the official code), one for the EBM."""
         return self.decoder_and_prior_optimizers([*self.decoder.parameters(), *self.encoder.parameters()])
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
         optimizers = self.optimizer_list()
         stream = self.train_generator

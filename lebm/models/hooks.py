@@ -4,8 +4,9 @@ A method is a :class:`lebm.models.Method` (``MethodHooks`` + Lightning); a model
 latent prior and posterior inference builds on :class:`lebm.models.latent_generator.LatentGeneratorModel`
 (``LatentGeneratorHooks`` on top), and one whose prior and decoder are the model of the data (scored by
 ``-log p(x, z)``) on :class:`lebm.models.LatentVariableModel` (``LatentVariableHooks`` on top of
-that). Besides Lightning's own ``configure_optimizers()`` and ``training_step(batch, batch_idx)``,
-which every method writes, these are the places a method changes behaviour; everything else
+that). Besides Lightning's own ``configure_optimizers()`` and lebm's ``training_iteration(batch,
+batch_idx)`` (Lightning's ``training_step`` is the base's: it runs the iteration eagerly or recorded,
+:mod:`lebm.models.recorded_iteration`), which every method writes, these are the places a method changes behaviour; everything else
 (optimiser steps, the divergence guard, random streams, checkpoints, evaluation loops, the CLI)
 comes from the bases. ``docs/extending.md`` ("Writing a method") shows a method that overrides
 a few of them.
@@ -52,6 +53,22 @@ class MethodHooks:
         """Check, before training, that the method's parts fit together and fit the data (shapes,
         sizes); raise ``ValueError`` naming both sides and the option to change. The ``lebm`` CLI
         calls it when the run is built, and :meth:`setup` before any loop. Methods extend it."""
+
+    def iteration_key(self) -> Any:
+        """What a training iteration reads of the host besides its modules, hyperparameters and
+        optimisers (a warm-up switch, a stage, whether an EMA update is due): values (numbers,
+        bools, tuples) a recorded iteration is keyed by, computed before the iteration runs
+        (:mod:`lebm.models.recorded_iteration`). A value missing here is baked into a recording
+        and replayed stale."""
+        return ()
+
+    def skip_iteration(self) -> bool:
+        """Whether this training batch runs no iteration at all (host work only; default False)."""
+        return False
+
+    def after_iteration(self) -> None:
+        """Host work after every training iteration, recorded or eager (a per-iteration scheduler
+        step, a stage count); device work belongs in ``training_iteration``."""
 
     def schedulers_to_step(self) -> list[Any]:
         """The learning-rate schedulers stepped at the end of an epoch (default: all of them)."""

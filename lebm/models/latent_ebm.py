@@ -87,7 +87,7 @@ class LatentEBM(LatentVariableModel):
     def configure_optimizers(self) -> Any:
         return self.decoder_and_prior_optimizers(self.decoder.parameters())
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
         x = batch_observations(batch)
         optimizers = self.optimizer_list()
         stream = self.train_generator

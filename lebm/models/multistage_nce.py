@@ -200,10 +200,23 @@ class MultiStageNCE(LatentVariableModel):
             )
         return [per_stage] * self.prior.n_stages
 
-    def training_step(self, batch: Any, batch_idx: int) -> None:
+    def skip_iteration(self) -> bool:
+        """After the last stage: stop training, run nothing."""
         if self.prior.finished:
             self.trainer.should_stop = True
-            return
+            return True
+        return False
+
+    def iteration_key(self) -> tuple[int]:
+        """The stage being learned (which classifier steps, which ratios a negative chain reads)."""
+        return (self.prior.completed_stages,)
+
+    def after_iteration(self) -> None:
+        """Count the update towards the stage's ``T_k`` (a stage counts updates, not accumulated batches)."""
+        if self.updates_this_batch:
+            self._advance_stage()
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
         hp = self.hparams
         stage = self.prior.completed_stages
         x = batch_observations(batch)
@@ -229,8 +242,6 @@ class MultiStageNCE(LatentVariableModel):
         logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)
         logs["train/stage"] = float(stage)  # type: ignore[assignment]
         self.finish_training_step(logs, watch, batch_idx)
-        if self.updates_this_batch:  # a stage counts iterations (updates), not accumulated batches
-            self._advance_stage()
 
     def _stage_logit(self, z: Tensor) -> Tensor:
         """The stage-``k`` classifier's logit ``h_k(z)`` ``(B,)``; with ``earlier_ratios="finetune"``

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from lebm.config import Configurable
 from lebm.samplers.capture.cache import run_captured
 from lebm.samplers.capture.keys import ChainCall
-from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line
+from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line, inside_recording
 from lebm.samplers.capture.switch import CaptureOptIn
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
     ChainTarget,
@@ -188,7 +188,7 @@ class Sampler(CaptureOptIn, Configurable):
                 f"{tuple(z0.shape)}, got {got}"
             )
         z = z.detach()
-        if z.device.type == "cpu" and not bool(torch.isfinite(z).all()):  # (a GPU chain is not synchronised for it)
+        if z.device.type == "cpu" and not inside_recording() and not bool(torch.isfinite(z).all()):  # (a GPU chain is not synchronised for it)
             warnings.warn(
                 f"{self!r} ended with states that are not finite (NaN or inf): the energy returned NaN, or the "
                 "chain diverged; lower its step size (or check the energy)",

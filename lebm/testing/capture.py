@@ -229,6 +229,11 @@ class EmulatedStore(GraphStore):
         self.alive: list[list[bool]] = []
         self.destroyed = 0
 
+    recording_runs_body = True
+
+    def run_on_capture_stream(self, work: Callable[[], Any]) -> Any:
+        return work()
+
     def warm_up(self, body: ChainBody, runs: int) -> None:
         for _ in range(runs - 1):
             body()

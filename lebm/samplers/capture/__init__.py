@@ -1,6 +1,7 @@
 """Whole-chain CUDA-graph capture, under the samplers: it imports no sampler.
 
-- :mod:`.switch`: the run-wide switch (on by default) that every sampler reads;
+- :mod:`.switch`: the run-wide switches: chain capture (on by default), which every sampler reads,
+  and recorded training iterations (off by default), which every method reads;
 - :mod:`.cache`: a sampler's captured chains, keyed, recorded once and replayed;
 - :mod:`.keys`: what a captured chain depends on, and the reasons a chain runs eagerly;
 - :mod:`.recorders`: one capture stream and one memory pool per device, graphs retired together;
@@ -20,7 +21,14 @@ from lebm.samplers.capture.cache import (
     samplers_of,
 )
 from lebm.samplers.capture.recorders import CaptureBroken
-from lebm.samplers.capture.switch import chain_capture, chain_capture_enabled, set_chain_capture
+from lebm.samplers.capture.switch import (
+    chain_capture,
+    chain_capture_enabled,
+    iteration_capture,
+    iteration_capture_enabled,
+    set_chain_capture,
+    set_iteration_capture,
+)
 
 __all__ = [
     "CACHE_SIZE",
@@ -32,7 +40,10 @@ __all__ = [
     "chain_capture",
     "chain_capture_enabled",
     "chain_graphs",
+    "iteration_capture",
+    "iteration_capture_enabled",
     "run_captured",
     "samplers_of",
     "set_chain_capture",
+    "set_iteration_capture",
 ]

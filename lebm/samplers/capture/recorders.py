@@ -23,8 +23,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -134,6 +135,22 @@ class GraphStore:
         self.graphs: list[torch.cuda.CUDAGraph] = []
         self.pool = torch.cuda.graph_pool_handle() if device.type == "cuda" else None
         self.broken: str | None = None  # set when a failed recording could not be undone
+
+    #: Whether :meth:`record` also runs the body (the CPU emulation does; a CUDA capture only records).
+    recording_runs_body = False
+
+    def run_on_capture_stream(self, work: Callable[[], Any]) -> Any:
+        """``work()`` eagerly on the capture stream, ordered after the caller's work and before it
+        goes on: the warm-up of a body that will be recorded there (a whole training iteration's
+        autograd and optimiser state must be made on the stream it is captured on)."""
+        caller = torch.cuda.current_stream(self.device)
+        with torch.cuda.device(self.device):
+            self.stream.wait_stream(caller)
+            try:
+                with torch.cuda.stream(self.stream):
+                    return work()
+            finally:
+                caller.wait_stream(self.stream)
 
     @functools.cached_property
     def stream(self) -> torch.cuda.Stream:
@@ -281,8 +298,32 @@ def recorder_for(device: torch.device) -> GraphStore | None:
     return _cpu_store if device.type == "cpu" else None
 
 
+_inline = threading.local()
+
+
+@contextlib.contextmanager
+def recording_inline() -> Iterator[None]:
+    """Within this block (this thread), a chain is part of a larger recording (a whole training
+    iteration): it runs its body inline, where the enclosing recording sees it, instead of
+    capturing or replaying a graph of its own; a host check it would make (a CPU chain's finiteness
+    warning) is skipped, as a recording cannot read values."""
+    depth = getattr(_inline, "depth", 0)
+    _inline.depth = depth + 1
+    try:
+        yield
+    finally:
+        _inline.depth = depth
+
+
+def inside_recording() -> bool:
+    """Whether this thread is recording a larger body (:func:`recording_inline`)."""
+    return getattr(_inline, "depth", 0) > 0
+
+
 def capture_possible(device: torch.device) -> bool:
     """Whether a chain on ``device`` may be captured at all (cheap: checked before anything else)."""
+    if inside_recording():
+        return False  # part of a whole iteration's recording: inline
     if device.type == "cuda":
         return not torch.cuda.is_current_stream_capturing()  # inside a user's own capture: eager
     return device.type == "cpu" and _cpu_store is not None

@@ -79,3 +79,39 @@ class CaptureOptIn:
         """Whether this object's calls may be captured: the run's switch is on, its class opted in
         and its own ``cuda_graph`` does not keep it out."""
         return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
+
+
+#: The environment variable that carries the recorded-iteration switch to child processes.
+ITERATION_VARIABLE = "LEBM_RECORDED_ITERATIONS"
+
+_iterations = os.environ.get(ITERATION_VARIABLE, "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def iteration_capture_enabled() -> bool:
+    """Whether this process records whole training iterations (every net's update beside its
+    chains) as CUDA graphs: off by default (opt-in, ``recipes/speed/recorded_iterations.yaml``);
+    on a CPU training runs eagerly either way (``lebm.testing.capture`` emulates a recording)."""
+    return _iterations
+
+
+def set_iteration_capture(enabled: bool) -> bool:
+    """Turn recorded training iterations on or off for this process and the processes it starts
+    from now on; returns the old value."""
+    global _iterations
+    previous, _iterations = _iterations, bool(enabled)
+    os.environ[ITERATION_VARIABLE] = "1" if _iterations else "0"
+    return previous
+
+
+@contextlib.contextmanager
+def iteration_capture(enabled: bool) -> Iterator[None]:
+    """``set_iteration_capture(enabled)`` inside the block, the previous value restored after it::
+
+        with iteration_capture(True):
+            trainer.fit(model, datamodule)   # on a GPU: every iteration replayed as one graph
+    """
+    previous = set_iteration_capture(enabled)
+    try:
+        yield
+    finally:
+        set_iteration_capture(previous)

@@ -1,0 +1,468 @@
+"""Whole training iterations recorded once per key and replayed: every net's update beside its chains.
+
+With chains captured, what a GPU still waits for in an iteration is the host launching the
+updates one kernel at a time: each loss's forward and backward pass, clipping and the optimiser
+step. With the recorded-iteration switch on (``recipes/speed/recorded_iterations.yaml``, or
+``lebm.samplers.capture.iteration_capture(True)`` in Python; off by default), :class:`IterationRecorder`
+records a method's whole ``training_iteration`` (its chains inline, its losses, backward passes,
+clipping, optimiser steps and EMA) as one graph per key and replays it:
+
+- **warm-up**: the first :data:`WARMUP_ITERATIONS` iterations of a key run eagerly in *direct*
+  mode (:func:`step_directly`: gradients zeroed in place, Lightning's count of the step, the
+  optimiser's step on the device, :mod:`lebm.models.device_adam`), which makes every gradient and
+  optimiser state tensor the recording reads;
+- **recording**: the next one is recorded (a CUDA capture, or the CPU emulation of
+  ``lebm.testing.capture``, whose recording also runs the body: what it changed is put back) and
+  replayed at once;
+- **replay**: every later iteration of the key copies its batch into the recording's static
+  buffers, hands the training stream to the recording's private generator, refreshes the learning
+  rates a schedule changed (:class:`~lebm.models.device_adam.LearningRates`), replays, takes the
+  stream back, counts the step with Lightning and hands the step's values (one vector, cloned
+  once) to :meth:`lebm.models.Method.finish_recorded_step` and then the method's host work
+  (:meth:`~lebm.models.Method.after_iteration`).
+
+**The key** (:func:`iteration_key`) holds what a recording bakes in: the batch's shapes and dtypes,
+every child module of the method described by the chain key's rules (parameters and buffers by
+address, every attribute by value: step sizes, chain lengths, train flags), the method's
+hyperparameters, what the method declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`:
+DAMC's warm-up switch and EMA turn, a multi-stage prior's stage), the accumulation window and
+update of this batch, the guard's limits, every optimiser's settings but its rate and the address
+of every parameter, gradient and state tensor it steps, and autocast and TF32. The learning rates
+are read from device tensors, not baked in.
+
+**The guard** checks the step's values on the device inside the recording and keeps one sticky
+flag there; the host reads it every :data:`GUARD_READ_EVERY` iterations and before any checkpoint
+is written, any validation and the end of training (:meth:`IterationRecorder.read_guard`), so a
+divergence stops training at most that many iterations late, and never after a checkpoint of
+diverged weights.
+
+**Where an iteration cannot be recorded** it runs eagerly, with its chains captured as before, and
+the run says why in one line, once (:func:`why_iterations_eager`): several processes (DDP), a
+16-bit gradient scaler, an optimiser without a recorded step, a divergence recovery policy,
+anomaly detection, a callback or a method override with host work inside the update
+(``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``,
+``on_before_zero_grad``), or a module the key cannot describe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from lebm.compat import attached_trainer
+from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
+from lebm.samplers.capture.keys import Description, RunsEagerly, numerics_state, tensor_id, tensor_signature
+from lebm.samplers.capture.recorders import CaptureBroken, GraphStore, first_line, recorder_for, recording_inline
+from lebm.samplers.capture.switch import iteration_capture_enabled
+
+#: Eager (direct-mode) iterations of a key before it is recorded.
+WARMUP_ITERATIONS = 2
+#: Recorded iterations kept per model (training shape, an epoch's last batch, an accumulation window, ...).
+CACHE_SIZE = 8
+#: Keys met in a row without one replay before a model stops recording (something changes at every iteration).
+CHURN_LIMIT = 8
+#: Recorded iterations between two host reads of the guard's device flag.
+GUARD_READ_EVERY = 10
+#: The hooks that run host work inside an update: a callback or method override of one keeps iterations eager.
+UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+
+
+@dataclass
+class RecordedIteration:
+    """One recorded iteration: its replay, the static batch it reads, the step values it writes
+    (one float32 vector, ``names`` in order, ``constants`` the step's non-tensor values), its
+    private generator, and the store generation it lives in."""
+
+    replay: Callable[[], None]
+    static_batch: list[Tensor]
+    values: Tensor
+    names: list[str]
+    constants: dict[str, Any]
+    private_generator: torch.Generator
+    store: GraphStore
+    generation: int
+
+    def valid(self) -> bool:
+        return self.generation == self.store.generation
+
+
+@dataclass
+class IterationStats:
+    """Counters of a model's recorded iterations: ``recordings``, ``replays``, ``warmups``
+    (direct-mode eager iterations before a recording) and ``eager`` (iterations that ran eagerly)."""
+
+    recordings: int = 0
+    replays: int = 0
+    warmups: int = 0
+    eager: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+@dataclass
+class IterationRecorder:
+    """A model's recorded iterations (dropped, not copied, when the model is copied or pickled)."""
+
+    entries: OrderedDict[Hashable, RecordedIteration] = field(default_factory=OrderedDict)
+    warmed: dict[Hashable, int] = field(default_factory=dict)
+    rates: dict[int, LearningRates] = field(default_factory=dict)
+    stats: IterationStats = field(default_factory=IterationStats)
+    said: set[str] = field(default_factory=set)
+    flag: Tensor | None = None
+    unread: int = 0
+    misses_in_a_row: int = 0
+    disabled: str | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> IterationRecorder:
+        return IterationRecorder()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (IterationRecorder, ())
+
+    def clear(self) -> None:
+        for entry in self.entries.values():
+            if entry.valid():
+                entry.store.retire()
+        self.entries.clear()
+
+    def say_once(self, method: Any, reason: str) -> None:
+        """Warn once per reason: the iterations run eagerly, and why."""
+        if reason in self.said:
+            return
+        self.said.add(reason)
+        trainer = attached_trainer(method)
+        if trainer is None or trainer.is_global_zero:
+            warnings.warn(
+                f"{type(method).__name__}: training iterations run eagerly (chains still captured): {reason}. "
+                "See docs/performance.md, 'Recorded iterations'.",
+                stacklevel=2,
+            )
+
+    # ----------------------------------------------------------------------------- the iteration
+    def run(self, method: Any, batch: Any, batch_idx: int) -> bool:
+        """Run this training iteration through the recorder (warm-up, recording or replay) and
+        return True; False when it is to run eagerly (switch off, no recorder for the device, or a
+        reason :func:`why_iterations_eager` names once)."""
+        if not iteration_capture_enabled():
+            return False
+        store = recorder_for(method.device)
+        if store is None:
+            return False
+        reason = self.disabled or why_iterations_eager(method)
+        if reason is not None:
+            self.say_once(method, reason)
+            self.stats.eager += 1
+            return False
+        leaves, spec = tree_flatten(batch)
+        try:
+            key = iteration_key(method, leaves, self)
+        except RunsEagerly as unseen:
+            self.say_once(method, f"the key cannot describe what the iteration reads ({unseen})")
+            self.stats.eager += 1
+            return False
+        entry = self.entries.get(key)
+        if entry is not None and not (entry.store is store and entry.valid()):
+            self.entries.pop(key)
+            entry = None
+        if entry is not None:
+            self.entries.move_to_end(key)
+            self.misses_in_a_row = 0
+            self._replay(method, entry, leaves, batch_idx, count=True)
+            return True
+        if self.warmed.get(key, 0) < WARMUP_ITERATIONS:
+            self.warmed[key] = self.warmed.get(key, 0) + 1
+            self.stats.warmups += 1
+            store.run_on_capture_stream(lambda: self._direct(method, batch, batch_idx))
+            return True
+        self.misses_in_a_row += 1
+        if self.misses_in_a_row > CHURN_LIMIT:
+            self.disabled = (
+                f"{CHURN_LIMIT} iterations in a row needed a new recording: something the key holds changes at "
+                "every iteration"
+            )
+            self.clear()
+            self.say_once(method, self.disabled)
+            return False
+        if store.release_due():
+            store.release_all()
+        entry = self._record(method, store, leaves, spec, batch_idx)
+        self.entries[key] = entry
+        while len(self.entries) > CACHE_SIZE:
+            _, dropped = self.entries.popitem(last=False)
+            if dropped.valid():
+                dropped.store.retire()
+        self.stats.recordings += 1
+        self._replay(method, entry, leaves, batch_idx, count=False)  # the recording counted this step
+        return True
+
+    def _direct(self, method: Any, batch: Any, batch_idx: int) -> None:
+        """An eager iteration in direct mode (a warm-up): the same updates a recording holds."""
+        with method.direct_steps(self):
+            method.training_iteration(batch, batch_idx)
+        method.after_iteration()
+
+    def _record(self, method: Any, store: GraphStore, leaves: list[Any], spec: Any, batch_idx: int) -> RecordedIteration:
+        """Record the iteration over static copies of the batch's tensors (see the module docstring)."""
+        with torch.no_grad():
+            static = [leaf.detach().clone() if isinstance(leaf, Tensor) else leaf for leaf in leaves]
+        static_batch = tree_unflatten(static, spec)
+        stream = method.train_generator
+        private = torch.Generator(device=stream.device)
+        private.set_state(stream.get_state())
+        flag = self.guard_flag(method.device)
+        collected: dict[str, Any] = {}
+
+        def body() -> tuple[Tensor, dict[str, Tensor]]:
+            collected.clear()
+            with method.direct_steps(self, collect=collected), method.random_streams.training_from(private):
+                method.training_iteration(static_batch, batch_idx)
+            logs, watch = collected["logs"], collected["watch"]
+            tensors = {name: value for name, value in logs.items() if isinstance(value, Tensor)}
+            values = (
+                torch.stack([value.detach().reshape(()).float() for value in tensors.values()])
+                if tensors
+                else torch.zeros(0, device=method.device)
+            )
+            flag.logical_or_(method.guard.device_flag({**tensors, **watch}, epoch=method.current_epoch))
+            return values, {}
+
+        saved = saved_state(method) if store.recording_runs_body else None
+        try:
+            with recording_inline(), autocast_without_cache(method.device):
+                replay, (values, _) = store.record(body, [private])
+        except CaptureBroken:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failed recording: this model's iterations run eagerly
+            if saved is not None:
+                saved()
+            self.disabled = f"its iteration could not be recorded ({first_line(error)})"
+            raise IterationNotRecorded(self.disabled) from error
+        if saved is not None:
+            saved()  # the emulation ran the body while recording it: the replay below runs it for real
+        logs = collected["logs"]
+        names = [name for name, value in logs.items() if isinstance(value, Tensor)]
+        constants = {name: value for name, value in logs.items() if not isinstance(value, Tensor)}
+        tensors = [leaf for leaf in static if isinstance(leaf, Tensor)]
+        return RecordedIteration(replay, tensors, values, names, constants, private, store, store.generation)
+
+    def _replay(self, method: Any, entry: RecordedIteration, leaves: list[Any], batch_idx: int, count: bool) -> None:
+        """Fill the static batch, replay with the training stream, count the step, hand over the values."""
+        with torch.no_grad():
+            for static, leaf in zip(entry.static_batch, (leaf for leaf in leaves if isinstance(leaf, Tensor)), strict=True):
+                static.copy_(leaf)
+        for rates in self.rates.values():
+            rates.refresh()
+        stream = method.train_generator
+        entry.private_generator.set_state(stream.get_state())
+        entry.replay()
+        stream.set_state(entry.private_generator.get_state())
+        self.stats.replays += 1
+        if count and method.updates_this_batch:
+            method.count_recorded_step()
+        values = entry.values.clone()
+        logs: dict[str, Any] = dict(zip(entry.names, values.unbind(0), strict=True))
+        logs.update(entry.constants)
+        self.unread += 1
+        method.finish_recorded_step(logs, batch_idx)
+        method.after_iteration()
+
+    # ----------------------------------------------------------------------------- the guard
+    def guard_flag(self, device: torch.device) -> Tensor:
+        """The sticky device flag the recorded iterations set when a watched value diverged."""
+        if self.flag is None or self.flag.device != device:
+            self.flag = torch.zeros((), dtype=torch.bool, device=device)
+        return self.flag
+
+    def read_guard(self, force: bool = False) -> bool:
+        """Whether a recorded iteration since the last read diverged: read on the host every
+        :data:`GUARD_READ_EVERY` iterations (``force``: now, before a checkpoint, a validation or
+        the end of training)."""
+        if self.flag is None or self.unread == 0 or not (force or self.unread >= GUARD_READ_EVERY):
+            return False
+        self.unread = 0
+        return bool(self.flag)
+
+    def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
+        """The learning-rate tensors of ``optimizer``'s groups (made on first use, refreshed before every replay)."""
+        held = self.rates.get(id(optimizer))
+        if held is None or held.optimizer is not optimizer:
+            held = self.rates[id(optimizer)] = LearningRates(optimizer)
+        return held.refresh()
+
+
+class IterationNotRecorded(RuntimeError):
+    """A training iteration failed to record: the model's iterations run eagerly from now on."""
+
+
+def why_iterations_eager(method: Any) -> str | None:
+    """Why ``method``'s training iterations cannot be recorded now (None: they can)."""
+    trainer = attached_trainer(method)
+    if trainer is None:
+        return "the model is not attached to a Trainer"
+    if trainer.world_size > 1:
+        return "the run has several processes: each update's gradient all-reduce runs between eager steps"
+    if "16-mixed" == str(getattr(trainer, "precision", "")):
+        return "16-mixed scales the loss with a gradient scaler that reads its overflow check on the host"
+    if method.divergence_recovery is not None:
+        return "a divergence recovery policy rolls the model back on the host at every trip"
+    if torch.is_anomaly_enabled():
+        return "autograd anomaly detection is on: it checks values on the host"
+    for callback in trainer.callbacks:
+        for hook in UPDATE_HOOKS:
+            if hook in type(callback).__dict__ or any(hook in vars(k) for k in type(callback).__mro__[1:-1]
+                                                       if k.__module__.split(".")[0] not in ("lightning",)):
+                return f"the callback {type(callback).__name__} runs {hook} inside every update"
+    for hook in UPDATE_HOOKS:
+        owner = next(k for k in type(method).__mro__ if hook in vars(k))
+        if owner.__module__.split(".")[0] not in ("lebm", "lightning"):
+            return f"{owner.__name__}.{hook} runs inside every update"
+    for optimizer in method.optimizer_list():
+        refusal = device_step_refusal(getattr(optimizer, "optimizer", optimizer))
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def iteration_key(method: Any, leaves: list[Any], recorder: IterationRecorder) -> Hashable:
+    """What a recorded iteration of ``method`` bakes in (see the module docstring); raises
+    :class:`~lebm.samplers.capture.keys.RunsEagerly` for a module the key cannot vouch for."""
+    described = Description()
+    children = tuple((name, described.of(child, name)) for name, child in method.named_children())
+    settings = method.step_settings
+    _, batch_idx, _ = method._training_position()
+    optimizers = []
+    for optimizer in method.optimizer_list():
+        inner = getattr(optimizer, "optimizer", optimizer)
+        groups = tuple(
+            tuple((k, described.of(v, k)) for k, v in group.items() if k not in ("params", "lr", "initial_lr"))
+            for group in inner.param_groups
+        )
+        tensors = tuple(
+            (
+                tensor_id(p),
+                None if p.grad is None else tensor_id(p.grad),
+                tuple((k, tensor_id(v)) for k, v in inner.state.get(p, {}).items() if isinstance(v, Tensor)),
+            )
+            for group in inner.param_groups
+            for p in group["params"]
+        )
+        rates = recorder.rates.get(id(inner))
+        optimizers.append((type(inner), id(inner), groups, tensors, None if rates is None else tuple(map(tensor_id, rates.tensors))))
+    guard = method.guard
+    return (
+        type(method),
+        tuple(tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves),
+        children,
+        plain(dict(method.hparams)),
+        described.of(method.iteration_key(), "iteration_key()"),
+        (settings, settings.accumulate == 1 or batch_idx % settings.accumulate == 0, method.updates_this_batch),
+        (method.current_epoch >= guard.after_epoch, tuple(sorted(guard.limits.items()))),
+        tuple(optimizers),
+        numerics_state(method.device),
+        torch.is_grad_enabled(),
+    )
+
+
+def plain(value: Any) -> Hashable:
+    """Hyperparameters (plain data: configs, numbers, strings, lists) as one hashable value, at any depth."""
+    if isinstance(value, dict):
+        return (dict, tuple((str(k), plain(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(plain(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value), repr(value))
+    return value
+
+
+def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float | None) -> None:
+    """:meth:`lebm.models.Method.step_optimizers` in direct mode (inside a recorded iteration and its
+    warm-ups): the same update with nothing on the host. Gradients are zeroed in place at a window's
+    first batch (a recording reads them at their address; a parameter that never had one keeps
+    None and is skipped, as after ``zero_grad(set_to_none=True)``); ``backward`` as the method's
+    ``backward`` hook does it; on an update, the iteration's first step is counted by Lightning
+    (:meth:`~lebm.models.Method.count_recorded_step`), each net's gradients are clipped by
+    ``torch.nn.utils`` as Lightning's precision plugin clips them, and
+    :func:`~lebm.models.device_adam.device_adam_step` steps it."""
+    settings = method.step_settings
+    inner = [getattr(optimizer, "optimizer", optimizer) for optimizer in optimizers]
+    parameters = [p for optimizer in inner for group in optimizer.param_groups for p in group["params"]]
+    _, batch_idx, _ = method._training_position()
+    if settings.accumulate == 1 or batch_idx % settings.accumulate == 0:
+        with torch.no_grad():
+            for parameter in parameters:
+                if parameter.grad is not None:
+                    parameter.grad.zero_()
+    if settings.accumulate == 1:
+        method.backward(loss)
+    else:
+        trainable = [p for p in parameters if p.requires_grad]
+        if trainable:
+            method.backward(loss / settings.accumulate, inputs=trainable)
+        if not method.updates_this_batch:
+            return
+    method.count_recorded_step(once=True)
+    value, algorithm = settings.clip_for(clip)
+    recorder = method.iteration_recorder
+    for optimizer in inner:
+        if value is not None:
+            clipped = [p for group in optimizer.param_groups for p in group["params"]]
+            if algorithm == "norm":
+                torch.nn.utils.clip_grad_norm_(clipped, value)
+            else:
+                torch.nn.utils.clip_grad_value_(clipped, value)
+        device_adam_step(optimizer, recorder.rates_for(optimizer))
+
+
+def saved_state(method: Any) -> Callable[[], None]:
+    """Save every tensor a training iteration of ``method`` may change in place (parameters,
+    buffers, gradients, optimiser states, the guard flag) and the default random stream; return
+    what puts them back (after a recording that also ran its body)."""
+    tensors: dict[int, Tensor] = {}
+    for tensor in (*method.parameters(), *method.buffers()):
+        tensors[id(tensor)] = tensor
+        if tensor.grad is not None:
+            tensors[id(tensor.grad)] = tensor.grad
+    for optimizer in method.optimizer_list():
+        for state in getattr(optimizer, "optimizer", optimizer).state.values():
+            for value in state.values():
+                if isinstance(value, Tensor):
+                    tensors[id(value)] = value
+    recorder = method.iteration_recorder
+    if recorder.flag is not None:
+        tensors[id(recorder.flag)] = recorder.flag
+    with torch.no_grad():
+        saved = [(tensor, tensor.detach().clone()) for tensor in tensors.values()]
+    generator = torch.default_generator
+    random_state = generator.get_state()
+
+    def restore() -> None:
+        with torch.no_grad():
+            for tensor, value in saved:
+                tensor.copy_(value)
+        generator.set_state(random_state)
+
+    return restore
+
+
+def autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The caller's autocast with its cast cache off (a cast cached while recording would live in
+    the recording's memory and be read by eager code after the next replay)."""
+    if not torch.is_autocast_enabled(device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=False)
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield
