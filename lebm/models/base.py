@@ -109,18 +109,16 @@ def _no_closure() -> None:
 
 @contextlib.contextmanager
 def counted_only(optimizer: torch.optim.Optimizer) -> Any:
-    """Within the block, ``optimizer.step(closure)`` runs only its closure (Lightning's hooks around
-    a step) and updates nothing: a recorded iteration's update ran on the device, and Lightning
-    counts it through its own step call."""
-
-    def closure_only(closure: Any = None, **kwargs: Any) -> Any:
-        return closure() if closure is not None else None
-
-    optimizer.step = closure_only  # type: ignore[method-assign]
+    """Within the block, ``optimizer.step(closure)`` runs its closure (Lightning's hooks around a
+    step) and its wrappers (a scheduler's note that the optimiser stepped) over no parameter group,
+    so it updates nothing: a recorded iteration's update ran on the device, and Lightning counts it
+    through its own step call."""
+    groups = optimizer.param_groups
+    optimizer.param_groups = []
     try:
         yield
     finally:
-        del optimizer.step
+        optimizer.param_groups = groups
 
 
 def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
@@ -634,6 +632,15 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                     reset(generator=self.random_streams.train)
         if self.divergence_recovery is not None:
             self.divergence_recovery.take_snapshot(self)  # the state training starts (or resumes) from
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Lightning frees the gradients before validating; a model with recorded iterations zeroes
+        them in place instead: its recordings read them at their addresses (freed, every validation
+        would cost each key a new warm-up and recording)."""
+        if self.iteration_recorder.entries:
+            self.zero_grad(set_to_none=False)
+        else:
+            super().on_validation_model_zero_grad()
 
     def on_train_end(self) -> None:
         """Read the recorded iterations' guard flag one last time (a divergence in the last few)."""

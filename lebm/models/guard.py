@@ -202,7 +202,8 @@ def way_back(checkpoint: str | bool | None, hint: str = "") -> str:
 
 def last_good_checkpoint(trainer: Any) -> str | bool | None:
     """The checkpoint a run that diverges now can go back to: the newest file its checkpoint
-    callbacks wrote (``last_model_path``, ``best_model_path``), else the one it resumed from
+    callbacks wrote (``last_model_path``, ``best_model_path``, ``best_k_models``; when none of them is a
+    file, as when a save was refused, the newest ``.ckpt`` in their folders), else the one it resumed from
     (``trainer.ckpt_path``); False when there is none (a new run that wrote nothing yet, or one
     without checkpointing); None without a Trainer (not known)."""
     if trainer is None:
@@ -210,9 +211,21 @@ def last_good_checkpoint(trainer: Any) -> str | bool | None:
     written = [
         path
         for callback in getattr(trainer, "checkpoint_callbacks", [])
-        for path in (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", ""))
+        for path in (
+            getattr(callback, "last_model_path", ""),
+            getattr(callback, "best_model_path", ""),
+            *(getattr(callback, "best_k_models", None) or {}),
+        )
         if isinstance(path, str) and path and os.path.isfile(path)
     ]
+    if not written:  # a checkpoint refused while being saved (a recorded iteration's late trip) was named already
+        written = [
+            os.path.join(folder, name)
+            for folder in {getattr(callback, "dirpath", None) for callback in getattr(trainer, "checkpoint_callbacks", [])}
+            if isinstance(folder, str) and os.path.isdir(folder)
+            for name in os.listdir(folder)
+            if name.endswith(".ckpt") and os.path.isfile(os.path.join(folder, name))
+        ]
     if written:
         return max(written, key=os.path.getmtime)
     resumed = getattr(trainer, "ckpt_path", None)

@@ -162,6 +162,7 @@ class IterationRecorder:
             self.say_once(method, reason)
             self.stats.eager += 1
             return False
+        self.refresh_rates()
         leaves, spec = tree_flatten(batch)
         try:
             key = iteration_key(method, leaves, self)
@@ -259,8 +260,6 @@ class IterationRecorder:
         with torch.no_grad():
             for static, leaf in zip(entry.static_batch, (leaf for leaf in leaves if isinstance(leaf, Tensor)), strict=True):
                 static.copy_(leaf)
-        for rates in self.rates.values():
-            rates.refresh()
         stream = method.train_generator
         entry.private_generator.set_state(stream.get_state())
         entry.replay()
@@ -292,11 +291,18 @@ class IterationRecorder:
         return bool(self.flag)
 
     def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
-        """The learning-rate tensors of ``optimizer``'s groups (made on first use, refreshed before every replay)."""
+        """The learning-rate tensors of ``optimizer``'s groups, made on first use (in a warm-up, never
+        while recording) and refreshed by :meth:`refresh_rates` before every iteration, outside the
+        recording: a refill recorded inside it would replay the rate it had then."""
         held = self.rates.get(id(optimizer))
         if held is None or held.optimizer is not optimizer:
             held = self.rates[id(optimizer)] = LearningRates(optimizer)
-        return held.refresh()
+        return held.tensors
+
+    def refresh_rates(self) -> None:
+        """Refill the learning-rate tensors whose group's rate changed since (a schedule, a resume, a hand)."""
+        for rates in self.rates.values():
+            rates.refresh()
 
 
 class IterationNotRecorded(RuntimeError):

@@ -1,0 +1,247 @@
+"""Recorded training iterations equal eager ones (device: CPU, through the strict replay emulator).
+
+With the switch on, every method's whole training iteration (chains, losses, backward passes,
+clipping, optimiser steps, EMA) is recorded once per key and replayed by ``lebm.testing.capture``'s
+strict emulator, which replays the recorded aten operations with every Python number baked in, as a
+CUDA graph does. Twenty iterations then end where the eager path ends: the same parameters, buffers,
+optimiser states, learning rates and random streams, bit for bit, with accumulation, clipping,
+``bf16-mixed`` and a resume in the middle. A setting a recording baked in and the key did not see
+(a learning rate a schedule changed, DAMC's EMA turn or warm-up switch) would replay stale and fail
+these comparisons. On a GPU: ``tests/models/test_recorded_iterations_cuda.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from cases import CASES, toy_loader
+from lightning.pytorch.callbacks import ModelCheckpoint
+from test_chain_capture_methods import without_recording
+
+from lebm.models import Method
+from lebm.models.guard import TrainingDiverged
+from lebm.models.recorded_iteration import GUARD_READ_EVERY, WARMUP_ITERATIONS, why_iterations_eager
+from lebm.samplers.capture import iteration_capture
+from lebm.testing.capture import emulate_on_cpu
+from tests.helpers.trainers import quiet_trainer
+
+METHODS = [case for case in CASES if case.in_library]
+#: Batches per epoch: two epochs hold 20 iterations (the epoch's end decays every learning rate).
+BATCHES = 10
+
+
+def build(case: Any) -> Method:
+    """The case's model with settings every key must see: per-epoch (per-3-update for DAMC)
+    learning-rate decay, DAMC's EMA every second update and a warm-up switch at update 8 (both
+    recorded and replayed before it), a
+    multi-stage prior that moves to its next stage mid-run."""
+    torch.manual_seed(0)
+    model = without_recording(case.build())
+    model.hparams.lr_decay = 0.5
+    if case.name == "DAMC":
+        model.hparams.update(ema_every=2, warmup_iterations=8, lr_decay_every=3)
+    if hasattr(model, "stage_schedule"):
+        model.stage_schedule = [7] * model.prior.n_stages
+    return model
+
+
+def state_of(model: Method, trainer: L.Trainer) -> dict[str, Any]:
+    """Everything a run leaves: the model's state, every optimiser's state and rates, the streams."""
+    state: dict[str, Any] = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+    for index, optimizer in enumerate(trainer.optimizers):
+        for p_index, (param, values) in enumerate(optimizer.state.items()):
+            for name, value in values.items():
+                state[f"optimizer{index}.{p_index}.{name}"] = torch.as_tensor(value).float().cpu()
+            del param
+        for g_index, group in enumerate(optimizer.param_groups):
+            state[f"optimizer{index}.group{g_index}.lr"] = torch.tensor(group["lr"], dtype=torch.float64)
+    state["training stream"] = model.random_streams.train.get_state()
+    state["global stream"] = torch.get_rng_state()
+    state["global step"] = torch.tensor(trainer.global_step)
+    return state
+
+
+def fit(model: Method, recorded: bool, ckpt_path: str | None = None, **settings: Any) -> dict[str, Any]:
+    torch.manual_seed(7)
+    options: dict[str, Any] = dict(max_epochs=2, accelerator="cpu", limit_val_batches=1, num_sanity_val_steps=0)
+    options.update(settings)
+    trainer = quiet_trainer(**options)
+    with emulate_on_cpu(), iteration_capture(recorded):
+        trainer.fit(model, toy_loader(n_batches=BATCHES), toy_loader(n_batches=1, seed=1), ckpt_path=ckpt_path)
+    return state_of(model, trainer)
+
+
+def assert_same(eager: dict[str, Any], recorded: dict[str, Any]) -> None:
+    assert eager.keys() == recorded.keys()
+    different = [name for name in eager if not torch.equal(eager[name], recorded[name])]
+    assert not different, different[:8]
+
+
+def assert_replayed(model: Method, at_least: int) -> None:
+    stats = model.iteration_recorder.stats
+    assert stats.recordings >= 1 and stats.replays >= at_least and stats.eager == 0, stats
+
+
+VARIANTS = {
+    "plain": {},
+    "accumulate 2": {"accumulate_grad_batches": 2},
+    "clip": {"gradient_clip_val": 0.05},
+    "bf16-mixed": {"precision": "bf16-mixed"},
+}
+
+
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
+def test_twenty_recorded_iterations_equal_the_eager_path(case, one_thread) -> None:
+    eager_model = build(case)
+    recorded_model = copy.deepcopy(eager_model)
+    assert_same(fit(eager_model, False), fit(recorded_model, True))
+    assert_replayed(recorded_model, at_least=10)
+    assert eager_model.iteration_recorder.stats.replays == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", [name for name in VARIANTS if name != "plain"])
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
+def test_recorded_iterations_equal_the_eager_path_with_accumulation_clipping_and_bf16(case, variant, one_thread) -> None:
+    settings = VARIANTS[variant]
+    eager_model = build(case)
+    recorded_model = copy.deepcopy(eager_model)
+    assert_same(fit(eager_model, False, **settings), fit(recorded_model, True, **settings))
+    assert_replayed(recorded_model, at_least=4)
+
+
+@pytest.mark.parametrize("case", [METHODS[0], METHODS[-1]], ids=lambda case: case.name)
+def test_a_resume_in_the_middle_of_recorded_iterations_ends_equal(case, one_thread, tmp_path: Path) -> None:
+    """10 recorded iterations, a checkpoint, a new process's model resumed from it for 10 more
+    (recorded again): the end equals 20 eager iterations never stopped."""
+    eager_model = build(case)
+    first = copy.deepcopy(eager_model)
+    resumed = copy.deepcopy(eager_model)
+    eager = fit(eager_model, False)
+    saving = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    fit(first, True, max_epochs=1, callbacks=[saving], enable_checkpointing=True, default_root_dir=tmp_path)
+    assert_replayed(first, at_least=2)
+    after = fit(resumed, True, ckpt_path=str(tmp_path / "last.ckpt"), default_root_dir=tmp_path)
+    for state in (eager, after):  # each fit here reseeds torch's global stream; the chains draw from the training stream
+        del state["global stream"]
+    assert_same(eager, after)
+    assert_replayed(resumed, at_least=2)
+
+
+def test_a_learning_rate_changed_between_iterations_is_read_by_the_replay(one_thread) -> None:
+    """A rate changed by hand mid-run (not by a scheduler) reaches the next replay."""
+    case = METHODS[0]
+    eager_model = build(case)
+    recorded_model = copy.deepcopy(eager_model)
+
+    class HalveAtFive(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+            if trainer.global_step == 5:
+                for optimizer in trainer.optimizers:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= 0.1
+
+    eager = fit(eager_model, False, max_epochs=1, callbacks=[HalveAtFive()])
+    recorded = fit(recorded_model, True, max_epochs=1, callbacks=[HalveAtFive()])
+    assert_same(eager, recorded)
+    assert_replayed(recorded_model, at_least=4)
+
+
+def test_the_switch_changes_nothing_on_a_cpu_without_the_emulator(one_thread) -> None:
+    """On a CPU there is no recorder: the switch on trains eagerly, to the same numbers."""
+    case = METHODS[0]
+    eager_model = build(case)
+    switched = copy.deepcopy(eager_model)
+    torch.manual_seed(7)
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0)
+    with iteration_capture(True):
+        trainer.fit(switched, toy_loader(n_batches=4))
+    torch.manual_seed(7)
+    other = quiet_trainer(max_epochs=1, accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0)
+    other.fit(eager_model, toy_loader(n_batches=4))
+    assert_same(state_of(eager_model, other), state_of(switched, trainer))
+    assert switched.iteration_recorder.stats.as_dict() == {"recordings": 0, "replays": 0, "warmups": 0, "eager": 0}
+
+
+class ClipLogger(L.Callback):
+    """A user's callback with host work inside every update."""
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: Any, optimizer: Any) -> None:
+        self.norm = float(sum(p.grad.norm() for g in optimizer.param_groups for p in g["params"] if p.grad is not None))
+
+
+def test_an_update_with_host_work_runs_eagerly_and_says_why_once(one_thread) -> None:
+    case = METHODS[0]
+    eager_model = build(case)
+    recorded_model = copy.deepcopy(eager_model)
+    eager = fit(eager_model, False, max_epochs=1, callbacks=[ClipLogger()])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recorded = fit(recorded_model, True, max_epochs=1, callbacks=[ClipLogger()])
+    assert_same(eager, recorded)
+    lines = [str(w.message) for w in caught if "training iterations run eagerly" in str(w.message)]
+    assert len(lines) == 1 and "ClipLogger runs on_before_optimizer_step" in lines[0], lines
+    assert "\n" not in lines[0]
+    stats = recorded_model.iteration_recorder.stats
+    assert stats.recordings == 0 and stats.eager == BATCHES
+
+
+def test_what_cannot_be_recorded_is_named() -> None:
+    model = build(METHODS[0])
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu")
+    model.trainer = trainer
+    model.optimizers = lambda: [torch.optim.SGD(model.parameters(), lr=0.1)]  # type: ignore[method-assign]
+    assert "SGD has no recorded step" in (why_iterations_eager(model) or "")
+    model.optimizers = lambda: [torch.optim.Adam(model.parameters(), lr=0.1, amsgrad=True)]  # type: ignore[method-assign]
+    assert "amsgrad=True" in (why_iterations_eager(model) or "")
+    model.optimizers = lambda: [torch.optim.Adam(model.parameters(), lr=0.1)]  # type: ignore[method-assign]
+    assert why_iterations_eager(model) is None
+    with torch.autograd.set_detect_anomaly(True):
+        assert "anomaly" in (why_iterations_eager(model) or "")
+
+
+class PoisonAt(L.Callback):
+    """Sets every decoder weight to NaN in place before iteration ``step``: the replay reads it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                for parameter in module.decoder.parameters():
+                    parameter.fill_(float("nan"))
+
+
+def test_a_divergence_in_a_recorded_iteration_stops_within_the_guards_delay_before_any_checkpoint(
+    one_thread, tmp_path: Path
+) -> None:
+    model = build(METHODS[0])
+    poisoned = WARMUP_ITERATIONS + 4  # a replayed iteration
+    saving = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
+    with pytest.raises(TrainingDiverged, match="recorded iterations") as stopped:
+        fit(
+            model,
+            True,
+            max_epochs=3,
+            callbacks=[PoisonAt(poisoned), saving],
+            enable_checkpointing=True,
+            default_root_dir=tmp_path,
+        )
+    assert "last checkpoint" in str(stopped.value)
+    steps = sorted(int(path.stem.split("=")[1]) for path in tmp_path.glob("step=*.ckpt"))
+    assert steps and max(steps) <= poisoned  # no checkpoint holds the poisoned weights' updates
+    for path in tmp_path.glob("step=*.ckpt"):
+        weights = torch.load(path, weights_only=False, map_location="cpu")["state_dict"]
+        assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point()), path
+    # without checkpoints in between, the flag is read within GUARD_READ_EVERY replays
+    model = build(METHODS[0])
+    with pytest.raises(TrainingDiverged) as stopped:
+        fit(model, True, max_epochs=3, callbacks=[PoisonAt(poisoned)])
+    assert model.trainer.global_step <= poisoned + GUARD_READ_EVERY
