@@ -501,6 +501,13 @@ def test_the_eager_chains_fragment_turns_capture_off_after_any_recipe(capsys) ->
     assert "lebm.callbacks.FID" in [callback["class_path"] for callback in config["trainer"]["callbacks"]]
 
 
+def test_the_recorded_iterations_fragment_turns_them_on_after_any_recipe(capsys) -> None:
+    config = resolve("recipes/damc/svhn.yaml", "-c", "recipes/speed/recorded_iterations.yaml", capsys=capsys)
+    last = config["trainer"]["callbacks"][-1]
+    assert last["class_path"] == "lebm.speed.RecordedIterations" and last["init_args"]["enabled"] is True
+    assert len(config["trainer"]["callbacks"]) > 1  # the recipe's own callbacks stay
+
+
 @pytest.mark.parametrize(
     "recipe", ["recipes/hierarchical/mnist_anomaly.yaml", "recipes/hierarchical/mnist_anomaly_offline.yaml"]
 )

@@ -637,7 +637,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Lightning frees the gradients before validating; a model with recorded iterations zeroes
         them in place instead: its recordings read them at their addresses (freed, every validation
         would cost each key a new warm-up and recording)."""
-        if self.iteration_recorder.entries:
+        if self.iteration_recorder.warmed:  # iterations are being recorded
             self.zero_grad(set_to_none=False)
         else:
             super().on_validation_model_zero_grad()

@@ -1,0 +1,56 @@
+"""RecordedIterations (device: CPU, through the replay emulator): the recipe switch turns recorded
+training iterations on for the run (off by default), and the previous setting is back when the run
+ends, also when it ends by an exception."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin
+from lebm.samplers.capture import iteration_capture_enabled
+from lebm.speed import RecordedIterations
+from lebm.testing.capture import emulate_on_cpu
+from tests.helpers.trainers import quiet_trainer
+
+
+def model() -> LatentEBM:
+    torch.manual_seed(0)
+    return LatentEBM(
+        GaussianDecoder(MLPGenerator(3, [2], hidden=16, out_activation=None), 0.3),
+        TiltedGaussianPrior(3, EnergyMLP(3, hidden=16), sampler=Langevin(5, 0.4)),
+        posterior_sampler=Langevin(5, 0.1),
+    )
+
+
+def data() -> DataLoader:
+    return DataLoader(TensorDataset(torch.randn(64, 2)), batch_size=8)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_the_switch_records_the_runs_iterations_and_is_given_back(enabled: bool, one_thread) -> None:
+    trained = model()
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(enabled, report=True)])
+    assert not iteration_capture_enabled()  # off by default
+    with emulate_on_cpu():
+        trainer.fit(trained, data())
+    stats = trained.iteration_recorder.stats
+    assert (stats.recordings >= 1 and stats.replays >= 4) if enabled else stats.replays == stats.recordings == 0
+    assert not iteration_capture_enabled()
+
+
+class Fails(L.Callback):
+    def on_train_batch_start(self, trainer: L.Trainer, module: object, batch: object, index: int) -> None:
+        if index == 4:
+            raise RuntimeError("stop here")
+
+
+def test_the_switch_is_given_back_when_the_run_fails(one_thread) -> None:
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(True), Fails()])
+    with emulate_on_cpu(), pytest.raises(RuntimeError, match="stop here"):
+        trainer.fit(model(), data())
+    assert not iteration_capture_enabled()
