@@ -1,0 +1,60 @@
+"""Recorded training iterations on a GPU (device: CUDA; marked ``gpu``, skipped without CUDA).
+
+Every method trains with whole iterations recorded as CUDA graphs and replayed, and ends where its
+eager path ends, to rounding: TF32 is off in this file, and the recorded Adam step computes what
+torch's eager (multi-tensor) Adam computes in another order. The bf16 run is checked for replays
+and finite weights. On a CPU the same runs are exact under the emulator
+(``tests/models/test_recorded_iterations.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from cases import CASES, toy_loader
+from test_chain_capture_methods import without_recording
+
+from lebm.models import Method
+from lebm.samplers.capture import iteration_capture
+from tests.helpers.trainers import quiet_trainer
+
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
+
+METHODS = [case for case in CASES if case.in_library]
+#: Recorded against eager float32 training: largest absolute difference of any parameter after 20 iterations.
+TOLERANCE = 1e-3
+
+
+def fit(model: Method, recorded: bool, **settings: Any) -> Method:
+    torch.manual_seed(7)
+    options: dict[str, Any] = dict(max_epochs=2, accelerator="gpu", devices=1, limit_val_batches=1)
+    options.update(settings)
+    with iteration_capture(recorded):
+        quiet_trainer(num_sanity_val_steps=0, **options).fit(model, toy_loader(n_batches=10), toy_loader(1, seed=1))
+    return model
+
+
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
+def test_recorded_iterations_replay_on_a_gpu_and_train_as_the_eager_path(case) -> None:
+    torch.manual_seed(0)
+    eager = without_recording(case.build())
+    recorded = copy.deepcopy(eager)
+    fit(eager, False)
+    fit(recorded, True)
+    stats = recorded.iteration_recorder.stats
+    assert stats.recordings >= 1 and stats.replays >= 8 and stats.eager == 0, stats
+    for (name, left), right in zip(eager.state_dict().items(), recorded.state_dict().values(), strict=True):
+        if left.is_floating_point():
+            assert (left - right).abs().max() <= TOLERANCE * (1 + left.abs().max()), name
+
+
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
+def test_recorded_iterations_in_bf16_replay_and_stay_finite(case) -> None:
+    torch.manual_seed(0)
+    model = fit(without_recording(case.build()), True, precision="bf16-mixed")
+    stats = model.iteration_recorder.stats
+    assert stats.recordings >= 1 and stats.replays >= 8, stats
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
