@@ -221,7 +221,9 @@ def last_good_checkpoint(trainer: Any) -> str | bool | None:
     if not written:  # a checkpoint refused while being saved (a recorded iteration's late trip) was named already
         written = [
             os.path.join(folder, name)
-            for folder in {getattr(callback, "dirpath", None) for callback in getattr(trainer, "checkpoint_callbacks", [])}
+            for folder in {
+                getattr(callback, "dirpath", None) for callback in getattr(trainer, "checkpoint_callbacks", [])
+            }
             if isinstance(folder, str) and os.path.isdir(folder)
             for name in os.listdir(folder)
             if name.endswith(".ckpt") and os.path.isfile(os.path.join(folder, name))

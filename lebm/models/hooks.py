@@ -6,10 +6,10 @@ latent prior and posterior inference builds on :class:`lebm.models.latent_genera
 ``-log p(x, z)``) on :class:`lebm.models.LatentVariableModel` (``LatentVariableHooks`` on top of
 that). Besides Lightning's own ``configure_optimizers()`` and lebm's ``training_iteration(batch,
 batch_idx)`` (Lightning's ``training_step`` is the base's: it runs the iteration eagerly or recorded,
-:mod:`lebm.models.recorded_iteration`), which every method writes, these are the places a method changes behaviour; everything else
-(optimiser steps, the divergence guard, random streams, checkpoints, evaluation loops, the CLI)
-comes from the bases. ``docs/extending.md`` ("Writing a method") shows a method that overrides
-a few of them.
+:mod:`lebm.models.recorded_iteration`), which every method writes, these are the places a method
+changes behaviour; everything else (optimiser steps, the divergence guard, random streams,
+checkpoints, evaluation loops, the CLI) comes from the bases. ``docs/extending.md`` ("Writing a
+method") shows a method that overrides a few of them.
 """
 
 from __future__ import annotations

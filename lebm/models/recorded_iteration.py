@@ -22,9 +22,9 @@ clipping, optimiser steps and EMA) as one graph per key and replays it:
   (:meth:`~lebm.models.Method.after_iteration`).
 
 **The key** (:func:`iteration_key`) holds what a recording bakes in: the batch's shapes and dtypes,
-every child module of the method described by the chain key's rules (parameters and buffers by
-address, every attribute by value: step sizes, chain lengths, train flags), the method's
-hyperparameters, what the method declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`:
+every child module of the method and every public attribute it holds outside them (a posterior
+sampler) described by the chain key's rules (parameters and buffers by address, every attribute by
+value: step sizes, chain lengths, train flags), the method's hyperparameters, what the method declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`:
 DAMC's warm-up switch and EMA turn, a multi-stage prior's stage), the accumulation window and
 update of this batch, the guard's limits, every optimiser's settings but its rate and the address
 of every parameter, gradient and state tensor it steps, and autocast and TF32. The learning rates
@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,21 @@ CACHE_SIZE = 8
 CHURN_LIMIT = 8
 #: Recorded iterations between two host reads of the guard's device flag.
 GUARD_READ_EVERY = 10
+#: A method's public attributes that no iteration reads on the device: its guard (whose limits the
+#: key holds apart), streams, recovery state, checkpoint notes, this recorder and Lightning's flags.
+HOST_BOOKKEEPING = frozenset(
+    {
+        "guard",
+        "random_streams",
+        "divergence_recovery",
+        "recovery_record",
+        "checkpoint_writer",
+        "said_checkpoint_writer",
+        "iteration_recorder",
+        "prepare_data_per_node",
+        "allow_zero_length_dataloader_with_multiple_devices",
+    }
+)
 #: The hooks that run host work inside an update: a callback or method override of one keeps iterations eager.
 UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
 
@@ -195,7 +210,12 @@ class IterationRecorder:
             return False
         if store.release_due():
             store.release_all()
-        entry = self._record(method, store, leaves, spec, batch_idx)
+        try:
+            entry = self._record(method, store, leaves, spec, batch_idx)
+        except IterationNotRecorded as failed:
+            self.say_once(method, str(failed))
+            self.stats.eager += 1
+            return False  # this iteration runs eagerly, and every later one
         self.entries[key] = entry
         while len(self.entries) > CACHE_SIZE:
             _, dropped = self.entries.popitem(last=False)
@@ -211,7 +231,9 @@ class IterationRecorder:
             method.training_iteration(batch, batch_idx)
         method.after_iteration()
 
-    def _record(self, method: Any, store: GraphStore, leaves: list[Any], spec: Any, batch_idx: int) -> RecordedIteration:
+    def _record(
+        self, method: Any, store: GraphStore, leaves: list[Any], spec: Any, batch_idx: int
+    ) -> RecordedIteration:
         """Record the iteration over static copies of the batch's tensors (see the module docstring)."""
         with torch.no_grad():
             static = [leaf.detach().clone() if isinstance(leaf, Tensor) else leaf for leaf in leaves]
@@ -226,6 +248,8 @@ class IterationRecorder:
             collected.clear()
             with method.direct_steps(self, collect=collected), method.random_streams.training_from(private):
                 method.training_iteration(static_batch, batch_idx)
+            if "logs" not in collected:
+                raise IterationNotRecorded("its training_iteration did not end with finish_training_step")
             logs, watch = collected["logs"], collected["watch"]
             tensors = {name: value for name, value in logs.items() if isinstance(value, Tensor)}
             values = (
@@ -245,7 +269,8 @@ class IterationRecorder:
         except Exception as error:  # noqa: BLE001 - a failed recording: this model's iterations run eagerly
             if saved is not None:
                 saved()
-            self.disabled = f"its iteration could not be recorded ({first_line(error)})"
+            cause = error.__cause__ if isinstance(error, IterationNotRecorded) else error
+            self.disabled = f"its iteration could not be recorded ({first_line(error if cause is None else cause)})"
             raise IterationNotRecorded(self.disabled) from error
         if saved is not None:
             saved()  # the emulation ran the body while recording it: the replay below runs it for real
@@ -258,7 +283,9 @@ class IterationRecorder:
     def _replay(self, method: Any, entry: RecordedIteration, leaves: list[Any], batch_idx: int, count: bool) -> None:
         """Fill the static batch, replay with the training stream, count the step, hand over the values."""
         with torch.no_grad():
-            for static, leaf in zip(entry.static_batch, (leaf for leaf in leaves if isinstance(leaf, Tensor)), strict=True):
+            for static, leaf in zip(
+                entry.static_batch, (leaf for leaf in leaves if isinstance(leaf, Tensor)), strict=True
+            ):
                 static.copy_(leaf)
         stream = method.train_generator
         entry.private_generator.set_state(stream.get_state())
@@ -316,7 +343,7 @@ def why_iterations_eager(method: Any) -> str | None:
         return "the model is not attached to a Trainer"
     if trainer.world_size > 1:
         return "the run has several processes: each update's gradient all-reduce runs between eager steps"
-    if "16-mixed" == str(getattr(trainer, "precision", "")):
+    if str(getattr(trainer, "precision", "")) == "16-mixed":
         return "16-mixed scales the loss with a gradient scaler that reads its overflow check on the host"
     if method.divergence_recovery is not None:
         return "a divergence recovery policy rolls the model back on the host at every trip"
@@ -324,12 +351,11 @@ def why_iterations_eager(method: Any) -> str | None:
         return "autograd anomaly detection is on: it checks values on the host"
     for callback in trainer.callbacks:
         for hook in UPDATE_HOOKS:
-            if hook in type(callback).__dict__ or any(hook in vars(k) for k in type(callback).__mro__[1:-1]
-                                                       if k.__module__.split(".")[0] not in ("lightning",)):
+            if defined_outside(type(callback), hook, ("lightning",)):
                 return f"the callback {type(callback).__name__} runs {hook} inside every update"
     for hook in UPDATE_HOOKS:
-        owner = next(k for k in type(method).__mro__ if hook in vars(k))
-        if owner.__module__.split(".")[0] not in ("lebm", "lightning"):
+        owner = defined_outside(type(method), hook, ("lightning", "lebm"))
+        if owner is not None:
             return f"{owner.__name__}.{hook} runs inside every update"
     for optimizer in method.optimizer_list():
         refusal = device_step_refusal(getattr(optimizer, "optimizer", optimizer))
@@ -338,11 +364,25 @@ def why_iterations_eager(method: Any) -> str | None:
     return None
 
 
+def defined_outside(kind: type, hook: str, packages: tuple[str, ...]) -> type | None:
+    """The class that gives ``kind`` its ``hook``, when that class is not one of ``packages``'
+    (Lightning's no-op hooks, lebm's own); None otherwise."""
+    owner = next((k for k in kind.__mro__ if hook in vars(k)), None)
+    if owner is None or owner.__module__.split(".")[0] in packages:
+        return None
+    return owner
+
+
 def iteration_key(method: Any, leaves: list[Any], recorder: IterationRecorder) -> Hashable:
     """What a recorded iteration of ``method`` bakes in (see the module docstring); raises
     :class:`~lebm.samplers.capture.keys.RunsEagerly` for a module the key cannot vouch for."""
     described = Description()
     children = tuple((name, described.of(child, name)) for name, child in method.named_children())
+    attributes = tuple(  # the samplers and settings the method holds outside its modules
+        (name, described.of(value, name))
+        for name, value in vars(method).items()
+        if not name.startswith("_") and name not in HOST_BOOKKEEPING
+    )
     settings = method.step_settings
     _, batch_idx, _ = method._training_position()
     optimizers = []
@@ -362,12 +402,17 @@ def iteration_key(method: Any, leaves: list[Any], recorder: IterationRecorder) -
             for p in group["params"]
         )
         rates = recorder.rates.get(id(inner))
-        optimizers.append((type(inner), id(inner), groups, tensors, None if rates is None else tuple(map(tensor_id, rates.tensors))))
+        optimizers.append(
+            (type(inner), id(inner), groups, tensors, None if rates is None else tuple(map(tensor_id, rates.tensors)))
+        )
     guard = method.guard
     return (
         type(method),
-        tuple(tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves),
+        tuple(
+            tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves
+        ),
         children,
+        attributes,
         plain(dict(method.hparams)),
         described.of(method.iteration_key(), "iteration_key()"),
         (settings, settings.accumulate == 1 or batch_idx % settings.accumulate == 0, method.updates_this_batch),
@@ -467,8 +512,3 @@ def autocast_without_cache(device: torch.device) -> contextlib.AbstractContextMa
     if not torch.is_autocast_enabled(device.type):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=False)
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield

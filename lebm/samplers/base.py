@@ -188,7 +188,9 @@ class Sampler(CaptureOptIn, Configurable):
                 f"{tuple(z0.shape)}, got {got}"
             )
         z = z.detach()
-        if z.device.type == "cpu" and not inside_recording() and not bool(torch.isfinite(z).all()):  # (a GPU chain is not synchronised for it)
+        if (
+            z.device.type == "cpu" and not inside_recording() and not bool(torch.isfinite(z).all())
+        ):  # (a GPU chain is not synchronised for it)
             warnings.warn(
                 f"{self!r} ended with states that are not finite (NaN or inf): the energy returned NaN, or the "
                 "chain diverged; lower its step size (or check the energy)",

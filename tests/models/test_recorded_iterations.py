@@ -108,7 +108,9 @@ def test_twenty_recorded_iterations_equal_the_eager_path(case, one_thread) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", [name for name in VARIANTS if name != "plain"])
 @pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
-def test_recorded_iterations_equal_the_eager_path_with_accumulation_clipping_and_bf16(case, variant, one_thread) -> None:
+def test_recorded_iterations_equal_the_eager_path_with_accumulation_clipping_and_bf16(
+    case, variant, one_thread
+) -> None:
     settings = VARIANTS[variant]
     eager_model = build(case)
     recorded_model = copy.deepcopy(eager_model)
@@ -128,7 +130,10 @@ def test_a_resume_in_the_middle_of_recorded_iterations_ends_equal(case, one_thre
     fit(first, True, max_epochs=1, callbacks=[saving], enable_checkpointing=True, default_root_dir=tmp_path)
     assert_replayed(first, at_least=2)
     after = fit(resumed, True, ckpt_path=str(tmp_path / "last.ckpt"), default_root_dir=tmp_path)
-    for state in (eager, after):  # each fit here reseeds torch's global stream; the chains draw from the training stream
+    for state in (
+        eager,
+        after,
+    ):  # each fit here reseeds torch's global stream; the chains draw from the training stream
         del state["global stream"]
     assert_same(eager, after)
     assert_replayed(resumed, at_least=2)
@@ -245,3 +250,44 @@ def test_a_divergence_in_a_recorded_iteration_stops_within_the_guards_delay_befo
     with pytest.raises(TrainingDiverged) as stopped:
         fit(model, True, max_epochs=3, callbacks=[PoisonAt(poisoned)])
     assert model.trainer.global_step <= poisoned + GUARD_READ_EVERY
+
+
+def test_an_iteration_that_reads_the_host_runs_eagerly_from_its_recording_on(one_thread) -> None:
+    """A host read inside the iteration (here ``float`` of a batch sum) fails its recording: that
+    iteration and every later one run eagerly, with one line naming the operation, and training ends
+    where the eager path ends."""
+    runs = []
+    for recorded in (False, True):
+        model = build(METHODS[0])
+        iteration = model.training_iteration
+
+        def reading(batch: Any, batch_idx: int, iteration: Any = iteration) -> None:
+            float(batch[0].sum())
+            iteration(batch, batch_idx)
+
+        model.training_iteration = reading  # type: ignore[method-assign]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs.append(fit(model, recorded, max_epochs=1))
+    assert_same(*runs)
+    lines = [str(w.message) for w in caught if "training iterations run eagerly" in str(w.message)]
+    assert len(lines) == 1 and "could not be recorded" in lines[0] and "_local_scalar_dense" in lines[0], lines
+    stats = model.iteration_recorder.stats
+    assert stats.recordings == 0 and stats.warmups == WARMUP_ITERATIONS + 1 and stats.eager == BATCHES - stats.warmups
+
+
+def test_a_chain_setting_changed_between_iterations_is_seen_by_the_key(one_thread) -> None:
+    """A callback that lowers the posterior chain's step size mid-run (an annealing schedule): the
+    key sees the sampler the method holds, so the next iteration is recorded anew, not replayed stale."""
+
+    class Anneal(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+            if trainer.global_step == 6:
+                module.posterior_sampler.step_size *= 0.5
+
+    runs = []
+    for recorded in (False, True):
+        model = build(METHODS[0])
+        runs.append(fit(model, recorded, max_epochs=2, callbacks=[Anneal()]))
+    assert_same(*runs)
+    assert_replayed(model, at_least=8)

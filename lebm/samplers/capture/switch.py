@@ -107,8 +107,8 @@ def set_iteration_capture(enabled: bool) -> bool:
 def iteration_capture(enabled: bool) -> Iterator[None]:
     """``set_iteration_capture(enabled)`` inside the block, the previous value restored after it::
 
-        with iteration_capture(True):
-            trainer.fit(model, datamodule)   # on a GPU: every iteration replayed as one graph
+    with iteration_capture(True):
+        trainer.fit(model, datamodule)   # on a GPU: every iteration replayed as one graph
     """
     previous = set_iteration_capture(enabled)
     try:
