@@ -160,7 +160,29 @@ PROFILE_RUNS: tuple[ProfileRun, ...] = (
         "damc_cost.py",
         ("--pairs", "svhn", "--accelerator", "gpu", "--iters", "5", "--warmup", "2"),
     ),
+    (
+        "damc recorded fp32",
+        "profile_step.py",
+        ("--recipe", "recipes/damc/svhn.yaml", "--iters", "3", "--recorded-iterations", "on"),
+    ),
+    (
+        "damc recorded bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/damc/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--iters", "3", "--recorded-iterations", "on"),
+    ),
     ("hierarchical captured fp32", "profile_step.py", ("--recipe", "recipes/hierarchical/svhn.yaml")),
+    (
+        "hierarchical recorded fp32",
+        "profile_step.py",
+        ("--recipe", "recipes/hierarchical/svhn.yaml", "--recorded-iterations", "on"),
+    ),
+    (
+        "hierarchical recorded bf16",
+        "profile_step.py",
+        ("--recipe", "recipes/hierarchical/svhn.yaml", "--precision", "bf16-mixed", "--fast", "channels_last")
+        + ("--recorded-iterations", "on"),
+    ),
     (
         "hierarchical captured bf16",
         "profile_step.py",

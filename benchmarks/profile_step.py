@@ -46,8 +46,11 @@ from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # no
 
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture import set_chain_capture  # noqa: E402
+from lebm.samplers.capture import set_chain_capture, set_iteration_capture  # noqa: E402
 from lebm.speed.numerics import apply_tf32  # noqa: E402
+
+#: Warm-up iterations with recorded iterations on: the first key, a key's two eager warm-ups, its recording.
+RECORDED_WARMUP = 4
 
 #: CUDA runtime and driver calls counted per iteration, by the name the profiler gives them.
 RUNTIME_CALLS = {
@@ -204,6 +207,13 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--fast", default="", help="comma-separated FastNets switches: compile, channels_last")
     parser.add_argument("--chain-capture", choices=("on", "off"), default="on")
+    parser.add_argument(
+        "--recorded-iterations",
+        choices=("on", "off"),
+        default="off",
+        help="on: whole training iterations recorded as CUDA graphs (recipes/speed/recorded_iterations.yaml); "
+        f"the warm-up is then at least {RECORDED_WARMUP} iterations (a key's eager warm-ups and its recording)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--cudnn-benchmark", action="store_true", help="Trainer(benchmark=True): cuDNN times its algorithms per shape"
@@ -220,6 +230,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
     set_chain_capture(args.chain_capture == "on")
+    set_iteration_capture(args.recorded_iterations == "on")
+    if args.recorded_iterations == "on":
+        args.warmup = max(args.warmup, RECORDED_WARMUP)
     start_in_stage(model, None)
     shape = observation_shape(model)
     mark_ranges(model)
@@ -244,6 +257,7 @@ def main() -> None:
         "precision": args.precision,
         "fast": sorted(fast),
         "chain_capture": args.chain_capture,
+        "recorded_iterations": model.iteration_recorder.stats.as_dict() if args.recorded_iterations == "on" else "off",
         "cudnn_benchmark": args.cudnn_benchmark,
         "tf32": args.tf32,
         "batch_size": batch_size,

@@ -24,7 +24,10 @@ Paths (``--paths``; the default is every path that applies to the device):
 - ``captured``: float32, chains captured whole as CUDA graphs (lebm's default on a GPU);
 - ``captured_bf16``: ``bf16-mixed`` autocast, captured chains, channels-last convolutions;
 - ``fast_bf16``: the same with compiled nets (``FastNets(compile, channels_last)``);
-- ``fast``: float32, compiled channels-last nets, eager chains (the CPU's fast path).
+- ``fast``: float32, compiled channels-last nets, eager chains (the CPU's fast path);
+- ``recorded``, ``recorded_bf16``: as ``captured`` and ``captured_bf16``, with whole training
+  iterations recorded as CUDA graphs (``--recorded-iterations on``; opt-in, so not in
+  ``gpu_check.py``'s default paths: ask for them with ``--paths``).
 
 On a CPU chains always run eagerly, so only ``eager`` and ``fast`` apply there; the paper shapes take
 seconds to minutes per iteration, so ``--cpu-batch-size`` (default the recipe's, except
@@ -68,6 +71,8 @@ PATHS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "captured_bf16": ("bf16-mixed", "channels_last", "on", ("cuda",)),
     "fast_bf16": ("bf16-mixed", "compile,channels_last", "on", ("cuda",)),
     "fast": ("32-true", "compile,channels_last", "off", ("cpu",)),
+    "recorded": ("32-true", "", "recorded", ("cuda",)),
+    "recorded_bf16": ("bf16-mixed", "channels_last", "recorded", ("cuda",)),
 }
 
 
@@ -82,7 +87,8 @@ def run_one(
         sys.executable,
         str(HERE / "train_step.py"),
         *("--recipe", recipe, "--iters", str(args.iters), "--warmup", str(args.warmup)),
-        *("--precision", precision, "--chain-capture", capture),
+        *("--precision", precision, "--chain-capture", "on" if capture == "recorded" else capture),
+        *(("--recorded-iterations", "on") if capture == "recorded" else ()),
         *("--generate", str(args.generate if batch_size is None else min(args.generate, batch_size))),
     ]
     if fast:

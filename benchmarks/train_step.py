@@ -53,7 +53,10 @@ from flops import IterationFlops, peak_fraction  # noqa: E402
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
-from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture  # noqa: E402
+from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture, set_iteration_capture  # noqa: E402
+
+#: Warm-up iterations with recorded iterations on: the first key, a key's two eager warm-ups, its recording.
+RECORDED_WARMUP = 4
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
@@ -277,6 +280,13 @@ def main() -> None:
         default="on",
         help="on: chains on a CUDA device run as captured CUDA graphs (lebm's default); off: every chain eagerly",
     )
+    parser.add_argument(
+        "--recorded-iterations",
+        choices=("on", "off"),
+        default="off",
+        help="on: whole training iterations recorded as CUDA graphs (recipes/speed/recorded_iterations.yaml); "
+        f"the warm-up is then at least {RECORDED_WARMUP} iterations (a key's eager warm-ups and its recording)",
+    )
     parser.add_argument("--generate", type=int, default=0, help="also time model.generate(N) (0: skip)")
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one iteration")
     args = parser.parse_args()
@@ -292,6 +302,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
     set_chain_capture(args.chain_capture == "on")
+    set_iteration_capture(args.recorded_iterations == "on")
+    if args.recorded_iterations == "on":
+        args.warmup = max(args.warmup, RECORDED_WARMUP)
     stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -311,6 +324,7 @@ def main() -> None:
         "precision": args.precision,
         "fast": sorted(fast),
         "chain_capture": args.chain_capture,
+        "recorded_iterations": model.iteration_recorder.stats.as_dict() if args.recorded_iterations == "on" else "off",
         "batch_size": batch_size,
         "observation_shape": list(shape),
         "latent_dim": model.prior.latent_dim,
