@@ -9,6 +9,7 @@ import torch
 
 from lebm.callbacks import FID
 from lebm.samplers import NoiseStart
+from lebm.speed import RecordedIterations
 from tests.models.cases import latent_ebm
 
 
@@ -37,3 +38,10 @@ def test_infer_refuses_a_string_for_refine() -> None:
     start = model.infer(x, refine=False, start="noise")
     torch.manual_seed(0)
     assert torch.equal(start, model.infer(x, refine=False, start="noise"))
+
+
+@pytest.mark.parametrize("switch", ["enabled", "report"])
+def test_the_recorded_iterations_switch_refuses_a_string(switch: str) -> None:
+    with pytest.raises(ValueError, match=rf"^RecordedIterations {switch} must be true or false, got 'no' \(str\)$"):
+        RecordedIterations(**{switch: "no"})
+    assert getattr(RecordedIterations(**{switch: False}), switch) is False

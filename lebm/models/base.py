@@ -560,7 +560,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         validation or the end of training)."""
         recorder = self.iteration_recorder
         iterations = recorder.unread
-        if recorder.read_guard(force=now):
+        decide = None
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:  # every rank stops together
+            decide = lambda bad: self.trainer.strategy.reduce_boolean_decision(bad, all=False)  # noqa: E731
+        if recorder.read_guard(force=now, decide=decide):
             raise self.guard.recorded_trip(
                 logs or {},
                 epoch=self.current_epoch,

@@ -24,11 +24,17 @@ clipping, optimiser steps and EMA) as one graph per key and replays it:
 **The key** (:func:`iteration_key`) holds what a recording bakes in: the batch's shapes and dtypes,
 every child module of the method and every public attribute it holds outside them (a posterior
 sampler) described by the chain key's rules (parameters and buffers by address, every attribute by
-value: step sizes, chain lengths, train flags), the method's hyperparameters, what the method declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`:
-DAMC's warm-up switch and EMA turn, a multi-stage prior's stage), the accumulation window and
+value: step sizes, chain lengths, train flags), the method's hyperparameters, what the method
+declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`: DAMC's warm-up switch and
+EMA turn, a multi-stage prior's stage), the accumulation window and
 update of this batch, the guard's limits, every optimiser's settings but its rate and the address
 of every parameter, gradient and state tensor it steps, and autocast and TF32. The learning rates
 are read from device tensors, not baked in.
+
+**Under DDP** each update's gradient all-reduce runs between two graphs
+(:func:`~lebm.samplers.capture.recorders.outside_the_recording`): a recording closes its graph before
+it and records the rest of the iteration in the next one, and a replay runs the all-reduce in its
+place. Each rank replays from its own training stream, so ranks differ in noise and agree in weights.
 
 **The guard** checks the step's values on the device inside the recording and keeps one sticky
 flag there; the host reads it every :data:`GUARD_READ_EVERY` iterations and before any checkpoint
@@ -37,11 +43,10 @@ divergence stops training at most that many iterations late, and never after a c
 diverged weights.
 
 **Where an iteration cannot be recorded** it runs eagerly, with its chains captured as before, and
-the run says why in one line, once (:func:`why_iterations_eager`): several processes (DDP), a
-16-bit gradient scaler, an optimiser without a recorded step, a divergence recovery policy,
-anomaly detection, a callback or a method override with host work inside the update
-(``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``,
-``on_before_zero_grad``), or a module the key cannot describe.
+the run says why in one line, once (:func:`why_iterations_eager`): a 16-bit gradient scaler, an
+optimiser without a recorded step, a divergence recovery policy, anomaly detection, a callback or
+a method override with host work inside the update (``on_before_backward``, ``on_after_backward``,
+``on_before_optimizer_step``, ``on_before_zero_grad``), or a module the key cannot describe.
 """
 
 from __future__ import annotations
@@ -60,7 +65,14 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
 from lebm.samplers.capture.keys import Description, RunsEagerly, numerics_state, tensor_id, tensor_signature
-from lebm.samplers.capture.recorders import CaptureBroken, GraphStore, first_line, recorder_for, recording_inline
+from lebm.samplers.capture.recorders import (
+    CaptureBroken,
+    GraphStore,
+    first_line,
+    outside_the_recording,
+    recorder_for,
+    recording_inline,
+)
 from lebm.samplers.capture.switch import iteration_capture_enabled
 
 #: Eager (direct-mode) iterations of a key before it is recorded.
@@ -308,14 +320,16 @@ class IterationRecorder:
             self.flag = torch.zeros((), dtype=torch.bool, device=device)
         return self.flag
 
-    def read_guard(self, force: bool = False) -> bool:
+    def read_guard(self, force: bool = False, decide: Callable[[bool], bool] | None = None) -> bool:
         """Whether a recorded iteration since the last read diverged: read on the host every
         :data:`GUARD_READ_EVERY` iterations (``force``: now, before a checkpoint, a validation or
-        the end of training)."""
+        the end of training); ``decide`` turns this rank's verdict into every rank's (DDP: every
+        rank reads at the same iterations)."""
         if self.flag is None or self.unread == 0 or not (force or self.unread >= GUARD_READ_EVERY):
             return False
         self.unread = 0
-        return bool(self.flag)
+        bad = bool(self.flag)
+        return decide(bad) if decide is not None else bad
 
     def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
         """The learning-rate tensors of ``optimizer``'s groups, made on first use (in a warm-up, never
@@ -341,8 +355,6 @@ def why_iterations_eager(method: Any) -> str | None:
     trainer = attached_trainer(method)
     if trainer is None:
         return "the model is not attached to a Trainer"
-    if trainer.world_size > 1:
-        return "the run has several processes: each update's gradient all-reduce runs between eager steps"
     if str(getattr(trainer, "precision", "")) == "16-mixed":
         return "16-mixed scales the loss with a gradient scaler that reads its overflow check on the host"
     if method.divergence_recovery is not None:
@@ -462,6 +474,9 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
             method.backward(loss / settings.accumulate, inputs=trainable)
         if not method.updates_this_batch:
             return
+    reduce = getattr(method.trainer.strategy, "reduce_gradients", None)
+    if reduce is not None and method.trainer.world_size > 1:  # between two graphs: each rank's own noise, one average
+        outside_the_recording(lambda: reduce(parameters))
     method.count_recorded_step(once=True)
     value, algorithm = settings.clip_for(clip)
     recorder = method.iteration_recorder

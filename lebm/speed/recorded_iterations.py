@@ -16,6 +16,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from lebm.arguments import flag
 from lebm.samplers.capture.switch import set_iteration_capture
 
 
@@ -31,8 +32,8 @@ class RecordedIterations(L.Callback):
 
     def __init__(self, enabled: bool = True, report: bool = False) -> None:
         super().__init__()
-        self.enabled = bool(enabled)
-        self.report = bool(report)
+        self.enabled = flag("RecordedIterations", "enabled", enabled)
+        self.report = flag("RecordedIterations", "report", report)
         self._previous: bool | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

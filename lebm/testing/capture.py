@@ -26,7 +26,9 @@ rules a CUDA graph follows:
 - random operations draw from the generator objects they were given while recording (the default
   generator when none), from that generator's current state: every replay draws fresh numbers;
 - at the end, the replay's values of the tensors the body returned are copied into the tensors
-  :func:`record_ops` returned, in place, as a graph writes its static outputs.
+  :func:`record_ops` returned, in place, as a graph writes its static outputs;
+- work the body left out of the recording (``outside_the_recording``: a gradient all-reduce) is not
+  run while recording and runs at every replay in its place, as between two CUDA graphs.
 
 Operations that synchronise with the host or whose output shape depends on data cannot be
 captured in a CUDA graph; recording one raises a :class:`RuntimeError` saying the operation is
@@ -49,7 +51,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from lebm.samplers.capture.host_sync import uncapturable
-from lebm.samplers.capture.recorders import ChainBody, GraphStore, run_refusing_host_sync, set_cpu_store
+from lebm.samplers.capture.recorders import ChainBody, GraphStore, host_gaps, run_refusing_host_sync, set_cpu_store
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ class _Alias:
 
 
 _Ref = _Produced | _Alias
+
+
+@dataclass
+class _HostWork:
+    """Work the body left out of the recording (``outside_the_recording``): run at every replay, in its place."""
+
+    work: Callable[[], None]
+    frees: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -99,7 +109,7 @@ class _OpLog(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.ops: list[_LoggedOp] = []
+        self.ops: list[_LoggedOp | _HostWork] = []
         self.producers: dict[int, _Produced] = {}  # id(tensor) -> the op whose result it is
         self.allocations: dict[int, tuple[_Produced, torch.dtype]] = {}  # memory address -> the op that allocated it
         self.alive: list[Tensor] = []  # every tensor seen: keeps each id() unique while recording
@@ -159,11 +169,13 @@ class OpReplay:
     """A recorded chain body: calling it replays the logged operations (see the module docstring)
     and writes the results into ``outputs`` (the tensors :func:`record_ops` returned)."""
 
-    def __init__(self, ops: list[_LoggedOp], outputs: list[tuple[Tensor, _Ref]]) -> None:
+    def __init__(self, ops: list[_LoggedOp | _HostWork], outputs: list[tuple[Tensor, _Ref]]) -> None:
         self.ops = ops
         self.outputs = outputs
         last_use = {index: index for index in range(len(ops))}
         for index, op in enumerate(ops):
+            if isinstance(op, _HostWork):
+                continue
             for ref in _refs_in((op.args, op.kwargs)):
                 last_use[ref.op] = index
         kept = {ref.op for ref in _refs_in([ref for _, ref in outputs])}
@@ -174,7 +186,7 @@ class OpReplay:
     @property
     def op_names(self) -> list[str]:
         """The logged operations, in order (``"aten.mm.default"``, ...)."""
-        return [str(op.func) for op in self.ops]
+        return [str(op.func) if isinstance(op, _LoggedOp) else "host work" for op in self.ops]
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -192,8 +204,12 @@ class OpReplay:
 
         with torch.no_grad():
             for index, op in enumerate(self.ops):
-                args, kwargs = tree_map(value, (op.args, op.kwargs))
-                results[index] = tree_leaves(op.func(*args, **kwargs))
+                if isinstance(op, _HostWork):
+                    op.work()
+                    results[index] = []
+                else:
+                    args, kwargs = tree_map(value, (op.args, op.kwargs))
+                    results[index] = tree_leaves(op.func(*args, **kwargs))
                 for dead in op.frees:
                     results[dead] = None
             for output, ref in self.outputs:
@@ -206,7 +222,7 @@ def record_ops(body: ChainBody) -> tuple[OpReplay, Any]:
     Raises :class:`RuntimeError` ("not permitted when stream is capturing") when the body runs an
     operation a CUDA graph cannot capture."""
     log = _OpLog()
-    with log:
+    with log, host_gaps(lambda work: log.ops.append(_HostWork(work))):
         outputs = body()
     written = []
     for tensor in tree_flatten(outputs)[0]:

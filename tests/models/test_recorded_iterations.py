@@ -28,7 +28,9 @@ from lebm.models import Method
 from lebm.models.guard import TrainingDiverged
 from lebm.models.recorded_iteration import GUARD_READ_EVERY, WARMUP_ITERATIONS, why_iterations_eager
 from lebm.samplers.capture import iteration_capture
-from lebm.testing.capture import emulate_on_cpu
+from lebm.samplers.capture.recorders import set_cpu_store
+from lebm.speed import RecordedIterations
+from lebm.testing.capture import EmulatedStore, emulate_on_cpu
 from tests.helpers.trainers import quiet_trainer
 
 METHODS = [case for case in CASES if case.in_library]
@@ -291,3 +293,57 @@ def test_a_chain_setting_changed_between_iterations_is_seen_by_the_key(one_threa
         runs.append(fit(model, recorded, max_epochs=2, callbacks=[Anneal()]))
     assert_same(*runs)
     assert_replayed(model, at_least=8)
+
+
+class EmulateOnEveryRank(L.Callback):
+    """The strict emulator in every process of a run (``lebm_ddp_spawn`` starts new ones), and each
+    rank's final weights, training stream and recorder counts written to ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def setup(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        self.previous = set_cpu_store(EmulatedStore())
+
+    def teardown(self, trainer: L.Trainer, pl_module: Any, stage: str) -> None:
+        set_cpu_store(self.previous)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        state = {
+            "weights": {k: v.clone() for k, v in pl_module.state_dict().items()},
+            "stream": pl_module.random_streams.train.get_state(),
+            "stats": pl_module.iteration_recorder.stats.as_dict(),
+        }
+        torch.save(state, self.folder / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_under_ddp_each_ranks_recorded_iterations_all_reduce_between_graphs_and_equal_the_eager_path(
+    tmp_path: Path,
+) -> None:
+    """Two ``lebm_ddp_spawn`` processes, gradients all-reduced between two recorded graphs: every
+    rank ends with the eager run's weights (ranks agree), from its own training stream (ranks differ)."""
+    ranks = {}
+    for recorded in (False, True):
+        folder = tmp_path / ("recorded" if recorded else "eager")
+        folder.mkdir()
+        torch.manual_seed(0)
+        model = without_recording(METHODS[0].build())
+        trainer = quiet_trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            devices=2,
+            strategy="lebm_ddp_spawn",
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=[EmulateOnEveryRank(folder), RecordedIterations(recorded)],
+        )
+        trainer.fit(model, toy_loader(n_batches=2 * BATCHES))
+        ranks[recorded] = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for eager, recorded in zip(ranks[False], ranks[True], strict=True):
+        assert_same(eager["weights"], recorded["weights"])
+        assert torch.equal(eager["stream"], recorded["stream"])
+        assert recorded["stats"]["replays"] >= 4 and recorded["stats"]["eager"] == 0, recorded["stats"]
+    first, second = ranks[True]
+    assert_same(first["weights"], second["weights"])
+    assert not torch.equal(first["stream"], second["stream"])

@@ -201,28 +201,45 @@ class GraphStore:
         (``torch.cuda.graph`` does both at every capture)."""
         if self.broken:
             raise CaptureRejected(self.broken)
-        graph = torch.cuda.CUDAGraph()
-        register = getattr(graph, "register_generator_state", None)
-        if register is not None and torch_version() < _GENERATOR_REGISTRATION_UNTIL:
-            for generator in generators:
-                register(generator)
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
         touched = [torch.cuda.default_generators[index], *generators]
         saved = [(g, g.clone_state() if hasattr(g, "clone_state") else None, g.get_state()) for g in touched]
         caller = torch.cuda.current_stream(self.device)
-        self.graphs.append(graph)  # destroyed only with every other graph of the device
+        steps: list[Callable[[], None]] = []  # graph replays, and the host gaps between them
+        capturing: list[torch.cuda.CUDAGraph] = []
+
+        def begin() -> None:
+            graph = torch.cuda.CUDAGraph()
+            register = getattr(graph, "register_generator_state", None)
+            if register is not None and torch_version() < _GENERATOR_REGISTRATION_UNTIL:
+                for generator in generators:
+                    register(generator)
+            self.graphs.append(graph)  # destroyed only with every other graph of the device
+            capturing.append(graph)
+            graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+
+        def end() -> None:
+            graph = capturing.pop()
+            graph.capture_end()
+            steps.append(graph.replay)
+
+        def gap(work: Callable[[], None]) -> None:  # close this graph, keep the work, record on in a new one
+            end()
+            steps.append(work)
+            begin()
+
         with torch.cuda.device(self.device):
             self.stream.wait_stream(caller)
             try:
-                with torch.cuda.stream(self.stream):
-                    graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+                with torch.cuda.stream(self.stream), host_gaps(gap):
+                    begin()
                     try:
                         outputs = body()
                     except BaseException:
                         with contextlib.suppress(Exception):
-                            graph.capture_end()
+                            capturing.pop().capture_end()
                         raise
-                    graph.capture_end()
+                    end()
             except BaseException:
                 self.retire()
                 self._recover(saved, index)
@@ -234,7 +251,8 @@ class GraphStore:
             caller = torch.cuda.current_stream(self.device)
             self.stream.wait_stream(caller)
             with torch.cuda.stream(self.stream):
-                graph.replay()
+                for step in steps:
+                    step()
             caller.wait_stream(self.stream)
 
         return replay, outputs
@@ -299,6 +317,30 @@ def recorder_for(device: torch.device) -> GraphStore | None:
 
 
 _inline = threading.local()
+
+
+@contextlib.contextmanager
+def host_gaps(handler: Callable[[Callable[[], None]], None]) -> Iterator[None]:
+    """Within the block (this thread), :func:`outside_the_recording` hands its work to ``handler``:
+    the recording leaves it out and runs it at every replay, in its place."""
+    previous = getattr(_inline, "gap", None)
+    _inline.gap = handler
+    try:
+        yield
+    finally:
+        _inline.gap = previous
+
+
+def outside_the_recording(work: Callable[[], None]) -> None:
+    """Run ``work`` (host work on live tensors, such as a gradient all-reduce across processes) now;
+    inside a recording, leave it out of the recording, which then runs it at every replay between
+    the operations recorded before it and those recorded after it (a CUDA recording closes its graph
+    there and records the rest in a new one)."""
+    handler = getattr(_inline, "gap", None)
+    if handler is None:
+        work()
+    else:
+        handler(work)
 
 
 @contextlib.contextmanager
