@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import types
 import warnings
 from collections.abc import Mapping, Sequence
@@ -51,7 +52,7 @@ from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_check
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
-from lebm.models.recorded_iteration import IterationRecorder, step_directly
+from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
 from lebm.models.resume import (
@@ -105,20 +106,6 @@ class class_only:  # noqa: N801 (used as a decorator, like classmethod)
 
 def _no_closure() -> None:
     """The closure of an optimiser step whose gradients were computed before it."""
-
-
-@contextlib.contextmanager
-def counted_only(optimizer: torch.optim.Optimizer) -> Any:
-    """Within the block, ``optimizer.step(closure)`` runs its closure (Lightning's hooks around a
-    step) and its wrappers (a scheduler's note that the optimiser stepped) over no parameter group,
-    so it updates nothing: a recorded iteration's update ran on the device, and Lightning counts it
-    through its own step call."""
-    groups = optimizer.param_groups
-    optimizer.param_groups = []
-    try:
-        yield
-    finally:
-        optimizer.param_groups = groups
 
 
 def ensure_component(value: Any, name: str, kind: type | tuple[type, ...] = nn.Module) -> Any:
@@ -476,7 +463,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 epoch=self.current_epoch,
                 step=batch_idx,
                 decide=decide,
-                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self)),
+                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self), since=self._fit_started_at),
             )
         except TrainingDiverged as diverged:
             if policy is None:
@@ -569,7 +556,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 epoch=self.current_epoch,
                 step=self._training_position()[1],
                 iterations=iterations,
-                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self)),
+                last_checkpoint=lambda: last_good_checkpoint(attached_trainer(self), since=self._fit_started_at),
             )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -604,6 +591,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
 
     #: The global step of the checkpoint the weights were last loaded from, until a fit starts.
     _loaded_step: int | None = None
+    #: When the current fit started training (``time.time()``; None before a fit).
+    _fit_started_at: float | None = None
 
     @property
     def weights_step(self) -> int:
@@ -625,6 +614,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Start (or, when resuming, restore) the training stream; a new run redraws every
         rank-local buffer from its rank's stream."""
         self._loaded_step = None  # the weights are this fit's from now on
+        self._fit_started_at = time.time()  # a checkpoint written since is this fit's (the guard's way back)
+        self.iteration_recorder.start_fit()
         restored = self.random_streams.start_training(
             self.device, self.global_rank, self.trainer.world_size, self.global_step
         )
@@ -663,6 +654,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         recovery policy, take a snapshot of the state saved (the one a run resumed from this
         checkpoint starts from)."""
         self.check_recorded_guard(now=True)  # never a checkpoint of weights a recorded iteration saw diverge
+        steps_on_the_host(checkpoint)  # a recorded Adam's step count, where torch's own Adam keeps it
         checkpoint[VERSION_KEY] = __version__
         keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()

@@ -8,7 +8,8 @@ keeps the count on the parameters' device (in the optimiser's own ``state["step"
 refreshes when a schedule changes it, and computes, for every parameter with a gradient::
 
     t <- t + 1
-    g <- g + wd * p                       (Adam: L2 in the gradient)   p <- p * (1 - lr * wd)   (AdamW)
+    g <- g + wd * p      (Adam: L2 in the gradient)
+    p <- p * (1 - lr * wd)      (AdamW, or Adam with decoupled_weight_decay: instead)
     m <- m + (1 - beta1) * (g - m)        v <- beta2 * v + (1 - beta2) * g^2
     p <- p + (-lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
@@ -64,16 +65,18 @@ class LearningRates:
 
 
 @torch.no_grad()
-def device_adam_step(optimizer: Optimizer, rates: list[Tensor]) -> None:
+def device_adam_step(optimizer: Optimizer, rates: list[Tensor], skip: frozenset[int] = frozenset()) -> None:
     """One ``Adam``/``AdamW`` step of ``optimizer`` at the learning rates ``rates`` (one 0-d
     float64 tensor per group, :class:`LearningRates`), reading nothing on the host (the
-    update rule is in the module docstring). Parameters without a gradient are skipped, as torch does."""
-    decoupled = isinstance(optimizer, AdamW)
+    update rule is in the module docstring). Parameters without a gradient are skipped, as torch does,
+    and so are those whose ``id`` is in ``skip`` (a gradient kept at zero that this update's loss
+    did not reach: torch would see None)."""
     for group, lr in zip(optimizer.param_groups, rates, strict=True):
+        decoupled = group.get("decoupled_weight_decay", isinstance(optimizer, AdamW))  # AdamW, or Adam's option
         beta1, beta2 = group["betas"]
         eps, weight_decay = group["eps"], group["weight_decay"]
         for parameter in group["params"]:
-            if parameter.grad is None:
+            if parameter.grad is None or id(parameter) in skip:
                 continue
             state = optimizer.state[parameter]
             if not state:

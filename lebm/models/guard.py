@@ -99,9 +99,9 @@ class DivergenceGuard:
             raise TrainingDiverged(self._message(cause, epoch, step, checkpoint), cause)
 
     def device_flag(self, values: Mapping[str, Tensor], *, epoch: int) -> Tensor:
-        """A 0-d bool tensor on the values' device, True when :meth:`check` would stop at this
-        ``epoch``: the check without its read on the host (a recorded iteration keeps it on the
-        device, and the host reads it every few iterations)."""
+        """A 0-d bool tensor on the values' device (a CPU False when there are none), True when
+        :meth:`check` would stop at this ``epoch``: the check without its read on the host (a
+        recorded iteration keeps it on the device, and the host reads it every few iterations)."""
         tensors = {name: value for name, value in values.items() if isinstance(value, Tensor)}
         if not tensors:
             return torch.zeros((), dtype=torch.bool)
@@ -121,9 +121,7 @@ class DivergenceGuard:
         which kinds of quantity the flag watches."""
         tensors = {name: value for name, value in values.items() if isinstance(value, Tensor)}
         limits = self.limits if epoch >= self.after_epoch else {}
-        shown = self._cause(tensors, limits)
-        if shown == "another process's quantities diverged":
-            shown = "a loss, energy or chain state was not finite or over its limit"
+        shown = self._cause(tensors, limits, unseen="a loss, energy or chain state was not finite or over its limit")
         shown += f" (in one of the last {iterations} recorded iterations: the host reads their guard every few)"
         checkpoint = last_checkpoint() if last_checkpoint is not None else None
         return TrainingDiverged(self._message(shown, epoch, step, checkpoint), shown)
@@ -159,8 +157,14 @@ class DivergenceGuard:
             self._bounds_cache[key] = torch.tensor(bounds, dtype=torch.float32, device=device)
         return self._bounds_cache[key]
 
-    def _cause(self, tensors: Mapping[str, Tensor], limits: Mapping[str, float]) -> str:
-        """What diverged, one clause per quantity (at most three shown)."""
+    def _cause(
+        self,
+        tensors: Mapping[str, Tensor],
+        limits: Mapping[str, float],
+        unseen: str = "another process's quantities diverged",
+    ) -> str:
+        """What diverged, one clause per quantity (at most three shown); ``unseen`` when none of
+        ``tensors`` shows it."""
         problems = []
         for name, value in tensors.items():
             value = value.detach()
@@ -170,7 +174,7 @@ class DivergenceGuard:
             elif name in limits and (value.abs() > limits[name]).any():
                 problems.append(f"{name} = {float(value.abs().max()):.4g} > limit {limits[name]:g}")
         if not problems:
-            problems.append("another process's quantities diverged")
+            problems.append(unseen)
         return "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 
     def _message(self, shown: str, epoch: int, step: int, checkpoint: str | bool | None = None) -> str:
@@ -200,10 +204,11 @@ def way_back(checkpoint: str | bool | None, hint: str = "") -> str:
     )
 
 
-def last_good_checkpoint(trainer: Any) -> str | bool | None:
+def last_good_checkpoint(trainer: Any, since: float | None = None) -> str | bool | None:
     """The checkpoint a run that diverges now can go back to: the newest file its checkpoint
     callbacks wrote (``last_model_path``, ``best_model_path``, ``best_k_models``; when none of them is a
-    file, as when a save was refused, the newest ``.ckpt`` in their folders), else the one it resumed from
+    file, as when a save was refused, the newest ``.ckpt`` written in their folders at or after
+    ``since``, the time this fit started), else the one it resumed from
     (``trainer.ckpt_path``); False when there is none (a new run that wrote nothing yet, or one
     without checkpointing); None without a Trainer (not known)."""
     if trainer is None:
@@ -218,15 +223,14 @@ def last_good_checkpoint(trainer: Any) -> str | bool | None:
         )
         if isinstance(path, str) and path and os.path.isfile(path)
     ]
-    if not written:  # a checkpoint refused while being saved (a recorded iteration's late trip) was named already
+    if not written and since is not None:  # a save refused by a recorded iteration's late trip was named already
+        folders = {getattr(callback, "dirpath", None) for callback in getattr(trainer, "checkpoint_callbacks", [])}
         written = [
-            os.path.join(folder, name)
-            for folder in {
-                getattr(callback, "dirpath", None) for callback in getattr(trainer, "checkpoint_callbacks", [])
-            }
+            path
+            for folder in folders
             if isinstance(folder, str) and os.path.isdir(folder)
-            for name in os.listdir(folder)
-            if name.endswith(".ckpt") and os.path.isfile(os.path.join(folder, name))
+            for path in (os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".ckpt"))
+            if os.path.isfile(path) and os.path.getmtime(path) >= since
         ]
     if written:
         return max(written, key=os.path.getmtime)

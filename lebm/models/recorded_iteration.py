@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +79,11 @@ from lebm.samplers.capture.switch import iteration_capture_enabled
 WARMUP_ITERATIONS = 2
 #: Recorded iterations kept per model (training shape, an epoch's last batch, an accumulation window, ...).
 CACHE_SIZE = 8
-#: Keys met in a row without one replay before a model stops recording (something changes at every iteration).
-CHURN_LIMIT = 8
+#: Iterations in a row without a replay (warm-ups, recordings) before a model stops recording: something
+#: the key holds changes at every iteration. DAMC under accumulation meets four keys in turn at first.
+CHURN_LIMIT = 32
+#: Keys whose warm-ups are counted (the most recent ones).
+WARMED_KEPT = 64
 #: Recorded iterations between two host reads of the guard's device flag.
 GUARD_READ_EVERY = 10
 #: A method's public attributes that no iteration reads on the device: its guard (whose limits the
@@ -146,6 +149,7 @@ class IterationRecorder:
     said: set[str] = field(default_factory=set)
     flag: Tensor | None = None
     unread: int = 0
+    tripped: bool = False
     misses_in_a_row: int = 0
     disabled: str | None = None
 
@@ -206,20 +210,23 @@ class IterationRecorder:
             self.misses_in_a_row = 0
             self._replay(method, entry, leaves, batch_idx, count=True)
             return True
-        if self.warmed.get(key, 0) < WARMUP_ITERATIONS:
-            self.warmed[key] = self.warmed.get(key, 0) + 1
-            self.stats.warmups += 1
-            store.run_on_capture_stream(lambda: self._direct(method, batch, batch_idx))
-            return True
         self.misses_in_a_row += 1
         if self.misses_in_a_row > CHURN_LIMIT:
             self.disabled = (
-                f"{CHURN_LIMIT} iterations in a row needed a new recording: something the key holds changes at "
-                "every iteration"
+                f"{CHURN_LIMIT} iterations in a row were warm-ups or recordings, none a replay: something the key "
+                "holds changes at every iteration (a setting a callback or scheduler changes each step)"
             )
             self.clear()
             self.say_once(method, self.disabled)
+            self.stats.eager += 1
             return False
+        if self.warmed.get(key, 0) < WARMUP_ITERATIONS:
+            self.warmed[key] = self.warmed.pop(key, 0) + 1  # the most recent last
+            while len(self.warmed) > WARMED_KEPT:
+                self.warmed.pop(next(iter(self.warmed)))
+            self.stats.warmups += 1
+            store.run_on_capture_stream(lambda: self._direct(method, batch, batch_idx))
+            return True
         if store.release_due():
             store.release_all()
         try:
@@ -238,8 +245,9 @@ class IterationRecorder:
         return True
 
     def _direct(self, method: Any, batch: Any, batch_idx: int) -> None:
-        """An eager iteration in direct mode (a warm-up): the same updates a recording holds."""
-        with method.direct_steps(self):
+        """An eager iteration in direct mode (a warm-up): the same updates a recording holds, its
+        chains inline as the recording will run them (not through their own graphs)."""
+        with method.direct_steps(self), recording_inline():
             method.training_iteration(batch, batch_idx)
         method.after_iteration()
 
@@ -278,6 +286,15 @@ class IterationRecorder:
                 replay, (values, _) = store.record(body, [private])
         except CaptureBroken:
             raise
+        except torch.cuda.OutOfMemoryError as error:
+            self.clear()
+            store.release_all()  # every recorded graph's memory back to the eager iterations (chains record again)
+            torch.cuda.empty_cache()
+            self.disabled = (
+                f"CUDA ran out of memory while recording an iteration ({first_line(error)}); every recorded graph was "
+                "released. Lower the batch size, or leave out -c recipes/speed/recorded_iterations.yaml"
+            )
+            raise IterationNotRecorded(self.disabled) from error
         except Exception as error:  # noqa: BLE001 - a failed recording: this model's iterations run eagerly
             if saved is not None:
                 saved()
@@ -325,11 +342,25 @@ class IterationRecorder:
         :data:`GUARD_READ_EVERY` iterations (``force``: now, before a checkpoint, a validation or
         the end of training); ``decide`` turns this rank's verdict into every rank's (DDP: every
         rank reads at the same iterations)."""
+        if self.tripped:
+            return True  # read before: every later check (a checkpoint on the exception) refuses too
         if self.flag is None or self.unread == 0 or not (force or self.unread >= GUARD_READ_EVERY):
             return False
         self.unread = 0
         bad = bool(self.flag)
-        return decide(bad) if decide is not None else bad
+        self.tripped = decide(bad) if decide is not None else bad
+        return self.tripped
+
+    def start_fit(self) -> None:
+        """A new fit (or a resumed one): forget the last fit's recordings, warm-ups, learning-rate
+        tensors (its optimisers) and guard verdict."""
+        self.clear()
+        self.warmed.clear()
+        self.rates.clear()
+        self.flag = None
+        self.unread = 0
+        self.tripped = False
+        self.misses_in_a_row = 0
 
     def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
         """The learning-rate tensors of ``optimizer``'s groups, made on first use (in a warm-up, never
@@ -435,6 +466,21 @@ def iteration_key(method: Any, leaves: list[Any], recorder: IterationRecorder) -
     )
 
 
+@contextlib.contextmanager
+def counted_only(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block, ``optimizer.step()`` finds no gradient, so it updates nothing while its
+    wrappers run (Lightning's count of the step and its hooks, a scheduler's note that the optimiser
+    stepped): a recorded iteration's update ran on the device. The gradients are put back after it."""
+    grads = [(p, p.grad) for group in optimizer.param_groups for p in group["params"]]
+    for parameter, _ in grads:
+        parameter.grad = None
+    try:
+        yield
+    finally:
+        for parameter, grad in grads:
+            parameter.grad = grad
+
+
 def plain(value: Any) -> Hashable:
     """Hyperparameters (plain data: configs, numbers, strings, lists) as one hashable value, at any depth."""
     if isinstance(value, dict):
@@ -466,6 +512,7 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
             for parameter in parameters:
                 if parameter.grad is not None:
                     parameter.grad.zero_()
+    versions = {id(p): p.grad._version for p in parameters if p.grad is not None}
     if settings.accumulate == 1:
         method.backward(loss)
     else:
@@ -474,6 +521,11 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
             method.backward(loss / settings.accumulate, inputs=trainable)
         if not method.updates_this_batch:
             return
+    # a gradient kept (zeroed) from an earlier iteration that this loss did not reach: eagerly it is None
+    by_id = {id(p): p for p in parameters}
+    unreached = frozenset(
+        pid for pid, version in versions.items() if by_id[pid].grad is not None and by_id[pid].grad._version == version
+    )
     reduce = getattr(method.trainer.strategy, "reduce_gradients", None)
     if reduce is not None and method.trainer.world_size > 1:  # between two graphs: each rank's own noise, one average
         outside_the_recording(lambda: reduce(parameters))
@@ -482,12 +534,25 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
     recorder = method.iteration_recorder
     for optimizer in inner:
         if value is not None:
-            clipped = [p for group in optimizer.param_groups for p in group["params"]]
+            clipped = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in unreached]
             if algorithm == "norm":
                 torch.nn.utils.clip_grad_norm_(clipped, value)
             else:
                 torch.nn.utils.clip_grad_value_(clipped, value)
-        device_adam_step(optimizer, recorder.rates_for(optimizer))
+        device_adam_step(optimizer, recorder.rates_for(optimizer), skip=unreached)
+        with counted_only(optimizer):  # torch's own step over no gradient: a scheduler sees this optimiser step
+            optimizer.step()
+
+
+def steps_on_the_host(checkpoint: dict[str, Any]) -> None:
+    """Put the Adam step counts of ``checkpoint``'s optimiser states on the CPU, where torch's own
+    Adam keeps them (a recorded step keeps them on the parameters' device): a checkpoint reads the
+    same whichever way it was trained, and an eager resume of it steps without reading the device."""
+    for state in checkpoint.get("optimizer_states") or []:
+        for values in (state.get("state") or {}).values() if isinstance(state, dict) else ():
+            step = values.get("step") if isinstance(values, dict) else None
+            if isinstance(step, Tensor) and step.device.type != "cpu":
+                values["step"] = step.detach().to("cpu")
 
 
 def saved_state(method: Any) -> Callable[[], None]:

@@ -21,12 +21,12 @@ import lightning as L
 import pytest
 import torch
 from cases import CASES, toy_loader
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from test_chain_capture_methods import without_recording
 
 from lebm.models import Method
 from lebm.models.guard import TrainingDiverged
-from lebm.models.recorded_iteration import GUARD_READ_EVERY, WARMUP_ITERATIONS, why_iterations_eager
+from lebm.models.recorded_iteration import CHURN_LIMIT, GUARD_READ_EVERY, WARMUP_ITERATIONS, why_iterations_eager
 from lebm.samplers.capture import iteration_capture
 from lebm.samplers.capture.recorders import set_cpu_store
 from lebm.speed import RecordedIterations
@@ -241,9 +241,9 @@ def test_a_divergence_in_a_recorded_iteration_stops_within_the_guards_delay_befo
             enable_checkpointing=True,
             default_root_dir=tmp_path,
         )
-    assert "last checkpoint" in str(stopped.value)
     steps = sorted(int(path.stem.split("=")[1]) for path in tmp_path.glob("step=*.ckpt"))
     assert steps and max(steps) <= poisoned  # no checkpoint holds the poisoned weights' updates
+    assert f"the last checkpoint, {tmp_path / f'step={max(steps)}.ckpt'}, holds the last good one" in str(stopped.value)
     for path in tmp_path.glob("step=*.ckpt"):
         weights = torch.load(path, weights_only=False, map_location="cpu")["state_dict"]
         assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point()), path
@@ -347,3 +347,47 @@ def test_under_ddp_each_ranks_recorded_iterations_all_reduce_between_graphs_and_
     first, second = ranks[True]
     assert_same(first["weights"], second["weights"])
     assert not torch.equal(first["stream"], second["stream"])
+
+
+def test_after_a_trip_no_checkpoint_on_the_exception_holds_diverged_weights_and_a_new_fit_trains(
+    one_thread, tmp_path: Path
+) -> None:
+    model = build(METHODS[0])
+    on_exception = OnExceptionCheckpoint(dirpath=tmp_path)
+    with pytest.raises(TrainingDiverged):
+        fit(
+            model,
+            True,
+            max_epochs=3,
+            callbacks=[PoisonAt(WARMUP_ITERATIONS + 4), on_exception],
+            enable_checkpointing=True,
+            default_root_dir=tmp_path,
+        )
+    for path in tmp_path.glob("*.ckpt"):
+        weights = torch.load(path, weights_only=False, map_location="cpu")["state_dict"]
+        assert all(torch.isfinite(value).all() for value in weights.values() if value.is_floating_point()), path
+    good = build(METHODS[0])
+    model.load_state_dict(good.state_dict())
+    fit(model, True, max_epochs=1)  # the last fit's verdict and recordings are forgotten
+    assert_replayed(model, at_least=4)
+
+
+def test_a_setting_that_changes_at_every_iteration_stops_the_recording_in_one_line(one_thread) -> None:
+    """A callback that changes the posterior chain's step size before every batch: no key repeats,
+    so after a bounded run of warm-ups the iterations run eagerly, said once, to the eager numbers."""
+
+    class EveryStep(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+            module.posterior_sampler.step_size *= 0.99
+
+    runs = []
+    for recorded in (False, True):
+        model = build(METHODS[0])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs.append(fit(model, recorded, max_epochs=4, callbacks=[EveryStep()]))
+    assert_same(*runs)
+    lines = [str(w.message) for w in caught if "training iterations run eagerly" in str(w.message)]
+    assert len(lines) == 1 and "changes at every iteration" in lines[0], lines
+    stats = model.iteration_recorder.stats
+    assert stats.recordings == 0 and stats.warmups == CHURN_LIMIT and stats.eager == 4 * BATCHES - CHURN_LIMIT

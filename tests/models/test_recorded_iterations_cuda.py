@@ -32,8 +32,16 @@ def fit(model: Method, recorded: bool, **settings: Any) -> Method:
     torch.manual_seed(7)
     options: dict[str, Any] = dict(max_epochs=2, accelerator="gpu", devices=1, limit_val_batches=1)
     options.update(settings)
+    trainer = quiet_trainer(num_sanity_val_steps=0, **options)
     with iteration_capture(recorded):
-        quiet_trainer(num_sanity_val_steps=0, **options).fit(model, toy_loader(n_batches=10), toy_loader(1, seed=1))
+        trainer.fit(model, toy_loader(n_batches=10), toy_loader(1, seed=1))
+    model.finished = {  # type: ignore[attr-defined]
+        "global_step": trainer.global_step,
+        "rates": [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups],
+        "moments": [
+            state["exp_avg"].detach().cpu() for optimizer in trainer.optimizers for state in optimizer.state.values()
+        ],
+    }
     return model
 
 
@@ -49,6 +57,10 @@ def test_recorded_iterations_replay_on_a_gpu_and_train_as_the_eager_path(case) -
     for (name, left), right in zip(eager.state_dict().items(), recorded.state_dict().values(), strict=True):
         if left.is_floating_point():
             assert (left - right).abs().max() <= TOLERANCE * (1 + left.abs().max()), name
+    assert recorded.finished["global_step"] == eager.finished["global_step"] == 20
+    assert recorded.finished["rates"] == eager.finished["rates"]
+    for left, right in zip(eager.finished["moments"], recorded.finished["moments"], strict=True):
+        assert (left - right).abs().max() <= TOLERANCE * (1 + left.abs().max())
 
 
 @pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)

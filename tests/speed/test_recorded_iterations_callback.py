@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
-from lebm.samplers.capture import iteration_capture_enabled
+from lebm.samplers.capture import iteration_capture, iteration_capture_enabled
 from lebm.speed import RecordedIterations
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.trainers import quiet_trainer
@@ -32,15 +32,16 @@ def data() -> DataLoader:
 
 
 @pytest.mark.parametrize("enabled", [False, True])
-def test_the_switch_records_the_runs_iterations_and_is_given_back(enabled: bool, one_thread) -> None:
+def test_the_switch_sets_the_runs_recording_and_is_given_back(enabled: bool, one_thread) -> None:
+    """The run's setting is the callback's, whatever the process had; the process's is back after it."""
+    assert not iteration_capture_enabled()  # off by default
     trained = model()
     trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(enabled, report=True)])
-    assert not iteration_capture_enabled()  # off by default
-    with emulate_on_cpu():
+    with emulate_on_cpu(), iteration_capture(not enabled):
         trainer.fit(trained, data())
+        assert iteration_capture_enabled() is (not enabled)
     stats = trained.iteration_recorder.stats
     assert (stats.recordings >= 1 and stats.replays >= 4) if enabled else stats.replays == stats.recordings == 0
-    assert not iteration_capture_enabled()
 
 
 class Fails(L.Callback):
