@@ -1,7 +1,9 @@
-"""Helpers shared by the benchmark scripts: reading a recipe, naming the device, timing, a bare Trainer."""
+"""Helpers shared by the benchmark scripts: reading a recipe, naming the device, timing, a bare Trainer,
+the recorded-iterations option."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -12,6 +14,7 @@ import lightning as L
 import torch
 
 from lebm.cli.resolve import resolve_recipe
+from lebm.samplers.capture import set_iteration_capture
 
 
 def load_recipe(path: str) -> dict[str, Any]:
@@ -63,3 +66,26 @@ def bare_trainer(**settings: Any) -> L.Trainer:
         "num_sanity_val_steps": 0,
     }
     return L.Trainer(**{**defaults, **settings})
+
+
+#: Warm-up iterations with recorded iterations on: the first key, a key's two eager warm-ups, its recording.
+RECORDED_WARMUP = 4
+
+
+def add_recorded_iterations_option(parser: argparse.ArgumentParser) -> None:
+    """``--recorded-iterations on|off`` (off: lebm's default)."""
+    parser.add_argument(
+        "--recorded-iterations",
+        choices=("on", "off"),
+        default="off",
+        help="on: whole training iterations recorded as CUDA graphs (recipes/speed/recorded_iterations.yaml); "
+        f"the warm-up is then at least {RECORDED_WARMUP} iterations (a key's eager warm-ups and its recording)",
+    )
+
+
+def apply_recorded_iterations_option(args: argparse.Namespace) -> None:
+    """Set the process's switch from ``args.recorded_iterations``, and lengthen ``args.warmup`` to
+    :data:`RECORDED_WARMUP` when it is on."""
+    set_iteration_capture(args.recorded_iterations == "on")
+    if args.recorded_iterations == "on":
+        args.warmup = max(args.warmup, RECORDED_WARMUP)

@@ -166,15 +166,17 @@ def count_outside_graphs(recipe: dict[str, Any], batch_size: int, iterations: in
 
     last = COUNTED_REPLAY + iterations - 1
 
-    class Count(L.Callback):
+    class Count(L.Callback):  # each counted batch from its start to its end (not the loader's next fetch)
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
             if index == COUNTED_REPLAY:
                 self.replays = module.iteration_recorder.stats.replays
+            if COUNTED_REPLAY <= index <= last:
                 counter.__enter__()
 
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int) -> None:
-            if index == last:
+            if COUNTED_REPLAY <= index <= last:
                 counter.__exit__(None, None, None)
+            if index == last:
                 self.replays = module.iteration_recorder.stats.replays - self.replays
 
     shape = observation_shape(model)

@@ -41,16 +41,19 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import bare_trainer, describe_device, load_recipe  # noqa: E402
+from common import (  # noqa: E402
+    add_recorded_iterations_option,
+    apply_recorded_iterations_option,
+    bare_trainer,
+    describe_device,
+    load_recipe,
+)
 from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture import set_chain_capture, set_iteration_capture  # noqa: E402
+from lebm.samplers.capture import set_chain_capture  # noqa: E402
 from lebm.speed.numerics import apply_tf32  # noqa: E402
-
-#: Warm-up iterations with recorded iterations on: the first key, a key's two eager warm-ups, its recording.
-RECORDED_WARMUP = 4
 
 #: CUDA runtime and driver calls counted per iteration, by the name the profiler gives them.
 RUNTIME_CALLS = {
@@ -207,13 +210,7 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--fast", default="", help="comma-separated FastNets switches: compile, channels_last")
     parser.add_argument("--chain-capture", choices=("on", "off"), default="on")
-    parser.add_argument(
-        "--recorded-iterations",
-        choices=("on", "off"),
-        default="off",
-        help="on: whole training iterations recorded as CUDA graphs (recipes/speed/recorded_iterations.yaml); "
-        f"the warm-up is then at least {RECORDED_WARMUP} iterations (a key's eager warm-ups and its recording)",
-    )
+    add_recorded_iterations_option(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--cudnn-benchmark", action="store_true", help="Trainer(benchmark=True): cuDNN times its algorithms per shape"
@@ -230,9 +227,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
     set_chain_capture(args.chain_capture == "on")
-    set_iteration_capture(args.recorded_iterations == "on")
-    if args.recorded_iterations == "on":
-        args.warmup = max(args.warmup, RECORDED_WARMUP)
+    apply_recorded_iterations_option(args)
     start_in_stage(model, None)
     shape = observation_shape(model)
     mark_ranges(model)

@@ -47,16 +47,20 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import bare_trainer, describe_device, load_recipe, timed  # noqa: E402
+from common import (  # noqa: E402
+    add_recorded_iterations_option,
+    apply_recorded_iterations_option,
+    bare_trainer,
+    describe_device,
+    load_recipe,
+    timed,
+)
 from flops import IterationFlops, peak_fraction  # noqa: E402
 
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
-from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture, set_iteration_capture  # noqa: E402
-
-#: Warm-up iterations with recorded iterations on: the first key, a key's two eager warm-ups, its recording.
-RECORDED_WARMUP = 4
+from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture  # noqa: E402
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:
@@ -280,13 +284,7 @@ def main() -> None:
         default="on",
         help="on: chains on a CUDA device run as captured CUDA graphs (lebm's default); off: every chain eagerly",
     )
-    parser.add_argument(
-        "--recorded-iterations",
-        choices=("on", "off"),
-        default="off",
-        help="on: whole training iterations recorded as CUDA graphs (recipes/speed/recorded_iterations.yaml); "
-        f"the warm-up is then at least {RECORDED_WARMUP} iterations (a key's eager warm-ups and its recording)",
-    )
+    add_recorded_iterations_option(parser)
     parser.add_argument("--generate", type=int, default=0, help="also time model.generate(N) (0: skip)")
     parser.add_argument("--flops", action="store_true", help="also count the FLOPs of one iteration")
     args = parser.parse_args()
@@ -302,9 +300,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build(recipe["model"])
     set_chain_capture(args.chain_capture == "on")
-    set_iteration_capture(args.recorded_iterations == "on")
-    if args.recorded_iterations == "on":
-        args.warmup = max(args.warmup, RECORDED_WARMUP)
+    apply_recorded_iterations_option(args)
     stage = start_in_stage(model, args.stage)
     shape = observation_shape(model)
     initial_state = {k: v.clone() for k, v in model.state_dict().items()}

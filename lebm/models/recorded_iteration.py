@@ -64,6 +64,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
+from lebm.samplers.capture.cache import autocast_without_cache, saved_values
 from lebm.samplers.capture.keys import Description, RunsEagerly, numerics_state, tensor_id, tensor_signature
 from lebm.samplers.capture.recorders import (
     CaptureBroken,
@@ -557,8 +558,8 @@ def steps_on_the_host(checkpoint: dict[str, Any]) -> None:
 
 def saved_state(method: Any) -> Callable[[], None]:
     """Save every tensor a training iteration of ``method`` may change in place (parameters,
-    buffers, gradients, optimiser states, the guard flag) and the default random stream; return
-    what puts them back (after a recording that also ran its body)."""
+    buffers, gradients, optimiser states, the guard flag) and the device's default random stream;
+    return what puts them back (after a recording that also ran its body)."""
     tensors: dict[int, Tensor] = {}
     for tensor in (*method.parameters(), *method.buffers()):
         tensors[id(tensor)] = tensor
@@ -572,23 +573,4 @@ def saved_state(method: Any) -> Callable[[], None]:
     recorder = method.iteration_recorder
     if recorder.flag is not None:
         tensors[id(recorder.flag)] = recorder.flag
-    with torch.no_grad():
-        saved = [(tensor, tensor.detach().clone()) for tensor in tensors.values()]
-    generator = torch.default_generator
-    random_state = generator.get_state()
-
-    def restore() -> None:
-        with torch.no_grad():
-            for tensor, value in saved:
-                tensor.copy_(value)
-        generator.set_state(random_state)
-
-    return restore
-
-
-def autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """The caller's autocast with its cast cache off (a cast cached while recording would live in
-    the recording's memory and be read by eager code after the next replay)."""
-    if not torch.is_autocast_enabled(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.get_autocast_dtype(device.type), cache_enabled=False)
+    return saved_values(tensors.values(), method.device)

@@ -18,9 +18,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lebm.samplers.capture.cache import capture_stats, samplers_of
 from lebm.samplers.capture.switch import set_chain_capture
+from lebm.speed.run_switch import RunSwitch
 
 
-class ChainCapture(L.Callback):
+class ChainCapture(RunSwitch):
     """Switch whole-chain capture on or off for the run.
 
     Args:
@@ -30,27 +31,7 @@ class ChainCapture(L.Callback):
             served by a replay and how many ran eagerly (rank 0).
     """
 
-    def __init__(self, enabled: bool = True, report: bool = False) -> None:
-        super().__init__()
-        self.enabled = bool(enabled)
-        self.report = bool(report)
-        self._previous: bool | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        previous = set_chain_capture(self.enabled)
-        if self._previous is None:
-            self._previous = previous
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()  # Lightning skips teardown when a run raises
-
-    def _restore(self) -> None:
-        if self._previous is not None:
-            set_chain_capture(self._previous)
-            self._previous = None
+    setter = staticmethod(set_chain_capture)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.report:

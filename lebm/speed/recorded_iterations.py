@@ -16,11 +16,11 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from lebm.arguments import flag
 from lebm.samplers.capture.switch import set_iteration_capture
+from lebm.speed.run_switch import RunSwitch
 
 
-class RecordedIterations(L.Callback):
+class RecordedIterations(RunSwitch):
     """Switch recorded training iterations on or off for the run.
 
     Args:
@@ -30,27 +30,7 @@ class RecordedIterations(L.Callback):
             up and run eagerly (rank 0).
     """
 
-    def __init__(self, enabled: bool = True, report: bool = False) -> None:
-        super().__init__()
-        self.enabled = flag("RecordedIterations", "enabled", enabled)
-        self.report = flag("RecordedIterations", "report", report)
-        self._previous: bool | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        previous = set_iteration_capture(self.enabled)
-        if self._previous is None:
-            self._previous = previous
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()  # Lightning skips teardown when a run raises
-
-    def _restore(self) -> None:
-        if self._previous is not None:
-            set_iteration_capture(self._previous)
-            self._previous = None
+    setter = staticmethod(set_iteration_capture)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         recorder = getattr(pl_module, "iteration_recorder", None)

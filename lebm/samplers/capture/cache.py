@@ -240,14 +240,14 @@ def _capture(
     restore = _saved_side_effects(modules, call.z0.device)
     name = type(call.sampler).__name__
     try:
-        with _autocast_without_cache(call.z0.device):
+        with autocast_without_cache(call.z0.device):
             store.warm_up(body, WARMUP_RUNS)  # an error here is the chain's own: it propagates
     except CaptureRejected as rejected:
         return graphs.give_up(f"{name}: this chain cannot be captured as a CUDA graph: {rejected}")
     finally:
         restore()
     try:
-        with _autocast_without_cache(call.z0.device):
+        with autocast_without_cache(call.z0.device):
             replay, outputs = store.record(body, [private] if private is not None else [])
     except CaptureBroken:
         raise  # the device cannot run eager work either: the run must stop, with the reason
@@ -270,7 +270,7 @@ def _capture(
     return CapturedChain(replay, static_z, static_inputs, outputs, private, keep_alive, store, store.generation)
 
 
-def _autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+def autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The caller's autocast state with its cast cache off: a cast cached while recording would
     live in the graph's memory and be read by eager code after the graph's next replay."""
     if not torch.is_autocast_enabled(device.type):
@@ -281,7 +281,14 @@ def _autocast_without_cache(device: torch.device) -> contextlib.AbstractContextM
 def _saved_side_effects(modules: Sequence[nn.Module], device: torch.device) -> Callable[[], None]:
     """Save every module's own buffers and the device's default random stream; return what puts them back."""
     buffers = {id(b): b for module in modules for b in module._buffers.values() if b is not None and b.numel()}
-    saved = [(buffer, buffer.detach().clone()) for buffer in buffers.values()]
+    return saved_values(buffers.values(), device)
+
+
+def saved_values(tensors: Iterable[Tensor], device: torch.device) -> Callable[[], None]:
+    """Save the values of ``tensors`` and the state of ``device``'s default random stream; return
+    what puts them back (in place: the tensors keep their addresses)."""
+    with torch.no_grad():
+        saved = [(tensor, tensor.detach().clone()) for tensor in tensors]
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         generator = torch.cuda.default_generators[index]
@@ -291,8 +298,8 @@ def _saved_side_effects(modules: Sequence[nn.Module], device: torch.device) -> C
 
     def restore() -> None:
         with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
+            for tensor, value in saved:
+                tensor.copy_(value)
         generator.set_state(random_state)
 
     return restore
