@@ -120,7 +120,7 @@ def test_recorded_iterations_equal_the_eager_path_with_accumulation_clipping_and
     assert_replayed(recorded_model, at_least=2)  # DAMC under accumulation cycles through four keys
 
 
-@pytest.mark.parametrize("case", [METHODS[0], METHODS[-1]], ids=lambda case: case.name)
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
 def test_a_resume_in_the_middle_of_recorded_iterations_ends_equal(case, one_thread, tmp_path: Path) -> None:
     """10 recorded iterations, a checkpoint, a new process's model resumed from it for 10 more
     (recorded again): the end equals 20 eager iterations never stopped."""
