@@ -1,8 +1,9 @@
 """Callbacks: image grids, learning curves and evaluation metrics (reconstruction MSE, anomaly
 AUPRC/AUROC, FID, latent probe, text FPPL/RPPL, importance-sampled NLL), mixing diagnostics of
 long-run chains, the prediction writer of ``lebm predict``, an exponential moving average of the
-weights for evaluation (``WeightEMA``); speed: the switch for whole-chain CUDA-graph capture, fast
-paths for the nets (compile, channels-last) and the CPU thread count."""
+weights for evaluation (``WeightEMA``); speed: the switches for whole-chain CUDA-graph capture and
+for recorded training iterations, fast paths for the nets (compile, channels-last) and the CPU thread
+count."""
 
 from lebm.callbacks.chain_diagnostics import ChainDiagnostics
 from lebm.callbacks.curves import LearningCurves
@@ -20,6 +21,7 @@ from lebm.callbacks.text import TextGenerationMetrics
 from lebm.callbacks.text_samples import TextSamples
 from lebm.speed.chain_capture import ChainCapture
 from lebm.speed.fast_nets import FastNets, apply_fast_paths
+from lebm.speed.recorded_iterations import RecordedIterations
 from lebm.speed.threads import CPUThreads
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "LearningCurves",
     "MarginalLikelihood",
     "PredictionWriter",
+    "RecordedIterations",
     "ReconstructionGrid",
     "ReconstructionMSE",
     "SampleGrid",

@@ -475,11 +475,20 @@ def counted_only(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     grads = [(p, p.grad) for group in optimizer.param_groups for p in group["params"]]
     for parameter, _ in grads:
         parameter.grad = None
+    # inside a CUDA recording torch refuses a step of a non-capturable optimiser (this one updates nothing)
+    capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+    flags = [group.get("capturable", False) for group in optimizer.param_groups]
+    if capturing:
+        for group in optimizer.param_groups:
+            group["capturable"] = True
     try:
         yield
     finally:
         for parameter, grad in grads:
             parameter.grad = grad
+        if capturing:
+            for group, flag in zip(optimizer.param_groups, flags, strict=True):
+                group["capturable"] = flag
 
 
 def plain(value: Any) -> Hashable:
