@@ -458,11 +458,9 @@ def parse_junit(path: Path, root: Path = REPO) -> dict[str, Any]:
 
 def gpu_tier_command(junit: Path, xdist: bool, timeout_plugin: bool, workers: int = 8) -> list[str]:
     """The pytest command of the gpu tier (``-n`` only with pytest-xdist, ``--timeout`` only with
-    pytest-timeout). Without pytest-xdist, setup.cfg's ``addopts`` (which name its ``-n``) are
-    cleared; ``-m gpu`` is given here."""
+    pytest-timeout; without pytest-xdist the tier runs in one process, as tests/conftest.py says)."""
     command = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"]
-    # setup.cfg's addopts name pytest-xdist's -n: without the plugin they are cleared (-m gpu is given)
-    command += ["-n", str(workers)] if xdist else ["-o", "addopts="]
+    command += ["-n", str(workers)] if xdist else []
     if timeout_plugin:
         command += ["--timeout", "300"]
     return [*command, "--junitxml", str(junit)]

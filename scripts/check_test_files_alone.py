@@ -61,7 +61,7 @@ def builds_modules(path: Path) -> bool:
 def run_alone(path: Path, pytest_args: list[str], reverse: bool) -> tuple[bool, float, str]:
     """Run ``path`` alone in a fresh process: (passed, seconds, the last lines of its output)."""
     base = [sys.executable, "-c", REVERSED_RUN] if reverse else [sys.executable, "-m", "pytest"]
-    # -n 0: the file in this one process, in its order (setup.cfg runs tests on every core otherwise)
+    # -n 0: the file in this one process, in its order (tests/conftest.py runs tests on every core otherwise)
     command = [*base, "-q", "-n", "0", "-p", "no:cacheprovider", str(path.relative_to(REPO)), *pytest_args]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)

@@ -25,7 +25,7 @@ os.environ.setdefault("LEBM_CACHE_DIR", tempfile.mkdtemp(prefix="lebm-test-cache
 #: draws: a statistical test must pass for any seed, its margin set by the distribution, not one draw.
 TEST_SEED = int(os.environ.get("LEBM_TEST_SEED", "0"))
 
-#: Under pytest-xdist (``-n auto``, setup.cfg), each worker process gets an equal share of the
+#: Under pytest-xdist (``-n auto``, :func:`pytest_cmdline_main`), each worker process gets an equal share of the
 #: machine's cores for torch's intra-op threads: torch's default, every core in every worker,
 #: oversubscribes them.
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
@@ -33,6 +33,29 @@ if XDIST_WORKERS:
     from lebm.devices import usable_cpu_cores
 
     torch.set_num_threads(max(1, usable_cpu_cores() // XDIST_WORKERS))  # the cores this process may use
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Every core by default: ``-n auto`` when pytest-xdist is there and the command gives no ``-n``
+    (``-n 0``: this one process). Kept out of setup.cfg's ``addopts``, where ``-n`` would stop a
+    machine without the plugin with "unrecognized arguments: -n"."""
+    worker = hasattr(config, "workerinput")
+    if config.pluginmanager.has_plugin("xdist") and not worker and config.getoption("numprocesses", None) is None:
+        config.option.numprocesses = "auto"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Without pytest-xdist, one line (also under ``-q``) says the tests run in one process and how
+    to run them on every core."""
+    config = session.config
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not config.pluginmanager.has_plugin("xdist"):
+        reporter.write_line(
+            "pytest-xdist is not installed: the tests run in one process "
+            "(pip install -c constraints.txt pytest-xdist runs them on every core)"
+        )
+
 
 #: The GPUs of this machine, read once before any test hides them.
 CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0

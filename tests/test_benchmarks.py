@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from tests.helpers.scripts import load_script
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run_json(*args: str) -> dict:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -132,7 +133,7 @@ def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (table,) = tmp_path.glob("suite-*.md")
@@ -230,20 +231,18 @@ def test_fid_layout_times_both_layouts_and_finds_the_same_features() -> None:
 
 
 def test_gpu_check_without_cuda_exits_at_once_with_status_2_and_runs_nothing(tmp_path) -> None:
-    """Device: CPU (conftest hides any GPU from the subprocess). No test, no training, no file."""
-    import time
-
-    start = time.monotonic()
+    """Device: CPU (conftest hides any GPU from the subprocess). No test, no training, no file: the
+    refusal says nothing was run, and nothing was written (no wall-clock bound: a busy machine)."""
     result = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path / "out"), "--budget", "60"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "no CUDA device" in result.stderr and "nothing was run" in result.stderr
-    assert time.monotonic() - start < 20  # torch's import and no more
+    assert "pytest" not in result.stderr and "Epoch" not in result.stderr  # no tier, no training started
     assert not (tmp_path / "out").exists() and result.stdout == ""
 
 
@@ -510,7 +509,7 @@ def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout == gpu_check.markdown(record)
@@ -733,12 +732,12 @@ def test_profile_step_counts_kernels_and_copies_as_device_work_not_waits_or_rang
     assert not work(SimpleNamespace(name="chain:prior.sampler", activity_type="gpu_user_annotation"))
 
 
-def test_the_gpu_tier_runs_on_workers_with_pytest_xdist_and_clears_its_option_without() -> None:
-    """CPU. setup.cfg's addopts name pytest-xdist's ``-n``: the gpu tier's command gives its own
-    worker count where the plugin is, and clears the addopts where it is not (``-m gpu`` stays)."""
+def test_the_gpu_tier_runs_on_workers_with_pytest_xdist_and_in_one_process_without() -> None:
+    """CPU. The gpu tier's command gives its own worker count where pytest-xdist is, and no ``-n``
+    where it is not (which pytest would refuse)."""
     gpu_tier_command = load_script("benchmarks/gpu_check.py").gpu_tier_command
     with_plugin = gpu_tier_command(Path("j.xml"), xdist=True, timeout_plugin=False)
-    assert with_plugin[with_plugin.index("-n") + 1] == "8" and "addopts=" not in with_plugin
+    assert with_plugin[with_plugin.index("-n") + 1] == "8"
     without = gpu_tier_command(Path("j.xml"), xdist=False, timeout_plugin=True)
-    assert "-n" not in without and without[without.index("-o") + 1] == "addopts="
+    assert "-n" not in without
     assert without[without.index("gpu") - 1] == "-m" and "--timeout" in without

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.scripts import load_script
+from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_damc_cost_splits_an_iteration_into_its_parts_and_compares_with_latent_ebm() -> None:
     command = [sys.executable, "benchmarks/damc_cost.py", "--pairs", "quickstart", "--iters", "1", "--warmup", "0"]
-    result = subprocess.run([*command, "--batch-size", "8"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*command, "--batch-size", "8"], cwd=REPO, capture_output=True, text=True, timeout=HANG_SECONDS
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     pair = out["pairs"]["quickstart"]

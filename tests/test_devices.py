@@ -20,6 +20,7 @@ from lebm.randomness import CHECKPOINT_KEY
 from lebm.samplers import Langevin
 from lebm.speed.numerics import apply_tf32, tf32_state
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
 
@@ -31,7 +32,7 @@ def test_a_cpu_test_sees_no_gpu_here_nor_in_the_processes_it_starts() -> None:
         [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_SECONDS,
         check=True,
     )
     assert child.stdout.strip() == "0"

@@ -16,6 +16,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.helpers.subprocesses import HANG_SECONDS
+
 pytest.importorskip("mkdocs")
 pytest.importorskip("mkdocstrings_handlers.python")
 pytest.importorskip("material")
@@ -42,7 +44,7 @@ def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_SECONDS,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 
 import lebm
 from tests.helpers.scripts import load_script
+from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,9 @@ def test_a_scripts_mistake_is_one_line_and_exit_code_2(capsys: pytest.CaptureFix
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LEBM_DATA": os.environ.get("LEBM_DATA", str(REPO.parent / "shared" / "data"))}
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=HANG_SECONDS
+    )
 
 
 @pytest.mark.parametrize(

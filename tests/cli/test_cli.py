@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.helpers.cli_runner import SHORT_RUN
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.test_recipes import runnable_recipes
 
 pytestmark = pytest.mark.slow  # the console script in subprocesses: each starts Python, torch and Lightning anew
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECIPES = runnable_recipes()
 
 
-def lebm(*args: str, timeout: int = 300, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def lebm(*args: str, timeout: int = HANG_SECONDS, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "lebm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

@@ -20,11 +20,12 @@ import torch
 from lebm.nets import GaussianDecoder
 from lebm.samplers import Langevin
 from tests.helpers.cli_runner import QUIET, REPO, run_cli
+from tests.helpers.subprocesses import HANG_SECONDS
 
 QUICK = ["--trainer.limit_val_batches", "1", *QUIET]
 
 
-def lebm(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+def lebm(*args: str, timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "lebm", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
@@ -358,7 +359,9 @@ def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
         "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
         "assert 'lightning' not in sys.modules, 'Lightning was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=HANG_SECONDS
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage: lebm {fit,validate,test,predict}" in result.stdout
     assert "no recipe 'no/such/recipe.yaml': it is neither a file here nor the name of a recipe" in result.stderr

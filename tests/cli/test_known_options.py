@@ -18,6 +18,7 @@ import pytest
 
 from lebm.cli.known_options import check_known_options, remember_options
 from lebm.cli.recipes import expand_includes
+from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
@@ -265,7 +266,7 @@ def each_command_in_one_process(cases: list[list[str]], caches: list[Path]) -> l
         "    sys.stderr.write(f'{code}\\n' + err.getvalue() + 'LIGHTNING ' + str('lightning' in sys.modules))\n"
         f"    sys.stderr.write({CASE_SEPARATOR!r})\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_SECONDS, cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     outputs = done.stderr.split(CASE_SEPARATOR)[: len(cases)]
     assert len(outputs) == len(cases), done.stderr[-2000:]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.helpers.cli_runner import QUIET, run_cli
+from tests.helpers.subprocesses import HANG_SECONDS
 
 RUN = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
 RUN += ["--trainer.limit_val_batches", "0", *QUIET]
@@ -369,7 +370,7 @@ def test_a_requeue_loop_killed_at_start_up_mid_epoch_and_at_an_epoch_end_equals_
     def lebm(*args: str) -> subprocess.CompletedProcess:
         env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(REPO))
         command = [sys.executable, "-m", "lebm", "fit", *common, *args]
-        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_SECONDS)
 
     straight = lebm("--trainer.default_root_dir", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr[-2000:]
@@ -406,7 +407,7 @@ def test_command_help_is_kept_and_printed_again_without_lightning(tmp_path: Path
     )
     env = dict(os.environ, LEBM_CACHE_DIR=str(tmp_path))
     first, second = (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_SECONDS, env=env)
         for _ in range(2)
     )
     assert first.returncode == second.returncode == 0, first.stderr[-2000:]

@@ -19,6 +19,7 @@ import yaml
 import lebm
 from lebm.config import current_class_path, import_object, to_config
 from lebm.models.migrations import MOVED_CLASS_PATHS
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 from tests.models.cases import dual_mcmc
 
@@ -150,7 +151,10 @@ else:
     raise AssertionError("lebm.checkpoints.load_method imports")
 """
     result = subprocess.run(
-        [sys.executable, "-c", code, str(FIXTURES / "latent_ebm.ckpt")], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, str(FIXTURES / "latent_ebm.ckpt")],
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
     )
     assert result.returncode == 0, result.stderr
     assert "FutureWarning" not in result.stderr

@@ -32,6 +32,7 @@ from lebm.models import LatentEBM, Method, TiltedGaussianPrior
 from lebm.nets import CategoricalDecoder, EnergyMLP, LSTMTextGenerator
 from lebm.samplers import Langevin
 from tests.helpers.cli_runner import REPO, run_cli
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
 ids = [case.name for case in CASES]
@@ -350,7 +351,9 @@ def test_lebm_predict_refuses_data_without_prediction_batches_in_one_line(
 
 # ----------------------------------------------------------------------- slow: every recipe
 def lebm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lebm", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lebm", *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_SECONDS
+    )
 
 
 QUICKSTARTS = {

@@ -25,6 +25,7 @@ from lebm.samplers.capture import cache as capture_module
 from lebm.samplers.capture import chain_capture, chain_capture_enabled
 from lebm.samplers.capture.cache import CHURN_LIMIT, WARMUP_RUNS, chain_graphs, samplers_of
 from lebm.testing.capture import EmulatedStore, emulate_on_cpu
+from tests.helpers.subprocesses import HANG_SECONDS
 
 
 class Posterior(nn.Module):
@@ -474,9 +475,9 @@ def test_the_switch_reaches_processes_started_after_it_is_set() -> None:
 
     code = "from lebm.samplers.capture import chain_capture_enabled; print(chain_capture_enabled())"
     with chain_capture(False):
-        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_SECONDS)
     assert child.stdout.strip() == "False", child.stderr
-    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_SECONDS)
     assert after.stdout.strip() == "True", after.stderr
 
 
