@@ -395,3 +395,26 @@ def test_a_sampler_given_to_the_amortizer_and_chain_mode_refines_the_amortizers_
     spy = Recording(Langevin(2, 0.1))
     assert amortized.generate(4, mode="amortizer+chain", sampler=spy).shape == (4, DATA)
     assert len(spy.calls) == 1 and spy.calls[0][0].shape == (4, LATENT)
+
+
+@pytest.mark.parametrize("rate", [2.0, 0.0, -0.1, float("nan"), "0.5"])
+def test_an_ema_rate_outside_zero_to_one_is_refused_by_the_average(rate: Any) -> None:
+    """CPU. ``AveragedStart.update(online, rate)`` moves the average ``rate`` of the way: 2.0 would
+    overshoot, 0 or nan never move it (or poison it); each is one line naming the range."""
+    from lebm.samplers.initializers import AveragedStart
+    from tests.models.cases import tiny_amortizer
+
+    online = tiny_amortizer()
+    average = AveragedStart(online)
+    with pytest.raises(ValueError, match=r"^AveragedStart\.update rate must be"):
+        average.update(online, rate)
+    average.update(online, 1.0)
+
+
+def test_a_quoted_val_fraction_is_named_with_the_fix(tmp_path: Path) -> None:
+    """CPU. ``MNISTAnomalyDataModule(val_fraction='0.5')`` (a recipe's quoted number): one line, not
+    Python's ``'<=' not supported``."""
+    from lebm.data.tasks.anomaly import MNISTAnomalyDataModule
+
+    with pytest.raises(ValueError, match=r"val_fraction must be a number, got '0\.5' \(str\): write it without quotes"):
+        MNISTAnomalyDataModule(root=str(tmp_path), val_fraction="0.5")

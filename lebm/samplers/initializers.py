@@ -280,7 +280,9 @@ class AveragedStart(ChainInitializer, nn.Module):
 
     @torch.no_grad()
     def update(self, online: nn.Module, rate: float) -> None:
-        """Move the average ``rate`` of the way to ``online``'s parameters (buffers copied)."""
+        """Move the average ``rate`` of the way to ``online``'s parameters (buffers copied):
+        ``a <- a + rate * (online - a)``, ``rate`` in (0, 1] (1 copies; a rate outside is refused)."""
+        arguments.number("AveragedStart.update", "rate", rate, above=0.0, at_most=1.0)
         for averaged, current in zip(self.average.parameters(), online.parameters(), strict=True):
             averaged.lerp_(current.detach(), rate)
         for averaged, current in zip(self.average.buffers(), online.buffers(), strict=True):

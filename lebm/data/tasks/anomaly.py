@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from lebm import arguments
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
 from lebm.data.images.readers import read_mnist_csv, read_mnist_idx
 from lebm.data.loaders import evaluation_loader, training_loader
@@ -187,6 +188,9 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
                 f"overlapping draw), got {split!r}"
             )
         self.split = split
+        for name, value in (("val_fraction", val_fraction), ("train_fraction", train_fraction)):
+            arguments.number(type(self).__name__, name, value)  # a number first ('0.5' is named: no quotes)
+        arguments.number(type(self).__name__, "train_subset", train_subset)
         if not 0.0 < train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
         if not 0.0 < train_subset <= 1.0:
