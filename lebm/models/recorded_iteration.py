@@ -52,13 +52,13 @@ a method override with host work inside the update (``on_before_backward``, ``on
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
@@ -171,13 +171,10 @@ class IterationRecorder:
         if reason in self.said:
             return
         self.said.add(reason)
-        trainer = attached_trainer(method)
-        if trainer is None or trainer.is_global_zero:
-            warnings.warn(
-                f"{type(method).__name__}: training iterations run eagerly (chains still captured): {reason}. "
-                "See docs/performance.md, 'Recorded iterations'.",
-                stacklevel=2,
-            )
+        rank_zero_warn(
+            f"{type(method).__name__}: training iterations run eagerly (chains still captured): {reason}. "
+            "See docs/performance.md, 'Recorded iterations'."
+        )
 
     # ----------------------------------------------------------------------------- the iteration
     def run(self, method: Any, batch: Any, batch_idx: int) -> bool:
