@@ -10,7 +10,10 @@ dashed horizontal line.
 An anomaly run (one that logs ``val/auprc``) shows its numbers first: AUPRC, AUROC, the
 reconstruction MSE and NLL (:data:`ANOMALY_FIRST`), then the training losses. Its AUPRC panel has
 the paper's value (the recipe's target for the run's held-out digit) and the AUPRC of a random
-score, the split's share of anomalies (``val/auprc_chance``), as dashed lines. The bookkeeping
+score, the split's share of anomalies (``val/auprc_chance``), as dashed lines; its AUROC panel the
+random score's 0.5; both the no-model baseline (``val/auprc_no_model``, ``val/auroc_no_model``) as a
+dotted line and the untrained regime (the updates before ``AnomalyDetection``'s
+``untrained_below``) shaded. The bookkeeping
 columns of ``metrics.csv`` (:data:`FOLDED`: the best and last-``k`` summaries, the trapezoid
 AUPRC, the score's terms ranked alone, the chance figures and the per-class score statistics) get
 no panel of their own in any run: a name holding one of those parts is folded, a user's own
@@ -59,6 +62,7 @@ FOLDED = (
     "_term",
     "_score_",
     "_chance",
+    "_no_model",
     "/n_examples",
     "_normal_mean",
     "_normal_std",
@@ -67,6 +71,8 @@ FOLDED = (
 )
 #: The suffix of the column that holds an AUPRC's chance level (``val/auprc`` -> ``val/auprc_chance``).
 CHANCE_SUFFIX = "_chance"
+#: The suffix of the column that holds a ranking's no-model baseline (``val/auroc`` -> ``val/auroc_no_model``).
+NO_MODEL_SUFFIX = "_no_model"
 
 
 class LearningCurves(L.Callback):
@@ -153,7 +159,8 @@ class LearningCurves(L.Callback):
             return None
         path = os.path.join(trainer.default_root_dir, CURVES_FILE)
         title = curves_title(trainer.default_root_dir, type(pl_module).__name__, trainer.global_step)
-        save_figure(curves_figure(table, names, self.targets, title), path)
+        untrained_below = max((getattr(c, "untrained_below", 0) for c in trainer.callbacks), default=0)
+        save_figure(curves_figure(table, names, self.targets, title, untrained_below), path)
         return path
 
     def curve_names(self, table: MetricsTable, pl_module: L.LightningModule) -> list[str]:
@@ -184,9 +191,13 @@ def curves_title(run_dir: str, method: str, steps: int) -> str:
     return f"{'/'.join(part for part in parts[-2:] if part)} ({method}): {steps} training iterations"
 
 
-def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[str, float], title: str) -> Figure:
+def curves_figure(
+    table: MetricsTable, names: Sequence[str], targets: Mapping[str, float], title: str, untrained_below: int = 0
+) -> Figure:
     """A figure with a panel per name of ``names``: its values against the training iteration, and
-    the target of ``targets`` (when there is one) as a dashed line."""
+    the target of ``targets`` (when there is one) as a dashed line. An AUPRC or AUROC panel also
+    gets its chance level, its no-model baseline and, with ``untrained_below`` > 0, the untrained
+    regime (updates before it) shaded."""
     rows = math.ceil(len(names) / PANELS_PER_ROW)
     columns = min(len(names), PANELS_PER_ROW)
     figure = Figure(figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows + 0.4), layout="constrained")
@@ -203,6 +214,14 @@ def curves_figure(table: MetricsTable, names: Sequence[str], targets: Mapping[st
             panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=f"paper: {targets[name]:g}")
         if name.endswith("/auprc"):
             draw_chance(panel, table, name + CHANCE_SUFFIX)
+        if name.endswith("/auroc"):
+            panel.axhline(0.5, color="0.45", linestyle="--", linewidth=1.0, label="chance: 0.5")
+        if name.endswith(("/auprc", "/auroc")):
+            draw_no_model(panel, table, name + NO_MODEL_SUFFIX)
+            if untrained_below and points[0]:
+                end = min(untrained_below, max(points[0]))
+                label = f"untrained regime (< {untrained_below} updates)"
+                panel.axvspan(0, max(end, 1), color="0.8", alpha=0.5, label=label)
         if panel.get_legend_handles_labels()[0]:
             panel.legend(loc="best", fontsize=8)
         skipped = len(values) - len(finite)
@@ -229,6 +248,21 @@ def draw_chance(panel: Any, table: MetricsTable, column: str) -> None:
         return
     points = [step for step, _ in finite], [value for _, value in finite]
     panel.plot(*points, color="0.45", linestyle="--", linewidth=1.0, label="chance (share of anomalies)")
+
+
+def draw_no_model(panel: Any, table: MetricsTable, column: str) -> None:
+    """The no-model baseline of an AUPRC or AUROC panel from ``column``, when the table has it: its
+    series, dotted (one level for a fixed split)."""
+    steps, values = table.series(column)
+    finite = [(step, value) for step, value in zip(steps, values, strict=True) if math.isfinite(value)]
+    if not finite:
+        return
+    points = [step for step, _ in finite], [value for _, value in finite]
+    label = f"no model: {finite[-1][1]:.3f}"
+    if len({value for _, value in finite}) == 1:
+        panel.axhline(finite[-1][1], color="C2", linestyle=":", linewidth=1.2, label=label)
+    else:
+        panel.plot(*points, color="C2", linestyle=":", linewidth=1.2, label=label)
 
 
 def save_figure(figure: Figure, path: str) -> None:

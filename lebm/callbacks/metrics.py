@@ -16,11 +16,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
 from lebm.callbacks.schedule import evaluation_stage
+from lebm.metrics.no_model import NO_MODEL_SCORES, mean_image, no_model_baseline, no_model_scores
 from lebm.metrics.ranking import one_class, ranking_metrics, trapezoid_auprc
 
 
@@ -52,6 +53,38 @@ def class_statistics(values: np.ndarray, anomalous: np.ndarray) -> dict[str, flo
         statistics[f"{label}_mean"] = float(members.mean()) if members.size else float("nan")
         statistics[f"{label}_std"] = float(members.std()) if members.size else float("nan")
     return statistics
+
+
+#: Updates before which an anomaly reading is labelled untrained (``AnomalyDetection(untrained_below=)``).
+UNTRAINED_BELOW = 500
+
+
+def closing_line(stage: str, reading: dict[str, Any], untrained_below: int) -> str:
+    """One line on an anomaly reading: its AUPRC with AUROC, chance and the no-model baseline, and
+    whether it was taken in the untrained regime or does not beat the baseline."""
+    score, baseline = reading["score"], reading["no_model"]
+    line = (
+        f"anomaly {stage}/auprc {score['auprc']:.3f} (AUROC {score['auroc']:.3f}; chance {reading['chance']:.3f}; "
+        f"no-model baseline {baseline['auprc']:.3f}, {baseline['best']}) after {reading['update']} updates"
+    )
+    if reading["untrained"]:
+        return (
+            f"{line}: untrained regime (under {untrained_below} updates): the reading measures the untrained "
+            "generator's output level, not a model"
+        )
+    if score["auprc"] <= baseline["auprc"]:
+        return f"{line}: no better than the no-model baseline"
+    return line
+
+
+def test_selection(ckpt_path: str | None) -> str:
+    """How a ``lebm test`` figure was selected, against how the papers selected theirs."""
+    where = f"the checkpoint {ckpt_path}" if ckpt_path else "the model's current weights"
+    return (
+        f"compare test/auprc with the paper's figure: read once on the test split at {where}; LEBM's papers average "
+        "the test readings of the last 10 epochs, DAMC's code keeps the best of its test readings (docs/results.md, "
+        "Selections)"
+    )
 
 
 class EvaluationMetric(L.Callback):
@@ -168,9 +201,23 @@ class AnomalyDetection(EvaluationMetric):
     its update count (saved in checkpoints): ``val/auprc_best`` is then "best of
     ``len(readings)`` readings", selected on the split the loop validates on.
 
+    **Reading against a score with no model.** Every evaluation also ranks three no-model scores
+    of the same images (:mod:`lebm.metrics.no_model`: the squared distance to the untrained
+    generator's constant output level, to the background, to the mean training image) and logs
+    each (``{stage}/auprc_no_model_<name>``, ``auroc_...``), the highest as the baseline
+    (``{stage}/auprc_no_model``, ``{stage}/auroc_no_model``, ``{stage}/auprc_above_no_model``), and
+    its name in ``readings``. A reading taken before ``untrained_below`` updates is in the
+    *untrained regime*: an untrained generator draws a near-constant image, so its score is a
+    no-model score (on MNIST held-out 1 it reads AUPRC near 0.98 at chance 0.39). A later reading
+    that does not beat the baseline is said in one line, once a run. At the end of ``fit`` and of
+    ``test`` one line gives the last reading with its AUROC, chance, baseline and regime; after
+    ``test`` it also names the checkpoint read and how the papers selected the figures they report.
+
     Args:
         anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
         last_k: how many recent validation evaluations to average.
+        untrained_below: readings taken before this many updates are labelled untrained
+            (``docs/results.md``, "The untrained regime", measures where the readings leave it).
     """
 
     requires = "score"
@@ -185,12 +232,24 @@ class AnomalyDetection(EvaluationMetric):
     #: ``score_sigma_1`` = ``||x - g(z)||^2 / 2 + U(z)`` (``-log p(x, z)`` with the observation
     #: noise at 1), both at the evaluation's latents.
     FORMS = {"score_sse": 1.0, "score_sigma_1": 0.5}
+    #: The no-model scores' columns: ``no_model_<name>`` for each of :data:`NO_MODEL_SCORES`.
+    NO_MODEL = tuple(f"no_model_{name}" for name in NO_MODEL_SCORES)
 
-    def __init__(self, anomaly_classes: list[int] | None = None, last_k: int = 10) -> None:
+    def __init__(
+        self, anomaly_classes: list[int] | None = None, last_k: int = 10, untrained_below: int = UNTRAINED_BELOW
+    ) -> None:
         if isinstance(last_k, bool) or not isinstance(last_k, int) or last_k < 1:
             raise ValueError(f"AnomalyDetection last_k must be an integer >= 1, got {last_k!r}")
+        if isinstance(untrained_below, bool) or not isinstance(untrained_below, int) or untrained_below < 0:
+            raise ValueError(
+                f"AnomalyDetection untrained_below must be an integer >= 0 (updates before which a reading is "
+                f"labelled untrained; 0 labels none), got {untrained_below!r}"
+            )
         self.anomaly_classes = anomaly_classes
         self.last_k = last_k
+        self.untrained_below = untrained_below
+        self._mean_images: dict[int, Tensor | None] = {}
+        self._last_reading: dict[str, dict[str, Any]] = {}
         self.history: list[float] = []
         self.trapezoid_history: list[float] = []
         self.term_history: dict[str, list[float]] = {}
@@ -230,6 +289,31 @@ class AnomalyDetection(EvaluationMetric):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._said_below_chance = False  # once a run: each fit, validate or test says it again
+        self._said_below_no_model = False
+        self._last_reading = {}
+
+    def _mean_training_image(self, trainer: L.Trainer) -> Tensor | None:
+        """The datamodule's mean training image (C, H, W), computed once per dataset; None when the
+        datamodule has no ``train_dataset`` of images."""
+        dataset = getattr(trainer.datamodule, "train_dataset", None) if trainer.datamodule is not None else None
+        if dataset is None:
+            return None
+        if id(dataset) not in self._mean_images:
+            self._mean_images = {id(dataset): mean_image(dataset)}
+        return self._mean_images[id(dataset)]
+
+    def _say_if_below_no_model(self, stage: str, reading: dict[str, Any]) -> None:
+        """One line, once a run, when a trained model's AUPRC does not beat the no-model baseline."""
+        baseline = reading["no_model"]
+        if self._said_below_no_model or reading["untrained"] or not reading["score"]["auprc"] <= baseline["auprc"]:
+            return
+        self._said_below_no_model = True
+        rank_zero_warn(
+            f"AnomalyDetection: {stage} AUPRC {reading['score']['auprc']:.3f} after {reading['update']} updates does "
+            f"not beat the no-model baseline {baseline['auprc']:.3f} ({NO_MODEL_SCORES[baseline['best']]}, AUROC "
+            f"{baseline['auroc']:.3f}) on the same split: the model ranks no better than a fixed image; compare "
+            f"{stage}/auprc_above_no_model"
+        )
 
     def _say_if_below_chance(self, stage: str, auprc: float, auroc: float, chance: float) -> None:
         """One line, once a run, when the score's AUPRC is below the AUPRC of a random score."""
@@ -262,7 +346,9 @@ class AnomalyDetection(EvaluationMetric):
         # raw scores and targets, gathered from every rank at compute(); the ranking metrics are
         # computed on the host in float64 (torchmetrics' binary metrics would squash scores
         # outside [0, 1] through a sigmoid, which saturates for energies in the hundreds)
-        names = ["target", "score", *self._terms]
+        self._mean_image = self._mean_training_image(trainer)
+        no_model = self.NO_MODEL if self._mean_image is not None else self.NO_MODEL[:-1]
+        names = ["target", "score", *self._terms, *no_model]
         self._collected = {
             name: CatMetric(sync_on_compute=True).to(pl_module.device).set_dtype(torch.float64) for name in names
         }  # CatMetric stores float32 unless told (and .to() resets it): energies near 300 differing by 1e-5 would tie
@@ -274,6 +360,8 @@ class AnomalyDetection(EvaluationMetric):
         self._collected["score"].update(_per_example(outputs, "score", "AnomalyDetection").detach().double())
         for name, key in self._terms.items():
             self._collected[name].update(_per_example(outputs, key, "AnomalyDetection").detach().double())
+        for name, scores in no_model_scores(batch[0].to(pl_module.device), self._mean_image).items():
+            self._collected[f"no_model_{name}"].update(scores)
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._collected is None:
@@ -282,6 +370,7 @@ class AnomalyDetection(EvaluationMetric):
         values = {name: metric.compute().cpu().numpy() for name, metric in self._collected.items()}
         self._collected = None
         targets = values.pop("target")
+        no_model = {name.removeprefix("no_model_"): values.pop(name) for name in self.NO_MODEL if name in values}
         squared_error = values.pop("squared_error", None)
         if squared_error is not None:
             for form, weight in self.FORMS.items():
@@ -292,6 +381,8 @@ class AnomalyDetection(EvaluationMetric):
         chance = float(anomalous.mean()) if anomalous.size else float("nan")
         reading: dict[str, Any] = {"update": int(trainer.global_step), "n_examples": int(anomalous.size)}
         reading["chance"] = chance
+        reading["untrained"] = int(trainer.global_step) < self.untrained_below
+        reading["no_model"] = self._log_no_model(pl_module, stage, no_model, targets)
         pl_module.log(f"{stage}/auprc_chance", chance, sync_dist=False)
         pl_module.log(f"{stage}/n_examples", float(anomalous.size), sync_dist=False)
         for name, scores in values.items():
@@ -305,6 +396,7 @@ class AnomalyDetection(EvaluationMetric):
             reading[name] = {"auprc": float(auprc), "auroc": float(auroc), **spread}
             if name == "score":
                 pl_module.log(f"{stage}/auprc_above_chance", auprc - chance, sync_dist=False)
+                pl_module.log(f"{stage}/auprc_above_no_model", auprc - reading["no_model"]["auprc"], sync_dist=False)
                 self._say_if_below_chance(stage, auprc, auroc, chance)
             if name == "score":
                 trapezoid = trapezoid_auprc(scores, targets)
@@ -327,3 +419,34 @@ class AnomalyDetection(EvaluationMetric):
                 pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)
                 pl_module.log("val/auprc_best", max(history), sync_dist=False)
                 pl_module.log("val/auprc_best_of", float(len(history)), sync_dist=False)
+        self._last_reading[stage] = reading
+        self._say_if_below_no_model(stage, reading)
+
+    def _log_no_model(
+        self, pl_module: L.LightningModule, stage: str, scores: dict[str, np.ndarray], targets: np.ndarray
+    ) -> dict[str, Any]:
+        """Log every no-model score's AUPRC and AUROC and the baseline (the highest); returns the
+        reading's ``no_model`` entry: the baseline's name, AUPRC and AUROC, and each score's."""
+        baseline = no_model_baseline(scores, targets)
+        for name, (auprc, auroc) in baseline.readings.items():
+            pl_module.log(f"{stage}/auprc_no_model_{name}", auprc, sync_dist=False)
+            pl_module.log(f"{stage}/auroc_no_model_{name}", auroc, sync_dist=False)
+        pl_module.log(f"{stage}/auprc_no_model", baseline.auprc, sync_dist=False)
+        pl_module.log(f"{stage}/auroc_no_model", baseline.auroc, sync_dist=False)
+        return {
+            "best": baseline.name,
+            "auprc": float(baseline.auprc),
+            "auroc": float(baseline.auroc),
+            "scores": {name: {"auprc": float(p), "auroc": float(r)} for name, (p, r) in baseline.readings.items()},
+        }
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The run's closing line on its last validation reading (kept across resumes in ``readings``)."""
+        if self.readings and "no_model" in self.readings[-1]:
+            rank_zero_info(f"lebm: {closing_line('val', self.readings[-1], self.untrained_below)}")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "test" not in self._last_reading:
+            return
+        line = closing_line("test", self._last_reading["test"], self.untrained_below)
+        rank_zero_info(f"lebm: {line}; {test_selection(trainer.ckpt_path)}")

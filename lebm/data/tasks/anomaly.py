@@ -18,11 +18,14 @@ Pools:
 - ``offline``: the 10k test images (IDX) plus ``mnist_5k.csv.gz`` (5,000 training digits), both
   under ``root`` — the 15,000 real digits available offline in this project (``$LEBM_DATA/mnist``).
 
-Splits: training reads the train split; the test split is also what validation reads (the
-protocol has no separate validation set). With ``val_fraction > 0`` a validation split is set
-aside instead, for choosing settings without looking at the test split: that share of the
-evaluation pool's normal digits and of its held-out digits (a stratified, seeded draw), sharing no
-image with the test split, which keeps the rest.
+Splits: training reads the train split. Validation reads a validation split set aside from the
+evaluation pool (the normal digits training leaves and every held-out digit): ``val_fraction``
+(20%) of its normal digits and of its held-out digits (a stratified, seeded draw), sharing no image
+with the test split, which keeps the rest. ``val/*`` then never reads a test digit, so a
+``ModelCheckpoint`` or ``EarlyStopping`` on ``val/auprc`` selects without looking at the test split,
+which ``lebm test`` reads once. ``validate_on="test_split"`` is the papers' way instead: the
+protocol has no validation set, validation reads the whole test split, and every selection on
+``val/*`` (DAMC's official code keeps its best test reading) selects on the test split.
 
 Batches are ``(x, y)``: x float32 (B, channels, image_size, image_size) in [-1, 1] (default
 (B, 1, 28, 28)), y the digit label (int64); anomaly callbacks read ``anomaly_classes`` from this module.
@@ -48,6 +51,8 @@ from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.transforms import convert_channels, resize_uint8
 
 MNIST_SIZE = 28
+#: What ``val/*`` reads: a validation split apart from the test split, or the test split itself.
+VALIDATE_ON = ("validation_split", "test_split")
 
 
 def anomaly_split(
@@ -125,10 +130,9 @@ def subset_of(indices: Tensor, share: float, seed: int) -> Tensor:
 class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     """MNIST with held-out digits as anomalies (see the module docstring for the protocol).
 
-    The protocol has no separate validation split: validation runs on the test split, so that the
-    AUPRC can be tracked per epoch and averaged over the last evaluations, as the papers report.
-    ``val_fraction > 0`` sets a validation split aside (see the module docstring) for choosing
-    settings; the test split is then read once, by ``lebm test``.
+    Validation reads a validation split disjoint from the test split (see the module docstring);
+    the test split is read once, by ``lebm test``. ``validate_on="test_split"`` validates on the
+    test split as the papers did (their protocol has no validation set).
 
     Args:
         root: folder with the MNIST files (``$LEBM_DATA/mnist`` works).
@@ -141,8 +145,11 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             the metric against the training pool's size; 1 (the default) keeps all of it. The
             test and validation splits do not change.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
-            a validation split disjoint from the test split; 0 (the papers' protocol) validates on
-            the test split.
+            a validation split disjoint from the test split, in (0, 1); unused with
+            ``validate_on="test_split"``.
+        validate_on: ``validation_split`` (the default: ``val/*`` reads the validation split) or
+            ``test_split`` (the papers' protocol: ``val/*`` reads the whole test split, so a
+            selection on it selects on the test split; no validation split is set aside).
         batch_size: training batch size.
         eval_batch_size: validation and test batch size; None = ``batch_size``.
         num_workers: DataLoader worker processes.
@@ -156,7 +163,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     Attributes:
         sample_shape: ``(channels, image_size, image_size)``, known at construction.
         train_dataset, val_dataset, test_dataset, val_labels, test_labels: set by :meth:`setup`
-            (``val_*`` are the test split's when ``val_fraction`` is 0).
+            (``val_*`` are the test split's with ``validate_on="test_split"``).
         test_overlap: set by :meth:`setup`: the share of the test split that is training digits
             (0 under ``disjoint``, about ``train_fraction`` x its normal share under ``cited``).
     """
@@ -169,7 +176,8 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         split: Literal["disjoint", "cited"] = "disjoint",
         train_fraction: float = 0.8,
         train_subset: float = 1.0,
-        val_fraction: float = 0.0,
+        val_fraction: float = 0.2,
+        validate_on: Literal["validation_split", "test_split"] = "validation_split",
         batch_size: int = 100,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -198,12 +206,18 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
                 f"train_subset must be in (0, 1] (the share of training digits kept; 1 keeps all), got {train_subset}"
             )
         self.train_subset = float(train_subset)
-        if not 0.0 <= val_fraction < 1.0:
+        if validate_on not in VALIDATE_ON:
             raise ValueError(
-                f"val_fraction must be in [0, 1) (the share of the evaluation pool set aside for validation), "
-                f"got {val_fraction}"
+                f"validate_on must be 'validation_split' (val/* reads a split disjoint from the test split) or "
+                f"'test_split' (the papers' protocol: val/* reads the test split), got {validate_on!r}"
             )
-        self.val_fraction = float(val_fraction)
+        self.validate_on = validate_on
+        if validate_on == "validation_split" and not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be in (0, 1) (the share of the evaluation pool set aside for validation), got "
+                f"{val_fraction}; to validate on the test split as the papers did, set validate_on: test_split"
+            )
+        self.val_fraction = float(val_fraction) if validate_on == "validation_split" else 0.0
         self.anomaly_classes = [int(c) for c in anomaly_classes]
         if not self.anomaly_classes or not all(0 <= c <= 9 for c in self.anomaly_classes):
             raise ValueError(f"anomaly_classes must be digits 0-9, got {list(anomaly_classes)}")
