@@ -97,7 +97,8 @@ def main() -> None:
     checkpoint = newest_last_checkpoint(run)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     trained_sigma = config["model"]["init_args"]["decoder"]["init_args"]["sigma"]
-    validates_on_test = not data["init_args"].get("val_fraction")
+    validates_on = data["init_args"].get("validate_on")  # absent in runs before it: val_fraction 0 read the test split
+    validates_on_test = validates_on == "test" or (validates_on is None and not data["init_args"].get("val_fraction"))
     method_folder = run.relative_to(REPO / "runs").parts[0]
     output = Path(args.output or REPO / "docs" / "results" / f"{method_folder}_{EXPERIMENT}.json")
     setting = args.setting or str(run.relative_to(REPO / "runs"))

@@ -14,9 +14,10 @@ the checkpoint by the ``AnomalyDetection`` callback), with the AUPRC of each of 
 
 Choosing settings without the test split: ``--setting NAME --set model.init_args.prior_lr=2e-6 ...``
 trains a named variant (each ``--set`` is one ``--KEY VALUE`` of ``lebm fit``, each ``--with`` one
-more ``-c FRAGMENT`` after the recipe), and
-``--val-fraction 0.5`` validates on half of the evaluation pool (normal and held-out digits alike),
-disjoint from the test split (``MNISTAnomalyDataModule(val_fraction=...)``). The record then also
+more ``-c FRAGMENT`` after the recipe). Runs validate on a split disjoint from the test split (the
+recipes' 20% of the evaluation pool, normal and held-out digits alike; ``--val-fraction 0.5`` another
+share: ``MNISTAnomalyDataModule(val_fraction=...)``), and ``--validate-on-test`` validates on the
+test split as the papers did (``validate_on="test"``). With a validation split the record also
 holds the test split's AUPRC and term AUPRCs, read once after training (``test_*``; for a method
 with an inference network also averaged over ``--score-samples`` latent draws, ``test_*_sampled``).
 ``--split cited`` draws the splits as the loader the papers cite does (its test split overlaps
@@ -274,7 +275,10 @@ def main() -> None:
     parser.add_argument("--setting", default=None, help="name of a variant of the recipe (its own run folders)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a lebm fit option")
     parser.add_argument("--with", dest="fragments", action="append", default=[], help="a recipe fragment after R")
-    parser.add_argument("--val-fraction", type=float, default=0.0, help="validate on a split disjoint from test")
+    parser.add_argument("--val-fraction", type=float, default=None, help="the validation split's share (recipe's: 0.2)")
+    parser.add_argument(
+        "--validate-on-test", action="store_true", help="validate on the test split (the papers' protocol; selects on it)"
+    )
     parser.add_argument("--score-samples", type=int, default=10, help="latent draws for the sampled test score")
     parser.add_argument("--split", choices=("disjoint", "cited"), default="disjoint", help="how the splits are drawn")
     parser.add_argument(
@@ -289,8 +293,11 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         extra += [f"--{key.removeprefix('--')}", value]
-    if args.val_fraction:
+    if args.val_fraction is not None:
         extra += ["--data.init_args.val_fraction", str(args.val_fraction)]
+    if args.validate_on_test:
+        extra += ["--data.init_args.validate_on", "test"]
+    validation_split = not args.validate_on_test
     if args.split != "disjoint":
         extra += ["--data.init_args.split", args.split]
     data_options = [*args.set, *([f"data.init_args.pool={args.pool}"] if args.pool else [])]
@@ -302,7 +309,10 @@ def main() -> None:
         extra += ["--trainer.val_check_interval", str(args.val_every_steps)]
         extra += ["--trainer.check_val_every_n_epoch", "null"]
     config = load_recipe(args.recipe)  # what test_metrics reads: the data config, unchanged by fragments
-    config["data"]["init_args"]["val_fraction"] = args.val_fraction
+    if args.val_fraction is not None:
+        config["data"]["init_args"]["val_fraction"] = args.val_fraction
+    if args.validate_on_test:
+        config["data"]["init_args"]["validate_on"] = "test"
     apply_data_options(config, data_options)
     k = last_k(config, args.recipe)
     fragments = "".join(f", with {f}" for f in args.fragments)
@@ -326,7 +336,7 @@ def main() -> None:
             budget += f", evaluated every {evaluated[0]} epochs"
         terms = term_summaries(state, k)
         tested = {}
-        if args.val_fraction:
+        if validation_split:
             tested = {f"test_{key}": value for key, value in test_metrics(config, run_dir, digit, None).items()}
             if "encoder" in config["model"]["init_args"] and args.score_samples:
                 sampled = test_metrics(config, run_dir, digit, args.score_samples)
@@ -338,7 +348,7 @@ def main() -> None:
             "digit": digit,
             **({"setting": args.setting, "options": args.fragments + args.set} if args.setting else {}),
             **readings(state, k),
-            "split": "validation (disjoint from test)" if args.val_fraction else "test (the protocol)",
+            "split": "validation (disjoint from test)" if validation_split else "test (the protocol)",
             "data_split": args.split,
             "pool": config["data"]["init_args"].get("pool", "full"),
             "updates": updates,
@@ -363,7 +373,8 @@ def main() -> None:
                     *(["--setting", args.setting] if args.setting else []),
                     *[f"--with={fragment}" for fragment in args.fragments],
                     *[f"--set={item}" for item in args.set],
-                    *(["--val-fraction", str(args.val_fraction)] if args.val_fraction else []),
+                    *(["--val-fraction", str(args.val_fraction)] if args.val_fraction is not None else []),
+                    *(["--validate-on-test"] if args.validate_on_test else []),
                     *(["--split", args.split] if args.split != "disjoint" else []),
                     *(["--pool", args.pool] if args.pool else []),
                     *(["--max-steps", str(args.max_steps)] if args.max_steps else []),

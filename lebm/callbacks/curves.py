@@ -159,7 +159,7 @@ class LearningCurves(L.Callback):
             return None
         path = os.path.join(trainer.default_root_dir, CURVES_FILE)
         title = curves_title(trainer.default_root_dir, type(pl_module).__name__, trainer.global_step)
-        untrained_below = max((getattr(c, "untrained_below", 0) for c in trainer.callbacks), default=0)
+        untrained_below = max((getattr(c, "untrained_below", 0) for c in getattr(trainer, "callbacks", ())), default=0)
         save_figure(curves_figure(table, names, self.targets, title, untrained_below), path)
         return path
 

@@ -57,6 +57,9 @@ def states(x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         "score": x[:, 0] + x[:, 1],
         "reconstruction_term": x[:, 0],
         "prior_term": x[:, 1],
+        # the no-model scores of the "images" x (B, 2): ||x - 0||^2 and ||x - (-1)||^2 (no training set here)
+        "no_model_untrained_level": x.square().sum(1),
+        "no_model_background": (x + 1.0).square().sum(1),
     }
 
 
@@ -90,6 +93,13 @@ def test_every_rank_scores_the_union_of_the_gathered_examples(monkeypatch) -> No
         assert metrics[f"val/auprc{suffix}"] == pytest.approx(auprc, abs=1e-6), name
         assert metrics[f"val/auroc{suffix}"] == pytest.approx(auroc, abs=1e-6), name
     assert sorted(gathered) == sorted(local)  # each collected state went through the gather once
+    no_model = {
+        name: average_precision_score(target, torch.cat([local[f"no_model_{name}"], remote[f"no_model_{name}"]]).numpy())
+        for name in ("untrained_level", "background")
+    }
+    for name, auprc in no_model.items():
+        assert metrics[f"val/auprc_no_model_{name}"] == pytest.approx(auprc, abs=1e-6), name
+    assert metrics["val/auprc_no_model"] == pytest.approx(max(no_model.values()), abs=1e-6)
 
     # the data make the union's numbers far from rank 0's alone, so a callback that skips the gather fails
     for name, suffix in (("score", ""), ("prior_term", "_prior_term")):

@@ -242,3 +242,104 @@ def test_an_auprc_below_chance_is_said_once_a_run(tmp_path, recwarn) -> None:
     recwarn.clear()
     fit_with(tmp_path / "good", ScoreOnly(), epochs=2)
     assert not [w for w in recwarn if "below chance" in str(w.message)]
+
+
+class WithTrainingImages(L.LightningDataModule):
+    """The fixed data for validation and test; a training set of its own whose mean image is known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        x, labels = fixed_data()
+        self.eval_set = TensorDataset(x, labels)
+        train = torch.zeros(10, 1, 2, 2)
+        train[:, 0, 1, 1] = torch.linspace(0.0, 4.0, 10)  # mean image: 2.0 at pixel (1, 1), 0 elsewhere
+        self.train_dataset = TensorDataset(train, torch.zeros(10, dtype=torch.int64))
+
+    def train_dataloader(self):
+        return DataLoader(self.train_dataset, batch_size=10)
+
+    def val_dataloader(self):
+        return DataLoader(self.eval_set, batch_size=20)
+
+    test_dataloader = val_dataloader
+
+
+def test_every_evaluation_ranks_three_no_model_scores_and_names_the_best_as_the_baseline(tmp_path) -> None:
+    """Device: CPU. The squared distances of the images to 0 (the untrained generator's level), to -1
+    (the background) and to the datamodule's mean training image are ranked as scikit-learn ranks
+    them; the highest AUPRC is the baseline (``val/auprc_no_model``), named in the reading."""
+    callback = AnomalyDetection(anomaly_classes=[4])
+    trainer = quiet_trainer(
+        max_epochs=1, accelerator="cpu", num_sanity_val_steps=0, limit_train_batches=1,
+        default_root_dir=str(tmp_path), callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(ScoreOnly(), datamodule=WithTrainingImages())
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    x, labels = fixed_data()
+    target = (labels == 4).numpy()
+    mean = torch.zeros(1, 2, 2)
+    mean[0, 1, 1] = 2.0
+    references = {"untrained_level": 0.0, "background": -1.0, "mean_training_image": mean}
+    expected = {}
+    for name, reference in references.items():
+        distance = (x.double() - (reference.double() if torch.is_tensor(reference) else reference)).square()
+        scores = distance.flatten(1).sum(1).numpy()
+        expected[name] = average_precision_score(target, scores)
+        assert metrics[f"val/auprc_no_model_{name}"] == pytest.approx(expected[name], abs=1e-6), name
+        assert metrics[f"val/auroc_no_model_{name}"] == pytest.approx(roc_auc_score(target, scores), abs=1e-6), name
+    best = max(expected, key=expected.get)
+    assert metrics["val/auprc_no_model"] == pytest.approx(expected[best], abs=1e-6)
+    assert callback.readings[-1]["no_model"]["best"] == best
+    assert metrics["val/auprc_above_no_model"] == pytest.approx(metrics["val/auprc"] - expected[best], abs=1e-6)
+    assert len(set(round(v, 6) for v in expected.values())) == 3  # three different readings: none is a copy
+
+
+def test_an_untrained_reading_is_labelled_and_lebm_test_names_its_figure_and_selection(tmp_path, caplog) -> None:
+    """Device: CPU. A fit of one update ends with a line that calls its reading the untrained regime;
+    ``trainer.test`` ends with the test reading, the checkpoint it read and the papers' selections.
+    With ``untrained_below=0`` the same reading is not labelled."""
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    for below, labelled in ((500, True), (0, False)):
+        caplog.clear()
+        callback = AnomalyDetection(anomaly_classes=[4], untrained_below=below)
+        trainer = quiet_trainer(
+            max_epochs=1, accelerator="cpu", num_sanity_val_steps=0, limit_train_batches=1,
+            default_root_dir=str(tmp_path / str(below)), callbacks=[callback],
+        )  # fmt: skip
+        with caplog.at_level("INFO"):
+            trainer.fit(ScoreOnly(), loader, loader)
+        closing = [r.getMessage() for r in caplog.records if "anomaly val/auprc" in r.getMessage()]
+        assert len(closing) == 1 and "after 1 updates" in closing[0] and "chance 0.100" in closing[0]
+        assert ("untrained regime (under 500 updates)" in closing[0]) is labelled
+        assert callback.readings[-1]["untrained"] is labelled
+    caplog.clear()
+    trainer.save_checkpoint(tmp_path / "read.ckpt")
+    with caplog.at_level("INFO"):
+        trainer.test(ckpt_path=str(tmp_path / "read.ckpt"), dataloaders=loader)
+    (line,) = [r.getMessage() for r in caplog.records if "anomaly test/auprc" in r.getMessage()]
+    assert "compare test/auprc with the paper's figure" in line and f"checkpoint {tmp_path / 'read.ckpt'}" in line
+    assert "best of its test readings" in line and "last 10 epochs" in line
+
+
+def test_a_trained_reading_no_better_than_the_no_model_baseline_is_said_once_a_run(tmp_path, recwarn) -> None:
+    """Device: CPU. An inverted score after the untrained regime (``untrained_below=1``) reads below
+    the baseline: one line over two evaluations; the same score while untrained, or a good score:
+    none."""
+
+    def fit(model: L.LightningModule, below: int, folder: str) -> None:
+        x, labels = fixed_data()
+        loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+        trainer = quiet_trainer(
+            max_epochs=2, accelerator="cpu", num_sanity_val_steps=0, limit_train_batches=1,
+            default_root_dir=str(tmp_path / folder), callbacks=[AnomalyDetection(anomaly_classes=[4], untrained_below=below)],
+        )  # fmt: skip
+        trainer.fit(model, loader, loader)
+
+    fit(Inverted(), below=1, folder="trained")
+    said = [str(w.message) for w in recwarn if "does not beat the no-model baseline" in str(w.message)]
+    assert len(said) == 1 and "after 1 updates" in said[0] and "squared distance" in said[0]
+    recwarn.clear()
+    fit(Inverted(), below=500, folder="untrained")
+    fit(ScoreOnly(), below=1, folder="good")
+    assert not [w for w in recwarn if "does not beat the no-model baseline" in str(w.message)]

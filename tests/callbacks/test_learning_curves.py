@@ -192,7 +192,29 @@ def test_the_auprc_panel_draws_the_paper_value_and_the_splits_chance_as_dashed_l
     assert set(paper.get_ydata()) == {0.336} and paper.get_linestyle() == "--"
     assert set(chance.get_ydata()) == {0.388} and chance.get_linestyle() == "--"
     assert [text.get_text() for text in auprc.get_legend().get_texts()] == ["paper: 0.336", "chance: 0.388"]
-    assert len(auroc.lines) == 1 and auroc.get_legend() is None
+    series, half = auroc.lines  # the AUROC panel: its series and a random score's 0.5
+    assert set(half.get_ydata()) == {0.5} and half.get_linestyle() == "--"
+    assert [text.get_text() for text in auroc.get_legend().get_texts()] == ["chance: 0.5"]
+
+
+def test_the_no_model_baseline_is_dotted_and_the_untrained_regime_shaded_in_both_ranking_panels() -> None:
+    """CPU. A table with ``val/auprc_no_model`` and ``val/auroc_no_model``: each ranking panel draws the
+    baseline (dotted, its value in the legend) and, given ``untrained_below``, shades the updates before
+    it, up to the last update drawn; no panel of their own for the no-model columns."""
+    table = anomaly_table()
+    for step in (0, 1):
+        table.log_metrics({"val/auprc_no_model": 0.98, "val/auroc_no_model": 0.99}, step=step)
+    assert "val/auprc_no_model" not in LearningCurves().curve_names(table, tiny_model())
+    figure = curves_figure(table, ["val/auprc", "val/auroc"], {}, "run", untrained_below=500)
+    for panel, level in zip(figure.axes[:2], (0.98, 0.99), strict=True):
+        dotted = [line for line in panel.lines if line.get_linestyle() == ":"]
+        assert len(dotted) == 1 and set(dotted[0].get_ydata()) == {level}
+        labels = [text.get_text() for text in panel.get_legend().get_texts()]
+        assert f"no model: {level:.3f}" in labels and "untrained regime (< 500 updates)" in labels
+        (shade,) = panel.patches
+        assert shade.get_x() == 0 and shade.get_width() == 1  # up to the last update drawn (1), not to 500
+    plain = curves_figure(table, ["val/auprc"], {}, "run")
+    assert not plain.axes[0].patches  # no untrained_below: nothing shaded
 
 
 def test_a_chance_that_changes_is_drawn_as_its_series_and_a_run_without_it_gets_none() -> None:

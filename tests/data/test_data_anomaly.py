@@ -103,20 +103,23 @@ def test_full_pool_reads_both_idx_splits(make_mnist_idx) -> None:
     root, arrays = make_mnist_idx(n_train=100, n_test=50)
     dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", batch_size=10)
     dm.setup()
-    assert len(dm.train_dataset) + len(dm.test_dataset) == 150
+    assert len(dm.train_dataset) + len(dm.val_dataset) + len(dm.test_dataset) == 150
     assert len(dm.train_dataset) == 108  # 80% of the 135 normal digits
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (10, 1, 28, 28) and x.min() >= -1 and x.max() <= 1 and not (y == 3).any()
-    assert (dm.test_labels == 3).sum() == 15
-    xv, _ = next(iter(dm.val_dataloader()))
-    assert torch.equal(xv, next(iter(dm.test_dataloader()))[0])
+    assert (dm.test_labels == 3).sum() + (dm.val_labels == 3).sum() == 15  # every held-out digit is evaluated
+    assert not set(dm.val_dataset.indices.tolist()) & set(dm.test_dataset.indices.tolist())  # by default
+    papers = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", validate_on="test", batch_size=10)
+    papers.setup()  # the papers' protocol: validation reads the whole test split
+    xv, _ = next(iter(papers.val_dataloader()))
+    assert torch.equal(xv, next(iter(papers.test_dataloader()))[0]) and len(papers.test_dataset) == 42
 
 
 def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_split(make_mnist_idx) -> None:
     root, _ = make_mnist_idx(n_train=400, n_test=200)
     dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", val_fraction=0.5, batch_size=10)
     dm.setup()
-    whole = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", batch_size=10)
+    whole = MNISTAnomalyDataModule(str(root), anomaly_classes=[3], pool="full", validate_on="test", batch_size=10)
     whole.setup()
     val, test = set(dm.val_dataset.indices.tolist()), set(dm.test_dataset.indices.tolist())
     assert not val & test and val | test == set(whole.test_dataset.indices.tolist())  # the protocol's pool, split
@@ -129,6 +132,10 @@ def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_s
     assert len(val_images) == len(val) and not torch.equal(val_images[:10], next(iter(dm.test_dataloader()))[0])
     with pytest.raises(ValueError, match="val_fraction must be in"):
         MNISTAnomalyDataModule(str(root), val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"got 0\.0; to validate on the test split as the papers did, set validate_on: test"):
+        MNISTAnomalyDataModule(str(root), val_fraction=0.0)
+    with pytest.raises(ValueError, match="validate_on must be 'val'"):
+        MNISTAnomalyDataModule(str(root), validate_on="validation")
 
 
 def test_offline_pool_reads_test_idx_and_csv(make_mnist_idx, mnist_csv_writer) -> None:
@@ -138,7 +145,7 @@ def test_offline_pool_reads_test_idx_and_csv(make_mnist_idx, mnist_csv_writer) -
     mnist_csv_writer(root / "mnist_5k.csv.gz", digits, np.arange(30) % 10, False)
     dm = MNISTAnomalyDataModule(str(root), anomaly_classes=[9], pool="offline")
     dm.setup()
-    assert len(dm.train_dataset) + len(dm.test_dataset) == 70
+    assert len(dm.train_dataset) + len(dm.val_dataset) + len(dm.test_dataset) == 70
 
 
 def test_missing_files_and_bad_arguments_fail_early(tmp_path: Path) -> None:

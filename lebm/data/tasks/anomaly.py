@@ -23,7 +23,7 @@ evaluation pool (the normal digits training leaves and every held-out digit): ``
 (20%) of its normal digits and of its held-out digits (a stratified, seeded draw), sharing no image
 with the test split, which keeps the rest. ``val/*`` then never reads a test digit, so a
 ``ModelCheckpoint`` or ``EarlyStopping`` on ``val/auprc`` selects without looking at the test split,
-which ``lebm test`` reads once. ``validate_on="test_split"`` is the papers' way instead: the
+which ``lebm test`` reads once. ``validate_on="test"`` is the papers' way instead: the
 protocol has no validation set, validation reads the whole test split, and every selection on
 ``val/*`` (DAMC's official code keeps its best test reading) selects on the test split.
 
@@ -52,7 +52,7 @@ from lebm.data.transforms import convert_channels, resize_uint8
 
 MNIST_SIZE = 28
 #: What ``val/*`` reads: a validation split apart from the test split, or the test split itself.
-VALIDATE_ON = ("validation_split", "test_split")
+VALIDATE_ON = ("val", "test")
 
 
 def anomaly_split(
@@ -131,7 +131,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     """MNIST with held-out digits as anomalies (see the module docstring for the protocol).
 
     Validation reads a validation split disjoint from the test split (see the module docstring);
-    the test split is read once, by ``lebm test``. ``validate_on="test_split"`` validates on the
+    the test split is read once, by ``lebm test``. ``validate_on="test"`` validates on the
     test split as the papers did (their protocol has no validation set).
 
     Args:
@@ -146,9 +146,9 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             test and validation splits do not change.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
             a validation split disjoint from the test split, in (0, 1); unused with
-            ``validate_on="test_split"``.
-        validate_on: ``validation_split`` (the default: ``val/*`` reads the validation split) or
-            ``test_split`` (the papers' protocol: ``val/*`` reads the whole test split, so a
+            ``validate_on="test"``.
+        validate_on: ``val`` (the default: ``val/*`` reads the validation split) or
+            ``test`` (the papers' protocol: ``val/*`` reads the whole test split, so a
             selection on it selects on the test split; no validation split is set aside).
         batch_size: training batch size.
         eval_batch_size: validation and test batch size; None = ``batch_size``.
@@ -163,7 +163,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
     Attributes:
         sample_shape: ``(channels, image_size, image_size)``, known at construction.
         train_dataset, val_dataset, test_dataset, val_labels, test_labels: set by :meth:`setup`
-            (``val_*`` are the test split's with ``validate_on="test_split"``).
+            (``val_*`` are the test split's with ``validate_on="test"``).
         test_overlap: set by :meth:`setup`: the share of the test split that is training digits
             (0 under ``disjoint``, about ``train_fraction`` x its normal share under ``cited``).
     """
@@ -177,7 +177,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         train_fraction: float = 0.8,
         train_subset: float = 1.0,
         val_fraction: float = 0.2,
-        validate_on: Literal["validation_split", "test_split"] = "validation_split",
+        validate_on: Literal["val", "test"] = "val",
         batch_size: int = 100,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -208,16 +208,16 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         self.train_subset = float(train_subset)
         if validate_on not in VALIDATE_ON:
             raise ValueError(
-                f"validate_on must be 'validation_split' (val/* reads a split disjoint from the test split) or "
-                f"'test_split' (the papers' protocol: val/* reads the test split), got {validate_on!r}"
+                f"validate_on must be 'val' (val/* reads a split disjoint from the test split) or "
+                f"'test' (the papers' protocol: val/* reads the test split), got {validate_on!r}"
             )
         self.validate_on = validate_on
-        if validate_on == "validation_split" and not 0.0 < val_fraction < 1.0:
+        if validate_on == "val" and not 0.0 < val_fraction < 1.0:
             raise ValueError(
                 f"val_fraction must be in (0, 1) (the share of the evaluation pool set aside for validation), got "
-                f"{val_fraction}; to validate on the test split as the papers did, set validate_on: test_split"
+                f"{val_fraction}; to validate on the test split as the papers did, set validate_on: test"
             )
-        self.val_fraction = float(val_fraction) if validate_on == "validation_split" else 0.0
+        self.val_fraction = float(val_fraction) if validate_on == "val" else 0.0
         self.anomaly_classes = [int(c) for c in anomaly_classes]
         if not self.anomaly_classes or not all(0 <= c <= 9 for c in self.anomaly_classes):
             raise ValueError(f"anomaly_classes must be digits 0-9, got {list(anomaly_classes)}")
@@ -262,10 +262,10 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         draw = cited_anomaly_split if self.split == "cited" else anomaly_split
         train, test = draw(labels, self.anomaly_classes, self.train_fraction, self.seed)
         train = subset_of(train, self.train_subset, self.seed + 2)
-        self.test_overlap = split_overlap(train, test)
         val = test
         if self.val_fraction > 0:
             val, test = validation_split(labels, test, self.anomaly_classes, self.val_fraction, self.seed + 1)
+        self.test_overlap = split_overlap(train, test)
         self.train_dataset = ScaledImageSubset(pool, train)
         self.val_dataset = ScaledImageSubset(pool, val)
         self.test_dataset = ScaledImageSubset(pool, test)
