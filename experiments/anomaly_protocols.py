@@ -5,8 +5,8 @@ validation and the test split, and record each paper's selection beside the hone
 
 ``RUN_DIR`` is a ``lebm fit`` run folder of an MNIST anomaly recipe (its ``config.yaml``) whose
 checkpoints were saved every few updates (``checkpoints/step=*.ckpt``, a ``ModelCheckpoint`` with
-``every_n_train_steps``; ``last.ckpt`` alone otherwise), trained with ``data.init_args.val_fraction
-> 0`` so that a validation split disjoint from the test split exists. For each checkpoint, each
+``every_n_train_steps``; ``last.ckpt`` alone otherwise), trained with a validation split disjoint from
+the test split (the recipes' default; not ``validate_on: test``). For each checkpoint, each
 protocol scores the validation and the test split once; each reading holds the split's size, its
 anomaly rate (the AUPRC of a random score), the AUPRC (average precision) and AUROC of the score and
 of each of its terms, AUPRC minus chance, and each term's mean and spread on normal and on held-out
@@ -27,9 +27,16 @@ Protocols:
 
 Selections, per protocol: ``best_of_test`` (the paper's way for DAMC: the highest *test* AUPRC of
 all N checkpoints, labelled "best of N test readings"; not a reachable number), ``last`` (the last
-checkpoint) and ``validation_selected`` (the checkpoint of the highest validation AUPRC, whose test
-reading is the honest number). The record goes to ``--output`` (default
-``docs/results/<method folder>_mnist_anomaly_protocols.json``). Needs ``LEBM_DATA``.
+checkpoint), ``last_mean`` (the mean test AUPRC of the last ``--last-k`` checkpoints: LEBM's "average
+of the last 10 epochs", also read on the test split) and ``validation_selected`` (the checkpoint of
+the highest validation AUPRC, whose test reading is the honest number). Each split also gets its
+no-model baseline once (:mod:`lebm.metrics.no_model`: the highest AUPRC of three squared distances
+to a fixed image, named), and each reading says whether it was taken in the untrained regime
+(before ``lebm.callbacks.metrics.UNTRAINED_BELOW`` updates). ``--max-examples N`` scores a seeded
+draw of N examples of each split (the same draw at every checkpoint) where scoring all of it would
+cost too much. The record goes to ``--output`` (default
+``docs/results/<method folder>_<experiment>.json``), one per protocol, digit, pool and seed. Needs
+``LEBM_DATA``.
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ from records import this_device
 from script import existing_folder, run_main
 
 import lebm
-from lebm.callbacks.metrics import class_statistics
+from lebm.callbacks.metrics import UNTRAINED_BELOW, class_statistics
 from lebm.config import build
+from lebm.data.tasks.anomaly import subset_of
 from lebm.metrics import ranking_metrics
+from lebm.metrics.no_model import mean_image, no_model_baseline, no_model_scores
 from lebm.models import LatentVariableModel
 from lebm.samplers import Langevin
 
@@ -120,6 +129,31 @@ def reading(values: dict[str, np.ndarray], targets: np.ndarray) -> dict:
     return result
 
 
+def split_loader(dataset: torch.utils.data.Dataset, args: argparse.Namespace) -> torch.utils.data.DataLoader:
+    """The split's examples in order, or a seeded draw of ``--max-examples`` of them (the same at
+    every checkpoint)."""
+    if args.max_examples and len(dataset) > args.max_examples:
+        dataset = torch.utils.data.Subset(dataset, subset_of(torch.arange(len(dataset)), args.max_examples / len(dataset), 0))
+    return torch.utils.data.DataLoader(dataset, batch_size=args.eval_batch_size, shuffle=False)
+
+
+def baseline_reading(loader: Iterable, digit: int, mean: torch.Tensor | None) -> dict:
+    """The split's no-model baseline: each no-model score's AUPRC and AUROC, and the best, named."""
+    parts: dict[str, list[np.ndarray]] = {}
+    targets = []
+    for x, labels in loader:
+        for name, values in no_model_scores(x, mean).items():
+            parts.setdefault(name, []).append(values.numpy())
+        targets.append((labels == digit).numpy())
+    baseline = no_model_baseline({n: np.concatenate(v) for n, v in parts.items()}, np.concatenate(targets).astype(float))
+    return {
+        "best": baseline.name,
+        "auprc": round(baseline.auprc, 4),
+        "auroc": round(baseline.auroc, 4),
+        "scores": {n: {"auprc": round(p, 4), "auroc": round(r, 4)} for n, (p, r) in baseline.readings.items()},
+    }
+
+
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """The run's step checkpoints ``(update, path)``, oldest first (``last.ckpt`` when there are none)."""
     found = []
@@ -135,7 +169,7 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def selections(readings: list[dict], selected_by: list[dict] | None = None) -> dict:
+def selections(readings: list[dict], selected_by: list[dict] | None = None, last_k: int = 3) -> dict:
     """The paper's best-of-N test reading, the last checkpoint's, and the validation-selected one's.
     ``selected_by``: the readings, checkpoint for checkpoint, whose AUPRC chooses the checkpoint
     (DAMC's code chooses by its training-time evaluation, then re-scores; default: ``readings``)."""
@@ -154,10 +188,19 @@ def selections(readings: list[dict], selected_by: list[dict] | None = None) -> d
         }
 
     n = len(readings)
+    recent = readings[-last_k:]
+    last_mean = {
+        "how": f"mean of the last {len(recent)} of {n} test readings (LEBM's average of the last epochs)",
+        "updates": [r["update"] for r in recent],
+        "test_auprc": round(float(np.mean([r["test"]["score"]["auprc"] for r in recent])), 4),
+        "test_auprc_std": round(float(np.std([r["test"]["score"]["auprc"] for r in recent])), 4),
+        "test_auroc": round(float(np.mean([r["test"]["score"]["auroc"] for r in recent])), 4),
+    }
     by = "" if selected_by is None else ", the checkpoint chosen by the training-time evaluation's readings"
     return {
         "best_of_test": summary(best_test, f"best of {n} test readings (selected on the test split{by})"),
         "last": summary(last, "the last checkpoint"),
+        "last_mean": last_mean,
         "validation_selected": summary(best_val, f"highest validation AUPRC of {n} checkpoints, test read there"),
     }
 
@@ -180,12 +223,13 @@ def protocol_record(
     name: str,
     rows: list[dict],
     args: argparse.Namespace,
+    no_model: dict,
     selected_by: list[dict] | None = None,
 ) -> dict:
     """One protocol's record: ``value`` is the honest number (the test AUPRC at the checkpoint of
     the highest validation AUPRC), with its AUROC and chance; ``best_of_test`` the paper's way of
     selecting, ``last`` the last checkpoint, ``readings`` every checkpoint's readings on both splits."""
-    chosen = selections(rows, selected_by)
+    chosen = selections(rows, selected_by, args.last_k)
     honest = rows[[r["update"] for r in rows].index(chosen["validation_selected"]["update"])]["test"]
     return {
         "method": config["model"]["class_path"].rsplit(".", 1)[-1],
@@ -198,13 +242,26 @@ def protocol_record(
         "auroc": honest["score"]["auroc"],
         "chance": honest["anomaly_rate"],
         "auprc_minus_chance": honest["score"]["auprc_minus_chance"],
+        "no_model": no_model,
+        "auprc_minus_no_model": round(honest["score"]["auprc"] - no_model["test"]["auprc"], 4),
+        "seed": config.get("seed_everything"),
         "split": "test, at the checkpoint of the highest validation AUPRC",
         "pool": data_config["init_args"].get("pool", "full"),
         "val_fraction": data_config["init_args"]["val_fraction"],
         **chosen,
         "readings": rows,
         "budget": describe_run(config, data_config, rows[-1]["update"]),
-        "command": shlex.join(["python", "experiments/anomaly_protocols.py", str(args.run), "--protocols", name]),
+        "command": shlex.join(
+            [
+                "python",
+                "experiments/anomaly_protocols.py",
+                str(args.run),
+                "--protocols",
+                name,
+                *(["--max-examples", str(args.max_examples)] if args.max_examples else []),
+                *(["--experiment", args.experiment] if args.experiment != "mnist_anomaly_protocols" else []),
+            ]
+        ),
         "device": this_device(),
         "date": datetime.date.today().isoformat(),
     }
@@ -218,6 +275,8 @@ def main() -> None:
     parser.add_argument("--experiment", default="mnist_anomaly_protocols")
     parser.add_argument("--seed", type=int, default=0, help="the scoring chains' stream")
     parser.add_argument("--eval-batch-size", type=int, default=1000)
+    parser.add_argument("--max-examples", type=int, default=None, help="score a seeded draw of N examples per split")
+    parser.add_argument("--last-k", type=int, default=3, help="checkpoints averaged by the last_mean selection")
     args = parser.parse_args()
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
@@ -228,19 +287,22 @@ def main() -> None:
     data_config = copy.deepcopy(config["data"])
     data_config["init_args"].update(root=os.path.join(os.environ["LEBM_DATA"], "mnist"), num_workers=0)
     data_config["init_args"]["eval_batch_size"] = args.eval_batch_size
-    if not data_config["init_args"].get("val_fraction"):
-        parser.error(f"{run} trained without data.init_args.val_fraction: it has no validation split to select on")
+    init = data_config["init_args"]
+    if init.get("validate_on") == "test" or not init.get("val_fraction"):
+        parser.error(f"{run} validated on the test split (validate_on: test): it has no validation split to select on")
     (digit,) = data_config["init_args"]["anomaly_classes"]
     data = build(data_config)
     data.setup("fit")
     data.setup("test")
+    loaders = {"val": split_loader(data.val_dataset, args), "test": split_loader(data.test_dataset, args)}
+    no_model = {split: baseline_reading(loader, digit, mean_image(data.train_dataset)) for split, loader in loaders.items()}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     per_protocol: dict[str, list[dict]] = {name: [] for name in args.protocols}
     for update, path in checkpoints(run):
         model = lebm.load(str(path), map_location=device).eval()
         for name in args.protocols:
-            row = {"update": update}
-            for split, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
+            row = {"update": update, "untrained": update < UNTRAINED_BELOW}
+            for split, loader in loaders.items():
                 values, targets = split_terms(model, loader, digit, PROTOCOLS[name], args.seed)
                 row[split] = reading(values, targets)
             per_protocol[name].append(row)
@@ -251,13 +313,14 @@ def main() -> None:
                 flush=True,
             )
         del model
-    method_folder = Path(config["trainer"]["default_root_dir"]).parts
-    folder = method_folder[1] if len(method_folder) > 1 else config["model"]["class_path"].rsplit(".", 1)[-1].lower()
+    parts = Path(config["trainer"]["default_root_dir"]).parts  # runs/<method folder>/..., relative or not
+    after_runs = parts.index("runs") + 1 if "runs" in parts else len(parts)
+    folder = parts[after_runs] if after_runs < len(parts) else config["model"]["class_path"].rsplit(".", 1)[-1].lower()
     output = args.output or REPO / "docs" / "results" / f"{folder}_{args.experiment}.json"
     for name, rows in per_protocol.items():
         chooser = per_protocol.get("recipe") if name == "damc_official" else None
-        record = protocol_record(config, data_config, name, rows, args, chooser)
-        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("pool")))
+        record = protocol_record(config, data_config, name, rows, args, no_model, chooser)
+        save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("pool"), r.get("seed")))
     print(f"record: {output}")
 
 
