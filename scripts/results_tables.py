@@ -4,6 +4,7 @@ extra values of each record, the curves, all of the paper's rows, the commands).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from results_records import (
@@ -53,7 +54,12 @@ NARROW_HEADER = ["method", "setting", "ours", "paper", "ratio", "budget", "devic
 #: The header of an anomaly experiment's table (AUPRC per held-out digit): the AUROC and the AUPRC
 #: of a random score (the split's anomaly share) beside each AUPRC, and no ratio, which can reward
 #: a worse detector where the paper's value is below chance.
-ANOMALY_HEADER = ["method", "setting", "ours", "AUROC", "chance", "paper", "budget", "device", "date"]
+ANOMALY_HEADER = ["method", "setting", "ours", "AUROC", "chance", "no model", "paper", "budget", "device"]
+#: The no-model baselines of every split (``experiments/anomaly_no_model.py``), for records that
+#: predate the baseline's being kept in each record.
+NO_MODEL_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "no_model_mnist_anomaly_no_model.json"
+#: The held-out digit a no-model score solves (AUPRC about 0.98 at chance 0.39 on MNIST).
+SOLVED_WITHOUT_A_MODEL = 1
 #: An experiment whose records hold more metrics than this gets a pivot table instead (a row per
 #: method and setting, a column per metric) when no paper quotes it.
 PIVOT_METRICS = 4
@@ -102,26 +108,61 @@ def is_anomaly_experiment(records: list[dict]) -> bool:
     return all(r["metric"] == "auprc" and r.get("digit") is not None for r in records)
 
 
+def no_model_reading(record: dict) -> dict | None:
+    """The no-model baseline ``{"value", "best"}`` a record reads against: its own (kept by
+    ``anomaly_protocols.py`` for its test split), else that of the whole evaluation pool of its
+    pool and digit (``experiments/anomaly_no_model.py``; any split of it reads within 0.03)."""
+    if record.get("method") == "no model":
+        return None
+    own = (record.get("no_model") or {}).get("test")
+    if own is not None:
+        return {"value": own["auprc"], "best": own["best"]}
+    if record.get("digit") is None or not NO_MODEL_RECORDS.exists():
+        return None
+    offline = "offline" in str(record.get("experiment", "")) + str(record.get("budget", ""))
+    pool = record.get("pool") or ("offline" if offline else "full")
+    for baseline in json.loads(NO_MODEL_RECORDS.read_text()):
+        if baseline["digit"] == record["digit"] and baseline["pool"] == pool and baseline["setting"].startswith("evaluation"):
+            return {"value": baseline["value"], "best": baseline["best"]}
+    return None
+
+
+def anomaly_setting(record: dict) -> str:
+    """:func:`setting`, held-out 1 marked as the digit a no-model score solves."""
+    text = setting(record)
+    if record.get("digit") == SOLVED_WITHOUT_A_MODEL:
+        text = text.replace(f"held-out {SOLVED_WITHOUT_A_MODEL}", f"held-out {SOLVED_WITHOUT_A_MODEL} (solved with no model)")
+    return text + (f", seed {record['seed']}" if record.get("seed") is not None else "")
+
+
 def anomaly_row(record: dict, published: list[dict]) -> list[str]:
     """One row of an anomaly table (:data:`ANOMALY_HEADER`): the AUROC (of the same readings, or of
-    the test split read once for a validation record), the chance AUPRC, and the paper's value
-    marked where it is below that chance."""
+    the test split read once for a validation record), the chance AUPRC, the no-model baseline
+    (:func:`no_model_reading`), and the paper's value marked where it is below chance or below the
+    baseline."""
     paper = paper_for(record, published)
     auroc = record.get("auroc", record.get("test_auroc"))
     chance = record.get("chance")
+    baseline = no_model_reading(record)
     paper_cell = fmt(paper)
     if paper is not None and chance is not None and paper["value"] < chance:
         paper_cell += ", below chance"
+    elif paper is not None and baseline is not None and paper["value"] <= baseline["value"]:
+        paper_cell += ", below the no-model baseline"
+    ours = fmt(record)
+    if baseline is not None and record["value"] <= baseline["value"]:
+        ours += " (no better than no model)"
     return [
         record["method"],
-        setting(record),
-        fmt(record),
+        anomaly_setting(record),
+        ours,
         "–" if auroc is None else number(auroc),
         "–" if chance is None else number(chance),
+        "–" if baseline is None else f"{number(baseline['value'])} ({baseline['best'].replace('_', ' ')})",
         paper_cell,
         short_budget(record.get("budget", "")),
         short_device(record.get("device", "")),
-        record.get("date", "–"),
+        
     ]
 
 
@@ -130,8 +171,10 @@ def anomaly_row(record: dict, published: list[dict]) -> list[str]:
 READINGS_HEADER = [
     "method",
     "setting",
-    "best of N test readings (the paper's selection)",
+    "best of N test readings (DAMC's selection)",
+    "mean of the last test readings (LEBM's)",
     "test, at the validation's best (ours)",
+    "chance / no model",
     "reconstruction term: normal / held-out (AUROC)",
     "prior term: normal / held-out (AUROC)",
 ]
@@ -150,11 +193,20 @@ def readings_row(record: dict) -> list[str]:
     best, chosen = record["best_of_test"], record["validation_selected"]
     test = next(r["test"] for r in record["readings"] if r["update"] == chosen["update"])
     n = len(record["readings"])
+    recent = record.get("last_mean")
+    last_cell = "–" if recent is None else (
+        f"{number(recent['test_auprc'])} ± {number(recent['test_auprc_std'])} (AUROC {number(recent['test_auroc'])}; "
+        f"last {len(recent['updates'])})"
+    )
+    baseline = no_model_reading(record)
+    chance = record.get("chance")
     return [
         record["method"],
-        setting(record),
+        anomaly_setting(record),
         f"{number(best['test_auprc'])} (AUROC {number(best['test_auroc'])}; best of {n})",
+        last_cell,
         f"{number(chosen['test_auprc'])} (AUROC {number(chosen['test_auroc'])}; update {chosen['update']})",
+        f"{'–' if chance is None else number(chance)} / {'–' if baseline is None else number(baseline['value'])}",
         term_cell(test.get("reconstruction_term")),
         term_cell(test.get("prior_term")),
     ]
@@ -168,8 +220,10 @@ def readings_table(ours: list[dict]) -> list[str]:
     if not kept:
         return []
     return [
-        "Each record's two selections on the test half, and its score's terms at the validation's "
-        "choice: the mean over the normal and over the held-out digits as the score adds them (nats "
+        "Each record's selections read on its test split (the best of its N test readings, as DAMC's code "
+        "selects; the mean of the last test readings, as LEBM reports; the test reading at the "
+        "validation split's best, ours), chance and the no-model baseline of that split, and its score's "
+        "terms at the validation's choice: the mean over the normal and over the held-out digits as the score adds them (nats "
         "of a Gaussian likelihood; DAMC's official score adds the squared error unweighted), and the "
         "term's own AUROC:",
         "",
@@ -190,8 +244,13 @@ def sources_line(ours: list[dict], published: list[dict]) -> str:
         f"{source}, row {method}" + (f" ({selections[source, method]})" if selections[source, method] else "")
         for source, method in quoted
     )
-    if is_anomaly_experiment(ours):
-        line = metric + f"Paper: {rows}. Chance: the AUPRC of a random score, the evaluated split's anomaly share."
+    if is_anomaly_experiment(ours) or all(r["metric"] == "auprc" for r in ours):
+        line = metric + (
+            f"Paper: {rows}. Chance: the AUPRC of a random score, the evaluated split's anomaly share. No model: the "
+            "highest AUPRC of three scores with no model (the squared distance to the untrained generator's level, "
+            "to the background, to the mean training image) on the same split "
+            "([mnist_anomaly_no_model](#mnist_anomaly_no_model)); held-out 1 is solved with no model."
+        )
         if any(record.get("auroc", record.get("test_auroc")) is None for record in ours):
             line += (
                 " Rows without an AUROC were recorded before it was kept: read them against chance; the re-read "
@@ -232,7 +291,8 @@ def experiment_section(experiment: str, ours: list[dict], published: list[dict],
         header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
         ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
         rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
-        if is_anomaly_experiment(ours):
+        if is_anomaly_experiment(ours) or all(r["metric"] == "auprc" for r in ours):
+            # AUPRCs read against chance, AUROC and the no-model baseline: a ratio would reward noise below chance
             header, rows = ANOMALY_HEADER, [anomaly_row(r, published) for r in ordered]
         lines += [*markdown_table(header, rows), ""]
         if is_anomaly_experiment(ours):

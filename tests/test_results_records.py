@@ -189,6 +189,8 @@ def test_an_anomaly_table_reads_each_auprc_against_chance_and_says_how_the_paper
         {**base, "digit": 1, "value": 0.25, "auroc": 0.16, "chance": 0.388, "device": "cpu (x86_64, 1 threads)"},
         {**base, "digit": 4, "value": 0.5, "chance": 0.351, "test_auroc": 0.7, "device": "cpu (x86_64, 1 threads)"},
     ]
+    ours[0]["no_model"] = {"test": {"auprc": 0.98, "best": "untrained_level"}}
+    ours[1]["no_model"] = {"test": {"auprc": 0.35, "best": "mean_training_image"}}
     selection = "mean over the last 10 epochs"
     published = [
         {
@@ -210,10 +212,16 @@ def test_an_anomaly_table_reads_each_auprc_against_chance_and_says_how_the_paper
     ]
     text = module.render(ours, published).replace("\u00a0", " ")
     lines = text.splitlines()
-    assert "| method | setting | ours | AUROC | chance | paper | budget | device | date |" in lines
-    below = "| LatentEBM | held-out 1 | 0.250 ± 0.010 | 0.160 | 0.388 | 0.336 ± 0.008, below chance | 10 epochs |"
+    assert "| method | setting | ours | AUROC | chance | no model | paper | budget | device |" in lines
+    below = (
+        "| LatentEBM | held-out 1 (solved with no model) | 0.250 ± 0.010 (no better than no model) | 0.160 | 0.388 "
+        "| 0.980 (untrained level) | 0.336 ± 0.008, below chance | 10 epochs |"
+    )
     assert any(line.startswith(below) for line in lines)
-    above = "| LatentEBM | held-out 4 | 0.500 ± 0.010 | 0.700 | 0.351 | 0.630 ± 0.017 | 10 epochs |"
+    above = (
+        "| LatentEBM | held-out 4 | 0.500 ± 0.010 | 0.700 | 0.351 | 0.350 (mean training image) | 0.630 ± 0.017 "
+        "| 10 epochs |"
+    )
     assert any(line.startswith(above) for line in lines)
     assert "row LEBM (mean over the last 10 epochs)" in text and "ratio" not in text.split("## mnist_anomaly")[1]
 
@@ -242,20 +250,25 @@ def test_a_record_with_readings_shows_both_selections_and_the_terms_at_the_valid
         "readings": [reading(1, 0.2, 0.45, (10, 20)), reading(2, 0.5, 0.30, (30, 40)), reading(3, 0.1, 0.2, (50, 60))],
         "best_of_test": {"update": 1, "test_auprc": 0.45, "test_auroc": 0.6},
         "validation_selected": {"update": 2, "test_auprc": 0.30, "test_auroc": 0.4},
+        "last_mean": {"updates": [2, 3], "test_auprc": 0.25, "test_auprc_std": 0.05, "test_auroc": 0.35},
+        "no_model": {"test": {"auprc": 0.98, "best": "untrained_level"}},
+        "seed": 2,
     }
     text = module.render([record], []).replace("\u00a0", " ")
     rows = table_after(
         text,
-        "| method | setting | best of N test readings (the paper's selection) "
-        "| test, at the validation's best (ours) | reconstruction term: normal / held-out (AUROC) "
+        "| method | setting | best of N test readings (DAMC's selection) | mean of the last test readings (LEBM's) "
+        "| test, at the validation's best (ours) | chance / no model | reconstruction term: normal / held-out (AUROC) "
         "| prior term: normal / held-out (AUROC) |",
     )
     assert rows == [
         [
             "LatentEBM",
-            "held-out 1",
+            "held-out 1 (solved with no model), seed 2",
             "0.450 (AUROC 0.600; best of 3)",
+            "0.250 ± 0.050 (AUROC 0.350; last 2)",
             "0.300 (AUROC 0.400; update 2)",
+            "0.388 / 0.980",
             "30.0 / 40.0 (0.300)",
             "4.0 / 11.0 (0.800)",
         ]
