@@ -86,6 +86,8 @@ class LearningCurves(L.Callback):
         max_panels: at most this many panels (``first``, then training values, then validation values).
         first: the values drawn first, when logged; None: :data:`ANOMALY_FIRST` for a run that logs
             ``val/auprc``, none for the others.
+        target_labels: ``{logged name: legend label}`` of a target's line (default ``paper``), e.g. how
+            the paper selected the value (the CLI fills it from a target's ``label``).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class LearningCurves(L.Callback):
         training: Sequence[str] | None = None,
         max_panels: int = 12,
         first: Sequence[str] | None = None,
+        target_labels: Mapping[str, str] | None = None,
     ) -> None:
         for label, value in (("every_n_epochs", every_n_epochs), ("max_panels", max_panels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -116,6 +119,10 @@ class LearningCurves(L.Callback):
         self.targets = {name: float(value) for name, value in targets.items()}
         self.training = None if training is None else tuple(training)
         self.first = None if first is None else tuple(first)
+        labels = dict(target_labels or {})
+        if not all(isinstance(name, str) and isinstance(label, str) for name, label in labels.items()):
+            raise ValueError(f"LearningCurves target_labels must map logged names to strings, got {labels!r}")
+        self.target_labels = labels
         self._said_no_table = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -160,7 +167,8 @@ class LearningCurves(L.Callback):
         path = os.path.join(trainer.default_root_dir, CURVES_FILE)
         title = curves_title(trainer.default_root_dir, type(pl_module).__name__, trainer.global_step)
         untrained_below = max((getattr(c, "untrained_below", 0) for c in getattr(trainer, "callbacks", ())), default=0)
-        save_figure(curves_figure(table, names, self.targets, title, untrained_below), path)
+        figure = curves_figure(table, names, self.targets, title, untrained_below, self.target_labels)
+        save_figure(figure, path)
         return path
 
     def curve_names(self, table: MetricsTable, pl_module: L.LightningModule) -> list[str]:
@@ -192,7 +200,12 @@ def curves_title(run_dir: str, method: str, steps: int) -> str:
 
 
 def curves_figure(
-    table: MetricsTable, names: Sequence[str], targets: Mapping[str, float], title: str, untrained_below: int = 0
+    table: MetricsTable,
+    names: Sequence[str],
+    targets: Mapping[str, float],
+    title: str,
+    untrained_below: int = 0,
+    target_labels: Mapping[str, str] | None = None,
 ) -> Figure:
     """A figure with a panel per name of ``names``: its values against the training iteration, and
     the target of ``targets`` (when there is one) as a dashed line. An AUPRC or AUROC panel also
@@ -211,7 +224,8 @@ def curves_figure(
         few = len(finite) <= 20 or not name.startswith("train/")  # single readings stay visible as dots
         panel.plot(*points, marker="o" if few else None, markersize=3, linewidth=1.0, color="C0")
         if name in targets:
-            panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=f"paper: {targets[name]:g}")
+            label = f"{(target_labels or {}).get(name, 'paper')}: {targets[name]:g}"
+            panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=label)
         if name.endswith("/auprc"):
             draw_chance(panel, table, name + CHANCE_SUFFIX)
         if name.endswith("/auroc"):

@@ -72,6 +72,7 @@ from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import (
     fill_paper_targets,
+    paper_target_labels,
     finish_wandb_run,
     log_run_config,
     mark_run_folder_save_dirs,
@@ -405,7 +406,7 @@ class LebmCLI(LightningCLI):
         note = unpublished_note(given, targets, classes)
         if note and self.subcommand in ("fit", None) and is_primary_process():
             trainer_flags.say(note)
-        fill_paper_targets(_as_list(config.trainer.get("callbacks")), targets)
+        fill_paper_targets(_as_list(config.trainer.get("callbacks")), targets, paper_target_labels(given))
 
     def instantiate_classes(self) -> None:
         try:

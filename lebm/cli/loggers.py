@@ -164,8 +164,14 @@ def _is_table(item: Any) -> bool:
 
 #: The key of a paper target given per held-out digit: ``{val/auprc: {held_out: {1: 0.336, 4: 0.63}}}``.
 HELD_OUT = "held_out"
+#: The key of a paper target's legend label, beside ``held_out`` or ``value``:
+#: ``{val/auprc: {held_out: {1: 0.684}, label: "paper, best of its test readings"}}``.
+LABEL = "label"
 #: How a paper target is written, for the messages that refuse one.
-TARGET_FORMS = "a number (val/fid: 29.44) or a value per held-out digit (val/auprc: {held_out: {1: 0.336, 4: 0.63}})"
+TARGET_FORMS = (
+    "a number (val/fid: 29.44) or a value per held-out digit (val/auprc: {held_out: {1: 0.336, 4: 0.63}}), "
+    "either as a mapping with a legend label ({value: 57.72, label: 'paper, unverified'})"
+)
 
 
 def resolve_paper_targets(targets: Mapping[str, Any] | None, anomaly_classes: Any = None) -> dict[str, float]:
@@ -183,11 +189,33 @@ def resolve_paper_targets(targets: Mapping[str, Any] | None, anomaly_classes: An
         if not isinstance(name, str):
             raise ValueError(f"paper_targets must map logged names to published values, got the key {name!r}")
         if isinstance(value, Mapping):
-            value = held_out_value(name, value, anomaly_classes)
+            value = labelled_value(name, value, anomaly_classes)
             if value is None:
                 continue
         resolved[name] = published_number(f"paper_targets {name}", value)
     return resolved
+
+
+def labelled_value(name: str, value: Mapping[Any, Any], anomaly_classes: Any) -> Any:
+    """The number of a target written as a mapping: ``{value: x}`` or ``{held_out: {...}}`` (looked up
+    by :func:`held_out_value`), each with an optional ``label`` string; another mapping is a one-line
+    ``ValueError``."""
+    label = value.get(LABEL)
+    if label is not None and not isinstance(label, str):
+        raise ValueError(f"paper_targets {name} label must be a string (the legend's name for the line), got {label!r}")
+    rest = {key: item for key, item in value.items() if key != LABEL}
+    if set(rest) == {"value"}:
+        return rest["value"]
+    return held_out_value(name, rest, anomaly_classes)
+
+
+def paper_target_labels(targets: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{logged name: legend label}`` of the targets that give one (``label``)."""
+    return {
+        name: value[LABEL]
+        for name, value in dict(targets or {}).items()
+        if isinstance(value, Mapping) and isinstance(value.get(LABEL), str)
+    }
 
 
 def held_out_value(name: str, value: Mapping[Any, Any], anomaly_classes: Any) -> float | None:
@@ -268,12 +296,17 @@ def without_filled_paper_targets(recorded: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(init_args, dict) and resolved and init_args.get("targets") == resolved:
             init_args["targets"] = None
+            labels = paper_target_labels(recorded.get("paper_targets"))
+            if labels and init_args.get("target_labels") == labels:
+                init_args["target_labels"] = None
     return recorded
 
 
-def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None) -> None:
-    """Give the run's ``paper_targets`` (resolved: :func:`resolve_paper_targets`) to each
-    ``LearningCurves`` callback config that names none."""
+def fill_paper_targets(
+    callbacks: list[Any], targets: Mapping[str, float] | None, labels: Mapping[str, str] | None = None
+) -> None:
+    """Give the run's ``paper_targets`` (resolved: :func:`resolve_paper_targets`) and their legend
+    ``labels`` to each ``LearningCurves`` callback config that names no targets."""
     if not targets:
         return
     for callback in callbacks:
@@ -285,6 +318,8 @@ def fill_paper_targets(callbacks: list[Any], targets: Mapping[str, float] | None
             init_args = callback["init_args"] = Namespace()
         if _get(init_args, "targets") is None:
             init_args["targets"] = dict(targets)
+            if labels and _get(init_args, "target_labels") is None:
+                init_args["target_labels"] = {name: label for name, label in labels.items() if name in targets}
 
 
 def finish_wandb_run(failed: bool) -> None:

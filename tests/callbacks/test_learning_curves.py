@@ -215,6 +215,8 @@ def test_the_no_model_baseline_is_dotted_and_the_untrained_regime_shaded_in_both
         assert shade.get_x() == 0 and shade.get_width() == 1  # up to the last update drawn (1), not to 500
     plain = curves_figure(table, ["val/auprc"], {}, "run")
     assert not plain.axes[0].patches  # no untrained_below: nothing shaded
+    labelled = curves_figure(table, ["val/auprc"], {"val/auprc": 0.684}, "run", 0, {"val/auprc": "paper (best of N)"})
+    assert "paper (best of N): 0.684" in [text.get_text() for text in labelled.axes[0].get_legend().get_texts()]
 
 
 def test_a_chance_that_changes_is_drawn_as_its_series_and_a_run_without_it_gets_none() -> None:
