@@ -7,10 +7,13 @@ For each pool and held-out digit, the protocol's splits are drawn as the recipes
 (``MNISTAnomalyDataModule``, seed 1, disjoint): the whole evaluation pool (what the papers test on,
 and what runs with ``validate_on: test`` validated on), and the default validation and test splits
 (20% of the evaluation pool for validation). Each split is scored by the three no-model scores of
-:mod:`lebm.metrics.no_model` (the squared distance to the untrained generator's constant level 0,
-to the background -1, to the mean training image); the record's ``value`` is the highest AUPRC,
+:mod:`lebm.metrics.no_model` (the squared distance to mid-grey, 0, standing for the untrained
+generator's level; to the background, -1; to the mean training image); the record's ``value`` is
+the highest AUPRC,
 ``best`` names its score, and every score's AUPRC and AUROC are kept. No model is trained: the
-numbers depend on the split alone. Records go to ``docs/results/no_model_mnist_anomaly_no_model.json``.
+numbers depend on the split alone. A run's own reading uses its generator's measured level instead
+(lebm's generators start between -0.1 and 0.2); on held-out 1 the reading holds from 0.98 at 0
+to 0.93 at 0.5 and falls off below 0 (0.88 at -0.05, 0.54 at -0.1, offline pool). Records go to ``docs/results/no_model_mnist_anomaly_no_model.json``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,14 @@ from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
 from lebm.callbacks.schedule import evaluation_stage
-from lebm.metrics.no_model import NO_MODEL_SCORES, mean_image, no_model_baseline, no_model_scores
+from lebm.metrics.no_model import (
+    NO_MODEL_SCORES,
+    UNTRAINED_LEVEL,
+    mean_image,
+    no_model_baseline,
+    no_model_scores,
+    output_level,
+)
 from lebm.metrics.ranking import one_class, ranking_metrics, trapezoid_auprc
 
 
@@ -203,7 +210,8 @@ class AnomalyDetection(EvaluationMetric):
 
     **Reading against a score with no model.** Every evaluation also ranks three no-model scores
     of the same images (:mod:`lebm.metrics.no_model`: the squared distance to the untrained
-    generator's constant output level, to the background, to the mean training image) and logs
+    generator's output level, its mean pixel measured when the fit starts and kept in checkpoints,
+    0 when never measured; to the background; to the mean training image) and logs
     each (``{stage}/auprc_no_model_<name>``, ``auroc_...``), the highest as the baseline
     (``{stage}/auprc_no_model``, ``{stage}/auroc_no_model``, ``{stage}/auprc_above_no_model``), and
     its name in ``readings``. A reading taken before ``untrained_below`` updates is in the
@@ -249,6 +257,7 @@ class AnomalyDetection(EvaluationMetric):
         self.last_k = last_k
         self.untrained_below = untrained_below
         self._mean_images: dict[int, Tensor | None] = {}
+        self.untrained_level: float | None = None  # the generator's mean pixel at the fit's start
         self._last_reading: dict[str, dict[str, Any]] = {}
         self.history: list[float] = []
         self.trapezoid_history: list[float] = []
@@ -278,6 +287,7 @@ class AnomalyDetection(EvaluationMetric):
             "trapezoid_history": list(self.trapezoid_history),
             "term_history": {k: list(v) for k, v in self.term_history.items()},
             "readings": [dict(reading) for reading in self.readings],
+            "untrained_level": self.untrained_level,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -285,12 +295,21 @@ class AnomalyDetection(EvaluationMetric):
         self.trapezoid_history = list(state_dict.get("trapezoid_history", []))
         self.term_history = {k: list(v) for k, v in state_dict.get("term_history", {}).items()}
         self.readings = [dict(reading) for reading in state_dict.get("readings", [])]
+        self.untrained_level = state_dict.get("untrained_level")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Measure the untrained generator's output level (its mean pixel) before the first update;
+        a resumed fit keeps the level its checkpoint holds."""
+        if trainer.global_step == 0 and self.untrained_level is None:
+            self.untrained_level = output_level(pl_module)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._said_below_chance = False  # once a run: each fit, validate or test says it again
         self._said_below_no_model = False
         self._last_reading = {}
+        if stage == "fit":  # a new fit measures its own level; a resumed one gets its checkpoint's back
+            self.untrained_level = None
 
     def _mean_training_image(self, trainer: L.Trainer) -> Tensor | None:
         """The datamodule's mean training image (C, H, W), computed once per dataset; None when the
@@ -360,7 +379,8 @@ class AnomalyDetection(EvaluationMetric):
         self._collected["score"].update(_per_example(outputs, "score", "AnomalyDetection").detach().double())
         for name, key in self._terms.items():
             self._collected[name].update(_per_example(outputs, key, "AnomalyDetection").detach().double())
-        for name, scores in no_model_scores(batch[0].to(pl_module.device), self._mean_image).items():
+        level = UNTRAINED_LEVEL if self.untrained_level is None else self.untrained_level
+        for name, scores in no_model_scores(batch[0].to(pl_module.device), self._mean_image, level).items():
             self._collected[f"no_model_{name}"].update(scores)
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -435,6 +455,7 @@ class AnomalyDetection(EvaluationMetric):
         pl_module.log(f"{stage}/auroc_no_model", baseline.auroc, sync_dist=False)
         return {
             "best": baseline.name,
+            "untrained_level": UNTRAINED_LEVEL if self.untrained_level is None else self.untrained_level,
             "auprc": float(baseline.auprc),
             "auroc": float(baseline.auroc),
             "scores": {name: {"auprc": float(p), "auroc": float(r)} for name, (p, r) in baseline.readings.items()},

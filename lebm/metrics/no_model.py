@@ -5,10 +5,11 @@ split. Three such scores, each the squared distance of an image to a fixed image
 
     s_c(x) = ||x - c||^2 = sum_pixels (x - c)^2          (higher = more anomalous)
 
-- ``untrained_level``: ``c`` the constant image an untrained generator draws. lebm's generators end
-  in ``tanh`` and start near zero, so on lebm's [-1, 1] scale that is mid-grey, ``c = 0``. An
-  untrained model's ``-log p(x|z)`` is this score up to a constant, so its AUPRC is what a run
-  reads before it has learned anything.
+- ``untrained_level``: ``c`` the near-constant image an untrained generator draws, its mean pixel at
+  initialisation (``AnomalyDetection`` measures it when a fit starts; lebm's generators end in
+  ``tanh`` and start near mid-grey, between -0.1 and 0.2 on lebm's [-1, 1] scale; 0 when not
+  measured). An untrained model's ``-log p(x|z)`` is this score up to a constant, so its AUPRC is
+  what a run reads before it has learned anything.
 - ``background``: ``c`` the background level, ``-1`` (black) on lebm's scale.
 - ``mean_training_image``: ``c`` the mean of the training images, pixel by pixel.
 
@@ -23,7 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
+from torch.nn import Module
 from torch.utils.data import DataLoader, Dataset
 
 from lebm.metrics.ranking import ranking_metrics
@@ -45,16 +48,40 @@ def squared_distance(x: Tensor, reference: Tensor | float) -> Tensor:
     return difference.flatten(1).square().sum(dim=1)
 
 
-def no_model_scores(x: Tensor, mean_image: Tensor | None) -> dict[str, Tensor]:
+def no_model_scores(
+    x: Tensor, mean_image: Tensor | None, untrained_level: float = UNTRAINED_LEVEL
+) -> dict[str, Tensor]:
     """Each no-model score of ``x`` (B, C, H, W) on lebm's scale, ``{name: (B,)}`` float64;
-    ``mean_training_image`` only when ``mean_image`` (C, H, W) is given."""
+    ``mean_training_image`` only when ``mean_image`` (C, H, W) is given; ``untrained_level`` the
+    untrained generator's mean pixel."""
     scores = {
-        "untrained_level": squared_distance(x, UNTRAINED_LEVEL),
+        "untrained_level": squared_distance(x, untrained_level),
         "background": squared_distance(x, BACKGROUND_LEVEL),
     }
     if mean_image is not None:
         scores["mean_training_image"] = squared_distance(x, mean_image.to(x.device))
     return scores
+
+
+def output_level(model: Module, n: int = 64) -> float | None:
+    """The mean pixel of ``n`` images ``model.generate(n, generator=...)`` draws, in eval mode from a
+    private stream seeded 0 (the global random streams and the model's train mode are left as they
+    were); None for a model without ``generate`` or one that returns no image tensor."""
+    generate = getattr(model, "generate", None)
+    if generate is None:
+        return None
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            samples = generate(n, generator=torch.Generator(device).manual_seed(0))
+    except (NotImplementedError, TypeError):
+        return None
+    finally:
+        model.train(was_training)
+    images = samples[0] if isinstance(samples, (list, tuple)) else samples
+    return float(images.detach().double().mean()) if isinstance(images, Tensor) and images.ndim == 4 else None
 
 
 def mean_image(dataset: Dataset, batch_size: int = 2048) -> Tensor | None:
@@ -102,5 +129,6 @@ __all__ = [
     "mean_image",
     "no_model_baseline",
     "no_model_scores",
+    "output_level",
     "squared_distance",
 ]

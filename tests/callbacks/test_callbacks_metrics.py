@@ -343,3 +343,25 @@ def test_a_trained_reading_no_better_than_the_no_model_baseline_is_said_once_a_r
     fit(Inverted(), below=500, folder="untrained")
     fit(ScoreOnly(), below=1, folder="good")
     assert not [w for w in recwarn if "does not beat the no-model baseline" in str(w.message)]
+
+
+class DrawsGrey(ScoreOnly):
+    """A method whose untrained generator draws the constant image 0.7."""
+
+    def generate(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.full((n, 1, 2, 2), 0.7)
+
+
+def test_the_untrained_level_is_measured_when_a_fit_starts_and_kept_in_its_checkpoint(tmp_path) -> None:
+    """Device: CPU. The level of the first no-model score is the generator's mean pixel at the start
+    of the fit (0.7 here, not the default 0); it is ranked as ``||x - 0.7||^2`` and comes back with
+    the callback's state, so ``lebm test`` of the checkpoint reads the same baseline."""
+    callback, metrics = fit_with(tmp_path, DrawsGrey(), epochs=1)
+    x, labels = fixed_data()
+    expected = average_precision_score((labels == 4).numpy(), (x.double() - 0.7).square().flatten(1).sum(1).numpy())
+    assert callback.untrained_level == pytest.approx(0.7)
+    assert callback.readings[-1]["no_model"]["untrained_level"] == pytest.approx(0.7)
+    assert metrics["val/auprc_no_model_untrained_level"] == pytest.approx(expected, abs=1e-6)
+    restored = AnomalyDetection(anomaly_classes=[4])
+    restored.load_state_dict(callback.state_dict())
+    assert restored.untrained_level == pytest.approx(0.7)
