@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from results_records import order, paper_for
-from results_tables import CURVE_KEY
+from results_tables import CURVE_KEY, SOLVED_WITHOUT_A_MODEL, no_model_reading
 
 PANEL_COLUMNS = 3
 #: Line style of a data split (the offline protocol's default is disjoint).
@@ -83,6 +83,12 @@ def draw_panel(axes, curves: list[dict], everything: list[dict], published: list
         drawn.add(paper["method"])
         colour = paper_colour(record["method"], everything, palette)
         axes.axhline(paper["value"], color=colour, linestyle="--", linewidth=1, label=f"paper: {paper['method']}")
+    chances = [r["chance"] for r in curves if r.get("chance") is not None]
+    if chances:
+        axes.axhline(chances[0], color="0.45", linestyle="--", linewidth=1, label="chance")
+    baselines = [b for b in (no_model_reading(r) for r in curves) if b is not None]
+    if baselines:
+        axes.axhline(baselines[0]["value"], color="C2", linestyle=":", linewidth=1.2, label="no model")
 
 
 def figure(experiment: str, records: list[dict], published: list[dict]) -> Figure:
@@ -103,7 +109,10 @@ def figure(experiment: str, records: list[dict], published: list[dict]) -> Figur
             continue
         digit = digits[index]
         draw_panel(axes, [r for r in curves if r.get("digit", -1) == digit], curves, published, palette)
-        axes.set_title(f"held-out {digit}" if digit != -1 else experiment, fontsize=10)
+        title = f"held-out {digit}" if digit != -1 else experiment
+        if digit == SOLVED_WITHOUT_A_MODEL:
+            title += " (solved with no model)"
+        axes.set_title(title, fontsize=10)
         counts_updates = any("evaluation_updates" in r for r in curves if r.get("digit", -1) == digit)
         axes.set_xlabel("updates" if counts_updates else "epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
