@@ -218,8 +218,9 @@ class AnomalyDetection(EvaluationMetric):
     *untrained regime*: an untrained generator draws a near-constant image, so its score is a
     no-model score (on MNIST held-out 1 it reads AUPRC near 0.98 at chance 0.39). A later reading
     that does not beat the baseline is said in one line, once a run. At the end of ``fit`` and of
-    ``test`` one line gives the last reading with its AUROC, chance, baseline and regime; after
-    ``test`` it also names the checkpoint read and how the papers selected the figures they report.
+    ``lebm test`` one line gives the last reading with its AUROC, chance, baseline and regime; after
+    ``test`` it also names the checkpoint read and how the papers selected the figures they report
+    (:meth:`test_closing_line`, which the CLI prints after Lightning's table).
 
     Args:
         anomaly_classes: labels counted as anomalies; default: the datamodule's ``anomaly_classes``.
@@ -308,6 +309,7 @@ class AnomalyDetection(EvaluationMetric):
         self._said_below_chance = False  # once a run: each fit, validate or test says it again
         self._said_below_no_model = False
         self._last_reading = {}
+        self._checkpoint_updates = 0
         if stage == "fit":  # a new fit measures its own level; a resumed one gets its checkpoint's back
             self.untrained_level = None
 
@@ -399,9 +401,10 @@ class AnomalyDetection(EvaluationMetric):
             rank_zero_warn("AnomalyDetection: the evaluation set holds only one class; AUPRC/AUROC are NaN")
         anomalous = targets > 0.5
         chance = float(anomalous.mean()) if anomalous.size else float("nan")
-        reading: dict[str, Any] = {"update": int(trainer.global_step), "n_examples": int(anomalous.size)}
+        updates = self._updates(trainer)
+        reading: dict[str, Any] = {"update": updates, "n_examples": int(anomalous.size)}
         reading["chance"] = chance
-        reading["untrained"] = int(trainer.global_step) < self.untrained_below
+        reading["untrained"] = updates < self.untrained_below
         reading["no_model"] = self._log_no_model(pl_module, stage, no_model, targets)
         pl_module.log(f"{stage}/auprc_chance", chance, sync_dist=False)
         pl_module.log(f"{stage}/n_examples", float(anomalous.size), sync_dist=False)
@@ -466,8 +469,21 @@ class AnomalyDetection(EvaluationMetric):
         if self.readings and "no_model" in self.readings[-1]:
             rank_zero_info(f"lebm: {closing_line('val', self.readings[-1], self.untrained_below)}")
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Keep the updates of the checkpoint an evaluation reads (``lebm test`` runs at step 0)."""
+        self._checkpoint_updates = int(checkpoint.get("global_step", 0))
+
+    def _updates(self, trainer: L.Trainer) -> int:
+        """The updates the evaluated weights hold: the fit's step, or the loaded checkpoint's."""
+        if trainer.state.fn == "fit":
+            return int(trainer.global_step)
+        return max(int(trainer.global_step), getattr(self, "_checkpoint_updates", 0))
+
+    def test_closing_line(self, ckpt_path: str | None) -> str | None:
+        """The line ``lebm test`` ends with: the test reading against chance and the no-model
+        baseline, and how it was selected against how the papers selected theirs (None: no test
+        reading in this process)."""
         if "test" not in self._last_reading:
-            return
+            return None
         line = closing_line("test", self._last_reading["test"], self.untrained_below)
-        rank_zero_info(f"lebm: {line}; {test_selection(trainer.ckpt_path)}")
+        return f"{line}; {test_selection(ckpt_path)}"

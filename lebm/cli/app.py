@@ -454,6 +454,16 @@ class LebmCLI(LightningCLI):
             run = getattr(self, "_wandb_run", None)
             sys.stderr.write(f"lebm: {summary(self.trainer.default_root_dir, run[1] if run else None)}\n")
 
+    def after_test(self) -> None:
+        """``lebm test`` ends with the line of each callback that has one (an anomaly run's: the
+        figure to compare with the paper and how it was selected), after Lightning's table."""
+        if not self.trainer.is_global_zero:
+            return
+        for callback in self.trainer.callbacks:
+            line = callback.test_closing_line(self.trainer.ckpt_path) if hasattr(callback, "test_closing_line") else None
+            if line:
+                sys.stderr.write(f"lebm: {line}\n")
+
     def after_instantiate_classes(self) -> None:
         for key, batches in getattr(self, "_batch_limits", {}).items():
             setattr(self.trainer, key, batches)

@@ -313,11 +313,12 @@ def test_an_untrained_reading_is_labelled_and_lebm_test_names_its_figure_and_sel
         assert len(closing) == 1 and "after 1 updates" in closing[0] and "chance 0.100" in closing[0]
         assert ("untrained regime (under 500 updates)" in closing[0]) is labelled
         assert callback.readings[-1]["untrained"] is labelled
-    caplog.clear()
     trainer.save_checkpoint(tmp_path / "read.ckpt")
-    with caplog.at_level("INFO"):
-        trainer.test(ckpt_path=str(tmp_path / "read.ckpt"), dataloaders=loader)
-    (line,) = [r.getMessage() for r in caplog.records if "anomaly test/auprc" in r.getMessage()]
+    assert callback.test_closing_line(None) is None  # no test reading yet
+    tester = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path / "test"), callbacks=[callback])
+    tester.test(ScoreOnly(), ckpt_path=str(tmp_path / "read.ckpt"), dataloaders=loader)
+    line = callback.test_closing_line(tester.ckpt_path)
+    assert "anomaly test/auprc" in line and "after 1 updates" in line  # the checkpoint's updates, not step 0
     assert "compare test/auprc with the paper's figure" in line and f"checkpoint {tmp_path / 'read.ckpt'}" in line
     assert "best of its test readings" in line and "last 10 epochs" in line
 
