@@ -104,6 +104,18 @@ def training_held(path: str | Path, *, weights_only: bool = True) -> tuple[int, 
     return int(checkpoint.get("global_step", 0) or 0), int(checkpoint.get("epoch", 0) or 0)
 
 
+#: What a checkpoint holds to resume training: the optimisers' and the loops' state (Lightning's
+#: ``save_weights_only`` files, e.g. ``recipes/evaluation/checkpoints_every_500.yaml``'s, hold neither).
+RESUMABLE_KEYS = ("optimizer_states", "loops")
+
+
+def is_resumable(path: str | Path, *, weights_only: bool = True) -> bool:
+    """Whether the checkpoint at ``path`` holds what resuming training reads (:data:`RESUMABLE_KEYS`),
+    not the weights alone. Raises as :func:`read_checkpoint`."""
+    checkpoint = read_checkpoint(path, weights_only=weights_only)
+    return all(key in checkpoint for key in RESUMABLE_KEYS)
+
+
 def most_trained_checkpoint(paths: list[str], *, weights_only: bool = True) -> tuple[str | None, list[str]]:
     """Of ``paths``, the readable checkpoint holding the most training (:func:`training_held`; of a
     tie, a ``last*.ckpt``, then the first listed), and why each unreadable one was passed over

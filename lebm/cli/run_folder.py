@@ -13,7 +13,10 @@ locked out by its own first attempt.
   training (its global step, then its epoch, read from each file; ``last.ckpt`` of a tie), never
   decided by file times (a copy or a restore from a backup changes them); when that is not
   ``last.ckpt`` (unreadable, or a save behind because a kill came between the two files of one
-  save), a line names it and why;
+  save), a line names it and why. Only checkpoints that hold the optimiser and loop state count:
+  a weights-only file (``save_weights_only``) that holds more training than the one chosen is
+  named in one line and passed over, and a folder of weights-only files alone is refused (nothing
+  to resume);
 - ``last``: ``<run>/checkpoints/last.ckpt``, which must exist and be readable (the message names the
   intact checkpoint holding the most training when it is not);
 - a path: that checkpoint (checked before anything is written);
@@ -39,6 +42,7 @@ from lebm.checkpoints import (
     CheckpointError,
     CheckpointNotPlain,
     check_checkpoint_file,
+    is_resumable,
     most_trained_checkpoint,
     training_held,
 )
@@ -104,6 +108,21 @@ def unreadable(path: str, weights_only: bool = True) -> str | None:
     return None
 
 
+def weights_only_checkpoints(paths: list[str], weights_only: bool = True) -> dict[str, int]:
+    """The readable checkpoints of ``paths`` that hold weights only (nothing to resume training
+    from), with the global step each holds; unreadable ones are left to the caller's rules."""
+    found = {}
+    for path in paths:
+        try:
+            if not is_resumable(path, weights_only=weights_only):
+                found[path] = training_held(path, weights_only=weights_only)[0]
+        except CheckpointNotPlain as error:
+            fail(str(error))
+        except CheckpointError:
+            continue
+    return found
+
+
 def newest_intact_checkpoint(
     run_dir: str, weights_only: bool = True, last_first: bool = True
 ) -> tuple[str | None, list[str]]:
@@ -113,8 +132,10 @@ def newest_intact_checkpoint(
     as ``path: reason``. A kill between the two files of one save (``epoch=N-step=S.ckpt``, then
     ``last.ckpt``) leaves ``last.ckpt`` a save behind; a copy or a backup restore leaves file times
     that say nothing: neither misleads."""
-    candidates = checkpoint_files(run_dir)
+    partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
+    candidates = [path for path in checkpoint_files(run_dir) if path not in partial]
     last = last_checkpoint(run_dir)
+    last = last if last not in partial else None
     passed_over: list[str] = []
     if last is not None and last_first:
         reason = unreadable(last, weights_only)
@@ -260,20 +281,42 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
     started = bool(checkpoint_files(run_dir))
     if ckpt_path in ("auto", "last") and started:
         newest, skipped = newest_intact_checkpoint(run_dir, weights_only, last_first=ckpt_path == "last")
+        partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
         last = last_checkpoint(run_dir)
+        if newest is None and partial and not skipped:
+            listed = ", ".join(f"{os.path.basename(path)} (step {step})" for path, step in list(partial.items())[:NAMES_SHOWN])
+            fail(
+                f"--ckpt_path {ckpt_path}: {os.path.join(run_dir, CHECKPOINT_DIR)} holds weights-only checkpoints alone "
+                f"({listed}), which hold no optimiser or loop state to resume: nothing to resume. Start over with "
+                "--overwrite true (or in another --trainer.default_root_dir), or fine-tune from their weights in a new "
+                "run (lebm.load)"
+            )
+        held = training_held(newest, weights_only=weights_only)[0] if newest is not None else -1
+        ahead = {path: step for path, step in partial.items() if step > held}
+        if newest is not None and ahead:
+            path, step = max(ahead.items(), key=lambda item: item[1])
+            say(
+                f"resuming from {newest} (step {held}): {os.path.basename(path)} holds more training (step {step}) "
+                "but its weights alone (no optimiser or loop state), so it cannot be resumed"
+            )
         if newest is None:
             fail(
                 f"no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)} is readable ({'; '.join(skipped)}). "
                 "Start a new run with --overwrite true (or in another --trainer.default_root_dir)"
             )
         if ckpt_path == "last" and newest != last:
-            reason = "is missing" if last is None else f"is unreadable ({skipped[0]})"
+            if last is None:
+                reason = "is missing"
+            elif last in partial:
+                reason = "holds weights only (no optimiser or loop state to resume)"
+            else:
+                reason = f"is unreadable ({skipped[0]})" if skipped else "is unreadable"
             fail(
                 f"--ckpt_path last: {os.path.join(run_dir, CHECKPOINT_DIR, 'last.ckpt')} {reason}; the most trained "
                 f"intact checkpoint is {newest}: resume from it with --ckpt_path {shlex.quote(newest)} "
                 "(or --ckpt_path auto)"
             )
-        if not skipped and last is not None and newest != last:
+        if not skipped and last is not None and last not in partial and newest != last:
             step, epoch = training_held(newest, weights_only=weights_only)
             last_step, last_epoch = training_held(last, weights_only=weights_only)
             say(

@@ -490,10 +490,14 @@ def test_testing_or_naming_a_checkpoint_holding_objects_gets_the_message_and_the
 
 
 # ------------------------------------------------------------------ after a kill
-def checkpoint(path: Path, step: int, age_s: float) -> Path:
-    """A minimal readable checkpoint at ``path``, last modified ``age_s`` seconds ago."""
+def checkpoint(path: Path, step: int, age_s: float, resumable: bool = True) -> Path:
+    """A minimal readable checkpoint at ``path``, last modified ``age_s`` seconds ago; with the
+    optimiser and loop state a resume reads, or (``resumable=False``) the weights alone."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {}, "global_step": step}, path)
+    state = {"state_dict": {}, "global_step": step}
+    if resumable:
+        state.update(optimizer_states=[], loops={})
+    torch.save(state, path)
     os.utime(path, (time.time() - age_s, time.time() - age_s))
     return path
 
@@ -525,6 +529,36 @@ def test_auto_resumes_a_checkpoint_newer_than_last_ckpt_and_last_keeps_last(caps
     assert "last.ckpt holds less (step 2, epoch 0)" in said
     assert fit_checkpoint(str(run), "last", overwrite=False) == str(last)
     assert last.is_file()  # an older, intact last.ckpt is not moved aside
+
+
+@pytest.mark.usefixtures("decided")
+def test_auto_and_last_resume_only_what_holds_the_optimiser_and_loop_state(capsys, tmp_path: Path) -> None:
+    """CPU. A weights-only ``step=8.ckpt`` (``save_weights_only``, as recipes/evaluation/checkpoints_every_500
+    writes) ahead of ``last.ckpt`` (step 4): ``auto`` resumes ``last.ckpt`` and names the file it passed
+    over in one line; a weights-only ``last.ckpt`` is refused by ``last`` with that reason; a folder of
+    weights-only files alone is refused in one line (nothing to resume)."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    last = checkpoint(run / "checkpoints" / "last.ckpt", 4, age_s=60)
+    checkpoint(run / "checkpoints" / "step=8.ckpt", 8, age_s=1, resumable=False)
+    capsys.readouterr()
+    assert fit_checkpoint(str(run), "auto", overwrite=False) == str(last)
+    said = capsys.readouterr().err
+    assert f"resuming from {last} (step 4): step=8.ckpt holds more training (step 8) but its weights alone" in said
+    assert said.count("\n") == 1
+    assert fit_checkpoint(str(run), "last", overwrite=False) == str(last)
+
+    only = tmp_path / "only"
+    checkpoint(only / "checkpoints" / "step=8.ckpt", 8, age_s=1, resumable=False)
+    checkpoint(only / "checkpoints" / "last.ckpt", 8, age_s=1, resumable=False)
+    for ckpt_path in ("auto", "last"):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            fit_checkpoint(str(only), ckpt_path, overwrite=False)
+        refused = capsys.readouterr().err
+        assert "weights-only checkpoints alone" in refused and "nothing to resume" in refused
+        assert refused.count("\n") == 1
 
 
 @pytest.mark.usefixtures("decided")
