@@ -13,7 +13,8 @@ the highest AUPRC,
 ``best`` names its score, and every score's AUPRC and AUROC are kept. No model is trained: the
 numbers depend on the split alone. A run's own reading uses its generator's measured level instead
 (lebm's generators start between -0.1 and 0.2); on held-out 1 the reading holds from 0.98 at 0
-to 0.93 at 0.5 and falls off below 0 (0.88 at -0.05, 0.54 at -0.1, offline pool). Records go to ``docs/results/no_model_mnist_anomaly_no_model.json``.
+to 0.93 at 0.5 and falls off below 0 (0.88 at -0.05, 0.54 at -0.1, offline pool).
+Records go to ``docs/results/no_model_mnist_anomaly_no_model.json``.
 """
 
 from __future__ import annotations
@@ -86,11 +87,16 @@ def main() -> None:
                     **reading,
                     "budget": f"no training: {pool} pool, seed 1, the split alone",
                     "command": "LEBM_DATA=../shared/data "
-                    + shlex.join(["python", "experiments/anomaly_no_model.py", "--digits", str(digit), "--pools", pool]),
+                    + shlex.join(
+                        ["python", "experiments/anomaly_no_model.py", "--digits", str(digit), "--pools", pool]
+                    ),
                     "device": this_device(),
                     "date": datetime.date.today().isoformat(),
                 }
-                print(f"{pool} held-out {digit}, {name}: {reading['value']} ({reading['best']}), chance {reading['chance']}")
+                print(
+                    f"{pool} held-out {digit}, {name}: {reading['value']} ({reading['best']}), "
+                    f"chance {reading['chance']}"
+                )
                 save_record(args.output, record, lambda r: (r["digit"], r["pool"], r["setting"]))
     render_results_md()
 

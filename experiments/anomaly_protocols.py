@@ -133,7 +133,9 @@ def split_loader(dataset: torch.utils.data.Dataset, args: argparse.Namespace) ->
     """The split's examples in order, or a seeded draw of ``--max-examples`` of them (the same at
     every checkpoint)."""
     if args.max_examples and len(dataset) > args.max_examples:
-        dataset = torch.utils.data.Subset(dataset, subset_of(torch.arange(len(dataset)), args.max_examples / len(dataset), 0))
+        dataset = torch.utils.data.Subset(
+            dataset, subset_of(torch.arange(len(dataset)), args.max_examples / len(dataset), 0)
+        )
     return torch.utils.data.DataLoader(dataset, batch_size=args.eval_batch_size, shuffle=False)
 
 
@@ -145,7 +147,9 @@ def baseline_reading(loader: Iterable, digit: int, mean: torch.Tensor | None) ->
         for name, values in no_model_scores(x, mean).items():
             parts.setdefault(name, []).append(values.numpy())
         targets.append((labels == digit).numpy())
-    baseline = no_model_baseline({n: np.concatenate(v) for n, v in parts.items()}, np.concatenate(targets).astype(float))
+    baseline = no_model_baseline(
+        {n: np.concatenate(v) for n, v in parts.items()}, np.concatenate(targets).astype(float)
+    )
     return {
         "best": baseline.name,
         "auprc": round(baseline.auprc, 4),
@@ -295,7 +299,9 @@ def main() -> None:
     data.setup("fit")
     data.setup("test")
     loaders = {"val": split_loader(data.val_dataset, args), "test": split_loader(data.test_dataset, args)}
-    no_model = {split: baseline_reading(loader, digit, mean_image(data.train_dataset)) for split, loader in loaders.items()}
+    no_model = {
+        split: baseline_reading(loader, digit, mean_image(data.train_dataset)) for split, loader in loaders.items()
+    }
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     per_protocol: dict[str, list[dict]] = {name: [] for name in args.protocols}
     for update, path in checkpoints(run):

@@ -277,7 +277,9 @@ def main() -> None:
     parser.add_argument("--with", dest="fragments", action="append", default=[], help="a recipe fragment after R")
     parser.add_argument("--val-fraction", type=float, default=None, help="the validation split's share (recipe's: 0.2)")
     parser.add_argument(
-        "--validate-on-test", action="store_true", help="validate on the test split (the papers' protocol; selects on it)"
+        "--validate-on-test",
+        action="store_true",
+        help="validate on the test split (the papers' protocol; selects on it)",
     )
     parser.add_argument("--score-samples", type=int, default=10, help="latent draws for the sampled test score")
     parser.add_argument("--split", choices=("disjoint", "cited"), default="disjoint", help="how the splits are drawn")

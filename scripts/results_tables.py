@@ -122,7 +122,11 @@ def no_model_reading(record: dict) -> dict | None:
     offline = "offline" in str(record.get("experiment", "")) + str(record.get("budget", ""))
     pool = record.get("pool") or ("offline" if offline else "full")
     for baseline in json.loads(NO_MODEL_RECORDS.read_text()):
-        if baseline["digit"] == record["digit"] and baseline["pool"] == pool and baseline["setting"].startswith("evaluation"):
+        if (
+            baseline["digit"] == record["digit"]
+            and baseline["pool"] == pool
+            and baseline["setting"].startswith("evaluation")
+        ):
             return {"value": baseline["value"], "best": baseline["best"]}
     return None
 
@@ -131,7 +135,9 @@ def anomaly_setting(record: dict) -> str:
     """:func:`setting`, held-out 1 marked as the digit a no-model score solves."""
     text = setting(record)
     if record.get("digit") == SOLVED_WITHOUT_A_MODEL:
-        text = text.replace(f"held-out {SOLVED_WITHOUT_A_MODEL}", f"held-out {SOLVED_WITHOUT_A_MODEL} (solved with no model)")
+        text = text.replace(
+            f"held-out {SOLVED_WITHOUT_A_MODEL}", f"held-out {SOLVED_WITHOUT_A_MODEL} (solved with no model)"
+        )
     return text + (f", seed {record['seed']}" if record.get("seed") is not None else "")
 
 
@@ -162,7 +168,6 @@ def anomaly_row(record: dict, published: list[dict]) -> list[str]:
         paper_cell,
         short_budget(record.get("budget", "")),
         short_device(record.get("device", "")),
-        
     ]
 
 
@@ -194,9 +199,14 @@ def readings_row(record: dict) -> list[str]:
     test = next(r["test"] for r in record["readings"] if r["update"] == chosen["update"])
     n = len(record["readings"])
     recent = record.get("last_mean")
-    last_cell = "–" if recent is None else (
-        f"{number(recent['test_auprc'])} ± {number(recent['test_auprc_std'])} (AUROC {number(recent['test_auroc'])}; "
-        f"last {len(recent['updates'])})"
+    last_cell = (
+        "–"
+        if recent is None
+        else (
+            f"{number(recent['test_auprc'])} ± {number(recent['test_auprc_std'])} "
+            f"(AUROC {number(recent['test_auroc'])}; "
+            f"last {len(recent['updates'])})"
+        )
     )
     baseline = no_model_reading(record)
     chance = record.get("chance")
@@ -223,7 +233,8 @@ def readings_table(ours: list[dict]) -> list[str]:
         "Each record's selections read on its test split (the best of its N test readings, as DAMC's code "
         "selects; the mean of the last test readings, as LEBM reports; the test reading at the "
         "validation split's best, ours), chance and the no-model baseline of that split, and its score's "
-        "terms at the validation's choice: the mean over the normal and over the held-out digits as the score adds them (nats "
+        "terms at the validation's choice: the mean over the normal and over the held-out digits as the score "
+        "adds them (nats "
         "of a Gaussian likelihood; DAMC's official score adds the squared error unweighted), and the "
         "term's own AUROC:",
         "",

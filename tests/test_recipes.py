@@ -607,4 +607,3 @@ def test_damcs_official_rescoring_fragments_run_5_noise_free_steps_and_held_out_
     assert get(config, "model.init_args.decoder.init_args.sigma") == 1.0
     kept = [c for c in callback_args(config, "ModelCheckpoint") if c.get("monitor")]
     assert kept == [{**kept[0], "monitor": "val/auprc_trapezoid", "mode": "max", "filename": "best-auprc"}]
-

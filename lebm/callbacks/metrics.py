@@ -89,8 +89,8 @@ def test_selection(ckpt_path: str | None) -> str:
     where = f"the checkpoint {ckpt_path}" if ckpt_path else "the model's current weights"
     return (
         f"compare test/auprc with the paper's figure: read once on the test split at {where}; LEBM's papers average "
-        "the test readings of the last 10 epochs, DAMC's code keeps the best of its test readings (docs/results_notes.md, "
-        "Selections)"
+        "the test readings of the last 10 epochs, DAMC's code keeps the best of its test readings "
+        "(docs/results_notes.md, Selections)"
     )
 
 

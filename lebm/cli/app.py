@@ -72,10 +72,10 @@ from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import (
     fill_paper_targets,
-    paper_target_labels,
     finish_wandb_run,
     log_run_config,
     mark_run_folder_save_dirs,
+    paper_target_labels,
     place_in_run_folder,
     resolve_paper_targets,
     run_anomaly_classes,
@@ -96,6 +96,7 @@ from lebm.cli.run_folder import (
     summary,
     wandb_run_id,
 )
+from lebm.cli.run_lock import release_locks, take_lock
 from lebm.config import given_configs
 from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
@@ -322,6 +323,8 @@ class LebmCLI(LightningCLI):
         elif self.subcommand in ("fit", "predict") and is_primary_process():  # predict writes <run>/predictions
             check_writable(run_dir)
         if self.subcommand == "fit" and not self._smoke_test:
+            if is_primary_process():
+                take_lock(run_dir)  # one live fit per folder, before anything in it is read or moved
             trusted = config.get("weights_only") is False  # --weights_only false: the user trusts the files
             config.ckpt_path = fit_checkpoint(
                 run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
@@ -460,7 +463,9 @@ class LebmCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         for callback in self.trainer.callbacks:
-            line = callback.test_closing_line(self.trainer.ckpt_path) if hasattr(callback, "test_closing_line") else None
+            line = (
+                callback.test_closing_line(self.trainer.ckpt_path) if hasattr(callback, "test_closing_line") else None
+            )
             if line:
                 sys.stderr.write(f"lebm: {line}\n")
 
@@ -634,6 +639,7 @@ def run(args: list[str] | None) -> None:
         succeeded = stop.code in (0, None)
         raise
     finally:
+        release_locks()  # before the empty-folder sweep: a refused start leaves no folder behind
         if not succeeded and is_primary_process():
             remove_empty_folders_made()
         FOLDERS_MADE.clear()

@@ -284,12 +284,14 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
         last = last_checkpoint(run_dir)
         if newest is None and partial and not skipped:
-            listed = ", ".join(f"{os.path.basename(path)} (step {step})" for path, step in list(partial.items())[:NAMES_SHOWN])
+            listed = ", ".join(
+                f"{os.path.basename(path)} (step {step})" for path, step in list(partial.items())[:NAMES_SHOWN]
+            )
             fail(
-                f"--ckpt_path {ckpt_path}: {os.path.join(run_dir, CHECKPOINT_DIR)} holds weights-only checkpoints alone "
-                f"({listed}), which hold no optimiser or loop state to resume: nothing to resume. Start over with "
-                "--overwrite true (or in another --trainer.default_root_dir), or fine-tune from their weights in a new "
-                "run (lebm.load)"
+                f"--ckpt_path {ckpt_path}: {os.path.join(run_dir, CHECKPOINT_DIR)} holds weights-only checkpoints "
+                f"alone ({listed}), which hold no optimiser or loop state to resume: nothing to resume. Start over "
+                "with --overwrite true (or in another --trainer.default_root_dir), or fine-tune from their weights in "
+                "a new run (lebm.load)"
             )
         held = training_held(newest, weights_only=weights_only)[0] if newest is not None else -1
         ahead = {path: step for path, step in partial.items() if step > held}

@@ -94,7 +94,9 @@ def test_every_rank_scores_the_union_of_the_gathered_examples(monkeypatch) -> No
         assert metrics[f"val/auroc{suffix}"] == pytest.approx(auroc, abs=1e-6), name
     assert sorted(gathered) == sorted(local)  # each collected state went through the gather once
     no_model = {
-        name: average_precision_score(target, torch.cat([local[f"no_model_{name}"], remote[f"no_model_{name}"]]).numpy())
+        name: average_precision_score(
+            target, torch.cat([local[f"no_model_{name}"], remote[f"no_model_{name}"]]).numpy()
+        )
         for name in ("untrained_level", "background")
     }
     for name, auprc in no_model.items():

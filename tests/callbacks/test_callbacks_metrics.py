@@ -333,7 +333,8 @@ def test_a_trained_reading_no_better_than_the_no_model_baseline_is_said_once_a_r
         loader = DataLoader(TensorDataset(x, labels), batch_size=20)
         trainer = quiet_trainer(
             max_epochs=2, accelerator="cpu", num_sanity_val_steps=0, limit_train_batches=1,
-            default_root_dir=str(tmp_path / folder), callbacks=[AnomalyDetection(anomaly_classes=[4], untrained_below=below)],
+            default_root_dir=str(tmp_path / folder),
+            callbacks=[AnomalyDetection(anomaly_classes=[4], untrained_below=below)],
         )  # fmt: skip
         trainer.fit(model, loader, loader)
 

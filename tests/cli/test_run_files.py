@@ -127,9 +127,14 @@ def test_a_paper_target_per_held_out_digit_is_the_value_of_the_runs_digit(tmp_pa
     recipe = lebm.from_recipe("latent_ebm/mnist_anomaly_offline", overrides)
     assert [c.targets for c in recipe.callbacks if isinstance(c, LearningCurves)] == [{"val/auprc": 0.63}]
     assert [c.target_labels for c in recipe.callbacks if isinstance(c, LearningCurves)] == [{}]
-    labelled = {"val/auprc": {"held_out": {4: 0.911}, "label": "paper (best of its test readings)"}, "val/fid": {"value": 9.0}}
+    labelled = {
+        "val/auprc": {"held_out": {4: 0.911}, "label": "paper (best of its test readings)"},
+        "val/fid": {"value": 9.0},
+    }
     assert resolve_paper_targets(labelled, [4]) == {"val/auprc": 0.911, "val/fid": 9.0}
-    damc = lebm.from_recipe("damc/mnist_anomaly_offline", {**overrides, "trainer.default_root_dir": str(tmp_path / "d")})
+    damc = lebm.from_recipe(
+        "damc/mnist_anomaly_offline", {**overrides, "trainer.default_root_dir": str(tmp_path / "d")}
+    )
     (curves,) = [c for c in damc.callbacks if isinstance(c, LearningCurves)]
     assert curves.targets == {"val/auprc": 0.911}  # DAMC's line says how the paper selected it
     assert curves.target_labels == {"val/auprc": "paper (best of its test readings)"}

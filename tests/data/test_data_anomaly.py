@@ -132,7 +132,9 @@ def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_s
     assert len(val_images) == len(val) and not torch.equal(val_images[:10], next(iter(dm.test_dataloader()))[0])
     with pytest.raises(ValueError, match="val_fraction must be in"):
         MNISTAnomalyDataModule(str(root), val_fraction=1.0)
-    with pytest.raises(ValueError, match=r"got 0\.0; to validate on the test split as the papers did, set validate_on: test"):
+    with pytest.raises(
+        ValueError, match=r"got 0\.0; to validate on the test split as the papers did, set validate_on: test"
+    ):
         MNISTAnomalyDataModule(str(root), val_fraction=0.0)
     with pytest.raises(ValueError, match="validate_on must be 'val'"):
         MNISTAnomalyDataModule(str(root), validate_on="validation")

@@ -1,0 +1,117 @@
+"""One live fit per run folder: ``<run>/fit.lock``.
+
+``lebm fit`` takes the lock before it reads or moves anything in the run folder, and holds it until
+the command ends. The lock is two things at once:
+
+- an exclusive ``flock`` on ``<run>/fit.lock``, which the operating system releases when the
+  process ends however it ends (a kill, an out-of-memory stop, a node reboot), so a lock is never
+  left held by a process that is gone;
+- the file's text, one JSON line naming the holder: host, process id, start time and command, for
+  the message that refuses a second fit.
+
+A second fit into a held folder is refused in one line naming the running fit and the ways out.
+A lock file whose ``flock`` is free belongs to a fit that was killed: it is taken over, in one line.
+The command's other processes (DDP ranks, which Lightning or torchrun starts beside the first) take
+no lock of their own: the first process holds it for the fit. A file system without ``flock``
+(some network mounts) runs without the lock, and says so once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from typing import IO, Any
+
+from lebm.cli.errors import fail
+
+LOCK_FILE = "fit.lock"
+#: The open lock files of this process, by run folder (held until the command ends).
+HELD: dict[str, IO[str]] = {}
+
+
+def say(message: str) -> None:
+    """One line on stderr, ``lebm: message``."""
+    sys.stderr.write(f"lebm: {message}\n")
+
+
+def holder_text() -> str:
+    """This process as the lock names it: one JSON line."""
+    return json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": shlex.join(["lebm", *sys.argv[1:]]) if sys.argv else "lebm fit",
+        }
+    )
+
+
+def read_holder(handle: IO[str]) -> dict[str, Any] | None:
+    """The holder a lock file names (None: empty or not ours to read)."""
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "null")
+    except ValueError:
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def describe(holder: dict[str, Any] | None) -> str:
+    """``pid 123 on host n1, started 2026-11-27 09:00:00 (lebm fit -c ...)``, or what is known."""
+    if holder is None:
+        return "a fit whose lock names no holder"
+    return (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')} "
+        f"({holder.get('command', 'lebm fit')})"
+    )
+
+
+def take_lock(run_dir: str) -> None:
+    """Take ``<run_dir>/fit.lock`` for this process until it ends, or stop in one line when another
+    fit holds it (see the module docstring). Taking a lock this process holds already does nothing."""
+    if run_dir in HELD:
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, LOCK_FILE)
+    handle = open(path, "a+")  # noqa: SIM115 (held open until the command ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = read_holder(handle)
+        handle.close()
+        fail(
+            f"{run_dir} is in use by a running fit: {describe(holder)}. Wait for it to end, train into another "
+            f"folder (--trainer.default_root_dir {shlex.quote(run_dir.rstrip('/') + '_2')}), or replace its run with "
+            "--overwrite true once it has ended"
+        )
+    except OSError as error:  # a file system without flock: no lock, said once
+        handle.close()
+        say(f"cannot lock {path} ({error.strerror or error}): this fit runs without the one-fit-per-folder lock")
+        return
+    stale = read_holder(handle)
+    if stale is not None:
+        say(f"took over the lock of a fit that is no longer running ({describe(stale)})")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(holder_text() + "\n")
+    handle.flush()
+    HELD[run_dir] = handle
+
+
+def release_locks() -> None:
+    """Remove and release every lock this process holds (the command's end)."""
+    while HELD:
+        run_dir, handle = HELD.popitem()
+        with contextlib.suppress(OSError):  # removed with the folder: the flock goes with the handle
+            os.remove(os.path.join(run_dir, LOCK_FILE))
+        handle.close()
+
+
+atexit.register(release_locks)

@@ -1,0 +1,79 @@
+"""One live fit per run folder (device: CPU): a second ``lebm fit`` into a folder another fit holds is
+refused in one line and moves nothing; a lock left by a killed fit is taken over in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.cli_runner import QUIET, run_cli
+from tests.helpers.subprocesses import HANG_SECONDS
+
+HOLD = (
+    "import sys, time; from lebm.cli.run_lock import take_lock; "
+    "take_lock(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+)
+
+
+def holding(run: Path) -> subprocess.Popen:
+    """Another process that holds ``run``'s lock (as a running fit does) until it is killed."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + HANG_SECONDS
+    while process.stdout.readline().strip() != "held":
+        assert process.poll() is None and time.monotonic() < deadline, "the holder never took the lock"
+    return process
+
+
+def test_a_second_fit_into_a_held_folder_is_refused_in_one_line_and_moves_nothing(capsys, tmp_path: Path) -> None:
+    """The first fit, still in its first epoch, has written its config and W&B id but no checkpoint:
+    without the lock the second fit would set them aside as a failed start. With it, the second is
+    refused in one line naming the running fit (its pid) and the ways out, and every file stays."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("the first fit's config\n")
+    (run / "wandb_run_id.txt").write_text("first1234567")
+    first = holding(run)
+    try:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_cli("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *QUIET)
+        refused = capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait()
+    assert stop.value.code == 2 and refused.count("\n") == 1, refused
+    assert f"{run} is in use by a running fit: pid {first.pid} on host" in refused
+    assert "Wait for it to end" in refused and "--trainer.default_root_dir" in refused and "--overwrite" in refused
+    assert (run / "config.yaml").read_text() == "the first fit's config\n"
+    assert (run / "wandb_run_id.txt").read_text() == "first1234567"
+    assert not list(run.glob("failed_start-*"))
+
+
+def test_a_killed_fits_lock_is_taken_over_in_one_line_and_released_at_the_end(capsys, tmp_path: Path) -> None:
+    """A fit killed with its lock file left: the next one takes it over and says whose it was; the
+    lock names the holder while held and is gone when the command ends."""
+    from lebm.cli.run_lock import HELD, LOCK_FILE, release_locks, take_lock
+
+    run = tmp_path / "run"
+    killed = holding(run)
+    killed.kill()
+    killed.wait()
+    assert json.loads((run / LOCK_FILE).read_text())["pid"] == killed.pid  # left behind by the kill
+    capsys.readouterr()
+    take_lock(str(run))
+    try:
+        said = capsys.readouterr().err
+        assert (
+            said.count("\n") == 1 and f"took over the lock of a fit that is no longer running (pid {killed.pid}" in said
+        )
+        holder = json.loads((run / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid() and str(run) in HELD
+    finally:
+        release_locks()
+    assert not (run / LOCK_FILE).exists() and not HELD
