@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,35 @@ def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("include: [missing.yaml]\n")
     with pytest.raises(RecipeError, match=r"includes 'missing.yaml', but .* does not exist"):
         included_files(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("trainer:\n#  max_epochs: 5\n", r"line 2: `trainer:` is empty \(null.*would wipe the trainer settings"),
+        (
+            "model:\n  init_args:\n    prior:\n      class_path: lebm.models.TiltedGaussianPrior\n      init_args:\n",
+            r"line 6: `model.init_args.prior.init_args:` is empty \(null\) where a mapping of settings belongs: the "
+            "recipe may be cut short there",
+        ),
+        ("model:\n  init_args: 3\n", r"line 3: `model.init_args` holds the text '3' where a mapping of settings"),
+    ],
+    ids=["empty-trainer", "cut-after-a-key", "text-for-a-mapping"],
+)
+def test_a_recipe_is_checked_whole_before_the_parser(body: str, message: str, tmp_path: Path, capsys) -> None:
+    """CPU. A recipe that includes the quickstart and leaves ``trainer:`` with its lines commented out
+    (YAML's null, which would wipe the included trainer and train with none of lebm's callbacks), one
+    cut short after ``init_args:``, and one with a text for ``init_args``: each is refused in one line
+    naming the file, the key and its line, before the parser builds anything."""
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(f"include: [{REPO / 'recipes' / 'quickstart.yaml'}]\n{body}")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("fit", "-c", str(recipe), "--trainer.default_root_dir", str(tmp_path / "run"))
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1, said
+    assert said.startswith(f"lebm: error: {recipe}, line ") and re.search(message, said), said
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_include_of_two_methods_recipes_is_refused_as_two_config_flags_are(tmp_path: Path, capsys) -> None:

@@ -76,7 +76,63 @@ def read_recipe(path: Path) -> dict:
         raise RecipeError(
             f"{path} must hold a mapping of keys (trainer:, model:, data:, ...), not {type(data).__name__}"
         )
+    check_shape(path, yaml.compose(text, Loader=yaml.SafeLoader))
     return data
+
+
+#: The sections of a recipe, each a mapping: a null one would wipe what the recipes before it set.
+SECTIONS = ("trainer", "model", "data")
+#: Keys that hold a mapping of settings wherever they are.
+MAPPING_KEYS = ("init_args",)
+NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def check_shape(path: Path, root: yaml.Node | None) -> None:
+    """Refuse, naming the file, key and line, what the parser would take in silence or bury in a
+    traceback: a ``trainer:``/``model:``/``data:`` section left empty (null: its lines commented out,
+    which wipes the included section), and an ``init_args`` (anywhere) that is empty or holds a text
+    where a mapping of settings belongs (a recipe cut short after the key)."""
+    if not isinstance(root, yaml.MappingNode):
+        return
+    for key_node, value_node in root.value:
+        if key_node.value in SECTIONS:
+            _check_mapping(path, key_node, value_node, key_node.value, section=True)
+    _check_nested(path, root, "")
+
+
+def _check_nested(path: Path, node: yaml.Node, prefix: str) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _check_nested(path, item, f"{prefix}[{index}]")
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key_node, value_node in node.value:
+        dotted = f"{prefix}.{key_node.value}" if prefix else str(key_node.value)
+        if key_node.value in MAPPING_KEYS:
+            _check_mapping(path, key_node, value_node, dotted, section=False)
+        _check_nested(path, value_node, dotted)
+
+
+def _check_mapping(path: Path, key_node: yaml.Node, value_node: yaml.Node, dotted: str, section: bool) -> None:
+    """A ``RecipeError`` unless ``value_node`` is a mapping (see :func:`check_shape`)."""
+    line = key_node.start_mark.line + 1
+    if isinstance(value_node, yaml.ScalarNode) and value_node.tag == NULL_TAG:
+        if section:
+            raise RecipeError(
+                f"{path}, line {line}: `{dotted}:` is empty (null: nothing is indented under it, or its lines are "
+                f"commented out), which would wipe the {dotted} settings of the recipes it includes; delete the "
+                f"`{dotted}:` line, or give it settings"
+            )
+        raise RecipeError(
+            f"{path}, line {line}: `{dotted}:` is empty (null) where a mapping of settings belongs: the recipe may be "
+            "cut short there; give its settings (key: value lines indented under it), or delete the key"
+        )
+    if isinstance(value_node, yaml.ScalarNode) and not section:  # a section may name a class: `data: SampleRequests`
+        raise RecipeError(
+            f"{path}, line {line}: `{dotted}` holds the text {value_node.value!r} where a mapping of settings belongs "
+            "(key: value lines indented under it)"
+        )
 
 
 def describe_yaml_error(path: Path, text: str, error: yaml.YAMLError) -> str:
