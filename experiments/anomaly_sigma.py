@@ -90,8 +90,17 @@ def main() -> None:
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     run = args.run.resolve()
+    if not (run / "config.yaml").exists():
+        parser.error(f"{run} has no config.yaml: give the folder of a lebm fit run")
     config = yaml.safe_load((run / "config.yaml").read_text())
     data = config["data"]
+    if not (data.get("init_args") or {}).get("anomaly_classes"):
+        parser.error(
+            f"{run} is not an MNIST anomaly run (its data, {data.get('class_path')}, holds no anomaly_classes): give "
+            "the folder of a run of an mnist_anomaly recipe"
+        )
+    if not run.is_relative_to(REPO / "runs") and not (args.output and args.setting):
+        parser.error(f"{run} is not a run folder under {REPO / 'runs'}: give --output and --setting to record it")
     data["init_args"]["root"] = os.path.join(os.environ["LEBM_DATA"], "mnist")
     digit = int(data["init_args"]["anomaly_classes"][0])
     checkpoint = newest_last_checkpoint(run)
@@ -99,7 +108,7 @@ def main() -> None:
     trained_sigma = config["model"]["init_args"]["decoder"]["init_args"]["sigma"]
     validates_on = data["init_args"].get("validate_on")  # absent in runs before it: val_fraction 0 read the test split
     validates_on_test = validates_on == "test" or (validates_on is None and not data["init_args"].get("val_fraction"))
-    method_folder = run.relative_to(REPO / "runs").parts[0]
+    method_folder = run.relative_to(REPO / "runs").parts[0] if run.is_relative_to(REPO / "runs") else ""
     output = Path(args.output or REPO / "docs" / "results" / f"{method_folder}_{EXPERIMENT}.json")
     setting = args.setting or str(run.relative_to(REPO / "runs"))
     for sigma in args.sigmas:

@@ -106,6 +106,25 @@ def test_a_script_refuses_before_it_trains(args: list[str], message: str) -> Non
     assert "Traceback" not in finished.stderr
 
 
+def test_the_sigma_script_refuses_a_run_that_is_no_anomaly_run_or_lies_outside_runs(tmp_path: Path) -> None:
+    """CPU. A quickstart run (no anomaly_classes) is named, not a ``KeyError``; an anomaly run folder
+    outside ``runs/`` asks for --output and --setting, not pathlib's "is not in the subpath"."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data:\n  class_path: lebm.data.ImageDataModule\n  init_args: {dataset: digits}\n")
+    finished = run_script("experiments/anomaly_sigma.py", str(run), "--sigmas", "0.1")
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr[-2000:]
+    assert (
+        "is not an MNIST anomaly run (its data, lebm.data.ImageDataModule, holds no anomaly_classes)" in finished.stderr
+    )
+    (run / "config.yaml").write_text(
+        "data:\n  class_path: lebm.data.MNISTAnomalyDataModule\n  init_args: {anomaly_classes: [1]}\n"
+    )
+    finished = run_script("experiments/anomaly_sigma.py", str(run), "--sigmas", "0.1")
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr[-2000:]
+    assert "is not a run folder under" in finished.stderr and "give --output and --setting" in finished.stderr
+
+
 def test_the_data_gap_pairs_records_of_one_recipe_and_seed_only() -> None:
     """A record of another seed or recipe is no data-gap pair: refused, naming both."""
     load_script("experiments/mnist_anomaly_offline.py")

@@ -31,6 +31,20 @@ def decoder_metric_names(decoder: Decoder) -> tuple[str, ...]:
     return tuple(decoder.metric_names)
 
 
+def check_latents_match(prior: Any, x: Any, z: Tensor) -> None:
+    """A one-line ``ValueError`` unless ``z`` is ``(B, latent_dim)`` for the ``B`` observations of
+    ``x``, where the prior has a single ``latent_dim`` (torch would otherwise fail inside the decoder
+    with a shape of its own, ``mat1 and mat2 shapes cannot be multiplied``)."""
+    latent_dim = getattr(prior, "latent_dim", None)
+    if not isinstance(latent_dim, int) or not isinstance(z, Tensor) or not isinstance(x, Tensor):
+        return
+    if z.ndim != 2 or z.shape[1] != latent_dim or z.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"anomaly_terms(x, z): z must be (B, latent_dim) = ({x.shape[0]}, {latent_dim}) for the {x.shape[0]} "
+            f"observations of x, got {tuple(z.shape)}: pass z = model.infer(x)"
+        )
+
+
 class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
     """A generator ``p(x|z)`` (``self.decoder``) with a latent prior ``p(z)`` (``self.prior``) that
     together model the data; posterior inference, the run checks and the evaluation plumbing come
@@ -136,6 +150,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         elif z is None:
             raise ValueError("anomaly_terms needs latents z unless it samples them from an inference network")
         else:
+            check_latents_match(self.prior, x, z)
             latents = [(z, nll)]
         parts = self.score_parts
         terms = dict.fromkeys(("score", *SCORE_TERMS, *parts), 0.0)

@@ -176,3 +176,13 @@ def test_the_reweighted_scores_rank_as_the_score_at_the_sigma_that_gives_their_w
     assert metrics[f"val/auprc_{same_as}"] == pytest.approx(metrics["val/auprc"], abs=1e-9)
     assert metrics[f"val/auroc_{other}"] != pytest.approx(metrics["val/auroc"], abs=1e-4)
     assert "val/auprc_tilt_term" in metrics and "val/tilt_term_normal_mean" in metrics
+
+
+def test_latents_of_another_width_or_count_are_named_in_one_line() -> None:
+    """CPU. ``anomaly_terms(x, z)`` with ``z`` of the wrong width (or for other observations) says what
+    it needs, not torch's ``mat1 and mat2 shapes cannot be multiplied``."""
+    model = latent_ebm()
+    x = torch.randn(32, 2)
+    for z in (torch.randn(32, 5), torch.randn(31, 3)):
+        with pytest.raises(ValueError, match=r"z must be \(B, latent_dim\) = \(32, 3\) .* got \(3[12], [35]\)"):
+            model.anomaly_terms(x, z, samples=0)
