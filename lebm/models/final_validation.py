@@ -7,7 +7,8 @@ of ``max_epochs`` that is not a multiple of the setting, or a short budget (``--
 of a recipe that validates every epoch), would end without the final model's numbers. Every lebm
 method adds :class:`ValidateLastEpoch` (``Method.configure_callbacks``):
 
-- at the start of the last epoch of a ``max_epochs`` run it sets ``check_val_every_n_epoch`` to 1;
+- at the start of the last epoch of a ``max_epochs`` run (or at the start of a fit resumed inside
+  it) it sets ``check_val_every_n_epoch`` to 1;
 - after a batch whose stop request Lightning grants (``trainer.should_stop`` once ``min_epochs`` and
   ``min_steps`` are met: ``max_time``'s timer, multi-stage NCE's last stage, early stopping), at once
   or with the epoch's last batch, where Lightning validates before it stops, it does the same;
@@ -16,8 +17,9 @@ method adds :class:`ValidateLastEpoch` (``Method.configure_callbacks``):
   that Lightning's loop validates after that step, once (not again where the epoch's last batch
   validates anyway).
 
-It gives the setting back once that validation ends (or the run does, normally or by an
-exception). The validation draws from the method's evaluation stream, as every validation, and runs
+It gives the setting back when that epoch ends (or the run does, normally or by an exception),
+so a last epoch that also validates mid-epoch (``val_check_interval`` < 1) still validates at its
+end. The validation draws from the method's evaluation stream, as every validation, and runs
 before the epoch-end checkpoint: that checkpoint's weights, optimisers and training streams are
 those of the same run without it. A fit stopped by a signal (SIGTERM, Ctrl+C) is not validated: a
 signal asks the run to stop now, its resumable checkpoint comes first, and a validation could
@@ -53,6 +55,7 @@ class ValidateLastEpoch(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._trained, self._validated_at = False, None
+        self.on_train_epoch_start(trainer, pl_module)  # a fit resumed inside its last epoch starts none
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -73,6 +76,10 @@ class ValidateLastEpoch(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and _fitting(trainer):
             self._validated_at = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # not at the end of a validation: with val_check_interval < 1 the last epoch validates
+        # mid-epoch too, and giving the setting back then would skip its end-of-epoch validation
         self._give_back(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

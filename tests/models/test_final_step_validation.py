@@ -103,6 +103,33 @@ def test_any_lightning_module_validates_its_final_step_in_an_epoch_the_setting_s
     assert seen.steps == [6] and trainer.check_val_every_n_epoch == 10
 
 
+def test_a_last_epoch_that_also_validates_mid_epoch_validates_at_its_end(tmp_path: Path) -> None:
+    """CPU. ``val_check_interval 0.5`` under ``check_val_every_n_epoch 10``: the last epoch validates at
+    its middle and at its end (the setting given back at the middle skipped the end, the final model's)."""
+    seen = ValidatedSteps()
+    trainer = fit(PlainModule(), tmp_path, ValidateLastEpoch(), seen, max_epochs=2, check_val_every_n_epoch=10,
+                  val_check_interval=0.5)  # fmt: skip
+    assert seen.steps == [6, 8] and trainer.check_val_every_n_epoch == 10
+
+
+def test_a_fit_resumed_inside_its_last_epoch_validates_its_final_model(tmp_path: Path) -> None:
+    """CPU. A method (its own ``ValidateLastEpoch``) cut by ``max_steps`` inside the last epoch (step 6 of 8, validated there), then resumed from
+    its checkpoint under ``check_val_every_n_epoch 10``: the resumed fit starts no epoch, yet its final
+    model (step 8) is validated."""
+    saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    fit(latent_ebm(), tmp_path, saver, max_epochs=2, max_steps=6, check_val_every_n_epoch=10,
+        enable_checkpointing=True)  # fmt: skip
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(path, weights_only=False)["global_step"] == 6
+    seen = ValidatedSteps()
+    trainer = quiet_trainer(
+        max_epochs=2, check_val_every_n_epoch=10, default_root_dir=str(tmp_path), accelerator="cpu",
+        num_sanity_val_steps=0, callbacks=[seen],
+    )  # fmt: skip
+    trainer.fit(latent_ebm(), toy_loader(n_batches=4), toy_loader(n_batches=1), ckpt_path=str(path))
+    assert trainer.global_step == 8 and seen.steps == [8]
+
+
 class SlowFirstBatch(L.Callback):
     """The first training batch takes over a second (the time budget below runs out inside the epoch)."""
 
