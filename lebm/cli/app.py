@@ -41,6 +41,7 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import pickle
@@ -334,6 +335,14 @@ class LebmCLI(LightningCLI):
             fail(
                 "lebm predict needs --ckpt_path: without one it would predict with a freshly initialised model and "
                 f"replace {os.path.join(run_dir, 'predictions')}; pass --ckpt_path {last} (or another checkpoint)"
+            )
+        elif self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") == "best":
+            kept = sorted(glob.glob(os.path.join(glob.escape(run_dir), CHECKPOINT_DIR, "*.ckpt")))
+            listed = ", ".join(shlex.quote(path) for path in kept[:3]) or "none there yet"
+            fail(
+                f"--ckpt_path best means the best checkpoint of a fit in this same process, and lebm {self.subcommand} "
+                f"runs none: give the checkpoint's path (in {os.path.join(run_dir, CHECKPOINT_DIR)}: {listed}), "
+                "or --ckpt_path last"
             )
         elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))

@@ -626,3 +626,17 @@ def test_a_run_refused_at_build_leaves_no_run_folder_it_made(capsys, tmp_path: P
     there.mkdir()
     stopped(capsys, there, "--model.init_args.prior_lr", "-1")
     assert there.is_dir()
+
+
+def test_ckpt_path_best_outside_a_fit_is_refused_at_build_with_the_files_to_give(capsys, tmp_path: Path) -> None:
+    """CPU. ``lebm test --ckpt_path best`` runs no fit, so Lightning has no best model and would fail
+    after the set-up with a traceback: refused at once, naming the run's checkpoints."""
+    run = tmp_path / "run"
+    checkpoint(run / "checkpoints" / "last.ckpt", 2, age_s=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("test", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), "--ckpt_path", "best")
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1 and "Traceback" not in said, said
+    assert "--ckpt_path best means the best checkpoint of a fit in this same process" in said
+    assert str(run / "checkpoints" / "last.ckpt") in said and "or --ckpt_path last" in said

@@ -113,9 +113,9 @@ def test_a_last_epoch_that_also_validates_mid_epoch_validates_at_its_end(tmp_pat
 
 
 def test_a_fit_resumed_inside_its_last_epoch_validates_its_final_model(tmp_path: Path) -> None:
-    """CPU. A method (its own ``ValidateLastEpoch``) cut by ``max_steps`` inside the last epoch (step 6 of 8, validated there), then resumed from
-    its checkpoint under ``check_val_every_n_epoch 10``: the resumed fit starts no epoch, yet its final
-    model (step 8) is validated."""
+    """CPU. A method (its own ``ValidateLastEpoch``) cut by ``max_steps`` inside the last epoch (step 6
+    of 8, validated there), then resumed from its checkpoint under ``check_val_every_n_epoch 10``: the
+    resumed fit starts no epoch, yet its final model (step 8) is validated."""
     saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     fit(latent_ebm(), tmp_path, saver, max_epochs=2, max_steps=6, check_val_every_n_epoch=10,
         enable_checkpointing=True)  # fmt: skip
