@@ -347,6 +347,12 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
                 f"train into a new folder with --trainer.default_root_dir {shlex.quote(run_dir.rstrip('/') + '_2')}, "
                 "or replace it with --overwrite true"
             )
+        if is_primary_process():
+            present = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+            say(
+                f"--overwrite true: replacing the run in {run_dir}: deleting its {', '.join(present)} "
+                f"({len(checkpoint_files(run_dir))} checkpoint(s)) before this fit starts"
+            )
         for name in RUN_FILES if is_primary_process() else ():
             path = os.path.join(run_dir, name)
             if os.path.isdir(path):

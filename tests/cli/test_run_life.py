@@ -640,3 +640,22 @@ def test_ckpt_path_best_outside_a_fit_is_refused_at_build_with_the_files_to_give
     assert stop.value.code == 2 and said.count("\n") == 1 and "Traceback" not in said, said
     assert "--ckpt_path best means the best checkpoint of a fit in this same process" in said
     assert str(run / "checkpoints" / "last.ckpt") in said and "or --ckpt_path last" in said
+
+
+@pytest.mark.usefixtures("decided")
+def test_overwrite_says_in_one_line_what_it_deletes(capsys, tmp_path: Path) -> None:
+    """CPU. ``--overwrite true`` on a finished run deletes its checkpoints and files: one line names
+    the run folder and what goes, before anything is deleted."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    checkpoint(run / "checkpoints" / "last.ckpt", 8, age_s=1)
+    (run / "config.yaml").write_text("the finished run's config\n")
+    capsys.readouterr()
+    assert fit_checkpoint(str(run), None, overwrite=True) is None
+    said = capsys.readouterr().err
+    assert (
+        said.count("\n") == 1
+        and f"--overwrite true: replacing the run in {run}: deleting its checkpoints, config.yaml" in said
+    )
+    assert "(1 checkpoint(s))" in said and not (run / "checkpoints").exists()
