@@ -17,6 +17,11 @@ from lebm.user_warnings import warn_user
 _FLOAT32 = "float32 chain states overflow above 3.4e38"
 
 
+#: A code-form step size below which float32 chain states of order 1 do not move: the noise ``s``
+#: is under half their spacing (about 6e-8) and the drift ``s^2 / 2`` far under it.
+TINY_STEP = 1e-8
+
+
 class Langevin(Sampler):
     """K steps of (unadjusted) Langevin dynamics on a total energy ``U``.
 
@@ -73,6 +78,13 @@ class Langevin(Sampler):
         if grad_clip is not None:
             grad_clip = arguments.number("Langevin", "grad_clip", grad_clip, above=0)
         cuda_graph = arguments.flag("Langevin", "cuda_graph", cuda_graph)
+        vanishing = TINY_STEP if form == "code" else TINY_STEP**2 / 2
+        if step_size < vanishing and n_steps > 0 and (noise_std is None or noise_std < TINY_STEP):
+            warn_user(
+                f"Langevin step_size {step_size:g} is below {vanishing:g}: in float32 its steps (drift "
+                f"{'s^2/2' if form == 'code' else 's'} x gradient, noise {'s' if form == 'code' else 'sqrt(2s)'}) round "
+                "away beside states of order 1, so the chain returns its start; the recipes use 0.1 to 0.4"
+            )
         if n_steps == 0:
             warn_user(
                 "Langevin with n_steps=0 returns its starting states unchanged (for a prior or posterior chain: the "

@@ -168,3 +168,16 @@ def test_diagnostics_track_energy_and_gradient_norm() -> None:
 def test_invalid_hyperparameters_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="Langevin"):
         Langevin(**kwargs)
+
+
+def test_a_step_size_whose_steps_round_away_in_float32_is_said_in_one_line(recwarn) -> None:
+    """CPU. ``Langevin(50, 1e-40)`` leaves float32 states of order 1 where they started (its noise and
+    drift round away): a warning says so; a recipe's step size says nothing."""
+    sampler = Langevin(50, 1e-40)
+    said = [str(w.message) for w in recwarn if "round away" in str(w.message)]
+    assert len(said) == 1 and "step_size 1e-40 is below 1e-08" in said[0] and "returns its start" in said[0]
+    z = torch.randn(4, 3)
+    assert torch.equal(sampler(lambda states: states.square().sum(1) / 2, z.clone()), z)  # what it says
+    recwarn.clear()
+    Langevin(50, 0.1)
+    assert not [w for w in recwarn if "round away" in str(w.message)]
