@@ -95,7 +95,8 @@ def main() -> None:
                 }
                 print(
                     f"{pool} held-out {digit}, {name}: {reading['value']} ({reading['best']}), "
-                    f"chance {reading['chance']}"
+                    f"chance {reading['chance']}",
+                    flush=True,
                 )
                 save_record(args.output, record, lambda r: (r["digit"], r["pool"], r["setting"]))
     render_results_md()

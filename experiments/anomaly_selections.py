@@ -1,0 +1,81 @@
+"""The papers' selections against the honest one, measured: train an MNIST anomaly recipe on all
+70,000 digits keeping a checkpoint every few updates, then score each checkpoint on the validation
+and the test split.
+
+    LEBM_DATA=../shared/data python experiments/anomaly_selections.py \\
+        --recipe recipes/latent_ebm/mnist_anomaly_offline.yaml --digit 4 --seed 1 --max-steps 1200 --every 100
+
+The fit: ``lebm fit -c RECIPE -c recipes/evaluation/checkpoints_every_<EVERY>.yaml`` on the full pool
+(``--data.init_args.pool full``), held-out ``DIGIT``, ``seed_everything SEED``, ``MAX_STEPS`` updates,
+validating on the recipe's validation split (20% of the evaluation pool, disjoint from the test
+split), in ``runs/<method>/mnist_anomaly_selections/digit<D>-seed<S>`` (``--ckpt_path auto``: a
+stopped run goes on). Then ``experiments/anomaly_protocols.py`` scores every kept checkpoint on a
+seeded draw of ``--max-examples`` examples of each split and records, against chance and the
+no-model baseline: the best of the N test readings (DAMC's code's selection), the mean of the last
+test readings (LEBM's "last 10 epochs"), the last checkpoint and the validation-selected one, in
+``docs/results/<method>_mnist_anomaly_selections.json`` (one record per digit and seed).
+``EVERY`` is 50 or 100 (the fragments there are). Needs ``LEBM_DATA``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from records import EPOCH_LINES, render_results_md
+from script import existing_file, positive_int, run_lebm, run_main
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENT = "mnist_anomaly_selections"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", type=existing_file, default="recipes/latent_ebm/mnist_anomaly_offline.yaml")
+    parser.add_argument("--digit", type=int, choices=range(10), default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-steps", type=positive_int, default=500)
+    parser.add_argument("--every", type=int, choices=(50, 100), default=50, help="updates between kept checkpoints")
+    parser.add_argument("--max-examples", type=positive_int, default=2000, help="examples scored per split")
+    args = parser.parse_args()
+    if not os.environ.get("LEBM_DATA"):
+        parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
+    method = Path(args.recipe).parent.name
+    run = REPO / "runs" / method / EXPERIMENT / f"digit{args.digit}-seed{args.seed}"
+    run_lebm(
+        [
+            "lebm",
+            "fit",
+            "-c",
+            args.recipe,
+            "-c",
+            f"recipes/evaluation/checkpoints_every_{args.every}.yaml",
+            "--data.init_args.pool",
+            "full",
+            "--data.init_args.anomaly_classes",
+            f"[{args.digit}]",
+            "--seed_everything",
+            str(args.seed),
+            "--trainer.max_steps",
+            str(args.max_steps),
+            "--trainer.max_epochs",
+            "-1",
+            "--trainer.limit_val_batches",
+            "4",  # the training-time validation is a glance: every checkpoint is scored below
+            "--trainer.default_root_dir",
+            str(run),
+            "--ckpt_path",
+            "auto",
+            *EPOCH_LINES,
+        ]
+    )
+    scoring = [sys.executable, str(REPO / "experiments" / "anomaly_protocols.py"), str(run.relative_to(REPO))]
+    scoring += ["--protocols", "recipe", "--max-examples", str(args.max_examples), "--experiment", EXPERIMENT]
+    run_lebm(scoring, "anomaly_protocols.py")
+    render_results_md()
+
+
+if __name__ == "__main__":
+    run_main(main)
