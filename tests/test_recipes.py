@@ -387,6 +387,18 @@ def test_a_recipe_is_checked_whole_before_the_parser(body: str, message: str, tm
     assert not (tmp_path / "run").exists()
 
 
+def test_a_fragment_given_alone_names_the_recipe_to_give_before_it(capsys) -> None:
+    """CPU. DAMC's re-scoring fragment given alone: one line saying it changes a recipe given before
+    it, with one that names it (not "not an option of lebm.models.Method")."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("test", "-c", "damc/_eval_anomaly_det")
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1 and "not an option" not in said, said
+    assert "_eval_anomaly_det.yaml is a fragment (its name starts with _)" in said
+    assert "-c damc/mnist_anomaly -c " in said
+
+
 def test_an_include_of_two_methods_recipes_is_refused_as_two_config_flags_are(tmp_path: Path, capsys) -> None:
     """CPU. ``include: [latent_ebm/svhn, damc/svhn]`` composed DAMC with LatentEBM's chains in silence:
     it is refused in one line naming both and the fix, as ``-c`` twice is; two recipes of one method

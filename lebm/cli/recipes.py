@@ -285,6 +285,14 @@ def _check_method(path: Path, methods: list[tuple[Path, str]]) -> None:
             "it, or start from a copy of one of lebm's (lebm recipes copy quickstart my_recipes)"
         )
     method = _method_of(compose_recipe(path))
+    if method is None and not methods and path.name.startswith("_"):
+        siblings = sorted(p.stem for p in path.parent.glob("*.yaml") if not p.name.startswith(("_", "base")))
+        naming = [name for name in siblings if path.stem in (path.parent / f"{name}.yaml").read_text()]
+        example = f"{path.parent.name}/{(naming or siblings)[0]}" if siblings else "RECIPE"
+        raise RecipeError(
+            f"{path} is a fragment (its name starts with _) that changes a recipe given before it, and none is: "
+            f"give the recipe first, -c {example} -c {path} (its folder's recipes: {', '.join(siblings) or 'none'})"
+        )
     _add_method(
         path,
         method,
