@@ -300,7 +300,7 @@ def test_an_untrained_reading_is_labelled_and_lebm_test_names_its_figure_and_sel
     With ``untrained_below=0`` the same reading is not labelled."""
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
-    for below, labelled in ((500, True), (0, False)):
+    for below, labelled in ((100, True), (0, False)):
         caplog.clear()
         callback = AnomalyDetection(anomaly_classes=[4], untrained_below=below)
         trainer = quiet_trainer(
@@ -311,7 +311,7 @@ def test_an_untrained_reading_is_labelled_and_lebm_test_names_its_figure_and_sel
             trainer.fit(ScoreOnly(), loader, loader)
         closing = [r.getMessage() for r in caplog.records if "anomaly val/auprc" in r.getMessage()]
         assert len(closing) == 1 and "after 1 updates" in closing[0] and "chance 0.100" in closing[0]
-        assert ("untrained regime (under 500 updates)" in closing[0]) is labelled
+        assert ("untrained regime (under 100 updates)" in closing[0]) is labelled
         assert callback.readings[-1]["untrained"] is labelled
     trainer.save_checkpoint(tmp_path / "read.ckpt")
     assert callback.test_closing_line(None) is None  # no test reading yet
