@@ -123,7 +123,9 @@ def chance_readings(state: dict, k: int, value: float) -> dict:
     last, recent = readings[-1], readings[-k:]
     best = max(readings, key=lambda r: r["score"]["auprc"])
     fields = ("auroc", "normal_mean", "normal_std", "anomaly_mean", "anomaly_std")
+    baseline = last.get("no_model")  # the split's no-model baseline (runs since it is kept)
     return {
+        **({"no_model": {"val": {k: baseline[k] for k in ("best", "auprc", "auroc")}}} if baseline else {}),
         "auroc": round(statistics.fmean([r["score"]["auroc"] for r in recent]), 4),
         "chance": round(last["chance"], 4),
         "auprc_above_chance": round(value - last["chance"], 4),

@@ -114,7 +114,8 @@ def no_model_reading(record: dict) -> dict | None:
     pool and digit (``experiments/anomaly_no_model.py``; any split of it reads within 0.03)."""
     if record.get("method") == "no model":
         return None
-    own = (record.get("no_model") or {}).get("test")
+    kept = record.get("no_model") or {}
+    own = kept.get("test") or kept.get("val")  # the split the record's value was read on
     if own is not None:
         return {"value": own["auprc"], "best": own["best"]}
     if record.get("digit") is None or not NO_MODEL_RECORDS.exists():
