@@ -118,9 +118,11 @@ def no_model_reading(record: dict) -> dict | None:
     own = kept.get("test") or kept.get("val")  # the split the record's value was read on
     if own is not None:
         return {"value": own["auprc"], "best": own["best"]}
-    if record.get("digit") is None or not NO_MODEL_RECORDS.exists():
-        return None
-    offline = "offline" in str(record.get("experiment", "")) + str(record.get("budget", ""))
+    if record.get("digit") is None or record.get("data_split") == "cited" or not NO_MODEL_RECORDS.exists():
+        return None  # the baselines are of the disjoint splits
+    command = str(record.get("command", ""))
+    offline_recipe = "_offline.yaml" in command and "--pool full" not in command
+    offline = offline_recipe or "offline" in str(record.get("experiment", "")) + str(record.get("budget", ""))
     pool = record.get("pool") or ("offline" if offline else "full")
     for baseline in json.loads(NO_MODEL_RECORDS.read_text()):
         if (

@@ -259,7 +259,7 @@ class AnomalyDetection(EvaluationMetric):
         self.anomaly_classes = anomaly_classes
         self.last_k = last_k
         self.untrained_below = untrained_below
-        self._mean_images: dict[int, Tensor | None] = {}
+        self._mean_image_of: tuple[Any, Tensor | None] | None = None  # (training dataset, its mean image)
         self.untrained_level: float | None = None  # the generator's mean pixel at the fit's start
         self._last_reading: dict[str, dict[str, Any]] = {}
         self.history: list[float] = []
@@ -311,7 +311,7 @@ class AnomalyDetection(EvaluationMetric):
         self._said_below_chance = False  # once a run: each fit, validate or test says it again
         self._said_below_no_model = False
         self._last_reading = {}
-        self._checkpoint_updates = 0
+        self._checkpoint_updates: int | None = None
         if stage == "fit":  # a new fit measures its own level; a resumed one gets its checkpoint's back
             self.untrained_level = None
 
@@ -321,9 +321,9 @@ class AnomalyDetection(EvaluationMetric):
         dataset = getattr(trainer.datamodule, "train_dataset", None) if trainer.datamodule is not None else None
         if dataset is None:
             return None
-        if id(dataset) not in self._mean_images:
-            self._mean_images = {id(dataset): mean_image(dataset)}
-        return self._mean_images[id(dataset)]
+        if self._mean_image_of is None or self._mean_image_of[0] is not dataset:
+            self._mean_image_of = (dataset, mean_image(dataset))
+        return self._mean_image_of[1]
 
     def _say_if_below_no_model(self, stage: str, reading: dict[str, Any]) -> None:
         """One line, once a run, when a trained model's AUPRC does not beat the no-model baseline."""
@@ -477,9 +477,8 @@ class AnomalyDetection(EvaluationMetric):
 
     def _updates(self, trainer: L.Trainer) -> int:
         """The updates the evaluated weights hold: the fit's step, or the loaded checkpoint's."""
-        if trainer.state.fn == "fit":
-            return int(trainer.global_step)
-        return max(int(trainer.global_step), getattr(self, "_checkpoint_updates", 0))
+        loaded = getattr(self, "_checkpoint_updates", None)
+        return int(trainer.global_step) if trainer.state.fn == "fit" or loaded is None else loaded
 
     def test_closing_line(self, ckpt_path: str | None) -> str | None:
         """The line ``lebm test`` ends with: the test reading against chance and the no-model

@@ -648,11 +648,11 @@ def run(args: list[str] | None) -> None:
         succeeded = stop.code in (0, None)
         raise
     finally:
-        release_locks()  # before the empty-folder sweep: a refused start leaves no folder behind
-        if not succeeded and is_primary_process():
-            remove_empty_folders_made()
-        FOLDERS_MADE.clear()
         finish_wandb_run(failed=not succeeded)  # a second command in this process gets its own W&B run
+        release_locks()  # after W&B's last write into the folder
+        if not succeeded and is_primary_process():
+            remove_empty_folders_made()  # a refused start leaves no folder behind (its emptied lock file aside)
+        FOLDERS_MADE.clear()
 
 
 def run_command(args: list[str] | None) -> None:

@@ -47,6 +47,7 @@ from lebm.checkpoints import (
     training_held,
 )
 from lebm.cli.errors import fail
+from lebm.cli.run_lock import LOCK_FILE
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
@@ -234,7 +235,8 @@ def remove_empty_folders_made() -> None:
     kept (a failed start's files are set aside by the next start)."""
     while FOLDERS_MADE:
         folder = FOLDERS_MADE.pop()
-        if os.path.isdir(folder) and not any(files for _, _, files in os.walk(folder)):
+        files = [os.path.join(top, name) for top, _, names in os.walk(folder) for name in names]
+        if os.path.isdir(folder) and files in ([], [os.path.join(folder, LOCK_FILE)]):
             shutil.rmtree(folder, ignore_errors=True)
 
 

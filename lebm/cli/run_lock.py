@@ -10,7 +10,8 @@ the command ends. The lock is two things at once:
   the message that refuses a second fit.
 
 A second fit into a held folder is refused in one line naming the running fit and the ways out.
-A lock file whose ``flock`` is free belongs to a fit that was killed: it is taken over, in one line.
+A lock file whose ``flock`` is free and that names a holder belongs to a fit that was killed: it is
+taken over, in one line. A fit that ends empties the file (and keeps it) as it releases the lock.
 The command's other processes (DDP ranks, which Lightning or torchrun starts beside the first) take
 no lock of their own: the first process holds it for the fit. A file system without ``flock``
 (some network mounts) runs without the lock, and says so once.
@@ -83,6 +84,9 @@ def take_lock(run_dir: str) -> None:
     handle = open(path, "a+")  # noqa: SIM115 (held open until the command ends)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(handle.fileno()).st_ino != os.stat(path).st_ino:  # the file was replaced meanwhile
+            handle.close()
+            return take_lock(run_dir)
     except BlockingIOError:
         holder = read_holder(handle)
         handle.close()
@@ -96,7 +100,12 @@ def take_lock(run_dir: str) -> None:
         say(f"cannot lock {path} ({error.strerror or error}): this fit runs without the one-fit-per-folder lock")
         return
     stale = read_holder(handle)
-    if stale is not None:
+    if stale is not None and stale.get("host") not in (None, socket.gethostname()):
+        say(
+            f"took over the lock of {describe(stale)}: it holds no lock now; if that fit still runs there, stop this "
+            "one (a network file system may not share locks between hosts)"
+        )
+    elif stale is not None:
         say(f"took over the lock of a fit that is no longer running ({describe(stale)})")
     handle.seek(0)
     handle.truncate()
@@ -106,11 +115,14 @@ def take_lock(run_dir: str) -> None:
 
 
 def release_locks() -> None:
-    """Remove and release every lock this process holds (the command's end)."""
+    """Empty and release every lock this process holds (the command's end). The file stays: deleting
+    it could let a fit that opened it just before lock a file no longer at its path while a third
+    locks a new one."""
     while HELD:
-        run_dir, handle = HELD.popitem()
-        with contextlib.suppress(OSError):  # removed with the folder: the flock goes with the handle
-            os.remove(os.path.join(run_dir, LOCK_FILE))
+        _, handle = HELD.popitem()
+        with contextlib.suppress(OSError):  # a folder removed meanwhile: the flock goes with the handle
+            handle.seek(0)
+            handle.truncate()
         handle.close()
 
 

@@ -64,34 +64,44 @@ def no_model_scores(
 
 
 def output_level(model: Module, n: int = 64) -> float | None:
-    """The mean pixel of ``n`` images ``model.generate(n, generator=...)`` draws, in eval mode from a
-    private stream seeded 0 (the global random streams and the model's train mode are left as they
-    were); None for a model without ``generate`` or one that returns no image tensor."""
-    generate = getattr(model, "generate", None)
-    if generate is None:
+    """The mean pixel of ``g(z)`` for ``n`` latents ``z ~ N(0, I)`` decoded by ``model.decoder``
+    (``decode``, ``(n, latent_dim)`` -> images) in eval mode, without gradients, from a private
+    stream seeded 0: no chain runs and no state of the model, its samplers or the global random
+    streams changes. None for a model without a ``decoder`` and a ``prior`` of one ``latent_dim``,
+    or whose decoder returns no image tensor."""
+    decoder, latent_dim = getattr(model, "decoder", None), getattr(getattr(model, "prior", None), "latent_dim", None)
+    if (
+        not callable(getattr(decoder, "decode", None))
+        or isinstance(latent_dim, bool)
+        or not isinstance(latent_dim, int)
+    ):
         return None
-    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    parameter = next(iter(model.parameters()), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            samples = generate(n, generator=torch.Generator(device).manual_seed(0))
-    except (NotImplementedError, TypeError):
-        return None
+        with torch.no_grad():
+            z = torch.randn(n, latent_dim, generator=torch.Generator(device).manual_seed(0), device=device)
+            images = decoder.decode(z)
     finally:
         model.train(was_training)
-    images = samples[0] if isinstance(samples, (list, tuple)) else samples
-    return float(images.detach().double().mean()) if isinstance(images, Tensor) and images.ndim == 4 else None
+    return float(images.double().mean()) if isinstance(images, Tensor) and images.ndim == 4 else None
 
 
 def mean_image(dataset: Dataset, batch_size: int = 2048) -> Tensor | None:
     """The pixel-wise mean (C, H, W) float32 of a dataset whose items are ``(image, label)`` or
     ``image``, read in order through a single-process loader; None for an empty dataset or one whose
     items are not images."""
-    if len(dataset) == 0:  # type: ignore[arg-type]
+    try:
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            return None
+    except TypeError:  # an iterable dataset: no length, no mean image
         return None
     total, count = None, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    # a generator of its own: a loader's iterator otherwise draws its base seed from the global stream
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, generator=torch.Generator())
+    for batch in loader:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         if not isinstance(images, Tensor) or images.ndim != 4:
             return None

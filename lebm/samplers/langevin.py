@@ -83,7 +83,7 @@ class Langevin(Sampler):
             warn_user(
                 f"Langevin step_size {step_size:g} is below {vanishing:g}: in float32 its steps (drift "
                 f"{'s^2/2' if form == 'code' else 's'} x gradient, noise {'s' if form == 'code' else 'sqrt(2s)'}) "
-                "round away beside states of order 1, so the chain returns its start; the recipes use 0.1 to 0.4"
+                "round away beside states of order 1, so the chain returns its start"
             )
         if n_steps == 0:
             warn_user(

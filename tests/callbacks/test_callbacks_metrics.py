@@ -347,11 +347,19 @@ def test_a_trained_reading_no_better_than_the_no_model_baseline_is_said_once_a_r
     assert not [w for w in recwarn if "does not beat the no-model baseline" in str(w.message)]
 
 
-class DrawsGrey(ScoreOnly):
-    """A method whose untrained generator draws the constant image 0.7."""
+class GreyDecoder(torch.nn.Module):
+    latent_dim = 3
 
-    def generate(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.full((n, 1, 2, 2), 0.7)
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.full((z.shape[0], 1, 2, 2), 0.7)
+
+
+class DrawsGrey(ScoreOnly):
+    """A method whose untrained decoder draws the constant image 0.7."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decoder = self.prior = GreyDecoder()
 
 
 def test_the_untrained_level_is_measured_when_a_fit_starts_and_kept_in_its_checkpoint(tmp_path) -> None:

@@ -135,7 +135,12 @@ def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_s
     with pytest.raises(
         ValueError, match=r"got 0\.0; to validate on the test split as the papers did, set validate_on: test"
     ):
-        MNISTAnomalyDataModule(str(root), val_fraction=0.0)
+        MNISTAnomalyDataModule(str(root), val_fraction=0.0, validate_on="val")
+    with pytest.warns(
+        UserWarning, match=r"val_fraction 0 sets no validation split aside, so val/\* reads the test split"
+    ):
+        old = MNISTAnomalyDataModule(str(root), val_fraction=0.0)  # a config of before validate_on
+    assert old.validate_on == "test" and old.val_fraction == 0.0
     with pytest.raises(ValueError, match="validate_on must be 'val'"):
         MNISTAnomalyDataModule(str(root), validate_on="validation")
 

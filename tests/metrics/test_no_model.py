@@ -40,27 +40,37 @@ def test_the_mean_image_is_the_pixelwise_mean_of_the_training_images() -> None:
     assert mean_image(TensorDataset(torch.zeros(3, 2), torch.zeros(3))) is None  # not images
 
 
-class ConstantGenerator(torch.nn.Module):
-    """``generate`` draws ``level`` plus a little noise from the generator it is given; dropout makes
-    its train mode visible."""
+class Decoder(torch.nn.Module):
+    """``decode`` maps latents to images near ``level``; dropout makes its train mode visible."""
 
     def __init__(self, level: float) -> None:
         super().__init__()
         self.level = torch.nn.Parameter(torch.tensor(level))
         self.seen_training: list[bool] = []
 
-    def generate(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
         self.seen_training.append(self.training)
-        noise = torch.randn(n, 1, 4, 4, generator=generator)
-        return self.level.detach() + 0.01 * noise
+        return self.level + 0.01 * z[:, :16].reshape(-1, 1, 4, 4)
 
 
-def test_the_output_level_is_the_mean_pixel_drawn_in_eval_mode_from_a_stream_of_its_own() -> None:
+class Prior(torch.nn.Module):
+    latent_dim = 16
+
+
+class ConstantGenerator(torch.nn.Module):
+    """A latent-variable model whose untrained decoder draws ``level`` plus a little noise."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.decoder, self.prior = Decoder(level), Prior()
+
+
+def test_the_output_level_is_the_mean_pixel_decoded_in_eval_mode_from_a_stream_of_its_own() -> None:
     model = ConstantGenerator(0.2).train()
     torch.manual_seed(5)
     before = torch.get_rng_state()
     level = output_level(model)
     assert level == pytest.approx(0.2, abs=0.005) and output_level(model) == level  # its own seeded stream
     assert torch.equal(torch.get_rng_state(), before)  # the global stream untouched
-    assert model.seen_training == [False, False] and model.training  # drawn in eval mode, train mode restored
-    assert output_level(torch.nn.Linear(2, 2)) is None  # no generate: no level
+    assert model.decoder.seen_training == [False, False] and model.training  # eval mode, train mode restored
+    assert output_level(torch.nn.Linear(2, 2)) is None  # no decoder: no level

@@ -49,6 +49,7 @@ from lebm.data.locate import locate_mnist_csv, locate_mnist_idx
 from lebm.data.paths import expand_root
 from lebm.data.prediction import PredictionSource, check_predict_samples
 from lebm.data.transforms import convert_channels, resize_uint8
+from lebm.user_warnings import warn_user
 
 MNIST_SIZE = 28
 #: What ``val/*`` reads: a validation split apart from the test split, or the test split itself.
@@ -149,7 +150,9 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             ``validate_on="test"``.
         validate_on: ``val`` (the default: ``val/*`` reads the validation split) or
             ``test`` (the papers' protocol: ``val/*`` reads the whole test split, so a
-            selection on it selects on the test split; no validation split is set aside).
+            selection on it selects on the test split; no validation split is set aside). None (the
+            default): ``val``, or ``test`` with a line for ``val_fraction`` 0 (a config written
+            before this option, when 0 meant the test split).
         batch_size: training batch size.
         eval_batch_size: validation and test batch size; None = ``batch_size``.
         num_workers: DataLoader worker processes.
@@ -177,7 +180,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         train_fraction: float = 0.8,
         train_subset: float = 1.0,
         val_fraction: float = 0.2,
-        validate_on: Literal["val", "test"] = "val",
+        validate_on: Literal["val", "test"] | None = None,
         batch_size: int = 100,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -206,6 +209,13 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
                 f"train_subset must be in (0, 1] (the share of training digits kept; 1 keeps all), got {train_subset}"
             )
         self.train_subset = float(train_subset)
+        if validate_on is None:  # a config of before validate_on: val_fraction 0 read the test split
+            validate_on = "test" if isinstance(val_fraction, (int, float)) and val_fraction == 0 else "val"
+            if validate_on == "test":
+                warn_user(
+                    "MNISTAnomalyDataModule: val_fraction 0 sets no validation split aside, so val/* reads the test "
+                    "split (validate_on: test, the papers' selection); give val_fraction > 0 to validate apart from it"
+                )
         if validate_on not in VALIDATE_ON:
             raise ValueError(
                 f"validate_on must be 'val' (val/* reads a split disjoint from the test split) or "
