@@ -87,11 +87,13 @@ def ratio(record: dict, paper: dict | None) -> str:
     return f"{record['value'] / paper['value']:.2f}"
 
 
-def narrow_row(record: dict, published: list[dict], with_metric: bool, with_paper: bool) -> list[str]:
+def narrow_row(
+    record: dict, published: list[dict], with_metric: bool, with_paper: bool, with_ratio: bool = True
+) -> list[str]:
     """One row of the narrow table (:data:`NARROW_HEADER`, without the paper's columns when
-    ``with_paper`` is False)."""
+    ``with_paper`` is False, without the ratio when ``with_ratio`` is False)."""
     paper = paper_for(record, published)
-    compared = [fmt(paper), ratio(record, paper)] if with_paper else []
+    compared = [fmt(paper), *([ratio(record, paper)] if with_ratio else [])] if with_paper else []
     return [
         record["method"],
         setting(record, with_metric),
@@ -271,6 +273,8 @@ def sources_line(ours: list[dict], published: list[dict]) -> str:
                 "with both selections and the terms is [mnist_anomaly_protocols](#mnist_anomaly_protocols)."
             )
         return line
+    if all(r["metric"].startswith("auprc") for r in ours):  # no ratio column (experiment_section)
+        return metric + f"Paper: {rows}. AUPRCs are read against chance, not as a ratio to the paper's."
     return metric + f"Paper: {rows}; ratio: ours / paper."
 
 
@@ -303,8 +307,10 @@ def experiment_section(experiment: str, ours: list[dict], published: list[dict],
         lines += pivot_tables(ours)
     else:
         header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
+        with_ratio = not all(r["metric"].startswith("auprc") for r in ours)  # a ratio of AUPRCs rewards noise
+        header = header if with_ratio else [c for c in header if c != "ratio"]
         ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
-        rows = [narrow_row(r, published, with_metric, with_paper) for r in ordered]
+        rows = [narrow_row(r, published, with_metric, with_paper, with_ratio) for r in ordered]
         if is_anomaly_experiment(ours) or all(r["metric"] == "auprc" for r in ours):
             # AUPRCs read against chance, AUROC and the no-model baseline: a ratio would reward noise below chance
             header, rows = ANOMALY_HEADER, [anomaly_row(r, published) for r in ordered]
