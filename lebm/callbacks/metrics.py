@@ -11,12 +11,15 @@ number of processes by repeating at most ``world_size - 1`` examples).
 
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
@@ -60,6 +63,22 @@ def class_statistics(values: np.ndarray, anomalous: np.ndarray) -> dict[str, flo
         statistics[f"{label}_mean"] = float(members.mean()) if members.size else float("nan")
         statistics[f"{label}_std"] = float(members.std()) if members.size else float("nan")
     return statistics
+
+
+#: The names logged after every rank's examples were gathered (torchmetrics' ``compute``), for which
+#: Lightning's advice to log with ``sync_dist=True`` is silenced (:func:`log_gathered`).
+GATHERED: set[str] = set()
+
+
+def log_gathered(pl_module: L.LightningModule, name: str, value: Any) -> None:
+    """Log ``value``, computed from every rank's examples, under ``name`` without a second reduction;
+    Lightning's advice to log it with ``sync_dist=True`` (printed under DDP) is silenced for it, since
+    every rank already holds the same number."""
+    if name not in GATHERED:
+        GATHERED.add(name)
+        advice = re.escape(f"It is recommended to use `self.log({name!r}, ..., sync_dist=True)`")
+        warnings.filterwarnings("ignore", message=advice, category=PossibleUserWarning)
+    pl_module.log(name, value, sync_dist=False)
 
 
 #: Updates before which an anomaly reading is labelled untrained (``AnomalyDetection(untrained_below=)``):
@@ -167,7 +186,7 @@ class ReconstructionMSE(EvaluationMetric):
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._mean is None:
             return
-        pl_module.log(f"{evaluation_stage(trainer)}/{self.requires}", self._mean.compute(), sync_dist=False)
+        log_gathered(pl_module, f"{evaluation_stage(trainer)}/{self.requires}", self._mean.compute())
         self._mean = None
 
 
@@ -408,30 +427,30 @@ class AnomalyDetection(EvaluationMetric):
         reading["chance"] = chance
         reading["untrained"] = updates < self.untrained_below
         reading["no_model"] = self._log_no_model(pl_module, stage, no_model, targets)
-        pl_module.log(f"{stage}/auprc_chance", chance, sync_dist=False)
-        pl_module.log(f"{stage}/n_examples", float(anomalous.size), sync_dist=False)
+        log_gathered(pl_module, f"{stage}/auprc_chance", chance)
+        log_gathered(pl_module, f"{stage}/n_examples", float(anomalous.size))
         for name, scores in values.items():
             suffix = "" if name == "score" else f"_{name}"
             auprc, auroc = ranking_metrics(scores, targets)
-            pl_module.log(f"{stage}/auprc{suffix}", auprc, sync_dist=False)
-            pl_module.log(f"{stage}/auroc{suffix}", auroc, sync_dist=False)
+            log_gathered(pl_module, f"{stage}/auprc{suffix}", auprc)
+            log_gathered(pl_module, f"{stage}/auroc{suffix}", auroc)
             spread = class_statistics(scores, anomalous)
             for statistic, value in spread.items():
-                pl_module.log(f"{stage}/{name}_{statistic}", value, sync_dist=False)
+                log_gathered(pl_module, f"{stage}/{name}_{statistic}", value)
             reading[name] = {"auprc": float(auprc), "auroc": float(auroc), **spread}
             if name == "score":
-                pl_module.log(f"{stage}/auprc_above_chance", auprc - chance, sync_dist=False)
-                pl_module.log(f"{stage}/auprc_above_no_model", auprc - reading["no_model"]["auprc"], sync_dist=False)
+                log_gathered(pl_module, f"{stage}/auprc_above_chance", auprc - chance)
+                log_gathered(pl_module, f"{stage}/auprc_above_no_model", auprc - reading["no_model"]["auprc"])
                 self._say_if_below_chance(stage, auprc, auroc, chance)
             if name == "score":
                 trapezoid = trapezoid_auprc(scores, targets)
-                pl_module.log(f"{stage}/auprc_trapezoid", trapezoid, sync_dist=False)
+                log_gathered(pl_module, f"{stage}/auprc_trapezoid", trapezoid)
                 if stage == "val":
                     self.trapezoid_history.append(float(trapezoid))
                     recent_trapezoid = np.asarray(self.trapezoid_history[-self.last_k :])
-                    pl_module.log("val/auprc_trapezoid_last_k_mean", float(recent_trapezoid.mean()), sync_dist=False)
-                    pl_module.log("val/auprc_trapezoid_last_k_std", float(recent_trapezoid.std()), sync_dist=False)
-                    pl_module.log("val/auprc_trapezoid_best", max(self.trapezoid_history), sync_dist=False)
+                    log_gathered(pl_module, "val/auprc_trapezoid_last_k_mean", float(recent_trapezoid.mean()))
+                    log_gathered(pl_module, "val/auprc_trapezoid_last_k_std", float(recent_trapezoid.std()))
+                    log_gathered(pl_module, "val/auprc_trapezoid_best", max(self.trapezoid_history))
             if stage != "val":
                 continue
             history = self.history if name == "score" else self.term_history.setdefault(name, [])
@@ -439,11 +458,11 @@ class AnomalyDetection(EvaluationMetric):
                 self.readings.append(reading)  # filled in place by the terms that follow
             history.append(float(auprc))
             recent = np.asarray(history[-self.last_k :])
-            pl_module.log(f"val/auprc{suffix}_last_k_mean", float(recent.mean()), sync_dist=False)
+            log_gathered(pl_module, f"val/auprc{suffix}_last_k_mean", float(recent.mean()))
             if name == "score":
-                pl_module.log("val/auprc_last_k_std", float(recent.std()), sync_dist=False)
-                pl_module.log("val/auprc_best", max(history), sync_dist=False)
-                pl_module.log("val/auprc_best_of", float(len(history)), sync_dist=False)
+                log_gathered(pl_module, "val/auprc_last_k_std", float(recent.std()))
+                log_gathered(pl_module, "val/auprc_best", max(history))
+                log_gathered(pl_module, "val/auprc_best_of", float(len(history)))
         self._last_reading[stage] = reading
         self._say_if_below_no_model(stage, reading)
 
@@ -454,10 +473,10 @@ class AnomalyDetection(EvaluationMetric):
         reading's ``no_model`` entry: the baseline's name, AUPRC and AUROC, and each score's."""
         baseline = no_model_baseline(scores, targets)
         for name, (auprc, auroc) in baseline.readings.items():
-            pl_module.log(f"{stage}/auprc_no_model_{name}", auprc, sync_dist=False)
-            pl_module.log(f"{stage}/auroc_no_model_{name}", auroc, sync_dist=False)
-        pl_module.log(f"{stage}/auprc_no_model", baseline.auprc, sync_dist=False)
-        pl_module.log(f"{stage}/auroc_no_model", baseline.auroc, sync_dist=False)
+            log_gathered(pl_module, f"{stage}/auprc_no_model_{name}", auprc)
+            log_gathered(pl_module, f"{stage}/auroc_no_model_{name}", auroc)
+        log_gathered(pl_module, f"{stage}/auprc_no_model", baseline.auprc)
+        log_gathered(pl_module, f"{stage}/auroc_no_model", baseline.auroc)
         return {
             "best": baseline.name,
             "untrained_level": UNTRAINED_LEVEL if self.untrained_level is None else self.untrained_level,

@@ -375,3 +375,28 @@ def test_the_untrained_level_is_measured_when_a_fit_starts_and_kept_in_its_check
     restored = AnomalyDetection(anomaly_classes=[4])
     restored.load_state_dict(callback.state_dict())
     assert restored.untrained_level == pytest.approx(0.7)
+
+
+def test_lightnings_sync_dist_advice_is_silenced_for_the_gathered_values_only(recwarn) -> None:
+    """CPU. Under DDP Lightning advises ``sync_dist=True`` for every epoch-level value logged without
+    it; the metrics gather every rank's examples before they log, so for their names the advice
+    misleads and is silenced, for a user's own name it still shows."""
+    import warnings
+
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from lebm.callbacks.metrics import log_gathered
+
+    logged = []
+
+    class Module:
+        def log(self, name, value, sync_dist):
+            logged.append((name, value, sync_dist))
+
+    log_gathered(Module(), "val/gathered_here", 1.0)
+    assert logged == [("val/gathered_here", 1.0, False)]
+    advice = "It is recommended to use `self.log({!r}, ..., sync_dist=True)` when logging on epoch level"
+    warnings.warn(advice.format("val/gathered_here"), PossibleUserWarning, stacklevel=1)
+    warnings.warn(advice.format("val/users_own"), PossibleUserWarning, stacklevel=1)
+    shown = [str(w.message) for w in recwarn if "It is recommended" in str(w.message)]
+    assert shown == [advice.format("val/users_own")]
