@@ -90,6 +90,18 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         "DAMC ema_rate=0 never moves the EMA copy Q_ema from its first weights, and Q_ema starts every training "
         "chain: set model.init_args.ema_rate > 0",
     ),
+    "DAMC ema_rate 1e-12, in effect 0": (
+        None,
+        lambda _: damc(ema_rate=1e-12),
+        ValueError,
+        "DAMC ema_rate=1e-12 (in float32 its step 1 - rate rounds to 1: in effect 0) never moves the EMA copy",
+    ),
+    "DAMC mask_probability 1e-9, in effect 0": (
+        None,
+        lambda _: damc(mask_probability=1e-9),
+        ValueError,
+        "DAMC mask_probability=1e-09 (in effect 0 or 1) never trains the amortizer's unconditional branch",
+    ),
     "DAMC mask_probability 1": (
         None,
         lambda _: damc(mask_probability=1.0),

@@ -67,6 +67,11 @@ AMORTIZER_STARTS = {
 }
 
 
+#: A probability or rate this close to 0 (or 1) acts as 0 (or 1): fewer than one example a million
+#: masked, or an EMA step that float32 rounds away (its smallest step beside 1 is about 6e-8).
+NEVER = 1e-6
+
+
 def refuse_untrained_amortizer(
     amortizer_steps: int, mask_probability: float, unconditional_training: str, generation: str, prior_start: str
 ) -> None:
@@ -81,11 +86,12 @@ def refuse_untrained_amortizer(
             "samples: set model.init_args.amortizer_steps >= 1 (the paper's 6); for chains started from noise, train "
             "LatentEBM instead"
         )
-    if unconditional_training != "masked" or 0 < mask_probability < 1:
+    if unconditional_training != "masked" or NEVER <= mask_probability <= 1 - NEVER:
         return
-    if mask_probability == 1:
+    given = f"mask_probability={mask_probability:g}" + ("" if mask_probability in (0, 1) else " (in effect 0 or 1)")
+    if mask_probability > 1 - NEVER:
         raise ValueError(
-            "DAMC mask_probability=1 masks every example, so the amortizer's conditional branch Q(x), which starts "
+            f"DAMC {given} masks every example, so the amortizer's conditional branch Q(x), which starts "
             "every posterior chain, never trains: set model.init_args.mask_probability below 1 (the paper's 0.2)"
         )
     readers = [f"generation={generation!r}"] if generation != "ebm" else []
@@ -93,11 +99,11 @@ def refuse_untrained_amortizer(
     fix = "set model.init_args.mask_probability > 0 (the paper's 0.2), or unconditional_training both"
     if readers:
         raise ValueError(
-            f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None), which "
+            f"DAMC {given} never trains the amortizer's unconditional branch Q(None), which "
             f"{' and '.join(readers)} {'read' if len(readers) > 1 else 'reads'}: {fix}"
         )
     warn_user(
-        f"DAMC mask_probability=0 never trains the amortizer's unconditional branch Q(None): generate(n, "
+        f"DAMC {given} never trains the amortizer's unconditional branch Q(None): generate(n, "
         f"mode='amortizer') would decode untrained samples; {fix}"
     )
 
@@ -241,10 +247,11 @@ class DAMC(LatentVariableModel):
         arguments.number(owner, "mask_probability", mask_probability, at_least=0, at_most=1)
         arguments.whole(owner, "amortizer_steps", amortizer_steps, at_least=0)
         refuse_untrained_amortizer(amortizer_steps, mask_probability, unconditional_training, generation, prior_start)
-        if arguments.number(owner, "ema_rate", ema_rate, at_least=0, at_most=1) == 0:
+        if arguments.number(owner, "ema_rate", ema_rate, at_least=0, at_most=1) < NEVER:
+            in_effect = "" if ema_rate == 0 else " (in float32 its step 1 - rate rounds to 1: in effect 0)"
             raise ValueError(
-                "DAMC ema_rate=0 never moves the EMA copy Q_ema from its first weights, and Q_ema starts every "
-                "training chain: set model.init_args.ema_rate > 0 (the paper's 0.005)"
+                f"DAMC ema_rate={ema_rate:g}{in_effect} never moves the EMA copy Q_ema from its first weights, and "
+                "Q_ema starts every training chain: set model.init_args.ema_rate > 0 (the paper's 0.005)"
             )
         arguments.whole(owner, "ema_every", ema_every, at_least=1)
         arguments.whole(owner, "warmup_iterations", warmup_iterations, at_least=0)
