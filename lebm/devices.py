@@ -117,6 +117,13 @@ def check_map_location(map_location: Any) -> None:
             f"map_location={map_location!r} is not a device: pass map_location='cpu' (or 'cuda', 'cuda:1', ...)"
         ) from None
     given = f"map_location={map_location!r}" if isinstance(map_location, str) else f"map_location={device}"
+    if device.type == "meta":
+        raise ValueError(
+            f"{given} holds no values, so a checkpoint's weights cannot be loaded into it: pass map_location='cpu' "
+            "(to build a model without memory, build it from its recipe under torch.device('meta') instead)"
+        )
+    if device.type == "cpu" and device.index is not None:
+        raise ValueError(f"{given}: the CPU takes no index when loading a checkpoint; pass map_location='cpu'")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -90,6 +90,19 @@ MISTAKES: dict[str, tuple[str | None, Callable[[Any], Any], type[Exception], str
         "DAMC ema_rate=0 never moves the EMA copy Q_ema from its first weights, and Q_ema starts every training "
         "chain: set model.init_args.ema_rate > 0",
     ),
+    "load onto the meta device": (
+        None,
+        lambda _: lebm.load(str(CHECKPOINTS / "latent_ebm.ckpt"), map_location="meta"),
+        ValueError,
+        "map_location='meta' holds no values, so a checkpoint's weights cannot be loaded into it: pass "
+        "map_location='cpu'",
+    ),
+    "load onto cpu:0": (
+        None,
+        lambda _: lebm.load(str(CHECKPOINTS / "latent_ebm.ckpt"), map_location="cpu:0"),
+        ValueError,
+        "map_location='cpu:0': the CPU takes no index when loading a checkpoint; pass map_location='cpu'",
+    ),
     "DAMC ema_rate 1e-12, in effect 0": (
         None,
         lambda _: damc(ema_rate=1e-12),
