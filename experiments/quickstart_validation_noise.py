@@ -31,6 +31,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -127,6 +128,14 @@ def main() -> None:
     parser.add_argument("--plateau-from", type=positive_int, default=20, help="first epoch of the plateau")
     args = parser.parse_args()
     run = args.run.resolve()
+    config = run / "config.yaml"
+    if config.is_file():
+        method = (yaml.safe_load(config.read_text()).get("model") or {}).get("class_path", "")
+        if not method.endswith(".LatentEBM"):
+            parser.error(
+                f"{run} is a run of {method or 'no method'}: this script measures the LatentEBM quickstart's curve; "
+                "give --run a folder of `lebm fit -c quickstart` (or a new one, which it trains)"
+            )
     if not ((run / "metrics.csv").is_file() and (run / "checkpoints" / "last.ckpt").is_file()):
         command = ["lebm", "fit", "-c", "quickstart", "--trainer.default_root_dir", str(run)]
         run_lebm([*command, "--trainer.check_val_every_n_epoch", "1", *EPOCH_LINES])

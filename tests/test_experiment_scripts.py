@@ -125,6 +125,16 @@ def test_the_sigma_script_refuses_a_run_that_is_no_anomaly_run_or_lies_outside_r
     assert "is not a run folder under" in finished.stderr and "give --output and --setting" in finished.stderr
 
 
+def test_the_validation_noise_script_names_a_run_of_another_method(tmp_path: Path) -> None:
+    """CPU. A DAMC run given to the quickstart's noise study is named in one line, not "train longer"."""
+    run = tmp_path / "damc_run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model:\n  class_path: lebm.models.DAMC\n")
+    finished = run_script("experiments/quickstart_validation_noise.py", "--run", str(run))
+    assert finished.returncode == 2 and "Traceback" not in finished.stderr, finished.stderr[-2000:]
+    assert "is a run of lebm.models.DAMC: this script measures the LatentEBM quickstart's curve" in finished.stderr
+
+
 def test_the_data_gap_pairs_records_of_one_recipe_and_seed_only() -> None:
     """A record of another seed or recipe is no data-gap pair: refused, naming both."""
     load_script("experiments/mnist_anomaly_offline.py")
