@@ -178,3 +178,32 @@ def test_a_start_recorded_in_inference_mode_replays_outside_it_and_back(x: Tenso
     for replayed in (first, second, third):
         assert torch.equal(replayed, eager)
     assert not second.is_inference()
+
+
+class CountingStart(ChainInitializer):
+    """A user's own captured start with Python state: each start shifts by how many it has drawn."""
+
+    capturable = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def initial_state(self, n: int, context: Any, generator: Any, device: Any) -> Tensor:
+        return torch.zeros(n, LATENT)
+
+    def from_state(self, state: Tensor, context: Any, generator: Any) -> Tensor:
+        self.calls += 1
+        return state + self.calls
+
+
+def test_an_initializer_whose_python_state_changes_runs_eagerly_and_says_so(recwarn) -> None:
+    """CPU (strict emulator). A replay would not run ``calls += 1`` (the starts would read 3, 3, 3
+    after the warm-ups where eager calls read 1, 2, 3): the warm-ups see the state change, put it
+    back, run the start eagerly with one line naming the attribute, and the starts read 1, 2, 3."""
+    counting = CountingStart()
+    with emulate_on_cpu():
+        firsts = [float(counting.start(2)[0, 0]) for _ in range(3)]
+    assert firsts == [1.0, 2.0, 3.0] and counting.calls == 3
+    said = [str(w.message) for w in recwarn if "Python state" in str(w.message)]
+    assert len(said) == 1 and "CountingStart: its Python state (calls) changes at every call" in said[0]
+    assert chain_graphs(counting).stats()["captures"] == 0

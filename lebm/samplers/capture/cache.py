@@ -16,6 +16,7 @@ warm-up; a recording that fails turns its sampler's capture off with one warning
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -239,6 +240,7 @@ def _capture(
     body = body_for(static_z, static_inputs, private)
     restore = _saved_side_effects(modules, call.z0.device)
     name = type(call.sampler).__name__
+    python_state = plain_state(call.sampler)
     try:
         with autocast_without_cache(call.z0.device):
             store.warm_up(body, WARMUP_RUNS)  # an error here is the chain's own: it propagates
@@ -246,6 +248,15 @@ def _capture(
         return graphs.give_up(f"{name}: this chain cannot be captured as a CUDA graph: {rejected}")
     finally:
         restore()
+    changed = sorted(key for key, value in plain_state(call.sampler).items() if python_state.get(key) != value)
+    if changed:
+        for key in changed:  # as an eager call would have left them: the warm-ups ran its Python too
+            setattr(call.sampler, key, python_state[key])
+        return graphs.give_up(
+            f"{name}: its Python state ({', '.join(changed)}) changes at every call, and a captured chain replays "
+            "without running its Python, so that state would stay as recorded; its chains run eagerly. Keep such "
+            "state in a tensor (a buffer) to capture it"
+        )
     try:
         with autocast_without_cache(call.z0.device):
             replay, outputs = store.record(body, [private] if private is not None else [])
@@ -303,6 +314,27 @@ def saved_values(tensors: Iterable[Tensor], device: torch.device) -> Callable[[]
         generator.set_state(random_state)
 
     return restore
+
+
+#: Python values whose change between two calls a captured chain cannot replay.
+PLAIN = (bool, int, float, str, type(None))
+
+
+def plain_state(sampler: Any) -> dict[str, Any]:
+    """The sampler's (or initializer's) attributes that are plain Python values or tuples, lists and
+    dicts of them, copied: what a captured replay leaves as it was when recorded."""
+
+    def plain(value: Any) -> bool:
+        if isinstance(value, PLAIN):
+            return True
+        if isinstance(value, (tuple, list)):
+            return all(plain(item) for item in value)
+        if isinstance(value, dict):
+            return all(isinstance(key, PLAIN) and plain(item) for key, item in value.items())
+        return False
+
+    attributes = vars(sampler) if hasattr(sampler, "__dict__") else {}
+    return {key: copy.deepcopy(value) for key, value in attributes.items() if plain(value)}
 
 
 def capture_stats(samplers: Iterable[CapturableSampler]) -> dict[str, int]:
