@@ -75,9 +75,10 @@ def setting(record: dict, with_metric: bool = False) -> str:
 
 
 def order(record: dict) -> tuple:
-    """The order of a table's rows: method, data split, setting, digit, metric."""
+    """The order of a table's rows: method, data split, setting, digit, metric, seed."""
     split = record.get("data_split") or "disjoint"
-    return (record["method"], split, record.get("setting") or "", record.get("digit", -1), record["metric"])
+    seed = record.get("seed") if isinstance(record.get("seed"), int) else -1
+    return (record["method"], split, record.get("setting") or "", record.get("digit", -1), record["metric"], seed)
 
 
 def applies_to(published: dict, experiment: str) -> bool:
