@@ -3,8 +3,13 @@ against chance. Device: CPU (no model: readings made up here, scores with known 
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
+
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers.scripts import load_script
 
@@ -64,3 +69,97 @@ def test_the_anomaly_runner_refuses_a_zero_budget_before_training() -> None:
     with pytest.raises(Exception, match="whole number >= 1"):
         runner.positive_int("0")
     assert runner.positive_int("83") == 83
+
+
+def test_chance_is_the_splits_anomaly_share_not_a_half() -> None:
+    """CPU. "AUPRC minus chance" subtracts the split's anomaly rate (0.4 here), not 0.5."""
+    targets = np.array([True, False, False, True, False])
+    values = {name: np.array([5.0, 1.0, 2.0, 3.0, 4.0]) for name in protocols.TERMS}
+    reading = protocols.reading(values, targets)
+    assert reading["score"]["auprc_minus_chance"] == pytest.approx(reading["score"]["auprc"] - 0.4, abs=1e-4)
+
+
+def test_damcs_official_sigma_is_0_1_for_held_out_1_and_1_for_the_other_digits() -> None:
+    """CPU. The README's command scores held-out 1 with the chain's likelihood at sigma 0.1, every
+    other digit at the default 1.0."""
+    assert protocols.damc_official_sigma(1) == 0.1
+    assert {protocols.damc_official_sigma(digit) for digit in (4, 5, 7, 9)} == {1.0}
+
+
+class OfficialModel:
+    """What the official protocol reads of a DAMC model: its ``infer`` call and the sigma in force."""
+
+    evaluation_sampler = object()
+
+    def __init__(self) -> None:
+        self.sigma = 1.0
+        self.seen: dict = {}
+        owner = self
+
+        class Decoder:
+            @contextlib.contextmanager
+            def observation_noise(self, sigma: float):
+                owner.sigma, trained = sigma, owner.sigma
+                yield
+                owner.sigma = trained
+
+        self.decoder = Decoder()
+
+    def infer(self, x, *, start, sampler, generator):
+        self.seen = {"start": start, "sampler": sampler, "sigma": self.sigma}
+        return x
+
+
+def test_the_official_refinement_is_5_noise_free_steps_of_0_1_from_the_amortizer_at_the_digits_sigma() -> None:
+    """CPU. DAMC's ``eval_anomaly_det.py``: ``Q(x)`` refined by 5 Langevin steps of size 0.1 with no
+    noise, the likelihood at :func:`damc_official_sigma` during the chain and the trained one after."""
+    model = OfficialModel()
+    protocols.damc_official_latents(model, torch.zeros(2, 3), 1, torch.Generator())
+    sampler = model.seen["sampler"]
+    assert model.seen["start"] == "amortizer" and model.seen["sigma"] == 0.1 and model.sigma == 1.0
+    assert (sampler.n_steps, sampler.step_size, sampler.noise) == (5, 0.1, 0.0)
+
+
+class TermsModel:
+    """``anomaly_terms`` that scores each example by its first pixel."""
+
+    device = torch.device("cpu")
+
+    def anomaly_terms(self, x, z, samples):
+        return {name: x[:, 0] for name in protocols.TERMS}
+
+
+def test_the_held_out_digit_is_the_positive_class() -> None:
+    """CPU. In ``split_terms`` the anomalies (the targets 1) are the held-out digit's examples."""
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    loader = [(x, torch.tensor([4, 7, 4, 1]))]
+    values, targets = protocols.split_terms(TermsModel(), loader, 4, lambda m, x, d, g: x, seed=0)
+    assert targets.tolist() == [True, False, True, False]
+    assert values["score"].tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_the_honest_value_is_the_test_reading_at_the_checkpoint_the_chooser_picks() -> None:
+    """CPU. ``value`` is the test split's AUPRC (never the validation reading it was selected on) at
+    the checkpoint of the best validation AUPRC; for DAMC's official protocol the checkpoint the
+    recipe's readings choose (``selected_by``), not the official readings' own best."""
+
+    def full(update: int, val: float, test: float) -> dict:
+        reading = {"auprc": None, "auroc": 0.6, "auprc_minus_chance": None}
+        split = {"anomaly_rate": 0.3, "score": dict(reading)}
+        r = {"update": update, "val": copy.deepcopy(split), "test": copy.deepcopy(split)}
+        r["val"]["score"].update(auprc=val, auprc_minus_chance=val - 0.3)
+        r["test"]["score"].update(auprc=test, auprc_minus_chance=test - 0.3)
+        return r
+
+    config = {
+        "model": {"class_path": "lebm.models.DAMC", "init_args": {"decoder": {"init_args": {"net": {"init_args": {}}}}}}
+    }
+    config["data"] = {"init_args": {"batch_size": 100, "anomaly_classes": [4], "val_fraction": 0.2, "pool": "full"}}
+    args = argparse.Namespace(experiment="x", last_k=2, run="runs/x", max_examples=None)
+    no_model = {"test": {"auprc": 0.35, "best": "untrained_level", "auroc": 0.5}}
+    rows = [full(50, 0.50, 0.20), full(100, 0.40, 0.90)]
+    record = protocols.protocol_record(config, config["data"], "recipe", rows, args, no_model)
+    assert record["value"] == 0.20 and record["validation_selected"]["update"] == 50  # not 0.50, the validation's
+    recipe_readings = [full(50, 0.10, 0.20), full(100, 0.60, 0.30)]
+    official = protocols.protocol_record(config, config["data"], "damc_official", rows, args, no_model, recipe_readings)
+    assert official["value"] == 0.90 and official["validation_selected"]["update"] == 100  # the recipe chose 100
