@@ -69,6 +69,11 @@ def test_the_anomaly_runner_refuses_a_zero_budget_before_training() -> None:
     with pytest.raises(Exception, match="whole number >= 1"):
         runner.positive_int("0")
     assert runner.positive_int("83") == 83
+    script = load_script("experiments/script.py")
+    for text in ("inf", "nan", "-1", "0"):  # a sigma, a step size, a rate: finite and > 0
+        with pytest.raises(Exception, match="must be a finite number > 0|must be a number > 0"):
+            script.positive_float(text)
+    assert script.positive_float("0.1") == 0.1
 
 
 def test_chance_is_the_splits_anomaly_share_not_a_half() -> None:

@@ -150,7 +150,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         if datamodule is not None:  # e.g. a text decoder takes the data's vocabulary
             self.decoder.bind_data(datamodule)
         device = next(iter(self.parameters()), torch.empty(0)).device
-        z = torch.zeros(2, size, device=device)
+        z = torch.zeros(2, size, device=device, dtype=self.input_dtype)  # float64 nets after a 64-true fit
         with torch.no_grad(), modules_in_mode([self], "eval"):  # probes leave BatchNorm/spectral-norm state alone
             decoded = self._probe("the generator", lambda: self.decoder.decode(z), size)
             self._probe("the prior's energy net", lambda: self.prior.energy(z), size)

@@ -121,6 +121,18 @@ def test_64_true_keeps_float64_outside_the_steps_and_gives_the_default_back(case
     assert torch.get_default_dtype() == torch.float32
 
 
+def test_a_64_true_fit_that_validates_gives_the_default_dtype_back() -> None:
+    """CPU. A ``64-true`` fit that validates (each epoch and at its end) leaves torch's default dtype
+    float32: the validation's start inside the fit must not take float64 as the default to restore."""
+    torch.manual_seed(0)
+    trainer = quiet_trainer(precision="64-true", max_epochs=2, num_sanity_val_steps=1, inference_mode=False)
+    trainer.fit(latent_ebm(), train_dataloaders=toy_loader(1), val_dataloaders=toy_loader(1))
+    assert trainer.global_step == 2 and "val/nll" in trainer.callback_metrics
+    assert torch.get_default_dtype() == torch.float32
+    trainer.validate(trainer.lightning_module, dataloaders=toy_loader(1))  # a validation of its own too
+    assert torch.get_default_dtype() == torch.float32
+
+
 def set_own_clips(model: Method, value: float) -> list[str]:
     """Turn on every ``<net>_grad_clip`` option of ``model`` (the method's own per-net max-norms)."""
     options = [name for name in model.hparams if name.endswith("_grad_clip")]
