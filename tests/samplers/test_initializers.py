@@ -108,3 +108,15 @@ def test_a_latent_models_chain_takes_any_initializer_as_its_start() -> None:
     start = Linear()
     z = model.infer(x, start=start, refine=False)
     torch.testing.assert_close(z, x @ start.weight.detach())
+
+
+def test_the_start_check_compares_the_whole_state_shape_not_its_last_axis() -> None:
+    """CPU. A start of states (2, 3) for a model whose chains run on states (3,) is refused in one
+    line, though its last axis matches; the right shape passes, cast to the chains' dtype."""
+    from lebm.samplers.initializers import check_start
+
+    with pytest.raises(
+        ValueError, match=r"starts chains of states \(2, 3\), but this model's chains run on states \(3,\)"
+    ):
+        check_start(torch.zeros(4, 2, 3), 4, "MyStart", state_shape=(3,))
+    assert check_start(torch.zeros(4, 3), 4, "MyStart", state_shape=(3,), dtype=torch.float64).dtype == torch.float64
