@@ -186,3 +186,20 @@ def test_latents_of_another_width_or_count_are_named_in_one_line() -> None:
     for z in (torch.randn(32, 5), torch.randn(31, 3)):
         with pytest.raises(ValueError, match=r"z must be \(B, latent_dim\) = \(32, 3\) .* got \(3[12], [35]\)"):
             model.anomaly_terms(x, z, samples=0)
+
+
+@pytest.mark.parametrize("reconstruction", ["nll", "sse"])
+def test_damcs_squared_error_is_the_squared_error_whichever_reconstruction_term_it_scores(reconstruction: str) -> None:
+    """CPU. DAMC's ``score_squared_error`` (what ``AnomalyDetection`` weighs into DAMC's official
+    score) is ``||x - g(z)||^2`` both when its reconstruction term is that squared error and when it
+    is the NLL, which it must then not report in its place."""
+    torch.manual_seed(0)
+    model = damc(score_reconstruction=reconstruction)
+    x = torch.randn(6, 2)
+    z = torch.randn(6, model.prior.latent_dim)
+    with torch.no_grad():
+        terms = model.anomaly_terms(x, z, samples=0)
+        expected = model.decoder.squared_error(x, z)
+    assert torch.allclose(terms["score_squared_error"], expected, atol=1e-5)
+    if reconstruction == "nll":
+        assert not torch.allclose(terms["score_reconstruction_term"], expected, atol=1e-3)
