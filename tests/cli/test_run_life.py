@@ -659,3 +659,22 @@ def test_overwrite_says_in_one_line_what_it_deletes(capsys, tmp_path: Path) -> N
         and f"--overwrite true: replacing the run in {run}: deleting its checkpoints, config.yaml" in said
     )
     assert "(1 checkpoint(s))" in said and not (run / "checkpoints").exists()
+
+
+def test_a_failed_command_removes_only_the_empty_run_folders_it_made(tmp_path: Path) -> None:
+    """CPU. The sweep after a failed command removes a folder it made that holds no file (empty
+    sub-folders, or only its emptied lock), never one that holds a checkpoint or any other file."""
+    from lebm.cli.run_folder import FOLDERS_MADE, remove_empty_folders_made
+    from lebm.cli.run_lock import LOCK_FILE
+
+    empty, locked, kept, other = (tmp_path / name for name in ("empty", "locked", "kept", "other"))
+    (empty / "images").mkdir(parents=True)
+    locked.mkdir()
+    (locked / LOCK_FILE).write_text("")
+    checkpoint(kept / "checkpoints" / "last.ckpt", 3, age_s=1)
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    FOLDERS_MADE.extend(str(folder) for folder in (empty, locked, kept, other))
+    remove_empty_folders_made()
+    assert not empty.exists() and not locked.exists()
+    assert (kept / "checkpoints" / "last.ckpt").is_file() and (other / "notes.txt").is_file()
