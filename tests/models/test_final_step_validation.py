@@ -227,6 +227,26 @@ def test_a_fit_stopped_by_sigterm_is_not_validated_and_says_how_to_score_it(tmp_
     assert line.endswith(f"score its last checkpoint with: lebm validate -c {config} --ckpt_path {checkpoint}")
 
 
+@pytest.mark.parametrize(
+    ("stop", "settings", "validated"),
+    [
+        (SigtermAt(epoch=1, batch=1), {}, [4]),  # an earlier validation (epoch 0's) does not silence the line
+        (SigtermAt(epoch=0, batch=2), {"max_steps": 3}, []),  # the signal on the max_steps step: no validation
+    ],
+    ids=["after-an-earlier-validation", "on-the-max-steps-step"],
+)
+def test_a_sigterm_is_never_validated_and_always_said(
+    tmp_path: Path, stop: L.Callback, settings: dict[str, Any], validated: list[int]
+) -> None:
+    """CPU. SIGTERM in epoch 1 after epoch 0 validated (step 4): the final model (step 6) is not
+    validated and the line says so; SIGTERM on the step that reaches ``max_steps``: the signal wins
+    over the final validation, and the line says so too."""
+    seen = ValidatedSteps()
+    with pytest.warns(UserWarning, match=r"was not validated \(stopped by SIGTERM\)"), pytest.raises(SIGTERMException):
+        fit(latent_ebm(), tmp_path, stop, seen, **settings)
+    assert seen.steps == validated
+
+
 def test_an_epoch_cut_by_max_steps_is_saved_open_and_other_saves_are_unchanged() -> None:
     """CPU. Lightning counts an epoch that max_steps ended inside as processed; lebm's save leaves it
     open (processed one below started, as a signal's save inside an epoch), so a resume trains its
