@@ -123,3 +123,13 @@ def test_a_resume_drops_the_stale_values_of_its_restart_step(tmp_path: Path) -> 
     resumed.finalize("success")
     expected = {9: {"train/loss": 9.0, "val/nll": 91.0}, 19: {"train/loss": 18.5}}
     assert read_table(str(tmp_path / "metrics.csv")) == expected
+
+
+def test_a_row_logged_without_a_step_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """CPU. ``log_metrics`` without a step starts the next row; it never merges into the last one
+    (a stepless value would otherwise overwrite or join another step's numbers)."""
+    table = MetricsTable(str(tmp_path), write_every_s=0)
+    table.log_metrics({"train/loss": 1.0}, step=4)
+    table.log_metrics({"val/nll": 2.0})
+    table.log_metrics({"val/nll": 3.0})
+    assert table.rows == {4: {"train/loss": 1.0}, 5: {"val/nll": 2.0}, 6: {"val/nll": 3.0}}
