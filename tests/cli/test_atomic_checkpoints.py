@@ -337,3 +337,27 @@ def test_a_folder_that_cannot_be_written_is_named_as_such_not_as_a_file_in_the_w
     line = checkpoint_io.unwritable(str(folder))
     assert line is not None and "a file is in the way" not in line
     assert line.startswith(f"cannot save checkpoints in {folder}: ") and f"Make {folder} writable" in line
+
+
+def test_a_users_own_checkpoint_io_is_kept_and_lightnings_plain_one_replaced() -> None:
+    """CPU. C05: on a hand-built Trainer, a subclass of ``TorchCheckpointIO`` of the user's own stays
+    in place; only Lightning's plain default gets lebm's atomic writer (and a plugins list likewise)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from lebm.checkpoint_io import AtomicCheckpointIO, use_atomic_checkpoints, with_atomic_checkpoints
+
+    class Mine(TorchCheckpointIO):
+        pass
+
+    mine = Mine()
+    trainer = SimpleNamespace(strategy=SimpleNamespace(checkpoint_io=mine))
+    use_atomic_checkpoints(trainer)
+    assert trainer.strategy.checkpoint_io is mine
+    trainer.strategy.checkpoint_io = TorchCheckpointIO()
+    use_atomic_checkpoints(trainer)
+    assert type(trainer.strategy.checkpoint_io) is AtomicCheckpointIO
+    assert with_atomic_checkpoints([mine]) == [mine]
+    (atomic,) = with_atomic_checkpoints([TorchCheckpointIO()])
+    assert type(atomic) is AtomicCheckpointIO
