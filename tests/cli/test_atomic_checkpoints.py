@@ -361,3 +361,20 @@ def test_a_users_own_checkpoint_io_is_kept_and_lightnings_plain_one_replaced() -
     assert with_atomic_checkpoints([mine]) == [mine]
     (atomic,) = with_atomic_checkpoints([TorchCheckpointIO()])
     assert type(atomic) is AtomicCheckpointIO
+
+
+def test_a_file_url_checkpoint_is_written_at_its_path_not_in_a_literal_file_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. C02: ``file:///<run>/checkpoints/last.ckpt`` is the file at that path, written atomically
+    there; no folder named ``file:`` appears in the working folder."""
+    from lebm.checkpoint_io import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    target.parent.mkdir()
+    (tmp_path / "working").mkdir()
+    monkeypatch.chdir(tmp_path / "working")  # where a literal "file:" folder would appear
+    before = set(Path.cwd().iterdir())
+    AtomicCheckpointIO().save_checkpoint({"global_step": 7}, f"file://{target}")
+    assert torch.load(target, weights_only=True)["global_step"] == 7
+    assert set(Path.cwd().iterdir()) == before and not (Path.cwd() / "file:").exists()
