@@ -848,3 +848,23 @@ def test_the_reference_subset_reaches_the_reference_batches(monkeypatch: pytest.
     trainer = SimpleNamespace(global_rank=0, world_size=1)
     state = callback.compute_reference(trainer, SimpleNamespace(device=torch.device("cpu")), loader=None)
     assert seen == {"num_reference": 4, "subset": "first"} and state.n == 4
+
+
+def test_the_callback_keeps_the_offline_weights_it_finds_at_set_up(
+    no_weights_anywhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. ``FID()`` without a weights path, ``$LEBM_DATA`` holding the offline copy: its set-up
+    keeps that file's path, which the Inception network is later built from (not None, which would
+    send it to torch-fidelity's download at the first evaluation)."""
+    from types import SimpleNamespace
+
+    from lebm.callbacks import FID
+
+    offline = no_weights_anywhere / "data" / "fid_inception" / "weights-inception-2015-12-05-fp32.pth"
+    offline.parent.mkdir(parents=True)
+    offline.write_bytes(b"weights")
+    monkeypatch.setenv("LEBM_DATA", str(no_weights_anywhere / "data"))
+    callback = FID()
+    assert callback.feature_extractor_weights_path is None
+    callback.setup(SimpleNamespace(), None, "validate")
+    assert callback.feature_extractor_weights_path == str(offline)
