@@ -125,7 +125,7 @@ def weights_only_checkpoints(paths: list[str], weights_only: bool = True) -> dic
 
 
 def newest_intact_checkpoint(
-    run_dir: str, weights_only: bool = True, last_first: bool = True
+    run_dir: str, weights_only: bool = True, last_first: bool = True, partial: dict[str, int] | None = None
 ) -> tuple[str | None, list[str]]:
     """The checkpoint a resume should use: the readable one holding the most training
     (:func:`~lebm.checkpoints.most_trained_checkpoint`; ``last.ckpt`` of a tie), or with
@@ -133,7 +133,8 @@ def newest_intact_checkpoint(
     as ``path: reason``. A kill between the two files of one save (``epoch=N-step=S.ckpt``, then
     ``last.ckpt``) leaves ``last.ckpt`` a save behind; a copy or a backup restore leaves file times
     that say nothing: neither misleads."""
-    partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
+    if partial is None:  # the weights-only files, passed over (a caller that read them gives them)
+        partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
     candidates = [path for path in checkpoint_files(run_dir) if path not in partial]
     last = last_checkpoint(run_dir)
     last = last if last not in partial else None
@@ -282,8 +283,8 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         remove_killed_writes(run_dir)
     started = bool(checkpoint_files(run_dir))
     if ckpt_path in ("auto", "last") and started:
-        newest, skipped = newest_intact_checkpoint(run_dir, weights_only, last_first=ckpt_path == "last")
         partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
+        newest, skipped = newest_intact_checkpoint(run_dir, weights_only, ckpt_path == "last", partial)
         last = last_checkpoint(run_dir)
         if newest is None and partial and not skipped:
             listed = ", ".join(
