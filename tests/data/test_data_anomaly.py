@@ -172,17 +172,27 @@ def test_real_offline_pool_sizes() -> None:
     dm = MNISTAnomalyDataModule(os.path.join(data, "mnist"), anomaly_classes=[1], pool="offline")
     dm.setup()
     ones = 1135 + 500
-    assert len(dm.test_dataset) == ones + (15000 - ones) - round(0.8 * (15000 - ones))
-    assert int((dm.test_labels == 1).sum()) == ones
+    normal_left = (15000 - ones) - round(0.8 * (15000 - ones))  # the evaluation pool's normal digits: 2,673
+    # The default val_fraction 0.2 sets a fifth of each kind aside for validation; the test split keeps the rest.
+    assert len(dm.val_dataset) == round(0.2 * normal_left) + round(0.2 * ones) == 535 + 327
+    assert len(dm.test_dataset) == normal_left + ones - 535 - 327 == 3446
+    assert int((dm.test_labels == 1).sum()) == ones - 327
+    papers = MNISTAnomalyDataModule(
+        os.path.join(data, "mnist"), anomaly_classes=[1], pool="offline", validate_on="test"
+    )
+    papers.setup()
+    assert len(papers.test_dataset) == normal_left + ones and int((papers.test_labels == 1).sum()) == ones
 
 
 @pytest.mark.slow
 def test_real_full_pool_is_the_papers_protocol() -> None:
     """Device: CPU. On the real 70,000 digits (``$LEBM_DATA/mnist``, its four IDX files) with held-out
     1: the pool holds MNIST's class counts; the normal training split is 80% of the 62,123 normal
-    digits (49,698) and the test split the other 12,425 plus all 7,877 ones; the disjoint split
-    shares nothing with training, the cited split's test split holds about 80% training digits among
-    its normal ones (about half of the whole split)."""
+    digits (49,698) and the evaluation pool the other 12,425 plus all 7,877 ones, of which the
+    default validation split takes a fifth of each kind (2,485 + 1,575) and the test split the rest;
+    under the papers' protocol (``validate_on: test``) the test split is the whole pool. The disjoint
+    split shares nothing with training, the cited split's test split holds about 80% training digits
+    among its normal ones (about half of the whole split)."""
     data = os.environ.get("LEBM_DATA")
     if not data or not (Path(data) / "mnist" / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("LEBM_DATA is not set or lacks mnist/train-*-idx*-ubyte.gz (point it at the shared data folder)")
@@ -193,10 +203,14 @@ def test_real_full_pool_is_the_papers_protocol() -> None:
     disjoint.setup()
     n_normal = 70_000 - MNIST_COUNTS[1]
     assert len(disjoint.train_dataset) == round(0.8 * n_normal) == 49_698
-    assert len(disjoint.test_dataset) == n_normal - 49_698 + MNIST_COUNTS[1] == 20_302
-    assert int((disjoint.test_labels == 1).sum()) == MNIST_COUNTS[1]
+    assert len(disjoint.val_dataset) == 2_485 + 1_575
+    assert len(disjoint.test_dataset) == n_normal - 49_698 + MNIST_COUNTS[1] - 2_485 - 1_575 == 16_242
+    assert int((disjoint.test_labels == 1).sum()) == MNIST_COUNTS[1] - 1_575
     assert disjoint.test_overlap == 0.0
-    cited = MNISTAnomalyDataModule(root, anomaly_classes=[1], pool="full", split="cited")
+    papers = MNISTAnomalyDataModule(root, anomaly_classes=[1], pool="full", validate_on="test")
+    papers.setup()
+    assert len(papers.test_dataset) == 20_302 and int((papers.test_labels == 1).sum()) == MNIST_COUNTS[1]
+    cited = MNISTAnomalyDataModule(root, anomaly_classes=[1], pool="full", split="cited", validate_on="test")
     cited.setup()
     assert len(cited.train_dataset) == int(0.8 * n_normal) and len(cited.test_dataset) == 20_302
     normal_share = (n_normal - len(cited.train_dataset)) / 20_302
