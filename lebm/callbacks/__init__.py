@@ -16,6 +16,7 @@ from lebm.callbacks.metrics import AnomalyDetection, ReconstructionMSE
 from lebm.callbacks.predictions import PredictionWriter
 from lebm.callbacks.probe import LatentProbe
 from lebm.callbacks.progress import EpochProgress
+from lebm.callbacks.progress_bar import RunProgressBar, RunRichProgressBar
 from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
 from lebm.callbacks.text_samples import TextSamples
@@ -42,6 +43,8 @@ __all__ = [
     "RecordedIterations",
     "ReconstructionGrid",
     "ReconstructionMSE",
+    "RunProgressBar",
+    "RunRichProgressBar",
     "SampleGrid",
     "TextGenerationMetrics",
     "TextSamples",

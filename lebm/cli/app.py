@@ -66,6 +66,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lebm.atomic import replaced_atomically
 from lebm.callbacks.interrupt import InterruptCheckpoint
 from lebm.callbacks.predictions import PredictionWriter
+from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.checkpoint_io import CheckpointNotSaved, with_atomic_checkpoints
 from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
@@ -444,11 +445,15 @@ class LebmCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """Lightning's Trainer, whose checkpoints are written whole beside their names
         (:class:`lebm.checkpoint_io.AtomicCheckpointIO` among its ``plugins``, unless the run gives a
-        checkpoint I/O of its own)."""
+        checkpoint I/O of its own), and whose progress bar, when Lightning adds its own, shows no
+        ``v_num`` fragment (:mod:`lebm.callbacks.progress_bar`)."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         given = kwargs.pop("plugins", config["trainer"].get("plugins"))
         config["trainer"]["plugins"] = with_atomic_checkpoints(given)
-        return super().instantiate_trainer(**kwargs)
+        named_callbacks = list(config["trainer"].get("callbacks") or [])
+        trainer = super().instantiate_trainer(**kwargs)
+        without_version_fragment(trainer.callbacks, named_callbacks)
+        return trainer
 
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
