@@ -32,8 +32,6 @@ import hashlib
 import json
 import math
 import os
-import re
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -46,6 +44,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lebm import arguments
+from lebm.callbacks.gathered import log_gathered
 from lebm.callbacks.schedule import epoch_ends, training_stops
 from lebm.checkpoints import KEPT_FOR_SCORE_PREFIX
 from lebm.data.paths import expand_root
@@ -325,10 +324,7 @@ class FID(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Find the Inception weights (:func:`~lebm.metrics.fid.inception_weights`: the path given, the
         offline copy under ``$LEBM_DATA``, torch-fidelity's cache or a reachable download; else one
-        line before training), silence Lightning's advice to sync these values (torchmetrics did),
-        and check that the validation runs when the schedule needs it."""
-        names = "|".join(re.escape(name) for name in (self.name, self.kid_name))
-        warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
+        line before training), and check that the validation runs when the schedule needs it."""
         if self.feature_extractor is None and self._extractor is None:  # before training, not after an epoch
             self.feature_extractor_weights_path = inception_weights(self.feature_extractor_weights_path)
         if stage == TrainerFn.FITTING:
@@ -361,11 +357,11 @@ class FID(L.Callback):
             self._scored_step = trainer.global_step
             values.update(self._record_best(trainer))
         for key, value in values.items():
-            pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
+            log_gathered(pl_module, key, value)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for key, value in self._named(self.evaluate(trainer, pl_module), "test").items():
-            pl_module.log(key, value, sync_dist=False, rank_zero_only=False)
+            log_gathered(pl_module, key, value)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Score the final model when no validation did (``self.log`` is not allowed here: the

@@ -11,18 +11,16 @@ number of processes by repeating at most ``world_size - 1`` examples).
 
 from __future__ import annotations
 
-import re
-import warnings
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
+from lebm.callbacks.gathered import log_gathered
 from lebm.callbacks.schedule import evaluation_stage
 from lebm.metrics.no_model import (
     NO_MODEL_SCORES,
@@ -63,22 +61,6 @@ def class_statistics(values: np.ndarray, anomalous: np.ndarray) -> dict[str, flo
         statistics[f"{label}_mean"] = float(members.mean()) if members.size else float("nan")
         statistics[f"{label}_std"] = float(members.std()) if members.size else float("nan")
     return statistics
-
-
-#: The names logged after every rank's examples were gathered (torchmetrics' ``compute``), for which
-#: Lightning's advice to log with ``sync_dist=True`` is silenced (:func:`log_gathered`).
-GATHERED: set[str] = set()
-
-
-def log_gathered(pl_module: L.LightningModule, name: str, value: Any) -> None:
-    """Log ``value``, computed from every rank's examples, under ``name`` without a second reduction;
-    Lightning's advice to log it with ``sync_dist=True`` (printed under DDP) is silenced for it, since
-    every rank already holds the same number."""
-    if name not in GATHERED:
-        GATHERED.add(name)
-        advice = re.escape(f"It is recommended to use `self.log({name!r}, ..., sync_dist=True)`")
-        warnings.filterwarnings("ignore", message=advice, category=PossibleUserWarning)
-    pl_module.log(name, value, sync_dist=False)
 
 
 #: Updates before which an anomaly reading is labelled untrained (``AnomalyDetection(untrained_below=)``):

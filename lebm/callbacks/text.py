@@ -41,7 +41,6 @@ from __future__ import annotations
 import inspect
 import math
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -53,6 +52,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from lebm.atomic import replaced_atomically
+from lebm.callbacks.gathered import log_gathered
 from lebm.callbacks.schedule import epoch_ends
 from lebm.metrics.language_model import (
     LANGUAGE_MODEL_DEFAULTS,
@@ -211,8 +211,6 @@ class TextGenerationMetrics(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Check the data and the model can give what the metrics read; a new ``fit`` retrains the
         real-data language model."""
-        names = "|".join(METRIC_NAMES)
-        warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\('(val|test)/({names})'")
         self._check_data(trainer)
         self.check_method(pl_module)
         if stage == TrainerFn.FITTING:
@@ -273,7 +271,7 @@ class TextGenerationMetrics(L.Callback):
     def _evaluate_and_log(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         values = self.evaluate(trainer, pl_module, stage)
         for name, value in values.items():
-            pl_module.log(f"{stage}/{name}", value, sync_dist=False, rank_zero_only=False)
+            log_gathered(pl_module, f"{stage}/{name}", value)
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str = "val") -> dict[str, float]:

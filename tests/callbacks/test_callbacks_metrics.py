@@ -385,7 +385,7 @@ def test_lightnings_sync_dist_advice_is_silenced_for_the_gathered_values_only(re
 
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-    from lebm.callbacks.metrics import log_gathered
+    from lebm.callbacks.gathered import log_gathered
 
     logged = []
 
@@ -400,3 +400,30 @@ def test_lightnings_sync_dist_advice_is_silenced_for_the_gathered_values_only(re
     warnings.warn(advice.format("val/users_own"), PossibleUserWarning, stacklevel=1)
     shown = [str(w.message) for w in recwarn if "It is recommended" in str(w.message)]
     assert shown == [advice.format("val/users_own")]
+
+
+@pytest.mark.parametrize("kind", ["FID", "TextGenerationMetrics"])
+def test_fid_and_the_text_metrics_log_their_gathered_values_without_the_advice(kind, monkeypatch, recwarn) -> None:
+    """CPU. FID and the text metrics score every rank's samples together and broadcast the result, so
+    Lightning's ``sync_dist`` advice is silenced for what they log (through ``log_gathered``)."""
+    import warnings
+
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from lebm.callbacks import FID, TextGenerationMetrics
+
+    callback = FID(name="fid_gathered_test") if kind == "FID" else TextGenerationMetrics()
+    values = {"fid": 3.0} if kind == "FID" else {"fppl": 30.0}
+    monkeypatch.setattr(callback, "evaluate", lambda *args, **kwargs: dict(values))
+    logged = []
+
+    class Module:
+        def log(self, name, value, **settings):
+            logged.append((name, value, settings.get("sync_dist")))
+
+    callback.on_test_epoch_end(None, Module())
+    ((name, value, sync_dist),) = logged
+    assert name.startswith("test/") and value in values.values() and sync_dist is False
+    advice = f"It is recommended to use `self.log({name!r}, ..., sync_dist=True)` when logging on epoch level"
+    warnings.warn(advice, PossibleUserWarning, stacklevel=1)
+    assert not [w for w in recwarn if "It is recommended" in str(w.message)]
