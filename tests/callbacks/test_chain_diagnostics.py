@@ -32,6 +32,7 @@ from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
 from tests.helpers.scripts import load_script
+from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
@@ -341,7 +342,7 @@ def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_defa
     default schedule follows from its own timings."""
     repo = Path(__file__).resolve().parents[2]
     command = [sys.executable, "benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"]
-    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "chain_diagnostics_cost" and len(out["evaluation_seconds"]) == 1
