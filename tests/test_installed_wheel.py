@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.subprocesses import HANG_SECONDS
+
 REPO = Path(__file__).resolve().parents[1]
 #: What the wheel is built from: the checkout without runs, caches and earlier build output.
 NOT_SOURCES = shutil.ignore_patterns(".git", "runs", "wandb", "build", "dist", "site", "*.egg-info", "__pycache__")
@@ -23,7 +25,7 @@ NOT_SOURCES = shutil.ignore_patterns(".git", "runs", "wandb", "build", "dist", "
 pytestmark = pytest.mark.slow
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+def run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
