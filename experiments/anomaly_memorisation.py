@@ -100,7 +100,7 @@ def run_digits(run_dir: Path) -> Digits:
     """The digits of the run in ``run_dir``, from its ``config.yaml``."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     data = config["data"]
-    data["init_args"]["validate_on"] = "test"  # the whole test split, as the protocol reads it
+    data["init_args"].update(validate_on="test", val_fraction=0)  # the whole test split, as the protocol reads it
     module = build(data)
     module.setup("fit")
     held_out = module.anomaly_classes

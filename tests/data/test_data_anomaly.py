@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,13 @@ def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_s
     ):
         old = MNISTAnomalyDataModule(str(root), val_fraction=0.0)  # a config of before validate_on
     assert old.validate_on == "test" and old.val_fraction == 0.0
+    with pytest.warns(UserWarning, match=r"val_fraction 0\.5 is unused: validate_on: test validates on the whole"):
+        papers = MNISTAnomalyDataModule(str(root), val_fraction=0.5, validate_on="test")  # a share set for nothing
+    assert papers.val_fraction == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default share or 0 beside validate_on test: nothing to say
+        MNISTAnomalyDataModule(str(root), validate_on="test")
+        MNISTAnomalyDataModule(str(root), val_fraction=0, validate_on="test")
     with pytest.raises(ValueError, match="validate_on must be 'val'"):
         MNISTAnomalyDataModule(str(root), validate_on="validation")
 

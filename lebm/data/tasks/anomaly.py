@@ -54,6 +54,8 @@ from lebm.user_warnings import warn_user
 MNIST_SIZE = 28
 #: What ``val/*`` reads: a validation split apart from the test split, or the test split itself.
 VALIDATE_ON = ("val", "test")
+#: The share of the evaluation pool set aside for validation by default (``validate_on="val"``).
+DEFAULT_VAL_FRACTION = 0.2
 
 
 def anomaly_split(
@@ -147,7 +149,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             test and validation splits do not change.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
             a validation split disjoint from the test split, in (0, 1); unused with
-            ``validate_on="test"``.
+            ``validate_on="test"``, which says so in one line for a share other than 0 and the default.
         validate_on: ``val`` (the default: ``val/*`` reads the validation split) or
             ``test`` (the papers' protocol: ``val/*`` reads the whole test split, so a
             selection on it selects on the test split; no validation split is set aside). None (the
@@ -179,7 +181,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         split: Literal["disjoint", "cited"] = "disjoint",
         train_fraction: float = 0.8,
         train_subset: float = 1.0,
-        val_fraction: float = 0.2,
+        val_fraction: float = DEFAULT_VAL_FRACTION,
         validate_on: Literal["val", "test"] | None = None,
         batch_size: int = 100,
         eval_batch_size: int | None = None,
@@ -226,6 +228,12 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             raise ValueError(
                 f"val_fraction must be in (0, 1) (the share of the evaluation pool set aside for validation), got "
                 f"{val_fraction}; to validate on the test split as the papers did, set validate_on: test"
+            )
+        if validate_on == "test" and val_fraction not in (0, DEFAULT_VAL_FRACTION):
+            warn_user(
+                f"MNISTAnomalyDataModule: val_fraction {val_fraction} is unused: validate_on: test validates on the "
+                f"whole test split and sets no validation split aside; drop val_fraction, or set validate_on: val to "
+                f"validate on that share of the evaluation pool"
             )
         self.val_fraction = float(val_fraction) if validate_on == "val" else 0.0
         self.anomaly_classes = [int(c) for c in anomaly_classes]
