@@ -174,6 +174,9 @@ def test_missing_files_and_bad_arguments_fail_early(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_real_offline_pool_sizes() -> None:
+    """Device: CPU. On the real offline pool (``$LEBM_DATA/mnist``: the 10k test IDX digits and the 5k
+    CSV) with held-out 1: the default validation split takes a fifth of the evaluation pool's normal
+    digits and of its ones, the test split the rest; ``validate_on: test`` tests on the whole pool."""
     data = os.environ.get("LEBM_DATA")
     if not data or not (Path(data) / "mnist" / "mnist_5k.csv.gz").exists():
         pytest.skip("LEBM_DATA is not set or lacks mnist/ (point it at the shared data folder)")
