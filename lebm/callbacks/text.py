@@ -68,6 +68,7 @@ STAGES = ("val", "test")
 SPLITS = ("train", "val", "test")
 #: Purpose words of this callback's seeds in :func:`lebm.randomness.derive_seed` (ASCII "rlm", "glm", "gen").
 REAL_LM_PURPOSE, GENERATED_LM_PURPOSE, SAMPLING_PURPOSE = 0x726C6D, 0x676C6D, 0x67656E
+#: The values it logs under ``val/`` and ``test/``.
 METRIC_NAMES = ("fppl", "rppl", "distinct_sentences")
 
 
@@ -204,8 +205,7 @@ class TextGenerationMetrics(L.Callback):
     def logged_metric_names(self) -> tuple[str, ...]:
         """What it logs (what a callback can ``monitor``): ``<stage>/fppl``, ``<stage>/rppl`` and
         ``<stage>/distinct_sentences``."""
-        names = ("fppl", "rppl", "distinct_sentences")
-        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in names)
+        return tuple(f"{stage}/{name}" for stage in ("val", "test") for name in METRIC_NAMES)
 
     # ------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
