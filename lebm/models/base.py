@@ -12,7 +12,7 @@ import os
 import time
 import types
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -50,6 +50,7 @@ from lebm.models.double_precision import RunDefaultDtype
 from lebm.models.final_validation import ValidateLastEpoch
 from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
+from lebm.models.host_reads import RecordingRefused
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
 from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
@@ -65,6 +66,7 @@ from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
     TrainerSettingsKept,
+    adopt_changed_clipping,
     adopt_trainer_settings,
     overridden_clip_note,
     own_clips,
@@ -226,6 +228,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self.iteration_recorder = IterationRecorder()
         self._direct_steps = False
         self._collected_step: dict[str, Any] | None = None
+        self._host_reads: set[str] | None = None
 
     # ----------------------------------------------------------------------- hyperparameters
     def save_component_hyperparameters(self, arguments: Mapping[str, Any]) -> None:
@@ -272,8 +275,56 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     @property
     def step_settings(self) -> StepSettings:
         """Lightning's ``accumulate_grad_batches`` and gradient clipping as this run applies them
-        (:mod:`lebm.models.stepping`; defaults outside a run)."""
+        (:mod:`lebm.models.stepping`; defaults outside a run). A ``gradient_clip_val`` or
+        ``gradient_clip_algorithm`` that a callback sets on the Trainer mid-run is taken over here,
+        at the next update, by the eager and the recorded path alike, as Lightning's automatic
+        optimisation reads it at every step (:func:`~lebm.models.stepping.adopt_changed_clipping`)."""
+        trainer = attached_trainer(self)
+        changed = trainer is not None and (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) != (None, None)
+        if changed:
+            self._step_settings = adopt_changed_clipping(trainer, self._step_settings)
+            for callback in trainer.callbacks:
+                if isinstance(callback, TrainerSettingsKept):
+                    callback.settings = self._step_settings  # the run's end gives the Trainer these back
         return self._step_settings
+
+    # ------------------------------------------------------------------ what the host holds
+    @property
+    def global_step(self) -> int:
+        """Lightning's ``global_step`` (noted while a recording watches the host: :meth:`noting_host_reads`)."""
+        if self._host_reads is not None:
+            self._host_reads.add("global_step")
+        return super().global_step
+
+    @property
+    def current_epoch(self) -> int:
+        """Lightning's ``current_epoch`` (noted while a recording watches the host: :meth:`noting_host_reads`)."""
+        if self._host_reads is not None:
+            self._host_reads.add("current_epoch")
+        return super().current_epoch
+
+    @contextlib.contextmanager
+    def noting_host_reads(self, reads: set[str] | None) -> Iterator[None]:
+        """Within the block, every read of ``self.global_step`` and ``self.current_epoch`` is added
+        to ``reads`` by name: what :meth:`iteration_key` reads there is declared; what a recorded
+        iteration reads without declaring it keeps the iterations eager
+        (:mod:`lebm.models.recorded_iteration`)."""
+        previous, self._host_reads = self._host_reads, reads
+        try:
+            yield
+        finally:
+            self._host_reads = previous
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Lightning's ``log``; refused inside the recording of a training iteration, whose replays
+        would log the recording's value again and again (the values a method logs go in
+        :meth:`finish_training_step`'s ``logs``, which every replay hands over afresh)."""
+        if self._collected_step is not None:
+            raise RecordingRefused(
+                f"its training iteration calls self.log({name!r}, ...), which a replay would repeat with the recorded "
+                "value: put the value in the logs given to finish_training_step"
+            )
+        super().log(name, value, *args, **kwargs)
 
     def check_trainer(self, trainer: Any, stage: str | None = "fit", resuming: bool = False) -> None:
         """Refuse, in one line naming lebm's way, a Trainer this method cannot honour: Lightning's
@@ -383,7 +434,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self._direct_steps:  # inside a recorded iteration or its warm-up
             step_directly(self, optimizers, loss, clip)
             return
-        settings = self._step_settings
+        settings = self.step_settings
         parameters = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         if settings.accumulate == 1:
             for optimizer in optimizers:

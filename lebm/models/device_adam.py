@@ -25,20 +25,37 @@ import torch
 from torch import Tensor
 from torch.optim import Adam, AdamW, Optimizer
 
+from lebm.samplers.capture.torch_internals import optimizer_hooks
+
+#: The options of ``Adam``/``AdamW`` that :func:`device_adam_step` implements at any value
+#: (``foreach`` and ``capturable`` choose how torch's own step runs, not what it computes).
+RECORDED_OPTIONS = frozenset({"lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "foreach", "capturable"})
+#: The options it implements only when off.
+OPTIONS_OFF_ONLY = ("amsgrad", "maximize", "fused", "differentiable")
+
 
 def device_step_refusal(optimizer: Optimizer) -> str | None:
     """Why ``optimizer`` cannot take :func:`device_adam_step` (None: it can): only ``Adam`` and
-    ``AdamW`` without amsgrad, maximize, a fused kernel, differentiable steps or step hooks."""
+    ``AdamW`` whose every option (``optimizer.defaults``: what torch's step reads) is one this step
+    implements (an allow-list: an option a later torch adds is refused until it is known), with
+    amsgrad, maximize, a fused kernel and differentiable steps off, a float learning rate, and no
+    step hooks of its own."""
     name = type(optimizer).__name__
     if type(optimizer) not in (Adam, AdamW):
         return f"its optimiser {name} has no recorded step (lebm records Adam and AdamW)"
+    unknown = sorted(set(optimizer.defaults) - RECORDED_OPTIONS - set(OPTIONS_OFF_ONLY))
+    if unknown:
+        return (
+            f"its {name} has the option {unknown[0]}, which lebm's recorded step does not know (torch "
+            f"{torch.__version__} is newer than lebm's step)"
+        )
     for group in optimizer.param_groups:
-        for option in ("amsgrad", "maximize", "fused", "differentiable"):
+        for option in OPTIONS_OFF_ONLY:
             if group.get(option):
                 return f"its {name} sets {option}=True, which lebm's recorded step does not implement"
         if isinstance(group.get("lr"), Tensor):
             return f"its {name} holds its learning rate as a tensor; lebm keeps a recorded copy of a float rate"
-    if optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks:
+    if any(optimizer_hooks(optimizer).values()):
         return f"its {name} has step hooks, which run on the host"
     return None
 
@@ -50,18 +67,32 @@ class LearningRates:
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
-        device = optimizer.param_groups[0]["params"][0].device
-        self.values = [float(group["lr"]) for group in optimizer.param_groups]
+        self.values: list[float] = []
+        self.tensors: list[Tensor] = []
+        self._make()
+
+    def _make(self) -> None:
+        """New tensors, one per group (a recording that read the old ones no longer matches its key)."""
+        device = self.optimizer.param_groups[0]["params"][0].device
+        self.values = [float(group["lr"]) for group in self.optimizer.param_groups]
         self.tensors = [torch.tensor(rate, dtype=torch.float64, device=device) for rate in self.values]
 
     def refresh(self) -> list[Tensor]:
-        """The tensors, each refilled where a schedule (or a resume) changed its group's ``lr``."""
+        """The tensors, each refilled where a schedule (or a resume) changed its group's ``lr``;
+        all made anew when a group was added or removed (:meth:`matches` is False then)."""
+        if not self.matches():
+            self._make()
+            return self.tensors
         for index, group in enumerate(self.optimizer.param_groups):
             rate = float(group["lr"])
             if rate != self.values[index]:
                 self.tensors[index].fill_(rate)
                 self.values[index] = rate
         return self.tensors
+
+    def matches(self) -> bool:
+        """Whether there is one tensor per parameter group of the optimiser (none added or removed since)."""
+        return len(self.values) == len(self.optimizer.param_groups)
 
 
 @torch.no_grad()

@@ -240,7 +240,7 @@ class MultiStageNCE(LatentVariableModel):
         logs["train/nce_loss"] = logistic.loss.detach()
         logs["train/logit_pos"] = logistic.logit_pos  # estimates KL(q_k || p_k) near the optimum
         logs["train/logit_neg"] = logistic.logit_neg  # estimates -KL(p_k || q_k)
-        logs["train/stage"] = float(stage)  # type: ignore[assignment]
+        logs["train/stage"] = torch.full((), float(stage), device=self.device)  # a tensor: each replay hands it over
         self.finish_training_step(logs, watch, batch_idx)
 
     def _stage_logit(self, z: Tensor) -> Tensor:

@@ -52,7 +52,8 @@ a method override with host work inside the update (``on_before_backward``, ``on
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+import copy
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,66 +61,78 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
+from lebm.models.host_reads import HostRandomStates, RecordingRefused, WatchedIndex
+from lebm.models.iteration_key import (
+    IterationKey,
+    declared_reads,
+    first_difference,
+    iteration_key,
+    saved_attributes,
+)
 from lebm.samplers.capture.cache import autocast_without_cache, saved_values
-from lebm.samplers.capture.keys import Description, RunsEagerly, numerics_state, tensor_id, tensor_signature
+from lebm.samplers.capture.keys import Description, RunsEagerly
 from lebm.samplers.capture.recorders import (
     CaptureBroken,
     GraphStore,
+    NotOptedIn,
     first_line,
     outside_the_recording,
     recorder_for,
+    recording_an_iteration,
     recording_inline,
 )
-from lebm.samplers.capture.switch import iteration_capture_enabled
+from lebm.samplers.capture.switch import chain_capture_enabled, iteration_capture_enabled
+from lebm.samplers.capture.torch_internals import (
+    global_module_hooks,
+    global_optimizer_hooks,
+    module_hooks,
+    tensor_has_hooks,
+    tensor_version,
+    tree_flatten,
+    tree_unflatten,
+)
 
 #: Eager (direct-mode) iterations of a key before it is recorded.
 WARMUP_ITERATIONS = 2
 #: Recorded iterations kept per model (training shape, an epoch's last batch, an accumulation window, ...).
 CACHE_SIZE = 8
 #: Iterations in a row without a replay (warm-ups, recordings) before a model stops recording: something
-#: the key holds changes at every iteration. DAMC under accumulation meets four keys in turn at first.
+#: the key holds changes at every iteration, or more iterations come in turn than the cache holds.
+#: DAMC under accumulation meets four keys in turn at first.
 CHURN_LIMIT = 32
-#: Keys whose warm-ups are counted (the most recent ones).
+#: Keys whose warm-ups are counted (the most recent ones), and keys remembered as recorded once.
 WARMED_KEPT = 64
 #: Recorded iterations between two host reads of the guard's device flag.
 GUARD_READ_EVERY = 10
-#: A method's public attributes that no iteration reads on the device: its guard (whose limits the
-#: key holds apart), streams, recovery state, checkpoint notes, this recorder and Lightning's flags.
-HOST_BOOKKEEPING = frozenset(
-    {
-        "guard",
-        "random_streams",
-        "divergence_recovery",
-        "recovery_record",
-        "checkpoint_writer",
-        "said_checkpoint_writer",
-        "iteration_recorder",
-        "prepare_data_per_node",
-        "allow_zero_length_dataloader_with_multiple_devices",
-    }
-)
 #: The hooks that run host work inside an update: a callback or method override of one keeps iterations eager.
 UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+#: Why a recording that read its ``batch_idx`` argument is refused.
+UNDECLARED_INDEX = (
+    "its training iteration reads its batch_idx argument without declaring it: a replay would keep the recorded "
+    "index (declare what it needs of the batch's position in iteration_key())"
+)
+#: The key's parts a recording may change: what the method declares (it may read the step the
+#: recording counts) and which parameters the accumulation window reached.
+CHANGED_BY_AN_ITERATION = ("iteration_key()", "updates")
 
 
 @dataclass
 class RecordedIteration:
     """One recorded iteration: its replay, the static batch it reads, the step values it writes
-    (one float32 vector, ``names`` in order, ``constants`` the step's non-tensor values), its
-    private generator, and the store generation it lives in."""
+    (one float32 vector, ``names`` in order), its private generator, the store generation it lives
+    in, and the ids of the parameters its backward passes reach (``reached``)."""
 
     replay: Callable[[], None]
     static_batch: list[Tensor]
     values: Tensor
     names: list[str]
-    constants: dict[str, Any]
     private_generator: torch.Generator
     store: GraphStore
     generation: int
+    reached: frozenset[int]
 
     def valid(self) -> bool:
         return self.generation == self.store.generation
@@ -141,7 +154,11 @@ class IterationStats:
 
 @dataclass
 class IterationRecorder:
-    """A model's recorded iterations (dropped, not copied, when the model is copied or pickled)."""
+    """A model's recorded iterations (dropped, not copied, when the model is copied or pickled).
+
+    ``window_reached``: the ids of the parameters that the open accumulation window's batches
+    reached so far (None: the window opened eagerly, whose gradients are None where unreached);
+    ``reached_now``: those this iteration's backward passes reached (:func:`step_directly`)."""
 
     entries: OrderedDict[Hashable, RecordedIteration] = field(default_factory=OrderedDict)
     warmed: dict[Hashable, int] = field(default_factory=dict)
@@ -151,8 +168,12 @@ class IterationRecorder:
     flag: Tensor | None = None
     unread: int = 0
     tripped: bool = False
+    misses: deque[IterationKey] = field(default_factory=lambda: deque(maxlen=CHURN_LIMIT))
     misses_in_a_row: int = 0
+    recorded_once: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
     disabled: str | None = None
+    window_reached: set[int] | None = None
+    reached_now: set[int] = field(default_factory=set)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> IterationRecorder:
         return IterationRecorder()
@@ -188,36 +209,37 @@ class IterationRecorder:
             return False
         reason = self.disabled or why_iterations_eager(method)
         if reason is not None:
-            self.say_once(method, reason)
-            self.stats.eager += 1
-            return False
+            return self._eager(method, reason)
         self.refresh_rates()
         leaves, spec = tree_flatten(batch)
+        settings = method.step_settings
+        _, position, _ = method._training_position()
+        if settings.accumulate == 1 or position % settings.accumulate == 0:
+            self.window_reached = set()  # the window opens in direct mode: gradients zeroed in place
+        window = None if settings.accumulate == 1 or self.window_reached is None else frozenset(self.window_reached)
+        declared, declared_reads_ = declared_reads(method)
+        described = Description()
         try:
-            key = iteration_key(method, leaves, self)
+            key = iteration_key(method, leaves, declared, window, described)
         except RunsEagerly as unseen:
-            self.say_once(method, f"the key cannot describe what the iteration reads ({unseen})")
-            self.stats.eager += 1
-            return False
+            return self._eager(method, f"the key cannot describe what the iteration reads ({unseen})")
+        self.reached_now = set()
         entry = self.entries.get(key)
         if entry is not None and not (entry.store is store and entry.valid()):
             self.entries.pop(key)
             entry = None
         if entry is not None:
             self.entries.move_to_end(key)
+            self.misses.clear()
             self.misses_in_a_row = 0
             self._replay(method, entry, leaves, batch_idx, count=True)
             return True
+        self.misses.append(key)
         self.misses_in_a_row += 1
         if self.misses_in_a_row > CHURN_LIMIT:
-            self.disabled = (
-                f"{CHURN_LIMIT} iterations in a row were warm-ups or recordings, none a replay: something the key "
-                "holds changes at every iteration (a setting a callback or scheduler changes each step)"
-            )
+            self.disabled = self.churn_reason()
             self.clear()
-            self.say_once(method, self.disabled)
-            self.stats.eager += 1
-            return False
+            return self._eager(method, self.disabled)
         if self.warmed.get(key, 0) < WARMUP_ITERATIONS:
             self.warmed[key] = self.warmed.pop(key, 0) + 1  # the most recent last
             while len(self.warmed) > WARMED_KEPT:
@@ -228,31 +250,85 @@ class IterationRecorder:
         if store.release_due():
             store.release_all()
         try:
-            entry = self._record(method, store, leaves, spec, batch_idx)
+            entry = self._record(method, store, leaves, spec, batch_idx, key, declared_reads_, described)
         except IterationNotRecorded as failed:
-            self.say_once(method, str(failed))
-            self.stats.eager += 1
-            return False  # this iteration runs eagerly, and every later one
+            return self._eager(method, str(failed))  # this iteration runs eagerly, and every later one
         self.entries[key] = entry
         while len(self.entries) > CACHE_SIZE:
             _, dropped = self.entries.popitem(last=False)
             if dropped.valid():
                 dropped.store.retire()
+        self.recorded_once[key] = None
+        while len(self.recorded_once) > WARMED_KEPT:
+            self.recorded_once.pop(next(iter(self.recorded_once)))
         self.stats.recordings += 1
         self._replay(method, entry, leaves, batch_idx, count=False)  # the recording counted this step
         return True
+
+    def _eager(self, method: Any, reason: str) -> bool:
+        """This iteration runs eagerly (``reason`` said once). In an accumulation window opened in
+        direct mode, the gradients its batches did not reach are set to None first, as the eager
+        path's ``zero_grad`` would have left them."""
+        self.say_once(method, reason)
+        self.stats.eager += 1
+        if self.window_reached is not None:
+            reached = self.window_reached
+            for optimizer in method.optimizer_list():
+                for group in getattr(optimizer, "optimizer", optimizer).param_groups:
+                    for parameter in group["params"]:
+                        if parameter.grad is not None and id(parameter) not in reached:
+                            parameter.grad = None
+            self.window_reached = None
+        return False
+
+    def churn_reason(self) -> str:
+        """Why :data:`CHURN_LIMIT` iterations in a row met no recording to replay: more different
+        iterations in turn than :data:`CACHE_SIZE` recordings (their batch shapes named), or a part of
+        the key that changed between the last two (:func:`~lebm.models.iteration_key.first_difference`)."""
+        distinct = list(dict.fromkeys(self.misses))
+        if any(key in self.recorded_once for key in distinct):
+            shapes = list(dict.fromkeys(dict(key)["batch"] for key in distinct))
+            described = "; ".join(
+                ", ".join("x".join(map(str, leaf[0])) if isinstance(leaf, tuple) else repr(leaf) for leaf in shape)
+                for shape in shapes[:4]
+            )
+            more = f" and {len(shapes) - 4} more" if len(shapes) > 4 else ""
+            return (
+                f"{len(distinct)} different iterations come in turn ({len(shapes)} batch shapes: {described}{more}), "
+                f"more than the {CACHE_SIZE} recordings a model keeps: each is recorded again before it is replayed. "
+                "Give the batches one shape (drop_last, a fixed sequence length)"
+            )
+        where = first_difference(self.misses[-2], self.misses[-1]) or "the key"
+        return (
+            f"{CHURN_LIMIT} iterations in a row were warm-ups or recordings, none a replay: the key changes at every "
+            f"iteration ({where} changed between the last two: a setting a callback or a schedule changes each step?)"
+        )
 
     def _direct(self, method: Any, batch: Any, batch_idx: int) -> None:
         """An eager iteration in direct mode (a warm-up): the same updates a recording holds, its
         chains inline as the recording will run them (not through their own graphs)."""
         with method.direct_steps(self), recording_inline():
             method.training_iteration(batch, batch_idx)
+        self._note_reached(self.reached_now)
         method.after_iteration()
 
+    def _note_reached(self, reached: set[int] | frozenset[int]) -> None:
+        if self.window_reached is not None:
+            self.window_reached |= reached
+
     def _record(
-        self, method: Any, store: GraphStore, leaves: list[Any], spec: Any, batch_idx: int
+        self,
+        method: Any,
+        store: GraphStore,
+        leaves: list[Any],
+        spec: Any,
+        batch_idx: int,
+        key: IterationKey,
+        declared: set[str],
+        described: Description,
     ) -> RecordedIteration:
-        """Record the iteration over static copies of the batch's tensors (see the module docstring)."""
+        """Record the iteration over static copies of the batch's tensors (see the module docstring),
+        refusing what a replay cannot repeat (:func:`check_the_recording`)."""
         with torch.no_grad():
             static = [leaf.detach().clone() if isinstance(leaf, Tensor) else leaf for leaf in leaves]
         static_batch = tree_unflatten(static, spec)
@@ -261,24 +337,35 @@ class IterationRecorder:
         private.set_state(stream.get_state())
         flag = self.guard_flag(method.device)
         collected: dict[str, Any] = {}
+        host_random = HostRandomStates()
+        window = dict(key)["updates"][-1]
 
         def body() -> tuple[Tensor, dict[str, Tensor]]:
             collected.clear()
-            with method.direct_steps(self, collect=collected), method.random_streams.training_from(private):
-                method.training_iteration(static_batch, batch_idx)
+            reads: set[str] = set()
+            with (
+                method.direct_steps(self, collect=collected),
+                method.random_streams.training_from(private),
+                method.noting_host_reads(reads),
+                recording_an_iteration(),
+            ):
+                method.training_iteration(static_batch, WatchedIndex(batch_idx, reads))
             if "logs" not in collected:
                 raise IterationNotRecorded("its training_iteration did not end with finish_training_step")
+            check_the_recording(method, key, leaves, declared, reads, collected["logs"], host_random, window)
             logs, watch = collected["logs"], collected["watch"]
-            tensors = {name: value for name, value in logs.items() if isinstance(value, Tensor)}
             values = (
-                torch.stack([value.detach().reshape(()).float() for value in tensors.values()])
-                if tensors
+                torch.stack([value.detach().reshape(()).float() for value in logs.values()])
+                if logs
                 else torch.zeros(0, device=method.device)
             )
-            flag.logical_or_(method.guard.device_flag({**tensors, **watch}, epoch=method.current_epoch))
+            flag.logical_or_(method.guard.device_flag({**logs, **watch}, epoch=method.current_epoch))
             return values, {}
 
         saved = saved_state(method) if store.recording_runs_body else None
+        # a CUDA capture runs the Python too: what it assigned and Lightning's count of the step are put back on failure
+        uncount = saved_step_count(method)
+        unassign = saved_attributes(method, described)
         try:
             with recording_inline(), autocast_without_cache(method.device):
                 replay, (values, _) = store.record(body, [private])
@@ -296,16 +383,24 @@ class IterationRecorder:
         except Exception as error:  # noqa: BLE001 - a failed recording: this model's iterations run eagerly
             if saved is not None:
                 saved()
+            uncount()
+            unassign()
+            host_random.restore()
+            refused = error if isinstance(error, (RecordingRefused, NotOptedIn)) else None
             cause = error.__cause__ if isinstance(error, IterationNotRecorded) else error
-            self.disabled = f"its iteration could not be recorded ({first_line(error if cause is None else cause)})"
+            if refused is not None:
+                self.disabled = first_line(refused)
+            elif "WatchedIndex" in first_line(error if cause is None else cause):  # a torch call took the index
+                self.disabled = f"{UNDECLARED_INDEX} ({first_line(error if cause is None else cause)})"
+            else:
+                self.disabled = f"its iteration could not be recorded ({first_line(error if cause is None else cause)})"
             raise IterationNotRecorded(self.disabled) from error
         if saved is not None:
             saved()  # the emulation ran the body while recording it: the replay below runs it for real
-        logs = collected["logs"]
-        names = [name for name, value in logs.items() if isinstance(value, Tensor)]
-        constants = {name: value for name, value in logs.items() if not isinstance(value, Tensor)}
+        names = list(collected["logs"])
         tensors = [leaf for leaf in static if isinstance(leaf, Tensor)]
-        return RecordedIteration(replay, tensors, values, names, constants, private, store, store.generation)
+        reached = frozenset(self.reached_now)
+        return RecordedIteration(replay, tensors, values, names, private, store, store.generation, reached)
 
     def _replay(self, method: Any, entry: RecordedIteration, leaves: list[Any], batch_idx: int, count: bool) -> None:
         """Fill the static batch, replay with the training stream, count the step, hand over the values."""
@@ -319,11 +414,11 @@ class IterationRecorder:
         entry.replay()
         stream.set_state(entry.private_generator.get_state())
         self.stats.replays += 1
+        self._note_reached(entry.reached)
         if count and method.updates_this_batch:
             method.count_recorded_step()
         values = entry.values.clone()
         logs: dict[str, Any] = dict(zip(entry.names, values.unbind(0), strict=True))
-        logs.update(entry.constants)
         self.unread += 1
         method.finish_recorded_step(logs, batch_idx)
         method.after_iteration()
@@ -355,10 +450,13 @@ class IterationRecorder:
         self.clear()
         self.warmed.clear()
         self.rates.clear()
+        self.recorded_once.clear()
         self.flag = None
         self.unread = 0
         self.tripped = False
+        self.misses.clear()
         self.misses_in_a_row = 0
+        self.window_reached = None
 
     def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
         """The learning-rate tensors of ``optimizer``'s groups, made on first use (in a warm-up, never
@@ -370,13 +468,60 @@ class IterationRecorder:
         return held.tensors
 
     def refresh_rates(self) -> None:
-        """Refill the learning-rate tensors whose group's rate changed since (a schedule, a resume, a hand)."""
+        """Refill the learning-rate tensors whose group's rate changed since (a schedule, a resume, a
+        hand); make them anew for an optimiser that gained or lost a parameter group."""
         for rates in self.rates.values():
             rates.refresh()
 
 
 class IterationNotRecorded(RuntimeError):
     """A training iteration failed to record: the model's iterations run eagerly from now on."""
+
+
+def check_the_recording(
+    method: Any,
+    key: IterationKey,
+    leaves: list[Any],
+    declared: set[str],
+    reads: set[str],
+    logs: dict[str, Any],
+    host_random: HostRandomStates,
+    window: frozenset[int] | None,
+) -> None:
+    """Raise :class:`~lebm.models.host_reads.RecordingRefused` naming the first thing a recording
+    of ``method`` met that a replay cannot repeat: a host value read without being declared
+    (``reads`` beyond ``declared``), a step value that is no tensor, a draw from Python's or NumPy's
+    random stream, or a part of the key (``key``) that the iteration changed (Python state a replay
+    leaves as recorded)."""
+    undeclared = sorted(reads - declared)
+    if undeclared:
+        name = undeclared[0]
+        if name == "batch_idx":
+            raise RecordingRefused(UNDECLARED_INDEX)
+        raise RecordingRefused(
+            f"its training iteration reads self.{name} without declaring it: return what it needs of {name} from "
+            "iteration_key()"
+        )
+    constants = [name for name, value in logs.items() if not isinstance(value, Tensor)]
+    if constants:
+        raise RecordingRefused(
+            f"its step logs {constants[0]!r} as a {type(logs[constants[0]]).__name__}, which a replay would repeat as "
+            "recorded: log it as a tensor"
+        )
+    drawn = host_random.changed()
+    if drawn:
+        raise RecordingRefused(
+            f"its training iteration draws from {drawn[0]} stream, which a replay does not: draw from the method's "
+            "train_generator"
+        )
+    after = dict(iteration_key(method, leaves, method.iteration_key(), window))
+    for name, before in key:
+        if name not in CHANGED_BY_AN_ITERATION and after.get(name) != before:
+            where = first_difference(before, after.get(name), name) or name
+            raise RecordingRefused(
+                f"its training iteration changes {where}, which a replay would leave as recorded: keep what changes in "
+                "a tensor (a buffer), or change it in after_iteration()"
+            )
 
 
 def why_iterations_eager(method: Any) -> str | None:
@@ -390,6 +535,8 @@ def why_iterations_eager(method: Any) -> str | None:
         return "a divergence recovery policy rolls the model back on the host at every trip"
     if torch.is_anomaly_enabled():
         return "autograd anomaly detection is on: it checks values on the host"
+    if not chain_capture_enabled():
+        return "chain capture is off for this run (LEBM_CHAIN_CAPTURE=0, recipes/speed/eager_chains.yaml)"
     for callback in trainer.callbacks:
         for hook in UPDATE_HOOKS:
             if defined_outside(type(callback), hook, ("lightning",)):
@@ -398,6 +545,17 @@ def why_iterations_eager(method: Any) -> str | None:
         owner = defined_outside(type(method), hook, ("lightning", "lebm"))
         if owner is not None:
             return f"{owner.__name__}.{hook} runs inside every update"
+    hooks = next((name for name, held in global_optimizer_hooks().items() if held), None)
+    if hooks is not None:
+        return f"a process-wide optimiser step hook is registered (torch.optim.optimizer.{hooks}): it runs on the host"
+    hooks = next((name for name, held in global_module_hooks().items() if held), None)
+    if hooks is not None:
+        return f"a process-wide module hook is registered (torch.nn.modules.module.{hooks}), unseen by the key"
+    if any(module_hooks(method).values()):
+        return f"{type(method).__name__} itself has forward or backward hooks: the key cannot see what they read"
+    for name, parameter in method.named_parameters():
+        if tensor_has_hooks(parameter):
+            return f"the parameter {name} has a tensor hook (register_hook): the key cannot see what it reads"
     for optimizer in method.optimizer_list():
         refusal = device_step_refusal(getattr(optimizer, "optimizer", optimizer))
         if refusal is not None:
@@ -412,56 +570,6 @@ def defined_outside(kind: type, hook: str, packages: tuple[str, ...]) -> type | 
     if owner is None or owner.__module__.split(".")[0] in packages:
         return None
     return owner
-
-
-def iteration_key(method: Any, leaves: list[Any], recorder: IterationRecorder) -> Hashable:
-    """What a recorded iteration of ``method`` bakes in (see the module docstring); raises
-    :class:`~lebm.samplers.capture.keys.RunsEagerly` for a module the key cannot vouch for."""
-    described = Description()
-    children = tuple((name, described.of(child, name)) for name, child in method.named_children())
-    attributes = tuple(  # the samplers and settings the method holds outside its modules
-        (name, described.of(value, name))
-        for name, value in vars(method).items()
-        if not name.startswith("_") and name not in HOST_BOOKKEEPING
-    )
-    settings = method.step_settings
-    _, batch_idx, _ = method._training_position()
-    optimizers = []
-    for optimizer in method.optimizer_list():
-        inner = getattr(optimizer, "optimizer", optimizer)
-        groups = tuple(
-            tuple((k, described.of(v, k)) for k, v in group.items() if k not in ("params", "lr", "initial_lr"))
-            for group in inner.param_groups
-        )
-        tensors = tuple(
-            (
-                tensor_id(p),
-                None if p.grad is None else tensor_id(p.grad),
-                tuple((k, tensor_id(v)) for k, v in inner.state.get(p, {}).items() if isinstance(v, Tensor)),
-            )
-            for group in inner.param_groups
-            for p in group["params"]
-        )
-        rates = recorder.rates.get(id(inner))
-        optimizers.append(
-            (type(inner), id(inner), groups, tensors, None if rates is None else tuple(map(tensor_id, rates.tensors)))
-        )
-    guard = method.guard
-    return (
-        type(method),
-        tuple(
-            tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves
-        ),
-        children,
-        attributes,
-        plain(dict(method.hparams)),
-        described.of(method.iteration_key(), "iteration_key()"),
-        (settings, settings.accumulate == 1 or batch_idx % settings.accumulate == 0, method.updates_this_batch),
-        (method.current_epoch >= guard.after_epoch, tuple(sorted(guard.limits.items()))),
-        tuple(optimizers),
-        numerics_state(method.device),
-        torch.is_grad_enabled(),
-    )
 
 
 @contextlib.contextmanager
@@ -513,32 +621,39 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
     settings = method.step_settings
     inner = [getattr(optimizer, "optimizer", optimizer) for optimizer in optimizers]
     parameters = [p for optimizer in inner for group in optimizer.param_groups for p in group["params"]]
+    recorder = method.iteration_recorder
     _, batch_idx, _ = method._training_position()
     if settings.accumulate == 1 or batch_idx % settings.accumulate == 0:
         with torch.no_grad():
             for parameter in parameters:
                 if parameter.grad is not None:
                     parameter.grad.zero_()
-    versions = {id(p): p.grad._version for p in parameters if p.grad is not None}
+    versions = {id(p): None if p.grad is None else tensor_version(p.grad) for p in parameters}
     if settings.accumulate == 1:
         method.backward(loss)
     else:
         trainable = [p for p in parameters if p.requires_grad]
         if trainable:
             method.backward(loss / settings.accumulate, inputs=trainable)
-        if not method.updates_this_batch:
-            return
-    # a gradient kept (zeroed) from an earlier iteration that this loss did not reach: eagerly it is None
-    by_id = {id(p): p for p in parameters}
-    unreached = frozenset(
-        pid for pid, version in versions.items() if by_id[pid].grad is not None and by_id[pid].grad._version == version
+    for parameter in parameters:  # a gradient made or written by this backward pass
+        before = versions[id(parameter)]
+        if parameter.grad is not None and (before is None or tensor_version(parameter.grad) != before):
+            recorder.reached_now.add(id(parameter))
+    if settings.accumulate > 1 and not method.updates_this_batch:
+        return
+    # a gradient kept (zeroed) that no batch of the window reached: eagerly it is None (a window that
+    # opened eagerly set it to None itself)
+    window = recorder.window_reached
+    unreached = (
+        frozenset()
+        if window is None
+        else frozenset(id(p) for p in parameters if p.grad is not None and id(p) not in window | recorder.reached_now)
     )
     reduce = getattr(method.trainer.strategy, "reduce_gradients", None)
     if reduce is not None and method.trainer.world_size > 1:  # between two graphs: each rank's own noise, one average
         outside_the_recording(lambda: reduce(parameters))
     method.count_recorded_step(once=True)
     value, algorithm = settings.clip_for(clip)
-    recorder = method.iteration_recorder
     for optimizer in inner:
         if value is not None:
             clipped = [p for group in optimizer.param_groups for p in group["params"] if id(p) not in unreached]
@@ -560,6 +675,23 @@ def steps_on_the_host(checkpoint: dict[str, Any]) -> None:
             step = values.get("step") if isinstance(values, dict) else None
             if isinstance(step, Tensor) and step.device.type != "cpu":
                 values["step"] = step.detach().to("cpu")
+
+
+def saved_step_count(method: Any) -> Callable[[], None]:
+    """Save Lightning's count of the optimiser steps (``trainer.global_step`` of a method that
+    optimises manually) and the method's note of the iteration it counted; return what puts them
+    back (after a recording that failed once its body had counted the step: the eager iteration
+    that follows counts it again)."""
+    trainer = attached_trainer(method)
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    state = copy.deepcopy(progress.state_dict())
+    counted = method._counted_iteration
+
+    def restore() -> None:
+        progress.load_state_dict(state)
+        method._counted_iteration = counted
+
+    return restore
 
 
 def saved_state(method: Any) -> Callable[[], None]:

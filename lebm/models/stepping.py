@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from lightning.pytorch import Callback
@@ -95,6 +96,24 @@ def adopt_trainer_settings(trainer: Any) -> StepSettings:
     trainer.gradient_clip_val = None
     trainer.gradient_clip_algorithm = None  # each net's clipping passes its own
     return settings
+
+
+def adopt_changed_clipping(trainer: Any, settings: StepSettings) -> StepSettings:
+    """``settings`` with the ``gradient_clip_val`` and ``gradient_clip_algorithm`` that a callback
+    set on ``trainer`` mid-run (after :func:`adopt_trainer_settings` had set them to None there),
+    which are set to None again: a new value (0: off) with its algorithm ("norm" when none is
+    given), or the algorithm alone for the value in force. ``ValueError`` (one line) for a value out
+    of range, as at the start of the run."""
+    value, algorithm = trainer.gradient_clip_val, trainer.gradient_clip_algorithm
+    trainer.gradient_clip_val = trainer.gradient_clip_algorithm = None
+    if algorithm is None:
+        algorithm = settings.clip_algorithm if value is None else "norm"
+    probe = SimpleNamespace(
+        accumulate_grad_batches=settings.accumulate,
+        gradient_clip_val=settings.clip_val if value is None else value,
+        gradient_clip_algorithm=algorithm,
+    )
+    return trainer_step_settings(probe)
 
 
 def restore_accumulation(trainer: Any, settings: StepSettings) -> None:

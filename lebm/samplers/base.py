@@ -19,7 +19,13 @@ from torch import Tensor, nn
 from lebm.config import Configurable
 from lebm.samplers.capture.cache import run_captured
 from lebm.samplers.capture.keys import ChainCall
-from lebm.samplers.capture.recorders import ChainBody, capture_possible, first_line, inside_recording
+from lebm.samplers.capture.recorders import (
+    ChainBody,
+    capture_possible,
+    first_line,
+    inside_recording,
+    refuse_unless_opted_in,
+)
 from lebm.samplers.capture.switch import CaptureOptIn
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
     ChainTarget,
@@ -159,6 +165,7 @@ class Sampler(CaptureOptIn, Configurable):
                 ``"ends"`` the first and the last state's (what training logs; cheaper).
         """
         check_call(self, energy_fn, z0)
+        refuse_unless_opted_in(self)  # inside a recorded training iteration
         with torch.inference_mode(False):  # state a sampler allocates must be usable by later chains
             self.prepare(z0)
         modules = list(freeze)

@@ -73,6 +73,10 @@ class PersistentChains(Sampler, nn.Module):
         """Captured only when the wrapped sampler's steps may be captured too."""
         return super().capture_allowed() and self.sampler.capture_allowed()
 
+    def opted_in(self) -> bool:
+        """Opted in only when the wrapped sampler opted in too."""
+        return super().opted_in() and self.sampler.opted_in()
+
     def current_step_size(self) -> float:
         """The step size of the wrapped sampler."""
         return self.sampler.current_step_size()

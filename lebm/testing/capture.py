@@ -47,11 +47,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 
 from lebm.samplers.capture.host_sync import uncapturable
 from lebm.samplers.capture.recorders import ChainBody, GraphStore, host_gaps, run_refusing_host_sync, set_cpu_store
+from lebm.samplers.capture.torch_internals import TorchDispatchMode, tree_flatten, tree_leaves, tree_map
 
 
 @dataclass(frozen=True)

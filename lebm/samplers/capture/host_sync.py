@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
+
+from lebm.samplers.capture.torch_internals import TorchDispatchMode, tree_leaves
 
 #: Operations (schema names) that read a tensor's value on the host or size their output by it.
 UNCAPTURABLE_OPS = frozenset(

@@ -43,7 +43,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules import module as module_internals
+
+from lebm.samplers.capture.torch_internals import global_module_hooks, module_hooks
 
 #: How deep containers and plain objects may nest within one attribute, closure cell or owner.
 DEPTH = 5
@@ -54,7 +55,6 @@ NOT_STATE = frozenset(vars(nn.Module())) - {"training"} | {"_compiled_call_impl"
 
 _VALUES = (type(None), bool, int, float, complex, str, bytes, type, enum.Enum)
 _VALUES += (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout)
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
 class CapturableSampler(Protocol):
@@ -86,7 +86,7 @@ def refuse(module: nn.Module) -> None:
         raise RunsEagerly(f"the energy reads a SyncBatchNorm ({name}): its collectives cannot be recorded")
     if module.__dict__.get("chain_capture", getattr(type(module), "chain_capture", True)) is False:
         raise RunsEagerly(f"{name} declares chain_capture = False")
-    if any(module.__dict__.get(hooks) for hooks in _HOOKS):
+    if any(module_hooks(module).values()):
         raise RunsEagerly(
             f"{name} has forward or backward hooks (e.g. the hook-style torch.nn.utils.spectral_norm): the key cannot "
             "see what a hook reads; use torch.nn.utils.parametrizations.spectral_norm"
@@ -95,10 +95,12 @@ def refuse(module: nn.Module) -> None:
 
 class Description:
     """One key being built: :meth:`of` describes a value by the rules of the module docstring;
-    :attr:`modules` holds every module met, in order (each described once)."""
+    :attr:`modules` holds every module met, in order (each described once), :attr:`objects` every
+    other object described by its attributes."""
 
     def __init__(self) -> None:
         self.modules: dict[int, nn.Module] = {}
+        self.objects: dict[int, Any] = {}  # the plain objects described attribute by attribute (samplers ...)
         self._open: set[int] = set()  # the objects being described: one met again inside is a cycle
 
     def of(self, value: Any, where: str, depth: int = 0) -> Hashable:
@@ -147,6 +149,7 @@ class Description:
         attributes = getattr(value, "__dict__", None)
         if attributes is None:
             raise Unseen(f"{where} holds a {type(value).__name__}, whose state the key cannot read (no __dict__)")
+        self.objects[id(value)] = value
         state = tuple((n, self.of(v, f"{where}.{n}", depth)) for n, v in attributes.items() if n not in NOT_STATE)
         return ("object", type(value), id(value), state)
 
@@ -246,6 +249,6 @@ def why_eager(sampler: CapturableSampler) -> str | None:
         return "CUDA_LAUNCH_BLOCKING is set: every launch synchronises, which a CUDA graph capture cannot do"
     if torch.is_anomaly_enabled():
         return "autograd anomaly detection is on: it checks values on the host"
-    if any(getattr(module_internals, f"_global{hooks}", None) for hooks in _HOOKS):
+    if any(global_module_hooks().values()):
         return "global module hooks are registered (register_module_*_hook): the key cannot see what they read"
     return None

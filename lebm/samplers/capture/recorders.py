@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lebm.samplers.capture.host_sync import HostSynchronisation, RefuseHostSync
+from lebm.samplers.capture.torch_internals import end_allocating_to_pool
 
 ChainBody = Callable[[], tuple[Tensor, dict[str, Tensor]]]
 """The chain as a function of its static buffers: ``() -> (final states, diagnostics)``."""
@@ -260,10 +261,8 @@ class GraphStore:
     def _recover(self, saved: list[tuple[torch.Generator, Any, Tensor]], index: int) -> None:
         """After a failed recording: stop routing allocations to the pool, give the generators
         back, and check that eager work runs; if it does not, no chain records again here."""
-        end_pool = getattr(torch._C, "_cuda_endAllocateToPool", None)
-        if end_pool is not None:
-            with contextlib.suppress(Exception):
-                end_pool(index, self.pool)
+        with contextlib.suppress(Exception):
+            end_allocating_to_pool()(index, self.pool)
         if restore_generators(self.device, saved):
             self.release_all()  # earlier graphs follow the default generator's former state object
         try:
@@ -355,6 +354,34 @@ def recording_inline() -> Iterator[None]:
         yield
     finally:
         _inline.depth = depth
+
+
+class NotOptedIn(RuntimeError):
+    """A sampler or chain initializer that did not opt in to capture ran inside the recording of a whole iteration."""
+
+
+@contextlib.contextmanager
+def recording_an_iteration() -> Iterator[None]:
+    """Within this block (this thread) a whole training iteration is being recorded (not warmed up):
+    a sampler or initializer that did not opt in to capture refuses to be part of it
+    (:func:`refuse_unless_opted_in`)."""
+    previous = getattr(_inline, "iteration", False)
+    _inline.iteration = True
+    try:
+        yield
+    finally:
+        _inline.iteration = previous
+
+
+def refuse_unless_opted_in(part: Any) -> None:
+    """Inside :func:`recording_an_iteration`, raise :class:`NotOptedIn` for ``part`` (a sampler or
+    initializer) that did not opt in to capture (``opted_in()``): its Python would be baked into the
+    recording, and ``docs/extending.md`` promises that such a part runs eagerly."""
+    if getattr(_inline, "iteration", False) and not part.opted_in():
+        raise NotOptedIn(
+            f"{type(part).__name__} did not opt in to capture (its class states no capturable = True, or its "
+            "cuda_graph is False), so a recording would bake in its Python (docs/extending.md, 'Captured chains')"
+        )
 
 
 def inside_recording() -> bool:

@@ -78,7 +78,13 @@ class CaptureOptIn:
     def capture_allowed(self) -> bool:
         """Whether this object's calls may be captured: the run's switch is on, its class opted in
         and its own ``cuda_graph`` does not keep it out."""
-        return bool(chain_capture_enabled() and type(self).capturable and self.cuda_graph)
+        return bool(chain_capture_enabled() and self.opted_in())
+
+    def opted_in(self) -> bool:
+        """Whether this object may be recorded at all, whatever the run's switch: its class opted in
+        and its own ``cuda_graph`` does not keep it out (a recorded training iteration asks this of
+        every sampler it runs)."""
+        return bool(type(self).capturable and self.cuda_graph)
 
 
 #: The environment variable that carries the recorded-iteration switch to child processes.

@@ -1,0 +1,136 @@
+"""What a recorded training iteration may not read or change on the host, and how a recording sees it.
+
+A recording runs a method's ``training_iteration`` once and bakes what its Python read into the
+graph: a replay runs no Python. So while it records (:class:`~lebm.models.recorded_iteration.IterationRecorder`),
+lebm watches for what the key (:mod:`lebm.models.iteration_key`) cannot vouch for, and a recording
+that meets one raises :class:`RecordingRefused`: that iteration and every later one run eagerly,
+with one line naming it.
+
+- **Reads of the host not declared**: ``self.global_step`` and ``self.current_epoch`` read in the
+  iteration but not in the method's ``iteration_key()`` (``Method.noting_host_reads``), and the
+  ``batch_idx`` argument used at all (:class:`WatchedIndex`): a replay would use the recorded value;
+- **Python's and NumPy's random streams** drawn from (:class:`HostRandomStates`): a replay would draw
+  nothing from them;
+- ``self.log`` inside the iteration and non-tensor values in the step's logs (``lebm.models.Method``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import random
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class RecordingRefused(RuntimeError):
+    """A recording met something a replay cannot repeat: the message names it (the model's iterations run eagerly)."""
+
+
+#: The binary operations through which Python code reads a number: ``__op__`` and ``__rop__`` each.
+_BINARY: dict[str, Callable[[Any, Any], Any]] = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "truediv": operator.truediv,
+    "floordiv": operator.floordiv,
+    "mod": operator.mod,
+    "pow": operator.pow,
+    "divmod": divmod,
+    "and": operator.and_,
+    "or": operator.or_,
+    "xor": operator.xor,
+    "lshift": operator.lshift,
+    "rshift": operator.rshift,
+}
+#: Comparisons (no reflected form) and the one-operand reads.
+_COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+_UNARY: dict[str, Callable[..., Any]] = {
+    "index": int,
+    "int": int,
+    "float": float,
+    "complex": complex,
+    "bool": bool,
+    "hash": hash,
+    "str": str,
+    "repr": repr,
+    "neg": operator.neg,
+    "pos": operator.pos,
+    "abs": abs,
+    "invert": operator.invert,
+    "format": format,
+    "round": round,
+    "trunc": math.trunc,
+    "floor": math.floor,
+    "ceil": math.ceil,
+}
+
+
+class WatchedIndex:
+    """A stand-in for the batch index handed to a recording: it behaves as the ``int`` it holds in
+    Python code (arithmetic with ints and floats on either side, comparison, hashing, formatting,
+    indexing and ``range`` through ``__index__``) and adds ``name`` to ``reads`` whenever its value is
+    read so. Handed on untouched (``finish_training_step(logs, watch, batch_idx)``), it notes
+    nothing. A torch function that wants a Python number refuses it (a ``TypeError`` naming
+    ``WatchedIndex``), which the recorder reads as a read of the index too; so does code that
+    needs ``isinstance(batch_idx, int)``."""
+
+    def __init__(self, value: int, reads: set[str], name: str = "batch_idx") -> None:
+        self._value = int(value)
+        self._reads = reads
+        self._name = name
+
+    def _read(self) -> int:
+        self._reads.add(self._name)
+        return self._value
+
+
+def _unary(function: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda self, *args: function(self._read(), *args)
+
+
+def _binary(function: Callable[[Any, Any], Any], reflected: bool) -> Callable[[Any, Any], Any]:
+    if reflected:
+        return lambda self, other: function(other, self._read())
+    return lambda self, other: function(self._read(), other)
+
+
+for _name, _function in _UNARY.items():
+    setattr(WatchedIndex, f"__{_name}__", _unary(_function))
+for _name, _function in _COMPARISONS.items():
+    setattr(WatchedIndex, f"__{_name}__", _binary(_function, reflected=False))
+for _name, _function in _BINARY.items():
+    setattr(WatchedIndex, f"__{_name}__", _binary(_function, reflected=False))
+    setattr(WatchedIndex, f"__r{_name}__", _binary(_function, reflected=True))
+
+
+class HostRandomStates:
+    """Python's and NumPy's global random states when made; :meth:`changed` names those drawn from
+    since, and :meth:`restore` puts them back."""
+
+    def __init__(self) -> None:
+        self.python = random.getstate()
+        self.numpy = np.random.get_state()
+
+    def changed(self) -> list[str]:
+        now = np.random.get_state()
+        names = []
+        if random.getstate() != self.python:
+            names.append("Python's random")
+        same_numpy = now[0] == self.numpy[0] and np.array_equal(now[1], self.numpy[1])
+        if not (same_numpy and tuple(now[2:]) == tuple(self.numpy[2:])):
+            names.append("NumPy's random")
+        return names
+
+    def restore(self) -> None:
+        random.setstate(self.python)
+        np.random.set_state(self.numpy)
