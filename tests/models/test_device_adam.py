@@ -93,3 +93,29 @@ def test_what_the_device_step_does_not_implement_is_named() -> None:
     assert "amsgrad=True" in (device_step_refusal(Adam(parameters(0), amsgrad=True)) or "")
     assert "maximize=True" in (device_step_refusal(AdamW(parameters(0), maximize=True)) or "")
     assert device_step_refusal(Adam(parameters(0), weight_decay=0.1, decoupled_weight_decay=True)) is None
+
+
+def test_an_option_the_device_step_does_not_know_is_refused_by_name() -> None:
+    """The options are an allow-list: one a later torch adds to Adam (here added by hand to its
+    defaults and groups) is refused, naming it; a key a scheduler adds to a group (``initial_lr``)
+    is no option of the step and passes."""
+    optimizer = Adam(parameters(0), lr=0.1)
+    optimizer.param_groups[0]["initial_lr"] = 0.1
+    assert device_step_refusal(optimizer) is None
+    optimizer.defaults["spectral_momentum"] = True
+    optimizer.param_groups[0]["spectral_momentum"] = True
+    assert "has the option spectral_momentum, which lebm's recorded step does not know" in (
+        device_step_refusal(optimizer) or ""
+    )
+
+
+def test_a_group_added_or_removed_gives_new_rate_tensors() -> None:
+    """One rate tensor per group: a group added makes them anew (no IndexError), at the groups' rates."""
+    optimizer = Adam(parameters(0), lr=0.1)
+    rates = LearningRates(optimizer)
+    first = rates.tensors[0]
+    optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 0.5})
+    tensors = rates.refresh()
+    assert [float(t) for t in tensors] == [0.1, 0.5] and tensors[0] is not first
+    optimizer.param_groups.pop()
+    assert [float(t) for t in rates.refresh()] == [0.1]

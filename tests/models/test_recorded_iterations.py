@@ -389,5 +389,6 @@ def test_a_setting_that_changes_at_every_iteration_stops_the_recording_in_one_li
     assert_same(*runs)
     lines = [str(w.message) for w in caught if "training iterations run eagerly" in str(w.message)]
     assert len(lines) == 1 and "changes at every iteration" in lines[0], lines
+    assert "attribute posterior_sampler.step_size changed between the last two" in lines[0], lines
     stats = model.iteration_recorder.stats
     assert stats.recordings == 0 and stats.warmups == CHURN_LIMIT and stats.eager == 4 * BATCHES - CHURN_LIMIT

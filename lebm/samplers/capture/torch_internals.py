@@ -14,6 +14,7 @@ it and the torch version, wherever it is met.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -125,18 +126,20 @@ def missing_internals() -> list[str]:
     for name in MODULE_HOOKS:
         if not isinstance(linear.__dict__.get(name), dict):
             problems.append(f"nn.Module.{name} is not a dict of hooks")
-    handle = linear.register_forward_hook(lambda *args: None)
-    if not linear.__dict__.get("_forward_hooks"):
-        problems.append("nn.Module.register_forward_hook no longer fills _forward_hooks")
-    handle.remove()
+    with contextlib.suppress(Exception):  # a missing name is reported above
+        handle = linear.register_forward_hook(lambda *args: None)
+        if not linear.__dict__.get("_forward_hooks"):
+            problems.append("nn.Module.register_forward_hook no longer fills _forward_hooks")
+        handle.remove()
     adam = torch.optim.Adam(linear.parameters())
     for name in OPTIMIZER_HOOKS:
         if not isinstance(getattr(adam, name, None), dict):
             problems.append(f"Optimizer.{name} is not a dict of hooks")
-    handle = torch.optim.optimizer.register_optimizer_step_post_hook(lambda *args: None)
-    if not optimizer_internals.__dict__.get("_global_optimizer_post_hooks"):
-        problems.append("register_optimizer_step_post_hook no longer fills _global_optimizer_post_hooks")
-    handle.remove()
+    with contextlib.suppress(Exception):  # a missing name is reported above
+        handle = optimizer_internals.register_optimizer_step_post_hook(lambda *args: None)
+        if not optimizer_internals.__dict__.get("_global_optimizer_post_hooks"):
+            problems.append("register_optimizer_step_post_hook no longer fills _global_optimizer_post_hooks")
+        handle.remove()
     leaves, spec = tree_flatten(({"x": torch.zeros(1)}, [1]))
     if len(leaves) != 2 or tree_unflatten(leaves, spec)[1] != [1]:
         problems.append("torch.utils._pytree's tree_flatten/tree_unflatten changed")

@@ -1,0 +1,131 @@
+"""The host cost of a recorded iteration's key, per iteration, beside the eager iteration's time.
+
+    python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
+
+With recorded iterations on, every training iteration first checks what keeps it eager
+(:func:`lebm.models.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
+options), asks the method what it reads of the host (``iteration_key()``) and builds the key
+(:func:`lebm.models.iteration_key.iteration_key`: a description of every module, attribute and
+optimiser the iteration reads), before it replays. This is host work at every replay, on any device.
+For every method's quickstart and paper-shape recipe, it times those three calls (median of
+``--repeats`` at each of ``--iters`` iterations, after two warm-up iterations) inside a real eager
+fit on the CPU, times the eager iteration itself (median), and prints one JSON line per recipe:
+``key_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules and parameters the
+key describes. The data are random, of the recipe's shape and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import bare_trainer, describe_device, load_recipe, run_facts  # noqa: E402
+from train_step import IterationTimer, observation_shape, start_in_stage  # noqa: E402
+
+from lebm.config import build  # noqa: E402
+from lebm.models.iteration_key import declared_reads, iteration_key  # noqa: E402
+from lebm.models.recorded_iteration import why_iterations_eager  # noqa: E402
+from lebm.samplers.capture.keys import Description  # noqa: E402
+from lebm.samplers.capture.torch_internals import tree_flatten  # noqa: E402
+
+QUICKSTARTS = {
+    "LatentEBM": "recipes/quickstart.yaml",
+    "MultiStageNCE": "recipes/multistage_nce/quickstart.yaml",
+    "DualMCMC": "recipes/dual_mcmc/quickstart.yaml",
+    "JointHierarchicalEBM": "recipes/hierarchical/quickstart.yaml",
+    "DAMC": "recipes/damc/quickstart.yaml",
+}
+PAPER_SHAPES = {
+    "LatentEBM": "recipes/latent_ebm/svhn.yaml",
+    "MultiStageNCE": "recipes/multistage_nce/svhn.yaml",
+    "DualMCMC": "recipes/dual_mcmc/cifar10.yaml",
+    "JointHierarchicalEBM": "recipes/hierarchical/svhn.yaml",
+    "DAMC": "recipes/damc/svhn.yaml",
+}
+WARMUP = 2
+
+
+class KeyTimer(L.Callback):
+    """Before each timed batch: the key's three calls, ``repeats`` times, timed one by one."""
+
+    def __init__(self, repeats: int) -> None:
+        self.repeats = repeats
+        self.times: list[float] = []
+        self.modules = 0
+        self.parameters = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+        if index < WARMUP:
+            return
+        leaves, _ = tree_flatten(batch)
+        for _ in range(self.repeats):
+            start = time.perf_counter()
+            why_iterations_eager(module)
+            declared, _ = declared_reads(module)
+            described = Description()
+            iteration_key(module, leaves, declared, None, described)
+            self.times.append(time.perf_counter() - start)
+        self.modules = len(described.modules)
+        self.parameters = sum(1 for _ in module.parameters())
+
+
+def measure(method: str, path: str, iters: int, repeats: int) -> dict[str, Any]:
+    recipe = load_recipe(path)
+    batch_size = recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
+    torch.manual_seed(0)
+    model = build(recipe["model"])
+    start_in_stage(model, None)
+    shape = observation_shape(model)
+    n = batch_size * (WARMUP + iters)
+    data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size, drop_last=True)
+    keys, timer = KeyTimer(repeats), IterationTimer()
+    bare_trainer(max_epochs=1, accelerator="cpu", devices=1, callbacks=[keys, timer]).fit(model, data)
+    key_us = statistics.median(keys.times) * 1e6
+    eager_ms = statistics.median(timer.times[WARMUP:]) * 1e3 - key_us * repeats / 1e3  # the timer saw the repeats
+    return {
+        "method": method,
+        "recipe": path,
+        "batch_size": batch_size,
+        "key_us": round(key_us, 1),
+        "eager_iteration_ms": round(eager_ms, 2),
+        "key_share": round(key_us / 1e3 / eager_ms, 5),
+        "modules_described": keys.modules,
+        "parameters": keys.parameters,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", choices=["quickstart", "paper", "all"], default="all")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per recipe (after 2 warm-ups)")
+    parser.add_argument("--repeats", type=int, default=20, help="key computations timed before each iteration")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = [round(v, 2) for v in os.getloadavg()]
+    chosen = {"quickstart": [QUICKSTARTS], "paper": [PAPER_SHAPES], "all": [QUICKSTARTS, PAPER_SHAPES]}[args.recipes]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    for recipes in chosen:
+        for method, path in recipes.items():
+            row = measure(method, path, args.iters, args.repeats)
+            row.update(device=describe_device(torch.device("cpu")), commit=commit, date=str(date.today()))
+            row.update(run_facts(load_before))
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
