@@ -1,6 +1,6 @@
 """The host cost of a recorded iteration's key, per iteration, beside the eager iteration's time.
 
-    python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
+    python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20] [--write DIR]
 
 With recorded iterations on, every training iteration first checks what keeps it eager
 (:func:`lebm.models.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
@@ -11,7 +11,9 @@ For every method's quickstart and paper-shape recipe, it times those three calls
 ``--repeats`` at each of ``--iters`` iterations, after two warm-up iterations) inside a real eager
 fit on the CPU, times the eager iteration itself (median), and prints one JSON line per recipe:
 ``key_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules and parameters the
-key describes. The data are random, of the recipe's shape and batch size.
+key describes. The data are random, of the recipe's shape and batch size. ``--write DIR`` also
+writes the lines to ``DIR/iteration_key_cost-<date>-<commit>.jsonl`` and the table made from them
+(:func:`table`) beside it, as ``.md``.
 """
 
 from __future__ import annotations
@@ -107,24 +109,53 @@ def measure(method: str, path: str, iters: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def table(rows: list[dict[str, Any]]) -> str:
+    """The Markdown table of ``rows`` (the JSON lines), one row per recipe, with the run's facts under it."""
+    lines = [
+        "| method | recipe | modules described | key (us) | eager iteration (ms) | key / iteration |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | `{row['recipe']}` (batch {row['batch_size']}) | {row['modules_described']} "
+            f"| {row['key_us']:,.0f} | {row['eager_iteration_ms']:,.0f} | {100 * row['key_share']:.2f}% |"
+        )
+    first = rows[0]
+    lines.append("")
+    lines.append(
+        f"{first['device']}, torch {first['torch']}, commit `{first['commit']}`, {first['date']}; load average "
+        f"{first['load_average_before'][0]} before, {rows[-1]['load_average_after'][0]} after."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", choices=["quickstart", "paper", "all"], default="all")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per recipe (after 2 warm-ups)")
     parser.add_argument("--repeats", type=int, default=20, help="key computations timed before each iteration")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--write", default=None, help="a folder for the JSON lines and their table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
     chosen = {"quickstart": [QUICKSTARTS], "paper": [PAPER_SHAPES], "all": [QUICKSTARTS, PAPER_SHAPES]}[args.recipes]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    rows = []
     for recipes in chosen:
         for method, path in recipes.items():
             row = measure(method, path, args.iters, args.repeats)
             row.update(device=describe_device(torch.device("cpu")), commit=commit, date=str(date.today()))
             row.update(run_facts(load_before))
+            rows.append(row)
             print(json.dumps(row), flush=True)
+    if args.write:
+        stem = os.path.join(args.write, f"iteration_key_cost-{date.today()}-{commit}")
+        with open(f"{stem}.jsonl", "w") as out:
+            out.writelines(json.dumps(row) + "\n" for row in rows)
+        with open(f"{stem}.md", "w") as out:
+            out.write(table(rows))
 
 
 if __name__ == "__main__":

@@ -545,6 +545,29 @@ def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_
     assert out["remainder_ms"]["cadence"] > 0 and out["remainder_ms"]["every_step"] > 0
 
 
+@pytest.mark.slow  # five quickstart fits
+def test_iteration_key_cost_times_the_key_beside_each_quickstarts_eager_iteration(tmp_path: Path) -> None:
+    """CPU. One JSON line per method's quickstart, and a table made from those lines under --write."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/iteration_key_cost.py", "--recipes", "quickstart", "--iters", "1"]
+        + ["--repeats", "2", "--write", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=HANG_SECONDS,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    methods = {"LatentEBM", "MultiStageNCE", "DualMCMC", "JointHierarchicalEBM", "DAMC"}
+    assert {row["method"] for row in rows} == methods
+    for row in rows:
+        assert row["key_us"] > 0 and row["eager_iteration_ms"] > 0 and row["modules_described"] > 0, row
+        assert row["key_share"] == pytest.approx(row["key_us"] / 1e3 / row["eager_iteration_ms"], rel=1e-2)
+    (written,) = tmp_path.glob("iteration_key_cost-*.md")
+    text = written.read_text()
+    assert all(f"| {method} |" in text for method in methods) and "load average" in text
+
+
 def clocked_fit(tmp_path: Path, accelerator: str) -> dict:
     """Two epochs of three batches of a small LatentEBM with the epoch clock; its record."""
     from lebm.models import LatentEBM, TiltedGaussianPrior
