@@ -58,8 +58,11 @@ class MethodHooks:
         """What a training iteration reads of the host besides its modules, hyperparameters and
         optimisers (a warm-up switch, a stage, whether an EMA update is due): values (numbers,
         bools, tuples) a recorded iteration is keyed by, computed before the iteration runs
-        (:mod:`lebm.models.recorded_iteration`). A value missing here is baked into a recording
-        and replayed stale."""
+        (:mod:`lebm.models.recorded_iteration`). Reading ``self.global_step`` or
+        ``self.current_epoch`` here declares it: the iteration may read it too (a recording that
+        reads one undeclared is refused, and the iterations run eagerly, with one line). The
+        method's modules, attributes (public and private), hyperparameters and optimisers are in
+        the key already."""
         return ()
 
     def skip_iteration(self) -> bool:

@@ -21,15 +21,22 @@ clipping, optimiser steps and EMA) as one graph per key and replays it:
   once) to :meth:`lebm.models.Method.finish_recorded_step` and then the method's host work
   (:meth:`~lebm.models.Method.after_iteration`).
 
-**The key** (:func:`iteration_key`) holds what a recording bakes in: the batch's shapes and dtypes,
-every child module of the method and every public attribute it holds outside them (a posterior
-sampler) described by the chain key's rules (parameters and buffers by address, every attribute by
-value: step sizes, chain lengths, train flags), the method's hyperparameters, what the method
-declares it reads of the host (:meth:`~lebm.models.Method.iteration_key`: DAMC's warm-up switch and
-EMA turn, a multi-stage prior's stage), the accumulation window and
-update of this batch, the guard's limits, every optimiser's settings but its rate and the address
-of every parameter, gradient and state tensor it steps, and autocast and TF32. The learning rates
-are read from device tensors, not baked in.
+**The key** (:func:`~lebm.models.iteration_key.iteration_key`) holds what a recording bakes in,
+part by named part: the batch's shapes, every module and attribute of the method (public and
+private, but the host bookkeeping :data:`~lebm.models.iteration_key.LEFT_OUT_OF_THE_KEY` names),
+the hyperparameters, what the method declares it reads of the host
+(:meth:`~lebm.models.Method.iteration_key`), the accumulation window and the parameters its earlier
+batches reached, the guard's limits, every optimiser's settings but its rate and, per parameter it
+steps, its address, ``requires_grad``, gradient and state tensors, and autocast and TF32. The
+learning rates are read from device tensors, not baked in.
+
+**A recording checks** what a replay could not repeat (:func:`check_the_recording`,
+:mod:`lebm.models.host_reads`): host values read without being declared in ``iteration_key()``
+(``global_step``, ``current_epoch``, the ``batch_idx`` argument), ``self.log``, step values that are
+no tensors, draws from Python's or NumPy's random stream, a sampler that did not opt in to capture,
+and any part of the key the iteration itself changes. A recording that meets one is undone
+(tensors, the Python attributes the key described, Lightning's count of the step, the host random
+states) and the model's iterations run eagerly from then on, with one line naming it.
 
 **Under DDP** each update's gradient all-reduce runs between two graphs
 (:func:`~lebm.samplers.capture.recorders.outside_the_recording`): a recording closes its graph before
@@ -44,9 +51,12 @@ diverged weights.
 
 **Where an iteration cannot be recorded** it runs eagerly, with its chains captured as before, and
 the run says why in one line, once (:func:`why_iterations_eager`): a 16-bit gradient scaler, an
-optimiser without a recorded step, a divergence recovery policy, anomaly detection, a callback or
-a method override with host work inside the update (``on_before_backward``, ``on_after_backward``,
-``on_before_optimizer_step``, ``on_before_zero_grad``), or a module the key cannot describe.
+optimiser without a recorded step (or with an option outside the allow-list), a divergence recovery
+policy, anomaly detection, chain capture off, a callback or a method override with host work inside
+the update (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``,
+``on_before_zero_grad``), tensor hooks on parameters, process-wide optimiser or module hooks, a
+module the key cannot describe, a refused recording, or a key that keeps changing (the line names
+the part that changes, or the batch shapes that outnumber the cache).
 """
 
 from __future__ import annotations
@@ -613,7 +623,9 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
     """:meth:`lebm.models.Method.step_optimizers` in direct mode (inside a recorded iteration and its
     warm-ups): the same update with nothing on the host. Gradients are zeroed in place at a window's
     first batch (a recording reads them at their address; a parameter that never had one keeps
-    None and is skipped, as after ``zero_grad(set_to_none=True)``); ``backward`` as the method's
+    None and is skipped, as after ``zero_grad(set_to_none=True)``; one that no batch of the
+    accumulation window reached is skipped too, decided over the whole window from
+    :attr:`IterationRecorder.window_reached`); ``backward`` as the method's
     ``backward`` hook does it; on an update, the iteration's first step is counted by Lightning
     (:meth:`~lebm.models.Method.count_recorded_step`), each net's gradients are clipped by
     ``torch.nn.utils`` as Lightning's precision plugin clips them, and
