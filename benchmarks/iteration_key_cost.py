@@ -1,6 +1,7 @@
 """The host cost of a recorded iteration's key, per iteration, beside the eager iteration's time.
 
-    python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20] [--write DIR]
+    python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
+        [--paper-batch-size N] [--write DIR]
 
 With recorded iterations on, every training iteration first checks what keeps it eager
 (:func:`lebm.models.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
@@ -11,7 +12,9 @@ For every method's quickstart and paper-shape recipe, it times those three calls
 ``--repeats`` at each of ``--iters`` iterations, after two warm-up iterations) inside a real eager
 fit on the CPU, times the eager iteration itself (median), and prints one JSON line per recipe:
 ``key_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules and parameters the
-key describes. The data are random, of the recipe's shape and batch size. ``--write DIR`` also
+key describes. The data are random, of the recipe's shape and batch size (``--paper-batch-size``: another
+for the paper shapes, whose eager iterations take seconds to minutes on a CPU; the key does not
+depend on the batch size, and a smaller batch's shorter iteration makes its share an upper bound). ``--write DIR`` also
 writes the lines to ``DIR/iteration_key_cost-<date>-<commit>.jsonl`` and the table made from them
 (:func:`table`) beside it, as ``.md``.
 """
@@ -84,9 +87,9 @@ class KeyTimer(L.Callback):
         self.parameters = sum(1 for _ in module.parameters())
 
 
-def measure(method: str, path: str, iters: int, repeats: int) -> dict[str, Any]:
+def measure(method: str, path: str, iters: int, repeats: int, batch_size: int | None = None) -> dict[str, Any]:
     recipe = load_recipe(path)
-    batch_size = recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
+    batch_size = batch_size or recipe.get("data", {}).get("init_args", {}).get("batch_size", 100)
     torch.manual_seed(0)
     model = build(recipe["model"])
     start_in_stage(model, None)
@@ -136,27 +139,29 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per recipe (after 2 warm-ups)")
     parser.add_argument("--repeats", type=int, default=20, help="key computations timed before each iteration")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--paper-batch-size", type=int, default=None, help="default: each paper recipe's own")
     parser.add_argument("--write", default=None, help="a folder for the JSON lines and their table")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = [round(v, 2) for v in os.getloadavg()]
     chosen = {"quickstart": [QUICKSTARTS], "paper": [PAPER_SHAPES], "all": [QUICKSTARTS, PAPER_SHAPES]}[args.recipes]
+    stem = os.path.join(args.write, f"iteration_key_cost-{date.today()}") if args.write else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     rows = []
     for recipes in chosen:
         for method, path in recipes.items():
-            row = measure(method, path, args.iters, args.repeats)
+            batch_size = args.paper_batch_size if recipes is PAPER_SHAPES else None
+            row = measure(method, path, args.iters, args.repeats, batch_size)
             row.update(device=describe_device(torch.device("cpu")), commit=commit, date=str(date.today()))
             row.update(run_facts(load_before))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    if args.write:
-        stem = os.path.join(args.write, f"iteration_key_cost-{date.today()}-{commit}")
-        with open(f"{stem}.jsonl", "w") as out:
-            out.writelines(json.dumps(row) + "\n" for row in rows)
-        with open(f"{stem}.md", "w") as out:
-            out.write(table(rows))
+            if stem:  # each line as it comes: a long run cut short keeps what it measured
+                with open(f"{stem}-{commit}.jsonl", "w") as out:
+                    out.writelines(json.dumps(row) + "\n" for row in rows)
+                with open(f"{stem}-{commit}.md", "w") as out:
+                    out.write(table(rows))
 
 
 if __name__ == "__main__":

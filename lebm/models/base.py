@@ -50,7 +50,7 @@ from lebm.models.double_precision import RunDefaultDtype
 from lebm.models.final_validation import ValidateLastEpoch
 from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
-from lebm.models.host_reads import RecordingRefused
+from lebm.models.host_reads import RecordingRefused, noting_trainer_reads
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
 from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
@@ -305,13 +305,15 @@ class Method(Predictions, MethodHooks, L.LightningModule):
 
     @contextlib.contextmanager
     def noting_host_reads(self, reads: set[str] | None) -> Iterator[None]:
-        """Within the block, every read of ``self.global_step`` and ``self.current_epoch`` is added
-        to ``reads`` by name: what :meth:`iteration_key` reads there is declared; what a recorded
-        iteration reads without declaring it keeps the iterations eager
+        """Within the block, every read of ``self.global_step`` and ``self.current_epoch`` (and of
+        the Trainer's, outside Lightning's loop: :func:`~lebm.models.host_reads.noting_trainer_reads`)
+        is added to ``reads`` by name: what :meth:`iteration_key` reads there is declared; what a
+        recorded iteration reads without declaring it keeps the iterations eager
         (:mod:`lebm.models.recorded_iteration`)."""
         previous, self._host_reads = self._host_reads, reads
         try:
-            yield
+            with noting_trainer_reads(attached_trainer(self), reads):
+                yield
         finally:
             self._host_reads = previous
 

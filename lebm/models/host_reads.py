@@ -6,9 +6,10 @@ lebm watches for what the key (:mod:`lebm.models.iteration_key`) cannot vouch fo
 that meets one raises :class:`RecordingRefused`: that iteration and every later one run eagerly,
 with one line naming it.
 
-- **Reads of the host not declared**: ``self.global_step`` and ``self.current_epoch`` read in the
-  iteration but not in the method's ``iteration_key()`` (``Method.noting_host_reads``), and the
-  ``batch_idx`` argument used at all (:class:`WatchedIndex`): a replay would use the recorded value;
+- **Reads of the host not declared**: ``self.global_step`` and ``self.current_epoch`` (or the
+  Trainer's own, :func:`noting_trainer_reads`) read in the iteration but not in the method's
+  ``iteration_key()`` (``Method.noting_host_reads``), and the ``batch_idx`` argument used at all
+  (:class:`WatchedIndex`): a replay would use the recorded value;
 - **Python's and NumPy's random streams** drawn from (:class:`HostRandomStates`): a replay would draw
   nothing from them;
 - ``self.log`` inside the iteration and non-tensor values in the step's logs (``lebm.models.Method``).
@@ -16,10 +17,12 @@ with one line naming it.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
 import operator
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -111,6 +114,54 @@ for _name, _function in _COMPARISONS.items():
 for _name, _function in _BINARY.items():
     setattr(WatchedIndex, f"__{_name}__", _binary(_function, reflected=False))
     setattr(WatchedIndex, f"__r{_name}__", _binary(_function, reflected=True))
+
+
+#: The Trainer's properties a recording watches (read by name, as the method's own of the same name).
+TRAINER_READS = ("global_step", "current_epoch")
+#: Packages whose reads of the Trainer are the loop's own bookkeeping, not the iteration's.
+_LOOP_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics")
+_watched_classes: dict[type, type] = {}
+
+
+def _watched_class(kind: type) -> type:
+    """A subclass of the Trainer's class whose :data:`TRAINER_READS` note a read from outside
+    Lightning in the set the instance holds (``_lebm_host_reads``)."""
+    if kind not in _watched_classes:
+
+        def watched(name: str) -> property:
+            plain = getattr(kind, name)
+
+            def read(self: Any) -> Any:
+                frame = inspect.currentframe()
+                caller = frame.f_back.f_globals.get("__name__", "") if frame and frame.f_back else ""
+                reads = self.__dict__.get("_lebm_host_reads")
+                if reads is not None and caller.split(".")[0] not in _LOOP_PACKAGES:
+                    reads.add(name)
+                return plain.fget(self)
+
+            return property(read, doc=plain.__doc__)
+
+        namespace = {name: watched(name) for name in TRAINER_READS}
+        _watched_classes[kind] = type(kind.__name__, (kind,), {**namespace, "__module__": kind.__module__})
+    return _watched_classes[kind]
+
+
+@contextlib.contextmanager
+def noting_trainer_reads(trainer: Any, reads: set[str] | None) -> Iterator[None]:
+    """Within the block, a read of ``trainer.global_step`` or ``trainer.current_epoch`` from outside
+    Lightning's own loop is added to ``reads`` by name (the Trainer's class is a subclass that notes
+    them, put back after). ``trainer`` None, or ``reads`` None: nothing is watched."""
+    if trainer is None or reads is None:
+        yield
+        return
+    kind = type(trainer)
+    trainer.__class__ = _watched_class(kind)
+    trainer.__dict__["_lebm_host_reads"] = reads
+    try:
+        yield
+    finally:
+        trainer.__dict__.pop("_lebm_host_reads", None)
+        trainer.__class__ = kind
 
 
 class HostRandomStates:

@@ -147,20 +147,27 @@ class ReadsTheHost(LatentEBM):
     reads = "global_step"
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        value = batch_idx if self.reads == "batch_idx" else getattr(self, self.reads)
+        if self.reads == "batch_idx":
+            value = batch_idx
+        else:
+            owner, _, name = self.reads.rpartition(".")
+            value = getattr(self.trainer if owner == "trainer" else self, name)
         super().training_iteration([batch[0] * (1 + 0.01 * value)], batch_idx)
 
 
-@pytest.mark.parametrize("read", ["global_step", "current_epoch", "batch_idx"])
+@pytest.mark.parametrize(
+    "read", ["global_step", "current_epoch", "batch_idx", "trainer.global_step", "trainer.current_epoch"]
+)
 def test_a_step_epoch_or_batch_index_read_undeclared_runs_eagerly_with_one_line(read, one_thread) -> None:
     def reading() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = type(f"Reads_{read}", (ReadsTheHost,), {"reads": read})
+        model.__class__ = type(f"Reads_{read.replace('.', '_')}", (ReadsTheHost,), {"reads": read})
         return model
 
     eager, recorded, model, lines = both_ways(reading, max_epochs=2)
     assert_same(eager, recorded)
-    assert_eager_once(model, lines, read, "without declaring it")
+    assert_eager_once(model, lines, read.rpartition(".")[2], "without declaring it")
+    assert type(model.trainer) is L.Trainer  # the Trainer's class is put back after watching it
 
 
 class DeclaresItsSwitch(LatentEBM):
