@@ -28,6 +28,7 @@ The parts keep their names so that a key that keeps changing can say what change
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -136,17 +137,30 @@ def iteration_key(
 
 
 def saved_attributes(method: Any, described: Description) -> Callable[[], None]:
-    """Save the attributes of the method and of every module and object a key described (``described``),
-    one level deep; return what puts them back (after a recording that a refusal undoes: a CUDA capture
-    runs the iteration's Python once, and what it assigned must not stay)."""
+    """Save the attributes of the method and of every module and object a key described
+    (``described``), and the contents of the lists, dicts and sets they hold; return what puts them
+    back, the containers' contents in place (after a recording that a refusal undoes: a CUDA capture
+    runs the iteration's Python once, and what it assigned or appended must not stay)."""
     owners = [method, *described.modules.values(), *described.objects.values()]
     saved = [(owner, dict(vars(owner))) for owner in owners]
+    containers = {
+        id(value): (value, copy.copy(value))
+        for _, attributes in saved
+        for value in attributes.values()
+        if type(value) in (list, dict, set)
+    }
 
     def restore() -> None:
         for owner, attributes in saved:
             state = vars(owner)
             state.clear()
             state.update(attributes)
+        for container, contents in containers.values():
+            container.clear()
+            if isinstance(container, list):
+                container.extend(contents)
+            else:
+                container.update(contents)
 
     return restore
 

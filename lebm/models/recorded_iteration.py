@@ -606,19 +606,6 @@ def counted_only(optimizer: torch.optim.Optimizer) -> Iterator[None]:
                 group["capturable"] = flag
 
 
-def plain(value: Any) -> Hashable:
-    """Hyperparameters (plain data: configs, numbers, strings, lists) as one hashable value, at any depth."""
-    if isinstance(value, dict):
-        return (dict, tuple((str(k), plain(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return (type(value), tuple(plain(v) for v in value))
-    try:
-        hash(value)
-    except TypeError:
-        return (type(value), repr(value))
-    return value
-
-
 def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float | None) -> None:
     """:meth:`lebm.models.Method.step_optimizers` in direct mode (inside a recorded iteration and its
     warm-ups): the same update with nothing on the host. Gradients are zeroed in place at a window's

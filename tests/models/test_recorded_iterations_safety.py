@@ -358,26 +358,35 @@ def test_a_draw_from_a_host_random_stream_runs_eagerly_with_one_line(stream, nam
 
 
 class Alternates(LatentEBM):
-    """Flips a public flag at every iteration and scales its batch by it: state the iteration itself changes."""
+    """Flips a flag at every iteration and scales its batch by it: state the iteration itself changes,
+    a public attribute (``flip``) or the element of a list it holds (``mode[0]``)."""
 
     flip = False
+    in_a_list = False
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        self.flip = not self.flip
-        super().training_iteration([batch[0] * (2.0 if self.flip else 1.0)], batch_idx)
+        if self.in_a_list:
+            self.mode[0] = not self.mode[0]
+            flipped = self.mode[0]
+        else:
+            self.flip = flipped = not self.flip
+        super().training_iteration([batch[0] * (2.0 if flipped else 1.0)], batch_idx)
 
 
-def test_python_state_the_iteration_changes_runs_eagerly_with_one_line(one_thread) -> None:
-    """Its two values make two keys that would each replay without flipping: refused, naming the flag."""
+@pytest.mark.parametrize(("in_a_list", "named"), [(False, "changes attribute flip"), (True, "changes attribute mode")])
+def test_python_state_the_iteration_changes_runs_eagerly_with_one_line(in_a_list, named, one_thread) -> None:
+    """Its two values make two keys that would each replay without flipping: refused, naming the
+    flag, and undone (the list's element too), so the eager iterations after it flip as eagerly."""
 
     def alternating() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = Alternates
+        model.__class__ = type("Alternates", (Alternates,), {"in_a_list": in_a_list})
+        model.mode = [False]
         return model
 
     eager, recorded, model, lines = both_ways(alternating)
     assert_same(eager, recorded)
-    assert_eager_once(model, lines, "changes attribute flip")
+    assert_eager_once(model, lines, named)
 
 
 # ------------------------------------------------------------------- optimisers and the Trainer

@@ -357,14 +357,15 @@ def recording_inline() -> Iterator[None]:
 
 
 class NotOptedIn(RuntimeError):
-    """A sampler or chain initializer that did not opt in to capture ran inside the recording of a whole iteration."""
+    """A sampler that did not opt in to capture ran inside the recording of a whole iteration."""
 
 
 @contextlib.contextmanager
 def recording_an_iteration() -> Iterator[None]:
     """Within this block (this thread) a whole training iteration is being recorded (not warmed up):
-    a sampler or initializer that did not opt in to capture refuses to be part of it
-    (:func:`refuse_unless_opted_in`)."""
+    a sampler that did not opt in to capture refuses to be part of it (:func:`refuse_unless_opted_in`).
+    Chain initializers (a start drawn inside the iteration) are recorded inline; the recording's
+    checks of Python state and host random streams cover them."""
     previous = getattr(_inline, "iteration", False)
     _inline.iteration = True
     try:
@@ -374,9 +375,9 @@ def recording_an_iteration() -> Iterator[None]:
 
 
 def refuse_unless_opted_in(part: Any) -> None:
-    """Inside :func:`recording_an_iteration`, raise :class:`NotOptedIn` for ``part`` (a sampler or
-    initializer) that did not opt in to capture (``opted_in()``): its Python would be baked into the
-    recording, and ``docs/extending.md`` promises that such a part runs eagerly."""
+    """Inside :func:`recording_an_iteration`, raise :class:`NotOptedIn` for ``part`` (a sampler) that
+    did not opt in to capture (``opted_in()``): its Python would be baked into the recording, and
+    ``docs/extending.md`` promises that such a sampler runs eagerly."""
     if getattr(_inline, "iteration", False) and not part.opted_in():
         raise NotOptedIn(
             f"{type(part).__name__} did not opt in to capture (its class states no capturable = True, or its "
