@@ -48,7 +48,7 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "lshift": operator.lshift,
     "rshift": operator.rshift,
 }
-#: Comparisons (no reflected form) and the one-operand reads.
+#: The comparisons (no reflected form).
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
     "ne": operator.ne,
@@ -57,6 +57,7 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     "gt": operator.gt,
     "ge": operator.ge,
 }
+#: The one-operand reads: conversions, hashing, formatting, unary operators, rounding.
 _UNARY: dict[str, Callable[..., Any]] = {
     "index": int,
     "int": int,
