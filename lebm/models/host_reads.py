@@ -117,7 +117,7 @@ for _name, _function in _BINARY.items():
     setattr(WatchedIndex, f"__r{_name}__", _binary(_function, reflected=True))
 
 
-#: The Trainer's properties a recording watches (read by name, as the method's own of the same name).
+#: The Trainer's properties a recording watches (declared by a read of either the method's or the Trainer's).
 TRAINER_READS = ("global_step", "current_epoch")
 #: Packages whose reads of the Trainer are the loop's own bookkeeping, not the iteration's.
 _LOOP_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics")
@@ -137,7 +137,7 @@ def _watched_class(kind: type) -> type:
                 caller = frame.f_back.f_globals.get("__name__", "") if frame and frame.f_back else ""
                 reads = self.__dict__.get("_lebm_host_reads")
                 if reads is not None and caller.split(".")[0] not in _LOOP_PACKAGES:
-                    reads.add(name)
+                    reads.add(f"trainer.{name}")
                 return plain.fget(self)
 
             return property(read, doc=plain.__doc__)
@@ -150,8 +150,8 @@ def _watched_class(kind: type) -> type:
 @contextlib.contextmanager
 def noting_trainer_reads(trainer: Any, reads: set[str] | None) -> Iterator[None]:
     """Within the block, a read of ``trainer.global_step`` or ``trainer.current_epoch`` from outside
-    Lightning's own loop is added to ``reads`` by name (the Trainer's class is a subclass that notes
-    them, put back after). ``trainer`` None, or ``reads`` None: nothing is watched."""
+    Lightning's own loop is added to ``reads`` as ``"trainer.global_step"`` ... (the Trainer's class
+    is a subclass that notes them, put back after). ``trainer`` None, or ``reads`` None: nothing is watched."""
     if trainer is None or reads is None:
         yield
         return

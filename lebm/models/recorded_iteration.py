@@ -298,10 +298,7 @@ class IterationRecorder:
         distinct = list(dict.fromkeys(self.misses))
         if any(key in self.recorded_once for key in distinct):
             shapes = list(dict.fromkeys(dict(key)["batch"] for key in distinct))
-            described = "; ".join(
-                ", ".join("x".join(map(str, leaf[0])) if isinstance(leaf, tuple) else repr(leaf) for leaf in shape)
-                for shape in shapes[:4]
-            )
+            described = "; ".join(", ".join(map(shape_text, shape)) for shape in shapes[:4])
             more = f" and {len(shapes) - 4} more" if len(shapes) > 4 else ""
             return (
                 f"{len(distinct)} different iterations come in turn ({len(shapes)} batch shapes: {described}{more}), "
@@ -396,14 +393,13 @@ class IterationRecorder:
             uncount()
             unassign()
             host_random.restore()
-            refused = error if isinstance(error, (RecordingRefused, NotOptedIn)) else None
-            cause = error.__cause__ if isinstance(error, IterationNotRecorded) else error
-            if refused is not None:
-                self.disabled = first_line(refused)
-            elif "WatchedIndex" in first_line(error if cause is None else cause):  # a torch call took the index
-                self.disabled = f"{UNDECLARED_INDEX} ({first_line(error if cause is None else cause)})"
+            cause = first_line(error.__cause__ or error if isinstance(error, IterationNotRecorded) else error)
+            if isinstance(error, (RecordingRefused, NotOptedIn)):
+                self.disabled = cause
+            elif "WatchedIndex" in cause:  # a torch call took the batch index as a number
+                self.disabled = f"{UNDECLARED_INDEX} ({cause})"
             else:
-                self.disabled = f"its iteration could not be recorded ({first_line(error if cause is None else cause)})"
+                self.disabled = f"its iteration could not be recorded ({cause})"
             raise IterationNotRecorded(self.disabled) from error
         if saved is not None:
             saved()  # the emulation ran the body while recording it: the replay below runs it for real
@@ -484,6 +480,13 @@ class IterationRecorder:
             rates.refresh()
 
 
+def shape_text(leaf: Hashable) -> str:
+    """A batch leaf of a key as a reader writes it: ``"16x2"`` for a tensor's signature
+    (``(shape, dtype, device)``), its description otherwise."""
+    is_signature = isinstance(leaf, tuple) and len(leaf) == 3 and isinstance(leaf[1], torch.dtype)
+    return "x".join(map(str, leaf[0])) if is_signature else repr(leaf)
+
+
 class IterationNotRecorded(RuntimeError):
     """A training iteration failed to record: the model's iterations run eagerly from now on."""
 
@@ -503,14 +506,15 @@ def check_the_recording(
     (``reads`` beyond ``declared``), a step value that is no tensor, a draw from Python's or NumPy's
     random stream, or a part of the key (``key``) that the iteration changed (Python state a replay
     leaves as recorded)."""
-    undeclared = sorted(reads - declared)
+    declared_names = {name.rpartition(".")[2] for name in declared}  # self.global_step or the Trainer's
+    undeclared = sorted(name for name in reads if name.rpartition(".")[2] not in declared_names)
     if undeclared:
         name = undeclared[0]
         if name == "batch_idx":
             raise RecordingRefused(UNDECLARED_INDEX)
         raise RecordingRefused(
-            f"its training iteration reads self.{name} without declaring it: return what it needs of {name} from "
-            "iteration_key()"
+            f"its training iteration reads self.{name} without declaring it: return what it needs of "
+            f"{name.rpartition('.')[2]} from iteration_key()"
         )
     constants = [name for name, value in logs.items() if not isinstance(value, Tensor)]
     if constants:
