@@ -89,7 +89,12 @@ SUITE_ITERS_CAP = {"damc": 3}
 #: first captured iteration records its amortizer's ancestral start beside its chains, so no
 #: recording falls in a timed iteration.
 SUITE_WARMUP_MIN = {"damc": 2}
-SUITE_PATHS = ("eager", "captured", "captured_bf16")
+#: The suite's paths without ``--paths``: eager, captured chains, recorded iterations in fp32 and bf16.
+SUITE_PATHS = ("eager", "captured", "recorded", "recorded_bf16")
+#: The five methods of the papers (the quickstart aside), each scored recorded against eager.
+PAPER_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "damc")
+#: A profile run whose device waits longer than this share of the iteration misses issue 90's target.
+IDLE_SHARE_TARGET = 0.2
 OPTIONAL_PACKAGES = ("wandb", "torch_fidelity", "omegaconf", "jsonargparse")
 #: The most of ``--budget`` each stage may take (the suite takes what is left, up to the deadline).
 STAGE_SHARE = {"gpu_tier": 0.37, "quickstart": 0.15}
@@ -251,6 +256,30 @@ ROW_TARGETS: tuple[Target, ...] = (
         "DAMC SVHN, captured bf16 not slower than captured fp32: the fp32 s/iter over this",
         *("damc", "captured_bf16", "speedup_vs_captured", 1.0),
         against="captured",
+    ),
+    *(
+        Target(
+            f"{method}_recorded_vs_eager",
+            f"{method}: recorded iterations fp32, its eager s/iter over this",
+            *(method, "recorded", "speedup_vs_eager", 5.0),
+        )
+        for method in PAPER_METHODS
+    ),
+    *(
+        Target(
+            f"{method}_recorded_bf16_vs_recorded",
+            f"{method}: recorded iterations, the fp32 s/iter over bf16's",
+            *(method, "recorded_bf16", "speedup_vs_recorded", 1.3),
+            against="recorded",
+        )
+        for method in PAPER_METHODS
+        if method != "dual_mcmc"
+    ),
+    Target(
+        "dual_mcmc_recorded_bf16_sec_per_iter",
+        "DualMCMC CIFAR-10, recorded bf16: seconds per iteration",
+        *("dual_mcmc", "recorded_bf16", "sec_per_iter", 0.41),
+        at_most=True,
     ),
     *(
         Target(
@@ -575,8 +604,9 @@ def suite_stage(
     generate: int,
     row_cap_s: float,
     methods: tuple[str, ...] = SUITE_METHODS,
+    paths: tuple[str, ...] = SUITE_PATHS,
 ) -> dict[str, Any]:
-    """``suite.py``'s rows for ``methods`` x :data:`SUITE_PATHS`, one fresh process each, in that order,
+    """``suite.py``'s rows for ``methods`` x ``paths``, one fresh process each, in that order,
     while the deadline leaves time: a row gets at most ``row_cap_s`` seconds and ``iters`` and
     ``warmup`` iterations within :data:`SUITE_ITERS_CAP` and :data:`SUITE_WARMUP_MIN`, a row that
     cannot start is kept as ``skipped``. Every row carries ``suite_method``; ratios as
@@ -599,7 +629,7 @@ def suite_stage(
         for method in methods:
             recipe = suite.RECIPES[method][0]
             method_rows = []
-            for path in SUITE_PATHS:
+            for path in paths:
                 left = deadline.left()
                 if left < MIN_SECONDS["suite_row"]:
                     row: dict[str, Any] = {"recipe": recipe, "path": path, "skipped": f"deadline: {left:.0f} s left"}
@@ -676,25 +706,25 @@ def profile_markdown(stage: dict[str, Any]) -> list[str]:
     waited, the host's training step, and its graph launches, kernel launches and synchronisations."""
     lines = [
         "",
-        "| profile run | wall ms | device busy ms | device idle | host training_step ms | graph launches | "
-        "kernel launches | syncs | host work around the chains |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| profile run | wall ms | device busy ms | device idle | host training_step ms | host iteration key ms | "
+        "graph launches | kernel launches | syncs | host work around the chains |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in stage.get("runs", []):
         result = entry.get("result")
         if result is None:
             reason = entry.get("skipped") or entry.get("error", "")
-            lines.append(f"| {entry['label']} | {reason.replace('|', '/')} |  |  |  |  |  |  |  |")
+            lines.append(f"| {entry['label']} | {reason.replace('|', '/')} |  |  |  |  |  |  |  |  |")
             continue
         if "rows" in result or "pairs" in result:  # ancestral_start.py, damc_cost.py
-            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  | {damc_note(result)} |")
+            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  |  | {damc_note(result)} |")
             continue
         if "remainder_ms" in result:  # host_work.py
             note = (
                 f"{result['ops_outside_chains']} ops outside the chains; 1-step chains: "
                 f"{result['remainder_ms']['cadence']} ms (logging every step: {result['remainder_ms']['every_step']})"
             )
-            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  | {note} |")
+            lines.append(f"| {entry['label']} |  |  |  |  |  |  |  |  | {note} |")
             continue
         calls = result.get("runtime_calls", {})
         cells = [
@@ -703,6 +733,7 @@ def profile_markdown(stage: dict[str, Any]) -> list[str]:
             _cell(result.get("device_busy_ms")),
             _cell(result.get("device_idle_share")),
             _cell(result.get("host_ranges_ms", {}).get("training_step")),
+            _cell(result.get("host_ranges_ms", {}).get("iteration_key")),
             _cell(calls.get("graph_launches")),
             _cell(calls.get("kernel_launches")),
             _cell(calls.get("synchronisations")),
@@ -794,6 +825,21 @@ def evaluate_targets(
     targets = {target.name: row_target(rows, target) for target in ROW_TARGETS}
     targets["quickstart_epoch_vs_reference"] = quickstart_target(quickstart_stage)
     targets["gpu_tier_all_passing"] = tier_target(tier_stage)
+    return targets
+
+
+def idle_targets(stage: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Issue 90's idle target for each recorded profile run: the device idle at most
+    :data:`IDLE_SHARE_TARGET` of the iteration (not measured when the run has no profile)."""
+    targets = {}
+    for entry in (stage or {}).get("runs", []):
+        if "recorded" not in entry["label"]:
+            continue
+        value = (entry.get("result") or {}).get("device_idle_share")
+        reason = entry.get("skipped") or entry.get("error") or "no device timeline"
+        name = slug(entry["label"]) + "_device_idle_share"
+        what = f"{entry['label']}: share of the iteration the device is idle"
+        targets[name] = {"what": what, **verdict(value, IDLE_SHARE_TARGET, True, reason)}
     return targets
 
 
@@ -910,13 +956,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods", default=",".join(SUITE_METHODS), help=f"the suite's methods, of {', '.join(SUITE_METHODS)}"
     )
+    parser.add_argument(
+        "--paths", default=",".join(SUITE_PATHS), help=f"the suite's paths, of {', '.join(suite_path_names())}"
+    )
+    parser.add_argument(
+        "--profile-match", default="", help="profile only the runs whose label holds this text (e.g. 'recorded')"
+    )
     parser.add_argument("--table", metavar="RECORD.json", help="print the Markdown of an existing record and exit")
     args = parser.parse_args(argv)
-    for option, known in (("stages", STAGES), ("methods", SUITE_METHODS)):
+    for option, known in (("stages", STAGES), ("methods", SUITE_METHODS), ("paths", suite_path_names())):
         unknown = set(getattr(args, option).split(",")) - set(known) - {""}
         if unknown:
             parser.error(f"unknown {option} {sorted(unknown)}: {option} are {', '.join(known)}")
     return args
+
+
+def suite_path_names() -> tuple[str, ...]:
+    """The paths ``suite.py`` times on a GPU."""
+    import suite
+
+    return tuple(name for name, (*_, devices) in suite.PATHS.items() if "cuda" in devices)
 
 
 def no_cuda_message() -> str | None:
@@ -951,6 +1010,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "suite_warmup_min": SUITE_WARMUP_MIN,
             "suite_row_limit_s": args.row_limit,
             "suite_methods": [m for m in SUITE_METHODS if m in args.methods.split(",")],
+            "suite_paths": [p for p in args.paths.split(",") if p],
+            "recorded_iterations_switch": os.environ.get("LEBM_RECORDED_ITERATIONS", "unset"),
             "stages": sorted(wanted, key=STAGES.index),
         },
         "environment": env,
@@ -985,14 +1046,17 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             **suite_stage(
                 *(out, deadline, args.suite_iters, args.suite_warmup, args.suite_generate, args.row_limit),
                 methods=tuple(m for m in SUITE_METHODS if m in args.methods.split(",")),
+                paths=tuple(p for p in args.paths.split(",") if p),
             ),
         }
     save(record, out, stem)
     if "profile" in wanted:
         methods = tuple(m for m in args.methods.split(",") if m)
-        stages["profile"] = profile_stage(out, deadline, profile_runs_for(methods))
+        runs = tuple(run for run in profile_runs_for(methods) if args.profile_match in run[0])
+        stages["profile"] = profile_stage(out, deadline, runs)
     rows = stages.get("suite", {}).get("rows", [])
     record["targets"] = evaluate_targets(rows, stages.get("quickstart"), stages.get("gpu_tier"))
+    record["targets"].update(idle_targets(stages.get("profile")))
     record["target_summary"] = target_summary(record["targets"])
     record["wall_s"] = round(deadline.elapsed(), 1)
     record["finished"] = True

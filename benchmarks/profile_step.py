@@ -12,7 +12,8 @@ on a GPU, CUDA activity). Prints one JSON line with, per iteration (milliseconds
 - ``device_busy_ms``: the union of the device's kernel and copy intervals, and ``device_idle_share``,
   the part of ``wall_ms`` the device had nothing to run: the share the host (Lightning's loop, the
   eager passes, launches, logging, synchronisations) keeps it waiting (null on a CPU);
-- ``host_ranges_ms``: the host time of ``training_step`` and of each chain call (``chain:<name>``);
+- ``host_ranges_ms``: the host time of ``training_step``, of each chain call (``chain:<name>``) and,
+  with recorded iterations, of the key built before each replay (``iteration_key``);
 - ``runtime_calls``: per iteration, how many CUDA graph launches, kernel launches, synchronisations
   and copies the host made (``cudaGraphLaunch``, ``cudaLaunchKernel``, ``cudaStreamSynchronize`` ...);
 - ``top_host_ops``: the operations with the most host (self CPU) time, and ``top_device_kernels``:
@@ -52,6 +53,7 @@ from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # no
 
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
+from lebm.models import recorded_iteration  # noqa: E402
 from lebm.samplers.capture import set_chain_capture  # noqa: E402
 from lebm.speed.numerics import apply_tf32  # noqa: E402
 
@@ -71,8 +73,18 @@ RUNTIME_CALLS = {
 
 
 def mark_ranges(model: Any) -> None:
-    """Wrap ``training_step`` and every chain call of ``model`` in named profiler ranges."""
+    """Wrap ``training_step``, every chain call of ``model`` and the recorded iterations' key
+    (``iteration_key``: the host's work before each replay) in named profiler ranges."""
     step = model.training_step
+    key = recorded_iteration.iteration_key
+    if not hasattr(key, "ranged"):
+
+        def iteration_key(*args: Any, **kwargs: Any) -> Any:
+            with record_function("iteration_key"):
+                return key(*args, **kwargs)
+
+        iteration_key.ranged = True  # type: ignore[attr-defined]
+        recorded_iteration.iteration_key = iteration_key
 
     def training_step(*args: Any, **kwargs: Any) -> Any:
         with record_function("training_step"):
@@ -169,7 +181,7 @@ def summarise(window: ProfileWindow, iters: int, top: int = 12) -> dict[str, Any
             device_intervals.append((event.time_range.start, event.time_range.end))
             kernel_time[event.name] += event.time_range.elapsed_us()
             continue
-        if event.name == "training_step" or event.name.startswith("chain:"):
+        if event.name in ("training_step", "iteration_key") or event.name.startswith("chain:"):
             host_ranges[event.name] += event.cpu_time_total
         runtime_name = re.sub(r"_v\d+$", "", event.name)  # CUPTI may name calls with a version: ..._v10000
         for kind, names in RUNTIME_CALLS.items():

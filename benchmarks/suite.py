@@ -16,7 +16,9 @@ with like:
 - ``memory / eager`` (``peak_mem_vs_eager``, every path but ``eager``): this row's peak memory over
   the eager row's;
 - ``speedup_vs_captured`` (in the JSON, every path but ``captured``): the ``captured`` row (fp32,
-  captured chains) over this row, so ``captured_bf16``'s says what bf16 buys once chains are graphs.
+  captured chains) over this row, so ``captured_bf16``'s says what bf16 buys once chains are graphs;
+- ``speedup_vs_recorded`` (in the JSON, ``recorded_bf16``): the ``recorded`` row (fp32, recorded
+  iterations) over this row, what bf16 buys once whole iterations are graphs.
 
 Paths (``--paths``; the default is every path that applies to the device):
 
@@ -119,13 +121,17 @@ def run_one(
 def add_captured_ratios(rows: list[dict[str, Any]]) -> None:
     """Give every timed path of one recipe but the captured one, on the captured row's device, its
     speed-up over the captured fp32 path, ``speedup_vs_captured`` (the captured row's s/iter over
-    its own), whether or not the eager row ran."""
-    captured = next((row for row in rows if row.get("path") == "captured" and "sec_per_iter" in row), None)
-    if captured is None:
-        return
-    for row in rows:
-        if row is not captured and "sec_per_iter" in row and row.get("device") == captured["device"]:
-            row["speedup_vs_captured"] = round(captured["sec_per_iter"] / row["sec_per_iter"], 3)
+    its own), and the ``recorded_bf16`` row its speed-up over the ``recorded`` one,
+    ``speedup_vs_recorded``, whether or not the eager row ran."""
+    for against, paths in (("captured", None), ("recorded", ("recorded_bf16",))):
+        base = next((row for row in rows if row.get("path") == against and "sec_per_iter" in row), None)
+        if base is None:
+            continue
+        for row in rows:
+            if row is base or "sec_per_iter" not in row or row.get("device") != base["device"]:
+                continue
+            if paths is None or row.get("path") in paths:
+                row[f"speedup_vs_{against}"] = round(base["sec_per_iter"] / row["sec_per_iter"], 3)
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:

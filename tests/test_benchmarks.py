@@ -317,6 +317,11 @@ def synthetic_suite_rows() -> list[dict]:
         {"suite_method": "dual_mcmc", "path": "captured", "speedup_vs_eager": 3.0, "peak_mem_vs_eager": 1.5},
         {"suite_method": "dual_mcmc", "path": "captured_bf16", "sec_per_iter": 0.41, "error": "ran on cpu"},
         {"suite_method": "quickstart", "path": "captured", "skipped": "deadline: 3 s left"},
+        {"suite_method": "latent_ebm", "path": "recorded", "speedup_vs_eager": 5.0, "sec_per_iter": 0.2},
+        {"suite_method": "latent_ebm", "path": "recorded_bf16", "speedup_vs_recorded": 1.29, "sec_per_iter": 0.155},
+        {"suite_method": "hierarchical", "path": "recorded", "speedup_vs_eager": 4.99},
+        {"suite_method": "hierarchical", "path": "recorded_bf16", "speedup_vs_recorded": 1.3},
+        {"suite_method": "dual_mcmc", "path": "recorded_bf16", "sec_per_iter": 0.42},
     ]
 
 
@@ -332,7 +337,7 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
         "latent_ebm_captured_vs_plain_loop": True,  # 5.0 >= 5
         "latent_ebm_captured_bf16_vs_plain_loop": False,  # 7.99 < 8
         "multistage_nce_captured_vs_eager": None,  # its eager row failed: no ratio
-        "hierarchical_captured_vs_eager": None,  # no row at all
+        "hierarchical_captured_vs_eager": None,  # no captured row
         "dual_mcmc_captured_bf16_sec_per_iter": None,  # the row holds an error
         "damc_captured_vs_eager": None,  # no DAMC row at all
         "damc_captured_bf16_vs_captured": None,
@@ -341,6 +346,16 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
         "dual_mcmc_peak_mem_captured_vs_eager": True,  # 1.5 <= 1.5
         "hierarchical_peak_mem_captured_vs_eager": None,
         "quickstart_peak_mem_captured_vs_eager": None,  # skipped at the deadline
+        "latent_ebm_recorded_vs_eager": True,  # 5.0 >= 5
+        "multistage_nce_recorded_vs_eager": None,
+        "dual_mcmc_recorded_vs_eager": None,
+        "hierarchical_recorded_vs_eager": False,  # 4.99 < 5
+        "damc_recorded_vs_eager": None,
+        "latent_ebm_recorded_bf16_vs_recorded": False,  # 1.29 < 1.3
+        "multistage_nce_recorded_bf16_vs_recorded": None,
+        "hierarchical_recorded_bf16_vs_recorded": True,  # 1.3 >= 1.3
+        "damc_recorded_bf16_vs_recorded": None,
+        "dual_mcmc_recorded_bf16_sec_per_iter": False,  # 0.42 > 0.41
         "quickstart_epoch_vs_reference": True,  # 5.0 >= 5
         "gpu_tier_all_passing": False,  # one failure
     }
@@ -354,7 +369,8 @@ def test_gpu_check_scores_each_target_met_unmet_or_not_measured_from_the_suite_r
     assert "failed" in targets["dual_mcmc_captured_bf16_sec_per_iter"]["reason"]
     assert "eager row" in targets["multistage_nce_peak_mem_captured_vs_eager"]["reason"]
     assert "skipped" in targets["quickstart_peak_mem_captured_vs_eager"]["reason"]
-    assert gpu_check.target_summary(targets) == {"met": 3, "unmet": 3, "not_measured": 8}
+    assert "dual_mcmc_recorded_bf16_vs_recorded" not in targets  # DualMCMC's bf16 is scored in s/iter alone
+    assert gpu_check.target_summary(targets) == {"met": 5, "unmet": 6, "not_measured": 13}
     # the DualMCMC row without its error: 0.41 s/iter is within "no slower than 0.41"
     rows = [{**r, "error": None} if r["path"] == "captured_bf16" else r for r in synthetic_suite_rows()]
     rows = [{k: v for k, v in r.items() if v is not None} for r in rows]
@@ -420,14 +436,15 @@ def test_gpu_check_runs_damcs_suite_rows_first_within_their_iteration_bounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Device: CPU (the rows' processes replaced by a stand-in that spends 20 s of a fake deadline).
-    With time for four rows, DAMC's three run (at most 3 timed iterations, at least 2 warm-up) and
-    are scored; the fourth row is the next method's, with the iterations asked for; the rest skipped."""
+    With time for five rows, DAMC's four (eager, captured, recorded, recorded bf16) run (at most 3
+    timed iterations, at least 2 warm-up) and are scored; the fifth row is the next method's, with
+    the iterations asked for; the rest skipped."""
     gpu_check = load_script("benchmarks/gpu_check.py")
     suite = load_script("benchmarks/suite.py")
-    seconds = {"eager": 0.4, "captured": 0.08, "captured_bf16": 0.07}
+    seconds = {"eager": 0.4, "captured": 0.08, "recorded": 0.07, "recorded_bf16": 0.05}
 
     class Deadline:
-        budget = 4 * 20.0 + 10.0
+        budget = 5 * 20.0 + 10.0
 
         def left(self) -> float:
             return self.budget
@@ -443,11 +460,12 @@ def test_gpu_check_runs_damcs_suite_rows_first_within_their_iteration_bounds(
     monkeypatch.setattr(suite, "run_one", run_one)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "GPU")
     stage = gpu_check.suite_stage(tmp_path, deadline, 5, 1, 100, 100.0)
-    damc = [("recipes/damc/svhn.yaml", path, 3, 2) for path in ("eager", "captured", "captured_bf16")]
+    damc = [("recipes/damc/svhn.yaml", path, 3, 2) for path in ("eager", "captured", "recorded", "recorded_bf16")]
     assert ran == [*damc, ("recipes/latent_ebm/svhn.yaml", "eager", 5, 1)]
-    assert stage["rows_run"] == 4 and stage["rows_skipped"] == len(stage["rows"]) - 4 > 0
+    assert stage["rows_run"] == 5 and stage["rows_skipped"] == len(stage["rows"]) - 5 > 0
     targets = gpu_check.evaluate_targets(stage["rows"], None, None)
-    assert targets["damc_captured_vs_eager"]["met"] is True and targets["damc_captured_bf16_vs_captured"]["met"] is True
+    assert targets["damc_captured_vs_eager"]["met"] is True and targets["damc_recorded_vs_eager"]["met"] is True
+    assert targets["damc_recorded_bf16_vs_recorded"]["value"] == 1.4  # 0.07 / 0.05
     assert targets["hierarchical_captured_vs_eager"]["met"] is None
 
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from cases import CASES, toy_loader
 from test_chain_capture_methods import without_recording
+from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.models import Method
 from lebm.samplers.capture import iteration_capture
@@ -70,3 +72,57 @@ def test_recorded_iterations_in_bf16_replay_and_stay_finite(case) -> None:
     stats = model.iteration_recorder.stats
     assert stats.recordings >= 1 and stats.replays >= 8, stats
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+class StepValues(L.Callback):
+    """Every training step's logged ``train/`` values, copied to the host once the step is over."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for optimizer in trainer.optimizers:  # the weights stay put: only the random draws change the values
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        self.steps.append(values)
+
+
+def one_batch_repeated(n: int = 10) -> DataLoader:
+    """The same 16 toy points ``(16, 2)`` as each of ``n`` batches."""
+    (x,) = next(iter(toy_loader(1)))
+    return DataLoader(TensorDataset(x.repeat(n, 1)), batch_size=len(x))
+
+
+def step_values(model: Method, recorded: bool) -> list[dict[str, float]]:
+    """The logged values of 10 iterations on one batch at learning rate 0, on the GPU."""
+    torch.manual_seed(7)
+    values = StepValues()
+    trainer = quiet_trainer(
+        max_epochs=1, accelerator="gpu", devices=1, limit_val_batches=0, log_every_n_steps=1, callbacks=[values]
+    )
+    with iteration_capture(recorded):
+        trainer.fit(model, one_batch_repeated())
+    return values.steps
+
+
+@pytest.mark.parametrize("case", METHODS, ids=lambda case: case.name)
+def test_two_replays_of_one_recording_draw_different_chain_noise(case) -> None:
+    """Same batch, weights held still: a replay that drew its recording's noise again would log the
+    recording's values again. The replays log what the eager path logs, step by step, and differ."""
+    torch.manual_seed(0)
+    eager_model = without_recording(case.build())
+    if hasattr(eager_model, "stage_schedule"):  # one stage for the 10 iterations, not a stage per iteration
+        eager_model.stage_schedule = [20] * eager_model.prior.n_stages
+    recorded_model = copy.deepcopy(eager_model)
+    eager, recorded = step_values(eager_model, False), step_values(recorded_model, True)
+    stats = recorded_model.iteration_recorder.stats
+    assert stats.recordings >= 1 and stats.replays >= 5 and stats.eager == 0, stats
+    replayed = recorded[-5:]  # the last iterations: every one of them a replay of one recording
+    varying = [name for name in replayed[0] if len({round(step[name], 6) for step in replayed}) > 1]
+    assert varying, f"every replay logged the same values: {replayed[:2]}"
+    for eager_step, recorded_step in zip(eager, recorded, strict=True):
+        for name in varying:
+            assert abs(eager_step[name] - recorded_step[name]) <= TOLERANCE * (1 + abs(eager_step[name])), name
