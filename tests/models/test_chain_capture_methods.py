@@ -6,13 +6,15 @@ chains (and DAMC's learned chain starts) really were served by replays. On a GPU
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 from cases import CASES, Recording, toy_loader
 
 from lebm.models import Method
-from lebm.samplers import ChainInitializer, PersistentChains
+from lebm.samplers import ChainInitializer, Langevin, PersistentChains
+from lebm.samplers.capture import iteration_capture
 from lebm.samplers.capture import cache as capture_module
 from lebm.samplers.capture.cache import capture_stats, chain_graphs, samplers_of
 from lebm.testing.capture import emulate_on_cpu
@@ -104,3 +106,38 @@ def test_a_run_resumed_with_captured_chains_equals_an_eager_run_straight_through
     for key, value in eager["state_dict"].items():
         assert torch.equal(value, captured["state_dict"][key]), key
     assert len(replays) > 2 * 4 * 3  # both chains of every training batch, and the evaluation chains
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.in_library], ids=lambda case: case.name)
+def test_a_chain_whose_energy_reads_a_whole_trained_method_is_captured(case, one_thread) -> None:
+    """A user's chain on a lebm method (the energy a closure over the model, ``freeze=[model]``)
+    after the method has trained with recorded iterations on: the key describes the method by its
+    owner key and its submodules, not its Trainer or recorded iterations, so the chain records and
+    replays rather than running eagerly with a warning; what a chain reads of the method (whether
+    the posterior includes the tilt) still keys its graph."""
+    torch.manual_seed(0)
+    model = without_recording(case.build())
+    if hasattr(model, "stage_schedule"):
+        model.stage_schedule = [20] * model.prior.n_stages
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", limit_val_batches=0)
+    with emulate_on_cpu(), iteration_capture(True):
+        trainer.fit(model, toy_loader(n_batches=6))
+    assert model.iteration_recorder.stats.replays >= 1 and model.iteration_recorder.entries  # bookkeeping held
+
+    def energy(z: torch.Tensor) -> torch.Tensor:  # a closure over the whole method
+        return 0.5 * (z**2).sum(1) + 0.0 * model.current_epoch
+
+    sampler = Langevin(3, 0.1)
+
+    def chain(seed: int) -> dict[str, int]:
+        sampler(energy, torch.zeros(4, 3), inputs=(), freeze=[model], generator=torch.Generator().manual_seed(seed))
+        return chain_graphs(sampler).stats()
+
+    with emulate_on_cpu(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # "runs eagerly because the capture key cannot see ..." fails here
+        chain(1)
+        assert chain(2) == {"captures": 1, "replays": 1, "eager_calls": 0}
+        if isinstance(getattr(type(model), "posterior_includes_tilt", None), property):
+            return  # MultiStageNCE's follows its stage
+        model.posterior_includes_tilt = not model.posterior_includes_tilt  # what a chain reads of a method
+        assert chain(3) == {"captures": 2, "replays": 1, "eager_calls": 0}  # keys the graph still

@@ -20,6 +20,7 @@ from test_chain_capture_methods import without_recording
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
 from lebm.samplers import Langevin
+from lebm.samplers.capture import iteration_capture
 from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
 from lebm.samplers.capture.recorders import RETIRED_LIMIT, cuda_store
 from tests.helpers.trainers import quiet_trainer
@@ -160,7 +161,8 @@ def test_every_method_trains_with_captured_chains_as_with_eager_ones(case) -> No
             num_sanity_val_steps=0,
         )
         torch.manual_seed(7)
-        trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
+        with iteration_capture(False):  # chains called by the method, not replayed inside a recorded iteration
+            trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
         return model, [p.detach().cpu() for p in model.parameters()]
 
     eager_model, eager = fit(False)
