@@ -12,8 +12,8 @@ import os
 import time
 import types
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -53,6 +53,7 @@ from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.host_reads import RecordingRefused, noting_trainer_reads
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
+from lebm.models.iteration_key import LEFT_OUT_OF_THE_KEY, flat
 from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
@@ -203,6 +204,19 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         divergence_limits: ``{logged quantity: largest allowed |value|}``.
         divergence_after_epoch: the first epoch at which ``divergence_limits`` apply.
     """
+
+    #: What the chain capture key leaves out of this method when a chain reads the whole of it
+    #: (``freeze=[model]``, an energy that closes over the model): the host bookkeeping that the
+    #: iteration key leaves out too, each named with its reason in ``LEFT_OUT_OF_THE_KEY`` (the
+    #: Trainer, the recorded iterations, the random streams ...). Every other attribute is described;
+    #: the hyperparameters come back through :meth:`chain_capture_key`.
+    chain_capture_ignore: ClassVar[tuple[str, ...]] = tuple(LEFT_OUT_OF_THE_KEY)
+
+    def chain_capture_key(self) -> Hashable:
+        """The hyperparameters as ``((dotted path, value), ...)``: the part of this method the chain
+        capture key describes beyond its attributes (``self.hparams`` nests component configs deeper
+        than the key's attribute walk goes)."""
+        return flat(dict(self.hparams))
 
     def __init__(self, divergence_limits: Mapping[str, float] | None = None, divergence_after_epoch: int = 0) -> None:
         super().__init__()

@@ -199,6 +199,16 @@ def plain(value: Any) -> Hashable:
     return value
 
 
+def flat(value: Any, path: str = "") -> tuple[tuple[str, Hashable], ...]:
+    """Hyperparameters as ``((dotted path, leaf), ...)``, one level deep at any nesting: a leaf that
+    is not ``None``, a bool, a number or a string by its ``repr``."""
+    if isinstance(value, dict):
+        return tuple(pair for key, item in value.items() for pair in flat(item, f"{path}.{key}" if path else str(key)))
+    if isinstance(value, (list, tuple)):
+        return tuple(pair for index, item in enumerate(value) for pair in flat(item, f"{path}[{index}]"))
+    return ((path, value if isinstance(value, (type(None), bool, int, float, str)) else repr(value)),)
+
+
 def first_difference(old: Hashable, new: Hashable, path: str = "") -> str | None:
     """Where two descriptions first differ, as a dotted path of the names met on the way
     (``"module posterior_sampler.step_size"``), or None when they are equal."""

@@ -111,10 +111,9 @@ def test_a_run_resumed_with_captured_chains_equals_an_eager_run_straight_through
 @pytest.mark.parametrize("case", [case for case in CASES if case.in_library], ids=lambda case: case.name)
 def test_a_chain_whose_energy_reads_a_whole_trained_method_is_captured(case, one_thread) -> None:
     """A user's chain on a lebm method (the energy a closure over the model, ``freeze=[model]``)
-    after the method has trained with recorded iterations on: the key describes the method by its
-    owner key and its submodules, not its Trainer or recorded iterations, so the chain records and
-    replays rather than running eagerly with a warning; what a chain reads of the method (whether
-    the posterior includes the tilt) still keys its graph."""
+    after the method has trained with recorded iterations on: the key leaves out the method's host
+    bookkeeping (its Trainer, its recorded iterations), so the chain records and replays rather
+    than running eagerly with a warning; a changed hyperparameter or attribute still keys a new graph."""
     torch.manual_seed(0)
     model = without_recording(case.build())
     if hasattr(model, "stage_schedule"):
@@ -137,7 +136,7 @@ def test_a_chain_whose_energy_reads_a_whole_trained_method_is_captured(case, one
         warnings.simplefilter("error")  # "runs eagerly because the capture key cannot see ..." fails here
         chain(1)
         assert chain(2) == {"captures": 1, "replays": 1, "eager_calls": 0}
-        if isinstance(getattr(type(model), "posterior_includes_tilt", None), property):
-            return  # MultiStageNCE's follows its stage
-        model.posterior_includes_tilt = not model.posterior_includes_tilt  # what a chain reads of a method
-        assert chain(3) == {"captures": 2, "replays": 1, "eager_calls": 0}  # keys the graph still
+        model.hparams["temperature"] = 0.5  # what an energy may read of the method still keys the graph:
+        assert chain(3) == {"captures": 2, "replays": 1, "eager_calls": 0}  # its hyperparameters,
+        model.noise_scale = 2.0  # and every attribute but the host bookkeeping
+        assert chain(4) == {"captures": 3, "replays": 1, "eager_calls": 0}

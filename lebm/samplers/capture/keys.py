@@ -18,10 +18,7 @@ the caller checks and whose warm-up side effects it undoes.
   parameters and buffers (as tensors), every other entry of its ``__dict__``, public or private,
   the train flag included (not ``nn.Module``'s own bookkeeping: :data:`NOT_STATE`), and what its
   ``chain_capture_key()`` returns. An attribute the forward never reads but that changes at every
-  call (a step counter) is named in the module's ``chain_capture_ignore``. A module that defines
-  ``chain_capture_owner_key()`` (a lebm method) is described, besides its tree, by what that
-  returns instead of its ``__dict__``: a chain over the whole method (``freeze=[model]``) does not
-  read its Trainer, its recorded iterations or its random streams;
+  call (a step counter) is named in the module's ``chain_capture_ignore``;
 - a function: identity, defaults and closure cells; a bound method: its function and its owner
   (an owner that defines ``chain_capture_owner_key()``, such as a LightningModule, is described by
   what that returns); a ``functools.partial``: function and arguments; a builtin or a Python
@@ -175,16 +172,12 @@ class Description:
             for name, t in store.items()
             if t is not None
         )
-        owner_key = getattr(type(module), "chain_capture_owner_key", None)
-        if owner_key is not None:  # a method: what its chains read of it besides its submodules, not its trainer
-            state: tuple[Hashable, ...] = (("owner key", self.of(owner_key(module), f"{where}.chain_capture_owner_key()")),)
-        else:
-            ignored = getattr(module, "chain_capture_ignore", ())
-            state = tuple(
-                (name, self.of(value, f"{where}.{name}"))
-                for name, value in module.__dict__.items()
-                if name not in NOT_STATE and name not in ignored
-            )
+        ignored = getattr(module, "chain_capture_ignore", ())
+        state = tuple(
+            (name, self.of(value, f"{where}.{name}"))
+            for name, value in module.__dict__.items()
+            if name not in NOT_STATE and name not in ignored
+        )
         declared = getattr(type(module), "chain_capture_key", None)
         declaration = self.of(declared(module), f"{where}.chain_capture_key()") if declared else None
         children = tuple(
