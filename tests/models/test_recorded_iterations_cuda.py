@@ -33,7 +33,8 @@ TOLERANCE = 1e-3
 def built(case: Any) -> Method:
     """The case's model without its recording wrappers; a multi-stage prior keeps one stage for
     the run (a stage per iteration would end training after its three stages)."""
-XX(model, "stage_schedule"):
+    model = without_recording(case.build())
+    if hasattr(model, "stage_schedule"):
         model.stage_schedule = [40] * model.prior.n_stages
     return model
 
