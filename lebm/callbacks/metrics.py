@@ -278,6 +278,8 @@ class AnomalyDetection(EvaluationMetric):
             "auprc*",
             "auroc*",
             "n_examples",
+            "updates",
+            "untrained",
             "*_normal_mean",
             "*_normal_std",
             "*_anomaly_mean",
@@ -409,6 +411,8 @@ class AnomalyDetection(EvaluationMetric):
         reading["chance"] = chance
         reading["untrained"] = updates < self.untrained_below
         reading["no_model"] = self._log_no_model(pl_module, stage, no_model, targets)
+        log_gathered(pl_module, f"{stage}/updates", float(updates))  # beside each reading in metrics.csv
+        log_gathered(pl_module, f"{stage}/untrained", float(reading["untrained"]))
         log_gathered(pl_module, f"{stage}/auprc_chance", chance)
         log_gathered(pl_module, f"{stage}/n_examples", float(anomalous.size))
         for name, scores in values.items():
@@ -487,5 +491,28 @@ class AnomalyDetection(EvaluationMetric):
         reading in this process)."""
         if "test" not in self._last_reading:
             return None
-        line = closing_line("test", self._last_reading["test"], self.untrained_below)
+        reading = self._last_reading["test"]
+        line = closing_line("test", reading, self.untrained_below)
+        if reading["untrained"]:  # no paper's figure compares with an untrained generator's level
+            return line
         return f"{line}; {test_selection(ckpt_path)}"
+
+    def test_record(self, ckpt_path: str | None) -> dict[str, Any] | None:
+        """What ``lebm test`` keeps of its anomaly reading in the run folder (``test_readings.jsonl``):
+        the checkpoint read, its updates and untrained flag, AUPRC, AUROC, chance, the no-model
+        baseline and the closing line (None: no test reading in this process)."""
+        if "test" not in self._last_reading:
+            return None
+        reading = self._last_reading["test"]
+        return {
+            "callback": type(self).__name__,
+            "ckpt_path": ckpt_path,
+            "updates": reading["update"],
+            "untrained": reading["untrained"],
+            "n_examples": reading["n_examples"],
+            "auprc": reading["score"]["auprc"],
+            "auroc": reading["score"]["auroc"],
+            "chance": reading["chance"],
+            "no_model": {key: reading["no_model"][key] for key in ("best", "auprc", "auroc")},
+            "line": self.test_closing_line(ckpt_path),
+        }

@@ -94,6 +94,7 @@ from lebm.cli.run_folder import (
     check_writable,
     fit_checkpoint,
     is_primary_process,
+    keep_test_readings,
     remove_empty_folders_made,
     summary,
     wandb_run_id,
@@ -473,15 +474,23 @@ class LebmCLI(LightningCLI):
 
     def after_test(self) -> None:
         """``lebm test`` ends with the line of each callback that has one (an anomaly run's: the
-        figure to compare with the paper and how it was selected), after Lightning's table."""
+        figure, against chance and the no-model baseline, and how it was selected), after
+        Lightning's table, and keeps each callback's record in the run folder
+        (:func:`lebm.cli.run_folder.keep_test_readings`)."""
         if not self.trainer.is_global_zero:
             return
+        ckpt_path = self.trainer.ckpt_path
+        records = []
         for callback in self.trainer.callbacks:
-            line = (
-                callback.test_closing_line(self.trainer.ckpt_path) if hasattr(callback, "test_closing_line") else None
-            )
+            line = callback.test_closing_line(ckpt_path) if hasattr(callback, "test_closing_line") else None
             if line:
                 sys.stderr.write(f"lebm: {line}\n")
+            record = callback.test_record(ckpt_path) if hasattr(callback, "test_record") else None
+            if record is not None:
+                records.append(record)
+        if records:
+            path = keep_test_readings(self.trainer.default_root_dir, records)
+            sys.stderr.write(f"lebm: the test reading is kept in {path}\n")
 
     def after_instantiate_classes(self) -> None:
         for key, batches in getattr(self, "_batch_limits", {}).items():

@@ -22,12 +22,16 @@ locked out by its own first attempt.
 - a path: that checkpoint (checked before anything is written);
 - none: a started run is refused unless ``--overwrite true``.
 
+``lebm test`` keeps each anomaly reading in ``<run>/test_readings.jsonl`` (:func:`keep_test_readings`),
+which ``--overwrite true`` deletes with the run.
+
 Every ``fit`` first removes the hidden temporary files (``.<name>-<hex>.tmp``, :mod:`lebm.atomic`)
 that writes killed halfway left anywhere in the run folder, and says so in one line.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -36,7 +40,7 @@ import time
 import uuid
 from typing import Any
 
-from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason
+from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason, replaced_atomically
 from lebm.checkpoints import (
     KEPT_FOR_SCORE_PREFIX,
     CheckpointError,
@@ -54,8 +58,11 @@ WANDB_RUN_ID_FILE = "wandb_run_id.txt"
 #: What a start writes into the run folder before the first checkpoint (the table of logged numbers,
 #: the curves and the sentence files too: they may be written before it).
 START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb", "metrics.csv", "curves.png", "samples")
-#: What ``--overwrite true`` deletes (the FID reference cache too: it belongs to the old run's data).
-RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache")
+#: The ``lebm test`` readings kept in a run folder, one JSON line each (:func:`keep_test_readings`).
+TEST_READINGS_FILE = "test_readings.jsonl"
+#: What ``--overwrite true`` deletes (the FID reference cache too: it belongs to the old run's data;
+#: the test readings of the old run's checkpoints).
+RUN_FILES = (CHECKPOINT_DIR, *START_UP_FILES, "fid_cache", TEST_READINGS_FILE)
 #: Set by the process that applied the rules, for DDP workers Lightning launches again.
 DECIDED_CKPT_PATH = "LEBM_FIT_CKPT_PATH"
 #: A temporary file untouched for this many seconds belongs to a killed write, not a write in progress
@@ -187,6 +194,22 @@ def remove_killed_writes(run_dir: str) -> list[str]:
         more = f" and {len(removed) - NAMES_SHOWN} more" if len(removed) > NAMES_SHOWN else ""
         say(f"removed {len(removed)} temporary file(s) that interrupted writes left in {run_dir}: {listed}{more}")
     return removed
+
+
+def keep_test_readings(run_dir: str, records: list[dict[str, Any]]) -> str:
+    """Add ``lebm test``'s ``records`` (each callback's, with the date and time) as JSON lines to the
+    run folder's :data:`TEST_READINGS_FILE`, rewritten whole (:func:`~lebm.atomic.replaced_atomically`);
+    returns its path. Earlier readings stay: each line names the checkpoint it read."""
+    path = os.path.join(run_dir, TEST_READINGS_FILE)
+    kept = ""
+    if os.path.exists(path):
+        with open(path) as handle:
+            kept = handle.read()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    lines = "".join(json.dumps({"date": stamp, **record}) + "\n" for record in records)
+    with replaced_atomically(path) as handle:
+        handle.write(kept + lines)
+    return path
 
 
 def start_up_leftovers(run_dir: str) -> list[str]:

@@ -427,3 +427,30 @@ def test_fid_and_the_text_metrics_log_their_gathered_values_without_the_advice(k
     advice = f"It is recommended to use `self.log({name!r}, ..., sync_dist=True)` when logging on epoch level"
     warnings.warn(advice, PossibleUserWarning, stacklevel=1)
     assert not [w for w in recwarn if "It is recommended" in str(w.message)]
+
+
+def test_each_reading_logs_its_updates_and_untrained_flag_and_an_untrained_test_never_points_to_the_paper(
+    tmp_path,
+) -> None:
+    """Device: CPU. A one-update fit logs ``val/updates`` 1 and ``val/untrained`` 1 beside its AUPRC
+    (so metrics.csv carries them); its test reading's closing line calls it untrained and names no
+    paper, and the record ``lebm test`` keeps in the run folder says so too."""
+    x, labels = fixed_data()
+    loader = DataLoader(TensorDataset(x, labels), batch_size=20)
+    callback = AnomalyDetection(anomaly_classes=[4])
+    trainer = quiet_trainer(
+        max_epochs=1, accelerator="cpu", num_sanity_val_steps=0, limit_train_batches=1,
+        default_root_dir=str(tmp_path), callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(ScoreOnly(), loader, loader)
+    assert float(trainer.callback_metrics["val/updates"]) == 1.0
+    assert float(trainer.callback_metrics["val/untrained"]) == 1.0
+    trainer.save_checkpoint(tmp_path / "read.ckpt")
+    tester = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path / "test"), callbacks=[callback])
+    tester.test(ScoreOnly(), ckpt_path=str(tmp_path / "read.ckpt"), dataloaders=loader)
+    assert float(tester.callback_metrics["test/untrained"]) == 1.0
+    line = callback.test_closing_line(tester.ckpt_path)
+    assert "untrained regime" in line and "paper" not in line
+    record = callback.test_record(tester.ckpt_path)
+    assert record["untrained"] is True and record["updates"] == 1 and record["line"] == line
+    assert record["chance"] == pytest.approx(0.1) and record["no_model"]["best"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -214,6 +216,14 @@ def test_evaluation_metrics_through_the_cli(tmp_path: Path) -> None:
     assert tested.returncode == 0, tested.stderr[-3000:]
     for key in ("test/auprc", "test/auroc", "test/mse", "test/fid"):
         assert key in tested.stdout, key
+    # 4 updates: untrained, said on the console and in the run folder, and never pointed at the paper
+    assert "untrained regime" in tested.stderr and "paper" not in tested.stderr
+    (kept,) = [json.loads(line) for line in (run / "test_readings.jsonl").read_text().splitlines()]
+    assert kept["untrained"] is True and kept["updates"] == 4 and kept["ckpt_path"].endswith("last.ckpt")
+    assert {"auprc", "auroc", "chance", "no_model", "line", "date"} <= kept.keys()
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    readings = [row for row in rows if row.get("val/auprc")]
+    assert [(row["val/updates"], row["val/untrained"]) for row in readings] == [("2", "1"), ("4", "1")]
 
 
 def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) -> None:

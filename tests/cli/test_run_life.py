@@ -6,6 +6,7 @@ the message and the files left behind (nothing lost, nothing locked)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -678,3 +679,15 @@ def test_a_failed_command_removes_only_the_empty_run_folders_it_made(tmp_path: P
     remove_empty_folders_made()
     assert not empty.exists() and not locked.exists()
     assert (kept / "checkpoints" / "last.ckpt").is_file() and (other / "notes.txt").is_file()
+
+
+def test_test_readings_are_kept_line_by_line_in_the_run_folder_and_go_with_an_overwrite(tmp_path: Path) -> None:
+    """Device: CPU. Each ``lebm test`` adds its records as JSON lines, dated; the file is rewritten
+    whole (no temporary file left) and belongs to the run, so ``--overwrite true`` deletes it."""
+    from lebm.cli.run_folder import RUN_FILES, TEST_READINGS_FILE, keep_test_readings
+
+    first = keep_test_readings(str(tmp_path), [{"ckpt_path": "a.ckpt", "untrained": True}])
+    keep_test_readings(str(tmp_path), [{"ckpt_path": "b.ckpt", "untrained": False}])
+    lines = [json.loads(line) for line in Path(first).read_text().splitlines()]
+    assert [line["ckpt_path"] for line in lines] == ["a.ckpt", "b.ckpt"] and all("date" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TEST_READINGS_FILE] and TEST_READINGS_FILE in RUN_FILES
