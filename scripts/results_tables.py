@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from anomaly_rows import mean_and_sd, seed_groups, seeds_cell, selection_of, updates_cell, updates_of
 from results_records import (
     MAX_COLUMNS,
     applies_to,
@@ -51,10 +52,13 @@ EXTRA_VALUES = {
 CURVE_KEY = "auprc_by_epoch"
 #: The header of the narrow table every experiment gets.
 NARROW_HEADER = ["method", "setting", "ours", "paper", "ratio", "budget", "device", "date"]
-#: The header of an anomaly experiment's table (AUPRC per held-out digit): the AUROC and the AUPRC
-#: of a random score (the split's anomaly share) beside each AUPRC, and no ratio, which can reward
-#: a worse detector where the paper's value is below chance.
-ANOMALY_HEADER = ["method", "setting", "ours", "AUROC", "chance", "no model", "paper", "budget", "device"]
+#: The header of an anomaly experiment's table (AUPRC per held-out digit): how the figure was
+#: selected, the updates behind it (flagged untrained under lebm's threshold), the AUROC, the AUPRC
+#: of a random score (the split's anomaly share) and of the strongest score with no model beside each
+#: AUPRC, and no ratio, which can reward a worse detector where the paper's value is below chance.
+#: Several seeds of one setting and budget are one row (n, mean ± sample sd). Budgets and devices
+#: are in the details.
+ANOMALY_HEADER = ["method", "setting", "ours", "selection", "updates", "AUROC", "chance", "no model", "paper"]
 #: The no-model baselines of every split (``experiments/anomaly_no_model.py``), for records that
 #: predate the baseline's being kept in each record.
 NO_MODEL_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "no_model_mnist_anomaly_no_model.json"
@@ -136,21 +140,43 @@ def no_model_reading(record: dict) -> dict | None:
     return None
 
 
-def anomaly_setting(record: dict) -> str:
-    """:func:`setting`, held-out 1 marked as the digit a no-model score solves."""
+def anomaly_setting(record: dict, group: list[dict] | None = None) -> str:
+    """:func:`setting`, held-out 1 marked as the digit a no-model score solves, with the seeds of
+    ``group`` (the record's own seed when no group is given)."""
     text = setting(record)
     if record.get("digit") == SOLVED_WITHOUT_A_MODEL:
         text = text.replace(
             f"held-out {SOLVED_WITHOUT_A_MODEL}", f"held-out {SOLVED_WITHOUT_A_MODEL} (solved with no model)"
         )
+    if group is not None:
+        return f"{text}, {seeds_cell(group)}"
     return text + (f", seed {record['seed']}" if record.get("seed") is not None else "")
 
 
-def anomaly_row(record: dict, published: list[dict]) -> list[str]:
-    """One row of an anomaly table (:data:`ANOMALY_HEADER`): the AUROC (of the same readings, or of
-    the test split read once for a validation record), the chance AUPRC, the no-model baseline
-    (:func:`no_model_reading`), and the paper's value marked where it is below chance or below the
-    baseline."""
+def anomaly_groups(records: list[dict]) -> list[list[dict]]:
+    """The rows of an anomaly table: records that differ only by seed, at the same updates, as one
+    group; every other record alone."""
+    groups = []
+    for group in seed_groups(records):
+        by_updates: dict[int | None, list[dict]] = {}
+        for record in group:
+            by_updates.setdefault(updates_of(record), []).append(record)
+        groups += list(by_updates.values())
+    return sorted(groups, key=lambda group: order(group[0]))
+
+
+def anomaly_row(record: dict, published: list[dict], group: list[dict] | None = None) -> list[str]:
+    """One row of an anomaly table (:data:`ANOMALY_HEADER`) for ``record``, or for the seeds of
+    ``group`` (their mean ± sample sd): the selection, the updates (untrained flagged), the AUROC
+    (of the same readings, or of the test split read once for a validation record), the chance
+    AUPRC, the no-model baseline (:func:`no_model_reading`), and the paper's value marked where it is
+    below chance or below the baseline."""
+    group = group if group is not None else [record]
+    if len(group) > 1:
+        mean, sd = mean_and_sd([r["value"] for r in group])
+        aurocs = [r.get("auroc", r.get("test_auroc")) for r in group]
+        auroc_mean = mean_and_sd(aurocs)[0] if all(a is not None for a in aurocs) else None
+        record = {**group[0], "value": mean, "std": sd, "auroc": auroc_mean, "test_auroc": None}
     paper = paper_for(record, published)
     auroc = record.get("auroc", record.get("test_auroc"))
     chance = record.get("chance")
@@ -165,14 +191,14 @@ def anomaly_row(record: dict, published: list[dict]) -> list[str]:
         ours += " (no better than no model)"
     return [
         record["method"],
-        anomaly_setting(record),
+        anomaly_setting(record, group if len(group) > 1 or record.get("seed") is not None else None),
         ours,
+        selection_of(record),
+        updates_cell(record),
         "–" if auroc is None else number(auroc),
         "–" if chance is None else number(chance),
         "–" if baseline is None else f"{number(baseline['value'])} ({baseline['best'].replace('_', ' ')})",
         paper_cell,
-        short_budget(record.get("budget", "")),
-        short_device(record.get("device", "")),
     ]
 
 
@@ -182,7 +208,7 @@ READINGS_HEADER = [
     "method",
     "setting",
     "best of N test readings (DAMC's selection)",
-    "mean of the last test readings (LEBM's)",
+    "mean of the last 10 test readings (LEBM's; the last 3 beside)",
     "test, at the validation's best (ours)",
     "chance / no model",
     "reconstruction term: normal / held-out (AUROC)",
@@ -197,22 +223,40 @@ def term_cell(term: dict | None) -> str:
     return f"{term['normal_mean']:.1f} / {term['anomaly_mean']:.1f} ({number(term['auroc'])})"
 
 
+def last_readings_mean(record: dict, k: int = 10) -> dict | None:
+    """LEBM's selection from a record's kept readings: the mean (and sample sd) of its last ``k``
+    test readings, ``{"updates", "test_auprc", "test_auprc_std", "test_auroc"}`` (None without readings)."""
+    readings = [r for r in record.get("readings", []) if "score" in r.get("test", {})][-k:]
+    if not readings:
+        return None
+    auprc = mean_and_sd([float(r["test"]["score"]["auprc"]) for r in readings])
+    aurocs = [float(r["test"]["score"]["auroc"]) for r in readings if "auroc" in r["test"]["score"]]
+    return {
+        "updates": [r["update"] for r in readings],
+        "test_auprc": auprc[0],
+        "test_auprc_std": auprc[1] or 0.0,
+        "test_auroc": sum(aurocs) / len(aurocs) if len(aurocs) == len(readings) else None,
+    }
+
+
 def readings_row(record: dict) -> list[str]:
     """One row of :data:`READINGS_HEADER`: the best-of-N and validation-selected test readings,
     and the terms of the test reading at the validation-selected checkpoint."""
     best, chosen = record["best_of_test"], record["validation_selected"]
     test = next(r["test"] for r in record["readings"] if r["update"] == chosen["update"])
     n = len(record["readings"])
-    recent = record.get("last_mean")
+    recent, last_three = record.get("last_10_mean") or last_readings_mean(record), record.get("last_mean")
     last_cell = (
         "–"
         if recent is None
         else (
             f"{number(recent['test_auprc'])} ± {number(recent['test_auprc_std'])} "
-            f"(AUROC {number(recent['test_auroc'])}; "
+            f"(AUROC {'–' if recent['test_auroc'] is None else number(recent['test_auroc'])}; "
             f"last {len(recent['updates'])})"
         )
     )
+    if last_three is not None:
+        last_cell += f"; last {len(last_three['updates'])}: {number(last_three['test_auprc'])}"
     baseline = no_model_reading(record)
     chance = record.get("chance")
     return [
@@ -236,7 +280,8 @@ def readings_table(ours: list[dict]) -> list[str]:
         return []
     return [
         "Each record's selections read on its test split (the best of its N test readings, as DAMC's code "
-        "selects; the mean of the last test readings, as LEBM reports; the test reading at the "
+        "selects; the mean of the last 10 test readings, as LEBM reports its last 10 epochs, with the mean of "
+        "the last 3 beside it; the test reading at the "
         "validation split's best, ours), chance and the no-model baseline of that split, and its score's "
         "terms at the validation's choice: the mean over the normal and over the held-out digits as the score "
         "adds them (nats "
@@ -309,12 +354,15 @@ def experiment_section(experiment: str, ours: list[dict], published: list[dict],
         header = NARROW_HEADER if with_paper else [c for c in NARROW_HEADER if c not in ("paper", "ratio")]
         with_ratio = not all(r["metric"].startswith("auprc") for r in ours)  # a ratio of AUPRCs rewards noise
         header = header if with_ratio else [c for c in header if c != "ratio"]
-        ordered = sorted(ours, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
-        rows = [narrow_row(r, published, with_metric, with_paper, with_ratio) for r in ordered]
-        if is_anomaly_experiment(ours) or all(r["metric"] == "auprc" for r in ours):
-            # AUPRCs read against chance, AUROC and the no-model baseline: a ratio would reward noise below chance
-            header, rows = ANOMALY_HEADER, [anomaly_row(r, published) for r in ordered]
-        lines += [*markdown_table(header, rows), ""]
+        auprcs = [r for r in ours if r["metric"] == "auprc"]
+        rest = [r for r in ours if r["metric"] != "auprc"] if auprcs else ours
+        if auprcs:  # read against chance, AUROC and the no-model baseline: a ratio would reward noise below chance
+            rows = [anomaly_row(group[0], published, group) for group in anomaly_groups(auprcs)]
+            lines += [*markdown_table(ANOMALY_HEADER, rows), ""]
+        if rest:
+            ordered = sorted(rest, key=lambda r: (r["metric"], *order(r)) if with_metric else order(r))
+            rows = [narrow_row(r, published, with_metric, with_paper, with_ratio) for r in ordered]
+            lines += [*markdown_table(header, rows), ""]
         if is_anomaly_experiment(ours):
             lines += readings_table(ours)
     if plot is not None:
