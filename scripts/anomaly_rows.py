@@ -53,9 +53,10 @@ def updates_cell(record: dict) -> str:
 
 
 def selection_of(record: dict) -> str:
-    """How the figure was selected: validation-selected (test read once), the best of N test
-    readings, the mean of the last k readings of a split, or one reading; a selection made on the
-    test split says so."""
+    """How the figure was selected: validation-selected (test read once), the mean of the last k
+    readings of a split, or one reading; a figure read from the test split's readings says so (the
+    best of N test readings, DAMC's selection, is in the readings table of the records that keep
+    every reading)."""
     split = str(record.get("split") or "test (the protocol)")
     if split.startswith("test, at the checkpoint of the highest validation"):
         return "validation-selected (test read once)"

@@ -481,7 +481,9 @@ def test_every_anomaly_row_states_its_selection_updates_and_seeds_and_flags_the_
     text = module.render(ours, []).replace("\u00a0", " ")
     rows = [line for line in text.splitlines() if line.startswith("| LatentEBM |")]
     assert len(rows) == 3
-    assert any("| held-out 4, 2 seeds (2, 3) | 0.488 ± 0.009 | validation-selected (test read once) | 500 |" in r for r in rows)
+    assert any(
+        "| held-out 4, 2 seeds (2, 3) | 0.488 ± 0.009 | validation-selected (test read once) | 500 |" in r for r in rows
+    )
     assert any("| held-out 4, 1 seed (1) | 0.485 | validation-selected (test read once) | 1,200 |" in r for r in rows)
     (five,) = [r for r in rows if "held-out 5" in r]
     assert "| mean of the last 3 test readings (read on the test split, as the papers did) " in five

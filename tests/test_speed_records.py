@@ -95,7 +95,9 @@ def test_the_fastest_row_is_chosen_per_gpu_kind_with_its_own_runs_eager_row() ->
         return {"environment": environment, "stages": {"suite": {"rows": suite}}}
 
     records = {
-        "gpu_check-a.json": record("H100", [("damc", "eager", 0.4), ("damc", "captured", 0.1), ("damc", "recorded", None)]),
+        "gpu_check-a.json": record(
+            "H100", [("damc", "eager", 0.4), ("damc", "captured", 0.1), ("damc", "recorded", None)]
+        ),
         "gpu_check-b.json": record("H100", [("damc", "eager", 0.5), ("damc", "captured_bf16", 0.12)]),
         "gpu_check-c.json": record("H200", [("damc", "recorded_bf16", 0.05)]),
     }

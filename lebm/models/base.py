@@ -51,9 +51,9 @@ from lebm.models.final_validation import ValidateLastEpoch
 from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.models.hooks import MethodHooks, as_list
 from lebm.models.host_reads import RecordingRefused, noting_trainer_reads
+from lebm.models.iteration_key import LEFT_OUT_OF_THE_KEY, flat
 from lebm.models.monitoring import check_monitors
 from lebm.models.prediction import Predictions
-from lebm.models.iteration_key import LEFT_OUT_OF_THE_KEY, flat
 from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
 from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.models.recovery import RecoveryPolicy, RecoveryRecord

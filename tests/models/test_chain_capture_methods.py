@@ -14,8 +14,8 @@ from cases import CASES, Recording, toy_loader
 
 from lebm.models import Method
 from lebm.samplers import ChainInitializer, Langevin, PersistentChains
-from lebm.samplers.capture import iteration_capture
 from lebm.samplers.capture import cache as capture_module
+from lebm.samplers.capture import iteration_capture
 from lebm.samplers.capture.cache import capture_stats, chain_graphs, samplers_of
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
