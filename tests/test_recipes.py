@@ -241,8 +241,8 @@ def published_auprc(method: str) -> dict[int, float]:
 @pytest.mark.parametrize("folder", sorted(PUBLISHED_ANOMALY_ROWS))
 def test_the_mnist_anomaly_recipes_draw_the_published_auprc_of_their_held_out_digit(folder: str) -> None:
     """Both MNIST anomaly recipes of a method give, for each held-out digit, the AUPRC of its row in
-    docs/results/published as the line of curves.png (DAMC's said to be unverified); multi-stage NCE
-    has no row there, and no line."""
+    docs/results/published as the line of curves.png (DAMC's said to be unverified), its legend naming
+    how the paper selected it on its test split; multi-stage NCE has no row there, and no line."""
     from lebm.cli.loggers import resolve_paper_targets
     from lebm.cli.resolve import resolve_recipe
 
@@ -261,6 +261,10 @@ def test_the_mnist_anomaly_recipes_draw_the_published_auprc_of_their_held_out_di
         lines = path.read_text().splitlines()
         comment = lines[next(i for i, line in enumerate(lines) if line.startswith("paper_targets:")) - 1]
         assert ("UNVERIFIED" in comment) == (folder == "damc"), comment
+        from lebm.cli.loggers import paper_target_labels
+
+        label = paper_target_labels(targets).get("val/auprc", "")  # the curves' legend names how it was read
+        assert label.startswith("paper, ") and ("test" in label), (path.name, label)
 
 
 def test_an_override_reaches_every_component_that_uses_the_value(capsys: pytest.CaptureFixture) -> None:
