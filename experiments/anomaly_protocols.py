@@ -27,8 +27,9 @@ Protocols:
 
 Selections, per protocol: ``best_of_test`` (the paper's way for DAMC: the highest *test* AUPRC of
 all N checkpoints, labelled "best of N test readings"; not a reachable number), ``last`` (the last
-checkpoint), ``last_mean`` (the mean test AUPRC of the last ``--last-k`` checkpoints: LEBM's "average
-of the last 10 epochs", also read on the test split) and ``validation_selected`` (the checkpoint of
+checkpoint), ``last_mean`` (the mean test AUPRC of the last ``--last-k`` checkpoints, also read on the
+test split; LEBM's own selection, its last 10 epochs, is the results page's mean of the last 10
+readings) and ``validation_selected`` (the checkpoint of
 the highest validation AUPRC, whose test reading is the honest number). Each split also gets its
 no-model baseline once (:mod:`lebm.metrics.no_model`: the highest AUPRC of three squared distances
 to a fixed image, named), and each reading says whether it was taken in the untrained regime
@@ -194,7 +195,8 @@ def selections(readings: list[dict], selected_by: list[dict] | None = None, last
     n = len(readings)
     recent = readings[-last_k:]
     last_mean = {
-        "how": f"mean of the last {len(recent)} of {n} test readings (LEBM's average of the last epochs)",
+        "how": f"mean of the last {len(recent)} of {n} test readings (LEBM's own selection, the last 10, is "
+        "computed from the readings by scripts/results_tables.py)",
         "updates": [r["update"] for r in recent],
         "test_auprc": round(float(np.mean([r["test"]["score"]["auprc"] for r in recent])), 4),
         "test_auprc_std": round(float(np.std([r["test"]["score"]["auprc"] for r in recent])), 4),

@@ -245,7 +245,7 @@ def readings_row(record: dict) -> list[str]:
     best, chosen = record["best_of_test"], record["validation_selected"]
     test = next(r["test"] for r in record["readings"] if r["update"] == chosen["update"])
     n = len(record["readings"])
-    recent, last_three = record.get("last_10_mean") or last_readings_mean(record), record.get("last_mean")
+    recent, last_three = last_readings_mean(record), record.get("last_mean")
     last_cell = (
         "–"
         if recent is None
