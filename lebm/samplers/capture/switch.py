@@ -90,13 +90,14 @@ class CaptureOptIn:
 #: The environment variable that carries the recorded-iteration switch to child processes.
 ITERATION_VARIABLE = "LEBM_RECORDED_ITERATIONS"
 
-_iterations = os.environ.get(ITERATION_VARIABLE, "0").strip().lower() in ("1", "true", "on", "yes")
+_iterations = os.environ.get(ITERATION_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def iteration_capture_enabled() -> bool:
     """Whether this process records whole training iterations (every net's update beside its
-    chains) as CUDA graphs: off by default (opt-in, ``recipes/speed/recorded_iterations.yaml``);
-    on a CPU training runs eagerly either way (``lebm.testing.capture`` emulates a recording)."""
+    chains) as CUDA graphs: on by default on CUDA devices (``recipes/speed/eager_iterations.yaml``,
+    or ``LEBM_RECORDED_ITERATIONS=0`` in the shell, turns it off); on a CPU training runs eagerly
+    either way (``lebm.testing.capture`` emulates a recording)."""
     return _iterations
 
 
