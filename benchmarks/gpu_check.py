@@ -127,6 +127,11 @@ PROFILE_RUNS: tuple[ProfileRun, ...] = (
         "profile_step.py",
         ("--recipe", "recipes/latent_ebm/svhn.yaml", "--tf32", "true"),
     ),
+    (
+        "latent_ebm recorded fp32",
+        "profile_step.py",
+        ("--recipe", "recipes/latent_ebm/svhn.yaml", "--recorded-iterations", "on"),
+    ),
     ("quickstart captured fp32", "profile_step.py", ("--recipe", "recipes/quickstart.yaml")),
     ("latent_ebm host work", "host_work.py", ("--recipe", "recipes/latent_ebm/svhn.yaml", "--iters", "100")),
     ("quickstart host work", "host_work.py", ("--recipe", "recipes/quickstart.yaml", "--iters", "100")),
