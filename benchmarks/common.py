@@ -73,7 +73,8 @@ RECORDED_WARMUP = 4
 
 
 def add_recorded_iterations_option(parser: argparse.ArgumentParser) -> None:
-    """``--recorded-iterations on|off`` (off: lebm's default)."""
+    """``--recorded-iterations on|off`` (off unless asked: a benchmark row names its path; lebm's own
+    default on CUDA is on)."""
     parser.add_argument(
         "--recorded-iterations",
         choices=("on", "off"),

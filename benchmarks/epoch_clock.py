@@ -42,6 +42,13 @@ def _chain_calls(module: L.LightningModule) -> dict[str, int] | None:
         return None
 
 
+def _recorded_iterations(module: L.LightningModule) -> dict[str, int] | None:
+    """Recordings, replays, warm-ups and eager iterations of the module's recorded-iteration path
+    (None for a module without one)."""
+    recorder = getattr(module, "iteration_recorder", None)
+    return None if recorder is None else recorder.stats.as_dict()
+
+
 class EpochClock(L.Callback):
     """Wall-clock seconds and batch counts of every training epoch, written to ``out`` as JSON."""
 
@@ -90,7 +97,12 @@ class EpochClock(L.Callback):
 
     def _write(self, module: L.LightningModule) -> None:
         """Replace ``out`` with everything recorded so far (written beside it, then renamed)."""
-        record: dict[str, Any] = {"device": self.device, "epochs": self.epochs, "chain_calls": _chain_calls(module)}
+        record: dict[str, Any] = {
+            "device": self.device,
+            "epochs": self.epochs,
+            "chain_calls": _chain_calls(module),
+            "recorded_iterations": _recorded_iterations(module),
+        }
         if module.device.type == "cuda":
             record["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(module.device) / 2**20, 1)
         path = Path(self.out)

@@ -22,8 +22,11 @@ recorded as such):
    per epoch by ``benchmarks/epoch_clock.py`` (added with ``--trainer.callbacks+=``, the CLI's own
    path); an epoch's it/s is its training batches over the seconds from its start to the end of its
    last training batch (``it_per_sec_whole_epoch`` adds validation and the epoch-end callbacks); the
-   median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100);
-4. ``suite``: ``benchmarks/suite.py``'s rows (eager, captured, captured_bf16) for every method with
+   median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100); then again
+   with recorded iterations off (``iterations_off``: lebm's default against the switch turned off,
+   on one machine in one call);
+4. ``suite``: ``benchmarks/suite.py``'s rows (``--paths``: eager, captured chains, recorded
+   iterations, recorded bf16 by default) for every method with
    few iterations, row by row until the deadline; DAMC's SVHN recipe first (at most 3 timed
    iterations a row after at least 2 warm-up ones: its first captured iteration records its
    amortizer's ancestral start as well as its chains), so that the deadline cuts the last method's
@@ -45,8 +48,9 @@ The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200
 skipped, the quickstart's (scored on peak memory alone) before any other. ``--stages`` and
 ``--methods`` rerun a part (``--methods damc`` DAMC's rows alone).
 
-Writes at most seven files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
+Writes at most eight files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
 after every stage) and ``.md``, ``gpu_tier.log``, ``gpu_junit.xml``, ``quickstart.log``,
+``quickstart-iterations_off.log``,
 ``suite.log`` and ``profile.log``; prints the Markdown. Without a CUDA device it runs nothing and exits with status 2.
 The exit status says whether the check ran (0), not whether the targets were met: read ``targets``.
 """
@@ -70,6 +74,8 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lebm.samplers.capture.switch import ITERATION_VARIABLE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -565,15 +571,32 @@ def epoch_speeds(clock: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def quickstart(out: Path, limit_s: float, logger: bool) -> dict[str, Any]:
+def quickstart_stage(out: Path, limit_s: float, logger: bool) -> dict[str, Any]:
+    """The quickstart timed twice in ``limit_s`` seconds: as lebm runs it by default (recorded
+    iterations on, on CUDA), then with recorded iterations off (``LEBM_RECORDED_ITERATIONS=0``:
+    captured chains, eager updates), the second under ``iterations_off``; same machine, same call."""
+    start = time.monotonic()
+    result = quickstart(out, limit_s / 2, logger, recorded=True)
+    left = limit_s - (time.monotonic() - start)
+    if left >= MIN_SECONDS["quickstart"] / 2:
+        off = quickstart(out, left, logger, recorded=False)
+        keep = ("status", "wall_s", "log", "chain_calls", "recorded_iterations", "median_it_per_sec", "it_per_sec")
+        result["iterations_off"] = {key: off.get(key) for key in keep}
+    return result
+
+
+def quickstart(out: Path, limit_s: float, logger: bool, recorded: bool = True) -> dict[str, Any]:
     """Train the quickstart on the GPU through the CLI for at most ``limit_s`` seconds and time its
-    epochs; the run folder is temporary, the CLI's output goes to ``out/quickstart.log``."""
+    epochs, with recorded iterations on (lebm's default) or off; the run folder is temporary, the
+    CLI's output goes to ``out/quickstart.log`` (``quickstart-iterations_off.log`` when off)."""
     with tempfile.TemporaryDirectory(prefix="gpu_check_quickstart_") as scratch:
         clock_file = Path(scratch) / "epochs.json"
         command = quickstart_command(Path(scratch) / "run", clock_file, logger)
-        say(f"quickstart: {QUICKSTART_EPOCHS} epochs through the CLI (limit {limit_s:.0f} s)")
-        log = out / "quickstart.log"
-        ran = run_limited(command, log, limit_s, child_env(HERE))
+        setting = "on" if recorded else "off"
+        say(f"quickstart: {QUICKSTART_EPOCHS} epochs, recorded iterations {setting} (limit {limit_s:.0f} s)")
+        log = out / ("quickstart.log" if recorded else "quickstart-iterations_off.log")
+        env = {**child_env(HERE), ITERATION_VARIABLE: "1" if recorded else "0"}
+        ran = run_limited(command, log, limit_s, env)
         clock = json.loads(clock_file.read_text()) if clock_file.is_file() else {}
     if ran["cut_off"]:
         status = "cut_off"
@@ -588,7 +611,9 @@ def quickstart(out: Path, limit_s: float, logger: bool) -> dict[str, Any]:
         "command": "python " + " ".join(command[1:]),
         "log": log.name,
         "device": clock.get("device"),
+        "recorded_iterations_switch": setting,
         "chain_calls": clock.get("chain_calls"),
+        "recorded_iterations": clock.get("recorded_iterations"),
         "peak_mem_mb": clock.get("peak_mem_mb"),
         "epochs": clock.get("epochs", []),
         **epoch_speeds(clock),
@@ -869,9 +894,12 @@ def _stage_note(name: str, stage: dict[str, Any]) -> str:
     if name == "quickstart":
         if stage.get("median_it_per_sec") is None:
             return f"{stage.get('epochs_timed', 0)} epochs timed; " + " / ".join(stage.get("log_tail", [])[-2:])
+        off = stage.get("iterations_off") or {}
         return (
             f"median {stage['median_it_per_sec']} it/s over epochs 2-{stage['epochs_timed']} "
             f"({stage['speedup_vs_reference']}x {REFERENCE_QUICKSTART_IT_S}); chain calls {stage.get('chain_calls')}"
+            + (f"; recorded iterations {stage['recorded_iterations']}" if stage.get("recorded_iterations") else "")
+            + (f"; with them off {off.get('median_it_per_sec')} it/s" if off else "")
         )
     if name == "profile":
         runs = stage.get("runs", [])
@@ -1043,7 +1071,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         stages["gpu_tier"] = gpu_tier(out, limit, env["pytest_plugins"])
     save(record, out, stem)
     if (limit := limited("quickstart")) is not None:
-        stages["quickstart"] = quickstart(out, limit, env["optional_packages"]["wandb"]["importable"])
+        stages["quickstart"] = quickstart_stage(out, limit, env["optional_packages"]["wandb"]["importable"])
     save(record, out, stem)
     if (limit := limited("suite")) is not None:
         stages["suite"] = {

@@ -611,10 +611,41 @@ def clocked_fit(tmp_path: Path, accelerator: str) -> dict:
 
 
 def test_the_epoch_clock_counts_each_epochs_batches_and_times_them(tmp_path: Path) -> None:
-    """CPU. The clock the GPU check times the quickstart with: batches and seconds of every epoch."""
-    record = clocked_fit(tmp_path, "cpu")
+    """CPU. The clock the GPU check times the quickstart with: batches and seconds of every epoch,
+    and (under the CPU emulator of CUDA graphs) how many iterations were recorded and replayed."""
+    from lebm.samplers.capture import iteration_capture
+    from lebm.testing.capture import emulate_on_cpu
+
+    with emulate_on_cpu(), iteration_capture(True):
+        record = clocked_fit(tmp_path, "cpu")
     assert [epoch["batches"] for epoch in record["epochs"]] == [3, 3]
     assert all(0 < epoch["train_seconds"] <= epoch["epoch_seconds"] for epoch in record["epochs"])
+    assert record["recorded_iterations"]["recordings"] == 1 and record["recorded_iterations"]["replays"] >= 1
+
+
+def test_gpu_check_times_the_quickstart_as_lebm_runs_it_and_again_with_recorded_iterations_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. The quickstart stage's two runs: the first leaves lebm's default on, the second turns
+    recorded iterations off in the child's environment; each keeps its own log and speeds."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    switches = []
+
+    def fake_run(command, log, limit_s, env):
+        switches.append(env[gpu_check.ITERATION_VARIABLE])
+        log.write_text("ran\n")
+        clock = Path(json.loads(command[-1].split("=", 1)[1])["init_args"]["out"])  # the epoch clock's record
+        speed = 0.2 if env[gpu_check.ITERATION_VARIABLE] == "1" else 0.4
+        epochs = [{"batches": 14, "train_seconds": s, "epoch_seconds": s} for s in (1.0, speed, speed)]
+        clock.write_text(json.dumps({"epochs": epochs, "recorded_iterations": {"replays": 20}}))
+        return {"returncode": 0, "wall_s": 1.0, "cut_off": False}
+
+    monkeypatch.setattr(gpu_check, "run_limited", fake_run)
+    stage = gpu_check.quickstart_stage(tmp_path, 60.0, logger=False)
+    assert switches == ["1", "0"]
+    assert stage["median_it_per_sec"] == 70.0 and stage["iterations_off"]["median_it_per_sec"] == 35.0
+    assert {p.name for p in tmp_path.iterdir()} == {"quickstart.log", "quickstart-iterations_off.log"}
+    assert "with them off 35.0 it/s" in gpu_check._stage_note("quickstart", stage)
 
 
 @pytest.mark.gpu

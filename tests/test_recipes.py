@@ -547,10 +547,11 @@ def test_the_eager_chains_fragment_turns_capture_off_after_any_recipe(capsys) ->
     assert "lebm.callbacks.FID" in [callback["class_path"] for callback in config["trainer"]["callbacks"]]
 
 
-def test_the_recorded_iterations_fragment_turns_them_on_after_any_recipe(capsys) -> None:
-    config = resolve("recipes/damc/svhn.yaml", "-c", "recipes/speed/recorded_iterations.yaml", capsys=capsys)
+@pytest.mark.parametrize(("fragment", "enabled"), [("recorded_iterations", True), ("eager_iterations", False)])
+def test_the_recorded_iterations_fragments_turn_them_on_or_off_after_any_recipe(fragment, enabled, capsys) -> None:
+    config = resolve("recipes/damc/svhn.yaml", "-c", f"recipes/speed/{fragment}.yaml", capsys=capsys)
     last = config["trainer"]["callbacks"][-1]
-    assert last["class_path"] == "lebm.speed.RecordedIterations" and last["init_args"]["enabled"] is True
+    assert last["class_path"] == "lebm.speed.RecordedIterations" and last["init_args"]["enabled"] is enabled
     assert len(config["trainer"]["callbacks"]) > 1  # the recipe's own callbacks stay
 
 

@@ -2,10 +2,10 @@
 
 With chains captured, what a GPU still waits for in an iteration is the host launching the
 updates one kernel at a time: each loss's forward and backward pass, clipping and the optimiser
-step. With the recorded-iteration switch on (``recipes/speed/recorded_iterations.yaml``, or
-``lebm.samplers.capture.iteration_capture(True)`` in Python; off by default), :class:`IterationRecorder`
-records a method's whole ``training_iteration`` (its chains inline, its losses, backward passes,
-clipping, optimiser steps and EMA) as one graph per key and replays it:
+step. With the recorded-iteration switch on (the default; ``recipes/speed/eager_iterations.yaml``,
+``LEBM_RECORDED_ITERATIONS=0`` or ``lebm.samplers.capture.iteration_capture(False)`` turn it off),
+:class:`IterationRecorder` records a method's whole ``training_iteration`` (its chains inline, its
+losses, backward passes, clipping, optimiser steps and EMA) as one graph per key and replays it:
 
 - **warm-up**: the first :data:`WARMUP_ITERATIONS` iterations of a key run eagerly in *direct*
   mode (:func:`step_directly`: gradients zeroed in place, Lightning's count of the step, the
@@ -384,7 +384,7 @@ class IterationRecorder:
             torch.cuda.empty_cache()
             self.disabled = (
                 f"CUDA ran out of memory while recording an iteration ({first_line(error)}); every recorded graph was "
-                "released. Lower the batch size, or leave out -c recipes/speed/recorded_iterations.yaml"
+                "released. Lower the batch size, or add -c recipes/speed/eager_iterations.yaml"
             )
             raise IterationNotRecorded(self.disabled) from error
         except Exception as error:  # noqa: BLE001 - a failed recording: this model's iterations run eagerly

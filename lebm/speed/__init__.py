@@ -1,7 +1,7 @@
 """Speed: switches that change how fast a run goes, never what it computes (beyond rounding).
 
 ``ChainCapture`` (the run's switch for whole-chain CUDA-graph capture), ``RecordedIterations`` (the
-run's switch for whole training iterations recorded as CUDA graphs, opt-in), ``FastNets`` (compile,
+run's switch for whole training iterations recorded as CUDA graphs, on by default), ``FastNets`` (compile,
 channels-last), ``CPUThreads`` (the CPU thread count) and :mod:`.numerics` (TF32 matmuls).
 """
 

@@ -1,14 +1,15 @@
 """The recipe line for recorded training iterations (:mod:`lebm.models.recorded_iteration`).
 
-With chains captured, a GPU still waits on the host for every net's update. This callback turns on
-recording whole training iterations (chains, losses, backward passes, clipping, optimiser steps) as
-CUDA graphs, from ``setup`` to ``teardown`` (or the exception that ends the run)::
+With chains captured, a GPU still waits on the host for every net's update. Recording whole
+training iterations (chains, losses, backward passes, clipping, optimiser steps) as CUDA graphs is
+on by default on CUDA devices; this callback sets it for one run, from ``setup`` to ``teardown``
+(or the exception that ends the run), and gives the process its previous setting back::
 
-    lebm fit -c recipes/damc/svhn.yaml -c recipes/speed/recorded_iterations.yaml
+    lebm fit -c recipes/damc/svhn.yaml -c recipes/speed/eager_iterations.yaml     # off for this run
 
-It is opt-in until a lent GPU has run the ``gpu`` tier and the suite with it on. In Python, the
-same switch is ``lebm.samplers.capture.iteration_capture(True)`` (a context manager) or
-``set_iteration_capture(True)``. On a CPU it changes nothing: iterations run eagerly.
+In Python, the same switch is ``lebm.samplers.capture.iteration_capture(False)`` (a context
+manager) or ``set_iteration_capture(False)``; from a shell, ``LEBM_RECORDED_ITERATIONS=0``. On a
+CPU it changes nothing: iterations run eagerly.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class RecordedIterations(RunSwitch):
     """Switch recorded training iterations on or off for the run.
 
     Args:
-        enabled: True records each training iteration once per key on CUDA devices and replays it;
-            False (every run's default) runs iterations eagerly, their chains captured.
+        enabled: True (lebm's default without this callback) records each training iteration once
+            per key on CUDA devices and replays it; False runs iterations eagerly, their chains captured.
         report: at the end of training, print how many iterations were recorded, replayed, warmed
             up and run eagerly (rank 0).
     """

@@ -42,7 +42,8 @@ def fit(model: Method, emulate: bool) -> dict[str, torch.Tensor]:
         limit_val_batches=1,
         num_sanity_val_steps=0,
     )  # validation under inference mode, as Lightning runs it by default
-    with emulate_on_cpu() if emulate else torch.no_grad():
+    # chains called by the method, not replayed inside a recorded iteration (on by default)
+    with emulate_on_cpu() if emulate else torch.no_grad(), iteration_capture(False):
         trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
     state = {name: value.clone() for name, value in model.state_dict().items()}
     state["training stream"] = model.random_streams.train.get_state()

@@ -13,7 +13,7 @@ from lebm.callbacks import ChainCapture
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
-from lebm.samplers.capture import capture_stats, chain_capture_enabled, samplers_of
+from lebm.samplers.capture import capture_stats, chain_capture_enabled, iteration_capture, samplers_of
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.trainers import quiet_trainer
 
@@ -41,7 +41,8 @@ def fit(enabled: bool) -> tuple[LatentEBM, WithOwnSampler]:
         accelerator="cpu",
         callbacks=[ChainCapture(enabled=enabled, report=True), own],
     )
-    with emulate_on_cpu():
+    # the model's chains called by the method, not inline in a recorded iteration (on by default)
+    with emulate_on_cpu(), iteration_capture(False):
         trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))
     return model, own
 

@@ -1,6 +1,6 @@
 """RecordedIterations (device: CPU, through the replay emulator): the recipe switch turns recorded
-training iterations on for the run (off by default), and the previous setting is back when the run
-ends, also when it ends by an exception."""
+training iterations on or off for the run (on by default), and the previous setting is back when
+the run ends, also when it ends by an exception."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def data() -> DataLoader:
 @pytest.mark.parametrize("enabled", [False, True])
 def test_the_switch_sets_the_runs_recording_and_is_given_back(enabled: bool, one_thread) -> None:
     """The run's setting is the callback's, whatever the process had; the process's is back after it."""
-    assert not iteration_capture_enabled()  # off by default
+    assert iteration_capture_enabled()  # on by default
     trained = model()
     trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(enabled, report=True)])
     with emulate_on_cpu(), iteration_capture(not enabled):
@@ -51,7 +51,29 @@ class Fails(L.Callback):
 
 
 def test_the_switch_is_given_back_when_the_run_fails(one_thread) -> None:
-    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(True), Fails()])
+    trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[RecordedIterations(False), Fails()])
     with emulate_on_cpu(), pytest.raises(RuntimeError, match="stop here"):
         trainer.fit(model(), data())
-    assert not iteration_capture_enabled()
+    assert iteration_capture_enabled()
+
+
+@pytest.mark.parametrize(("shell", "expected"), [(None, True), ("1", True), ("0", False), ("off", False)])
+def test_recorded_iterations_are_on_unless_the_shell_turns_them_off(
+    shell: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LEBM_RECORDED_ITERATIONS`` unset or 1: on (lebm's default on CUDA); 0 or off: off, for the
+    process and the ones it starts (the variable is read when lebm is imported)."""
+    import importlib
+
+    from lebm.samplers.capture import switch
+
+    if shell is None:
+        monkeypatch.delenv(switch.ITERATION_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(switch.ITERATION_VARIABLE, shell)
+    try:
+        importlib.reload(switch)
+        assert iteration_capture_enabled() is expected
+    finally:
+        monkeypatch.undo()
+        importlib.reload(switch)

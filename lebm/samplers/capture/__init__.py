@@ -1,7 +1,7 @@
 """Whole-chain CUDA-graph capture, under the samplers: it imports no sampler.
 
 - :mod:`.switch`: the run-wide switches: chain capture (on by default), which every sampler reads,
-  and recorded training iterations (off by default), which every method reads;
+  and recorded training iterations (on by default), which every method reads;
 - :mod:`.cache`: a sampler's captured chains, keyed, recorded once and replayed;
 - :mod:`.keys`: what a captured chain depends on, and the reasons a chain runs eagerly;
 - :mod:`.recorders`: one capture stream and one memory pool per device, graphs retired together;

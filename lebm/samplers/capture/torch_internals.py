@@ -57,8 +57,8 @@ def _read(owner: Any, name: str, where: str) -> Any:
     except AttributeError:
         raise TorchInternalsChanged(
             f"torch {torch.__version__} has no {where}.{name}, which lebm's captured chains and recorded iterations "
-            "read: this torch is newer than lebm knows. Turn recorded iterations off (leave out "
-            "recipes/speed/recorded_iterations.yaml) and chain capture off (-c recipes/speed/eager_chains.yaml), or "
+            "read: this torch is newer than lebm knows. Turn recorded iterations off (-c "
+            "recipes/speed/eager_iterations.yaml) and chain capture off (-c recipes/speed/eager_chains.yaml), or "
             "install the torch of constraints.txt"
         ) from None
 
