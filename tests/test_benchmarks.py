@@ -580,7 +580,8 @@ def test_iteration_key_cost_times_the_key_beside_each_quickstarts_eager_iteratio
     assert {row["method"] for row in rows} == methods
     for row in rows:
         assert row["key_us"] > 0 and row["eager_iteration_ms"] > 0 and row["modules_described"] > 0, row
-        assert row["key_share"] == pytest.approx(row["key_us"] / 1e3 / row["eager_iteration_ms"], rel=1e-2)
+        # the share is rounded to 5 decimals: on a loaded machine (a slow eager iteration) that is over 1%
+        assert row["key_share"] == pytest.approx(row["key_us"] / 1e3 / row["eager_iteration_ms"], rel=1e-2, abs=1e-5)
     (written,) = tmp_path.glob("iteration_key_cost-*.md")
     text = written.read_text()
     assert all(f"| {method} |" in text for method in methods) and "load average" in text

@@ -98,7 +98,7 @@ def test_a_run_resumed_with_captured_chains_equals_an_eager_run_straight_through
     replays = []
     replay = capture_module.CapturedChain.__call__
     monkeypatch.setattr(capture_module.CapturedChain, "__call__", lambda *a, **k: replays.append(1) or replay(*a, **k))
-    with emulate_on_cpu():
+    with emulate_on_cpu(), iteration_capture(False):  # chains called by the method, not inline in recorded iterations
         run_cli("fit", *common, *resumed, "--trainer.max_epochs", "2")
         run_cli("fit", *common, *resumed, "--trainer.max_epochs", "4", "--ckpt_path", "last")
     eager = torch.load(tmp_path / "eager/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
