@@ -9,7 +9,8 @@ dashed horizontal line.
 
 An anomaly run (one that logs ``val/auprc``) shows its numbers first: AUPRC, AUROC, the
 reconstruction MSE and NLL (:data:`ANOMALY_FIRST`), then the training losses. Its AUPRC panel has
-the paper's value (the recipe's target for the run's held-out digit) and the AUPRC of a random
+the paper's value (the recipe's target for the run's held-out digit; not drawn, and the legend
+says so, where the no-model baseline reaches it) and the AUPRC of a random
 score, the split's share of anomalies (``val/auprc_chance``), as dashed lines; its AUROC panel the
 random score's 0.5; both the no-model baseline (``val/auprc_no_model``, ``val/auroc_no_model``) as a
 dotted line and the untrained regime (the updates before ``AnomalyDetection``'s
@@ -224,8 +225,7 @@ def curves_figure(
         few = len(finite) <= 20 or not name.startswith("train/")  # single readings stay visible as dots
         panel.plot(*points, marker="o" if few else None, markersize=3, linewidth=1.0, color="C0")
         if name in targets:
-            label = f"{(target_labels or {}).get(name, 'paper')}: {targets[name]:g}"
-            panel.axhline(targets[name], color="C3", linestyle="--", linewidth=1.0, label=label)
+            draw_target(panel, targets[name], (target_labels or {}).get(name, "paper"), table, name)
         if name.endswith("/auprc"):
             draw_chance(panel, table, name + CHANCE_SUFFIX)
         if name.endswith("/auroc"):
@@ -246,6 +246,26 @@ def curves_figure(
     for panel in list(axes.flat)[len(names) :]:
         panel.set_visible(False)
     return figure
+
+
+def draw_target(panel: Any, value: float, label: str, table: MetricsTable, name: str) -> None:
+    """The published ``value`` of ``name`` as a dashed line, labelled ``label: value``. On a ranking
+    panel (AUPRC, AUROC) whose no-model baseline reaches the value, the line is not drawn: a score
+    with no model already matches the paper there (MNIST's held-out 1), so a curve above the line
+    would say nothing of the model; the legend says why instead."""
+    baseline = last_finite(table, name + NO_MODEL_SUFFIX) if name.endswith(("/auprc", "/auroc")) else None
+    if baseline is not None and value <= baseline:
+        note = f"{label}: {value:g}, not drawn: the no-model score ({baseline:.3f}) reaches it"
+        panel.plot([], [], linestyle="none", label=note)
+        return
+    panel.axhline(value, color="C3", linestyle="--", linewidth=1.0, label=f"{label}: {value:g}")
+
+
+def last_finite(table: MetricsTable, column: str) -> float | None:
+    """The last finite value of ``column`` in the table (None when it has none)."""
+    _, values = table.series(column)
+    finite = [value for value in values if math.isfinite(value)]
+    return finite[-1] if finite else None
 
 
 def draw_chance(panel: Any, table: MetricsTable, column: str) -> None:

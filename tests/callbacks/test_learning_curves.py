@@ -215,8 +215,24 @@ def test_the_no_model_baseline_is_dotted_and_the_untrained_regime_shaded_in_both
         assert shade.get_x() == 0 and shade.get_width() == 1  # up to the last update drawn (1), not to 500
     plain = curves_figure(table, ["val/auprc"], {}, "run")
     assert not plain.axes[0].patches  # no untrained_below: nothing shaded
-    labelled = curves_figure(table, ["val/auprc"], {"val/auprc": 0.684}, "run", 0, {"val/auprc": "paper (best of N)"})
-    assert "paper (best of N): 0.684" in [text.get_text() for text in labelled.axes[0].get_legend().get_texts()]
+    labelled = curves_figure(table, ["val/auprc"], {"val/auprc": 0.991}, "run", 0, {"val/auprc": "paper (best of N)"})
+    assert "paper (best of N): 0.991" in [text.get_text() for text in labelled.axes[0].get_legend().get_texts()]
+
+
+def test_a_paper_value_the_no_model_score_reaches_is_not_drawn_and_the_legend_says_why() -> None:
+    """CPU. Held-out 1: the paper's 0.336 under a no-model AUPRC of 0.985 gets no line (a curve above
+    it would say nothing of the model), a legend entry instead; a paper value above the no-model
+    score keeps its dashed line."""
+    table = anomaly_table()
+    for step in (0, 1):
+        table.log_metrics({"val/auprc_no_model": 0.985}, step=step)
+    labelled = {"val/auprc": "paper, last 10"}
+    solved = curves_figure(table, ["val/auprc"], {"val/auprc": 0.336}, "run", 0, labelled).axes[0]
+    assert not [line for line in solved.lines if set(line.get_ydata()) == {0.336}]
+    labels = [text.get_text() for text in solved.get_legend().get_texts()]
+    assert "paper, last 10: 0.336, not drawn: the no-model score (0.985) reaches it" in labels
+    above = curves_figure(table, ["val/auprc"], {"val/auprc": 0.99}, "run").axes[0]
+    assert [line.get_linestyle() for line in above.lines if set(line.get_ydata()) == {0.99}] == ["--"]
 
 
 def test_a_chance_that_changes_is_drawn_as_its_series_and_a_run_without_it_gets_none() -> None:
