@@ -132,6 +132,24 @@ def gives_option(args: list[str], key: str) -> bool:
     return any(arg == flag or arg.startswith((flag + "=", flag + "+", flag + ".")) for arg in args)
 
 
+#: The ``ckpt_path`` values that name no file: they ask about the run folder of the command itself.
+FOLDER_CHECKPOINTS = ("auto", "last", "best")
+
+
+def refuse_a_checkpoint_only_a_file_names(ckpt_path: Any, args: list[str]) -> None:
+    """Refuse ``fit`` resuming a checkpoint file that only a config file names (a resumed run's
+    ``config.yaml`` written before lebm stopped recording it): it would continue another folder's
+    run in this one, unasked. ``auto``/``last`` in a file ask about this folder and stay allowed."""
+    if not ckpt_path or ckpt_path in FOLDER_CHECKPOINTS or gives_option(args, "ckpt_path"):
+        return
+    quoted = shlex.quote(str(ckpt_path))
+    fail(
+        f"a config file gives ckpt_path {quoted} (a resumed run's record), and lebm fit resumes only when the command "
+        f"asks: add --ckpt_path null to start a new run, --ckpt_path {quoted} to continue that checkpoint here, "
+        "or --ckpt_path last to resume this folder's run"
+    )
+
+
 def given_as_integer(args: list[str], key: str) -> bool:
     """Whether the last value the command line or its config files give ``trainer.<key>`` is written
     as an integer (``1``, not ``1.0``): ``args`` are the expanded arguments (``--config`` paths or
@@ -235,6 +253,8 @@ class RunConfigSaved(SaveConfigCallback):
         header = "".join(takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
         recorded = without_filled_checkpoint_folders(as_given(yaml.safe_load(text), self.config.as_dict()))
         recorded = without_filled_paper_targets(recorded)
+        if self.config_filename == "config.yaml":
+            recorded.pop("ckpt_path", None)  # a fit's record never resumes: the command asks (--ckpt_path)
         with replaced_atomically(path, "w") as handle:
             handle.write(
                 header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
@@ -312,6 +332,8 @@ class LebmCLI(LightningCLI):
             fail(wrong_kind)
         if self.subcommand:
             config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
+        if self.subcommand == "fit":
+            refuse_a_checkpoint_only_a_file_names(config.get("ckpt_path"), self._raw_args)
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
         self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0

@@ -1,0 +1,46 @@
+"""A run's config reused (device: CPU; the lebm command in this process): the ``config.yaml`` a fit
+writes never carries ``ckpt_path``, so ``lebm fit -c <run>/config.yaml`` in another folder starts a
+new run there; and a checkpoint file that only a config file names (an older run's record) is not
+resumed unasked: the command stops, in one line, before the folder is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.helpers.cli_runner import QUIET, run_cli
+
+RUN = ["fit", "-c", "recipes/quickstart.yaml", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "0"]
+RUN += [*QUIET]
+
+
+def steps(run: Path) -> int:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
+def test_a_resumed_runs_config_starts_a_new_run_in_another_folder(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_cli(*RUN, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(first))
+    run_cli(*RUN, "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(first), "--ckpt_path", "last")
+    assert steps(first) == 4
+    assert "ckpt_path" not in yaml.safe_load((first / "config.yaml").read_text())
+    run_cli("fit", "-c", str(first / "config.yaml"), "--trainer.default_root_dir", str(second))
+    assert steps(second) == 4 and steps(first) == 4  # two epochs from the start, not the first run continued
+
+
+def test_a_checkpoint_file_only_a_config_names_is_not_resumed_unasked(tmp_path: Path, capsys) -> None:
+    old = tmp_path / "old" / "checkpoints" / "last.ckpt"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"a checkpoint")
+    record = tmp_path / "config.yaml"
+    record.write_text(yaml.safe_dump({"ckpt_path": str(old)}))
+    run = tmp_path / "new"
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*RUN, "-c", str(record), "--trainer.default_root_dir", str(run))
+    message = capsys.readouterr().err
+    assert stop.value.code == 2 and f"gives ckpt_path {old}" in message and "--ckpt_path null" in message, message
+    assert not run.exists()  # refused before the folder is made
