@@ -57,13 +57,17 @@ def test_the_switch_is_given_back_when_the_run_fails(one_thread) -> None:
     assert iteration_capture_enabled()
 
 
-@pytest.mark.parametrize(("shell", "expected"), [(None, True), ("1", True), ("0", False), ("off", False)])
+@pytest.mark.parametrize(
+    ("shell", "expected"), [(None, True), ("1", True), ("0", False), ("off", False), ("2", True), ("ture", True)]
+)
 def test_recorded_iterations_are_on_unless_the_shell_turns_them_off(
     shell: str | None, expected: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``LEBM_RECORDED_ITERATIONS`` unset or 1: on (lebm's default on CUDA); 0 or off: off, for the
-    process and the ones it starts (the variable is read when lebm is imported)."""
-    import importlib
+    process and the ones it starts (the variable is read when lebm is imported); any other value
+    keeps the default and says so in one line."""
+    import importlib.util
+    import warnings
 
     from lebm.samplers.capture import switch
 
@@ -71,9 +75,15 @@ def test_recorded_iterations_are_on_unless_the_shell_turns_them_off(
         monkeypatch.delenv(switch.ITERATION_VARIABLE, raising=False)
     else:
         monkeypatch.setenv(switch.ITERATION_VARIABLE, shell)
-    try:
-        importlib.reload(switch)
-        assert iteration_capture_enabled() is expected
-    finally:
-        monkeypatch.undo()
-        importlib.reload(switch)
+    spec = importlib.util.spec_from_file_location("a_fresh_switch", switch.__file__)
+    fresh = importlib.util.module_from_spec(spec)  # the module as a new process imports it; lebm's stays as it is
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spec.loader.exec_module(fresh)
+    assert fresh.iteration_capture_enabled() is expected
+    lines = [str(warning.message) for warning in caught if "LEBM_RECORDED_ITERATIONS" in str(warning.message)]
+    if shell in ("2", "ture"):
+        assert lines == [f"LEBM_RECORDED_ITERATIONS={shell!r} is neither on (1, true, on, yes) nor off (0, false, "
+                         "off, no): lebm keeps its default, on"]  # fmt: skip
+    else:
+        assert not lines

@@ -23,13 +23,36 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
 #: The environment variable that carries the switch to child processes (and sets it from a shell).
 ENVIRONMENT_VARIABLE = "LEBM_CHAIN_CAPTURE"
+#: The values a switch's environment variable reads as on, and as off (any case).
+ON_VALUES, OFF_VALUES = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
 
-_enabled = os.environ.get(ENVIRONMENT_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
+
+def switch_from_environment(name: str, default: bool) -> bool:
+    """The setting the environment variable ``name`` gives a switch: on for :data:`ON_VALUES`, off
+    for :data:`OFF_VALUES`, ``default`` when unset or empty; any other value keeps ``default`` and
+    says so in one line (a typo never turns a switch over in silence)."""
+    value = os.environ.get(name, "")
+    word = value.strip().lower()
+    if not word:
+        return default
+    if word in ON_VALUES or word in OFF_VALUES:
+        return word in ON_VALUES
+    setting = "on" if default else "off"
+    warnings.warn(
+        f"{name}={value!r} is neither on ({', '.join(ON_VALUES)}) nor off ({', '.join(OFF_VALUES)}): "
+        f"lebm keeps its default, {setting}",
+        stacklevel=2,
+    )
+    return default
+
+
+_enabled = switch_from_environment(ENVIRONMENT_VARIABLE, True)
 
 
 def chain_capture_enabled() -> bool:
@@ -90,7 +113,7 @@ class CaptureOptIn:
 #: The environment variable that carries the recorded-iteration switch to child processes.
 ITERATION_VARIABLE = "LEBM_RECORDED_ITERATIONS"
 
-_iterations = os.environ.get(ITERATION_VARIABLE, "1").strip().lower() not in ("0", "false", "off", "no")
+_iterations = switch_from_environment(ITERATION_VARIABLE, True)
 
 
 def iteration_capture_enabled() -> bool:
