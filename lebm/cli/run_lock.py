@@ -64,13 +64,21 @@ def read_holder(handle: IO[str]) -> dict[str, Any] | None:
     return holder if isinstance(holder, dict) else None
 
 
+#: Characters of the holder's command a lock message quotes (an expanded recipe runs to pages).
+COMMAND_SHOWN = 80
+
+
 def describe(holder: dict[str, Any] | None) -> str:
-    """``pid 123 on host n1, started 2026-11-27 09:00:00 (lebm fit -c ...)``, or what is known."""
+    """``pid 123 on host n1, started 2026-11-27 09:00:00 (lebm fit -c ...)``, or what is known; the
+    command cut to :data:`COMMAND_SHOWN` characters, so that the message stays one line."""
     if holder is None:
         return "a fit whose lock names no holder"
+    command = " ".join(str(holder.get("command", "lebm fit")).split())
+    if len(command) > COMMAND_SHOWN:
+        command = command[: COMMAND_SHOWN - 3] + "..."
     return (
         f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')} "
-        f"({holder.get('command', 'lebm fit')})"
+        f"({command})"
     )
 
 
@@ -81,7 +89,14 @@ def take_lock(run_dir: str) -> None:
         return
     os.makedirs(run_dir, exist_ok=True)
     path = os.path.join(run_dir, LOCK_FILE)
-    handle = open(path, "a+")  # noqa: SIM115 (held open until the command ends)
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 (held open until the command ends)
+    except OSError as error:  # a folder, or a file this user cannot write (read-only, immutable)
+        fail(
+            f"cannot open the run folder's lock {path} ({error.strerror or error}): it must be a file this user can "
+            f"write. Remove it if no fit runs there, or train into another folder (--trainer.default_root_dir "
+            f"{shlex.quote(run_dir.rstrip('/') + '_2')})"
+        )
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(handle.fileno()).st_ino != os.stat(path).st_ino:  # the file was replaced meanwhile

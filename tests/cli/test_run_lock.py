@@ -77,3 +77,29 @@ def test_a_killed_fits_lock_is_taken_over_in_one_line_and_released_at_the_end(ca
     finally:
         release_locks()
     assert (run / LOCK_FILE).read_text() == "" and not HELD  # emptied as it is released, not deleted
+
+
+def test_a_lock_that_cannot_be_opened_stops_in_one_line(capsys, tmp_path: Path) -> None:
+    """A ``fit.lock`` that is a folder (or a file this user cannot write): one line naming it, the
+    reason and the ways out, not the ``open()`` traceback."""
+    from lebm.cli.run_lock import LOCK_FILE, take_lock
+
+    run = tmp_path / "run"
+    (run / LOCK_FILE).mkdir(parents=True)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        take_lock(str(run))
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1, said
+    assert f"cannot open the run folder's lock {run / LOCK_FILE} (Is a directory)" in said
+    assert "--trainer.default_root_dir" in said
+
+
+def test_the_lock_messages_quote_the_holders_command_cut_short() -> None:
+    """An expanded recipe command runs to pages: the holder's description keeps its first characters."""
+    from lebm.cli.run_lock import COMMAND_SHOWN, describe
+
+    holder = {"pid": 7, "host": "n1", "started": "2026-11-27 09:00:00", "command": "lebm fit " + "--a.b 1 " * 400}
+    described = describe(holder)
+    assert described.startswith("pid 7 on host n1, started 2026-11-27 09:00:00 (lebm fit --a.b 1")
+    assert described.endswith("...)") and len(described) < COMMAND_SHOWN + 60
