@@ -302,6 +302,11 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         # a DDP worker that Lightning re-launched: the launching process already applied the rules (and
         # may have written to the folder since); follow its decision
         return os.environ[DECIDED_CKPT_PATH] or None
+    if ckpt_path == "best":
+        fail(
+            "--ckpt_path best means the best checkpoint of an earlier fit in this same process, and lebm fit starts "
+            "the first: resume with --ckpt_path last (or auto), or give a checkpoint's path"
+        )
     if is_primary_process() and os.path.isdir(run_dir):
         remove_killed_writes(run_dir)
     started = bool(checkpoint_files(run_dir))

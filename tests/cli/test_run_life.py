@@ -691,3 +691,11 @@ def test_test_readings_are_kept_line_by_line_in_the_run_folder_and_go_with_an_ov
     lines = [json.loads(line) for line in Path(first).read_text().splitlines()]
     assert [line["ckpt_path"] for line in lines] == ["a.ckpt", "b.ckpt"] and all("date" in line for line in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == [TEST_READINGS_FILE] and TEST_READINGS_FILE in RUN_FILES
+
+
+def test_fit_with_ckpt_path_best_stops_in_one_line_and_writes_no_checkpoint(capsys, tmp_path: Path) -> None:
+    """``best`` names a checkpoint of an earlier fit in the same process; ``lebm fit`` has none."""
+    run = tmp_path / "run"
+    said = stopped(capsys, run, "--ckpt_path", "best")
+    assert said.count("\n") == 1 and "--ckpt_path best means the best checkpoint" in said, said
+    assert "--ckpt_path last" in said and not list(run.glob("checkpoints/*"))
