@@ -131,10 +131,11 @@ def test_a_validation_split_holds_both_kinds_and_shares_no_image_with_the_test_s
     assert int((dm.val_labels != 3).sum()) == round(normal / 2)
     val_images = torch.cat([batch[0] for batch in dm.val_dataloader()])
     assert len(val_images) == len(val) and not torch.equal(val_images[:10], next(iter(dm.test_dataloader()))[0])
-    with pytest.raises(ValueError, match="val_fraction must be in"):
-        MNISTAnomalyDataModule(str(root), val_fraction=1.0)
+    for too_large in (1.0, 0.999, 0.51):  # 0.999 would leave the test split a few images
+        with pytest.raises(ValueError, match=r"val_fraction must be in \(0, 0\.5\] .* got 0?\.?\d"):
+            MNISTAnomalyDataModule(str(root), val_fraction=too_large)
     with pytest.raises(
-        ValueError, match=r"got 0\.0; to validate on the test split as the papers did, set validate_on: test"
+        ValueError, match=r"got 0\.0; the protocol's is 0\.2\. To validate on the test split as the papers did"
     ):
         MNISTAnomalyDataModule(str(root), val_fraction=0.0, validate_on="val")
     with pytest.warns(

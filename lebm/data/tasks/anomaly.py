@@ -56,6 +56,8 @@ MNIST_SIZE = 28
 VALIDATE_ON = ("val", "test")
 #: The share of the evaluation pool set aside for validation by default (``validate_on="val"``).
 DEFAULT_VAL_FRACTION = 0.2
+#: The largest validation share: the test split, which ``lebm test`` reads once, keeps at least as much.
+MAX_VAL_FRACTION = 0.5
 
 
 def anomaly_split(
@@ -148,7 +150,8 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
             the metric against the training pool's size; 1 (the default) keeps all of it. The
             test and validation splits do not change.
         val_fraction: share of the evaluation pool (normal and held-out digits alike) set aside as
-            a validation split disjoint from the test split, in (0, 1); unused with
+            a validation split disjoint from the test split, in (0, 0.5] (the test split is never the
+            smaller: 0.999 would leave it a few images); unused with
             ``validate_on="test"``, which says so in one line for a share other than 0 and the default.
         validate_on: ``val`` (the default: ``val/*`` reads the validation split) or
             ``test`` (the papers' protocol: ``val/*`` reads the whole test split, so a
@@ -224,10 +227,12 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
                 f"'test' (the papers' protocol: val/* reads the test split), got {validate_on!r}"
             )
         self.validate_on = validate_on
-        if validate_on == "val" and not 0.0 < val_fraction < 1.0:
+        if validate_on == "val" and not 0.0 < val_fraction <= MAX_VAL_FRACTION:
             raise ValueError(
-                f"val_fraction must be in (0, 1) (the share of the evaluation pool set aside for validation), got "
-                f"{val_fraction}; to validate on the test split as the papers did, set validate_on: test"
+                f"val_fraction must be in (0, {MAX_VAL_FRACTION}] (the share of the evaluation pool set aside for "
+                f"validation; the test split, which lebm test reads, keeps the rest and is never the smaller), got "
+                f"{val_fraction}; the protocol's is {DEFAULT_VAL_FRACTION}. To validate on the test split as the "
+                "papers did, set validate_on: test"
             )
         if validate_on == "test" and val_fraction not in (0, DEFAULT_VAL_FRACTION):
             warn_user(
