@@ -70,6 +70,7 @@ from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.checkpoint_io import CheckpointNotSaved, with_atomic_checkpoints
 from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
+from lebm.cli.data_match import check_scored_data
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import (
@@ -334,6 +335,11 @@ class LebmCLI(LightningCLI):
             config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
         if self.subcommand == "fit":
             refuse_a_checkpoint_only_a_file_names(config.get("ckpt_path"), self._raw_args)
+        if self.subcommand in ("validate", "test", "predict") and is_primary_process():
+            data = config.get("data")
+            data = data.as_dict() if hasattr(data, "as_dict") else data
+            given = lambda key: gives_option(self._raw_args, key)  # noqa: E731
+            check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
         self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0
@@ -368,7 +374,7 @@ class LebmCLI(LightningCLI):
                 f"runs none: give the checkpoint's path (in {os.path.join(run_dir, CHECKPOINT_DIR)}: {listed}), "
                 "or --ckpt_path last"
             )
-        elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
+        if self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             warnings.warn(
                 f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "

@@ -34,7 +34,7 @@ Batches are ``(x, y)``: x float32 (B, channels, image_size, image_size) in [-1, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -175,6 +175,21 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         test_overlap: set by :meth:`setup`: the share of the test split that is training digits
             (0 under ``disjoint``, about ``train_fraction`` x its normal share under ``cited``).
     """
+
+    #: The settings that decide which digits each split holds: ``lebm test`` on a run's checkpoint
+    #: refuses data that differ from the run's in one of them (``lebm.cli.data_match``).
+    split_settings: ClassVar[tuple[str, ...]] = (
+        "anomaly_classes",
+        "pool",
+        "split",
+        "train_fraction",
+        "train_subset",
+        "val_fraction",
+        "validate_on",
+        "seed",
+        "image_size",
+        "channels",
+    )
 
     def __init__(
         self,

@@ -1,0 +1,86 @@
+"""A run's checkpoint scored on the data it was trained on: ``lebm validate``, ``test`` and
+``predict`` compare the data settings of the command with those of the run's own ``config.yaml``.
+
+A recipe's defaults are not the run's: ``lebm test -c recipes/latent_ebm/mnist_anomaly.yaml
+--ckpt_path RUN/checkpoints/last.ckpt`` on a run trained with ``--data.init_args.anomaly_classes
+[4]`` would read the recipe's held-out digit 1. The settings that decide which examples each split
+holds are declared by the DataModule class that owns them (its ``split_settings``); a difference
+in one of them stops the command in one line naming both values, unless the command line gives
+that setting itself (scoring on other data on purpose, which is said in one line).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from lebm.cli.errors import fail
+from lebm.cli.run_folder import CHECKPOINT_DIR, say
+
+#: The run's record beside its ``checkpoints/`` folder.
+RUN_CONFIG = "config.yaml"
+
+
+def run_config_of(ckpt_path: str) -> str | None:
+    """``<run>/config.yaml`` of a checkpoint in ``<run>/checkpoints/`` (None elsewhere or without one)."""
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    if os.path.basename(folder) != CHECKPOINT_DIR:
+        return None
+    path = os.path.join(os.path.dirname(folder), RUN_CONFIG)
+    return path if os.path.isfile(path) else None
+
+
+def split_settings_of(class_path: Any) -> tuple[str, ...]:
+    """The ``split_settings`` the DataModule class at ``class_path`` declares (none when it declares
+    none or cannot be imported)."""
+    if not isinstance(class_path, str) or "." not in class_path:
+        return ()
+    module, _, name = class_path.rpartition(".")
+    try:
+        kind = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return ()
+    return tuple(getattr(kind, "split_settings", ()))
+
+
+def comparable(value: Any) -> str:
+    """A setting as JSON text (tuples as lists), so that a YAML list and a parsed tuple agree."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], given: Callable[[str], bool]) -> None:
+    """Stop ``subcommand`` in one line when ``data`` (the command's ``data`` section) differs from
+    the run's in a split setting the command line does not give itself; ``given(key)`` says whether
+    it gives ``--<key>``."""
+    if not isinstance(ckpt_path, str) or not data:
+        return
+    record = run_config_of(ckpt_path)
+    if record is None:
+        return
+    with open(record) as handle:
+        trained = (yaml.safe_load(handle) or {}).get("data") or {}
+    if not isinstance(trained, dict) or trained.get("class_path") != data.get("class_path"):
+        return
+    ran, now = trained.get("init_args") or {}, data.get("init_args") or {}
+    differing = [
+        (key, ran[key], now.get(key))
+        for key in split_settings_of(data.get("class_path"))
+        if key in ran and comparable(ran[key]) != comparable(now.get(key))
+    ]
+    unasked = [item for item in differing if not given(f"data.init_args.{item[0]}")]
+    if unasked:
+        listed = "; ".join(f"{key} {comparable(old)} in training, {comparable(new)} here" for key, old, new in unasked)
+        fail(
+            f"lebm {subcommand}: {ckpt_path} was trained on other data than this command reads ({listed}): score the "
+            f"run's own data with -c {shlex.quote(record)}, or give --data.init_args.<setting> to score other data on "
+            "purpose"
+        )
+    if differing:
+        listed = "; ".join(f"{key} {comparable(new)} (trained on {comparable(old)})" for key, old, new in differing)
+        say(f"lebm {subcommand}: scoring {ckpt_path} on other data than it trained on, as the command gives: {listed}")
