@@ -19,7 +19,9 @@ starts aside), the W&B run id kept in the run folder, and the SIGTERM checkpoint
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import copy
 import io
 import json
 import os
@@ -31,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from lebm.cli import trainer_flags
 from lebm.cli.app import LebmCLI
 from lebm.cli.catalog import locate_config_args
 from lebm.cli.known_options import check_known_options
@@ -99,11 +102,39 @@ class Recipe:
 
     def trainer(self, *, callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
         """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` added and
-        ``overrides`` replacing settings (e.g. ``max_epochs=1``)."""
+        ``overrides`` replacing settings (e.g. ``max_epochs=1``). A smoke test (``fast_dev_run``)
+        writes nothing into the run folder, as from the command: its run folder, and the folder of
+        every checkpoint callback under it, move to a temporary folder deleted when Python exits,
+        said in one line."""
         import lightning as L
 
         settings = {**self.trainer_settings, **overrides}
-        return L.Trainer(**settings, callbacks=[*self.callbacks, *callbacks])
+        every = [*self.callbacks, *callbacks]
+        batches = trainer_flags.smoke_test_batches(settings)
+        if batches:
+            run_dir = str(settings.get("default_root_dir") or os.getcwd())
+            folder = trainer_flags.smoke_test_folder()
+            atexit.register(trainer_flags.remove_smoke_test_folders)
+            settings["default_root_dir"] = folder
+            every = [moved_out_of(callback, run_dir, folder) for callback in every]
+            trainer_flags.say(trainer_flags.smoke_test_note(run_dir, batches, folder, ()))
+        return L.Trainer(**settings, callbacks=every)
+
+
+def moved_out_of(callback: Any, run_dir: str, folder: str) -> Any:
+    """``callback``, or for a checkpoint callback writing under ``run_dir`` a copy writing to the
+    same place under ``folder`` instead (the recipe's own callback is left as it is)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    dirpath = getattr(callback, "dirpath", None)
+    if not isinstance(callback, ModelCheckpoint) or not dirpath:
+        return callback
+    inside = os.path.relpath(os.path.abspath(dirpath), os.path.abspath(run_dir))
+    if inside.startswith(os.pardir):
+        return callback
+    moved = copy.deepcopy(callback)
+    moved.dirpath = os.path.join(folder, inside)
+    return moved
 
 
 def override_args(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:

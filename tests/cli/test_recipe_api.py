@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lebm
 from lebm.cli.recipe_api import override_args
@@ -68,6 +69,21 @@ def test_recipe_trainer_adds_callbacks_and_overrides() -> None:
     trainer = recipe.trainer(callbacks=[mine], max_epochs=2)
     assert trainer.max_epochs == 2 and mine in trainer.callbacks
     assert all(callback in trainer.callbacks for callback in recipe.callbacks)
+
+
+def test_a_smoke_test_from_python_writes_nothing_into_the_run_folder(tmp_path: Path, capsys) -> None:
+    """``recipe.trainer(fast_dev_run=True).fit(...)``, as ``lebm fit --trainer.fast_dev_run true``:
+    no config.yaml, image or checkpoint in the run folder (the recipe's checkpoint callback writes to
+    a copy's folder under the smoke test's), said in one line; the recipe's callback is unchanged."""
+    run = tmp_path / "run"
+    recipe = lebm.from_recipe("quickstart", {**SHORT, "trainer.default_root_dir": str(run)})
+    checkpoints = [callback for callback in recipe.callbacks if isinstance(callback, ModelCheckpoint)]
+    capsys.readouterr()
+    recipe.trainer(fast_dev_run=True).fit(recipe.model, datamodule=recipe.datamodule)
+    said = capsys.readouterr().err
+    assert not run.exists() or not any(run.rglob("*")), sorted(run.rglob("*"))
+    assert f"writes nothing into {run}" in said
+    assert checkpoints and all(callback.dirpath == str(run / "checkpoints") for callback in checkpoints)
 
 
 @pytest.mark.parametrize(
