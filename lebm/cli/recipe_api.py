@@ -38,6 +38,7 @@ from lebm.cli.app import LebmCLI
 from lebm.cli.catalog import locate_config_args
 from lebm.cli.known_options import check_known_options
 from lebm.cli.recipes import RecipeError, expand_includes
+from lebm.cli.run_folder import CHECKPOINT_DIR
 
 __all__ = ["Recipe", "from_recipe"]
 
@@ -102,17 +103,26 @@ class Recipe:
 
     def trainer(self, *, callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
         """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` added and
-        ``overrides`` replacing settings (e.g. ``max_epochs=1``). A smoke test (``fast_dev_run``)
+        ``overrides`` replacing settings (e.g. ``max_epochs=1``). A ``ModelCheckpoint`` of
+        ``callbacks`` without a ``dirpath`` writes into ``<run>/checkpoints``, as the command puts
+        one (Lightning would put it under the logger's folder), and one with a ``monitor`` comes
+        before the recipe's, so that ``ckpt_path="best"`` means its best. A smoke test (``fast_dev_run``)
         writes nothing into the run folder, as from the command: its run folder, and the folder of
         every checkpoint callback under it, move to a temporary folder deleted when Python exits,
         said in one line."""
         import lightning as L
+        from lightning.pytorch.callbacks import ModelCheckpoint
 
         settings = {**self.trainer_settings, **overrides}
+        run_dir = str(settings.get("default_root_dir") or os.getcwd())
         every = [*self.callbacks, *callbacks]
+        for callback in callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.join(run_dir, CHECKPOINT_DIR)
+        monitored = [callback for callback in callbacks if isinstance(callback, ModelCheckpoint) and callback.monitor]
+        every = [*monitored, *(callback for callback in every if callback not in monitored)]
         batches = trainer_flags.smoke_test_batches(settings)
         if batches:
-            run_dir = str(settings.get("default_root_dir") or os.getcwd())
             folder = trainer_flags.smoke_test_folder()
             atexit.register(trainer_flags.remove_smoke_test_folders)
             settings["default_root_dir"] = folder

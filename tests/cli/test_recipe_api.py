@@ -86,6 +86,20 @@ def test_a_smoke_test_from_python_writes_nothing_into_the_run_folder(tmp_path: P
     assert checkpoints and all(callback.dirpath == str(run / "checkpoints") for callback in checkpoints)
 
 
+def test_a_checkpoint_callback_from_python_saves_where_the_command_saves(tmp_path: Path) -> None:
+    """A user's ``ModelCheckpoint(monitor=...)`` without a folder, beside a logger of another folder:
+    it writes into ``<run>/checkpoints`` (not under the logger's folder), and ``best`` is its best."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    run = tmp_path / "run"
+    recipe = lebm.from_recipe("quickstart", {**SHORT, "trainer.default_root_dir": str(run)})
+    mine = ModelCheckpoint(monitor="val/nll", filename="best-nll")
+    trainer = recipe.trainer(callbacks=[mine], logger=CSVLogger(tmp_path / "logs"), check_val_every_n_epoch=1)
+    trainer.fit(recipe.model, datamodule=recipe.datamodule)
+    assert (run / "checkpoints" / "best-nll.ckpt").is_file() and not list((tmp_path / "logs").rglob("*.ckpt"))
+    assert trainer.checkpoint_callback is mine and mine.best_model_path == str(run / "checkpoints" / "best-nll.ckpt")
+
+
 @pytest.mark.parametrize(
     ("name", "overrides", "message"),
     [
