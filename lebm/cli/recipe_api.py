@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.cli import trainer_flags
 from lebm.cli.app import LebmCLI
 from lebm.cli.catalog import locate_config_args
@@ -103,7 +104,8 @@ class Recipe:
 
     def trainer(self, *, callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
         """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` added and
-        ``overrides`` replacing settings (e.g. ``max_epochs=1``). A ``ModelCheckpoint`` of
+        ``overrides`` replacing settings (e.g. ``max_epochs=1``); the progress bar is the command's
+        (no ``v_num``) unless ``callbacks`` gives one. A ``ModelCheckpoint`` of
         ``callbacks`` without a ``dirpath`` writes into ``<run>/checkpoints``, as the command puts
         one (Lightning would put it under the logger's folder), and one with a ``monitor`` comes
         before the recipe's, so that ``ckpt_path="best"`` means its best. A smoke test (``fast_dev_run``)
@@ -128,7 +130,9 @@ class Recipe:
             settings["default_root_dir"] = folder
             every = [moved_out_of(callback, run_dir, folder) for callback in every]
             trainer_flags.say(trainer_flags.smoke_test_note(run_dir, batches, folder, ()))
-        return L.Trainer(**settings, callbacks=every)
+        trainer = L.Trainer(**settings, callbacks=every)
+        without_version_fragment(trainer.callbacks, every)  # the command's bar: no v_num
+        return trainer
 
 
 def moved_out_of(callback: Any, run_dir: str, folder: str) -> Any:

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lebm
+from lebm.callbacks.progress_bar import RunProgressBar
 from lebm.cli.recipe_api import override_args
 from lebm.cli.recipes import RecipeError
 from lebm.models import LatentEBM
@@ -69,6 +70,8 @@ def test_recipe_trainer_adds_callbacks_and_overrides() -> None:
     trainer = recipe.trainer(callbacks=[mine], max_epochs=2)
     assert trainer.max_epochs == 2 and mine in trainer.callbacks
     assert all(callback in trainer.callbacks for callback in recipe.callbacks)
+    shown = recipe.trainer(enable_progress_bar=True).progress_bar_callback
+    assert isinstance(shown, RunProgressBar)  # the command's bar, without v_num
 
 
 def test_a_smoke_test_from_python_writes_nothing_into_the_run_folder(tmp_path: Path, capsys) -> None:
