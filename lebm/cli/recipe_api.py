@@ -130,7 +130,7 @@ class Recipe:
             settings["default_root_dir"] = folder
             every = [moved_out_of(callback, run_dir, folder) for callback in every]
             trainer_flags.say(trainer_flags.smoke_test_note(run_dir, batches, folder, ()))
-        trainer = L.Trainer(**settings, callbacks=every)
+        trainer = L.Trainer(**settings, callbacks=list(every))  # Lightning extends the list it is given
         without_version_fragment(trainer.callbacks, every)  # the command's bar: no v_num
         return trainer
 
