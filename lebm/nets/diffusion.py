@@ -305,7 +305,15 @@ class ConvEmbedding(nn.Module, Configurable):
         self.channels, self.image_size, self.nif = channels, int(image_size), nif
 
     def forward(self, x: Tensor) -> Tensor:
-        """The embedding ``(B, embed_dim)`` of images ``x`` ``(B, C, S, S)``."""
+        """The embedding ``(B, embed_dim)`` of images ``x`` ``(B, C, S, S)``; images of another
+        shape are refused in one line (the convolutions would fail deep inside, or embed wrongly)."""
+        expected = (self.channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"ConvEmbedding(channels={self.channels}, image_size={self.image_size}) embeds images (B, "
+                f"{', '.join(map(str, expected))}), got {tuple(x.shape)}: give images of that shape, or build the "
+                "amortizer's encoder with the data's channels and image_size"
+            )
         return self.net(x).flatten(1)
 
 

@@ -86,6 +86,15 @@ def test_the_conv_embedding_has_the_official_layers(
     assert encoder(torch.randn(2, channels, size, size)).shape == (2, 1024)
 
 
+def test_the_conv_embedding_refuses_images_of_another_shape_in_one_line() -> None:
+    """CPU. The amortizer's start given 28x28 digits by an encoder built for 32x32: one line naming
+    both shapes and the fix, not a convolution's error from inside the net."""
+    amortizer = LatentDiffusionAmortizer(4, ConvEmbedding(1, 32, nif=4, embed_dim=16), embed_dim=16, nf=1)
+    expected = r"ConvEmbedding\(channels=1, image_size=32\) embeds images \(B, 1, 32, 32\), got \(4, 1, 28, 28\)"
+    with pytest.raises(ValueError, match=expected):
+        amortizer.start(4, context=torch.randn(4, 1, 28, 28))
+
+
 def test_the_mlp_embedding_flattens_and_the_null_embedding_draws_fresh_noise() -> None:
     assert MLPEmbedding([1, 8, 8], hidden=32, embed_dim=16, depth=2)(torch.randn(5, 1, 8, 8)).shape == (5, 16)
     assert MLPEmbedding(2, depth=0)(torch.randn(5, 2)).shape == (5, 64)
