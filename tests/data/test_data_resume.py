@@ -99,3 +99,22 @@ def test_flips_change_what_the_batches_hold(monkeypatch: pytest.MonkeyPatch) -> 
     mirrored = [not torch.equal(a, b) for a, b in zip(x_flipped, x_plain, strict=True)]
     assert 0 < sum(mirrored) < BATCH_SIZE
     assert all(torch.equal(a, b.flip(-1)) for a, b, m in zip(x_flipped, x_plain, mirrored, strict=True) if m)
+
+
+def test_a_plain_dataloader_resumed_inside_an_epoch_keeps_lightnings_warning(tmp_path: Path) -> None:
+    """CPU. A user's own ``DataLoader`` (not a lebm DataModule's) cannot resume inside an epoch: the
+    resumed run trains on other batches than an uninterrupted one. Lightning says so, and lebm's
+    command filters (``quiet_dependency_warnings``) keep that line."""
+    from lebm.cli.main import quiet_dependency_warnings
+
+    dataset = torch.utils.data.TensorDataset(torch.randn(80, 1, 8, 8), torch.zeros(80))
+    plain = torch.utils.data.DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True)
+    checkpoint = tmp_path / "interrupted.ckpt"
+    trainer = quiet_trainer(max_epochs=EPOCHS, limit_train_batches=BATCHES_PER_EPOCH, limit_val_batches=0)
+    trainer.fit(BatchRecorder((0, 1), checkpoint), plain)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_dependency_warnings()  # the filters every lebm command installs, after "always"
+        resumed = quiet_trainer(max_epochs=EPOCHS, limit_train_batches=BATCHES_PER_EPOCH, limit_val_batches=0)
+        resumed.fit(BatchRecorder(), plain, ckpt_path=checkpoint)
+    assert [str(w.message) for w in caught if "dataloader is not resumable" in str(w.message)]
