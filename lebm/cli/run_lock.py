@@ -14,7 +14,9 @@ A lock file whose ``flock`` is free and that names a holder belongs to a fit tha
 taken over, in one line. A fit that ends empties the file (and keeps it) as it releases the lock.
 The command's other processes (DDP ranks, which Lightning or torchrun starts beside the first) take
 no lock of their own: the first process holds it for the fit. A file system without ``flock``
-(some network mounts) runs without the lock, and says so once.
+(some network mounts) runs without the lock, and says so once. A process forked from the holder
+(a DataLoader worker) closes its copy of the lock at once, so workers left behind by a killed fit
+never hold its folder.
 """
 
 from __future__ import annotations
@@ -141,4 +143,15 @@ def release_locks() -> None:
         handle.close()
 
 
+def forget_locks_in_child() -> None:
+    """In a process forked from a holder (a DataLoader worker): close the inherited copies of the
+    lock files, which would otherwise keep the ``flock`` held after the holder is killed, and hold
+    none of them (its exit must not empty the holder's file)."""
+    while HELD:
+        _, handle = HELD.popitem()
+        with contextlib.suppress(OSError):
+            handle.close()
+
+
 atexit.register(release_locks)
+os.register_at_fork(after_in_child=forget_locks_in_child)

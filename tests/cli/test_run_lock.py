@@ -103,3 +103,32 @@ def test_the_lock_messages_quote_the_holders_command_cut_short() -> None:
     described = describe(holder)
     assert described.startswith("pid 7 on host n1, started 2026-11-27 09:00:00 (lebm fit --a.b 1")
     assert described.endswith("...)") and len(described) < COMMAND_SHOWN + 60
+
+
+FORKS = (
+    "import os, sys, time; from lebm.cli.run_lock import take_lock; take_lock(sys.argv[1]); "
+    "child = os.fork()\n"
+    "if child == 0:\n    os.write(1, b'forked\\n'); time.sleep(600); os._exit(0)\n"
+    "os.write(1, b'%d\\n' % child); time.sleep(600)"  # one write a line: the two processes' lines never mix
+)
+
+
+def test_a_killed_fits_forked_workers_do_not_keep_its_folder_locked(capsys, tmp_path: Path) -> None:
+    """A holder that forked a child (as DataLoader workers are) is killed while the child lives on:
+    the next fit takes the lock over at once, not once the orphan has ended."""
+    from lebm.cli.run_lock import release_locks, take_lock
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", FORKS, str(run)], stdout=subprocess.PIPE, text=True)
+    lines = {holder.stdout.readline().strip() for _ in range(2)}  # the child's pid, and the child forked
+    assert "forked" in lines, lines
+    (child,) = (int(line) for line in lines if line != "forked")
+    try:
+        holder.kill()
+        holder.wait()
+        capsys.readouterr()
+        take_lock(str(run))  # refused (SystemExit) while the orphan holds the flock
+        assert "took over the lock of a fit that is no longer running" in capsys.readouterr().err
+    finally:
+        release_locks()
+        os.kill(child, 9)
