@@ -211,3 +211,27 @@ def test_the_validation_noise_script_counts_reversals_and_reads_every_10th_epoch
     assert noise.plateau_summary(zigzag, 20)["autocorrelation"]["10"] < -0.1  # a 20-epoch period shows at lag 10
     with pytest.raises(noise.ScriptError, match="39 readings from epoch 20 on: a lag of 20 needs 40"):
         noise.plateau_summary({epoch: 1.0 for epoch in range(59)}, 20)
+
+
+def test_the_selections_script_fits_with_its_checkpoint_cadence_and_scores_under_its_experiment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPU. ``anomaly_selections.py``'s two commands, as it would run them: the fit keeps a
+    checkpoint every ``--every`` updates for ``--max-steps`` updates on the held-out digit and seed,
+    into the run folder the scoring reads, and the scoring records under its own experiment."""
+    selections = load_script("experiments/anomaly_selections.py")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(selections, "run_lebm", lambda command, what="lebm": commands.append(list(command)))
+    monkeypatch.setattr(selections, "render_results_md", lambda: None)
+    monkeypatch.setenv("LEBM_DATA", "data")
+    arguments = ["--recipe", "recipes/hierarchical/mnist_anomaly_offline.yaml", "--digit", "7", "--seed", "2"]
+    monkeypatch.setattr(sys, "argv", ["anomaly_selections.py", *arguments, "--max-steps", "300", "--every", "100"])
+    selections.main()
+    fit, scoring = commands
+    assert fit[fit.index("-c") + 3] == "recipes/evaluation/checkpoints_every_100.yaml"
+    assert fit[fit.index("--trainer.max_steps") + 1] == "300" and fit[fit.index("--seed_everything") + 1] == "2"
+    assert fit[fit.index("--data.init_args.anomaly_classes") + 1] == "[7]"
+    run = fit[fit.index("--trainer.default_root_dir") + 1]
+    assert run.endswith("runs/hierarchical/mnist_anomaly_selections/digit7-seed2")
+    assert scoring[2] == "runs/hierarchical/mnist_anomaly_selections/digit7-seed2"
+    assert scoring[scoring.index("--experiment") + 1] == "mnist_anomaly_selections"
