@@ -168,3 +168,27 @@ def test_the_honest_value_is_the_test_reading_at_the_checkpoint_the_chooser_pick
     recipe_readings = [full(50, 0.10, 0.20), full(100, 0.60, 0.30)]
     official = protocols.protocol_record(config, config["data"], "damc_official", rows, args, no_model, recipe_readings)
     assert official["value"] == 0.90 and official["validation_selected"]["update"] == 100  # the recipe chose 100
+
+
+def test_the_last_k_mean_reads_the_last_readings_and_the_margin_the_test_splits_no_model_score() -> None:
+    """The last-k mean averages the k readings of the last updates (not the first), naming them; a
+    record's margin over the no-model score subtracts the test split's baseline, not validation's."""
+    rows = [row(100, 0.2, 0.10), row(200, 0.3, 0.20), row(300, 0.9, 0.60), row(400, 0.1, 0.80)]
+    for r in rows:
+        r["test"]["score"]["auprc_minus_chance"] = 0.0
+        r["test"]["anomaly_rate"] = 0.34
+    last = protocols.selections(rows, last_k=2)["last_mean"]
+    assert last["updates"] == [300, 400] and last["test_auprc"] == pytest.approx(0.70)
+    config = {
+        "model": {
+            "class_path": "lebm.models.LatentEBM",
+            "init_args": {"decoder": {"init_args": {"net": {"init_args": {"ngf": 8}}}}},
+        },
+        "data": {"init_args": {"batch_size": 10}},
+        "seed_everything": 1,
+    }
+    data = {"init_args": {"anomaly_classes": [4], "val_fraction": 0.2, "pool": "full"}}
+    args = argparse.Namespace(last_k=2, experiment="mnist_anomaly_selections", run="runs/x", max_examples=None)
+    no_model = {"val": {"auprc": 0.95}, "test": {"auprc": 0.25}}
+    record = protocols.protocol_record(config, data, "recipe", rows, args, no_model)
+    assert record["value"] == 0.60 and record["auprc_minus_no_model"] == pytest.approx(0.60 - 0.25)
