@@ -213,6 +213,29 @@ def test_what_cannot_be_recorded_is_named() -> None:
         assert "anomaly" in (why_iterations_eager(model) or "")
 
 
+class ZeroGradWatcher(L.Callback):
+    def on_before_zero_grad(self, trainer: L.Trainer, module: Any, optimizer: Any) -> None:
+        pass
+
+
+def test_host_work_inside_the_update_is_named_not_recorded() -> None:
+    """CPU. An optimiser step post-hook, a callback's ``on_before_zero_grad`` and ``16-mixed``
+    (its gradient scaler checks overflow on the host) each keep iterations eager, named."""
+    model = build(METHODS[0])
+    model.trainer = quiet_trainer(max_epochs=1, accelerator="cpu")
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+    model.optimizers = lambda: [adam]  # type: ignore[method-assign]
+    assert why_iterations_eager(model) is None
+    handle = adam.register_step_post_hook(lambda optimizer, args, kwargs: None)
+    assert "Adam has step hooks" in (why_iterations_eager(model) or "")
+    handle.remove()
+    model.trainer = quiet_trainer(max_epochs=1, accelerator="cpu", callbacks=[ZeroGradWatcher()])
+    assert "ZeroGradWatcher runs on_before_zero_grad" in (why_iterations_eager(model) or "")
+    model.trainer = quiet_trainer(max_epochs=1, accelerator="cpu")
+    model.trainer.strategy.precision_plugin.precision = "16-mixed"  # what a GPU run's Trainer holds
+    assert "16-mixed" in (why_iterations_eager(model) or "")
+
+
 class PoisonAt(L.Callback):
     """Sets every decoder weight to NaN in place before iteration ``step``: the replay reads it."""
 
