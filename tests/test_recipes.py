@@ -372,8 +372,13 @@ def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
             "recipe may be cut short there",
         ),
         ("model:\n  init_args: 3\n", r"line 3: `model.init_args` holds the text '3' where a mapping of settings"),
+        ("data:\n", r"line 2: `data:` is empty \(null.*would wipe the data settings"),
+        (
+            "trainer:\n  callbacks:\n    - class_path: lebm.callbacks.FID\n      init_args:\n",
+            r"line 5: `trainer.callbacks\[0\].init_args:` is empty \(null\) where a mapping of settings belongs",
+        ),
     ],
-    ids=["empty-trainer", "cut-after-a-key", "text-for-a-mapping"],
+    ids=["empty-trainer", "cut-after-a-key", "text-for-a-mapping", "empty-data", "cut-inside-a-list"],
 )
 def test_a_recipe_is_checked_whole_before_the_parser(body: str, message: str, tmp_path: Path, capsys) -> None:
     """CPU. A recipe that includes the quickstart and leaves ``trainer:`` with its lines commented out
