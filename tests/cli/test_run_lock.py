@@ -132,3 +132,22 @@ def test_a_killed_fits_forked_workers_do_not_keep_its_folder_locked(capsys, tmp_
     finally:
         release_locks()
         os.kill(child, 9)
+
+
+def test_a_file_system_without_flock_runs_unlocked_and_says_so(capsys, tmp_path: Path, monkeypatch) -> None:
+    """Some network mounts refuse ``flock`` (ENOLCK): the fit goes on without the lock, in one line."""
+    import errno
+    import fcntl
+
+    from lebm.cli.run_lock import HELD, take_lock
+
+    def refused(*args: object) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", refused)
+    run = tmp_path / "run"
+    capsys.readouterr()
+    take_lock(str(run))
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "this fit runs without the one-fit-per-folder lock" in said, said
+    assert str(run) not in HELD
