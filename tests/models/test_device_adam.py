@@ -119,3 +119,15 @@ def test_a_group_added_or_removed_gives_new_rate_tensors() -> None:
     assert [float(t) for t in tensors] == [0.1, 0.5] and tensors[0] is not first
     optimizer.param_groups.pop()
     assert [float(t) for t in rates.refresh()] == [0.1]
+
+
+def test_a_rate_that_goes_up_or_down_refills_the_same_tensor() -> None:
+    """CPU. A warm restart raises the rate, a decay lowers it: either reaches the tensor a recorded
+    step reads, at the same address (a recording keeps reading it), and an unchanged rate leaves it."""
+    optimizer = Adam(parameters(0), lr=0.1)
+    rates = LearningRates(optimizer)
+    (tensor,) = rates.tensors
+    for rate in (0.05, 0.2, 0.2, 0.01):
+        optimizer.param_groups[0]["lr"] = rate
+        (refreshed,) = rates.refresh()
+        assert refreshed is tensor and float(tensor) == rate
