@@ -41,6 +41,7 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 
 from __future__ import annotations
 
+import functools
 import glob
 import logging
 import os
@@ -338,7 +339,7 @@ class LebmCLI(LightningCLI):
         if self.subcommand in ("validate", "test", "predict") and is_primary_process():
             data = config.get("data")
             data = data.as_dict() if hasattr(data, "as_dict") else data
-            given = lambda key: gives_option(self._raw_args, key)  # noqa: E731
+            given = functools.partial(gives_option, self._raw_args)
             check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
@@ -374,7 +375,7 @@ class LebmCLI(LightningCLI):
                 f"runs none: give the checkpoint's path (in {os.path.join(run_dir, CHECKPOINT_DIR)}: {listed}), "
                 "or --ckpt_path last"
             )
-        if self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
+        elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             warnings.warn(
                 f"lebm {self.subcommand} without --ckpt_path scores a freshly initialised model; pass "
