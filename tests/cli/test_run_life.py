@@ -550,6 +550,13 @@ def test_auto_and_last_resume_only_what_holds_the_optimiser_and_loop_state(capsy
     assert said.count("\n") == 1
     assert fit_checkpoint(str(run), "last", overwrite=False) == str(last)
 
+    level = tmp_path / "level"  # a weights-only file of the same step as last.ckpt holds no more training
+    even = checkpoint(level / "checkpoints" / "last.ckpt", 8, age_s=60)
+    checkpoint(level / "checkpoints" / "step=8.ckpt", 8, age_s=1, resumable=False)
+    capsys.readouterr()
+    assert fit_checkpoint(str(level), "auto", overwrite=False) == str(even)
+    assert "holds more training" not in capsys.readouterr().err
+
     only = tmp_path / "only"
     checkpoint(only / "checkpoints" / "step=8.ckpt", 8, age_s=1, resumable=False)
     checkpoint(only / "checkpoints" / "last.ckpt", 8, age_s=1, resumable=False)
