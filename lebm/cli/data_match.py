@@ -11,7 +11,6 @@ that setting itself (scoring on other data on purpose, which is said in one line
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shlex
@@ -22,6 +21,7 @@ import yaml
 
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import CHECKPOINT_DIR, say
+from lebm.config import import_object
 
 #: The run's record beside its ``checkpoints/`` folder.
 RUN_CONFIG = "config.yaml"
@@ -39,12 +39,11 @@ def run_config_of(ckpt_path: str) -> str | None:
 def split_settings_of(class_path: Any) -> tuple[str, ...]:
     """The ``split_settings`` the DataModule class at ``class_path`` declares (none when it declares
     none or cannot be imported)."""
-    if not isinstance(class_path, str) or "." not in class_path:
+    if not isinstance(class_path, str):
         return ()
-    module, _, name = class_path.rpartition(".")
     try:
-        kind = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
+        kind = import_object(class_path)
+    except ValueError:  # not dotted, or not importable here
         return ()
     return tuple(getattr(kind, "split_settings", ()))
 

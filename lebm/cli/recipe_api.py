@@ -19,7 +19,6 @@ starts aside), the W&B run id kept in the run folder, and the SIGTERM checkpoint
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
 import io
@@ -126,7 +125,6 @@ class Recipe:
         batches = trainer_flags.smoke_test_batches(settings)
         if batches:
             folder = trainer_flags.smoke_test_folder()
-            atexit.register(trainer_flags.remove_smoke_test_folders)
             settings["default_root_dir"] = folder
             every = [moved_out_of(callback, run_dir, folder) for callback in every]
             trainer_flags.say(trainer_flags.smoke_test_note(run_dir, batches, folder, ()))

@@ -20,6 +20,7 @@ in one line (``lebm: ...`` on stderr), and none leaves a trap for the next run.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -83,10 +84,14 @@ def smoke_test_folder() -> str:
 
 
 def remove_smoke_test_folders() -> None:
-    """Delete the smoke tests' temporary folders this process made."""
+    """Delete the smoke tests' temporary folders this process made (the command calls it as it ends;
+    a smoke test built from Python has them deleted when Python exits)."""
     while _made_here:
         shutil.rmtree(_made_here.pop(), ignore_errors=True)
     os.environ.pop(SMOKE_TEST_DIR, None)
+
+
+atexit.register(remove_smoke_test_folders)
 
 
 def smoke_test_note(run_dir: str, batches: int, folder: str, unused: Iterable[str]) -> str:
