@@ -226,8 +226,20 @@ def set_aside_failed_start(run_dir: str) -> str | None:
     while os.path.exists(aside):
         aside += "_"
     os.makedirs(aside)
+    moved: list[str] = []
     for name in leftovers:
-        shutil.move(os.path.join(run_dir, name), os.path.join(aside, name))
+        try:
+            os.rename(os.path.join(run_dir, name), os.path.join(aside, name))
+        except OSError as error:
+            for done in reversed(moved):  # leave the folder as it was found
+                os.rename(os.path.join(aside, done), os.path.join(run_dir, done))
+            os.rmdir(aside)
+            fail(
+                f"{run_dir} holds only the files of a start that wrote no checkpoint, and "
+                f"{os.path.join(run_dir, name)} cannot be moved aside ({os_reason(error)}): remove it or make it "
+                "writable (an immutable file: chattr -i), or pass another --trainer.default_root_dir"
+            )
+        moved.append(name)
     say(
         f"{run_dir} holds only the files of a start that wrote no checkpoint ({', '.join(leftovers)}); "
         f"moved them to {aside} and starting again"

@@ -53,6 +53,30 @@ def test_a_failed_start_is_set_aside_and_the_same_command_starts_again(capsys, t
     assert (run / "checkpoints" / "last.ckpt").exists()
 
 
+def test_a_failed_start_that_cannot_be_moved_aside_stops_in_one_line_and_leaves_the_folder_as_found(
+    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An immutable ``curves.png`` (``chattr +i``) refuses its move: one line naming the file and the
+    fix, no traceback, nothing half moved, no empty ``failed_start-*`` left behind."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("left by a start that failed\n")
+    (run / "curves.png").write_bytes(b"png")
+    rename = os.rename
+
+    def immutable_curves(source: str, target: str) -> None:
+        if os.path.basename(source) == "curves.png" and os.path.dirname(source) == str(run):
+            raise PermissionError(1, "Operation not permitted", source)
+        rename(source, target)
+
+    monkeypatch.setattr(os, "rename", immutable_curves)
+    message = stopped(capsys, run)
+    assert f"{run / 'curves.png'} cannot be moved aside (operation not permitted)" in message
+    assert "chattr -i" in message and "Traceback" not in message
+    assert (run / "config.yaml").read_text() == "left by a start that failed\n"  # moved back
+    assert not list(run.glob("failed_start-*")) and not (run / "checkpoints").exists()
+
+
 @pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_auto_starts_resumes_and_passes_over_a_corrupt_last_checkpoint(capsys, tmp_path: Path) -> None:
     run = tmp_path / "run"
