@@ -106,7 +106,8 @@ class Recipe:
         ``overrides`` replacing settings (e.g. ``max_epochs=1``); the progress bar is the command's
         (no ``v_num``) unless ``callbacks`` gives one. A ``ModelCheckpoint`` of
         ``callbacks`` without a ``dirpath`` writes into ``<run>/checkpoints``, as the command puts
-        one (Lightning would put it under the logger's folder), and one with a ``monitor`` comes
+        one (Lightning would put it under the logger's folder), with the command's file names
+        (``best-<monitor>-{epoch}-{step}``, never a ``-v1`` copy), and one with a ``monitor`` comes
         before the recipe's, so that ``ckpt_path="best"`` means its best. A smoke test (``fast_dev_run``)
         writes nothing into the run folder, as from the command: its run folder, and the folder of
         every checkpoint callback under it, move to a temporary folder deleted when Python exits,
@@ -120,6 +121,8 @@ class Recipe:
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(run_dir, CHECKPOINT_DIR)
+        checkpoints = [callback for callback in every if isinstance(callback, ModelCheckpoint)]
+        trainer_flags.name_extra_last_checkpoints(checkpoints, files_too=True)  # the command's names
         monitored = [callback for callback in callbacks if isinstance(callback, ModelCheckpoint) and callback.monitor]
         every = [*monitored, *(callback for callback in every if callback not in monitored)]
         batches = trainer_flags.smoke_test_batches(settings)

@@ -193,15 +193,22 @@ def name_extra_checkpoints(callbacks: Iterable[Any]) -> None:
             init_args["filename"] = f"{checkpoint_tag(init_args.get('monitor'), position)}-{{epoch}}-{{step}}"
 
 
-def name_extra_last_checkpoints(checkpoints: list[Any]) -> None:
+def name_extra_last_checkpoints(checkpoints: list[Any], *, files_too: bool = False) -> None:
     """Give every ``ModelCheckpoint`` after the first that writes a ``last`` checkpoint into the same
-    folder its own: ``<tag>-last.ckpt`` (Lightning's documented ``CHECKPOINT_NAME_LAST``)."""
+    folder its own: ``<tag>-last.ckpt`` (Lightning's documented ``CHECKPOINT_NAME_LAST``); with
+    ``files_too`` (callbacks built in Python, whose configs :func:`name_extra_checkpoints` never
+    saw), also a ``filename`` to one that names none: ``<tag>-{epoch}-{step}``."""
     if len(checkpoints) < 2:
         return
     folder = checkpoints[0].dirpath
     for position, callback in enumerate(checkpoints[1:], start=2):
-        if callback.save_last and callback.dirpath == folder:
-            callback.CHECKPOINT_NAME_LAST = f"{checkpoint_tag(callback.monitor, position)}-last"
+        if callback.dirpath != folder:
+            continue
+        tag = checkpoint_tag(callback.monitor, position)
+        if callback.save_last:
+            callback.CHECKPOINT_NAME_LAST = f"{tag}-last"
+        if files_too and not callback.filename:
+            callback.filename = f"{tag}-{{epoch}}-{{step}}"
 
 
 # ------------------------------------------------------------------------------ strategy

@@ -17,10 +17,14 @@ method adds :class:`ValidateLastEpoch` (``Method.configure_callbacks``):
   that Lightning's loop validates after that step, once (not again where the epoch's last batch
   validates anyway).
 
-It gives the setting back when that epoch ends (or the run does, normally or by an exception),
-so a last epoch that also validates mid-epoch (``val_check_interval`` < 1) still validates at its
-end. The validation draws from the method's evaluation stream, as every validation, and runs
-before the epoch-end checkpoint: that checkpoint's weights, optimisers and training streams are
+It gives the setting back when the fit ends (normally or by an exception), not at the end of a
+validation: a last epoch that also validates mid-epoch (``val_check_interval`` < 1) still
+validates at its end. Nor when the epoch ends: a user's ``ModelCheckpoint(monitor=...)``, which
+Lightning runs after every other callback, reads the setting at the epoch's end to decide whether
+the validation it waited for has come (given back earlier, it would save nothing).
+
+The validation draws from the method's evaluation stream, as every validation, and runs before the
+epoch-end checkpoint: that checkpoint's weights, optimisers and training streams are
 those of the same run without it. A fit stopped by a signal (SIGTERM, Ctrl+C) is not validated: a
 signal asks the run to stop now, its resumable checkpoint comes first, and a validation could
 outlast a scheduler's grace period. A fit that ends without a validation of its final step (a
@@ -58,6 +62,7 @@ class ValidateLastEpoch(Callback):
         self.on_train_epoch_start(trainer, pl_module)  # a fit resumed inside its last epoch starts none
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._give_back(trainer)  # a fit that went on after all
         epoch = trainer.current_epoch + 1
         last = trainer.max_epochs not in (None, -1) and epoch == trainer.max_epochs
         if last and epoch % max(trainer.check_val_every_n_epoch or 1, 1) != 0:
@@ -76,11 +81,6 @@ class ValidateLastEpoch(Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and _fitting(trainer):
             self._validated_at = trainer.global_step
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # not at the end of a validation: with val_check_interval < 1 the last epoch validates
-        # mid-epoch too, and giving the setting back then would skip its end-of-epoch validation
-        self._give_back(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._say_if_not_validated(trainer, "the fit ended without validating it")

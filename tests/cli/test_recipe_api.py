@@ -103,6 +103,22 @@ def test_a_checkpoint_callback_from_python_saves_where_the_command_saves(tmp_pat
     assert trainer.checkpoint_callback is mine and mine.best_model_path == str(run / "checkpoints" / "best-nll.ckpt")
 
 
+def test_a_monitored_checkpoint_from_python_saves_after_the_last_epochs_validation(tmp_path: Path) -> None:
+    """The quickstart validates every 10th epoch; a 1-epoch fit validates its last epoch anyway (lebm's
+    final validation). A user's ``ModelCheckpoint(monitor="val/nll", save_last=True)`` saves there,
+    under the command's names (``best-val_nll-...``), no ``-v1`` copy beside lebm's checkpoints."""
+    run = tmp_path / "run"
+    recipe = lebm.from_recipe("quickstart", {**SHORT, "trainer.default_root_dir": str(run)})
+    assert recipe.trainer_settings["check_val_every_n_epoch"] > 1
+    mine = ModelCheckpoint(monitor="val/nll", save_last=True)
+    trainer = recipe.trainer(callbacks=[mine])
+    trainer.fit(recipe.model, datamodule=recipe.datamodule)
+    assert trainer.check_val_every_n_epoch == recipe.trainer_settings["check_val_every_n_epoch"]  # given back
+    saved = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert saved == ["best-val_nll-epoch=0-step=3.ckpt", "best-val_nll-last.ckpt", "epoch=0-step=3.ckpt", "last.ckpt"]
+    assert mine.best_model_path == str(run / "checkpoints" / "best-val_nll-epoch=0-step=3.ckpt")
+
+
 @pytest.mark.parametrize(
     ("name", "overrides", "message"),
     [
