@@ -7,6 +7,7 @@ not a ``CalledProcessError`` traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -235,3 +236,30 @@ def test_the_selections_script_fits_with_its_checkpoint_cadence_and_scores_under
     assert run.endswith("runs/hierarchical/mnist_anomaly_selections/digit7-seed2")
     assert scoring[2] == "runs/hierarchical/mnist_anomaly_selections/digit7-seed2"
     assert scoring[scoring.index("--experiment") + 1] == "mnist_anomaly_selections"
+
+
+def test_the_no_model_script_reads_the_whole_pool_and_the_held_out_digit_as_the_anomaly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """CPU. ``anomaly_no_model.py``'s ``main()`` on tiny MNIST files (labels cycling 0-9): each split's
+    chance is the held-out digit's share (every 4 of the files, in the pool; not the normal
+    digits'), and the evaluation pool's record reads the validation and test splits together (the
+    papers' test split), not the test split alone."""
+    from tests.helpers.dataset_files import write_idx_splits, write_mnist_csv
+
+    arrays = write_idx_splits(tmp_path / "mnist", n_train=200, n_test=100, compress=True, seed=0)
+    write_mnist_csv(tmp_path / "mnist" / "mnist_5k.csv.gz", *arrays["train"], header=False)
+    no_model = load_script("experiments/anomaly_no_model.py")
+    monkeypatch.setattr(no_model, "render_results_md", lambda: None)
+    monkeypatch.setenv("LEBM_DATA", str(tmp_path))
+    output = tmp_path / "no_model.json"
+    arguments = ["--digits", "4", "--pools", "full", "--output", str(output)]
+    monkeypatch.setattr(sys, "argv", ["anomaly_no_model.py", *arguments])
+    no_model.main()
+    records = {record["setting"]: record for record in json.loads(output.read_text())}
+    pool, val, test = (records[name] for name in no_model.SPLITS)
+    assert pool["n_examples"] == val["n_examples"] + test["n_examples"] and test["n_examples"] < pool["n_examples"]
+    fours = sum(int((labels == 4).sum()) for _, labels in arrays.values())  # every 4 is evaluated, none trained on
+    assert pool["chance"] == round(fours / pool["n_examples"], 4) < 0.5  # inverted targets: the normal digits' share
+    for record in (val, test):
+        assert 0 < record["chance"] < 0.5 and record["digit"] == 4 and record["pool"] == "full"
