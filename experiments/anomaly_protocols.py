@@ -273,6 +273,19 @@ def protocol_record(
     }
 
 
+def protocol_records(
+    config: dict, data_config: dict, per_protocol: dict[str, list[dict]], args: argparse.Namespace, no_model: dict
+) -> list[dict]:
+    """Each protocol's record (:func:`protocol_record`); DAMC's official protocol at the checkpoints
+    the recipe's readings choose, when they were scored too (DAMC's code chooses by its
+    training-time evaluation, then re-scores)."""
+    records = []
+    for name, rows in per_protocol.items():
+        chooser = per_protocol.get("recipe") if name == "damc_official" else None
+        records.append(protocol_record(config, data_config, name, rows, args, no_model, chooser))
+    return records
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=existing_folder)
@@ -325,9 +338,7 @@ def main() -> None:
     after_runs = parts.index("runs") + 1 if "runs" in parts else len(parts)
     folder = parts[after_runs] if after_runs < len(parts) else config["model"]["class_path"].rsplit(".", 1)[-1].lower()
     output = args.output or REPO / "docs" / "results" / f"{folder}_{args.experiment}.json"
-    for name, rows in per_protocol.items():
-        chooser = per_protocol.get("recipe") if name == "damc_official" else None
-        record = protocol_record(config, data_config, name, rows, args, no_model, chooser)
+    for record in protocol_records(config, data_config, per_protocol, args, no_model):
         save_record(output, record, lambda r: (r["digit"], r["metric"], r.get("setting"), r.get("pool"), r.get("seed")))
     print(f"record: {output}")
 

@@ -168,6 +168,12 @@ def test_the_honest_value_is_the_test_reading_at_the_checkpoint_the_chooser_pick
     recipe_readings = [full(50, 0.10, 0.20), full(100, 0.60, 0.30)]
     official = protocols.protocol_record(config, config["data"], "damc_official", rows, args, no_model, recipe_readings)
     assert official["value"] == 0.90 and official["validation_selected"]["update"] == 100  # the recipe chose 100
+    both = {"recipe": recipe_readings, "damc_official": rows}  # as main() scores them, the recipe's first
+    recipe, official = protocols.protocol_records(config, config["data"], both, args, no_model)
+    assert official["protocol"] == "damc_official" and official["validation_selected"]["update"] == 100
+    assert official["best_of_test"]["update"] == 100 and recipe["validation_selected"]["update"] == 100
+    (alone,) = protocols.protocol_records(config, config["data"], {"damc_official": rows}, args, no_model)
+    assert alone["validation_selected"]["update"] == 50  # no recipe readings: its own
 
 
 def test_the_last_k_mean_reads_the_last_readings_and_the_margin_the_test_splits_no_model_score() -> None:
