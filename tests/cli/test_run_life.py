@@ -218,6 +218,27 @@ def test_a_changed_learning_rate_is_applied_on_resume_and_listed(capsys, tmp_pat
     assert last.read_bytes() == written and (run / "config.yaml").read_bytes() == config
 
 
+def test_a_finished_runs_command_again_ends_at_0_before_fitting(capsys, tmp_path: Path) -> None:
+    """CPU. ``--ckpt_path last`` on a run whose ``last.ckpt`` holds the ``max_epochs`` asked for (a
+    requeued job): the one "nothing left to train" line, exit 0, and no fit: no Trainer summary, no
+    file written, the checkpoint untouched."""
+    import lebm
+
+    model = lebm.from_recipe("quickstart").model
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    held = {"state_dict": model.state_dict(), "global_step": 42, "loops": progress(3, 3), "optimizer_states": []}
+    torch.save({**held, "hyper_parameters": dict(model.hparams)}, last)
+    written = last.read_bytes()
+    message = stopped(capsys, tmp_path / "run", "--trainer.max_epochs", "3", "--ckpt_path", "last", code=0)
+    assert f"lebm: {last} holds 3 whole epochs (42 steps), so --trainer.max_epochs 3 leaves nothing" in message
+    assert "| Name" not in message and "Sanity Checking" not in message, message
+    assert last.read_bytes() == written and sorted(path.name for path in (tmp_path / "run").iterdir()) == [
+        "checkpoints",
+        "fit.lock",
+    ]
+
+
 def progress(processed: int, started: int) -> dict:
     """A checkpoint's ``loops`` entry as Lightning writes it (the fit loop's epoch counters)."""
     counts = {"ready": started, "started": started, "processed": processed, "completed": max(processed - 1, 0)}
