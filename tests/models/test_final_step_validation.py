@@ -272,3 +272,26 @@ def test_an_epoch_cut_by_max_steps_is_saved_open_and_other_saves_are_unchanged()
         before = copy.deepcopy(unchanged)
         keep_a_cut_epoch_open(unchanged)
         assert unchanged == before
+
+
+def test_an_epoch_cut_by_max_steps_does_not_decay_the_rate_and_its_resume_decays_it_once(tmp_path: Path) -> None:
+    """CPU. The per-epoch decay steps when an epoch ends, not when ``max_steps`` cuts one (the cut
+    epoch stays open): a fit cut after 2 of 4 batches keeps the first rate; resumed to the epoch's
+    end, the rate has decayed once, as in the fit that never stopped."""
+
+    def rate(model: Any) -> float:
+        return model.trainer.optimizers[0].param_groups[0]["lr"]
+
+    def trainer(**settings: object) -> L.Trainer:
+        keep = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+        return quiet_trainer(accelerator="cpu", limit_val_batches=0, callbacks=[keep], **settings)
+
+    cut = latent_ebm()
+    cut.hparams.lr_decay = 0.5
+    trainer(max_steps=2, max_epochs=1, enable_checkpointing=True).fit(cut, toy_loader(n_batches=4))
+    assert rate(cut) == pytest.approx(1e-3)  # the cut epoch is open: no decay yet
+    resumed = latent_ebm()
+    resumed.hparams.lr_decay = 0.5
+    run = trainer(max_epochs=1, enable_checkpointing=True)
+    run.fit(resumed, toy_loader(n_batches=4), ckpt_path=str(tmp_path / "last.ckpt"))
+    assert run.global_step == 4 and rate(resumed) == pytest.approx(0.5e-3)  # decayed once, at the epoch's end
