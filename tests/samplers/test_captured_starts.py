@@ -196,6 +196,35 @@ class CountingStart(ChainInitializer):
         return state + self.calls
 
 
+class DecayingStart(CountingStart):
+    """Float state: each start is shifted by a value that halves at every call (a float, or in a list)."""
+
+    capturable = True  # overriding from_state revokes the inherited opt-in
+
+    def __init__(self, in_a_list: bool) -> None:
+        self.in_a_list = in_a_list
+        self.scale: float | list[float] = [1.0] if in_a_list else 1.0
+
+    def from_state(self, state: Tensor, context: Any, generator: Any) -> Tensor:
+        if self.in_a_list:
+            self.scale = [self.scale[0] * 0.5]
+            return state + self.scale[0]
+        self.scale *= 0.5
+        return state + self.scale
+
+
+@pytest.mark.parametrize("in_a_list", [False, True], ids=["a float", "a list of floats"])
+def test_an_initializer_whose_float_state_changes_runs_eagerly_and_says_so(recwarn, in_a_list: bool) -> None:
+    """CPU (strict emulator). As for an integer counter, a float the start changes at every call
+    (here halved) is seen: eager starts 0.5, 0.25, 0.125, one line naming ``scale``."""
+    decaying = DecayingStart(in_a_list)
+    with emulate_on_cpu():
+        firsts = [float(decaying.start(2)[0, 0]) for _ in range(3)]
+    assert firsts == [0.5, 0.25, 0.125]
+    said = [str(w.message) for w in recwarn if "Python state" in str(w.message)]
+    assert len(said) == 1 and "DecayingStart: its Python state (scale) changes at every call" in said[0]
+
+
 def test_an_initializer_whose_python_state_changes_runs_eagerly_and_says_so(recwarn) -> None:
     """CPU (strict emulator). A replay would not run ``calls += 1`` (the starts would read 3, 3, 3
     after the warm-ups where eager calls read 1, 2, 3): the warm-ups see the state change, put it
