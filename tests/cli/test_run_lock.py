@@ -55,6 +55,38 @@ def test_a_second_fit_into_a_held_folder_is_refused_in_one_line_and_moves_nothin
     assert not list(run.glob("failed_start-*"))
 
 
+def test_a_ddp_rank_beside_the_holder_takes_no_lock_of_its_own(
+    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The processes Lightning or torchrun start beside the first (``RANK``/``LOCAL_RANK`` 1, told
+    the first's checkpoint decision) build and fit while the first holds the folder's lock: the
+    first holds it for the fit; a rank that took it too would be refused by its own run."""
+    import functools
+
+    import lightning as L
+
+    from lebm.cli.run_folder import DECIDED_CKPT_PATH
+
+    run = tmp_path / "run"
+    run.mkdir()
+    fitted: list[L.Trainer] = []
+
+    @functools.wraps(L.Trainer.fit)  # the parser reads fit's signature for the command's options
+    def caught(trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        fitted.append(trainer)
+
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), (DECIDED_CKPT_PATH, "")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(L.Trainer, "fit", caught)
+    first = holding(run)
+    try:
+        run_cli("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(run), *QUIET)
+    finally:
+        first.kill()
+        first.wait()
+    assert len(fitted) == 1 and "in use by a running fit" not in capsys.readouterr().err
+
+
 def test_a_killed_fits_lock_is_taken_over_in_one_line_and_released_at_the_end(capsys, tmp_path: Path) -> None:
     """A fit killed with its lock file left: the next one takes it over and says whose it was; the
     lock names the holder while held and is gone when the command ends."""
