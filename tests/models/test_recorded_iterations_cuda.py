@@ -133,3 +133,19 @@ def test_two_replays_of_one_recording_draw_different_chain_noise(case) -> None:
     for eager_step, recorded_step in zip(eager, recorded, strict=True):
         for name in varying:
             assert abs(eager_step[name] - recorded_step[name]) <= TOLERANCE * (1 + abs(eager_step[name])), name
+
+
+def test_a_recorded_runs_checkpoint_keeps_the_adam_step_counts_on_the_host(tmp_path) -> None:
+    """A recorded Adam step keeps its count on the GPU; the checkpoint holds it where torch's own
+    Adam keeps it, on the CPU, so the file reads the same whichever way the run trained."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(0)
+    saving = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    model = fit(built(METHODS[0]), True, max_epochs=1, callbacks=[saving], enable_checkpointing=True)
+    assert model.iteration_recorder.stats.replays >= 4
+    live = [state["step"] for optimizer in model.trainer.optimizers for state in optimizer.state.values()]
+    assert live and all(step.device.type == "cuda" for step in live)  # the recorded step's own
+    saved = torch.load(tmp_path / "last.ckpt", map_location=None, weights_only=True)["optimizer_states"]
+    steps = [values["step"] for state in saved for values in state["state"].values()]
+    assert len(steps) == len(live) and all(step.device.type == "cpu" for step in steps), [s.device for s in steps]
