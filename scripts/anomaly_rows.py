@@ -42,14 +42,40 @@ def updates_of(record: dict) -> int | None:
     return None
 
 
-def updates_cell(record: dict) -> str:
-    """The updates, "untrained" under :data:`UNTRAINED_BELOW`, or the budget's epochs when the
-    updates are not known (then whether it is trained is not known either)."""
+#: How a validation-selected record names its selection (``experiments/anomaly_protocols.py``).
+VALIDATION_SELECTED = "test, at the checkpoint of the highest validation"
+
+
+def selected_update(record: dict) -> int | None:
+    """The update of the checkpoint a validation-selected figure was read at; None for a figure
+    selected another way (it holds the run's updates)."""
+    chosen = record.get("validation_selected")
+    if isinstance(chosen, dict) and str(record.get("split", "")).startswith(VALIDATION_SELECTED):
+        return int(chosen["update"])
+    return None
+
+
+def updates_cell(record: dict, group: list[dict] | None = None) -> str:
+    """The run's updates, "untrained" under :data:`UNTRAINED_BELOW`, or the budget's epochs when the
+    updates are not known (then whether it is trained is not known either). A validation-selected
+    figure adds the update of the checkpoint it was read at, seed by seed for a ``group`` of seeds,
+    and names the seeds whose checkpoint is untrained (their reading measures the untrained level)."""
     updates = updates_of(record)
     if updates is None:
         epochs = re.search(r"(\d+) epochs?\b", str(record.get("budget", "")))
         return f"{epochs.group(0)} (updates not recorded)" if epochs else "not recorded"
-    return f"{updates:,}" + (f" (untrained: under {UNTRAINED_BELOW})" if updates < UNTRAINED_BELOW else "")
+    cell = f"{updates:,}" + (f" (untrained: under {UNTRAINED_BELOW})" if updates < UNTRAINED_BELOW else "")
+    members = group or [record]
+    picked = [selected_update(member) for member in members]
+    if updates < UNTRAINED_BELOW or any(update is None for update in picked):
+        return cell
+    cell += "; read at " + ", ".join(f"{update:,}" for update in picked)
+    untrained = [str(m.get("seed")) for m, update in zip(members, picked, strict=True) if update < UNTRAINED_BELOW]
+    if untrained and len(members) == 1:
+        cell += f" (untrained: under {UNTRAINED_BELOW})"
+    elif untrained:
+        cell += f" (untrained, under {UNTRAINED_BELOW}: seed {', '.join(untrained)})"
+    return cell
 
 
 def selection_of(record: dict) -> str:
@@ -58,7 +84,7 @@ def selection_of(record: dict) -> str:
     best of N test readings, DAMC's selection, is in the readings table of the records that keep
     every reading)."""
     split = str(record.get("split") or "test (the protocol)")
-    if split.startswith("test, at the checkpoint of the highest validation"):
+    if split.startswith(VALIDATION_SELECTED):
         return "validation-selected (test read once)"
     n = record.get("n_evaluations")
     if split.startswith("validation"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from anomaly_rows import mean_and_sd, seed_groups, seeds_cell, selection_of, updates_cell, updates_of
+from anomaly_rows import UNTRAINED_BELOW, mean_and_sd, seed_groups, seeds_cell, selection_of, updates_cell, updates_of
 from results_records import (
     MAX_COLUMNS,
     applies_to,
@@ -194,7 +194,7 @@ def anomaly_row(record: dict, published: list[dict], group: list[dict] | None = 
         anomaly_setting(record, group if len(group) > 1 or record.get("seed") is not None else None),
         ours,
         selection_of(record),
-        updates_cell(record),
+        updates_cell(record, group),
         "–" if auroc is None else number(auroc),
         "–" if chance is None else number(chance),
         "–" if baseline is None else f"{number(baseline['value'])} ({baseline['best'].replace('_', ' ')})",
@@ -264,7 +264,8 @@ def readings_row(record: dict) -> list[str]:
         anomaly_setting(record),
         f"{number(best['test_auprc'])} (AUROC {number(best['test_auroc'])}; best of {n})",
         last_cell,
-        f"{number(chosen['test_auprc'])} (AUROC {number(chosen['test_auroc'])}; update {chosen['update']})",
+        f"{number(chosen['test_auprc'])} (AUROC {number(chosen['test_auroc'])}; update {chosen['update']}"
+        + (f", untrained: under {UNTRAINED_BELOW})" if chosen["update"] < UNTRAINED_BELOW else ")"),
         f"{'–' if chance is None else number(chance)} / {'–' if baseline is None else number(baseline['value'])}",
         term_cell(test.get("reconstruction_term")),
         term_cell(test.get("prior_term")),

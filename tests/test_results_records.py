@@ -274,7 +274,7 @@ def test_a_record_with_readings_shows_both_selections_and_the_terms_at_the_valid
             "held-out 1 (solved with no model), seed 2",
             "0.450 (AUROC 0.600; best of 3)",
             "0.317 ± 0.126 (AUROC –; last 3); last 2: 0.250",  # LEBM's: all 3 readings (fewer than 10)
-            "0.300 (AUROC 0.400; update 2)",
+            "0.300 (AUROC 0.400; update 2, untrained: under 100)",
             "0.388 / 0.980",
             "30.0 / 40.0 (0.300)",
             "4.0 / 11.0 (0.800)",
@@ -496,6 +496,24 @@ def test_every_anomaly_row_states_its_selection_updates_and_seeds_and_flags_the_
     assert "| 83 (untrained: under 100) |" in five
     header = "| method | setting | ours | selection | updates | AUROC | chance | no model | paper |"
     assert header in text and all(row.count("|") == header.count("|") for row in rows)
+
+
+def test_a_validation_selected_row_names_the_checkpoints_it_read_and_flags_an_untrained_one() -> None:
+    """Device: CPU. Seeds trained 500 updates each, read at the checkpoints their validation chose
+    (350, 50 and 400): the updates cell names them, and seed 2's reading, at update 50, is flagged
+    untrained (it measures the untrained generator's level), in both tables."""
+    module = make_results_md()
+    base = {**ANOMALY, "method": "LatentEBM", "digit": 4, "chance": 0.34, "date": "2026-11-28"}
+    chosen = {"split": "test, at the checkpoint of the highest validation AUPRC", "budget": "500 updates, batch 100"}
+    ours = [
+        {**base, **chosen, "seed": seed, "value": value, "auroc": 0.7, "validation_selected": {"update": update}}
+        for seed, value, update in ((1, 0.31, 350), (2, 0.32, 50), (3, 0.27, 400))
+    ]
+    text = module.render(ours, []).replace("\u00a0", " ")
+    (row,) = [line for line in text.splitlines() if line.startswith("| LatentEBM |")]
+    assert "| 500; read at 350, 50, 400 (untrained, under 100: seed 2) |" in row
+    (alone,) = [line for line in module.render(ours[1:2], []).splitlines() if line.startswith("| LatentEBM |")]
+    assert "| 500; read at 50 (untrained: under 100) |" in alone.replace("\u00a0", " ")
 
 
 def test_every_generated_anomaly_table_has_its_columns_and_every_row_its_values() -> None:
