@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from cases import toy_loader
@@ -89,12 +90,12 @@ def test_a_key_that_changes_now_and_then_keeps_replaying(one_thread) -> None:
         model._noise_scale = 1.0
         return model
 
-    class EveryFourth(AtStep):
+    class EveryFourth(L.Callback):
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
             if trainer.global_step % 4 == 0:
                 module._noise_scale = 1.0 + trainer.global_step / 1000
 
-    eager, recorded, model, lines = both_ways(scaled, lambda: [EveryFourth(0, print)], max_epochs=6)
+    eager, recorded, model, lines = both_ways(scaled, lambda: [EveryFourth()], max_epochs=6)
     assert_same(eager, recorded)
     stats = model.iteration_recorder.stats
     assert not lines and model.iteration_recorder.disabled is None
