@@ -14,7 +14,12 @@ seeded draw of ``--max-examples`` examples of each split and records, against ch
 no-model baseline: the best of the N test readings (DAMC's code's selection), the mean of the last
 test readings (LEBM's "last 10 epochs"), the last checkpoint and the validation-selected one, in
 ``docs/results/<method>_mnist_anomaly_selections.json`` (one record per digit and seed).
-``EVERY`` is 50 or 100 (the fragments there are). Needs ``LEBM_DATA``.
+``EVERY`` is 50, 100, 500 or 1000 (the fragments there are). Needs ``LEBM_DATA``.
+
+For a long budget in parts (a lent GPU's calls): ``--stage fit`` trains only (stopped by SIGTERM, it
+keeps a resumable ``last.ckpt`` and the same command goes on), ``--stage score`` scores only;
+``--experiment NAME`` names the run folders and the record (default ``mnist_anomaly_selections``),
+and every argument after ``--`` is passed to ``lebm fit`` (``-- --trainer.logger false``).
 """
 
 from __future__ import annotations
@@ -37,13 +42,31 @@ def main() -> None:
     parser.add_argument("--digit", type=int, choices=range(10), default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-steps", type=positive_int, default=500)
-    parser.add_argument("--every", type=int, choices=(50, 100), default=50, help="updates between kept checkpoints")
+    parser.add_argument(
+        "--every", type=int, choices=(50, 100, 500, 1000), default=50, help="updates between kept checkpoints"
+    )
     parser.add_argument("--max-examples", type=positive_int, default=2000, help="examples scored per split")
+    parser.add_argument("--experiment", default=EXPERIMENT, help="names the run folders and the record")
+    parser.add_argument("--stage", choices=("fit", "score", "both"), default="both")
+    parser.add_argument("fit_args", nargs=argparse.REMAINDER, help="after --: more arguments for lebm fit")
     args = parser.parse_args()
+    fit_args = args.fit_args[1:] if args.fit_args[:1] == ["--"] else args.fit_args
     if not os.environ.get("LEBM_DATA"):
         parser.error("set LEBM_DATA to the folder that holds mnist/ (e.g. LEBM_DATA=../shared/data)")
     method = Path(args.recipe).parent.name
-    run = REPO / "runs" / method / EXPERIMENT / f"digit{args.digit}-seed{args.seed}"
+    run = REPO / "runs" / method / args.experiment / f"digit{args.digit}-seed{args.seed}"
+    if args.stage in ("fit", "both"):
+        fit(args, run, fit_args)
+    if args.stage in ("score", "both"):
+        scoring = [sys.executable, str(REPO / "experiments" / "anomaly_protocols.py"), str(run.relative_to(REPO))]
+        scoring += ["--protocols", "recipe", "--max-examples", str(args.max_examples)]
+        run_lebm([*scoring, "--experiment", args.experiment], "anomaly_protocols.py")
+        render_results_md()
+
+
+def fit(args: argparse.Namespace, run: Path, fit_args: list[str]) -> None:
+    """Train (or go on training) the run of ``args`` in ``run``: the full pool, a kept checkpoint
+    every ``args.every`` updates, a glance of validation per epoch."""
     run_lebm(
         [
             "lebm",
@@ -69,12 +92,9 @@ def main() -> None:
             "--ckpt_path",
             "auto",
             *EPOCH_LINES,
+            *fit_args,
         ]
     )
-    scoring = [sys.executable, str(REPO / "experiments" / "anomaly_protocols.py"), str(run.relative_to(REPO))]
-    scoring += ["--protocols", "recipe", "--max-examples", str(args.max_examples), "--experiment", EXPERIMENT]
-    run_lebm(scoring, "anomaly_protocols.py")
-    render_results_md()
 
 
 if __name__ == "__main__":
