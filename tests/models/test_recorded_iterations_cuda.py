@@ -140,12 +140,25 @@ def test_a_recorded_runs_checkpoint_keeps_the_adam_step_counts_on_the_host(tmp_p
     Adam keeps it, on the CPU, so the file reads the same whichever way the run trained."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from lightning.pytorch.callbacks import Callback
+
+    class StepDevices(Callback):
+        """The step counts' devices at the end of training: after ``fit`` returns, Lightning's
+        teardown has moved the optimiser state to the CPU, so it must be read before."""
+
+        devices: list[str] = []
+
+        def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            states = [state for optimizer in trainer.optimizers for state in optimizer.state.values()]
+            self.devices = [state["step"].device.type for state in states]
+
     torch.manual_seed(0)
     saving = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
-    model = fit(built(METHODS[0]), True, max_epochs=1, callbacks=[saving], enable_checkpointing=True)
+    watch = StepDevices()
+    model = fit(built(METHODS[0]), True, max_epochs=1, callbacks=[saving, watch], enable_checkpointing=True)
     assert model.iteration_recorder.stats.replays >= 4
-    live = [state["step"] for optimizer in model.trainer.optimizers for state in optimizer.state.values()]
-    assert live and all(step.device.type == "cuda" for step in live)  # the recorded step's own
+    live = watch.devices
+    assert live and all(device == "cuda" for device in live), live  # the recorded step's own
     saved = torch.load(tmp_path / "last.ckpt", map_location=None, weights_only=True)["optimizer_states"]
     steps = [values["step"] for state in saved for values in state["state"].values()]
     assert len(steps) == len(live) and all(step.device.type == "cpu" for step in steps), [s.device for s in steps]
