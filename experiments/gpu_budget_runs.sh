@@ -26,15 +26,16 @@ fits() {  # fits DEADLINE: the seeds' fits in the background, each stopped by SI
 
 wait_fits() {  # the lebm processes outlive their script's SIGTERM by the batch and the save
   wait
-  while pgrep -f "lebm fit" >/dev/null; do sleep 1; done
+  # anchored: an unanchored pattern also matches a shell whose command line holds the words
+  while pgrep -f "^python3 -m lebm fit" >/dev/null; do sleep 1; done
   for seed in $SEEDS; do grep -ho "step [0-9]*\|epoch [0-9]*[^|]*" "$OUT/fit-seed$seed.log" | tail -1; done
 }
 
 case "$1" in
   check)
-    python3 benchmarks/gpu_check.py --out "$OUT/check" --commit "$COMMIT" --stages quickstart --budget 110
+    python3 benchmarks/gpu_check.py --out "$OUT/check" --commit "$COMMIT" --stages quickstart --budget 400  # the stage gets 15% of it: 60 s
     fits "$2"
-    python3 benchmarks/gpu_check.py --out "$OUT/tier" --commit "$COMMIT" --stages gpu_tier --budget 240
+    python3 benchmarks/gpu_check.py --out "$OUT/tier" --commit "$COMMIT" --stages gpu_tier --budget 540  # the stage gets 37% of it: 200 s
     wait_fits
     ;;
   fit)

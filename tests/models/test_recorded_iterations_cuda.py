@@ -138,9 +138,7 @@ def test_two_replays_of_one_recording_draw_different_chain_noise(case) -> None:
 def test_a_recorded_runs_checkpoint_keeps_the_adam_step_counts_on_the_host(tmp_path) -> None:
     """A recorded Adam step keeps its count on the GPU; the checkpoint holds it where torch's own
     Adam keeps it, on the CPU, so the file reads the same whichever way the run trained."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
     class StepDevices(Callback):
         """The step counts' devices at the end of training: after ``fit`` returns, Lightning's
