@@ -74,7 +74,7 @@ from torch import Tensor
 
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
-from lebm.models.host_reads import HostRandomStates, RecordingRefused, WatchedIndex
+from lebm.models.host_reads import NUMBER_ADVICE, HostRandomStates, NumbersRefused, RecordingRefused, WatchedIndex
 from lebm.models.iteration_key import (
     IterationKey,
     declared_reads,
@@ -360,6 +360,7 @@ class IterationRecorder:
                 method.random_streams.training_from(private),
                 method.noting_host_reads(reads),
                 recording_an_iteration(),
+                NumbersRefused(),
             ):
                 method.training_iteration(static_batch, WatchedIndex(batch_idx, reads))
             if "logs" not in collected:
@@ -525,7 +526,7 @@ def check_the_recording(
     if constants:
         raise RecordingRefused(
             f"its step logs {constants[0]!r} as a {type(logs[constants[0]]).__name__}, which a replay would repeat as "
-            "recorded: log it as a tensor"
+            f"recorded (so would a tensor made from it): {NUMBER_ADVICE}"
         )
     drawn = host_random.changed()
     if drawn:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import types
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
 from test_recorded_iterations import assert_replayed, assert_same
 from test_recorded_iterations_safety import AtStep, assert_eager_once, both_ways, latent_ebm
 
@@ -278,3 +280,56 @@ def test_the_class_switched_mid_run_is_seen_by_the_key(one_thread) -> None:
     assert_same(eager, recorded)
     assert not lines
     assert model.iteration_recorder.stats.recordings == 2
+
+
+# ------------------------------------------------------------ numbers made into tensors, logged
+def learning_rate(module: Any) -> float:
+    return module.optimizer_list()[0].param_groups[0]["lr"]
+
+
+class LogsTheRateAsATensor(LatentEBM):
+    """Logs its decoder's learning rate as ``torch.tensor(lr)`` in its step: baked in by a recording."""
+
+    records_iterations = True
+
+    def finish_training_step(self, logs: Any, watch: Any = None, batch_idx: int = 0) -> None:
+        super().finish_training_step({**logs, "train/lr": torch.tensor(learning_rate(self))}, watch, batch_idx)
+
+
+class LogsTheRateAfterTheIteration(LatentEBM):
+    """Logs its decoder's learning rate in ``after_iteration``, as the refusal's line advises."""
+
+    def after_iteration(self) -> None:
+        super().after_iteration()
+        self.log("train/lr", learning_rate(self))
+
+
+class LoggedRates(L.Callback):
+    """Every step's logged ``train/lr``."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, index: int) -> None:
+        self.rates.append(float(trainer.callback_metrics["train/lr"]))
+
+
+def test_a_tensor_made_from_a_python_number_runs_eagerly_with_a_line_that_says_what_works(one_thread) -> None:
+    eager, recorded, model, lines = both_ways(as_class(LogsTheRateAsATensor), max_epochs=2)
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, "makes a tensor from a Python number", "after_iteration()")
+
+
+def test_the_advice_of_the_line_records_and_logs_every_rate(one_thread) -> None:
+    """The learning rate logged in ``after_iteration`` follows the per-epoch decay under replay."""
+    logged: list[LoggedRates] = []
+
+    def logging() -> list[L.Callback]:
+        logged.append(LoggedRates())
+        return [logged[-1]]
+
+    eager, recorded, model, lines = both_ways(as_class(LogsTheRateAfterTheIteration), logging, max_epochs=2)
+    assert_same(eager, recorded)
+    assert not lines
+    assert_replayed(model, at_least=8)
+    assert logged[0].rates == logged[1].rates and len(set(logged[1].rates)) == 2, [c.rates for c in logged]
