@@ -24,6 +24,7 @@ import inspect
 import math
 import operator
 import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -147,7 +148,20 @@ def _watched_class(kind: type) -> type:
 
             return property(read, doc=plain.__doc__)
 
-        namespace = {name: watched(name) for name in TRAINER_READS}
+        plain_get = kind.__getattribute__
+
+        def note_any_read(self: Any, name: str) -> Any:
+            """Any other public attribute read from outside Lightning's loop and lebm: noted as ``trainer.NAME``."""
+            if name not in TRAINER_READS and not name.startswith("_"):
+                reads = plain_get(self, "__dict__").get("_lebm_host_reads")
+                if reads is not None:
+                    caller = sys._getframe(1).f_globals.get("__name__", "")
+                    if caller.split(".")[0] not in (*_LOOP_PACKAGES, "lebm"):
+                        reads.add(f"trainer.{name}")
+            return plain_get(self, name)
+
+        namespace: dict[str, Any] = {name: watched(name) for name in TRAINER_READS}
+        namespace["__getattribute__"] = note_any_read
         _watched_classes[kind] = type(kind.__name__, (kind,), {**namespace, "__module__": kind.__module__})
     return _watched_classes[kind]
 
@@ -155,7 +169,9 @@ def _watched_class(kind: type) -> type:
 @contextlib.contextmanager
 def noting_trainer_reads(trainer: Any, reads: set[str] | None) -> Iterator[None]:
     """Within the block, a read of ``trainer.global_step`` or ``trainer.current_epoch`` from outside
-    Lightning's own loop is added to ``reads`` as ``"trainer.global_step"`` ... (the Trainer's class
+    Lightning's own loop is added to ``reads`` as ``"trainer.global_step"`` ..., and a read of any
+    other public attribute from outside Lightning and lebm as ``"trainer.NAME"``
+    (``trainer.fit_loop``, ``trainer.callbacks``, ``trainer.callback_metrics``) (the Trainer's class
     is a subclass that notes them, put back after). ``trainer`` None, or ``reads`` None: nothing is watched."""
     if trainer is None or reads is None:
         yield

@@ -333,3 +333,40 @@ def test_the_advice_of_the_line_records_and_logs_every_rate(one_thread) -> None:
     assert not lines
     assert_replayed(model, at_least=8)
     assert logged[0].rates == logged[1].rates and len(set(logged[1].rates)) == 2, [c.rates for c in logged]
+
+
+# -------------------------------------------------------------------------------- the Trainer
+class ReadsTheTrainer(LatentEBM):
+    """Scales its batch by what it reads of the Trainer beyond the step and the epoch."""
+
+    records_iterations = True
+    reads = "fit_loop"
+    declares = False
+
+    def iteration_key(self) -> Any:
+        return (self.read(),) if self.declares else super().iteration_key()
+
+    def read(self) -> float:
+        if self.reads == "fit_loop":
+            return float(self.trainer.fit_loop.epoch_loop.batch_idx % 2)
+        return float(len(self.trainer.callbacks))
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([batch[0] * (1.0 + 0.01 * self.read())], batch_idx)
+
+
+@pytest.mark.parametrize("reads", ["fit_loop", "callbacks"])
+def test_a_trainer_read_beyond_the_key_runs_eagerly_with_one_line(reads, one_thread) -> None:
+    kind = type(f"Reads_{reads}", (ReadsTheTrainer,), {"reads": reads, "records_iterations": True})
+    eager, recorded, model, lines = both_ways(as_class(kind))
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, f"self.trainer.{reads} without declaring it")
+    assert type(model.trainer) is L.Trainer
+
+
+def test_a_trainer_read_that_iteration_key_declares_is_replayed(one_thread) -> None:
+    kind = type("DeclaresTheLoop", (ReadsTheTrainer,), {"declares": True, "records_iterations": True})
+    eager, recorded, model, lines = both_ways(as_class(kind))
+    assert_same(eager, recorded)
+    assert not lines
+    assert_replayed(model, at_least=4)
