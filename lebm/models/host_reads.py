@@ -12,7 +12,9 @@ with one line naming it.
   (:class:`WatchedIndex`): a replay would use the recorded value;
 - **Python's and NumPy's random streams** drawn from (:class:`HostRandomStates`): a replay would draw
   nothing from them;
-- ``self.log`` inside the iteration and non-tensor values in the step's logs (``lebm.models.Method``).
+- ``self.log`` inside the iteration and non-tensor values in the step's logs (``lebm.models.Method``);
+- **a tensor made from a Python number** (``torch.tensor(lr)``, ``torch.as_tensor(x)``:
+  :class:`NumbersRefused`): a replay repeats the recorded number.
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ import inspect
 import math
 import operator
 import random
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
+
+from lebm.samplers.capture.torch_internals import TorchDispatchMode
 
 
 class RecordingRefused(RuntimeError):
@@ -142,7 +148,20 @@ def _watched_class(kind: type) -> type:
 
             return property(read, doc=plain.__doc__)
 
-        namespace = {name: watched(name) for name in TRAINER_READS}
+        plain_get = kind.__getattribute__
+
+        def note_any_read(self: Any, name: str) -> Any:
+            """Any other public attribute read from outside Lightning's loop and lebm: noted as ``trainer.NAME``."""
+            if name not in TRAINER_READS and not name.startswith("_"):
+                reads = plain_get(self, "__dict__").get("_lebm_host_reads")
+                if reads is not None:
+                    caller = sys._getframe(1).f_globals.get("__name__", "")
+                    if caller.split(".")[0] not in (*_LOOP_PACKAGES, "lebm"):
+                        reads.add(f"trainer.{name}")
+            return plain_get(self, name)
+
+        namespace: dict[str, Any] = {name: watched(name) for name in TRAINER_READS}
+        namespace["__getattribute__"] = note_any_read
         _watched_classes[kind] = type(kind.__name__, (kind,), {**namespace, "__module__": kind.__module__})
     return _watched_classes[kind]
 
@@ -150,7 +169,9 @@ def _watched_class(kind: type) -> type:
 @contextlib.contextmanager
 def noting_trainer_reads(trainer: Any, reads: set[str] | None) -> Iterator[None]:
     """Within the block, a read of ``trainer.global_step`` or ``trainer.current_epoch`` from outside
-    Lightning's own loop is added to ``reads`` as ``"trainer.global_step"`` ... (the Trainer's class
+    Lightning's own loop is added to ``reads`` as ``"trainer.global_step"`` ..., and a read of any
+    other public attribute from outside Lightning and lebm as ``"trainer.NAME"``
+    (``trainer.fit_loop``, ``trainer.callbacks``, ``trainer.callback_metrics``) (the Trainer's class
     is a subclass that notes them, put back after). ``trainer`` None, or ``reads`` None: nothing is watched."""
     if trainer is None or reads is None:
         yield
@@ -163,6 +184,33 @@ def noting_trainer_reads(trainer: Any, reads: set[str] | None) -> Iterator[None]
     finally:
         trainer.__dict__.pop("_lebm_host_reads", None)
         trainer.__class__ = kind
+
+
+#: What works instead of a tensor made from a Python number inside a recorded iteration.
+NUMBER_ADVICE = (
+    "compute it from tensors the method holds (a buffer, updated in place), or, for a value only logged (a "
+    "learning rate), self.log it in after_iteration(), which runs on the host after every replay"
+)
+
+
+class NumbersRefused(TorchDispatchMode):
+    """Within it, an aten operation that makes a tensor from Python data (``lift_fresh``: what
+    ``torch.tensor`` and ``torch.as_tensor`` of a number or a list run) raises
+    :class:`RecordingRefused`: a replay would repeat the number the recording saw. (``scalar_tensor``
+    is not refused: torch's own operations run it for a constant, ``torch.where(c, x, 0.0)``.)"""
+
+    #: The operations through which Python data becomes a tensor.
+    FROM_PYTHON = ("lift_fresh", "lift_fresh_copy")
+
+    def __torch_dispatch__(
+        self, func: torch._ops.OpOverload, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        if func._overloadpacket.__name__ in self.FROM_PYTHON:
+            raise RecordingRefused(
+                "its training iteration makes a tensor from a Python number (torch.tensor or torch.as_tensor: "
+                f"{func}), which a replay would repeat as recorded: {NUMBER_ADVICE}"
+            )
+        return func(*args, **(kwargs or {}))
 
 
 class HostRandomStates:

@@ -74,7 +74,7 @@ from torch import Tensor
 
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
-from lebm.models.host_reads import HostRandomStates, RecordingRefused, WatchedIndex
+from lebm.models.host_reads import NUMBER_ADVICE, HostRandomStates, NumbersRefused, RecordingRefused, WatchedIndex
 from lebm.models.iteration_key import (
     IterationKey,
     declared_reads,
@@ -82,6 +82,7 @@ from lebm.models.iteration_key import (
     iteration_key,
     saved_attributes,
 )
+from lebm.models.vouching import first_not_plain, unvouched_code
 from lebm.samplers.capture.cache import autocast_without_cache, saved_values
 from lebm.samplers.capture.keys import Description, RunsEagerly
 from lebm.samplers.capture.recorders import (
@@ -257,6 +258,10 @@ class IterationRecorder:
             self.stats.warmups += 1
             store.run_on_capture_stream(lambda: self._direct(method, batch, batch_idx))
             return True
+        refused = outside_reads_refused(key)
+        if refused is not None:  # before the recording runs the body: its side effects would stay
+            self.disabled = refused
+            return self._eager(method, refused)
         if store.release_due():
             store.release_all()
         try:
@@ -355,6 +360,7 @@ class IterationRecorder:
                 method.random_streams.training_from(private),
                 method.noting_host_reads(reads),
                 recording_an_iteration(),
+                NumbersRefused(),
             ):
                 method.training_iteration(static_batch, WatchedIndex(batch_idx, reads))
             if "logs" not in collected:
@@ -520,7 +526,7 @@ def check_the_recording(
     if constants:
         raise RecordingRefused(
             f"its step logs {constants[0]!r} as a {type(logs[constants[0]]).__name__}, which a replay would repeat as "
-            "recorded: log it as a tensor"
+            f"recorded (so would a tensor made from it): {NUMBER_ADVICE}"
         )
     drawn = host_random.changed()
     if drawn:
@@ -536,6 +542,20 @@ def check_the_recording(
                 f"its training iteration changes {where}, which a replay would leave as recorded: keep what changes in "
                 "a tensor (a buffer), or change it in after_iteration()"
             )
+
+
+def outside_reads_refused(key: IterationKey) -> str | None:
+    """Why a recording under ``key`` is refused before it runs: the user's code reads a module-level
+    value the key cannot hold by value (a list, a tensor, an object) or assigns a global (a replay
+    would neither read it again nor repeat the side effect). None: nothing such."""
+    outside = first_not_plain(dict(key)["globals"])
+    if outside is None:
+        return None
+    return (
+        f"its training iteration reads the module-level {outside.where} ({outside.kind}), which a replay would not "
+        "read or change again: hold it on the method (an attribute, or a buffer for a tensor: the key describes both), "
+        "or make it a plain constant (a number, a string, a tuple of them)"
+    )
 
 
 def why_iterations_eager(method: Any) -> str | None:
@@ -559,6 +579,9 @@ def why_iterations_eager(method: Any) -> str | None:
         owner = defined_outside(type(method), hook, ("lightning", "lebm"))
         if owner is not None:
             return f"{owner.__name__}.{hook} runs inside every update"
+    unvouched = unvouched_code(method)
+    if unvouched is not None:
+        return unvouched
     hooks = next((name for name, held in global_optimizer_hooks().items() if held), None)
     if hooks is not None:
         return f"a process-wide optimiser step hook is registered (torch.optim.optimizer.{hooks}): it runs on the host"

@@ -124,6 +124,8 @@ def test_a_whole_net_frozen_mid_run_fails_as_the_eager_path_does(one_thread) -> 
 class Scaled(LatentEBM):
     """Scales every batch by a private setting, ``self._noise_scale``."""
 
+    records_iterations = True  # its iteration is under test: it opts in
+
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
         super().training_iteration([batch[0] * self._noise_scale], batch_idx)
 
@@ -143,6 +145,8 @@ def test_a_private_setting_changed_mid_run_is_seen_by_the_key(one_thread) -> Non
 
 class ReadsTheHost(LatentEBM):
     """Scales every batch by ``1 + 0.01 * <what it reads>``: the step, the epoch or the batch index."""
+
+    records_iterations = True  # its iteration is under test: it opts in
 
     reads = "global_step"
 
@@ -172,6 +176,8 @@ def test_a_step_epoch_or_batch_index_read_undeclared_runs_eagerly_with_one_line(
 
 class DeclaresItsSwitch(LatentEBM):
     """Scales the batch by 2 from step 8 on, and declares the switch in ``iteration_key()``."""
+
+    records_iterations = True  # its iteration is under test: it opts in
 
     def iteration_key(self) -> tuple[bool]:
         return (self.global_step >= 8,)
@@ -247,6 +253,8 @@ class ReachesExtraFirst(LatentEBM):
     accumulation window of 2 only (declared in ``iteration_key()``): the window's last batch does
     not reach it, and its update must step it all the same."""
 
+    records_iterations = True  # its iteration is under test: it opts in
+
     def iteration_key(self) -> tuple[bool]:
         return (self.opens_window(),)
 
@@ -305,6 +313,8 @@ def test_a_sampler_that_did_not_opt_in_keeps_iterations_eager(sampler, one_threa
 class LogsItself(LatentEBM):
     """Logs the batch's sum with ``self.log`` inside its iteration."""
 
+    records_iterations = True  # its iteration is under test: it opts in
+
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
         super().training_iteration(batch, batch_idx)
         self.log("train/batch_sum", batch[0].sum())
@@ -312,6 +322,8 @@ class LogsItself(LatentEBM):
 
 class LogsAFloat(LatentEBM):
     """Puts a Python float into its step's logs."""
+
+    records_iterations = True  # its iteration is under test: it opts in
 
     def finish_training_step(self, logs: Any, watch: Any = None, batch_idx: int = 0) -> None:
         super().finish_training_step({**logs, "train/constant": 1.5}, watch, batch_idx)
@@ -338,6 +350,8 @@ def test_logging_outside_the_step_tensors_runs_eagerly_with_one_line(kind, named
 class DrawsOnTheHost(LatentEBM):
     """Scales its batch by a draw from Python's or NumPy's global random stream."""
 
+    records_iterations = True  # its iteration is under test: it opts in
+
     stream = "python"
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
@@ -360,6 +374,8 @@ def test_a_draw_from_a_host_random_stream_runs_eagerly_with_one_line(stream, nam
 class Alternates(LatentEBM):
     """Flips a flag at every iteration and scales its batch by it: state the iteration itself changes,
     a public attribute (``flip``) or the element of a list it holds (``mode[0]``)."""
+
+    records_iterations = True  # its iteration is under test: it opts in
 
     flip = False
     in_a_list = False

@@ -1,0 +1,314 @@
+"""Which training iterations a recording may replay: code lebm vouches for, and what it reads outside the method.
+
+A recorded iteration replays kernels; the Python that launched them runs once per key. lebm's own
+methods' ``training_iteration`` and the hooks it calls are audited and tested bit for bit, so they
+are **vouched for**: recorded by default. Code a user writes is not, until its class opts in:
+
+- :func:`unvouched_code` names the first function an iteration reaches (``training_iteration`` and
+  every method of the class it calls, found by name through the code objects:
+  :func:`reached_functions`) whose class is not lebm's and has not stated
+  ``records_iterations = True`` in its own body (:data:`OPT_IN`), or a function held on the
+  instance under such a name. That iteration runs eagerly with one line naming it.
+- :func:`globals_read` describes what vouched and opted-in code reads at module level: every global
+  that the user's code objects load (nested code, functions held on the method or called through a
+  global, a module's attribute read as ``module.NAME``), each a plain value (None, a bool, a number,
+  a string, a tuple of them) that goes into the key, or a marker (:class:`NotPlain`) that the
+  recording refuses (a list, a dict, a tensor, an object: a replay would not read it again).
+- :func:`class_description` describes the method's class and its attributes along the MRO, so a
+  class attribute changed mid-run or ``module.__class__`` switched makes a new key.
+
+lebm's own code (and torch's, Lightning's, NumPy's and the standard library's) is not walked for
+globals: it is vouched for as a whole.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+import types
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: The class attribute by which a class of the user's vouches for the iteration code it defines.
+OPT_IN = "records_iterations"
+#: Where a recorded iteration starts.
+ITERATION = "training_iteration"
+#: Packages whose code is trusted as a whole (not walked for globals; lebm's own is audited).
+TRUSTED_PACKAGES = frozenset(
+    {"lebm", "torch", "lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics", "numpy"}
+) | frozenset(sys.stdlib_module_names)
+#: Packages whose methods are vouched for: lebm's own (its test helpers are not lebm's methods).
+VOUCHED_PACKAGES = ("lebm",)
+#: Values a global may hold and go into the key by value.
+PLAIN = (type(None), bool, int, float, complex, str, bytes)
+
+
+@dataclass(frozen=True)
+class NotPlain:
+    """A module-level value the iteration reads that a key cannot hold by value: the recording refuses it."""
+
+    where: str
+    kind: str
+
+
+def package_of(module_name: str | None) -> str:
+    """The top-level package of a module's name (``""`` for None)."""
+    return (module_name or "").split(".")[0]
+
+
+def is_trusted(function: Any) -> bool:
+    """Whether ``function``'s code is lebm's, a library's or the standard library's (not walked)."""
+    return package_of(getattr(function, "__module__", None)) in TRUSTED_PACKAGES
+
+
+def is_lebms(module_name: str | None) -> bool:
+    """Whether a module is lebm's own (not its testing helpers)."""
+    name = module_name or ""
+    return package_of(name) in VOUCHED_PACKAGES and not name.startswith("lebm.testing")
+
+
+# ---------------------------------------------------------------------------------- code objects
+def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and every code object nested in it (lambdas, comprehensions, inner functions)."""
+    yield code
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            yield from code_objects(constant)
+
+
+def function_of(value: Any) -> types.FunctionType | None:
+    """The plain function behind a method, a static or class method, or a property's getter."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    elif isinstance(value, property):
+        value = value.fget
+    elif isinstance(value, types.MethodType):
+        value = value.__func__
+    return value if isinstance(value, types.FunctionType) else None
+
+
+_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"})
+_global_reads: dict[types.CodeType, tuple[tuple[str, str | None, bool], ...]] = {}
+
+
+def global_reads(code: types.CodeType) -> tuple[tuple[str, str | None, bool], ...]:
+    """The globals ``code`` (nested code included) loads or stores, as ``(name, attribute read
+    right after it or None, stored)``; cached per code object."""
+    cached = _global_reads.get(code)
+    if cached is not None:
+        return cached
+    found: list[tuple[str, str | None, bool]] = []
+    for inner in code_objects(code):
+        instructions = list(dis.get_instructions(inner))
+        for index, instruction in enumerate(instructions):
+            if instruction.opname not in _GLOBAL_OPS:
+                continue
+            following = instructions[index + 1] if index + 1 < len(instructions) else None
+            attribute = following.argval if following is not None and following.opname == "LOAD_ATTR" else None
+            found.append((str(instruction.argval), attribute, instruction.opname != "LOAD_GLOBAL"))
+    result = tuple(dict.fromkeys(found))
+    _global_reads[code] = result
+    return result
+
+
+def attribute_names(code: types.CodeType) -> set[str]:
+    """Every name ``code`` (nested code included) uses: the candidates for ``self.NAME`` calls."""
+    return {name for inner in code_objects(code) for name in inner.co_names}
+
+
+# ------------------------------------------------------------------------------ vouch by code
+def owner_of(kind: type, name: str) -> type | None:
+    """The class of ``kind``'s MRO whose body defines ``name`` (None: no class does)."""
+    return next((k for k in kind.__mro__ if name in vars(k)), None)
+
+
+def reached_functions(kind: type) -> dict[str, types.FunctionType]:
+    """The methods of ``kind`` that its ``training_iteration`` may call, found by name: every
+    function attribute of the class named in the code reached, from ``training_iteration`` on,
+    through the module-level functions that code calls too (lebm's ``step_directly`` calls
+    ``method.backward``). An over-approximation: a name is enough. Lightning's and torch's
+    methods are reached but not walked."""
+    reached: dict[str, types.FunctionType] = {}
+    walked: set[types.CodeType] = set()
+    pending: list[types.FunctionType] = []
+
+    def reach(name: str) -> None:
+        owner = owner_of(kind, name)
+        function = function_of(vars(owner)[name]) if owner is not None else None
+        if function is not None and name not in reached:
+            reached[name] = function
+            pending.append(function)
+
+    reach(ITERATION)
+    while pending:
+        function = pending.pop()
+        if function.__code__ in walked or package_of(function.__module__) in TRUSTED_PACKAGES - {"lebm"}:
+            continue  # Lightning's own methods (log, optimizers ...) call no hook of the user's
+        walked.add(function.__code__)
+        for name in attribute_names(function.__code__):
+            reach(name)
+        for name, _, _ in global_reads(function.__code__):
+            called = function_of(function.__globals__.get(name))
+            if called is not None:
+                pending.append(called)
+    return reached
+
+
+_reached_cache: dict[type, tuple[tuple[int, ...], dict[str, types.FunctionType]]] = {}
+
+
+def reached_now(kind: type) -> dict[str, types.FunctionType]:
+    """:func:`reached_functions`, cached per class and walked again when a function it found was
+    replaced (a method assigned onto a class)."""
+    cached = _reached_cache.get(kind)
+    if cached is not None:
+        fingerprint, reached = cached
+        if fingerprint == _fingerprint(kind, reached):
+            return reached
+    reached = reached_functions(kind)
+    _reached_cache[kind] = (_fingerprint(kind, reached), reached)
+    return reached
+
+
+def _fingerprint(kind: type, reached: dict[str, types.FunctionType]) -> tuple[int, ...]:
+    return tuple(id(function_of(getattr(owner_of(kind, name), "__dict__", {}).get(name))) for name in reached)
+
+
+def vouched(owner: type, function: types.FunctionType, kind: type | None = None) -> bool:
+    """Whether ``function``, found on ``owner``'s body, is vouched for in a ``kind`` (``owner``
+    itself by default): lebm's own code on lebm's own class (Lightning's and torch's methods too),
+    or code that ``owner`` or a class of ``kind``'s MRO below it opts in to in its own body (a
+    subclass that overrides the function again does not inherit that opt-in: it is the owner then)."""
+    kind = owner if kind is None else kind
+    below = kind.__mro__[: kind.__mro__.index(owner) + 1]
+    if any(vars(k).get(OPT_IN) is True for k in below):
+        return True
+    library = package_of(owner.__module__) in TRUSTED_PACKAGES - {"lebm"}
+    return (is_lebms(owner.__module__) or library) and package_of(function.__module__) == package_of(owner.__module__)
+
+
+def unvouched_code(method: Any) -> str | None:
+    """Why ``method``'s iteration runs code lebm does not vouch for (None: every function it
+    reaches is vouched for): the first override of the iteration or a hook it calls on a class
+    that did not opt in, or such a function held on the instance."""
+    kind = type(method)
+    reached = reached_now(kind)
+    held = next((name for name in reached if callable(vars(method).get(name))), None)
+    if held is not None:
+        return (
+            f"its {held} is a function held on the instance, which lebm does not vouch for: define it in a subclass "
+            f"that states {OPT_IN} = True (docs/extending.md, 'Recorded iterations of your own method')"
+        )
+    for name, function in reached.items():
+        owner = owner_of(kind, name)
+        if owner is not None and not vouched(owner, function, kind):
+            return (
+                f"{owner.__name__}.{name} overrides lebm's training iteration or a hook it calls, and "
+                f"{owner.__name__} has not opted in: state {OPT_IN} = True in its class body once it meets the "
+                "contract in docs/extending.md, 'Recorded iterations of your own method'"
+            )
+    return None
+
+
+# --------------------------------------------------------------- what the code reads outside
+def user_functions(method: Any) -> list[types.FunctionType]:
+    """The user's functions a recorded iteration of ``method`` may run: the reached methods of the
+    class that are not lebm's, and the functions held on the instance (lambdas, bound methods)."""
+    functions = [f for f in reached_now(type(method)).values() if not is_trusted(f)]
+    for value in vars(method).values():
+        function = function_of(value)
+        if function is not None and not is_trusted(function):
+            functions.append(function)
+    return functions
+
+
+def describe_global(value: Any, where: str) -> tuple[Hashable, types.FunctionType | None]:
+    """A global's description in the key and, for a function of the user's, the function to walk on."""
+    if isinstance(value, PLAIN):
+        return value, None
+    if isinstance(value, tuple) and all(isinstance(item, PLAIN) for item in value):
+        return value, None
+    function = function_of(value)
+    if function is not None:
+        return ("function", function), None if is_trusted(function) else function
+    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)) or callable(value) and is_trusted(value):
+        return ("identity", id(value)), None
+    return NotPlain(where, type(value).__name__), None
+
+
+def globals_read(method: Any) -> tuple[Hashable, ...]:
+    """What the user's code in ``method``'s iteration reads at module level (see the module
+    docstring): ``((where, description), ...)``, ``where`` as ``module.NAME``."""
+    seen: set[types.CodeType] = set()
+    parts: dict[str, Hashable] = {}
+    pending = user_functions(method)
+    while pending:
+        function = pending.pop()
+        if function.__code__ in seen:
+            continue
+        seen.add(function.__code__)
+        for cell in function.__closure__ or ():
+            inner = function_of(_cell_value(cell))
+            if inner is not None and not is_trusted(inner):
+                pending.append(inner)
+        namespace = function.__globals__
+        module = namespace.get("__name__", "?")
+        for name, attribute, stored in global_reads(function.__code__):
+            where = f"{module}.{name}"
+            if stored:
+                parts[where] = NotPlain(where, "an assignment to a module-level global")
+                continue
+            if name not in namespace:
+                continue  # a builtin (len, range ...), or a name not bound yet: a NameError either way
+            value = namespace[name]
+            if (
+                isinstance(value, types.ModuleType)
+                and attribute is not None
+                and package_of(value.__name__) not in (TRUSTED_PACKAGES)
+            ):
+                where, value = f"{value.__name__}.{attribute}", getattr(value, attribute, None)
+            description, walk = describe_global(value, where)
+            parts[where] = description
+            if walk is not None:
+                pending.append(walk)
+    return tuple(sorted(parts.items(), key=lambda item: item[0]))
+
+
+def _cell_value(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
+
+
+def first_not_plain(reads: tuple[Hashable, ...]) -> NotPlain | None:
+    """The first global of :func:`globals_read`'s description that the key cannot hold by value."""
+    return next((value for _, value in reads if isinstance(value, NotPlain)), None)  # type: ignore[misc]
+
+
+def class_description(kind: type, describe: Callable[[Any, str], Hashable]) -> Hashable:
+    """``kind`` and its class attributes along its MRO (torch's, Lightning's and ``object``'s
+    classes left out): functions by identity, everything else by ``describe(value, where)``."""
+    classes = []
+    for owner in kind.__mro__:
+        if package_of(owner.__module__) in TRUSTED_PACKAGES - {"lebm"} or owner is object:
+            continue
+        attributes = tuple(
+            (name, _class_attribute(value, f"{owner.__name__}.{name}", describe))
+            for name, value in vars(owner).items()
+            if not (name.startswith("__") and name.endswith("__"))
+        )
+        classes.append((owner, attributes))
+    return (kind, tuple(classes))
+
+
+def _class_attribute(value: Any, where: str, describe: Callable[[Any, str], Hashable]) -> Hashable:
+    function = function_of(value)
+    if function is not None:
+        return ("function", function)
+    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType, types.MemberDescriptorType)):
+        return ("identity", id(value))
+    if isinstance(value, types.GetSetDescriptorType) or hasattr(value, "__get__") and not isinstance(value, PLAIN):
+        return ("descriptor", id(value))
+    return describe(value, where)
