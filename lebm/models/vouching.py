@@ -123,13 +123,15 @@ def owner_of(kind: type, name: str) -> type | None:
     return next((k for k in kind.__mro__ if name in vars(k)), None)
 
 
-def reached_functions(kind: type) -> dict[str, types.FunctionType]:
+def reached_functions(kind: type) -> tuple[dict[str, types.FunctionType], frozenset[str]]:
     """The methods of ``kind`` that its ``training_iteration`` may call, found by name: every
     function attribute of the class named in the code reached, from ``training_iteration`` on,
     through the module-level functions that code calls too (lebm's ``step_directly`` calls
     ``method.backward``). An over-approximation: a name is enough. Lightning's and torch's
-    methods are reached but not walked."""
+    methods are reached but not walked. Returns ``(reached, names)``, ``names`` every name the
+    walked code uses (a function later set on the class under one of them changes what is reached)."""
     reached: dict[str, types.FunctionType] = {}
+    names: set[str] = {ITERATION}
     walked: set[types.CodeType] = set()
     pending: list[types.FunctionType] = []
 
@@ -147,32 +149,54 @@ def reached_functions(kind: type) -> dict[str, types.FunctionType]:
             continue  # Lightning's own methods (log, optimizers ...) call no hook of the user's
         walked.add(function.__code__)
         for name in attribute_names(function.__code__):
+            names.add(name)
             reach(name)
         for name, _, _ in global_reads(function.__code__):
             called = function_of(function.__globals__.get(name))
             if called is not None:
                 pending.append(called)
-    return reached
+    return reached, frozenset(names)
 
 
-_reached_cache: dict[type, tuple[tuple[int, ...], dict[str, types.FunctionType]]] = {}
+@dataclass
+class _Walk:
+    """A class's walk (:func:`reached_functions`), the fingerprint it was made under, and the
+    verdict of :func:`unvouched_code` on the class's code (None until asked for)."""
+
+    fingerprint: tuple[Hashable, ...]
+    reached: dict[str, types.FunctionType]
+    names: frozenset[str]  # the names the walked code uses that the class resolved then
+    verdict: tuple[str | None] | None = None
+
+
+_walks: dict[type, _Walk] = {}
+
+
+def class_walk(kind: type) -> _Walk:
+    """:func:`reached_functions` of ``kind``, cached per class and walked again when the class
+    changed where the walk looked: a function set on a class of its MRO under a name the walked code
+    uses and the class resolved, an attribute added to a class of its MRO, or an opt-in stated or
+    taken back (:func:`_fingerprint`)."""
+    cached = _walks.get(kind)
+    if cached is not None and cached.fingerprint == _fingerprint(kind, cached.names):
+        return cached
+    reached, used = reached_functions(kind)
+    names = frozenset(name for name in used if owner_of(kind, name) is not None)
+    walk = _Walk(_fingerprint(kind, names), reached, names)
+    _walks[kind] = walk
+    return walk
 
 
 def reached_now(kind: type) -> dict[str, types.FunctionType]:
-    """:func:`reached_functions`, cached per class and walked again when a function it found was
-    replaced (a method assigned onto a class)."""
-    cached = _reached_cache.get(kind)
-    if cached is not None:
-        fingerprint, reached = cached
-        if fingerprint == _fingerprint(kind, reached):
-            return reached
-    reached = reached_functions(kind)
-    _reached_cache[kind] = (_fingerprint(kind, reached), reached)
-    return reached
+    """The functions :func:`reached_functions` finds for ``kind`` now (cached: :func:`class_walk`)."""
+    return class_walk(kind).reached
 
 
-def _fingerprint(kind: type, reached: dict[str, types.FunctionType]) -> tuple[int, ...]:
-    return tuple(id(function_of(getattr(owner_of(kind, name), "__dict__", {}).get(name))) for name in reached)
+def _fingerprint(kind: type, names: frozenset[str]) -> tuple[Hashable, ...]:
+    """What the walk of ``kind`` depends on: what each name found on the class then resolves to
+    now, how many attributes each class of the MRO holds (a name added anywhere), and the opt-ins."""
+    found = tuple(id(function_of(getattr(kind, name, None))) for name in names)
+    return (*found, *(len(vars(k)) for k in kind.__mro__), *(vars(k).get(OPT_IN) is True for k in kind.__mro__))
 
 
 def vouched(owner: type, function: types.FunctionType, kind: type | None = None) -> bool:
@@ -193,13 +217,21 @@ def unvouched_code(method: Any) -> str | None:
     reaches is vouched for): the first override of the iteration or a hook it calls on a class
     that did not opt in, or such a function held on the instance."""
     kind = type(method)
-    reached = reached_now(kind)
-    held = next((name for name in reached if callable(vars(method).get(name))), None)
+    walk = class_walk(kind)
+    held = next((name for name in walk.reached if callable(vars(method).get(name))), None)
     if held is not None:
         return (
             f"its {held} is a function held on the instance, which lebm does not vouch for: define it in a subclass "
             f"that states {OPT_IN} = True (docs/extending.md, 'Recorded iterations of your own method')"
         )
+    if walk.verdict is None:
+        walk.verdict = (unvouched_override(kind, walk.reached),)
+    return walk.verdict[0]
+
+
+def unvouched_override(kind: type, reached: dict[str, types.FunctionType]) -> str | None:
+    """The first of the ``reached`` functions that ``kind``'s class body or one of its bases
+    overrides without vouching for it (:func:`vouched`), as the line that names it; None: none."""
     for name, function in reached.items():
         owner = owner_of(kind, name)
         if owner is not None and not vouched(owner, function, kind):

@@ -140,7 +140,7 @@ def test_a_function_held_on_the_instance_under_a_hook_name_runs_eagerly_with_one
 
 def test_the_hooks_the_iteration_calls_are_found_through_lebms_own_functions() -> None:
     """``step_directly`` (a module-level function) calls ``method.backward``: overriding it is seen."""
-    reached = reached_functions(LatentEBM)
+    reached, _ = reached_functions(LatentEBM)
     assert {"training_iteration", "step_optimizers", "finish_training_step", "backward"} <= reached.keys()
     assert "on_train_start" not in reached and "configure_optimizers" not in reached
 
