@@ -4,15 +4,26 @@ Its rows live in ``docs/results/status/status.json``: ``papers`` maps each paper
 recipes cite it, to its arXiv id; each of ``rows`` names its ``recipes`` (the first one carries
 the ``# Paper target:`` line whose value the row shows), ``ours`` (selectors of the records that
 give our value, each ``{"label", "where", "percent"}``; ``where`` maps record fields to a value
-or a list of values), ``data`` (what ours ran on), ``status`` (one of :data:`STATUSES`) and a
-short ``reason``. The paper's value is read from the recipe, ours from the records: the row holds
-no figure of its own.
+or a list of values; ``"seeds": true`` shows the mean ± sample sd over the seeds it picks, per
+digit), ``data`` (what ours ran on), ``status`` (one of :data:`STATUSES`, or ``below the paper:
+explained by <what> (measured)``) and a short ``reason``. The paper's value is read from the
+recipe, ours from the records: the row holds no figure of its own.
+
+A status may blame only what a record shows:
+
+- ``out of reach offline (GPU)`` needs ``rising``, a selector of records with checkpoint readings
+  whose test reading at the last update is above the one at half of it (:func:`still_rising`): a
+  longer budget would still move the figure; or ``not_run``, naming the run at the paper's scale
+  that no record holds (then nothing was measured to be flat);
+- ``below the paper: explained by ... (measured)`` needs ``explained_by``, a selector of the
+  records that measure the explanation; ``below the paper: unexplained`` needs none.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import statistics
 from pathlib import Path
 
 from results_records import markdown_table, number, short_budget, short_device
@@ -26,9 +37,14 @@ STATUSES = (
     "shown in kind on one digit",
     "out of reach offline (data)",
     "out of reach offline (GPU)",
+    "below the paper: unexplained",
 )
 #: The statuses that claim a result of ours, so need its records.
 CLAIMS = STATUSES[:4]
+#: A status that names a measured explanation of a shortfall: ``explained_by`` holds its records.
+EXPLAINED = re.compile(r"below the paper: explained by (?P<what>.+) \(measured\)")
+#: The statuses that name a shortfall of ours against the paper, so need our records too.
+SHORTFALLS = ("out of reach offline (GPU)", "below the paper: unexplained")
 HEADER = ["experiment (recipe)", "paper value", "ours", "budget and data", "status"]
 
 
@@ -88,10 +104,29 @@ def selected(selector: dict, records: list[dict]) -> list[dict]:
     return sorted(found, key=key)
 
 
+def seed_means(records: list[dict]) -> list[str]:
+    """The records' values as ``mean ± sample sd (n seeds)`` per digit, in the records' order."""
+    by_digit: dict[object, list[float]] = {}
+    for record in records:
+        by_digit.setdefault(record.get("digit"), []).append(record["value"])
+    cells = []
+    for values in by_digit.values():
+        if len(values) == 1:
+            cells.append(f"{number(values[0])} (1 seed)")
+        else:
+            cells.append(
+                f"{number(statistics.mean(values))} ± {number(statistics.stdev(values))} ({len(values)} seeds)"
+            )
+    return cells
+
+
 def ours_text(selector: dict, records: list[dict]) -> str:
-    """A selector's values, joined by " / ", after its label."""
-    values = [r["value"] for r in selected(selector, records)]
-    if selector.get("percent"):
+    """A selector's values, joined by " / ", after its label (``seeds``: their mean ± sd per digit)."""
+    picked = selected(selector, records)
+    values = [r["value"] for r in picked]
+    if selector.get("seeds"):
+        text = " / ".join(seed_means(picked))
+    elif selector.get("percent"):
         text = " / ".join(f"{100 * v:.1f}" for v in values) + " %"
     else:
         text = " / ".join(number(v) for v in values)
@@ -119,12 +154,53 @@ def budget_cell(row: dict, records: list[dict]) -> str:
     return f"{row['data']}; {'; '.join(sorted(runs))}"
 
 
+def reading_at(record: dict, update: float) -> float:
+    """The test AUPRC of the record's last checkpoint reading at or before ``update``."""
+    earlier = [r for r in record["readings"] if r["update"] <= update]
+    return earlier[-1]["test"]["score"]["auprc"]
+
+
+def still_rising(record: dict) -> bool:
+    """Whether a record's test reading at its last checkpoint is above its reading at half that
+    budget (a record without checkpoint readings shows nothing rising)."""
+    readings = sorted(record.get("readings") or [], key=lambda r: r["update"])
+    if len(readings) < 2:
+        return False
+    last = readings[-1]["update"]
+    if readings[0]["update"] > last / 2:
+        return False
+    return reading_at({"readings": readings}, last) > reading_at({"readings": readings}, last / 2)
+
+
+def check_status(row: dict, records: list[dict]) -> None:
+    """Refuse a status that blames what no record shows (the module docstring)."""
+    status = row["status"]
+    if status not in STATUSES and not EXPLAINED.fullmatch(status):
+        raise ValueError(
+            f"status {status!r} is not one of {STATUSES} nor 'below the paper: explained by ... (measured)'"
+        )
+    if (status in CLAIMS or status in SHORTFALLS or EXPLAINED.fullmatch(status)) and not row.get("ours"):
+        raise ValueError(f"a row {status!r} needs the records of ours: {row['recipes']}")
+    if status == "out of reach offline (GPU)" and not row.get("not_run"):
+        if "rising" not in row:
+            raise ValueError(
+                f"{row['recipes'][0]}: a GPU is blamed, but no 'rising' records show the reading still rising"
+            )
+        flat = [r.get("seed") for r in selected(row["rising"], records) if not still_rising(r)]
+        if flat:
+            raise ValueError(
+                f"{row['recipes'][0]}: a GPU is blamed, but the 'rising' records of seeds {flat} read no higher at "
+                "their last checkpoint than at half of it: say 'below the paper: unexplained' or name what explains it"
+            )
+    if EXPLAINED.fullmatch(status):
+        if "explained_by" not in row:
+            raise ValueError(f"{row['recipes'][0]}: an explanation needs 'explained_by', the records that measure it")
+        selected(row["explained_by"], records)  # none found is an error
+
+
 def status_row(row: dict, targets: dict[str, str], records: list[dict], papers: dict[str, str]) -> list[str]:
     """One row of the status table."""
-    if row["status"] not in STATUSES:
-        raise ValueError(f"status {row['status']!r} is not one of {STATUSES}")
-    if row["status"] in CLAIMS and not row.get("ours"):
-        raise ValueError(f"a row {row['status']!r} needs the records of ours: {row['recipes']}")
+    check_status(row, records)
     first = row["recipes"][0]
     if first not in targets:
         raise ValueError(f"recipe {first!r} names no paper row (# Paper target:)")

@@ -102,7 +102,56 @@ def test_the_status_table_has_a_row_per_paper_target_a_recipe_names() -> None:
     assert set(targets) <= named, sorted(set(targets) - named)
     for row in rows:
         assert len(row) <= 8
-        assert any(row[-1].startswith(f"**{status}**") for status in statuses.STATUSES), row[-1]
+        status = row[-1].split("**")[1]
+        assert status in statuses.STATUSES or statuses.EXPLAINED.fullmatch(status), row[-1]
+
+
+def anomaly_record(seed: int, readings: list[tuple[int, float]], digit: int = 4) -> dict:
+    """A checkpoint-readings record of the shape anomaly_protocols.py writes: (update, test AUPRC) pairs."""
+    return {
+        "experiment": "budget",
+        "method": "M",
+        "metric": "auprc",
+        "digit": digit,
+        "seed": seed,
+        "value": readings[-1][1],
+        "readings": [{"update": u, "test": {"score": {"auprc": a}}} for u, a in readings],
+    }
+
+
+def status_row(status: str, **extra) -> dict:
+    return {"recipes": ["r"], "ours": [{"where": {"experiment": "budget"}}], "status": status, "reason": "", **extra}
+
+
+def test_a_gpu_is_blamed_only_where_a_record_shows_the_reading_still_rising() -> None:
+    """'out of reach offline (GPU)' needs records whose last reading is above the one at half the
+    budget; flat seeds are named, and a row that ran nothing at the paper's scale says so."""
+    statuses = load_script("scripts/results_status.py")
+    rising = [anomaly_record(1, [(4000, 0.50), (8000, 0.55), (16000, 0.57)])]
+    flat = [*rising, anomaly_record(2, [(500, 0.48), (1000, 0.47), (1500, 0.47)])]
+    gpu = "out of reach offline (GPU)"
+    where = {"where": {"experiment": "budget"}}
+    statuses.check_status(status_row(gpu, rising=where), rising)
+    with pytest.raises(ValueError, match="no 'rising' records"):
+        statuses.check_status(status_row(gpu), rising)
+    with pytest.raises(ValueError, match=r"seeds \[2\] read no higher"):
+        statuses.check_status(status_row(gpu, rising=where), flat)
+    statuses.check_status(status_row(gpu, not_run="the 60k digits"), flat)
+    statuses.check_status(status_row("below the paper: unexplained"), flat)
+    explained = "below the paper: explained by the budget (measured)"
+    statuses.check_status(status_row(explained, explained_by=where), flat)
+    with pytest.raises(ValueError, match="explained_by"):
+        statuses.check_status(status_row(explained), flat)
+    with pytest.raises(ValueError, match="is not one of"):
+        statuses.check_status(status_row("below the paper: the budget"), flat)
+
+
+def test_a_seeds_selector_shows_each_digits_mean_and_sample_sd() -> None:
+    statuses = load_script("scripts/results_status.py")
+    records = [anomaly_record(s, [(1, v)]) for s, v in ((1, 0.5), (2, 0.6), (3, 0.7))]
+    records.append(anomaly_record(1, [(1, 0.3)], digit=1))
+    text = statuses.ours_text({"where": {"experiment": "budget"}, "seeds": True, "label": "ours:"}, records)
+    assert text == "ours: 0.300 (1 seed) / 0.600 ± 0.100 (3 seeds)"
 
 
 def test_every_experiment_with_a_curve_has_its_plot_on_the_page() -> None:
