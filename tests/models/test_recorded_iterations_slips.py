@@ -238,7 +238,11 @@ def test_the_step_declared_through_the_method_or_the_trainer_declares_both(decla
     ``iteration_key()`` declares the step, whichever the iteration reads. The recording's check
     (``check_the_recording``) must compare the names without their ``trainer.`` prefix: the
     iteration is recorded and replayed, with no line, not refused and run eagerly (which would still
-    end equal: hence the checks on the line and the replays)."""
+    end equal: hence the checks on the line and the replays). Both ways round: today a read of
+    ``self.global_step`` notes ``trainer.global_step`` too (Lightning's property reads the Trainer's
+    through the watched class's ``__getattribute__``, a lebm frame), so declaring through the
+    method passes a whole-name comparison; declaring through the Trainer and reading through the
+    method does not."""
 
     def declaring() -> LatentEBM:
         model = latent_ebm()
