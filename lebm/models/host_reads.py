@@ -20,6 +20,7 @@ with one line naming it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import math
 import operator
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lebm.samplers.capture.recorders import inside_recording
 from lebm.samplers.capture.torch_internals import TorchDispatchMode
 
 
@@ -125,6 +127,9 @@ for _name, _function in _BINARY.items():
 
 #: The Trainer's properties a recording watches (declared by a read of either the method's or the Trainer's).
 TRAINER_READS = ("global_step", "current_epoch")
+#: The Trainer's attributes that hold the step's logged tensors, new ones at every step: no key can
+#: declare them (a replay would read the recorded ones), so a recording that reads one is refused.
+LOGGED_EACH_STEP = ("callback_metrics", "logged_metrics", "progress_bar_metrics")
 #: Packages whose reads of the Trainer are the loop's own bookkeeping, not the iteration's.
 _LOOP_PACKAGES = ("lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics")
 _watched_classes: dict[type, type] = {}
@@ -151,12 +156,19 @@ def _watched_class(kind: type) -> type:
         plain_get = kind.__getattribute__
 
         def note_any_read(self: Any, name: str) -> Any:
-            """Any other public attribute read from outside Lightning's loop and lebm: noted as ``trainer.NAME``."""
+            """Any other public attribute read from outside Lightning's loop and lebm: noted as
+            ``trainer.NAME``; inside a recording, one of :data:`LOGGED_EACH_STEP` is refused at once."""
             if name not in TRAINER_READS and not name.startswith("_"):
                 reads = plain_get(self, "__dict__").get("_lebm_host_reads")
                 if reads is not None:
                     caller = sys._getframe(1).f_globals.get("__name__", "")
                     if caller.split(".")[0] not in (*_LOOP_PACKAGES, "lebm"):
+                        if name in LOGGED_EACH_STEP and inside_recording():
+                            raise RecordingRefused(
+                                f"its training iteration reads trainer.{name}, tensors Lightning's logging replaces at "
+                                "every step, which a replay would read as recorded: this iteration stays eager (read "
+                                "them in after_iteration(), on the host, or keep what it needs on the method)"
+                            )
                         reads.add(f"trainer.{name}")
             return plain_get(self, name)
 
@@ -211,6 +223,57 @@ class NumbersRefused(TorchDispatchMode):
                 f"{func}), which a replay would repeat as recorded: {NUMBER_ADVICE}"
             )
         return func(*args, **(kwargs or {}))
+
+
+class OptimisationSettings:
+    """The optimisers' group settings (every entry but the parameters) and the learning-rate
+    schedulers' states when made; :meth:`changed` names the first one changed since (a scheduler
+    stepped, a rate set inside the iteration: a replay would not do it again), and :meth:`restore`
+    puts them back (after a refused recording, so its eager re-run does it once)."""
+
+    def __init__(self, optimizers: list[Any], schedulers: list[Any]) -> None:
+        self._optimizers = [getattr(optimizer, "optimizer", optimizer) for optimizer in optimizers]
+        self._schedulers = [scheduler for scheduler in schedulers if hasattr(scheduler, "state_dict")]
+        self._groups = [self._settings(optimizer) for optimizer in self._optimizers]
+        self._states = [copy.deepcopy(scheduler.state_dict()) for scheduler in self._schedulers]
+
+    @staticmethod
+    def _settings(optimizer: Any) -> list[dict[str, Any]]:
+        return [{k: copy.copy(v) for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+    def changed(self) -> str | None:
+        """The first setting changed since this was made, named (None: none)."""
+        for index, (optimizer, before) in enumerate(zip(self._optimizers, self._groups, strict=True)):
+            for group, (now, then) in enumerate(zip(self._settings(optimizer), before, strict=True)):
+                name = next((k for k in now if not _same(now[k], then.get(k))), None)
+                if name is not None:
+                    return f"optimiser {index}'s {name!r} (group {group})"
+        for scheduler, before in zip(self._schedulers, self._states, strict=True):
+            if not _same(scheduler.state_dict(), before):
+                return f"a learning-rate scheduler's state ({type(scheduler).__name__}: stepped?)"
+        return None
+
+    def restore(self) -> None:
+        """Put every group setting and scheduler state back as they were when this was made."""
+        for optimizer, before in zip(self._optimizers, self._groups, strict=True):
+            for group, settings in zip(optimizer.param_groups, before, strict=True):
+                group.update(settings)
+        for scheduler, before in zip(self._schedulers, self._states, strict=True):
+            scheduler.load_state_dict(before)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two settings are equal (tensors by value, containers item by item)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an object that cannot be compared: take it as changed
+        return a is b
 
 
 class HostRandomStates:

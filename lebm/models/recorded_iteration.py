@@ -74,7 +74,14 @@ from torch import Tensor
 
 from lebm.compat import attached_trainer
 from lebm.models.device_adam import LearningRates, device_adam_step, device_step_refusal
-from lebm.models.host_reads import NUMBER_ADVICE, HostRandomStates, NumbersRefused, RecordingRefused, WatchedIndex
+from lebm.models.host_reads import (
+    NUMBER_ADVICE,
+    HostRandomStates,
+    NumbersRefused,
+    OptimisationSettings,
+    RecordingRefused,
+    WatchedIndex,
+)
 from lebm.models.iteration_key import (
     IterationKey,
     declared_reads,
@@ -350,6 +357,9 @@ class IterationRecorder:
         flag = self.guard_flag(method.device)
         collected: dict[str, Any] = {}
         host_random = HostRandomStates()
+        trainer = attached_trainer(method)
+        schedulers = [config.scheduler for config in trainer.lr_scheduler_configs] if trainer is not None else []
+        settings = OptimisationSettings(method.optimizer_list(), schedulers)
         window = dict(key)["updates"][-1]
 
         def body() -> tuple[Tensor, dict[str, Tensor]]:
@@ -366,6 +376,12 @@ class IterationRecorder:
             if "logs" not in collected:
                 raise IterationNotRecorded("its training_iteration did not end with finish_training_step")
             check_the_recording(method, key, leaves, declared, reads, collected["logs"], host_random, window)
+            changed = settings.changed()
+            if changed is not None:
+                raise RecordingRefused(
+                    f"its training iteration changes {changed}, which a replay would not change again: step schedulers "
+                    "and set rates in after_iteration(), which runs on the host after every replay"
+                )
             logs, watch = collected["logs"], collected["watch"]
             values = (
                 torch.stack([value.detach().reshape(()).float() for value in logs.values()])
@@ -399,6 +415,7 @@ class IterationRecorder:
             uncount()
             unassign()
             host_random.restore()
+            settings.restore()
             cause = first_line(error.__cause__ or error if isinstance(error, IterationNotRecorded) else error)
             if isinstance(error, (RecordingRefused, NotOptedIn)):
                 self.disabled = cause
@@ -545,14 +562,15 @@ def check_the_recording(
 
 
 def outside_reads_refused(key: IterationKey) -> str | None:
-    """Why a recording under ``key`` is refused before it runs: the user's code reads a module-level
-    value the key cannot hold by value (a list, a tensor, an object) or assigns a global (a replay
-    would neither read it again nor repeat the side effect). None: nothing such."""
+    """Why a recording under ``key`` is refused before it runs: the user's code reads a value outside
+    the method that the key cannot hold by value (a module-level list, tensor or object, a closure
+    cell or default argument of one, a class attribute of a helper class) or assigns a global (a
+    replay would neither read it again nor repeat the side effect). None: nothing such."""
     outside = first_not_plain(dict(key)["globals"])
     if outside is None:
         return None
     return (
-        f"its training iteration reads the module-level {outside.where} ({outside.kind}), which a replay would not "
+        f"its training iteration reads {outside.where} ({outside.kind}), outside the method, which a replay would not "
         "read or change again: hold it on the method (an attribute, or a buffer for a tensor: the key describes both), "
         "or make it a plain constant (a number, a string, a tuple of them)"
     )

@@ -9,47 +9,47 @@ are **vouched for**: recorded by default. Code a user writes is not, until its c
   :func:`reached_functions`) whose class is not lebm's and has not stated
   ``records_iterations = True`` in its own body (:data:`OPT_IN`), or a function held on the
   instance under such a name. That iteration runs eagerly with one line naming it.
-- :func:`globals_read` describes what vouched and opted-in code reads at module level: every global
-  that the user's code objects load (nested code, functions held on the method or called through a
-  global, a module's attribute read as ``module.NAME``), each a plain value (None, a bool, a number,
-  a string, a tuple of them) that goes into the key, or a marker (:class:`NotPlain`) that the
-  recording refuses (a list, a dict, a tensor, an object: a replay would not read it again).
+- :func:`globals_read` describes what the user's code in an iteration reads outside the method (the
+  opted-in methods, functions held on the instance, and the methods of the user's module classes in
+  its tree, such as a ``forward``): module-level names, closure cells, default arguments and what
+  they reach, by :mod:`lebm.samplers.capture.code_reads`'s rules: a plain value (None, a bool, a
+  number, a string, a tuple of them) goes into the key, anything else is a marker
+  (:class:`~lebm.samplers.capture.code_reads.NotPlain`) that the recording refuses (a list, a dict,
+  a tensor, an object: a replay would not read it again).
 - :func:`class_description` describes the method's class and its attributes along the MRO, so a
   class attribute changed mid-run or ``module.__class__`` switched makes a new key.
 
-lebm's own code (and torch's, Lightning's, NumPy's and the standard library's) is not walked for
-globals: it is vouched for as a whole.
+lebm's own code (and torch's, Lightning's, NumPy's and the standard library's, known by where their
+files lie) is not walked for globals: it is vouched for as a whole.
 """
 
 from __future__ import annotations
 
-import dis
-import sys
 import types
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
+
+from lebm.samplers.capture.code_reads import (
+    PLAIN,
+    NotPlain,
+    code_objects,
+    code_reads,
+    first_not_plain,
+    function_of,
+    global_reads,
+    is_trusted,
+    is_trusted_module,
+)
+
+__all__ = ["NotPlain", "first_not_plain", "globals_read", "unvouched_code", "class_description", "reached_functions"]
 
 #: The class attribute by which a class of the user's vouches for the iteration code it defines.
 OPT_IN = "records_iterations"
 #: Where a recorded iteration starts.
 ITERATION = "training_iteration"
-#: Packages whose code is trusted as a whole (not walked for globals; lebm's own is audited).
-TRUSTED_PACKAGES = frozenset(
-    {"lebm", "torch", "lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics", "numpy"}
-) | frozenset(sys.stdlib_module_names)
 #: Packages whose methods are vouched for: lebm's own (its test helpers are not lebm's methods).
 VOUCHED_PACKAGES = ("lebm",)
-#: Values a global may hold and go into the key by value.
-PLAIN = (type(None), bool, int, float, complex, str, bytes)
-
-
-@dataclass(frozen=True)
-class NotPlain:
-    """A module-level value the iteration reads that a key cannot hold by value: the recording refuses it."""
-
-    where: str
-    kind: str
 
 
 def package_of(module_name: str | None) -> str:
@@ -57,59 +57,15 @@ def package_of(module_name: str | None) -> str:
     return (module_name or "").split(".")[0]
 
 
-def is_trusted(function: Any) -> bool:
-    """Whether ``function``'s code is lebm's, a library's or the standard library's (not walked)."""
-    return package_of(getattr(function, "__module__", None)) in TRUSTED_PACKAGES
-
-
 def is_lebms(module_name: str | None) -> bool:
-    """Whether a module is lebm's own (not its testing helpers)."""
+    """Whether a module is lebm's own, where lebm is installed (not its testing helpers)."""
     name = module_name or ""
-    return package_of(name) in VOUCHED_PACKAGES and not name.startswith("lebm.testing")
+    return package_of(name) in VOUCHED_PACKAGES and not name.startswith("lebm.testing") and is_trusted_module(name)
 
 
-# ---------------------------------------------------------------------------------- code objects
-def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
-    """``code`` and every code object nested in it (lambdas, comprehensions, inner functions)."""
-    yield code
-    for constant in code.co_consts:
-        if isinstance(constant, types.CodeType):
-            yield from code_objects(constant)
-
-
-def function_of(value: Any) -> types.FunctionType | None:
-    """The plain function behind a method, a static or class method, or a property's getter."""
-    if isinstance(value, (staticmethod, classmethod)):
-        value = value.__func__
-    elif isinstance(value, property):
-        value = value.fget
-    elif isinstance(value, types.MethodType):
-        value = value.__func__
-    return value if isinstance(value, types.FunctionType) else None
-
-
-_GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"})
-_global_reads: dict[types.CodeType, tuple[tuple[str, str | None, bool], ...]] = {}
-
-
-def global_reads(code: types.CodeType) -> tuple[tuple[str, str | None, bool], ...]:
-    """The globals ``code`` (nested code included) loads or stores, as ``(name, attribute read
-    right after it or None, stored)``; cached per code object."""
-    cached = _global_reads.get(code)
-    if cached is not None:
-        return cached
-    found: list[tuple[str, str | None, bool]] = []
-    for inner in code_objects(code):
-        instructions = list(dis.get_instructions(inner))
-        for index, instruction in enumerate(instructions):
-            if instruction.opname not in _GLOBAL_OPS:
-                continue
-            following = instructions[index + 1] if index + 1 < len(instructions) else None
-            attribute = following.argval if following is not None and following.opname == "LOAD_ATTR" else None
-            found.append((str(instruction.argval), attribute, instruction.opname != "LOAD_GLOBAL"))
-    result = tuple(dict.fromkeys(found))
-    _global_reads[code] = result
-    return result
+def is_library(module_name: str | None) -> bool:
+    """Whether a module is trusted code other than lebm's (torch's, Lightning's, the standard library's)."""
+    return package_of(module_name) not in VOUCHED_PACKAGES and is_trusted_module(module_name)
 
 
 def attribute_names(code: types.CodeType) -> set[str]:
@@ -145,7 +101,7 @@ def reached_functions(kind: type) -> tuple[dict[str, types.FunctionType], frozen
     reach(ITERATION)
     while pending:
         function = pending.pop()
-        if function.__code__ in walked or package_of(function.__module__) in TRUSTED_PACKAGES - {"lebm"}:
+        if function.__code__ in walked or is_library(function.__module__):
             continue  # Lightning's own methods (log, optimizers ...) call no hook of the user's
         walked.add(function.__code__)
         for name in attribute_names(function.__code__):
@@ -208,7 +164,7 @@ def vouched(owner: type, function: types.FunctionType, kind: type | None = None)
     below = kind.__mro__[: kind.__mro__.index(owner) + 1]
     if any(vars(k).get(OPT_IN) is True for k in below):
         return True
-    library = package_of(owner.__module__) in TRUSTED_PACKAGES - {"lebm"}
+    library = is_library(owner.__module__)
     return (is_lebms(owner.__module__) or library) and package_of(function.__module__) == package_of(owner.__module__)
 
 
@@ -244,79 +200,22 @@ def unvouched_override(kind: type, reached: dict[str, types.FunctionType]) -> st
 
 
 # --------------------------------------------------------------- what the code reads outside
-def user_functions(method: Any) -> list[types.FunctionType]:
-    """The user's functions a recorded iteration of ``method`` may run: the reached methods of the
-    class that are not lebm's, and the functions held on the instance (lambdas, bound methods)."""
+def user_code(method: Any) -> tuple[list[types.FunctionType], list[type], list[types.FunctionType]]:
+    """The user's code a recorded iteration of ``method`` may run: the reached methods of the class
+    that are not trusted code, the classes of the user's modules in its tree (their ``forward`` and
+    every other method), and the functions held on the instance (lambdas, bound methods)."""
     functions = [f for f in reached_now(type(method)).values() if not is_trusted(f)]
-    for value in vars(method).values():
-        function = function_of(value)
-        if function is not None and not is_trusted(function):
-            functions.append(function)
-    return functions
-
-
-def describe_global(value: Any, where: str) -> tuple[Hashable, types.FunctionType | None]:
-    """A global's description in the key and, for a function of the user's, the function to walk on."""
-    if isinstance(value, PLAIN):
-        return value, None
-    if isinstance(value, tuple) and all(isinstance(item, PLAIN) for item in value):
-        return value, None
-    function = function_of(value)
-    if function is not None:
-        return ("function", function), None if is_trusted(function) else function
-    if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)) or callable(value) and is_trusted(value):
-        return ("identity", id(value)), None
-    return NotPlain(where, type(value).__name__), None
+    held = [f for value in vars(method).values() if (f := function_of(value)) is not None and not is_trusted(f)]
+    classes = list(dict.fromkeys(type(module) for module in method.modules() if not is_trusted(type(module))))
+    return functions, [kind for kind in classes if kind is not type(method)], held
 
 
 def globals_read(method: Any) -> tuple[Hashable, ...]:
-    """What the user's code in ``method``'s iteration reads at module level (see the module
-    docstring): ``((where, description), ...)``, ``where`` as ``module.NAME``."""
-    seen: set[types.CodeType] = set()
-    parts: dict[str, Hashable] = {}
-    pending = user_functions(method)
-    while pending:
-        function = pending.pop()
-        if function.__code__ in seen:
-            continue
-        seen.add(function.__code__)
-        for cell in function.__closure__ or ():
-            inner = function_of(_cell_value(cell))
-            if inner is not None and not is_trusted(inner):
-                pending.append(inner)
-        namespace = function.__globals__
-        module = namespace.get("__name__", "?")
-        for name, attribute, stored in global_reads(function.__code__):
-            where = f"{module}.{name}"
-            if stored:
-                parts[where] = NotPlain(where, "an assignment to a module-level global")
-                continue
-            if name not in namespace:
-                continue  # a builtin (len, range ...), or a name not bound yet: a NameError either way
-            value = namespace[name]
-            if (
-                isinstance(value, types.ModuleType)
-                and attribute is not None
-                and package_of(value.__name__) not in (TRUSTED_PACKAGES)
-            ):
-                where, value = f"{value.__name__}.{attribute}", getattr(value, attribute, None)
-            description, walk = describe_global(value, where)
-            parts[where] = description
-            if walk is not None:
-                pending.append(walk)
-    return tuple(sorted(parts.items(), key=lambda item: item[0]))
-
-
-def _cell_value(cell: types.CellType) -> Any:
-    try:
-        return cell.cell_contents
-    except ValueError:  # an empty cell
-        return None
-
-
-def first_not_plain(reads: tuple[Hashable, ...]) -> NotPlain | None:
-    """The first global of :func:`globals_read`'s description that the key cannot hold by value."""
-    return next((value for _, value in reads if isinstance(value, NotPlain)), None)  # type: ignore[misc]
+    """What the user's code in ``method``'s iteration reads outside the method
+    (:func:`lebm.samplers.capture.code_reads.code_reads`; the closure cells and defaults of the
+    functions it holds are the key's attribute parts already): ``((where, description), ...)``."""
+    functions, classes, held = user_code(method)
+    return code_reads(functions, classes, held)
 
 
 def class_description(kind: type, describe: Callable[[Any, str], Hashable]) -> Hashable:
@@ -324,7 +223,7 @@ def class_description(kind: type, describe: Callable[[Any, str], Hashable]) -> H
     classes left out): functions by identity, everything else by ``describe(value, where)``."""
     classes = []
     for owner in kind.__mro__:
-        if package_of(owner.__module__) in TRUSTED_PACKAGES - {"lebm"} or owner is object:
+        if is_library(owner.__module__) or owner is object:
             continue
         attributes = tuple(
             (name, _class_attribute(value, f"{owner.__name__}.{name}", describe))

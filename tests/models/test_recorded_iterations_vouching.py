@@ -235,7 +235,7 @@ class AssignsAGlobal(LatentEBM):
 @pytest.mark.parametrize(
     ("kind", "named"),
     [
-        (CountsInAList, "reads the module-level test_recorded_iterations_vouching.CALLS (list)"),
+        (CountsInAList, "reads test_recorded_iterations_vouching.CALLS (list), outside the method"),
         (AssignsAGlobal, "test_recorded_iterations_vouching.SCALE (an assignment to a module-level global)"),
     ],
 )

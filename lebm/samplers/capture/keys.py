@@ -23,7 +23,11 @@ the caller checks and whose warm-up side effects it undoes.
   (an owner that defines ``chain_capture_owner_key()``, such as a LightningModule, is described by
   what that returns); a ``functools.partial``: function and arguments; a builtin or a Python
   module: identity;
-- any other object (a sampler too): type, identity and attributes.
+- any other object (a sampler too): type, identity and attributes, when its whole state is its
+  ``__dict__`` (an object with slots or C state, such as ``random.Random``, is unseen);
+- what the user's code a chain runs reads outside these objects (module-level names, closure cells,
+  default arguments: :mod:`~lebm.samplers.capture.code_reads`), by these rules; an assignment to a
+  module-level name is unseen.
 
 Anything else makes the chain run eagerly, with one warning naming it (:class:`Unseen`): an object
 without ``__dict__``, or objects nested deeper than :data:`DEPTH` within one attribute. So do, without a
@@ -44,6 +48,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from lebm.samplers.capture.code_reads import code_reads, first_not_plain, is_trusted
 from lebm.samplers.capture.torch_internals import global_module_hooks, module_hooks
 
 #: How deep containers and plain objects may nest within one attribute, closure cell or owner.
@@ -52,6 +57,10 @@ DEPTH = 5
 #: parameter, buffer and child dicts; ``compile()``'s compiled call, which computes the same forward
 #: from the same state) and lebm's (a sampler's captured chains, a part's recorded arguments).
 NOT_STATE = frozenset(vars(nn.Module())) - {"training"} | {"_compiled_call_impl", "_chain_graphs", "_lebm_init_config"}
+
+#: The size of an object whose whole state is its ``__dict__`` (a plain Python class's instance): a
+#: larger one holds slots or C state the key cannot read (``random.Random``'s generator).
+_DICT_ONLY_SIZE = type("_DictOnly", (), {}).__basicsize__
 
 _VALUES = (type(None), bool, int, float, complex, str, bytes, type, enum.Enum)
 _VALUES += (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout)
@@ -149,6 +158,11 @@ class Description:
         attributes = getattr(value, "__dict__", None)
         if attributes is None:
             raise Unseen(f"{where} holds a {type(value).__name__}, whose state the key cannot read (no __dict__)")
+        if type(value).__basicsize__ > _DICT_ONLY_SIZE:
+            raise Unseen(
+                f"{where} holds a {type(value).__name__}, whose state lies partly outside its __dict__ (slots or C "
+                "state, as random.Random's), which the key cannot read"
+            )
         self.objects[id(value)] = value
         state = tuple((n, self.of(v, f"{where}.{n}", depth)) for n, v in attributes.items() if n not in NOT_STATE)
         return ("object", type(value), id(value), state)
@@ -211,10 +225,12 @@ def chain_key(call: ChainCall) -> tuple[Hashable, list[nn.Module]]:
     energy's closure or owner or in attributes). Raises :class:`RunsEagerly` (or :class:`Unseen`)."""
     described = Description()
     frozen = tuple(described.of(module, type(module).__name__) for module in call.freeze)
+    energy = described.of(call.energy_fn, "the energy function")
     key = (
         described.of(call.sampler, type(call.sampler).__name__),
-        described.of(call.energy_fn, "the energy function"),
+        energy,
         frozen,
+        user_code_reads(call.energy_fn, described),
         tensor_signature(call.z0),
         tuple(tensor_signature(t) for t in call.inputs),
         call.reference_precision,
@@ -223,6 +239,27 @@ def chain_key(call: ChainCall) -> tuple[Hashable, list[nn.Module]]:
         numerics_state(call.z0.device),
     )
     return key, list(described.modules.values())
+
+
+def user_code_reads(energy_fn: Callable[..., Tensor], described: Description) -> tuple[Hashable, ...]:
+    """What the user's code a chain runs reads outside the objects ``described`` holds (the energy
+    function when it is the user's, the class of a bound energy's owner, and the classes of the user's
+    modules met, their ``forward`` included), by :mod:`~lebm.samplers.capture.code_reads`'s rules.
+    Raises :class:`Unseen` for a value the key cannot hold by value."""
+    held = [energy_fn] if isinstance(energy_fn, types.FunctionType) and not is_trusted(energy_fn) else []
+    bound = [energy_fn.__func__] if isinstance(energy_fn, types.MethodType) else []
+    owners = [type(energy_fn.__self__)] if bound else []
+    modules = [type(module) for module in described.modules.values()]
+    classes = [kind for kind in dict.fromkeys([*owners, *modules]) if not is_trusted(kind)]
+    entries = ("forward", *(f.__name__ for f in bound))
+    reads = code_reads([f for f in bound if not is_trusted(f)], classes, held, entries, described.of)
+    outside = first_not_plain(reads)
+    if outside is not None:
+        raise Unseen(
+            f"the chain's code makes {outside.kind} ({outside.where}), which a replay would not make again: keep "
+            "what changes on a module (an attribute, or a buffer for a tensor: the key describes both)"
+        )
+    return reads
 
 
 def numerics_state(device: torch.device) -> tuple[Hashable, ...]:

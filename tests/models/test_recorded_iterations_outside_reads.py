@@ -1,0 +1,262 @@
+"""What a recorded iteration's user code reads beyond the method, reached by the routes a held-out
+review found open (device: CPU, the strict replay emulator).
+
+Each case is trained eagerly and recorded, and compared bit for bit: a value the key can hold (a
+plain number reached through a ``functools.partial``, a helper class's static method, a user energy
+net's ``forward``) re-records when it changes; one it cannot hold (a dict in a closure cell or a
+default argument, a ``random.Random`` on the method) runs the iteration eagerly with one line; a
+scheduler stepped, or ``trainer.callback_metrics`` read, inside the iteration runs eagerly with a
+line whose advice (``after_iteration()``) records. A user package named like a standard-library
+module is the user's code, not trusted code.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+import textwrap
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from test_recorded_iterations import assert_replayed, assert_same
+from test_recorded_iterations_safety import AtStep, assert_eager_once, both_ways, latent_ebm
+from test_recorded_iterations_vouching import as_class
+
+from lebm.models import LatentEBM
+from lebm.models.vouching import unvouched_code
+
+#: A module-level weight a callback anneals (read through a partial, a helper class, a net's forward).
+BETA = 1.0
+
+
+def reset_beta(trainer: Any = None, module: Any = None) -> None:
+    global BETA
+    BETA = 1.0
+
+
+def anneal(trainer: Any, module: Any) -> None:
+    global BETA
+    BETA = 2.0
+
+
+@pytest.fixture(autouse=True)
+def beta_put_back() -> Any:
+    yield
+    reset_beta()
+
+
+def annealed_at_step_5() -> list[L.Callback]:
+    return [AtStep(0, reset_beta), AtStep(5, anneal)]
+
+
+# ----------------------------------------------------------------- plain values reached by a route
+def scaled(x: torch.Tensor, power: int) -> torch.Tensor:
+    return x * BETA**power
+
+
+weighted = functools.partial(scaled, power=1)
+
+
+class Schedules:
+    """A helper class of the user's whose static method reads the annealed global."""
+
+    @staticmethod
+    def weighted(x: torch.Tensor) -> torch.Tensor:
+        return x * BETA
+
+
+class ThroughAPartial(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([weighted(batch[0])], batch_idx)
+
+
+class ThroughAHelperClass(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([Schedules.weighted(batch[0])], batch_idx)
+
+
+def with_a_tempered_energy() -> LatentEBM:
+    """A LatentEBM, not opted in (it overrides nothing), whose energy net's ``forward`` is the
+    user's and divides by the annealed global."""
+    model = latent_ebm()
+    net = model.prior.energy_net
+    base = type(net)
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return base.forward(self, *args, **kwargs) / BETA
+
+    net.__class__ = type("TemperedEnergy", (base,), {"forward": forward, "__module__": __name__})
+    return model
+
+
+@pytest.mark.parametrize(
+    "make",
+    [as_class(ThroughAPartial), as_class(ThroughAHelperClass), with_a_tempered_energy],
+    ids=["functools.partial", "a helper class's static method", "a user net's forward"],
+)
+def test_a_plain_value_reached_by_another_route_is_seen_by_the_key(make, one_thread) -> None:
+    eager, recorded, model, lines = both_ways(make, annealed_at_step_5)
+    assert BETA == 2.0
+    assert_same(eager, recorded)
+    assert not lines
+    assert_replayed(model, at_least=2)
+    unchanged, _, _, _ = both_ways(make)  # the change made a difference
+    assert not all(torch.equal(unchanged[name], eager[name]) for name in eager if name.startswith("model.")), (
+        "the change did not reach the run"
+    )
+
+
+# ------------------------------------------------------------ values no key can hold: eager, one line
+def closing_over(settings: dict[str, float]) -> type:
+    class ClosesOverADict(LatentEBM):
+        records_iterations = True
+
+        def training_iteration(self, batch: Any, batch_idx: int) -> None:
+            super().training_iteration([batch[0] * settings["weight"]], batch_idx)
+
+    return ClosesOverADict
+
+
+SCHEDULE = {"weight": 1.0}
+
+
+def weight_of(x: torch.Tensor, schedule: dict[str, float] = SCHEDULE) -> torch.Tensor:
+    return x * schedule["weight"]
+
+
+class ReadsADefaultArgument(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([weight_of(batch[0])], batch_idx)
+
+
+class DrawsFromItsOwnRandom(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([batch[0] * (1.0 + 0.01 * self.augment.random())], batch_idx)
+
+
+def with_a_random(model: LatentEBM) -> LatentEBM:
+    model.augment = random.Random(0)  # type: ignore[attr-defined]
+    return model
+
+
+CLOSED_OVER = {"weight": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (as_class(closing_over(CLOSED_OVER)), "(closure 'settings') (dict)"),
+        (as_class(ReadsADefaultArgument), "weight_of (default 0) (dict)"),
+        (lambda: with_a_random(as_class(DrawsFromItsOwnRandom)()), "augment holds a Random"),
+    ],
+    ids=["a dict in a closure cell", "a dict as a default argument", "a random.Random on the method"],
+)
+def test_a_value_the_key_cannot_hold_runs_eagerly_with_one_line(make, named, one_thread) -> None:
+    def change(trainer: Any, module: Any) -> None:
+        CLOSED_OVER["weight"] = SCHEDULE["weight"] = 2.0
+
+    def put_back(trainer: Any, module: Any) -> None:
+        CLOSED_OVER["weight"] = SCHEDULE["weight"] = 1.0
+
+    eager, recorded, model, lines = both_ways(make, lambda: [AtStep(0, put_back), AtStep(5, change)])
+    put_back(None, None)
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, named)
+
+
+# --------------------------------------------------------------------- host work inside the iteration
+class Decays(LatentEBM):
+    """LatentEBM's optimisers, each with a per-iteration exponential decay of its rate."""
+
+    def configure_optimizers(self) -> Any:
+        optimizers = super().configure_optimizers()
+        optimizers = optimizers[0] if isinstance(optimizers, tuple) else optimizers
+        return optimizers, [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.7) for o in optimizers]
+
+
+class StepsItsSchedulerInside(Decays):
+    """Steps its learning-rate schedulers inside the iteration (Lightning's manual idiom)."""
+
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration(batch, batch_idx)
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+
+class StepsItsSchedulerAfter(Decays):
+    """The line's advice: the same steps in ``after_iteration()``."""
+
+    records_iterations = True
+
+    def after_iteration(self) -> None:
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+
+def test_a_scheduler_stepped_inside_the_iteration_runs_eagerly_and_the_advice_records(one_thread) -> None:
+    eager, recorded, model, lines = both_ways(as_class(StepsItsSchedulerInside))
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, "changes optimiser 0's 'lr'", "after_iteration()")
+    advised, recorded, model, lines = both_ways(as_class(StepsItsSchedulerAfter))
+    assert_same(advised, recorded)
+    assert not lines
+    assert_replayed(model, at_least=4)
+    assert torch.equal(advised["optimizer0.group0.lr"], eager["optimizer0.group0.lr"])  # decayed as often
+
+
+class ReadsTheLoggedMetrics(LatentEBM):
+    records_iterations = True
+
+    def iteration_key(self) -> Any:
+        return len(self.trainer.callback_metrics)  # declared: still no key can hold the tensors
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        logged = self.trainer.callback_metrics.get("train/decoder_nll")
+        factor = 1.0 if logged is None else 1.0 + 1e-3 * torch.tanh(logged.detach())
+        super().training_iteration([batch[0] * factor], batch_idx)
+
+
+def test_reading_the_trainers_logged_metrics_runs_eagerly_with_a_line_naming_them(one_thread) -> None:
+    eager, recorded, model, lines = both_ways(as_class(ReadsTheLoggedMetrics))
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, "reads trainer.callback_metrics", "stays eager")
+
+
+# ------------------------------------------------------------------------ trusted code, by location
+def test_a_users_package_named_like_a_standard_library_module_is_the_users_code(tmp_path, monkeypatch) -> None:
+    """``sched`` is a standard-library name: a user's package of that name is walked and vouched
+    as the user's (trusted code is known by where its file lies, not by its name)."""
+    package = tmp_path / "sched"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        textwrap.dedent(
+            """
+            from lebm.models import LatentEBM
+
+            class Annealed(LatentEBM):
+                def training_iteration(self, batch, batch_idx):
+                    super().training_iteration([batch[0] * 2.0], batch_idx)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "sched", raising=False)
+    import sched  # the user's
+
+    assert sched.__file__.startswith(str(tmp_path))
+    model = latent_ebm()
+    model.__class__ = sched.Annealed
+    assert "Annealed.training_iteration overrides" in (unvouched_code(model) or "")
