@@ -260,3 +260,40 @@ def test_a_users_package_named_like_a_standard_library_module_is_the_users_code(
     model = latent_ebm()
     model.__class__ = sched.Annealed
     assert "Annealed.training_iteration overrides" in (unvouched_code(model) or "")
+
+
+# ------------------------------------------------------------------------------------------- DDP
+@pytest.mark.slow
+def test_under_ddp_a_global_changed_mid_run_is_seen_on_every_rank(tmp_path) -> None:
+    """Two ``lebm_ddp_spawn`` processes, each annealing the module-level weight at step 5 that the
+    opted-in iteration reads through a ``functools.partial``: every rank ends with the eager run's
+    weights, and the recorded ranks replayed (the key re-recorded at the change)."""
+    from cases import toy_loader
+    from test_chain_capture_methods import without_recording
+    from test_recorded_iterations import BATCHES, METHODS, EmulateOnEveryRank
+
+    from lebm.speed import RecordedIterations
+    from tests.helpers.trainers import quiet_trainer
+
+    ranks = {}
+    for recorded in (False, True):
+        folder = tmp_path / ("recorded" if recorded else "eager")
+        folder.mkdir()
+        torch.manual_seed(0)
+        model = without_recording(METHODS[0].build())
+        model.__class__ = ThroughAPartial
+        callbacks = [EmulateOnEveryRank(folder), RecordedIterations(recorded), *annealed_at_step_5()]
+        trainer = quiet_trainer(
+            max_epochs=1,
+            accelerator="cpu",
+            devices=2,
+            strategy="lebm_ddp_spawn",
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+        )
+        trainer.fit(model, toy_loader(n_batches=2 * BATCHES))
+        ranks[recorded] = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    for eager, recorded in zip(ranks[False], ranks[True], strict=True):
+        assert_same(eager["weights"], recorded["weights"])
+        assert recorded["stats"]["replays"] >= 2 and recorded["stats"]["recordings"] >= 2, recorded["stats"]
