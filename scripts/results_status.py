@@ -6,8 +6,9 @@ the ``# Paper target:`` line whose value the row shows), ``ours`` (selectors of 
 give our value, each ``{"label", "where", "percent"}``; ``where`` maps record fields to a value
 or a list of values; ``"seeds": true`` shows the mean ± sample sd over the seeds it picks, per
 digit), ``data`` (what ours ran on), ``status`` (one of :data:`STATUSES`, or ``below the paper:
-explained by <what> (measured)``) and a short ``reason``. The paper's value is read from the
-recipe, ours from the records: the row holds no figure of its own.
+explained by <what> (measured)``), a short ``reason`` and, where a record it shows predates a
+change to its recipe or method (``scripts/results_staleness.py``), ``stale`` saying which. The
+paper's value is read from the recipe, ours from the records: the row holds no figure of its own.
 
 A status may blame only what a record shows:
 
@@ -209,7 +210,7 @@ def status_row(row: dict, targets: dict[str, str], records: list[dict], papers: 
         cite(paper_value(targets[first]), papers),
         ours_cell(row, records),
         budget_cell(row, records),
-        f"**{row['status']}**: {row['reason']}",
+        f"**{row['status']}**: {row['reason']}" + (f" (**stale figures**: {row['stale']})" if row.get("stale") else ""),
     ]
 
 

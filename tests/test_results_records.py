@@ -582,3 +582,59 @@ def test_every_generated_anomaly_table_has_its_columns_and_every_row_its_values(
             assert cells[3] and cells[4] and cells[6], row  # selection, updates, chance (or "–" said)
             if "held-out 1" in cells[1]:
                 assert "solved with no model" in cells[1], row
+
+
+def git_in(repo: Path, *arguments: str) -> None:
+    env = {"GIT_AUTHOR_DATE": "2026-11-20T10:00:00", "GIT_COMMITTER_DATE": "2026-11-20T10:00:00"}
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *arguments],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        env={**__import__("os").environ, **env},
+    )
+
+
+def test_a_record_is_stale_when_its_recipe_changes_meaning_not_when_a_comment_does(tmp_path: Path) -> None:
+    """A recipe's comment or paper line changed after a record leaves it fresh; a setting changed,
+    in the recipe or a file it includes, makes it stale, named."""
+    staleness = load_script("scripts/results_staleness.py")
+    (tmp_path / "recipes" / "m").mkdir(parents=True)
+    recipe, part = tmp_path / "recipes" / "m" / "r.yaml", tmp_path / "recipes" / "m" / "_part.yaml"
+    recipe.write_text("include: [_part.yaml]\nlr: 0.1  # the paper's\npaper_targets: {a: 1}\n")
+    part.write_text("steps: 60\n")
+    git_in(tmp_path, "init", "-q")
+    git_in(tmp_path, "add", ".")
+    git_in(tmp_path, "commit", "-qm", "first")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    record = {"commit": commit, "date": "2026-11-20", "experiment": "e", "command": "lebm fit -c m/r"}
+    row = {"recipes": ["m/r"], "ours": [{"where": {"experiment": "e"}}]}
+    assert staleness.record_recipes(record) == ["m/r"]
+    assert staleness.stale_reason(row, [record], tmp_path) is None
+    recipe.write_text("include: [_part.yaml]\nlr: 0.1  # reworded\npaper_targets: {a: 2}\n")
+    assert staleness.stale_reason(row, [record], tmp_path) is None
+    part.write_text("steps: 30\n")
+    assert "recipes/m/_part.yaml changed after the record of 2026-11-20" in staleness.stale_reason(
+        row, [record], tmp_path
+    )
+
+
+def test_a_methods_module_is_stale_by_its_code_not_its_docstrings(tmp_path: Path) -> None:
+    staleness = load_script("scripts/results_staleness.py")
+    before = 'def f(x):\n    """Old words."""\n    return x + 1\n'
+    assert staleness.meaning("m.py", before) == staleness.meaning("m.py", before.replace("Old words", "New words"))
+    assert staleness.meaning("m.py", before) != staleness.meaning("m.py", before.replace("x + 1", "x + 2"))
+
+
+@pytest.mark.slow
+def test_every_stale_status_figure_says_so() -> None:
+    """A status row whose records predate a change to their recipe or method carries ``stale``
+    naming it, and a row that carries it is stale (scripts/results_staleness.py)."""
+    staleness = load_script("scripts/results_staleness.py")
+    if not staleness.history_is_whole():
+        pytest.skip("needs the repository's whole git history")
+    records = load_script("scripts/results_records.py").load_records(REPO / "docs" / "results")
+    status = json.loads((REPO / "docs" / "results" / "status" / "status.json").read_text())
+    for row in status["rows"]:
+        reason = staleness.stale_reason(row, records)
+        assert (reason is None) == ("stale" not in row), (row["recipes"][0], reason, row.get("stale"))
