@@ -127,7 +127,7 @@ def iteration_key(
     )
     parts.append(("hyperparameters", plain(dict(method.hparams))))
     parts.append(("class", class_description(type(method), described.of)))
-    parts.append(("globals", globals_read(method)))
+    parts.append(("globals", globals_read(method, described)))
     parts.append(("iteration_key()", described.of(declared, "iteration_key()")))
     settings = method.step_settings
     _, batch_idx, _ = method._training_position()

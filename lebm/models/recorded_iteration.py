@@ -127,6 +127,16 @@ WARMED_KEPT = 64
 GUARD_READ_EVERY = 10
 #: The hooks that run host work inside an update: a callback or method override of one keeps iterations eager.
 UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
+#: Lightning's hooks of the eager update that a recorded update does not call (it runs backward,
+#: clipping and the optimiser's step on the device): a method override of one keeps iterations
+#: eager, opted in or not.
+BYPASSED_HOOKS = (
+    "manual_backward",
+    "clip_gradients",
+    "configure_gradient_clipping",
+    "optimizer_step",
+    "optimizer_zero_grad",
+)
 #: Why a recording that read its ``batch_idx`` argument is refused.
 UNDECLARED_INDEX = (
     "its training iteration reads its batch_idx argument without declaring it: a replay would keep the recorded "
@@ -597,6 +607,12 @@ def why_iterations_eager(method: Any) -> str | None:
         owner = defined_outside(type(method), hook, ("lightning", "lebm"))
         if owner is not None:
             return f"{owner.__name__}.{hook} runs inside every update"
+    for hook in BYPASSED_HOOKS:
+        owner = defined_outside(type(method), hook, ("lightning", "lebm"))
+        if owner is not None:
+            return (
+                f"{owner.__name__}.{hook} overrides a hook of the eager update, which a recorded update does not call"
+            )
     unvouched = unvouched_code(method)
     if unvouched is not None:
         return unvouched

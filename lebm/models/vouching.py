@@ -200,22 +200,21 @@ def unvouched_override(kind: type, reached: dict[str, types.FunctionType]) -> st
 
 
 # --------------------------------------------------------------- what the code reads outside
-def user_code(method: Any) -> tuple[list[types.FunctionType], list[type], list[types.FunctionType]]:
-    """The user's code a recorded iteration of ``method`` may run: the reached methods of the class
-    that are not trusted code, the classes of the user's modules in its tree (their ``forward`` and
-    every other method), and the functions held on the instance (lambdas, bound methods)."""
-    functions = [f for f in reached_now(type(method)).values() if not is_trusted(f)]
+def globals_read(method: Any, described: Any = None) -> tuple[Hashable, ...]:
+    """What the user's code in ``method``'s iteration may read outside the method
+    (:func:`lebm.samplers.capture.code_reads.code_reads`): the reached methods of its class that are
+    the user's, every function of the method's own user classes (the class part holds their
+    attributes), the functions held on the instance (its attribute parts hold their closure cells
+    and defaults), and every function and class attribute of the user's classes among the modules
+    and objects the key described (``described``: a ``forward``, a ``__call__``, a held helper's
+    methods). Returns ``((where, description), ...)``."""
+    kind = type(method)
+    functions = [f for f in reached_now(kind).values() if not is_trusted(f)]
     held = [f for value in vars(method).values() if (f := function_of(value)) is not None and not is_trusted(f)]
-    classes = list(dict.fromkeys(type(module) for module in method.modules() if not is_trusted(type(module))))
-    return functions, [kind for kind in classes if kind is not type(method)], held
-
-
-def globals_read(method: Any) -> tuple[Hashable, ...]:
-    """What the user's code in ``method``'s iteration reads outside the method
-    (:func:`lebm.samplers.capture.code_reads.code_reads`; the closure cells and defaults of the
-    functions it holds are the key's attribute parts already): ``((where, description), ...)``."""
-    functions, classes, held = user_code(method)
-    return code_reads(functions, classes, held)
+    met = [] if described is None else [*described.modules.values(), *described.objects.values()]
+    met = met or list(method.modules())
+    classes = [k for k in dict.fromkeys(type(value) for value in met) if k is not kind and not is_trusted(k)]
+    return code_reads(functions, classes, held, keyed_classes=[kind])
 
 
 def class_description(kind: type, describe: Callable[[Any, str], Hashable]) -> Hashable:

@@ -12,10 +12,12 @@ module is the user's code, not trusted code.
 
 from __future__ import annotations
 
+import enum
 import functools
 import random
 import sys
 import textwrap
+import types
 from typing import Any
 
 import lightning as L
@@ -111,6 +113,188 @@ def test_a_plain_value_reached_by_another_route_is_seen_by_the_key(make, one_thr
     assert not all(torch.equal(unchanged[name], eager[name]) for name in eager if name.startswith("model.")), (
         "the change did not reach the run"
     )
+
+
+# ------------------------------------------------- routes a second review found: keyed, or eager with a line
+user_settings = types.ModuleType("user_settings")  # a user's package holding a module, read as pkg.settings.BETA
+user_settings.settings = types.ModuleType("user_settings.settings")  # type: ignore[attr-defined]
+user_settings.settings.BETA = 1.0  # type: ignore[attr-defined]
+
+
+@torch.enable_grad()
+def decorated(x: torch.Tensor) -> torch.Tensor:
+    """A helper behind a library's decorator (whose wrapper's code is torch's)."""
+    return x * BETA
+
+
+class Annealer:
+    """A plain object of the user's held on the method; its method reads the global."""
+
+    def weight(self, x: torch.Tensor) -> torch.Tensor:
+        return x * BETA
+
+
+class ThroughANestedModule(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([batch[0] * user_settings.settings.BETA], batch_idx)
+
+
+class ThroughADecoratedHelper(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([decorated(batch[0])], batch_idx)
+
+
+class ThroughAHeldObject(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([self.annealer.weight(batch[0])], batch_idx)
+
+
+class ThroughGetattr(LatentEBM):
+    records_iterations = True
+    weighting = "annealed"
+
+    def weight_annealed(self, x: torch.Tensor) -> torch.Tensor:
+        return x * BETA
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([getattr(self, "weight_" + self.weighting)(batch[0])], batch_idx)
+
+
+def annealed_weight(x: torch.Tensor) -> torch.Tensor:
+    return x * BETA
+
+
+class ThroughADispatchTable(LatentEBM):
+    records_iterations = True
+    WEIGHTINGS = {"annealed": annealed_weight}
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        super().training_iteration([self.WEIGHTINGS["annealed"](batch[0])], batch_idx)
+
+
+def with_an_energy_whose(kind: str) -> Any:
+    """A LatentEBM, not opted in, whose energy net's class is the user's: its ``__call__`` divides
+    by the annealed global, or its ``forward`` multiplies by a class attribute a callback sets."""
+
+    def make() -> LatentEBM:
+        model = latent_ebm()
+        net = model.prior.energy_net
+        base = type(net)
+        if kind == "__call__":
+            body = {"__call__": lambda self, *a, **k: base.__call__(self, *a, **k) / BETA}
+        else:
+            body = {"forward": lambda self, *a, **k: base.forward(self, *a, **k) * type(self).SCALE, "SCALE": 1.0}
+        net.__class__ = type(f"Energy{kind}", (base,), {**body, "__module__": __name__})
+        return model
+
+    return make
+
+
+def with_an_annealer(model: LatentEBM) -> LatentEBM:
+    model.annealer = Annealer()  # type: ignore[attr-defined]
+    return model
+
+
+def anneal_everywhere(trainer: Any, module: Any) -> None:
+    anneal(trainer, module)
+    user_settings.settings.BETA = 2.0  # type: ignore[attr-defined]
+    net = module.prior.energy_net
+    if "SCALE" in vars(type(net)):
+        type(net).SCALE = 2.0
+
+
+def reset_everywhere(trainer: Any, module: Any) -> None:
+    reset_beta()
+    user_settings.settings.BETA = 1.0  # type: ignore[attr-defined]
+    net = module.prior.energy_net
+    if "SCALE" in vars(type(net)):  # the eager run's copy and the recorded one share the class
+        type(net).SCALE = 1.0
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        as_class(ThroughANestedModule),
+        as_class(ThroughADecoratedHelper),
+        lambda: with_an_annealer(as_class(ThroughAHeldObject)()),
+        as_class(ThroughGetattr),
+        as_class(ThroughADispatchTable),
+        with_an_energy_whose("__call__"),
+        with_an_energy_whose("class attribute"),
+    ],
+    ids=[
+        "pkg.settings.BETA",
+        "a helper behind torch.enable_grad",
+        "a held object's method",
+        "a method reached by getattr",
+        "a dispatch table on the class",
+        "a user net's __call__",
+        "a user net's class attribute",
+    ],
+)
+def test_a_value_reached_by_a_route_the_second_review_found_is_seen_by_the_key(make, one_thread) -> None:
+    callbacks = lambda: [AtStep(0, reset_everywhere), AtStep(5, anneal_everywhere)]  # noqa: E731
+    eager, recorded, model, lines = both_ways(make, callbacks)
+    assert_same(eager, recorded)
+    assert not lines
+    assert_replayed(model, at_least=2)
+    unchanged, _, _, _ = both_ways(make)  # the change made a difference
+    assert not all(torch.equal(unchanged[name], eager[name]) for name in eager if name.startswith("model.")), (
+        "the change did not reach the run"
+    )
+
+
+class Mode(enum.Enum):
+    PLAIN = 1
+    ANNEALED = 2
+
+
+MODE = Mode.ANNEALED
+
+
+class BranchesOnAnEnum(LatentEBM):
+    records_iterations = True
+
+    def training_iteration(self, batch: Any, batch_idx: int) -> None:
+        factor = 1.5 if MODE is Mode.ANNEALED else 1.0
+        super().training_iteration([batch[0] * factor], batch_idx)
+
+
+def test_an_enum_constant_is_a_plain_value(one_thread) -> None:
+    eager, recorded, model, lines = both_ways(as_class(BranchesOnAnEnum))
+    assert_same(eager, recorded)
+    assert not lines
+    assert_replayed(model, at_least=4)
+
+
+class ClipsItsOwnWay(LatentEBM):
+    def clip_gradients(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        super().clip_gradients(optimizer, 0.01, "value")
+
+
+class ScalesItsBackward(LatentEBM):
+    records_iterations = True
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        super().manual_backward(loss * 0.5, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [(ClipsItsOwnWay, "ClipsItsOwnWay.clip_gradients"), (ScalesItsBackward, "ScalesItsBackward.manual_backward")],
+)
+def test_an_override_of_a_hook_the_recorded_update_does_not_call_runs_eagerly(kind, named, one_thread) -> None:
+    eager, recorded, model, lines = both_ways(as_class(kind), gradient_clip_val=0.05)
+    assert_same(eager, recorded)
+    assert_eager_once(model, lines, named, "a recorded update does not call")
 
 
 # ------------------------------------------------------------ values no key can hold: eager, one line

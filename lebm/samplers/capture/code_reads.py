@@ -28,9 +28,9 @@ Trusted code is not walked: lebm's own is audited, the libraries' do not read a 
 from __future__ import annotations
 
 import dis
+import enum
 import functools
 import importlib.util
-import inspect
 import os
 import sys
 import sysconfig
@@ -42,13 +42,7 @@ from typing import Any
 #: Packages whose code is trusted as a whole, where they are installed (see :func:`is_trusted_module`).
 TRUSTED_PACKAGES = ("lebm", "torch", "lightning", "lightning_fabric", "pytorch_lightning", "torchmetrics", "numpy")
 #: Values described by value.
-PLAIN = (type(None), bool, int, float, complex, str, bytes)
-#: A class's entries that are Python's bookkeeping, not state a function reads.
-_CLASS_BOOKKEEPING = frozenset(
-    {"__module__", "__qualname__", "__doc__", "__dict__", "__weakref__", "__annotations__", "__firstlineno__"}
-)
-
-
+PLAIN = (type(None), bool, int, float, complex, str, bytes, enum.Enum)
 #: Modules and C functions: described by identity (an object's bound method or a callable object is not).
 _CODE_WITHOUT_STATE = (
     types.ModuleType,
@@ -138,45 +132,60 @@ def code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL"})
-_global_reads: dict[types.CodeType, tuple[tuple[str, str | None, bool], ...]] = {}
+_ATTRIBUTE_OPS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+#: A global read: its name, the attributes read off it in a row (``pkg.settings.BETA``), whether stored.
+GlobalRead = tuple[str, tuple[str, ...], bool]
+_global_reads: dict[types.CodeType, tuple[GlobalRead, ...]] = {}
 
 
-def global_reads(code: types.CodeType) -> tuple[tuple[str, str | None, bool], ...]:
+def global_reads(code: types.CodeType) -> tuple[GlobalRead, ...]:
     """The module-level names ``code`` (nested code included) loads or stores, as ``(name,
-    attribute read right after it or None, stored)``; cached per code object."""
+    attributes read off it in a row, stored)``; cached per code object."""
     cached = _global_reads.get(code)
     if cached is not None:
         return cached
-    found: list[tuple[str, str | None, bool]] = []
+    found: list[GlobalRead] = []
     for inner in code_objects(code):
         instructions = list(dis.get_instructions(inner))
         for index, instruction in enumerate(instructions):
             if instruction.opname not in _GLOBAL_OPS:
                 continue
-            following = instructions[index + 1] if index + 1 < len(instructions) else None
-            attribute = following.argval if following is not None and following.opname == "LOAD_ATTR" else None
-            found.append((str(instruction.argval), attribute, instruction.opname != "LOAD_GLOBAL"))
+            chain = []
+            for following in instructions[index + 1 :]:
+                if following.opname not in _ATTRIBUTE_OPS:
+                    break
+                chain.append(str(following.argval))
+            found.append((str(instruction.argval), tuple(chain), instruction.opname != "LOAD_GLOBAL"))
     result = tuple(dict.fromkeys(found))
     _global_reads[code] = result
     return result
 
 
-def reached_methods(kind: type, entries: Iterable[str]) -> list[types.FunctionType]:
-    """The user's methods of ``kind`` that a call of ``entries`` (``forward``) may run: those
-    entries, then every method of the class named in the code reached (a name is enough: an
-    over-approximation); trusted methods are reached but neither returned nor walked."""
-    reached: dict[str, types.FunctionType] = {}
-    pending = list(entries)
-    while pending:
-        name = pending.pop()
-        if name in reached:
-            continue
-        function = function_of(inspect.getattr_static(kind, name, None))
-        if function is None or is_trusted(function):
-            continue
-        reached[name] = function
-        pending.extend(name for inner in code_objects(function.__code__) for name in inner.co_names)
-    return list(reached.values())
+def class_functions(kind: type) -> list[types.FunctionType]:
+    """Every function the body of each untrusted class of ``kind``'s MRO defines (methods, static
+    and class methods, properties' getters): any of them may run, by name or by ``getattr``."""
+    return [
+        function
+        for owner in kind.__mro__
+        if not is_trusted(owner)
+        for value in vars(owner).values()
+        if (function := function_of(value)) is not None
+    ]
+
+
+def _functions_in(value: Any, depth: int = 0) -> Iterator[types.FunctionType]:
+    """The functions a container holds (a dispatch table: a dict or list of functions), a few levels deep."""
+    if depth > 3:
+        return
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            function = function_of(item)
+            if function is not None:
+                yield function
+            else:
+                yield from _functions_in(item, depth + 1)
 
 
 # ------------------------------------------------------------------------------------ the walk
@@ -191,9 +200,14 @@ class _Walk:
         self.classes: set[type] = set()
 
     def function(self, function: types.FunctionType, cells_described: bool = False) -> None:
-        if function.__code__ in self.seen or is_trusted(function):
+        if function.__code__ in self.seen:
             return
         self.seen.add(function.__code__)
+        if is_trusted(function):  # a library's decorator: the function it wraps is the user's
+            wrapped = function_of(getattr(function, "__wrapped__", None))
+            if wrapped is not None:
+                self.pending.append(wrapped)
+            return
         if not cells_described:
             self.cells(function)
         self.globals(function)
@@ -212,10 +226,11 @@ class _Walk:
             self.value(default, f"{where} (default {name!r})")
 
     def globals(self, function: types.FunctionType) -> None:
-        """The module-level names the function's code loads (or stores), by the rules."""
+        """The module-level names the function's code loads (or stores), by the rules; a read
+        through the user's modules (``pkg.settings.BETA``) reads the attribute at its end."""
         namespace = function.__globals__
         module = namespace.get("__name__", "?")
-        for name, attribute, stored in global_reads(function.__code__):
+        for name, chain, stored in global_reads(function.__code__):
             at = f"{module}.{name}"
             if stored:
                 self.parts[at] = NotPlain(at, "an assignment to a module-level global")
@@ -223,14 +238,19 @@ class _Walk:
             if name not in namespace:
                 continue  # a builtin (len, range ...), or a name not bound yet: a NameError either way
             value = namespace[name]
-            if isinstance(value, types.ModuleType) and attribute is not None and not is_trusted(value):
+            for attribute in chain:
+                if not isinstance(value, types.ModuleType) or is_trusted(value):
+                    break
                 at, value = f"{value.__name__}.{attribute}", getattr(value, attribute, None)
             self.value(value, at)
 
     def value(self, value: Any, where: str) -> None:
+        self.pending.extend(_functions_in(value))
         self.parts[where] = describe_value(value, where, self)
 
-    def user_class(self, kind: type, where: str) -> None:
+    def user_class(self, kind: type, attributes: bool = True) -> None:
+        """Every function of ``kind``'s untrusted classes walked, and (``attributes``) their other
+        class attributes described by the rules."""
         if kind in self.classes:
             return
         self.classes.add(kind)
@@ -238,19 +258,23 @@ class _Walk:
             if is_trusted(owner):
                 continue
             for name, value in vars(owner).items():
-                if name in _CLASS_BOOKKEEPING:
-                    continue
                 function = function_of(value)
                 if function is not None:
                     self.pending.append(function)
-                elif not isinstance(value, types.MemberDescriptorType | types.GetSetDescriptorType):
+                elif name.startswith("__") and name.endswith("__"):
+                    continue  # Python's bookkeeping (a dataclass's fields, slots, the module name)
+                elif isinstance(value, types.MemberDescriptorType | types.GetSetDescriptorType):
+                    continue
+                elif attributes:
                     self.value(value, f"{owner.__module__}.{owner.__qualname__}.{name}")
+                else:
+                    self.pending.extend(_functions_in(value))
 
 
 def describe_value(value: Any, where: str, walk: _Walk) -> Hashable:
     """``value`` by the module docstring's rules; the functions and classes to walk go to ``walk``."""
     if isinstance(value, PLAIN):
-        return value
+        return (type(value), value) if isinstance(value, enum.Enum) else value
     if isinstance(value, tuple) and all(isinstance(item, PLAIN) for item in value):
         return value
     if isinstance(value, functools.partial):
@@ -262,12 +286,12 @@ def describe_value(value: Any, where: str, walk: _Walk) -> Hashable:
         return ("partial", id(value))
     if isinstance(value, types.FunctionType | staticmethod | classmethod):
         function = function_of(value)
-        if function is not None and not is_trusted(function):
+        if function is not None:
             walk.pending.append(function)
         return ("function", function)
     if isinstance(value, type):
-        if not is_trusted(value):
-            walk.user_class(value, where)
+        if not is_trusted(value) and not issubclass(value, enum.Enum):  # an enum's members are constants
+            walk.user_class(value)
         return ("class", value)
     if isinstance(value, _CODE_WITHOUT_STATE):
         return ("identity", id(value))
@@ -278,24 +302,29 @@ def describe_value(value: Any, where: str, walk: _Walk) -> Hashable:
 
 def code_reads(
     functions: Iterable[types.FunctionType],
-    modules: Iterable[type] = (),
+    classes: Iterable[type] = (),
     held: Iterable[types.FunctionType] = (),
-    entries: tuple[str, ...] = ("forward",),
     describe: Callable[[Any, str], Hashable] | None = None,
+    keyed_classes: Iterable[type] = (),
 ) -> tuple[Hashable, ...]:
-    """What ``functions``, the user's methods of the module classes ``modules`` that a call of
-    ``entries`` reaches (:func:`reached_methods`), and the functions ``held`` by an object the key
-    describes (whose closure cells and defaults it describes already) read outside the objects a key
-    describes, walked by the module docstring's rules: ``((where, description), ...)``, sorted,
-    ``where`` as ``module.NAME`` (a :class:`NotPlain` description: refused). ``describe`` (a
-    capture key's :meth:`~lebm.samplers.capture.keys.Description.of`) describes what the rules
-    would refuse (a list, a dict, a tensor, an object) instead, by that key's rules."""
+    """What user code may read outside the objects a key describes, walked by the module
+    docstring's rules: ``functions``; every function of the untrusted classes of ``classes`` (the
+    modules and objects a key described: a ``forward``, a ``__call__``, a method reached by
+    ``getattr``), their class attributes described by the rules; the same functions of
+    ``keyed_classes`` (a class whose attributes the key holds already: the method's); and the
+    functions ``held`` by an object the key describes (whose closure cells and defaults it describes
+    already). Returns ``((where, description), ...)``, sorted, ``where`` as ``module.NAME`` (a
+    :class:`NotPlain` description: refused). ``describe`` (a capture key's
+    :meth:`~lebm.samplers.capture.keys.Description.of`) describes what the rules would refuse (a
+    list, a dict, a tensor, an object) instead, by that key's rules."""
     walk = _Walk(describe)
     for function in held:
         walk.function(function, cells_described=True)
     walk.pending.extend(functions)
-    for kind in modules:
-        walk.pending.extend(reached_methods(kind, entries))
+    for kind in classes:
+        walk.user_class(kind)
+    for kind in keyed_classes:
+        walk.user_class(kind, attributes=False)
     while walk.pending:
         walk.function(walk.pending.pop())
     return tuple(sorted(walk.parts.items(), key=lambda item: item[0]))

@@ -243,16 +243,15 @@ def chain_key(call: ChainCall) -> tuple[Hashable, list[nn.Module]]:
 
 def user_code_reads(energy_fn: Callable[..., Tensor], described: Description) -> tuple[Hashable, ...]:
     """What the user's code a chain runs reads outside the objects ``described`` holds (the energy
-    function when it is the user's, the class of a bound energy's owner, and the classes of the user's
-    modules met, their ``forward`` included), by :mod:`~lebm.samplers.capture.code_reads`'s rules.
+    function, the class of a bound energy's owner, and every function of the user's classes of the
+    modules and objects met), by :mod:`~lebm.samplers.capture.code_reads`'s rules.
     Raises :class:`Unseen` for a value the key cannot hold by value."""
-    held = [energy_fn] if isinstance(energy_fn, types.FunctionType) and not is_trusted(energy_fn) else []
+    held = [energy_fn] if isinstance(energy_fn, types.FunctionType) else []
     bound = [energy_fn.__func__] if isinstance(energy_fn, types.MethodType) else []
     owners = [type(energy_fn.__self__)] if bound else []
-    modules = [type(module) for module in described.modules.values()]
-    classes = [kind for kind in dict.fromkeys([*owners, *modules]) if not is_trusted(kind)]
-    entries = ("forward", *(f.__name__ for f in bound))
-    reads = code_reads([f for f in bound if not is_trusted(f)], classes, held, entries, described.of)
+    met = [type(value) for value in (*described.modules.values(), *described.objects.values())]
+    classes = [kind for kind in dict.fromkeys([*owners, *met]) if not is_trusted(kind)]
+    reads = code_reads(bound, classes, held, described.of)
     outside = first_not_plain(reads)
     if outside is not None:
         raise Unseen(
