@@ -7,20 +7,29 @@
 #   experiments/gpu_budget_runs.sh score           # every kept checkpoint scored on validation and test
 #
 # Each fit is `experiments/anomaly_selections.py --stage fit` (a checkpoint every 1,000 updates, to
-# 20,000); at the deadline it gets SIGTERM, saves a resumable last.ckpt at the end of its batch, and
+# STEPS); at the deadline it gets SIGTERM, saves a resumable last.ckpt at the end of its batch, and
 # the next part goes on from there. Needs LEBM_DATA, OUT and COMMIT; writes its logs under $OUT.
+# What runs, from the environment: DIGITS (default 4) x SEEDS (default 1 2 3), one process each;
+# STEPS (20000); EXPERIMENT (mnist_anomaly_gpu_budget: the run folders and the record) and FIT_ARGS
+# (more `lebm fit` arguments: a factor of the gap study, for example
+#   EXPERIMENT=mnist_anomaly_gpu_ngf64 FIT_ARGS="--model.init_args.decoder.init_args.net.init_args.ngf 64").
 set -u
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 SEEDS=${SEEDS:-"1 2 3"}
-EXPERIMENT=mnist_anomaly_gpu_budget
+DIGITS=${DIGITS:-4}
+STEPS=${STEPS:-20000}
+EXPERIMENT=${EXPERIMENT:-mnist_anomaly_gpu_budget}
+read -r -a EXTRA <<<"${FIT_ARGS:-}"
 left() { echo $(( $1 - ($(date +%s) - START) )); }
 
 fits() {  # fits DEADLINE: the seeds' fits in the background, each stopped by SIGTERM at DEADLINE
-  for seed in $SEEDS; do
-    timeout -s TERM "$(left "$1")" python3 experiments/anomaly_selections.py --digit 4 --seed "$seed" \
-      --max-steps 20000 --every 1000 --experiment "$EXPERIMENT" --stage fit -- --trainer.logger false \
-      >>"$OUT/fit-seed$seed.log" 2>&1 &
+  for digit in $DIGITS; do
+    for seed in $SEEDS; do
+      timeout -s TERM "$(left "$1")" python3 experiments/anomaly_selections.py --digit "$digit" --seed "$seed" \
+        --max-steps "$STEPS" --every 1000 --experiment "$EXPERIMENT" --stage fit -- --trainer.logger false \
+        "${EXTRA[@]}" >>"$OUT/fit-digit$digit-seed$seed.log" 2>&1 &
+    done
   done
 }
 
@@ -28,7 +37,7 @@ wait_fits() {  # the lebm processes outlive their script's SIGTERM by the batch 
   wait
   # anchored: an unanchored pattern also matches a shell whose command line holds the words
   while pgrep -f "^python3 -m lebm fit" >/dev/null; do sleep 1; done
-  for seed in $SEEDS; do grep -ho "step [0-9]*\|epoch [0-9]*[^|]*" "$OUT/fit-seed$seed.log" | tail -1; done
+  for log in "$OUT"/fit-*.log; do echo "$log: $(grep -o "epoch [0-9]*/" "$log" | tail -1)"; done
 }
 
 case "$1" in
@@ -43,9 +52,11 @@ case "$1" in
     wait_fits
     ;;
   score)
-    for seed in $SEEDS; do
-      python3 experiments/anomaly_selections.py --digit 4 --seed "$seed" --every 1000 --max-examples 4000 \
-        --experiment "$EXPERIMENT" --stage score >"$OUT/score-seed$seed.log" 2>&1 &
+    for digit in $DIGITS; do
+      for seed in $SEEDS; do
+        python3 experiments/anomaly_selections.py --digit "$digit" --seed "$seed" --every 1000 --max-examples 4000 \
+          --experiment "$EXPERIMENT" --stage score >"$OUT/score-digit$digit-seed$seed.log" 2>&1 &
+      done
     done
     wait
     ;;
