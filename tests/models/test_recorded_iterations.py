@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -351,18 +352,19 @@ class EmulateOnEveryRank(L.Callback):
         torch.save(state, self.folder / f"rank{trainer.global_rank}.pt")
 
 
-@pytest.mark.slow
-def test_under_ddp_each_ranks_recorded_iterations_all_reduce_between_graphs_and_equal_the_eager_path(
-    tmp_path: Path,
-) -> None:
-    """Two ``lebm_ddp_spawn`` processes, gradients all-reduced between two recorded graphs: every
-    rank ends with the eager run's weights (ranks agree), from its own training stream (ranks differ)."""
+def ranks_of_two_ddp_runs(
+    tmp_path: Path, kind: type | None = None, callbacks: Callable[[], list[L.Callback]] = list
+) -> dict[bool, list[dict[str, Any]]]:
+    """The same LatentEBM (of class ``kind`` if given) fitted eagerly and recorded by two
+    ``lebm_ddp_spawn`` processes under the emulator: ``{recorded: [rank 0's end, rank 1's end]}``."""
     ranks = {}
     for recorded in (False, True):
         folder = tmp_path / ("recorded" if recorded else "eager")
         folder.mkdir()
         torch.manual_seed(0)
         model = without_recording(METHODS[0].build())
+        if kind is not None:
+            model.__class__ = kind
         trainer = quiet_trainer(
             max_epochs=1,
             accelerator="cpu",
@@ -370,10 +372,20 @@ def test_under_ddp_each_ranks_recorded_iterations_all_reduce_between_graphs_and_
             strategy="lebm_ddp_spawn",
             limit_val_batches=0,
             num_sanity_val_steps=0,
-            callbacks=[EmulateOnEveryRank(folder), RecordedIterations(recorded)],
+            callbacks=[EmulateOnEveryRank(folder), RecordedIterations(recorded), *callbacks()],
         )
         trainer.fit(model, toy_loader(n_batches=2 * BATCHES))
         ranks[recorded] = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return ranks
+
+
+@pytest.mark.slow
+def test_under_ddp_each_ranks_recorded_iterations_all_reduce_between_graphs_and_equal_the_eager_path(
+    tmp_path: Path,
+) -> None:
+    """Two ``lebm_ddp_spawn`` processes, gradients all-reduced between two recorded graphs: every
+    rank ends with the eager run's weights (ranks agree), from its own training stream (ranks differ)."""
+    ranks = ranks_of_two_ddp_runs(tmp_path)
     for eager, recorded in zip(ranks[False], ranks[True], strict=True):
         assert_same(eager["weights"], recorded["weights"])
         assert torch.equal(eager["stream"], recorded["stream"])

@@ -18,6 +18,7 @@ import random
 import sys
 import textwrap
 import types
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -70,18 +71,19 @@ class Schedules:
         return x * BETA
 
 
-class ThroughAPartial(LatentEBM):
-    records_iterations = True
+def weighing(name: str, weigh: Callable[[Any, torch.Tensor], torch.Tensor]) -> type:
+    """An opted-in LatentEBM whose iteration weighs its batch by ``weigh(self, x)`` (the route under
+    test lies inside ``weigh``, which the iteration reaches through its closure)."""
 
-    def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        super().training_iteration([weighted(batch[0])], batch_idx)
+    def training_iteration(self: Any, batch: Any, batch_idx: int) -> None:
+        LatentEBM.training_iteration(self, [weigh(self, batch[0])], batch_idx)
+
+    body = {"records_iterations": True, "training_iteration": training_iteration, "__module__": __name__}
+    return type(name, (LatentEBM,), body)
 
 
-class ThroughAHelperClass(LatentEBM):
-    records_iterations = True
-
-    def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        super().training_iteration([Schedules.weighted(batch[0])], batch_idx)
+ThroughAPartial = weighing("ThroughAPartial", lambda self, x: weighted(x))
+ThroughAHelperClass = weighing("ThroughAHelperClass", lambda self, x: Schedules.weighted(x))
 
 
 def with_a_tempered_energy() -> LatentEBM:
@@ -134,25 +136,9 @@ class Annealer:
         return x * BETA
 
 
-class ThroughANestedModule(LatentEBM):
-    records_iterations = True
-
-    def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        super().training_iteration([batch[0] * user_settings.settings.BETA], batch_idx)
-
-
-class ThroughADecoratedHelper(LatentEBM):
-    records_iterations = True
-
-    def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        super().training_iteration([decorated(batch[0])], batch_idx)
-
-
-class ThroughAHeldObject(LatentEBM):
-    records_iterations = True
-
-    def training_iteration(self, batch: Any, batch_idx: int) -> None:
-        super().training_iteration([self.annealer.weight(batch[0])], batch_idx)
+ThroughANestedModule = weighing("ThroughANestedModule", lambda self, x: x * user_settings.settings.BETA)
+ThroughADecoratedHelper = weighing("ThroughADecoratedHelper", lambda self, x: decorated(x))
+ThroughAHeldObject = weighing("ThroughAHeldObject", lambda self, x: self.annealer.weight(x))
 
 
 class ThroughGetattr(LatentEBM):
@@ -452,32 +438,9 @@ def test_under_ddp_a_global_changed_mid_run_is_seen_on_every_rank(tmp_path) -> N
     """Two ``lebm_ddp_spawn`` processes, each annealing the module-level weight at step 5 that the
     opted-in iteration reads through a ``functools.partial``: every rank ends with the eager run's
     weights, and the recorded ranks replayed (the key re-recorded at the change)."""
-    from cases import toy_loader
-    from test_chain_capture_methods import without_recording
-    from test_recorded_iterations import BATCHES, METHODS, EmulateOnEveryRank
+    from test_recorded_iterations import ranks_of_two_ddp_runs
 
-    from lebm.speed import RecordedIterations
-    from tests.helpers.trainers import quiet_trainer
-
-    ranks = {}
-    for recorded in (False, True):
-        folder = tmp_path / ("recorded" if recorded else "eager")
-        folder.mkdir()
-        torch.manual_seed(0)
-        model = without_recording(METHODS[0].build())
-        model.__class__ = ThroughAPartial
-        callbacks = [EmulateOnEveryRank(folder), RecordedIterations(recorded), *annealed_at_step_5()]
-        trainer = quiet_trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            devices=2,
-            strategy="lebm_ddp_spawn",
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            callbacks=callbacks,
-        )
-        trainer.fit(model, toy_loader(n_batches=2 * BATCHES))
-        ranks[recorded] = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = ranks_of_two_ddp_runs(tmp_path, ThroughAPartial, annealed_at_step_5)
     for eager, recorded in zip(ranks[False], ranks[True], strict=True):
         assert_same(eager["weights"], recorded["weights"])
         assert recorded["stats"]["replays"] >= 2 and recorded["stats"]["recordings"] >= 2, recorded["stats"]
