@@ -6,17 +6,23 @@ this module describes what *user code* reaches besides them, the way ``torch.com
 globals and closures its traced code reads:
 
 - the module-level names its code objects load (nested code, lambdas and comprehensions included),
-  and a user module's attribute read as ``module.NAME``;
+  and an attribute read through the user's modules (``pkg.settings.BETA``);
 - its closure cells and its default arguments;
-- the functions, ``functools.partial`` objects and classes reached through those, walked alike.
+- the functions (a library decorator's wrapped one too), ``functools.partial`` objects, functions
+  in containers (a dispatch table) and classes reached through those, walked alike;
+- every function of the user's classes handed in (the modules and objects a key described: a
+  ``forward``, a ``__call__``, a method reached by ``getattr``), and their class attributes.
 
 **The rules** (:func:`describe_value`) for a value reached:
 
-- ``None``, a bool, a number, a string, bytes, or a tuple of them: by value (a change makes a new key);
+- ``None``, a bool, a number, a string, bytes, an enum member, or a tuple of them: by value (a
+  change makes a new key);
 - a user function: identity, then walked; a ``functools.partial``: its function and arguments;
-- a user class: identity, its functions walked and its other class attributes by these rules;
-- trusted code (a function, class, builtin or module of lebm, torch, Lightning, torchmetrics, NumPy
-  or the standard library, known by where its file lives, not by its module's name): identity;
+- a user class: identity, its functions walked and its other class attributes by these rules (an
+  enum class: identity, its members being constants);
+- trusted code (a function, class, builtin or module of lebm, of the standard library or of an
+  installed library, known by where its file lies, not by its module's name): identity; the user's
+  code is what runs from its own folder (a script, a repository, an editable install);
 - anything else (a list, a dict, a tensor, an object, an object's bound method) and any assignment to
   a module-level name: :class:`NotPlain`, which the caller refuses (a replay would not read it again);
   a chain's key describes the values instead by its own rules (a tensor by address, a list item by
@@ -78,9 +84,12 @@ def _trusted_roots() -> tuple[str, ...]:
 
 @functools.cache
 def _is_trusted_file(file: str) -> bool:
+    """Whether code compiled from ``file`` is trusted: it lies in an installed package's folder
+    (``site-packages``: a library, whose module state is its own), the standard library's, or
+    lebm's (an editable install's included)."""
     path = os.path.realpath(file)
     if any(part in ("site-packages", "dist-packages") for part in path.split(os.sep)):
-        return any(path.startswith(root) for root in _trusted_roots() if "-packages" in root)
+        return True
     return any(path.startswith(root) for root in _trusted_roots())
 
 
