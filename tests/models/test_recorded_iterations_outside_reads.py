@@ -102,7 +102,11 @@ def with_a_tempered_energy() -> LatentEBM:
 
 @pytest.mark.parametrize(
     "make",
-    [as_class(ThroughAPartial), as_class(ThroughAHelperClass), with_a_tempered_energy],
+    [
+        as_class(ThroughAPartial),
+        as_class(ThroughAHelperClass),
+        pytest.param(with_a_tempered_energy, marks=pytest.mark.slow),  # the __call__ case below is the fast one
+    ],
     ids=["functools.partial", "a helper class's static method", "a user net's forward"],
 )
 def test_a_plain_value_reached_by_another_route_is_seen_by_the_key(make, one_thread) -> None:
