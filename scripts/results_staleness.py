@@ -23,10 +23,11 @@ import inspect
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
+from results_records import load_records
+from results_status import selected
 
 REPO = Path(__file__).resolve().parents[1]
 #: A recipe's keys that decide no number of a run (the paper's values drawn beside the curves).
@@ -131,8 +132,6 @@ def method_file(method: str, repo: Path = REPO) -> str | None:
 def stale_reason(row: dict, records: list[dict], repo: Path = REPO) -> str | None:
     """Why a status row's figures are stale (the first file changed since a record it shows was
     made, named with that record's date), or None."""
-    from results_status import selected
-
     for selector in row.get("ours") or []:
         for record in selected(selector, records):
             commit = record_commit(record, repo)
@@ -148,8 +147,6 @@ def stale_reason(row: dict, records: list[dict], repo: Path = REPO) -> str | Non
 
 
 def main() -> None:
-    from results_records import load_records
-
     status = json.loads((REPO / "docs" / "results" / "status" / "status.json").read_text())
     records = load_records(REPO / "docs" / "results")
     for row in status["rows"]:
@@ -159,5 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()
