@@ -203,10 +203,10 @@ def unvouched_override(kind: type, reached: dict[str, types.FunctionType]) -> st
 def globals_read(method: Any, described: Any = None) -> tuple[Hashable, ...]:
     """What the user's code in ``method``'s iteration may read outside the method
     (:func:`lebm.samplers.capture.code_reads.code_reads`): every function of the method's own user
-    classes, the reached ones among them (the class part holds their attributes), the functions
-    held on the instance (its attribute parts hold their closure cells and defaults), and every function and class attribute of the user's classes among the modules
-    and objects the key described (``described``: a ``forward``, a ``__call__``, a held helper's
-    methods). Returns ``((where, description), ...)``."""
+    classes (the class part holds their attributes), the functions held on the instance (its
+    attribute parts hold their closure cells and defaults), and every function and class attribute
+    of the user's classes among the modules and objects the key described (``described``: a
+    ``forward``, a ``__call__``, a held helper's methods). Returns ``((where, description), ...)``."""
     kind = type(method)
     held = [f for value in vars(method).values() if (f := function_of(value)) is not None and not is_trusted(f)]
     met = [] if described is None else [*described.modules.values(), *described.objects.values()]
