@@ -91,7 +91,7 @@ from lebm.models.iteration_key import (
 )
 from lebm.models.vouching import first_not_plain, unvouched_code
 from lebm.samplers.capture.cache import autocast_without_cache, saved_values
-from lebm.samplers.capture.keys import Description, RunsEagerly
+from lebm.samplers.capture.keys import Description, RunsEagerly, tree_modules
 from lebm.samplers.capture.recorders import (
     CaptureBroken,
     GraphStore,
@@ -624,9 +624,12 @@ def why_iterations_eager(method: Any) -> str | None:
         return f"a process-wide module hook is registered (torch.nn.modules.module.{hooks}), unseen by the key"
     if any(module_hooks(method).values()):
         return f"{type(method).__name__} itself has forward or backward hooks: the key cannot see what they read"
-    for name, parameter in method.named_parameters():
-        if tensor_has_hooks(parameter):
-            return f"the parameter {name} has a tensor hook (register_hook): the key cannot see what it reads"
+    hooked = next(
+        (p for m in tree_modules(method) for p in m._parameters.values() if p is not None and tensor_has_hooks(p)), None
+    )
+    if hooked is not None:
+        name = next(name for name, parameter in method.named_parameters() if parameter is hooked)
+        return f"the parameter {name} has a tensor hook (register_hook): the key cannot see what it reads"
     for optimizer in method.optimizer_list():
         refusal = device_step_refusal(getattr(optimizer, "optimizer", optimizer))
         if refusal is not None:

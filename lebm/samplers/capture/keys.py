@@ -41,7 +41,7 @@ import enum
 import functools
 import os
 import types
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Container, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.samplers.capture.code_reads import code_reads, first_not_plain, is_trusted
-from lebm.samplers.capture.torch_internals import global_module_hooks, module_hooks
+from lebm.samplers.capture.torch_internals import global_module_hooks, has_module_hooks
 
 #: How deep containers and plain objects may nest within one attribute, closure cell or owner.
 DEPTH = 5
@@ -64,6 +64,8 @@ _DICT_ONLY_SIZE = type("_DictOnly", (), {}).__basicsize__
 
 _VALUES = (type(None), bool, int, float, complex, str, bytes, type, enum.Enum)
 _VALUES += (torch.dtype, torch.device, torch.Size, torch.memory_format, torch.layout)
+#: The commonest of them as exact types (a module's flags and settings), checked without a call.
+_EXACT_VALUES = frozenset({type(None), bool, int, float, str})
 
 
 class CapturableSampler(Protocol):
@@ -82,8 +84,23 @@ class Unseen(RunsEagerly):
 
 
 def tensor_id(tensor: Tensor) -> Hashable:
-    """What a graph holds of a tensor it reads in place: storage address, dtype, shape and strides."""
-    return ("tensor", tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+    """What a graph holds of a tensor it reads in place: storage address, dtype, shape and strides
+    (``torch.Size`` and ``stride()`` are tuples already: hashed and compared as such)."""
+    return ("tensor", tensor.data_ptr(), tensor.dtype, tensor.shape, tensor.stride())
+
+
+def tree_modules(root: nn.Module, leave_out: Container[int] = ()) -> list[nn.Module]:
+    """Every module of ``root``'s tree once (``root.modules()``, without its generators' cost: it
+    runs at every key), but those whose ids are in ``leave_out`` and the trees below them."""
+    found, met, stack = [], set(), [root]
+    while stack:
+        module = stack.pop()
+        if id(module) in met or id(module) in leave_out:
+            continue
+        met.add(id(module))
+        found.append(module)
+        stack.extend(child for child in module._modules.values() if child is not None)
+    return found
 
 
 def refuse(module: nn.Module) -> None:
@@ -95,7 +112,7 @@ def refuse(module: nn.Module) -> None:
         raise RunsEagerly(f"the energy reads a SyncBatchNorm ({name}): its collectives cannot be recorded")
     if module.__dict__.get("chain_capture", getattr(type(module), "chain_capture", True)) is False:
         raise RunsEagerly(f"{name} declares chain_capture = False")
-    if any(module_hooks(module).values()):
+    if has_module_hooks(module):
         raise RunsEagerly(
             f"{name} has forward or backward hooks (e.g. the hook-style torch.nn.utils.spectral_norm): the key cannot "
             "see what a hook reads; use torch.nn.utils.parametrizations.spectral_norm"
@@ -171,9 +188,8 @@ class Description:
         """A module's tree (each module of it refused or described once); a module met before: its identity."""
         if id(root) in self.modules:
             return ("module", id(root))
-        for module in root.modules():
-            if id(module) not in self.modules:
-                refuse(module)
+        for module in tree_modules(root, self.modules):  # refused before any is described
+            refuse(module)
         return self._tree(root, where)
 
     def _tree(self, module: nn.Module, where: str) -> Hashable:
@@ -186,9 +202,10 @@ class Description:
             for name, t in store.items()
             if t is not None
         )
-        ignored = getattr(module, "chain_capture_ignore", ())
+        # looked up on the instance, then the class: nn.Module's __getattr__ raises for a missing name, slowly
+        ignored = module.__dict__.get("chain_capture_ignore", getattr(type(module), "chain_capture_ignore", ()))
         state = tuple(
-            (name, self.of(value, f"{where}.{name}"))
+            (name, value if type(value) in _EXACT_VALUES else self.of(value, f"{where}.{name}"))
             for name, value in module.__dict__.items()
             if name not in NOT_STATE and name not in ignored
         )

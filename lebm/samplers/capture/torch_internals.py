@@ -78,6 +78,13 @@ def module_hooks(module: nn.Module) -> dict[str, Mapping[Any, Any]]:
     return {name: module.__dict__.get(name) or {} for name in MODULE_HOOKS}
 
 
+def has_module_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has a forward or backward hook of its own (:func:`module_hooks`, without
+    building the dictionary: checked for every module of every key)."""
+    state = module.__dict__
+    return any(state.get(name) for name in MODULE_HOOKS)
+
+
 def global_module_hooks() -> dict[str, Mapping[Any, Any]]:
     """The process-wide module hooks (``register_module_forward_hook`` ...), by name."""
     return {name: _read(module_internals, name, "torch.nn.modules.module") for name in GLOBAL_MODULE_HOOKS}
