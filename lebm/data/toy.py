@@ -8,6 +8,7 @@ noise with the same ``std``.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -141,6 +142,21 @@ class MixtureDataModule(PredictionSource, L.LightningDataModule):
         mixture: the :class:`GaussianMixture` (exact ``log_prob`` for evaluation).
         sample_shape: ``(dim,)``.
     """
+
+    #: The settings that decide which examples each split holds (``lebm.data.fingerprint``): a
+    #: checkpoint keeps them, and a command that scores or resumes it on other ones refuses.
+    split_settings: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "n_components",
+        "radius",
+        "spacing",
+        "std",
+        "dim",
+        "n_train",
+        "n_val",
+        "n_test",
+        "seed",
+    )
 
     def __init__(
         self,

@@ -63,6 +63,8 @@ from lebm.models.resume import (
     keep_a_cut_epoch_open,
     warn_if_nothing_left,
 )
+from lebm.models.run_identity import CHECKPOINT_KEY as RUN_KEY
+from lebm.models.run_identity import identity_record, new_run_id, run_identity
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
@@ -665,6 +667,9 @@ class Method(Predictions, MethodHooks, L.LightningModule):
 
     #: The global step of the checkpoint the weights were last loaded from, until a fit starts.
     _loaded_step: int | None = None
+    #: The run's id (:mod:`lebm.models.run_identity`): drawn when a fit starts from scratch, taken
+    #: from the checkpoint a fit resumes; every checkpoint carries it.
+    run_id: str | None = None
     #: When the current fit started training (``time.time()``; None before a fit).
     _fit_started_at: float | None = None
 
@@ -688,6 +693,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Start (or, when resuming, restore) the training stream; a new run redraws every
         rank-local buffer from its rank's stream."""
         self._loaded_step = None  # the weights are this fit's from now on
+        if self.run_id is None:  # a new run (a resumed one took its id from the checkpoint)
+            self.run_id = self.trainer.strategy.broadcast(new_run_id(), src=0)
         self._fit_started_at = time.time()  # a checkpoint written since is this fit's (the guard's way back)
         self.iteration_recorder.start_fit()
         restored = self.random_streams.start_training(
@@ -730,6 +737,11 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self.check_recorded_guard(now=True)  # never a checkpoint of weights a recorded iteration saw diverge
         steps_on_the_host(checkpoint)  # a recorded Adam's step count, where torch's own Adam keeps it
         checkpoint[VERSION_KEY] = __version__
+        trainer = attached_trainer(self)
+        if self.run_id is None and trainer is not None:  # saved before training started (a user's save)
+            self.run_id = trainer.strategy.broadcast(new_run_id(), src=0)
+        datamodule = None if trainer is None else trainer.datamodule
+        checkpoint[RUN_KEY] = identity_record(self.run_id or new_run_id(), self.global_step, datamodule)
         keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()
         if self.recovery_record.count:
@@ -769,6 +781,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if attached_trainer(self) is None:
             return
         if self.trainer.state.fn == "fit":
+            identity = run_identity(checkpoint)
+            self.run_id = None if identity is None else identity["id"]  # resumed: the same run
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
             warn_if_nothing_left(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size

@@ -21,7 +21,7 @@ import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -119,6 +119,24 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         train_labels, val_labels, holdout_labels, test_labels: int64 label tensors, None for
             unlabelled data.
     """
+
+    #: The settings that decide which examples each split holds (``lebm.data.fingerprint``): a
+    #: checkpoint keeps them, and a command that scores or resumes it on other ones refuses.
+    split_settings: ClassVar[tuple[str, ...]] = (
+        "dataset",
+        "image_size",
+        "channels",
+        "val_size",
+        "test_size",
+        "exclude_classes",
+        "train_split",
+        "limit",
+        "crop_box",
+        "center_crop",
+        "seed",
+        "validate_on",
+        "resize_shorter_side",
+    )
 
     def __init__(
         self,

@@ -210,6 +210,7 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         predict_samples: int = 0,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # the arguments as given: the data fingerprint reads them
         self.predict_samples = check_predict_samples(predict_samples)
         if pool not in ("full", "offline"):
             raise ValueError(f"pool must be 'full' or 'offline', got {pool!r}")

@@ -20,6 +20,7 @@ Batches are ``(x, y)``: x float32 (B, C, H, W) in [-1, 1], y int64 (B,): the tra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -107,6 +108,17 @@ class OutOfDistributionDataModule(PredictionSource, L.LightningDataModule):
         train_labels: the class labels of ``train_dataset``; test_labels, val_labels: the 0/1
             int64 labels of ``test_dataset``; set by :meth:`setup`.
     """
+
+    #: The settings that decide which examples each split holds (``lebm.data.fingerprint``): a
+    #: checkpoint keeps them, and a command that scores or resumes it on other ones refuses.
+    split_settings: ClassVar[tuple[str, ...]] = (
+        "in_dataset",
+        "out_dataset",
+        "image_size",
+        "channels",
+        "seed",
+        "out_limit",
+    )
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ Evaluation batches come in a fixed order, the sentences sorted by length.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -107,6 +107,25 @@ class TextDataModule(PredictionSource, L.LightningDataModule):
     """
 
     pad_id = Vocabulary.pad_id
+
+    #: The settings that decide which examples each split holds (``lebm.data.fingerprint``): a
+    #: checkpoint keeps them, and a command that scores or resumes it on other ones refuses.
+    split_settings: ClassVar[tuple[str, ...]] = (
+        "dataset",
+        "train_file",
+        "val_file",
+        "test_file",
+        "max_vocab_size",
+        "min_freq",
+        "max_length",
+        "long_sentences",
+        "lowercase",
+        "validate_on",
+        "seed",
+        "n_train",
+        "n_val",
+        "n_test",
+    )
 
     def __init__(
         self,

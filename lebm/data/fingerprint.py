@@ -1,0 +1,74 @@
+"""Which examples a DataModule's splits hold, as plain data a checkpoint can carry.
+
+Every lebm DataModule declares ``split_settings``: the constructor arguments that decide which
+examples the training, validation and test splits hold, and what they look like (the dataset, the
+held-out digits, the split seed, the pool, the validation share, the image size ...), not those
+that only decide how they are read (batch size, workers, the data folder's path). A checkpoint
+keeps the fingerprint of the data it was trained on (:func:`data_fingerprint`), so a command that
+scores or resumes it compares the data it is about to read with that, wherever the file lives
+(:func:`differing_settings`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lebm.config import import_object
+
+#: A fingerprint: ``{"class_path": "lebm.data.MNISTAnomalyDataModule", "settings": {name: value}}``.
+Fingerprint = dict[str, Any]
+
+
+def comparable(value: Any) -> str:
+    """A setting as JSON text (tuples as lists, keys sorted), so that a YAML list and a parsed
+    tuple agree."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def split_settings(kind: type) -> tuple[str, ...]:
+    """The ``split_settings`` a DataModule class declares (none: a user's class that declares none)."""
+    return tuple(getattr(kind, "split_settings", ()))
+
+
+def data_fingerprint(datamodule: Any) -> Fingerprint | None:
+    """The fingerprint of ``datamodule`` (a LightningDataModule built with its arguments saved as
+    hyperparameters, as lebm's are), or None without one. Each declared setting is read from the
+    arguments the module was built with, as given (a list stays a list)."""
+    if datamodule is None:
+        return None
+    kind = type(datamodule)
+    arguments = dict(getattr(datamodule, "hparams", {}) or {})
+    settings = {name: json.loads(comparable(arguments[name])) for name in split_settings(kind) if name in arguments}
+    return {"class_path": f"{kind.__module__}.{kind.__qualname__}", "settings": settings}
+
+
+def differing_settings(trained: Fingerprint | None, data: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``[(setting, value trained on, value here), ...]`` where ``data`` (a command's ``data``
+    section: ``class_path`` and ``init_args``, defaults filled in) reads other examples than the
+    fingerprint ``trained`` says; empty when they agree, when either is unknown or when the classes
+    differ (another DataModule: nothing to compare by name)."""
+    if not trained or not isinstance(data, dict):
+        return []
+    if not same_class(trained.get("class_path"), data.get("class_path")):
+        return []
+    now = data.get("init_args") or {}
+    ran = trained.get("settings") or {}
+    return [
+        (name, ran[name], now.get(name))
+        for name in ran
+        if name in now and comparable(ran[name]) != comparable(now.get(name))
+    ]
+
+
+def same_class(recorded: Any, given: Any) -> bool:
+    """Whether two class paths name one class (``lebm.data.X`` and ``lebm.data.images.datamodule.X``
+    alike): compared by the class name, then by the classes themselves where both import."""
+    if not isinstance(recorded, str) or not isinstance(given, str):
+        return False
+    if recorded.rsplit(".", 1)[-1] != given.rsplit(".", 1)[-1]:
+        return False
+    try:
+        return import_object(recorded) is import_object(given)
+    except (ValueError, ImportError, AttributeError):
+        return recorded == given

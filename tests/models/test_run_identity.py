@@ -1,0 +1,88 @@
+"""A run's identity in its checkpoints (device: CPU): one id per run, kept by a resume and new for a
+fresh fit, the step, and the fingerprint of the data it trained on; every lebm DataModule declares
+the settings that make it up."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lebm.data import ImageDataModule, MixtureDataModule, MNISTAnomalyDataModule, TextDataModule
+from lebm.data.fingerprint import data_fingerprint, differing_settings
+from lebm.data.tasks.ood import OutOfDistributionDataModule
+from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models.run_identity import CHECKPOINT_KEY
+from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from lebm.samplers import Langevin
+from tests.helpers.trainers import quiet_trainer
+
+DATAMODULES = [ImageDataModule, MNISTAnomalyDataModule, OutOfDistributionDataModule, TextDataModule, MixtureDataModule]
+#: Arguments that decide how examples are read, never which: no fingerprint holds them.
+READING_ONLY = {"root", "out_root", "batch_size", "eval_batch_size", "num_workers", "download", "predict_samples"}
+
+
+def model() -> LatentEBM:
+    torch.manual_seed(0)
+    return LatentEBM(
+        GaussianDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None), 0.3),
+        TiltedGaussianPrior(3, EnergyMLP(3, hidden=8), sampler=Langevin(2, 0.4)),
+        posterior_sampler=Langevin(2, 0.1),
+    )
+
+
+def data(seed: int = 0) -> MixtureDataModule:
+    return MixtureDataModule(n_train=32, n_val=8, n_test=8, batch_size=8, seed=seed)
+
+
+def fit(folder: Path, steps: int, ckpt_path: str | None = None, seed: int = 0) -> dict:
+    """Fit to ``steps`` updates, saving ``folder/last.ckpt``; the checkpoint's identity record."""
+    trainer = quiet_trainer(max_steps=steps, accelerator="cpu", limit_val_batches=0)
+    trainer.fit(model(), datamodule=data(seed), ckpt_path=ckpt_path)
+    trainer.save_checkpoint(folder / "last.ckpt")
+    return torch.load(folder / "last.ckpt", weights_only=False)[CHECKPOINT_KEY]
+
+
+def test_a_checkpoint_carries_its_run_id_step_and_data(tmp_path: Path) -> None:
+    record = fit(tmp_path, 3)
+    assert isinstance(record["id"], str) and len(record["id"]) == 12
+    assert record["step"] == 3
+    assert record["data"]["class_path"].endswith("MixtureDataModule")
+    assert record["data"]["settings"]["seed"] == 0 and record["data"]["settings"]["n_train"] == 32
+
+
+def test_a_resumed_fit_keeps_the_run_id_and_a_fresh_fit_draws_a_new_one(tmp_path: Path) -> None:
+    first = fit(tmp_path / "a", 2)
+    resumed = fit(tmp_path / "b", 4, ckpt_path=str(tmp_path / "a" / "last.ckpt"))
+    fresh = fit(tmp_path / "c", 2)
+    assert resumed["id"] == first["id"] and resumed["step"] == 4
+    assert fresh["id"] != first["id"]
+
+
+def test_other_data_is_named_setting_by_setting() -> None:
+    trained = data_fingerprint(data(seed=0))
+    same = {"class_path": "lebm.data.MixtureDataModule", "init_args": {**dict(data(seed=0).hparams)}}
+    other = {"class_path": "lebm.data.toy.MixtureDataModule", "init_args": {**dict(data(seed=7).hparams)}}
+    other["init_args"]["batch_size"] = 64  # read differently, the same examples
+    assert differing_settings(trained, same) == []
+    assert differing_settings(trained, other) == [("seed", 0, 7)]
+    a_list = {**trained, "settings": {"radius": [1, 2]}}  # a YAML list against a parsed tuple: the same value
+    assert differing_settings(a_list, {**same, "init_args": {"radius": (1, 2)}}) == []
+
+
+@pytest.mark.parametrize("kind", DATAMODULES, ids=lambda kind: kind.__name__)
+def test_every_datamodule_declares_its_split_settings_among_its_arguments(kind: type) -> None:
+    arguments = set(inspect.signature(kind.__init__).parameters) - {"self"}
+    declared = set(kind.split_settings)
+    assert declared and declared <= arguments, declared - arguments
+    assert not declared & READING_ONLY
+    assert len(arguments - declared - READING_ONLY) <= 2, arguments - declared - READING_ONLY  # augmentation, lenience
+
+
+def test_a_datamodule_built_elsewhere_keeps_its_arguments_as_given() -> None:
+    module = L.LightningDataModule()
+    assert data_fingerprint(module) == {"class_path": "lightning.pytorch.core.datamodule.LightningDataModule", "settings": {}}
+    assert data_fingerprint(None) is None
