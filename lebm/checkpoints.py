@@ -90,6 +90,18 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
     return checkpoint
 
 
+#: A checkpoint's key for the identity of the run that wrote it (:mod:`lebm.models.run_identity`).
+RUN_KEY = "lebm_run"
+
+
+def run_id_held(path: str | Path, *, weights_only: bool = True) -> str | None:
+    """The id of the run that wrote the checkpoint at ``path`` (None: written before lebm kept
+    one). Raises as :func:`read_checkpoint`."""
+    record = read_checkpoint(path, weights_only=weights_only).get(RUN_KEY)
+    run_id = record.get("id") if isinstance(record, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
 def check_checkpoint_file(path: str | Path, *, weights_only: bool = True) -> None:
     """Fail with a clear :class:`CheckpointError` unless ``path`` is a readable checkpoint
     (:class:`CheckpointNotPlain` when it is intact but holds objects ``weights_only`` refuses)."""

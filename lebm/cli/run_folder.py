@@ -38,6 +38,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Container
 from typing import Any
 
 from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason, replaced_atomically
@@ -48,6 +49,7 @@ from lebm.checkpoints import (
     check_checkpoint_file,
     is_resumable,
     most_trained_checkpoint,
+    run_id_held,
     training_held,
 )
 from lebm.cli.errors import fail
@@ -77,10 +79,10 @@ def say(message: str) -> None:
     sys.stderr.write(f"lebm: {message}\n")
 
 
-def checkpoint_files(run_dir: str) -> list[str]:
+def checkpoint_files(run_dir: str, leave_out: Container[str] = ()) -> list[str]:
     """``<run>/checkpoints/*.ckpt``, newest first (of two written at the same time, ``last*`` first),
     without those kept for their score (``best-fid.ckpt``: saved during a validation, not a state to
-    resume from)."""
+    resume from) and those in ``leave_out`` (another run's: :func:`other_runs_checkpoints`)."""
     folder = os.path.join(run_dir, CHECKPOINT_DIR)
     if not os.path.isdir(folder):
         return []
@@ -89,7 +91,41 @@ def checkpoint_files(run_dir: str) -> list[str]:
         for name in os.listdir(folder)
         if name.endswith(".ckpt") and not name.startswith(KEPT_FOR_SCORE_PREFIX)
     ]
+    paths = [path for path in paths if path not in leave_out]
     return sorted(paths, key=lambda path: (os.path.getmtime(path), is_last(path)), reverse=True)
+
+
+def other_runs_checkpoints(run_dir: str, weights_only: bool = True) -> dict[str, str]:
+    """The checkpoints in ``run_dir`` that another run wrote, with its id: the folder's run is the
+    one its ``last.ckpt`` names (:func:`~lebm.checkpoints.run_id_held`; a smoke test or a second
+    ``Trainer`` pointed at the folder writes ``last-v1.ckpt`` beside it, under its own id). Empty
+    when ``last.ckpt`` names no run (missing, unreadable, or written before lebm kept run ids)."""
+    ids: dict[str, str | None] = {}
+    for path in checkpoint_files(run_dir):
+        try:
+            ids[path] = run_id_held(path, weights_only=weights_only)
+        except CheckpointNotPlain as error:
+            fail(str(error))
+        except CheckpointError:
+            continue  # an unreadable file: the resume's own rules name it
+    own = ids.get(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
+    if own is None:
+        return {}
+    return {path: run_id for path, run_id in ids.items() if run_id is not None and run_id != own}
+
+
+def say_other_runs_passed_over(run_dir: str, others: dict[str, str]) -> None:
+    """One line naming the checkpoints of another run that a resume of ``run_dir`` passes over."""
+    if not others:
+        return
+    listed = ", ".join(
+        f"{os.path.basename(path)} (run {run_id})" for path, run_id in list(others.items())[:NAMES_SHOWN]
+    )
+    more = f" and {len(others) - NAMES_SHOWN} more" if len(others) > NAMES_SHOWN else ""
+    say(
+        f"passed over {len(others)} checkpoint(s) in {os.path.join(run_dir, CHECKPOINT_DIR)} written by another run "
+        f"than its last.ckpt's: {listed}{more} (give one's path as --ckpt_path to resume it on purpose)"
+    )
 
 
 def is_last(path: str) -> bool:
@@ -97,9 +133,9 @@ def is_last(path: str) -> bool:
     return os.path.basename(path).startswith("last")
 
 
-def last_checkpoint(run_dir: str) -> str | None:
-    """``<run>/checkpoints/last*.ckpt`` (the newest), or None."""
-    lasts = [path for path in checkpoint_files(run_dir) if is_last(path)]
+def last_checkpoint(run_dir: str, leave_out: Container[str] = ()) -> str | None:
+    """``<run>/checkpoints/last*.ckpt`` (the newest) but those in ``leave_out``, or None."""
+    lasts = [path for path in checkpoint_files(run_dir, leave_out) if is_last(path)]
     return lasts[0] if lasts else None
 
 
@@ -132,7 +168,11 @@ def weights_only_checkpoints(paths: list[str], weights_only: bool = True) -> dic
 
 
 def newest_intact_checkpoint(
-    run_dir: str, weights_only: bool = True, last_first: bool = True, partial: dict[str, int] | None = None
+    run_dir: str,
+    weights_only: bool = True,
+    last_first: bool = True,
+    partial: dict[str, int] | None = None,
+    leave_out: Container[str] = (),
 ) -> tuple[str | None, list[str]]:
     """The checkpoint a resume should use: the readable one holding the most training
     (:func:`~lebm.checkpoints.most_trained_checkpoint`; ``last.ckpt`` of a tie), or with
@@ -141,9 +181,9 @@ def newest_intact_checkpoint(
     ``last.ckpt``) leaves ``last.ckpt`` a save behind; a copy or a backup restore leaves file times
     that say nothing: neither misleads."""
     if partial is None:  # the weights-only files, passed over (a caller that read them gives them)
-        partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
-    candidates = [path for path in checkpoint_files(run_dir) if path not in partial]
-    last = last_checkpoint(run_dir)
+        partial = weights_only_checkpoints(checkpoint_files(run_dir, leave_out), weights_only)
+    candidates = [path for path in checkpoint_files(run_dir, leave_out) if path not in partial]
+    last = last_checkpoint(run_dir, leave_out)
     last = last if last not in partial else None
     passed_over: list[str] = []
     if last is not None and last_first:
@@ -323,9 +363,11 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         remove_killed_writes(run_dir)
     started = bool(checkpoint_files(run_dir))
     if ckpt_path in ("auto", "last") and started:
-        partial = weights_only_checkpoints(checkpoint_files(run_dir), weights_only)
-        newest, skipped = newest_intact_checkpoint(run_dir, weights_only, ckpt_path == "last", partial)
-        last = last_checkpoint(run_dir)
+        others = other_runs_checkpoints(run_dir, weights_only)  # a smoke test's last-v1.ckpt, say
+        say_other_runs_passed_over(run_dir, others)
+        partial = weights_only_checkpoints(checkpoint_files(run_dir, others), weights_only)
+        newest, skipped = newest_intact_checkpoint(run_dir, weights_only, ckpt_path == "last", partial, others)
+        last = last_checkpoint(run_dir, others)
         if newest is None and partial and not skipped:
             listed = ", ".join(
                 f"{os.path.basename(path)} (step {step})" for path, step in list(partial.items())[:NAMES_SHOWN]

@@ -18,10 +18,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from lebm.checkpoints import RUN_KEY as CHECKPOINT_KEY
 from lebm.data.fingerprint import Fingerprint, data_fingerprint
-
-#: The checkpoint's key for the run's identity.
-CHECKPOINT_KEY = "lebm_run"
 
 
 def new_run_id() -> str:

@@ -87,3 +87,27 @@ def test_a_datamodule_built_elsewhere_keeps_its_arguments_as_given() -> None:
     expected = {"class_path": "lightning.pytorch.core.datamodule.LightningDataModule", "settings": {}}
     assert data_fingerprint(module) == expected
     assert data_fingerprint(None) is None
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "auto"])
+def test_a_resume_picks_the_folders_own_run_and_names_another_runs_checkpoint(
+    ckpt_path: str, tmp_path: Path, capsys
+) -> None:
+    """A smoke test pointed at a run folder leaves ``last-v1.ckpt``, newer and (here) holding more
+    updates, under its own run id: ``--ckpt_path last`` and ``auto`` resume the run that
+    ``last.ckpt`` names and say which file they passed over."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    run = tmp_path / "run"
+    checkpoints = run / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    own = fit(checkpoints, 2)
+    smoke = tmp_path / "smoke"
+    smoke.mkdir()
+    other = fit(smoke, 3)
+    (smoke / "last.ckpt").rename(checkpoints / "last-v1.ckpt")
+    assert own["id"] != other["id"]
+    chosen = fit_checkpoint(str(run), ckpt_path, overwrite=False)
+    assert chosen == str(checkpoints / "last.ckpt")
+    said = capsys.readouterr().err
+    assert "last-v1.ckpt" in said and other["id"] in said and said.count("\n") == 1, said
