@@ -352,6 +352,20 @@ def test_includes_expand_depth_first_once_each_before_the_recipe(tmp_path: Path)
     assert args[-2:] == ["--trainer.max_epochs", "3"] and args.count("--config") == 4
 
 
+def test_callbacks_without_plus_over_included_ones_are_named_in_one_line(tmp_path: Path, capsys) -> None:
+    """``callbacks:`` replaces the list the files before it give (lebm's checkpoint, picture and
+    curve callbacks in a real recipe): said in one line; ``callbacks+:`` adds, silently."""
+    base = "trainer: {callbacks: [{class_path: lebm.callbacks.SampleGrid}, {class_path: my.Curves}]}\n"
+    (tmp_path / "base.yaml").write_text(base)
+    (tmp_path / "replaces.yaml").write_text("include: [base.yaml]\ntrainer: {callbacks: [{class_path: my.Mine}]}\n")
+    (tmp_path / "adds.yaml").write_text("include: [base.yaml]\ntrainer: {callbacks+: [{class_path: my.Mine}]}\n")
+    expand_includes(["fit", "-c", str(tmp_path / "adds.yaml")])
+    assert capsys.readouterr().err == ""
+    expand_includes(["fit", "-c", str(tmp_path / "replaces.yaml")])
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "SampleGrid, Curves" in said and "callbacks+:" in said, said
+
+
 def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("include: [b.yaml]\n")
     (tmp_path / "b.yaml").write_text("include: [a.yaml]\n")

@@ -18,6 +18,7 @@ on the command line reaches every place that interpolates it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -255,6 +256,7 @@ def expand_includes(args: Sequence[str]) -> list[str]:
     index = 0
     args = list(args)
     methods: list[tuple[Path, str]] = []  # (recipe, its method's class_path) of each -c file
+    composed: dict = {}  # every layer so far, to name callbacks a later ``callbacks:`` replaces
     while index < len(args):
         arg = args[index]
         value: str | None = None
@@ -265,6 +267,8 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         if value is not None and Path(value).is_file():
             _check_method(Path(value), methods)
             fragments = included_files(Path(value))
+            for layer in [*fragments, Path(value).resolve()]:
+                composed = _say_replaced_callbacks(composed, layer)
             for fragment in fragments:
                 expanded += ["--config", _without_include(fragment)]
             expanded += ["--config", _without_include(Path(value)) if fragments else value]
@@ -273,6 +277,23 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         expanded.append(arg)
         index += 1
     return expanded
+
+
+def _say_replaced_callbacks(composed: dict, layer: Path) -> dict:
+    """``composed`` with ``layer`` merged in; when ``layer`` writes ``trainer.callbacks:`` (not
+    ``callbacks+:``) over callbacks that earlier files gave, one line on stderr names what it
+    replaces (lebm's checkpoint, picture and curve callbacks among them, often by mistake)."""
+    settings = read_recipe(layer)
+    settings.pop(INCLUDE_KEY, None)
+    trainer = settings.get("trainer")
+    earlier = (composed.get("trainer") or {}).get("callbacks")
+    if isinstance(trainer, dict) and "callbacks" in trainer and isinstance(earlier, list) and earlier:
+        names = [c.get("class_path", "?").rsplit(".", 1)[-1] if isinstance(c, dict) else str(c) for c in earlier]
+        sys.stderr.write(
+            f"lebm: {layer}: trainer.callbacks replaces the {len(names)} callback(s) the files before it give "
+            f"({', '.join(names)}); write callbacks+: to add to them instead\n"
+        )
+    return merge_layer(composed, settings)
 
 
 def _check_method(path: Path, methods: list[tuple[Path, str]]) -> None:
