@@ -565,6 +565,58 @@ def test_a_validation_selected_row_names_the_checkpoints_it_read_and_flags_an_un
     assert "| 500; read at 50 (untrained: under 100) |" in alone.replace("\u00a0", " ")
 
 
+def anomaly_rows_of(records: list[dict]) -> list[dict[str, str]]:
+    """The rows of ``records``' anomaly table on the results page, each as its cells by column name."""
+    text = make_results_md().render(records, []).replace("\u00a0", " ")
+    header = "| method | setting | ours | selection | updates | AUROC | chance | no model | paper |"
+    names = [cell.strip() for cell in header.strip("|").split("|")]
+    lines = [line for line in text.splitlines() if line.startswith("| LatentEBM |")]
+    return [dict(zip(names, (cell.strip() for cell in line.strip("|").split(" | ")), strict=True)) for line in lines]
+
+
+def test_a_reading_at_exactly_lebms_untrained_threshold_is_not_flagged() -> None:
+    """Device: CPU. lebm calls a reading untrained under 100 updates: a run of 100 updates, and a
+    checkpoint of update 100 its validation chose, are trained; 99 is not."""
+    base = {**ANOMALY, "method": "LatentEBM", "digit": 4, "chance": 0.34, "value": 0.4, "auroc": 0.7}
+    chosen = {"split": "test, at the checkpoint of the highest validation AUPRC", "budget": "500 updates, batch 100"}
+    (run,) = anomaly_rows_of([{**base, "updates": 100, "split": "test (the protocol)"}])
+    assert run["updates"] == "100"
+    (read,) = anomaly_rows_of([{**base, **chosen, "seed": 1, "validation_selected": {"update": 100}}])
+    assert read["updates"] == "500; read at 100"
+    (early,) = anomaly_rows_of([{**base, **chosen, "seed": 1, "validation_selected": {"update": 99}}])
+    assert early["updates"] == "500; read at 99 (untrained: under 100)"
+
+
+def test_seeds_of_two_held_out_digits_at_one_budget_make_a_row_each() -> None:
+    """Device: CPU. Seeds 1 and 2 held out digit 1, seed 3 digit 4, all at 500 updates: two rows, each
+    with its own digit's seeds and mean."""
+    base = {**ANOMALY, "method": "LatentEBM", "chance": 0.34, "auroc": 0.7, "budget": "500 updates, batch 100"}
+    rows = anomaly_rows_of(
+        [
+            {**base, "digit": 1, "seed": 1, "value": 0.2},
+            {**base, "digit": 1, "seed": 2, "value": 0.3},
+            {**base, "digit": 4, "seed": 3, "value": 0.6},
+        ]
+    )
+    assert sorted((row["setting"], row["ours"].split(" (")[0]) for row in rows) == [
+        ("held-out 1 (solved with no model), 2 seeds (1, 2)", "0.250 ± 0.071"),
+        ("held-out 4, 1 seed (3)", "0.600"),
+    ]
+
+
+def test_a_figure_selected_otherwise_names_no_checkpoint_its_record_keeps_a_validation_choice_of() -> None:
+    """Device: CPU. A record that keeps the validation's choice (update 350) beside a figure read as the
+    mean of the last test readings: its updates cell gives the run's 500 updates alone, not a
+    checkpoint the figure was not read at."""
+    record = {
+        **ANOMALY, "method": "LatentEBM", "digit": 4, "chance": 0.34, "value": 0.4, "auroc": 0.7, "n_evaluations": 3,
+        "split": "test (the protocol)", "budget": "500 updates, batch 100", "validation_selected": {"update": 350},
+    }  # fmt: skip
+    (row,) = anomaly_rows_of([record])
+    assert row["selection"] == "mean of the last 3 test readings (read on the test split, as the papers did)"
+    assert row["updates"] == "500"
+
+
 def test_every_generated_anomaly_table_has_its_columns_and_every_row_its_values() -> None:
     """Device: CPU. docs/results.md as generated from the stored records: every table of AUPRCs per
     held-out digit has the anomaly columns, and no row leaves its selection, updates or chance

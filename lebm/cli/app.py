@@ -336,11 +336,12 @@ class LebmCLI(LightningCLI):
             config.ckpt_path = getattr(self, "_held_ckpt_path", config.get("ckpt_path"))
         if self.subcommand == "fit":
             refuse_a_checkpoint_only_a_file_names(config.get("ckpt_path"), self._raw_args)
-        if self.subcommand in ("validate", "test", "predict") and is_primary_process():
-            data = config.get("data")
-            data = data.as_dict() if hasattr(data, "as_dict") else data
-            given = functools.partial(gives_option, self._raw_args)
-            check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
+        data = config.get("data")
+        data = data.as_dict() if hasattr(data, "as_dict") else data
+        given = functools.partial(gives_option, self._raw_args)
+        self._other_data_on_purpose = False  # set on the model once built (Method.other_data_on_purpose)
+        if self.subcommand in ("validate", "test", "predict"):
+            self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
         run_dir = config.trainer.default_root_dir or os.getcwd()
         config.trainer.default_root_dir = run_dir
         self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0
@@ -361,6 +362,8 @@ class LebmCLI(LightningCLI):
             config.ckpt_path = fit_checkpoint(
                 run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
             )
+            # a resume reads the data its checkpoint trained on, wherever the file lies
+            self._other_data_on_purpose = check_scored_data("fit", config.get("ckpt_path"), data, given)
         elif self.subcommand == "predict" and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             fail(
@@ -456,6 +459,7 @@ class LebmCLI(LightningCLI):
             with given_configs(self._model_argument_configs()):
                 super().instantiate_classes()
             if isinstance(self.model, Method):
+                self.model.other_data_on_purpose = getattr(self, "_other_data_on_purpose", False)
                 self.model.check_run(self.datamodule)
                 resuming = bool(self.subcommand and self.config[self.subcommand].get("ckpt_path"))
                 self.model.check_trainer(self.trainer, self.subcommand, resuming)

@@ -11,7 +11,6 @@ that setting itself (scoring on other data on purpose, which is said in one line
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Callable
@@ -19,9 +18,11 @@ from typing import Any
 
 import yaml
 
+from lebm.checkpoints import RUN_KEY, CheckpointError, read_checkpoint
 from lebm.cli.errors import fail
-from lebm.cli.run_folder import CHECKPOINT_DIR, say
+from lebm.cli.run_folder import CHECKPOINT_DIR, is_primary_process, say
 from lebm.config import import_object
+from lebm.data.fingerprint import Fingerprint, comparable, describe_difference, differing_settings
 
 #: The run's record beside its ``checkpoints/`` folder.
 RUN_CONFIG = "config.yaml"
@@ -48,38 +49,64 @@ def split_settings_of(class_path: Any) -> tuple[str, ...]:
     return tuple(getattr(kind, "split_settings", ()))
 
 
-def comparable(value: Any) -> str:
-    """A setting as JSON text (tuples as lists), so that a YAML list and a parsed tuple agree."""
-    return json.dumps(value, sort_keys=True, default=str)
+def trained_data_of(ckpt_path: str) -> Fingerprint | None:
+    """The data fingerprint the checkpoint carries (:mod:`lebm.models.run_identity`; None: a
+    checkpoint written before lebm kept one, or a file the command's own load will name)."""
+    try:
+        record = read_checkpoint(ckpt_path).get(RUN_KEY)
+    except CheckpointError:
+        return None
+    data = record.get("data") if isinstance(record, dict) else None
+    return data if isinstance(data, dict) else None
 
 
-def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], given: Callable[[str], bool]) -> None:
-    """Stop ``subcommand`` in one line when ``data`` (the command's ``data`` section) differs from
-    the run's in a split setting the command line does not give itself; ``given(key)`` says whether
-    it gives ``--<key>``."""
-    if not isinstance(ckpt_path, str) or not data:
-        return
+def recorded_differences(ckpt_path: str, data: dict[str, Any]) -> list[tuple[str, Any, Any]] | None:
+    """The split settings in which ``data`` differs from the run's ``config.yaml`` beside the
+    checkpoint (a checkpoint without a fingerprint); None without such a record."""
     record = run_config_of(ckpt_path)
     if record is None:
-        return
+        return None
     with open(record) as handle:
         trained = (yaml.safe_load(handle) or {}).get("data") or {}
     if not isinstance(trained, dict) or trained.get("class_path") != data.get("class_path"):
-        return
+        return []
     ran, now = trained.get("init_args") or {}, data.get("init_args") or {}
-    differing = [
+    return [
         (key, ran[key], now.get(key))
         for key in split_settings_of(data.get("class_path"))
         if key in ran and comparable(ran[key]) != comparable(now.get(key))
     ]
+
+
+def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], given: Callable[[str], bool]) -> bool:
+    """Stop ``subcommand`` in one line when ``data`` (the command's ``data`` section) differs from
+    the data the checkpoint was trained on in a split setting the command line does not give
+    itself; ``given(key)`` says whether it gives ``--<key>``. The checkpoint's own fingerprint
+    decides, wherever the file lives; an older checkpoint is compared with its run's
+    ``config.yaml``. Returns whether the command scores other data on purpose (said in one line)."""
+    if not isinstance(ckpt_path, str) or not data or not os.path.isfile(ckpt_path):
+        return False
+    fingerprint = trained_data_of(ckpt_path)
+    if fingerprint is not None:
+        differing = differing_settings(fingerprint, data)
+    else:
+        differing = recorded_differences(ckpt_path, data) or []
     unasked = [item for item in differing if not given(f"data.init_args.{item[0]}")]
     if unasked:
-        listed = "; ".join(f"{key} {comparable(old)} in training, {comparable(new)} here" for key, old, new in unasked)
+        record = run_config_of(ckpt_path)
+        own = (
+            f"score the run's own data with -c {shlex.quote(record)}"
+            if record is not None
+            else "score the data it was trained on (give "
+            + " ".join(f"--data.init_args.{key} {shlex.quote(comparable(old))}" for key, old, _ in unasked)
+            + ")"
+        )
         fail(
-            f"lebm {subcommand}: {ckpt_path} was trained on other data than this command reads ({listed}): score the "
-            f"run's own data with -c {shlex.quote(record)}, or give --data.init_args.<setting> to score other data on "
+            f"lebm {subcommand}: {ckpt_path} was trained on other data than this command reads "
+            f"({describe_difference(unasked)}): {own}, or give --data.init_args.<setting> to score other data on "
             "purpose"
         )
-    if differing:
+    if differing and is_primary_process():
         listed = "; ".join(f"{key} {comparable(new)} (trained on {comparable(old)})" for key, old, new in differing)
         say(f"lebm {subcommand}: scoring {ckpt_path} on other data than it trained on, as the command gives: {listed}")
+    return bool(differing)

@@ -21,9 +21,19 @@ Fingerprint = dict[str, Any]
 
 
 def comparable(value: Any) -> str:
-    """A setting as JSON text (tuples as lists, keys sorted), so that a YAML list and a parsed
-    tuple agree."""
-    return json.dumps(value, sort_keys=True, default=str)
+    """A setting as JSON text (tuples as lists, keys sorted, a whole float as an integer), so that
+    a YAML list and a parsed tuple agree, and ``train_subset: 1`` and ``1.0``."""
+    return json.dumps(_normal(value), sort_keys=True, default=str)
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, (list, tuple)):
+        return [_normal(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _normal(item) for key, item in value.items()}
+    return value
 
 
 def split_settings(kind: type) -> tuple[str, ...]:
@@ -72,3 +82,15 @@ def same_class(recorded: Any, given: Any) -> bool:
         return import_object(recorded) is import_object(given)
     except (ValueError, ImportError, AttributeError):
         return recorded == given
+
+
+def fingerprint_difference(trained: Fingerprint | None, now: Fingerprint | None) -> list[tuple[str, Any, Any]]:
+    """:func:`differing_settings` between two fingerprints (a checkpoint's and a DataModule's)."""
+    if not now:
+        return []
+    return differing_settings(trained, {"class_path": now.get("class_path"), "init_args": now.get("settings") or {}})
+
+
+def describe_difference(differing: list[tuple[str, Any, Any]]) -> str:
+    """``"anomaly_classes [4] in training, [1] here; seed 1 in training, 7 here"``."""
+    return "; ".join(f"{name} {comparable(old)} in training, {comparable(new)} here" for name, old, new in differing)

@@ -43,6 +43,7 @@ from lebm.config import (
     unrecordable_part,
 )
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
+from lebm.data.fingerprint import data_fingerprint, describe_difference, fingerprint_difference
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.models.cadence import step_values_read
@@ -64,7 +65,7 @@ from lebm.models.resume import (
     warn_if_nothing_left,
 )
 from lebm.models.run_identity import CHECKPOINT_KEY as RUN_KEY
-from lebm.models.run_identity import identity_record, new_run_id, run_identity
+from lebm.models.run_identity import identity_record, new_run_id, run_identity, trained_fingerprint
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
@@ -670,6 +671,12 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     #: The run's id (:mod:`lebm.models.run_identity`): drawn when a fit starts from scratch, taken
     #: from the checkpoint a fit resumes; every checkpoint carries it.
     run_id: str | None = None
+    #: The fingerprint of the data the loaded checkpoint was trained on (:mod:`lebm.data.fingerprint`),
+    #: compared with the DataModule a Trainer gives this model (:meth:`check_trained_data`).
+    trained_data: dict[str, Any] | None = None
+    #: Set True to score or resume the loaded weights on other data on purpose (``lebm test
+    #: --data.init_args.<setting>`` sets it when the command line gives the differing setting).
+    other_data_on_purpose: bool = False
     #: When the current fit started training (``time.time()``; None before a fit).
     _fit_started_at: float | None = None
 
@@ -766,6 +773,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         load; ``load_from_checkpoint`` warns itself, at the caller's line)."""
         self.checkpoint_writer = writer_version(checkpoint)
         self._loaded_step = int(checkpoint.get("global_step", 0))
+        self.trained_data = trained_fingerprint(checkpoint)
+        self.check_trained_data()  # a Trainer's ckpt_path: the data is given already
         trainer = attached_trainer(self)
         if trainer is not None and is_newer(self.checkpoint_writer) and not self.said_checkpoint_writer:
             self.said_checkpoint_writer = True
@@ -828,6 +837,23 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             )
         return model
 
+    def check_trained_data(self) -> None:
+        """Refuse, in one line, weights trained on other data than the DataModule of the attached
+        Trainer holds (another held-out digit, split seed, pool ...: the checkpoint's fingerprint
+        against the DataModule's), unless :attr:`other_data_on_purpose`. Nothing to compare without
+        a Trainer, a DataModule, or a checkpoint that carries a fingerprint."""
+        trainer = attached_trainer(self)
+        datamodule = None if trainer is None else trainer.datamodule
+        if self.trained_data is None or datamodule is None or self.other_data_on_purpose:
+            return
+        differing = fingerprint_difference(self.trained_data, data_fingerprint(datamodule))
+        if differing:
+            raise ValueError(
+                f"{type(self).__name__}: these weights were trained on other data than {type(datamodule).__name__} "
+                f"holds ({describe_difference(differing)}): build the DataModule with the settings it was trained "
+                "on, or set model.other_data_on_purpose = True to score or train on this data on purpose"
+            )
+
     def _gather_rows(self, tensor: Tensor) -> Tensor:
         """``(world_size, *tensor.shape)``: every rank's ``tensor``, in rank order."""
         if attached_trainer(self) is None or self.trainer.world_size == 1:
@@ -842,6 +868,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         use_atomic_checkpoints(self.trainer)  # a Trainer built by hand: checkpoints written whole, in place
         check_checkpoint_folders(self.trainer)  # a folder that cannot hold them stops the run before it trains
         self.check_run(self.trainer.datamodule)
+        self.check_trained_data()  # weights loaded before (lebm.load), data given now
         strategy = self.trainer.strategy
         if isinstance(strategy, DDPStrategy) and not isinstance(strategy, MethodDDPStrategy):
             raise ValueError(

@@ -71,6 +71,8 @@ LEFT_OUT_OF_THE_KEY: dict[str, str] = {
     "_fit_started_at": "when the fit started (the guard's way back)",
     "_loaded_step": "the step of the checkpoint loaded (evaluation's seed)",
     "run_id": "the run's identity, kept in its checkpoints",
+    "trained_data": "the loaded checkpoint's data fingerprint, checked at set-up",
+    "other_data_on_purpose": "whether that check is waived",
     # Lightning's LightningModule
     "prepare_data_per_node": "Lightning's data flag",
     "allow_zero_length_dataloader_with_multiple_devices": "Lightning's data flag",

@@ -454,3 +454,17 @@ def test_each_reading_logs_its_updates_and_untrained_flag_and_an_untrained_test_
     record = callback.test_record(tester.ckpt_path)
     assert record["untrained"] is True and record["updates"] == 1 and record["line"] == line
     assert record["chance"] == pytest.approx(0.1) and record["no_model"]["best"]
+
+
+def test_the_record_lebm_test_keeps_holds_the_test_auprc_and_auroc_each_under_its_name(tmp_path) -> None:
+    """Device: CPU. The record of a test reading (``test_readings.jsonl`` in the run folder) gives the
+    split's AUPRC and AUROC as scikit-learn computes them, each under its own name, as logged."""
+    x, labels = fixed_data()
+    callback = AnomalyDetection(anomaly_classes=[4])
+    tester = quiet_trainer(accelerator="cpu", default_root_dir=str(tmp_path), callbacks=[callback])
+    tester.test(ScoreOnly(), dataloaders=DataLoader(TensorDataset(x, labels), batch_size=20))
+    record = callback.test_record(None)
+    auprc, auroc = expected()
+    assert record["auprc"] == pytest.approx(auprc, abs=1e-5) and record["auroc"] == pytest.approx(auroc, abs=1e-5)
+    assert record["auprc"] == pytest.approx(float(tester.callback_metrics["test/auprc"]))
+    assert record["auroc"] == pytest.approx(float(tester.callback_metrics["test/auroc"]))

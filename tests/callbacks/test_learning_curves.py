@@ -235,6 +235,20 @@ def test_a_paper_value_the_no_model_score_reaches_is_not_drawn_and_the_legend_sa
     assert [line.get_linestyle() for line in above.lines if set(line.get_ydata()) == {0.99}] == ["--"]
 
 
+def test_an_auroc_value_the_no_model_score_reaches_is_not_drawn_either() -> None:
+    """CPU. The rule holds on the AUROC panel too: a paper AUROC of 0.9 under a no-model AUROC of 0.99
+    gets a legend entry, no line; one above it keeps its dashed line."""
+    table = anomaly_table()
+    for step in (0, 1):
+        table.log_metrics({"val/auroc_no_model": 0.99}, step=step)
+    solved = curves_figure(table, ["val/auroc"], {"val/auroc": 0.9}, "run").axes[0]
+    assert not [line for line in solved.lines if set(line.get_ydata()) == {0.9}]
+    labels = [text.get_text() for text in solved.get_legend().get_texts()]
+    assert "paper: 0.9, not drawn: the no-model score (0.990) reaches it" in labels
+    above = curves_figure(table, ["val/auroc"], {"val/auroc": 0.995}, "run").axes[0]
+    assert [line.get_linestyle() for line in above.lines if set(line.get_ydata()) == {0.995}] == ["--"]
+
+
 def test_a_chance_that_changes_is_drawn_as_its_series_and_a_run_without_it_gets_none() -> None:
     figure = curves_figure(anomaly_table(chances=(0.39, 0.4)), ["val/auprc"], {}, "run")
     series, chance = figure.axes[0].lines

@@ -44,3 +44,20 @@ def test_a_checkpoint_file_only_a_config_names_is_not_resumed_unasked(tmp_path: 
     message = capsys.readouterr().err
     assert stop.value.code == 2 and f"gives ckpt_path {old}" in message and "--ckpt_path null" in message, message
     assert not run.exists()  # refused before the folder is made
+
+
+def test_a_resumed_fits_record_leaves_out_the_checkpoint_it_resumed(tmp_path: Path) -> None:
+    """CPU. The record a fit writes (``config.yaml``, by the command's own config callback, at the
+    fit's setup) of a fit resumed from a checkpoint keeps its settings and leaves out ``ckpt_path``:
+    ``lebm fit -c <run>/config.yaml`` elsewhere starts a new run, not this one's continuation."""
+    from lebm.cli.app import LebmArgumentParser, RunConfigSaved
+    from tests.helpers.trainers import quiet_trainer
+
+    parser = LebmArgumentParser()
+    parser.add_argument("--ckpt_path", type=str | None, default=None)
+    parser.add_argument("--seed_everything", type=int, default=0)
+    resumed = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    config = parser.parse_args(["--ckpt_path", resumed, "--seed_everything", "3"])
+    saver = RunConfigSaved(parser, config, overwrite=True)
+    saver.setup(quiet_trainer(default_root_dir=str(tmp_path / "run")), None, "fit")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == {"seed_everything": 3}

@@ -137,6 +137,28 @@ def test_the_lock_messages_quote_the_holders_command_cut_short() -> None:
     assert described.endswith("...)") and len(described) < COMMAND_SHOWN + 60
 
 
+def test_a_holder_command_that_spans_lines_is_quoted_on_the_refusals_one_line(capsys, tmp_path: Path) -> None:
+    """CPU. The running fit was given a YAML value of several lines (its command names it quoted, line
+    breaks and all): the refusal of a second fit stays one line, the command's words one space apart."""
+    import fcntl
+
+    from lebm.cli.run_lock import LOCK_FILE, take_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    command = "lebm fit --trainer.callbacks+='class_path: x.Y\ninit_args:\n    n: 1'"
+    with open(run / LOCK_FILE, "w") as held:  # the running fit's lock, held by this open file
+        held.write(json.dumps({"pid": 7, "host": "n1", "started": "2026-11-27 09:00:00", "command": command}))
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            take_lock(str(run))
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1, said
+    assert "(lebm fit --trainer.callbacks+='class_path: x.Y init_args: n: 1')" in said
+
+
 FORKS = (
     "import os, sys, time; from lebm.cli.run_lock import take_lock; take_lock(sys.argv[1]); "
     "child = os.fork()\n"

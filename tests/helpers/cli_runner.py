@@ -118,3 +118,15 @@ class WithoutPredictions(L.LightningDataModule):
         from torch.utils.data import DataLoader, TensorDataset
 
         return DataLoader(TensorDataset(torch.rand(4, 1, 8, 8) * 2 - 1), batch_size=4)
+
+
+class CroppedImages(L.LightningDataModule):
+    """A data module (class_path ``tests.helpers.cli_runner.CroppedImages``) of a user's own whose
+    split depends on a pair of numbers, declared in its ``split_settings`` as lebm's anomaly data
+    declare theirs: the parser reads ``crop`` as a tuple, its run's ``config.yaml`` holds a list."""
+
+    split_settings = ("crop",)
+
+    def __init__(self, crop: tuple[int, int] = (0, 0), image_size: int = 8, channels: int = 1) -> None:
+        super().__init__()
+        self.crop, self.image_size, self.channels = crop, image_size, channels

@@ -112,6 +112,28 @@ def test_a_last_epoch_that_also_validates_mid_epoch_validates_at_its_end(tmp_pat
     assert seen.steps == [6, 8] and trainer.check_val_every_n_epoch == 10
 
 
+class StopAskedThenWithdrawn(L.Callback):
+    """Asks the fit to stop at the end of its first epoch and withdraws the request once that epoch's
+    validation has read the model (a rule of one's own that lets the fit go on after all)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.current_epoch == 0 and batch_idx == 3:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.should_stop = False
+
+
+def test_a_fit_that_goes_on_after_a_granted_stop_validates_as_its_setting_says_again(tmp_path: Path) -> None:
+    """CPU. A stop request at the end of epoch 1 of 4 (``check_val_every_n_epoch 10``) makes that epoch
+    validate; the request withdrawn, the fit goes on: epochs 2 and 3 do not validate, the last one
+    does (its final model)."""
+    seen = ValidatedSteps()
+    trainer = fit(PlainModule(), tmp_path, StopAskedThenWithdrawn(), ValidateLastEpoch(), seen, max_epochs=4,
+                  check_val_every_n_epoch=10)  # fmt: skip
+    assert trainer.global_step == 16 and seen.steps == [4, 16] and trainer.check_val_every_n_epoch == 10
+
+
 def test_a_fit_resumed_inside_its_last_epoch_validates_its_final_model(tmp_path: Path) -> None:
     """CPU. A method (its own ``ValidateLastEpoch``) cut by ``max_steps`` inside the last epoch (step 6
     of 8, validated there), then resumed from its checkpoint under ``check_val_every_n_epoch 10``: the

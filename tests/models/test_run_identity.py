@@ -71,6 +71,7 @@ def test_other_data_is_named_setting_by_setting() -> None:
     assert differing_settings(trained, other) == [("seed", 0, 7)]
     a_list = {**trained, "settings": {"radius": [1, 2]}}  # a YAML list against a parsed tuple: the same value
     assert differing_settings(a_list, {**same, "init_args": {"radius": (1, 2)}}) == []
+    assert differing_settings(a_list, {**same, "init_args": {"radius": [1.0, 2.0]}}) == []  # 1 and 1.0: one value
 
 
 @pytest.mark.parametrize("kind", DATAMODULES, ids=lambda kind: kind.__name__)
@@ -111,3 +112,24 @@ def test_a_resume_picks_the_folders_own_run_and_names_another_runs_checkpoint(
     assert chosen == str(checkpoints / "last.ckpt")
     said = capsys.readouterr().err
     assert "last-v1.ckpt" in said and other["id"] in said and said.count("\n") == 1, said
+
+
+def test_weights_loaded_in_python_refuse_other_data_unless_on_purpose(tmp_path: Path) -> None:
+    """``lebm.load`` then ``trainer.test`` with a DataModule of another split seed: one line naming
+    the setting; ``model.other_data_on_purpose = True`` scores it."""
+    import lebm
+
+    fit(tmp_path, 2, seed=0)
+    model = lebm.load(str(tmp_path / "last.ckpt"))
+    with pytest.raises(ValueError, match=r"seed 0 in training, 7 here") as refused:
+        quiet_trainer(accelerator="cpu").test(model, datamodule=data(seed=7))
+    assert "\n" not in str(refused.value) and "other_data_on_purpose" in str(refused.value)
+    quiet_trainer(accelerator="cpu").test(model, datamodule=data(seed=0))  # its own data
+    model.other_data_on_purpose = True
+    quiet_trainer(accelerator="cpu").test(model, datamodule=data(seed=7))
+
+
+def test_a_trainer_given_the_checkpoint_refuses_other_data_too(tmp_path: Path) -> None:
+    fit(tmp_path, 2, seed=0)
+    with pytest.raises(ValueError, match=r"seed 0 in training, 3 here"):
+        quiet_trainer(accelerator="cpu").test(model(), datamodule=data(seed=3), ckpt_path=str(tmp_path / "last.ckpt"))
