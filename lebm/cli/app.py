@@ -92,12 +92,15 @@ from lebm.cli.resume_check import check_resume
 from lebm.cli.run_folder import (
     CHECKPOINT_DIR,
     FOLDERS_MADE,
+    RUN_BOUND_LOGGER_SETTINGS,
+    RUN_RECORD_MARK,
     WANDB_RUN_ID_FILE,
     check_writable,
     fit_checkpoint,
     is_primary_process,
     keep_test_readings,
     remove_empty_folders_made,
+    run_record_folder,
     summary,
     wandb_run_id,
 )
@@ -211,6 +214,47 @@ def without_filled_checkpoint_folders(recorded: dict[str, Any]) -> dict[str, Any
     return recorded
 
 
+def without_run_bound_logger_settings(recorded: dict[str, Any]) -> dict[str, Any]:
+    """``recorded`` without the logger settings that belong to this run (:data:`RUN_BOUND_LOGGER_SETTINGS`:
+    the W&B id and resume mode, the folder): a record reused for another run must not log under this
+    run's id or into its folder; resuming this run takes them from its folder again."""
+    trainer = recorded.get("trainer") if isinstance(recorded.get("trainer"), dict) else {}
+    for logger in _as_list(trainer.get("logger")):
+        init_args = logger.get("init_args") if isinstance(logger, dict) else None
+        if isinstance(init_args, dict):
+            for key in RUN_BOUND_LOGGER_SETTINGS:
+                init_args.pop(key, None)
+    return recorded
+
+
+def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
+    """``args`` with ``--trainer.default_root_dir <folder>`` added when a ``-c`` file is a run's
+    record (:func:`~lebm.cli.run_folder.run_record_folder`) and the command does not give the folder
+    itself: the record trains in the folder it lies in (a copied run's copy), whatever folder it
+    names; said in one line when it names another. Returns the arguments and the record's path."""
+    records = [
+        value
+        for flag, value in zip(args, args[1:], strict=False)
+        if flag in ("-c", "--config") and run_record_folder(value) is not None
+    ]
+    if not records or gives_option(args, "trainer.default_root_dir"):
+        return args, records[-1] if records else None
+    record = records[-1]
+    folder = run_record_folder(record)
+    assert folder is not None
+    try:
+        with open(record) as handle:
+            named = ((yaml.safe_load(handle) or {}).get("trainer") or {}).get("default_root_dir")
+    except (OSError, yaml.YAMLError):
+        named = None
+    if isinstance(named, str) and os.path.abspath(named) != folder and is_primary_process():
+        sys.stderr.write(
+            f"lebm: {record} is the record of the run in {folder}: the command works there, not in {named}, the "
+            "folder the record names (give --trainer.default_root_dir to work elsewhere)\n"
+        )
+    return [*args, "--trainer.default_root_dir", folder], record
+
+
 class LebmArgumentParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are one short message and a pointer to ``--help``
     (jsonargparse's inner parsers raise, as usual, so the outer one sees the whole context)."""
@@ -257,6 +301,8 @@ class RunConfigSaved(SaveConfigCallback):
         recorded = without_filled_paper_targets(recorded)
         if self.config_filename == "config.yaml":
             recorded.pop("ckpt_path", None)  # a fit's record never resumes: the command asks (--ckpt_path)
+            header = f"{RUN_RECORD_MARK}\n{header}"  # read with -c, it trains in the folder it lies in
+        recorded = without_run_bound_logger_settings(recorded)
         with replaced_atomically(path, "w") as handle:
             handle.write(
                 header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
@@ -277,6 +323,8 @@ class LebmCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         quiet_lightning_notes()  # the command's and lebm.from_recipe's Trainers
         self._raw_args = list(sys.argv[1:] if args is None else args)
+        self._raw_args, self._run_record = run_record_args(self._raw_args)
+        args = self._raw_args
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
         kwargs.setdefault("save_config_callback", RunConfigSaved)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -401,6 +449,10 @@ class LebmCLI(LightningCLI):
             if not _is_config_of(logger, "WandbLogger"):
                 continue
             init_args = logger.init_args
+            if self._run_record is not None:  # an older record names its run's W&B id and folder
+                for key in RUN_BOUND_LOGGER_SETTINGS:
+                    if key in init_args and not gives_option(self._raw_args, f"trainer.logger.init_args.{key}"):
+                        init_args[key] = run_dir if key == "save_dir" else None
             if self.subcommand == "fit" and init_args.get("id") is None:
                 init_args.id = wandb_run_id(run_dir, resuming)
                 init_args.resume = "allow"

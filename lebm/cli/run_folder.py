@@ -74,6 +74,33 @@ WRITE_IDLE_S = 60.0
 NAMES_SHOWN = 3
 
 
+#: The first line of a fit's ``config.yaml``: it marks the file as a run's record, whose run folder
+#: is the folder it lies in (:func:`run_record_folder`).
+RUN_RECORD_MARK = "# lebm run record: its run folder is the folder this file lies in"
+#: A logger's settings that belong to one run (its W&B id and resume mode, its folder): a run's
+#: record leaves them out, and a command given a record takes them from the record's folder.
+RUN_BOUND_LOGGER_SETTINGS = ("id", "resume", "save_dir")
+
+
+def run_record_folder(path: str) -> str | None:
+    """The run folder a ``-c`` file belongs to when it is a run's record (a fit's ``config.yaml``:
+    marked by :data:`RUN_RECORD_MARK`, or named ``config.yaml`` beside a ``checkpoints/`` folder, as
+    lebm wrote them before the mark), as an absolute path; None for a recipe."""
+    if not os.path.isfile(path):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path) as handle:
+            first = handle.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if first == RUN_RECORD_MARK:
+        return folder
+    if os.path.basename(path) == "config.yaml" and os.path.isdir(os.path.join(folder, CHECKPOINT_DIR)):
+        return folder
+    return None
+
+
 def say(message: str) -> None:
     """One line on stderr, ``lebm: message``."""
     sys.stderr.write(f"lebm: {message}\n")

@@ -65,7 +65,13 @@ from lebm.models.resume import (
     warn_if_nothing_left,
 )
 from lebm.models.run_identity import CHECKPOINT_KEY as RUN_KEY
-from lebm.models.run_identity import identity_record, new_run_id, run_identity, trained_fingerprint
+from lebm.models.run_identity import (
+    follow_a_moved_run_folder,
+    identity_record,
+    new_run_id,
+    run_identity,
+    trained_fingerprint,
+)
 from lebm.models.settings import check_optimizer_settings, optimizer_settings
 from lebm.models.stepping import (
     StepSettings,
@@ -792,6 +798,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self.trainer.state.fn == "fit":
             identity = run_identity(checkpoint)
             self.run_id = None if identity is None else identity["id"]  # resumed: the same run
+            follow_a_moved_run_folder(checkpoint, self.trainer.checkpoint_callbacks)  # a copied run: no -v1 copy
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
             warn_if_nothing_left(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size

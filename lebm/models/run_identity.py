@@ -15,6 +15,7 @@ So a checkpoint says which run wrote it and on what data wherever it is copied: 
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
@@ -43,3 +44,30 @@ def trained_fingerprint(checkpoint: dict[str, Any]) -> Fingerprint | None:
     record = run_identity(checkpoint)
     data = None if record is None else record.get("data")
     return data if isinstance(data, dict) else None
+
+
+def follow_a_moved_run_folder(checkpoint: dict[str, Any], checkpoint_callbacks: list[Any]) -> None:
+    """A run folder copied or moved, then resumed: each ``ModelCheckpoint``'s state in
+    ``checkpoint`` names the folder it was saved in, and Lightning reloads none of it for another
+    folder, so the resumed run would keep ``last-v1.ckpt`` beside its own ``last.ckpt``. Where the
+    callback's folder holds the file the state calls its last checkpoint, the state is rewritten in
+    place (before the callbacks read it) to name the same files in this folder."""
+    states = checkpoint.get("callbacks")
+    if not isinstance(states, dict):
+        return
+    for callback in checkpoint_callbacks:
+        state = states.get(getattr(callback, "state_key", None))
+        new = getattr(callback, "dirpath", None)
+        old = state.get("dirpath") if isinstance(state, dict) else None
+        if not (isinstance(old, str) and isinstance(new, str)) or os.path.abspath(old) == os.path.abspath(new):
+            continue
+
+        def here(path: Any, old: str = old, new: str = new) -> Any:
+            return os.path.join(new, os.path.relpath(path, old)) if isinstance(path, str) and path else path
+
+        if not os.path.exists(str(here(state.get("last_model_path")))):
+            continue  # another run's folder, not a copy of this one
+        state["dirpath"] = new
+        for key in ("last_model_path", "best_model_path", "kth_best_model_path"):
+            state[key] = here(state.get(key))
+        state["best_k_models"] = {here(path): score for path, score in (state.get("best_k_models") or {}).items()}

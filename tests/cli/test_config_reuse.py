@@ -61,3 +61,40 @@ def test_a_resumed_fits_record_leaves_out_the_checkpoint_it_resumed(tmp_path: Pa
     saver = RunConfigSaved(parser, config, overwrite=True)
     saver.setup(quiet_trainer(default_root_dir=str(tmp_path / "run")), None, "fit")
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text()) == {"seed_everything": 3}
+
+
+def test_a_copied_runs_record_resumes_the_copy_and_names_the_folder_it_names(tmp_path: Path, capsys) -> None:
+    """``cp -a RUN COPY; lebm fit -c COPY/config.yaml --ckpt_path last``, from another folder: the
+    record trains in the folder it lies in (the copy), said in one line, and goes on writing its
+    ``last.ckpt`` (no ``last-v1.ckpt``); the original is untouched.
+    The record holds no W&B id, resume mode or logger folder of its run."""
+    import shutil
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    run_cli(*RUN, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(original))
+    record = (original / "config.yaml").read_text()
+    assert record.startswith("# lebm run record")
+    logger = yaml.safe_load(record)["trainer"]["logger"]
+    assert not any(key in (logger.get("init_args") or {}) for key in ("id", "resume", "save_dir")) if logger else True
+    shutil.copytree(original, copy)
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run_cli("fit", "-c", str(copy / "config.yaml"), "--ckpt_path", "last", "--trainer.max_epochs", "2", cwd=elsewhere)
+    assert steps(copy) == 4 and steps(original) == 2
+    assert not (copy / "checkpoints" / "last-v1.ckpt").exists()  # the copy's own last.ckpt went on
+    said = [line for line in capsys.readouterr().err.splitlines() if "is the record of the run in" in line]
+    assert len(said) == 1 and str(copy) in said[0] and str(original) in said[0], said
+    assert not (elsewhere / "runs").exists()
+
+
+def test_a_record_leaves_out_the_logger_settings_of_its_run() -> None:
+    from lebm.cli.app import without_run_bound_logger_settings
+
+    wandb = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"id": "a1", "resume": "allow"}}
+    csv = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs/a", "name": "n"}}
+    recorded = without_run_bound_logger_settings({"trainer": {"logger": [wandb, csv]}})
+    assert recorded["trainer"]["logger"] == [
+        {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {}},
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"name": "n"}},
+    ]
