@@ -96,6 +96,7 @@ from lebm.cli.run_folder import (
     RUN_RECORD_MARK,
     WANDB_RUN_ID_FILE,
     check_writable,
+    evaluated_checkpoint,
     fit_checkpoint,
     is_primary_process,
     keep_test_readings,
@@ -388,9 +389,12 @@ class LebmCLI(LightningCLI):
         data = data.as_dict() if hasattr(data, "as_dict") else data
         given = functools.partial(gives_option, self._raw_args)
         self._other_data_on_purpose = False  # set on the model once built (Method.other_data_on_purpose)
-        if self.subcommand in ("validate", "test", "predict"):
-            self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
         run_dir = config.trainer.default_root_dir or os.getcwd()
+        if self.subcommand in ("validate", "test", "predict"):
+            if config.get("ckpt_path") in ("last", "auto"):  # the run's own, by what its checkpoints say
+                trusted = config.get("weights_only") is False
+                config.ckpt_path = evaluated_checkpoint(run_dir, config.ckpt_path, self.subcommand, not trusted)
+            self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
         config.trainer.default_root_dir = run_dir
         self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0
         if self._smoke_test:  # the run folder is read, never written: the smoke test's files go elsewhere

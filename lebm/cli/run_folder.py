@@ -374,6 +374,30 @@ def is_primary_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
+def evaluated_checkpoint(run_dir: str, ckpt_path: str, subcommand: str, weights_only: bool = True) -> str:
+    """The checkpoint ``lebm validate|test|predict --ckpt_path last|auto`` reads: the run's own
+    (:func:`other_runs_checkpoints` passed over, in one line), ``last``: its ``last*.ckpt``, ``auto``:
+    its intact checkpoint holding the most training. None there: refused in one line (Lightning would
+    score a freshly initialised model and end with code 0)."""
+    others = other_runs_checkpoints(run_dir, weights_only)
+    say_other_runs_passed_over(run_dir, others)
+    if ckpt_path == "last":
+        chosen = last_checkpoint(run_dir, others)
+        reason = unreadable(chosen, weights_only) if chosen is not None else None
+        chosen = None if reason else chosen
+    else:
+        chosen, _ = newest_intact_checkpoint(run_dir, weights_only, last_first=False, leave_out=others)
+    if chosen is None:
+        folder = os.path.join(run_dir, CHECKPOINT_DIR)
+        kind = "readable last" if ckpt_path == "last" else "intact"
+        fail(
+            f"lebm {subcommand} --ckpt_path {ckpt_path}: there is no {kind} checkpoint in {folder}, so it would "
+            "score a freshly initialised model: give the run's folder "
+            "(--trainer.default_root_dir RUN, or -c RUN/config.yaml) or a checkpoint's path"
+        )
+    return chosen
+
+
 def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: bool = True) -> Any:
     """The checkpoint ``fit`` resumes from (None: a new run), after the rules of this module;
     ``weights_only``: the command's ``--weights_only`` (False: checkpoints holding objects are read)."""
