@@ -97,6 +97,7 @@ from lebm.cli.run_folder import (
     WANDB_RUN_ID_FILE,
     check_writable,
     evaluated_checkpoint,
+    evaluation_folder,
     fit_checkpoint,
     is_primary_process,
     keep_test_readings,
@@ -395,6 +396,14 @@ class LebmCLI(LightningCLI):
                 trusted = config.get("weights_only") is False
                 config.ckpt_path = evaluated_checkpoint(run_dir, config.ckpt_path, self.subcommand, not trusted)
             self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
+            beside = evaluation_folder(config.get("ckpt_path"))
+            if beside is not None and beside != os.path.abspath(run_dir) and not given("trainer.default_root_dir"):
+                if is_primary_process():  # never the recipe's folder, which may hold another run
+                    trainer_flags.say(
+                        f"lebm {self.subcommand}: writing into {beside}, beside the checkpoint, not into {run_dir} "
+                        "(give --trainer.default_root_dir to write elsewhere)"
+                    )
+                run_dir = beside
         config.trainer.default_root_dir = run_dir
         self._smoke_test = trainer_flags.smoke_test_batches(config.trainer) if self.subcommand == "fit" else 0
         if self._smoke_test:  # the run folder is read, never written: the smoke test's files go elsewhere

@@ -374,6 +374,18 @@ def is_primary_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
+def evaluation_folder(ckpt_path: Any) -> str | None:
+    """Where ``lebm validate|test|predict`` of the checkpoint file ``ckpt_path`` write (their config,
+    readings and predictions): its run folder for a checkpoint in ``<run>/checkpoints/``, else a new
+    folder beside the file, ``<folder>/<name>-evaluated``; None without a checkpoint file."""
+    if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
+        return None
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    if os.path.basename(folder) == CHECKPOINT_DIR:
+        return os.path.dirname(folder)
+    return os.path.join(folder, f"{os.path.splitext(os.path.basename(ckpt_path))[0]}-evaluated")
+
+
 def evaluated_checkpoint(run_dir: str, ckpt_path: str, subcommand: str, weights_only: bool = True) -> str:
     """The checkpoint ``lebm validate|test|predict --ckpt_path last|auto`` reads: the run's own
     (:func:`other_runs_checkpoints` passed over, in one line), ``last``: its ``last*.ckpt``, ``auto``:

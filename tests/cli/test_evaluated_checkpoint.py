@@ -35,3 +35,25 @@ def test_the_run_folder_function_picks_the_runs_last_checkpoint(tmp_path: Path) 
     fit(checkpoints, 2)
     assert evaluated_checkpoint(str(tmp_path / "run"), "last", "test") == str(checkpoints / "last.ckpt")
     assert evaluated_checkpoint(str(tmp_path / "run"), "auto", "test") == str(checkpoints / "last.ckpt")
+
+
+def test_testing_another_runs_checkpoint_writes_beside_it_not_into_the_recipes_folder(tmp_path: Path, capsys) -> None:
+    """A run trained elsewhere, tested with its recipe: ``config_test.yaml`` goes into that run's
+    folder, never into the recipe's ``runs/quickstart`` (which may hold a run of the user's), said
+    in one line; a checkpoint outside any run folder gets a new folder beside it."""
+    from tests.helpers.cli_runner import tests_own_folder
+
+    run = tmp_path / "run"
+    short = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "0", "--trainer.max_epochs", "1"]
+    run_cli("fit", "-c", "recipes/quickstart.yaml", *short, "--trainer.default_root_dir", str(run), *QUIET)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    one_batch = ["--trainer.limit_test_batches", "1", *QUIET]
+    run_cli("test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(checkpoint), *one_batch)
+    said = [line for line in capsys.readouterr().err.splitlines() if "beside the checkpoint" in line]
+    assert len(said) == 1 and str(run) in said[0], said
+    assert (run / "config_test.yaml").exists() and not (tests_own_folder() / "runs" / "quickstart").exists()
+    loose = tmp_path / "loose.ckpt"
+    loose.write_bytes(checkpoint.read_bytes())
+    run_cli("test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(loose), *one_batch)
+    assert (tmp_path / "loose-evaluated" / "config_test.yaml").exists()
