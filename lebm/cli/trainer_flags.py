@@ -180,6 +180,14 @@ def checkpoint_tag(monitor: Any, position: int) -> str:
     return f"checkpoint{position}"
 
 
+def same_folder(first: Any, second: Any) -> bool:
+    """Whether two checkpoint folders are one: compared as real absolute paths (a user's relative
+    ``runs/x/checkpoints`` and the absolute one Lightning makes of lebm's alike)."""
+    if not isinstance(first, (str, os.PathLike)) or not isinstance(second, (str, os.PathLike)):
+        return first == second
+    return os.path.realpath(first) == os.path.realpath(second)
+
+
 def name_extra_checkpoints(callbacks: Iterable[Any]) -> None:
     """Give every ``ModelCheckpoint`` config after the first (lebm's) that writes into the same
     folder and names no ``filename`` one of its own: ``<tag>-{epoch}-{step}``."""
@@ -189,7 +197,7 @@ def name_extra_checkpoints(callbacks: Iterable[Any]) -> None:
     folder = configs[0].init_args.get("dirpath")
     for position, callback in enumerate(configs[1:], start=2):
         init_args = callback.init_args
-        if init_args.get("dirpath") == folder and not init_args.get("filename"):
+        if same_folder(init_args.get("dirpath"), folder) and not init_args.get("filename"):
             init_args["filename"] = f"{checkpoint_tag(init_args.get('monitor'), position)}-{{epoch}}-{{step}}"
 
 
@@ -202,7 +210,7 @@ def name_extra_last_checkpoints(checkpoints: list[Any], *, files_too: bool = Fal
         return
     folder = checkpoints[0].dirpath
     for position, callback in enumerate(checkpoints[1:], start=2):
-        if callback.dirpath != folder:
+        if not same_folder(callback.dirpath, folder):
             continue
         tag = checkpoint_tag(callback.monitor, position)
         if callback.save_last:

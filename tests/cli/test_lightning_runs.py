@@ -269,6 +269,24 @@ def test_an_extra_model_checkpoint_gets_its_own_file_names(tmp_path: Path) -> No
     assert "best-val_nll-{epoch}-{step}" in filenames  # recorded: the same command names them the same
 
 
+def test_a_users_checkpoint_naming_lebms_folder_by_a_relative_path_gets_its_own_names(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``recipe.trainer(callbacks=[ModelCheckpoint(...)])`` with a relative run folder: the user's
+    callback gets ``<run>/checkpoints`` relative, lebm's holds it absolute; one folder, so the
+    user's files get their own names (no ``last-v1.ckpt``)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lebm.cli.trainer_flags import name_extra_last_checkpoints
+
+    monkeypatch.chdir(tmp_path)
+    lebms = ModelCheckpoint(dirpath=str(tmp_path / "run" / "checkpoints"), save_last=True)
+    users = ModelCheckpoint(monitor="val/nll", save_last=True)
+    users.dirpath = "run/checkpoints"  # as recipe.trainer() gives one without a folder: the run folder, relative
+    name_extra_last_checkpoints([lebms, users], files_too=True)
+    assert users.CHECKPOINT_NAME_LAST == "best-val_nll-last" and users.filename == "best-val_nll-{epoch}-{step}"
+
+
 # --------------------------------------------------- what each method declares is what it logs
 @pytest.mark.parametrize("case", [case for case in CASES if case.in_library], ids=lambda case: case.name)
 def test_every_name_a_method_logs_is_declared(case, tmp_path: Path) -> None:
