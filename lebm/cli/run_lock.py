@@ -11,7 +11,8 @@ the command ends. The lock is two things at once:
 
 A second fit into a held folder is refused in one line naming the running fit and the ways out.
 A lock file whose ``flock`` is free and that names a holder belongs to a fit that was killed: it is
-taken over, in one line. A fit that ends empties the file (and keeps it) as it releases the lock.
+taken over, in one line. A fit that ends removes the file as it releases the lock (a fit that
+opened it meanwhile finds it gone and takes the lock anew).
 The command's other processes (DDP ranks, which Lightning or torchrun starts beside the first) take
 no lock of their own: the first process holds it for the fit. A file system without ``flock``
 (some network mounts) runs without the lock, and says so once. A process forked from the holder
@@ -101,7 +102,7 @@ def take_lock(run_dir: str) -> None:
         )
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if os.fstat(handle.fileno()).st_ino != os.stat(path).st_ino:  # the file was replaced meanwhile
+        if not _still_at(handle, path):  # removed by the fit that held it, or replaced, meanwhile
             handle.close()
             return take_lock(run_dir)
     except BlockingIOError:
@@ -131,15 +132,27 @@ def take_lock(run_dir: str) -> None:
     HELD[run_dir] = handle
 
 
+def _still_at(handle: IO[str], path: str) -> bool:
+    """Whether the open lock file ``handle`` is still the file at ``path`` (not removed or replaced)."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def release_locks() -> None:
-    """Empty and release every lock this process holds (the command's end). The file stays: deleting
-    it could let a fit that opened it just before lock a file no longer at its path while a third
-    locks a new one."""
+    """Remove and release every lock this process holds (the command's end): a finished run folder
+    keeps no lock file. Removed while still locked, so a fit that opened the file just before
+    locks a file no longer at its path, sees that (:func:`_still_at`) and takes the lock anew."""
     while HELD:
-        _, handle = HELD.popitem()
+        run_dir, handle = HELD.popitem()
+        path = os.path.join(run_dir, LOCK_FILE)
         with contextlib.suppress(OSError):  # a folder removed meanwhile: the flock goes with the handle
-            handle.seek(0)
-            handle.truncate()
+            if _still_at(handle, path):
+                os.remove(path)
+            else:
+                handle.seek(0)
+                handle.truncate()
         handle.close()
 
 

@@ -108,7 +108,22 @@ def test_a_killed_fits_lock_is_taken_over_in_one_line_and_released_at_the_end(ca
         assert holder["pid"] == os.getpid() and str(run) in HELD
     finally:
         release_locks()
-    assert (run / LOCK_FILE).read_text() == "" and not HELD  # emptied as it is released, not deleted
+    assert not (run / LOCK_FILE).exists() and not HELD  # removed as it is released: a finished run keeps none
+
+
+def test_a_lock_file_removed_or_replaced_after_it_was_opened_is_not_the_lock(tmp_path: Path) -> None:
+    """A fit that opened ``fit.lock`` just before its holder ended (and removed it) holds a file no
+    longer at the path: it must see that and open the lock anew."""
+    from lebm.cli.run_lock import _still_at
+
+    path = tmp_path / "fit.lock"
+    path.write_text("")
+    with open(path) as handle:
+        assert _still_at(handle, str(path))
+        path.unlink()
+        assert not _still_at(handle, str(path))
+        path.write_text("")  # a new file at the path: another inode
+        assert not _still_at(handle, str(path))
 
 
 def test_a_lock_that_cannot_be_opened_stops_in_one_line(capsys, tmp_path: Path) -> None:
