@@ -101,8 +101,9 @@ class Recipe:
     callbacks: list[Any] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
 
-    def trainer(self, *, callbacks: Sequence[Any] = (), **overrides: Any) -> Any:
-        """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` added and
+    def trainer(self, *, callbacks: Sequence[Any] | Any = (), **overrides: Any) -> Any:
+        """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` (a list, or
+        one callback as ``lightning.Trainer`` takes it) added and
         ``overrides`` replacing settings (e.g. ``max_epochs=1``); the progress bar is the command's
         (no ``v_num``) unless ``callbacks`` gives one. A ``ModelCheckpoint`` of
         ``callbacks`` without a ``dirpath`` writes into ``<run>/checkpoints``, as the command puts
@@ -113,8 +114,10 @@ class Recipe:
         every checkpoint callback under it, move to a temporary folder deleted when Python exits,
         said in one line."""
         import lightning as L
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+        if isinstance(callbacks, Callback):  # one callback, as lightning.Trainer takes it too
+            callbacks = [callbacks]
         settings = {**self.trainer_settings, **overrides}
         run_dir = str(settings.get("default_root_dir") or os.getcwd())
         every = [*self.callbacks, *callbacks]

@@ -259,7 +259,8 @@ def refuse_unsupported_callbacks(trainer: Any, method: str) -> None:
     method stepping one optimiser per net: ``StochasticWeightAveraging`` (one optimiser and its
     learning-rate schedule), ``WeightAveraging``/``EMAWeightAveraging`` (buffers averaged too),
     ``LearningRateFinder`` (``Tuner.lr_find``: one optimiser, a schedule stepped by automatic
-    optimisation) and ``BatchSizeFinder`` (``Tuner.scale_batch_size``)."""
+    optimisation), ``BatchSizeFinder`` (``Tuner.scale_batch_size``) and
+    ``GradientAccumulationScheduler`` (automatic accumulation by epoch)."""
     if _callback_named(trainer, "StochasticWeightAveraging") is not None:
         raise ValueError(
             f"StochasticWeightAveraging averages the net of one optimiser under Lightning's automatic optimisation; "
@@ -288,4 +289,11 @@ def refuse_unsupported_callbacks(trainer: Any, method: str) -> None:
             "(the chains' and the estimators' statistics depend on it), not a memory limit to maximise. Set "
             "data.init_args.batch_size, and try one that may not fit with a short run: lebm fit -c RECIPE "
             "--data.init_args.batch_size B --trainer.max_steps 5 --trainer.logger false (docs/lightning.md)"
+        )
+    scheduler = _callback_named(trainer, "GradientAccumulationScheduler")
+    if scheduler is not None:
+        raise ValueError(
+            f"GradientAccumulationScheduler changes Lightning's automatic accumulation by epoch, and {method} "
+            "accumulates each net's gradients itself: give one accumulation for the run, "
+            "Trainer(accumulate_grad_batches=N) (--trainer.accumulate_grad_batches N) (docs/lightning.md)"
         )

@@ -72,6 +72,8 @@ def test_recipe_trainer_adds_callbacks_and_overrides() -> None:
     assert all(callback in trainer.callbacks for callback in recipe.callbacks)
     shown = recipe.trainer(enable_progress_bar=True).progress_bar_callback
     assert isinstance(shown, RunProgressBar)  # the command's bar, without v_num
+    alone = CountBatches()
+    assert alone in recipe.trainer(callbacks=alone).callbacks  # one callback, as lightning.Trainer takes it
 
 
 def test_a_smoke_test_from_python_writes_nothing_into_the_run_folder(tmp_path: Path, capsys) -> None:

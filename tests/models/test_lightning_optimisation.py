@@ -17,6 +17,7 @@ from cases import CASES, LATENT, MethodCase, Recording, latent_ebm, recorders, t
 from lightning.pytorch.callbacks import (
     BatchSizeFinder,
     EMAWeightAveraging,
+    GradientAccumulationScheduler,
     ModelCheckpoint,
     StochasticWeightAveraging,
 )
@@ -310,12 +311,13 @@ def test_a_failed_run_gives_the_trainer_its_settings_back() -> None:
         (lambda: StochasticWeightAveraging(swa_lrs=1e-2), "lebm.callbacks.WeightEMA"),
         (lambda: EMAWeightAveraging(), "lebm.callbacks.WeightEMA"),
         (lambda: BatchSizeFinder(), "data.init_args.batch_size"),
+        (lambda: GradientAccumulationScheduler({0: 2, 1: 4}), "accumulate_grad_batches=N"),
     ],
-    ids=["SWA", "EMAWeightAveraging", "BatchSizeFinder"],
+    ids=["SWA", "EMAWeightAveraging", "BatchSizeFinder", "GradientAccumulationScheduler"],
 )
 def test_callbacks_that_cannot_apply_are_refused_in_one_line(callback: Any, named: str) -> None:
-    """SWA, Lightning's weight averaging and BatchSizeFinder stop before training with one line
-    naming lebm's way."""
+    """SWA, Lightning's weight averaging, BatchSizeFinder and GradientAccumulationScheduler stop
+    before training with one line naming lebm's way."""
     model = latent_ebm()
     before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(ValueError, match=named) as raised:
