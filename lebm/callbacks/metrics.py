@@ -87,6 +87,27 @@ def closing_line(stage: str, reading: dict[str, Any], untrained_below: int) -> s
     return line
 
 
+#: A test split whose AUPRC reading is this uncertain (twice its standard error) is too small to
+#: compare with a paper's figure (the papers' readings differ from each other by about this much).
+TOO_UNCERTAIN = 0.05
+
+
+def paper_comparison(auprc: float, chance: float, n_examples: int, paper: float, digits: Any, label: str) -> str:
+    """The paper's figure beside a test AUPRC: the figure, the held-out digits it is for, and how
+    uncertain the reading is by the size of the test split (the standard error of a precision over
+    the held-out examples, ``sqrt(a (1 - a) / n_positive)``); said too small to compare when twice
+    that exceeds :data:`TOO_UNCERTAIN`."""
+    positives = max(1, round(chance * n_examples))
+    error = (max(auprc * (1 - auprc), 0.0) / positives) ** 0.5
+    line = (
+        f"the paper's figure for held-out {digits}: {paper:.3f} ({label}), {auprc - paper:+.3f} from it; "
+        f"this reading's standard error is about {error:.3f} ({positives} held-out examples of {n_examples})"
+    )
+    if 2 * error > TOO_UNCERTAIN:
+        return f"{line}: the test split is too small to compare with it (give a larger one, e.g. the full pool)"
+    return line
+
+
 def test_selection(ckpt_path: str | None) -> str:
     """How a ``lebm test`` figure was selected, against how the papers selected theirs."""
     where = f"the checkpoint {ckpt_path}" if ckpt_path else "the model's current weights"
@@ -496,6 +517,14 @@ class AnomalyDetection(EvaluationMetric):
         if reading["untrained"]:  # no paper's figure compares with an untrained generator's level
             return line
         return f"{line}; {test_selection(ckpt_path)}"
+
+    def paper_comparison(self, paper: float, digits: Any, label: str) -> str | None:
+        """:func:`paper_comparison` of the last test reading (None: none, or an untrained one)."""
+        reading = self._last_reading.get("test")
+        if reading is None or reading["untrained"]:
+            return None
+        score = reading["score"]["auprc"]
+        return paper_comparison(score, reading["chance"], int(reading["n_examples"]), paper, digits, label)
 
     def test_record(self, ckpt_path: str | None) -> dict[str, Any] | None:
         """What ``lebm test`` keeps of its anomaly reading in the run folder (``test_readings.jsonl``):

@@ -514,6 +514,7 @@ class LebmCLI(LightningCLI):
             targets = resolve_paper_targets(given, classes)
         except ValueError as error:
             fail(str(error))
+        self._paper_figure = (targets.get("val/auprc"), classes, paper_target_labels(given).get("val/auprc", "paper"))
         note = unpublished_note(given, targets, classes)
         if note and self.subcommand in ("fit", None) and is_primary_process():
             trainer_flags.say(note)
@@ -583,6 +584,14 @@ class LebmCLI(LightningCLI):
             line = callback.test_closing_line(ckpt_path) if hasattr(callback, "test_closing_line") else None
             if line:
                 sys.stderr.write(f"lebm: {line}\n")
+            paper, digits, label = getattr(self, "_paper_figure", (None, None, ""))
+            compared = (
+                callback.paper_comparison(paper, digits, label)
+                if paper and hasattr(callback, "paper_comparison")
+                else None
+            )
+            if compared:
+                sys.stderr.write(f"lebm: {compared}\n")
             record = callback.test_record(ckpt_path) if hasattr(callback, "test_record") else None
             if record is not None:
                 records.append(record)

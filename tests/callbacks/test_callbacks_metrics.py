@@ -468,3 +468,15 @@ def test_the_record_lebm_test_keeps_holds_the_test_auprc_and_auroc_each_under_it
     assert record["auprc"] == pytest.approx(auprc, abs=1e-5) and record["auroc"] == pytest.approx(auroc, abs=1e-5)
     assert record["auprc"] == pytest.approx(float(tester.callback_metrics["test/auprc"]))
     assert record["auroc"] == pytest.approx(float(tester.callback_metrics["test/auroc"]))
+
+
+def test_the_papers_figure_is_printed_beside_a_test_reading_with_how_uncertain_it_is() -> None:
+    """CPU. The closing line's comparison: the paper's figure and its digit, the difference, and the
+    reading's standard error from the held-out examples; a split too small to compare says so."""
+    from lebm.callbacks.metrics import paper_comparison
+
+    small = paper_comparison(0.45, 0.1, 500, 0.630, [4], "paper")  # 50 held-out digits
+    assert "held-out [4]: 0.630 (paper), -0.180 from it" in small and "50 held-out examples of 500" in small
+    assert "too small to compare" in small and "0.070" in small  # sqrt(0.45 * 0.55 / 50)
+    full = paper_comparison(0.56, 0.34, 14000, 0.630, [4], "paper")  # 4,760 held-out digits
+    assert "too small" not in full and "standard error is about 0.007" in full
