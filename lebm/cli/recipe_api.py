@@ -30,7 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightning as L
 import yaml
+from lightning.pytorch.cli import SaveConfigCallback
 
 from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.cli import trainer_flags
@@ -38,7 +40,8 @@ from lebm.cli.app import LebmCLI
 from lebm.cli.catalog import locate_config_args
 from lebm.cli.known_options import check_known_options
 from lebm.cli.recipes import RecipeError, expand_includes
-from lebm.cli.run_folder import CHECKPOINT_DIR
+from lebm.cli.run_folder import CHECKPOINT_DIR, checkpoint_files
+from lebm.cli.run_lock import release_locks, take_lock
 
 __all__ = ["Recipe", "from_recipe"]
 
@@ -54,6 +57,52 @@ def without_trainer_defaults(callbacks: Sequence[Any], given: set[int]) -> list[
     return [callback for callback in callbacks if id(callback) in given or not isinstance(callback, defaults)]
 
 
+class RunFolderGate(L.Callback):
+    """The run folder's rules for a Trainer built in Python from a recipe's callbacks
+    (``L.Trainer(**recipe.trainer_settings, callbacks=[*recipe.callbacks])``, ``recipe.trainer()``),
+    as ``lebm fit`` applies them. At set-up, first among the recipe's callbacks: a smoke test
+    (``fast_dev_run``) into a folder that holds a run (a checkpoint) is refused in one line naming
+    ``recipe.trainer(fast_dev_run=...)``, which keeps its files in a temporary folder; a fit into such
+    a folder writes no ``config.yaml`` over the run's, and when it starts (Lightning names the
+    checkpoint it resumes only then) it is refused unless it resumes one (``ckpt_path``). A fit takes
+    the folder's lock (:mod:`lebm.cli.run_lock`) until it ends."""
+
+    def __init__(self) -> None:
+        self.started_run: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.started_run = None
+        if str(getattr(stage, "value", stage)) != "fit":
+            return
+        run_dir = str(trainer.default_root_dir)
+        held = checkpoint_files(run_dir)
+        if held and trainer.fast_dev_run:
+            raise ValueError(
+                f"a smoke test (fast_dev_run) would write its checkpoint into {run_dir}, which holds a run "
+                f"({os.path.basename(held[0])} ...): use recipe.trainer(fast_dev_run=True), which keeps a smoke "
+                "test's files in a temporary folder, or give the Trainer another default_root_dir"
+            )
+        if held:
+            self.started_run = run_dir
+            for callback in trainer.callbacks:  # the run's record stays as the run wrote it
+                if isinstance(callback, SaveConfigCallback):
+                    callback.already_saved = True
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            take_lock(run_dir)  # one live fit per folder, from Python as from the command
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started_run is not None and trainer.ckpt_path is None:
+            last = os.path.join(self.started_run, CHECKPOINT_DIR, "last.ckpt")
+            raise ValueError(
+                f"{self.started_run} already holds a run: resume it with trainer.fit(..., ckpt_path={last!r}), or "
+                "train into another default_root_dir"
+            )
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if str(getattr(stage, "value", stage)) == "fit":
+            release_locks()
+
+
 class RecipeBuild(LebmCLI):
     """The command's LightningCLI without a subcommand (``run=False``): it builds the model, the
     DataModule and a Trainer, and keeps the Trainer's arguments as the recipe's settings."""
@@ -64,6 +113,7 @@ class RecipeBuild(LebmCLI):
         config = self.config_init["trainer"]  # its callbacks now include the one saving config.yaml
         values = {key: config[key] for key in config} if isinstance(config, dict) else vars(config).copy()
         self.recipe_callbacks = without_trainer_defaults(values.pop("callbacks", None) or [], given)
+        self.recipe_callbacks.insert(0, RunFolderGate())  # the run folder's rules travel with the callbacks
         self.trainer_settings = {**values, **kwargs}
         return trainer
 

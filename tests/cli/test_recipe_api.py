@@ -91,6 +91,30 @@ def test_a_smoke_test_from_python_writes_nothing_into_the_run_folder(tmp_path: P
     assert checkpoints and all(callback.dirpath == str(run / "checkpoints") for callback in checkpoints)
 
 
+def test_python_trainers_keep_the_run_folders_rules(tmp_path: Path) -> None:
+    """A finished run, then from Python: a smoke test with the recipe's callbacks in a plain
+    ``L.Trainer``, and ``recipe.trainer().fit()`` without ``ckpt_path``, are refused in one line
+    before writing (no ``last-v1.ckpt``); resuming with ``ckpt_path`` trains on."""
+    run = tmp_path / "run"
+    recipe = lebm.from_recipe("quickstart", {**SHORT, "trainer.default_root_dir": str(run)})
+    recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
+    before = sorted(path.name for path in (run / "checkpoints").iterdir())
+    record = (run / "config.yaml").read_text()
+    smoke = L.Trainer(**{**recipe.trainer_settings, "fast_dev_run": True}, callbacks=[*recipe.callbacks])
+    with pytest.raises(ValueError, match=r"recipe\.trainer\(fast_dev_run=True\)") as refused:
+        smoke.fit(recipe.model, datamodule=recipe.datamodule)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"already holds a run: resume it with .*ckpt_path="):
+        recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
+    assert sorted(path.name for path in (run / "checkpoints").iterdir()) == before
+    assert (run / "config.yaml").read_text() == record  # the run's record as it wrote it
+    recipe.trainer(max_epochs=2).fit(
+        recipe.model, datamodule=recipe.datamodule, ckpt_path=str(run / "checkpoints" / "last.ckpt")
+    )
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert not (run / "fit.lock").exists()  # taken by each fit, gone when it ended
+
+
 def test_a_checkpoint_callback_from_python_saves_where_the_command_saves(tmp_path: Path) -> None:
     """A user's ``ModelCheckpoint(monitor=...)`` without a folder, beside a logger of another folder:
     it writes into ``<run>/checkpoints`` (not under the logger's folder), and ``best`` is its best."""
