@@ -414,7 +414,7 @@ class LebmCLI(LightningCLI):
             if is_primary_process():
                 trainer_flags.say(trainer_flags.smoke_test_note(run_dir, self._smoke_test, folder, unused))
             run_dir = config.trainer.default_root_dir = folder
-        elif self.subcommand in ("fit", "predict") and is_primary_process():  # predict writes <run>/predictions
+        elif is_primary_process():  # predict writes <run>/predictions, validate and test their config and readings
             check_writable(run_dir)
         if self.subcommand == "fit" and not self._smoke_test:
             if is_primary_process():

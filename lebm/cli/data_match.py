@@ -66,8 +66,16 @@ def recorded_differences(ckpt_path: str, data: dict[str, Any]) -> list[tuple[str
     record = run_config_of(ckpt_path)
     if record is None:
         return None
-    with open(record) as handle:
-        trained = (yaml.safe_load(handle) or {}).get("data") or {}
+    try:
+        with open(record) as handle:
+            trained = (yaml.safe_load(handle) or {}).get("data") or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        fail(
+            f"{record}, the record of the run that wrote {ckpt_path}, is not valid YAML{where}: restore it from the "
+            "run's W&B files or a backup, or move it aside and give the data settings the run trained on"
+        )
     if not isinstance(trained, dict) or trained.get("class_path") != data.get("class_path"):
         return []
     ran, now = trained.get("init_args") or {}, data.get("init_args") or {}

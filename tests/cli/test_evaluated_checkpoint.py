@@ -57,3 +57,38 @@ def test_testing_another_runs_checkpoint_writes_beside_it_not_into_the_recipes_f
     loose.write_bytes(checkpoint.read_bytes())
     run_cli("test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(loose), *one_batch)
     assert (tmp_path / "loose-evaluated" / "config_test.yaml").exists()
+
+
+def test_a_broken_record_beside_an_older_checkpoint_is_named_in_one_line(tmp_path: Path, capsys) -> None:
+    """A checkpoint without a data fingerprint (an older lebm's) beside a ``config.yaml`` that is not
+    valid YAML: ``lebm test`` names the file and its line, no traceback."""
+    import torch
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 1}, run / "checkpoints" / "last.ckpt")
+    (run / "config.yaml").write_text("data:\n  init_args: {anomaly_classes: [4]\n")  # the flow mapping unclosed
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), *QUIET)
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1 and "Traceback" not in said, said
+    assert f"{run / 'config.yaml'}, the record of the run" in said and "is not valid YAML (line" in said
+
+
+def test_a_test_into_a_folder_that_cannot_be_written_is_refused_first(tmp_path: Path, capsys) -> None:
+    """``lebm test`` writes its config and readings into its folder: one it cannot write is refused
+    in one line before the model is built."""
+    import torch
+
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}, "global_step": 1}, checkpoint)  # refused before its weights are read
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where the folder's parent should be")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli("test", "-c", "recipes/quickstart.yaml", "--ckpt_path", str(checkpoint), "--trainer.default_root_dir",
+                str(blocker / "run"), *QUIET)  # fmt: skip
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1, said
+    assert f"cannot write into the run folder {blocker / 'run'}" in said
