@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import io
 import json
 import os
@@ -75,7 +76,14 @@ class RunFolderGate(L.Callback):
         if str(getattr(stage, "value", stage)) != "fit":
             return
         run_dir = str(trainer.default_root_dir)
-        held = checkpoint_files(run_dir)
+        held = checkpoint_files(run_dir) or [  # a checkpoint callback writing into another run's folder too
+            path
+            for callback in trainer.checkpoint_callbacks
+            if isinstance(getattr(callback, "dirpath", None), str)
+            for path in sorted(glob.glob(os.path.join(glob.escape(callback.dirpath), "*.ckpt")))
+        ]
+        if held and os.path.basename(os.path.dirname(held[0])) == CHECKPOINT_DIR:
+            run_dir = os.path.dirname(os.path.dirname(held[0]))
         if held and trainer.fast_dev_run:
             raise ValueError(
                 f"a smoke test (fast_dev_run) would write its checkpoint into {run_dir}, which holds a run "
@@ -170,7 +178,11 @@ class Recipe:
             callbacks = [callbacks]
         settings = {**self.trainer_settings, **overrides}
         run_dir = str(settings.get("default_root_dir") or os.getcwd())
-        every = [*self.callbacks, *callbacks]
+        recipe_dir = str(self.trainer_settings.get("default_root_dir") or os.getcwd())
+        own = list(self.callbacks)
+        if os.path.abspath(run_dir) != os.path.abspath(recipe_dir):  # the recipe's checkpoints follow the run folder
+            own = [moved_out_of(callback, recipe_dir, run_dir) for callback in own]
+        every = [*own, *callbacks]
         for callback in callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join(run_dir, CHECKPOINT_DIR)

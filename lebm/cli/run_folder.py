@@ -137,6 +137,13 @@ def other_runs_checkpoints(run_dir: str, weights_only: bool = True) -> dict[str,
             continue  # an unreadable file: the resume's own rules name it
     own = ids.get(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
     if own is None:
+        runs = sorted({run_id for run_id in ids.values() if run_id is not None})
+        if len(runs) > 1:  # which run the folder is cannot be vouched for: never pick one by training held
+            fail(
+                f"{os.path.join(run_dir, CHECKPOINT_DIR)} holds checkpoints of {len(runs)} runs ({', '.join(runs)}) "
+                "and its last.ckpt names none (missing, unreadable, or written before lebm kept run ids): give the "
+                "checkpoint to resume as --ckpt_path FILE, or move the other run's files out"
+            )
         return {}
     return {path: run_id for path, run_id in ids.items() if run_id is not None and run_id != own}
 
@@ -374,6 +381,23 @@ def is_primary_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
+def refuse_another_runs_checkpoint(run_dir: str, ckpt_path: str, weights_only: bool = True) -> None:
+    """Refuse, in one line, resuming ``ckpt_path`` into ``run_dir`` when the folder holds another
+    run (its ``last.ckpt`` names another run id): the fit would write over that run's checkpoints."""
+    try:
+        given = run_id_held(ckpt_path, weights_only=weights_only)
+        folder_last = os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt")
+        own = run_id_held(folder_last, weights_only=weights_only) if os.path.isfile(folder_last) else None
+    except CheckpointError:
+        return  # an unreadable file: the resume's own checks name it
+    if given is not None and own is not None and given != own:
+        fail(
+            f"{run_dir} holds run {own}, and {ckpt_path} is a checkpoint of run {given}: resuming it there would write "
+            f"over run {own}'s checkpoints. Continue it in its own folder, or in a new one: --trainer.default_root_dir "
+            f"{shlex.quote(run_dir.rstrip('/') + '_' + given)}"
+        )
+
+
 def evaluation_folder(ckpt_path: Any) -> str | None:
     """Where ``lebm validate|test|predict`` of the checkpoint file ``ckpt_path`` write (their config,
     readings and predictions): its run folder for a checkpoint in ``<run>/checkpoints/``, else a new
@@ -483,6 +507,8 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
         ckpt_path = newest
     elif ckpt_path == "auto":
         ckpt_path = None
+    elif isinstance(ckpt_path, str) and started and os.path.isfile(ckpt_path):
+        refuse_another_runs_checkpoint(run_dir, ckpt_path, weights_only)
     elif ckpt_path == "last":
         fail(
             f"--ckpt_path last: there is no checkpoint to resume in {os.path.join(run_dir, CHECKPOINT_DIR)}. "

@@ -72,16 +72,19 @@ def differing_settings(trained: Fingerprint | None, data: dict[str, Any]) -> lis
 
 
 def same_class(recorded: Any, given: Any) -> bool:
-    """Whether two class paths name one class (``lebm.data.X`` and ``lebm.data.images.datamodule.X``
-    alike): compared by the class name, then by the classes themselves where both import."""
+    """Whether two class paths name DataModules whose split settings compare: one class
+    (``lebm.data.X`` and ``lebm.data.images.datamodule.X`` alike), or one a subclass of the other
+    (a user's ``MyDigits(ImageDataModule)`` inherits its settings); by name where either does not
+    import here."""
     if not isinstance(recorded, str) or not isinstance(given, str):
         return False
-    if recorded.rsplit(".", 1)[-1] != given.rsplit(".", 1)[-1]:
-        return False
     try:
-        return import_object(recorded) is import_object(given)
+        first, second = import_object(recorded), import_object(given)
     except (ValueError, ImportError, AttributeError):
-        return recorded == given
+        return recorded.rsplit(".", 1)[-1] == given.rsplit(".", 1)[-1]
+    if not isinstance(first, type) or not isinstance(second, type):
+        return first is second
+    return issubclass(first, second) or issubclass(second, first)
 
 
 def fingerprint_difference(trained: Fingerprint | None, now: Fingerprint | None) -> list[tuple[str, Any, Any]]:

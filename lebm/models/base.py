@@ -707,7 +707,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         rank-local buffer from its rank's stream."""
         self._loaded_step = None  # the weights are this fit's from now on
         if self.run_id is None:  # a new run (a resumed one took its id from the checkpoint)
-            self.run_id = self.trainer.strategy.broadcast(new_run_id(), src=0)
+            self.run_id = self._shared_run_id()
         self._fit_started_at = time.time()  # a checkpoint written since is this fit's (the guard's way back)
         self.iteration_recorder.start_fit()
         restored = self.random_streams.start_training(
@@ -752,8 +752,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         checkpoint[VERSION_KEY] = __version__
         trainer = attached_trainer(self)
         if self.run_id is None and trainer is not None:  # saved before training started (a user's save)
-            self.run_id = trainer.strategy.broadcast(new_run_id(), src=0)
-        datamodule = None if trainer is None else trainer.datamodule
+            self.run_id = self._shared_run_id()
+        datamodule = getattr(trainer, "datamodule", None)
         checkpoint[RUN_KEY] = identity_record(self.run_id or new_run_id(), self.global_step, datamodule)
         keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()
@@ -798,7 +798,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self.trainer.state.fn == "fit":
             identity = run_identity(checkpoint)
             self.run_id = None if identity is None else identity["id"]  # resumed: the same run
-            follow_a_moved_run_folder(checkpoint, self.trainer.checkpoint_callbacks)  # a copied run: no -v1 copy
+            callbacks = getattr(self.trainer, "checkpoint_callbacks", [])
+            follow_a_moved_run_folder(checkpoint, callbacks)  # a copied run: no -v1 copy
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
             warn_if_nothing_left(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size
@@ -844,13 +845,19 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             )
         return model
 
+    def _shared_run_id(self) -> str:
+        """A new run id, drawn by rank 0 and the same on every rank (a Trainer without a strategy
+        that broadcasts, such as a stand-in, draws its own)."""
+        broadcast = getattr(getattr(attached_trainer(self), "strategy", None), "broadcast", None)
+        return broadcast(new_run_id(), src=0) if callable(broadcast) else new_run_id()
+
     def check_trained_data(self) -> None:
         """Refuse, in one line, weights trained on other data than the DataModule of the attached
         Trainer holds (another held-out digit, split seed, pool ...: the checkpoint's fingerprint
         against the DataModule's), unless :attr:`other_data_on_purpose`. Nothing to compare without
         a Trainer, a DataModule, or a checkpoint that carries a fingerprint."""
         trainer = attached_trainer(self)
-        datamodule = None if trainer is None else trainer.datamodule
+        datamodule = getattr(trainer, "datamodule", None)
         if self.trained_data is None or datamodule is None or self.other_data_on_purpose:
             return
         differing = fingerprint_difference(self.trained_data, data_fingerprint(datamodule))

@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 from lebm.checkpoints import RUN_KEY as CHECKPOINT_KEY
+from lebm.checkpoints import CheckpointError, run_id_held
 from lebm.data.fingerprint import Fingerprint, data_fingerprint
 
 
@@ -46,12 +47,24 @@ def trained_fingerprint(checkpoint: dict[str, Any]) -> Fingerprint | None:
     return data if isinstance(data, dict) else None
 
 
+def same_run(path: str, checkpoint: dict[str, Any]) -> bool:
+    """Whether the checkpoint file at ``path`` was written by the run of the loaded ``checkpoint``
+    (both carry one run id; an unreadable file, or either without an id, is not vouched for)."""
+    identity = run_identity(checkpoint)
+    try:
+        held = run_id_held(path)
+    except CheckpointError:
+        return False
+    return identity is not None and held is not None and held == identity["id"]
+
+
 def follow_a_moved_run_folder(checkpoint: dict[str, Any], checkpoint_callbacks: list[Any]) -> None:
     """A run folder copied or moved, then resumed: each ``ModelCheckpoint``'s state in
     ``checkpoint`` names the folder it was saved in, and Lightning reloads none of it for another
     folder, so the resumed run would keep ``last-v1.ckpt`` beside its own ``last.ckpt``. Where the
-    callback's folder holds the file the state calls its last checkpoint, the state is rewritten in
-    place (before the callbacks read it) to name the same files in this folder."""
+    callback's folder holds the file the state calls its last checkpoint, written by the same run
+    (:func:`same_run`: never another run's folder), the state is rewritten in place (before the
+    callbacks read it) to name the same files in this folder."""
     states = checkpoint.get("callbacks")
     if not isinstance(states, dict):
         return
@@ -65,8 +78,9 @@ def follow_a_moved_run_folder(checkpoint: dict[str, Any], checkpoint_callbacks: 
         def here(path: Any, old: str = old, new: str = new) -> Any:
             return os.path.join(new, os.path.relpath(path, old)) if isinstance(path, str) and path else path
 
-        if not os.path.exists(str(here(state.get("last_model_path")))):
-            continue  # another run's folder, not a copy of this one
+        last_here = str(here(state.get("last_model_path")))
+        if not os.path.exists(last_here) or not same_run(last_here, checkpoint):
+            continue  # another run's folder (or its own files gone), not a copy of this one
         state["dirpath"] = new
         for key in ("last_model_path", "best_model_path", "kth_best_model_path"):
             state[key] = here(state.get(key))

@@ -113,6 +113,13 @@ def test_python_trainers_keep_the_run_folders_rules(tmp_path: Path) -> None:
     )
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
     assert not (run / "fit.lock").exists()  # taken by each fit, gone when it ended
+    elsewhere = tmp_path / "elsewhere"  # a new run folder from the same recipe: its checkpoints follow it
+    recipe.trainer(default_root_dir=str(elsewhere)).fit(recipe.model, datamodule=recipe.datamodule)
+    assert (elsewhere / "checkpoints" / "last.ckpt").is_file()
+    assert not [path.name for path in (run / "checkpoints").iterdir() if "-v" in path.name]
+    plain = {**recipe.trainer_settings, "default_root_dir": str(tmp_path / "plain")}
+    with pytest.raises(ValueError, match=r"already holds a run"):  # the recipe's callback writes into the run
+        L.Trainer(**plain, callbacks=[*recipe.callbacks]).fit(recipe.model, datamodule=recipe.datamodule)
 
 
 def test_a_checkpoint_callback_from_python_saves_where_the_command_saves(tmp_path: Path) -> None:

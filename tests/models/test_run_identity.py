@@ -133,3 +133,72 @@ def test_a_trainer_given_the_checkpoint_refuses_other_data_too(tmp_path: Path) -
     fit(tmp_path, 2, seed=0)
     with pytest.raises(ValueError, match=r"seed 0 in training, 3 here"):
         quiet_trainer(accelerator="cpu").test(model(), datamodule=data(seed=3), ckpt_path=str(tmp_path / "last.ckpt"))
+
+
+class MyMixture(MixtureDataModule):
+    """A user's subclass: it inherits the split settings, which compare with its parent's."""
+
+
+def test_a_subclass_of_the_trained_datamodule_is_compared_setting_by_setting() -> None:
+    trained = data_fingerprint(data(seed=0))
+    mine = {"class_path": f"{__name__}.MyMixture", "init_args": {**dict(data(seed=7).hparams)}}
+    assert differing_settings(trained, mine) == [("seed", 0, 7)]
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed_into_a_folder_that_holds_a_run(tmp_path: Path, capsys) -> None:
+    """``--ckpt_path B/last.ckpt`` into folder A, which holds run A: refused in one line (the fit
+    would write over A's checkpoints); the folder's own checkpoint resumes."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    own = tmp_path / "a" / "checkpoints"
+    own.mkdir(parents=True)
+    first = fit(own, 2)
+    (tmp_path / "b").mkdir()
+    other = fit(tmp_path / "b", 2)
+    with pytest.raises(SystemExit) as stop:
+        fit_checkpoint(str(tmp_path / "a"), str(tmp_path / "b" / "last.ckpt"), overwrite=False)
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1
+    assert f"holds run {first['id']}" in said and f"checkpoint of run {other['id']}" in said
+    assert fit_checkpoint(str(tmp_path / "a"), str(own / "last.ckpt"), overwrite=False) == str(own / "last.ckpt")
+
+
+def test_a_folder_whose_last_checkpoint_names_no_run_and_holds_two_runs_is_refused(tmp_path: Path, capsys) -> None:
+    """``last.ckpt`` unreadable and checkpoints of two runs beside it: which run the folder is cannot
+    be vouched for, so ``auto`` stops in one line rather than pick one by the training it holds."""
+    from lebm.cli.run_folder import fit_checkpoint
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    fit(checkpoints, 2)
+    (checkpoints / "last.ckpt").rename(checkpoints / "epoch=0-step=2.ckpt")
+    (tmp_path / "other").mkdir()
+    fit(tmp_path / "other", 3)
+    (tmp_path / "other" / "last.ckpt").rename(checkpoints / "epoch=0-step=3.ckpt")
+    (checkpoints / "last.ckpt").write_bytes(b"cut short")
+    with pytest.raises(SystemExit):
+        fit_checkpoint(str(tmp_path / "run"), "auto", overwrite=False)
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "holds checkpoints of 2 runs" in said, said
+
+
+def test_a_moved_folders_callback_state_is_followed_only_onto_the_same_runs_files(tmp_path: Path) -> None:
+    from lebm.models.run_identity import follow_a_moved_run_folder
+
+    (tmp_path / "b").mkdir()
+    fit(tmp_path / "b", 2)  # the folder the callback writes into holds another run's last.ckpt
+    resumed = torch.load(fit_and_path(tmp_path / "a"), weights_only=False)
+    old_state = {"dirpath": str(tmp_path / "a"), "last_model_path": str(tmp_path / "a" / "last.ckpt")}
+    resumed["callbacks"] = {"key": dict(old_state)}
+    callback = type("Checkpointing", (), {"state_key": "key", "dirpath": str(tmp_path / "b")})()
+    follow_a_moved_run_folder(resumed, [callback])
+    assert resumed["callbacks"]["key"] == old_state  # another run's folder: left as saved
+    (tmp_path / "b" / "last.ckpt").write_bytes((tmp_path / "a" / "last.ckpt").read_bytes())  # now a copy of a
+    follow_a_moved_run_folder(resumed, [callback])
+    assert resumed["callbacks"]["key"]["dirpath"] == str(tmp_path / "b")
+
+
+def fit_and_path(folder: Path) -> Path:
+    folder.mkdir()
+    fit(folder, 2)
+    return folder / "last.ckpt"
