@@ -96,7 +96,13 @@ class RunFolderGate(L.Callback):
                 if isinstance(callback, SaveConfigCallback):
                     callback.already_saved = True
         if trainer.is_global_zero and not trainer.fast_dev_run:
-            take_lock(run_dir)  # one live fit per folder, from Python as from the command
+            said = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(said):
+                    take_lock(run_dir)  # one live fit per folder, from Python as from the command
+            except SystemExit:  # the command's refusal, raised in Python as an error (a notebook goes on)
+                raise ValueError(said.getvalue().strip().removeprefix("lebm: error: ")) from None
+            sys.stderr.write(said.getvalue())  # a lock taken over: said in one line, as from the command
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.started_run is not None and trainer.ckpt_path is None:

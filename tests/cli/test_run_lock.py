@@ -220,3 +220,22 @@ def test_a_file_system_without_flock_runs_unlocked_and_says_so(capsys, tmp_path:
     said = capsys.readouterr().err
     assert said.count("\n") == 1 and "this fit runs without the one-fit-per-folder lock" in said, said
     assert str(run) not in HELD
+
+
+def test_a_python_fit_into_a_folder_a_running_fit_holds_raises_one_line(tmp_path: Path) -> None:
+    """``recipe.trainer().fit`` into a folder another process's fit holds: a ``ValueError`` naming the
+    running fit, not the command's exit (a notebook goes on); nothing trained or written there."""
+    import lebm
+
+    run = tmp_path / "run"
+    holder = holding(run)
+    try:
+        settings = {"trainer.default_root_dir": str(run), "trainer.limit_train_batches": 2, "trainer.max_epochs": 1}
+        recipe = lebm.from_recipe("quickstart", {**settings, "trainer.logger": False, "trainer.limit_val_batches": 0})
+        with pytest.raises(ValueError, match=f"{run} is in use by a running fit: pid {holder.pid}") as refused:
+            recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
+        assert "\n" not in str(refused.value)
+        assert sorted(path.name for path in run.iterdir()) == ["fit.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
