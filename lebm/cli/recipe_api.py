@@ -12,9 +12,11 @@
 The recipe goes through the same parser as the command (includes, interpolations, overrides,
 the checks of the run), so the model, the data, the trainer flags (``inference_mode=False``, the
 run folder as ``default_root_dir``, lebm's DDP strategy for several devices, integer batch limits)
-and the recipe's callbacks and logger are what ``lebm fit`` would use. What stays with the
-command: the run-folder rules (refusing a started run, ``--ckpt_path last|auto``, setting failed
-starts aside), the W&B run id kept in the run folder, and the SIGTERM checkpoint.
+and the recipe's callbacks and logger are what ``lebm fit`` would use. The recipe's callbacks carry
+the run folder's rules into any Trainer (:class:`RunFolderGate`: a started run is refused unless
+the fit resumes one, a smoke test into it is refused, the folder's lock is taken). What stays with
+the command: ``--ckpt_path last|auto``, setting failed starts aside, the W&B run id kept in the run
+folder, and the SIGTERM checkpoint.
 """
 
 from __future__ import annotations
