@@ -128,6 +128,7 @@ def assert_same_weights(eager: dict[str, torch.Tensor], recorded: dict[str, torc
         assert torch.equal(eager[name], recorded[name]), name
 
 
+@pytest.mark.slow  # two fits through the command (about 20 s on a busy 2-core machine): the slow tier
 def test_a_global_a_callback_anneals_records_anew_and_trains_the_eager_weights(user_methods, tmp_path) -> None:
     eager, _ = fit(user_methods, "Annealed", False, tmp_path / "eager")
     recorded, lines = fit(user_methods, "Annealed", True, tmp_path / "recorded")
