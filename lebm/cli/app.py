@@ -249,7 +249,11 @@ def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
             named = ((yaml.safe_load(handle) or {}).get("trainer") or {}).get("default_root_dir")
     except (OSError, yaml.YAMLError):
         named = None
-    if isinstance(named, str) and os.path.abspath(named) != folder and is_primary_process():
+    same = isinstance(named, str) and (
+        os.path.abspath(named) == folder
+        or (not os.path.isabs(named) and folder.endswith(os.sep + os.path.normpath(named)))  # relative to its cwd then
+    )
+    if isinstance(named, str) and not same and is_primary_process():
         sys.stderr.write(
             f"lebm: {record} is the record of the run in {folder}: the command works there, not in {named}, the "
             "folder the record names (give --trainer.default_root_dir to work elsewhere)\n"

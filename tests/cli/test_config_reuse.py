@@ -98,3 +98,20 @@ def test_a_record_leaves_out_the_logger_settings_of_its_run() -> None:
         {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {}},
         {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"name": "n"}},
     ]
+
+
+def test_a_record_naming_its_own_folder_relative_to_another_working_folder_says_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """``runs/A/config.yaml`` names ``runs/A`` (relative to where the fit ran): read from inside the
+    run, it is the same folder, so the record's folder is used without a line."""
+    from lebm.cli.app import run_record_args
+    from lebm.cli.run_folder import RUN_RECORD_MARK
+
+    run = tmp_path / "runs" / "A"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"{RUN_RECORD_MARK}\ntrainer: {{default_root_dir: runs/A}}\n")
+    monkeypatch.chdir(run / "checkpoints")
+    args, record = run_record_args(["test", "-c", "../config.yaml"])
+    assert args[-2:] == ["--trainer.default_root_dir", str(run)] and record == "../config.yaml"
+    assert capsys.readouterr().err == ""
