@@ -400,8 +400,8 @@ class LebmCLI(LightningCLI):
                 trusted = config.get("weights_only") is False
                 config.ckpt_path = evaluated_checkpoint(run_dir, config.ckpt_path, self.subcommand, not trusted)
             self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
-            beside = evaluation_folder(config.get("ckpt_path"))
-            if beside is not None and beside != os.path.abspath(run_dir) and not given("trainer.default_root_dir"):
+            beside = None if given("trainer.default_root_dir") else evaluation_folder(config.ckpt_path, self.subcommand)
+            if beside is not None and beside != os.path.abspath(run_dir):
                 if is_primary_process():  # never the recipe's folder, which may hold another run
                     trainer_flags.say(
                         f"lebm {self.subcommand}: writing into {beside}, beside the checkpoint, not into {run_dir} "

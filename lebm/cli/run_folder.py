@@ -398,16 +398,31 @@ def refuse_another_runs_checkpoint(run_dir: str, ckpt_path: str, weights_only: b
         )
 
 
-def evaluation_folder(ckpt_path: Any) -> str | None:
+def evaluation_folder(ckpt_path: Any, subcommand: str = "test") -> str | None:
     """Where ``lebm validate|test|predict`` of the checkpoint file ``ckpt_path`` write (their config,
-    readings and predictions): its run folder for a checkpoint in ``<run>/checkpoints/``, else a new
-    folder beside the file, ``<folder>/<name>-evaluated``; None without a checkpoint file."""
+    readings and predictions): the run folder of a checkpoint in ``<run>/checkpoints/`` (a symbolic
+    link followed to the file it names), else a new folder beside the file, ``<folder>/<name>-evaluated``;
+    None without a checkpoint file. A checkpoint that lies in a run's folder but was written by
+    another run (a copy) is refused in one line: its evaluation would overwrite that run's."""
     if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
         return None
-    folder = os.path.dirname(os.path.abspath(ckpt_path))
-    if os.path.basename(folder) == CHECKPOINT_DIR:
-        return os.path.dirname(folder)
-    return os.path.join(folder, f"{os.path.splitext(os.path.basename(ckpt_path))[0]}-evaluated")
+    real = os.path.realpath(ckpt_path)
+    folder = os.path.dirname(real)
+    if os.path.basename(folder) != CHECKPOINT_DIR:
+        return os.path.join(folder, f"{os.path.splitext(os.path.basename(real))[0]}-evaluated")
+    run_dir = os.path.dirname(folder)
+    last = os.path.join(folder, "last.ckpt")
+    try:
+        own = run_id_held(last) if os.path.isfile(last) and last != real else None
+        written_by = run_id_held(real) if own is not None else None
+    except CheckpointError:
+        own = written_by = None  # an unreadable file: the command's own load names it
+    if own is not None and written_by is not None and own != written_by:
+        fail(
+            f"lebm {subcommand}: {ckpt_path} lies in the run folder {run_dir}, but run {written_by} wrote it, not run "
+            f"{own}: its {subcommand} would write over that run's; give --trainer.default_root_dir for its outputs"
+        )
+    return run_dir
 
 
 def evaluated_checkpoint(run_dir: str, ckpt_path: str, subcommand: str, weights_only: bool = True) -> str:

@@ -92,3 +92,29 @@ def test_a_test_into_a_folder_that_cannot_be_written_is_refused_first(tmp_path: 
     said = capsys.readouterr().err
     assert stop.value.code == 2 and said.count("\n") == 1, said
     assert f"cannot write into the run folder {blocker / 'run'}" in said
+
+
+def test_a_copy_of_another_runs_checkpoint_in_a_run_folder_is_refused_and_a_link_is_followed(
+    tmp_path: Path, capsys
+) -> None:
+    """Run A's checkpoint copied into run B's ``checkpoints/``: evaluating it there would write over B's
+    config and predictions, so it is refused in one line naming both runs; a symbolic link to A's
+    checkpoint is followed to A's folder."""
+    from lebm.cli.run_folder import evaluation_folder
+    from tests.models.test_run_identity import fit
+
+    folders = {name: tmp_path / name / "checkpoints" for name in ("a", "b")}
+    ids = {}
+    for name, folder in folders.items():
+        folder.mkdir(parents=True)
+        ids[name] = fit(folder, 2)["id"]
+    copy = folders["b"] / "from_a.ckpt"
+    copy.write_bytes((folders["a"] / "last.ckpt").read_bytes())
+    with pytest.raises(SystemExit):
+        evaluation_folder(str(copy), "predict")
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and f"run {ids['a']} wrote it, not run {ids['b']}" in said, said
+    link = folders["b"] / "link_to_a.ckpt"
+    link.symlink_to(folders["a"] / "last.ckpt")
+    assert evaluation_folder(str(link)) == str((tmp_path / "a").resolve())
+    assert evaluation_folder(str(folders["b"] / "last.ckpt")) == str((tmp_path / "b").resolve())
