@@ -101,17 +101,18 @@ def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], giv
         differing = recorded_differences(ckpt_path, data) or []
     unasked = [item for item in differing if not given(f"data.init_args.{item[0]}")]
     if unasked:
+        verb = "train on" if subcommand == "fit" else "score"
         record = run_config_of(ckpt_path)
         own = (
-            f"score the run's own data with -c {shlex.quote(record)}"
+            f"{verb} the run's own data with -c {shlex.quote(record)}"
             if record is not None
-            else "score the data it was trained on (give "
+            else f"{verb} the data it was trained on (give "
             + " ".join(f"--data.init_args.{key} {shlex.quote(comparable(old))}" for key, old, _ in unasked)
             + ")"
         )
         fail(
             f"lebm {subcommand}: {ckpt_path} was trained on other data than this command reads "
-            f"({describe_difference(unasked)}): {own}, or give --data.init_args.<setting> to score other data on "
+            f"({describe_difference(unasked)}): {own}, or give --data.init_args.<setting> to {verb} other data on "
             "purpose"
         )
     if differing and is_primary_process():
