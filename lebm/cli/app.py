@@ -229,18 +229,32 @@ def without_run_bound_logger_settings(recorded: dict[str, Any]) -> dict[str, Any
     return recorded
 
 
+def names_run_folder(config: str) -> bool:
+    """Whether a ``-c`` value (a file, or the YAML text of an expanded recipe) sets
+    ``trainer.default_root_dir``."""
+    try:
+        if os.path.isfile(config):
+            with open(config) as handle:
+                data = yaml.safe_load(handle)
+        else:
+            data = yaml.safe_load(config)
+    except (OSError, yaml.YAMLError):
+        return False
+    trainer = data.get("trainer") if isinstance(data, dict) else None
+    return isinstance(trainer, dict) and trainer.get("default_root_dir") is not None
+
+
 def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
     """``args`` with ``--trainer.default_root_dir <folder>`` added when a ``-c`` file is a run's
     record (:func:`~lebm.cli.run_folder.run_record_folder`) and the command does not give the folder
-    itself: the record trains in the folder it lies in (a copied run's copy), whatever folder it
-    names; said in one line when it names another. Returns the arguments and the record's path."""
-    records = [
-        value
-        for flag, value in zip(args, args[1:], strict=False)
-        if flag in ("-c", "--config") and run_record_folder(value) is not None
-    ]
-    if not records or gives_option(args, "trainer.default_root_dir"):
-        return args, records[-1] if records else None
+    itself (on its command line, or in a ``-c`` file after the record): the record trains in the
+    folder it lies in (a copied run's copy), whatever folder it names; said in one line when it
+    names another. Returns the arguments and the record's path."""
+    configs = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
+    records = [value for value in configs if run_record_folder(value) is not None]
+    later = configs[configs.index(records[-1]) + 1 :] if records else []
+    if not records or gives_option(args, "trainer.default_root_dir") or any(map(names_run_folder, later)):
+        return args, records[-1] if records else None  # a folder the command gives itself wins
     record = records[-1]
     folder = run_record_folder(record)
     assert folder is not None

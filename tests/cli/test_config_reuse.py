@@ -115,3 +115,21 @@ def test_a_record_naming_its_own_folder_relative_to_another_working_folder_says_
     args, record = run_record_args(["test", "-c", "../config.yaml"])
     assert args[-2:] == ["--trainer.default_root_dir", str(run)] and record == "../config.yaml"
     assert capsys.readouterr().err == ""
+
+
+def test_a_folder_a_later_config_file_gives_wins_over_the_records_own(tmp_path: Path) -> None:
+    """``-c RUN/config.yaml -c to_x.yaml`` where ``to_x.yaml`` sets ``trainer.default_root_dir``: the
+    command gives a folder itself, so the record's folder is not added over it."""
+    from lebm.cli.app import run_record_args
+    from lebm.cli.run_folder import RUN_RECORD_MARK
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"{RUN_RECORD_MARK}\ntrainer: {{default_root_dir: {run}}}\n")
+    (tmp_path / "to_x.yaml").write_text("trainer: {default_root_dir: x}\n")
+    given = ["fit", "-c", str(run / "config.yaml"), "-c", str(tmp_path / "to_x.yaml")]
+    assert run_record_args(given) == (given, str(run / "config.yaml"))
+    expanded = ["fit", "-c", str(run / "config.yaml"), "--config", "trainer:\n  default_root_dir: y\n"]
+    assert run_record_args(expanded)[0] == expanded  # an expanded recipe's text names one too
+    alone = ["fit", "-c", str(run / "config.yaml")]
+    assert run_record_args(alone)[0] == [*alone, "--trainer.default_root_dir", str(run)]
