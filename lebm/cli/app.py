@@ -343,6 +343,7 @@ class LebmCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         quiet_lightning_notes()  # the command's and lebm.from_recipe's Trainers
         self._raw_args = list(sys.argv[1:] if args is None else args)
+        self._typed_args = list(self._raw_args)  # as the user typed them, before a record's folder is added
         self._raw_args, self._run_record = run_record_args(self._raw_args)
         args = self._raw_args
         kwargs.setdefault("trainer_defaults", {"inference_mode": False})
@@ -414,7 +415,8 @@ class LebmCLI(LightningCLI):
                 trusted = config.get("weights_only") is False
                 config.ckpt_path = evaluated_checkpoint(run_dir, config.ckpt_path, self.subcommand, not trusted)
             self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
-            beside = None if given("trainer.default_root_dir") else evaluation_folder(config.ckpt_path, self.subcommand)
+            typed = gives_option(self._typed_args, "trainer.default_root_dir")  # a record's own folder is no choice
+            beside = None if typed else evaluation_folder(config.ckpt_path, self.subcommand)
             if beside is not None and beside != os.path.abspath(run_dir):
                 if is_primary_process():  # never the recipe's folder, which may hold another run
                     trainer_flags.say(

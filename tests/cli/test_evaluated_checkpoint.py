@@ -118,3 +118,37 @@ def test_a_copy_of_another_runs_checkpoint_in_a_run_folder_is_refused_and_a_link
     link.symlink_to(folders["a"] / "last.ckpt")
     assert evaluation_folder(str(link)) == str((tmp_path / "a").resolve())
     assert evaluation_folder(str(folders["b"] / "last.ckpt")) == str((tmp_path / "b").resolve())
+
+
+def test_testing_another_runs_checkpoint_with_a_runs_record_writes_beside_the_checkpoint(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """``lebm test -c RUN/config.yaml --ckpt_path OTHER/checkpoints/last.ckpt``: the record's folder
+    is how the run was built, not a folder the user chose for the outputs, so they go beside the
+    checkpoint (the placement is asked for; the command stops there)."""
+    import torch
+    import yaml
+
+    from lebm.cli import app
+    from lebm.cli.resolve import resolve_recipe
+    from lebm.cli.run_folder import RUN_RECORD_MARK
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    (run / "checkpoints").mkdir(parents=True)
+    resolved = resolve_recipe(Path(app.__file__).parents[2] / "recipes" / "quickstart.yaml")  # a record is resolved
+    (run / "config.yaml").write_text(f"{RUN_RECORD_MARK}\n{yaml.safe_dump(resolved)}")
+    (other / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}, "global_step": 1}, other / "checkpoints" / "last.ckpt")
+    asked = []
+
+    class Placed(Exception):
+        pass
+
+    def placement(ckpt_path: str, subcommand: str) -> str:
+        asked.append(ckpt_path)
+        raise Placed
+
+    monkeypatch.setattr(app, "evaluation_folder", placement)
+    with pytest.raises(Placed):
+        run_cli("test", "-c", str(run / "config.yaml"), "--ckpt_path", str(other / "checkpoints" / "last.ckpt"), *QUIET)
+    assert asked == [str(other / "checkpoints" / "last.ckpt")]
