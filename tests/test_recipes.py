@@ -366,6 +366,14 @@ def test_callbacks_without_plus_over_included_ones_are_named_in_one_line(tmp_pat
     assert said.count("\n") == 1 and "SampleGrid, Curves" in said and "callbacks+:" in said, said
 
 
+def test_no_recipe_lebm_ships_says_its_callbacks_are_replaced(capsys) -> None:
+    """lebm's own bases replace callbacks on purpose (``base_text.yaml``): only a file the command
+    is given is checked, so no shipped recipe prints the line."""
+    for recipe in runnable_recipes():
+        expand_includes(["fit", "-c", str(REPO / recipe)])
+    assert "replaces the" not in capsys.readouterr().err
+
+
 def test_bad_includes_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("include: [b.yaml]\n")
     (tmp_path / "b.yaml").write_text("include: [a.yaml]\n")

@@ -267,8 +267,9 @@ def expand_includes(args: Sequence[str]) -> list[str]:
         if value is not None and Path(value).is_file():
             _check_method(Path(value), methods)
             fragments = included_files(Path(value))
-            for layer in [*fragments, Path(value).resolve()]:
-                composed = _say_replaced_callbacks(composed, layer)
+            for fragment in fragments:  # lebm's own bases may replace on purpose (base_text.yaml's callbacks)
+                composed = _say_replaced_callbacks(composed, fragment, say=False)
+            composed = _say_replaced_callbacks(composed, Path(value).resolve())  # the file the user gives
             for fragment in fragments:
                 expanded += ["--config", _without_include(fragment)]
             expanded += ["--config", _without_include(Path(value)) if fragments else value]
@@ -279,15 +280,16 @@ def expand_includes(args: Sequence[str]) -> list[str]:
     return expanded
 
 
-def _say_replaced_callbacks(composed: dict, layer: Path) -> dict:
-    """``composed`` with ``layer`` merged in; when ``layer`` writes ``trainer.callbacks:`` (not
-    ``callbacks+:``) over callbacks that earlier files gave, one line on stderr names what it
-    replaces (lebm's checkpoint, picture and curve callbacks among them, often by mistake)."""
+def _say_replaced_callbacks(composed: dict, layer: Path, say: bool = True) -> dict:
+    """``composed`` with ``layer`` merged in; when ``layer`` (``say``: a file the command gives, not a
+    fragment it includes) writes ``trainer.callbacks:`` (not ``callbacks+:``) over callbacks that
+    earlier files gave, one line on stderr names what it replaces (lebm's checkpoint, picture and
+    curve callbacks among them, often by mistake)."""
     settings = read_recipe(layer)
     settings.pop(INCLUDE_KEY, None)
     trainer = settings.get("trainer")
     earlier = (composed.get("trainer") or {}).get("callbacks")
-    if isinstance(trainer, dict) and "callbacks" in trainer and isinstance(earlier, list) and earlier:
+    if say and isinstance(trainer, dict) and "callbacks" in trainer and isinstance(earlier, list) and earlier:
         names = [c.get("class_path", "?").rsplit(".", 1)[-1] if isinstance(c, dict) else str(c) for c in earlier]
         sys.stderr.write(
             f"lebm: {layer}: trainer.callbacks replaces the {len(names)} callback(s) the files before it give "
