@@ -264,7 +264,7 @@ def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
     except (OSError, yaml.YAMLError):
         named = None
     same = isinstance(named, str) and (
-        os.path.abspath(named) == folder
+        os.path.realpath(named) == os.path.realpath(folder)  # a symbolic link to the same folder too
         or (not os.path.isabs(named) and folder.endswith(os.sep + os.path.normpath(named)))  # relative to its cwd then
     )
     if isinstance(named, str) and not same and is_primary_process():

@@ -133,3 +133,15 @@ def test_a_folder_a_later_config_file_gives_wins_over_the_records_own(tmp_path: 
     assert run_record_args(expanded)[0] == expanded  # an expanded recipe's text names one too
     alone = ["fit", "-c", str(run / "config.yaml")]
     assert run_record_args(alone)[0] == [*alone, "--trainer.default_root_dir", str(run)]
+
+
+def test_a_record_read_through_a_symbolic_link_to_its_folder_says_nothing(tmp_path: Path, capsys) -> None:
+    from lebm.cli.app import run_record_args
+    from lebm.cli.run_folder import RUN_RECORD_MARK
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"{RUN_RECORD_MARK}\ntrainer: {{default_root_dir: {run}}}\n")
+    (tmp_path / "link").symlink_to(run, target_is_directory=True)
+    run_record_args(["fit", "-c", str(tmp_path / "link" / "config.yaml")])
+    assert capsys.readouterr().err == ""  # the same folder, reached through a link
