@@ -381,13 +381,20 @@ def is_primary_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
+def folder_run_id(run_dir: str, weights_only: bool = True) -> str | None:
+    """The run a folder holds: the id its ``checkpoints/last.ckpt`` carries (None: no such file, or
+    one written before lebm kept run ids). Raises :class:`~lebm.checkpoints.CheckpointError` for an
+    unreadable one."""
+    last = os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt")
+    return run_id_held(last, weights_only=weights_only) if os.path.isfile(last) else None
+
+
 def refuse_another_runs_checkpoint(run_dir: str, ckpt_path: str, weights_only: bool = True) -> None:
     """Refuse, in one line, resuming ``ckpt_path`` into ``run_dir`` when the folder holds another
     run (its ``last.ckpt`` names another run id): the fit would write over that run's checkpoints."""
     try:
         given = run_id_held(ckpt_path, weights_only=weights_only)
-        folder_last = os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt")
-        own = run_id_held(folder_last, weights_only=weights_only) if os.path.isfile(folder_last) else None
+        own = folder_run_id(run_dir, weights_only)
     except CheckpointError:
         return  # an unreadable file: the resume's own checks name it
     if given is not None and own is not None and given != own:
@@ -411,9 +418,8 @@ def evaluation_folder(ckpt_path: Any, subcommand: str = "test") -> str | None:
     if os.path.basename(folder) != CHECKPOINT_DIR:
         return os.path.join(folder, f"{os.path.splitext(os.path.basename(real))[0]}-evaluated")
     run_dir = os.path.dirname(folder)
-    last = os.path.join(folder, "last.ckpt")
     try:
-        own = run_id_held(last) if os.path.isfile(last) and last != real else None
+        own = folder_run_id(run_dir) if os.path.basename(real) != "last.ckpt" else None
         written_by = run_id_held(real) if own is not None else None
     except CheckpointError:
         own = written_by = None  # an unreadable file: the command's own load names it

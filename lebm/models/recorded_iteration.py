@@ -624,9 +624,7 @@ def why_iterations_eager(method: Any) -> str | None:
         return f"a process-wide module hook is registered (torch.nn.modules.module.{hooks}), unseen by the key"
     if any(module_hooks(method).values()):
         return f"{type(method).__name__} itself has forward or backward hooks: the key cannot see what they read"
-    hooked = next(
-        (p for m in tree_modules(method) for p in m._parameters.values() if p is not None and tensor_has_hooks(p)), None
-    )
+    hooked = next((p for m in tree_modules(method) for p in m.parameters(recurse=False) if tensor_has_hooks(p)), None)
     if hooked is not None:
         name = next(name for name, parameter in method.named_parameters() if parameter is hooked)
         return f"the parameter {name} has a tensor hook (register_hook): the key cannot see what it reads"

@@ -99,7 +99,7 @@ def tree_modules(root: nn.Module, leave_out: Container[int] = ()) -> list[nn.Mod
             continue
         met.add(id(module))
         found.append(module)
-        stack.extend(child for child in module._modules.values() if child is not None)
+        stack.extend(module.children())
     return found
 
 
