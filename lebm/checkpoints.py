@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 
 class CheckpointError(ValueError):
@@ -58,8 +61,6 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
             says which and why.
     """
     import pickle
-
-    import torch
 
     path = str(path)
     if not os.path.exists(path):
@@ -204,3 +205,32 @@ def missing_class_message(path: Any, class_path: str, version: str | None) -> st
         f"{lacks} (the checkpoint was written by {writer}): install the lebm that wrote it"
         f"{f' ({version})' if version else ''} to load it; {own}"
     )
+
+
+def shape_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The tensors both state dicts (the checkpoint's, the model's) hold with different shapes, each as
+    ``key: (256, 8) in the checkpoint, (256, 16) in the recipe``: what no load takes, ``strict=False``
+    or not."""
+    return [
+        f"{key}: {tuple(stored[key].shape)} in the checkpoint, {tuple(current[key].shape)} in the recipe"
+        for key in sorted(set(stored) & set(current))
+        if isinstance(stored[key], torch.Tensor)
+        and isinstance(current[key], torch.Tensor)
+        and stored[key].shape != current[key].shape
+    ]
+
+
+def architecture_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The tensors that differ in presence or shape between two state dicts: :func:`shape_differences`
+    after ``key (only in the recipe's model)`` and ``key (only in the checkpoint)``."""
+    only_here = [
+        f"{key} (only in the recipe's model)"
+        for key in sorted(current.keys() - stored.keys())
+        if isinstance(current[key], torch.Tensor)  # extra state (a vocabulary) is not a shape
+    ]
+    only_there = [
+        f"{key} (only in the checkpoint)"
+        for key in sorted(stored.keys() - current.keys())
+        if isinstance(stored[key], torch.Tensor)
+    ]
+    return only_here + only_there + shape_differences(stored, current)

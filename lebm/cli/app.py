@@ -42,7 +42,6 @@ config files and command-line overrides are merged) with the toolkit's defaults:
 from __future__ import annotations
 
 import functools
-import glob
 import logging
 import os
 import pickle
@@ -95,6 +94,7 @@ from lebm.cli.run_folder import (
     RUN_BOUND_LOGGER_SETTINGS,
     RUN_RECORD_MARK,
     WANDB_RUN_ID_FILE,
+    best_without_a_fit,
     check_writable,
     evaluated_checkpoint,
     evaluation_folder,
@@ -452,13 +452,7 @@ class LebmCLI(LightningCLI):
                 f"replace {os.path.join(run_dir, 'predictions')}; pass --ckpt_path {last} (or another checkpoint)"
             )
         elif self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path") == "best":
-            kept = sorted(glob.glob(os.path.join(glob.escape(run_dir), CHECKPOINT_DIR, "*.ckpt")))
-            listed = ", ".join(shlex.quote(path) for path in kept[:3]) or "none there yet"
-            fail(
-                f"--ckpt_path best means the best checkpoint of a fit in this same process, and lebm {self.subcommand} "
-                f"runs none: give the checkpoint's path (in {os.path.join(run_dir, CHECKPOINT_DIR)}: {listed}), "
-                "or --ckpt_path last"
-            )
+            fail(best_without_a_fit(run_dir, f"lebm {self.subcommand}"))
         elif self.subcommand in ("validate", "test") and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             warnings.warn(

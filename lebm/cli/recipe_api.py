@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import glob
+import inspect
 import io
 import json
 import os
@@ -43,7 +44,7 @@ from lebm.cli.app import LebmCLI
 from lebm.cli.catalog import locate_config_args
 from lebm.cli.known_options import check_known_options
 from lebm.cli.recipes import RecipeError, expand_includes
-from lebm.cli.run_folder import CHECKPOINT_DIR, checkpoint_files
+from lebm.cli.run_folder import CHECKPOINT_DIR, best_without_a_fit, checkpoint_files
 from lebm.cli.run_lock import release_locks, take_lock
 
 __all__ = ["Recipe", "from_recipe"]
@@ -119,6 +120,35 @@ class RunFolderGate(L.Callback):
             release_locks()
 
 
+class RecipeTrainer(L.Trainer):
+    """``lightning.Trainer`` as :meth:`Recipe.trainer` builds it, with lebm's line for one mistake that
+    Lightning reports misleadingly: ``validate|test|predict(ckpt_path="best")`` before any fit of this
+    Trainer. "best" is the best checkpoint of a fit in this process; with none, Lightning says its
+    ``ModelCheckpoint`` "is not configured to save the best model" though it is. This one names the
+    run's kept checkpoints to pass instead."""
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_best(L.Trainer.validate, "trainer.validate()", args, kwargs)
+        return super().validate(*args, **kwargs)
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_best(L.Trainer.test, "trainer.test()", args, kwargs)
+        return super().test(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        self._check_best(L.Trainer.predict, "trainer.predict()", args, kwargs)
+        return super().predict(*args, **kwargs)
+
+    def _check_best(self, method: Any, command: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``ValueError`` with :func:`~lebm.cli.run_folder.best_without_a_fit`'s line when the call
+        asks for ``ckpt_path="best"`` and this Trainer's checkpoint callback has kept no best model."""
+        ckpt_path = inspect.signature(method).bind(self, *args, **kwargs).arguments.get("ckpt_path")
+        checkpoint = self.checkpoint_callback
+        unkept = checkpoint is not None and not getattr(checkpoint, "best_model_path", "x")
+        if ckpt_path == "best" and unkept and not self.fast_dev_run:
+            raise ValueError(best_without_a_fit(self.default_root_dir, command, cli=False))
+
+
 class RecipeBuild(LebmCLI):
     """The command's LightningCLI without a subcommand (``run=False``): it builds the model, the
     DataModule and a Trainer, and keeps the Trainer's arguments as the recipe's settings."""
@@ -168,8 +198,8 @@ class Recipe:
     config: dict[str, Any] = field(default_factory=dict)
 
     def trainer(self, *, callbacks: Sequence[Any] | Any = (), **overrides: Any) -> Any:
-        """A ``lightning.Trainer`` with the recipe's settings and callbacks, ``callbacks`` (a list, or
-        one callback as ``lightning.Trainer`` takes it) added and
+        """A ``lightning.Trainer`` (:class:`RecipeTrainer`) with the recipe's settings and callbacks,
+        ``callbacks`` (a list, or one callback as ``lightning.Trainer`` takes it) added and
         ``overrides`` replacing settings (e.g. ``max_epochs=1``); the progress bar is the command's
         (no ``v_num``) unless ``callbacks`` gives one. A ``ModelCheckpoint`` of
         ``callbacks`` without a ``dirpath`` writes into ``<run>/checkpoints``, as the command puts
@@ -179,7 +209,6 @@ class Recipe:
         writes nothing into the run folder, as from the command: its run folder, and the folder of
         every checkpoint callback under it, move to a temporary folder deleted when Python exits,
         said in one line."""
-        import lightning as L
         from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
         if isinstance(callbacks, Callback):  # one callback, as lightning.Trainer takes it too
@@ -204,7 +233,7 @@ class Recipe:
             settings["default_root_dir"] = folder
             every = [moved_out_of(callback, run_dir, folder) for callback in every]
             trainer_flags.say(trainer_flags.smoke_test_note(run_dir, batches, folder, ()))
-        trainer = L.Trainer(**settings, callbacks=list(every))  # Lightning extends the list it is given
+        trainer = RecipeTrainer(**settings, callbacks=list(every))  # Lightning extends the list it is given
         without_version_fragment(trainer.callbacks, every)  # the command's bar: no v_num
         return trainer
 

@@ -35,10 +35,9 @@ import shlex
 import sys
 from typing import Any
 
-import torch
-
 from lebm.checkpoints import (
     CheckpointError,
+    architecture_differences,
     is_newer,
     missing_class_message,
     newer_writer_message,
@@ -103,22 +102,6 @@ def ways_out(ckpt_path: str, subcommand: str) -> str:
             f"{first}, or start a new run (another --trainer.default_root_dir, or --overwrite true without --ckpt_path)"
         )
     return f"{first}, or evaluate another checkpoint"
-
-
-def architecture_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The keys whose tensors differ in presence or shape between two state dicts."""
-    differing = []
-    for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key), current.get(key)
-        if not isinstance(old, torch.Tensor) and not isinstance(new, torch.Tensor):
-            continue  # extra state (a vocabulary): not a shape
-        if old is None:
-            differing.append(f"{key} (only in the recipe's model)")
-        elif new is None:
-            differing.append(f"{key} (only in the checkpoint)")
-        elif isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and old.shape != new.shape:
-            differing.append(f"{key}: {tuple(old.shape)} in the checkpoint, {tuple(new.shape)} in the recipe")
-    return differing
 
 
 def check_resume(

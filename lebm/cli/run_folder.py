@@ -31,6 +31,7 @@ that writes killed halfway left anywhere in the run folder, and says so in one l
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shlex
@@ -453,6 +454,19 @@ def evaluated_checkpoint(run_dir: str, ckpt_path: str, subcommand: str, weights_
             "(--trainer.default_root_dir RUN, or -c RUN/config.yaml) or a checkpoint's path"
         )
     return chosen
+
+
+def best_without_a_fit(run_dir: str, command: str, cli: bool = True) -> str:
+    """The one line that refuses ``ckpt_path="best"`` where no fit has run in this process (``command``:
+    ``lebm validate``, or ``trainer.test()`` from Python, ``cli`` False): "best" is the best checkpoint of a
+    fit in the same process, so it names the run's kept checkpoints to give instead."""
+    kept = sorted(glob.glob(os.path.join(glob.escape(run_dir), CHECKPOINT_DIR, "*.ckpt")))
+    listed = ", ".join(shlex.quote(path) for path in kept[:NAMES_SHOWN]) or "none there yet"
+    best, last = ("--ckpt_path best", "--ckpt_path last") if cli else ('ckpt_path="best"', 'ckpt_path="last"')
+    return (
+        f"{best} means the best checkpoint of a fit in this same process, and {command} follows none: give the "
+        f"checkpoint's path (in {os.path.join(run_dir, CHECKPOINT_DIR)}: {listed}), or {last}"
+    )
 
 
 def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: bool = True) -> Any:

@@ -30,6 +30,7 @@ from lebm.checkpoints import (
     missing_class_message,
     newer_writer_message,
     read_checkpoint,
+    shape_differences,
     writer_version,
 )
 from lebm.compat import attached_trainer, logging_as_hook, run_hooks_eagerly
@@ -771,6 +772,23 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             buffers = dict(self.named_buffers())
             checkpoint[RANK_LOCAL_KEY] = {name: self._gather_rows(buffers[name]).cpu() for name in names}
 
+    def check_architecture(self, stored: Mapping[str, Any]) -> None:
+        """Refuse, in one line, weights whose shapes differ from this model's (a checkpoint of another
+        width or latent size given to a recipe's model): torch would raise its many-line size mismatch
+        while loading, ``strict=False`` or not. Parameters only: a buffer sized by the chains (an adapted
+        step size per chain) takes the checkpoint's size as it loads; what one side alone holds is left to
+        the load."""
+        differing = shape_differences(stored, dict(self.named_parameters()))
+        if differing:
+            trainer = attached_trainer(self)
+            where = getattr(trainer, "ckpt_path", None) or "the checkpoint"
+            more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+            raise ValueError(
+                f"this {type(self).__name__} has another architecture than {where}: {'; '.join(differing[:3])}{more}. "
+                f"Build the model from the checkpoint's own settings (lebm.load(path), or lebm test -c the run's "
+                "config.yaml), or give the recipe the checkpoint's settings"
+            )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lower the samplers' step sizes as the checkpoint's recoveries did (always); when resuming
         (a trainer is attached), take this rank's streams and rank-local buffers, and the optimiser
@@ -790,6 +808,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             )
         if isinstance(checkpoint.get("state_dict"), dict):  # trained with MALA/HMC, loaded with another chain
             drop_unused_adaptation_state(checkpoint["state_dict"], self.state_dict().keys())
+            self.check_architecture(checkpoint["state_dict"])
         record = RecoveryRecord.from_state(checkpoint.get(RECOVERY_KEY))
         record.apply_step_sizes(self, applied=self.recovery_record)
         self.recovery_record = record

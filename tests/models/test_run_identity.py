@@ -202,3 +202,41 @@ def fit_and_path(folder: Path) -> Path:
     folder.mkdir()
     fit(folder, 2)
     return folder / "last.ckpt"
+
+
+class RunIdsAgree(L.Callback):
+    """On every rank, at the end of the fit: the run id rank 0 holds (a rank that drew its own would differ)."""
+
+    def on_train_end(self, trainer: L.Trainer, module: LatentEBM) -> None:
+        held = trainer.strategy.broadcast(module.run_id, src=0)
+        assert module.run_id is not None and module.run_id == held, (trainer.global_rank, module.run_id, held)
+
+
+@pytest.mark.slow  # two spawned processes: over 2 s
+def test_under_ddp_every_rank_holds_rank_zeros_run_id_and_refuses_other_data(tmp_path: Path) -> None:
+    """CPU, 2 processes (``lebm_ddp_spawn``). A fresh fit's id is drawn by rank 0 and broadcast, so
+    the ranks agree and the checkpoint the fit saved names that run, its step and data; a resume onto
+    other data is refused in one line naming the setting, before any update (the first rank to refuse
+    ends the others)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def ddp_trainer(steps: int, *callbacks: L.Callback) -> L.Trainer:
+        return quiet_trainer(
+            max_steps=steps,
+            accelerator="cpu",
+            devices=2,
+            strategy="lebm_ddp_spawn",
+            limit_val_batches=0,
+            enable_checkpointing=True,
+            default_root_dir=str(tmp_path),
+            callbacks=list(callbacks),
+        )
+
+    ddp_trainer(2, RunIdsAgree(), ModelCheckpoint(dirpath=tmp_path, filename="fit")).fit(model(), datamodule=data(0))
+    record = torch.load(tmp_path / "fit.ckpt", weights_only=False)[CHECKPOINT_KEY]
+    assert isinstance(record["id"], str) and record["step"] == 2 and record["data"]["settings"]["seed"] == 0
+    with pytest.raises(Exception, match="trained on other data") as refused:
+        ddp_trainer(4).fit(model(), datamodule=data(7), ckpt_path=str(tmp_path / "fit.ckpt"))
+    said = str(refused.value).strip().splitlines()[-1]  # the spawned rank's error, after its traceback
+    assert said.startswith("ValueError: LatentEBM: these weights were trained on other data") and "seed" in said
+    assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["fit.ckpt"]
