@@ -17,8 +17,10 @@ import torch
 import yaml
 
 import lebm
+from lebm.checkpoints import read_checkpoint
 from lebm.config import current_class_path, import_object, to_config
 from lebm.models.migrations import MOVED_CLASS_PATHS
+from tests.fixtures.checkpoints.make import models as fixture_models
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 from tests.models.cases import dual_mcmc
@@ -201,3 +203,25 @@ def test_a_migrated_encoders_new_optimiser_state_ids_do_not_collide_with_saved_o
             assert p not in resumed.state, name
         else:
             assert torch.equal(resumed.state[p]["exp_avg"], earlier.state[p]["exp_avg"]), name
+
+
+BEFORE_THE_MOVE = FIXTURES / "before_issue_99"
+
+
+@pytest.mark.parametrize("name", [*METHODS, "damc"])
+def test_a_checkpoint_written_before_the_base_left_lebm_models_loads_and_resumes(name: str, tmp_path) -> None:
+    """CPU. The five methods' checkpoints written at commit 1654c9f, before the base's machinery and
+    the recording moved out of ``lebm/models/`` (issue 99): ``lebm.load`` reads every weight and the
+    model generates; a Trainer resumes the fit from it (optimisers, streams, run id) for one more step."""
+    path = BEFORE_THE_MOVE / f"{name}.ckpt"
+    stored = read_checkpoint(path)
+    model = lebm.load(str(path))
+    for key, value in stored["state_dict"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+    samples = model.generate(4, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 2) and torch.isfinite(samples).all()
+    resumed = fixture_models()[name]
+    x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    trainer = quiet_trainer(max_steps=3, accelerator="cpu", limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer.fit(resumed, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=16), ckpt_path=path)
+    assert trainer.global_step == 3 and resumed.run_id == stored["lebm_run"]["id"]
