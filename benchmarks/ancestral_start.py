@@ -34,7 +34,7 @@ from common import describe_device, load_recipe, run_facts, timed  # noqa: E402
 from train_step import observation_shape  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture import chain_capture, chain_graphs  # noqa: E402
+from lebm.recording import chain_capture, chain_graphs  # noqa: E402
 
 DEFAULT_RECIPES = ("recipes/damc/mnist_anomaly_offline.yaml", "recipes/damc/svhn.yaml")
 #: Calls before timing: the first records the captured start, the second replays it once.

@@ -3,7 +3,7 @@
     python benchmarks/capture_key.py [--repeats 200]
 
 On a GPU every captured chain call checks that the chain may be captured and computes its key
-(:func:`lebm.samplers.capture.keys.chain_key`: the sampler, the energy, shapes, autocast state and a
+(:func:`lebm.recording.keys.chain_key`: the sampler, the energy, shapes, autocast state and a
 description of every module the energy reads), before it replays. This times both on the CPU (the
 work is the same on any device) for every chain of each recipe and prints one JSON line:
 microseconds per call and the number of modules described.
@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import load_recipe  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture.keys import ChainCall, chain_key, why_eager  # noqa: E402
+from lebm.recording.keys import ChainCall, chain_key, why_eager  # noqa: E402
 
 RECIPES = {
     "latent_ebm": "recipes/latent_ebm/svhn.yaml",

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 from lebm.cli.resolve import resolve_recipe
-from lebm.samplers.capture import set_iteration_capture
+from lebm.recording import set_iteration_capture
 
 
 def load_recipe(path: str) -> dict[str, Any]:

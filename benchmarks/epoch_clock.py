@@ -35,7 +35,7 @@ def _sync(module: L.LightningModule) -> None:
 def _chain_calls(module: L.LightningModule) -> dict[str, int] | None:
     """Captures, replays and eager chain calls of the module's samplers (None if lebm cannot say)."""
     try:
-        from lebm.samplers.capture.cache import capture_stats, samplers_of
+        from lebm.recording.cache import capture_stats, samplers_of
 
         return capture_stats(samplers_of(module))
     except Exception:  # noqa: BLE001 - a record without the counts beats a failed run

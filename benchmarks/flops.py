@@ -16,7 +16,7 @@ import lightning as L
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from lebm.samplers.capture import set_chain_capture
+from lebm.recording import set_chain_capture
 
 #: Dense (no sparsity) bf16 tensor-core peaks in FLOP/s, from the vendors' data sheets; the first
 #: name contained in the device's name wins (so "H100 PCIe" before "H100").

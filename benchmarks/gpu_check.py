@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lebm.samplers.capture.switch import ITERATION_VARIABLE
+from lebm.recording.switch import ITERATION_VARIABLE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

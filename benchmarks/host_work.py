@@ -42,7 +42,7 @@ from common import bare_trainer, describe_device, load_recipe  # noqa: E402
 from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.samplers.capture import iteration_capture, set_chain_capture  # noqa: E402
+from lebm.recording import iteration_capture, set_chain_capture  # noqa: E402
 from lebm.samplers.chain import ChainTarget  # noqa: E402
 from lebm.testing.capture import EmulatedStore, emulate_on_cpu  # noqa: E402
 

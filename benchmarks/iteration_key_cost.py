@@ -4,9 +4,9 @@
         [--paper-batch-size N] [--write DIR]
 
 With recorded iterations on, every training iteration first checks what keeps it eager
-(:func:`lebm.models.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
+(:func:`lebm.recording.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
 options), asks the method what it reads of the host (``iteration_key()``) and builds the key
-(:func:`lebm.models.iteration_key.iteration_key`: a description of every module, attribute and
+(:func:`lebm.recording.iteration_key.iteration_key`: a description of every module, attribute and
 optimiser the iteration reads), before it replays. This is host work at every replay, on any device.
 For every method's quickstart and paper-shape recipe, it times those three calls (median of
 ``--repeats`` at each of ``--iters`` iterations, after two warm-up iterations) inside a real eager
@@ -41,10 +41,10 @@ from common import bare_trainer, describe_device, load_recipe, run_facts  # noqa
 from train_step import IterationTimer, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.config import build  # noqa: E402
-from lebm.models.iteration_key import declared_reads, iteration_key  # noqa: E402
-from lebm.models.recorded_iteration import why_iterations_eager  # noqa: E402
-from lebm.samplers.capture.keys import Description  # noqa: E402
-from lebm.samplers.capture.torch_internals import tree_flatten  # noqa: E402
+from lebm.recording.iteration_key import declared_reads, iteration_key  # noqa: E402
+from lebm.recording.keys import Description  # noqa: E402
+from lebm.recording.recorded_iteration import why_iterations_eager  # noqa: E402
+from lebm.recording.torch_internals import tree_flatten  # noqa: E402
 
 QUICKSTARTS = {
     "LatentEBM": "recipes/quickstart.yaml",

@@ -53,8 +53,7 @@ from train_step import CHAIN_ATTRIBUTES, observation_shape, start_in_stage  # no
 
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
-from lebm.models import recorded_iteration  # noqa: E402
-from lebm.samplers.capture import set_chain_capture  # noqa: E402
+from lebm.recording import recorded_iteration, set_chain_capture  # noqa: E402
 from lebm.speed.numerics import apply_tf32  # noqa: E402
 
 #: CUDA runtime and driver calls counted per iteration, by the name the profiler gives them.

@@ -60,7 +60,7 @@ from flops import IterationFlops, peak_fraction  # noqa: E402
 from lebm.callbacks import FastNets  # noqa: E402
 from lebm.config import build  # noqa: E402
 from lebm.models import LatentEBM  # noqa: E402
-from lebm.samplers.capture import capture_stats, samplers_of, set_chain_capture  # noqa: E402
+from lebm.recording import capture_stats, samplers_of, set_chain_capture  # noqa: E402
 
 
 def observation_shape(model: Any) -> tuple[int, ...]:

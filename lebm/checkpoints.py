@@ -91,7 +91,7 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
     return checkpoint
 
 
-#: A checkpoint's key for the identity of the run that wrote it (:mod:`lebm.models.run_identity`).
+#: A checkpoint's key for the identity of the run that wrote it (:mod:`lebm.training.run_identity`).
 RUN_KEY = "lebm_run"
 
 

@@ -15,7 +15,34 @@ from typing import Any
 
 import lightning as L
 
-__all__ = ["attached_trainer", "logging_as_hook", "run_hooks_eagerly"]
+__all__ = ["LIGHTNING_MODULE_BOOKKEEPING", "attached_trainer", "logging_as_hook", "run_hooks_eagerly"]
+
+#: Every attribute Lightning sets on a ``LightningModule`` instance (beyond ``nn.Module``'s), public
+#: and private, with why no training iteration reads it on the device: a recorded iteration's key
+#: (:mod:`lebm.recording.iteration_key`) leaves them out. Private names: no public way lists them;
+#: ``tests/test_compat.py`` checks this table against the installed Lightning both ways, so a release
+#: that renames, adds or drops one fails a fast test instead of changing what the key holds.
+LIGHTNING_MODULE_BOOKKEEPING: dict[str, str] = {
+    "prepare_data_per_node": "Lightning's data flag",
+    "allow_zero_length_dataloader_with_multiple_devices": "Lightning's data flag",
+    "_trainer": "the Trainer (its settings the iteration reads are parts of their own)",
+    "_fabric": "Lightning Fabric's handle",
+    "_fabric_optimizers": "Lightning Fabric's optimisers",
+    "_current_fx_name": "the hook Lightning is in",
+    "_param_requires_grad_state": "toggle_optimizer's saved flags",
+    "_metric_attributes": "torchmetrics attributes found for logging",
+    "_automatic_optimization": "False for every lebm method",
+    "_compiler_ctx": "torch.compile's context (nets compiled inside are modules)",
+    "_hparams": "the key's 'hyperparameters' part",
+    "_hparams_initial": "the hyperparameters as first saved",
+    "_hparams_name": "how the hyperparameters were saved",
+    "_log_hyperparams": "whether loggers get the hyperparameters",
+    "_example_input_array": "a summary's example input",
+    "_strict_loading": "load_state_dict's strictness",
+    "_device_mesh": "a model-parallel mesh (lebm's strategies set none)",
+    "_device": "the key's tensors hold their device",
+    "_dtype": "the key's tensors hold their dtype",
+}
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
@@ -32,7 +59,7 @@ def logging_as_hook(module: L.LightningModule, hook: str) -> Iterator[None]:
 
     Private name: ``LightningModule._current_fx_name``, the hook Lightning files a logged value
     under. lebm hands a training step's values over late, from ``on_train_batch_end``, on the
-    step after which training stops (:mod:`lebm.models.cadence`); filed under that hook, they would
+    step after which training stops (:mod:`lebm.training.cadence`); filed under that hook, they would
     be a second, separate value of the same name (Lightning keys its results by hook and name).
     Lightning has no public way to log on behalf of another hook.
     """

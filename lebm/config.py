@@ -23,7 +23,7 @@ _CONFIG_ATTR = "_lebm_init_config"
 #: Class paths that checkpoints of earlier lebm versions name, read as the current ones by
 #: :func:`import_object` and :func:`to_config`: old module -> new module (every path below it
 #: follows) and old ``module.Name`` -> new. The rows are
-#: :data:`lebm.models.migrations.MOVED_CLASS_PATHS`, added when that module is imported (with
+#: :data:`lebm.training.migrations.MOVED_CLASS_PATHS`, added when that module is imported (with
 #: ``lebm.models``, so before any method is built from a checkpoint).
 RENAMED_CLASS_PATHS: dict[str, str] = {}
 

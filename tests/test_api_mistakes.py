@@ -133,7 +133,7 @@ def test_generate_refuses_more_samples_than_memory_holds_before_drawing_any(
     does not (the prior chain's 897 values a sample, the generator's widest layer's 256 and the
     sample's 64: 4.9 MB): refused in one line naming the size, its parts and the batches to draw;
     100 (487 KB) are drawn."""
-    monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
+    monkeypatch.setattr("lebm.training.inputs.device_memory_bytes", lambda device: 1_000_000)
     drawn = []
     monkeypatch.setattr(images.prior, "sample", lambda n, **kwargs: drawn.append(n) or torch.zeros(n, 16))
     with pytest.raises(
@@ -194,7 +194,7 @@ def test_a_text_model_refuses_more_sentences_than_memory_holds(monkeypatch: pyte
     from tests.models.cases import text_model
 
     model = text_model()
-    monkeypatch.setattr("lebm.models.inputs.device_memory_bytes", lambda device: 1_000_000)
+    monkeypatch.setattr("lebm.training.inputs.device_memory_bytes", lambda device: 1_000_000)
     with pytest.raises(ValueError, match=r"^generate\(n=100000\): their generation holds about .* the prior's chain"):
         model.generate(100_000)
     assert len(model.generate(2)) == 2

@@ -614,7 +614,7 @@ def clocked_fit(tmp_path: Path, accelerator: str) -> dict:
 def test_the_epoch_clock_counts_each_epochs_batches_and_times_them(tmp_path: Path) -> None:
     """CPU. The clock the GPU check times the quickstart with: batches and seconds of every epoch,
     and (under the CPU emulator of CUDA graphs) how many iterations were recorded and replayed."""
-    from lebm.samplers.capture import iteration_capture
+    from lebm.recording import iteration_capture
     from lebm.testing.capture import emulate_on_cpu
 
     with emulate_on_cpu(), iteration_capture(True):

@@ -544,7 +544,7 @@ def test_the_toy_check_fails_on_a_broken_copy_of_the_method(mutation: str, tmp_p
 def test_the_opt_in_example_is_vouched_for_and_without_its_line_refused() -> None:
     """The page's opted-in class is recorded; the same class without ``records_iterations = True``
     runs eagerly with the line naming the opt-in (device: CPU, no fit needed)."""
-    from lebm.models.vouching import reached_now, unvouched_override
+    from lebm.recording.vouching import reached_now, unvouched_override
 
     source = example("opting in")
     opted = load_variant(source, "opted").MyMethod

@@ -32,11 +32,12 @@ LAYERS: list[list[str]] = [
     ["lebm.data"],
     ["lebm.data.images", "lebm.data.text", "lebm.data.toy"],
     ["lebm.data.tasks"],
-    ["lebm.samplers.capture"],
+    ["lebm.recording"],  # everything that records graphs: chains, iterations, their switches
     ["lebm.samplers"],
     ["lebm.nets"],
     ["lebm.estimators"],
     ["lebm.metrics"],
+    ["lebm.training"],  # the base's machinery: what every method gets from Method
     ["lebm.models"],
     ["lebm.speed"],
     ["lebm.callbacks"],
@@ -195,6 +196,19 @@ def test_the_layers_are_the_ones_docs_design_states() -> None:
             shown = f"{last}/" if path.is_dir() else f"{last}.py"
             assert shown in design or prefix == "lebm.__main__", f"docs/design.md does not show {prefix} ({shown})"
     order = design[design.index("Layers, bottom first:") :]
-    named = ["foundations", "data", "samplers", "nets", "estimators", "metrics", "models", "speed", "callbacks", "cli"]
+    named = [
+        "foundations",
+        "data",
+        "recording",
+        "samplers",
+        "nets",
+        "estimators",
+        "metrics",
+        "training",
+        "models",
+        "speed",
+        "callbacks",
+        "cli",
+    ]
     positions = [order.index(f"**{name}**") for name in named]
     assert positions == sorted(positions), "docs/design.md lists the layers in another order than LAYERS"

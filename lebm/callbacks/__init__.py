@@ -20,9 +20,8 @@ from lebm.callbacks.progress_bar import RunProgressBar, RunRichProgressBar
 from lebm.callbacks.recovery import DivergenceRecovery
 from lebm.callbacks.text import TextGenerationMetrics
 from lebm.callbacks.text_samples import TextSamples
-from lebm.speed.chain_capture import ChainCapture
+from lebm.recording.run_switches import ChainCapture, RecordedIterations
 from lebm.speed.fast_nets import FastNets, apply_fast_paths
-from lebm.speed.recorded_iterations import RecordedIterations
 from lebm.speed.threads import CPUThreads
 
 __all__ = [

@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 from lebm.atomic import replaced_atomically
 from lebm.callbacks.schedule import grid_epoch
 from lebm.metrics_table import MetricsTable
-from lebm.models.monitoring import matches, run_metric_names
+from lebm.training.monitoring import matches, run_metric_names
 
 #: The plot's file name in the run folder.
 CURVES_FILE = "curves.png"

@@ -8,15 +8,15 @@ from typing import Any, Literal
 import lightning as L
 
 from lebm.models.base import Method
-from lebm.models.recovery import RecoveryPolicy
+from lebm.training.recovery import RecoveryPolicy
 
 
 class DivergenceRecovery(L.Callback):
     """When the divergence guard trips, roll back to the last good state, lower the step sizes and
     learning rates by a factor and go on, at most ``max_recoveries`` times; after that, stop as
-    without this callback (``lebm.models.recovery`` has the details).
+    without this callback (``lebm.training.recovery`` has the details).
 
-    The callback attaches a :class:`~lebm.models.recovery.RecoveryPolicy` to the method for each
+    The callback attaches a :class:`~lebm.training.recovery.RecoveryPolicy` to the method for each
     ``fit`` (any :class:`~lebm.models.Method`). Each recovery is printed on its own line, logged as
     ``recovery/count`` and recorded in the checkpoints (``lebm_divergence_recovery``): a resumed run
     keeps the lowered values, with or without this callback, and continues exactly.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 
-from lebm.models.training_end import training_stops
+from lebm.training.training_end import training_stops
 
 __all__ = ["STAGES", "epoch_ends", "evaluation_stage", "grid_epoch", "last_epoch", "training_stops"]
 

@@ -13,7 +13,7 @@ config files and command-line overrides are merged) with the toolkit's defaults:
   (``<run>/config.yaml``, whichever logger; every logger gets it too) all go there;
 - Trainer flags that lebm changes say so in one line, and ``fast_dev_run`` writes nothing into the
   run folder (``lebm.cli.trainer_flags``); a callback that monitors a name the run does not log is
-  refused when the run is built (``lebm.models.monitoring``);
+  refused when the run is built (``lebm.training.monitoring``);
 - ``--ckpt_path last`` resumes from ``<run>/checkpoints/last.ckpt`` and continues the same W&B run;
 - ``lebm predict`` writes its predictions into ``<run>/predictions/`` (a ``PredictionWriter`` unless one
   is given; ``docs/predict.md``);
@@ -111,8 +111,8 @@ from lebm.config import given_configs
 from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
-from lebm.models.guard import TrainingDiverged
 from lebm.speed.numerics import apply_tf32
+from lebm.training.guard import TrainingDiverged
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
 DDP_NAMES = {

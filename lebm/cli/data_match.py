@@ -50,7 +50,7 @@ def split_settings_of(class_path: Any) -> tuple[str, ...]:
 
 
 def trained_data_of(ckpt_path: str) -> Fingerprint | None:
-    """The data fingerprint the checkpoint carries (:mod:`lebm.models.run_identity`; None: a
+    """The data fingerprint the checkpoint carries (:mod:`lebm.training.run_identity`; None: a
     checkpoint written before lebm kept one, or a file the command's own load will name)."""
     try:
         record = read_checkpoint(ckpt_path).get(RUN_KEY)

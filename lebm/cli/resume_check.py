@@ -17,7 +17,7 @@ the two may disagree on:
 - **settings that may change on resume** (learning rates, Adam's betas and weight decay, gradient
   clipping, learning-rate decay, chain steps, step sizes and noise, divergence limits): applied and
   listed in one line (the optimisers' learning rates are rescaled in the restored state,
-  :func:`lebm.models.resume.apply_optimizer_settings`);
+  :func:`lebm.training.resume.apply_optimizer_settings`);
 - **any other setting** (a likelihood's sigma, an activation, a prior's reference): refused, by name,
   when resuming ``fit``; ``test``/``validate`` evaluate the recipe's settings (an anomaly score,
   evaluation chains) with the checkpoint's weights, and list what differs.
@@ -47,14 +47,14 @@ from lebm.checkpoints import (
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import is_primary_process
 from lebm.config import MissingClass, import_object, to_config
-from lebm.models.resume import asks_fewer, nothing_left_message
+from lebm.training.resume import asks_fewer, nothing_left_message
 
 #: The last key of a setting that may change when a run resumes.
 CHANGEABLE = re.compile(
     r"(^|_)(lr|betas|weight_decay|grad_clip|lr_decay|n_steps|step_size|noise_std|temperature_schedule)$"
     r"|^divergence_"
 )
-#: Settings that a checkpoint migration rewrites when it loads (lebm.models.migrations): never compared.
+#: Settings that a checkpoint migration rewrites when it loads (lebm.training.migrations): never compared.
 MIGRATED = ("align_corners",)
 #: How many differing keys a message lists.
 SHOWN = 6
@@ -112,7 +112,7 @@ def check_resume(
     new`` (empty when none). ``weights_only=False`` (the command's ``--weights_only false``) reads a
     checkpoint that holds objects other than tensors and plain data. ``trainer`` (``fit``, not a
     ``fast_dev_run`` smoke test): when its ``max_epochs`` or ``max_steps`` leave nothing to train,
-    one line says so (:func:`lebm.models.resume.nothing_left_message`) and the model is marked
+    one line says so (:func:`lebm.training.resume.nothing_left_message`) and the model is marked
     (``said_nothing_left``: the command then ends at 0 before fitting); below what the checkpoint
     holds, the line is a refusal (exit 2)."""
     try:

@@ -3,7 +3,6 @@
 from lebm.models.base import Method
 from lebm.models.damc import DAMC
 from lebm.models.dual_mcmc import DualMCMC
-from lebm.models.guard import DivergenceGuard, TrainingDiverged
 from lebm.models.hierarchical import JointHierarchicalEBM
 from lebm.models.latent_ebm import LatentEBM
 from lebm.models.latent_generator import LatentGeneratorModel
@@ -12,6 +11,7 @@ from lebm.models.multistage_nce import MultiStageNCE
 from lebm.models.priors import GaussianPrior, Prior, TiltedGaussianPrior
 from lebm.models.stages import ProductOfRatiosPrior
 from lebm.nets.latents import LatentGroups
+from lebm.training.guard import DivergenceGuard, TrainingDiverged
 
 __all__ = [
     "DAMC",

@@ -47,34 +47,37 @@ from lebm.data.batches import batch_observations  # noqa: F401 (re-export: metho
 from lebm.data.fingerprint import data_fingerprint, describe_difference, fingerprint_difference
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
-from lebm.models.cadence import step_values_read
-from lebm.models.double_precision import RunDefaultDtype
-from lebm.models.final_validation import ValidateLastEpoch
-from lebm.models.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
-from lebm.models.hooks import MethodHooks, as_list
-from lebm.models.host_reads import RecordingRefused, noting_trainer_reads
-from lebm.models.iteration_key import LEFT_OUT_OF_THE_KEY, flat
-from lebm.models.monitoring import check_monitors
-from lebm.models.prediction import Predictions
-from lebm.models.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
-from lebm.models.recovery import CHECKPOINT_KEY as RECOVERY_KEY
-from lebm.models.recovery import RecoveryPolicy, RecoveryRecord
-from lebm.models.resume import (
+from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
+from lebm.randomness import RandomStreams, pack, unpack
+from lebm.recording.host_reads import RecordingRefused, noting_trainer_reads
+from lebm.recording.iteration_key import LEFT_OUT_OF_THE_KEY, flat
+from lebm.recording.recorded_iteration import IterationRecorder, counted_only, step_directly, steps_on_the_host
+from lebm.samplers.adaptation import drop_unused_adaptation_state
+from lebm.training.cadence import step_values_read
+from lebm.training.double_precision import RunDefaultDtype
+from lebm.training.final_validation import ValidateLastEpoch
+from lebm.training.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
+from lebm.training.hooks import MethodHooks, as_list
+from lebm.training.monitoring import check_monitors
+from lebm.training.prediction import Predictions
+from lebm.training.recovery import CHECKPOINT_KEY as RECOVERY_KEY
+from lebm.training.recovery import RecoveryPolicy, RecoveryRecord
+from lebm.training.resume import (
     apply_optimizer_settings,
     epoch_cut_short,
     keep_a_cut_epoch_open,
     warn_if_nothing_left,
 )
-from lebm.models.run_identity import CHECKPOINT_KEY as RUN_KEY
-from lebm.models.run_identity import (
+from lebm.training.run_identity import CHECKPOINT_KEY as RUN_KEY
+from lebm.training.run_identity import (
     follow_a_moved_run_folder,
     identity_record,
     new_run_id,
     run_identity,
     trained_fingerprint,
 )
-from lebm.models.settings import check_optimizer_settings, optimizer_settings
-from lebm.models.stepping import (
+from lebm.training.settings import check_optimizer_settings, optimizer_settings
+from lebm.training.stepping import (
     StepSettings,
     TrainerSettingsKept,
     adopt_changed_clipping,
@@ -88,9 +91,6 @@ from lebm.models.stepping import (
     restore_accumulation,
     trainer_step_settings,
 )
-from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
-from lebm.randomness import RandomStreams, pack, unpack
-from lebm.samplers.adaptation import drop_unused_adaptation_state
 from lebm.user_warnings import user_stacklevel, warn_user
 from lebm.version import __version__
 
@@ -200,15 +200,15 @@ class Method(Predictions, MethodHooks, L.LightningModule):
       ``divergence_after_epoch`` on) before logging them. With a recovery policy
       (:attr:`divergence_recovery`, attached by the ``lebm.callbacks.DivergenceRecovery`` callback)
       a trip rolls back to the last good state and goes on with lower step sizes and learning rates
-      (:mod:`lebm.models.recovery`).
+      (:mod:`lebm.training.recovery`).
     - **random streams**: training chains draw from :attr:`train_generator` (per rank, from the
       run's seed and the global rank), evaluation from :attr:`eval_generator`; checkpoints keep
       every rank's streams and rank-local buffers, so resuming continues the same run exactly.
     - **the user API** ``generate``, ``infer``, ``reconstruct``, ``score`` and the evaluation step,
       whose per-example outputs are declared in :attr:`evaluation_outputs`.
 
-    The hooks a method overrides, with their defaults, are listed in :class:`lebm.models.hooks.MethodHooks`.
-    Prediction (``predict_step``, ``forward``) comes from :class:`lebm.models.prediction.Predictions`.
+    The hooks a method overrides, with their defaults, are listed in :class:`lebm.training.hooks.MethodHooks`.
+    Prediction (``predict_step``, ``forward``) comes from :class:`lebm.training.prediction.Predictions`.
 
     Args:
         divergence_limits: ``{logged quantity: largest allowed |value|}``.
@@ -223,7 +223,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     chain_capture_ignore: ClassVar[tuple[str, ...]] = tuple(LEFT_OUT_OF_THE_KEY)
     #: Whether this class vouches for the iteration code its own body defines (its
     #: ``training_iteration``, or a hook the iteration calls), so that recorded iterations replay it
-    #: (:mod:`lebm.models.vouching`). lebm's own methods are vouched for; a subclass of the user's
+    #: (:mod:`lebm.recording.vouching`). lebm's own methods are vouched for; a subclass of the user's
     #: that overrides that code runs eagerly, with one line, until its class body states
     #: ``records_iterations = True``, accepting the contract in ``docs/extending.md``
     #: ("Recorded iterations of your own method"). It is not inherited by a subclass that overrides again.
@@ -255,7 +255,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self.said_checkpoint_writer = False
         self._pending_clips: dict[int, tuple[float | None, str]] = {}
         self._said_clip_note: str | None = None
-        #: This model's recorded training iterations (:mod:`lebm.models.recorded_iteration`).
+        #: This model's recorded training iterations (:mod:`lebm.recording.recorded_iteration`).
         self.iteration_recorder = IterationRecorder()
         self._direct_steps = False
         self._collected_step: dict[str, Any] | None = None
@@ -268,7 +268,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         ``lebm test --ckpt_path`` rebuild them. A component that cannot describe itself is stored
         from the config the CLI built it from, else as None (named when a checkpoint is saved).
         Then the optimiser settings among them, found by name (``*_lr``, ``*_weight_decay``,
-        ``*_grad_clip``, ``betas``, ``lr_decay``: :mod:`lebm.models.settings`), are checked: a
+        ``*_grad_clip``, ``betas``, ``lr_decay``: :mod:`lebm.training.settings`), are checked: a
         ``ValueError`` naming the option, or a warning for a legal setting that is almost surely a typo."""
         hparams: dict[str, Any] = {}
         for name, value in arguments.items():
@@ -306,10 +306,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     @property
     def step_settings(self) -> StepSettings:
         """Lightning's ``accumulate_grad_batches`` and gradient clipping as this run applies them
-        (:mod:`lebm.models.stepping`; defaults outside a run). A ``gradient_clip_val`` or
+        (:mod:`lebm.training.stepping`; defaults outside a run). A ``gradient_clip_val`` or
         ``gradient_clip_algorithm`` that a callback sets on the Trainer mid-run is taken over here,
         at the next update, by the eager and the recorded path alike, as Lightning's automatic
-        optimisation reads it at every step (:func:`~lebm.models.stepping.adopt_changed_clipping`)."""
+        optimisation reads it at every step (:func:`~lebm.training.stepping.adopt_changed_clipping`)."""
         trainer = attached_trainer(self)
         changed = trainer is not None and (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) != (None, None)
         if changed:
@@ -337,10 +337,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     @contextlib.contextmanager
     def noting_host_reads(self, reads: set[str] | None) -> Iterator[None]:
         """Within the block, every read of ``self.global_step`` and ``self.current_epoch`` (and of
-        the Trainer's, outside Lightning's loop: :func:`~lebm.models.host_reads.noting_trainer_reads`)
+        the Trainer's, outside Lightning's loop: :func:`~lebm.recording.host_reads.noting_trainer_reads`)
         is added to ``reads`` by name: what :meth:`iteration_key` reads there is declared; what a
         recorded iteration reads without declaring it keeps the iterations eager
-        (:mod:`lebm.models.recorded_iteration`)."""
+        (:mod:`lebm.recording.recorded_iteration`)."""
         previous, self._host_reads = self._host_reads, reads
         try:
             with noting_trainer_reads(attached_trainer(self), reads):
@@ -362,14 +362,14 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def check_trainer(self, trainer: Any, stage: str | None = "fit", resuming: bool = False) -> None:
         """Refuse, in one line naming lebm's way, a Trainer this method cannot honour: Lightning's
         callbacks that assume one optimiser or automatic optimisation
-        (:func:`~lebm.models.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
+        (:func:`~lebm.training.stepping.refuse_unsupported_callbacks`). The ``lebm`` CLI calls it
         when the run is built, :meth:`configure_callbacks` when a run starts. Also checks the
         Trainer's accumulation and clipping settings, which this method applies itself, and lets
         every callback with a ``check_method(model)`` check the parts it reads; refuse 16-bit weights
         (``precision`` ``16-true``/``bf16-true``). In a ``fit`` (``stage``; None: not known yet),
         name in one warning the nets whose own clipping overrides ``gradient_clip_val`` (before any
         refusal), refuse a Trainer that trains nothing or whose ``check_val_every_n_epoch`` is below 1,
-        and a callback that monitors a name the run does not log (:mod:`lebm.models.monitoring`).
+        and a callback that monitors a name the run does not log (:mod:`lebm.training.monitoring`).
         ``resuming``: the fit continues a checkpoint, whose saved state (a stage schedule, say) it takes over."""
         refuse_unsupported_callbacks(trainer, type(self).__name__)
         settings = trainer_step_settings(trainer)
@@ -390,7 +390,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def _say_overridden_clips(self, settings: StepSettings, trainer: Any) -> None:
         """Warn, once per model and on the main process, when the Trainer's ``gradient_clip_val``
         does not clip some nets, whose own ``<net>_grad_clip`` overrides it
-        (:func:`~lebm.models.stepping.overridden_clip_note`)."""
+        (:func:`~lebm.training.stepping.overridden_clip_note`)."""
         note = overridden_clip_note(settings, own_clips(self.hparams), type(self).__name__)
         if note is not None and note != self._said_clip_note and getattr(trainer, "is_global_zero", True):
             self._said_clip_note = note
@@ -402,10 +402,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         (:func:`~lebm.compat.run_hooks_eagerly`), check the Trainer (:meth:`check_trainer`), and
         take over its ``accumulate_grad_batches`` and gradient clipping, which this method applies
         itself (:meth:`step_optimizers`). Returns the callback that gives the Trainer its settings
-        back when the run ends, normally or not (:class:`~lebm.models.stepping.TrainerSettingsKept`),
-        the one that validates the last epoch (:class:`~lebm.models.final_validation.ValidateLastEpoch`), and
+        back when the run ends, normally or not (:class:`~lebm.training.stepping.TrainerSettingsKept`),
+        the one that validates the last epoch (:class:`~lebm.training.final_validation.ValidateLastEpoch`), and
         the one that keeps a ``64-true`` run's default dtype float64 outside the steps too
-        (:class:`~lebm.models.double_precision.RunDefaultDtype`)."""
+        (:class:`~lebm.training.double_precision.RunDefaultDtype`)."""
         trainer = attached_trainer(self)
         run_hooks_eagerly(self)  # Trainer.fit(torch.compile(model)): compile the nets instead
         if trainer is None:
@@ -461,7 +461,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
 
         With ``accumulate_grad_batches = N``: the gradients are zeroed at the window's first batch,
         every batch adds ``grad(loss / N)`` to these optimisers' parameters only, and the
-        all-reduce, clipping and steps happen on the window's last batch (:mod:`lebm.models.stepping`).
+        all-reduce, clipping and steps happen on the window's last batch (:mod:`lebm.training.stepping`).
         """
         optimizers = as_list(optimizers)
         if self._direct_steps:  # inside a recorded iteration or its warm-up
@@ -529,8 +529,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self, logs: Mapping[str, Tensor], watch: Mapping[str, Tensor] | None = None, batch_idx: int = 0
     ) -> None:
         """Check ``logs`` and the tensors in ``watch`` (e.g. chain states) with the divergence
-        guard, then log ``logs`` (on the steps where they are read: :mod:`lebm.models.cadence`).
-        Raises :class:`~lebm.models.guard.TrainingDiverged`, unless a
+        guard, then log ``logs`` (on the steps where they are read: :mod:`lebm.training.cadence`).
+        Raises :class:`~lebm.training.guard.TrainingDiverged`, unless a
         recovery policy (:attr:`divergence_recovery`) has a recovery left: then the step's values
         are not logged, the model rolls back to its last snapshot with lowered step sizes and
         learning rates, and training goes on with the next batch."""
@@ -564,7 +564,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             policy.after_good_step(self)
 
     def _hand_over_step_values(self, logs: Mapping[str, Any]) -> None:
-        """Log a step's values on the steps where they are read (:mod:`lebm.models.cadence`), else
+        """Log a step's values on the steps where they are read (:mod:`lebm.training.cadence`), else
         keep them for :meth:`on_train_batch_end`."""
         if step_values_read(attached_trainer(self), logs):  # Lightning's log costs host time even when nothing reads it
             self.log_step_values(logs)
@@ -575,7 +575,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One training iteration: :meth:`training_iteration` then :meth:`after_iteration`, run
         eagerly, or through the model's :attr:`iteration_recorder` when recorded iterations are on
-        (:mod:`lebm.models.recorded_iteration`); nothing when :meth:`skip_iteration` says so."""
+        (:mod:`lebm.recording.recorded_iteration`); nothing when :meth:`skip_iteration` says so."""
         if self.skip_iteration():
             return
         if not self.iteration_recorder.run(self, batch, batch_idx):
@@ -592,7 +592,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     @contextlib.contextmanager
     def direct_steps(self, recorder: IterationRecorder, collect: dict[str, Any] | None = None) -> Any:
         """Within the block, :meth:`step_optimizers` updates in direct mode
-        (:func:`~lebm.models.recorded_iteration.step_directly`) and, with ``collect``,
+        (:func:`~lebm.recording.recorded_iteration.step_directly`) and, with ``collect``,
         :meth:`finish_training_step` puts the step's ``logs`` and ``watch`` there instead of checking
         and logging them (a recording)."""
         previous = self._direct_steps, self._collected_step
@@ -626,7 +626,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         self._hand_over_step_values(logs)
 
     def check_recorded_guard(self, logs: Mapping[str, Any] | None = None, now: bool = False) -> None:
-        """Raise :class:`~lebm.models.guard.TrainingDiverged` when the recorded iterations' device
+        """Raise :class:`~lebm.training.guard.TrainingDiverged` when the recorded iterations' device
         flag is set, reading it every few iterations (``now``: at once, before a checkpoint, a
         validation or the end of training)."""
         recorder = self.iteration_recorder
@@ -646,7 +646,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """If training stops at this step (``trainer.should_stop`` set by the method or by a callback
         after the step), hand over the step's values that were not: Lightning writes a stopping
-        step's row, and epoch-end readers see its values (:mod:`lebm.models.cadence`)."""
+        step's row, and epoch-end readers see its values (:mod:`lebm.training.cadence`)."""
         unread, self._unread_step_values = self._unread_step_values, None
         if unread is None or attached_trainer(self) is None or not self.trainer.should_stop:
             return
@@ -675,7 +675,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
 
     #: The global step of the checkpoint the weights were last loaded from, until a fit starts.
     _loaded_step: int | None = None
-    #: The run's id (:mod:`lebm.models.run_identity`): drawn when a fit starts from scratch, taken
+    #: The run's id (:mod:`lebm.training.run_identity`): drawn when a fit starts from scratch, taken
     #: from the checkpoint a fit resumes; every checkpoint carries it.
     run_id: str | None = None
     #: The fingerprint of the data the loaded checkpoint was trained on (:mod:`lebm.data.fingerprint`),
@@ -792,7 +792,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Lower the samplers' step sizes as the checkpoint's recoveries did (always); when resuming
         (a trainer is attached), take this rank's streams and rank-local buffers, and the optimiser
-        settings this model configures now (:mod:`lebm.models.resume`), with the recoveries'
+        settings this model configures now (:mod:`lebm.training.resume`), with the recoveries'
         learning-rate factors. A checkpoint written by a newer lebm is named in a warning (once per
         load; ``load_from_checkpoint`` warns itself, at the caller's line)."""
         self.checkpoint_writer = writer_version(checkpoint)

@@ -13,24 +13,24 @@ from torch import Tensor, nn
 from lebm import arguments
 from lebm.estimators import mle_loss, reconstruction_loss
 from lebm.models.base import batch_observations, ensure_component, optional_component, require_components
-from lebm.models.choices import check_choice
-from lebm.models.hooks import POSTERIOR_STARTS
-from lebm.models.inputs import (
+from lebm.models.latent_generator import chain_logs
+from lebm.models.latent_variable import LatentVariableModel
+from lebm.models.priors import Prior
+from lebm.nets.diffusion import LatentDiffusionAmortizer
+from lebm.samplers import AveragedStart, ChainInitializer, Langevin, NoiseStart, Sampler
+from lebm.samplers.base import SamplerOutput
+from lebm.samplers.chain import Diagnostics
+from lebm.training.choices import check_choice
+from lebm.training.hooks import POSTERIOR_STARTS
+from lebm.training.inputs import (
     check_count,
     check_model_generation_memory,
     check_sampler,
     refuse_unused_sampler,
     warn_if_not_finite,
 )
-from lebm.models.latent_generator import chain_logs
-from lebm.models.latent_variable import LatentVariableModel
-from lebm.models.optimizers import step_decay_optimizers
-from lebm.models.priors import Prior
-from lebm.models.stepping import trainer_step_settings
-from lebm.nets.diffusion import LatentDiffusionAmortizer
-from lebm.samplers import AveragedStart, ChainInitializer, Langevin, NoiseStart, Sampler
-from lebm.samplers.base import SamplerOutput
-from lebm.samplers.chain import Diagnostics
+from lebm.training.optimizers import step_decay_optimizers
+from lebm.training.stepping import trainer_step_settings
 from lebm.user_warnings import warn_user
 
 #: The string options and what each of their values means.

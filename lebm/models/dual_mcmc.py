@@ -13,17 +13,17 @@ from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
-from lebm.models.choices import check_choice
-from lebm.models.inputs import api_call, check_sampler, refuse_unused_sampler, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
-from lebm.models.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
-from lebm.models.optimizers import adam_with_decay
 from lebm.models.priors import GaussianPrior, Prior
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.chain import Diagnostics, modules_in_mode
 from lebm.samplers.initializers import NetworkStart
+from lebm.training.choices import check_choice
+from lebm.training.inputs import api_call, check_sampler, refuse_unused_sampler, warn_if_not_finite
+from lebm.training.migrations import encoder_optimizer_of_earlier_checkpoints, upsampling_of_earlier_checkpoints
+from lebm.training.optimizers import adam_with_decay
 
 #: The official abort rule: training stops when the EBM's contrast |errE| exceeds this.
 OFFICIAL_CONTRAST_LIMIT = 1e4

@@ -11,8 +11,6 @@ from torch import Tensor, nn
 
 from lebm.estimators import VariationalBound, variational_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
-from lebm.models.choices import check_choice
-from lebm.models.inputs import check_count, check_sampler
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
@@ -20,6 +18,8 @@ from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.nets.latents import LatentGroups
 from lebm.samplers import Sampler
 from lebm.samplers.chain import frozen_parameters
+from lebm.training.choices import check_choice
+from lebm.training.inputs import check_count, check_sampler
 
 UpdateOrder = Literal["generator_first", "ebm_first"]
 #: The update orders and where each comes from.

@@ -13,17 +13,6 @@ from torch import Tensor, nn
 from lebm import arguments
 from lebm.compat import attached_trainer
 from lebm.models.base import Method, batch_observations, ensure_component, optional_component, require_components
-from lebm.models.hooks import LatentGeneratorHooks, PosteriorStart
-from lebm.models.inputs import (
-    api_call,
-    check_count,
-    check_model_generation_memory,
-    check_sampler,
-    read_latents,
-    read_observations,
-    warn_if_not_finite,
-)
-from lebm.models.prediction import with_text
 from lebm.models.priors import Prior
 from lebm.nets.decoders import Decoder
 from lebm.nets.encoders import InferenceNetwork
@@ -32,6 +21,17 @@ from lebm.samplers import Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics, ModuleMode, modules_in_mode
 from lebm.samplers.initializers import ChainInitializer
+from lebm.training.hooks import LatentGeneratorHooks, PosteriorStart
+from lebm.training.inputs import (
+    api_call,
+    check_count,
+    check_model_generation_memory,
+    check_sampler,
+    read_latents,
+    read_observations,
+    warn_if_not_finite,
+)
+from lebm.training.prediction import with_text
 
 
 class LatentGeneratorModel(LatentGeneratorHooks, Method):
@@ -263,7 +263,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
     def joint_energy(self, x: Any, z: Any) -> Tensor:
         """``-log p(x, z) + const`` ``(B,)``: ``nll(x|z) + U_prior(z)``, for observations ``x``
         ``(B, *x_shape)`` (checked as every method's input is, :meth:`observations`) and their
-        latents ``z`` ``(B, latent_dim)`` (:func:`~lebm.models.inputs.read_latents`)."""
+        latents ``z`` ``(B, latent_dim)`` (:func:`~lebm.training.inputs.read_latents`)."""
         with self.user_input(x, "joint_energy(x, z)") as x:
             z = read_latents(
                 z,
@@ -277,7 +277,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
 
     def observations(self, data: Any, what: str | None = None) -> Tensor:
         """User input as the tensor ``(B, *x_shape)`` the decoder reads, checked: the one input
-        contract of every method and of prediction (:func:`lebm.models.inputs.read_observations`:
+        contract of every method and of prediction (:func:`lebm.training.inputs.read_observations`:
         type, at least one example, the per-example shape against :meth:`observation_shape`, the
         decoder's ``check_observations`` (values, range, token ids), the model's dtype, and a
         warning for empty or unknown sentences). ``what`` (``"score(x)"``) starts the messages.
@@ -295,7 +295,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
     def user_input(self, data: Any, what: str) -> Iterator[Tensor]:
         """The block of a user-API call on observations ``data`` (``what``: ``"infer(x)"``), which
         it yields as the tensor ``(B, *x_shape)`` the decoder reads: checked by :meth:`observations`
-        when the call is the outermost on this model (:func:`lebm.models.inputs.api_call`) and runs
+        when the call is the outermost on this model (:func:`lebm.training.inputs.api_call`) and runs
         outside a training or evaluation loop; else, a batch of a loop or the input of an outer
         call that checked it, only prepared (the decoder's ``prepare``) and, when it holds numbers,
         cast to :attr:`input_dtype` (a callback's batch read from its data in float32, during a
@@ -399,7 +399,7 @@ class LatentGeneratorModel(LatentGeneratorHooks, Method):
         from it: ``{"inputs": x (B, *x_shape), "latents": z (B, latent_dim), "reconstructions":
         decode(z) (B, *x_shape), "scores": score_at(x, z) (B,)}``, decoded inside
         :meth:`evaluation_statistics`; a text decoder adds ``"input_text"`` and
-        ``"reconstruction_text"`` (:func:`lebm.models.prediction.with_text`)."""
+        ``"reconstruction_text"`` (:func:`lebm.training.prediction.with_text`)."""
         z = self.infer(x, generator=generator)
         with torch.no_grad():
             with self.evaluation_statistics():

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lebm.models.hooks import LatentVariableHooks
-from lebm.models.inputs import check_whole, refuse_unused_sampler, warn_if_not_finite
 from lebm.models.latent_generator import LatentGeneratorModel, chain_logs, latent_nets
-from lebm.models.optimizers import adam_with_decay
-from lebm.models.prediction import with_text
 from lebm.nets.decoders import Decoder, GaussianDecoder
 from lebm.samplers import Sampler
+from lebm.training.hooks import LatentVariableHooks
+from lebm.training.inputs import check_whole, refuse_unused_sampler, warn_if_not_finite
+from lebm.training.optimizers import adam_with_decay
+from lebm.training.prediction import with_text
 
 __all__ = ["SCORE_TERMS", "LatentVariableModel", "chain_logs", "decoder_metric_names", "latent_nets"]
 
@@ -82,7 +82,7 @@ class LatentVariableModel(LatentVariableHooks, LatentGeneratorModel):
         """``(optimizers, schedulers)``: Adam over ``decoder_parameters`` (``hparams.decoder_lr``,
         ``decoder_weight_decay``) and, when the prior learns, Adam over the prior's parameters
         (``prior_lr``, ``prior_weight_decay``), both with ``hparams.betas``; an ExponentialLR
-        (``lr_decay``) for each, stepped per epoch (:func:`~lebm.models.optimizers.adam_with_decay`)."""
+        (``lr_decay``) for each, stepped per epoch (:func:`~lebm.training.optimizers.adam_with_decay`)."""
         nets = [("decoder", decoder_parameters)]
         if self.learns_prior:
             nets.append(("prior", self.prior.parameters()))

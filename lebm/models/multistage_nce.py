@@ -18,13 +18,13 @@ from torch import Tensor, nn
 
 from lebm.estimators import nce_loss, reconstruction_loss
 from lebm.models.base import batch_observations
-from lebm.models.choices import check_choice
 from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
-from lebm.models.optimizers import adam_with_decay
 from lebm.models.stages import ProductOfRatiosPrior
-from lebm.models.stepping import planned_iterations, trainer_step_settings
 from lebm.samplers import Langevin, Sampler
+from lebm.training.choices import check_choice
+from lebm.training.optimizers import adam_with_decay
+from lebm.training.stepping import planned_iterations, trainer_step_settings
 
 #: The string options and their values.
 CHOICES = {

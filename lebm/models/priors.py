@@ -17,13 +17,13 @@ from torch import Tensor, nn
 
 from lebm import arguments
 from lebm.config import Configurable
-from lebm.models.inputs import refuse_unused_sampler
 from lebm.nets.latents import LatentGroups
 from lebm.randomness import rng_devices
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics, modules_in_mode
 from lebm.samplers.initializers import NoiseStart, check_start
+from lebm.training.inputs import refuse_unused_sampler
 
 
 def check_energy_net(owner: str, net: Any, latent_dim: int, name: str = "energy_net") -> nn.Module:

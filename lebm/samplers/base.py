@@ -17,16 +17,16 @@ import torch
 from torch import Tensor, nn
 
 from lebm.config import Configurable
-from lebm.samplers.capture.cache import run_captured
-from lebm.samplers.capture.keys import ChainCall
-from lebm.samplers.capture.recorders import (
+from lebm.recording.cache import run_captured
+from lebm.recording.keys import ChainCall
+from lebm.recording.recorders import (
     ChainBody,
     capture_possible,
     first_line,
     inside_recording,
     refuse_unless_opted_in,
 )
-from lebm.samplers.capture.switch import CaptureOptIn
+from lebm.recording.switch import CaptureOptIn
 from lebm.samplers.chain import (  # noqa: F401 (EnergyFn, frozen_parameters, ...: re-exported, as before the split)
     ChainTarget,
     Diagnostics,
@@ -92,9 +92,9 @@ class Sampler(CaptureOptIn, Configurable):
     mode and gradients inside validation are handled here, so a new update rule cannot get them
     wrong.
 
-    **Whole-chain capture** (:mod:`lebm.samplers.capture.cache`). On a CUDA device a call that passes
+    **Whole-chain capture** (:mod:`lebm.recording.cache`). On a CUDA device a call that passes
     ``inputs=`` runs its chain as one CUDA graph, recorded at the first call of its kind and
-    replayed after, while the run-wide switch is on (:mod:`lebm.samplers.capture.switch`), when
+    replayed after, while the run-wide switch is on (:mod:`lebm.recording.switch`), when
     the sampler's class opted in (``capturable = True``) and its own ``cuda_graph`` option does
     not keep it out. A subclass that overrides :meth:`run` does not inherit the opt-in:
     it states ``capturable = True`` itself once its ``run`` meets the conditions in

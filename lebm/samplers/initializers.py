@@ -26,7 +26,7 @@ which initializer they learn and how, not in how chains consume it.
   in (``capturable = True``): it splits its draw into :meth:`ChainInitializer.initial_state`, drawn
   eagerly (``z_T ~ N(0, I)``), and :meth:`ChainInitializer.from_state`, recorded once per capture
   key as one CUDA graph and replayed after, under the chains' keys, eviction and per-rank stream
-  rules (:mod:`lebm.samplers.capture`).
+  rules (:mod:`lebm.recording`).
 
 Initializers that read a method's nets (:class:`NetworkStart`) hold them without registering them
 as submodules, so a method's checkpoint keeps one copy of each net; one that owns parameters (the
@@ -43,10 +43,10 @@ import torch
 from torch import Tensor, nn
 
 from lebm import arguments
-from lebm.samplers.capture.cache import run_captured
-from lebm.samplers.capture.keys import ChainCall
-from lebm.samplers.capture.recorders import ChainBody, capture_possible
-from lebm.samplers.capture.switch import CaptureOptIn
+from lebm.recording.cache import run_captured
+from lebm.recording.keys import ChainCall
+from lebm.recording.recorders import ChainBody, capture_possible
+from lebm.recording.switch import CaptureOptIn
 
 __all__ = ["AveragedStart", "ChainInitializer", "NetworkStart", "NoiseStart", "check_start"]
 

@@ -48,7 +48,7 @@ class Langevin(Sampler):
         grad_clip: if set, each sample's gradient is rescaled to at most this L2 norm.
         form: ``"code"`` or ``"paper"`` parameterisation of ``step_size`` (see above).
         cuda_graph: on a CUDA device, run the K steps as one captured CUDA graph, replayed at every
-            call of the same kind (:mod:`lebm.samplers.capture.cache`); False runs them eagerly. The
+            call of the same kind (:mod:`lebm.recording.cache`); False runs them eagerly. The
             numbers are those of the eager chain; on other devices chains always run eagerly.
     """
 

@@ -38,7 +38,7 @@ class PersistentChains(Sampler, nn.Module):
         init_std: the buffer starts as ``N(0, init_std^2 I)`` samples.
         cuda_graph: on a CUDA device, capture the whole call (the draws from the buffer, the
             wrapped sampler's steps and the write-back) as one CUDA graph when ``sampler`` allows
-            capture too (:mod:`lebm.samplers.capture.cache`); False runs it eagerly.
+            capture too (:mod:`lebm.recording.cache`); False runs it eagerly.
     """
 
     capturable = True

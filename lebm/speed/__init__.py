@@ -1,13 +1,13 @@
 """Speed: switches that change how fast a run goes, never what it computes (beyond rounding).
 
-``ChainCapture`` (the run's switch for whole-chain CUDA-graph capture), ``RecordedIterations`` (the
-run's switch for whole training iterations recorded as CUDA graphs, on by default), ``FastNets`` (compile,
-channels-last), ``CPUThreads`` (the CPU thread count) and :mod:`.numerics` (TF32 matmuls).
+``FastNets`` (compile, channels-last), ``CPUThreads`` (the CPU thread count) and :mod:`.numerics`
+(TF32 matmuls) live here. ``ChainCapture`` (whole-chain CUDA-graph capture) and
+``RecordedIterations`` (whole training iterations recorded as CUDA graphs, on by default) live with
+everything else that records graphs, in :mod:`lebm.recording.run_switches`; recipes name them here.
 """
 
-from lebm.speed.chain_capture import ChainCapture
+from lebm.recording.run_switches import ChainCapture, RecordedIterations
 from lebm.speed.fast_nets import FastNets, apply_fast_paths
-from lebm.speed.recorded_iterations import RecordedIterations
 from lebm.speed.threads import CPUThreads
 
 __all__ = ["CPUThreads", "ChainCapture", "FastNets", "RecordedIterations", "apply_fast_paths"]

@@ -17,7 +17,7 @@ recipe, the ways of making those passes cheaper that do not change what is compu
   pay the compilation (tens of seconds on a CPU); a net that flips between frozen parameters (in
   a chain) and trainable ones (in its update) is compiled once for each.
 - CUDA graphs are not here: on a CUDA device every chain is captured whole, as one graph, by its
-  sampler (:mod:`lebm.samplers.capture.cache`), whatever this callback does. Compile modes that
+  sampler (:mod:`lebm.recording.cache`), whatever this callback does. Compile modes that
   make CUDA graphs of their own (``reduce-overhead``, ``max-autotune``) cannot run inside a
   captured chain and are refused: use ``max-autotune-no-cudagraphs``.
 

@@ -48,9 +48,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lebm.samplers.capture.host_sync import uncapturable
-from lebm.samplers.capture.recorders import ChainBody, GraphStore, host_gaps, run_refusing_host_sync, set_cpu_store
-from lebm.samplers.capture.torch_internals import TorchDispatchMode, tree_flatten, tree_leaves, tree_map
+from lebm.recording.host_sync import uncapturable
+from lebm.recording.recorders import ChainBody, GraphStore, host_gaps, run_refusing_host_sync, set_cpu_store
+from lebm.recording.torch_internals import TorchDispatchMode, tree_flatten, tree_leaves, tree_map
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ def test_last_or_auto_without_a_run_is_refused_in_one_line(subcommand: str, ckpt
 
 def test_the_run_folder_function_picks_the_runs_last_checkpoint(tmp_path: Path) -> None:
     from lebm.cli.run_folder import evaluated_checkpoint
-    from tests.models.test_run_identity import fit
+    from tests.training.test_run_identity import fit
 
     checkpoints = tmp_path / "run" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -101,7 +101,7 @@ def test_a_copy_of_another_runs_checkpoint_in_a_run_folder_is_refused_and_a_link
     config and predictions, so it is refused in one line naming both runs; a symbolic link to A's
     checkpoint is followed to A's folder."""
     from lebm.cli.run_folder import evaluation_folder
-    from tests.models.test_run_identity import fit
+    from tests.training.test_run_identity import fit
 
     folders = {name: tmp_path / name / "checkpoints" for name in ("a", "b")}
     ids = {}

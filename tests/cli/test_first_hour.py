@@ -179,7 +179,7 @@ def test_a_max_steps_stop_inside_an_epoch_resumes_to_the_run_never_stopped(tmp_p
     run = tmp_path / "stopped"
     stopped = lebm("fit", *common, "--trainer.max_steps", "14", "--trainer.default_root_dir", str(run))
     assert stopped.returncode == 0, stopped.stderr[-2000:]
-    from lebm.models.resume import epochs_held
+    from lebm.training.resume import epochs_held
 
     assert epochs_held(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)) == (
         1,

@@ -25,7 +25,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lebm.cli.trainer_flags import strategy_note, unlogged_monitor
-from lebm.models.monitoring import check_monitors, declared_names, matches
+from lebm.training.monitoring import check_monitors, declared_names, matches
 from tests.helpers.cli_runner import run_cli
 from tests.helpers.run_spies import BatchCounter, LoggerConfigSpy
 from tests.helpers.trainers import quiet_trainer

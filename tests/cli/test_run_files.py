@@ -81,7 +81,7 @@ def test_a_recipes_paper_targets_reach_the_curves_and_every_run_gets_a_table(tmp
 def test_a_recipes_paper_targets_are_values_its_callbacks_log() -> None:
     from lebm.cli.resolve import resolve_recipe
     from lebm.config import build
-    from lebm.models.monitoring import matches
+    from lebm.training.monitoring import matches
 
     drawn = 0
     for recipe in sorted(cli_runner.REPO.glob("recipes/*/[!_]*.yaml")):

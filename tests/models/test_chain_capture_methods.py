@@ -10,16 +10,16 @@ import warnings
 
 import pytest
 import torch
-from cases import CASES, Recording, toy_loader
 
 from lebm.models import Method
+from lebm.recording import cache as capture_module
+from lebm.recording import iteration_capture
+from lebm.recording.cache import capture_stats, chain_graphs, samplers_of
 from lebm.samplers import ChainInitializer, Langevin, PersistentChains
-from lebm.samplers.capture import cache as capture_module
-from lebm.samplers.capture import iteration_capture
-from lebm.samplers.capture.cache import capture_stats, chain_graphs, samplers_of
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
 from tests.helpers.trainers import quiet_trainer
+from tests.models.cases import CASES, Recording, toy_loader
 
 
 def without_recording(model: Method) -> Method:

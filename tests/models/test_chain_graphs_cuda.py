@@ -19,10 +19,10 @@ from test_chain_capture_methods import without_recording
 
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
+from lebm.recording import iteration_capture
+from lebm.recording.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
+from lebm.recording.recorders import RETIRED_LIMIT, cuda_store
 from lebm.samplers import Langevin
-from lebm.samplers.capture import iteration_capture
-from lebm.samplers.capture.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
-from lebm.samplers.capture.recorders import RETIRED_LIMIT, cuda_store
 from tests.helpers.trainers import quiet_trainer
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py

@@ -195,7 +195,7 @@ def test_a_prior_without_an_energy_and_an_amortizer_of_another_size_are_refused(
 
 
 def test_the_step_decay_factor_is_held_at_its_floor() -> None:
-    from lebm.models.optimizers import StepDecayFactor
+    from lebm.training.optimizers import StepDecayFactor
 
     factor = StepDecayFactor(0.99, 1000, 1e-5 / 2e-4)
     assert factor(999) == 1.0 and factor(1000) == pytest.approx(0.99) and factor(2500) == pytest.approx(0.99**2)

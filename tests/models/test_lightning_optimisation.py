@@ -1,4 +1,4 @@
-"""Lightning's optimisation settings on every method (``lebm.models.stepping``): one meaning of
+"""Lightning's optimisation settings on every method (``lebm.training.stepping``): one meaning of
 "step", ``accumulate_grad_batches``, gradient clipping, and the callbacks that cannot apply
 refused in one line. Each method is its small 2-D model of ``cases.py``, fitted by a Trainer built
 in Python (the CLI passes the same Trainer arguments: ``tests/cli/test_lightning_flags.py``).

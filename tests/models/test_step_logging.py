@@ -1,6 +1,6 @@
 """Training values are handed to Lightning on the steps where something reads them (CPU).
 
-Lightning's ``self.log`` costs host time at every call (lebm.models.cadence): a method hands its
+Lightning's ``self.log`` costs host time at every call (lebm.training.cadence): a method hands its
 step values over on the loggers' steps (``log_every_n_steps``), on the last batch of each epoch and
 near ``max_steps``, and every value it hands over is that step's own. The divergence guard still
 sees every step.

@@ -77,7 +77,7 @@ def test_an_observation_noise_block_reads_its_sigma_and_gives_the_trained_one_ba
     differs (another sigma records its own graph); after the block, normal or raised, the trained
     sigma is back; a non-positive sigma is refused before anything changes."""
     from lebm.nets import GaussianDecoder
-    from lebm.samplers.capture.keys import Description
+    from lebm.recording.keys import Description
 
     decoder = GaussianDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None), sigma=1.0)
     x, z = torch.randn(4, 2), torch.randn(4, 3)

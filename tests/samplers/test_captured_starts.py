@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from lebm.nets import LatentDiffusionAmortizer, MLPEmbedding
+from lebm.recording import chain_capture, chain_graphs
 from lebm.samplers import AveragedStart, ChainInitializer, NetworkStart, NoiseStart
-from lebm.samplers.capture import chain_capture, chain_graphs
 from lebm.testing.capture import emulate_on_cpu
 
 LATENT, DATA = 3, 4

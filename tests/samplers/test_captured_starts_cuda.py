@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lebm.nets import ConvEmbedding, LatentDiffusionAmortizer
+from lebm.recording import chain_capture, chain_graphs
 from lebm.samplers import AveragedStart, ChainInitializer
-from lebm.samplers.capture import chain_capture, chain_graphs
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]
 

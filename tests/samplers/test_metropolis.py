@@ -219,7 +219,7 @@ def test_a_strict_replay_of_the_recorded_chain_is_the_eager_chain(make) -> None:
     """Under the CPU's strict op replay (a CUDA graph's rules: the recorded operations replayed with
     their Python numbers baked in), the chains, their acceptance, the adapted step sizes, the
     adaptation counter and the caller's stream match an eager sampler's, call after call."""
-    from lebm.samplers.capture import capture_stats
+    from lebm.recording import capture_stats
     from lebm.testing.capture import emulate_on_cpu
 
     energy = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))

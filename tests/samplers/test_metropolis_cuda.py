@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lebm.recording.cache import capture_stats
 from lebm.samplers import HMC, MALA
-from lebm.samplers.capture.cache import capture_stats
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
 

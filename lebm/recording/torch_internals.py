@@ -1,0 +1,157 @@
+"""The one seam between lebm's fast paths and torch's private names.
+
+Captured chains and recorded iterations must see what torch keeps in private places: a tensor's
+in-place version counter, the hooks registered on tensors, modules and optimisers (per object and
+process-wide), the pytree helpers that flatten a batch, the dispatch mode that watches aten
+operations, and the allocator call that ends a failed capture's pool. Every use goes through this
+module, and nowhere else in lebm: a torch upgrade that renames or removes one of them fails
+:func:`missing_internals` (``tests/recording/test_torch_internals.py``) loudly, instead of silently
+turning a check off (a renamed dict of global hooks read with a default would look like "no hooks").
+
+Each accessor reads its name strictly: a missing name raises :class:`TorchInternalsChanged`, naming
+it and the torch version, wherever it is met.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.optim.optimizer as optimizer_internals
+from torch import Tensor, nn
+from torch.nn.modules import module as module_internals
+from torch.utils import _python_dispatch, _pytree
+
+#: A module's own hook dictionaries that run inside its forward or backward pass.
+MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+#: ``torch.nn.modules.module``'s process-wide hooks that run inside every module's forward or backward.
+GLOBAL_MODULE_HOOKS = tuple(f"_global{name}" for name in MODULE_HOOKS) + (
+    "_global_forward_hooks_always_called",
+    "_global_forward_hooks_with_kwargs",
+)
+#: ``torch.optim.optimizer``'s process-wide hooks that run around every optimiser's step.
+GLOBAL_OPTIMIZER_HOOKS = ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks")
+#: An optimiser's own step hooks.
+OPTIMIZER_HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
+#: A tensor's hooks that run when autograd reaches it (``register_hook``, ``register_post_accumulate_grad_hook``).
+TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
+
+#: The pytree helpers (``tree_flatten``, ``tree_unflatten``, ``tree_leaves``, ``tree_map``).
+tree_flatten = _pytree.tree_flatten
+tree_unflatten = _pytree.tree_unflatten
+tree_leaves = _pytree.tree_leaves
+tree_map = _pytree.tree_map
+#: The base class of a mode that sees every aten operation run under it.
+TorchDispatchMode = _python_dispatch.TorchDispatchMode
+
+
+class TorchInternalsChanged(RuntimeError):
+    """A private torch name lebm's fast paths read is gone or changed: this torch is not one lebm knows."""
+
+
+def _read(owner: Any, name: str, where: str) -> Any:
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        raise TorchInternalsChanged(
+            f"torch {torch.__version__} has no {where}.{name}, which lebm's captured chains and recorded iterations "
+            "read: this torch is newer than lebm knows. Turn recorded iterations off (-c "
+            "recipes/speed/eager_iterations.yaml) and chain capture off (-c recipes/speed/eager_chains.yaml), or "
+            "install the torch of constraints.txt"
+        ) from None
+
+
+def tensor_version(tensor: Tensor) -> int:
+    """How many times ``tensor`` was written in place (autograd's version counter)."""
+    return int(_read(tensor, "_version", "Tensor"))
+
+
+def tensor_has_hooks(tensor: Tensor) -> bool:
+    """Whether a hook is registered on ``tensor`` (``register_hook``, ``register_post_accumulate_grad_hook``)."""
+    return any(bool(_read(tensor, name, "Tensor")) for name in TENSOR_HOOKS)
+
+
+def module_hooks(module: nn.Module) -> dict[str, Mapping[Any, Any]]:
+    """``module``'s own forward and backward hook dictionaries, by name (each possibly empty)."""
+    return {name: module.__dict__.get(name) or {} for name in MODULE_HOOKS}
+
+
+def has_module_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has a forward or backward hook of its own (:func:`module_hooks`, without
+    building the dictionary: checked for every module of every key)."""
+    state = module.__dict__
+    return any(state.get(name) for name in MODULE_HOOKS)
+
+
+def global_module_hooks() -> dict[str, Mapping[Any, Any]]:
+    """The process-wide module hooks (``register_module_forward_hook`` ...), by name."""
+    return {name: _read(module_internals, name, "torch.nn.modules.module") for name in GLOBAL_MODULE_HOOKS}
+
+
+def global_optimizer_hooks() -> dict[str, Mapping[Any, Any]]:
+    """The process-wide optimiser step hooks (``register_optimizer_step_pre_hook`` ...), by name."""
+    return {name: _read(optimizer_internals, name, "torch.optim.optimizer") for name in GLOBAL_OPTIMIZER_HOOKS}
+
+
+def optimizer_hooks(optimizer: torch.optim.Optimizer) -> dict[str, Mapping[Any, Any]]:
+    """``optimizer``'s own step hooks (``register_step_pre_hook`` ...), by name."""
+    return {name: _read(optimizer, name, "Optimizer") for name in OPTIMIZER_HOOKS}
+
+
+def end_allocating_to_pool() -> Callable[[int, Any], None]:
+    """torch's call that stops routing a device's allocations to a graph's pool (after a failed capture)."""
+    return _read(torch._C, "_cuda_endAllocateToPool", "torch._C")
+
+
+def missing_internals() -> list[str]:
+    """Every private name above that this torch lacks or holds in another form (empty: all as lebm
+    expects them). ``_cuda_endAllocateToPool`` is checked where torch was built with CUDA."""
+    problems: list[str] = []
+    for owner, where, names in (
+        (module_internals, "torch.nn.modules.module", GLOBAL_MODULE_HOOKS),
+        (optimizer_internals, "torch.optim.optimizer", GLOBAL_OPTIMIZER_HOOKS),
+    ):
+        for name in names:
+            if not isinstance(getattr(owner, name, None), dict):
+                problems.append(f"{where}.{name} is not a dict of hooks")
+    probe = nn.Parameter(torch.zeros(1))
+    for name in TENSOR_HOOKS:
+        if not hasattr(probe, name):
+            problems.append(f"Tensor.{name} is gone")
+    handle = probe.register_hook(lambda grad: grad)
+    if not probe._backward_hooks:  # the dict a registered hook lands in
+        problems.append("Tensor.register_hook no longer fills Tensor._backward_hooks")
+    handle.remove()
+    version = getattr(probe, "_version", None)
+    with torch.no_grad():
+        probe.add_(1)
+    if not isinstance(version, int) or getattr(probe, "_version", None) != version + 1:
+        problems.append("Tensor._version no longer counts in-place writes")
+    linear = nn.Linear(1, 1)
+    for name in MODULE_HOOKS:
+        if not isinstance(linear.__dict__.get(name), dict):
+            problems.append(f"nn.Module.{name} is not a dict of hooks")
+    with contextlib.suppress(Exception):  # a missing name is reported above
+        handle = linear.register_forward_hook(lambda *args: None)
+        if not linear.__dict__.get("_forward_hooks"):
+            problems.append("nn.Module.register_forward_hook no longer fills _forward_hooks")
+        handle.remove()
+    adam = torch.optim.Adam(linear.parameters())
+    for name in OPTIMIZER_HOOKS:
+        if not isinstance(getattr(adam, name, None), dict):
+            problems.append(f"Optimizer.{name} is not a dict of hooks")
+    with contextlib.suppress(Exception):  # a missing name is reported above
+        handle = optimizer_internals.register_optimizer_step_post_hook(lambda *args: None)
+        if not optimizer_internals.__dict__.get("_global_optimizer_post_hooks"):
+            problems.append("register_optimizer_step_post_hook no longer fills _global_optimizer_post_hooks")
+        handle.remove()
+    leaves, spec = tree_flatten(({"x": torch.zeros(1)}, [1]))
+    if len(leaves) != 2 or tree_unflatten(leaves, spec)[1] != [1]:
+        problems.append("torch.utils._pytree's tree_flatten/tree_unflatten changed")
+    if not isinstance(TorchDispatchMode, type) or not hasattr(TorchDispatchMode, "__torch_dispatch__"):
+        problems.append("torch.utils._python_dispatch.TorchDispatchMode changed")
+    if torch.backends.cuda.is_built() and not callable(getattr(torch._C, "_cuda_endAllocateToPool", None)):
+        problems.append("torch._C._cuda_endAllocateToPool is gone")
+    return problems
