@@ -24,6 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from results_gap import gap_section
 from results_plots import curve_records, figure, plot_file, save
 from results_records import by_experiment, load_records
 from results_status import load_status, named_targets, status_section
@@ -79,6 +80,7 @@ def render(
     ]
     if status is not None and targets is not None:
         lines += status_section(status, targets, records)
+    lines += gap_section(records)
     with_plot = plotted(records)
     for experiment, ours in by_experiment(records).items():
         plot = f"results/plots/{plot_file(experiment)}" if experiment in with_plot else None

@@ -690,3 +690,26 @@ def test_every_stale_status_figure_says_so() -> None:
     for row in status["rows"]:
         reason = staleness.stale_reason(row, records)
         assert (reason is None) == ("stale" not in row), (row["recipes"][0], reason, row.get("stale"))
+
+
+def gap_record(experiment: str, seed: int, val: float, test: float) -> dict:
+    """A LatentEBM held-out-4 full-pool record with one reading at update 500."""
+    reading = {"update": 500, "val": {"score": {"auprc": val}}, "test": {"score": {"auprc": test, "auroc": 0.7}}}
+    return {"experiment": experiment, "method": "LatentEBM", "digit": 4, "pool": "full", "seed": seed,
+            "readings": [reading]}  # fmt: skip
+
+
+def test_the_gap_study_compares_each_factor_with_the_recipe_at_the_same_seed() -> None:
+    """CPU. A factor run's change is its test AUPRC less the recipe's at the same seed, not the recipe's
+    mean; the recipe's row shows its seeds' mean and sample sd; a factor nobody described is refused."""
+    load_script("scripts/make_results_md.py")
+    gap = load_script("scripts/results_gap.py")
+    recipe = [gap_record("mnist_anomaly_selections", seed, 0.5, test) for seed, test in [(1, 0.45), (2, 0.50)]]
+    factor = gap_record("mnist_anomaly_factor_ngf64", 1, 0.52, 0.49)
+    lines = gap.gap_section([*recipe, factor])
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    assert "| 1, 2 | 500 | 0.500 ± 0.000 | 0.475 ± 0.035 |" in rows["| the recipe (`ngf 32`)"]
+    assert rows["| " + gap.FACTORS["ngf64"]].endswith("| 0.490 | 0.700 | +0.040 |")  # 0.49 - seed 1's 0.45
+    with pytest.raises(SystemExit, match="nobody"):
+        gap.gap_section([*recipe, gap_record("mnist_anomaly_factor_nobody", 1, 0.5, 0.5)])
+    assert gap.gap_section(recipe) == []  # no factor yet: no section

@@ -1,0 +1,128 @@
+"""The gap study of LatentEBM's MNIST anomaly row (held-out 4, the 70,000-digit pool) for
+``docs/results.md``: the recipe's reading beside each one-factor change, from the records.
+
+The recipe's runs are the ``mnist_anomaly_selections`` records (three seeds, every 100 updates);
+each factor is an experiment ``mnist_anomaly_factor_<name>`` (one record per seed) that changes one
+setting of the recipe and reads its checkpoint at the same update. A factor is compared with the
+recipe at the same seed (the same split and data order) and against the recipe's seed spread.
+The training length is its own row: the ``mnist_anomaly_gpu_budget`` records, each read at the
+checkpoint its validation split chose.
+"""
+
+from __future__ import annotations
+
+from anomaly_rows import mean_and_sd
+from results_records import number
+
+#: What each factor experiment changes from the recipe (``recipes/latent_ebm/mnist_anomaly_offline.yaml``).
+FACTORS: dict[str, str] = {
+    "ngf64": "generator width `ngf 64` (the official code's) instead of 32",
+    "posterior40": "posterior chain 40 steps instead of 20",
+    "prior100": "prior chain 100 steps instead of 60",
+    "latent32": "latent size 32 instead of 100",
+    "sigma0p6": "observation sigma 0.6 instead of 0.3 (as sigma 0.3 on pixels in [0, 1])",
+    "lr2x": "both learning rates doubled (decoder 2e-4, prior 4e-5)",
+}
+RECIPE = "mnist_anomaly_selections"
+LONGER = "mnist_anomaly_gpu_budget"
+PREFIX = "mnist_anomaly_factor_"
+DIGIT = 4
+PAPER = 0.630
+
+
+def reading_at(record: dict, update: int) -> dict | None:
+    """The record's reading of the checkpoint at ``update`` (its ``val`` and ``test`` scores), if kept."""
+    for reading in record.get("readings") or []:
+        if reading.get("update") == update and not reading.get("untrained"):
+            return reading
+    return None
+
+
+def ours(records: list[dict], experiment: str) -> list[dict]:
+    """LatentEBM's records of ``experiment`` on held-out 4, the full pool."""
+    return [
+        r
+        for r in records
+        if r.get("method") == "LatentEBM"
+        and r.get("experiment") == experiment
+        and r.get("digit") == DIGIT
+        and r.get("pool") == "full"
+    ]
+
+
+def gap_section(records: list[dict]) -> list[str]:
+    """The section's lines: one row per factor with a record, the recipe's row first; nothing when
+    no factor has a record. A factor experiment that :data:`FACTORS` does not describe is refused."""
+    names = sorted({r["experiment"][len(PREFIX) :] for r in records if str(r.get("experiment")).startswith(PREFIX)})
+    unknown = [name for name in names if name not in FACTORS]
+    if unknown:
+        raise SystemExit(f"scripts/results_gap.py: say what factor {unknown} changes in FACTORS")
+    recipe = {r["seed"]: r for r in ours(records, RECIPE)}
+    if not names or not recipe:
+        return []
+    lines = [
+        "## LatentEBM held-out 4: the gap to the paper, one factor at a time",
+        "",
+        "The recipe (`latent_ebm/mnist_anomaly_offline`, 70,000-digit pool) beside runs that change one "
+        "setting, each read at the same update as the recipe's seeds; AUPRC on the validation split and on the "
+        f"test split (read once). The paper reads {PAPER:.3f} (Pang et al. 2020, Table 3). "
+        '"Change" compares a run with the recipe at the same seed (the same split and data order); the '
+        "recipe's own seed spread is the yardstick. Commands: "
+        "[the gap log](results/log/2026-11-28-latent-ebm-gap-factors.md).",
+        "",
+        "| factor | seeds | update | validation AUPRC | test AUPRC | test AUROC | test change, same seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    update = 500
+    rows = [(r["seed"], reading_at(r, update)) for r in recipe.values()]
+    kept = [(seed, reading) for seed, reading in rows if reading is not None]
+    lines.append(row("the recipe (`ngf 32`)", kept, update, None))
+    for name in names:
+        factor = [(r["seed"], reading_at(r, update)) for r in ours(records, PREFIX + name)]
+        factor = [(seed, reading) for seed, reading in factor if reading is not None]
+        if factor:
+            lines.append(row(FACTORS[name], factor, update, recipe))
+    longer = ours(records, LONGER)
+    if longer:
+        tests = [r["validation_selected"]["test_auprc"] for r in longer]
+        aurocs = [r["validation_selected"]["test_auroc"] for r in longer]
+        chosen = sorted({r["validation_selected"]["update"] for r in longer})
+        same = [recipe[r["seed"]] for r in longer if r["seed"] in recipe]
+        base = [reading_at(r, update)["test"]["score"]["auprc"] for r in same if reading_at(r, update)]
+        change = mean_and_sd(tests)[0] - mean_and_sd(base)[0] if base else None
+        lines.append(
+            f"| training length: {', '.join(f'{u:,}' for u in chosen)} updates (GPU), checkpoint chosen on validation "
+            f"| {', '.join(str(r['seed']) for r in longer)} | {', '.join(f'{u:,}' for u in chosen)} | | "
+            f"{spread(tests)} | {spread(aurocs)} | {signed(change)} |"
+        )
+    named = f"`docs/results/latent_ebm_{PREFIX}*.json`, `latent_ebm_{RECIPE}.json`, `latent_ebm_{LONGER}.json`"
+    lines += ["", f"Records: {named}.", ""]
+    return lines
+
+
+def row(label: str, readings: list[tuple[int, dict]], update: int, recipe: dict[int, dict] | None) -> str:
+    """One table row: the seeds' mean ± sd, and (``recipe`` given) the mean change from its same seeds."""
+    val = [reading["val"]["score"]["auprc"] for _, reading in readings]
+    test = [reading["test"]["score"]["auprc"] for _, reading in readings]
+    auroc = [reading["test"]["score"]["auroc"] for _, reading in readings]
+    change = ""
+    if recipe is not None:
+        pairs = [
+            (reading["test"]["score"]["auprc"], reading_at(recipe[seed], update))
+            for seed, reading in readings
+            if seed in recipe and reading_at(recipe[seed], update) is not None
+        ]
+        diffs = [mine - theirs["test"]["score"]["auprc"] for mine, theirs in pairs]
+        change = signed(sum(diffs) / len(diffs)) if diffs else "no same seed"
+    seeds = ", ".join(str(seed) for seed, _ in readings)
+    return f"| {label} | {seeds} | {update:,} | {spread(val)} | {spread(test)} | {spread(auroc)} | {change} |"
+
+
+def spread(values: list[float]) -> str:
+    """``mean ± sd`` of several values, the value alone for one."""
+    mean, sd = mean_and_sd(values)
+    return number(mean) if sd is None else f"{number(mean)} ± {number(sd)}"
+
+
+def signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.3f}"
