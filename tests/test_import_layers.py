@@ -212,3 +212,15 @@ def test_the_layers_are_the_ones_docs_design_states() -> None:
     ]
     positions = [order.index(f"**{name}**") for name in named]
     assert positions == sorted(positions), "docs/design.md lists the layers in another order than LAYERS"
+
+
+def test_the_samplers_reach_the_recording_floor_without_loading_lightning() -> None:
+    """CPU, a fresh interpreter. The samplers import ``lebm.recording`` (chain capture); its package
+    imports the chains' part only, so a sampler used without a Trainer loads no Lightning (the
+    recorded iteration and the switch callbacks, which do, load when a method or recipe needs them)."""
+    import subprocess
+    import sys
+
+    code = "import sys, lebm.samplers, lebm.nets; print(sorted(m for m in sys.modules if m.startswith('lightning')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
