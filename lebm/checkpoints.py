@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 class CheckpointError(ValueError):
     """A file that is not a readable lebm checkpoint."""
@@ -61,6 +59,8 @@ def read_checkpoint(path: str | Path, *, weights_only: bool = True) -> dict[str,
             says which and why.
     """
     import pickle
+
+    import torch
 
     path = str(path)
     if not os.path.exists(path):
@@ -211,6 +211,8 @@ def shape_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> 
     """The tensors both state dicts (the checkpoint's, the model's) hold with different shapes, each as
     ``key: (256, 8) in the checkpoint, (256, 16) in the recipe``: what no load takes, ``strict=False``
     or not."""
+    import torch
+
     return [
         f"{key}: {tuple(stored[key].shape)} in the checkpoint, {tuple(current[key].shape)} in the recipe"
         for key in sorted(set(stored) & set(current))
@@ -223,6 +225,8 @@ def shape_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> 
 def architecture_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """The tensors that differ in presence or shape between two state dicts: :func:`shape_differences`
     after ``key (only in the recipe's model)`` and ``key (only in the checkpoint)``."""
+    import torch
+
     only_here = [
         f"{key} (only in the recipe's model)"
         for key in sorted(current.keys() - stored.keys())
