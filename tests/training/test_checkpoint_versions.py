@@ -187,3 +187,21 @@ def test_loading_stays_a_call_on_the_class(saved: Path) -> None:
     model = small_model()
     with pytest.raises(TypeError, match=r"LatentEBM.load_from_checkpoint makes a new model; .* \(model = LatentEBM"):
         model.load_from_checkpoint(saved)
+
+
+def test_a_checkpoint_of_another_latent_size_is_refused_in_one_line_by_any_trainer(tmp_path: Path) -> None:
+    """CPU. A Trainer's ``ckpt_path`` holding weights of other shapes (latent size 4 against 3): one
+    line naming the differing weights and the way out, raised as the checkpoint loads, where torch
+    prints a many-line size mismatch; the check is the method's, so a plain Trainer has it too."""
+    trainer = quiet_trainer(max_steps=1, accelerator="cpu", limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer.fit(small_model(), loader())
+    trainer.save_checkpoint(tmp_path / "wide.ckpt")
+    decoder = GaussianDecoder(MLPGenerator(3, [2], hidden=8, out_activation=None), sigma=0.3)
+    from lebm.models import TiltedGaussianPrior
+
+    narrow = LatentEBM(decoder, TiltedGaussianPrior(3, EnergyMLP(3, hidden=8)), posterior_sampler=Langevin(2, 0.1))
+    with pytest.raises(ValueError) as refused:
+        quiet_trainer(accelerator="cpu").validate(narrow, loader(), ckpt_path=str(tmp_path / "wide.ckpt"))
+    said = str(refused.value)
+    assert "\n" not in said and f"has another architecture than {tmp_path / 'wide.ckpt'}" in said, said
+    assert "decoder.net.net.0.weight: (8, 4) in the checkpoint, (8, 3) in the recipe" in said and "lebm.load" in said
