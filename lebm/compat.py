@@ -1,9 +1,10 @@
-"""The one place lebm touches a private name of Lightning (none of jsonargparse's).
+"""The one place lebm names a private name of Lightning (none of jsonargparse's).
 
 Everything else in lebm uses public APIs only (``tests/test_compat.py`` greps the source for
 Lightning's and jsonargparse's private names and allows them here alone). Each function below
-says which private name it reads and why no public way exists; ``tests/test_compat.py`` checks
-each against the installed Lightning, so a release that moves one fails a fast test, not a run.
+says which private name it reads and why no public way exists, and the table of Lightning's module
+attributes says why each is left out of a recorded iteration's key; ``tests/test_compat.py`` checks
+both against the installed Lightning, so a release that moves one fails a fast test, not a run.
 """
 
 from __future__ import annotations

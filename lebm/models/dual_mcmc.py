@@ -9,7 +9,6 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 
 from lebm.estimators import generator_teaching_loss, inference_teaching_loss, mle_loss
 from lebm.models.base import batch_observations, ensure_component, require_components
@@ -17,6 +16,7 @@ from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
 from lebm.models.priors import GaussianPrior, Prior
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
+from lebm.recording.torch_internals import is_spectral_normed
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.chain import Diagnostics, modules_in_mode
 from lebm.samplers.initializers import NetworkStart
@@ -456,7 +456,7 @@ def spectral_norm_power_iteration(module: nn.Module) -> Iterator[None]:
     decides; a Conv/Linear behaves the same in both modes otherwise)."""
     switched = []
     for sub in module.modules():
-        if _iterates_in_train_mode(sub) and not sub.training:
+        if is_spectral_normed(sub) and not sub.training:
             sub.training = True
             switched.append(sub)
     try:
@@ -464,10 +464,3 @@ def spectral_norm_power_iteration(module: nn.Module) -> Iterator[None]:
     finally:
         for sub in switched:
             sub.training = False
-
-
-def _iterates_in_train_mode(module: nn.Module) -> bool:
-    parametrization = getattr(torch.nn.utils.parametrizations, "_SpectralNorm", None)
-    if parametrization is not None and isinstance(module, parametrization):
-        return True
-    return any(isinstance(hook, SpectralNormHook) for hook in module._forward_pre_hooks.values())

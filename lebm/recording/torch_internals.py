@@ -3,7 +3,8 @@
 Captured chains and recorded iterations must see what torch keeps in private places: a tensor's
 in-place version counter, the hooks registered on tensors, modules and optimisers (per object and
 process-wide), the pytree helpers that flatten a batch, the dispatch mode that watches aten
-operations, and the allocator call that ends a failed capture's pool. Every use goes through this
+operations, the allocator call that ends a failed capture's pool, and the module class of a
+spectral-norm parametrization. Every use goes through this
 module, and nowhere else in lebm: a torch upgrade that renames or removes one of them fails
 :func:`missing_internals` (``tests/recording/test_torch_internals.py``) loudly, instead of silently
 turning a check off (a renamed dict of global hooks read with a default would look like "no hooks").
@@ -22,6 +23,8 @@ import torch
 import torch.optim.optimizer as optimizer_internals
 from torch import Tensor, nn
 from torch.nn.modules import module as module_internals
+from torch.nn.utils import parametrizations
+from torch.nn.utils.spectral_norm import SpectralNorm as SpectralNormHook
 from torch.utils import _python_dispatch, _pytree
 
 #: A module's own hook dictionaries that run inside its forward or backward pass.
@@ -83,6 +86,15 @@ def has_module_hooks(module: nn.Module) -> bool:
     building the dictionary: checked for every module of every key)."""
     state = module.__dict__
     return any(state.get(name) for name in MODULE_HOOKS)
+
+
+def is_spectral_normed(module: nn.Module) -> bool:
+    """Whether ``module`` normalises a weight by its spectral norm, estimated by power iteration:
+    the parametrization (``torch.nn.utils.parametrizations.spectral_norm``, whose module class,
+    ``_SpectralNorm``, is private) or the older forward pre-hook (``torch.nn.utils.spectral_norm``)."""
+    if isinstance(module, _read(parametrizations, "_SpectralNorm", "torch.nn.utils.parametrizations")):
+        return True
+    return any(isinstance(hook, SpectralNormHook) for hook in module_hooks(module)["_forward_pre_hooks"].values())
 
 
 def global_module_hooks() -> dict[str, Mapping[Any, Any]]:
@@ -152,6 +164,8 @@ def missing_internals() -> list[str]:
         problems.append("torch.utils._pytree's tree_flatten/tree_unflatten changed")
     if not isinstance(TorchDispatchMode, type) or not hasattr(TorchDispatchMode, "__torch_dispatch__"):
         problems.append("torch.utils._python_dispatch.TorchDispatchMode changed")
+    if not isinstance(getattr(parametrizations, "_SpectralNorm", None), type):
+        problems.append("torch.nn.utils.parametrizations._SpectralNorm is gone")
     if torch.backends.cuda.is_built() and not callable(getattr(torch._C, "_cuda_endAllocateToPool", None)):
         problems.append("torch._C._cuda_endAllocateToPool is gone")
     return problems

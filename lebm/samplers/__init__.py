@@ -3,8 +3,8 @@
 ``base.py``: the ``Sampler`` contract; ``chain.py``: ``ChainTarget`` and ``chain_context``, what every
 chain gets right; ``langevin.py`` (unadjusted), ``mala.py`` and ``hmc.py`` (Metropolis-adjusted, on
 ``metropolis.py``, with ``adaptation.py``'s step sizes), ``persistent.py``: the samplers;
-``initializers.py``: where chains start (noise, a network, a learned sampler, an EMA copy);
-``capture/``: whole-chain CUDA graphs.
+``initializers.py``: where chains start (noise, a network, a learned sampler, an EMA copy).
+Whole-chain CUDA graphs live one floor below, in :mod:`lebm.recording`.
 """
 
 from lebm.samplers.adaptation import DualAveraging

@@ -3,7 +3,7 @@
 Everything a chain must get right whatever its update rule lives once, in :mod:`.chain` (the
 target that owns the energy's gradient, the context every chain runs in) and here:
 :meth:`Sampler.__call__` wires the two, hands a declared chain to whole-chain capture on a GPU
-(:mod:`.capture`), checks the sampler's output and returns it detached.
+(:mod:`lebm.recording`), checks the sampler's output and returns it detached.
 """
 
 from __future__ import annotations
