@@ -28,14 +28,19 @@ LONGER = "mnist_anomaly_gpu_budget"
 PREFIX = "mnist_anomaly_factor_"
 DIGIT = 4
 PAPER = 0.630
+#: The update at which every one-factor run and the recipe's seeds are read.
+UPDATE = 500
 
 
-def reading_at(record: dict, update: int) -> dict | None:
-    """The record's reading of the checkpoint at ``update`` (its ``val`` and ``test`` scores), if kept."""
-    for reading in record.get("readings") or []:
-        if reading.get("update") == update and not reading.get("untrained"):
-            return reading
-    return None
+def readings_at(records: list[dict]) -> dict[int, dict]:
+    """Each record's reading of its checkpoint at :data:`UPDATE` (its ``val`` and ``test`` scores), by
+    seed; a record without one is left out."""
+    found = {}
+    for record in records:
+        for reading in record.get("readings") or []:
+            if reading.get("update") == UPDATE and not reading.get("untrained"):
+                found[record["seed"]] = reading
+    return found
 
 
 def ours(records: list[dict], experiment: str) -> list[dict]:
@@ -57,8 +62,7 @@ def gap_section(records: list[dict]) -> list[str]:
     unknown = [name for name in names if name not in FACTORS]
     if unknown:
         raise SystemExit(f"scripts/results_gap.py: say what factor {unknown} changes in FACTORS")
-    recipe = {r["seed"]: r for r in ours(records, RECIPE)}
-    if not names or not recipe:
+    if not names or not ours(records, RECIPE):
         return []
     lines = [
         "## LatentEBM held-out 4: the gap to the paper, one factor at a time",
@@ -73,26 +77,22 @@ def gap_section(records: list[dict]) -> list[str]:
         "| factor | seeds | update | validation AUPRC | test AUPRC | test AUROC | test change, same seeds |",
         "|---|---|---|---|---|---|---|",
     ]
-    update = 500
-    rows = [(r["seed"], reading_at(r, update)) for r in recipe.values()]
-    kept = [(seed, reading) for seed, reading in rows if reading is not None]
-    lines.append(row("the recipe (`ngf 32`)", kept, update, None))
+    base = readings_at(ours(records, RECIPE))
+    lines.append(row("the recipe (`ngf 32`)", base, None))
     for name in names:
-        factor = [(r["seed"], reading_at(r, update)) for r in ours(records, PREFIX + name)]
-        factor = [(seed, reading) for seed, reading in factor if reading is not None]
+        factor = readings_at(ours(records, PREFIX + name))
         if factor:
-            lines.append(row(FACTORS[name], factor, update, recipe))
+            lines.append(row(FACTORS[name], factor, base))
     longer = ours(records, LONGER)
     if longer:
         tests = [r["validation_selected"]["test_auprc"] for r in longer]
         aurocs = [r["validation_selected"]["test_auroc"] for r in longer]
-        chosen = sorted({r["validation_selected"]["update"] for r in longer})
-        same = [recipe[r["seed"]] for r in longer if r["seed"] in recipe]
-        base = [reading_at(r, update)["test"]["score"]["auprc"] for r in same if reading_at(r, update)]
-        change = mean_and_sd(tests)[0] - mean_and_sd(base)[0] if base else None
+        chosen = ", ".join(f"{u:,}" for u in sorted({r["validation_selected"]["update"] for r in longer}))
+        same = [base[r["seed"]]["test"]["score"]["auprc"] for r in longer if r["seed"] in base]
+        change = mean_and_sd(tests)[0] - mean_and_sd(same)[0] if same else None
         lines.append(
-            f"| training length: {', '.join(f'{u:,}' for u in chosen)} updates (GPU), checkpoint chosen on validation "
-            f"| {', '.join(str(r['seed']) for r in longer)} | {', '.join(f'{u:,}' for u in chosen)} | | "
+            f"| training length: {chosen} updates (GPU), checkpoint chosen on validation "
+            f"| {', '.join(str(r['seed']) for r in longer)} | {chosen} | | "
             f"{spread(tests)} | {spread(aurocs)} | {signed(change)} |"
         )
     named = f"`docs/results/latent_ebm_{PREFIX}*.json`, `latent_ebm_{RECIPE}.json`, `latent_ebm_{LONGER}.json`"
@@ -100,22 +100,22 @@ def gap_section(records: list[dict]) -> list[str]:
     return lines
 
 
-def row(label: str, readings: list[tuple[int, dict]], update: int, recipe: dict[int, dict] | None) -> str:
-    """One table row: the seeds' mean ± sd, and (``recipe`` given) the mean change from its same seeds."""
-    val = [reading["val"]["score"]["auprc"] for _, reading in readings]
-    test = [reading["test"]["score"]["auprc"] for _, reading in readings]
-    auroc = [reading["test"]["score"]["auroc"] for _, reading in readings]
+def row(label: str, readings: dict[int, dict], base: dict[int, dict] | None) -> str:
+    """One table row of ``readings`` (seed -> reading): the seeds' mean ± sd, and (``base`` given, the
+    recipe's readings) the mean change from the recipe at the same seeds."""
+    val = [reading["val"]["score"]["auprc"] for reading in readings.values()]
+    test = [reading["test"]["score"]["auprc"] for reading in readings.values()]
+    auroc = [reading["test"]["score"]["auroc"] for reading in readings.values()]
     change = ""
-    if recipe is not None:
-        pairs = [
-            (reading["test"]["score"]["auprc"], reading_at(recipe[seed], update))
-            for seed, reading in readings
-            if seed in recipe and reading_at(recipe[seed], update) is not None
+    if base is not None:
+        diffs = [
+            reading["test"]["score"]["auprc"] - base[seed]["test"]["score"]["auprc"]
+            for seed, reading in readings.items()
+            if seed in base
         ]
-        diffs = [mine - theirs["test"]["score"]["auprc"] for mine, theirs in pairs]
         change = signed(sum(diffs) / len(diffs)) if diffs else "no same seed"
-    seeds = ", ".join(str(seed) for seed, _ in readings)
-    return f"| {label} | {seeds} | {update:,} | {spread(val)} | {spread(test)} | {spread(auroc)} | {change} |"
+    seeds = ", ".join(str(seed) for seed in readings)
+    return f"| {label} | {seeds} | {UPDATE:,} | {spread(val)} | {spread(test)} | {spread(auroc)} | {change} |"
 
 
 def spread(values: list[float]) -> str:
