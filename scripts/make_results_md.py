@@ -6,8 +6,9 @@ Reads the records (``docs/results/*.json``), the published numbers
 (``docs/results/published/*.json``), the status rows (``docs/results/status/status.json``) and
 the recipes' ``# Paper target:`` lines, and writes:
 
-- ``docs/results.md``: the reproduction status table, then one narrow table per experiment and
-  the plot of its per-epoch values;
+- ``docs/results.md``: the reproduction status table, LatentEBM's whole MNIST anomaly row
+  (``results_row.py``) and its held-out-4 gap study (``results_gap.py``), then one narrow table per
+  experiment and the plot of its per-epoch values;
 - ``docs/results/details.md``: per experiment, the full budgets, the extra values of each record,
   the curves, all of the papers' rows and the commands;
 - ``docs/results/plots/<experiment>.png``: one per experiment whose records keep a curve.
@@ -27,6 +28,7 @@ from pathlib import Path
 from results_gap import gap_section
 from results_plots import curve_records, figure, plot_file, save
 from results_records import by_experiment, load_records
+from results_row import row_section
 from results_status import load_status, named_targets, status_section
 from results_tables import details_section, experiment_section
 
@@ -80,6 +82,7 @@ def render(
     ]
     if status is not None and targets is not None:
         lines += status_section(status, targets, records)
+    lines += row_section(records, published)
     lines += gap_section(records)
     with_plot = plotted(records)
     for experiment, ours in by_experiment(records).items():

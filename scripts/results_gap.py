@@ -100,6 +100,28 @@ def gap_section(records: list[dict]) -> list[str]:
     return lines
 
 
+def validation_changes(records: list[dict]) -> dict[str, float]:
+    """Each factor's mean change of held-out 4's validation AUPRC from the recipe's at the same seeds,
+    by factor name (factors without a same-seed recipe reading left out)."""
+    base = readings_at(ours(records, RECIPE))
+    changes = {}
+    for name in FACTORS:
+        diffs = [
+            reading["val"]["score"]["auprc"] - base[seed]["val"]["score"]["auprc"]
+            for seed, reading in readings_at(ours(records, PREFIX + name)).items()
+            if seed in base
+        ]
+        if diffs:
+            changes[name] = sum(diffs) / len(diffs)
+    return changes
+
+
+def recipe_validation_sd(records: list[dict]) -> float | None:
+    """The sample sd of the recipe's held-out-4 validation AUPRC over its seeds at :data:`UPDATE`."""
+    base = readings_at(ours(records, RECIPE))
+    return mean_and_sd([reading["val"]["score"]["auprc"] for reading in base.values()])[1] if base else None
+
+
 def row(label: str, readings: dict[int, dict], base: dict[int, dict] | None) -> str:
     """One table row of ``readings`` (seed -> reading): the seeds' mean ± sd, and (``base`` given, the
     recipe's readings) the mean change from the recipe at the same seeds."""

@@ -713,3 +713,41 @@ def test_the_gap_study_compares_each_factor_with_the_recipe_at_the_same_seed() -
     with pytest.raises(SystemExit, match="nobody"):
         gap.gap_section([*recipe, gap_record("mnist_anomaly_factor_nobody", 1, 0.5, 0.5)])
     assert gap.gap_section(recipe) == []  # no factor yet: no section
+
+
+def row_record(digit: int, seed: int, chosen: float, tests: list[float]) -> dict:
+    """A LatentEBM recipe record of held-out ``digit`` on the full pool: test readings every 100
+    updates (``tests``), ``chosen`` read at the validation's best."""
+    score = {"auprc": 0.5, "auroc": 0.7}
+    readings = [{"update": 100 * (i + 1), "val": {"score": score}, "test": {"score": {"auprc": t, "auroc": 0.7}}}
+                for i, t in enumerate(tests)]  # fmt: skip
+    return {"experiment": "mnist_anomaly_selections", "method": "LatentEBM", "digit": digit, "pool": "full",
+            "seed": seed, "chance": 0.34, "metric": "auprc", "readings": readings, "updates": 100 * len(tests),
+            "validation_selected": {"test_auprc": chosen, "test_auroc": 0.7},
+            "no_model": {"test": {"auprc": 0.3, "best": "background"}}}  # fmt: skip
+
+
+def test_the_whole_row_reads_each_digit_once_on_validation_and_beside_it_the_papers_selection() -> None:
+    """CPU. A digit's "ours" cell is the seeds' mean ± sd of the validation-chosen test AUPRC; the
+    paper's selection averages each run's last 10 test readings (the 12 kept here: readings 3-12);
+    a digit short of three seeds is named; with no record the section is absent; a factor reading
+    higher on validation than the recipe's seed spread says the row is not at the best setting."""
+    load_script("scripts/make_results_md.py")
+    row = load_script("scripts/results_row.py")
+    published = [{"lebm_method": "LatentEBM", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 4,
+                  "value": 0.630, "std": 0.017}]  # fmt: skip
+    tests = [0.0, 0.0] + [0.5] * 10  # the first two readings fall outside the last 10
+    records = [row_record(4, seed, chosen, tests) for seed, chosen in [(1, 0.40), (2, 0.50), (3, 0.60)]]
+    records.append(row_record(5, 1, 0.55, tests[:5]))
+    lines = row.row_section(records, published)
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    ours = next(v for k, v in cells.items() if k.startswith("**ours"))
+    assert ours[1:3] == ["0.500 ± 0.100", "0.550"]  # held-out 4 and 5; held-out 1 has no record
+    papers_selection = next(v for k, v in cells.items() if k.startswith("ours with the paper's"))
+    assert papers_selection[1:3] == ["0.500 ± 0.000", "0.300"]  # 5 readings kept: all of them
+    assert next(v for k, v in cells.items() if k == "ours less the paper")[1] == "-0.130"
+    assert "Held-out 1, 5, 7, 9 have fewer than 3 seeds" in "\n".join(lines)
+    assert row.row_section([], published) == []
+    assert "No one-factor change has been read" in lines[2]  # no factor run yet: untested, said so
+    higher = gap_record("mnist_anomaly_factor_ngf64", 1, 0.52, 0.49)  # validation +0.02 over a spread of 0
+    assert "the row is not yet at the best validated setting" in row.row_section([*records, higher], published)[2]
