@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from lebm.cli.recipes import RecipeError, expand_includes, included_files
+from lebm.cli.recipes import RecipeError, expand_includes, included_files, read_recipe
 from tests.helpers.cli_runner import run_cli
 from tests.helpers.scripts import load_script
 
@@ -681,3 +681,18 @@ def test_damcs_official_rescoring_fragments_run_5_noise_free_steps_and_held_out_
     assert get(config, "model.init_args.decoder.init_args.sigma") == 1.0
     kept = [c for c in callback_args(config, "ModelCheckpoint") if c.get("monitor")]
     assert kept == [{**kept[0], "monitor": "val/auprc_trapezoid", "mode": "max", "filename": "best-auprc"}]
+
+
+def test_a_recipe_read_again_is_its_current_text_and_each_caller_gets_its_own_copy(tmp_path: Path) -> None:
+    """CPU. ``read_recipe`` keeps what it parsed (a command reads a shared base once per recipe that
+    includes it), but a caller's change to what it got is not seen by the next reader, an edited file
+    is read anew, and a file broken after a good read is refused."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("trainer:\n  max_epochs: 3\n")
+    read_recipe(recipe)["trainer"]["max_epochs"] = 99
+    assert read_recipe(recipe) == {"trainer": {"max_epochs": 3}}
+    recipe.write_text("trainer:\n  max_epochs: 4\n")
+    assert read_recipe(recipe) == {"trainer": {"max_epochs": 4}}
+    recipe.write_text("trainer:\n  max_epochs: 4\n  max_epochs: 5\n")
+    with pytest.raises(RecipeError, match="written twice"):
+        read_recipe(recipe)

@@ -18,6 +18,7 @@ on the command line reaches every place that interpolates it.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,13 +57,27 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+#: Recipes already read and checked, by file and text: one command reads a shared base (``base.yaml``)
+#: once per recipe that includes it, and YAML parsing is the slow part. Keyed by the text, so an
+#: edited file is read again.
+_READ: dict[tuple[str, str], dict] = {}
+
+
 def read_recipe(path: Path) -> dict:
     """The top-level mapping of a recipe file (empty for an empty file); a key written twice in one
-    mapping is refused with both lines."""
+    mapping is refused with both lines. Each call returns its own copy."""
     try:
         text = path.read_text()
     except OSError as error:
         raise RecipeError(f"cannot read the recipe {path}: {error.strerror or error}") from None
+    key = (str(path), text)
+    if key not in _READ:
+        _READ[key] = _parse_recipe(path, text)
+    return copy.deepcopy(_READ[key])
+
+
+def _parse_recipe(path: Path, text: str) -> dict:
+    """:func:`read_recipe`'s parsing and checks of ``text``, the contents of ``path``."""
     try:
         data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except yaml.constructor.ConstructorError as error:
