@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from anomaly_rows import mean_and_sd, updates_of
 from results_gap import FACTORS, recipe_validation_sd, validation_changes
-from results_records import number
+from results_records import fmt, number
 from results_tables import last_readings_mean, no_model_reading
 
 RECIPE = "mnist_anomaly_selections"
@@ -74,7 +74,7 @@ def digit_column(runs: list[dict], paper: dict | None) -> dict[str, str]:
     if paper is not None and chosen:
         gap = f"{mean_and_sd(chosen)[0] - paper['value']:+.3f}"
     return {
-        "paper": "–" if paper is None else f"{number(paper['value'])} ± {number(paper['std'])}",
+        "paper": fmt(paper),
         "ours": spread(chosen),
         "last": spread(last),
         "auroc": spread(aurocs),
