@@ -1,10 +1,12 @@
 """The method-and-score part of the MNIST anomaly gap: the score's terms, their weighting, and the posterior.
 
     python experiments/anomaly_gap.py RUN_DIR --setting NAME [--weights 0,0.5,1,2,4,8]
-        [--steps 20,100] [--sampled 10] [--output docs/results/<method>_mnist_anomaly_gap.json]
+        [--steps 20,100] [--sampled 10] [--checkpoint PATH] [--split test|val]
+        [--output docs/results/<method>_mnist_anomaly_gap.json]
 
 ``RUN_DIR`` is a run folder of ``experiments/mnist_anomaly_offline.py`` (its ``config.yaml`` and
-newest ``last*.ckpt``). No training: the run's test split is scored once per posterior, and each
+newest ``last*.ckpt``, or ``--checkpoint``). No training: the run's test split (or, ``--split val``,
+its validation split: where a score would be chosen) is scored once per posterior, and each
 posterior's latents give the score's two terms per image, ``-log p(x|z)`` (reconstruction) and
 ``U(z)`` (the prior's energy), from which every weighting is ranked (held-out digits positive):
 
@@ -49,16 +51,16 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "mnist_anomaly_gap"
 
 
-def test_split(run: Path) -> tuple[Tensor, Tensor, int]:
-    """The run's test images ``(N, C, H, W)``, whether each is a held-out digit ``(N,)``, and the
-    held-out digit (the first, for one-digit runs)."""
+def evaluation_split(run: Path, split: str = "test") -> tuple[Tensor, Tensor, int]:
+    """The run's ``split`` (``"test"`` or ``"val"``) images ``(N, C, H, W)``, whether each is a
+    held-out digit ``(N,)``, and the held-out digit (the first, for one-digit runs)."""
     config = yaml.safe_load((run / "config.yaml").read_text())
     data = config["data"]
     data["init_args"]["root"] = os.path.join(os.environ["LEBM_DATA"], "mnist")
     module = build(data)
-    module.setup("test")
+    module.setup("test" if split == "test" else "fit")
     images, labels = [], []
-    for batch in module.test_dataloader():
+    for batch in module.test_dataloader() if split == "test" else module.val_dataloader():
         images.append(batch_observations(batch))
         labels.append(batch[1])
     held_out = list(module.anomaly_classes)
@@ -140,7 +142,7 @@ def record_of(reading: dict, context: dict) -> dict:
         "prior_weight": reading["prior_weight"],
         "value": reading["value"],
         "auroc": reading["auroc"],
-        "split": "test (the protocol)",
+        "split": context["split"],
         "data_split": "disjoint",
         "seconds": reading.get("seconds"),
         "budget": context["budget"],
@@ -167,6 +169,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="score a seeded draw of N test images (a quick check)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the run's newest last*.ckpt")
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="the split to score")
     parser.add_argument("--output", default=None, help="default: docs/results/<method folder>_mnist_anomaly_gap.json")
     parser.add_argument("--print", dest="only_print", action="store_true", help="print the records, write nothing")
     args = parser.parse_args()
@@ -175,18 +179,24 @@ def main() -> None:
     args.run = args.run.resolve()
     weights = [float(w) for w in args.weights.split(",")]
     steps = [int(n) for n in args.steps.split(",") if n]
-    model = lebm.load(str(newest_last_checkpoint(args.run)), map_location="cpu").eval()
-    images, held_out, digit = test_split(args.run)
+    checkpoint_path = args.checkpoint or newest_last_checkpoint(args.run)
+    if not checkpoint_path.is_file():
+        parser.error(f"--checkpoint {checkpoint_path}: no such file")
+    model = lebm.load(str(checkpoint_path), map_location="cpu").eval()
+    images, held_out, digit = evaluation_split(args.run, args.split)
     if args.limit:
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[: args.limit]
         images, held_out = images[keep], held_out[keep]
-    checkpoint = torch.load(newest_last_checkpoint(args.run), map_location="cpu", weights_only=False)
-    epochs = len(checkpoint["callbacks"]["AnomalyDetection"]["history"])  # one evaluation per epoch trained
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     context = {
         "method": type(model).__name__,
         "digit": digit,
-        "setting": args.setting + (f", {args.limit} test images" if args.limit else ""),
-        "budget": f"no training: the checkpoint of {args.run.relative_to(REPO)} ({epochs} epochs)",
+        "setting": args.setting
+        + (f", {args.limit} {args.split} images" if args.limit else "")
+        + (", the validation split" if args.split == "val" else ""),
+        "budget": f"no training: {checkpoint_path.name} of {args.run.relative_to(REPO)} "
+        f"({checkpoint['global_step']:,} updates)",
+        "split": "test (the protocol)" if args.split == "test" else "validation (where a score is chosen)",
         "command": "LEBM_DATA=../shared/data " + shlex.join(["python", "experiments/anomaly_gap.py", *sys.argv[1:]]),
     }
     readings = []
