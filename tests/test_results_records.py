@@ -751,3 +751,29 @@ def test_the_whole_row_reads_each_digit_once_on_validation_and_beside_it_the_pap
     assert "No one-factor change has been read" in lines[2]  # no factor run yet: untested, said so
     higher = gap_record("mnist_anomaly_factor_ngf64", 1, 0.52, 0.49)  # validation +0.02 over a spread of 0
     assert "the row is not yet at the best validated setting" in row.row_section([*records, higher], published)[2]
+
+
+def plateau_record(seed: int, weight: float, value: float, split: str) -> dict:
+    """A score-variant record of ``experiments/anomaly_gap.py`` at a longer run's last checkpoint."""
+    on = ", 2000 val images, the validation split" if split == "val" else ", 2000 test images"
+    return {"experiment": "mnist_anomaly_gap", "method": "LatentEBM", "digit": 4, "metric": "auprc",
+            "run_setting": f"70k pool, 16,000 updates (GPU), seed {seed}{on}", "prior_weight": weight,
+            "posterior": "langevin 20 steps from noise (the model's)", "value": value, "auroc": 0.8}  # fmt: skip
+
+
+def test_the_score_weight_is_chosen_on_validation_and_read_on_test_against_weight_one() -> None:
+    """CPU. The weight with the highest mean validation AUPRC is the one read, even where another
+    reads higher on test; its change is the test AUPRC less weight 1's at the same seeds; a choice
+    of weight 1 itself, or no test reading yet, gives no row."""
+    load_script("scripts/make_results_md.py")
+    gap = load_script("scripts/results_gap.py")
+    val = [plateau_record(s, w, v, "val") for s in (1, 2) for w, v in [(1.0, 0.57), (4.0, 0.58), (8.0, 0.55)]]
+    test = [
+        plateau_record(s, w, v + s / 100, "test") for s in (1, 2) for w, v in [(1.0, 0.56), (4.0, 0.57), (8.0, 0.9)]
+    ]
+    row = gap.score_weight_row([*val, *test])
+    assert row.startswith("| the score's prior term weighted 4 instead of 1 (chosen on validation among 1, 4, 8)")
+    assert "| 1, 2 | 16,000 | 0.580 ± 0.000 | 0.585 ± 0.007 | 0.800 ± 0.000 | +0.010 (vs weight 1" in row
+    assert gap.score_weight_row(val) is None  # the test split not read yet
+    flat = [plateau_record(s, w, 0.6 if w == 1.0 else 0.5, "val") for s in (1, 2) for w in (1.0, 4.0)]
+    assert gap.score_weight_row([*flat, *test]) is None  # the recipe's own weight chosen: nothing changes
