@@ -114,7 +114,7 @@ def setting_sentence(records: list[dict]) -> str:
             "the row is not yet at the best validated setting."
         )
     return (
-        "The recipe is the best validated setting we have: no one-factor change in the gap study below raised "
+        "The recipe is the best validated setting at this budget: no one-factor change in the gap study below raised "
         f"held-out 4's validation AUPRC beyond the recipe's seed spread (the most, {measured})."
     )
 
