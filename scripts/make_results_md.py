@@ -29,6 +29,7 @@ from results_gap import gap_section
 from results_plots import curve_records, figure, plot_file, save
 from results_records import by_experiment, load_records
 from results_row import row_section
+from results_sizes import load_sizes
 from results_status import load_status, named_targets, status_section
 from results_tables import details_section, experiment_section
 
@@ -53,12 +54,17 @@ class Inputs:
     published: list[dict]
     status: dict | None = None
     targets: dict[str, str] | None = None
+    sizes: dict[str, dict] | None = None
 
 
 def read_inputs() -> Inputs:
-    """The repository's records, published numbers, status rows and recipe targets."""
+    """The repository's records, published numbers, status rows, recipe targets and recipe sizes."""
     return Inputs(
-        load_records(RESULTS), load_records(RESULTS / "published"), load_status(STATUS), named_targets(REPO / "recipes")
+        load_records(RESULTS),
+        load_records(RESULTS / "published"),
+        load_status(STATUS),
+        named_targets(REPO / "recipes"),
+        load_sizes(),
     )
 
 
@@ -68,10 +74,14 @@ def plotted(records: list[dict]) -> list[str]:
 
 
 def render(
-    records: list[dict], published: list[dict], status: dict | None = None, targets: dict[str, str] | None = None
+    records: list[dict],
+    published: list[dict],
+    status: dict | None = None,
+    targets: dict[str, str] | None = None,
+    sizes: dict[str, dict] | None = None,
 ) -> str:
     """The text of docs/results.md: the status table (given ``status`` and the recipes' ``targets``),
-    then a section per experiment."""
+    then a section per experiment (naming the compared methods' ``sizes``)."""
     lines = [
         *FRONT_MATTER,
         "# Results",
@@ -87,7 +97,7 @@ def render(
     with_plot = plotted(records)
     for experiment, ours in by_experiment(records).items():
         plot = f"results/plots/{plot_file(experiment)}" if experiment in with_plot else None
-        lines += experiment_section(experiment, ours, published, plot)
+        lines += experiment_section(experiment, ours, published, plot, sizes)
     return "\n".join(lines)
 
 
@@ -102,7 +112,7 @@ def render_details(records: list[dict], published: list[dict]) -> str:
 def pages(inputs: Inputs) -> dict[Path, str]:
     """Each generated page and its text."""
     return {
-        OUTPUT: render(inputs.records, inputs.published, inputs.status, inputs.targets),
+        OUTPUT: render(inputs.records, inputs.published, inputs.status, inputs.targets, inputs.sizes),
         DETAILS: render_details(inputs.records, inputs.published),
     }
 

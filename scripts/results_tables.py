@@ -20,6 +20,7 @@ from results_records import (
     short_budget,
     short_device,
 )
+from results_sizes import sizes_line
 
 #: Extra per-record values shown in the details when any record of an experiment has them: the
 #: AUPRC of each term of an anomaly score, and the test split's, read once, of a record chosen on
@@ -343,12 +344,16 @@ def figures(ours: list[dict]) -> list[str]:
     return [line for path in named for line in (f"![{Path(path).stem}]({path})", "")]
 
 
-def experiment_section(experiment: str, ours: list[dict], published: list[dict], plot: str | None) -> list[str]:
+def experiment_section(
+    experiment: str, ours: list[dict], published: list[dict], plot: str | None, sizes: dict[str, dict] | None = None
+) -> list[str]:
     """The section of ``docs/results.md`` for one experiment: the narrow table (or the pivot table
-    of an experiment of many metrics and no paper), its plot and figures, a link to the details."""
+    of an experiment of many metrics and no paper), its plot and figures, a link to the details;
+    where it sets several methods side by side, their sizes (``sizes``: :mod:`results_sizes`)."""
     with_metric = several_metrics(ours)
     with_paper = any(paper_for(r, published) is not None for r in ours)
     lines = [f"## {experiment}", "", sources_line(ours, published), ""]
+    lines += sizes_line(ours, sizes or {})
     if not with_paper and len({r["metric"] for r in ours}) > PIVOT_METRICS:
         lines += pivot_tables(ours)
     else:

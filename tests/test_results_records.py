@@ -6,6 +6,7 @@ figures in the timings agree with its record. Device: CPU, writing only under tm
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -777,3 +778,36 @@ def test_the_score_weight_is_chosen_on_validation_and_read_on_test_against_weigh
     assert gap.score_weight_row(val) is None  # the test split not read yet
     flat = [plateau_record(s, w, 0.6 if w == 1.0 else 0.5, "val") for s in (1, 2) for w in (1.0, 4.0)]
     assert gap.score_weight_row([*flat, *test]) is None  # the recipe's own weight chosen: nothing changes
+
+
+def test_a_section_comparing_methods_names_each_ones_size_at_the_recipe_its_records_ran() -> None:
+    """CPU. Two methods side by side: each named with its parameter count at the recipe its command
+    names (``-c recipes/...``, or a run folder of an experiment runner, mapped to the recipe it
+    trains); a method whose recipe was not sized says so; a section of one method gets no line."""
+    load_script("scripts/make_results_md.py")
+    sizes_module = load_script("scripts/results_sizes.py")
+    sizes = {
+        "latent_ebm/mnist_anomaly_offline": {"method": "LatentEBM", "parameters": 820_090},
+        "hierarchical/mnist_anomaly_offline": {"method": "JointHierarchicalEBM", "parameters": 24_859_682},
+    }
+    latent = {"method": "LatentEBM", "command": "lebm fit -c recipes/latent_ebm/mnist_anomaly_offline.yaml"}
+    run = "runs/hierarchical/mnist_anomaly_selections/digit4-seed1"  # an experiment runner's folder
+    joint = {"method": "JointHierarchicalEBM", "command": f"python experiments/anomaly_protocols.py {run}"}
+    line = sizes_module.sizes_line([latent, joint], sizes)[0]
+    assert "LatentEBM 0.82M (`latent_ebm/mnist_anomaly_offline`)" in line
+    assert "JointHierarchicalEBM 24.9M (`hierarchical/mnist_anomaly_offline`)" in line
+    unsized = {"method": "DAMC", "command": "lebm fit -c recipes/damc/mnist_anomaly.yaml"}
+    assert "DAMC size not recorded" in sizes_module.sizes_line([latent, unsized], sizes)[0]
+    assert sizes_module.sizes_line([latent, {**latent, "method": "LatentEBM, Gaussian prior"}], sizes) == []
+
+
+@pytest.mark.slow
+def test_the_recorded_recipe_sizes_are_what_the_recipes_build() -> None:
+    """CPU, slow (builds ten recipes). ``docs/results/status/sizes.json`` holds each sized recipe's
+    parameter count as the recipe builds it now: a recipe change that resizes a method fails here
+    until ``python scripts/recipe_sizes.py`` is run again."""
+    data = os.environ.get("LEBM_DATA")
+    if not data or not (Path(data) / "mnist").is_dir():
+        pytest.skip("needs LEBM_DATA with mnist/ (the MNIST recipes build their DataModule)")
+    sizes = load_script("scripts/recipe_sizes.py")
+    assert sizes.sizes(Path(data)) == json.loads(sizes.SIZES.read_text())
