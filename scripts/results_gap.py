@@ -110,34 +110,41 @@ def gap_section(records: list[dict]) -> list[str]:
 
 
 def plateau_scores(records: list[dict], split: str) -> dict[tuple[int, float], dict]:
-    """The score-variant readings of the longer runs' last checkpoints on ``split`` (``"val"`` or
-    ``"test"``) with the model's own posterior, by (seed, prior weight)."""
-    found = {}
+    """The score-variant readings of the longer runs' 16,000-update checkpoints on held-out 4 and
+    ``split`` (``"val"`` or ``"test"``) with the model's own posterior, by (seed, prior weight); two
+    readings of one key are refused."""
+    found: dict[tuple[int, float], dict] = {}
     for r in records:
-        setting = str(r.get("run_setting", ""))
-        seed = re.match(re.escape(PLATEAU_SCORES) + r" (\d+)", setting)
-        on_val = "the validation split" in setting
+        seed = re.match(re.escape(PLATEAU_SCORES) + r" (\d+)", str(r.get("run_setting", "")))
+        on_val = str(r.get("split", "")).startswith("validation")
         if (
             r.get("experiment") == "mnist_anomaly_gap"
             and r.get("method") == "LatentEBM"
+            and r.get("digit") == DIGIT
             and seed is not None
+            and "(16,000 updates)" in str(r.get("budget", ""))
             and on_val == (split == "val")
             and OWN_POSTERIOR in str(r.get("posterior"))
             and r.get("prior_weight") is not None
         ):
-            found[(int(seed.group(1)), float(r["prior_weight"]))] = r
+            key = (int(seed.group(1)), float(r["prior_weight"]))
+            if key in found:
+                raise SystemExit(f"scripts/results_gap.py: two {split} readings of seed {key[0]} at weight {key[1]:g}")
+            found[key] = r
     return found
 
 
 def score_weight_row(records: list[dict]) -> str | None:
-    """The row of the score's prior weight that the validation split chose at the longer runs' last
-    checkpoint (the highest mean validation AUPRC over the seeds), its test reading against the
-    recipe's weight 1 at the same checkpoints; None until both splits are read."""
+    """The row of the score's prior weight that the validation split chose at the longer runs'
+    16,000-update checkpoints (the highest mean validation AUPRC over the seeds, among the weights
+    read on every seed), its test reading against the recipe's weight 1 at the same checkpoints and
+    on the same draw of test images; None until both splits are read."""
     val, test = plateau_scores(records, "val"), plateau_scores(records, "test")
-    weights = sorted({w for _, w in val})
+    seeds_read = sorted({s for s, _ in val})
+    weights = sorted(w for w in {w for _, w in val} if all((s, w) in val for s in seeds_read))
     if not weights:
         return None
-    mean_val = {w: mean_and_sd([r["value"] for (_, w2), r in val.items() if w2 == w])[0] for w in weights}
+    mean_val = {w: mean_and_sd([val[(s, w)]["value"] for s in seeds_read])[0] for w in weights}
     chosen = max(weights, key=mean_val.__getitem__)
     seeds = sorted(s for s, w in test if w == chosen and (s, 1.0) in test)
     if chosen == 1.0 or not seeds:
@@ -145,18 +152,19 @@ def score_weight_row(records: list[dict]) -> str | None:
     tests = [test[(s, chosen)]["value"] for s in seeds]
     aurocs = [test[(s, chosen)]["auroc"] for s in seeds]
     vals = [val[(s, chosen)]["value"] for s in seeds if (s, chosen) in val]
-    change = mean_and_sd([test[(s, chosen)]["value"] - test[(s, 1.0)]["value"] for s in seeds])[0]
+    at_one = [test[(s, 1.0)]["value"] for s in seeds]
+    change = mean_and_sd([a - b for a, b in zip(tests, at_one, strict=True)])[0]
     return (
         f"| the score's prior term weighted {chosen:g} instead of 1 (chosen on validation among "
-        f"{', '.join(f'{w:g}' for w in weights)}), at the 16,000-update checkpoint "
-        f"| {', '.join(map(str, seeds))} | 16,000 | {spread(vals)} | {spread(tests)} | {spread(aurocs)} "
-        f"| {signed(change)} (vs weight 1, same checkpoints) |"
+        f"{', '.join(f'{w:g}' for w in weights)}), at the 16,000-update checkpoints, on a draw of test images of its "
+        f"own (weight 1 reads {spread(at_one)} there) | {', '.join(map(str, seeds))} | 16,000 | {spread(vals)} "
+        f"| {spread(tests)} | {spread(aurocs)} | {signed(change)} (vs weight 1, same checkpoints and images) |"
     )
 
 
-def validation_changes(records: list[dict]) -> dict[str, float]:
-    """Each factor's mean change of held-out 4's validation AUPRC from the recipe's at the same seeds,
-    by factor name (factors without a same-seed recipe reading left out)."""
+def validation_changes(records: list[dict]) -> dict[str, tuple[float, int]]:
+    """Each factor's mean change of held-out 4's validation AUPRC from the recipe's at the same seeds
+    and the number of those seeds, by factor name (factors without a same-seed recipe reading left out)."""
     base = readings_at(ours(records, RECIPE))
     changes = {}
     for name in FACTORS:
@@ -166,7 +174,7 @@ def validation_changes(records: list[dict]) -> dict[str, float]:
             if seed in base
         ]
         if diffs:
-            changes[name] = sum(diffs) / len(diffs)
+            changes[name] = (sum(diffs) / len(diffs), len(diffs))
     return changes
 
 

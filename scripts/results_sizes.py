@@ -3,9 +3,10 @@
 A section whose records come from more than one method compares them, so it names each method's
 parameter count at the recipe its records ran (``docs/results/status/sizes.json``, written by
 ``scripts/recipe_sizes.py``) beside the budget every row gives. A record's recipe is the one its
-command names (``-c recipes/<name>.yaml``) or, for a script that reads a run folder, the run
-folder's ``runs/<method>/<recipe>/`` or the sampler study's protocol; the experiment runners whose run folders are named after the
-experiment train the method's ``mnist_anomaly_offline`` recipe (:data:`RUN_FOLDER_RECIPES`).
+command (or budget) names (``recipes/<name>.yaml``), its run folder's ``runs/<method>/<recipe>/``,
+or the sampler study's protocol; the experiment runners whose run folders are named after the
+experiment train the method's ``mnist_anomaly_offline`` recipe (:data:`RUN_FOLDER_RECIPES`). Only
+lebm's methods (those ``sizes.json`` sizes) count: a baseline with no model is no method.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def millions(count: int) -> str:
 def sizes_line(ours: list[dict], sizes: dict[str, dict]) -> list[str]:
     """One line naming each compared method's size at its records' recipes, then a blank line; nothing
     for a section of one method."""
-    methods = list(dict.fromkeys(base_method(r) for r in ours))
+    known = {size["method"] for size in sizes.values()}
+    methods = list(dict.fromkeys(base_method(r) for r in ours if base_method(r) in known))
     if len(methods) < 2:
         return []
     cells = []

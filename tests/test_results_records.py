@@ -716,63 +716,90 @@ def test_the_gap_study_compares_each_factor_with_the_recipe_at_the_same_seed() -
     assert gap.gap_section(recipe) == []  # no factor yet: no section
 
 
-def row_record(digit: int, seed: int, chosen: float, tests: list[float]) -> dict:
-    """A LatentEBM recipe record of held-out ``digit`` on the full pool: test readings every 100
-    updates (``tests``), ``chosen`` read at the validation's best."""
-    score = {"auprc": 0.5, "auroc": 0.7}
-    readings = [{"update": 100 * (i + 1), "val": {"score": score}, "test": {"score": {"auprc": t, "auroc": 0.7}}}
-                for i, t in enumerate(tests)]  # fmt: skip
+def row_record(digit: int, seed: int, vals: list[float], tests: list[float], every: int = 100) -> dict:
+    """A LatentEBM recipe record of held-out ``digit`` on the full pool: a reading every ``every``
+    updates from ``every`` on, on both splits (``vals``, ``tests``), the ones before update 100 untrained."""
+    readings = [
+        {"update": every * (i + 1), "untrained": every * (i + 1) < 100,
+         "val": {"score": {"auprc": v, "auroc": 0.6}},
+         "test": {"n": 2000, "anomaly_rate": 0.34, "score": {"auprc": t, "auroc": 0.7}}}
+        for i, (v, t) in enumerate(zip(vals, tests, strict=True))
+    ]  # fmt: skip
     return {"experiment": "mnist_anomaly_selections", "method": "LatentEBM", "digit": digit, "pool": "full",
-            "seed": seed, "chance": 0.34, "metric": "auprc", "readings": readings, "updates": 100 * len(tests),
-            "validation_selected": {"test_auprc": chosen, "test_auroc": 0.7},
+            "seed": seed, "protocol": "recipe", "metric": "auprc", "readings": readings, "updates": every * len(tests),
             "no_model": {"test": {"auprc": 0.3, "best": "background"}}}  # fmt: skip
 
 
-def test_the_whole_row_reads_each_digit_once_on_validation_and_beside_it_the_papers_selection() -> None:
-    """CPU. A digit's "ours" cell is the seeds' mean ± sd of the validation-chosen test AUPRC; the
-    paper's selection averages each run's last 10 test readings (the 12 kept here: readings 3-12);
-    a digit short of three seeds is named; with no record the section is absent; a factor reading
-    higher on validation than the recipe's seed spread says the row is not at the best setting."""
+def test_the_whole_row_reads_every_run_up_to_the_same_update_once_on_validation() -> None:
+    """CPU. A digit's "ours" cell is the seeds' mean ± sd of the test AUPRC at each run's highest
+    validation reading up to update 500 (a longer run's later readings and the untrained ones left
+    out); the paper's selection averages the last 10 such test readings; a digit short of three
+    seeds is named; two records of one seed are refused; with no record the section is absent."""
     load_script("scripts/make_results_md.py")
     row = load_script("scripts/results_row.py")
     published = [{"lebm_method": "LatentEBM", "experiment": "mnist_anomaly", "metric": "auprc", "digit": 4,
                   "value": 0.630, "std": 0.017}]  # fmt: skip
-    tests = [0.0, 0.0] + [0.5] * 10  # the first two readings fall outside the last 10
-    records = [row_record(4, seed, chosen, tests) for seed, chosen in [(1, 0.40), (2, 0.50), (3, 0.60)]]
-    records.append(row_record(5, 1, 0.55, tests[:5]))
+    vals = [0.1, 0.2, 0.9, 0.3, 0.4, 0.99]  # update 600's 0.99 lies past the budget: update 300 is chosen
+    records = [
+        row_record(4, seed, vals, [0.1, 0.2, chosen, 0.5, 0.6, 0.99]) for seed, chosen in [(1, 0.4), (2, 0.5), (3, 0.6)]
+    ]
+    # held-out 1 read every 50 updates: the reading at 50 is untrained, even with the best validation
+    records.append(row_record(1, 1, [0.99] + [0.2] * 10, [0.0] + [0.3] * 10, every=50))
     lines = row.row_section(records, published)
     cells = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
     ours = next(v for k, v in cells.items() if k.startswith("**ours"))
-    assert ours[1:3] == ["0.500 ± 0.100", "0.550"]  # held-out 4 and 5; held-out 1 has no record
+    assert ours[:2] == ["0.300", "0.500 ± 0.100"]  # held-out 1 at update 100; held-out 4 at update 300
     papers_selection = next(v for k, v in cells.items() if k.startswith("ours with the paper's"))
-    assert papers_selection[1:3] == ["0.500 ± 0.000", "0.300"]  # 5 readings kept: all of them
+    assert papers_selection[1] == "0.380 ± 0.020"  # the 5 trained readings up to 500: 0.1, 0.2, chosen, 0.5, 0.6
+    assert papers_selection[0] == "0.300"  # updates 100-500, the untrained 50 left out
     assert next(v for k, v in cells.items() if k == "ours less the paper")[1] == "-0.130"
     assert "Held-out 1, 5, 7, 9 have fewer than 3 seeds" in "\n".join(lines)
+    with pytest.raises(SystemExit, match="two recipe records of seed"):
+        row.row_section([*records, records[0]], published)
     assert row.row_section([], published) == []
-    assert "No one-factor change has been read" in lines[2]  # no factor run yet: untested, said so
-    higher = gap_record("mnist_anomaly_factor_ngf64", 1, 0.52, 0.49)  # validation +0.02 over a spread of 0
-    assert "the row is not yet at the best validated setting" in row.row_section([*records, higher], published)[2]
 
 
-def plateau_record(seed: int, weight: float, value: float, split: str) -> dict:
-    """A score-variant record of ``experiments/anomaly_gap.py`` at a longer run's last checkpoint."""
+def test_the_row_says_whether_a_factor_beats_the_recipe_only_when_two_seeds_show_it() -> None:
+    """CPU. No factor read: untested. A factor above the recipe's validation seed sd on one seed:
+    undecided. The same on two seeds: the row is not at the best validated setting. Below it: the
+    recipe is the best validated setting."""
+    load_script("scripts/make_results_md.py")
+    row = load_script("scripts/results_row.py")
+    recipe = [gap_record("mnist_anomaly_selections", seed, val, 0.5) for seed, val in [(1, 0.49), (2, 0.51)]]
+    assert "No one-factor change has been read" in row.setting_sentence(recipe)
+    one = gap_record("mnist_anomaly_factor_lr2x", 1, 0.53, 0.5)  # +0.04 over a seed sd of 0.014
+    assert "read on one seed, which cannot tell it from seed noise" in row.setting_sentence([*recipe, one])
+    two = gap_record("mnist_anomaly_factor_lr2x", 2, 0.55, 0.5)
+    assert "not yet at the best validated setting" in row.setting_sentence([*recipe, one, two])
+    lower = [gap_record("mnist_anomaly_factor_lr2x", seed, 0.495, 0.5) for seed in (1, 2)]
+    assert "The recipe is the best validated setting" in row.setting_sentence([*recipe, *lower])
+    assert "one seed on validation" in row.setting_sentence([recipe[0], one])
+
+
+def plateau_record(seed: int, weight: float, value: float, split: str, digit: int = 4) -> dict:
+    """A score-variant record of ``experiments/anomaly_gap.py`` at a longer run's 16,000-update checkpoint."""
     on = ", 2000 val images, the validation split" if split == "val" else ", 2000 test images"
-    return {"experiment": "mnist_anomaly_gap", "method": "LatentEBM", "digit": 4, "metric": "auprc",
+    return {"experiment": "mnist_anomaly_gap", "method": "LatentEBM", "digit": digit, "metric": "auprc",
             "run_setting": f"70k pool, 16,000 updates (GPU), seed {seed}{on}", "prior_weight": weight,
+            "split": "validation (where a score is chosen)" if split == "val" else "test (the protocol)",
+            "budget": "no training: step=16000.ckpt of runs/x (16,000 updates)",
             "posterior": "langevin 20 steps from noise (the model's)", "value": value, "auroc": 0.8}  # fmt: skip
 
 
 def test_the_score_weight_is_chosen_on_validation_and_read_on_test_against_weight_one() -> None:
-    """CPU. The weight with the highest mean validation AUPRC is the one read, even where another
-    reads higher on test; its change is the test AUPRC less weight 1's at the same seeds; a choice
-    of weight 1 itself, or no test reading yet, gives no row."""
+    """CPU. The weight with the highest mean validation AUPRC, among those read on every seed, is the
+    one read, even where another reads higher on test; its change is the test AUPRC less weight 1's
+    at the same seeds; another digit's readings are not mixed in; a choice of weight 1 itself, or no
+    test reading yet, gives no row."""
     load_script("scripts/make_results_md.py")
     gap = load_script("scripts/results_gap.py")
     val = [plateau_record(s, w, v, "val") for s in (1, 2) for w, v in [(1.0, 0.57), (4.0, 0.58), (8.0, 0.55)]]
+    val.append(plateau_record(1, 2.0, 0.99, "val"))  # read on seed 1 only: not a candidate
     test = [
         plateau_record(s, w, v + s / 100, "test") for s in (1, 2) for w, v in [(1.0, 0.56), (4.0, 0.57), (8.0, 0.9)]
     ]
-    row = gap.score_weight_row([*val, *test])
+    other_digit = plateau_record(1, 4.0, 0.1, "test", digit=9)
+    row = gap.score_weight_row([*val, *test, other_digit])
     assert row.startswith("| the score's prior term weighted 4 instead of 1 (chosen on validation among 1, 4, 8)")
     assert "| 1, 2 | 16,000 | 0.580 ± 0.000 | 0.585 ± 0.007 | 0.800 ± 0.000 | +0.010 (vs weight 1" in row
     assert gap.score_weight_row(val) is None  # the test split not read yet
@@ -783,7 +810,8 @@ def test_the_score_weight_is_chosen_on_validation_and_read_on_test_against_weigh
 def test_a_section_comparing_methods_names_each_ones_size_at_the_recipe_its_records_ran() -> None:
     """CPU. Two methods side by side: each named with its parameter count at the recipe its command
     names (``-c recipes/...``, or a run folder of an experiment runner, mapped to the recipe it
-    trains); a method whose recipe was not sized says so; a section of one method gets no line."""
+    trains); a method whose recipe was not sized says so; a section of one method (beside a baseline
+    with no model) gets no line."""
     load_script("scripts/make_results_md.py")
     sizes_module = load_script("scripts/results_sizes.py")
     sizes = {
@@ -796,8 +824,10 @@ def test_a_section_comparing_methods_names_each_ones_size_at_the_recipe_its_reco
     line = sizes_module.sizes_line([latent, joint], sizes)[0]
     assert "LatentEBM 0.82M (`latent_ebm/mnist_anomaly_offline`)" in line
     assert "JointHierarchicalEBM 24.9M (`hierarchical/mnist_anomaly_offline`)" in line
-    unsized = {"method": "DAMC", "command": "lebm fit -c recipes/damc/mnist_anomaly.yaml"}
+    sizes["damc/mnist_anomaly_offline"] = {"method": "DAMC", "parameters": 3_164_314}
+    unsized = {"method": "DAMC", "command": "lebm fit -c recipes/damc/mnist_anomaly.yaml"}  # not the sized recipe
     assert "DAMC size not recorded" in sizes_module.sizes_line([latent, unsized], sizes)[0]
+    assert sizes_module.sizes_line([latent, {"method": "no model", "command": ""}], sizes) == []  # no method
     assert sizes_module.sizes_line([latent, {**latent, "method": "LatentEBM, Gaussian prior"}], sizes) == []
 
 
