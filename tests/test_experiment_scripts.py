@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import lebm
 from tests.helpers.scripts import load_script
@@ -263,3 +264,31 @@ def test_the_no_model_script_reads_the_whole_pool_and_the_held_out_digit_as_the_
     assert pool["chance"] == round(fours / pool["n_examples"], 4) < 0.5  # inverted targets: the normal digits' share
     for record in (val, test):
         assert 0 < record["chance"] < 0.5 and record["digit"] == 4 and record["pool"] == "full"
+
+
+class _TwoSplits:
+    """A DataModule stand-in whose validation and test splits differ (3 and 2 images)."""
+
+    anomaly_classes = [4]
+
+    def setup(self, stage: str) -> None:
+        self.stage = stage
+
+    def val_dataloader(self) -> list:
+        return [(torch.ones(3, 1, 2, 2), torch.tensor([1, 1, 4]))]
+
+    def test_dataloader(self) -> list:
+        return [(torch.zeros(2, 1, 2, 2), torch.tensor([4, 1]))]
+
+
+def test_the_score_variant_script_reads_the_split_it_is_asked_for(tmp_path: Path, monkeypatch) -> None:
+    """CPU. ``anomaly_gap.evaluation_split`` reads the run's validation split for ``"val"`` (where a
+    score is chosen) and its test split for ``"test"``, the held-out digit marked in each."""
+    gap = load_script("experiments/anomaly_gap.py")
+    (tmp_path / "config.yaml").write_text("data:\n  class_path: x\n  init_args: {}\n")
+    monkeypatch.setenv("LEBM_DATA", str(tmp_path))
+    monkeypatch.setattr(gap, "build", lambda config: _TwoSplits())
+    images, held_out, digit = gap.evaluation_split(tmp_path, "val")
+    assert images.shape[0] == 3 and held_out.tolist() == [False, False, True] and digit == 4
+    images, held_out, _ = gap.evaluation_split(tmp_path, "test")
+    assert images.shape[0] == 2 and held_out.tolist() == [True, False]
