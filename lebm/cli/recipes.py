@@ -61,6 +61,7 @@ class _UniqueKeys(yaml.SafeLoader):
 #: once per recipe that includes it, and YAML parsing is the slow part. Keyed by the text, so an
 #: edited file is read again.
 _READ: dict[tuple[str, str], dict] = {}
+_READ_KEPT = 256
 
 
 def read_recipe(path: Path) -> dict:
@@ -72,6 +73,8 @@ def read_recipe(path: Path) -> dict:
         raise RecipeError(f"cannot read the recipe {path}: {error.strerror or error}") from None
     key = (str(path), text)
     if key not in _READ:
+        if len(_READ) >= _READ_KEPT:  # a long-lived process (a notebook editing recipes) keeps a bounded few
+            _READ.clear()
         _READ[key] = _parse_recipe(path, text)
     return copy.deepcopy(_READ[key])
 
