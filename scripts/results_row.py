@@ -177,11 +177,20 @@ def setting_sentence(records: list[dict]) -> str:
 
 
 def no_detector_sentence(columns: dict[int, dict]) -> str:
-    """The digits whose reading is no detector: below chance while a score with no model reads higher."""
+    """The digits whose reading is no detector: below chance (while a score with no model reads
+    higher), or above chance but no higher than the score with no model."""
     said = []
     for digit, column in columns.items():
         means = column["means"]
-        if means["ours"] is None or means["chance"] is None or means["ours"] >= means["chance"]:
+        if means["ours"] is None or means["chance"] is None:
+            continue
+        if means["ours"] >= means["chance"]:
+            if means["no_model"] is not None and means["ours"] <= means["no_model"]:
+                said.append(
+                    f"Held-out {digit} reads above chance but no higher than a score with no model "
+                    f"({number(means['ours'])} against {number(means['no_model'])}): at this budget the model "
+                    "detects it no better than no model."
+                )
             continue
         paper = means["paper"]
         like = f", as the paper's {number(paper)} does," if paper is not None and paper < means["chance"] else ""

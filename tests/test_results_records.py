@@ -754,6 +754,12 @@ def test_the_whole_row_reads_every_run_up_to_the_same_update_once_on_validation(
     assert papers_selection[0] == "0.300"  # updates 100-500, the untrained 50 left out
     assert next(v for k, v in cells.items() if k == "ours less the paper")[1] == "-0.130"
     assert "Held-out 1, 5, 7, 9 have fewer than 3 seeds" in "\n".join(lines)
+    # held-out 1 reads 0.3 at chance 0.34 against a no-model 0.3; held-out 4 reads 0.5, above both
+    assert "Held-out 1 reads below chance (0.300 against 0.340)" in lines[2] and "Held-out 4 reads" not in lines[2]
+    above_chance_only = row_record(5, 1, vals, [0.4] * 6)  # 0.4: above chance 0.34, below a no-model 0.45
+    above_chance_only["no_model"] = {"test": {"auprc": 0.45, "best": "background"}}
+    said = row.row_section([above_chance_only], published)[2]
+    assert "Held-out 5 reads above chance but no higher than a score with no model (0.400 against 0.450)" in said
     with pytest.raises(SystemExit, match="two recipe records of seed"):
         row.row_section([*records, records[0]], published)
     assert row.row_section([], published) == []
