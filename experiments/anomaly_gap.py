@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=10, help="draws of q(z|x) to average (encoder models)")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="score a seeded draw of N test images (a quick check)")
+    parser.add_argument("--limit", type=int, default=None, help="score a seeded draw of N images of the split")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the run's newest last*.ckpt")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="the split to score")
     parser.add_argument("--output", default=None, help="default: docs/results/<method folder>_mnist_anomaly_gap.json")
