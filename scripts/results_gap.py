@@ -203,7 +203,9 @@ def row(label: str, readings: dict[int, dict], base: dict[int, dict] | None) -> 
 
 
 def spread(values: list[float]) -> str:
-    """``mean ± sd`` of several values, the value alone for one."""
+    """``mean ± sd`` of several values, the value alone for one, "–" for none."""
+    if not values:
+        return "–"
     mean, sd = mean_and_sd(values)
     return number(mean) if sd is None else f"{number(mean)} ± {number(sd)}"
 

@@ -19,7 +19,7 @@ anomaly share) and the no-model score (the best of three scores with no model on
 from __future__ import annotations
 
 from anomaly_rows import mean_and_sd, updates_of
-from results_gap import FACTORS, recipe_validation_sd, validation_changes
+from results_gap import FACTORS, recipe_validation_sd, spread, validation_changes
 from results_records import fmt, number
 from results_tables import no_model_reading
 
@@ -85,14 +85,6 @@ def paper_value(published: list[dict], digit: int) -> dict | None:
         if same_row and paper.get("metric") == "auprc" and paper.get("digit") == digit:
             return paper
     return None
-
-
-def spread(values: list[float]) -> str:
-    """``mean ± sd`` of several values, the value alone for one, "–" for none."""
-    if not values:
-        return "–"
-    mean, sd = mean_and_sd(values)
-    return number(mean) if sd is None else f"{number(mean)} ± {number(sd)}"
 
 
 def one_or_spread(values: list[float]) -> str:

@@ -59,8 +59,6 @@ def millions(count: int) -> str:
     """A parameter count as the tables print it: ``0.82M``, ``24.9M``, ``130k``."""
     if count >= 10_000_000:
         return f"{count / 1e6:.1f}M"
-    if count >= 1_000_000:
-        return f"{count / 1e6:.2f}M"
     return f"{count / 1e6:.2f}M" if count >= 500_000 else f"{round(count / 1e3)}k"
 
 
