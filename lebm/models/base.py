@@ -221,13 +221,12 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     #: Trainer, the recorded iterations, the random streams ...). Every other attribute is described;
     #: the hyperparameters come back through :meth:`chain_capture_key`.
     chain_capture_ignore: ClassVar[tuple[str, ...]] = tuple(LEFT_OUT_OF_THE_KEY)
-    #: Whether this class vouches for the iteration code its own body defines (its
-    #: ``training_iteration``, or a hook the iteration calls), so that recorded iterations replay it
-    #: (:mod:`lebm.recording.vouching`). lebm's own methods are vouched for; a subclass of the user's
-    #: that overrides that code runs eagerly, with one line, until its class body states
-    #: ``records_iterations = True``, accepting the contract in ``docs/extending.md``
-    #: ("Recorded iterations of your own method"). It is not inherited by a subclass that overrides again.
-    records_iterations: ClassVar[bool] = False
+    #: Whether this method's training iterations are recorded as CUDA graphs when the run sets
+    #: nothing (``LEBM_RECORDED_ITERATIONS``, ``lebm.speed.RecordedIterations``): False, captured
+    #: chains with the rest of the iteration eager, for every lebm method, as the newest same-call
+    #: GPU records decide (``benchmarks/speed_defaults.py``; ``tests/test_speed_defaults.py`` holds
+    #: each class to them). Only lebm's own audited classes are ever recorded (:mod:`lebm.recording.audit`).
+    recorded_iterations_by_default: ClassVar[bool] = False
 
     def chain_capture_key(self) -> Hashable:
         """The hyperparameters as ``((dotted path, value), ...)``: the part of this method the chain

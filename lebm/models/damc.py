@@ -17,6 +17,7 @@ from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.priors import Prior
 from lebm.nets.diffusion import LatentDiffusionAmortizer
+from lebm.recording.audit import audited_iteration
 from lebm.samplers import AveragedStart, ChainInitializer, Langevin, NoiseStart, Sampler
 from lebm.samplers.base import SamplerOutput
 from lebm.samplers.chain import Diagnostics
@@ -108,6 +109,7 @@ def refuse_untrained_amortizer(
     )
 
 
+@audited_iteration
 class DAMC(LatentVariableModel):
     """Diffusion-amortized MCMC: a generator ``x = g(z) + eps`` with a tilted prior
     ``p(z) ∝ exp(-E(z)) N(0, I)`` (LatentEBM's model), whose short-run chains start from a learned

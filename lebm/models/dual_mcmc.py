@@ -16,6 +16,7 @@ from lebm.models.latent_generator import LatentGeneratorModel, chain_logs
 from lebm.models.priors import GaussianPrior, Prior
 from lebm.nets.encoders import InferenceNetwork
 from lebm.nets.layers import batch_statistics
+from lebm.recording.audit import audited_iteration
 from lebm.recording.torch_internals import is_spectral_normed
 from lebm.samplers import Langevin, Sampler
 from lebm.samplers.chain import Diagnostics, modules_in_mode
@@ -41,6 +42,7 @@ CHOICES: dict[str, dict[str, str]] = {
 }
 
 
+@audited_iteration
 class DualMCMC(LatentGeneratorModel):
     """Dual-MCMC teaching: an EBM ``pi(x) ∝ exp(-E(x))`` on data, a generator ``p(x|z) p(z)``
     (``z ~ N(0, I)``) and an inference network ``q(z|x)``.

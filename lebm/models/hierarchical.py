@@ -16,6 +16,7 @@ from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_
 from lebm.models.priors import Prior
 from lebm.nets.encoders import DiagonalGaussian, InferenceNetwork
 from lebm.nets.latents import LatentGroups
+from lebm.recording.audit import audited_iteration
 from lebm.samplers import Sampler
 from lebm.samplers.chain import frozen_parameters
 from lebm.training.choices import check_choice
@@ -28,6 +29,7 @@ UPDATE_ORDERS = {"generator_first": "the official code", "ebm_first": "the paper
 WARMUP_KEY = "lebm_kl_warmup_iterations"
 
 
+@audited_iteration
 class JointHierarchicalEBM(LatentVariableModel):
     """A multi-layer generator ``p(x | z_1, ..., z_L)`` with one EBM prior on the concatenated latent,
     ``p(z) ∝ exp(-E([z_1, ..., z_L])) N(0, I)`` (``E = -f``), and a ladder encoder ``q(z|x)``.

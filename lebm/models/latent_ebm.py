@@ -13,9 +13,11 @@ from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.prior_mle import PRIOR_MLE_METRIC_NAMES, prior_mle_step, prior_negatives
 from lebm.models.priors import Prior
+from lebm.recording.audit import audited_iteration
 from lebm.samplers import Langevin, Sampler
 
 
+@audited_iteration
 class LatentEBM(LatentVariableModel):
     """Generator ``x = g(z) + eps`` with a tilted prior ``p(z) ∝ exp(-E(z)) N(0, sigma_p^2 I)``.
 

@@ -21,6 +21,7 @@ from lebm.models.base import batch_observations
 from lebm.models.latent_generator import chain_logs
 from lebm.models.latent_variable import LatentVariableModel
 from lebm.models.stages import ProductOfRatiosPrior
+from lebm.recording.audit import audited_iteration
 from lebm.samplers import Langevin, Sampler
 from lebm.training.choices import check_choice
 from lebm.training.optimizers import adam_with_decay
@@ -35,6 +36,7 @@ CHOICES = {
 }
 
 
+@audited_iteration
 class MultiStageNCE(LatentVariableModel):
     """Generator ``x = g(z) + eps`` with a product-of-ratios prior
     ``p_K(z) ∝ N(0, sigma_p^2 I) * exp(sum_k h_k(z))`` learned stage by stage by NCE.

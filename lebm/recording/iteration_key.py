@@ -13,10 +13,8 @@ every other value by value, objects attribute by attribute), as named parts:
   (a sampler, ``self._noise_scale``), except those in :data:`LEFT_OUT_OF_THE_KEY`, which no
   iteration reads on the device (each named with its reason);
 - ``hyperparameters``: ``self.hparams``;
-- ``class``: the method's class and its class attributes along its MRO (a class attribute changed
-  mid-run, ``module.__class__`` switched: :func:`~lebm.recording.vouching.class_description`);
-- ``globals``: the module-level values the user's code in the iteration reads, by value
-  (:func:`~lebm.recording.vouching.globals_read`; one the key cannot hold is refused by the recording);
+- ``class``: the method's class (only lebm's own audited classes are recorded, and where their
+  functions are bound is checked before every replay: :mod:`lebm.recording.audit`);
 - ``iteration_key()``: what the method declares it reads of the host (a warm-up switch, a stage);
 - ``updates``: the accumulation settings, whether the batch opens a window and whether it updates,
   and which parameters the window's earlier batches reached;
@@ -41,7 +39,6 @@ from torch import Tensor
 
 from lebm.compat import LIGHTNING_MODULE_BOOKKEEPING
 from lebm.recording.keys import NOT_STATE, Description, numerics_state, tensor_id, tensor_signature
-from lebm.recording.vouching import class_description, globals_read
 
 #: A key: ``((part name, description), ...)``, hashable.
 IterationKey = tuple[tuple[str, Hashable], ...]
@@ -111,8 +108,7 @@ def iteration_key(
         if name not in LEFT_OUT_OF_THE_KEY and name not in NOT_STATE  # NOT_STATE: nn.Module's own dicts
     )
     parts.append(("hyperparameters", plain(dict(method.hparams))))
-    parts.append(("class", class_description(type(method), described.of)))
-    parts.append(("globals", globals_read(method, described)))
+    parts.append(("class", type(method)))
     parts.append(("iteration_key()", described.of(declared, "iteration_key()")))
     settings = method.step_settings
     _, batch_idx, _ = method._training_position()

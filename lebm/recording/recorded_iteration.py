@@ -73,6 +73,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lebm.compat import attached_trainer
+from lebm.recording.audit import Bindings, CodeWatch, unaudited_class
 from lebm.recording.cache import autocast_without_cache, saved_values
 from lebm.recording.device_adam import LearningRates, device_adam_step, device_step_refusal
 from lebm.recording.host_reads import (
@@ -111,7 +112,6 @@ from lebm.recording.torch_internals import (
     tree_flatten,
     tree_unflatten,
 )
-from lebm.recording.vouching import first_not_plain, unvouched_code
 
 #: Eager (direct-mode) iterations of a key before it is recorded.
 WARMUP_ITERATIONS = 2
@@ -127,16 +127,6 @@ WARMED_KEPT = 64
 GUARD_READ_EVERY = 10
 #: The hooks that run host work inside an update: a callback or method override of one keeps iterations eager.
 UPDATE_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step", "on_before_zero_grad")
-#: Lightning's hooks of the eager update that a recorded update does not call (it runs backward,
-#: clipping and the optimiser's step on the device): a method override of one keeps iterations
-#: eager, opted in or not.
-BYPASSED_HOOKS = (
-    "manual_backward",
-    "clip_gradients",
-    "configure_gradient_clipping",
-    "optimizer_step",
-    "optimizer_zero_grad",
-)
 #: Why a recording that read its ``batch_idx`` argument is refused.
 UNDECLARED_INDEX = (
     "its training iteration reads its batch_idx argument without declaring it: a replay would keep the recorded "
@@ -161,6 +151,7 @@ class RecordedIteration:
     store: GraphStore
     generation: int
     reached: frozenset[int]
+    bindings: Bindings | None = None
 
     def valid(self) -> bool:
         return self.generation == self.store.generation
@@ -215,22 +206,20 @@ class IterationRecorder:
                 entry.store.retire()
         self.entries.clear()
 
-    def say_once(self, method: Any, reason: str) -> None:
-        """Warn once per reason: the iterations run eagerly, and why."""
+    def say_once(self, method: Any, reason: str, eager: bool = True) -> None:
+        """Warn once per reason: the iterations run eagerly (``eager``; else they record again), and why."""
         if reason in self.said:
             return
         self.said.add(reason)
-        rank_zero_warn(
-            f"{type(method).__name__}: training iterations run eagerly (chains still captured): {reason}. "
-            "See docs/performance.md, 'Recorded iterations'."
-        )
+        what = "training iterations run eagerly (chains still captured)" if eager else "recorded iterations"
+        rank_zero_warn(f"{type(method).__name__}: {what}: {reason}. See docs/performance.md, 'Recorded iterations'.")
 
     # ----------------------------------------------------------------------------- the iteration
     def run(self, method: Any, batch: Any, batch_idx: int) -> bool:
         """Run this training iteration through the recorder (warm-up, recording or replay) and
         return True; False when it is to run eagerly (switch off, no recorder for the device, or a
         reason :func:`why_iterations_eager` names once)."""
-        if not iteration_capture_enabled():
+        if not iteration_capture_enabled(getattr(type(method), "recorded_iterations_by_default", False)):
             return False
         store = recorder_for(method.device)
         if store is None:
@@ -256,6 +245,15 @@ class IterationRecorder:
         if entry is not None and not (entry.store is store and entry.valid()):
             self.entries.pop(key)
             entry = None
+        if entry is not None and entry.bindings is not None and not entry.bindings.unchanged():
+            self.say_once(
+                method,
+                f"{entry.bindings.changed()} changed since the iteration was recorded (a lebm function patched or a "
+                "method rebound): it is recorded again",
+                eager=False,
+            )
+            self.clear()
+            entry = None
         if entry is not None:
             self.entries.move_to_end(key)
             self.misses.clear()
@@ -275,10 +273,6 @@ class IterationRecorder:
             self.stats.warmups += 1
             store.run_on_capture_stream(lambda: self._direct(method, batch, batch_idx))
             return True
-        refused = outside_reads_refused(key)
-        if refused is not None:  # before the recording runs the body: its side effects would stay
-            self.disabled = refused
-            return self._eager(method, refused)
         if store.release_due():
             store.release_all()
         try:
@@ -372,6 +366,8 @@ class IterationRecorder:
         settings = OptimisationSettings(method.optimizer_list(), schedulers)
         window = dict(key)["updates"][-1]
 
+        code = CodeWatch()
+
         def body() -> tuple[Tensor, dict[str, Tensor]]:
             collected.clear()
             reads: set[str] = set()
@@ -381,8 +377,12 @@ class IterationRecorder:
                 method.noting_host_reads(reads),
                 recording_an_iteration(),
                 NumbersRefused(),
+                code,
             ):
                 method.training_iteration(static_batch, WatchedIndex(batch_idx, reads))
+            refused = code.refusal()
+            if refused is not None:
+                raise RecordingRefused(refused)
             if "logs" not in collected:
                 raise IterationNotRecorded("its training_iteration did not end with finish_training_step")
             check_the_recording(method, key, leaves, declared, reads, collected["logs"], host_random, window)
@@ -439,7 +439,8 @@ class IterationRecorder:
         names = list(collected["logs"])
         tensors = [leaf for leaf in static if isinstance(leaf, Tensor)]
         reached = frozenset(self.reached_now)
-        return RecordedIteration(replay, tensors, values, names, private, store, store.generation, reached)
+        bindings = Bindings(code.lebm_code, [type(method), *(type(m) for m in described.modules.values())])
+        return RecordedIteration(replay, tensors, values, names, private, store, store.generation, reached, bindings)
 
     def _replay(self, method: Any, entry: RecordedIteration, leaves: list[Any], batch_idx: int, count: bool) -> None:
         """Fill the static batch, replay with the training stream, count the step, hand over the values."""
@@ -571,23 +572,11 @@ def check_the_recording(
             )
 
 
-def outside_reads_refused(key: IterationKey) -> str | None:
-    """Why a recording under ``key`` is refused before it runs: the user's code reads a value outside
-    the method that the key cannot hold by value (a module-level list, tensor or object, a closure
-    cell or default argument of one, a class attribute of a helper class) or assigns a global (a
-    replay would neither read it again nor repeat the side effect). None: nothing such."""
-    outside = first_not_plain(dict(key)["globals"])
-    if outside is None:
-        return None
-    return (
-        f"its training iteration reads {outside.where} ({outside.kind}), outside the method, which a replay would not "
-        "read or change again: hold it on the method (an attribute, or a buffer for a tensor: the key describes both), "
-        "or make it a plain constant (a number, a string, a tuple of them)"
-    )
-
-
 def why_iterations_eager(method: Any) -> str | None:
     """Why ``method``'s training iterations cannot be recorded now (None: they can)."""
+    unaudited = unaudited_class(type(method))
+    if unaudited is not None:
+        return unaudited
     trainer = attached_trainer(method)
     if trainer is None:
         return "the model is not attached to a Trainer"
@@ -603,19 +592,6 @@ def why_iterations_eager(method: Any) -> str | None:
         for hook in UPDATE_HOOKS:
             if defined_outside(type(callback), hook, ("lightning",)):
                 return f"the callback {type(callback).__name__} runs {hook} inside every update"
-    for hook in UPDATE_HOOKS:
-        owner = defined_outside(type(method), hook, ("lightning", "lebm"))
-        if owner is not None:
-            return f"{owner.__name__}.{hook} runs inside every update"
-    for hook in BYPASSED_HOOKS:
-        owner = defined_outside(type(method), hook, ("lightning", "lebm"))
-        if owner is not None:
-            return (
-                f"{owner.__name__}.{hook} overrides a hook of the eager update, which a recorded update does not call"
-            )
-    unvouched = unvouched_code(method)
-    if unvouched is not None:
-        return unvouched
     hooks = next((name for name, held in global_optimizer_hooks().items() if held), None)
     if hooks is not None:
         return f"a process-wide optimiser step hook is registered (torch.optim.optimizer.{hooks}): it runs on the host"

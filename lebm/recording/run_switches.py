@@ -11,13 +11,14 @@ setting back. Recipes name them ``lebm.speed.ChainCapture`` and ``lebm.speed.Rec
       lebm fit -c recipes/latent_ebm/svhn.yaml -c recipes/speed/eager_chains.yaml
 
 - :class:`RecordedIterations`: whole training iterations (chains, losses, backward passes,
-  clipping, optimiser steps) recorded as CUDA graphs (:mod:`lebm.recording.recorded_iteration`),
-  on by default on CUDA devices, so the GPU no longer waits on the host for every net's update::
+  clipping, optimiser steps) of lebm's own methods recorded as CUDA graphs
+  (:mod:`lebm.recording.recorded_iteration`), off by default (captured chains are the CUDA
+  default, measured as fast or faster)::
 
-      lebm fit -c recipes/damc/svhn.yaml -c recipes/speed/eager_iterations.yaml     # off for this run
+      lebm fit -c recipes/damc/svhn.yaml -c recipes/speed/recorded_iterations.yaml   # on for this run
 
-  In Python the same switch is ``lebm.recording.iteration_capture(False)`` (a context manager) or
-  ``set_iteration_capture(False)``; from a shell, ``LEBM_RECORDED_ITERATIONS=0``. On a CPU it
+  In Python the same switch is ``lebm.recording.iteration_capture(True)`` (a context manager) or
+  ``set_iteration_capture(True)``; from a shell, ``LEBM_RECORDED_ITERATIONS=1``. On a CPU it
   changes nothing: iterations run eagerly.
 """
 
@@ -46,19 +47,19 @@ class RunSwitch(L.Callback):
         report: at the end of training, print the switch's counters (rank 0; see each subclass).
     """
 
-    #: Sets the process's switch and returns its previous value.
-    setter: ClassVar[Callable[[bool], bool]]
+    #: Sets the process's switch and returns its previous value (None: a switch's "each method's default").
+    setter: ClassVar[Callable[[bool], bool | None]]
 
     def __init__(self, enabled: bool = True, report: bool = False) -> None:
         super().__init__()
         self.enabled = flag(type(self).__name__, "enabled", enabled)
         self.report = flag(type(self).__name__, "report", report)
-        self._previous: bool | None = None
+        self._previous: tuple[bool | None] | None = None  # (the process's setting before setup,) while set
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         previous = type(self).setter(self.enabled)
         if self._previous is None:
-            self._previous = previous
+            self._previous = (previous,)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
@@ -68,7 +69,7 @@ class RunSwitch(L.Callback):
 
     def _restore(self) -> None:
         if self._previous is not None:
-            type(self).setter(self._previous)
+            type(self).setter(self._previous[0])
             self._previous = None
 
 
@@ -95,8 +96,9 @@ class RecordedIterations(RunSwitch):
     """Switch recorded training iterations on or off for the run.
 
     Args:
-        enabled: True (lebm's default without this callback) records each training iteration once
-            per key on CUDA devices and replays it; False runs iterations eagerly, their chains captured.
+        enabled: True records each training iteration of lebm's own methods once per key on CUDA
+            devices and replays it; False (lebm's default without this callback) runs iterations
+            eagerly, their chains captured.
         report: at the end of training, print how many iterations were recorded, replayed, warmed
             up and run eagerly (rank 0).
     """

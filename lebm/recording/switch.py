@@ -113,32 +113,56 @@ class CaptureOptIn:
 #: The environment variable that carries the recorded-iteration switch to child processes.
 ITERATION_VARIABLE = "LEBM_RECORDED_ITERATIONS"
 
-_iterations = switch_from_environment(ITERATION_VARIABLE, True)
+
+def _iteration_setting_from_environment() -> bool | None:
+    """The recorded-iteration switch as the environment sets it: None when unset or empty (each
+    method's default), else :func:`switch_from_environment`'s reading."""
+    if not os.environ.get(ITERATION_VARIABLE, "").strip():
+        return None
+    return switch_from_environment(ITERATION_VARIABLE, False)
 
 
-def iteration_capture_enabled() -> bool:
-    """Whether this process records whole training iterations (every net's update beside its
-    chains) as CUDA graphs: on by default on CUDA devices (``recipes/speed/eager_iterations.yaml``,
-    or ``LEBM_RECORDED_ITERATIONS=0`` in the shell, turns it off); on a CPU training runs eagerly
-    either way (``lebm.testing.capture`` emulates a recording)."""
+_iterations: bool | None = _iteration_setting_from_environment()
+
+
+def iteration_capture_setting() -> bool | None:
+    """The run's own setting of recorded training iterations: True or False when a run set it
+    (``LEBM_RECORDED_ITERATIONS``, ``lebm.speed.RecordedIterations``, :func:`iteration_capture`),
+    None when it did not: each method then takes its own default (``recorded_iterations_by_default``,
+    False for every lebm method: chains captured, the rest of the iteration eager)."""
     return _iterations
 
 
-def set_iteration_capture(enabled: bool) -> bool:
+def iteration_capture_enabled(default: bool = False) -> bool:
+    """Whether this process records whole training iterations (every net's update beside its chains)
+    as CUDA graphs: the run's setting (:func:`iteration_capture_setting`), or ``default`` (a method's
+    ``recorded_iterations_by_default``) where the run set none. Off by default: captured chains are
+    lebm's CUDA default, the path measured as fast or faster in the newest GPU records
+    (``benchmarks/speed_defaults.py`` reads them); ``recipes/speed/recorded_iterations.yaml`` or
+    ``LEBM_RECORDED_ITERATIONS=1`` turns recording on for a run. On a CPU training runs eagerly
+    either way (``lebm.testing.capture`` emulates a recording). Only lebm's own methods are ever
+    recorded (:mod:`lebm.recording.audit`)."""
+    return default if _iterations is None else _iterations
+
+
+def set_iteration_capture(enabled: bool | None) -> bool | None:
     """Turn recorded training iterations on or off for this process and the processes it starts
-    from now on; returns the old value."""
+    from now on (None: back to each method's default); returns the old setting."""
     global _iterations
-    previous, _iterations = _iterations, bool(enabled)
-    os.environ[ITERATION_VARIABLE] = "1" if _iterations else "0"
+    previous, _iterations = _iterations, None if enabled is None else bool(enabled)
+    if _iterations is None:
+        os.environ.pop(ITERATION_VARIABLE, None)
+    else:
+        os.environ[ITERATION_VARIABLE] = "1" if _iterations else "0"
     return previous
 
 
 @contextlib.contextmanager
-def iteration_capture(enabled: bool) -> Iterator[None]:
-    """``set_iteration_capture(enabled)`` inside the block, the previous value restored after it::
+def iteration_capture(enabled: bool | None) -> Iterator[None]:
+    """``set_iteration_capture(enabled)`` inside the block, the previous setting restored after it::
 
     with iteration_capture(True):
-        trainer.fit(model, datamodule)   # on a GPU: every iteration replayed as one graph
+        trainer.fit(model, datamodule)   # on a GPU: each of lebm's own iterations replayed as one graph
     """
     previous = set_iteration_capture(enabled)
     try:

@@ -61,7 +61,6 @@ MOVED_CLASS_PATHS: dict[str, str] = {
             "host_reads",
             "iteration_key",
             "recorded_iteration",
-            "vouching",
         )
     },
     "lebm.samplers.capture": "lebm.recording",
