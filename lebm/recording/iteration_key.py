@@ -94,13 +94,39 @@ def iteration_key(
     """What a recorded iteration of ``method`` on a batch of ``leaves`` bakes in (the module
     docstring), ``declared`` being ``method.iteration_key()`` and ``window_reached`` the ids of the
     parameters that the accumulation window's earlier batches reached (None: the batch opens a
-    window). ``described`` (a new one by default) collects the modules and objects met. Raises
+    window): :func:`request_parts` and :func:`state_parts`. ``described`` (a new one by default)
+    collects the modules, objects, tensors and containers met. Raises
     :class:`~lebm.recording.keys.RunsEagerly` for a module the key cannot vouch for."""
     described = Description() if described is None else described
+    return request_parts(method, leaves, declared, window_reached, described) + state_parts(method, described)
+
+
+def request_parts(
+    method: Any, leaves: list[Any], declared: Hashable, window_reached: frozenset[int] | None, described: Description
+) -> IterationKey:
+    """The parts of the key that each iteration brings (cheap, built at every iteration): the
+    batch's shapes, ``iteration_key()``, the accumulation window, the guard and the numerics."""
     batch = tuple(
         tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves
     )
-    parts: list[tuple[str, Hashable]] = [("batch", batch)]
+    settings = method.step_settings
+    _, batch_idx, _ = method._training_position()
+    opens = settings.accumulate == 1 or batch_idx % settings.accumulate == 0
+    guard = method.guard
+    return (
+        ("batch", batch),
+        ("iteration_key()", described.of(declared, "iteration_key()")),
+        ("updates", (settings, opens, method.updates_this_batch, window_reached)),
+        ("guard", (method.current_epoch >= guard.after_epoch, tuple(sorted(guard.limits.items())))),
+        ("numerics", (numerics_state(method.device), torch.is_grad_enabled())),
+    )
+
+
+def state_parts(method: Any, described: Description) -> IterationKey:
+    """The parts of the key that describe the method's state (dear on a large model: built once
+    and checked by :class:`~lebm.recording.key_stamp.StateStamp` at every iteration): every child
+    module, every attribute outside the modules, the hyperparameters, the class, every optimiser."""
+    parts: list[tuple[str, Hashable]] = []
     parts.extend((f"module {name}", described.of(child, name)) for name, child in method.named_children())
     parts.extend(
         (f"attribute {name}", described.of(value, name))
@@ -109,18 +135,10 @@ def iteration_key(
     )
     parts.append(("hyperparameters", plain(dict(method.hparams))))
     parts.append(("class", type(method)))
-    parts.append(("iteration_key()", described.of(declared, "iteration_key()")))
-    settings = method.step_settings
-    _, batch_idx, _ = method._training_position()
-    opens = settings.accumulate == 1 or batch_idx % settings.accumulate == 0
-    parts.append(("updates", (settings, opens, method.updates_this_batch, window_reached)))
-    guard = method.guard
-    parts.append(("guard", (method.current_epoch >= guard.after_epoch, tuple(sorted(guard.limits.items())))))
     recorder = method.iteration_recorder
     for index, optimizer in enumerate(method.optimizer_list()):
         inner = getattr(optimizer, "optimizer", optimizer)
         parts.append((f"optimiser {index}", optimizer_description(inner, described, recorder)))
-    parts.append(("numerics", (numerics_state(method.device), torch.is_grad_enabled())))
     return tuple(parts)
 
 

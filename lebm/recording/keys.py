@@ -127,6 +127,8 @@ class Description:
     def __init__(self) -> None:
         self.modules: dict[int, nn.Module] = {}
         self.objects: dict[int, Any] = {}  # the plain objects described attribute by attribute (samplers ...)
+        self.tensors: dict[int, Tensor] = {}  # every tensor described (by address: a stamp checks them cheaply)
+        self.containers: dict[int, Any] = {}  # every list, dict and set described item by item
         self._open: set[int] = set()  # the objects being described: one met again inside is a cycle
 
     def of(self, value: Any, where: str, depth: int = 0) -> Hashable:
@@ -134,6 +136,7 @@ class Description:
         if isinstance(value, _VALUES):
             return value
         if isinstance(value, Tensor):
+            self.tensors[id(value)] = value
             return tensor_id(value)
         if isinstance(value, nn.Module):
             return self.module(value, where)
@@ -148,6 +151,8 @@ class Description:
             self._open.discard(id(value))
 
     def _composite(self, value: Any, where: str, depth: int) -> Hashable:
+        if isinstance(value, (list, dict, set)):
+            self.containers[id(value)] = value
         if isinstance(value, (list, tuple)):
             return (type(value), tuple(self.of(v, f"{where}[{i}]", depth) for i, v in enumerate(value)))
         if isinstance(value, dict):
@@ -201,6 +206,9 @@ class Description:
             for store in (module._parameters, module._buffers)
             for name, t in store.items()
             if t is not None
+        )
+        self.tensors.update(
+            (id(t), t) for store in (module._parameters, module._buffers) for t in store.values() if t is not None
         )
         # looked up on the instance, then the class: nn.Module's __getattr__ raises for a missing name, slowly
         ignored = module.__dict__.get("chain_capture_ignore", getattr(type(module), "chain_capture_ignore", ()))

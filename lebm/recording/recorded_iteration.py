@@ -63,6 +63,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -85,13 +87,17 @@ from lebm.recording.host_reads import (
     WatchedIndex,
 )
 from lebm.recording.iteration_key import (
+    LEFT_OUT_OF_THE_KEY,
     IterationKey,
     declared_reads,
     first_difference,
     iteration_key,
+    request_parts,
     saved_attributes,
+    state_parts,
 )
-from lebm.recording.keys import Description, RunsEagerly, tree_modules
+from lebm.recording.key_stamp import StateStamp
+from lebm.recording.keys import NOT_STATE, Description, RunsEagerly, tree_modules
 from lebm.recording.recorders import (
     CaptureBroken,
     GraphStore,
@@ -158,6 +164,20 @@ class RecordedIteration:
 
 
 @dataclass
+class DescribedState:
+    """A description of the method's state (``parts``), its ``token`` in the lookup key, the stamp
+    that checks it cheaply, what it met (``described``), the Trainer's callbacks then (their ids) and
+    :func:`state_eager_reason`'s verdict then."""
+
+    parts: IterationKey
+    token: int
+    stamp: StateStamp
+    described: Description
+    callbacks: tuple[int, ...]
+    eager_reason: str | None
+
+
+@dataclass
 class IterationStats:
     """Counters of a model's recorded iterations: ``recordings``, ``replays``, ``warmups``
     (direct-mode eager iterations before a recording) and ``eager`` (iterations that ran eagerly)."""
@@ -193,6 +213,10 @@ class IterationRecorder:
     disabled: str | None = None
     window_reached: set[int] | None = None
     reached_now: set[int] = field(default_factory=set)
+    state: DescribedState | None = None
+    tokens: OrderedDict[Hashable, int] = field(default_factory=OrderedDict)
+    parts_of: dict[int, IterationKey] = field(default_factory=dict)
+    token_count: Iterator[int] = field(default_factory=itertools.count)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> IterationRecorder:
         return IterationRecorder()
@@ -224,7 +248,7 @@ class IterationRecorder:
         store = recorder_for(method.device)
         if store is None:
             return False
-        reason = self.disabled or why_iterations_eager(method)
+        reason = self.disabled or quick_eager_reason(method)
         if reason is not None:
             return self._eager(method, reason)
         self.refresh_rates()
@@ -235,11 +259,14 @@ class IterationRecorder:
             self.window_reached = set()  # the window opens in direct mode: gradients zeroed in place
         window = None if settings.accumulate == 1 or self.window_reached is None else frozenset(self.window_reached)
         declared, declared_reads_ = declared_reads(method)
-        described = Description()
         try:
-            key = iteration_key(method, leaves, declared, window, described)
+            state = self.described_state(method)
+            request = request_parts(method, leaves, declared, window, Description())
         except RunsEagerly as unseen:
             return self._eager(method, f"the key cannot describe what the iteration reads ({unseen})")
+        if state.eager_reason is not None:
+            return self._eager(method, state.eager_reason)
+        key = (*request, ("state", state.token))
         self.reached_now = set()
         entry = self.entries.get(key)
         if entry is not None and not (entry.store is store and entry.valid()):
@@ -276,7 +303,8 @@ class IterationRecorder:
         if store.release_due():
             store.release_all()
         try:
-            entry = self._record(method, store, leaves, spec, batch_idx, key, declared_reads_, described)
+            full = (*request, *state.parts)
+            entry = self._record(method, store, leaves, spec, batch_idx, full, declared_reads_, state.described)
         except IterationNotRecorded as failed:
             return self._eager(method, str(failed))  # this iteration runs eagerly, and every later one
         self.entries[key] = entry
@@ -307,6 +335,36 @@ class IterationRecorder:
             self.window_reached = None
         return False
 
+    def described_state(self, method: Any) -> DescribedState:
+        """The method's state as the key describes it (:func:`~lebm.recording.iteration_key.state_parts`),
+        described again only when its stamp (:class:`~lebm.recording.key_stamp.StateStamp`) or the
+        Trainer's callbacks changed; a description equal to one met before gets that one's token."""
+        trainer = attached_trainer(method)
+        callbacks = tuple(map(id, trainer.callbacks)) if trainer is not None else ()
+        state = self.state
+        if state is not None and state.callbacks == callbacks and state.stamp.unchanged():
+            return state
+        described = Description()
+        parts = state_parts(method, described)
+        token = self.tokens.get(parts)
+        if token is None:
+            token = self.tokens[parts] = next(self.token_count)
+            self.parts_of[token] = parts
+            while len(self.tokens) > WARMED_KEPT:
+                self.parts_of.pop(self.tokens.pop(next(iter(self.tokens))), None)
+        skip = {*LEFT_OUT_OF_THE_KEY, *NOT_STATE}
+        stamp = StateStamp(method, described, skip, self.rates)
+        self.state = DescribedState(parts, token, stamp, described, callbacks, state_eager_reason(method))
+        return self.state
+
+    def expanded(self, key: IterationKey) -> IterationKey:
+        """A lookup key with its state token replaced by the state's parts (for a reader)."""
+        return tuple(
+            part
+            for name, value in key
+            for part in (self.parts_of.get(value, ((name, value),)) if name == "state" else ((name, value),))
+        )
+
     def churn_reason(self) -> str:
         """Why :data:`CHURN_LIMIT` iterations in a row met no recording to replay: more different
         iterations in turn than :data:`CACHE_SIZE` recordings (their batch shapes named), or a part of
@@ -321,7 +379,7 @@ class IterationRecorder:
                 f"more than the {CACHE_SIZE} recordings a model keeps: each is recorded again before it is replayed. "
                 "Give the batches one shape (drop_last, a fixed sequence length)"
             )
-        where = first_difference(self.misses[-2], self.misses[-1]) or "the key"
+        where = first_difference(self.expanded(self.misses[-2]), self.expanded(self.misses[-1])) or "the key"
         return (
             f"{CHURN_LIMIT} iterations in a row were warm-ups or recordings, none a replay: the key changes at every "
             f"iteration ({where} changed between the last two: a setting a callback or a schedule changes each step?)"
@@ -497,6 +555,7 @@ class IterationRecorder:
         self.misses.clear()
         self.misses_in_a_row = 0
         self.window_reached = None
+        self.state = None
 
     def rates_for(self, optimizer: torch.optim.Optimizer) -> list[Tensor]:
         """The learning-rate tensors of ``optimizer``'s groups, made on first use (in a warm-up, never
@@ -573,8 +632,21 @@ def check_the_recording(
 
 
 def why_iterations_eager(method: Any) -> str | None:
-    """Why ``method``'s training iterations cannot be recorded now (None: they can)."""
-    unaudited = unaudited_class(type(method))
+    """Why ``method``'s training iterations cannot be recorded now (None: they can):
+    :func:`quick_eager_reason`, then :func:`state_eager_reason`."""
+    return quick_eager_reason(method) or state_eager_reason(method)
+
+
+@functools.cache
+def _class_reason(kind: type) -> str | None:
+    return unaudited_class(kind)
+
+
+def quick_eager_reason(method: Any) -> str | None:
+    """The reasons to run eagerly that are checked at every iteration (cheap): the class is not
+    lebm's audited one, no Trainer, 16-mixed, a recovery policy, anomaly detection, chain capture
+    off, a process-wide hook."""
+    unaudited = _class_reason(type(method))
     if unaudited is not None:
         return unaudited
     trainer = attached_trainer(method)
@@ -588,16 +660,25 @@ def why_iterations_eager(method: Any) -> str | None:
         return "autograd anomaly detection is on: it checks values on the host"
     if not chain_capture_enabled():
         return "chain capture is off for this run (LEBM_CHAIN_CAPTURE=0, recipes/speed/eager_chains.yaml)"
-    for callback in trainer.callbacks:
-        for hook in UPDATE_HOOKS:
-            if defined_outside(type(callback), hook, ("lightning",)):
-                return f"the callback {type(callback).__name__} runs {hook} inside every update"
     hooks = next((name for name, held in global_optimizer_hooks().items() if held), None)
     if hooks is not None:
         return f"a process-wide optimiser step hook is registered (torch.optim.optimizer.{hooks}): it runs on the host"
     hooks = next((name for name, held in global_module_hooks().items() if held), None)
     if hooks is not None:
         return f"a process-wide module hook is registered (torch.nn.modules.module.{hooks}), unseen by the key"
+    return None
+
+
+def state_eager_reason(method: Any) -> str | None:
+    """The reasons to run eagerly that the method's state holds (checked when its state is described
+    again: :class:`~lebm.recording.key_stamp.StateStamp` sees a hook added, a callback list or an
+    optimiser changed): a callback with host work inside the update, hooks on the method or its
+    parameters, an optimiser without a recorded step."""
+    trainer = attached_trainer(method)
+    for callback in trainer.callbacks if trainer is not None else ():
+        for hook in UPDATE_HOOKS:
+            if defined_outside(type(callback), hook, ("lightning",)):
+                return f"the callback {type(callback).__name__} runs {hook} inside every update"
     if any(module_hooks(method).values()):
         return f"{type(method).__name__} itself has forward or backward hooks: the key cannot see what they read"
     hooked = next((p for m in tree_modules(method) for p in m.parameters(recurse=False) if tensor_has_hooks(p)), None)
