@@ -22,15 +22,19 @@ recorded as such):
    per epoch by ``benchmarks/epoch_clock.py`` (added with ``--trainer.callbacks+=``, the CLI's own
    path); an epoch's it/s is its training batches over the seconds from its start to the end of its
    last training batch (``it_per_sec_whole_epoch`` adds validation and the epoch-end callbacks); the
-   median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100); then again
-   with recorded iterations off (``iterations_off``: lebm's default against the switch turned off,
-   on one machine in one call);
+   median of epochs 2-10 (epoch 1 records the graphs) against 9.6 it/s (eager, H100); run twice,
+   10 epochs each, with recorded iterations on (``LEBM_RECORDED_ITERATIONS=1``) and then off
+   (``=0``, captured chains: ``iterations_off``), on one machine in one call; the stage gets at
+   least :data:`QUICKSTART_STAGE_MIN_S` (an H200 took 33 s and 23 s for the two at 256fb1d);
 4. ``suite``: ``benchmarks/suite.py``'s rows (``--paths``: eager, captured chains, recorded
-   iterations, recorded bf16 by default) for every method with
-   few iterations, row by row until the deadline; DAMC's SVHN recipe first (at most 3 timed
-   iterations a row after at least 2 warm-up ones: its first captured iteration records its
-   amortizer's ancestral start as well as its chains), so that the deadline cuts the last method's
-   rows rather than DAMC's;
+   iterations, captured bf16 and recorded bf16 by default) for every method, 10 timed iterations a
+   row (``--suite-iters``; DAMC's too, after at least 2 warm-up ones: its first captured iteration
+   records its amortizer's ancestral start as well as its chains), row by row until the deadline,
+   in the order :func:`suite_order` gives: first every method's captured and recorded fp32 rows
+   side by side, then the bf16 pair, then the rest (eager), DAMC first in each round, so that a
+   deadline cuts eager rows before it leaves a method without a same-call captured/recorded
+   comparison (``benchmarks/speed_defaults.py`` decides the methods' defaults from those, with 10+
+   timed iterations a row); a pair starts only with time left for both of its rows;
 5. ``profile`` (only when asked for, ``--stages profile``: a second call, cut at ``--budget``, about
    6 minutes estimated):
    ``benchmarks/profile_step.py`` on LatentEBM (fp32, bf16, bf16 with cuDNN's benchmark, fp32 with
@@ -41,12 +45,18 @@ recorded as such):
    and captured) and ``benchmarks/damc_cost.py --pairs svhn`` (DAMC's iteration split: its start,
    chains, amortizer steps and updates) on DAMC's SVHN recipe.
 
-The default plan for 540 s, from an H100 on 2026-11-24: the gpu tier at most 200 s (it took about
-100 s with ``-n 8``), the quickstart at most 81 s (22 s), the suite what is left, about 400 s: DAMC's
-3 rows first (not yet timed on a GPU), then 15 rows of about 20 s each
-(``--suite-iters 5 --suite-warmup 2``, a process per row); the deadline may leave the last rows
-skipped, the quickstart's (scored on peak memory alone) before any other. ``--stages`` and
-``--methods`` rerun a part (``--methods damc`` DAMC's rows alone).
+The default plan for 540 s: the gpu tier at most 200 s (it took about 105 s with ``-n 8`` on an
+H100 and an H200), the quickstart at least 100 s (both runs took about 60 s on an H200), the suite
+what is left, about 370 s. A suite row took about 20 s on an H200 (a process each,
+``--suite-iters 10 --suite-warmup 2``), so the default call times the fp32 pairs and some of the
+bf16 ones and leaves the eager rows skipped; all 30 rows (six recipes, five paths) need about
+600 s. Issue 106's comparison, the five methods' ten pairs and their eager rows with the
+quickstart both ways, in one call of about 9.5 minutes::
+
+    python benchmarks/gpu_check.py --stages quickstart,suite --budget 570 \
+        --methods damc,latent_ebm,multistage_nce,dual_mcmc,hierarchical
+
+``--stages``, ``--methods`` and ``--paths`` rerun a part (``--methods damc`` DAMC's rows alone).
 
 Writes at most eight files under ``--out``: ``gpu_check-<date>-<device>.json`` (the record, rewritten
 after every stage) and ``.md``, ``gpu_tier.log``, ``gpu_junit.xml``, ``quickstart.log``,
@@ -88,15 +98,18 @@ TARGET_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "
 #: The suite's methods, in this order: DAMC first (its targets are issue 67's; its rows would be the
 #: ones the deadline cut were they last), then issue 23's, the quickstart's rows last.
 SUITE_METHODS = ("damc", *TARGET_METHODS)
-#: Timed iterations at most per suite row of these methods (``--suite-iters`` for the others): a
-#: DAMC iteration starts its chains with 100 ancestral steps of its amortizer.
-SUITE_ITERS_CAP = {"damc": 3}
+#: Timed iterations per suite row by default, every method's (DAMC's too): the fewest with which a
+#: record decides a method's default path (``benchmarks/speed_defaults.py``'s ``MIN_ITERS``).
+SUITE_ITERS = 10
 #: Warm-up iterations at least per suite row of these methods (``--suite-warmup`` if more): DAMC's
 #: first captured iteration records its amortizer's ancestral start beside its chains, so no
 #: recording falls in a timed iteration.
 SUITE_WARMUP_MIN = {"damc": 2}
-#: The suite's paths without ``--paths``: eager, captured chains, recorded iterations in fp32 and bf16.
-SUITE_PATHS = ("eager", "captured", "recorded", "recorded_bf16")
+#: The suite's paths without ``--paths``: eager, then captured chains and recorded iterations in fp32
+#: and in bf16 (issue 106: the two compared in one call decide each method's default).
+SUITE_PATHS = ("eager", "captured", "recorded", "captured_bf16", "recorded_bf16")
+#: The paths timed side by side, each pair in a round of its own across the methods, before the rest.
+SUITE_PAIRS = (("captured", "recorded"), ("captured_bf16", "recorded_bf16"))
 #: The five methods of the papers (the quickstart aside), each scored recorded against eager.
 PAPER_METHODS = ("latent_ebm", "multistage_nce", "dual_mcmc", "hierarchical", "damc")
 #: A profile run whose device waits longer than this share of the iteration misses issue 90's target.
@@ -104,6 +117,10 @@ IDLE_SHARE_TARGET = 0.2
 OPTIONAL_PACKAGES = ("wandb", "torch_fidelity", "omegaconf", "jsonargparse")
 #: The most of ``--budget`` each stage may take (the suite takes what is left, up to the deadline).
 STAGE_SHARE = {"gpu_tier": 0.37, "quickstart": 0.15}
+#: Seconds the quickstart stage may take at least, whatever its share (within what is left): two runs of
+#: 10 epochs, recorded iterations on and off (at 256fb1d an H200 took 33 s and 23 s; a 28 s half of
+#: a 57 s share cut the first run off after 5 epochs).
+QUICKSTART_STAGE_MIN_S = 100.0
 #: A stage or suite row given fewer seconds than this is skipped rather than started.
 MIN_SECONDS = {"gpu_tier": 30.0, "quickstart": 20.0, "suite_row": 15.0}
 #: Seconds at most per profile run (a DualMCMC run with compiled nets compiles first).
@@ -572,9 +589,10 @@ def epoch_speeds(clock: dict[str, Any]) -> dict[str, Any]:
 
 
 def quickstart_stage(out: Path, limit_s: float, logger: bool) -> dict[str, Any]:
-    """The quickstart timed twice in ``limit_s`` seconds: as lebm runs it by default (recorded
-    iterations on, on CUDA), then with recorded iterations off (``LEBM_RECORDED_ITERATIONS=0``:
-    captured chains, eager updates), the second under ``iterations_off``; same machine, same call."""
+    """The quickstart timed twice in ``limit_s`` seconds, 10 epochs each: with recorded iterations
+    on (``LEBM_RECORDED_ITERATIONS=1``), then off (``=0``: captured chains, eager updates, lebm's
+    CUDA default since issue 106), the second under ``iterations_off``; same machine, same call.
+    The first run gets half the limit, the second what the first left."""
     start = time.monotonic()
     result = quickstart(out, limit_s / 2, logger, recorded=True)
     left = limit_s - (time.monotonic() - start)
@@ -587,8 +605,9 @@ def quickstart_stage(out: Path, limit_s: float, logger: bool) -> dict[str, Any]:
 
 def quickstart(out: Path, limit_s: float, logger: bool, recorded: bool = True) -> dict[str, Any]:
     """Train the quickstart on the GPU through the CLI for at most ``limit_s`` seconds and time its
-    epochs, with recorded iterations on (lebm's default) or off; the run folder is temporary, the
-    CLI's output goes to ``out/quickstart.log`` (``quickstart-iterations_off.log`` when off)."""
+    epochs, with recorded iterations on or off (the switch set either way, whatever the method's
+    default); the run folder is temporary, the CLI's output goes to ``out/quickstart.log``
+    (``quickstart-iterations_off.log`` when off)."""
     with tempfile.TemporaryDirectory(prefix="gpu_check_quickstart_") as scratch:
         clock_file = Path(scratch) / "epochs.json"
         command = quickstart_command(Path(scratch) / "run", clock_file, logger)
@@ -626,6 +645,18 @@ def quickstart(out: Path, limit_s: float, logger: bool, recorded: bool = True) -
 # -- 4. the suite ------------------------------------------------------------------------------------
 
 
+def suite_order(methods: tuple[str, ...], paths: tuple[str, ...]) -> list[list[tuple[str, str]]]:
+    """The suite's rows as the groups they run in, in order: for each pair of :data:`SUITE_PAIRS`
+    whose two paths are both asked for, a round of every method's two rows side by side; then the
+    rest of ``paths`` (eager, and a pair's path asked for alone), a row a group, method by method.
+    ``methods`` keeps its order in every round (DAMC first by default)."""
+    pairs = [pair for pair in SUITE_PAIRS if all(path in paths for path in pair)]
+    paired = {path for pair in pairs for path in pair}
+    groups = [[(method, path) for path in pair] for pair in pairs for method in methods]
+    rest = [path for path in paths if path not in paired]
+    return groups + [[(method, path)] for method in methods for path in rest]
+
+
 def suite_stage(
     out: Path,
     deadline: Deadline,
@@ -636,11 +667,13 @@ def suite_stage(
     methods: tuple[str, ...] = SUITE_METHODS,
     paths: tuple[str, ...] = SUITE_PATHS,
 ) -> dict[str, Any]:
-    """``suite.py``'s rows for ``methods`` x ``paths``, one fresh process each, in that order,
-    while the deadline leaves time: a row gets at most ``row_cap_s`` seconds and ``iters`` and
-    ``warmup`` iterations within :data:`SUITE_ITERS_CAP` and :data:`SUITE_WARMUP_MIN`, a row that
-    cannot start is kept as ``skipped``. Every row carries ``suite_method``; ratios as
-    ``suite.add_ratios`` gives them."""
+    """``suite.py``'s rows for ``methods`` x ``paths``, one fresh process each, in
+    :func:`suite_order`'s groups while the deadline leaves time: a group starts only with
+    :data:`MIN_SECONDS` ``suite_row`` left for each of its rows (else its rows are kept as
+    ``skipped``), a row gets at most ``row_cap_s`` seconds, ``iters`` timed iterations and ``warmup``
+    warm-up ones (at least :data:`SUITE_WARMUP_MIN`). The rows come back method by method, in the
+    order of ``paths``; every row carries ``suite_method``; ratios as ``suite.add_ratios`` gives
+    them."""
     import suite
     import torch
 
@@ -653,26 +686,29 @@ def suite_stage(
         "warmup": warmup,
         "load_average_at_start": os.getloadavg()[0],
     }
-    rows: list[dict[str, Any]] = []
+    done: dict[tuple[str, str], dict[str, Any]] = {}
     log = out / "suite.log"
     with log.open("w") as log_file:
-        for method in methods:
-            recipe = suite.RECIPES[method][0]
-            method_rows = []
-            for path in paths:
+        for group in suite_order(methods, paths):
+            left = deadline.left()
+            start_group = left >= MIN_SECONDS["suite_row"] * len(group)
+            for method, path in group:
+                recipe = suite.RECIPES[method][0]
                 left = deadline.left()
-                if left < MIN_SECONDS["suite_row"]:
+                if not start_group or left < MIN_SECONDS["suite_row"]:
                     row: dict[str, Any] = {"recipe": recipe, "path": path, "skipped": f"deadline: {left:.0f} s left"}
                 else:
                     limit = int(min(row_cap_s, left))
                     say(f"suite: {method} {path} (limit {limit} s, {left:.0f} s left)")
-                    row_iters = min(iters, SUITE_ITERS_CAP.get(method, iters))
                     row_warmup = max(warmup, SUITE_WARMUP_MIN.get(method, warmup))
-                    settings = argparse.Namespace(iters=row_iters, warmup=row_warmup, generate=generate, timeout=limit)
+                    settings = argparse.Namespace(iters=iters, warmup=row_warmup, generate=generate, timeout=limit)
                     row = suite.run_one(recipe, path, settings, None, log_file)
-                method_rows.append({"suite_method": method, **row})
-            suite.add_ratios(method_rows)
-            rows += method_rows
+                done[method, path] = {"suite_method": method, **row}
+    rows: list[dict[str, Any]] = []
+    for method in methods:
+        method_rows = [done[method, path] for path in paths if (method, path) in done]
+        suite.add_ratios(method_rows)
+        rows += method_rows
     ran = [row for row in rows if "skipped" not in row]
     cut_off = sum(bool(row.get("cut_off")) for row in ran)
     return {
@@ -975,7 +1011,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="benchmarks/results", help="folder for the record and logs")
     parser.add_argument("--commit", default=None, help="the commit checked (default: git rev-parse HEAD, if .git)")
     parser.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check")
-    parser.add_argument("--suite-iters", type=int, default=5, help="timed iterations per suite row (DAMC's at most 3)")
+    parser.add_argument(
+        "--suite-iters",
+        type=int,
+        default=SUITE_ITERS,
+        help=f"timed iterations per suite row, every method's (under {SUITE_ITERS}: the record decides no default)",
+    )
     parser.add_argument(
         "--suite-warmup", type=int, default=2, help="warm-up iterations (captures) per suite row (DAMC's at least 2)"
     )
@@ -1023,6 +1064,14 @@ def no_cuda_message() -> str | None:
     )
 
 
+def stage_caps(budget: float) -> dict[str, int]:
+    """The most seconds each stage but the suite may take of ``budget``: its :data:`STAGE_SHARE`,
+    the quickstart's never under :data:`QUICKSTART_STAGE_MIN_S` (the deadline still caps both)."""
+    caps = {name: round(share * budget) for name, share in STAGE_SHARE.items()}
+    caps["quickstart"] = max(caps["quickstart"], round(QUICKSTART_STAGE_MIN_S))
+    return caps
+
+
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
     """The stages asked for under one deadline; the record is saved after each."""
     deadline = Deadline(args.budget)
@@ -1030,7 +1079,9 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     wanted = {s for s in args.stages.split(",") if s}
     env = environment(args.commit)
-    caps = {name: round(share * args.budget) for name, share in STAGE_SHARE.items()}
+    caps = stage_caps(args.budget)
+    if args.suite_iters < SUITE_ITERS:
+        say(f"--suite-iters {args.suite_iters}: rows of fewer than {SUITE_ITERS} iterations decide no default")
     record: dict[str, Any] = {
         "check": "gpu_check",
         "finished": False,
@@ -1039,7 +1090,6 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
             "stage_caps_s": {**caps, "suite": "what is left"},
             "suite_iters": args.suite_iters,
             "suite_warmup": args.suite_warmup,
-            "suite_iters_cap": SUITE_ITERS_CAP,
             "suite_warmup_min": SUITE_WARMUP_MIN,
             "suite_row_limit_s": args.row_limit,
             "suite_methods": [m for m in SUITE_METHODS if m in args.methods.split(",")],

@@ -432,19 +432,21 @@ def test_gpu_check_scores_damc_captured_against_eager_and_its_bf16_against_its_f
         assert f"(`damc_captured_vs_eager`) | {speedup['value']:.4g} | >= 4.0 | {mark} |" in table
 
 
-def test_gpu_check_runs_damcs_suite_rows_first_within_their_iteration_bounds(
+def test_gpu_check_runs_each_methods_captured_and_recorded_rows_side_by_side_first_and_eager_rows_last(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Device: CPU (the rows' processes replaced by a stand-in that spends 20 s of a fake deadline).
-    With time for five rows, DAMC's four (eager, captured, recorded, recorded bf16) run (at most 3
-    timed iterations, at least 2 warm-up) and are scored; the fifth row is the next method's, with
-    the iterations asked for; the rest skipped."""
+    Issue 106: the rows that decide a method's default, captured and recorded in one call, run first,
+    pair by pair, DAMC first, every method (DAMC too) with the 10 timed iterations asked for; a pair
+    starts only with time for both of its rows (25 s left after four rows: the next pair is skipped,
+    not half run, and the time goes to DAMC's eager row, the first of the single rows); the rows come
+    back method by method in the order of the paths, with their ratios."""
     gpu_check = load_script("benchmarks/gpu_check.py")
     suite = load_script("benchmarks/suite.py")
-    seconds = {"eager": 0.4, "captured": 0.08, "recorded": 0.07, "recorded_bf16": 0.05}
+    seconds = {"eager": 0.4, "captured": 0.08, "recorded": 0.07}
 
     class Deadline:
-        budget = 5 * 20.0 + 10.0
+        budget = 4 * 20.0 + 25.0
 
         def left(self) -> float:
             return self.budget
@@ -459,14 +461,49 @@ def test_gpu_check_runs_damcs_suite_rows_first_within_their_iteration_bounds(
 
     monkeypatch.setattr(suite, "run_one", run_one)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "GPU")
-    stage = gpu_check.suite_stage(tmp_path, deadline, 5, 1, 100, 100.0)
-    damc = [("recipes/damc/svhn.yaml", path, 3, 2) for path in ("eager", "captured", "recorded", "recorded_bf16")]
-    assert ran == [*damc, ("recipes/latent_ebm/svhn.yaml", "eager", 5, 1)]
-    assert stage["rows_run"] == 5 and stage["rows_skipped"] == len(stage["rows"]) - 5 > 0
-    targets = gpu_check.evaluate_targets(stage["rows"], None, None)
-    assert targets["damc_captured_vs_eager"]["met"] is True and targets["damc_recorded_vs_eager"]["met"] is True
-    assert targets["damc_recorded_bf16_vs_recorded"]["value"] == 1.4  # 0.07 / 0.05
-    assert targets["hierarchical_captured_vs_eager"]["met"] is None
+    stage = gpu_check.suite_stage(tmp_path, deadline, 10, 1, 100, 100.0)
+    assert ran == [
+        ("recipes/damc/svhn.yaml", "captured", 10, 2),
+        ("recipes/damc/svhn.yaml", "recorded", 10, 2),
+        ("recipes/latent_ebm/svhn.yaml", "captured", 10, 1),
+        ("recipes/latent_ebm/svhn.yaml", "recorded", 10, 1),
+        ("recipes/damc/svhn.yaml", "eager", 10, 2),
+    ]
+    assert stage["rows_run"] == 5 and stage["rows_skipped"] == 6 * 5 - 5
+    assert [(row["suite_method"], row["path"]) for row in stage["rows"][:5]] == [
+        ("damc", path) for path in ("eager", "captured", "recorded", "captured_bf16", "recorded_bf16")
+    ]
+    damc_recorded = stage["rows"][2]
+    assert damc_recorded["speedup_vs_captured"] == 1.143 and damc_recorded["speedup_vs_eager"] == 5.714
+    for path in ("captured", "recorded", "eager"):
+        assert "skipped" in gpu_check.find_row(stage["rows"], "multistage_nce", path)
+    assert "skipped" in gpu_check.find_row(stage["rows"], "latent_ebm", "eager")
+
+
+def test_gpu_check_times_five_paths_ten_iterations_a_row_and_gives_the_quickstart_time_for_both_runs() -> None:
+    """Device: CPU. The defaults of issue 106: eager, captured and recorded, fp32 and bf16, for the
+    five methods and the quickstart, 10 timed iterations a row (the fewest with which a record decides
+    a default), and a quickstart stage long enough for two runs of 10 epochs whatever the budget."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    load_script("benchmarks/suite.py")
+    rule = load_script("benchmarks/speed_defaults.py")
+    args = gpu_check.parse_args([])
+    assert args.paths.split(",") == ["eager", "captured", "recorded", "captured_bf16", "recorded_bf16"]
+    assert set(gpu_check.PAPER_METHODS) <= set(args.methods.split(",")) and "quickstart" in args.methods
+    assert args.suite_iters == gpu_check.SUITE_ITERS == rule.MIN_ITERS == 10
+    assert not hasattr(gpu_check, "SUITE_ITERS_CAP")
+    order = gpu_check.suite_order(("damc", "latent_ebm"), tuple(args.paths.split(",")))
+    assert order == [
+        [("damc", "captured"), ("damc", "recorded")],
+        [("latent_ebm", "captured"), ("latent_ebm", "recorded")],
+        [("damc", "captured_bf16"), ("damc", "recorded_bf16")],
+        [("latent_ebm", "captured_bf16"), ("latent_ebm", "recorded_bf16")],
+        [("damc", "eager")],
+        [("latent_ebm", "eager")],
+    ]
+    assert gpu_check.suite_order(("damc",), ("eager", "recorded")) == [[("damc", "eager")], [("damc", "recorded")]]
+    assert gpu_check.stage_caps(380)["quickstart"] == 100 and gpu_check.stage_caps(1000)["quickstart"] == 150
+    assert gpu_check.stage_caps(540)["gpu_tier"] == 200
 
 
 def test_gpu_check_times_the_quickstart_epochs_from_the_second_on() -> None:
