@@ -1,7 +1,8 @@
 """Speed figures stand beside their records (device: CPU; reads the docs and the stored GPU records).
 
-- ``docs/performance.md`` opens with the fastest measured settings per method and GPU kind, and
-  that table is the one ``scripts/fastest_settings.py`` generates from ``benchmarks/results/``;
+- ``docs/performance.md`` opens with each method's paths timed per GPU kind, every row from one
+  record (one call), and each method's default on CUDA, the text ``scripts/fastest_settings.py``
+  generates from ``benchmarks/results/``;
 - every paragraph of the docs that gives a figure measured on a GPU names its record (a file under
   ``benchmarks/results/``) or links to a section that does, or sits in a dated record section.
 """
@@ -67,46 +68,71 @@ def test_the_check_finds_a_gpu_figure_without_a_record_and_passes_one_with_it() 
 
 
 def test_performance_page_opens_with_the_fastest_settings_generated_from_the_records() -> None:
-    """Device: CPU. The table between the markers is the one the records give now."""
+    """Device: CPU. The text between the markers is the one the records give now: the table, each
+    row with its record's file and torch, and the five methods' defaults."""
     script = load_script()
     page = script.PAGE.read_text()
-    generated = script.table(script.fastest_rows(script.load_records()))
+    generated = script.generated()
     assert script.with_table(page, generated) == page, "run python scripts/fastest_settings.py --write"
     first_section = page.split("\n## ", 2)[1]
     assert first_section.startswith("The fastest measured settings") and script.START in first_section
-    rows = [line for line in generated.splitlines()[2:] if line.startswith("| ")]
-    named = generated.splitlines()[-1]
+    lines = generated.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| method, recipe |")]
+    assert len(rows) >= 10  # the five methods on the H100 and on the H200
+    named = next(line for line in lines if line.startswith("Records (under"))
     for row in rows:
         number = row.rstrip(" |").rsplit("| ", 1)[1].split(":")[0]
         assert f"{number} `gpu_check-" in named and "+cu" in row  # its record's file, its torch
+    for method in ("LatentEBM", "MultiStageNCE", "DualMCMC", "JointHierarchicalEBM", "DAMC"):
+        assert any(line.startswith(f"- {method}: **") for line in lines)
 
 
-def test_the_fastest_row_is_chosen_per_gpu_kind_with_its_own_runs_eager_row() -> None:
-    """Device: CPU. Synthetic records: the fastest timed row of each method on each GPU kind, its
-    ratio over the eager row of the same record; failed rows and other machines' rows not mixed in."""
+def test_each_row_is_one_records_rows_the_one_that_compares_captured_and_recorded_in_one_call() -> None:
+    """Device: CPU. Synthetic records: per method and GPU kind one record, every figure of the row
+    from it (never a faster path of another record); the record preferred is one that timed captured
+    and recorded in one call with 10+ iterations, over one with fewer iterations, over one that timed
+    more paths or is newer; failed rows and other machines' rows are not mixed in."""
     script = load_script()
 
-    def record(device: str, rows: list[tuple[str, str, float | None]]) -> dict:
+    def record(device: str, date: str, rows: list[tuple[str, str, float | None]], iters: int = 10) -> dict:
         suite = [
-            {"suite_method": method, "path": path, **({"sec_per_iter": s} if s is not None else {"error": "x"})}
+            {
+                "suite_method": method,
+                "path": path,
+                "iters": iters,
+                **({"sec_per_iter": s} if s is not None else {"error": "x"}),
+            }
             for method, path, s in rows
         ]
-        environment = {"device": device, "torch": "2.11.0+cu130", "commit": "abcdef0123", "date": "2026-11-27"}
+        environment = {"device": device, "torch": "2.11.0+cu130", "commit": "abcdef0123", "date": date}
         return {"environment": environment, "stages": {"suite": {"rows": suite}}}
 
     records = {
+        # the newest H100 record, four paths, captured and recorded in one call but 3 iterations a row
         "gpu_check-a.json": record(
-            "H100", [("damc", "eager", 0.4), ("damc", "captured", 0.1), ("damc", "recorded", None)]
+            "H100",
+            "2026-11-29",
+            [("damc", "eager", 0.4), ("damc", "captured", 0.1), ("damc", "recorded", 0.2), ("damc", "fast_bf16", 0.01)],
+            iters=3,
         ),
-        "gpu_check-b.json": record("H100", [("damc", "eager", 0.5), ("damc", "captured_bf16", 0.12)]),
-        "gpu_check-c.json": record("H200", [("damc", "recorded_bf16", 0.05)]),
+        # 10 iterations, one call: preferred although older and with fewer paths
+        "gpu_check-b.json": record("H100", "2026-11-27", [("damc", "captured", 0.12), ("damc", "recorded", 0.11)]),
+        # a faster recorded row, but no captured one in its call
+        "gpu_check-c.json": record("H100", "2026-11-30", [("damc", "recorded", 0.05), ("damc", "captured", None)]),
+        "gpu_check-d.json": record("H200", "2026-11-28", [("damc", "captured_bf16", 0.05)]),
     }
-    rows = script.fastest_rows(records)
-    assert [(r["device"], r["path"], r["record"]) for r in rows] == [
-        ("H100", "captured", "gpu_check-a.json"),
-        ("H200", "recorded_bf16", "gpu_check-c.json"),
-    ]
-    assert rows[0]["eager_sec_per_iter"] == 0.4 and rows[1]["eager_sec_per_iter"] is None
+    rows = script.row_sets(records)
+    assert [(r["device"], r["record"]) for r in rows] == [("H100", "gpu_check-b.json"), ("H200", "gpu_check-d.json")]
+    assert rows[0]["seconds"] == {"captured": 0.12, "recorded": 0.11} and rows[1]["seconds"] == {"captured_bf16": 0.05}
+    del records["gpu_check-b.json"]
+    rows = script.row_sets(records)
+    assert rows[0]["record"] == "gpu_check-a.json" and rows[0]["iters"] == [3]
     text = script.table(rows)
-    assert "| 4.00 |" in text and "no eager row" in text and "| 1: `abcdef0`, 2026-11-27 |" in text
-    assert text.splitlines()[-1] == "Records (under `benchmarks/results/`): 1 `gpu_check-a.json`; 2 `gpu_check-c.json`."
+    cells = "| 0.4000 | 0.1000 | 0.2000 |  |  | fast_bf16: 40.00 |"
+    assert f"{cells} 1: H100, 2.11.0+cu130, `abcdef0`, 2026-11-29, 3 iterations |" in text
+    assert "| DAMC, `damc/svhn` |  |  |  | 0.0500 |  | captured bf16: no eager row | 2: H200, " in text
+    named = "Records (under `benchmarks/results/`): 1 `gpu_check-a.json`; 2 `gpu_check-d.json`."
+    assert text.splitlines()[-1] == named
+    defaults = script.defaults_text(records)
+    assert "- DAMC: **captured chains**; fp32: captured, no same-call record with 10+ timed iterations" in defaults
+    assert "(nearest: `gpu_check-a.json`, 3 a row, damc captured / recorded 0.500, not counted)" in defaults
