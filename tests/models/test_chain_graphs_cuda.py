@@ -14,16 +14,21 @@ import gc
 import lightning as L
 import pytest
 import torch
-from cases import CASES, toy_loader
-from test_chain_capture_methods import without_recording
 
-from lebm.models import LatentEBM, TiltedGaussianPrior
+from lebm.models import LatentEBM, Method, TiltedGaussianPrior
 from lebm.nets import DCGANGenerator, EnergyMLP, GaussianDecoder
 from lebm.recording import iteration_capture
 from lebm.recording.cache import CACHE_SIZE, capture_stats, chain_graphs, samplers_of
 from lebm.recording.recorders import RETIRED_LIMIT, cuda_store
 from lebm.samplers import Langevin
+
+# One import path for the cases and for without_recording, which unwraps them by class: imported as
+# `cases` here and as `tests.models.cases` there, the case's Recording wrappers were another class
+# than the one it looks for, stayed in place, and every chain of the cases ran eagerly (a Recording
+# states no `capturable`). The CPU twin (test_chain_graphs_cpu_twin.py) runs trained_with_chains.
 from tests.helpers.trainers import quiet_trainer
+from tests.models.cases import CASES, MethodCase, toy_loader
+from tests.models.test_chain_capture_methods import without_recording
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("exact_float32")]  # TF32 off: tests/conftest.py
 
@@ -143,32 +148,59 @@ def test_no_change_replays_a_stale_graph(case: str) -> None:
         assert (stale - eager).abs().max() > 100 * TOLERANCE
 
 
+def trained_with_chains(case: MethodCase, capture: bool, accelerator: str = "gpu") -> tuple[Method, list[torch.Tensor]]:
+    """``case``'s model without its ``Recording`` wrappers, every sampler's capture on or off, trained
+    2 epochs of 3 batches (1 validation batch each) with its chains called by the method (recorded
+    iterations off); with its parameters, on the CPU, after. The CPU twin runs it under the emulator."""
+    torch.manual_seed(0)
+    model = without_recording(case.build())
+    if hasattr(model, "stage_schedule"):
+        model.stage_schedule = [2] * model.prior.n_stages
+    for sampler in samplers_of(model):
+        sampler.cuda_graph = capture
+    trainer = quiet_trainer(
+        max_epochs=2,
+        accelerator=accelerator,
+        devices=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
+    torch.manual_seed(7)
+    with iteration_capture(False):  # chains called by the method, not replayed inside a recorded iteration
+        trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
+    return model, [p.detach().cpu() for p in model.parameters()]
+
+
+def chain_roles(model: Method) -> dict[str, object]:
+    """The chains every method of the cases runs at every training batch, by role: the posterior
+    sampler, the prior's sampler, the data sampler (those the method has)."""
+    held = {
+        "posterior": getattr(model, "posterior_sampler", None),
+        "prior": getattr(getattr(model, "prior", None), "sampler", None),
+        "data": getattr(model, "data_sampler", None),
+    }
+    return {role: sampler for role, sampler in held.items() if sampler is not None}
+
+
+def assert_every_chain_captured(model: Method) -> None:
+    """Every chain of ``model``'s roles (:func:`chain_roles`) was recorded and replayed; no sampler or
+    chain initializer of it ran a chain eagerly, and each that recorded one also replayed one."""
+    for role, sampler in chain_roles(model).items():
+        stats = chain_graphs(sampler).stats()
+        assert stats["captures"] >= 1 and stats["replays"] >= 1 and stats["eager_calls"] == 0, (role, stats)
+    for sampler in samplers_of(model):
+        stats = chain_graphs(sampler).stats()
+        assert stats["eager_calls"] == 0, (type(sampler).__name__, stats)
+        if stats["captures"]:
+            assert stats["replays"] >= 1, (type(sampler).__name__, stats)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_every_method_trains_with_captured_chains_as_with_eager_ones(case) -> None:
-    def fit(capture: bool) -> tuple[LatentEBM, list[torch.Tensor]]:
-        torch.manual_seed(0)
-        model = without_recording(case.build())
-        if hasattr(model, "stage_schedule"):
-            model.stage_schedule = [2] * model.prior.n_stages
-        for sampler in samplers_of(model):
-            sampler.cuda_graph = capture
-        trainer = quiet_trainer(
-            max_epochs=2,
-            accelerator="gpu",
-            devices=1,
-            limit_val_batches=1,
-            num_sanity_val_steps=0,
-        )
-        torch.manual_seed(7)
-        with iteration_capture(False):  # chains called by the method, not replayed inside a recorded iteration
-            trainer.fit(model, toy_loader(n_batches=3), toy_loader(n_batches=1, seed=1))
-        return model, [p.detach().cpu() for p in model.parameters()]
-
-    eager_model, eager = fit(False)
-    captured_model, captured = fit(True)
-    stats = capture_stats(samplers_of(captured_model))
-    assert stats["replays"] >= 1 and stats["eager_calls"] == 0, stats
+    eager_model, eager = trained_with_chains(case, capture=False)
+    captured_model, captured = trained_with_chains(case, capture=True)
+    assert_every_chain_captured(captured_model)
     for left, right in zip(eager, captured, strict=True):
         assert torch.isfinite(right).all()
         # 6 iterations of chains and updates in float32 on both paths; the bound leaves room for
