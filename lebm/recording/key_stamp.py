@@ -81,7 +81,7 @@ class StateStamp:
         for module in described.modules.values():
             for store in (module._parameters, module._buffers, module._modules):
                 containers[id(store)] = store
-        _nested_containers(dict(method.hparams), containers)
+        _nested_containers(method.hparams, containers)  # the live mapping (a dict subclass), not a copy
         if rates is not None:
             containers[id(rates)] = rates
             for held in rates.values():

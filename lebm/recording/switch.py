@@ -115,11 +115,13 @@ ITERATION_VARIABLE = "LEBM_RECORDED_ITERATIONS"
 
 
 def _iteration_setting_from_environment() -> bool | None:
-    """The recorded-iteration switch as the environment sets it: None when unset or empty (each
-    method's default), else :func:`switch_from_environment`'s reading."""
-    if not os.environ.get(ITERATION_VARIABLE, "").strip():
-        return None
-    return switch_from_environment(ITERATION_VARIABLE, False)
+    """The recorded-iteration switch as the environment sets it: True or False for an on or off word,
+    None (each method's default) when unset, empty or anything else (said in one line)."""
+    word = os.environ.get(ITERATION_VARIABLE, "").strip().lower()
+    if word in ON_VALUES or word in OFF_VALUES:
+        return word in ON_VALUES
+    switch_from_environment(ITERATION_VARIABLE, False)  # says in one line that a typo keeps the default
+    return None
 
 
 _iterations: bool | None = _iteration_setting_from_environment()

@@ -30,6 +30,7 @@ from lebm.recording.recorders import set_cpu_store
 from lebm.speed import RecordedIterations
 from lebm.testing.capture import EmulatedStore, emulate_on_cpu
 from lebm.training.guard import TrainingDiverged
+from tests.helpers.audited import audited
 from tests.helpers.trainers import quiet_trainer
 from tests.models.cases import CASES, toy_loader
 from tests.models.test_chain_capture_methods import without_recording
@@ -204,7 +205,7 @@ def given_optimizers(model: Method, make: Any) -> None:
     """Give ``model`` the optimisers ``make()`` returns, through a subclass that opts in (a function
     held on the instance under a name the iteration calls is not vouched for)."""
     base = type(model).__mro__[1] if getattr(type(model), "given", False) else type(model)
-    model.__class__ = type(base.__name__, (base,), {"optimizers": lambda self: make(), "given": True, **OPTS_IN})
+    model.__class__ = audited(type(base.__name__, (base,), {"optimizers": lambda self: make(), "given": True}))
 
 
 def test_what_cannot_be_recorded_is_named() -> None:
@@ -285,10 +286,6 @@ def test_a_divergence_in_a_recorded_iteration_stops_within_the_guards_delay_befo
     assert model.trainer.global_step <= poisoned + GUARD_READ_EVERY
 
 
-#: A test class's body that opts in to recorded iterations (its iteration is under test).
-OPTS_IN = {"records_iterations": True}
-
-
 def reading_a_sum(self: Any, batch: Any, batch_idx: int) -> None:
     """A training iteration that reads a batch sum on the host, then runs LatentEBM's."""
     float(batch[0].sum())
@@ -302,7 +299,7 @@ def test_an_iteration_that_reads_the_host_runs_eagerly_from_its_recording_on(one
     runs = []
     for recorded in (False, True):
         model = build(METHODS[0])
-        model.__class__ = type("ReadsASum", (type(model),), {"training_iteration": reading_a_sum, **OPTS_IN})
+        model.__class__ = audited(type("ReadsASum", (type(model),), {"training_iteration": reading_a_sum}))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             runs.append(fit(model, recorded, max_epochs=1))

@@ -1,12 +1,10 @@
 """Recorded iterations through ``lebm fit`` (device: CPU, the strict replay emulator, the command
-run in this process): a user's own method named by ``class_path`` in a recipe is held to the same
-contract as one built in Python.
+run in this process): a user's own method named by ``class_path`` in a recipe is never recorded.
 
-The user's code lives in a module of its own folder (a researcher's ``my_methods.py``), so lebm
-treats it as the user's: an iteration that reads a module-level number, changed by a callback of
-the run, records anew when it changes and trains the weights the eager command trains; one that
-appends to a module-level list runs eagerly with one line naming the list, and every iteration's
-Python runs.
+The user's code lives in a module of its own folder (a researcher's ``my_methods.py``). With
+recorded iterations switched on, its iterations run eagerly with one line naming the class (chains
+still captured): every iteration's Python runs, and a module-level number a callback anneals
+trains the weights the eager command trains.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from lebm.recording import iteration_capture
 from lebm.testing.capture import emulate_on_cpu
 from tests.helpers.cli_runner import REPO, run_cli
 
-#: The user's module: two opted-in LatentEBMs and the callbacks the run names.
+#: The user's module: two LatentEBM subclasses and the callbacks the run names.
 USER_METHODS = '''
 """A researcher's methods and callbacks, named by class_path in a recipe."""
 import lightning as L
@@ -42,14 +40,12 @@ ENDS = {}      # what the run ended with, for the test
 
 
 class Annealed(LatentEBM):
-    records_iterations = True
 
     def training_iteration(self, batch, batch_idx):
         return LatentEBM.training_iteration(self, [batch[0] * WEIGHT, *batch[1:]], batch_idx)
 
 
 class KeepsAList(LatentEBM):
-    records_iterations = True
 
     def training_iteration(self, batch, batch_idx):
         SEEN.append(batch_idx)
@@ -129,19 +125,20 @@ def assert_same_weights(eager: dict[str, torch.Tensor], recorded: dict[str, torc
 
 
 @pytest.mark.slow  # two fits through the command (about 20 s on a busy 2-core machine): the slow tier
-def test_a_global_a_callback_anneals_records_anew_and_trains_the_eager_weights(user_methods, tmp_path) -> None:
+def test_a_global_a_callback_anneals_trains_the_eager_weights_with_the_switch_on(user_methods, tmp_path) -> None:
     eager, _ = fit(user_methods, "Annealed", False, tmp_path / "eager")
     recorded, lines = fit(user_methods, "Annealed", True, tmp_path / "recorded")
     assert user_methods.WEIGHT == 2.0  # the callback annealed it mid-run
-    assert not lines
-    assert recorded["stats"]["replays"] >= 2 and recorded["stats"]["recordings"] >= 2, recorded["stats"]
+    assert len(lines) == 1 and "Annealed is a subclass of lebm's LatentEBM" in lines[0], lines
+    assert recorded["stats"]["replays"] == 0 and recorded["stats"]["recordings"] == 0, recorded["stats"]
     assert_same_weights(eager["weights"], recorded["weights"])
 
 
-def test_a_module_level_list_the_iteration_appends_to_runs_eagerly_with_one_line(user_methods, tmp_path) -> None:
-    """Eager from the first recording on (the Python tests compare an undone recording's weights
-    bit for bit; here the command's route to the refusal is under test)."""
+def test_a_users_method_by_class_path_runs_eagerly_with_one_line(user_methods, tmp_path) -> None:
+    """Recorded iterations switched on: the user's class is named in one line before any warm-up,
+    nothing is recorded, and every iteration's Python runs."""
     recorded, lines = fit(user_methods, "KeepsAList", True, tmp_path / "recorded")
-    assert len(lines) == 1 and "my_methods.SEEN" in lines[0] and "\n" not in lines[0], lines
-    assert recorded["stats"]["replays"] == 0 and recorded["stats"]["recordings"] == 0, recorded["stats"]
+    assert len(lines) == 1 and "KeepsAList is a subclass of lebm's LatentEBM" in lines[0] and "\n" not in lines[0]
+    stats = recorded["stats"]
+    assert stats["replays"] == 0 and stats["recordings"] == 0 and stats["warmups"] == 0, stats
     assert len(user_methods.SEEN) == STEPS  # every iteration's Python ran

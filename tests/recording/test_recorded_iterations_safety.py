@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import LatentEBM
 from lebm.recording.recorded_iteration import CACHE_SIZE
 from lebm.samplers import ChainTarget, Langevin, Sampler
+from tests.helpers.audited import audited
 from tests.models.cases import toy_loader
 
 EAGER_LINE = "training iterations run eagerly"
@@ -121,10 +122,9 @@ def test_a_whole_net_frozen_mid_run_fails_as_the_eager_path_does(one_thread) -> 
 
 
 # ------------------------------------------------------------------------ what the key must see
+@audited
 class Scaled(LatentEBM):
     """Scales every batch by a private setting, ``self._noise_scale``."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
         super().training_iteration([batch[0] * self._noise_scale], batch_idx)
@@ -143,10 +143,9 @@ def test_a_private_setting_changed_mid_run_is_seen_by_the_key(one_thread) -> Non
     assert_replayed(model, at_least=2)
 
 
+@audited
 class ReadsTheHost(LatentEBM):
     """Scales every batch by ``1 + 0.01 * <what it reads>``: the step, the epoch or the batch index."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     reads = "global_step"
 
@@ -165,7 +164,7 @@ class ReadsTheHost(LatentEBM):
 def test_a_step_epoch_or_batch_index_read_undeclared_runs_eagerly_with_one_line(read, one_thread) -> None:
     def reading() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = type(f"Reads_{read.replace('.', '_')}", (ReadsTheHost,), {"reads": read})
+        model.__class__ = audited(type(f"Reads_{read.replace('.', '_')}", (ReadsTheHost,), {"reads": read}))
         return model
 
     eager, recorded, model, lines = both_ways(reading, max_epochs=2)
@@ -174,10 +173,9 @@ def test_a_step_epoch_or_batch_index_read_undeclared_runs_eagerly_with_one_line(
     assert type(model.trainer) is L.Trainer  # the Trainer's class is put back after watching it
 
 
+@audited
 class DeclaresItsSwitch(LatentEBM):
     """Scales the batch by 2 from step 8 on, and declares the switch in ``iteration_key()``."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def iteration_key(self) -> tuple[bool]:
         return (self.global_step >= 8,)
@@ -248,12 +246,11 @@ def test_a_process_wide_hook_runs_eagerly_with_one_line(where, one_thread) -> No
 
 
 # ------------------------------------------------------------------------------ accumulation
+@audited
 class ReachesExtraFirst(LatentEBM):
     """Adds ``decoder.extra``'s square to the decoder's loss on the first batch of every
     accumulation window of 2 only (declared in ``iteration_key()``): the window's last batch does
     not reach it, and its update must step it all the same."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def iteration_key(self) -> tuple[bool]:
         return (self.opens_window(),)
@@ -310,20 +307,18 @@ def test_a_sampler_that_did_not_opt_in_keeps_iterations_eager(sampler, one_threa
 
 
 # ---------------------------------------------------------------------------------- logging
+@audited
 class LogsItself(LatentEBM):
     """Logs the batch's sum with ``self.log`` inside its iteration."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
         super().training_iteration(batch, batch_idx)
         self.log("train/batch_sum", batch[0].sum())
 
 
+@audited
 class LogsAFloat(LatentEBM):
     """Puts a Python float into its step's logs."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def finish_training_step(self, logs: Any, watch: Any = None, batch_idx: int = 0) -> None:
         super().finish_training_step({**logs, "train/constant": 1.5}, watch, batch_idx)
@@ -347,10 +342,9 @@ def test_logging_outside_the_step_tensors_runs_eagerly_with_one_line(kind, named
         assert model.trainer.callback_metrics["train/batch_sum"].item() != pytest.approx(last[0].sum().item())
 
 
+@audited
 class DrawsOnTheHost(LatentEBM):
     """Scales its batch by a draw from Python's or NumPy's global random stream."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     stream = "python"
 
@@ -363,7 +357,7 @@ class DrawsOnTheHost(LatentEBM):
 def test_a_draw_from_a_host_random_stream_runs_eagerly_with_one_line(stream, named, one_thread) -> None:
     def drawing() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = type(f"Draws_{stream}", (DrawsOnTheHost,), {"stream": stream})
+        model.__class__ = audited(type(f"Draws_{stream}", (DrawsOnTheHost,), {"stream": stream}))
         return model
 
     eager, recorded, model, lines = both_ways(drawing)
@@ -371,11 +365,10 @@ def test_a_draw_from_a_host_random_stream_runs_eagerly_with_one_line(stream, nam
     assert_eager_once(model, lines, named)
 
 
+@audited
 class Alternates(LatentEBM):
     """Flips a flag at every iteration and scales its batch by it: state the iteration itself changes,
     a public attribute (``flip``) or the element of a list it holds (``mode[0]``)."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     flip = False
     in_a_list = False
@@ -396,7 +389,7 @@ def test_python_state_the_iteration_changes_runs_eagerly_with_one_line(in_a_list
 
     def alternating() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = type("Alternates", (Alternates,), {"in_a_list": in_a_list})
+        model.__class__ = audited(type("Alternates", (Alternates,), {"in_a_list": in_a_list}))
         model.mode = [False]
         return model
 

@@ -29,6 +29,7 @@ from lebm.recording.host_reads import WatchedIndex
 from lebm.recording.recorded_iteration import GUARD_READ_EVERY, IterationRecorder, why_iterations_eager
 from lebm.testing.capture import emulate_on_cpu
 from lebm.training.stepping import StepSettings
+from tests.helpers.audited import audited
 from tests.helpers.trainers import quiet_trainer
 
 
@@ -73,12 +74,11 @@ def windows_of_two_kinds(windows: int) -> DataLoader:
     )
 
 
+@audited
 class ReachesByTheData(LatentEBM):
     """A window's first batch of 8 rows adds ``decoder.extra_a``'s square to the decoder's loss, one
     of 9 rows ``decoder.extra_b``'s: the branch is chosen by the data, so two windows reach different
     parameters before their (identical) last batch."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     REACHES = {8: "extra_a", 9: "extra_b"}
 
@@ -174,12 +174,11 @@ def test_gradients_set_to_none_between_iterations_are_seen_by_the_key(one_thread
 
 
 # ---------------------------------------------------------------------------- the undo
+@audited
 class MarksItselfAndReadsTheStep(LatentEBM):
     """Adds an attribute, ``_mark``, in its iteration (``after_iteration`` removes it) and doubles
     its batch when the mark is already there; reads ``self.global_step`` undeclared, so its recording
     is refused (after running the body, which added the mark)."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     def training_iteration(self, batch: Any, batch_idx: int) -> None:
         scale = 2.0 if "_mark" in vars(self) else 1.0
@@ -209,12 +208,11 @@ def test_an_attribute_a_refused_recording_added_is_gone_in_the_eager_rerun(one_t
 
 
 # -------------------------------------------------------------------- declared host reads
+@audited
 class DeclaresOneReadsTheOther(LatentEBM):
     """Declares ``global_step >= 8`` in ``iteration_key()`` through ``declares`` (the method's
     ``self.global_step`` or ``self.trainer.global_step``) and scales its batch by 2 from step 8 on,
     reading the step through ``reads``."""
-
-    records_iterations = True  # its iteration is under test: it opts in
 
     declares = "global_step"
     reads = "trainer.global_step"
@@ -246,8 +244,8 @@ def test_the_step_declared_through_the_method_or_the_trainer_declares_both(decla
 
     def declaring() -> LatentEBM:
         model = latent_ebm()
-        model.__class__ = type(
-            "DeclaresOneReadsTheOther", (DeclaresOneReadsTheOther,), {"declares": declares, "reads": reads}
+        model.__class__ = audited(
+            type("DeclaresOneReadsTheOther", (DeclaresOneReadsTheOther,), {"declares": declares, "reads": reads})
         )
         return model
 
