@@ -228,14 +228,17 @@ class Bindings:
             for name, value in list(namespace.items())
             if (function := _function_of(value)) is not None and function.__code__ in ran
         ]
-        self.sizes: list[tuple[Any, int]] = [
-            (vars(owner), len(vars(owner))) for kind in classes for owner in kind.__mro__ if _lebms(owner.__module__)
-        ]
+        self.sizes: list[tuple[Any, int, frozenset[str]]] = []
+        for kind in classes:
+            for owner in kind.__mro__:
+                if _lebms(owner.__module__):
+                    body = vars(owner)
+                    self.sizes.append((body, len(body), frozenset(body)))
 
     def unchanged(self) -> bool:
         """Whether every binding still holds the same object and every class body its size."""
         return all(namespace.get(name) is value for namespace, name, value in self.bound) and all(
-            len(body) == size for body, size in self.sizes
+            len(body) == size for body, size, _ in self.sizes
         )
 
     def changed(self) -> str | None:
@@ -244,7 +247,8 @@ class Bindings:
             if namespace.get(name) is not value:
                 owner = namespace.get("__qualname__") or namespace.get("__name__", "?")
                 return f"{owner}.{name}"
-        for body, size in self.sizes:
+        for body, size, names in self.sizes:
             if len(body) != size:
-                return f"the class body of {body.get('__qualname__', '?')} (an entry added or removed)"
+                added = sorted(set(body) - names) or ["an entry removed"]
+                return f"{body.get('__qualname__', '?')}.{added[0]}"
         return None
