@@ -255,11 +255,18 @@ class EmulatedStore(GraphStore):
         run_refusing_host_sync(body)
 
     def record(self, body: ChainBody, generators: Sequence[torch.Generator]) -> tuple[Callable[[], None], Any]:
-        """``generators`` need no registration: a random operation keeps the generator object it was given."""
-        if self.strict:
-            replay, outputs = record_ops(body)
-        else:
-            outputs = body()
+        """``generators`` need no registration: a random operation keeps the generator object it was
+        given. A recording that fails retires its graph, as a CUDA store retires the graph a failed
+        capture began (destroyed with the others, at the next release)."""
+        try:
+            if self.strict:
+                replay, outputs = record_ops(body)
+            else:
+                outputs = body()
+        except BaseException:
+            self.retire()
+            raise
+        if not self.strict:
 
             def replay() -> None:
                 z, diagnostics = body()
