@@ -539,15 +539,3 @@ def test_the_toy_check_fails_on_a_broken_copy_of_the_method(mutation: str, tmp_p
     assert old in source, f"the page's method no longer contains {old!r}: update this test"
     with pytest.raises(AssertionError):
         check_two_mode_toy(load_variant(source.replace(old, new)), tmp_path)
-
-
-def test_the_opt_in_example_is_vouched_for_and_without_its_line_refused() -> None:
-    """The page's opted-in class is recorded; the same class without ``records_iterations = True``
-    runs eagerly with the line naming the opt-in (device: CPU, no fit needed)."""
-    from lebm.recording.vouching import reached_now, unvouched_override
-
-    source = example("opting in")
-    opted = load_variant(source, "opted").MyMethod
-    assert unvouched_override(opted, reached_now(opted)) is None
-    plain = load_variant(source.replace("    records_iterations = True", "    pass"), "not_opted").MyMethod
-    assert "MyMethod.training_iteration overrides" in unvouched_override(plain, reached_now(plain))

@@ -4,7 +4,7 @@ and the methods, which reach it from above; it imports nothing of lebm's but the
 Chains (each sampler's K steps as one graph):
 
 - :mod:`.switch`: the process-wide switches: chain capture (on by default), which every sampler
-  reads, and recorded training iterations (on by default), which every method reads;
+  reads, and recorded training iterations (off by default: each method's default), which every method reads;
 - :mod:`.cache`: a sampler's captured chains, keyed, recorded once and replayed;
 - :mod:`.keys`: what a captured chain depends on, and the reasons a chain runs eagerly;
 - :mod:`.recorders`: one capture stream and one memory pool per device, graphs retired together;
@@ -14,8 +14,10 @@ Training iterations (every net's update beside its chains, as one graph):
 
 - :mod:`.recorded_iteration`: recorded once per key and replayed (``IterationRecorder``);
 - :mod:`.iteration_key`: the key, part by named part;
-- :mod:`.vouching`: which code a recording may replay, and what it reads outside the method;
-- :mod:`.code_reads`: what a user's code run inside a recording reads beyond what a key describes;
+- :mod:`.key_stamp`: the key's description of the method's state, checked by identity at every iteration;
+- :mod:`.audit`: which iterations a recording may replay (lebm's own audited classes, running lebm's,
+  torch's and Lightning's code only) and the bindings of lebm's functions checked before each replay;
+- :mod:`.code_reads`: what a user's code run inside a captured chain reads beyond what its key describes;
 - :mod:`.host_reads`: what a recorded iteration may not read or change on the host;
 - :mod:`.device_adam`: Adam steps that read nothing on the host.
 

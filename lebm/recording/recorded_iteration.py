@@ -2,8 +2,9 @@
 
 With chains captured, what a GPU still waits for in an iteration is the host launching the
 updates one kernel at a time: each loss's forward and backward pass, clipping and the optimiser
-step. With the recorded-iteration switch on (the default; ``recipes/speed/eager_iterations.yaml``,
-``LEBM_RECORDED_ITERATIONS=0`` or ``lebm.recording.iteration_capture(False)`` turn it off),
+step. With the recorded-iteration switch on (off by default: ``recipes/speed/recorded_iterations.yaml``,
+``LEBM_RECORDED_ITERATIONS=1`` or ``lebm.recording.iteration_capture(True)`` turn it on), and for
+lebm's own audited methods only (:mod:`lebm.recording.audit`),
 :class:`IterationRecorder` records a method's whole ``training_iteration`` (its chains inline, its
 losses, backward passes, clipping, optimiser steps and EMA) as one graph per key and replays it:
 
@@ -21,7 +22,9 @@ losses, backward passes, clipping, optimiser steps and EMA) as one graph per key
   once) to :meth:`lebm.models.Method.finish_recorded_step` and then the method's host work
   (:meth:`~lebm.models.Method.after_iteration`).
 
-**The key** (:func:`~lebm.recording.iteration_key.iteration_key`) holds what a recording bakes in,
+**The key** (:func:`~lebm.recording.iteration_key.iteration_key`; its description of the method's
+state is built once and checked by :class:`~lebm.recording.key_stamp.StateStamp` at every
+iteration) holds what a recording bakes in,
 part by named part: the batch's shapes, every module and attribute of the method (public and
 private, but the host bookkeeping :data:`~lebm.recording.iteration_key.LEFT_OUT_OF_THE_KEY` names),
 the hyperparameters, what the method declares it reads of the host
@@ -50,9 +53,11 @@ divergence stops training at most that many iterations late, and never after a c
 diverged weights.
 
 **Where an iteration cannot be recorded** it runs eagerly, with its chains captured as before, and
-the run says why in one line, once (:func:`why_iterations_eager`): a 16-bit gradient scaler, an
+the run says why in one line, once (:func:`why_iterations_eager`): a class that is not one of
+lebm's audited methods (a subclass included) or code run inside the iteration that is not lebm's,
+torch's or Lightning's (:mod:`lebm.recording.audit`), a 16-bit gradient scaler, an
 optimiser without a recorded step (or with an option outside the allow-list), a divergence recovery
-policy, anomaly detection, chain capture off, a callback or a method override with host work inside
+policy, anomaly detection, chain capture off, a callback with host work inside
 the update (``on_before_backward``, ``on_after_backward``, ``on_before_optimizer_step``,
 ``on_before_zero_grad``), tensor hooks on parameters, process-wide optimiser or module hooks, a
 module the key cannot describe, a refused recording, or a key that keeps changing (the line names
