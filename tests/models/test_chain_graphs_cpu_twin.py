@@ -16,7 +16,12 @@ ancestral start and its EMA copy's, the generation chain); unwrapped, DAMC runs 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from lebm.models import TiltedGaussianPrior
+from lebm.nets import EnergyMLP
+from lebm.recording.cache import chain_graphs
+from lebm.samplers import Langevin
 from lebm.testing.capture import emulate_on_cpu
 from tests.models.test_chain_graphs_cuda import CASES, assert_every_chain_captured, chain_roles, trained_with_chains
 
@@ -27,3 +32,17 @@ def test_every_method_trains_with_its_chains_captured_on_the_emulator(case, one_
         model, _ = trained_with_chains(case, capture=True, accelerator="cpu")
     assert chain_roles(model)  # the case has chains to capture
     assert_every_chain_captured(model)
+
+
+def test_keys_a_b_a_b_of_one_sampler_each_replay_the_eager_chain(one_thread) -> None:
+    """The twin of the GPU test of that name: two batch sizes in turn, each recorded once and
+    replayed once, every call the eager chain's numbers, bit for bit under the strict emulator."""
+    torch.manual_seed(0)
+    prior = TiltedGaussianPrior(16, EnergyMLP(16, hidden=32), sampler=Langevin(10, 0.4))
+    eager_sampler = Langevin(10, 0.4, cuda_graph=False)
+    with emulate_on_cpu():
+        for n in (32, 20, 32, 20):
+            captured = prior.sample(n, generator=torch.Generator().manual_seed(n))
+            eager = prior.sample(n, sampler=eager_sampler, generator=torch.Generator().manual_seed(n))
+            assert torch.equal(captured, eager), n
+    assert chain_graphs(prior.sampler).stats() == {"captures": 2, "replays": 2, "eager_calls": 0}
