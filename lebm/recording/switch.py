@@ -139,8 +139,10 @@ def iteration_capture_enabled(default: bool = False) -> bool:
     """Whether this process records whole training iterations (every net's update beside its chains)
     as CUDA graphs: the run's setting (:func:`iteration_capture_setting`), or ``default`` (a method's
     ``recorded_iterations_by_default``) where the run set none. Off by default: captured chains are
-    lebm's CUDA default, the path measured as fast or faster in the newest GPU records
-    (``benchmarks/speed_defaults.py`` reads them); ``recipes/speed/recorded_iterations.yaml`` or
+    lebm's CUDA default, measured as fast or faster for 3 of 4 methods and 3.3x faster on the
+    quickstart on an H200 at 256fb1d (``benchmarks/results/lend-2026-11-28-256fb1d.md``), with no
+    same-call record showing recorded iterations 5% faster for any method
+    (``benchmarks/speed_defaults.py`` applies the rule); ``recipes/speed/recorded_iterations.yaml`` or
     ``LEBM_RECORDED_ITERATIONS=1`` turns recording on for a run. On a CPU training runs eagerly
     either way (``lebm.testing.capture`` emulates a recording). Only lebm's own methods are ever
     recorded (:mod:`lebm.recording.audit`)."""
