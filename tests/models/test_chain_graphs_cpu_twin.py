@@ -11,6 +11,8 @@ cases as ``cases`` and ``without_recording`` as ``test_chain_capture_methods``, 
 ``capturable``, so its chains ran eagerly. DAMC's 12 eager calls were its two wrapped chains (prior
 and posterior, 6 training batches each), its 5 captures the unwrapped ones (the amortizer's
 ancestral start and its EMA copy's, the generation chain); unwrapped, DAMC runs no chain eagerly.
+
+Also here: the twin of the GPU test of two keys in turn (a, b, a, b), each replaying the eager chain.
 """
 
 from __future__ import annotations
