@@ -792,12 +792,19 @@ def step_directly(method: Any, optimizers: list[Any], loss: Tensor, clip: float 
 def steps_on_the_host(checkpoint: dict[str, Any]) -> None:
     """Put the Adam step counts of ``checkpoint``'s optimiser states on the CPU, where torch's own
     Adam keeps them (a recorded step keeps them on the parameters' device): a checkpoint reads the
-    same whichever way it was trained, and an eager resume of it steps without reading the device."""
+    same whichever way it was trained, and an eager resume of it steps without reading the device.
+
+    The checkpoint's per-parameter dicts are the optimiser's own (``Optimizer.state_dict()`` packs
+    ``self.state``'s dicts, not copies): each one with a step to move is replaced in the checkpoint
+    by a copy, and the live optimiser keeps its device step. Written into the live dict, the host
+    copy changed every recorded iteration's key at each checkpoint (one recording and three warm-ups
+    an epoch on a GPU: ``tests/recording/test_recorded_iterations_epochs.py``)."""
     for state in checkpoint.get("optimizer_states") or []:
-        for values in (state.get("state") or {}).values() if isinstance(state, dict) else ():
+        packed = state.get("state") if isinstance(state, dict) else None
+        for index, values in list((packed or {}).items()):
             step = values.get("step") if isinstance(values, dict) else None
             if isinstance(step, Tensor) and step.device.type != "cpu":
-                values["step"] = step.detach().to("cpu")
+                packed[index] = {**values, "step": step.detach().to("cpu")}
 
 
 def saved_step_count(method: Any) -> Callable[[], None]:

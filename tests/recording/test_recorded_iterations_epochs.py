@@ -34,13 +34,6 @@ from lebm.recording.device_adam import LearningRates, device_adam_step
 from lebm.recording.recorded_iteration import steps_on_the_host
 from lebm.testing.capture import emulate_on_cpu
 
-#: Until ``steps_on_the_host`` leaves the optimiser's own state dicts alone (the patch is in the
-#: report of issue 106 item 5): strict, so that the fix makes these tests fail until this mark goes.
-UNTIL_THE_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="issue 106 item 5: steps_on_the_host writes the host step count into the optimiser's own state dict",
-)
-
 
 class OnTheDevice(torch.Tensor):
     """A CPU tensor standing for a step count a recorded Adam keeps on a GPU: its ``device`` reads
@@ -93,7 +86,6 @@ def as_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return saves
 
 
-@UNTIL_THE_FIX
 def test_a_checkpoint_takes_host_copies_of_the_step_counts_and_leaves_the_optimisers_own() -> None:
     parameter = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.Adam([parameter], lr=0.1)
@@ -119,7 +111,6 @@ class BatchShapes(L.Callback):
         self.shapes.add(tuple(tuple(leaf.shape) for leaf in batch if isinstance(leaf, torch.Tensor)))
 
 
-@UNTIL_THE_FIX
 def test_the_quickstart_records_each_iteration_once_over_epochs_that_save_checkpoints(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, one_thread
 ) -> None:
