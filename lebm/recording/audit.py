@@ -26,13 +26,13 @@ Nothing here walks code to guess what it reads: a class is lebm's or not, a func
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import sys
-import sysconfig
 import types
 from collections.abc import Iterable
 from typing import Any, TypeVar
+
+from lebm.recording.code_reads import installed_roots
 
 __all__ = [
     "WITHDRAWN_OPT_IN",
@@ -96,18 +96,10 @@ def unaudited_class(kind: type) -> str | None:
 
 
 # ------------------------------------------------------------------------------ trusted modules
-@functools.cache
 def _trusted_roots() -> tuple[str, ...]:
-    """The folders of :data:`TRUSTED_PACKAGES` as installed (found without importing them) and the
-    standard library's (``site-packages`` left out: another package there is not trusted)."""
-    roots = []
-    for name in TRUSTED_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            roots.append(os.path.dirname(os.path.realpath(spec.origin)) + os.sep)
-    for key in ("stdlib", "platstdlib"):
-        roots.append(os.path.realpath(sysconfig.get_paths()[key]) + os.sep)
-    return tuple(dict.fromkeys(roots))
+    """The folders of :data:`TRUSTED_PACKAGES` as installed and the standard library's (``site-packages``
+    left out: another package there is not trusted)."""
+    return installed_roots(TRUSTED_PACKAGES)
 
 
 def _site_packages(path: str) -> bool:

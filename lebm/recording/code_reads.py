@@ -69,17 +69,23 @@ class NotPlain:
 
 # --------------------------------------------------------------------------------- trusted code
 @functools.cache
-def _trusted_roots() -> tuple[str, ...]:
-    """The folders of the trusted packages as installed (found without importing them) and the
-    standard library's."""
+def installed_roots(packages: tuple[str, ...]) -> tuple[str, ...]:
+    """The folders of ``packages`` as installed (found without importing them; a one-file module's
+    own file, not its folder) and the standard library's, each folder ending with a separator."""
     roots = []
-    for name in TRUSTED_PACKAGES:
+    for name in packages:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin:
-            roots.append(os.path.dirname(os.path.realpath(spec.origin)) + os.sep)
+            origin = os.path.realpath(spec.origin)
+            roots.append(origin if spec.submodule_search_locations is None else os.path.dirname(origin) + os.sep)
     for key in ("stdlib", "platstdlib"):
         roots.append(os.path.realpath(sysconfig.get_paths()[key]) + os.sep)
     return tuple(dict.fromkeys(roots))
+
+
+def _trusted_roots() -> tuple[str, ...]:
+    """The folders of :data:`TRUSTED_PACKAGES` and the standard library's."""
+    return installed_roots(TRUSTED_PACKAGES)
 
 
 @functools.cache

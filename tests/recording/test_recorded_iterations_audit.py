@@ -217,3 +217,16 @@ def test_a_lebm_function_replaced_during_the_fit_drops_the_recordings(
     assert len(lines) == 2, lines
     assert f"{name} changed since the iteration was recorded" in lines[0]
     assert f"{replacement.__name__}, code that is not lebm's" in lines[1]
+
+
+def test_the_code_a_recording_may_run_is_lebms_torchs_lightnings_and_the_standard_librarys() -> None:
+    """An installed package outside the allow-list is not trusted because it lies in site-packages
+    (a one-file module on the list, such as typing_extensions, trusts that file only)."""
+    import omegaconf  # noqa: F401 - installed beside lebm, not on the list
+
+    from lebm.recording.audit import trusted_module
+
+    assert trusted_module("lebm.models.latent_ebm") and trusted_module("torch.nn.modules.linear")
+    assert trusted_module("lightning.pytorch.core.module") and trusted_module("collections")
+    assert trusted_module("typing_extensions")
+    assert not trusted_module("omegaconf") and not trusted_module(__name__)
