@@ -26,10 +26,12 @@ Nothing here walks code to guess what it reads: a class is lebm's or not, a func
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import sys
 import types
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any, TypeVar
 
 from lebm.recording.code_reads import installed_roots
@@ -133,6 +135,13 @@ def trusted_module(name: str | None) -> bool:
     return _trusted_file(file)
 
 
+def trusted_code(module: str | None, file: str) -> bool:
+    """Whether a function whose globals are module ``module``'s and whose code was compiled from
+    ``file`` may run inside a recorded iteration: both trusted (code made at run time, whose file
+    reads ``<string>``, by its module alone: a dataclass's or a named tuple's methods)."""
+    return trusted_module(module) and (file.startswith("<") or _trusted_file(file))
+
+
 def _lebms(name: str | None) -> bool:
     return bool(name) and name.split(".")[0] == "lebm" and trusted_module(name)
 
@@ -140,28 +149,36 @@ def _lebms(name: str | None) -> bool:
 # ------------------------------------------------------------------------- what a recording ran
 class CodeWatch:
     """Within the block, every Python function that runs on this thread is noted (``sys.setprofile``,
-    the previous profiler restored after): :attr:`foreign` names the first whose module is not
-    trusted (:func:`trusted_module`, by the module of the function's globals), :attr:`lebm_code`
-    holds the code objects of lebm's functions that ran."""
+    the previous profiler restored after): :attr:`foreign` names the first that is not trusted, by
+    the module of its globals (:func:`trusted_module`) and by the file its code was compiled from
+    (a lebm function given a user's ``__code__`` is the user's); :attr:`ran` maps the code of every
+    trusted function that ran to its module's name; :attr:`c_calls` holds every C function called
+    (a torch operation, a tensor's method), once per calling module, with that module's globals."""
 
-    def __init__(self) -> None:
+    def __init__(self, any_code: bool = False) -> None:
+        self.any_code = any_code  # a captured chain's watch: the user's code runs there too, and is noted
         self.foreign: str | None = None
-        self.lebm_code: set[types.CodeType] = set()
+        self.ran: dict[types.CodeType, str] = {}
+        self.c_calls: dict[tuple[int, int], tuple[dict[str, Any], Any]] = {}
         self._verdicts: dict[types.CodeType, bool] = {}
         self._previous: Any = None
 
     def _note(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if event == "c_call":
+            self.c_calls.setdefault((id(frame.f_globals), id(arg)), (frame.f_globals, arg))
+            return
         if event != "call":
             return
         code = frame.f_code
-        verdict = self._verdicts.get(code)
-        if verdict is None:
-            module = frame.f_globals.get("__name__")
-            verdict = self._verdicts[code] = trusted_module(module)
-            if verdict and _lebms(module):
-                self.lebm_code.add(code)
-            elif not verdict and self.foreign is None:
-                self.foreign = f"{module}.{code.co_qualname}"
+        if code in self._verdicts:
+            return
+        module = frame.f_globals.get("__name__")
+        verdict = trusted_code(module, code.co_filename)
+        self._verdicts[code] = verdict
+        if verdict or self.any_code:
+            self.ran[code] = module
+        if not verdict and self.foreign is None:
+            self.foreign = f"{module}.{code.co_qualname}"
 
     def __enter__(self) -> CodeWatch:
         self._previous = sys.getprofile()
@@ -181,7 +198,7 @@ class CodeWatch:
         )
 
 
-# ----------------------------------------------------------------------------- where lebm binds
+# ----------------------------------------------------------------------------- where code is bound
 def _function_of(value: Any) -> types.FunctionType | None:
     if isinstance(value, staticmethod | classmethod):
         value = value.__func__
@@ -190,36 +207,93 @@ def _function_of(value: Any) -> types.FunctionType | None:
     return value if isinstance(value, types.FunctionType) else None
 
 
-class Bindings:
-    """Where the lebm functions a recording ran (``code``) are bound, checked by identity before
-    each replay (:meth:`unchanged`): every module-level name of lebm's loaded modules and every
-    entry of a lebm class body (those of ``classes``' MROs too) that held one of them, and the
-    number of entries of each lebm class body of ``classes``' MROs (a method added to a subclass's
-    body hides the one that ran)."""
+def _resolved(code: types.CodeType, module_name: str) -> tuple[Any, str, types.FunctionType] | None:
+    """``(owner, name, function)``: where the function that ran ``code`` is bound by its qualified
+    name (a module or a class), or None (a nested function, a wrapper, a name bound elsewhere)."""
+    parts = code.co_qualname.split(".")
+    if "<locals>" in parts or "<lambda>" in parts:
+        return None
+    owner: Any = sys.modules.get(module_name)
+    for part in parts[:-1]:
+        owner = getattr(owner, part, None)
+    function = getattr(owner, parts[-1], None) if owner is not None else None
+    function = getattr(function, "__func__", function)  # a class method, bound when read
+    if not isinstance(function, types.FunctionType) or function.__code__ is not code:
+        return None
+    return owner, parts[-1], function
 
-    def __init__(self, code: Iterable[types.CodeType], classes: Iterable[type]) -> None:
-        ran = set(code)
-        namespaces: list[dict[str, Any] | types.MappingProxyType[str, Any]] = []
-        lebm_classes: dict[int, type] = {}
-        for name, module in list(sys.modules.items()):
-            if module is None or not _lebms(name):
-                continue
-            namespace = vars(module)
-            namespaces.append(namespace)
-            for value in list(namespace.values()):
-                if isinstance(value, type) and _lebms(value.__module__):
-                    lebm_classes[id(value)] = value
-        for kind in classes:
-            for owner in kind.__mro__:
-                if _lebms(owner.__module__):
-                    lebm_classes[id(owner)] = owner
-        namespaces.extend(vars(kind) for kind in lebm_classes.values())
-        self.bound: list[tuple[Any, str, Any]] = [
-            (namespace, name, value)
-            for namespace in namespaces
-            for name, value in list(namespace.items())
-            if (function := _function_of(value)) is not None and function.__code__ in ran
-        ]
+
+def _c_binding(namespace: dict[str, Any], function: Any) -> tuple[Any, str, Any] | None:
+    """Where a C function called from the module of ``namespace`` was looked up: ``(class, name,
+    descriptor)`` for a method of a tensor (or another object of a library's class), ``(module
+    namespace, name, function)`` for a name of the calling module or of a module it holds
+    (``torch.tanh``, ``F.gelu``); None where that cannot be told (a builtin type's method)."""
+    name = getattr(function, "__name__", None)
+    if not isinstance(name, str):
+        return None
+    owner = getattr(function, "__self__", None)
+    if owner is not None and not isinstance(owner, types.ModuleType | type):
+        kind = type(owner)
+        if kind.__module__ == "builtins":
+            return None  # a list's append, a dict's get: their types cannot be patched
+        descriptor = getattr(kind, name, None)
+        return (kind, name, descriptor) if descriptor is not None else None
+    if namespace.get(name) is function:
+        return namespace, name, function
+    for value in list(namespace.values()):
+        if isinstance(value, types.ModuleType) and vars(value).get(name) is function:
+            return vars(value), name, function
+    return None
+
+
+_CODE = operator.attrgetter("__code__")
+_DEFAULTS = operator.attrgetter("__defaults__")
+_KWDEFAULTS = operator.attrgetter("__kwdefaults__")
+_MISSING = object()
+
+
+class Bindings:
+    """What the code a recording ran (:attr:`CodeWatch.ran`) is bound to, checked by identity before
+    each replay (:meth:`unchanged`, a few C-level passes):
+
+    - every function that ran, looked up again by its qualified name in its module or class
+      (lebm's, torch's, Lightning's), with its ``__code__`` and default arguments: a function
+      replaced or rebound, or given other code or defaults, is seen;
+    - every C function called (``c_calls``: a torch operation, a tensor's method), looked up again
+      where the calling module found it (:func:`_c_binding`): ``F.gelu`` or ``Tensor.add_``
+      replaced is seen;
+    - every module-level name of the lebm modules whose code ran, whatever it holds (a helper
+      imported there, a constant such as a bound the iteration reads);
+    - the number of entries of each lebm class body on ``classes``' MROs (a method added to a
+      subclass's body hides the one that ran), and the names each held."""
+
+    def __init__(
+        self,
+        ran: dict[types.CodeType, str],
+        classes: Iterable[type],
+        c_calls: Iterable[tuple[dict[str, Any], Any]] = (),
+    ) -> None:
+        found = [where for code, module in ran.items() if (where := _resolved(code, module)) is not None]
+        c_bound = [where for namespace, function in c_calls if (where := _c_binding(namespace, function))]
+        found += [where for where in c_bound if isinstance(where[0], type)]
+        self.owners = [owner for owner, _, _ in found]
+        self.names = [name for _, name, _ in found]
+        self.functions = [function for _, _, function in found]
+        python = [function for function in self.functions if isinstance(function, types.FunctionType)]
+        self.python = python
+        self.codes = list(map(_CODE, python))
+        self.defaults = list(map(_DEFAULTS, python))
+        self.kwdefaults = list(map(_KWDEFAULTS, python))
+        namespaces = [vars(sys.modules[m]) for m in dict.fromkeys(ran.values()) if _lebms(m) and m in sys.modules]
+        self.namespaces = [(namespace, len(namespace)) for namespace in namespaces]
+        self.in_namespace = [namespace for namespace in namespaces for _ in namespace]
+        self.globals = [name for namespace in namespaces for name in namespace]
+        self.values = [value for namespace in namespaces for value in namespace.values()]
+        for namespace, name, function in c_bound:
+            if not isinstance(namespace, type):  # a module's namespace: a C function bound there
+                self.in_namespace.append(namespace)
+                self.globals.append(name)
+                self.values.append(function)
         self.sizes: list[tuple[Any, int, frozenset[str]]] = []
         for kind in classes:
             for owner in kind.__mro__:
@@ -228,17 +302,36 @@ class Bindings:
                     self.sizes.append((body, len(body), frozenset(body)))
 
     def unchanged(self) -> bool:
-        """Whether every binding still holds the same object and every class body its size."""
-        return all(namespace.get(name) is value for namespace, name, value in self.bound) and all(
-            len(body) == size for body, size, _ in self.sizes
+        """Whether every binding, code object, default and class body is still the one recorded."""
+        is_ = operator.is_
+        return (
+            all(map(is_, map(getattr, self.owners, self.names, repeat(None)), self.functions))
+            and all(map(is_, map(_CODE, self.python), self.codes))
+            and all(map(is_, map(_DEFAULTS, self.python), self.defaults))
+            and all(map(is_, map(_KWDEFAULTS, self.python), self.kwdefaults))
+            and all(len(namespace) == size for namespace, size in self.namespaces)
+            and all(map(is_, map(dict.get, self.in_namespace, self.globals, repeat(_MISSING)), self.values))
+            and all(len(body) == size for body, size, _ in self.sizes)
         )
 
     def changed(self) -> str | None:
-        """The first binding or class body that changed, named (None: none)."""
-        for namespace, name, value in self.bound:
-            if namespace.get(name) is not value:
-                owner = namespace.get("__qualname__") or namespace.get("__name__", "?")
-                return f"{owner}.{name}"
+        """The first binding, code object, default or class body that changed, named (None: none)."""
+        for owner, name, function in zip(self.owners, self.names, self.functions, strict=True):
+            if getattr(owner, name, None) is not function:
+                return f"{getattr(owner, '__qualname__', getattr(owner, '__name__', '?'))}.{name}"
+        for function, code, defaults, kwdefaults in zip(
+            self.python, self.codes, self.defaults, self.kwdefaults, strict=True
+        ):
+            if function.__code__ is not code or function.__defaults__ is not defaults:
+                return function.__qualname__
+            if function.__kwdefaults__ is not kwdefaults:
+                return function.__qualname__
+        for namespace, size in self.namespaces:
+            if len(namespace) != size:
+                return f"the module {namespace.get('__name__', '?')} (a name added or removed)"
+        for namespace, name, value in zip(self.in_namespace, self.globals, self.values, strict=True):
+            if namespace.get(name, _MISSING) is not value:
+                return f"{namespace.get('__name__', '?')}.{name}"
         for body, size, names in self.sizes:
             if len(body) != size:
                 added = sorted(set(body) - names) or ["an entry removed"]

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lebm.recording.audit import Bindings, CodeWatch
 from lebm.recording.keys import CapturableSampler, ChainCall, RunsEagerly, Unseen, chain_key, why_eager
 from lebm.recording.recorders import (
     CaptureBroken,
@@ -57,6 +58,7 @@ class CapturedChain:
     keep_alive: tuple[Any, ...]  # the energy function and the modules: their ids are in the key
     store: GraphStore
     generation: int
+    bindings: Bindings | None = None  # where the code the capture ran is bound: checked before each replay
 
     def valid(self) -> bool:
         return self.generation == self.store.generation
@@ -185,6 +187,9 @@ def _serve(
     if released:
         graphs.drop(key)  # recorded in a generation that has been destroyed since: record it again
         entry = None
+    if entry is not None and entry.bindings is not None and not entry.bindings.unchanged():
+        graphs.drop(key)  # a function it ran was replaced (a patched helper, a rebound method): record it again
+        entry = None
     if entry is not None:
         graphs.entries.move_to_end(key)
         graphs.replays += 1
@@ -257,8 +262,9 @@ def _capture(
             "without running its Python, so that state would stay as recorded; its chains run eagerly. Keep such "
             "state in a tensor (a buffer) to capture it"
         )
+    code = CodeWatch(any_code=True)
     try:
-        with autocast_without_cache(call.z0.device):
+        with autocast_without_cache(call.z0.device), code:
             replay, outputs = store.record(body, [private] if private is not None else [])
     except CaptureBroken:
         raise  # the device cannot run eager work either: the run must stop, with the reason
@@ -278,7 +284,10 @@ def _capture(
         return graphs.give_up(f"{name}: this chain could not be captured as a CUDA graph ({first_line(error)})")
     restore()
     keep_alive = (call.energy_fn, *modules)
-    return CapturedChain(replay, static_z, static_inputs, outputs, private, keep_alive, store, store.generation)
+    bindings = Bindings(code.ran, [type(module) for module in modules], code.c_calls.values())
+    return CapturedChain(
+        replay, static_z, static_inputs, outputs, private, keep_alive, store, store.generation, bindings
+    )
 
 
 def autocast_without_cache(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -9,7 +9,7 @@ describes it once, and :class:`StateStamp` holds by identity every object that d
   of every module and plain object described (a sampler), and how many attributes each holds;
 - every list, dict and set described item by item (a module's parameters, buffers and children,
   the hyperparameters at any depth);
-- every tensor described, by its storage address and shape;
+- every tensor described, by its storage address, shape and strides;
 - per optimiser: its groups (each setting but the learning rate, which is read from a device
   tensor), its per-parameter states, and each parameter's gradient and ``requires_grad``;
 - torch's count of hooks ever registered (``RemovableHandle.next_id``): a hook added anywhere.
@@ -110,6 +110,7 @@ class StateStamp:
                     self.values.append(value)
         self.addresses = list(map(torch.Tensor.data_ptr, self.tensors))
         self.shapes = [t.shape for t in self.tensors]
+        self.strides = list(map(torch.Tensor.stride, self.tensors))
         self.grads = list(map(_GRAD, self.parameters))
         self.flags = list(map(_REQUIRES_GRAD, self.parameters))
         self.parameter_addresses = list(map(torch.Tensor.data_ptr, self.parameters))
@@ -127,6 +128,7 @@ class StateStamp:
             and all(items == held for items, held in self.sets)
             and list(map(torch.Tensor.data_ptr, self.tensors)) == self.addresses
             and [t.shape for t in self.tensors] == self.shapes
+            and list(map(torch.Tensor.stride, self.tensors)) == self.strides
             and all(map(is_, map(_GRAD, self.parameters), self.grads))
             and list(map(_REQUIRES_GRAD, self.parameters)) == self.flags
             and list(map(torch.Tensor.data_ptr, self.parameters)) == self.parameter_addresses

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from lebm.recording.code_reads import code_reads, first_not_plain, is_trusted
-from lebm.recording.torch_internals import global_module_hooks, has_module_hooks
+from lebm.recording.torch_internals import active_thread_modes, global_module_hooks, has_module_hooks
 
 #: How deep containers and plain objects may nest within one attribute, closure cell or owner.
 DEPTH = 5
@@ -312,4 +312,7 @@ def why_eager(sampler: CapturableSampler) -> str | None:
         return "autograd anomaly detection is on: it checks values on the host"
     if any(global_module_hooks().values()):
         return "global module hooks are registered (register_module_*_hook): the key cannot see what they read"
+    mode = active_thread_modes()
+    if mode is not None:
+        return f"{mode}: a replay would not run it"
     return None

@@ -115,6 +115,7 @@ from lebm.recording.recorders import (
 )
 from lebm.recording.switch import chain_capture_enabled, iteration_capture_enabled
 from lebm.recording.torch_internals import (
+    active_thread_modes,
     global_module_hooks,
     global_optimizer_hooks,
     module_hooks,
@@ -502,7 +503,9 @@ class IterationRecorder:
         names = list(collected["logs"])
         tensors = [leaf for leaf in static if isinstance(leaf, Tensor)]
         reached = frozenset(self.reached_now)
-        bindings = Bindings(code.lebm_code, [type(method), *(type(m) for m in described.modules.values())])
+        bindings = Bindings(
+            code.ran, [type(method), *(type(m) for m in described.modules.values())], code.c_calls.values()
+        )
         return RecordedIteration(replay, tensors, values, names, private, store, store.generation, reached, bindings)
 
     def _replay(self, method: Any, entry: RecordedIteration, leaves: list[Any], batch_idx: int, count: bool) -> None:
@@ -650,7 +653,9 @@ def _class_reason(kind: type) -> str | None:
 def quick_eager_reason(method: Any) -> str | None:
     """The reasons to run eagerly that are checked at every iteration (cheap): the class is not
     lebm's audited one, no Trainer, 16-mixed, a recovery policy, anomaly detection, chain capture
-    off, a process-wide hook."""
+    off, a process-wide hook, a torch mode or saved-tensor hooks of this thread, a function set on
+    the method's instance over one of its class, a callback whose hook runs inside the update (its
+    class's or set on the instance)."""
     unaudited = _class_reason(type(method))
     if unaudited is not None:
         return unaudited
@@ -671,19 +676,34 @@ def quick_eager_reason(method: Any) -> str | None:
     hooks = next((name for name, held in global_module_hooks().items() if held), None)
     if hooks is not None:
         return f"a process-wide module hook is registered (torch.nn.modules.module.{hooks}), unseen by the key"
+    mode = active_thread_modes()
+    if mode is not None:
+        return f"{mode}, which a replay would not run"
+    shadowed = _class_functions(type(method)).intersection(vars(method))
+    if shadowed:
+        return f"{type(method).__name__}.{min(shadowed)} is replaced on the instance, code lebm has not audited"
+    for callback in trainer.callbacks:
+        for hook in UPDATE_HOOKS:
+            function = getattr(getattr(callback, hook, None), "__func__", None) or getattr(callback, hook, None)
+            if function is not None and getattr(function, "__module__", "").split(".")[0] not in LIGHTNING:
+                return f"the callback {type(callback).__name__} runs {hook} inside every update"
     return None
+
+
+#: Lightning's packages: a callback hook of theirs does no host work inside the update.
+LIGHTNING = ("lightning", "pytorch_lightning")
+
+
+@functools.cache
+def _class_functions(kind: type) -> frozenset[str]:
+    """The names of every function ``kind``'s MRO defines (a method, hook or helper of the class)."""
+    return frozenset(name for owner in kind.__mro__ for name, value in vars(owner).items() if callable(value))
 
 
 def state_eager_reason(method: Any) -> str | None:
     """The reasons to run eagerly that the method's state holds (checked when its state is described
     again: :class:`~lebm.recording.key_stamp.StateStamp` sees a hook added, a callback list or an
-    optimiser changed): a callback with host work inside the update, hooks on the method or its
-    parameters, an optimiser without a recorded step."""
-    trainer = attached_trainer(method)
-    for callback in trainer.callbacks if trainer is not None else ():
-        for hook in UPDATE_HOOKS:
-            if defined_outside(type(callback), hook, ("lightning",)):
-                return f"the callback {type(callback).__name__} runs {hook} inside every update"
+    optimiser changed): hooks on the method or its parameters, an optimiser without a recorded step."""
     if any(module_hooks(method).values()):
         return f"{type(method).__name__} itself has forward or backward hooks: the key cannot see what they read"
     hooked = next((p for m in tree_modules(method) for p in m.parameters(recurse=False) if tensor_has_hooks(p)), None)
@@ -695,15 +715,6 @@ def state_eager_reason(method: Any) -> str | None:
         if refusal is not None:
             return refusal
     return None
-
-
-def defined_outside(kind: type, hook: str, packages: tuple[str, ...]) -> type | None:
-    """The class that gives ``kind`` its ``hook``, when that class is not one of ``packages``'
-    (Lightning's no-op hooks, lebm's own); None otherwise."""
-    owner = next((k for k in kind.__mro__ if hook in vars(k)), None)
-    if owner is None or owner.__module__.split(".")[0] in packages:
-        return None
-    return owner
 
 
 @contextlib.contextmanager

@@ -112,6 +112,19 @@ def optimizer_hooks(optimizer: torch.optim.Optimizer) -> dict[str, Mapping[Any, 
     return {name: _read(optimizer, name, "Optimizer") for name in OPTIMIZER_HOOKS}
 
 
+def active_thread_modes() -> str | None:
+    """The first of this thread's torch-wide interceptions that is active, named (None: none): a
+    ``TorchFunctionMode`` or ``TorchDispatchMode`` entered, or autograd's saved-tensor hooks
+    (``torch.autograd.graph.saved_tensors_hooks``). A recorded iteration replays none of them."""
+    if _read(torch._C, "_len_torch_function_stack", "torch._C")():
+        return "a TorchFunctionMode is active (torch.overrides)"
+    if _read(torch._C, "_len_torch_dispatch_stack", "torch._C")():
+        return "a TorchDispatchMode is active (torch.utils._python_dispatch)"
+    if _read(torch._C._autograd, "_top_saved_tensors_default_hooks", "torch._C._autograd")(False) is not None:
+        return "autograd's saved-tensor hooks are set (torch.autograd.graph.saved_tensors_hooks)"
+    return None
+
+
 def end_allocating_to_pool() -> Callable[[int, Any], None]:
     """torch's call that stops routing a device's allocations to a graph's pool (after a failed capture)."""
     return _read(torch._C, "_cuda_endAllocateToPool", "torch._C")
@@ -121,6 +134,13 @@ def missing_internals() -> list[str]:
     """Every private name above that this torch lacks or holds in another form (empty: all as lebm
     expects them). ``_cuda_endAllocateToPool`` is checked where torch was built with CUDA."""
     problems: list[str] = []
+    for owner, where, name in (
+        (torch._C, "torch._C", "_len_torch_function_stack"),
+        (torch._C, "torch._C", "_len_torch_dispatch_stack"),
+        (torch._C._autograd, "torch._C._autograd", "_top_saved_tensors_default_hooks"),
+    ):
+        if not callable(getattr(owner, name, None)):
+            problems.append(f"{where}.{name} is gone")
     for owner, where, names in (
         (module_internals, "torch.nn.modules.module", GLOBAL_MODULE_HOOKS),
         (optimizer_internals, "torch.optim.optimizer", GLOBAL_OPTIMIZER_HOOKS),

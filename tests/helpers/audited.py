@@ -18,14 +18,14 @@ T = TypeVar("T", bound=type)
 
 #: The test modules whose code a recording may run (those that define an :func:`audited` class).
 _TEST_MODULES: set[str] = set()
-_lebms_verdict = audit.trusted_module
+_lebms_verdict = audit.trusted_code
 
 
-def _trusted_module(name: str | None) -> bool:
-    return name in _TEST_MODULES or _lebms_verdict(name)
+def _trusted_code(module: str | None, file: str) -> bool:
+    return module in _TEST_MODULES or _lebms_verdict(module, file)
 
 
-audit.trusted_module = _trusted_module  # the watch reads it through the module (audit.CodeWatch)
+audit.trusted_code = _trusted_code  # the watch reads it through the module (audit.CodeWatch)
 
 
 def audited(kind: T) -> T:

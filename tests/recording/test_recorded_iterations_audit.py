@@ -186,13 +186,28 @@ def finishes_scaled(self: Any, logs: Any, *args: Any, **kwargs: Any) -> Any:
 ORIGINAL_FINISH = LatentEBM.finish_training_step
 
 
+def linear_scaled(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """A user's replacement of torch's ``Linear.forward``."""
+    return torch.nn.functional.linear(x, self.weight, self.bias) * SCALE
+
+
+def gelu_scaled(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """A user's replacement of torch's C function ``torch.nn.functional.gelu``."""
+    return ORIGINAL_GELU(x, approximate="tanh") * SCALE
+
+
+ORIGINAL_GELU = torch.nn.functional.gelu
+
+
 @pytest.mark.parametrize(
     ("where", "name", "replacement"),
     [
         (latent_ebm_module, "reconstruction_loss", scaled_loss),
         (LatentEBM, "finish_training_step", finishes_scaled),
+        (torch.nn.Linear, "forward", linear_scaled),
+        (torch.nn.functional, "gelu", gelu_scaled),
     ],
-    ids=["module-level helper", "method rebound on the class"],
+    ids=["module-level helper", "method rebound on the class", "torch's Python method", "torch's C function"],
 )
 def test_a_lebm_function_replaced_during_the_fit_drops_the_recordings(
     where, name, replacement, monkeypatch, one_thread
@@ -217,6 +232,93 @@ def test_a_lebm_function_replaced_during_the_fit_drops_the_recordings(
     assert len(lines) == 2, lines
     assert f"{name} changed since the iteration was recorded" in lines[0]
     assert f"{replacement.__name__}, code that is not lebm's" in lines[1]
+
+
+class EntersAt(L.Callback):
+    """At the batch ``at``, enters ``context`` for the rest of the fit (a mode a callback turns on)."""
+
+    def __init__(self, at: int, context: Any) -> None:
+        self.at, self.context = at, context
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+        if trainer.global_step == self.at:
+            self.context.__enter__()
+
+    def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
+        self.context.__exit__(None, None, None)
+
+
+class Doubles(torch.overrides.TorchFunctionMode):
+    """A user's mode: every ``tanh`` doubled."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        return out * 2 if func is torch.tanh else out
+
+
+def pack_twice(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+def unpack_half(x: torch.Tensor) -> torch.Tensor:
+    return x / 1.5  # not the inverse: a replay that skipped the hooks trains other weights
+
+
+@pytest.mark.parametrize(
+    "context",
+    [Doubles, lambda: torch.autograd.graph.saved_tensors_hooks(pack_twice, unpack_half)],
+    ids=["a TorchFunctionMode", "saved-tensor hooks"],
+)
+def test_a_mode_entered_during_the_fit_keeps_iterations_and_chains_eager(context, one_thread) -> None:
+    eager, _ = fit(stock(), recorded=False, callbacks=[EntersAt(6, context())])
+    model = stock()
+    recorded, lines = fit(model, recorded=True, callbacks=[EntersAt(6, context())])
+    assert_same(eager, recorded)
+    assert len(lines) == 1 and "which a replay would not run" in lines[0], lines
+
+
+def test_lebms_function_given_a_users_code_during_the_fit_records_again_and_is_refused(monkeypatch, one_thread) -> None:
+    """The same function object, a user's ``__code__``: the code identity is checked, and the watch
+    reads the file the code came from."""
+    target = latent_ebm_module.reconstruction_loss
+    code = target.__code__
+
+    def doubled(decoder: Any, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return decoder.nll(x, z).mean() * 2.0  # reads no global: it runs with lebm's module's globals
+
+    def swap() -> None:
+        target.__code__ = doubled.__code__
+
+    try:
+        eager, _ = fit(stock(), recorded=False, callbacks=[PatchAt(6, swap)])
+        target.__code__ = code
+        model = stock()
+        recorded, lines = fit(model, recorded=True, callbacks=[PatchAt(6, swap)])
+    finally:
+        target.__code__ = code
+    assert_same(eager, recorded)
+    assert len(lines) == 2 and "reconstruction_loss changed since the iteration was recorded" in lines[0], lines
+    assert "code that is not lebm's" in lines[1]
+
+
+def halves_the_gradients(trainer: L.Trainer, module: Any) -> None:
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            parameter.grad.mul_(0.5)
+
+
+def test_an_update_hook_set_on_a_callback_or_the_model_instance_keeps_iterations_eager(one_thread) -> None:
+    """Hooks the recorded update does not call, set on an instance (not a class): named in one line."""
+    callback = L.Callback()
+    callback.on_after_backward = halves_the_gradients
+    eager, _ = fit(stock(), recorded=False, callbacks=[callback])
+    recorded, lines = fit(stock(), recorded=True, callbacks=[callback])
+    assert_same(eager, recorded)
+    assert len(lines) == 1 and "the callback Callback runs on_after_backward" in lines[0], lines
+    model = stock()
+    model.on_after_backward = lambda: None
+    _, lines = fit(model, recorded=True)
+    assert len(lines) == 1 and "LatentEBM.on_after_backward is replaced on the instance" in lines[0], lines
 
 
 def test_the_code_a_recording_may_run_is_lebms_torchs_lightnings_and_the_standard_librarys() -> None:
