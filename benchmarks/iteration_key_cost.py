@@ -3,17 +3,20 @@
     python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
         [--paper-batch-size N] [--write DIR]
 
-With recorded iterations on, every training iteration first checks what keeps it eager
-(:func:`lebm.recording.recorded_iteration.why_iterations_eager`: hooks on every parameter, the optimisers'
-options), asks the method what it reads of the host (``iteration_key()``) and builds the key
-(:func:`lebm.recording.iteration_key.iteration_key`: a description of every module, attribute and
-optimiser the iteration reads), before it replays. This is host work at every replay, on any device.
-For every method's quickstart and paper-shape recipe, it times those three calls (median of
+With recorded iterations on, every training iteration does host work before it replays
+(``IterationRecorder.run``): the cheap reasons to stay eager
+(:func:`lebm.recording.recorded_iteration.quick_eager_reason`), what the method reads of the host
+(``iteration_key()``), the check of the state's stamp (:class:`lebm.recording.key_stamp.StateStamp`:
+the description of every module, attribute and optimiser is built again only when one of them was
+replaced), the iteration's own parts of the key, and the check of the bindings of the code a
+recording ran (:class:`lebm.recording.audit.Bindings`, made here by watching one eager iteration).
+For every method's quickstart and paper-shape recipe, it times that work (median of
 ``--repeats`` at each of ``--iters`` iterations, after two warm-up iterations) inside a real eager
-fit on the CPU, times the eager iteration itself (median), and prints one JSON line per recipe:
-``key_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules and parameters the
-key describes. The data are random, of the recipe's shape and batch size (``--paper-batch-size``: another
-for the paper shapes, whose eager iterations take seconds to minutes on a CPU; the key does not
+fit on the CPU, and once with the state described anew (``rebuild_us``: a fit's first iteration, or
+one after a change), times the eager iteration itself (median), and prints one JSON line per recipe:
+``key_us``, ``rebuild_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules
+and parameters the key describes. The data are random, of the recipe's shape and batch size
+(``--paper-batch-size``: another for the paper shapes, whose eager iterations take seconds to minutes on a CPU; the key does not
 depend on the batch size, and a smaller batch's shorter iteration makes its share an upper bound). ``--write DIR`` also
 writes the lines to ``DIR/iteration_key_cost-<date>-<commit>.jsonl`` and the table made from them
 (:func:`table`) beside it, as ``.md``.
@@ -41,6 +44,7 @@ from common import bare_trainer, describe_device, load_recipe, run_facts  # noqa
 from train_step import IterationTimer, observation_shape, start_in_stage  # noqa: E402
 
 from lebm.config import build  # noqa: E402
+from lebm.recording.audit import Bindings, CodeWatch  # noqa: E402
 from lebm.recording.iteration_key import declared_reads, request_parts  # noqa: E402
 from lebm.recording.keys import Description  # noqa: E402
 from lebm.recording.recorded_iteration import quick_eager_reason  # noqa: E402
@@ -74,7 +78,19 @@ class KeyTimer(L.Callback):
         self.modules = 0
         self.parameters = 0
 
+    bindings: Bindings | None = None
+    watch: CodeWatch | None = None
+
     def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, index: int) -> None:
+        if index == WARMUP - 1:  # what a recording would bind: one eager training_iteration watched, as it watches
+            self.watch = CodeWatch()
+            iteration = type(module).training_iteration
+
+            def watched(batch: Any, batch_idx: int) -> None:
+                with self.watch:
+                    iteration(module, batch, batch_idx)
+
+            module.training_iteration = watched
         if index < WARMUP:
             return
         leaves, _ = tree_flatten(batch)
@@ -86,15 +102,23 @@ class KeyTimer(L.Callback):
         for _ in range(self.repeats):
             start = time.perf_counter()
             per_iteration_key(module, leaves)
+            assert self.bindings is not None and self.bindings.unchanged(), self.bindings.changed()
             self.times.append(time.perf_counter() - start)
         self.modules = len(recorder.state.described.modules)
         self.parameters = sum(1 for _ in module.parameters())
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: Any, outputs: Any, batch: Any, index: int) -> None:
+        if index == WARMUP - 1 and self.watch is not None:
+            del module.training_iteration
+            classes = [type(module), *(type(m) for m in module.modules())]
+            self.bindings = Bindings(self.watch.ran, classes, self.watch.c_calls.values())
+            self.functions = len(self.bindings.functions)
 
 
 def per_iteration_key(module: Any, leaves: list[Any]) -> None:
     """What the recorder does on the host before it replays (``IterationRecorder.run``): the cheap
     reasons to stay eager, ``iteration_key()``, the state's stamp (or its description when it
-    changed) and the iteration's own parts of the key."""
+    changed) and the iteration's own parts of the key (the caller adds the bindings' check)."""
     quick_eager_reason(module)
     declared, _ = declared_reads(module)
     module.iteration_recorder.described_state(module)

@@ -159,13 +159,18 @@ class CodeWatch:
         self.any_code = any_code  # a captured chain's watch: the user's code runs there too, and is noted
         self.foreign: str | None = None
         self.ran: dict[types.CodeType, str] = {}
-        self.c_calls: dict[tuple[int, int], tuple[dict[str, Any], Any]] = {}
+        self.c_calls: dict[tuple[int, Any], tuple[dict[str, Any] | None, Any, type | None]] = {}
         self._verdicts: dict[types.CodeType, bool] = {}
         self._previous: Any = None
 
     def _note(self, frame: types.FrameType, event: str, arg: Any) -> None:
         if event == "c_call":
-            self.c_calls.setdefault((id(frame.f_globals), id(arg)), (frame.f_globals, arg))
+            owner = getattr(arg, "__self__", None)
+            if owner is None or isinstance(owner, types.ModuleType | type):
+                self.c_calls.setdefault((id(frame.f_globals), id(arg)), (frame.f_globals, arg, None))
+            else:  # a method of an object (a tensor's add_): by its class and name, the object not kept alive
+                kind = type(owner)
+                self.c_calls.setdefault((id(kind), arg.__name__), (None, arg.__name__, kind))
             return
         if event != "call":
             return
@@ -207,37 +212,38 @@ def _function_of(value: Any) -> types.FunctionType | None:
     return value if isinstance(value, types.FunctionType) else None
 
 
-def _resolved(code: types.CodeType, module_name: str) -> tuple[Any, str, types.FunctionType] | None:
+def _resolved(code: types.CodeType, module_name: str) -> tuple[Any, str, Any] | None:
     """``(owner, name, function)``: where the function that ran ``code`` is bound by its qualified
-    name (a module or a class), or None (a nested function, a wrapper, a name bound elsewhere)."""
+    name (a module or a class; for a class method, the class body and the ``classmethod`` it
+    holds), or None (a nested function, a wrapper, a name bound elsewhere)."""
     parts = code.co_qualname.split(".")
     if "<locals>" in parts or "<lambda>" in parts:
         return None
     owner: Any = sys.modules.get(module_name)
     for part in parts[:-1]:
         owner = getattr(owner, part, None)
+    if isinstance(owner, type) and isinstance(vars(owner).get(parts[-1]), classmethod):
+        function: Any = vars(owner)[parts[-1]]  # bound anew at every read: held as its class body holds it
+        return (vars(owner), parts[-1], function) if function.__func__.__code__ is code else None
     function = getattr(owner, parts[-1], None) if owner is not None else None
-    function = getattr(function, "__func__", function)  # a class method, bound when read
     if not isinstance(function, types.FunctionType) or function.__code__ is not code:
         return None
     return owner, parts[-1], function
 
 
-def _c_binding(namespace: dict[str, Any], function: Any) -> tuple[Any, str, Any] | None:
-    """Where a C function called from the module of ``namespace`` was looked up: ``(class, name,
-    descriptor)`` for a method of a tensor (or another object of a library's class), ``(module
-    namespace, name, function)`` for a name of the calling module or of a module it holds
+def _c_binding(namespace: dict[str, Any] | None, function: Any, kind: type | None) -> tuple[Any, str, Any] | None:
+    """Where a C function (:attr:`CodeWatch.c_calls`) was looked up: ``(class, name, descriptor)``
+    for a method of an object of class ``kind`` (a tensor's ``add_``), ``(module namespace, name,
+    function)`` for a name of the calling module (``namespace``) or of a module it holds
     (``torch.tanh``, ``F.gelu``); None where that cannot be told (a builtin type's method)."""
-    name = getattr(function, "__name__", None)
-    if not isinstance(name, str):
-        return None
-    owner = getattr(function, "__self__", None)
-    if owner is not None and not isinstance(owner, types.ModuleType | type):
-        kind = type(owner)
+    if kind is not None:
         if kind.__module__ == "builtins":
             return None  # a list's append, a dict's get: their types cannot be patched
-        descriptor = getattr(kind, name, None)
-        return (kind, name, descriptor) if descriptor is not None else None
+        descriptor = getattr(kind, function, None)
+        return (kind, function, descriptor) if descriptor is not None else None
+    name = getattr(function, "__name__", None)
+    if not isinstance(name, str) or namespace is None:
+        return None
     if namespace.get(name) is function:
         return namespace, name, function
     for value in list(namespace.values()):
@@ -271,11 +277,14 @@ class Bindings:
         self,
         ran: dict[types.CodeType, str],
         classes: Iterable[type],
-        c_calls: Iterable[tuple[dict[str, Any], Any]] = (),
+        c_calls: Iterable[tuple[dict[str, Any] | None, Any, type | None]] = (),
     ) -> None:
-        found = [where for code, module in ran.items() if (where := _resolved(code, module)) is not None]
-        c_bound = [where for namespace, function in c_calls if (where := _c_binding(namespace, function))]
+        resolved = [where for code, module in ran.items() if (where := _resolved(code, module)) is not None]
+        found = [where for where in resolved if not isinstance(where[2], classmethod)]
+        self.class_methods = [where for where in resolved if isinstance(where[2], classmethod)]
+        c_bound = [where for call in c_calls if (where := _c_binding(*call))]
         found += [where for where in c_bound if isinstance(where[0], type)]
+        found = list({(id(owner), name): (owner, name, function) for owner, name, function in found}.values())
         self.owners = [owner for owner, _, _ in found]
         self.names = [name for _, name, _ in found]
         self.functions = [function for _, _, function in found]
@@ -312,6 +321,7 @@ class Bindings:
             and all(len(namespace) == size for namespace, size in self.namespaces)
             and all(map(is_, map(dict.get, self.in_namespace, self.globals, repeat(_MISSING)), self.values))
             and all(len(body) == size for body, size, _ in self.sizes)
+            and all(body.get(name) is held for body, name, held in self.class_methods)
         )
 
     def changed(self) -> str | None:
@@ -336,4 +346,7 @@ class Bindings:
             if len(body) != size:
                 added = sorted(set(body) - names) or ["an entry removed"]
                 return f"{body.get('__qualname__', '?')}.{added[0]}"
+        for body, name, held in self.class_methods:
+            if body.get(name) is not held:
+                return f"{body.get('__qualname__', '?')}.{name}"
         return None
