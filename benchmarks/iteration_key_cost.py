@@ -16,8 +16,9 @@ fit on the CPU, and once with the state described anew (``rebuild_us``: a fit's 
 one after a change), times the eager iteration itself (median), and prints one JSON line per recipe:
 ``key_us``, ``rebuild_us``, ``eager_iteration_ms``, their ratio (``key_share``), and the modules
 and parameters the key describes. The data are random, of the recipe's shape and batch size
-(``--paper-batch-size``: another for the paper shapes, whose eager iterations take seconds to minutes on a CPU; the key does not
-depend on the batch size, and a smaller batch's shorter iteration makes its share an upper bound). ``--write DIR`` also
+(``--paper-batch-size``: another for the paper shapes, whose eager iterations take seconds to
+minutes on a CPU; the key does not depend on the batch size, and a smaller batch's shorter iteration
+makes its share an upper bound). ``--write DIR`` also
 writes the lines to ``DIR/iteration_key_cost-<date>-<commit>.jsonl`` and the table made from them
 (:func:`table`) beside it, as ``.md``.
 """
