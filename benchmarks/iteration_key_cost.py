@@ -1,7 +1,7 @@
 """The host cost of a recorded iteration's key, per iteration, beside the eager iteration's time.
 
     python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
-        [--paper-batch-size N] [--write DIR]
+        [--paper-batch-size N] [--methods DAMC,...] [--write DIR]
 
 With recorded iterations on, every training iteration does host work before it replays
 (``IterationRecorder.run``): the cheap reasons to stay eager
@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--paper-batch-size", type=int, default=None, help="default: each paper recipe's own")
     parser.add_argument("--write", default=None, help="a folder for the JSON lines and their table")
+    parser.add_argument("--methods", default="", help="only these methods (comma-separated class names)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -193,6 +194,8 @@ def main() -> None:
     rows = []
     for recipes in chosen:
         for method, path in recipes.items():
+            if args.methods and method not in args.methods.split(","):
+                continue
             batch_size = args.paper_batch_size if recipes is PAPER_SHAPES else None
             row = measure(method, path, args.iters, args.repeats, batch_size)
             row.update(device=describe_device(torch.device("cpu")), commit=commit, date=str(date.today()))

@@ -28,7 +28,7 @@ Paths (``--paths``; the default is every path that applies to the device):
 - ``fast_bf16``: the same with compiled nets (``FastNets(compile, channels_last)``);
 - ``fast``: float32, compiled channels-last nets, eager chains (the CPU's fast path);
 - ``recorded``, ``recorded_bf16``: as ``captured`` and ``captured_bf16``, with whole training
-  iterations recorded as CUDA graphs (``--recorded-iterations on``: lebm's default on CUDA; every
+  iterations recorded as CUDA graphs (``--recorded-iterations on``: off by default on CUDA since issue 106; every
   other path sets the switch off, so that a row names what it times).
 
 On a CPU chains always run eagerly, so only ``eager`` and ``fast`` apply there; the paper shapes take

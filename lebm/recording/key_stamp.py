@@ -36,6 +36,7 @@ __all__ = ["StateStamp"]
 
 _MISSING = object()
 _GRAD = operator.attrgetter("grad")
+_SHAPE = operator.attrgetter("shape")
 _REQUIRES_GRAD = operator.attrgetter("requires_grad")
 #: A group's settings that change without a new key: the learning rate (read from a device tensor).
 _LIVE_SETTINGS = ("params", "lr", "initial_lr")
@@ -109,7 +110,7 @@ class StateStamp:
                     self.names.append(name)
                     self.values.append(value)
         self.addresses = list(map(torch.Tensor.data_ptr, self.tensors))
-        self.shapes = [t.shape for t in self.tensors]
+        self.shapes = list(map(_SHAPE, self.tensors))
         self.strides = list(map(torch.Tensor.stride, self.tensors))
         self.grads = list(map(_GRAD, self.parameters))
         self.flags = list(map(_REQUIRES_GRAD, self.parameters))
@@ -127,7 +128,7 @@ class StateStamp:
             and all(len(items) == len(held) and all(map(is_, items, held)) for items, held in self.lists)
             and all(items == held for items, held in self.sets)
             and list(map(torch.Tensor.data_ptr, self.tensors)) == self.addresses
-            and [t.shape for t in self.tensors] == self.shapes
+            and list(map(_SHAPE, self.tensors)) == self.shapes
             and list(map(torch.Tensor.stride, self.tensors)) == self.strides
             and all(map(is_, map(_GRAD, self.parameters), self.grads))
             and list(map(_REQUIRES_GRAD, self.parameters)) == self.flags
