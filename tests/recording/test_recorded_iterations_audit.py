@@ -217,15 +217,16 @@ def test_a_lebm_function_replaced_during_the_fit_drops_the_recordings(
     up and records again, and the watch refuses the replacement (a second line): the weights are
     the eager path's under the same change."""
     monkeypatch.setitem(globals(), "SCALE", 2.0)
-
-    def patch() -> None:
-        monkeypatch.setattr(where, name, replacement)
-
-    eager, _ = fit(stock(), recorded=False, callbacks=[PatchAt(6, patch)])
-    monkeypatch.undo()  # lebm's own function back, for the recorded fit to replace at the same step
-    monkeypatch.setitem(globals(), "SCALE", 2.0)
+    # a patcher of its own for each fit (the test's monkeypatch also holds the conftest's settings,
+    # which an undo() would take back mid-test): lebm's own function is back before the second fit
+    with pytest.MonkeyPatch.context() as patcher:
+        eager, _ = fit(
+            stock(), recorded=False, callbacks=[PatchAt(6, lambda: patcher.setattr(where, name, replacement))]
+        )
     model = stock()
-    recorded, lines = fit(model, recorded=True, callbacks=[PatchAt(6, patch)])
+    with pytest.MonkeyPatch.context() as patcher:
+        patching = PatchAt(6, lambda: patcher.setattr(where, name, replacement))
+        recorded, lines = fit(model, recorded=True, callbacks=[patching])
     assert_same(eager, recorded)
     stats = model.iteration_recorder.stats
     assert stats.recordings >= 1 and stats.replays >= 2, stats
