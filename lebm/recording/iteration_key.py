@@ -105,7 +105,7 @@ def request_parts(
     method: Any, leaves: list[Any], declared: Hashable, window_reached: frozenset[int] | None, described: Description
 ) -> IterationKey:
     """The parts of the key that each iteration brings (cheap, built at every iteration): the
-    batch's shapes, ``iteration_key()``, the accumulation window, the guard and the numerics."""
+    method's class, the batch's shapes, ``iteration_key()``, the accumulation window, the guard and the numerics."""
     batch = tuple(
         tensor_signature(leaf) if isinstance(leaf, Tensor) else described.of(leaf, "the batch") for leaf in leaves
     )
@@ -114,6 +114,7 @@ def request_parts(
     opens = settings.accumulate == 1 or batch_idx % settings.accumulate == 0
     guard = method.guard
     return (
+        ("class", type(method)),  # read at every iteration: model.__class__ switched is a new key at once
         ("batch", batch),
         ("iteration_key()", described.of(declared, "iteration_key()")),
         ("updates", (settings, opens, method.updates_this_batch, window_reached)),
@@ -125,7 +126,7 @@ def request_parts(
 def state_parts(method: Any, described: Description) -> IterationKey:
     """The parts of the key that describe the method's state (dear on a large model: built once
     and checked by :class:`~lebm.recording.key_stamp.StateStamp` at every iteration): every child
-    module, every attribute outside the modules, the hyperparameters, the class, every optimiser."""
+    module, every attribute outside the modules, the hyperparameters, every optimiser."""
     parts: list[tuple[str, Hashable]] = []
     parts.extend((f"module {name}", described.of(child, name)) for name, child in method.named_children())
     parts.extend(
@@ -134,7 +135,6 @@ def state_parts(method: Any, described: Description) -> IterationKey:
         if name not in LEFT_OUT_OF_THE_KEY and name not in NOT_STATE  # NOT_STATE: nn.Module's own dicts
     )
     parts.append(("hyperparameters", plain(dict(method.hparams))))
-    parts.append(("class", type(method)))
     recorder = method.iteration_recorder
     for index, optimizer in enumerate(method.optimizer_list()):
         inner = getattr(optimizer, "optimizer", optimizer)
