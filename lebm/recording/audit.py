@@ -163,31 +163,41 @@ class CodeWatch:
         self._verdicts: dict[types.CodeType, bool] = {}
         self._previous: Any = None
 
-    def _note(self, frame: types.FrameType, event: str, arg: Any) -> None:
-        if event == "c_call":
-            owner = getattr(arg, "__self__", None)
-            if owner is None or isinstance(owner, types.ModuleType | type):
-                self.c_calls.setdefault((id(frame.f_globals), id(arg)), (frame.f_globals, arg, None))
-            else:  # a method of an object (a tensor's add_): by its class and name, the object not kept alive
-                kind = type(owner)
-                self.c_calls.setdefault((id(kind), arg.__name__), (None, arg.__name__, kind))
-            return
-        if event != "call":
-            return
-        code = frame.f_code
-        if code in self._verdicts:
-            return
-        module = frame.f_globals.get("__name__")
-        verdict = trusted_code(module, code.co_filename)
-        self._verdicts[code] = verdict
-        if verdict or self.any_code:
-            self.ran[code] = module
-        if not verdict and self.foreign is None:
-            self.foreign = f"{module}.{code.co_qualname}"
+    def _profiler(self) -> Any:
+        """The profile function: a closure over this watch's tables (it runs at every call, return
+        and C call of the recording, so it reads nothing through ``self``)."""
+        verdicts, ran, c_calls, any_code = self._verdicts, self.ran, self.c_calls, self.any_code
+        instance_free = (types.ModuleType, type, type(None))
+
+        def note(frame: types.FrameType, event: str, arg: Any) -> None:
+            if event == "c_call":
+                owner = getattr(arg, "__self__", None)
+                if isinstance(owner, instance_free):
+                    key: tuple[int, Any] = (id(frame.f_globals), id(arg))
+                    if key not in c_calls:
+                        c_calls[key] = (frame.f_globals, arg, None)
+                else:  # a method of an object (a tensor's add_): by its class and name, the object not kept alive
+                    key = (id(type(owner)), arg.__name__)
+                    if key not in c_calls:
+                        c_calls[key] = (None, arg.__name__, type(owner))
+                return
+            if event != "call":
+                return
+            code = frame.f_code
+            if code in verdicts:
+                return
+            module = frame.f_globals.get("__name__")
+            verdict = verdicts[code] = trusted_code(module, code.co_filename)
+            if verdict or any_code:
+                ran[code] = module
+            if not verdict and self.foreign is None:
+                self.foreign = f"{module}.{code.co_qualname}"
+
+        return note
 
     def __enter__(self) -> CodeWatch:
         self._previous = sys.getprofile()
-        sys.setprofile(self._note)
+        sys.setprofile(self._profiler())
         return self
 
     def __exit__(self, *exc: object) -> None:
