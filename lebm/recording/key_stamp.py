@@ -31,6 +31,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from lebm.recording.keys import NOT_STATE, Description
+from lebm.recording.torch_internals import module_stores
 
 __all__ = ["StateStamp"]
 
@@ -80,7 +81,7 @@ class StateStamp:
         mappings.extend((vars(value), NOT_STATE) for value in described.objects.values())
         containers = dict(described.containers)
         for module in described.modules.values():
-            for store in (module._parameters, module._buffers, module._modules):
+            for store in module_stores(module):
                 containers[id(store)] = store
         _nested_containers(method.hparams, containers)  # the live mapping (a dict subclass), not a copy
         if rates is not None:

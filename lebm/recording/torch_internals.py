@@ -112,6 +112,16 @@ def optimizer_hooks(optimizer: torch.optim.Optimizer) -> dict[str, Mapping[Any, 
     return {name: _read(optimizer, name, "Optimizer") for name in OPTIMIZER_HOOKS}
 
 
+def module_stores(module: nn.Module) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``module``'s own parameter, buffer and child dictionaries (``_parameters``, ``_buffers``,
+    ``_modules``): the containers a key's stamp holds by identity."""
+    return (
+        _read(module, "_parameters", "Module"),
+        _read(module, "_buffers", "Module"),
+        _read(module, "_modules", "Module"),
+    )
+
+
 def active_thread_modes() -> str | None:
     """The first of this thread's torch-wide interceptions that is active, named (None: none): a
     ``TorchFunctionMode`` or ``TorchDispatchMode`` entered, or autograd's saved-tensor hooks
