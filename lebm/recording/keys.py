@@ -201,15 +201,10 @@ class Description:
         if id(module) in self.modules:
             return ("module", id(module))
         self.modules[id(module)] = module
-        tensors = tuple(
-            (name, tensor_id(t))
-            for store in (module._parameters, module._buffers)
-            for name, t in store.items()
-            if t is not None
-        )
-        self.tensors.update(
-            (id(t), t) for store in (module._parameters, module._buffers) for t in store.values() if t is not None
-        )
+        stores = (module._parameters, module._buffers)
+        held = [(name, t) for store in stores for name, t in store.items() if t is not None]
+        self.tensors.update((id(t), t) for _, t in held)
+        tensors = tuple((name, tensor_id(t)) for name, t in held)
         # looked up on the instance, then the class: nn.Module's __getattr__ raises for a missing name, slowly
         ignored = module.__dict__.get("chain_capture_ignore", getattr(type(module), "chain_capture_ignore", ()))
         state = tuple(

@@ -684,7 +684,8 @@ def quick_eager_reason(method: Any) -> str | None:
         return f"{type(method).__name__}.{min(shadowed)} is replaced on the instance, code lebm has not audited"
     for callback in trainer.callbacks:
         for hook in UPDATE_HOOKS:
-            function = getattr(getattr(callback, hook, None), "__func__", None) or getattr(callback, hook, None)
+            bound = getattr(callback, hook, None)  # the class's hook, or one set on the instance
+            function = getattr(bound, "__func__", bound)
             if function is not None and getattr(function, "__module__", "").split(".")[0] not in LIGHTNING:
                 return f"the callback {type(callback).__name__} runs {hook} inside every update"
     return None
