@@ -1,4 +1,4 @@
-"""The CPU twin of the GPU test that every method trains with its chains captured (
+"""The CPU twin of the GPU test that every method trains with its chains captured
 (``test_chain_graphs_cuda.py::test_every_method_trains_with_captured_chains_as_with_eager_ones``;
 device: CPU, through the replay emulator): the same cases, built and trained by the same function
 (``trained_with_chains``, the cases imported by the same path), and the same check of every chain's
