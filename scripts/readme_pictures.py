@@ -17,11 +17,15 @@ trained weights (:data:`WEIGHTS`). Two checks follow:
   the grid or its caption fails there until ``draw`` runs again. Drawing from fixed weights is
   stable: another CPU's rounding flips a few pixels by a level or two, where a changed caption,
   chain or net moves pixels by many levels (:data:`MAX_LEVEL_DIFFERENCE`, :data:`MAX_CHANGED_SHARE`).
-- ``check`` compares every picture with a new run's, pixel by pixel (exit 1 and one line naming
-  ``draw`` when one is missing, of another size or past the tolerance; it says whether the run
-  trained the pictured weights). CI runs it on the quickstart it trains, reported and not gating:
-  100 epochs of training are chaotic at the pixel level (a 1e-7 change of one learning rate moves
-  the sample grids as much as a code change), so another CPU's rounding alone can fail it.
+- ``check`` compares every picture with a new run's, pixel by pixel, and first says so: what it
+  compares with what, and that a match is expected only of the run that drew the pictures (exit 1
+  and one line naming ``draw`` when one is missing, of another size or past the tolerance; it says
+  whether the run trained the pictured weights). CI runs it on the quickstart it trains, reported
+  and not gating: 100 epochs of training are chaotic at the pixel level (a 1e-7 change of one
+  learning rate moves the sample grids as much as a code change), so any other machine's rounding
+  can fail it, one of the drawing machine's own CPU type included (its torch build, thread count
+  or instruction set differ: a run on an AMD EPYC like the drawing one failed it too, issue 109).
+  The pictures' own check is :func:`redraw`'s, from fixed weights.
 """
 
 from __future__ import annotations
@@ -185,6 +189,17 @@ def drawing_cpu(images: Path = IMAGES) -> str:
     return named or "not named in docs/images/quickstart_pictures.json"
 
 
+def what_check_compares(run: Path, images: Path = IMAGES) -> str:
+    """The line ``check`` opens with: what it compares, and why only the drawing run is expected to match."""
+    return (
+        f"readme_pictures: comparing the README's {len(PICTURES)} pictures ({images.name}/, drawn on "
+        f"{drawing_cpu(images)}) with the ones {run} drew, pixel by pixel. Only the run that drew them is expected "
+        "to match: 100 epochs of training turn another machine's rounding (even on the same CPU type) into other "
+        "weights and pictures that differ in detail. What the code draws is checked by tests/test_readme_pictures.py, "
+        "from the pictured weights."
+    )
+
+
 def trained_weights(run: Path) -> dict[str, Any]:
     """The model's weights in the run's ``checkpoints/last.ckpt`` (its state_dict)."""
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -214,6 +229,7 @@ def main() -> None:
         draw(args.run)
         print(f"readme_pictures: drew {len(PICTURES)} pictures from {args.run} into {IMAGES.relative_to(REPO)}")
         return
+    print(what_check_compares(args.run))
     differences = check(args.run)
     for difference in differences:
         print(f"readme_pictures: {difference.describe()}")
@@ -231,10 +247,12 @@ def main() -> None:
         advice = f"it trained the pictured weights, so the drawing changed: draw them again with `{DRAW}`"
     elif gap is not None:
         advice = (
-            f"it trained other weights than the pictured ones (largest difference {gap:.3g}). On another CPU type "
-            "than the one that drew them this is expected: its rounding trains other weights, whose pictures look "
-            "alike and differ in detail, and docs/images should stay as they are. Only after a change to the "
-            f"training, on the CPU that drew them ({drawing_cpu()}), draw them again with `{DRAW}`"
+            f"it trained other weights than the pictured ones (largest difference {gap:.3g}). On any machine but "
+            "the one that drew them this is expected, one of the same CPU type included: 100 epochs amplify a "
+            "rounding difference (another torch build, thread count or instruction set) into other weights, whose "
+            "pictures look alike and differ in detail, so docs/images should stay as they are; the default tier's "
+            "tests/test_readme_pictures.py checks them by drawing them again from the pictured weights. Only after "
+            f"a change to the training draw them again, with `{DRAW}` (they were drawn on {drawing_cpu()})"
         )
     else:
         advice = f"after a change to the training or the drawing, draw them again with `{DRAW}`"
