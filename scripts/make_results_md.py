@@ -91,7 +91,7 @@ def render(
         "",
     ]
     if status is not None and targets is not None:
-        lines += status_section(status, targets, records)
+        lines += status_section(status, targets, records, published, sizes)
     lines += row_section(records, published)
     lines += gap_section(records)
     with_plot = plotted(records)

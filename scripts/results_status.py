@@ -9,6 +9,9 @@ digit), ``data`` (what ours ran on), ``status`` (one of :data:`STATUSES`, or ``b
 explained by <what> (measured)``), a short ``reason`` and, where a record it shows predates a
 change to its recipe or method (``scripts/results_staleness.py``), ``stale`` saying which. The
 paper's value is read from the recipe, ours from the records: the row holds no figure of its own.
+Its words (``reason``, ``data``, each ``label``) name their figures as ``{name}`` placeholders that
+its ``figures`` read from the records (``scripts/results_figures.py``); a numeral typed there fails
+``tests/test_results_figures.py``.
 
 A status may blame only what a record shows:
 
@@ -100,7 +103,8 @@ def selected(selector: dict, records: list[dict]) -> list[dict]:
 
     def key(record: dict) -> tuple:
         listed = [where[k].index(record[k]) for k in where if isinstance(where[k], list)]
-        return (*listed, record.get("digit", -1))
+        seed = record.get("seed") if isinstance(record.get("seed"), int) else -1
+        return (*listed, record.get("digit", -1), seed)
 
     return sorted(found, key=key)
 
@@ -214,9 +218,15 @@ def status_row(row: dict, targets: dict[str, str], records: list[dict], papers: 
     ]
 
 
-def status_section(status: dict, targets: dict[str, str], records: list[dict]) -> list[str]:
-    """The status table with its heading and a line on how to read it."""
-    rows = [status_row(row, targets, records, status["papers"]) for row in status["rows"]]
+def status_section(
+    status: dict, targets: dict[str, str], records: list[dict], published: list[dict] | None = None, sizes=None
+) -> list[str]:
+    """The status table with its heading and a line on how to read it; each row's words with their
+    figures read from the records (``results_figures.py``)."""
+    from results_figures import Sources, filled_row
+
+    sources = Sources(records, published or [], sizes or {})
+    rows = [status_row(filled_row(row, sources), targets, records, status["papers"]) for row in status["rows"]]
     return [
         "## Reproduction status",
         "",
