@@ -36,6 +36,8 @@ UPDATE = 500
 #: records' ``run_setting`` starts with this and names the seed.
 PLATEAU_SCORES = "70k pool, 16,000 updates (GPU), seed"
 OWN_POSTERIOR = "(the model's)"
+#: How many test images a score-variant record scored (its ``run_setting``: "..., 2000 test images").
+TEST_IMAGES = re.compile(r"(\d+) test images")
 
 
 def readings_at(records: list[dict]) -> dict[int, dict]:
@@ -96,10 +98,11 @@ def gap_section(records: list[dict]) -> list[str]:
         chosen = ", ".join(f"{u:,}" for u in sorted({r["validation_selected"]["update"] for r in longer}))
         same = [base[r["seed"]]["test"]["score"]["auprc"] for r in longer if r["seed"] in base]
         change = mean_and_sd(tests)[0] - mean_and_sd(same)[0] if same else None
+        against = f" (vs the recipe at update {UPDATE:,}, same seeds)" if change is not None else ""
         lines.append(
             f"| training length: {chosen} updates (GPU), checkpoint chosen on validation "
             f"| {', '.join(str(r['seed']) for r in longer)} | {chosen} | | "
-            f"{spread(tests)} | {spread(aurocs)} | {signed(change)} |"
+            f"{spread(tests)} | {spread(aurocs)} | {signed(change)}{against} |"
         )
     weighted = score_weight_row(records)
     if weighted:
@@ -138,7 +141,8 @@ def score_weight_row(records: list[dict]) -> str | None:
     """The row of the score's prior weight that the validation split chose at the longer runs'
     16,000-update checkpoints (the highest mean validation AUPRC over the seeds, among the weights
     read on every seed), its test reading against the recipe's weight 1 at the same checkpoints and
-    on the same draw of test images; None until both splits are read."""
+    on the same test images (the protocol's seeded draw, ``--limit`` of ``experiments/anomaly_gap.py``
+    drawing what ``--max-examples`` of ``anomaly_protocols.py`` draws); None until both splits are read."""
     val, test = plateau_scores(records, "val"), plateau_scores(records, "test")
     seeds_read = sorted({s for s, _ in val})
     weights = sorted(w for w in {w for _, w in val} if all((s, w) in val for s in seeds_read))
@@ -154,10 +158,13 @@ def score_weight_row(records: list[dict]) -> str | None:
     vals = [val[(s, chosen)]["value"] for s in seeds if (s, chosen) in val]
     at_one = [test[(s, 1.0)]["value"] for s in seeds]
     change = mean_and_sd([a - b for a, b in zip(tests, at_one, strict=True)])[0]
+    sizes = sorted({m.group(1) for s in seeds if (m := TEST_IMAGES.search(test[(s, chosen)]["run_setting"]))})
+    images = f"the protocol's {' / '.join(f'{int(n):,}' for n in sizes)} test images" if sizes else "the test split"
     return (
         f"| the score's prior term weighted {chosen:g} instead of 1 (chosen on validation among "
-        f"{', '.join(f'{w:g}' for w in weights)}), at the 16,000-update checkpoints, on a draw of test images of its "
-        f"own (weight 1 reads {spread(at_one)} there) | {', '.join(map(str, seeds))} | 16,000 | {spread(vals)} "
+        f"{', '.join(f'{w:g}' for w in weights)}), at the 16,000-update checkpoints, rescored on {images} (the "
+        f"seeded draw every reading of the recipe scores; weight 1 reads {spread(at_one)} there) "
+        f"| {', '.join(map(str, seeds))} | 16,000 | {spread(vals)} "
         f"| {spread(tests)} | {spread(aurocs)} | {signed(change)} (vs weight 1, same checkpoints and images) |"
     )
 
