@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import os
 import re
 import shlex
@@ -270,7 +271,33 @@ def protocol_record(
         ),
         "device": this_device(),
         "date": datetime.date.today().isoformat(),
+        **changed_settings(args.run),
     }
+
+
+#: Fit arguments that change no number of a run (what it prints and logs).
+QUIET = frozenset({"--trainer.logger", "--trainer.enable_progress_bar"})
+
+
+def changed_settings(run: Path) -> dict:
+    """``{"changed": ...}``: the settings the run's fit changed from its recipe, as its arguments
+    after ``--`` of ``anomaly_selections.py`` (``fit_arguments.json`` in the run folder; quiet ones
+    aside); "nothing (the recipe)" when none; ``{}`` for a run fitted otherwise (not known)."""
+    path = Path(run) / "fit_arguments.json"
+    if not path.is_file():
+        return {}
+    given = json.loads(path.read_text())["fit_args"]
+    kept, skip = [], False
+    for index, argument in enumerate(given):
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in QUIET:
+            skip = "=" not in argument and index + 1 < len(given)
+            continue
+        kept.append(argument)
+    return {"changed": shlex.join(kept) if kept else "nothing (the recipe)"}
 
 
 def protocol_records(

@@ -19,12 +19,15 @@ test readings (LEBM's "last 10 epochs"), the last checkpoint and the validation-
 For a long budget in parts (a lent GPU's calls): ``--stage fit`` trains only (stopped by SIGTERM, it
 keeps a resumable ``last.ckpt`` and the same command goes on), ``--stage score`` scores only;
 ``--experiment NAME`` names the run folders and the record (default ``mnist_anomaly_selections``),
-and every argument after ``--`` is passed to ``lebm fit`` (``-- --trainer.logger false``).
+and every argument after ``--`` is passed to ``lebm fit`` (``-- --trainer.logger false``); they are
+kept in the run folder (``fit_arguments.json``) and the records name those that change a setting
+(``changed``: a factor study's one change).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -34,6 +37,9 @@ from script import existing_file, positive_int, run_lebm, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "mnist_anomaly_selections"
+#: The run folder's note of what its fit changed from the recipe: the arguments after ``--``, which
+#: ``anomaly_protocols.py`` records as ``changed`` (the one setting a factor study changes).
+FIT_ARGUMENTS = "fit_arguments.json"
 
 
 def main() -> None:
@@ -57,6 +63,8 @@ def main() -> None:
     run = REPO / "runs" / method / args.experiment / f"digit{args.digit}-seed{args.seed}"
     if args.stage in ("fit", "both"):
         fit(args, run, fit_args)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / FIT_ARGUMENTS).write_text(json.dumps({"fit_args": fit_args, "recipe": str(args.recipe)}) + "\n")
     if args.stage in ("score", "both"):
         scoring = [sys.executable, str(REPO / "experiments" / "anomaly_protocols.py"), str(run.relative_to(REPO))]
         scoring += ["--protocols", "recipe", "--max-examples", str(args.max_examples)]

@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device, with_progress  # noqa: E402
 from script import run_lebm, run_main  # noqa: E402
 
 from lebm.config import build  # noqa: E402
@@ -616,7 +616,7 @@ def main() -> None:
     if args.match_steps != 1000:
         parts += ["--match-steps", str(args.match_steps)]
     written = records(results, args, shlex.join(parts), not args.checkpoints)
-    OUTPUT.write_text(json.dumps(written, indent=1) + "\n")
+    OUTPUT.write_text(json.dumps([stamped(r) for r in written], indent=1) + "\n")
     save_figure(written)
     print(f"wrote {OUTPUT.relative_to(REPO)} and {FIGURE.relative_to(REPO)}", flush=True)
     render_results_md()

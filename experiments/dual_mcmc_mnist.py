@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dual_mcmc_revision_sweep import OFFICIAL_NOISE, parse_chains  # noqa: E402
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device  # noqa: E402
 from script import run_lebm, run_main  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
@@ -196,7 +196,7 @@ def main() -> None:
         }
         for metric, value in values.items()
     ]
-    path.write_text(json.dumps(records, indent=2) + "\n")
+    path.write_text(json.dumps([stamped(r) for r in records], indent=2) + "\n")
     print(json.dumps(values, indent=2))
     render_results_md()
 

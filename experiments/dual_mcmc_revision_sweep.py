@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
-from records import render_results_md, this_device  # noqa: E402
+from records import render_results_md, stamped, this_device  # noqa: E402
 from script import run_main  # noqa: E402
 
 from lebm.callbacks.fid import CACHE_FORMAT  # noqa: E402
@@ -335,7 +335,7 @@ def write_records(path: Path, records: list[dict[str, Any]], quiet: bool = False
     complete list); printed unless ``quiet``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(records, indent=2) + "\n")
+    partial.write_text(json.dumps([stamped(r) for r in records], indent=2) + "\n")
     os.replace(partial, path)
     if not quiet:
         print(json.dumps(records, indent=2))

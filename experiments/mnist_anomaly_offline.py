@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from records import EPOCH_LINES, anomaly_trainer, newest_last_checkpoint, render_results_md, this_device
+from records import EPOCH_LINES, anomaly_trainer, newest_last_checkpoint, render_results_md, stamped, this_device
 from script import existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
@@ -247,8 +247,10 @@ def evaluation_epochs(run_config: Path, evaluations: int) -> list[int] | None:
 
 def save_record(output: Path, record: dict, identity: Callable[[dict], object]) -> None:
     """Add ``record`` to the JSON list in ``output``, replacing the one with the same ``identity``;
-    under a file lock, since runners of other digits may write the same file at the same time."""
+    under a file lock, since runners of other digits may write the same file at the same time. The
+    record is :func:`records.stamped`: it carries its commit, command, device and date."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    record = stamped(record)
     with open(output.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         records = json.loads(output.read_text()) if output.exists() else []

@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import EPOCH_LINES, this_device  # noqa: E402
+from records import EPOCH_LINES, stamped, this_device  # noqa: E402
 from script import run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
                     "date": datetime.date.today().isoformat(),
                 }
             )
-    OUTPUT.write_text(json.dumps(records, indent=1) + "\n")
+    OUTPUT.write_text(json.dumps([stamped(r) for r in records], indent=1) + "\n")
     print("wrote", OUTPUT.relative_to(REPO))
 
 

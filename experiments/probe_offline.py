@@ -23,7 +23,7 @@ import shlex
 from pathlib import Path
 
 import torch
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device
 from script import ScriptError, existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
@@ -94,7 +94,7 @@ def main() -> None:
             }
         )
     records.sort(key=lambda r: (r["method"], r["metric"]))
-    output.write_text(json.dumps(records, indent=2) + "\n")
+    output.write_text(json.dumps([stamped(r) for r in records], indent=2) + "\n")
     render_results_md()
     print(json.dumps(probe["accuracy"]), flush=True)
 

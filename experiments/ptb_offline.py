@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 
 import torch
-from records import EPOCH_LINES, render_results_md, this_device
+from records import EPOCH_LINES, render_results_md, stamped, this_device
 from script import existing_file, positive_int, run_lebm, run_main
 
 from lebm.cli.resolve import resolve_recipe
@@ -96,7 +96,7 @@ def main() -> None:
             record["nll_per_word"] = round(logged["test/nll_is_per_word"], 4)
             record["ppl"] = round(logged["test/ppl_is"], 2)
         records.append(record)
-    output.write_text(json.dumps(records, indent=1) + "\n")
+    output.write_text(json.dumps([stamped(r) for r in records], indent=1) + "\n")
     render_results_md()
     print(json.dumps([r for r in records if r["method"] == method], indent=1))
 

@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device, with_progress  # noqa: E402
 from script import run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
@@ -452,7 +452,8 @@ def main() -> None:
     sizes = list(dict.fromkeys([TRAINING_CHAIN[1], winner.step_size]))
     earlier = earlier_readings(found, last_epoch, grid_settings(args.early_steps, sizes), args.seeds, digits)
     command = shlex.join(["python", "experiments/quickstart_chains.py", *(["--run", args.run] if args.run else [])])
-    OUTPUT.write_text(json.dumps(records(earlier + last, floor, command, args.seeds, len(digits)), indent=2) + "\n")
+    written = [stamped(r) for r in records(earlier + last, floor, command, args.seeds, len(digits))]
+    OUTPUT.write_text(json.dumps(written, indent=2) + "\n")
     pictures = {
         f"training chain {label(*TRAINING_CHAIN)}": samples[TRAINING_CHAIN],
         f"last-epoch grid {label(GRID_LONG_STEPS, TRAINING_CHAIN[1])}": samples[(GRID_LONG_STEPS, TRAINING_CHAIN[1])],

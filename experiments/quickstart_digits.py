@@ -31,7 +31,7 @@ from scipy import linalg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import EPOCH_LINES, render_results_md, this_device  # noqa: E402
+from records import EPOCH_LINES, render_results_md, stamped, this_device  # noqa: E402
 from script import run_lebm, run_main  # noqa: E402
 
 from lebm.callbacks import ReconstructionMSE  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
             for metric, value in values.items()
         ]
         output = REPO / "docs" / "results" / f"{folder}_{EXPERIMENT}.json"
-        output.write_text(json.dumps(records, indent=2) + "\n")
+        output.write_text(json.dumps([stamped(r) for r in records], indent=2) + "\n")
         print(f"{recipe}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()), flush=True)
     render_results_md()
 

@@ -56,6 +56,43 @@ def this_device() -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def commit_fields(repo: Path = REPO) -> dict:
+    """A record's ``commit`` (the checkout's HEAD, short) and ``commit_dirty`` (whether the code or
+    recipes differed from it: uncommitted changes under ``lebm/``, ``recipes/`` or ``experiments/``);
+    ``commit`` None with a ``commit_note`` outside a git checkout."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", "lebm", "recipes", "experiments"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return {"commit": None, "commit_note": "not a git checkout"}
+    return {"commit": head, "commit_dirty": bool(changed)}
+
+
+#: What every new record carries, beside what it measured (``stamped`` fills what a runner left out).
+PROVENANCE = ("commit", "command", "device", "date")
+
+
+def stamped(record: dict) -> dict:
+    """``record`` with its provenance: the commit it was made at (:func:`commit_fields`), the command
+    (this process's, when the runner named none), the device and the date; what it holds stays."""
+    import datetime
+    import shlex
+
+    found = {**commit_fields()} if "commit" not in record else {}
+    found.setdefault("command", shlex.join(["python", *sys.argv]))
+    found.setdefault("device", this_device())
+    found.setdefault("date", datetime.date.today().isoformat())
+    return {**record, **{k: v for k, v in found.items() if k not in record}}
+
+
 def render_results_md() -> None:
     """Regenerate docs/results.md from the records in docs/results/."""
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_results_md.py")], check=True)

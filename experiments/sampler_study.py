@@ -73,7 +73,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from quickstart_digits import frechet_distance, pixel_stats  # noqa: E402
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device  # noqa: E402
 from script import positive_int, run_main  # noqa: E402
 
 import lebm  # noqa: E402
@@ -434,7 +434,7 @@ def save(output: Path, new: list[dict]) -> None:
     keys = {(r["protocol"], r["method"], r["sampler"]) for r in new}
     old = json.loads(output.read_text()) if output.exists() else []
     kept = [r for r in old if (r.get("protocol"), r.get("method"), r.get("sampler")) not in keys]
-    output.write_text(json.dumps(kept + new, indent=1) + "\n")
+    output.write_text(json.dumps([stamped(r) for r in kept + new], indent=1) + "\n")
 
 
 PANELS = {
@@ -592,7 +592,7 @@ def reevaluate(methods: list[str] | None = None) -> None:
             meta = {k: template[k] for k in ("budget", "recipe", "command", "device", "date") if k in template}
             meta["figure"] = str(FIGURE.relative_to(REPO / "docs"))
             kept += records_of(template["method"], protocol, arm, template["samplers"], by_seed, meta)
-        path.write_text(json.dumps(kept, indent=1) + "\n")
+        path.write_text(json.dumps([stamped(r) for r in kept], indent=1) + "\n")
 
 
 def all_records() -> list[dict]:

@@ -61,7 +61,7 @@ from torch import Tensor
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, this_device, with_progress  # noqa: E402
+from records import EPOCH_LINES, newest_last_checkpoint, render_results_md, stamped, this_device, with_progress  # noqa: E402
 from script import positive_int, run_lebm, run_main  # noqa: E402
 
 import lebm  # noqa: E402
@@ -479,7 +479,7 @@ def main() -> None:
         results[name] = diagnose(name, SETTINGS[name], REPO / args.runs, args.epochs)
         print(name, json.dumps(results[name]), flush=True)
     if args.record:
-        OUTPUT.write_text(json.dumps(to_records(results, args.epochs), indent=1) + "\n")
+        OUTPUT.write_text(json.dumps([stamped(r) for r in to_records(results, args.epochs)], indent=1) + "\n")
         render_results_md()
     print(json.dumps(results, indent=1))
 
