@@ -34,7 +34,8 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 from lebm.atomic import folder_write_error, os_reason, replaced_atomically
-from lebm.checkpoints import CheckpointError, most_trained_checkpoint
+from lebm.checkpoints import CheckpointError, most_trained_checkpoint, run_id_held
+from lebm.user_warnings import warn_user
 
 __all__ = ["AtomicCheckpointIO", "CheckpointNotSaved", "use_atomic_checkpoints", "with_atomic_checkpoints"]
 
@@ -108,8 +109,33 @@ def is_local(path: Any) -> bool:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's ``TorchCheckpointIO`` whose saves are atomic in the run folder itself (module doc):
     a temporary file beside the checkpoint, flushed and synced, renamed over it; on failure the
-    temporary file is removed and :class:`CheckpointNotSaved` raised. Loading and removing are
-    Lightning's."""
+    temporary file is removed and :class:`CheckpointNotSaved` raised. Loading is Lightning's; removing
+    is Lightning's for the files of the run set in :attr:`removes_only_run`, and no other file's.
+
+    Attributes:
+        removes_only_run: the id of the run whose checkpoints :meth:`remove_checkpoint` deletes (set by
+            the method when training starts: :mod:`lebm.training.own_checkpoints`); a checkpoint that
+            another run wrote (or that cannot be read) is kept and named in a warning. None: any.
+    """
+
+    removes_only_run: str | None = None
+
+    def remove_checkpoint(self, path: Any) -> None:
+        """Delete the checkpoint at ``path`` (Lightning rotating its top-k, or replacing a last
+        checkpoint), unless it is not a checkpoint of :attr:`removes_only_run`: then it is kept."""
+        target = os.fspath(path) if isinstance(path, os.PathLike) else str(path).removeprefix("file://")
+        if self.removes_only_run is not None and is_local(path) and os.path.isfile(target):
+            try:
+                held: str | None = run_id_held(target)
+            except CheckpointError:
+                held = "unknown (the file cannot be read)"
+            if held != self.removes_only_run:
+                warn_user(
+                    f"kept {target}: run {held or 'of an older lebm (no id)'} wrote it, not this run "
+                    f"({self.removes_only_run}), and lebm deletes only the checkpoints of the run it trains"
+                )
+                return
+        super().remove_checkpoint(path)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` whole or not at all (``storage_options`` must be None)."""

@@ -506,6 +506,12 @@ class AnomalyDetection(EvaluationMetric):
         loaded = getattr(self, "_checkpoint_updates", None)
         return int(trainer.global_step) if trainer.state.fn == "fit" or loaded is None else loaded
 
+    @property
+    def held_out(self) -> list[int] | None:
+        """The labels counted as anomalies (the held-out digits) of the last evaluation (None: none yet)."""
+        classes = getattr(self, "_classes_tensor", None)
+        return None if classes is None else [int(label) for label in classes.tolist()]
+
     def test_closing_line(self, ckpt_path: str | None) -> str | None:
         """The line ``lebm test`` ends with: the test reading against chance and the no-model
         baseline, and how it was selected against how the papers selected theirs (None: no test
@@ -513,7 +519,7 @@ class AnomalyDetection(EvaluationMetric):
         if "test" not in self._last_reading:
             return None
         reading = self._last_reading["test"]
-        line = closing_line("test", reading, self.untrained_below)
+        line = f"{held_out_words(self.held_out)}: {closing_line('test', reading, self.untrained_below)}"
         if reading["untrained"]:  # no paper's figure compares with an untrained generator's level
             return line
         return f"{line}; {test_selection(ckpt_path)}"
@@ -535,6 +541,7 @@ class AnomalyDetection(EvaluationMetric):
         reading = self._last_reading["test"]
         return {
             "callback": type(self).__name__,
+            "held_out": self.held_out,
             "ckpt_path": ckpt_path,
             "updates": reading["update"],
             "untrained": reading["untrained"],
@@ -545,3 +552,10 @@ class AnomalyDetection(EvaluationMetric):
             "no_model": {key: reading["no_model"][key] for key in ("best", "auprc", "auroc")},
             "line": self.test_closing_line(ckpt_path),
         }
+
+
+def held_out_words(classes: list[int] | None) -> str:
+    """``"held-out digit 4"``, ``"held-out digits 1, 7"`` (``"held-out digits unknown"`` for None)."""
+    if not classes:
+        return "held-out digits unknown"
+    return f"held-out digit{'s' if len(classes) > 1 else ''} {', '.join(str(label) for label in classes)}"

@@ -93,6 +93,7 @@ from lebm.cli.run_folder import (
     FOLDERS_MADE,
     RUN_BOUND_LOGGER_SETTINGS,
     RUN_RECORD_MARK,
+    WANDB_RUN_FOLDER_FILE,
     WANDB_RUN_ID_FILE,
     best_without_a_fit,
     check_writable,
@@ -108,6 +109,7 @@ from lebm.cli.run_folder import (
 )
 from lebm.cli.run_lock import release_locks, take_lock
 from lebm.config import given_configs
+from lebm.data.content import data_content, data_read
 from lebm.data.errors import DataError
 from lebm.devices import check_device_settings
 from lebm.models.base import Method
@@ -323,6 +325,10 @@ class RunConfigSaved(SaveConfigCallback):
             recorded.pop("ckpt_path", None)  # a fit's record never resumes: the command asks (--ckpt_path)
             header = f"{RUN_RECORD_MARK}\n{header}"  # read with -c, it trains in the folder it lies in
         recorded = without_run_bound_logger_settings(recorded)
+        content = data_content(trainer.datamodule)
+        if content is not None:  # the data as read: the path the root resolved to and a digest of its content
+            where = f"from {content['root']}" if content["root"] else "(no files: data bundled with a package)"
+            header += f"# data read {where}: content digest {content['digest']}, {content['files']} files\n"
         with replaced_atomically(path, "w") as handle:
             handle.write(
                 header + yaml.safe_dump(recorded, default_flow_style=False, allow_unicode=True, sort_keys=False)
@@ -408,13 +414,17 @@ class LebmCLI(LightningCLI):
         data = config.get("data")
         data = data.as_dict() if hasattr(data, "as_dict") else data
         given = functools.partial(gives_option, self._raw_args)
+        args = self._raw_args
+        configs = [value for flag, value in zip(args, args[1:], strict=False) if flag in ("-c", "--config")]
         self._other_data_on_purpose = False  # set on the model once built (Method.other_data_on_purpose)
         run_dir = config.trainer.default_root_dir or os.getcwd()
         if self.subcommand in ("validate", "test", "predict"):
             if config.get("ckpt_path") in ("last", "auto"):  # the run's own, by what its checkpoints say
                 trusted = config.get("weights_only") is False
                 config.ckpt_path = evaluated_checkpoint(run_dir, config.ckpt_path, self.subcommand, not trusted)
-            self._other_data_on_purpose = check_scored_data(self.subcommand, config.get("ckpt_path"), data, given)
+            self._other_data_on_purpose = check_scored_data(
+                self.subcommand, config.get("ckpt_path"), data, given, configs
+            )
             typed = gives_option(self._typed_args, "trainer.default_root_dir")  # a record's own folder is no choice
             beside = None if typed else evaluation_folder(config.ckpt_path, self.subcommand)
             if beside is not None and beside != os.path.abspath(run_dir):
@@ -444,7 +454,7 @@ class LebmCLI(LightningCLI):
                 run_dir, config.get("ckpt_path"), bool(config.get("overwrite")), weights_only=not trusted
             )
             # a resume reads the data its checkpoint trained on, wherever the file lies
-            self._other_data_on_purpose = check_scored_data("fit", config.get("ckpt_path"), data, given)
+            self._other_data_on_purpose = check_scored_data("fit", config.get("ckpt_path"), data, given, configs)
         elif self.subcommand == "predict" and not config.get("ckpt_path"):
             last = shlex.quote(os.path.join(run_dir, CHECKPOINT_DIR, "last.ckpt"))
             fail(
@@ -481,7 +491,9 @@ class LebmCLI(LightningCLI):
                     if key in init_args and not gives_option(self._raw_args, f"trainer.logger.init_args.{key}"):
                         init_args[key] = run_dir if key == "save_dir" else None
             if self.subcommand == "fit" and init_args.get("id") is None:
-                init_args.id = wandb_run_id(run_dir, resuming)
+                init_args.id, note = wandb_run_id(run_dir, resuming, config.get("ckpt_path"))
+                if note and is_primary_process():
+                    trainer_flags.say(note)
                 init_args.resume = "allow"
                 self._wandb_run = (run_dir, init_args.id)
         notes = [trainer_flags.drop_checkpoint_callbacks(config.trainer)]
@@ -610,6 +622,8 @@ class LebmCLI(LightningCLI):
             if record is not None:
                 records.append(record)
         if records:
+            read = data_read(self.trainer.datamodule)
+            records = [{**record, **read} for record in records]
             path = keep_test_readings(self.trainer.default_root_dir, records)
             sys.stderr.write(f"lebm: the test reading is kept in {path}\n")
 
@@ -621,6 +635,8 @@ class LebmCLI(LightningCLI):
             run_dir, run_id = run
             with replaced_atomically(os.path.join(run_dir, WANDB_RUN_ID_FILE), "w") as handle:
                 handle.write(run_id)
+            with replaced_atomically(os.path.join(run_dir, WANDB_RUN_FOLDER_FILE), "w") as handle:
+                handle.write(os.path.abspath(run_dir))  # a copy of the folder gets a W&B run of its own
         trainer_flags.name_extra_last_checkpoints(self.trainer.checkpoint_callbacks)
         if self.subcommand == "fit" and self.trainer.checkpoint_callback is not None and not self._smoke_test:
             self.trainer.callbacks.append(InterruptCheckpoint())

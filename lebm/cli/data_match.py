@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
 
-from lebm.checkpoints import RUN_KEY, CheckpointError, read_checkpoint
+from lebm.checkpoints import CheckpointError, read_checkpoint
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import CHECKPOINT_DIR, is_primary_process, say
 from lebm.config import import_object
-from lebm.data.fingerprint import Fingerprint, comparable, describe_difference, differing_settings
+from lebm.data.fingerprint import Fingerprint, comparable, describe_difference, differing_settings, same_class
+from lebm.training.run_identity import trained_data_of_checkpoint
 
 #: The run's record beside its ``checkpoints/`` folder.
 RUN_CONFIG = "config.yaml"
@@ -50,14 +51,46 @@ def split_settings_of(class_path: Any) -> tuple[str, ...]:
 
 
 def trained_data_of(ckpt_path: str) -> Fingerprint | None:
-    """The data fingerprint the checkpoint carries (:mod:`lebm.training.run_identity`; None: a
-    checkpoint written before lebm kept one, or a file the command's own load will name)."""
+    """The data fingerprint the checkpoint carries (:func:`lebm.training.run_identity.trained_data_of_checkpoint`:
+    its lebm identity's, else one read from the DataModule arguments Lightning stored; None: neither,
+    or a file the command's own load will name)."""
     try:
-        record = read_checkpoint(ckpt_path).get(RUN_KEY)
+        checkpoint = read_checkpoint(ckpt_path)
     except CheckpointError:
         return None
-    data = record.get("data") if isinstance(record, dict) else None
-    return data if isinstance(data, dict) else None
+    return trained_data_of_checkpoint(checkpoint, ckpt_path).fingerprint
+
+
+def record_disagreement(ckpt_path: str, fingerprint: Fingerprint) -> str | None:
+    """How the checkpoint's own data record (``fingerprint``, from its lebm identity) disagrees
+    with the ``config.yaml`` of the run folder it lies in, in words (None: they agree, or no such
+    record, or another DataModule class)."""
+    record = run_config_of(ckpt_path)
+    if record is None or fingerprint.get("class_path") is None:
+        return None
+    recorded = recorded_data(record, ckpt_path)
+    if not isinstance(recorded, dict) or not same_class(fingerprint["class_path"], recorded.get("class_path")):
+        return None
+    differing = differing_settings(fingerprint, recorded)
+    if not differing:
+        return None
+    listed = "; ".join(f"{key} {comparable(old)} against {comparable(new)}" for key, old, new in differing)
+    return f"the data record {ckpt_path} carries disagrees with its run's {record} ({listed})"
+
+
+def recorded_data(record: str, ckpt_path: str) -> Any:
+    """The ``data`` section of the run record ``record`` (the ``config.yaml`` beside ``ckpt_path``'s
+    ``checkpoints/`` folder); a record that is not valid YAML stops the command in one line."""
+    try:
+        with open(record) as handle:
+            return (yaml.safe_load(handle) or {}).get("data") or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        fail(
+            f"{record}, the record of the run that wrote {ckpt_path}, is not valid YAML{where}: restore it from the "
+            "run's W&B files or a backup, or move it aside and give the data settings the run trained on"
+        )
 
 
 def recorded_differences(ckpt_path: str, data: dict[str, Any]) -> list[tuple[str, Any, Any]] | None:
@@ -66,49 +99,56 @@ def recorded_differences(ckpt_path: str, data: dict[str, Any]) -> list[tuple[str
     record = run_config_of(ckpt_path)
     if record is None:
         return None
-    try:
-        with open(record) as handle:
-            trained = (yaml.safe_load(handle) or {}).get("data") or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        fail(
-            f"{record}, the record of the run that wrote {ckpt_path}, is not valid YAML{where}: restore it from the "
-            "run's W&B files or a backup, or move it aside and give the data settings the run trained on"
-        )
+    trained = recorded_data(record, ckpt_path)
     if not isinstance(trained, dict) or trained.get("class_path") != data.get("class_path"):
         return []
-    ran, now = trained.get("init_args") or {}, data.get("init_args") or {}
-    return [
-        (key, ran[key], now.get(key))
-        for key in split_settings_of(data.get("class_path"))
-        if key in ran and comparable(ran[key]) != comparable(now.get(key))
-    ]
+    ran = {key: value for key, value in (trained.get("init_args") or {}).items()}
+    settings = set(split_settings_of(data.get("class_path")))
+    return differing_settings(
+        {"class_path": trained["class_path"], "settings": {key: ran[key] for key in ran if key in settings}}, data
+    )
 
 
-def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], given: Callable[[str], bool]) -> bool:
+def check_scored_data(
+    subcommand: str,
+    ckpt_path: Any,
+    data: dict[str, Any],
+    given: Callable[[str], bool],
+    configs: Sequence[str] = (),
+) -> bool:
     """Stop ``subcommand`` in one line when ``data`` (the command's ``data`` section) differs from
     the data the checkpoint was trained on in a split setting the command line does not give
-    itself; ``given(key)`` says whether it gives ``--<key>``. The checkpoint's own fingerprint
-    decides, wherever the file lives; an older checkpoint is compared with its run's
-    ``config.yaml``. Returns whether the command scores other data on purpose (said in one line)."""
+    itself; ``given(key)`` says whether it gives ``--<key>``, ``configs`` are the ``-c`` files it
+    reads. The checkpoint's own fingerprint decides, wherever the file lives (an older checkpoint's
+    is read from Lightning's stored DataModule arguments, or its run's ``config.yaml``); a
+    fingerprint that disagrees with the ``config.yaml`` of the run folder it lies in is refused as
+    inconsistent. Returns whether the command reads other data on purpose (said in one line): a
+    differing setting it gives, or ``--data.init_args.root`` (the content check of the model then
+    says what differs instead of refusing)."""
     if not isinstance(ckpt_path, str) or not data or not os.path.isfile(ckpt_path):
         return False
+    verb = "train on" if subcommand == "fit" else "score"
     fingerprint = trained_data_of(ckpt_path)
     if fingerprint is not None:
         differing = differing_settings(fingerprint, data)
+        disagreement = record_disagreement(ckpt_path, fingerprint)
     else:
         differing = recorded_differences(ckpt_path, data) or []
+        disagreement = None
     unasked = [item for item in differing if not given(f"data.init_args.{item[0]}")]
+    if disagreement is not None and (unasked or not differing):
+        fail(
+            f"lebm {subcommand}: {disagreement}: the file was edited or comes from another run, so the data it was "
+            f"trained on is unknown; give the settings to {verb} as --data.init_args.<setting> on purpose, or use the "
+            "run's own checkpoint"
+        )
     if unasked:
-        verb = "train on" if subcommand == "fit" else "score"
+        flags = " ".join(f"--data.init_args.{key} {shlex.quote(comparable(old))}" for key, old, _ in unasked)
         record = run_config_of(ckpt_path)
-        own = (
-            f"{verb} the run's own data with -c {shlex.quote(record)}"
-            if record is not None
-            else f"{verb} the data it was trained on (give "
-            + " ".join(f"--data.init_args.{key} {shlex.quote(comparable(old))}" for key, old, _ in unasked)
-            + ")"
+        given_configs = {os.path.abspath(path) for path in configs}
+        record_named = record is not None and os.path.abspath(record) not in given_configs
+        own = f"{verb} the data it was trained on with {flags}" + (
+            f" (or -c {shlex.quote(record)}, its run's record)" if record_named else ""
         )
         fail(
             f"lebm {subcommand}: {ckpt_path} was trained on other data than this command reads "
@@ -118,4 +158,4 @@ def check_scored_data(subcommand: str, ckpt_path: Any, data: dict[str, Any], giv
     if differing and is_primary_process():
         listed = "; ".join(f"{key} {comparable(new)} (trained on {comparable(old)})" for key, old, new in differing)
         say(f"lebm {subcommand}: scoring {ckpt_path} on other data than it trained on, as the command gives: {listed}")
-    return bool(differing)
+    return bool(differing) or given("data.init_args.root")

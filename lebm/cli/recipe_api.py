@@ -67,15 +67,11 @@ class RunFolderGate(L.Callback):
     as ``lebm fit`` applies them. At set-up, first among the recipe's callbacks: a smoke test
     (``fast_dev_run``) into a folder that holds a run (a checkpoint) is refused in one line naming
     ``recipe.trainer(fast_dev_run=...)``, which keeps its files in a temporary folder; a fit into such
-    a folder writes no ``config.yaml`` over the run's, and when it starts (Lightning names the
-    checkpoint it resumes only then) it is refused unless it resumes one (``ckpt_path``). A fit takes
-    the folder's lock (:mod:`lebm.cli.run_lock`) until it ends."""
-
-    def __init__(self) -> None:
-        self.started_run: str | None = None
+    a folder writes no ``config.yaml`` over the run's (the method itself refuses to train into it
+    unless the fit resumes that run: :mod:`lebm.training.own_checkpoints`, for any Trainer). A fit
+    takes the folder's lock (:mod:`lebm.cli.run_lock`) until it ends."""
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.started_run = None
         if str(getattr(stage, "value", stage)) != "fit":
             return
         run_dir = str(trainer.default_root_dir)
@@ -94,7 +90,6 @@ class RunFolderGate(L.Callback):
                 "test's files in a temporary folder, or give the Trainer another default_root_dir"
             )
         if held:
-            self.started_run = run_dir
             for callback in trainer.callbacks:  # the run's record stays as the run wrote it
                 if isinstance(callback, SaveConfigCallback):
                     callback.already_saved = True
@@ -106,14 +101,6 @@ class RunFolderGate(L.Callback):
             except SystemExit:  # the command's refusal, raised in Python as an error (a notebook goes on)
                 raise ValueError(said.getvalue().strip().removeprefix("lebm: error: ")) from None
             sys.stderr.write(said.getvalue())  # a lock taken over: said in one line, as from the command
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.started_run is not None and trainer.ckpt_path is None:
-            last = os.path.join(self.started_run, CHECKPOINT_DIR, "last.ckpt")
-            raise ValueError(
-                f"{self.started_run} already holds a run: resume it with trainer.fit(..., ckpt_path={last!r}), or "
-                "train into another default_root_dir"
-            )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if str(getattr(stage, "value", stage)) == "fit":

@@ -45,11 +45,13 @@ from typing import Any
 from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason, replaced_atomically
 from lebm.checkpoints import (
     KEPT_FOR_SCORE_PREFIX,
+    RUN_KEY,
     CheckpointError,
     CheckpointNotPlain,
     check_checkpoint_file,
     is_resumable,
     most_trained_checkpoint,
+    read_checkpoint,
     run_id_held,
     training_held,
 )
@@ -58,9 +60,21 @@ from lebm.cli.run_lock import LOCK_FILE
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
+#: The folder the W&B id beside it was made in (absolute): a copied or moved run folder gets a W&B run
+#: of its own when resumed (:func:`wandb_run_id`).
+WANDB_RUN_FOLDER_FILE = "wandb_run_folder.txt"
 #: What a start writes into the run folder before the first checkpoint (the table of logged numbers,
 #: the curves and the sentence files too: they may be written before it).
-START_UP_FILES = ("config.yaml", WANDB_RUN_ID_FILE, "images", "wandb", "metrics.csv", "curves.png", "samples")
+START_UP_FILES = (
+    "config.yaml",
+    WANDB_RUN_ID_FILE,
+    WANDB_RUN_FOLDER_FILE,
+    "images",
+    "wandb",
+    "metrics.csv",
+    "curves.png",
+    "samples",
+)
 #: The ``lebm test`` readings kept in a run folder, one JSON line each (:func:`keep_test_readings`).
 TEST_READINGS_FILE = "test_readings.jsonl"
 #: What ``--overwrite true`` deletes (the FID reference cache too: it belongs to the old run's data;
@@ -574,10 +588,50 @@ def fit_checkpoint(run_dir: str, ckpt_path: Any, overwrite: bool, weights_only: 
     return ckpt_path
 
 
-def wandb_run_id(run_dir: str, resuming: bool) -> str:
-    """The W&B run id: the one stored in the run folder when resuming, else a fresh one."""
+def wandb_run_id(run_dir: str, resuming: bool, ckpt_path: Any = None) -> tuple[str, str | None]:
+    """The W&B run id of a fit in ``run_dir``, and a line to say (None: nothing to say). A new run
+    gets a fresh id. A resume (from ``ckpt_path``) continues the id stored in the folder only when
+    that id was made in this very folder (:data:`WANDB_RUN_FOLDER_FILE`; a folder of an older lebm,
+    which did not record it: unless the checkpoint says it was written elsewhere) and the checkpoint
+    does not name another W&B run; else a fresh id, said in one line with the way to continue the
+    stored one on purpose (``--trainer.logger.init_args.id``)."""
+    fresh = uuid.uuid4().hex[:12]
     path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
-    if resuming and os.path.exists(path):
+    if not resuming or not os.path.exists(path):
+        return fresh, None
+    with open(path) as handle:
+        stored = handle.read().strip()
+    identity = checkpoint_identity(ckpt_path)
+    made_in = read_text(os.path.join(run_dir, WANDB_RUN_FOLDER_FILE)) or identity.get("folder")
+    here = os.path.abspath(run_dir)
+    if isinstance(made_in, str) and os.path.abspath(made_in) != here:
+        why = f"its W&B id {stored} was made in {made_in}, and this folder is a copy or a move of it"
+    elif isinstance(identity.get("wandb_id"), str) and identity["wandb_id"] != stored:
+        why = f"{ckpt_path} logged to W&B run {identity['wandb_id']}, not to this folder's {stored}"
+    else:
+        return stored, None
+    return fresh, (
+        f"resuming in {here}: {why}; logging to a new W&B run {fresh} so that two histories never share one "
+        f"(give --trainer.logger.init_args.id {stored} to continue {stored} on purpose)"
+    )
+
+
+def read_text(path: str) -> str | None:
+    """The stripped text of the file at ``path`` (None when it is missing or unreadable)."""
+    try:
         with open(path) as handle:
-            return handle.read().strip()
-    return uuid.uuid4().hex[:12]
+            return handle.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def checkpoint_identity(ckpt_path: Any) -> dict[str, Any]:
+    """The run identity the checkpoint file at ``ckpt_path`` carries (:mod:`lebm.training.run_identity`;
+    empty: none, or no readable file)."""
+    if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
+        return {}
+    try:
+        record = read_checkpoint(ckpt_path).get(RUN_KEY)
+    except CheckpointError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -44,7 +44,9 @@ from lebm.config import (
     unrecordable_part,
 )
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
-from lebm.data.fingerprint import data_fingerprint, describe_difference, fingerprint_difference
+from lebm.data.content import content_difference
+from lebm.data.errors import DataError
+from lebm.data.fingerprint import content_of, data_fingerprint, describe_difference, fingerprint_difference
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
@@ -59,6 +61,7 @@ from lebm.training.final_validation import ValidateLastEpoch
 from lebm.training.guard import DivergenceGuard, TrainingDiverged, last_good_checkpoint
 from lebm.training.hooks import MethodHooks, as_list
 from lebm.training.monitoring import check_monitors
+from lebm.training.own_checkpoints import keep_own_checkpoint_states, let_io_remove_only, refuse_another_runs_folder
 from lebm.training.prediction import Predictions
 from lebm.training.recovery import CHECKPOINT_KEY as RECOVERY_KEY
 from lebm.training.recovery import RecoveryPolicy, RecoveryRecord
@@ -70,11 +73,11 @@ from lebm.training.resume import (
 )
 from lebm.training.run_identity import CHECKPOINT_KEY as RUN_KEY
 from lebm.training.run_identity import (
-    follow_a_moved_run_folder,
     identity_record,
     new_run_id,
     run_identity,
-    trained_fingerprint,
+    trained_data_of_checkpoint,
+    wandb_id_of,
 )
 from lebm.training.settings import check_optimizer_settings, optimizer_settings
 from lebm.training.stepping import (
@@ -706,8 +709,11 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         """Start (or, when resuming, restore) the training stream; a new run redraws every
         rank-local buffer from its rank's stream."""
         self._loaded_step = None  # the weights are this fit's from now on
+        # a folder of another run is never trained into, by any Trainer (before the first checkpoint)
+        refuse_another_runs_folder(self.trainer, self.run_id, self.trainer.ckpt_path)
         if self.run_id is None:  # a new run (a resumed one took its id from the checkpoint)
             self.run_id = self._shared_run_id()
+        let_io_remove_only(self.trainer, self.run_id)  # Lightning's rotation deletes this run's files alone
         self._fit_started_at = time.time()  # a checkpoint written since is this fit's (the guard's way back)
         self.iteration_recorder.start_fit()
         restored = self.random_streams.start_training(
@@ -754,7 +760,10 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self.run_id is None and trainer is not None:  # saved before training started (a user's save)
             self.run_id = self._shared_run_id()
         datamodule = getattr(trainer, "datamodule", None)
-        checkpoint[RUN_KEY] = identity_record(self.run_id or new_run_id(), self.global_step, datamodule)
+        folder = getattr(trainer, "default_root_dir", None)
+        checkpoint[RUN_KEY] = identity_record(
+            self.run_id or new_run_id(), self.global_step, datamodule, folder, wandb_id_of(trainer)
+        )
         keep_a_cut_epoch_open(checkpoint)  # a max_steps stop inside an epoch: the resume trains the rest
         self._warn_unrecorded()
         if self.recovery_record.count:
@@ -796,9 +805,13 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         load; ``load_from_checkpoint`` warns itself, at the caller's line)."""
         self.checkpoint_writer = writer_version(checkpoint)
         self._loaded_step = int(checkpoint.get("global_step", 0))
-        self.trained_data = trained_fingerprint(checkpoint)
-        self.check_trained_data()  # a Trainer's ckpt_path: the data is given already
         trainer = attached_trainer(self)
+        where = str(getattr(trainer, "ckpt_path", None) or "the checkpoint")
+        found = trained_data_of_checkpoint(checkpoint, where)
+        self.trained_data, self._data_unchecked = found.fingerprint, found.unchecked
+        self._data_inconsistent = found.inconsistent
+        self._said_data_unchecked = False
+        self.check_trained_data()  # a Trainer's ckpt_path: the data is given already
         if trainer is not None and is_newer(self.checkpoint_writer) and not self.said_checkpoint_writer:
             self.said_checkpoint_writer = True
             where = trainer.ckpt_path or "the checkpoint"
@@ -817,7 +830,13 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             identity = run_identity(checkpoint)
             self.run_id = None if identity is None else identity["id"]  # resumed: the same run
             callbacks = getattr(self.trainer, "checkpoint_callbacks", [])
-            follow_a_moved_run_folder(checkpoint, callbacks)  # a copied run: no -v1 copy
+            # a copied run: no -v1 copy; another run's files never rotated (deleted)
+            kept = keep_own_checkpoint_states(checkpoint, callbacks, self.run_id, self.trainer.ckpt_path)
+            if kept and self.trainer.is_global_zero:
+                warn_user(
+                    f"resuming run {self.run_id or '(no id)'}: {len(kept)} checkpoint(s) another run wrote are kept "
+                    f"out of its checkpoint rotation, never deleted: {', '.join(kept[:3])}"
+                )
             apply_optimizer_settings(self, checkpoint, lr_factors=record.lr_factors)
             warn_if_nothing_left(self, checkpoint)
         rank, world_size = self.global_rank, self.trainer.world_size
@@ -872,19 +891,63 @@ class Method(Predictions, MethodHooks, L.LightningModule):
     def check_trained_data(self) -> None:
         """Refuse, in one line, weights trained on other data than the DataModule of the attached
         Trainer holds (another held-out digit, split seed, pool ...: the checkpoint's fingerprint
-        against the DataModule's), unless :attr:`other_data_on_purpose`. Nothing to compare without
-        a Trainer, a DataModule, or a checkpoint that carries a fingerprint."""
+        against the DataModule's; with equal settings, another content digest: a copy of the data
+        that holds other examples or labels), and a checkpoint whose data record is inconsistent
+        (edited), unless :attr:`other_data_on_purpose`. Says in one line what could not be checked:
+        data given as dataloaders, not a DataModule; a checkpoint without (or with a malformed)
+        lebm identity. Nothing to compare without a Trainer or a loaded checkpoint."""
         trainer = attached_trainer(self)
         datamodule = getattr(trainer, "datamodule", None)
-        if self.trained_data is None or datamodule is None or self.other_data_on_purpose:
+        known = self.trained_data is not None or self._data_inconsistent is not None
+        if trainer is None or not (known or self._data_unchecked):
             return
-        differing = fingerprint_difference(self.trained_data, data_fingerprint(datamodule))
-        if differing:
-            raise ValueError(
-                f"{type(self).__name__}: these weights were trained on other data than {type(datamodule).__name__} "
-                f"holds ({describe_difference(differing)}): build the DataModule with the settings it was trained "
-                "on, or set model.other_data_on_purpose = True to score or train on this data on purpose"
+        if self.other_data_on_purpose:
+            other = content_difference(content_of(self.trained_data), content_of(data_fingerprint(datamodule)))
+            if other:
+                self._say_unchecked(f"{type(self).__name__}: reading data of other content on purpose ({other})")
+            return
+        if datamodule is None:
+            self._say_unchecked(
+                f"{type(self).__name__}: no data check ran: the data came as dataloaders, not a DataModule, so "
+                "nothing tells whether they hold the data these weights were trained on"
             )
+            return
+        name = type(self).__name__
+        on_purpose = "set model.other_data_on_purpose = True to score or train on this data on purpose"
+        if self._data_inconsistent is not None:
+            raise DataError(
+                f"{name}: {self._data_inconsistent}: the file was edited or mixed, so the data it was trained on "
+                f"is unknown. Use the run's own checkpoint, or {on_purpose}"
+            )
+        if self._data_unchecked is not None:
+            self._say_unchecked(f"{name}: {self._data_unchecked}")
+        here = data_fingerprint(datamodule)
+        differing = fingerprint_difference(self.trained_data, here)
+        if differing:
+            raise DataError(
+                f"{name}: these weights were trained on other data than {type(datamodule).__name__} "
+                f"holds ({describe_difference(differing)}): build the DataModule with the settings it was trained "
+                f"on, or {on_purpose}"
+            )
+        other_content = content_difference(content_of(self.trained_data), content_of(here))
+        if other_content:
+            raise DataError(
+                f"{name}: these weights were trained on data of the same settings but other content than "
+                f"{type(datamodule).__name__} reads ({other_content}): point its root at the data it was trained on, "
+                f"or {on_purpose} (lebm: give --data.init_args.root on the command line)"
+            )
+
+    #: Set by :meth:`on_load_checkpoint`: what could not be checked of the checkpoint's data, and how its
+    #: record disagrees with itself (:class:`lebm.training.run_identity.TrainedData`).
+    _data_unchecked: str | None = None
+    _data_inconsistent: str | None = None
+    _said_data_unchecked: bool = False
+
+    def _say_unchecked(self, line: str) -> None:
+        """Warn ``line`` once per loaded checkpoint."""
+        if not self._said_data_unchecked:
+            self._said_data_unchecked = True
+            warn_user(line)
 
     def _gather_rows(self, tensor: Tensor) -> Tensor:
         """``(world_size, *tensor.shape)``: every rank's ``tensor``, in rank order."""

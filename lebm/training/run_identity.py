@@ -6,7 +6,14 @@ the same run. Every checkpoint keeps, under :data:`CHECKPOINT_KEY`:
 - ``id``: the run's id, drawn once by rank 0 when the run starts and shared with every rank;
 - ``step``: the optimiser updates the checkpoint holds;
 - ``data``: the fingerprint of the data it trains on (:func:`lebm.data.fingerprint.data_fingerprint`:
-  which examples each split holds), or None for a DataModule that declares none.
+  which examples each split holds, and a digest of their content), or None without a DataModule;
+- ``folder``: the run folder it was written in (``trainer.default_root_dir``);
+- ``wandb_id``: the W&B run the fit logs to (None without a ``WandbLogger``).
+
+A checkpoint without this record (an older lebm's, or one edited) is not trusted blindly
+(:func:`trained_data_of_checkpoint`): the data settings Lightning stores with every checkpoint
+(``datamodule_hyper_parameters``) stand in, and a line says what could not be checked; a record that
+disagrees with them is refused as inconsistent.
 
 So a checkpoint says which run wrote it and on what data wherever it is copied: ``lebm fit
 --ckpt_path last|auto`` picks among the run's own checkpoints by these, and ``test``, ``validate``,
@@ -17,11 +24,20 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from lebm.checkpoints import RUN_KEY as CHECKPOINT_KEY
 from lebm.checkpoints import CheckpointError, run_id_held
-from lebm.data.fingerprint import Fingerprint, data_fingerprint
+from lebm.data.fingerprint import (
+    Fingerprint,
+    comparable,
+    data_fingerprint,
+    importable_class,
+    lightning_fingerprint,
+    normal_settings,
+    same_class,
+)
 
 
 def new_run_id() -> str:
@@ -29,22 +45,101 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def identity_record(run_id: str, step: int, datamodule: Any) -> dict[str, Any]:
-    """What a checkpoint keeps of its run: ``{"id", "step", "data"}``."""
-    return {"id": run_id, "step": int(step), "data": data_fingerprint(datamodule)}
+def identity_record(
+    run_id: str, step: int, datamodule: Any, folder: str | None = None, wandb_id: str | None = None
+) -> dict[str, Any]:
+    """What a checkpoint keeps of its run: ``{"id", "step", "data", "folder", "wandb_id"}``."""
+    return {
+        "id": run_id,
+        "step": int(step),
+        "data": data_fingerprint(datamodule),
+        "folder": None if folder is None else os.path.abspath(folder),
+        "wandb_id": wandb_id,
+    }
 
 
 def run_identity(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
-    """The identity a loaded checkpoint carries (None: written before lebm kept one)."""
+    """The identity a loaded checkpoint carries (None: written before lebm kept one, or malformed)."""
     record = checkpoint.get(CHECKPOINT_KEY)
     return record if isinstance(record, dict) and isinstance(record.get("id"), str) else None
 
 
 def trained_fingerprint(checkpoint: dict[str, Any]) -> Fingerprint | None:
-    """The data fingerprint a loaded checkpoint carries (None: unknown)."""
+    """The data fingerprint a loaded checkpoint's identity carries (None: unknown)."""
     record = run_identity(checkpoint)
     data = None if record is None else record.get("data")
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        return None
+    return data if isinstance(data.get("class_path"), str) else None
+
+
+@dataclass(frozen=True)
+class TrainedData:
+    """What a checkpoint says of the data it was trained on.
+
+    Attributes:
+        fingerprint: the fingerprint to compare with the data a command reads (the run identity's,
+            else one read from Lightning's stored DataModule arguments); None: nothing to compare.
+        unchecked: one line on what could not be checked (no identity, a malformed one, no content
+            digest), or None.
+        inconsistent: one line naming how the identity disagrees with Lightning's stored arguments
+            (an edited or mixed file), or None.
+    """
+
+    fingerprint: Fingerprint | None
+    unchecked: str | None = None
+    inconsistent: str | None = None
+
+
+def trained_data_of_checkpoint(checkpoint: dict[str, Any], where: str = "the checkpoint") -> TrainedData:
+    """The data ``checkpoint`` (a loaded checkpoint, read from ``where``) was trained on, with what
+    could not be checked and any inconsistency between its lebm identity and the DataModule
+    arguments Lightning stored beside it (``datamodule_hyper_parameters``)."""
+    record = checkpoint.get(CHECKPOINT_KEY)
+    lightning = lightning_fingerprint(checkpoint)
+    fingerprint = trained_fingerprint(checkpoint)
+    if fingerprint is None:
+        if record is None:
+            why = "carries no lebm run identity (written by an older lebm, or stripped)"
+        elif isinstance(record, dict) and "id" in record and record.get("data") is None:
+            return TrainedData(None)  # trained without a DataModule (dataloaders): nothing was recorded
+        else:
+            why = "carries a malformed lebm run identity (edited?)"
+        if lightning is None:
+            return TrainedData(None, f"{where} {why} and no DataModule arguments: its data could not be checked")
+        return TrainedData(
+            lightning,
+            f"{where} {why}: its data settings were compared with the DataModule arguments Lightning stored in it; "
+            "its data's content could not be checked",
+        )
+    kind = importable_class(fingerprint.get("class_path"))
+    if lightning is not None:
+        stored_class = lightning.get("class_path")
+        if stored_class is not None and not same_class(fingerprint["class_path"], stored_class):
+            return TrainedData(
+                fingerprint,
+                inconsistent=f"{where}'s lebm identity names the DataModule {fingerprint['class_path']}, but the "
+                f"arguments Lightning stored with it name {stored_class}",
+            )
+        ours = normal_settings(kind, fingerprint["settings"])
+        theirs = normal_settings(kind, lightning["settings"])
+        differing = [
+            f"{name} {comparable(ours[name])} against {comparable(theirs[name])}"
+            for name in fingerprint["settings"]
+            if name in theirs and comparable(ours[name]) != comparable(theirs[name])
+        ]
+        if differing:
+            return TrainedData(
+                fingerprint,
+                inconsistent=f"{where}'s lebm identity disagrees with the DataModule arguments Lightning stored "
+                f"with it ({'; '.join(differing)})",
+            )
+    if "content" not in fingerprint:  # None: a DataModule whose settings alone make its data
+        return TrainedData(
+            fingerprint,
+            f"{where} records its data's settings but no content digest (an older lebm): content not checked",
+        )
+    return TrainedData(fingerprint)
 
 
 def same_run(path: str, checkpoint: dict[str, Any]) -> bool:
@@ -58,30 +153,13 @@ def same_run(path: str, checkpoint: dict[str, Any]) -> bool:
     return identity is not None and held is not None and held == identity["id"]
 
 
-def follow_a_moved_run_folder(checkpoint: dict[str, Any], checkpoint_callbacks: list[Any]) -> None:
-    """A run folder copied or moved, then resumed: each ``ModelCheckpoint``'s state in
-    ``checkpoint`` names the folder it was saved in, and Lightning reloads none of it for another
-    folder, so the resumed run would keep ``last-v1.ckpt`` beside its own ``last.ckpt``. Where the
-    callback's folder holds the file the state calls its last checkpoint, written by the same run
-    (:func:`same_run`: never another run's folder), the state is rewritten in place (before the
-    callbacks read it) to name the same files in this folder."""
-    states = checkpoint.get("callbacks")
-    if not isinstance(states, dict):
-        return
-    for callback in checkpoint_callbacks:
-        state = states.get(getattr(callback, "state_key", None))
-        new = getattr(callback, "dirpath", None)
-        old = state.get("dirpath") if isinstance(state, dict) else None
-        if not (isinstance(old, str) and isinstance(new, str)) or os.path.abspath(old) == os.path.abspath(new):
-            continue
+def wandb_id_of(trainer: Any) -> str | None:
+    """The id of the W&B run ``trainer`` logs to (its ``WandbLogger``'s; None without one), read
+    without starting the W&B run."""
+    from lightning.pytorch.loggers import WandbLogger
 
-        def here(path: Any, old: str = old, new: str = new) -> Any:
-            return os.path.join(new, os.path.relpath(path, old)) if isinstance(path, str) and path else path
-
-        last_here = str(here(state.get("last_model_path")))
-        if not os.path.exists(last_here) or not same_run(last_here, checkpoint):
-            continue  # another run's folder (or its own files gone), not a copy of this one
-        state["dirpath"] = new
-        for key in ("last_model_path", "best_model_path", "kth_best_model_path"):
-            state[key] = here(state.get(key))
-        state["best_k_models"] = {here(path): score for path, score in (state.get("best_k_models") or {}).items()}
+    for logger in getattr(trainer, "loggers", None) or []:
+        if isinstance(logger, WandbLogger):
+            version = logger.version
+            return str(version) if version else None
+    return None

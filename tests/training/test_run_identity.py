@@ -85,7 +85,7 @@ def test_every_datamodule_declares_its_split_settings_among_its_arguments(kind: 
 
 def test_a_datamodule_built_elsewhere_keeps_its_arguments_as_given() -> None:
     module = L.LightningDataModule()
-    expected = {"class_path": "lightning.pytorch.core.datamodule.LightningDataModule", "settings": {}}
+    expected = {"class_path": "lightning.pytorch.core.datamodule.LightningDataModule", "settings": {}, "content": None}
     assert data_fingerprint(module) == expected
     assert data_fingerprint(None) is None
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from lebm.data.content import ContentSources, located_files
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
 from lebm.data.errors import DataError
 from lebm.data.images import catalog  # noqa: F401 (registers the built-in datasets)
@@ -210,6 +211,7 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         self.val_labels: Tensor | None = None
         self.holdout_labels: Tensor | None = None
         self.test_labels: Tensor | None = None
+        self._pool_dataset: Dataset | None = None
         self._check_files()
 
     # ----------------------------------------------------------------------------------- checks
@@ -323,6 +325,7 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         if self.train_dataset is not None:
             return
         pool, pool_labels = self._load_pool()
+        self._pool_dataset = pool
         train_idx, holdout_idx, test_idx = self._split_indices(len(pool))
         if self.exclude_classes and pool_labels is not None:
             excluded = torch.tensor(self.exclude_classes, dtype=torch.int64)
@@ -358,6 +361,20 @@ class ImageDataModule(PredictionSource, L.LightningDataModule):
         else:
             self.val_dataset, self.val_labels = self.holdout_dataset, self.holdout_labels
         self.sample_shape = tuple(pool[0][0].shape)  # type: ignore[assignment]
+
+    def content_sources(self) -> ContentSources | None:
+        """What the splits were read from (:mod:`lebm.data.content`): the dataset's files (for an
+        image folder, the image files used) and each split's labels; None before :meth:`setup`."""
+        if self.train_dataset is None:
+            return None
+        files: list[Path] = []
+        if self.spec.is_folder:
+            files = list(getattr(self._pool_dataset, "files", []))
+        elif self.spec.locate is not None and self.root is not None:
+            splits = self.spec.required_splits(self.train_split)
+            files = located_files([self.spec.locate(self.root, split) for split in splits])
+        labels = {"train": self.train_labels, "holdout": self.holdout_labels, "test": self.test_labels}
+        return ContentSources(files, labels, self.root)
 
     # ------------------------------------------------------------------------------- splitting
     def _test_count_after_limit(self) -> int | None:

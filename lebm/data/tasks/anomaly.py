@@ -34,7 +34,7 @@ Batches are ``(x, y)``: x float32 (B, channels, image_size, image_size) in [-1, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from lebm import arguments
+from lebm.data.content import ContentSources, located_files
 from lebm.data.datasets import InMemoryImages, ScaledImageSubset
 from lebm.data.images.readers import read_mnist_csv, read_mnist_idx
 from lebm.data.loaders import evaluation_loader, training_loader
@@ -191,6 +192,22 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         "channels",
     )
 
+    @classmethod
+    def normal_split_settings(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` (split settings, defaults filled in) with each value that means the same split
+        as another written as that one (:func:`lebm.data.fingerprint.normal_settings`): ``seed``
+        None as the seed it stands for (42 for the cited split, else 1), ``validate_on`` None as
+        what :meth:`__init__` reads it as, and ``val_fraction`` as 0 where nothing is validated apart."""
+        normal = dict(settings)
+        if normal.get("seed") is None:
+            normal["seed"] = 42 if normal.get("split") == "cited" else 1
+        fraction = normal.get("val_fraction", DEFAULT_VAL_FRACTION)
+        if normal.get("validate_on") is None:
+            normal["validate_on"] = "test" if isinstance(fraction, (int, float)) and fraction == 0 else "val"
+        if normal["validate_on"] == "test":
+            normal["val_fraction"] = 0
+        return normal
+
     def __init__(
         self,
         root: str,
@@ -309,6 +326,19 @@ class MNISTAnomalyDataModule(PredictionSource, L.LightningDataModule):
         self.val_dataset = ScaledImageSubset(pool, val)
         self.test_dataset = ScaledImageSubset(pool, test)
         self.val_labels, self.test_labels = labels[val], labels[test]
+        self._pool_labels = labels
+
+    def content_sources(self) -> ContentSources | None:
+        """What the splits were read from (:mod:`lebm.data.content`): MNIST's files of the pool and
+        the pool's labels, whole; None before :meth:`setup`."""
+        if not hasattr(self, "train_dataset"):
+            return None
+        found: list[object] = [locate_mnist_idx(self.root, "test")]
+        if self.pool == "full":
+            found.append(locate_mnist_idx(self.root, "train"))
+        else:
+            found.append(locate_mnist_csv(self.root))
+        return ContentSources(located_files(found), {"pool": self._pool_labels}, self.root)
 
     def train_dataloader(self) -> DataLoader:
         return training_loader(self.train_dataset, self.batch_size, num_workers=self.num_workers, trainer=self.trainer)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from lebm.data.content import ContentSources, located_files
 from lebm.data.datasets import ScaledImageSubset
 from lebm.data.images.datamodule import ImageDataModule
 from lebm.data.images.registry import dataset_names, get_dataset_spec
@@ -230,6 +231,17 @@ class OutOfDistributionDataModule(PredictionSource, L.LightningDataModule):
             [torch.full((n_in,), IN_LABEL, dtype=torch.int64), torch.full((n_out,), OUT_LABEL, dtype=torch.int64)]
         )
         self.val_dataset, self.val_labels = self.test_dataset, self.test_labels
+
+    def content_sources(self) -> ContentSources | None:
+        """What the splits were read from (:mod:`lebm.data.content`): both datasets' files and the
+        in-distribution splits' labels with the test split's in/out labels; None before :meth:`setup`."""
+        inside = self.in_data.content_sources()
+        if inside is None or self.test_labels is None:
+            return None
+        out_spec = get_dataset_spec(self.out_dataset)
+        out_files = located_files(out_spec.locate(self.out_root, "test")) if out_spec.locate and self.out_root else []
+        labels = {**{f"in {split}": labels for split, labels in inside.labels.items()}, "test": self.test_labels}
+        return ContentSources(sorted({*inside.files, *out_files}), labels, self.root)
 
     # ---------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:

@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from lebm.data.content import ContentSources
 from lebm.data.errors import DataError
 from lebm.data.loaders import evaluation_loader, training_loader
 from lebm.data.prediction import PredictionSource, check_predict_samples
@@ -223,6 +224,14 @@ class TextDataModule(PredictionSource, L.LightningDataModule):
         dropped_above = self.max_length if self.long_sentences == "drop" else None
         check_sentence_counts(paths, self.batch_size, dropped_above)  # at build: no run starts on them
         return paths
+
+    def content_sources(self) -> ContentSources | None:
+        """What the splits were read from (:mod:`lebm.data.content`): the three sentence files (none
+        for ``templates``, drawn from the grammar and the seed alone); None before :meth:`setup`."""
+        if self.train_sentences is None:
+            return None
+        files = sorted({path.resolve() for path in self.paths.values() if path.is_file()})
+        return ContentSources(files, {}, None)
 
     # ------------------------------------------------------------------------------- vocabulary
     @property
