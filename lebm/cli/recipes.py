@@ -19,6 +19,8 @@ on the command line reaches every place that interpolates it.
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -225,6 +227,24 @@ def _same_method(first: str, second: str) -> bool:
     return first.rsplit(".", 1)[-1] == second.rsplit(".", 1)[-1]
 
 
+def _extends(method: str, earlier: str) -> bool:
+    """Whether the class ``method`` names is a subclass of the one ``earlier`` names (a user's
+    ``my_methods.WarmUpEBM`` of ``lebm.models.LatentEBM``): a recipe may then change the method to it,
+    keeping the earlier recipe's arguments (:func:`keep_method_arguments`). True as well when
+    ``method`` cannot be imported, so that the parser says why, naming the module."""
+    from lebm.config import import_object
+
+    try:
+        cls = import_object(method)
+    except Exception:
+        return True
+    try:
+        base = import_object(earlier)
+    except Exception:
+        return False
+    return isinstance(cls, type) and isinstance(base, type) and issubclass(cls, base)
+
+
 def _check_included_method(path: Path, entry: str, layers: list[Path], methods: list[tuple[str, str]]) -> None:
     """Refuse an ``include`` entry of ``path`` whose method (the last ``model.class_path`` of its
     ``layers``, its own includes first) differs from an earlier entry's (``methods``, to which it is
@@ -251,7 +271,7 @@ def _add_method(
     if method is None:
         return
     for earlier, earlier_method in methods:
-        if not _same_method(earlier_method, method):
+        if not _same_method(earlier_method, method) and not _extends(method, earlier_method):
             raise RecipeError(refusal(earlier, earlier_method))
     methods.append((source, method))
 
@@ -295,7 +315,7 @@ def expand_includes(args: Sequence[str]) -> list[str]:
             continue
         expanded.append(arg)
         index += 1
-    return expanded
+    return keep_method_arguments(expanded)
 
 
 def _say_replaced_callbacks(composed: dict, layer: Path, say: bool = True) -> dict:
@@ -380,3 +400,160 @@ def compose_recipe(path: Path) -> dict:
         settings.pop(INCLUDE_KEY, None)
         composed = merge_layer(composed, settings)
     return composed
+
+
+MODEL_CLASS_PATH_OPTIONS = ("--model.class_path", "--model")
+
+
+def _model_class_path_option(args: list[str], index: int) -> tuple[int, int] | None:
+    """``(index of the value, arguments taken)`` when ``args[index]`` gives the method's class on the
+    command line (``--model.class_path X``, ``--model=X``, ``--model X`` with ``X`` a dotted path),
+    else None."""
+    arg = args[index]
+    name, equals, _ = arg.partition("=")
+    if name not in MODEL_CLASS_PATH_OPTIONS:
+        return None
+    at, taken = (index, 1) if equals else (index + 1, 2)
+    if at >= len(args):
+        return None
+    value = args[at].partition("=")[2] if equals else args[at]
+    if name == "--model" and (not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", value) or Path(value).is_file()):
+        return None  # a config of the model (YAML, a file), not a class path
+    return at, taken
+
+
+def _config_layer(value: str) -> dict | None:
+    """The settings of a ``--config`` value of the expanded arguments (a file, or YAML text), or None."""
+    try:
+        if Path(value).is_file():
+            return read_recipe(Path(value))
+        data = yaml.safe_load(value)
+    except (RecipeError, yaml.YAMLError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def accepted_arguments(cls: type) -> dict[str, list[inspect.Parameter]] | None:
+    """The init arguments the class ``cls`` takes by name: its ``__init__``'s, and, while an
+    ``__init__`` takes ``**kwargs`` (passed on to ``super().__init__``), those of the next class up
+    that defines one; a class without an ``__init__`` takes its parent's. Each name with its parameter
+    in every ``__init__`` up the classes that names it (the subclass's first). None: any name."""
+    names: dict[str, list[inspect.Parameter]] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return names
+        try:
+            parameters = list(inspect.signature(init).parameters.values())[1:]  # without self
+        except (TypeError, ValueError):
+            return None
+        for parameter in parameters:
+            if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                names.setdefault(parameter.name, []).append(parameter)
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
+
+
+def _untyped_components(accepted: dict[str, list[inspect.Parameter]], given: dict[str, object]) -> list[str]:
+    """The names of ``given`` (``model.init_args`` of the layers: name -> a value) that hold a
+    component (``class_path``, ``init_args``) and whose parameter in the subclass's ``__init__`` has
+    no type, where the parent's has one: the parser would read it as plain data, never building the
+    component, and merge the layers' values as mappings. Each as ``name: type`` of the parent."""
+    untyped = []
+    for name, value in given.items():
+        parameters = accepted.get(name) or []
+        if not isinstance(value, dict) or not {"class_path", "init_args"} & set(value) or not parameters:
+            continue
+        typed = [p.annotation for p in parameters if p.annotation not in (inspect.Parameter.empty, "Any")]
+        if parameters[0].annotation is inspect.Parameter.empty and typed:
+            shown = typed[0] if isinstance(typed[0], str) else inspect.formatannotation(typed[0])
+            untyped.append(f"{name}: {shown}")
+    return untyped
+
+
+def keep_method_arguments(args: list[str]) -> list[str]:
+    """The expanded arguments with a change of the method to a subclass of it made at its root.
+
+    When a later ``-c`` layer (a recipe's own ``model: class_path:``, a fragment) or
+    ``--model.class_path`` names a subclass of the method the earlier layers name (a user's
+    ``my_methods.WarmUpEBM`` over ``lebm.models.LatentEBM``), every layer that names the earlier
+    method names the subclass instead, so that the parser builds the subclass from the recipe's
+    ``model.init_args``, all of them, interpolations included (the parser itself, seeing the class
+    change, drops the arguments whose values it cannot check yet: the decoder, whose generator reads
+    the prior's latent size). An argument of the recipe that the subclass does not take is refused
+    here, in one line naming it. A change to a method that is not a subclass (another method) is left
+    to the parser: the arguments of the same name carry over, the others are dropped."""
+    # (index of the value, the class path it names, a -c layer's settings, the option before an = in one argument)
+    layers: list[tuple[int, str, dict | None, str]] = []
+    index = 0
+    while index < len(args):
+        option = _model_class_path_option(args, index)
+        if option is not None:
+            at, taken = option
+            prefix, _, value = args[at].rpartition("=") if at == index else ("", "", args[at])
+            layers.append((at, value, None, prefix))
+            index += taken
+            continue
+        if args[index] in CONFIG_FLAGS and index + 1 < len(args):
+            settings = _config_layer(args[index + 1])
+            method = _method_of(settings) if settings is not None else None
+            layers.append((index + 1, method or "", settings, ""))
+            index += 2
+            continue
+        index += 1
+    named = [class_path for _, class_path, _, _ in layers if class_path]
+    if len(set(named)) < 2:
+        return args
+    from lebm.config import import_object
+
+    try:
+        final = import_object(named[-1])
+        earlier = {class_path: import_object(class_path) for class_path in named[:-1]}
+    except Exception:  # the parser names what does not import
+        return args
+    if not all(isinstance(cls, type) and issubclass(final, cls) for cls in [final, *earlier.values()]):
+        return args  # another method: the parser's rule
+    given: dict[str, object] = {}  # model.init_args of every layer, by name (a component's last value)
+    for _, _, settings, _ in layers:
+        model = settings.get("model") if settings else None
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        if isinstance(init_args, dict):
+            given.update({name: value for name, value in init_args.items() if isinstance(name, str)})
+    accepted = accepted_arguments(final)
+    base = next(path for path in named if path != named[-1])
+    name = final.__name__
+    refused = [argument for argument in given if accepted is not None and argument not in accepted]
+    if refused:
+        parent = base.rsplit(".", 1)[-1]
+        raise RecipeError(
+            f"{named[-1]} does not take {', '.join(refused)}, which the recipe gives as model.init_args: add "
+            f"{'them' if len(refused) > 1 else 'it'} to {name}.__init__ (a **kwargs passed on to super().__init__ "
+            f"takes all of {parent}'s), or give {name} a recipe of its own that includes none of {parent}'s"
+        )
+    untyped = _untyped_components(accepted, given) if accepted is not None else []
+    if untyped:
+        raise RecipeError(
+            f"{named[-1]}.__init__ names {', '.join(u.split(':')[0] for u in untyped)} without a type, so the "
+            f"recipe's component{'s' if len(untyped) > 1 else ''} there would not be built: annotate "
+            f"{'them' if len(untyped) > 1 else 'it'} as {base.rsplit('.', 1)[-1]} does ({', '.join(untyped)}), or "
+            "leave them to a **kwargs passed on to super().__init__"
+        )
+    from lebm.cli.run_folder import run_record_folder
+
+    changed = list(args)
+    for at, class_path, settings, prefix in layers:
+        if not class_path or class_path == named[-1]:
+            continue
+        if settings is None:  # an earlier --model.class_path
+            changed[at] = f"{prefix}={named[-1]}" if prefix else named[-1]
+            continue
+        if Path(args[at]).is_file() and run_record_folder(args[at]) is not None:
+            continue  # a run's record stays a file (its folder is the run's); its values are resolved ones
+        settings = copy.deepcopy(settings)
+        settings.pop(INCLUDE_KEY, None)
+        settings["model"]["class_path"] = named[-1]
+        changed[at] = yaml.safe_dump(settings, sort_keys=False)
+    return changed
