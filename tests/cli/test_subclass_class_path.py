@@ -5,10 +5,11 @@ from every ``model.init_args`` of the quickstart, its decoder included (whose ge
 prior's latent size through an interpolation, which the parser, seeing the class change, dropped);
 an argument the subclass does not take is refused in one line that names it, before the run folder
 is made. The subclasses live in a module this file writes under the test's temporary folder, on the
-import path as PYTHONPATH puts it (docs/recipes.md, "A subclass of the method")."""
+import path as PYTHONPATH puts it (docs/recipes.md, "A subclass of the recipe's method")."""
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -63,6 +64,13 @@ class Narrow(LatentEBM):
 '''
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
+DOC = REPO / "docs" / "recipes.md"
+
+
+def doc_methods() -> str:
+    """The page's ``# my_methods.py`` block (its ``WarmUpEBM``), which the fit below trains."""
+    (block,) = re.findall(r"^```python\n(# my_methods\.py\n.*?)^```", DOC.read_text(), re.S | re.M)
+    return block
 
 
 @pytest.fixture
@@ -71,7 +79,7 @@ def methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ``PYTHONPATH=folder``); forgotten afterwards, so no other test imports it."""
     folder = tmp_path / "user_code"
     folder.mkdir()
-    (folder / f"{MODULE}.py").write_text(textwrap.dedent(SOURCE))
+    (folder / f"{MODULE}.py").write_text(textwrap.dedent(SOURCE) + "\n\n" + doc_methods())
     monkeypatch.setenv("PYTHONPATH", str(folder))
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delitem(sys.modules, MODULE, raising=False)
@@ -126,6 +134,7 @@ def test_an_argument_the_subclass_does_not_take_is_refused_in_one_line(methods, 
     assert stop.value.code == 2 and len(message.splitlines()) == 1, message
     assert message.startswith(f"lebm: error: {MODULE}.Narrow does not take posterior_sampler, betas,"), message
     assert "add them to Narrow.__init__" in message and "**kwargs" in message, message
+    assert message.replace(MODULE, "my_methods") in DOC.read_text()  # the line the page quotes
     assert not run.exists()  # refused before the run folder is made
 
 
@@ -136,19 +145,20 @@ def test_a_component_the_subclass_names_without_its_type_is_refused_in_one_line(
     assert stop.value.code == 2 and len(message.splitlines()) == 1, message
     assert f"{MODULE}.Untyped.__init__ names decoder, prior without a type" in message, message
     assert "(decoder: nn.Module, prior: Prior)" in message, message
+    assert message.replace(MODULE, "my_methods") in DOC.read_text()  # the line the page quotes
 
 
 def test_a_subclass_by_class_path_trains_with_the_recipes_arguments(methods, tmp_path) -> None:
     run = tmp_path / "run"
     run_cli(
-        *("fit", "-c", QUICKSTART, "--model.class_path", f"{MODULE}.WithWarmUp", "--model.init_args.warmup", "5"),
+        *("fit", "-c", QUICKSTART, "--model.class_path", f"{MODULE}.WarmUpEBM", "--model.init_args.warmup", "5"),
         *("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "0"),
         *("--trainer.default_root_dir", str(run), *QUIET),
     )
     recorded = yaml.safe_load((run / "config.yaml").read_text())["model"]
-    check_kept(recorded, "WithWarmUp", quickstart_model(), warmup=5)
+    check_kept(recorded, "WarmUpEBM", quickstart_model(), warmup=5)
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     hparams = checkpoint["hyper_parameters"]
-    assert checkpoint["global_step"] == 2 and hparams["_class_path"] == f"{MODULE}.WithWarmUp"
+    assert checkpoint["global_step"] == 2 and hparams["_class_path"] == f"{MODULE}.WarmUpEBM"
     assert hparams["prior_lr"] == 2e-4  # LatentEBM's arguments, as its __init__ records them
     assert hparams["decoder"] == recorded["init_args"]["decoder"]
