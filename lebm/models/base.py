@@ -46,7 +46,13 @@ from lebm.config import (
 from lebm.data.batches import batch_observations  # noqa: F401 (re-export: methods and callbacks read it here)
 from lebm.data.content import content_difference
 from lebm.data.errors import DataError
-from lebm.data.fingerprint import content_of, data_fingerprint, describe_difference, fingerprint_difference
+from lebm.data.fingerprint import (
+    content_of,
+    data_fingerprint,
+    describe_difference,
+    fingerprint_difference,
+    same_class,
+)
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
@@ -922,6 +928,12 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         if self._data_unchecked is not None:
             self._say_unchecked(f"{name}: {self._data_unchecked}")
         here = data_fingerprint(datamodule)
+        trained_class = (self.trained_data or {}).get("class_path")
+        if trained_class and here and not same_class(trained_class, here["class_path"]):
+            self._say_unchecked(
+                f"{name}: these weights were trained on {trained_class}'s data and {here['class_path']} is given: "
+                "another DataModule, so the data were not compared"
+            )
         differing = fingerprint_difference(self.trained_data, here)
         if differing:
             raise DataError(

@@ -37,6 +37,7 @@ from lebm.data.fingerprint import (
     lightning_fingerprint,
     normal_settings,
     same_class,
+    split_settings,
 )
 
 
@@ -101,7 +102,7 @@ def trained_data_of_checkpoint(checkpoint: dict[str, Any], where: str = "the che
     if fingerprint is None:
         if record is None:
             why = "carries no lebm run identity (written by an older lebm, or stripped)"
-        elif isinstance(record, dict) and "id" in record and record.get("data") is None:
+        elif isinstance(record, dict) and isinstance(record.get("id"), str) and record.get("data") is None:
             return TrainedData(None)  # trained without a DataModule (dataloaders): nothing was recorded
         else:
             why = "carries a malformed lebm run identity (edited?)"
@@ -113,6 +114,13 @@ def trained_data_of_checkpoint(checkpoint: dict[str, Any], where: str = "the che
             "its data's content could not be checked",
         )
     kind = importable_class(fingerprint.get("class_path"))
+    foreign = [name for name in fingerprint["settings"] if kind is not None and name not in split_settings(kind)]
+    if foreign:
+        return TrainedData(
+            fingerprint,
+            inconsistent=f"{where}'s lebm identity names the DataModule {fingerprint['class_path']}, which has no "
+            f"split setting {', '.join(foreign[:3])}",
+        )
     if lightning is not None:
         stored_class = lightning.get("class_path")
         if stored_class is not None and not same_class(fingerprint["class_path"], stored_class):

@@ -183,19 +183,61 @@ def test_a_folder_whose_last_checkpoint_names_no_run_and_holds_two_runs_is_refus
 
 
 def test_a_moved_folders_callback_state_is_followed_only_onto_the_same_runs_files(tmp_path: Path) -> None:
-    from lebm.training.run_identity import follow_a_moved_run_folder
+    from lebm.training.own_checkpoints import keep_own_checkpoint_states
 
     (tmp_path / "b").mkdir()
     fit(tmp_path / "b", 2)  # the folder the callback writes into holds another run's last.ckpt
     resumed = torch.load(fit_and_path(tmp_path / "a"), weights_only=False)
+    run_id = resumed["lebm_run"]["id"]
     old_state = {"dirpath": str(tmp_path / "a"), "last_model_path": str(tmp_path / "a" / "last.ckpt")}
     resumed["callbacks"] = {"key": dict(old_state)}
-    callback = type("Checkpointing", (), {"state_key": "key", "dirpath": str(tmp_path / "b")})()
-    follow_a_moved_run_folder(resumed, [callback])
+    callback = type("Checkpointing", (), {"state_key": "key", "dirpath": str(tmp_path / "b"), "mode": "min"})()
+    keep_own_checkpoint_states(resumed, [callback], run_id, None)
     assert resumed["callbacks"]["key"] == old_state  # another run's folder: left as saved
     (tmp_path / "b" / "last.ckpt").write_bytes((tmp_path / "a" / "last.ckpt").read_bytes())  # now a copy of a
-    follow_a_moved_run_folder(resumed, [callback])
+    keep_own_checkpoint_states(resumed, [callback], run_id, None)
     assert resumed["callbacks"]["key"]["dirpath"] == str(tmp_path / "b")
+
+
+def test_a_moved_folders_top_k_is_followed_and_another_runs_file_left_out(tmp_path: Path) -> None:
+    """A monitored ``ModelCheckpoint`` (top 2) of a moved run: its best and k-th best paths name the new
+    folder (a k-th best left in the old one is a ``KeyError`` at the next monitored save), and a file of
+    another run in the folder leaves its top-k, its best re-chosen among the rest (never deleted)."""
+    from lebm.training.own_checkpoints import keep_own_checkpoint_states
+
+    old, new, other = tmp_path / "old", tmp_path / "new", tmp_path / "other"
+    old.mkdir()
+    other.mkdir()
+    fit(old, 2)
+    fit(other, 2)
+    resumed = torch.load(old / "last.ckpt", weights_only=False)
+    run_id = resumed["lebm_run"]["id"]
+    for name in ("e1.ckpt", "e2.ckpt"):
+        (old / name).write_bytes((old / "last.ckpt").read_bytes())
+
+    def state(folder: Path) -> dict:
+        return {
+            "dirpath": str(folder),
+            "last_model_path": str(folder / "last.ckpt"),
+            "best_model_path": str(folder / "e1.ckpt"),
+            "kth_best_model_path": str(folder / "e2.ckpt"),
+            "kth_value": torch.tensor(0.7),
+            "best_k_models": {str(folder / "e1.ckpt"): torch.tensor(0.5), str(folder / "e2.ckpt"): torch.tensor(0.7)},
+        }
+
+    resumed["callbacks"] = {"key": state(old)}
+    old.rename(new)
+    callback = type("Checkpointing", (), {"state_key": "key", "dirpath": str(new), "mode": "min"})()
+    assert keep_own_checkpoint_states(resumed, [callback], run_id, str(new / "last.ckpt")) == []
+    followed = resumed["callbacks"]["key"]
+    assert followed["kth_best_model_path"] == str(new / "e2.ckpt") and followed["dirpath"] == str(new)
+    assert set(followed["best_k_models"]) == {str(new / "e1.ckpt"), str(new / "e2.ckpt")}
+    (new / "e1.ckpt").write_bytes((other / "last.ckpt").read_bytes())  # another run's file now
+    resumed["callbacks"] = {"key": state(new)}
+    kept = keep_own_checkpoint_states(resumed, [callback], run_id, str(new / "last.ckpt"))
+    rotated = resumed["callbacks"]["key"]
+    assert kept == [str(new / "e1.ckpt")] and list(rotated["best_k_models"]) == [str(new / "e2.ckpt")]
+    assert rotated["best_model_path"] == rotated["kth_best_model_path"] == str(new / "e2.ckpt")
 
 
 def fit_and_path(folder: Path) -> Path:
@@ -240,3 +282,21 @@ def test_under_ddp_every_rank_holds_rank_zeros_run_id_and_refuses_other_data(tmp
     said = str(refused.value).strip().splitlines()[-1]  # the spawned rank's error, after its traceback
     assert said.startswith("ValueError: LatentEBM: these weights were trained on other data") and "seed" in said
     assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["fit.ckpt"]
+
+
+def test_the_checkpoint_io_deletes_only_the_runs_own_checkpoints(tmp_path: Path) -> None:
+    """Lightning's rotation goes through the checkpoint I/O: a file another run wrote is kept, named in a
+    warning; the run's own file is deleted."""
+    from lebm.checkpoint_io import AtomicCheckpointIO
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "theirs").mkdir()
+    mine = fit(tmp_path / "mine", 2)["id"]
+    fit(tmp_path / "theirs", 2)
+    io = AtomicCheckpointIO()
+    io.removes_only_run = mine
+    with pytest.warns(UserWarning, match=r"kept .*theirs/last.ckpt: run \w+ wrote it, not this run"):
+        io.remove_checkpoint(tmp_path / "theirs" / "last.ckpt")
+    assert (tmp_path / "theirs" / "last.ckpt").is_file()
+    io.remove_checkpoint(tmp_path / "mine" / "last.ckpt")
+    assert not (tmp_path / "mine" / "last.ckpt").exists()
