@@ -1,0 +1,60 @@
+"""The edges of the run folder's rules that a review's slips crossed unseen (device: CPU):
+
+- a checkpoint without a run id (an older lebm's) is not another run's: it is never passed over as one;
+- only a ``config.yaml`` beside a ``checkpoints/`` folder (or marked as a run's record) is a run's record;
+- a checkpoint of a deeper model names the tensors only it holds;
+- a fit from Python into a run's folder is refused before the recipe's callbacks write: the run's
+  ``config.yaml`` stays as the run wrote it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lebm.checkpoints import RUN_KEY, architecture_differences
+from lebm.cli.run_folder import other_runs_checkpoints, run_record_folder
+
+
+def write_checkpoint(path: Path, run_id: str | None) -> None:
+    checkpoint: dict = {"state_dict": {}, "global_step": 1}
+    if run_id is not None:
+        checkpoint[RUN_KEY] = {"id": run_id, "step": 1, "data": None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+
+
+def test_a_checkpoint_without_a_run_id_is_not_passed_over_as_another_runs(tmp_path: Path) -> None:
+    write_checkpoint(tmp_path / "checkpoints" / "last.ckpt", "aaaaaaaaaaaa")
+    write_checkpoint(tmp_path / "checkpoints" / "epoch=0-step=1.ckpt", None)
+    write_checkpoint(tmp_path / "checkpoints" / "last-v1.ckpt", "bbbbbbbbbbbb")
+    assert other_runs_checkpoints(str(tmp_path)) == {str(tmp_path / "checkpoints" / "last-v1.ckpt"): "bbbbbbbbbbbb"}
+
+
+def test_only_a_config_beside_a_checkpoints_folder_is_a_runs_record(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("seed_everything: 1\n")
+    assert run_record_folder(str(tmp_path / "config.yaml")) is None
+    (tmp_path / "checkpoints").mkdir()
+    assert run_record_folder(str(tmp_path / "config.yaml")) == str(tmp_path)
+
+
+def test_a_deeper_models_checkpoint_names_the_tensors_only_it_holds() -> None:
+    model = {"net.0.weight": torch.zeros(2, 2)}
+    deeper = {**model, "net.1.weight": torch.zeros(2, 2)}
+    assert architecture_differences(deeper, model) == ["net.1.weight (only in the checkpoint)"]
+    assert architecture_differences(model, deeper) == ["net.1.weight (only in the recipe's model)"]
+
+
+def test_a_python_fit_into_a_runs_folder_leaves_its_config_as_the_run_wrote_it(tmp_path: Path) -> None:
+    import lebm
+
+    run = tmp_path / "run"
+    write_checkpoint(run / "checkpoints" / "last.ckpt", "aaaaaaaaaaaa")
+    (run / "config.yaml").write_text("# the run's own record\n")
+    quick = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.logger", "false"]
+    recipe = lebm.from_recipe("quickstart", [*quick, "--trainer.default_root_dir", str(run)])
+    with pytest.raises(ValueError, match="holds checkpoints of run aaaaaaaaaaaa"):
+        recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
+    assert (run / "config.yaml").read_text() == "# the run's own record\n"
