@@ -2,15 +2,23 @@
 and the fix, before anything trains: budgets of 0 or below, a sigma of 0 or below, a recipe, record
 or run folder that is not there, a probe recipe without the probe, records of another recipe or
 seed paired as a data gap; a refusal of ``lebm`` itself passes through as its own line plus one,
-not a ``CalledProcessError`` traceback."""
+not a ``CalledProcessError`` traceback.
+
+The refusals run each script as ``python experiments/<script>.py ARGS`` runs it, in this process
+(:func:`run_script`: its ``__main__`` with that ``sys.argv``, from the clone, its folder first on
+``sys.path``): a subprocess would import torch and Lightning anew for each. One case runs as a
+subprocess too (:func:`run_script_process`), as a user runs it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import runpy
 import subprocess
 import sys
+from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -82,11 +90,47 @@ def test_a_scripts_mistake_is_one_line_and_exit_code_2(capsys: pytest.CaptureFix
     assert stop.value.code == 2 and err.count("\n") == 1 and said in err and ": error: " in err, err
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LEBM_DATA": os.environ.get("LEBM_DATA", str(REPO.parent / "shared" / "data"))}
+def script_environment() -> dict[str, str]:
+    return {"LEBM_DATA": os.environ.get("LEBM_DATA", str(REPO.parent / "shared" / "data"))}
+
+
+def run_script_process(*args: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the clone, in a process of its own."""
+    env = {**os.environ, **script_environment()}
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=HANG_SECONDS
     )
+
+
+@dataclass
+class Finished:
+    """What a script run in this process left: its exit status and what it wrote to stderr."""
+
+    returncode: int
+    stderr: str
+
+
+def run_script(script: str, *args: str) -> Finished:
+    """``python SCRIPT ARGS`` from the clone, run in this process: the script's ``__main__`` with that
+    ``sys.argv``, its folder first on ``sys.path`` (its neighbours import as there) and the same
+    ``LEBM_DATA``. An exception that escapes the script fails the test (a subprocess's traceback)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in script_environment().items():
+            patch.setenv(name, value)
+        patch.chdir(REPO)
+        patch.setattr(sys, "argv", [script, *args])
+        patch.syspath_prepend(str((REPO / script).parent))
+        stderr = StringIO()
+        patch.setattr(sys, "stderr", stderr)
+        try:
+            runpy.run_path(str(REPO / script), run_name="__main__")
+            code: int | str | None = 0
+        except SystemExit as stop:
+            code = stop.code
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits with 1
+        stderr.write(code + "\n")
+        code = 1
+    return Finished(returncode=code or 0, stderr=stderr.getvalue())
 
 
 @pytest.mark.parametrize(
@@ -106,6 +150,15 @@ def test_a_script_refuses_before_it_trains(args: list[str], message: str) -> Non
     finished = run_script(*args)
     assert finished.returncode == 2 and message in finished.stderr, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr
+
+
+def test_a_script_run_as_a_command_refuses_in_one_line_before_it_trains() -> None:
+    """CPU. The script as a user runs it, ``python experiments/mnist_anomaly_offline.py``, in a
+    process of its own: its neighbours import from its folder, and the refusal is one line."""
+    finished = run_script_process("experiments/mnist_anomaly_offline.py", "--max-steps", "0")
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "argument --max-steps: must be a whole number" in finished.stderr and "Traceback" not in finished.stderr
+    assert finished.stderr.count("error:") == 1, finished.stderr[-2000:]
 
 
 def test_the_sigma_script_refuses_a_run_that_is_no_anomaly_run_or_lies_outside_runs(tmp_path: Path) -> None:
