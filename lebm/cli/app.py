@@ -70,7 +70,7 @@ from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.checkpoint_io import CheckpointNotSaved, with_atomic_checkpoints
 from lebm.checkpoints import refused_global
 from lebm.cli import trainer_flags
-from lebm.cli.data_match import check_scored_data
+from lebm.cli.data_match import check_scored_content, check_scored_data
 from lebm.cli.errors import SUBCOMMANDS, fail, summarize_parser_error
 from lebm.cli.kinds import check_kinds
 from lebm.cli.loggers import (
@@ -567,6 +567,8 @@ class LebmCLI(LightningCLI):
                 sys.stderr.write(f"lebm: {ckpt_path} with the recipe's changed settings: {'; '.join(changed)}\n")
             if self.subcommand == "fit" and getattr(self.model, "said_nothing_left", False):
                 raise SystemExit(0)  # a finished run's command again: said in one line, nothing built on or written
+            # before the Trainer writes config.yaml or a W&B id: data of other content behind the same settings
+            check_scored_content(self.subcommand, ckpt_path, self.datamodule, self._other_data_on_purpose)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         """Lightning's Trainer, whose checkpoints are written whole beside their names

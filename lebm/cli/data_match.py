@@ -22,8 +22,16 @@ from lebm.checkpoints import CheckpointError, read_checkpoint
 from lebm.cli.errors import fail
 from lebm.cli.run_folder import CHECKPOINT_DIR, is_primary_process, say
 from lebm.config import import_object
-from lebm.data.fingerprint import Fingerprint, comparable, describe_difference, differing_settings, same_class
-from lebm.training.run_identity import trained_data_of_checkpoint
+from lebm.data.content import content_difference, data_content
+from lebm.data.fingerprint import (
+    Fingerprint,
+    comparable,
+    content_of,
+    describe_difference,
+    differing_settings,
+    same_class,
+)
+from lebm.training.run_identity import TrainedData, trained_data_of_checkpoint
 
 #: The run's record beside its ``checkpoints/`` folder.
 RUN_CONFIG = "config.yaml"
@@ -50,15 +58,15 @@ def split_settings_of(class_path: Any) -> tuple[str, ...]:
     return tuple(getattr(kind, "split_settings", ()))
 
 
-def trained_data_of(ckpt_path: str) -> Fingerprint | None:
-    """The data fingerprint the checkpoint carries (:func:`lebm.training.run_identity.trained_data_of_checkpoint`:
-    its lebm identity's, else one read from the DataModule arguments Lightning stored; None: neither,
-    or a file the command's own load will name)."""
+def trained_data_of(ckpt_path: str) -> TrainedData:
+    """What the checkpoint says of its data (:func:`lebm.training.run_identity.trained_data_of_checkpoint`:
+    its lebm identity's fingerprint, else one read from the DataModule arguments Lightning stored;
+    nothing for a file the command's own load will name)."""
     try:
         checkpoint = read_checkpoint(ckpt_path)
     except CheckpointError:
-        return None
-    return trained_data_of_checkpoint(checkpoint, ckpt_path).fingerprint
+        return TrainedData(None)
+    return trained_data_of_checkpoint(checkpoint, ckpt_path)
 
 
 def record_disagreement(ckpt_path: str, fingerprint: Fingerprint) -> str | None:
@@ -128,10 +136,11 @@ def check_scored_data(
     if not isinstance(ckpt_path, str) or not data or not os.path.isfile(ckpt_path):
         return False
     verb = "train on" if subcommand == "fit" else "score"
-    fingerprint = trained_data_of(ckpt_path)
+    trained = trained_data_of(ckpt_path)
+    fingerprint = trained.fingerprint
     if fingerprint is not None:
         differing = differing_settings(fingerprint, data)
-        disagreement = record_disagreement(ckpt_path, fingerprint)
+        disagreement = trained.inconsistent or record_disagreement(ckpt_path, fingerprint)
     else:
         differing = recorded_differences(ckpt_path, data) or []
         disagreement = None
@@ -159,3 +168,28 @@ def check_scored_data(
         listed = "; ".join(f"{key} {comparable(new)} (trained on {comparable(old)})" for key, old, new in differing)
         say(f"lebm {subcommand}: scoring {ckpt_path} on other data than it trained on, as the command gives: {listed}")
     return bool(differing) or given("data.init_args.root")
+
+
+def check_scored_content(subcommand: str, ckpt_path: Any, datamodule: Any, on_purpose: bool) -> None:
+    """Stop ``subcommand`` in one line, before the Trainer writes anything into the run folder, when
+    the checkpoint's data record holds a content digest and ``datamodule`` (built, not yet set up)
+    reads data of other content (:mod:`lebm.data.content`: a copy whose labels or files differ behind
+    the same settings); ``on_purpose`` (the command gives ``--data.init_args.root``, or a differing
+    setting): the method says what differs instead. The DataModule is set up here to read its
+    content (its set-up is done once: Lightning's call then finds it done)."""
+    if on_purpose or datamodule is None or not callable(getattr(datamodule, "content_sources", None)):
+        return
+    if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
+        return
+    trained = content_of(trained_data_of(ckpt_path).fingerprint)
+    if trained is None:
+        return
+    datamodule.setup("fit" if subcommand == "fit" else subcommand)
+    other = content_difference(trained, data_content(datamodule))
+    if other:
+        verb = "train on" if subcommand == "fit" else "score"
+        fail(
+            f"lebm {subcommand}: {ckpt_path} was trained on data of the same settings but other content than this "
+            f"command reads ({other}): point data.init_args.root at the data it was trained on, or give "
+            f"--data.init_args.root on the command line to {verb} this data on purpose"
+        )

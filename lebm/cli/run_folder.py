@@ -597,11 +597,20 @@ def wandb_run_id(run_dir: str, resuming: bool, ckpt_path: Any = None) -> tuple[s
     stored one on purpose (``--trainer.logger.init_args.id``)."""
     fresh = uuid.uuid4().hex[:12]
     path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
-    if not resuming or not os.path.exists(path):
+    if not resuming:
         return fresh, None
+    identity = checkpoint_identity(ckpt_path)
+    if not os.path.exists(path):  # a folder holding the checkpoints alone (a partial copy)
+        logged = identity.get("wandb_id")
+        if not isinstance(logged, str):
+            return fresh, None
+        return fresh, (
+            f"resuming in {os.path.abspath(run_dir)}, which keeps no W&B id: {ckpt_path} logged to W&B run {logged}; "
+            f"logging to a new W&B run {fresh} (give --trainer.logger.init_args.id {logged} to continue {logged} "
+            "on purpose)"
+        )
     with open(path) as handle:
         stored = handle.read().strip()
-    identity = checkpoint_identity(ckpt_path)
     made_in = read_text(os.path.join(run_dir, WANDB_RUN_FOLDER_FILE)) or identity.get("folder")
     here = os.path.abspath(run_dir)
     if isinstance(made_in, str) and os.path.abspath(made_in) != here:

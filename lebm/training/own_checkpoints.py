@@ -163,17 +163,23 @@ def checkpoint_folders(trainer: Any) -> list[str]:
 
 def refuse_another_runs_folder(trainer: Any, run_id: str | None, resumed_path: Any) -> None:
     """Refuse, in one line (``ValueError``), a fit whose checkpoint folders (:func:`checkpoint_folders`)
-    hold another run's checkpoints: a new run (``run_id`` None: nothing resumed, no earlier fit of
-    this model) into a folder that holds any, or run ``run_id`` into a folder of another run.
-    Checked when training starts (after any resume), before the first checkpoint is written."""
+    hold checkpoints, unless it resumes (``resumed_path``, the Trainer's ``ckpt_path``) the run that
+    wrote them (``run_id``: the resumed run's id; None for an older lebm's run, whose files carry
+    none): a new run, a model fitted before and fitted again without ``ckpt_path`` (its loops would
+    start over beside the run's files), or a resume of another run. Checked when training starts
+    (after any resume), before the first checkpoint is written."""
     for folder in checkpoint_folders(trainer):
         if not os.path.isdir(folder):
             continue
         runs, files = folder_runs(folder)
-        if not files or (run_id is not None and run_id in runs) or (run_id is None and runs == {None} and resumed_path):
+        resumes_it = bool(resumed_path) and (run_id in runs if run_id is not None else runs == {None})
+        if not files or resumes_it:
             continue
         named = ", ".join(sorted(str(run) for run in runs if run is not None)) or "of an older lebm (no id)"
-        this = "starts a new run" if run_id is None else f"continues run {run_id}"
+        if not resumed_path:
+            this = "starts a new run" if run_id is None else f"goes on with the model in memory (run {run_id})"
+        else:
+            this = f"resumes run {run_id or 'of an older lebm (no id)'}"
         last = os.path.join(folder, "last.ckpt")
         shown = os.path.basename(files[0]) + (" ..." if len(files) > 1 else "")
         raise ValueError(

@@ -104,7 +104,7 @@ def test_python_trainers_keep_the_run_folders_rules(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"recipe\.trainer\(fast_dev_run=True\)") as refused:
         smoke.fit(recipe.model, datamodule=recipe.datamodule)
     assert "\n" not in str(refused.value)
-    with pytest.raises(ValueError, match=r"already holds a run: resume it with .*ckpt_path="):
+    with pytest.raises(ValueError, match=r"holds checkpoints of run \w+ .*Resume that run with ckpt_path="):
         recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
     assert sorted(path.name for path in (run / "checkpoints").iterdir()) == before
     assert (run / "config.yaml").read_text() == record  # the run's record as it wrote it
@@ -118,7 +118,7 @@ def test_python_trainers_keep_the_run_folders_rules(tmp_path: Path) -> None:
     assert (elsewhere / "checkpoints" / "last.ckpt").is_file()
     assert not [path.name for path in (run / "checkpoints").iterdir() if "-v" in path.name]
     plain = {**recipe.trainer_settings, "default_root_dir": str(tmp_path / "plain")}
-    with pytest.raises(ValueError, match=r"already holds a run"):  # the recipe's callback writes into the run
+    with pytest.raises(ValueError, match=r"holds checkpoints of run"):  # the recipe's callback writes into the run
         L.Trainer(**plain, callbacks=[*recipe.callbacks]).fit(recipe.model, datamodule=recipe.datamodule)
 
 

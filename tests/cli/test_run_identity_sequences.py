@@ -148,14 +148,31 @@ def test_scoring_on_a_copy_with_shifted_labels_is_refused(tmp_path: Path, monkey
     recorded = (here / "run" / "config.yaml").read_text()
     assert f"# data read from {tmp_path / 'data' / 'mnist'}: content digest" in recorded
     test = ["test", "-c", "run/config.yaml", "--ckpt_path", "last", "--trainer.logger", "false"]
-    monkeypatch.setenv("LEBM_DATA", str(tmp_path / "shifted"))
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        run_cli(*test, cwd=here)
-    said = capsys.readouterr().err
-    assert stop.value.code != 0 and "same settings but other content" in said, said
-    assert f"read from {tmp_path / 'data' / 'mnist'} in training" in said and str(tmp_path / "shifted") in said
-    monkeypatch.setenv("LEBM_DATA", str(tmp_path / "data"))
     run_cli(*test, cwd=here)  # the data it was trained on: scored
     scored = (here / "run" / "config_test.yaml").read_text()
     assert f"# data read from {tmp_path / 'data' / 'mnist'}: content digest" in scored
+    monkeypatch.setenv("LEBM_DATA", str(tmp_path / "shifted"))
+    resumed = ["fit", "-c", "run/config.yaml", "--ckpt_path", "last", "--trainer.max_epochs", "2"]
+    for command in (test, resumed):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as stop:
+            run_cli(*command, cwd=here)
+        said = capsys.readouterr().err
+        assert stop.value.code != 0 and "same settings but other content" in said, said
+        assert f"read from {tmp_path / 'data' / 'mnist'} in training" in said and str(tmp_path / "shifted") in said
+    # refused before the Trainer wrote: the run's records stay as the run and the good test wrote them
+    assert (here / "run" / "config.yaml").read_text() == recorded
+    assert (here / "run" / "config_test.yaml").read_text() == scored
+
+
+def test_a_partial_copy_resumed_says_which_wandb_run_its_checkpoint_logged_to(
+    two_runs: Path, tmp_path: Path, capsys
+) -> None:
+    here = copied(two_runs, tmp_path)
+    shutil.copytree(here / "A" / "checkpoints", here / "partial" / "checkpoints")
+    logged = (here / "A" / "wandb_run_id.txt").read_text()
+    capsys.readouterr()
+    quick = [*QUICK[2:], "--trainer.max_epochs", "2", "--trainer.default_root_dir", "partial"]
+    run_cli("fit", "-c", "quickstart", *quick, "--ckpt_path", "last", cwd=here)
+    said = capsys.readouterr().err
+    assert f"logged to W&B run {logged}" in said and f"--trainer.logger.init_args.id {logged}" in said, said
