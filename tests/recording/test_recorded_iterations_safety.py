@@ -440,19 +440,28 @@ def shapes_in_turn(n_shapes: int, rounds: int) -> DataLoader:
     return DataLoader(TensorDataset(data), batch_sampler=batches)
 
 
-def test_more_batch_shapes_than_the_cache_holds_are_named_in_the_line(one_thread) -> None:
-    from lebm.recording import iteration_capture
+def test_more_batch_shapes_than_the_cache_holds_are_named_in_the_line(one_thread, monkeypatch) -> None:
+    """Three shapes in turn through a cache of two recordings (the recorder's limits made small, so
+    that the run is short; the library's are :data:`CACHE_SIZE` and ``CHURN_LIMIT``): warm-ups,
+    three recordings (the third evicts the first), then a shape recorded again before it comes
+    back, until the churn limit stops recording with one line that names the shapes."""
+    from lebm.recording import iteration_capture, recorded_iteration
     from lebm.testing.capture import emulate_on_cpu
     from tests.helpers.trainers import quiet_trainer
 
+    cache_size, churn_limit = 2, 11  # the 12th miss in a row (the fourth round's third shape) stops it
+    assert (cache_size, churn_limit) < (CACHE_SIZE, recorded_iteration.CHURN_LIMIT)
+    monkeypatch.setattr(recorded_iteration, "CACHE_SIZE", cache_size)
+    monkeypatch.setattr(recorded_iteration, "CHURN_LIMIT", churn_limit)
     model = latent_ebm()
     trainer = quiet_trainer(max_epochs=1, accelerator="cpu", limit_val_batches=0, num_sanity_val_steps=0)
     with emulate_on_cpu(), iteration_capture(True), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(model, shapes_in_turn(CACHE_SIZE + 1, rounds=5))
+        trainer.fit(model, shapes_in_turn(cache_size + 1, rounds=5))
     lines = [str(w.message) for w in caught if EAGER_LINE in str(w.message)]
     assert len(lines) == 1, lines
-    assert f"{CACHE_SIZE + 1} different iterations come in turn ({CACHE_SIZE + 1} batch shapes: " in lines[0]
-    assert "12x2" in lines[0]  # shapes named as sizes
-    assert f"more than the {CACHE_SIZE} recordings a model keeps" in lines[0]
+    assert f"{cache_size + 1} different iterations come in turn ({cache_size + 1} batch shapes: " in lines[0]
+    assert "10x2" in lines[0]  # shapes named as sizes
+    assert f"more than the {cache_size} recordings a model keeps" in lines[0]
     assert "changes at every iteration" not in lines[0]
+    assert model.iteration_recorder.stats.recordings > cache_size + 1  # a shape evicted was recorded again
