@@ -8,6 +8,7 @@ in :class:`Method`, once.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 import types
@@ -55,6 +56,7 @@ from lebm.data.fingerprint import (
 )
 from lebm.devices import check_map_location
 from lebm.distributed import MethodDDPStrategy, rank_local_buffer_names
+from lebm.models.subclass_arguments import CLASS_PATH_KEY, init_without_class_path, subclass_arguments
 from lebm.randomness import CHECKPOINT_KEY as STREAMS_KEY
 from lebm.randomness import RandomStreams, pack, unpack
 from lebm.recording.host_reads import RecordingRefused, noting_trainer_reads
@@ -275,12 +277,21 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         skipped) as plain data: components as configs, so that ``load_from_checkpoint`` and
         ``lebm test --ckpt_path`` rebuild them. A component that cannot describe itself is stored
         from the config the CLI built it from, else as None (named when a checkpoint is saved).
+        A user's subclass adds its own explicit ``__init__`` arguments, read from its ``__init__``
+        up the call stack (:mod:`lebm.models.subclass_arguments`), after the method's; a name the
+        method takes keeps the method's value, the one it reads from ``hparams``.
         Then the optimiser settings among them, found by name (``*_lr``, ``*_weight_decay``,
         ``*_grad_clip``, ``betas``, ``lr_decay``: :mod:`lebm.training.settings`), are checked: a
         ``ValueError`` naming the option, or a warning for a legal setting that is almost surely a typo."""
+        here = inspect.currentframe()
+        try:  # a subclass's own arguments, from its __init__ up the call stack (a method's names keep its values)
+            added = subclass_arguments(self, None if here is None else here.f_back)
+        finally:
+            del here
+        arguments = {**arguments, **{name: value for name, value in added.items() if name not in arguments}}
         hparams: dict[str, Any] = {}
         for name, value in arguments.items():
-            if name in ("self", "__class__"):
+            if name in ("self", "__class__", CLASS_PATH_KEY):
                 continue
             config = try_to_config(value)
             if config is None and value is not None:
@@ -289,8 +300,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                     self._unrecorded[name] = unrecordable_part(value) or type(value).__name__
             hparams[name] = config
         # LightningCLI reads `_class_path` to rebuild the right method from a checkpoint
-        # (`lebm test --ckpt_path ...`); load_from_checkpoint ignores it.
-        hparams["_class_path"] = public_class_path(type(self))
+        # (`lebm test --ckpt_path ...`); load_from_checkpoint keeps it from every __init__.
+        hparams[CLASS_PATH_KEY] = public_class_path(type(self))
         self.save_hyperparameters(hparams)
         check_optimizer_settings(**optimizer_settings(self.hparams))
 
@@ -872,7 +883,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         check_map_location(map_location)
         refuse_another_method(cls, checkpoint_path, trusted=kwargs.get("weights_only") is False)
         try:
-            model = super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
+            with init_without_class_path(cls):  # a **kwargs __init__ would pass `_class_path` on
+                model = super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, **kwargs)
         except MissingClass as error:
             version = None
             if isinstance(checkpoint_path, (str, os.PathLike)):
