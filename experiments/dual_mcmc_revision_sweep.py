@@ -331,11 +331,12 @@ def experiment_name(datamodule: dict[str, Any] | None, kind: str) -> str:
 
 
 def write_records(path: Path, records: list[dict[str, Any]], quiet: bool = False) -> None:
-    """``records`` as a JSON list in ``path``, replaced atomically (a stopped run leaves the last
-    complete list); printed unless ``quiet``."""
+    """``records``, each stamped with its provenance in place, as a JSON list in ``path``, replaced
+    atomically (a stopped run leaves the last complete list); printed unless ``quiet``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps([stamped(r) for r in records], indent=2) + "\n")
+    records[:] = [stamped(r) for r in records]  # the caller's list holds what the file holds
+    partial.write_text(json.dumps(records, indent=2) + "\n")
     os.replace(partial, path)
     if not quiet:
         print(json.dumps(records, indent=2))

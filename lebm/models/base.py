@@ -727,7 +727,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
         rank-local buffer from its rank's stream."""
         self._loaded_step = None  # the weights are this fit's from now on
         # a folder of another run is never trained into, by any Trainer (before the first checkpoint)
-        refuse_another_runs_folder(self.trainer, self.run_id, self.trainer.ckpt_path)
+        refuse_another_runs_folder(self.trainer, self.run_id, getattr(self.trainer, "ckpt_path", None))
         if self.run_id is None:  # a new run (a resumed one took its id from the checkpoint)
             self.run_id = self._shared_run_id()
         let_io_remove_only(self.trainer, self.run_id)  # Lightning's rotation deletes this run's files alone
@@ -848,7 +848,8 @@ class Method(Predictions, MethodHooks, L.LightningModule):
             self.run_id = None if identity is None else identity["id"]  # resumed: the same run
             callbacks = getattr(self.trainer, "checkpoint_callbacks", [])
             # a copied run: no -v1 copy; another run's files never rotated (deleted)
-            kept = keep_own_checkpoint_states(checkpoint, callbacks, self.run_id, self.trainer.ckpt_path)
+            resumed = getattr(self.trainer, "ckpt_path", None)
+            kept = keep_own_checkpoint_states(checkpoint, callbacks, self.run_id, resumed)
             if kept and self.trainer.is_global_zero:
                 warn_user(
                     f"resuming run {self.run_id or '(no id)'}: {len(kept)} checkpoint(s) another run wrote are kept "
