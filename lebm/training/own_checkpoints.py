@@ -107,8 +107,12 @@ def _leave_out_others(state: dict[str, Any], folder: str, run_id: str | None, re
     def ours(path: Any) -> bool:
         if not isinstance(path, str) or not path:
             return True  # nothing named
-        inside = os.path.dirname(os.path.abspath(path)) == folder
-        return inside and (not os.path.exists(path) or is_own(path, run_id) or _same_file(path, resumed))
+        if os.path.dirname(os.path.abspath(path)) != folder:
+            return False
+        if not os.path.exists(path) or _same_file(path, resumed):
+            return True
+        readable, held = held_id(path)
+        return not readable or held == run_id  # a file cut short is nobody's run (the I/O never deletes it)
 
     best_k = dict(state.get("best_k_models") or {})
     others = [path for path in best_k if not ours(path)]
@@ -132,7 +136,9 @@ def _leave_out_others(state: dict[str, Any], folder: str, run_id: str | None, re
 
 def folder_runs(folder: str) -> tuple[set[str | None], list[str]]:
     """The runs whose checkpoints ``folder`` holds, and the files: the id its ``last.ckpt`` carries
-    when readable (the folder's run), else every readable file's (None: an older lebm's, no id)."""
+    when readable (the folder's run), else every readable file's (None: an older lebm's, no id).
+    A folder none of whose files reads as a plain checkpoint (cut short, or holding objects that
+    only ``weights_only=False`` loads) vouches for no run: no files (the command's own rules name them)."""
     files = sorted(glob.glob(os.path.join(glob.escape(folder), "*.ckpt")))
     if not files:
         return set(), []
@@ -146,7 +152,7 @@ def folder_runs(folder: str) -> tuple[set[str | None], list[str]]:
         readable, held = held_id(path)
         if readable:
             runs.add(held)
-    return runs, files
+    return runs, files if runs else []  # no file read as a plain checkpoint: no run vouched for
 
 
 def checkpoint_folders(trainer: Any) -> list[str]:
