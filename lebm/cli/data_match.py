@@ -181,9 +181,11 @@ def check_scored_content(subcommand: str, ckpt_path: Any, datamodule: Any, on_pu
         return
     if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
         return
-    trained = content_of(trained_data_of(ckpt_path).fingerprint)
-    if trained is None:
-        return
+    fingerprint = trained_data_of(ckpt_path).fingerprint
+    trained = content_of(fingerprint)
+    kind = type(datamodule)
+    if trained is None or not same_class(fingerprint.get("class_path"), f"{kind.__module__}.{kind.__qualname__}"):
+        return  # no digest kept, or another DataModule: nothing to compare (the method says the latter)
     datamodule.setup("fit" if subcommand == "fit" else subcommand)
     other = content_difference(trained, data_content(datamodule))
     if other:

@@ -947,6 +947,7 @@ class Method(Predictions, MethodHooks, L.LightningModule):
                 f"{name}: these weights were trained on {trained_class}'s data and {here['class_path']} is given: "
                 "another DataModule, so the data were not compared"
             )
+            return
         differing = fingerprint_difference(self.trained_data, here)
         if differing:
             raise DataError(

@@ -58,3 +58,29 @@ def test_a_python_fit_into_a_runs_folder_leaves_its_config_as_the_run_wrote_it(t
     with pytest.raises(ValueError, match="holds checkpoints of run aaaaaaaaaaaa"):
         recipe.trainer().fit(recipe.model, datamodule=recipe.datamodule)
     assert (run / "config.yaml").read_text() == "# the run's own record\n"
+
+
+def test_the_content_check_compares_only_the_datamodule_the_checkpoint_names(tmp_path: Path) -> None:
+    """A digest kept by one DataModule class is compared with the same class's (other content: refused in
+    one line), never with another class's, whose data differ by construction."""
+    from lebm.cli.data_match import check_scored_content
+    from lebm.data import ImageDataModule
+    from lebm.data.content import ContentSources
+
+    class Elsewhere:
+        def setup(self, stage: str) -> None:
+            pass
+
+        def content_sources(self) -> ContentSources:
+            return ContentSources([], {"test": torch.tensor([1, 2])}, None)
+
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    write_checkpoint(path, "aaaaaaaaaaaa")
+    checkpoint = torch.load(path, weights_only=True)
+    content = {"digest": "0123456789abcdef", "files": 0, "bytes": 0, "root": None}
+    checkpoint[RUN_KEY]["data"] = {"class_path": "lebm.data.ImageDataModule", "settings": {}, "content": content}
+    torch.save(checkpoint, path)
+    check_scored_content("test", str(path), Elsewhere(), on_purpose=False)  # another DataModule: not compared
+    with pytest.raises(SystemExit):
+        check_scored_content("test", str(path), ImageDataModule(dataset="digits"), on_purpose=False)
+    check_scored_content("test", str(path), ImageDataModule(dataset="digits"), on_purpose=True)
