@@ -18,7 +18,9 @@ Guard and recovery:
 Runs and checkpoints:
 
 - :mod:`.resume`: resuming with the recipe's optimiser settings, and only when training is left;
-- :mod:`.run_identity`: the run's id, step and data fingerprint in every checkpoint;
+- :mod:`.run_identity`: the run's id, step, folder, W&B run and data fingerprint (settings and content)
+  in every checkpoint, and what a checkpoint without one is compared with;
+- :mod:`.own_checkpoints`: a fit writes, rotates and deletes only its own run's checkpoints;
 - :mod:`.migrations`: checkpoints of earlier versions brought to the current one as they load;
 - :mod:`.final_validation` and :mod:`.training_end`: the fit ends on a validated model.
 

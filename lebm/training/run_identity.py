@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from lebm.checkpoints import RUN_KEY as CHECKPOINT_KEY
-from lebm.checkpoints import CheckpointError, run_id_held
 from lebm.data.fingerprint import (
     Fingerprint,
     comparable,
@@ -148,17 +147,6 @@ def trained_data_of_checkpoint(checkpoint: dict[str, Any], where: str = "the che
             f"{where} records its data's settings but no content digest (an older lebm): content not checked",
         )
     return TrainedData(fingerprint)
-
-
-def same_run(path: str, checkpoint: dict[str, Any]) -> bool:
-    """Whether the checkpoint file at ``path`` was written by the run of the loaded ``checkpoint``
-    (both carry one run id; an unreadable file, or either without an id, is not vouched for)."""
-    identity = run_identity(checkpoint)
-    try:
-        held = run_id_held(path)
-    except CheckpointError:
-        return False
-    return identity is not None and held is not None and held == identity["id"]
 
 
 def wandb_id_of(trainer: Any) -> str | None:
