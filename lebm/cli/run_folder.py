@@ -45,7 +45,6 @@ from typing import Any
 from lebm.atomic import TEMPORARY_FILE, folder_write_error, os_reason, replaced_atomically
 from lebm.checkpoints import (
     KEPT_FOR_SCORE_PREFIX,
-    RUN_KEY,
     CheckpointError,
     CheckpointNotPlain,
     check_checkpoint_file,
@@ -57,6 +56,7 @@ from lebm.checkpoints import (
 )
 from lebm.cli.errors import fail
 from lebm.cli.run_lock import LOCK_FILE
+from lebm.training.run_identity import run_identity
 
 CHECKPOINT_DIR = "checkpoints"
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"
@@ -596,11 +596,11 @@ def wandb_run_id(run_dir: str, resuming: bool, ckpt_path: Any = None) -> tuple[s
     does not name another W&B run; else a fresh id, said in one line with the way to continue the
     stored one on purpose (``--trainer.logger.init_args.id``)."""
     fresh = uuid.uuid4().hex[:12]
-    path = os.path.join(run_dir, WANDB_RUN_ID_FILE)
     if not resuming:
         return fresh, None
     identity = checkpoint_identity(ckpt_path)
-    if not os.path.exists(path):  # a folder holding the checkpoints alone (a partial copy)
+    stored = read_text(os.path.join(run_dir, WANDB_RUN_ID_FILE))
+    if stored is None:  # a folder holding the checkpoints alone (a partial copy)
         logged = identity.get("wandb_id")
         if not isinstance(logged, str):
             return fresh, None
@@ -609,8 +609,6 @@ def wandb_run_id(run_dir: str, resuming: bool, ckpt_path: Any = None) -> tuple[s
             f"logging to a new W&B run {fresh} (give --trainer.logger.init_args.id {logged} to continue {logged} "
             "on purpose)"
         )
-    with open(path) as handle:
-        stored = handle.read().strip()
     made_in = read_text(os.path.join(run_dir, WANDB_RUN_FOLDER_FILE)) or identity.get("folder")
     here = os.path.abspath(run_dir)
     if isinstance(made_in, str) and os.path.abspath(made_in) != here:
@@ -640,7 +638,6 @@ def checkpoint_identity(ckpt_path: Any) -> dict[str, Any]:
     if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
         return {}
     try:
-        record = read_checkpoint(ckpt_path).get(RUN_KEY)
+        return run_identity(read_checkpoint(ckpt_path)) or {}
     except CheckpointError:
         return {}
-    return record if isinstance(record, dict) else {}
