@@ -115,6 +115,7 @@ from lebm.devices import check_device_settings
 from lebm.models.base import Method
 from lebm.speed.numerics import apply_tf32
 from lebm.training.guard import TrainingDiverged
+from lebm.training.own_checkpoints import AnotherRunsFolder
 
 #: Lightning's DDP strategy names and the lebm strategies that replace them.
 DDP_NAMES = {
@@ -826,7 +827,7 @@ def run_command(args: list[str] | None) -> None:
             raise
         sys.stderr.write(f"\nlebm: {STARTUP_STOPPED.format(signal='Ctrl+C')}\n")
         raise SystemExit(EXIT_SIGINT) from None
-    except DataError as error:  # raised when the data are set up, after the run was built
+    except (DataError, AnotherRunsFolder) as error:  # raised once the run is built: the data set up, training started
         fail(str(error))
     except pickle.UnpicklingError as error:  # Lightning's torch.load of a checkpoint that holds objects
         if not str(error).startswith("Weights only load failed"):

@@ -155,6 +155,11 @@ def folder_runs(folder: str) -> tuple[set[str | None], list[str]]:
     return runs, files if runs else []  # no file read as a plain checkpoint: no run vouched for
 
 
+class AnotherRunsFolder(ValueError):
+    """A fit refused because a checkpoint folder it writes into holds another run's checkpoints (one
+    line: the folder, the run, the ways out); the ``lebm`` command prints it alone, without a traceback."""
+
+
 def checkpoint_folders(trainer: Any) -> list[str]:
     """The folders a fit of ``trainer`` writes checkpoints into, or that hold its run folder's: each
     checkpoint callback's, and ``<default_root_dir>/checkpoints`` (where lebm's runs keep theirs,
@@ -168,7 +173,7 @@ def checkpoint_folders(trainer: Any) -> list[str]:
 
 
 def refuse_another_runs_folder(trainer: Any, run_id: str | None, resumed_path: Any) -> None:
-    """Refuse, in one line (``ValueError``), a fit whose checkpoint folders (:func:`checkpoint_folders`)
+    """Refuse, in one line (:class:`AnotherRunsFolder`), a fit whose checkpoint folders (:func:`checkpoint_folders`)
     hold checkpoints, unless it resumes (``resumed_path``, the Trainer's ``ckpt_path``) the run that
     wrote them (``run_id``: the resumed run's id; None for an older lebm's run, whose files carry
     none): a new run, a model fitted before and fitted again without ``ckpt_path`` (its loops would
@@ -188,7 +193,7 @@ def refuse_another_runs_folder(trainer: Any, run_id: str | None, resumed_path: A
             this = f"resumes run {run_id or 'of an older lebm (no id)'}"
         last = os.path.join(folder, "last.ckpt")
         shown = os.path.basename(files[0]) + (" ..." if len(files) > 1 else "")
-        raise ValueError(
+        raise AnotherRunsFolder(
             f"{folder} holds checkpoints of run {named} ({shown}), and this fit {this}: it would write and rotate "
             f"checkpoints beside that run's. Resume that run with ckpt_path={last!r}, "
             "or give this fit another default_root_dir (lebm fit: --overwrite true replaces "

@@ -176,3 +176,34 @@ def test_a_partial_copy_resumed_says_which_wandb_run_its_checkpoint_logged_to(
     run_cli("fit", "-c", "quickstart", *quick, "--ckpt_path", "last", cwd=here)
     said = capsys.readouterr().err
     assert f"logged to W&B run {logged}" in said and f"--trainer.logger.init_args.id {logged}" in said, said
+
+
+def test_a_checkpoint_callback_writing_into_another_runs_folder_is_one_line(
+    two_runs: Path, tmp_path: Path, capsys
+) -> None:
+    """The method's own refusal, reached from the command (the folder rules of ``lebm fit`` read only
+    its run folder): one line, no traceback, nothing written into the other run's checkpoints."""
+    here = copied(two_runs, tmp_path)
+    before = sorted((here / "A" / "checkpoints").iterdir())
+    extra = "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        run_cli(
+            "fit",
+            "-c",
+            "quickstart",
+            *QUICK,
+            "--trainer.default_root_dir",
+            "C",
+            "--trainer.logger",
+            "false",
+            extra,
+            "--trainer.callbacks.dirpath",
+            str(here / "A" / "checkpoints"),
+            "--trainer.callbacks.every_n_train_steps",
+            "2",
+            cwd=here,
+        )
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and "holds checkpoints of run" in said and "Traceback" not in said, said
+    assert sorted((here / "A" / "checkpoints").iterdir()) == before
