@@ -36,6 +36,10 @@ if XDIST_WORKERS:
     torch.set_num_threads(max(1, usable_cpu_cores() // XDIST_WORKERS))  # the cores this process may use
 
 
+#: The clone's files when the session started (the controlling process's listing).
+CLONE_BEFORE = pytest.StashKey[dict[str, tuple[int, int]]]()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Every core by default: ``-n auto`` when pytest-xdist is there and the command gives no ``-n``
@@ -46,16 +50,45 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         config.option.numprocesses = "auto"
 
 
+#: The clone this conftest lies in (its tests/ folder's parent).
+CLONE = Path(__file__).resolve().parents[1]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Without pytest-xdist, one line (also under ``-q``) says the tests run in one process and how
-    to run them on every core."""
+    to run them on every core. The controlling process lists the clone's files
+    (:func:`pytest_sessionfinish` compares)."""
     config = session.config
+    if not hasattr(config, "workerinput"):
+        from tests.helpers.clone_guard import clone_files
+
+        config.stash[CLONE_BEFORE] = clone_files(CLONE)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and not config.pluginmanager.has_plugin("xdist"):
         reporter.write_line(
             "pytest-xdist is not installed: the tests run in one process "
             "(pip install -c constraints.txt pytest-xdist runs them on every core)"
         )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session fails, naming each file, when its tests wrote, added or removed a file of the
+    clone: every test writes under its own folder (CI checks the same after both tiers)."""
+    config = session.config
+    before = config.stash.get(CLONE_BEFORE, None)
+    if before is None:
+        return
+    from tests.helpers.clone_guard import changes, clone_files
+
+    found = changes(before, clone_files(CLONE))
+    if found:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["the tests wrote into the clone (a test writes under its own folder: tmp_path):", *found]
+        if reporter is not None:
+            reporter.ensure_newline()
+            for line in lines:
+                reporter.write_line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 #: The GPUs of this machine, read once before any test hides them.

@@ -269,12 +269,14 @@ def test_the_validation_noise_script_counts_reversals_and_reads_every_10th_epoch
 
 
 def test_the_selections_script_fits_with_its_checkpoint_cadence_and_scores_under_its_experiment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """CPU. ``anomaly_selections.py``'s two commands, as it would run them: the fit keeps a
     checkpoint every ``--every`` updates for ``--max-steps`` updates on the held-out digit and seed,
-    into the run folder the scoring reads, and the scoring records under its own experiment."""
+    into the run folder the scoring reads, and the scoring records under its own experiment. The
+    script's root is this test's folder (the run folder's ``fit_arguments.json`` lands there)."""
     selections = load_script("experiments/anomaly_selections.py")
+    monkeypatch.setattr(selections, "REPO", tmp_path)
     commands: list[list[str]] = []
     monkeypatch.setattr(selections, "run_lebm", lambda command, what="lebm": commands.append(list(command)))
     monkeypatch.setattr(selections, "render_results_md", lambda: None)
@@ -290,6 +292,8 @@ def test_the_selections_script_fits_with_its_checkpoint_cadence_and_scores_under
     assert run.endswith("runs/hierarchical/mnist_anomaly_selections/digit7-seed2")
     assert scoring[2] == "runs/hierarchical/mnist_anomaly_selections/digit7-seed2"
     assert scoring[scoring.index("--experiment") + 1] == "mnist_anomaly_selections"
+    kept = json.loads((tmp_path / scoring[2] / "fit_arguments.json").read_text())
+    assert kept == {"fit_args": [], "recipe": "recipes/hierarchical/mnist_anomaly_offline.yaml"}
 
 
 def test_the_no_model_script_reads_the_whole_pool_and_the_held_out_digit_as_the_anomaly(
