@@ -15,7 +15,7 @@ import contextvars
 import functools
 import importlib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 _CONFIG_ATTR = "_lebm_init_config"
@@ -29,7 +29,7 @@ RENAMED_CLASS_PATHS: dict[str, str] = {}
 
 #: Configs of the components being built by the ``lebm`` CLI (``{argument: {"class_path",
 #: "init_args"}}``), so that a method can record components that cannot describe themselves.
-_GIVEN_CONFIGS: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
+_GIVEN_CONFIGS: contextvars.ContextVar[Callable[[], Mapping[str, Any] | None] | None] = contextvars.ContextVar(
     "lebm_given_configs", default=None
 )
 
@@ -135,10 +135,21 @@ def unrecordable_part(obj: Any, path: str = "") -> str | None:
 
 
 @contextlib.contextmanager
-def given_configs(configs: Mapping[str, Any] | None) -> Iterator[None]:
+def given_configs(configs: Mapping[str, Any] | Callable[[], Mapping[str, Any] | None] | None) -> Iterator[None]:
     """While building a method from a config, make each argument's config available to
-    :func:`given_config` (the ``lebm`` CLI wraps model instantiation in this)."""
-    token = _GIVEN_CONFIGS.set(configs)
+    :func:`given_config` (the ``lebm`` CLI wraps model instantiation in this). ``configs`` may be a
+    function that makes them: it is called at the first :func:`given_config` (only a component that
+    cannot describe itself asks), at most once, so a build that never asks never makes them."""
+    made: list[Mapping[str, Any] | None] = []
+
+    def resolved() -> Mapping[str, Any] | None:
+        if not callable(configs):
+            return configs
+        if not made:
+            made.append(configs())
+        return made[0]
+
+    token = _GIVEN_CONFIGS.set(resolved)
     try:
         yield
     finally:
@@ -147,7 +158,8 @@ def given_configs(configs: Mapping[str, Any] | None) -> Iterator[None]:
 
 def given_config(argument: str) -> Any:
     """The config the method argument ``argument`` is being built from, or None."""
-    configs = _GIVEN_CONFIGS.get()
+    found = _GIVEN_CONFIGS.get()
+    configs = None if found is None else found()
     return None if configs is None else configs.get(argument)
 
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+# Python's bytecode cache on, whatever the environment says (``PYTHONDONTWRITEBYTECODE=1`` on some
+# machines): each process of the suite (two pytest-xdist workers, a tier, the ``lebm`` commands the
+# tests start) then reuses pytest's rewritten test modules and lebm's compiled modules in
+# ``__pycache__`` (a cache, as .gitignore and CI's clean-clone check treat it) instead of compiling
+# all of them again: about 9 s of each worker's collection on 2 cores.
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # the lebm command's cache (recorded options, help texts) of this test session only, not the user's

@@ -549,7 +549,7 @@ class LebmCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         try:
-            with given_configs(self._model_argument_configs()):
+            with given_configs(self._model_argument_configs):  # dumped only when a component asks
                 super().instantiate_classes()
             if isinstance(self.model, Method):
                 self.model.other_data_on_purpose = getattr(self, "_other_data_on_purpose", False)

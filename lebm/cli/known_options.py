@@ -267,9 +267,10 @@ def package_origin(class_path: str) -> str | None:
     return None if spec is None else str(spec.origin)
 
 
-def _valid(entry: Any, class_path: str) -> bool:
+def _valid(entry: Any, class_path: str, stamps: dict[tuple[str, ...], str | None] | None = None) -> bool:
     """A well-formed entry, recorded from the copy of the class this command would import, whose
-    files are all unchanged since."""
+    files are all unchanged since. ``stamps``: the :func:`packages_stamp` of each package list read
+    so far in this command (filled here), so that one command reads each package's files once."""
     if not isinstance(entry, dict) or not isinstance(entry.get("stamp"), str):
         return False
     if not isinstance(entry.get("parameters"), list) or not isinstance(entry.get("open"), bool):
@@ -279,11 +280,15 @@ def _valid(entry: Any, class_path: str) -> bool:
     packages = entry.get("packages")
     if not isinstance(packages, list) or not all(isinstance(name, str) for name in packages):
         return False
-    return (
-        entry.get("origin") is not None
-        and entry.get("origin") == package_origin(class_path)
-        and (entry["stamp"] == packages_stamp(packages))
-    )
+    if entry.get("origin") is None or entry.get("origin") != package_origin(class_path):
+        return False
+    key = tuple(packages)
+    if stamps is None or key not in stamps:
+        stamp = packages_stamp(packages)
+        if stamps is None:
+            return entry["stamp"] == stamp
+        stamps[key] = stamp
+    return entry["stamp"] == stamps[key]
 
 
 def check_known_options(args: list[str]) -> str | None:
@@ -305,9 +310,10 @@ def _first_unknown_option(args: list[str]) -> str | None:
     if not entries:
         return None
     tree = compose(*split_arguments(args))
+    stamps: dict[tuple[str, ...], str | None] = {}
     for key, part in parts(tree):
         entry = entries.get(part.class_path) if isinstance(part.class_path, str) else None
-        if entry is None or not _valid(entry, part.class_path) or entry["open"]:
+        if entry is None or not _valid(entry, part.class_path, stamps) or entry["open"]:
             continue
         accepted = entry["parameters"]
         for name, value in part.arguments.items():
@@ -425,9 +431,9 @@ def remember_options(args: list[str]) -> None:
         tree = compose(*split_arguments(args))
         entries = _read_cache()
         wanted = {part.class_path for _, part in parts(tree) if isinstance(part.class_path, str)}
-        changed = False
+        changed, stamps = False, {}
         for class_path in sorted(wanted | {TRAINER_CLASS}):
-            if _valid(entries.get(class_path), class_path):
+            if _valid(entries.get(class_path), class_path, stamps):
                 continue
             entry = describe_class(class_path)
             if entry is not None:
