@@ -94,6 +94,28 @@ class _LoggedOp:
     frees: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _Arguments:
+    """A logged operation's arguments laid out for a replay: ``args`` and ``kwargs`` as logged, and
+    where a ref sits in them (``slots``: a positional index or a keyword, with the ref or, for a
+    container holding refs, the container), so a replay rebuilds only those places."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    slots: list[tuple[int | str, Any, bool]]  # (place, ref or container, whether a container)
+
+    @classmethod
+    def of(cls, op: _LoggedOp) -> _Arguments:
+        slots: list[tuple[int | str, Any, bool]] = []
+        places: list[tuple[int | str, Any]] = [*enumerate(op.args), *op.kwargs.items()]
+        for place, value in places:
+            if isinstance(value, _Produced | _Alias):
+                slots.append((place, value, False))
+            elif isinstance(value, list | tuple | dict) and _refs_in(value):
+                slots.append((place, value, True))
+        return cls(list(op.args), dict(op.kwargs), slots)
+
+
 def _storage_key(tensor: Tensor) -> int:
     """The address of ``tensor``'s memory (0: none, or empty)."""
     try:
@@ -181,6 +203,7 @@ class OpReplay:
         for op_index, last in last_use.items():
             if op_index not in kept:
                 ops[last].frees.append(op_index)
+        self._arguments = [None if isinstance(op, _HostWork) else _Arguments.of(op) for op in ops]
 
     @property
     def op_names(self) -> list[str]:
@@ -202,13 +225,22 @@ class OpReplay:
             return leaf
 
         with torch.no_grad():
-            for index, op in enumerate(self.ops):
-                if isinstance(op, _HostWork):
+            for index, (op, laid_out) in enumerate(zip(self.ops, self._arguments, strict=True)):
+                if laid_out is None:  # host work
                     op.work()
                     results[index] = []
-                else:
-                    args, kwargs = tree_map(value, (op.args, op.kwargs))
-                    results[index] = tree_leaves(op.func(*args, **kwargs))
+                else:  # the logged arguments with each ref (or container of refs) replaced: tree_map's result
+                    args, kwargs = laid_out.args, laid_out.kwargs
+                    if laid_out.slots:
+                        args, kwargs = args.copy(), kwargs.copy()
+                        for place, ref, container in laid_out.slots:
+                            found = tree_map(value, ref) if container else value(ref)
+                            if isinstance(place, int):
+                                args[place] = found
+                            else:
+                                kwargs[place] = found
+                    out = op.func(*args, **kwargs)
+                    results[index] = [out] if isinstance(out, Tensor) else tree_leaves(out)
                 for dead in op.frees:
                     results[dead] = None
             for output, ref in self.outputs:
