@@ -84,3 +84,22 @@ def test_the_content_check_compares_only_the_datamodule_the_checkpoint_names(tmp
     with pytest.raises(SystemExit):
         check_scored_content("test", str(path), ImageDataModule(dataset="digits"), on_purpose=False)
     check_scored_content("test", str(path), ImageDataModule(dataset="digits"), on_purpose=True)
+
+
+def test_the_wandb_id_of_a_resumed_folder_is_kept_only_where_it_was_made(tmp_path: Path) -> None:
+    """CPU, files only. ``wandb_run_id``: a resume in the folder that made the id continues it; the
+    same files copied elsewhere get a fresh id and a line naming the id to continue on purpose; a new
+    fit always gets a fresh id. (The whole command sequence: tests/cli/test_run_identity_sequences.py.)"""
+    from lebm.cli.run_folder import WANDB_RUN_FOLDER_FILE, WANDB_RUN_ID_FILE, wandb_run_id
+
+    made, copy = tmp_path / "made", tmp_path / "copy"
+    for folder in (made, copy):
+        folder.mkdir()
+        (folder / WANDB_RUN_ID_FILE).write_text("abc123")
+        (folder / WANDB_RUN_FOLDER_FILE).write_text(str(made))
+    assert wandb_run_id(str(made), resuming=True) == ("abc123", None)
+    fresh, line = wandb_run_id(str(copy), resuming=True)
+    assert fresh != "abc123" and line is not None
+    assert f"made in {made}" in line and "--trainer.logger.init_args.id abc123" in line
+    new, said = wandb_run_id(str(made), resuming=False)
+    assert new != "abc123" and said is None

@@ -24,6 +24,11 @@ import torch
 from lebm.checkpoints import run_id_held
 from tests.helpers.cli_runner import run_cli, working_folder
 
+#: Whole command sequences, each several lebm commands (about 5 s each): the slow tier. Their parts
+#: fail fast tests of the default tier: tests/training/test_run_identity.py,
+#: tests/training/test_trained_data_record.py and tests/cli/test_run_folder_edges.py.
+pytestmark = pytest.mark.slow
+
 #: One epoch of 4 batches, one validation batch, no bar: the issue's quick run.
 QUICK = [
     "--trainer.max_epochs",
