@@ -851,3 +851,26 @@ def test_the_gpu_tier_runs_on_workers_with_pytest_xdist_and_in_one_process_witho
     without = gpu_tier_command(Path("j.xml"), xdist=False, timeout_plugin=True)
     assert "-n" not in without
     assert without[without.index("gpu") - 1] == "-m" and "--timeout" in without
+
+
+def test_the_tier_cost_sums_each_files_tests_and_compares_at_the_old_records_speed() -> None:
+    """CPU, no tests run. ``benchmarks/test_tier_cost.py``: a ``--durations=0`` log summed per file
+    (set-up, call and teardown), and a record compared with an older one through the median time
+    ratio of the files the change left alone (here 2.0: the machine ran at half the speed)."""
+    tier = load_script("benchmarks/test_tier_cost.py")
+    log = "\n".join(
+        [
+            "3.00s call     tests/a.py::test_one",
+            "1.00s setup    tests/a.py::test_one",
+            "2.50s call     tests/b.py::test_two[x]",
+            "0.50s teardown tests/cli/c.py::test_three",
+            "2185 passed, 45 skipped in 353.42s (0:05:53)",
+        ]
+    )
+    assert tier.per_file(log) == {"tests/a.py": 4.0, "tests/b.py": 2.5, "tests/cli/c.py": 0.5}
+    old = {"files": {"tests/a.py": 2.0, "tests/b.py": 1.25, "tests/cli/c.py": 9.0}, "summed_seconds": 12.25}
+    new = {"files": {"tests/a.py": 4.0, "tests/b.py": 2.5, "tests/cli/c.py": 2.5}, "summed_seconds": 9.0}
+    new["wall_seconds"] = 10.0
+    seen = tier.compared(new, old, ["tests/cli"])
+    assert seen["speed_ratio"] == 2.0 and seen["files_read"] == 2
+    assert seen["summed_seconds_at_old_speed"] == 4.5 and seen["wall_seconds_at_old_speed"] == 5.0
