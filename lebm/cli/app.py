@@ -371,9 +371,9 @@ class LebmCLI(LightningCLI):
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Lightning's subcommands; a command that names its subcommand first (``lebm fit ...``) gets
-        that one's parser alone. Each parser describes the Trainer, the method and the data anew
-        (about a quarter of a command's start-up each): the other three would go unused, and
-        ``lebm --help`` or a misspelled subcommand still lists all four."""
+        that one's parser alone: each parser describes the Trainer, the method and the data anew,
+        and the other three would go unused. ``lebm --help`` or a misspelled subcommand still lists
+        all four."""
         every = LightningCLI.subcommands()
         named = getattr(self, "_raw_args", [])[:1]
         return {named[0]: every[named[0]]} if named and named[0] in every else every
