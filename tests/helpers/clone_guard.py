@@ -13,10 +13,15 @@ CACHES = frozenset({".git", "__pycache__", ".pytest_cache", ".ruff_cache"})
 
 def clone_files(root: Path) -> dict[str, tuple[int, int]]:
     """``{path relative to root: (size, mtime in ns)}`` for every file of ``root`` outside the
-    caches (the egg-info pip writes at install is the installer's, also left out)."""
+    caches (the egg-info pip writes at install is the installer's, and a virtual environment made
+    inside the clone, a folder holding ``pyvenv.cfg``, is the user's Python: both left out)."""
     files: dict[str, tuple[int, int]] = {}
     for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [name for name in subfolders if name not in CACHES and not name.endswith(".egg-info")]
+        subfolders[:] = [
+            name
+            for name in subfolders
+            if name not in CACHES and not name.endswith(".egg-info") and not Path(folder, name, "pyvenv.cfg").is_file()
+        ]
         for name in names:
             path = Path(folder, name)
             try:
