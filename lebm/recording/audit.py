@@ -26,6 +26,7 @@ Nothing here walks code to guess what it reads: a class is lebm's or not, a func
 from __future__ import annotations
 
 import functools
+import gc
 import operator
 import os
 import sys
@@ -153,7 +154,9 @@ class CodeWatch:
     the module of its globals (:func:`trusted_module`) and by the file its code was compiled from
     (a lebm function given a user's ``__code__`` is the user's); :attr:`ran` maps the code of every
     trusted function that ran to its module's name; :attr:`c_calls` holds every C function called
-    (a torch operation, a tensor's method), once per calling module, with that module's globals."""
+    (a torch operation, a tensor's method), once per calling module, with that module's globals.
+    The garbage collector does not run by itself within the block (its setting restored after), so
+    no finalizer of garbage made elsewhere runs as if the block had run it."""
 
     def __init__(self, any_code: bool = False) -> None:
         self.any_code = any_code  # a captured chain's watch: the user's code runs there too, and is noted
@@ -162,6 +165,7 @@ class CodeWatch:
         self.c_calls: dict[tuple[int, Any], tuple[dict[str, Any] | None, Any, type | None]] = {}
         self._verdicts: dict[types.CodeType, bool] = {}
         self._previous: Any = None
+        self._collecting = False
 
     def _profiler(self) -> Any:
         """The profile function: a closure over this watch's tables (it runs at every call, return
@@ -196,12 +200,20 @@ class CodeWatch:
         return note
 
     def __enter__(self) -> CodeWatch:
+        # No automatic garbage collection inside: a collection runs the finalizers (``__del__``,
+        # weakref callbacks) of whatever garbage the process holds, code the watched block does not
+        # run, and a user's finalizer would refuse the recording by chance (as torch's own graph
+        # capture keeps collections out of a capture).
+        self._collecting = gc.isenabled()
+        gc.disable()
         self._previous = sys.getprofile()
         sys.setprofile(self._profiler())
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.setprofile(self._previous)
+        if self._collecting:
+            gc.enable()
 
     def refusal(self) -> str | None:
         """Why the recording watched may not be replayed (None: it ran trusted code only)."""

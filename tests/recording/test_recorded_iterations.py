@@ -102,8 +102,9 @@ def assert_same(eager: dict[str, Any], recorded: dict[str, Any]) -> None:
 
 
 def assert_replayed(model: Method, at_least: int) -> None:
-    stats = model.iteration_recorder.stats
-    assert stats.recordings >= 1 and stats.replays >= at_least and stats.eager == 0, stats
+    recorder = model.iteration_recorder
+    stats = recorder.stats
+    assert stats.recordings >= 1 and stats.replays >= at_least and stats.eager == 0, (stats, recorder.disabled)
 
 
 VARIANTS = {

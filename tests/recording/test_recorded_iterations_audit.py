@@ -333,3 +333,40 @@ def test_the_code_a_recording_may_run_is_lebms_torchs_lightnings_and_the_standar
     assert trusted_module("lightning.pytorch.core.module") and trusted_module("collections")
     assert trusted_module("typing_extensions")
     assert not trusted_module("omegaconf") and not trusted_module(__name__)
+
+
+class _CyclicGarbage:
+    """An object of this test module (code a recording does not trust) whose finalizer runs when the
+    garbage collector frees it."""
+
+    me: Any
+
+    def __del__(self) -> None:
+        pass
+
+
+def test_a_collection_inside_the_watch_does_not_run_garbage_made_outside_as_the_watched_code() -> None:
+    """A recording watched code that the iteration never called: the finalizer of garbage the rest of
+    the process left (a user's object in a reference cycle), run by an automatic collection that an
+    allocation inside the recording set off. It refused that run's recordings by chance (CI,
+    2026-11-29: one method's recording under gradient accumulation, in the slow tier's order only)."""
+    import gc
+
+    from lebm.recording.audit import CodeWatch
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    watch = CodeWatch()
+    gc.set_threshold(1)  # the next allocation collects
+    try:
+        with watch:
+            garbage = object.__new__(_CyclicGarbage)  # made without a Python call the watch would note
+            garbage.me = garbage
+            del garbage  # garbage now: freed only by a collection
+            made = list(map(list, [()] * 1000))  # allocations: each may set off an automatic collection
+        assert watch.foreign is None, watch.foreign
+        assert gc.isenabled()  # the collector's setting is back
+    finally:
+        gc.set_threshold(*threshold)
+        gc.collect()
+    assert len(made) == 1000
