@@ -14,19 +14,24 @@ PTB, SNLI and Yahoo (text files), Fashion-MNIST and MNIST (IDX files, MNIST's CS
 * ``test_each_recipe_of_a_dataset_not_here_takes_a_training_step`` (slow: paper-size nets, seconds
   a step): each recipe whose data root is left to the user, built by ``lebm.from_recipe`` (the
   model checked against the data as ``lebm fit`` checks it) and trained one step on the fakes.
+  The built chains are checked to run the recipe's step counts, then cut to one step each
+  (:func:`shorten_chains`): the nets at paper size are the point, not tens of chain steps a step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from lebm.cli.recipes import compose_recipe
 from lebm.config import build
+from lebm.samplers import ChainInitializer, Sampler
 from tests.helpers.cli_runner import run_cli
 from tests.helpers.dataset_files import (
     write_celeba,
@@ -117,6 +122,61 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: The step counts of a chain: a sampler's transitions (``n_steps``), a learned sampler's ancestral
+#: steps (``sampling_steps``, DAMC's diffusion amortizer); each with the fewest steps it allows.
+STEP_COUNTS = {"n_steps": 1, "sampling_steps": 2}
+
+
+def chain_holders(model: nn.Module) -> Iterator[Any]:
+    """Every object of ``model`` that may hold a chain's step count: its modules, and the samplers and
+    chain initializers they hold as attributes (a ``Langevin`` is no module), those within them too."""
+    seen: set[int] = set()
+    pending: list[Any] = list(model.modules())
+    while pending:
+        held = pending.pop()
+        if id(held) in seen:
+            continue
+        seen.add(id(held))
+        yield held
+        for value in vars(held).values():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            pending += [item for item in values if isinstance(item, (Sampler, ChainInitializer))]
+
+
+def chain_steps(model: nn.Module) -> set[tuple[str, str, int]]:
+    """``(class name, count name, count)`` of every chain step count the built ``model`` holds."""
+    return {
+        (type(held).__name__, name, getattr(held, name))
+        for held in chain_holders(model)
+        for name in STEP_COUNTS
+        if isinstance(getattr(held, name, None), int)
+    }
+
+
+def configured_steps(section: Any) -> set[tuple[str, str, Any]]:
+    """``(class name, count name, value)`` of every step count in a parsed config ``section``."""
+    found: set[tuple[str, str, Any]] = set()
+    if isinstance(section, dict):
+        given = section.get("init_args")
+        if isinstance(section.get("class_path"), str) and isinstance(given, dict):
+            kind = section["class_path"].rsplit(".", 1)[-1]
+            found |= {(kind, name, given[name]) for name in STEP_COUNTS if given.get(name) is not None}
+        for value in section.values():
+            found |= configured_steps(value)
+    elif isinstance(section, list):
+        for value in section:
+            found |= configured_steps(value)
+    return found
+
+
+def shorten_chains(model: nn.Module) -> None:
+    """Cut every chain of ``model`` to the fewest steps its class allows (:data:`STEP_COUNTS`)."""
+    for held in chain_holders(model):
+        for name, fewest in STEP_COUNTS.items():
+            if isinstance(getattr(held, name, None), int):
+                setattr(held, name, min(getattr(held, name), fewest))
+
+
 def first_training_batch(datamodule: Any) -> torch.Tensor:
     """The inputs of the first training batch: images (B, C, H, W) or token ids (B, T)."""
     datamodule.setup("fit")
@@ -154,12 +214,19 @@ def test_each_recipe_of_a_dataset_not_here_takes_a_training_step(
     recipe: str, dataset_roots: dict[str, Path], tmp_path: Path
 ) -> None:
     """The recipe as ``lebm fit`` builds it (``lebm.from_recipe``: its nets, chains and learning rates)
-    on the fake files, batches of ``BATCH``: one training step (Multi-stage NCE: one a stage) changes
-    the model's weights."""
+    on the fake files, batches of ``BATCH``: its chains run the step counts its config gives (whole
+    numbers); cut to one step each, one training step (Multi-stage NCE: one a stage) changes the
+    model's weights."""
     import lebm
 
     overrides = {**data_overrides(recipe, dataset_roots), "trainer.logger": False}
     built = lebm.from_recipe(recipe, {**overrides, "trainer.default_root_dir": str(tmp_path)})
+    configured = configured_steps(built.config["model"])
+    assert configured, f"{recipe}: no chain step count in its config"
+    assert all(is_int(count) and count > 0 for _, _, count in configured), f"{recipe}: step counts {configured}"
+    assert configured <= chain_steps(built.model), f"{recipe}: the built chains differ from {configured}"
+    shorten_chains(built.model)
+    assert all(count <= STEP_COUNTS[name] for _, name, count in chain_steps(built.model))
     before = {name: value.detach().clone() for name, value in built.model.named_parameters()}
     prior = (built.config["model"]["init_args"].get("prior") or {}).get("init_args") or {}
     steps = prior.get("n_stages", 1)  # Multi-stage NCE trains each of its stages at least one step
