@@ -1,6 +1,7 @@
 """What ``ChainDiagnostics`` costs against training, at its default schedule, on a recipe's model.
 
     python benchmarks/chain_diagnostics_cost.py --recipe recipes/quickstart.yaml [--epochs 10] [--evaluations 2]
+        [--batches N] [--n-draws N]
 
 Builds the recipe's model and data and trains ``--epochs`` epochs with a bare Trainer (no
 validation, logger, checkpoints or image grids: the denominator is training alone, so the share
@@ -13,6 +14,11 @@ The cost at the default schedule is projected over the recipe's ``max_epochs``: 
 the default ``every_n_epochs`` makes (one per ``every_n_epochs`` epochs, plus one at the end of
 training when the last epoch is not one of them) times the median evaluation, over ``max_epochs``
 times the median epoch. Prints one JSON line.
+
+Smaller runs for a test of the script's structure (the figures then describe that smaller run):
+``--batches N`` trains on the first ``N`` batches of each epoch (``limit_train_batches``; default
+every batch) and ``--n-draws N`` gives the callback ``N`` draws per chain (default its own, 50; the
+JSON's ``settings`` say which).
 """
 
 from __future__ import annotations
@@ -74,20 +80,26 @@ def main() -> None:
     parser.add_argument("--evaluations", type=int, default=2, help="diagnostics runs during those epochs")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the recipes' CPUThreads: 1)")
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--batches", type=int, default=None, help="training batches per epoch (default: all)")
+    parser.add_argument("--n-draws", type=int, default=None, help="draws per chain (default: the callback's)")
     args = parser.parse_args()
     if args.evaluations < 1 or args.epochs < args.evaluations:
         parser.error("need 1 <= --evaluations <= --epochs")
+    sizes = {} if args.n_draws is None else {"n_draws": args.n_draws}
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
     L.seed_everything(int(recipe.get("seed_everything") or 0), verbose=False)
     model = build(recipe["model"])
     data = build(recipe["data"])
     timer = EpochTimer()
-    diagnostics = ChainDiagnostics(every_n_epochs=args.epochs // args.evaluations, at_train_end=False, plot=True)
+    diagnostics = ChainDiagnostics(
+        every_n_epochs=args.epochs // args.evaluations, at_train_end=False, plot=True, **sizes
+    )
     device: list[torch.device] = []
     with tempfile.TemporaryDirectory(prefix="chain-diagnostics-") as folder:  # the plot and diagnostics.jsonl
         trainer = bare_trainer(
             max_epochs=args.epochs,
+            limit_train_batches=args.batches,
             accelerator=args.accelerator,
             callbacks=[_DeviceProbe(device), timer, diagnostics],
             default_root_dir=folder,

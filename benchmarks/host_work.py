@@ -1,6 +1,6 @@
 """The host work of a training iteration around its chains: what a GPU waits for once chains are graphs.
 
-    python benchmarks/host_work.py --recipe recipes/quickstart.yaml [--iters 200] [--batch-size N]
+    python benchmarks/host_work.py --recipe recipes/quickstart.yaml [--iters 200] [--batch-size N] [--warmup 20]
 
 With chains captured, a GPU iteration is bound by what the host does around them: Lightning's loop,
 the losses' forward and backward passes, the optimiser steps, logging and the divergence guard. This
@@ -16,8 +16,8 @@ script measures that part on any device (a CPU included) and prints one JSON lin
   trainer's logging cadence (``log_every_n_steps`` 50, lebm's behaviour) and at every step
   (``log_every_n_steps`` 1, as before): the difference is Lightning's ``self.log``.
 
-Times are medians of ``--repeats`` runs of ``--iters`` iterations after 20 warm-up iterations, on
-random data of the recipe's shape; on a CPU, one torch thread (``--threads``).
+Times are medians of ``--repeats`` runs of ``--iters`` iterations after ``--warmup`` warm-up
+iterations (default 20), on random data of the recipe's shape; on a CPU, one torch thread (``--threads``).
 """
 
 from __future__ import annotations
@@ -199,9 +199,10 @@ def count_outside_graphs(recipe: dict[str, Any], batch_size: int, iterations: in
 
 
 def remainder_ms(
-    recipe: dict[str, Any], batch_size: int, accelerator: str, log_every: int, iters: int
+    recipe: dict[str, Any], batch_size: int, accelerator: str, log_every: int, iters: int, warmup: int = WARMUP
 ) -> tuple[float, str]:
-    """Milliseconds per iteration with every chain cut to one step; the device it ran on."""
+    """Milliseconds per iteration with every chain cut to one step, timed after ``warmup``
+    iterations; the device it ran on."""
     model = build_model(recipe, 0)
     for chain in chains_of(model).values():
         inner = getattr(chain, "sampler", chain)  # PersistentChains wraps the sampler that steps
@@ -216,7 +217,7 @@ def remainder_ms(
                 torch.cuda.synchronize(module.device)
 
         def on_train_batch_start(self, trainer: Any, module: Any, batch: Any, index: int) -> None:
-            if index == WARMUP:
+            if index == warmup:
                 self._sync(module)
                 clock["start"] = time.perf_counter()
                 clock["device"] = describe_device(module.device)
@@ -225,7 +226,7 @@ def remainder_ms(
             self._sync(module)
             clock["end"] = time.perf_counter()
 
-    n = batch_size * (WARMUP + iters)
+    n = batch_size * (warmup + iters)
     data = DataLoader(TensorDataset(torch.rand(n, *shape) * 2 - 1), batch_size=batch_size)
     trainer = bare_trainer(
         max_epochs=1, accelerator=accelerator, devices=1, log_every_n_steps=log_every, callbacks=[Clock()]
@@ -240,6 +241,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's data batch_size")
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="iterations before each timing")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--counts-only", action="store_true", help="the operation counts alone, no timing")
@@ -262,7 +264,7 @@ def main() -> None:
     timings: dict[str, list[float]] = {"cadence": [], "every_step": []}
     for _ in range(0 if args.counts_only else args.repeats):
         for name, log_every in (("cadence", 50), ("every_step", 1)):
-            ms, device = remainder_ms(recipe, batch_size, args.accelerator, log_every, args.iters)
+            ms, device = remainder_ms(recipe, batch_size, args.accelerator, log_every, args.iters, args.warmup)
             timings[name].append(ms)
             result["device"] = device
     if not args.counts_only:

@@ -1,7 +1,7 @@
 """The host cost of a recorded iteration's key, per iteration, beside the eager iteration's time.
 
     python benchmarks/iteration_key_cost.py [--recipes quickstart|paper|all] [--iters 3] [--repeats 20]
-        [--paper-batch-size N] [--methods DAMC,...] [--write DIR]
+        [--paper-batch-size N] [--quickstart-batch-size N] [--methods DAMC,...] [--write DIR]
 
 With recorded iterations on, every training iteration does host work before it replays
 (``IterationRecorder.run``): the cheap reasons to stay eager
@@ -18,7 +18,8 @@ one after a change), times the eager iteration itself (median), and prints one J
 and parameters the key describes. The data are random, of the recipe's shape and batch size
 (``--paper-batch-size``: another for the paper shapes, whose eager iterations take seconds to
 minutes on a CPU; the key does not depend on the batch size, and a smaller batch's shorter iteration
-makes its share an upper bound). ``--write DIR`` also
+makes its share an upper bound; ``--quickstart-batch-size``: another for the quickstarts, as a
+test of the script's output takes them). ``--write DIR`` also
 writes the lines to ``DIR/iteration_key_cost-<date>-<commit>.jsonl`` and the table made from them
 (:func:`table`) beside it, as ``.md``.
 """
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="key computations timed before each iteration")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--paper-batch-size", type=int, default=None, help="default: each paper recipe's own")
+    parser.add_argument("--quickstart-batch-size", type=int, default=None, help="default: each quickstart's own")
     parser.add_argument("--write", default=None, help="a folder for the JSON lines and their table")
     parser.add_argument("--methods", default="", help="only these methods (comma-separated class names)")
     args = parser.parse_args()
@@ -196,7 +198,7 @@ def main() -> None:
         for method, path in recipes.items():
             if args.methods and method not in args.methods.split(","):
                 continue
-            batch_size = args.paper_batch_size if recipes is PAPER_SHAPES else None
+            batch_size = args.paper_batch_size if recipes is PAPER_SHAPES else args.quickstart_batch_size
             row = measure(method, path, args.iters, args.repeats, batch_size)
             row.update(device=describe_device(torch.device("cpu")), commit=commit, date=str(date.today()))
             row.update(run_facts(load_before))

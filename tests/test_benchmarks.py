@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,23 @@ from tests.helpers.trainers import quiet_trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: A benchmark run by a test computes on one torch thread (``OMP_NUM_THREADS``, which torch reads at
+#: start): a test checks what the script prints, not its speed, and on a 2-core machine running two
+#: test workers a second thread per script only spins, costing CPU time.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """``python *args`` in the repository, on one thread; its exit status, output and errors."""
+    env = {**os.environ, **ONE_THREAD}
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_SECONDS
+    )
+
 
 def run_json(*args: str) -> dict:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=HANG_SECONDS)
+    """The last line a script prints, as JSON (the script must exit with status 0)."""
+    result = run_script(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -31,10 +46,7 @@ def test_train_step_times_a_chosen_stage_of_multistage_nce() -> None:
         "benchmarks/train_step.py",
         "--recipe",
         "recipes/multistage_nce/quickstart.yaml",
-        "--iters",
-        "2",
-        "--warmup",
-        "1",
+        *("--iters", "1", "--warmup", "0", "--batch-size", "4"),
         "--stage",
         "2",
     )
@@ -53,7 +65,7 @@ def test_train_step_splits_a_dual_mcmc_iteration_into_its_chains_and_the_rest() 
         "--warmup",
         "0",
         "--batch-size",
-        "20",
+        "4",
         "--split",
     )
     split = out["split_sec_per_iter"]
@@ -115,27 +127,27 @@ def test_train_step_runs_a_recipe_whose_nets_hold_batch_norm() -> None:
 def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp() -> None:
     """Three optimisers, three backward passes: only the stepped nets' gradients travel, once each
     (a DistributedDataParallel wrapper would all-reduce every net at each of the three passes)."""
-    out = run_json("benchmarks/ddp_bytes.py", "--recipe", "recipes/dual_mcmc/quickstart.yaml", "--iters", "2")
+    out = run_json(
+        "benchmarks/ddp_bytes.py", "--recipe", "recipes/dual_mcmc/quickstart.yaml", "--iters", "2", "--batch-size", "2"
+    )
     assert out["processes"] == 2 and out["backward_passes"] == 3
     assert out["minimum_bytes"] <= out["collective_bytes"] <= out["minimum_bytes"] + 64, out
     assert out["plain_ddp_over_minimum"] == 3.0
 
 
 @pytest.mark.slow
-def test_suite_writes_a_json_and_a_markdown_table(tmp_path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/suite.py",
-            *("--only", "latent_ebm", "--paths", "eager", "--iters", "1", "--warmup", "0"),
-            *("--cpu-batch-size", "2", "--generate", "4", "--out", str(tmp_path)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=HANG_SECONDS,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_suite_writes_a_json_and_a_markdown_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU. The suite's own work (the row's command, the ratios, the two files) runs in this process
+    (it only gathers); its row runs, as always, in a fresh ``train_step.py`` process, on one thread."""
+    suite = load_script("benchmarks/suite.py")
+    for name, value in ONE_THREAD.items():
+        monkeypatch.setenv(name, value)
+    arguments = [
+        *("--only", "latent_ebm", "--paths", "eager", "--iters", "1", "--warmup", "0"),
+        *("--cpu-batch-size", "2", "--generate", "4", "--out", str(tmp_path)),
+    ]
+    monkeypatch.setattr(sys, "argv", ["suite.py", *arguments])
+    suite.main()
     (table,) = tmp_path.glob("suite-*.md")
     (record,) = tmp_path.glob("suite-*.json")
     rows = json.loads(record.read_text())["rows"]
@@ -592,7 +604,8 @@ def test_samplers_times_every_sampler_on_the_prior_and_posterior_chains() -> Non
 def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_the_rest() -> None:
     """CPU. Training chains record their ends only (fewer operations a step than recording every
     step), and handing step values to Lightning at the logging cadence costs less than at every step."""
-    out = run_json("benchmarks/host_work.py", "--recipe", "recipes/quickstart.yaml", "--iters", "30", "--repeats", "1")
+    recipe = ("--recipe", "recipes/quickstart.yaml", "--batch-size", "4")
+    out = run_json("benchmarks/host_work.py", *recipe, "--iters", "3", "--warmup", "2", "--repeats", "1")
     assert out["ops_outside_chains"] > 0
     ends, every = out["ops_per_chain_step"]["ends"], out["ops_per_chain_step"]["every_step"]
     assert set(ends) == set(every) == {"posterior_sampler", "prior.sampler"}
@@ -603,13 +616,9 @@ def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_
 @pytest.mark.slow  # five quickstart fits
 def test_iteration_key_cost_times_the_key_beside_each_quickstarts_eager_iteration(tmp_path: Path) -> None:
     """CPU. One JSON line per method's quickstart, and a table made from those lines under --write."""
-    result = subprocess.run(
-        [sys.executable, "benchmarks/iteration_key_cost.py", "--recipes", "quickstart", "--iters", "1"]
-        + ["--repeats", "2", "--write", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=HANG_SECONDS,
+    result = run_script(
+        *("benchmarks/iteration_key_cost.py", "--recipes", "quickstart", "--quickstart-batch-size", "4"),
+        *("--iters", "1", "--repeats", "2", "--write", str(tmp_path)),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -745,12 +754,18 @@ def test_gpu_check_keeps_each_profile_runs_record_or_last_lines_and_skips_what_t
 
 
 @pytest.mark.slow
-def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(tmp_path: Path) -> None:
-    """CPU. The profile stage (a second GPU call's work) on the real scripts: each run's JSON in the
-    record, a failing run's last lines instead, a run the deadline cannot fit skipped; one table row each."""
+def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU. The profile stage (a second GPU call's work) on the real scripts, each on one thread and
+    small batches: each run's JSON in the record, a failing run's last lines instead, a run the
+    deadline cannot fit skipped; one table row each."""
     gpu_check = load_script("benchmarks/gpu_check.py")
-    quick = ("--recipe", "recipes/quickstart.yaml", "--accelerator", "cpu", "--iters", "2", "--warmup", "1")
-    few = ("--recipe", "recipes/quickstart.yaml", "--iters", "5", "--repeats", "1")
+    for name, value in ONE_THREAD.items():
+        monkeypatch.setenv(name, value)  # the runs' environment is this one's
+    quickstart = ("--recipe", "recipes/quickstart.yaml", "--batch-size", "4")
+    quick = (*quickstart, "--accelerator", "cpu", "--iters", "1", "--warmup", "1")
+    few = (*quickstart, "--iters", "2", "--warmup", "2", "--repeats", "1")
     runs = (
         ("quickstart on the cpu", "profile_step.py", quick),
         ("a recipe that does not exist", "profile_step.py", ("--recipe", "recipes/none.yaml")),

@@ -317,9 +317,11 @@ def without_seconds(history: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_report_what_one_process_reports(tmp_path, one_thread) -> None:
+def test_two_ddp_processes_report_what_one_process_reports(tmp_path, one_thread, monkeypatch) -> None:
     """Two ``lebm_ddp_spawn`` processes share four groups (and shard the test loader, whose first
-    examples are still the fixed batch): both ranks' numbers equal the single process's exactly."""
+    examples are still the fixed batch): both ranks' numbers equal the single process's exactly.
+    The spawned processes compute on one thread as this one does (torch reads ``OMP_NUM_THREADS``)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     settings = dict(n_chains=8, n_draws=6, n_groups=4, posterior_examples=2, plot=False)
     reports = {}
     for devices in (1, 2):
@@ -338,14 +340,17 @@ def test_two_ddp_processes_report_what_one_process_reports(tmp_path, one_thread)
 
 @pytest.mark.slow
 def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_default_schedule() -> None:
-    """``benchmarks/chain_diagnostics_cost.py`` on the quickstart: one JSON line whose share at the
-    default schedule follows from its own timings."""
+    """``benchmarks/chain_diagnostics_cost.py`` on the quickstart, cut small (two batches an epoch, the
+    callback's 64 chains with 4 draws each): one JSON line whose share at the default schedule follows
+    from its own timings."""
     repo = Path(__file__).resolve().parents[2]
     command = [sys.executable, "benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"]
+    command += ["--batches", "2", "--n-draws", "4"]
     done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=HANG_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "chain_diagnostics_cost" and len(out["evaluation_seconds"]) == 1
+    assert out["settings"]["n_draws"] == 4 and out["settings"]["n_chains"] == ChainDiagnostics().n_chains
     assert out["settings"]["prior_steps_per_draw"] == 60 and out["settings"]["posterior_steps_per_draw"] == 20
     assert out["default_every_n_epochs"] == ChainDiagnostics().every_n_epochs and out["max_epochs"] == 100
     runs = out["evaluations_per_run"]
