@@ -19,7 +19,7 @@ import torch
 
 from lebm.nets import GaussianDecoder
 from lebm.samplers import Langevin
-from tests.helpers.cli_runner import QUIET, REPO, run_cli
+from tests.helpers.cli_runner import QUIET, REPO, run_cli, working_folder
 from tests.helpers.subprocesses import HANG_SECONDS
 
 QUICK = ["--trainer.limit_val_batches", "1", *QUIET]
@@ -123,75 +123,103 @@ def test_a_short_run_checkpoints_every_epoch_and_draws_grids_at_its_last_without
         assert noise not in result.stderr + result.stdout, noise
 
 
-@pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -> None:
-    """Killed after batch 5 of epoch 1 (as SLURM or `kill` does): exit code 143, a resumable
-    last.ckpt; `--ckpt_path last` then reaches exactly the parameters of a run never stopped."""
-    common = [
-        "-c",
-        "recipes/quickstart.yaml",
-        "--trainer.max_epochs",
-        "3",
-        "--trainer.limit_train_batches",
-        "8",
-        *QUICK,
-        "--trainer.check_val_every_n_epoch",
-        "1",
-        "--data.init_args.random_flip",
-        "true",
-    ]
-    straight = lebm("fit", *common, "--trainer.default_root_dir", str(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr[-2000:]
+#: The settings of the runs that check stopping and resuming: the quickstart recipe on 8 batches an
+#: epoch, validated every epoch, with random flips (a data stream a resume must restore), and small
+#: batches and short chains: these tests are about the run's mechanics, not the recipe's size.
+STOP_AND_RESUME = [
+    "-c",
+    "recipes/quickstart.yaml",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.max_epochs",
+    "3",
+    "--trainer.limit_train_batches",
+    "8",
+    *QUICK,
+    "--trainer.check_val_every_n_epoch",
+    "1",
+    "--data.init_args.random_flip",
+    "true",
+    "--data.init_args.batch_size",
+    "20",
+    "--model.init_args.prior.init_args.sampler.init_args.n_steps",
+    "5",
+    "--model.init_args.posterior_sampler.init_args.n_steps",
+    "5",
+]
 
+
+def last_checkpoint(run: Path) -> dict[str, Any]:
+    """``run``'s ``checkpoints/last.ckpt``, loaded on the CPU."""
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_training(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """The two checkpoints hold the same number of steps and bitwise the same parameters."""
+    assert a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+@pytest.fixture(scope="module")
+def never_stopped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``last.ckpt`` of a run of :data:`STOP_AND_RESUME` never stopped (in this process), the
+    reference of every stopped-and-resumed run of this module."""
+    folder = working_folder(tmp_path_factory.mktemp("never_stopped"))
+    seed = os.environ.pop("PL_GLOBAL_SEED", None)  # the run sets it: kept from the tests that follow
+    try:
+        run_cli("fit", *STOP_AND_RESUME, "--trainer.default_root_dir", str(folder / "run"), cwd=folder)
+    finally:
+        os.environ.pop("PL_GLOBAL_SEED", None)
+        if seed is not None:
+            os.environ["PL_GLOBAL_SEED"] = seed
+    return last_checkpoint(folder / "run")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_equals_an_uninterrupted_one(
+    capfd: pytest.CaptureFixture, tmp_path: Path, never_stopped: dict[str, Any]
+) -> None:
+    """Killed after batch 5 of epoch 1 (as SLURM or `kill` does; the command in a process of its
+    own): exit code 143, a resumable last.ckpt; `--ckpt_path last` then reaches exactly the
+    parameters of a run never stopped."""
     extra = tmp_path / "kill.yaml"
     extra.write_text(
         "trainer:\n  callbacks+:\n    - class_path: tests.helpers.cli_runner.SigtermAt\n"
         "      init_args: {epoch: 1, batch: 5}\n"
     )
     run = tmp_path / "killed"
-    killed = lebm("fit", *common, "-c", str(extra), "--trainer.default_root_dir", str(run))
+    killed = lebm("fit", *STOP_AND_RESUME, "-c", str(extra), "--trainer.default_root_dir", str(run))
     assert killed.returncode == 143, killed.stderr[-2000:]
     assert "resume with --ckpt_path last" in killed.stderr
     assert "weights_only" not in killed.stderr  # lebm's own save says what it saves: no Lightning note
-    mid = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    mid = last_checkpoint(run)
     assert mid["epoch"] == 1 and mid["global_step"] == 8 + 6  # 8 + 6 batches, one step each
 
-    resumed = lebm("fit", *common, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "not resumable" not in resumed.stderr
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"]
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    capfd.readouterr()
+    run_cli("fit", *STOP_AND_RESUME, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
+    assert "not resumable" not in capfd.readouterr().err
+    assert_same_training(never_stopped, last_checkpoint(run))
 
 
 @pytest.mark.slow
-def test_a_max_steps_stop_inside_an_epoch_resumes_to_the_run_never_stopped(tmp_path: Path) -> None:
+def test_a_max_steps_stop_inside_an_epoch_resumes_to_the_run_never_stopped(
+    tmp_path: Path, never_stopped: dict[str, Any]
+) -> None:
     """CPU. Stopped by ``--trainer.max_steps 14`` after batch 6 of epoch 1 (8 a epoch), then resumed
     to 3 epochs: the rest of epoch 1 is trained (Lightning counted the epoch as done and started the
     next: 22 steps, not 24) and its learning rate decays once, so the weights equal the run never
     stopped; the checkpoint says it holds 1 whole epoch and part of the next."""
-    common = ["-c", "recipes/quickstart.yaml", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "8"]
-    common += [*QUICK, "--trainer.check_val_every_n_epoch", "1"]
-    straight = lebm("fit", *common, "--trainer.default_root_dir", str(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    run = tmp_path / "stopped"
-    stopped = lebm("fit", *common, "--trainer.max_steps", "14", "--trainer.default_root_dir", str(run))
-    assert stopped.returncode == 0, stopped.stderr[-2000:]
     from lebm.training.resume import epochs_held
 
-    assert epochs_held(torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)) == (
-        1,
-        True,
-    )
-    resumed = lebm("fit", *common, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    b = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 24
-    for key, value in a["state_dict"].items():
-        assert torch.equal(value, b["state_dict"][key]), key
+    run = tmp_path / "stopped"
+    run_cli("fit", *STOP_AND_RESUME, "--trainer.max_steps", "14", "--trainer.default_root_dir", str(run))
+    assert epochs_held(last_checkpoint(run)) == (1, True)
+    run_cli("fit", *STOP_AND_RESUME, "--trainer.default_root_dir", str(run), "--ckpt_path", "last")
+    resumed = last_checkpoint(run)
+    assert never_stopped["global_step"] == resumed["global_step"] == 24
+    assert_same_training(never_stopped, resumed)
 
 
 def one_batch_run(run: Path) -> list[str]:
