@@ -4,7 +4,7 @@ its tests per file, the machine's single-core speed before and after (a fixed pu
 a shared VM it drifts by half from one hour to the next), its load, the commit and the command::
 
     python benchmarks/test_tier_cost.py > benchmarks/results/test_tier_cost-DATE-COMMIT.json
-    python benchmarks/test_tier_cost.py --tier slow
+    python benchmarks/test_tier_cost.py --tier slow --log /tmp/slow_tier.log
     python benchmarks/test_tier_cost.py --compare benchmarks/results/OLD.json --changed tests/cli
     git worktree add /tmp/old OLD_COMMIT && python benchmarks/test_tier_cost.py --clone /tmp/old
 
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="an earlier record of this script")
     parser.add_argument("--changed", nargs="*", default=[], help="test path prefixes the change touched")
     parser.add_argument("--clone", type=Path, default=REPO, help="the clone to test (another commit)")
+    parser.add_argument("--log", type=Path, help="a file to keep pytest's whole output in (failures, durations)")
     args = parser.parse_args()
     command = [sys.executable, "-m", "pytest", "-q", "--durations=0", "-p", "no:cacheprovider"]
     command += ["-m", "slow"] if args.tier == "slow" else []
@@ -102,6 +103,8 @@ def main() -> None:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(args.clone), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(command, capture_output=True, text=True, cwd=args.clone, env=environment)
     wall = time.perf_counter() - started
+    if args.log is not None:
+        args.log.write_text(done.stdout + done.stderr)
     summary = SUMMARY.search(done.stdout)
     files = per_file(done.stdout)
     record: dict[str, Any] = {
