@@ -276,8 +276,9 @@ RESUME_CASES = [
 @pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_exact_resume_through_the_cli(case: MethodCase, tmp_path: Path) -> None:
     """2 epochs equal 1 epoch then ``--ckpt_path last`` to 2, parameter for parameter (bitwise):
-    chain streams, torch's global RNG (random flips draw from it) and the data order are restored,
-    and validation (every epoch here: once before the stop) draws from its own stream. Three
+    chain streams and the data order are restored (random flips are a function of the seed, the
+    epoch and the item, not of torch's global RNG, which no training step draws from), and
+    validation (every epoch here: once before the stop) draws from its own stream. Three
     iterations on each side of the stop are enough for a stream that is not restored to show (and
     MultiStageNCE's 4-iteration stages change stage after the resume)."""
     common = [
