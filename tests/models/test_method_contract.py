@@ -277,10 +277,10 @@ RESUME_CASES = [
 def test_exact_resume_through_the_cli(case: MethodCase, tmp_path: Path) -> None:
     """2 epochs equal 1 epoch then ``--ckpt_path last`` to 2, parameter for parameter (bitwise):
     chain streams and the data order are restored (random flips are a function of the seed, the
-    epoch and the item, not of torch's global RNG, which no training step draws from), and
-    validation (every epoch here: once before the stop) draws from its own stream. Three
-    iterations on each side of the stop are enough for a stream that is not restored to show (and
-    MultiStageNCE's 4-iteration stages change stage after the resume)."""
+    epoch and the item, not a draw from torch's global RNG), and validation (every epoch here:
+    once before the stop) draws from its own stream. Three iterations on each side of the stop
+    are enough for a stream that is not restored to show (and MultiStageNCE's 4-iteration stages
+    change stage after the resume)."""
     common = [
         "-c",
         case.recipe,
