@@ -20,7 +20,6 @@ PTB, SNLI and Yahoo (text files), Fashion-MNIST and MNIST (IDX files, MNIST's CS
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from torch import nn
 
 from lebm.cli.recipes import compose_recipe
 from lebm.config import build
-from lebm.samplers import ChainInitializer, Sampler
+from lebm.recording.cache import samplers_of
 from tests.helpers.cli_runner import run_cli
 from tests.helpers.dataset_files import (
     write_celeba,
@@ -127,27 +126,11 @@ def is_int(value: Any) -> bool:
 STEP_COUNTS = {"n_steps": 1, "sampling_steps": 2}
 
 
-def chain_holders(model: nn.Module) -> Iterator[Any]:
-    """Every object of ``model`` that may hold a chain's step count: its modules, and the samplers and
-    chain initializers they hold as attributes (a ``Langevin`` is no module), those within them too."""
-    seen: set[int] = set()
-    pending: list[Any] = list(model.modules())
-    while pending:
-        held = pending.pop()
-        if id(held) in seen:
-            continue
-        seen.add(id(held))
-        yield held
-        for value in vars(held).values():
-            values = value if isinstance(value, (list, tuple)) else [value]
-            pending += [item for item in values if isinstance(item, (Sampler, ChainInitializer))]
-
-
 def chain_steps(model: nn.Module) -> set[tuple[str, str, int]]:
     """``(class name, count name, count)`` of every chain step count the built ``model`` holds."""
     return {
         (type(held).__name__, name, getattr(held, name))
-        for held in chain_holders(model)
+        for held in samplers_of(model)
         for name in STEP_COUNTS
         if isinstance(getattr(held, name, None), int)
     }
@@ -171,7 +154,7 @@ def configured_steps(section: Any) -> set[tuple[str, str, Any]]:
 
 def shorten_chains(model: nn.Module) -> None:
     """Cut every chain of ``model`` to the fewest steps its class allows (:data:`STEP_COUNTS`)."""
-    for held in chain_holders(model):
+    for held in samplers_of(model):
         for name, fewest in STEP_COUNTS.items():
             if isinstance(getattr(held, name, None), int):
                 setattr(held, name, min(getattr(held, name), fewest))

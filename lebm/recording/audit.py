@@ -202,8 +202,8 @@ class CodeWatch:
     def __enter__(self) -> CodeWatch:
         # No automatic garbage collection inside: a collection runs the finalizers (``__del__``,
         # weakref callbacks) of whatever garbage the process holds, code the watched block does not
-        # run, and a user's finalizer would refuse the recording by chance (as torch's own graph
-        # capture keeps collections out of a capture).
+        # run, and a user's finalizer would refuse the recording by chance (torch's graph capture
+        # collects before it captures, for the same reason).
         self._collecting = gc.isenabled()
         gc.disable()
         self._previous = sys.getprofile()
