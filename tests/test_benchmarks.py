@@ -258,6 +258,19 @@ def test_gpu_check_without_cuda_exits_at_once_with_status_2_and_runs_nothing(tmp
     assert not (tmp_path / "out").exists() and result.stdout == ""
 
 
+def test_gpu_check_refuses_a_path_the_suite_does_not_time_naming_the_known_ones(monkeypatch, capsys) -> None:
+    """Device: CPU, as if it had CUDA (``no_cuda_message`` patched). The paths are checked after the
+    CUDA check, which stays at once; an unknown one stops the check before anything runs."""
+    gpu_check = load_script("benchmarks/gpu_check.py")
+    load_script("benchmarks/suite.py")
+    monkeypatch.setattr(gpu_check, "no_cuda_message", lambda: None)
+    monkeypatch.setattr(gpu_check, "run_check", lambda args: pytest.fail("the check ran"))
+    assert gpu_check.main(["--paths", "eager,compiled"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown paths ['compiled']" in error and "captured_bf16" in error
+    assert gpu_check.unknown_paths("eager,recorded") is None
+
+
 JUNIT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest" errors="1" failures="2" skipped="1" tests="6">
  <testcase classname="tests.test_gpu_tier" name="test_bf16_mixed_trains_a_method_on_the_gpu" time="9.1"/>

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lebm.recording.torch_internals import TorchDispatchMode, tree_leaves
+from lebm.recording.torch_internals import TorchDispatchMode, leaves_of
 
 #: Operations (schema names) that read a tensor's value on the host or size their output by it.
 UNCAPTURABLE_OPS = frozenset(
@@ -64,10 +64,10 @@ def uncapturable(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dic
 def copies_to_the_host(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> bool:
     """Whether the operation moved data from a CUDA tensor into a CPU tensor (``.cpu()``, ``.to("cpu")``,
     ``cpu_tensor.copy_(cuda_tensor)``): a synchronisation on a GPU, nothing on the CPU."""
-    inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)]
+    inputs = [t for t in leaves_of((args, kwargs)) if isinstance(t, Tensor)]
     if not any(t.is_cuda for t in inputs):
         return False
-    outputs = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
+    outputs = [t for t in leaves_of(out) if isinstance(t, Tensor)]
     return any(t.device.type == "cpu" for t in outputs)
 
 

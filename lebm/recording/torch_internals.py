@@ -49,6 +49,55 @@ tree_map = _pytree.tree_map
 #: The base class of a mode that sees every aten operation run under it.
 TorchDispatchMode = _python_dispatch.TorchDispatchMode
 
+#: Values the pytree helpers treat as leaves that an aten operation's arguments and results hold.
+_PLAIN_LEAVES = (
+    Tensor,
+    int,
+    float,
+    complex,
+    str,
+    type(None),
+    torch.dtype,
+    torch.device,
+    torch.layout,
+    torch.memory_format,
+)
+
+
+def leaves_of(value: Any, into: list[Any] | None = None) -> list[Any]:
+    """``tree_leaves(value)``, the same leaves in the same order, with plain lists, tuples and dicts
+    (an aten operation's arguments and results) walked here: ``tree_leaves`` costs a few hundred
+    Python calls an operation, and the dispatch modes that watch chains call it for each operation.
+    Any other container (a ``torch.Size``, a named tuple of results) goes to ``tree_leaves``."""
+    found: list[Any] = [] if into is None else into
+    kind = type(value)
+    if kind is list or kind is tuple:
+        for item in value:
+            leaves_of(item, found)
+    elif kind is dict:
+        for item in value.values():
+            leaves_of(item, found)
+    elif isinstance(value, _PLAIN_LEAVES):
+        found.append(value)
+    else:
+        found.extend(tree_leaves(value))
+    return found
+
+
+def map_leaves(function: Callable[[Any], Any], value: Any) -> Any:
+    """``tree_map(function, value)``, the same result, with plain lists, tuples and dicts rebuilt
+    here (see :func:`leaves_of`); any other container goes to ``tree_map``."""
+    kind = type(value)
+    if kind is list:
+        return [map_leaves(function, item) for item in value]
+    if kind is tuple:
+        return tuple(map_leaves(function, item) for item in value)
+    if kind is dict:
+        return {key: map_leaves(function, item) for key, item in value.items()}
+    if isinstance(value, _PLAIN_LEAVES):
+        return function(value)
+    return tree_map(function, value)
+
 
 class TorchInternalsChanged(RuntimeError):
     """A private torch name lebm's fast paths read is gone or changed: this torch is not one lebm knows."""

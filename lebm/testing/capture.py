@@ -50,7 +50,7 @@ from torch import Tensor
 
 from lebm.recording.host_sync import uncapturable
 from lebm.recording.recorders import ChainBody, GraphStore, host_gaps, run_refusing_host_sync, set_cpu_store
-from lebm.recording.torch_internals import TorchDispatchMode, tree_flatten, tree_leaves, tree_map
+from lebm.recording.torch_internals import TorchDispatchMode, leaves_of, map_leaves, tree_flatten
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,13 @@ class _OpLog(TorchDispatchMode):
                 f"op replay: operation not permitted when stream is capturing ({func}: a host synchronisation "
                 "or a data-dependent shape)"
             )
-        logged_args, logged_kwargs = tree_map(self.ref, (args, kwargs))
+        logged_args, logged_kwargs = map_leaves(self.ref, (args, kwargs))
         result = func(*args, **kwargs)
         index = len(self.ops)
-        inputs = [t for t in tree_leaves((args, kwargs)) if isinstance(t, Tensor)]
+        inputs = [t for t in leaves_of((args, kwargs)) if isinstance(t, Tensor)]
         input_ids = {id(t) for t in inputs}
         input_memory = {_storage_key(t) for t in inputs}
-        for leaf, value in enumerate(tree_leaves(result)):
+        for leaf, value in enumerate(leaves_of(result)):
             if not isinstance(value, Tensor) or id(value) in input_ids:
                 continue  # in place, or out=: the input object itself, already known
             self.alive.append(value)
@@ -183,7 +183,7 @@ class _OpLog(TorchDispatchMode):
 
 
 def _refs_in(value: Any) -> list[_Produced]:
-    return [leaf.base if isinstance(leaf, _Alias) else leaf for leaf in tree_leaves(value) if isinstance(leaf, _Ref)]
+    return [leaf.base if isinstance(leaf, _Alias) else leaf for leaf in leaves_of(value) if isinstance(leaf, _Ref)]
 
 
 class OpReplay:
@@ -234,13 +234,13 @@ class OpReplay:
                     if laid_out.slots:
                         args, kwargs = args.copy(), kwargs.copy()
                         for place, ref, container in laid_out.slots:
-                            found = tree_map(value, ref) if container else value(ref)
+                            found = map_leaves(value, ref) if container else value(ref)
                             if isinstance(place, int):
                                 args[place] = found
                             else:
                                 kwargs[place] = found
                     out = op.func(*args, **kwargs)
-                    results[index] = [out] if isinstance(out, Tensor) else tree_leaves(out)
+                    results[index] = [out] if isinstance(out, Tensor) else leaves_of(out)
                 for dead in op.frees:
                     results[dead] = None
             for output, ref in self.outputs:

@@ -21,9 +21,13 @@ from lebm.recording.torch_internals import (
     TorchInternalsChanged,
     global_module_hooks,
     global_optimizer_hooks,
+    leaves_of,
+    map_leaves,
     missing_internals,
     tensor_has_hooks,
     tensor_version,
+    tree_leaves,
+    tree_map,
 )
 
 
@@ -79,3 +83,30 @@ def test_no_other_lebm_module_reads_these_private_names() -> None:
         if path.name != "torch_internals.py" and names.search(path.read_text())
     }
     assert readers == set(), readers
+
+
+def operation_values() -> list[object]:
+    """Arguments and results as aten operations pass them: nested lists, tuples and dicts of
+    tensors, numbers, ``None``, dtypes and devices, a ``torch.Size``, a named tuple of results
+    (``torch.return_types.max``), a dict whose keys are not in sorted order."""
+    x = torch.arange(6.0).reshape(2, 3)
+    return [
+        x,
+        ((x, [x, None, 2]), {"alpha": 0.5, "dtype": torch.float64, "device": torch.device("cpu")}),
+        [torch.Size([2, 3]), (x, 1.5, True), [], ()],
+        torch.max(x, dim=1),
+        ({"z": x, "a": [x, x * 2], "m": {"k": (x, None)}},),
+        (torch.float32, torch.strided, torch.contiguous_format, "name", 3j),
+    ]
+
+
+@pytest.mark.parametrize("value", operation_values(), ids=lambda value: type(value).__name__)
+def test_the_fast_walks_give_pytrees_leaves_and_maps(value) -> None:
+    """The dispatch modes' walk over an operation's arguments gives ``tree_leaves``'s leaves in its
+    order, and its map ``tree_map``'s result, container types included (same type, same keys in
+    the same order)."""
+    assert [id(leaf) for leaf in leaves_of(value)] == [id(leaf) for leaf in tree_leaves(value)]
+    tag = lambda leaf: ("tensor", leaf.sum().item()) if isinstance(leaf, torch.Tensor) else ("other", leaf)  # noqa: E731
+    ours, theirs = map_leaves(tag, value), tree_map(tag, value)
+    assert ours == theirs
+    assert repr(ours) == repr(theirs)  # container types and key orders too
