@@ -13,7 +13,7 @@ import lightning as L
 import pytest
 import torch
 
-from tests.helpers.scripts import load_script
+from tests.helpers.scripts import load_script, run_here
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
@@ -33,11 +33,17 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def run_json(*args: str) -> dict:
-    """The last line a script prints, as JSON (the script must exit with status 0)."""
+def run_json_in_a_process(*args: str) -> dict:
+    """The last line a script prints, as JSON, run in a process of its own (the script must exit with
+    status 0): for a script that starts processes, or one that must see the GPU."""
     result = run_script(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_json(*args: str) -> dict:
+    """The last line a script prints, as JSON, run in this process (:func:`run_here`)."""
+    return json.loads(run_here(*args).strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -127,7 +133,7 @@ def test_train_step_runs_a_recipe_whose_nets_hold_batch_norm() -> None:
 def test_dual_mcmc_reduces_each_of_its_three_nets_once_per_iteration_under_ddp() -> None:
     """Three optimisers, three backward passes: only the stepped nets' gradients travel, once each
     (a DistributedDataParallel wrapper would all-reduce every net at each of the three passes)."""
-    out = run_json(
+    out = run_json_in_a_process(
         "benchmarks/ddp_bytes.py", "--recipe", "recipes/dual_mcmc/quickstart.yaml", "--iters", "2", "--batch-size", "2"
     )
     assert out["processes"] == 2 and out["backward_passes"] == 3
@@ -190,7 +196,7 @@ def test_train_step_names_the_device_the_iterations_ran_on_not_where_fit_left_th
 def test_on_a_gpu_train_step_labels_the_gpu_times_the_plain_loop_there_and_replays_its_chains() -> None:
     """Device: CUDA. The GPU's name, its memory and the plain loop on the same GPU (issue 23's
     misreported runs said "cpu" and timed the loop on the CPU)."""
-    out = run_json(
+    out = run_json_in_a_process(
         "benchmarks/train_step.py",
         *("--recipe", "recipes/latent_ebm/svhn.yaml", "--iters", "3", "--warmup", "2", "--batch-size", "16"),
         "--baseline",
@@ -563,7 +569,6 @@ def test_suite_gives_each_path_its_peak_memory_over_the_eager_paths() -> None:
     assert all(line.count("|") == table[2].count("|") for line in table[2:])
 
 
-@pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None:
     """Device: CPU (``--table`` needs no GPU). The targets and the suite's rows, as docs/performance.md takes them."""
     gpu_check = load_script("benchmarks/gpu_check.py")
@@ -584,22 +589,15 @@ def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None
     record["stages"]["suite"]["header"] = header
     path = tmp_path / "record.json"
     path.write_text(json.dumps(record))
-    result = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", "--table", str(path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=HANG_SECONDS,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout == gpu_check.markdown(record)
-    assert "## GPU check: NVIDIA H100, 2026-11-24" in result.stdout
-    assert "| suite | cut_off |" in result.stdout and "skipped: late" in result.stdout
+    printed = run_here("benchmarks/gpu_check.py", "--table", str(path))
+    assert printed == gpu_check.markdown(record)
+    assert "## GPU check: NVIDIA H100, 2026-11-24" in printed
+    assert "| suite | cut_off |" in printed and "skipped: late" in printed
     assert (
         "(`latent_ebm_captured_vs_plain_loop`) |  | >= 5.0 | not measured: captured row of latent_ebm skipped"
-        in result.stdout
+        in printed
     )
-    assert "(`damc_captured_vs_eager`) |  | >= 4.0 | not measured: no captured row of damc" in result.stdout
+    assert "(`damc_captured_vs_eager`) |  | >= 4.0 | not measured: no captured row of damc" in printed
 
 
 @pytest.mark.slow
@@ -629,12 +627,11 @@ def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_
 @pytest.mark.slow  # five quickstart fits
 def test_iteration_key_cost_times_the_key_beside_each_quickstarts_eager_iteration(tmp_path: Path) -> None:
     """CPU. One JSON line per method's quickstart, and a table made from those lines under --write."""
-    result = run_script(
+    printed = run_here(
         *("benchmarks/iteration_key_cost.py", "--recipes", "quickstart", "--quickstart-batch-size", "4"),
         *("--iters", "1", "--repeats", "2", "--write", str(tmp_path)),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    rows = [json.loads(line) for line in printed.splitlines() if line.startswith("{")]
     methods = {"LatentEBM", "MultiStageNCE", "DualMCMC", "JointHierarchicalEBM", "DAMC"}
     assert {row["method"] for row in rows} == methods
     for row in rows:
@@ -848,7 +845,9 @@ def test_profile_step_counts_the_device_time_covered_once_however_intervals_over
 def test_on_a_gpu_profile_step_sees_the_device_timeline_and_the_chains_graph_launches() -> None:
     """Device: CUDA. Two captured chains an iteration: at least two graph launches per iteration,
     device busy time within the wall time, and the host's training step measured."""
-    out = run_json("benchmarks/profile_step.py", "--recipe", "recipes/quickstart.yaml", "--iters", "3", "--warmup", "3")
+    out = run_json_in_a_process(
+        "benchmarks/profile_step.py", "--recipe", "recipes/quickstart.yaml", "--iters", "3", "--warmup", "3"
+    )
     assert out["device"] == torch.cuda.get_device_name(0)
     assert out["runtime_calls"]["graph_launches"] >= 2
     assert 0 < out["device_busy_ms"] <= out["wall_ms"] and 0 <= out["device_idle_share"] < 1

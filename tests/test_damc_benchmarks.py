@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers.scripts import load_script
-from tests.helpers.subprocesses import HANG_SECONDS
+from tests.helpers.scripts import load_script, run_here
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,17 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_damc_cost_splits_an_iteration_into_its_parts_and_compares_with_latent_ebm() -> None:
     """One iteration of each quickstart at a batch of 4, on one torch thread (a test of the split, not a timing)."""
-    command = [sys.executable, "benchmarks/damc_cost.py", "--pairs", "quickstart", "--iters", "1", "--warmup", "0"]
-    result = subprocess.run(
-        [*command, "--batch-size", "4", "--threads", "1"],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=HANG_SECONDS,
+    printed = run_here(
+        *("benchmarks/damc_cost.py", "--pairs", "quickstart", "--iters", "1", "--warmup", "0"),
+        *("--batch-size", "4", "--threads", "1"),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = json.loads(printed.strip().splitlines()[-1])
     pair = out["pairs"]["quickstart"]
     damc, latent_ebm = pair["damc"], pair["latent_ebm"]
     assert damc["method"] == "DAMC" and latent_ebm["method"] == "LatentEBM" and damc["batch_size"] == 4

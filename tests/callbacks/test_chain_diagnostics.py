@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,8 +29,7 @@ from lebm.metrics.mixing import bulk_ess, split_rhat
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
-from tests.helpers.scripts import load_script
-from tests.helpers.subprocesses import HANG_SECONDS
+from tests.helpers.scripts import load_script, run_here
 from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
@@ -343,12 +340,11 @@ def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_defa
     """``benchmarks/chain_diagnostics_cost.py`` on the quickstart, cut small (two batches an epoch, the
     callback's 64 chains with 4 draws each): one JSON line whose share at the default schedule follows
     from its own timings."""
-    repo = Path(__file__).resolve().parents[2]
-    command = [sys.executable, "benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"]
-    command += ["--batches", "2", "--n-draws", "4"]
-    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=HANG_SECONDS)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    printed = run_here(
+        *("benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"),
+        *("--batches", "2", "--n-draws", "4"),
+    )
+    out = json.loads(printed.strip().splitlines()[-1])
     assert out["benchmark"] == "chain_diagnostics_cost" and len(out["evaluation_seconds"]) == 1
     assert out["settings"]["n_draws"] == 4 and out["settings"]["n_chains"] == ChainDiagnostics().n_chains
     assert out["settings"]["prior_steps_per_draw"] == 60 and out["settings"]["posterior_steps_per_draw"] == 20

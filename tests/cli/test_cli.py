@@ -1,4 +1,9 @@
-"""The `lebm` command end to end: recipes parse, bad configs fail early, quickstart trains and resumes."""
+"""The `lebm` command end to end: recipes parse, bad configs fail early, quickstart trains and resumes.
+
+The console script runs in subprocesses, as a user runs it. A command refused before it trains runs
+in this process (``main``, as the console script calls it): starting Python, torch and Lightning
+anew for each refusal would test the import again, not the refusal; one refusal still goes through
+the console script (``test_a_bad_value_fails_through_the_console_script``)."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.cli_runner import SHORT_RUN
+from tests.helpers.cli_runner import SHORT_RUN, run_cli
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.test_recipes import runnable_recipes
 
@@ -45,6 +50,31 @@ def test_a_composed_recipe_parses_through_the_console_script() -> None:
     assert "class_path: lebm.models.LatentEBM" in result.stdout and "include:" not in result.stdout.split("model:")[0]
 
 
+def refused(capsys: pytest.CaptureFixture, *args: str) -> str:
+    """``lebm <args>`` in this process, which must exit with a non-zero status: its errors."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        run_cli(*args)
+    assert done.value.code not in (0, None)
+    return capsys.readouterr().err
+
+
+def test_a_bad_value_fails_through_the_console_script(tmp_path: Path) -> None:
+    result = lebm(
+        "fit",
+        "-c",
+        "recipes/quickstart.yaml",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--model.init_args.decoder_lr",
+        "fast",
+    )
+    assert result.returncode != 0
+    assert "decoder_lr" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(
     "args,expected",
     [
@@ -54,25 +84,24 @@ def test_a_composed_recipe_parses_through_the_console_script() -> None:
     ],
 )
 def test_bad_config_fails_before_training_with_a_readable_message(
-    tmp_path: Path, args: list[str], expected: str
+    tmp_path: Path, args: list[str], expected: str, capsys: pytest.CaptureFixture
 ) -> None:
-    result = lebm("fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path), *args)
-    assert result.returncode != 0
-    assert expected in result.stderr
-    assert "Traceback" not in result.stderr
+    error = refused(capsys, "fit", "-c", "recipes/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path), *args)
+    assert expected in error
+    assert "Traceback" not in error
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_unknown_key_in_a_recipe_file_is_reported(tmp_path: Path) -> None:
+def test_unknown_key_in_a_recipe_file_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "typo.yaml"
     path.write_text(f"include: [{REPO / 'recipes/quickstart.yaml'}]\ntrainer:\n  max_epoch: 3\n")
-    result = lebm("fit", "-c", str(path), "--trainer.default_root_dir", str(tmp_path))
-    assert result.returncode != 0 and "max_epoch" in result.stderr
+    assert "max_epoch" in refused(capsys, "fit", "-c", str(path), "--trainer.default_root_dir", str(tmp_path))
 
 
-def test_missing_data_folder_fails_before_training(tmp_path: Path) -> None:
+def test_missing_data_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "no_svhn_here"
-    result = lebm(
+    error = refused(
+        capsys,
         "fit",
         "-c",
         "recipes/latent_ebm/svhn.yaml",
@@ -81,15 +110,14 @@ def test_missing_data_folder_fails_before_training(tmp_path: Path) -> None:
         "--trainer.default_root_dir",
         str(tmp_path / "run"),
     )
-    assert result.returncode != 0
-    assert str(missing) in result.stderr and "train_32x32.mat" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert str(missing) in error and "train_32x32.mat" in error
+    assert "Traceback" not in error
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_recipe_without_data_root_says_how_to_pass_it(tmp_path: Path) -> None:
-    result = lebm("fit", "-c", "recipes/latent_ebm/svhn.yaml", "--trainer.default_root_dir", str(tmp_path))
-    assert result.returncode != 0 and "root" in result.stderr
+def test_recipe_without_data_root_says_how_to_pass_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    error = refused(capsys, "fit", "-c", "recipes/latent_ebm/svhn.yaml", "--trainer.default_root_dir", str(tmp_path))
+    assert "root" in error
 
 
 def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
