@@ -9,7 +9,11 @@ integration) and scored by ``KL(q || p_K)`` and the held-out log-likelihood unde
 Calibration (seeds 0-4, measured while writing these tests): with grid-exact negatives,
 K = 1 gives KL 10.2-17.6 (its plug-in ``E_q[h]`` is about 3.5-3.7 nats against the true 7.4)
 and K = 4 gives KL 3.4-3.7. Through the whole Langevin pipeline (``MultiStageNCE``, 800
-iterations), K = 1 gives KL 8.4-11.2 and K = 4 gives 3.0.
+iterations), K = 1 gives KL 8.4-11.2 and K = 4 gives 3.0. At 400 iterations, the test's (half the
+time; seeds 0 / 1 / 2, record ``benchmarks/results/multistage_nce_chasm_calibration-2026-11-29-80d8cda.json``):
+K = 1 gives KL 10.6 / 11.8 / 12.8 and K = 4 gives 5.9 / 6.3 / 5.6 (margins 4.7 / 5.5 / 7.2 against
+the test's 3.0), and the chains of K = 4 lie closer to the modes in all three (0.98 / 0.99 / 0.95
+against 1.33 / 1.39 / 1.42).
 """
 
 from __future__ import annotations
@@ -142,8 +146,8 @@ def fit_multistage_nce(n_stages: int, iterations: int, seed: int) -> tuple[dict[
 
 
 def test_the_langevin_pipeline_shows_the_same_advantage() -> None:
-    single, single_distance = fit_multistage_nce(n_stages=1, iterations=800, seed=0)
-    staged, staged_distance = fit_multistage_nce(n_stages=4, iterations=800, seed=0)
-    assert staged["kl"] < 4.5, staged
+    single, single_distance = fit_multistage_nce(n_stages=1, iterations=400, seed=0)
+    staged, staged_distance = fit_multistage_nce(n_stages=4, iterations=400, seed=0)
+    assert staged["kl"] < 7.5, staged  # 5.6-6.3 over three seeds; K = 1: 10.6-12.8
     assert single["kl"] > staged["kl"] + 3.0, (single, staged)
     assert staged_distance < single_distance, (single_distance, staged_distance)
