@@ -611,6 +611,16 @@ def test_samplers_times_every_sampler_on_the_prior_and_posterior_chains() -> Non
         assert out["relative_to_langevin"][chain]["Langevin"] == 1.0
 
 
+@pytest.mark.slow  # a quickstart model and its 60-step prior chain
+def test_argument_walk_times_both_walks_over_a_chains_operations_and_finds_them_equal() -> None:
+    """CPU. lebm's walks of an operation's arguments give pytree's leaves and maps over every
+    operation of the quickstart's prior chain, and the script times all four walks."""
+    out = run_json("benchmarks/argument_walk.py", "--batch-size", "2", "--repeats", "1", "--trials", "1")
+    assert out["walks_agree"] is True and out["operations"] > 100
+    assert set(out["us_per_operation"]) == {"leaves_of", "tree_leaves", "map_leaves", "tree_map"}
+    assert all(value > 0 for value in out["us_per_operation"].values())
+
+
 @pytest.mark.slow  # over 2 s: the slow tier (the default tier stays under 6 minutes)
 def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_the_rest() -> None:
     """CPU. Training chains record their ends only (fewer operations a step than recording every

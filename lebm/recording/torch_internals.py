@@ -66,9 +66,9 @@ _PLAIN_LEAVES = (
 
 def leaves_of(value: Any, into: list[Any] | None = None) -> list[Any]:
     """``tree_leaves(value)``, the same leaves in the same order, with plain lists, tuples and dicts
-    (an aten operation's arguments and results) walked here: ``tree_leaves`` costs a few hundred
-    Python calls an operation, and the dispatch modes that watch chains call it for each operation.
-    Any other container (a ``torch.Size``, a named tuple of results) goes to ``tree_leaves``."""
+    (an aten operation's arguments and results) walked here, in a few Python calls where
+    ``tree_leaves`` makes many: the dispatch modes that watch chains walk every operation. Any
+    other container (a ``torch.Size``, a named tuple of results) goes to ``tree_leaves``."""
     found: list[Any] = [] if into is None else into
     kind = type(value)
     if kind is list or kind is tuple:

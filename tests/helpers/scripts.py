@@ -53,9 +53,9 @@ def load_script(path: str) -> ModuleType:
 def run_here(script: str, *args: str) -> str:
     """What ``python script *args`` prints, run in this process: the script's ``main`` under
     ``sys.argv``, from the repository, with the script's folder on ``sys.path`` and one torch thread
-    (each restored after). The script's own code runs as from its command line, without importing
-    torch and Lightning again (a process each costs more than most test runs of a script); a script
-    that fails raises here, and one whose ``main`` returns a status other than 0 fails."""
+    (each restored after). The script's own code runs as from its command line, without a new
+    process importing torch and Lightning again; a script that fails raises here, and one whose
+    ``main`` returns a status other than 0 fails."""
     module = load_script(script)
     printed = io.StringIO()
     threads, argv, folder, path = torch.get_num_threads(), sys.argv, os.getcwd(), list(sys.path)
