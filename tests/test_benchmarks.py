@@ -42,8 +42,16 @@ def run_json_in_a_process(*args: str) -> dict:
 
 
 def run_json(*args: str) -> dict:
-    """The last line a script prints, as JSON, run in this process (:func:`run_here`)."""
-    return json.loads(run_here(*args).strip().splitlines()[-1])
+    """The last line a script prints, as JSON, run in this process (:func:`run_here`; the script
+    must exit with status 0)."""
+    return json.loads(printed_here(*args).strip().splitlines()[-1])
+
+
+def printed_here(*args: str) -> str:
+    """What a script prints, run in this process (:func:`run_here`; it must exit with status 0)."""
+    finished = run_here(*args)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stdout
 
 
 @pytest.mark.slow
@@ -589,7 +597,7 @@ def test_gpu_check_prints_the_markdown_of_a_record_it_is_given(tmp_path) -> None
     record["stages"]["suite"]["header"] = header
     path = tmp_path / "record.json"
     path.write_text(json.dumps(record))
-    printed = run_here("benchmarks/gpu_check.py", "--table", str(path))
+    printed = printed_here("benchmarks/gpu_check.py", "--table", str(path))
     assert printed == gpu_check.markdown(record)
     assert "## GPU check: NVIDIA H100, 2026-11-24" in printed
     assert "| suite | cut_off |" in printed and "skipped: late" in printed
@@ -637,7 +645,7 @@ def test_host_work_counts_the_operations_around_and_inside_the_chains_and_times_
 @pytest.mark.slow  # five quickstart fits
 def test_iteration_key_cost_times_the_key_beside_each_quickstarts_eager_iteration(tmp_path: Path) -> None:
     """CPU. One JSON line per method's quickstart, and a table made from those lines under --write."""
-    printed = run_here(
+    printed = printed_here(
         *("benchmarks/iteration_key_cost.py", "--recipes", "quickstart", "--quickstart-batch-size", "4"),
         *("--iters", "1", "--repeats", "2", "--write", str(tmp_path)),
     )

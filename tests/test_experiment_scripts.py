@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import runpy
 import subprocess
 import sys
-from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 
 import pytest
 import torch
 
 import lebm
-from tests.helpers.scripts import load_script
+from tests.helpers.scripts import Finished, load_script, run_here
 from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,35 +99,10 @@ def run_script_process(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@dataclass
-class Finished:
-    """What a script run in this process left: its exit status and what it wrote to stderr."""
-
-    returncode: int
-    stderr: str
-
-
 def run_script(script: str, *args: str) -> Finished:
-    """``python SCRIPT ARGS`` from the clone, run in this process: the script's ``__main__`` with that
-    ``sys.argv``, its folder first on ``sys.path`` (its neighbours import as there) and the same
-    ``LEBM_DATA``. An exception that escapes the script fails the test (a subprocess's traceback)."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in script_environment().items():
-            patch.setenv(name, value)
-        patch.chdir(REPO)
-        patch.setattr(sys, "argv", [script, *args])
-        patch.syspath_prepend(str((REPO / script).parent))
-        stderr = StringIO()
-        patch.setattr(sys, "stderr", stderr)
-        try:
-            runpy.run_path(str(REPO / script), run_name="__main__")
-            code: int | str | None = 0
-        except SystemExit as stop:
-            code = stop.code
-    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits with 1
-        stderr.write(code + "\n")
-        code = 1
-    return Finished(returncode=code or 0, stderr=stderr.getvalue())
+    """``python SCRIPT ARGS`` from the clone, run in this process (:func:`run_here`) with the same
+    ``LEBM_DATA``."""
+    return run_here(script, *args, env=script_environment())
 
 
 @pytest.mark.parametrize(

@@ -340,11 +340,12 @@ def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_defa
     """``benchmarks/chain_diagnostics_cost.py`` on the quickstart, cut small (two batches an epoch, the
     callback's 64 chains with 4 draws each): one JSON line whose share at the default schedule follows
     from its own timings."""
-    printed = run_here(
+    finished = run_here(
         *("benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"),
         *("--batches", "2", "--n-draws", "4"),
     )
-    out = json.loads(printed.strip().splitlines()[-1])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    out = json.loads(finished.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "chain_diagnostics_cost" and len(out["evaluation_seconds"]) == 1
     assert out["settings"]["n_draws"] == 4 and out["settings"]["n_chains"] == ChainDiagnostics().n_chains
     assert out["settings"]["prior_steps_per_draw"] == 60 and out["settings"]["posterior_steps_per_draw"] == 20

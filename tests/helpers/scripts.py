@@ -10,14 +10,15 @@ function imports later must be loaded first (``load_script("benchmarks/suite.py"
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import io
-import os
+import runpy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,25 +51,42 @@ def load_script(path: str) -> ModuleType:
     return module
 
 
-def run_here(script: str, *args: str) -> str:
-    """What ``python script *args`` prints, run in this process: the script's ``main`` under
-    ``sys.argv``, from the repository, with the script's folder on ``sys.path`` and one torch thread
-    (each restored after). The script's own code runs as from its command line, without a new
-    process importing torch and Lightning again; a script that fails raises here, and one whose
-    ``main`` returns a status other than 0 fails."""
-    module = load_script(script)
-    printed = io.StringIO()
-    threads, argv, folder, path = torch.get_num_threads(), sys.argv, os.getcwd(), list(sys.path)
+@dataclass
+class Finished:
+    """What a script run in this process left: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_here(script: str, *args: str, env: dict[str, str] | None = None) -> Finished:
+    """``python script *args`` run in this process, as from its command line: the script's
+    ``__main__`` under that ``sys.argv``, from the repository, its folder first on ``sys.path`` (its
+    neighbours import as there), one torch thread and ``env`` set (each restored after), without a
+    new process importing torch and Lightning again. ``sys.exit`` gives the status (a message: 1,
+    the message on stderr); an exception that escapes the script fails the test, as a
+    subprocess's traceback would."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    sys.argv = [script, *args]
-    sys.path.insert(0, str((REPO / script).resolve().parent))
-    os.chdir(REPO)
     try:
-        with contextlib.redirect_stdout(printed):
-            status = module.main()
-        assert status in (None, 0), f"{script} ended with status {status}"
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            patch.chdir(REPO)
+            patch.setattr(sys, "argv", [script, *args])
+            patch.syspath_prepend(str((REPO / script).resolve().parent))
+            patch.setattr(sys, "stdout", stdout)
+            patch.setattr(sys, "stderr", stderr)
+            try:
+                runpy.run_path(str(REPO / script), run_name="__main__")
+                code: int | str | None = 0
+            except SystemExit as stop:
+                code = stop.code
     finally:
-        sys.argv, sys.path[:] = argv, path
-        os.chdir(folder)
         torch.set_num_threads(threads)
-    return printed.getvalue()
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits with 1
+        stderr.write(code + "\n")
+        code = 1
+    return Finished(returncode=code or 0, stdout=stdout.getvalue(), stderr=stderr.getvalue())
