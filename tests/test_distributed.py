@@ -3,15 +3,16 @@ gradients are reduced per optimiser (the rank invariants are in the method contr
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from jsonargparse import Namespace
-from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.cli.app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 
@@ -40,7 +41,47 @@ def test_plain_ddp_is_refused_before_training_with_the_fix(tmp_path) -> None:
     decoder = GaussianDecoder(MLPGenerator(2, [2], hidden=8, out_activation=None))
     model = LatentEBM(decoder, TiltedGaussianPrior(2, EnergyMLP(2, hidden=8)))
     trainer = quiet_trainer(
-        strategy=DDPStrategy(start_method="spawn"), devices=2, accelerator="cpu", default_root_dir=str(tmp_path)
+        strategy=forked_ranks(lightning=True), devices=2, accelerator="cpu", default_root_dir=str(tmp_path)
     )
     with pytest.raises(Exception, match="use strategy='lebm_ddp'"):
         trainer.fit(model, DataLoader(TensorDataset(torch.randn(32, 2)), batch_size=8))
+
+
+class AssertOneThreadThenCompute(L.Callback):
+    """In each rank: one intra-op thread, then an operation large enough to enter a parallel region."""
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        assert torch.get_num_threads() == 1, f"rank {trainer.global_rank} runs {torch.get_num_threads()} threads"
+        torch.randn(4_000_000).exp().sum()
+
+
+class OneWeight(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return (batch[0] - self.weight).square().mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.slow
+def test_the_tests_forked_ranks_compute_on_one_thread_after_this_process_used_several(tmp_path, monkeypatch) -> None:
+    """The tests' forked DDP ranks (``tests.helpers.ddp``): this process first runs a parallel region
+    on two threads; a forked rank that entered one on two threads would wait forever. With
+    ``OMP_NUM_THREADS`` set, Lightning leaves a rank the threads it inherits (on a 2-core machine it
+    would otherwise give each of two ranks one)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.randn(4_000_000).exp().sum()
+        settings = dict(max_steps=1, accelerator="cpu", devices=2, default_root_dir=str(tmp_path))
+        trainer = quiet_trainer(
+            strategy=forked_ranks(lightning=True), callbacks=[AssertOneThreadThenCompute()], **settings
+        )
+        trainer.fit(OneWeight(), DataLoader(TensorDataset(torch.randn(16, 1)), batch_size=4))
+    finally:
+        torch.set_num_threads(threads)

@@ -48,6 +48,7 @@ from lebm.metrics.references import (
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 
@@ -684,7 +685,7 @@ def test_two_process_ddp_gives_the_single_process_fid_and_reference(tmp_path: Pa
             FID(feature_extractor=SmallConvFeatures(), cache_dir=str(tmp_path / "two"), **options),
             RecordMetrics(str(records)),
         ],
-        strategy="ddp_spawn",
+        strategy=forked_ranks(lightning=True),
         devices=2,
     )
     ddp.validate(NoiseImages(), loader, verbose=False)

@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch.utils.data import DataLoader, TensorDataset
 
 from lebm.callbacks import AnomalyDetection, ReconstructionMSE
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 N = 400  # a multiple of 2 processes x batch 20: no padding by the distributed sampler
@@ -52,14 +53,22 @@ class ScoreOnly(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def run(tmp_path, devices: int = 1, epochs: int = 1, drift: float = 0.0, last_k: int = 10, offset: float = 0.0) -> dict:
+def run(
+    tmp_path,
+    devices: int = 1,
+    epochs: int = 1,
+    drift: float = 0.0,
+    last_k: int = 10,
+    offset: float = 0.0,
+    strategy: object = "auto",
+) -> dict:
     x, labels = fixed_data()
     loader = DataLoader(TensorDataset(x, labels), batch_size=20)
     trainer = quiet_trainer(
         max_epochs=epochs,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
+        strategy=strategy,
         num_sanity_val_steps=0,
         limit_train_batches=1,
         default_root_dir=str(tmp_path),
@@ -100,7 +109,7 @@ def test_reconstruction_mse_is_the_per_pixel_mean(tmp_path) -> None:
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path) -> None:
     single = run(tmp_path / "one")
-    double = run(tmp_path / "two", devices=2)
+    double = run(tmp_path / "two", devices=2, strategy=forked_ranks(lightning=True))
     for key in ("val/auprc", "val/auroc", "val/mse", "val/auprc_chance", "val/n_examples", "val/score_anomaly_mean"):
         assert double[key] == pytest.approx(single[key], abs=1e-6), key
 

@@ -1,6 +1,6 @@
 """``ChainDiagnostics``: long-run chains of a tiny LatentEBM's prior and posterior, their scalars,
 plot and JSON lines; training unchanged by them; the group split and gather that make two DDP
-processes report what one does (a fake two-rank world here, two real ``ddp_spawn`` processes in
+processes report what one does (a fake two-rank world here, two real forked DDP ranks in
 the slow tier).
 
 Device: CPU.
@@ -29,6 +29,7 @@ from lebm.metrics.mixing import bulk_ess, split_rhat
 from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.scripts import load_script, run_here
 from tests.helpers.trainers import quiet_trainer
 
@@ -314,18 +315,17 @@ def without_seconds(history: list[dict]) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_report_what_one_process_reports(tmp_path, one_thread, monkeypatch) -> None:
-    """Two ``lebm_ddp_spawn`` processes share four groups (and shard the test loader, whose first
-    examples are still the fixed batch): both ranks' numbers equal the single process's exactly.
-    The spawned processes compute on one thread as this one does (torch reads ``OMP_NUM_THREADS``)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+def test_two_ddp_processes_report_what_one_process_reports(tmp_path, one_thread) -> None:
+    """Two forked ranks share four groups (and shard the test loader, whose first
+    examples are still the fixed batch): both ranks' numbers equal the single process's exactly
+    (the ranks compute on one thread, as this process does)."""
     settings = dict(n_chains=8, n_draws=6, n_groups=4, posterior_examples=2, plot=False)
     reports = {}
     for devices in (1, 2):
         folder = tmp_path / f"devices{devices}"
         folder.mkdir()
         callback = ChainDiagnostics(**settings)
-        extra = dict(devices=2, strategy="lebm_ddp_spawn") if devices == 2 else {}
+        extra = dict(devices=2, strategy=forked_ranks()) if devices == 2 else {}
         test = trainer(folder, [callback, RecordHistory(folder, callback)], **extra)
         test.test(tiny_model(), loader(), verbose=False)
         reports[devices] = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(devices)]

@@ -14,6 +14,7 @@ import pytest
 from lebm.callbacks.likelihood import MarginalLikelihood
 from lebm.data import TextDataModule
 from lebm.models import GaussianPrior, LatentEBM
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.text_cases import quadrature_log_likelihood, tiny_text_model
 from tests.helpers.trainers import quiet_trainer
 
@@ -85,7 +86,7 @@ def test_two_processes_sum_every_sentence_once(tmp_path, one_thread: object) -> 
     trainer = quiet_trainer(
         accelerator="cpu",
         devices=2,
-        strategy="lebm_ddp_spawn",
+        strategy=forked_ranks(),
         inference_mode=False,
         callbacks=callbacks,
         default_root_dir=str(tmp_path),

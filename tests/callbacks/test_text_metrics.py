@@ -33,6 +33,7 @@ from lebm.models import LatentEBM, Method, TiltedGaussianPrior
 from lebm.nets import EnergyMLP
 from lebm.nets.text import CategoricalDecoder, LSTMTextGenerator
 from lebm.samplers import Langevin
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 PAD, BOS, EOS = 0, 1, 2
@@ -350,10 +351,9 @@ DDP_POOL = [TEMPLATES[0]] * 21 + [TEMPLATES[1 + i % 3] for i in range(21)]
 DDP_SAMPLES = 41  # odd: 21 per rank, the gathered 42 cut to 41
 
 
-def validate_on(tmp_path, devices: int) -> dict[str, float]:
+def validate_on(tmp_path, devices: int, strategy: object = "auto") -> dict[str, float]:
     tmp_path.mkdir()
     callback = TextGenerationMetrics(n_samples=DDP_SAMPLES, lm=CALLBACK_LM, batch_size=8, log_samples=3)
-    strategy = "lebm_ddp_spawn" if devices > 1 else "auto"
     t = trainer(tmp_path, [callback, RecordMetrics(str(tmp_path))], devices=devices, strategy=strategy)
     t.validate(FixedSentences(DDP_POOL, rank_stride=21), datamodule=Sentences())
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(devices)]
@@ -365,7 +365,7 @@ def validate_on(tmp_path, devices: int) -> dict[str, float]:
 @pytest.mark.slow
 def test_two_process_ddp_logs_the_single_process_values(tmp_path, one_thread) -> None:
     single = validate_on(tmp_path / "one", devices=1)
-    double = validate_on(tmp_path / "two", devices=2)
+    double = validate_on(tmp_path / "two", devices=2, strategy=forked_ranks())
     assert single["val/distinct_sentences"] == pytest.approx(4 / 41)
     for key in ("val/fppl", "val/rppl", "val/distinct_sentences"):
         assert double[key] == pytest.approx(single[key], rel=1e-6), key

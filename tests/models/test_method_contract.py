@@ -29,6 +29,7 @@ from lebm.data.errors import DataError
 from lebm.distributed import rank_local_buffer_names
 from lebm.models import JointHierarchicalEBM, LatentVariableModel, Method
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 ids = [case.name for case in CASES]
@@ -351,7 +352,7 @@ class CheckRankInvariants(L.Callback):
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_two_rank_ddp_invariants(case: MethodCase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """2 epochs of 2 iterations on each rank (4 batches of 8 split over 2 ranks): the invariants hold
-    across an epoch boundary; each case's cost is mostly its two spawned processes' start-up."""
+    across an epoch boundary."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # the run's seed, as seed_everything(7) sets it
     torch.manual_seed(0)  # the same initial weights: a chain may start from a net's output (an encoder's sample)
     single = case.build()
@@ -363,7 +364,7 @@ def test_two_rank_ddp_invariants(case: MethodCase, tmp_path: Path, monkeypatch: 
     before = [p.detach().clone() for p in model.parameters()]
     t = trainer(
         tmp_path / "two",
-        strategy="lebm_ddp_spawn",
+        strategy=forked_ranks(),
         devices=2,
         max_epochs=2,
         callbacks=[CheckRankInvariants(first_start, case.data_free_chain)],

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from lebm.models import MultiStageNCE, ProductOfRatiosPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin, PersistentChains
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
@@ -280,7 +281,7 @@ class AssertRanksAgree(L.Callback):
 @pytest.mark.slow
 def test_two_process_ddp_crosses_stage_boundaries_in_step(tmp_path) -> None:
     model = small_model(n_stages=2, stage_iterations=3)  # 8 batches over 2 ranks: 4 iterations per epoch
-    t = trainer(tmp_path, strategy="lebm_ddp_spawn", devices=2, max_epochs=5, callbacks=[AssertRanksAgree()])
+    t = trainer(tmp_path, strategy=forked_ranks(), devices=2, max_epochs=5, callbacks=[AssertRanksAgree()])
     t.fit(model, loader(n_batches=8))
     assert model.prior.finished  # the trained state comes back to the main process
 

@@ -18,6 +18,7 @@ from lebm.models.base import RANK_LOCAL_KEY
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import HMC, MALA, Langevin
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 MALA_CHAIN = {"class_path": "lebm.samplers.MALA", "init_args": {"n_steps": 3, "step_size": 0.05, "adapt_steps": 50}}
@@ -130,20 +131,22 @@ def toy_loader() -> DataLoader:
 
 @pytest.mark.slow
 def test_under_two_ranks_each_adapts_on_its_own_chains_and_resumes_its_own_state(tmp_path: Path, monkeypatch) -> None:
-    """CPU, 2 processes (``lebm_ddp_spawn``). The adaptation state is rank-local: the ranks adapt
+    """CPU, 2 processes (forked ranks). The adaptation state is rank-local: the ranks adapt
     differently, the checkpoint holds both rows, and a 2-rank resume gives each rank its own."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-    settings = {"strategy": "lebm_ddp_spawn", "devices": 2, "accelerator": "cpu", "default_root_dir": tmp_path}
+    settings = {"devices": 2, "accelerator": "cpu", "default_root_dir": tmp_path}
     settings |= {"inference_mode": False, "num_sanity_val_steps": 0}
     model = toy_mala_model()
-    quiet_trainer(max_epochs=1, callbacks=[CheckAdaptationPerRank()], enable_checkpointing=True, **settings).fit(
-        model, toy_loader()
+    checks = [CheckAdaptationPerRank()]
+    first = quiet_trainer(
+        max_epochs=1, callbacks=checks, enable_checkpointing=True, strategy=forked_ranks(), **settings
     )
+    first.fit(model, toy_loader())
     (checkpoint,) = tmp_path.rglob("*.ckpt")
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)[RANK_LOCAL_KEY]
     assert saved["posterior_sampler.adaptation.log_step"].shape[0] == 2
     resumed = toy_mala_model()
-    quiet_trainer(max_epochs=2, callbacks=[CheckResumedAdaptation(saved)], **settings).fit(
+    quiet_trainer(max_epochs=2, callbacks=[CheckResumedAdaptation(saved)], strategy=forked_ranks(), **settings).fit(
         resumed, toy_loader(), ckpt_path=str(checkpoint)
     )
 

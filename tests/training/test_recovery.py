@@ -29,6 +29,7 @@ from lebm.samplers import MALA, ChainTarget, Langevin
 from lebm.training.guard import way_back as way_back_after
 from lebm.training.recovery import CHECKPOINT_KEY, RecoveryPolicy, find_samplers
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 from tests.models.cases import LATENT, PoisonAt, toy_decoder, toy_loader
 from tests.models.cases import dual_mcmc as recorded_dual_mcmc
@@ -297,7 +298,7 @@ def test_a_divergence_on_one_rank_makes_both_ranks_roll_back_together(
         recovery,
         CheckRanksAgree(),
         epochs=2,
-        strategy="lebm_ddp_spawn",
+        strategy=forked_ranks(),
         devices=2,
     )
     t.fit(net, toy_loader(n_batches=2 * BATCHES, batch_size=8))

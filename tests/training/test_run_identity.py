@@ -18,6 +18,7 @@ from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import Langevin
 from lebm.training.run_identity import CHECKPOINT_KEY
+from tests.helpers.ddp import forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 DATAMODULES = [ImageDataModule, MNISTAnomalyDataModule, OutOfDistributionDataModule, TextDataModule, MixtureDataModule]
@@ -254,9 +255,9 @@ class RunIdsAgree(L.Callback):
         assert module.run_id is not None and module.run_id == held, (trainer.global_rank, module.run_id, held)
 
 
-@pytest.mark.slow  # two spawned processes: over 2 s
+@pytest.mark.slow  # two processes
 def test_under_ddp_every_rank_holds_rank_zeros_run_id_and_refuses_other_data(tmp_path: Path) -> None:
-    """CPU, 2 processes (``lebm_ddp_spawn``). A fresh fit's id is drawn by rank 0 and broadcast, so
+    """CPU, 2 processes (forked ranks). A fresh fit's id is drawn by rank 0 and broadcast, so
     the ranks agree and the checkpoint the fit saved names that run, its step and data; a resume onto
     other data is refused in one line naming the setting, before any update (the first rank to refuse
     ends the others)."""
@@ -267,7 +268,7 @@ def test_under_ddp_every_rank_holds_rank_zeros_run_id_and_refuses_other_data(tmp
             max_steps=steps,
             accelerator="cpu",
             devices=2,
-            strategy="lebm_ddp_spawn",
+            strategy=forked_ranks(),
             limit_val_batches=0,
             enable_checkpointing=True,
             default_root_dir=str(tmp_path),
@@ -279,7 +280,7 @@ def test_under_ddp_every_rank_holds_rank_zeros_run_id_and_refuses_other_data(tmp
     assert isinstance(record["id"], str) and record["step"] == 2 and record["data"]["settings"]["seed"] == 0
     with pytest.raises(Exception, match="trained on other data") as refused:
         ddp_trainer(4).fit(model(), datamodule=data(7), ckpt_path=str(tmp_path / "fit.ckpt"))
-    said = str(refused.value).strip().splitlines()[-1]  # the spawned rank's error, after its traceback
+    said = str(refused.value).strip().splitlines()[-1]  # the rank's error, after its traceback
     refusal = "lebm.data.errors.DataError: LatentEBM: these weights were trained on other data"  # a ValueError
     assert said.startswith(refusal) and "seed" in said
     assert sorted(path.name for path in tmp_path.glob("*.ckpt")) == ["fit.ckpt"]

@@ -1,0 +1,43 @@
+"""Two CPU ranks forked from the test process, for the tests whose subject is what DDP ranks do,
+not how they start.
+
+A forked rank starts in well under a second, where a spawned one (``lebm_ddp_spawn``, Lightning's
+``ddp_spawn``) imports torch and Lightning again: about 12 CPU-s on a 2-core machine, most of such a
+test's cost. ``lebm_ddp_spawn`` keeps end-to-end tests of its own (the recording switch and the
+recording emulator reaching spawned ranks, ``tests/recording``), and the console script's
+``--trainer.devices 2`` launches its ranks as a user's command does (``tests/cli``).
+
+Each forked rank computes on one intra-op thread, set first thing in the rank: GNU OpenMP's thread
+pool does not survive ``fork``, and a forked process that enters a parallel region with more than
+one thread after its parent used the pool waits forever.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightning.pytorch.strategies import DDPStrategy
+
+from lebm.distributed import MethodDDPStrategy
+
+
+class _OneThreadPerRank:
+    """Strategy mixin: the rank runs one intra-op thread from its start-up on (``setup_environment``
+    is the first thing a launched rank runs)."""
+
+    def setup_environment(self) -> None:
+        torch.set_num_threads(1)
+        super().setup_environment()  # type: ignore[misc]
+
+
+class ForkedMethodRanks(_OneThreadPerRank, MethodDDPStrategy):
+    """lebm's DDP strategy (:class:`~lebm.distributed.MethodDDPStrategy`) with forked ranks."""
+
+
+class ForkedLightningRanks(_OneThreadPerRank, DDPStrategy):
+    """Lightning's own DDP strategy with forked ranks, for a plain ``LightningModule``."""
+
+
+def forked_ranks(lightning: bool = False) -> DDPStrategy:
+    """A new strategy (one per Trainer) whose ranks are forked from this process and run one thread:
+    lebm's for an lebm method, Lightning's own with ``lightning=True``."""
+    return (ForkedLightningRanks if lightning else ForkedMethodRanks)(start_method="fork")
