@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import csv
 import glob
-import io
 import json
 import os
 import subprocess
 import sys
-import warnings
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers.cli_runner import SHORT_RUN, run_cli
+from tests.helpers.cli_runner import SHORT_RUN, run_cli, run_cli_output
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.test_recipes import runnable_recipes
 
@@ -39,22 +36,6 @@ def lebm(*args: str, timeout: int = HANG_SECONDS, cwd: Path = REPO) -> subproces
     return subprocess.run(
         [sys.executable, "-m", "lebm", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def lebm_here(*args: str) -> subprocess.CompletedProcess:
-    """``lebm <args>`` in this process (:func:`run_cli`, from the test's own folder), read as the
-    console script's run would be: its exit status, what it printed, and on stderr its warnings too
-    (one line each, as Python prints them to a console)."""
-    out, err = io.StringIO(), io.StringIO()
-    status = 0
-    with warnings.catch_warnings(record=True) as said, redirect_stdout(out), redirect_stderr(err):
-        warnings.simplefilter("always")
-        try:
-            run_cli(*args)
-        except SystemExit as done:
-            status = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
-    lines = [f"{warning.category.__name__}: {warning.message}" for warning in said]
-    return subprocess.CompletedProcess(["lebm", *args], status, out.getvalue(), err.getvalue() + "\n".join(lines))
 
 
 def test_there_are_recipes_for_every_paper_experiment() -> None:
@@ -139,7 +120,7 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
         "--trainer.log_every_n_steps",
         "1",
     ]
-    first = lebm_here("fit", *common, "--trainer.max_epochs", "2")
+    first = run_cli_output("fit", *common, "--trainer.max_epochs", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     assert (run / "config.yaml").exists()
     assert (run / "checkpoints" / "last.ckpt").exists()
@@ -154,7 +135,7 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
     # 2 epochs x 3 batches, one step each (whatever the number of nets)
     assert first_ckpt["epoch"] == 1 and first_ckpt["global_step"] == 2 * 3
 
-    second = lebm_here("fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last")
+    second = run_cli_output("fit", *common, "--trainer.max_epochs", "3", "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert resumed["epoch"] == 2 and resumed["global_step"] == 3 * 3
@@ -168,7 +149,7 @@ def test_quickstart_end_to_end_then_resume(tmp_path: Path) -> None:
     x = torch.rand(3, 1, 8, 8) * 2 - 1
     assert model.reconstruct(x).shape == x.shape and model.score(x).shape == (3,)
 
-    tested = lebm_here("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    tested = run_cli_output("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/mse" in tested.stdout
 
@@ -241,14 +222,14 @@ def test_evaluation_metrics_through_the_cli(tmp_path: Path) -> None:
         "--trainer.enable_progress_bar",
         "false",
     ]
-    fitted = lebm_here("fit", *common, "--trainer.max_epochs", "2")
+    fitted = run_cli_output("fit", *common, "--trainer.max_epochs", "2")
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     run_id = (run / "wandb_run_id.txt").read_text().strip()
     (wandb_file,) = glob.glob(str(run / "wandb" / f"offline-run-*-{run_id}" / f"run-{run_id}.wandb"))
     logged = Path(wandb_file).read_bytes()
     for key in (b"val/fid", b"val/mse", b"val/auprc", b"val/auprc_last_k_mean"):
         assert key in logged, key
-    tested = lebm_here("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    tested = run_cli_output("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
     assert tested.returncode == 0, tested.stderr[-3000:]
     for key in ("test/auprc", "test/auroc", "test/mse", "test/fid"):
         assert key in tested.stdout, key
@@ -275,7 +256,7 @@ def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) 
         "--model.init_args.stage_iterations",
         "2",
     ]
-    first = lebm_here("fit", *common, "--trainer.max_epochs", "2")  # 6 iterations: stages 0-2 done, 3 not begun
+    first = run_cli_output("fit", *common, "--trainer.max_epochs", "2")  # 6 iterations: stages 0-2 done, 3 not begun
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training ended with 3 of 4 stages completed" in first.stderr
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
@@ -285,7 +266,7 @@ def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) 
     for key in (b"train/nce_loss", b"train/logit_pos", b"train/stage", b"val/mse", b"samples"):
         assert key in Path(wandb_file).read_bytes(), key
 
-    second = lebm_here("fit", *common, "--trainer.max_epochs", "5", "--ckpt_path", "last")
+    second = run_cli_output("fit", *common, "--trainer.max_epochs", "5", "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
     resumed = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["state_dict"]["prior.stage_state"].tolist() == [4, 0]
@@ -295,6 +276,6 @@ def test_multistage_nce_quickstart_end_to_end_resumes_mid_stage(tmp_path: Path) 
 
     model = MultiStageNCE.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
     assert model.prior.finished and model.generate(4).shape == (4, 1, 8, 8)
-    tested = lebm_here("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+    tested = run_cli_output("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert "test/mse" in tested.stdout

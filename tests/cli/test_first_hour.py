@@ -19,7 +19,7 @@ import torch
 
 from lebm.nets import GaussianDecoder
 from lebm.samplers import Langevin
-from tests.helpers.cli_runner import QUIET, REPO, run_cli, working_folder
+from tests.helpers.cli_runner import QUIET, REPO, run_cli, run_cli_output, working_folder
 from tests.helpers.subprocesses import HANG_SECONDS
 
 QUICK = ["--trainer.limit_val_batches", "1", *QUIET]
@@ -398,7 +398,7 @@ def test_help_and_early_mistakes_do_not_wait_for_lightning() -> None:
 # ------------------------------------------------------------- legal but almost surely wrong
 @pytest.mark.slow
 def test_suspicious_settings_warn_once_each(tmp_path: Path) -> None:
-    result = lebm(
+    result = run_cli_output(
         "fit",
         "-c",
         "recipes/quickstart.yaml",
@@ -417,7 +417,7 @@ def test_suspicious_settings_warn_once_each(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Langevin with n_steps=0 returns its starting states unchanged" in result.stderr
     assert "model.init_args.lr_decay=0 sets every learning rate to 0" in result.stderr
-    tested = lebm(
+    tested = run_cli_output(
         "test",
         "-c",
         "recipes/quickstart.yaml",
@@ -429,7 +429,7 @@ def test_suspicious_settings_warn_once_each(tmp_path: Path) -> None:
     )
     assert tested.returncode == 0 and "without --ckpt_path scores a freshly initialised model" in tested.stderr
     cores = os.cpu_count() or 1
-    many = lebm(
+    many = run_cli_output(
         "fit",
         "-c",
         "recipes/quickstart.yaml",

@@ -1,9 +1,14 @@
 """Running the ``lebm`` command inside the test process (faster than a subprocess: no second
-import of torch and Lightning). tests/cli/test_cli.py runs it in a subprocess, as a user does."""
+import of torch and Lightning). The tests whose subject is the process (the console script's
+entry, launched DDP ranks, signals) run it in a subprocess, as a user does."""
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import lightning as L
@@ -67,6 +72,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> None:
         lebm_main(list(args))
     finally:
         os.chdir(previous)
+
+
+def run_cli_output(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``lebm <args>`` in this process (:func:`run_cli`), read as the console script's run would be:
+    its exit status, what it printed, and on stderr its warnings too (one line each, as Python prints
+    them to a console: deprecations left out, as Python's default filters leave them out of a
+    command's output; every other warning each time, where a console shows a line's first)."""
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with warnings.catch_warnings(record=True) as said, redirect_stdout(out), redirect_stderr(err):
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        try:
+            run_cli(*args, cwd=cwd)
+        except SystemExit as done:
+            status = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+    lines = [f"{warning.category.__name__}: {warning.message}" for warning in said]
+    return subprocess.CompletedProcess(["lebm", *args], status, out.getvalue(), err.getvalue() + "\n".join(lines))
 
 
 class SigtermAt(L.Callback):
