@@ -773,7 +773,7 @@ def test_gpu_check_keeps_each_profile_runs_record_or_last_lines_and_skips_what_t
     stage = gpu_check.profile_stage(out, gpu_check.Deadline(120), runs)
     measured, failed, host_run = stage["runs"]
     assert measured["result"] == profile and host_run["result"] == host
-    assert "result" not in failed and "none.yaml" in failed["error"] and failed["returncode"] == 2
+    assert "result" not in failed and "no_such_profile.py" in failed["error"] and failed["returncode"] == 2
     assert stage["status"] == "completed with failures" and "== failing" in (out / "profile.log").read_text()
     table = "\n".join(gpu_check.profile_markdown(stage))
     assert "| profiled | 12.5 |" in table and "| host |" in table and "7 ops outside the chains" in table
@@ -796,7 +796,7 @@ def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(
     few = (*quickstart, "--iters", "2", "--warmup", "2", "--repeats", "1")
     runs = (
         ("quickstart on the cpu", "profile_step.py", quick),
-        ("a recipe that does not exist", "profile_step.py", ("--recipe", "recipes/none.yaml")),
+        ("a script that fails at once", "no_such_profile.py", ()),  # Python's own error, before any import
         ("quickstart host work", "host_work.py", few),
     )
     stage = gpu_check.profile_stage(tmp_path, gpu_check.Deadline(600), runs)
@@ -805,7 +805,7 @@ def test_gpu_check_profiles_each_run_in_its_own_process_and_tabulates_them(
     assert profile["wall_ms"] > 0 and profile["device_busy_ms"] is None  # no device timeline on a CPU
     assert profile["host_ranges_ms"]["training_step"] > profile["host_ranges_ms"]["chain:prior.sampler"] > 0
     assert profile["top_host_ops"] and profile["runtime_calls"]["graph_launches"] == 0
-    assert "result" not in failed and "none.yaml" in failed["error"]
+    assert "result" not in failed and "no_such_profile.py" in failed["error"]
     assert host["result"]["ops_outside_chains"] > 0
     assert stage["status"] == "completed with failures" and (tmp_path / "profile.log").is_file()
     table = "\n".join(gpu_check.profile_markdown(stage))
