@@ -773,7 +773,7 @@ def test_gpu_check_keeps_each_profile_runs_record_or_last_lines_and_skips_what_t
     stage = gpu_check.profile_stage(out, gpu_check.Deadline(120), runs)
     measured, failed, host_run = stage["runs"]
     assert measured["result"] == profile and host_run["result"] == host
-    assert "result" not in failed and "no_such_profile.py" in failed["error"] and failed["returncode"] == 2
+    assert "result" not in failed and "none.yaml" in failed["error"] and failed["returncode"] == 2
     assert stage["status"] == "completed with failures" and "== failing" in (out / "profile.log").read_text()
     table = "\n".join(gpu_check.profile_markdown(stage))
     assert "| profiled | 12.5 |" in table and "| host |" in table and "7 ops outside the chains" in table
