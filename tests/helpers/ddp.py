@@ -3,9 +3,10 @@ not how they start.
 
 A forked rank starts in well under a second, where a spawned one (``lebm_ddp_spawn``, Lightning's
 ``ddp_spawn``) imports torch and Lightning again: about 12 CPU-s on a 2-core machine, most of such a
-test's cost. ``lebm_ddp_spawn`` keeps end-to-end tests of its own (the recording switch and the
-recording emulator reaching spawned ranks, ``tests/recording``), and the console script's
-``--trainer.devices 2`` launches its ranks as a user's command does (``tests/cli``).
+test's cost. ``lebm_ddp_spawn`` keeps an end-to-end test of its own (recorded iterations under
+DDP, the CPU emulator set in each spawned rank: ``tests/recording/test_recorded_iterations.py``),
+and the console script's ``--trainer.devices 2`` launches its ranks as a user's command does
+(``tests/cli/test_cli.py``).
 
 Each forked rank computes on one intra-op thread, set first thing in the rank: GNU OpenMP's thread
 pool does not survive ``fork``, and a forked process that enters a parallel region with more than
@@ -21,8 +22,8 @@ from lebm.distributed import MethodDDPStrategy
 
 
 class _OneThreadPerRank:
-    """Strategy mixin: the rank runs one intra-op thread from its start-up on (``setup_environment``
-    is the first thing a launched rank runs)."""
+    """Strategy mixin: the rank runs one intra-op thread from its start-up on (Lightning calls
+    ``setup_environment`` in each launched rank before any tensor operation of the run)."""
 
     def setup_environment(self) -> None:
         torch.set_num_threads(1)
