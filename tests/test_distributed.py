@@ -3,12 +3,15 @@ gradients are reduced per optimiser (the rank invariants are in the method contr
 
 from __future__ import annotations
 
+import pickle
+
 import lightning as L
 import pytest
 import torch
 from jsonargparse import Namespace
 from torch.utils.data import DataLoader, TensorDataset
 
+import lebm.callbacks
 from lebm.cli.app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
@@ -34,6 +37,23 @@ def test_the_cli_runs_several_processes_on_lebm_ddp(trainer: dict, expected: str
 def test_requested_processes_counts_devices_and_nodes() -> None:
     assert requested_processes("cpu", 3, 2) == 6
     assert requested_processes("cpu", "auto", None) == 1
+
+
+LEBM_CALLBACKS = [name for name in lebm.callbacks.__all__ if isinstance(getattr(lebm.callbacks, name), type)]
+#: Callbacks that need a package lebm does not install.
+NEEDS = {"RunRichProgressBar": "rich"}
+
+
+@pytest.mark.parametrize("name", LEBM_CALLBACKS)
+def test_every_lebm_callback_reaches_a_spawned_rank(name: str) -> None:
+    """``lebm_ddp_spawn`` pickles the Trainer, with its callbacks, for each rank; the slow tier's
+    DDP tests fork their ranks (``tests/helpers/ddp.py``), which pickles nothing. Each of lebm's
+    callbacks, as built with its defaults, comes through a pickle with the same attributes."""
+    if name in NEEDS:
+        pytest.importorskip(NEEDS[name])
+    callback = getattr(lebm.callbacks, name)()
+    received = pickle.loads(pickle.dumps(callback))
+    assert type(received) is type(callback) and sorted(vars(received)) == sorted(vars(callback))
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ rank-local, and rank 0 draws what a single process draws. Device: CPU.
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -346,6 +347,20 @@ class CheckRankInvariants(L.Callback):
         for name in rank_local_buffer_names(module):
             rows = module.all_gather(buffers[name])
             assert not torch.allclose(rows[0], rows[1]), f"rank-local buffer {name} is the same on both ranks"
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_a_spawned_rank_receives_the_method_whole(case: MethodCase) -> None:
+    """``lebm_ddp_spawn`` (Lightning's spawn launcher) pickles the model for each rank. The DDP
+    tests below fork their ranks (``tests/helpers/ddp.py``), which pickles nothing: this keeps what
+    spawning them checked, for every method."""
+    model = case.build()
+    received = pickle.loads(pickle.dumps(model))
+    assert type(received) is type(model)
+    sent, got = model.state_dict(), received.state_dict()
+    assert list(sent) == list(got)
+    for name, value in sent.items():
+        assert torch.equal(value, got[name]), name
 
 
 @pytest.mark.slow
