@@ -12,6 +12,7 @@ from jsonargparse import Namespace
 from torch.utils.data import DataLoader, TensorDataset
 
 import lebm.callbacks
+import lebm.data
 from lebm.cli.app import _method_strategy, requested_processes
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
@@ -54,6 +55,18 @@ def test_every_lebm_callback_reaches_a_spawned_rank(name: str) -> None:
     callback = getattr(lebm.callbacks, name)()
     received = pickle.loads(pickle.dumps(callback))
     assert type(received) is type(callback) and sorted(vars(received)) == sorted(vars(callback))
+
+
+#: lebm's DataModules that build with their defaults (embedded or generated data; the others need files).
+DATA_WITHOUT_FILES = ["ImageDataModule", "MixtureDataModule", "TextDataModule", "SampleRequests"]
+
+
+@pytest.mark.parametrize("name", DATA_WITHOUT_FILES)
+def test_lebm_datamodules_reach_a_spawned_rank(name: str) -> None:
+    """A fit's DataModule goes to each spawned rank through a pickle too, with its settings."""
+    data = getattr(lebm.data, name)()
+    received = pickle.loads(pickle.dumps(data))
+    assert type(received) is type(data) and received.hparams == data.hparams
 
 
 @pytest.mark.slow
