@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 
+from lebm.cli.recipes import RecipeError
 from tests.helpers.scripts import load_script, run_here
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
@@ -850,6 +851,13 @@ def test_gpu_check_profiles_the_methods_asked_for_in_their_order_and_every_run_h
     assert words == sorted(words) and set(words) == {"damc", "hierarchical"}
     assert any("bf16-mixed" in arguments for label, _, arguments in runs if label.startswith("hierarchical"))
     assert set(gpu_check.profile_runs_for(gpu_check.SUITE_METHODS)) == set(gpu_check.PROFILE_RUNS)
+
+
+def test_profile_step_names_a_recipe_it_cannot_read() -> None:
+    """CPU. What ``gpu_check``'s profile stage keeps of a failing ``profile_step.py`` run: its last
+    lines, which name the recipe (the stage itself is tested on a fake failing script above)."""
+    with pytest.raises(RecipeError, match="recipes/none.yaml does not parse"):
+        run_here("benchmarks/profile_step.py", "--recipe", "recipes/none.yaml")
 
 
 def test_profile_step_counts_the_device_time_covered_once_however_intervals_overlap() -> None:

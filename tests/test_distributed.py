@@ -3,8 +3,6 @@ gradients are reduced per optimiser (the rank invariants are in the method contr
 
 from __future__ import annotations
 
-import pickle
-
 import lightning as L
 import pytest
 import torch
@@ -13,10 +11,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lebm.callbacks
 import lebm.data
+from lebm.callbacks import FID
 from lebm.cli.app import _method_strategy, requested_processes
+from lebm.metrics import SmallConvFeatures
 from lebm.models import LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
-from tests.helpers.ddp import forked_ranks
+from lebm.samplers import HMC, MALA, Langevin, PersistentChains
+from tests.helpers.ddp import assert_received_whole, forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 
@@ -52,9 +53,25 @@ def test_every_lebm_callback_reaches_a_spawned_rank(name: str) -> None:
     callbacks, as built with its defaults, comes through a pickle with the same attributes."""
     if name in NEEDS:
         pytest.importorskip(NEEDS[name])
-    callback = getattr(lebm.callbacks, name)()
-    received = pickle.loads(pickle.dumps(callback))
-    assert type(received) is type(callback) and sorted(vars(received)) == sorted(vars(callback))
+    assert_received_whole(getattr(lebm.callbacks, name)())
+
+
+def test_a_configured_fid_reaches_a_spawned_rank_with_its_feature_extractor() -> None:
+    assert_received_whole(FID(feature_extractor=SmallConvFeatures(seed=0), num_samples=64, kid=True))
+
+
+#: Each of lebm's chain samplers, as a method's chains hold them (a persistent buffer around one).
+SAMPLERS = {
+    "Langevin": lambda: Langevin(20, 0.1),
+    "MALA": MALA,
+    "HMC": HMC,
+    "PersistentChains": lambda: PersistentChains(Langevin(5, 0.1), [2], buffer_size=8),
+}
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_lebm_samplers_reach_a_spawned_rank(name: str) -> None:
+    assert_received_whole(SAMPLERS[name]())
 
 
 #: lebm's DataModules that build with their defaults (embedded or generated data; the others need files).
@@ -64,9 +81,7 @@ DATA_WITHOUT_FILES = ["ImageDataModule", "MixtureDataModule", "TextDataModule", 
 @pytest.mark.parametrize("name", DATA_WITHOUT_FILES)
 def test_lebm_datamodules_reach_a_spawned_rank(name: str) -> None:
     """A fit's DataModule goes to each spawned rank through a pickle too, with its settings."""
-    data = getattr(lebm.data, name)()
-    received = pickle.loads(pickle.dumps(data))
-    assert type(received) is type(data) and received.hparams == data.hparams
+    assert_received_whole(getattr(lebm.data, name)())
 
 
 @pytest.mark.slow

@@ -4,9 +4,12 @@ entry, launched DDP ranks, signals) run it in a subprocess, as a user does."""
 
 from __future__ import annotations
 
+import faulthandler
 import io
+import logging
 import os
 import subprocess
+import sys
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -15,6 +18,7 @@ import lightning as L
 import numpy as np
 
 from lebm.cli.main import main as lebm_main
+from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +45,9 @@ QUIET = [
     "false",
 ]
 
+
+#: The loggers whose lines a console shows on stderr: Lightning's and lebm's own.
+COMMAND_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lebm")
 
 #: Names in the clone that a test's working folder links to, so that relative paths in a test's
 #: arguments (``-c recipes/quickstart.yaml``, ``tests/fixtures/...``) resolve there too.
@@ -74,21 +81,33 @@ def run_cli(*args: str, cwd: Path | None = None) -> None:
         os.chdir(previous)
 
 
-def run_cli_output(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli_output(*args: str, cwd: Path | None = None, timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     """``lebm <args>`` in this process (:func:`run_cli`), read as the console script's run would be:
-    its exit status, what it printed, and on stderr its warnings too (one line each, as Python prints
-    them to a console: deprecations left out, as Python's default filters leave them out of a
-    command's output; every other warning each time, where a console shows a line's first)."""
+    its exit status, what it printed, and on stderr its warnings and the lines Lightning's and
+    lebm's loggers write (warnings one line each, as Python prints them to a console: deprecations,
+    import and resource warnings left out, as Python's default filters leave them out; every other
+    warning each time, where a console shows a line's first). A command still running after
+    ``timeout`` seconds is hung: the test process prints every thread's stack and exits, as the
+    console runs' ``subprocess`` timeout fails them."""
     out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    loggers = [logging.getLogger(name) for name in COMMAND_LOGGERS]
     status = 0
     with warnings.catch_warnings(record=True) as said, redirect_stdout(out), redirect_stderr(err):
         warnings.simplefilter("always")
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        for hidden in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", hidden)
+        for logger in loggers:
+            logger.addHandler(handler)
+        faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__)
         try:
             run_cli(*args, cwd=cwd)
         except SystemExit as done:
             status = 0 if done.code is None else done.code if isinstance(done.code, int) else 1
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+            for logger in loggers:
+                logger.removeHandler(handler)
     lines = [f"{warning.category.__name__}: {warning.message}" for warning in said]
     return subprocess.CompletedProcess(["lebm", *args], status, out.getvalue(), err.getvalue() + "\n".join(lines))
 

@@ -11,7 +11,6 @@ rank-local, and rank 0 draws what a single process draws. Device: CPU.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from lebm.data.errors import DataError
 from lebm.distributed import rank_local_buffer_names
 from lebm.models import JointHierarchicalEBM, LatentVariableModel, Method
 from tests.helpers.cli_runner import SHORT_RUN, run_cli
-from tests.helpers.ddp import forked_ranks
+from tests.helpers.ddp import assert_received_whole, forked_ranks
 from tests.helpers.trainers import quiet_trainer
 
 ids = [case.name for case in CASES]
@@ -354,13 +353,12 @@ def test_a_spawned_rank_receives_the_method_whole(case: MethodCase) -> None:
     """``lebm_ddp_spawn`` (Lightning's spawn launcher) pickles the model for each rank. The DDP
     tests below fork their ranks (``tests/helpers/ddp.py``), which pickles nothing: this keeps what
     spawning them checked, for every method."""
-    model = case.build()
-    received = pickle.loads(pickle.dumps(model))
-    assert type(received) is type(model)
-    sent, got = model.state_dict(), received.state_dict()
-    assert list(sent) == list(got)
-    for name, value in sent.items():
-        assert torch.equal(value, got[name]), name
+    assert_received_whole(case.build())
+
+
+def test_a_spawned_rank_receives_the_text_model_whole() -> None:
+    """The same for the text model (an LSTM decoder holding its vocabulary)."""
+    assert_received_whole(text_model())
 
 
 @pytest.mark.slow
