@@ -5,8 +5,8 @@ composed recipe read by the installed command, two processes launched by ``--tra
 and a refusal raised after the run is built. Every other command runs in this process (``main``, as
 the console script calls it, from the test's own folder): starting Python, torch and Lightning anew
 for each command would test the import again, not the command (the installed wheel's console script
-trains, loads and generates in ``tests/test_installed_wheel.py``; a run stopped by SIGTERM resumes
-through it in ``tests/cli/test_first_hour.py``)."""
+trains, loads and generates in ``tests/test_installed_wheel.py``; runs killed by SIGTERM resume
+through it in the requeue loop of ``tests/cli/test_run_life.py``)."""
 
 from __future__ import annotations
 
