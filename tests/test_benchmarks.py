@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lebm.cli.recipes import RecipeError
-from tests.helpers.scripts import load_script, run_here
+from tests.helpers.scripts import load_script, printed_here, run_here, run_json
 from tests.helpers.subprocesses import HANG_SECONDS
 from tests.helpers.trainers import quiet_trainer
 
@@ -40,19 +40,6 @@ def run_json_in_a_process(*args: str) -> dict:
     result = run_script(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def run_json(*args: str) -> dict:
-    """The last line a script prints, as JSON, run in this process (:func:`run_here`; the script
-    must exit with status 0)."""
-    return json.loads(printed_here(*args).strip().splitlines()[-1])
-
-
-def printed_here(*args: str) -> str:
-    """What a script prints, run in this process (:func:`run_here`; it must exit with status 0)."""
-    finished = run_here(*args)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    return finished.stdout
 
 
 @pytest.mark.slow

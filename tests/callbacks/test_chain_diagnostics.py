@@ -30,7 +30,7 @@ from lebm.models import GaussianPrior, LatentEBM, TiltedGaussianPrior
 from lebm.nets import EnergyMLP, GaussianDecoder, MLPGenerator
 from lebm.samplers import MALA, ChainTarget, Langevin, PersistentChains, Sampler
 from tests.helpers.ddp import forked_ranks
-from tests.helpers.scripts import load_script, run_here
+from tests.helpers.scripts import load_script, run_json
 from tests.helpers.trainers import quiet_trainer
 
 LATENT, DATA = 3, 2
@@ -340,12 +340,10 @@ def test_the_cost_benchmark_times_training_and_evaluations_and_projects_the_defa
     """``benchmarks/chain_diagnostics_cost.py`` on the quickstart, cut small (two batches an epoch, the
     callback's 64 chains with 4 draws each): one JSON line whose share at the default schedule follows
     from its own timings."""
-    finished = run_here(
+    out = run_json(
         *("benchmarks/chain_diagnostics_cost.py", "--epochs", "2", "--evaluations", "1"),
         *("--batches", "2", "--n-draws", "4"),
     )
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    out = json.loads(finished.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "chain_diagnostics_cost" and len(out["evaluation_seconds"]) == 1
     assert out["settings"]["n_draws"] == 4 and out["settings"]["n_chains"] == ChainDiagnostics().n_chains
     assert out["settings"]["prior_steps_per_draw"] == 60 and out["settings"]["posterior_steps_per_draw"] == 20

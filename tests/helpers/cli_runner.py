@@ -8,7 +8,6 @@ import faulthandler
 import io
 import logging
 import os
-import subprocess
 import sys
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
@@ -18,6 +17,7 @@ import lightning as L
 import numpy as np
 
 from lebm.cli.main import main as lebm_main
+from tests.helpers.scripts import Finished
 from tests.helpers.subprocesses import HANG_SECONDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> None:
         os.chdir(previous)
 
 
-def run_cli_output(*args: str, cwd: Path | None = None, timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
+def run_cli_output(*args: str, cwd: Path | None = None, timeout: int = HANG_SECONDS) -> Finished:
     """``lebm <args>`` in this process (:func:`run_cli`), read as the console script's run would be:
     its exit status, what it printed, and on stderr its warnings and the lines Lightning's and
     lebm's loggers write (warnings one line each, as Python prints them to a console: deprecations,
@@ -109,7 +109,7 @@ def run_cli_output(*args: str, cwd: Path | None = None, timeout: int = HANG_SECO
             for logger in loggers:
                 logger.removeHandler(handler)
     lines = [f"{warning.category.__name__}: {warning.message}" for warning in said]
-    return subprocess.CompletedProcess(["lebm", *args], status, out.getvalue(), err.getvalue() + "\n".join(lines))
+    return Finished(returncode=status, stdout=out.getvalue(), stderr=err.getvalue() + "\n".join(lines))
 
 
 class SigtermAt(L.Callback):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import runpy
 import sys
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ def load_script(path: str) -> ModuleType:
 
 @dataclass
 class Finished:
-    """What a script run in this process left: its exit status and what it printed."""
+    """What a command run in this process left (a script's, :func:`run_here`; lebm's,
+    ``tests.helpers.cli_runner.run_cli_output``): its exit status and what it printed."""
 
     returncode: int
     stdout: str
@@ -90,3 +92,17 @@ def run_here(script: str, *args: str, env: dict[str, str] | None = None) -> Fini
         stderr.write(code + "\n")
         code = 1
     return Finished(returncode=code or 0, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+
+
+def printed_here(script: str, *args: str) -> str:
+    """What ``python script *args`` prints, run in this process (:func:`run_here`); the script must
+    exit with status 0."""
+    finished = run_here(script, *args)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stdout
+
+
+def run_json(script: str, *args: str) -> dict:
+    """The last line ``python script *args`` prints, as JSON, run in this process
+    (:func:`printed_here`)."""
+    return json.loads(printed_here(script, *args).strip().splitlines()[-1])
