@@ -1,5 +1,7 @@
 """lebm's DDP: the CLI picks it for several devices, plain DDP is refused with the fix, and
-gradients are reduced per optimiser (the rank invariants are in the method contract suite)."""
+gradients are reduced per optimiser (the rank invariants are in the method contract suite); what a
+spawned rank receives comes whole through its pickle, and the tests' forked ranks run one thread.
+Device: CPU (two CPU processes where a test runs ranks)."""
 
 from __future__ import annotations
 
