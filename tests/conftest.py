@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 # Python's bytecode cache on, whatever the environment says (``PYTHONDONTWRITEBYTECODE=1`` on some
 # machines): each process of the suite (two pytest-xdist workers, a tier, the ``lebm`` commands the
@@ -39,6 +38,8 @@ TEST_SEED = int(os.environ.get("LEBM_TEST_SEED", "0"))
 #: oversubscribes them.
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if XDIST_WORKERS:
+    import torch
+
     from lebm.devices import usable_cpu_cores
 
     torch.set_num_threads(max(1, usable_cpu_cores() // XDIST_WORKERS))  # the cores this process may use
@@ -99,13 +100,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-#: The GPUs of this machine, read once before any test hides them.
-CUDA_DEVICES = torch.cuda.device_count() if torch.cuda.is_available() else 0
+@functools.cache
+def cuda_devices() -> int:
+    """The GPUs of this machine, read once, when the tests are collected, before any test hides them
+    (torch is imported by the processes that run tests, not by pytest-xdist's controlling one, which
+    starts the workers sooner without it)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``gpu`` run on a CUDA device: without one they are skipped, saying why."""
-    if CUDA_DEVICES:
+    if cuda_devices():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (the gpu tier: python -m pytest -m gpu on a GPU machine)")
     for item in items:
@@ -118,6 +125,8 @@ def _on_the_cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: p
     """Device: CPU for every test not marked ``gpu`` (see the module docstring)."""
     if request.node.get_closest_marker("gpu") is not None:
         return
+    import torch
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     # C callables, no Python function: a recorded iteration's watch (lebm.recording.audit) sees no test code
     monkeypatch.setattr(torch.cuda, "is_available", functools.partial(bool, False))
@@ -126,6 +135,8 @@ def _on_the_cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: p
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
     torch.manual_seed(TEST_SEED)
     # a run's seed (seed_everything sets PL_GLOBAL_SEED) must not leak from one test into the next
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
@@ -154,6 +165,8 @@ def _cli_runs_in_the_tests_own_folder(
 def one_thread() -> object:
     """One intra-op thread for the test (tiny nets run several times faster with one than with
     two on a busy 2-core machine); the previous setting is restored afterwards."""
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -164,6 +177,8 @@ def one_thread() -> object:
 def exact_float32() -> object:
     """TF32 off for matrix products and convolutions (lebm's policy switch) during the test, so that a
     captured and an eager chain on a GPU use the same float32 arithmetic; restored afterwards."""
+    import torch
+
     from lebm.speed.numerics import apply_tf32, tf32_state
 
     saved = tf32_state()

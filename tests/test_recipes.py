@@ -20,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from lebm.cli.recipes import RecipeError, expand_includes, included_files, read_recipe
+from lebm.cli.recipes import RecipeError, compose_recipe, expand_includes, included_files, read_recipe
 from tests.helpers.cli_runner import run_cli
 from tests.helpers.scripts import load_script
 
@@ -37,6 +37,28 @@ def runnable_recipes() -> list[str]:
             continue
         found.append(str(path.relative_to(REPO)))
     return found
+
+
+def data_kind(recipe: str) -> tuple[Any, ...]:
+    """What a recipe gives its data: the DataModule class, its dataset (or in-distribution dataset),
+    the names of the ``init_args`` it sets, and the data fragments it includes."""
+    data = compose_recipe(REPO / recipe)["data"]
+    given = dict(data.get("init_args") or {})
+    fragments = sorted(path.name for path in included_files(REPO / recipe) if path.parent.name == "data")
+    return data["class_path"], given.get("dataset"), given.get("in_dataset"), sorted(given), fragments
+
+
+def one_per_data_kind(recipes: list[str]) -> list[Any]:
+    """``recipes`` as pytest parameters: the first recipe of each :func:`data_kind` in the default
+    tier, the others (the same data section under another method's nets) marked ``slow``, which CI
+    also runs (issue 109's test budget)."""
+    seen: list[tuple[Any, ...]] = []
+    chosen: list[Any] = []
+    for recipe in recipes:
+        kind = data_kind(recipe)
+        chosen.append(recipe if kind not in seen else pytest.param(recipe, marks=pytest.mark.slow, id=recipe))
+        seen.append(kind)
+    return chosen
 
 
 def resolve(recipe: str, *overrides: str, capsys: pytest.CaptureFixture) -> dict[str, Any]:

@@ -10,7 +10,9 @@ PTB, SNLI and Yahoo (text files), Fashion-MNIST and MNIST (IDX files, MNIST's CS
 * ``test_every_recipe_builds_on_files_of_its_dataset``: each runnable recipe resolved as the
   command resolves it (``--print_config``), its data root pointed at the fakes; the integers it
   gives its data stay integers, and the DataModule built from that config reads a training batch
-  of the shape its arguments state.
+  of the shape its arguments state. The first recipe of each kind of data section (class, dataset,
+  keys, data fragment: ``tests.test_recipes.one_per_data_kind``) runs in the default tier, every
+  other recipe in the slow tier.
 * ``test_each_recipe_of_a_dataset_not_here_takes_a_training_step`` (slow: paper-size nets, seconds
   a step): each recipe whose data root is left to the user, built by ``lebm.from_recipe`` (the
   model checked against the data as ``lebm fit`` checks it) and trained one step on the fakes.
@@ -41,7 +43,7 @@ from tests.helpers.dataset_files import (
     write_text_splits,
 )
 from tests.helpers.trainers import quiet_trainer
-from tests.test_recipes import runnable_recipes
+from tests.test_recipes import one_per_data_kind, runnable_recipes
 
 REPO = Path(__file__).resolve().parents[1]
 #: The fake folder each dataset's ``root`` points at (the key of :func:`dataset_roots`).
@@ -167,7 +169,7 @@ def first_training_batch(datamodule: Any) -> torch.Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
-@pytest.mark.parametrize("recipe", runnable_recipes())
+@pytest.mark.parametrize("recipe", one_per_data_kind(runnable_recipes()))
 def test_every_recipe_builds_on_files_of_its_dataset(
     recipe: str, dataset_roots: dict[str, Path], capsys: pytest.CaptureFixture
 ) -> None:

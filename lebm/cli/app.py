@@ -278,6 +278,14 @@ def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
     return [*args, "--trainer.default_root_dir", folder], record
 
 
+def dump_parsed(parser: LightningArgumentParser, config: Any, **settings: Any) -> str:
+    """``config``, a namespace ``parser`` returned (and so checked, whole, when it parsed it), written as
+    the parser writes it (YAML), ``None`` values included, without checking every value a second time
+    (jsonargparse's ``dump`` would: most of its cost). ``settings`` go to ``parser.dump``
+    (``skip_link_targets=False``)."""
+    return parser.dump(config, skip_unset=False, skip_validation=True, **settings)
+
+
 class LebmArgumentParser(LightningArgumentParser):
     """LightningCLI's parser whose errors are one short message and a pointer to ``--help``
     (jsonargparse's inner parsers raise, as usual, so the outer one sees the whole context)."""
@@ -318,7 +326,7 @@ class RunConfigSaved(SaveConfigCallback):
         path = os.path.join(run_dir, self.config_filename)
         if os.path.isfile(path) and not self.overwrite:
             raise RuntimeError(f"{path} exists; refusing to overwrite it")
-        text = self.parser.dump(self.config, skip_none=False)
+        text = dump_parsed(self.parser, self.config)
         header = "".join(takewhile(lambda line: line.startswith("#"), text.splitlines(keepends=True)))
         recorded = without_filled_checkpoint_folders(as_given(yaml.safe_load(text), self.config.as_dict()))
         recorded = without_filled_paper_targets(recorded)
@@ -595,7 +603,7 @@ class LebmCLI(LightningCLI):
 
     def _model_argument_configs(self) -> dict[str, Any]:
         """The model's ``init_args`` as plain data (``{argument: config}``), as parsed."""
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        dumped = yaml.safe_load(dump_parsed(self.parser, self.config, skip_link_targets=False))
         if self.subcommand:
             dumped = dumped.get(self.subcommand, {})
         model = dumped.get("model") or {}

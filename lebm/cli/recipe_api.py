@@ -40,7 +40,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 
 from lebm.callbacks.progress_bar import without_version_fragment
 from lebm.cli import trainer_flags
-from lebm.cli.app import LebmCLI
+from lebm.cli.app import LebmCLI, dump_parsed
 from lebm.cli.catalog import locate_config_args
 from lebm.cli.known_options import check_known_options
 from lebm.cli.recipes import RecipeError, expand_includes
@@ -159,7 +159,7 @@ class RecipeBuild(LebmCLI):
 
     def resolved_config(self) -> dict[str, Any]:
         """The parsed config as plain data (what ``config.yaml`` holds)."""
-        return yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        return yaml.safe_load(dump_parsed(self.parser, self.config))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lebm
 from lebm.callbacks.progress_bar import RunProgressBar
+from lebm.cli.app import BATCH_LIMITS
 from lebm.cli.recipe_api import override_args
 from lebm.cli.recipes import RecipeError
 from lebm.models import LatentEBM
@@ -199,26 +200,34 @@ def command_trainer(monkeypatch: pytest.MonkeyPatch, run: Path, overrides: dict[
 @pytest.mark.parametrize(
     "setting",
     [
-        {"trainer.limit_train_batches": 3},
-        {"trainer.limit_train_batches": 0.5},
-        {"trainer.limit_train_batches": 1},
-        {"trainer.limit_train_batches": 1.0},
-        {"trainer.limit_train_batches": 2, "trainer.limit_val_batches": 1},
-        {"trainer.max_steps": 5},
+        {
+            "trainer.limit_train_batches": 1,
+            "trainer.limit_val_batches": 0.5,
+            "trainer.limit_test_batches": 1,
+            "trainer.limit_predict_batches": 1.0,
+        },
+        {
+            "trainer.limit_train_batches": 1.0,
+            "trainer.limit_val_batches": 1,
+            "trainer.limit_test_batches": 3,
+            "trainer.limit_predict_batches": 1,
+            "trainer.max_steps": 5,
+        },
     ],
-    ids=["int", "float", "1", "1.0", "val-1", "max_steps"],
+    ids=["train-1", "train-1.0"],  # each batch limit one batch (1) and another form, one build each
 )
 def test_trainer_settings_build_the_trainer_lebm_fit_builds(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: dict[str, Any]
 ) -> None:
     """``L.Trainer(**recipe.trainer_settings)`` has the batch limits and step bound of the Trainer
     ``lebm fit`` builds with the same overrides, for each form of a batch limit: ``1`` is one batch
-    (it was ``1.0``, the whole epoch, from Python), ``1.0`` the whole epoch, ``0.5`` half of it."""
+    (it was ``1.0``, the whole epoch, from Python), ``1.0`` the whole epoch, ``0.5`` half of it,
+    ``3`` three batches; the four limits take the forms in turn."""
     overrides = {**QUIET_BUILD, **setting}
     recipe = lebm.from_recipe("quickstart", {**overrides, "trainer.default_root_dir": str(tmp_path / "python")})
     python = L.Trainer(**recipe.trainer_settings)
     command = command_trainer(monkeypatch, tmp_path / "command", overrides)
-    for key in ("limit_train_batches", "limit_val_batches", "max_steps", "max_epochs"):
+    for key in (*BATCH_LIMITS, "max_steps", "max_epochs"):
         mine, theirs = getattr(python, key), getattr(command, key)
         assert (mine, type(mine)) == (theirs, type(theirs)), key
 

@@ -141,21 +141,36 @@ def test_a_paper_target_per_held_out_digit_is_the_value_of_the_runs_digit(tmp_pa
     assert curves.target_labels == {"val/auprc": "paper, best of its test readings"}
 
 
-@pytest.mark.parametrize(
-    ("targets", "message"),
-    [
-        ({"val/auprc": {"heldout": {"1": 0.3}}}, "paper_targets val/auprc must be a number (val/fid: 29.44) or a"),
-        ({"val/auprc": {"held_out": {"one": 0.3}}}, "val/auprc held_out must map held-out digits"),
-        ({"val/auprc": {"held_out": {"1": "high"}}}, "paper_targets val/auprc held_out 1 must be a number"),
-        ({"val/auprc": {"held_out": {"1": 0.3}}}, "given per held-out digit, but the run's data has no anomaly_"),
-        ({"val/fid": "low"}, "paper_targets val/fid must be a number (val/fid: 29.44) or a value per held-out"),
-    ],
-    ids=["key", "digit", "value", "no-anomaly-data", "flat"],
-)
-def test_a_malformed_paper_target_stops_the_build_in_one_line(targets: dict, message: str, tmp_path: Path) -> None:
+MALFORMED_TARGETS = {
+    "key": ({"val/auprc": {"heldout": {"1": 0.3}}}, "paper_targets val/auprc must be a number (val/fid: 29.44) or a"),
+    "digit": ({"val/auprc": {"held_out": {"one": 0.3}}}, "val/auprc held_out must map held-out digits"),
+    "value": ({"val/auprc": {"held_out": {"1": "high"}}}, "paper_targets val/auprc held_out 1 must be a number"),
+    "no-anomaly-data": (
+        {"val/auprc": {"held_out": {"1": 0.3}}},
+        "given per held-out digit, but the run's data has no anomaly_",
+    ),
+    "flat": ({"val/fid": "low"}, "paper_targets val/fid must be a number (val/fid: 29.44) or a value per held-out"),
+}
+
+
+@pytest.mark.parametrize("form", MALFORMED_TARGETS)
+def test_a_malformed_paper_target_is_refused_in_one_line(form: str) -> None:
+    """Each malformed form, as the build reads the run's targets (a run without anomaly digits)."""
+    from lebm.cli.loggers import resolve_paper_targets
+
+    targets, message = MALFORMED_TARGETS[form]
+    with pytest.raises(ValueError) as refused:
+        resolve_paper_targets(targets, None)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_malformed_paper_target_stops_the_build_in_one_line(tmp_path: Path) -> None:
+    """The refusal reaches ``lebm.from_recipe`` (and ``lebm fit``, which builds the same way) as its
+    one line, before anything is built: shown with the form that depends on the run's data."""
     import lebm
     from lebm.cli.recipes import RecipeError
 
+    targets, message = MALFORMED_TARGETS["no-anomaly-data"]
     overrides = {"paper_targets": targets, "trainer.default_root_dir": str(tmp_path)}
     with pytest.raises(RecipeError) as refused:
         lebm.from_recipe("quickstart", overrides)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from lebm.config import build
-from tests.test_recipes import get, resolve, runnable_recipes
+from tests.test_recipes import get, one_per_data_kind, resolve, runnable_recipes
 
 
 def anomaly_recipes() -> list[str]:
@@ -14,13 +14,14 @@ def anomaly_recipes() -> list[str]:
     return [recipe for recipe in runnable_recipes() if "mnist_anomaly" in recipe]
 
 
-@pytest.mark.parametrize("recipe", anomaly_recipes())
+@pytest.mark.parametrize("recipe", one_per_data_kind(anomaly_recipes()))
 def test_an_anomaly_recipe_validates_on_a_split_that_shares_no_digit_with_the_test_split(
     recipe: str, make_mnist_idx, capsys: pytest.CaptureFixture
 ) -> None:
     """CPU. Each MNIST anomaly recipe, resolved as ``lebm fit`` runs it, builds a datamodule whose
     validation split (what ``val/*`` reads) and test split share no image and both hold held-out
-    digits; ``-c evaluation/select_on_test`` is the papers' way (validation reads the test split)."""
+    digits; ``-c evaluation/select_on_test`` is the papers' way (validation reads the test split).
+    One recipe of each data section in the default tier, the rest in the slow tier."""
     root, _ = make_mnist_idx(n_train=300, n_test=200)
     config = resolve(recipe, capsys=capsys)
     assert recipe.endswith("mnist_anomaly.yaml") or "offline" in recipe

@@ -159,7 +159,14 @@ class ReadsTheHost(LatentEBM):
 
 
 @pytest.mark.parametrize(
-    "read", ["global_step", "current_epoch", "batch_idx", "trainer.global_step", "trainer.current_epoch"]
+    "read",
+    [  # one read of each kind in the default tier: the method's attribute, the argument, the Trainer's
+        "global_step",
+        pytest.param("current_epoch", marks=pytest.mark.slow),
+        "batch_idx",
+        pytest.param("trainer.global_step", marks=pytest.mark.slow),
+        "trainer.current_epoch",
+    ],
 )
 def test_a_step_epoch_or_batch_index_read_undeclared_runs_eagerly_with_one_line(read, one_thread) -> None:
     def reading() -> LatentEBM:
