@@ -57,6 +57,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     worker = hasattr(config, "workerinput")
     if config.pluginmanager.has_plugin("xdist") and not worker and config.getoption("numprocesses", None) is None:
         config.option.numprocesses = "auto"
+        if config.getoption("dist", "no") == "no":  # no --dist given: a worker out of tests takes half of the other's
+            config.option.dist = "worksteal"
 
 
 #: The clone this conftest lies in (its tests/ folder's parent).
