@@ -9,6 +9,7 @@ import path as PYTHONPATH puts it (docs/recipes.md, "A subclass of the recipe's 
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import textwrap
@@ -87,7 +88,10 @@ def methods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     sys.modules.pop(MODULE, None)
 
 
+@functools.cache
 def quickstart_model() -> dict:
+    """The quickstart's model as ``--print_config`` shows it, parsed once for this file's tests
+    (which only read it)."""
     return resolve_recipe(QUICKSTART)["model"]
 
 
