@@ -279,10 +279,12 @@ def run_record_args(args: list[str]) -> tuple[list[str], str | None]:
 
 
 def dump_parsed(parser: LightningArgumentParser, config: Any, **settings: Any) -> str:
-    """``config``, a namespace ``parser`` returned (and so checked, whole, when it parsed it), written as
-    the parser writes it (YAML), ``None`` values included, without checking every value a second time
-    (jsonargparse's ``dump`` would: most of its cost). ``settings`` go to ``parser.dump``
-    (``skip_link_targets=False``)."""
+    """``config``, a namespace ``parser`` returned and checked whole when it parsed it (lebm's later
+    edits, such as the run folder and its loggers' ``save_dir``, are values of the same types),
+    written as the parser writes it (YAML), ``None`` values included, without checking every value a
+    second time (jsonargparse's ``dump`` would: most of its cost). ``settings`` go to ``parser.dump``
+    (e.g. ``skip_link_targets=False``). ``tests/cli/test_config_dump.py`` compares it with the
+    checked dump."""
     return parser.dump(config, skip_unset=False, skip_validation=True, **settings)
 
 

@@ -213,8 +213,9 @@ def command_trainer(monkeypatch: pytest.MonkeyPatch, run: Path, overrides: dict[
             "trainer.limit_predict_batches": 1,
             "trainer.max_steps": 5,
         },
+        pytest.param({"trainer.max_steps": 5}, marks=pytest.mark.slow),  # every limit left at its default
     ],
-    ids=["train-1", "train-1.0"],  # each batch limit one batch (1) and another form, one build each
+    ids=["train-1", "train-1.0", "defaults"],  # each batch limit one batch (1) and another form, one build each
 )
 def test_trainer_settings_build_the_trainer_lebm_fit_builds(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: dict[str, Any]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,7 +142,8 @@ def test_a_paper_target_per_held_out_digit_is_the_value_of_the_runs_digit(tmp_pa
     assert curves.target_labels == {"val/auprc": "paper, best of its test readings"}
 
 
-MALFORMED_TARGETS = {
+#: ``{form: (paper_targets given, the start of the one-line refusal)}``.
+MALFORMED_TARGETS: dict[str, tuple[dict[str, Any], str]] = {
     "key": ({"val/auprc": {"heldout": {"1": 0.3}}}, "paper_targets val/auprc must be a number (val/fid: 29.44) or a"),
     "digit": ({"val/auprc": {"held_out": {"one": 0.3}}}, "val/auprc held_out must map held-out digits"),
     "value": ({"val/auprc": {"held_out": {"1": "high"}}}, "paper_targets val/auprc held_out 1 must be a number"),
