@@ -52,12 +52,13 @@ CLONE_BEFORE = pytest.StashKey[dict[str, tuple[int, int]]]()
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Every core by default: ``-n auto`` when pytest-xdist is there and the command gives no ``-n``
-    (``-n 0``: this one process). Kept out of setup.cfg's ``addopts``, where ``-n`` would stop a
-    machine without the plugin with "unrecognized arguments: -n"."""
+    (``-n 0``: this one process), scheduled ``worksteal`` unless the command gives a ``--dist``.
+    Kept out of setup.cfg's ``addopts``, where ``-n`` would stop a machine without the plugin with
+    "unrecognized arguments: -n"."""
     worker = hasattr(config, "workerinput")
     if config.pluginmanager.has_plugin("xdist") and not worker and config.getoption("numprocesses", None) is None:
         config.option.numprocesses = "auto"
-        if config.getoption("dist", "no") == "no":  # no --dist given: a worker out of tests takes half of the other's
+        if config.getoption("dist", "no") == "no":  # no --dist given: a worker out of tests takes half of another's
             config.option.dist = "worksteal"
 
 
